@@ -1,0 +1,239 @@
+/*
+ * turbokv block formats — the one source of truth for how a K or V row is
+ * stored. The core, every plugin and the cache file all follow this header;
+ * the numeric tables it refers to (codebooks, sign vectors, dense rotations)
+ * are computed by the core (core/tables.c) and handed to plugins through
+ * struct tkv_math in turbokv_plugin.h. Plugins never carry their own copies.
+ *
+ * Self-contained: only <stdint.h> and <stddef.h>.
+ *
+ * A "row" is one head's K (or V) vector for one token: head_dim values.
+ *
+ * Turbo types (TurboQuant, arXiv 2504.19874, Algorithm 1 "TurboQuant_mse"):
+ *   The row is split into groups (tkv_group_split). For each group x (g values):
+ *     n = ||x||_2, u = x / n                       (n = 0: u = 0, indices 0)
+ *     y = D2 . H_g . D1 . u / sqrt(g)              (rotation TKV_ROTATION_WHT)
+ *     idx_i = nearest centroid of y_i in the b-bit Lloyd-Max codebook for the
+ *             coordinate density of a random unit vector in g dimensions,
+ *             f(t) ~ (1 - t^2)^((g-3)/2) on [-1, 1] (paper, Lemma 1);
+ *             ties go to the upper centroid (boundaries are midpoints, and a
+ *             value equal to a boundary belongs to the centroid above it).
+ *     stored scale s = n                           (TKV_SCALE_NORM)
+ *                  or n / ||c[idx]||_2             (TKV_SCALE_NORM_CORRECTED)
+ *   Dequantized values stay in the rotated domain: y_hat_i = s * c[idx_i].
+ *   Group block: [fp16 scale, little endian][g*b/8 bytes of indices]
+ *   Indices are a little-endian bit stream: index i occupies bits
+ *   [i*b, i*b + b) of the group's index bytes, least significant bit first.
+ *
+ * q8_0: blocks of 32 values along the row (the last block is shorter when
+ *   head_dim is not a multiple of 32): [fp16 d][int8 q[n]], d = max|x|/127,
+ *   q = round-half-away(x / d). Not rotated.
+ * f16: IEEE binary16 per value, round to nearest even, clamped to +-65504.
+ * f32: IEEE binary32 per value.
+ *
+ * Non-finite input values (NaN, +-Inf) are stored as 0 in every type; only
+ * the affected values of the affected row change, never other rows.
+ */
+#ifndef TURBOKV_FORMAT_H
+#define TURBOKV_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Storage types. Values never change; new types are appended. */
+enum tkv_type {
+    TKV_TYPE_F32 = 0,
+    TKV_TYPE_F16 = 1,
+    TKV_TYPE_Q8_0 = 2,
+    TKV_TYPE_TURBO2 = 3,
+    TKV_TYPE_TURBO3 = 4,
+    TKV_TYPE_TURBO4 = 5,
+    TKV_TYPE_COUNT
+};
+
+/* How a turbo group is rotated before quantization. */
+enum tkv_rotation {
+    TKV_ROTATION_WHT = 0,   /* randomized Walsh-Hadamard: D2 H D1 / sqrt(g) */
+    TKV_ROTATION_DENSE = 1, /* seeded dense orthogonal g x g matrix */
+    TKV_ROTATION_NONE = 2,  /* identity (for comparison only) */
+    TKV_ROTATION_COUNT
+};
+
+/* What the fp16 scale of a turbo group holds. */
+enum tkv_scale_mode {
+    TKV_SCALE_NORM = 0,           /* s = ||x|| */
+    TKV_SCALE_NORM_CORRECTED = 1, /* s = ||x|| / ||c[idx]||, so ||x_hat|| = ||x|| */
+    TKV_SCALE_COUNT
+};
+
+/* Group rules. Head dims must be multiples of TKV_GROUP_MIN up to
+ * TKV_HEAD_DIM_MAX. Group sizes are the powers of two 8..128. */
+#define TKV_GROUP_MIN 8u
+#define TKV_GROUP_MAX 128u
+#define TKV_N_GROUP_SIZES 5u /* 8, 16, 32, 64, 128 */
+#define TKV_HEAD_DIM_MAX 1024u
+#define TKV_MAX_GROUPS 16u
+#define TKV_TURBO_BITS_MIN 2u
+#define TKV_TURBO_BITS_MAX 4u
+#define TKV_N_CODEBOOK_BITS 3u /* b = 2, 3, 4 */
+#define TKV_Q8_0_BLOCK 32u
+#define TKV_FP16_MAX 65504.0f
+
+/* Documented default seed of the sign vectors and dense rotations. The sign
+ * vectors for group size g are drawn from splitmix64 seeded with
+ * seed ^ (g * 0x9E3779B97F4A7C15): the first g outputs give D1, the next g
+ * give D2; an output with its top bit set means -1, else +1. */
+#define TKV_ROTATION_SEED_DEFAULT 0x7475726b6f6b7631ull /* "turbokv1" */
+
+/* Index of a group size in struct tkv_math tables: 8 -> 0 ... 128 -> 4;
+ * -1 if g is not a supported group size. */
+static inline int tkv_group_index(uint32_t g)
+{
+    int i = 0;
+    for (uint32_t s = TKV_GROUP_MIN; s <= TKV_GROUP_MAX; s <<= 1, i++)
+        if (s == g)
+            return i;
+    return -1;
+}
+
+/* 1 if head_dim is storable. */
+static inline int tkv_head_dim_supported(uint32_t head_dim)
+{
+    return head_dim >= TKV_GROUP_MIN && head_dim <= TKV_HEAD_DIM_MAX &&
+           head_dim % TKV_GROUP_MIN == 0;
+}
+
+/* Splits head_dim into power-of-two groups: as many 128-groups as fit, then
+ * the binary digits of the rest, largest first (80 = 64 + 16, 96 = 64 + 32,
+ * 192 = 128 + 64, 576 = 4 x 128 + 64). No padding: every stored value is a
+ * real one. Returns the number of groups, 0 for an unsupported head_dim. */
+static inline uint32_t tkv_group_split(uint32_t head_dim, uint32_t groups[TKV_MAX_GROUPS])
+{
+    if (!tkv_head_dim_supported(head_dim))
+        return 0;
+    uint32_t n = 0, rest = head_dim;
+    while (rest >= TKV_GROUP_MAX) {
+        groups[n++] = TKV_GROUP_MAX;
+        rest -= TKV_GROUP_MAX;
+    }
+    for (uint32_t g = TKV_GROUP_MAX >> 1; g >= TKV_GROUP_MIN; g >>= 1)
+        if (rest & g)
+            groups[n++] = g;
+    return n;
+}
+
+/* Bits per index of a turbo type, 0 for the others. */
+static inline uint32_t tkv_type_bits(uint32_t type)
+{
+    switch (type) {
+    case TKV_TYPE_TURBO2: return 2;
+    case TKV_TYPE_TURBO3: return 3;
+    case TKV_TYPE_TURBO4: return 4;
+    default: return 0;
+    }
+}
+
+static inline int tkv_type_is_turbo(uint32_t type) { return tkv_type_bits(type) != 0; }
+
+/* Bytes of one turbo group block: fp16 scale + packed indices. */
+static inline uint32_t tkv_turbo_group_bytes(uint32_t g, uint32_t bits) { return 2u + g * bits / 8u; }
+
+/* Bytes of one stored row; 0 for an unknown type or unsupported head_dim. */
+static inline uint32_t tkv_row_bytes(uint32_t type, uint32_t head_dim)
+{
+    uint32_t groups[TKV_MAX_GROUPS], n, bytes = 0;
+    if (!tkv_head_dim_supported(head_dim))
+        return 0;
+    switch (type) {
+    case TKV_TYPE_F32: return 4u * head_dim;
+    case TKV_TYPE_F16: return 2u * head_dim;
+    case TKV_TYPE_Q8_0:
+        return head_dim + 2u * ((head_dim + TKV_Q8_0_BLOCK - 1) / TKV_Q8_0_BLOCK);
+    case TKV_TYPE_TURBO2:
+    case TKV_TYPE_TURBO3:
+    case TKV_TYPE_TURBO4:
+        n = tkv_group_split(head_dim, groups);
+        for (uint32_t i = 0; i < n; i++)
+            bytes += tkv_turbo_group_bytes(groups[i], tkv_type_bits(type));
+        return bytes;
+    default: return 0;
+    }
+}
+
+/* IEEE binary16 <-> binary32, round to nearest even. The fp16 scale of every
+ * block goes through these, on every backend. */
+static inline uint16_t tkv_fp16_from_float(float f)
+{
+    union { float f; uint32_t u; } v = { f };
+    uint32_t sign = (v.u >> 16) & 0x8000u, x = v.u & 0x7fffffffu;
+    if (x >= 0x7f800000u) /* Inf or NaN */
+        return (uint16_t)(sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0));
+    if (x >= 0x477ff000u) /* rounds to >= 65520: overflow to Inf */
+        return (uint16_t)(sign | 0x7c00u);
+    if (x < 0x38800000u) { /* subnormal half or zero */
+        if (x < 0x33000000u)
+            return (uint16_t)sign;
+        /* |f| = m * 2^(e-150); in units of the half subnormal step 2^-24
+         * that is m >> (126 - e), rounded to nearest even */
+        uint32_t e = x >> 23, m = (x & 0x7fffffu) | 0x800000u, sh = 126u - e;
+        uint32_t q = m >> sh, rem = m & ((1u << sh) - 1u), half = 1u << (sh - 1u);
+        if (rem > half || (rem == half && (q & 1u)))
+            q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t q = ((x - 0x38000000u) >> 13);
+    uint32_t rem = x & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u)))
+        q++;
+    return (uint16_t)(sign | q);
+}
+
+static inline float tkv_fp16_to_float(uint16_t h)
+{
+    union { uint32_t u; float f; } v;
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0) {
+        if (m == 0) {
+            v.u = sign;
+            return v.f;
+        }
+        /* subnormal: m * 2^-24 */
+        v.f = (float)m * (1.0f / 16777216.0f);
+        v.u |= sign;
+        return v.f;
+    }
+    if (e == 31)
+        v.u = sign | 0x7f800000u | (m << 13);
+    else
+        v.u = sign | ((e + 112u) << 23) | (m << 13);
+    return v.f;
+}
+
+/* Bit stream access for packed indices (LSB first). bits is 2, 3 or 4. */
+static inline uint32_t tkv_unpack_index(const uint8_t *p, uint32_t i, uint32_t bits)
+{
+    uint32_t bit = i * bits, byte = bit >> 3, shift = bit & 7u;
+    uint32_t w = p[byte];
+    if (shift + bits > 8u)
+        w |= (uint32_t)p[byte + 1] << 8;
+    return (w >> shift) & ((1u << bits) - 1u);
+}
+
+/* Packs n indices into ceil(n*bits/8) bytes (overwrites them). */
+static inline void tkv_pack_indices(uint8_t *p, const uint8_t *idx, uint32_t n, uint32_t bits)
+{
+    uint32_t acc = 0, nacc = 0, o = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        acc |= (uint32_t)idx[i] << nacc;
+        nacc += bits;
+        while (nacc >= 8u) {
+            p[o++] = (uint8_t)acc;
+            acc >>= 8;
+            nacc -= 8u;
+        }
+    }
+    if (nacc)
+        p[o] = (uint8_t)acc;
+}
+
+#endif

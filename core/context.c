@@ -1,0 +1,254 @@
+/*
+ * The context: configuration (defaults < file < env < API), plugin search,
+ * backend choice and the open device.
+ *
+ * Plugin search order (DESIGN.md section 3): the API's plugin_path, then
+ * TURBO_PLUGIN_PATH (ignored in privileged processes, as the Vulkan loader
+ * does), then the config file's plugin_path, then the install directory.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/auxv.h>
+
+#include "core.h"
+#include "error.h"
+#include "tables.h"
+
+#ifndef TKV_PLUGIN_INSTALL_DIR
+#define TKV_PLUGIN_INSTALL_DIR "/usr/local/lib/turbokv"
+#endif
+
+#define MAX_DIRS 64
+
+/* Splits a colon-separated list into dirs[] (pointing into storage). */
+static void add_dirs(char *storage, const char **dirs, size_t *n)
+{
+    for (char *save = NULL, *tok = strtok_r(storage, ":", &save); tok && *n < MAX_DIRS - 1;
+         tok = strtok_r(NULL, ":", &save))
+        if (*tok)
+            dirs[(*n)++] = tok;
+}
+
+static int load_config(tkv_context *ctx, const struct tkv_context_options *o)
+{
+    struct tkv_config *cfg = &ctx->cfg;
+    int rc;
+    tkv_config_defaults(cfg);
+    const char *path = o->config_path;
+    if (!path && !o->ignore_env) {
+        path = getenv("TURBO_CONFIG");
+        if (path && !*path)
+            path = NULL;
+    }
+    if (path && (rc = tkv_config_apply_file(cfg, path)) != TKV_OK)
+        return rc;
+    snprintf(ctx->file_plugin_path, sizeof ctx->file_plugin_path, "%s", cfg->plugin_path);
+    if (!o->ignore_env && (rc = tkv_config_apply_env(cfg)) != TKV_OK)
+        return rc;
+    if (o->backend && (rc = tkv_config_set(cfg, TKV_CFG_BACKEND, o->backend, TKV_SOURCE_API, "API")) != TKV_OK)
+        return rc;
+    tkv_log_set_level(cfg->log_level);
+    return TKV_OK;
+}
+
+static int scan_plugins(tkv_context *ctx, const struct tkv_context_options *o)
+{
+    char api[2048] = "", env[2048] = "", file[1024], install[] = TKV_PLUGIN_INSTALL_DIR;
+    const char *dirs[MAX_DIRS];
+    size_t n = 0;
+    if (o->plugin_path) {
+        snprintf(api, sizeof api, "%s", o->plugin_path);
+        add_dirs(api, dirs, &n);
+    }
+    const char *e = o->ignore_env ? NULL : getenv("TURBO_PLUGIN_PATH");
+    if (e && getauxval(AT_SECURE)) {
+        tkv_log(TKV_LOG_WARN, "TURBO_PLUGIN_PATH ignored in a privileged (setuid) process");
+        e = NULL;
+    }
+    if (e) {
+        snprintf(env, sizeof env, "%s", e);
+        add_dirs(env, dirs, &n);
+    }
+    snprintf(file, sizeof file, "%s", ctx->file_plugin_path);
+    add_dirs(file, dirs, &n);
+    dirs[n++] = install;
+    dirs[n] = NULL;
+    return tkv_registry_scan(&ctx->reg, dirs);
+}
+
+static struct tkv_module *find_backend(tkv_context *ctx, const char *name)
+{
+    for (uint32_t i = 0; i < ctx->reg.n; i++)
+        if (ctx->reg.mods[i].ops.name && strcmp(ctx->reg.mods[i].ops.name, name) == 0)
+            return &ctx->reg.mods[i];
+    return NULL;
+}
+
+/* Explains why nothing is usable: no plugin at all vs plugins all refused
+ * (the OpenCL ICD loader reports both as -1001; we keep them apart). */
+static int no_backend_error(tkv_context *ctx)
+{
+    if (ctx->reg.n == 0)
+        return tkv_error(TKV_ENOTFOUND, "no turbokv plugin found (searched %s)", ctx->reg.searched);
+    char list[2048] = "";
+    for (uint32_t i = 0; i < ctx->reg.n; i++) {
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof list - used, "%s%s: %s", i ? "; " : "", ctx->reg.mods[i].path,
+                 ctx->reg.mods[i].message);
+    }
+    return tkv_error(TKV_EPLUGIN, "%u plugin(s) found but all refused: %s", ctx->reg.n, list);
+}
+
+static int open_module(tkv_context *ctx, struct tkv_module *m, uint32_t index)
+{
+    int rc = tkv_device_open(&ctx->device, m, index, ctx->cfg.threads, ctx->math);
+    if (rc == TKV_OK)
+        snprintf(ctx->device_name, sizeof ctx->device_name, "%s", m->devs[index].name);
+    return rc;
+}
+
+/* backend: auto picks the highest-scoring device among accepted plugins and
+ * falls back to cpu when that one fails to open; a backend named in the
+ * config, the environment or the API must open, or the context fails. */
+static int choose_backend(tkv_context *ctx)
+{
+    const char *want = ctx->cfg.backend;
+    int demanded = ctx->cfg.meta[TKV_CFG_BACKEND].source != TKV_SOURCE_DEFAULT && strcmp(want, "auto") != 0;
+    if (demanded) {
+        struct tkv_module *m = find_backend(ctx, want);
+        if (!m) {
+            if (ctx->reg.n == 0)
+                return no_backend_error(ctx);
+            return tkv_error(TKV_ENOTFOUND, "backend '%s' (from %s): no such plugin found (searched %s)", want,
+                             ctx->cfg.meta[TKV_CFG_BACKEND].origin, ctx->reg.searched);
+        }
+        if (m->status != TKV_OK)
+            return tkv_error(m->status, "backend '%s' (from %s): plugin %s refused: %s", want,
+                             ctx->cfg.meta[TKV_CFG_BACKEND].origin, m->path, m->message);
+        int rc = open_module(ctx, m, ctx->cfg.device);
+        if (rc != TKV_OK)
+            tkv_error_prefix("backend '%s' (from %s)", want, ctx->cfg.meta[TKV_CFG_BACKEND].origin);
+        return rc;
+    }
+
+    struct tkv_module *best = NULL;
+    uint32_t best_dev = 0;
+    for (uint32_t i = 0; i < ctx->reg.n; i++) {
+        struct tkv_module *m = &ctx->reg.mods[i];
+        if (m->status != TKV_OK)
+            continue;
+        for (uint32_t d = 0; d < m->n_devs; d++)
+            if (!best || m->devs[d].score > best->devs[best_dev].score) {
+                best = m;
+                best_dev = d;
+            }
+    }
+    if (!best)
+        return no_backend_error(ctx);
+    int rc = open_module(ctx, best, best_dev);
+    if (rc == TKV_OK) {
+        tkv_log(TKV_LOG_INFO, "backend auto: chose %s device %u (%s, score %d)", best->ops.name, best_dev,
+                best->devs[best_dev].name, best->devs[best_dev].score);
+        return TKV_OK;
+    }
+    struct tkv_module *cpu = find_backend(ctx, "cpu");
+    if (best == cpu || !cpu || cpu->status != TKV_OK)
+        return rc;
+    tkv_log(TKV_LOG_WARN, "backend auto: %s failed to open (%s); falling back to cpu", best->ops.name,
+            tkv_last_error());
+    return open_module(ctx, cpu, 0);
+}
+
+int tkv_context_open(const struct tkv_context_options *opts, tkv_context **out)
+{
+    struct tkv_context_options o = { 0 };
+    if (!out)
+        return tkv_error(TKV_EINVAL, "tkv_context_open: ctx is NULL");
+    *out = NULL;
+    if (opts) {
+        if (opts->struct_size < offsetof(struct tkv_context_options, log_fn))
+            return tkv_error(TKV_EINVAL, "tkv_context_open: opts->struct_size %u too small", opts->struct_size);
+        memcpy(&o, opts, opts->struct_size < sizeof o ? opts->struct_size : sizeof o);
+    }
+    tkv_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx)
+        return tkv_error(TKV_ENOMEM, "out of memory");
+    if (o.log_fn)
+        tkv_log_set_sink(o.log_fn, o.log_user);
+    int rc = load_config(ctx, &o);
+    if (rc == TKV_OK && !(ctx->math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT)))
+        rc = TKV_ENOMEM;
+    if (rc == TKV_OK)
+        rc = scan_plugins(ctx, &o);
+    if (rc == TKV_OK) {
+        rc = choose_backend(ctx);
+        if (rc != TKV_OK) {
+            tkv_registry_free(&ctx->reg);
+        }
+    }
+    if (rc != TKV_OK) {
+        free(ctx);
+        return rc;
+    }
+    *out = ctx;
+    return TKV_OK;
+}
+
+void tkv_context_close(tkv_context *ctx)
+{
+    if (!ctx)
+        return;
+    tkv_device_close(&ctx->device);
+    tkv_registry_free(&ctx->reg);
+    free(ctx);
+}
+
+const char *tkv_context_backend(const tkv_context *ctx)
+{
+    return ctx && ctx->device.mod ? ctx->device.mod->ops.name : "";
+}
+
+const char *tkv_context_device(const tkv_context *ctx) { return ctx ? ctx->device_name : ""; }
+
+uint32_t tkv_config_count(const tkv_context *ctx) { return ctx ? TKV_CFG_COUNT : 0; }
+
+int tkv_config_get(const tkv_context *ctx, uint32_t i, struct tkv_config_entry *e)
+{
+    if (!ctx || !e)
+        return tkv_error(TKV_EINVAL, "tkv_config_get: NULL argument");
+    if (i >= TKV_CFG_COUNT)
+        return tkv_error(TKV_ERANGE, "tkv_config_get: index %u, there are %u keys", i, TKV_CFG_COUNT);
+    memset(e, 0, sizeof *e);
+    e->key = tkv_config_key_name(i);
+    e->env = tkv_config_key_env(i);
+    tkv_config_format(&ctx->cfg, i, e->value, sizeof e->value);
+    e->source = ctx->cfg.meta[i].source;
+    snprintf(e->origin, sizeof e->origin, "%s", ctx->cfg.meta[i].origin);
+    return TKV_OK;
+}
+
+uint32_t tkv_plugin_count(const tkv_context *ctx) { return ctx ? ctx->reg.n : 0; }
+
+int tkv_plugin_get(const tkv_context *ctx, uint32_t i, struct tkv_plugin_report *r)
+{
+    if (!ctx || !r)
+        return tkv_error(TKV_EINVAL, "tkv_plugin_get: NULL argument");
+    if (i >= ctx->reg.n)
+        return tkv_error(TKV_ERANGE, "tkv_plugin_get: index %u, %u plugins found", i, ctx->reg.n);
+    const struct tkv_module *m = &ctx->reg.mods[i];
+    memset(r, 0, sizeof *r);
+    snprintf(r->path, sizeof r->path, "%s", m->path);
+    snprintf(r->name, sizeof r->name, "%s", m->ops.name ? m->ops.name : "");
+    snprintf(r->version, sizeof r->version, "%s", m->ops.version ? m->ops.version : "");
+    r->abi_major = m->ops.abi_major;
+    r->abi_minor = m->ops.abi_minor;
+    r->status = m->status;
+    snprintf(r->message, sizeof r->message, "%s", m->status == TKV_OK ? "" : m->message);
+    r->n_devices = m->n_devs;
+    for (uint32_t d = 0; d < m->n_devs && d < 4; d++)
+        snprintf(r->devices[d], sizeof r->devices[d], "%.80s (%.50s, score %d)", m->devs[d].name,
+                 m->devs[d].driver, m->devs[d].score);
+    r->in_use = ctx->device.mod == m;
+    return TKV_OK;
+}

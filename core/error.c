@@ -1,0 +1,104 @@
+/*
+ * Thread-local error detail and the log sink.
+ */
+#include "error.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "turbokv.h"
+#include "turbokv_plugin.h"
+
+#define TKV_ERROR_MAX 1024
+
+static _Thread_local char last_error[TKV_ERROR_MAX];
+
+static int log_level = TKV_LOG_WARN;
+static void (*log_sink)(void *, int, const char *);
+static void *log_user;
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int tkv_verror(int status, const char *fmt, va_list ap)
+{
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    return status;
+}
+
+int tkv_error(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tkv_verror(status, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+void tkv_error_prefix(const char *fmt, ...)
+{
+    char prefix[TKV_ERROR_MAX], old[TKV_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, last_error, sizeof old);
+    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+}
+
+void tkv_error_clear(void) { last_error[0] = '\0'; }
+
+const char *tkv_last_error(void) { return last_error; }
+
+const char *tkv_status_name(int status)
+{
+    switch (status) {
+    case TKV_OK: return "TKV_OK";
+    case TKV_EINVAL: return "TKV_EINVAL";
+    case TKV_ENOMEM: return "TKV_ENOMEM";
+    case TKV_ERANGE: return "TKV_ERANGE";
+    case TKV_EUNSUPPORTED: return "TKV_EUNSUPPORTED";
+    case TKV_ENODEV: return "TKV_ENODEV";
+    case TKV_EDEVICE: return "TKV_EDEVICE";
+    case TKV_EIO: return "TKV_EIO";
+    case TKV_EFORMAT: return "TKV_EFORMAT";
+    case TKV_ECONFIG: return "TKV_ECONFIG";
+    case TKV_EABI: return "TKV_EABI";
+    case TKV_EPLUGIN: return "TKV_EPLUGIN";
+    case TKV_ENOTFOUND: return "TKV_ENOTFOUND";
+    default: return "TKV_E?";
+    }
+}
+
+void tkv_log_set_level(int level) { log_level = level; }
+int tkv_log_get_level(void) { return log_level; }
+
+void tkv_log_set_sink(void (*fn)(void *, int, const char *), void *user)
+{
+    pthread_mutex_lock(&log_lock);
+    log_sink = fn;
+    log_user = user;
+    pthread_mutex_unlock(&log_lock);
+}
+
+void tkv_vlog(int level, const char *fmt, va_list ap)
+{
+    static const char *names[] = { "error", "warning", "info", "debug" };
+    char msg[TKV_ERROR_MAX];
+    if (level > log_level)
+        return;
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    pthread_mutex_lock(&log_lock);
+    if (log_sink)
+        log_sink(log_user, level, msg);
+    else
+        fprintf(stderr, "turbokv: %s: %s\n", names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+    pthread_mutex_unlock(&log_lock);
+}
+
+void tkv_log(int level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tkv_vlog(level, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,412 @@
+/*
+ * Plugin discovery and loading (libltdl), ABI negotiation, required-op
+ * validation, and the call wrappers every plugin op goes through.
+ *
+ * Order of checks for one module, each failure recorded with its own code:
+ *   load (lt_dlopen)               -> TKV_EPLUGIN "cannot load: <ltdl error>"
+ *   entry symbol                   -> TKV_EPLUGIN "no entry symbol ..."
+ *   entry(core major, minor)       -> TKV_EABI    "refused core ABI x.y"
+ *   abi_major == core major        -> TKV_EABI    "ABI 2.0, core supports 1.x"
+ *   struct_size covers ABI 1.0     -> TKV_EPLUGIN
+ *   required members non-NULL      -> TKV_EPLUGIN "required op 'attention' is NULL"
+ *   init(services)                 -> its status
+ *   probe()                        -> its status; no device -> TKV_ENODEV
+ * Only then is any device opened. (The ggml registry calls into a backend
+ * before checking its version; we read the three header words first.)
+ */
+#include <dirent.h>
+#include <ltdl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "error.h"
+
+/* --- services handed to plugins */
+
+static _Thread_local const char *calling_plugin = "?";
+
+static void svc_log(int level, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tkv_log(level, "plugin %s: %s", calling_plugin, msg);
+}
+
+static int svc_error(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    tkv_verror(status, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+static const struct tkv_services services = {
+    .struct_size = sizeof(struct tkv_services),
+    .core_abi_major = TKV_ABI_MAJOR,
+    .core_abi_minor = TKV_ABI_MINOR,
+    .log = svc_log,
+    .error = svc_error,
+};
+
+/* A module file may be loaded by several contexts; ltdl shares the handle,
+ * and init/shutdown run once per process-wide load. */
+static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    void *handle;
+    int refs;
+} init_table[64];
+
+static int module_init_once(struct tkv_module *mod)
+{
+    int rc = TKV_OK, free_slot = -1;
+    pthread_mutex_lock(&init_lock);
+    for (int i = 0; i < 64; i++) {
+        if (init_table[i].handle == mod->handle && init_table[i].refs > 0) {
+            init_table[i].refs++;
+            pthread_mutex_unlock(&init_lock);
+            return TKV_OK;
+        }
+        if (free_slot < 0 && init_table[i].refs == 0)
+            free_slot = i;
+    }
+    if (free_slot < 0) {
+        pthread_mutex_unlock(&init_lock);
+        return tkv_error(TKV_ENOMEM, "too many plugin modules loaded");
+    }
+    calling_plugin = mod->ops.name;
+    tkv_error_clear();
+    rc = mod->ops.init(&services);
+    if (rc == TKV_OK) {
+        init_table[free_slot].handle = mod->handle;
+        init_table[free_slot].refs = 1;
+    }
+    pthread_mutex_unlock(&init_lock);
+    return rc;
+}
+
+static void module_shutdown_once(struct tkv_module *mod)
+{
+    pthread_mutex_lock(&init_lock);
+    for (int i = 0; i < 64; i++) {
+        if (init_table[i].handle == mod->handle && init_table[i].refs > 0) {
+            if (--init_table[i].refs == 0 && mod->ops.shutdown) {
+                calling_plugin = mod->ops.name;
+                mod->ops.shutdown();
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&init_lock);
+}
+
+/* --- loading one module */
+
+static void refuse(struct tkv_module *mod, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void refuse(struct tkv_module *mod, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(mod->message, sizeof mod->message, fmt, ap);
+    va_end(ap);
+    mod->status = status;
+}
+
+/* The members every ABI 1.0 plugin must provide, checked once at load. */
+#define REQUIRED_OPS(X)                                                                            \
+    X(init) X(probe) X(open) X(close) X(buffer_alloc) X(buffer_free) X(buffer_write)               \
+        X(buffer_read) X(quantize_append) X(attention) X(dequantize)
+
+static int check_required(struct tkv_module *mod)
+{
+#define CHECK(member)                                                                              \
+    if (!mod->ops.member) {                                                                        \
+        refuse(mod, TKV_EPLUGIN, "required op '%s' is NULL", #member);                             \
+        return -1;                                                                                 \
+    }
+    REQUIRED_OPS(CHECK)
+#undef CHECK
+    if (!mod->ops.name || !mod->ops.name[0]) {
+        refuse(mod, TKV_EPLUGIN, "descriptor has no backend name");
+        return -1;
+    }
+    return 0;
+}
+
+void tkv_module_load(struct tkv_module *mod, const char *path)
+{
+    const char *base = strrchr(path, '/');
+    memset(mod, 0, sizeof *mod);
+    snprintf(mod->path, sizeof mod->path, "%s", path);
+    snprintf(mod->file, sizeof mod->file, "%s", base ? base + 1 : path);
+
+    mod->handle = lt_dlopen(path);
+    if (!mod->handle) {
+        const char *why = lt_dlerror();
+        refuse(mod, TKV_EPLUGIN, "cannot load: %s", why ? why : "unknown ltdl error");
+        return;
+    }
+    tkv_plugin_entry_fn entry = (tkv_plugin_entry_fn)(uintptr_t)lt_dlsym(mod->handle, TKV_PLUGIN_ENTRY_NAME);
+    if (!entry) {
+        refuse(mod, TKV_EPLUGIN, "no entry symbol '%s' (not a turbokv plugin?)", TKV_PLUGIN_ENTRY_NAME);
+        return;
+    }
+    const struct tkv_plugin *desc = entry(TKV_ABI_MAJOR, TKV_ABI_MINOR);
+    if (!desc) {
+        refuse(mod, TKV_EABI, "plugin refused core ABI %u.%u", TKV_ABI_MAJOR, TKV_ABI_MINOR);
+        return;
+    }
+    /* Only the three header words may be read before the version check. */
+    mod->ops.abi_major = desc->abi_major;
+    mod->ops.abi_minor = desc->abi_minor;
+    if (desc->abi_major != TKV_ABI_MAJOR) {
+        refuse(mod, TKV_EABI, "plugin ABI %u.%u, core supports %u.x", desc->abi_major, desc->abi_minor,
+               TKV_ABI_MAJOR);
+        return;
+    }
+    if (desc->struct_size < offsetof(struct tkv_plugin, stats)) {
+        refuse(mod, TKV_EPLUGIN, "descriptor of %u bytes is smaller than ABI %u.0 requires (%zu)",
+               desc->struct_size, TKV_ABI_MAJOR, offsetof(struct tkv_plugin, stats));
+        return;
+    }
+    size_t n = desc->struct_size < sizeof mod->ops ? desc->struct_size : sizeof mod->ops;
+    memcpy(&mod->ops, desc, n); /* members a shorter (older) descriptor lacks stay NULL */
+    if (check_required(mod) < 0)
+        return;
+
+    int rc = module_init_once(mod);
+    if (rc != TKV_OK) {
+        refuse(mod, rc, "init failed: %s", tkv_last_error());
+        return;
+    }
+    mod->initialized = 1;
+
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < TKV_MAX_DEVICES; i++)
+        mod->devs[i].struct_size = sizeof mod->devs[i];
+    calling_plugin = mod->ops.name;
+    tkv_error_clear();
+    rc = mod->ops.probe(mod->devs, TKV_MAX_DEVICES, &found);
+    if (rc != TKV_OK) {
+        refuse(mod, rc, "probe failed: %s", tkv_last_error());
+        return;
+    }
+    mod->n_devs = found < TKV_MAX_DEVICES ? found : TKV_MAX_DEVICES;
+    for (uint32_t i = 0; i < mod->n_devs; i++) { /* never trust plugin strings to be terminated */
+        mod->devs[i].name[sizeof mod->devs[i].name - 1] = '\0';
+        mod->devs[i].driver[sizeof mod->devs[i].driver - 1] = '\0';
+    }
+    if (mod->n_devs == 0) {
+        refuse(mod, TKV_ENODEV, "probe found no device");
+        return;
+    }
+    mod->status = TKV_OK;
+}
+
+void tkv_module_unload(struct tkv_module *mod)
+{
+    if (mod->initialized)
+        module_shutdown_once(mod);
+    if (mod->handle)
+        lt_dlclose(mod->handle);
+    mod->handle = NULL;
+    mod->initialized = 0;
+}
+
+/* --- scanning directories */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int is_plugin_file(const char *name)
+{
+    size_t n = strlen(name);
+    return strncmp(name, "turbokv-", 8) == 0 && n > 11 && strcmp(name + n - 3, ".so") == 0;
+}
+
+static int seen_file(const struct tkv_registry *reg, const char *file)
+{
+    for (uint32_t i = 0; i < reg->n; i++)
+        if (strcmp(reg->mods[i].file, file) == 0)
+            return 1;
+    return 0;
+}
+
+static int scan_dir(struct tkv_registry *reg, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return TKV_OK; /* a missing directory on the path is not an error */
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    int rc = TKV_OK;
+    while ((e = readdir(d))) {
+        if (!is_plugin_file(e->d_name))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            char **grown = realloc(names, cap * sizeof *names);
+            if (!grown) {
+                rc = tkv_error(TKV_ENOMEM, "out of memory scanning '%s'", dir);
+                goto out;
+            }
+            names = grown;
+        }
+        if (!(names[n] = strdup(e->d_name))) {
+            rc = tkv_error(TKV_ENOMEM, "out of memory scanning '%s'", dir);
+            goto out;
+        }
+        n++;
+    }
+    /* readdir order is filesystem order: sort so every run loads the same way */
+    qsort(names, n, sizeof *names, cmp_names);
+    for (size_t i = 0; i < n; i++) {
+        if (seen_file(reg, names[i])) {
+            tkv_log(TKV_LOG_DEBUG, "plugin %s/%s shadowed by an earlier directory", dir, names[i]);
+            continue;
+        }
+        struct tkv_module *grown = realloc(reg->mods, (reg->n + 1) * sizeof *reg->mods);
+        if (!grown) {
+            rc = tkv_error(TKV_ENOMEM, "out of memory loading plugins");
+            goto out;
+        }
+        reg->mods = grown;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        tkv_module_load(&reg->mods[reg->n], path);
+        struct tkv_module *m = &reg->mods[reg->n];
+        if (m->status == TKV_OK)
+            tkv_log(TKV_LOG_DEBUG, "plugin %s (%s): accepted, %u device(s)", m->ops.name, path, m->n_devs);
+        else
+            tkv_log(TKV_LOG_INFO, "plugin %s: refused: %s", path, m->message);
+        reg->n++;
+    }
+out:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    closedir(d);
+    return rc;
+}
+
+int tkv_registry_scan(struct tkv_registry *reg, const char *const *dirs)
+{
+    memset(reg, 0, sizeof *reg);
+    if (lt_dlinit() != 0)
+        return tkv_error(TKV_EPLUGIN, "libltdl initialisation failed: %s", lt_dlerror());
+    for (size_t i = 0; dirs[i]; i++) {
+        size_t used = strlen(reg->searched);
+        snprintf(reg->searched + used, sizeof reg->searched - used, "%s%s", used ? ":" : "", dirs[i]);
+        int rc = scan_dir(reg, dirs[i]);
+        if (rc != TKV_OK) {
+            tkv_registry_free(reg);
+            return rc;
+        }
+    }
+    return TKV_OK;
+}
+
+void tkv_registry_free(struct tkv_registry *reg)
+{
+    for (uint32_t i = 0; i < reg->n; i++)
+        tkv_module_unload(&reg->mods[i]);
+    free(reg->mods);
+    reg->mods = NULL;
+    reg->n = 0;
+    lt_dlexit();
+}
+
+/* --- the device and the call wrappers */
+
+/* Runs one plugin call with the plugin named in logs and errors. */
+#define PLUGIN_CALL(d, call)                                                                       \
+    do {                                                                                           \
+        calling_plugin = (d)->mod->ops.name;                                                       \
+        tkv_error_clear();                                                                         \
+        int rc_ = (call);                                                                          \
+        if (rc_ != TKV_OK) {                                                                       \
+            if (!tkv_last_error()[0])                                                              \
+                tkv_error(rc_, "failed without detail");                                           \
+            tkv_error_prefix("plugin %s", (d)->mod->ops.name);                                     \
+        }                                                                                          \
+        return rc_;                                                                                \
+    } while (0)
+
+static int open_call(struct tkv_device *d, const struct tkv_open_params *p)
+{
+    return d->mod->ops.open(p, &d->dev);
+}
+
+int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index, uint32_t threads,
+                    const struct tkv_math *math)
+{
+    struct tkv_open_params p = {
+        .struct_size = sizeof p, .device_index = index, .threads = threads, .math = math,
+    };
+    memset(d, 0, sizeof *d);
+    d->mod = mod;
+    d->index = index;
+    if (index >= mod->n_devs)
+        return tkv_error(TKV_ENODEV, "plugin %s: device %u requested, it has %u", mod->ops.name, index,
+                         mod->n_devs);
+    PLUGIN_CALL(d, open_call(d, &p));
+}
+
+void tkv_device_close(struct tkv_device *d)
+{
+    if (d->mod && d->dev) {
+        calling_plugin = d->mod->ops.name;
+        d->mod->ops.close(d->dev);
+    }
+    d->dev = NULL;
+}
+
+int tkv_dev_alloc(struct tkv_device *d, uint64_t bytes, void **buf)
+{
+    PLUGIN_CALL(d, d->mod->ops.buffer_alloc(d->dev, bytes, buf));
+}
+
+void tkv_dev_free(struct tkv_device *d, void *buf)
+{
+    if (buf) {
+        calling_plugin = d->mod->ops.name;
+        d->mod->ops.buffer_free(d->dev, buf);
+    }
+}
+
+int tkv_dev_write(struct tkv_device *d, void *buf, uint64_t off, const void *src, uint64_t bytes)
+{
+    PLUGIN_CALL(d, d->mod->ops.buffer_write(d->dev, buf, off, src, bytes));
+}
+
+int tkv_dev_read(struct tkv_device *d, const void *buf, uint64_t off, void *dst, uint64_t bytes)
+{
+    PLUGIN_CALL(d, d->mod->ops.buffer_read(d->dev, buf, off, dst, bytes));
+}
+
+int tkv_dev_append(struct tkv_device *d, const struct tkv_append_args *a)
+{
+    PLUGIN_CALL(d, d->mod->ops.quantize_append(d->dev, a));
+}
+
+int tkv_dev_attention(struct tkv_device *d, const struct tkv_attention_args *a)
+{
+    PLUGIN_CALL(d, d->mod->ops.attention(d->dev, a));
+}
+
+int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dequant_args *a)
+{
+    PLUGIN_CALL(d, d->mod->ops.dequantize(d->dev, a));
+}

@@ -1,0 +1,152 @@
+/*
+ * Plugin loading: plugins that are wrong on purpose (tests/stubs) are each
+ * refused with their own status while the cpu plugin loads and is chosen;
+ * "no plugin found" and "all refused" are different errors; a demanded
+ * backend that cannot open is an error, not a silent fallback.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "turbokv.h"
+
+static char dirs[4096];
+
+static int open_with(const char *plugin_path, const char *backend, tkv_context **ctx)
+{
+    struct tkv_context_options o = {
+        .struct_size = sizeof o, .ignore_env = 1, .plugin_path = plugin_path, .backend = backend,
+    };
+    return tkv_context_open(&o, ctx);
+}
+
+static const struct tkv_plugin_report *find(tkv_context *ctx, const char *file_part,
+                                            struct tkv_plugin_report *r)
+{
+    for (uint32_t i = 0; i < tkv_plugin_count(ctx); i++) {
+        assert_int_equal(tkv_plugin_get(ctx, i, r), TKV_OK);
+        if (strstr(r->path, file_part))
+            return r;
+    }
+    fail_msg("plugin %s not found", file_part);
+    return NULL;
+}
+
+static void broken_refused_good_loaded(void **state)
+{
+    (void)state;
+    tkv_context *ctx = NULL;
+    assert_int_equal(open_with(dirs, NULL, &ctx), TKV_OK);
+    struct tkv_plugin_report r;
+    static const struct {
+        const char *file;
+        int status;
+        const char *message;
+    } expect[] = {
+        { "turbokv-broken-bad-major.so", TKV_EABI, "plugin ABI 2.0, core supports 1.x" },
+        { "turbokv-broken-null-op.so", TKV_EPLUGIN, "required op 'attention' is NULL" },
+        { "turbokv-broken-no-device.so", TKV_ENODEV, "probe found no device" },
+        { "turbokv-broken-no-entry.so", TKV_EPLUGIN, "no entry symbol 'tkv_plugin_entry'" },
+        { "turbokv-broken-refuses-core.so", TKV_EABI, "plugin refused core ABI 1.0" },
+        { "turbokv-broken-short-struct.so", TKV_EPLUGIN, "smaller than ABI 1.0 requires" },
+        { "turbokv-broken-open-fails.so", TKV_OK, "" },
+        { "turbokv-cpu.so", TKV_OK, "" },
+    };
+    for (size_t i = 0; i < sizeof expect / sizeof expect[0]; i++) {
+        find(ctx, expect[i].file, &r);
+        assert_int_equal(r.status, expect[i].status);
+        if (expect[i].message[0] && !strstr(r.message, expect[i].message))
+            fail_msg("%s: message '%s' lacks '%s'", expect[i].file, r.message, expect[i].message);
+    }
+    find(ctx, "turbokv-cpu.so", &r);
+    assert_string_equal(r.name, "cpu");
+    assert_int_equal(r.abi_major, 1);
+    assert_true(r.n_devices >= 1);
+    /* auto tried the broken high-score device, then fell back to cpu */
+    assert_true(r.in_use);
+    assert_string_equal(tkv_context_backend(ctx), "cpu");
+    tkv_context_close(ctx);
+}
+
+static void demanded_backend_must_open(void **state)
+{
+    (void)state;
+    tkv_context *ctx = NULL;
+    assert_int_equal(open_with(dirs, "broken_open_fails", &ctx), TKV_EDEVICE);
+    assert_null(ctx);
+    assert_non_null(strstr(tkv_last_error(), "broken test device cannot be opened"));
+    assert_non_null(strstr(tkv_last_error(), "backend 'broken_open_fails'"));
+
+    assert_int_equal(open_with(dirs, "broken_null_op", &ctx), TKV_EPLUGIN);
+    assert_non_null(strstr(tkv_last_error(), "required op 'attention' is NULL"));
+
+    assert_int_equal(open_with(dirs, "Vulkan!", &ctx), TKV_ECONFIG); /* not a backend name at all */
+    assert_int_equal(open_with(dirs, "metal", &ctx), TKV_ENOTFOUND); /* a name, but no such plugin */
+    assert_non_null(strstr(tkv_last_error(), "no such plugin"));
+    assert_int_equal(open_with(dirs, "cpu", &ctx), TKV_OK);
+    assert_string_equal(tkv_context_backend(ctx), "cpu");
+    tkv_context_close(ctx);
+}
+
+static void nothing_found_vs_all_refused(void **state)
+{
+    (void)state;
+    tkv_context *ctx = NULL;
+    char empty[] = "/nonexistent/turbokv-test-dir";
+    /* The install dir is searched last; only assert when nothing is installed there. */
+    int rc = open_with(empty, NULL, &ctx);
+    if (rc == TKV_ENOTFOUND)
+        assert_non_null(strstr(tkv_last_error(), "no turbokv plugin found"));
+    else
+        tkv_context_close(ctx);
+
+    const char *broken = getenv("TKV_BROKEN_PLUGIN_DIR");
+    rc = open_with(broken, "cpu", &ctx);
+    if (rc != TKV_OK) {
+        assert_int_equal(rc, TKV_ENOTFOUND);
+        assert_non_null(strstr(tkv_last_error(), "no such plugin"));
+    } else {
+        tkv_context_close(ctx); /* an installed cpu plugin was found */
+    }
+}
+
+static void searched_in_order(void **state)
+{
+    (void)state;
+    /* The cpu plugin appears once even when its directory is listed twice. */
+    char twice[8192];
+    snprintf(twice, sizeof twice, "%s:%s", dirs, dirs);
+    tkv_context *ctx = NULL;
+    assert_int_equal(open_with(twice, NULL, &ctx), TKV_OK);
+    int n_cpu = 0;
+    for (uint32_t i = 0; i < tkv_plugin_count(ctx); i++) {
+        struct tkv_plugin_report r;
+        tkv_plugin_get(ctx, i, &r);
+        n_cpu += strstr(r.path, "turbokv-cpu.so") != NULL;
+    }
+    assert_int_equal(n_cpu, 1);
+    tkv_context_close(ctx);
+}
+
+int main(void)
+{
+    const char *good = getenv("TURBO_PLUGIN_PATH"), *broken = getenv("TKV_BROKEN_PLUGIN_DIR");
+    if (!good || !broken) {
+        fprintf(stderr, "TURBO_PLUGIN_PATH and TKV_BROKEN_PLUGIN_DIR must be set (meson test does)\n");
+        return 1;
+    }
+    snprintf(dirs, sizeof dirs, "%s:%s", broken, good);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(broken_refused_good_loaded),
+        cmocka_unit_test(demanded_backend_must_open),
+        cmocka_unit_test(nothing_found_vs_all_refused),
+        cmocka_unit_test(searched_in_order),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

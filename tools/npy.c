@@ -1,0 +1,267 @@
+/*
+ * .npy reader. The format (numpy/lib/format.py): the magic "\x93NUMPY", a
+ * major and minor version byte, the header length (uint16 in 1.0, uint32
+ * in 2.0 and 3.0, little endian), then a Python dict literal such as
+ * {'descr': '<i4', 'fortran_order': False, 'shape': (512,), } padded with
+ * spaces to a 64-byte boundary and ended by '\n', then the raw data.
+ */
+#include "npy.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int fail(char *err, size_t err_size, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    int n = snprintf(err, err_size, "%s: ", path);
+    if (n < 0 || (size_t)n >= err_size)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Cursor over the header dict. */
+struct header {
+    const char *p, *end;
+};
+
+static void skip_space(struct header *h)
+{
+    while (h->p < h->end && (*h->p == ' ' || *h->p == '\t' || *h->p == '\n'))
+        h->p++;
+}
+
+static int accept(struct header *h, char c)
+{
+    skip_space(h);
+    if (h->p < h->end && *h->p == c) {
+        h->p++;
+        return 1;
+    }
+    return 0;
+}
+
+/* A quoted Python string without escapes (all numpy writes). */
+static int parse_string(struct header *h, char *out, size_t size)
+{
+    skip_space(h);
+    if (h->p >= h->end || (*h->p != '\'' && *h->p != '"'))
+        return -1;
+    char quote = *h->p++;
+    size_t n = 0;
+    while (h->p < h->end && *h->p != quote) {
+        if (n + 1 >= size)
+            return -1;
+        out[n++] = *h->p++;
+    }
+    if (h->p >= h->end)
+        return -1;
+    h->p++;
+    out[n] = '\0';
+    return 0;
+}
+
+static int parse_uint(struct header *h, uint64_t *v)
+{
+    skip_space(h);
+    if (h->p >= h->end || *h->p < '0' || *h->p > '9')
+        return -1;
+    uint64_t x = 0;
+    while (h->p < h->end && *h->p >= '0' && *h->p <= '9') {
+        unsigned d = (unsigned)(*h->p++ - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return -1;
+        x = x * 10 + d;
+    }
+    if (h->p < h->end && *h->p == 'L') /* Python 2 long suffix */
+        h->p++;
+    *v = x;
+    return 0;
+}
+
+/* (), (n,), (a, b), (a, b,) */
+static int parse_shape(struct header *h, struct npy_array *arr)
+{
+    if (!accept(h, '('))
+        return -1;
+    arr->ndim = 0;
+    while (!accept(h, ')')) {
+        if (arr->ndim == NPY_MAX_DIMS || parse_uint(h, &arr->shape[arr->ndim]) != 0)
+            return -1;
+        arr->ndim++;
+        if (!accept(h, ',')) {
+            if (!accept(h, ')'))
+                return -1;
+            break;
+        }
+    }
+    return 0;
+}
+
+static int parse_bool(struct header *h, int *v)
+{
+    skip_space(h);
+    size_t left = (size_t)(h->end - h->p);
+    if (left >= 4 && memcmp(h->p, "True", 4) == 0) {
+        h->p += 4;
+        *v = 1;
+        return 0;
+    }
+    if (left >= 5 && memcmp(h->p, "False", 5) == 0) {
+        h->p += 5;
+        *v = 0;
+        return 0;
+    }
+    return -1;
+}
+
+static int parse_header(const char *path, const char *text, size_t len, enum npy_dtype dtype,
+                        struct npy_array *arr, char *err, size_t err_size)
+{
+    struct header h = { text, text + len };
+    char key[32], descr[32] = "";
+    int fortran = -1, have_shape = 0;
+
+    if (!accept(&h, '{'))
+        return fail(err, err_size, path, "header is not a dict");
+    while (!accept(&h, '}')) {
+        if (parse_string(&h, key, sizeof key) != 0 || !accept(&h, ':'))
+            return fail(err, err_size, path, "malformed header dict");
+        if (strcmp(key, "descr") == 0) {
+            if (parse_string(&h, descr, sizeof descr) != 0)
+                return fail(err, err_size, path, "malformed 'descr'");
+        } else if (strcmp(key, "fortran_order") == 0) {
+            if (parse_bool(&h, &fortran) != 0)
+                return fail(err, err_size, path, "malformed 'fortran_order'");
+        } else if (strcmp(key, "shape") == 0) {
+            if (parse_shape(&h, arr) != 0)
+                return fail(err, err_size, path, "malformed 'shape' (at most %d dims)", NPY_MAX_DIMS);
+            have_shape = 1;
+        } else {
+            return fail(err, err_size, path, "unknown header key '%s'", key);
+        }
+        if (!accept(&h, ',')) {
+            if (!accept(&h, '}'))
+                return fail(err, err_size, path, "malformed header dict");
+            break;
+        }
+    }
+    if (!descr[0] || fortran < 0 || !have_shape)
+        return fail(err, err_size, path, "header lacks 'descr', 'fortran_order' or 'shape'");
+    if (fortran)
+        return fail(err, err_size, path, "Fortran-order arrays are not supported (save in C order)");
+
+    const char *want = dtype == NPY_INT32 ? "<i4" : "<f4";
+    if (strcmp(descr, want) != 0)
+        return fail(err, err_size, path, "dtype '%s', expected '%s' (%s)", descr, want,
+                    dtype == NPY_INT32 ? "little-endian int32" : "little-endian float32");
+    arr->dtype = dtype;
+    return 0;
+}
+
+static uint32_t read_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int npy_read(const char *path, enum npy_dtype dtype, struct npy_array *arr, char *err, size_t err_size)
+{
+    static const unsigned char magic[6] = { 0x93, 'N', 'U', 'M', 'P', 'Y' };
+    unsigned char pre[12];
+    char *header = NULL;
+    unsigned char *raw = NULL;
+    int rc = -1;
+
+    memset(arr, 0, sizeof *arr);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return fail(err, err_size, path, "cannot open: %s", strerror(errno));
+
+    if (fread(pre, 1, 10, f) != 10 || memcmp(pre, magic, 6) != 0) {
+        fail(err, err_size, path, "not a .npy file (bad magic)");
+        goto out;
+    }
+    uint32_t major = pre[6], header_len;
+    if (major == 1) {
+        header_len = (uint32_t)pre[8] | (uint32_t)pre[9] << 8;
+    } else if (major == 2 || major == 3) {
+        if (fread(pre + 10, 1, 2, f) != 2) {
+            fail(err, err_size, path, "truncated header");
+            goto out;
+        }
+        header_len = read_le32(pre + 8);
+    } else {
+        fail(err, err_size, path, "unsupported .npy version %u.%u", major, (unsigned)pre[7]);
+        goto out;
+    }
+    if (header_len == 0 || header_len > (1u << 20)) {
+        fail(err, err_size, path, "implausible header length %u", header_len);
+        goto out;
+    }
+    header = malloc(header_len);
+    if (!header) {
+        fail(err, err_size, path, "out of memory");
+        goto out;
+    }
+    if (fread(header, 1, header_len, f) != header_len) {
+        fail(err, err_size, path, "truncated header");
+        goto out;
+    }
+    if (parse_header(path, header, header_len, dtype, arr, err, err_size) != 0)
+        goto out;
+
+    uint64_t count = 1;
+    for (uint32_t d = 0; d < arr->ndim; d++) {
+        if (arr->shape[d] != 0 && count > UINT64_MAX / 4 / arr->shape[d]) {
+            fail(err, err_size, path, "shape too large");
+            goto out;
+        }
+        count *= arr->shape[d];
+    }
+    if (count > SIZE_MAX / 4) {
+        fail(err, err_size, path, "shape too large");
+        goto out;
+    }
+    arr->count = count;
+    size_t bytes = (size_t)count * 4;
+    raw = malloc(bytes ? bytes : 1);
+    if (!raw) {
+        fail(err, err_size, path, "out of memory for %zu bytes of data", bytes);
+        goto out;
+    }
+    size_t got = fread(raw, 1, bytes, f);
+    if (got != bytes) {
+        fail(err, err_size, path, "truncated: %zu of %zu data bytes", got, bytes);
+        goto out;
+    }
+    if (fgetc(f) != EOF) {
+        fail(err, err_size, path, "trailing bytes after %zu data bytes", bytes);
+        goto out;
+    }
+    /* Decode little endian in place so the reader also works on big-endian hosts. */
+    for (size_t i = 0; i < (size_t)count; i++) {
+        uint32_t v = read_le32(raw + 4 * i);
+        memcpy(raw + 4 * i, &v, 4);
+    }
+    arr->data = raw;
+    raw = NULL;
+    rc = 0;
+out:
+    free(raw);
+    free(header);
+    fclose(f);
+    return rc;
+}
+
+void npy_free(struct npy_array *arr)
+{
+    if (!arr)
+        return;
+    free(arr->data);
+    arr->data = NULL;
+}
