@@ -28,21 +28,28 @@ extern "C" {
 
 #define TKV_VERSION_STRING "0.1.0"
 
+/* Marks the exported functions (the library is built with hidden visibility). */
+#if defined(__GNUC__)
+#define TKV_API __attribute__((visibility("default")))
+#else
+#define TKV_API
+#endif
+
 typedef struct tkv_context tkv_context;
 typedef struct tkv_cache tkv_cache;
 
 /* --- errors and names */
 
 /* Detail of the last failure on this thread ("" if none). */
-const char *tkv_last_error(void);
+TKV_API const char *tkv_last_error(void);
 /* "TKV_EINVAL", ... */
-const char *tkv_status_name(int status);
+TKV_API const char *tkv_status_name(int status);
 /* "f32", "f16", "q8_0", "turbo2", "turbo3", "turbo4"; NULL if unknown. */
-const char *tkv_type_name(uint32_t type);
+TKV_API const char *tkv_type_name(uint32_t type);
 /* Parses a type name; TKV_EINVAL (with a message listing the names) if unknown. */
-int tkv_type_from_name(const char *name, uint32_t *type);
+TKV_API int tkv_type_from_name(const char *name, uint32_t *type);
 /* Bits per stored value of a type at a head_dim, scales included. */
-double tkv_type_bits_per_value(uint32_t type, uint32_t head_dim);
+TKV_API double tkv_type_bits_per_value(uint32_t type, uint32_t head_dim);
 
 /* --- context */
 
@@ -59,12 +66,12 @@ struct tkv_context_options {
 
 /* Reads the configuration (file, then TURBO_* environment), loads the
  * plugins, picks and opens the backend device. opts may be NULL. */
-int tkv_context_open(const struct tkv_context_options *opts, tkv_context **ctx);
-void tkv_context_close(tkv_context *ctx);
+TKV_API int tkv_context_open(const struct tkv_context_options *opts, tkv_context **ctx);
+TKV_API void tkv_context_close(tkv_context *ctx);
 
 /* The backend and device in use. */
-const char *tkv_context_backend(const tkv_context *ctx);
-const char *tkv_context_device(const tkv_context *ctx);
+TKV_API const char *tkv_context_backend(const tkv_context *ctx);
+TKV_API const char *tkv_context_device(const tkv_context *ctx);
 
 /* --- effective configuration, for display ("turbokv info") */
 
@@ -79,8 +86,8 @@ struct tkv_config_entry {
 };
 
 /* Number of configuration keys. */
-uint32_t tkv_config_count(const tkv_context *ctx);
-int tkv_config_get(const tkv_context *ctx, uint32_t i, struct tkv_config_entry *entry);
+TKV_API uint32_t tkv_config_count(const tkv_context *ctx);
+TKV_API int tkv_config_get(const tkv_context *ctx, uint32_t i, struct tkv_config_entry *entry);
 
 /* --- plugins, for display */
 
@@ -92,12 +99,12 @@ struct tkv_plugin_report {
     int status;          /* TKV_OK if accepted, else why it was refused */
     char message[512];   /* why refused, or "" */
     uint32_t n_devices;
-    char devices[4][160]; /* "name (driver, score N)" of the first devices */
+    char devices[4][256]; /* "name (driver, score N)" of the first devices */
     int in_use;          /* 1 for the plugin the context opened */
 };
 
-uint32_t tkv_plugin_count(const tkv_context *ctx);
-int tkv_plugin_get(const tkv_context *ctx, uint32_t i, struct tkv_plugin_report *report);
+TKV_API uint32_t tkv_plugin_count(const tkv_context *ctx);
+TKV_API int tkv_plugin_get(const tkv_context *ctx, uint32_t i, struct tkv_plugin_report *report);
 
 /* --- the cache */
 
@@ -117,15 +124,19 @@ struct tkv_cache_params {
     /* Optional per-layer types ([n_layers] each); override k_type/v_type. */
     const uint32_t *layer_k_types;
     const uint32_t *layer_v_types;
+    /* Optional: enum tkv_rotation and enum tkv_scale_mode; 0 = as configured
+     * (config keys rotation, norm_correction). */
+    uint32_t rotation;
+    uint32_t scale_mode;
 };
 
-int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *params, tkv_cache **cache);
-void tkv_cache_destroy(tkv_cache *cache);
+TKV_API int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *params, tkv_cache **cache);
+TKV_API void tkv_cache_destroy(tkv_cache *cache);
 
 /* Quantizes and stores the K and V rows of n_tokens new tokens of one layer
  * of one sequence: k and v are [n_tokens][n_kv_heads][head_dim] floats. The
  * tokens go after those already stored in that layer. */
-int tkv_cache_append(tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t n_tokens,
+TKV_API int tkv_cache_append(tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t n_tokens,
                      const float *k, const float *v);
 
 struct tkv_attention_stats {
@@ -137,14 +148,14 @@ struct tkv_attention_stats {
  * q: [n_seqs][n_q][n_q_heads][head_dim]; out: same shape. The n_q queries of
  * sequence seq_ids[s] are its last n_q stored tokens, causal among
  * themselves. n_q_heads must be a multiple of n_kv_heads. stats may be NULL. */
-int tkv_attention(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
+TKV_API int tkv_attention(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
                   uint32_t n_q, uint32_t n_q_heads, const float *q, float *out,
                   struct tkv_attention_stats *stats);
 
 /* Tokens stored for a sequence in a layer. */
-int tkv_cache_length(const tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t *n_tokens);
+TKV_API int tkv_cache_length(const tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t *n_tokens);
 /* Forgets the tokens of a sequence (all layers). */
-int tkv_cache_clear(tkv_cache *cache, uint32_t seq);
+TKV_API int tkv_cache_clear(tkv_cache *cache, uint32_t seq);
 
 struct tkv_cache_bytes {
     uint64_t used;          /* bytes of the rows stored now */
@@ -152,26 +163,32 @@ struct tkv_cache_bytes {
     uint64_t used_f16;      /* what the stored rows would take in f16 */
     uint64_t used_f32;      /* ... and in f32 */
 };
-int tkv_cache_bytes(const tkv_cache *cache, struct tkv_cache_bytes *bytes);
+TKV_API int tkv_cache_bytes(const tkv_cache *cache, struct tkv_cache_bytes *bytes);
+
+struct tkv_cache_shape {
+    uint32_t n_layers, n_kv_heads, head_dim, capacity, n_seqs;
+    uint32_t rotation, scale_mode; /* enum tkv_rotation, enum tkv_scale_mode */
+};
+TKV_API int tkv_cache_get_shape(const tkv_cache *cache, struct tkv_cache_shape *shape);
 
 /* Types of a layer. */
-int tkv_cache_layer_types(const tkv_cache *cache, uint32_t layer, uint32_t *k_type, uint32_t *v_type);
+TKV_API int tkv_cache_layer_types(const tkv_cache *cache, uint32_t layer, uint32_t *k_type, uint32_t *v_type);
 
 /* Reads stored rows back as floats in the original domain:
  * dst [n_tokens][n_kv_heads][head_dim]; which: 0 keys, 1 values. */
-int tkv_cache_dequantize(const tkv_cache *cache, uint32_t seq, uint32_t layer, int which,
+TKV_API int tkv_cache_dequantize(const tkv_cache *cache, uint32_t seq, uint32_t layer, int which,
                          uint32_t first_token, uint32_t n_tokens, float *dst);
 
 /* --- persistence: a versioned file with a checksum; see core/persist.c */
 
 /* Writes atomically (a temporary file renamed over path). */
-int tkv_cache_save(const tkv_cache *cache, const char *path);
+TKV_API int tkv_cache_save(const tkv_cache *cache, const char *path);
 /* Creates a cache from a file on ctx's backend. */
-int tkv_cache_load(tkv_context *ctx, const char *path, tkv_cache **cache);
+TKV_API int tkv_cache_load(tkv_context *ctx, const char *path, tkv_cache **cache);
 /* Replaces the contents of an existing cache with a file's. The file must
  * match the cache (shape, per-layer types, rotation, codebooks); on any
  * failure the cache keeps exactly what it held. */
-int tkv_cache_restore(tkv_cache *cache, const char *path);
+TKV_API int tkv_cache_restore(tkv_cache *cache, const char *path);
 
 #ifdef __cplusplus
 }

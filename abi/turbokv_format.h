@@ -51,19 +51,20 @@ enum tkv_type {
     TKV_TYPE_COUNT
 };
 
-/* How a turbo group is rotated before quantization. */
+/* How a turbo group is rotated before quantization. 0 is never a rotation:
+ * in struct tkv_cache_params it means "as configured". */
 enum tkv_rotation {
-    TKV_ROTATION_WHT = 0,   /* randomized Walsh-Hadamard: D2 H D1 / sqrt(g) */
-    TKV_ROTATION_DENSE = 1, /* seeded dense orthogonal g x g matrix */
-    TKV_ROTATION_NONE = 2,  /* identity (for comparison only) */
-    TKV_ROTATION_COUNT
+    TKV_ROTATION_WHT = 1,   /* randomized Walsh-Hadamard: D2 H D1 / sqrt(g) */
+    TKV_ROTATION_DENSE = 2, /* seeded dense orthogonal g x g matrix */
+    TKV_ROTATION_NONE = 3,  /* identity (for comparison only) */
+    TKV_ROTATION_COUNT /* one past the last */
 };
 
-/* What the fp16 scale of a turbo group holds. */
+/* What the fp16 scale of a turbo group holds. 0 means "as configured". */
 enum tkv_scale_mode {
-    TKV_SCALE_NORM = 0,           /* s = ||x|| */
-    TKV_SCALE_NORM_CORRECTED = 1, /* s = ||x|| / ||c[idx]||, so ||x_hat|| = ||x|| */
-    TKV_SCALE_COUNT
+    TKV_SCALE_NORM = 1,           /* s = ||x|| */
+    TKV_SCALE_NORM_CORRECTED = 2, /* s = ||x|| / ||c[idx]||, so ||x_hat|| = ||x|| */
+    TKV_SCALE_COUNT /* one past the last */
 };
 
 /* Group rules. Head dims must be multiples of TKV_GROUP_MIN up to

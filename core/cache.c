@@ -112,6 +112,10 @@ int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_cac
     uint32_t n_seqs = p->n_seqs ? p->n_seqs : 1;
     if (n_seqs > MAX_SEQS)
         return tkv_error(TKV_EINVAL, "tkv_cache_create: n_seqs %u exceeds %u", n_seqs, MAX_SEQS);
+    if (p->struct_size >= offsetof(struct tkv_cache_params, scale_mode) + sizeof p->scale_mode &&
+        (p->rotation >= TKV_ROTATION_COUNT || p->scale_mode >= TKV_SCALE_COUNT))
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: rotation %u / scale_mode %u unknown", p->rotation,
+                         p->scale_mode);
     if (p->n_q_heads && p->n_q_heads % p->n_kv_heads)
         return tkv_error(TKV_EINVAL, "tkv_cache_create: n_q_heads %u is not a multiple of n_kv_heads %u",
                          p->n_q_heads, p->n_kv_heads);
@@ -124,8 +128,11 @@ int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_cac
     int rc = tkv_policy_resolve(&ctx->cfg, &full, types, types + p->n_layers);
     if (rc == TKV_OK)
         rc = tkv_cache_new(ctx, p->n_layers, p->n_kv_heads, p->head_dim, p->capacity, n_seqs, types,
-                           types + p->n_layers, ctx->cfg.rotation,
-                           ctx->cfg.norm_correction ? TKV_SCALE_NORM_CORRECTED : TKV_SCALE_NORM, out);
+                           types + p->n_layers, full.rotation ? full.rotation : ctx->cfg.rotation,
+                           full.scale_mode     ? full.scale_mode
+                           : ctx->cfg.norm_correction ? TKV_SCALE_NORM_CORRECTED
+                                                      : TKV_SCALE_NORM,
+                           out);
     free(types);
     return rc;
 }
@@ -264,6 +271,17 @@ int tkv_cache_bytes(const tkv_cache *c, struct tkv_cache_bytes *b)
         b->used_f16 += rows * 2 * tkv_row_bytes(TKV_TYPE_F16, c->head_dim);
         b->used_f32 += rows * 2 * tkv_row_bytes(TKV_TYPE_F32, c->head_dim);
     }
+    return TKV_OK;
+}
+
+int tkv_cache_get_shape(const tkv_cache *c, struct tkv_cache_shape *s)
+{
+    if (!c || !s)
+        return tkv_error(TKV_EINVAL, "tkv_cache_get_shape: NULL argument");
+    *s = (struct tkv_cache_shape){
+        .n_layers = c->n_layers, .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim,
+        .capacity = c->capacity, .n_seqs = c->n_seqs, .rotation = c->rotation, .scale_mode = c->scale_mode,
+    };
     return TKV_OK;
 }
 

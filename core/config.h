@@ -63,11 +63,14 @@ int tkv_config_apply_file(struct tkv_config *cfg, const char *path);
 
 /* Applies TURBO_* variables (getenv), validated like the file; a bad value
  * fails with TKV_ECONFIG naming the variable, the value and what is
- * accepted. cfg is unchanged on failure. */
+ * accepted. An empty variable counts as unset. cfg is unchanged on failure. */
 int tkv_config_apply_env(struct tkv_config *cfg);
 
 /* Sets one key from text (used for env, API options and tests); origin
- * names where the text came from, for messages and display. */
+ * names where the text came from, for messages and display. A bad value
+ * fails with TKV_ECONFIG: "ORIGIN: key 'k': value 'v': expected ..." (or
+ * "... value 'v' out of range ..."); with TKV_SOURCE_ENV, origin is the
+ * variable and the message reads "TURBO_X=v: expected ...". */
 int tkv_config_set(struct tkv_config *cfg, enum tkv_config_key key, const char *text,
                    uint32_t source, const char *origin);
 

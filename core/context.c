@@ -247,7 +247,7 @@ int tkv_plugin_get(const tkv_context *ctx, uint32_t i, struct tkv_plugin_report 
     snprintf(r->message, sizeof r->message, "%s", m->status == TKV_OK ? "" : m->message);
     r->n_devices = m->n_devs;
     for (uint32_t d = 0; d < m->n_devs && d < 4; d++)
-        snprintf(r->devices[d], sizeof r->devices[d], "%.80s (%.50s, score %d)", m->devs[d].name,
+        snprintf(r->devices[d], sizeof r->devices[d], "%.100s (%.120s, score %d)", m->devs[d].name,
                  m->devs[d].driver, m->devs[d].score);
     r->in_use = ctx->device.mod == m;
     return TKV_OK;

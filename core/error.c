@@ -42,7 +42,16 @@ void tkv_error_prefix(const char *fmt, ...)
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, last_error, sizeof old);
-    snprintf(last_error, sizeof last_error, "%s: %s", prefix, old);
+    /* "prefix: old", cut at the buffer's end */
+    size_t p = strlen(prefix), o = strlen(old);
+    if (p > TKV_ERROR_MAX - 3)
+        p = TKV_ERROR_MAX - 3;
+    if (o > TKV_ERROR_MAX - 3 - p)
+        o = TKV_ERROR_MAX - 3 - p;
+    memcpy(last_error, prefix, p);
+    memcpy(last_error + p, ": ", 2);
+    memcpy(last_error + p + 2, old, o);
+    last_error[p + 2 + o] = '\0';
 }
 
 void tkv_error_clear(void) { last_error[0] = '\0'; }

@@ -237,7 +237,8 @@ static int read_header(FILE *f, const char *path, const tkv_context *ctx, struct
     h->header_bytes = get_u32(fixed + 12);
     if (h->n_layers == 0 || h->n_layers > 4096 || h->n_kv_heads == 0 || h->n_kv_heads > 1024 ||
         !tkv_head_dim_supported(h->head_dim) || h->capacity == 0 || h->n_seqs == 0 || h->n_seqs > 65536 ||
-        h->rotation >= TKV_ROTATION_COUNT || h->scale_mode >= TKV_SCALE_COUNT)
+        h->rotation == 0 || h->rotation >= TKV_ROTATION_COUNT || h->scale_mode == 0 ||
+        h->scale_mode >= TKV_SCALE_COUNT)
         return bad(path, "corrupted header (layers %u, kv heads %u, head_dim %u, capacity %u, sequences %u)",
                    h->n_layers, h->n_kv_heads, h->head_dim, h->capacity, h->n_seqs);
     if (h->header_bytes != header_bytes(h->n_layers, h->n_seqs))

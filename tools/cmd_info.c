@@ -35,9 +35,10 @@ static void print_text(tkv_context *ctx)
     for (uint32_t i = 0; i < tkv_config_count(ctx); i++) {
         struct tkv_config_entry e;
         tkv_config_get(ctx, i, &e);
-        printf("  %-20s %-26s %-8s %s%s%s\n", e.key, e.value[0] ? e.value : "\"\"", source_name(e.source),
-               e.source == TKV_SOURCE_DEFAULT ? "" : e.origin, e.env ? (e.source == TKV_SOURCE_DEFAULT ? "" : "  ") : "",
-               e.env && e.source == TKV_SOURCE_DEFAULT ? e.env : "");
+        if (e.source == TKV_SOURCE_DEFAULT)
+            printf("  %-20s %-14s default  (override: %s)\n", e.key, e.value[0] ? e.value : "\"\"", e.env);
+        else
+            printf("  %-20s %-14s %-8s %s\n", e.key, e.value[0] ? e.value : "\"\"", source_name(e.source), e.origin);
     }
     printf("\nstorage at head_dim 128 (bits/value, incl. scales):");
     for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++)

@@ -60,7 +60,7 @@ struct tkv_cache_params llama2_cache_params(const struct llama2_model *m, uint32
 struct llama2_state {
     uint32_t max_rows;
     float *x, *xb, *xb2, *q, *k, *v, *att, *hb, *hb2;
-    uint32_t *pos;             /* [max_rows] position of each row's sequence start */
+    uint32_t *pos;             /* [max_rows] first position of each sequence in a call */
     uint64_t rows_total;       /* sparse-V counters summed over all attention calls */
     uint64_t rows_skipped;
     char error[512];           /* why the last llama2_forward failed */

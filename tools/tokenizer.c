@@ -161,7 +161,8 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
             goto out;
         }
         if (len < 0 || len > max_len) {
-            fail(err, err_size, path, "piece %u has length %d, outside 0..max_token_length %d", id, len, max_len);
+            fail(err, err_size, path, "piece %u has length %d, outside 0..max_token_length %d: not a llama2.c tokenizer, or damaged",
+                 id, len, max_len);
             goto out;
         }
         if (size - pos < (size_t)len) {

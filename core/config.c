@@ -1,0 +1,801 @@
+/*
+ * Configuration (DESIGN.md section 4): the keys, their validation, the YAML
+ * file and the TURBO_* environment.
+ *
+ * One table, keys[], is the only place that knows the keys: YAML name,
+ * variable, how the text is validated, where the value is stored, default.
+ * Every value - from the file, the environment, the API and the defaults
+ * themselves - goes through tkv_config_set(), so the file and the
+ * environment accept exactly the same values and report them the same way.
+ */
+#include "config.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <yaml.h>
+
+#include "error.h"
+#include "turbokv_plugin.h" /* enum tkv_log_level */
+
+/* How the text of a value is validated, and what is stored. */
+enum value_kind {
+    KIND_BOOL,   /* bool_words, any case            -> int 0 or 1 */
+    KIND_INT,    /* decimal integer in [min, max], or in the set `only` -> int */
+    KIND_FLOAT,  /* number in the open interval (min, max) -> float */
+    KIND_ENUM,   /* one of words[]                  -> its index, the C enum value */
+    KIND_WORD,   /* one of words[]                  -> the word, as text */
+    KIND_TYPE,   /* "" or a type name               -> text */
+    KIND_SCHEME, /* a name tkv_scheme_parse accepts -> text */
+    KIND_TEXT,   /* any text that fits the field    -> text */
+};
+
+struct key_desc {
+    const char *name;         /* YAML key */
+    const char *env;          /* TURBO_* variable */
+    enum value_kind kind;
+    size_t offset, size;      /* the field in struct tkv_config */
+    const char *const *words; /* KIND_ENUM, KIND_WORD: the accepted words, indexed */
+    size_t n_words;           /* by their C enum value (NULL: no word for a value) */
+    double min, max;          /* KIND_INT: [min, max]; KIND_FLOAT: (min, max) */
+    uint32_t only;            /* KIND_INT: when not 0, value v is accepted iff bit v is set */
+    const char *def;          /* the default, spelled as in etc/turbokv.yaml */
+};
+
+#define WORDS(array) .words = array, .n_words = sizeof array / sizeof array[0]
+
+static const char *const backend_words[] = { "auto", "cpu", "vulkan", "opencl" };
+
+/* enum tkv_rotation starts at 1: 0 means "as configured" in cache params */
+static const char *const rotation_words[TKV_ROTATION_COUNT] = {
+    [TKV_ROTATION_WHT] = "wht",
+    [TKV_ROTATION_DENSE] = "dense",
+    [TKV_ROTATION_NONE] = "none",
+};
+
+static const char *const log_words[TKV_LOG_DEBUG + 1] = {
+    [TKV_LOG_ERROR] = "error",
+    [TKV_LOG_WARN] = "warn",
+    [TKV_LOG_INFO] = "info",
+    [TKV_LOG_DEBUG] = "debug",
+};
+
+/* Bool spellings, [i][1] true and [i][0] false. YAML 1.1 also reads y/n as
+ * booleans; they are left out as too easy to write by accident. */
+static const char *const bool_words[][2] = { { "0", "1" }, { "false", "true" }, { "off", "on" }, { "no", "yes" } };
+#define N_BOOL_WORDS (sizeof bool_words / sizeof bool_words[0])
+
+/* "kXvY" scheme digits, largest type first. */
+static const struct {
+    const char *bits;
+    uint32_t type;
+} scheme_bits[] = {
+    { "32", TKV_TYPE_F32 },   { "16", TKV_TYPE_F16 },   { "8", TKV_TYPE_Q8_0 },
+    { "4", TKV_TYPE_TURBO4 }, { "3", TKV_TYPE_TURBO3 }, { "2", TKV_TYPE_TURBO2 },
+};
+#define N_SCHEME_BITS (sizeof scheme_bits / sizeof scheme_bits[0])
+
+/* Where a value lives. Integer kinds store an int; their fields are int or
+ * uint32_t, which hold the nonnegative values stored here with the same
+ * bytes (C11 6.2.5p9). INT_FIELD refuses a field of another size at compile
+ * time (a negative array size). */
+#define MEMBER_SIZE(f) sizeof(((struct tkv_config *)0)->f)
+#define FIELD(f) offsetof(struct tkv_config, f), MEMBER_SIZE(f)
+#define INT_FIELD(f) FIELD(f) + 0 * sizeof(char[MEMBER_SIZE(f) == sizeof(int) ? 1 : -1])
+
+static const struct key_desc keys[TKV_CFG_COUNT] = {
+    [TKV_CFG_BACKEND] = { "backend", "TURBO_BACKEND", KIND_WORD, FIELD(backend),
+                          WORDS(backend_words), .def = "auto" },
+    [TKV_CFG_DEVICE] = { "device", "TURBO_DEVICE", KIND_INT, INT_FIELD(device),
+                         .min = 0, .max = 255, .def = "0" },
+    [TKV_CFG_PLUGIN_PATH] = { "plugin_path", "TURBO_PLUGIN_PATH", KIND_TEXT, FIELD(plugin_path),
+                              .def = "" },
+    [TKV_CFG_SCHEME] = { "scheme", "TURBO_SCHEME", KIND_SCHEME, FIELD(scheme), .def = "auto" },
+    [TKV_CFG_K_TYPE] = { "k_type", "TURBO_K_TYPE", KIND_TYPE, FIELD(k_type), .def = "" },
+    [TKV_CFG_V_TYPE] = { "v_type", "TURBO_V_TYPE", KIND_TYPE, FIELD(v_type), .def = "" },
+    [TKV_CFG_SPARSE_V] = { "sparse_v", "TURBO_SPARSE_V", KIND_BOOL, INT_FIELD(sparse_v),
+                           .def = "true" },
+    [TKV_CFG_SPARSE_V_THRESHOLD] = { "sparse_v_threshold", "TURBO_SPARSE_V_THRESHOLD", KIND_FLOAT,
+                                     FIELD(sparse_v_threshold), .min = 0, .max = 1, .def = "1e-6" },
+    /* 0 uniform; 1, 2, 5, 6, 7 the boundary-layer modes of the llama.cpp fork */
+    [TKV_CFG_LAYER_ADAPTIVE] = { "layer_adaptive", "TURBO_LAYER_ADAPTIVE", KIND_INT,
+                                 INT_FIELD(layer_adaptive), .only = 1u << 0 | 1u << 1 | 1u << 2 |
+                                 1u << 5 | 1u << 6 | 1u << 7, .def = "0" },
+    [TKV_CFG_AUTO_ASYMMETRIC] = { "auto_asymmetric", "TURBO_AUTO_ASYMMETRIC", KIND_BOOL,
+                                  INT_FIELD(auto_asymmetric), .def = "true" },
+    [TKV_CFG_NORM_CORRECTION] = { "norm_correction", "TURBO_NORM_CORRECTION", KIND_BOOL,
+                                  INT_FIELD(norm_correction), .def = "true" },
+    [TKV_CFG_ROTATION] = { "rotation", "TURBO_ROTATION", KIND_ENUM, INT_FIELD(rotation),
+                           WORDS(rotation_words), .def = "wht" },
+    [TKV_CFG_THREADS] = { "threads", "TURBO_THREADS", KIND_INT, INT_FIELD(threads),
+                          .min = 0, .max = 1024, .def = "0" },
+    [TKV_CFG_LOG] = { "log", "TURBO_LOG", KIND_ENUM, INT_FIELD(log_level),
+                      WORDS(log_words), .def = "warn" },
+};
+
+/* --- small text helpers */
+
+/* Appends printf-style text to the string in buf, truncating at size. */
+static void append(char *buf, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t size, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    va_list ap;
+    if (used + 1 >= size)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+/* Appends "a, b, c". */
+static void append_words(char *buf, size_t size, const char *const *words, size_t n)
+{
+    for (size_t i = 0, first = 1; i < n; i++)
+        if (words[i]) {
+            append(buf, size, "%s%s", first ? "" : ", ", words[i]);
+            first = 0;
+        }
+}
+
+static int word_index(const char *const *words, size_t n, const char *text)
+{
+    for (size_t i = 0; i < n; i++)
+        if (words[i] && strcmp(words[i], text) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Appends the storage type names (the one list lives in core/types.c). */
+static void append_type_names(char *buf, size_t size)
+{
+    for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++)
+        append(buf, size, "%s%s", t ? ", " : "", tkv_type_name(t));
+}
+
+/* A value as messages quote it: long ones (a plugin_path) are cut short so
+ * that what follows them, the accepted values, stays in the message. */
+static void shorten(const char *text, char *buf, size_t size)
+{
+    if (strlen(text) < size)
+        snprintf(buf, size, "%s", text);
+    else
+        snprintf(buf, size, "%.*s...", (int)(size - 4), text);
+}
+
+/* Strict numbers: the whole text, no leading blanks (strtol would skip
+ * them), decimal only. Out-of-range magnitudes saturate and are then caught
+ * by the range check, so errno is not needed. */
+static int parse_long(const char *text, long *out)
+{
+    char *end;
+    if (text[0] == '\0' || isspace((unsigned char)text[0]))
+        return 0;
+    *out = strtol(text, &end, 10);
+    return *end == '\0';
+}
+
+static int parse_double(const char *text, double *out)
+{
+    char *end;
+    if (text[0] == '\0' || isspace((unsigned char)text[0]))
+        return 0;
+    *out = strtod(text, &end);
+    return *end == '\0';
+}
+
+/* --- schemes */
+
+static void describe_scheme(char *buf, size_t size)
+{
+    append(buf, size, "auto, a type name (");
+    append_type_names(buf, size);
+    append(buf, size, ") or kXvY with X, Y in ");
+    for (size_t i = 0; i < N_SCHEME_BITS; i++)
+        append(buf, size, "%s%s", i ? ", " : "", scheme_bits[i].bits);
+}
+
+/* The type of the n characters of "kXvY" digits at s, or -1. */
+static int scheme_bits_type(const char *s, size_t n)
+{
+    for (size_t i = 0; i < N_SCHEME_BITS; i++)
+        if (strlen(scheme_bits[i].bits) == n && memcmp(scheme_bits[i].bits, s, n) == 0)
+            return (int)scheme_bits[i].type;
+    return -1;
+}
+
+int tkv_scheme_parse(const char *name, uint32_t *k_type, uint32_t *v_type)
+{
+    char accepted[256] = "";
+    uint32_t type;
+    int k = -1, v = -1;
+    if (!name || !k_type || !v_type)
+        return tkv_error(TKV_EINVAL, "tkv_scheme_parse: name, k_type and v_type must not be NULL");
+    if (strcmp(name, "auto") == 0) {
+        *k_type = *v_type = TKV_TYPE_FROM_CONFIG;
+        return TKV_OK;
+    }
+    if (tkv_type_from_name(name, &type) == TKV_OK) {
+        k = v = (int)type;
+    } else if (name[0] == 'k') {
+        const char *sep = strchr(name, 'v');
+        if (sep) {
+            k = scheme_bits_type(name + 1, (size_t)(sep - name - 1));
+            v = scheme_bits_type(sep + 1, strlen(sep + 1));
+        }
+    }
+    if (k < 0 || v < 0) {
+        describe_scheme(accepted, sizeof accepted);
+        return tkv_error(TKV_EINVAL, "unknown scheme '%s': expected %s", name, accepted);
+    }
+    *k_type = (uint32_t)k;
+    *v_type = (uint32_t)v;
+    return TKV_OK;
+}
+
+/* --- validation: the one place that turns text into a value */
+
+enum verdict { VALUE_OK, VALUE_INVALID, VALUE_OUT_OF_RANGE };
+
+union value {
+    int i;
+    float f;
+    const char *text; /* the input, or the canonical word of a table */
+};
+
+/* A text value must fit its field, never be cut short. */
+static enum verdict text_value(const struct key_desc *d, const char *text, union value *out)
+{
+    if (strlen(text) >= d->size)
+        return VALUE_INVALID;
+    out->text = text;
+    return VALUE_OK;
+}
+
+static enum verdict validate(const struct key_desc *d, const char *text, union value *out)
+{
+    long n;
+    double x;
+    int i;
+    uint32_t k, v, type;
+
+    switch (d->kind) {
+    case KIND_BOOL:
+        for (size_t w = 0; w < N_BOOL_WORDS; w++)
+            for (int b = 0; b < 2; b++)
+                if (strcasecmp(text, bool_words[w][b]) == 0) {
+                    out->i = b;
+                    return VALUE_OK;
+                }
+        return VALUE_INVALID;
+    case KIND_INT:
+        if (!parse_long(text, &n))
+            return VALUE_INVALID;
+        if (d->only) {
+            /* a set of modes: anything else is simply not one of them */
+            if (n < 0 || n > 31 || !(d->only >> n & 1u))
+                return VALUE_INVALID;
+        } else if (n < d->min || n > d->max) {
+            return VALUE_OUT_OF_RANGE;
+        }
+        out->i = (int)n;
+        return VALUE_OK;
+    case KIND_FLOAT:
+        if (!parse_double(text, &x))
+            return VALUE_INVALID;
+        /* check the double first (converting an out-of-range double to float
+         * is undefined), then the float it rounds to (1e-50 rounds to 0) */
+        if (!(x > d->min && x < d->max))
+            return VALUE_OUT_OF_RANGE;
+        out->f = (float)x;
+        if (!(out->f > d->min && out->f < d->max))
+            return VALUE_OUT_OF_RANGE;
+        return VALUE_OK;
+    case KIND_ENUM:
+    case KIND_WORD:
+        i = word_index(d->words, d->n_words, text);
+        if (i < 0)
+            return VALUE_INVALID;
+        if (d->kind == KIND_WORD)
+            return text_value(d, d->words[i], out);
+        out->i = i;
+        return VALUE_OK;
+    case KIND_TYPE:
+        if (text[0] != '\0' && tkv_type_from_name(text, &type) != TKV_OK)
+            return VALUE_INVALID;
+        return text_value(d, text, out);
+    case KIND_SCHEME:
+        if (tkv_scheme_parse(text, &k, &v) != TKV_OK)
+            return VALUE_INVALID;
+        return text_value(d, text, out);
+    case KIND_TEXT:
+        return text_value(d, text, out);
+    }
+    return VALUE_INVALID;
+}
+
+/* What a key accepts, to follow "expected ". */
+static void describe_accepted(const struct key_desc *d, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    switch (d->kind) {
+    case KIND_BOOL:
+        append(buf, size, "one of ");
+        for (size_t w = 0; w < N_BOOL_WORDS; w++)
+            append(buf, size, "%s%s, %s", w ? ", " : "", bool_words[w][1], bool_words[w][0]);
+        break;
+    case KIND_INT:
+        if (d->only) {
+            append(buf, size, "one of ");
+            for (int v = 0, first = 1; v < 32; v++)
+                if (d->only >> v & 1u) {
+                    append(buf, size, "%s%d", first ? "" : ", ", v);
+                    first = 0;
+                }
+        } else {
+            append(buf, size, "an integer in %g..%g", d->min, d->max);
+        }
+        break;
+    case KIND_FLOAT:
+        append(buf, size, "a number in (%g, %g)", d->min, d->max);
+        break;
+    case KIND_ENUM:
+    case KIND_WORD:
+        append(buf, size, "one of ");
+        append_words(buf, size, d->words, d->n_words);
+        break;
+    case KIND_TYPE:
+        append(buf, size, "\"\" (follow the scheme) or one of ");
+        append_type_names(buf, size);
+        break;
+    case KIND_SCHEME:
+        describe_scheme(buf, size);
+        break;
+    case KIND_TEXT:
+        append(buf, size, "text of at most %zu bytes", d->size - 1);
+        break;
+    }
+}
+
+/* "expected <what is accepted>" or "out of range <range>". */
+static void explain(const struct key_desc *d, enum verdict verdict, char *buf, size_t size)
+{
+    if (verdict == VALUE_OUT_OF_RANGE) {
+        snprintf(buf, size, d->kind == KIND_FLOAT ? "out of range (%g, %g)" : "out of range %g..%g",
+                 d->min, d->max);
+    } else {
+        char accepted[256];
+        describe_accepted(d, accepted, sizeof accepted);
+        snprintf(buf, size, "expected %s", accepted);
+    }
+}
+
+/* Environment: "TURBO_X=value: why". Elsewhere the origin says where the
+ * value was written: "FILE:LINE:COL: key 'k': value 'v' out of range ...". */
+static int bad_value(const struct key_desc *d, const char *text, enum verdict verdict,
+                     uint32_t source, const char *origin)
+{
+    char why[320], shown[72];
+    explain(d, verdict, why, sizeof why);
+    shorten(text, shown, sizeof shown);
+    if (source == TKV_SOURCE_ENV)
+        return tkv_error(TKV_ECONFIG, "%s=%s: %s", origin, shown, why);
+    return tkv_error(TKV_ECONFIG, "%s: key '%s': value '%s'%s%s", origin, d->name, shown,
+                     verdict == VALUE_OUT_OF_RANGE ? " " : ": ", why);
+}
+
+static void store(struct tkv_config *cfg, const struct key_desc *d, const union value *v)
+{
+    char *field = (char *)cfg + d->offset;
+    switch (d->kind) {
+    case KIND_BOOL:
+    case KIND_INT:
+    case KIND_ENUM:
+        memcpy(field, &v->i, sizeof v->i);
+        break;
+    case KIND_FLOAT:
+        memcpy(field, &v->f, sizeof v->f);
+        break;
+    case KIND_WORD:
+    case KIND_TYPE:
+    case KIND_SCHEME:
+    case KIND_TEXT:
+        memcpy(field, v->text, strlen(v->text) + 1); /* validate() checked it fits */
+        break;
+    }
+}
+
+int tkv_config_set(struct tkv_config *cfg, enum tkv_config_key key, const char *text,
+                   uint32_t source, const char *origin)
+{
+    const struct key_desc *d;
+    enum verdict verdict;
+    union value v;
+
+    if (!cfg || !text || !origin || (unsigned)key >= TKV_CFG_COUNT || source > TKV_SOURCE_API)
+        return tkv_error(TKV_EINVAL, "tkv_config_set: invalid argument (key %d, source %u)",
+                         (int)key, source);
+    d = &keys[key];
+    verdict = validate(d, text, &v);
+    if (verdict != VALUE_OK)
+        return bad_value(d, text, verdict, source, origin);
+    store(cfg, d, &v);
+    cfg->meta[key].source = source;
+    snprintf(cfg->meta[key].origin, sizeof cfg->meta[key].origin, "%s", origin);
+    return TKV_OK;
+}
+
+void tkv_config_defaults(struct tkv_config *cfg)
+{
+    if (!cfg)
+        return;
+    memset(cfg, 0, sizeof *cfg);
+    for (int k = 0; k < TKV_CFG_COUNT; k++) {
+        /* Defaults pass the same validation as user input; tests/test_config.c
+         * checks every one of them arrives. */
+        int rc = tkv_config_set(cfg, (enum tkv_config_key)k, keys[k].def, TKV_SOURCE_DEFAULT, "default");
+        assert(rc == TKV_OK);
+        (void)rc;
+    }
+}
+
+const char *tkv_config_key_name(enum tkv_config_key key)
+{
+    return (unsigned)key < TKV_CFG_COUNT ? keys[key].name : NULL;
+}
+
+const char *tkv_config_key_env(enum tkv_config_key key)
+{
+    return (unsigned)key < TKV_CFG_COUNT ? keys[key].env : NULL;
+}
+
+void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, char *buf, uint32_t size)
+{
+    const struct key_desc *d;
+    const char *field;
+    int i;
+    float f;
+
+    if (!buf || size == 0)
+        return;
+    buf[0] = '\0';
+    if (!cfg || (unsigned)key >= TKV_CFG_COUNT)
+        return;
+    d = &keys[key];
+    field = (const char *)cfg + d->offset;
+    switch (d->kind) {
+    case KIND_BOOL:
+        memcpy(&i, field, sizeof i);
+        snprintf(buf, size, "%s", i ? "true" : "false");
+        break;
+    case KIND_INT:
+        memcpy(&i, field, sizeof i);
+        snprintf(buf, size, "%d", i);
+        break;
+    case KIND_FLOAT:
+        memcpy(&f, field, sizeof f);
+        snprintf(buf, size, "%g", f);
+        break;
+    case KIND_ENUM:
+        /* the field is public: a caller may have stored a value no word names */
+        memcpy(&i, field, sizeof i);
+        if (i >= 0 && (size_t)i < d->n_words && d->words[i])
+            snprintf(buf, size, "%s", d->words[i]);
+        else
+            snprintf(buf, size, "%d", i);
+        break;
+    case KIND_WORD:
+    case KIND_TYPE:
+    case KIND_SCHEME:
+    case KIND_TEXT:
+        snprintf(buf, size, "%s", field);
+        break;
+    }
+}
+
+/* --- environment */
+
+int tkv_config_apply_env(struct tkv_config *cfg)
+{
+    struct tkv_config next;
+    if (!cfg)
+        return tkv_error(TKV_EINVAL, "tkv_config_apply_env: cfg must not be NULL");
+    next = *cfg;
+    for (int k = 0; k < TKV_CFG_COUNT; k++) {
+        const char *text = getenv(keys[k].env);
+        /* An empty variable counts as unset, so `TURBO_X= cmd` restores the
+         * file's value instead of failing (documented in etc/turbokv.yaml). */
+        if (!text || text[0] == '\0')
+            continue;
+        int rc = tkv_config_set(&next, (enum tkv_config_key)k, text, TKV_SOURCE_ENV, keys[k].env);
+        if (rc != TKV_OK)
+            return rc;
+    }
+    *cfg = next;
+    return TKV_OK;
+}
+
+/* --- YAML file */
+
+struct yaml_reader {
+    const char *path;
+    const char *data; /* the whole file, for positions of encoding errors */
+    yaml_parser_t parser;
+    yaml_event_t event; /* the current event, when have_event */
+    int have_event;
+};
+
+static int file_error(const struct yaml_reader *r, yaml_mark_t mark, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int file_error(const struct yaml_reader *r, yaml_mark_t mark, const char *fmt, ...)
+{
+    char what[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    return tkv_error(TKV_ECONFIG, "%s:%zu:%zu: %s", r->path, mark.line + 1, mark.column + 1, what);
+}
+
+static int syntax_error(const struct yaml_reader *r)
+{
+    const yaml_parser_t *p = &r->parser;
+    yaml_mark_t mark = p->problem_mark;
+
+    switch (p->error) {
+    case YAML_MEMORY_ERROR:
+        return tkv_error(TKV_ENOMEM, "%s: out of memory while parsing", r->path);
+    case YAML_READER_ERROR:
+        /* encoding errors come with a byte offset, not a line and column */
+        mark.line = mark.column = 0;
+        for (size_t i = 0; i < p->problem_offset; i++) {
+            mark.column++;
+            if (r->data[i] == '\n') {
+                mark.line++;
+                mark.column = 0;
+            }
+        }
+        return file_error(r, mark, "invalid text: %s", p->problem);
+    default:
+        if (p->context)
+            return file_error(r, mark, "YAML syntax error: %s (%s at line %zu)", p->problem, p->context,
+                              p->context_mark.line + 1);
+        return file_error(r, mark, "YAML syntax error: %s", p->problem);
+    }
+}
+
+static int next_event(struct yaml_reader *r)
+{
+    if (r->have_event)
+        yaml_event_delete(&r->event);
+    r->have_event = yaml_parser_parse(&r->parser, &r->event);
+    return r->have_event ? TKV_OK : syntax_error(r);
+}
+
+/* For messages: what a node event starts. */
+static const char *event_noun(const yaml_event_t *e)
+{
+    switch (e->type) {
+    case YAML_SEQUENCE_START_EVENT: return "a sequence";
+    case YAML_MAPPING_START_EVENT: return "a mapping";
+    case YAML_ALIAS_EVENT: return "an alias";
+    default: return "a scalar";
+    }
+}
+
+static const char *scalar_text(const yaml_event_t *e) { return (const char *)e->data.scalar.value; }
+
+/* YAML 1.1 null: an empty or ~/null plain scalar ("key:" with nothing after). */
+static int is_null(const yaml_event_t *e)
+{
+    static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+    return e->type == YAML_SCALAR_EVENT && e->data.scalar.plain_implicit &&
+           word_index(nulls, sizeof nulls / sizeof nulls[0], scalar_text(e)) >= 0;
+}
+
+/* A quoted string may not stand for a number or a bool ("3" is not 3). */
+static int kind_is_typed(enum value_kind kind)
+{
+    return kind == KIND_BOOL || kind == KIND_INT || kind == KIND_FLOAT;
+}
+
+/* Edit distance, for "did you mean". */
+static size_t distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64];
+    if (lb >= sizeof row / sizeof row[0])
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static int unknown_key(const struct yaml_reader *r, const char *name)
+{
+    char known[512] = "";
+    size_t best = (size_t)-1, limit = strlen(name) / 4 > 1 ? strlen(name) / 4 : 1;
+    int nearest = 0;
+
+    for (int k = 0; k < TKV_CFG_COUNT; k++) {
+        size_t dist = distance(keys[k].name, name);
+        if (dist < best) {
+            best = dist;
+            nearest = k;
+        }
+        append(known, sizeof known, "%s%s", k ? ", " : "", keys[k].name);
+    }
+    if (best <= limit)
+        return file_error(r, r->event.start_mark, "unknown key '%s' (did you mean '%s'?)", name,
+                          keys[nearest].name);
+    return file_error(r, r->event.start_mark, "unknown key '%s' (known keys: %s)", name, known);
+}
+
+/* Applies the value event of a key. Every key takes one scalar today; a key
+ * whose value is a sequence (per-layer policies) gets its own branch here. */
+static int apply_value(struct tkv_config *cfg, const struct yaml_reader *r, enum tkv_config_key key)
+{
+    const struct key_desc *d = &keys[key];
+    const yaml_event_t *e = &r->event;
+    char origin[1200], accepted[256];
+
+    if (e->type != YAML_SCALAR_EVENT)
+        return file_error(r, e->start_mark, "key '%s': expected a single value, not %s", d->name,
+                          event_noun(e));
+    if (strlen(scalar_text(e)) != e->data.scalar.length)
+        return file_error(r, e->start_mark, "key '%s': value contains a NUL character", d->name);
+    describe_accepted(d, accepted, sizeof accepted);
+    if (is_null(e))
+        return file_error(r, e->start_mark, "key '%s': no value: expected %s", d->name, accepted);
+    if (kind_is_typed(d->kind) && !e->data.scalar.plain_implicit)
+        return file_error(r, e->start_mark, "key '%s': value '%s' is a quoted or tagged string: expected %s",
+                          d->name, scalar_text(e), accepted);
+    snprintf(origin, sizeof origin, "%s:%zu:%zu", r->path, e->start_mark.line + 1,
+             e->start_mark.column + 1);
+    return tkv_config_set(cfg, key, scalar_text(e), TKV_SOURCE_FILE, origin);
+}
+
+static int key_index(const char *name)
+{
+    for (int k = 0; k < TKV_CFG_COUNT; k++)
+        if (strcmp(keys[k].name, name) == 0)
+            return k;
+    return -1;
+}
+
+/* The top-level mapping, from after its MAPPING_START to its MAPPING_END. */
+static int parse_mapping(struct tkv_config *cfg, struct yaml_reader *r)
+{
+    size_t first_line[TKV_CFG_COUNT] = { 0 }; /* 1-based line of each key seen, 0: not seen */
+    int rc, k;
+
+    for (;;) {
+        if ((rc = next_event(r)) != TKV_OK)
+            return rc;
+        if (r->event.type == YAML_MAPPING_END_EVENT)
+            return TKV_OK;
+        if (r->event.type != YAML_SCALAR_EVENT)
+            return file_error(r, r->event.start_mark, "expected a key name, not %s", event_noun(&r->event));
+        if (strlen(scalar_text(&r->event)) != r->event.data.scalar.length)
+            return file_error(r, r->event.start_mark, "a key contains a NUL character");
+        k = key_index(scalar_text(&r->event));
+        if (k < 0)
+            return unknown_key(r, scalar_text(&r->event));
+        if (first_line[k])
+            return file_error(r, r->event.start_mark, "duplicate key '%s' (first set at line %zu)",
+                              keys[k].name, first_line[k]);
+        first_line[k] = r->event.start_mark.line + 1;
+        if ((rc = next_event(r)) != TKV_OK || (rc = apply_value(cfg, r, (enum tkv_config_key)k)) != TKV_OK)
+            return rc;
+    }
+}
+
+/* The stream: nothing at all (an empty file or only comments), or one
+ * document that is a mapping or empty. */
+static int parse_stream(struct tkv_config *cfg, struct yaml_reader *r)
+{
+    int rc;
+
+    if ((rc = next_event(r)) != TKV_OK || (rc = next_event(r)) != TKV_OK) /* STREAM_START, then */
+        return rc;
+    if (r->event.type == YAML_STREAM_END_EVENT)
+        return TKV_OK;
+    if ((rc = next_event(r)) != TKV_OK) /* past DOCUMENT_START, to the root node */
+        return rc;
+    if (r->event.type == YAML_MAPPING_START_EVENT) {
+        if ((rc = parse_mapping(cfg, r)) != TKV_OK)
+            return rc;
+    } else if (!is_null(&r->event)) {
+        return file_error(r, r->event.start_mark,
+                          "the file must be a mapping of keys to values, not %s", event_noun(&r->event));
+    }
+    if ((rc = next_event(r)) != TKV_OK || (rc = next_event(r)) != TKV_OK) /* DOCUMENT_END, then */
+        return rc;
+    if (r->event.type != YAML_STREAM_END_EVENT)
+        return file_error(r, r->event.start_mark, "a second YAML document: the file must hold one");
+    return TKV_OK;
+}
+
+/* Reads the whole file: its read errors become TKV_EIO here rather than a
+ * vague "input error" from libyaml, and encoding errors can be located. */
+static int read_file(const char *path, char **data, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t used = 0, cap = 0, got;
+
+    if (!f)
+        return tkv_error(TKV_EIO, "cannot open config file '%s': %s", path, strerror(errno));
+    do {
+        if (used == cap) {
+            char *grown = realloc(buf, cap = cap ? 2 * cap : 4096);
+            if (!grown) {
+                free(buf);
+                fclose(f);
+                return tkv_error(TKV_ENOMEM, "config file '%s': out of memory", path);
+            }
+            buf = grown;
+        }
+        got = fread(buf + used, 1, cap - used, f);
+        used += got;
+    } while (got > 0);
+    if (ferror(f)) {
+        int err = errno;
+        free(buf);
+        fclose(f);
+        return tkv_error(TKV_EIO, "cannot read config file '%s': %s", path, strerror(err));
+    }
+    fclose(f);
+    *data = buf;
+    *len = used;
+    return TKV_OK;
+}
+
+int tkv_config_apply_file(struct tkv_config *cfg, const char *path)
+{
+    struct yaml_reader r = { .path = path };
+    struct tkv_config next;
+    char *data = NULL;
+    size_t len = 0;
+    int rc;
+
+    if (!cfg || !path)
+        return tkv_error(TKV_EINVAL, "tkv_config_apply_file: cfg and path must not be NULL");
+    if ((rc = read_file(path, &data, &len)) != TKV_OK)
+        return rc;
+    if (!yaml_parser_initialize(&r.parser)) {
+        free(data);
+        return tkv_error(TKV_ENOMEM, "config file '%s': out of memory", path);
+    }
+    r.data = data;
+    yaml_parser_set_input_string(&r.parser, (const unsigned char *)data, len);
+    next = *cfg; /* parse into a copy: a failure leaves cfg as it was */
+    rc = parse_stream(&next, &r);
+    if (r.have_event)
+        yaml_event_delete(&r.event);
+    yaml_parser_delete(&r.parser);
+    free(data);
+    if (rc == TKV_OK)
+        *cfg = next;
+    return rc;
+}

@@ -1,0 +1,392 @@
+/*
+ * The host API under bad input, and persistence: every bad argument gets an
+ * error naming what was wrong and leaves the cache exactly as it was; NaN/Inf
+ * rows stay local; cache files round-trip, and truncated, corrupted or
+ * mismatched files are refused with a message that says which.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "turbokv.h"
+
+#define LAYERS 2
+#define HEADS 2
+#define DIM 64
+#define CAP 16
+#define ROW (HEADS * DIM)
+
+static tkv_context *ctx;
+static char tmpdir[] = "/tmp/tkv-test-api-XXXXXX";
+
+static void fill(float *x, size_t n, uint32_t seed)
+{
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        x[i] = ((seed >> 8) / 16777216.0f - 0.5f) * 4.0f;
+    }
+}
+
+static tkv_cache *make_cache(uint32_t k_type, uint32_t v_type, uint32_t n_seqs)
+{
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = LAYERS, .n_kv_heads = HEADS, .head_dim = DIM, .capacity = CAP,
+        .n_seqs = n_seqs, .k_type = k_type, .v_type = v_type,
+    };
+    tkv_cache *c = NULL;
+    assert_int_equal(tkv_cache_create(ctx, &p, &c), TKV_OK);
+    return c;
+}
+
+/* Appends n tokens to every layer of seq. */
+static void fill_tokens(tkv_cache *c, uint32_t seq, uint32_t n, uint32_t seed)
+{
+    float k[CAP * ROW], v[CAP * ROW];
+    fill(k, (size_t)n * ROW, seed);
+    fill(v, (size_t)n * ROW, seed + 7);
+    for (uint32_t l = 0; l < LAYERS; l++)
+        assert_int_equal(tkv_cache_append(c, seq, l, n, k, v), TKV_OK);
+}
+
+/* A snapshot of everything stored (both layers, K and V, sequence 0). */
+struct snapshot {
+    uint32_t len[LAYERS];
+    float kv[LAYERS][2][CAP * ROW];
+};
+
+static void snap(const tkv_cache *c, struct snapshot *s)
+{
+    memset(s, 0, sizeof *s);
+    for (uint32_t l = 0; l < LAYERS; l++) {
+        assert_int_equal(tkv_cache_length(c, 0, l, &s->len[l]), TKV_OK);
+        for (int w = 0; w < 2 && s->len[l]; w++)
+            assert_int_equal(tkv_cache_dequantize(c, 0, l, w, 0, s->len[l], s->kv[l][w]), TKV_OK);
+    }
+}
+
+static void assert_unchanged(const tkv_cache *c, const struct snapshot *before)
+{
+    struct snapshot *now = malloc(sizeof *now);
+    snap(c, now);
+    assert_memory_equal(now, before, sizeof *now);
+    free(now);
+}
+
+static void expect_error(int rc, int status, const char *part)
+{
+    assert_int_equal(rc, status);
+    if (!strstr(tkv_last_error(), part))
+        fail_msg("error '%s' lacks '%s'", tkv_last_error(), part);
+}
+
+static void create_rejects_bad_params(void **state)
+{
+    (void)state;
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = 1, .head_dim = 64, .capacity = 8,
+        .k_type = TKV_TYPE_TURBO3, .v_type = TKV_TYPE_TURBO3,
+    };
+    tkv_cache *c = NULL;
+    expect_error(tkv_cache_create(NULL, &p, &c), TKV_EINVAL, "NULL");
+    expect_error(tkv_cache_create(ctx, NULL, &c), TKV_EINVAL, "NULL");
+    struct tkv_cache_params b = p;
+    b.head_dim = 100;
+    expect_error(tkv_cache_create(ctx, &b, &c), TKV_EUNSUPPORTED, "head_dim 100 unsupported");
+    b = p;
+    b.n_layers = 0;
+    expect_error(tkv_cache_create(ctx, &b, &c), TKV_EINVAL, "n_layers 0");
+    b = p;
+    b.capacity = 0;
+    expect_error(tkv_cache_create(ctx, &b, &c), TKV_EINVAL, "capacity is 0");
+    b = p;
+    b.k_type = 42;
+    expect_error(tkv_cache_create(ctx, &b, &c), TKV_EINVAL, "key type 42");
+    b = p;
+    b.n_q_heads = 3;
+    b.n_kv_heads = 2;
+    expect_error(tkv_cache_create(ctx, &b, &c), TKV_EINVAL, "not a multiple");
+    assert_null(c);
+}
+
+static void failed_calls_change_nothing(void **state)
+{
+    (void)state;
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
+    fill_tokens(c, 0, CAP - 2, 1);
+    struct snapshot *before = malloc(sizeof *before);
+    snap(c, before);
+    float k[4 * ROW], v[4 * ROW], q[4 * HEADS * DIM], out[4 * HEADS * DIM];
+    fill(k, sizeof k / sizeof *k, 3);
+    fill(v, sizeof v / sizeof *v, 4);
+    fill(q, sizeof q / sizeof *q, 5);
+    uint32_t seq0 = 0, seq9 = 9;
+
+    expect_error(tkv_cache_append(c, 0, 0, 4, k, v), TKV_ERANGE, "capacity exceeded");
+    expect_error(tkv_cache_append(c, 0, LAYERS, 1, k, v), TKV_ERANGE, "layer 2 out of range");
+    expect_error(tkv_cache_append(c, 1, 0, 1, k, v), TKV_ERANGE, "sequence 1 out of range");
+    expect_error(tkv_cache_append(c, 0, 0, 1, NULL, v), TKV_EINVAL, "key rows are NULL");
+    expect_error(tkv_cache_append(c, 0, 0, 0, k, v), TKV_EINVAL, "n_tokens is 0");
+    expect_error(tkv_attention(c, 0, 1, &seq0, 1, 3, q, out, NULL), TKV_EINVAL, "multiple of n_kv_heads");
+    expect_error(tkv_attention(c, 0, 1, &seq9, 1, HEADS, q, out, NULL), TKV_ERANGE, "seq_ids[0] = 9");
+    expect_error(tkv_attention(c, 0, 1, &seq0, CAP, HEADS, q, out, NULL), TKV_ERANGE, "fewer than n_q");
+    expect_error(tkv_attention(c, 0, 1, &seq0, 0, HEADS, q, out, NULL), TKV_EINVAL, "n_q is 0");
+    expect_error(tkv_attention(c, 5, 1, &seq0, 1, HEADS, q, out, NULL), TKV_ERANGE, "layer 5");
+    expect_error(tkv_attention(c, 0, 1, &seq0, 1, HEADS, NULL, out, NULL), TKV_EINVAL, "q is NULL");
+    expect_error(tkv_cache_dequantize(c, 0, 0, 2, 0, 1, out), TKV_EINVAL, "which = 2");
+    expect_error(tkv_cache_dequantize(c, 0, 0, 0, CAP - 3, 2, out), TKV_ERANGE, "holds 14");
+    assert_unchanged(c, before);
+    free(before);
+    tkv_cache_destroy(c);
+}
+
+static void nonfinite_rows_stay_local(void **state)
+{
+    (void)state;
+    static const uint32_t types[] = { TKV_TYPE_F32, TKV_TYPE_F16, TKV_TYPE_Q8_0, TKV_TYPE_TURBO2, TKV_TYPE_TURBO3,
+                                      TKV_TYPE_TURBO4 };
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        tkv_cache *c = make_cache(types[t], types[t], 1);
+        float k[3 * ROW], v[3 * ROW], back[3 * ROW];
+        fill(k, 3 * ROW, 11);
+        fill(v, 3 * ROW, 12);
+        memset(k + ROW, 0, ROW * sizeof *k); /* token 1: zero row */
+        memset(v + ROW, 0, ROW * sizeof *v);
+        k[2 * ROW + 5] = NAN; /* token 2: one NaN and one Inf */
+        v[2 * ROW + 9] = INFINITY;
+        assert_int_equal(tkv_cache_append(c, 0, 0, 3, k, v), TKV_OK);
+        for (int w = 0; w < 2; w++) {
+            assert_int_equal(tkv_cache_dequantize(c, 0, 0, w, 0, 3, back), TKV_OK);
+            for (int i = 0; i < 3 * ROW; i++)
+                assert_true(isfinite(back[i]));
+            for (int i = ROW; i < 2 * ROW; i++)
+                assert_true(back[i] == 0.0f); /* a zero row stays zero */
+            assert_true(back[w ? 2 * ROW + 9 : 2 * ROW + 5] == 0.0f || tkv_type_is_turbo(types[t]));
+        }
+        /* the attention output stays finite, and the zero key attends as score 0 */
+        float q[HEADS * DIM], out[HEADS * DIM];
+        fill(q, HEADS * DIM, 13);
+        uint32_t seq = 0;
+        assert_int_equal(tkv_attention(c, 0, 1, &seq, 1, HEADS, q, out, NULL), TKV_OK);
+        for (int i = 0; i < HEADS * DIM; i++)
+            assert_true(isfinite(out[i]));
+        tkv_cache_destroy(c);
+    }
+}
+
+static void bytes_accounting(void **state)
+{
+    (void)state;
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 2);
+    fill_tokens(c, 0, 5, 1);
+    fill_tokens(c, 1, 3, 2);
+    struct tkv_cache_bytes b;
+    assert_int_equal(tkv_cache_bytes(c, &b), TKV_OK);
+    uint64_t rows = (uint64_t)(5 + 3) * LAYERS * HEADS;
+    assert_int_equal(b.used, rows * 2 * 26); /* 64 values: 2 bytes scale + 24 bytes of 3-bit indices */
+    assert_int_equal(b.used_f16, rows * 2 * DIM * 2);
+    assert_int_equal(b.used_f32, rows * 2 * DIM * 4);
+    assert_int_equal(b.capacity, (uint64_t)2 * CAP * LAYERS * HEADS * 2 * 26);
+    assert_int_equal(tkv_cache_clear(c, 1), TKV_OK);
+    assert_int_equal(tkv_cache_bytes(c, &b), TKV_OK);
+    assert_int_equal(b.used, (uint64_t)5 * LAYERS * HEADS * 2 * 26);
+    tkv_cache_destroy(c);
+}
+
+static void path_in(char *buf, size_t n, const char *name) { snprintf(buf, n, "%s/%s", tmpdir, name); }
+
+static void save_load_round_trip(void **state)
+{
+    (void)state;
+    char path[512];
+    path_in(path, sizeof path, "rt.tkv");
+    tkv_cache *c = make_cache(TKV_TYPE_Q8_0, TKV_TYPE_TURBO3, 1);
+    fill_tokens(c, 0, 9, 21);
+    assert_int_equal(tkv_cache_save(c, path), TKV_OK);
+    tkv_cache *d = NULL;
+    assert_int_equal(tkv_cache_load(ctx, path, &d), TKV_OK);
+    struct snapshot *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+    snap(c, a);
+    snap(d, b);
+    assert_memory_equal(a, b, sizeof *a);
+    /* the loaded cache keeps working: append and attend */
+    fill_tokens(d, 0, 2, 22);
+    float q[HEADS * DIM], o1[HEADS * DIM], o2[HEADS * DIM];
+    fill(q, HEADS * DIM, 23);
+    fill_tokens(c, 0, 2, 22);
+    uint32_t seq = 0;
+    assert_int_equal(tkv_attention(c, 1, 1, &seq, 1, HEADS, q, o1, NULL), TKV_OK);
+    assert_int_equal(tkv_attention(d, 1, 1, &seq, 1, HEADS, q, o2, NULL), TKV_OK);
+    assert_memory_equal(o1, o2, sizeof o1);
+    free(a);
+    free(b);
+    tkv_cache_destroy(c);
+    tkv_cache_destroy(d);
+}
+
+static long file_size(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+static void patch(const char *src, const char *dst, long offset, const void *bytes, size_t n, long truncate_to)
+{
+    long size = file_size(src);
+    unsigned char *buf = malloc(size);
+    FILE *f = fopen(src, "rb");
+    assert_int_equal(fread(buf, 1, size, f), size);
+    fclose(f);
+    if (bytes)
+        memcpy(buf + (offset < 0 ? size + offset : offset), bytes, n);
+    f = fopen(dst, "wb");
+    fwrite(buf, 1, truncate_to >= 0 ? truncate_to : size, f);
+    fclose(f);
+    free(buf);
+}
+
+/* Recomputes the trailing FNV-1a checksum, so a header edit reaches the
+ * checks behind the checksum. */
+static void reseal(const char *path)
+{
+    long size = file_size(path);
+    unsigned char *buf = malloc(size);
+    FILE *f = fopen(path, "r+b");
+    assert_int_equal(fread(buf, 1, size, f), size);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (long i = 0; i < size - 8; i++)
+        h = (h ^ buf[i]) * 0x100000001b3ull;
+    for (int i = 0; i < 8; i++)
+        buf[size - 8 + i] = (unsigned char)(h >> (8 * i));
+    fseek(f, 0, SEEK_SET);
+    fwrite(buf, 1, size, f);
+    fclose(f);
+    free(buf);
+}
+
+static void bad_files_refused_cache_kept(void **state)
+{
+    (void)state;
+    char good[512], bad[512];
+    path_in(good, sizeof good, "good.tkv");
+    path_in(bad, sizeof bad, "bad.tkv");
+    tkv_cache *src = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
+    fill_tokens(src, 0, 6, 31);
+    assert_int_equal(tkv_cache_save(src, good), TKV_OK);
+    tkv_cache_destroy(src);
+
+    /* the target holds other data that must survive every refusal */
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
+    fill_tokens(c, 0, 4, 32);
+    struct snapshot *before = malloc(sizeof *before);
+    snap(c, before);
+    long size = file_size(good);
+    uint32_t v2 = 2, seq_other = 99, t_f16 = TKV_TYPE_F16;
+    uint64_t seed = 12345;
+    unsigned char flip = 0x5a;
+
+    patch(good, bad, 0, NULL, 0, size - 10);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "truncated");
+    patch(good, bad, 0, NULL, 0, 30);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "truncated");
+    patch(good, bad, 0, "NOTACACH", 8, -1);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "bad magic");
+    patch(good, bad, 8, &v2, 4, -1);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "format version 2");
+    patch(good, bad, size / 2, &flip, 1, -1);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "checksum mismatch");
+    patch(good, bad, 48, &seed, 8, -1);
+    reseal(bad);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "rotation seed");
+    patch(good, bad, 56, &seed, 8, -1);
+    reseal(bad);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "codebook tables");
+    patch(good, bad, 64, &t_f16, 4, -1); /* layer 0 keys f16: sizes no longer match */
+    reseal(bad);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "header describes");
+    patch(good, bad, 20, &seq_other, 4, -1); /* 99 kv heads */
+    reseal(bad);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "header describes");
+    expect_error(tkv_cache_restore(c, "/nonexistent/x.tkv"), TKV_ENOTFOUND, "cannot open");
+    assert_unchanged(c, before);
+
+    /* a well-formed file of another scheme is refused, naming the layer */
+    tkv_cache *other = make_cache(TKV_TYPE_Q8_0, TKV_TYPE_TURBO3, 1);
+    fill_tokens(other, 0, 2, 33);
+    assert_int_equal(tkv_cache_save(other, bad), TKV_OK);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "layer 0 holds K q8_0");
+    tkv_cache_destroy(other);
+    assert_unchanged(c, before);
+
+    /* and a good one replaces the contents */
+    assert_int_equal(tkv_cache_restore(c, good), TKV_OK);
+    uint32_t len;
+    assert_int_equal(tkv_cache_length(c, 0, 1, &len), TKV_OK);
+    assert_int_equal(len, 6);
+    free(before);
+    tkv_cache_destroy(c);
+}
+
+static void failed_save_keeps_old_file(void **state)
+{
+    (void)state;
+    char path[512], dir[512];
+    path_in(path, sizeof path, "keep.tkv");
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO4, TKV_TYPE_TURBO4, 1);
+    fill_tokens(c, 0, 3, 41);
+    assert_int_equal(tkv_cache_save(c, path), TKV_OK);
+    long size = file_size(path);
+    /* a directory in the way of the rename: the save fails, the file stays */
+    path_in(dir, sizeof dir, "dir.tkv");
+    assert_int_equal(mkdir(dir, 0700), 0);
+    expect_error(tkv_cache_save(c, dir), TKV_EIO, "cannot save");
+    expect_error(tkv_cache_save(c, "/nonexistent/dir/x.tkv"), TKV_EIO, "cannot save");
+    assert_int_equal(file_size(path), size);
+    rmdir(dir);
+    tkv_cache_destroy(c);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    struct tkv_context_options o = { .struct_size = sizeof o, .ignore_env = 1,
+                                     .plugin_path = getenv("TURBO_PLUGIN_PATH"), .backend = getenv("TKV_TEST_BACKEND") };
+    if (!mkdtemp(tmpdir))
+        return -1;
+    return tkv_context_open(&o, &ctx) == TKV_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[600];
+    tkv_context_close(ctx);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(create_rejects_bad_params),
+        cmocka_unit_test(failed_calls_change_nothing),
+        cmocka_unit_test(nonfinite_rows_stay_local),
+        cmocka_unit_test(bytes_accounting),
+        cmocka_unit_test(save_load_round_trip),
+        cmocka_unit_test(bad_files_refused_cache_kept),
+        cmocka_unit_test(failed_save_keeps_old_file),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

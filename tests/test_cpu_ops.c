@@ -1,0 +1,1094 @@
+/*
+ * The CPU plugin's ops called directly, without the core: the module is
+ * dlopen'ed, given a minimal services table and the core's tables, and its
+ * results are checked against independent float64 models of
+ * turbokv_format.h and of struct tkv_attention_args.
+ *
+ * Usage: test_cpu_ops PATH/turbokv-cpu.so   (or TKV_TEST_CPU_PLUGIN=PATH)
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dlfcn.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tables.h"
+#include "turbokv_plugin.h"
+
+#define N_TYPES TKV_TYPE_COUNT
+static const char *const type_name[N_TYPES] = { "f32", "f16", "q8_0", "turbo2", "turbo3", "turbo4" };
+
+/* ---- the module under test ------------------------------------------------ */
+
+static struct {
+    const char *path;
+    void *module;
+    tkv_plugin_entry_fn entry;
+    const struct tkv_plugin *p;
+    void *dev;
+    const struct tkv_math *math;
+} env;
+
+static char last_error[1024];
+
+static void svc_log(int level, const char *fmt, ...)
+{
+    (void)level;
+    (void)fmt;
+}
+
+static int svc_error(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+static const struct tkv_services services = {
+    .struct_size = sizeof services,
+    .core_abi_major = TKV_ABI_MAJOR,
+    .core_abi_minor = TKV_ABI_MINOR,
+    .log = svc_log,
+    .error = svc_error,
+};
+
+static int setup(void **state)
+{
+    (void)state;
+    struct tkv_open_params params = { .struct_size = sizeof params };
+    void *sym;
+    env.module = dlopen(env.path, RTLD_NOW | RTLD_LOCAL);
+    if (!env.module) {
+        print_error("cannot load %s: %s\n", env.path, dlerror());
+        return -1;
+    }
+    sym = dlsym(env.module, TKV_PLUGIN_ENTRY_NAME);
+    if (!sym) {
+        print_error("%s has no %s\n", env.path, TKV_PLUGIN_ENTRY_NAME);
+        return -1;
+    }
+    memcpy(&env.entry, &sym, sizeof env.entry);
+    env.p = env.entry(TKV_ABI_MAJOR, TKV_ABI_MINOR);
+    env.math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT);
+    params.math = env.math;
+    if (!env.p || !env.math || env.p->init(&services) != TKV_OK ||
+        env.p->open(&params, &env.dev) != TKV_OK) {
+        print_error("cannot start the plugin: %s\n", last_error);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    env.p->close(env.dev);
+    if (env.p->shutdown)
+        env.p->shutdown();
+    dlclose(env.module);
+    return 0;
+}
+
+/* ---- helpers --------------------------------------------------------------- */
+
+static uint64_t rng_state = 0x5eed5eed5eed5eedull;
+
+static uint64_t rng_u64(void)
+{
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double rng_uniform(void) { return ((double)(rng_u64() >> 11) + 0.5) * 0x1p-53; }
+
+static double rng_gauss(void)
+{
+    return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
+}
+
+static void fill_gauss(float *x, size_t n, double scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(scale * rng_gauss());
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    assert_non_null(p);
+    return p;
+}
+
+static void *buffer_new(uint64_t bytes)
+{
+    void *b = NULL;
+    assert_int_equal(env.p->buffer_alloc(env.dev, bytes, &b), TKV_OK);
+    return b;
+}
+
+static struct tkv_row_format row_format(uint32_t type, uint32_t head_dim, uint32_t rotation,
+                                        uint32_t scale_mode)
+{
+    return (struct tkv_row_format){ type, head_dim, rotation, scale_mode };
+}
+
+static int append(void *buf, const struct tkv_row_format *fmt, uint32_t n_tokens, uint32_t n_heads,
+                  const float *src, uint64_t offset, uint64_t head_stride, uint64_t *nonfinite)
+{
+    struct tkv_append_args a = {
+        .struct_size = sizeof a,
+        .n_tokens = n_tokens,
+        .n_heads = n_heads,
+        .fmt = *fmt,
+        .src = src,
+        .buf = buf,
+        .offset = offset,
+        .head_stride = head_stride,
+        .n_nonfinite = nonfinite,
+    };
+    return env.p->quantize_append(env.dev, &a);
+}
+
+static int dequantize(const void *buf, const struct tkv_row_format *fmt, uint32_t n_rows,
+                      uint64_t offset, float *dst)
+{
+    struct tkv_dequant_args a = {
+        .struct_size = sizeof a,
+        .n_rows = n_rows,
+        .fmt = *fmt,
+        .buf = buf,
+        .offset = offset,
+        .dst = dst,
+    };
+    return env.p->dequantize(env.dev, &a);
+}
+
+static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+/* ---- fp16 and bit packing (turbokv_format.h inlines every backend uses) ---- */
+
+static void test_fp16_exhaustive(void **state)
+{
+    (void)state;
+    for (uint32_t h = 0; h < 0x10000u; h++) {
+        float f = tkv_fp16_to_float((uint16_t)h);
+        uint16_t back = tkv_fp16_from_float(f);
+        if ((h & 0x7c00u) == 0x7c00u && (h & 0x3ffu)) { /* NaN stays NaN */
+            assert_true(isnan(f));
+            assert_true((back & 0x7c00u) == 0x7c00u && (back & 0x3ffu));
+            continue;
+        }
+        assert_int_equal(back, h);
+        if ((h & 0x7fffu) >= 0x7c00u)
+            continue;
+        /* The midpoint to the next half up in magnitude rounds to the even
+         * one; a hair either side rounds to the nearer. Past 65504 the next
+         * step is 65536, whose midpoint 65520 already overflows to Inf. */
+        uint16_t up = (uint16_t)(h + 1);
+        float next = (up & 0x7fffu) == 0x7c00u ? copysignf(65536.0f, f) : tkv_fp16_to_float(up);
+        float mid = 0.5f * (f + next);
+        assert_int_equal(tkv_fp16_from_float(mid), (h & 1u) ? up : h);
+        assert_int_equal(tkv_fp16_from_float(nextafterf(mid, 0.0f)), h);
+        assert_int_equal(tkv_fp16_from_float(nextafterf(mid, copysignf(INFINITY, f))), up);
+    }
+}
+
+static void test_pack_roundtrip(void **state)
+{
+    (void)state;
+    for (uint32_t bits = TKV_TURBO_BITS_MIN; bits <= TKV_TURBO_BITS_MAX; bits++)
+        for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1)
+            for (int rep = 0; rep < 20; rep++) {
+                uint8_t idx[TKV_GROUP_MAX], packed[TKV_GROUP_MAX / 2 + 4];
+                uint32_t bytes = g * bits / 8;
+                memset(packed, 0xa5, sizeof packed);
+                for (uint32_t i = 0; i < g; i++)
+                    idx[i] = (uint8_t)(rng_u64() & ((1u << bits) - 1u));
+                tkv_pack_indices(packed, idx, g, bits);
+                for (uint32_t i = 0; i < g; i++) {
+                    assert_int_equal(tkv_unpack_index(packed, i, bits), idx[i]);
+                    /* LSB-first bit stream, read bit by bit */
+                    uint32_t v = 0;
+                    for (uint32_t b = 0; b < bits; b++) {
+                        uint32_t bit = i * bits + b;
+                        v |= (uint32_t)((packed[bit / 8] >> (bit % 8)) & 1u) << b;
+                    }
+                    assert_int_equal(v, idx[i]);
+                }
+                for (uint32_t i = bytes; i < sizeof packed; i++)
+                    assert_int_equal(packed[i], 0xa5);
+            }
+}
+
+/* ---- format conformance of every type -------------------------------------- */
+
+static const uint32_t head_dims[] = { 8, 16, 32, 64, 80, 96, 128, 192, 256, 576 };
+#define N_HEAD_DIMS (sizeof head_dims / sizeof head_dims[0])
+
+/* R of a turbo group in double, independent of the plugin's butterflies:
+ * H[i][j] = (-1)^popcount(i & j) (Sylvester), R = D2 H D1 / sqrt(g),
+ * R^-1 = D1 H D2 / sqrt(g); dense R = Q. */
+static void model_rotate(const struct tkv_group_tables *t, uint32_t rotation, int inverse, double *v)
+{
+    uint32_t g = t->group;
+    double in[TKV_GROUP_MAX];
+    memcpy(in, v, sizeof *v * g);
+    for (uint32_t i = 0; i < g; i++) {
+        double sum = 0.0;
+        for (uint32_t j = 0; j < g; j++) {
+            if (rotation == TKV_ROTATION_WHT) {
+                const float *pre = inverse ? t->sign2 : t->sign1;
+                sum += (__builtin_popcount(i & j) & 1 ? -1.0 : 1.0) * pre[j] * in[j];
+            } else if (rotation == TKV_ROTATION_DENSE) {
+                sum += (double)(inverse ? t->dense[j * g + i] : t->dense[i * g + j]) * in[j];
+            } else {
+                sum += (i == j) * in[j];
+            }
+        }
+        if (rotation == TKV_ROTATION_WHT)
+            sum *= (inverse ? t->sign1[i] : t->sign2[i]) / sqrt((double)g);
+        v[i] = sum;
+    }
+}
+
+/* One stored turbo row against the model: indices by the boundaries of the
+ * exactly rotated input (a mismatch is allowed only within 1e-6 of a
+ * boundary, where the fp32 rotation may land on the other side), scale per
+ * scale mode and saturated at 65504, dequantized values = R^-1 (s c[idx]).
+ * Returns ||x - x_hat||^2 / ||x||^2; counts the indices and near ties. */
+static double check_turbo_row(const struct tkv_row_format *fmt, const float *x,
+                              const uint8_t *row, const float *deq, uint64_t *values,
+                              uint64_t *near_ties)
+{
+    uint32_t sizes[TKV_MAX_GROUPS], n = tkv_group_split(fmt->head_dim, sizes);
+    uint32_t bits = tkv_type_bits(fmt->type), first = 0;
+    double err = 0.0, norm = 0.0;
+    for (uint32_t k = 0; k < n; k++) {
+        const struct tkv_group_tables *t = &env.math->groups[tkv_group_index(sizes[k])];
+        const struct tkv_codebook *cb = &t->codebook[bits - TKV_TURBO_BITS_MIN];
+        const float *xg = x + first, *dg = deq + first;
+        double sq = 0.0, y[TKV_GROUP_MAX], csq = 0.0;
+        for (uint32_t i = 0; i < t->group; i++)
+            sq += (double)xg[i] * xg[i];
+        float nrm = (float)sqrt(sq);
+        if (nrm == 0.0f) {
+            for (uint32_t i = 0; i < tkv_turbo_group_bytes(t->group, bits); i++)
+                assert_int_equal(row[i], 0);
+        } else {
+            for (uint32_t i = 0; i < t->group; i++)
+                y[i] = xg[i] / nrm;
+            model_rotate(t, fmt->rotation, 0, y);
+            for (uint32_t i = 0; i < t->group; i++) {
+                uint32_t expect = 0, got = tkv_unpack_index(row + 2, i, bits);
+                for (uint32_t b = 0; b + 1 < cb->n_levels; b++)
+                    expect += y[i] >= cb->boundaries[b];
+                if (got != expect) {
+                    assert_true(got == expect + 1 || expect == got + 1);
+                    assert_true(fabs(y[i] - cb->boundaries[got < expect ? got : expect]) < 1e-6);
+                    ++*near_ties;
+                }
+                csq += cb->centroid_sq[got];
+            }
+            float scale = nrm;
+            if (fmt->scale_mode == TKV_SCALE_NORM_CORRECTED)
+                scale = (float)(nrm / sqrt(csq));
+            assert_int_equal(le16(row), tkv_fp16_from_float(fminf(scale, TKV_FP16_MAX)));
+        }
+        double s = tkv_fp16_to_float(le16(row));
+        for (uint32_t i = 0; i < t->group; i++)
+            y[i] = s * cb->centroids[tkv_unpack_index(row + 2, i, bits)];
+        model_rotate(t, fmt->rotation, 1, y);
+        for (uint32_t i = 0; i < t->group; i++) {
+            assert_true(fabs(dg[i] - y[i]) <= 4e-6 * s);
+            err += (xg[i] - y[i]) * (xg[i] - y[i]);
+            norm += (double)xg[i] * xg[i];
+        }
+        *values += t->group;
+        first += t->group;
+        row += tkv_turbo_group_bytes(t->group, bits);
+    }
+    return norm > 0.0 ? err / norm : 0.0;
+}
+
+/* q8_0 as turbokv_format.h and llama.cpp define it, written independently. */
+static void check_q8_0_row(uint32_t head_dim, const float *x, const uint8_t *row, const float *deq)
+{
+    for (uint32_t first = 0; first < head_dim; first += TKV_Q8_0_BLOCK) {
+        uint32_t n = head_dim - first < TKV_Q8_0_BLOCK ? head_dim - first : TKV_Q8_0_BLOCK;
+        const uint8_t *blk = row + first / TKV_Q8_0_BLOCK * (2 + TKV_Q8_0_BLOCK);
+        float amax = 0.0f;
+        for (uint32_t i = 0; i < n; i++)
+            amax = fmaxf(amax, fabsf(x[first + i]));
+        float d = amax / 127.0f, id = d >= FLT_MIN ? 1.0f / d : 0.0f;
+        assert_int_equal(le16(blk), tkv_fp16_from_float(d));
+        float dh = tkv_fp16_to_float(le16(blk));
+        for (uint32_t i = 0; i < n; i++) {
+            int8_t q = (int8_t)blk[2 + i];
+            assert_int_equal(q, (int)roundf(x[first + i] * id));
+            assert_true(deq[first + i] == dh * q);
+            /* half a step, plus the fp16 rounding of d times |q| <= 127 */
+            assert_true(fabsf(deq[first + i] - x[first + i]) <=
+                        0.5f * d + 127.0f * fabsf(dh - d) + 1e-6f * fabsf(x[first + i]));
+        }
+    }
+}
+
+/* The optimum relative error of a Gaussian row: the per-group codebook MSE
+ * weighted by group size (E ||x_g||^2 is proportional to g). */
+static double optimum_row_mse(uint32_t type, uint32_t head_dim)
+{
+    uint32_t sizes[TKV_MAX_GROUPS], n = tkv_group_split(head_dim, sizes);
+    double mse = 0.0;
+    for (uint32_t k = 0; k < n; k++) {
+        const struct tkv_group_tables *t = &env.math->groups[tkv_group_index(sizes[k])];
+        mse += (double)sizes[k] / head_dim * t->codebook[tkv_type_bits(type) - 2].mse;
+    }
+    return mse;
+}
+
+struct conformance {
+    uint64_t values, near_ties;
+    double worst_ratio; /* mean row error / optimum_row_mse, worst format */
+};
+
+/* Stores rows of x in one format (at an offset unaligned for f32), reads
+ * the bytes and the dequantized rows back and checks each row. Row 0 is
+ * beyond the fp16 range (saturation), row 1 zero. */
+static void check_format(const struct tkv_row_format *fmt, const float *x, uint32_t rows,
+                         struct conformance *acc)
+{
+    const uint64_t base = 8;
+    uint32_t hd = fmt->head_dim, rb = tkv_row_bytes(fmt->type, hd);
+    uint8_t *raw = xcalloc((size_t)rows * rb, 1);
+    float *deq = xcalloc((size_t)rows * hd, sizeof *deq);
+    void *buf = buffer_new(base + (uint64_t)rows * rb);
+    uint64_t nonfinite = 99;
+    double err = 0.0;
+    assert_int_equal(append(buf, fmt, rows, 1, x, base, 0, &nonfinite), TKV_OK);
+    assert_int_equal(nonfinite, 0);
+    assert_int_equal(env.p->buffer_read(env.dev, buf, base, raw, (uint64_t)rows * rb), TKV_OK);
+    assert_int_equal(dequantize(buf, fmt, rows, base, deq), TKV_OK);
+    for (uint32_t r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * hd, *dr = deq + (size_t)r * hd;
+        const uint8_t *row = raw + (size_t)r * rb;
+        switch (fmt->type) {
+        case TKV_TYPE_F32:
+            assert_memory_equal(row, xr, sizeof *xr * hd); /* little-endian host */
+            for (uint32_t i = 0; i < hd; i++)
+                assert_true(dr[i] == xr[i]);
+            break;
+        case TKV_TYPE_F16:
+            for (uint32_t i = 0; i < hd; i++) {
+                float clamped = fminf(fmaxf(xr[i], -TKV_FP16_MAX), TKV_FP16_MAX);
+                assert_int_equal(le16(row + 2 * i), tkv_fp16_from_float(clamped));
+                assert_true(dr[i] == tkv_fp16_to_float(tkv_fp16_from_float(clamped)));
+            }
+            break;
+        case TKV_TYPE_Q8_0:
+            check_q8_0_row(hd, xr, row, dr);
+            break;
+        default: {
+            double e = check_turbo_row(fmt, xr, row, dr, &acc->values, &acc->near_ties);
+            if (r > 1)
+                err += e;
+        }
+        }
+    }
+    if (tkv_type_is_turbo(fmt->type)) {
+        double ratio = err / (rows - 2) / optimum_row_mse(fmt->type, hd);
+        acc->worst_ratio = fmax(acc->worst_ratio, ratio);
+        assert_true(ratio < 1.3);
+    }
+    env.p->buffer_free(env.dev, buf);
+    free(raw);
+    free(deq);
+}
+
+static void test_format_conformance(void **state)
+{
+    (void)state;
+    enum { ROWS = 64 };
+    for (uint32_t type = 0; type < N_TYPES; type++) {
+        struct conformance acc = { 0 };
+        uint32_t variants = tkv_type_is_turbo(type) ? TKV_ROTATION_COUNT * TKV_SCALE_COUNT : 1;
+        for (size_t d = 0; d < N_HEAD_DIMS; d++) {
+            uint32_t hd = head_dims[d];
+            float *x = xcalloc((size_t)ROWS * hd, sizeof *x);
+            /* magnitudes from 1e-3 to 1e3 (f16 subnormals included) */
+            fill_gauss(x, hd, 1e5);
+            for (uint32_t r = 2; r < ROWS; r++)
+                fill_gauss(x + (size_t)r * hd, hd, exp(rng_uniform() * 14.0 - 7.0));
+            for (uint32_t v = 0; v < variants; v++) {
+                struct tkv_row_format fmt =
+                    row_format(type, hd, v / TKV_SCALE_COUNT, v % TKV_SCALE_COUNT);
+                check_format(&fmt, x, ROWS, &acc);
+            }
+            free(x);
+        }
+        if (tkv_type_is_turbo(type)) {
+            print_message("%s, every head_dim, rotation and scale mode: mean row error <= %.2f x "
+                          "the codebook optimum; %llu of %llu indices differ from the float64 "
+                          "model (each within 1e-6 of a boundary)\n",
+                          type_name[type], acc.worst_ratio, (unsigned long long)acc.near_ties,
+                          (unsigned long long)acc.values);
+            assert_true(acc.near_ties * 1000 < acc.values);
+        }
+    }
+}
+
+/* DESIGN.md 2.2: random unit vectors, g = 128, WHT, scale = norm. */
+static void test_mse_unit_vectors(void **state)
+{
+    (void)state;
+    enum { N = 20000, G = 128 };
+    static const double optimum[3] = { 0.1160, 0.0340, 0.00931 };
+    float *x = xcalloc((size_t)N * G, sizeof *x), *deq = xcalloc((size_t)N * G, sizeof *deq);
+    for (uint32_t r = 0; r < N; r++) {
+        double v[G], sq = 0.0;
+        for (uint32_t i = 0; i < G; i++) {
+            v[i] = rng_gauss();
+            sq += v[i] * v[i];
+        }
+        for (uint32_t i = 0; i < G; i++)
+            x[(size_t)r * G + i] = (float)(v[i] / sqrt(sq));
+    }
+    for (uint32_t b = 0; b < 3; b++) {
+        struct tkv_row_format fmt = row_format(TKV_TYPE_TURBO2 + b, G, TKV_ROTATION_WHT, TKV_SCALE_NORM);
+        void *buf = buffer_new((uint64_t)N * tkv_row_bytes(fmt.type, G));
+        assert_int_equal(append(buf, &fmt, N, 1, x, 0, 0, NULL), TKV_OK);
+        assert_int_equal(dequantize(buf, &fmt, N, 0, deq), TKV_OK);
+        double sum = 0.0;
+        for (size_t i = 0; i < (size_t)N * G; i++)
+            sum += ((double)x[i] - deq[i]) * ((double)x[i] - deq[i]);
+        double mse = sum / N;
+        print_message("turbo%u, %d random unit vectors, g = 128: MSE %.5f vs optimum %.5f (%+.2f%%)\n",
+                      b + 2, N, mse, optimum[b], 100.0 * (mse / optimum[b] - 1.0));
+        assert_true(fabs(mse / optimum[b] - 1.0) < 0.01);
+        env.p->buffer_free(env.dev, buf);
+    }
+    free(x);
+    free(deq);
+}
+
+/* ---- attention -------------------------------------------------------------- */
+
+enum { K = 0, V = 1 };
+
+/* One side (K or V) of a cache of up to two sequences, laid out one after
+ * the other behind CASE_BASE bytes, each head with room for the longest. */
+#define CASE_BASE 24u
+
+struct attn_side {
+    struct tkv_row_format fmt;
+    void *buf;
+    uint64_t stride; /* head stride */
+    float *orig[2];  /* per sequence [ctx][n_kv][head_dim], as appended */
+    float *deq[2];   /* per sequence [n_kv][ctx][head_dim], as stored */
+};
+
+struct attn_case {
+    uint32_t head_dim, n_kv, n_qh, n_q, n_seqs, ctx[2];
+    struct attn_side side[2]; /* [K], [V] */
+    float *q, *out;           /* [n_seqs][n_q][n_qh][head_dim] */
+    struct tkv_attn_seq seqs[2];
+};
+
+static uint64_t side_offset(const struct attn_case *c, const struct attn_side *sd, uint32_t s)
+{
+    return CASE_BASE + (uint64_t)s * c->n_kv * sd->stride;
+}
+
+/* Reads sequence s of a side back through dequantize, head by head. */
+static void side_read(const struct attn_case *c, struct attn_side *sd, uint32_t s)
+{
+    for (uint32_t h = 0; h < c->n_kv; h++)
+        assert_int_equal(dequantize(sd->buf, &sd->fmt, c->ctx[s], side_offset(c, sd, s) + h * sd->stride,
+                                    sd->deq[s] + (size_t)h * c->ctx[s] * c->head_dim),
+                         TKV_OK);
+}
+
+/* Replaces every row of sequence s of a side. */
+static void side_store(const struct attn_case *c, struct attn_side *sd, uint32_t s,
+                       const float *rows)
+{
+    size_t n = (size_t)c->ctx[s] * c->n_kv * c->head_dim;
+    memcpy(sd->orig[s], rows, sizeof *rows * n);
+    assert_int_equal(append(sd->buf, &sd->fmt, c->ctx[s], c->n_kv, rows, side_offset(c, sd, s),
+                            sd->stride, NULL),
+                     TKV_OK);
+    side_read(c, sd, s);
+}
+
+/* Random rows, appended per sequence as a prompt and then its n_q new
+ * tokens (as a decoder does), and read back. */
+static void side_build(const struct attn_case *c, struct attn_side *sd)
+{
+    uint32_t hd = c->head_dim, rb = tkv_row_bytes(sd->fmt.type, hd);
+    sd->stride = (uint64_t)(c->ctx[0] > c->ctx[1] ? c->ctx[0] : c->ctx[1]) * rb;
+    sd->buf = buffer_new(side_offset(c, sd, c->n_seqs));
+    for (uint32_t s = 0; s < c->n_seqs; s++) {
+        uint32_t prompt = c->ctx[s] - c->n_q;
+        size_t n = (size_t)c->ctx[s] * c->n_kv * hd, prompt_values = (size_t)prompt * c->n_kv * hd;
+        uint64_t offset = side_offset(c, sd, s);
+        sd->orig[s] = xcalloc(n, sizeof(float));
+        sd->deq[s] = xcalloc(n, sizeof(float));
+        fill_gauss(sd->orig[s], n, 1.0);
+        assert_int_equal(append(sd->buf, &sd->fmt, prompt, c->n_kv, sd->orig[s], offset,
+                                sd->stride, NULL),
+                         TKV_OK);
+        assert_int_equal(append(sd->buf, &sd->fmt, c->n_q, c->n_kv, sd->orig[s] + prompt_values,
+                                offset + (uint64_t)prompt * rb, sd->stride, NULL),
+                         TKV_OK);
+        side_read(c, sd, s);
+    }
+}
+
+/* Fills in a case whose shape and formats are set: K, V, queries. */
+static void case_build(struct attn_case *c)
+{
+    size_t nq = (size_t)c->n_seqs * c->n_q * c->n_qh * c->head_dim;
+    side_build(c, &c->side[K]);
+    side_build(c, &c->side[V]);
+    for (uint32_t s = 0; s < c->n_seqs; s++)
+        c->seqs[s] = (struct tkv_attn_seq){ .k_offset = side_offset(c, &c->side[K], s),
+                                            .v_offset = side_offset(c, &c->side[V], s),
+                                            .n_ctx = c->ctx[s] };
+    c->q = xcalloc(nq, sizeof(float));
+    c->out = xcalloc(nq, sizeof(float));
+    fill_gauss(c->q, nq, 1.0);
+}
+
+static void case_free(struct attn_case *c)
+{
+    for (int k = K; k <= V; k++) {
+        for (uint32_t s = 0; s < c->n_seqs; s++) {
+            free(c->side[k].orig[s]);
+            free(c->side[k].deq[s]);
+        }
+        env.p->buffer_free(env.dev, c->side[k].buf);
+    }
+    free(c->q);
+    free(c->out);
+}
+
+static int case_run(const struct attn_case *c, float scale, float threshold, float *out,
+                    uint64_t *total, uint64_t *skipped)
+{
+    struct tkv_attention_args a = {
+        .struct_size = sizeof a,
+        .n_seqs = c->n_seqs,
+        .n_q = c->n_q,
+        .n_q_heads = c->n_qh,
+        .n_kv_heads = c->n_kv,
+        .k_fmt = c->side[K].fmt,
+        .v_fmt = c->side[V].fmt,
+        .k_buf = c->side[K].buf,
+        .v_buf = c->side[V].buf,
+        .k_head_stride = c->side[K].stride,
+        .v_head_stride = c->side[V].stride,
+        .seqs = c->seqs,
+        .q = c->q,
+        .out = out,
+        .scale = scale,
+        .sparse_v_threshold = threshold,
+        .rows_total = total,
+        .rows_skipped = skipped,
+    };
+    return env.p->attention(env.dev, &a);
+}
+
+/* Row j of kv head kv of sequence s, original or dequantized. */
+static const float *case_row(const struct attn_case *c, int side, int dequantized, uint32_t s,
+                             uint32_t kv, uint32_t j)
+{
+    const struct attn_side *sd = &c->side[side];
+    if (dequantized)
+        return sd->deq[s] + ((size_t)kv * c->ctx[s] + j) * c->head_dim;
+    return sd->orig[s] + ((size_t)j * c->n_kv + kv) * c->head_dim;
+}
+
+/* The float64 model's results, per output row. */
+struct attn_ref {
+    double *out;  /* [rows][head_dim] */
+    double *mag;  /* sum_j w_j ||v_j||: the scale of float accumulation error */
+    double *tail; /* the same over the rows with exp(s_j - max) < tail_below:
+                     what sparse V may leave out */
+    size_t rows;
+};
+
+/* struct tkv_attention_args semantics in float64 over the original or the
+ * dequantized rows. */
+static struct attn_ref case_reference(const struct attn_case *c, int dequantized, float scale,
+                                      double tail_below)
+{
+    uint32_t hd = c->head_dim, ratio = c->n_qh / c->n_kv;
+    struct attn_ref ref = { .rows = (size_t)c->n_seqs * c->n_q * c->n_qh };
+    ref.out = xcalloc(ref.rows * hd, sizeof(double));
+    ref.mag = xcalloc(ref.rows, sizeof(double));
+    ref.tail = xcalloc(ref.rows, sizeof(double));
+    double *score = xcalloc(c->ctx[0] > c->ctx[1] ? c->ctx[0] : c->ctx[1], sizeof *score);
+    for (size_t row = 0; row < ref.rows; row++) {
+        uint32_t h = row % c->n_qh, t = row / c->n_qh % c->n_q, s = row / c->n_qh / c->n_q;
+        uint32_t n = c->ctx[s] - c->n_q + t + 1, kv = h / ratio;
+        const float *q = c->q + row * hd;
+        double m = -INFINITY, l = 0.0, *o = ref.out + row * hd;
+        for (uint32_t j = 0; j < n; j++) {
+            const float *k = case_row(c, K, dequantized, s, kv, j);
+            double dot = 0.0;
+            for (uint32_t i = 0; i < hd; i++)
+                dot += (double)q[i] * k[i];
+            score[j] = scale * dot;
+            m = fmax(m, score[j]);
+        }
+        for (uint32_t j = 0; j < n; j++) {
+            const float *v = case_row(c, V, dequantized, s, kv, j);
+            double w = exp(score[j] - m), vn = 0.0;
+            l += w;
+            for (uint32_t i = 0; i < hd; i++) {
+                o[i] += w * v[i];
+                vn += (double)v[i] * v[i];
+            }
+            ref.mag[row] += w * sqrt(vn);
+            if (w < tail_below)
+                ref.tail[row] += w * sqrt(vn);
+        }
+        for (uint32_t i = 0; i < hd; i++)
+            o[i] /= l;
+        ref.mag[row] /= l;
+        ref.tail[row] /= l;
+    }
+    free(score);
+    return ref;
+}
+
+static void ref_free(struct attn_ref *ref)
+{
+    free(ref->out);
+    free(ref->mag);
+    free(ref->tail);
+}
+
+/* ||a - b||^2 over n values; ||b||^2 into *norm_b when not NULL. */
+static double dist2(const float *a, const double *b, uint32_t n, double *norm_b)
+{
+    double d = 0.0, nb = 0.0;
+    for (uint32_t i = 0; i < n; i++) {
+        d += (a[i] - b[i]) * (a[i] - b[i]);
+        nb += b[i] * b[i];
+    }
+    if (norm_b)
+        *norm_b = nb;
+    return d;
+}
+
+/* max over rows of ||out - ref|| / sum_j w_j ||v_j|| */
+static double accumulation_error(const float *out, const struct attn_ref *ref, uint32_t hd)
+{
+    double worst = 0.0;
+    for (size_t r = 0; r < ref->rows; r++)
+        worst = fmax(worst, sqrt(dist2(out + r * hd, ref->out + r * hd, hd, NULL)) / ref->mag[r]);
+    return worst;
+}
+
+/*
+ * Tolerances against the ORIGINAL K/V: relative RMS error of the outputs,
+ * sqrt(sum ||out - ref||^2 / sum ||ref||^2), with q, K, V ~ N(0, 1) and
+ * scale 1/sqrt(head_dim). V errors average like the signal, and K errors
+ * perturb the scores by about the same relative amount, so the expected
+ * value is about sqrt(2 x per-value relative MSE):
+ *   f32    only float accumulation                          -> 1e-5
+ *   f16    relative rounding <= 2^-11, RMS 2^-11/sqrt(3)     ~ 4e-4 -> 1e-3
+ *   q8_0   uniform error of half a step d = amax/127, amax ~ 2.5 sigma over
+ *          32 values: RMS 2.5/127/sqrt(12) ~ 0.57%           ~ 8e-3 -> 1.5e-2
+ *   turbo4 sqrt(2 x 0.0093) ~ 0.14, turbo3 sqrt(2 x 0.034) ~ 0.26,
+ *   turbo2 sqrt(2 x 0.116) ~ 0.48; bounds: the largest value measured
+ *   over these cases (0.137, 0.259, 0.486) with 25% margin.
+ * An asymmetric pair is bounded by its worse type. Against the DEQUANTIZED
+ * K/V the only difference is float accumulation:
+ * ||out - ref|| <= 1e-4 x sum_j w_j ||v_j|| for every output row.
+ */
+static const double tolerance_original[N_TYPES] = {
+    [TKV_TYPE_F32] = 1e-5,   [TKV_TYPE_F16] = 1e-3,    [TKV_TYPE_Q8_0] = 1.5e-2,
+    [TKV_TYPE_TURBO2] = 0.62, [TKV_TYPE_TURBO3] = 0.33, [TKV_TYPE_TURBO4] = 0.18,
+};
+#define TOLERANCE_DEQUANTIZED 1e-4
+
+struct attn_shape {
+    uint32_t head_dim, gqa, n_q, ctx[2], rotation, scale_mode;
+};
+
+static const struct attn_shape attn_shapes[] = {
+    { 64, 1, 1, { 1, 7 }, TKV_ROTATION_WHT, TKV_SCALE_NORM },
+    { 128, 4, 4, { 7, 100 }, TKV_ROTATION_WHT, TKV_SCALE_NORM },
+    { 64, 8, 1, { 1000, 100 }, TKV_ROTATION_DENSE, TKV_SCALE_NORM_CORRECTED },
+    { 128, 1, 4, { 4096, 1000 }, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED },
+    { 64, 4, 4, { 4096, 7 }, TKV_ROTATION_WHT, TKV_SCALE_NORM },
+    { 128, 8, 1, { 100, 4096 }, TKV_ROTATION_NONE, TKV_SCALE_NORM },
+};
+#define N_SHAPES (sizeof attn_shapes / sizeof attn_shapes[0])
+
+static const uint32_t attn_types[][2] = {
+    { TKV_TYPE_F32, TKV_TYPE_F32 },       { TKV_TYPE_F16, TKV_TYPE_F16 },
+    { TKV_TYPE_Q8_0, TKV_TYPE_Q8_0 },     { TKV_TYPE_TURBO4, TKV_TYPE_TURBO4 },
+    { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 }, { TKV_TYPE_TURBO2, TKV_TYPE_TURBO2 },
+    { TKV_TYPE_Q8_0, TKV_TYPE_TURBO3 },   { TKV_TYPE_TURBO4, TKV_TYPE_F16 },
+    { TKV_TYPE_F32, TKV_TYPE_TURBO2 },
+};
+
+static struct attn_case shape_case(const struct attn_shape *sh, uint32_t k_type, uint32_t v_type)
+{
+    return (struct attn_case){
+        .head_dim = sh->head_dim,
+        .n_kv = 2,
+        .n_qh = 2 * sh->gqa,
+        .n_q = sh->n_q,
+        .n_seqs = 2,
+        .ctx = { sh->ctx[0], sh->ctx[1] },
+        .side = { { .fmt = row_format(k_type, sh->head_dim, sh->rotation, sh->scale_mode) },
+                  { .fmt = row_format(v_type, sh->head_dim, sh->rotation, sh->scale_mode) } },
+    };
+}
+
+static void test_attention_reference(void **state)
+{
+    (void)state;
+    print_message("attention error, max over %zu shapes (head_dim 64/128, GQA 1/4/8, contexts "
+                  "1..4096, n_q 1/4, 2 sequences):\n", N_SHAPES);
+    print_message("  K      V       vs dequantized (<= %.0e)   vs original (bound)\n",
+                  TOLERANCE_DEQUANTIZED);
+    for (size_t ti = 0; ti < sizeof attn_types / sizeof attn_types[0]; ti++) {
+        uint32_t kt = attn_types[ti][0], vt = attn_types[ti][1];
+        double bound = fmax(tolerance_original[kt], tolerance_original[vt]);
+        double worst_dq = 0.0, rel_sq = 0.0;
+        size_t n_rows = 0;
+        for (size_t si = 0; si < N_SHAPES; si++) {
+            struct attn_case c = shape_case(&attn_shapes[si], kt, vt);
+            float scale = 1.0f / sqrtf((float)c.head_dim);
+            uint64_t total = 0, skipped = 1, expect_total = 0;
+            case_build(&c);
+            assert_int_equal(case_run(&c, scale, 0.0f, c.out, &total, &skipped), TKV_OK);
+            for (uint32_t s = 0; s < c.n_seqs; s++)
+                for (uint32_t t = 0; t < c.n_q; t++)
+                    expect_total += (uint64_t)c.n_qh * (c.ctx[s] - c.n_q + t + 1);
+            assert_int_equal(total, expect_total);
+            assert_int_equal(skipped, 0);
+
+            struct attn_ref ref = case_reference(&c, 1, scale, 0.0);
+            worst_dq = fmax(worst_dq, accumulation_error(c.out, &ref, c.head_dim));
+            ref_free(&ref);
+
+            ref = case_reference(&c, 0, scale, 0.0);
+            for (size_t r = 0; r < ref.rows; r++) {
+                double nr, e = dist2(c.out + r * c.head_dim, ref.out + r * c.head_dim, c.head_dim, &nr);
+                rel_sq += e / nr;
+            }
+            n_rows += ref.rows;
+            ref_free(&ref);
+            case_free(&c);
+        }
+        print_message("  %-6s %-6s  %.2e                  %.2e (%.1e)\n", type_name[kt],
+                      type_name[vt], worst_dq, sqrt(rel_sq / n_rows), bound);
+        assert_true(worst_dq <= TOLERANCE_DEQUANTIZED);
+        assert_true(sqrt(rel_sq / n_rows) <= bound);
+    }
+}
+
+/* Peaked attention (scores scaled up 6x): sparse V skips rows, and the
+ * output moves by no more than the weight of the rows it may skip. */
+static void test_sparse_v(void **state)
+{
+    (void)state;
+    static const uint32_t types[][2] = {
+        { TKV_TYPE_F32, TKV_TYPE_F32 },
+        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 },
+        { TKV_TYPE_Q8_0, TKV_TYPE_TURBO4 },
+    };
+    const struct attn_shape shape = { 128, 4, 2, { 4096, 1000 }, TKV_ROTATION_WHT, TKV_SCALE_NORM };
+    const float threshold = 1e-6f, scale = 6.0f / sqrtf(128.0f);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        struct attn_case c = shape_case(&shape, types[ti][0], types[ti][1]);
+        case_build(&c);
+        size_t n = (size_t)c.n_seqs * c.n_q * c.n_qh * c.head_dim;
+        float *dense = xcalloc(n, sizeof *dense);
+        uint64_t total = 0, skipped = 0, skipped_off = 1, total_off = 0;
+        assert_int_equal(case_run(&c, scale, 0.0f, dense, &total_off, &skipped_off), TKV_OK);
+        assert_int_equal(case_run(&c, scale, threshold, c.out, &total, &skipped), TKV_OK);
+        assert_int_equal(skipped_off, 0);
+        assert_int_equal(total, total_off);
+        assert_true(skipped > 0 && skipped < total);
+        /* Skipped rows have exp(s_j - running max) < threshold, hence
+         * exp(s_j - final max) < threshold: a subset of the model's tail
+         * (1% slack for the float scores). The output moves by at most the
+         * tail's share, plus float accumulation. */
+        struct attn_ref ref = case_reference(&c, 1, scale, 1.01 * threshold);
+        double worst = 0.0;
+        for (size_t r = 0; r < ref.rows; r++) {
+            double moved = 0.0;
+            for (uint32_t i = 0; i < c.head_dim; i++) {
+                double d = (double)c.out[r * c.head_dim + i] - dense[r * c.head_dim + i];
+                moved += d * d;
+            }
+            moved = sqrt(moved);
+            assert_true(moved <= ref.tail[r] + 1e-6 * ref.mag[r]);
+            worst = fmax(worst, moved / ref.mag[r]);
+        }
+        print_message("sparse V %s/%s, threshold %.0e: %llu of %llu rows skipped (%.1f%%), output "
+                      "moved <= %.1e x sum w|v| (bound: the skippable weight)\n",
+                      type_name[types[ti][0]], type_name[types[ti][1]], (double)threshold,
+                      (unsigned long long)skipped, (unsigned long long)total,
+                      100.0 * skipped / total, worst);
+        free(dense);
+        ref_free(&ref);
+        case_free(&c);
+    }
+}
+
+/* ---- zero and non-finite rows ---------------------------------------------- */
+
+static void test_zero_rows(void **state)
+{
+    (void)state;
+    enum { CTX = 50, HD = 64 };
+    for (uint32_t type = 0; type < N_TYPES; type++) {
+        /* stored as all-zero bytes (turbo: scale 0, indices 0), read as 0 */
+        for (uint32_t hd = 80; hd <= 128; hd += 48) {
+            struct tkv_row_format fmt =
+                row_format(type, hd, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED);
+            uint32_t rb = tkv_row_bytes(type, hd);
+            float zeros[3 * 128] = { 0 }, deq[3 * 128];
+            uint8_t raw[3 * 512];
+            void *buf = buffer_new(3 * rb);
+            memset(raw, 0x5a, 3 * rb);
+            assert_int_equal(env.p->buffer_write(env.dev, buf, 0, raw, 3 * rb), TKV_OK);
+            assert_int_equal(append(buf, &fmt, 3, 1, zeros, 0, 0, NULL), TKV_OK);
+            assert_int_equal(env.p->buffer_read(env.dev, buf, 0, raw, 3 * rb), TKV_OK);
+            for (uint32_t i = 0; i < 3 * rb; i++)
+                assert_int_equal(raw[i], 0);
+            assert_int_equal(dequantize(buf, &fmt, 3, 0, deq), TKV_OK);
+            for (uint32_t i = 0; i < 3 * hd; i++)
+                assert_true(deq[i] == 0.0f);
+            env.p->buffer_free(env.dev, buf);
+        }
+
+        /* zero V: outputs exactly zero; zero K: uniform weights, mean of V */
+        const struct attn_shape shape = { HD, 4, 1, { CTX, 0 }, TKV_ROTATION_WHT, TKV_SCALE_NORM };
+        struct attn_case c = shape_case(&shape, type, type);
+        float zero_rows[CTX * HD] = { 0 }, v_rows[CTX * HD];
+        c.n_kv = 1;
+        c.n_seqs = 1;
+        case_build(&c);
+        memcpy(v_rows, c.side[V].orig[0], sizeof v_rows);
+        side_store(&c, &c.side[V], 0, zero_rows);
+        assert_int_equal(case_run(&c, 0.125f, 0.0f, c.out, NULL, NULL), TKV_OK);
+        for (uint32_t i = 0; i < c.n_qh * HD; i++)
+            assert_true(c.out[i] == 0.0f);
+        side_store(&c, &c.side[K], 0, zero_rows);
+        side_store(&c, &c.side[V], 0, v_rows);
+        assert_int_equal(case_run(&c, 0.125f, 0.0f, c.out, NULL, NULL), TKV_OK);
+        struct attn_ref ref = case_reference(&c, 1, 0.125f, 0.0);
+        assert_true(accumulation_error(c.out, &ref, HD) <= TOLERANCE_DEQUANTIZED);
+        ref_free(&ref);
+        case_free(&c);
+    }
+}
+
+/* A row with NaN and Inf stores them as 0, and nothing else changes. */
+static void test_nonfinite_rows(void **state)
+{
+    (void)state;
+    enum { HD = 96, ROWS = 5, BAD = 2 };
+    for (uint32_t type = 0; type < N_TYPES; type++) {
+        struct tkv_row_format fmt = row_format(type, HD, TKV_ROTATION_WHT, TKV_SCALE_NORM);
+        uint32_t rb = tkv_row_bytes(type, HD);
+        float x[ROWS * HD], clean[ROWS * HD], deq[ROWS * HD];
+        uint8_t got[ROWS * 4 * HD], want[ROWS * 4 * HD];
+        fill_gauss(x, ROWS * HD, 1.0);
+        memcpy(clean, x, sizeof x);
+        clean[BAD * HD + 3] = clean[BAD * HD + 40] = clean[BAD * HD + 90] = 0.0f;
+        x[BAD * HD + 3] = NAN;
+        x[BAD * HD + 40] = INFINITY;
+        x[BAD * HD + 90] = -INFINITY;
+
+        void *buf = buffer_new(ROWS * rb), *ref = buffer_new(ROWS * rb);
+        uint64_t nonfinite = 0;
+        assert_int_equal(append(buf, &fmt, ROWS, 1, x, 0, 0, &nonfinite), TKV_OK);
+        assert_int_equal(nonfinite, 3);
+        for (uint32_t r = 0; r < ROWS; r++) /* each row alone, the bad one cleaned */
+            assert_int_equal(append(ref, &fmt, 1, 1, clean + r * HD, (uint64_t)r * rb, 0, NULL),
+                             TKV_OK);
+        assert_int_equal(env.p->buffer_read(env.dev, buf, 0, got, ROWS * rb), TKV_OK);
+        assert_int_equal(env.p->buffer_read(env.dev, ref, 0, want, ROWS * rb), TKV_OK);
+        assert_memory_equal(got, want, ROWS * rb);
+        assert_int_equal(dequantize(buf, &fmt, ROWS, 0, deq), TKV_OK);
+        for (uint32_t i = 0; i < ROWS * HD; i++)
+            assert_true(isfinite(deq[i]));
+        env.p->buffer_free(env.dev, buf);
+        env.p->buffer_free(env.dev, ref);
+
+        /* attention over a cache holding the bad row stays finite */
+        const struct attn_shape shape = { HD, 2, 1, { ROWS, 0 }, TKV_ROTATION_WHT, TKV_SCALE_NORM };
+        struct attn_case c = shape_case(&shape, type, type);
+        c.n_kv = 1;
+        c.n_seqs = 1;
+        case_build(&c);
+        side_store(&c, &c.side[K], 0, x);
+        side_store(&c, &c.side[V], 0, x);
+        assert_int_equal(case_run(&c, 0.1f, 0.0f, c.out, NULL, NULL), TKV_OK);
+        for (uint32_t i = 0; i < c.n_qh * HD; i++)
+            assert_true(isfinite(c.out[i]));
+        case_free(&c);
+    }
+}
+
+/* ---- the ABI surface and argument checks ----------------------------------- */
+
+static void test_descriptor_and_probe(void **state)
+{
+    (void)state;
+    struct tkv_device_info info[2];
+    uint32_t n = 0;
+    assert_null(env.entry(TKV_ABI_MAJOR + 1, 0));
+    assert_ptr_equal(env.entry(TKV_ABI_MAJOR, TKV_ABI_MINOR + 3), env.p);
+    assert_int_equal(env.p->abi_major, TKV_ABI_MAJOR);
+    assert_int_equal(env.p->struct_size, sizeof(struct tkv_plugin));
+    assert_string_equal(env.p->name, "cpu");
+    assert_int_equal(env.p->probe(NULL, 0, &n), TKV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(env.p->probe(info, 2, &n), TKV_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(info[0].kind, TKV_DEVICE_CPU);
+    assert_int_equal(info[0].score, 100);
+    assert_true(info[0].name[0] && info[0].driver[0] && info[0].memory_bytes > 0);
+    print_message("device: %s [%s], %llu MiB\n", info[0].name, info[0].driver,
+                  (unsigned long long)(info[0].memory_bytes >> 20));
+
+    struct tkv_open_params params = { .struct_size = sizeof params, .device_index = 1, .math = env.math };
+    void *dev = NULL;
+    assert_int_equal(env.p->open(&params, &dev), TKV_ERANGE);
+    params.device_index = 0;
+    params.math = NULL;
+    assert_int_equal(env.p->open(&params, &dev), TKV_EINVAL);
+}
+
+static void expect_error(int rc, int status, const char *needle)
+{
+    assert_int_equal(rc, status);
+    if (!strstr(last_error, needle))
+        fail_msg("error \"%s\" does not mention \"%s\"", last_error, needle);
+    last_error[0] = '\0';
+}
+
+static void test_argument_checks(void **state)
+{
+    (void)state;
+    struct tkv_device_stats before = { .struct_size = sizeof before }, after = before;
+    assert_int_equal(env.p->stats(env.dev, &before), TKV_OK);
+
+    struct tkv_row_format fmt = row_format(TKV_TYPE_TURBO3, 64, TKV_ROTATION_WHT, TKV_SCALE_NORM);
+    uint32_t rb = tkv_row_bytes(fmt.type, 64);
+    void *buf = buffer_new(4 * rb), *never;
+    float x[4 * 64], out[4 * 64];
+    uint8_t pattern[4 * 64], now[4 * 64];
+    fill_gauss(x, 4 * 64, 1.0);
+    memset(pattern, 0x3c, sizeof pattern);
+    assert_int_equal(env.p->buffer_write(env.dev, buf, 0, pattern, 4 * rb), TKV_OK);
+
+    expect_error(env.p->buffer_alloc(env.dev, 0, &never), TKV_EINVAL, "zero");
+    expect_error(env.p->buffer_write(env.dev, buf, 4 * rb - 1, pattern, 2), TKV_ERANGE, "offset");
+    expect_error(env.p->buffer_read(env.dev, buf, UINT64_MAX, now, 1), TKV_ERANGE, "offset");
+    expect_error(env.p->buffer_read(env.dev, x, 0, now, 1), TKV_EINVAL, "not a turbokv-cpu buffer");
+
+    struct tkv_row_format bad = fmt;
+    bad.type = 9;
+    expect_error(append(buf, &bad, 1, 1, x, 0, 0, NULL), TKV_EUNSUPPORTED, "type");
+    bad = fmt;
+    bad.head_dim = 12;
+    expect_error(append(buf, &bad, 1, 1, x, 0, 0, NULL), TKV_EUNSUPPORTED, "head_dim 12");
+    bad = fmt;
+    bad.rotation = 7;
+    expect_error(append(buf, &bad, 1, 1, x, 0, 0, NULL), TKV_EINVAL, "rotation");
+    expect_error(append(buf, &fmt, 1, 1, NULL, 0, 0, NULL), TKV_EINVAL, "src");
+    expect_error(append(buf, &fmt, 2, 2, x, 0, rb, NULL), TKV_EINVAL, "overlap");
+    expect_error(append(buf, &fmt, 3, 1, x, 2 * rb, 0, NULL), TKV_ERANGE, "offset");
+    expect_error(append(buf, &fmt, 1, 2, x, rb, 3 * rb, NULL), TKV_ERANGE, "exceed");
+    expect_error(dequantize(buf, &fmt, 5, 0, out), TKV_ERANGE, "exceed");
+    assert_int_equal(append(buf, &fmt, 0, 1, x, 0, 0, NULL), TKV_OK);
+    assert_int_equal(env.p->buffer_read(env.dev, buf, 0, now, 4 * rb), TKV_OK);
+    assert_memory_equal(now, pattern, 4 * rb); /* nothing written by the failures */
+
+    assert_int_equal(append(buf, &fmt, 4, 1, x, 0, 0, NULL), TKV_OK);
+    struct tkv_attn_seq seq = { .n_ctx = 4 };
+    struct tkv_attention_args a = {
+        .struct_size = sizeof a, .n_seqs = 1, .n_q = 1, .n_q_heads = 4, .n_kv_heads = 1,
+        .k_fmt = fmt, .v_fmt = fmt, .k_buf = buf, .v_buf = buf,
+        .k_head_stride = 4 * rb, .v_head_stride = 4 * rb,
+        .seqs = &seq, .q = x, .out = out, .scale = 0.125f,
+    };
+    struct tkv_attention_args b = a;
+    for (uint32_t i = 0; i < 4 * 64; i++)
+        out[i] = -7.0f;
+    b.n_q = 0;
+    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "n_q");
+    b = a;
+    b.n_q_heads = 6;
+    b.n_kv_heads = 4;
+    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "multiple");
+    b = a;
+    b.n_q = 2;
+    seq.n_ctx = 1;
+    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "n_ctx 1");
+    seq.n_ctx = 5;
+    expect_error(env.p->attention(env.dev, &a), TKV_ERANGE, "exceed");
+    seq.n_ctx = 4;
+    b = a;
+    b.v_fmt.head_dim = 128;
+    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "head_dim");
+    b = a;
+    b.sparse_v_threshold = 1.5f;
+    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "threshold");
+    for (uint32_t i = 0; i < 4 * 64; i++)
+        assert_true(out[i] == -7.0f);
+    assert_int_equal(env.p->attention(env.dev, &a), TKV_OK);
+
+    assert_int_equal(env.p->stats(env.dev, &after), TKV_OK);
+    assert_int_equal(after.n_buffers, before.n_buffers + 1);
+    assert_int_equal(after.bytes_allocated, before.bytes_allocated + 4 * rb);
+    assert_int_equal(after.rows_quantized, before.rows_quantized + 4);
+    assert_int_equal(after.attention_calls, before.attention_calls + 1);
+    env.p->buffer_free(env.dev, buf);
+    assert_int_equal(env.p->stats(env.dev, &after), TKV_OK);
+    assert_int_equal(after.n_buffers, before.n_buffers);
+}
+
+int main(int argc, char **argv)
+{
+    env.path = argc > 1 ? argv[1] : getenv("TKV_TEST_CPU_PLUGIN");
+    if (!env.path) {
+        fprintf(stderr, "usage: %s PATH/turbokv-cpu.so (or set TKV_TEST_CPU_PLUGIN)\n", argv[0]);
+        return 1;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fp16_exhaustive),
+        cmocka_unit_test(test_pack_roundtrip),
+        cmocka_unit_test(test_descriptor_and_probe),
+        cmocka_unit_test(test_argument_checks),
+        cmocka_unit_test(test_format_conformance),
+        cmocka_unit_test(test_mse_unit_vectors),
+        cmocka_unit_test(test_zero_rows),
+        cmocka_unit_test(test_nonfinite_rows),
+        cmocka_unit_test(test_attention_reference),
+        cmocka_unit_test(test_sparse_v),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
