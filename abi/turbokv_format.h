@@ -27,7 +27,8 @@
  *
  * q8_0: blocks of 32 values along the row (the last block is shorter when
  *   head_dim is not a multiple of 32): [fp16 d][int8 q[n]], d = max|x|/127,
- *   q = round-half-away(x / d). Not rotated.
+ *   q = roundf(x * (1/d)) with d in fp32 before it is rounded to fp16 (the
+ *   llama.cpp convention). Not rotated.
  * f16: IEEE binary16 per value, round to nearest even, clamped to +-65504.
  * f32: IEEE binary32 per value.
  *
@@ -142,7 +143,7 @@ static inline uint32_t tkv_turbo_group_bytes(uint32_t g, uint32_t bits) { return
 /* Bytes of one stored row; 0 for an unknown type or unsupported head_dim. */
 static inline uint32_t tkv_row_bytes(uint32_t type, uint32_t head_dim)
 {
-    uint32_t groups[TKV_MAX_GROUPS], n, bytes = 0;
+    uint32_t groups[TKV_MAX_GROUPS] = { 0 }, n, bytes = 0;
     if (!tkv_head_dim_supported(head_dim))
         return 0;
     switch (type) {

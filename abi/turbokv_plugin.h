@@ -99,6 +99,8 @@ enum tkv_device_kind {
     TKV_DEVICE_SOFTWARE = 3, /* a CPU emulating a GPU API (lavapipe, PoCL) */
 };
 
+/* Frozen for ABI 1.x: probe() fills an array of these, so its size may never
+ * change; the reserved words are zero. */
 struct tkv_device_info {
     uint32_t struct_size;
     uint32_t kind;      /* enum tkv_device_kind */
@@ -109,6 +111,7 @@ struct tkv_device_info {
     uint64_t memory_bytes;
     char name[128];
     char driver[128];
+    uint64_t reserved2[4];
 };
 
 struct tkv_open_params {

@@ -17,8 +17,8 @@
 
 #include "error.h"
 
-#define LEVELS_MAX (1u << TKV_TURBO_BITS_MAX)
-#define HALF_MAX (LEVELS_MAX / 2u)
+/* Centroids of the positive half of the largest codebook. */
+#define HALF_MAX (1u << (TKV_TURBO_BITS_MAX - 1u))
 
 /* Lloyd iterations before Newton: enough to make the Jacobian's region of
  * quadratic convergence reachable from the crude initial spacing. */
@@ -120,6 +120,7 @@ static double newton_step(uint32_t k, struct half_solution *s)
     for (uint32_t i = k - 1; i >= 1; i--)
         step[i] = (r[i] - (i + 1 < k ? up[i] * step[i + 1] : 0.0)) / di[i];
 
+    /* Terminates: as t shrinks the boundaries approach the current, valid ones. */
     for (double t = 1.0;; t *= 0.5) {
         int ok = 1;
         for (uint32_t i = 1; i < k && ok; i++) {

@@ -29,29 +29,28 @@ static int plan_attention(const struct cpu_device *dev, const struct tkv_attenti
                           struct attention_plan *p)
 {
     int rc;
-    if (a->struct_size < sizeof *a)
-        return cpu_svc->error(TKV_EINVAL, "attention: args struct_size %u < %zu", a->struct_size,
-                              sizeof *a);
-    if ((rc = cpu_layout_init(dev, &a->k_fmt, "attention K", &p->k)) != TKV_OK ||
+    if ((rc = cpu_check_args(dev, a, sizeof *a, "attention")) != TKV_OK ||
+        (rc = cpu_layout_init(dev, &a->k_fmt, "attention K", &p->k)) != TKV_OK ||
         (rc = cpu_layout_init(dev, &a->v_fmt, "attention V", &p->v)) != TKV_OK)
         return rc;
     if (p->k.head_dim != p->v.head_dim)
-        return cpu_svc->error(TKV_EINVAL, "attention: K head_dim %u differs from V head_dim %u",
-                              p->k.head_dim, p->v.head_dim);
+        return CPU_ERROR(TKV_EINVAL, "attention: K head_dim %u differs from V head_dim %u",
+                         p->k.head_dim, p->v.head_dim);
     if (a->n_q == 0)
-        return cpu_svc->error(TKV_EINVAL, "attention: n_q is 0 (at least one query token)");
+        return CPU_ERROR(TKV_EINVAL, "attention: n_q is 0 (at least one query token)");
     if (a->n_q_heads == 0 || a->n_kv_heads == 0 || a->n_q_heads % a->n_kv_heads)
-        return cpu_svc->error(TKV_EINVAL,
-                              "attention: n_q_heads %u must be a non-zero multiple of n_kv_heads %u",
-                              a->n_q_heads, a->n_kv_heads);
+        return CPU_ERROR(TKV_EINVAL,
+                         "attention: n_q_heads %u must be a non-zero multiple of "
+                         "n_kv_heads %u",
+                         a->n_q_heads, a->n_kv_heads);
     if (!isfinite(a->scale))
-        return cpu_svc->error(TKV_EINVAL, "attention: scale %g is not finite", (double)a->scale);
+        return CPU_ERROR(TKV_EINVAL, "attention: scale %g is not finite", (double)a->scale);
     if (!(a->sparse_v_threshold >= 0.0f && a->sparse_v_threshold < 1.0f))
-        return cpu_svc->error(TKV_EINVAL, "attention: sparse_v_threshold %g is outside [0, 1)",
-                              (double)a->sparse_v_threshold);
+        return CPU_ERROR(TKV_EINVAL, "attention: sparse_v_threshold %g is outside [0, 1)",
+                         (double)a->sparse_v_threshold);
     if (!a->seqs || !a->q || !a->out)
-        return cpu_svc->error(TKV_EINVAL, "attention: NULL %s",
-                              !a->seqs ? "seqs" : !a->q ? "q" : "out");
+        return CPU_ERROR(TKV_EINVAL, "attention: NULL %s",
+                         !a->seqs ? "seqs" : !a->q ? "q" : "out");
     if (!(p->k_buf = cpu_buffer_check(a->k_buf, "attention", "k_buf")) ||
         !(p->v_buf = cpu_buffer_check(a->v_buf, "attention", "v_buf")))
         return TKV_EINVAL;
@@ -60,10 +59,10 @@ static int plan_attention(const struct cpu_device *dev, const struct tkv_attenti
     for (uint32_t s = 0; s < a->n_seqs; s++) {
         const struct tkv_attn_seq *seq = &a->seqs[s];
         if (seq->n_ctx < a->n_q)
-            return cpu_svc->error(TKV_EINVAL,
-                                  "attention: sequence %u has n_ctx %u, fewer than its n_q %u "
-                                  "query tokens",
-                                  s, seq->n_ctx, a->n_q);
+            return CPU_ERROR(TKV_EINVAL,
+                             "attention: sequence %u has n_ctx %u, fewer than its n_q %u "
+                             "query tokens",
+                             s, seq->n_ctx, a->n_q);
         struct {
             const char *name;
             const struct cpu_buffer *buf;
@@ -77,14 +76,14 @@ static int plan_attention(const struct cpu_device *dev, const struct tkv_attenti
             uint64_t span = (uint64_t)seq->n_ctx * side[i].row_bytes;
             if (!cpu_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride,
                                span))
-                return cpu_svc->error(TKV_ERANGE,
-                                      "attention: sequence %u: %s rows (%u tokens x %u heads of "
-                                      "%u bytes at offset %llu, head_stride %llu) exceed the "
-                                      "%llu-byte buffer",
-                                      s, side[i].name, seq->n_ctx, a->n_kv_heads,
-                                      side[i].row_bytes, (unsigned long long)side[i].offset,
-                                      (unsigned long long)side[i].stride,
-                                      (unsigned long long)side[i].buf->size);
+                return CPU_ERROR(TKV_ERANGE,
+                                 "attention: sequence %u: %s rows (%u tokens x %u heads of "
+                                 "%u bytes at offset %llu, head_stride %llu) exceed the "
+                                 "%llu-byte buffer",
+                                 s, side[i].name, seq->n_ctx, a->n_kv_heads,
+                                 side[i].row_bytes, (unsigned long long)side[i].offset,
+                                 (unsigned long long)side[i].stride,
+                                 (unsigned long long)side[i].buf->size);
         }
     }
     return TKV_OK;
@@ -138,8 +137,6 @@ int cpu_attention(void *dev_, const struct tkv_attention_args *a)
     struct cpu_device *dev = dev_;
     struct attention_plan p;
     int rc;
-    if (!dev || !a)
-        return cpu_svc->error(TKV_EINVAL, "attention: NULL %s", dev ? "args" : "device");
     if ((rc = plan_attention(dev, a, &p)) != TKV_OK)
         return rc;
 

@@ -18,6 +18,10 @@
 /* Set by init(); every error detail goes through cpu_svc->error. */
 extern const struct tkv_services *cpu_svc;
 
+/* Records the detail of a failure and yields status whatever the services
+ * return, so an op can write: return CPU_ERROR(TKV_EINVAL, "...", ...). */
+#define CPU_ERROR(status, ...) (cpu_svc->error((status), __VA_ARGS__), (status))
+
 /* A device buffer: host memory behind a small header that records its size,
  * so every op can bounds-check offsets against it. */
 #define CPU_BUFFER_MAGIC 0x746b7663u /* "tkvc" */
@@ -31,7 +35,6 @@ struct cpu_buffer {
 
 struct cpu_device {
     const struct tkv_math *math;
-    uint32_t threads_requested;
     struct tkv_device_stats stats;
     /* Per-device scratch (the core never runs two ops on one device at once):
      * a sanitized input row, or a rotated query and its output accumulator. */
@@ -71,13 +74,10 @@ struct cpu_layout {
     const struct cpu_row_kernels *kernels;
 };
 
-/* Validates fmt and fills the layout; op names the failing call in the
- * error detail ("quantize_append", "attention K", ...). */
+/* Validates fmt and fills the layout, kernels included; op names the
+ * failing call in the error detail ("quantize_append", "attention K"). */
 int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt, const char *op,
                     struct cpu_layout *l);
-
-/* The reference kernels of a type (rows.c). */
-const struct cpu_row_kernels *cpu_reference_kernels(uint32_t type);
 
 /* Group rotations of a turbo layout (rotate.c), in place: CPU_ROTATE is
  * y = R u (quantization, queries), CPU_UNROTATE is u = R^T y (dequantized
@@ -88,6 +88,11 @@ enum cpu_direction { CPU_ROTATE, CPU_UNROTATE };
 void cpu_rotate_group(uint32_t rotation, const struct cpu_group *grp, enum cpu_direction dir,
                       float *v);
 void cpu_rotate_row(const struct cpu_layout *l, enum cpu_direction dir, float *v);
+
+/* The checks every op with an args struct starts with (plugin.c): dev and
+ * args present, args at least size bytes as its struct_size says (every
+ * args struct begins with uint32_t struct_size). */
+int cpu_check_args(const void *dev, const void *args, size_t size, const char *op);
 
 /* The buffer behind a handle, or NULL (with the error recorded) if buf is
  * not one of ours. */

@@ -53,12 +53,12 @@ static void cpu_model_name(char *name, size_t size)
 static int cpu_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_found)
 {
     if (!n_found)
-        return cpu_svc->error(TKV_EINVAL, "probe: NULL n_found");
+        return CPU_ERROR(TKV_EINVAL, "probe: NULL n_found");
     *n_found = 1;
     if (max == 0)
         return TKV_OK;
     if (!devs)
-        return cpu_svc->error(TKV_EINVAL, "probe: NULL devs with max %u", max);
+        return CPU_ERROR(TKV_EINVAL, "probe: NULL devs with max %u", max);
     long cpus = sysconf(_SC_NPROCESSORS_ONLN), pages = sysconf(_SC_PHYS_PAGES),
          page = sysconf(_SC_PAGESIZE);
     memset(&devs[0], 0, sizeof devs[0]);
@@ -79,10 +79,10 @@ static int cpu_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_fou
 static int math_check(const struct tkv_math *math)
 {
     if (!math)
-        return cpu_svc->error(TKV_EINVAL, "open: NULL math tables");
+        return CPU_ERROR(TKV_EINVAL, "open: NULL math tables");
     if (math->struct_size < sizeof *math)
-        return cpu_svc->error(TKV_EINVAL, "open: math struct_size %u < %zu", math->struct_size,
-                              sizeof *math);
+        return CPU_ERROR(TKV_EINVAL, "open: math struct_size %u < %zu", math->struct_size,
+                         sizeof *math);
     for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
         const struct tkv_group_tables *t = &math->groups[tkv_group_index(g)];
         int ok = t->group == g && t->sign1 && t->sign2 && t->dense;
@@ -90,8 +90,8 @@ static int math_check(const struct tkv_math *math)
             ok = t->codebook[b].bits == b + TKV_TURBO_BITS_MIN && t->codebook[b].centroids &&
                  t->codebook[b].boundaries && t->codebook[b].centroid_sq;
         if (!ok)
-            return cpu_svc->error(TKV_EINVAL, "open: math tables for group size %u are incomplete",
-                                  g);
+            return CPU_ERROR(TKV_EINVAL, "open: math tables for group size %u are incomplete",
+                             g);
     }
     return TKV_OK;
 }
@@ -100,21 +100,20 @@ static int cpu_open(const struct tkv_open_params *params, void **dev_out)
 {
     int rc;
     if (!params || !dev_out)
-        return cpu_svc->error(TKV_EINVAL, "open: NULL %s", params ? "dev" : "params");
+        return CPU_ERROR(TKV_EINVAL, "open: NULL %s", params ? "dev" : "params");
     if (params->struct_size < sizeof *params)
-        return cpu_svc->error(TKV_EINVAL, "open: params struct_size %u < %zu",
-                              params->struct_size, sizeof *params);
+        return CPU_ERROR(TKV_EINVAL, "open: params struct_size %u < %zu",
+                         params->struct_size, sizeof *params);
     if (params->device_index != 0)
-        return cpu_svc->error(TKV_ERANGE, "open: device %u does not exist (the cpu has device 0)",
-                              params->device_index);
+        return CPU_ERROR(TKV_ERANGE, "open: device %u does not exist (the cpu has device 0)",
+                         params->device_index);
     if ((rc = math_check(params->math)) != TKV_OK)
         return rc;
     struct cpu_device *dev = calloc(1, sizeof *dev);
     if (!dev)
-        return cpu_svc->error(TKV_ENOMEM, "open: no memory for the device (%zu bytes)",
-                              sizeof *dev);
+        return CPU_ERROR(TKV_ENOMEM, "open: no memory for the device (%zu bytes)",
+                         sizeof *dev);
     dev->math = params->math;
-    dev->threads_requested = params->threads;
     dev->stats.struct_size = sizeof dev->stats;
     if (params->threads > 1)
         cpu_svc->log(TKV_LOG_INFO, "cpu: %u threads requested; the reference runs on 1",
@@ -125,17 +124,31 @@ static int cpu_open(const struct tkv_open_params *params, void **dev_out)
 
 static void cpu_close(void *dev) { free(dev); }
 
+/* ---- argument checks shared by the ops ----------------------------------- */
+
+int cpu_check_args(const void *dev, const void *args, size_t size, const char *op)
+{
+    uint32_t struct_size;
+    if (!dev || !args)
+        return CPU_ERROR(TKV_EINVAL, "%s: NULL %s", op, dev ? "args" : "device");
+    memcpy(&struct_size, args, sizeof struct_size);
+    if (struct_size < size)
+        return CPU_ERROR(TKV_EINVAL, "%s: args struct_size %u is less than %zu (ABI %u.%u)", op,
+                         struct_size, size, TKV_ABI_MAJOR, TKV_ABI_MINOR);
+    return TKV_OK;
+}
+
 /* ---- buffers ------------------------------------------------------------- */
 
 struct cpu_buffer *cpu_buffer_check(const void *buf, const char *op, const char *which)
 {
     struct cpu_buffer *b = (struct cpu_buffer *)buf;
     if (!b) {
-        cpu_svc->error(TKV_EINVAL, "%s: NULL %s", op, which);
+        (void)CPU_ERROR(TKV_EINVAL, "%s: NULL %s", op, which);
         return NULL;
     }
     if (b->magic != CPU_BUFFER_MAGIC) {
-        cpu_svc->error(TKV_EINVAL, "%s: %s is not a turbokv-cpu buffer", op, which);
+        (void)CPU_ERROR(TKV_EINVAL, "%s: %s is not a turbokv-cpu buffer", op, which);
         return NULL;
     }
     return b;
@@ -153,16 +166,16 @@ static int cpu_buffer_alloc(void *dev_, uint64_t bytes, void **out)
 {
     struct cpu_device *dev = dev_;
     if (!dev || !out)
-        return cpu_svc->error(TKV_EINVAL, "buffer_alloc: NULL %s", dev ? "buf" : "device");
+        return CPU_ERROR(TKV_EINVAL, "buffer_alloc: NULL %s", dev ? "buf" : "device");
     if (bytes == 0)
-        return cpu_svc->error(TKV_EINVAL, "buffer_alloc: zero bytes");
+        return CPU_ERROR(TKV_EINVAL, "buffer_alloc: zero bytes");
     if (bytes > SIZE_MAX - sizeof(struct cpu_buffer))
-        return cpu_svc->error(TKV_ENOMEM, "buffer_alloc: %llu bytes exceed the address space",
-                              (unsigned long long)bytes);
+        return CPU_ERROR(TKV_ENOMEM, "buffer_alloc: %llu bytes exceed the address space",
+                         (unsigned long long)bytes);
     struct cpu_buffer *b = calloc(1, sizeof *b + (size_t)bytes);
     if (!b)
-        return cpu_svc->error(TKV_ENOMEM, "buffer_alloc: no memory for %llu bytes",
-                              (unsigned long long)bytes);
+        return CPU_ERROR(TKV_ENOMEM, "buffer_alloc: no memory for %llu bytes",
+                         (unsigned long long)bytes);
     b->magic = CPU_BUFFER_MAGIC;
     b->size = bytes;
     dev->stats.n_buffers++;
@@ -175,8 +188,12 @@ static void cpu_buffer_free(void *dev_, void *buf)
 {
     struct cpu_device *dev = dev_;
     struct cpu_buffer *b = buf;
-    if (!dev || !b || b->magic != CPU_BUFFER_MAGIC)
+    if (!dev || !b)
         return;
+    if (b->magic != CPU_BUFFER_MAGIC) {
+        cpu_svc->log(TKV_LOG_WARN, "cpu: buffer_free of something not a turbokv-cpu buffer");
+        return;
+    }
     dev->stats.n_buffers--;
     dev->stats.bytes_allocated -= b->size;
     b->magic = 0;
@@ -191,9 +208,10 @@ static int buffer_range(const void *buf, uint64_t offset, uint64_t bytes, const 
     if (!b)
         return TKV_EINVAL;
     if (!cpu_span_fits(b->size, offset, 1, 0, bytes))
-        return cpu_svc->error(TKV_ERANGE, "%s: %llu bytes at offset %llu exceed the %llu-byte buffer",
-                              op, (unsigned long long)bytes, (unsigned long long)offset,
-                              (unsigned long long)b->size);
+        return CPU_ERROR(TKV_ERANGE,
+                         "%s: %llu bytes at offset %llu exceed the %llu-byte buffer", op,
+                         (unsigned long long)bytes, (unsigned long long)offset,
+                         (unsigned long long)b->size);
     *p = b->data + offset;
     return TKV_OK;
 }
@@ -203,7 +221,7 @@ static int cpu_buffer_write(void *dev, void *buf, uint64_t offset, const void *s
     unsigned char *p;
     int rc;
     if (!dev || (!src && bytes))
-        return cpu_svc->error(TKV_EINVAL, "buffer_write: NULL %s", dev ? "src" : "device");
+        return CPU_ERROR(TKV_EINVAL, "buffer_write: NULL %s", dev ? "src" : "device");
     if ((rc = buffer_range(buf, offset, bytes, "buffer_write", &p)) != TKV_OK)
         return rc;
     if (bytes)
@@ -216,7 +234,7 @@ static int cpu_buffer_read(void *dev, const void *buf, uint64_t offset, void *ds
     unsigned char *p;
     int rc;
     if (!dev || (!dst && bytes))
-        return cpu_svc->error(TKV_EINVAL, "buffer_read: NULL %s", dev ? "dst" : "device");
+        return CPU_ERROR(TKV_EINVAL, "buffer_read: NULL %s", dev ? "dst" : "device");
     if ((rc = buffer_range(buf, offset, bytes, "buffer_read", &p)) != TKV_OK)
         return rc;
     if (bytes)
@@ -230,10 +248,10 @@ static int cpu_stats(void *dev_, struct tkv_device_stats *stats)
 {
     struct cpu_device *dev = dev_;
     if (!dev || !stats)
-        return cpu_svc->error(TKV_EINVAL, "stats: NULL %s", dev ? "stats" : "device");
+        return CPU_ERROR(TKV_EINVAL, "stats: NULL %s", dev ? "stats" : "device");
     if (stats->struct_size < sizeof *stats)
-        return cpu_svc->error(TKV_EINVAL, "stats: struct_size %u < %zu", stats->struct_size,
-                              sizeof *stats);
+        return CPU_ERROR(TKV_EINVAL, "stats: struct_size %u < %zu", stats->struct_size,
+                         sizeof *stats);
     *stats = dev->stats;
     return TKV_OK;
 }

@@ -25,35 +25,32 @@ int cpu_quantize_append(void *dev_, const struct tkv_append_args *a)
     struct cpu_device *dev = dev_;
     struct cpu_layout l;
     int rc;
-    if (!dev || !a)
-        return cpu_svc->error(TKV_EINVAL, "quantize_append: NULL %s", dev ? "args" : "device");
-    if (a->struct_size < sizeof *a)
-        return cpu_svc->error(TKV_EINVAL, "quantize_append: args struct_size %u < %zu",
-                              a->struct_size, sizeof *a);
-    if ((rc = cpu_layout_init(dev, &a->fmt, "quantize_append", &l)) != TKV_OK)
+    if ((rc = cpu_check_args(dev, a, sizeof *a, "quantize_append")) != TKV_OK ||
+        (rc = cpu_layout_init(dev, &a->fmt, "quantize_append", &l)) != TKV_OK)
         return rc;
     if (a->n_nonfinite)
         *a->n_nonfinite = 0;
     if (a->n_tokens == 0)
         return TKV_OK;
     if (a->n_heads == 0 || !a->src)
-        return cpu_svc->error(TKV_EINVAL, "quantize_append: %s", a->src ? "n_heads is 0" : "NULL src");
+        return CPU_ERROR(TKV_EINVAL, "quantize_append: %s",
+                         a->src ? "n_heads is 0" : "NULL src");
     struct cpu_buffer *buf = cpu_buffer_check(a->buf, "quantize_append", "buf");
     if (!buf)
         return TKV_EINVAL;
     uint64_t span = (uint64_t)a->n_tokens * l.row_bytes;
     if (a->n_heads > 1 && a->head_stride < span)
-        return cpu_svc->error(TKV_EINVAL,
-                              "quantize_append: head_stride %llu is less than the %llu bytes of "
-                              "%u new rows of a head: heads would overlap",
-                              (unsigned long long)a->head_stride, (unsigned long long)span,
-                              a->n_tokens);
+        return CPU_ERROR(TKV_EINVAL,
+                         "quantize_append: head_stride %llu is less than the %llu bytes of "
+                         "%u new rows of a head: heads would overlap",
+                         (unsigned long long)a->head_stride, (unsigned long long)span,
+                         a->n_tokens);
     if (!cpu_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
-        return cpu_svc->error(TKV_ERANGE,
-                              "quantize_append: %u tokens x %u heads of %u-byte rows at offset "
-                              "%llu, head_stride %llu, exceed the %llu-byte buffer",
-                              a->n_tokens, a->n_heads, l.row_bytes, (unsigned long long)a->offset,
-                              (unsigned long long)a->head_stride, (unsigned long long)buf->size);
+        return CPU_ERROR(TKV_ERANGE,
+                         "quantize_append: %u tokens x %u heads of %u-byte rows at offset "
+                         "%llu, head_stride %llu, exceed the %llu-byte buffer",
+                         a->n_tokens, a->n_heads, l.row_bytes, (unsigned long long)a->offset,
+                         (unsigned long long)a->head_stride, (unsigned long long)buf->size);
 
     uint64_t nonfinite = 0;
     float *row = dev->scratch;
@@ -77,26 +74,22 @@ int cpu_dequantize(void *dev_, const struct tkv_dequant_args *a)
     struct cpu_device *dev = dev_;
     struct cpu_layout l;
     int rc;
-    if (!dev || !a)
-        return cpu_svc->error(TKV_EINVAL, "dequantize: NULL %s", dev ? "args" : "device");
-    if (a->struct_size < sizeof *a)
-        return cpu_svc->error(TKV_EINVAL, "dequantize: args struct_size %u < %zu", a->struct_size,
-                              sizeof *a);
-    if ((rc = cpu_layout_init(dev, &a->fmt, "dequantize", &l)) != TKV_OK)
+    if ((rc = cpu_check_args(dev, a, sizeof *a, "dequantize")) != TKV_OK ||
+        (rc = cpu_layout_init(dev, &a->fmt, "dequantize", &l)) != TKV_OK)
         return rc;
     if (a->n_rows == 0)
         return TKV_OK;
     if (!a->dst)
-        return cpu_svc->error(TKV_EINVAL, "dequantize: NULL dst");
+        return CPU_ERROR(TKV_EINVAL, "dequantize: NULL dst");
     const struct cpu_buffer *buf = cpu_buffer_check(a->buf, "dequantize", "buf");
     if (!buf)
         return TKV_EINVAL;
     if (!cpu_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * l.row_bytes))
-        return cpu_svc->error(TKV_ERANGE,
-                              "dequantize: %u rows of %u bytes at offset %llu exceed the "
-                              "%llu-byte buffer",
-                              a->n_rows, l.row_bytes, (unsigned long long)a->offset,
-                              (unsigned long long)buf->size);
+        return CPU_ERROR(TKV_ERANGE,
+                         "dequantize: %u rows of %u bytes at offset %llu exceed the "
+                         "%llu-byte buffer",
+                         a->n_rows, l.row_bytes, (unsigned long long)a->offset,
+                         (unsigned long long)buf->size);
 
     for (uint32_t r = 0; r < a->n_rows; r++) {
         const uint8_t *src = buf->data + a->offset + (uint64_t)r * l.row_bytes;

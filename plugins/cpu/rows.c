@@ -226,18 +226,16 @@ static const struct cpu_row_kernels reference_kernels[TKV_TYPE_COUNT] = {
     [TKV_TYPE_TURBO4] = CPU_KERNELS(turbo),
 };
 
-const struct cpu_row_kernels *cpu_reference_kernels(uint32_t type) { return &reference_kernels[type]; }
-
 int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt, const char *op,
                     struct cpu_layout *l)
 {
     if (fmt->type >= TKV_TYPE_COUNT)
-        return cpu_svc->error(TKV_EUNSUPPORTED, "%s: unknown type %u (0..%u)", op, fmt->type,
-                              TKV_TYPE_COUNT - 1);
+        return CPU_ERROR(TKV_EUNSUPPORTED, "%s: unknown type %u (0..%u)", op, fmt->type,
+                         TKV_TYPE_COUNT - 1);
     if (!tkv_head_dim_supported(fmt->head_dim))
-        return cpu_svc->error(TKV_EUNSUPPORTED,
-                              "%s: head_dim %u is not supported (multiples of %u up to %u)", op,
-                              fmt->head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
+        return CPU_ERROR(TKV_EUNSUPPORTED,
+                         "%s: head_dim %u is not supported (multiples of %u up to %u)", op,
+                         fmt->head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
     *l = (struct cpu_layout){
         .type = fmt->type,
         .head_dim = fmt->head_dim,
@@ -245,16 +243,16 @@ int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *f
         .scale_mode = fmt->scale_mode,
         .bits = tkv_type_bits(fmt->type),
         .row_bytes = tkv_row_bytes(fmt->type, fmt->head_dim),
-        .kernels = cpu_reference_kernels(fmt->type),
+        .kernels = &reference_kernels[fmt->type],
     };
     if (!l->bits)
         return TKV_OK;
     if (fmt->rotation >= TKV_ROTATION_COUNT)
-        return cpu_svc->error(TKV_EINVAL, "%s: unknown rotation %u (0..%u)", op, fmt->rotation,
-                              TKV_ROTATION_COUNT - 1);
+        return CPU_ERROR(TKV_EINVAL, "%s: unknown rotation %u (0..%u)", op, fmt->rotation,
+                         TKV_ROTATION_COUNT - 1);
     if (fmt->scale_mode >= TKV_SCALE_COUNT)
-        return cpu_svc->error(TKV_EINVAL, "%s: unknown scale mode %u (0..%u)", op, fmt->scale_mode,
-                              TKV_SCALE_COUNT - 1);
+        return CPU_ERROR(TKV_EINVAL, "%s: unknown scale mode %u (0..%u)", op, fmt->scale_mode,
+                         TKV_SCALE_COUNT - 1);
     uint32_t sizes[TKV_MAX_GROUPS], first = 0, byte_offset = 0;
     l->n_groups = tkv_group_split(fmt->head_dim, sizes);
     for (uint32_t g = 0; g < l->n_groups; g++) {
