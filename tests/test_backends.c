@@ -1,0 +1,314 @@
+/*
+ * Cross-backend conformance (DESIGN.md section 2.3: the formats are a
+ * contract). Usage: test_backends BACKEND. The same rows appended on BACKEND
+ * and on cpu must give the same bytes (the saved cache files are compared),
+ * the same dequantized values, decode attention outputs that agree within a
+ * stated tolerance, and files written by one backend must be read by the
+ * other.
+ *
+ * A backend whose plugin or device is missing makes the test exit 77
+ * (skipped), except under CI=true, where the GPU plugins must run for real
+ * (lavapipe, PoCL) and a missing device is a failure.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "turbokv.h"
+
+/* Outputs differ only by float summation order (split-K merges, parallel
+ * reductions): relative to the largest output magnitude of the row. */
+#define ATTN_TOLERANCE 2e-4
+/* Dequantized values come from identical bytes: only the last ulp of the
+ * inverse rotation may differ. */
+#define DEQUANT_TOLERANCE 1e-5
+
+static const char *backend;
+static tkv_context *ctx_b, *ctx_cpu;
+static char tmpdir[] = "/tmp/tkv-test-backends-XXXXXX";
+
+static int open_backend(const char *name, tkv_context **ctx)
+{
+    struct tkv_context_options o = {
+        .struct_size = sizeof o, .ignore_env = 1, .plugin_path = getenv("TURBO_PLUGIN_PATH"), .backend = name,
+    };
+    return tkv_context_open(&o, ctx);
+}
+
+static uint32_t rng_state = 12345;
+
+static float gauss(void)
+{
+    float u1, u2;
+    rng_state = rng_state * 1664525u + 1013904223u;
+    u1 = ((rng_state >> 8) + 1) / 16777217.0f;
+    rng_state = rng_state * 1664525u + 1013904223u;
+    u2 = (rng_state >> 8) / 16777216.0f;
+    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
+}
+
+/* Rows shaped like real caches, with a few special ones: a zero row, a row
+ * holding NaN and Inf, and values beyond the fp16 range. */
+static void fill_rows(float *x, uint32_t n_tokens, uint32_t row, float scale)
+{
+    for (uint32_t i = 0; i < n_tokens * row; i++)
+        x[i] = scale * gauss() * ((i % 17) == 3 ? 10.0f : 1.0f);
+    if (n_tokens > 3) {
+        memset(x + row, 0, row * sizeof *x);
+        x[2 * row + 1] = NAN;
+        x[2 * row + 5] = INFINITY;
+        x[3 * row] = 1e6f;
+        x[3 * row + 1] = -7e4f;
+    }
+}
+
+static tkv_cache *make(tkv_context *ctx, uint32_t kv_heads, uint32_t dim, uint32_t cap, uint32_t n_seqs,
+                       uint32_t kt, uint32_t vt, uint32_t rotation, uint32_t scale_mode)
+{
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = kv_heads, .head_dim = dim, .capacity = cap,
+        .n_seqs = n_seqs, .k_type = kt, .v_type = vt, .rotation = rotation, .scale_mode = scale_mode,
+    };
+    tkv_cache *c = NULL;
+    int rc = tkv_cache_create(ctx, &p, &c);
+    if (rc != TKV_OK)
+        fail_msg("cache on %s: %s", tkv_context_backend(ctx), tkv_last_error());
+    return c;
+}
+
+static unsigned char *slurp(const char *path, long *size)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *size = ftell(f);
+    rewind(f);
+    unsigned char *b = malloc(*size);
+    assert_int_equal(fread(b, 1, *size, f), *size);
+    fclose(f);
+    return b;
+}
+
+/* Saves both caches and compares the files, checksum excluded; returns the
+ * number of differing bytes. */
+static long compare_saved(tkv_cache *a, tkv_cache *b)
+{
+    char pa[600], pb[600];
+    snprintf(pa, sizeof pa, "%s/a.tkv", tmpdir);
+    snprintf(pb, sizeof pb, "%s/b.tkv", tmpdir);
+    assert_int_equal(tkv_cache_save(a, pa), TKV_OK);
+    assert_int_equal(tkv_cache_save(b, pb), TKV_OK);
+    long na, nb, diff = 0;
+    unsigned char *fa = slurp(pa, &na), *fb = slurp(pb, &nb);
+    assert_int_equal(na, nb);
+    for (long i = 0; i < na - 8; i++)
+        diff += fa[i] != fb[i];
+    free(fa);
+    free(fb);
+    return diff;
+}
+
+static void same_bytes_every_format(void **state)
+{
+    (void)state;
+    static const uint32_t dims[] = { 8, 16, 64, 80, 128, 576 };
+    static const uint32_t rotations[] = { TKV_ROTATION_WHT, TKV_ROTATION_DENSE, TKV_ROTATION_NONE };
+    enum { HEADS = 2, TOKENS = 37 };
+    long total_diff = 0, total_bytes = 0;
+    for (size_t d = 0; d < sizeof dims / sizeof *dims; d++) {
+        uint32_t row = HEADS * dims[d];
+        float *k = malloc(sizeof *k * TOKENS * row), *v = malloc(sizeof *v * TOKENS * row);
+        float *ka = malloc(sizeof *ka * TOKENS * row), *kb = malloc(sizeof *kb * TOKENS * row);
+        for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++)
+            for (size_t r = 0; r < 3; r++)
+                for (uint32_t sm = TKV_SCALE_NORM; sm <= TKV_SCALE_NORM_CORRECTED; sm++) {
+                    if (!tkv_type_is_turbo(t) && (r > 0 || sm > TKV_SCALE_NORM))
+                        continue; /* rotation and scale mode only shape turbo rows */
+                    fill_rows(k, TOKENS, row, 5.0f);
+                    fill_rows(v, TOKENS, row, 0.5f);
+                    tkv_cache *a = make(ctx_cpu, HEADS, dims[d], TOKENS, 1, t, t, rotations[r], sm);
+                    tkv_cache *b = make(ctx_b, HEADS, dims[d], TOKENS, 1, t, t, rotations[r], sm);
+                    assert_int_equal(tkv_cache_append(a, 0, 0, TOKENS, k, v), TKV_OK);
+                    if (tkv_cache_append(b, 0, 0, TOKENS, k, v) != TKV_OK)
+                        fail_msg("append on %s: %s", backend, tkv_last_error());
+                    long diff = compare_saved(a, b);
+                    if (diff)
+                        print_message("%s vs cpu: %s head_dim %u rotation %u scale %u: %ld bytes differ\n", backend,
+                                      tkv_type_name(t), dims[d], rotations[r], sm, diff);
+                    total_diff += diff;
+                    total_bytes += 2L * TOKENS * HEADS * tkv_row_bytes(t, dims[d]);
+                    for (int w = 0; w < 2; w++) {
+                        assert_int_equal(tkv_cache_dequantize(a, 0, 0, w, 0, TOKENS, ka), TKV_OK);
+                        assert_int_equal(tkv_cache_dequantize(b, 0, 0, w, 0, TOKENS, kb), TKV_OK);
+                        for (uint32_t i = 0; i < TOKENS * row; i++)
+                            if (fabsf(ka[i] - kb[i]) > DEQUANT_TOLERANCE * (1.0f + fabsf(ka[i])))
+                                fail_msg("%s dequantize %s head_dim %u [%u]: %g vs cpu %g", backend, tkv_type_name(t),
+                                         dims[d], i, kb[i], ka[i]);
+                    }
+                    tkv_cache_destroy(a);
+                    tkv_cache_destroy(b);
+                }
+        free(k);
+        free(v);
+        free(ka);
+        free(kb);
+    }
+    print_message("%s vs cpu: %ld of %ld stored bytes differ\n", backend, total_diff, total_bytes);
+    assert_int_equal(total_diff, 0);
+}
+
+static void attention_agrees(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t kt, vt;
+    } pairs[] = {
+        { TKV_TYPE_F32, TKV_TYPE_F32 },       { TKV_TYPE_F16, TKV_TYPE_F16 },
+        { TKV_TYPE_Q8_0, TKV_TYPE_TURBO3 },   { TKV_TYPE_TURBO4, TKV_TYPE_TURBO4 },
+        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 }, { TKV_TYPE_TURBO2, TKV_TYPE_Q8_0 },
+    };
+    static const uint32_t dims[] = { 64, 128 }, gqa[] = { 1, 4 }, ctxs[] = { 1, 100, 1500 }, nqs[] = { 1, 4 };
+    enum { KV = 2, SEQS = 2 };
+    double worst = 0;
+    for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++)
+        for (size_t d = 0; d < 2; d++)
+            for (size_t c = 0; c < 3; c++) {
+                uint32_t dim = dims[d], n_ctx = ctxs[c], row = KV * dim;
+                tkv_cache *a = make(ctx_cpu, KV, dim, n_ctx + 7, SEQS, pairs[p].kt, pairs[p].vt, 0, 0);
+                tkv_cache *b = make(ctx_b, KV, dim, n_ctx + 7, SEQS, pairs[p].kt, pairs[p].vt, 0, 0);
+                float *k = malloc(sizeof *k * (n_ctx + 7) * row), *v = malloc(sizeof *v * (n_ctx + 7) * row);
+                for (uint32_t s = 0; s < SEQS; s++) {
+                    uint32_t len = n_ctx + 7 * s; /* the sequences differ in length */
+                    fill_rows(k, len, row, 3.0f);
+                    fill_rows(v, len, row, 0.5f);
+                    for (uint32_t i = 0; i < len * row; i++) { /* the special rows are for the bytes test */
+                        k[i] = isfinite(k[i]) ? k[i] : 1.0f;
+                        v[i] = isfinite(v[i]) ? v[i] : 1.0f;
+                    }
+                    assert_int_equal(tkv_cache_append(a, s, 0, len, k, v), TKV_OK);
+                    assert_int_equal(tkv_cache_append(b, s, 0, len, k, v), TKV_OK);
+                }
+                for (size_t g = 0; g < 2; g++)
+                    for (size_t qn = 0; qn < 2; qn++) {
+                        uint32_t nq = nqs[qn] < n_ctx ? nqs[qn] : 1, qh = KV * gqa[g];
+                        size_t n = (size_t)SEQS * nq * qh * dim;
+                        float *q = malloc(sizeof *q * n), *oa = malloc(sizeof *oa * n), *ob = malloc(sizeof *ob * n);
+                        for (size_t i = 0; i < n; i++)
+                            q[i] = 2.0f * gauss();
+                        uint32_t ids[SEQS] = { 1, 0 };
+                        struct tkv_attention_stats sa, sb;
+                        assert_int_equal(tkv_attention(a, 0, SEQS, ids, nq, qh, q, oa, &sa), TKV_OK);
+                        if (tkv_attention(b, 0, SEQS, ids, nq, qh, q, ob, &sb) != TKV_OK)
+                            fail_msg("attention on %s: %s", backend, tkv_last_error());
+                        assert_int_equal(sa.rows_total, sb.rows_total);
+                        assert_true(sb.rows_skipped <= sb.rows_total);
+                        for (size_t r = 0; r < n / dim; r++) {
+                            double mag = 0, err = 0;
+                            for (uint32_t i = 0; i < dim; i++) {
+                                mag = fmax(mag, fabs(oa[r * dim + i]));
+                                err = fmax(err, fabs(oa[r * dim + i] - ob[r * dim + i]));
+                            }
+                            double rel = err / (mag > 1e-6 ? mag : 1e-6);
+                            worst = fmax(worst, rel);
+                            if (rel > ATTN_TOLERANCE)
+                                fail_msg("%s attention K %s V %s head_dim %u ctx %u gqa %u n_q %u row %zu: relative "
+                                         "error %.3g",
+                                         backend, tkv_type_name(pairs[p].kt), tkv_type_name(pairs[p].vt), dim, n_ctx,
+                                         gqa[g], nq, r, rel);
+                        }
+                        free(q);
+                        free(oa);
+                        free(ob);
+                    }
+                free(k);
+                free(v);
+                tkv_cache_destroy(a);
+                tkv_cache_destroy(b);
+            }
+    print_message("%s vs cpu: worst attention relative error %.3g (tolerance %.1g)\n", backend, worst,
+                  ATTN_TOLERANCE);
+}
+
+/* A file written by one backend is read by the other, and both then answer
+ * the same attention query. */
+static void files_cross_backends(void **state)
+{
+    (void)state;
+    enum { KV = 2, DIM = 128, LEN = 300, QH = 8 };
+    char path[600];
+    snprintf(path, sizeof path, "%s/cross.tkv", tmpdir);
+    tkv_context *writers[2] = { ctx_b, ctx_cpu }, *readers[2] = { ctx_cpu, ctx_b };
+    for (int dir = 0; dir < 2; dir++) {
+        tkv_cache *w = make(writers[dir], KV, DIM, LEN, 1, TKV_TYPE_TURBO4, TKV_TYPE_TURBO3, 0, 0);
+        float *k = malloc(sizeof *k * LEN * KV * DIM), *v = malloc(sizeof *v * LEN * KV * DIM);
+        fill_rows(k, LEN, KV * DIM, 3.0f);
+        fill_rows(v, LEN, KV * DIM, 0.5f);
+        assert_int_equal(tkv_cache_append(w, 0, 0, LEN, k, v), TKV_OK);
+        assert_int_equal(tkv_cache_save(w, path), TKV_OK);
+        tkv_cache *r = NULL;
+        if (tkv_cache_load(readers[dir], path, &r) != TKV_OK)
+            fail_msg("load on %s: %s", tkv_context_backend(readers[dir]), tkv_last_error());
+        float q[QH * DIM], ow[QH * DIM], orr[QH * DIM];
+        for (int i = 0; i < QH * DIM; i++)
+            q[i] = gauss();
+        uint32_t id = 0;
+        assert_int_equal(tkv_attention(w, 0, 1, &id, 1, QH, q, ow, NULL), TKV_OK);
+        assert_int_equal(tkv_attention(r, 0, 1, &id, 1, QH, q, orr, NULL), TKV_OK);
+        for (int i = 0; i < QH * DIM; i++)
+            assert_true(fabsf(ow[i] - orr[i]) <= 1e-3f * (1.0f + fabsf(ow[i])));
+        free(k);
+        free(v);
+        tkv_cache_destroy(w);
+        tkv_cache_destroy(r);
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    if (!mkdtemp(tmpdir))
+        return -1;
+    return open_backend("cpu", &ctx_cpu) == TKV_OK ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[700];
+    tkv_context_close(ctx_b);
+    tkv_context_close(ctx_cpu);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_backends BACKEND\n");
+        return 2;
+    }
+    backend = argv[1];
+    int rc = open_backend(backend, &ctx_b);
+    if (rc != TKV_OK) {
+        const char *ci = getenv("CI");
+        int in_ci = ci && strcmp(ci, "true") == 0;
+        fprintf(stderr, "backend %s unavailable: %s%s\n", backend, tkv_last_error(),
+                in_ci ? " (CI=true: the device must be present)" : " (skipped)");
+        return in_ci ? 1 : 77;
+    }
+    printf("backend %s: device %s\n", backend, tkv_context_device(ctx_b));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(same_bytes_every_format),
+        cmocka_unit_test(attention_agrees),
+        cmocka_unit_test(files_cross_backends),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
