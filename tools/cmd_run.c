@@ -145,19 +145,11 @@ static uint32_t random_u32(uint64_t *state)
 /* Uniform in [0, 1). */
 static float random_f32(uint64_t *state) { return (float)(random_u32(state) >> 8) / 16777216.0f; }
 
-static int32_t argmax(const float *x, uint32_t n)
-{
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return (int32_t)best;
-}
 
 /* Samples from softmax(logits / temp); overwrites logits with the weights. */
 static int32_t sample(float *logits, uint32_t n, float temp, uint64_t *rng)
 {
-    float max = logits[argmax(logits, n)];
+    float max = logits[llama2_argmax(logits, n)];
     double sum = 0.0;
     for (uint32_t i = 0; i < n; i++) {
         logits[i] = expf((logits[i] - max) / temp);
@@ -169,7 +161,7 @@ static int32_t sample(float *logits, uint32_t n, float temp, uint64_t *rng)
         if (r < acc)
             return (int32_t)i;
     }
-    return argmax(logits, n); /* rounding left r at the very end, or weights were not finite */
+    return llama2_argmax(logits, n); /* rounding left r at the very end, or weights were not finite */
 }
 
 /* The generated text, as printed (kept for --json). */
@@ -425,7 +417,7 @@ static int generate(const struct run_options *o, const struct llama2_model *m, c
     int32_t prev = ptok[n_prompt - 1];
     double t1 = tool_now();
     for (uint32_t i = 0; i < n_new; i++) {
-        int32_t next = o->temp == 0.0f ? argmax(logits, c->vocab_size) : sample(logits, c->vocab_size, o->temp, &rng);
+        int32_t next = o->temp == 0.0f ? llama2_argmax(logits, c->vocab_size) : sample(logits, c->vocab_size, o->temp, &rng);
         if (next == TOKENIZER_BOS || next == TOKENIZER_EOS)
             break; /* the model ends its story */
         r->generated[r->n_generated++] = next;

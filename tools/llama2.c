@@ -18,12 +18,12 @@
  * classifier.
  */
 #include "llama2.h"
+#include "file_error.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,17 +42,6 @@
 #define MAX_VOCAB (1u << 24)
 #define MAX_SEQ_LEN (1u << 24)
 
-static int fail(char *err, size_t err_size, const char *path, const char *fmt, ...)
-{
-    va_list ap;
-    int n = snprintf(err, err_size, "%s: ", path);
-    if (n < 0 || (size_t)n >= err_size)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static int host_is_little_endian(void)
 {
@@ -72,7 +61,7 @@ static int check_header(const int32_t h[7], const char *path, struct llama2_conf
     for (int i = 0; i < 7; i++) {
         int64_t x = i == 5 && h[i] < 0 ? -(int64_t)h[i] : h[i];
         if (x <= 0 || x > limits[i])
-            return fail(err, err_size, path, "header %s = %d is not in 1..%u: not a llama2.c version 0 model",
+            return file_error(err, err_size, path, "header %s = %d is not in 1..%u: not a llama2.c version 0 model",
                         names[i], h[i], limits[i]);
         v[i] = (uint32_t)x;
     }
@@ -85,13 +74,13 @@ static int check_header(const int32_t h[7], const char *path, struct llama2_conf
     c->seq_len = v[6];
     c->shared_classifier = h[5] > 0;
     if (c->dim % c->n_heads != 0)
-        return fail(err, err_size, path, "dim %u is not a multiple of n_heads %u", c->dim, c->n_heads);
+        return file_error(err, err_size, path, "dim %u is not a multiple of n_heads %u", c->dim, c->n_heads);
     if (c->n_heads % c->n_kv_heads != 0)
-        return fail(err, err_size, path, "n_heads %u is not a multiple of n_kv_heads %u", c->n_heads, c->n_kv_heads);
+        return file_error(err, err_size, path, "n_heads %u is not a multiple of n_kv_heads %u", c->n_heads, c->n_kv_heads);
     c->head_dim = c->dim / c->n_heads;
     c->kv_dim = c->n_kv_heads * c->head_dim;
     if (!tkv_head_dim_supported(c->head_dim))
-        return fail(err, err_size, path, "head_dim %u (dim %u / n_heads %u) is not supported by turbokv "
+        return file_error(err, err_size, path, "head_dim %u (dim %u / n_heads %u) is not supported by turbokv "
                     "(multiples of %u up to %u)", c->head_dim, c->dim, c->n_heads, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
     return 0;
 }
@@ -100,25 +89,25 @@ int llama2_open(struct llama2_model *m, const char *path, char *err, size_t err_
 {
     memset(m, 0, sizeof *m);
     if (!host_is_little_endian())
-        return fail(err, err_size, path, "llama2.c files are little endian; this host is not");
+        return file_error(err, err_size, path, "llama2.c files are little endian; this host is not");
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(err, err_size, path, "cannot open: %s", strerror(errno));
+        return file_error(err, err_size, path, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         close(fd);
-        return fail(err, err_size, path, "cannot stat: %s", strerror(errno));
+        return file_error(err, err_size, path, "cannot stat: %s", strerror(errno));
     }
     if (!S_ISREG(st.st_mode) || st.st_size < HEADER_BYTES) {
         close(fd);
-        return fail(err, err_size, path, "%s", S_ISREG(st.st_mode) ? "too short for a llama2.c header (28 bytes)"
+        return file_error(err, err_size, path, "%s", S_ISREG(st.st_mode) ? "too short for a llama2.c header (28 bytes)"
                                                                    : "not a regular file");
     }
     int32_t h[7];
     if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
         close(fd);
-        return fail(err, err_size, path, "cannot read the header");
+        return file_error(err, err_size, path, "cannot read the header");
     }
     struct llama2_config c;
     if (check_header(h, path, &c, err, err_size) != 0) {
@@ -135,7 +124,7 @@ int llama2_open(struct llama2_model *m, const char *path, char *err, size_t err_
     uint64_t size = (uint64_t)st.st_size;
     if (size != with_freq && size != without_freq) {
         close(fd);
-        return fail(err, err_size, path, "%" PRIu64 " bytes, but its header (dim %u, hidden_dim %u, n_layers %u, "
+        return file_error(err, err_size, path, "%" PRIu64 " bytes, but its header (dim %u, hidden_dim %u, n_layers %u, "
                     "n_heads %u, n_kv_heads %u, vocab_size %d, seq_len %u) needs %" PRIu64 " bytes (or %" PRIu64
                     " without the legacy RoPE tables): %s", size, c.dim, c.hidden_dim, c.n_layers, c.n_heads,
                     c.n_kv_heads, h[5], c.seq_len, with_freq, without_freq,
@@ -144,7 +133,7 @@ int llama2_open(struct llama2_model *m, const char *path, char *err, size_t err_
     void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED)
-        return fail(err, err_size, path, "cannot map %" PRIu64 " bytes: %s", size, strerror(errno));
+        return file_error(err, err_size, path, "cannot map %" PRIu64 " bytes: %s", size, strerror(errno));
 
     const float *p = (const float *)((const char *)map + HEADER_BYTES);
     m->cfg = c;
@@ -362,4 +351,13 @@ int llama2_forward(const struct llama2_model *m, struct llama2_state *s, tkv_cac
         matmul(logits + (size_t)i * n_logits * c->vocab_size, s->xb, m->wcls, n_logits, dim, c->vocab_size);
     }
     return 0;
+}
+
+int32_t llama2_argmax(const float *logits, uint32_t n)
+{
+    uint32_t best = 0;
+    for (uint32_t i = 1; i < n; i++)
+        if (logits[i] > logits[best])
+            best = i;
+    return (int32_t)best;
 }

@@ -80,4 +80,7 @@ int llama2_forward(const struct llama2_model *m, struct llama2_state *s, tkv_cac
                    uint32_t n_seqs, const uint32_t *seq_ids, uint32_t n_tokens, const int32_t *tokens,
                    uint32_t n_logits, float *logits);
 
+/* The index of the largest logit (greedy decoding; the first on ties). */
+int32_t llama2_argmax(const float *logits, uint32_t n);
+
 #endif

@@ -6,24 +6,13 @@
  * spaces to a 64-byte boundary and ended by '\n', then the raw data.
  */
 #include "npy.h"
+#include "file_error.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t err_size, const char *path, const char *fmt, ...)
-{
-    va_list ap;
-    int n = snprintf(err, err_size, "%s: ", path);
-    if (n < 0 || (size_t)n >= err_size)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* Cursor over the header dict. */
 struct header {
@@ -128,37 +117,37 @@ static int parse_header(const char *path, const char *text, size_t len, enum npy
     int fortran = -1, have_shape = 0;
 
     if (!accept(&h, '{'))
-        return fail(err, err_size, path, "header is not a dict");
+        return file_error(err, err_size, path, "header is not a dict");
     while (!accept(&h, '}')) {
         if (parse_string(&h, key, sizeof key) != 0 || !accept(&h, ':'))
-            return fail(err, err_size, path, "malformed header dict");
+            return file_error(err, err_size, path, "malformed header dict");
         if (strcmp(key, "descr") == 0) {
             if (parse_string(&h, descr, sizeof descr) != 0)
-                return fail(err, err_size, path, "malformed 'descr'");
+                return file_error(err, err_size, path, "malformed 'descr'");
         } else if (strcmp(key, "fortran_order") == 0) {
             if (parse_bool(&h, &fortran) != 0)
-                return fail(err, err_size, path, "malformed 'fortran_order'");
+                return file_error(err, err_size, path, "malformed 'fortran_order'");
         } else if (strcmp(key, "shape") == 0) {
             if (parse_shape(&h, arr) != 0)
-                return fail(err, err_size, path, "malformed 'shape' (at most %d dims)", NPY_MAX_DIMS);
+                return file_error(err, err_size, path, "malformed 'shape' (at most %d dims)", NPY_MAX_DIMS);
             have_shape = 1;
         } else {
-            return fail(err, err_size, path, "unknown header key '%s'", key);
+            return file_error(err, err_size, path, "unknown header key '%s'", key);
         }
         if (!accept(&h, ',')) {
             if (!accept(&h, '}'))
-                return fail(err, err_size, path, "malformed header dict");
+                return file_error(err, err_size, path, "malformed header dict");
             break;
         }
     }
     if (!descr[0] || fortran < 0 || !have_shape)
-        return fail(err, err_size, path, "header lacks 'descr', 'fortran_order' or 'shape'");
+        return file_error(err, err_size, path, "header lacks 'descr', 'fortran_order' or 'shape'");
     if (fortran)
-        return fail(err, err_size, path, "Fortran-order arrays are not supported (save in C order)");
+        return file_error(err, err_size, path, "Fortran-order arrays are not supported (save in C order)");
 
     const char *want = dtype == NPY_INT32 ? "<i4" : "<f4";
     if (strcmp(descr, want) != 0)
-        return fail(err, err_size, path, "dtype '%s', expected '%s' (%s)", descr, want,
+        return file_error(err, err_size, path, "dtype '%s', expected '%s' (%s)", descr, want,
                     dtype == NPY_INT32 ? "little-endian int32" : "little-endian float32");
     arr->dtype = dtype;
     return 0;
@@ -180,10 +169,10 @@ int npy_read(const char *path, enum npy_dtype dtype, struct npy_array *arr, char
     memset(arr, 0, sizeof *arr);
     FILE *f = fopen(path, "rb");
     if (!f)
-        return fail(err, err_size, path, "cannot open: %s", strerror(errno));
+        return file_error(err, err_size, path, "cannot open: %s", strerror(errno));
 
     if (fread(pre, 1, 10, f) != 10 || memcmp(pre, magic, 6) != 0) {
-        fail(err, err_size, path, "not a .npy file (bad magic)");
+        file_error(err, err_size, path, "not a .npy file (bad magic)");
         goto out;
     }
     uint32_t major = pre[6], header_len;
@@ -191,25 +180,25 @@ int npy_read(const char *path, enum npy_dtype dtype, struct npy_array *arr, char
         header_len = (uint32_t)pre[8] | (uint32_t)pre[9] << 8;
     } else if (major == 2 || major == 3) {
         if (fread(pre + 10, 1, 2, f) != 2) {
-            fail(err, err_size, path, "truncated header");
+            file_error(err, err_size, path, "truncated header");
             goto out;
         }
         header_len = read_le32(pre + 8);
     } else {
-        fail(err, err_size, path, "unsupported .npy version %u.%u", major, (unsigned)pre[7]);
+        file_error(err, err_size, path, "unsupported .npy version %u.%u", major, (unsigned)pre[7]);
         goto out;
     }
     if (header_len == 0 || header_len > (1u << 20)) {
-        fail(err, err_size, path, "implausible header length %u", header_len);
+        file_error(err, err_size, path, "implausible header length %u", header_len);
         goto out;
     }
     header = malloc(header_len);
     if (!header) {
-        fail(err, err_size, path, "out of memory");
+        file_error(err, err_size, path, "out of memory");
         goto out;
     }
     if (fread(header, 1, header_len, f) != header_len) {
-        fail(err, err_size, path, "truncated header");
+        file_error(err, err_size, path, "truncated header");
         goto out;
     }
     if (parse_header(path, header, header_len, dtype, arr, err, err_size) != 0)
@@ -218,29 +207,29 @@ int npy_read(const char *path, enum npy_dtype dtype, struct npy_array *arr, char
     uint64_t count = 1;
     for (uint32_t d = 0; d < arr->ndim; d++) {
         if (arr->shape[d] != 0 && count > UINT64_MAX / 4 / arr->shape[d]) {
-            fail(err, err_size, path, "shape too large");
+            file_error(err, err_size, path, "shape too large");
             goto out;
         }
         count *= arr->shape[d];
     }
     if (count > SIZE_MAX / 4) {
-        fail(err, err_size, path, "shape too large");
+        file_error(err, err_size, path, "shape too large");
         goto out;
     }
     arr->count = count;
     size_t bytes = (size_t)count * 4;
     raw = malloc(bytes ? bytes : 1);
     if (!raw) {
-        fail(err, err_size, path, "out of memory for %zu bytes of data", bytes);
+        file_error(err, err_size, path, "out of memory for %zu bytes of data", bytes);
         goto out;
     }
     size_t got = fread(raw, 1, bytes, f);
     if (got != bytes) {
-        fail(err, err_size, path, "truncated: %zu of %zu data bytes", got, bytes);
+        file_error(err, err_size, path, "truncated: %zu of %zu data bytes", got, bytes);
         goto out;
     }
     if (fgetc(f) != EOF) {
-        fail(err, err_size, path, "trailing bytes after %zu data bytes", bytes);
+        file_error(err, err_size, path, "trailing bytes after %zu data bytes", bytes);
         goto out;
     }
     /* Decode little endian in place so the reader also works on big-endian hosts. */

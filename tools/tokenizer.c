@@ -10,25 +10,14 @@
  * stale candidates recognised by per-symbol version stamps.
  */
 #include "tokenizer.h"
+#include "file_error.h"
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int fail(char *err, size_t err_size, const char *path, const char *fmt, ...)
-{
-    va_list ap;
-    int n = snprintf(err, err_size, "%s: ", path);
-    if (n < 0 || (size_t)n >= err_size)
-        return -1;
-    va_start(ap, fmt);
-    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static int compare_bytes(const char *a, size_t alen, const char *b, size_t blen)
 {
@@ -87,7 +76,7 @@ static int read_file(const char *path, unsigned char **data, size_t *size, char 
 {
     FILE *f = fopen(path, "rb");
     if (!f)
-        return fail(err, err_size, path, "cannot open: %s", strerror(errno));
+        return file_error(err, err_size, path, "cannot open: %s", strerror(errno));
     size_t cap = 1 << 16, n = 0;
     unsigned char *buf = malloc(cap);
     while (buf) {
@@ -107,7 +96,7 @@ static int read_file(const char *path, unsigned char **data, size_t *size, char 
     fclose(f);
     if (bad) {
         free(buf);
-        return fail(err, err_size, path, buf ? "read error" : "out of memory");
+        return file_error(err, err_size, path, buf ? "read error" : "out of memory");
     }
     *data = buf;
     *size = n;
@@ -125,16 +114,16 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
     if (read_file(path, &data, &size, err, err_size) != 0)
         return -1;
     if (size < 4) {
-        fail(err, err_size, path, "too short for a llama2.c tokenizer (%zu bytes)", size);
+        file_error(err, err_size, path, "too short for a llama2.c tokenizer (%zu bytes)", size);
         goto out;
     }
     int max_len = read_i32(data);
     if (max_len <= 0 || max_len > 65536) {
-        fail(err, err_size, path, "max_token_length %d is not in 1..65536: not a llama2.c tokenizer", max_len);
+        file_error(err, err_size, path, "max_token_length %d is not in 1..65536: not a llama2.c tokenizer", max_len);
         goto out;
     }
     if (vocab_size < TOKENIZER_BYTE0 + 256) {
-        fail(err, err_size, path, "the model's vocabulary (%u) is too small for byte fallback (needs %d)",
+        file_error(err, err_size, path, "the model's vocabulary (%u) is too small for byte fallback (needs %d)",
              vocab_size, TOKENIZER_BYTE0 + 256);
         goto out;
     }
@@ -143,13 +132,13 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
     t->pieces = calloc(vocab_size, sizeof *t->pieces);
     t->sorted = malloc(vocab_size * sizeof *t->sorted);
     if (!t->pieces || !t->sorted) {
-        fail(err, err_size, path, "out of memory");
+        file_error(err, err_size, path, "out of memory");
         goto out;
     }
     for (uint32_t id = 0; id < vocab_size; id++) {
         struct tokenizer_piece *p = &t->pieces[id];
         if (size - pos < 8) {
-            fail(err, err_size, path, "truncated at piece %u of the model's %u: not this model's tokenizer, or damaged",
+            file_error(err, err_size, path, "truncated at piece %u of the model's %u: not this model's tokenizer, or damaged",
                  id, vocab_size);
             goto out;
         }
@@ -157,21 +146,21 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
         int len = read_i32(data + pos + 4);
         pos += 8;
         if (!isfinite(p->score)) {
-            fail(err, err_size, path, "piece %u has a non-finite score", id);
+            file_error(err, err_size, path, "piece %u has a non-finite score", id);
             goto out;
         }
         if (len < 0 || len > max_len) {
-            fail(err, err_size, path, "piece %u has length %d, outside 0..max_token_length %d: not a llama2.c tokenizer, or damaged",
+            file_error(err, err_size, path, "piece %u has length %d, outside 0..max_token_length %d: not a llama2.c tokenizer, or damaged",
                  id, len, max_len);
             goto out;
         }
         if (size - pos < (size_t)len) {
-            fail(err, err_size, path, "truncated in piece %u of the model's %u", id, vocab_size);
+            file_error(err, err_size, path, "truncated in piece %u of the model's %u", id, vocab_size);
             goto out;
         }
         p->text = malloc((size_t)len + 1);
         if (!p->text) {
-            fail(err, err_size, path, "out of memory");
+            file_error(err, err_size, path, "out of memory");
             goto out;
         }
         memcpy(p->text, data + pos, (size_t)len);
@@ -181,14 +170,14 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
         pos += (size_t)len;
     }
     if (pos != size) {
-        fail(err, err_size, path, "%zu bytes left after the model's %u pieces: not this model's tokenizer",
+        file_error(err, err_size, path, "%zu bytes left after the model's %u pieces: not this model's tokenizer",
              size - pos, vocab_size);
         goto out;
     }
     for (int b = 0; b < 256; b++) {
         const struct tokenizer_piece *p = &t->pieces[TOKENIZER_BYTE0 + b];
         if (p->byte != b) {
-            fail(err, err_size, path, "piece %d is \"%.*s\", expected \"<0x%02X>\": not a llama2.c byte-fallback tokenizer",
+            file_error(err, err_size, path, "piece %d is \"%.*s\", expected \"<0x%02X>\": not a llama2.c byte-fallback tokenizer",
                  TOKENIZER_BYTE0 + b, (int)p->len, p->text, b);
             goto out;
         }
@@ -196,7 +185,7 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
     }
     const struct tokenizer_piece **order = malloc(vocab_size * sizeof *order);
     if (!order) {
-        fail(err, err_size, path, "out of memory");
+        file_error(err, err_size, path, "out of memory");
         goto out;
     }
     for (uint32_t id = 0; id < vocab_size; id++)
