@@ -113,18 +113,10 @@ static void forward(struct llama2_state *s, tkv_cache *c, uint32_t seq, uint32_t
         fail_msg("%s", s->error);
 }
 
-static int32_t argmax(const float *x, uint32_t n)
-{
-    uint32_t best = 0;
-    for (uint32_t i = 1; i < n; i++)
-        if (x[i] > x[best])
-            best = i;
-    return (int32_t)best;
-}
 
 static double nll_of(const float *logits, uint32_t n, int32_t target)
 {
-    double max = logits[argmax(logits, n)], sum = 0.0;
+    double max = logits[llama2_argmax(logits, n)], sum = 0.0;
     for (uint32_t i = 0; i < n; i++)
         sum += exp(logits[i] - max);
     return log(sum) + max - logits[target];
@@ -175,7 +167,7 @@ static uint32_t greedy(tkv_cache *c, uint32_t seq, const int32_t *prompt, uint32
     forward(&s, c, seq, 1, &prompt[n_prompt - 1], 1, logits);
     uint32_t n = 0;
     while (n < n_new) {
-        out[n] = argmax(logits, vocab);
+        out[n] = llama2_argmax(logits, vocab);
         if (out[n] == TOKENIZER_BOS || out[n] == TOKENIZER_EOS)
             break;
         forward(&s, c, seq, 1, &out[n++], 1, logits);
@@ -438,7 +430,7 @@ static void test_batched_decode_matches_single(void **state)
         if (lens[q] > 1)
             forward(&s, c, q, lens[q] - 1, prompts[q], 0, NULL);
         forward(&s, c, q, 1, &prompts[q][lens[q] - 1], 1, logits);
-        last[q] = argmax(logits, vocab);
+        last[q] = llama2_argmax(logits, vocab);
     }
     const uint32_t seqs[2] = { 0, 1 };
     for (uint32_t t = 0; t < steps; t++) {
@@ -446,8 +438,8 @@ static void test_batched_decode_matches_single(void **state)
         together[1][t] = last[1];
         if (llama2_forward(&g.model, &s, c, 2, seqs, 1, last, 1, logits) != 0)
             fail_msg("%s", s.error);
-        last[0] = argmax(logits, vocab);
-        last[1] = argmax(logits + vocab, vocab);
+        last[0] = llama2_argmax(logits, vocab);
+        last[1] = llama2_argmax(logits + vocab, vocab);
     }
     assert_memory_equal(alone, together, sizeof alone);
     llama2_state_free(&s);
