@@ -2,6 +2,9 @@
  * The context: configuration (defaults < file < env < API), plugin search,
  * backend choice and the open device.
  *
+ * The configuration file: the API's config_path, else TURBO_CONFIG, else
+ * sysconfdir/turbokv.yaml when it exists (ignore_env skips the last two).
+ *
  * Plugin search order (DESIGN.md section 3): the API's plugin_path, then
  * TURBO_PLUGIN_PATH (ignored in privileged processes, as the Vulkan loader
  * does), then the config file's plugin_path, then the install directory.
@@ -10,11 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "error.h"
 #include "tables.h"
 
+#ifndef TKV_SYSCONF_DIR
+#define TKV_SYSCONF_DIR "/usr/local/etc"
+#endif
 #ifndef TKV_PLUGIN_INSTALL_DIR
 #define TKV_PLUGIN_INSTALL_DIR "/usr/local/lib/turbokv"
 #endif
@@ -35,12 +42,15 @@ static int load_config(tkv_context *ctx, const struct tkv_context_options *o)
     struct tkv_config *cfg = &ctx->cfg;
     int rc;
     tkv_config_defaults(cfg);
+    /* the API's file, else TURBO_CONFIG, else the installed one if present */
     const char *path = o->config_path;
     if (!path && !o->ignore_env) {
         path = getenv("TURBO_CONFIG");
         if (path && !*path)
             path = NULL;
     }
+    if (!path && !o->ignore_env && access(TKV_SYSCONF_DIR "/turbokv.yaml", R_OK) == 0)
+        path = TKV_SYSCONF_DIR "/turbokv.yaml";
     if (path && (rc = tkv_config_apply_file(cfg, path)) != TKV_OK)
         return rc;
     snprintf(ctx->file_plugin_path, sizeof ctx->file_plugin_path, "%s", cfg->plugin_path);
