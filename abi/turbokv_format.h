@@ -1,9 +1,10 @@
 /*
  * turbokv block formats — the one source of truth for how a K or V row is
  * stored. The core, every plugin and the cache file all follow this header;
- * the numeric tables it refers to (codebooks, sign vectors, dense rotations)
- * are computed by the core (core/tables.c) and handed to plugins through
- * struct tkv_math in turbokv_plugin.h. Plugins never carry their own copies.
+ * the numeric tables it refers to (codebooks, sign vectors, dense rotations,
+ * QJL sketches) are computed by the core (core/tables.c) and handed to
+ * plugins through struct tkv_math in turbokv_plugin.h. Plugins never carry
+ * their own copies.
  *
  * Self-contained: only <stdint.h> and <stddef.h>.
  *
@@ -24,6 +25,31 @@
  *   Group block: [fp16 scale, little endian][g*b/8 bytes of indices]
  *   Indices are a little-endian bit stream: index i occupies bits
  *   [i*b, i*b + b) of the group's index bytes, least significant bit first.
+ *
+ * QJL key types (TurboQuant_prod, arXiv 2504.19874, Algorithm 2): a b-bit
+ *   type spends b - 1 bits per value on TurboQuant_mse and 1 bit per value on
+ *   a 1-bit Quantized Johnson-Lindenstrauss sketch of the residual, so that
+ *   inner products <q, k_hat> are unbiased estimates of <q, k>:
+ *     stage 1: the (b-1)-bit turbo row above, as is (any rotation and scale
+ *              mode); s_hat = the stored fp16 scale read back;
+ *     r = n y - s_hat c[idx]                       (residual, rotated domain)
+ *     gamma = ||r||_2, stored as fp16
+ *     z_i = +1 if (S r)_i > 0 else -1              (S: g x g orthogonal)
+ *     dequantized: y_hat = s_hat c[idx] + gamma / (g m_g) * S^T z
+ *   with m_g = E|t| = Gamma(g/2) / (sqrt(pi) Gamma((g+1)/2)), the mean
+ *   absolute coordinate of a random unit vector in g dimensions: each row s
+ *   of a Haar-random orthogonal S is uniform on the sphere, so
+ *   E[s sign(<s, r>)] = m_g r / ||r|| and E_S[y_hat] = n y, as with the
+ *   paper's i.i.d. N(0, 1) S and its constant sqrt(pi/2)/g, the large-g
+ *   limit of 1/(g m_g) (Definition 1, Theorem 2). Orthogonal rows make
+ *   ||S^T z||^2 = g: the sketch's error is (1/(g m_g^2) - 1) ||r||^2
+ *   (about pi/2 - 1) instead of the Gaussian sketch's (pi/2 - 1/g) ||r||^2.
+ *   Row: the (b-1)-bit turbo row (every group's block, in group order), then
+ *   per group, in group order: [fp16 gamma][g/8 bytes of z, bit i set for
+ *   z_i = +1, least significant bit first]. Bytes per group: 4 + g*b/8.
+ *   A zero group stores gamma = 0 and every z bit 0.
+ *   S for group size g: drawn exactly as the dense rotation (core/tables.c,
+ *   haar_orthogonal) from splitmix64 seeded with seed ^ (g * TKV_QJL_SEED_MUL).
  *
  * q8_0: blocks of 32 values along the row (the last block is shorter when
  *   head_dim is not a multiple of 32): [fp16 d][int8 q[n]], d = max|x|/127,
@@ -49,6 +75,8 @@ enum tkv_type {
     TKV_TYPE_TURBO2 = 3,
     TKV_TYPE_TURBO3 = 4,
     TKV_TYPE_TURBO4 = 5,
+    TKV_TYPE_TURBO3_QJL = 6, /* 2-bit turbo + 1-bit QJL residual: keys only */
+    TKV_TYPE_TURBO4_QJL = 7, /* 3-bit turbo + 1-bit QJL residual: keys only */
     TKV_TYPE_COUNT
 };
 
@@ -86,6 +114,8 @@ enum tkv_scale_mode {
  * seed ^ (g * 0x9E3779B97F4A7C15): the first g outputs give D1, the next g
  * give D2; an output with its top bit set means -1, else +1. */
 #define TKV_ROTATION_SEED_DEFAULT 0x7475726b6f6b7631ull /* "turbokv1" */
+/* Stream constant of the QJL sketches (see "QJL key types" above). */
+#define TKV_QJL_SEED_MUL 0xA0761D6478BD642Full
 
 /* Index of a group size in struct tkv_math tables: 8 -> 0 ... 128 -> 4;
  * -1 if g is not a supported group size. */
@@ -124,21 +154,34 @@ static inline uint32_t tkv_group_split(uint32_t head_dim, uint32_t groups[TKV_MA
     return n;
 }
 
-/* Bits per index of a turbo type, 0 for the others. */
+/* Bits per codebook index of a turbo type (for a QJL type: of its
+ * TurboQuant_mse stage, one less than the type's bits), 0 for the others. */
 static inline uint32_t tkv_type_bits(uint32_t type)
 {
     switch (type) {
     case TKV_TYPE_TURBO2: return 2;
     case TKV_TYPE_TURBO3: return 3;
     case TKV_TYPE_TURBO4: return 4;
+    case TKV_TYPE_TURBO3_QJL: return 2;
+    case TKV_TYPE_TURBO4_QJL: return 3;
     default: return 0;
     }
 }
 
+/* Turbo types, QJL ones included: rotated rows quantized with a codebook. */
 static inline int tkv_type_is_turbo(uint32_t type) { return tkv_type_bits(type) != 0; }
+
+/* 1 for the QJL key types (a turbo row plus a 1-bit residual sketch). */
+static inline int tkv_type_is_qjl(uint32_t type)
+{
+    return type == TKV_TYPE_TURBO3_QJL || type == TKV_TYPE_TURBO4_QJL;
+}
 
 /* Bytes of one turbo group block: fp16 scale + packed indices. */
 static inline uint32_t tkv_turbo_group_bytes(uint32_t g, uint32_t bits) { return 2u + g * bits / 8u; }
+
+/* Bytes of one QJL residual block: fp16 gamma + g sign bits. */
+static inline uint32_t tkv_qjl_residual_bytes(uint32_t g) { return 2u + g / 8u; }
 
 /* Bytes of one stored row; 0 for an unknown type or unsupported head_dim. */
 static inline uint32_t tkv_row_bytes(uint32_t type, uint32_t head_dim)
@@ -154,9 +197,12 @@ static inline uint32_t tkv_row_bytes(uint32_t type, uint32_t head_dim)
     case TKV_TYPE_TURBO2:
     case TKV_TYPE_TURBO3:
     case TKV_TYPE_TURBO4:
+    case TKV_TYPE_TURBO3_QJL:
+    case TKV_TYPE_TURBO4_QJL:
         n = tkv_group_split(head_dim, groups);
         for (uint32_t i = 0; i < n; i++)
-            bytes += tkv_turbo_group_bytes(groups[i], tkv_type_bits(type));
+            bytes += tkv_turbo_group_bytes(groups[i], tkv_type_bits(type)) +
+                     (tkv_type_is_qjl(type) ? tkv_qjl_residual_bytes(groups[i]) : 0u);
         return bytes;
     default: return 0;
     }

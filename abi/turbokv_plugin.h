@@ -42,7 +42,7 @@
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 1u
-#define TKV_ABI_MINOR 0u
+#define TKV_ABI_MINOR 1u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -83,11 +83,20 @@ struct tkv_group_tables {
     struct tkv_codebook codebook[TKV_N_CODEBOOK_BITS]; /* [bits - 2] */
 };
 
+/* The sketch of the QJL key types (turbokv_format.h, "QJL key types"). */
+struct tkv_qjl_tables {
+    const float *rows; /* g x g row-major orthogonal S */
+    float scale;       /* 1 / (g E|t|_g): residual = scale * gamma * S^T z */
+};
+
 struct tkv_math {
     uint32_t struct_size;
     uint64_t rotation_seed;
     uint64_t tables_id; /* FNV-1a hash over every table below: the codebook identity */
     struct tkv_group_tables groups[TKV_N_GROUP_SIZES]; /* [tkv_group_index(g)] */
+
+    /* --- ABI 1.1 --- (read only when struct_size covers them) */
+    struct tkv_qjl_tables qjl[TKV_N_GROUP_SIZES]; /* [tkv_group_index(g)] */
 };
 
 /* --- devices */

@@ -12,7 +12,6 @@
 #include "error.h"
 #include "policy.h"
 
-#define MAX_LAYERS 4096u
 #define MAX_KV_HEADS 1024u
 #define MAX_SEQS 65536u
 
@@ -100,8 +99,8 @@ int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_cac
     *out = NULL;
     if (p->struct_size < offsetof(struct tkv_cache_params, layer_k_types))
         return tkv_error(TKV_EINVAL, "tkv_cache_create: params->struct_size %u too small", p->struct_size);
-    if (p->n_layers == 0 || p->n_layers > MAX_LAYERS)
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_layers %u must be 1..%u", p->n_layers, MAX_LAYERS);
+    if (p->n_layers == 0 || p->n_layers > TKV_MAX_LAYERS)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_layers %u must be 1..%u", p->n_layers, TKV_MAX_LAYERS);
     if (p->n_kv_heads == 0 || p->n_kv_heads > MAX_KV_HEADS)
         return tkv_error(TKV_EINVAL, "tkv_cache_create: n_kv_heads %u must be 1..%u", p->n_kv_heads, MAX_KV_HEADS);
     if (!tkv_head_dim_supported(p->head_dim))

@@ -35,6 +35,7 @@ enum value_kind {
     KIND_TYPE,   /* "" or a type name               -> text */
     KIND_SCHEME, /* a name tkv_scheme_parse accepts -> text */
     KIND_TEXT,   /* any text that fits the field    -> text */
+    KIND_LAYERS, /* per-layer types (see "the layers key") -> struct tkv_layer_rules */
 };
 
 struct key_desc {
@@ -46,6 +47,7 @@ struct key_desc {
     size_t n_words;           /* by their C enum value (NULL: no word for a value) */
     double min, max;          /* KIND_INT: [min, max]; KIND_FLOAT: (min, max) */
     uint32_t only;            /* KIND_INT: when not 0, value v is accepted iff bit v is set */
+    int values;               /* KIND_TYPE: a value type, so key-only types are refused */
     const char *def;          /* the default, spelled as in etc/turbokv.yaml */
 };
 
@@ -99,7 +101,7 @@ static const struct key_desc keys[TKV_CFG_COUNT] = {
                               .def = "" },
     [TKV_CFG_SCHEME] = { "scheme", "TURBO_SCHEME", KIND_SCHEME, FIELD(scheme), .def = "auto" },
     [TKV_CFG_K_TYPE] = { "k_type", "TURBO_K_TYPE", KIND_TYPE, FIELD(k_type), .def = "" },
-    [TKV_CFG_V_TYPE] = { "v_type", "TURBO_V_TYPE", KIND_TYPE, FIELD(v_type), .def = "" },
+    [TKV_CFG_V_TYPE] = { "v_type", "TURBO_V_TYPE", KIND_TYPE, FIELD(v_type), .values = 1, .def = "" },
     [TKV_CFG_SPARSE_V] = { "sparse_v", "TURBO_SPARSE_V", KIND_BOOL, INT_FIELD(sparse_v),
                            .def = "true" },
     [TKV_CFG_SPARSE_V_THRESHOLD] = { "sparse_v_threshold", "TURBO_SPARSE_V_THRESHOLD", KIND_FLOAT,
@@ -108,6 +110,7 @@ static const struct key_desc keys[TKV_CFG_COUNT] = {
     [TKV_CFG_LAYER_ADAPTIVE] = { "layer_adaptive", "TURBO_LAYER_ADAPTIVE", KIND_INT,
                                  INT_FIELD(layer_adaptive), .only = 1u << 0 | 1u << 1 | 1u << 2 |
                                  1u << 5 | 1u << 6 | 1u << 7, .def = "0" },
+    [TKV_CFG_LAYERS] = { "layers", "TURBO_LAYERS", KIND_LAYERS, FIELD(layers), .def = "" },
     [TKV_CFG_AUTO_ASYMMETRIC] = { "auto_asymmetric", "TURBO_AUTO_ASYMMETRIC", KIND_BOOL,
                                   INT_FIELD(auto_asymmetric), .def = "true" },
     [TKV_CFG_NORM_CORRECTION] = { "norm_correction", "TURBO_NORM_CORRECTION", KIND_BOOL,
@@ -153,11 +156,20 @@ static int word_index(const char *const *words, size_t n, const char *text)
     return -1;
 }
 
-/* Appends the storage type names (the one list lives in core/types.c). */
-static void append_type_names(char *buf, size_t size)
+/* 1 if type may store values as well as keys (the QJL types estimate inner
+ * products without bias, which keys need and values, being averaged, do not:
+ * for them the plain turbo type of the same bits has the lower error). */
+static int value_type_ok(uint32_t type) { return !tkv_type_is_qjl(type); }
+
+/* Appends the storage type names (the one list lives in core/types.c), the
+ * value types only when values is set. */
+static void append_type_names(char *buf, size_t size, int values)
 {
-    for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++)
-        append(buf, size, "%s%s", t ? ", " : "", tkv_type_name(t));
+    for (uint32_t t = 0, first = 1; t < TKV_TYPE_COUNT; t++)
+        if (!values || value_type_ok(t)) {
+            append(buf, size, "%s%s", first ? "" : ", ", tkv_type_name(t));
+            first = 0;
+        }
 }
 
 /* A value as messages quote it: long ones (a plugin_path) are cut short so
@@ -196,7 +208,7 @@ static int parse_double(const char *text, double *out)
 static void describe_scheme(char *buf, size_t size)
 {
     append(buf, size, "auto, a type name (");
-    append_type_names(buf, size);
+    append_type_names(buf, size, 1);
     append(buf, size, ") or kXvY with X, Y in ");
     for (size_t i = 0; i < N_SCHEME_BITS; i++)
         append(buf, size, "%s%s", i ? ", " : "", scheme_bits[i].bits);
@@ -222,7 +234,7 @@ int tkv_scheme_parse(const char *name, uint32_t *k_type, uint32_t *v_type)
         *k_type = *v_type = TKV_TYPE_FROM_CONFIG;
         return TKV_OK;
     }
-    if (tkv_type_from_name(name, &type) == TKV_OK) {
+    if (tkv_type_from_name(name, &type) == TKV_OK && value_type_ok(type)) {
         k = v = (int)type;
     } else if (name[0] == 'k') {
         const char *sep = strchr(name, 'v');
@@ -240,6 +252,165 @@ int tkv_scheme_parse(const char *name, uint32_t *k_type, uint32_t *v_type)
     return TKV_OK;
 }
 
+/* --- the layers key: per-layer types
+ *
+ * In YAML, a sequence with one mapping per item:
+ *   layers:
+ *     - {layer: 0, k_type: q8_0, v_type: q8_0}
+ *     - {layer: 1-3, v_type: turbo4}
+ * As text (TURBO_LAYERS, a single YAML value, and for display) the same
+ * items are FIRST[-LAST]:K_TYPE/V_TYPE separated by commas, a type left
+ * empty where the item does not set it: "0:q8_0/q8_0,1-3:/turbo4".
+ * Every item sets at least one type, for layers no other item names.
+ */
+
+/* Rules being read, where they come from, and why they were refused. */
+struct layers_parse {
+    const char *origin;
+    struct tkv_layer_rules rules;
+    char why[512];
+};
+
+enum layer_field { FIELD_LAYER, FIELD_K_TYPE, FIELD_V_TYPE, FIELD_ITEM };
+static const char *const layer_fields[FIELD_ITEM] = { "layer", "k_type", "v_type" };
+
+/* "N" or "FIRST-LAST": layers 0 .. TKV_MAX_LAYERS - 1, FIRST <= LAST. */
+static int parse_layer_range(const char *text, uint32_t *first, uint32_t *last)
+{
+    char head[16];
+    const char *dash = strchr(text, '-');
+    long a, b;
+    if (!dash) {
+        if (!parse_long(text, &a))
+            return 0;
+        b = a;
+    } else {
+        size_t n = (size_t)(dash - text);
+        if (n == 0 || n >= sizeof head)
+            return 0;
+        memcpy(head, text, n);
+        head[n] = '\0';
+        if (!parse_long(head, &a) || !parse_long(dash + 1, &b))
+            return 0;
+    }
+    if (a < 0 || b < a || b >= (long)TKV_MAX_LAYERS)
+        return 0;
+    *first = (uint32_t)a;
+    *last = (uint32_t)b;
+    return 1;
+}
+
+/* One item from the texts of its fields (NULL: not given). On failure,
+ * reason says why and *bad names the field at fault (FIELD_ITEM: the item). */
+static int layer_rule_from_text(const char *const text[FIELD_ITEM], struct tkv_layer_rule *rule,
+                                enum layer_field *bad, char *reason, size_t size)
+{
+    uint32_t *types[2] = { &rule->k_type, &rule->v_type };
+    *rule = (struct tkv_layer_rule){ .k_type = TKV_TYPE_FROM_CONFIG, .v_type = TKV_TYPE_FROM_CONFIG };
+    reason[0] = '\0';
+    *bad = FIELD_ITEM;
+    if (!text[FIELD_LAYER]) {
+        snprintf(reason, size, "needs 'layer' (a layer index or a range FIRST-LAST)");
+        return 0;
+    }
+    if (!parse_layer_range(text[FIELD_LAYER], &rule->first, &rule->last)) {
+        *bad = FIELD_LAYER;
+        snprintf(reason, size, "layer '%s': expected a layer in 0..%u or a range FIRST-LAST",
+                 text[FIELD_LAYER], TKV_MAX_LAYERS - 1);
+        return 0;
+    }
+    for (int side = 0; side < 2; side++) {
+        enum layer_field f = side ? FIELD_V_TYPE : FIELD_K_TYPE;
+        if (!text[f])
+            continue;
+        if (tkv_type_from_name(text[f], types[side]) != TKV_OK || (side && !value_type_ok(*types[side]))) {
+            *bad = f;
+            append(reason, size, "%s '%s': expected one of ", layer_fields[f], text[f]);
+            append_type_names(reason, size, side);
+            return 0;
+        }
+    }
+    if (!text[FIELD_K_TYPE] && !text[FIELD_V_TYPE]) {
+        snprintf(reason, size, "sets neither k_type nor v_type");
+        return 0;
+    }
+    return 1;
+}
+
+/* Appends a rule unless it names a layer an earlier one does. */
+static int add_layer_rule(struct tkv_layer_rules *rules, const struct tkv_layer_rule *rule, char *reason,
+                          size_t size)
+{
+    if (rules->n == TKV_MAX_LAYER_RULES) {
+        snprintf(reason, size, "more than %u items", TKV_MAX_LAYER_RULES);
+        return 0;
+    }
+    for (uint32_t i = 0; i < rules->n; i++) {
+        const struct tkv_layer_rule *o = &rules->rule[i];
+        if (rule->first <= o->last && o->first <= rule->last) {
+            snprintf(reason, size, "layer %u is already set by %s",
+                     rule->first > o->first ? rule->first : o->first, o->origin);
+            return 0;
+        }
+    }
+    rules->rule[rules->n++] = *rule;
+    return 1;
+}
+
+/* The text form; item N's origin is "ORIGIN item N". */
+static int parse_layers_text(const char *text, struct layers_parse *lp)
+{
+    for (uint32_t item = 1; *text; item++) {
+        size_t len = strcspn(text, ",");
+        char buf[64], reason[400];
+        const char *fields[FIELD_ITEM] = { buf, NULL, NULL };
+        char *colon, *slash;
+        struct tkv_layer_rule rule;
+        enum layer_field bad;
+
+        if (len >= sizeof buf) {
+            snprintf(lp->why, sizeof lp->why, "item %u is too long", item);
+            return 0;
+        }
+        memcpy(buf, text, len);
+        buf[len] = '\0';
+        text += len + (text[len] == ',');
+        colon = strchr(buf, ':');
+        slash = colon ? strchr(colon + 1, '/') : NULL;
+        if (!slash) {
+            snprintf(lp->why, sizeof lp->why, "item %u '%s' is not FIRST[-LAST]:K_TYPE/V_TYPE", item, buf);
+            return 0;
+        }
+        *colon = *slash = '\0';
+        fields[FIELD_K_TYPE] = colon[1] ? colon + 1 : NULL;
+        fields[FIELD_V_TYPE] = slash[1] ? slash + 1 : NULL;
+        if (!layer_rule_from_text(fields, &rule, &bad, reason, sizeof reason)) {
+            snprintf(lp->why, sizeof lp->why, "item %u: %s", item, reason);
+            return 0;
+        }
+        snprintf(rule.origin, sizeof rule.origin, "%s item %u", lp->origin, item);
+        if (!add_layer_rule(&lp->rules, &rule, reason, sizeof reason)) {
+            snprintf(lp->why, sizeof lp->why, "item %u: %s", item, reason);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The text form of a set of rules. */
+static void format_layers(const struct tkv_layer_rules *rules, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    for (uint32_t i = 0; i < rules->n; i++) {
+        const struct tkv_layer_rule *r = &rules->rule[i];
+        append(buf, size, "%s%u", i ? "," : "", r->first);
+        if (r->last != r->first)
+            append(buf, size, "-%u", r->last);
+        append(buf, size, ":%s/%s", r->k_type == TKV_TYPE_FROM_CONFIG ? "" : tkv_type_name(r->k_type),
+               r->v_type == TKV_TYPE_FROM_CONFIG ? "" : tkv_type_name(r->v_type));
+    }
+}
+
 /* --- validation: the one place that turns text into a value */
 
 enum verdict { VALUE_OK, VALUE_INVALID, VALUE_OUT_OF_RANGE };
@@ -248,6 +419,7 @@ union value {
     int i;
     float f;
     const char *text; /* the input, or the canonical word of a table */
+    struct layers_parse *layers; /* KIND_LAYERS: filled by validate() */
 };
 
 /* A text value must fit its field, never be cut short. */
@@ -308,7 +480,8 @@ static enum verdict validate(const struct key_desc *d, const char *text, union v
         out->i = i;
         return VALUE_OK;
     case KIND_TYPE:
-        if (text[0] != '\0' && tkv_type_from_name(text, &type) != TKV_OK)
+        if (text[0] != '\0' && (tkv_type_from_name(text, &type) != TKV_OK ||
+                                (d->values && !value_type_ok(type))))
             return VALUE_INVALID;
         return text_value(d, text, out);
     case KIND_SCHEME:
@@ -317,6 +490,8 @@ static enum verdict validate(const struct key_desc *d, const char *text, union v
         return text_value(d, text, out);
     case KIND_TEXT:
         return text_value(d, text, out);
+    case KIND_LAYERS:
+        return parse_layers_text(text, out->layers) ? VALUE_OK : VALUE_INVALID;
     }
     return VALUE_INVALID;
 }
@@ -353,13 +528,17 @@ static void describe_accepted(const struct key_desc *d, char *buf, size_t size)
         break;
     case KIND_TYPE:
         append(buf, size, "\"\" (follow the scheme) or one of ");
-        append_type_names(buf, size);
+        append_type_names(buf, size, d->values);
         break;
     case KIND_SCHEME:
         describe_scheme(buf, size);
         break;
     case KIND_TEXT:
         append(buf, size, "text of at most %zu bytes", d->size - 1);
+        break;
+    case KIND_LAYERS:
+        append(buf, size, "items FIRST[-LAST]:K_TYPE/V_TYPE separated by commas, a type left empty "
+                          "where the item does not set it (\"0:q8_0/q8_0,1-3:/turbo4\")");
         break;
     }
 }
@@ -378,12 +557,14 @@ static void explain(const struct key_desc *d, enum verdict verdict, char *buf, s
 }
 
 /* Environment: "TURBO_X=value: why". Elsewhere the origin says where the
- * value was written: "FILE:LINE:COL: key 'k': value 'v' out of range ...". */
+ * value was written: "FILE:LINE:COL: key 'k': value 'v' out of range ...".
+ * detail, when not empty, says what is wrong before what is expected. */
 static int bad_value(const struct key_desc *d, const char *text, enum verdict verdict,
-                     uint32_t source, const char *origin)
+                     uint32_t source, const char *origin, const char *detail)
 {
-    char why[320], shown[72];
-    explain(d, verdict, why, sizeof why);
+    char why[1024], shown[72];
+    snprintf(why, sizeof why, "%s%s", detail, detail[0] ? ": " : "");
+    explain(d, verdict, why + strlen(why), sizeof why - strlen(why));
     shorten(text, shown, sizeof shown);
     if (source == TKV_SOURCE_ENV)
         return tkv_error(TKV_ECONFIG, "%s=%s: %s", origin, shown, why);
@@ -409,7 +590,19 @@ static void store(struct tkv_config *cfg, const struct key_desc *d, const union 
     case KIND_TEXT:
         memcpy(field, v->text, strlen(v->text) + 1); /* validate() checked it fits */
         break;
+    case KIND_LAYERS:
+        memcpy(field, &v->layers->rules, sizeof v->layers->rules);
+        break;
     }
+}
+
+/* Stores a validated value and records where it came from. */
+static void commit(struct tkv_config *cfg, enum tkv_config_key key, const union value *v, uint32_t source,
+                   const char *origin)
+{
+    store(cfg, &keys[key], v);
+    cfg->meta[key].source = source;
+    snprintf(cfg->meta[key].origin, sizeof cfg->meta[key].origin, "%s", origin);
 }
 
 int tkv_config_set(struct tkv_config *cfg, enum tkv_config_key key, const char *text,
@@ -417,18 +610,17 @@ int tkv_config_set(struct tkv_config *cfg, enum tkv_config_key key, const char *
 {
     const struct key_desc *d;
     enum verdict verdict;
-    union value v;
 
     if (!cfg || !text || !origin || (unsigned)key >= TKV_CFG_COUNT || source > TKV_SOURCE_API)
         return tkv_error(TKV_EINVAL, "tkv_config_set: invalid argument (key %d, source %u)",
                          (int)key, source);
+    struct layers_parse layers = { .origin = origin };
+    union value v = { .layers = &layers };
     d = &keys[key];
     verdict = validate(d, text, &v);
     if (verdict != VALUE_OK)
-        return bad_value(d, text, verdict, source, origin);
-    store(cfg, d, &v);
-    cfg->meta[key].source = source;
-    snprintf(cfg->meta[key].origin, sizeof cfg->meta[key].origin, "%s", origin);
+        return bad_value(d, text, verdict, source, origin, layers.why);
+    commit(cfg, key, &v, source, origin);
     return TKV_OK;
 }
 
@@ -496,6 +688,9 @@ void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, ch
     case KIND_SCHEME:
     case KIND_TEXT:
         snprintf(buf, size, "%s", field);
+        break;
+    case KIND_LAYERS:
+        format_layers(&cfg->layers, buf, size);
         break;
     }
 }
@@ -651,16 +846,101 @@ static int unknown_key(const struct yaml_reader *r, const char *name)
     return file_error(r, r->event.start_mark, "unknown key '%s' (known keys: %s)", name, known);
 }
 
-/* Applies the value event of a key. Every key takes one scalar today; a key
- * whose value is a sequence (per-layer policies) gets its own branch here. */
-static int apply_value(struct tkv_config *cfg, const struct yaml_reader *r, enum tkv_config_key key)
+/* "FILE:LINE:COL" of a mark. */
+static void file_origin(const struct yaml_reader *r, yaml_mark_t mark, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s:%zu:%zu", r->path, mark.line + 1, mark.column + 1);
+}
+
+/* One item of the layers sequence, from its MAPPING_START to its MAPPING_END. */
+static int apply_layer_item(struct yaml_reader *r, uint32_t item, struct tkv_layer_rules *rules)
+{
+    char values[FIELD_ITEM][64], reason[400];
+    const char *text[FIELD_ITEM] = { NULL, NULL, NULL };
+    yaml_mark_t item_mark = r->event.start_mark, marks[FIELD_ITEM];
+    struct tkv_layer_rule rule;
+    enum layer_field bad;
+    int rc, f;
+
+    for (;;) {
+        if ((rc = next_event(r)) != TKV_OK)
+            return rc;
+        if (r->event.type == YAML_MAPPING_END_EVENT)
+            break;
+        if (r->event.type != YAML_SCALAR_EVENT)
+            return file_error(r, r->event.start_mark, "key 'layers': item %u: expected a key name, not %s", item,
+                              event_noun(&r->event));
+        f = word_index(layer_fields, FIELD_ITEM, scalar_text(&r->event));
+        if (f < 0)
+            return file_error(r, r->event.start_mark,
+                              "key 'layers': item %u: unknown key '%s' (expected layer, k_type or v_type)", item,
+                              scalar_text(&r->event));
+        if (text[f])
+            return file_error(r, r->event.start_mark, "key 'layers': item %u: duplicate key '%s'", item,
+                              layer_fields[f]);
+        if ((rc = next_event(r)) != TKV_OK)
+            return rc;
+        const yaml_event_t *e = &r->event;
+        if (e->type != YAML_SCALAR_EVENT)
+            return file_error(r, e->start_mark, "key 'layers': item %u: '%s': expected a single value, not %s",
+                              item, layer_fields[f], event_noun(e));
+        if (is_null(e))
+            return file_error(r, e->start_mark, "key 'layers': item %u: '%s': no value", item, layer_fields[f]);
+        if (strlen(scalar_text(e)) != e->data.scalar.length || e->data.scalar.length >= sizeof values[f])
+            return file_error(r, e->start_mark, "key 'layers': item %u: '%s': not a layer or a type name", item,
+                              layer_fields[f]);
+        memcpy(values[f], scalar_text(e), e->data.scalar.length + 1);
+        text[f] = values[f];
+        marks[f] = e->start_mark;
+    }
+    if (!layer_rule_from_text(text, &rule, &bad, reason, sizeof reason))
+        return file_error(r, bad == FIELD_ITEM ? item_mark : marks[bad], "key 'layers': item %u: %s", item,
+                          reason);
+    file_origin(r, item_mark, rule.origin, sizeof rule.origin);
+    if (!add_layer_rule(rules, &rule, reason, sizeof reason))
+        return file_error(r, item_mark, "key 'layers': item %u: %s", item, reason);
+    return TKV_OK;
+}
+
+/* The layers key as a sequence of mappings, from after its SEQUENCE_START. */
+static int apply_layers_sequence(struct tkv_config *cfg, struct yaml_reader *r)
+{
+    struct layers_parse lp = { 0 };
+    union value v = { .layers = &lp };
+    char origin[sizeof cfg->meta[0].origin];
+    int rc;
+
+    file_origin(r, r->event.start_mark, origin, sizeof origin);
+    for (uint32_t item = 1;; item++) {
+        if ((rc = next_event(r)) != TKV_OK)
+            return rc;
+        if (r->event.type == YAML_SEQUENCE_END_EVENT)
+            break;
+        if (r->event.type != YAML_MAPPING_START_EVENT)
+            return file_error(r, r->event.start_mark,
+                              "key 'layers': item %u: expected a mapping {layer: N or FIRST-LAST, k_type: T, "
+                              "v_type: T}, not %s",
+                              item, event_noun(&r->event));
+        if ((rc = apply_layer_item(r, item, &lp.rules)) != TKV_OK)
+            return rc;
+    }
+    commit(cfg, TKV_CFG_LAYERS, &v, TKV_SOURCE_FILE, origin);
+    return TKV_OK;
+}
+
+/* Applies the value event of a key: one scalar, or for layers also a
+ * sequence of mappings. */
+static int apply_value(struct tkv_config *cfg, struct yaml_reader *r, enum tkv_config_key key)
 {
     const struct key_desc *d = &keys[key];
     const yaml_event_t *e = &r->event;
     char origin[1200], accepted[256];
 
+    if (d->kind == KIND_LAYERS && e->type == YAML_SEQUENCE_START_EVENT)
+        return apply_layers_sequence(cfg, r);
     if (e->type != YAML_SCALAR_EVENT)
-        return file_error(r, e->start_mark, "key '%s': expected a single value, not %s", d->name,
+        return file_error(r, e->start_mark, "key '%s': expected %s, not %s", d->name,
+                          d->kind == KIND_LAYERS ? "a sequence of mappings or a single value" : "a single value",
                           event_noun(e));
     if (strlen(scalar_text(e)) != e->data.scalar.length)
         return file_error(r, e->start_mark, "key '%s': value contains a NUL character", d->name);
@@ -670,8 +950,7 @@ static int apply_value(struct tkv_config *cfg, const struct yaml_reader *r, enum
     if (kind_is_typed(d->kind) && !e->data.scalar.plain_implicit)
         return file_error(r, e->start_mark, "key '%s': value '%s' is a quoted or tagged string: expected %s",
                           d->name, scalar_text(e), accepted);
-    snprintf(origin, sizeof origin, "%s:%zu:%zu", r->path, e->start_mark.line + 1,
-             e->start_mark.column + 1);
+    file_origin(r, e->start_mark, origin, sizeof origin);
     return tkv_config_set(cfg, key, scalar_text(e), TKV_SOURCE_FILE, origin);
 }
 

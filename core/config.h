@@ -22,12 +22,31 @@ enum tkv_config_key {
     TKV_CFG_SPARSE_V,           /* sparse_v: bool                         TURBO_SPARSE_V */
     TKV_CFG_SPARSE_V_THRESHOLD, /* sparse_v_threshold: float in (0, 1)    TURBO_SPARSE_V_THRESHOLD */
     TKV_CFG_LAYER_ADAPTIVE,     /* layer_adaptive: 0,1,2,5,6,7            TURBO_LAYER_ADAPTIVE */
+    TKV_CFG_LAYERS,             /* layers: per-layer K/V types            TURBO_LAYERS */
     TKV_CFG_AUTO_ASYMMETRIC,    /* auto_asymmetric: bool                  TURBO_AUTO_ASYMMETRIC */
     TKV_CFG_NORM_CORRECTION,    /* norm_correction: bool                  TURBO_NORM_CORRECTION */
     TKV_CFG_ROTATION,           /* rotation: wht|dense|none               TURBO_ROTATION */
     TKV_CFG_THREADS,            /* threads: 0 (all cores)..1024           TURBO_THREADS */
     TKV_CFG_LOG,                /* log: error|warn|info|debug             TURBO_LOG */
     TKV_CFG_COUNT
+};
+
+/* The most layers a cache may have (tkv_cache_create). */
+#define TKV_MAX_LAYERS 4096u
+
+/* The `layers` key: K/V types for named layers, overriding the scheme,
+ * k_type/v_type and layer_adaptive there (core/policy.c). */
+#define TKV_MAX_LAYER_RULES 64u
+
+struct tkv_layer_rule {
+    uint32_t first, last;    /* layers first..last, inclusive */
+    uint32_t k_type, v_type; /* enum tkv_type, or TKV_TYPE_FROM_CONFIG: left as it is */
+    char origin[256];        /* where it was written: "FILE:LINE:COL", "TURBO_LAYERS item 2" */
+};
+
+struct tkv_layer_rules {
+    uint32_t n;
+    struct tkv_layer_rule rule[TKV_MAX_LAYER_RULES]; /* no two overlap */
 };
 
 struct tkv_config_meta {
@@ -45,6 +64,7 @@ struct tkv_config {
     int sparse_v;
     float sparse_v_threshold;
     int layer_adaptive;
+    struct tkv_layer_rules layers;
     int auto_asymmetric;
     int norm_correction;
     uint32_t rotation;        /* enum tkv_rotation */

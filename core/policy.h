@@ -1,7 +1,7 @@
 /*
  * Which K and V type each layer gets: explicit per-layer types, else the
  * caller's types, else the configuration (scheme, k_type/v_type,
- * auto_asymmetric, layer_adaptive).
+ * auto_asymmetric, layer_adaptive, layers).
  */
 #ifndef TKV_CORE_POLICY_H
 #define TKV_CORE_POLICY_H
@@ -9,7 +9,8 @@
 #include "config.h"
 #include "turbokv.h"
 
-/* Fills k_types/v_types [p->n_layers]. Logs the choices "auto" made. */
+/* Fills k_types/v_types [p->n_layers]. Logs the choices the configuration
+ * made. Fails on a QJL value type and on a `layers` item past n_layers. */
 int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_params *p, uint32_t *k_types,
                        uint32_t *v_types);
 

@@ -4,6 +4,7 @@
  *     in g dimensions (TurboQuant, arXiv 2504.19874, Lemma 1 and section 3.1);
  *   - the randomized Walsh-Hadamard sign vectors D1, D2;
  *   - the dense seeded orthogonal rotations;
+ *   - the QJL sketches of the QJL key types (paper, Definition 1);
  *   - tables_id, the FNV-1a identity of all of them.
  * Everything is computed in double from closed forms and integer generators,
  * deterministically, once per seed per process.
@@ -29,7 +30,8 @@
 #define NEWTON_DONE 1e-10
 
 /* Stream constants of the sign vectors (documented in turbokv_format.h) and
- * of the dense rotations (documented at make_dense below). */
+ * of the dense rotations (documented at haar_orthogonal below); the QJL
+ * sketches' is TKV_QJL_SEED_MUL. */
 #define SIGN_SEED_MUL 0x9E3779B97F4A7C15ull
 #define DENSE_SEED_MUL 0xD1B54A32D192ED03ull
 
@@ -213,8 +215,10 @@ static void make_signs(uint64_t seed, uint32_t g, float *sign1, float *sign2)
 }
 
 /*
- * Dense rotation Q for group size g (TKV_ROTATION_DENSE, y = Q u):
- *   1. splitmix64 seeded with seed ^ (g * 0xD1B54A32D192ED03);
+ * A Haar-random orthogonal g x g matrix from the stream constant mul: the
+ * dense rotation Q (TKV_ROTATION_DENSE, y = Q u; mul = DENSE_SEED_MUL =
+ * 0xD1B54A32D192ED03) and the QJL sketch (mul = TKV_QJL_SEED_MUL):
+ *   1. splitmix64 seeded with seed ^ (g * mul);
  *   2. g*g standard normals in row-major order, two per pair of outputs
  *      (z1, z2) by Box-Muller in double:
  *        u1 = ((z1 >> 11) + 1) * 2^-53 in (0, 1],  u2 = (z2 >> 11) * 2^-53,
@@ -227,12 +231,12 @@ static void make_signs(uint64_t seed, uint32_t g, float *sign1, float *sign2)
  * rotation of the paper's Algorithm 1. The rounding leaves |Q Q^T - I| at
  * float precision.
  */
-static int make_dense(uint64_t seed, uint32_t g, float *dense)
+static int haar_orthogonal(uint64_t seed, uint64_t mul, uint32_t g, float *out)
 {
     double *q = malloc(sizeof *q * g * g);
     if (!q)
-        return tkv_error(TKV_ENOMEM, "tables: no memory for the %ux%u dense rotation", g, g);
-    uint64_t state = seed ^ ((uint64_t)g * DENSE_SEED_MUL);
+        return tkv_error(TKV_ENOMEM, "tables: no memory for a %ux%u orthogonal matrix", g, g);
+    uint64_t state = seed ^ ((uint64_t)g * mul);
     const double two_pi = 6.283185307179586476925286766559;
     for (uint32_t i = 0; i < g * g; i += 2) {
         double u1 = (double)((splitmix64(&state) >> 11) + 1) * 0x1p-53;
@@ -260,9 +264,33 @@ static int make_dense(uint64_t seed, uint32_t g, float *dense)
             row[t] /= norm;
     }
     for (uint32_t i = 0; i < g * g; i++)
-        dense[i] = (float)q[i];
+        out[i] = (float)q[i];
     free(q);
     return TKV_OK;
+}
+
+/*
+ * QJL sketch S for group size g (turbokv_format.h, "QJL key types"): a Haar
+ * orthogonal matrix drawn as the dense rotation is, from its own stream.
+ * Each row alone is uniform on the sphere, so E[s sign(<s, r>)] = m_g r/||r||
+ * with m_g = E|t|, the mean absolute coordinate of a random unit vector, and
+ * scale = 1/(g m_g) makes the residual estimate unbiased, as the paper's
+ * i.i.d. Gaussian S does (Definition 1, Theorem 2). Orthogonal rows give
+ * ||S^T z||^2 = g for every sign vector z, which lowers the error of the
+ * estimate (orthogonal random features, Yu et al., NeurIPS 2016), and no row
+ * norms to scatter from one fixed draw to the next.
+ * For even g, m_g = Gamma(g/2) / (sqrt(pi) Gamma((g+1)/2))
+ *             = (2/pi) prod_{k = 2, 4, .., g-2} k / (k+1),
+ * from m_2 = 2/pi and m_{g+2} = m_g g/(g+1) (Gamma(x+1) = x Gamma(x)).
+ */
+static int make_qjl(uint64_t seed, uint32_t g, float *rows, struct tkv_qjl_tables *out)
+{
+    int rc = haar_orthogonal(seed, TKV_QJL_SEED_MUL, g, rows);
+    double mean_abs = 2.0 / 3.14159265358979323846;
+    for (uint32_t k = 2; k + 2 <= g; k += 2)
+        mean_abs *= (double)k / (k + 1);
+    *out = (struct tkv_qjl_tables){ .rows = rows, .scale = (float)(1.0 / (g * mean_abs)) };
+    return rc;
 }
 
 /* ---- identity ----------------------------------------------------------- */
@@ -293,7 +321,7 @@ struct tables_block {
 
 static size_t floats_per_group(uint32_t g)
 {
-    size_t n = 2u * g + (size_t)g * g; /* signs, dense */
+    size_t n = 2u * g + 2u * (size_t)g * g; /* signs, dense, QJL */
     for (uint32_t bits = TKV_TURBO_BITS_MIN; bits <= TKV_TURBO_BITS_MAX; bits++)
         n += 3u * (1u << bits) - 1u; /* centroids, centroid_sq, boundaries */
     return n;
@@ -301,8 +329,9 @@ static size_t floats_per_group(uint32_t g)
 
 /*
  * tables_id hashes, for g = 8, 16, .., 128 in turn: for b = 2, 3, 4 the
- * centroids then the boundaries, then D1, D2 and the dense matrix. The
- * centroid squares derive from the centroids and are not hashed.
+ * centroids then the boundaries, then D1, D2 and the dense matrix; after
+ * every group size, the QJL rows for g = 8 .. 128. The centroid squares and
+ * the QJL scales derive from those and are not hashed.
  */
 static struct tables_block *compute_tables(uint64_t seed)
 {
@@ -335,7 +364,7 @@ static struct tables_block *compute_tables(uint64_t seed)
         float *sign1 = p, *sign2 = p + g, *dense = p + 2 * g;
         p += 2 * g + (size_t)g * g;
         make_signs(seed, g, sign1, sign2);
-        if (make_dense(seed, g, dense) != TKV_OK) {
+        if (haar_orthogonal(seed, DENSE_SEED_MUL, g, dense) != TKV_OK) {
             free(t);
             return NULL;
         }
@@ -345,6 +374,15 @@ static struct tables_block *compute_tables(uint64_t seed)
         id = fnv1a_floats(id, sign1, g);
         id = fnv1a_floats(id, sign2, g);
         id = fnv1a_floats(id, dense, (size_t)g * g);
+    }
+    for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
+        float *rows = p;
+        p += (size_t)g * g;
+        if (make_qjl(seed, g, rows, &t->math.qjl[tkv_group_index(g)]) != TKV_OK) {
+            free(t);
+            return NULL;
+        }
+        id = fnv1a_floats(id, rows, (size_t)g * g);
     }
     t->math.tables_id = id;
     return t;

@@ -134,8 +134,9 @@ static void same_bytes_every_format(void **state)
                         continue; /* rotation and scale mode only shape turbo rows */
                     fill_rows(k, TOKENS, row, 5.0f);
                     fill_rows(v, TOKENS, row, 0.5f);
-                    tkv_cache *a = make(ctx_cpu, HEADS, dims[d], TOKENS, 1, t, t, rotations[r], sm);
-                    tkv_cache *b = make(ctx_b, HEADS, dims[d], TOKENS, 1, t, t, rotations[r], sm);
+                    uint32_t vt = tkv_type_is_qjl(t) ? TKV_TYPE_F16 : t; /* QJL: keys only */
+                    tkv_cache *a = make(ctx_cpu, HEADS, dims[d], TOKENS, 1, t, vt, rotations[r], sm);
+                    tkv_cache *b = make(ctx_b, HEADS, dims[d], TOKENS, 1, t, vt, rotations[r], sm);
                     assert_int_equal(tkv_cache_append(a, 0, 0, TOKENS, k, v), TKV_OK);
                     if (tkv_cache_append(b, 0, 0, TOKENS, k, v) != TKV_OK)
                         fail_msg("append on %s: %s", backend, tkv_last_error());
@@ -144,7 +145,7 @@ static void same_bytes_every_format(void **state)
                         print_message("%s vs cpu: %s head_dim %u rotation %u scale %u: %ld bytes differ\n", backend,
                                       tkv_type_name(t), dims[d], rotations[r], sm, diff);
                     total_diff += diff;
-                    total_bytes += 2L * TOKENS * HEADS * tkv_row_bytes(t, dims[d]);
+                    total_bytes += (long)TOKENS * HEADS * (tkv_row_bytes(t, dims[d]) + tkv_row_bytes(vt, dims[d]));
                     for (int w = 0; w < 2; w++) {
                         assert_int_equal(tkv_cache_dequantize(a, 0, 0, w, 0, TOKENS, ka), TKV_OK);
                         assert_int_equal(tkv_cache_dequantize(b, 0, 0, w, 0, TOKENS, kb), TKV_OK);

@@ -94,7 +94,8 @@ static void test_defaults(void **state)
         [TKV_CFG_PLUGIN_PATH] = "",        [TKV_CFG_SCHEME] = "auto",
         [TKV_CFG_K_TYPE] = "",             [TKV_CFG_V_TYPE] = "",
         [TKV_CFG_SPARSE_V] = "true",       [TKV_CFG_SPARSE_V_THRESHOLD] = "1e-06",
-        [TKV_CFG_LAYER_ADAPTIVE] = "0",    [TKV_CFG_AUTO_ASYMMETRIC] = "true",
+        [TKV_CFG_LAYER_ADAPTIVE] = "0",    [TKV_CFG_LAYERS] = "",
+        [TKV_CFG_AUTO_ASYMMETRIC] = "true",
         [TKV_CFG_NORM_CORRECTION] = "true", [TKV_CFG_ROTATION] = "wht",
         [TKV_CFG_THREADS] = "0",           [TKV_CFG_LOG] = "warn",
     };
@@ -145,6 +146,7 @@ static void test_file_values(void **state)
         "sparse_v: off\n"
         "sparse_v_threshold: 0.001\n"
         "layer_adaptive: 7\n"
+        "layers: \"0:q8_0/q8_0,2-3:/turbo4\"\n"
         "auto_asymmetric: No\n"
         "norm_correction: 0\n"
         "rotation: dense\n"
@@ -181,7 +183,8 @@ static void test_file_values(void **state)
         [TKV_CFG_PLUGIN_PATH] = "/opt/a:/opt/b", [TKV_CFG_SCHEME] = "k8v4",
         [TKV_CFG_K_TYPE] = "q8_0",          [TKV_CFG_V_TYPE] = "turbo3",
         [TKV_CFG_SPARSE_V] = "false",       [TKV_CFG_SPARSE_V_THRESHOLD] = "0.001",
-        [TKV_CFG_LAYER_ADAPTIVE] = "7",     [TKV_CFG_AUTO_ASYMMETRIC] = "false",
+        [TKV_CFG_LAYER_ADAPTIVE] = "7",     [TKV_CFG_LAYERS] = "0:q8_0/q8_0,2-3:/turbo4",
+        [TKV_CFG_AUTO_ASYMMETRIC] = "false",
         [TKV_CFG_NORM_CORRECTION] = "false", [TKV_CFG_ROTATION] = "dense",
         [TKV_CFG_THREADS] = "16",           [TKV_CFG_LOG] = "debug",
     };
@@ -192,7 +195,7 @@ static void test_file_values(void **state)
     /* origins point at the value: line 2 is "backend: vulkan" */
     snprintf(origin, sizeof origin, "%s:2:10", path);
     assert_string_equal(cfg.meta[TKV_CFG_BACKEND].origin, origin);
-    snprintf(origin, sizeof origin, "%s:15:6", path);
+    snprintf(origin, sizeof origin, "%s:16:6", path);
     assert_string_equal(cfg.meta[TKV_CFG_LOG].origin, origin);
 }
 
@@ -226,9 +229,8 @@ static const struct bad_file bad_files[] = {
     { "backend: cpu\nsparse_vv: true\n", 2, 1, "unknown key 'sparse_vv' (did you mean 'sparse_v'?)" },
     { "frobnicate: 1\n", 1, 1,
       "unknown key 'frobnicate' (known keys: backend, device, plugin_path, scheme, k_type, v_type, "
-      "sparse_v, sparse_v_threshold, layer_adaptive, auto_asymmetric, norm_correction, rotation, "
-      "threads, log)" },
-    { "layers:\n  - k_type: f16\n", 1, 1, "unknown key 'layers'" },
+      "sparse_v, sparse_v_threshold, layer_adaptive, layers, auto_asymmetric, norm_correction, "
+      "rotation, threads, log)" },
     /* wrong types */
     { "backend: [cpu]\n", 1, 10, "key 'backend': expected a single value, not a sequence" },
     { "threads:\n  n: 4\n", 2, 3, "key 'threads': expected a single value, not a mapping" },
@@ -250,6 +252,9 @@ static const struct bad_file bad_files[] = {
     { "log: verbose\n", 1, 6, "key 'log': value 'verbose': expected one of error, warn, info, debug" },
     { "k_type: turbo9\n", 1, 9,
       "key 'k_type': value 'turbo9': expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, "
+      "turbo3, turbo4, turbo3_qjl, turbo4_qjl" },
+    { "v_type: turbo3_qjl\n", 1, 9,
+      "key 'v_type': value 'turbo3_qjl': expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, "
       "turbo3, turbo4" },
     { "scheme: k9v9\n", 1, 9,
       "key 'scheme': value 'k9v9': expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, turbo4) or "
@@ -393,7 +398,8 @@ static void test_env_errors(void **state)
         { "TURBO_SPARSE_V_THRESHOLD", "1e-3x", "TURBO_SPARSE_V_THRESHOLD=1e-3x: expected a number in (0, 1)" },
         { "TURBO_LAYER_ADAPTIVE", "3", "TURBO_LAYER_ADAPTIVE=3: expected one of 0, 1, 2, 5, 6, 7" },
         { "TURBO_K_TYPE", "turbo9",
-          "TURBO_K_TYPE=turbo9: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4" },
+          "TURBO_K_TYPE=turbo9: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4, "
+          "turbo3_qjl, turbo4_qjl" },
         { "TURBO_V_TYPE", "F16",
           "TURBO_V_TYPE=F16: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4" },
         { "TURBO_THREADS", "-1", "TURBO_THREADS=-1: out of range 0..1024" },
@@ -479,7 +485,7 @@ static void test_scheme_parse(void **state)
         { "k3v3", TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 },
     };
     static const char *const bad[] = { "", "k9v9", "k8", "kv", "k8v", "kv4", "k8v4x", "k08v4", "K8V4",
-                                       "turbo", "q8", "k8v4v4", "v4k8", "auto " };
+                                       "turbo", "q8", "k8v4v4", "v4k8", "auto ", "turbo3_qjl" };
     uint32_t k, v;
     (void)state;
 

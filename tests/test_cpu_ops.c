@@ -24,7 +24,8 @@
 
 #define N_TYPES TKV_TYPE_COUNT
 static const char *const type_name[N_TYPES] = { "f32",    "f16",    "q8_0",
-                                                "turbo2", "turbo3", "turbo4" };
+                                                "turbo2", "turbo3", "turbo4",
+                                                "turbo3_qjl", "turbo4_qjl" };
 
 /* ---- the module under test ------------------------------------------------ */
 
@@ -423,6 +424,8 @@ static void test_format_conformance(void **state)
     enum { ROWS = 64 };
     for (uint32_t type = 0; type < N_TYPES; type++) {
         struct conformance acc = { 0 };
+        if (tkv_type_is_qjl(type))
+            continue; /* the residual sketch is modeled in test_quality.c */
         uint32_t variants = tkv_type_is_turbo(type) ? TKV_ROTATION_COUNT * TKV_SCALE_COUNT : 1;
         for (size_t d = 0; d < N_HEAD_DIMS; d++) {
             uint32_t hd = head_dims[d];
@@ -817,10 +820,10 @@ static void test_attention_reference(void **state)
 }
 
 /* Peaked attention (scores scaled up 6x): sparse V skips rows, and the
- * output moves by no more than the weight of the rows it may skip. */
-static void test_sparse_v(void **state)
+ * output moves by no more than the weight of the rows it may skip. level
+ * names the device's ISA level in the messages. */
+static void check_sparse_v(const char *level)
 {
-    (void)state;
     static const uint32_t types[][2] = {
         { TKV_TYPE_F32, TKV_TYPE_F32 },
         { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 },
@@ -855,15 +858,21 @@ static void test_sparse_v(void **state)
             assert_true(moved <= ref.tail[r] + 1e-6 * ref.mag[r]);
             worst = fmax(worst, moved / ref.mag[r]);
         }
-        print_message("sparse V %s/%s, threshold %.0e: %llu of %llu rows skipped (%.1f%%), output "
-                      "moved <= %.1e x sum w|v| (bound: the skippable weight)\n",
-                      type_name[types[ti][0]], type_name[types[ti][1]], (double)threshold,
+        print_message("%s: sparse V %s/%s, threshold %.0e: %llu of %llu rows skipped (%.1f%%), "
+                      "output moved <= %.1e x sum w|v| (bound: the skippable weight)\n",
+                      level, type_name[types[ti][0]], type_name[types[ti][1]], (double)threshold,
                       (unsigned long long)skipped, (unsigned long long)total,
                       100.0 * skipped / total, worst);
         free(dense);
         ref_free(&ref);
         case_free(&c);
     }
+}
+
+static void test_sparse_v(void **state)
+{
+    (void)state;
+    check_sparse_v("auto");
 }
 
 /* ---- zero and non-finite rows ---------------------------------------------- */
@@ -963,6 +972,280 @@ static void test_nonfinite_rows(void **state)
             assert_true(isfinite(c.out[i]));
         case_free(&c);
     }
+}
+
+/* ---- ISA levels ----------------------------------------------------------------
+ *
+ * The plugin runs one of several ISA levels (TURBO_CPU_ISA: avx512, avx2,
+ * scalar; reference is the plain-C kernels of rows.c and attention.c, one
+ * thread). Every level this CPU runs must store exactly the reference's
+ * bytes, and its attention outputs must agree with the reference's within
+ * float accumulation: the levels sum in other orders (blocks of 8 or 16,
+ * split-K merges) and use a polynomial e^x within 2 ulp of expf. Bound:
+ * ||out - out_ref|| <= 1e-5 x sum_j w_j ||v_j|| per output row (measured
+ * below 1e-6).
+ */
+
+#define TOLERANCE_LEVELS 1e-5
+
+#if defined(__x86_64__) || defined(__i386__)
+static int cpu_has_avx512(void)
+{
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+static int cpu_has_avx2(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+#else
+static int cpu_has_avx512(void) { return 0; }
+static int cpu_has_avx2(void) { return 0; }
+#endif
+static int cpu_little_endian(void) { return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__; }
+
+/* Best first, as TURBO_CPU_ISA=auto picks. */
+static const struct {
+    const char *name;
+    int (*runs)(void);
+} isa_levels[] = {
+    { "avx512", cpu_has_avx512 },
+    { "avx2", cpu_has_avx2 },
+    { "scalar", cpu_little_endian },
+};
+#define N_LEVELS (sizeof isa_levels / sizeof isa_levels[0])
+
+/* Opens a device with TURBO_CPU_ISA=isa and the given threads (the
+ * caller's TURBO_CPU_ISA restored after). */
+static int open_isa(const char *isa, uint32_t threads, void **dev)
+{
+    struct tkv_open_params params = { .struct_size = sizeof params, .threads = threads,
+                                      .math = env.math };
+    const char *had = getenv("TURBO_CPU_ISA");
+    char saved[64];
+    snprintf(saved, sizeof saved, "%s", had ? had : "");
+    setenv("TURBO_CPU_ISA", isa, 1);
+    *dev = NULL;
+    int rc = env.p->open(&params, dev);
+    if (had)
+        setenv("TURBO_CPU_ISA", saved, 1);
+    else
+        unsetenv("TURBO_CPU_ISA");
+    return rc;
+}
+
+static void *open_isa_ok(const char *isa, uint32_t threads)
+{
+    void *dev;
+    if (open_isa(isa, threads, &dev) != TKV_OK)
+        fail_msg("TURBO_CPU_ISA=%s, %u threads: %s", isa, threads, last_error);
+    return dev;
+}
+
+/* The driver string probe reports with TURBO_CPU_ISA=isa. */
+static void probe_isa(const char *isa, char *driver, size_t size)
+{
+    struct tkv_device_info info;
+    uint32_t n;
+    setenv("TURBO_CPU_ISA", isa, 1);
+    assert_int_equal(env.p->probe(&info, 1, &n), TKV_OK);
+    unsetenv("TURBO_CPU_ISA");
+    snprintf(driver, size, "%s", info.driver);
+}
+
+static void test_isa_selection(void **state)
+{
+    (void)state;
+    char driver[256], want[64];
+    void *dev;
+    assert_int_equal(open_isa("sse9", 0, &dev), TKV_ECONFIG);
+    if (!strstr(last_error, "TURBO_CPU_ISA=sse9") || !strstr(last_error, "avx2"))
+        fail_msg("error \"%s\" names neither the variable nor the choices", last_error);
+    for (size_t i = 0; i < N_LEVELS; i++) {
+        int rc = open_isa(isa_levels[i].name, 2, &dev);
+        if (!isa_levels[i].runs()) {
+            assert_int_equal(rc, TKV_EUNSUPPORTED);
+            assert_non_null(strstr(last_error, "TURBO_CPU_ISA"));
+            print_message("TURBO_CPU_ISA=%s refused here: %s\n", isa_levels[i].name, last_error);
+            continue;
+        }
+        assert_int_equal(rc, TKV_OK);
+        env.p->close(dev);
+        probe_isa(isa_levels[i].name, driver, sizeof driver);
+        snprintf(want, sizeof want, "isa %s ", isa_levels[i].name);
+        assert_non_null(strstr(driver, want));
+    }
+    assert_int_equal(open_isa("reference", 0, &dev), TKV_OK);
+    env.p->close(dev);
+    for (size_t i = 0; i < N_LEVELS; i++)
+        if (isa_levels[i].runs()) { /* auto takes the best */
+            probe_isa("auto", driver, sizeof driver);
+            snprintf(want, sizeof want, "isa %s ", isa_levels[i].name);
+            assert_non_null(strstr(driver, want));
+            print_message("auto: %s\n", driver);
+            break;
+        }
+}
+
+/* Every type, head_dim, rotation and scale mode; rows of magnitudes 1e-3..1e3,
+ * a saturating one and a zero one, 3 heads x 64 tokens per append (several
+ * work items): each level's bytes equal the reference device's. */
+static void test_isa_quantize_identical(void **state)
+{
+    (void)state;
+    enum { TOKENS = 64, HEADS = 3 };
+    void *ref_dev = open_isa_ok("reference", 1), *home = env.dev;
+    for (size_t li = 0; li < N_LEVELS; li++) {
+        if (!isa_levels[li].runs())
+            continue;
+        void *dev = open_isa_ok(isa_levels[li].name, 2);
+        uint64_t rows = 0, bytes = 0;
+        for (uint32_t type = 0; type < N_TYPES; type++) {
+            uint32_t variants = tkv_type_is_turbo(type) ? TKV_ROTATION_COUNT * TKV_SCALE_COUNT : 1;
+            for (size_t d = 0; d < N_HEAD_DIMS; d++) {
+                uint32_t hd = head_dims[d], rb = tkv_row_bytes(type, hd);
+                size_t n = (size_t)TOKENS * HEADS * hd, size = (size_t)TOKENS * HEADS * rb;
+                float *x = xcalloc(n, sizeof *x);
+                uint8_t *want = xcalloc(size, 1), *got = xcalloc(size, 1);
+                fill_gauss(x, hd, 1e5);
+                for (size_t r = 2; r < (size_t)TOKENS * HEADS; r++)
+                    fill_gauss(x + r * hd, hd, exp(rng_uniform() * 14.0 - 7.0));
+                for (uint32_t v = 0; v < variants; v++) {
+                    struct tkv_row_format fmt =
+                        row_format(type, hd, v / TKV_SCALE_COUNT, v % TKV_SCALE_COUNT);
+                    void *devs[2] = { ref_dev, dev };
+                    uint8_t *out[2] = { want, got };
+                    for (int k = 0; k < 2; k++) {
+                        env.dev = devs[k];
+                        void *buf = buffer_new(size);
+                        assert_int_equal(append(buf, &fmt, TOKENS, HEADS, x, 0,
+                                                (uint64_t)TOKENS * rb, NULL),
+                                         TKV_OK);
+                        assert_int_equal(env.p->buffer_read(env.dev, buf, 0, out[k], size), TKV_OK);
+                        env.p->buffer_free(env.dev, buf);
+                    }
+                    if (memcmp(want, got, size) != 0)
+                        fail_msg("TURBO_CPU_ISA=%s: %s, head_dim %u, rotation %u, scale mode %u: "
+                                 "stored bytes differ from the reference",
+                                 isa_levels[li].name, type_name[type], hd,
+                                 fmt.rotation, fmt.scale_mode);
+                    rows += (uint64_t)TOKENS * HEADS;
+                    bytes += size;
+                }
+                free(x);
+                free(want);
+                free(got);
+            }
+        }
+        print_message("TURBO_CPU_ISA=%s: %llu rows (every type, head_dim, rotation, scale mode), "
+                      "%llu bytes, identical to the reference\n",
+                      isa_levels[li].name, (unsigned long long)rows, (unsigned long long)bytes);
+        env.dev = home;
+        env.p->close(dev);
+    }
+    env.dev = home;
+    env.p->close(ref_dev);
+}
+
+/* The shapes and type pairs of test_attention_reference, built with the
+ * same data on the reference device and on every level's: each level's
+ * outputs against the reference's (sparse V off), and the best level's on
+ * 1 and 3 threads bit for bit against its own on 2 (the work split does not
+ * depend on the thread count). */
+static void test_isa_attention_matches_reference(void **state)
+{
+    (void)state;
+    enum { THREADS = 2 };
+    void *home = env.dev, *ref_dev = open_isa_ok("reference", 1), *devs[N_LEVELS] = { 0 };
+    void *other_threads[2] = { 0 };
+    int best = -1;
+    double worst[N_LEVELS] = { 0 };
+    for (size_t li = 0; li < N_LEVELS; li++)
+        if (isa_levels[li].runs()) {
+            devs[li] = open_isa_ok(isa_levels[li].name, THREADS);
+            if (best < 0) {
+                best = (int)li;
+                other_threads[0] = open_isa_ok(isa_levels[li].name, 1);
+                other_threads[1] = open_isa_ok(isa_levels[li].name, 3);
+            }
+        }
+    for (size_t ti = 0; ti < sizeof attn_types / sizeof attn_types[0]; ti++)
+        for (size_t si = 0; si < N_SHAPES; si++) {
+            struct attn_case c = shape_case(&attn_shapes[si], attn_types[ti][0], attn_types[ti][1]);
+            float scale = 1.0f / sqrtf((float)c.head_dim);
+            uint64_t seed = rng_state, total_ref = 0, total, skipped;
+            env.dev = ref_dev;
+            case_build(&c);
+            size_t n = (size_t)c.n_seqs * c.n_q * c.n_qh * c.head_dim;
+            float *ref_out = xcalloc(n, sizeof *ref_out), *best_out = xcalloc(n, sizeof *best_out);
+            assert_int_equal(case_run(&c, scale, 0.0f, ref_out, &total_ref, NULL), TKV_OK);
+            struct attn_ref model = case_reference(&c, 1, scale, 0.0);
+            case_free(&c);
+            for (size_t li = 0; li < N_LEVELS; li++) {
+                if (!devs[li])
+                    continue;
+                rng_state = seed; /* the same rows and queries */
+                env.dev = devs[li];
+                c = shape_case(&attn_shapes[si], attn_types[ti][0], attn_types[ti][1]);
+                case_build(&c);
+                assert_int_equal(case_run(&c, scale, 0.0f, c.out, &total, &skipped), TKV_OK);
+                assert_int_equal(total, total_ref);
+                assert_int_equal(skipped, 0);
+                for (size_t r = 0; r < model.rows; r++) {
+                    double d = 0.0;
+                    for (size_t i = r * c.head_dim; i < (r + 1) * c.head_dim; i++)
+                        d += ((double)c.out[i] - ref_out[i]) * ((double)c.out[i] - ref_out[i]);
+                    worst[li] = fmax(worst[li], sqrt(d) / model.mag[r]);
+                }
+                if ((int)li == best) {
+                    memcpy(best_out, c.out, n * sizeof *best_out);
+                    for (int k = 0; k < 2; k++) {
+                        env.dev = other_threads[k];
+                        assert_int_equal(case_run(&c, scale, 0.0f, c.out, NULL, NULL), TKV_OK);
+                        assert_memory_equal(c.out, best_out, n * sizeof *best_out);
+                    }
+                    env.dev = devs[li];
+                }
+                case_free(&c);
+            }
+            ref_free(&model);
+            free(ref_out);
+            free(best_out);
+        }
+    env.dev = home;
+    for (size_t li = 0; li < N_LEVELS; li++) {
+        if (!devs[li])
+            continue;
+        print_message("TURBO_CPU_ISA=%s vs reference, every attention shape and type pair: "
+                      "max ||out - ref|| / sum w||v|| = %.2e (bound %.0e)%s\n",
+                      isa_levels[li].name, worst[li], TOLERANCE_LEVELS,
+                      (int)li == best ? "; 1 and 3 threads give the floats of 2" : "");
+        assert_true(worst[li] <= TOLERANCE_LEVELS);
+        env.p->close(devs[li]);
+    }
+    for (int k = 0; k < 2; k++)
+        if (other_threads[k])
+            env.p->close(other_threads[k]);
+    env.p->close(ref_dev);
+}
+
+/* Sparse V, zero rows and non-finite rows on every level. */
+static void test_isa_edge_cases(void **state)
+{
+    void *home = env.dev;
+    for (size_t li = 0; li < N_LEVELS; li++) {
+        if (!isa_levels[li].runs())
+            continue;
+        env.dev = open_isa_ok(isa_levels[li].name, 2);
+        check_sparse_v(isa_levels[li].name);
+        test_zero_rows(state);
+        test_nonfinite_rows(state);
+        env.p->close(env.dev);
+    }
+    env.dev = home;
 }
 
 /* ---- the ABI surface and argument checks ----------------------------------- */
@@ -1108,6 +1391,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_nonfinite_rows),
         cmocka_unit_test(test_attention_reference),
         cmocka_unit_test(test_sparse_v),
+        cmocka_unit_test(test_isa_selection),
+        cmocka_unit_test(test_isa_quantize_identical),
+        cmocka_unit_test(test_isa_attention_matches_reference),
+        cmocka_unit_test(test_isa_edge_cases),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

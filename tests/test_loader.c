@@ -53,7 +53,7 @@ static void broken_refused_good_loaded(void **state)
         { "turbokv-broken-null-op.so", TKV_EPLUGIN, "required op 'attention' is NULL" },
         { "turbokv-broken-no-device.so", TKV_ENODEV, "probe found no device" },
         { "turbokv-broken-no-entry.so", TKV_EPLUGIN, "no entry symbol 'tkv_plugin_entry'" },
-        { "turbokv-broken-refuses-core.so", TKV_EABI, "plugin refused core ABI 1.0" },
+        { "turbokv-broken-refuses-core.so", TKV_EABI, "plugin refused core ABI 1.1" },
         { "turbokv-broken-short-struct.so", TKV_EPLUGIN, "smaller than ABI 1.0 requires" },
         { "turbokv-broken-open-fails.so", TKV_OK, "" },
         { "turbokv-cpu.so", TKV_OK, "" },

@@ -13,6 +13,8 @@ static const struct {
 } commands[] = {
     { "run", tool_run, "generate text with the compressed cache (shipped stories260K model)" },
     { "ppl", tool_ppl, "perplexity of a text under each K/V type" },
+    { "eval", tool_eval, "distortion per type and head_dim against the optimum, attention error" },
+    { "bench", tool_bench, "decode-attention and quantize speed per type against dense f32/f16" },
     { "info", tool_info, "plugins found, devices, effective configuration" },
 };
 

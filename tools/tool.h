@@ -16,6 +16,8 @@ typedef int (*tkv_tool_fn)(int argc, char **argv);
 int tool_info(int argc, char **argv);
 int tool_run(int argc, char **argv);
 int tool_ppl(int argc, char **argv);
+int tool_eval(int argc, char **argv);
+int tool_bench(int argc, char **argv);
 
 /* Opens a context the way every subcommand does: config + env, with the
  * build tree's plugin directories searched first when the tool runs

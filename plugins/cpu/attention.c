@@ -7,6 +7,7 @@
  *
  * Turbo K: s_j = scale * <R q, y_hat_j>; R is orthogonal, so this equals
  * <q, R^T y_hat_j> without rotating any cached row (DESIGN.md section 2).
+ * QJL K adds gamma_j sqrt(pi/2)/g <S R q, z_j>, S R q also computed once.
  * Turbo V: sum_j p_j y_hat_j is accumulated in the rotated domain and R^T
  * applied once to the output row (R is linear).
  * Sparse V: a row whose weight exp(s_j - m) against the running max is below
@@ -90,17 +91,17 @@ static int plan_attention(const struct cpu_device *dev, const struct tkv_attenti
 }
 
 /* One output row: softmax(scale * q K[0..n_rows)^T) V[0..n_rows). q_work
- * and acc are head_dim floats of scratch; q_work receives the rotated query
- * for turbo K. Returns the number of V rows skipped. */
+ * (2 head_dim floats) and acc (head_dim) are scratch; q_work receives the
+ * query as K's dot takes it (prepare_query: rotated for turbo K, rotated and
+ * projected for QJL K). Returns the number of V rows skipped. */
 static uint64_t attend_row(const struct attention_plan *p, const struct tkv_attention_args *a,
                            const uint8_t *k_rows, const uint8_t *v_rows, uint32_t n_rows,
                            const float *q, float *q_work, float *acc, float *out)
 {
     const struct cpu_layout *kl = &p->k, *vl = &p->v;
     const uint32_t hd = kl->head_dim;
-    if (kl->bits) {
-        memcpy(q_work, q, sizeof *q * hd);
-        cpu_rotate_row(kl, CPU_ROTATE, q_work);
+    if (kl->kernels->prepare_query) {
+        kl->kernels->prepare_query(kl, q, q_work);
         q = q_work;
     }
     memset(acc, 0, sizeof *acc * hd);
@@ -132,6 +133,18 @@ static uint64_t attend_row(const struct attention_plan *p, const struct tkv_atte
     return skipped;
 }
 
+static int attention_done(struct cpu_device *dev, const struct tkv_attention_args *a,
+                          uint64_t total, uint64_t skipped)
+{
+    dev->stats.attention_calls++;
+    dev->stats.rows_skipped += skipped;
+    if (a->rows_total)
+        *a->rows_total = total;
+    if (a->rows_skipped)
+        *a->rows_skipped = skipped;
+    return TKV_OK;
+}
+
 int cpu_attention(void *dev_, const struct tkv_attention_args *a)
 {
     struct cpu_device *dev = dev_;
@@ -139,9 +152,15 @@ int cpu_attention(void *dev_, const struct tkv_attention_args *a)
     int rc;
     if ((rc = plan_attention(dev, a, &p)) != TKV_OK)
         return rc;
+    if (p.k.simd && p.v.simd) { /* the ISA level's kernels, over the device's threads */
+        uint64_t total, skipped;
+        rc = cpu_attention_split(dev, a, &p.k, &p.v, p.k_buf->data, p.v_buf->data, &total,
+                                 &skipped);
+        return rc == TKV_OK ? attention_done(dev, a, total, skipped) : rc;
+    }
 
     const uint32_t hd = p.k.head_dim;
-    float *q_work = dev->scratch, *acc = dev->scratch + TKV_HEAD_DIM_MAX;
+    float *q_work = dev->scratch, *acc = dev->scratch + 2 * TKV_HEAD_DIM_MAX;
     uint64_t total = 0, skipped = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++) {
         const struct tkv_attn_seq *seq = &a->seqs[s];
@@ -159,11 +178,5 @@ int cpu_attention(void *dev_, const struct tkv_attention_args *a)
             }
         }
     }
-    dev->stats.attention_calls++;
-    dev->stats.rows_skipped += skipped;
-    if (a->rows_total)
-        *a->rows_total = total;
-    if (a->rows_skipped)
-        *a->rows_skipped = skipped;
-    return TKV_OK;
+    return attention_done(dev, a, total, skipped);
 }

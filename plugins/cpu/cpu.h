@@ -2,14 +2,15 @@
  * turbokv-cpu internals: the device, its buffers, the layout of a stored row
  * and the per-type row kernels the ops are built from.
  *
- * The plugin is the reference implementation of every op: plain C, one
- * thread. The row kernels are reached only through struct cpu_row_kernels,
- * so a vectorized set can later be chosen per ISA in cpu_layout_init without
- * touching the ops.
+ * The row kernels of rows.c (and qjl.c) are the reference implementation of
+ * every op: plain C, one thread. An ISA level (simd.h: avx512, avx2, scalar;
+ * chosen at open by isa.c) adds vectorized kernels for the types it knows,
+ * run over the device's threads; a layout without them uses the reference.
  */
 #ifndef TKV_CPU_H
 #define TKV_CPU_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,6 +26,25 @@ extern const struct tkv_services *cpu_svc;
 /* A device buffer: host memory behind a small header that records its size,
  * so every op can bounds-check offsets against it. */
 #define CPU_BUFFER_MAGIC 0x746b7663u /* "tkvc" */
+/* Zeroed bytes past the end of every buffer: the ISA levels load a row's
+ * packed indices 8 bytes at a time, past the last row's last index. */
+#define CPU_BUFFER_SLACK 64u
+
+/* Little-endian scalars of the stored rows. */
+static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static inline void store_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+/* fp16 of a value clamped to the finite half range (f16 values and every
+ * stored scale saturate instead of overflowing to Inf). */
+static inline uint16_t fp16_saturated(float v)
+{
+    return tkv_fp16_from_float(fminf(fmaxf(v, -TKV_FP16_MAX), TKV_FP16_MAX));
+}
 
 struct cpu_buffer {
     uint32_t magic;
@@ -33,12 +53,41 @@ struct cpu_buffer {
     unsigned char data[];
 };
 
+/* A b-bit codebook in the shape the ISA levels' 16-entry table lookups take
+ * (isa.c): centroids and their squares repeated every 2^b entries, the
+ * midpoints padded with +inf. */
+struct cpu_lut {
+    float centroid[16], centroid_sq[16], boundary[16];
+};
+
+/* What one thread of the device works with. */
+struct cpu_thread {
+    float *queries;   /* CPU_UNIT_QUERIES prepared queries of TKV_HEAD_DIM_MAX */
+    float *row;       /* a sanitized input row of TKV_HEAD_DIM_MAX */
+    uint64_t skipped; /* sparse-V skips of the current call */
+    uint64_t nonfinite;
+} __attribute__((aligned(64))); /* threads update their counters apart */
+
+#define CPU_THREADS_MAX 1024u
+
+struct cpu_pool;
+struct cpu_isa;
+struct cpu_split;
+
 struct cpu_device {
     const struct tkv_math *math;
     struct tkv_device_stats stats;
+    const struct cpu_isa *isa; /* NULL: the reference kernels */
+    const char *isa_name;
+    struct cpu_pool *pool;     /* NULL when one thread */
+    uint32_t n_threads;
+    struct cpu_thread *threads; /* [n_threads] */
+    struct cpu_split *split;   /* attention work lists (attention_split.c) */
+    struct cpu_lut luts[TKV_N_GROUP_SIZES][TKV_N_CODEBOOK_BITS];
     /* Per-device scratch (the core never runs two ops on one device at once):
-     * a sanitized input row, or a rotated query and its output accumulator. */
-    float scratch[2 * TKV_HEAD_DIM_MAX];
+     * a sanitized input row, or a prepared query (up to 2 head_dim floats,
+     * see prepare_query) and its output accumulator. */
+    float scratch[3 * TKV_HEAD_DIM_MAX];
 };
 
 /* One group of a turbo row. */
@@ -49,6 +98,10 @@ struct cpu_group {
     float inv_sqrt;       /* 1/sqrt(g) computed in double, rounded to float */
     const struct tkv_group_tables *tables;
     const struct tkv_codebook *codebook;
+    const struct cpu_lut *lut;
+    /* QJL types only (qjl.c): the group's residual block and sketch. */
+    uint32_t residual_offset;
+    const struct tkv_qjl_tables *qjl;
 };
 
 struct cpu_layout;
@@ -62,22 +115,45 @@ struct cpu_row_kernels {
     float (*dot)(const struct cpu_layout *l, const uint8_t *row, const float *q);
     /* acc[i] += w * value_i. */
     void (*axpy)(const struct cpu_layout *l, const uint8_t *row, float w, float *acc);
+    /* Optional: writes into work what dot takes for the query q[head_dim]
+     * (turbo: R q; QJL: R q, then S R q per group: 2 head_dim floats).
+     * NULL: dot takes the query as it is. */
+    void (*prepare_query)(const struct cpu_layout *l, const float *q, float *work);
 };
 
 /* Everything needed to read or write rows of one struct tkv_row_format. */
 struct cpu_layout {
     uint32_t type, head_dim, rotation, scale_mode;
-    uint32_t bits;      /* turbo index bits, 0 for the other types */
+    uint32_t bits;      /* turbo index bits (QJL: of the turbo stage), 0 for the other types */
     uint32_t row_bytes;
     uint32_t n_groups;  /* turbo only */
     struct cpu_group groups[TKV_MAX_GROUPS];
     const struct cpu_row_kernels *kernels;
+    /* The ISA level serving this head_dim and its kernels for this type;
+     * NULL: the reference kernels. */
+    const struct cpu_isa *isa;
+    const struct cpu_simd_type *simd;
 };
 
 /* Validates fmt and fills the layout, kernels included; op names the
  * failing call in the error detail ("quantize_append", "attention K"). */
 int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt, const char *op,
                     struct cpu_layout *l);
+
+/* The turbo kernels (rows.c); the QJL kernels (qjl.c) run them on the
+ * turbo part of their rows. */
+void cpu_turbo_encode(const struct cpu_layout *l, const float *x, uint8_t *row);
+float cpu_turbo_dot(const struct cpu_layout *l, const uint8_t *row, const float *q);
+void cpu_turbo_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc);
+void cpu_turbo_prepare_query(const struct cpu_layout *l, const float *q, float *work);
+
+/* QJL key types (qjl.c). cpu_qjl_layout completes a layout that
+ * cpu_layout_init filled as the type's turbo stage. */
+int cpu_qjl_layout(const struct cpu_device *dev, const char *op, struct cpu_layout *l);
+void cpu_qjl_encode(const struct cpu_layout *l, const float *x, uint8_t *row);
+float cpu_qjl_dot(const struct cpu_layout *l, const uint8_t *row, const float *q);
+void cpu_qjl_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc);
+void cpu_qjl_prepare_query(const struct cpu_layout *l, const float *q, float *work);
 
 /* Group rotations of a turbo layout (rotate.c), in place: CPU_ROTATE is
  * y = R u (quantization, queries), CPU_UNROTATE is u = R^T y (dequantized
@@ -101,6 +177,37 @@ struct cpu_buffer *cpu_buffer_check(const void *buf, const char *op, const char 
 /* 1 if n_heads spans of span bytes, stride bytes apart from offset, fit in
  * size bytes; computed without overflow. */
 int cpu_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride, uint64_t span);
+
+/* The sum of 8 running sums (value i of a row goes to s[i % 8]) in the
+ * order every ISA level reproduces: halves, then halves again. */
+static inline double cpu_sum8(const double s[8])
+{
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
+/* ISA levels (isa.c): the one TURBO_CPU_ISA asks for (auto: the best this
+ * CPU runs; an error names the variable), a description for probe, the
+ * kernels of a layout (cpu_layout_init calls it) and the 16-entry tables. */
+int cpu_isa_choose(const struct cpu_isa **isa, const char **name);
+void cpu_isa_describe(char *out, size_t size);
+void cpu_simd_select(const struct cpu_device *dev, struct cpu_layout *l);
+void cpu_isa_tables(struct cpu_device *dev);
+
+/* The device's threads (pool.c): n_threads counts the caller, which works
+ * as thread 0; a NULL pool (one thread) runs the items in order on the
+ * caller. fn(arg, item, thread) runs once for each item < n_items. */
+typedef void (*cpu_pool_fn)(void *arg, uint32_t item, uint32_t thread);
+int cpu_pool_create(uint32_t n_threads, struct cpu_pool **pool);
+void cpu_pool_destroy(struct cpu_pool *pool);
+void cpu_pool_run(struct cpu_pool *pool, uint32_t n_items, cpu_pool_fn fn, void *arg);
+
+/* Attention on the layouts' ISA level, split over the threads
+ * (attention_split.c); the arguments are checked. */
+int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args *a,
+                        const struct cpu_layout *k, const struct cpu_layout *v,
+                        const uint8_t *k_data, const uint8_t *v_data, uint64_t *rows_total,
+                        uint64_t *rows_skipped);
+void cpu_split_free(struct cpu_split *split);
 
 /* The ops (quantize.c, attention.c). */
 int cpu_quantize_append(void *dev, const struct tkv_append_args *args);

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cpu.h"
+#include "simd.h"
 #include "turbokv.h" /* TKV_VERSION_STRING */
 
 const struct tkv_services *cpu_svc;
@@ -67,9 +67,10 @@ static int cpu_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_fou
     devs[0].score = 100;
     devs[0].memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
     cpu_model_name(devs[0].name, sizeof devs[0].name);
-    snprintf(devs[0].driver, sizeof devs[0].driver,
-             "turbokv-cpu %s reference, 1 thread (%ld cpus online)", TKV_VERSION_STRING,
-             cpus > 0 ? cpus : 1L);
+    char isa[96];
+    cpu_isa_describe(isa, sizeof isa);
+    snprintf(devs[0].driver, sizeof devs[0].driver, "turbokv-cpu %s, %.72s, %ld cpus online",
+             TKV_VERSION_STRING, isa, cpus > 0 ? cpus : 1L);
     return TKV_OK;
 }
 
@@ -96,6 +97,53 @@ static int math_check(const struct tkv_math *math)
     return TKV_OK;
 }
 
+static void cpu_close(void *dev_)
+{
+    struct cpu_device *dev = dev_;
+    if (!dev)
+        return;
+    cpu_pool_destroy(dev->pool);
+    for (uint32_t t = 0; dev->threads && t < dev->n_threads; t++) {
+        free(dev->threads[t].queries);
+        free(dev->threads[t].row);
+    }
+    free(dev->threads);
+    cpu_split_free(dev->split);
+    free(dev);
+}
+
+/* The ISA level, the threads (TURBO_THREADS: params->threads, 0 = every
+ * online cpu; the reference runs on one) and their scratch. */
+static int start_threads(struct cpu_device *dev, uint32_t requested)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    uint32_t n = requested ? requested : cpus > 0 ? (uint32_t)cpus : 1u;
+    int rc;
+    if (n > CPU_THREADS_MAX)
+        return CPU_ERROR(TKV_ERANGE, "open: %u threads requested, at most %u", n, CPU_THREADS_MAX);
+    if ((rc = cpu_isa_choose(&dev->isa, &dev->isa_name)) != TKV_OK)
+        return rc;
+    if (!dev->isa)
+        n = 1;
+    if (!(dev->threads = aligned_alloc(64, n * sizeof *dev->threads)))
+        return CPU_ERROR(TKV_ENOMEM, "open: no memory for %u threads", n);
+    memset(dev->threads, 0, n * sizeof *dev->threads);
+    dev->n_threads = n;
+    for (uint32_t t = 0; t < n; t++) {
+        struct cpu_thread *th = &dev->threads[t];
+        th->queries = aligned_alloc(64, sizeof(float) * CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX);
+        th->row = aligned_alloc(64, sizeof(float) * TKV_HEAD_DIM_MAX);
+        if (!th->queries || !th->row)
+            return CPU_ERROR(TKV_ENOMEM, "open: no memory for the scratch of %u threads", n);
+    }
+    if ((rc = cpu_pool_create(n, &dev->pool)) != TKV_OK)
+        return rc;
+    cpu_isa_tables(dev);
+    cpu_svc->log(TKV_LOG_INFO, "cpu: isa %s (TURBO_CPU_ISA), %u thread%s", dev->isa_name, n,
+                 n > 1 ? "s" : "");
+    return TKV_OK;
+}
+
 static int cpu_open(const struct tkv_open_params *params, void **dev_out)
 {
     int rc;
@@ -115,14 +163,13 @@ static int cpu_open(const struct tkv_open_params *params, void **dev_out)
                          sizeof *dev);
     dev->math = params->math;
     dev->stats.struct_size = sizeof dev->stats;
-    if (params->threads > 1)
-        cpu_svc->log(TKV_LOG_INFO, "cpu: %u threads requested; the reference runs on 1",
-                     params->threads);
+    if ((rc = start_threads(dev, params->threads)) != TKV_OK) {
+        cpu_close(dev);
+        return rc;
+    }
     *dev_out = dev;
     return TKV_OK;
 }
-
-static void cpu_close(void *dev) { free(dev); }
 
 /* ---- argument checks shared by the ops ----------------------------------- */
 
@@ -169,10 +216,10 @@ static int cpu_buffer_alloc(void *dev_, uint64_t bytes, void **out)
         return CPU_ERROR(TKV_EINVAL, "buffer_alloc: NULL %s", dev ? "buf" : "device");
     if (bytes == 0)
         return CPU_ERROR(TKV_EINVAL, "buffer_alloc: zero bytes");
-    if (bytes > SIZE_MAX - sizeof(struct cpu_buffer))
+    if (bytes > SIZE_MAX - sizeof(struct cpu_buffer) - CPU_BUFFER_SLACK)
         return CPU_ERROR(TKV_ENOMEM, "buffer_alloc: %llu bytes exceed the address space",
                          (unsigned long long)bytes);
-    struct cpu_buffer *b = calloc(1, sizeof *b + (size_t)bytes);
+    struct cpu_buffer *b = calloc(1, sizeof *b + (size_t)bytes + CPU_BUFFER_SLACK);
     if (!b)
         return CPU_ERROR(TKV_ENOMEM, "buffer_alloc: no memory for %llu bytes",
                          (unsigned long long)bytes);
@@ -264,7 +311,8 @@ static const struct tkv_plugin cpu_plugin = {
     .struct_size = sizeof(struct tkv_plugin),
     .name = "cpu",
     .version = TKV_VERSION_STRING,
-    .description = "turbokv reference CPU backend (portable C)",
+    .description = "turbokv CPU backend: AVX-512, AVX2 and portable kernels over a thread "
+                   "pool, and the reference C kernels",
     .init = cpu_init,
     .probe = cpu_probe,
     .open = cpu_open,

@@ -1,11 +1,13 @@
 /*
  * The quantize_append and dequantize ops: argument checks, then rows in and
- * out of a device buffer through the row kernels (rows.c).
+ * out of a device buffer through the row kernels: the ISA level's encoder
+ * where it has one (the same bytes), else the reference's (rows.c). Rows
+ * are independent, so appends of many rows are spread over the threads.
  */
 #include <math.h>
 #include <string.h>
 
-#include "cpu.h"
+#include "simd.h"
 
 /* Copies a row, storing non-finite values as 0 (turbokv_format.h); returns
  * how many there were. Only this row is affected. */
@@ -18,6 +20,34 @@ static uint64_t sanitize_row(const float *src, uint32_t n, float *dst)
         bad += !finite;
     }
     return bad;
+}
+
+/* Rows per work item: enough to dwarf the cost of handing one out. */
+#define ENCODE_BATCH 32u
+
+struct encode_job {
+    struct cpu_device *dev;
+    const struct tkv_append_args *a;
+    const struct cpu_layout *l;
+    uint8_t *data;
+    uint64_t n_rows, batch; /* rows, rows per item */
+};
+
+static void encode_rows(void *arg, uint32_t item, uint32_t thread)
+{
+    const struct encode_job *job = arg;
+    const struct tkv_append_args *a = job->a;
+    const struct cpu_layout *l = job->l;
+    struct cpu_thread *th = &job->dev->threads[thread];
+    void (*encode)(const struct cpu_layout *, const float *, uint8_t *) =
+        l->simd ? l->simd->encode : l->kernels->encode;
+    uint64_t r = item * job->batch;
+    uint64_t end = job->n_rows - r < job->batch ? job->n_rows : r + job->batch;
+    for (; r < end; r++) { /* src is [token][head], row r = token * n_heads + head */
+        uint64_t t = r / a->n_heads, h = r % a->n_heads;
+        th->nonfinite += sanitize_row(a->src + r * l->head_dim, l->head_dim, th->row);
+        encode(l, th->row, job->data + a->offset + h * a->head_stride + t * l->row_bytes);
+    }
 }
 
 int cpu_quantize_append(void *dev_, const struct tkv_append_args *a)
@@ -52,16 +82,18 @@ int cpu_quantize_append(void *dev_, const struct tkv_append_args *a)
                          a->n_tokens, a->n_heads, l.row_bytes, (unsigned long long)a->offset,
                          (unsigned long long)a->head_stride, (unsigned long long)buf->size);
 
+    struct encode_job job = { dev, a, &l, buf->data, (uint64_t)a->n_tokens * a->n_heads,
+                              ENCODE_BATCH };
+    while ((job.n_rows + job.batch - 1) / job.batch > UINT32_MAX) /* item numbers are 32-bit */
+        job.batch *= 2;
     uint64_t nonfinite = 0;
-    float *row = dev->scratch;
-    for (uint32_t t = 0; t < a->n_tokens; t++)
-        for (uint32_t h = 0; h < a->n_heads; h++) {
-            const float *src = a->src + ((size_t)t * a->n_heads + h) * l.head_dim;
-            uint8_t *dst = buf->data + a->offset + h * a->head_stride + (uint64_t)t * l.row_bytes;
-            nonfinite += sanitize_row(src, l.head_dim, row);
-            l.kernels->encode(&l, row, dst);
-        }
-    dev->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
+    for (uint32_t t = 0; t < dev->n_threads; t++)
+        dev->threads[t].nonfinite = 0;
+    cpu_pool_run(dev->pool, (uint32_t)((job.n_rows + job.batch - 1) / job.batch), encode_rows,
+                 &job);
+    for (uint32_t t = 0; t < dev->n_threads; t++)
+        nonfinite += dev->threads[t].nonfinite;
+    dev->stats.rows_quantized += job.n_rows;
     if (a->n_nonfinite)
         *a->n_nonfinite = nonfinite;
     return TKV_OK;

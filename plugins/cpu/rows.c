@@ -10,15 +10,7 @@
 
 #include "cpu.h"
 
-/* ---- little-endian scalars ---------------------------------------------- */
-
-static inline uint16_t load_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-
-static inline void store_u16(uint8_t *p, uint16_t v)
-{
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
+/* ---- little-endian scalars (load_u16 and friends: cpu.h) ----------------- */
 
 static inline float load_f32(const uint8_t *row, uint32_t i)
 {
@@ -32,13 +24,6 @@ static inline float load_f32(const uint8_t *row, uint32_t i)
 static inline float load_f16(const uint8_t *row, uint32_t i)
 {
     return tkv_fp16_to_float(load_u16(row + 2u * i));
-}
-
-/* fp16 of a value clamped to the finite half range (f16 values and every
- * stored scale saturate instead of overflowing to Inf). */
-static inline uint16_t fp16_saturated(float v)
-{
-    return tkv_fp16_from_float(fminf(fmaxf(v, -TKV_FP16_MAX), TKV_FP16_MAX));
 }
 
 /* ---- f32 and f16: one value per element --------------------------------- */
@@ -146,36 +131,38 @@ static inline uint8_t nearest_centroid(const struct tkv_codebook *cb, float y)
 
 /* TurboQuant_mse (paper, Algorithm 1) applied to one group, plus the norm
  * the paper factors out for non-unit vectors (section 1.2): the scale is
- * ||x|| or ||x|| / ||c[idx]||. The norm is accumulated in double and rounded
- * to float once, so every backend can reproduce it. */
+ * ||x|| or ||x|| / ||c[idx]||. The sums of squares are accumulated in
+ * double as 8 running sums added in cpu_sum8's order, the norm rounded to
+ * float once, so every backend and every SIMD width can reproduce them. */
 static void turbo_encode_group(const struct cpu_layout *l, const struct cpu_group *grp,
                                const float *x, uint8_t *blk)
 {
     const struct tkv_codebook *cb = grp->codebook;
     uint8_t idx[TKV_GROUP_MAX] = { 0 };
     float y[TKV_GROUP_MAX], scale = 0.0f;
-    double sq = 0.0;
+    double sq[8] = { 0 };
     for (uint32_t i = 0; i < grp->size; i++)
-        sq += (double)x[i] * x[i];
-    float norm = (float)sqrt(sq);
+        sq[i % 8] += (double)x[i] * x[i];
+    float norm = (float)sqrt(cpu_sum8(sq));
     if (norm > 0.0f) {
         for (uint32_t i = 0; i < grp->size; i++)
             y[i] = x[i] / norm;
         cpu_rotate_group(l->rotation, grp, CPU_ROTATE, y);
-        double csq = 0.0;
+        double csq[8] = { 0 };
         for (uint32_t i = 0; i < grp->size; i++) {
             idx[i] = nearest_centroid(cb, y[i]);
-            csq += cb->centroid_sq[idx[i]];
+            csq[i % 8] += cb->centroid_sq[idx[i]];
         }
+        double csq_sum = cpu_sum8(csq);
         scale = norm;
-        if (l->scale_mode == TKV_SCALE_NORM_CORRECTED && csq > 0.0)
-            scale = (float)(norm / sqrt(csq));
+        if (l->scale_mode == TKV_SCALE_NORM_CORRECTED && csq_sum > 0.0)
+            scale = (float)(norm / sqrt(csq_sum));
     }
     store_u16(blk, fp16_saturated(scale));
     tkv_pack_indices(blk + 2, idx, grp->size, l->bits);
 }
 
-static void turbo_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
+void cpu_turbo_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
 {
     for (uint32_t g = 0; g < l->n_groups; g++) {
         const struct cpu_group *grp = &l->groups[g];
@@ -184,7 +171,7 @@ static void turbo_encode(const struct cpu_layout *l, const float *x, uint8_t *ro
 }
 
 /* sum_g s_g * sum_i c[idx_i] q_i: q must already be rotated (<R q, y_hat>). */
-static float turbo_dot(const struct cpu_layout *l, const uint8_t *row, const float *q)
+float cpu_turbo_dot(const struct cpu_layout *l, const uint8_t *row, const float *q)
 {
     float sum = 0.0f;
     for (uint32_t g = 0; g < l->n_groups; g++) {
@@ -200,7 +187,7 @@ static float turbo_dot(const struct cpu_layout *l, const uint8_t *row, const flo
 }
 
 /* acc += w * s_g * c[idx], in the rotated domain. */
-static void turbo_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc)
+void cpu_turbo_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc)
 {
     for (uint32_t g = 0; g < l->n_groups; g++) {
         const struct cpu_group *grp = &l->groups[g];
@@ -213,17 +200,29 @@ static void turbo_axpy(const struct cpu_layout *l, const uint8_t *row, float w, 
     }
 }
 
+/* The query of a turbo dot is rotated once per output row (<R q, y_hat>). */
+void cpu_turbo_prepare_query(const struct cpu_layout *l, const float *q, float *work)
+{
+    memcpy(work, q, sizeof *q * l->head_dim);
+    cpu_rotate_row(l, CPU_ROTATE, work);
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 #define CPU_KERNELS(T) { .encode = T##_encode, .dot = T##_dot, .axpy = T##_axpy }
+#define CPU_QUERY_KERNELS(T)                                                          \
+    { .encode = T##_encode, .dot = T##_dot, .axpy = T##_axpy,                       \
+      .prepare_query = T##_prepare_query }
 
 static const struct cpu_row_kernels reference_kernels[TKV_TYPE_COUNT] = {
     [TKV_TYPE_F32] = CPU_KERNELS(f32),
     [TKV_TYPE_F16] = CPU_KERNELS(f16),
     [TKV_TYPE_Q8_0] = CPU_KERNELS(q8_0),
-    [TKV_TYPE_TURBO2] = CPU_KERNELS(turbo),
-    [TKV_TYPE_TURBO3] = CPU_KERNELS(turbo),
-    [TKV_TYPE_TURBO4] = CPU_KERNELS(turbo),
+    [TKV_TYPE_TURBO2] = CPU_QUERY_KERNELS(cpu_turbo),
+    [TKV_TYPE_TURBO3] = CPU_QUERY_KERNELS(cpu_turbo),
+    [TKV_TYPE_TURBO4] = CPU_QUERY_KERNELS(cpu_turbo),
+    [TKV_TYPE_TURBO3_QJL] = CPU_QUERY_KERNELS(cpu_qjl),
+    [TKV_TYPE_TURBO4_QJL] = CPU_QUERY_KERNELS(cpu_qjl),
 };
 
 int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt, const char *op,
@@ -245,6 +244,7 @@ int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *f
         .row_bytes = tkv_row_bytes(fmt->type, fmt->head_dim),
         .kernels = &reference_kernels[fmt->type],
     };
+    cpu_simd_select(dev, l);
     if (!l->bits)
         return TKV_OK;
     if (fmt->rotation >= TKV_ROTATION_COUNT)
@@ -264,9 +264,10 @@ int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *f
             .inv_sqrt = (float)(1.0 / sqrt((double)sizes[g])),
             .tables = t,
             .codebook = &t->codebook[l->bits - TKV_TURBO_BITS_MIN],
+            .lut = &dev->luts[tkv_group_index(sizes[g])][l->bits - TKV_TURBO_BITS_MIN],
         };
         first += sizes[g];
         byte_offset += tkv_turbo_group_bytes(sizes[g], l->bits);
     }
-    return TKV_OK;
+    return tkv_type_is_qjl(fmt->type) ? cpu_qjl_layout(dev, op, l) : TKV_OK;
 }

@@ -1,0 +1,255 @@
+/*
+ * Decode attention on an ISA level, split over the device's threads.
+ *
+ * A work unit is one (sequence, kv head) with up to CPU_UNIT_QUERIES of its
+ * queries (n_q tokens x the GQA ratio heads, token-major): they share every
+ * K and V row they read. Its rows are cut into spans (split-K); a work item
+ * is one span of one unit, run by the level's attend_span with its own
+ * online softmax: running max m_i, sum l_i, accumulator acc_i. The thread
+ * that finishes the last span of a unit merges them exactly,
+ *     M = max_i m_i,   out = sum_i e^(m_i - M) acc_i / sum_i e^(m_i - M) l_i,
+ * and applies R^-1 once per output row for turbo values.
+ *
+ * Spans depend only on the sequence's length, so a sequence gets the same
+ * floats whatever the thread count and whichever sequences share the call.
+ * The work lists live in the device and only grow: a warm decode loop
+ * allocates nothing.
+ */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "simd.h"
+
+/* A span of fewer rows costs more in query rotation and merging than a
+ * thread gains from it. */
+#define SPAN_ROWS_MIN 1024u
+/* Enough items per head to balance a few threads over a few heads. */
+#define SPANS_PER_HEAD 8u
+/* Rows x queries under which waking the threads costs more than they save. */
+#define POOL_MIN_WORK 65536u
+
+struct unit {
+    uint32_t seq, kv_head;
+    uint32_t query0, n_query; /* its queries among the head's n_q x ratio */
+    uint32_t span_rows, n_spans, first_item;
+    atomic_uint pending;      /* spans not finished yet */
+};
+
+struct item {
+    uint32_t unit, span;
+};
+
+struct cpu_split {
+    struct unit *units;
+    struct item *items;
+    float *partials;
+    size_t unit_cap, item_cap, partial_cap;
+};
+
+/* One call, shared by every thread. */
+struct call {
+    struct cpu_device *dev;
+    const struct tkv_attention_args *a;
+    const struct cpu_layout *k, *v;
+    const uint8_t *k_data, *v_data;
+    uint32_t ratio;
+    size_t partial_stride; /* floats per item: acc, then max and sum */
+};
+
+static uint32_t span_rows(uint32_t n_ctx)
+{
+    uint32_t rows = ((n_ctx + SPANS_PER_HEAD - 1) / SPANS_PER_HEAD + 63u) & ~63u;
+    return rows < SPAN_ROWS_MIN ? SPAN_ROWS_MIN : rows;
+}
+
+/* Grows *p to hold n elements of size bytes; keeps it on failure. */
+static int grow(void **p, size_t *cap, size_t n, size_t size)
+{
+    if (n <= *cap)
+        return 1;
+    size_t want = n + n / 2;
+    void *q = realloc(*p, want * size);
+    if (!q)
+        return 0;
+    *p = q;
+    *cap = want;
+    return 1;
+}
+
+void cpu_split_free(struct cpu_split *s)
+{
+    if (!s)
+        return;
+    free(s->units);
+    free(s->items);
+    free(s->partials);
+    free(s);
+}
+
+/* Query g of a unit's head: token g / ratio, head kv_head * ratio + g % ratio. */
+static size_t query_at(const struct call *c, const struct unit *u, uint32_t g)
+{
+    const struct tkv_attention_args *a = c->a;
+    uint32_t t = g / c->ratio, h = u->kv_head * c->ratio + g % c->ratio;
+    return (((size_t)u->seq * a->n_q + t) * a->n_q_heads + h) * c->k->head_dim;
+}
+
+static void merge_unit(const struct call *c, const struct unit *u)
+{
+    const uint32_t hd = c->v->head_dim;
+    const float *base = c->dev->split->partials + (size_t)u->first_item * c->partial_stride;
+    for (uint32_t q = 0; q < u->n_query; q++) {
+        float *out = c->a->out + query_at(c, u, u->query0 + q);
+        float m = -INFINITY, l = 0.0f;
+        for (uint32_t s = 0; s < u->n_spans; s++)
+            m = fmaxf(m, base[s * c->partial_stride + (size_t)u->n_query * hd + q]);
+        memset(out, 0, sizeof *out * hd);
+        for (uint32_t s = 0; s < u->n_spans; s++) {
+            const float *part = base + s * c->partial_stride;
+            float span_max = part[(size_t)u->n_query * hd + q];
+            if (span_max == -INFINITY) /* the query sees none of the span's rows */
+                continue;
+            float w = expf(span_max - m);
+            l += w * part[(size_t)u->n_query * hd + CPU_UNIT_QUERIES + q];
+            for (uint32_t i = 0; i < hd; i++)
+                out[i] += w * part[(size_t)q * hd + i];
+        }
+        float inv_l = 1.0f / l;
+        for (uint32_t i = 0; i < hd; i++)
+            out[i] *= inv_l;
+        if (c->v->bits)
+            for (uint32_t g = 0; g < c->v->n_groups; g++)
+                c->v->isa->rotate_group(c->v->rotation, &c->v->groups[g], CPU_UNROTATE,
+                                        out + c->v->groups[g].first);
+    }
+}
+
+static void run_item(void *arg, uint32_t index, uint32_t thread)
+{
+    const struct call *c = arg;
+    const struct tkv_attention_args *a = c->a;
+    const struct item *it = &c->dev->split->items[index];
+    struct unit *u = &c->dev->split->units[it->unit];
+    const struct tkv_attn_seq *seq = &a->seqs[u->seq];
+    struct cpu_thread *th = &c->dev->threads[thread];
+    const struct cpu_layout *kl = c->k;
+    const uint32_t hd = kl->head_dim;
+    const uint32_t lanes = kl->isa->lanes;
+    uint32_t visible[CPU_UNIT_QUERIES];
+    float row[TKV_HEAD_DIM_MAX];
+
+    for (uint32_t q = 0; q < u->n_query; q++) {
+        uint32_t g = u->query0 + q, j = q % CPU_SUBBATCH, b0 = q - j;
+        uint32_t nb = u->n_query - b0 < CPU_SUBBATCH ? u->n_query - b0 : CPU_SUBBATCH;
+        memcpy(row, a->q + query_at(c, u, g), sizeof *row * hd);
+        if (kl->bits) /* turbo K scores against R q */
+            for (uint32_t i = 0; i < kl->n_groups; i++)
+                kl->isa->rotate_group(kl->rotation, &kl->groups[i], CPU_ROTATE,
+                                      row + kl->groups[i].first);
+        float *tile = th->queries + (size_t)b0 * hd; /* see struct cpu_span */
+        for (uint32_t o = 0; o < hd; o += lanes)
+            memcpy(tile + ((size_t)o * nb + (size_t)j * lanes), row + o, sizeof *row * lanes);
+        /* causal within the new tokens */
+        visible[q] = seq->n_ctx - a->n_q + g / c->ratio + 1;
+    }
+    float *part = c->dev->split->partials + (size_t)index * c->partial_stride;
+    uint32_t first = it->span * u->span_rows;
+    struct cpu_span span = {
+        .k = kl,
+        .v = c->v,
+        .k_rows = c->k_data + seq->k_offset + u->kv_head * a->k_head_stride,
+        .v_rows = c->v_data + seq->v_offset + u->kv_head * a->v_head_stride,
+        .first = first,
+        .end = seq->n_ctx - first < u->span_rows ? seq->n_ctx : first + u->span_rows,
+        .n_query = u->n_query,
+        .queries = th->queries,
+        .visible = visible,
+        .scale = a->scale,
+        .threshold = a->sparse_v_threshold,
+        .acc = part,
+        .max = part + (size_t)u->n_query * hd,
+        .sum = part + (size_t)u->n_query * hd + CPU_UNIT_QUERIES,
+    };
+    kl->isa->attend_span(&span);
+    th->skipped += span.skipped;
+    if (atomic_fetch_sub_explicit(&u->pending, 1, memory_order_acq_rel) == 1)
+        merge_unit(c, u);
+}
+
+/* Lists the units and items of a call; TKV_ENOMEM leaves nothing changed
+ * but the lists' capacity. */
+static int plan_work(struct cpu_device *dev, const struct tkv_attention_args *a, uint32_t ratio,
+                     size_t partial_stride, uint32_t *n_items, uint64_t *work)
+{
+    struct cpu_split *s = dev->split;
+    const uint32_t n_query = a->n_q * ratio;
+    const uint32_t n_chunks = (n_query + CPU_UNIT_QUERIES - 1) / CPU_UNIT_QUERIES;
+    size_t n_units = (size_t)a->n_seqs * a->n_kv_heads * n_chunks, items = 0;
+    for (uint32_t q = 0; q < a->n_seqs; q++)
+        items += (size_t)a->n_kv_heads * n_chunks *
+                 ((a->seqs[q].n_ctx + span_rows(a->seqs[q].n_ctx) - 1) / span_rows(a->seqs[q].n_ctx));
+    if (items > UINT32_MAX || !grow((void **)&s->units, &s->unit_cap, n_units, sizeof *s->units) ||
+        !grow((void **)&s->items, &s->item_cap, items, sizeof *s->items) ||
+        !grow((void **)&s->partials, &s->partial_cap, items * partial_stride, sizeof(float)))
+        return CPU_ERROR(TKV_ENOMEM, "attention: no memory for %zu work items", items);
+
+    uint32_t u = 0, i = 0;
+    *work = 0;
+    for (uint32_t q = 0; q < a->n_seqs; q++) {
+        uint32_t rows = span_rows(a->seqs[q].n_ctx);
+        uint32_t spans = (a->seqs[q].n_ctx + rows - 1) / rows;
+        for (uint32_t kv = 0; kv < a->n_kv_heads; kv++)
+            for (uint32_t ch = 0; ch < n_chunks; ch++, u++) {
+                struct unit *unit = &s->units[u];
+                unit->seq = q;
+                unit->kv_head = kv;
+                unit->query0 = ch * CPU_UNIT_QUERIES;
+                unit->n_query = n_query - unit->query0 < CPU_UNIT_QUERIES ? n_query - unit->query0
+                                                                          : CPU_UNIT_QUERIES;
+                unit->span_rows = rows;
+                unit->n_spans = spans;
+                unit->first_item = i;
+                atomic_init(&unit->pending, spans);
+                for (uint32_t sp = 0; sp < spans; sp++, i++)
+                    s->items[i] = (struct item){ u, sp };
+                *work += (uint64_t)a->seqs[q].n_ctx * unit->n_query;
+            }
+    }
+    *n_items = i;
+    return TKV_OK;
+}
+
+int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args *a,
+                        const struct cpu_layout *k, const struct cpu_layout *v,
+                        const uint8_t *k_data, const uint8_t *v_data, uint64_t *rows_total,
+                        uint64_t *rows_skipped)
+{
+    const uint32_t ratio = a->n_q_heads / a->n_kv_heads;
+    const uint32_t unit_queries = a->n_q * ratio < CPU_UNIT_QUERIES ? a->n_q * ratio
+                                                                    : CPU_UNIT_QUERIES;
+    /* 16 floats: items written by different threads do not share a cache line */
+    const size_t stride = ((size_t)unit_queries * k->head_dim + 2u * CPU_UNIT_QUERIES + 15u) & ~(size_t)15u;
+    uint32_t n_items;
+    uint64_t work;
+    int rc;
+    if (!dev->split && !(dev->split = calloc(1, sizeof *dev->split)))
+        return CPU_ERROR(TKV_ENOMEM, "attention: no memory for the work lists");
+    if ((rc = plan_work(dev, a, ratio, stride, &n_items, &work)) != TKV_OK)
+        return rc;
+    struct call c = { dev, a, k, v, k_data, v_data, ratio, stride };
+    uint32_t n_threads = work < POOL_MIN_WORK ? 1 : dev->n_threads;
+    for (uint32_t t = 0; t < n_threads; t++)
+        dev->threads[t].skipped = 0;
+    cpu_pool_run(n_threads > 1 ? dev->pool : NULL, n_items, run_item, &c);
+    *rows_skipped = 0;
+    for (uint32_t t = 0; t < n_threads; t++)
+        *rows_skipped += dev->threads[t].skipped;
+    /* query t of a sequence sees n_ctx - n_q + t + 1 rows, in every head */
+    *rows_total = 0;
+    for (uint32_t s = 0; s < a->n_seqs; s++)
+        *rows_total += (uint64_t)a->n_q_heads * a->n_q * (a->seqs[s].n_ctx - a->n_q) +
+                       (uint64_t)a->n_q_heads * a->n_q * (a->n_q + 1) / 2;
+    return TKV_OK;
+}

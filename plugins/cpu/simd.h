@@ -1,0 +1,82 @@
+/*
+ * The contract between the ISA-independent parts of turbokv-cpu (the ops,
+ * the thread pool, the split-K attention driver) and one ISA level's kernels
+ * (isa_avx512.c, isa_avx2.c, isa_scalar.c, all generated from
+ * simd_kernels.h).
+ *
+ * A level works on blocks of `lanes` rows and on chunks of `lanes` values:
+ * it serves a layout whose head_dim is a multiple of its lanes (then every
+ * turbo group and q8_0 block is one too), and hands narrower head dims to
+ * its `narrower` level. Types it has no kernels for (QJL keys) run the
+ * reference kernels of rows.c.
+ */
+#ifndef TKV_CPU_SIMD_H
+#define TKV_CPU_SIMD_H
+
+#include "cpu.h"
+
+/* Queries one register-tiled kernel call scores or accumulates at once:
+ * their accumulators stay in registers (8 x 512 bits with the row chunk,
+ * the table and the decode constants: under the 32 AVX-512 registers). */
+#define CPU_SUBBATCH 8u
+/* Queries of one work unit (its n_q tokens x GQA ratio heads, up to this):
+ * they share one pass over the K and V rows. */
+#define CPU_UNIT_QUERIES 32u
+#define CPU_LANES_MAX 16u
+
+/* scores[q][r] = <query q, K row r> for r < n_rows, 0 for the lanes
+ * beyond, Q the kernel's index + 1. The queries are as the type's dot takes
+ * them (rotated for turbo) and tiled chunk-major, so that one pointer walks
+ * them: values [c * lanes, (c + 1) * lanes) of query q at
+ * queries + (c * Q + q) * lanes. */
+typedef void (*cpu_score_fn)(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
+                             const float *queries, float *scores);
+/* acc[q][:] = acc[q][:] * factor[q] + sum over the rows r in mask of
+ * weights[q][r] * V row r (rotated domain for turbo); then factor[q] = 1.
+ * weights is [Q][lanes]. */
+typedef void (*cpu_accum_fn)(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
+                             const float *weights, float *factor, float *acc);
+
+/* One type's kernels at one level. */
+struct cpu_simd_type {
+    /* Same contract as struct cpu_row_kernels' encode; bytes identical to it. */
+    void (*encode)(const struct cpu_layout *l, const float *x, uint8_t *row);
+    cpu_score_fn score[CPU_SUBBATCH];
+    cpu_accum_fn accum[CPU_SUBBATCH];
+};
+
+/* The rows of one (sequence, kv head) that one work item attends to, for
+ * up to CPU_UNIT_QUERIES queries, with its own online softmax: the driver
+ * merges the items of a head exactly (split-K). */
+struct cpu_span {
+    const struct cpu_layout *k, *v;
+    const uint8_t *k_rows, *v_rows; /* row 0 of the head */
+    uint32_t first, end;            /* rows [first, end) */
+    uint32_t n_query;
+    /* in sub-batches of CPU_SUBBATCH (the last may be smaller), each tiled
+     * as cpu_score_fn takes it, sub-batch b at queries + b * CPU_SUBBATCH *
+     * head_dim */
+    const float *queries;
+    const uint32_t *visible;        /* [n_query]: query q sees the rows < visible[q] */
+    float scale, threshold;         /* softmax scale; sparse-V threshold, 0 = off */
+    /* out: per query, the running max m, the sum of exp(s - m) and the sum
+     * of exp(s - m) v (rotated for turbo V), over the span's visible rows;
+     * m = -inf and zeros where the query sees none of them */
+    float *acc, *max, *sum;
+    uint64_t skipped;               /* out: (query, row) pairs sparse V skipped */
+};
+
+struct cpu_isa {
+    const char *name;      /* as TURBO_CPU_ISA names it */
+    uint32_t lanes;        /* values per vector, rows per block */
+    const struct cpu_isa *narrower;
+    const struct cpu_simd_type *types[TKV_TYPE_COUNT]; /* NULL: reference kernels */
+    /* cpu_rotate_group, vectorized (WHT: the same floats as rotate.c). */
+    void (*rotate_group)(uint32_t rotation, const struct cpu_group *grp, enum cpu_direction dir,
+                         float *v);
+    void (*attend_span)(struct cpu_span *span);
+};
+
+extern const struct cpu_isa cpu_isa_avx512, cpu_isa_avx2, cpu_isa_scalar;
+
+#endif

@@ -1,0 +1,468 @@
+/*
+ * The kernels of one ISA level, written once over a small vector vocabulary
+ * and compiled by each isa_*.c after it defines that vocabulary (a template
+ * by inclusion). What every level computes:
+ *
+ * Quantize (encode): the reference's bytes exactly (rows.c). The turbo
+ * norms are summed in double in the canonical order of cpu_sum8; y = x / n
+ * is one IEEE division; the WHT is the same butterflies in the same order
+ * (a stage pairs lanes inside a vector, or two vectors); the nearest
+ * centroid is a binary search over the sorted midpoints (y >= b moves up:
+ * the reference's count of boundaries <= y); fp16 conversions round to
+ * nearest even like tkv_fp16_from_float.
+ *
+ * Attention (attend_span): blocks of LANES rows. Scores: each K row is
+ * decoded once per chunk of LANES values (turbo: the packed indices index a
+ * 16-entry table of centroids times the group scale) and multiplied into
+ * the accumulators of up to CPU_SUBBATCH queries at once (the GQA group and
+ * the new tokens share the decode); the LANES rows' accumulators are then
+ * reduced together so that one vector holds the block's scores. Online
+ * softmax per block (running max, sum, and a pending rescale of the
+ * accumulator). Values: only rows some query keeps (sparse V) are decoded,
+ * chunk by chunk, into the queries' accumulators, weighted by p x scale;
+ * turbo values stay in the rotated domain (the driver unrotates once per
+ * output row).
+ *
+ * The including file defines:
+ *   LANES, CPU_ROW_SLOT(r) (where vf_sum_rows wants row r), ISA_SYMBOL,
+ *   ISA_NAME, ISA_NARROWER;
+ *   types vf (LANES floats), vi (LANES int32), vtab (a 16-float table),
+ *   vd8 (8 doubles);
+ *   vf_load vf_store vf_set1 vf_add vf_sub vf_mul vf_div vf_min vf_max vf_abs
+ *   vf_fma (a*b+c) vf_fnma (c-a*b) vf_round (to nearest even) vf_ldexp
+ *   (p * 2^n) vf_hsum vf_hmax vf_ge_bits (bitmask of lanes a >= t)
+ *   vf_keep_bits (zero the other lanes) vf_fill_from (lanes >= n := fill)
+ *   vf_sum_rows (lane r := sum of the lanes of part[CPU_ROW_SLOT(r)])
+ *   vf_butterfly (one WHT stage of stride h < LANES: lane j gets
+ *   v[j] + v[j^h] if bit h of j is clear, else v[j^h] - v[j]);
+ *   vf_load_f32_bytes vf_load_f16 vf_store_f16 vf_load_i8 vf_store_i8_round
+ *   (roundf, then int8); vtab_load vtab_scale vtab_lookup vtab_decode (LANES
+ *   indices of `bits` bits from p, LSB first; may read 8 bytes); vi_zero
+ *   vi_add_const vi_add_if_ge vi_pack (LANES indices into LANES*bits/8
+ *   bytes); vd8_zero vd8_add_sq (lane i%8 += x_i^2) vd8_add (lane i%8 +=
+ *   x_i) vd8_tree (cpu_sum8's order); cpu_half (the fp16 at p as float);
+ *   fp_flush_begin / fp_flush_end (denormals as zero in between, where the
+ *   ISA can).
+ */
+#include <float.h>
+#include <math.h>
+#include <stdalign.h>
+#include <string.h>
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+/* Loops over the queries of a kernel: unrolled, so their accumulators are
+ * registers. */
+#define FOR_Q _Pragma("GCC unroll 8") for (uint32_t q = 0; q < Q; q++)
+
+static inline uint32_t low_bits(uint32_t n) { return n >= 32u ? ~0u : (1u << n) - 1u; }
+
+/* ---- e^x -------------------------------------------------------------------- */
+
+/* e^x for x <= 0, within 2 ulp of expf (Cephes expf: x = n ln2 + r with ln2
+ * in two parts, a degree-6 polynomial for e^r, times 2^n). Below -87.3 it
+ * returns ~1e-38 rather than 0: the callers mask the rows they drop. */
+static inline vf vf_exp(vf x)
+{
+    x = vf_max(x, vf_set1(-87.3f));
+    vf n = vf_round(vf_mul(x, vf_set1(1.44269504088896341f)));
+    vf r = vf_fnma(n, vf_set1(0.693359375f), x);
+    r = vf_fnma(n, vf_set1(-2.12194440e-4f), r);
+    vf p = vf_set1(1.9875691500e-4f);
+    p = vf_fma(p, r, vf_set1(1.3981999507e-3f));
+    p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
+    p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
+    p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
+    p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
+    p = vf_fma(p, vf_mul(r, r), vf_add(r, vf_set1(1.0f)));
+    return vf_ldexp(p, n);
+}
+
+/* ---- rotation ---------------------------------------------------------------- */
+
+/* rotate.c's randomized_hadamard: the same roundings in the same order. */
+static void wht(const float *pre, const float *post, float inv_sqrt, uint32_t g, float *v)
+{
+    for (uint32_t o = 0; o < g; o += LANES) {
+        vf x = vf_mul(vf_load(v + o), vf_load(pre + o));
+        for (uint32_t h = 1; h < LANES; h <<= 1)
+            x = vf_butterfly(x, h);
+        vf_store(v + o, x);
+    }
+    for (uint32_t h = LANES; h < g; h <<= 1)
+        for (uint32_t i = 0; i < g; i += 2 * h)
+            for (uint32_t j = i; j < i + h; j += LANES) {
+                vf a = vf_load(v + j), b = vf_load(v + j + h);
+                vf_store(v + j, vf_add(a, b));
+                vf_store(v + j + h, vf_sub(a, b));
+            }
+    for (uint32_t o = 0; o < g; o += LANES)
+        vf_store(v + o, vf_mul(vf_mul(vf_load(v + o), vf_set1(inv_sqrt)), vf_load(post + o)));
+}
+
+/* WHT vectorized; the dense rotation (for comparison only) and none as in
+ * rotate.c. */
+static void rotate_group(uint32_t rotation, const struct cpu_group *grp, enum cpu_direction dir,
+                         float *v)
+{
+    const struct tkv_group_tables *t = grp->tables;
+    if (rotation != TKV_ROTATION_WHT)
+        cpu_rotate_group(rotation, grp, dir, v);
+    else if (dir == CPU_ROTATE)
+        wht(t->sign1, t->sign2, grp->inv_sqrt, grp->size, v);
+    else
+        wht(t->sign2, t->sign1, grp->inv_sqrt, grp->size, v);
+}
+
+/* ---- encode ------------------------------------------------------------------ */
+
+/* Little-endian host: an f32 row is its floats. */
+static void encode_f32(const struct cpu_layout *l, const float *x, uint8_t *row)
+{
+    memcpy(row, x, sizeof *x * l->head_dim);
+}
+
+/* rows.c's f16_encode: clamped to the finite half range, rounded to nearest even. */
+static void encode_f16(const struct cpu_layout *l, const float *x, uint8_t *row)
+{
+    for (uint32_t o = 0; o < l->head_dim; o += LANES)
+        vf_store_f16(row + 2u * o, vf_min(vf_max(vf_load(x + o), vf_set1(-TKV_FP16_MAX)),
+                                          vf_set1(TKV_FP16_MAX)));
+}
+
+/* rows.c's q8_0_encode: d = amax / 127, q = roundf(x * (1 / d)). */
+static void encode_q8_0(const struct cpu_layout *l, const float *x, uint8_t *row)
+{
+    for (uint32_t first = 0; first < l->head_dim; first += TKV_Q8_0_BLOCK) {
+        uint32_t n = l->head_dim - first < TKV_Q8_0_BLOCK ? l->head_dim - first : TKV_Q8_0_BLOCK;
+        uint8_t *blk = row + first / TKV_Q8_0_BLOCK * (2u + TKV_Q8_0_BLOCK);
+        vf amax = vf_set1(0.0f);
+        for (uint32_t o = 0; o < n; o += LANES)
+            amax = vf_max(amax, vf_abs(vf_load(x + first + o)));
+        float d = vf_hmax(amax) / 127.0f, id = d >= FLT_MIN ? 1.0f / d : 0.0f;
+        store_u16(blk, fp16_saturated(d));
+        for (uint32_t o = 0; o < n; o += LANES)
+            vf_store_i8_round(blk + 2 + o, vf_mul(vf_load(x + first + o), vf_set1(id)));
+    }
+}
+
+/* Index of the nearest centroid: binary search over the ascending
+ * midpoints (boundary[k] for k < n - 1), y >= boundary moving up. */
+ALWAYS_INLINE vi nearest_centroid(vtab boundary, vf y, const uint32_t bits)
+{
+    vi lo = vi_zero();
+    for (uint32_t step = 1u << (bits - 1); step; step >>= 1)
+        lo = vi_add_if_ge(lo, y, vtab_lookup(boundary, vi_add_const(lo, step - 1)), step);
+    return lo;
+}
+
+/* rows.c's turbo_encode_group for every group of the row. */
+ALWAYS_INLINE void encode_turbo(const struct cpu_layout *l, const float *x, uint8_t *row,
+                                const uint32_t bits)
+{
+    for (uint32_t g = 0; g < l->n_groups; g++) {
+        const struct cpu_group *grp = &l->groups[g];
+        const float *xg = x + grp->first;
+        uint8_t *blk = row + grp->byte_offset;
+        vd8 sq = vd8_zero();
+        for (uint32_t o = 0; o < grp->size; o += LANES)
+            sq = vd8_add_sq(sq, vf_load(xg + o));
+        float norm = (float)sqrt(vd8_tree(sq)), scale = 0.0f;
+        if (norm > 0.0f) {
+            alignas(64) float y[TKV_GROUP_MAX];
+            for (uint32_t o = 0; o < grp->size; o += LANES)
+                vf_store(y + o, vf_div(vf_load(xg + o), vf_set1(norm)));
+            rotate_group(l->rotation, grp, CPU_ROTATE, y);
+            vtab boundary = vtab_load(grp->lut->boundary);
+            vtab centroid_sq = vtab_load(grp->lut->centroid_sq);
+            vd8 csq = vd8_zero();
+            for (uint32_t o = 0; o < grp->size; o += LANES) {
+                vi idx = nearest_centroid(boundary, vf_load(y + o), bits);
+                csq = vd8_add(csq, vtab_lookup(centroid_sq, idx));
+                vi_pack(idx, bits, blk + 2 + o * bits / 8u);
+            }
+            double csq_sum = vd8_tree(csq);
+            scale = norm;
+            if (l->scale_mode == TKV_SCALE_NORM_CORRECTED && csq_sum > 0.0)
+                scale = (float)(norm / sqrt(csq_sum));
+        } else {
+            memset(blk + 2, 0, grp->size * bits / 8u);
+        }
+        store_u16(blk, fp16_saturated(scale));
+    }
+}
+
+/* ---- rows as segments of one scale --------------------------------------------- */
+
+/* Kinds of row the attention kernels are specialized for (constants after
+ * inlining, so every switch below folds away). */
+enum { KIND_F32, KIND_F16, KIND_Q8_0, KIND_TURBO2, KIND_TURBO3, KIND_TURBO4 };
+
+#define KIND_BITS(kind) ((kind) - KIND_TURBO2 + 2u)
+#define KIND_IS_TURBO(kind) ((kind) >= KIND_TURBO2)
+#define KIND_HAS_SCALE(kind) ((kind) >= KIND_Q8_0)
+
+/* The values of a row that share one scale: the whole row (f32, f16), a
+ * q8_0 block, a turbo group. */
+struct segment {
+    uint32_t first, len; /* values [first, first + len) of the row */
+    uint32_t offset;     /* byte offset of its block (scale first) in the row */
+    const struct cpu_lut *lut;
+};
+
+ALWAYS_INLINE uint32_t segment_count(const struct cpu_layout *l, const uint32_t kind)
+{
+    if (kind == KIND_Q8_0)
+        return (l->head_dim + TKV_Q8_0_BLOCK - 1) / TKV_Q8_0_BLOCK;
+    return KIND_IS_TURBO(kind) ? l->n_groups : 1u;
+}
+
+ALWAYS_INLINE struct segment segment_at(const struct cpu_layout *l, uint32_t i, const uint32_t kind)
+{
+    if (kind == KIND_Q8_0) {
+        uint32_t first = i * TKV_Q8_0_BLOCK, rest = l->head_dim - first;
+        return (struct segment){ first, rest < TKV_Q8_0_BLOCK ? rest : TKV_Q8_0_BLOCK,
+                                 i * (2u + TKV_Q8_0_BLOCK), NULL };
+    }
+    if (KIND_IS_TURBO(kind)) {
+        const struct cpu_group *grp = &l->groups[i];
+        return (struct segment){ grp->first, grp->size, grp->byte_offset, grp->lut };
+    }
+    return (struct segment){ 0, l->head_dim, 0, NULL };
+}
+
+/* The values [o, o + LANES) of a segment, without its scale; table holds
+ * the turbo centroids (scaled or not). */
+ALWAYS_INLINE vf segment_chunk(const uint8_t *row, struct segment s, uint32_t o, const vtab *table,
+                               const uint32_t kind)
+{
+    switch (kind) {
+    case KIND_F32: return vf_load_f32_bytes(row + 4u * (s.first + o));
+    case KIND_F16: return vf_load_f16(row + 2u * (s.first + o));
+    case KIND_Q8_0: return vf_load_i8(row + s.offset + 2 + o);
+    default: return vtab_decode(*table, row + s.offset + 2 + o * KIND_BITS(kind) / 8u, KIND_BITS(kind));
+    }
+}
+
+/* The scales of a segment of the block's rows as floats (0 past n_rows):
+ * one conversion for the block instead of one per row. */
+ALWAYS_INLINE void block_scales(const uint8_t *rows, uint32_t row_bytes, uint32_t n_rows,
+                                uint32_t offset, float *out)
+{
+    alignas(64) uint8_t half[2 * LANES] = { 0 };
+    for (uint32_t r = 0; r < n_rows; r++)
+        memcpy(half + 2 * r, rows + (size_t)r * row_bytes + offset, 2);
+    vf_store(out, vf_load_f16(half));
+}
+
+ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
+                              const float *queries, float *scores, const uint32_t Q,
+                              const uint32_t kind)
+{
+    const uint32_t n_seg = segment_count(l, kind);
+    alignas(64) float scale[TKV_HEAD_DIM_MAX / TKV_Q8_0_BLOCK][LANES];
+    vf part[CPU_SUBBATCH][LANES];
+    if (KIND_HAS_SCALE(kind))
+        for (uint32_t i = 0; i < n_seg; i++)
+            block_scales(rows, l->row_bytes, n_rows, segment_at(l, i, kind).offset, scale[i]);
+    for (uint32_t r = 0; r < LANES; r++) {
+        const uint8_t *row = rows + (size_t)r * l->row_bytes;
+        vf acc[CPU_SUBBATCH];
+        FOR_Q acc[q] = vf_set1(0.0f);
+        for (uint32_t i = 0; i < (r < n_rows ? n_seg : 0); i++) {
+            struct segment s = segment_at(l, i, kind);
+            const float *qs = queries + (size_t)s.first * Q; /* tiled: chunk-major */
+            vtab table;
+            if (KIND_IS_TURBO(kind))
+                table = vtab_scale(vtab_load(s.lut->centroid), scale[i][r]);
+            for (uint32_t o = 0; o < s.len; o += LANES, qs += Q * LANES) {
+                vf k = segment_chunk(row, s, o, &table, kind);
+                if (kind == KIND_Q8_0)
+                    k = vf_mul(k, vf_set1(scale[i][r]));
+                FOR_Q acc[q] = vf_fma(k, vf_load(qs + q * LANES), acc[q]);
+            }
+        }
+        FOR_Q part[q][CPU_ROW_SLOT(r)] = acc[q];
+    }
+    FOR_Q vf_store(scores + q * LANES, vf_sum_rows(part[q]));
+}
+
+/* ---- values of a block of V rows into the accumulators ---------------------------- */
+
+ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
+                                   const float *weights, float *factor, float *acc,
+                                   const uint32_t Q, const uint32_t kind)
+{
+    const uint32_t n_seg = segment_count(l, kind);
+    const size_t hd = l->head_dim;
+    const uint8_t *sel[LANES];
+    uint32_t sel_row[LANES], n = 0;
+    for (; mask; mask &= mask - 1, n++) {
+        sel_row[n] = (uint32_t)__builtin_ctz(mask);
+        sel[n] = rows + (size_t)sel_row[n] * l->row_bytes;
+    }
+    /* per selected row its Q weights times its scale, walked by one pointer */
+    float w[LANES * CPU_SUBBATCH];
+    for (uint32_t i = 0; i < n_seg; i++) {
+        struct segment s = segment_at(l, i, kind);
+        for (uint32_t k = 0; k < n; k++) {
+            float scale = KIND_HAS_SCALE(kind) ? cpu_half(sel[k] + s.offset) : 1.0f;
+            FOR_Q w[k * Q + q] = weights[q * LANES + sel_row[k]] * scale;
+        }
+        vtab table;
+        if (KIND_IS_TURBO(kind))
+            table = vtab_load(s.lut->centroid);
+        for (uint32_t o = 0; o < s.len; o += LANES) {
+            float *at = acc + s.first + o;
+            const float *wk = w;
+            vf a[CPU_SUBBATCH];
+            FOR_Q a[q] = vf_mul(vf_load(at + q * hd), vf_set1(factor[q]));
+            for (uint32_t k = 0; k < n; k++, wk += Q) {
+                vf v = segment_chunk(sel[k], s, o, &table, kind);
+                FOR_Q a[q] = vf_fma(vf_set1(wk[q]), v, a[q]);
+            }
+            FOR_Q vf_store(at + q * hd, a[q]);
+        }
+    }
+    FOR_Q factor[q] = 1.0f;
+}
+
+/* ---- one function per (kind, Q) ---------------------------------------------------- */
+
+#define KERNELS_Q(name, kind, Q)                                                               \
+    static void score_##name##_##Q(const struct cpu_layout *l, const uint8_t *rows,            \
+                                   uint32_t n_rows, const float *queries, float *scores)      \
+    {                                                                                          \
+        score_rows(l, rows, n_rows, queries, scores, Q, kind);                                 \
+    }                                                                                          \
+    static void accum_##name##_##Q(const struct cpu_layout *l, const uint8_t *rows,            \
+                                   uint32_t mask, const float *weights, float *factor,        \
+                                   float *acc)                                                 \
+    {                                                                                          \
+        accumulate_rows(l, rows, mask, weights, factor, acc, Q, kind);                         \
+    }
+
+#define KERNELS(name, kind)                                                                    \
+    KERNELS_Q(name, kind, 1) KERNELS_Q(name, kind, 2) KERNELS_Q(name, kind, 3)                \
+    KERNELS_Q(name, kind, 4) KERNELS_Q(name, kind, 5) KERNELS_Q(name, kind, 6)                \
+    KERNELS_Q(name, kind, 7) KERNELS_Q(name, kind, 8)                                         \
+    static const struct cpu_simd_type type_##name = {                                          \
+        .encode = encode_##name,                                                               \
+        .score = { score_##name##_1, score_##name##_2, score_##name##_3, score_##name##_4,     \
+                   score_##name##_5, score_##name##_6, score_##name##_7, score_##name##_8 },   \
+        .accum = { accum_##name##_1, accum_##name##_2, accum_##name##_3, accum_##name##_4,     \
+                   accum_##name##_5, accum_##name##_6, accum_##name##_7, accum_##name##_8 },   \
+    };
+
+#define TURBO_ENCODER(bits)                                                                    \
+    static void encode_turbo##bits(const struct cpu_layout *l, const float *x, uint8_t *row)  \
+    {                                                                                          \
+        encode_turbo(l, x, row, bits);                                                         \
+    }
+TURBO_ENCODER(2)
+TURBO_ENCODER(3)
+TURBO_ENCODER(4)
+
+KERNELS(f32, KIND_F32)
+KERNELS(f16, KIND_F16)
+KERNELS(q8_0, KIND_Q8_0)
+KERNELS(turbo2, KIND_TURBO2)
+KERNELS(turbo3, KIND_TURBO3)
+KERNELS(turbo4, KIND_TURBO4)
+
+/* ---- a span of rows: blocks, online softmax, sparse V ------------------------------ */
+
+/* Softmax of query q over the block's scores: updates its running max and
+ * sum, its pending rescale, writes its weights (0 for rows it does not
+ * see or skips) and returns the rows whose V it needs. */
+static uint32_t block_weights(struct cpu_span *sp, uint32_t q, uint32_t j, uint32_t n_rows,
+                              const float *scores, float *w, float *factor)
+{
+    uint32_t seen = sp->visible[q] > j ? sp->visible[q] - j : 0;
+    if (seen > n_rows)
+        seen = n_rows;
+    if (!seen) {
+        vf_store(w, vf_set1(0.0f));
+        return 0;
+    }
+    vf s = vf_fill_from(vf_mul(vf_load(scores), vf_set1(sp->scale)), seen, -INFINITY);
+    float block_max = vf_hmax(s);
+    if (block_max > sp->max[q]) {
+        /* what was summed against the old max shrinks to the new one */
+        float c = sp->max[q] == -INFINITY ? 0.0f : expf(sp->max[q] - block_max);
+        sp->sum[q] *= c;
+        factor[q] *= c;
+        sp->max[q] = block_max;
+    }
+    uint32_t valid = low_bits(seen), keep = valid;
+    vf p = vf_keep_bits(vf_exp(vf_sub(s, vf_set1(sp->max[q]))), valid);
+    sp->sum[q] += vf_hsum(p);
+    if (sp->threshold > 0.0f) {
+        keep &= vf_ge_bits(p, sp->threshold);
+        p = vf_keep_bits(p, keep);
+        sp->skipped += (uint32_t)__builtin_popcount(valid & ~keep);
+    }
+    vf_store(w, p);
+    return keep;
+}
+
+static void attend_span(struct cpu_span *sp)
+{
+    const struct cpu_layout *kl = sp->k, *vl = sp->v;
+    const uint32_t hd = kl->head_dim, nq = sp->n_query, csr = fp_flush_begin();
+    alignas(64) float scores[CPU_UNIT_QUERIES * LANES], w[CPU_UNIT_QUERIES * LANES];
+    float factor[CPU_UNIT_QUERIES];
+    uint32_t end = 0;
+    for (uint32_t q = 0; q < nq; q++) {
+        sp->max[q] = -INFINITY;
+        sp->sum[q] = 0.0f;
+        factor[q] = 1.0f;
+        if (sp->visible[q] > end)
+            end = sp->visible[q];
+    }
+    memset(sp->acc, 0, sizeof *sp->acc * nq * hd);
+    if (end > sp->end)
+        end = sp->end;
+    for (uint32_t j = sp->first; j < end; j += LANES) {
+        uint32_t n_rows = end - j < LANES ? end - j : LANES;
+        const uint8_t *k_rows = sp->k_rows + (size_t)j * kl->row_bytes;
+        const uint8_t *v_rows = sp->v_rows + (size_t)j * vl->row_bytes;
+        for (uint32_t q0 = 0; q0 < nq; q0 += CPU_SUBBATCH) {
+            uint32_t nb = nq - q0 < CPU_SUBBATCH ? nq - q0 : CPU_SUBBATCH, need = 0;
+            uint32_t last_seen = 0;
+            for (uint32_t q = q0; q < q0 + nb; q++)
+                last_seen = sp->visible[q] > last_seen ? sp->visible[q] : last_seen;
+            if (last_seen <= j)
+                continue;
+            kl->simd->score[nb - 1](kl, k_rows, n_rows, sp->queries + (size_t)q0 * hd,
+                                    scores + q0 * LANES);
+            for (uint32_t q = q0; q < q0 + nb; q++)
+                need |= block_weights(sp, q, j, n_rows, scores + q * LANES, w + q * LANES, factor);
+            if (need)
+                vl->simd->accum[nb - 1](vl, v_rows, need, w + q0 * LANES, factor + q0,
+                                        sp->acc + (size_t)q0 * hd);
+        }
+    }
+    for (uint32_t q = 0; q < nq; q++)
+        if (factor[q] != 1.0f)
+            for (uint32_t i = 0; i < hd; i++)
+                sp->acc[(size_t)q * hd + i] *= factor[q];
+    fp_flush_end(csr);
+}
+
+/* ---- the level ------------------------------------------------------------------------ */
+
+const struct cpu_isa ISA_SYMBOL = {
+    .name = ISA_NAME,
+    .lanes = LANES,
+    .narrower = ISA_NARROWER,
+    .types = {
+        [TKV_TYPE_F32] = &type_f32,
+        [TKV_TYPE_F16] = &type_f16,
+        [TKV_TYPE_Q8_0] = &type_q8_0,
+        [TKV_TYPE_TURBO2] = &type_turbo2,
+        [TKV_TYPE_TURBO3] = &type_turbo3,
+        [TKV_TYPE_TURBO4] = &type_turbo4,
+    },
+    .rotate_group = rotate_group,
+    .attend_span = attend_span,
+};

@@ -1,0 +1,261 @@
+/*
+ * Rows in and out of a cache buffer: quantize_rows (the quantize_append op)
+ * and dequantize_rows (the dequantize op). One work-group per row; the row
+ * lives in local memory while the work-group takes it through the steps of
+ * the cpu reference (plugins/cpu/rows.c, qjl.c, rotate.c) in the same float
+ * order, so the stored bytes are the reference's.
+ */
+
+/* Index i of a packed little-endian bit stream (tkv_unpack_index). */
+inline uint unpack_index(__global const uchar *p, uint i, uint bits)
+{
+    uint bit = i * bits, byte = bit >> 3, shift = bit & 7u;
+    uint w = p[byte];
+    if (shift + bits > 8u)
+        w |= (uint)p[byte + 1] << 8;
+    return (w >> shift) & ((1u << bits) - 1u);
+}
+
+/* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
+ * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
+ * encode_residual of the reference, spread over the work-group. x holds the
+ * sanitized row; y, r, idx, norm and shat are scratch. */
+void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim, uint type,
+                      uint rotation, uint scale_mode, __global const float *tab, __local float *y,
+                      __local float *r, __local uchar *idx, __local float *norm,
+                      __local float *shat)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint bits = type_bits(type), n_groups = group_count(head_dim);
+    const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN);
+
+    /* n = ||x|| summed in double (wide_t) in value order, rounded once */
+    for (uint k = lid; k < n_groups; k += n) {
+        group_info g = group_by_index(head_dim, k);
+        wide_t sq = 0;
+        for (uint i = 0; i < g.size; i++)
+            sq += (wide_t)x[g.first + i] * x[g.first + i];
+        norm[k] = (float)sqrt(sq);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint e = lid; e < head_dim; e += n) {
+        float nk = norm[group_of_value(head_dim, e).index];
+        y[e] = nk > 0.0f ? FDIV(x[e], nk) : 0.0f;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    rotate_local(y, r, head_dim, rotation, 0, tab);
+    /* nearest centroid: how many midpoints lie at or below y (ties go up) */
+    for (uint e = lid; e < head_dim; e += n) {
+        group_info g = group_of_value(head_dim, e);
+        uint id = 0u;
+        if (norm[g.index] > 0.0f) {
+            __global const float *b = tab + tab_offset(tab, g.size, TKV_TAB_BOUNDARIES + cb);
+            for (uint k = 0; k + 1u < (1u << bits); k++)
+                id += y[e] >= b[k];
+        }
+        idx[e] = (uchar)id;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint k = lid; k < n_groups; k += n) {
+        group_info g = group_by_index(head_dim, k);
+        float nk = norm[k], scale = 0.0f;
+        if (nk > 0.0f) {
+            __global const float *csq_tab = tab + tab_offset(tab, g.size, TKV_TAB_CENTROID_SQ + cb);
+            wide_t csq = 0;
+            for (uint i = 0; i < g.size; i++)
+                csq += csq_tab[idx[g.first + i]];
+            scale = nk;
+            if (scale_mode == TKV_SCALE_NORM_CORRECTED && csq > 0)
+                scale = (float)((wide_t)nk / sqrt(csq));
+        }
+        uint h = fp16_saturated(scale);
+        store_u16(out + 2u * g.index + g.first * bits / 8u, h);
+        shat[k] = fp16_to_float(h);
+    }
+    /* indices, 8 at a time: 8 * bits bits are exactly `bits` whole bytes */
+    for (uint c = lid; c < head_dim / 8u; c += n) {
+        uint e0 = 8u * c, w = 0u;
+        group_info g = group_of_value(head_dim, e0);
+        for (uint i = 0; i < 8u; i++)
+            w |= (uint)idx[e0 + i] << (i * bits);
+        __global uchar *p = out + 2u * g.index + g.first * bits / 8u + 2u + (e0 - g.first) * bits / 8u;
+        for (uint b = 0; b < bits; b++)
+            p[b] = (uchar)(w >> (8u * b));
+    }
+    if (!type_is_qjl(type))
+        return;
+
+    /* QJL: r = n R(x/n) - s_hat c[idx], against the stored fp16 scale */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint e = lid; e < head_dim; e += n) {
+        group_info g = group_of_value(head_dim, e);
+        __global const float *c = tab + tab_offset(tab, g.size, TKV_TAB_CENTROIDS + cb);
+        r[e] = norm[g.index] * y[e] - shat[g.index] * c[idx[e]];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const uint res0 = turbo_row_bytes(head_dim, bits);
+    /* gamma = ||r|| in double; a zero group or residual stores gamma 0 and
+     * no sign bits (norm[k] then flags it for the projections) */
+    for (uint k = lid; k < n_groups; k += n) {
+        group_info g = group_by_index(head_dim, k);
+        uint h = 0u;
+        if (norm[k] != 0.0f) {
+            wide_t gamma_sq = 0;
+            for (uint i = 0; i < g.size; i++)
+                gamma_sq += (wide_t)r[g.first + i] * r[g.first + i];
+            if (gamma_sq != 0)
+                h = fp16_saturated((float)sqrt(gamma_sq));
+            else
+                norm[k] = 0.0f;
+        }
+        store_u16(out + res0 + 2u * g.index + g.first / 8u, h);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    /* z_i = sign((S r)_i), the projection summed in double */
+    for (uint e = lid; e < head_dim; e += n) {
+        group_info g = group_of_value(head_dim, e);
+        uchar z = 0;
+        if (norm[g.index] != 0.0f) {
+            __global const float *s = tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first) * g.size;
+            wide_t projection = 0;
+            for (uint j = 0; j < g.size; j++)
+                projection += (wide_t)s[j] * r[g.first + j];
+            z = projection > 0;
+        }
+        idx[e] = z;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint c = lid; c < head_dim / 8u; c += n) {
+        uint e0 = 8u * c, byte = 0u;
+        group_info g = group_of_value(head_dim, e0);
+        for (uint i = 0; i < 8u; i++)
+            byte |= (uint)idx[e0 + i] << i;
+        out[res0 + 2u * g.index + g.first / 8u + 2u + (e0 - g.first) / 8u] = (uchar)byte;
+    }
+}
+
+/* q8_0 (llama.cpp's quantize_row_q8_0_ref): one work-item per block of 32. */
+void q8_0_encode_row(__local const float *x, __global uchar *out, uint head_dim)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    for (uint blk = lid; blk * TKV_Q8_0_BLOCK < head_dim; blk += n) {
+        uint first = blk * TKV_Q8_0_BLOCK, len = min(TKV_Q8_0_BLOCK, head_dim - first);
+        __global uchar *p = out + blk * (2u + TKV_Q8_0_BLOCK);
+        float amax = 0.0f;
+        for (uint i = 0; i < len; i++)
+            amax = fmax(amax, fabs(x[first + i]));
+        float d = FDIV(amax, 127.0f), id = d >= FLT_MIN ? FDIV(1.0f, d) : 0.0f;
+        store_u16(p, fp16_saturated(d));
+        for (uint i = 0; i < len; i++)
+            p[2u + i] = (uchar)convert_int(round(x[first + i] * id));
+    }
+}
+
+/*
+ * src: n_rows = n_tokens * n_heads rows of head_dim floats, token-major;
+ * row t * n_heads + h goes to dst + dst_offset + h * head_stride +
+ * t * row_bytes. Non-finite inputs are stored as 0 and counted.
+ */
+__kernel void quantize_rows(__global const float *src, uint n_heads, uint head_dim,
+                            __global uchar *dst, ulong dst_offset, ulong head_stride,
+                            uint row_bytes, uint type, uint rotation, uint scale_mode,
+                            __global const float *tab, __global uint *nonfinite)
+{
+    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
+    __local uchar idx[TKV_HEAD_DIM_MAX];
+    __local float norm[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
+    const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
+    const uint t = row / n_heads, h = row % n_heads;
+    __global const float *in = src + (ulong)row * head_dim;
+    __global uchar *out = dst + dst_offset + h * head_stride + (ulong)t * row_bytes;
+
+    uint bad = 0u;
+    for (uint e = lid; e < head_dim; e += n) {
+        float v = in[e];
+        int finite = isfinite(v);
+        x[e] = finite ? v : 0.0f;
+        bad += !finite;
+    }
+    if (bad)
+        atomic_add(nonfinite, bad);
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    if (type == TKV_TYPE_F32) {
+        for (uint e = lid; e < head_dim; e += n) {
+            uint u = as_uint(x[e]);
+            for (uint b = 0; b < 4u; b++)
+                out[4u * e + b] = (uchar)(u >> (8u * b));
+        }
+    } else if (type == TKV_TYPE_F16) {
+        for (uint e = lid; e < head_dim; e += n)
+            store_u16(out + 2u * e, fp16_saturated(x[e]));
+    } else if (type == TKV_TYPE_Q8_0) {
+        q8_0_encode_row(x, out, head_dim);
+    } else {
+        turbo_encode_row(x, out, head_dim, type, rotation, scale_mode, tab, y, r, idx, norm, shat);
+    }
+}
+
+/*
+ * n_rows consecutive rows from buf + offset into dst as floats in the
+ * original domain: each row accumulated once with weight 1 into zeros, as
+ * the reference's axpy does it (1 * v + 0 is v, -0 read as +0), then rotated
+ * back (R^T) for turbo types.
+ */
+__kernel void dequantize_rows(__global const uchar *buf, ulong offset, uint row_bytes,
+                              uint head_dim, uint type, uint rotation,
+                              __global const float *tab, __global float *dst)
+{
+    __local float v[TKV_HEAD_DIM_MAX], tmp[TKV_HEAD_DIM_MAX];
+    const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
+    __global const uchar *p = buf + offset + (ulong)row * row_bytes;
+    const uint bits = type_bits(type);
+    const float w = 1.0f;
+
+    for (uint e = lid; e < head_dim; e += n) {
+        float acc = 0.0f;
+        if (type == TKV_TYPE_F32) {
+            uint u = (uint)p[4u * e] | (uint)p[4u * e + 1u] << 8 | (uint)p[4u * e + 2u] << 16 |
+                     (uint)p[4u * e + 3u] << 24;
+            acc += w * as_float(u);
+        } else if (type == TKV_TYPE_F16) {
+            acc += w * fp16_to_float(load_u16(p + 2u * e));
+        } else if (type == TKV_TYPE_Q8_0) {
+            __global const uchar *blk = p + e / TKV_Q8_0_BLOCK * (2u + TKV_Q8_0_BLOCK);
+            float wd = w * fp16_to_float(load_u16(blk));
+            acc += wd * (float)(char)blk[2u + e % TKV_Q8_0_BLOCK];
+        } else {
+            group_info g = group_of_value(head_dim, e);
+            __global const uchar *blk = p + 2u * g.index + g.first * bits / 8u;
+            __global const float *c =
+                tab + tab_offset(tab, g.size, TKV_TAB_CENTROIDS + 3u * (bits - TKV_TURBO_BITS_MIN));
+            float ws = w * fp16_to_float(load_u16(blk));
+            acc += ws * c[unpack_index(blk + 2, e - g.first, bits)];
+        }
+        v[e] = acc;
+    }
+    if (type_is_qjl(type)) {
+        /* w scale gamma S^T z, in the row order of S (qjl_axpy) */
+        const uint res0 = turbo_row_bytes(head_dim, bits);
+        for (uint e = lid; e < head_dim; e += n) {
+            group_info g = group_of_value(head_dim, e);
+            __global const uchar *res = p + res0 + 2u * g.index + g.first / 8u;
+            float weight = w * tab[tab_offset(tab, g.size, TKV_TAB_QJL_SCALE)] *
+                           fp16_to_float(load_u16(res));
+            if (weight == 0.0f)
+                continue;
+            __global const float *s = tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first);
+            float acc = v[e];
+            for (uint i = 0; i < g.size; i++) {
+                float wz = (res[2u + i / 8u] >> (i % 8u)) & 1u ? weight : -weight;
+                acc += wz * s[i * g.size];
+            }
+            v[e] = acc;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (bits)
+        rotate_local(v, tmp, head_dim, rotation, 1, tab);
+    for (uint e = lid; e < head_dim; e += n)
+        dst[(ulong)row * head_dim + e] = v[e];
+}

@@ -1,0 +1,149 @@
+/*
+ * Recording and submitting: the device's one command buffer, its fence,
+ * memory barriers, copies and dispatches; and what a failed Vulkan call
+ * reports.
+ */
+#include <time.h>
+
+#include "vk.h"
+
+/* How long vk_submit polls its fence before it blocks on it. */
+#define VK_SPIN_NS 2000000L
+
+const char *vk_result_name(VkResult r)
+{
+    switch (r) {
+#define NAME(x) case x: return #x;
+    NAME(VK_SUCCESS)
+    NAME(VK_NOT_READY)
+    NAME(VK_TIMEOUT)
+    NAME(VK_INCOMPLETE)
+    NAME(VK_ERROR_OUT_OF_HOST_MEMORY)
+    NAME(VK_ERROR_OUT_OF_DEVICE_MEMORY)
+    NAME(VK_ERROR_INITIALIZATION_FAILED)
+    NAME(VK_ERROR_DEVICE_LOST)
+    NAME(VK_ERROR_MEMORY_MAP_FAILED)
+    NAME(VK_ERROR_LAYER_NOT_PRESENT)
+    NAME(VK_ERROR_EXTENSION_NOT_PRESENT)
+    NAME(VK_ERROR_FEATURE_NOT_PRESENT)
+    NAME(VK_ERROR_INCOMPATIBLE_DRIVER)
+    NAME(VK_ERROR_TOO_MANY_OBJECTS)
+    NAME(VK_ERROR_FORMAT_NOT_SUPPORTED)
+    NAME(VK_ERROR_FRAGMENTED_POOL)
+    NAME(VK_ERROR_UNKNOWN)
+    NAME(VK_ERROR_OUT_OF_POOL_MEMORY)
+    NAME(VK_ERROR_INVALID_EXTERNAL_HANDLE)
+    NAME(VK_ERROR_FRAGMENTATION)
+    NAME(VK_ERROR_INVALID_OPAQUE_CAPTURE_ADDRESS)
+    NAME(VK_PIPELINE_COMPILE_REQUIRED)
+#undef NAME
+    default: return "VkResult";
+    }
+}
+
+int vk_fail(const char *op, const char *call, VkResult r)
+{
+    int status = TKV_EDEVICE;
+    if (r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_DEVICE_MEMORY ||
+        r == VK_ERROR_OUT_OF_POOL_MEMORY || r == VK_ERROR_FRAGMENTATION)
+        status = TKV_ENOMEM;
+    else if (r == VK_ERROR_INCOMPATIBLE_DRIVER || r == VK_ERROR_INITIALIZATION_FAILED)
+        status = TKV_ENODEV;
+    return VK_ERROR_STATUS(status, "%s: %s failed: %s (%d)", op, call, vk_result_name(r), (int)r);
+}
+
+int vk_begin(struct vk_device *dev, const char *op)
+{
+    VkResult r;
+    if (dev->lost)
+        return VK_ERROR_STATUS(TKV_EDEVICE, "%s: the device was lost earlier", op);
+    if ((r = vkResetCommandBuffer(dev->cmd, 0)) != VK_SUCCESS)
+        return vk_fail(op, "vkResetCommandBuffer", r);
+    VkCommandBufferBeginInfo begin = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
+        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    if ((r = vkBeginCommandBuffer(dev->cmd, &begin)) != VK_SUCCESS)
+        return vk_fail(op, "vkBeginCommandBuffer", r);
+    return TKV_OK;
+}
+
+static void memory_barrier(struct vk_device *dev, VkPipelineStageFlags dst_stage, VkAccessFlags dst_access)
+{
+    VkMemoryBarrier b = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+        .dstAccessMask = dst_access,
+    };
+    vkCmdPipelineBarrier(dev->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                         dst_stage, 0, 1, &b, 0, NULL, 0, NULL);
+}
+
+void vk_barrier(struct vk_device *dev)
+{
+    memory_barrier(dev, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                   VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                       VK_ACCESS_TRANSFER_WRITE_BIT);
+}
+
+int vk_submit(struct vk_device *dev, const char *op)
+{
+    VkResult r;
+    /* the host reads mapped memory once the fence signals */
+    memory_barrier(dev, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    if ((r = vkEndCommandBuffer(dev->cmd)) != VK_SUCCESS)
+        return vk_fail(op, "vkEndCommandBuffer", r);
+    VkSubmitInfo submit = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &dev->cmd,
+    };
+    if ((r = vkQueueSubmit(dev->queue, 1, &submit, dev->fence)) != VK_SUCCESS) {
+        dev->lost = r == VK_ERROR_DEVICE_LOST;
+        return vk_fail(op, "vkQueueSubmit", r);
+    }
+    /* Spin a little before blocking: a decode step's work takes tens of
+     * microseconds, less than a blocking wait may take to wake up. */
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        r = vkGetFenceStatus(dev->device, dev->fence);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while (r == VK_NOT_READY && (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < VK_SPIN_NS);
+    if (r == VK_NOT_READY)
+        r = vkWaitForFences(dev->device, 1, &dev->fence, VK_TRUE, UINT64_MAX);
+    if (r != VK_SUCCESS) {
+        dev->lost = r == VK_ERROR_DEVICE_LOST;
+        return vk_fail(op, "vkWaitForFences", r);
+    }
+    if ((r = vkResetFences(dev->device, 1, &dev->fence)) != VK_SUCCESS)
+        return vk_fail(op, "vkResetFences", r);
+    return TKV_OK;
+}
+
+void vk_copy(struct vk_device *dev, const struct vk_buffer *src, uint64_t src_offset,
+             const struct vk_buffer *dst, uint64_t dst_offset, uint64_t bytes)
+{
+    VkBufferCopy region = { .srcOffset = src_offset, .dstOffset = dst_offset, .size = bytes };
+    vkCmdCopyBuffer(dev->cmd, src->buffer, dst->buffer, 1, &region);
+}
+
+int vk_dispatch(struct vk_device *dev, VkPipeline pipeline, const void *push, uint32_t push_size,
+                uint64_t n_groups, const char *op)
+{
+    const uint32_t *max = dev->props.limits.maxComputeWorkGroupCount;
+    uint64_t x = n_groups < max[0] ? n_groups : max[0];
+    uint64_t y = (n_groups + x - 1) / x;
+    uint64_t z = 1;
+    if (y > max[1]) {
+        z = (y + max[1] - 1) / max[1];
+        y = max[1];
+    }
+    if (z > max[2] || n_groups > UINT32_MAX)
+        return VK_ERROR_STATUS(TKV_ERANGE, "%s: %llu workgroups exceed what the device can dispatch", op,
+                               (unsigned long long)n_groups);
+    if (n_groups == 0)
+        return TKV_OK;
+    vkCmdBindPipeline(dev->cmd, VK_PIPELINE_BIND_POINT_COMPUTE, pipeline);
+    vkCmdPushConstants(dev->cmd, dev->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, push_size, push);
+    vkCmdDispatch(dev->cmd, (uint32_t)x, (uint32_t)y, (uint32_t)z);
+    return TKV_OK;
+}

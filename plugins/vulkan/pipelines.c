@@ -1,0 +1,127 @@
+/*
+ * Shader modules and compute pipelines. The SPIR-V is compiled from
+ * shaders/ at build time and embedded (meson.build). The quantize, rows and
+ * merge shaders take their row formats as push constants, so each is one
+ * pipeline created at open; the attention shader is specialized per K and V
+ * format, head_dim and query tile (its inner loops and register arrays are
+ * sized by them) and each specialization is created on first use.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "vk.h"
+
+#include "attention_spv.h"
+#include "merge_spv.h"
+#include "quantize_fp32_spv.h"
+#include "quantize_fp64_spv.h"
+#include "rows_spv.h"
+
+static int create_module(struct vk_device *dev, enum vk_shader which, const uint32_t *code, size_t size,
+                         const char *name)
+{
+    VkShaderModuleCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_SHADER_MODULE_CREATE_INFO, .codeSize = size, .pCode = code,
+    };
+    VkResult r = vkCreateShaderModule(dev->device, &info, NULL, &dev->modules[which]);
+    if (r != VK_SUCCESS)
+        return VK_ERROR_STATUS(TKV_EDEVICE, "open: vkCreateShaderModule (%s shader) failed: %s (%d)", name,
+                               vk_result_name(r), (int)r);
+    return TKV_OK;
+}
+
+/* spec[i] is specialization constant i; n of them are given. */
+static int create_pipeline(struct vk_device *dev, enum vk_shader which, const uint32_t *spec, uint32_t n,
+                           const char *what, VkPipeline *out)
+{
+    VkSpecializationMapEntry entries[TKV_VK_SPEC_COUNT];
+    for (uint32_t i = 0; i < n; i++)
+        entries[i] = (VkSpecializationMapEntry){ .constantID = i, .offset = 4 * i, .size = 4 };
+    VkSpecializationInfo specialization = {
+        .mapEntryCount = n, .pMapEntries = entries, .dataSize = 4 * n, .pData = spec,
+    };
+    VkComputePipelineCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO,
+        .stage = {
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_SHADER_STAGE_CREATE_INFO,
+            .stage = VK_SHADER_STAGE_COMPUTE_BIT,
+            .module = dev->modules[which],
+            .pName = "main",
+            .pSpecializationInfo = &specialization,
+        },
+        .layout = dev->layout,
+    };
+    VkResult r = vkCreateComputePipelines(dev->device, VK_NULL_HANDLE, 1, &info, NULL, out);
+    if (r != VK_SUCCESS)
+        return VK_ERROR_STATUS(r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? TKV_ENOMEM
+                                                                                                     : TKV_EDEVICE,
+                               "%s: vkCreateComputePipelines failed: %s (%d)", what, vk_result_name(r), (int)r);
+    return TKV_OK;
+}
+
+int vk_pipelines_create(struct vk_device *dev)
+{
+    int rc;
+    VkResult r;
+    if ((rc = create_module(dev, VK_SHADER_QUANTIZE, dev->fp64 ? quantize_fp64_spv : quantize_fp32_spv,
+                            dev->fp64 ? sizeof quantize_fp64_spv : sizeof quantize_fp32_spv, "quantize")) != TKV_OK ||
+        (rc = create_module(dev, VK_SHADER_ROWS, rows_spv, sizeof rows_spv, "rows")) != TKV_OK ||
+        (rc = create_module(dev, VK_SHADER_ATTENTION, attention_spv, sizeof attention_spv, "attention")) != TKV_OK ||
+        (rc = create_module(dev, VK_SHADER_MERGE, merge_spv, sizeof merge_spv, "merge")) != TKV_OK)
+        return rc;
+    VkPushConstantRange push = {
+        .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = VK_PUSH_BYTES,
+    };
+    VkPipelineLayoutCreateInfo layout = {
+        .sType = VK_STRUCTURE_TYPE_PIPELINE_LAYOUT_CREATE_INFO, .pushConstantRangeCount = 1,
+        .pPushConstantRanges = &push,
+    };
+    if ((r = vkCreatePipelineLayout(dev->device, &layout, NULL, &dev->layout)) != VK_SUCCESS)
+        return vk_fail("open", "vkCreatePipelineLayout", r);
+    const uint32_t wg = TKV_VK_WG;
+    if ((rc = create_pipeline(dev, VK_SHADER_QUANTIZE, &wg, 1, "open: quantize pipeline", &dev->quantize)) != TKV_OK ||
+        (rc = create_pipeline(dev, VK_SHADER_ROWS, &wg, 1, "open: rows pipeline", &dev->rows)) != TKV_OK ||
+        (rc = create_pipeline(dev, VK_SHADER_MERGE, &wg, 1, "open: merge pipeline", &dev->merge)) != TKV_OK)
+        return rc;
+    return TKV_OK;
+}
+
+void vk_pipelines_destroy(struct vk_device *dev)
+{
+    for (size_t i = 0; i < dev->n_attention; i++)
+        vkDestroyPipeline(dev->device, dev->attention[i].pipeline, NULL);
+    free(dev->attention);
+    dev->attention = NULL;
+    dev->n_attention = dev->cap_attention = 0;
+    vkDestroyPipeline(dev->device, dev->quantize, NULL);
+    vkDestroyPipeline(dev->device, dev->rows, NULL);
+    vkDestroyPipeline(dev->device, dev->merge, NULL);
+    vkDestroyPipelineLayout(dev->device, dev->layout, NULL);
+    for (int i = 0; i < VK_SHADER_COUNT; i++)
+        vkDestroyShaderModule(dev->device, dev->modules[i], NULL);
+}
+
+int vk_attention_pipeline(struct vk_device *dev, const uint32_t spec[TKV_VK_SPEC_COUNT], VkPipeline *out)
+{
+    for (size_t i = 0; i < dev->n_attention; i++)
+        if (memcmp(dev->attention[i].spec, spec, sizeof dev->attention[i].spec) == 0) {
+            *out = dev->attention[i].pipeline;
+            return TKV_OK;
+        }
+    if (dev->n_attention == dev->cap_attention) {
+        size_t cap = dev->cap_attention ? 2 * dev->cap_attention : 16;
+        struct vk_attention_pipeline *grown = realloc(dev->attention, cap * sizeof *grown);
+        if (!grown)
+            return VK_ERROR_STATUS(TKV_ENOMEM, "attention: no host memory for the pipeline table");
+        dev->attention = grown;
+        dev->cap_attention = cap;
+    }
+    struct vk_attention_pipeline *p = &dev->attention[dev->n_attention];
+    memcpy(p->spec, spec, sizeof p->spec);
+    int rc = create_pipeline(dev, VK_SHADER_ATTENTION, spec, TKV_VK_SPEC_COUNT, "attention: pipeline", &p->pipeline);
+    if (rc != TKV_OK)
+        return rc;
+    dev->n_attention++;
+    *out = p->pipeline;
+    return TKV_OK;
+}

@@ -1,0 +1,520 @@
+/*
+ * turbokv-vulkan: the module entry, device discovery and opening, the
+ * buffers the core allocates, stats. The math runs in the shaders
+ * (shaders/), recorded by quantize.c and attention.c.
+ *
+ * The module links the Vulkan loader and nothing of the core: it is handed
+ * the core's services in init() and the format's tables in open().
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "turbokv.h" /* TKV_VERSION_STRING */
+#include "vk.h"
+
+const struct tkv_services *vk_svc;
+
+/* Attention workgroups that keep a GPU busy (two waves of a large one);
+ * on a CPU driver, a few per core. */
+#define VK_GPU_WORKGROUPS 2048u
+#define VK_CPU_WORKGROUPS_PER_CORE 4u
+
+static int vk_init(const struct tkv_services *svc)
+{
+    /* Without services there is no way to report anything: refuse quietly. */
+    if (!svc || svc->struct_size < sizeof *svc || !svc->error || !svc->log)
+        return TKV_EINVAL;
+    vk_svc = svc;
+    return TKV_OK;
+}
+
+/* ---- discovery ----------------------------------------------------------- */
+
+/* What a usable physical device offers. */
+struct vk_candidate {
+    VkPhysicalDevice physical;
+    uint32_t queue_family;
+    int fp64;
+    VkPhysicalDeviceProperties props;
+    uint64_t max_allocation;
+    char driver[128];
+};
+
+static int create_instance(VkInstance *instance, const char *op)
+{
+    uint32_t version = VK_API_VERSION_1_0;
+    VkResult r = vkEnumerateInstanceVersion(&version);
+    if (r != VK_SUCCESS)
+        return vk_fail(op, "vkEnumerateInstanceVersion", r);
+    if (version < VK_API_VERSION_1_2)
+        return VK_ERROR_STATUS(TKV_ENODEV, "%s: the Vulkan loader offers %u.%u, turbokv-vulkan needs 1.2", op,
+                               VK_API_VERSION_MAJOR(version), VK_API_VERSION_MINOR(version));
+    VkApplicationInfo app = {
+        .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO,
+        .pApplicationName = "turbokv",
+        .pEngineName = "turbokv-vulkan",
+        .apiVersion = VK_API_VERSION_1_2,
+    };
+    VkInstanceCreateInfo info = { .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app };
+    if ((r = vkCreateInstance(&info, NULL, instance)) != VK_SUCCESS)
+        return vk_fail(op, "vkCreateInstance", r);
+    return TKV_OK;
+}
+
+/* Fills c for a device the shaders can run on; otherwise returns 0 with
+ * the reason in why. */
+static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, size_t size)
+{
+    memset(c, 0, sizeof *c);
+    c->physical = physical;
+    vkGetPhysicalDeviceProperties(physical, &c->props);
+    if (c->props.apiVersion < VK_API_VERSION_1_2) {
+        snprintf(why, size, "Vulkan %u.%u (1.2 needed)", VK_API_VERSION_MAJOR(c->props.apiVersion),
+                 VK_API_VERSION_MINOR(c->props.apiVersion));
+        return 0;
+    }
+    VkPhysicalDeviceVulkan12Properties p12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_PROPERTIES };
+    VkPhysicalDeviceVulkan11Properties p11 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES, .pNext = &p12,
+    };
+    VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &p11 };
+    vkGetPhysicalDeviceProperties2(physical, &p2);
+    VkPhysicalDeviceVulkan12Features f12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES };
+    VkPhysicalDeviceFeatures2 f2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12 };
+    vkGetPhysicalDeviceFeatures2(physical, &f2);
+    const VkPhysicalDeviceLimits *lim = &c->props.limits;
+    const VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
+    const char *missing = !f12.bufferDeviceAddress         ? "bufferDeviceAddress"
+                          : !f12.storageBuffer8BitAccess   ? "storageBuffer8BitAccess"
+                          : !f12.shaderInt8                ? "shaderInt8"
+                          : !f2.features.shaderInt64       ? "shaderInt64"
+                          : !(p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) ? "subgroups in compute shaders"
+                          : (p11.subgroupSupportedOperations & ops) != ops ? "subgroup arithmetic"
+                          : lim->maxComputeSharedMemorySize < 32768u     ? "32 KB of shared memory"
+                          : lim->maxComputeWorkGroupSize[0] < TKV_VK_WG ||
+                                  lim->maxComputeWorkGroupInvocations < TKV_VK_WG
+                              ? "128-invocation workgroups"
+                          : lim->maxPushConstantsSize < VK_PUSH_BYTES ? "128 bytes of push constants"
+                                                                       : NULL;
+    if (missing) {
+        snprintf(why, size, "no %s", missing);
+        return 0;
+    }
+    uint32_t n = 0;
+    vkGetPhysicalDeviceQueueFamilyProperties(physical, &n, NULL);
+    VkQueueFamilyProperties families[32];
+    n = n < 32 ? n : 32;
+    vkGetPhysicalDeviceQueueFamilyProperties(physical, &n, families);
+    uint32_t q = 0;
+    while (q < n && !(families[q].queueFlags & VK_QUEUE_COMPUTE_BIT))
+        q++;
+    if (q == n) {
+        snprintf(why, size, "no compute queue");
+        return 0;
+    }
+    c->queue_family = q;
+    c->fp64 = f2.features.shaderFloat64 != 0;
+    c->max_allocation = p11.maxMemoryAllocationSize;
+    snprintf(c->driver, sizeof c->driver, "%.40s %.60s, Vulkan %u.%u.%u", p12.driverName, p12.driverInfo,
+             VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
+             VK_API_VERSION_PATCH(c->props.apiVersion));
+    return 1;
+}
+
+/* The usable devices, in enumeration order: probe's device i is open's. */
+static int list_devices(VkInstance instance, struct vk_candidate *list, uint32_t max, uint32_t *n_usable,
+                        const char *op)
+{
+    uint32_t n = 0;
+    VkResult r = vkEnumeratePhysicalDevices(instance, &n, NULL);
+    if (r != VK_SUCCESS)
+        return vk_fail(op, "vkEnumeratePhysicalDevices", r);
+    VkPhysicalDevice *all = calloc(n ? n : 1, sizeof *all);
+    if (!all)
+        return VK_ERROR_STATUS(TKV_ENOMEM, "%s: no host memory to list %u devices", op, n);
+    r = vkEnumeratePhysicalDevices(instance, &n, all);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
+        free(all);
+        return vk_fail(op, "vkEnumeratePhysicalDevices", r);
+    }
+    *n_usable = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct vk_candidate c;
+        char why[128];
+        if (!usable(all[i], &c, why, sizeof why)) {
+            vk_svc->log(TKV_LOG_INFO, "vulkan: device %s is not usable: %s", c.props.deviceName, why);
+            continue;
+        }
+        if (*n_usable < max)
+            list[*n_usable] = c;
+        (*n_usable)++;
+    }
+    free(all);
+    return TKV_OK;
+}
+
+static uint64_t device_memory(VkPhysicalDevice physical)
+{
+    VkPhysicalDeviceMemoryProperties m;
+    uint64_t best = 0;
+    vkGetPhysicalDeviceMemoryProperties(physical, &m);
+    for (uint32_t i = 0; i < m.memoryHeapCount; i++)
+        if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && m.memoryHeaps[i].size > best)
+            best = m.memoryHeaps[i].size;
+    return best;
+}
+
+static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_found)
+{
+    VkInstance instance;
+    struct vk_candidate list[16];
+    uint32_t n = 0;
+    int rc;
+    if (!n_found)
+        return VK_ERROR_STATUS(TKV_EINVAL, "probe: NULL n_found");
+    *n_found = 0;
+    if (max && !devs)
+        return VK_ERROR_STATUS(TKV_EINVAL, "probe: NULL devs with max %u", max);
+    if ((rc = create_instance(&instance, "probe")) != TKV_OK)
+        return rc;
+    rc = list_devices(instance, list, 16, &n, "probe");
+    for (uint32_t i = 0; rc == TKV_OK && i < n && i < max && i < 16; i++) {
+        const struct vk_candidate *c = &list[i];
+        struct tkv_device_info *d = &devs[i];
+        memset(d, 0, sizeof *d);
+        d->struct_size = sizeof *d;
+        switch (c->props.deviceType) {
+        case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: d->kind = TKV_DEVICE_GPU_DISCRETE, d->score = 1000; break;
+        case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+        case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: d->kind = TKV_DEVICE_GPU_INTEGRATED, d->score = 500; break;
+        /* a CPU running the Vulkan API (lavapipe) scores below the cpu
+         * plugin's 100: backend auto prefers plain cpu to it */
+        default: d->kind = TKV_DEVICE_SOFTWARE, d->score = 50; break;
+        }
+        d->memory_bytes = device_memory(c->physical);
+        snprintf(d->name, sizeof d->name, "%s", c->props.deviceName);
+        snprintf(d->driver, sizeof d->driver, "%s", c->driver);
+    }
+    vkDestroyInstance(instance, NULL);
+    if (rc == TKV_OK)
+        *n_found = n;
+    return rc;
+}
+
+/* ---- the device ---------------------------------------------------------- */
+
+/* The tables must be the core's, for every group size in its slot. */
+static int math_check(const struct tkv_math *math)
+{
+    if (!math)
+        return VK_ERROR_STATUS(TKV_EINVAL, "open: NULL math tables");
+    if (math->struct_size < offsetof(struct tkv_math, qjl))
+        return VK_ERROR_STATUS(TKV_EINVAL, "open: math struct_size %u < %zu", math->struct_size,
+                               offsetof(struct tkv_math, qjl));
+    for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
+        const struct tkv_group_tables *t = &math->groups[tkv_group_index(g)];
+        int ok = t->group == g && t->sign1 && t->sign2 && t->dense;
+        for (uint32_t b = 0; b < TKV_N_CODEBOOK_BITS && ok; b++)
+            ok = t->codebook[b].bits == b + TKV_TURBO_BITS_MIN && t->codebook[b].n_levels == 1u << (b + 2) &&
+                 t->codebook[b].centroids && t->codebook[b].boundaries && t->codebook[b].centroid_sq;
+        if (!ok)
+            return VK_ERROR_STATUS(TKV_EINVAL, "open: math tables for group size %u are incomplete", g);
+    }
+    return TKV_OK;
+}
+
+/* Memory types best first: device-local ones the host cannot see before
+ * the others (a discrete GPU's host-visible window is small); host-visible
+ * coherent ones with host caching first (the host reads results back). */
+static void rank_memory_types(struct vk_device *dev)
+{
+    const VkMemoryPropertyFlags local = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT,
+                                visible = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT,
+                                coherent = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT,
+                                cached = VK_MEMORY_PROPERTY_HOST_CACHED_BIT;
+    const VkPhysicalDeviceMemoryProperties *m = &dev->memory;
+    for (int pass = 0; pass < 3; pass++)
+        for (uint32_t i = 0; i < m->memoryTypeCount; i++) {
+            VkMemoryPropertyFlags f = m->memoryTypes[i].propertyFlags;
+            if ((pass == 0 && (f & local) && !(f & visible)) || (pass == 1 && (f & local) && (f & visible)) ||
+                (pass == 2 && !(f & local)))
+                dev->device_types[dev->n_device_types++] = i;
+        }
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < m->memoryTypeCount; i++) {
+            VkMemoryPropertyFlags f = m->memoryTypes[i].propertyFlags;
+            if ((f & coherent) == coherent && (pass == 0) == ((f & cached) != 0))
+                dev->host_types[dev->n_host_types++] = i;
+        }
+}
+
+static void vk_close(void *dev_)
+{
+    struct vk_device *dev = dev_;
+    if (!dev)
+        return;
+    if (dev->device) {
+        vkDeviceWaitIdle(dev->device);
+        uint32_t leaked = 0;
+        while (dev->live.next && dev->live.next != &dev->live) {
+            struct vk_buffer *b = dev->live.next;
+            dev->live.next = b->next;
+            vk_buffer_destroy(dev, b);
+            leaked++;
+        }
+        if (leaked)
+            vk_svc->log(TKV_LOG_WARN, "vulkan: close freed %u buffers the host had not freed", leaked);
+        vk_buffer_destroy(dev, dev->math_buf);
+        vk_buffer_destroy(dev, dev->staging);
+        vk_buffer_destroy(dev, dev->work);
+        vk_pipelines_destroy(dev);
+        if (dev->fence)
+            vkDestroyFence(dev->device, dev->fence, NULL);
+        if (dev->pool)
+            vkDestroyCommandPool(dev->device, dev->pool, NULL);
+        vkDestroyDevice(dev->device, NULL);
+    }
+    if (dev->instance)
+        vkDestroyInstance(dev->instance, NULL);
+    free(dev);
+}
+
+static int open_device(struct vk_device *dev, const struct vk_candidate *c)
+{
+    VkResult r;
+    float priority = 1.0f;
+    VkDeviceQueueCreateInfo queue = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO,
+        .queueFamilyIndex = c->queue_family,
+        .queueCount = 1,
+        .pQueuePriorities = &priority,
+    };
+    VkPhysicalDeviceVulkan12Features f12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
+        .bufferDeviceAddress = VK_TRUE,
+        .storageBuffer8BitAccess = VK_TRUE,
+        .shaderInt8 = VK_TRUE,
+    };
+    VkPhysicalDeviceFeatures2 f2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2,
+        .pNext = &f12,
+        .features = { .shaderInt64 = VK_TRUE, .shaderFloat64 = c->fp64 ? VK_TRUE : VK_FALSE },
+    };
+    VkDeviceCreateInfo info = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO,
+        .pNext = &f2,
+        .queueCreateInfoCount = 1,
+        .pQueueCreateInfos = &queue,
+    };
+    if ((r = vkCreateDevice(c->physical, &info, NULL, &dev->device)) != VK_SUCCESS)
+        return vk_fail("open", "vkCreateDevice", r);
+    vkGetDeviceQueue(dev->device, c->queue_family, 0, &dev->queue);
+    VkCommandPoolCreateInfo pool = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+        .queueFamilyIndex = c->queue_family,
+    };
+    if ((r = vkCreateCommandPool(dev->device, &pool, NULL, &dev->pool)) != VK_SUCCESS)
+        return vk_fail("open", "vkCreateCommandPool", r);
+    VkCommandBufferAllocateInfo alloc = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
+        .commandPool = dev->pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
+        .commandBufferCount = 1,
+    };
+    if ((r = vkAllocateCommandBuffers(dev->device, &alloc, &dev->cmd)) != VK_SUCCESS)
+        return vk_fail("open", "vkAllocateCommandBuffers", r);
+    VkFenceCreateInfo fence = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    if ((r = vkCreateFence(dev->device, &fence, NULL, &dev->fence)) != VK_SUCCESS)
+        return vk_fail("open", "vkCreateFence", r);
+    return TKV_OK;
+}
+
+static int vk_open(const struct tkv_open_params *params, void **dev_out)
+{
+    struct vk_candidate list[16];
+    uint32_t n = 0;
+    int rc;
+    if (!params || !dev_out)
+        return VK_ERROR_STATUS(TKV_EINVAL, "open: NULL %s", params ? "dev" : "params");
+    if (params->struct_size < sizeof *params)
+        return VK_ERROR_STATUS(TKV_EINVAL, "open: params struct_size %u < %zu", params->struct_size, sizeof *params);
+    if ((rc = math_check(params->math)) != TKV_OK)
+        return rc;
+    struct vk_device *dev = calloc(1, sizeof *dev);
+    if (!dev)
+        return VK_ERROR_STATUS(TKV_ENOMEM, "open: no host memory for the device (%zu bytes)", sizeof *dev);
+    dev->live.next = dev->live.prev = &dev->live;
+    dev->math = params->math;
+    dev->stats.struct_size = sizeof dev->stats;
+    if ((rc = create_instance(&dev->instance, "open")) != TKV_OK ||
+        (rc = list_devices(dev->instance, list, 16, &n, "open")) != TKV_OK)
+        goto fail;
+    if (params->device_index >= n || params->device_index >= 16) {
+        rc = VK_ERROR_STATUS(TKV_ERANGE, "open: device %u does not exist (%u usable Vulkan devices)",
+                             params->device_index, n);
+        goto fail;
+    }
+    const struct vk_candidate *c = &list[params->device_index];
+    dev->physical = c->physical;
+    dev->props = c->props;
+    dev->fp64 = c->fp64;
+    dev->max_allocation = c->max_allocation;
+    vkGetPhysicalDeviceMemoryProperties(c->physical, &dev->memory);
+    rank_memory_types(dev);
+    if (dev->n_host_types == 0) {
+        rc = VK_ERROR_STATUS(TKV_EUNSUPPORTED, "open: %s has no host-visible coherent memory",
+                             c->props.deviceName);
+        goto fail;
+    }
+    dev->qjl = dev->math->struct_size >= offsetof(struct tkv_math, qjl) + sizeof dev->math->qjl;
+    for (uint32_t gi = 0; gi < TKV_N_GROUP_SIZES && dev->qjl; gi++)
+        dev->qjl = dev->math->qjl[gi].rows != NULL;
+    if (c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        dev->target_workgroups = VK_CPU_WORKGROUPS_PER_CORE * (uint32_t)(cores > 0 ? cores : 1);
+    } else {
+        dev->target_workgroups = VK_GPU_WORKGROUPS;
+    }
+    if ((rc = open_device(dev, c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
+        (rc = vk_tables_upload(dev)) != TKV_OK)
+        goto fail;
+    vk_svc->log(TKV_LOG_INFO, "vulkan: opened %s (%s)", c->props.deviceName, c->driver);
+    if (!dev->fp64)
+        vk_svc->log(TKV_LOG_WARN,
+                    "vulkan: %s lacks shaderFloat64: norms are summed in float, so stored scales may differ "
+                    "from the cpu backend's in their last bits",
+                    c->props.deviceName);
+    *dev_out = dev;
+    return TKV_OK;
+fail:
+    vk_close(dev);
+    return rc;
+}
+
+/* ---- buffers ------------------------------------------------------------- */
+
+static int vk_buffer_alloc(void *dev_, uint64_t bytes, void **out)
+{
+    struct vk_device *dev = dev_;
+    struct vk_buffer *b;
+    int rc;
+    if (!dev || !out)
+        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_alloc: NULL %s", dev ? "buf" : "device");
+    if (bytes == 0)
+        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_alloc: zero bytes");
+    if ((rc = vk_buffer_create(dev, bytes, 0, "buffer_alloc", &b)) != TKV_OK)
+        return rc;
+    b->prev = &dev->live;
+    b->next = dev->live.next;
+    dev->live.next->prev = b;
+    dev->live.next = b;
+    dev->stats.n_buffers++;
+    dev->stats.bytes_allocated += bytes;
+    *out = b;
+    return TKV_OK;
+}
+
+static void vk_buffer_free(void *dev_, void *buf)
+{
+    struct vk_device *dev = dev_;
+    struct vk_buffer *b = buf;
+    if (!dev || !b)
+        return;
+    if (b->magic != VK_BUFFER_MAGIC || !b->prev) {
+        vk_svc->log(TKV_LOG_WARN, "vulkan: buffer_free of something not a turbokv-vulkan buffer");
+        return;
+    }
+    b->prev->next = b->next;
+    b->next->prev = b->prev;
+    dev->stats.n_buffers--;
+    dev->stats.bytes_allocated -= b->size;
+    vk_buffer_destroy(dev, b);
+}
+
+static int buffer_range(const void *buf, uint64_t offset, uint64_t bytes, const char *op, struct vk_buffer **b)
+{
+    if (!(*b = vk_buffer_check(buf, op, "buf")))
+        return TKV_EINVAL;
+    if (!vk_span_fits((*b)->size, offset, 1, 0, bytes))
+        return VK_ERROR_STATUS(TKV_ERANGE, "%s: %llu bytes at offset %llu exceed the %llu-byte buffer", op,
+                               (unsigned long long)bytes, (unsigned long long)offset,
+                               (unsigned long long)(*b)->size);
+    return TKV_OK;
+}
+
+static int vk_buffer_write(void *dev_, void *buf, uint64_t offset, const void *src, uint64_t bytes)
+{
+    struct vk_device *dev = dev_;
+    struct vk_buffer *b;
+    int rc;
+    if (!dev || (!src && bytes))
+        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_write: NULL %s", dev ? "src" : "device");
+    if (dev->lost)
+        return VK_ERROR_STATUS(TKV_EDEVICE, "buffer_write: the device was lost earlier");
+    if ((rc = buffer_range(buf, offset, bytes, "buffer_write", &b)) != TKV_OK)
+        return rc;
+    return bytes ? vk_upload(dev, b, offset, src, bytes, "buffer_write") : TKV_OK;
+}
+
+static int vk_buffer_read(void *dev_, const void *buf, uint64_t offset, void *dst, uint64_t bytes)
+{
+    struct vk_device *dev = dev_;
+    struct vk_buffer *b;
+    int rc;
+    if (!dev || (!dst && bytes))
+        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_read: NULL %s", dev ? "dst" : "device");
+    if (dev->lost)
+        return VK_ERROR_STATUS(TKV_EDEVICE, "buffer_read: the device was lost earlier");
+    if ((rc = buffer_range(buf, offset, bytes, "buffer_read", &b)) != TKV_OK)
+        return rc;
+    return bytes ? vk_download(dev, b, offset, dst, bytes, "buffer_read") : TKV_OK;
+}
+
+/* ---- stats --------------------------------------------------------------- */
+
+static int vk_stats(void *dev_, struct tkv_device_stats *stats)
+{
+    struct vk_device *dev = dev_;
+    if (!dev || !stats)
+        return VK_ERROR_STATUS(TKV_EINVAL, "stats: NULL %s", dev ? "stats" : "device");
+    if (stats->struct_size < sizeof *stats)
+        return VK_ERROR_STATUS(TKV_EINVAL, "stats: struct_size %u < %zu", stats->struct_size, sizeof *stats);
+    *stats = dev->stats;
+    return TKV_OK;
+}
+
+/* ---- the descriptor ------------------------------------------------------ */
+
+static const struct tkv_plugin vk_plugin = {
+    .abi_major = TKV_ABI_MAJOR,
+    .abi_minor = TKV_ABI_MINOR,
+    .struct_size = sizeof(struct tkv_plugin),
+    .name = "vulkan",
+    .version = TKV_VERSION_STRING,
+    .description = "turbokv Vulkan backend (GLSL compute shaders, split-K decode attention)",
+    .init = vk_init,
+    .probe = vk_probe,
+    .open = vk_open,
+    .close = vk_close,
+    .buffer_alloc = vk_buffer_alloc,
+    .buffer_free = vk_buffer_free,
+    .buffer_write = vk_buffer_write,
+    .buffer_read = vk_buffer_read,
+    .quantize_append = vk_quantize_append,
+    .attention = vk_attention,
+    .dequantize = vk_dequantize,
+    .stats = vk_stats,
+};
+
+TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major, uint32_t core_abi_minor);
+
+/* Any 1.x core can run this module: it reads the ABI 1.1 tables (QJL) only
+ * when the core's struct tkv_math has them. */
+TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major, uint32_t core_abi_minor)
+{
+    (void)core_abi_minor;
+    return core_abi_major == TKV_ABI_MAJOR ? &vk_plugin : NULL;
+}

@@ -1,0 +1,420 @@
+#version 460
+// Fused decode attention, split-K (flash-decoding): one workgroup takes one
+// chunk of the cached rows of one (sequence, kv head) for QT query rows (the
+// query heads of the GQA group times the new tokens), so every K and V row
+// is decoded once for all of them. It walks the chunk in blocks of BR rows:
+//   stage     the block's K bytes into shared memory (coalesced 16-byte
+//             loads, all in flight at once);
+//   scores    T = WG / BR invocations per row, each over a stretch of runs of
+//             8 elements, straight from the packed bytes against the prepared
+//             queries (<R q, y_hat> for turbo keys);
+//   softmax   per query row: block max and rescale (online softmax, Milakov
+//             & Gimelshein 2018, as in FlashAttention), sparse-V decisions;
+//   values    the block's V bytes staged the same way; each invocation takes
+//             one run of 8 elements of a row and accumulates p * V (in the
+//             rotated domain for turbo values), skipping rows sparse V drops
+//             for every query row;
+// and writes its running max, weight sum, accumulators and skip counts; the
+// merge shader combines the chunks and rotates back once per output row.
+//
+// Sparse V: row j is skipped for a query row when exp(s_j - m_j) < threshold,
+// m_j the running max of the chunk's rows up to j, exactly as a sequential
+// pass over the chunk keeps it (a subgroup scan along the rows).
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+
+#include "common.glsl"
+
+layout(constant_id = TKV_VK_SPEC_HEAD_DIM) const uint HEAD_DIM = 128u;
+layout(constant_id = TKV_VK_SPEC_K_ENC) const uint K_ENC = TKV_VK_ENC_TURBO;
+layout(constant_id = TKV_VK_SPEC_K_BITS) const uint K_BITS = 3u;
+layout(constant_id = TKV_VK_SPEC_K_QJL) const uint K_QJL = 0u;
+layout(constant_id = TKV_VK_SPEC_K_ROW_BYTES) const uint K_ROW_BYTES = 50u;
+layout(constant_id = TKV_VK_SPEC_V_ENC) const uint V_ENC = TKV_VK_ENC_TURBO;
+layout(constant_id = TKV_VK_SPEC_V_BITS) const uint V_BITS = 3u;
+layout(constant_id = TKV_VK_SPEC_V_QJL) const uint V_QJL = 0u;
+layout(constant_id = TKV_VK_SPEC_V_ROW_BYTES) const uint V_ROW_BYTES = 50u;
+layout(constant_id = TKV_VK_SPEC_QT) const uint QT = 1u;
+layout(constant_id = TKV_VK_SPEC_Q8_BLOCK) const uint Q8_BLOCK = 32u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 0u) const uint GROUPS0 = 128u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 1u) const uint GROUPS1 = 0u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
+layout(constant_id = TKV_VK_SPEC_BLOCK_ROWS) const uint BR = 128u;
+
+layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
+
+struct Seq { TKV_VK_SEQ_MEMBERS };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer Seqs { Seq s[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Quads { uvec4 q[]; };
+
+const uint WG = gl_WorkGroupSize.x;
+const uint QS = K_QJL != 0u ? 2u : 1u;  // query floats per element: R q, then S R q
+const uint VA = V_QJL != 0u ? 2u : 1u;  // accumulators per element: values, then QJL signs
+const uint RUNS = HEAD_DIM / 8u;        // runs of 8 elements: 8 divides every group and q8_0 block
+const uint T = WG / BR;                 // invocations per row in the score phase
+const uint RL = WG / RUNS;              // rows the value phase covers at once
+const uint RED = WG * (QT > 8u ? QT : 8u);
+const uint STAGE_WORDS = TKV_VK_STAGE_BYTES / 4u;
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
+shared uint stage[STAGE_WORDS];       // the block's K, then V, bytes (swizzled words)
+shared float qs[HEAD_DIM * QS * QT];  // [element][query row], S R q after R q
+shared float ps[WG * QT];             // the block's scores, then weights: [row][query row]
+shared float red[RED];                // reductions
+shared uint keep[WG];                 // the block's row is needed by some query row
+shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi * 16 + index]
+
+// ---- the staged block --------------------------------------------------
+
+// Word w of the stage lives at w with its 32-word line number xor-ed into
+// its bank bits: rows whose stride is a multiple of 32 words (f16, f32) then
+// still spread over the banks when every invocation reads its own row.
+uint stage_slot(uint w) { return w ^ ((w >> 5) & 31u); }
+
+// Stages the n bytes at addr; returns where the first one landed.
+uint stage_bytes(uint64_t addr, uint n)
+{
+    uint64_t aligned = addr & ~uint64_t(15);
+    uint first = uint(addr - aligned), quads = (first + n + 4u + 15u) / 16u;
+    Quads src = Quads(aligned);
+    for (uint i = gl_LocalInvocationIndex; i < quads; i += WG) {
+        uvec4 v = src.q[i];
+        stage[stage_slot(4u * i)] = v.x;
+        stage[stage_slot(4u * i + 1u)] = v.y;
+        stage[stage_slot(4u * i + 2u)] = v.z;
+        stage[stage_slot(4u * i + 3u)] = v.w;
+    }
+    return first;
+}
+
+// The 4 staged bytes at byte offset b, little endian.
+uint staged_u32(uint b)
+{
+    uint w = b >> 2, sh = (b & 3u) * 8u, lo = stage[stage_slot(w)];
+    return sh == 0u ? lo : (lo >> sh) | (stage[stage_slot(w + 1u)] << (32u - sh));
+}
+
+float staged_half(uint b) { return unpackHalf2x16(staged_u32(b) & 0xffffu).x; }
+
+// ---- one run of 8 elements of a stored row ---------------------------------
+
+// Where a run's bytes sit in a row of a format.
+struct Run {
+    uint scale;  // byte of the fp16 scale (turbo, q8_0); of the first value (f32, f16)
+    uint data;   // turbo: byte of the 8 indices; q8_0: byte of the 8 int8
+    uint cent;   // turbo: the group's codebook in cent_k or cent_v
+    uint res;    // QJL: byte of the group's gamma
+    uint signs;  // QJL: byte of the 8 signs
+    uint gi;     // turbo: group size index
+};
+
+Run run_of(uint enc, uint bits, uint qjl, uint u)
+{
+    const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
+    const uint e0 = 8u * u;
+    Run run;
+    run.data = run.cent = run.res = run.signs = run.gi = 0u;
+    if (enc == TKV_VK_ENC_F32 || enc == TKV_VK_ENC_F16) {
+        run.scale = e0 * (enc == TKV_VK_ENC_F32 ? 4u : 2u);
+    } else if (enc == TKV_VK_ENC_Q8_0) {
+        run.scale = (e0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
+        run.data = run.scale + 2u + e0 % Q8_BLOCK;
+    } else {
+        uint size, first, k = group_of(groups, e0, size, first);
+        run.gi = group_index(size);
+        run.scale = 2u * k + first * bits / 8u;
+        run.data = run.scale + 2u + (e0 - first) * bits / 8u;
+        run.cent = run.gi * 16u;
+        if (qjl != 0u) {
+            run.res = 2u * count_groups(groups) + HEAD_DIM * bits / 8u + 2u * k + first / 8u;
+            run.signs = run.res + 2u + (e0 - first) / 8u;
+        }
+    }
+    return run;
+}
+
+// The run of the staged row at byte row as raw values and one scale (value =
+// scale * raw: turbo centroids and their group scale, q8_0 integers and d,
+// plain values and 1).
+float run_values(uint enc, uint bits, bool keys, uint row, Run run, out float raw[8])
+{
+    if (enc == TKV_VK_ENC_F32) {
+        for (uint e = 0u; e < 8u; e++)
+            raw[e] = uintBitsToFloat(staged_u32(row + run.scale + 4u * e));
+        return 1.0;
+    }
+    if (enc == TKV_VK_ENC_F16) {
+        for (uint e = 0u; e < 8u; e += 2u) {
+            vec2 pair = unpackHalf2x16(staged_u32(row + run.scale + 2u * e));
+            raw[e] = pair.x;
+            raw[e + 1u] = pair.y;
+        }
+        return 1.0;
+    }
+    float scale = staged_half(row + run.scale);
+    if (enc == TKV_VK_ENC_Q8_0) {
+        uvec2 q = uvec2(staged_u32(row + run.data), staged_u32(row + run.data + 4u));
+        for (uint e = 0u; e < 8u; e++)
+            raw[e] = float(bitfieldExtract(int(q[e >> 2]), int(8u * (e & 3u)), 8));
+        return scale;
+    }
+    uint idx = staged_u32(row + run.data);
+    for (uint e = 0u; e < 8u; e++) {
+        uint c = run.cent + bitfieldExtract(idx, int(e * bits), int(bits));
+        raw[e] = keys ? cent_k[c] : cent_v[c];
+    }
+    return scale;
+}
+
+// A QJL row's run: the weight of its signs, scale gamma (the residual reads
+// back as scale gamma S^T z), and the 8 signs, bit e set for z = +1.
+float run_signs(uint row, Run run, out uint z)
+{
+    z = staged_u32(row + run.signs) & 0xffu;
+    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * staged_half(row + run.res);
+}
+
+// ---- reductions ----------------------------------------------------------
+
+// Workgroup sum of one value per invocation for each query row, through
+// red; every invocation gets the results.
+void reduce_sum(inout float v[QT])
+{
+    for (uint j = 0u; j < QT; j++) {
+        float x = subgroupAdd(v[j]);
+        if (subgroupElect())
+            red[j * WG + gl_SubgroupID] = x;
+    }
+    barrier();
+    for (uint j = 0u; j < QT; j++) {
+        float x = 0.0;
+        for (uint g = 0u; g < gl_NumSubgroups; g++)
+            x += red[j * WG + g];
+        v[j] = x;
+    }
+    barrier();
+}
+
+void reduce_count(inout uint v[QT])
+{
+    for (uint j = 0u; j < QT; j++) {
+        uint x = subgroupAdd(v[j]);
+        if (subgroupElect())
+            red[j * WG + gl_SubgroupID] = uintBitsToFloat(x);
+    }
+    barrier();
+    for (uint j = 0u; j < QT; j++) {
+        uint x = 0u;
+        for (uint g = 0u; g < gl_NumSubgroups; g++)
+            x += floatBitsToUint(red[j * WG + g]);
+        v[j] = x;
+    }
+    barrier();
+}
+
+void main()
+{
+    const uint lid = gl_LocalInvocationIndex, n_q_rows = pc.n_q * pc.ratio;
+    uint wid = flat_workgroup(), c = wid % pc.max_chunks, tile = (wid / pc.max_chunks) % pc.n_tiles;
+    uint sh = wid / pc.max_chunks / pc.n_tiles, s = sh / pc.n_kv, h = sh % pc.n_kv;
+    if (s >= pc.n_seqs)
+        return;
+    Seq seq = Seqs(pc.seqs).s[s];
+    uint qr0 = tile * QT, qr_last = min(qr0 + QT, n_q_rows) - 1u;
+    // query row qr (token qr / ratio) sees the rows < visible(qr): causal
+    uint base_visible = seq.n_ctx - pc.n_q + 1u, last_visible = base_visible + qr_last / pc.ratio;
+    uint begin = c * pc.chunk;
+    if (begin >= last_visible)
+        return; // no query row of the tile sees this chunk; the merge never reads it
+    uint end = min(begin + pc.chunk, last_visible);
+    uint64_t k_rows = pc.k + seq.k_offset + uint64_t(h) * pc.k_head_stride;
+    uint64_t v_rows = pc.v + seq.v_offset + uint64_t(h) * pc.v_head_stride;
+
+    // The tile's prepared queries; rows past the last query row are zero.
+    Floats q = Floats(pc.q);
+    for (uint e = lid; e < HEAD_DIM * QS * QT; e += WG) {
+        uint j = e % QT, i = e / QT, qr = qr0 + j;
+        float v = 0.0;
+        if (qr < n_q_rows) {
+            uint head = h * pc.ratio + qr % pc.ratio, token = qr / pc.ratio;
+            uint row = (s * pc.n_q + token) * pc.n_kv * pc.ratio + head;
+            v = q.f[row * pc.q_stride + i];
+        }
+        qs[e] = v;
+    }
+    Floats m = Floats(pc.math);
+    for (uint e = lid; e < 80u; e += WG) {
+        cent_k[e] = K_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << K_BITS) ? m.f[codebook_at(e / 16u, K_BITS) + e % 16u] : 0.0;
+        cent_v[e] = V_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;
+    }
+    uint visible[QT], skipped[QT];
+    float m_run[QT], l_own[QT];
+    for (uint t = 0u; t < QT; t++) {
+        visible[t] = qr0 + t < n_q_rows ? base_visible + (qr0 + t) / pc.ratio : 0u;
+        m_run[t] = NEG_INF;
+        l_own[t] = 0.0;
+        skipped[t] = 0u;
+    }
+    // score phase: row sr, runs [u0, u1); value phase: run vu of rows vr + k RL
+    const uint sr = lid / T, u0 = (lid % T) * RUNS / T, u1 = (lid % T + 1u) * RUNS / T;
+    const uint vu = lid % RUNS, vr = lid / RUNS;
+    const Run v_run = run_of(V_ENC, V_BITS, V_QJL, vu);
+    float acc[QT * 8u * VA];
+    for (uint a = 0u; a < QT * 8u * VA; a++)
+        acc[a] = 0.0;
+    barrier();
+
+    for (uint base = begin; base < end; base += BR) {
+        const uint nb = min(BR, end - base);
+
+        // scores
+        uint row0 = stage_bytes(k_rows + uint64_t(base) * K_ROW_BYTES, nb * K_ROW_BYTES);
+        barrier();
+        float dot[QT];
+        for (uint t = 0u; t < QT; t++)
+            dot[t] = 0.0;
+        if (sr < nb) {
+            uint row = row0 + sr * K_ROW_BYTES;
+            for (uint u = u0; u < u1; u++) {
+                Run run = run_of(K_ENC, K_BITS, K_QJL, u);
+                float raw[8];
+                float scale = run_values(K_ENC, K_BITS, true, row, run, raw);
+                for (uint t = 0u; t < QT; t++) {
+                    float sum = 0.0;
+                    for (uint e = 0u; e < 8u; e++)
+                        sum += raw[e] * qs[(8u * u + e) * QT + t];
+                    dot[t] += scale * sum;
+                }
+                if (K_QJL != 0u) {
+                    uint z;
+                    float w = run_signs(row, run, z);
+                    for (uint t = 0u; t < QT; t++) {
+                        float sum = 0.0;
+                        for (uint e = 0u; e < 8u; e++) {
+                            float p = qs[(HEAD_DIM + 8u * u + e) * QT + t];
+                            sum += ((z >> e) & 1u) != 0u ? p : -p;
+                        }
+                        dot[t] += w * sum;
+                    }
+                }
+            }
+        }
+        if (T > 1u) { // the row's invocations add up their stretches
+            for (uint t = 0u; t < QT; t++)
+                red[lid * QT + t] = dot[t];
+            barrier();
+            if (lid % T == 0u)
+                for (uint t = 0u; t < QT; t++) {
+                    float sum = 0.0;
+                    for (uint i = 0u; i < T; i++)
+                        sum += red[(lid + i) * QT + t];
+                    dot[t] = sum;
+                }
+        }
+        if (lid % T == 0u && sr < nb)
+            for (uint t = 0u; t < QT; t++)
+                ps[sr * QT + t] = base + sr < visible[t] ? pc.scale * dot[t] : NEG_INF;
+        barrier();
+
+        // softmax; rows in subgroup order, so that a subgroup scan runs along them
+        uint r = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+        float sc[QT], running[QT];
+        for (uint t = 0u; t < QT; t++) {
+            sc[t] = r < nb ? ps[r * QT + t] : NEG_INF;
+            running[t] = subgroupInclusiveMax(sc[t]);
+            if (gl_SubgroupInvocationID == gl_SubgroupSize - 1u)
+                red[t * WG + gl_SubgroupID] = running[t];
+        }
+        barrier();
+        bool needed = false;
+        float corr[QT];
+        for (uint t = 0u; t < QT; t++) {
+            // the chunk's running max at row r, as the sequential reference
+            // keeps it, and the block's max
+            float before = m_run[t], m_new = m_run[t];
+            for (uint g = 0u; g < gl_NumSubgroups; g++) {
+                float x = red[t * WG + g];
+                before = g < gl_SubgroupID ? max(before, x) : before;
+                m_new = max(m_new, x);
+            }
+            running[t] = max(before, running[t]);
+            corr[t] = m_new == NEG_INF ? 1.0 : exp(m_run[t] - m_new);
+            float p = 0.0, kept = 0.0;
+            if (sc[t] != NEG_INF) {
+                p = exp(sc[t] - m_new);
+                if (exp(sc[t] - running[t]) < pc.threshold) {
+                    skipped[t]++;
+                } else {
+                    kept = p;
+                    needed = true;
+                }
+            }
+            if (r < BR)
+                ps[r * QT + t] = kept;
+            l_own[t] = l_own[t] * corr[t] + p;
+            m_run[t] = m_new;
+        }
+        if (r < BR)
+            keep[r] = needed ? 1u : 0u;
+
+        // values
+        row0 = stage_bytes(v_rows + uint64_t(base) * V_ROW_BYTES, nb * V_ROW_BYTES);
+        barrier();
+        if (vr < RL) {
+            for (uint a = 0u; a < QT * 8u * VA; a++)
+                acc[a] *= corr[a / (8u * VA)];
+            for (uint rr = vr; rr < nb; rr += RL) {
+                if (keep[rr] == 0u)
+                    continue;
+                uint row = row0 + rr * V_ROW_BYTES;
+                float raw[8];
+                float scale = run_values(V_ENC, V_BITS, false, row, v_run, raw);
+                for (uint t = 0u; t < QT; t++) {
+                    float w = ps[rr * QT + t] * scale;
+                    for (uint e = 0u; e < 8u; e++)
+                        acc[(t * 8u + e) * VA] += w * raw[e];
+                }
+                if (VA > 1u) {
+                    uint z;
+                    float zw = run_signs(row, v_run, z);
+                    for (uint t = 0u; t < QT; t++) {
+                        float w = ps[rr * QT + t] * zw;
+                        for (uint e = 0u; e < 8u; e++)
+                            acc[(t * 8u + e) * VA + 1u] += ((z >> e) & 1u) != 0u ? w : -w;
+                    }
+                }
+            }
+        }
+        barrier();
+    }
+
+    reduce_sum(l_own);
+    reduce_count(skipped);
+    // The row lanes hold sums over different rows of the same elements:
+    // add them up through red, one query row and accumulator at a time, and
+    // store the partials.
+    Floats part = Floats(pc.part_acc), ml = Floats(pc.part_ml);
+    for (uint t = 0u; t < QT; t++) {
+        uint p = (sh * pc.max_chunks + c) * n_q_rows + qr0 + t;
+        if (lid == 0u && qr0 + t < n_q_rows) {
+            ml.f[p * TKV_VK_ML_FLOATS] = m_run[t];
+            ml.f[p * TKV_VK_ML_FLOATS + 1u] = l_own[t];
+            ml.f[p * TKV_VK_ML_FLOATS + 2u] = uintBitsToFloat(skipped[t]);
+        }
+        for (uint a = 0u; a < VA; a++) {
+            if (vr < RL)
+                for (uint e = 0u; e < 8u; e++)
+                    red[vr * HEAD_DIM + 8u * vu + e] = acc[(t * 8u + e) * VA + a];
+            barrier();
+            for (uint i = lid; i < HEAD_DIM && qr0 + t < n_q_rows; i += WG) {
+                float sum = 0.0;
+                for (uint l = 0u; l < RL; l++)
+                    sum += red[l * HEAD_DIM + i];
+                part.f[(p * VA + a) * HEAD_DIM + i] = sum;
+            }
+            barrier();
+        }
+    }
+}

@@ -1,0 +1,123 @@
+// What every turbokv-vulkan shader shares: buffer access through device
+// addresses (VK_KHR_buffer_device_address: no descriptor sets, no binding
+// range limits), the little-endian byte stream of the stored rows, fp16
+// conversion exactly as turbokv_format.h does it, the group layout of a row
+// and the math buffer.
+#extension GL_EXT_buffer_reference2 : require
+#extension GL_EXT_shader_explicit_arithmetic_types : require
+
+#include "interface.h"
+
+layout(local_size_x_id = TKV_VK_SPEC_WG) in;
+
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Words { uint32_t w[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Floats { float f[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) buffer Uints { uint32_t u[]; };
+
+// ---- workgroups beyond the 65535 a dimension may count --------------------
+
+// The host spreads a linear workgroup count over x, y and z.
+uint flat_workgroup()
+{
+    return (gl_WorkGroupID.z * gl_NumWorkGroups.y + gl_WorkGroupID.y) * gl_NumWorkGroups.x +
+           gl_WorkGroupID.x;
+}
+
+// ---- reading the byte stream ---------------------------------------------
+
+// The 4 bytes at any byte address, little endian. Reads the aligned words
+// around them; every buffer is allocated with slack so that the word after
+// the last byte exists.
+uint load_u32(uint64_t addr)
+{
+    Words p = Words(addr & ~uint64_t(3));
+    uint sh = uint(addr & 3ul) * 8u;
+    uint lo = p.w[0];
+    return sh == 0u ? lo : (lo >> sh) | (p.w[1] << (32u - sh));
+}
+
+uint load_u16(uint64_t addr) { return load_u32(addr) & 0xffffu; }
+
+// bits [bit, bit + n) of the stream starting at addr, n <= 24
+uint load_bits(uint64_t addr, uint bit, uint n)
+{
+    return bitfieldExtract(load_u32(addr + uint64_t(bit >> 3)), int(bit & 7u), int(n));
+}
+
+// ---- IEEE binary16 (turbokv_format.h: tkv_fp16_from_float/_to_float) -----
+
+// Round to nearest even with integer operations only: packHalf2x16's
+// rounding is implementation-defined.
+uint fp16_from_float(float f)
+{
+    uint u = floatBitsToUint(f);
+    uint sign = (u >> 16) & 0x8000u, x = u & 0x7fffffffu;
+    if (x >= 0x7f800000u)
+        return sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u);
+    if (x >= 0x477ff000u)
+        return sign | 0x7c00u;
+    if (x < 0x38800000u) {
+        if (x < 0x33000000u)
+            return sign;
+        uint e = x >> 23, m = (x & 0x7fffffu) | 0x800000u, sh = 126u - e;
+        uint q = m >> sh, rem = m & ((1u << sh) - 1u), half_ = 1u << (sh - 1u);
+        if (rem > half_ || (rem == half_ && (q & 1u) != 0u))
+            q++;
+        return sign | q;
+    }
+    uint q = (x - 0x38000000u) >> 13, rem = x & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u) != 0u))
+        q++;
+    return sign | q;
+}
+
+// Exact, subnormal halves included (a device may flush those in
+// unpackHalf2x16).
+float fp16_to_float(uint h)
+{
+    uint sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0u)
+        return uintBitsToFloat(floatBitsToUint(float(m) * (1.0 / 16777216.0)) | sign);
+    if (e == 31u)
+        return uintBitsToFloat(sign | 0x7f800000u | (m << 13));
+    return uintBitsToFloat(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+// Stored scales and f16 values saturate at the largest finite half.
+uint fp16_saturated(float v) { return fp16_from_float(clamp(v, -65504.0, 65504.0)); }
+
+// ---- the group layout of a row ------------------------------------------
+
+// Group k's size from the packed list (0 past the last group).
+uint group_size(uvec4 groups, uint k) { return (groups[k >> 2] >> ((k & 3u) * 8u)) & 0xffu; }
+
+// Index of a group size in the math tables: 8 -> 0 ... 128 -> 4.
+uint group_index(uint g) { return uint(findLSB(g)) - 3u; }
+
+// The group holding element i: its ordinal, size and first element.
+uint group_of(uvec4 groups, uint i, out uint size, out uint first)
+{
+    uint k = 0u;
+    first = 0u;
+    size = group_size(groups, 0u);
+    while (i >= first + size && size != 0u) {
+        first += size;
+        size = group_size(groups, ++k);
+    }
+    return k;
+}
+
+uint count_groups(uvec4 groups)
+{
+    uint n = 0u;
+    while (n < 16u && group_size(groups, n) != 0u)
+        n++;
+    return n;
+}
+
+// ---- the math buffer ------------------------------------------------------
+
+uint codebook_at(uint gi, uint bits) { return TKV_VK_MATH_CODEBOOKS + (gi * 3u + bits - 2u) * TKV_VK_MATH_CODEBOOK_FLOATS; }
+uint sign_at(uint gi, bool second) { return TKV_VK_MATH_SIGNS + gi * 256u + (second ? 128u : 0u); }
+uint dense_at(uint gi) { return TKV_VK_MATH_DENSE + TKV_VK_MATH_SQUARE(gi); }
+uint qjl_at(uint gi) { return TKV_VK_MATH_QJL + TKV_VK_MATH_SQUARE(gi); }

@@ -1,0 +1,181 @@
+/*
+ * The interface between turbokv-vulkan's host code and its shaders, read by
+ * both: by C (vk.h) and by GLSL (common.glsl). It holds only what the two
+ * sides must agree on: the layout of the math buffer, the push constant
+ * blocks, the specialization constant ids and the small enums they carry.
+ * Everything about the stored rows themselves comes from turbokv_format.h
+ * on the host and reaches the shaders as values (row bytes, group sizes,
+ * index bits), so the shaders carry no format constants of their own.
+ *
+ * The push constant member lists are macros so that one text declares the
+ * C struct and the GLSL block: both use uint64_t, uint32_t and float with
+ * the 64-bit members first, where C and std430 place them alike.
+ */
+#ifndef TKV_VK_INTERFACE_H
+#define TKV_VK_INTERFACE_H
+
+/* ---- the math buffer: floats, uploaded once per device ------------------- */
+
+/* Per group size index gi (8 << gi values): D1 then D2, 128 floats apart. */
+#define TKV_VK_MATH_SIGNS 0u
+/* [gi]: 1/sqrt(g) as the reference rounds it (double, then float). */
+#define TKV_VK_MATH_INV_SQRT 1280u
+/* [gi]: the QJL sketch's scale (struct tkv_qjl_tables). */
+#define TKV_VK_MATH_QJL_FACTOR 1288u
+/* [gi][bits - 2]: 16 centroids, 16 boundaries, 16 squared centroids. */
+#define TKV_VK_MATH_CODEBOOKS 1296u
+#define TKV_VK_MATH_CODEBOOK_FLOATS 48u
+/* g x g row-major matrices of every group size, smallest first: the matrix
+ * of gi starts TKV_VK_MATH_SQUARE(gi) floats into its table. */
+#define TKV_VK_MATH_DENSE 2016u
+#define TKV_VK_MATH_QJL 23840u
+#define TKV_VK_MATH_FLOATS 45664u
+#define TKV_VK_MATH_SQUARE(gi) (64u * ((1u << (2u * (gi))) - 1u) / 3u)
+
+/* ---- row encodings (the host maps enum tkv_type onto these) -------------- */
+
+#define TKV_VK_ENC_F32 0u
+#define TKV_VK_ENC_F16 1u
+#define TKV_VK_ENC_Q8_0 2u
+#define TKV_VK_ENC_TURBO 3u /* with bits; the QJL flag adds the residual blocks */
+
+#define TKV_VK_ROT_NONE 0u
+#define TKV_VK_ROT_WHT 1u
+#define TKV_VK_ROT_DENSE 2u
+
+/* flags of the rows, quantize and merge shaders */
+#define TKV_VK_FLAG_QJL 1u        /* QJL key type: residual blocks after the turbo row */
+#define TKV_VK_FLAG_CORRECTED 2u  /* scale = ||x|| / ||c[idx]|| */
+#define TKV_VK_FLAG_INVERSE 4u    /* rows shader: apply R^T (dequantize) instead of R */
+#define TKV_VK_FLAG_QUERY 8u      /* rows shader: float input rows (queries), not stored ones */
+
+/* Group sizes of a row, in order, one per byte (the list tkv_group_split
+ * gives), in four words. */
+#define TKV_VK_GROUP_WORDS 4u
+
+/* ---- specialization constants of the attention shader -------------------- */
+
+#define TKV_VK_SPEC_WG 0u        /* local_size_x (every shader) */
+#define TKV_VK_SPEC_HEAD_DIM 1u
+#define TKV_VK_SPEC_K_ENC 2u
+#define TKV_VK_SPEC_K_BITS 3u
+#define TKV_VK_SPEC_K_QJL 4u
+#define TKV_VK_SPEC_K_ROW_BYTES 5u
+#define TKV_VK_SPEC_V_ENC 6u
+#define TKV_VK_SPEC_V_BITS 7u
+#define TKV_VK_SPEC_V_QJL 8u
+#define TKV_VK_SPEC_V_ROW_BYTES 9u
+#define TKV_VK_SPEC_QT 10u       /* query rows per workgroup */
+#define TKV_VK_SPEC_Q8_BLOCK 11u
+#define TKV_VK_SPEC_GROUPS 12u   /* 12..15: the group words */
+#define TKV_VK_SPEC_BLOCK_ROWS 16u /* rows per block, a power of two up to TKV_VK_WG */
+#define TKV_VK_SPEC_COUNT 17u
+
+/* Workgroup size of every shader. */
+#define TKV_VK_WG 128u
+/* Shared memory of the attention shader (it must fit the 32 KB Vulkan
+ * devices offer in practice; lavapipe has exactly that): a block of K rows,
+ * then of V rows, staged in TKV_VK_STAGE_BYTES, plus a query tile of up to
+ * TKV_VK_QUERY_TILE_FLOATS floats. The staged block's rows, a power of two,
+ * take at most TKV_VK_STAGE_BYTES - TKV_VK_STAGE_SLACK bytes (the slack
+ * absorbs a misaligned first row and the word read past the last). */
+#define TKV_VK_STAGE_BYTES 12288u
+#define TKV_VK_STAGE_SLACK 64u
+#define TKV_VK_QUERY_TILE_FLOATS 2048u
+/* Elements one quantize or rows workgroup holds in shared memory. */
+#define TKV_VK_ROWS_ELEMS 1024u
+
+/* ---- push constants ------------------------------------------------------ */
+
+/* quantize.comp: n_tokens x n_heads float rows in, stored rows out. */
+#define TKV_VK_QUANTIZE_PUSH                                                        \
+    uint64_t src;         /* device floats [n_tokens][n_heads][head_dim] */         \
+    uint64_t dst;         /* byte address of head 0's first new row */              \
+    uint64_t head_stride; /* bytes between the rows of consecutive heads */         \
+    uint64_t math;                                                                  \
+    uint64_t counter;     /* uint32: non-finite inputs stored as 0 */               \
+    uint32_t n_tokens;                                                              \
+    uint32_t n_heads;                                                               \
+    uint32_t head_dim;                                                              \
+    uint32_t row_bytes;                                                             \
+    uint32_t encoding;                                                              \
+    uint32_t bits;                                                                  \
+    uint32_t rotation;                                                              \
+    uint32_t flags;                                                                 \
+    uint32_t rows_per_wg;                                                           \
+    uint32_t q8_block;                                                              \
+    uint32_t groups[TKV_VK_GROUP_WORDS];
+
+/* rows.comp: stored rows to floats in the original domain (dequantize), or
+ * query rows to what the attention shader scores against (prepare). */
+#define TKV_VK_ROWS_PUSH                                                            \
+    uint64_t src;         /* row 0 */                                               \
+    uint64_t dst;         /* floats, dst_stride per row */                          \
+    uint64_t math;                                                                  \
+    uint32_t n_rows;                                                                \
+    uint32_t head_dim;                                                              \
+    uint32_t row_bytes;   /* bytes between source rows */                           \
+    uint32_t dst_stride;                                                            \
+    uint32_t encoding;                                                              \
+    uint32_t bits;                                                                  \
+    uint32_t rotation;                                                              \
+    uint32_t flags;                                                                 \
+    uint32_t rows_per_wg;                                                           \
+    uint32_t q8_block;                                                              \
+    uint32_t groups[TKV_VK_GROUP_WORDS];
+
+/* attention.comp: one chunk of one (sequence, kv head) for QT query rows. */
+#define TKV_VK_ATTENTION_PUSH                                                       \
+    uint64_t k;           /* cache buffers */                                       \
+    uint64_t v;                                                                     \
+    uint64_t k_head_stride;                                                         \
+    uint64_t v_head_stride;                                                         \
+    uint64_t q;           /* prepared queries, q_stride floats each */              \
+    uint64_t seqs;        /* struct tkv_vk_seq[n_seqs] */                           \
+    uint64_t part_acc;    /* partial outputs */                                     \
+    uint64_t part_ml;     /* partial max, sum, skipped rows */                      \
+    uint64_t math;                                                                  \
+    uint32_t n_seqs;                                                                \
+    uint32_t n_q;                                                                   \
+    uint32_t ratio;       /* query heads per kv head */                             \
+    uint32_t n_kv;                                                                  \
+    uint32_t chunk;       /* rows per chunk, a multiple of TKV_VK_WG */             \
+    uint32_t max_chunks;  /* chunks of the longest sequence */                      \
+    uint32_t n_tiles;     /* query tiles per (sequence, kv head) */                 \
+    uint32_t q_stride;                                                              \
+    float scale;                                                                    \
+    float threshold;
+
+/* merge.comp: one output row from the partials of its chunks. */
+#define TKV_VK_MERGE_PUSH                                                           \
+    uint64_t part_acc;                                                              \
+    uint64_t part_ml;                                                               \
+    uint64_t out_rows;    /* floats [n_seqs][n_q][n_q_heads][head_dim] */           \
+    uint64_t counts;      /* uint32 per output row: V rows skipped */               \
+    uint64_t seqs;                                                                  \
+    uint64_t math;                                                                  \
+    uint32_t n_rows;                                                                \
+    uint32_t n_q;                                                                   \
+    uint32_t ratio;                                                                 \
+    uint32_t n_kv;                                                                  \
+    uint32_t chunk;                                                                 \
+    uint32_t max_chunks;                                                            \
+    uint32_t head_dim;                                                              \
+    uint32_t rotation;                                                              \
+    uint32_t flags;                                                                 \
+    uint32_t groups[TKV_VK_GROUP_WORDS];
+
+/* One sequence of an attention call, in device memory. */
+#define TKV_VK_SEQ_MEMBERS                                                          \
+    uint64_t k_offset;    /* byte offset of head 0, token 0 in the K buffer */      \
+    uint64_t v_offset;                                                              \
+    uint32_t n_ctx;                                                                 \
+    uint32_t reserved;
+
+/* A partial's record in part_ml: running max, sum of weights, skipped rows
+ * (as uint bits), unused. */
+#define TKV_VK_ML_FLOATS 4u
+/* Most chunks one sequence is split into; bounds the merge's shared memory. */
+#define TKV_VK_MAX_CHUNKS 1024u
+
+#endif

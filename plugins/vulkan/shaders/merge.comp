@@ -1,0 +1,113 @@
+#version 460
+// The second half of split-K attention: one workgroup per output row
+// combines the partials of the chunks its query row sees,
+//   out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c,   M = max_c m_c,
+// adds S^T of the QJL sign sums for QJL values, applies R^T once (turbo
+// values are accumulated in the rotated domain, DESIGN.md section 2) and
+// counts the V rows sparse V skipped.
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+
+#include "common.glsl"
+
+layout(push_constant, std430) uniform Push { TKV_VK_MERGE_PUSH } pc;
+
+struct Seq { TKV_VK_SEQ_MEMBERS };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer Seqs { Seq s[]; };
+
+shared float xs[TKV_VK_ROWS_ELEMS];
+shared float zs[TKV_VK_ROWS_ELEMS];
+shared float weights[TKV_VK_MAX_CHUNKS];
+shared float red[TKV_VK_WG];
+shared uint red_count[TKV_VK_WG];
+
+#include "rotate.glsl"
+
+void main()
+{
+    const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x, hd = pc.head_dim;
+    const uvec4 groups = uvec4(pc.groups[0], pc.groups[1], pc.groups[2], pc.groups[3]);
+    const uint va = (pc.flags & TKV_VK_FLAG_QJL) != 0u ? 2u : 1u;
+    uint row = flat_workgroup();
+    if (row >= pc.n_rows)
+        return;
+    // row = ((s * n_q + t) * n_q_heads + head)
+    uint n_q_heads = pc.n_kv * pc.ratio, head = row % n_q_heads, st = row / n_q_heads;
+    uint t = st % pc.n_q, s = st / pc.n_q, n_q_rows = pc.n_q * pc.ratio;
+    uint qr = t * pc.ratio + head % pc.ratio, h = head / pc.ratio;
+    uint visible = Seqs(pc.seqs).s[s].n_ctx - pc.n_q + t + 1u;
+    uint n_chunks = (visible + pc.chunk - 1u) / pc.chunk;
+    uint first_partial = (s * pc.n_kv + h) * pc.max_chunks * n_q_rows + qr;
+    Floats ml = Floats(pc.part_ml), part = Floats(pc.part_acc);
+
+    float mx = uintBitsToFloat(0xff800000u);
+    for (uint c = lid; c < n_chunks; c += wg)
+        mx = max(mx, ml.f[(first_partial + c * n_q_rows) * TKV_VK_ML_FLOATS]);
+    mx = subgroupMax(mx);
+    if (subgroupElect())
+        red[gl_SubgroupID] = mx;
+    barrier();
+    float big = red[0];
+    for (uint g = 1u; g < gl_NumSubgroups; g++)
+        big = max(big, red[g]);
+    barrier();
+
+    float sum = 0.0;
+    uint skipped = 0u;
+    for (uint c = lid; c < n_chunks; c += wg) {
+        uint p = (first_partial + c * n_q_rows) * TKV_VK_ML_FLOATS;
+        float m_c = ml.f[p], w = m_c == uintBitsToFloat(0xff800000u) ? 0.0 : exp(m_c - big);
+        weights[c] = w;
+        sum += w * ml.f[p + 1u];
+        skipped += floatBitsToUint(ml.f[p + 2u]);
+    }
+    sum = subgroupAdd(sum);
+    skipped = subgroupAdd(skipped);
+    if (subgroupElect()) {
+        red[gl_SubgroupID] = sum;
+        red_count[gl_SubgroupID] = skipped;
+    }
+    barrier();
+    float total = 0.0;
+    uint total_skipped = 0u;
+    for (uint g = 0u; g < gl_NumSubgroups; g++) {
+        total += red[g];
+        total_skipped += red_count[g];
+    }
+    float inv = 1.0 / total;
+
+    for (uint i = lid; i < hd; i += wg) {
+        float a = 0.0, z = 0.0;
+        for (uint c = 0u; c < n_chunks; c++) {
+            uint p = (first_partial + c * n_q_rows) * va;
+            a += weights[c] * part.f[p * hd + i];
+            if (va > 1u)
+                z += weights[c] * part.f[(p + 1u) * hd + i];
+        }
+        xs[i] = a * inv;
+        zs[i] = z * inv;
+    }
+    barrier();
+    if (va > 1u) {
+        // y += S^T zs per group: what every cached row's scale gamma
+        // S^T z would have added, applied once (S^T is linear)
+        Floats m = Floats(pc.math);
+        for (uint i = lid; i < hd; i += wg) {
+            uint size, first;
+            group_of(groups, i, size, first);
+            uint s0 = qjl_at(group_index(size)) + i - first;
+            float v = xs[i];
+            for (uint j = 0u; j < size; j++)
+                v += m.f[s0 + j * size] * zs[first + j];
+            xs[i] = v;
+        }
+        barrier();
+    }
+    rotate_rows(1u, hd, groups, pc.rotation, true, pc.math);
+    Floats out_rows = Floats(pc.out_rows);
+    for (uint i = lid; i < hd; i += wg)
+        out_rows.f[row * hd + i] = xs[i];
+    if (lid == 0u)
+        Uints(pc.counts).u[row] = total_skipped;
+}

@@ -1,0 +1,67 @@
+// The rotation R of turbo groups (turbokv_format.h, TKV_ROTATION_*), applied
+// by a whole workgroup to rows held in shared memory. The including shader
+// declares `shared float xs[]` holding n_rows rows of head_dim floats and
+// calls rotate_rows from uniform control flow (it contains barriers).
+//
+// WHT: R = D2 H D1 / sqrt(g), R^T = D1 H D2 / sqrt(g) (H symmetric, H H = g I),
+// as plugins/cpu/rotate.c computes it: the sign products (exact), then the
+// butterflies (a, b) -> (a + b, a - b) of stride 1, 2, 4, .., then
+// v * (1/sqrt(g)) * sign. Every value goes through the same float operations
+// in the same order as there, so the results are bit for bit the reference's
+// (precise: no contraction or reassociation). DENSE: y = Q u, or Q^T u, each
+// output one sequential sum in the reference's order.
+
+void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool inverse, uint64_t math)
+{
+    const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationIndex, n = n_rows * head_dim;
+    Floats m = Floats(math);
+    if (rotation == TKV_VK_ROT_WHT) {
+        for (uint e = lid; e < n; e += wg) {
+            uint i = e % head_dim, size, first;
+            group_of(groups, i, size, first);
+            xs[e] *= m.f[sign_at(group_index(size), inverse) + i - first];
+        }
+        barrier();
+        const uint half_dim = head_dim / 2u;
+        for (uint h = 1u; h < 128u; h <<= 1u) {
+            for (uint p = lid; p < n / 2u; p += wg) {
+                uint row = p / half_dim, pp = p % half_dim, size, first;
+                group_of(groups, 2u * pp, size, first); // group k holds pairs [first/2, (first+g)/2)
+                if (h < size) {
+                    uint local = pp - first / 2u;
+                    uint j = row * head_dim + first + (local / h) * 2u * h + local % h;
+                    precise float a = xs[j], b = xs[j + h];
+                    precise float sum = a + b, difference = a - b;
+                    xs[j] = sum;
+                    xs[j + h] = difference;
+                }
+            }
+            barrier();
+        }
+        for (uint e = lid; e < n; e += wg) {
+            uint i = e % head_dim, size, first;
+            group_of(groups, i, size, first);
+            uint gi = group_index(size);
+            precise float y = xs[e] * m.f[TKV_VK_MATH_INV_SQRT + gi];
+            xs[e] = y * m.f[sign_at(gi, !inverse) + i - first];
+        }
+        barrier();
+    } else if (rotation == TKV_VK_ROT_DENSE) {
+        // out of place: every output reads its whole group, so all outputs
+        // are computed before any is stored
+        float out_[TKV_VK_ROWS_ELEMS / TKV_VK_WG];
+        for (uint k = 0u, e = lid; e < n; k++, e += wg) {
+            uint i = e % head_dim, size, first;
+            group_of(groups, i, size, first);
+            uint q = dense_at(group_index(size)), li = i - first, in0 = e - li;
+            precise float sum = 0.0;
+            for (uint j = 0u; j < size; j++)
+                sum += m.f[q + (inverse ? j * size + li : li * size + j)] * xs[in0 + j];
+            out_[k] = sum;
+        }
+        barrier();
+        for (uint k = 0u, e = lid; e < n; k++, e += wg)
+            xs[e] = out_[k];
+        barrier();
+    }
+}

@@ -1,0 +1,196 @@
+/*
+ * turbokv-vulkan internals: the device, its buffers and scratch memory, the
+ * one command buffer every op records into, and the compute pipelines.
+ *
+ * Every op records its commands into the device's command buffer, submits
+ * once and waits on a fence: the core never runs two ops on one device at
+ * once, so one command buffer, one fence and one set of scratch buffers per
+ * device are enough, and an op's outputs are complete when it returns.
+ * Shaders reach memory through buffer device addresses passed in push
+ * constants (shaders/interface.h): no descriptor sets, no binding ranges.
+ */
+#ifndef TKV_VK_H
+#define TKV_VK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <vulkan/vulkan.h>
+
+#include "turbokv_plugin.h"
+#include "shaders/interface.h"
+
+/* Set by init(); every error detail goes through vk_svc->error. */
+extern const struct tkv_services *vk_svc;
+
+/* Records the detail of a failure and yields status whatever the services
+ * return: return VK_ERROR_STATUS(TKV_EINVAL, "...", ...). */
+#define VK_ERROR_STATUS(status, ...) (vk_svc->error((status), __VA_ARGS__), (status))
+
+/* A failed Vulkan call: the status its VkResult maps to, with op, call and
+ * result named in the detail. */
+int vk_fail(const char *op, const char *call, VkResult result);
+const char *vk_result_name(VkResult result);
+
+/* ---- buffers ------------------------------------------------------------ */
+
+#define VK_BUFFER_MAGIC 0x746b7676u /* "tkvv" */
+/* Every buffer is allocated this much larger than asked, zeroed: shaders
+ * read the stored rows in aligned words and 16-byte quads, which may reach
+ * a few dozen bytes past the last row of a buffer. */
+#define VK_BUFFER_SLACK 64u
+
+struct vk_buffer {
+    uint32_t magic;
+    uint32_t host;         /* allocated from the host-visible (staging) type */
+    uint64_t size;         /* bytes asked for */
+    VkBuffer buffer;
+    VkDeviceMemory memory;
+    VkDeviceAddress address;
+    void *map;             /* persistent host view, when the memory is host visible and coherent */
+    struct vk_buffer *prev, *next; /* the device's live cache buffers */
+};
+
+/* The push constant blocks and the sequence record (shaders/interface.h). */
+struct vk_quantize_push { TKV_VK_QUANTIZE_PUSH };
+struct vk_rows_push { TKV_VK_ROWS_PUSH };
+struct vk_attention_push { TKV_VK_ATTENTION_PUSH };
+struct vk_merge_push { TKV_VK_MERGE_PUSH };
+struct vk_seq { TKV_VK_SEQ_MEMBERS };
+
+/* Vulkan guarantees 128 bytes of push constants. */
+#define VK_PUSH_BYTES 128u
+_Static_assert(sizeof(struct vk_quantize_push) <= VK_PUSH_BYTES && sizeof(struct vk_rows_push) <= VK_PUSH_BYTES &&
+                   sizeof(struct vk_attention_push) <= VK_PUSH_BYTES && sizeof(struct vk_merge_push) <= VK_PUSH_BYTES,
+               "push constants exceed the 128 bytes every device offers");
+
+enum vk_shader {
+    VK_SHADER_QUANTIZE,
+    VK_SHADER_ROWS,
+    VK_SHADER_ATTENTION,
+    VK_SHADER_MERGE,
+    VK_SHADER_COUNT
+};
+
+/* One specialization of the attention shader. */
+struct vk_attention_pipeline {
+    uint32_t spec[TKV_VK_SPEC_COUNT];
+    VkPipeline pipeline;
+};
+
+struct vk_device {
+    VkInstance instance;
+    VkPhysicalDevice physical;
+    VkDevice device;
+    VkQueue queue;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    int lost;                /* VK_ERROR_DEVICE_LOST seen: every later op fails at once */
+
+    VkPhysicalDeviceProperties props;
+    VkPhysicalDeviceMemoryProperties memory;
+    uint64_t max_allocation;   /* maxMemoryAllocationSize */
+    /* memory types, best first: for cache and scratch buffers; host visible
+     * and coherent for staging */
+    uint32_t device_types[VK_MAX_MEMORY_TYPES], n_device_types;
+    uint32_t host_types[VK_MAX_MEMORY_TYPES], n_host_types;
+    int fp64;                /* shaderFloat64: the quantize shader sums in double */
+    uint32_t target_workgroups; /* attention workgroups that fill the device */
+
+    const struct tkv_math *math;
+    int qjl;                 /* the core handed the QJL matrices (ABI >= 1.1) */
+    struct vk_buffer *math_buf;
+    struct vk_buffer *staging; /* host visible: op inputs and outputs */
+    struct vk_buffer *work;    /* device memory: op intermediates */
+
+    VkShaderModule modules[VK_SHADER_COUNT];
+    VkPipelineLayout layout;   /* push constants only, shared by every shader */
+    VkPipeline quantize, rows, merge;
+    struct vk_attention_pipeline *attention;
+    size_t n_attention, cap_attention;
+
+    struct vk_buffer live;     /* sentinel of the live cache buffers */
+    struct tkv_device_stats stats;
+};
+
+/* The device's scratch: *slot grows to hold at least bytes (contents are
+ * not kept). host picks the staging memory type. */
+int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int host,
+               const char *op);
+/* A buffer outside the live list (scratch, math tables); zeroed. */
+int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char *op,
+                     struct vk_buffer **out);
+void vk_buffer_destroy(struct vk_device *dev, struct vk_buffer *b);
+/* The buffer behind a handle the core passed, or NULL with the error recorded. */
+struct vk_buffer *vk_buffer_check(const void *buf, const char *op, const char *which);
+/* 1 if n_heads spans of span bytes, stride bytes apart from offset, fit in
+ * size bytes; computed without overflow. */
+int vk_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride, uint64_t span);
+/* Copies host memory to/from a device buffer through the staging buffer
+ * (or directly when the buffer is mapped); submits and waits. */
+int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, const void *src,
+              uint64_t bytes, const char *op);
+int vk_download(struct vk_device *dev, const struct vk_buffer *src, uint64_t offset, void *dst,
+                uint64_t bytes, const char *op);
+
+/* ---- commands ----------------------------------------------------------- */
+
+int vk_begin(struct vk_device *dev, const char *op);
+/* Ends, submits, waits; makes device writes visible to the host. */
+int vk_submit(struct vk_device *dev, const char *op);
+/* Every earlier command's writes visible to every later command. */
+void vk_barrier(struct vk_device *dev);
+void vk_copy(struct vk_device *dev, const struct vk_buffer *src, uint64_t src_offset,
+             const struct vk_buffer *dst, uint64_t dst_offset, uint64_t bytes);
+/* Records pipeline with its push constants over n_groups workgroups, spread
+ * over the x, y and z counts the device allows (shaders use flat_workgroup). */
+int vk_dispatch(struct vk_device *dev, VkPipeline pipeline, const void *push, uint32_t push_size,
+                uint64_t n_groups, const char *op);
+
+/* ---- pipelines (pipelines.c) --------------------------------------------- */
+
+/* Shader modules, the layout and the quantize, rows and merge pipelines. */
+int vk_pipelines_create(struct vk_device *dev);
+void vk_pipelines_destroy(struct vk_device *dev);
+/* The attention pipeline for spec, created on first use. */
+int vk_attention_pipeline(struct vk_device *dev, const uint32_t spec[TKV_VK_SPEC_COUNT],
+                          VkPipeline *out);
+
+/* ---- rows --------------------------------------------------------------- */
+
+/* A struct tkv_row_format as the shaders take it. */
+struct vk_layout {
+    uint32_t type, head_dim;
+    uint32_t encoding;       /* TKV_VK_ENC_* */
+    uint32_t bits;           /* turbo index bits, 0 for the other encodings */
+    uint32_t qjl;
+    uint32_t rotation;       /* TKV_VK_ROT_*: NONE for rows that are not turbo */
+    uint32_t corrected;
+    uint32_t row_bytes;
+    uint32_t groups[TKV_VK_GROUP_WORDS]; /* tkv_group_split, one size per byte */
+};
+
+/* Validates fmt (op names the call in the error) and fills the layout. */
+int vk_layout_init(const struct vk_device *dev, const struct tkv_row_format *fmt, const char *op,
+                   struct vk_layout *l);
+/* Checks dev and args, args at least size bytes as its struct_size says,
+ * and that the device is usable. */
+int vk_check_args(const struct vk_device *dev, const void *args, size_t size, const char *op);
+
+/* The math tables (tables.c): built and uploaded once per device. */
+int vk_tables_upload(struct vk_device *dev);
+
+/* The ops. */
+int vk_quantize_append(void *dev, const struct tkv_append_args *args);
+int vk_dequantize(void *dev, const struct tkv_dequant_args *args);
+int vk_attention(void *dev, const struct tkv_attention_args *args);
+
+/* The rows shader over n_rows rows from src (an address) to dst, recorded
+ * into the command buffer (rows.c of the shaders): dequantize, or prepare
+ * queries when query is set. */
+int vk_record_rows(struct vk_device *dev, const struct vk_layout *l, uint64_t src,
+                   uint32_t src_stride, uint64_t dst, uint32_t dst_stride, uint32_t n_rows,
+                   int query, int inverse, const char *op);
+
+#endif

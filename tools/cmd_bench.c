@@ -1,0 +1,772 @@
+/*
+ * `turbokv bench`: decode-attention time per layer and quantize-append
+ * throughput per K/V type, against the dense f32 and f16 caches of the same
+ * backend, all measured in one process through the public API.
+ *
+ * Each measurement builds a one-layer cache in the preset's geometry, fills
+ * it with synthetic rows (Gaussian, keys 10x the values, as the keys of real
+ * models carry the larger norms) and times tkv_attention on random queries:
+ * warm-up calls, then the median of the timed calls. GB/s counts the K+V
+ * bytes of the rows the queries see, as stored (tkv_row_bytes).
+ *
+ * Sparse V: the main tables run with it off, so that every K and V byte is
+ * read; a separate comparison times the same peaked attention with it on
+ * and off. The bench sets TURBO_SPARSE_V itself before it opens each of its
+ * two contexts, overriding the environment and the configuration file.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tool.h"
+
+#define DEFAULT_TYPES "f32,f16,q8_0,turbo2,turbo3,turbo4"
+#define DEFAULT_CTX "1K,4K,16K,64K"
+#define MAX_TYPES 16
+#define MAX_CTX 16
+#define MAX_SHAPES 3
+#define MAX_SEQS 64
+#define WARMUP_CALLS 2
+#define MIN_CALLS 5
+#define MAX_CALLS 25
+#define MIN_SECONDS 0.25  /* timed calls continue past MIN_CALLS until this */
+#define POOL_TOKENS 2048  /* synthetic rows, reused at shifting offsets */
+#define APPEND_CHUNK 512  /* tokens per append call when filling (prefill) */
+#define APPEND_DECODE 256 /* single-token appends timed */
+#define KEY_SCALE 10.0
+#define SPARSE_CTX_MAX 16384u
+#define FIT_FROM 4096u    /* the linear fit of time against context starts here */
+
+struct preset {
+    const char *name;
+    uint32_t q_heads, kv_heads, head_dim;
+};
+
+static const struct preset presets[] = {
+    { "llama3-8b", 32, 8, 128 },
+    { "qwen2-7b", 28, 4, 128 },
+    { "small", 8, 8, 64 },
+};
+
+struct shape {
+    uint32_t tokens, seqs;
+};
+
+struct timing {
+    double us;      /* median per layer */
+    uint64_t bytes; /* K+V bytes of the visible rows */
+};
+
+struct append_rate {
+    double prefill_rows_s, decode_us; /* rows: one head's K or V of one token */
+};
+
+struct sparse_cmp {
+    uint32_t type;
+    double us_off, us_on, skipped_pct;
+};
+
+struct bench {
+    tkv_context *dense, *sparse; /* sparse V off, on */
+    const struct preset *geo;
+    uint32_t types[MAX_TYPES], ctx[MAX_CTX];
+    int n_types, n_ctx, n_shapes;
+    struct shape shapes[MAX_SHAPES];
+    uint32_t max_seqs, max_tokens;
+    float *k_pool, *v_pool, *q, *out;
+    struct timing t[MAX_TYPES][MAX_CTX][MAX_SHAPES];
+    struct append_rate append[MAX_TYPES];
+    struct sparse_cmp cmp[2];
+    int n_cmp, sparse_ctx;
+    uint64_t done, total; /* progress */
+};
+
+static int usage(FILE *f)
+{
+    fprintf(f,
+            "usage: turbokv bench [options]\n"
+            "Decode-attention time per layer and quantize-append throughput per K/V type, with the\n"
+            "dense f32 and f16 caches of the same backend as the baseline (always measured).\n"
+            "  --backend B     auto, cpu, vulkan, opencl (default: configuration)\n"
+            "  --types LIST    K/V types, K and V alike (default " DEFAULT_TYPES ")\n"
+            "  --ctx LIST      context lengths, N or NK (default " DEFAULT_CTX ")\n"
+            "  --preset NAME   llama3-8b (32 query heads, 8 kv heads, head_dim 128; default),\n"
+            "                  qwen2-7b (28/4/128), small (8/8/64)\n"
+            "  --tokens N      query tokens per sequence   (with --seqs: one shape only;\n"
+            "  --seqs N        sequences in one call        default: 1x1, 4x1 and 1x8)\n"
+            "  --json          print a JSON array instead of the tables\n"
+            "  --plot F.svg    draw time against context per type (1 token, 1 sequence)\n"
+            "Sparse V is off in the tables (every K and V byte is read) and compared on and off\n"
+            "on peaked attention; the bench sets TURBO_SPARSE_V for its own two contexts.\n");
+    return f == stderr ? 2 : 0;
+}
+
+/* ---- synthetic data -------------------------------------------------------- */
+
+static uint64_t rng_state = 0x62656e6368ull; /* "bench" */
+
+static double rng_gauss(void)
+{
+    double u[2];
+    for (int i = 0; i < 2; i++) {
+        uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        u[i] = ((double)((z ^ (z >> 31)) >> 11) + 0.5) * 0x1p-53;
+    }
+    return sqrt(-2.0 * log(u[0])) * cos(6.283185307179586 * u[1]);
+}
+
+static void fill_gauss(float *x, size_t n, double scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)(scale * rng_gauss());
+}
+
+/* ---- options ----------------------------------------------------------------- */
+
+static int parse_count(const char *s, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (*end == 'K' || *end == 'k') {
+        v *= 1024;
+        end++;
+    }
+    if (errno || end == s || *end || v == 0 || v > (1ul << 24))
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static int add_type(struct bench *b, uint32_t type)
+{
+    for (int i = 0; i < b->n_types; i++)
+        if (b->types[i] == type)
+            return 0;
+    if (b->n_types == MAX_TYPES)
+        return -1;
+    b->types[b->n_types++] = type;
+    return 0;
+}
+
+static int parse_types(struct bench *b, const char *list)
+{
+    char buf[512], *items[MAX_TYPES];
+    snprintf(buf, sizeof buf, "%s", list);
+    int n = tool_split(buf, items, MAX_TYPES);
+    uint32_t type;
+    for (int i = 0; i < n; i++) {
+        if (tkv_type_from_name(items[i], &type) != TKV_OK) {
+            fprintf(stderr, "turbokv bench: --types: %s\n", tkv_last_error());
+            return -1;
+        }
+        add_type(b, type);
+    }
+    /* the baselines of every ratio */
+    if (add_type(b, TKV_TYPE_F16) || add_type(b, TKV_TYPE_F32) || n == 0) {
+        fprintf(stderr, "turbokv bench: --types: expected 1 to %d type names\n", MAX_TYPES - 2);
+        return -1;
+    }
+    return 0;
+}
+
+static int parse_ctx(struct bench *b, const char *list)
+{
+    char buf[512], *items[MAX_CTX];
+    snprintf(buf, sizeof buf, "%s", list);
+    b->n_ctx = tool_split(buf, items, MAX_CTX);
+    for (int i = 0; i < b->n_ctx; i++)
+        if (parse_count(items[i], &b->ctx[i]) != 0) {
+            fprintf(stderr, "turbokv bench: --ctx: '%s' is not a length (N or NK, up to 16384K)\n",
+                    items[i]);
+            return -1;
+        }
+    if (b->n_ctx == 0) {
+        fprintf(stderr, "turbokv bench: --ctx: expected a list of lengths\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- measurements -------------------------------------------------------------- */
+
+static tkv_cache *new_cache(tkv_context *ctx, const struct bench *b, uint32_t type, uint32_t capacity,
+                            uint32_t seqs)
+{
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = b->geo->kv_heads,
+        .head_dim = b->geo->head_dim, .capacity = capacity, .n_seqs = seqs, .k_type = type,
+        .v_type = type, .n_q_heads = b->geo->q_heads,
+    };
+    tkv_cache *c = NULL;
+    int rc = tkv_cache_create(ctx, &p, &c);
+    if (rc != TKV_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "%s cache of %u tokens x %u sequences", tkv_type_name(type),
+                 capacity, seqs);
+        tool_fail(what, rc);
+        return NULL;
+    }
+    return c;
+}
+
+/* Appends n tokens to every sequence, from shifting offsets of the pools. */
+static int fill(tkv_cache *c, const struct bench *b, uint32_t seqs, uint32_t n)
+{
+    size_t token = (size_t)b->geo->kv_heads * b->geo->head_dim;
+    for (uint32_t s = 0; s < seqs; s++)
+        for (uint32_t t = 0; t < n; t += APPEND_CHUNK) {
+            uint32_t m = n - t < APPEND_CHUNK ? n - t : APPEND_CHUNK;
+            size_t at = (s * 389u + t / APPEND_CHUNK * 131u) % (POOL_TOKENS - APPEND_CHUNK + 1);
+            int rc = tkv_cache_append(c, s, 0, m, b->k_pool + at * token, b->v_pool + at * token);
+            if (rc != TKV_OK)
+                return tool_fail("append", rc);
+        }
+    return 0;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median microseconds of one tkv_attention call. */
+static int time_attention(tkv_cache *c, const struct bench *b, struct shape sh, double *us,
+                          struct tkv_attention_stats *st)
+{
+    uint32_t ids[MAX_SEQS];
+    double runs[MAX_CALLS];
+    int n = 0;
+    for (uint32_t s = 0; s < sh.seqs; s++)
+        ids[s] = s;
+    for (int i = 0; i < WARMUP_CALLS + MAX_CALLS; i++) {
+        double t0 = tool_now();
+        int rc = tkv_attention(c, 0, sh.seqs, ids, sh.tokens, b->geo->q_heads, b->q, b->out, st);
+        double t1 = tool_now();
+        if (rc != TKV_OK)
+            return tool_fail("attention", rc);
+        if (i < WARMUP_CALLS)
+            continue;
+        runs[n++] = t1 - t0;
+        double spent = 0.0;
+        for (int k = 0; k < n; k++)
+            spent += runs[k];
+        if (n >= MIN_CALLS && spent >= MIN_SECONDS)
+            break;
+    }
+    qsort(runs, (size_t)n, sizeof runs[0], cmp_double);
+    *us = 1e6 * (n % 2 ? runs[n / 2] : 0.5 * (runs[n / 2 - 1] + runs[n / 2]));
+    return 0;
+}
+
+static uint64_t kv_bytes(const struct bench *b, uint32_t k_type, uint32_t v_type, uint32_t ctx,
+                         uint32_t seqs)
+{
+    return (uint64_t)seqs * b->geo->kv_heads * ctx *
+           (tkv_row_bytes(k_type, b->geo->head_dim) + tkv_row_bytes(v_type, b->geo->head_dim));
+}
+
+static void progress(struct bench *b) { tool_progress("bench", ++b->done, b->total); }
+
+/* Every shape of one type at one context. */
+static int measure_attention(struct bench *b, int ti, int ci)
+{
+    uint32_t type = b->types[ti], ctx = b->ctx[ci];
+    tkv_cache *c = new_cache(b->dense, b, type, ctx, b->max_seqs);
+    if (!c)
+        return 1;
+    int rc = fill(c, b, b->max_seqs, ctx);
+    for (int si = 0; si < b->n_shapes && rc == 0; si++) {
+        struct shape sh = b->shapes[si];
+        struct timing *t = &b->t[ti][ci][si];
+        if (sh.tokens <= ctx) {
+            rc = time_attention(c, b, sh, &t->us, NULL);
+            t->bytes = kv_bytes(b, type, type, ctx, sh.seqs);
+        }
+        progress(b);
+    }
+    tkv_cache_destroy(c);
+    return rc;
+}
+
+/* Quantize-append of K and V for every kv head: prefill in chunks of
+ * APPEND_CHUNK tokens, then single-token decode appends. */
+static int measure_append(struct bench *b, int ti)
+{
+    const uint32_t prefill = 4 * APPEND_CHUNK;
+    tkv_cache *c = new_cache(b->dense, b, b->types[ti], prefill + APPEND_DECODE, 1);
+    if (!c)
+        return 1;
+    size_t token = (size_t)b->geo->kv_heads * b->geo->head_dim;
+    double t0 = tool_now();
+    int rc = fill(c, b, 1, prefill);
+    double t1 = tool_now();
+    for (uint32_t t = 0; t < APPEND_DECODE && rc == 0; t++)
+        if ((rc = tkv_cache_append(c, 0, 0, 1, b->k_pool + t * token, b->v_pool + t * token)) != TKV_OK)
+            rc = tool_fail("append", rc);
+    double t2 = tool_now();
+    b->append[ti].prefill_rows_s = 2.0 * prefill * b->geo->kv_heads / (t1 - t0);
+    b->append[ti].decode_us = 1e6 * (t2 - t1) / APPEND_DECODE;
+    tkv_cache_destroy(c);
+    progress(b);
+    return rc;
+}
+
+/* One type's peaked attention (1 token, 1 sequence) with sparse V off and on. */
+static int measure_sparse(struct bench *b, uint32_t type)
+{
+    struct sparse_cmp *cmp = &b->cmp[b->n_cmp];
+    struct shape one = { 1, 1 };
+    struct tkv_attention_stats st = { 0 };
+    uint32_t ctx = b->ctx[b->sparse_ctx];
+    tkv_context *ctxs[2] = { b->dense, b->sparse };
+    double *us[2] = { &cmp->us_off, &cmp->us_on };
+    int rc = 0;
+    cmp->type = type;
+    for (int on = 0; on < 2 && rc == 0; on++) {
+        tkv_cache *c = new_cache(ctxs[on], b, type, ctx, 1);
+        if (!c)
+            return 1;
+        if ((rc = fill(c, b, 1, ctx)) == 0)
+            rc = time_attention(c, b, one, us[on], &st);
+        tkv_cache_destroy(c);
+    }
+    cmp->skipped_pct = st.rows_total ? 100.0 * st.rows_skipped / st.rows_total : 0.0;
+    b->n_cmp++;
+    progress(b);
+    return rc;
+}
+
+/* ---- analysis ------------------------------------------------------------------ */
+
+struct fit {
+    int points;
+    double slope_us_per_k, intercept_us, worst_pct;
+};
+
+/* Least squares of time against context over the contexts >= FIT_FROM. */
+static struct fit fit_line(const struct bench *b, int ti, int si)
+{
+    struct fit f = { 0 };
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    for (int ci = 0; ci < b->n_ctx; ci++) {
+        if (b->ctx[ci] < FIT_FROM || b->t[ti][ci][si].us <= 0)
+            continue;
+        double x = b->ctx[ci] / 1024.0, y = b->t[ti][ci][si].us;
+        sx += x, sy += y, sxx += x * x, sxy += x * y;
+        f.points++;
+    }
+    if (f.points < 2 || sxx * f.points == sx * sx)
+        return (struct fit){ 0 };
+    f.slope_us_per_k = (f.points * sxy - sx * sy) / (f.points * sxx - sx * sx);
+    f.intercept_us = (sy - f.slope_us_per_k * sx) / f.points;
+    for (int ci = 0; ci < b->n_ctx; ci++) {
+        if (b->ctx[ci] < FIT_FROM || b->t[ti][ci][si].us <= 0)
+            continue;
+        double y = b->t[ti][ci][si].us, line = f.intercept_us + f.slope_us_per_k * b->ctx[ci] / 1024.0;
+        f.worst_pct = fmax(f.worst_pct, 100.0 * fabs(line - y) / y);
+    }
+    return f;
+}
+
+static int type_index(const struct bench *b, uint32_t type)
+{
+    for (int i = 0; i < b->n_types; i++)
+        if (b->types[i] == type)
+            return i;
+    return -1;
+}
+
+static double speedup_vs_f16(const struct bench *b, int ti, int ci, int si)
+{
+    double f16 = b->t[type_index(b, TKV_TYPE_F16)][ci][si].us, us = b->t[ti][ci][si].us;
+    return us > 0 && f16 > 0 ? f16 / us : 0.0;
+}
+
+static double gbps(const struct timing *t) { return t->us > 0 ? t->bytes / (t->us * 1e3) : 0.0; }
+
+static void ctx_label(uint32_t ctx, char *out, size_t size)
+{
+    if (ctx % 1024 == 0)
+        snprintf(out, size, "%uK", ctx / 1024);
+    else
+        snprintf(out, size, "%u", ctx);
+}
+
+/* ---- output ------------------------------------------------------------------- */
+
+/* "name [driver]" of the device in use and the threads setting. */
+static void machine(tkv_context *ctx, char *device, size_t dsize, char *threads, size_t tsize)
+{
+    snprintf(device, dsize, "%s", tkv_context_device(ctx));
+    for (uint32_t i = 0; i < tkv_plugin_count(ctx); i++) {
+        struct tkv_plugin_report r;
+        if (tkv_plugin_get(ctx, i, &r) == TKV_OK && r.in_use && r.n_devices)
+            snprintf(device, dsize, "%s", r.devices[0]);
+    }
+    snprintf(threads, tsize, "?");
+    for (uint32_t i = 0; i < tkv_config_count(ctx); i++) {
+        struct tkv_config_entry e;
+        if (tkv_config_get(ctx, i, &e) == TKV_OK && !strcmp(e.key, "threads")) {
+            long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+            if (!strcmp(e.value, "0"))
+                snprintf(threads, tsize, "0 = all %ld online cpus", cpus);
+            else
+                snprintf(threads, tsize, "%.20s", e.value);
+        }
+    }
+}
+
+static void print_text(const struct bench *b)
+{
+    char device[512], threads[64], label[16];
+    machine(b->dense, device, sizeof device, threads, sizeof threads);
+    printf("turbokv bench: backend %s, device %s\nthreads (TURBO_THREADS): %s\n",
+           tkv_context_backend(b->dense), device, threads);
+    printf("geometry %s: %u query heads, %u kv heads, head_dim %u; one layer; K and V of one type;\n"
+           "sparse V off; each time the median of >= %d calls after %d warm-up calls, random queries;\n"
+           "GB/s = K+V bytes of the visible rows as stored / time; x f16 = f16 time / this time\n",
+           b->geo->name, b->geo->q_heads, b->geo->kv_heads, b->geo->head_dim, MIN_CALLS,
+           WARMUP_CALLS);
+    for (int si = 0; si < b->n_shapes; si++) {
+        printf("\ndecode attention, %u query token%s x %u sequence%s: us per layer (GB/s, x f16)\n%-7s",
+               b->shapes[si].tokens, b->shapes[si].tokens > 1 ? "s" : "", b->shapes[si].seqs,
+               b->shapes[si].seqs > 1 ? "s" : "", "type");
+        for (int ci = 0; ci < b->n_ctx; ci++) {
+            ctx_label(b->ctx[ci], label, sizeof label);
+            printf(" %24s", label);
+        }
+        printf("\n");
+        for (int ti = 0; ti < b->n_types; ti++) {
+            printf("%-7s", tkv_type_name(b->types[ti]));
+            for (int ci = 0; ci < b->n_ctx; ci++) {
+                const struct timing *t = &b->t[ti][ci][si];
+                if (t->us > 0)
+                    printf(" %9.1f (%5.1f, %5.2fx)", t->us, gbps(t), speedup_vs_f16(b, ti, ci, si));
+                else
+                    printf(" %24s", "-");
+            }
+            printf("\n");
+        }
+        printf("linear fit of time against context, %uK..:", FIT_FROM / 1024);
+        int any = 0;
+        for (int ti = 0; ti < b->n_types; ti++) {
+            struct fit f = fit_line(b, ti, si);
+            if (f.points >= 2)
+                printf("\n  %-7s %9.2f us per 1K tokens %+9.1f us; the %d points within %.1f%% of the line",
+                       tkv_type_name(b->types[ti]), f.slope_us_per_k, f.intercept_us, f.points,
+                       f.worst_pct),
+                    any = 1;
+        }
+        printf("%s\n", any ? "" : " (needs two contexts of 4K or more)");
+    }
+    printf("\nquantize-append, K and V of all %u kv heads (a row: one head's K or V of one token)\n"
+           "%-7s %22s %24s\n",
+           b->geo->kv_heads, "type", "prefill, 512 tok/call", "decode, 1 tok/call");
+    for (int ti = 0; ti < b->n_types; ti++)
+        printf("%-7s %12.2f Mrows/s %15.1f us/token\n", tkv_type_name(b->types[ti]),
+               b->append[ti].prefill_rows_s / 1e6, b->append[ti].decode_us);
+    if (b->n_cmp) {
+        ctx_label(b->ctx[b->sparse_ctx], label, sizeof label);
+        printf("\nsparse V on peaked attention (keys %.0fx values), %s context, 1 query token x 1 "
+               "sequence\n%-7s %12s %12s %16s %9s\n",
+               KEY_SCALE, label, "type", "off us", "on us", "V rows skipped", "speedup");
+        for (int i = 0; i < b->n_cmp; i++)
+            printf("%-7s %12.1f %12.1f %15.1f%% %8.2fx\n", tkv_type_name(b->cmp[i].type),
+                   b->cmp[i].us_off, b->cmp[i].us_on, b->cmp[i].skipped_pct,
+                   b->cmp[i].us_off / b->cmp[i].us_on);
+    }
+}
+
+static void json_head(const struct bench *b, const char *kind, uint32_t type, int *first)
+{
+    printf("%s\n  {\"kind\": \"%s\", \"backend\": ", *first ? "" : ",", kind);
+    tool_json_string(stdout, tkv_context_backend(b->dense));
+    printf(", \"device\": ");
+    tool_json_string(stdout, tkv_context_device(b->dense));
+    printf(", \"type\": \"%s\", \"k_type\": \"%s\", \"v_type\": \"%s\", \"q_heads\": %u, "
+           "\"kv_heads\": %u, \"head_dim\": %u",
+           tkv_type_name(type), tkv_type_name(type), tkv_type_name(type), b->geo->q_heads,
+           b->geo->kv_heads, b->geo->head_dim);
+    *first = 0;
+}
+
+static void print_json(const struct bench *b)
+{
+    int first = 1;
+    printf("[");
+    for (int ti = 0; ti < b->n_types; ti++) {
+        for (int si = 0; si < b->n_shapes; si++) {
+            for (int ci = 0; ci < b->n_ctx; ci++) {
+                const struct timing *t = &b->t[ti][ci][si];
+                if (t->us <= 0)
+                    continue;
+                json_head(b, "attention", b->types[ti], &first);
+                printf(", \"ctx\": %u, \"tokens\": %u, \"seqs\": %u, \"sparse_v\": false, "
+                       "\"us_per_layer\": %.3f, \"kv_bytes\": %llu, \"gbps\": %.3f, "
+                       "\"speedup_vs_f16\": %.4f}",
+                       b->ctx[ci], b->shapes[si].tokens, b->shapes[si].seqs, t->us,
+                       (unsigned long long)t->bytes, gbps(t), speedup_vs_f16(b, ti, ci, si));
+            }
+            struct fit f = fit_line(b, ti, si);
+            if (f.points >= 2) {
+                json_head(b, "slope", b->types[ti], &first);
+                printf(", \"tokens\": %u, \"seqs\": %u, \"ctx_from\": %u, \"points\": %d, "
+                       "\"us_per_1k_ctx\": %.4f, \"intercept_us\": %.3f, \"max_deviation_pct\": %.3f}",
+                       b->shapes[si].tokens, b->shapes[si].seqs, FIT_FROM, f.points,
+                       f.slope_us_per_k, f.intercept_us, f.worst_pct);
+            }
+        }
+        json_head(b, "append", b->types[ti], &first);
+        printf(", \"prefill_tokens_per_call\": %d, \"prefill_rows_per_s\": %.1f, "
+               "\"decode_us_per_token\": %.3f}",
+               APPEND_CHUNK, b->append[ti].prefill_rows_s, b->append[ti].decode_us);
+    }
+    for (int i = 0; i < b->n_cmp; i++) {
+        json_head(b, "sparse_v", b->cmp[i].type, &first);
+        printf(", \"ctx\": %u, \"tokens\": 1, \"seqs\": 1, \"us_off\": %.3f, \"us_on\": %.3f, "
+               "\"skipped_pct\": %.3f, \"speedup\": %.4f}",
+               b->ctx[b->sparse_ctx], b->cmp[i].us_off, b->cmp[i].us_on, b->cmp[i].skipped_pct,
+               b->cmp[i].us_off / b->cmp[i].us_on);
+    }
+    printf("\n]\n");
+}
+
+/* ---- the plot ------------------------------------------------------------------- */
+
+#define PLOT_W 820
+#define PLOT_H 520
+#define PLOT_L 80  /* margins: left, right, top, bottom */
+#define PLOT_R 150
+#define PLOT_T 50
+#define PLOT_B 60
+
+static double plot_x(double ctx, double lo, double hi)
+{
+    return PLOT_L + (hi > lo ? (log(ctx) - log(lo)) / (log(hi) - log(lo)) : 0.5) *
+                        (PLOT_W - PLOT_L - PLOT_R);
+}
+
+static double plot_y(double us, double lo, double hi)
+{
+    return PLOT_H - PLOT_B - (log10(us) - lo) / (hi - lo) * (PLOT_H - PLOT_T - PLOT_B);
+}
+
+/* Time against context of the first shape, log-log, one line per type. */
+static int write_plot(const struct bench *b, const char *path)
+{
+    static const char *colors[] = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf" };
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "turbokv bench: --plot %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    double x_lo = b->ctx[0], x_hi = b->ctx[0], y_min = INFINITY, y_max = 0;
+    for (int ci = 0; ci < b->n_ctx; ci++) {
+        x_lo = fmin(x_lo, b->ctx[ci]);
+        x_hi = fmax(x_hi, b->ctx[ci]);
+        for (int ti = 0; ti < b->n_types; ti++)
+            if (b->t[ti][ci][0].us > 0) {
+                y_min = fmin(y_min, b->t[ti][ci][0].us);
+                y_max = fmax(y_max, b->t[ti][ci][0].us);
+            }
+    }
+    double y_lo = floor(log10(y_min)), y_hi = ceil(log10(y_max));
+    if (y_hi <= y_lo)
+        y_hi = y_lo + 1;
+    char label[16];
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
+            PLOT_W, PLOT_H);
+    fprintf(f, "<text x=\"%d\" y=\"28\" font-size=\"15\">turbokv decode attention, %s (%u/%u/%u), "
+               "%u token x %u sequence, backend %s</text>\n",
+            PLOT_L, b->geo->name, b->geo->q_heads, b->geo->kv_heads, b->geo->head_dim,
+            b->shapes[0].tokens, b->shapes[0].seqs, tkv_context_backend(b->dense));
+    for (double e = y_lo; e <= y_hi; e++) { /* decades of microseconds */
+        double y = plot_y(pow(10, e), y_lo, y_hi);
+        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                   "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
+                PLOT_L, PLOT_W - PLOT_R, y, y, PLOT_L - 6, y + 4, pow(10, e));
+    }
+    for (int ci = 0; ci < b->n_ctx; ci++) {
+        double x = plot_x(b->ctx[ci], x_lo, x_hi);
+        ctx_label(b->ctx[ci], label, sizeof label);
+        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>"
+                   "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
+                x, x, PLOT_T, PLOT_H - PLOT_B, x, PLOT_H - PLOT_B + 18, label);
+    }
+    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"black\"/>\n"
+               "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">context (tokens, log scale)</text>\n"
+               "<text transform=\"translate(22 %d) rotate(-90)\" text-anchor=\"middle\">"
+               "time per layer (us, log scale)</text>\n",
+            PLOT_L, PLOT_T, PLOT_W - PLOT_L - PLOT_R, PLOT_H - PLOT_T - PLOT_B,
+            (PLOT_W - PLOT_R + PLOT_L) / 2, PLOT_H - 18, (PLOT_H - PLOT_B + PLOT_T) / 2);
+    for (int ti = 0; ti < b->n_types; ti++) {
+        const char *color = colors[ti % (int)(sizeof colors / sizeof colors[0])];
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
+        for (int ci = 0; ci < b->n_ctx; ci++)
+            if (b->t[ti][ci][0].us > 0)
+                fprintf(f, "%.1f,%.1f ", plot_x(b->ctx[ci], x_lo, x_hi),
+                        plot_y(b->t[ti][ci][0].us, y_lo, y_hi));
+        fprintf(f, "\"/>\n");
+        for (int ci = 0; ci < b->n_ctx; ci++)
+            if (b->t[ti][ci][0].us > 0)
+                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
+                        plot_x(b->ctx[ci], x_lo, x_hi), plot_y(b->t[ti][ci][0].us, y_lo, y_hi), color);
+        double ly = PLOT_T + 16 + 20 * ti;
+        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>"
+                   "<text x=\"%d\" y=\"%.1f\">%s</text>\n",
+                PLOT_W - PLOT_R + 14, PLOT_W - PLOT_R + 38, ly, ly, color, PLOT_W - PLOT_R + 44, ly + 4,
+                tkv_type_name(b->types[ti]));
+    }
+    fprintf(f, "</svg>\n");
+    if (fclose(f) != 0) {
+        fprintf(stderr, "turbokv bench: --plot %s: %s\n", path, strerror(errno));
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- main ------------------------------------------------------------------------ */
+
+/* Opens a context with TURBO_SPARSE_V set as given, the caller's value
+ * restored afterwards. */
+static tkv_context *open_with_sparse_v(const char *backend, const char *sparse_v)
+{
+    const char *had = getenv("TURBO_SPARSE_V");
+    char *saved = had ? strdup(had) : NULL;
+    setenv("TURBO_SPARSE_V", sparse_v, 1);
+    tkv_context *ctx = tool_open_context(backend);
+    if (saved)
+        setenv("TURBO_SPARSE_V", saved, 1);
+    else
+        unsetenv("TURBO_SPARSE_V");
+    free(saved);
+    return ctx;
+}
+
+static int run(struct bench *b, const char *backend)
+{
+    if (!(b->dense = open_with_sparse_v(backend, "0")) ||
+        !(b->sparse = open_with_sparse_v(backend, "1")))
+        return 1;
+    size_t pool = (size_t)POOL_TOKENS * b->geo->kv_heads * b->geo->head_dim;
+    size_t nq = (size_t)b->max_seqs * b->max_tokens * b->geo->q_heads * b->geo->head_dim;
+    b->k_pool = malloc(pool * sizeof(float));
+    b->v_pool = malloc(pool * sizeof(float));
+    b->q = malloc(nq * sizeof(float));
+    b->out = malloc(nq * sizeof(float));
+    if (!b->k_pool || !b->v_pool || !b->q || !b->out) {
+        fprintf(stderr, "turbokv bench: out of memory\n");
+        return 1;
+    }
+    fill_gauss(b->k_pool, pool, KEY_SCALE);
+    fill_gauss(b->v_pool, pool, 1.0);
+    fill_gauss(b->q, nq, 1.0);
+
+    /* the comparison of sparse V: the largest context up to 16K */
+    b->sparse_ctx = 0;
+    for (int ci = 1; ci < b->n_ctx; ci++)
+        if (b->ctx[ci] <= SPARSE_CTX_MAX && (b->ctx[ci] > b->ctx[b->sparse_ctx] ||
+                                             b->ctx[b->sparse_ctx] > SPARSE_CTX_MAX))
+            b->sparse_ctx = ci;
+    uint32_t cmp_types[2] = { TKV_TYPE_TURBO3, TKV_TYPE_F16 };
+    int n_cmp = type_index(b, TKV_TYPE_TURBO3) >= 0 ? 2 : 1;
+    b->total = (uint64_t)b->n_types * (b->n_ctx * b->n_shapes + 1) + n_cmp;
+
+    int rc = 0;
+    for (int ti = 0; ti < b->n_types && rc == 0; ti++) {
+        for (int ci = 0; ci < b->n_ctx && rc == 0; ci++)
+            rc = measure_attention(b, ti, ci);
+        if (rc == 0)
+            rc = measure_append(b, ti);
+    }
+    for (int i = 2 - n_cmp; i < 2 && rc == 0; i++)
+        rc = measure_sparse(b, cmp_types[i]);
+    tool_progress_end();
+    return rc;
+}
+
+int tool_bench(int argc, char **argv)
+{
+    static struct bench b; /* large: the timing table */
+    const char *backend = NULL, *plot = NULL, *v;
+    const char *types = DEFAULT_TYPES, *ctx = DEFAULT_CTX, *preset = "llama3-8b";
+    uint32_t tokens = 0, seqs = 0;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return usage(stdout);
+        else if ((v = tool_opt(argc, argv, &i, "--backend")))
+            backend = v;
+        else if ((v = tool_opt(argc, argv, &i, "--types")))
+            types = v;
+        else if ((v = tool_opt(argc, argv, &i, "--ctx")))
+            ctx = v;
+        else if ((v = tool_opt(argc, argv, &i, "--preset")))
+            preset = v;
+        else if ((v = tool_opt(argc, argv, &i, "--tokens"))) {
+            if (parse_count(v, &tokens) != 0) {
+                fprintf(stderr, "turbokv bench: --tokens %s: expected a count of query tokens\n", v);
+                return 2;
+            }
+        } else if ((v = tool_opt(argc, argv, &i, "--seqs"))) {
+            if (parse_count(v, &seqs) != 0 || seqs > MAX_SEQS) {
+                fprintf(stderr, "turbokv bench: --seqs %s: expected 1..%d sequences\n", v, MAX_SEQS);
+                return 2;
+            }
+        } else if ((v = tool_opt(argc, argv, &i, "--plot")))
+            plot = v;
+        else if (!strcmp(argv[i], "--json"))
+            json = 1;
+        else {
+            fprintf(stderr, "turbokv bench: unknown option '%s'\n", argv[i]);
+            return usage(stderr);
+        }
+    }
+    for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
+        if (!strcmp(preset, presets[i].name))
+            b.geo = &presets[i];
+    if (!b.geo) {
+        fprintf(stderr, "turbokv bench: unknown preset '%s' (llama3-8b, qwen2-7b, small)\n", preset);
+        return 2;
+    }
+    if (parse_types(&b, types) != 0 || parse_ctx(&b, ctx) != 0)
+        return 2;
+    if (tokens || seqs) {
+        b.shapes[0] = (struct shape){ tokens ? tokens : 1, seqs ? seqs : 1 };
+        b.n_shapes = 1;
+    } else {
+        b.shapes[0] = (struct shape){ 1, 1 };
+        b.shapes[1] = (struct shape){ 4, 1 };
+        b.shapes[2] = (struct shape){ 1, 8 };
+        b.n_shapes = 3;
+    }
+    for (int si = 0; si < b.n_shapes; si++) {
+        b.max_seqs = b.shapes[si].seqs > b.max_seqs ? b.shapes[si].seqs : b.max_seqs;
+        b.max_tokens = b.shapes[si].tokens > b.max_tokens ? b.shapes[si].tokens : b.max_tokens;
+    }
+    int rc = run(&b, backend);
+    if (rc == 0) {
+        if (json)
+            print_json(&b);
+        else
+            print_text(&b);
+        if (plot)
+            rc = write_plot(&b, plot);
+    }
+    tkv_context_close(b.dense);
+    tkv_context_close(b.sparse);
+    free(b.k_pool);
+    free(b.v_pool);
+    free(b.q);
+    free(b.out);
+    return rc;
+}
