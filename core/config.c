@@ -47,6 +47,7 @@ struct key_desc {
     size_t n_words;           /* by their C enum value (NULL: no word for a value) */
     double min, max;          /* KIND_INT: [min, max]; KIND_FLOAT: (min, max) */
     uint32_t only;            /* KIND_INT: when not 0, value v is accepted iff bit v is set */
+    const char *auto_word;    /* KIND_INT: a word accepted besides numbers, stored as -1 */
     int values;               /* KIND_TYPE: a value type, so key-only types are refused */
     const char *def;          /* the default, spelled as in etc/turbokv.yaml */
 };
@@ -95,8 +96,8 @@ static const struct {
 static const struct key_desc keys[TKV_CFG_COUNT] = {
     [TKV_CFG_BACKEND] = { "backend", "TURBO_BACKEND", KIND_WORD, FIELD(backend),
                           WORDS(backend_words), .def = "auto" },
-    [TKV_CFG_DEVICE] = { "device", "TURBO_DEVICE", KIND_INT, INT_FIELD(device),
-                         .min = 0, .max = 255, .def = "0" },
+    [TKV_CFG_DEVICE] = { "device", "TURBO_DEVICE", KIND_INT, INT_FIELD(device), .auto_word = "auto",
+                         .min = 0, .max = 255, .def = "auto" },
     [TKV_CFG_PLUGIN_PATH] = { "plugin_path", "TURBO_PLUGIN_PATH", KIND_TEXT, FIELD(plugin_path),
                               .def = "" },
     [TKV_CFG_SCHEME] = { "scheme", "TURBO_SCHEME", KIND_SCHEME, FIELD(scheme), .def = "auto" },
@@ -448,6 +449,10 @@ static enum verdict validate(const struct key_desc *d, const char *text, union v
                 }
         return VALUE_INVALID;
     case KIND_INT:
+        if (d->auto_word && strcmp(text, d->auto_word) == 0) {
+            out->i = -1;
+            return VALUE_OK;
+        }
         if (!parse_long(text, &n))
             return VALUE_INVALID;
         if (d->only) {
@@ -515,7 +520,8 @@ static void describe_accepted(const struct key_desc *d, char *buf, size_t size)
                     first = 0;
                 }
         } else {
-            append(buf, size, "an integer in %g..%g", d->min, d->max);
+            append(buf, size, "%s%san integer in %g..%g", d->auto_word ? d->auto_word : "",
+                   d->auto_word ? " or " : "", d->min, d->max);
         }
         break;
     case KIND_FLOAT:
@@ -669,7 +675,10 @@ void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, ch
         break;
     case KIND_INT:
         memcpy(&i, field, sizeof i);
-        snprintf(buf, size, "%d", i);
+        if (i == -1 && d->auto_word)
+            snprintf(buf, size, "%s", d->auto_word);
+        else
+            snprintf(buf, size, "%d", i);
         break;
     case KIND_FLOAT:
         memcpy(&f, field, sizeof f);

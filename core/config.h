@@ -14,7 +14,7 @@
 /* Keys, in display order. */
 enum tkv_config_key {
     TKV_CFG_BACKEND,            /* backend: auto|cpu|vulkan|opencl       TURBO_BACKEND */
-    TKV_CFG_DEVICE,             /* device: 0..255                         TURBO_DEVICE */
+    TKV_CFG_DEVICE,             /* device: auto|0..255                         TURBO_DEVICE */
     TKV_CFG_PLUGIN_PATH,        /* plugin_path: dirs separated by ':'     TURBO_PLUGIN_PATH */
     TKV_CFG_SCHEME,             /* scheme: auto|turbo3|k8v4|...           TURBO_SCHEME */
     TKV_CFG_K_TYPE,             /* k_type: "" (follow scheme) or a type   TURBO_K_TYPE */
@@ -56,7 +56,7 @@ struct tkv_config_meta {
 
 struct tkv_config {
     char backend[16];
-    uint32_t device;
+    uint32_t device;          /* TKV_DEVICE_AUTO: the backend's best-scoring device */
     char plugin_path[1024];
     char scheme[32];          /* validated scheme name */
     char k_type[16];          /* "" or a type name */
@@ -72,6 +72,8 @@ struct tkv_config {
     int log_level;            /* enum tkv_log_level */
     struct tkv_config_meta meta[TKV_CFG_COUNT];
 };
+
+#define TKV_DEVICE_AUTO 0xffffffffu
 
 /* Fills cfg with the defaults. */
 void tkv_config_defaults(struct tkv_config *cfg);

@@ -136,7 +136,14 @@ static int choose_backend(tkv_context *ctx)
         if (m->status != TKV_OK)
             return tkv_error(m->status, "backend '%s' (from %s): plugin %s refused: %s", want,
                              ctx->cfg.meta[TKV_CFG_BACKEND].origin, m->path, m->message);
-        int rc = open_module(ctx, m, ctx->cfg.device);
+        /* an unset device means the backend's best one (OpenCL may list a
+         * CPU implementation before the GPU) */
+        uint32_t index = ctx->cfg.device;
+        if (index == TKV_DEVICE_AUTO)
+            for (uint32_t d = index = 0; d < m->n_devs; d++)
+                if (m->devs[d].score > m->devs[index].score)
+                    index = d;
+        int rc = open_module(ctx, m, index);
         if (rc != TKV_OK)
             tkv_error_prefix("backend '%s' (from %s)", want, ctx->cfg.meta[TKV_CFG_BACKEND].origin);
         return rc;

@@ -75,7 +75,7 @@ static void test_defaults(void **state)
     tkv_config_defaults(&cfg);
 
     assert_string_equal(cfg.backend, "auto");
-    assert_int_equal(cfg.device, 0);
+    assert_int_equal(cfg.device, TKV_DEVICE_AUTO);
     assert_string_equal(cfg.plugin_path, "");
     assert_string_equal(cfg.scheme, "auto");
     assert_string_equal(cfg.k_type, "");
@@ -90,7 +90,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.log_level, TKV_LOG_WARN);
 
     static const char *const text[TKV_CFG_COUNT] = {
-        [TKV_CFG_BACKEND] = "auto",        [TKV_CFG_DEVICE] = "0",
+        [TKV_CFG_BACKEND] = "auto",        [TKV_CFG_DEVICE] = "auto",
         [TKV_CFG_PLUGIN_PATH] = "",        [TKV_CFG_SCHEME] = "auto",
         [TKV_CFG_K_TYPE] = "",             [TKV_CFG_V_TYPE] = "",
         [TKV_CFG_SPARSE_V] = "true",       [TKV_CFG_SPARSE_V_THRESHOLD] = "1e-06",
@@ -235,11 +235,11 @@ static const struct bad_file bad_files[] = {
     { "backend: [cpu]\n", 1, 10, "key 'backend': expected a single value, not a sequence" },
     { "threads:\n  n: 4\n", 2, 3, "key 'threads': expected a single value, not a mapping" },
     { "backend: &b cpu\nrotation: *b\n", 2, 11, "key 'rotation': expected a single value, not an alias" },
-    { "device: abc\n", 1, 9, "key 'device': value 'abc': expected an integer in 0..255" },
+    { "device: abc\n", 1, 9, "key 'device': value 'abc': expected auto or an integer in 0..255" },
     { "threads: 1.5\n", 1, 10, "key 'threads': value '1.5': expected an integer in 0..1024" },
-    { "device: 0x10\n", 1, 9, "key 'device': value '0x10': expected an integer in 0..255" },
+    { "device: 0x10\n", 1, 9, "key 'device': value '0x10': expected auto or an integer in 0..255" },
     { "device: \"3\"\n", 1, 9,
-      "key 'device': value '3' is a quoted or tagged string: expected an integer in 0..255" },
+      "key 'device': value '3' is a quoted or tagged string: expected auto or an integer in 0..255" },
     { "sparse_v: !!str true\n", 1, 11,
       "key 'sparse_v': value 'true' is a quoted or tagged string: expected one of 1, 0, true, false, on, "
       "off, yes, no" },
@@ -377,7 +377,7 @@ static void test_env_overrides_file(void **state)
     assert_int_equal(cfg.meta[TKV_CFG_THREADS].source, TKV_SOURCE_FILE);
     snprintf(origin, sizeof origin, "%s:2:10", path);
     assert_string_equal(cfg.meta[TKV_CFG_THREADS].origin, origin);
-    assert_int_equal(cfg.device, 0);
+    assert_int_equal(cfg.device, TKV_DEVICE_AUTO);
     assert_int_equal(cfg.meta[TKV_CFG_DEVICE].source, TKV_SOURCE_DEFAULT);
     assert_string_equal(cfg.meta[TKV_CFG_DEVICE].origin, "default");
 }
@@ -404,8 +404,8 @@ static void test_env_errors(void **state)
           "TURBO_V_TYPE=F16: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4" },
         { "TURBO_THREADS", "-1", "TURBO_THREADS=-1: out of range 0..1024" },
         { "TURBO_THREADS", "99999999999999999999", "TURBO_THREADS=99999999999999999999: out of range 0..1024" },
-        { "TURBO_DEVICE", "x", "TURBO_DEVICE=x: expected an integer in 0..255" },
-        { "TURBO_DEVICE", " 1", "TURBO_DEVICE= 1: expected an integer in 0..255" },
+        { "TURBO_DEVICE", "x", "TURBO_DEVICE=x: expected auto or an integer in 0..255" },
+        { "TURBO_DEVICE", " 1", "TURBO_DEVICE= 1: expected auto or an integer in 0..255" },
         { "TURBO_LOG", "loud", "TURBO_LOG=loud: expected one of error, warn, info, debug" },
         { "TURBO_ROTATION", "x", "TURBO_ROTATION=x: expected one of wht, dense, none" },
         { "TURBO_SCHEME", "k9v9",
