@@ -9,17 +9,18 @@ set -u
 out=${OUT:-gpu-out}
 mkdir -p "$out"
 root=$(cd "$(dirname "$0")/.." && pwd)
-export TURBO_PLUGIN_PATH=$root/build/plugins/cpu:$root/build/plugins/vulkan:$root/build/plugins/opencl
+build=$root/${BUILD:-build}
+export TURBO_PLUGIN_PATH=$build/plugins/cpu:$build/plugins/vulkan:$build/plugins/opencl
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
-"$root/build/tools/turbokv" info --json > "$out/info.json"
+"$build/tools/turbokv" info --json > "$out/info.json"
 for b in vulkan opencl; do
-    timeout 150 "$root/build/tests/test_backends" "$b" > "$out/conformance-$b.txt" 2>&1
+    timeout 150 "$build/tests/test_backends" "$b" > "$out/conformance-$b.txt" 2>&1
     echo "conformance $b: exit $?" | tee -a "$out/gpu.txt"
     grep "vs cpu" "$out/conformance-$b.txt"
 done
 ctx=${CTX:-4K,16K,64K,128K}
 for b in vulkan opencl; do
-    timeout 240 "$root/build/tools/turbokv" bench --backend "$b" --ctx "$ctx" --tokens 1 --seqs 1 \
+    timeout 240 "$build/tools/turbokv" bench --backend "$b" --ctx "$ctx" --tokens 1 --seqs 1 \
         --types f16,q8_0,turbo2,turbo3,turbo4 --json > "$out/bench-$b.json" 2> "$out/bench-$b.log"
     echo "bench $b: exit $?" | tee -a "$out/gpu.txt"
 done

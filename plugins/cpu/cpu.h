@@ -78,7 +78,6 @@ struct cpu_device {
     const struct tkv_math *math;
     struct tkv_device_stats stats;
     const struct cpu_isa *isa; /* NULL: the reference kernels */
-    const char *isa_name;
     struct cpu_pool *pool;     /* NULL when one thread */
     uint32_t n_threads;
     struct cpu_thread *threads; /* [n_threads] */
@@ -188,7 +187,7 @@ static inline double cpu_sum8(const double s[8])
 /* ISA levels (isa.c): the one TURBO_CPU_ISA asks for (auto: the best this
  * CPU runs; an error names the variable), a description for probe, the
  * kernels of a layout (cpu_layout_init calls it) and the 16-entry tables. */
-int cpu_isa_choose(const struct cpu_isa **isa, const char **name);
+int cpu_isa_choose(const struct cpu_isa **isa);
 void cpu_isa_describe(char *out, size_t size);
 void cpu_simd_select(const struct cpu_device *dev, struct cpu_layout *l);
 void cpu_isa_tables(struct cpu_device *dev);

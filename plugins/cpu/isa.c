@@ -82,20 +82,14 @@ static void list_running(char *out, size_t size)
             n += (size_t)snprintf(out + n, size - n, "%s%s", n ? ", " : "", levels[i].name);
 }
 
-int cpu_isa_choose(const struct cpu_isa **isa, const char **name)
+int cpu_isa_choose(const struct cpu_isa **isa)
 {
     const char *want = getenv(ISA_ENV);
+    int automatic = !want || !*want || !strcmp(want, "auto");
     char running[128];
-    if (!want || !*want || !strcmp(want, "auto")) {
-        for (size_t i = 0; i < N_LEVELS; i++)
-            if (levels[i].runs()) {
-                *isa = levels[i].isa;
-                *name = levels[i].name;
-                return TKV_OK;
-            }
-    }
     for (size_t i = 0; i < N_LEVELS; i++) {
-        if (strcmp(want, levels[i].name) != 0)
+        /* auto: the first level that runs (the reference always does) */
+        if (automatic ? !levels[i].runs() : strcmp(want, levels[i].name) != 0)
             continue;
         if (!levels[i].runs()) {
             list_running(running, sizeof running);
@@ -104,7 +98,6 @@ int cpu_isa_choose(const struct cpu_isa **isa, const char **name)
                              levels[i].needs, running);
         }
         *isa = levels[i].isa;
-        *name = levels[i].name;
         return TKV_OK;
     }
     return CPU_ERROR(TKV_ECONFIG,

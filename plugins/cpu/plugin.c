@@ -117,11 +117,14 @@ static void cpu_close(void *dev_)
 static int start_threads(struct cpu_device *dev, uint32_t requested)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    uint32_t n = requested ? requested : cpus > 0 ? (uint32_t)cpus : 1u;
+    uint32_t n = requested;
+    char isa[96];
     int rc;
     if (n > CPU_THREADS_MAX)
         return CPU_ERROR(TKV_ERANGE, "open: %u threads requested, at most %u", n, CPU_THREADS_MAX);
-    if ((rc = cpu_isa_choose(&dev->isa, &dev->isa_name)) != TKV_OK)
+    if (n == 0)
+        n = cpus <= 0 ? 1u : cpus > (long)CPU_THREADS_MAX ? CPU_THREADS_MAX : (uint32_t)cpus;
+    if ((rc = cpu_isa_choose(&dev->isa)) != TKV_OK)
         return rc;
     if (!dev->isa)
         n = 1;
@@ -139,8 +142,8 @@ static int start_threads(struct cpu_device *dev, uint32_t requested)
     if ((rc = cpu_pool_create(n, &dev->pool)) != TKV_OK)
         return rc;
     cpu_isa_tables(dev);
-    cpu_svc->log(TKV_LOG_INFO, "cpu: isa %s (TURBO_CPU_ISA), %u thread%s", dev->isa_name, n,
-                 n > 1 ? "s" : "");
+    cpu_isa_describe(isa, sizeof isa);
+    cpu_svc->log(TKV_LOG_INFO, "%s, %u thread%s", isa, n, n > 1 ? "s" : "");
     return TKV_OK;
 }
 

@@ -10,13 +10,18 @@
 #include "simd.h"
 
 /* Copies a row, storing non-finite values as 0 (turbokv_format.h); returns
- * how many there were. Only this row is affected. */
+ * how many there were. Only this row is affected. The test is on the bits
+ * (exponent all ones: Inf or NaN), which compilers vectorize, unlike
+ * isfinite. */
 static uint64_t sanitize_row(const float *src, uint32_t n, float *dst)
 {
-    uint64_t bad = 0;
+    uint32_t bad = 0;
     for (uint32_t i = 0; i < n; i++) {
-        int finite = isfinite(src[i]);
-        dst[i] = finite ? src[i] : 0.0f;
+        uint32_t u;
+        memcpy(&u, &src[i], sizeof u);
+        uint32_t finite = (u & 0x7f800000u) != 0x7f800000u;
+        u &= 0u - finite;
+        memcpy(&dst[i], &u, sizeof u);
         bad += !finite;
     }
     return bad;

@@ -2,12 +2,12 @@
  * The attention op: the cpu reference's checks, then the kernels of
  * kernels/attention.cl (the split over blocks of rows is described there).
  *
- * One call: the queries and the sequence table go up once, the queries are
- * prepared once (turbo K), then the sequences are taken in passes whose
- * score scratch stays under SCORES_BYTES_MAX (one pass unless the batch is
- * very large); every pass runs attn_scores, attn_scan, attn_values and
- * attn_merge on the in-order queue, and one read brings the outputs and
- * the skip counts back.
+ * One call: the sequence table and the queries go up in one transfer, the
+ * queries are prepared once (turbo K), then the sequences are taken in
+ * passes whose score scratch stays under SCORES_BYTES_MAX (one pass unless
+ * the batch is very large); every pass runs attn_scores, attn_scan,
+ * attn_values and attn_merge on the in-order queue, and one read brings the
+ * outputs and the skip counts back.
  */
 #include <math.h>
 #include <string.h>
@@ -38,7 +38,8 @@ struct attn_call {
     const struct ocl_buffer *k_buf, *v_buf;
     uint32_t k_row_bytes, v_row_bytes;
     uint32_t head_dim, ratio, q_stride, d_acc;
-    cl_mem q; /* the queries as attn_scores takes them */
+    cl_mem q;      /* the queries as attn_scores takes them, */
+    cl_uint q_at;  /* from this float on */
 };
 
 /* Checks everything before anything is enqueued (plan_attention of the cpu
@@ -158,9 +159,12 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
 
     /* block rows: a tile of packed K rows in attn_scores' local memory; the
      * weights of (query row, row) and a tile of V rows in attn_values' */
-    const size_t q_bytes = (size_t)qc * c->q_stride * sizeof(float), red_bytes = qc * wg * sizeof(float);
+    const size_t q_bytes = (size_t)qc * c->q_stride * sizeof(float),
+                 red_bytes = qc * wg * sizeof(float);
     size_t k_room = local_left(d, k_scores), v_room = local_left(d, k_values);
-    k_room = k_room > q_bytes + red_bytes + TILE_SLACK_BYTES ? k_room - q_bytes - red_bytes - TILE_SLACK_BYTES : 0;
+    k_room = k_room > q_bytes + red_bytes + TILE_SLACK_BYTES
+                 ? k_room - q_bytes - red_bytes - TILE_SLACK_BYTES
+                 : 0;
     k_room = k_room < TILE_BYTES_MAX ? k_room : TILE_BYTES_MAX;
     size_t v_fixed = vwg * (OCL_VALUE_COORDS + 1u) * sizeof(float) + TILE_SLACK_BYTES;
     v_room = v_room > v_fixed ? v_room - v_fixed : 0;
@@ -179,8 +183,9 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
         blocks += div_up(a->seqs[s].n_ctx, (uint32_t)tile_rows);
     blocks *= (uint64_t)a->n_kv_heads * n_chunks;
     uint64_t target = (uint64_t)VALUE_GROUPS_PER_UNIT * (d->compute_units ? d->compute_units : 1u);
-    uint32_t tiles_per_run = (uint32_t)((blocks + target - 1u) / target);
-    tiles_per_run = tiles_per_run < 1u ? 1u : tiles_per_run > TILES_PER_RUN_MAX ? TILES_PER_RUN_MAX : tiles_per_run;
+    uint32_t tiles_per_run = (uint32_t)((blocks + target - 1u) / target); /* >= 1 block */
+    if (tiles_per_run > TILES_PER_RUN_MAX)
+        tiles_per_run = TILES_PER_RUN_MAX;
     const uint32_t runs_max = div_up(n_blocks_max, tiles_per_run);
 
     int rc;
@@ -188,7 +193,8 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
                                   "score")) != TKV_OK ||
         (rc = ocl_scratch_reserve(d, &d->scratch.bmax, n_rows * n_blocks_max * sizeof(float), op,
                                   "block max")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.tmax, n_rows * sizeof(float), op, "max")) != TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.tmax, n_rows * sizeof(float), op, "max")) !=
+            TKV_OK ||
         (rc = ocl_scratch_reserve(d, &d->scratch.part_acc,
                                   n_rows * runs_max * c->d_acc * sizeof(float), op, "partial")) !=
             TKV_OK ||
@@ -198,19 +204,22 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
                                   "partial count")) != TKV_OK)
         return rc;
 
-    cl_uint u_s0 = s0, u_t0 = t0, u_nt = n_t, u_nq = a->n_q, u_nqh = a->n_q_heads, u_ratio = c->ratio;
+    cl_uint u_s0 = s0, u_t0 = t0, u_nt = n_t, u_nq = a->n_q, u_nqh = a->n_q_heads,
+            u_ratio = c->ratio;
     cl_uint head_dim = c->head_dim, k_rb = c->k_row_bytes, v_rb = c->v_row_bytes;
     cl_uint k_type = a->k_fmt.type, v_type = a->v_fmt.type, v_rotation = a->v_fmt.rotation;
     cl_uint q_stride = c->q_stride, u_chunks = n_chunks, score_pitch = ctx_max;
     cl_uint bmax_pitch = n_blocks_max, u_tile_rows = (cl_uint)tile_rows, u_tpr = tiles_per_run;
     cl_uint part_pitch = runs_max;
     cl_ulong k_stride = a->k_head_stride, v_stride = a->v_head_stride;
-    cl_float scale = a->scale, threshold = a->sparse_v_threshold;
+    /* scores in base 2 for exp2 (kernels/attention.cl) */
+    cl_float scale = (cl_float)(a->scale * M_LOG2E), threshold = a->sparse_v_threshold;
 
     const struct ocl_karg scores_args[] = {
-        OCL_ARG(c->k_buf->mem), OCL_ARG(d->scratch.seqs.mem), OCL_ARG(u_s0), OCL_ARG(u_t0),
+        OCL_ARG(c->k_buf->mem), OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_t0),
         OCL_ARG(u_nt), OCL_ARG(u_nq), OCL_ARG(u_nqh), OCL_ARG(u_ratio), OCL_ARG(k_stride),
-        OCL_ARG(k_rb), OCL_ARG(head_dim), OCL_ARG(k_type), OCL_ARG(c->q), OCL_ARG(q_stride),
+        OCL_ARG(k_rb), OCL_ARG(head_dim), OCL_ARG(k_type), OCL_ARG(c->q), OCL_ARG(c->q_at),
+        OCL_ARG(q_stride),
         OCL_ARG(u_chunks), OCL_ARG(d->tables), OCL_ARG(scale), OCL_ARG(d->scratch.scores.mem),
         OCL_ARG(score_pitch), OCL_ARG(d->scratch.bmax.mem), OCL_ARG(bmax_pitch),
         OCL_ARG(u_tile_rows), OCL_LOCAL(q_bytes), OCL_LOCAL(tile_bytes(tile_rows, c->k_row_bytes)),
@@ -224,7 +233,7 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
 
     const size_t scan_wg = ocl_wg_pow2(d, OCL_K_SCAN, ROW_WORK_GROUP);
     const struct ocl_karg scan_args[] = {
-        OCL_ARG(d->scratch.seqs.mem), OCL_ARG(u_s0), OCL_ARG(u_nt), OCL_ARG(u_nqh),
+        OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_nt), OCL_ARG(u_nqh),
         OCL_ARG(u_tile_rows), OCL_ARG(d->scratch.bmax.mem), OCL_ARG(bmax_pitch),
         OCL_ARG(d->scratch.tmax.mem), OCL_LOCAL(scan_wg * sizeof(float)),
     };
@@ -236,7 +245,7 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
 
     const size_t weights_bytes = (size_t)qc * tile_rows * sizeof(float);
     const struct ocl_karg values_args[] = {
-        OCL_ARG(c->v_buf->mem), OCL_ARG(d->scratch.seqs.mem), OCL_ARG(u_s0), OCL_ARG(u_t0),
+        OCL_ARG(c->v_buf->mem), OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_t0),
         OCL_ARG(u_nt), OCL_ARG(u_nq), OCL_ARG(u_nqh), OCL_ARG(u_ratio), OCL_ARG(v_stride),
         OCL_ARG(v_rb), OCL_ARG(head_dim), OCL_ARG(v_type), OCL_ARG(u_chunks), OCL_ARG(d->tables),
         OCL_ARG(d->scratch.scores.mem), OCL_ARG(score_pitch), OCL_ARG(d->scratch.bmax.mem),
@@ -255,13 +264,15 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
         return rc;
 
     const size_t merge_wg = ocl_wg_pow2(d, OCL_K_MERGE, ROW_WORK_GROUP);
+    cl_uint skip_at = (cl_uint)((size_t)a->n_seqs * a->n_q * a->n_q_heads * c->head_dim);
     const struct ocl_karg merge_args[] = {
-        OCL_ARG(d->scratch.seqs.mem), OCL_ARG(u_s0), OCL_ARG(u_t0), OCL_ARG(u_nt), OCL_ARG(u_nq),
+        OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_t0), OCL_ARG(u_nt), OCL_ARG(u_nq),
         OCL_ARG(u_nqh), OCL_ARG(head_dim), OCL_ARG(v_type), OCL_ARG(v_rotation),
         OCL_ARG(u_tile_rows), OCL_ARG(u_tpr), OCL_ARG(d->scratch.part_acc.mem),
         OCL_ARG(d->scratch.part_l.mem), OCL_ARG(d->scratch.part_skip.mem), OCL_ARG(part_pitch),
-        OCL_ARG(d->tables), OCL_ARG(d->scratch.out.mem), OCL_ARG(d->scratch.out_skip.mem),
+        OCL_ARG(d->tables), OCL_ARG(d->scratch.download.mem), OCL_ARG(skip_at),
         OCL_LOCAL(c->d_acc * sizeof(float)), OCL_LOCAL(c->head_dim * sizeof(float)),
+        OCL_LOCAL(merge_wg * sizeof(float)), OCL_LOCAL(merge_wg * sizeof(cl_uint)),
     };
     if ((rc = ocl_args(d, OCL_K_MERGE, op, sizeof merge_args / sizeof merge_args[0], merge_args)) !=
             TKV_OK ||
@@ -270,47 +281,44 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
     return TKV_OK;
 }
 
-/* Queries and sequences up, the passes, outputs and skip counts down. */
+/* Sequences and queries up in one transfer, the passes, outputs and skip
+ * counts down in one. */
 static int run(struct ocl_device *d, struct attn_call *c, uint64_t *skipped)
 {
     static const char op[] = "attention";
     const struct tkv_attention_args *a = c->a;
     const size_t n_rows = (size_t)a->n_seqs * a->n_q * a->n_q_heads;
+    const size_t seq_bytes = a->n_seqs * 3u * sizeof(cl_ulong);
     const size_t q_bytes = n_rows * c->head_dim * sizeof(float);
+    const size_t up_bytes = seq_bytes + q_bytes, down_bytes = q_bytes + n_rows * sizeof(cl_uint);
     cl_int err;
     int rc;
-    if ((rc = ocl_scratch_reserve(d, &d->scratch.q, q_bytes, op, "query")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.out, q_bytes, op, "output")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.out_skip, n_rows * sizeof(cl_uint), op,
-                                  "skip count")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.seqs, a->n_seqs * 3u * sizeof(cl_ulong), op,
-                                  "sequence")) != TKV_OK ||
-        (rc = ocl_host_reserve((void **)&d->seq_host, &d->seq_host_cap,
-                               a->n_seqs * 3u * sizeof(cl_ulong), op)) != TKV_OK ||
-        (rc = ocl_host_reserve((void **)&d->skip_host, &d->skip_host_cap, n_rows * sizeof(cl_uint),
-                               op)) != TKV_OK)
+    if ((rc = ocl_scratch_reserve(d, &d->scratch.upload, up_bytes, op, "upload")) != TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.download, down_bytes, op, "download")) != TKV_OK ||
+        (rc = ocl_host_reserve(&d->up_host, &d->up_host_cap, up_bytes, op)) != TKV_OK ||
+        (rc = ocl_host_reserve(&d->down_host, &d->down_host_cap, down_bytes, op)) != TKV_OK)
         return rc;
+    cl_ulong *seqs = d->up_host;
     for (uint32_t s = 0; s < a->n_seqs; s++) {
-        d->seq_host[3u * s] = a->seqs[s].k_offset;
-        d->seq_host[3u * s + 1u] = a->seqs[s].v_offset;
-        d->seq_host[3u * s + 2u] = a->seqs[s].n_ctx;
+        seqs[3u * s] = a->seqs[s].k_offset;
+        seqs[3u * s + 1u] = a->seqs[s].v_offset;
+        seqs[3u * s + 2u] = a->seqs[s].n_ctx;
     }
-    if ((err = clEnqueueWriteBuffer(d->queue, d->scratch.q.mem, CL_FALSE, 0, q_bytes, a->q, 0, NULL,
-                                    NULL)) != CL_SUCCESS ||
-        (err = clEnqueueWriteBuffer(d->queue, d->scratch.seqs.mem, CL_FALSE, 0,
-                                    a->n_seqs * 3u * sizeof(cl_ulong), d->seq_host, 0, NULL,
-                                    NULL)) != CL_SUCCESS)
+    memcpy((char *)d->up_host + seq_bytes, a->q, q_bytes);
+    if ((err = clEnqueueWriteBuffer(d->queue, d->scratch.upload.mem, CL_FALSE, 0, up_bytes,
+                                    d->up_host, 0, NULL, NULL)) != CL_SUCCESS)
         return ocl_fail(err, op, "clEnqueueWriteBuffer");
 
-    c->q = d->scratch.q.mem;
+    c->q = d->scratch.upload.mem;
+    c->q_at = (cl_uint)(seq_bytes / sizeof(float));
     if (tkv_type_is_turbo(a->k_fmt.type)) {
         if ((rc = ocl_scratch_reserve(d, &d->scratch.q_prepared,
                                       n_rows * c->q_stride * sizeof(float), op, "query")) != TKV_OK)
             return rc;
         cl_uint head_dim = c->head_dim, type = a->k_fmt.type, rotation = a->k_fmt.rotation;
         const struct ocl_karg args[] = {
-            OCL_ARG(d->scratch.q.mem), OCL_ARG(d->scratch.q_prepared.mem), OCL_ARG(head_dim),
-            OCL_ARG(type), OCL_ARG(rotation), OCL_ARG(d->tables),
+            OCL_ARG(d->scratch.upload.mem), OCL_ARG(c->q_at), OCL_ARG(d->scratch.q_prepared.mem),
+            OCL_ARG(head_dim), OCL_ARG(type), OCL_ARG(rotation), OCL_ARG(d->tables),
             OCL_LOCAL(c->head_dim * sizeof(float)), OCL_LOCAL(c->head_dim * sizeof(float)),
         };
         const size_t groups[3] = { n_rows, 1, 1 };
@@ -319,6 +327,7 @@ static int run(struct ocl_device *d, struct attn_call *c, uint64_t *skipped)
                              ocl_wg_pow2(d, OCL_K_PREPARE_Q, ROW_WORK_GROUP))) != TKV_OK)
             return rc;
         c->q = d->scratch.q_prepared.mem;
+        c->q_at = 0;
     }
 
     /* passes: as many sequences as the score scratch allows; a sequence
@@ -349,15 +358,14 @@ static int run(struct ocl_device *d, struct attn_call *c, uint64_t *skipped)
         s0 = s1;
     }
 
-    if ((err = clEnqueueReadBuffer(d->queue, d->scratch.out.mem, CL_FALSE, 0, q_bytes, a->out, 0,
-                                   NULL, NULL)) != CL_SUCCESS ||
-        (err = clEnqueueReadBuffer(d->queue, d->scratch.out_skip.mem, CL_TRUE, 0,
-                                   n_rows * sizeof(cl_uint), d->skip_host, 0, NULL, NULL)) !=
-            CL_SUCCESS)
+    if ((err = clEnqueueReadBuffer(d->queue, d->scratch.download.mem, CL_TRUE, 0, down_bytes,
+                                   d->down_host, 0, NULL, NULL)) != CL_SUCCESS)
         return ocl_fail(err, op, "clEnqueueReadBuffer");
+    memcpy(a->out, d->down_host, q_bytes);
+    const cl_uint *counts = (const cl_uint *)((const char *)d->down_host + q_bytes);
     *skipped = 0;
     for (size_t r = 0; r < n_rows; r++)
-        *skipped += d->skip_host[r];
+        *skipped += counts[r];
     return TKV_OK;
 }
 
@@ -369,8 +377,8 @@ int ocl_attention(void *dev, const struct tkv_attention_args *a)
     int rc;
     if ((rc = check(d, a, &c)) != TKV_OK)
         return rc;
-    if ((rc = run(d, &c, &skipped)) != TKV_OK) {
-        clFinish(d->queue); /* nothing queued may still touch the host's q or out */
+    if (a->n_seqs > 0 && (rc = run(d, &c, &skipped)) != TKV_OK) {
+        clFinish(d->queue); /* nothing queued may still read the staging buffers */
         return rc;
     }
     for (uint32_t s = 0; s < a->n_seqs; s++)

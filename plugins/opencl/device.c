@@ -18,37 +18,43 @@ extern const size_t ocl_program_source_size;
 
 /* ---- errors ---------------------------------------------------------------- */
 
+/* The OpenCL 1.2 error codes, and the ICD loader's "no platform". */
+static const struct {
+    cl_int code;
+    const char *name;
+} cl_errors[] = {
+#define ERR(e) { e, #e }
+    ERR(CL_SUCCESS), ERR(CL_DEVICE_NOT_FOUND), ERR(CL_DEVICE_NOT_AVAILABLE),
+    ERR(CL_COMPILER_NOT_AVAILABLE), ERR(CL_MEM_OBJECT_ALLOCATION_FAILURE),
+    ERR(CL_OUT_OF_RESOURCES), ERR(CL_OUT_OF_HOST_MEMORY), ERR(CL_PROFILING_INFO_NOT_AVAILABLE),
+    ERR(CL_MEM_COPY_OVERLAP), ERR(CL_IMAGE_FORMAT_MISMATCH), ERR(CL_IMAGE_FORMAT_NOT_SUPPORTED),
+    ERR(CL_BUILD_PROGRAM_FAILURE), ERR(CL_MAP_FAILURE), ERR(CL_MISALIGNED_SUB_BUFFER_OFFSET),
+    ERR(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST), ERR(CL_COMPILE_PROGRAM_FAILURE),
+    ERR(CL_LINKER_NOT_AVAILABLE), ERR(CL_LINK_PROGRAM_FAILURE), ERR(CL_DEVICE_PARTITION_FAILED),
+    ERR(CL_KERNEL_ARG_INFO_NOT_AVAILABLE), ERR(CL_INVALID_VALUE), ERR(CL_INVALID_DEVICE_TYPE),
+    ERR(CL_INVALID_PLATFORM), ERR(CL_INVALID_DEVICE), ERR(CL_INVALID_CONTEXT),
+    ERR(CL_INVALID_QUEUE_PROPERTIES), ERR(CL_INVALID_COMMAND_QUEUE), ERR(CL_INVALID_HOST_PTR),
+    ERR(CL_INVALID_MEM_OBJECT), ERR(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR),
+    ERR(CL_INVALID_IMAGE_SIZE), ERR(CL_INVALID_SAMPLER), ERR(CL_INVALID_BINARY),
+    ERR(CL_INVALID_BUILD_OPTIONS), ERR(CL_INVALID_PROGRAM), ERR(CL_INVALID_PROGRAM_EXECUTABLE),
+    ERR(CL_INVALID_KERNEL_NAME), ERR(CL_INVALID_KERNEL_DEFINITION), ERR(CL_INVALID_KERNEL),
+    ERR(CL_INVALID_ARG_INDEX), ERR(CL_INVALID_ARG_VALUE), ERR(CL_INVALID_ARG_SIZE),
+    ERR(CL_INVALID_KERNEL_ARGS), ERR(CL_INVALID_WORK_DIMENSION), ERR(CL_INVALID_WORK_GROUP_SIZE),
+    ERR(CL_INVALID_WORK_ITEM_SIZE), ERR(CL_INVALID_GLOBAL_OFFSET), ERR(CL_INVALID_EVENT_WAIT_LIST),
+    ERR(CL_INVALID_EVENT), ERR(CL_INVALID_OPERATION), ERR(CL_INVALID_GL_OBJECT),
+    ERR(CL_INVALID_BUFFER_SIZE), ERR(CL_INVALID_MIP_LEVEL), ERR(CL_INVALID_GLOBAL_WORK_SIZE),
+    ERR(CL_INVALID_PROPERTY), ERR(CL_INVALID_IMAGE_DESCRIPTOR), ERR(CL_INVALID_COMPILER_OPTIONS),
+    ERR(CL_INVALID_LINKER_OPTIONS), ERR(CL_INVALID_DEVICE_PARTITION_COUNT),
+#undef ERR
+    { -1001, "CL_PLATFORM_NOT_FOUND_KHR" },
+};
+
 const char *ocl_error_name(cl_int err)
 {
-    switch (err) {
-#define NAME(e) case e: return #e;
-        NAME(CL_SUCCESS) NAME(CL_DEVICE_NOT_FOUND) NAME(CL_DEVICE_NOT_AVAILABLE)
-        NAME(CL_COMPILER_NOT_AVAILABLE) NAME(CL_MEM_OBJECT_ALLOCATION_FAILURE)
-        NAME(CL_OUT_OF_RESOURCES) NAME(CL_OUT_OF_HOST_MEMORY)
-        NAME(CL_PROFILING_INFO_NOT_AVAILABLE) NAME(CL_MEM_COPY_OVERLAP) NAME(CL_IMAGE_FORMAT_MISMATCH)
-        NAME(CL_IMAGE_FORMAT_NOT_SUPPORTED) NAME(CL_BUILD_PROGRAM_FAILURE) NAME(CL_MAP_FAILURE)
-        NAME(CL_MISALIGNED_SUB_BUFFER_OFFSET) NAME(CL_EXEC_STATUS_ERROR_FOR_EVENTS_IN_WAIT_LIST)
-        NAME(CL_COMPILE_PROGRAM_FAILURE) NAME(CL_LINKER_NOT_AVAILABLE) NAME(CL_LINK_PROGRAM_FAILURE)
-        NAME(CL_DEVICE_PARTITION_FAILED) NAME(CL_KERNEL_ARG_INFO_NOT_AVAILABLE)
-        NAME(CL_INVALID_VALUE) NAME(CL_INVALID_DEVICE_TYPE) NAME(CL_INVALID_PLATFORM)
-        NAME(CL_INVALID_DEVICE) NAME(CL_INVALID_CONTEXT) NAME(CL_INVALID_QUEUE_PROPERTIES)
-        NAME(CL_INVALID_COMMAND_QUEUE) NAME(CL_INVALID_HOST_PTR) NAME(CL_INVALID_MEM_OBJECT)
-        NAME(CL_INVALID_IMAGE_FORMAT_DESCRIPTOR) NAME(CL_INVALID_IMAGE_SIZE) NAME(CL_INVALID_SAMPLER)
-        NAME(CL_INVALID_BINARY) NAME(CL_INVALID_BUILD_OPTIONS) NAME(CL_INVALID_PROGRAM)
-        NAME(CL_INVALID_PROGRAM_EXECUTABLE) NAME(CL_INVALID_KERNEL_NAME)
-        NAME(CL_INVALID_KERNEL_DEFINITION) NAME(CL_INVALID_KERNEL) NAME(CL_INVALID_ARG_INDEX)
-        NAME(CL_INVALID_ARG_VALUE) NAME(CL_INVALID_ARG_SIZE) NAME(CL_INVALID_KERNEL_ARGS)
-        NAME(CL_INVALID_WORK_DIMENSION) NAME(CL_INVALID_WORK_GROUP_SIZE)
-        NAME(CL_INVALID_WORK_ITEM_SIZE) NAME(CL_INVALID_GLOBAL_OFFSET)
-        NAME(CL_INVALID_EVENT_WAIT_LIST) NAME(CL_INVALID_EVENT) NAME(CL_INVALID_OPERATION)
-        NAME(CL_INVALID_GL_OBJECT) NAME(CL_INVALID_BUFFER_SIZE) NAME(CL_INVALID_MIP_LEVEL)
-        NAME(CL_INVALID_GLOBAL_WORK_SIZE) NAME(CL_INVALID_PROPERTY) NAME(CL_INVALID_IMAGE_DESCRIPTOR)
-        NAME(CL_INVALID_COMPILER_OPTIONS) NAME(CL_INVALID_LINKER_OPTIONS)
-        NAME(CL_INVALID_DEVICE_PARTITION_COUNT)
-#undef NAME
-    case -1001: return "CL_PLATFORM_NOT_FOUND_KHR";
-    default: return "unknown OpenCL error";
-    }
+    for (size_t i = 0; i < sizeof cl_errors / sizeof cl_errors[0]; i++)
+        if (cl_errors[i].code == err)
+            return cl_errors[i].name;
+    return "unknown OpenCL error";
 }
 
 int ocl_fail(cl_int err, const char *op, const char *call)
@@ -72,9 +78,12 @@ static int device_usable(cl_device_id dev)
     cl_bool available = CL_FALSE, compiler = CL_FALSE;
     size_t max_wg = 0;
     cl_ulong local = 0;
-    if (clGetDeviceInfo(dev, CL_DEVICE_AVAILABLE, sizeof available, &available, NULL) != CL_SUCCESS ||
-        clGetDeviceInfo(dev, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, NULL) != CL_SUCCESS ||
-        clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL) != CL_SUCCESS ||
+    if (clGetDeviceInfo(dev, CL_DEVICE_AVAILABLE, sizeof available, &available, NULL) !=
+            CL_SUCCESS ||
+        clGetDeviceInfo(dev, CL_DEVICE_COMPILER_AVAILABLE, sizeof compiler, &compiler, NULL) !=
+            CL_SUCCESS ||
+        clGetDeviceInfo(dev, CL_DEVICE_MAX_WORK_GROUP_SIZE, sizeof max_wg, &max_wg, NULL) !=
+            CL_SUCCESS ||
         clGetDeviceInfo(dev, CL_DEVICE_LOCAL_MEM_SIZE, sizeof local, &local, NULL) != CL_SUCCESS)
         return 0;
     return available && compiler && max_wg >= OCL_MIN_WORK_GROUP && local >= OCL_MIN_LOCAL_MEM;
@@ -113,7 +122,8 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found)
             n_failed++;
             continue;
         }
-        if ((err = clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, n_devs, devs, NULL)) != CL_SUCCESS) {
+        if ((err = clGetDeviceIDs(platforms[p], CL_DEVICE_TYPE_ALL, n_devs, devs, NULL)) !=
+            CL_SUCCESS) {
             ocl_svc->log(TKV_LOG_WARN, "opencl: platform %u: clGetDeviceIDs failed: %s (%d)", p,
                          ocl_error_name(err), (int)err);
             n_failed++;
@@ -265,7 +275,8 @@ static int upload_tables(struct ocl_device *d, const struct tkv_math *math)
     }
     float *host = calloc(n, sizeof *host);
     if (!host)
-        return OCL_ERROR(TKV_ENOMEM, "open: no memory for the tables (%zu bytes)", n * sizeof *host);
+        return OCL_ERROR(TKV_ENOMEM, "open: no memory for the tables (%zu bytes)",
+                         n * sizeof *host);
     uint32_t *offsets = (uint32_t *)(void *)host;
     size_t at = TKV_TAB_HEADER;
 #define PUT(field, src, count)                                                                 \
@@ -296,8 +307,8 @@ static int upload_tables(struct ocl_device *d, const struct tkv_math *math)
     }
 #undef PUT
     cl_int err;
-    d->tables = clCreateBuffer(d->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, n * sizeof *host,
-                               host, &err);
+    d->tables = clCreateBuffer(d->context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
+                               n * sizeof *host, host, &err);
     free(host);
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, "open", "clCreateBuffer(tables)");
 }
@@ -320,7 +331,8 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
                                &d->compute_units, NULL)) != CL_SUCCESS)
         return ocl_fail(err, "open", "clGetDeviceInfo");
 
-    cl_context_properties props[] = { CL_CONTEXT_PLATFORM, (cl_context_properties)found->platform, 0 };
+    cl_context_properties props[] = { CL_CONTEXT_PLATFORM, (cl_context_properties)found->platform,
+                                      0 };
     d->context = clCreateContext(props, 1, &d->device, NULL, NULL, &err);
     if (err != CL_SUCCESS)
         return ocl_fail(err, "open", "clCreateContext");
@@ -344,10 +356,9 @@ static void scratch_release(struct ocl_scratch *s)
 void ocl_device_release(struct ocl_device *d)
 {
     struct ocl_scratch *all[] = {
-        &d->scratch.rows,  &d->scratch.counter,  &d->scratch.q,      &d->scratch.q_prepared,
-        &d->scratch.seqs,  &d->scratch.scores,   &d->scratch.bmax,   &d->scratch.tmax,
-        &d->scratch.part_acc, &d->scratch.part_l, &d->scratch.part_skip, &d->scratch.out,
-        &d->scratch.out_skip,
+        &d->scratch.rows,     &d->scratch.counter, &d->scratch.upload,    &d->scratch.q_prepared,
+        &d->scratch.scores,   &d->scratch.bmax,    &d->scratch.tmax,      &d->scratch.part_acc,
+        &d->scratch.part_l,   &d->scratch.part_skip, &d->scratch.download,
     };
     if (d->queue)
         clFinish(d->queue);
@@ -364,8 +375,8 @@ void ocl_device_release(struct ocl_device *d)
         clReleaseCommandQueue(d->queue);
     if (d->context)
         clReleaseContext(d->context);
-    free(d->seq_host);
-    free(d->skip_host);
+    free(d->up_host);
+    free(d->down_host);
 }
 
 /* ---- scratch and launches -------------------------------------------------------- */

@@ -84,14 +84,13 @@ struct ocl_device {
     struct tkv_device_stats stats;
 
     struct {
-        struct ocl_scratch rows, counter, q, q_prepared, seqs, scores, bmax, tmax, part_acc,
-            part_l, part_skip, out, out_skip;
+        struct ocl_scratch rows, counter, upload, q_prepared, scores, bmax, tmax, part_acc, part_l,
+            part_skip, download;
     } scratch;
-    /* Host staging of the sequence table and the skip counts. */
-    cl_ulong *seq_host;
-    size_t seq_host_cap;
-    cl_uint *skip_host;
-    size_t skip_host_cap;
+    /* Host staging of attention's one upload (sequence table, then queries)
+     * and one download (outputs, then skip counts). */
+    void *up_host, *down_host;
+    size_t up_host_cap, down_host_cap;
 };
 
 /* Builds everything open() needs on the chosen device (device.c). */

@@ -26,7 +26,8 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a,
     int rc;
     if ((rc = ocl_scratch_reserve(d, &d->scratch.rows, first_chunk * token_bytes, op, "row")) !=
             TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.counter, sizeof(cl_uint), op, "counter")) != TKV_OK)
+        (rc = ocl_scratch_reserve(d, &d->scratch.counter, sizeof(cl_uint), op, "counter")) !=
+            TKV_OK)
         return rc;
 
     cl_uint n_heads = a->n_heads, head_dim = a->fmt.head_dim, rb = row_bytes, type = a->fmt.type;
@@ -145,7 +146,8 @@ int ocl_dequantize(void *dev, const struct tkv_dequant_args *a)
         uint32_t n = a->n_rows - r0 < chunk ? a->n_rows - r0 : chunk;
         size_t groups[3] = { n, 1, 1 };
         offset = a->offset + (uint64_t)r0 * row_bytes;
-        if ((rc = ocl_args(d, OCL_K_DEQUANTIZE, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
+        if ((rc = ocl_args(d, OCL_K_DEQUANTIZE, op, sizeof args / sizeof args[0], args)) !=
+                TKV_OK ||
             (rc = ocl_launch(d, OCL_K_DEQUANTIZE, op, 1, groups, wg)) != TKV_OK)
             return rc;
         cl_int err = clEnqueueReadBuffer(d->queue, d->scratch.rows.mem, CL_TRUE, 0,

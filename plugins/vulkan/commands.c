@@ -101,13 +101,15 @@ int vk_submit(struct vk_device *dev, const char *op)
         return vk_fail(op, "vkQueueSubmit", r);
     }
     /* Spin a little before blocking: a decode step's work takes tens of
-     * microseconds, less than a blocking wait may take to wake up. */
+     * microseconds, less than a blocking wait may take to wake up. Not on a
+     * CPU device, whose workers need the cores the spinning would take. */
     struct timespec t0, t;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     do {
         r = vkGetFenceStatus(dev->device, dev->fence);
         clock_gettime(CLOCK_MONOTONIC, &t);
-    } while (r == VK_NOT_READY && (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < VK_SPIN_NS);
+    } while (r == VK_NOT_READY && dev->props.deviceType != VK_PHYSICAL_DEVICE_TYPE_CPU &&
+             (t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < VK_SPIN_NS);
     if (r == VK_NOT_READY)
         r = vkWaitForFences(dev->device, 1, &dev->fence, VK_TRUE, UINT64_MAX);
     if (r != VK_SUCCESS) {

@@ -31,7 +31,6 @@ int vk_layout_init(const struct vk_device *dev, const struct tkv_row_format *fmt
         return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "%s: head_dim %u is not supported (multiples of %u up to %u)", op,
                                fmt->head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
     memset(l, 0, sizeof *l);
-    l->type = fmt->type;
     l->head_dim = fmt->head_dim;
     l->bits = tkv_type_bits(fmt->type);
     l->qjl = (uint32_t)tkv_type_is_qjl(fmt->type);

@@ -16,9 +16,9 @@
 
 const struct tkv_services *vk_svc;
 
-/* Attention workgroups that keep a GPU busy (two waves of a large one);
+/* Attention workgroups that keep a GPU busy (a wave or two of a large one);
  * on a CPU driver, a few per core. */
-#define VK_GPU_WORKGROUPS 2048u
+#define VK_GPU_WORKGROUPS 1024u
 #define VK_CPU_WORKGROUPS_PER_CORE 4u
 
 static int vk_init(const struct tkv_services *svc)
@@ -358,7 +358,6 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
         goto fail;
     }
     const struct vk_candidate *c = &list[params->device_index];
-    dev->physical = c->physical;
     dev->props = c->props;
     dev->fp64 = c->fp64;
     dev->max_allocation = c->max_allocation;

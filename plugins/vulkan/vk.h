@@ -80,7 +80,6 @@ struct vk_attention_pipeline {
 
 struct vk_device {
     VkInstance instance;
-    VkPhysicalDevice physical;
     VkDevice device;
     VkQueue queue;
     VkCommandPool pool;
@@ -161,7 +160,7 @@ int vk_attention_pipeline(struct vk_device *dev, const uint32_t spec[TKV_VK_SPEC
 
 /* A struct tkv_row_format as the shaders take it. */
 struct vk_layout {
-    uint32_t type, head_dim;
+    uint32_t head_dim;
     uint32_t encoding;       /* TKV_VK_ENC_* */
     uint32_t bits;           /* turbo index bits, 0 for the other encodings */
     uint32_t qjl;

@@ -14,14 +14,17 @@
  *   attn_merge      per query row: the runs summed, normalized, and R^T
  *                   applied once (turbo V)
  *
- * Sparse V follows the reference exactly: row j is skipped when
- * exp(s_j - m_j) < threshold with m_j the running max over rows 0..j in
- * order, which is the max of the blocks before j's block (attn_scan) and
- * of j's block up to j (a prefix max in attn_values). The weights themselves
- * are taken against the final max, exp(s_j - M), so the runs need no
+ * The scores are kept in base 2, s_j = scale log2(e) q.k_j (the host folds
+ * log2(e) into the scale), so that the weights are exp2, a single
+ * instruction on GPUs where exp is a long sequence.
+ * Sparse V follows the reference: row j is skipped when its weight against
+ * the running max over rows 0..j in order, 2^(s_j - m_j), is below the
+ * threshold; m_j is the max of the blocks before j's block (attn_scan) and of
+ * j's block up to j (a prefix max in attn_values). The weights themselves
+ * are taken against the final max, 2^(s_j - M), so the runs need no
  * rescaling when merged. The scores go through a scratch buffer between the
- * two passes: 4 bytes per (row, query head), against the 35 to 272 bytes of
- * a K row and a V row at head_dim 128.
+ * two passes: 4 bytes per (row, query head), against the 68 (turbo2) to 512
+ * (f16) bytes of a K row and a V row at head_dim 128.
  *
  * Query rows of one work-group: QC of them (the GQA group, times the query
  * tokens, in chunks), a compile-time constant of each kernel variant so that
@@ -48,9 +51,12 @@ void load_codebooks(__local float *cent, uint bits, __global const float *tab)
         if (k < TKV_N_GROUP_SIZES * TKV_TAB_MAX_LEVELS) {
             uint gi = k / TKV_TAB_MAX_LEVELS, c = k % TKV_TAB_MAX_LEVELS;
             if (bits && c < (1u << bits))
-                v = tab[tab_offset_at(tab, gi, TKV_TAB_CENTROIDS + 3u * (bits - TKV_TURBO_BITS_MIN)) + c];
+                v = tab[tab_offset_at(tab, gi,
+                                      TKV_TAB_CENTROIDS + 3u * (bits - TKV_TURBO_BITS_MIN)) +
+                        c];
         } else {
-            v = tab[tab_offset_at(tab, k - TKV_N_GROUP_SIZES * TKV_TAB_MAX_LEVELS, TKV_TAB_QJL_SCALE)];
+            v = tab[tab_offset_at(tab, k - TKV_N_GROUP_SIZES * TKV_TAB_MAX_LEVELS,
+                                  TKV_TAB_QJL_SCALE)];
         }
         cent[k] = v;
     }
@@ -82,14 +88,14 @@ inline uint query_head(uint kvh, uint ratio, uint uu) { return kvh * ratio + uu 
 
 /* ---- attn_prepare_q: one work-group per query row ------------------------ */
 
-__kernel void attn_prepare_q(__global const float *q, __global float *prepared, uint head_dim,
-                             uint type, uint rotation, __global const float *tab,
+__kernel void attn_prepare_q(__global const float *q, uint q_at, __global float *prepared,
+                             uint head_dim, uint type, uint rotation, __global const float *tab,
                              __local float *v, __local float *tmp)
 {
     const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
     const uint stride = type_is_qjl(type) ? 2u * head_dim : head_dim;
     for (uint e = lid; e < head_dim; e += n)
-        v[e] = q[(ulong)row * head_dim + e];
+        v[e] = q[q_at + (ulong)row * head_dim + e];
     barrier(CLK_LOCAL_MEM_FENCE);
     rotate_local(v, tmp, head_dim, rotation, 0, tab);
     __global float *out = prepared + (ulong)row * stride;
@@ -99,7 +105,8 @@ __kernel void attn_prepare_q(__global const float *q, __global float *prepared, 
         return;
     for (uint e = lid; e < head_dim; e += n) {
         group_info g = group_of_value(head_dim, e);
-        __global const float *s = tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first) * g.size;
+        __global const float *s =
+            tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first) * g.size;
         float sum = 0.0f;
         for (uint j = 0; j < g.size; j++)
             sum += s[j] * v[g.first + j];
@@ -107,13 +114,26 @@ __kernel void attn_prepare_q(__global const float *q, __global float *prepared, 
     }
 }
 
+/* Word w of a tile, after the spare words of the rows before it:
+ * w + w / row_words, the quotient from a float estimate corrected by one
+ * (w < 2^24), since an integer division costs tens of instructions. */
+inline uint tile_index(uint w, int padded, uint row_words, float inv_row)
+{
+    if (!padded)
+        return w;
+    uint r = (uint)((float)w * inv_row);
+    r -= r * row_words > w;
+    r += (r + 1u) * row_words <= w;
+    return w + r;
+}
+
 /* Rows j0 .. j0 + nt of one head (contiguous in the cache buffer, starting
  * at byte `start`) into local memory with coalesced 32-bit loads, by the
  * whole work-group (the caller puts the barrier). Rows of a whole number of
  * words get a spare word each, so that work-items walking rows side by side
  * do not hit the same bank. Returns the bit position of row 0 in the tile;
- * row r starts r * *stride_bits further. The tile needs
- * tile_words(nt, row_bytes) words. */
+ * row r starts r * *stride_bits further. The tile takes tile_bytes(nt,
+ * row_bytes) (attention.c). */
 inline uint load_tile(__global const uint *buf, ulong start, uint nt, uint row_bytes,
                       __local uint *tile, uint *stride_bits)
 {
@@ -121,9 +141,19 @@ inline uint load_tile(__global const uint *buf, ulong start, uint nt, uint row_b
     const uint misalign = (uint)start & 3u, n_words = (misalign + nt * row_bytes + 3u) >> 2;
     const uint row_words = row_bytes >> 2;
     const int padded = (row_bytes & 3u) == 0u && misalign == 0u;
+    const float inv_row = padded ? 1.0f / (float)row_words : 0.0f;
     __global const uint *src = buf + (start >> 2);
-    for (uint w = lid; w < n_words; w += wg)
-        tile[padded ? w + w / row_words : w] = src[w];
+    uint w = lid;
+    /* eight loads in flight per work-item before their stores */
+    for (; w + 7u * wg < n_words; w += 8u * wg) {
+        uint x[8];
+        for (uint k = 0; k < 8u; k++)
+            x[k] = src[w + k * wg];
+        for (uint k = 0; k < 8u; k++)
+            tile[tile_index(w + k * wg, padded, row_words, inv_row)] = x[k];
+    }
+    for (; w < n_words; w += wg)
+        tile[tile_index(w, padded, row_words, inv_row)] = src[w];
     *stride_bits = padded ? (row_words + 1u) * 32u : row_bytes * 8u;
     return misalign * 8u;
 }
@@ -147,13 +177,13 @@ inline uint tile_bits(__local const uint *tile, uint pos, uint n)
 #define SCORES_PARAMS(QT)                                                                      \
     __global const uint *kbuf, __global const ulong *seqs, uint s0, uint t0, uint n_t,         \
         uint n_q, uint n_q_heads, uint ratio, ulong head_stride, uint row_bytes,               \
-        uint head_dim, uint type, __global const float *q, uint q_stride, uint n_chunks,       \
-        __global const float *tab, float scale, __global float *scores, uint score_pitch,      \
-        __global float *bmax, uint bmax_pitch, uint tile_rows, __local QT *qloc,               \
-        __local uint *tile, __local float *red
+        uint head_dim, uint type, __global const float *q, uint q_at, uint q_stride,           \
+        uint n_chunks, __global const float *tab, float scale, __global float *scores,         \
+        uint score_pitch, __global float *bmax, uint bmax_pitch, uint tile_rows,               \
+        __local QT *qloc, __local uint *tile, __local float *red
 #define SCORES_ARGS                                                                            \
     kbuf, seqs, s0, t0, n_t, n_q, n_q_heads, ratio, head_stride, row_bytes, head_dim, type, q, \
-        q_stride, n_chunks, tab, scale, scores, score_pitch, bmax, bmax_pitch, tile_rows,      \
+        q_at, q_stride, n_chunks, tab, scale, scores, score_pitch, bmax, bmax_pitch, tile_rows, \
         (__local float *)qloc, tile, red
 
 /* acc[u] += v * q_u[i] for the QC query rows (qloc is [i][u]) */
@@ -181,7 +211,7 @@ inline void scores_body(SCORES_PARAMS(float), __local float *cent, const uint QC
         float v = 0.0f;
         if (u < nu) {
             uint t = query_token(t0, ratio, u0 + u), h = query_head(kvh, ratio, u0 + u);
-            v = q[((ulong)(s * n_q + t) * n_q_heads + h) * q_stride + i];
+            v = q[q_at + ((ulong)(s * n_q + t) * n_q_heads + h) * q_stride + i];
         }
         qloc[i * QC + u] = v;
     }
@@ -329,18 +359,17 @@ __kernel void attn_scan(__global const ulong *seqs, uint s0, uint n_t, uint n_q_
     for (uint b = first; b < last; b++)
         run = fmax(run, m[b]);
     seg[lid] = run;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lid == 0u) {
-        float before = -INFINITY;
-        for (uint k = 0; k < wg; k++) {
-            float x = seg[k];
-            seg[k] = before;
-            before = fmax(before, x);
-        }
-        tmax[p] = before;
+    /* inclusive prefix max over the segments (Hillis-Steele) */
+    for (uint off = 1u; off < wg; off <<= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float x = lid >= off ? seg[lid - off] : -INFINITY;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        seg[lid] = fmax(seg[lid], x);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    run = seg[lid];
+    if (lid == wg - 1u)
+        tmax[p] = seg[lid];
+    run = lid ? seg[lid - 1u] : -INFINITY;
     for (uint b = first; b < last; b++) {
         float x = m[b];
         m[b] = run;
@@ -456,6 +485,10 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
         factor = qjl_scale(cent, g.size);
     }
     const ulong head = seqs[3u * s + 1u] + kvh * head_stride;
+    /* skip when 2^d < threshold: decided by d alone outside a band around
+     * log2(threshold) (exp2 is monotone), by exp2 within it; -INFINITY for
+     * a threshold of 0 keeps every row */
+    const float cut = log2(threshold), band = 1.0f / 64.0f;
 
     for (uint b = b_first; b < b_end; b++) {
         const uint j0 = b * tile_rows, nt = min(tile_rows, n_ctx - j0);
@@ -489,9 +522,10 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
             for (uint u = 0; u < QC; u++) {
                 float sv = wt[j * QC + u], weight = 0.0f;
                 if (u < nu && j0 + j <= limit[u]) {
-                    float pj = exp(sv - total_max[u]);
+                    float pj = exp2(sv - total_max[u]);
+                    float dj = sv - fmax(before[u], pm[u * tile_rows + j]);
                     l[u] += pj;
-                    if (exp(sv - fmax(before[u], pm[u * tile_rows + j])) < threshold) {
+                    if (dj < cut - band || (dj < cut + band && exp2(dj) < threshold)) {
                         skipped[u]++;
                     } else {
                         weight = pj;
@@ -508,15 +542,23 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
         if (!*any_needed)
             continue; /* uniform: the block's V is not read at all */
         uint stride_bits;
-        const uint bit0 = load_tile(vbuf, head + (ulong)j0 * row_bytes, nt, row_bytes, tile, &stride_bits);
+        const uint bit0 =
+            load_tile(vbuf, head + (ulong)j0 * row_bytes, nt, row_bytes, tile, &stride_bits);
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint j = lane; j < nt && active; j += lanes) {
             if (!needed[j])
                 continue;
-            const uint at = bit0 + j * stride_bits + value_bit;
+            const uint at = bit0 + j * stride_bits + value_bit,
+                       sat = bit0 + j * stride_bits + scale_bit;
             float val[TKV_VCPT], w[TKV_QC_MAX], sc = 1.0f;
-            if (kind != VALUE_F32 && kind != VALUE_F16)
-                sc = fp16_to_float(tile_bits(tile, bit0 + j * stride_bits + scale_bit, 16u));
+            load_qc(w, wt, j, QC);
+            if (kind != VALUE_F32 && kind != VALUE_F16) {
+                /* the block's scale, folded into the weights */
+                sc = !(sat & 15u) ? vload_half(sat >> 4, (__local const half *)tile)
+                                  : fp16_to_float(tile_bits(tile, sat, 16u));
+                for (uint u = 0; u < QC; u++)
+                    w[u] *= sc;
+            }
             switch (kind) {
             case VALUE_F32:
                 if (!(at & 31u)) /* word-aligned rows: the floats as they lie */
@@ -541,23 +583,22 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
                 for (uint k = 0; k < TKV_VCPT; k += 4u) {
                     uint x = tile_bits(tile, at + 8u * k, 32u);
                     for (uint i = 0; i < 4u; i++)
-                        val[k + i] = sc * (float)(char)(x >> (8u * i));
+                        val[k + i] = (float)(char)(x >> (8u * i));
                 }
                 break;
             case VALUE_TURBO: {
                 uint x = tile_bits(tile, at, TKV_VCPT * bits), mask = (1u << bits) - 1u;
                 for (uint k = 0; k < TKV_VCPT; k++)
-                    val[k] = sc * ctab[(x >> (k * bits)) & mask];
+                    val[k] = ctab[(x >> (k * bits)) & mask];
                 break;
             }
             default: {
                 uint z = tile_bits(tile, at, TKV_VCPT);
                 for (uint k = 0; k < TKV_VCPT; k++)
-                    val[k] = (z >> k) & 1u ? factor * sc : -(factor * sc);
+                    val[k] = (z >> k) & 1u ? factor : -factor;
                 break;
             }
             }
-            load_qc(w, wt, j, QC);
             for (uint u = 0; u < QC; u++)
                 for (uint k = 0; k < TKV_VCPT; k++)
                     acc[u][k] = mad(w[u], val[k], acc[u][k]);
@@ -607,13 +648,15 @@ VALUES_KERNEL(8, float8)
 
 /* ---- attn_merge: one work-group per pass row --------------------------------
  * out = sum of the runs' acc / sum of their l, then (QJL V) plus S^T of the
- * sketch, then R^T (turbo V); out_skip: the row's skipped count. */
+ * sketch, then R^T (turbo V); the row's skipped count at skip_at + row of
+ * the same buffer, so that one read brings both back. */
 __kernel void attn_merge(__global const ulong *seqs, uint s0, uint t0, uint n_t, uint n_q,
                          uint n_q_heads, uint head_dim, uint type, uint rotation, uint tile_rows,
                          uint tiles_per_run, __global const float *part_acc,
                          __global const float *part_l, __global const uint *part_skip,
                          uint part_pitch, __global const float *tab, __global float *out,
-                         __global uint *out_skip, __local float *v, __local float *tmp)
+                         uint skip_at, __local float *v, __local float *tmp, __local float *lsum,
+                         __local uint *lskip)
 {
     const uint p = get_group_id(0), lid = get_local_id(0), wg = get_local_size(0);
     const uint per_seq = n_t * n_q_heads, s = s0 + p / per_seq;
@@ -625,18 +668,27 @@ __kernel void attn_merge(__global const ulong *seqs, uint s0, uint t0, uint n_t,
 
     float l = 0.0f;
     uint skipped = 0u;
-    for (uint r = 0; r < runs; r++) {
+    for (uint r = lid; r < runs; r += wg) {
         l += part_l[(ulong)p * part_pitch + r];
         skipped += part_skip[(ulong)p * part_pitch + r];
     }
+    lsum[lid] = l;
+    lskip[lid] = skipped;
+    local_sum_float(lsum, wg);
+    local_sum_uint(lskip, wg);
     for (uint c = lid; c < d_acc; c += wg) {
-        float a = 0.0f;
-        for (uint r = 0; r < runs; r++)
-            a += part[(ulong)r * d_acc + c];
-        v[c] = a;
+        /* four independent sums keep four loads in flight */
+        float a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+        uint r = 0;
+        for (; r + 3u < runs; r += 4u)
+            for (uint k = 0; k < 4u; k++)
+                a[k] += part[(ulong)(r + k) * d_acc + c];
+        for (; r < runs; r++)
+            a[0] += part[(ulong)r * d_acc + c];
+        v[c] = (a[0] + a[1]) + (a[2] + a[3]);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    const float inv_l = 1.0f / l;
+    const float inv_l = 1.0f / lsum[0];
     __local float *res = v, *scratch = tmp;
     if (qjl) {
         for (uint e = lid; e < head_dim; e += wg) {
@@ -660,6 +712,6 @@ __kernel void attn_merge(__global const ulong *seqs, uint s0, uint t0, uint n_t,
     const ulong row = ((ulong)s * n_q + t) * n_q_heads + h;
     for (uint e = lid; e < head_dim; e += wg)
         out[row * head_dim + e] = res[e];
-    if (lid == 0u)
-        out_skip[row] = skipped;
+    if (lid == 0u) /* the skip counts follow the outputs in the same buffer */
+        ((__global uint *)out)[skip_at + row] = lskip[0];
 }

@@ -24,7 +24,7 @@
 typedef double wide_t;
 #else
 /* Without fp64 the sums run in float: a scale may then differ from the
- * reference's in the last fp16 ulp (documented in README.md). */
+ * reference's in the last fp16 ulp (plugins/opencl/README.md). */
 typedef float wide_t;
 #endif
 
@@ -189,7 +189,8 @@ inline group_info group_by_index(uint head_dim, uint k)
     uint full = head_dim & ~GROUP_REST_MASK;
     if (k < full / TKV_GROUP_MAX)
         return group_of_value(head_dim, k * TKV_GROUP_MAX);
-    uint rest = head_dim - full, first = full, seen = full / TKV_GROUP_MAX, size = TKV_GROUP_MAX >> 1;
+    uint rest = head_dim - full, first = full, seen = full / TKV_GROUP_MAX,
+         size = TKV_GROUP_MAX >> 1;
     for (; size > TKV_GROUP_MIN; size >>= 1)
         if (rest & size) {
             if (seen == k)
@@ -234,7 +235,8 @@ void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rota
     if (rotation == TKV_ROTATION_WHT) {
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
-            v[e] *= tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e - g.first];
+            v[e] *=
+                tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e - g.first];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
@@ -251,7 +253,8 @@ void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rota
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
             float inv_sqrt = tab[tab_offset(tab, g.size, TKV_TAB_INV_SQRT)];
-            float post = tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN1 : TKV_TAB_SIGN2) + e - g.first];
+            float post =
+                tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN1 : TKV_TAB_SIGN2) + e - g.first];
             v[e] = v[e] * inv_sqrt * post;
         }
         barrier(CLK_LOCAL_MEM_FENCE);

@@ -16,27 +16,37 @@ inline uint unpack_index(__global const uchar *p, uint i, uint bits)
     return (w >> shift) & ((1u << bits) - 1u);
 }
 
+/* Eight running sums (of values 8k, 8k + 1, ...) added in the order of the
+ * reference's cpu_sum8, which its SIMD paths also follow. */
+inline wide_t sum8(const wide_t s[8])
+{
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
 /* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
  * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
  * encode_residual of the reference, spread over the work-group. x holds the
- * sanitized row; y, r, idx, norm and shat are scratch. */
+ * sanitized row; y, r, idx, norm, norm_q, shat and renorm are scratch. */
 void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim, uint type,
                       uint rotation, uint scale_mode, __global const float *tab, __local float *y,
                       __local float *r, __local uchar *idx, __local float *norm,
-                      __local float *shat)
+                      __local float *norm_q, __local float *shat, __local int *renorm)
 {
     const uint lid = get_local_id(0), n = get_local_size(0);
     const uint bits = type_bits(type), n_groups = group_count(head_dim);
     const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN);
 
-    /* n = ||x|| summed in double (wide_t) in value order, rounded once */
+    /* n = ||x|| summed in double (wide_t) as 8 running sums, rounded once */
     for (uint k = lid; k < n_groups; k += n) {
         group_info g = group_by_index(head_dim, k);
-        wide_t sq = 0;
-        for (uint i = 0; i < g.size; i++)
-            sq += (wide_t)x[g.first + i] * x[g.first + i];
-        norm[k] = (float)sqrt(sq);
+        wide_t sq[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+        for (uint i = 0; i < g.size; i += 8u)
+            for (uint j = 0; j < 8u; j++)
+                sq[j] += (wide_t)x[g.first + i + j] * x[g.first + i + j];
+        norm[k] = (float)sqrt(sum8(sq));
     }
+    if (lid == 0u)
+        *renorm = 0;
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint e = lid; e < head_dim; e += n) {
         float nk = norm[group_of_value(head_dim, e).index];
@@ -61,9 +71,11 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         float nk = norm[k], scale = 0.0f;
         if (nk > 0.0f) {
             __global const float *csq_tab = tab + tab_offset(tab, g.size, TKV_TAB_CENTROID_SQ + cb);
-            wide_t csq = 0;
-            for (uint i = 0; i < g.size; i++)
-                csq += csq_tab[idx[g.first + i]];
+            wide_t lanes[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+            for (uint i = 0; i < g.size; i += 8u)
+                for (uint j = 0; j < 8u; j++)
+                    lanes[j] += csq_tab[idx[g.first + i + j]];
+            wide_t csq = sum8(lanes);
             scale = nk;
             if (scale_mode == TKV_SCALE_NORM_CORRECTED && csq > 0)
                 scale = (float)((wide_t)nk / sqrt(csq));
@@ -78,49 +90,71 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         group_info g = group_of_value(head_dim, e0);
         for (uint i = 0; i < 8u; i++)
             w |= (uint)idx[e0 + i] << (i * bits);
-        __global uchar *p = out + 2u * g.index + g.first * bits / 8u + 2u + (e0 - g.first) * bits / 8u;
+        __global uchar *p =
+            out + 2u * g.index + g.first * bits / 8u + 2u + (e0 - g.first) * bits / 8u;
         for (uint b = 0; b < bits; b++)
             p[b] = (uchar)(w >> (8u * b));
     }
     if (!type_is_qjl(type))
         return;
 
-    /* QJL: r = n R(x/n) - s_hat c[idx], against the stored fp16 scale */
+    /* QJL: the reference sums this norm again, in one running sum; where
+     * that rounds differently, R(x / n) is computed again with it */
+    for (uint k = lid; k < n_groups; k += n) {
+        group_info g = group_by_index(head_dim, k);
+        wide_t sq = 0;
+        for (uint i = 0; i < g.size; i++)
+            sq += (wide_t)x[g.first + i] * x[g.first + i];
+        norm_q[k] = (float)sqrt(sq);
+        if (norm_q[k] != norm[k])
+            atomic_or(renorm, 1);
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
+    if (*renorm) {
+        for (uint e = lid; e < head_dim; e += n) {
+            float nk = norm_q[group_of_value(head_dim, e).index];
+            y[e] = nk != 0.0f ? FDIV(x[e], nk) : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        rotate_local(y, r, head_dim, rotation, 0, tab);
+    }
+    /* r = n R(x/n) - s_hat c[idx], against the stored fp16 scale */
     for (uint e = lid; e < head_dim; e += n) {
         group_info g = group_of_value(head_dim, e);
         __global const float *c = tab + tab_offset(tab, g.size, TKV_TAB_CENTROIDS + cb);
-        r[e] = norm[g.index] * y[e] - shat[g.index] * c[idx[e]];
+        r[e] = norm_q[g.index] * y[e] - shat[g.index] * c[idx[e]];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     const uint res0 = turbo_row_bytes(head_dim, bits);
     /* gamma = ||r|| in double; a zero group or residual stores gamma 0 and
-     * no sign bits (norm[k] then flags it for the projections) */
+     * no sign bits (norm_q[k] then flags it for the projections) */
     for (uint k = lid; k < n_groups; k += n) {
         group_info g = group_by_index(head_dim, k);
         uint h = 0u;
-        if (norm[k] != 0.0f) {
+        if (norm_q[k] != 0.0f) {
             wide_t gamma_sq = 0;
             for (uint i = 0; i < g.size; i++)
                 gamma_sq += (wide_t)r[g.first + i] * r[g.first + i];
             if (gamma_sq != 0)
                 h = fp16_saturated((float)sqrt(gamma_sq));
             else
-                norm[k] = 0.0f;
+                norm_q[k] = 0.0f;
         }
         store_u16(out + res0 + 2u * g.index + g.first / 8u, h);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    /* z_i = sign((S r)_i), the projection summed in double */
+    /* z_i = sign((S r)_i), the projection summed in double as 4 running sums */
     for (uint e = lid; e < head_dim; e += n) {
         group_info g = group_of_value(head_dim, e);
         uchar z = 0;
-        if (norm[g.index] != 0.0f) {
-            __global const float *s = tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first) * g.size;
-            wide_t projection = 0;
-            for (uint j = 0; j < g.size; j++)
-                projection += (wide_t)s[j] * r[g.first + j];
-            z = projection > 0;
+        if (norm_q[g.index] != 0.0f) {
+            __global const float *s =
+                tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first) * g.size;
+            wide_t lanes[4] = { 0, 0, 0, 0 };
+            for (uint j = 0; j < g.size; j += 4u)
+                for (uint k = 0; k < 4u; k++)
+                    lanes[k] += (wide_t)s[j + k] * r[g.first + j + k];
+            z = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) > 0;
         }
         idx[e] = z;
     }
@@ -163,7 +197,8 @@ __kernel void quantize_rows(__global const float *src, uint n_heads, uint head_d
 {
     __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
     __local uchar idx[TKV_HEAD_DIM_MAX];
-    __local float norm[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
+    __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
+    __local int renorm;
     const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
     const uint t = row / n_heads, h = row % n_heads;
     __global const float *in = src + (ulong)row * head_dim;
@@ -192,7 +227,8 @@ __kernel void quantize_rows(__global const float *src, uint n_heads, uint head_d
     } else if (type == TKV_TYPE_Q8_0) {
         q8_0_encode_row(x, out, head_dim);
     } else {
-        turbo_encode_row(x, out, head_dim, type, rotation, scale_mode, tab, y, r, idx, norm, shat);
+        turbo_encode_row(x, out, head_dim, type, rotation, scale_mode, tab, y, r, idx, norm, norm_q,
+                         shat, &renorm);
     }
 }
 

@@ -23,6 +23,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 
 #include "common.glsl"
 
@@ -57,46 +58,52 @@ const uint T = WG / BR;                 // invocations per row in the score phas
 const uint RL = WG / RUNS;              // rows the value phase covers at once
 const uint RED = WG * (QT > 8u ? QT : 8u);
 const uint STAGE_WORDS = TKV_VK_STAGE_BYTES / 4u;
+const uint QW = HEAD_DIM * QS / 4u;      // vec4s of one prepared query
+const uint PV = (QT + 3u) / 4u;          // vec4s of one row's weights
+// Rows whose stride is a multiple of 16 words (f16, f32) would put every
+// invocation's word in the same bank; those stages are swizzled.
+const bool K_SWIZZLE = K_ROW_BYTES % 64u == 0u;
+const bool V_SWIZZLE = V_ROW_BYTES % 64u == 0u;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
 shared uint stage[STAGE_WORDS];       // the block's K, then V, bytes (swizzled words)
-shared float qs[HEAD_DIM * QS * QT];  // [element][query row], S R q after R q
-shared float ps[WG * QT];             // the block's scores, then weights: [row][query row]
+shared vec4 qs[QT * QW];              // [query row][element / 4], S R q after R q
+shared vec4 ps[WG * PV];              // the block's scores, then weights: [row][query row / 4]
 shared float red[RED];                // reductions
 shared uint keep[WG];                 // the block's row is needed by some query row
 shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi * 16 + index]
 
 // ---- the staged block --------------------------------------------------
 
-// Word w of the stage lives at w with its 32-word line number xor-ed into
-// its bank bits: rows whose stride is a multiple of 32 words (f16, f32) then
-// still spread over the banks when every invocation reads its own row.
-uint stage_slot(uint w) { return w ^ ((w >> 5) & 31u); }
+// Word w of a swizzled stage lives at w with its 32-word line number xor-ed
+// into its bank bits, so that invocations reading rows 16 words apart hit
+// different banks.
+uint stage_slot(uint w, bool swizzle) { return swizzle ? w ^ ((w >> 5) & 31u) : w; }
 
 // Stages the n bytes at addr; returns where the first one landed.
-uint stage_bytes(uint64_t addr, uint n)
+uint stage_bytes(uint64_t addr, uint n, bool swizzle)
 {
     uint64_t aligned = addr & ~uint64_t(15);
     uint first = uint(addr - aligned), quads = (first + n + 4u + 15u) / 16u;
     Quads src = Quads(aligned);
     for (uint i = gl_LocalInvocationIndex; i < quads; i += WG) {
         uvec4 v = src.q[i];
-        stage[stage_slot(4u * i)] = v.x;
-        stage[stage_slot(4u * i + 1u)] = v.y;
-        stage[stage_slot(4u * i + 2u)] = v.z;
-        stage[stage_slot(4u * i + 3u)] = v.w;
+        stage[stage_slot(4u * i, swizzle)] = v.x;
+        stage[stage_slot(4u * i + 1u, swizzle)] = v.y;
+        stage[stage_slot(4u * i + 2u, swizzle)] = v.z;
+        stage[stage_slot(4u * i + 3u, swizzle)] = v.w;
     }
     return first;
 }
 
 // The 4 staged bytes at byte offset b, little endian.
-uint staged_u32(uint b)
+uint staged_u32(uint b, bool swizzle)
 {
-    uint w = b >> 2, sh = (b & 3u) * 8u, lo = stage[stage_slot(w)];
-    return sh == 0u ? lo : (lo >> sh) | (stage[stage_slot(w + 1u)] << (32u - sh));
+    uint w = b >> 2, sh = (b & 3u) * 8u, lo = stage[stage_slot(w, swizzle)];
+    return sh == 0u ? lo : (lo >> sh) | (stage[stage_slot(w + 1u, swizzle)] << (32u - sh));
 }
 
-float staged_half(uint b) { return unpackHalf2x16(staged_u32(b) & 0xffffu).x; }
+float staged_half(uint b, bool swizzle) { return unpackHalf2x16(staged_u32(b, swizzle) & 0xffffu).x; }
 
 // ---- one run of 8 elements of a stored row ---------------------------------
 
@@ -135,46 +142,49 @@ Run run_of(uint enc, uint bits, uint qjl, uint u)
     return run;
 }
 
-// The run of the staged row at byte row as raw values and one scale (value =
-// scale * raw: turbo centroids and their group scale, q8_0 integers and d,
-// plain values and 1).
-float run_values(uint enc, uint bits, bool keys, uint row, Run run, out float raw[8])
+// The scale of the run of the staged row at byte row: value = scale * raw
+// (turbo: the group's scale; q8_0: the block's d; plain values: 1).
+float run_scale(uint enc, uint row, Run run, bool swizzle)
+{
+    return enc == TKV_VK_ENC_F32 || enc == TKV_VK_ENC_F16 ? 1.0 : staged_half(row + run.scale, swizzle);
+}
+
+// The run's 8 raw values: turbo centroids, q8_0 integers, plain values.
+void run_raw(uint enc, uint bits, bool keys, uint row, Run run, bool swizzle, out float raw[8])
 {
     if (enc == TKV_VK_ENC_F32) {
-        for (uint e = 0u; e < 8u; e++)
-            raw[e] = uintBitsToFloat(staged_u32(row + run.scale + 4u * e));
-        return 1.0;
-    }
-    if (enc == TKV_VK_ENC_F16) {
-        for (uint e = 0u; e < 8u; e += 2u) {
-            vec2 pair = unpackHalf2x16(staged_u32(row + run.scale + 2u * e));
+        [[unroll]] for (uint e = 0u; e < 8u; e++)
+            raw[e] = uintBitsToFloat(staged_u32(row + run.scale + 4u * e, swizzle));
+    } else if (enc == TKV_VK_ENC_F16) {
+        [[unroll]] for (uint e = 0u; e < 8u; e += 2u) {
+            vec2 pair = unpackHalf2x16(staged_u32(row + run.scale + 2u * e, swizzle));
             raw[e] = pair.x;
             raw[e + 1u] = pair.y;
         }
-        return 1.0;
-    }
-    float scale = staged_half(row + run.scale);
-    if (enc == TKV_VK_ENC_Q8_0) {
-        uvec2 q = uvec2(staged_u32(row + run.data), staged_u32(row + run.data + 4u));
-        for (uint e = 0u; e < 8u; e++)
+    } else if (enc == TKV_VK_ENC_Q8_0) {
+        uvec2 q = uvec2(staged_u32(row + run.data, swizzle), staged_u32(row + run.data + 4u, swizzle));
+        [[unroll]] for (uint e = 0u; e < 8u; e++)
             raw[e] = float(bitfieldExtract(int(q[e >> 2]), int(8u * (e & 3u)), 8));
-        return scale;
+    } else {
+        uint idx = staged_u32(row + run.data, swizzle);
+        [[unroll]] for (uint e = 0u; e < 8u; e++) {
+            uint c = run.cent + bitfieldExtract(idx, int(e * bits), int(bits));
+            raw[e] = keys ? cent_k[c] : cent_v[c];
+        }
     }
-    uint idx = staged_u32(row + run.data);
-    for (uint e = 0u; e < 8u; e++) {
-        uint c = run.cent + bitfieldExtract(idx, int(e * bits), int(bits));
-        raw[e] = keys ? cent_k[c] : cent_v[c];
-    }
-    return scale;
 }
 
 // A QJL row's run: the weight of its signs, scale gamma (the residual reads
 // back as scale gamma S^T z), and the 8 signs, bit e set for z = +1.
-float run_signs(uint row, Run run, out uint z)
+float run_signs(uint row, Run run, bool swizzle, out uint z)
 {
-    z = staged_u32(row + run.signs) & 0xffu;
-    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * staged_half(row + run.res);
+    z = staged_u32(row + run.signs, swizzle) & 0xffu;
+    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * staged_half(row + run.res, swizzle);
 }
+
+// Eight values as two vec4s, for dot products against the queries.
+vec4 lo4(float v[8]) { return vec4(v[0], v[1], v[2], v[3]); }
+vec4 hi4(float v[8]) { return vec4(v[4], v[5], v[6], v[7]); }
 
 // ---- reductions ----------------------------------------------------------
 
@@ -182,13 +192,13 @@ float run_signs(uint row, Run run, out uint z)
 // red; every invocation gets the results.
 void reduce_sum(inout float v[QT])
 {
-    for (uint j = 0u; j < QT; j++) {
+    [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = subgroupAdd(v[j]);
         if (subgroupElect())
             red[j * WG + gl_SubgroupID] = x;
     }
     barrier();
-    for (uint j = 0u; j < QT; j++) {
+    [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = 0.0;
         for (uint g = 0u; g < gl_NumSubgroups; g++)
             x += red[j * WG + g];
@@ -199,13 +209,13 @@ void reduce_sum(inout float v[QT])
 
 void reduce_count(inout uint v[QT])
 {
-    for (uint j = 0u; j < QT; j++) {
+    [[unroll]] for (uint j = 0u; j < QT; j++) {
         uint x = subgroupAdd(v[j]);
         if (subgroupElect())
             red[j * WG + gl_SubgroupID] = uintBitsToFloat(x);
     }
     barrier();
-    for (uint j = 0u; j < QT; j++) {
+    [[unroll]] for (uint j = 0u; j < QT; j++) {
         uint x = 0u;
         for (uint g = 0u; g < gl_NumSubgroups; g++)
             x += floatBitsToUint(red[j * WG + g]);
@@ -235,14 +245,14 @@ void main()
     // The tile's prepared queries; rows past the last query row are zero.
     Floats q = Floats(pc.q);
     for (uint e = lid; e < HEAD_DIM * QS * QT; e += WG) {
-        uint j = e % QT, i = e / QT, qr = qr0 + j;
+        uint j = e / (HEAD_DIM * QS), i = e % (HEAD_DIM * QS), qr = qr0 + j;
         float v = 0.0;
         if (qr < n_q_rows) {
             uint head = h * pc.ratio + qr % pc.ratio, token = qr / pc.ratio;
             uint row = (s * pc.n_q + token) * pc.n_kv * pc.ratio + head;
             v = q.f[row * pc.q_stride + i];
         }
-        qs[e] = v;
+        qs[j * QW + i / 4u][i % 4u] = v;
     }
     Floats m = Floats(pc.math);
     for (uint e = lid; e < 80u; e += WG) {
@@ -251,7 +261,7 @@ void main()
     }
     uint visible[QT], skipped[QT];
     float m_run[QT], l_own[QT];
-    for (uint t = 0u; t < QT; t++) {
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
         visible[t] = qr0 + t < n_q_rows ? base_visible + (qr0 + t) / pc.ratio : 0u;
         m_run[t] = NEG_INF;
         l_own[t] = 0.0;
@@ -262,7 +272,7 @@ void main()
     const uint vu = lid % RUNS, vr = lid / RUNS;
     const Run v_run = run_of(V_ENC, V_BITS, V_QJL, vu);
     float acc[QT * 8u * VA];
-    for (uint a = 0u; a < QT * 8u * VA; a++)
+    [[unroll]] for (uint a = 0u; a < QT * 8u * VA; a++)
         acc[a] = 0.0;
     barrier();
 
@@ -270,59 +280,57 @@ void main()
         const uint nb = min(BR, end - base);
 
         // scores
-        uint row0 = stage_bytes(k_rows + uint64_t(base) * K_ROW_BYTES, nb * K_ROW_BYTES);
+        uint row0 = stage_bytes(k_rows + uint64_t(base) * K_ROW_BYTES, nb * K_ROW_BYTES, K_SWIZZLE);
         barrier();
-        float dot[QT];
-        for (uint t = 0u; t < QT; t++)
-            dot[t] = 0.0;
+        float score[QT];
+        [[unroll]] for (uint t = 0u; t < QT; t++)
+            score[t] = 0.0;
         if (sr < nb) {
-            uint row = row0 + sr * K_ROW_BYTES;
+            uint row = row0 + sr * K_ROW_BYTES, scale_at = ~0u;
+            float scale = 1.0;
             for (uint u = u0; u < u1; u++) {
                 Run run = run_of(K_ENC, K_BITS, K_QJL, u);
-                float raw[8];
-                float scale = run_values(K_ENC, K_BITS, true, row, run, raw);
-                for (uint t = 0u; t < QT; t++) {
-                    float sum = 0.0;
-                    for (uint e = 0u; e < 8u; e++)
-                        sum += raw[e] * qs[(8u * u + e) * QT + t];
-                    dot[t] += scale * sum;
+                if (run.scale != scale_at) { // a group's runs share its scale
+                    scale = run_scale(K_ENC, row, run, K_SWIZZLE);
+                    scale_at = run.scale;
                 }
+                float raw[8];
+                run_raw(K_ENC, K_BITS, true, row, run, K_SWIZZLE, raw);
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    score[t] += scale * (dot(lo4(raw), qs[t * QW + 2u * u]) + dot(hi4(raw), qs[t * QW + 2u * u + 1u]));
                 if (K_QJL != 0u) {
                     uint z;
-                    float w = run_signs(row, run, z);
-                    for (uint t = 0u; t < QT; t++) {
-                        float sum = 0.0;
-                        for (uint e = 0u; e < 8u; e++) {
-                            float p = qs[(HEAD_DIM + 8u * u + e) * QT + t];
-                            sum += ((z >> e) & 1u) != 0u ? p : -p;
-                        }
-                        dot[t] += w * sum;
-                    }
+                    float w = run_signs(row, run, K_SWIZZLE, z), sign[8];
+                    [[unroll]] for (uint e = 0u; e < 8u; e++)
+                        sign[e] = ((z >> e) & 1u) != 0u ? 1.0 : -1.0;
+                    const uint p = HEAD_DIM / 4u + 2u * u; // S R q
+                    [[unroll]] for (uint t = 0u; t < QT; t++)
+                        score[t] += w * (dot(lo4(sign), qs[t * QW + p]) + dot(hi4(sign), qs[t * QW + p + 1u]));
                 }
             }
         }
         if (T > 1u) { // the row's invocations add up their stretches
-            for (uint t = 0u; t < QT; t++)
-                red[lid * QT + t] = dot[t];
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                red[lid * QT + t] = score[t];
             barrier();
             if (lid % T == 0u)
-                for (uint t = 0u; t < QT; t++) {
+                [[unroll]] for (uint t = 0u; t < QT; t++) {
                     float sum = 0.0;
                     for (uint i = 0u; i < T; i++)
                         sum += red[(lid + i) * QT + t];
-                    dot[t] = sum;
+                    score[t] = sum;
                 }
         }
         if (lid % T == 0u && sr < nb)
-            for (uint t = 0u; t < QT; t++)
-                ps[sr * QT + t] = base + sr < visible[t] ? pc.scale * dot[t] : NEG_INF;
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                ps[sr * PV + t / 4u][t % 4u] = base + sr < visible[t] ? pc.scale * score[t] : NEG_INF;
         barrier();
 
         // softmax; rows in subgroup order, so that a subgroup scan runs along them
         uint r = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
         float sc[QT], running[QT];
-        for (uint t = 0u; t < QT; t++) {
-            sc[t] = r < nb ? ps[r * QT + t] : NEG_INF;
+        [[unroll]] for (uint t = 0u; t < QT; t++) {
+            sc[t] = r < nb ? ps[r * PV + t / 4u][t % 4u] : NEG_INF;
             running[t] = subgroupInclusiveMax(sc[t]);
             if (gl_SubgroupInvocationID == gl_SubgroupSize - 1u)
                 red[t * WG + gl_SubgroupID] = running[t];
@@ -330,7 +338,7 @@ void main()
         barrier();
         bool needed = false;
         float corr[QT];
-        for (uint t = 0u; t < QT; t++) {
+        [[unroll]] for (uint t = 0u; t < QT; t++) {
             // the chunk's running max at row r, as the sequential reference
             // keeps it, and the block's max
             float before = m_run[t], m_new = m_run[t];
@@ -352,7 +360,7 @@ void main()
                 }
             }
             if (r < BR)
-                ps[r * QT + t] = kept;
+                ps[r * PV + t / 4u][t % 4u] = kept;
             l_own[t] = l_own[t] * corr[t] + p;
             m_run[t] = m_new;
         }
@@ -360,28 +368,33 @@ void main()
             keep[r] = needed ? 1u : 0u;
 
         // values
-        row0 = stage_bytes(v_rows + uint64_t(base) * V_ROW_BYTES, nb * V_ROW_BYTES);
+        row0 = stage_bytes(v_rows + uint64_t(base) * V_ROW_BYTES, nb * V_ROW_BYTES, V_SWIZZLE);
         barrier();
         if (vr < RL) {
-            for (uint a = 0u; a < QT * 8u * VA; a++)
+            [[unroll]] for (uint a = 0u; a < QT * 8u * VA; a++)
                 acc[a] *= corr[a / (8u * VA)];
             for (uint rr = vr; rr < nb; rr += RL) {
                 if (keep[rr] == 0u)
                     continue;
                 uint row = row0 + rr * V_ROW_BYTES;
-                float raw[8];
-                float scale = run_values(V_ENC, V_BITS, false, row, v_run, raw);
-                for (uint t = 0u; t < QT; t++) {
-                    float w = ps[rr * QT + t] * scale;
-                    for (uint e = 0u; e < 8u; e++)
+                float raw[8], p[PV * 4u];
+                [[unroll]] for (uint k = 0u; k < PV; k++) {
+                    vec4 w4 = ps[rr * PV + k];
+                    p[4u * k] = w4.x, p[4u * k + 1u] = w4.y, p[4u * k + 2u] = w4.z, p[4u * k + 3u] = w4.w;
+                }
+                float scale = run_scale(V_ENC, row, v_run, V_SWIZZLE);
+                run_raw(V_ENC, V_BITS, false, row, v_run, V_SWIZZLE, raw);
+                [[unroll]] for (uint t = 0u; t < QT; t++) {
+                    float w = p[t] * scale;
+                    [[unroll]] for (uint e = 0u; e < 8u; e++)
                         acc[(t * 8u + e) * VA] += w * raw[e];
                 }
                 if (VA > 1u) {
                     uint z;
-                    float zw = run_signs(row, v_run, z);
-                    for (uint t = 0u; t < QT; t++) {
-                        float w = ps[rr * QT + t] * zw;
-                        for (uint e = 0u; e < 8u; e++)
+                    float zw = run_signs(row, v_run, V_SWIZZLE, z);
+                    [[unroll]] for (uint t = 0u; t < QT; t++) {
+                        float w = p[t] * zw;
+                        [[unroll]] for (uint e = 0u; e < 8u; e++)
                             acc[(t * 8u + e) * VA + 1u] += ((z >> e) & 1u) != 0u ? w : -w;
                     }
                 }
@@ -396,16 +409,16 @@ void main()
     // add them up through red, one query row and accumulator at a time, and
     // store the partials.
     Floats part = Floats(pc.part_acc), ml = Floats(pc.part_ml);
-    for (uint t = 0u; t < QT; t++) {
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
         uint p = (sh * pc.max_chunks + c) * n_q_rows + qr0 + t;
         if (lid == 0u && qr0 + t < n_q_rows) {
             ml.f[p * TKV_VK_ML_FLOATS] = m_run[t];
             ml.f[p * TKV_VK_ML_FLOATS + 1u] = l_own[t];
             ml.f[p * TKV_VK_ML_FLOATS + 2u] = uintBitsToFloat(skipped[t]);
         }
-        for (uint a = 0u; a < VA; a++) {
+        [[unroll]] for (uint a = 0u; a < VA; a++) {
             if (vr < RL)
-                for (uint e = 0u; e < 8u; e++)
+                [[unroll]] for (uint e = 0u; e < 8u; e++)
                     red[vr * HEAD_DIM + 8u * vu + e] = acc[(t * 8u + e) * VA + a];
             barrier();
             for (uint i = lid; i < HEAD_DIM && qr0 + t < n_q_rows; i += WG) {

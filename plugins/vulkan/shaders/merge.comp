@@ -8,6 +8,7 @@
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
 
 #include "common.glsl"
 
@@ -15,6 +16,8 @@ layout(push_constant, std430) uniform Push { TKV_VK_MERGE_PUSH } pc;
 
 struct Seq { TKV_VK_SEQ_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer Seqs { Seq s[]; };
+
+#define MERGE_ILP 8u
 
 shared float xs[TKV_VK_ROWS_ELEMS];
 shared float zs[TKV_VK_ROWS_ELEMS];
@@ -77,16 +80,28 @@ void main()
     }
     float inv = 1.0 / total;
 
+    // MERGE_ILP independent sums per element keep that many partial loads in
+    // flight: the chunks' partials come from memory, one round trip each.
     for (uint i = lid; i < hd; i += wg) {
-        float a = 0.0, z = 0.0;
-        for (uint c = 0u; c < n_chunks; c++) {
-            uint p = (first_partial + c * n_q_rows) * va;
-            a += weights[c] * part.f[p * hd + i];
-            if (va > 1u)
-                z += weights[c] * part.f[(p + 1u) * hd + i];
+        float a[MERGE_ILP], z[MERGE_ILP];
+        [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++)
+            a[k] = z[k] = 0.0;
+        for (uint c0 = 0u; c0 < n_chunks; c0 += MERGE_ILP)
+            [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
+                uint c = c0 + k;
+                if (c < n_chunks) {
+                    uint p = (first_partial + c * n_q_rows) * va;
+                    a[k] += weights[c] * part.f[p * hd + i];
+                    if (va > 1u)
+                        z[k] += weights[c] * part.f[(p + 1u) * hd + i];
+                }
+            }
+        [[unroll]] for (uint k = 1u; k < MERGE_ILP; k++) {
+            a[0] += a[k];
+            z[0] += z[k];
         }
-        xs[i] = a * inv;
-        zs[i] = z * inv;
+        xs[i] = a[0] * inv;
+        zs[i] = z[0] * inv;
     }
     barrier();
     if (va > 1u) {

@@ -8,6 +8,7 @@
 // to back, so every byte is written with an 8-bit store.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_shader_8bit_storage : require
+#extension GL_EXT_control_flow_attributes : require
 
 #include "common.glsl"
 
@@ -15,6 +16,7 @@ layout(buffer_reference, std430, buffer_reference_align = 1) writeonly buffer By
 layout(push_constant, std430) uniform Push { TKV_VK_QUANTIZE_PUSH } pc;
 
 shared float xs[TKV_VK_ROWS_ELEMS];          // the rows: input, unit, rotated, residual
+shared float xin[TKV_VK_ROWS_ELEMS];         // the sanitized input (QJL: its residual stage starts over)
 shared uint ids[TKV_VK_ROWS_ELEMS];          // codebook indices, then QJL sign bits
 shared float norms[TKV_VK_ROWS_ELEMS / 8u];  // per (row, group) or (row, q8_0 block)
 shared float aux[TKV_VK_ROWS_ELEMS / 8u];    // 1/d of a q8_0 block; s_hat, then "has a residual"
@@ -36,6 +38,33 @@ uint64_t row_address(uint global_row)
 {
     uint t = global_row / pc.n_heads, h = global_row % pc.n_heads;
     return pc.dst + uint64_t(h) * pc.head_stride + uint64_t(t) * uint64_t(pc.row_bytes);
+}
+
+// The reference's sums (plugins/cpu): in double (SUM_T), either in order
+// or as 8 running sums, one per element index mod 8, added as cpu_sum8 adds
+// them; always the same operations in the same order.
+SUM_T sum8(SUM_T s[8])
+{
+    precise SUM_T total = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    return total;
+}
+
+// ||x||^2 of a group's elements [at, at + size) of xin: in order, or in 8
+// lanes.
+SUM_T square_sum(uint at, uint size, bool lanes)
+{
+    precise SUM_T lane[8];
+    [[unroll]] for (uint k = 0u; k < 8u; k++)
+        lane[k] = TO_SUM(0.0);
+    for (uint i = 0u; i < size; i += 8u)
+        [[unroll]] for (uint k = 0u; k < 8u; k++) {
+            float x = xin[at + i + k];
+            if (lanes)
+                lane[k] += TO_SUM(x) * TO_SUM(x);
+            else
+                lane[0] += TO_SUM(x) * TO_SUM(x);
+        }
+    return lanes ? sum8(lane) : lane[0];
 }
 
 // roundf: half away from zero (v - trunc(v) is exact for |v| < 2^23).
@@ -81,7 +110,7 @@ void main()
     for (uint e = lid; e < n; e += wg) {
         float x = src.f[row0 * hd + e];
         bool finite = (floatBitsToUint(x) & 0x7f800000u) != 0x7f800000u;
-        xs[e] = finite ? x : 0.0;
+        xs[e] = xin[e] = finite ? x : 0.0;
         bad += finite ? 0u : 1u;
     }
     if (bad != 0u)
@@ -127,20 +156,15 @@ void main()
         return;
     }
 
-    // Turbo (rows.c turbo_encode_group): per group n = ||x|| (summed in
-    // double), u = x / n, y = R u, idx = count of boundaries <= y_i, scale n
-    // or n / ||c[idx]||.
+    // Turbo (rows.c turbo_encode_group): per group n = ||x|| (8 lanes),
+    // u = x / n, y = R u, idx = count of boundaries <= y_i, scale n or
+    // n / ||c[idx]|| (8 lanes).
     const uint bits = pc.bits, ng = count_groups(groups);
     for (uint it = lid; it < nr * ng; it += wg) {
         uint r = it / ng, k = it % ng, size = group_size(groups, k), first = 0u;
         for (uint j = 0u; j < k; j++)
             first += group_size(groups, j);
-        precise SUM_T sq = TO_SUM(0.0);
-        for (uint i = 0u; i < size; i++) {
-            float x = xs[r * hd + first + i];
-            sq += TO_SUM(x) * TO_SUM(x);
-        }
-        norms[it] = sqrt_to_float(sq);
+        norms[it] = sqrt_to_float(square_sum(r * hd + first, size, true));
     }
     barrier();
     for (uint e = lid; e < n; e += wg) {
@@ -168,9 +192,13 @@ void main()
         float norm = norms[it], scale = 0.0;
         if (norm > 0.0) {
             uint csq_at = codebook_at(group_index(size), bits) + 32u;
-            precise SUM_T csq = TO_SUM(0.0);
-            for (uint i = 0u; i < size; i++)
-                csq += TO_SUM(m.f[csq_at + ids[r * hd + first + i]]);
+            precise SUM_T lane[8];
+            [[unroll]] for (uint l = 0u; l < 8u; l++)
+                lane[l] = TO_SUM(0.0);
+            for (uint i = 0u; i < size; i += 8u)
+                [[unroll]] for (uint l = 0u; l < 8u; l++)
+                    lane[l] += TO_SUM(m.f[csq_at + ids[r * hd + first + i + l]]);
+            SUM_T csq = sum8(lane);
             scale = norm;
             if ((pc.flags & TKV_VK_FLAG_CORRECTED) != 0u && csq > TO_SUM(0.0))
                 scale = div_sqrt_to_float(norm, csq);
@@ -183,9 +211,24 @@ void main()
     if ((pc.flags & TKV_VK_FLAG_QJL) == 0u)
         return;
 
-    // QJL residual (qjl.c encode_residual): r = n y - s_hat c[idx],
-    // gamma = ||r|| (double), z_i = [sum_j S_ij r_j > 0] (double, in order).
+    // QJL residual (qjl.c encode_residual), which recomputes R x with its own
+    // norm, summed in order: r = n y - s_hat c[idx], gamma = ||r|| (in
+    // order), z_i = [sum_j S_ij r_j > 0] (4 lanes).
     barrier();
+    for (uint it = lid; it < nr * ng; it += wg) {
+        uint r = it / ng, k = it % ng, size = group_size(groups, k), first = 0u;
+        for (uint j = 0u; j < k; j++)
+            first += group_size(groups, j);
+        norms[it] = sqrt_to_float(square_sum(r * hd + first, size, false));
+    }
+    barrier();
+    for (uint e = lid; e < n; e += wg) {
+        uint size, first, k = group_of(groups, e % hd, size, first);
+        float norm = norms[(e / hd) * ng + k];
+        xs[e] = norm > 0.0 ? div_rn(xin[e], norm) : 0.0;
+    }
+    barrier();
+    rotate_rows(nr, hd, groups, pc.rotation, false, pc.math);
     for (uint e = lid; e < n; e += wg) {
         uint size, first, k = group_of(groups, e % hd, size, first), it = (e / hd) * ng + k;
         float c = m.f[codebook_at(group_index(size), bits) + ids[e]];
@@ -214,9 +257,13 @@ void main()
         uint z = 0u;
         if (aux[r * ng + k] != 0.0) {
             uint s = qjl_at(group_index(size)) + (e % hd - first) * size, in0 = r * hd + first;
-            precise SUM_T projection = TO_SUM(0.0);
-            for (uint j = 0u; j < size; j++)
-                projection += TO_SUM(m.f[s + j]) * TO_SUM(xs[in0 + j]);
+            precise SUM_T lane[4];
+            [[unroll]] for (uint l = 0u; l < 4u; l++)
+                lane[l] = TO_SUM(0.0);
+            for (uint j = 0u; j < size; j += 4u)
+                [[unroll]] for (uint l = 0u; l < 4u; l++)
+                    lane[l] += TO_SUM(m.f[s + j + l]) * TO_SUM(xs[in0 + j + l]);
+            precise SUM_T projection = (lane[0] + lane[1]) + (lane[2] + lane[3]);
             z = projection > TO_SUM(0.0) ? 1u : 0u;
         }
         ids[e] = z;
