@@ -872,7 +872,7 @@ static void check_sparse_v(const char *level)
 static void test_sparse_v(void **state)
 {
     (void)state;
-    check_sparse_v("auto");
+    check_sparse_v("default device");
 }
 
 /* ---- zero and non-finite rows ---------------------------------------------- */
@@ -1019,22 +1019,32 @@ static const struct {
 };
 #define N_LEVELS (sizeof isa_levels / sizeof isa_levels[0])
 
-/* Opens a device with TURBO_CPU_ISA=isa and the given threads (the
- * caller's TURBO_CPU_ISA restored after). */
+/* Sets TURBO_CPU_ISA to isa, or back to what the caller had (isa NULL). */
+static void set_isa_env(const char *isa)
+{
+    static char saved[64];
+    static int had;
+    if (isa) {
+        const char *now = getenv("TURBO_CPU_ISA");
+        had = now != NULL;
+        snprintf(saved, sizeof saved, "%s", now ? now : "");
+        setenv("TURBO_CPU_ISA", isa, 1);
+    } else if (had) {
+        setenv("TURBO_CPU_ISA", saved, 1);
+    } else {
+        unsetenv("TURBO_CPU_ISA");
+    }
+}
+
+/* Opens a device with TURBO_CPU_ISA=isa and the given threads. */
 static int open_isa(const char *isa, uint32_t threads, void **dev)
 {
     struct tkv_open_params params = { .struct_size = sizeof params, .threads = threads,
                                       .math = env.math };
-    const char *had = getenv("TURBO_CPU_ISA");
-    char saved[64];
-    snprintf(saved, sizeof saved, "%s", had ? had : "");
-    setenv("TURBO_CPU_ISA", isa, 1);
+    set_isa_env(isa);
     *dev = NULL;
     int rc = env.p->open(&params, dev);
-    if (had)
-        setenv("TURBO_CPU_ISA", saved, 1);
-    else
-        unsetenv("TURBO_CPU_ISA");
+    set_isa_env(NULL);
     return rc;
 }
 
@@ -1051,9 +1061,9 @@ static void probe_isa(const char *isa, char *driver, size_t size)
 {
     struct tkv_device_info info;
     uint32_t n;
-    setenv("TURBO_CPU_ISA", isa, 1);
+    set_isa_env(isa);
     assert_int_equal(env.p->probe(&info, 1, &n), TKV_OK);
-    unsetenv("TURBO_CPU_ISA");
+    set_isa_env(NULL);
     snprintf(driver, size, "%s", info.driver);
 }
 

@@ -4,7 +4,7 @@
 // query heads of the GQA group times the new tokens), so every K and V row
 // is decoded once for all of them. It walks the chunk in blocks of BR rows:
 //   stage     the block's K bytes into shared memory (coalesced 16-byte
-//             loads, all in flight at once);
+//             loads);
 //   scores    T = WG / BR invocations per row, each over a stretch of runs of
 //             8 elements, straight from the packed bytes against the prepared
 //             queries (<R q, y_hat> for turbo keys);
@@ -66,7 +66,7 @@ const bool K_SWIZZLE = K_ROW_BYTES % 64u == 0u;
 const bool V_SWIZZLE = V_ROW_BYTES % 64u == 0u;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
-shared uint stage[STAGE_WORDS];       // the block's K, then V, bytes (swizzled words)
+shared uint stage[STAGE_WORDS];       // the block's K, then V, bytes
 shared vec4 qs[QT * QW];              // [query row][element / 4], S R q after R q
 shared vec4 ps[WG * PV];              // the block's scores, then weights: [row][query row / 4]
 shared float red[RED];                // reductions
