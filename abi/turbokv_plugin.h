@@ -249,6 +249,18 @@ struct tkv_plugin {
     int (*stats)(void *dev, struct tkv_device_stats *stats);
 };
 
+/* Bounds check shared by every plugin: do n_heads spans of span bytes,
+ * stride bytes apart starting at offset, fit in a buffer of size bytes?
+ * Computed without overflow. */
+static inline int tkv_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride,
+                                uint64_t span)
+{
+    if (offset > size || span > size - offset)
+        return 0;
+    uint64_t room = size - offset - span; /* what the later heads may add */
+    return n_heads <= 1 || stride <= room / (n_heads - 1);
+}
+
 /* The one exported symbol. core_abi_major/minor: the core's version. */
 typedef const struct tkv_plugin *(*tkv_plugin_entry_fn)(uint32_t core_abi_major,
                                                         uint32_t core_abi_minor);

@@ -75,7 +75,7 @@ static int plan_attention(const struct cpu_device *dev, const struct tkv_attenti
         };
         for (int i = 0; i < 2; i++) {
             uint64_t span = (uint64_t)seq->n_ctx * side[i].row_bytes;
-            if (!cpu_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride,
+            if (!tkv_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride,
                                span))
                 return CPU_ERROR(TKV_ERANGE,
                                  "attention: sequence %u: %s rows (%u tokens x %u heads of "

@@ -173,9 +173,6 @@ int cpu_check_args(const void *dev, const void *args, size_t size, const char *o
  * not one of ours. */
 struct cpu_buffer *cpu_buffer_check(const void *buf, const char *op, const char *which);
 
-/* 1 if n_heads spans of span bytes, stride bytes apart from offset, fit in
- * size bytes; computed without overflow. */
-int cpu_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride, uint64_t span);
 
 /* The sum of 8 running sums (value i of a row goes to s[i % 8]) in the
  * order every ISA level reproduces: halves, then halves again. */

@@ -204,13 +204,6 @@ struct cpu_buffer *cpu_buffer_check(const void *buf, const char *op, const char 
     return b;
 }
 
-int cpu_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride, uint64_t span)
-{
-    if (offset > size || span > size - offset)
-        return 0;
-    uint64_t room = size - offset - span; /* what the later heads may add */
-    return n_heads <= 1 || stride <= room / (n_heads - 1);
-}
 
 static int cpu_buffer_alloc(void *dev_, uint64_t bytes, void **out)
 {
@@ -257,7 +250,7 @@ static int buffer_range(const void *buf, uint64_t offset, uint64_t bytes, const 
     struct cpu_buffer *b = cpu_buffer_check(buf, op, "buf");
     if (!b)
         return TKV_EINVAL;
-    if (!cpu_span_fits(b->size, offset, 1, 0, bytes))
+    if (!tkv_span_fits(b->size, offset, 1, 0, bytes))
         return CPU_ERROR(TKV_ERANGE,
                          "%s: %llu bytes at offset %llu exceed the %llu-byte buffer", op,
                          (unsigned long long)bytes, (unsigned long long)offset,

@@ -80,7 +80,7 @@ int cpu_quantize_append(void *dev_, const struct tkv_append_args *a)
                          "%u new rows of a head: heads would overlap",
                          (unsigned long long)a->head_stride, (unsigned long long)span,
                          a->n_tokens);
-    if (!cpu_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
+    if (!tkv_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
         return CPU_ERROR(TKV_ERANGE,
                          "quantize_append: %u tokens x %u heads of %u-byte rows at offset "
                          "%llu, head_stride %llu, exceed the %llu-byte buffer",
@@ -121,7 +121,7 @@ int cpu_dequantize(void *dev_, const struct tkv_dequant_args *a)
     const struct cpu_buffer *buf = cpu_buffer_check(a->buf, "dequantize", "buf");
     if (!buf)
         return TKV_EINVAL;
-    if (!cpu_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * l.row_bytes))
+    if (!tkv_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * l.row_bytes))
         return CPU_ERROR(TKV_ERANGE,
                          "dequantize: %u rows of %u bytes at offset %llu exceed the "
                          "%llu-byte buffer",

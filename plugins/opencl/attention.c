@@ -89,7 +89,7 @@ static int check(const struct ocl_device *d, const struct tkv_attention_args *a,
         };
         for (int i = 0; i < 2; i++) {
             uint64_t span = (uint64_t)seq->n_ctx * side[i].row_bytes;
-            if (!ocl_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride,
+            if (!tkv_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride,
                                span))
                 return OCL_ERROR(TKV_ERANGE,
                                  "attention: sequence %u: %s rows (%u tokens x %u heads of %u "

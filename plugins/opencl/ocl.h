@@ -143,10 +143,6 @@ struct ocl_buffer {
 /* The buffer behind a handle, or NULL (with the error recorded). */
 struct ocl_buffer *ocl_buffer_check(const void *buf, const char *op, const char *which);
 
-/* 1 if n_heads spans of span bytes, stride bytes apart from offset, fit in
- * size bytes; computed without overflow. */
-int ocl_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride,
-                  uint64_t span);
 
 /* dev and args present, args at least size bytes as their struct_size says. */
 int ocl_check_args(const void *dev, const void *args, size_t size, const char *op);

@@ -87,7 +87,7 @@ int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
                          "quantize_append: head_stride %llu is less than the %llu bytes of "
                          "%u new rows of a head: heads would overlap",
                          (unsigned long long)a->head_stride, (unsigned long long)span, a->n_tokens);
-    if (!ocl_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
+    if (!tkv_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
         return OCL_ERROR(TKV_ERANGE,
                          "quantize_append: %u tokens x %u heads of %u-byte rows at offset %llu, "
                          "head_stride %llu, exceed the %llu-byte buffer",
@@ -121,7 +121,7 @@ int ocl_dequantize(void *dev, const struct tkv_dequant_args *a)
     const struct ocl_buffer *buf = ocl_buffer_check(a->buf, op, "buf");
     if (!buf)
         return TKV_EINVAL;
-    if (!ocl_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * row_bytes))
+    if (!tkv_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * row_bytes))
         return OCL_ERROR(TKV_ERANGE,
                          "dequantize: %u rows of %u bytes at offset %llu exceed the %llu-byte "
                          "buffer",

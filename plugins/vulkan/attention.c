@@ -73,7 +73,7 @@ static int plan_attention(const struct vk_device *dev, const struct tkv_attentio
         };
         for (int i = 0; i < 2; i++) {
             uint64_t span = (uint64_t)seq->n_ctx * side[i].row_bytes;
-            if (!vk_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride, span))
+            if (!tkv_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride, span))
                 return VK_ERROR_STATUS(TKV_ERANGE,
                                        "%s: sequence %u: %s rows (%u tokens x %u heads of %u bytes at offset %llu, "
                                        "head_stride %llu) exceed the %llu-byte buffer",

@@ -147,13 +147,6 @@ struct vk_buffer *vk_buffer_check(const void *buf, const char *op, const char *w
     return b;
 }
 
-int vk_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride, uint64_t span)
-{
-    if (offset > size || span > size - offset)
-        return 0;
-    uint64_t room = size - offset - span; /* what the later heads may add */
-    return n_heads <= 1 || stride <= room / (n_heads - 1);
-}
 
 int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, const void *src,
               uint64_t bytes, const char *op)

@@ -437,7 +437,7 @@ static int buffer_range(const void *buf, uint64_t offset, uint64_t bytes, const 
 {
     if (!(*b = vk_buffer_check(buf, op, "buf")))
         return TKV_EINVAL;
-    if (!vk_span_fits((*b)->size, offset, 1, 0, bytes))
+    if (!tkv_span_fits((*b)->size, offset, 1, 0, bytes))
         return VK_ERROR_STATUS(TKV_ERANGE, "%s: %llu bytes at offset %llu exceed the %llu-byte buffer", op,
                                (unsigned long long)bytes, (unsigned long long)offset,
                                (unsigned long long)(*b)->size);

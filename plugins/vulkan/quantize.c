@@ -35,7 +35,7 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
                                "%s: head_stride %llu is less than the %llu bytes of %u new rows of a head: heads "
                                "would overlap",
                                op, (unsigned long long)a->head_stride, (unsigned long long)span, a->n_tokens);
-    if (!vk_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
+    if (!tkv_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
         return VK_ERROR_STATUS(TKV_ERANGE,
                                "%s: %u tokens x %u heads of %u-byte rows at offset %llu, head_stride %llu, exceed "
                                "the %llu-byte buffer",
@@ -108,7 +108,7 @@ int vk_dequantize(void *dev_, const struct tkv_dequant_args *a)
     const struct vk_buffer *buf = vk_buffer_check(a->buf, op, "buf");
     if (!buf)
         return TKV_EINVAL;
-    if (!vk_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * l.row_bytes))
+    if (!tkv_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * l.row_bytes))
         return VK_ERROR_STATUS(TKV_ERANGE, "%s: %u rows of %u bytes at offset %llu exceed the %llu-byte buffer", op,
                                a->n_rows, l.row_bytes, (unsigned long long)a->offset,
                                (unsigned long long)buf->size);

@@ -123,9 +123,6 @@ int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char
 void vk_buffer_destroy(struct vk_device *dev, struct vk_buffer *b);
 /* The buffer behind a handle the core passed, or NULL with the error recorded. */
 struct vk_buffer *vk_buffer_check(const void *buf, const char *op, const char *which);
-/* 1 if n_heads spans of span bytes, stride bytes apart from offset, fit in
- * size bytes; computed without overflow. */
-int vk_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride, uint64_t span);
 /* Copies host memory to/from a device buffer through the staging buffer
  * (or directly when the buffer is mapped); submits and waits. */
 int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, const void *src,
