@@ -406,11 +406,12 @@ KERNELS(turbo4, KIND_TURBO4)
 
 /* ---- a span of rows: blocks, online softmax, sparse V ------------------------------ */
 
-/* Softmax of query q over the block's scores: updates its running max and
- * sum, its pending rescale, writes its weights (0 for rows it does not
- * see or skips) and returns the rows whose V it needs. */
+/* Softmax of query q over the block's scores: updates its running max,
+ * its running sums (one per lane, added up once per span), its pending
+ * rescale, writes its weights (0 for rows it does not see or skips) and
+ * returns the rows whose V it needs. */
 static uint32_t block_weights(struct cpu_span *sp, uint32_t q, uint32_t j, uint32_t n_rows,
-                              const float *scores, float *w, float *factor)
+                              const float *scores, float *w, float *sums, float *factor)
 {
     uint32_t seen = sp->visible[q] > j ? sp->visible[q] - j : 0;
     if (seen > n_rows)
@@ -420,17 +421,18 @@ static uint32_t block_weights(struct cpu_span *sp, uint32_t q, uint32_t j, uint3
         return 0;
     }
     vf s = vf_fill_from(vf_mul(vf_load(scores), vf_set1(sp->scale)), seen, -INFINITY);
-    float block_max = vf_hmax(s);
-    if (block_max > sp->max[q]) {
+    float block_max;
+    /* past the first blocks the max rarely moves: test before reducing */
+    if (vf_ge_bits(s, sp->max[q]) && (block_max = vf_hmax(s)) > sp->max[q]) {
         /* what was summed against the old max shrinks to the new one */
         float c = sp->max[q] == -INFINITY ? 0.0f : expf(sp->max[q] - block_max);
-        sp->sum[q] *= c;
+        vf_store(sums, vf_mul(vf_load(sums), vf_set1(c)));
         factor[q] *= c;
         sp->max[q] = block_max;
     }
     uint32_t valid = low_bits(seen), keep = valid;
     vf p = vf_keep_bits(vf_exp(vf_sub(s, vf_set1(sp->max[q]))), valid);
-    sp->sum[q] += vf_hsum(p);
+    vf_store(sums, vf_add(vf_load(sums), p));
     if (sp->threshold > 0.0f) {
         keep &= vf_ge_bits(p, sp->threshold);
         p = vf_keep_bits(p, keep);
@@ -445,11 +447,12 @@ static void attend_span(struct cpu_span *sp)
     const struct cpu_layout *kl = sp->k, *vl = sp->v;
     const uint32_t hd = kl->head_dim, nq = sp->n_query, csr = fp_flush_begin();
     alignas(64) float scores[CPU_UNIT_QUERIES * LANES], w[CPU_UNIT_QUERIES * LANES];
+    alignas(64) float sums[CPU_UNIT_QUERIES * LANES];
     float factor[CPU_UNIT_QUERIES];
     uint32_t end = 0;
     for (uint32_t q = 0; q < nq; q++) {
         sp->max[q] = -INFINITY;
-        sp->sum[q] = 0.0f;
+        vf_store(sums + q * LANES, vf_set1(0.0f));
         factor[q] = 1.0f;
         if (sp->visible[q] > end)
             end = sp->visible[q];
@@ -471,16 +474,19 @@ static void attend_span(struct cpu_span *sp)
             kl->simd->score[nb - 1](kl, k_rows, n_rows, sp->queries + (size_t)q0 * hd,
                                     scores + q0 * LANES);
             for (uint32_t q = q0; q < q0 + nb; q++)
-                need |= block_weights(sp, q, j, n_rows, scores + q * LANES, w + q * LANES, factor);
+                need |= block_weights(sp, q, j, n_rows, scores + q * LANES, w + q * LANES,
+                                      sums + q * LANES, factor);
             if (need)
                 vl->simd->accum[nb - 1](vl, v_rows, need, w + q0 * LANES, factor + q0,
                                         sp->acc + (size_t)q0 * hd);
         }
     }
-    for (uint32_t q = 0; q < nq; q++)
+    for (uint32_t q = 0; q < nq; q++) {
+        sp->sum[q] = vf_hsum(vf_load(sums + q * LANES));
         if (factor[q] != 1.0f)
             for (uint32_t i = 0; i < hd; i++)
                 sp->acc[(size_t)q * hd + i] *= factor[q];
+    }
     fp_flush_end(csr);
 }
 
