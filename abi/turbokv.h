@@ -12,6 +12,14 @@
  * call changes nothing: the cache holds exactly what it held before.
  *
  * Threads: a context and its caches may be used from one thread at a time.
+ * A call that finds the context busy in another thread returns TKV_EBUSY
+ * at once (it neither waits nor corrupts anything); separate contexts may
+ * be used from separate threads freely.
+ *
+ * The cache is paged: a pool of blocks of block_tokens rows per kv head per
+ * layer, taken on demand and shared between sequences by reference (see
+ * struct tkv_cache_params and the sequence operations below). The guide is
+ * docs/api.md; a complete engine loop is examples/engine.c.
  */
 #ifndef TURBOKV_H
 #define TURBOKV_H
@@ -19,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "turbokv_caps.h"
 #include "turbokv_format.h"
 #include "turbokv_status.h"
 
@@ -70,6 +79,15 @@ struct tkv_context_options {
     /* Called for every log line instead of writing it to stderr. */
     void (*log_fn)(void *user, int level, const char *message);
     void *log_user;
+    /* --- 0.2 --- */
+    /* Optional: the cache the host will create. backend auto then picks only
+     * a device whose capabilities hold it (types, head_dim, rotation). */
+    const struct tkv_cache_params *require;
+    /* 1: load and probe every plugin found even when a backend is named
+     * (for listings such as "turbokv info"); 0: a named backend loads only
+     * its own module, turbokv-<name>.so. */
+    uint32_t probe_all;
+    uint32_t reserved;
 };
 
 /* Reads the configuration (file, then TURBO_* environment), loads the
@@ -80,6 +98,9 @@ TKV_API void tkv_context_close(tkv_context *ctx);
 /* The backend and device in use. */
 TKV_API const char *tkv_context_backend(const tkv_context *ctx);
 TKV_API const char *tkv_context_device(const tkv_context *ctx);
+/* What the open device supports (turbokv_caps.h); caps->struct_size must be
+ * set by the caller. */
+TKV_API int tkv_context_caps(const tkv_context *ctx, struct tkv_device_caps *caps);
 
 /* --- effective configuration, for display ("turbokv info") */
 
@@ -123,8 +144,9 @@ struct tkv_cache_params {
     uint32_t n_layers;
     uint32_t n_kv_heads;
     uint32_t head_dim;
-    uint32_t capacity;      /* tokens per sequence */
-    uint32_t n_seqs;        /* independent sequences (batched decode); 0 means 1 */
+    uint32_t capacity;      /* most tokens one sequence may hold */
+    uint32_t n_seqs;        /* sequence ids are 0 .. n_seqs - 1 (a bound on ids,
+                               nothing is reserved per id); 0 means 1 */
     uint32_t k_type;        /* enum tkv_type, or TKV_TYPE_FROM_CONFIG */
     uint32_t v_type;
     uint32_t n_q_heads;     /* query heads (for GQA-aware type choice); 0: unknown */
@@ -136,7 +158,25 @@ struct tkv_cache_params {
      * (config keys rotation, norm_correction). */
     uint32_t rotation;
     uint32_t scale_mode;
+    /* --- 0.2: the block pool --- */
+    /* Rows per kv head in one block; 0: TKV_BLOCK_TOKENS_DEFAULT. A value
+     * >= capacity gives one block per sequence (a contiguous cache). */
+    uint32_t block_tokens;
+    uint32_t pool_flags;    /* TKV_POOL_FIXED */
+    /* Blocks reserved when the cache is created (0: none, the pool starts
+     * empty and grows on demand). */
+    uint32_t pool_blocks;
+    /* Most blocks the pool may hold (0: enough for n_seqs full sequences).
+     * An append that needs a block beyond it fails with TKV_ENOMEM and
+     * changes nothing. */
+    uint32_t pool_max_blocks;
 };
+
+/* Rows per kv head per block when params.block_tokens is 0; chosen by
+ * measurement (README, "Paged cache"). */
+#define TKV_BLOCK_TOKENS_DEFAULT 256u
+/* pool_flags: never grow past pool_blocks (pool_blocks becomes the limit). */
+#define TKV_POOL_FIXED 1u
 
 TKV_API int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *params, tkv_cache **cache);
 TKV_API void tkv_cache_destroy(tkv_cache *cache);
@@ -152,6 +192,20 @@ struct tkv_attention_stats {
     uint64_t rows_skipped; /* V rows sparse-V skipped */
 };
 
+/* Options of one attention call (tkv_attention_ex). Zeroed members mean
+ * the defaults. */
+struct tkv_attention_options {
+    uint32_t struct_size;  /* sizeof(struct tkv_attention_options) */
+    uint32_t window;       /* sliding window: only the last window positions
+                              (the query's own included) are visible; 0: all */
+    float scale;           /* softmax scale; 0: 1/sqrt(head_dim) */
+    float softcap;         /* logit soft-capping (Gemma 2): x = c tanh(x / c); 0: off */
+    float *lse;            /* out, may be NULL: [n_q_total][n_q_heads]
+                              natural-log sum of exp of the (scaled, capped)
+                              scores of every visible row */
+    struct tkv_attention_stats *stats; /* out, may be NULL */
+};
+
 /* Decode attention for one layer over several sequences at once.
  * q: [n_seqs][n_q][n_q_heads][head_dim]; out: same shape. The n_q queries of
  * sequence seq_ids[s] are its last n_q stored tokens, causal among
@@ -160,22 +214,66 @@ TKV_API int tkv_attention(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, con
                   uint32_t n_q, uint32_t n_q_heads, const float *q, float *out,
                   struct tkv_attention_stats *stats);
 
+/* Attention over sequences with different numbers of new query tokens
+ * (decode and chunked prefill in one batch). n_q[s] >= 1 query tokens of
+ * sequence seq_ids[s] are its last n_q[s] stored tokens, causal among
+ * themselves; q and out are [n_q_total][n_q_heads][head_dim], the rows of
+ * sequence 0 first, n_q_total = sum n_q[s]. GQA: query head h reads kv
+ * head h / (n_q_heads / n_kv_heads). opts may be NULL. */
+TKV_API int tkv_attention_ex(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
+                             const uint32_t *n_q, uint32_t n_q_heads, const float *q, float *out,
+                             const struct tkv_attention_options *opts);
+
 /* Tokens stored for a sequence in a layer. */
 TKV_API int tkv_cache_length(const tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t *n_tokens);
-/* Forgets the tokens of a sequence (all layers). */
+/* Forgets the tokens of a sequence (all layers); = tkv_seq_remove. */
 TKV_API int tkv_cache_clear(tkv_cache *cache, uint32_t seq);
+
+/* --- sequence operations: bookkeeping on block tables, no row is
+ * requantized; each is O(blocks) and all-or-nothing. */
+
+/* Keeps the first n_tokens tokens of seq in every layer (a layer holding
+ * fewer keeps what it has); blocks no sequence uses any more return to the
+ * pool. */
+TKV_API int tkv_seq_truncate(tkv_cache *cache, uint32_t seq, uint32_t n_tokens);
+/* Makes dst hold the first n_tokens tokens of src (in a layer where src
+ * holds fewer, what src holds); dst's previous tokens are dropped. Full
+ * blocks are shared by reference; a partly filled last block is copied
+ * (and any shared block is copied before it is written: copy-on-write).
+ * dst == src is TKV_EINVAL. */
+TKV_API int tkv_seq_copy(tkv_cache *cache, uint32_t src, uint32_t dst, uint32_t n_tokens);
+/* Drops every token of seq. */
+TKV_API int tkv_seq_remove(tkv_cache *cache, uint32_t seq);
+/* Drops every sequence but seq. */
+TKV_API int tkv_seq_keep(tkv_cache *cache, uint32_t seq);
+
+/* One sequence's rows as a self-contained, checksummed, versioned image
+ * (the cache file rules of tkv_cache_save). tkv_seq_state_size gives the
+ * bytes tkv_seq_state_get writes. A restore replaces seq's tokens and
+ * checks that the image matches the cache (shape, types, rotation, scale
+ * mode, codebooks); on any failure seq keeps what it held. */
+TKV_API int tkv_seq_state_size(const tkv_cache *cache, uint32_t seq, size_t *bytes);
+TKV_API int tkv_seq_state_get(const tkv_cache *cache, uint32_t seq, void *dst, size_t size, size_t *written);
+TKV_API int tkv_seq_state_set(tkv_cache *cache, uint32_t seq, const void *src, size_t size);
+TKV_API int tkv_seq_save(const tkv_cache *cache, uint32_t seq, const char *path);
+TKV_API int tkv_seq_restore(tkv_cache *cache, uint32_t seq, const char *path);
 
 struct tkv_cache_bytes {
     uint64_t used;          /* bytes of the rows stored now */
-    uint64_t capacity;      /* bytes allocated for the full capacity */
+    uint64_t capacity;      /* bytes of the pool's device buffers (what is allocated) */
     uint64_t used_f16;      /* what the stored rows would take in f16 */
     uint64_t used_f32;      /* ... and in f32 */
+    /* --- 0.2 --- */
+    uint64_t blocks_bytes;  /* bytes of the blocks in use by some sequence */
+    uint64_t limit;         /* bytes of the pool at its limit */
+    uint32_t blocks_used, blocks_allocated, blocks_max, block_tokens;
 };
 TKV_API int tkv_cache_bytes(const tkv_cache *cache, struct tkv_cache_bytes *bytes);
 
 struct tkv_cache_shape {
     uint32_t n_layers, n_kv_heads, head_dim, capacity, n_seqs;
     uint32_t rotation, scale_mode; /* enum tkv_rotation, enum tkv_scale_mode */
+    uint32_t block_tokens;
 };
 TKV_API int tkv_cache_get_shape(const tkv_cache *cache, struct tkv_cache_shape *shape);
 

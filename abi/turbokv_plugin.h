@@ -1,6 +1,7 @@
 /*
- * turbokv plugin ABI — what a device plugin (cpu, vulkan, opencl, ...) exports
- * and what the core hands it. For plugin authors; hosts use turbokv.h.
+ * turbokv plugin ABI 2 — what a device plugin (cpu, vulkan, opencl, ...)
+ * exports and what the core hands it. For plugin authors; hosts use
+ * turbokv.h. The design notes are docs/abi.md.
  *
  * Self-contained: includes only abi/ headers, <stdint.h> and <stddef.h>.
  * A plugin links nothing of the core; everything it needs from the core comes
@@ -15,14 +16,21 @@
  *     refuse the core.
  *   - struct tkv_plugin begins with abi_major, abi_minor, struct_size. The
  *     core reads those three first and refuses a different major before
- *     calling anything else. It copies at most struct_size bytes into a
- *     zeroed local copy, so members an older plugin lacks read as NULL.
+ *     calling anything else (a 1.x plugin is refused with both versions
+ *     named: ABI 2 moved row addressing to blocks, which no adapter can give
+ *     a plugin that only knows contiguous rows). It copies at most
+ *     struct_size bytes into a zeroed local copy, so members an older plugin
+ *     lacks read as NULL.
+ *   - Negotiation: the negotiated minor is min(core minor, plugin minor).
+ *     Every argument struct the core passes begins with struct_size, set to
+ *     the size of that struct AS OF THE NEGOTIATED MINOR: the core never
+ *     passes a member the plugin's minor does not know, and a host request
+ *     that needs one (a feature added in a later minor) is refused by the
+ *     core with TKV_EUNSUPPORTED naming the minor, never silently dropped.
  *   - Members are only ever appended, under a comment naming the minor
  *     version that added them; required members are checked once, at load.
- *   - Argument structs passed to ops also begin with struct_size, so they may
- *     grow in later minor versions (paged caches will add block tables to
- *     struct tkv_attention_args) without breaking v1 plugins: a plugin reads
- *     only the members its own version knows.
+ *   - Arrays of structs that may grow carry their element size
+ *     (struct tkv_attention_args.seq_size).
  *
  * Conventions for every op:
  *   - returns TKV_OK or a negative enum tkv_status; on failure it calls
@@ -31,6 +39,15 @@
  *   - never aborts, never exits, never writes to stdout;
  *   - may be called from any host thread, but the core never calls two ops
  *     on the same device concurrently.
+ *
+ * Validation belongs to the core (core/validate.c). Before any op is
+ * called, the core has checked every argument against the preconditions
+ * written next to each op below and against the device's capabilities
+ * (struct tkv_device_caps); buffers are the ones the plugin allocated, and
+ * every row address an op can form from its arguments lies inside its
+ * buffer. Plugins do not check these again; they may assert them in debug
+ * builds. What a plugin must still check is what only it can know: device
+ * errors, its own allocation failures.
  */
 #ifndef TURBOKV_PLUGIN_H
 #define TURBOKV_PLUGIN_H
@@ -41,8 +58,8 @@
 #include "turbokv_format.h"
 #include "turbokv_status.h"
 
-#define TKV_ABI_MAJOR 1u
-#define TKV_ABI_MINOR 1u
+#define TKV_ABI_MAJOR 2u
+#define TKV_ABI_MINOR 0u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -95,7 +112,6 @@ struct tkv_math {
     uint64_t tables_id; /* FNV-1a hash over every table below: the codebook identity */
     struct tkv_group_tables groups[TKV_N_GROUP_SIZES]; /* [tkv_group_index(g)] */
 
-    /* --- ABI 1.1 --- (read only when struct_size covers them) */
     struct tkv_qjl_tables qjl[TKV_N_GROUP_SIZES]; /* [tkv_group_index(g)] */
 };
 
@@ -108,7 +124,7 @@ enum tkv_device_kind {
     TKV_DEVICE_SOFTWARE = 3, /* a CPU emulating a GPU API (lavapipe, PoCL) */
 };
 
-/* Frozen for ABI 1.x: probe() fills an array of these, so its size may never
+/* Frozen for ABI 2.x: probe() fills an array of these, so its size may never
  * change; the reserved words are zero. */
 struct tkv_device_info {
     uint32_t struct_size;
@@ -122,6 +138,13 @@ struct tkv_device_info {
     char driver[128];
     uint64_t reserved2[4];
 };
+
+/* What a device can do (device_caps()). The core checks a cache against it
+ * when the cache is created, before anything is allocated, and names the
+ * first missing capability; backend auto skips devices that lack one. The
+ * struct is shared with the host API (tkv_context_caps), see
+ * turbokv_caps.h. */
+#include "turbokv_caps.h"
 
 struct tkv_open_params {
     uint32_t struct_size;
@@ -139,66 +162,125 @@ struct tkv_row_format {
     uint32_t scale_mode; /* enum tkv_scale_mode (turbo types) */
 };
 
-/* Cache geometry inside one device buffer: the rows of one head of one
- * sequence are contiguous; row t of head h lies at
- *   offset + h * head_stride + t * tkv_row_bytes(fmt.type, fmt.head_dim). */
+/*
+ * Where rows live: paged pools.
+ *
+ * The core owns the cache geometry. For each layer and for K and for V it
+ * allocates one pool buffer of blocks; a block holds block_tokens rows of
+ * every kv head:
+ *
+ *   block b, kv head h, row r (r < block_tokens) lies at byte
+ *       b * block_stride + h * head_stride + r * row_bytes
+ *   with row_bytes = tkv_row_bytes(fmt.type, fmt.head_dim),
+ *        head_stride >= block_tokens * row_bytes,
+ *        block_stride >= n_heads * head_stride.
+ *
+ * A sequence is a list of block indices (its block table): token t of the
+ * sequence is row t % block_tokens of block blocks[t / block_tokens].
+ * block_tokens is any value >= 1 (not only powers of two); a contiguous
+ * cache is the case of one block per sequence of block_tokens = capacity.
+ */
+struct tkv_pool {
+    struct tkv_row_format fmt;
+    uint32_t row_bytes;     /* tkv_row_bytes(fmt.type, fmt.head_dim) */
+    uint32_t block_tokens;  /* rows of one head in a block */
+    void *buf;              /* the pool buffer (buffer_alloc) */
+    uint64_t head_stride;   /* bytes between the heads of a block */
+    uint64_t block_stride;  /* bytes between consecutive blocks */
+};
 
-/* Quantize host rows and write them into a device buffer. */
+/* Quantize host rows and store them as tokens first_pos .. first_pos +
+ * n_tokens - 1 of one sequence.
+ * Preconditions (checked by the core): n_tokens >= 1; n_heads >= 1;
+ * src holds [n_tokens][n_heads][head_dim] floats; blocks[(first_pos + t) /
+ * pool.block_tokens] exists for every t < n_tokens and addresses a block
+ * inside pool.buf; those blocks are not shared with another sequence (the
+ * core copies a shared block before writing to it). Rows of other tokens
+ * are not touched. */
 struct tkv_append_args {
     uint32_t struct_size;
     uint32_t n_tokens;
     uint32_t n_heads;
+    uint32_t first_pos;
+    struct tkv_pool pool;
+    const uint32_t *blocks; /* host memory: the sequence's block table */
+    uint32_t n_blocks;      /* entries in blocks */
     uint32_t reserved;
-    struct tkv_row_format fmt;
-    const float *src;     /* host memory [n_tokens][n_heads][head_dim] */
-    void *buf;            /* device buffer */
-    uint64_t offset;      /* byte offset of head 0, first new token */
-    uint64_t head_stride; /* bytes between consecutive heads */
-    uint64_t *n_nonfinite; /* out, may be NULL: NaN/Inf values stored as 0 */
+    const float *src;       /* host memory [n_tokens][n_heads][head_dim] */
+    uint64_t *n_nonfinite;  /* out, may be NULL: NaN/Inf values stored as 0 */
 };
 
-/* Read rows back as floats in the original (unrotated) domain. */
+/* Read the rows of tokens first_pos .. first_pos + n_tokens - 1 of one
+ * sequence back as floats in the original (unrotated) domain.
+ * Preconditions: n_tokens >= 1, n_heads >= 1, the blocks exist as for
+ * append, dst holds [n_tokens][n_heads][head_dim] floats. */
 struct tkv_dequant_args {
     uint32_t struct_size;
-    uint32_t n_rows;      /* consecutive rows of one head */
-    struct tkv_row_format fmt;
-    const void *buf;
-    uint64_t offset;      /* byte offset of the first row */
-    float *dst;           /* host memory [n_rows][head_dim] */
+    uint32_t n_tokens;
+    uint32_t n_heads;
+    uint32_t first_pos;
+    struct tkv_pool pool;
+    const uint32_t *blocks; /* host memory */
+    uint32_t n_blocks;
+    uint32_t reserved;
+    float *dst;             /* host memory [n_tokens][n_heads][head_dim] */
 };
 
-/* One sequence of a batched decode-attention call. */
+/* One sequence of a batched attention call (an element of
+ * tkv_attention_args.seqs, seq_size bytes apart). */
 struct tkv_attn_seq {
-    uint64_t k_offset;  /* byte offset of head 0, token 0 of this sequence's K */
-    uint64_t v_offset;  /* same for V */
-    uint32_t n_ctx;     /* tokens cached for this sequence, the n_q new ones included */
-    uint32_t reserved;
+    uint32_t n_ctx;       /* tokens stored, its n_q new ones included */
+    uint32_t n_q;         /* its query tokens, 1 <= n_q <= n_ctx */
+    uint32_t q_first;     /* row of its first query token in q, out, lse */
+    uint32_t block_first; /* index in blocks of its first block */
 };
 
 /* Fused decode attention on the stored cache:
- *   for each sequence s, query token i < n_q and query head h:
- *     kv head      = h / (n_q_heads / n_kv_heads)          (GQA)
- *     visible rows = 0 .. n_ctx - n_q + i                  (causal)
- *     out = softmax(scale * q . K^T) V
- * Turbo keys: scores against the rotated query (<R q, y_hat> s, R orthogonal).
- * Turbo values: accumulated in the rotated domain, R^-1 applied once per
- * output row. Sparse V: row j's V is skipped when
- * exp(score_j - running_max) < sparse_v_threshold (0 disables). */
+ *   for each sequence s, query token i < n_q(s) and query head h:
+ *     kv head  = h / (n_q_heads / n_kv_heads)                      (GQA)
+ *     p        = n_ctx - n_q + i, the query's position
+ *     visible  = rows j with j <= p (causal) and, when window > 0,
+ *                p - j < window (the last window positions, p included)
+ *     x_j      = scale * <q, k_j>;  with softcap > 0:
+ *                x_j = softcap * tanh(x_j / softcap)
+ *     out      = sum_j softmax(x)_j v_j over the visible rows
+ *     lse      = log(sum_j exp(x_j)) (natural log, every visible row,
+ *                sparse-V-skipped ones included), when lse != NULL
+ * Turbo keys: scores against the rotated query (<R q, y_hat> s, R
+ * orthogonal). Turbo values: accumulated in the rotated domain, R^-1
+ * applied once per output row. Sparse V: row j's V is skipped when
+ * exp(x_j - running_max) < sparse_v_threshold (0 disables).
+ * q, out: [n_q_total][n_q_heads][head_dim]; the rows of sequence s are
+ * q_first(s) .. q_first(s) + n_q(s) - 1. lse: [n_q_total][n_q_heads].
+ * Preconditions (checked by the core): n_seqs >= 1; every n_q >= 1 and
+ * <= n_ctx; the q_first ranges partition 0 .. n_q_total - 1 in order;
+ * n_q_heads a non-zero multiple of n_kv_heads; k.fmt.head_dim ==
+ * v.fmt.head_dim; k and v have the same block_tokens; every block a
+ * sequence's n_ctx needs exists and lies inside both pools; scale finite and
+ * non-zero; softcap >= 0 and finite; sparse_v_threshold in [0, 1);
+ * window == 0 unless the device reports TKV_CAP_WINDOW, softcap == 0 unless
+ * TKV_CAP_SOFTCAP, lse == NULL unless TKV_CAP_LSE. */
 struct tkv_attention_args {
     uint32_t struct_size;
     uint32_t n_seqs;
-    uint32_t n_q;          /* query tokens per sequence (>= 1) */
+    uint32_t seq_size;     /* bytes between elements of seqs */
+    uint32_t n_q_total;    /* sum of n_q over the sequences */
     uint32_t n_q_heads;
-    uint32_t n_kv_heads;   /* n_q_heads % n_kv_heads == 0 */
-    uint32_t reserved;
-    struct tkv_row_format k_fmt, v_fmt; /* same head_dim */
-    const void *k_buf, *v_buf;
-    uint64_t k_head_stride, v_head_stride;
-    const struct tkv_attn_seq *seqs; /* host memory [n_seqs] */
-    const float *q;        /* host [n_seqs][n_q][n_q_heads][head_dim] */
-    float *out;            /* host, same shape as q */
-    float scale;           /* softmax scale, usually 1/sqrt(head_dim) */
+    uint32_t n_kv_heads;
+    uint32_t max_n_ctx;    /* largest n_ctx of the call */
+    uint32_t max_n_q;      /* largest n_q of the call */
+    struct tkv_pool k, v;
+    const uint32_t *blocks; /* host memory: the sequences' block tables */
+    uint32_t n_blocks;
+    uint32_t window;        /* 0: none */
+    const struct tkv_attn_seq *seqs; /* host memory */
+    const float *q;        /* host memory */
+    float *out;            /* host memory */
+    float *lse;            /* host memory or NULL */
+    float scale;           /* softmax scale (the host's, default 1/sqrt(head_dim)) */
+    float softcap;         /* 0: none */
     float sparse_v_threshold;
+    uint32_t reserved;
     uint64_t *rows_total;   /* out, may be NULL: V rows visible, summed over heads */
     uint64_t *rows_skipped; /* out, may be NULL: V rows skipped by sparse V */
 };
@@ -212,6 +294,15 @@ struct tkv_device_stats {
     uint64_t rows_skipped;
 };
 
+/* Row address helper every plugin may use (the same rule in GLSL and OpenCL
+ * C lives next to their kernels): byte offset of token t of kv head h. */
+static inline uint64_t tkv_pool_row_offset(const struct tkv_pool *p, const uint32_t *blocks, uint32_t h,
+                                           uint32_t t)
+{
+    return (uint64_t)blocks[t / p->block_tokens] * p->block_stride + (uint64_t)h * p->head_stride +
+           (uint64_t)(t % p->block_tokens) * p->row_bytes;
+}
+
 /* --- the plugin descriptor */
 
 struct tkv_plugin {
@@ -221,8 +312,9 @@ struct tkv_plugin {
     uint32_t struct_size; /* sizeof(struct tkv_plugin) as the plugin saw it */
     uint32_t reserved;
 
-    /* --- ABI 1.0 --- */
-    const char *name;        /* backend name: "cpu", "vulkan", "opencl" */
+    /* --- ABI 2.0 --- */
+    const char *name;        /* backend name: "cpu", "vulkan", "opencl"; the
+                                module file is turbokv-<name>.so */
     const char *version;     /* the plugin's own version string */
     const char *description;
 
@@ -233,14 +325,24 @@ struct tkv_plugin {
     /* Required. Lists up to max devices into devs; *n_found gets the number
      * of devices present (may exceed max). Finding none is TKV_OK with 0. */
     int (*probe)(struct tkv_device_info *devs, uint32_t max, uint32_t *n_found);
+    /* Required. What device device_index (as probe() listed it) supports;
+     * caps->struct_size is set by the core; the plugin fills the rest. */
+    int (*device_caps)(uint32_t device_index, struct tkv_device_caps *caps);
     /* Required. */
     int (*open)(const struct tkv_open_params *params, void **dev);
     void (*close)(void *dev);
-    /* Required. Device memory; contents of a new buffer are zero. */
+    /* Required. Device memory; the contents of a new buffer are undefined
+     * (the core never reads a row it has not written). bytes >= 1. */
     int (*buffer_alloc)(void *dev, uint64_t bytes, void **buf);
     void (*buffer_free)(void *dev, void *buf);
+    /* Required. Ranges lie inside the buffer; bytes >= 1. */
     int (*buffer_write)(void *dev, void *buf, uint64_t offset, const void *src, uint64_t bytes);
     int (*buffer_read)(void *dev, const void *buf, uint64_t offset, void *dst, uint64_t bytes);
+    /* Optional (the core falls back to read + write through host memory):
+     * device-side copy between two buffers, or within one when the ranges
+     * do not overlap. Used when a pool grows and for copy-on-write. */
+    int (*buffer_copy)(void *dev, void *dst, uint64_t dst_offset, const void *src, uint64_t src_offset,
+                       uint64_t bytes);
     /* Required. The math. */
     int (*quantize_append)(void *dev, const struct tkv_append_args *args);
     int (*attention)(void *dev, const struct tkv_attention_args *args);
@@ -248,18 +350,6 @@ struct tkv_plugin {
     /* Optional. */
     int (*stats)(void *dev, struct tkv_device_stats *stats);
 };
-
-/* Bounds check shared by every plugin: do n_heads spans of span bytes,
- * stride bytes apart starting at offset, fit in a buffer of size bytes?
- * Computed without overflow. */
-static inline int tkv_span_fits(uint64_t size, uint64_t offset, uint64_t n_heads, uint64_t stride,
-                                uint64_t span)
-{
-    if (offset > size || span > size - offset)
-        return 0;
-    uint64_t room = size - offset - span; /* what the later heads may add */
-    return n_heads <= 1 || stride <= room / (n_heads - 1);
-}
 
 /* The one exported symbol. core_abi_major/minor: the core's version. */
 typedef const struct tkv_plugin *(*tkv_plugin_entry_fn)(uint32_t core_abi_major,

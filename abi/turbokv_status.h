@@ -22,6 +22,7 @@ enum tkv_status {
     TKV_EABI = -10,        /* plugin ABI version not supported by this core */
     TKV_EPLUGIN = -11,     /* a plugin failed to load or is malformed */
     TKV_ENOTFOUND = -12,   /* no such plugin, backend or file */
+    TKV_EBUSY = -13,       /* the context is in use by another thread right now */
 };
 
 #endif

@@ -74,6 +74,7 @@ const char *tkv_status_name(int status)
     case TKV_EABI: return "TKV_EABI";
     case TKV_EPLUGIN: return "TKV_EPLUGIN";
     case TKV_ENOTFOUND: return "TKV_ENOTFOUND";
+    case TKV_EBUSY: return "TKV_EBUSY";
     default: return "TKV_E?";
     }
 }

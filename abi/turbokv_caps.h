@@ -1,0 +1,44 @@
+/*
+ * turbokv device capabilities — what one device of one backend can do.
+ * Shared by the host API (tkv_context_caps) and the plugin ABI
+ * (device_caps). Self-contained: only <stdint.h>.
+ *
+ * The core checks a cache against its device's capabilities when the cache
+ * is created, before anything is allocated, and names the first one that is
+ * missing; backend auto skips devices that lack what the host asked for
+ * (struct tkv_context_options.require). Members are only appended; a
+ * struct_size that does not cover a member means "not supported".
+ */
+#ifndef TURBOKV_CAPS_H
+#define TURBOKV_CAPS_H
+
+#include <stdint.h>
+
+/* Feature bits of struct tkv_device_caps.features. */
+enum tkv_cap_feature {
+    TKV_CAP_PAGED = 1u << 0,          /* block-addressed rows (every ABI 2 plugin) */
+    TKV_CAP_MIXED_NQ = 1u << 1,       /* sequences of one attention call with different n_q */
+    TKV_CAP_WINDOW = 1u << 2,         /* sliding-window attention */
+    TKV_CAP_SOFTCAP = 1u << 3,        /* logit soft-capping */
+    TKV_CAP_LSE = 1u << 4,            /* per-row log-sum-exp output */
+    TKV_CAP_BUFFER_COPY = 1u << 5,    /* device-side buffer copies */
+    TKV_CAP_DEVICE_TENSORS = 1u << 6, /* q/k/v/out in the host's device memory (reserved) */
+    TKV_CAP_ASYNC = 1u << 7,          /* ops queued without a wait (reserved) */
+};
+
+struct tkv_device_caps {
+    uint32_t struct_size;
+    uint32_t features;         /* enum tkv_cap_feature bits */
+    uint32_t k_types;          /* bit (1u << enum tkv_type) for each storable key type */
+    uint32_t v_types;          /* ... value type */
+    uint32_t rotations;        /* bit (1u << enum tkv_rotation) for each rotation */
+    uint32_t scale_modes;      /* bit (1u << enum tkv_scale_mode) */
+    uint32_t head_dim_max;     /* every storable head_dim (multiple of 8) up to this */
+    uint32_t max_block_tokens; /* largest block_tokens; 0: no limit */
+    uint32_t max_q_per_seq;    /* largest n_q of one sequence in one call; 0: no limit */
+    uint32_t reserved;
+    uint64_t max_buffer_bytes; /* largest single buffer; 0: no limit */
+    uint64_t reserved2[4];
+};
+
+#endif
