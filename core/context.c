@@ -191,10 +191,8 @@ static int choose_backend(tkv_context *ctx, const struct tkv_cache_params *req)
     if (demanded) {
         struct tkv_module *m = find_backend(ctx, want);
         if (!m) {
-            if (ctx->reg.n == 0)
-                return no_backend_error(ctx);
-            return tkv_error(TKV_ENOTFOUND, "backend '%s' (from %s): no such plugin found (searched %s)", want,
-                             ctx->cfg.meta[TKV_CFG_BACKEND].origin, ctx->reg.searched);
+            return tkv_error(TKV_ENOTFOUND, "backend '%s' (from %s): no plugin file turbokv-%s.so found (searched %s)",
+                             want, ctx->cfg.meta[TKV_CFG_BACKEND].origin, want, ctx->reg.searched);
         }
         if (m->status != TKV_OK)
             return tkv_error(m->status, "backend '%s' (from %s): plugin %s refused: %s", want,
