@@ -156,6 +156,14 @@ static int check_required(struct tkv_module *mod)
         refuse(mod, TKV_EPLUGIN, "descriptor has no backend name");
         return -1;
     }
+    /* a backend is found by its file name (turbokv-<name>.so), so the two must agree */
+    size_t n = strlen(mod->ops.name);
+    if (strncmp(mod->file, "turbokv-", 8) != 0 || strncmp(mod->file + 8, mod->ops.name, n) != 0 ||
+        strcmp(mod->file + 8 + n, ".so") != 0) {
+        refuse(mod, TKV_EPLUGIN, "descriptor names backend '%.64s', its file should then be turbokv-%.64s.so",
+               mod->ops.name, mod->ops.name);
+        return -1;
+    }
     return 0;
 }
 

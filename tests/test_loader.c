@@ -58,6 +58,7 @@ static void broken_refused_good_loaded(void **state)
         { "turbokv-broken-short-struct.so", TKV_EPLUGIN, "smaller than ABI 2.0 requires" },
         { "turbokv-broken-no-caps.so", TKV_EDEVICE, "device_caps(0) failed: broken test device has no capabilities" },
         { "turbokv-broken-not-paged.so", TKV_EPLUGIN, "does not report TKV_CAP_PAGED" },
+        { "turbokv-broken-wrong-name.so", TKV_EPLUGIN, "names backend 'vulkan', its file should then be turbokv-vulkan.so" },
         { "turbokv-broken-open-fails.so", TKV_OK, "" },
         { "turbokv-cpu.so", TKV_OK, "" },
     };
@@ -81,11 +82,11 @@ static void demanded_backend_must_open(void **state)
 {
     (void)state;
     tkv_context *ctx = NULL;
-    /* the broken open_fails plugin calls itself vulkan and comes first on the path */
-    assert_int_equal(open_with(dirs, "vulkan", &ctx), TKV_EDEVICE);
+    /* the broken open_fails plugin outranks cpu; demanded, it must not fall back */
+    assert_int_equal(open_with(dirs, "broken-open-fails", &ctx), TKV_EDEVICE);
     assert_null(ctx);
     assert_non_null(strstr(tkv_last_error(), "broken test device cannot be opened"));
-    assert_non_null(strstr(tkv_last_error(), "backend 'vulkan' (from API)"));
+    assert_non_null(strstr(tkv_last_error(), "backend 'broken-open-fails' (from API)"));
 
     assert_int_equal(open_with(getenv("TURBO_PLUGIN_PATH"), "opencl", &ctx) == TKV_OK ||
                          strstr(tkv_last_error(), "backend 'opencl'") != NULL,

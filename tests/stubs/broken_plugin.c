@@ -13,6 +13,7 @@
  *                 versions named
  *   NO_CAPS       device_caps fails                         -> its status
  *   NOT_PAGED     a device without TKV_CAP_PAGED            -> TKV_EPLUGIN
+ *   WRONG_NAME    names itself vulkan in another file       -> TKV_EPLUGIN
  */
 #include <string.h>
 
@@ -31,6 +32,7 @@
 #define OLD_ABI 8
 #define NO_CAPS 9
 #define NOT_PAGED 10
+#define WRONG_NAME 11
 
 static const struct tkv_services *svc;
 
