@@ -456,7 +456,7 @@ static void capabilities_refuse_before_allocating(void **state)
     assert_int_equal(open_ctx("minimal", &m), TKV_OK);
     assert_string_equal(tkv_context_backend(m), "minimal");
     struct tkv_cache_params p = {
-        .struct_size = sizeof p, .n_layers = 2, .n_kv_heads = 1, .head_dim = 64, .capacity = 64,
+        .struct_size = sizeof p, .n_layers = LAYERS, .n_kv_heads = 1, .head_dim = 64, .capacity = 64,
         .k_type = TKV_TYPE_TURBO2, .v_type = TKV_TYPE_TURBO3,
     };
     tkv_cache *c = NULL;
