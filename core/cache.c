@@ -22,7 +22,7 @@
  * appends cost O(log n) copies while the pool stays within 25% of its
  * blocks (hosts that want no growth reserve pool_blocks up front). */
 #define GROWTH_DIVISOR 4u
-#define GROWTH_MIN_BLOCKS 4u
+#define GROWTH_MIN_BLOCKS 1u
 
 static void free_store(tkv_cache *c, struct tkv_pool_store *s) { tkv_dev_free(&c->ctx->device, &s->buf); }
 
@@ -169,13 +169,17 @@ int tkv_table_reserve(struct tkv_seq_table *t, uint32_t n)
     return TKV_OK;
 }
 
-int tkv_block_copy(tkv_cache *c, uint32_t dst, uint32_t src)
+int tkv_block_copy(tkv_cache *c, uint32_t dst, uint32_t src, uint32_t rows)
 {
+    if (rows == 0)
+        return TKV_OK;
     for (uint32_t l = 0; l < c->n_layers; l++) {
         struct tkv_pool_store *st[2] = { &c->layers[l].k, &c->layers[l].v };
         for (int i = 0; i < 2; i++) {
-            uint64_t bs = st[i]->pool.block_stride;
-            int rc = tkv_dev_copy(&c->ctx->device, &st[i]->buf, dst * bs, &st[i]->buf, src * bs, bs);
+            /* one range from head 0's first row to the last head's row rows - 1 */
+            const struct tkv_pool *p = &st[i]->pool;
+            uint64_t bs = p->block_stride, n = (uint64_t)(c->n_kv_heads - 1) * p->head_stride + (uint64_t)rows * p->row_bytes;
+            int rc = tkv_dev_copy(&c->ctx->device, &st[i]->buf, dst * bs, &st[i]->buf, src * bs, n);
             if (rc != TKV_OK)
                 return rc;
         }
@@ -345,17 +349,20 @@ static int check_seq_layer(const tkv_cache *c, const char *fn, uint32_t seq, uin
 static int prepare_blocks(tkv_cache *c, uint32_t seq, uint32_t first, uint32_t n, uint32_t *added)
 {
     struct tkv_seq_table *t = &c->seqs[seq];
-    uint32_t need = tkv_blocks_for(c, first + n);
+    uint32_t need = tkv_blocks_for(c, first + n), longest = tkv_seq_max_len(c, seq);
     int rc;
     *added = 0;
-    /* copy-on-write: existing blocks this write touches that another sequence shares */
+    /* copy-on-write: existing blocks this write touches that another
+     * sequence shares; only the rows some layer of seq holds are copied */
     for (uint32_t b = first / c->block_tokens; b < t->n_blocks && b < need; b++) {
         if (c->refs[t->blocks[b]] <= 1)
             continue;
+        uint64_t start = (uint64_t)b * c->block_tokens;
+        uint32_t rows = longest <= start ? 0 : longest - start < c->block_tokens ? (uint32_t)(longest - start) : c->block_tokens;
         uint32_t fresh;
         if ((rc = tkv_blocks_take(c, 1, &fresh)) != TKV_OK)
             return rc;
-        if ((rc = tkv_block_copy(c, fresh, t->blocks[b])) != TKV_OK) {
+        if ((rc = tkv_block_copy(c, fresh, t->blocks[b], rows)) != TKV_OK) {
             tkv_blocks_release(c, &fresh, 1);
             return rc;
         }

@@ -86,8 +86,9 @@ int tkv_blocks_take(tkv_cache *c, uint32_t n, uint32_t *ids);
 void tkv_blocks_release(tkv_cache *c, const uint32_t *ids, uint32_t n);
 /* Makes sure table t can hold n entries. */
 int tkv_table_reserve(struct tkv_seq_table *t, uint32_t n);
-/* Copies every layer's K and V rows of block src into block dst. */
-int tkv_block_copy(tkv_cache *c, uint32_t dst, uint32_t src);
+/* Copies rows 0 .. rows - 1 of every head, in every layer's K and V, of
+ * block src into block dst. */
+int tkv_block_copy(tkv_cache *c, uint32_t dst, uint32_t src, uint32_t rows);
 
 /* Reads (write = 0) or writes (write = 1) the packed rows of tokens
  * [0, len) of one sequence in one store, head after head, through a callback

@@ -18,6 +18,9 @@ int tool_run(int argc, char **argv);
 int tool_ppl(int argc, char **argv);
 int tool_eval(int argc, char **argv);
 int tool_bench(int argc, char **argv);
+/* `turbokv bench --paged` (cmd_bench_paged.c). */
+int tool_bench_paged(const char *backend, const uint32_t *ctx, int n_ctx, uint32_t q_heads, uint32_t kv_heads,
+                     uint32_t head_dim, uint32_t type, int json);
 
 /* Opens a context the way every subcommand does: config + env, with the
  * build tree's plugin directories searched first when the tool runs
