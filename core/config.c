@@ -720,6 +720,20 @@ const char *tkv_config_key_env(enum tkv_config_key key)
     return (unsigned)key < TKV_CFG_COUNT ? keys[key].env : NULL;
 }
 
+/* The shortest text that reads back as f: %g alone rounds to 6 digits, so
+ * a threshold of 0.9999999 (stored as 0.99999988f) would show as "1", a
+ * value the key refuses. 9 digits always suffice for a float. */
+static void format_float(float f, char *buf, size_t size)
+{
+    char text[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, (double)f);
+        if (strtof(text, NULL) == f)
+            break;
+    }
+    snprintf(buf, size, "%s", text);
+}
+
 void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, char *buf, uint32_t size)
 {
     const struct key_desc *d;
@@ -748,7 +762,7 @@ void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, ch
         break;
     case KIND_FLOAT:
         memcpy(&f, field, sizeof f);
-        snprintf(buf, size, "%g", f);
+        format_float(f, buf, size);
         break;
     case KIND_ENUM:
         /* the field is public: a caller may have stored a value no word names */

@@ -801,6 +801,22 @@ static void test_format(void **state)
     assert_string_equal(small, "vul"); /* truncated, still terminated */
     assert_int_equal(tkv_config_set(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.25", TKV_SOURCE_API, "API"), TKV_OK);
     assert_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.25");
+    /* found by fuzz/fuzz_env's round trip: %g showed 0.9999999 as "1", which
+     * the key refuses; the text shown must read back as the same float */
+    static const char *const thresholds[] = { "0.9999999", "1e-45", "0.1", "1.5e-7", "0.33333334" };
+    for (size_t i = 0; i < sizeof thresholds / sizeof thresholds[0]; i++) {
+        char shown[64];
+        struct tkv_config again = cfg;
+        assert_int_equal(tkv_config_set(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, thresholds[i], TKV_SOURCE_API, "API"),
+                         TKV_OK);
+        tkv_config_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, shown, sizeof shown);
+        if (tkv_config_set(&again, TKV_CFG_SPARSE_V_THRESHOLD, shown, TKV_SOURCE_API, "API") != TKV_OK)
+            fail_msg("%s is shown as %s: %s", thresholds[i], shown, tkv_last_error());
+        assert_true(again.sparse_v_threshold == cfg.sparse_v_threshold);
+    }
+    assert_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.33333334");
+    assert_int_equal(tkv_config_set(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.9999999", TKV_SOURCE_API, "API"), TKV_OK);
+    assert_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.9999999");
     /* a value the public struct can hold but no word names */
     cfg.rotation = 9;
     assert_format(&cfg, TKV_CFG_ROTATION, "9");
