@@ -234,9 +234,10 @@ static void suggest(const struct tool_getopt *g, const char *written, size_t n, 
 static int unknown_option(struct tool_getopt *g, const char *arg)
 {
     char hint[256];
-    size_t n = strcspn(arg, "=");
-    suggest(g, arg, arg[0] == '-' && arg[1] == '-' ? n : strlen(arg), hint, sizeof hint);
-    return getopt_error(g, "unknown option '%s'%s", arg, hint);
+    /* a long option is named up to its '=' value; a short one may carry its value */
+    size_t n = arg[0] == '-' && arg[1] == '-' ? strcspn(arg, "=") : strlen(arg);
+    suggest(g, arg, n, hint, sizeof hint);
+    return getopt_error(g, "unknown option '%.*s'%s", (int)n, arg, hint);
 }
 
 /* Takes the value of option o: attached (inline, may be NULL) or the next argument. */
