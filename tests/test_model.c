@@ -1209,6 +1209,57 @@ static void test_cli_ppl_windows(void **state)
     free(err);
 }
 
+/* Every option a command's --help lists is in the manual. */
+static void test_cli_manual_covers_every_option(void **state)
+{
+    (void)state;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/../docs/turbokv.1", g.dir);
+    char *roff = slurp(path), *man = malloc(strlen(roff) + 1);
+    assert_non_null(man);
+    size_t m = 0;
+    for (const char *p = roff; *p; p++) /* roff's \- is a plain '-' */
+        if (!(p[0] == '\\' && p[1] == '-'))
+            man[m++] = *p;
+    man[m] = '\0';
+    static const char *const commands[] = { "run", "ppl", "eval", "bench", "info" };
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+        char args[64], *out, *err;
+        snprintf(args, sizeof args, "%s --help", commands[c]);
+        assert_int_equal(cli(args, &out, &err), 0);
+        int found = 0;
+        for (const char *p = out; (p = strchr(p, '-')) != NULL;) {
+            /* an option: "-x" or "--name" after a space, '(' or a line start */
+            size_t n = strspn(p, "-") <= 2 ? strspn(p, "-") : 0;
+            size_t len = n ? n + strspn(p + n, "abcdefghijklmnopqrstuvwxyz-") : 0;
+            int starts = p == out || strchr(" ([\n", p[-1]);
+            if (starts && len > n && (n == 2 || len == 2)) {
+                char flag[64], needle[80];
+                snprintf(flag, sizeof flag, "%.*s", (int)len, p);
+                if (flag[len - 1] == '-')
+                    flag[len - 1] = '\0';
+                /* the manual writes each as a word of its own */
+                int in_man = 0;
+                for (const char *q = man; (q = strstr(q, flag)) != NULL; q++) {
+                    char after = q[strlen(flag)];
+                    if (!(after >= 'a' && after <= 'z') && after != '-')
+                        in_man = 1;
+                }
+                snprintf(needle, sizeof needle, "%s", flag);
+                if (!in_man)
+                    fail_msg("turbokv %s --help lists %s, docs/turbokv.1 does not", commands[c], needle);
+                found++;
+            }
+            p += len ? len : 1;
+        }
+        assert_true(found >= 1);
+        free(out);
+        free(err);
+    }
+    free(roff);
+    free(man);
+}
+
 static void test_cli_info_json_typed(void **state)
 {
     (void)state;
@@ -1266,6 +1317,7 @@ int main(void)
         cmocka_unit_test(test_cli_run),
         cmocka_unit_test(test_cli_ppl_windows),
         cmocka_unit_test(test_cli_info_json_typed),
+        cmocka_unit_test(test_cli_manual_covers_every_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
