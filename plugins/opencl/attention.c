@@ -1,13 +1,15 @@
 /*
- * The attention op: the cpu reference's checks, then the kernels of
- * kernels/attention.cl (the split over blocks of rows is described there).
+ * The attention op: the kernels of kernels/attention.cl (the split over
+ * tiles of rows is described there). The core has checked the arguments
+ * (turbokv_plugin.h).
  *
- * One call: the sequence table and the queries go up in one transfer, the
- * queries are prepared once (turbo K), then the sequences are taken in
- * passes whose score scratch stays under SCORES_BYTES_MAX (one pass unless
- * the batch is very large); every pass runs attn_scores, attn_scan,
- * attn_values and attn_merge on the in-order queue, and one read brings the
- * outputs and the skip counts back.
+ * One call: the call is planned on the host first (passes whose score
+ * scratch stays under SCORES_BYTES_MAX, one pass unless the batch is very
+ * large; each pass's tiles and work units), then the sequence table, the
+ * block table, the work units and the queries go up in one transfer, the
+ * queries are prepared once (turbo K), every pass runs attn_scores,
+ * attn_scan, attn_values and attn_merge on the in-order queue, and one read
+ * brings the outputs, the skip counts and the log-sum-exps back.
  */
 #include <math.h>
 #include <string.h>
@@ -19,11 +21,8 @@
  * a work-group, and small enough to keep several per multiprocessor. */
 #define LOCAL_BYTES_MAX (48u << 10)
 #define TILE_BYTES_MAX (32u << 10)
-/* A tile of n rows of b bytes takes at most n (b + 4) bytes (a spare word per
- * row, or the misaligned start) plus this. */
-#define TILE_SLACK_BYTES 16u
 #define QUERY_BYTES_MAX (16u << 10)
-/* Work-items of attn_scores (one per K row of a block), of attn_values
+/* Work-items of attn_scores (one per K row of a tile), of attn_values
  * (OCL_VALUE_COORDS accumulator coordinates each) and of the per-row
  * kernels. */
 #define BLOCK_ROWS_MAX 128u
@@ -32,91 +31,105 @@
 /* Work-groups of attn_values wanted per compute unit. */
 #define VALUE_GROUPS_PER_UNIT 8u
 #define TILES_PER_RUN_MAX 64u
-
-struct attn_call {
-    const struct tkv_attention_args *a;
-    const struct ocl_buffer *k_buf, *v_buf;
-    uint32_t k_row_bytes, v_row_bytes;
-    uint32_t head_dim, ratio, q_stride, d_acc;
-    cl_mem q;      /* the queries as attn_scores takes them, */
-    cl_uint q_at;  /* from this float on */
-};
-
-/* Checks everything before anything is enqueued (plan_attention of the cpu
- * reference). */
-static int check(const struct ocl_device *d, const struct tkv_attention_args *a,
-                 struct attn_call *c)
-{
-    int rc;
-    if ((rc = ocl_check_args(d, a, sizeof *a, "attention")) != TKV_OK ||
-        (rc = ocl_check_format(d, &a->k_fmt, "attention K", &c->k_row_bytes)) != TKV_OK ||
-        (rc = ocl_check_format(d, &a->v_fmt, "attention V", &c->v_row_bytes)) != TKV_OK)
-        return rc;
-    if (a->k_fmt.head_dim != a->v_fmt.head_dim)
-        return OCL_ERROR(TKV_EINVAL, "attention: K head_dim %u differs from V head_dim %u",
-                         a->k_fmt.head_dim, a->v_fmt.head_dim);
-    if (a->n_q == 0)
-        return OCL_ERROR(TKV_EINVAL, "attention: n_q is 0 (at least one query token)");
-    if (a->n_q_heads == 0 || a->n_kv_heads == 0 || a->n_q_heads % a->n_kv_heads)
-        return OCL_ERROR(TKV_EINVAL,
-                         "attention: n_q_heads %u must be a non-zero multiple of n_kv_heads %u",
-                         a->n_q_heads, a->n_kv_heads);
-    if (!isfinite(a->scale))
-        return OCL_ERROR(TKV_EINVAL, "attention: scale %g is not finite", (double)a->scale);
-    if (!(a->sparse_v_threshold >= 0.0f && a->sparse_v_threshold < 1.0f))
-        return OCL_ERROR(TKV_EINVAL, "attention: sparse_v_threshold %g is outside [0, 1)",
-                         (double)a->sparse_v_threshold);
-    if (!a->seqs || !a->q || !a->out)
-        return OCL_ERROR(TKV_EINVAL, "attention: NULL %s", !a->seqs ? "seqs" : !a->q ? "q" : "out");
-    if (!(c->k_buf = ocl_buffer_check(a->k_buf, "attention", "k_buf")) ||
-        !(c->v_buf = ocl_buffer_check(a->v_buf, "attention", "v_buf")))
-        return TKV_EINVAL;
-    for (uint32_t s = 0; s < a->n_seqs; s++) {
-        const struct tkv_attn_seq *seq = &a->seqs[s];
-        if (seq->n_ctx < a->n_q)
-            return OCL_ERROR(TKV_EINVAL,
-                             "attention: sequence %u has n_ctx %u, fewer than its n_q %u query "
-                             "tokens",
-                             s, seq->n_ctx, a->n_q);
-        struct {
-            const char *name;
-            const struct ocl_buffer *buf;
-            uint64_t offset, stride;
-            uint32_t row_bytes;
-        } side[2] = {
-            { "K", c->k_buf, seq->k_offset, a->k_head_stride, c->k_row_bytes },
-            { "V", c->v_buf, seq->v_offset, a->v_head_stride, c->v_row_bytes },
-        };
-        for (int i = 0; i < 2; i++) {
-            uint64_t span = (uint64_t)seq->n_ctx * side[i].row_bytes;
-            if (!tkv_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride,
-                               span))
-                return OCL_ERROR(TKV_ERANGE,
-                                 "attention: sequence %u: %s rows (%u tokens x %u heads of %u "
-                                 "bytes at offset %llu, head_stride %llu) exceed the %llu-byte "
-                                 "buffer",
-                                 s, side[i].name, seq->n_ctx, a->n_kv_heads, side[i].row_bytes,
-                                 (unsigned long long)side[i].offset,
-                                 (unsigned long long)side[i].stride,
-                                 (unsigned long long)side[i].buf->size);
-        }
-    }
-    c->a = a;
-    c->head_dim = a->k_fmt.head_dim;
-    c->ratio = a->n_q_heads / a->n_kv_heads;
-    c->q_stride = tkv_type_is_qjl(a->k_fmt.type) ? 2u * c->head_dim : c->head_dim;
-    c->d_acc = tkv_type_is_qjl(a->v_fmt.type) ? 2u * c->head_dim : c->head_dim;
-    return TKV_OK;
-}
+/* Words per sequence in the upload: n_ctx, n_q, q_first, block_first. */
+#define SEQ_WORDS 4u
 
 static uint32_t div_up(uint32_t x, uint32_t y) { return (x + y - 1u) / y; }
 
-/* Local memory of load_tile for n rows of b bytes (kernels/attention.cl),
- * two words of look-ahead for the bit readers included. */
-static size_t tile_bytes(size_t n, uint32_t b)
+/* ---- tiles: the host's side of kernels/attention.cl's tile_geom ---------- */
+
+struct tile_geom {
+    uint32_t bt, seg_rows, segs, tpb;
+};
+
+static uint32_t geom_row0(const struct tile_geom *g, uint32_t b)
 {
-    size_t padded = n * (b / 4u + 1u), unpadded = (3u + n * b + 3u) / 4u;
-    return ((padded > unpadded ? padded : unpadded) + 2u) * sizeof(cl_uint);
+    uint32_t gb = b / g->tpb;
+    return gb * g->segs * g->bt + (b - gb * g->tpb) * g->seg_rows;
+}
+
+static uint32_t geom_tile(const struct tile_geom *g, uint32_t j)
+{
+    uint32_t span = g->segs * g->bt, gb = j / span;
+    return gb * g->tpb + (j - gb * span) / (g->segs * g->seg_rows);
+}
+
+/* Tiles of at most t rows for blocks of bt rows: a block of bt >= t rows in
+ * tiles of equal length, else as many whole blocks as fit. */
+static struct tile_geom geom_for(uint32_t bt, uint32_t t)
+{
+    struct tile_geom g = { .bt = bt, .segs = 1, .tpb = 1 };
+    if (bt >= t) {
+        g.tpb = div_up(bt, t);
+        g.seg_rows = div_up(bt, g.tpb);
+    } else {
+        g.segs = t / bt;
+        g.seg_rows = bt;
+    }
+    return g;
+}
+
+/* Words of local memory one segment of a tile takes (load_tile). */
+static uint32_t slot_words(uint32_t seg_rows, uint32_t row_bytes, int padded)
+{
+    return padded ? seg_rows * (row_bytes / 4u + 1u) : (3u + seg_rows * row_bytes + 3u) / 4u;
+}
+
+/* Rows at word-aligned places only: then load_tile pads them. */
+static int pool_padded(const struct tkv_pool *p)
+{
+    return p->row_bytes % 4u == 0 && p->head_stride % 4u == 0 && p->block_stride % 4u == 0;
+}
+
+struct pass_seq {
+    uint32_t tb, te, lo, hi, tile_base, n_tiles, jbase;
+};
+
+/* kernels/attention.cl: pass_seq_of */
+static struct pass_seq pass_seq_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint32_t qr1,
+                                   uint32_t window, const struct tile_geom *g)
+{
+    struct pass_seq q;
+    q.tb = (qr0 > seq->q_first ? qr0 : seq->q_first) - seq->q_first;
+    q.te = (qr1 < seq->q_first + seq->n_q ? qr1 : seq->q_first + seq->n_q) - seq->q_first;
+    uint32_t seen = seq->n_ctx - seq->n_q + q.tb + 1u;
+    q.lo = window && seen > window ? seen - window : 0u;
+    q.hi = seq->n_ctx - seq->n_q + q.te;
+    q.tile_base = geom_tile(g, q.lo);
+    q.n_tiles = geom_tile(g, q.hi - 1u) + 1u - q.tile_base;
+    q.jbase = geom_row0(g, q.tile_base);
+    return q;
+}
+
+/* ---- the plan -------------------------------------------------------------- */
+
+struct ocl_attn_pass {
+    uint32_t qr0, qr1; /* query tokens */
+    uint32_t s0, s1;   /* sequences */
+    uint32_t unit0, n_units;
+    uint32_t variant; /* query rows per unit: 1 << variant */
+    struct tile_geom geom;
+    uint32_t tile_rows; /* segs * seg_rows: the longest tile */
+    uint32_t k_slot, v_slot;
+    uint32_t score_pitch, bmax_pitch, runs_max, tiles_per_run;
+};
+
+struct attn_call {
+    const struct tkv_attention_args *a;
+    cl_mem k_mem, v_mem;
+    uint32_t head_dim, ratio, q_stride;
+    int k_padded, v_padded;
+    uint32_t n_passes, n_units;
+    /* word offsets in the upload */
+    cl_uint seq_at, qseq_at, blocks_at, units_at;
+    cl_mem q;     /* the queries as attn_scores takes them, */
+    cl_uint q_at; /* from this float on */
+    size_t max_scores, max_bmax, max_rows, max_part; /* scratch, in 4-byte elements */
+};
+
+static const struct tkv_attn_seq *seq_at(const struct tkv_attention_args *a, uint32_t s)
+{
+    return (const struct tkv_attn_seq *)((const char *)a->seqs + (size_t)s * a->seq_size);
 }
 
 static size_t local_left(const struct ocl_device *d, enum ocl_kernel k)
@@ -125,107 +138,216 @@ static size_t local_left(const struct ocl_device *d, enum ocl_kernel k)
     return total > d->kernel_local[k] ? total - (size_t)d->kernel_local[k] : 0;
 }
 
-/* One pass: sequences s0 .. s0 + n_s - 1, their query tokens t0 .. t0 + n_t - 1. */
-static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0, uint32_t n_s,
-                    uint32_t t0, uint32_t n_t)
+/* The tiles of a pass: the longest that fit attn_scores' local memory (the
+ * queries, a reduction row, the K tile) and attn_values' (three weights per
+ * row and query row, the V tile). */
+static int plan_tiles(const struct ocl_device *d, const struct attn_call *c,
+                      struct ocl_attn_pass *ps)
 {
-    static const char op[] = "attention";
     const struct tkv_attention_args *a = c->a;
-    uint32_t ctx_max = 0;
-    for (uint32_t s = s0; s < s0 + n_s; s++)
-        ctx_max = a->seqs[s].n_ctx > ctx_max ? a->seqs[s].n_ctx : ctx_max;
-    const size_t n_rows = (size_t)n_s * n_t * a->n_q_heads;
+    const uint32_t qc = 1u << ps->variant;
+    const enum ocl_kernel k_scores = OCL_K_SCORES + ps->variant,
+                          k_values = OCL_K_VALUES + ps->variant;
+    const size_t wg = ocl_wg_pow2(d, k_scores, BLOCK_ROWS_MAX);
+    const size_t vwg = ocl_wg_pow2(d, k_values, VALUE_WORK_GROUP);
+    const size_t k_room = local_left(d, k_scores), v_room = local_left(d, k_values);
+    const size_t k_fixed = (size_t)qc * c->q_stride * sizeof(float) + qc * wg * sizeof(float);
+    const size_t v_fixed = vwg * (OCL_VALUE_COORDS + 1u) * sizeof(float);
+    for (uint32_t t = (uint32_t)wg; t >= 1u; t--) {
+        struct tile_geom g = geom_for(a->k.block_tokens, t);
+        uint32_t rows = g.segs * g.seg_rows;
+        uint32_t k_slot = slot_words(g.seg_rows, a->k.row_bytes, c->k_padded);
+        uint32_t v_slot = slot_words(g.seg_rows, a->v.row_bytes, c->v_padded);
+        size_t k_tile = ((size_t)g.segs * k_slot + 2u) * sizeof(cl_uint);
+        size_t v_tile = ((size_t)g.segs * v_slot + 2u) * sizeof(cl_uint);
+        size_t k_need = k_fixed + rows * sizeof(cl_uint) + k_tile;
+        size_t v_need = v_fixed + (size_t)rows * (3u * qc + 2u) * sizeof(float) + v_tile;
+        if (k_need <= k_room && v_need <= v_room && k_tile <= TILE_BYTES_MAX) {
+            ps->geom = g;
+            ps->tile_rows = rows;
+            ps->k_slot = k_slot;
+            ps->v_slot = v_slot;
+            return TKV_OK;
+        }
+    }
+    return OCL_ERROR(TKV_EUNSUPPORTED,
+                     "attention: rows of %u (K) and %u (V) bytes do not fit the device's %llu "
+                     "bytes of local memory",
+                     a->k.row_bytes, a->v.row_bytes, (unsigned long long)d->local_mem);
+}
 
-    /* query rows per work-group: the smallest variant holding the rows of a
-     * kv head, within the local memory for them */
-    const uint32_t rows = n_t * c->ratio;
-    uint32_t qc = 1, variant = 0;
+/* A sequence's score rows at most: the rows its queries see, and up to a
+ * tile before them. */
+static uint64_t seen_bound(const struct tkv_attention_args *a, const struct tkv_attn_seq *seq)
+{
+    uint64_t seen = seq->n_ctx;
+    if (a->window && (uint64_t)a->window + seq->n_q - 1u < seen)
+        seen = (uint64_t)a->window + seq->n_q - 1u;
+    seen += BLOCK_ROWS_MAX;
+    return seen < seq->n_ctx ? seen : seq->n_ctx;
+}
+
+static int add_pass(struct ocl_device *d, struct attn_call *c, uint32_t qr0, uint32_t qr1,
+                    uint32_t s0, uint32_t s1)
+{
+    int rc = ocl_host_reserve((void **)&d->passes, &d->passes_cap,
+                              (c->n_passes + 1u) * sizeof *d->passes, "attention");
+    if (rc != TKV_OK)
+        return rc;
+    d->passes[c->n_passes++] = (struct ocl_attn_pass){ .qr0 = qr0, .qr1 = qr1, .s0 = s0, .s1 = s1 };
+    return TKV_OK;
+}
+
+/* Passes: as many whole sequences as the score scratch allows; a sequence
+ * too long for it alone is split by query tokens. */
+static int plan_passes(struct ocl_device *d, struct attn_call *c)
+{
+    const struct tkv_attention_args *a = c->a;
+    const uint64_t cap = d->max_alloc < SCORES_BYTES_MAX ? d->max_alloc : SCORES_BYTES_MAX;
+    const uint64_t token_bytes = (uint64_t)a->n_q_heads * sizeof(float); /* per row seen */
+    int rc;
+    c->n_passes = 0;
+    for (uint32_t s0 = 0; s0 < a->n_seqs;) {
+        const struct tkv_attn_seq *seq = seq_at(a, s0);
+        uint64_t seen = seen_bound(a, seq), tokens = seq->n_q;
+        uint32_t s1 = s0 + 1;
+        if (tokens * seen * token_bytes > cap) {
+            uint64_t fit = cap / (seen * token_bytes);
+            uint32_t n_t = fit < 1 ? 1u : (uint32_t)fit;
+            for (uint32_t t0 = 0; t0 < seq->n_q; t0 += n_t) {
+                uint32_t t1 = seq->n_q - t0 < n_t ? seq->n_q : t0 + n_t;
+                if ((rc = add_pass(d, c, seq->q_first + t0, seq->q_first + t1, s0, s1)) != TKV_OK)
+                    return rc;
+            }
+            s0 = s1;
+            continue;
+        }
+        for (; s1 < a->n_seqs; s1++) {
+            const struct tkv_attn_seq *next = seq_at(a, s1);
+            uint64_t wider = seen_bound(a, next) > seen ? seen_bound(a, next) : seen;
+            if ((tokens + next->n_q) * wider * token_bytes > cap)
+                break;
+            seen = wider;
+            tokens += next->n_q;
+        }
+        const struct tkv_attn_seq *last = seq_at(a, s1 - 1);
+        if ((rc = add_pass(d, c, seq->q_first, last->q_first + last->n_q, s0, s1)) != TKV_OK)
+            return rc;
+        s0 = s1;
+    }
+    return TKV_OK;
+}
+
+/* A pass's query rows per unit, tiles, units, pitches and runs; its scratch
+ * needs into c's maxima. */
+static int plan_pass(const struct ocl_device *d, struct attn_call *c, struct ocl_attn_pass *ps)
+{
+    const struct tkv_attention_args *a = c->a;
+    uint32_t rows = 0;
+    for (uint32_t s = ps->s0; s < ps->s1; s++) {
+        struct tile_geom any = { 1, 1, 1, 1 };
+        struct pass_seq q = pass_seq_of(seq_at(a, s), ps->qr0, ps->qr1, 0, &any);
+        rows = (q.te - q.tb) * c->ratio > rows ? (q.te - q.tb) * c->ratio : rows;
+    }
+    /* the smallest variant holding a sequence's rows of a kv head, within
+     * the local memory for them */
+    uint32_t qc = 1;
+    ps->variant = 0;
     while (qc < rows && qc < OCL_QUERY_ROWS_MAX) {
         qc <<= 1;
-        variant++;
+        ps->variant++;
     }
     while (qc > 1 && (size_t)qc * c->q_stride * sizeof(float) > QUERY_BYTES_MAX) {
         qc >>= 1;
-        variant--;
+        ps->variant--;
     }
-    const enum ocl_kernel k_scores = OCL_K_SCORES + variant, k_values = OCL_K_VALUES + variant;
-    const uint32_t n_chunks = div_up(rows, qc);
+    int rc = plan_tiles(d, c, ps);
+    if (rc != TKV_OK)
+        return rc;
+
+    uint64_t work = 0;
+    ps->unit0 = c->n_units;
+    ps->n_units = 0;
+    ps->score_pitch = ps->bmax_pitch = 0;
+    for (uint32_t s = ps->s0; s < ps->s1; s++) {
+        struct pass_seq q = pass_seq_of(seq_at(a, s), ps->qr0, ps->qr1, a->window, &ps->geom);
+        uint32_t units = div_up((q.te - q.tb) * c->ratio, qc);
+        ps->n_units += units;
+        work += (uint64_t)q.n_tiles * units;
+        ps->score_pitch = q.hi - q.jbase > ps->score_pitch ? q.hi - q.jbase : ps->score_pitch;
+        ps->bmax_pitch = q.n_tiles > ps->bmax_pitch ? q.n_tiles : ps->bmax_pitch;
+    }
+    c->n_units += ps->n_units;
+    work *= a->n_kv_heads;
+    uint64_t target = (uint64_t)VALUE_GROUPS_PER_UNIT * (d->compute_units ? d->compute_units : 1u);
+    uint64_t per_run = (work + target - 1u) / target; /* >= 1 tile */
+    ps->tiles_per_run = per_run > TILES_PER_RUN_MAX ? TILES_PER_RUN_MAX : (uint32_t)per_run;
+    ps->runs_max = div_up(ps->bmax_pitch, ps->tiles_per_run);
+
+    size_t n_rows = (size_t)(ps->qr1 - ps->qr0) * a->n_q_heads;
+#define AT_LEAST(m, v) ((m) = (v) > (m) ? (v) : (m))
+    AT_LEAST(c->max_scores, n_rows * ps->score_pitch);
+    AT_LEAST(c->max_bmax, n_rows * ps->bmax_pitch);
+    AT_LEAST(c->max_rows, n_rows);
+    AT_LEAST(c->max_part, n_rows * ps->runs_max);
+#undef AT_LEAST
+    return TKV_OK;
+}
+
+/* ---- the launches of one pass ------------------------------------------------ */
+
+static int run_pass(struct ocl_device *d, const struct attn_call *c, const struct ocl_attn_pass *ps)
+{
+    static const char op[] = "attention";
+    const struct tkv_attention_args *a = c->a;
+    const uint32_t qc = 1u << ps->variant;
+    const enum ocl_kernel k_scores = OCL_K_SCORES + ps->variant,
+                          k_values = OCL_K_VALUES + ps->variant;
     const size_t wg = ocl_wg_pow2(d, k_scores, BLOCK_ROWS_MAX);
     const size_t vwg = ocl_wg_pow2(d, k_values, VALUE_WORK_GROUP);
     uint32_t per_row = 1; /* attn_values computes the same */
-    while (per_row * OCL_VALUE_COORDS < c->d_acc && per_row < vwg)
+    while (per_row * OCL_VALUE_COORDS < c->head_dim && per_row < vwg)
         per_row <<= 1;
-    const uint32_t n_slices = div_up(c->d_acc, per_row * OCL_VALUE_COORDS);
-
-    /* block rows: a tile of packed K rows in attn_scores' local memory; the
-     * weights of (query row, row) and a tile of V rows in attn_values' */
-    const size_t q_bytes = (size_t)qc * c->q_stride * sizeof(float),
-                 red_bytes = qc * wg * sizeof(float);
-    size_t k_room = local_left(d, k_scores), v_room = local_left(d, k_values);
-    k_room = k_room > q_bytes + red_bytes + TILE_SLACK_BYTES
-                 ? k_room - q_bytes - red_bytes - TILE_SLACK_BYTES
-                 : 0;
-    k_room = k_room < TILE_BYTES_MAX ? k_room : TILE_BYTES_MAX;
-    size_t v_fixed = vwg * (OCL_VALUE_COORDS + 1u) * sizeof(float) + TILE_SLACK_BYTES;
-    v_room = v_room > v_fixed ? v_room - v_fixed : 0;
-    size_t tile_rows = k_room / (c->k_row_bytes + 4u), values_rows =
-        v_room / ((3u * qc + 1u) * sizeof(float) + c->v_row_bytes + 4u);
-    tile_rows = tile_rows < wg ? tile_rows : wg;
-    tile_rows = tile_rows < values_rows ? tile_rows : values_rows;
-    if (tile_rows == 0)
-        return OCL_ERROR(TKV_EUNSUPPORTED,
-                         "attention: rows of %u (K) and %u (V) bytes do not fit the device's %llu "
-                         "bytes of local memory",
-                         c->k_row_bytes, c->v_row_bytes, (unsigned long long)d->local_mem);
-    const uint32_t n_blocks_max = div_up(ctx_max, (uint32_t)tile_rows);
-    uint64_t blocks = 0;
-    for (uint32_t s = s0; s < s0 + n_s; s++)
-        blocks += div_up(a->seqs[s].n_ctx, (uint32_t)tile_rows);
-    blocks *= (uint64_t)a->n_kv_heads * n_chunks;
-    uint64_t target = (uint64_t)VALUE_GROUPS_PER_UNIT * (d->compute_units ? d->compute_units : 1u);
-    uint32_t tiles_per_run = (uint32_t)((blocks + target - 1u) / target); /* >= 1 block */
-    if (tiles_per_run > TILES_PER_RUN_MAX)
-        tiles_per_run = TILES_PER_RUN_MAX;
-    const uint32_t runs_max = div_up(n_blocks_max, tiles_per_run);
-
+    const uint32_t n_slices = div_up(c->head_dim, per_row * OCL_VALUE_COORDS);
+    const size_t n_rows = (size_t)(ps->qr1 - ps->qr0) * a->n_q_heads;
+    const size_t tile_rows = ps->tile_rows;
     int rc;
-    if ((rc = ocl_scratch_reserve(d, &d->scratch.scores, n_rows * ctx_max * sizeof(float), op,
-                                  "score")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.bmax, n_rows * n_blocks_max * sizeof(float), op,
-                                  "block max")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.tmax, n_rows * sizeof(float), op, "max")) !=
-            TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.part_acc,
-                                  n_rows * runs_max * c->d_acc * sizeof(float), op, "partial")) !=
-            TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.part_l, n_rows * runs_max * sizeof(float), op,
-                                  "partial sum")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.part_skip, n_rows * runs_max * sizeof(cl_uint), op,
-                                  "partial count")) != TKV_OK)
-        return rc;
 
-    cl_uint u_s0 = s0, u_t0 = t0, u_nt = n_t, u_nq = a->n_q, u_nqh = a->n_q_heads,
-            u_ratio = c->ratio;
-    cl_uint head_dim = c->head_dim, k_rb = c->k_row_bytes, v_rb = c->v_row_bytes;
-    cl_uint k_type = a->k_fmt.type, v_type = a->v_fmt.type, v_rotation = a->v_fmt.rotation;
-    cl_uint q_stride = c->q_stride, u_chunks = n_chunks, score_pitch = ctx_max;
-    cl_uint bmax_pitch = n_blocks_max, u_tile_rows = (cl_uint)tile_rows, u_tpr = tiles_per_run;
-    cl_uint part_pitch = runs_max;
-    cl_ulong k_stride = a->k_head_stride, v_stride = a->v_head_stride;
-    /* scores in base 2 for exp2 (kernels/attention.cl) */
-    cl_float scale = (cl_float)(a->scale * M_LOG2E), threshold = a->sparse_v_threshold;
+    cl_mem meta = d->scratch.upload.mem;
+    cl_uint seq_at_ = c->seq_at, qseq_at = c->qseq_at, blocks_at = c->blocks_at;
+    cl_uint units_at = c->units_at + 2u * ps->unit0, qr0 = ps->qr0, qr1 = ps->qr1;
+    cl_uint n_q_heads = a->n_q_heads, ratio = c->ratio, window = a->window;
+    cl_uint bt = ps->geom.bt, seg_rows = ps->geom.seg_rows, segs = ps->geom.segs,
+            tpb = ps->geom.tpb;
+    cl_ulong k_block_stride = a->k.block_stride, k_head_stride = a->k.head_stride;
+    cl_ulong v_block_stride = a->v.block_stride, v_head_stride = a->v.head_stride;
+    cl_uint k_rb = a->k.row_bytes, v_rb = a->v.row_bytes, k_slot = ps->k_slot,
+            v_slot = ps->v_slot;
+    cl_int k_padded = c->k_padded, v_padded = c->v_padded;
+    cl_uint head_dim = c->head_dim, k_type = a->k.fmt.type, v_type = a->v.fmt.type;
+    cl_uint v_rotation = a->v.fmt.rotation, q_stride = c->q_stride;
+    cl_uint score_pitch = ps->score_pitch, bmax_pitch = ps->bmax_pitch;
+    cl_uint u_tile_rows = ps->tile_rows, tpr = ps->tiles_per_run, part_pitch = ps->runs_max;
+    /* scores in base 2 for exp2 (kernels/attention.cl): x log2(e), with a
+     * softcap c: c log2(e) tanh(scale q.k / c) */
+    cl_float pre = a->softcap > 0.0f ? (cl_float)((double)a->scale / a->softcap)
+                                     : (cl_float)(a->scale * M_LOG2E);
+    cl_float post = a->softcap > 0.0f ? (cl_float)(a->softcap * M_LOG2E) : 0.0f;
+    cl_float threshold = a->sparse_v_threshold;
 
     const struct ocl_karg scores_args[] = {
-        OCL_ARG(c->k_buf->mem), OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_t0),
-        OCL_ARG(u_nt), OCL_ARG(u_nq), OCL_ARG(u_nqh), OCL_ARG(u_ratio), OCL_ARG(k_stride),
-        OCL_ARG(k_rb), OCL_ARG(head_dim), OCL_ARG(k_type), OCL_ARG(c->q), OCL_ARG(c->q_at),
-        OCL_ARG(q_stride),
-        OCL_ARG(u_chunks), OCL_ARG(d->tables), OCL_ARG(scale), OCL_ARG(d->scratch.scores.mem),
+        OCL_ARG(c->k_mem), OCL_ARG(meta), OCL_ARG(seq_at_), OCL_ARG(blocks_at), OCL_ARG(units_at),
+        OCL_ARG(qr0), OCL_ARG(qr1), OCL_ARG(n_q_heads), OCL_ARG(ratio), OCL_ARG(window),
+        OCL_ARG(bt), OCL_ARG(seg_rows), OCL_ARG(segs), OCL_ARG(tpb), OCL_ARG(k_block_stride),
+        OCL_ARG(k_head_stride), OCL_ARG(k_rb), OCL_ARG(k_padded), OCL_ARG(k_slot),
+        OCL_ARG(head_dim), OCL_ARG(k_type), OCL_ARG(c->q), OCL_ARG(c->q_at), OCL_ARG(q_stride),
+        OCL_ARG(d->tables), OCL_ARG(pre), OCL_ARG(post), OCL_ARG(d->scratch.scores.mem),
         OCL_ARG(score_pitch), OCL_ARG(d->scratch.bmax.mem), OCL_ARG(bmax_pitch),
-        OCL_ARG(u_tile_rows), OCL_LOCAL(q_bytes), OCL_LOCAL(tile_bytes(tile_rows, c->k_row_bytes)),
-        OCL_LOCAL(red_bytes),
+        OCL_LOCAL((size_t)qc * c->q_stride * sizeof(float)),
+        OCL_LOCAL(((size_t)ps->geom.segs * ps->k_slot + 2u) * sizeof(cl_uint)),
+        OCL_LOCAL(qc * wg * sizeof(float)), OCL_LOCAL(tile_rows * sizeof(cl_uint)),
     };
-    const size_t scores_groups[3] = { n_blocks_max, (size_t)a->n_kv_heads * n_chunks, n_s };
+    const size_t scores_groups[3] = { ps->bmax_pitch, a->n_kv_heads, ps->n_units };
     if ((rc = ocl_args(d, k_scores, op, sizeof scores_args / sizeof scores_args[0], scores_args)) !=
             TKV_OK ||
         (rc = ocl_launch(d, k_scores, op, 3, scores_groups, wg)) != TKV_OK)
@@ -233,8 +355,9 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
 
     const size_t scan_wg = ocl_wg_pow2(d, OCL_K_SCAN, ROW_WORK_GROUP);
     const struct ocl_karg scan_args[] = {
-        OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_nt), OCL_ARG(u_nqh),
-        OCL_ARG(u_tile_rows), OCL_ARG(d->scratch.bmax.mem), OCL_ARG(bmax_pitch),
+        OCL_ARG(meta), OCL_ARG(seq_at_), OCL_ARG(qseq_at), OCL_ARG(qr0), OCL_ARG(qr1),
+        OCL_ARG(n_q_heads), OCL_ARG(window), OCL_ARG(bt), OCL_ARG(seg_rows), OCL_ARG(segs),
+        OCL_ARG(tpb), OCL_ARG(d->scratch.bmax.mem), OCL_ARG(bmax_pitch),
         OCL_ARG(d->scratch.tmax.mem), OCL_LOCAL(scan_wg * sizeof(float)),
     };
     const size_t row_groups[3] = { n_rows, 1, 1 };
@@ -245,33 +368,39 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
 
     const size_t weights_bytes = (size_t)qc * tile_rows * sizeof(float);
     const struct ocl_karg values_args[] = {
-        OCL_ARG(c->v_buf->mem), OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_t0),
-        OCL_ARG(u_nt), OCL_ARG(u_nq), OCL_ARG(u_nqh), OCL_ARG(u_ratio), OCL_ARG(v_stride),
-        OCL_ARG(v_rb), OCL_ARG(head_dim), OCL_ARG(v_type), OCL_ARG(u_chunks), OCL_ARG(d->tables),
-        OCL_ARG(d->scratch.scores.mem), OCL_ARG(score_pitch), OCL_ARG(d->scratch.bmax.mem),
-        OCL_ARG(bmax_pitch), OCL_ARG(d->scratch.tmax.mem), OCL_ARG(u_tile_rows), OCL_ARG(u_tpr),
-        OCL_ARG(threshold), OCL_ARG(d->scratch.part_acc.mem), OCL_ARG(d->scratch.part_l.mem),
+        OCL_ARG(c->v_mem), OCL_ARG(meta), OCL_ARG(seq_at_), OCL_ARG(blocks_at), OCL_ARG(units_at),
+        OCL_ARG(qr0), OCL_ARG(qr1), OCL_ARG(n_q_heads), OCL_ARG(ratio), OCL_ARG(window),
+        OCL_ARG(bt), OCL_ARG(seg_rows), OCL_ARG(segs), OCL_ARG(tpb), OCL_ARG(v_block_stride),
+        OCL_ARG(v_head_stride), OCL_ARG(v_rb), OCL_ARG(v_padded), OCL_ARG(v_slot),
+        OCL_ARG(head_dim), OCL_ARG(v_type), OCL_ARG(d->tables), OCL_ARG(d->scratch.scores.mem),
+        OCL_ARG(score_pitch), OCL_ARG(d->scratch.bmax.mem), OCL_ARG(bmax_pitch),
+        OCL_ARG(d->scratch.tmax.mem), OCL_ARG(u_tile_rows), OCL_ARG(tpr), OCL_ARG(threshold),
+        OCL_ARG(d->scratch.part_acc.mem), OCL_ARG(d->scratch.part_l.mem),
         OCL_ARG(d->scratch.part_skip.mem), OCL_ARG(part_pitch), OCL_LOCAL(weights_bytes),
         OCL_LOCAL(weights_bytes), OCL_LOCAL(weights_bytes), OCL_LOCAL(tile_rows * sizeof(cl_uint)),
         OCL_LOCAL(vwg * OCL_VALUE_COORDS * sizeof(float)), OCL_LOCAL(vwg * sizeof(cl_uint)),
-        OCL_LOCAL(tile_bytes(tile_rows, c->v_row_bytes)),
+        OCL_LOCAL(((size_t)ps->geom.segs * ps->v_slot + 2u) * sizeof(cl_uint)),
+        OCL_LOCAL(tile_rows * sizeof(cl_uint)),
     };
-    const size_t values_groups[3] = { (size_t)runs_max * n_slices, (size_t)a->n_kv_heads * n_chunks,
-                                      n_s };
+    const size_t values_groups[3] = { (size_t)ps->runs_max * n_slices, a->n_kv_heads,
+                                      ps->n_units };
     if ((rc = ocl_args(d, k_values, op, sizeof values_args / sizeof values_args[0], values_args)) !=
             TKV_OK ||
         (rc = ocl_launch(d, k_values, op, 3, values_groups, vwg)) != TKV_OK)
         return rc;
 
     const size_t merge_wg = ocl_wg_pow2(d, OCL_K_MERGE, ROW_WORK_GROUP);
-    cl_uint skip_at = (cl_uint)((size_t)a->n_seqs * a->n_q * a->n_q_heads * c->head_dim);
+    const size_t n_rows_total = (size_t)a->n_q_total * a->n_q_heads;
+    cl_uint skip_at = (cl_uint)(n_rows_total * c->head_dim);
+    cl_uint lse_at = a->lse ? (cl_uint)(n_rows_total * (c->head_dim + 1u)) : 0u;
     const struct ocl_karg merge_args[] = {
-        OCL_ARG(d->scratch.upload.mem), OCL_ARG(u_s0), OCL_ARG(u_t0), OCL_ARG(u_nt), OCL_ARG(u_nq),
-        OCL_ARG(u_nqh), OCL_ARG(head_dim), OCL_ARG(v_type), OCL_ARG(v_rotation),
-        OCL_ARG(u_tile_rows), OCL_ARG(u_tpr), OCL_ARG(d->scratch.part_acc.mem),
+        OCL_ARG(meta), OCL_ARG(seq_at_), OCL_ARG(qseq_at), OCL_ARG(qr0), OCL_ARG(qr1),
+        OCL_ARG(n_q_heads), OCL_ARG(window), OCL_ARG(bt), OCL_ARG(seg_rows), OCL_ARG(segs),
+        OCL_ARG(tpb), OCL_ARG(head_dim), OCL_ARG(v_type), OCL_ARG(v_rotation), OCL_ARG(tpr),
+        OCL_ARG(d->scratch.tmax.mem), OCL_ARG(d->scratch.part_acc.mem),
         OCL_ARG(d->scratch.part_l.mem), OCL_ARG(d->scratch.part_skip.mem), OCL_ARG(part_pitch),
-        OCL_ARG(d->tables), OCL_ARG(d->scratch.download.mem), OCL_ARG(skip_at),
-        OCL_LOCAL(c->d_acc * sizeof(float)), OCL_LOCAL(c->head_dim * sizeof(float)),
+        OCL_ARG(d->tables), OCL_ARG(d->scratch.download.mem), OCL_ARG(skip_at), OCL_ARG(lse_at),
+        OCL_LOCAL(c->head_dim * sizeof(float)), OCL_LOCAL(c->head_dim * sizeof(float)),
         OCL_LOCAL(merge_wg * sizeof(float)), OCL_LOCAL(merge_wg * sizeof(cl_uint)),
     };
     if ((rc = ocl_args(d, OCL_K_MERGE, op, sizeof merge_args / sizeof merge_args[0], merge_args)) !=
@@ -281,41 +410,105 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, uint32_t s0
     return TKV_OK;
 }
 
-/* Sequences and queries up in one transfer, the passes, outputs and skip
- * counts down in one. */
+/* ---- the call ------------------------------------------------------------------ */
+
+/* The upload (word offsets in c): sequences, the sequence of every query
+ * token, the block table, the units of every pass, the queries. */
+static void fill_upload(struct ocl_device *d, const struct attn_call *c, size_t q_bytes)
+{
+    const struct tkv_attention_args *a = c->a;
+    cl_uint *w = d->up_host;
+    for (uint32_t s = 0; s < a->n_seqs; s++) {
+        const struct tkv_attn_seq *seq = seq_at(a, s);
+        cl_uint *e = w + c->seq_at + SEQ_WORDS * s;
+        e[0] = seq->n_ctx;
+        e[1] = seq->n_q;
+        e[2] = seq->q_first;
+        e[3] = seq->block_first;
+        for (uint32_t t = 0; t < seq->n_q; t++)
+            w[c->qseq_at + seq->q_first + t] = s;
+    }
+    memcpy(w + c->blocks_at, a->blocks, (size_t)a->n_blocks * sizeof(cl_uint));
+    cl_uint *unit = w + c->units_at;
+    for (uint32_t i = 0; i < c->n_passes; i++) {
+        const struct ocl_attn_pass *ps = &d->passes[i];
+        const uint32_t qc = 1u << ps->variant;
+        for (uint32_t s = ps->s0; s < ps->s1; s++) {
+            struct pass_seq q = pass_seq_of(seq_at(a, s), ps->qr0, ps->qr1, 0, &ps->geom);
+            for (uint32_t u0 = 0; u0 < (q.te - q.tb) * c->ratio; u0 += qc) {
+                *unit++ = s;
+                *unit++ = u0;
+            }
+        }
+    }
+    memcpy(w + c->q_at, a->q, q_bytes);
+}
+
 static int run(struct ocl_device *d, struct attn_call *c, uint64_t *skipped)
 {
     static const char op[] = "attention";
     const struct tkv_attention_args *a = c->a;
-    const size_t n_rows = (size_t)a->n_seqs * a->n_q * a->n_q_heads;
-    const size_t seq_bytes = a->n_seqs * 3u * sizeof(cl_ulong);
+    const size_t n_rows = (size_t)a->n_q_total * a->n_q_heads;
     const size_t q_bytes = n_rows * c->head_dim * sizeof(float);
-    const size_t up_bytes = seq_bytes + q_bytes, down_bytes = q_bytes + n_rows * sizeof(cl_uint);
-    cl_int err;
     int rc;
-    if ((rc = ocl_scratch_reserve(d, &d->scratch.upload, up_bytes, op, "upload")) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.download, down_bytes, op, "download")) != TKV_OK ||
-        (rc = ocl_host_reserve(&d->up_host, &d->up_host_cap, up_bytes, op)) != TKV_OK ||
-        (rc = ocl_host_reserve(&d->down_host, &d->down_host_cap, down_bytes, op)) != TKV_OK)
+
+    if ((rc = plan_passes(d, c)) != TKV_OK)
         return rc;
-    cl_ulong *seqs = d->up_host;
-    for (uint32_t s = 0; s < a->n_seqs; s++) {
-        seqs[3u * s] = a->seqs[s].k_offset;
-        seqs[3u * s + 1u] = a->seqs[s].v_offset;
-        seqs[3u * s + 2u] = a->seqs[s].n_ctx;
-    }
-    memcpy((char *)d->up_host + seq_bytes, a->q, q_bytes);
-    if ((err = clEnqueueWriteBuffer(d->queue, d->scratch.upload.mem, CL_FALSE, 0, up_bytes,
-                                    d->up_host, 0, NULL, NULL)) != CL_SUCCESS)
+    c->n_units = 0;
+    c->max_scores = c->max_bmax = c->max_rows = c->max_part = 0;
+    for (uint32_t i = 0; i < c->n_passes; i++)
+        if ((rc = plan_pass(d, c, &d->passes[i])) != TKV_OK)
+            return rc;
+
+    const size_t seq_words = (size_t)a->n_seqs * SEQ_WORDS;
+    const size_t up_words = seq_words + a->n_q_total + a->n_blocks + 2u * (size_t)c->n_units +
+                            q_bytes / sizeof(float);
+    const size_t down_words = n_rows * (c->head_dim + 1u + (a->lse ? 1u : 0u));
+    /* the kernels take word offsets as 32-bit numbers */
+    if (up_words > UINT32_MAX || down_words > UINT32_MAX)
+        return OCL_ERROR(TKV_EUNSUPPORTED,
+                         "attention: %zu query rows of head_dim %u with %u blocks exceed the "
+                         "plugin's 2^32-word transfers",
+                         n_rows, c->head_dim, a->n_blocks);
+    c->seq_at = 0;
+    c->qseq_at = (cl_uint)seq_words;
+    c->blocks_at = c->qseq_at + a->n_q_total;
+    c->units_at = c->blocks_at + a->n_blocks;
+    c->q_at = c->units_at + 2u * c->n_units;
+    if ((rc = ocl_scratch_reserve(d, &d->scratch.upload, up_words * 4u, op, "upload")) != TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.download, down_words * 4u, op, "download")) !=
+            TKV_OK ||
+        (rc = ocl_host_reserve(&d->up_host, &d->up_host_cap, up_words * 4u, op)) != TKV_OK ||
+        (rc = ocl_host_reserve(&d->down_host, &d->down_host_cap, down_words * 4u, op)) !=
+            TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.scores, c->max_scores * sizeof(float), op,
+                                  "score")) != TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.bmax, c->max_bmax * sizeof(float), op,
+                                  "tile max")) != TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.tmax, c->max_rows * sizeof(float), op, "max")) !=
+            TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.part_acc,
+                                  c->max_part * c->head_dim * sizeof(float), op, "partial")) !=
+            TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.part_l, c->max_part * sizeof(float), op,
+                                  "partial sum")) != TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.part_skip, c->max_part * sizeof(cl_uint), op,
+                                  "partial count")) != TKV_OK)
+        return rc;
+    if (tkv_type_is_turbo(a->k.fmt.type) &&
+        (rc = ocl_scratch_reserve(d, &d->scratch.q_prepared, n_rows * c->q_stride * sizeof(float),
+                                  op, "query")) != TKV_OK)
+        return rc;
+
+    fill_upload(d, c, q_bytes);
+    cl_int err = clEnqueueWriteBuffer(d->queue, d->scratch.upload.mem, CL_FALSE, 0, up_words * 4u,
+                                      d->up_host, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
         return ocl_fail(err, op, "clEnqueueWriteBuffer");
 
     c->q = d->scratch.upload.mem;
-    c->q_at = (cl_uint)(seq_bytes / sizeof(float));
-    if (tkv_type_is_turbo(a->k_fmt.type)) {
-        if ((rc = ocl_scratch_reserve(d, &d->scratch.q_prepared,
-                                      n_rows * c->q_stride * sizeof(float), op, "query")) != TKV_OK)
-            return rc;
-        cl_uint head_dim = c->head_dim, type = a->k_fmt.type, rotation = a->k_fmt.rotation;
+    if (tkv_type_is_turbo(a->k.fmt.type)) {
+        cl_uint head_dim = c->head_dim, type = a->k.fmt.type, rotation = a->k.fmt.rotation;
         const struct ocl_karg args[] = {
             OCL_ARG(d->scratch.upload.mem), OCL_ARG(c->q_at), OCL_ARG(d->scratch.q_prepared.mem),
             OCL_ARG(head_dim), OCL_ARG(type), OCL_ARG(rotation), OCL_ARG(d->tables),
@@ -329,40 +522,17 @@ static int run(struct ocl_device *d, struct attn_call *c, uint64_t *skipped)
         c->q = d->scratch.q_prepared.mem;
         c->q_at = 0;
     }
-
-    /* passes: as many sequences as the score scratch allows; a sequence
-     * too long for it alone is split by query tokens */
-    const size_t cap = d->max_alloc < SCORES_BYTES_MAX ? (size_t)d->max_alloc : SCORES_BYTES_MAX;
-    const size_t token_bytes = (size_t)a->n_q_heads * sizeof(float); /* per row of context */
-    for (uint32_t s0 = 0; s0 < a->n_seqs;) {
-        uint32_t ctx = a->seqs[s0].n_ctx, s1 = s0 + 1;
-        if ((size_t)a->n_q * ctx * token_bytes > cap) {
-            size_t fit = cap / ((size_t)ctx * token_bytes);
-            uint32_t n_t = fit < 1 ? 1u : (uint32_t)fit;
-            for (uint32_t t0 = 0; t0 < a->n_q && rc == TKV_OK; t0 += n_t)
-                rc = run_pass(d, c, s0, 1, t0, a->n_q - t0 < n_t ? a->n_q - t0 : n_t);
-            if (rc != TKV_OK)
-                return rc;
-            s0 = s1;
-            continue;
-        }
-        while (s1 < a->n_seqs) {
-            uint32_t wider = a->seqs[s1].n_ctx > ctx ? a->seqs[s1].n_ctx : ctx;
-            if ((size_t)(s1 + 1 - s0) * a->n_q * wider * token_bytes > cap)
-                break;
-            ctx = wider;
-            s1++;
-        }
-        if ((rc = run_pass(d, c, s0, s1 - s0, 0, a->n_q)) != TKV_OK)
+    for (uint32_t i = 0; i < c->n_passes; i++)
+        if ((rc = run_pass(d, c, &d->passes[i])) != TKV_OK)
             return rc;
-        s0 = s1;
-    }
 
-    if ((err = clEnqueueReadBuffer(d->queue, d->scratch.download.mem, CL_TRUE, 0, down_bytes,
+    if ((err = clEnqueueReadBuffer(d->queue, d->scratch.download.mem, CL_TRUE, 0, down_words * 4u,
                                    d->down_host, 0, NULL, NULL)) != CL_SUCCESS)
         return ocl_fail(err, op, "clEnqueueReadBuffer");
     memcpy(a->out, d->down_host, q_bytes);
     const cl_uint *counts = (const cl_uint *)((const char *)d->down_host + q_bytes);
+    if (a->lse)
+        memcpy(a->lse, counts + n_rows, n_rows * sizeof(float));
     *skipped = 0;
     for (size_t r = 0; r < n_rows; r++)
         *skipped += counts[r];
@@ -372,18 +542,31 @@ static int run(struct ocl_device *d, struct attn_call *c, uint64_t *skipped)
 int ocl_attention(void *dev, const struct tkv_attention_args *a)
 {
     struct ocl_device *d = dev;
-    struct attn_call c;
+    struct attn_call c = {
+        .a = a,
+        .k_mem = ocl_buffer_of(a->k.buf)->mem,
+        .v_mem = ocl_buffer_of(a->v.buf)->mem,
+        .head_dim = a->k.fmt.head_dim,
+        .ratio = a->n_q_heads / a->n_kv_heads,
+        .q_stride = tkv_type_is_qjl(a->k.fmt.type) ? 2u * a->k.fmt.head_dim : a->k.fmt.head_dim,
+        .k_padded = pool_padded(&a->k),
+        .v_padded = pool_padded(&a->v),
+    };
     uint64_t skipped = 0, total = 0;
-    int rc;
-    if ((rc = check(d, a, &c)) != TKV_OK)
-        return rc;
-    if (a->n_seqs > 0 && (rc = run(d, &c, &skipped)) != TKV_OK) {
+    int rc = run(d, &c, &skipped);
+    if (rc != TKV_OK) {
         clFinish(d->queue); /* nothing queued may still read the staging buffers */
         return rc;
     }
-    for (uint32_t s = 0; s < a->n_seqs; s++)
-        for (uint32_t t = 0; t < a->n_q; t++) /* causal: token t sees n_ctx - n_q + t + 1 rows */
-            total += (uint64_t)a->n_q_heads * (a->seqs[s].n_ctx - a->n_q + t + 1u);
+    /* visible rows: token t of a sequence sees its position + 1 rows, at
+     * most window of them */
+    for (uint32_t s = 0; s < a->n_seqs; s++) {
+        const struct tkv_attn_seq *seq = seq_at(a, s);
+        for (uint32_t t = 0; t < seq->n_q; t++) {
+            uint64_t seen = (uint64_t)seq->n_ctx - seq->n_q + t + 1u;
+            total += a->n_q_heads * (a->window && seen > a->window ? a->window : seen);
+        }
+    }
     d->stats.attention_calls++;
     d->stats.rows_skipped += skipped;
     if (a->rows_total)

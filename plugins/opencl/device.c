@@ -290,12 +290,12 @@ static int upload_tables(struct ocl_device *d, const struct tkv_math *math)
     for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
         uint32_t gi = (uint32_t)tkv_group_index(g);
         const struct tkv_group_tables *t = &math->groups[gi];
-        const struct tkv_qjl_tables *qjl = d->has_qjl ? &math->qjl[gi] : NULL;
-        float inv_sqrt = (float)(1.0 / sqrt((double)g)), qjl_scale = qjl ? qjl->scale : 0.0f;
+        const struct tkv_qjl_tables *qjl = &math->qjl[gi];
+        float inv_sqrt = (float)(1.0 / sqrt((double)g)), qjl_scale = qjl->scale;
         PUT(TKV_TAB_SIGN1, t->sign1, g);
         PUT(TKV_TAB_SIGN2, t->sign2, g);
         PUT(TKV_TAB_DENSE, t->dense, (size_t)g * g);
-        PUT(TKV_TAB_QJL, qjl ? qjl->rows : NULL, (size_t)g * g);
+        PUT(TKV_TAB_QJL, qjl->rows, (size_t)g * g);
         PUT(TKV_TAB_INV_SQRT, &inv_sqrt, 1);
         PUT(TKV_TAB_QJL_SCALE, &qjl_scale, 1);
         for (uint32_t b = 0; b < TKV_N_CODEBOOK_BITS; b++) {
@@ -320,9 +320,6 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
 {
     cl_int err;
     d->device = found->device;
-    d->has_qjl = math->struct_size >= offsetof(struct tkv_math, qjl) + sizeof math->qjl;
-    for (uint32_t g = 0; d->has_qjl && g < TKV_N_GROUP_SIZES; g++)
-        d->has_qjl = math->qjl[g].rows != NULL;
     if ((err = clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc,
                                &d->max_alloc, NULL)) != CL_SUCCESS ||
         (err = clGetDeviceInfo(d->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof d->local_mem,
@@ -356,9 +353,9 @@ static void scratch_release(struct ocl_scratch *s)
 void ocl_device_release(struct ocl_device *d)
 {
     struct ocl_scratch *all[] = {
-        &d->scratch.rows,     &d->scratch.counter, &d->scratch.upload,    &d->scratch.q_prepared,
-        &d->scratch.scores,   &d->scratch.bmax,    &d->scratch.tmax,      &d->scratch.part_acc,
-        &d->scratch.part_l,   &d->scratch.part_skip, &d->scratch.download,
+        &d->scratch.rows,     &d->scratch.table,  &d->scratch.counter,   &d->scratch.upload,
+        &d->scratch.q_prepared, &d->scratch.scores, &d->scratch.bmax,    &d->scratch.tmax,
+        &d->scratch.part_acc, &d->scratch.part_l, &d->scratch.part_skip, &d->scratch.download,
     };
     if (d->queue)
         clFinish(d->queue);
@@ -377,6 +374,7 @@ void ocl_device_release(struct ocl_device *d)
         clReleaseContext(d->context);
     free(d->up_host);
     free(d->down_host);
+    free(d->passes);
 }
 
 /* ---- scratch and launches -------------------------------------------------------- */

@@ -14,6 +14,7 @@
 
 #define CL_TARGET_OPENCL_VERSION 120
 #include <CL/cl.h>
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,6 +68,8 @@ struct ocl_scratch {
     size_t size;
 };
 
+struct ocl_attn_pass; /* attention.c */
+
 struct ocl_device {
     cl_device_id device;
     cl_context context;
@@ -76,7 +79,6 @@ struct ocl_device {
     size_t kernel_wg[OCL_K_COUNT];    /* CL_KERNEL_WORK_GROUP_SIZE */
     cl_ulong kernel_local[OCL_K_COUNT]; /* CL_KERNEL_LOCAL_MEM_SIZE (static) */
     cl_mem tables;                      /* kernels/tables.h */
-    int has_qjl;                        /* the core handed the QJL sketches */
 
     cl_ulong max_alloc, local_mem;
     cl_uint compute_units;
@@ -84,13 +86,16 @@ struct ocl_device {
     struct tkv_device_stats stats;
 
     struct {
-        struct ocl_scratch rows, counter, upload, q_prepared, scores, bmax, tmax, part_acc, part_l,
-            part_skip, download;
+        struct ocl_scratch rows, table, counter, upload, q_prepared, scores, bmax, tmax, part_acc,
+            part_l, part_skip, download;
     } scratch;
-    /* Host staging of attention's one upload (sequence table, then queries)
-     * and one download (outputs, then skip counts). */
+    /* Host staging of attention's one upload (sequence and block tables,
+     * work units, queries) and one download (outputs, skip counts, lse),
+     * and its plan of passes. */
     void *up_host, *down_host;
     size_t up_host_cap, down_host_cap;
+    struct ocl_attn_pass *passes;
+    size_t passes_cap;
 };
 
 /* Builds everything open() needs on the chosen device (device.c). */
@@ -140,17 +145,14 @@ struct ocl_buffer {
 };
 #define OCL_BUFFER_SPARE 8u
 
-/* The buffer behind a handle, or NULL (with the error recorded). */
-struct ocl_buffer *ocl_buffer_check(const void *buf, const char *op, const char *which);
-
-
-/* dev and args present, args at least size bytes as their struct_size says. */
-int ocl_check_args(const void *dev, const void *args, size_t size, const char *op);
-
-/* Validates a row format (type, head_dim, and for turbo types rotation and
- * scale mode; QJL types need the QJL matrices); fills *row_bytes. */
-int ocl_check_format(const struct ocl_device *d, const struct tkv_row_format *fmt,
-                     const char *op, uint32_t *row_bytes);
+/* The buffer behind a handle. The core hands the plugin only buffers it
+ * allocated (core/validate.c); debug builds assert it. */
+static inline struct ocl_buffer *ocl_buffer_of(const void *buf)
+{
+    struct ocl_buffer *b = (struct ocl_buffer *)buf;
+    assert(b && b->magic == OCL_BUFFER_MAGIC);
+    return b;
+}
 
 /* ---- the ops (quantize.c, attention.c) --------------------------------------- */
 

@@ -64,10 +64,6 @@ static void describe(const struct ocl_found *f, struct tkv_device_info *info)
 
 static int ocl_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_found)
 {
-    if (!n_found)
-        return OCL_ERROR(TKV_EINVAL, "probe: NULL n_found");
-    if (max && !devs)
-        return OCL_ERROR(TKV_EINVAL, "probe: NULL devs with max %u", max);
     struct ocl_found *found = max ? calloc(max, sizeof *found) : NULL;
     if (max && !found)
         return OCL_ERROR(TKV_ENOMEM, "probe: no memory for %u devices", max);
@@ -80,18 +76,18 @@ static int ocl_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_fou
 
 /* ---- device ------------------------------------------------------------------- */
 
-/* The tables of ABI 1.0 must be there for every group size; the QJL
- * matrices (1.1) are optional, and QJL rows are refused without them. */
+/* Every table of every group size, the QJL sketches included (ABI 2.0). */
 static int math_check(const struct tkv_math *math)
 {
     if (!math)
         return OCL_ERROR(TKV_EINVAL, "open: NULL math tables");
-    if (math->struct_size < offsetof(struct tkv_math, qjl))
+    if (math->struct_size < sizeof *math)
         return OCL_ERROR(TKV_EINVAL, "open: math struct_size %u < %zu", math->struct_size,
-                         offsetof(struct tkv_math, qjl));
+                         sizeof *math);
     for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
         const struct tkv_group_tables *t = &math->groups[tkv_group_index(g)];
-        int ok = t->group == g && t->sign1 && t->sign2 && t->dense;
+        int ok = t->group == g && t->sign1 && t->sign2 && t->dense &&
+                 math->qjl[tkv_group_index(g)].rows;
         for (uint32_t b = 0; b < TKV_N_CODEBOOK_BITS && ok; b++)
             ok = t->codebook[b].bits == b + TKV_TURBO_BITS_MIN &&
                  t->codebook[b].n_levels == 1u << (b + TKV_TURBO_BITS_MIN) &&
@@ -116,11 +112,6 @@ static int ocl_open(const struct tkv_open_params *params, void **dev_out)
 {
     int rc;
     uint32_t n = 0;
-    if (!params || !dev_out)
-        return OCL_ERROR(TKV_EINVAL, "open: NULL %s", params ? "dev" : "params");
-    if (params->struct_size < sizeof *params)
-        return OCL_ERROR(TKV_EINVAL, "open: params struct_size %u < %zu", params->struct_size,
-                         sizeof *params);
     if ((rc = math_check(params->math)) != TKV_OK)
         return rc;
     struct ocl_found *found = calloc((size_t)params->device_index + 1, sizeof *found);
@@ -151,71 +142,68 @@ static int ocl_open(const struct tkv_open_params *params, void **dev_out)
     return TKV_OK;
 }
 
-/* ---- argument checks shared by the ops ----------------------------------------- */
+/* ---- capabilities ------------------------------------------------------------ */
 
-int ocl_check_args(const void *dev, const void *args, size_t size, const char *op)
-{
-    uint32_t struct_size;
-    if (!dev || !args)
-        return OCL_ERROR(TKV_EINVAL, "%s: NULL %s", op, dev ? "args" : "device");
-    memcpy(&struct_size, args, sizeof struct_size);
-    if (struct_size < size)
-        return OCL_ERROR(TKV_EINVAL, "%s: args struct_size %u is less than %zu (ABI %u.%u)", op,
-                         struct_size, size, TKV_ABI_MAJOR, TKV_ABI_MINOR);
-    return TKV_OK;
-}
+/* Every stored type attends as a key; the QJL types are keys only (the
+ * core's policy), so they are no value type. Turbo rows take every rotation
+ * (rotate_local in kernels/common.cl: WHT, DENSE, and NONE as the identity)
+ * and both scale modes. */
+#define ALL_TYPES ((1u << TKV_TYPE_COUNT) - 1u)
+#define QJL_TYPES ((1u << TKV_TYPE_TURBO3_QJL) | (1u << TKV_TYPE_TURBO4_QJL))
 
-int ocl_check_format(const struct ocl_device *d, const struct tkv_row_format *fmt,
-                     const char *op, uint32_t *row_bytes)
+static int ocl_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
 {
-    if (fmt->type >= TKV_TYPE_COUNT)
-        return OCL_ERROR(TKV_EUNSUPPORTED, "%s: unknown type %u (0..%u)", op, fmt->type,
-                         TKV_TYPE_COUNT - 1);
-    if (!tkv_head_dim_supported(fmt->head_dim))
-        return OCL_ERROR(TKV_EUNSUPPORTED,
-                         "%s: head_dim %u is not supported (multiples of %u up to %u)", op,
-                         fmt->head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
-    *row_bytes = tkv_row_bytes(fmt->type, fmt->head_dim);
-    if (!tkv_type_is_turbo(fmt->type))
-        return TKV_OK;
-    if (fmt->rotation == 0 || fmt->rotation >= TKV_ROTATION_COUNT)
-        return OCL_ERROR(TKV_EINVAL, "%s: unknown rotation %u (1..%u)", op, fmt->rotation,
-                         TKV_ROTATION_COUNT - 1);
-    if (fmt->scale_mode == 0 || fmt->scale_mode >= TKV_SCALE_COUNT)
-        return OCL_ERROR(TKV_EINVAL, "%s: unknown scale mode %u (1..%u)", op, fmt->scale_mode,
-                         TKV_SCALE_COUNT - 1);
-    if (tkv_type_is_qjl(fmt->type) && !d->has_qjl)
-        return OCL_ERROR(TKV_EUNSUPPORTED, "%s: the math tables lack the QJL sketches (core ABI "
-                                           "older than 1.1)", op);
+    struct ocl_found *found = calloc((size_t)device_index + 1, sizeof *found);
+    uint32_t n = 0;
+    int rc;
+    if (!found)
+        return OCL_ERROR(TKV_ENOMEM, "device_caps: no memory to list devices");
+    if ((rc = ocl_enumerate(found, device_index + 1, &n)) != TKV_OK) {
+        free(found);
+        return rc;
+    }
+    if (device_index >= n) {
+        free(found);
+        return OCL_ERROR(TKV_ERANGE, "device_caps: device %u does not exist (%u OpenCL device%s)",
+                         device_index, n, n == 1 ? "" : "s");
+    }
+    cl_ulong max_alloc = 0;
+    cl_int err = clGetDeviceInfo(found[device_index].device, CL_DEVICE_MAX_MEM_ALLOC_SIZE,
+                                 sizeof max_alloc, &max_alloc, NULL);
+    free(found);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, "device_caps", "clGetDeviceInfo(CL_DEVICE_MAX_MEM_ALLOC_SIZE)");
+    struct tkv_device_caps all = {
+        .features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP |
+                    TKV_CAP_LSE | TKV_CAP_BUFFER_COPY,
+        .k_types = ALL_TYPES,
+        .v_types = ALL_TYPES & ~QJL_TYPES,
+        .rotations = (1u << TKV_ROTATION_WHT) | (1u << TKV_ROTATION_DENSE) |
+                     (1u << TKV_ROTATION_NONE),
+        .scale_modes = (1u << TKV_SCALE_NORM) | (1u << TKV_SCALE_NORM_CORRECTED),
+        .head_dim_max = TKV_HEAD_DIM_MAX,
+        .max_block_tokens = 0, /* any: attention cuts blocks into tiles */
+        .max_q_per_seq = 0,    /* any: long ones are taken in several passes */
+        /* buffer_alloc pads a buffer to whole words plus spare words */
+        .max_buffer_bytes = max_alloc > OCL_BUFFER_SPARE + 4u
+                                ? (max_alloc - OCL_BUFFER_SPARE - 4u) & ~(cl_ulong)3u
+                                : 1u,
+    };
+    /* only the members the core's struct_size covers */
+    if (caps->struct_size > sizeof caps->struct_size) {
+        size_t n_bytes = caps->struct_size < sizeof all ? caps->struct_size : sizeof all;
+        memcpy((char *)caps + sizeof caps->struct_size, (const char *)&all + sizeof all.struct_size,
+               n_bytes - sizeof all.struct_size);
+    }
     return TKV_OK;
 }
 
 /* ---- buffers ----------------------------------------------------------------- */
 
-struct ocl_buffer *ocl_buffer_check(const void *buf, const char *op, const char *which)
-{
-    struct ocl_buffer *b = (struct ocl_buffer *)buf;
-    if (!b) {
-        (void)OCL_ERROR(TKV_EINVAL, "%s: NULL %s", op, which);
-        return NULL;
-    }
-    if (b->magic != OCL_BUFFER_MAGIC) {
-        (void)OCL_ERROR(TKV_EINVAL, "%s: %s is not a turbokv-opencl buffer", op, which);
-        return NULL;
-    }
-    return b;
-}
-
-
 static int ocl_buffer_alloc(void *dev, uint64_t bytes, void **out)
 {
     struct ocl_device *d = dev;
-    static const cl_uint zero = 0;
     cl_int err;
-    if (!d || !out)
-        return OCL_ERROR(TKV_EINVAL, "buffer_alloc: NULL %s", d ? "buf" : "device");
-    if (bytes == 0)
-        return OCL_ERROR(TKV_EINVAL, "buffer_alloc: zero bytes");
     uint64_t padded = (bytes + 3u) / 4u * 4u + OCL_BUFFER_SPARE;
     if (bytes > UINT64_MAX - 16u || padded > d->max_alloc || padded > SIZE_MAX)
         return OCL_ERROR(TKV_ENOMEM,
@@ -230,14 +218,16 @@ static int ocl_buffer_alloc(void *dev, uint64_t bytes, void **out)
         free(b);
         return ocl_fail(err, "buffer_alloc", "clCreateBuffer");
     }
-    /* zeroed, and waited for: drivers allocate lazily, and a failure must
-     * surface here rather than in a later op */
-    if ((err = clEnqueueFillBuffer(d->queue, b->mem, &zero, sizeof zero, 0, (size_t)padded, 0, NULL,
-                                   NULL)) != CL_SUCCESS ||
+    /* Drivers allocate lazily: placing the buffer on the device (contents
+     * undefined, so nothing is copied or zeroed) makes a failure surface
+     * here rather than in a later op. */
+    if ((err = clEnqueueMigrateMemObjects(d->queue, 1, &b->mem,
+                                          CL_MIGRATE_MEM_OBJECT_CONTENT_UNDEFINED, 0, NULL,
+                                          NULL)) != CL_SUCCESS ||
         (err = clFinish(d->queue)) != CL_SUCCESS) {
         clReleaseMemObject(b->mem);
         free(b);
-        return ocl_fail(err, "buffer_alloc", "clEnqueueFillBuffer");
+        return ocl_fail(err, "buffer_alloc", "clEnqueueMigrateMemObjects");
     }
     b->magic = OCL_BUFFER_MAGIC;
     b->size = bytes;
@@ -264,51 +254,34 @@ static void ocl_buffer_free(void *dev, void *buf)
     free(b);
 }
 
-/* The buffer behind buf, if bytes at offset lie inside it. */
-static int buffer_range(const void *buf, uint64_t offset, uint64_t bytes, const char *op,
-                        struct ocl_buffer **out)
-{
-    struct ocl_buffer *b = ocl_buffer_check(buf, op, "buf");
-    if (!b)
-        return TKV_EINVAL;
-    if (!tkv_span_fits(b->size, offset, 1, 0, bytes))
-        return OCL_ERROR(TKV_ERANGE, "%s: %llu bytes at offset %llu exceed the %llu-byte buffer",
-                         op, (unsigned long long)bytes, (unsigned long long)offset,
-                         (unsigned long long)b->size);
-    *out = b;
-    return TKV_OK;
-}
-
 static int ocl_buffer_write(void *dev, void *buf, uint64_t offset, const void *src, uint64_t bytes)
 {
     struct ocl_device *d = dev;
-    struct ocl_buffer *b;
-    int rc;
-    if (!d || (!src && bytes))
-        return OCL_ERROR(TKV_EINVAL, "buffer_write: NULL %s", d ? "src" : "device");
-    if ((rc = buffer_range(buf, offset, bytes, "buffer_write", &b)) != TKV_OK)
-        return rc;
-    if (bytes == 0)
-        return TKV_OK;
-    cl_int err = clEnqueueWriteBuffer(d->queue, b->mem, CL_TRUE, (size_t)offset, (size_t)bytes, src,
-                                      0, NULL, NULL);
+    cl_int err = clEnqueueWriteBuffer(d->queue, ocl_buffer_of(buf)->mem, CL_TRUE, (size_t)offset,
+                                      (size_t)bytes, src, 0, NULL, NULL);
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, "buffer_write", "clEnqueueWriteBuffer");
 }
 
 static int ocl_buffer_read(void *dev, const void *buf, uint64_t offset, void *dst, uint64_t bytes)
 {
     struct ocl_device *d = dev;
-    struct ocl_buffer *b;
-    int rc;
-    if (!d || (!dst && bytes))
-        return OCL_ERROR(TKV_EINVAL, "buffer_read: NULL %s", d ? "dst" : "device");
-    if ((rc = buffer_range(buf, offset, bytes, "buffer_read", &b)) != TKV_OK)
-        return rc;
-    if (bytes == 0)
-        return TKV_OK;
-    cl_int err = clEnqueueReadBuffer(d->queue, b->mem, CL_TRUE, (size_t)offset, (size_t)bytes, dst,
-                                     0, NULL, NULL);
+    cl_int err = clEnqueueReadBuffer(d->queue, ocl_buffer_of(buf)->mem, CL_TRUE, (size_t)offset,
+                                     (size_t)bytes, dst, 0, NULL, NULL);
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, "buffer_read", "clEnqueueReadBuffer");
+}
+
+/* Waited for: the core may free src next (a pool that grew), and a device
+ * error belongs to this call, not to a later op. */
+static int ocl_buffer_copy(void *dev, void *dst, uint64_t dst_offset, const void *src,
+                           uint64_t src_offset, uint64_t bytes)
+{
+    struct ocl_device *d = dev;
+    cl_int err = clEnqueueCopyBuffer(d->queue, ocl_buffer_of(src)->mem, ocl_buffer_of(dst)->mem,
+                                     (size_t)src_offset, (size_t)dst_offset, (size_t)bytes, 0, NULL,
+                                     NULL);
+    if (err == CL_SUCCESS)
+        err = clFinish(d->queue);
+    return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, "buffer_copy", "clEnqueueCopyBuffer");
 }
 
 /* ---- stats ---------------------------------------------------------------------- */
@@ -316,12 +289,10 @@ static int ocl_buffer_read(void *dev, const void *buf, uint64_t offset, void *ds
 static int ocl_stats(void *dev, struct tkv_device_stats *stats)
 {
     struct ocl_device *d = dev;
-    if (!d || !stats)
-        return OCL_ERROR(TKV_EINVAL, "stats: NULL %s", d ? "stats" : "device");
-    if (stats->struct_size < sizeof *stats)
-        return OCL_ERROR(TKV_EINVAL, "stats: struct_size %u < %zu", stats->struct_size,
-                         sizeof *stats);
-    *stats = d->stats;
+    uint32_t size = stats->struct_size < sizeof *stats ? stats->struct_size : sizeof *stats;
+    struct tkv_device_stats copy = d->stats;
+    copy.struct_size = size;
+    memcpy(stats, &copy, size);
     return TKV_OK;
 }
 
@@ -336,12 +307,14 @@ static const struct tkv_plugin ocl_plugin = {
     .description = "turbokv OpenCL backend (OpenCL 1.2 kernels: GPUs, PoCL)",
     .init = ocl_init,
     .probe = ocl_probe,
+    .device_caps = ocl_device_caps,
     .open = ocl_open,
     .close = ocl_close,
     .buffer_alloc = ocl_buffer_alloc,
     .buffer_free = ocl_buffer_free,
     .buffer_write = ocl_buffer_write,
     .buffer_read = ocl_buffer_read,
+    .buffer_copy = ocl_buffer_copy,
     .quantize_append = ocl_quantize_append,
     .attention = ocl_attention,
     .dequantize = ocl_dequantize,
@@ -351,8 +324,8 @@ static const struct tkv_plugin ocl_plugin = {
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major,
                                                             uint32_t core_abi_minor);
 
-/* Any 1.x core can run this module; an older minor lacks the QJL sketches,
- * which open() notices. */
+/* Any 2.x core can run this module: a later minor only appends members the
+ * module does not read. */
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major,
                                                             uint32_t core_abi_minor)
 {

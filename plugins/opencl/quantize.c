@@ -1,8 +1,9 @@
 /*
- * The quantize_append and dequantize ops: the cpu reference's argument
- * checks, then rows through quantize_rows and dequantize_rows
- * (kernels/rows.cl), one work-group per row, in chunks that bound the
- * staging scratch.
+ * The quantize_append and dequantize ops: rows of one sequence through
+ * quantize_rows and dequantize_rows (kernels/rows.cl), one work-group per
+ * row, in chunks that bound the staging scratch. The core has checked the
+ * arguments (turbokv_plugin.h); the part of the sequence's block table the
+ * tokens use goes up once per call.
  */
 #include <string.h>
 
@@ -14,37 +15,64 @@
 /* Work-items per row: enough for the butterflies of a 1024-value row. */
 #define ROW_WORK_GROUP 128u
 
-static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a,
-                         const struct ocl_buffer *buf, uint32_t row_bytes, uint64_t *nonfinite)
+/* The entries of the block table that tokens first_pos .. first_pos +
+ * n_tokens - 1 use, into the table scratch; *block0 gets the first one's
+ * index. The write is not waited for: the op ends with a blocking read on
+ * the same in-order queue (or clFinish on failure) before blocks may go. */
+static int upload_blocks(struct ocl_device *d, const struct tkv_pool *pool, const uint32_t *blocks,
+                         uint32_t first_pos, uint32_t n_tokens, const char *op, cl_uint *block0)
+{
+    const uint32_t b0 = first_pos / pool->block_tokens;
+    const uint32_t b1 = (uint32_t)(((uint64_t)first_pos + n_tokens - 1u) / pool->block_tokens);
+    const size_t bytes = ((size_t)b1 - b0 + 1u) * sizeof(cl_uint);
+    int rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table");
+    if (rc != TKV_OK)
+        return rc;
+    cl_int err = clEnqueueWriteBuffer(d->queue, d->scratch.table.mem, CL_FALSE, 0, bytes,
+                                      blocks + b0, 0, NULL, NULL);
+    if (err != CL_SUCCESS)
+        return ocl_fail(err, op, "clEnqueueWriteBuffer(block table)");
+    *block0 = b0;
+    return TKV_OK;
+}
+
+static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, uint64_t *nonfinite)
 {
     static const char op[] = "quantize_append";
     static const cl_uint zero = 0;
-    const size_t token_bytes = (size_t)a->n_heads * a->fmt.head_dim * sizeof(float);
+    const struct tkv_pool *pool = &a->pool;
+    const size_t token_bytes = (size_t)a->n_heads * pool->fmt.head_dim * sizeof(float);
     const uint32_t chunk = token_bytes >= CHUNK_BYTES ? 1u : (uint32_t)(CHUNK_BYTES / token_bytes);
     const uint32_t first_chunk = chunk < a->n_tokens ? chunk : a->n_tokens;
     const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE, ROW_WORK_GROUP);
+    cl_uint block0;
     int rc;
     if ((rc = ocl_scratch_reserve(d, &d->scratch.rows, first_chunk * token_bytes, op, "row")) !=
             TKV_OK ||
         (rc = ocl_scratch_reserve(d, &d->scratch.counter, sizeof(cl_uint), op, "counter")) !=
-            TKV_OK)
+            TKV_OK ||
+        (rc = upload_blocks(d, pool, a->blocks, a->first_pos, a->n_tokens, op, &block0)) != TKV_OK)
         return rc;
 
-    cl_uint n_heads = a->n_heads, head_dim = a->fmt.head_dim, rb = row_bytes, type = a->fmt.type;
-    cl_uint rotation = a->fmt.rotation, scale_mode = a->fmt.scale_mode;
-    cl_ulong head_stride = a->head_stride, dst_offset = 0;
+    cl_uint n_heads = a->n_heads, head_dim = pool->fmt.head_dim, rb = pool->row_bytes;
+    cl_uint type = pool->fmt.type, rotation = pool->fmt.rotation;
+    cl_uint scale_mode = pool->fmt.scale_mode, bt = pool->block_tokens, first_pos = 0;
+    cl_ulong block_stride = pool->block_stride, head_stride = pool->head_stride;
+    cl_mem dst = ocl_buffer_of(pool->buf)->mem;
     const struct ocl_karg args[] = {
-        OCL_ARG(d->scratch.rows.mem), OCL_ARG(n_heads),    OCL_ARG(head_dim),
-        OCL_ARG(buf->mem),            OCL_ARG(dst_offset), OCL_ARG(head_stride),
-        OCL_ARG(rb),                  OCL_ARG(type),       OCL_ARG(rotation),
-        OCL_ARG(scale_mode),          OCL_ARG(d->tables),  OCL_ARG(d->scratch.counter.mem),
+        OCL_ARG(d->scratch.rows.mem), OCL_ARG(n_heads),      OCL_ARG(head_dim),
+        OCL_ARG(dst),                 OCL_ARG(d->scratch.table.mem), OCL_ARG(block0),
+        OCL_ARG(first_pos),           OCL_ARG(bt),           OCL_ARG(block_stride),
+        OCL_ARG(head_stride),         OCL_ARG(rb),           OCL_ARG(type),
+        OCL_ARG(rotation),            OCL_ARG(scale_mode),   OCL_ARG(d->tables),
+        OCL_ARG(d->scratch.counter.mem),
     };
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += chunk) {
         uint32_t n = a->n_tokens - t0 < chunk ? a->n_tokens - t0 : chunk;
         size_t groups[3] = { (size_t)n * a->n_heads, 1, 1 };
         cl_uint count = 0;
         cl_int err;
-        dst_offset = a->offset + (uint64_t)t0 * row_bytes;
+        first_pos = a->first_pos + t0;
         if ((err = clEnqueueFillBuffer(d->queue, d->scratch.counter.mem, &zero, sizeof zero, 0,
                                        sizeof zero, 0, NULL, NULL)) != CL_SUCCESS)
             return ocl_fail(err, op, "clEnqueueFillBuffer");
@@ -67,35 +95,9 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a,
 int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
 {
     struct ocl_device *d = dev;
-    uint32_t row_bytes;
-    int rc;
-    if ((rc = ocl_check_args(d, a, sizeof *a, "quantize_append")) != TKV_OK ||
-        (rc = ocl_check_format(d, &a->fmt, "quantize_append", &row_bytes)) != TKV_OK)
-        return rc;
-    if (a->n_nonfinite)
-        *a->n_nonfinite = 0;
-    if (a->n_tokens == 0)
-        return TKV_OK;
-    if (a->n_heads == 0 || !a->src)
-        return OCL_ERROR(TKV_EINVAL, "quantize_append: %s", a->src ? "n_heads is 0" : "NULL src");
-    struct ocl_buffer *buf = ocl_buffer_check(a->buf, "quantize_append", "buf");
-    if (!buf)
-        return TKV_EINVAL;
-    uint64_t span = (uint64_t)a->n_tokens * row_bytes;
-    if (a->n_heads > 1 && a->head_stride < span)
-        return OCL_ERROR(TKV_EINVAL,
-                         "quantize_append: head_stride %llu is less than the %llu bytes of "
-                         "%u new rows of a head: heads would overlap",
-                         (unsigned long long)a->head_stride, (unsigned long long)span, a->n_tokens);
-    if (!tkv_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
-        return OCL_ERROR(TKV_ERANGE,
-                         "quantize_append: %u tokens x %u heads of %u-byte rows at offset %llu, "
-                         "head_stride %llu, exceed the %llu-byte buffer",
-                         a->n_tokens, a->n_heads, row_bytes, (unsigned long long)a->offset,
-                         (unsigned long long)a->head_stride, (unsigned long long)buf->size);
-
     uint64_t nonfinite = 0;
-    if ((rc = append_chunks(d, a, buf, row_bytes, &nonfinite)) != TKV_OK) {
+    int rc;
+    if ((rc = append_chunks(d, a, &nonfinite)) != TKV_OK) {
         clFinish(d->queue); /* nothing queued may still read the host's rows */
         return rc;
     }
@@ -105,56 +107,54 @@ int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
     return TKV_OK;
 }
 
-int ocl_dequantize(void *dev, const struct tkv_dequant_args *a)
+static int dequantize_chunks(struct ocl_device *d, const struct tkv_dequant_args *a)
 {
     static const char op[] = "dequantize";
-    struct ocl_device *d = dev;
-    uint32_t row_bytes;
-    int rc;
-    if ((rc = ocl_check_args(d, a, sizeof *a, op)) != TKV_OK ||
-        (rc = ocl_check_format(d, &a->fmt, op, &row_bytes)) != TKV_OK)
-        return rc;
-    if (a->n_rows == 0)
-        return TKV_OK;
-    if (!a->dst)
-        return OCL_ERROR(TKV_EINVAL, "dequantize: NULL dst");
-    const struct ocl_buffer *buf = ocl_buffer_check(a->buf, op, "buf");
-    if (!buf)
-        return TKV_EINVAL;
-    if (!tkv_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * row_bytes))
-        return OCL_ERROR(TKV_ERANGE,
-                         "dequantize: %u rows of %u bytes at offset %llu exceed the %llu-byte "
-                         "buffer",
-                         a->n_rows, row_bytes, (unsigned long long)a->offset,
-                         (unsigned long long)buf->size);
-
-    const size_t row_floats_bytes = (size_t)a->fmt.head_dim * sizeof(float);
-    const uint32_t chunk = (uint32_t)(CHUNK_BYTES / row_floats_bytes);
+    const struct tkv_pool *pool = &a->pool;
+    const size_t token_bytes = (size_t)a->n_heads * pool->fmt.head_dim * sizeof(float);
+    const uint32_t chunk = token_bytes >= CHUNK_BYTES ? 1u : (uint32_t)(CHUNK_BYTES / token_bytes);
     const size_t wg = ocl_wg_pow2(d, OCL_K_DEQUANTIZE, ROW_WORK_GROUP);
+    cl_uint block0;
+    int rc;
     if ((rc = ocl_scratch_reserve(d, &d->scratch.rows,
-                                  (a->n_rows < chunk ? a->n_rows : chunk) * row_floats_bytes, op,
-                                  "row")) != TKV_OK)
+                                  (a->n_tokens < chunk ? a->n_tokens : chunk) * token_bytes, op,
+                                  "row")) != TKV_OK ||
+        (rc = upload_blocks(d, pool, a->blocks, a->first_pos, a->n_tokens, op, &block0)) != TKV_OK)
         return rc;
-    cl_uint rb = row_bytes, head_dim = a->fmt.head_dim, type = a->fmt.type;
-    cl_uint rotation = a->fmt.rotation;
-    cl_ulong offset = 0;
+    cl_uint n_heads = a->n_heads, bt = pool->block_tokens, rb = pool->row_bytes;
+    cl_uint head_dim = pool->fmt.head_dim, type = pool->fmt.type, rotation = pool->fmt.rotation;
+    cl_uint first_pos = 0;
+    cl_ulong block_stride = pool->block_stride, head_stride = pool->head_stride;
+    cl_mem buf = ocl_buffer_of(pool->buf)->mem;
     const struct ocl_karg args[] = {
-        OCL_ARG(buf->mem), OCL_ARG(offset),   OCL_ARG(rb),        OCL_ARG(head_dim),
-        OCL_ARG(type),     OCL_ARG(rotation), OCL_ARG(d->tables), OCL_ARG(d->scratch.rows.mem),
+        OCL_ARG(buf),          OCL_ARG(d->scratch.table.mem), OCL_ARG(block0),
+        OCL_ARG(first_pos),    OCL_ARG(n_heads),              OCL_ARG(bt),
+        OCL_ARG(block_stride), OCL_ARG(head_stride),          OCL_ARG(rb),
+        OCL_ARG(head_dim),     OCL_ARG(type),                 OCL_ARG(rotation),
+        OCL_ARG(d->tables),    OCL_ARG(d->scratch.rows.mem),
     };
-    for (uint32_t r0 = 0; r0 < a->n_rows; r0 += chunk) {
-        uint32_t n = a->n_rows - r0 < chunk ? a->n_rows - r0 : chunk;
-        size_t groups[3] = { n, 1, 1 };
-        offset = a->offset + (uint64_t)r0 * row_bytes;
+    for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += chunk) {
+        uint32_t n = a->n_tokens - t0 < chunk ? a->n_tokens - t0 : chunk;
+        size_t groups[3] = { (size_t)n * a->n_heads, 1, 1 };
+        first_pos = a->first_pos + t0;
         if ((rc = ocl_args(d, OCL_K_DEQUANTIZE, op, sizeof args / sizeof args[0], args)) !=
                 TKV_OK ||
             (rc = ocl_launch(d, OCL_K_DEQUANTIZE, op, 1, groups, wg)) != TKV_OK)
             return rc;
         cl_int err = clEnqueueReadBuffer(d->queue, d->scratch.rows.mem, CL_TRUE, 0,
-                                         n * row_floats_bytes, a->dst + (size_t)r0 * head_dim, 0,
+                                         n * token_bytes, (char *)a->dst + t0 * token_bytes, 0,
                                          NULL, NULL);
         if (err != CL_SUCCESS)
             return ocl_fail(err, op, "clEnqueueReadBuffer");
     }
     return TKV_OK;
+}
+
+int ocl_dequantize(void *dev, const struct tkv_dequant_args *a)
+{
+    struct ocl_device *d = dev;
+    int rc = dequantize_chunks(d, a);
+    if (rc != TKV_OK)
+        clFinish(d->queue); /* nothing queued may still read the host's block table */
+    return rc;
 }

@@ -1,34 +1,46 @@
 /*
- * Fused decode attention on the packed cache (struct tkv_attention_args),
- * split over blocks of rows ("flash decoding") so that long contexts fill
+ * Fused decode attention on the paged cache (struct tkv_attention_args),
+ * split over tiles of rows ("flash decoding") so that long contexts fill
  * the device:
  *
  *   attn_prepare_q  turbo K: each query rotated once (<R q, y_hat> = <q, k_hat>);
  *                   QJL K: also projected, S R q per group (plugins/cpu/qjl.c)
- *   attn_scores     per (block of rows, kv head, sequence): the scores of
- *                   every query row of the GQA group against the block,
- *                   each K row decoded once for all of them; the block max
- *   attn_scan       per query row: the running max before every block
- *   attn_values     per (run of blocks, kv head, sequence): softmax weights
+ *   attn_scores     per (tile, kv head, work unit): the scores of every query
+ *                   row of the unit against the tile, each K row decoded once
+ *                   for all of them; the tile max
+ *   attn_scan       per query row: the running max before every tile
+ *   attn_values     per (run of tiles, kv head, work unit): softmax weights
  *                   and the V rows accumulated in the rotated domain
- *   attn_merge      per query row: the runs summed, normalized, and R^T
- *                   applied once (turbo V)
+ *   attn_merge      per query row: the runs summed, normalized, R^T applied
+ *                   once (turbo V); the log-sum-exp
  *
- * The scores are kept in base 2, s_j = scale log2(e) q.k_j (the host folds
- * log2(e) into the scale), so that the weights are exp2, a single
- * instruction on GPUs where exp is a long sequence.
+ * A call is taken in passes (attention.c): a pass is a range qr0 .. qr1 - 1
+ * of query tokens (rows of q), whole sequences or part of one. Its pass rows
+ * are p = (query token - qr0) * n_q_heads + h. A work unit is up to QC
+ * query rows of one sequence and one kv head (the GQA group times the query
+ * tokens, in chunks): the units table holds (sequence, first row u0) pairs,
+ * row uu of a sequence's kv head being token tb + uu / ratio, head kvh *
+ * ratio + uu % ratio. QC is a compile-time constant of each kernel variant,
+ * so that the accumulators stay in registers.
+ *
+ * The meta buffer (the call's one upload) holds at seq_at four words per
+ * sequence (n_ctx, n_q, q_first, block_first), at blocks_at the block table
+ * and at units_at the pass's units; the queries follow at q_at.
+ *
+ * Rows are visible to the query token at position pos = n_ctx - n_q + t
+ * when lo(pos) <= j <= pos, lo(pos) = pos + 1 - window when a window is set
+ * (and positive), else 0. Scores are kept in base 2, s_j = log2(e) x_j, so
+ * that the weights are exp2, a single instruction on GPUs where exp is a
+ * long sequence; x_j = scale q.k_j, or softcap tanh(scale q.k_j / softcap):
+ * attention.c folds the constants into pre and post.
  * Sparse V follows the reference: row j is skipped when its weight against
- * the running max over rows 0..j in order, 2^(s_j - m_j), is below the
- * threshold; m_j is the max of the blocks before j's block (attn_scan) and of
- * j's block up to j (a prefix max in attn_values). The weights themselves
- * are taken against the final max, 2^(s_j - M), so the runs need no
- * rescaling when merged. The scores go through a scratch buffer between the
- * two passes: 4 bytes per (row, query head), against the 68 (turbo2) to 512
- * (f16) bytes of a K row and a V row at head_dim 128.
- *
- * Query rows of one work-group: QC of them (the GQA group, times the query
- * tokens, in chunks), a compile-time constant of each kernel variant so that
- * their accumulators stay in registers.
+ * the running max over the visible rows up to j in order, 2^(s_j - m_j), is
+ * below the threshold; m_j is the max of the tiles before j's tile
+ * (attn_scan) and of j's tile up to j (a prefix max in attn_values). The
+ * weights themselves are taken against the final max, 2^(s_j - M), so the
+ * runs need no rescaling when merged. The scores go through a scratch buffer
+ * between the two passes: 4 bytes per (row, query head), against the 68
+ * (turbo2) to 512 (f16) bytes of a K row and a V row at head_dim 128.
  */
 
 #define TKV_QC_MAX 8u
@@ -82,10 +94,6 @@ inline void load_qc(float *out, __local const float *a, uint i, const uint QC)
         out[0] = a[i];
 }
 
-/* Where query row u of a chunk comes from: token t (absolute), head h. */
-inline uint query_token(uint t0, uint ratio, uint uu) { return t0 + uu / ratio; }
-inline uint query_head(uint kvh, uint ratio, uint uu) { return kvh * ratio + uu % ratio; }
-
 /* ---- attn_prepare_q: one work-group per query row ------------------------ */
 
 __kernel void attn_prepare_q(__global const float *q, uint q_at, __global float *prepared,
@@ -114,6 +122,83 @@ __kernel void attn_prepare_q(__global const float *q, uint q_at, __global float 
     }
 }
 
+/* ---- tiles: how the rows of a sequence are cut into the rows of one
+ * work-group. A tile never straddles a pool block unless it holds whole
+ * ones: with block_tokens >= the tile size, each block is cut into tpb
+ * tiles of seg_rows rows (the last one may be shorter; segs = 1); with
+ * smaller blocks, a tile holds segs whole blocks (seg_rows = block_tokens,
+ * tpb = 1). attention.c (struct tile_geom) computes the same. */
+typedef struct {
+    uint bt, seg_rows, segs, tpb;
+} tile_geom;
+
+/* First row of tile b. */
+inline uint geom_row0(tile_geom g, uint b)
+{
+    const uint gb = b / g.tpb;
+    return gb * g.segs * g.bt + (b - gb * g.tpb) * g.seg_rows;
+}
+
+/* Rows of tile b, before the end of the sequence cuts it. */
+inline uint geom_len(tile_geom g, uint b)
+{
+    return min(g.segs * g.seg_rows, g.segs * g.bt - b % g.tpb * g.seg_rows);
+}
+
+/* The tile holding row j. */
+inline uint geom_tile(tile_geom g, uint j)
+{
+    const uint span = g.segs * g.bt, gb = j / span;
+    return gb * g.tpb + (j - gb * span) / (g.segs * g.seg_rows);
+}
+
+/* What a pass needs of sequence s (attention.c: pass_seq_of). */
+typedef struct {
+    uint n_ctx, n_q, q_first, block_first;
+    uint tb, te;      /* its query tokens in the pass */
+    uint lo, hi;      /* rows lo .. hi - 1: those some query token of the pass sees */
+    uint tile_base;   /* the tile holding row lo, */
+    uint n_tiles;     /* and the tiles from it to the one holding row hi - 1 */
+    uint jbase;       /* first row of tile tile_base */
+} pass_seq;
+
+inline pass_seq pass_seq_of(__global const uint *meta, uint seq_at, uint s, uint qr0, uint qr1,
+                            uint window, tile_geom g)
+{
+    pass_seq q;
+    __global const uint *e = meta + seq_at + 4u * s;
+    q.n_ctx = e[0];
+    q.n_q = e[1];
+    q.q_first = e[2];
+    q.block_first = e[3];
+    q.tb = max(qr0, q.q_first) - q.q_first;
+    q.te = min(qr1, q.q_first + q.n_q) - q.q_first;
+    const uint seen = q.n_ctx - q.n_q + q.tb + 1u; /* rows up to token tb's position */
+    q.lo = window && seen > window ? seen - window : 0u;
+    q.hi = q.n_ctx - q.n_q + q.te;
+    q.tile_base = geom_tile(g, q.lo);
+    q.n_tiles = geom_tile(g, q.hi - 1u) + 1u - q.tile_base;
+    q.jbase = geom_row0(g, q.tile_base);
+    return q;
+}
+
+/* Row uu of a unit's sequence and kv head: its pass row, and the rows it
+ * sees, lo .. limit. */
+typedef struct {
+    uint p, lo, limit;
+} query_row;
+
+inline query_row query_row_of(pass_seq ps, uint qr0, uint n_q_heads, uint ratio, uint window,
+                              uint kvh, uint uu)
+{
+    query_row r;
+    const uint t = ps.tb + uu / ratio, pos = ps.n_ctx - ps.n_q + t;
+    r.p = (ps.q_first + t - qr0) * n_q_heads + kvh * ratio + uu % ratio;
+    r.limit = pos;
+    r.lo = window && pos + 1u > window ? pos + 1u - window : 0u;
+    return r;
+}
+
 /* Word w of a tile, after the spare words of the rows before it:
  * w + w / row_words, the quotient from a float estimate corrected by one
  * (w < 2^24), since an integer division costs tens of instructions. */
@@ -127,35 +212,45 @@ inline uint tile_index(uint w, int padded, uint row_words, float inv_row)
     return w + r;
 }
 
-/* Rows j0 .. j0 + nt of one head (contiguous in the cache buffer, starting
- * at byte `start`) into local memory with coalesced 32-bit loads, by the
- * whole work-group (the caller puts the barrier). Rows of a whole number of
- * words get a spare word each, so that work-items walking rows side by side
- * do not hit the same bank. Returns the bit position of row 0 in the tile;
- * row r starts r * *stride_bits further. The tile takes tile_bytes(nt,
- * row_bytes) (attention.c). */
-inline uint load_tile(__global const uint *buf, ulong start, uint nt, uint row_bytes,
-                      __local uint *tile, uint *stride_bits)
+/* Rows j0 .. j0 + nt - 1 (one tile) of kv head kvh of a sequence into local
+ * memory with coalesced 32-bit loads, by the whole work-group (the caller
+ * puts the barrier), one segment (the rows in one pool block, contiguous in
+ * the cache buffer) at a time: the block is looked up once per segment.
+ * Segment k goes to words k * slot_words on. Rows of a whole number of
+ * words at word-aligned places (padded) get a spare word each, so that
+ * work-items walking rows side by side do not hit the same bank. rowbit[r]
+ * gets the bit position of tile row r. The tile takes segs * slot_words + 2
+ * words (attention.c: tile_words). */
+inline void load_tile(__global const uint *buf, __global const uint *blocks, tile_geom g, uint j0,
+                      uint nt, ulong block_stride, ulong head_off, uint row_bytes, int padded,
+                      uint slot_words, __local uint *tile, __local uint *rowbit)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
-    const uint misalign = (uint)start & 3u, n_words = (misalign + nt * row_bytes + 3u) >> 2;
+    const uint pb0 = j0 / g.bt, r0 = j0 - pb0 * g.bt; /* r0 is 0 unless segs is 1 */
     const uint row_words = row_bytes >> 2;
-    const int padded = (row_bytes & 3u) == 0u && misalign == 0u;
     const float inv_row = padded ? 1.0f / (float)row_words : 0.0f;
-    __global const uint *src = buf + (start >> 2);
-    uint w = lid;
-    /* eight loads in flight per work-item before their stores */
-    for (; w + 7u * wg < n_words; w += 8u * wg) {
-        uint x[8];
-        for (uint k = 0; k < 8u; k++)
-            x[k] = src[w + k * wg];
-        for (uint k = 0; k < 8u; k++)
-            tile[tile_index(w + k * wg, padded, row_words, inv_row)] = x[k];
+    for (uint k = 0, first = 0; first < nt; k++, first += g.seg_rows) {
+        const uint n = min(g.seg_rows, nt - first);
+        const ulong start =
+            (ulong)blocks[pb0 + k] * block_stride + head_off + (ulong)r0 * row_bytes;
+        const uint misalign = (uint)start & 3u, n_words = (misalign + n * row_bytes + 3u) >> 2;
+        __global const uint *src = buf + (start >> 2);
+        __local uint *dst = tile + k * slot_words;
+        uint w = lid;
+        /* eight loads in flight per work-item before their stores */
+        for (; w + 7u * wg < n_words; w += 8u * wg) {
+            uint x[8];
+            for (uint i = 0; i < 8u; i++)
+                x[i] = src[w + i * wg];
+            for (uint i = 0; i < 8u; i++)
+                dst[tile_index(w + i * wg, padded, row_words, inv_row)] = x[i];
+        }
+        for (; w < n_words; w += wg)
+            dst[tile_index(w, padded, row_words, inv_row)] = src[w];
+        for (uint r = lid; r < n; r += wg)
+            rowbit[first + r] = padded ? (first + r) * (row_words + 1u) * 32u
+                                       : k * slot_words * 32u + misalign * 8u + r * row_bytes * 8u;
     }
-    for (; w < n_words; w += wg)
-        tile[tile_index(w, padded, row_words, inv_row)] = src[w];
-    *stride_bits = padded ? (row_words + 1u) * 32u : row_bytes * 8u;
-    return misalign * 8u;
 }
 
 /* n <= 32 bits at bit position pos of a tile. */
@@ -165,26 +260,29 @@ inline uint tile_bits(__local const uint *tile, uint pos, uint n)
 }
 
 /* ---- attn_scores ------------------------------------------------------------
- * Work-group (block b, kv head x chunk, sequence); one work-item per K row of
- * the block. The block's packed rows are copied into local memory
- * (load_tile), then every work-item walks its row's bit stream once,
- * applying each decoded value to all QC query rows.
+ * Work-group (tile, kv head, unit); one work-item per K row of the tile. The
+ * tile's packed rows are copied into local memory (load_tile), then every
+ * work-item walks its row's bit stream once, applying each decoded value to
+ * all QC query rows. A tile no row of the unit sees is not read.
  *
- * scores[p * score_pitch + j]: pass row p = ((s - s0) * n_t + t - t0) *
- * n_q_heads + h, -INFINITY where row j is not visible to it (causal);
- * bmax[p * bmax_pitch + b]: max over the block.
+ * scores[p * score_pitch + j - jbase]: -INFINITY where row j is not visible
+ * to pass row p; bmax[p * bmax_pitch + b - tile_base]: max over the tile's
+ * visible rows (-INFINITY without any).
  */
 #define SCORES_PARAMS(QT)                                                                      \
-    __global const uint *kbuf, __global const ulong *seqs, uint s0, uint t0, uint n_t,         \
-        uint n_q, uint n_q_heads, uint ratio, ulong head_stride, uint row_bytes,               \
-        uint head_dim, uint type, __global const float *q, uint q_at, uint q_stride,           \
-        uint n_chunks, __global const float *tab, float scale, __global float *scores,         \
-        uint score_pitch, __global float *bmax, uint bmax_pitch, uint tile_rows,               \
-        __local QT *qloc, __local uint *tile, __local float *red
+    __global const uint *kbuf, __global const uint *meta, uint seq_at, uint blocks_at,         \
+        uint units_at, uint qr0, uint qr1, uint n_q_heads, uint ratio, uint window, uint bt,   \
+        uint seg_rows, uint segs, uint tpb, ulong block_stride, ulong head_stride,             \
+        uint row_bytes, int padded, uint slot_words, uint head_dim, uint type,                 \
+        __global const float *q, uint q_at, uint q_stride, __global const float *tab,          \
+        float pre, float post, __global float *scores, uint score_pitch, __global float *bmax, \
+        uint bmax_pitch, __local QT *qloc, __local uint *tile, __local float *red,             \
+        __local uint *rowbit
 #define SCORES_ARGS                                                                            \
-    kbuf, seqs, s0, t0, n_t, n_q, n_q_heads, ratio, head_stride, row_bytes, head_dim, type, q, \
-        q_at, q_stride, n_chunks, tab, scale, scores, score_pitch, bmax, bmax_pitch, tile_rows, \
-        (__local float *)qloc, tile, red
+    kbuf, meta, seq_at, blocks_at, units_at, qr0, qr1, n_q_heads, ratio, window, bt, seg_rows, \
+        segs, tpb, block_stride, head_stride, row_bytes, padded, slot_words, head_dim, type, q, \
+        q_at, q_stride, tab, pre, post, scores, score_pitch, bmax, bmax_pitch,                 \
+        (__local float *)qloc, tile, red, rowbit
 
 /* acc[u] += v * q_u[i] for the QC query rows (qloc is [i][u]) */
 #define ACC_QUERIES(acc, v, i)                                                                 \
@@ -198,33 +296,46 @@ inline uint tile_bits(__local const uint *tile, uint pos, uint n)
 inline void scores_body(SCORES_PARAMS(float), __local float *cent, const uint QC)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
-    const uint b = get_group_id(0), kvh = get_group_id(1) / n_chunks;
-    const uint u0 = get_group_id(1) % n_chunks * QC, s = s0 + get_group_id(2);
-    const uint n_ctx = (uint)seqs[3u * s + 2u], j0 = b * tile_rows;
-    if (j0 >= n_ctx)
+    const uint b_rel = get_group_id(0), kvh = get_group_id(1);
+    __global const uint *unit = meta + units_at + 2u * get_group_id(2);
+    const uint s = unit[0], u0 = unit[1];
+    const tile_geom g = { bt, seg_rows, segs, tpb };
+    const pass_seq ps = pass_seq_of(meta, seq_at, s, qr0, qr1, window, g);
+    if (b_rel >= ps.n_tiles)
         return;
-    const uint nt = min(tile_rows, n_ctx - j0), nu = min(QC, n_t * ratio - u0);
+    const uint b = ps.tile_base + b_rel, j0 = geom_row0(g, b);
+    const uint nt = min(geom_len(g, b), ps.hi - j0);
+    const uint nu = min(QC, (ps.te - ps.tb) * ratio - u0);
     const uint bits = type_bits(type);
+
+    query_row rows[TKV_QC_MAX];
+    for (uint u = 0; u < QC; u++)
+        rows[u] = query_row_of(ps, qr0, n_q_heads, ratio, window, kvh, u0 + min(u, nu - 1u));
+    /* the unit's rows see lo of its first .. limit of its last */
+    if (j0 + nt <= rows[0].lo || j0 > rows[nu - 1u].limit) {
+        if (lid < nu)
+            bmax[(ulong)rows[lid].p * bmax_pitch + b_rel] = -INFINITY;
+        return;
+    }
 
     for (uint k = lid; k < QC * q_stride; k += wg) {
         uint u = k / q_stride, i = k % q_stride;
         float v = 0.0f;
         if (u < nu) {
-            uint t = query_token(t0, ratio, u0 + u), h = query_head(kvh, ratio, u0 + u);
-            v = q[q_at + ((ulong)(s * n_q + t) * n_q_heads + h) * q_stride + i];
+            uint uu = u0 + u, t = ps.tb + uu / ratio, h = kvh * ratio + uu % ratio;
+            v = q[q_at + ((ulong)(ps.q_first + t) * n_q_heads + h) * q_stride + i];
         }
         qloc[i * QC + u] = v;
     }
     load_codebooks(cent, bits, tab);
-    uint stride_bits;
-    const uint bit0 = load_tile(kbuf, seqs[3u * s] + kvh * head_stride + (ulong)j0 * row_bytes, nt,
-                                row_bytes, tile, &stride_bits);
+    load_tile(kbuf, meta + blocks_at + ps.block_first, g, j0, nt, block_stride,
+              (ulong)kvh * head_stride, row_bytes, padded, slot_words, tile, rowbit);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     float tot[TKV_QC_MAX];
     for (uint u = 0; u < QC; u++)
         tot[u] = 0.0f;
-    const uint row_bit = bit0 + lid * stride_bits;
+    const uint row_bit = lid < nt ? rowbit[lid] : 0u;
     if (lid < nt && type == TKV_TYPE_F32 && !(row_bit & 31u)) {
         /* word-aligned rows (every row of a cache at a word-aligned offset):
          * the floats as they lie */
@@ -311,11 +422,9 @@ inline void scores_body(SCORES_PARAMS(float), __local float *cent, const uint QC
     for (uint u = 0; u < QC; u++) {
         float sv = -INFINITY;
         if (u < nu && lid < nt) {
-            uint t = query_token(t0, ratio, u0 + u), h = query_head(kvh, ratio, u0 + u);
-            uint p = ((s - s0) * n_t + t - t0) * n_q_heads + h;
-            if (j <= n_ctx - n_q + t)
-                sv = scale * tot[u];
-            scores[(ulong)p * score_pitch + j] = sv;
+            if (j >= rows[u].lo && j <= rows[u].limit)
+                sv = post > 0.0f ? post * tanh(pre * tot[u]) : pre * tot[u];
+            scores[(ulong)rows[u].p * score_pitch + j - ps.jbase] = sv;
         }
         red[u * wg + lid] = sv;
     }
@@ -326,11 +435,8 @@ inline void scores_body(SCORES_PARAMS(float), __local float *cent, const uint QC
                 red[u * wg + lid] = fmax(red[u * wg + lid], red[u * wg + lid + span]);
     }
     if (lid == 0u)
-        for (uint u = 0; u < nu; u++) {
-            uint t = query_token(t0, ratio, u0 + u), h = query_head(kvh, ratio, u0 + u);
-            uint p = ((s - s0) * n_t + t - t0) * n_q_heads + h;
-            bmax[(ulong)p * bmax_pitch + b] = red[u * wg];
-        }
+        for (uint u = 0; u < nu; u++)
+            bmax[(ulong)rows[u].p * bmax_pitch + b_rel] = red[u * wg];
 }
 
 #define SCORES_KERNEL(QC, QT)                                                                  \
@@ -345,14 +451,17 @@ SCORES_KERNEL(4, float4)
 SCORES_KERNEL(8, float8)
 
 /* ---- attn_scan: one work-group per pass row --------------------------------
- * bmax[b] becomes the max of the blocks before b; tmax the max over all. */
-__kernel void attn_scan(__global const ulong *seqs, uint s0, uint n_t, uint n_q_heads,
-                        uint tile_rows, __global float *bmax, uint bmax_pitch,
-                        __global float *tmax, __local float *seg)
+ * bmax[b] becomes the max of the tiles before b; tmax the max over all. */
+__kernel void attn_scan(__global const uint *meta, uint seq_at, uint qseq_at, uint qr0, uint qr1,
+                        uint n_q_heads, uint window, uint bt, uint seg_rows, uint segs, uint tpb,
+                        __global float *bmax, uint bmax_pitch, __global float *tmax,
+                        __local float *seg)
 {
     const uint p = get_group_id(0), lid = get_local_id(0), wg = get_local_size(0);
-    const uint s = s0 + p / (n_t * n_q_heads), n_ctx = (uint)seqs[3u * s + 2u];
-    const uint nb = (n_ctx + tile_rows - 1u) / tile_rows, per = (nb + wg - 1u) / wg;
+    const uint qrow = qr0 + p / n_q_heads;
+    const tile_geom g = { bt, seg_rows, segs, tpb };
+    const pass_seq ps = pass_seq_of(meta, seq_at, meta[qseq_at + qrow], qr0, qr1, window, g);
+    const uint nb = ps.n_tiles, per = (nb + wg - 1u) / wg;
     const uint first = min(nb, lid * per), last = min(nb, first + per);
     __global float *m = bmax + (ulong)p * bmax_pitch;
     float run = -INFINITY;
@@ -378,20 +487,18 @@ __kernel void attn_scan(__global const ulong *seqs, uint s0, uint n_t, uint n_q_
 }
 
 /* ---- attn_values ------------------------------------------------------------
- * Work-group (run of tiles_per_run blocks x coordinate slice, kv head x
- * chunk, sequence). Each work-item owns TKV_VCPT consecutive coordinates of
- * the accumulator (within one group or q8_0 block, so one scale) for all QC
- * query rows; per_row work-items cover a row (a slice of it for wide rows),
- * and the work-group's lanes of per_row work-items take rows side by side,
- * their sums added at the end. For QJL V the accumulator has 2 head_dim
- * coordinates: the turbo part, then the sketch sum_j w_j scale gamma_j z_j
- * that attn_merge turns into S^T of it once (S^T is linear), instead of S^T z
- * per row as the reference's axpy.
- * Per block: the weights of every (row, query row) in local memory; unless
- * every query row skipped every row of the block, the block's V rows are
- * copied into local memory (load_tile: many loads in flight at once, where
- * row-by-row reads would wait on memory for each row), and the rows some
- * query row did not skip are each decoded once for all of them.
+ * Work-group (run of tiles_per_run tiles x coordinate slice, kv head, unit).
+ * Each work-item owns TKV_VCPT consecutive coordinates of the accumulator
+ * (within one group or q8_0 block, so one scale) for all QC query rows;
+ * per_row work-items cover a row (a slice of it for wide rows), and the
+ * work-group's lanes of per_row work-items take rows side by side, their
+ * sums added at the end.
+ * Per tile: the weights of every (row, query row) in local memory; unless
+ * every query row skipped (or does not see) every row of the tile, the
+ * tile's V rows are copied into local memory (load_tile: many loads in
+ * flight at once, where row-by-row reads would wait on memory for each
+ * row), and the rows some query row did not skip are each decoded once for
+ * all of them.
  * Partials per (pass row, run): acc, and from slice 0 l = sum of weights and
  * the rows skipped.
  */
@@ -400,53 +507,56 @@ __kernel void attn_scan(__global const ulong *seqs, uint s0, uint n_t, uint n_q_
 #endif
 
 #define VALUES_PARAMS(WT)                                                                      \
-    __global const uint *vbuf, __global const ulong *seqs, uint s0, uint t0, uint n_t,         \
-        uint n_q, uint n_q_heads, uint ratio, ulong head_stride, uint row_bytes,               \
-        uint head_dim, uint type, uint n_chunks, __global const float *tab,                    \
-        __global const float *scores, uint score_pitch, __global const float *bmax,            \
-        uint bmax_pitch, __global const float *tmax, uint tile_rows, uint tiles_per_run,       \
-        float threshold, __global float *part_acc, __global float *part_l,                     \
-        __global uint *part_skip, uint part_pitch, __local WT *wt, __local float *m1,          \
-        __local float *m2, __local uint *needed, __local float *red, __local uint *redu,       \
-        __local uint *tile
+    __global const uint *vbuf, __global const uint *meta, uint seq_at, uint blocks_at,         \
+        uint units_at, uint qr0, uint qr1, uint n_q_heads, uint ratio, uint window, uint bt,   \
+        uint seg_rows, uint segs, uint tpb, ulong block_stride, ulong head_stride,             \
+        uint row_bytes, int padded, uint slot_words, uint head_dim, uint type,                 \
+        __global const float *tab, __global const float *scores, uint score_pitch,             \
+        __global const float *bmax, uint bmax_pitch, __global const float *tmax,               \
+        uint tile_rows, uint tiles_per_run, float threshold, __global float *part_acc,         \
+        __global float *part_l, __global uint *part_skip, uint part_pitch, __local WT *wt,     \
+        __local float *m1, __local float *m2, __local uint *needed, __local float *red,        \
+        __local uint *redu, __local uint *tile, __local uint *rowbit
 #define VALUES_ARGS                                                                            \
-    vbuf, seqs, s0, t0, n_t, n_q, n_q_heads, ratio, head_stride, row_bytes, head_dim, type,    \
-        n_chunks, tab, scores, score_pitch, bmax, bmax_pitch, tmax, tile_rows, tiles_per_run,  \
-        threshold, part_acc, part_l, part_skip, part_pitch, (__local float *)wt, m1, m2,       \
-        needed, red, redu, tile
+    vbuf, meta, seq_at, blocks_at, units_at, qr0, qr1, n_q_heads, ratio, window, bt, seg_rows, \
+        segs, tpb, block_stride, head_stride, row_bytes, padded, slot_words, head_dim, type,   \
+        tab, scores, score_pitch, bmax, bmax_pitch, tmax, tile_rows, tiles_per_run, threshold, \
+        part_acc, part_l, part_skip, part_pitch, (__local float *)wt, m1, m2, needed, red,     \
+        redu, tile, rowbit
 
 /* How a work-item's coordinates are stored. */
-enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO, VALUE_SKETCH };
+enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
 
 inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *any_needed,
                         const uint QC)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
-    const uint bits = type_bits(type), qjl = type_is_qjl(type);
-    const uint d_acc = qjl ? 2u * head_dim : head_dim;
+    const uint bits = type_bits(type);
     uint per_row = 1u; /* the host computes the same to size the grid */
-    while (per_row * TKV_VCPT < d_acc && per_row < wg)
+    while (per_row * TKV_VCPT < head_dim && per_row < wg)
         per_row <<= 1;
     const uint lanes = wg / per_row, lane = lid / per_row, slice_coords = per_row * TKV_VCPT;
-    const uint n_slices = (d_acc + slice_coords - 1u) / slice_coords;
+    const uint n_slices = (head_dim + slice_coords - 1u) / slice_coords;
     const uint run = get_group_id(0) / n_slices, slice = get_group_id(0) % n_slices;
-    const uint kvh = get_group_id(1) / n_chunks, u0 = get_group_id(1) % n_chunks * QC;
-    const uint s = s0 + get_group_id(2);
-    const uint n_ctx = (uint)seqs[3u * s + 2u], nb = (n_ctx + tile_rows - 1u) / tile_rows;
+    const uint kvh = get_group_id(1);
+    __global const uint *unit = meta + units_at + 2u * get_group_id(2);
+    const uint s = unit[0], u0 = unit[1];
+    const tile_geom g = { bt, seg_rows, segs, tpb };
+    const pass_seq ps = pass_seq_of(meta, seq_at, s, qr0, qr1, window, g);
     const uint b_first = run * tiles_per_run;
-    if (b_first >= nb)
+    if (b_first >= ps.n_tiles)
         return;
-    const uint b_end = min(nb, b_first + tiles_per_run), nu = min(QC, n_t * ratio - u0);
+    const uint b_end = min(ps.n_tiles, b_first + tiles_per_run);
+    const uint nu = min(QC, (ps.te - ps.tb) * ratio - u0);
     const uint c0 = slice * slice_coords + lid % per_row * TKV_VCPT;
-    const int active = c0 < d_acc; /* rows narrower than a slice leave some idle */
+    const int active = c0 < head_dim; /* rows narrower than a slice leave some idle */
 
-    uint p[TKV_QC_MAX], limit[TKV_QC_MAX], skipped[TKV_QC_MAX];
+    query_row rows[TKV_QC_MAX];
+    uint skipped[TKV_QC_MAX];
     float total_max[TKV_QC_MAX], l[TKV_QC_MAX], acc[TKV_QC_MAX][TKV_VCPT];
     for (uint u = 0; u < QC; u++) {
-        uint uu = u0 + min(u, nu - 1u), t = query_token(t0, ratio, uu);
-        p[u] = ((s - s0) * n_t + t - t0) * n_q_heads + query_head(kvh, ratio, uu);
-        limit[u] = n_ctx - n_q + t;
-        total_max[u] = tmax[p[u]];
+        rows[u] = query_row_of(ps, qr0, n_q_heads, ratio, window, kvh, u0 + min(u, nu - 1u));
+        total_max[u] = tmax[rows[u].p];
         l[u] = 0.0f;
         skipped[u] = 0u;
         for (uint k = 0; k < TKV_VCPT; k++)
@@ -459,7 +569,6 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
     enum value_kind kind;
     uint scale_bit = 0u, value_bit;
     __local const float *ctab = cent;
-    float factor = 1.0f;
     if (type == TKV_TYPE_F32 || !active) {
         kind = VALUE_F32;
         value_bit = 32u * c0;
@@ -471,40 +580,46 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
         kind = VALUE_Q8_0;
         scale_bit = 8u * blk * (2u + TKV_Q8_0_BLOCK);
         value_bit = scale_bit + 16u + 8u * (c0 % TKV_Q8_0_BLOCK);
-    } else if (c0 < head_dim) {
-        group_info g = group_of_value(head_dim, c0);
-        kind = VALUE_TURBO;
-        scale_bit = 8u * (2u * g.index + g.first * bits / 8u);
-        value_bit = scale_bit + 16u + (c0 - g.first) * bits;
-        ctab = cent + group_table(g.size) * TKV_TAB_MAX_LEVELS;
     } else {
-        group_info g = group_of_value(head_dim, c0 - head_dim);
-        kind = VALUE_SKETCH;
-        scale_bit = 8u * (turbo_row_bytes(head_dim, bits) + 2u * g.index + g.first / 8u);
-        value_bit = scale_bit + 16u + (c0 - head_dim - g.first);
-        factor = qjl_scale(cent, g.size);
+        group_info gi = group_of_value(head_dim, c0);
+        kind = VALUE_TURBO;
+        scale_bit = 8u * (2u * gi.index + gi.first * bits / 8u);
+        value_bit = scale_bit + 16u + (c0 - gi.first) * bits;
+        ctab = cent + group_table(gi.size) * TKV_TAB_MAX_LEVELS;
     }
-    const ulong head = seqs[3u * s + 1u] + kvh * head_stride;
+    __global const uint *blocks = meta + blocks_at + ps.block_first;
+    const ulong head_off = (ulong)kvh * head_stride;
     /* skip when 2^d < threshold: decided by d alone outside a band around
      * log2(threshold) (exp2 is monotone), by exp2 within it; -INFINITY for
      * a threshold of 0 keeps every row */
     const float cut = log2(threshold), band = 1.0f / 64.0f;
+    /* any_needed alternates between two flags: the one a tile resets was
+     * last read two tiles before, which every work-item has left behind at
+     * the tile in between's first barrier */
+    uint n_read = 0u;
 
-    for (uint b = b_first; b < b_end; b++) {
-        const uint j0 = b * tile_rows, nt = min(tile_rows, n_ctx - j0);
+    for (uint b_rel = b_first; b_rel < b_end; b_rel++) {
+        const uint b = ps.tile_base + b_rel, j0 = geom_row0(g, b);
+        const uint nt = min(geom_len(g, b), ps.hi - j0);
+        /* uniform: a tile no row of the unit sees adds nothing */
+        if (j0 + nt <= rows[0].lo || j0 > rows[nu - 1u].limit)
+            continue;
         float before[TKV_QC_MAX];
         for (uint u = 0; u < QC; u++)
-            before[u] = bmax[(ulong)p[u] * bmax_pitch + b];
+            before[u] = bmax[(ulong)rows[u].p * bmax_pitch + b_rel];
         for (uint j = lid; j < nt; j += wg)
             for (uint u = 0; u < QC; u++) {
-                float sv = scores[(ulong)p[u] * score_pitch + j0 + j];
+                float sv = j0 + j >= rows[u].lo && j0 + j <= rows[u].limit
+                               ? scores[(ulong)rows[u].p * score_pitch + j0 + j - ps.jbase]
+                               : -INFINITY;
                 wt[j * QC + u] = sv;
                 m1[u * tile_rows + j] = sv;
             }
+        __local int *flag = any_needed + (n_read++ & 1u);
         if (lid == 0u)
-            *any_needed = 0;
+            *flag = 0;
         barrier(CLK_LOCAL_MEM_FENCE);
-        /* running max within the block (Hillis-Steele prefix max) */
+        /* running max within the tile (Hillis-Steele prefix max) */
         __local float *pm = m1, *pn = m2;
         for (uint off = 1u; off < nt; off <<= 1) {
             for (uint j = lid; j < nt; j += wg)
@@ -521,7 +636,7 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
             uint need = 0u;
             for (uint u = 0; u < QC; u++) {
                 float sv = wt[j * QC + u], weight = 0.0f;
-                if (u < nu && j0 + j <= limit[u]) {
+                if (u < nu && j0 + j >= rows[u].lo && j0 + j <= rows[u].limit) {
                     float pj = exp2(sv - total_max[u]);
                     float dj = sv - fmax(before[u], pm[u * tile_rows + j]);
                     l[u] += pj;
@@ -536,20 +651,18 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
             }
             needed[j] = need;
             if (need)
-                atomic_or(any_needed, 1);
+                atomic_or(flag, 1);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (!*any_needed)
-            continue; /* uniform: the block's V is not read at all */
-        uint stride_bits;
-        const uint bit0 =
-            load_tile(vbuf, head + (ulong)j0 * row_bytes, nt, row_bytes, tile, &stride_bits);
+        if (!*flag)
+            continue; /* uniform: the tile's V is not read at all */
+        load_tile(vbuf, blocks, g, j0, nt, block_stride, head_off, row_bytes, padded, slot_words,
+                  tile, rowbit);
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint j = lane; j < nt && active; j += lanes) {
             if (!needed[j])
                 continue;
-            const uint at = bit0 + j * stride_bits + value_bit,
-                       sat = bit0 + j * stride_bits + scale_bit;
+            const uint at = rowbit[j] + value_bit, sat = rowbit[j] + scale_bit;
             float val[TKV_VCPT], w[TKV_QC_MAX], sc = 1.0f;
             load_qc(w, wt, j, QC);
             if (kind != VALUE_F32 && kind != VALUE_F16) {
@@ -586,16 +699,10 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
                         val[k + i] = (float)(char)(x >> (8u * i));
                 }
                 break;
-            case VALUE_TURBO: {
+            default: { /* VALUE_TURBO */
                 uint x = tile_bits(tile, at, TKV_VCPT * bits), mask = (1u << bits) - 1u;
                 for (uint k = 0; k < TKV_VCPT; k++)
                     val[k] = ctab[(x >> (k * bits)) & mask];
-                break;
-            }
-            default: {
-                uint z = tile_bits(tile, at, TKV_VCPT);
-                for (uint k = 0; k < TKV_VCPT; k++)
-                    val[k] = (z >> k) & 1u ? factor : -factor;
                 break;
             }
             }
@@ -616,7 +723,7 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
                 float sum = red[lid * TKV_VCPT + k];
                 for (uint r = 1u; r < lanes; r++)
                     sum += red[(r * per_row + lid) * TKV_VCPT + k];
-                part_acc[((ulong)p[u] * part_pitch + run) * d_acc + c0 + k] = sum;
+                part_acc[((ulong)rows[u].p * part_pitch + run) * head_dim + c0 + k] = sum;
             }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -628,8 +735,8 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
         local_sum_float(red, wg);
         local_sum_uint(redu, wg);
         if (lid == 0u && u < nu) {
-            part_l[(ulong)p[u] * part_pitch + run] = red[0];
-            part_skip[(ulong)p[u] * part_pitch + run] = redu[0];
+            part_l[(ulong)rows[u].p * part_pitch + run] = red[0];
+            part_skip[(ulong)rows[u].p * part_pitch + run] = redu[0];
         }
     }
 }
@@ -638,8 +745,8 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
     __kernel void attn_values_##QC(VALUES_PARAMS(WT))                                          \
     {                                                                                          \
         __local float cent[TKV_CENT_FLOATS];                                                   \
-        __local int any_needed;                                                                \
-        values_body(VALUES_ARGS, cent, &any_needed, QC);                                       \
+        __local int any_needed[2];                                                             \
+        values_body(VALUES_ARGS, cent, any_needed, QC);                                        \
     }
 VALUES_KERNEL(1, float)
 VALUES_KERNEL(2, float2)
@@ -647,24 +754,26 @@ VALUES_KERNEL(4, float4)
 VALUES_KERNEL(8, float8)
 
 /* ---- attn_merge: one work-group per pass row --------------------------------
- * out = sum of the runs' acc / sum of their l, then (QJL V) plus S^T of the
- * sketch, then R^T (turbo V); the row's skipped count at skip_at + row of
- * the same buffer, so that one read brings both back. */
-__kernel void attn_merge(__global const ulong *seqs, uint s0, uint t0, uint n_t, uint n_q,
-                         uint n_q_heads, uint head_dim, uint type, uint rotation, uint tile_rows,
-                         uint tiles_per_run, __global const float *part_acc,
+ * out = sum of the runs' acc / sum of their l, then R^T (turbo V); the row's
+ * skipped count at skip_at + row of the same buffer, and with lse_at
+ * non-zero its log-sum-exp at lse_at + row, ln(sum_j e^x_j) = ln 2 (M +
+ * log2 l) with M the row's max in base 2, so that one read brings them all
+ * back. */
+__kernel void attn_merge(__global const uint *meta, uint seq_at, uint qseq_at, uint qr0,
+                         uint qr1, uint n_q_heads, uint window, uint bt, uint seg_rows, uint segs,
+                         uint tpb, uint head_dim, uint type, uint rotation, uint tiles_per_run,
+                         __global const float *tmax, __global const float *part_acc,
                          __global const float *part_l, __global const uint *part_skip,
                          uint part_pitch, __global const float *tab, __global float *out,
-                         uint skip_at, __local float *v, __local float *tmp, __local float *lsum,
-                         __local uint *lskip)
+                         uint skip_at, uint lse_at, __local float *v, __local float *tmp,
+                         __local float *lsum, __local uint *lskip)
 {
     const uint p = get_group_id(0), lid = get_local_id(0), wg = get_local_size(0);
-    const uint per_seq = n_t * n_q_heads, s = s0 + p / per_seq;
-    const uint t = t0 + p % per_seq / n_q_heads, h = p % n_q_heads;
-    const uint n_ctx = (uint)seqs[3u * s + 2u], nb = (n_ctx + tile_rows - 1u) / tile_rows;
-    const uint runs = (nb + tiles_per_run - 1u) / tiles_per_run;
-    const uint qjl = type_is_qjl(type), d_acc = qjl ? 2u * head_dim : head_dim;
-    __global const float *part = part_acc + (ulong)p * part_pitch * d_acc;
+    const uint qrow = qr0 + p / n_q_heads;
+    const tile_geom g = { bt, seg_rows, segs, tpb };
+    const pass_seq ps = pass_seq_of(meta, seq_at, meta[qseq_at + qrow], qr0, qr1, window, g);
+    const uint runs = (ps.n_tiles + tiles_per_run - 1u) / tiles_per_run;
+    __global const float *part = part_acc + (ulong)p * part_pitch * head_dim;
 
     float l = 0.0f;
     uint skipped = 0u;
@@ -676,42 +785,26 @@ __kernel void attn_merge(__global const ulong *seqs, uint s0, uint t0, uint n_t,
     lskip[lid] = skipped;
     local_sum_float(lsum, wg);
     local_sum_uint(lskip, wg);
-    for (uint c = lid; c < d_acc; c += wg) {
+    for (uint c = lid; c < head_dim; c += wg) {
         /* four independent sums keep four loads in flight */
         float a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
         uint r = 0;
         for (; r + 3u < runs; r += 4u)
             for (uint k = 0; k < 4u; k++)
-                a[k] += part[(ulong)(r + k) * d_acc + c];
+                a[k] += part[(ulong)(r + k) * head_dim + c];
         for (; r < runs; r++)
-            a[0] += part[(ulong)r * d_acc + c];
-        v[c] = (a[0] + a[1]) + (a[2] + a[3]);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    const float inv_l = 1.0f / lsum[0];
-    __local float *res = v, *scratch = tmp;
-    if (qjl) {
-        for (uint e = lid; e < head_dim; e += wg) {
-            group_info g = group_of_value(head_dim, e);
-            __global const float *sm = tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first);
-            __local const float *sketch = v + head_dim + g.first;
-            float a = v[e];
-            for (uint i = 0; i < g.size; i++)
-                a = mad(sm[i * g.size], sketch[i], a);
-            tmp[e] = a * inv_l;
-        }
-        res = tmp;
-        scratch = v;
-    } else {
-        for (uint e = lid; e < head_dim; e += wg)
-            v[e] *= inv_l;
+            a[0] += part[(ulong)r * head_dim + c];
+        v[c] = ((a[0] + a[1]) + (a[2] + a[3])) / lsum[0];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     if (type_bits(type))
-        rotate_local(res, scratch, head_dim, rotation, 1, tab);
-    const ulong row = ((ulong)s * n_q + t) * n_q_heads + h;
+        rotate_local(v, tmp, head_dim, rotation, 1, tab);
+    const ulong row = (ulong)qr0 * n_q_heads + p;
     for (uint e = lid; e < head_dim; e += wg)
-        out[row * head_dim + e] = res[e];
-    if (lid == 0u) /* the skip counts follow the outputs in the same buffer */
+        out[row * head_dim + e] = v[e];
+    if (lid == 0u) { /* the skip counts and lse follow the outputs in the same buffer */
         ((__global uint *)out)[skip_at + row] = lskip[0];
+        if (lse_at)
+            out[lse_at + row] = M_LN2_F * (tmax[p] + log2(lsum[0]));
+    }
 }

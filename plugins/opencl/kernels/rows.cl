@@ -185,15 +185,28 @@ void q8_0_encode_row(__local const float *x, __global uchar *out, uint head_dim)
     }
 }
 
+/* Byte offset of token pos of head h in a paged pool (tkv_pool_row_offset of
+ * turbokv_plugin.h): blocks holds the entries of the sequence's block table
+ * from entry block0 on. One division per row, against the work of
+ * quantizing or decoding it. */
+inline ulong pool_row(__global const uint *blocks, uint block0, uint block_tokens,
+                      ulong block_stride, ulong head_stride, uint row_bytes, uint h, uint pos)
+{
+    const uint b = pos / block_tokens;
+    return (ulong)blocks[b - block0] * block_stride + (ulong)h * head_stride +
+           (ulong)(pos - b * block_tokens) * row_bytes;
+}
+
 /*
- * src: n_rows = n_tokens * n_heads rows of head_dim floats, token-major;
- * row t * n_heads + h goes to dst + dst_offset + h * head_stride +
- * t * row_bytes. Non-finite inputs are stored as 0 and counted.
+ * src: n_rows = n_tokens * n_heads rows of head_dim floats, token-major; row
+ * t * n_heads + h is token first_pos + t of head h (pool_row). Non-finite
+ * inputs are stored as 0 and counted.
  */
 __kernel void quantize_rows(__global const float *src, uint n_heads, uint head_dim,
-                            __global uchar *dst, ulong dst_offset, ulong head_stride,
-                            uint row_bytes, uint type, uint rotation, uint scale_mode,
-                            __global const float *tab, __global uint *nonfinite)
+                            __global uchar *dst, __global const uint *blocks, uint block0,
+                            uint first_pos, uint block_tokens, ulong block_stride,
+                            ulong head_stride, uint row_bytes, uint type, uint rotation,
+                            uint scale_mode, __global const float *tab, __global uint *nonfinite)
 {
     __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
     __local uchar idx[TKV_HEAD_DIM_MAX];
@@ -202,7 +215,8 @@ __kernel void quantize_rows(__global const float *src, uint n_heads, uint head_d
     const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
     const uint t = row / n_heads, h = row % n_heads;
     __global const float *in = src + (ulong)row * head_dim;
-    __global uchar *out = dst + dst_offset + h * head_stride + (ulong)t * row_bytes;
+    __global uchar *out = dst + pool_row(blocks, block0, block_tokens, block_stride, head_stride,
+                                         row_bytes, h, first_pos + t);
 
     uint bad = 0u;
     for (uint e = lid; e < head_dim; e += n) {
@@ -233,18 +247,23 @@ __kernel void quantize_rows(__global const float *src, uint n_heads, uint head_d
 }
 
 /*
- * n_rows consecutive rows from buf + offset into dst as floats in the
- * original domain: each row accumulated once with weight 1 into zeros, as
- * the reference's axpy does it (1 * v + 0 is v, -0 read as +0), then rotated
+ * Rows of tokens first_pos .. of n_heads heads (pool_row) into dst as
+ * floats in the original domain, [token][head][head_dim], one row per
+ * work-group: each row accumulated once with weight 1 into zeros, as the
+ * reference's axpy does it (1 * v + 0 is v, -0 read as +0), then rotated
  * back (R^T) for turbo types.
  */
-__kernel void dequantize_rows(__global const uchar *buf, ulong offset, uint row_bytes,
+__kernel void dequantize_rows(__global const uchar *buf, __global const uint *blocks,
+                              uint block0, uint first_pos, uint n_heads, uint block_tokens,
+                              ulong block_stride, ulong head_stride, uint row_bytes,
                               uint head_dim, uint type, uint rotation,
                               __global const float *tab, __global float *dst)
 {
     __local float v[TKV_HEAD_DIM_MAX], tmp[TKV_HEAD_DIM_MAX];
     const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
-    __global const uchar *p = buf + offset + (ulong)row * row_bytes;
+    const uint t = row / n_heads, h = row % n_heads;
+    __global const uchar *p = buf + pool_row(blocks, block0, block_tokens, block_stride,
+                                             head_stride, row_bytes, h, first_pos + t);
     const uint bits = type_bits(type);
     const float w = 1.0f;
 
