@@ -35,7 +35,7 @@
 extern "C" {
 #endif
 
-#define TKV_VERSION_STRING "0.1.0"
+#define TKV_VERSION_STRING "0.2.0"
 
 /* Marks the exported functions (the library is built with hidden visibility). */
 #if defined(__GNUC__)

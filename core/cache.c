@@ -1,8 +1,11 @@
 /*
- * The compressed K/V cache: creation, append, decode attention, readback.
+ * The compressed K/V cache: creation, the block pool, append, decode
+ * attention, readback. Layout and block rules: cache.h and docs/abi.md.
+ *
  * Every public call checks all of its arguments before it touches the cache,
  * and a token count only advances after the plugin has written both K and V,
- * so a failed call leaves the cache exactly as it was.
+ * so a failed call leaves the cache as it was (a block copied for
+ * copy-on-write may stay private to the sequence: same rows, one reference).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -15,13 +18,15 @@
 #define MAX_KV_HEADS 1024u
 #define MAX_SEQS 65536u
 
-static void free_store(tkv_cache *c, struct tkv_layer_store *s)
-{
-    tkv_dev_free(&c->ctx->device, s->buf);
-    s->buf = NULL;
-}
+/* Growth: a pool grows to at least a quarter more than it holds, so n
+ * appends cost O(log n) copies while the pool stays within 25% of its
+ * blocks (hosts that want no growth reserve pool_blocks up front). */
+#define GROWTH_DIVISOR 4u
+#define GROWTH_MIN_BLOCKS 1u
 
-void tkv_cache_destroy(tkv_cache *c)
+static void free_store(tkv_cache *c, struct tkv_pool_store *s) { tkv_dev_free(&c->ctx->device, &s->buf); }
+
+void tkv_cache_free(tkv_cache *c)
 {
     if (!c)
         return;
@@ -30,56 +35,229 @@ void tkv_cache_destroy(tkv_cache *c)
         free_store(c, &c->layers[l].v);
         free(c->layers[l].len);
     }
+    for (uint32_t s = 0; c->seqs && s < c->n_seqs; s++)
+        free(c->seqs[s].blocks);
     free(c->layers);
-    free(c->seq_scratch);
+    free(c->seqs);
+    free(c->refs);
+    free(c->free_ids);
+    free(c->attn_seqs);
+    free(c->attn_blocks);
     free(c);
 }
 
-static int init_store(tkv_cache *c, struct tkv_layer_store *s, uint32_t type)
+void tkv_cache_destroy(tkv_cache *c)
 {
-    s->fmt = (struct tkv_row_format){
-        .type = type, .head_dim = c->head_dim, .rotation = c->rotation, .scale_mode = c->scale_mode,
-    };
-    s->row_bytes = tkv_row_bytes(type, c->head_dim);
-    s->head_stride = (uint64_t)c->capacity * s->row_bytes;
-    s->seq_stride = (uint64_t)c->n_kv_heads * s->head_stride;
-    uint64_t bytes = (uint64_t)c->n_seqs * s->seq_stride;
-    if (bytes / c->n_seqs != s->seq_stride)
-        return tkv_error(TKV_ERANGE, "cache of %u sequences x %llu bytes overflows", c->n_seqs,
-                         (unsigned long long)s->seq_stride);
-    return tkv_dev_alloc(&c->ctx->device, bytes, &s->buf);
+    if (!c)
+        return;
+    struct tkv_guard g = { 0 };
+    /* a destroy racing another call on the context is the host's bug; the
+     * cache is freed either way (the host gave it up) */
+    int entered = tkv_enter(c->ctx, "tkv_cache_destroy", &g) == TKV_OK;
+    tkv_cache_free(c);
+    if (entered)
+        tkv_leave(&g);
 }
 
-int tkv_cache_new(tkv_context *ctx, uint32_t n_layers, uint32_t n_kv_heads, uint32_t head_dim,
-                  uint32_t capacity, uint32_t n_seqs, const uint32_t *k_types, const uint32_t *v_types,
-                  uint32_t rotation, uint32_t scale_mode, tkv_cache **out)
+static void init_store(tkv_cache *c, struct tkv_pool_store *s, uint32_t type)
 {
+    memset(s, 0, sizeof *s);
+    s->pool.fmt = (struct tkv_row_format){
+        .type = type, .head_dim = c->head_dim, .rotation = c->rotation, .scale_mode = c->scale_mode,
+    };
+    s->pool.row_bytes = tkv_row_bytes(type, c->head_dim);
+    s->pool.block_tokens = c->block_tokens;
+    s->pool.head_stride = (uint64_t)c->block_tokens * s->pool.row_bytes;
+    s->pool.block_stride = (uint64_t)c->n_kv_heads * s->pool.head_stride;
+}
+
+/* Grows one store to n blocks, keeping its rows. */
+static int grow_store(tkv_cache *c, struct tkv_pool_store *s, uint32_t n)
+{
+    struct tkv_dbuf nb;
+    int rc = tkv_dev_alloc(&c->ctx->device, (uint64_t)n * s->pool.block_stride, &nb);
+    if (rc != TKV_OK)
+        return rc;
+    if (s->cap_blocks && (rc = tkv_dev_copy(&c->ctx->device, &nb, 0, &s->buf, 0,
+                                            (uint64_t)s->cap_blocks * s->pool.block_stride)) != TKV_OK) {
+        tkv_dev_free(&c->ctx->device, &nb);
+        return rc;
+    }
+    tkv_dev_free(&c->ctx->device, &s->buf);
+    s->buf = nb;
+    s->cap_blocks = n;
+    return TKV_OK;
+}
+
+/* Grows the pool to hold at least need blocks (within the limit). A failure
+ * part way leaves some stores larger than pool_blocks: they lose nothing and
+ * the next growth skips them. */
+static int grow_pool(tkv_cache *c, uint32_t need)
+{
+    if (need > c->pool_max_blocks)
+        return tkv_error(TKV_ENOMEM, "block pool full: %u blocks needed, the limit is %u (%u in use)", need,
+                         c->pool_max_blocks, c->blocks_used);
+    uint64_t want = (uint64_t)c->pool_blocks + c->pool_blocks / GROWTH_DIVISOR;
+    if (want < (uint64_t)c->pool_blocks + GROWTH_MIN_BLOCKS)
+        want = (uint64_t)c->pool_blocks + GROWTH_MIN_BLOCKS;
+    if (want < need)
+        want = need;
+    if (want > c->pool_max_blocks)
+        want = c->pool_max_blocks;
+    uint32_t n = (uint32_t)want;
+    uint32_t *refs = realloc(c->refs, n * sizeof *refs);
+    if (refs)
+        c->refs = refs;
+    uint32_t *ids = refs ? realloc(c->free_ids, n * sizeof *ids) : NULL;
+    if (!refs || !ids)
+        return tkv_error(TKV_ENOMEM, "out of memory growing the block pool to %u blocks", n);
+    c->free_ids = ids;
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        struct tkv_layer *L = &c->layers[l];
+        int rc;
+        if ((L->k.cap_blocks < n && (rc = grow_store(c, &L->k, n)) != TKV_OK) ||
+            (L->v.cap_blocks < n && (rc = grow_store(c, &L->v, n)) != TKV_OK)) {
+            tkv_error_prefix("growing the block pool to %u blocks (layer %u)", n, l);
+            return rc;
+        }
+    }
+    /* new ids go on the stack so that the lowest is taken first */
+    for (uint32_t b = n; b-- > c->pool_blocks;) {
+        c->refs[b] = 0;
+        c->free_ids[c->n_free++] = b;
+    }
+    c->pool_blocks = n;
+    return TKV_OK;
+}
+
+int tkv_blocks_take(tkv_cache *c, uint32_t n, uint32_t *ids)
+{
+    if (n > c->n_free) {
+        int rc = grow_pool(c, c->blocks_used + n);
+        if (rc != TKV_OK)
+            return rc;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        ids[i] = c->free_ids[--c->n_free];
+        c->refs[ids[i]] = 1;
+    }
+    c->blocks_used += n;
+    return TKV_OK;
+}
+
+void tkv_blocks_release(tkv_cache *c, const uint32_t *ids, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (--c->refs[ids[i]] == 0) {
+            c->free_ids[c->n_free++] = ids[i];
+            c->blocks_used--;
+        }
+}
+
+int tkv_table_reserve(struct tkv_seq_table *t, uint32_t n)
+{
+    if (n <= t->cap)
+        return TKV_OK;
+    uint32_t cap = t->cap ? t->cap : 4;
+    while (cap < n)
+        cap = cap > UINT32_MAX / 2 ? n : cap * 2;
+    uint32_t *b = realloc(t->blocks, (size_t)cap * sizeof *b);
+    if (!b)
+        return tkv_error(TKV_ENOMEM, "out of memory growing a block table to %u entries", cap);
+    t->blocks = b;
+    t->cap = cap;
+    return TKV_OK;
+}
+
+int tkv_block_copy(tkv_cache *c, uint32_t dst, uint32_t src, uint32_t rows)
+{
+    if (rows == 0)
+        return TKV_OK;
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        struct tkv_pool_store *st[2] = { &c->layers[l].k, &c->layers[l].v };
+        for (int i = 0; i < 2; i++) {
+            /* one range from head 0's first row to the last head's row rows - 1 */
+            const struct tkv_pool *p = &st[i]->pool;
+            uint64_t bs = p->block_stride, n = (uint64_t)(c->n_kv_heads - 1) * p->head_stride + (uint64_t)rows * p->row_bytes;
+            int rc = tkv_dev_copy(&c->ctx->device, &st[i]->buf, dst * bs, &st[i]->buf, src * bs, n);
+            if (rc != TKV_OK)
+                return rc;
+        }
+    }
+    return TKV_OK;
+}
+
+uint32_t tkv_seq_max_len(const tkv_cache *c, uint32_t seq)
+{
+    uint32_t m = 0;
+    for (uint32_t l = 0; l < c->n_layers; l++)
+        if (c->layers[l].len[seq] > m)
+            m = c->layers[l].len[seq];
+    return m;
+}
+
+int tkv_cache_new(tkv_context *ctx, const struct tkv_cache_geometry *g, const uint32_t *k_types,
+                  const uint32_t *v_types, tkv_cache **out)
+{
+    uint32_t bt = g->block_tokens ? g->block_tokens : TKV_BLOCK_TOKENS_DEFAULT;
+    if (bt > g->capacity)
+        bt = g->capacity;
+    int rc = tkv_caps_check_cache(ctx->device.caps, g->n_layers, k_types, v_types, g->head_dim, g->rotation,
+                                  g->scale_mode, bt, ctx->device_name);
+    if (rc != TKV_OK)
+        return rc;
+    uint64_t per_seq = ((uint64_t)g->capacity + bt - 1) / bt;
+    uint64_t max_blocks = g->pool_max_blocks ? g->pool_max_blocks : per_seq * g->n_seqs;
+    /* the largest block of any store bounds the pool by the device's buffer limit */
+    uint64_t largest_block = 0;
+    for (uint32_t l = 0; l < g->n_layers; l++) {
+        uint64_t kb = (uint64_t)tkv_row_bytes(k_types[l], g->head_dim) * bt * g->n_kv_heads;
+        uint64_t vb = (uint64_t)tkv_row_bytes(v_types[l], g->head_dim) * bt * g->n_kv_heads;
+        largest_block = kb > largest_block ? kb : largest_block;
+        largest_block = vb > largest_block ? vb : largest_block;
+    }
+    uint64_t dev_max = ctx->device.caps->max_buffer_bytes;
+    if (dev_max && max_blocks > dev_max / largest_block) {
+        if (g->explicit_max || g->pool_blocks > dev_max / largest_block)
+            return tkv_error(TKV_EUNSUPPORTED,
+                             "a pool of %llu blocks needs %llu-byte buffers, device %s allows %llu bytes per buffer",
+                             (unsigned long long)(g->explicit_max ? max_blocks : g->pool_blocks),
+                             (unsigned long long)((g->explicit_max ? max_blocks : g->pool_blocks) * largest_block),
+                             ctx->device_name, (unsigned long long)dev_max);
+        max_blocks = dev_max / largest_block;
+    }
+    if (max_blocks > UINT32_MAX - 1)
+        max_blocks = UINT32_MAX - 1;
+    if (g->pool_blocks > max_blocks)
+        return tkv_error(TKV_EINVAL, "pool_blocks %u exceeds the pool limit of %llu blocks", g->pool_blocks,
+                         (unsigned long long)max_blocks);
+
     tkv_cache *c = calloc(1, sizeof *c);
     if (!c)
         return tkv_error(TKV_ENOMEM, "out of memory creating the cache");
     *c = (struct tkv_cache){
-        .ctx = ctx, .n_layers = n_layers, .n_kv_heads = n_kv_heads, .head_dim = head_dim,
-        .capacity = capacity, .n_seqs = n_seqs, .rotation = rotation, .scale_mode = scale_mode,
+        .ctx = ctx, .n_layers = g->n_layers, .n_kv_heads = g->n_kv_heads, .head_dim = g->head_dim,
+        .capacity = g->capacity, .n_seqs = g->n_seqs, .rotation = g->rotation, .scale_mode = g->scale_mode,
+        .block_tokens = bt, .pool_max_blocks = (uint32_t)max_blocks,
     };
-    c->layers = calloc(n_layers, sizeof *c->layers);
-    c->seq_scratch = calloc(n_seqs, sizeof *c->seq_scratch);
-    if (!c->layers || !c->seq_scratch) {
-        tkv_cache_destroy(c);
+    c->layers = calloc(g->n_layers, sizeof *c->layers);
+    c->seqs = calloc(g->n_seqs, sizeof *c->seqs);
+    if (!c->layers || !c->seqs) {
+        tkv_cache_free(c);
         return tkv_error(TKV_ENOMEM, "out of memory creating the cache");
     }
-    for (uint32_t l = 0; l < n_layers; l++) {
+    for (uint32_t l = 0; l < g->n_layers; l++) {
         struct tkv_layer *L = &c->layers[l];
-        int rc;
-        if (!(L->len = calloc(n_seqs, sizeof *L->len))) {
-            tkv_cache_destroy(c);
+        init_store(c, &L->k, k_types[l]);
+        init_store(c, &L->v, v_types[l]);
+        if (!(L->len = calloc(g->n_seqs, sizeof *L->len))) {
+            tkv_cache_free(c);
             return tkv_error(TKV_ENOMEM, "out of memory creating the cache");
         }
-        if ((rc = init_store(c, &L->k, k_types[l])) != TKV_OK ||
-            (rc = init_store(c, &L->v, v_types[l])) != TKV_OK) {
-            tkv_error_prefix("allocating layer %u", l);
-            tkv_cache_destroy(c);
-            return rc;
-        }
+    }
+    if (g->pool_blocks && (rc = grow_pool(c, g->pool_blocks)) != TKV_OK) {
+        tkv_cache_free(c);
+        return rc;
     }
     *out = c;
     return TKV_OK;
@@ -87,9 +265,64 @@ int tkv_cache_new(tkv_context *ctx, uint32_t n_layers, uint32_t n_kv_heads, uint
 
 void tkv_cache_swap(tkv_cache *a, tkv_cache *b)
 {
-    struct tkv_layer *t = a->layers;
-    a->layers = b->layers;
-    b->layers = t;
+    tkv_cache t = *a;
+    *a = *b;
+    *b = t;
+}
+
+static int cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_cache **out)
+{
+    if (p->struct_size < offsetof(struct tkv_cache_params, layer_k_types))
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: params->struct_size %u too small", p->struct_size);
+    struct tkv_cache_params full = { 0 };
+    memcpy(&full, p, p->struct_size < sizeof full ? p->struct_size : sizeof full);
+    if (full.n_layers == 0 || full.n_layers > TKV_MAX_LAYERS)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_layers %u must be 1..%u", full.n_layers, TKV_MAX_LAYERS);
+    if (full.n_kv_heads == 0 || full.n_kv_heads > MAX_KV_HEADS)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_kv_heads %u must be 1..%u", full.n_kv_heads, MAX_KV_HEADS);
+    if (!tkv_head_dim_supported(full.head_dim))
+        return tkv_error(TKV_EUNSUPPORTED, "tkv_cache_create: head_dim %u unsupported (multiples of %u up to %u)",
+                         full.head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
+    if (full.capacity == 0)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: capacity is 0");
+    uint32_t n_seqs = full.n_seqs ? full.n_seqs : 1;
+    if (n_seqs > MAX_SEQS)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_seqs %u exceeds %u", n_seqs, MAX_SEQS);
+    if (full.rotation >= TKV_ROTATION_COUNT || full.scale_mode >= TKV_SCALE_COUNT)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: rotation %u / scale_mode %u unknown", full.rotation,
+                         full.scale_mode);
+    if (full.n_q_heads && full.n_q_heads % full.n_kv_heads)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_q_heads %u is not a multiple of n_kv_heads %u",
+                         full.n_q_heads, full.n_kv_heads);
+    if (full.pool_flags & ~TKV_POOL_FIXED)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: unknown pool_flags 0x%x", full.pool_flags);
+    if ((full.pool_flags & TKV_POOL_FIXED) && full.pool_blocks == 0)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: TKV_POOL_FIXED needs pool_blocks > 0");
+    if (full.pool_max_blocks && full.pool_blocks > full.pool_max_blocks)
+        return tkv_error(TKV_EINVAL, "tkv_cache_create: pool_blocks %u exceeds pool_max_blocks %u", full.pool_blocks,
+                         full.pool_max_blocks);
+
+    uint32_t *types = malloc(2 * sizeof *types * full.n_layers);
+    if (!types)
+        return tkv_error(TKV_ENOMEM, "out of memory");
+    int rc = tkv_policy_resolve(&ctx->cfg, &full, types, types + full.n_layers);
+    struct tkv_cache_geometry g = {
+        .n_layers = full.n_layers, .n_kv_heads = full.n_kv_heads, .head_dim = full.head_dim,
+        .capacity = full.capacity, .n_seqs = n_seqs,
+        .rotation = full.rotation ? full.rotation : ctx->cfg.rotation,
+        .scale_mode = full.scale_mode        ? full.scale_mode
+                      : ctx->cfg.norm_correction ? TKV_SCALE_NORM_CORRECTED
+                                                 : TKV_SCALE_NORM,
+        .block_tokens = full.block_tokens, .pool_blocks = full.pool_blocks,
+        .pool_max_blocks = (full.pool_flags & TKV_POOL_FIXED) ? full.pool_blocks : full.pool_max_blocks,
+        .explicit_max = full.pool_max_blocks || (full.pool_flags & TKV_POOL_FIXED),
+    };
+    if (rc == TKV_OK)
+        rc = tkv_cache_new(ctx, &g, types, types + full.n_layers, out);
+    if (rc != TKV_OK)
+        tkv_error_prefix("tkv_cache_create");
+    free(types);
+    return rc;
 }
 
 int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_cache **out)
@@ -97,69 +330,74 @@ int tkv_cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_cac
     if (!ctx || !p || !out)
         return tkv_error(TKV_EINVAL, "tkv_cache_create: NULL argument");
     *out = NULL;
-    if (p->struct_size < offsetof(struct tkv_cache_params, layer_k_types))
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: params->struct_size %u too small", p->struct_size);
-    if (p->n_layers == 0 || p->n_layers > TKV_MAX_LAYERS)
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_layers %u must be 1..%u", p->n_layers, TKV_MAX_LAYERS);
-    if (p->n_kv_heads == 0 || p->n_kv_heads > MAX_KV_HEADS)
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_kv_heads %u must be 1..%u", p->n_kv_heads, MAX_KV_HEADS);
-    if (!tkv_head_dim_supported(p->head_dim))
-        return tkv_error(TKV_EUNSUPPORTED, "tkv_cache_create: head_dim %u unsupported (multiples of %u up to %u)",
-                         p->head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
-    if (p->capacity == 0)
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: capacity is 0");
-    uint32_t n_seqs = p->n_seqs ? p->n_seqs : 1;
-    if (n_seqs > MAX_SEQS)
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_seqs %u exceeds %u", n_seqs, MAX_SEQS);
-    if (p->struct_size >= offsetof(struct tkv_cache_params, scale_mode) + sizeof p->scale_mode &&
-        (p->rotation >= TKV_ROTATION_COUNT || p->scale_mode >= TKV_SCALE_COUNT))
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: rotation %u / scale_mode %u unknown", p->rotation,
-                         p->scale_mode);
-    if (p->n_q_heads && p->n_q_heads % p->n_kv_heads)
-        return tkv_error(TKV_EINVAL, "tkv_cache_create: n_q_heads %u is not a multiple of n_kv_heads %u",
-                         p->n_q_heads, p->n_kv_heads);
-
-    struct tkv_cache_params full = { 0 };
-    memcpy(&full, p, p->struct_size < sizeof full ? p->struct_size : sizeof full);
-    uint32_t *types = malloc(2 * sizeof *types * p->n_layers);
-    if (!types)
-        return tkv_error(TKV_ENOMEM, "out of memory");
-    int rc = tkv_policy_resolve(&ctx->cfg, &full, types, types + p->n_layers);
-    if (rc == TKV_OK)
-        rc = tkv_cache_new(ctx, p->n_layers, p->n_kv_heads, p->head_dim, p->capacity, n_seqs, types,
-                           types + p->n_layers, full.rotation ? full.rotation : ctx->cfg.rotation,
-                           full.scale_mode     ? full.scale_mode
-                           : ctx->cfg.norm_correction ? TKV_SCALE_NORM_CORRECTED
-                                                      : TKV_SCALE_NORM,
-                           out);
-    free(types);
-    return rc;
+    TKV_GUARDED(ctx, "tkv_cache_create", cache_create(ctx, p, out));
 }
 
 static int check_seq_layer(const tkv_cache *c, const char *fn, uint32_t seq, uint32_t layer)
 {
-    if (!c)
-        return tkv_error(TKV_EINVAL, "%s: cache is NULL", fn);
     if (layer >= c->n_layers)
         return tkv_error(TKV_ERANGE, "%s: layer %u out of range (cache has %u layers)", fn, layer, c->n_layers);
     if (seq >= c->n_seqs)
-        return tkv_error(TKV_ERANGE, "%s: sequence %u out of range (cache has %u)", fn, seq, c->n_seqs);
+        return tkv_error(TKV_ERANGE, "%s: sequence %u out of range (ids 0..%u)", fn, seq, c->n_seqs - 1);
     return TKV_OK;
 }
 
-static int append_store(tkv_cache *c, struct tkv_layer_store *s, uint32_t seq, uint32_t pos, uint32_t n,
+/* Makes every block holding positions [first, first + n) of seq exist and
+ * be private to seq. On failure the table is as it was, apart from shared
+ * blocks already replaced by private copies (same rows). *added: blocks
+ * appended to the table. */
+static int prepare_blocks(tkv_cache *c, uint32_t seq, uint32_t first, uint32_t n, uint32_t *added)
+{
+    struct tkv_seq_table *t = &c->seqs[seq];
+    uint32_t need = tkv_blocks_for(c, first + n), longest = tkv_seq_max_len(c, seq);
+    int rc;
+    *added = 0;
+    /* copy-on-write: existing blocks this write touches that another
+     * sequence shares; only the rows some layer of seq holds are copied */
+    for (uint32_t b = first / c->block_tokens; b < t->n_blocks && b < need; b++) {
+        if (c->refs[t->blocks[b]] <= 1)
+            continue;
+        uint64_t start = (uint64_t)b * c->block_tokens;
+        uint32_t rows = longest <= start ? 0 : longest - start < c->block_tokens ? (uint32_t)(longest - start) : c->block_tokens;
+        uint32_t fresh;
+        if ((rc = tkv_blocks_take(c, 1, &fresh)) != TKV_OK)
+            return rc;
+        if ((rc = tkv_block_copy(c, fresh, t->blocks[b], rows)) != TKV_OK) {
+            tkv_blocks_release(c, &fresh, 1);
+            return rc;
+        }
+        tkv_blocks_release(c, &t->blocks[b], 1);
+        t->blocks[b] = fresh;
+    }
+    if (need > t->n_blocks) {
+        uint32_t k = need - t->n_blocks;
+        if ((rc = tkv_table_reserve(t, need)) != TKV_OK || (rc = tkv_blocks_take(c, k, t->blocks + t->n_blocks)) != TKV_OK)
+            return rc;
+        t->n_blocks = need;
+        *added = k;
+    }
+    return TKV_OK;
+}
+
+static void drop_added(tkv_cache *c, uint32_t seq, uint32_t added)
+{
+    struct tkv_seq_table *t = &c->seqs[seq];
+    t->n_blocks -= added;
+    tkv_blocks_release(c, t->blocks + t->n_blocks, added);
+}
+
+static int append_store(tkv_cache *c, struct tkv_pool_store *s, uint32_t seq, uint32_t pos, uint32_t n,
                         const float *src)
 {
     struct tkv_append_args a = {
-        .struct_size = sizeof a, .n_tokens = n, .n_heads = c->n_kv_heads, .fmt = s->fmt, .src = src,
-        .buf = s->buf, .offset = seq * s->seq_stride + (uint64_t)pos * s->row_bytes,
-        .head_stride = s->head_stride,
+        .n_tokens = n, .n_heads = c->n_kv_heads, .first_pos = pos, .pool = s->pool,
+        .blocks = c->seqs[seq].blocks, .n_blocks = c->seqs[seq].n_blocks, .src = src,
     };
-    return tkv_dev_append(&c->ctx->device, &a);
+    return tkv_dev_append(&c->ctx->device, &s->buf, &a);
 }
 
-int tkv_cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const float *k,
-                     const float *v)
+static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const float *k,
+                        const float *v)
 {
     int rc = check_seq_layer(c, "tkv_cache_append", seq, layer);
     if (rc != TKV_OK)
@@ -169,15 +407,20 @@ int tkv_cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_toke
     if (n_tokens == 0)
         return tkv_error(TKV_EINVAL, "tkv_cache_append: n_tokens is 0");
     struct tkv_layer *L = &c->layers[layer];
-    uint32_t len = L->len[seq];
+    uint32_t len = L->len[seq], added;
     if (n_tokens > c->capacity - len)
         return tkv_error(TKV_ERANGE,
                          "tkv_cache_append: capacity exceeded: layer %u sequence %u holds %u of %u tokens, %u more "
                          "requested",
                          layer, seq, len, c->capacity, n_tokens);
+    if ((rc = prepare_blocks(c, seq, len, n_tokens, &added)) != TKV_OK) {
+        tkv_error_prefix("tkv_cache_append(layer %u, sequence %u)", layer, seq);
+        return rc;
+    }
     /* Rows past len are invisible, so a failure after K was written loses nothing. */
     if ((rc = append_store(c, &L->k, seq, len, n_tokens, k)) != TKV_OK ||
         (rc = append_store(c, &L->v, seq, len, n_tokens, v)) != TKV_OK) {
+        drop_added(c, seq, added);
         tkv_error_prefix("tkv_cache_append(layer %u)", layer);
         return rc;
     }
@@ -185,55 +428,144 @@ int tkv_cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_toke
     return TKV_OK;
 }
 
-int tkv_attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, uint32_t n_q,
-                  uint32_t n_q_heads, const float *q, float *out, struct tkv_attention_stats *stats)
+int tkv_cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const float *k,
+                     const float *v)
+{
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_cache_append: cache is NULL");
+    TKV_GUARDED(c->ctx, "tkv_cache_append", cache_append(c, seq, layer, n_tokens, k, v));
+}
+
+static int grow_scratch(tkv_cache *c, uint32_t n_seqs, uint64_t n_blocks)
+{
+    if (n_seqs > c->attn_seqs_cap) {
+        struct tkv_attn_seq *s = realloc(c->attn_seqs, n_seqs * sizeof *s);
+        if (!s)
+            return tkv_error(TKV_ENOMEM, "out of memory");
+        c->attn_seqs = s;
+        c->attn_seqs_cap = n_seqs;
+    }
+    if (n_blocks > c->attn_blocks_cap) {
+        uint32_t *b = realloc(c->attn_blocks, (size_t)n_blocks * sizeof *b);
+        if (!b)
+            return tkv_error(TKV_ENOMEM, "out of memory");
+        c->attn_blocks = b;
+        c->attn_blocks_cap = n_blocks;
+    }
+    return TKV_OK;
+}
+
+static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
+                     uint32_t n_q_uniform, uint32_t n_q_heads, const float *q, float *out,
+                     const struct tkv_attention_options *opts_in)
 {
     static const char fn[] = "tkv_attention";
-    if (!c)
-        return tkv_error(TKV_EINVAL, "%s: cache is NULL", fn);
+    struct tkv_attention_options o = { 0 };
+    if (opts_in) {
+        if (opts_in->struct_size < offsetof(struct tkv_attention_options, stats) + sizeof o.stats)
+            return tkv_error(TKV_EINVAL, "%s: opts->struct_size %u too small", fn, opts_in->struct_size);
+        memcpy(&o, opts_in, opts_in->struct_size < sizeof o ? opts_in->struct_size : sizeof o);
+    }
     if (layer >= c->n_layers)
         return tkv_error(TKV_ERANGE, "%s: layer %u out of range (cache has %u layers)", fn, layer, c->n_layers);
     if (!seq_ids || !q || !out)
         return tkv_error(TKV_EINVAL, "%s: %s is NULL", fn, !seq_ids ? "seq_ids" : !q ? "q" : "out");
     if (n_seqs == 0 || n_seqs > c->n_seqs)
         return tkv_error(TKV_EINVAL, "%s: n_seqs %u must be 1..%u", fn, n_seqs, c->n_seqs);
-    if (n_q == 0)
-        return tkv_error(TKV_EINVAL, "%s: n_q is 0", fn);
     if (n_q_heads == 0 || n_q_heads % c->n_kv_heads)
         return tkv_error(TKV_EINVAL, "%s: n_q_heads %u must be a positive multiple of n_kv_heads %u", fn,
                          n_q_heads, c->n_kv_heads);
+    float scale = o.scale != 0.0f ? o.scale : 1.0f / sqrtf((float)c->head_dim);
+    if (!isfinite(scale))
+        return tkv_error(TKV_EINVAL, "%s: scale %g is not finite", fn, (double)o.scale);
+    if (!(o.softcap >= 0.0f) || !isfinite(o.softcap))
+        return tkv_error(TKV_EINVAL, "%s: softcap %g must be finite and >= 0", fn, (double)o.softcap);
+    const struct tkv_device_caps *caps = c->ctx->device.caps;
+    if (o.window && !(caps->features & TKV_CAP_WINDOW))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s has no sliding-window attention", fn,
+                         c->ctx->device.mod->ops.name);
+    if (o.softcap > 0.0f && !(caps->features & TKV_CAP_SOFTCAP))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s has no logit soft-capping", fn, c->ctx->device.mod->ops.name);
+    if (o.lse && !(caps->features & TKV_CAP_LSE))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s cannot return log-sum-exp", fn, c->ctx->device.mod->ops.name);
+
     struct tkv_layer *L = &c->layers[layer];
+    uint64_t n_blocks = 0, n_q_total = 0;
+    uint32_t max_ctx = 0, max_q = 0;
     for (uint32_t s = 0; s < n_seqs; s++) {
-        uint32_t id = seq_ids[s];
+        uint32_t id = seq_ids[s], nq = n_q ? n_q[s] : n_q_uniform;
         if (id >= c->n_seqs)
-            return tkv_error(TKV_ERANGE, "%s: seq_ids[%u] = %u out of range (cache has %u)", fn, s, id, c->n_seqs);
-        if (L->len[id] < n_q)
+            return tkv_error(TKV_ERANGE, "%s: seq_ids[%u] = %u out of range (ids 0..%u)", fn, s, id, c->n_seqs - 1);
+        if (nq == 0)
+            return tkv_error(TKV_EINVAL, "%s: n_q of sequence %u is 0", fn, id);
+        if (L->len[id] < nq)
             return tkv_error(TKV_ERANGE, "%s: sequence %u holds %u tokens in layer %u, fewer than n_q = %u", fn, id,
-                             L->len[id], layer, n_q);
-        c->seq_scratch[s] = (struct tkv_attn_seq){
-            .k_offset = id * L->k.seq_stride, .v_offset = id * L->v.seq_stride, .n_ctx = L->len[id],
-        };
+                             L->len[id], layer, nq);
+        if (caps->max_q_per_seq && nq > caps->max_q_per_seq)
+            return tkv_error(TKV_EUNSUPPORTED, "%s: sequence %u has %u query tokens, backend %s takes at most %u", fn,
+                             id, nq, c->ctx->device.mod->ops.name, caps->max_q_per_seq);
+        if (n_q && nq != n_q[0] && !(caps->features & TKV_CAP_MIXED_NQ))
+            return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s cannot mix query counts in one call", fn,
+                             c->ctx->device.mod->ops.name);
+        n_blocks += tkv_blocks_for(c, L->len[id]);
+        n_q_total += nq;
+        max_ctx = L->len[id] > max_ctx ? L->len[id] : max_ctx;
+        max_q = nq > max_q ? nq : max_q;
+    }
+    if (n_q_total > UINT32_MAX / n_q_heads || n_blocks > UINT32_MAX)
+        return tkv_error(TKV_ERANGE, "%s: %llu query rows / %llu blocks in one call are too many", fn,
+                         (unsigned long long)n_q_total, (unsigned long long)n_blocks);
+    int rc = grow_scratch(c, n_seqs, n_blocks);
+    if (rc != TKV_OK)
+        return rc;
+    uint32_t bf = 0, qf = 0;
+    for (uint32_t s = 0; s < n_seqs; s++) {
+        uint32_t id = seq_ids[s], nq = n_q ? n_q[s] : n_q_uniform, nb = tkv_blocks_for(c, L->len[id]);
+        memcpy(c->attn_blocks + bf, c->seqs[id].blocks, (size_t)nb * sizeof *c->attn_blocks);
+        c->attn_seqs[s] = (struct tkv_attn_seq){ .n_ctx = L->len[id], .n_q = nq, .q_first = qf, .block_first = bf };
+        bf += nb;
+        qf += nq;
     }
     uint64_t total = 0, skipped = 0;
     struct tkv_attention_args a = {
-        .struct_size = sizeof a, .n_seqs = n_seqs, .n_q = n_q, .n_q_heads = n_q_heads,
-        .n_kv_heads = c->n_kv_heads, .k_fmt = L->k.fmt, .v_fmt = L->v.fmt, .k_buf = L->k.buf,
-        .v_buf = L->v.buf, .k_head_stride = L->k.head_stride, .v_head_stride = L->v.head_stride,
-        .seqs = c->seq_scratch, .q = q, .out = out, .scale = 1.0f / sqrtf((float)c->head_dim),
+        .n_seqs = n_seqs, .seq_size = sizeof(struct tkv_attn_seq), .n_q_total = qf, .n_q_heads = n_q_heads,
+        .n_kv_heads = c->n_kv_heads, .max_n_ctx = max_ctx, .max_n_q = max_q, .k = L->k.pool, .v = L->v.pool,
+        .blocks = c->attn_blocks, .n_blocks = bf, .window = o.window, .seqs = c->attn_seqs, .q = q, .out = out,
+        .lse = o.lse, .scale = scale, .softcap = o.softcap,
         .sparse_v_threshold = c->ctx->cfg.sparse_v ? c->ctx->cfg.sparse_v_threshold : 0.0f,
         .rows_total = &total, .rows_skipped = &skipped,
     };
-    int rc = tkv_dev_attention(&c->ctx->device, &a);
-    if (rc != TKV_OK)
+    if ((rc = tkv_dev_attention(&c->ctx->device, &L->k.buf, &L->v.buf, &a)) != TKV_OK)
         return rc;
-    if (stats) {
-        stats->rows_total = total;
-        stats->rows_skipped = skipped;
+    if (o.stats) {
+        o.stats->rows_total = total;
+        o.stats->rows_skipped = skipped;
     }
     return TKV_OK;
 }
 
-int tkv_cache_length(const tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t *n_tokens)
+int tkv_attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, uint32_t n_q,
+                  uint32_t n_q_heads, const float *q, float *out, struct tkv_attention_stats *stats)
+{
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_attention: cache is NULL");
+    if (n_q == 0)
+        return tkv_error(TKV_EINVAL, "tkv_attention: n_q is 0");
+    struct tkv_attention_options o = { .struct_size = sizeof o, .stats = stats };
+    TKV_GUARDED(c->ctx, "tkv_attention", attention(c, layer, n_seqs, seq_ids, NULL, n_q, n_q_heads, q, out, &o));
+}
+
+int tkv_attention_ex(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
+                     uint32_t n_q_heads, const float *q, float *out, const struct tkv_attention_options *opts)
+{
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_attention_ex: cache is NULL");
+    if (!n_q)
+        return tkv_error(TKV_EINVAL, "tkv_attention_ex: n_q is NULL");
+    TKV_GUARDED(c->ctx, "tkv_attention_ex", attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, q, out, opts));
+}
+
+static int cache_length(const tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t *n_tokens)
 {
     int rc = check_seq_layer(c, "tkv_cache_length", seq, layer);
     if (rc != TKV_OK)
@@ -244,20 +576,15 @@ int tkv_cache_length(const tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t 
     return TKV_OK;
 }
 
-int tkv_cache_clear(tkv_cache *c, uint32_t seq)
+int tkv_cache_length(const tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t *n_tokens)
 {
-    int rc = check_seq_layer(c, "tkv_cache_clear", seq, 0);
-    if (rc != TKV_OK)
-        return rc;
-    for (uint32_t l = 0; l < c->n_layers; l++)
-        c->layers[l].len[seq] = 0;
-    return TKV_OK;
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_cache_length: cache is NULL");
+    TKV_GUARDED(c->ctx, "tkv_cache_length", cache_length(c, seq, layer, n_tokens));
 }
 
-int tkv_cache_bytes(const tkv_cache *c, struct tkv_cache_bytes *b)
+static int cache_bytes(const tkv_cache *c, struct tkv_cache_bytes *b)
 {
-    if (!c || !b)
-        return tkv_error(TKV_EINVAL, "tkv_cache_bytes: NULL argument");
     memset(b, 0, sizeof *b);
     for (uint32_t l = 0; l < c->n_layers; l++) {
         const struct tkv_layer *L = &c->layers[l];
@@ -265,39 +592,57 @@ int tkv_cache_bytes(const tkv_cache *c, struct tkv_cache_bytes *b)
         for (uint32_t s = 0; s < c->n_seqs; s++)
             tokens += L->len[s];
         uint64_t rows = tokens * c->n_kv_heads;
-        b->used += rows * (L->k.row_bytes + L->v.row_bytes);
-        b->capacity += (uint64_t)c->n_seqs * (L->k.seq_stride + L->v.seq_stride);
+        b->used += rows * (L->k.pool.row_bytes + L->v.pool.row_bytes);
+        b->capacity += (uint64_t)L->k.cap_blocks * L->k.pool.block_stride +
+                       (uint64_t)L->v.cap_blocks * L->v.pool.block_stride;
+        b->blocks_bytes += (uint64_t)c->blocks_used * (L->k.pool.block_stride + L->v.pool.block_stride);
+        b->limit += (uint64_t)c->pool_max_blocks * (L->k.pool.block_stride + L->v.pool.block_stride);
         b->used_f16 += rows * 2 * tkv_row_bytes(TKV_TYPE_F16, c->head_dim);
         b->used_f32 += rows * 2 * tkv_row_bytes(TKV_TYPE_F32, c->head_dim);
     }
+    b->blocks_used = c->blocks_used;
+    b->blocks_allocated = c->pool_blocks;
+    b->blocks_max = c->pool_max_blocks;
+    b->block_tokens = c->block_tokens;
     return TKV_OK;
+}
+
+int tkv_cache_bytes(const tkv_cache *c, struct tkv_cache_bytes *b)
+{
+    if (!c || !b)
+        return tkv_error(TKV_EINVAL, "tkv_cache_bytes: NULL argument");
+    TKV_GUARDED(c->ctx, "tkv_cache_bytes", cache_bytes(c, b));
 }
 
 int tkv_cache_get_shape(const tkv_cache *c, struct tkv_cache_shape *s)
 {
     if (!c || !s)
         return tkv_error(TKV_EINVAL, "tkv_cache_get_shape: NULL argument");
+    /* immutable after creation: no guard needed */
     *s = (struct tkv_cache_shape){
         .n_layers = c->n_layers, .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim,
         .capacity = c->capacity, .n_seqs = c->n_seqs, .rotation = c->rotation, .scale_mode = c->scale_mode,
+        .block_tokens = c->block_tokens,
     };
     return TKV_OK;
 }
 
 int tkv_cache_layer_types(const tkv_cache *c, uint32_t layer, uint32_t *k_type, uint32_t *v_type)
 {
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_cache_layer_types: cache is NULL");
     int rc = check_seq_layer(c, "tkv_cache_layer_types", 0, layer);
     if (rc != TKV_OK)
         return rc;
     if (k_type)
-        *k_type = c->layers[layer].k.fmt.type;
+        *k_type = c->layers[layer].k.pool.fmt.type;
     if (v_type)
-        *v_type = c->layers[layer].v.fmt.type;
+        *v_type = c->layers[layer].v.pool.fmt.type;
     return TKV_OK;
 }
 
-int tkv_cache_dequantize(const tkv_cache *c, uint32_t seq, uint32_t layer, int which, uint32_t first,
-                         uint32_t n_tokens, float *dst)
+static int cache_dequantize(const tkv_cache *c, uint32_t seq, uint32_t layer, int which, uint32_t first,
+                            uint32_t n_tokens, float *dst)
 {
     int rc = check_seq_layer(c, "tkv_cache_dequantize", seq, layer);
     if (rc != TKV_OK)
@@ -310,20 +655,45 @@ int tkv_cache_dequantize(const tkv_cache *c, uint32_t seq, uint32_t layer, int w
     if (first > L->len[seq] || n_tokens > L->len[seq] - first)
         return tkv_error(TKV_ERANGE, "tkv_cache_dequantize: tokens %u..%u requested, sequence %u holds %u", first,
                          first + n_tokens - 1, seq, L->len[seq]);
-    const struct tkv_layer_store *s = which ? &L->v : &L->k;
-    float *rows = malloc((size_t)n_tokens * c->head_dim * sizeof *rows);
-    if (!rows)
-        return tkv_error(TKV_ENOMEM, "out of memory");
-    for (uint32_t h = 0; h < c->n_kv_heads && rc == TKV_OK; h++) {
-        struct tkv_dequant_args a = {
-            .struct_size = sizeof a, .n_rows = n_tokens, .fmt = s->fmt, .buf = s->buf,
-            .offset = seq * s->seq_stride + h * s->head_stride + (uint64_t)first * s->row_bytes, .dst = rows,
-        };
-        rc = tkv_dev_dequantize(&c->ctx->device, &a);
-        for (uint32_t t = 0; rc == TKV_OK && t < n_tokens; t++)
-            memcpy(dst + ((size_t)t * c->n_kv_heads + h) * c->head_dim, rows + (size_t)t * c->head_dim,
-                   c->head_dim * sizeof *dst);
-    }
-    free(rows);
-    return rc;
+    const struct tkv_pool_store *s = which ? &L->v : &L->k;
+    struct tkv_dequant_args a = {
+        .n_tokens = n_tokens, .n_heads = c->n_kv_heads, .first_pos = first, .pool = s->pool,
+        .blocks = c->seqs[seq].blocks, .n_blocks = c->seqs[seq].n_blocks, .dst = dst,
+    };
+    return tkv_dev_dequantize(&c->ctx->device, &s->buf, &a);
+}
+
+int tkv_cache_dequantize(const tkv_cache *c, uint32_t seq, uint32_t layer, int which, uint32_t first,
+                         uint32_t n_tokens, float *dst)
+{
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_cache_dequantize: cache is NULL");
+    TKV_GUARDED(c->ctx, "tkv_cache_dequantize", cache_dequantize(c, seq, layer, which, first, n_tokens, dst));
+}
+
+int tkv_store_rows(tkv_cache *c, struct tkv_pool_store *s, const uint32_t *blocks, uint32_t len, int write,
+                   tkv_rows_fn fn, void *user, uint8_t *staging, size_t staging_bytes)
+{
+    const uint32_t B = c->block_tokens, rb = s->pool.row_bytes;
+    const uint32_t per_chunk = (uint32_t)(staging_bytes / rb);
+    for (uint32_t h = 0; h < c->n_kv_heads; h++)
+        for (uint32_t t = 0; t < len;) {
+            /* rows t .. t + n - 1 lie contiguous in one block */
+            uint32_t in_block = B - t % B, n = len - t;
+            n = n < in_block ? n : in_block;
+            n = n < per_chunk ? n : per_chunk;
+            uint64_t off = (uint64_t)blocks[t / B] * s->pool.block_stride + h * s->pool.head_stride +
+                           (uint64_t)(t % B) * rb;
+            size_t bytes = (size_t)n * rb;
+            int rc;
+            if (write) {
+                if ((rc = fn(user, staging, bytes)) != TKV_OK ||
+                    (rc = tkv_dev_write(&c->ctx->device, &s->buf, off, staging, bytes)) != TKV_OK)
+                    return rc;
+            } else if ((rc = tkv_dev_read(&c->ctx->device, &s->buf, off, staging, bytes)) != TKV_OK ||
+                       (rc = fn(user, staging, bytes)) != TKV_OK)
+                return rc;
+            t += n;
+        }
+    return TKV_OK;
 }

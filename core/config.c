@@ -1,6 +1,6 @@
 /*
- * Configuration (DESIGN.md section 4): the keys, their validation, the YAML
- * file and the TURBO_* environment.
+ * Configuration: the keys, their validation, the YAML file and the TURBO_*
+ * environment.
  *
  * One table, keys[], is the only place that knows the keys: YAML name,
  * variable, how the text is validated, where the value is stored, default.
@@ -18,8 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "error.h"
@@ -27,11 +29,11 @@
 
 /* How the text of a value is validated, and what is stored. */
 enum value_kind {
-    KIND_BOOL,   /* bool_words, any case            -> int 0 or 1 */
+    KIND_BOOL,   /* bool_words                      -> int 0 or 1 */
     KIND_INT,    /* decimal integer in [min, max], or in the set `only` -> int */
     KIND_FLOAT,  /* number in the open interval (min, max) -> float */
     KIND_ENUM,   /* one of words[]                  -> its index, the C enum value */
-    KIND_WORD,   /* one of words[]                  -> the word, as text */
+    KIND_NAME,   /* a plugin name (plugin_name_ok)  -> text */
     KIND_TYPE,   /* "" or a type name               -> text */
     KIND_SCHEME, /* a name tkv_scheme_parse accepts -> text */
     KIND_TEXT,   /* any text that fits the field    -> text */
@@ -43,7 +45,7 @@ struct key_desc {
     const char *env;          /* TURBO_* variable */
     enum value_kind kind;
     size_t offset, size;      /* the field in struct tkv_config */
-    const char *const *words; /* KIND_ENUM, KIND_WORD: the accepted words, indexed */
+    const char *const *words; /* KIND_ENUM: the accepted words, indexed */
     size_t n_words;           /* by their C enum value (NULL: no word for a value) */
     double min, max;          /* KIND_INT: [min, max]; KIND_FLOAT: (min, max) */
     uint32_t only;            /* KIND_INT: when not 0, value v is accepted iff bit v is set */
@@ -53,8 +55,6 @@ struct key_desc {
 };
 
 #define WORDS(array) .words = array, .n_words = sizeof array / sizeof array[0]
-
-static const char *const backend_words[] = { "auto", "cpu", "vulkan", "opencl" };
 
 /* enum tkv_rotation starts at 1: 0 means "as configured" in cache params */
 static const char *const rotation_words[TKV_ROTATION_COUNT] = {
@@ -94,8 +94,7 @@ static const struct {
 #define INT_FIELD(f) FIELD(f) + 0 * sizeof(char[MEMBER_SIZE(f) == sizeof(int) ? 1 : -1])
 
 static const struct key_desc keys[TKV_CFG_COUNT] = {
-    [TKV_CFG_BACKEND] = { "backend", "TURBO_BACKEND", KIND_WORD, FIELD(backend),
-                          WORDS(backend_words), .def = "auto" },
+    [TKV_CFG_BACKEND] = { "backend", "TURBO_BACKEND", KIND_NAME, FIELD(backend), .def = "auto" },
     [TKV_CFG_DEVICE] = { "device", "TURBO_DEVICE", KIND_INT, INT_FIELD(device), .auto_word = "auto",
                          .min = 0, .max = 255, .def = "auto" },
     [TKV_CFG_PLUGIN_PATH] = { "plugin_path", "TURBO_PLUGIN_PATH", KIND_TEXT, FIELD(plugin_path),
@@ -147,6 +146,36 @@ static void append_words(char *buf, size_t size, const char *const *words, size_
             append(buf, size, "%s%s", first ? "" : ", ", words[i]);
             first = 0;
         }
+}
+
+/* Backend plugin names: [a-z0-9][a-z0-9_-]{0,62} once lowered, so any
+ * plugin a third party ships can be named, while a name can never hold a
+ * path separator, a dot or a blank (it is compared with the names plugins
+ * report and quoted in messages). */
+#define PLUGIN_NAME_MAX 63
+_Static_assert(sizeof(((struct tkv_config *)0)->backend) == PLUGIN_NAME_MAX + 1,
+               "struct tkv_config.backend holds the longest plugin name");
+
+static int plugin_name_ok(const char *text)
+{
+    size_t n = strlen(text);
+    if (n == 0 || n > PLUGIN_NAME_MAX || text[0] == '_' || text[0] == '-')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        /* ASCII ranges, not islower(): a host's locale must not widen the set */
+        unsigned char c = (unsigned char)text[i];
+        if (!(c >= 'a' && c <= 'z') && !(c >= '0' && c <= '9') && c != '_' && c != '-')
+            return 0;
+    }
+    return 1;
+}
+
+/* Lowers A-Z in place (ASCII only: the host's locale must not matter). */
+static void lower_ascii(char *s)
+{
+    for (; *s; s++)
+        if (*s >= 'A' && *s <= 'Z')
+            *s = (char)(*s - 'A' + 'a');
 }
 
 static int word_index(const char *const *words, size_t n, const char *text)
@@ -443,7 +472,7 @@ static enum verdict validate(const struct key_desc *d, const char *text, union v
     case KIND_BOOL:
         for (size_t w = 0; w < N_BOOL_WORDS; w++)
             for (int b = 0; b < 2; b++)
-                if (strcasecmp(text, bool_words[w][b]) == 0) {
+                if (strcmp(text, bool_words[w][b]) == 0) { /* text is lowered */
                     out->i = b;
                     return VALUE_OK;
                 }
@@ -476,14 +505,15 @@ static enum verdict validate(const struct key_desc *d, const char *text, union v
             return VALUE_OUT_OF_RANGE;
         return VALUE_OK;
     case KIND_ENUM:
-    case KIND_WORD:
         i = word_index(d->words, d->n_words, text);
         if (i < 0)
             return VALUE_INVALID;
-        if (d->kind == KIND_WORD)
-            return text_value(d, d->words[i], out);
         out->i = i;
         return VALUE_OK;
+    case KIND_NAME:
+        if (!plugin_name_ok(text))
+            return VALUE_INVALID;
+        return text_value(d, text, out);
     case KIND_TYPE:
         if (text[0] != '\0' && (tkv_type_from_name(text, &type) != TKV_OK ||
                                 (d->values && !value_type_ok(type))))
@@ -528,9 +558,12 @@ static void describe_accepted(const struct key_desc *d, char *buf, size_t size)
         append(buf, size, "a number in (%g, %g)", d->min, d->max);
         break;
     case KIND_ENUM:
-    case KIND_WORD:
         append(buf, size, "one of ");
         append_words(buf, size, d->words, d->n_words);
+        break;
+    case KIND_NAME:
+        append(buf, size, "auto or a plugin name: 1 to %d letters, digits, '_' or '-', the first a letter "
+                          "or digit", PLUGIN_NAME_MAX);
         break;
     case KIND_TYPE:
         append(buf, size, "\"\" (follow the scheme) or one of ");
@@ -590,7 +623,7 @@ static void store(struct tkv_config *cfg, const struct key_desc *d, const union 
     case KIND_FLOAT:
         memcpy(field, &v->f, sizeof v->f);
         break;
-    case KIND_WORD:
+    case KIND_NAME:
     case KIND_TYPE:
     case KIND_SCHEME:
     case KIND_TEXT:
@@ -611,22 +644,55 @@ static void commit(struct tkv_config *cfg, enum tkv_config_key key, const union 
     snprintf(cfg->meta[key].origin, sizeof cfg->meta[key].origin, "%s", origin);
 }
 
+/* The longest value of any kind but KIND_TEXT: the layers text, at most
+ * TKV_MAX_LAYER_RULES items of fewer than 64 bytes each, with commas. */
+#define MAX_WORDS_TEXT (TKV_MAX_LAYER_RULES * 64)
+
+/* Validates text for key and stores it; on failure cfg is unchanged and
+ * *verdict says why (the caller formats the message, or redacts it). */
+static int set_value(struct tkv_config *cfg, enum tkv_config_key key, const char *text, uint32_t source,
+                     const char *origin, enum verdict *verdict, char *why, size_t why_size)
+{
+    const struct key_desc *d = &keys[key];
+    struct layers_parse layers = { .origin = origin };
+    union value v = { .layers = &layers };
+    char lowered[MAX_WORDS_TEXT + 1];
+    size_t len = strlen(text);
+
+    why[0] = '\0';
+    /* Every value but free text is case-insensitive (Vulkan, TURBO_LOG=DEBUG,
+     * Q8_0, K8V4) and stored lower case, so what is stored, displayed and
+     * compared later has one spelling. */
+    if (d->kind != KIND_TEXT) {
+        if (len > MAX_WORDS_TEXT) {
+            *verdict = VALUE_INVALID;
+            snprintf(why, why_size, "longer than %u bytes", MAX_WORDS_TEXT);
+            return TKV_ECONFIG;
+        }
+        memcpy(lowered, text, len + 1);
+        lower_ascii(lowered);
+        text = lowered;
+    }
+    *verdict = validate(d, text, &v);
+    if (*verdict != VALUE_OK) {
+        snprintf(why, why_size, "%s", layers.why);
+        return TKV_ECONFIG;
+    }
+    commit(cfg, key, &v, source, origin);
+    return TKV_OK;
+}
+
 int tkv_config_set(struct tkv_config *cfg, enum tkv_config_key key, const char *text,
                    uint32_t source, const char *origin)
 {
-    const struct key_desc *d;
     enum verdict verdict;
+    char why[512];
 
     if (!cfg || !text || !origin || (unsigned)key >= TKV_CFG_COUNT || source > TKV_SOURCE_API)
         return tkv_error(TKV_EINVAL, "tkv_config_set: invalid argument (key %d, source %u)",
                          (int)key, source);
-    struct layers_parse layers = { .origin = origin };
-    union value v = { .layers = &layers };
-    d = &keys[key];
-    verdict = validate(d, text, &v);
-    if (verdict != VALUE_OK)
-        return bad_value(d, text, verdict, source, origin, layers.why);
-    commit(cfg, key, &v, source, origin);
+    if (set_value(cfg, key, text, source, origin, &verdict, why, sizeof why) != TKV_OK)
+        return bad_value(&keys[key], text, verdict, source, origin, why);
     return TKV_OK;
 }
 
@@ -652,6 +718,20 @@ const char *tkv_config_key_name(enum tkv_config_key key)
 const char *tkv_config_key_env(enum tkv_config_key key)
 {
     return (unsigned)key < TKV_CFG_COUNT ? keys[key].env : NULL;
+}
+
+/* The shortest text that reads back as f: %g alone rounds to 6 digits, so
+ * a threshold of 0.9999999 (stored as 0.99999988f) would show as "1", a
+ * value the key refuses. 9 digits always suffice for a float. */
+static void format_float(float f, char *buf, size_t size)
+{
+    char text[32];
+    for (int digits = 6; digits <= 9; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, (double)f);
+        if (strtof(text, NULL) == f)
+            break;
+    }
+    snprintf(buf, size, "%s", text);
 }
 
 void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, char *buf, uint32_t size)
@@ -682,7 +762,7 @@ void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, ch
         break;
     case KIND_FLOAT:
         memcpy(&f, field, sizeof f);
-        snprintf(buf, size, "%g", f);
+        format_float(f, buf, size);
         break;
     case KIND_ENUM:
         /* the field is public: a caller may have stored a value no word names */
@@ -692,7 +772,7 @@ void tkv_config_format(const struct tkv_config *cfg, enum tkv_config_key key, ch
         else
             snprintf(buf, size, "%d", i);
         break;
-    case KIND_WORD:
+    case KIND_NAME:
     case KIND_TYPE:
     case KIND_SCHEME:
     case KIND_TEXT:
@@ -734,14 +814,23 @@ struct yaml_reader {
     yaml_parser_t parser;
     yaml_event_t event; /* the current event, when have_event */
     int have_event;
+    int secure;         /* messages must not quote the file (see file_error) */
 };
 
-static int file_error(const struct yaml_reader *r, yaml_mark_t mark, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int file_error(const struct yaml_reader *r, yaml_mark_t mark, const char *fmt, ...)
+/* A message about the file at mark: "FILE:LINE:COL: what" with the detail
+ * fmt gives. In a privileged process the file may be one the user could
+ * not read (TURBO_CONFIG=/etc/shadow in a setuid program), so a message
+ * must not carry its keys or values: then it is only "FILE:LINE: kind",
+ * kind being fixed text that never holds anything read from the file. */
+static int file_error(const struct yaml_reader *r, yaml_mark_t mark, const char *kind, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int file_error(const struct yaml_reader *r, yaml_mark_t mark, const char *kind, const char *fmt, ...)
 {
     char what[768];
     va_list ap;
+    if (r->secure)
+        return tkv_error(TKV_ECONFIG, "%s:%zu: %s (details withheld in a privileged process)", r->path,
+                         mark.line + 1, kind);
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
@@ -766,12 +855,14 @@ static int syntax_error(const struct yaml_reader *r)
                 mark.column = 0;
             }
         }
-        return file_error(r, mark, "invalid text: %s", p->problem);
+        return file_error(r, mark, "invalid text (not UTF-8, or a control character)", "invalid text: %s",
+                          p->problem);
     default:
         if (p->context)
-            return file_error(r, mark, "YAML syntax error: %s (%s at line %zu)", p->problem, p->context,
+            return file_error(r, mark, "YAML syntax error", "YAML syntax error: %s (%s at line %zu)", p->problem,
+                              p->context,
                               p->context_mark.line + 1);
-        return file_error(r, mark, "YAML syntax error: %s", p->problem);
+        return file_error(r, mark, "YAML syntax error", "YAML syntax error: %s", p->problem);
     }
 }
 
@@ -850,9 +941,9 @@ static int unknown_key(const struct yaml_reader *r, const char *name)
         append(known, sizeof known, "%s%s", k ? ", " : "", keys[k].name);
     }
     if (best <= limit)
-        return file_error(r, r->event.start_mark, "unknown key '%s' (did you mean '%s'?)", name,
+        return file_error(r, r->event.start_mark, "unknown key", "unknown key '%s' (did you mean '%s'?)", name,
                           keys[nearest].name);
-    return file_error(r, r->event.start_mark, "unknown key '%s' (known keys: %s)", name, known);
+    return file_error(r, r->event.start_mark, "unknown key", "unknown key '%s' (known keys: %s)", name, known);
 }
 
 /* "FILE:LINE:COL" of a mark. */
@@ -860,6 +951,9 @@ static void file_origin(const struct yaml_reader *r, yaml_mark_t mark, char *buf
 {
     snprintf(buf, size, "%s:%zu:%zu", r->path, mark.line + 1, mark.column + 1);
 }
+
+/* What a refused item of the layers sequence is, in a privileged process. */
+#define BAD_ITEM "an item of a sequence value is not accepted"
 
 /* One item of the layers sequence, from its MAPPING_START to its MAPPING_END. */
 static int apply_layer_item(struct yaml_reader *r, uint32_t item, struct tkv_layer_rules *rules)
@@ -877,37 +971,41 @@ static int apply_layer_item(struct yaml_reader *r, uint32_t item, struct tkv_lay
         if (r->event.type == YAML_MAPPING_END_EVENT)
             break;
         if (r->event.type != YAML_SCALAR_EVENT)
-            return file_error(r, r->event.start_mark, "key 'layers': item %u: expected a key name, not %s", item,
+            return file_error(r, r->event.start_mark, BAD_ITEM, "key 'layers': item %u: expected a key name, not %s",
+                              item,
                               event_noun(&r->event));
         f = word_index(layer_fields, FIELD_ITEM, scalar_text(&r->event));
         if (f < 0)
-            return file_error(r, r->event.start_mark,
+            return file_error(r, r->event.start_mark, BAD_ITEM,
                               "key 'layers': item %u: unknown key '%s' (expected layer, k_type or v_type)", item,
                               scalar_text(&r->event));
         if (text[f])
-            return file_error(r, r->event.start_mark, "key 'layers': item %u: duplicate key '%s'", item,
+            return file_error(r, r->event.start_mark, BAD_ITEM, "key 'layers': item %u: duplicate key '%s'", item,
                               layer_fields[f]);
         if ((rc = next_event(r)) != TKV_OK)
             return rc;
         const yaml_event_t *e = &r->event;
         if (e->type != YAML_SCALAR_EVENT)
-            return file_error(r, e->start_mark, "key 'layers': item %u: '%s': expected a single value, not %s",
+            return file_error(r, e->start_mark, BAD_ITEM, "key 'layers': item %u: '%s': expected a single value, not %s",
                               item, layer_fields[f], event_noun(e));
         if (is_null(e))
-            return file_error(r, e->start_mark, "key 'layers': item %u: '%s': no value", item, layer_fields[f]);
+            return file_error(r, e->start_mark, BAD_ITEM, "key 'layers': item %u: '%s': no value", item,
+                              layer_fields[f]);
         if (strlen(scalar_text(e)) != e->data.scalar.length || e->data.scalar.length >= sizeof values[f])
-            return file_error(r, e->start_mark, "key 'layers': item %u: '%s': not a layer or a type name", item,
+            return file_error(r, e->start_mark, BAD_ITEM, "key 'layers': item %u: '%s': not a layer or a type name",
+                              item,
                               layer_fields[f]);
         memcpy(values[f], scalar_text(e), e->data.scalar.length + 1);
+        lower_ascii(values[f]); /* types ignore case, as everywhere else */
         text[f] = values[f];
         marks[f] = e->start_mark;
     }
     if (!layer_rule_from_text(text, &rule, &bad, reason, sizeof reason))
-        return file_error(r, bad == FIELD_ITEM ? item_mark : marks[bad], "key 'layers': item %u: %s", item,
+        return file_error(r, bad == FIELD_ITEM ? item_mark : marks[bad], BAD_ITEM, "key 'layers': item %u: %s", item,
                           reason);
     file_origin(r, item_mark, rule.origin, sizeof rule.origin);
     if (!add_layer_rule(rules, &rule, reason, sizeof reason))
-        return file_error(r, item_mark, "key 'layers': item %u: %s", item, reason);
+        return file_error(r, item_mark, BAD_ITEM, "key 'layers': item %u: %s", item, reason);
     return TKV_OK;
 }
 
@@ -926,7 +1024,7 @@ static int apply_layers_sequence(struct tkv_config *cfg, struct yaml_reader *r)
         if (r->event.type == YAML_SEQUENCE_END_EVENT)
             break;
         if (r->event.type != YAML_MAPPING_START_EVENT)
-            return file_error(r, r->event.start_mark,
+            return file_error(r, r->event.start_mark, BAD_ITEM,
                               "key 'layers': item %u: expected a mapping {layer: N or FIRST-LAST, k_type: T, "
                               "v_type: T}, not %s",
                               item, event_noun(&r->event));
@@ -948,18 +1046,30 @@ static int apply_value(struct tkv_config *cfg, struct yaml_reader *r, enum tkv_c
     if (d->kind == KIND_LAYERS && e->type == YAML_SEQUENCE_START_EVENT)
         return apply_layers_sequence(cfg, r);
     if (e->type != YAML_SCALAR_EVENT)
-        return file_error(r, e->start_mark, "key '%s': expected %s, not %s", d->name,
+        return file_error(r, e->start_mark, "a value is not a single value", "key '%s': expected %s, not %s",
+                          d->name,
                           d->kind == KIND_LAYERS ? "a sequence of mappings or a single value" : "a single value",
                           event_noun(e));
     if (strlen(scalar_text(e)) != e->data.scalar.length)
-        return file_error(r, e->start_mark, "key '%s': value contains a NUL character", d->name);
+        return file_error(r, e->start_mark, "a value contains a NUL character",
+                          "key '%s': value contains a NUL character", d->name);
     describe_accepted(d, accepted, sizeof accepted);
     if (is_null(e))
-        return file_error(r, e->start_mark, "key '%s': no value: expected %s", d->name, accepted);
+        return file_error(r, e->start_mark, "a key has no value", "key '%s': no value: expected %s", d->name,
+                          accepted);
     if (kind_is_typed(d->kind) && !e->data.scalar.plain_implicit)
-        return file_error(r, e->start_mark, "key '%s': value '%s' is a quoted or tagged string: expected %s",
+        return file_error(r, e->start_mark, "a quoted or tagged string where a number or a bool belongs",
+                          "key '%s': value '%s' is a quoted or tagged string: expected %s",
                           d->name, scalar_text(e), accepted);
     file_origin(r, e->start_mark, origin, sizeof origin);
+    if (r->secure) {
+        enum verdict verdict;
+        char why[512];
+        if (set_value(cfg, key, scalar_text(e), TKV_SOURCE_FILE, origin, &verdict, why, sizeof why) == TKV_OK)
+            return TKV_OK;
+        return file_error(r, e->start_mark,
+                          verdict == VALUE_OUT_OF_RANGE ? "a value is out of range" : "a value is not accepted", "-");
+    }
     return tkv_config_set(cfg, key, scalar_text(e), TKV_SOURCE_FILE, origin);
 }
 
@@ -983,14 +1093,15 @@ static int parse_mapping(struct tkv_config *cfg, struct yaml_reader *r)
         if (r->event.type == YAML_MAPPING_END_EVENT)
             return TKV_OK;
         if (r->event.type != YAML_SCALAR_EVENT)
-            return file_error(r, r->event.start_mark, "expected a key name, not %s", event_noun(&r->event));
+            return file_error(r, r->event.start_mark, "a key is not a plain name", "expected a key name, not %s",
+                              event_noun(&r->event));
         if (strlen(scalar_text(&r->event)) != r->event.data.scalar.length)
-            return file_error(r, r->event.start_mark, "a key contains a NUL character");
+            return file_error(r, r->event.start_mark, "a key contains a NUL character", "a key contains a NUL character");
         k = key_index(scalar_text(&r->event));
         if (k < 0)
             return unknown_key(r, scalar_text(&r->event));
         if (first_line[k])
-            return file_error(r, r->event.start_mark, "duplicate key '%s' (first set at line %zu)",
+            return file_error(r, r->event.start_mark, "duplicate key", "duplicate key '%s' (first set at line %zu)",
                               keys[k].name, first_line[k]);
         first_line[k] = r->event.start_mark.line + 1;
         if ((rc = next_event(r)) != TKV_OK || (rc = apply_value(cfg, r, (enum tkv_config_key)k)) != TKV_OK)
@@ -1014,54 +1125,101 @@ static int parse_stream(struct tkv_config *cfg, struct yaml_reader *r)
         if ((rc = parse_mapping(cfg, r)) != TKV_OK)
             return rc;
     } else if (!is_null(&r->event)) {
-        return file_error(r, r->event.start_mark,
+        return file_error(r, r->event.start_mark, "the file is not a mapping of keys to values",
                           "the file must be a mapping of keys to values, not %s", event_noun(&r->event));
     }
     if ((rc = next_event(r)) != TKV_OK || (rc = next_event(r)) != TKV_OK) /* DOCUMENT_END, then */
         return rc;
     if (r->event.type != YAML_STREAM_END_EVENT)
-        return file_error(r, r->event.start_mark, "a second YAML document: the file must hold one");
+        return file_error(r, r->event.start_mark, "a second YAML document",
+                          "a second YAML document: the file must hold one");
     return TKV_OK;
 }
 
+/* For "not a regular file" messages. */
+static const char *file_type_noun(mode_t mode)
+{
+    if (S_ISDIR(mode))
+        return "a directory";
+    if (S_ISFIFO(mode))
+        return "a FIFO";
+    if (S_ISCHR(mode))
+        return "a character device";
+    if (S_ISBLK(mode))
+        return "a block device";
+    if (S_ISSOCK(mode))
+        return "a socket";
+    return "not a regular file";
+}
+
 /* Reads the whole file: its read errors become TKV_EIO here rather than a
- * vague "input error" from libyaml, and encoding errors can be located. */
+ * vague "input error" from libyaml, and encoding errors can be located.
+ *
+ * Only a regular file of at most TKV_CONFIG_FILE_MAX bytes is read. The
+ * name may come from the environment (TURBO_CONFIG), so it may name
+ * /dev/zero (endless), a FIFO (open and read would block until a writer
+ * comes) or a huge file: it is opened with O_NONBLOCK, which makes open
+ * return at once for a FIFO and changes nothing for a regular file, and
+ * checked with fstat on that descriptor before a byte is read. */
 static int read_file(const char *path, char **data, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t used = 0, cap = 0, got;
+    struct stat st;
+    char *buf;
+    size_t used = 0, cap;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
 
-    if (!f)
+    if (fd < 0)
         return tkv_error(TKV_EIO, "cannot open config file '%s': %s", path, strerror(errno));
-    do {
-        if (used == cap) {
-            char *grown = realloc(buf, cap = cap ? 2 * cap : 4096);
-            if (!grown) {
-                free(buf);
-                fclose(f);
-                return tkv_error(TKV_ENOMEM, "config file '%s': out of memory", path);
-            }
-            buf = grown;
-        }
-        got = fread(buf + used, 1, cap - used, f);
-        used += got;
-    } while (got > 0);
-    if (ferror(f)) {
+    if (fstat(fd, &st) != 0) {
         int err = errno;
-        free(buf);
-        fclose(f);
-        return tkv_error(TKV_EIO, "cannot read config file '%s': %s", path, strerror(err));
+        close(fd);
+        return tkv_error(TKV_EIO, "cannot stat config file '%s': %s", path, strerror(err));
     }
-    fclose(f);
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return tkv_error(TKV_EIO, "config file '%s' is %s, not a regular file", path, file_type_noun(st.st_mode));
+    }
+    if (st.st_size > TKV_CONFIG_FILE_MAX) {
+        close(fd);
+        return tkv_error(TKV_ECONFIG, "config file '%s' is %lld bytes, more than the %u a config file may have",
+                         path, (long long)st.st_size, TKV_CONFIG_FILE_MAX);
+    }
+    /* One byte more than fstat said, to see the end of the file; a file that
+     * grows past it while being read is refused rather than read in part. */
+    cap = (size_t)st.st_size + 1;
+    buf = malloc(cap);
+    if (!buf) {
+        close(fd);
+        return tkv_error(TKV_ENOMEM, "config file '%s': out of memory", path);
+    }
+    for (;;) {
+        ssize_t got = read(fd, buf + used, cap - used);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            int err = errno;
+            free(buf);
+            close(fd);
+            return tkv_error(TKV_EIO, "cannot read config file '%s': %s", path, strerror(err));
+        }
+        if (got == 0)
+            break;
+        used += (size_t)got;
+        if (used == cap) {
+            free(buf);
+            close(fd);
+            return tkv_error(TKV_EIO, "config file '%s' grew while it was read", path);
+        }
+    }
+    close(fd);
     *data = buf;
     *len = used;
     return TKV_OK;
 }
 
-int tkv_config_apply_file(struct tkv_config *cfg, const char *path)
+static int apply_file(struct tkv_config *cfg, const char *path, int secure)
 {
-    struct yaml_reader r = { .path = path };
+    struct yaml_reader r = { .path = path, .secure = secure };
     struct tkv_config next;
     char *data = NULL;
     size_t len = 0;
@@ -1086,4 +1244,11 @@ int tkv_config_apply_file(struct tkv_config *cfg, const char *path)
     if (rc == TKV_OK)
         *cfg = next;
     return rc;
+}
+
+int tkv_config_apply_file(struct tkv_config *cfg, const char *path) { return apply_file(cfg, path, 0); }
+
+int tkv_config_apply_file_secure(struct tkv_config *cfg, const char *path, int secure)
+{
+    return apply_file(cfg, path, secure != 0);
 }

@@ -3,6 +3,9 @@
  * variables, then explicit API options. Every key is documented, with its
  * default, in etc/turbokv.yaml; tests/test_config.c checks that file parses
  * to exactly the defaults below.
+ *
+ * Values are case-insensitive and stored lower case (backend: Vulkan is
+ * stored as "vulkan"), except plugin_path, which is free text.
  */
 #ifndef TKV_CORE_CONFIG_H
 #define TKV_CORE_CONFIG_H
@@ -13,7 +16,7 @@
 
 /* Keys, in display order. */
 enum tkv_config_key {
-    TKV_CFG_BACKEND,            /* backend: auto|cpu|vulkan|opencl       TURBO_BACKEND */
+    TKV_CFG_BACKEND,            /* backend: auto or a plugin name         TURBO_BACKEND */
     TKV_CFG_DEVICE,             /* device: auto|0..255                         TURBO_DEVICE */
     TKV_CFG_PLUGIN_PATH,        /* plugin_path: dirs separated by ':'     TURBO_PLUGIN_PATH */
     TKV_CFG_SCHEME,             /* scheme: auto|turbo3|k8v4|...           TURBO_SCHEME */
@@ -55,7 +58,7 @@ struct tkv_config_meta {
 };
 
 struct tkv_config {
-    char backend[16];
+    char backend[64];         /* "auto" or a plugin name, [a-z0-9][a-z0-9_-]{0,62} */
     uint32_t device;          /* TKV_DEVICE_AUTO: the backend's best-scoring device */
     char plugin_path[1024];
     char scheme[32];          /* validated scheme name */
@@ -78,10 +81,21 @@ struct tkv_config {
 /* Fills cfg with the defaults. */
 void tkv_config_defaults(struct tkv_config *cfg);
 
+/* The largest config file read, in bytes. */
+#define TKV_CONFIG_FILE_MAX (1u << 20)
+
 /* Applies a YAML file. Unknown keys, wrong types, out-of-range values and
  * syntax errors fail with TKV_ECONFIG and a message naming file:line:column
- * and the key; cfg is unchanged on failure. */
+ * and the key; cfg is unchanged on failure. path must name a regular file
+ * (a directory, FIFO or device fails with TKV_EIO at once, without reading
+ * or blocking) of at most TKV_CONFIG_FILE_MAX bytes (larger: TKV_ECONFIG). */
 int tkv_config_apply_file(struct tkv_config *cfg, const char *path);
+
+/* The same; with secure set (a privileged process: getauxval(AT_SECURE)),
+ * a message about the file's content never quotes it - no key, no value,
+ * no suggestion - only "FILE:LINE: kind of error (details withheld in a
+ * privileged process)". The file may be one the user cannot read. */
+int tkv_config_apply_file_secure(struct tkv_config *cfg, const char *path, int secure);
 
 /* Applies TURBO_* variables (getenv), validated like the file; a bad value
  * fails with TKV_ECONFIG naming the variable, the value and what is

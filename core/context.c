@@ -5,9 +5,15 @@
  * The configuration file: the API's config_path, else TURBO_CONFIG, else
  * sysconfdir/turbokv.yaml when it exists (ignore_env skips the last two).
  *
- * Plugin search order (DESIGN.md section 3): the API's plugin_path, then
- * TURBO_PLUGIN_PATH (ignored in privileged processes, as the Vulkan loader
- * does), then the config file's plugin_path, then the install directory.
+ * Plugin search order (docs/abi.md): the API's plugin_path, then
+ * TURBO_PLUGIN_PATH, then the config file's plugin_path, then the install
+ * directory. In a privileged (setuid/setgid, AT_SECURE) process no TURBO_*
+ * variable that names a file or directory is honoured (TURBO_CONFIG,
+ * TURBO_PLUGIN_PATH), as the Vulkan loader does. Directories from the
+ * environment or a config file must be absolute.
+ *
+ * A named backend (config, env or API) loads only its own module,
+ * turbokv-<name>.so: a cpu-only host never maps a GPU runtime.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +23,7 @@
 
 #include "core.h"
 #include "error.h"
+#include "policy.h"
 #include "tables.h"
 
 #ifndef TKV_SYSCONF_DIR
@@ -28,14 +35,23 @@
 
 #define MAX_DIRS 64
 
-/* Splits a colon-separated list into dirs[] (pointing into storage). */
-static void add_dirs(char *storage, const char **dirs, size_t *n)
+/* Splits a colon-separated list into dirs[] (pointing into storage), leaving
+ * room for the install directory and the terminating NULL. */
+static int add_dirs(char *storage, const char **dirs, size_t *n, const char *from, int absolute)
 {
-    for (char *save = NULL, *tok = strtok_r(storage, ":", &save); tok && *n < MAX_DIRS - 1;
-         tok = strtok_r(NULL, ":", &save))
-        if (*tok)
-            dirs[(*n)++] = tok;
+    for (char *save = NULL, *tok = strtok_r(storage, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+        if (!*tok)
+            continue;
+        if (absolute && tok[0] != '/')
+            return tkv_error(TKV_ECONFIG, "%s: plugin directory '%s' is relative; use an absolute path", from, tok);
+        if (*n >= MAX_DIRS - 2)
+            return tkv_error(TKV_ECONFIG, "%s: more than %d plugin directories in all", from, MAX_DIRS - 2);
+        dirs[(*n)++] = tok;
+    }
+    return TKV_OK;
 }
+
+static int secure_process(void) { return getauxval(AT_SECURE) != 0; }
 
 static int load_config(tkv_context *ctx, const struct tkv_context_options *o)
 {
@@ -48,6 +64,10 @@ static int load_config(tkv_context *ctx, const struct tkv_context_options *o)
         path = getenv("TURBO_CONFIG");
         if (path && !*path)
             path = NULL;
+        if (path && secure_process()) {
+            tkv_log(TKV_LOG_WARN, "TURBO_CONFIG ignored in a privileged (setuid/setgid) process");
+            path = NULL;
+        }
     }
     if (!path && !o->ignore_env && access(TKV_SYSCONF_DIR "/turbokv.yaml", R_OK) == 0)
         path = TKV_SYSCONF_DIR "/turbokv.yaml";
@@ -58,33 +78,46 @@ static int load_config(tkv_context *ctx, const struct tkv_context_options *o)
         return rc;
     if (o->backend && (rc = tkv_config_set(cfg, TKV_CFG_BACKEND, o->backend, TKV_SOURCE_API, "API")) != TKV_OK)
         return rc;
-    tkv_log_set_level(cfg->log_level);
+    ctx->log.level = cfg->log_level;
     return TKV_OK;
 }
 
 static int scan_plugins(tkv_context *ctx, const struct tkv_context_options *o)
 {
-    char api[2048] = "", env[2048] = "", file[1024], install[] = TKV_PLUGIN_INSTALL_DIR;
+    char api[4096] = "", env[4096] = "", file[1024], install[] = TKV_PLUGIN_INSTALL_DIR;
     const char *dirs[MAX_DIRS];
     size_t n = 0;
+    int rc;
     if (o->plugin_path) {
+        if (strlen(o->plugin_path) >= sizeof api)
+            return tkv_error(TKV_EINVAL, "plugin_path of %zu bytes is too long", strlen(o->plugin_path));
         snprintf(api, sizeof api, "%s", o->plugin_path);
-        add_dirs(api, dirs, &n);
+        if ((rc = add_dirs(api, dirs, &n, "plugin_path (API)", 0)) != TKV_OK)
+            return rc;
     }
     const char *e = o->ignore_env ? NULL : getenv("TURBO_PLUGIN_PATH");
-    if (e && getauxval(AT_SECURE)) {
-        tkv_log(TKV_LOG_WARN, "TURBO_PLUGIN_PATH ignored in a privileged (setuid) process");
+    if (e && secure_process()) {
+        tkv_log(TKV_LOG_WARN, "TURBO_PLUGIN_PATH ignored in a privileged (setuid/setgid) process");
         e = NULL;
     }
     if (e) {
+        if (strlen(e) >= sizeof env)
+            return tkv_error(TKV_ECONFIG, "TURBO_PLUGIN_PATH of %zu bytes is too long", strlen(e));
         snprintf(env, sizeof env, "%s", e);
-        add_dirs(env, dirs, &n);
+        if ((rc = add_dirs(env, dirs, &n, "TURBO_PLUGIN_PATH", 1)) != TKV_OK)
+            return rc;
     }
+    /* the config file is the host's (API) or the installed one: TURBO_CONFIG
+     * is not read in a privileged process */
     snprintf(file, sizeof file, "%s", ctx->file_plugin_path);
-    add_dirs(file, dirs, &n);
+    if ((rc = add_dirs(file, dirs, &n, "plugin_path (config file)", 1)) != TKV_OK)
+        return rc;
     dirs[n++] = install;
     dirs[n] = NULL;
-    return tkv_registry_scan(&ctx->reg, dirs);
+    /* a named backend loads only its own module */
+    const char *want = ctx->cfg.backend;
+    int named = strcmp(want, "auto") != 0 && ctx->cfg.meta[TKV_CFG_BACKEND].source != TKV_SOURCE_DEFAULT;
+    return tkv_registry_scan(&ctx->reg, dirs, named && !o->probe_all ? want : NULL);
 }
 
 static struct tkv_module *find_backend(tkv_context *ctx, const char *name)
@@ -118,20 +151,48 @@ static int open_module(tkv_context *ctx, struct tkv_module *m, uint32_t index)
     return rc;
 }
 
-/* backend: auto picks the highest-scoring device among accepted plugins and
- * falls back to cpu when that one fails to open; a backend named in the
- * config, the environment or the API must open, or the context fails. */
-static int choose_backend(tkv_context *ctx)
+/* Does device d of m hold the cache the host announced (options.require)? */
+static int device_fits(tkv_context *ctx, const struct tkv_module *m, uint32_t d, const struct tkv_cache_params *req)
+{
+    if (!req)
+        return TKV_OK;
+    struct tkv_cache_params full = { 0 };
+    if (req->struct_size < offsetof(struct tkv_cache_params, layer_k_types))
+        return tkv_error(TKV_EINVAL, "options.require: struct_size %u too small", req->struct_size);
+    memcpy(&full, req, req->struct_size < sizeof full ? req->struct_size : sizeof full);
+    if (full.n_layers == 0 || full.n_layers > TKV_MAX_LAYERS || !tkv_head_dim_supported(full.head_dim) ||
+        full.n_kv_heads == 0)
+        return tkv_error(TKV_EINVAL, "options.require: n_layers %u / n_kv_heads %u / head_dim %u invalid",
+                         full.n_layers, full.n_kv_heads, full.head_dim);
+    uint32_t *types = malloc(2 * sizeof *types * full.n_layers);
+    if (!types)
+        return tkv_error(TKV_ENOMEM, "out of memory");
+    int rc = tkv_policy_resolve(&ctx->cfg, &full, types, types + full.n_layers);
+    uint32_t rot = full.rotation ? full.rotation : ctx->cfg.rotation;
+    uint32_t scale = full.scale_mode ? full.scale_mode : ctx->cfg.norm_correction ? TKV_SCALE_NORM_CORRECTED : TKV_SCALE_NORM;
+    uint32_t bt = full.block_tokens ? full.block_tokens : TKV_BLOCK_TOKENS_DEFAULT;
+    if (full.capacity && bt > full.capacity)
+        bt = full.capacity;
+    if (rc == TKV_OK)
+        rc = tkv_caps_check_cache(&m->caps[d], full.n_layers, types, types + full.n_layers, full.head_dim, rot, scale,
+                                  bt, m->devs[d].name);
+    free(types);
+    return rc;
+}
+
+/* backend: auto picks the highest-scoring device among accepted plugins
+ * whose capabilities hold the announced cache, and falls back to cpu when
+ * that one fails to open; a backend named in the config, the environment or
+ * the API must open, or the context fails. */
+static int choose_backend(tkv_context *ctx, const struct tkv_cache_params *req)
 {
     const char *want = ctx->cfg.backend;
     int demanded = ctx->cfg.meta[TKV_CFG_BACKEND].source != TKV_SOURCE_DEFAULT && strcmp(want, "auto") != 0;
     if (demanded) {
         struct tkv_module *m = find_backend(ctx, want);
         if (!m) {
-            if (ctx->reg.n == 0)
-                return no_backend_error(ctx);
-            return tkv_error(TKV_ENOTFOUND, "backend '%s' (from %s): no such plugin found (searched %s)", want,
-                             ctx->cfg.meta[TKV_CFG_BACKEND].origin, ctx->reg.searched);
+            return tkv_error(TKV_ENOTFOUND, "backend '%s' (from %s): no plugin file turbokv-%s.so found (searched %s)",
+                             want, ctx->cfg.meta[TKV_CFG_BACKEND].origin, want, ctx->reg.searched);
         }
         if (m->status != TKV_OK)
             return tkv_error(m->status, "backend '%s' (from %s): plugin %s refused: %s", want,
@@ -143,7 +204,9 @@ static int choose_backend(tkv_context *ctx)
             for (uint32_t d = index = 0; d < m->n_devs; d++)
                 if (m->devs[d].score > m->devs[index].score)
                     index = d;
-        int rc = open_module(ctx, m, index);
+        int rc = index < m->n_devs ? device_fits(ctx, m, index, req) : TKV_OK;
+        if (rc == TKV_OK)
+            rc = open_module(ctx, m, index);
         if (rc != TKV_OK)
             tkv_error_prefix("backend '%s' (from %s)", want, ctx->cfg.meta[TKV_CFG_BACKEND].origin);
         return rc;
@@ -151,16 +214,25 @@ static int choose_backend(tkv_context *ctx)
 
     struct tkv_module *best = NULL;
     uint32_t best_dev = 0;
+    char unfit[1024] = "";
     for (uint32_t i = 0; i < ctx->reg.n; i++) {
         struct tkv_module *m = &ctx->reg.mods[i];
         if (m->status != TKV_OK)
             continue;
-        for (uint32_t d = 0; d < m->n_devs; d++)
+        for (uint32_t d = 0; d < m->n_devs; d++) {
+            if (device_fits(ctx, m, d, req) != TKV_OK) {
+                size_t used = strlen(unfit);
+                snprintf(unfit + used, sizeof unfit - used, "%s%s", used ? "; " : "", tkv_last_error());
+                continue;
+            }
             if (!best || m->devs[d].score > best->devs[best_dev].score) {
                 best = m;
                 best_dev = d;
             }
+        }
     }
+    if (!best && unfit[0])
+        return tkv_error(TKV_EUNSUPPORTED, "backend auto: no device holds the requested cache: %s", unfit);
     if (!best)
         return no_backend_error(ctx);
     int rc = open_module(ctx, best, best_dev);
@@ -170,11 +242,39 @@ static int choose_backend(tkv_context *ctx)
         return TKV_OK;
     }
     struct tkv_module *cpu = find_backend(ctx, "cpu");
-    if (best == cpu || !cpu || cpu->status != TKV_OK)
+    if (best == cpu || !cpu || cpu->status != TKV_OK || device_fits(ctx, cpu, 0, req) != TKV_OK)
         return rc;
     tkv_log(TKV_LOG_WARN, "backend auto: %s failed to open (%s); falling back to cpu", best->ops.name,
             tkv_last_error());
     return open_module(ctx, cpu, 0);
+}
+
+int tkv_enter(tkv_context *ctx, const char *fn, struct tkv_guard *g)
+{
+    if (atomic_flag_test_and_set_explicit(&ctx->busy, memory_order_acquire))
+        return tkv_error(TKV_EBUSY, "%s: the context is in use by another thread (a context and its caches take one "
+                         "thread at a time)", fn);
+    g->ctx = ctx;
+    g->prev = tkv_log_set_target(&ctx->log);
+    return TKV_OK;
+}
+
+void tkv_leave(struct tkv_guard *g)
+{
+    tkv_log_set_target(g->prev);
+    atomic_flag_clear_explicit(&g->ctx->busy, memory_order_release);
+}
+
+static int context_open(tkv_context *ctx, const struct tkv_context_options *o)
+{
+    int rc = load_config(ctx, o);
+    if (rc == TKV_OK && !(ctx->math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT)))
+        rc = tkv_error(TKV_ENOMEM, "out of memory computing the codebook tables");
+    if (rc == TKV_OK)
+        rc = scan_plugins(ctx, o);
+    if (rc == TKV_OK && (rc = choose_backend(ctx, o->require)) != TKV_OK)
+        tkv_registry_free(&ctx->reg);
+    return rc;
 }
 
 int tkv_context_open(const struct tkv_context_options *opts, tkv_context **out)
@@ -191,18 +291,13 @@ int tkv_context_open(const struct tkv_context_options *opts, tkv_context **out)
     tkv_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx)
         return tkv_error(TKV_ENOMEM, "out of memory");
-    if (o.log_fn)
-        tkv_log_set_sink(o.log_fn, o.log_user);
-    int rc = load_config(ctx, &o);
-    if (rc == TKV_OK && !(ctx->math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT)))
-        rc = TKV_ENOMEM;
-    if (rc == TKV_OK)
-        rc = scan_plugins(ctx, &o);
+    atomic_flag_clear(&ctx->busy);
+    ctx->log = (struct tkv_log_target){ .level = TKV_LOG_WARN, .fn = o.log_fn, .user = o.log_user };
+    struct tkv_guard g = { 0 };
+    int rc = tkv_enter(ctx, "tkv_context_open", &g);
     if (rc == TKV_OK) {
-        rc = choose_backend(ctx);
-        if (rc != TKV_OK) {
-            tkv_registry_free(&ctx->reg);
-        }
+        rc = context_open(ctx, &o);
+        tkv_leave(&g);
     }
     if (rc != TKV_OK) {
         free(ctx);
@@ -216,9 +311,26 @@ void tkv_context_close(tkv_context *ctx)
 {
     if (!ctx)
         return;
+    struct tkv_guard g = { 0 };
+    int entered = tkv_enter(ctx, "tkv_context_close", &g) == TKV_OK;
     tkv_device_close(&ctx->device);
     tkv_registry_free(&ctx->reg);
+    if (entered)
+        tkv_leave(&g);
     free(ctx);
+}
+
+int tkv_context_caps(const tkv_context *ctx, struct tkv_device_caps *caps)
+{
+    if (!ctx || !caps)
+        return tkv_error(TKV_EINVAL, "tkv_context_caps: NULL argument");
+    if (caps->struct_size < offsetof(struct tkv_device_caps, reserved))
+        return tkv_error(TKV_EINVAL, "tkv_context_caps: caps->struct_size %u too small", caps->struct_size);
+    uint32_t size = caps->struct_size < sizeof *caps ? caps->struct_size : (uint32_t)sizeof *caps;
+    /* capabilities are fixed once the context is open: no guard needed */
+    memcpy((char *)caps + sizeof caps->struct_size, (const char *)ctx->device.caps + sizeof caps->struct_size,
+           size - sizeof caps->struct_size);
+    return TKV_OK;
 }
 
 const char *tkv_context_backend(const tkv_context *ctx)

@@ -5,6 +5,7 @@
 #ifndef TKV_CORE_H
 #define TKV_CORE_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -22,7 +23,9 @@ struct tkv_module {
     int status;                 /* TKV_OK when usable */
     char message[512];          /* why refused */
     struct tkv_device_info devs[TKV_MAX_DEVICES];
+    struct tkv_device_caps caps[TKV_MAX_DEVICES];
     uint32_t n_devs;
+    uint32_t minor;             /* negotiated ABI minor: min(core, plugin) */
     int initialized;
 };
 
@@ -35,34 +38,78 @@ struct tkv_registry {
 
 /* Scans dirs (NULL-terminated, searched in order; files sorted by name
  * within a directory; a file name seen in an earlier directory shadows later
- * ones), loads every turbokv-*.so, checks its ABI and required ops, inits it
- * and probes its devices. Modules that fail are kept with their reason. */
-int tkv_registry_scan(struct tkv_registry *reg, const char *const *dirs);
+ * ones), loads every turbokv-*.so (only turbokv-<only>.so when only is not
+ * NULL), checks its ABI and required ops, inits it, probes its devices and
+ * reads their capabilities. Modules that fail are kept with their reason.
+ * Discovery is serialized process-wide (libltdl is not thread-safe). */
+int tkv_registry_scan(struct tkv_registry *reg, const char *const *dirs, const char *only);
 void tkv_registry_free(struct tkv_registry *reg);
 /* Loads one module file (also used for explicit files in tests). */
 void tkv_module_load(struct tkv_module *mod, const char *path);
 void tkv_module_unload(struct tkv_module *mod);
 
+/* A device buffer as the core knows it: the plugin's handle and its size. */
+struct tkv_dbuf {
+    void *h;
+    uint64_t size;
+};
+
 /* An open device: every plugin call goes through the wrappers below, the one
- * place that names the plugin in errors and keeps the call log. */
+ * place that validates arguments (validate.c), names the plugin in errors
+ * and writes the call trace at log level debug. */
 struct tkv_device {
     struct tkv_module *mod;
     void *dev;
     uint32_t index;
+    const struct tkv_device_caps *caps;
 };
 
 int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index, uint32_t threads,
                     const struct tkv_math *math);
 void tkv_device_close(struct tkv_device *d);
-int tkv_dev_alloc(struct tkv_device *d, uint64_t bytes, void **buf);
-void tkv_dev_free(struct tkv_device *d, void *buf);
-int tkv_dev_write(struct tkv_device *d, void *buf, uint64_t off, const void *src, uint64_t bytes);
-int tkv_dev_read(struct tkv_device *d, const void *buf, uint64_t off, void *dst, uint64_t bytes);
-int tkv_dev_append(struct tkv_device *d, const struct tkv_append_args *a);
-int tkv_dev_attention(struct tkv_device *d, const struct tkv_attention_args *a);
-int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dequant_args *a);
+int tkv_dev_alloc(struct tkv_device *d, uint64_t bytes, struct tkv_dbuf *buf);
+void tkv_dev_free(struct tkv_device *d, struct tkv_dbuf *buf);
+int tkv_dev_write(struct tkv_device *d, const struct tkv_dbuf *buf, uint64_t off, const void *src, uint64_t bytes);
+int tkv_dev_read(struct tkv_device *d, const struct tkv_dbuf *buf, uint64_t off, void *dst, uint64_t bytes);
+/* Device-side copy, or through host memory when the plugin has none. */
+int tkv_dev_copy(struct tkv_device *d, const struct tkv_dbuf *dst, uint64_t dst_off, const struct tkv_dbuf *src,
+                 uint64_t src_off, uint64_t bytes);
+/* The pool's buf member is filled from the handle by the wrapper. */
+int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a);
+int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
+                      struct tkv_attention_args *a);
+int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_dequant_args *a);
+
+/* Argument checks of every op (validate.c): the plugin preconditions of
+ * turbokv_plugin.h, against the device's capabilities and the buffers'
+ * sizes. TKV_OK or an error naming the argument. */
+int tkv_validate_pool(const struct tkv_device_caps *caps, const struct tkv_pool *p, uint32_t n_heads,
+                      const struct tkv_dbuf *buf, const char *op, const char *which);
+int tkv_validate_blocks(const struct tkv_pool *p, const struct tkv_dbuf *buf, const uint32_t *blocks,
+                        uint32_t n_blocks, uint64_t first_token, uint64_t n_tokens, const char *op,
+                        const char *which);
+int tkv_validate_append(const struct tkv_device_caps *caps, const struct tkv_dbuf *buf,
+                        const struct tkv_append_args *a);
+int tkv_validate_dequant(const struct tkv_device_caps *caps, const struct tkv_dbuf *buf,
+                         const struct tkv_dequant_args *a);
+int tkv_validate_attention(const struct tkv_device_caps *caps, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
+                           const struct tkv_attention_args *a);
+/* Does the device hold a cache of these types and geometry? The error names
+ * the first missing capability. */
+int tkv_caps_check_cache(const struct tkv_device_caps *caps, uint32_t n_layers, const uint32_t *k_types,
+                         const uint32_t *v_types, uint32_t head_dim, uint32_t rotation, uint32_t scale_mode,
+                         uint32_t block_tokens, const char *device);
+
+/* The log target of a context: level, and a host sink or stderr. */
+struct tkv_log_target {
+    int level;
+    void (*fn)(void *user, int level, const char *message);
+    void *user;
+};
 
 struct tkv_context {
+    atomic_flag busy;           /* set while a call runs on this context */
+    struct tkv_log_target log;
     struct tkv_config cfg;
     char file_plugin_path[1024]; /* plugin_path as the file set it (env may override cfg's) */
     struct tkv_registry reg;
@@ -70,5 +117,26 @@ struct tkv_context {
     const struct tkv_math *math;
     char device_name[256];
 };
+
+/* Every public call on a context (or a cache of it) runs between these:
+ * enter fails with TKV_EBUSY when another thread is inside the context, and
+ * makes the context's log target current for this thread. */
+struct tkv_guard {
+    tkv_context *ctx;
+    const struct tkv_log_target *prev;
+};
+int tkv_enter(tkv_context *ctx, const char *fn, struct tkv_guard *g);
+void tkv_leave(struct tkv_guard *g);
+
+#define TKV_GUARDED(ctx, fn, call)                                                                 \
+    do {                                                                                           \
+        struct tkv_guard g_ = { 0 };                                                                 \
+        int rc_ = tkv_enter((ctx), (fn), &g_);                                                     \
+        if (rc_ == TKV_OK) {                                                                       \
+            rc_ = (call);                                                                          \
+            tkv_leave(&g_);                                                                        \
+        }                                                                                          \
+        return rc_;                                                                                \
+    } while (0)
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core.h"
 #include "turbokv.h"
 #include "turbokv_plugin.h"
 
@@ -14,9 +15,6 @@
 
 static _Thread_local char last_error[TKV_ERROR_MAX];
 
-static int log_level = TKV_LOG_WARN;
-static void (*log_sink)(void *, int, const char *);
-static void *log_user;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 int tkv_verror(int status, const char *fmt, va_list ap)
@@ -79,29 +77,35 @@ const char *tkv_status_name(int status)
     }
 }
 
-void tkv_log_set_level(int level) { log_level = level; }
-int tkv_log_get_level(void) { return log_level; }
+/* Each context has its own level and sink (a host's logger must never be
+ * called after its context is closed, and one context's "log:" must not change
+ * another's); the thread inside a context logs to that context's target. */
+static const struct tkv_log_target default_target = { .level = TKV_LOG_WARN };
+static _Thread_local const struct tkv_log_target *current_target;
 
-void tkv_log_set_sink(void (*fn)(void *, int, const char *), void *user)
+const struct tkv_log_target *tkv_log_set_target(const struct tkv_log_target *t)
 {
-    pthread_mutex_lock(&log_lock);
-    log_sink = fn;
-    log_user = user;
-    pthread_mutex_unlock(&log_lock);
+    const struct tkv_log_target *prev = current_target;
+    current_target = t;
+    return prev;
 }
+
+int tkv_log_get_level(void) { return (current_target ? current_target : &default_target)->level; }
 
 void tkv_vlog(int level, const char *fmt, va_list ap)
 {
     static const char *names[] = { "error", "warning", "info", "debug" };
+    const struct tkv_log_target *t = current_target ? current_target : &default_target;
     char msg[TKV_ERROR_MAX];
-    if (level > log_level)
+    if (level > t->level)
         return;
     vsnprintf(msg, sizeof msg, fmt, ap);
+    if (t->fn) {
+        t->fn(t->user, level, msg);
+        return;
+    }
     pthread_mutex_lock(&log_lock);
-    if (log_sink)
-        log_sink(log_user, level, msg);
-    else
-        fprintf(stderr, "turbokv: %s: %s\n", names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+    fprintf(stderr, "turbokv: %s: %s\n", names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
     pthread_mutex_unlock(&log_lock);
 }
 

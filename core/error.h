@@ -17,8 +17,10 @@ void tkv_error_clear(void);
  * sink set by tkv_log_set_sink, else to stderr as "turbokv: LEVEL: msg". */
 void tkv_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void tkv_vlog(int level, const char *fmt, va_list ap);
-void tkv_log_set_level(int level);
+/* The calling thread's log target (the context it is in, else stderr at
+ * level warn); set returns the previous one. */
+struct tkv_log_target;
+const struct tkv_log_target *tkv_log_set_target(const struct tkv_log_target *t);
 int tkv_log_get_level(void);
-void tkv_log_set_sink(void (*fn)(void *user, int level, const char *message), void *user);
 
 #endif

@@ -6,12 +6,18 @@
  *   load (lt_dlopen)               -> TKV_EPLUGIN "cannot load: <ltdl error>"
  *   entry symbol                   -> TKV_EPLUGIN "no entry symbol ..."
  *   entry(core major, minor)       -> TKV_EABI    "refused core ABI x.y"
- *   abi_major == core major        -> TKV_EABI    "ABI 2.0, core supports 1.x"
- *   struct_size covers ABI 1.0     -> TKV_EPLUGIN
+ *   abi_major == core major        -> TKV_EABI    "plugin ABI 1.1, core ABI 2.0 ..."
+ *   struct_size covers ABI 2.0     -> TKV_EPLUGIN
  *   required members non-NULL      -> TKV_EPLUGIN "required op 'attention' is NULL"
  *   init(services)                 -> its status
  *   probe()                        -> its status; no device -> TKV_ENODEV
- * Only then is any device opened. (The ggml registry calls into a backend
+ *   device_caps() of each device   -> its status
+ * Only then is any device opened. The negotiated minor is min(core, plugin):
+ * argument structs are passed with the struct_size of that minor
+ * (abi_args_size), so an older plugin never sees a member it does not know.
+ *
+ * Discovery (lt_dlinit .. lt_dlexit, init/shutdown) is serialized by one
+ * process-wide lock: libltdl keeps global state and is not thread-safe. (The ggml registry calls into a backend
  * before checking its version; we read the three header words first.)
  */
 #include <dirent.h>
@@ -59,6 +65,7 @@ static const struct tkv_services services = {
 /* A module file may be loaded by several contexts; ltdl shares the handle,
  * and init/shutdown run once per process-wide load. */
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t discovery_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     void *handle;
     int refs;
@@ -121,10 +128,20 @@ static void refuse(struct tkv_module *mod, int status, const char *fmt, ...)
     mod->status = status;
 }
 
-/* The members every ABI 1.0 plugin must provide, checked once at load. */
+/* The members every ABI 2.0 plugin must provide, checked once at load. */
 #define REQUIRED_OPS(X)                                                                            \
-    X(init) X(probe) X(open) X(close) X(buffer_alloc) X(buffer_free) X(buffer_write)               \
-        X(buffer_read) X(quantize_append) X(attention) X(dequantize)
+    X(init) X(probe) X(device_caps) X(open) X(close) X(buffer_alloc) X(buffer_free)                \
+        X(buffer_write) X(buffer_read) X(quantize_append) X(attention) X(dequantize)
+
+/* The size of each argument struct as of each minor of ABI 2: the core
+ * passes a plugin the size of its negotiated minor (members are appended
+ * only, so a smaller size is a prefix). Index: the minor. */
+static const struct abi_sizes {
+    uint32_t append, dequant, attention, caps, open;
+} abi_args_size[TKV_ABI_MINOR + 1] = {
+    [0] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+            sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
+};
 
 static int check_required(struct tkv_module *mod)
 {
@@ -137,6 +154,14 @@ static int check_required(struct tkv_module *mod)
 #undef CHECK
     if (!mod->ops.name || !mod->ops.name[0]) {
         refuse(mod, TKV_EPLUGIN, "descriptor has no backend name");
+        return -1;
+    }
+    /* a backend is found by its file name (turbokv-<name>.so), so the two must agree */
+    size_t n = strlen(mod->ops.name);
+    if (strncmp(mod->file, "turbokv-", 8) != 0 || strncmp(mod->file + 8, mod->ops.name, n) != 0 ||
+        strcmp(mod->file + 8 + n, ".so") != 0) {
+        refuse(mod, TKV_EPLUGIN, "descriptor names backend '%.64s', its file should then be turbokv-%.64s.so",
+               mod->ops.name, mod->ops.name);
         return -1;
     }
     return 0;
@@ -169,8 +194,12 @@ void tkv_module_load(struct tkv_module *mod, const char *path)
     mod->ops.abi_major = desc->abi_major;
     mod->ops.abi_minor = desc->abi_minor;
     if (desc->abi_major != TKV_ABI_MAJOR) {
-        refuse(mod, TKV_EABI, "plugin ABI %u.%u, core supports %u.x", desc->abi_major, desc->abi_minor,
-               TKV_ABI_MAJOR);
+        /* ABI 1 addressed rows contiguously; no adapter can give such a
+         * plugin block tables, so it is refused with both versions named. */
+        refuse(mod, TKV_EABI, "plugin ABI %u.%u, core ABI %u.%u: %s", desc->abi_major, desc->abi_minor,
+               TKV_ABI_MAJOR, TKV_ABI_MINOR,
+               desc->abi_major < TKV_ABI_MAJOR ? "rebuild the plugin against turbokv_plugin.h 2.x"
+                                               : "the plugin needs a newer turbokv");
         return;
     }
     if (desc->struct_size < offsetof(struct tkv_plugin, stats)) {
@@ -178,6 +207,7 @@ void tkv_module_load(struct tkv_module *mod, const char *path)
                desc->struct_size, TKV_ABI_MAJOR, offsetof(struct tkv_plugin, stats));
         return;
     }
+    mod->minor = desc->abi_minor > TKV_ABI_MINOR ? TKV_ABI_MINOR : desc->abi_minor;
     size_t n = desc->struct_size < sizeof mod->ops ? desc->struct_size : sizeof mod->ops;
     memcpy(&mod->ops, desc, n); /* members a shorter (older) descriptor lacks stay NULL */
     if (check_required(mod) < 0)
@@ -208,6 +238,21 @@ void tkv_module_load(struct tkv_module *mod, const char *path)
     if (mod->n_devs == 0) {
         refuse(mod, TKV_ENODEV, "probe found no device");
         return;
+    }
+    for (uint32_t i = 0; i < mod->n_devs; i++) {
+        memset(&mod->caps[i], 0, sizeof mod->caps[i]);
+        mod->caps[i].struct_size = abi_args_size[mod->minor].caps;
+        tkv_error_clear();
+        if ((rc = mod->ops.device_caps(i, &mod->caps[i])) != TKV_OK) {
+            refuse(mod, rc, "device_caps(%u) failed: %s", i, tkv_last_error());
+            return;
+        }
+        mod->caps[i].struct_size = abi_args_size[mod->minor].caps;
+        /* a device that cannot attend over blocks cannot hold an ABI 2 cache */
+        if (!(mod->caps[i].features & TKV_CAP_PAGED)) {
+            refuse(mod, TKV_EPLUGIN, "device %u does not report TKV_CAP_PAGED", i);
+            return;
+        }
     }
     mod->status = TKV_OK;
 }
@@ -243,7 +288,7 @@ static int seen_file(const struct tkv_registry *reg, const char *file)
     return 0;
 }
 
-static int scan_dir(struct tkv_registry *reg, const char *dir)
+static int scan_dir(struct tkv_registry *reg, const char *dir, const char *only)
 {
     DIR *d = opendir(dir);
     if (!d)
@@ -254,6 +299,8 @@ static int scan_dir(struct tkv_registry *reg, const char *dir)
     int rc = TKV_OK;
     while ((e = readdir(d))) {
         if (!is_plugin_file(e->d_name))
+            continue;
+        if (only && (strncmp(e->d_name + 8, only, strlen(only)) != 0 || strcmp(e->d_name + 8 + strlen(only), ".so") != 0))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 8;
@@ -271,7 +318,8 @@ static int scan_dir(struct tkv_registry *reg, const char *dir)
         n++;
     }
     /* readdir order is filesystem order: sort so every run loads the same way */
-    qsort(names, n, sizeof *names, cmp_names);
+    if (n > 1)
+        qsort(names, n, sizeof *names, cmp_names);
     for (size_t i = 0; i < n; i++) {
         if (seen_file(reg, names[i])) {
             tkv_log(TKV_LOG_DEBUG, "plugin %s/%s shadowed by an earlier directory", dir, names[i]);
@@ -301,24 +349,7 @@ out:
     return rc;
 }
 
-int tkv_registry_scan(struct tkv_registry *reg, const char *const *dirs)
-{
-    memset(reg, 0, sizeof *reg);
-    if (lt_dlinit() != 0)
-        return tkv_error(TKV_EPLUGIN, "libltdl initialisation failed: %s", lt_dlerror());
-    for (size_t i = 0; dirs[i]; i++) {
-        size_t used = strlen(reg->searched);
-        snprintf(reg->searched + used, sizeof reg->searched - used, "%s%s", used ? ":" : "", dirs[i]);
-        int rc = scan_dir(reg, dirs[i]);
-        if (rc != TKV_OK) {
-            tkv_registry_free(reg);
-            return rc;
-        }
-    }
-    return TKV_OK;
-}
-
-void tkv_registry_free(struct tkv_registry *reg)
+static void registry_free_locked(struct tkv_registry *reg)
 {
     for (uint32_t i = 0; i < reg->n; i++)
         tkv_module_unload(&reg->mods[i]);
@@ -326,6 +357,33 @@ void tkv_registry_free(struct tkv_registry *reg)
     reg->mods = NULL;
     reg->n = 0;
     lt_dlexit();
+}
+
+int tkv_registry_scan(struct tkv_registry *reg, const char *const *dirs, const char *only)
+{
+    memset(reg, 0, sizeof *reg);
+    pthread_mutex_lock(&discovery_lock);
+    if (lt_dlinit() != 0) {
+        pthread_mutex_unlock(&discovery_lock);
+        return tkv_error(TKV_EPLUGIN, "libltdl initialisation failed: %s", lt_dlerror());
+    }
+    int rc = TKV_OK;
+    for (size_t i = 0; dirs[i] && rc == TKV_OK; i++) {
+        size_t used = strlen(reg->searched);
+        snprintf(reg->searched + used, sizeof reg->searched - used, "%s%s", used ? ":" : "", dirs[i]);
+        rc = scan_dir(reg, dirs[i], only);
+    }
+    if (rc != TKV_OK)
+        registry_free_locked(reg);
+    pthread_mutex_unlock(&discovery_lock);
+    return rc;
+}
+
+void tkv_registry_free(struct tkv_registry *reg)
+{
+    pthread_mutex_lock(&discovery_lock);
+    registry_free_locked(reg);
+    pthread_mutex_unlock(&discovery_lock);
 }
 
 /* --- the device and the call wrappers */
@@ -344,6 +402,25 @@ void tkv_registry_free(struct tkv_registry *reg)
         return rc_;                                                                                \
     } while (0)
 
+/* The call trace at log level debug: one line per plugin op. */
+#define TRACE(d, ...)                                                                              \
+    do {                                                                                           \
+        if (tkv_log_get_level() >= TKV_LOG_DEBUG)                                                  \
+            trace((d), __VA_ARGS__);                                                               \
+    } while (0)
+
+static void trace(const struct tkv_device *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void trace(const struct tkv_device *d, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    tkv_log(TKV_LOG_DEBUG, "call %s.%s", d->mod->ops.name, msg);
+}
+
 static int open_call(struct tkv_device *d, const struct tkv_open_params *p)
 {
     return d->mod->ops.open(p, &d->dev);
@@ -352,15 +429,19 @@ static int open_call(struct tkv_device *d, const struct tkv_open_params *p)
 int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index, uint32_t threads,
                     const struct tkv_math *math)
 {
-    struct tkv_open_params p = {
-        .struct_size = sizeof p, .device_index = index, .threads = threads, .math = math,
-    };
     memset(d, 0, sizeof *d);
     d->mod = mod;
     d->index = index;
     if (index >= mod->n_devs)
         return tkv_error(TKV_ENODEV, "plugin %s: device %u requested, it has %u", mod->ops.name, index,
                          mod->n_devs);
+    if (!math)
+        return tkv_error(TKV_EINVAL, "plugin %s: open without math tables", mod->ops.name);
+    struct tkv_open_params p = {
+        .struct_size = abi_args_size[mod->minor].open, .device_index = index, .threads = threads, .math = math,
+    };
+    d->caps = &mod->caps[index];
+    TRACE(d, "open(device %u, threads %u)", index, threads);
     PLUGIN_CALL(d, open_call(d, &p));
 }
 
@@ -368,45 +449,141 @@ void tkv_device_close(struct tkv_device *d)
 {
     if (d->mod && d->dev) {
         calling_plugin = d->mod->ops.name;
+        TRACE(d, "close()");
         d->mod->ops.close(d->dev);
     }
     d->dev = NULL;
 }
 
-int tkv_dev_alloc(struct tkv_device *d, uint64_t bytes, void **buf)
+int tkv_dev_alloc(struct tkv_device *d, uint64_t bytes, struct tkv_dbuf *buf)
 {
-    PLUGIN_CALL(d, d->mod->ops.buffer_alloc(d->dev, bytes, buf));
-}
-
-void tkv_dev_free(struct tkv_device *d, void *buf)
-{
-    if (buf) {
-        calling_plugin = d->mod->ops.name;
-        d->mod->ops.buffer_free(d->dev, buf);
+    buf->h = NULL;
+    buf->size = 0;
+    if (bytes == 0)
+        return tkv_error(TKV_EINVAL, "buffer_alloc: 0 bytes");
+    if (d->caps->max_buffer_bytes && bytes > d->caps->max_buffer_bytes)
+        return tkv_error(TKV_ENOMEM, "buffer of %llu bytes exceeds the device's largest buffer (%llu bytes)",
+                         (unsigned long long)bytes, (unsigned long long)d->caps->max_buffer_bytes);
+    TRACE(d, "buffer_alloc(%llu)", (unsigned long long)bytes);
+    calling_plugin = d->mod->ops.name;
+    tkv_error_clear();
+    int rc = d->mod->ops.buffer_alloc(d->dev, bytes, &buf->h);
+    if (rc == TKV_OK && !buf->h)
+        rc = tkv_error(TKV_EDEVICE, "returned no buffer");
+    if (rc != TKV_OK) {
+        if (!tkv_last_error()[0])
+            tkv_error(rc, "failed without detail");
+        tkv_error_prefix("plugin %s: buffer_alloc(%llu bytes)", d->mod->ops.name, (unsigned long long)bytes);
+        buf->h = NULL;
+        return rc;
     }
+    buf->size = bytes;
+    return TKV_OK;
 }
 
-int tkv_dev_write(struct tkv_device *d, void *buf, uint64_t off, const void *src, uint64_t bytes)
+void tkv_dev_free(struct tkv_device *d, struct tkv_dbuf *buf)
 {
-    PLUGIN_CALL(d, d->mod->ops.buffer_write(d->dev, buf, off, src, bytes));
+    if (buf->h) {
+        calling_plugin = d->mod->ops.name;
+        TRACE(d, "buffer_free(%llu)", (unsigned long long)buf->size);
+        d->mod->ops.buffer_free(d->dev, buf->h);
+    }
+    buf->h = NULL;
+    buf->size = 0;
 }
 
-int tkv_dev_read(struct tkv_device *d, const void *buf, uint64_t off, void *dst, uint64_t bytes)
+static int check_range(const struct tkv_dbuf *b, uint64_t off, uint64_t bytes, const char *op)
 {
-    PLUGIN_CALL(d, d->mod->ops.buffer_read(d->dev, buf, off, dst, bytes));
+    if (!b->h)
+        return tkv_error(TKV_EINVAL, "%s: NULL buffer", op);
+    if (bytes == 0 || off > b->size || bytes > b->size - off)
+        return tkv_error(TKV_ERANGE, "%s: %llu bytes at offset %llu outside the %llu-byte buffer", op,
+                         (unsigned long long)bytes, (unsigned long long)off, (unsigned long long)b->size);
+    return TKV_OK;
 }
 
-int tkv_dev_append(struct tkv_device *d, const struct tkv_append_args *a)
+int tkv_dev_write(struct tkv_device *d, const struct tkv_dbuf *buf, uint64_t off, const void *src, uint64_t bytes)
 {
+    int rc = check_range(buf, off, bytes, "buffer_write");
+    if (rc != TKV_OK)
+        return rc;
+    TRACE(d, "buffer_write(%llu bytes at %llu)", (unsigned long long)bytes, (unsigned long long)off);
+    PLUGIN_CALL(d, d->mod->ops.buffer_write(d->dev, buf->h, off, src, bytes));
+}
+
+int tkv_dev_read(struct tkv_device *d, const struct tkv_dbuf *buf, uint64_t off, void *dst, uint64_t bytes)
+{
+    int rc = check_range(buf, off, bytes, "buffer_read");
+    if (rc != TKV_OK)
+        return rc;
+    TRACE(d, "buffer_read(%llu bytes at %llu)", (unsigned long long)bytes, (unsigned long long)off);
+    PLUGIN_CALL(d, d->mod->ops.buffer_read(d->dev, buf->h, off, dst, bytes));
+}
+
+#define STAGING (1u << 20)
+
+int tkv_dev_copy(struct tkv_device *d, const struct tkv_dbuf *dst, uint64_t dst_off, const struct tkv_dbuf *src,
+                 uint64_t src_off, uint64_t bytes)
+{
+    int rc;
+    if ((rc = check_range(dst, dst_off, bytes, "buffer_copy")) != TKV_OK ||
+        (rc = check_range(src, src_off, bytes, "buffer_copy")) != TKV_OK)
+        return rc;
+    if (dst->h == src->h && dst_off < src_off + bytes && src_off < dst_off + bytes)
+        return tkv_error(TKV_EINVAL, "buffer_copy: overlapping ranges");
+    if (d->mod->ops.buffer_copy) {
+        TRACE(d, "buffer_copy(%llu bytes, %llu -> %llu)", (unsigned long long)bytes, (unsigned long long)src_off,
+              (unsigned long long)dst_off);
+        PLUGIN_CALL(d, d->mod->ops.buffer_copy(d->dev, dst->h, dst_off, src->h, src_off, bytes));
+    }
+    /* no device copy: through host memory */
+    uint8_t *stage = malloc(bytes < STAGING ? (size_t)bytes : STAGING);
+    if (!stage)
+        return tkv_error(TKV_ENOMEM, "out of memory copying a buffer");
+    for (uint64_t done = 0; done < bytes && rc == TKV_OK; done += STAGING) {
+        uint64_t n = bytes - done < STAGING ? bytes - done : STAGING;
+        if ((rc = tkv_dev_read(d, src, src_off + done, stage, n)) == TKV_OK)
+            rc = tkv_dev_write(d, dst, dst_off + done, stage, n);
+    }
+    free(stage);
+    return rc;
+}
+
+int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a)
+{
+    a->struct_size = abi_args_size[d->mod->minor].append;
+    a->pool.buf = buf->h;
+    int rc = tkv_validate_append(d->caps, buf, a);
+    if (rc != TKV_OK)
+        return rc;
+    TRACE(d, "quantize_append(%s, %u tokens x %u heads at %u, block_tokens %u)", tkv_type_name(a->pool.fmt.type),
+          a->n_tokens, a->n_heads, a->first_pos, a->pool.block_tokens);
     PLUGIN_CALL(d, d->mod->ops.quantize_append(d->dev, a));
 }
 
-int tkv_dev_attention(struct tkv_device *d, const struct tkv_attention_args *a)
+int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
+                      struct tkv_attention_args *a)
 {
+    a->struct_size = abi_args_size[d->mod->minor].attention;
+    a->k.buf = k->h;
+    a->v.buf = v->h;
+    int rc = tkv_validate_attention(d->caps, k, v, a);
+    if (rc != TKV_OK)
+        return rc;
+    TRACE(d, "attention(K %s, V %s, %u seqs, %u queries x %u heads, max n_ctx %u, window %u, softcap %g, lse %s)",
+          tkv_type_name(a->k.fmt.type), tkv_type_name(a->v.fmt.type), a->n_seqs, a->n_q_total, a->n_q_heads,
+          a->max_n_ctx, a->window, (double)a->softcap, a->lse ? "yes" : "no");
     PLUGIN_CALL(d, d->mod->ops.attention(d->dev, a));
 }
 
-int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dequant_args *a)
+int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_dequant_args *a)
 {
+    a->struct_size = abi_args_size[d->mod->minor].dequant;
+    a->pool.buf = buf->h;
+    int rc = tkv_validate_dequant(d->caps, buf, a);
+    if (rc != TKV_OK)
+        return rc;
+    TRACE(d, "dequantize(%s, %u tokens x %u heads at %u)", tkv_type_name(a->pool.fmt.type), a->n_tokens, a->n_heads,
+          a->first_pos);
     PLUGIN_CALL(d, d->mod->ops.dequantize(d->dev, a));
 }

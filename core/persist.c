@@ -14,6 +14,13 @@
  *       of each head (len rows of tkv_row_bytes), then the V rows likewise
  *   last 8: u64  FNV-1a 64 of every byte before it
  *
+ * The rows are written in this logical order whatever the cache's block
+ * size: a file does not depend on paging, and loads into a cache of any
+ * block_tokens.
+ *
+ * One sequence's image (tkv_seq_state_*, tkv_seq_save/restore) is the same
+ * format with n_seqs = 1, in a file or in the caller's memory.
+ *
  * Saving writes a temporary file beside the target and renames it over the
  * target, so a failed save leaves an older file intact. Loading checks the
  * magic, the version, the shape, the seed and tables, the exact size and the
@@ -72,8 +79,11 @@ static uint64_t header_bytes(uint32_t n_layers, uint32_t n_seqs)
 
 /* --- saving */
 
+/* Writes to a FILE, or to memory (mem, size) when f is NULL. */
 struct writer {
     FILE *f;
+    uint8_t *mem;
+    uint64_t size, pos;
     uint64_t hash;
     int failed;
 };
@@ -83,33 +93,29 @@ static void wr(struct writer *w, const void *p, size_t n)
     if (w->failed)
         return;
     w->hash = fnv1a(w->hash, p, n);
-    if (fwrite(p, 1, n, w->f) != n)
-        w->failed = errno ? errno : EIO;
+    if (w->f) {
+        if (fwrite(p, 1, n, w->f) != n)
+            w->failed = errno ? errno : EIO;
+        return;
+    }
+    if (n > w->size - w->pos) {
+        w->failed = ENOSPC;
+        return;
+    }
+    memcpy(w->mem + w->pos, p, n);
+    w->pos += n;
 }
 
-/* The rows of one store (K or V) of one sequence, head after head, in
- * CHUNK-sized pieces staged through buf. */
-static int write_rows(const tkv_cache *c, const struct tkv_layer_store *s, uint32_t seq, uint32_t len,
-                      struct writer *w, uint8_t *buf)
+static int wr_rows(void *user, uint8_t *data, size_t n)
 {
-    for (uint32_t h = 0; h < c->n_kv_heads; h++) {
-        uint64_t off = seq * s->seq_stride + h * s->head_stride, left = (uint64_t)len * s->row_bytes;
-        while (left && !w->failed) {
-            uint64_t n = left < CHUNK ? left : CHUNK;
-            int rc = tkv_dev_read(&c->ctx->device, s->buf, off, buf, n);
-            if (rc != TKV_OK)
-                return rc;
-            wr(w, buf, n);
-            off += n;
-            left -= n;
-        }
-    }
+    wr(user, data, n);
     return TKV_OK;
 }
 
-static int write_cache(const tkv_cache *c, struct writer *w)
+/* Writes the file of sequences [s0, s0 + ns) (all of them, or one). */
+static int write_cache(tkv_cache *c, struct writer *w, uint32_t s0, uint32_t ns)
 {
-    uint64_t hb = header_bytes(c->n_layers, c->n_seqs);
+    uint64_t hb = header_bytes(c->n_layers, ns);
     uint8_t *hdr = calloc(1, hb), *buf = malloc(CHUNK);
     int rc = TKV_OK;
     if (!hdr || !buf) {
@@ -121,38 +127,52 @@ static int write_cache(const tkv_cache *c, struct writer *w)
     put_u32(hdr + 8, FILE_VERSION);
     put_u32(hdr + 12, (uint32_t)hb);
     const uint32_t shape[8] = { c->n_layers, c->n_kv_heads, c->head_dim, c->capacity,
-                                c->n_seqs,   c->rotation,   c->scale_mode, 0 };
+                                ns,          c->rotation,   c->scale_mode, 0 };
     for (int i = 0; i < 8; i++)
         put_u32(hdr + 16 + 4 * i, shape[i]);
     put_u64(hdr + 48, c->ctx->math->rotation_seed);
     put_u64(hdr + 56, c->ctx->math->tables_id);
     uint8_t *p = hdr + FIXED_HEADER;
     for (uint32_t l = 0; l < c->n_layers; l++) {
-        put_u32(p + 4 * l, c->layers[l].k.fmt.type);
-        put_u32(p + 4 * (c->n_layers + l), c->layers[l].v.fmt.type);
+        put_u32(p + 4 * l, c->layers[l].k.pool.fmt.type);
+        put_u32(p + 4 * (c->n_layers + l), c->layers[l].v.pool.fmt.type);
     }
     p += 8 * c->n_layers;
     for (uint32_t l = 0; l < c->n_layers; l++)
-        for (uint32_t s = 0; s < c->n_seqs; s++, p += 4)
+        for (uint32_t s = s0; s < s0 + ns; s++, p += 4)
             put_u32(p, c->layers[l].len[s]);
     wr(w, hdr, hb);
     for (uint32_t l = 0; l < c->n_layers && rc == TKV_OK; l++)
-        for (uint32_t s = 0; s < c->n_seqs && rc == TKV_OK; s++)
-            if ((rc = write_rows(c, &c->layers[l].k, s, c->layers[l].len[s], w, buf)) == TKV_OK)
-                rc = write_rows(c, &c->layers[l].v, s, c->layers[l].len[s], w, buf);
+        for (uint32_t s = s0; s < s0 + ns && rc == TKV_OK; s++) {
+            uint32_t len = c->layers[l].len[s];
+            if ((rc = tkv_store_rows(c, &c->layers[l].k, c->seqs[s].blocks, len, 0, wr_rows, w, buf, CHUNK)) ==
+                TKV_OK)
+                rc = tkv_store_rows(c, &c->layers[l].v, c->seqs[s].blocks, len, 0, wr_rows, w, buf, CHUNK);
+        }
     uint8_t sum[8];
     put_u64(sum, w->hash);
-    if (rc == TKV_OK && !w->failed && fwrite(sum, 1, 8, w->f) != 8)
-        w->failed = errno ? errno : EIO;
+    uint64_t hash = w->hash;
+    if (rc == TKV_OK)
+        wr(w, sum, 8);
+    w->hash = hash;
     free(hdr);
     free(buf);
     return rc;
 }
 
-int tkv_cache_save(const tkv_cache *c, const char *path)
+/* Bytes of the file of sequences [s0, s0 + ns). */
+static uint64_t image_bytes(const tkv_cache *c, uint32_t s0, uint32_t ns)
 {
-    if (!c || !path || !*path)
-        return tkv_error(TKV_EINVAL, "tkv_cache_save: %s", !c ? "cache is NULL" : "path is empty");
+    uint64_t n = header_bytes(c->n_layers, ns) + 8;
+    for (uint32_t l = 0; l < c->n_layers; l++)
+        for (uint32_t s = s0; s < s0 + ns; s++)
+            n += (uint64_t)c->layers[l].len[s] * c->n_kv_heads *
+                 (c->layers[l].k.pool.row_bytes + c->layers[l].v.pool.row_bytes);
+    return n;
+}
+
+static int save_path(tkv_cache *c, const char *path, uint32_t s0, uint32_t ns)
+{
     size_t n = strlen(path);
     char *tmp = malloc(n + 16);
     if (!tmp)
@@ -171,7 +191,7 @@ int tkv_cache_save(const tkv_cache *c, const char *path)
         w.failed = errno;
     } else {
         errno = 0;
-        rc = write_cache(c, &w);
+        rc = write_cache(c, &w, s0, ns);
         if (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)
             w.failed = w.failed ? w.failed : errno;
         if (fclose(w.f) != 0)
@@ -187,7 +207,44 @@ int tkv_cache_save(const tkv_cache *c, const char *path)
     return rc;
 }
 
+int tkv_cache_save(const tkv_cache *cc, const char *path)
+{
+    tkv_cache *c = (tkv_cache *)cc; /* reads only; the row callbacks take a mutable cache */
+    if (!c || !path || !*path)
+        return tkv_error(TKV_EINVAL, "tkv_cache_save: %s", !c ? "cache is NULL" : "path is empty");
+    TKV_GUARDED(c->ctx, "tkv_cache_save", save_path(c, path, 0, c->n_seqs));
+}
+
 /* --- loading */
+
+/* Reads from a FILE, or from memory (mem, size) when f is NULL. */
+struct source {
+    FILE *f;
+    const uint8_t *mem;
+    uint64_t size, pos;
+    const char *name; /* for messages: the path, or "memory image" */
+};
+
+static int src_read(struct source *r, void *p, size_t n)
+{
+    if (r->f)
+        return fread(p, 1, n, r->f) == n ? 0 : -1;
+    if (n > r->size - r->pos)
+        return -1;
+    memcpy(p, r->mem + r->pos, n);
+    r->pos += n;
+    return 0;
+}
+
+static int src_seek(struct source *r, uint64_t off)
+{
+    if (r->f)
+        return fseeko(r->f, (off_t)off, SEEK_SET);
+    if (off > r->size)
+        return -1;
+    r->pos = off;
+    return 0;
+}
 
 struct file_header {
     uint32_t n_layers, n_kv_heads, head_dim, capacity, n_seqs, rotation, scale_mode;
@@ -208,20 +265,17 @@ static int bad(const char *path, const char *fmt, ...)
     return tkv_error(TKV_EFORMAT, "cache file '%s': %s", path, msg);
 }
 
-static int read_exact(FILE *f, void *p, size_t n) { return fread(p, 1, n, f) == n ? 0 : -1; }
-
-/* Reads and checks the header, the file size and the checksum. */
-static int read_header(FILE *f, const char *path, const tkv_context *ctx, struct file_header *h)
+/* Reads and checks the header, the size and the checksum. */
+static int read_header(struct source *f, const tkv_context *ctx, struct file_header *h)
 {
+    const char *path = f->name;
     uint8_t fixed[FIXED_HEADER];
-    struct stat st;
     memset(h, 0, sizeof *h);
-    if (fstat(fileno(f), &st) != 0)
-        return tkv_error(TKV_EIO, "cannot stat '%s': %s", path, strerror(errno));
-    if (st.st_size < 8 || read_exact(f, fixed, 8) != 0 || memcmp(fixed, FILE_MAGIC, 8) != 0)
+    uint64_t size = f->size;
+    if (size < 8 || src_read(f, fixed, 8) != 0 || memcmp(fixed, FILE_MAGIC, 8) != 0)
         return bad(path, "not a turbokv cache file (bad magic)");
-    if ((uint64_t)st.st_size < FIXED_HEADER + 8 || read_exact(f, fixed + 8, FIXED_HEADER - 8) != 0)
-        return bad(path, "truncated: %lld bytes, shorter than the header", (long long)st.st_size);
+    if (size < FIXED_HEADER + 8 || src_read(f, fixed + 8, FIXED_HEADER - 8) != 0)
+        return bad(path, "truncated: %llu bytes, shorter than the header", (unsigned long long)size);
     uint32_t version = get_u32(fixed + 8);
     if (version != FILE_VERSION)
         return bad(path, "format version %u, this build reads version %u", version, FILE_VERSION);
@@ -250,8 +304,8 @@ static int read_header(FILE *f, const char *path, const tkv_context *ctx, struct
     if (h->tables_id != ctx->math->tables_id)
         return bad(path, "written with codebook tables 0x%016llx, this build has 0x%016llx",
                    (unsigned long long)h->tables_id, (unsigned long long)ctx->math->tables_id);
-    if ((uint64_t)st.st_size < h->header_bytes + 8)
-        return bad(path, "truncated: %lld bytes, shorter than its header", (long long)st.st_size);
+    if (size < h->header_bytes + 8)
+        return bad(path, "truncated: %llu bytes, shorter than its header", (unsigned long long)size);
 
     size_t nt = 2u * h->n_layers, nl = (size_t)h->n_layers * h->n_seqs;
     uint8_t *raw = malloc((nt + nl) * 4);
@@ -261,7 +315,7 @@ static int read_header(FILE *f, const char *path, const tkv_context *ctx, struct
         free(raw);
         return tkv_error(TKV_ENOMEM, "out of memory");
     }
-    if (read_exact(f, raw, (nt + nl) * 4) != 0) {
+    if (src_read(f, raw, (nt + nl) * 4) != 0) {
         free(raw);
         return bad(path, "truncated header");
     }
@@ -273,7 +327,7 @@ static int read_header(FILE *f, const char *path, const tkv_context *ctx, struct
     free(raw);
     for (uint32_t l = 0; l < h->n_layers; l++) {
         uint32_t kt = h->types[l], vt = h->types[h->n_layers + l];
-        if (kt >= TKV_TYPE_COUNT || vt >= TKV_TYPE_COUNT)
+        if (kt >= TKV_TYPE_COUNT || vt >= TKV_TYPE_COUNT || tkv_type_is_qjl(vt))
             return bad(path, "corrupted header (layer %u types %u/%u)", l, kt, vt);
         uint64_t per_token = (uint64_t)h->n_kv_heads * (tkv_row_bytes(kt, h->head_dim) + tkv_row_bytes(vt, h->head_dim));
         for (uint32_t s = 0; s < h->n_seqs; s++) {
@@ -285,26 +339,24 @@ static int read_header(FILE *f, const char *path, const tkv_context *ctx, struct
         }
     }
     uint64_t expect = h->header_bytes + rows + 8;
-    if ((uint64_t)st.st_size != expect)
-        return bad(path, "%s: %lld bytes, its header describes %llu",
-                   (uint64_t)st.st_size < expect ? "truncated" : "trailing bytes", (long long)st.st_size,
-                   (unsigned long long)expect);
+    if (size != expect)
+        return bad(path, "%s: %llu bytes, its header describes %llu", size < expect ? "truncated" : "trailing bytes",
+                   (unsigned long long)size, (unsigned long long)expect);
 
     /* checksum over everything before the last 8 bytes */
     uint8_t *buf = malloc(CHUNK);
     if (!buf)
         return tkv_error(TKV_ENOMEM, "out of memory");
     uint64_t hash = FNV_OFFSET, left = expect - 8;
-    rewind(f);
-    int rc = TKV_OK;
+    int rc = src_seek(f, 0) == 0 ? TKV_OK : tkv_error(TKV_EIO, "cannot seek in '%s'", path);
     while (left && rc == TKV_OK) {
         size_t n = left < CHUNK ? (size_t)left : CHUNK;
-        if (read_exact(f, buf, n) != 0)
+        if (src_read(f, buf, n) != 0)
             rc = tkv_error(TKV_EIO, "cannot read '%s'", path);
         hash = fnv1a(hash, buf, n);
         left -= n;
     }
-    if (rc == TKV_OK && (read_exact(f, buf, 8) != 0 || get_u64(buf) != hash))
+    if (rc == TKV_OK && (src_read(f, buf, 8) != 0 || get_u64(buf) != hash))
         rc = bad(path, "checksum mismatch: the file is corrupted");
     free(buf);
     return rc;
@@ -316,63 +368,110 @@ static void free_header(struct file_header *h)
     free(h->len);
 }
 
-static int upload_rows(tkv_cache *c, struct tkv_layer_store *s, uint32_t seq, uint32_t len, FILE *f,
-                       const char *path, uint8_t *buf)
+static int rd_rows(void *user, uint8_t *data, size_t n)
 {
-    for (uint32_t h = 0; h < c->n_kv_heads; h++) {
-        uint64_t off = seq * s->seq_stride + h * s->head_stride, left = (uint64_t)len * s->row_bytes;
-        while (left) {
-            size_t n = left < CHUNK ? (size_t)left : CHUNK;
-            if (read_exact(f, buf, n) != 0)
-                return tkv_error(TKV_EIO, "cannot read '%s'", path);
-            int rc = tkv_dev_write(&c->ctx->device, s->buf, off, buf, n);
-            if (rc != TKV_OK)
-                return rc;
-            off += n;
-            left -= n;
-        }
-    }
-    return TKV_OK;
+    struct source *src = user;
+    return src_read(src, data, n) == 0 ? TKV_OK : tkv_error(TKV_EIO, "cannot read '%s'", src->name);
+}
+
+/* Uploads sequence s of the file (rows at the source's position, layer by
+ * layer interleaved with the other sequences: the caller positions it) into
+ * blocks of the cache. */
+static int upload_layer_seq(tkv_cache *c, uint32_t l, const uint32_t *blocks, uint32_t len, struct source *f,
+                            uint8_t *buf)
+{
+    int rc = tkv_store_rows(c, &c->layers[l].k, blocks, len, 1, rd_rows, f, buf, CHUNK);
+    if (rc == TKV_OK)
+        rc = tkv_store_rows(c, &c->layers[l].v, blocks, len, 1, rd_rows, f, buf, CHUNK);
+    return rc;
+}
+
+static uint32_t file_max_len(const struct file_header *h, uint32_t s)
+{
+    uint32_t m = 0;
+    for (uint32_t l = 0; l < h->n_layers; l++)
+        if (h->len[(size_t)l * h->n_seqs + s] > m)
+            m = h->len[(size_t)l * h->n_seqs + s];
+    return m;
 }
 
 /* Reads a checked file into a new cache of the given capacity. */
-static int load_new(tkv_context *ctx, const char *path, FILE *f, const struct file_header *h, uint32_t capacity,
-                    tkv_cache **out)
+static int load_new(tkv_context *ctx, struct source *f, const struct file_header *h, uint32_t capacity,
+                    uint32_t block_tokens, tkv_cache **out)
 {
     tkv_cache *c = NULL;
-    int rc = tkv_cache_new(ctx, h->n_layers, h->n_kv_heads, h->head_dim, capacity, h->n_seqs, h->types,
-                           h->types + h->n_layers, h->rotation, h->scale_mode, &c);
+    struct tkv_cache_geometry g = {
+        .n_layers = h->n_layers, .n_kv_heads = h->n_kv_heads, .head_dim = h->head_dim, .capacity = capacity,
+        .n_seqs = h->n_seqs, .rotation = h->rotation, .scale_mode = h->scale_mode, .block_tokens = block_tokens,
+    };
+    int rc = tkv_cache_new(ctx, &g, h->types, h->types + h->n_layers, &c);
     if (rc != TKV_OK)
         return rc;
+    /* blocks for every sequence first: the pool grows once */
+    uint32_t total = 0;
+    for (uint32_t s = 0; s < h->n_seqs; s++)
+        total += tkv_blocks_for(c, file_max_len(h, s));
     uint8_t *buf = malloc(CHUNK);
-    if (!buf) {
-        tkv_cache_destroy(c);
-        return tkv_error(TKV_ENOMEM, "out of memory");
+    uint32_t *ids = malloc((total ? total : 1) * sizeof *ids);
+    if (!buf || !ids)
+        rc = tkv_error(TKV_ENOMEM, "out of memory");
+    if (rc == TKV_OK && total)
+        rc = tkv_blocks_take(c, total, ids);
+    for (uint32_t s = 0, at = 0; s < h->n_seqs && rc == TKV_OK; s++) {
+        uint32_t nb = tkv_blocks_for(c, file_max_len(h, s));
+        if ((rc = tkv_table_reserve(&c->seqs[s], nb)) == TKV_OK) {
+            memcpy(c->seqs[s].blocks, ids + at, (size_t)nb * sizeof *ids);
+            c->seqs[s].n_blocks = nb;
+        }
+        at += nb;
     }
-    if (fseeko(f, (off_t)h->header_bytes, SEEK_SET) != 0)
-        rc = tkv_error(TKV_EIO, "cannot seek in '%s'", path);
+    if (rc == TKV_OK && src_seek(f, h->header_bytes) != 0)
+        rc = tkv_error(TKV_EIO, "cannot seek in '%s'", f->name);
     for (uint32_t l = 0; l < h->n_layers && rc == TKV_OK; l++)
         for (uint32_t s = 0; s < h->n_seqs && rc == TKV_OK; s++) {
             uint32_t len = h->len[(size_t)l * h->n_seqs + s];
-            if ((rc = upload_rows(c, &c->layers[l].k, s, len, f, path, buf)) == TKV_OK)
-                rc = upload_rows(c, &c->layers[l].v, s, len, f, path, buf);
+            rc = upload_layer_seq(c, l, c->seqs[s].blocks, len, f, buf);
             c->layers[l].len[s] = len;
         }
     free(buf);
+    free(ids);
     if (rc != TKV_OK) {
-        tkv_cache_destroy(c);
+        tkv_cache_free(c);
         return rc;
     }
     *out = c;
     return TKV_OK;
 }
 
-static int open_file(const char *path, FILE **f)
+static int open_file(const char *path, FILE **f, struct source *src)
 {
+    struct stat st;
     if (!(*f = fopen(path, "rb")))
         return tkv_error(errno == ENOENT ? TKV_ENOTFOUND : TKV_EIO, "cannot open cache file '%s': %s", path,
                          strerror(errno));
+    if (fstat(fileno(*f), &st) != 0) {
+        int e = errno;
+        fclose(*f);
+        return tkv_error(TKV_EIO, "cannot stat '%s': %s", path, strerror(e));
+    }
+    *src = (struct source){ .f = *f, .size = (uint64_t)st.st_size, .name = path };
     return TKV_OK;
+}
+
+static int cache_load(tkv_context *ctx, const char *path, tkv_cache **out)
+{
+    FILE *f;
+    struct source src;
+    struct file_header h;
+    int rc = open_file(path, &f, &src);
+    if (rc != TKV_OK)
+        return rc;
+    rc = read_header(&src, ctx, &h);
+    if (rc == TKV_OK)
+        rc = load_new(ctx, &src, &h, h.capacity, 0, out);
+    free_header(&h);
+    fclose(f);
+    return rc;
 }
 
 int tkv_cache_load(tkv_context *ctx, const char *path, tkv_cache **out)
@@ -380,14 +479,52 @@ int tkv_cache_load(tkv_context *ctx, const char *path, tkv_cache **out)
     if (!ctx || !path || !out)
         return tkv_error(TKV_EINVAL, "tkv_cache_load: NULL argument");
     *out = NULL;
+    TKV_GUARDED(ctx, "tkv_cache_load", cache_load(ctx, path, out));
+}
+
+/* Does a checked file fit this cache? n_seqs: what the file must hold. */
+static int check_match(const tkv_cache *c, const struct file_header *h, uint32_t n_seqs, const char *path)
+{
+    if (h->n_layers != c->n_layers || h->n_kv_heads != c->n_kv_heads || h->head_dim != c->head_dim ||
+        h->n_seqs != n_seqs)
+        return bad(path, "shape %u layers x %u kv heads x head_dim %u x %u sequences, expected %u x %u x %u x %u",
+                   h->n_layers, h->n_kv_heads, h->head_dim, h->n_seqs, c->n_layers, c->n_kv_heads, c->head_dim, n_seqs);
+    if (h->rotation != c->rotation || h->scale_mode != c->scale_mode)
+        return bad(path, "rotation %u / scale mode %u, the cache uses %u / %u", h->rotation, h->scale_mode, c->rotation,
+                   c->scale_mode);
+    for (uint32_t l = 0; l < c->n_layers; l++) {
+        uint32_t kt = h->types[l], vt = h->types[h->n_layers + l];
+        if (kt != c->layers[l].k.pool.fmt.type || vt != c->layers[l].v.pool.fmt.type)
+            return bad(path, "layer %u holds K %s / V %s, the cache has K %s / V %s", l, tkv_type_name(kt),
+                       tkv_type_name(vt), tkv_type_name(c->layers[l].k.pool.fmt.type),
+                       tkv_type_name(c->layers[l].v.pool.fmt.type));
+        for (uint32_t s = 0; s < h->n_seqs; s++)
+            if (h->len[(size_t)l * h->n_seqs + s] > c->capacity)
+                return bad(path, "layer %u sequence %u holds %u tokens, the cache's capacity is %u", l, s,
+                           h->len[(size_t)l * h->n_seqs + s], c->capacity);
+    }
+    return TKV_OK;
+}
+
+static int cache_restore(tkv_cache *c, const char *path)
+{
     FILE *f;
+    struct source src;
     struct file_header h;
-    int rc = open_file(path, &f);
+    int rc = open_file(path, &f, &src);
     if (rc != TKV_OK)
         return rc;
-    rc = read_header(f, path, ctx, &h);
+    rc = read_header(&src, c->ctx, &h);
     if (rc == TKV_OK)
-        rc = load_new(ctx, path, f, &h, h.capacity, out);
+        rc = check_match(c, &h, c->n_seqs, path);
+    tkv_cache *fresh = NULL;
+    if (rc == TKV_OK)
+        rc = load_new(c->ctx, &src, &h, c->capacity, c->block_tokens, &fresh);
+    if (rc == TKV_OK) {
+        /* built aside and swapped in: a failure above left c untouched */
+        tkv_cache_swap(c, fresh);
+        tkv_cache_free(fresh);
+    }
     free_header(&h);
     fclose(f);
     return rc;
@@ -397,38 +534,139 @@ int tkv_cache_restore(tkv_cache *c, const char *path)
 {
     if (!c || !path)
         return tkv_error(TKV_EINVAL, "tkv_cache_restore: NULL argument");
-    FILE *f;
+    TKV_GUARDED(c->ctx, "tkv_cache_restore", cache_restore(c, path));
+}
+
+/* --- one sequence */
+
+/* Replaces seq's tokens with a checked one-sequence image: rows go into new
+ * blocks first, and seq's table changes only once all of them are there. */
+static int seq_restore(tkv_cache *c, uint32_t seq, struct source *src)
+{
     struct file_header h;
-    int rc = open_file(path, &f);
+    int rc = read_header(src, c->ctx, &h);
+    if (rc == TKV_OK)
+        rc = check_match(c, &h, 1, src->name);
+    uint32_t nb = rc == TKV_OK ? tkv_blocks_for(c, file_max_len(&h, 0)) : 0;
+    uint32_t *ids = malloc((nb ? nb : 1) * sizeof *ids);
+    uint8_t *buf = malloc(CHUNK);
+    int taken = 0;
+    if (rc == TKV_OK && (!ids || !buf))
+        rc = tkv_error(TKV_ENOMEM, "out of memory");
+    if (rc == TKV_OK)
+        rc = tkv_table_reserve(&c->seqs[seq], nb);
+    if (rc == TKV_OK && nb && (rc = tkv_blocks_take(c, nb, ids)) == TKV_OK)
+        taken = 1;
+    if (rc == TKV_OK && src_seek(src, h.header_bytes) != 0)
+        rc = tkv_error(TKV_EIO, "cannot seek in '%s'", src->name);
+    for (uint32_t l = 0; l < c->n_layers && rc == TKV_OK; l++)
+        rc = upload_layer_seq(c, l, ids, h.len[l], src, buf);
+    if (rc == TKV_OK) {
+        struct tkv_seq_table *t = &c->seqs[seq];
+        tkv_blocks_release(c, t->blocks, t->n_blocks);
+        memcpy(t->blocks, ids, (size_t)nb * sizeof *ids);
+        t->n_blocks = nb;
+        for (uint32_t l = 0; l < c->n_layers; l++)
+            c->layers[l].len[seq] = h.len[l];
+    } else if (taken)
+        tkv_blocks_release(c, ids, nb);
+    free(ids);
+    free(buf);
+    free_header(&h);
+    return rc;
+}
+
+static int check_seq(const tkv_cache *c, const char *fn, uint32_t seq)
+{
+    if (seq >= c->n_seqs)
+        return tkv_error(TKV_ERANGE, "%s: sequence %u out of range (ids 0..%u)", fn, seq, c->n_seqs - 1);
+    return TKV_OK;
+}
+
+static int seq_state_size(tkv_cache *c, uint32_t seq, size_t *bytes)
+{
+    int rc = check_seq(c, "tkv_seq_state_size", seq);
+    if (rc == TKV_OK)
+        *bytes = (size_t)image_bytes(c, seq, 1);
+    return rc;
+}
+
+static int seq_state_get(tkv_cache *c, uint32_t seq, void *dst, size_t size, size_t *written)
+{
+    int rc = check_seq(c, "tkv_seq_state_get", seq);
     if (rc != TKV_OK)
         return rc;
-    rc = read_header(f, path, c->ctx, &h);
-    if (rc == TKV_OK && (h.n_layers != c->n_layers || h.n_kv_heads != c->n_kv_heads || h.head_dim != c->head_dim ||
-                         h.n_seqs != c->n_seqs))
-        rc = bad(path, "shape %u layers x %u kv heads x head_dim %u x %u sequences, the cache is %u x %u x %u x %u",
-                 h.n_layers, h.n_kv_heads, h.head_dim, h.n_seqs, c->n_layers, c->n_kv_heads, c->head_dim, c->n_seqs);
-    if (rc == TKV_OK && (h.rotation != c->rotation || h.scale_mode != c->scale_mode))
-        rc = bad(path, "rotation %u / scale mode %u, the cache uses %u / %u", h.rotation, h.scale_mode, c->rotation,
-                 c->scale_mode);
-    for (uint32_t l = 0; rc == TKV_OK && l < c->n_layers; l++) {
-        uint32_t kt = h.types[l], vt = h.types[h.n_layers + l];
-        if (kt != c->layers[l].k.fmt.type || vt != c->layers[l].v.fmt.type)
-            rc = bad(path, "layer %u holds K %s / V %s, the cache has K %s / V %s", l, tkv_type_name(kt),
-                     tkv_type_name(vt), tkv_type_name(c->layers[l].k.fmt.type), tkv_type_name(c->layers[l].v.fmt.type));
-        for (uint32_t s = 0; rc == TKV_OK && s < h.n_seqs; s++)
-            if (h.len[(size_t)l * h.n_seqs + s] > c->capacity)
-                rc = bad(path, "layer %u sequence %u holds %u tokens, the cache's capacity is %u", l, s,
-                         h.len[(size_t)l * h.n_seqs + s], c->capacity);
-    }
-    tkv_cache *fresh = NULL;
-    if (rc == TKV_OK)
-        rc = load_new(c->ctx, path, f, &h, c->capacity, &fresh);
-    if (rc == TKV_OK) {
-        /* built aside and swapped in: a failure above left c untouched */
-        tkv_cache_swap(c, fresh);
-        tkv_cache_destroy(fresh);
-    }
-    free_header(&h);
+    uint64_t need = image_bytes(c, seq, 1);
+    if (size < need)
+        return tkv_error(TKV_ERANGE, "tkv_seq_state_get: the image of sequence %u takes %llu bytes, the buffer has %zu",
+                         seq, (unsigned long long)need, size);
+    struct writer w = { .mem = dst, .size = size, .hash = FNV_OFFSET };
+    if ((rc = write_cache(c, &w, seq, 1)) != TKV_OK)
+        return rc;
+    if (w.failed)
+        return tkv_error(TKV_EIO, "tkv_seq_state_get: %s", strerror(w.failed));
+    if (written)
+        *written = (size_t)w.pos;
+    return TKV_OK;
+}
+
+static int seq_state_set(tkv_cache *c, uint32_t seq, const void *data, size_t size)
+{
+    int rc = check_seq(c, "tkv_seq_state_set", seq);
+    if (rc != TKV_OK)
+        return rc;
+    struct source src = { .mem = data, .size = size, .name = "memory image" };
+    return seq_restore(c, seq, &src);
+}
+
+static int seq_save(tkv_cache *c, uint32_t seq, const char *path)
+{
+    int rc = check_seq(c, "tkv_seq_save", seq);
+    return rc == TKV_OK ? save_path(c, path, seq, 1) : rc;
+}
+
+static int seq_restore_path(tkv_cache *c, uint32_t seq, const char *path)
+{
+    int rc = check_seq(c, "tkv_seq_restore", seq);
+    if (rc != TKV_OK)
+        return rc;
+    FILE *f;
+    struct source src;
+    if ((rc = open_file(path, &f, &src)) != TKV_OK)
+        return rc;
+    rc = seq_restore(c, seq, &src);
     fclose(f);
     return rc;
+}
+
+#define SEQ_CALL(c, fn, cond, call)                                                                \
+    do {                                                                                           \
+        if (!(c) || !(cond))                                                                       \
+            return tkv_error(TKV_EINVAL, "%s: NULL argument", fn);                                 \
+        TKV_GUARDED((c)->ctx, fn, call);                                                           \
+    } while (0)
+
+int tkv_seq_state_size(const tkv_cache *c, uint32_t seq, size_t *bytes)
+{
+    SEQ_CALL(c, "tkv_seq_state_size", bytes, seq_state_size((tkv_cache *)c, seq, bytes));
+}
+
+int tkv_seq_state_get(const tkv_cache *c, uint32_t seq, void *dst, size_t size, size_t *written)
+{
+    SEQ_CALL(c, "tkv_seq_state_get", dst, seq_state_get((tkv_cache *)c, seq, dst, size, written));
+}
+
+int tkv_seq_state_set(tkv_cache *c, uint32_t seq, const void *src, size_t size)
+{
+    SEQ_CALL(c, "tkv_seq_state_set", src, seq_state_set(c, seq, src, size));
+}
+
+int tkv_seq_save(const tkv_cache *c, uint32_t seq, const char *path)
+{
+    SEQ_CALL(c, "tkv_seq_save", path && *path, seq_save((tkv_cache *)c, seq, path));
+}
+
+int tkv_seq_restore(tkv_cache *c, uint32_t seq, const char *path)
+{
+    SEQ_CALL(c, "tkv_seq_restore", path, seq_restore_path(c, seq, path));
 }

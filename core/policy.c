@@ -1,10 +1,13 @@
 /*
  * Per-layer K/V type policy: which type each layer of a new cache gets.
  *
- * Precedence, lowest first: the configuration's scheme, its k_type/v_type,
- * auto_asymmetric, layer_adaptive, its `layers` items, and above them all
- * the types the host passes (cache-wide or per layer). Everything the
- * configuration decides is logged at level info.
+ * Precedence, lowest first: the cache-wide types (the host's, else the
+ * configuration's scheme and k_type/v_type), auto_asymmetric (keys from the
+ * configuration only), layer_adaptive (on the cache-wide types wherever they
+ * came from, as the llama.cpp TurboQuant fork applies TURBO_LAYER_ADAPTIVE
+ * to -ctk/-ctv), the configuration's `layers` items (sides the host leaves
+ * to the configuration), and above them all the per-layer types the host
+ * passes. Everything the configuration decides is logged at level info.
  *
  * The "auto" scheme (the default) decides from measured evidence (README,
  * "Quality against the optimum", `turbokv eval` and `turbokv ppl`): values
@@ -34,11 +37,22 @@ static void auto_types(uint32_t *k, uint32_t *v)
         *v = AUTO_VALUES;
 }
 
-/* TURBO_LAYER_ADAPTIVE modes, as in the llama.cpp TurboQuant fork. */
+/* The fork leaves shallower models uniform: its boundary layers would be most of them. */
+#define LAYER_ADAPTIVE_MIN_LAYERS 8u
+
+/* TURBO_LAYER_ADAPTIVE modes, as the llama.cpp TurboQuant fork applies them
+ * (src/llama-kv-cache.cpp): to caches of 8 layers or more; modes 1 and 2
+ * only when the cache-wide keys are a turbo type, modes 5, 6 and 7 only
+ * when the cache-wide values are. So an exact f32 or f16 cache, or a q8_0
+ * one, stays what it was asked to be under every mode. One difference: with
+ * TURBO_LAYER_ADAPTIVE unset the fork turns mode 7 on by itself for turbo2
+ * values; here the default, 0, means uniform (docs/cli.md). */
 static void layer_adaptive(int mode, uint32_t layer, uint32_t n_layers, uint32_t *k, uint32_t *v)
 {
     int first2 = layer < 2, last2 = layer + 2 >= n_layers;
     int first4 = layer < 4, last4 = layer + 4 >= n_layers, last8 = layer + 8 >= n_layers;
+    if (n_layers < LAYER_ADAPTIVE_MIN_LAYERS || (mode <= 2 ? !tkv_type_is_turbo(*k) : !tkv_type_is_turbo(*v)))
+        return;
     switch (mode) {
     case 1: /* K and V q8_0 on the first 4 and last 4 layers */
         if (first4 || last4)
@@ -142,8 +156,7 @@ int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_para
         return rc;
     for (uint32_t l = 0; l < p->n_layers; l++) {
         uint32_t lk = k, lv = v;
-        if (k_from_cfg && v_from_cfg)
-            layer_adaptive(cfg->layer_adaptive, l, p->n_layers, &lk, &lv);
+        layer_adaptive(cfg->layer_adaptive, l, p->n_layers, &lk, &lv);
         apply_layer_rules(&cfg->layers, l, k_layers_from_cfg, v_layers_from_cfg, &lk, &lv);
         if (p->layer_k_types)
             lk = p->layer_k_types[l];
@@ -151,7 +164,7 @@ int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_para
             lv = p->layer_v_types[l];
         if ((rc = check_types(lk, lv, l)) != TKV_OK)
             return rc;
-        if ((k_layers_from_cfg || v_layers_from_cfg) && (lk != k || lv != v))
+        if ((lk != k && !p->layer_k_types) || (lv != v && !p->layer_v_types))
             tkv_log(TKV_LOG_INFO, "layer %u: keys %s, values %s (by layer_adaptive %d or key 'layers')", l,
                     tkv_type_name(lk), tkv_type_name(lv), cfg->layer_adaptive);
         k_types[l] = lk;

@@ -1,7 +1,9 @@
 /*
  * Which K and V type each layer gets: explicit per-layer types, else the
- * caller's types, else the configuration (scheme, k_type/v_type,
- * auto_asymmetric, layer_adaptive, layers).
+ * configuration's `layers` items (for sides the caller leaves to the
+ * configuration), else layer_adaptive applied to the cache-wide types (the
+ * caller's, else the configuration's scheme, k_type/v_type and
+ * auto_asymmetric).
  */
 #ifndef TKV_CORE_POLICY_H
 #define TKV_CORE_POLICY_H

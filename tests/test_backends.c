@@ -1,6 +1,5 @@
 /*
- * Cross-backend conformance (DESIGN.md section 2.3: the formats are a
- * contract). Usage: test_backends BACKEND. The same rows appended on BACKEND
+ * Cross-backend conformance (docs/format.md: the formats are a contract). Usage: test_backends BACKEND. The same rows appended on BACKEND
  * and on cpu must give the same bytes (the saved cache files are compared),
  * the same dequantized values, decode attention outputs that agree within a
  * stated tolerance, and files written by one backend must be read by the
@@ -238,6 +237,90 @@ static void attention_agrees(void **state)
                   ATTN_TOLERANCE);
 }
 
+/* Paged (block_tokens 7, blocks scattered by interleaved appends, a fork
+ * with copy-on-write, a truncation) on the backend against contiguous on
+ * cpu built directly: the same bytes, and attention with mixed n_q, a
+ * window, soft-capping and log-sum-exp within the tolerance. */
+static void paged_and_options_agree(void **state)
+{
+    (void)state;
+    enum { KV = 2, DIM = 128, QH = 8, CAP = 400, SEQS = 3 };
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = KV, .head_dim = DIM, .capacity = CAP, .n_seqs = SEQS,
+        .k_type = TKV_TYPE_TURBO3, .v_type = TKV_TYPE_TURBO3, .block_tokens = 7,
+    };
+    tkv_cache *b = NULL, *a = NULL;
+    if (tkv_cache_create(ctx_b, &p, &b) != TKV_OK)
+        fail_msg("paged cache on %s: %s", backend, tkv_last_error());
+    p.block_tokens = CAP;
+    assert_int_equal(tkv_cache_create(ctx_cpu, &p, &a), TKV_OK);
+    float *k = malloc(sizeof *k * CAP * KV * DIM), *v = malloc(sizeof *v * CAP * KV * DIM);
+    fill_rows(k, CAP, KV * DIM, 3.0f);
+    fill_rows(v, CAP, KV * DIM, 0.5f);
+    for (uint32_t i = 0; i < CAP * KV * DIM; i++) {
+        k[i] = isfinite(k[i]) ? k[i] : 1.0f;
+        v[i] = isfinite(v[i]) ? v[i] : 1.0f;
+    }
+    const size_t row = KV * DIM;
+    /* backend: seq 0 gets 0..300 in chunks interleaved with seq 2's 0..150;
+     * seq 1 = fork of seq 0 at 200, truncated to 180, then rows 250..269 */
+    for (uint32_t at = 0; at < 300; at += 23) {
+        uint32_t n = at + 23 <= 300 ? 23 : 300 - at;
+        assert_int_equal(tkv_cache_append(b, 0, 0, n, k + at * row, v + at * row), TKV_OK);
+        if (at < 150)
+            assert_int_equal(tkv_cache_append(b, 2, 0, at + 23 <= 150 ? 23 : 150 - at, k + (at + 50) * row,
+                                              v + (at + 50) * row), TKV_OK);
+    }
+    assert_int_equal(tkv_seq_copy(b, 0, 1, 200), TKV_OK);
+    assert_int_equal(tkv_seq_truncate(b, 1, 180), TKV_OK);
+    assert_int_equal(tkv_cache_append(b, 1, 0, 20, k + 250 * row, v + 250 * row), TKV_OK);
+    /* cpu: the same sequences, contiguous, appended in one go */
+    assert_int_equal(tkv_cache_append(a, 0, 0, 300, k, v), TKV_OK);
+    assert_int_equal(tkv_cache_append(a, 1, 0, 180, k, v), TKV_OK);
+    assert_int_equal(tkv_cache_append(a, 1, 0, 20, k + 250 * row, v + 250 * row), TKV_OK);
+    assert_int_equal(tkv_cache_append(a, 2, 0, 150, k + 50 * row, v + 50 * row), TKV_OK);
+    assert_int_equal(compare_saved(a, b), 0);
+
+    uint32_t ids[SEQS] = { 2, 0, 1 }, nq[SEQS] = { 3, 1, 5 }, total = 9;
+    size_t n = (size_t)total * QH * DIM;
+    float *q = malloc(sizeof *q * n), *oa = malloc(sizeof *oa * n), *ob = malloc(sizeof *ob * n);
+    float la[9 * QH], lb[9 * QH];
+    for (size_t i = 0; i < n; i++)
+        q[i] = 2.0f * gauss();
+    static const struct {
+        uint32_t window;
+        float softcap;
+    } opts[] = { { 0, 0 }, { 50, 0 }, { 0, 4.0f }, { 33, 2.5f } };
+    for (size_t o = 0; o < sizeof opts / sizeof *opts; o++) {
+        struct tkv_attention_options oo = {
+            .struct_size = sizeof oo, .window = opts[o].window, .softcap = opts[o].softcap, .lse = la,
+        };
+        assert_int_equal(tkv_attention_ex(a, 0, SEQS, ids, nq, QH, q, oa, &oo), TKV_OK);
+        oo.lse = lb;
+        if (tkv_attention_ex(b, 0, SEQS, ids, nq, QH, q, ob, &oo) != TKV_OK)
+            fail_msg("attention on %s: %s", backend, tkv_last_error());
+        for (size_t r = 0; r < n / DIM; r++) {
+            double mag = 0, err = 0;
+            for (uint32_t i = 0; i < DIM; i++) {
+                mag = fmax(mag, fabs(oa[r * DIM + i]));
+                err = fmax(err, fabs(oa[r * DIM + i] - ob[r * DIM + i]));
+            }
+            if (err / (mag > 1e-6 ? mag : 1e-6) > ATTN_TOLERANCE)
+                fail_msg("%s paged attention (window %u, softcap %g) row %zu: relative error %.3g", backend,
+                         opts[o].window, (double)opts[o].softcap, r, err / (mag > 1e-6 ? mag : 1e-6));
+            if (fabs((double)la[r] - (double)lb[r]) > 1e-4 * (1.0 + fabs((double)la[r])))
+                fail_msg("%s lse row %zu: %.7g vs cpu %.7g", backend, r, (double)lb[r], (double)la[r]);
+        }
+    }
+    free(q);
+    free(oa);
+    free(ob);
+    free(k);
+    free(v);
+    tkv_cache_destroy(a);
+    tkv_cache_destroy(b);
+}
+
 /* A file written by one backend is read by the other, and both then answer
  * the same attention query. */
 static void files_cross_backends(void **state)
@@ -309,6 +392,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_bytes_every_format),
         cmocka_unit_test(attention_agrees),
+        cmocka_unit_test(paged_and_options_agree),
         cmocka_unit_test(files_cross_backends),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -11,9 +11,11 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -218,6 +220,9 @@ static void test_file_empty(void **state)
     }
 }
 
+/* The kind a refused layers item gets in a privileged process. */
+#define BAD_ITEM_KIND "an item of a sequence value is not accepted"
+
 struct bad_file {
     const char *yaml;
     unsigned line, column; /* where the message must point */
@@ -247,7 +252,8 @@ static const struct bad_file bad_files[] = {
       "key 'sparse_v': value 'maybe': expected one of 1, 0, true, false, on, off, yes, no" },
     { "sparse_v_threshold: small\n", 1, 21,
       "key 'sparse_v_threshold': value 'small': expected a number in (0, 1)" },
-    { "backend: cuda\n", 1, 10, "key 'backend': value 'cuda': expected one of auto, cpu, vulkan, opencl" },
+    { "backend: ../cpu\n", 1, 10, "key 'backend': value '../cpu': expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit" },
+    { "backend: -cpu\n", 1, 10, "key 'backend': value '-cpu': expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit" },
     { "rotation: hadamard\n", 1, 11, "key 'rotation': value 'hadamard': expected one of wht, dense, none" },
     { "log: verbose\n", 1, 6, "key 'log': value 'verbose': expected one of error, warn, info, debug" },
     { "k_type: turbo9\n", 1, 9,
@@ -259,7 +265,7 @@ static const struct bad_file bad_files[] = {
     { "scheme: k9v9\n", 1, 9,
       "key 'scheme': value 'k9v9': expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, turbo4) or "
       "kXvY with X, Y in 32, 16, 8, 4, 3, 2" },
-    { "backend:\n", 1, 9, "key 'backend': no value: expected one of auto, cpu, vulkan, opencl" },
+    { "backend:\n", 1, 9, "key 'backend': no value: expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit" },
     { "plugin_path: ~\n", 1, 14, "key 'plugin_path': no value: expected text of at most 1023 bytes" },
     { "backend: \"cpu\\0\"\n", 1, 10, "key 'backend': value contains a NUL character" },
     /* out of range */
@@ -338,9 +344,147 @@ static void test_file_unreadable(void **state)
     assert_string_equal(tkv_last_error(),
                         "cannot open config file '/nonexistent/turbokv.yaml': No such file or directory");
     assert_int_equal(tkv_config_apply_file(&cfg, "/tmp"), TKV_EIO);
-    assert_string_equal(tkv_last_error(), "cannot read config file '/tmp': Is a directory");
+    assert_string_equal(tkv_last_error(), "config file '/tmp' is a directory, not a regular file");
     assert_int_equal(tkv_config_apply_file(&cfg, NULL), TKV_EINVAL);
     assert_memory_equal(&cfg, &before, sizeof cfg);
+}
+
+/* Only regular files are read: /dev/zero would be read until memory runs
+ * out, and a FIFO without a writer would block the process in open(). */
+static void test_file_not_regular(void **state)
+{
+    struct tkv_config cfg, before;
+    char fifo[64];
+    (void)state;
+    tkv_config_defaults(&cfg);
+    before = cfg;
+
+    assert_int_equal(tkv_config_apply_file(&cfg, "/dev/zero"), TKV_EIO);
+    assert_string_equal(tkv_last_error(), "config file '/dev/zero' is a character device, not a regular file");
+    assert_int_equal(tkv_config_apply_file(&cfg, "/dev/null"), TKV_EIO);
+    assert_string_equal(tkv_last_error(), "config file '/dev/null' is a character device, not a regular file");
+
+    /* no writer ever opens it: a blocking open would hang here (and the
+     * test time out) */
+    snprintf(fifo, sizeof fifo, "/tmp/tkv_test_fifo_%ld", (long)getpid());
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    int rc = tkv_config_apply_file(&cfg, fifo);
+    unlink(fifo);
+    assert_int_equal(rc, TKV_EIO);
+    assert_contains(tkv_last_error(), "' is a FIFO, not a regular file");
+    assert_memory_equal(&cfg, &before, sizeof cfg);
+}
+
+/* The size bound: TKV_CONFIG_FILE_MAX bytes are read (comments, here),
+ * one more is refused before anything is parsed. */
+static void test_file_size_limit(void **state)
+{
+    struct tkv_config cfg, before;
+    char path[64], want[160];
+    size_t n = TKV_CONFIG_FILE_MAX;
+    char *text = malloc(n + 1);
+    (void)state;
+    assert_non_null(text);
+    memset(text, '#', n + 1);
+    for (size_t i = 79; i < n; i += 80)
+        text[i] = '\n';
+    memcpy(text, "threads: 3\n", 11);
+    text[n - 1] = '\n';
+
+    tkv_config_defaults(&cfg);
+    write_temp(text, n, path);
+    int rc = tkv_config_apply_file(&cfg, path);
+    unlink(path);
+    if (rc != TKV_OK)
+        fail_msg("a file of exactly %zu bytes: %s", n, tkv_last_error());
+    assert_int_equal(cfg.threads, 3);
+
+    text[n - 1] = '#';
+    text[n] = '\n';
+    tkv_config_defaults(&cfg);
+    before = cfg;
+    write_temp(text, n + 1, path);
+    rc = tkv_config_apply_file(&cfg, path);
+    unlink(path);
+    free(text);
+    assert_int_equal(rc, TKV_ECONFIG);
+    snprintf(want, sizeof want, "config file '%s' is %zu bytes, more than the %u a config file may have", path,
+             n + 1, TKV_CONFIG_FILE_MAX);
+    assert_string_equal(tkv_last_error(), want);
+    assert_memory_equal(&cfg, &before, sizeof cfg);
+}
+
+/* 1 if word occurs in text as a whole word ([A-Za-z0-9_] runs). */
+static int has_word(const char *text, const char *word, size_t len)
+{
+    for (const char *p = text; (p = strstr(p, word)) != NULL; p++) {
+        int before = p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '_');
+        int after = isalnum((unsigned char)p[len]) || p[len] == '_';
+        if (!before && !after && strncmp(p, word, len) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* In a privileged process a message about the file names FILE:LINE and
+ * the kind of error only: no word of the file (key, value, suggestion)
+ * appears in it. Every bad file of test_file_errors, plus values that
+ * would be quoted. */
+static void test_file_secure(void **state)
+{
+    static const struct bad_file secret[] = {
+        { "plugin_path: /opt/x\nthreads: hunter2\n", 2, 0, "a value is not accepted" },
+        { "root: x1y2z3\n", 1, 0, "unknown key" },
+        { "device: 4096\n", 1, 0, "a value is out of range" },
+        { "layers:\n  - {layer: 0, k_type: secretive}\n", 2, 0, BAD_ITEM_KIND },
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof bad_files / sizeof bad_files[0] + sizeof secret / sizeof secret[0]; i++) {
+        const struct bad_file *c =
+            i < sizeof bad_files / sizeof bad_files[0] ? &bad_files[i] : &secret[i - sizeof bad_files / sizeof bad_files[0]];
+        struct tkv_config cfg, before;
+        char path[64], prefix[128], word[64];
+
+        tkv_config_defaults(&cfg);
+        before = cfg;
+        write_temp(c->yaml, strlen(c->yaml), path);
+        int rc = tkv_config_apply_file_secure(&cfg, path, 1);
+        unlink(path);
+        if (rc != TKV_ECONFIG)
+            fail_msg("case %zu: returned %d (%s), expected TKV_ECONFIG", i, rc, tkv_last_error());
+        assert_memory_equal(&cfg, &before, sizeof cfg);
+        snprintf(prefix, sizeof prefix, "%s:%u: ", path, c->line);
+        if (strncmp(tkv_last_error(), prefix, strlen(prefix)) != 0)
+            fail_msg("case %zu: message \"%s\"\n  does not start with \"%s\"", i, tkv_last_error(), prefix);
+        const char *rest = tkv_last_error() + strlen(prefix);
+        assert_contains(rest, "(details withheld in a privileged process)");
+        if (c->column == 0)
+            assert_contains(rest, c->what);
+        /* no word of the file, of 2 characters or more, in the message */
+        for (const char *p = c->yaml; *p;) {
+            size_t n = 0;
+            while ((isalnum((unsigned char)p[n]) || p[n] == '_') && n + 1 < sizeof word)
+                n++;
+            if (n >= 2) {
+                memcpy(word, p, n);
+                word[n] = '\0';
+                if (has_word(rest, word, n))
+                    fail_msg("case %zu: message \"%s\" quotes \"%s\" from the file", i, tkv_last_error(), word);
+            }
+            p += n ? n : 1;
+        }
+    }
+    /* secure off: the same call quotes the file as tkv_config_apply_file does */
+    {
+        struct tkv_config cfg;
+        char path[64];
+        tkv_config_defaults(&cfg);
+        write_temp("threads: hunter2\n", 17, path);
+        assert_int_equal(tkv_config_apply_file_secure(&cfg, path, 0), TKV_ECONFIG);
+        unlink(path);
+        assert_contains(tkv_last_error(), ":1:10: key 'threads': value 'hunter2': expected");
+    }
 }
 
 /* --- the environment */
@@ -390,7 +534,7 @@ static void test_env_errors(void **state)
         { "TURBO_SPARSE_V", "maybe", "TURBO_SPARSE_V=maybe: expected one of 1, 0, true, false, on, off, yes, no" },
         { "TURBO_AUTO_ASYMMETRIC", "2",
           "TURBO_AUTO_ASYMMETRIC=2: expected one of 1, 0, true, false, on, off, yes, no" },
-        { "TURBO_BACKEND", "nonsense", "TURBO_BACKEND=nonsense: expected one of auto, cpu, vulkan, opencl" },
+        { "TURBO_BACKEND", "non sense", "TURBO_BACKEND=non sense: expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit" },
         { "TURBO_SPARSE_V_THRESHOLD", "0", "TURBO_SPARSE_V_THRESHOLD=0: out of range (0, 1)" },
         { "TURBO_SPARSE_V_THRESHOLD", "1.5", "TURBO_SPARSE_V_THRESHOLD=1.5: out of range (0, 1)" },
         { "TURBO_SPARSE_V_THRESHOLD", "0.99999999999", "TURBO_SPARSE_V_THRESHOLD=0.99999999999: out of range (0, 1)" },
@@ -400,8 +544,8 @@ static void test_env_errors(void **state)
         { "TURBO_K_TYPE", "turbo9",
           "TURBO_K_TYPE=turbo9: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4, "
           "turbo3_qjl, turbo4_qjl" },
-        { "TURBO_V_TYPE", "F16",
-          "TURBO_V_TYPE=F16: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4" },
+        { "TURBO_V_TYPE", "Turbo4_QJL",
+          "TURBO_V_TYPE=Turbo4_QJL: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4" },
         { "TURBO_THREADS", "-1", "TURBO_THREADS=-1: out of range 0..1024" },
         { "TURBO_THREADS", "99999999999999999999", "TURBO_THREADS=99999999999999999999: out of range 0..1024" },
         { "TURBO_DEVICE", "x", "TURBO_DEVICE=x: expected auto or an integer in 0..255" },
@@ -443,8 +587,8 @@ static void test_set(void **state)
     assert_string_equal(cfg.meta[TKV_CFG_BACKEND].origin, "API");
 
     before = cfg;
-    assert_int_equal(tkv_config_set(&cfg, TKV_CFG_BACKEND, "gpu", TKV_SOURCE_API, "API"), TKV_ECONFIG);
-    assert_string_equal(tkv_last_error(), "API: key 'backend': value 'gpu': expected one of auto, cpu, vulkan, opencl");
+    assert_int_equal(tkv_config_set(&cfg, TKV_CFG_BACKEND, "_gpu", TKV_SOURCE_API, "API"), TKV_ECONFIG);
+    assert_string_equal(tkv_last_error(), "API: key 'backend': value '_gpu': expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit");
     assert_int_equal(tkv_config_set(&cfg, TKV_CFG_DEVICE, "300", TKV_SOURCE_API, "API"), TKV_ECONFIG);
     assert_string_equal(tkv_last_error(), "API: key 'device': value '300' out of range 0..255");
     assert_int_equal(tkv_config_set(&cfg, TKV_CFG_COUNT, "1", TKV_SOURCE_API, "API"), TKV_EINVAL);
@@ -462,6 +606,117 @@ static void test_set(void **state)
     for (const char *const *m = (const char *const[]){ "0", "1", "2", "5", "6", "7", NULL }; *m; m++)
         assert_int_equal(tkv_config_set(&cfg, TKV_CFG_LAYER_ADAPTIVE, *m, TKV_SOURCE_API, "API"), TKV_OK);
     assert_int_equal(cfg.layer_adaptive, 7);
+}
+
+/* Backend names are open: any plugin's name, by the rule, lowered. */
+static void test_backend_names(void **state)
+{
+    static const struct {
+        const char *text, *stored;
+    } good[] = {
+        { "auto", "auto" }, { "cpu", "cpu" }, { "Vulkan", "vulkan" }, { "OPENCL", "opencl" },
+        { "x", "x" }, { "9", "9" }, { "my-plugin_2", "my-plugin_2" }, { "CUDA", "cuda" },
+        { "a23456789012345678901234567890123456789012345678901234567890123",
+          "a23456789012345678901234567890123456789012345678901234567890123" },
+    };
+    static const char *const bad[] = {
+        "", "-x", "_x", "a.so", "a/b", "../cpu", "a b", " cpu", "cpu ", "cpu\n", "caf\xc3\xa9", "a:b", "~",
+        "a234567890123456789012345678901234567890123456789012345678901234", /* 64 */
+    };
+    struct tkv_config cfg, before;
+    (void)state;
+
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        tkv_config_defaults(&cfg);
+        if (tkv_config_set(&cfg, TKV_CFG_BACKEND, good[i].text, TKV_SOURCE_API, "API") != TKV_OK)
+            fail_msg("backend '%s' refused: %s", good[i].text, tkv_last_error());
+        assert_string_equal(cfg.backend, good[i].stored);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tkv_config_defaults(&cfg);
+        before = cfg;
+        if (tkv_config_set(&cfg, TKV_CFG_BACKEND, bad[i], TKV_SOURCE_ENV, "TURBO_BACKEND") != TKV_ECONFIG)
+            fail_msg("backend '%s' was accepted", bad[i]);
+        assert_contains(tkv_last_error(), ": expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', "
+                                          "the first a letter or digit");
+        assert_memory_equal(&cfg, &before, sizeof cfg);
+    }
+}
+
+/* Every value but plugin_path ignores case, from the file, the environment
+ * and the API alike, and is stored (and shown) lower case. */
+static void test_case_insensitive(void **state)
+{
+    static const char yaml[] =
+        "backend: OpenCL\n"
+        "device: AUTO\n"
+        "plugin_path: /Opt/Plugins\n"
+        "scheme: K8V4\n"
+        "k_type: Turbo3_QJL\n"
+        "v_type: Q8_0\n"
+        "sparse_v: FALSE\n"
+        "sparse_v_threshold: 1E-3\n"
+        "layers:\n"
+        "  - {layer: 0, k_type: F16, v_type: TURBO4}\n"
+        "auto_asymmetric: Off\n"
+        "norm_correction: YES\n"
+        "rotation: Dense\n"
+        "log: DEBUG\n";
+    static const char *const text[TKV_CFG_COUNT] = {
+        [TKV_CFG_BACKEND] = "opencl",        [TKV_CFG_DEVICE] = "auto",
+        [TKV_CFG_PLUGIN_PATH] = "/Opt/Plugins", [TKV_CFG_SCHEME] = "k8v4",
+        [TKV_CFG_K_TYPE] = "turbo3_qjl",     [TKV_CFG_V_TYPE] = "q8_0",
+        [TKV_CFG_SPARSE_V] = "false",        [TKV_CFG_SPARSE_V_THRESHOLD] = "0.001",
+        [TKV_CFG_LAYER_ADAPTIVE] = "0",      [TKV_CFG_LAYERS] = "0:f16/turbo4",
+        [TKV_CFG_AUTO_ASYMMETRIC] = "false", [TKV_CFG_NORM_CORRECTION] = "true",
+        [TKV_CFG_ROTATION] = "dense",        [TKV_CFG_THREADS] = "0",
+        [TKV_CFG_LOG] = "debug",
+    };
+    struct tkv_config cfg;
+    char path[64];
+    (void)state;
+
+    write_temp(yaml, sizeof yaml - 1, path);
+    tkv_config_defaults(&cfg);
+    int rc = tkv_config_apply_file(&cfg, path);
+    unlink(path);
+    if (rc != TKV_OK)
+        fail_msg("%s", tkv_last_error());
+    for (int k = 0; k < TKV_CFG_COUNT; k++)
+        assert_format(&cfg, (enum tkv_config_key)k, text[k]);
+    assert_string_equal(cfg.backend, "opencl");
+    assert_string_equal(cfg.scheme, "k8v4");
+    assert_string_equal(cfg.k_type, "turbo3_qjl");
+    assert_int_equal(cfg.rotation, TKV_ROTATION_DENSE);
+    assert_int_equal(cfg.log_level, TKV_LOG_DEBUG);
+    assert_int_equal(cfg.layers.rule[0].k_type, TKV_TYPE_F16);
+
+    tkv_config_defaults(&cfg);
+    setenv("TURBO_BACKEND", "CPU", 1);
+    setenv("TURBO_SCHEME", "Turbo4", 1);
+    setenv("TURBO_ROTATION", "NONE", 1);
+    setenv("TURBO_LOG", "Error", 1);
+    setenv("TURBO_LAYERS", "1-2:Q8_0/,3:/F32", 1);
+    setenv("TURBO_K_TYPE", "F32", 1);
+    setenv("TURBO_DEVICE", "Auto", 1);
+    rc = tkv_config_apply_env(&cfg);
+    clear_env();
+    if (rc != TKV_OK)
+        fail_msg("%s", tkv_last_error());
+    assert_string_equal(cfg.backend, "cpu");
+    assert_string_equal(cfg.scheme, "turbo4");
+    assert_int_equal(cfg.rotation, TKV_ROTATION_NONE);
+    assert_int_equal(cfg.log_level, TKV_LOG_ERROR);
+    assert_format(&cfg, TKV_CFG_LAYERS, "1-2:q8_0/,3:/f32");
+    assert_string_equal(cfg.k_type, "f32");
+    assert_int_equal(cfg.device, TKV_DEVICE_AUTO);
+
+    /* plugin_path is text: its case is kept */
+    assert_int_equal(tkv_config_set(&cfg, TKV_CFG_PLUGIN_PATH, "/A:/b", TKV_SOURCE_API, "API"), TKV_OK);
+    assert_string_equal(cfg.plugin_path, "/A:/b");
+    /* a refused value is quoted as it was written */
+    assert_int_equal(tkv_config_set(&cfg, TKV_CFG_ROTATION, "Hadamard", TKV_SOURCE_API, "API"), TKV_ECONFIG);
+    assert_string_equal(tkv_last_error(), "API: key 'rotation': value 'Hadamard': expected one of wht, dense, none");
 }
 
 static void test_scheme_parse(void **state)
@@ -546,6 +801,22 @@ static void test_format(void **state)
     assert_string_equal(small, "vul"); /* truncated, still terminated */
     assert_int_equal(tkv_config_set(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.25", TKV_SOURCE_API, "API"), TKV_OK);
     assert_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.25");
+    /* found by fuzz/fuzz_env's round trip: %g showed 0.9999999 as "1", which
+     * the key refuses; the text shown must read back as the same float */
+    static const char *const thresholds[] = { "0.9999999", "1e-45", "0.1", "1.5e-7", "0.33333334" };
+    for (size_t i = 0; i < sizeof thresholds / sizeof thresholds[0]; i++) {
+        char shown[64];
+        struct tkv_config again = cfg;
+        assert_int_equal(tkv_config_set(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, thresholds[i], TKV_SOURCE_API, "API"),
+                         TKV_OK);
+        tkv_config_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, shown, sizeof shown);
+        if (tkv_config_set(&again, TKV_CFG_SPARSE_V_THRESHOLD, shown, TKV_SOURCE_API, "API") != TKV_OK)
+            fail_msg("%s is shown as %s: %s", thresholds[i], shown, tkv_last_error());
+        assert_true(again.sparse_v_threshold == cfg.sparse_v_threshold);
+    }
+    assert_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.33333334");
+    assert_int_equal(tkv_config_set(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.9999999", TKV_SOURCE_API, "API"), TKV_OK);
+    assert_format(&cfg, TKV_CFG_SPARSE_V_THRESHOLD, "0.9999999");
     /* a value the public struct can hold but no word names */
     cfg.rotation = 9;
     assert_format(&cfg, TKV_CFG_ROTATION, "9");
@@ -563,9 +834,14 @@ int main(void)
         cmocka_unit_test_setup(test_file_errors, setup),
         cmocka_unit_test_setup(test_file_too_long_value, setup),
         cmocka_unit_test_setup(test_file_unreadable, setup),
+        cmocka_unit_test_setup(test_file_not_regular, setup),
+        cmocka_unit_test_setup(test_file_size_limit, setup),
+        cmocka_unit_test_setup(test_file_secure, setup),
         cmocka_unit_test_setup(test_env_overrides_file, setup),
         cmocka_unit_test_setup(test_env_errors, setup),
         cmocka_unit_test_setup(test_set, setup),
+        cmocka_unit_test_setup(test_backend_names, setup),
+        cmocka_unit_test_setup(test_case_insensitive, setup),
         cmocka_unit_test_setup(test_scheme_parse, setup),
         cmocka_unit_test_setup(test_key_metadata, setup),
         cmocka_unit_test_setup(test_format, setup),

@@ -4,7 +4,9 @@
  * results are checked against independent float64 models of
  * turbokv_format.h and of struct tkv_attention_args.
  *
- * Usage: test_cpu_ops PATH/turbokv-cpu.so   (or TKV_TEST_CPU_PLUGIN=PATH)
+ * Usage: test_cpu_ops PATH/turbokv-cpu.so [PATTERN]   (or TKV_TEST_CPU_PLUGIN=PATH)
+ * PATTERN runs only the tests whose names match it (cmocka's filter:
+ * "test_paged*").
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -145,35 +147,108 @@ static struct tkv_row_format row_format(uint32_t type, uint32_t head_dim, uint32
     return (struct tkv_row_format){ type, head_dim, rotation, scale_mode };
 }
 
-static int append(void *buf, const struct tkv_row_format *fmt, uint32_t n_tokens, uint32_t n_heads,
-                  const float *src, uint64_t offset, uint64_t head_stride, uint64_t *nonfinite)
+/* A pool of n_blocks blocks of block_tokens rows x n_heads heads, laid out
+ * as the core does (head_stride = block_tokens * row_bytes, block_stride =
+ * n_heads * head_stride) plus head_pad bytes after each head's rows and
+ * block_pad after each block: the plugin must use the strides it is given. */
+struct pool {
+    struct tkv_pool p;
+    uint32_t n_heads, n_blocks;
+    uint64_t bytes;
+};
+
+static struct pool pool_new(const struct tkv_row_format *fmt, uint32_t n_heads,
+                            uint32_t block_tokens, uint32_t n_blocks, uint32_t head_pad,
+                            uint32_t block_pad)
+{
+    struct pool pl = { .n_heads = n_heads, .n_blocks = n_blocks };
+    pl.p.fmt = *fmt;
+    pl.p.row_bytes = tkv_row_bytes(fmt->type, fmt->head_dim);
+    pl.p.block_tokens = block_tokens;
+    pl.p.head_stride = (uint64_t)block_tokens * pl.p.row_bytes + head_pad;
+    pl.p.block_stride = n_heads * pl.p.head_stride + block_pad;
+    pl.bytes = n_blocks * pl.p.block_stride;
+    pl.p.buf = buffer_new(pl.bytes);
+    return pl;
+}
+
+static void pool_free(struct pool *pl)
+{
+    env.p->buffer_free(env.dev, pl->p.buf);
+    pl->p.buf = NULL;
+}
+
+/* Tokens first_pos .. first_pos + n_tokens - 1 of the sequence whose block
+ * table is blocks, from src [n_tokens][n_heads][head_dim]. */
+static int pool_append(const struct pool *pl, const uint32_t *blocks, uint32_t n_blocks,
+                       uint32_t first_pos, uint32_t n_tokens, const float *src,
+                       uint64_t *nonfinite)
 {
     struct tkv_append_args a = {
         .struct_size = sizeof a,
         .n_tokens = n_tokens,
-        .n_heads = n_heads,
-        .fmt = *fmt,
+        .n_heads = pl->n_heads,
+        .first_pos = first_pos,
+        .pool = pl->p,
+        .blocks = blocks,
+        .n_blocks = n_blocks,
         .src = src,
-        .buf = buf,
-        .offset = offset,
-        .head_stride = head_stride,
         .n_nonfinite = nonfinite,
     };
     return env.p->quantize_append(env.dev, &a);
 }
 
-static int dequantize(const void *buf, const struct tkv_row_format *fmt, uint32_t n_rows,
-                      uint64_t offset, float *dst)
+static int pool_dequantize(const struct pool *pl, const uint32_t *blocks, uint32_t n_blocks,
+                           uint32_t first_pos, uint32_t n_tokens, float *dst)
 {
     struct tkv_dequant_args a = {
         .struct_size = sizeof a,
-        .n_rows = n_rows,
-        .fmt = *fmt,
-        .buf = buf,
-        .offset = offset,
+        .n_tokens = n_tokens,
+        .n_heads = pl->n_heads,
+        .first_pos = first_pos,
+        .pool = pl->p,
+        .blocks = blocks,
+        .n_blocks = n_blocks,
         .dst = dst,
     };
     return env.p->dequantize(env.dev, &a);
+}
+
+/* The stored bytes of token t, head h. */
+static void pool_row(const struct pool *pl, const uint32_t *blocks, uint32_t h, uint32_t t,
+                     uint8_t *out)
+{
+    assert_int_equal(env.p->buffer_read(env.dev, pl->p.buf, tkv_pool_row_offset(&pl->p, blocks, h, t),
+                                        out, pl->p.row_bytes),
+                     TKV_OK);
+}
+
+/* One sequence of n rows of one head in block 1 of a two-block pool (block
+ * 0 unused, so rows start past the buffer's first bytes, at an offset
+ * unaligned for vectors: the block stride is padded by 8 bytes). */
+static const uint32_t one_block[1] = { 1 };
+
+static struct pool rows_pool(const struct tkv_row_format *fmt, uint32_t n)
+{
+    return pool_new(fmt, 1, n, 2, 0, 8);
+}
+
+static int append(const struct pool *pl, uint32_t n, const float *src, uint64_t *nonfinite)
+{
+    return pool_append(pl, one_block, 1, 0, n, src, nonfinite);
+}
+
+static int dequantize(const struct pool *pl, uint32_t n, float *dst)
+{
+    return pool_dequantize(pl, one_block, 1, 0, n, dst);
+}
+
+/* The n stored rows, one after the other. */
+static void read_rows(const struct pool *pl, uint32_t n, uint8_t *out)
+{
+    assert_int_equal(env.p->buffer_read(env.dev, pl->p.buf, pl->p.block_stride, out,
+                                        (uint64_t)n * pl->p.row_bytes),
+                     TKV_OK);
 }
 
 static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -235,7 +310,8 @@ static void test_pack_roundtrip(void **state)
 
 /* ---- format conformance of every type -------------------------------------- */
 
-static const uint32_t head_dims[] = { 8, 16, 32, 64, 80, 96, 128, 192, 256, 576 };
+/* up to TKV_HEAD_DIM_MAX, what device_caps claims */
+static const uint32_t head_dims[] = { 8, 16, 32, 64, 80, 96, 128, 192, 256, 576, 1024 };
 #define N_HEAD_DIMS (sizeof head_dims / sizeof head_dims[0])
 
 /* R of a turbo group in double, independent of the plugin's butterflies:
@@ -365,23 +441,22 @@ struct conformance {
     double worst_ratio; /* mean row error / optimum_row_mse, worst format */
 };
 
-/* Stores rows of x in one format (at an offset unaligned for f32), reads
- * the bytes and the dequantized rows back and checks each row. Row 0 is
- * beyond the fp16 range (saturation), row 1 zero. */
+/* Stores rows of x in one format (at an offset unaligned for vectors),
+ * reads the bytes and the dequantized rows back and checks each row. Row 0
+ * is beyond the fp16 range (saturation), row 1 zero. */
 static void check_format(const struct tkv_row_format *fmt, const float *x, uint32_t rows,
                          struct conformance *acc)
 {
-    const uint64_t base = 8;
     uint32_t hd = fmt->head_dim, rb = tkv_row_bytes(fmt->type, hd);
     uint8_t *raw = xcalloc((size_t)rows * rb, 1);
     float *deq = xcalloc((size_t)rows * hd, sizeof *deq);
-    void *buf = buffer_new(base + (uint64_t)rows * rb);
+    struct pool pl = rows_pool(fmt, rows);
     uint64_t nonfinite = 99;
     double err = 0.0;
-    assert_int_equal(append(buf, fmt, rows, 1, x, base, 0, &nonfinite), TKV_OK);
+    assert_int_equal(append(&pl, rows, x, &nonfinite), TKV_OK);
     assert_int_equal(nonfinite, 0);
-    assert_int_equal(env.p->buffer_read(env.dev, buf, base, raw, (uint64_t)rows * rb), TKV_OK);
-    assert_int_equal(dequantize(buf, fmt, rows, base, deq), TKV_OK);
+    read_rows(&pl, rows, raw);
+    assert_int_equal(dequantize(&pl, rows, deq), TKV_OK);
     for (uint32_t r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * hd, *dr = deq + (size_t)r * hd;
         const uint8_t *row = raw + (size_t)r * rb;
@@ -413,7 +488,7 @@ static void check_format(const struct tkv_row_format *fmt, const float *x, uint3
         acc->worst_ratio = fmax(acc->worst_ratio, ratio);
         assert_true(ratio < 1.3);
     }
-    env.p->buffer_free(env.dev, buf);
+    pool_free(&pl);
     free(raw);
     free(deq);
 }
@@ -452,7 +527,7 @@ static void test_format_conformance(void **state)
     }
 }
 
-/* DESIGN.md 2.2: random unit vectors, g = 128, WHT, scale = norm. */
+/* Random unit vectors, g = 128, WHT, scale = norm: the paper's MSE. */
 static void test_mse_unit_vectors(void **state)
 {
     (void)state;
@@ -471,9 +546,9 @@ static void test_mse_unit_vectors(void **state)
     for (uint32_t b = 0; b < 3; b++) {
         struct tkv_row_format fmt =
             row_format(TKV_TYPE_TURBO2 + b, G, TKV_ROTATION_WHT, TKV_SCALE_NORM);
-        void *buf = buffer_new((uint64_t)N * tkv_row_bytes(fmt.type, G));
-        assert_int_equal(append(buf, &fmt, N, 1, x, 0, 0, NULL), TKV_OK);
-        assert_int_equal(dequantize(buf, &fmt, N, 0, deq), TKV_OK);
+        struct pool pl = rows_pool(&fmt, N);
+        assert_int_equal(append(&pl, N, x, NULL), TKV_OK);
+        assert_int_equal(dequantize(&pl, N, deq), TKV_OK);
         double sum = 0.0;
         for (size_t i = 0; i < (size_t)N * G; i++)
             sum += ((double)x[i] - deq[i]) * ((double)x[i] - deq[i]);
@@ -482,7 +557,7 @@ static void test_mse_unit_vectors(void **state)
                       "(%+.2f%%)\n",
                       b + 2, N, mse, optimum[b], 100.0 * (mse / optimum[b] - 1.0));
         assert_true(fabs(mse / optimum[b] - 1.0) < 0.01);
-        env.p->buffer_free(env.dev, buf);
+        pool_free(&pl);
     }
     free(x);
     free(deq);
@@ -492,38 +567,88 @@ static void test_mse_unit_vectors(void **state)
 
 enum { K = 0, V = 1 };
 
-/* One side (K or V) of a cache of up to two sequences, laid out one after
- * the other behind CASE_BASE bytes, each head with room for the longest. */
-#define CASE_BASE 24u
-
+/* One side (K or V) of a cache of up to two sequences. */
 struct attn_side {
     struct tkv_row_format fmt;
-    void *buf;
-    uint64_t stride; /* head stride */
-    float *orig[2];  /* per sequence [ctx][n_kv][head_dim], as appended */
-    float *deq[2];   /* per sequence [n_kv][ctx][head_dim], as stored */
+    struct pool pool;
+    float *orig[2]; /* per sequence [ctx][n_kv][head_dim], as appended */
+    float *deq[2];  /* the same, as stored (read back through dequantize) */
 };
+
+/* Bytes of garbage after each element of seqs where a case asks for it:
+ * the plugin must step through seqs by seq_size. */
+#define SEQ_PAD_MAX 16u
 
 struct attn_case {
-    uint32_t head_dim, n_kv, n_qh, n_q, n_seqs, ctx[2];
+    uint32_t head_dim, n_kv, n_qh, n_seqs, n_q[2], ctx[2];
+    /* paging: block_tokens rows per block, the blocks of every sequence in a
+     * scrambled order among a few spare ones, heads and blocks padded when
+     * pad is set; contiguous: one block per sequence of block_tokens (>= the
+     * longest ctx; 0: the longest ctx), in order, as a contiguous cache */
+    uint32_t block_tokens, contiguous, pad;
+    uint32_t window;
+    float softcap;
+    uint32_t seq_pad;
+    const struct attn_case *data_from; /* a built case of the same shape whose rows and
+                                          queries to take, or NULL: draw them */
     struct attn_side side[2]; /* [K], [V] */
-    float *q, *out;           /* [n_seqs][n_q][n_qh][head_dim] */
-    struct tkv_attn_seq seqs[2];
+    uint32_t *blocks, n_blocks, n_pool_blocks, block_first[2];
+    unsigned char seq_mem[2 * (sizeof(struct tkv_attn_seq) + SEQ_PAD_MAX)];
+    uint32_t n_q_total, q_first[2];
+    float *q, *out, *lse; /* [n_q_total][n_qh][head_dim], lse [n_q_total][n_qh] */
 };
 
-static uint64_t side_offset(const struct attn_case *c, const struct attn_side *sd, uint32_t s)
+static uint32_t case_max_ctx(const struct attn_case *c)
 {
-    return CASE_BASE + (uint64_t)s * c->n_kv * sd->stride;
+    return c->n_seqs > 1 && c->ctx[1] > c->ctx[0] ? c->ctx[1] : c->ctx[0];
 }
 
-/* Reads sequence s of a side back through dequantize, head by head. */
+/* The block tables. Paged: a shuffle of the pool's blocks by its own
+ * generator, so that the data a case draws does not depend on its paging. */
+static void case_blocks(struct attn_case *c)
+{
+    uint32_t need[2] = { 0, 0 };
+    if (c->contiguous && c->block_tokens < case_max_ctx(c))
+        c->block_tokens = case_max_ctx(c);
+    c->n_blocks = 0;
+    for (uint32_t s = 0; s < c->n_seqs; s++) {
+        need[s] = (c->ctx[s] + c->block_tokens - 1) / c->block_tokens;
+        c->block_first[s] = c->n_blocks;
+        c->n_blocks += need[s];
+    }
+    c->n_pool_blocks = c->contiguous ? c->n_blocks : c->n_blocks + 3;
+    uint32_t *perm = xcalloc(c->n_pool_blocks, sizeof *perm);
+    for (uint32_t i = 0; i < c->n_pool_blocks; i++)
+        perm[i] = i;
+    uint64_t state = 0x243f6a8885a308d3ull ^ c->n_pool_blocks;
+    for (uint32_t i = c->n_pool_blocks; !c->contiguous && i > 1; i--) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        uint32_t j = (uint32_t)((state >> 33) % i), t = perm[i - 1];
+        perm[i - 1] = perm[j];
+        perm[j] = t;
+    }
+    c->blocks = xcalloc(c->n_blocks, sizeof *c->blocks);
+    memcpy(c->blocks, perm, c->n_blocks * sizeof *c->blocks);
+    free(perm);
+}
+
+static const uint32_t *case_table(const struct attn_case *c, uint32_t s)
+{
+    return c->blocks + c->block_first[s];
+}
+
+static uint32_t case_table_len(const struct attn_case *c, uint32_t s)
+{
+    return s + 1 < c->n_seqs ? c->block_first[s + 1] - c->block_first[s]
+                             : c->n_blocks - c->block_first[s];
+}
+
+/* Reads sequence s of a side back through dequantize. */
 static void side_read(const struct attn_case *c, struct attn_side *sd, uint32_t s)
 {
-    for (uint32_t h = 0; h < c->n_kv; h++)
-        assert_int_equal(dequantize(sd->buf, &sd->fmt, c->ctx[s],
-                                    side_offset(c, sd, s) + h * sd->stride,
-                                    sd->deq[s] + (size_t)h * c->ctx[s] * c->head_dim),
-                         TKV_OK);
+    assert_int_equal(pool_dequantize(&sd->pool, case_table(c, s), case_table_len(c, s), 0,
+                                     c->ctx[s], sd->deq[s]),
+                     TKV_OK);
 }
 
 /* Replaces every row of sequence s of a side. */
@@ -532,49 +657,70 @@ static void side_store(const struct attn_case *c, struct attn_side *sd, uint32_t
 {
     size_t n = (size_t)c->ctx[s] * c->n_kv * c->head_dim;
     memcpy(sd->orig[s], rows, sizeof *rows * n);
-    assert_int_equal(append(sd->buf, &sd->fmt, c->ctx[s], c->n_kv, rows, side_offset(c, sd, s),
-                            sd->stride, NULL),
+    assert_int_equal(pool_append(&sd->pool, case_table(c, s), case_table_len(c, s), 0, c->ctx[s],
+                                 rows, NULL),
                      TKV_OK);
     side_read(c, sd, s);
 }
 
-/* Random rows, appended per sequence as a prompt and then its n_q new
- * tokens (as a decoder does), and read back. */
-static void side_build(const struct attn_case *c, struct attn_side *sd)
+/* Random rows (or data_from's), appended per sequence as a prompt and then
+ * its n_q new tokens (as a decoder does), and read back. */
+static void side_build(struct attn_case *c, int side)
 {
-    uint32_t hd = c->head_dim, rb = tkv_row_bytes(sd->fmt.type, hd);
-    sd->stride = (uint64_t)(c->ctx[0] > c->ctx[1] ? c->ctx[0] : c->ctx[1]) * rb;
-    sd->buf = buffer_new(side_offset(c, sd, c->n_seqs));
+    struct attn_side *sd = &c->side[side];
+    uint32_t hd = c->head_dim;
+    sd->pool = pool_new(&sd->fmt, c->n_kv, c->block_tokens, c->n_pool_blocks, c->pad ? 12 : 0,
+                        c->pad ? 40 : 0);
     for (uint32_t s = 0; s < c->n_seqs; s++) {
-        uint32_t prompt = c->ctx[s] - c->n_q;
+        uint32_t prompt = c->ctx[s] - c->n_q[s];
         size_t n = (size_t)c->ctx[s] * c->n_kv * hd, prompt_values = (size_t)prompt * c->n_kv * hd;
-        uint64_t offset = side_offset(c, sd, s);
         sd->orig[s] = xcalloc(n, sizeof(float));
         sd->deq[s] = xcalloc(n, sizeof(float));
-        fill_gauss(sd->orig[s], n, 1.0);
-        assert_int_equal(append(sd->buf, &sd->fmt, prompt, c->n_kv, sd->orig[s], offset,
-                                sd->stride, NULL),
-                         TKV_OK);
-        assert_int_equal(append(sd->buf, &sd->fmt, c->n_q, c->n_kv, sd->orig[s] + prompt_values,
-                                offset + (uint64_t)prompt * rb, sd->stride, NULL),
+        if (c->data_from)
+            memcpy(sd->orig[s], c->data_from->side[side].orig[s], n * sizeof(float));
+        else
+            fill_gauss(sd->orig[s], n, 1.0);
+        if (prompt)
+            assert_int_equal(pool_append(&sd->pool, case_table(c, s), case_table_len(c, s), 0,
+                                         prompt, sd->orig[s], NULL),
+                             TKV_OK);
+        assert_int_equal(pool_append(&sd->pool, case_table(c, s), case_table_len(c, s), prompt,
+                                     c->n_q[s], sd->orig[s] + prompt_values, NULL),
                          TKV_OK);
         side_read(c, sd, s);
     }
 }
 
-/* Fills in a case whose shape and formats are set: K, V, queries. */
+static struct tkv_attn_seq *case_seq(struct attn_case *c, uint32_t s)
+{
+    return (struct tkv_attn_seq *)(c->seq_mem + s * (sizeof(struct tkv_attn_seq) + c->seq_pad));
+}
+
+/* Fills in a case whose shape, formats and options are set: block tables,
+ * K, V, queries. */
 static void case_build(struct attn_case *c)
 {
-    size_t nq = (size_t)c->n_seqs * c->n_q * c->n_qh * c->head_dim;
-    side_build(c, &c->side[K]);
-    side_build(c, &c->side[V]);
-    for (uint32_t s = 0; s < c->n_seqs; s++)
-        c->seqs[s] = (struct tkv_attn_seq){ .k_offset = side_offset(c, &c->side[K], s),
-                                            .v_offset = side_offset(c, &c->side[V], s),
-                                            .n_ctx = c->ctx[s] };
+    assert_true(c->seq_pad <= SEQ_PAD_MAX);
+    case_blocks(c);
+    side_build(c, K);
+    side_build(c, V);
+    memset(c->seq_mem, 0xff, sizeof c->seq_mem);
+    c->n_q_total = 0;
+    for (uint32_t s = 0; s < c->n_seqs; s++) {
+        c->q_first[s] = c->n_q_total;
+        *case_seq(c, s) = (struct tkv_attn_seq){ .n_ctx = c->ctx[s], .n_q = c->n_q[s],
+                                                 .q_first = c->n_q_total,
+                                                 .block_first = c->block_first[s] };
+        c->n_q_total += c->n_q[s];
+    }
+    size_t nq = (size_t)c->n_q_total * c->n_qh * c->head_dim;
     c->q = xcalloc(nq, sizeof(float));
     c->out = xcalloc(nq, sizeof(float));
-    fill_gauss(c->q, nq, 1.0);
+    c->lse = xcalloc((size_t)c->n_q_total * c->n_qh, sizeof(float));
+    if (c->data_from)
+        memcpy(c->q, c->data_from->q, nq * sizeof(float));
+    else
+        fill_gauss(c->q, nq, 1.0);
 }
 
 static void case_free(struct attn_case *c)
@@ -584,31 +730,42 @@ static void case_free(struct attn_case *c)
             free(c->side[k].orig[s]);
             free(c->side[k].deq[s]);
         }
-        env.p->buffer_free(env.dev, c->side[k].buf);
+        pool_free(&c->side[k].pool);
     }
+    free(c->blocks);
     free(c->q);
     free(c->out);
+    free(c->lse);
 }
 
-static int case_run(const struct attn_case *c, float scale, float threshold, float *out,
+static size_t case_values(const struct attn_case *c)
+{
+    return (size_t)c->n_q_total * c->n_qh * c->head_dim;
+}
+
+static int case_run(struct attn_case *c, float scale, float threshold, float *out, float *lse,
                     uint64_t *total, uint64_t *skipped)
 {
     struct tkv_attention_args a = {
         .struct_size = sizeof a,
         .n_seqs = c->n_seqs,
-        .n_q = c->n_q,
+        .seq_size = (uint32_t)sizeof(struct tkv_attn_seq) + c->seq_pad,
+        .n_q_total = c->n_q_total,
         .n_q_heads = c->n_qh,
         .n_kv_heads = c->n_kv,
-        .k_fmt = c->side[K].fmt,
-        .v_fmt = c->side[V].fmt,
-        .k_buf = c->side[K].buf,
-        .v_buf = c->side[V].buf,
-        .k_head_stride = c->side[K].stride,
-        .v_head_stride = c->side[V].stride,
-        .seqs = c->seqs,
+        .max_n_ctx = case_max_ctx(c),
+        .max_n_q = c->n_seqs > 1 && c->n_q[1] > c->n_q[0] ? c->n_q[1] : c->n_q[0],
+        .k = c->side[K].pool.p,
+        .v = c->side[V].pool.p,
+        .blocks = c->blocks,
+        .n_blocks = c->n_blocks,
+        .window = c->window,
+        .seqs = (const struct tkv_attn_seq *)c->seq_mem,
         .q = c->q,
         .out = out,
+        .lse = lse,
         .scale = scale,
+        .softcap = c->softcap,
         .sparse_v_threshold = threshold,
         .rows_total = total,
         .rows_skipped = skipped,
@@ -621,46 +778,80 @@ static const float *case_row(const struct attn_case *c, int side, int dequantize
                              uint32_t kv, uint32_t j)
 {
     const struct attn_side *sd = &c->side[side];
-    if (dequantized)
-        return sd->deq[s] + ((size_t)kv * c->ctx[s] + j) * c->head_dim;
-    return sd->orig[s] + ((size_t)j * c->n_kv + kv) * c->head_dim;
+    return (dequantized ? sd->deq[s] : sd->orig[s]) + ((size_t)j * c->n_kv + kv) * c->head_dim;
+}
+
+/* The sequence, token and head of output row r. */
+static void case_row_at(const struct attn_case *c, size_t r, uint32_t *s, uint32_t *t, uint32_t *h)
+{
+    uint32_t g = (uint32_t)(r / c->n_qh);
+    *h = (uint32_t)(r % c->n_qh);
+    *s = c->n_seqs > 1 && g >= c->q_first[1] ? 1 : 0;
+    *t = g - c->q_first[*s];
+}
+
+/* The rows query token t of sequence s sees, as the header defines them:
+ * j <= p = n_ctx - n_q + t, and p - j < window when window > 0. */
+static void case_visible(const struct attn_case *c, uint32_t s, uint32_t t, uint32_t *lo,
+                         uint32_t *hi)
+{
+    int64_t p = (int64_t)c->ctx[s] - c->n_q[s] + t;
+    *hi = (uint32_t)p + 1;
+    *lo = c->window && p - (int64_t)c->window + 1 > 0 ? (uint32_t)(p - c->window + 1) : 0;
+}
+
+static uint64_t case_rows_total(const struct attn_case *c)
+{
+    uint64_t total = 0;
+    for (uint32_t s = 0; s < c->n_seqs; s++)
+        for (uint32_t t = 0; t < c->n_q[s]; t++) {
+            uint32_t lo, hi;
+            case_visible(c, s, t, &lo, &hi);
+            total += (uint64_t)c->n_qh * (hi - lo);
+        }
+    return total;
 }
 
 /* The float64 model's results, per output row. */
 struct attn_ref {
     double *out;  /* [rows][head_dim] */
+    double *lse;  /* log sum_j exp(x_j) */
     double *mag;  /* sum_j w_j ||v_j||: the scale of float accumulation error */
-    double *tail; /* the same over the rows with exp(s_j - max) < tail_below:
+    double *tail; /* the same over the rows with exp(x_j - max) < tail_below:
                      what sparse V may leave out */
     size_t rows;
 };
 
 /* struct tkv_attention_args semantics in float64 over the original or the
- * dequantized rows. */
+ * dequantized rows: causal, window, scale, softcap, softmax, lse. */
 static struct attn_ref case_reference(const struct attn_case *c, int dequantized, float scale,
                                       double tail_below)
 {
     uint32_t hd = c->head_dim, ratio = c->n_qh / c->n_kv;
-    struct attn_ref ref = { .rows = (size_t)c->n_seqs * c->n_q * c->n_qh };
+    struct attn_ref ref = { .rows = (size_t)c->n_q_total * c->n_qh };
     ref.out = xcalloc(ref.rows * hd, sizeof(double));
+    ref.lse = xcalloc(ref.rows, sizeof(double));
     ref.mag = xcalloc(ref.rows, sizeof(double));
     ref.tail = xcalloc(ref.rows, sizeof(double));
-    double *score = xcalloc(c->ctx[0] > c->ctx[1] ? c->ctx[0] : c->ctx[1], sizeof *score);
+    double *score = xcalloc(case_max_ctx(c), sizeof *score);
     for (size_t row = 0; row < ref.rows; row++) {
-        uint32_t h = row % c->n_qh, t = row / c->n_qh % c->n_q, s = row / c->n_qh / c->n_q;
-        uint32_t n = c->ctx[s] - c->n_q + t + 1, kv = h / ratio;
+        uint32_t s, t, h, lo, hi;
+        case_row_at(c, row, &s, &t, &h);
+        case_visible(c, s, t, &lo, &hi);
         const float *q = c->q + row * hd;
         double m = -INFINITY, l = 0.0, *o = ref.out + row * hd;
-        for (uint32_t j = 0; j < n; j++) {
-            const float *k = case_row(c, K, dequantized, s, kv, j);
+        for (uint32_t j = lo; j < hi; j++) {
+            const float *k = case_row(c, K, dequantized, s, h / ratio, j);
             double dot = 0.0;
             for (uint32_t i = 0; i < hd; i++)
                 dot += (double)q[i] * k[i];
             score[j] = scale * dot;
+            if (c->softcap > 0.0f)
+                score[j] = c->softcap * tanh(score[j] / c->softcap);
             m = fmax(m, score[j]);
         }
-        for (uint32_t j = 0; j < n; j++) {
-            const float *v = case_row(c, V, dequantized, s, kv, j);
+        for (uint32_t j = lo; j < hi; j++) {
+            const float *v = case_row(c, V, dequantized, s, h / ratio, j);
             double w = exp(score[j] - m), vn = 0.0;
             l += w;
             for (uint32_t i = 0; i < hd; i++) {
@@ -673,6 +864,7 @@ static struct attn_ref case_reference(const struct attn_case *c, int dequantized
         }
         for (uint32_t i = 0; i < hd; i++)
             o[i] /= l;
+        ref.lse[row] = m + log(l);
         ref.mag[row] /= l;
         ref.tail[row] /= l;
     }
@@ -683,6 +875,7 @@ static struct attn_ref case_reference(const struct attn_case *c, int dequantized
 static void ref_free(struct attn_ref *ref)
 {
     free(ref->out);
+    free(ref->lse);
     free(ref->mag);
     free(ref->tail);
 }
@@ -706,6 +899,15 @@ static double accumulation_error(const float *out, const struct attn_ref *ref, u
     double worst = 0.0;
     for (size_t r = 0; r < ref->rows; r++)
         worst = fmax(worst, sqrt(dist2(out + r * hd, ref->out + r * hd, hd, NULL)) / ref->mag[r]);
+    return worst;
+}
+
+/* max over rows of |lse - ref| / (1 + |ref|) */
+static double lse_error(const float *lse, const struct attn_ref *ref)
+{
+    double worst = 0.0;
+    for (size_t r = 0; r < ref->rows; r++)
+        worst = fmax(worst, fabs(lse[r] - ref->lse[r]) / (1.0 + fabs(ref->lse[r])));
     return worst;
 }
 
@@ -737,16 +939,19 @@ static const double tolerance_original[N_TYPES] = {
 #define TOLERANCE_DEQUANTIZED 1e-4
 
 struct attn_shape {
-    uint32_t head_dim, gqa, n_q, ctx[2], rotation, scale_mode;
+    uint32_t head_dim, gqa, n_q[2], ctx[2], rotation, scale_mode;
+    uint32_t block_tokens; /* 0: one block per sequence (a contiguous cache) */
 };
 
+/* Paged with block sizes of 1, 3, 16 and 256 and contiguous; odd block
+ * sizes also with padded strides and a padded seqs array; mixed n_q. */
 static const struct attn_shape attn_shapes[] = {
-    { 64, 1, 1, { 1, 7 }, TKV_ROTATION_WHT, TKV_SCALE_NORM },
-    { 128, 4, 4, { 7, 100 }, TKV_ROTATION_WHT, TKV_SCALE_NORM },
-    { 64, 8, 1, { 1000, 100 }, TKV_ROTATION_DENSE, TKV_SCALE_NORM_CORRECTED },
-    { 128, 1, 4, { 4096, 1000 }, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED },
-    { 64, 4, 4, { 4096, 7 }, TKV_ROTATION_WHT, TKV_SCALE_NORM },
-    { 128, 8, 1, { 100, 4096 }, TKV_ROTATION_NONE, TKV_SCALE_NORM },
+    { 64, 1, { 1, 1 }, { 1, 7 }, TKV_ROTATION_WHT, TKV_SCALE_NORM, 0 },
+    { 128, 4, { 4, 2 }, { 7, 100 }, TKV_ROTATION_WHT, TKV_SCALE_NORM, 3 },
+    { 64, 8, { 1, 1 }, { 1000, 100 }, TKV_ROTATION_DENSE, TKV_SCALE_NORM_CORRECTED, 256 },
+    { 128, 1, { 4, 1 }, { 4096, 1000 }, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED, 256 },
+    { 64, 4, { 4, 4 }, { 4096, 7 }, TKV_ROTATION_WHT, TKV_SCALE_NORM, 16 },
+    { 128, 8, { 1, 3 }, { 100, 4096 }, TKV_ROTATION_NONE, TKV_SCALE_NORM, 1 },
 };
 #define N_SHAPES (sizeof attn_shapes / sizeof attn_shapes[0])
 
@@ -757,6 +962,7 @@ static const uint32_t attn_types[][2] = {
     { TKV_TYPE_Q8_0, TKV_TYPE_TURBO3 },   { TKV_TYPE_TURBO4, TKV_TYPE_F16 },
     { TKV_TYPE_F32, TKV_TYPE_TURBO2 },
 };
+#define N_TYPE_PAIRS (sizeof attn_types / sizeof attn_types[0])
 
 static struct attn_case shape_case(const struct attn_shape *sh, uint32_t k_type, uint32_t v_type)
 {
@@ -764,41 +970,105 @@ static struct attn_case shape_case(const struct attn_shape *sh, uint32_t k_type,
         .head_dim = sh->head_dim,
         .n_kv = 2,
         .n_qh = 2 * sh->gqa,
-        .n_q = sh->n_q,
         .n_seqs = 2,
+        .n_q = { sh->n_q[0], sh->n_q[1] },
         .ctx = { sh->ctx[0], sh->ctx[1] },
+        .block_tokens = sh->block_tokens,
+        .contiguous = sh->block_tokens == 0,
+        .pad = sh->block_tokens % 2,
+        .seq_pad = sh->block_tokens % 2 ? 12 : 0,
         .side = { { .fmt = row_format(k_type, sh->head_dim, sh->rotation, sh->scale_mode) },
                   { .fmt = row_format(v_type, sh->head_dim, sh->rotation, sh->scale_mode) } },
     };
 }
 
+/* The options of struct tkv_attention_args beyond plain causal attention,
+ * each with scores at scale_mul / sqrt(head_dim) (6: peaked, so that
+ * softcap bites and sparse V skips). */
+struct attn_option {
+    const char *name;
+    uint32_t window;
+    float softcap, scale_mul, threshold;
+};
+
+static const struct attn_option attn_options[] = {
+    { "window 1", 1, 0.0f, 1.0f, 0.0f },
+    { "window 7", 7, 0.0f, 1.0f, 0.0f },
+    { "window 300", 300, 0.0f, 1.0f, 0.0f },
+    { "window 2000", 2000, 0.0f, 1.0f, 0.0f },
+    { "softcap 2, peaked", 0, 2.0f, 6.0f, 0.0f },
+    { "softcap 50, peaked", 0, 50.0f, 6.0f, 0.0f },
+    { "window 600, softcap 4, sparse V 1e-3, peaked", 600, 4.0f, 6.0f, 1e-3f },
+};
+#define N_OPTIONS (sizeof attn_options / sizeof attn_options[0])
+
+/* Long and short sequences, many queries per sequence (several work units
+ * of the ISA levels) with a window shorter than n_q. */
+static const struct attn_shape option_shapes[] = {
+    { 128, 4, { 4, 1 }, { 4096, 1000 }, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED, 256 },
+    { 64, 2, { 40, 5 }, { 700, 45 }, TKV_ROTATION_DENSE, TKV_SCALE_NORM, 3 },
+};
+#define N_OPTION_SHAPES (sizeof option_shapes / sizeof option_shapes[0])
+
+/* QJL keys run the reference kernels on every level; their residual
+ * sketch costs g^2 per row to store, so only the short shape has them. */
+static const uint32_t option_types[][2] = {
+    { TKV_TYPE_F32, TKV_TYPE_F32 },
+    { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 },
+    { TKV_TYPE_Q8_0, TKV_TYPE_TURBO4 },
+    { TKV_TYPE_TURBO4_QJL, TKV_TYPE_F16 },
+};
+#define N_OPTION_TYPES (sizeof option_types / sizeof option_types[0])
+
+static int option_pair_runs(size_t shape, size_t pair)
+{
+    return shape > 0 || !tkv_type_is_qjl(option_types[pair][0]);
+}
+
+static struct attn_case option_case(const struct attn_shape *sh, const uint32_t types[2],
+                                    const struct attn_option *o)
+{
+    struct attn_case c = shape_case(sh, types[0], types[1]);
+    c.window = o->window;
+    c.softcap = o->softcap;
+    return c;
+}
+
+static float option_scale(const struct attn_case *c, const struct attn_option *o)
+{
+    return o->scale_mul / sqrtf((float)c->head_dim);
+}
+
+/* lse against the float64 model over the dequantized rows: the scores'
+ * float accumulation moves it by ~1e-7 (measured below 1e-6 on every level). */
+#define TOLERANCE_LSE 1e-5
+
 static void test_attention_reference(void **state)
 {
     (void)state;
     print_message("attention error over %zu shapes (head_dim 64/128, GQA 1/4/8, contexts "
-                  "1..4096, n_q 1/4, 2 sequences); vs dequantized K/V: max over output rows of "
+                  "1..4096, n_q 1..4 per sequence, 2 sequences, blocks of 1/3/16/256 tokens "
+                  "and contiguous); vs dequantized K/V: max over output rows of "
                   "||out - ref|| / sum w||v||; vs original K/V: RMS over rows of "
-                  "||out - ref|| / ||ref||\n", N_SHAPES);
-    print_message("  K      V       vs dequantized (bound)   vs original (bound)\n");
-    for (size_t ti = 0; ti < sizeof attn_types / sizeof attn_types[0]; ti++) {
+                  "||out - ref|| / ||ref||; lse: max |lse - ref| / (1 + |ref|)\n", N_SHAPES);
+    print_message("  K      V       vs dequantized (bound)   vs original (bound)   lse (bound)\n");
+    for (size_t ti = 0; ti < N_TYPE_PAIRS; ti++) {
         uint32_t kt = attn_types[ti][0], vt = attn_types[ti][1];
         double bound = fmax(tolerance_original[kt], tolerance_original[vt]);
-        double worst_dq = 0.0, rel_sq = 0.0;
+        double worst_dq = 0.0, worst_lse = 0.0, rel_sq = 0.0;
         size_t n_rows = 0;
         for (size_t si = 0; si < N_SHAPES; si++) {
             struct attn_case c = shape_case(&attn_shapes[si], kt, vt);
             float scale = 1.0f / sqrtf((float)c.head_dim);
-            uint64_t total = 0, skipped = 1, expect_total = 0;
+            uint64_t total = 0, skipped = 1;
             case_build(&c);
-            assert_int_equal(case_run(&c, scale, 0.0f, c.out, &total, &skipped), TKV_OK);
-            for (uint32_t s = 0; s < c.n_seqs; s++)
-                for (uint32_t t = 0; t < c.n_q; t++)
-                    expect_total += (uint64_t)c.n_qh * (c.ctx[s] - c.n_q + t + 1);
-            assert_int_equal(total, expect_total);
+            assert_int_equal(case_run(&c, scale, 0.0f, c.out, c.lse, &total, &skipped), TKV_OK);
+            assert_int_equal(total, case_rows_total(&c));
             assert_int_equal(skipped, 0);
 
             struct attn_ref ref = case_reference(&c, 1, scale, 0.0);
             worst_dq = fmax(worst_dq, accumulation_error(c.out, &ref, c.head_dim));
+            worst_lse = fmax(worst_lse, lse_error(c.lse, &ref));
             ref_free(&ref);
 
             ref = case_reference(&c, 0, scale, 0.0);
@@ -811,11 +1081,12 @@ static void test_attention_reference(void **state)
             ref_free(&ref);
             case_free(&c);
         }
-        print_message("  %-6s %-6s  %.2e (%.0e)         %.2e (%.2g)\n", type_name[kt],
-                      type_name[vt], worst_dq, TOLERANCE_DEQUANTIZED, sqrt(rel_sq / n_rows),
-                      bound);
+        print_message("  %-6s %-6s  %.2e (%.0e)         %.2e (%.2g)          %.1e (%.0e)\n",
+                      type_name[kt], type_name[vt], worst_dq, TOLERANCE_DEQUANTIZED,
+                      sqrt(rel_sq / n_rows), bound, worst_lse, TOLERANCE_LSE);
         assert_true(worst_dq <= TOLERANCE_DEQUANTIZED);
         assert_true(sqrt(rel_sq / n_rows) <= bound);
+        assert_true(worst_lse <= TOLERANCE_LSE);
     }
 }
 
@@ -829,23 +1100,24 @@ static void check_sparse_v(const char *level)
         { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 },
         { TKV_TYPE_Q8_0, TKV_TYPE_TURBO4 },
     };
-    const struct attn_shape shape = { 128, 4, 2, { 4096, 1000 }, TKV_ROTATION_WHT, TKV_SCALE_NORM };
+    const struct attn_shape shape = { 128, 4, { 2, 2 }, { 4096, 1000 }, TKV_ROTATION_WHT,
+                                      TKV_SCALE_NORM, 256 };
     const float threshold = 1e-6f, scale = 6.0f / sqrtf(128.0f);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         struct attn_case c = shape_case(&shape, types[ti][0], types[ti][1]);
         case_build(&c);
-        size_t n = (size_t)c.n_seqs * c.n_q * c.n_qh * c.head_dim;
+        size_t n = case_values(&c);
         float *dense = xcalloc(n, sizeof *dense);
         uint64_t total = 0, skipped = 0, skipped_off = 1, total_off = 0;
-        assert_int_equal(case_run(&c, scale, 0.0f, dense, &total_off, &skipped_off), TKV_OK);
-        assert_int_equal(case_run(&c, scale, threshold, c.out, &total, &skipped), TKV_OK);
+        assert_int_equal(case_run(&c, scale, 0.0f, dense, NULL, &total_off, &skipped_off), TKV_OK);
+        assert_int_equal(case_run(&c, scale, threshold, c.out, c.lse, &total, &skipped), TKV_OK);
         assert_int_equal(skipped_off, 0);
         assert_int_equal(total, total_off);
         assert_true(skipped > 0 && skipped < total);
         /* Skipped rows have exp(s_j - running max) < threshold, hence
          * exp(s_j - final max) < threshold: a subset of the model's tail
          * (1% slack for the float scores). The output moves by at most the
-         * tail's share, plus float accumulation. */
+         * tail's share, plus float accumulation. The lse counts every row. */
         struct attn_ref ref = case_reference(&c, 1, scale, 1.01 * threshold);
         double worst = 0.0;
         for (size_t r = 0; r < ref.rows; r++) {
@@ -858,6 +1130,7 @@ static void check_sparse_v(const char *level)
             assert_true(moved <= ref.tail[r] + 1e-6 * ref.mag[r]);
             worst = fmax(worst, moved / ref.mag[r]);
         }
+        assert_true(lse_error(c.lse, &ref) <= TOLERANCE_LSE);
         print_message("%s: sparse V %s/%s, threshold %.0e: %llu of %llu rows skipped (%.1f%%), "
                       "output moved <= %.1e x sum w|v| (bound: the skippable weight)\n",
                       level, type_name[types[ti][0]], type_name[types[ti][1]], (double)threshold,
@@ -884,43 +1157,48 @@ static void test_zero_rows(void **state)
     for (uint32_t type = 0; type < N_TYPES; type++) {
         /* stored as all-zero bytes (turbo: scale 0, indices 0), read as 0 */
         for (size_t d = 0; d < N_HEAD_DIMS; d++) {
-            enum { MAX_HD = 576 };
+            enum { MAX_HD = TKV_HEAD_DIM_MAX };
             static const float zeros[3 * MAX_HD];
             static float deq[3 * MAX_HD];
-            static uint8_t raw[3 * 4 * MAX_HD];
+            static uint8_t raw[2 * (3 * 4 * MAX_HD + 8)];
             uint32_t hd = head_dims[d], rb = tkv_row_bytes(type, hd);
             struct tkv_row_format fmt =
                 row_format(type, hd, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED);
-            void *buf = buffer_new(3 * rb);
-            memset(raw, 0x5a, 3 * rb);
-            assert_int_equal(env.p->buffer_write(env.dev, buf, 0, raw, 3 * rb), TKV_OK);
-            assert_int_equal(append(buf, &fmt, 3, 1, zeros, 0, 0, NULL), TKV_OK);
-            assert_int_equal(env.p->buffer_read(env.dev, buf, 0, raw, 3 * rb), TKV_OK);
+            struct pool pl = rows_pool(&fmt, 3);
+            memset(raw, 0x5a, pl.bytes);
+            assert_int_equal(env.p->buffer_write(env.dev, pl.p.buf, 0, raw, pl.bytes), TKV_OK);
+            assert_int_equal(append(&pl, 3, zeros, NULL), TKV_OK);
+            read_rows(&pl, 3, raw);
             for (uint32_t i = 0; i < 3 * rb; i++)
                 assert_int_equal(raw[i], 0);
-            assert_int_equal(dequantize(buf, &fmt, 3, 0, deq), TKV_OK);
+            assert_int_equal(dequantize(&pl, 3, deq), TKV_OK);
             for (uint32_t i = 0; i < 3 * hd; i++)
                 assert_true(deq[i] == 0.0f);
-            env.p->buffer_free(env.dev, buf);
+            pool_free(&pl);
         }
 
-        /* zero V: outputs exactly zero; zero K: uniform weights, mean of V */
-        const struct attn_shape shape = { HD, 4, 1, { CTX, 0 }, TKV_ROTATION_WHT, TKV_SCALE_NORM };
-        struct attn_case c = shape_case(&shape, type, type);
+        /* zero V: outputs exactly zero; zero K: uniform weights, mean of V
+         * (QJL types are keys only: their values f16) */
+        const struct attn_shape shape = { HD, 4, { 1, 1 }, { CTX, 0 }, TKV_ROTATION_WHT,
+                                          TKV_SCALE_NORM, 16 };
+        struct attn_case c =
+            shape_case(&shape, type, tkv_type_is_qjl(type) ? TKV_TYPE_F16 : type);
         float zero_rows[CTX * HD] = { 0 }, v_rows[CTX * HD];
         c.n_kv = 1;
         c.n_seqs = 1;
         case_build(&c);
         memcpy(v_rows, c.side[V].orig[0], sizeof v_rows);
         side_store(&c, &c.side[V], 0, zero_rows);
-        assert_int_equal(case_run(&c, 0.125f, 0.0f, c.out, NULL, NULL), TKV_OK);
+        assert_int_equal(case_run(&c, 0.125f, 0.0f, c.out, NULL, NULL, NULL), TKV_OK);
         for (uint32_t i = 0; i < c.n_qh * HD; i++)
             assert_true(c.out[i] == 0.0f);
         side_store(&c, &c.side[K], 0, zero_rows);
         side_store(&c, &c.side[V], 0, v_rows);
-        assert_int_equal(case_run(&c, 0.125f, 0.0f, c.out, NULL, NULL), TKV_OK);
+        assert_int_equal(case_run(&c, 0.125f, 0.0f, c.out, c.lse, NULL, NULL), TKV_OK);
         struct attn_ref ref = case_reference(&c, 1, 0.125f, 0.0);
         assert_true(accumulation_error(c.out, &ref, HD) <= TOLERANCE_DEQUANTIZED);
+        for (uint32_t i = 0; i < c.n_qh; i++) /* every score 0: lse = log CTX */
+            assert_true(fabs(c.lse[i] - log((double)CTX)) <= TOLERANCE_LSE);
         ref_free(&ref);
         case_free(&c);
     }
@@ -943,33 +1221,36 @@ static void test_nonfinite_rows(void **state)
         x[BAD * HD + 40] = INFINITY;
         x[BAD * HD + 90] = -INFINITY;
 
-        void *buf = buffer_new(ROWS * rb), *ref = buffer_new(ROWS * rb);
+        struct pool pl = rows_pool(&fmt, ROWS), ref = rows_pool(&fmt, ROWS);
         uint64_t nonfinite = 0;
-        assert_int_equal(append(buf, &fmt, ROWS, 1, x, 0, 0, &nonfinite), TKV_OK);
+        assert_int_equal(append(&pl, ROWS, x, &nonfinite), TKV_OK);
         assert_int_equal(nonfinite, 3);
         for (uint32_t r = 0; r < ROWS; r++) /* each row alone, the bad one cleaned */
-            assert_int_equal(append(ref, &fmt, 1, 1, clean + r * HD, (uint64_t)r * rb, 0, NULL),
-                             TKV_OK);
-        assert_int_equal(env.p->buffer_read(env.dev, buf, 0, got, ROWS * rb), TKV_OK);
-        assert_int_equal(env.p->buffer_read(env.dev, ref, 0, want, ROWS * rb), TKV_OK);
+            assert_int_equal(pool_append(&ref, one_block, 1, r, 1, clean + r * HD, NULL), TKV_OK);
+        read_rows(&pl, ROWS, got);
+        read_rows(&ref, ROWS, want);
         assert_memory_equal(got, want, ROWS * rb);
-        assert_int_equal(dequantize(buf, &fmt, ROWS, 0, deq), TKV_OK);
+        assert_int_equal(dequantize(&pl, ROWS, deq), TKV_OK);
         for (uint32_t i = 0; i < ROWS * HD; i++)
             assert_true(isfinite(deq[i]));
-        env.p->buffer_free(env.dev, buf);
-        env.p->buffer_free(env.dev, ref);
+        pool_free(&pl);
+        pool_free(&ref);
 
         /* attention over a cache holding the bad row stays finite */
-        const struct attn_shape shape = { HD, 2, 1, { ROWS, 0 }, TKV_ROTATION_WHT, TKV_SCALE_NORM };
-        struct attn_case c = shape_case(&shape, type, type);
+        const struct attn_shape shape = { HD, 2, { 1, 1 }, { ROWS, 0 }, TKV_ROTATION_WHT,
+                                          TKV_SCALE_NORM, 2 };
+        struct attn_case c =
+            shape_case(&shape, type, tkv_type_is_qjl(type) ? TKV_TYPE_F16 : type);
         c.n_kv = 1;
         c.n_seqs = 1;
         case_build(&c);
         side_store(&c, &c.side[K], 0, x);
         side_store(&c, &c.side[V], 0, x);
-        assert_int_equal(case_run(&c, 0.1f, 0.0f, c.out, NULL, NULL), TKV_OK);
+        assert_int_equal(case_run(&c, 0.1f, 0.0f, c.out, c.lse, NULL, NULL), TKV_OK);
         for (uint32_t i = 0; i < c.n_qh * HD; i++)
             assert_true(isfinite(c.out[i]));
+        for (uint32_t i = 0; i < c.n_qh; i++)
+            assert_true(isfinite(c.lse[i]));
         case_free(&c);
     }
 }
@@ -1101,13 +1382,229 @@ static void test_isa_selection(void **state)
         }
 }
 
+/* Every device this CPU runs: the reference (one thread) and each ISA
+ * level (2 threads), with its name; returns how many. */
+struct level_dev {
+    const char *name;
+    void *dev;
+};
+
+static size_t open_levels(struct level_dev devs[N_LEVELS + 1])
+{
+    size_t n = 0;
+    devs[n++] = (struct level_dev){ "reference", open_isa_ok("reference", 1) };
+    for (size_t li = 0; li < N_LEVELS; li++)
+        if (isa_levels[li].runs())
+            devs[n++] = (struct level_dev){ isa_levels[li].name, open_isa_ok(isa_levels[li].name, 2) };
+    return n;
+}
+
+static void close_levels(struct level_dev *devs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        env.p->close(devs[i].dev);
+}
+
+/* Window, softcap, lse (with and without sparse V) and mixed n_q against
+ * the float64 model over the dequantized rows, on the reference and on
+ * every ISA level. Each option must move the model's output by far more
+ * than the tolerance, or the case could not tell it was ignored. */
+static void test_attention_options(void **state)
+{
+    (void)state;
+    void *home = env.dev;
+    struct level_dev devs[N_LEVELS + 1];
+    size_t n_devs = open_levels(devs);
+    for (size_t di = 0; di < n_devs; di++) {
+        env.dev = devs[di].dev;
+        double worst_out = 0.0, worst_lse = 0.0, least_effect = INFINITY;
+        size_t n_cases = 0;
+        for (size_t oi = 0; oi < N_OPTIONS; oi++) {
+            const struct attn_option *o = &attn_options[oi];
+            double effect = 0.0; /* the most the option moves the model's lse */
+            for (size_t si = 0; si < N_OPTION_SHAPES; si++)
+                for (size_t ti = 0; ti < N_OPTION_TYPES; ti++) {
+                    if (!option_pair_runs(si, ti))
+                        continue;
+                    struct attn_case c = option_case(&option_shapes[si], option_types[ti], o);
+                    float scale = option_scale(&c, o);
+                    uint64_t total = 0, skipped = 0;
+                    n_cases++;
+                    case_build(&c);
+                    assert_int_equal(case_run(&c, scale, o->threshold, c.out, c.lse, &total,
+                                              &skipped),
+                                     TKV_OK);
+                    assert_int_equal(total, case_rows_total(&c));
+                    struct attn_ref ref = case_reference(&c, 1, scale, 1.01 * o->threshold);
+                    if (o->threshold > 0.0f) {
+                        assert_true(skipped > 0);
+                        for (size_t r = 0; r < ref.rows; r++) {
+                            double d = sqrt(dist2(c.out + r * c.head_dim,
+                                                  ref.out + r * c.head_dim, c.head_dim, NULL));
+                            assert_true(d <= ref.tail[r] + TOLERANCE_DEQUANTIZED * ref.mag[r]);
+                        }
+                    } else {
+                        double e = accumulation_error(c.out, &ref, c.head_dim);
+                        assert_int_equal(skipped, 0);
+                        if (e > TOLERANCE_DEQUANTIZED)
+                            fail_msg("%s: %s, shape %zu, %s/%s: error %.2e", devs[di].name,
+                                     o->name, si, type_name[c.side[K].fmt.type],
+                                     type_name[c.side[V].fmt.type], e);
+                        worst_out = fmax(worst_out, e);
+                    }
+                    double le = lse_error(c.lse, &ref);
+                    if (le > TOLERANCE_LSE)
+                        fail_msg("%s: %s, shape %zu, %s/%s: lse error %.2e", devs[di].name,
+                                 o->name, si, type_name[c.side[K].fmt.type],
+                                 type_name[c.side[V].fmt.type], le);
+                    worst_lse = fmax(worst_lse, le);
+                    if (di == 0) { /* how far the options move the model */
+                        struct attn_case plain = c;
+                        plain.window = 0;
+                        plain.softcap = 0.0f;
+                        struct attn_ref off = case_reference(&plain, 1, scale, 0.0);
+                        for (size_t r = 0; r < ref.rows; r++)
+                            effect = fmax(effect,
+                                          fabs(off.lse[r] - ref.lse[r]) / (1 + fabs(ref.lse[r])));
+                        ref_free(&off);
+                    }
+                    ref_free(&ref);
+                    case_free(&c);
+                }
+            least_effect = fmin(least_effect, effect);
+        }
+        print_message("%s: %zu cases (%zu options x shapes x type pairs): max ||out - ref|| / "
+                      "sum w||v|| = %.2e (bound %.0e), max lse error %.1e (bound %.0e)\n",
+                      devs[di].name, n_cases, N_OPTIONS, worst_out, TOLERANCE_DEQUANTIZED,
+                      worst_lse, TOLERANCE_LSE);
+        if (di == 0) {
+            print_message("every option moves the model's lse by up to >= %.2e\n", least_effect);
+            assert_true(least_effect > 100 * TOLERANCE_LSE);
+        }
+    }
+    env.dev = home;
+    close_levels(devs, n_devs);
+}
+
+/* The stored bytes of sequence s of a side, row by row, [ctx][n_kv]. */
+static uint8_t *side_bytes(const struct attn_case *c, const struct attn_side *sd, uint32_t s)
+{
+    uint32_t rb = sd->pool.p.row_bytes;
+    uint8_t *bytes = xcalloc((size_t)c->ctx[s] * c->n_kv, rb);
+    for (uint32_t t = 0; t < c->ctx[s]; t++)
+        for (uint32_t h = 0; h < c->n_kv; h++)
+            pool_row(&sd->pool, case_table(c, s), h, t, bytes + ((size_t)t * c->n_kv + h) * rb);
+    return bytes;
+}
+
+/* One cache paged with blocks of 1, 3, 16, 256 and 8192 tokens, and
+ * contiguous (one block per sequence of its longest length, or of 8192),
+ * blocks scrambled, strides padded for the odd sizes: the same rows stored
+ * as the same bytes, and attention giving the same floats bit for bit
+ * (lse, row counts and sparse-V skips included), on every level. */
+static void test_paged_identical(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t block_tokens, contiguous;
+    } pagings[] = { { 8192, 1 }, { 1, 0 }, { 3, 0 }, { 16, 0 }, { 256, 0 }, { 8192, 0 }, { 0, 1 } };
+    const struct attn_shape shape = { 128, 4, { 4, 1 }, { 3000, 300 }, TKV_ROTATION_WHT,
+                                      TKV_SCALE_NORM, 0 };
+    const struct attn_option opts[2] = {
+        { "plain", 0, 0.0f, 1.0f, 0.0f },
+        { "window 1500, softcap 20, sparse V 1e-4", 1500, 20.0f, 4.0f, 1e-4f },
+    };
+    void *home = env.dev;
+    struct level_dev devs[N_LEVELS + 1];
+    size_t n_devs = open_levels(devs), n_pagings = sizeof pagings / sizeof pagings[0];
+    for (size_t di = 0; di < n_devs; di++) {
+        env.dev = devs[di].dev;
+        for (size_t ti = 0; ti < N_OPTION_TYPES; ti++) {
+            struct attn_case base = { 0 };
+            uint8_t *base_bytes[2][2] = { { NULL } };
+            float *base_out[2], *base_lse[2];
+            uint64_t base_total[2], base_skipped[2];
+            for (size_t pi = 0; pi < n_pagings; pi++) {
+                struct attn_case c = shape_case(&shape, option_types[ti][0], option_types[ti][1]);
+                c.block_tokens = pagings[pi].block_tokens;
+                c.contiguous = pagings[pi].contiguous;
+                c.pad = c.block_tokens % 2;
+                c.data_from = pi ? &base : NULL; /* the same rows and queries */
+                case_build(&c);
+                for (int k = K; k <= V; k++)
+                    for (uint32_t s = 0; s < c.n_seqs; s++) {
+                        uint8_t *bytes = side_bytes(&c, &c.side[k], s);
+                        if (pi == 0) {
+                            base_bytes[k][s] = bytes;
+                            continue;
+                        }
+                        if (memcmp(bytes, base_bytes[k][s],
+                                   (size_t)c.ctx[s] * c.n_kv * c.side[k].pool.p.row_bytes))
+                            fail_msg("%s, %s: blocks of %u tokens: %s bytes differ from the "
+                                     "contiguous cache's",
+                                     devs[di].name, type_name[c.side[k].fmt.type],
+                                     c.block_tokens, k == K ? "K" : "V");
+                        free(bytes);
+                    }
+                for (int oi = 0; oi < 2; oi++) {
+                    size_t n = case_values(&c), n_lse = (size_t)c.n_q_total * c.n_qh;
+                    float *out = xcalloc(n, sizeof *out), *lse = xcalloc(n_lse, sizeof *lse);
+                    uint64_t total, skipped;
+                    c.window = opts[oi].window;
+                    c.softcap = opts[oi].softcap;
+                    assert_int_equal(case_run(&c, option_scale(&c, &opts[oi]), opts[oi].threshold,
+                                              out, lse, &total, &skipped),
+                                     TKV_OK);
+                    if (pi == 0) {
+                        base_out[oi] = out;
+                        base_lse[oi] = lse;
+                        base_total[oi] = total;
+                        base_skipped[oi] = skipped;
+                        continue;
+                    }
+                    if (memcmp(out, base_out[oi], n * sizeof *out) ||
+                        memcmp(lse, base_lse[oi], n_lse * sizeof *lse))
+                        fail_msg("%s, %s/%s, %s: blocks of %u tokens%s: attention differs from "
+                                 "the contiguous cache's",
+                                 devs[di].name, type_name[c.side[K].fmt.type],
+                                 type_name[c.side[V].fmt.type], opts[oi].name, c.block_tokens,
+                                 c.contiguous ? " (contiguous)" : "");
+                    assert_int_equal(total, base_total[oi]);
+                    assert_int_equal(skipped, base_skipped[oi]);
+                    free(out);
+                    free(lse);
+                }
+                if (pi == 0)
+                    base = c;
+                else
+                    case_free(&c);
+            }
+            for (int k = K; k <= V; k++)
+                for (uint32_t s = 0; s < base.n_seqs; s++)
+                    free(base_bytes[k][s]);
+            for (int oi = 0; oi < 2; oi++) {
+                free(base_out[oi]);
+                free(base_lse[oi]);
+            }
+            case_free(&base);
+        }
+        print_message("%s: %zu type pairs, contiguous and blocks of 1, 3, 16, 256, 8192 "
+                      "tokens: identical bytes and attention\n",
+                      devs[di].name, N_OPTION_TYPES);
+    }
+    env.dev = home;
+    close_levels(devs, n_devs);
+}
+
 /* Every type, head_dim, rotation and scale mode; rows of magnitudes 1e-3..1e3,
  * a saturating one and a zero one, 3 heads x 32 tokens per append (several
- * work items): each level's bytes equal the reference device's. */
+ * work items) into blocks of 7 tokens: each level's bytes equal the
+ * reference device's. */
 static void test_isa_quantize_identical(void **state)
 {
     (void)state;
-    enum { TOKENS = 32, HEADS = 3 };
+    enum { TOKENS = 32, HEADS = 3, BT = 7 };
+    static const uint32_t table[] = { 4, 1, 5, 0, 3 }; /* ceil(32 / 7) blocks of 6 */
     void *home = env.dev, *ref_dev = open_isa_ok("reference", 1), *devs[N_LEVELS] = { 0 };
     uint64_t rows = 0, bytes = 0;
     for (size_t li = 0; li < N_LEVELS; li++)
@@ -1130,13 +1627,13 @@ static void test_isa_quantize_identical(void **state)
                     if (li && !devs[li - 1])
                         continue;
                     env.dev = li ? devs[li - 1] : ref_dev;
-                    void *buf = buffer_new(size);
-                    assert_int_equal(
-                        append(buf, &fmt, TOKENS, HEADS, x, 0, (uint64_t)TOKENS * rb, NULL),
-                        TKV_OK);
-                    assert_int_equal(env.p->buffer_read(env.dev, buf, 0, li ? got : want, size),
-                                     TKV_OK);
-                    env.p->buffer_free(env.dev, buf);
+                    struct pool pl = pool_new(&fmt, HEADS, BT, 6, 0, 0);
+                    uint8_t *into = li ? got : want;
+                    assert_int_equal(pool_append(&pl, table, 5, 0, TOKENS, x, NULL), TKV_OK);
+                    for (uint32_t t = 0; t < TOKENS; t++)
+                        for (uint32_t h = 0; h < HEADS; h++)
+                            pool_row(&pl, table, h, t, into + ((size_t)t * HEADS + h) * rb);
+                    pool_free(&pl);
                     if (li && memcmp(want, got, size) != 0)
                         fail_msg("TURBO_CPU_ISA=%s: %s, head_dim %u, rotation %u, scale mode "
                                  "%u: stored bytes differ from the reference",
@@ -1163,11 +1660,77 @@ static void test_isa_quantize_identical(void **state)
     env.p->close(ref_dev);
 }
 
-/* The shapes and type pairs of test_attention_reference, built with the
- * same data on the reference device and on every level's: each level's
- * outputs against the reference's (sparse V off), and the best level's on
- * 1 and 3 threads bit for bit against its own on 2 (the work split does not
- * depend on the thread count). */
+/* What one case gives on the reference device, for the levels to match. */
+struct level_case {
+    const struct attn_shape *shape;
+    const uint32_t *types;
+    struct attn_option opt;
+};
+
+/* The case built with the same data on the reference device and on every
+ * level's: each level's outputs and lse against the reference's, row counts
+ * equal; the best level's on 1 and 3 threads bit for bit against its own on
+ * 2 (the work split does not depend on the thread count). */
+static void compare_levels(const struct level_case *lc, void *ref_dev, void *const *devs,
+                           void *const *other_threads, int best, double *worst, double *worst_lse)
+{
+    uint64_t total_ref = 0, skipped_ref = 0, total, skipped;
+    struct attn_case ref = option_case(lc->shape, lc->types, &lc->opt);
+    float scale = option_scale(&ref, &lc->opt), threshold = lc->opt.threshold;
+    env.dev = ref_dev;
+    case_build(&ref);
+    size_t n = case_values(&ref);
+    float *best_out = xcalloc(n, sizeof *best_out);
+    assert_int_equal(case_run(&ref, scale, threshold, ref.out, ref.lse, &total_ref, &skipped_ref),
+                     TKV_OK);
+    double v_max = 0.0;
+    for (uint32_t s = 0; s < ref.n_seqs; s++)
+        for (size_t r = 0; r < (size_t)ref.n_kv * ref.ctx[s]; r++) {
+            const float *v = ref.side[V].deq[s] + r * ref.head_dim;
+            double sq = 0.0;
+            for (uint32_t i = 0; i < ref.head_dim; i++)
+                sq += (double)v[i] * v[i];
+            v_max = fmax(v_max, sqrt(sq));
+        }
+    for (size_t li = 0; li < N_LEVELS; li++) {
+        if (!devs[li])
+            continue;
+        env.dev = devs[li];
+        struct attn_case c = option_case(lc->shape, lc->types, &lc->opt);
+        c.data_from = &ref; /* the same rows and queries */
+        case_build(&c);
+        assert_int_equal(case_run(&c, scale, threshold, c.out, c.lse, &total, &skipped), TKV_OK);
+        assert_int_equal(total, total_ref);
+        if (threshold == 0.0f)
+            assert_int_equal(skipped, 0);
+        for (size_t r = 0; r < n / c.head_dim; r++) {
+            double d = 0.0;
+            for (size_t i = r * c.head_dim; i < (r + 1) * c.head_dim; i++)
+                d += ((double)c.out[i] - ref.out[i]) * ((double)c.out[i] - ref.out[i]);
+            if (threshold == 0.0f) /* sparse V may skip other rows than the reference */
+                worst[li] = fmax(worst[li], sqrt(d) / v_max);
+            worst_lse[li] =
+                fmax(worst_lse[li], fabs((double)c.lse[r] - ref.lse[r]) / (1 + fabs(ref.lse[r])));
+        }
+        if ((int)li == best) {
+            memcpy(best_out, c.out, n * sizeof *best_out);
+            for (int k = 0; k < 2; k++) {
+                env.dev = other_threads[k];
+                assert_int_equal(case_run(&c, scale, threshold, c.out, NULL, NULL, NULL), TKV_OK);
+                assert_memory_equal(c.out, best_out, n * sizeof *best_out);
+            }
+            env.dev = devs[li];
+        }
+        case_free(&c);
+    }
+    env.dev = ref_dev;
+    case_free(&ref);
+    free(best_out);
+}
+
+/* The shapes and type pairs of test_attention_reference (plain, sparse V
+ * off) and the options of test_attention_options on every level against
+ * the reference. */
 static void test_isa_attention_matches_reference(void **state)
 {
     (void)state;
@@ -1175,7 +1738,7 @@ static void test_isa_attention_matches_reference(void **state)
     void *home = env.dev, *ref_dev = open_isa_ok("reference", 1), *devs[N_LEVELS] = { 0 };
     void *other_threads[2] = { 0 };
     int best = -1;
-    double worst[N_LEVELS] = { 0 };
+    double worst[N_LEVELS] = { 0 }, worst_lse[N_LEVELS] = { 0 };
     for (size_t li = 0; li < N_LEVELS; li++)
         if (isa_levels[li].runs()) {
             devs[li] = open_isa_ok(isa_levels[li].name, THREADS);
@@ -1185,65 +1748,31 @@ static void test_isa_attention_matches_reference(void **state)
                 other_threads[1] = open_isa_ok(isa_levels[li].name, 3);
             }
         }
-    for (size_t ti = 0; ti < sizeof attn_types / sizeof attn_types[0]; ti++)
+    const struct attn_option plain = { "plain", 0, 0.0f, 1.0f, 0.0f };
+    for (size_t ti = 0; ti < N_TYPE_PAIRS; ti++)
         for (size_t si = 0; si < N_SHAPES; si++) {
-            struct attn_case c = shape_case(&attn_shapes[si], attn_types[ti][0], attn_types[ti][1]);
-            float scale = 1.0f / sqrtf((float)c.head_dim);
-            uint64_t seed = rng_state, total_ref = 0, total, skipped;
-            env.dev = ref_dev;
-            case_build(&c);
-            size_t n = (size_t)c.n_seqs * c.n_q * c.n_qh * c.head_dim;
-            float *ref_out = xcalloc(n, sizeof *ref_out), *best_out = xcalloc(n, sizeof *best_out);
-            assert_int_equal(case_run(&c, scale, 0.0f, ref_out, &total_ref, NULL), TKV_OK);
-            double v_max = 0.0;
-            for (uint32_t s = 0; s < c.n_seqs; s++)
-                for (size_t r = 0; r < (size_t)c.n_kv * c.ctx[s]; r++) {
-                    const float *v = c.side[V].deq[s] + r * c.head_dim;
-                    double sq = 0.0;
-                    for (uint32_t i = 0; i < c.head_dim; i++)
-                        sq += (double)v[i] * v[i];
-                    v_max = fmax(v_max, sqrt(sq));
-                }
-            case_free(&c);
-            for (size_t li = 0; li < N_LEVELS; li++) {
-                if (!devs[li])
-                    continue;
-                rng_state = seed; /* the same rows and queries */
-                env.dev = devs[li];
-                c = shape_case(&attn_shapes[si], attn_types[ti][0], attn_types[ti][1]);
-                case_build(&c);
-                assert_int_equal(case_run(&c, scale, 0.0f, c.out, &total, &skipped), TKV_OK);
-                assert_int_equal(total, total_ref);
-                assert_int_equal(skipped, 0);
-                for (size_t r = 0; r < n / c.head_dim; r++) {
-                    double d = 0.0;
-                    for (size_t i = r * c.head_dim; i < (r + 1) * c.head_dim; i++)
-                        d += ((double)c.out[i] - ref_out[i]) * ((double)c.out[i] - ref_out[i]);
-                    worst[li] = fmax(worst[li], sqrt(d) / v_max);
-                }
-                if ((int)li == best) {
-                    memcpy(best_out, c.out, n * sizeof *best_out);
-                    for (int k = 0; k < 2; k++) {
-                        env.dev = other_threads[k];
-                        assert_int_equal(case_run(&c, scale, 0.0f, c.out, NULL, NULL), TKV_OK);
-                        assert_memory_equal(c.out, best_out, n * sizeof *best_out);
-                    }
-                    env.dev = devs[li];
-                }
-                case_free(&c);
-            }
-            free(ref_out);
-            free(best_out);
+            struct level_case lc = { &attn_shapes[si], attn_types[ti], plain };
+            compare_levels(&lc, ref_dev, devs, other_threads, best, worst, worst_lse);
         }
+    for (size_t oi = 0; oi < N_OPTIONS; oi++)
+        for (size_t si = 0; si < N_OPTION_SHAPES; si++)
+            for (size_t ti = 0; ti < N_OPTION_TYPES; ti++) {
+                if (!option_pair_runs(si, ti))
+                    continue;
+                struct level_case lc = { &option_shapes[si], option_types[ti], attn_options[oi] };
+                compare_levels(&lc, ref_dev, devs, other_threads, best, worst, worst_lse);
+            }
     env.dev = home;
     for (size_t li = 0; li < N_LEVELS; li++) {
         if (!devs[li])
             continue;
-        print_message("TURBO_CPU_ISA=%s vs reference, every attention shape and type pair: "
-                      "max ||out - ref|| / max ||v|| = %.2e (bound %.0e)%s\n",
-                      isa_levels[li].name, worst[li], TOLERANCE_LEVELS,
-                      (int)li == best ? "; 1 and 3 threads give the floats of 2" : "");
+        print_message("TURBO_CPU_ISA=%s vs reference, every attention shape, type pair and "
+                      "option: max ||out - ref|| / max ||v|| = %.2e (bound %.0e), lse %.1e "
+                      "(bound %.0e)%s\n",
+                      isa_levels[li].name, worst[li], TOLERANCE_LEVELS, worst_lse[li],
+                      TOLERANCE_LSE, (int)li == best ? "; 1 and 3 threads give the floats of 2" : "");
         assert_true(worst[li] <= TOLERANCE_LEVELS);
+        assert_true(worst_lse[li] <= TOLERANCE_LSE);
         env.p->close(devs[li]);
     }
     for (int k = 0; k < 2; k++)
@@ -1268,7 +1797,15 @@ static void test_isa_edge_cases(void **state)
     env.dev = home;
 }
 
-/* ---- the ABI surface and argument checks ----------------------------------- */
+/* ---- the ABI surface ------------------------------------------------------- */
+
+static void expect_error(int rc, int status, const char *needle)
+{
+    assert_int_equal(rc, status);
+    if (!strstr(last_error, needle))
+        fail_msg("error \"%s\" does not mention \"%s\"", last_error, needle);
+    last_error[0] = '\0';
+}
 
 static void test_descriptor_and_probe(void **state)
 {
@@ -1276,10 +1813,14 @@ static void test_descriptor_and_probe(void **state)
     struct tkv_device_info info[2];
     uint32_t n = 0;
     assert_null(env.entry(TKV_ABI_MAJOR + 1, 0));
+    assert_null(env.entry(TKV_ABI_MAJOR - 1, 9)); /* a 1.x core: rows are not paged there */
     assert_ptr_equal(env.entry(TKV_ABI_MAJOR, TKV_ABI_MINOR + 3), env.p);
     assert_int_equal(env.p->abi_major, TKV_ABI_MAJOR);
+    assert_int_equal(env.p->abi_minor, TKV_ABI_MINOR);
     assert_int_equal(env.p->struct_size, sizeof(struct tkv_plugin));
     assert_string_equal(env.p->name, "cpu");
+    assert_non_null(env.p->device_caps);
+    assert_non_null(env.p->buffer_copy);
     assert_int_equal(env.p->probe(NULL, 0, &n), TKV_OK);
     assert_int_equal(n, 1);
     assert_int_equal(env.p->probe(info, 2, &n), TKV_OK);
@@ -1294,103 +1835,116 @@ static void test_descriptor_and_probe(void **state)
         .struct_size = sizeof params, .device_index = 1, .math = env.math
     };
     void *dev = NULL;
-    assert_int_equal(env.p->open(&params, &dev), TKV_ERANGE);
+    expect_error(env.p->open(&params, &dev), TKV_ERANGE, "device 1");
     params.device_index = 0;
     params.math = NULL;
-    assert_int_equal(env.p->open(&params, &dev), TKV_EINVAL);
+    expect_error(env.p->open(&params, &dev), TKV_EINVAL, "math");
+    assert_null(dev);
 }
 
-static void expect_error(int rc, int status, const char *needle)
+/* What device_caps claims is what the other tests exercise: every type as
+ * a key, all but the QJL types as values, every rotation and scale mode,
+ * head dims up to TKV_HEAD_DIM_MAX (test_format_conformance), any block
+ * size (test_paged_identical: 1 .. 8192), any n_q per sequence
+ * (option_shapes: 40), window, softcap, lse, mixed n_q, buffer_copy. */
+static void test_device_caps(void **state)
 {
-    assert_int_equal(rc, status);
-    if (!strstr(last_error, needle))
-        fail_msg("error \"%s\" does not mention \"%s\"", last_error, needle);
-    last_error[0] = '\0';
+    (void)state;
+    struct tkv_device_caps caps;
+    memset(&caps, 0xa5, sizeof caps);
+    caps.struct_size = sizeof caps;
+    assert_int_equal(env.p->device_caps(0, &caps), TKV_OK);
+    assert_int_equal(caps.struct_size, sizeof caps);
+    assert_int_equal(caps.features, TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW |
+                                        TKV_CAP_SOFTCAP | TKV_CAP_LSE | TKV_CAP_BUFFER_COPY);
+    uint32_t all = (1u << TKV_TYPE_COUNT) - 1u;
+    assert_int_equal(caps.k_types, all);
+    assert_int_equal(caps.v_types,
+                     all & ~(1u << TKV_TYPE_TURBO3_QJL) & ~(1u << TKV_TYPE_TURBO4_QJL));
+    assert_int_equal(caps.rotations, (1u << TKV_ROTATION_COUNT) - 1u);
+    assert_int_equal(caps.scale_modes, (1u << TKV_SCALE_COUNT) - 1u);
+    assert_int_equal(caps.head_dim_max, TKV_HEAD_DIM_MAX);
+    assert_int_equal(caps.max_block_tokens, 0);
+    assert_int_equal(caps.max_q_per_seq, 0);
+    assert_true(caps.max_buffer_bytes >= (uint64_t)1 << (sizeof(size_t) == 8 ? 48 : 30));
+    expect_error(env.p->device_caps(1, &caps), TKV_ERANGE, "device 1");
 }
 
-static void test_argument_checks(void **state)
+/* Device-side copies: between buffers and inside one, at odd offsets and
+ * lengths, small and large (cut into pieces over 3 threads); the bytes
+ * around the destination stay as they were. */
+static void test_buffer_copy(void **state)
+{
+    (void)state;
+    static const uint64_t sizes[] = { 1, 4093, ((uint64_t)9 << 20) + 123 };
+    void *home = env.dev, *devs[2] = { env.dev, open_isa_ok("auto", 3) };
+    for (int di = 0; di < 2; di++) {
+        env.dev = devs[di];
+        for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+            uint64_t n = sizes[i], size = 2 * n + 64;
+            uint8_t *src = xcalloc(size, 1), *dst = xcalloc(size, 1), *got = xcalloc(size, 1);
+            for (uint64_t b = 0; b < size; b++) {
+                src[b] = (uint8_t)rng_u64();
+                dst[b] = (uint8_t)(b * 7 + 1);
+            }
+            void *a = buffer_new(size), *b = buffer_new(size);
+            assert_int_equal(env.p->buffer_write(env.dev, a, 0, src, size), TKV_OK);
+            assert_int_equal(env.p->buffer_write(env.dev, b, 0, dst, size), TKV_OK);
+            /* a[5 ..] -> b[17 ..] */
+            assert_int_equal(env.p->buffer_copy(env.dev, b, 17, a, 5, n), TKV_OK);
+            memcpy(dst + 17, src + 5, n);
+            assert_int_equal(env.p->buffer_read(env.dev, b, 0, got, size), TKV_OK);
+            assert_memory_equal(got, dst, size);
+            /* inside a: [3, 3 + n) -> [n + 40, 2n + 40) */
+            assert_int_equal(env.p->buffer_copy(env.dev, a, n + 40, a, 3, n), TKV_OK);
+            memmove(src + n + 40, src + 3, n);
+            assert_int_equal(env.p->buffer_read(env.dev, a, 0, got, size), TKV_OK);
+            assert_memory_equal(got, src, size);
+            env.p->buffer_free(env.dev, a);
+            env.p->buffer_free(env.dev, b);
+            free(src);
+            free(dst);
+            free(got);
+        }
+    }
+    env.dev = home;
+    env.p->close(devs[1]);
+}
+
+/* What only the plugin can know fails cleanly and changes nothing; the
+ * stats count what was done. */
+static void test_plugin_checks(void **state)
 {
     (void)state;
     struct tkv_device_stats before = { .struct_size = sizeof before }, after = before;
+    void *never = NULL;
     assert_int_equal(env.p->stats(env.dev, &before), TKV_OK);
-
-    struct tkv_row_format fmt = row_format(TKV_TYPE_TURBO3, 64, TKV_ROTATION_WHT, TKV_SCALE_NORM);
-    uint32_t rb = tkv_row_bytes(fmt.type, 64);
-    void *buf = buffer_new(4 * rb), *never;
-    float x[4 * 64], out[4 * 64];
-    uint8_t pattern[4 * 64], now[4 * 64];
-    fill_gauss(x, 4 * 64, 1.0);
-    memset(pattern, 0x3c, sizeof pattern);
-    assert_int_equal(env.p->buffer_write(env.dev, buf, 0, pattern, 4 * rb), TKV_OK);
-
-    expect_error(env.p->buffer_alloc(env.dev, 0, &never), TKV_EINVAL, "zero");
-    expect_error(env.p->buffer_write(env.dev, buf, 4 * rb - 1, pattern, 2), TKV_ERANGE, "offset");
-    expect_error(env.p->buffer_read(env.dev, buf, UINT64_MAX, now, 1), TKV_ERANGE, "offset");
-    expect_error(env.p->buffer_read(env.dev, x, 0, now, 1), TKV_EINVAL, "not a turbokv-cpu buffer");
-
-    struct tkv_row_format bad = fmt;
-    bad.type = 9;
-    expect_error(append(buf, &bad, 1, 1, x, 0, 0, NULL), TKV_EUNSUPPORTED, "type");
-    bad = fmt;
-    bad.head_dim = 12;
-    expect_error(append(buf, &bad, 1, 1, x, 0, 0, NULL), TKV_EUNSUPPORTED, "head_dim 12");
-    bad = fmt;
-    bad.rotation = 7;
-    expect_error(append(buf, &bad, 1, 1, x, 0, 0, NULL), TKV_EINVAL, "rotation");
-    expect_error(append(buf, &fmt, 1, 1, NULL, 0, 0, NULL), TKV_EINVAL, "src");
-    expect_error(append(buf, &fmt, 2, 2, x, 0, rb, NULL), TKV_EINVAL, "overlap");
-    expect_error(append(buf, &fmt, 3, 1, x, 2 * rb, 0, NULL), TKV_ERANGE, "offset");
-    expect_error(append(buf, &fmt, 1, 2, x, rb, 3 * rb, NULL), TKV_ERANGE, "exceed");
-    expect_error(dequantize(buf, &fmt, 5, 0, out), TKV_ERANGE, "exceed");
-    struct tkv_dequant_args older = { .struct_size = 8 }; /* from no ABI this plugin knows */
-    expect_error(env.p->dequantize(env.dev, &older), TKV_EINVAL, "struct_size 8");
-    expect_error(env.p->dequantize(NULL, &older), TKV_EINVAL, "device");
-    assert_int_equal(append(buf, &fmt, 0, 1, x, 0, 0, NULL), TKV_OK);
-    assert_int_equal(env.p->buffer_read(env.dev, buf, 0, now, 4 * rb), TKV_OK);
-    assert_memory_equal(now, pattern, 4 * rb); /* nothing written by the failures */
-
-    assert_int_equal(append(buf, &fmt, 4, 1, x, 0, 0, NULL), TKV_OK);
-    struct tkv_attn_seq seq = { .n_ctx = 4 };
-    struct tkv_attention_args a = {
-        .struct_size = sizeof a, .n_seqs = 1, .n_q = 1, .n_q_heads = 4, .n_kv_heads = 1,
-        .k_fmt = fmt, .v_fmt = fmt, .k_buf = buf, .v_buf = buf,
-        .k_head_stride = 4 * rb, .v_head_stride = 4 * rb,
-        .seqs = &seq, .q = x, .out = out, .scale = 0.125f,
-    };
-    struct tkv_attention_args b = a;
-    for (uint32_t i = 0; i < 4 * 64; i++)
-        out[i] = -7.0f;
-    b.n_q = 0;
-    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "n_q");
-    b = a;
-    b.n_q_heads = 6;
-    b.n_kv_heads = 4;
-    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "multiple");
-    b = a;
-    b.n_q = 2;
-    seq.n_ctx = 1;
-    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "n_ctx 1");
-    seq.n_ctx = 5;
-    expect_error(env.p->attention(env.dev, &a), TKV_ERANGE, "exceed");
-    seq.n_ctx = 4;
-    b = a;
-    b.v_fmt.head_dim = 128;
-    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "head_dim");
-    b = a;
-    b.sparse_v_threshold = 1.5f;
-    expect_error(env.p->attention(env.dev, &b), TKV_EINVAL, "threshold");
-    for (uint32_t i = 0; i < 4 * 64; i++)
-        assert_true(out[i] == -7.0f);
-    assert_int_equal(env.p->attention(env.dev, &a), TKV_OK);
-
-    assert_int_equal(env.p->stats(env.dev, &after), TKV_OK);
-    assert_int_equal(after.n_buffers, before.n_buffers + 1);
-    assert_int_equal(after.bytes_allocated, before.bytes_allocated + 4 * rb);
-    assert_int_equal(after.rows_quantized, before.rows_quantized + 4);
-    assert_int_equal(after.attention_calls, before.attention_calls + 1);
-    env.p->buffer_free(env.dev, buf);
+    expect_error(env.p->buffer_alloc(env.dev, UINT64_MAX, &never), TKV_ENOMEM, "bytes");
+    assert_null(never);
     assert_int_equal(env.p->stats(env.dev, &after), TKV_OK);
     assert_int_equal(after.n_buffers, before.n_buffers);
+    assert_int_equal(after.bytes_allocated, before.bytes_allocated);
+
+    const struct attn_shape shape = { 64, 2, { 2, 1 }, { 9, 4 }, TKV_ROTATION_WHT,
+                                      TKV_SCALE_NORM, 4 };
+    struct attn_case c = shape_case(&shape, TKV_TYPE_TURBO3, TKV_TYPE_Q8_0);
+    uint64_t total, skipped;
+    case_build(&c);
+    assert_int_equal(env.p->stats(env.dev, &after), TKV_OK);
+    assert_int_equal(after.n_buffers, before.n_buffers + 2);
+    assert_int_equal(after.bytes_allocated,
+                     before.bytes_allocated + c.side[K].pool.bytes + c.side[V].pool.bytes);
+    /* every row of each side, quantized once */
+    assert_int_equal(after.rows_quantized, before.rows_quantized + 2 * (9 + 4) * c.n_kv);
+    assert_int_equal(case_run(&c, 2.0f, 0.5f, c.out, NULL, &total, &skipped), TKV_OK);
+    assert_int_equal(env.p->stats(env.dev, &after), TKV_OK);
+    assert_int_equal(after.attention_calls, before.attention_calls + 1);
+    assert_int_equal(after.rows_skipped, before.rows_skipped + skipped);
+    assert_int_equal(total, case_rows_total(&c));
+    case_free(&c);
+    assert_int_equal(env.p->stats(env.dev, &after), TKV_OK);
+    assert_int_equal(after.n_buffers, before.n_buffers);
+    assert_int_equal(after.bytes_allocated, before.bytes_allocated);
 }
 
 int main(int argc, char **argv)
@@ -1404,7 +1958,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_fp16_exhaustive),
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_descriptor_and_probe),
-        cmocka_unit_test(test_argument_checks),
+        cmocka_unit_test(test_device_caps),
+        cmocka_unit_test(test_buffer_copy),
+        cmocka_unit_test(test_plugin_checks),
         cmocka_unit_test(test_format_conformance),
         cmocka_unit_test(test_mse_unit_vectors),
         cmocka_unit_test(test_zero_rows),
@@ -1412,9 +1968,13 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_attention_reference),
         cmocka_unit_test(test_sparse_v),
         cmocka_unit_test(test_isa_selection),
+        cmocka_unit_test(test_attention_options),
+        cmocka_unit_test(test_paged_identical),
         cmocka_unit_test(test_isa_quantize_identical),
         cmocka_unit_test(test_isa_attention_matches_reference),
         cmocka_unit_test(test_isa_edge_cases),
     };
+    if (argc > 2)
+        cmocka_set_test_filter(argv[2]);
     return cmocka_run_group_tests(tests, setup, teardown);
 }

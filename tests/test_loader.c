@@ -49,12 +49,16 @@ static void broken_refused_good_loaded(void **state)
         int status;
         const char *message;
     } expect[] = {
-        { "turbokv-broken-bad-major.so", TKV_EABI, "plugin ABI 2.0, core supports 1.x" },
+        { "turbokv-broken-bad-major.so", TKV_EABI, "plugin ABI 3.0, core ABI 2.0: the plugin needs a newer turbokv" },
+        { "turbokv-broken-old-abi.so", TKV_EABI, "plugin ABI 1.1, core ABI 2.0: rebuild the plugin against turbokv_plugin.h 2.x" },
         { "turbokv-broken-null-op.so", TKV_EPLUGIN, "required op 'attention' is NULL" },
         { "turbokv-broken-no-device.so", TKV_ENODEV, "probe found no device" },
         { "turbokv-broken-no-entry.so", TKV_EPLUGIN, "no entry symbol 'tkv_plugin_entry'" },
-        { "turbokv-broken-refuses-core.so", TKV_EABI, "plugin refused core ABI 1.1" },
-        { "turbokv-broken-short-struct.so", TKV_EPLUGIN, "smaller than ABI 1.0 requires" },
+        { "turbokv-broken-refuses-core.so", TKV_EABI, "plugin refused core ABI 2.0" },
+        { "turbokv-broken-short-struct.so", TKV_EPLUGIN, "smaller than ABI 2.0 requires" },
+        { "turbokv-broken-no-caps.so", TKV_EDEVICE, "device_caps(0) failed: broken test device has no capabilities" },
+        { "turbokv-broken-not-paged.so", TKV_EPLUGIN, "does not report TKV_CAP_PAGED" },
+        { "turbokv-broken-wrong-name.so", TKV_EPLUGIN, "names backend 'vulkan', its file should then be turbokv-vulkan.so" },
         { "turbokv-broken-open-fails.so", TKV_OK, "" },
         { "turbokv-cpu.so", TKV_OK, "" },
     };
@@ -66,7 +70,7 @@ static void broken_refused_good_loaded(void **state)
     }
     find(ctx, "turbokv-cpu.so", &r);
     assert_string_equal(r.name, "cpu");
-    assert_int_equal(r.abi_major, 1);
+    assert_int_equal(r.abi_major, 2);
     assert_true(r.n_devices >= 1);
     /* auto tried the broken high-score device, then fell back to cpu */
     assert_true(r.in_use);
@@ -78,11 +82,11 @@ static void demanded_backend_must_open(void **state)
 {
     (void)state;
     tkv_context *ctx = NULL;
-    /* the broken open_fails plugin calls itself vulkan and comes first on the path */
-    assert_int_equal(open_with(dirs, "vulkan", &ctx), TKV_EDEVICE);
+    /* the broken open_fails plugin outranks cpu; demanded, it must not fall back */
+    assert_int_equal(open_with(dirs, "broken-open-fails", &ctx), TKV_EDEVICE);
     assert_null(ctx);
     assert_non_null(strstr(tkv_last_error(), "broken test device cannot be opened"));
-    assert_non_null(strstr(tkv_last_error(), "backend 'vulkan' (from API)"));
+    assert_non_null(strstr(tkv_last_error(), "backend 'broken-open-fails' (from API)"));
 
     assert_int_equal(open_with(getenv("TURBO_PLUGIN_PATH"), "opencl", &ctx) == TKV_OK ||
                          strstr(tkv_last_error(), "backend 'opencl'") != NULL,
@@ -91,9 +95,32 @@ static void demanded_backend_must_open(void **state)
         tkv_context_close(ctx);
     ctx = NULL;
 
-    assert_int_equal(open_with(dirs, "nonsense", &ctx), TKV_ECONFIG);
-    assert_non_null(strstr(tkv_last_error(), "expected one of auto, cpu, vulkan, opencl"));
+    /* backend names are open: any name is looked for as turbokv-<name>.so */
+    assert_int_equal(open_with(dirs, "nonsense", &ctx), TKV_ENOTFOUND);
+    assert_non_null(strstr(tkv_last_error(), "no plugin file turbokv-nonsense.so"));
+    assert_int_equal(open_with(dirs, "Bad/Name", &ctx), TKV_ECONFIG);
     assert_int_equal(open_with(dirs, "cpu", &ctx), TKV_OK);
+    assert_string_equal(tkv_context_backend(ctx), "cpu");
+    tkv_context_close(ctx);
+}
+
+/* A named backend loads its own module and nothing else; probe_all lists all. */
+static void named_backend_loads_only_its_module(void **state)
+{
+    (void)state;
+    tkv_context *ctx = NULL;
+    assert_int_equal(open_with(dirs, "cpu", &ctx), TKV_OK);
+    assert_int_equal(tkv_plugin_count(ctx), 1);
+    struct tkv_plugin_report r;
+    assert_int_equal(tkv_plugin_get(ctx, 0, &r), TKV_OK);
+    assert_string_equal(r.name, "cpu");
+    tkv_context_close(ctx);
+
+    struct tkv_context_options o = {
+        .struct_size = sizeof o, .ignore_env = 1, .plugin_path = dirs, .backend = "cpu", .probe_all = 1,
+    };
+    assert_int_equal(tkv_context_open(&o, &ctx), TKV_OK);
+    assert_true(tkv_plugin_count(ctx) > 10); /* the broken stubs are listed too */
     assert_string_equal(tkv_context_backend(ctx), "cpu");
     tkv_context_close(ctx);
 }
@@ -114,7 +141,7 @@ static void nothing_found_vs_all_refused(void **state)
     rc = open_with(broken, "cpu", &ctx);
     if (rc != TKV_OK) {
         assert_int_equal(rc, TKV_ENOTFOUND);
-        assert_non_null(strstr(tkv_last_error(), "no such plugin"));
+        assert_non_null(strstr(tkv_last_error(), "no plugin file turbokv-cpu.so"));
     } else {
         tkv_context_close(ctx); /* an installed cpu plugin was found */
     }
@@ -149,6 +176,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(broken_refused_good_loaded),
         cmocka_unit_test(demanded_backend_must_open),
+        cmocka_unit_test(named_backend_loads_only_its_module),
         cmocka_unit_test(nothing_found_vs_all_refused),
         cmocka_unit_test(searched_in_order),
     };

@@ -2,14 +2,24 @@
  * The shipped stories260K model run through the public API, as a host does
  * (tools/llama2.c): with an f32 cache it reproduces the reference figures of
  * models/README.md; compressed schemes stay within measured perplexity
- * bounds; a saved and reloaded cache continues exactly like an uninterrupted
- * run on every backend found; batched decode of two sequences equals
- * decoding each alone; bad model, tokenizer and .npy files are refused with
- * a message naming the file and the problem.
+ * bounds; the default scheme's greedy story matches the f32 cache's for
+ * exactly the tokens the README says, on every CPU kernel level; a saved
+ * and reloaded cache continues exactly like an uninterrupted run on every
+ * backend found; batched decode of two sequences equals decoding each
+ * alone; bad model, tokenizer and .npy files are refused with a message
+ * naming the file and the problem.
+ *
+ * Model compatibility: a character-level tokenizer without byte fallback
+ * and a model of its vocabulary, both written by the test, run end to end.
+ * The `turbokv` command: the sampler (top-k, top-p, seeds), the option
+ * parser, and the built tool itself (text on stdout and statistics on
+ * stderr, one-line option errors, ppl windows, typed info --json).
  *
  * Environment: TKV_MODELS_DIR (models/), TKV_PLUGIN_DIRS or
- * TURBO_PLUGIN_PATH (plugin directories). TURBO_* configuration is
- * ignored so the defaults tested are the library's own.
+ * TURBO_PLUGIN_PATH (plugin directories), TKV_TURBOKV (the turbokv
+ * executable; default: tools/turbokv next to this test's build directory).
+ * TURBO_* configuration is ignored so the defaults tested are the
+ * library's own.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,13 +29,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "llama2.h"
 #include "npy.h"
+#include "sampler.h"
 #include "tokenizer.h"
+#include "tool.h"
 #include "turbokv.h"
 
 #define REFERENCE_STORY "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
@@ -215,7 +228,7 @@ static void test_tokenizer_matches_reference_tokens(void **state)
     assert_non_null(cut);
     int32_t *tokens;
     uint32_t n;
-    assert_int_equal(tokenizer_encode(&g.tok, text, (size_t)(cut - text), 1, &tokens, &n), 0);
+    assert_int_equal(tokenizer_encode(&g.tok, text, (size_t)(cut - text), 1, &tokens, &n, NULL), 0);
     assert_true(len > 4096 && n >= g.tokens.count);
     assert_memory_equal(tokens, g.tokens.data, g.tokens.count * sizeof(int32_t));
     free(tokens);
@@ -342,7 +355,7 @@ static void save_load_continue_on(const char *backend)
 
     int32_t *prompt, a[200], b[200];
     uint32_t n_prompt;
-    assert_int_equal(tokenizer_encode(&g.tok, PROMPT, strlen(PROMPT), 1, &prompt, &n_prompt), 0);
+    assert_int_equal(tokenizer_encode(&g.tok, PROMPT, strlen(PROMPT), 1, &prompt, &n_prompt, NULL), 0);
     tkv_cache *c = make_cache(r.ctx, 1, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG), *reloaded;
     uint32_t na = greedy(c, 0, prompt, n_prompt, 200, a, NULL, NULL, NULL);
     tkv_cache_destroy(c);
@@ -409,7 +422,7 @@ static void test_batched_decode_matches_single(void **state)
     tkv_context *ctx = open_context("cpu");
     int32_t *prompt, alone[2][60], together[2][60];
     uint32_t n_prompt;
-    assert_int_equal(tokenizer_encode(&g.tok, PROMPT, strlen(PROMPT), 1, &prompt, &n_prompt), 0);
+    assert_int_equal(tokenizer_encode(&g.tok, PROMPT, strlen(PROMPT), 1, &prompt, &n_prompt, NULL), 0);
     const int32_t *prompts[2] = { prompt, prompt };
     const uint32_t lens[2] = { 1, n_prompt }; /* BOS alone; the prompt */
 
@@ -520,6 +533,751 @@ static void test_bad_files_are_refused(void **state)
 
 /* Forward refuses tokens outside the vocabulary instead of reading past
  * the embedding table. */
+/* ---- the README's demo claim ----------------------------------------------------------------- */
+
+/* The README says: with the default scheme, the greedy story from BOS is the
+ * f32 cache's story for its first DEMO_SAME_TOKENS tokens (of the 200 the
+ * demo prints), then the two part ways. Measured identical on every CPU
+ * kernel level (reference, scalar, avx2, avx512; head_dim 8 runs the avx512
+ * level's avx2 kernels). If this changes, the README sentence changes with it. */
+#define DEMO_SAME_TOKENS 60
+#define DEMO_TOKENS 200
+
+static void test_demo_story_matches_f32_as_claimed(void **state)
+{
+    (void)state;
+    static const char *const levels[] = { "reference", "scalar", "avx2", "avx512" };
+    const char *saved = getenv("TURBO_CPU_ISA");
+    char restore[64] = "";
+    if (saved)
+        snprintf(restore, sizeof restore, "%s", saved);
+    int ran = 0;
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        setenv("TURBO_CPU_ISA", levels[i], 1);
+        struct tkv_context_options o = {
+            .struct_size = sizeof o, .ignore_env = 1, .plugin_path = g.plugin_path, .backend = "cpu",
+        };
+        tkv_context *ctx = NULL;
+        int rc = tkv_context_open(&o, &ctx);
+        if (rc == TKV_EUNSUPPORTED || (rc != TKV_OK && strstr(tkv_last_error(), "lacks"))) {
+            print_message("%s: not on this machine (%s)\n", levels[i], tkv_last_error());
+            continue;
+        }
+        if (rc != TKV_OK)
+            fail_msg("cpu context with TURBO_CPU_ISA=%s: %s", levels[i], tkv_last_error());
+        int32_t bos = TOKENIZER_BOS, exact[DEMO_TOKENS], compressed[DEMO_TOKENS];
+        tkv_cache *c = make_cache(ctx, 1, TKV_TYPE_F32, TKV_TYPE_F32);
+        uint32_t ne = greedy(c, 0, &bos, 1, DEMO_TOKENS, exact, NULL, NULL, NULL);
+        tkv_cache_destroy(c);
+        c = make_cache(ctx, 1, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG);
+        uint32_t nc = greedy(c, 0, &bos, 1, DEMO_TOKENS, compressed, NULL, NULL, NULL);
+        tkv_cache_destroy(c);
+        tkv_context_close(ctx);
+        uint32_t same = 0;
+        while (same < ne && same < nc && exact[same] == compressed[same])
+            same++;
+        print_message("%s: default scheme and f32 cache agree on the first %u of %u tokens\n", levels[i], same,
+                      DEMO_TOKENS);
+        assert_int_equal(ne, DEMO_TOKENS);
+        assert_int_equal(nc, DEMO_TOKENS);
+        if (same != DEMO_SAME_TOKENS)
+            fail_msg("TURBO_CPU_ISA=%s: the stories agree on %u tokens, the README says %u: update both", levels[i],
+                     same, DEMO_SAME_TOKENS);
+        ran++;
+    }
+    if (saved)
+        setenv("TURBO_CPU_ISA", restore, 1);
+    else
+        unsetenv("TURBO_CPU_ISA");
+    assert_true(ran >= 2); /* reference and scalar run everywhere this test does */
+}
+
+/* ---- the sampler ------------------------------------------------------------------------------ */
+
+/* Logits whose softmax at temperature 1 is probs. */
+static void logits_of(const double *probs, uint32_t n, float *logits)
+{
+    for (uint32_t i = 0; i < n; i++)
+        logits[i] = (float)log(probs[i]);
+}
+
+/* Draws n tokens; counts[id]. */
+static void draw(struct sampler *s, const float *logits, uint32_t n, uint32_t *counts)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        int32_t t = sampler_next(s, logits);
+        assert_true(t >= 0 && (uint32_t)t < s->vocab_size);
+        counts[t]++;
+    }
+}
+
+/* counts match the probabilities want[] within 5 standard errors. */
+static void expect_frequencies(const uint32_t *counts, const double *want, uint32_t vocab, uint32_t n,
+                               const char *what)
+{
+    for (uint32_t i = 0; i < vocab; i++) {
+        double f = (double)counts[i] / n, se = sqrt(want[i] * (1 - want[i]) / n);
+        if (want[i] == 0.0 ? counts[i] != 0 : fabs(f - want[i]) > 5 * se + 1e-12)
+            fail_msg("%s: token %u drawn %.4f of the time, expected %.4f", what, i, f, want[i]);
+    }
+}
+
+static void test_sampler_top_k_top_p(void **state)
+{
+    (void)state;
+    enum { V = 5, N = 40000 };
+    const double probs[V] = { 0.4, 0.3, 0.15, 0.1, 0.05 };
+    float logits[V];
+    logits_of(probs, V, logits);
+    struct sampler s;
+    uint32_t counts[V];
+
+    /* temperature 0: the argmax, whatever k and p say */
+    assert_int_equal(sampler_init(&s, V, 0.0f, 0.5f, 3, 7), 0);
+    memset(counts, 0, sizeof counts);
+    draw(&s, logits, 100, counts);
+    assert_int_equal(counts[0], 100);
+    sampler_free(&s);
+
+    /* plain temperature 1: the softmax itself */
+    assert_int_equal(sampler_init(&s, V, 1.0f, 1.0f, 0, 7), 0);
+    memset(counts, 0, sizeof counts);
+    draw(&s, logits, N, counts);
+    expect_frequencies(counts, probs, V, N, "temp 1");
+    sampler_free(&s);
+
+    /* top-k 3: the three heaviest, renormalized */
+    const double k3[V] = { 0.4 / 0.85, 0.3 / 0.85, 0.15 / 0.85, 0, 0 };
+    assert_int_equal(sampler_init(&s, V, 1.0f, 1.0f, 3, 7), 0);
+    memset(counts, 0, sizeof counts);
+    draw(&s, logits, N, counts);
+    expect_frequencies(counts, k3, V, N, "top-k 3");
+    sampler_free(&s);
+
+    /* top-p 0.7: 0.4 + 0.3 reach it, so the nucleus is the first two */
+    const double p7[V] = { 0.4 / 0.7, 0.3 / 0.7, 0, 0, 0 };
+    assert_int_equal(sampler_init(&s, V, 1.0f, 0.7f, 0, 7), 0);
+    memset(counts, 0, sizeof counts);
+    draw(&s, logits, N, counts);
+    expect_frequencies(counts, p7, V, N, "top-p 0.7");
+    sampler_free(&s);
+
+    /* top-p 0.75 needs the third as well */
+    const double p75[V] = { 0.4 / 0.85, 0.3 / 0.85, 0.15 / 0.85, 0, 0 };
+    assert_int_equal(sampler_init(&s, V, 1.0f, 0.75f, 0, 7), 0);
+    memset(counts, 0, sizeof counts);
+    draw(&s, logits, N, counts);
+    expect_frequencies(counts, p75, V, N, "top-p 0.75");
+    sampler_free(&s);
+
+    /* top-k then top-p of what top-k kept: k 2 leaves 4/7, 3/7; p 0.5 keeps the first */
+    const double k2p5[V] = { 1, 0, 0, 0, 0 };
+    assert_int_equal(sampler_init(&s, V, 1.0f, 0.5f, 2, 7), 0);
+    memset(counts, 0, sizeof counts);
+    draw(&s, logits, 1000, counts);
+    expect_frequencies(counts, k2p5, V, 1000, "top-k 2, top-p 0.5");
+    sampler_free(&s);
+
+    /* a lower temperature sharpens: temp 0.5 squares the probabilities */
+    double sq[V], sum = 0;
+    for (uint32_t i = 0; i < V; i++)
+        sum += sq[i] = probs[i] * probs[i];
+    for (uint32_t i = 0; i < V; i++)
+        sq[i] /= sum;
+    assert_int_equal(sampler_init(&s, V, 0.5f, 1.0f, 0, 7), 0);
+    memset(counts, 0, sizeof counts);
+    draw(&s, logits, N, counts);
+    expect_frequencies(counts, sq, V, N, "temp 0.5");
+    sampler_free(&s);
+
+    /* seeds: the same seed, the same draws; another seed, others */
+    int32_t a[64], b[64], c[64];
+    struct sampler s1, s2, s3;
+    assert_int_equal(sampler_init(&s1, V, 1.0f, 0.9f, 4, 42), 0);
+    assert_int_equal(sampler_init(&s2, V, 1.0f, 0.9f, 4, 42), 0);
+    assert_int_equal(sampler_init(&s3, V, 1.0f, 0.9f, 4, 43), 0);
+    for (int i = 0; i < 64; i++) {
+        a[i] = sampler_next(&s1, logits);
+        b[i] = sampler_next(&s2, logits);
+        c[i] = sampler_next(&s3, logits);
+    }
+    assert_memory_equal(a, b, sizeof a);
+    assert_memory_not_equal(a, c, sizeof a);
+    sampler_free(&s1);
+    sampler_free(&s2);
+    sampler_free(&s3);
+
+    /* bad settings are refused */
+    assert_int_equal(sampler_init(&s, V, -1.0f, 0.9f, 0, 1), -1);
+    assert_int_equal(sampler_init(&s, V, 1.0f, 0.0f, 0, 1), -1);
+    assert_int_equal(sampler_init(&s, V, 1.0f, 1.5f, 0, 1), -1);
+}
+
+/* ---- the option parser ------------------------------------------------------------------------ */
+
+enum { T_MODEL = 1, T_STEPS, T_CTX, T_TEMP, T_TOP_P, T_TOP_K, T_JSON };
+static const struct tool_option test_options[] = {
+    { T_MODEL, 'm', "model", "a model file", NULL },
+    { T_STEPS, 'n', "n-predict", "a token count", "--steps" },
+    { T_CTX, 'c', "ctx", "a token count", NULL },
+    { T_CTX, 0, "ctx-size", "a token count", NULL },
+    { T_TEMP, 't', "temp", "a temperature", "--temperature" },
+    { T_TOP_P, 0, "top-p", "a probability", NULL },
+    { T_TOP_K, 0, "top-k", "a token count", "-ctk" },
+    { T_JSON, 0, "json", NULL, NULL },
+    { 0, 0, NULL, NULL, NULL },
+};
+
+/* Parses argv (NULL-terminated, argv[0] the command) into "id=value;" items,
+ * or "error: <message>" at the first error. */
+static void parse(const char *const *args, char *out, size_t size)
+{
+    char *argv[32];
+    int argc = 0;
+    while (args[argc]) {
+        argv[argc] = (char *)args[argc];
+        argc++;
+    }
+    struct tool_getopt gp;
+    tool_getopt_init(&gp, "test", test_options, argc, argv);
+    size_t n = 0;
+    int id;
+    out[0] = '\0';
+    while ((id = tool_getopt_next(&gp)) != TOOL_OPT_END) {
+        if (id == TOOL_OPT_ERROR) {
+            snprintf(out, size, "error: %s", gp.error);
+            return;
+        }
+        n += (size_t)snprintf(out + n, size - n, "%d%s%s%s;", id, gp.flag[0] ? gp.flag : "",
+                              gp.value ? "=" : "", gp.value ? gp.value : "");
+    }
+}
+
+#define PARSES(expected, ...)                                                                   \
+    do {                                                                                        \
+        const char *const args_[] = { "test", __VA_ARGS__, NULL };                              \
+        char got_[1024];                                                                        \
+        parse(args_, got_, sizeof got_);                                                        \
+        if (strcmp(got_, expected) != 0)                                                        \
+            fail_msg("arguments parsed as \"%s\", expected \"%s\"", got_, expected);            \
+    } while (0)
+
+static void test_option_parser(void **state)
+{
+    (void)state;
+    /* every spelling of a value; the canonical flag is reported */
+    PARSES("2-n=5;2-n=6;3--ctx=7;3--ctx=8;3--ctx-size=9;", "-n", "5", "-n6", "--ctx", "7", "--ctx=8", "--ctx-size=9");
+    /* unique prefixes; positional arguments anywhere; "--" ends the options */
+    PARSES("1--model=m.bin;-3=a.bin;7--json;-3=-n;", "--mod", "m.bin", "a.bin", "--js", "--", "-n");
+    PARSES("-2;", "--help");
+    PARSES("4-t=-1;", "-t", "-1"); /* a value may start with a dash */
+    /* errors: one line naming what was written and what was probably meant */
+    PARSES("error: unknown option '--temprature'; did you mean -t/--temp?", "--temprature", "1");
+    PARSES("error: unknown option '--temperature'; did you mean -t/--temp?", "--temperature", "1");
+    PARSES("error: unknown option '--top_p'; did you mean --top-p?", "--top_p=0.5");
+    PARSES("error: unknown option '-temp'; did you mean --temp?", "-temp", "1");
+    PARSES("error: unknown option '-ctk'; did you mean --top-k?", "-ctk", "3");
+    PARSES("error: unknown option '--steps'; did you mean -n/--n-predict?", "--steps", "3");
+    PARSES("error: unknown option '-x'", "-x");
+    PARSES("error: unknown option '--colour'", "--colour");
+    PARSES("error: option '--top' is ambiguous: --top-p or --top-k?", "--top", "1");
+    PARSES("error: option -n needs a value: a token count", "-n");
+    PARSES("error: option --json takes no value (got '--json=yes')", "--json=yes");
+
+    /* values: the flag and the value in the message, nothing kept on failure */
+    char *argv[] = { "test", "-n", "12x", "--temp=0.5", NULL };
+    struct tool_getopt gp;
+    long n = 99;
+    float t = 0;
+    tool_getopt_init(&gp, "test", test_options, 4, argv);
+    assert_int_equal(tool_getopt_next(&gp), T_STEPS);
+    assert_int_equal(tool_value_long(&gp, 0, 100, "a token count", &n), -1);
+    assert_int_equal(n, 99);
+    assert_int_equal(tool_getopt_next(&gp), T_TEMP);
+    assert_int_equal(tool_value_float(&gp, 0, 10, "a temperature", &t), 0);
+    assert_true(t == 0.5f);
+    assert_int_equal(tool_getopt_next(&gp), TOOL_OPT_END);
+
+    /* schemes as the configuration reads them */
+    uint32_t k, v;
+    assert_int_equal(tool_parse_scheme("k8v3", &k, &v), 0);
+    assert_int_equal(k, TKV_TYPE_Q8_0);
+    assert_int_equal(v, TKV_TYPE_TURBO3);
+    assert_int_equal(tool_parse_scheme("turbo4", &k, &v), 0);
+    assert_int_equal(v, TKV_TYPE_TURBO4);
+    assert_int_equal(tool_parse_scheme("k9v3", &k, &v), -1);
+    assert_int_equal(tool_parse_scheme("k8v", &k, &v), -1);
+    assert_int_equal(tool_parse_scheme("turbo3_qjl", &k, &v), -1);
+
+    static const char *const commands[] = { "run", "ppl", "eval", "bench", "info" };
+    assert_string_equal(tool_closest("rnu", commands, 5), "run");
+    assert_string_equal(tool_closest("bnech", commands, 5), "bench");
+    assert_string_equal(tool_closest("inf", commands, 5), "info");
+    assert_null(tool_closest("xyz", commands, 5));
+}
+
+/* ---- model compatibility: a character-level vocabulary -------------------------------------- */
+
+/* sentencepiece's specials as llama2.c's export writes them, then one piece
+ * per character and no "<0xNN>" pieces, as a character model trained
+ * without byte fallback has. The file's max_token_length says 1 although
+ * "<unk>" is longer: llama2.c reads such files, so must we. */
+static const char *const char_pieces[] = {
+    "<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m",
+    "n", "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z", ".", ",", "!", "\n",
+};
+#define CHAR_VOCAB (sizeof char_pieces / sizeof char_pieces[0])
+
+static void write_bytes(FILE *f, const void *p, size_t n) { assert_int_equal(fwrite(p, 1, n, f), n); }
+
+static void temp_path(char *out, size_t size, const char *what)
+{
+    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(out, size, "%s/tkv-test-%s-XXXXXX", tmp, what);
+    int fd = mkstemp(out);
+    assert_true(fd >= 0);
+    close(fd);
+}
+
+/* The character tokenizer, plus extra pieces (text, score) at its end. */
+static void write_char_tokenizer(const char *path, const char *const *extra, uint32_t n_extra)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    int32_t max_len = 1;
+    write_bytes(f, &max_len, 4);
+    for (uint32_t i = 0; i < CHAR_VOCAB + n_extra; i++) {
+        const char *p = i < CHAR_VOCAB ? char_pieces[i] : extra[i - CHAR_VOCAB];
+        float score = i < CHAR_VOCAB ? -(float)i : 0.0f;
+        int32_t len = (int32_t)strlen(p);
+        write_bytes(f, &score, 4);
+        write_bytes(f, &len, 4);
+        write_bytes(f, p, (size_t)len);
+    }
+    fclose(f);
+}
+
+/* A llama2.c model of vocab tokens with small random weights: dim 16, 2
+ * layers, 2 heads of 8, seq_len 64, shared classifier, RoPE tables included. */
+static void write_tiny_model(const char *path, int32_t vocab)
+{
+    const int32_t h[7] = { 16, 32, 2, 2, 2, vocab, 64 };
+    const uint64_t dim = 16, hid = 32, L = 2, kv = 16, seq = 64, hd = 8;
+    uint64_t n = vocab * dim + L * (dim + dim * dim + 2 * kv * dim + dim * dim + dim + 3 * hid * dim) + dim +
+                 seq * hd;
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    write_bytes(f, h, sizeof h);
+    uint64_t state = 12345;
+    for (uint64_t i = 0; i < n; i++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        float w = ((float)(state >> 40) / 16777216.0f - 0.5f) * 0.5f;
+        write_bytes(f, &w, 4);
+    }
+    fclose(f);
+}
+
+static void test_char_level_tokenizer(void **state)
+{
+    (void)state;
+    char tpath[4200], mpath[4200], err[1024];
+    struct tokenizer t;
+    temp_path(tpath, sizeof tpath, "chartok");
+    write_char_tokenizer(tpath, NULL, 0);
+    if (tokenizer_open(&t, tpath, CHAR_VOCAB, err, sizeof err) != 0)
+        fail_msg("a character tokenizer without byte pieces is refused: %s", err);
+    assert_int_equal(t.n_byte_pieces, 0);
+    assert_int_equal(t.max_token_length, 6); /* the longest piece, not the file's 1 */
+
+    /* BOS, the dummy " ", one piece per character */
+    int32_t *ids;
+    uint32_t n;
+    struct tokenizer_unknown unk;
+    assert_int_equal(tokenizer_encode(&t, "hi there.", 9, 1, &ids, &n, &unk), 0);
+    const int32_t want[] = { 1, 3, 11, 12, 3, 23, 11, 8, 21, 8, 30 };
+    assert_int_equal(n, sizeof want / sizeof want[0]);
+    assert_memory_equal(ids, want, sizeof want);
+    assert_int_equal(unk.count, 0);
+    char text[64] = "";
+    for (uint32_t i = 1; i < n; i++) {
+        const char *piece;
+        size_t len = tokenizer_decode(&t, ids[i - 1], ids[i], &piece);
+        strncat(text, piece, len);
+    }
+    assert_string_equal(text, "hi there."); /* the dummy space after BOS is dropped */
+    free(ids);
+
+    /* characters without a piece or byte pieces become one <unk> each (a
+     * code point, not a byte): "é" is 2 bytes, "Z" 1 */
+    assert_int_equal(tokenizer_encode(&t, "h\xc3\xa9Z!", 5, 0, &ids, &n, &unk), 0);
+    const int32_t want_unk[] = { 3, 11, TOKENIZER_UNK, TOKENIZER_UNK, 32 };
+    assert_int_equal(n, 5);
+    assert_memory_equal(ids, want_unk, sizeof want_unk);
+    assert_int_equal(unk.count, 2);
+    assert_int_equal(unk.first_offset, 1);
+    free(ids);
+    tokenizer_close(&t);
+
+    /* byte pieces wherever the file has them: "é" falls back to its two
+     * bytes at their ids, "Z" (no byte piece) is still <unk>, which merges
+     * with nothing (not even into a piece "<unk>,"), and a merge piece with
+     * a NaN score never merges */
+    static const char *const extra[] = { "<0xC3>", "<0xA9>", "<unk>,", "hi" };
+    write_char_tokenizer(tpath, extra, 4);
+    {
+        /* give "hi" a NaN score: patch its float in place */
+        FILE *f = fopen(tpath, "r+b");
+        assert_non_null(f);
+        long at = 0;
+        fseek(f, 0, SEEK_END);
+        at = ftell(f) - 2 - 8;
+        fseek(f, at, SEEK_SET);
+        float nan_score = NAN;
+        write_bytes(f, &nan_score, 4);
+        fclose(f);
+    }
+    assert_int_equal(tokenizer_open(&t, tpath, CHAR_VOCAB + 4, err, sizeof err), 0);
+    assert_int_equal(t.n_byte_pieces, 2);
+    assert_int_equal(tokenizer_encode(&t, "hi\xc3\xa9Z,", 6, 0, &ids, &n, &unk), 0);
+    const int32_t want_bytes[] = { 3, 11, 12, CHAR_VOCAB, CHAR_VOCAB + 1, TOKENIZER_UNK, 31 };
+    assert_int_equal(n, 7);
+    assert_memory_equal(ids, want_bytes, sizeof want_bytes);
+    assert_int_equal(unk.count, 1);
+    assert_int_equal(unk.first_offset, 4);
+    const char *piece;
+    assert_int_equal(tokenizer_decode(&t, 12, CHAR_VOCAB, &piece), 1);
+    assert_int_equal((unsigned char)piece[0], 0xC3);
+    free(ids);
+    tokenizer_close(&t);
+
+    /* a model of that vocabulary runs through the library */
+    temp_path(mpath, sizeof mpath, "charmodel");
+    write_tiny_model(mpath, (int32_t)CHAR_VOCAB);
+    write_char_tokenizer(tpath, NULL, 0);
+    struct llama2_model m;
+    if (llama2_open(&m, mpath, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    assert_int_equal(tokenizer_open(&t, tpath, m.cfg.vocab_size, err, sizeof err), 0);
+    tkv_context *ctx = open_context("cpu");
+    struct tkv_cache_params p = llama2_cache_params(&m, m.cfg.seq_len, 1, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG);
+    tkv_cache *c = NULL;
+    assert_int_equal(tkv_cache_create(ctx, &p, &c), TKV_OK);
+    struct llama2_state st;
+    float logits[CHAR_VOCAB];
+    assert_int_equal(tokenizer_encode(&t, "a cat", 5, 1, &ids, &n, NULL), 0);
+    assert_int_equal(llama2_state_init(&st, &m, n), 0);
+    const uint32_t seq = 0;
+    assert_int_equal(llama2_forward(&m, &st, c, 1, &seq, n, ids, 1, logits), 0);
+    for (uint32_t i = 0; i < CHAR_VOCAB; i++)
+        assert_true(isfinite(logits[i]));
+    free(ids);
+    llama2_state_free(&st);
+    tkv_cache_destroy(c);
+    tkv_context_close(ctx);
+    tokenizer_close(&t);
+    llama2_close(&m);
+    unlink(mpath);
+    unlink(tpath);
+}
+
+/* ---- the turbokv command itself ----------------------------------------------------------------- */
+
+static char turbokv_exe[4200], cli_config[4200];
+
+/* The built tool: TKV_TURBOKV, else build/tools/turbokv next to build/tests/. */
+static const char *turbokv(void)
+{
+    if (turbokv_exe[0])
+        return turbokv_exe;
+    const char *env = getenv("TKV_TURBOKV");
+    if (env) {
+        snprintf(turbokv_exe, sizeof turbokv_exe, "%s", env);
+    } else {
+        char self[4096];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        assert_true(n > 0);
+        self[n] = '\0';
+        for (int up = 0; up < 2; up++)
+            *strrchr(self, '/') = '\0';
+        snprintf(turbokv_exe, sizeof turbokv_exe, "%s/tools/turbokv", self);
+    }
+    if (access(turbokv_exe, X_OK) != 0)
+        fail_msg("%s is not there: build it (ninja tools/turbokv) or set TKV_TURBOKV", turbokv_exe);
+    return turbokv_exe;
+}
+
+/* Reads a whole file (malloc'ed, NUL-terminated). */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (size_t got; (got = fread(buf + n, 1, cap - n - 1, f)) > 0;) {
+        n += got;
+        if (n + 1 == cap) {
+            buf = realloc(buf, cap *= 2);
+            assert_non_null(buf);
+        }
+    }
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* Runs `turbokv ARGS` (ARGS shell-quoted by the caller) with the library's
+ * defaults (an empty configuration file, no TURBO_* variable but the
+ * plugin path); returns the exit code, stdout and stderr (malloc'ed). */
+static int cli(const char *args, char **out, char **err)
+{
+    char outp[4200], errp[4200], cmd[40000];
+    if (!cli_config[0]) {
+        temp_path(cli_config, sizeof cli_config, "config");
+    }
+    temp_path(outp, sizeof outp, "stdout");
+    temp_path(errp, sizeof errp, "stderr");
+    snprintf(cmd, sizeof cmd,
+             "env -u TURBO_SCHEME -u TURBO_K_TYPE -u TURBO_V_TYPE -u TURBO_LAYER_ADAPTIVE -u TURBO_LAYERS "
+             "-u TURBO_BACKEND -u TURBO_CPU_ISA -u TURBO_LOG TURBO_CONFIG='%s' TURBO_PLUGIN_PATH='%s' '%s' %s "
+             ">'%s' 2>'%s'",
+             cli_config, g.plugin_path ? g.plugin_path : "", turbokv(), args, outp, errp);
+    int status = system(cmd);
+    assert_true(status != -1 && WIFEXITED(status));
+    *out = slurp(outp);
+    *err = slurp(errp);
+    unlink(outp);
+    unlink(errp);
+    return WEXITSTATUS(status);
+}
+
+static void assert_one_line(const char *err, const char *has, const char *lacks)
+{
+    if (!strstr(err, has) || (lacks && strstr(err, lacks)) || strchr(err, '\n') != err + strlen(err) - 1)
+        fail_msg("stderr \"%s\" should be one line with \"%s\"%s%s", err, has, lacks ? " and without " : "",
+                 lacks ? lacks : "");
+}
+
+static void test_cli_run(void **state)
+{
+    (void)state;
+    char *out, *err;
+    /* stdout holds the story and nothing else; the statistics are on stderr */
+    assert_int_equal(cli("run -n 30", &out, &err), 0);
+    if (strncmp(out, REFERENCE_STORY, 40) != 0 || strstr(out, "turbokv") || strstr(out, "KV cache") ||
+        out[strlen(out) - 1] != '\n' || strchr(out, '\n') != out + strlen(out) - 1)
+        fail_msg("stdout should be the story alone, one line: \"%s\"", out);
+    if (!strstr(err, "--- turbokv run: backend cpu") || !strstr(err, "KV cache: 31 tokens"))
+        fail_msg("stderr should hold the statistics: \"%s\"", err);
+    free(out);
+    free(err);
+
+    /* the short flags; -c bounds prompt + -n; the same seed, the same text */
+    char *again, *err2;
+    assert_int_equal(cli("run -p 'Once upon a time' -n 500 -c 24 -t 0.9 --top-k 20 -s 7 --json", &out, &err), 0);
+    assert_non_null(strstr(out, "\"ctx\": 24, \"temp\": 0.9, \"top_p\": 0.9, \"top_k\": 20, \"seed\": 7"));
+    assert_non_null(strstr(out, "\"prefill_tokens\": 5,")); /* BOS and 4 tokens of prompt */
+    assert_non_null(strstr(out, "\"decode_tokens\": 19,")); /* 5 + 19 = 24 */
+    assert_int_equal(cli("run --prompt='Once upon a time' --n-predict=500 --ctx=24 --temp=0.9 --top-k=20 "
+                         "--seed=7 --json", &again, &err2), 0);
+    const char *t1 = strstr(out, "\"tokens\""), *t2 = strstr(again, "\"tokens\"");
+    assert_non_null(t1);
+    assert_non_null(t2);
+    assert_int_equal(strncmp(t1, t2, (size_t)(strstr(t1, "]") - t1)), 0);
+    free(out);
+    free(err);
+    free(again);
+    free(err2);
+
+    /* option errors: one line naming the option, the usage only on --help */
+    assert_int_equal(cli("run --scheme k9v3", &out, &err), 2);
+    assert_one_line(err, "--scheme k9v3: expected auto or a type name", "TURBO_SCHEME");
+    free(out);
+    free(err);
+    assert_int_equal(cli("run --temprature 1", &out, &err), 2);
+    assert_one_line(err, "unknown option '--temprature'; did you mean -t/--temp?", "usage");
+    free(out);
+    free(err);
+    assert_int_equal(cli("run -n many", &out, &err), 2);
+    assert_one_line(err, "turbokv run: -n many: expected a token count", NULL);
+    free(out);
+    free(err);
+    assert_int_equal(cli("run --v-type turbo3_qjl", &out, &err), 2);
+    assert_one_line(err, "--v-type turbo3_qjl: expected a value type", NULL);
+    free(out);
+    free(err);
+    assert_int_equal(cli("run --help", &out, &err), 0);
+    assert_non_null(strstr(out, "usage: turbokv run"));
+    assert_non_null(strstr(out, "--top-p"));
+    free(out);
+    free(err);
+    assert_int_equal(cli("--help", &out, &err), 0);
+    assert_null(strstr(out, "README"));
+    assert_non_null(strstr(out, "man turbokv"));
+    free(out);
+    free(err);
+    assert_int_equal(cli("rnu", &out, &err), 2);
+    assert_one_line(err, "unknown command 'rnu'; did you mean 'run'?", NULL);
+    free(out);
+    free(err);
+
+    /* a model and tokenizer of another vocabulary, the model given first as llama2.c's run takes it;
+     * a prompt character the tokenizer cannot encode is <unk>, and said so */
+    char tpath[4200], mpath[4200], args[9000];
+    temp_path(tpath, sizeof tpath, "chartok");
+    temp_path(mpath, sizeof mpath, "charmodel");
+    write_char_tokenizer(tpath, NULL, 0);
+    write_tiny_model(mpath, (int32_t)CHAR_VOCAB);
+    snprintf(args, sizeof args, "run '%s' -z '%s' -p 'a cat' -n 10", mpath, tpath);
+    assert_int_equal(cli(args, &out, &err), 0);
+    assert_int_equal(strncmp(out, "a cat", 5), 0);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "run '%s' -z '%s' -p 'a Cat' -n 3", mpath, tpath);
+    assert_int_equal(cli(args, &out, &err), 0);
+    assert_non_null(strstr(err, "no piece and no byte piece for 1 character of the prompt (the first at byte 2)"));
+    free(out);
+    free(err);
+    unlink(tpath);
+    unlink(mpath);
+}
+
+/* "key": NUMBER after the n-th occurrence of "key" at or after from. */
+static double json_field(const char *from, const char *key, int nth)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = from;
+    for (int i = 0; i <= nth; i++) {
+        p = strstr(p, pat);
+        if (!p)
+            fail_msg("no %d-th \"%s\" in %.200s", nth, key, from);
+        p += strlen(pat);
+    }
+    return strtod(p, NULL);
+}
+
+static void test_cli_ppl_windows(void **state)
+{
+    (void)state;
+    char *out, *err, args[4400], path[4200];
+    /* the reference tokens in 4 windows of 128: window 0 is the start of
+     * the reference run, so its NLL is the mean of the reference NLLs of
+     * tokens 1..127; windows 1-3 start on an empty cache mid-text */
+    snprintf(args, sizeof args, "ppl --tokens '%s' -c 128 --chunks all --types k8v3 --json",
+             model_file("s260k_tokens.npy", path, sizeof path));
+    assert_int_equal(cli(args, &out, &err), 0);
+    assert_int_equal((int)json_field(out, "windows", 0), 4);
+    assert_int_equal((int)json_field(out, "window_tokens", 0), 128);
+    const float *ref = g.nll.data;
+    double want = 0.0;
+    for (int t = 0; t < 127; t++)
+        want += ref[t];
+    want /= 127;
+    double w0 = json_field(out, "nll", 1); /* the scheme's "nll", then the first window's */
+    if (fabs(w0 - want) > 1e-3)
+        fail_msg("f32 window 0: NLL %.6f, reference %.6f", w0, want);
+    const char *k8v3 = strstr(out, "\"scheme\": \"k8v3\"");
+    assert_non_null(k8v3);
+    for (const char *s = out; s; s = s == out ? k8v3 : NULL) {
+        double mean = 0.0;
+        for (int w = 0; w < 4; w++)
+            mean += json_field(s, "nll", 1 + w) / 4;
+        double nll = json_field(s, "nll", 0), sd = json_field(s, "ppl_sd", 0);
+        if (fabs(mean - nll) > 1e-5 || !(sd > 0.0))
+            fail_msg("the mean of the window NLLs is %.6f, the scheme's NLL %.6f; PPL sd %.4f", mean, nll, sd);
+        assert_int_equal(strstr(s, "\"first_token\": 384") != NULL, 1);
+        assert_null(strstr(s, "\"first_token\": 512"));
+    }
+    free(out);
+    free(err);
+    /* --chunks 2: the first two windows only; one window has no spread */
+    snprintf(args, sizeof args, "ppl --tokens '%s' -c128 --chunks=2 --types k8v3 --json", path);
+    assert_int_equal(cli(args, &out, &err), 0);
+    assert_int_equal((int)json_field(out, "windows", 0), 2);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "ppl --tokens '%s' --types k8v3 --json", path);
+    assert_int_equal(cli(args, &out, &err), 0);
+    assert_int_equal((int)json_field(out, "windows", 0), 1);
+    assert_non_null(strstr(out, "\"ppl_sd\": null"));
+    free(out);
+    free(err);
+    assert_int_equal(cli("ppl --chunks none", &out, &err), 2);
+    assert_one_line(err, "--chunks none: expected a window count >= 1, or all", NULL);
+    free(out);
+    free(err);
+}
+
+/* Every option a command's --help lists is in the manual. */
+static void test_cli_manual_covers_every_option(void **state)
+{
+    (void)state;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/../docs/turbokv.1", g.dir);
+    char *roff = slurp(path), *man = malloc(strlen(roff) + 1);
+    assert_non_null(man);
+    size_t m = 0;
+    for (const char *p = roff; *p; p++) /* roff's \- is a plain '-' */
+        if (!(p[0] == '\\' && p[1] == '-'))
+            man[m++] = *p;
+    man[m] = '\0';
+    static const char *const commands[] = { "run", "ppl", "eval", "bench", "info" };
+    for (size_t c = 0; c < sizeof commands / sizeof commands[0]; c++) {
+        char args[64], *out, *err;
+        snprintf(args, sizeof args, "%s --help", commands[c]);
+        assert_int_equal(cli(args, &out, &err), 0);
+        int found = 0;
+        for (const char *p = out; (p = strchr(p, '-')) != NULL;) {
+            /* an option: "-x" or "--name" after a space, '(' or a line start */
+            size_t n = strspn(p, "-") <= 2 ? strspn(p, "-") : 0;
+            size_t len = n ? n + strspn(p + n, "abcdefghijklmnopqrstuvwxyz-") : 0;
+            int starts = p == out || strchr(" ([\n", p[-1]);
+            if (starts && len > n && (n == 2 || len == 2)) {
+                char flag[64], needle[80];
+                snprintf(flag, sizeof flag, "%.*s", (int)len, p);
+                if (flag[len - 1] == '-')
+                    flag[len - 1] = '\0';
+                /* the manual writes each as a word of its own */
+                int in_man = 0;
+                for (const char *q = man; (q = strstr(q, flag)) != NULL; q++) {
+                    char after = q[strlen(flag)];
+                    if (!(after >= 'a' && after <= 'z') && after != '-')
+                        in_man = 1;
+                }
+                snprintf(needle, sizeof needle, "%s", flag);
+                if (!in_man)
+                    fail_msg("turbokv %s --help lists %s, docs/turbokv.1 does not", commands[c], needle);
+                found++;
+            }
+            p += len ? len : 1;
+        }
+        assert_true(found >= 1);
+        free(out);
+        free(err);
+    }
+    free(roff);
+    free(man);
+}
+
+static void test_cli_info_json_typed(void **state)
+{
+    (void)state;
+    char *out, *err;
+    assert_int_equal(cli("info --json", &out, &err), 0);
+    static const char *const typed[] = {
+        "\"sparse_v\": {\"value\": true,", "\"auto_asymmetric\": {\"value\": true,",
+        "\"norm_correction\": {\"value\": true,", "\"sparse_v_threshold\": {\"value\": 1e-06,",
+        "\"layer_adaptive\": {\"value\": 0,", "\"threads\": {\"value\": 0,", "\"device\": {\"value\": \"auto\",",
+        "\"scheme\": {\"value\": \"auto\",", "\"accepted\": true", "\"abi_major\": ",
+    };
+    for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++)
+        if (!strstr(out, typed[i]))
+            fail_msg("info --json lacks %s: %s", typed[i], out);
+    free(out);
+    free(err);
+}
+
 static void test_forward_rejects_bad_tokens(void **state)
 {
     (void)state;
@@ -552,6 +1310,14 @@ int main(void)
         cmocka_unit_test(test_batched_decode_matches_single),
         cmocka_unit_test(test_bad_files_are_refused),
         cmocka_unit_test(test_forward_rejects_bad_tokens),
+        cmocka_unit_test(test_demo_story_matches_f32_as_claimed),
+        cmocka_unit_test(test_sampler_top_k_top_p),
+        cmocka_unit_test(test_option_parser),
+        cmocka_unit_test(test_char_level_tokenizer),
+        cmocka_unit_test(test_cli_run),
+        cmocka_unit_test(test_cli_ppl_windows),
+        cmocka_unit_test(test_cli_info_json_typed),
+        cmocka_unit_test(test_cli_manual_covers_every_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -379,7 +379,9 @@ static void expect_layers(tkv_context *ctx, const struct cache_shape *s, const c
 }
 
 /* The modes as etc/turbokv.yaml documents them, written out for 12 layers
- * of scheme turbo3. */
+ * of scheme turbo3 and of the same types given by the host: like the
+ * llama.cpp TurboQuant fork's TURBO_LAYER_ADAPTIVE on -ctk/-ctv, a mode
+ * applies to the cache-wide types wherever they come from. */
 static void layer_adaptive_modes(void **state)
 {
     (void)state;
@@ -400,12 +402,56 @@ static void layer_adaptive_modes(void **state)
         snprintf(yaml, sizeof yaml, "scheme: turbo3\nlayer_adaptive: %d\n", modes[i].mode);
         tkv_context *ctx = open_ok(yaml);
         expect_layers(ctx, &from_config, modes[i].types);
-        /* types the host gives are its own */
         struct cache_shape explicit_types = from_config;
-        explicit_types.k_type = explicit_types.v_type = TKV_TYPE_TURBO4;
-        expect_layers(ctx, &explicit_types, "444444444444/444444444444");
+        explicit_types.k_type = explicit_types.v_type = TKV_TYPE_TURBO3;
+        expect_layers(ctx, &explicit_types, modes[i].types);
         tkv_context_close(ctx);
     }
+}
+
+/* When a mode applies, as in the fork: 8 layers or more; modes 1 and 2 on
+ * turbo keys, 5-7 on turbo values; the host's per-layer types above all. */
+static void layer_adaptive_conditions(void **state)
+{
+    (void)state;
+    tkv_context *ctx = open_ok("layer_adaptive: 1\n");
+    struct cache_shape s = { 8, 2, 64, 4, 0, TKV_TYPE_TURBO4, TKV_TYPE_F16, 0, 0 };
+    expect_layers(ctx, &s, "qqqqqqqq/qqqqqqqq"); /* 8 layers: all are boundary layers; values too */
+    s.n_layers = 7;
+    expect_layers(ctx, &s, "4444444/fffffff"); /* fewer than 8 layers: uniform */
+    s.n_layers = 10;
+    s.k_type = TKV_TYPE_F16;
+    s.v_type = TKV_TYPE_TURBO3;
+    expect_layers(ctx, &s, "ffffffffff/3333333333"); /* keys not turbo: modes 1 and 2 do not apply */
+    s.k_type = TKV_TYPE_TURBO4_QJL; /* QJL keys are turbo keys */
+    expect_layers(ctx, &s, "qqqqQQqqqq/qqqq33qqqq");
+    tkv_context_close(ctx);
+
+    ctx = open_ok("layer_adaptive: 7\n");
+    s.k_type = TKV_TYPE_Q8_0;
+    s.v_type = TKV_TYPE_TURBO3;
+    expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq"); /* k8v3: values follow the mode, keys stay */
+    s.v_type = TKV_TYPE_F16;
+    expect_layers(ctx, &s, "qqqqqqqqqq/ffffffffff"); /* values not turbo: modes 5-7 do not apply */
+    s.k_type = s.v_type = TKV_TYPE_FROM_CONFIG;     /* the default scheme: q8_0 keys, turbo3 values */
+    expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq");
+
+    /* per-layer types from the host are its own */
+    uint32_t kt[10], vt[10];
+    for (uint32_t l = 0; l < 10; l++) {
+        kt[l] = TKV_TYPE_TURBO3;
+        vt[l] = TKV_TYPE_TURBO3;
+    }
+    struct tkv_cache_params p = { .struct_size = sizeof p, .n_layers = 10, .n_kv_heads = 2, .head_dim = 64,
+                                  .capacity = 4, .n_seqs = 1, .k_type = TKV_TYPE_TURBO3, .v_type = TKV_TYPE_TURBO3,
+                                  .layer_k_types = kt, .layer_v_types = vt };
+    tkv_cache *c;
+    char got[32];
+    assert_int_equal(tkv_cache_create(ctx, &p, &c), TKV_OK);
+    layer_letters(c, 10, got);
+    assert_string_equal(got, "3333333333/3333333333");
+    tkv_cache_destroy(c);
+    tkv_context_close(ctx);
 }
 
 static void layers_key(void **state)
@@ -574,6 +620,7 @@ int main(void)
         cmocka_unit_test(qjl_inner_products_unbiased),
         cmocka_unit_test(qjl_attention_matches_dequantized),
         cmocka_unit_test(layer_adaptive_modes),
+        cmocka_unit_test(layer_adaptive_conditions),
         cmocka_unit_test(layers_key),
         cmocka_unit_test(layers_key_errors),
         cmocka_unit_test(auto_asymmetric),

@@ -99,6 +99,9 @@ static int usage(FILE *f)
             "  --seqs N        sequences in one call        default: 1x1, 4x1 and 1x8)\n"
             "  --json          print a JSON array instead of the tables\n"
             "  --plot F.svg    draw time against context per type (1 token, 1 sequence)\n"
+            "  --paged         engine costs instead: context open, paged vs contiguous attention\n"
+            "                  (first --types entry, default turbo3), sequence operations on a\n"
+            "                  32-layer cache, memory of a multi-sequence workload\n"
             "Sparse V is off in the tables (every K and V byte is read) and compared on and off\n"
             "on peaked attention; the bench sets TURBO_SPARSE_V for its own two contexts.\n");
     return f == stderr ? 2 : 0;
@@ -700,7 +703,7 @@ int tool_bench(int argc, char **argv)
     const char *backend = NULL, *plot = NULL, *v;
     const char *types = DEFAULT_TYPES, *ctx = DEFAULT_CTX, *preset = "llama3-8b";
     uint32_t tokens = 0, seqs = 0;
-    int json = 0;
+    int json = 0, paged = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
@@ -726,6 +729,8 @@ int tool_bench(int argc, char **argv)
             plot = v;
         else if (!strcmp(argv[i], "--json"))
             json = 1;
+        else if (!strcmp(argv[i], "--paged"))
+            paged = 1;
         else {
             fprintf(stderr, "turbokv bench: unknown option '%s'\n", argv[i]);
             return usage(stderr);
@@ -738,8 +743,13 @@ int tool_bench(int argc, char **argv)
         fprintf(stderr, "turbokv bench: unknown preset '%s' (llama3-8b, qwen2-7b, small)\n", preset);
         return 2;
     }
+    if (paged && types == (const char *)DEFAULT_TYPES)
+        types = "turbo3";
     if (parse_types(&b, types) != 0 || parse_ctx(&b, ctx) != 0)
         return 2;
+    if (paged)
+        return tool_bench_paged(backend, b.ctx, b.n_ctx, b.geo->q_heads, b.geo->kv_heads, b.geo->head_dim,
+                                b.types[0], json);
     if (tokens || seqs) {
         b.shapes[0] = (struct shape){ tokens ? tokens : 1, seqs ? seqs : 1 };
         b.n_shapes = 1;

@@ -72,7 +72,7 @@ static int usage(FILE *f)
             "  --head-dims LIST   head dims of table 1 (default " DEFAULT_HEAD_DIMS ")\n"
             "  --rotations LIST   wht, dense, none (default all three)\n"
             "  --vectors N        random unit vectors per row for mse and ip (default %d)\n"
-            "  --ctx N            tokens of the synthetic caches, 16..65536 (default %d)\n"
+            "  -c, --ctx N        tokens of the synthetic caches, 16..65536 (default %d)\n"
             "  --pairs LIST       K/V pairs of table 2, K/V or one type for both (default\n"
             "                     " DEFAULT_PAIRS ")\n"
             "  --pair-head-dims L synthetic head dims of table 2 (default " DEFAULT_PAIR_HEAD_DIMS ")\n"
@@ -85,7 +85,8 @@ static int usage(FILE *f)
             "                     ip_bias_se, k_rel_err, attn_rel_err (scale = norm),\n"
             "                     attn_rel_err_corrected and their _se; table 2 rows (\"pairs\")\n"
             "                     data, k_type, v_type, head_dim, rotation, bits_per_value,\n"
-            "                     k_rel_err, v_rel_err and the attention errors\n",
+            "                     k_rel_err, v_rel_err and the attention errors\n"
+            "Options take their value as --ctx 512 or --ctx=512; see man turbokv.\n",
             DEFAULT_VECTORS, DEFAULT_CTX);
     return f == stderr ? 2 : 0;
 }
@@ -690,46 +691,84 @@ struct eval_options {
     int json;
 };
 
+enum { O_TYPES = 1, O_HEAD_DIMS, O_ROTATIONS, O_PAIRS, O_PAIR_HEAD_DIMS, O_VECTORS, O_CTX, O_KEYS, O_VALUES,
+       O_BACKEND, O_JSON };
+
+/* The conventions of `turbokv run` and `ppl` (-c for --ctx). */
+static const struct tool_option options[] = {
+    { O_TYPES, 0, "types", "a comma-separated list of types", NULL },
+    { O_HEAD_DIMS, 0, "head-dims", "a comma-separated list of head dims", NULL },
+    { O_ROTATIONS, 0, "rotations", "a comma-separated list of wht, dense, none", NULL },
+    { O_PAIRS, 0, "pairs", "a comma-separated list of K/V pairs", NULL },
+    { O_PAIR_HEAD_DIMS, 0, "pair-head-dims", "a comma-separated list of head dims", NULL },
+    { O_VECTORS, 0, "vectors", "a vector count", NULL },
+    { O_CTX, 'c', "ctx", "a token count", NULL },
+    { O_KEYS, 0, "keys", "a float32 .npy file", NULL },
+    { O_VALUES, 0, "values", "a float32 .npy file", NULL },
+    { O_BACKEND, 0, "backend", "auto, cpu, vulkan or opencl", NULL },
+    { O_JSON, 0, "json", NULL, NULL },
+    { 0, 0, NULL, NULL, NULL },
+};
+
+/* Returns 0, -1 after an error, or 1 for --help (printed). */
 static int parse_args(int argc, char **argv, struct eval_options *o)
 {
-    const char *v;
+    struct tool_getopt g;
+    int id;
     *o = (struct eval_options){ .vectors = DEFAULT_VECTORS, .ctx = DEFAULT_CTX };
     o->n_types = parse_list("--types", DEFAULT_TYPES, o->types, parse_type);
     o->n_head_dims = parse_list("--head-dims", DEFAULT_HEAD_DIMS, o->head_dims, parse_head_dim);
     o->n_rotations = parse_list("--rotations", DEFAULT_ROTATIONS, o->rotations, parse_rotation);
     o->n_pairs = parse_list("--pairs", DEFAULT_PAIRS, o->pairs, parse_pair);
     o->n_pair_head_dims = parse_list("--pair-head-dims", DEFAULT_PAIR_HEAD_DIMS, o->pair_head_dims, parse_head_dim);
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            exit(usage(stdout));
-        else if ((v = tool_opt(argc, argv, &i, "--types")))
-            o->n_types = parse_list("--types", v, o->types, parse_type);
-        else if ((v = tool_opt(argc, argv, &i, "--head-dims")))
-            o->n_head_dims = parse_list("--head-dims", v, o->head_dims, parse_head_dim);
-        else if ((v = tool_opt(argc, argv, &i, "--rotations")))
-            o->n_rotations = parse_list("--rotations", v, o->rotations, parse_rotation);
-        else if ((v = tool_opt(argc, argv, &i, "--pairs")))
-            o->n_pairs = parse_list("--pairs", v, o->pairs, parse_pair);
-        else if ((v = tool_opt(argc, argv, &i, "--pair-head-dims")))
-            o->n_pair_head_dims = parse_list("--pair-head-dims", v, o->pair_head_dims, parse_head_dim);
-        else if ((v = tool_opt(argc, argv, &i, "--vectors"))) {
-            if (parse_count("--vectors", v, 2, 1000000, &o->vectors) != 0)
-                return -1;
-        } else if ((v = tool_opt(argc, argv, &i, "--ctx"))) {
-            if (parse_count("--ctx", v, 16, 65536, &o->ctx) != 0)
-                return -1;
-        } else if ((v = tool_opt(argc, argv, &i, "--keys")))
-            o->keys = v;
-        else if ((v = tool_opt(argc, argv, &i, "--values")))
-            o->values = v;
-        else if ((v = tool_opt(argc, argv, &i, "--backend")))
-            o->backend = v;
-        else if (!strcmp(argv[i], "--json"))
-            o->json = 1;
-        else {
-            fprintf(stderr, "turbokv eval: unknown option '%s'\n", argv[i]);
-            usage(stderr);
+    tool_getopt_init(&g, "eval", options, argc, argv);
+    while ((id = tool_getopt_next(&g)) != TOOL_OPT_END) {
+        switch (id) {
+        case TOOL_OPT_HELP:
+            usage(stdout);
+            return 1;
+        case TOOL_OPT_ERROR:
+            tool_getopt_fail(&g);
             return -1;
+        case TOOL_OPT_POSITIONAL:
+            fprintf(stderr, "turbokv eval: unexpected argument '%s' (turbokv eval --help lists the options)\n",
+                    g.value);
+            return -1;
+        case O_TYPES:
+            o->n_types = parse_list("--types", g.value, o->types, parse_type);
+            break;
+        case O_HEAD_DIMS:
+            o->n_head_dims = parse_list("--head-dims", g.value, o->head_dims, parse_head_dim);
+            break;
+        case O_ROTATIONS:
+            o->n_rotations = parse_list("--rotations", g.value, o->rotations, parse_rotation);
+            break;
+        case O_PAIRS:
+            o->n_pairs = parse_list("--pairs", g.value, o->pairs, parse_pair);
+            break;
+        case O_PAIR_HEAD_DIMS:
+            o->n_pair_head_dims = parse_list("--pair-head-dims", g.value, o->pair_head_dims, parse_head_dim);
+            break;
+        case O_VECTORS:
+            if (parse_count(g.flag, g.value, 2, 1000000, &o->vectors) != 0)
+                return -1;
+            break;
+        case O_CTX:
+            if (parse_count(g.flag, g.value, 16, 65536, &o->ctx) != 0)
+                return -1;
+            break;
+        case O_KEYS:
+            o->keys = g.value;
+            break;
+        case O_VALUES:
+            o->values = g.value;
+            break;
+        case O_BACKEND:
+            o->backend = g.value;
+            break;
+        case O_JSON:
+            o->json = 1;
+            break;
         }
         if (o->n_types < 0 || o->n_head_dims < 0 || o->n_rotations < 0 || o->n_pairs < 0 || o->n_pair_head_dims < 0)
             return -1;
@@ -843,8 +882,9 @@ static int pair_rows(tkv_context *ctx, const struct eval_options *o, const struc
 int tool_eval(int argc, char **argv)
 {
     struct eval_options o;
-    if (parse_args(argc, argv, &o) != 0)
-        return 2;
+    int parsed = parse_args(argc, argv, &o);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : 2;
     char kbuf[4096], vbuf[4096];
     const char *keys = o.keys ? o.keys : tool_model_path("s260k_keys.npy", kbuf, sizeof kbuf);
     const char *values = o.values ? o.values : tool_model_path("s260k_values.npy", vbuf, sizeof vbuf);

@@ -3,7 +3,9 @@
  * why refused), the backend in use, and the effective configuration with
  * the source of every value.
  */
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tool.h"
@@ -45,6 +47,47 @@ static void print_text(tkv_context *ctx)
         printf(" %s %.3f%s", tkv_type_name(t), tkv_type_bits_per_value(t, 128), t + 1 < TKV_TYPE_COUNT ? "," : "\n");
 }
 
+/* The JSON type of a configuration value, by key: the library hands every
+ * value over as text (tkv_config_entry), and a script reading `info --json`
+ * should get sparse_v as true, not "true". Keys not listed stay strings. */
+enum json_kind { AS_STRING, AS_BOOL, AS_NUMBER, AS_NUMBER_OR_WORD };
+
+static enum json_kind config_kind(const char *key)
+{
+    static const struct {
+        const char *key;
+        enum json_kind kind;
+    } kinds[] = {
+        { "sparse_v", AS_BOOL }, { "auto_asymmetric", AS_BOOL }, { "norm_correction", AS_BOOL },
+        { "sparse_v_threshold", AS_NUMBER }, { "layer_adaptive", AS_NUMBER }, { "threads", AS_NUMBER },
+        { "device", AS_NUMBER_OR_WORD }, /* an index, or "auto" */
+    };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(kinds[i].key, key))
+            return kinds[i].kind;
+    return AS_STRING;
+}
+
+/* The value as its JSON type; text that does not read as that type stays a
+ * string, so the output is valid JSON whatever the library hands over. */
+static void print_config_value(const char *key, const char *value)
+{
+    enum json_kind kind = config_kind(key);
+    char *end;
+    if (kind == AS_BOOL && (!strcmp(value, "true") || !strcmp(value, "false"))) {
+        fputs(value, stdout);
+        return;
+    }
+    if (kind == AS_NUMBER || kind == AS_NUMBER_OR_WORD) {
+        double x = strtod(value, &end);
+        if (end != value && !*end && isfinite(x)) {
+            printf("%.9g", x);
+            return;
+        }
+    }
+    tool_json_string(stdout, value);
+}
+
 static void print_json(tkv_context *ctx)
 {
     printf("{\"version\": ");
@@ -61,11 +104,14 @@ static void print_json(tkv_context *ctx)
         tool_json_string(stdout, r.name);
         printf(", \"path\": ");
         tool_json_string(stdout, r.path);
-        printf(", \"abi\": \"%u.%u\", \"accepted\": %s, \"in_use\": %s, \"status\": \"%s\", \"message\": ",
-               r.abi_major, r.abi_minor, r.status == TKV_OK ? "true" : "false", r.in_use ? "true" : "false",
-               tkv_status_name(r.status));
+        printf(", \"version\": ");
+        tool_json_string(stdout, r.version);
+        printf(", \"abi\": \"%u.%u\", \"abi_major\": %u, \"abi_minor\": %u, \"accepted\": %s, \"in_use\": %s, "
+               "\"status\": \"%s\", \"message\": ",
+               r.abi_major, r.abi_minor, r.abi_major, r.abi_minor, r.status == TKV_OK ? "true" : "false",
+               r.in_use ? "true" : "false", tkv_status_name(r.status));
         tool_json_string(stdout, r.message);
-        printf(", \"devices\": [");
+        printf(", \"n_devices\": %u, \"devices\": [", r.n_devices);
         for (uint32_t d = 0; d < r.n_devices && d < 4; d++) {
             printf("%s", d ? ", " : "");
             tool_json_string(stdout, r.devices[d]);
@@ -79,10 +125,21 @@ static void print_json(tkv_context *ctx)
         printf("%s", i ? ", " : "");
         tool_json_string(stdout, e.key);
         printf(": {\"value\": ");
-        tool_json_string(stdout, e.value);
+        print_config_value(e.key, e.value);
         printf(", \"source\": \"%s\", \"origin\": ", source_name(e.source));
         tool_json_string(stdout, e.origin);
+        printf(", \"env\": ");
+        if (e.env)
+            tool_json_string(stdout, e.env);
+        else
+            printf("null");
         printf("}");
+    }
+    printf("}, \"bits_per_value_at_head_dim_128\": {");
+    for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++) {
+        printf("%s", t ? ", " : "");
+        tool_json_string(stdout, tkv_type_name(t));
+        printf(": %.6g", tkv_type_bits_per_value(t, 128));
     }
     printf("}}\n");
 }

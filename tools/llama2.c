@@ -91,7 +91,9 @@ int llama2_open(struct llama2_model *m, const char *path, char *err, size_t err_
     if (!host_is_little_endian())
         return file_error(err, err_size, path, "llama2.c files are little endian; this host is not");
 
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO must be refused below, not waited on (open blocks
+     * until a writer comes); it changes nothing for a regular file. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0)
         return file_error(err, err_size, path, "cannot open: %s", strerror(errno));
     struct stat st;

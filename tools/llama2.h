@@ -44,8 +44,10 @@ struct llama2_model {
     size_t map_size;
 };
 
-/* Maps and validates a model file. Returns 0, or -1 with a message naming
- * the file and the problem in err. */
+/* Maps and validates a model file: a regular file whose header fields are
+ * each in range and whose size is exactly what the header implies (checked
+ * before it is mapped). Returns 0, or -1 with a message naming the file and
+ * the problem in err. */
 int llama2_open(struct llama2_model *m, const char *path, char *err, size_t err_size);
 void llama2_close(struct llama2_model *m);
 

@@ -21,8 +21,11 @@ struct npy_array {
     void *data;                  /* int32_t[count] or float[count] */
 };
 
-/* Reads path, which must hold an array of dtype. Returns 0, or -1 with a
- * message naming the file and the problem in err. */
+/* Reads path, which must be a regular file holding an array of dtype and
+ * nothing else: every header field is checked, and the sizes it gives are
+ * checked against the file's size before anything is allocated. Returns 0,
+ * or -1 with a message naming the file and the problem in err (arr is then
+ * zeroed and owns nothing). */
 int npy_read(const char *path, enum npy_dtype dtype, struct npy_array *arr, char *err, size_t err_size);
 
 void npy_free(struct npy_array *arr);

@@ -117,18 +117,16 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
         file_error(err, err_size, path, "too short for a llama2.c tokenizer (%zu bytes)", size);
         goto out;
     }
+    /* llama2.c sizes its merge buffer from this field and trusts the pieces
+     * to respect it; here buffers follow the longest piece actually read, so
+     * the field only has to be a length */
     int max_len = read_i32(data);
-    if (max_len <= 0 || max_len > 65536) {
-        file_error(err, err_size, path, "max_token_length %d is not in 1..65536: not a llama2.c tokenizer", max_len);
-        goto out;
-    }
-    if (vocab_size < TOKENIZER_BYTE0 + 256) {
-        file_error(err, err_size, path, "the model's vocabulary (%u) is too small for byte fallback (needs %d)",
-             vocab_size, TOKENIZER_BYTE0 + 256);
+    if (max_len < 0) {
+        file_error(err, err_size, path, "max_token_length %d is negative: not a llama2.c tokenizer", max_len);
         goto out;
     }
     t->vocab_size = vocab_size;
-    t->max_token_length = (uint32_t)max_len;
+    t->max_token_length = 1;
     t->pieces = calloc(vocab_size, sizeof *t->pieces);
     t->sorted = malloc(vocab_size * sizeof *t->sorted);
     if (!t->pieces || !t->sorted) {
@@ -142,16 +140,13 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
                  id, vocab_size);
             goto out;
         }
+        /* any score: a NaN or one at or below -1e10 never merges (llama2.c's
+         * best score starts at -1e10 and NaN compares false) */
         p->score = read_f32(data + pos);
         int len = read_i32(data + pos + 4);
         pos += 8;
-        if (!isfinite(p->score)) {
-            file_error(err, err_size, path, "piece %u has a non-finite score", id);
-            goto out;
-        }
-        if (len < 0 || len > max_len) {
-            file_error(err, err_size, path, "piece %u has length %d, outside 0..max_token_length %d: not a llama2.c tokenizer, or damaged",
-                 id, len, max_len);
+        if (len < 0) {
+            file_error(err, err_size, path, "piece %u has length %d: not a llama2.c tokenizer, or damaged", id, len);
             goto out;
         }
         if (size - pos < (size_t)len) {
@@ -167,6 +162,8 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
         p->text[len] = '\0';
         p->len = (uint32_t)len;
         p->byte = parse_byte_piece(p->text, p->len);
+        if (p->len > t->max_token_length)
+            t->max_token_length = p->len;
         pos += (size_t)len;
     }
     if (pos != size) {
@@ -174,15 +171,17 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
              size - pos, vocab_size);
         goto out;
     }
+    /* Byte fallback pieces, wherever they are (ids 3..258 in sentencepiece
+     * vocabularies, which is where llama2.c assumes them) */
     for (int b = 0; b < 256; b++) {
-        const struct tokenizer_piece *p = &t->pieces[TOKENIZER_BYTE0 + b];
-        if (p->byte != b) {
-            file_error(err, err_size, path, "piece %d is \"%.*s\", expected \"<0x%02X>\": not a llama2.c byte-fallback tokenizer",
-                 TOKENIZER_BYTE0 + b, (int)p->len, p->text, b);
-            goto out;
-        }
+        t->byte_id[b] = -1;
         t->byte_chars[b] = (char)b;
     }
+    for (uint32_t id = vocab_size; id-- > 0;)
+        if (t->pieces[id].byte >= 0)
+            t->byte_id[t->pieces[id].byte] = (int32_t)id;
+    for (int b = 0; b < 256; b++)
+        t->n_byte_pieces += t->byte_id[b] >= 0;
     const struct tokenizer_piece **order = malloc(vocab_size * sizeof *order);
     if (!order) {
         file_error(err, err_size, path, "out of memory");
@@ -289,6 +288,7 @@ struct symbols {
     int32_t *id;
     uint32_t *next, *prev; /* UINT32_MAX: none */
     uint32_t *stamp;       /* bumped whenever the symbol changes or dies */
+    unsigned char *unk;    /* 1: an <unk> standing for unencodable text, which never merges */
     char *concat;          /* 2 x max_token_length bytes */
 };
 
@@ -300,31 +300,34 @@ static void consider(const struct tokenizer *t, struct symbols *s, struct candid
     if (left == UINT32_MAX || s->next[left] == UINT32_MAX)
         return;
     uint32_t right = s->next[left];
+    if (s->unk[left] || s->unk[right])
+        return;
     const struct tokenizer_piece *a = &t->pieces[s->id[left]], *b = &t->pieces[s->id[right]];
     memcpy(s->concat, a->text, a->len);
     memcpy(s->concat + a->len, b->text, b->len);
     int merged = tokenizer_lookup(t, s->concat, (size_t)a->len + b->len);
-    if (merged < 0 || t->pieces[merged].score <= -1e10f)
+    if (merged < 0 || !(t->pieces[merged].score > -1e10f))
         return;
     struct candidate c = { t->pieces[merged].score, merged, left, right, s->stamp[left], s->stamp[right] };
     heap_push(heap, n, c);
 }
 
 int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, int bos,
-                     int32_t **tokens, uint32_t *n_tokens)
+                     int32_t **tokens, uint32_t *n_tokens, struct tokenizer_unknown *unknown)
 {
+    struct tokenizer_unknown unk = { 0, 0 };
     /* at most BOS + dummy prefix + one token per byte */
     size_t cap = len + 2, n = 0, n_heap = 0;
     if (len > (SIZE_MAX / 64) || cap > UINT32_MAX)
         return -1;
     struct symbols s = {
         malloc(cap * sizeof *s.id), malloc(cap * sizeof *s.next), malloc(cap * sizeof *s.prev),
-        calloc(cap, sizeof *s.stamp), malloc(2 * (size_t)t->max_token_length),
+        calloc(cap, sizeof *s.stamp), calloc(cap, 1), malloc(2 * (size_t)t->max_token_length),
     };
     /* each merge queues at most two new candidates */
     struct candidate *heap = malloc(3 * cap * sizeof *heap);
     int rc = -1;
-    if (!s.id || !s.next || !s.prev || !s.stamp || !s.concat || !heap)
+    if (!s.id || !s.next || !s.prev || !s.stamp || !s.unk || !s.concat || !heap)
         goto out;
 
     if (bos)
@@ -341,11 +344,20 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
         if ((following & 0xC0) == 0x80 && i + 1 - start < 4)
             continue;
         int id = tokenizer_lookup(t, text + start, i + 1 - start);
+        int bytes_known = 1;
+        for (size_t j = start; j <= i; j++)
+            bytes_known &= t->byte_id[(unsigned char)text[j]] >= 0;
         if (id >= 0)
             s.id[n++] = id;
-        else
+        else if (bytes_known)
             for (size_t j = start; j <= i; j++)
-                s.id[n++] = TOKENIZER_BYTE0 + (unsigned char)text[j];
+                s.id[n++] = t->byte_id[(unsigned char)text[j]];
+        else {
+            if (unk.count++ == 0)
+                unk.first_offset = start;
+            s.unk[n] = 1;
+            s.id[n++] = TOKENIZER_UNK;
+        }
         start = i + 1;
     }
     for (size_t i = 0; i < n; i++) {
@@ -379,9 +391,12 @@ int tokenizer_encode(const struct tokenizer *t, const char *text, size_t len, in
         out[m++] = s.id[i];
     *tokens = out;
     *n_tokens = m;
+    if (unknown)
+        *unknown = unk;
     rc = 0;
 out:
     free(s.id);
+    free(s.unk);
     free(s.next);
     free(s.prev);
     free(s.stamp);

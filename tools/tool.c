@@ -3,6 +3,10 @@
  */
 #include "tool.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -81,6 +85,319 @@ const char *tool_opt(int argc, char **argv, int *i, const char *name)
         exit(2);
     }
     return argv[++*i];
+}
+
+/* ---- getopt_long-style parsing ------------------------------------------------------------- */
+
+void tool_getopt_init(struct tool_getopt *g, const char *cmd, const struct tool_option *options, int argc,
+                      char **argv)
+{
+    memset(g, 0, sizeof *g);
+    g->cmd = cmd;
+    g->options = options;
+    g->argc = argc;
+    g->argv = argv;
+    g->next = 1;
+}
+
+static int getopt_error(struct tool_getopt *g, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int getopt_error(struct tool_getopt *g, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g->error, sizeof g->error, fmt, ap);
+    va_end(ap);
+    return TOOL_OPT_ERROR;
+}
+
+/* Spelling differences that do not matter for a suggestion: case, '_' for '-'. */
+static char fold(char c) { return c == '_' ? '-' : (char)tolower((unsigned char)c); }
+
+/* Optimal string alignment distance (insertions, deletions, substitutions,
+ * swaps of neighbours), case and '_'/'-' folded; long strings count as far. */
+static int distance(const char *a, size_t n, const char *b)
+{
+    enum { MAX = 40 };
+    size_t m = strlen(b);
+    if (n >= MAX || m >= MAX)
+        return 99;
+    int d[MAX][MAX];
+    for (size_t i = 0; i <= n; i++)
+        d[i][0] = (int)i;
+    for (size_t j = 0; j <= m; j++)
+        d[0][j] = (int)j;
+    for (size_t i = 1; i <= n; i++)
+        for (size_t j = 1; j <= m; j++) {
+            int cost = fold(a[i - 1]) != fold(b[j - 1]);
+            int best = d[i - 1][j - 1] + cost;
+            if (d[i - 1][j] + 1 < best)
+                best = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < best)
+                best = d[i][j - 1] + 1;
+            if (i > 1 && j > 1 && fold(a[i - 1]) == fold(b[j - 2]) && fold(a[i - 2]) == fold(b[j - 1]) &&
+                d[i - 2][j - 2] + 1 < best)
+                best = d[i - 2][j - 2] + 1;
+            d[i][j] = best;
+        }
+    return d[n][m];
+}
+
+const char *tool_closest(const char *typed, const char *const *names, size_t n)
+{
+    size_t len = strlen(typed);
+    const char *best = NULL;
+    int best_d = 99;
+    for (size_t i = 0; i < n; i++) {
+        int d = distance(typed, len, names[i]);
+        if (len >= 2 && len < strlen(names[i]) && !strncmp(names[i], typed, len))
+            d = 1;
+        if (d < best_d) {
+            best_d = d;
+            best = names[i];
+        }
+    }
+    return best_d <= 2 && (size_t)best_d < len ? best : NULL;
+}
+
+/* "-p/--prompt", "--top-p", "-n". */
+static void option_name(const struct tool_option *o, char *out, size_t size)
+{
+    if (o->short_name && o->long_name)
+        snprintf(out, size, "-%c/--%s", o->short_name, o->long_name);
+    else if (o->short_name)
+        snprintf(out, size, "-%c", o->short_name);
+    else
+        snprintf(out, size, "--%s", o->long_name);
+}
+
+/* How close `written` (the option text up to any '=', dashes included) is to
+ * option o: 0 for another tool's spelling listed in o->also, else an edit
+ * distance to -s or --long; a long name that `written` starts with (--temperature
+ * for --temp) counts as 1. */
+static int closeness(const char *written, size_t n, const struct tool_option *o)
+{
+    int best = 99;
+    if (o->also) {
+        for (const char *p = o->also; *p;) {
+            size_t len = strcspn(p, " ");
+            if (len == n && strncmp(p, written, n) == 0)
+                return 0;
+            p += len;
+            p += strspn(p, " ");
+        }
+    }
+    char spelled[80];
+    if (o->short_name) {
+        snprintf(spelled, sizeof spelled, "-%c", o->short_name);
+        int d = distance(written, n, spelled);
+        best = d < best ? d : best;
+    }
+    if (o->long_name) {
+        snprintf(spelled, sizeof spelled, "--%s", o->long_name);
+        int d = distance(written, n, spelled);
+        best = d < best ? d : best;
+        size_t len = strlen(spelled);
+        if (len >= 5 && n > len && strncmp(written, spelled, len) == 0 && best > 1)
+            best = 1;
+    }
+    return best;
+}
+
+/* " Did you mean X?" or " Did you mean X or Y?" for the closest options, or "". */
+static void suggest(const struct tool_getopt *g, const char *written, size_t n, char *out, size_t size)
+{
+    /* letters the user wrote, dashes aside: a suggestion must be closer than
+     * a rewrite of all of them ("-x" is one letter from every short option) */
+    size_t letters = n - strspn(written, "-");
+    int best = 99;
+    for (const struct tool_option *o = g->options; o->id; o++) {
+        int c = closeness(written, n, o);
+        best = c < best ? c : best;
+    }
+    out[0] = '\0';
+    if (best > 2 || (best > 0 && (size_t)best >= letters))
+        return;
+    size_t len = (size_t)snprintf(out, size, "; did you mean ");
+    int shown = 0;
+    for (const struct tool_option *o = g->options; o->id && shown < 3; o++)
+        if (closeness(written, n, o) == best) {
+            char name[80];
+            option_name(o, name, sizeof name);
+            if (len < size)
+                len += (size_t)snprintf(out + len, size - len, "%s%s", shown ? " or " : "", name);
+            shown++;
+        }
+    if (len < size)
+        snprintf(out + len, size - len, "?");
+}
+
+static int unknown_option(struct tool_getopt *g, const char *arg)
+{
+    char hint[256];
+    /* a long option is named up to its '=' value; a short one may carry its value */
+    size_t n = arg[0] == '-' && arg[1] == '-' ? strcspn(arg, "=") : strlen(arg);
+    suggest(g, arg, n, hint, sizeof hint);
+    return getopt_error(g, "unknown option '%.*s'%s", (int)n, arg, hint);
+}
+
+/* Takes the value of option o: attached (inline, may be NULL) or the next argument. */
+static int take_value(struct tool_getopt *g, const struct tool_option *o, const char *inline_value)
+{
+    if (!o->arg) {
+        if (inline_value)
+            return getopt_error(g, "option %s takes no value (got '%s')", g->flag, g->argv[g->next - 1]);
+        g->value = NULL;
+        return o->id;
+    }
+    if (inline_value) {
+        g->value = inline_value;
+        return o->id;
+    }
+    if (g->next >= g->argc)
+        return getopt_error(g, "option %s needs a value: %s", g->flag, o->arg);
+    g->value = g->argv[g->next++];
+    return o->id;
+}
+
+int tool_getopt_next(struct tool_getopt *g)
+{
+    g->value = NULL;
+    g->flag[0] = '\0';
+    if (g->next >= g->argc)
+        return TOOL_OPT_END;
+    const char *arg = g->argv[g->next++];
+    if (g->options_ended || arg[0] != '-' || arg[1] == '\0') {
+        g->value = arg;
+        return TOOL_OPT_POSITIONAL;
+    }
+    if (!strcmp(arg, "--")) {
+        g->options_ended = 1;
+        return tool_getopt_next(g);
+    }
+    if (!strcmp(arg, "--help") || !strcmp(arg, "-h"))
+        return TOOL_OPT_HELP;
+
+    if (arg[1] == '-') {
+        /* --name, --name=value, or a unique prefix of a name */
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t n = eq ? (size_t)(eq - name) : strlen(name);
+        const struct tool_option *exact = NULL, *prefix = NULL;
+        int n_prefix = 0;
+        for (const struct tool_option *o = g->options; o->id; o++) {
+            if (!o->long_name || strncmp(o->long_name, name, n) != 0)
+                continue;
+            if (o->long_name[n] == '\0')
+                exact = o;
+            else if (!prefix || prefix->id != o->id) {
+                prefix = prefix ? prefix : o;
+                n_prefix++;
+            }
+        }
+        const struct tool_option *o = exact ? exact : n_prefix == 1 ? prefix : NULL;
+        if (!o && n_prefix > 1 && n > 0) {
+            char list[256];
+            size_t len = 0;
+            list[0] = '\0';
+            for (const struct tool_option *p = g->options; p->id; p++)
+                if (p->long_name && strncmp(p->long_name, name, n) == 0 && len < sizeof list)
+                    len += (size_t)snprintf(list + len, sizeof list - len, "%s--%s", len ? " or " : "", p->long_name);
+            return getopt_error(g, "option '%.*s' is ambiguous: %s?", (int)(n + 2), arg, list);
+        }
+        if (!o)
+            return unknown_option(g, arg);
+        snprintf(g->flag, sizeof g->flag, "--%s", o->long_name);
+        return take_value(g, o, eq ? eq + 1 : NULL);
+    }
+
+    /* -x, -xVALUE; another tool's spelling (llama.cpp's -ctk) or a single
+     * dash before a long name (-temp) is a mistake, not -c tk or -t emp */
+    for (const struct tool_option *o = g->options; o->id; o++)
+        if (arg[2] && closeness(arg, strcspn(arg, "="), o) == 0)
+            return unknown_option(g, arg);
+    for (const struct tool_option *o = g->options; o->id; o++)
+        if (o->long_name && arg[2] && !strncmp(o->long_name, arg + 1, strcspn(arg + 1, "=")) &&
+            o->long_name[strcspn(arg + 1, "=")] == '\0')
+            return getopt_error(g, "unknown option '%s'; did you mean --%s?", arg, o->long_name);
+    for (const struct tool_option *o = g->options; o->id; o++)
+        if (o->short_name && o->short_name == arg[1]) {
+            snprintf(g->flag, sizeof g->flag, "-%c", o->short_name);
+            return take_value(g, o, arg[2] ? arg + 2 : NULL);
+        }
+    return unknown_option(g, arg);
+}
+
+int tool_getopt_fail(const struct tool_getopt *g)
+{
+    fprintf(stderr, "turbokv %s: %s (turbokv %s --help lists the options)\n", g->cmd, g->error, g->cmd);
+    return 2;
+}
+
+int tool_bad_value(const struct tool_getopt *g, const char *expected)
+{
+    fprintf(stderr, "turbokv %s: %s %s: expected %s\n", g->cmd, g->flag, g->value ? g->value : "", expected);
+    return 2;
+}
+
+int tool_value_long(const struct tool_getopt *g, long min, long max, const char *what, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(g->value, &end, 10);
+    if (errno || end == g->value || *end || v < min || v > max) {
+        tool_bad_value(g, what);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int tool_value_float(const struct tool_getopt *g, double min, double max, const char *what, float *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(g->value, &end);
+    if (errno || end == g->value || *end || !isfinite(v) || v < min || v > max) {
+        tool_bad_value(g, what);
+        return -1;
+    }
+    *out = (float)v;
+    return 0;
+}
+
+/* kXvY digits -> type name. */
+static const char *scheme_bits_type(const char *digits, size_t n)
+{
+    static const struct {
+        const char *digits, *type;
+    } table[] = {
+        { "32", "f32" }, { "16", "f16" }, { "8", "q8_0" }, { "4", "turbo4" }, { "3", "turbo3" }, { "2", "turbo2" },
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strlen(table[i].digits) == n && !strncmp(table[i].digits, digits, n))
+            return table[i].type;
+    return NULL;
+}
+
+int tool_parse_scheme(const char *name, uint32_t *k_type, uint32_t *v_type)
+{
+    uint32_t k, v;
+    const char *vpos = name[0] == 'k' ? strchr(name, 'v') : NULL;
+    if (vpos) {
+        const char *kname = scheme_bits_type(name + 1, (size_t)(vpos - name - 1));
+        const char *vname = scheme_bits_type(vpos + 1, strlen(vpos + 1));
+        if (!kname || !vname || tkv_type_from_name(kname, &k) != TKV_OK || tkv_type_from_name(vname, &v) != TKV_OK)
+            return -1;
+    } else if (tkv_type_from_name(name, &k) != TKV_OK) {
+        return -1;
+    } else {
+        v = k;
+    }
+    /* QJL types are for keys only, so they name no scheme (the library refuses them too) */
+    if (tkv_type_is_qjl(v))
+        return -1;
+    *k_type = k;
+    *v_type = v;
+    return 0;
 }
 
 int tool_split(char *list, char **items, int max)

@@ -2,18 +2,21 @@
  * Decode attention on an ISA level, split over the device's threads.
  *
  * A work unit is one (sequence, kv head) with up to CPU_UNIT_QUERIES of its
- * queries (n_q tokens x the GQA ratio heads, token-major): they share every
- * K and V row they read. Its rows are cut into spans (split-K); a work item
- * is one span of one unit, run by the level's attend_span with its own
- * online softmax: running max m_i, sum l_i, accumulator acc_i. The thread
- * that finishes the last span of a unit merges them exactly,
- *     M = max_i m_i,   out = sum_i e^(m_i - M) acc_i / sum_i e^(m_i - M) l_i,
+ * queries (its n_q tokens x the GQA ratio heads, token-major): they share
+ * every K and V row they read. Its rows, from the first one its first query
+ * sees (a sliding window starts past 0) to the sequence's end, are cut into
+ * spans (split-K); a work item is one span of one unit, run by the level's
+ * attend_span with its own online softmax: running max m_i, sum l_i,
+ * accumulator acc_i. The thread that finishes the last span of a unit
+ * merges them exactly,
+ *     M = max_i m_i,   L = sum_i e^(m_i - M) l_i,
+ *     out = sum_i e^(m_i - M) acc_i / L,   lse = M + log L,
  * and applies R^-1 once per output row for turbo values.
  *
- * Spans depend only on the sequence's length, so a sequence gets the same
- * floats whatever the thread count and whichever sequences share the call.
- * The work lists live in the device and only grow: a warm decode loop
- * allocates nothing.
+ * Spans depend only on the sequence (its n_ctx, n_q and the window), so a
+ * sequence gets the same floats whatever the thread count, whichever
+ * sequences share the call and however its cache is paged. The work lists
+ * live in the device and only grow: a warm decode loop allocates nothing.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -32,7 +35,8 @@
 
 struct unit {
     uint32_t seq, kv_head;
-    uint32_t query0, n_query; /* its queries among the head's n_q x ratio */
+    uint32_t query0, n_query; /* its queries among the sequence's n_q x ratio */
+    uint32_t first_row;       /* of its first span, a multiple of 64 */
     uint32_t span_rows, n_spans, first_item;
     atomic_uint pending;      /* spans not finished yet */
 };
@@ -53,14 +57,13 @@ struct call {
     struct cpu_device *dev;
     const struct tkv_attention_args *a;
     const struct cpu_layout *k, *v;
-    const uint8_t *k_data, *v_data;
     uint32_t ratio;
     size_t partial_stride; /* floats per item: acc, then max and sum */
 };
 
-static uint32_t span_rows(uint32_t n_ctx)
+static uint32_t span_rows(uint32_t n_rows)
 {
-    uint32_t rows = ((n_ctx + SPANS_PER_HEAD - 1) / SPANS_PER_HEAD + 63u) & ~63u;
+    uint32_t rows = ((n_rows + SPANS_PER_HEAD - 1) / SPANS_PER_HEAD + 63u) & ~63u;
     return rows < SPAN_ROWS_MIN ? SPAN_ROWS_MIN : rows;
 }
 
@@ -88,12 +91,13 @@ void cpu_split_free(struct cpu_split *s)
     free(s);
 }
 
-/* Query g of a unit's head: token g / ratio, head kv_head * ratio + g % ratio. */
-static size_t query_at(const struct call *c, const struct unit *u, uint32_t g)
+/* Query g of a unit: token g / ratio of its sequence, head kv_head * ratio +
+ * g % ratio; returns its row in q, out and lse. */
+static size_t query_row(const struct call *c, const struct unit *u, uint32_t g)
 {
     const struct tkv_attention_args *a = c->a;
     uint32_t t = g / c->ratio, h = u->kv_head * c->ratio + g % c->ratio;
-    return (((size_t)u->seq * a->n_q + t) * a->n_q_heads + h) * c->k->head_dim;
+    return ((size_t)cpu_seq(a, u->seq)->q_first + t) * a->n_q_heads + h;
 }
 
 static void merge_unit(const struct call *c, const struct unit *u)
@@ -101,7 +105,8 @@ static void merge_unit(const struct call *c, const struct unit *u)
     const uint32_t hd = c->v->head_dim;
     const float *base = c->dev->split->partials + (size_t)u->first_item * c->partial_stride;
     for (uint32_t q = 0; q < u->n_query; q++) {
-        float *out = c->a->out + query_at(c, u, u->query0 + q);
+        size_t row = query_row(c, u, u->query0 + q);
+        float *out = c->a->out + row * hd;
         float m = -INFINITY, l = 0.0f;
         for (uint32_t s = 0; s < u->n_spans; s++)
             m = fmaxf(m, base[s * c->partial_stride + (size_t)u->n_query * hd + q]);
@@ -119,6 +124,8 @@ static void merge_unit(const struct call *c, const struct unit *u)
         float inv_l = 1.0f / l;
         for (uint32_t i = 0; i < hd; i++)
             out[i] *= inv_l;
+        if (c->a->lse)
+            c->a->lse[row] = m + logf(l);
         if (c->v->bits)
             for (uint32_t g = 0; g < c->v->n_groups; g++)
                 c->v->isa->rotate_group(c->v->rotation, &c->v->groups[g], CPU_UNROTATE,
@@ -132,18 +139,19 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
     const struct tkv_attention_args *a = c->a;
     const struct item *it = &c->dev->split->items[index];
     struct unit *u = &c->dev->split->units[it->unit];
-    const struct tkv_attn_seq *seq = &a->seqs[u->seq];
+    const struct tkv_attn_seq *seq = cpu_seq(a, u->seq);
+    const uint32_t *blocks = a->blocks + seq->block_first;
     struct cpu_thread *th = &c->dev->threads[thread];
     const struct cpu_layout *kl = c->k;
     const uint32_t hd = kl->head_dim;
     const uint32_t lanes = kl->isa->lanes;
-    uint32_t visible[CPU_UNIT_QUERIES];
+    uint32_t lo[CPU_UNIT_QUERIES], hi[CPU_UNIT_QUERIES];
     float row[TKV_HEAD_DIM_MAX];
 
     for (uint32_t q = 0; q < u->n_query; q++) {
         uint32_t g = u->query0 + q, j = q % CPU_SUBBATCH, b0 = q - j;
         uint32_t nb = u->n_query - b0 < CPU_SUBBATCH ? u->n_query - b0 : CPU_SUBBATCH;
-        memcpy(row, a->q + query_at(c, u, g), sizeof *row * hd);
+        memcpy(row, a->q + query_row(c, u, g) * hd, sizeof *row * hd);
         if (kl->bits) /* turbo K scores against R q */
             for (uint32_t i = 0; i < kl->n_groups; i++)
                 kl->isa->rotate_group(kl->rotation, &kl->groups[i], CPU_ROTATE,
@@ -151,22 +159,24 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         float *tile = th->queries + (size_t)b0 * hd; /* see struct cpu_span */
         for (uint32_t o = 0; o < hd; o += lanes)
             memcpy(tile + ((size_t)o * nb + (size_t)j * lanes), row + o, sizeof *row * lanes);
-        /* causal within the new tokens */
-        visible[q] = seq->n_ctx - a->n_q + g / c->ratio + 1;
+        cpu_visible(seq->n_ctx, seq->n_q, g / c->ratio, a->window, &lo[q], &hi[q]);
     }
     float *part = c->dev->split->partials + (size_t)index * c->partial_stride;
-    uint32_t first = it->span * u->span_rows;
+    uint32_t first = u->first_row + it->span * u->span_rows;
     struct cpu_span span = {
         .k = kl,
         .v = c->v,
-        .k_rows = c->k_data + seq->k_offset + u->kv_head * a->k_head_stride,
-        .v_rows = c->v_data + seq->v_offset + u->kv_head * a->v_head_stride,
+        .k_rows = cpu_rows_of(&a->k, blocks, u->kv_head),
+        .v_rows = cpu_rows_of(&a->v, blocks, u->kv_head),
         .first = first,
         .end = seq->n_ctx - first < u->span_rows ? seq->n_ctx : first + u->span_rows,
         .n_query = u->n_query,
         .queries = th->queries,
-        .visible = visible,
+        .lo = lo,
+        .hi = hi,
         .scale = a->scale,
+        .softcap = a->softcap,
+        .inv_softcap = a->softcap > 0.0f ? 1.0f / a->softcap : 0.0f,
         .threshold = a->sparse_v_threshold,
         .acc = part,
         .max = part + (size_t)u->n_query * hd,
@@ -178,44 +188,69 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         merge_unit(c, u);
 }
 
+/* The units of sequence s: chunks of its n_q x ratio queries, each with
+ * the rows from the first one its first query sees. */
+static uint32_t seq_chunks(const struct tkv_attention_args *a, uint32_t s, uint32_t ratio)
+{
+    return (cpu_seq(a, s)->n_q * ratio + CPU_UNIT_QUERIES - 1) / CPU_UNIT_QUERIES;
+}
+
+static uint32_t chunk_first_row(const struct tkv_attention_args *a, const struct tkv_attn_seq *seq,
+                                uint32_t query0, uint32_t ratio)
+{
+    uint32_t lo, hi;
+    cpu_visible(seq->n_ctx, seq->n_q, query0 / ratio, a->window, &lo, &hi);
+    return lo & ~63u;
+}
+
 /* Lists the units and items of a call; TKV_ENOMEM leaves nothing changed
  * but the lists' capacity. */
 static int plan_work(struct cpu_device *dev, const struct tkv_attention_args *a, uint32_t ratio,
                      size_t partial_stride, uint32_t *n_items, uint64_t *work)
 {
-    struct cpu_split *s = dev->split;
-    const uint32_t n_query = a->n_q * ratio;
-    const uint32_t n_chunks = (n_query + CPU_UNIT_QUERIES - 1) / CPU_UNIT_QUERIES;
-    size_t n_units = (size_t)a->n_seqs * a->n_kv_heads * n_chunks, items = 0;
-    for (uint32_t q = 0; q < a->n_seqs; q++)
-        items += (size_t)a->n_kv_heads * n_chunks *
-                 ((a->seqs[q].n_ctx + span_rows(a->seqs[q].n_ctx) - 1) / span_rows(a->seqs[q].n_ctx));
-    if (items > UINT32_MAX || !grow((void **)&s->units, &s->unit_cap, n_units, sizeof *s->units) ||
-        !grow((void **)&s->items, &s->item_cap, items, sizeof *s->items) ||
-        !grow((void **)&s->partials, &s->partial_cap, items * partial_stride, sizeof(float)))
+    struct cpu_split *sp = dev->split;
+    size_t n_units = 0, items = 0;
+    for (uint32_t s = 0; s < a->n_seqs; s++) {
+        const struct tkv_attn_seq *seq = cpu_seq(a, s);
+        uint32_t chunks = seq_chunks(a, s, ratio);
+        n_units += (size_t)a->n_kv_heads * chunks;
+        for (uint32_t ch = 0; ch < chunks; ch++) {
+            uint32_t rows = seq->n_ctx - chunk_first_row(a, seq, ch * CPU_UNIT_QUERIES, ratio);
+            items += (size_t)a->n_kv_heads * ((rows + span_rows(rows) - 1) / span_rows(rows));
+        }
+    }
+    if (items > UINT32_MAX || !grow((void **)&sp->units, &sp->unit_cap, n_units, sizeof *sp->units) ||
+        !grow((void **)&sp->items, &sp->item_cap, items, sizeof *sp->items) ||
+        !grow((void **)&sp->partials, &sp->partial_cap, items * partial_stride, sizeof(float)))
         return CPU_ERROR(TKV_ENOMEM, "attention: no memory for %zu work items", items);
 
     uint32_t u = 0, i = 0;
     *work = 0;
-    for (uint32_t q = 0; q < a->n_seqs; q++) {
-        uint32_t rows = span_rows(a->seqs[q].n_ctx);
-        uint32_t spans = (a->seqs[q].n_ctx + rows - 1) / rows;
-        for (uint32_t kv = 0; kv < a->n_kv_heads; kv++)
-            for (uint32_t ch = 0; ch < n_chunks; ch++, u++) {
-                struct unit *unit = &s->units[u];
-                unit->seq = q;
+    for (uint32_t s = 0; s < a->n_seqs; s++) {
+        const struct tkv_attn_seq *seq = cpu_seq(a, s);
+        const uint32_t n_query = seq->n_q * ratio, chunks = seq_chunks(a, s, ratio);
+        for (uint32_t ch = 0; ch < chunks; ch++) {
+            uint32_t query0 = ch * CPU_UNIT_QUERIES;
+            uint32_t first_row = chunk_first_row(a, seq, query0, ratio);
+            uint32_t rows = span_rows(seq->n_ctx - first_row);
+            uint32_t spans = (seq->n_ctx - first_row + rows - 1) / rows;
+            for (uint32_t kv = 0; kv < a->n_kv_heads; kv++, u++) {
+                struct unit *unit = &sp->units[u];
+                unit->seq = s;
                 unit->kv_head = kv;
-                unit->query0 = ch * CPU_UNIT_QUERIES;
-                unit->n_query = n_query - unit->query0 < CPU_UNIT_QUERIES ? n_query - unit->query0
-                                                                          : CPU_UNIT_QUERIES;
+                unit->query0 = query0;
+                unit->n_query = n_query - query0 < CPU_UNIT_QUERIES ? n_query - query0
+                                                                    : CPU_UNIT_QUERIES;
+                unit->first_row = first_row;
                 unit->span_rows = rows;
                 unit->n_spans = spans;
                 unit->first_item = i;
                 atomic_init(&unit->pending, spans);
-                for (uint32_t sp = 0; sp < spans; sp++, i++)
-                    s->items[i] = (struct item){ u, sp };
-                *work += (uint64_t)a->seqs[q].n_ctx * unit->n_query;
+                for (uint32_t k = 0; k < spans; k++, i++)
+                    sp->items[i] = (struct item){ u, k };
+                *work += (uint64_t)(seq->n_ctx - first_row) * unit->n_query;
             }
+        }
     }
     *n_items = i;
     return TKV_OK;
@@ -223,14 +258,19 @@ static int plan_work(struct cpu_device *dev, const struct tkv_attention_args *a,
 
 int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args *a,
                         const struct cpu_layout *k, const struct cpu_layout *v,
-                        const uint8_t *k_data, const uint8_t *v_data, uint64_t *rows_total,
                         uint64_t *rows_skipped)
 {
     const uint32_t ratio = a->n_q_heads / a->n_kv_heads;
-    const uint32_t unit_queries = a->n_q * ratio < CPU_UNIT_QUERIES ? a->n_q * ratio
-                                                                    : CPU_UNIT_QUERIES;
+    uint32_t unit_queries = 0;
+    for (uint32_t s = 0; s < a->n_seqs; s++) {
+        uint32_t n = cpu_seq(a, s)->n_q * ratio;
+        unit_queries = n > unit_queries ? n : unit_queries;
+    }
+    if (unit_queries > CPU_UNIT_QUERIES)
+        unit_queries = CPU_UNIT_QUERIES;
     /* 16 floats: items written by different threads do not share a cache line */
-    const size_t stride = ((size_t)unit_queries * k->head_dim + 2u * CPU_UNIT_QUERIES + 15u) & ~(size_t)15u;
+    const size_t stride =
+        ((size_t)unit_queries * k->head_dim + 2u * CPU_UNIT_QUERIES + 15u) & ~(size_t)15u;
     uint32_t n_items;
     uint64_t work;
     int rc;
@@ -238,7 +278,7 @@ int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args 
         return CPU_ERROR(TKV_ENOMEM, "attention: no memory for the work lists");
     if ((rc = plan_work(dev, a, ratio, stride, &n_items, &work)) != TKV_OK)
         return rc;
-    struct call c = { dev, a, k, v, k_data, v_data, ratio, stride };
+    struct call c = { dev, a, k, v, ratio, stride };
     uint32_t n_threads = work < POOL_MIN_WORK ? 1 : dev->n_threads;
     for (uint32_t t = 0; t < n_threads; t++)
         dev->threads[t].skipped = 0;
@@ -246,10 +286,5 @@ int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args 
     *rows_skipped = 0;
     for (uint32_t t = 0; t < n_threads; t++)
         *rows_skipped += dev->threads[t].skipped;
-    /* query t of a sequence sees n_ctx - n_q + t + 1 rows, in every head */
-    *rows_total = 0;
-    for (uint32_t s = 0; s < a->n_seqs; s++)
-        *rows_total += (uint64_t)a->n_q_heads * a->n_q * (a->seqs[s].n_ctx - a->n_q) +
-                       (uint64_t)a->n_q_heads * a->n_q * (a->n_q + 1) / 2;
     return TKV_OK;
 }

@@ -10,6 +10,7 @@
 #ifndef TKV_CPU_H
 #define TKV_CPU_H
 
+#include <assert.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,8 +24,9 @@ extern const struct tkv_services *cpu_svc;
  * return, so an op can write: return CPU_ERROR(TKV_EINVAL, "...", ...). */
 #define CPU_ERROR(status, ...) (cpu_svc->error((status), __VA_ARGS__), (status))
 
-/* A device buffer: host memory behind a small header that records its size,
- * so every op can bounds-check offsets against it. */
+/* A device buffer: host memory behind a small header with a magic (debug
+ * builds assert that a handle the core passes is one of ours; the core
+ * checks every range against the size it allocated) and the size (stats). */
 #define CPU_BUFFER_MAGIC 0x746b7663u /* "tkvc" */
 /* Zeroed bytes past the end of every buffer: the ISA levels load a row's
  * packed indices 8 bytes at a time, past the last row's last index. */
@@ -52,6 +54,13 @@ struct cpu_buffer {
     uint64_t size;
     unsigned char data[];
 };
+
+static inline struct cpu_buffer *cpu_buffer_of(const void *handle)
+{
+    struct cpu_buffer *b = (struct cpu_buffer *)handle;
+    assert(b && b->magic == CPU_BUFFER_MAGIC);
+    return b;
+}
 
 /* A b-bit codebook in the shape the ISA levels' 16-entry table lookups take
  * (isa.c): centroids and their squares repeated every 2^b entries, the
@@ -134,10 +143,11 @@ struct cpu_layout {
     const struct cpu_simd_type *simd;
 };
 
-/* Validates fmt and fills the layout, kernels included; op names the
- * failing call in the error detail ("quantize_append", "attention K"). */
-int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt, const char *op,
-                    struct cpu_layout *l);
+/* Fills the layout of a format the core has validated (type, head_dim,
+ * rotation and scale mode within the device's capabilities), kernels
+ * included. */
+void cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt,
+                     struct cpu_layout *l);
 
 /* The turbo kernels (rows.c); the QJL kernels (qjl.c) run them on the
  * turbo part of their rows. */
@@ -148,7 +158,7 @@ void cpu_turbo_prepare_query(const struct cpu_layout *l, const float *q, float *
 
 /* QJL key types (qjl.c). cpu_qjl_layout completes a layout that
  * cpu_layout_init filled as the type's turbo stage. */
-int cpu_qjl_layout(const struct cpu_device *dev, const char *op, struct cpu_layout *l);
+void cpu_qjl_layout(const struct cpu_device *dev, struct cpu_layout *l);
 void cpu_qjl_encode(const struct cpu_layout *l, const float *x, uint8_t *row);
 float cpu_qjl_dot(const struct cpu_layout *l, const uint8_t *row, const float *q);
 void cpu_qjl_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc);
@@ -163,16 +173,6 @@ enum cpu_direction { CPU_ROTATE, CPU_UNROTATE };
 void cpu_rotate_group(uint32_t rotation, const struct cpu_group *grp, enum cpu_direction dir,
                       float *v);
 void cpu_rotate_row(const struct cpu_layout *l, enum cpu_direction dir, float *v);
-
-/* The checks every op with an args struct starts with (plugin.c): dev and
- * args present, args at least size bytes as its struct_size says (every
- * args struct begins with uint32_t struct_size). */
-int cpu_check_args(const void *dev, const void *args, size_t size, const char *op);
-
-/* The buffer behind a handle, or NULL (with the error recorded) if buf is
- * not one of ours. */
-struct cpu_buffer *cpu_buffer_check(const void *buf, const char *op, const char *which);
-
 
 /* The sum of 8 running sums (value i of a row goes to s[i % 8]) in the
  * order every ISA level reproduces: halves, then halves again. */
@@ -197,15 +197,56 @@ int cpu_pool_create(uint32_t n_threads, struct cpu_pool **pool);
 void cpu_pool_destroy(struct cpu_pool *pool);
 void cpu_pool_run(struct cpu_pool *pool, uint32_t n_items, cpu_pool_fn fn, void *arg);
 
+/* Where the rows of one kv head of one sequence lie: the head's slice of a
+ * pool and the sequence's block table. */
+struct cpu_rows {
+    const uint8_t *head;   /* buffer data + h * head_stride */
+    const uint32_t *blocks; /* the sequence's block table */
+    uint64_t block_stride;
+    uint32_t block_tokens, row_bytes;
+};
+
+static inline struct cpu_rows cpu_rows_of(const struct tkv_pool *p, const uint32_t *blocks,
+                                          uint32_t head)
+{
+    const struct cpu_buffer *b = cpu_buffer_of(p->buf);
+    return (struct cpu_rows){ b->data + head * p->head_stride, blocks, p->block_stride,
+                              p->block_tokens, p->row_bytes };
+}
+
+/* Token t's row; one division, for callers that touch a row at a time (the
+ * attention loops walk blocks instead). */
+static inline const uint8_t *cpu_row_at(const struct cpu_rows *r, uint32_t t)
+{
+    return r->head + r->blocks[t / r->block_tokens] * r->block_stride +
+           (size_t)(t % r->block_tokens) * r->row_bytes;
+}
+
+/* The rows query token i of a sequence sees: [*lo, *hi) (causal, and the
+ * last window positions when window > 0). */
+static inline void cpu_visible(uint32_t n_ctx, uint32_t n_q, uint32_t i, uint32_t window,
+                               uint32_t *lo, uint32_t *hi)
+{
+    uint32_t p = n_ctx - n_q + i;
+    *hi = p + 1;
+    *lo = window && p + 1 > window ? p + 1 - window : 0;
+}
+
+/* Sequence s of an attention call. */
+static inline const struct tkv_attn_seq *cpu_seq(const struct tkv_attention_args *a, uint32_t s)
+{
+    return (const struct tkv_attn_seq *)((const char *)a->seqs + (size_t)s * a->seq_size);
+}
+
 /* Attention on the layouts' ISA level, split over the threads
- * (attention_split.c); the arguments are checked. */
+ * (attention_split.c). */
 int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args *a,
                         const struct cpu_layout *k, const struct cpu_layout *v,
-                        const uint8_t *k_data, const uint8_t *v_data, uint64_t *rows_total,
                         uint64_t *rows_skipped);
 void cpu_split_free(struct cpu_split *split);
 
-/* The ops (quantize.c, attention.c). */
+/* The ops (quantize.c, attention.c). The core has checked their arguments
+ * (turbokv_plugin.h); they run on anything that passed. */
 int cpu_quantize_append(void *dev, const struct tkv_append_args *args);
 int cpu_dequantize(void *dev, const struct tkv_dequant_args *args);
 int cpu_attention(void *dev, const struct tkv_attention_args *args);

@@ -63,18 +63,17 @@ static inline uint32_t vf_ge_bits(vf a, float t)
 {
     return (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_set1_ps(t), _CMP_GE_OQ));
 }
-static inline vf vf_keep_bits(vf a, uint32_t bits)
+/* All ones in the lanes whose bit is set. */
+static inline __m256 lane_mask(uint32_t bits)
 {
     const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    __m256i keep = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), lane_bit),
-                                      lane_bit);
-    return _mm256_and_ps(a, _mm256_castsi256_ps(keep));
+    return _mm256_castsi256_ps(
+        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), lane_bit), lane_bit));
 }
-static inline vf vf_fill_from(vf a, uint32_t n, float fill)
+static inline vf vf_keep_bits(vf a, uint32_t bits) { return _mm256_and_ps(a, lane_mask(bits)); }
+static inline vf vf_select(uint32_t bits, vf a, vf b)
 {
-    __m256i below = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
-                                       _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return _mm256_blendv_ps(_mm256_set1_ps(fill), a, _mm256_castsi256_ps(below));
+    return _mm256_blendv_ps(b, a, lane_mask(bits));
 }
 
 /* Three rounds of pairwise halving: 128-bit halves across vectors, then

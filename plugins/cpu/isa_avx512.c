@@ -50,9 +50,9 @@ static inline uint32_t vf_ge_bits(vf a, float t)
     return _mm512_cmp_ps_mask(a, _mm512_set1_ps(t), _CMP_GE_OQ);
 }
 static inline vf vf_keep_bits(vf a, uint32_t bits) { return _mm512_maskz_mov_ps((__mmask16)bits, a); }
-static inline vf vf_fill_from(vf a, uint32_t n, float fill)
+static inline vf vf_select(uint32_t bits, vf a, vf b)
 {
-    return _mm512_mask_blend_ps((__mmask16)((1u << n) - 1u), _mm512_set1_ps(fill), a);
+    return _mm512_mask_blend_ps((__mmask16)bits, b, a);
 }
 
 /* Four rounds of pairwise halving: 128-bit quarters across vectors, then

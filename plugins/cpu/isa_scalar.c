@@ -66,7 +66,7 @@ static inline uint32_t vf_ge_bits(vf a, float t)
     return bits;
 }
 static inline vf vf_keep_bits(vf a, uint32_t bits) { LANEWISE(bits >> i & 1u ? a.v[i] : 0.0f); }
-static inline vf vf_fill_from(vf a, uint32_t n, float fill) { LANEWISE(i < n ? a.v[i] : fill); }
+static inline vf vf_select(uint32_t bits, vf a, vf b) { LANEWISE(bits >> i & 1u ? a.v[i] : b.v[i]); }
 
 #define CPU_ROW_SLOT(r) (r)
 static inline vf vf_sum_rows(const vf p[8]) { LANEWISE(vf_hsum(p[i])); }

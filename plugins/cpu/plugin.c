@@ -86,7 +86,8 @@ static int math_check(const struct tkv_math *math)
                          sizeof *math);
     for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
         const struct tkv_group_tables *t = &math->groups[tkv_group_index(g)];
-        int ok = t->group == g && t->sign1 && t->sign2 && t->dense;
+        int ok = t->group == g && t->sign1 && t->sign2 && t->dense &&
+                 math->qjl[tkv_group_index(g)].rows; /* the QJL key types' sketch */
         for (uint32_t b = 0; b < TKV_N_CODEBOOK_BITS && ok; b++)
             ok = t->codebook[b].bits == b + TKV_TURBO_BITS_MIN && t->codebook[b].centroids &&
                  t->codebook[b].boundaries && t->codebook[b].centroid_sq;
@@ -174,53 +175,52 @@ static int cpu_open(const struct tkv_open_params *params, void **dev_out)
     return TKV_OK;
 }
 
-/* ---- argument checks shared by the ops ----------------------------------- */
+/* ---- capabilities ------------------------------------------------------- */
 
-int cpu_check_args(const void *dev, const void *args, size_t size, const char *op)
+/* Every type is stored and attended as a key; the QJL types only as keys
+ * (their values would cost g^2 per row: rows.c's axpy is there for
+ * dequantize). */
+#define CPU_ALL_TYPES ((1u << TKV_TYPE_COUNT) - 1u)
+#define CPU_QJL_TYPES ((1u << TKV_TYPE_TURBO3_QJL) | (1u << TKV_TYPE_TURBO4_QJL))
+
+static int cpu_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
 {
-    uint32_t struct_size;
-    if (!dev || !args)
-        return CPU_ERROR(TKV_EINVAL, "%s: NULL %s", op, dev ? "args" : "device");
-    memcpy(&struct_size, args, sizeof struct_size);
-    if (struct_size < size)
-        return CPU_ERROR(TKV_EINVAL, "%s: args struct_size %u is less than %zu (ABI %u.%u)", op,
-                         struct_size, size, TKV_ABI_MAJOR, TKV_ABI_MINOR);
+    if (device_index != 0)
+        return CPU_ERROR(TKV_ERANGE, "device_caps: device %u does not exist (the cpu has device 0)",
+                         device_index);
+    /* members up to caps->struct_size: all of ABI 2.0's */
+    caps->features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP |
+                     TKV_CAP_LSE | TKV_CAP_BUFFER_COPY;
+    caps->k_types = CPU_ALL_TYPES;
+    caps->v_types = CPU_ALL_TYPES & ~CPU_QJL_TYPES;
+    caps->rotations = (1u << TKV_ROTATION_COUNT) - 1u;
+    caps->scale_modes = (1u << TKV_SCALE_COUNT) - 1u;
+    caps->head_dim_max = TKV_HEAD_DIM_MAX;
+    caps->max_block_tokens = 0;
+    caps->max_q_per_seq = 0;
+    caps->max_buffer_bytes = (uint64_t)(SIZE_MAX - sizeof(struct cpu_buffer) - CPU_BUFFER_SLACK);
     return TKV_OK;
 }
 
 /* ---- buffers ------------------------------------------------------------- */
 
-struct cpu_buffer *cpu_buffer_check(const void *buf, const char *op, const char *which)
-{
-    struct cpu_buffer *b = (struct cpu_buffer *)buf;
-    if (!b) {
-        (void)CPU_ERROR(TKV_EINVAL, "%s: NULL %s", op, which);
-        return NULL;
-    }
-    if (b->magic != CPU_BUFFER_MAGIC) {
-        (void)CPU_ERROR(TKV_EINVAL, "%s: %s is not a turbokv-cpu buffer", op, which);
-        return NULL;
-    }
-    return b;
-}
-
-
+/* The contents are undefined (the core writes every row before reading
+ * it); only the slack is zeroed. malloc leaves fresh pages untouched, so a
+ * big pool costs nothing until its blocks are written. */
 static int cpu_buffer_alloc(void *dev_, uint64_t bytes, void **out)
 {
     struct cpu_device *dev = dev_;
-    if (!dev || !out)
-        return CPU_ERROR(TKV_EINVAL, "buffer_alloc: NULL %s", dev ? "buf" : "device");
-    if (bytes == 0)
-        return CPU_ERROR(TKV_EINVAL, "buffer_alloc: zero bytes");
     if (bytes > SIZE_MAX - sizeof(struct cpu_buffer) - CPU_BUFFER_SLACK)
         return CPU_ERROR(TKV_ENOMEM, "buffer_alloc: %llu bytes exceed the address space",
                          (unsigned long long)bytes);
-    struct cpu_buffer *b = calloc(1, sizeof *b + (size_t)bytes + CPU_BUFFER_SLACK);
+    struct cpu_buffer *b = malloc(sizeof *b + (size_t)bytes + CPU_BUFFER_SLACK);
     if (!b)
         return CPU_ERROR(TKV_ENOMEM, "buffer_alloc: no memory for %llu bytes",
                          (unsigned long long)bytes);
     b->magic = CPU_BUFFER_MAGIC;
+    b->reserved = 0;
     b->size = bytes;
+    memset(b->data + bytes, 0, CPU_BUFFER_SLACK);
     dev->stats.n_buffers++;
     dev->stats.bytes_allocated += bytes;
     *out = b;
@@ -231,57 +231,61 @@ static void cpu_buffer_free(void *dev_, void *buf)
 {
     struct cpu_device *dev = dev_;
     struct cpu_buffer *b = buf;
-    if (!dev || !b)
+    if (!b)
         return;
-    if (b->magic != CPU_BUFFER_MAGIC) {
-        cpu_svc->log(TKV_LOG_WARN, "cpu: buffer_free of something not a turbokv-cpu buffer");
-        return;
-    }
+    b = cpu_buffer_of(buf);
     dev->stats.n_buffers--;
     dev->stats.bytes_allocated -= b->size;
     b->magic = 0;
     free(b);
 }
 
-/* Points *p at the bytes [offset, offset + bytes) of a buffer. */
-static int buffer_range(const void *buf, uint64_t offset, uint64_t bytes, const char *op,
-                        unsigned char **p)
-{
-    struct cpu_buffer *b = cpu_buffer_check(buf, op, "buf");
-    if (!b)
-        return TKV_EINVAL;
-    if (!tkv_span_fits(b->size, offset, 1, 0, bytes))
-        return CPU_ERROR(TKV_ERANGE,
-                         "%s: %llu bytes at offset %llu exceed the %llu-byte buffer", op,
-                         (unsigned long long)bytes, (unsigned long long)offset,
-                         (unsigned long long)b->size);
-    *p = b->data + offset;
-    return TKV_OK;
-}
-
 static int cpu_buffer_write(void *dev, void *buf, uint64_t offset, const void *src, uint64_t bytes)
 {
-    unsigned char *p;
-    int rc;
-    if (!dev || (!src && bytes))
-        return CPU_ERROR(TKV_EINVAL, "buffer_write: NULL %s", dev ? "src" : "device");
-    if ((rc = buffer_range(buf, offset, bytes, "buffer_write", &p)) != TKV_OK)
-        return rc;
-    if (bytes)
-        memcpy(p, src, (size_t)bytes);
+    (void)dev;
+    memcpy(cpu_buffer_of(buf)->data + offset, src, (size_t)bytes);
     return TKV_OK;
 }
 
 static int cpu_buffer_read(void *dev, const void *buf, uint64_t offset, void *dst, uint64_t bytes)
 {
-    unsigned char *p;
-    int rc;
-    if (!dev || (!dst && bytes))
-        return CPU_ERROR(TKV_EINVAL, "buffer_read: NULL %s", dev ? "dst" : "device");
-    if ((rc = buffer_range(buf, offset, bytes, "buffer_read", &p)) != TKV_OK)
-        return rc;
-    if (bytes)
-        memcpy(dst, p, (size_t)bytes);
+    (void)dev;
+    memcpy(dst, cpu_buffer_of(buf)->data + offset, (size_t)bytes);
+    return TKV_OK;
+}
+
+/* Copies of at least COPY_SPLIT bytes are cut into that many pieces, one
+ * per work item: a pool that grows by gigabytes copies at the bandwidth of
+ * several cores, not one. */
+#define COPY_SPLIT ((size_t)4 << 20)
+
+struct copy_job {
+    unsigned char *dst;
+    const unsigned char *src;
+    size_t bytes;
+};
+
+static void copy_piece(void *arg, uint32_t item, uint32_t thread)
+{
+    const struct copy_job *job = arg;
+    size_t at = (size_t)item * COPY_SPLIT;
+    (void)thread;
+    memcpy(job->dst + at, job->src + at, job->bytes - at < COPY_SPLIT ? job->bytes - at : COPY_SPLIT);
+}
+
+/* Between two buffers, or inside one when the ranges do not overlap (the
+ * core's precondition: memcpy's). */
+static int cpu_buffer_copy(void *dev_, void *dst, uint64_t dst_offset, const void *src,
+                           uint64_t src_offset, uint64_t bytes)
+{
+    struct cpu_device *dev = dev_;
+    struct copy_job job = { cpu_buffer_of(dst)->data + dst_offset,
+                            cpu_buffer_of(src)->data + src_offset, (size_t)bytes };
+    uint64_t pieces = (bytes + COPY_SPLIT - 1) / COPY_SPLIT;
+    if (pieces <= 1 || pieces > UINT32_MAX)
+        memcpy(job.dst, job.src, job.bytes);
+    else
+        cpu_pool_run(dev->pool, (uint32_t)pieces, copy_piece, &job);
     return TKV_OK;
 }
 
@@ -311,12 +315,14 @@ static const struct tkv_plugin cpu_plugin = {
                    "pool, and the reference C kernels",
     .init = cpu_init,
     .probe = cpu_probe,
+    .device_caps = cpu_device_caps,
     .open = cpu_open,
     .close = cpu_close,
     .buffer_alloc = cpu_buffer_alloc,
     .buffer_free = cpu_buffer_free,
     .buffer_write = cpu_buffer_write,
     .buffer_read = cpu_buffer_read,
+    .buffer_copy = cpu_buffer_copy,
     .quantize_append = cpu_quantize_append,
     .attention = cpu_attention,
     .dequantize = cpu_dequantize,
@@ -326,7 +332,7 @@ static const struct tkv_plugin cpu_plugin = {
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major,
                                                             uint32_t core_abi_minor);
 
-/* Any 1.x core can run this 1.0 module: the core handles older minors. */
+/* Any 2.x core can run this 2.0 module: the core handles older minors. */
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major,
                                                             uint32_t core_abi_minor)
 {

@@ -34,20 +34,16 @@ static float signed_sum(const uint8_t *res, const float *p, uint32_t g)
     return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-int cpu_qjl_layout(const struct cpu_device *dev, const char *op, struct cpu_layout *l)
+void cpu_qjl_layout(const struct cpu_device *dev, struct cpu_layout *l)
 {
     const struct cpu_group *last = &l->groups[l->n_groups - 1];
     uint32_t offset = last->byte_offset + tkv_turbo_group_bytes(last->size, l->bits);
     for (uint32_t g = 0; g < l->n_groups; g++) {
         struct cpu_group *grp = &l->groups[g];
-        grp->qjl = &dev->math->qjl[tkv_group_index(grp->size)];
-        if (!grp->qjl->rows)
-            return CPU_ERROR(TKV_EINVAL, "%s: the math tables lack the QJL sketch of group size %u",
-                             op, grp->size);
+        grp->qjl = &dev->math->qjl[tkv_group_index(grp->size)]; /* present: open checked */
         grp->residual_offset = offset;
         offset += tkv_qjl_residual_bytes(grp->size);
     }
-    return TKV_OK;
 }
 
 /* The residual block of one group whose turbo block is already stored. The

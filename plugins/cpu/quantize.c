@@ -1,8 +1,9 @@
 /*
- * The quantize_append and dequantize ops: argument checks, then rows in and
- * out of a device buffer through the row kernels: the ISA level's encoder
- * where it has one (the same bytes), else the reference's (rows.c). Rows
- * are independent, so appends of many rows are spread over the threads.
+ * The quantize_append and dequantize ops: rows of one sequence in and out of
+ * a pool through its block table and the row kernels: the ISA level's
+ * encoder where it has one (the same bytes), else the reference's (rows.c).
+ * Rows are independent, so many rows are spread over the threads. The core
+ * has checked the arguments (turbokv_plugin.h).
  */
 #include <math.h>
 #include <string.h>
@@ -28,30 +29,48 @@ static uint64_t sanitize_row(const float *src, uint32_t n, float *dst)
 }
 
 /* Rows per work item: enough to dwarf the cost of handing one out. */
-#define ENCODE_BATCH 32u
+#define ROW_BATCH 32u
 
-struct encode_job {
+/* n_tokens x n_heads rows of one sequence, [token][head] on the host side,
+ * handed to the threads ROW_BATCH at a time. */
+struct row_job {
     struct cpu_device *dev;
-    const struct tkv_append_args *a;
     const struct cpu_layout *l;
-    uint8_t *data;
+    const struct tkv_pool *pool;
+    const uint32_t *blocks;
+    uint32_t first_pos, n_heads;
     uint64_t n_rows, batch; /* rows, rows per item */
+    const float *src;       /* append */
+    float *dst;             /* dequantize */
 };
+
+static uint32_t job_items(struct row_job *job)
+{
+    while ((job->n_rows + job->batch - 1) / job->batch > UINT32_MAX) /* item numbers are 32-bit */
+        job->batch *= 2;
+    return (uint32_t)((job->n_rows + job->batch - 1) / job->batch);
+}
+
+/* Host row r = token * n_heads + head: its bytes in the pool. */
+static uint8_t *job_row(const struct row_job *job, uint64_t r)
+{
+    const struct cpu_buffer *b = cpu_buffer_of(job->pool->buf);
+    uint32_t t = (uint32_t)(r / job->n_heads), h = (uint32_t)(r % job->n_heads);
+    return (uint8_t *)b->data + tkv_pool_row_offset(job->pool, job->blocks, h, job->first_pos + t);
+}
 
 static void encode_rows(void *arg, uint32_t item, uint32_t thread)
 {
-    const struct encode_job *job = arg;
-    const struct tkv_append_args *a = job->a;
+    const struct row_job *job = arg;
     const struct cpu_layout *l = job->l;
     struct cpu_thread *th = &job->dev->threads[thread];
     void (*encode)(const struct cpu_layout *, const float *, uint8_t *) =
         l->simd ? l->simd->encode : l->kernels->encode;
     uint64_t r = item * job->batch;
     uint64_t end = job->n_rows - r < job->batch ? job->n_rows : r + job->batch;
-    for (; r < end; r++) { /* src is [token][head], row r = token * n_heads + head */
-        uint64_t t = r / a->n_heads, h = r % a->n_heads;
-        th->nonfinite += sanitize_row(a->src + r * l->head_dim, l->head_dim, th->row);
-        encode(l, th->row, job->data + a->offset + h * a->head_stride + t * l->row_bytes);
+    for (; r < end; r++) {
+        th->nonfinite += sanitize_row(job->src + r * l->head_dim, l->head_dim, th->row);
+        encode(l, th->row, job_row(job, r));
     }
 }
 
@@ -59,43 +78,17 @@ int cpu_quantize_append(void *dev_, const struct tkv_append_args *a)
 {
     struct cpu_device *dev = dev_;
     struct cpu_layout l;
-    int rc;
-    if ((rc = cpu_check_args(dev, a, sizeof *a, "quantize_append")) != TKV_OK ||
-        (rc = cpu_layout_init(dev, &a->fmt, "quantize_append", &l)) != TKV_OK)
-        return rc;
-    if (a->n_nonfinite)
-        *a->n_nonfinite = 0;
-    if (a->n_tokens == 0)
-        return TKV_OK;
-    if (a->n_heads == 0 || !a->src)
-        return CPU_ERROR(TKV_EINVAL, "quantize_append: %s",
-                         a->src ? "n_heads is 0" : "NULL src");
-    struct cpu_buffer *buf = cpu_buffer_check(a->buf, "quantize_append", "buf");
-    if (!buf)
-        return TKV_EINVAL;
-    uint64_t span = (uint64_t)a->n_tokens * l.row_bytes;
-    if (a->n_heads > 1 && a->head_stride < span)
-        return CPU_ERROR(TKV_EINVAL,
-                         "quantize_append: head_stride %llu is less than the %llu bytes of "
-                         "%u new rows of a head: heads would overlap",
-                         (unsigned long long)a->head_stride, (unsigned long long)span,
-                         a->n_tokens);
-    if (!tkv_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
-        return CPU_ERROR(TKV_ERANGE,
-                         "quantize_append: %u tokens x %u heads of %u-byte rows at offset "
-                         "%llu, head_stride %llu, exceed the %llu-byte buffer",
-                         a->n_tokens, a->n_heads, l.row_bytes, (unsigned long long)a->offset,
-                         (unsigned long long)a->head_stride, (unsigned long long)buf->size);
-
-    struct encode_job job = { dev, a, &l, buf->data, (uint64_t)a->n_tokens * a->n_heads,
-                              ENCODE_BATCH };
-    while ((job.n_rows + job.batch - 1) / job.batch > UINT32_MAX) /* item numbers are 32-bit */
-        job.batch *= 2;
+    cpu_layout_init(dev, &a->pool.fmt, &l);
+    struct row_job job = {
+        .dev = dev, .l = &l, .pool = &a->pool, .blocks = a->blocks, .first_pos = a->first_pos,
+        .n_heads = a->n_heads, .n_rows = (uint64_t)a->n_tokens * a->n_heads, .batch = ROW_BATCH,
+        .src = a->src,
+    };
+    uint32_t n_items = job_items(&job);
     uint64_t nonfinite = 0;
     for (uint32_t t = 0; t < dev->n_threads; t++)
         dev->threads[t].nonfinite = 0;
-    cpu_pool_run(dev->pool, (uint32_t)((job.n_rows + job.batch - 1) / job.batch), encode_rows,
-                 &job);
+    cpu_pool_run(dev->pool, n_items, encode_rows, &job);
     for (uint32_t t = 0; t < dev->n_threads; t++)
         nonfinite += dev->threads[t].nonfinite;
     dev->stats.rows_quantized += job.n_rows;
@@ -106,35 +99,32 @@ int cpu_quantize_append(void *dev_, const struct tkv_append_args *a)
 
 /* Dequantized value = the row accumulated once with weight 1 into zeros
  * (exact for every type: 1 * v + 0 = v), then rotated back for turbo. */
+static void decode_rows(void *arg, uint32_t item, uint32_t thread)
+{
+    const struct row_job *job = arg;
+    const struct cpu_layout *l = job->l;
+    (void)thread;
+    uint64_t r = item * job->batch;
+    uint64_t end = job->n_rows - r < job->batch ? job->n_rows : r + job->batch;
+    for (; r < end; r++) {
+        float *dst = job->dst + r * l->head_dim;
+        memset(dst, 0, sizeof *dst * l->head_dim);
+        l->kernels->axpy(l, job_row(job, r), 1.0f, dst);
+        if (l->bits)
+            cpu_rotate_row(l, CPU_UNROTATE, dst);
+    }
+}
+
 int cpu_dequantize(void *dev_, const struct tkv_dequant_args *a)
 {
     struct cpu_device *dev = dev_;
     struct cpu_layout l;
-    int rc;
-    if ((rc = cpu_check_args(dev, a, sizeof *a, "dequantize")) != TKV_OK ||
-        (rc = cpu_layout_init(dev, &a->fmt, "dequantize", &l)) != TKV_OK)
-        return rc;
-    if (a->n_rows == 0)
-        return TKV_OK;
-    if (!a->dst)
-        return CPU_ERROR(TKV_EINVAL, "dequantize: NULL dst");
-    const struct cpu_buffer *buf = cpu_buffer_check(a->buf, "dequantize", "buf");
-    if (!buf)
-        return TKV_EINVAL;
-    if (!tkv_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * l.row_bytes))
-        return CPU_ERROR(TKV_ERANGE,
-                         "dequantize: %u rows of %u bytes at offset %llu exceed the "
-                         "%llu-byte buffer",
-                         a->n_rows, l.row_bytes, (unsigned long long)a->offset,
-                         (unsigned long long)buf->size);
-
-    for (uint32_t r = 0; r < a->n_rows; r++) {
-        const uint8_t *src = buf->data + a->offset + (uint64_t)r * l.row_bytes;
-        float *dst = a->dst + (size_t)r * l.head_dim;
-        memset(dst, 0, sizeof *dst * l.head_dim);
-        l.kernels->axpy(&l, src, 1.0f, dst);
-        if (l.bits)
-            cpu_rotate_row(&l, CPU_UNROTATE, dst);
-    }
+    cpu_layout_init(dev, &a->pool.fmt, &l);
+    struct row_job job = {
+        .dev = dev, .l = &l, .pool = &a->pool, .blocks = a->blocks, .first_pos = a->first_pos,
+        .n_heads = a->n_heads, .n_rows = (uint64_t)a->n_tokens * a->n_heads, .batch = ROW_BATCH,
+        .dst = a->dst,
+    };
+    cpu_pool_run(dev->pool, job_items(&job), decode_rows, &job);
     return TKV_OK;
 }

@@ -225,16 +225,9 @@ static const struct cpu_row_kernels reference_kernels[TKV_TYPE_COUNT] = {
     [TKV_TYPE_TURBO4_QJL] = CPU_QUERY_KERNELS(cpu_qjl),
 };
 
-int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt, const char *op,
-                    struct cpu_layout *l)
+void cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt,
+                     struct cpu_layout *l)
 {
-    if (fmt->type >= TKV_TYPE_COUNT)
-        return CPU_ERROR(TKV_EUNSUPPORTED, "%s: unknown type %u (0..%u)", op, fmt->type,
-                         TKV_TYPE_COUNT - 1);
-    if (!tkv_head_dim_supported(fmt->head_dim))
-        return CPU_ERROR(TKV_EUNSUPPORTED,
-                         "%s: head_dim %u is not supported (multiples of %u up to %u)", op,
-                         fmt->head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);
     *l = (struct cpu_layout){
         .type = fmt->type,
         .head_dim = fmt->head_dim,
@@ -246,13 +239,7 @@ int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *f
     };
     cpu_simd_select(dev, l);
     if (!l->bits)
-        return TKV_OK;
-    if (fmt->rotation >= TKV_ROTATION_COUNT)
-        return CPU_ERROR(TKV_EINVAL, "%s: unknown rotation %u (0..%u)", op, fmt->rotation,
-                         TKV_ROTATION_COUNT - 1);
-    if (fmt->scale_mode >= TKV_SCALE_COUNT)
-        return CPU_ERROR(TKV_EINVAL, "%s: unknown scale mode %u (0..%u)", op, fmt->scale_mode,
-                         TKV_SCALE_COUNT - 1);
+        return;
     uint32_t sizes[TKV_MAX_GROUPS], first = 0, byte_offset = 0;
     l->n_groups = tkv_group_split(fmt->head_dim, sizes);
     for (uint32_t g = 0; g < l->n_groups; g++) {
@@ -269,5 +256,6 @@ int cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *f
         first += sizes[g];
         byte_offset += tkv_turbo_group_bytes(sizes[g], l->bits);
     }
-    return tkv_type_is_qjl(fmt->type) ? cpu_qjl_layout(dev, op, l) : TKV_OK;
+    if (tkv_type_is_qjl(fmt->type))
+        cpu_qjl_layout(dev, l);
 }

@@ -25,17 +25,18 @@
 #define CPU_LANES_MAX 16u
 
 /* scores[q][r] = <query q, K row r> for r < n_rows, 0 for the lanes
- * beyond, Q the kernel's index + 1. The queries are as the type's dot takes
- * them (rotated for turbo) and tiled chunk-major, so that one pointer walks
- * them: values [c * lanes, (c + 1) * lanes) of query q at
- * queries + (c * Q + q) * lanes. */
-typedef void (*cpu_score_fn)(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
-                             const float *queries, float *scores);
+ * beyond, Q the kernel's index + 1; rows[r] is row r's bytes (a block of
+ * rows may span pool blocks; every entry is a readable row). The queries
+ * are as the type's dot takes them (rotated for turbo) and tiled
+ * chunk-major, so that one pointer walks them: values [c * lanes, (c + 1) *
+ * lanes) of query q at queries + (c * Q + q) * lanes. */
+typedef void (*cpu_score_fn)(const struct cpu_layout *l, const uint8_t *const *rows,
+                             uint32_t n_rows, const float *queries, float *scores);
 /* acc[q][:] = acc[q][:] * factor[q] + sum over the rows r in mask of
  * weights[q][r] * V row r (rotated domain for turbo); then factor[q] = 1.
  * weights is [Q][lanes]. */
-typedef void (*cpu_accum_fn)(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
-                             const float *weights, float *factor, float *acc);
+typedef void (*cpu_accum_fn)(const struct cpu_layout *l, const uint8_t *const *rows,
+                             uint32_t mask, const float *weights, float *factor, float *acc);
 
 /* One type's kernels at one level. */
 struct cpu_simd_type {
@@ -50,17 +51,19 @@ struct cpu_simd_type {
  * merges the items of a head exactly (split-K). */
 struct cpu_span {
     const struct cpu_layout *k, *v;
-    const uint8_t *k_rows, *v_rows; /* row 0 of the head */
-    uint32_t first, end;            /* rows [first, end) */
+    struct cpu_rows k_rows, v_rows; /* the head's rows through the block table */
+    uint32_t first, end;            /* rows [first, end); first a multiple of lanes */
     uint32_t n_query;
     /* in sub-batches of CPU_SUBBATCH (the last may be smaller), each tiled
      * as cpu_score_fn takes it, sub-batch b at queries + b * CPU_SUBBATCH *
      * head_dim */
     const float *queries;
-    const uint32_t *visible;        /* [n_query]: query q sees the rows < visible[q] */
-    float scale, threshold;         /* softmax scale; sparse-V threshold, 0 = off */
-    /* out: per query, the running max m, the sum of exp(s - m) and the sum
-     * of exp(s - m) v (rotated for turbo V), over the span's visible rows;
+    const uint32_t *lo, *hi;        /* [n_query]: query q sees the rows [lo[q], hi[q]) */
+    float scale;                    /* softmax scale */
+    float softcap, inv_softcap;     /* x = softcap tanh(x / softcap); 0 = off */
+    float threshold;                /* sparse-V threshold, 0 = off */
+    /* out: per query, the running max m, the sum of exp(x - m) and the sum
+     * of exp(x - m) v (rotated for turbo V), over the span's visible rows;
      * m = -inf and zeros where the query sees none of them */
     float *acc, *max, *sum;
     uint64_t skipped;               /* out: (query, row) pairs sparse V skipped */

@@ -31,7 +31,8 @@
  *   vf_load vf_store vf_set1 vf_add vf_sub vf_mul vf_div vf_min vf_max vf_abs
  *   vf_fma (a*b+c) vf_fnma (c-a*b) vf_round (to nearest even) vf_ldexp
  *   (p * 2^n) vf_hsum vf_hmax vf_ge_bits (bitmask of lanes a >= t)
- *   vf_keep_bits (zero the other lanes) vf_fill_from (lanes >= n := fill)
+ *   vf_keep_bits (zero the other lanes) vf_select (lanes in a bitmask from
+ *   a, the others from b)
  *   vf_sum_rows (lane r := sum of the lanes of part[CPU_ROW_SLOT(r)])
  *   vf_butterfly (one WHT stage of stride h < LANES: lane j gets
  *   v[j] + v[j^h] if bit h of j is clear, else v[j^h] - v[j]);
@@ -78,6 +79,24 @@ static inline vf vf_exp(vf x)
     p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
     p = vf_fma(p, vf_mul(r, r), vf_add(r, vf_set1(1.0f)));
     return vf_ldexp(p, n);
+}
+
+/* tanh x (Cephes tanhf: x + x^3 P(x^2) below 0.625, (1 - e) / (1 + e) with
+ * e = e^-2|x| above, the sign restored): within 1.3 ulp of the correctly
+ * rounded value (checked over every float in [1e-7, 12]). */
+static inline vf vf_tanh(vf x)
+{
+    vf a = vf_abs(x), z = vf_mul(x, x);
+    vf p = vf_set1(-5.70498872745e-3f);
+    p = vf_fma(p, z, vf_set1(2.06390887954e-2f));
+    p = vf_fma(p, z, vf_set1(-5.37397155531e-2f));
+    p = vf_fma(p, z, vf_set1(1.33314422036e-1f));
+    p = vf_fma(p, z, vf_set1(-3.33332819422e-1f));
+    vf small = vf_fma(vf_mul(p, z), x, x);
+    vf e = vf_exp(vf_mul(a, vf_set1(-2.0f)));
+    vf big = vf_div(vf_sub(vf_set1(1.0f), e), vf_add(vf_set1(1.0f), e));
+    big = vf_select(vf_ge_bits(x, 0.0f), big, vf_sub(vf_set1(0.0f), big));
+    return vf_select(vf_ge_bits(a, 0.625f), big, small);
 }
 
 /* ---- rotation ---------------------------------------------------------------- */
@@ -257,12 +276,12 @@ ALWAYS_INLINE vf chunk_at(const uint8_t *p, const vtab *table, const uint32_t ki
 
 /* The scales of a segment of the block's rows as floats (0 past n_rows):
  * one conversion for the block instead of one per row. */
-ALWAYS_INLINE void block_scales(const uint8_t *rows, uint32_t row_bytes, uint32_t n_rows,
-                                uint32_t offset, float *out)
+ALWAYS_INLINE void block_scales(const uint8_t *const *rows, uint32_t n_rows, uint32_t offset,
+                                float *out)
 {
     alignas(64) uint8_t half[2 * LANES] = { 0 };
     for (uint32_t r = 0; r < n_rows; r++)
-        memcpy(half + 2 * r, rows + (size_t)r * row_bytes + offset, 2);
+        memcpy(half + 2 * r, rows[r] + offset, 2);
     vf_store(out, vf_load_f16(half));
 }
 
@@ -289,18 +308,18 @@ ALWAYS_INLINE void score_segment(const uint8_t *p, const float *qs, const vtab *
     default: call((len) / LANES); break;                                                       \
     }
 
-ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
-                              const float *queries, float *scores, const uint32_t Q,
-                              const uint32_t kind)
+ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *const *rows,
+                              uint32_t n_rows, const float *queries, float *scores,
+                              const uint32_t Q, const uint32_t kind)
 {
     const uint32_t n_seg = segment_count(l, kind);
     alignas(64) float scale[TKV_HEAD_DIM_MAX / TKV_Q8_0_BLOCK][LANES];
     vf part[CPU_SUBBATCH][LANES];
     if (KIND_HAS_SCALE(kind))
         for (uint32_t i = 0; i < n_seg; i++)
-            block_scales(rows, l->row_bytes, n_rows, segment_at(l, i, kind).scale_at, scale[i]);
+            block_scales(rows, n_rows, segment_at(l, i, kind).scale_at, scale[i]);
     for (uint32_t r = 0; r < LANES; r++) {
-        const uint8_t *row = rows + (size_t)r * l->row_bytes;
+        const uint8_t *row = rows[r];
         vf acc[CPU_SUBBATCH];
         FOR_Q acc[q] = vf_set1(0.0f);
         for (uint32_t i = 0; i < (r < n_rows ? n_seg : 0); i++) {
@@ -320,9 +339,9 @@ ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, u
 
 /* ---- values of a block of V rows into the accumulators ---------------------------- */
 
-ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
-                                   const float *weights, float *factor, float *acc,
-                                   const uint32_t Q, const uint32_t kind)
+ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *const *rows,
+                                   uint32_t mask, const float *weights, float *factor,
+                                   float *acc, const uint32_t Q, const uint32_t kind)
 {
     const uint32_t n_seg = segment_count(l, kind);
     const size_t hd = l->head_dim;
@@ -330,7 +349,7 @@ ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *ro
     uint32_t sel_row[LANES], n = 0;
     for (; mask; mask &= mask - 1, n++) {
         sel_row[n] = (uint32_t)__builtin_ctz(mask);
-        sel[n] = rows + (size_t)sel_row[n] * l->row_bytes;
+        sel[n] = rows[sel_row[n]];
     }
     /* per selected row its Q weights times its scale, walked by one pointer */
     float w[LANES * CPU_SUBBATCH];
@@ -364,12 +383,12 @@ ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *ro
 /* ---- one function per (kind, Q) ---------------------------------------------------- */
 
 #define KERNELS_Q(name, kind, Q)                                                               \
-    static void score_##name##_##Q(const struct cpu_layout *l, const uint8_t *rows,            \
+    static void score_##name##_##Q(const struct cpu_layout *l, const uint8_t *const *rows,     \
                                    uint32_t n_rows, const float *queries, float *scores)      \
     {                                                                                          \
         score_rows(l, rows, n_rows, queries, scores, Q, kind);                                 \
     }                                                                                          \
-    static void accum_##name##_##Q(const struct cpu_layout *l, const uint8_t *rows,            \
+    static void accum_##name##_##Q(const struct cpu_layout *l, const uint8_t *const *rows,     \
                                    uint32_t mask, const float *weights, float *factor,        \
                                    float *acc)                                                 \
     {                                                                                          \
@@ -406,21 +425,26 @@ KERNELS(turbo4, KIND_TURBO4)
 
 /* ---- a span of rows: blocks, online softmax, sparse V ------------------------------ */
 
-/* Softmax of query q over the block's scores: updates its running max,
- * its running sums (one per lane, added up once per span), its pending
- * rescale, writes its weights (0 for rows it does not see or skips) and
- * returns the rows whose V it needs. */
+/* Softmax of query q over the block's scores (rows j .. j + n_rows - 1):
+ * updates its running max, its running sums (one per lane, added up once
+ * per span), its pending rescale, writes its weights (0 for rows it does not
+ * see or skips) and returns the rows whose V it needs. */
 static uint32_t block_weights(struct cpu_span *sp, uint32_t q, uint32_t j, uint32_t n_rows,
                               const float *scores, float *w, float *sums, float *factor)
 {
-    uint32_t seen = sp->visible[q] > j ? sp->visible[q] - j : 0;
-    if (seen > n_rows)
-        seen = n_rows;
-    if (!seen) {
+    uint32_t from = sp->lo[q] > j ? sp->lo[q] - j : 0;
+    uint32_t to = sp->hi[q] > j ? sp->hi[q] - j : 0;
+    if (to > n_rows)
+        to = n_rows;
+    if (from >= to) {
         vf_store(w, vf_set1(0.0f));
         return 0;
     }
-    vf s = vf_fill_from(vf_mul(vf_load(scores), vf_set1(sp->scale)), seen, -INFINITY);
+    uint32_t valid = low_bits(to) & ~low_bits(from), keep = valid;
+    vf s = vf_mul(vf_load(scores), vf_set1(sp->scale));
+    if (sp->softcap > 0.0f)
+        s = vf_mul(vf_set1(sp->softcap), vf_tanh(vf_mul(s, vf_set1(sp->inv_softcap))));
+    s = vf_select(valid, s, vf_set1(-INFINITY));
     float block_max;
     /* past the first blocks the max rarely moves: test before reducing */
     if (vf_ge_bits(s, sp->max[q]) && (block_max = vf_hmax(s)) > sp->max[q]) {
@@ -430,7 +454,6 @@ static uint32_t block_weights(struct cpu_span *sp, uint32_t q, uint32_t j, uint3
         factor[q] *= c;
         sp->max[q] = block_max;
     }
-    uint32_t valid = low_bits(seen), keep = valid;
     vf p = vf_keep_bits(vf_exp(vf_sub(s, vf_set1(sp->max[q]))), valid);
     vf_store(sums, vf_add(vf_load(sums), p));
     if (sp->threshold > 0.0f) {
@@ -442,43 +465,88 @@ static uint32_t block_weights(struct cpu_span *sp, uint32_t q, uint32_t j, uint3
     return keep;
 }
 
+/* Where the next row of a span lies: a block of the table and a row in it.
+ * Rows of a block are contiguous, so the table is read once per block of
+ * LANES rows (and once more where that block crosses into the next). */
+struct cursor {
+    uint32_t block, row; /* index into the table; row < block_tokens */
+};
+
+/* rows[r] := the bytes of the next n rows, r < n; the entries up to LANES
+ * repeat the last one, so every entry is a readable row. */
+ALWAYS_INLINE void next_rows(const struct cpu_rows *t, struct cursor c, uint32_t n,
+                             const uint8_t **rows)
+{
+    for (uint32_t r = 0; r < n;) {
+        if (c.row == t->block_tokens)
+            c.block++, c.row = 0;
+        const uint8_t *base = t->head + t->blocks[c.block] * t->block_stride +
+                              (size_t)c.row * t->row_bytes;
+        uint32_t run = t->block_tokens - c.row < n - r ? t->block_tokens - c.row : n - r;
+        for (uint32_t i = 0; i < run; i++, r++)
+            rows[r] = base + (size_t)i * t->row_bytes;
+        c.row += run;
+    }
+    for (uint32_t r = n; r < LANES; r++)
+        rows[r] = rows[n - 1];
+}
+
+ALWAYS_INLINE void cursor_advance(struct cursor *c, uint32_t block_tokens, uint32_t n)
+{
+    c->row += n;
+    while (c->row >= block_tokens) { /* more than once only for blocks under LANES rows */
+        c->row -= block_tokens;
+        c->block++;
+    }
+}
+
 static void attend_span(struct cpu_span *sp)
 {
     const struct cpu_layout *kl = sp->k, *vl = sp->v;
     const uint32_t hd = kl->head_dim, nq = sp->n_query, csr = fp_flush_begin();
+    const uint32_t bt = sp->k_rows.block_tokens; /* V has the same blocks */
     alignas(64) float scores[CPU_UNIT_QUERIES * LANES], w[CPU_UNIT_QUERIES * LANES];
     alignas(64) float sums[CPU_UNIT_QUERIES * LANES];
+    const uint8_t *k_rows[LANES], *v_rows[LANES];
     float factor[CPU_UNIT_QUERIES];
-    uint32_t end = 0;
+    uint32_t start = UINT32_MAX, end = 0;
     for (uint32_t q = 0; q < nq; q++) {
         sp->max[q] = -INFINITY;
         vf_store(sums + q * LANES, vf_set1(0.0f));
         factor[q] = 1.0f;
-        if (sp->visible[q] > end)
-            end = sp->visible[q];
+        start = sp->lo[q] < start ? sp->lo[q] : start;
+        end = sp->hi[q] > end ? sp->hi[q] : end;
     }
     memset(sp->acc, 0, sizeof *sp->acc * nq * hd);
     if (end > sp->end)
         end = sp->end;
-    for (uint32_t j = sp->first; j < end; j += LANES) {
-        uint32_t n_rows = end - j < LANES ? end - j : LANES;
-        const uint8_t *k_rows = sp->k_rows + (size_t)j * kl->row_bytes;
-        const uint8_t *v_rows = sp->v_rows + (size_t)j * vl->row_bytes;
+    /* blocks of LANES rows at multiples of LANES, whatever the pool's blocks:
+     * the sums do not depend on how the cache is paged */
+    start = start > sp->first ? start / LANES * LANES : sp->first;
+    struct cursor at = { start / bt, start % bt };
+    for (uint32_t j = start; j < end; j += LANES, cursor_advance(&at, bt, LANES)) {
+        uint32_t n_rows = end - j < LANES ? end - j : LANES, have_v = 0;
+        next_rows(&sp->k_rows, at, n_rows, k_rows);
         for (uint32_t q0 = 0; q0 < nq; q0 += CPU_SUBBATCH) {
             uint32_t nb = nq - q0 < CPU_SUBBATCH ? nq - q0 : CPU_SUBBATCH, need = 0;
-            uint32_t last_seen = 0;
-            for (uint32_t q = q0; q < q0 + nb; q++)
-                last_seen = sp->visible[q] > last_seen ? sp->visible[q] : last_seen;
-            if (last_seen <= j)
+            uint32_t first_seen = UINT32_MAX, last_seen = 0;
+            for (uint32_t q = q0; q < q0 + nb; q++) {
+                first_seen = sp->lo[q] < first_seen ? sp->lo[q] : first_seen;
+                last_seen = sp->hi[q] > last_seen ? sp->hi[q] : last_seen;
+            }
+            if (last_seen <= j || first_seen >= j + n_rows)
                 continue;
             kl->simd->score[nb - 1](kl, k_rows, n_rows, sp->queries + (size_t)q0 * hd,
                                     scores + q0 * LANES);
             for (uint32_t q = q0; q < q0 + nb; q++)
                 need |= block_weights(sp, q, j, n_rows, scores + q * LANES, w + q * LANES,
                                       sums + q * LANES, factor);
-            if (need)
-                vl->simd->accum[nb - 1](vl, v_rows, need, w + q0 * LANES, factor + q0,
-                                        sp->acc + (size_t)q0 * hd);
+            if (!need)
+                continue;
+            if (!have_v)
+                next_rows(&sp->v_rows, at, n_rows, v_rows), have_v = 1;
+            vl->simd->accum[nb - 1](vl, v_rows, need, w + q0 * LANES, factor + q0,
+                                    sp->acc + (size_t)q0 * hd);
         }
     }
     for (uint32_t q = 0; q < nq; q++) {

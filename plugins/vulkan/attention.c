@@ -1,236 +1,253 @@
 /*
  * Fused decode attention (struct tkv_attention_args), split-K: one submit
  * of
- *   upload    the queries and the sequence table to device memory;
+ *   upload    the queries, the work units, the query rows' units and the
+ *             call's block table to device memory;
  *   prepare   R q (turbo keys), then S R q per group (QJL keys): the rows
  *             shader, once per query row;
- *   attention one workgroup per (sequence, kv head, query tile, chunk of
- *             rows): partial softmax statistics and value sums
- *             (shaders/attention.comp);
- *   merge     one workgroup per output row: combine the chunks, R^T once
- *             (shaders/merge.comp);
- *   download  the outputs and the per-row skip counts.
- * The chunk size spreads the work over about dev->target_workgroups
- * workgroups, so a long context on few heads still fills the device.
+ *   attention one workgroup per (unit, kv head, chunk of rows): partial
+ *             softmax statistics and value sums (shaders/attention.comp);
+ *   merge     one workgroup per output row: combine the chunks, R^T once,
+ *             log-sum-exp (shaders/merge.comp);
+ *   download  the outputs, the per-row skip counts and log-sum-exps.
+ * A unit is up to QT query rows (tokens x the GQA group's heads) of one
+ * sequence, so sequences with different n_q share a call without idle
+ * workgroups. The chunk size spreads the work over about
+ * dev->target_workgroups workgroups, so a long context on few heads still
+ * fills the device; chunks are numbered from the first one a unit sees, so
+ * a sliding window costs only the chunks inside it.
+ *
+ * The core has validated the call (shapes, formats against device_caps,
+ * every block of every sequence inside both pools, scale, softcap,
+ * threshold).
  */
-#include <math.h>
 #include <string.h>
 
 #include "vk.h"
 
-/* Scratch regions start at multiples of this. */
-#define VK_ALIGN 256u
+static uint64_t align_up(uint64_t x) { return (x + TKV_VK_ALIGN - 1) / TKV_VK_ALIGN * TKV_VK_ALIGN; }
+static uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
-static uint64_t align_up(uint64_t x) { return (x + VK_ALIGN - 1) / VK_ALIGN * VK_ALIGN; }
-
-struct attention_plan {
-    struct vk_layout k, v;
-    const struct vk_buffer *k_buf, *v_buf;
-    uint32_t ratio, max_ctx;
-};
-
-/* Checks everything before computing anything (as plugins/cpu does). */
-static int plan_attention(const struct vk_device *dev, const struct tkv_attention_args *a, struct attention_plan *p)
+/* A sequence of the call; seqs are seq_size bytes apart. */
+static const struct tkv_attn_seq *seq_at(const struct tkv_attention_args *a, uint32_t s)
 {
-    static const char op[] = "attention";
-    int rc;
-    if ((rc = vk_check_args(dev, a, sizeof *a, op)) != TKV_OK ||
-        (rc = vk_layout_init(dev, &a->k_fmt, "attention K", &p->k)) != TKV_OK ||
-        (rc = vk_layout_init(dev, &a->v_fmt, "attention V", &p->v)) != TKV_OK)
-        return rc;
-    if (p->k.head_dim != p->v.head_dim)
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: K head_dim %u differs from V head_dim %u", op, p->k.head_dim,
-                               p->v.head_dim);
-    if (a->n_q == 0)
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: n_q is 0 (at least one query token)", op);
-    if (a->n_q_heads == 0 || a->n_kv_heads == 0 || a->n_q_heads % a->n_kv_heads)
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: n_q_heads %u must be a non-zero multiple of n_kv_heads %u", op,
-                               a->n_q_heads, a->n_kv_heads);
-    if (!isfinite(a->scale))
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: scale %g is not finite", op, (double)a->scale);
-    if (!(a->sparse_v_threshold >= 0.0f && a->sparse_v_threshold < 1.0f))
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: sparse_v_threshold %g is outside [0, 1)", op,
-                               (double)a->sparse_v_threshold);
-    if (!a->seqs || !a->q || !a->out)
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: NULL %s", op, !a->seqs ? "seqs" : !a->q ? "q" : "out");
-    if (!(p->k_buf = vk_buffer_check(a->k_buf, op, "k_buf")) || !(p->v_buf = vk_buffer_check(a->v_buf, op, "v_buf")))
-        return TKV_EINVAL;
-    p->ratio = a->n_q_heads / a->n_kv_heads;
-    p->max_ctx = 0;
-    for (uint32_t s = 0; s < a->n_seqs; s++) {
-        const struct tkv_attn_seq *seq = &a->seqs[s];
-        if (seq->n_ctx < a->n_q)
-            return VK_ERROR_STATUS(TKV_EINVAL, "%s: sequence %u has n_ctx %u, fewer than its n_q %u query tokens", op,
-                                   s, seq->n_ctx, a->n_q);
-        const struct {
-            const char *name;
-            const struct vk_buffer *buf;
-            uint64_t offset, stride;
-            uint32_t row_bytes;
-        } side[2] = {
-            { "K", p->k_buf, seq->k_offset, a->k_head_stride, p->k.row_bytes },
-            { "V", p->v_buf, seq->v_offset, a->v_head_stride, p->v.row_bytes },
-        };
-        for (int i = 0; i < 2; i++) {
-            uint64_t span = (uint64_t)seq->n_ctx * side[i].row_bytes;
-            if (!tkv_span_fits(side[i].buf->size, side[i].offset, a->n_kv_heads, side[i].stride, span))
-                return VK_ERROR_STATUS(TKV_ERANGE,
-                                       "%s: sequence %u: %s rows (%u tokens x %u heads of %u bytes at offset %llu, "
-                                       "head_stride %llu) exceed the %llu-byte buffer",
-                                       op, s, side[i].name, seq->n_ctx, a->n_kv_heads, side[i].row_bytes,
-                                       (unsigned long long)side[i].offset, (unsigned long long)side[i].stride,
-                                       (unsigned long long)side[i].buf->size);
-        }
-        if (seq->n_ctx > p->max_ctx)
-            p->max_ctx = seq->n_ctx;
+    return (const struct tkv_attn_seq *)((const char *)a->seqs + (size_t)s * a->seq_size);
+}
+
+/* Rows [lo, hi) are visible to the query at position p. */
+static uint32_t visible_lo(uint32_t p, uint32_t window) { return window && p + 1 > window ? p + 1 - window : 0; }
+
+/* The unit of a sequence's query rows qr0 .. qr0 + qt - 1 (fewer at the end):
+ * the rows [lo(p of qr0), p of its last query row] and its chunks. */
+static struct vk_unit unit_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint32_t qt, uint32_t ratio,
+                              uint32_t window, uint64_t chunk, uint64_t *span)
+{
+    const uint32_t p0 = seq->n_ctx - seq->n_q, rows = seq->n_q * ratio;
+    const uint32_t qr_last = (qr0 + qt < rows ? qr0 + qt : rows) - 1;
+    const uint64_t lo = visible_lo(p0 + qr0 / ratio, window), hi = (uint64_t)p0 + qr_last / ratio + 1;
+    *span = hi - lo;
+    return (struct vk_unit){
+        .n_ctx = seq->n_ctx,
+        .n_q = seq->n_q,
+        .q_first = seq->q_first,
+        .block_first = seq->block_first,
+        .qr0 = qr0,
+        .c_first = (uint32_t)(lo / chunk),
+        .n_chunks = (uint32_t)((hi - 1) / chunk - lo / chunk + 1),
+    };
+}
+
+/* Staged batch rows: a power of two up to one per invocation (more
+ * invocations share a row beyond), as many as the stage holds with the
+ * slack of every segment: a batch of br rows touches at most
+ * ceil((br - 1) / block_tokens) + 1 pool blocks. */
+static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens)
+{
+    uint32_t br = TKV_VK_WG;
+    for (;;) {
+        uint32_t segments = (br - 1 + block_tokens - 1) / block_tokens + 1;
+        segments = segments < br ? segments : br;
+        if (br == 1 || (uint64_t)br * row_max + (uint64_t)segments * TKV_VK_STAGE_SLACK <= TKV_VK_STAGE_BYTES)
+            return br;
+        br /= 2;
     }
-    return TKV_OK;
 }
 
 int vk_attention(void *dev_, const struct tkv_attention_args *a)
 {
     static const char op[] = "attention";
     struct vk_device *dev = dev_;
-    struct attention_plan p;
+    const struct vk_buffer *k_buf = vk_buffer_of(a->k.buf), *v_buf = vk_buffer_of(a->v.buf);
+    struct vk_layout kl, vl;
     int rc;
-    if ((rc = plan_attention(dev, a, &p)) != TKV_OK)
+    if ((rc = vk_usable(dev, op)) != TKV_OK)
         return rc;
-    if (a->rows_total)
-        *a->rows_total = 0;
-    if (a->rows_skipped)
-        *a->rows_skipped = 0;
-    if (a->n_seqs == 0) {
-        dev->stats.attention_calls++;
-        return TKV_OK;
-    }
+    vk_layout_init(&a->k.fmt, &kl);
+    vk_layout_init(&a->v.fmt, &vl);
 
-    const uint32_t hd = p.k.head_dim, wg = TKV_VK_WG;
-    const uint32_t qs = p.k.qjl ? 2u : 1u, va = p.v.qjl ? 2u : 1u;
-    const uint64_t n_q_rows = (uint64_t)a->n_q * p.ratio, n_sh = (uint64_t)a->n_seqs * a->n_kv_heads;
-    const uint64_t n_out = (uint64_t)a->n_seqs * a->n_q * a->n_q_heads;
+    const uint32_t hd = kl.head_dim, wg = TKV_VK_WG, ratio = a->n_q_heads / a->n_kv_heads, window = a->window;
+    const uint32_t qs = kl.qjl ? 2u : 1u, va = vl.qjl ? 2u : 1u;
+    const uint64_t n_out = (uint64_t)a->n_q_total * a->n_q_heads, n_q_rows = (uint64_t)a->n_q_total * ratio;
 
     /* Query tiles: as many query rows per workgroup as its shared memory
      * holds, and at most 64 accumulators per invocation (8 elements for
-     * each query row, twice for QJL values), spread evenly over the tiles. */
+     * each query row, twice for QJL values), spread evenly over the tiles
+     * of the sequence with most query rows. */
     uint32_t qt_max = TKV_VK_QUERY_TILE_FLOATS / (hd * qs);
     qt_max = qt_max > 8u / va ? 8u / va : qt_max < 1u ? 1u : qt_max;
-    uint64_t n_tiles = (n_q_rows + qt_max - 1) / qt_max;
-    uint32_t qt = (uint32_t)((n_q_rows + n_tiles - 1) / n_tiles);
+    const uint64_t max_rows = (uint64_t)a->max_n_q * ratio, max_tiles = (max_rows + qt_max - 1) / qt_max;
+    const uint32_t qt = (uint32_t)((max_rows + max_tiles - 1) / max_tiles);
 
-    /* Rows per block: as many as the staging memory holds, a power of two
-     * up to one per invocation (more invocations share a row beyond). */
-    uint32_t row_max = p.k.row_bytes > p.v.row_bytes ? p.k.row_bytes : p.v.row_bytes, block_rows = wg;
-    while (block_rows > 1 && block_rows * row_max > TKV_VK_STAGE_BYTES - TKV_VK_STAGE_SLACK)
-        block_rows /= 2;
+    /* Units, the most rows one needs, and the rows visible in all. */
+    uint64_t n_units = 0, span_max = 0, total = 0, span;
+    for (uint32_t s = 0; s < a->n_seqs; s++) {
+        const struct tkv_attn_seq *seq = seq_at(a, s);
+        const uint32_t p0 = seq->n_ctx - seq->n_q;
+        for (uint32_t qr0 = 0; qr0 < seq->n_q * ratio; qr0 += qt, n_units++) {
+            unit_of(seq, qr0, qt, ratio, window, 1, &span);
+            span_max = span > span_max ? span : span_max;
+        }
+        for (uint32_t i = 0; i < seq->n_q; i++)
+            total += (uint64_t)(p0 + i + 1 - visible_lo(p0 + i, window)) * a->n_q_heads;
+    }
 
     /* Chunks: enough workgroups to fill the device, a whole number of
-     * blocks each, at most TKV_VK_MAX_CHUNKS per sequence. */
-    uint64_t per_head = dev->target_workgroups / (n_sh * n_tiles);
-    per_head = per_head < 1 ? 1 : per_head;
-    uint64_t chunk = ((p.max_ctx + per_head - 1) / per_head + wg - 1) / wg * wg;
-    uint64_t fewest = ((p.max_ctx + TKV_VK_MAX_CHUNKS - 1) / TKV_VK_MAX_CHUNKS + wg - 1) / wg * wg;
+     * TKV_VK_WG rows each, at most TKV_VK_MAX_CHUNKS per query row (its
+     * rows may start inside a chunk: one more than span / chunk). */
+    uint64_t per_unit = dev->target_workgroups / (n_units * a->n_kv_heads);
+    per_unit = per_unit < 1 ? 1 : per_unit;
+    uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, wg);
+    uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), wg);
     chunk = chunk < fewest ? fewest : chunk;
-    uint64_t max_chunks = (p.max_ctx + chunk - 1) / chunk;
-    if (chunk > UINT32_MAX || n_sh * n_tiles * max_chunks > UINT32_MAX || n_out > UINT32_MAX)
-        return VK_ERROR_STATUS(TKV_ERANGE, "%s: %llu sequences x heads over %u rows is too much work for one call", op,
-                               (unsigned long long)n_sh, p.max_ctx);
+    uint64_t max_chunks = 0;
+    for (uint32_t s = 0; s < a->n_seqs; s++)
+        for (uint32_t qr0 = 0; qr0 < seq_at(a, s)->n_q * ratio; qr0 += qt) {
+            uint64_t n_chunks = unit_of(seq_at(a, s), qr0, qt, ratio, window, chunk, &span).n_chunks;
+            max_chunks = n_chunks > max_chunks ? n_chunks : max_chunks;
+        }
 
-    /* device scratch: queries and sequence table (one upload), prepared
-     * queries, partials, outputs and counts (one download) */
-    const uint64_t q_bytes = n_out * hd * sizeof(float), seq_bytes = a->n_seqs * sizeof(struct vk_seq);
-    const uint64_t up_bytes = align_up(q_bytes) + seq_bytes;
-    const uint64_t prep_at = align_up(up_bytes), prep_bytes = p.k.bits ? q_bytes * qs : 0;
-    const uint64_t acc_at = align_up(prep_at + prep_bytes);
-    const uint64_t n_partials = n_sh * max_chunks * n_q_rows;
+    /* device scratch: queries, units, query rows' units, block table (one
+     * upload); prepared queries, partials; outputs, counts, lse (one
+     * download) */
+    const uint64_t q_bytes = n_out * hd * sizeof(float);
+    const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
+    const uint64_t blocks_at = align_up(row_units_at + n_q_rows * sizeof(uint32_t));
+    const uint64_t up_bytes = blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
+    const uint64_t prep_at = align_up(up_bytes), prep_bytes = kl.bits ? q_bytes * qs : 0;
+    const uint64_t acc_at = align_up(prep_at + prep_bytes), n_partials = n_out * max_chunks;
     const uint64_t ml_at = align_up(acc_at + n_partials * va * hd * sizeof(float));
     const uint64_t out_at = align_up(ml_at + n_partials * TKV_VK_ML_FLOATS * sizeof(float));
-    const uint64_t counts_at = align_up(out_at + q_bytes), down_bytes = counts_at - out_at + n_out * sizeof(uint32_t);
+    const uint64_t counts_at = align_up(out_at + q_bytes), lse_at = align_up(counts_at + n_out * sizeof(uint32_t));
+    const uint64_t down_bytes = lse_at + n_out * sizeof(float) - out_at;
+    if (chunk * max_chunks > UINT32_MAX || n_units * a->n_kv_heads * max_chunks > UINT32_MAX ||
+        n_out > UINT32_MAX || ml_at / TKV_VK_ALIGN > UINT32_MAX)
+        return VK_ERROR_STATUS(TKV_ERANGE,
+                               "%s: %llu query rows x %u kv heads over up to %u rows is too much work for one call",
+                               op, (unsigned long long)n_q_rows, a->n_kv_heads, a->max_n_ctx);
     if ((rc = vk_scratch(dev, &dev->work, out_at + down_bytes, 0, op)) != TKV_OK ||
         (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
         return rc;
     unsigned char *staging = dev->staging->map;
     memcpy(staging, a->q, (size_t)q_bytes);
-    struct vk_seq *seqs = (struct vk_seq *)(staging + align_up(q_bytes));
-    uint64_t total = 0;
+    struct vk_unit *units = (struct vk_unit *)(staging + units_at);
+    uint32_t *row_units = (uint32_t *)(staging + row_units_at);
+    uint32_t u = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++) {
-        const struct tkv_attn_seq *seq = &a->seqs[s];
-        seqs[s] = (struct vk_seq){ .k_offset = seq->k_offset, .v_offset = seq->v_offset, .n_ctx = seq->n_ctx };
-        /* query t sees rows 0 .. n_ctx - n_q + t */
-        total += ((uint64_t)a->n_q * (seq->n_ctx - a->n_q + 1) + (uint64_t)a->n_q * (a->n_q - 1) / 2) * a->n_q_heads;
+        const struct tkv_attn_seq *seq = seq_at(a, s);
+        const uint32_t rows = seq->n_q * ratio;
+        for (uint32_t qr0 = 0; qr0 < rows; qr0 += qt, u++) {
+            units[u] = unit_of(seq, qr0, qt, ratio, window, chunk, &span);
+            for (uint32_t qr = qr0; qr < qr0 + qt && qr < rows; qr++)
+                row_units[(uint64_t)seq->q_first * ratio + qr] = u;
+        }
     }
+    memcpy(staging + blocks_at, a->blocks, (size_t)a->n_blocks * sizeof(uint32_t));
 
+    const uint32_t row_max = kl.row_bytes > vl.row_bytes ? kl.row_bytes : vl.row_bytes;
     uint32_t spec[TKV_VK_SPEC_COUNT] = {
         [TKV_VK_SPEC_WG] = wg,
         [TKV_VK_SPEC_HEAD_DIM] = hd,
-        [TKV_VK_SPEC_K_ENC] = p.k.encoding,
-        [TKV_VK_SPEC_K_BITS] = p.k.bits,
-        [TKV_VK_SPEC_K_QJL] = p.k.qjl,
-        [TKV_VK_SPEC_K_ROW_BYTES] = p.k.row_bytes,
-        [TKV_VK_SPEC_V_ENC] = p.v.encoding,
-        [TKV_VK_SPEC_V_BITS] = p.v.bits,
-        [TKV_VK_SPEC_V_QJL] = p.v.qjl,
-        [TKV_VK_SPEC_V_ROW_BYTES] = p.v.row_bytes,
+        [TKV_VK_SPEC_K_ENC] = kl.encoding,
+        [TKV_VK_SPEC_K_BITS] = kl.bits,
+        [TKV_VK_SPEC_K_QJL] = kl.qjl,
+        [TKV_VK_SPEC_K_ROW_BYTES] = kl.row_bytes,
+        [TKV_VK_SPEC_V_ENC] = vl.encoding,
+        [TKV_VK_SPEC_V_BITS] = vl.bits,
+        [TKV_VK_SPEC_V_QJL] = vl.qjl,
+        [TKV_VK_SPEC_V_ROW_BYTES] = vl.row_bytes,
         [TKV_VK_SPEC_QT] = qt,
         [TKV_VK_SPEC_Q8_BLOCK] = TKV_Q8_0_BLOCK,
-        [TKV_VK_SPEC_BLOCK_ROWS] = block_rows,
+        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens),
     };
-    memcpy(spec + TKV_VK_SPEC_GROUPS, p.k.groups, sizeof p.k.groups);
+    memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
     if ((rc = vk_attention_pipeline(dev, spec, &pipeline)) != TKV_OK)
         return rc;
 
     const uint64_t work = dev->work->address;
     struct vk_attention_push push = {
-        .k = p.k_buf->address,
-        .v = p.v_buf->address,
-        .k_head_stride = a->k_head_stride,
-        .v_head_stride = a->v_head_stride,
-        .q = work + (p.k.bits ? prep_at : 0),
-        .seqs = work + align_up(q_bytes),
-        .part_acc = work + acc_at,
-        .part_ml = work + ml_at,
+        .k = k_buf->address,
+        .v = v_buf->address,
+        .k_head_stride = a->k.head_stride,
+        .v_head_stride = a->v.head_stride,
+        .k_block_stride = a->k.block_stride,
+        .v_block_stride = a->v.block_stride,
+        .work = work,
         .math = dev->math_buf->address,
-        .n_seqs = a->n_seqs,
-        .n_q = a->n_q,
-        .ratio = p.ratio,
+        .q_at = (uint32_t)((kl.bits ? prep_at : 0) / TKV_VK_ALIGN),
+        .units_at = (uint32_t)(units_at / TKV_VK_ALIGN),
+        .blocks_at = (uint32_t)(blocks_at / TKV_VK_ALIGN),
+        .acc_at = (uint32_t)(acc_at / TKV_VK_ALIGN),
+        .ml_at = (uint32_t)(ml_at / TKV_VK_ALIGN),
+        .n_units = (uint32_t)n_units,
         .n_kv = a->n_kv_heads,
+        .ratio = ratio,
         .chunk = (uint32_t)chunk,
         .max_chunks = (uint32_t)max_chunks,
-        .n_tiles = (uint32_t)n_tiles,
-        .q_stride = hd * (p.k.bits ? qs : 1u),
+        .block_tokens = a->k.block_tokens,
+        .window = window,
         .scale = a->scale,
+        .softcap = a->softcap,
         .threshold = a->sparse_v_threshold,
     };
     struct vk_merge_push merge = {
-        .part_acc = push.part_acc,
-        .part_ml = push.part_ml,
+        .part_acc = work + acc_at,
+        .part_ml = work + ml_at,
         .out_rows = work + out_at,
         .counts = work + counts_at,
-        .seqs = push.seqs,
-        .math = push.math,
+        .lse = work + lse_at,
+        .units = work + units_at,
+        .row_units = work + row_units_at,
+        .math = dev->math_buf->address,
         .n_rows = (uint32_t)n_out,
-        .n_q = a->n_q,
-        .ratio = p.ratio,
+        .ratio = ratio,
         .n_kv = a->n_kv_heads,
         .chunk = (uint32_t)chunk,
         .max_chunks = (uint32_t)max_chunks,
         .head_dim = hd,
-        .rotation = p.v.rotation,
-        .flags = p.v.qjl ? TKV_VK_FLAG_QJL : 0u,
+        .rotation = vl.rotation,
+        .flags = vl.qjl ? TKV_VK_FLAG_QJL : 0u,
+        .window = window,
     };
-    memcpy(merge.groups, p.v.groups, sizeof merge.groups);
+    memcpy(merge.groups, vl.groups, sizeof merge.groups);
+    struct vk_rows_push prepare = {
+        .src = work,
+        .dst = work + prep_at,
+        .n_rows = (uint32_t)n_out,
+        .row_bytes = hd * (uint32_t)sizeof(float),
+        .dst_stride = hd * qs,
+    };
 
     if ((rc = vk_begin(dev, op)) != TKV_OK)
         return rc;
     vk_copy(dev, dev->staging, 0, dev->work, 0, up_bytes);
     vk_barrier(dev);
-    if (p.k.bits) {
-        if ((rc = vk_record_rows(dev, &p.k, work, hd * sizeof(float), work + prep_at, hd * qs, (uint32_t)n_out, 1, 0,
-                                 op)) != TKV_OK)
+    if (kl.bits) {
+        if ((rc = vk_record_rows(dev, &kl, &prepare, TKV_VK_FLAG_QUERY, op)) != TKV_OK)
             return rc;
         vk_barrier(dev);
     }
-    if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_sh * n_tiles * max_chunks, op)) != TKV_OK)
+    if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
         return rc;
     vk_barrier(dev);
     if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
@@ -245,6 +262,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     uint64_t skipped = 0;
     for (uint64_t r = 0; r < n_out; r++)
         skipped += counts[r];
+    if (a->lse)
+        memcpy(a->lse, staging + (lse_at - out_at), (size_t)n_out * sizeof(float));
     dev->stats.attention_calls++;
     dev->stats.rows_skipped += skipped;
     if (a->rows_total)

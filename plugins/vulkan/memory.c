@@ -97,13 +97,8 @@ int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char
         .sType = VK_STRUCTURE_TYPE_BUFFER_DEVICE_ADDRESS_INFO, .buffer = b->buffer,
     };
     b->address = vkGetBufferDeviceAddress(dev->device, &address);
-    if (b->map) {
-        memset(b->map, 0, (size_t)padded);
-    } else if ((rc = vk_begin(dev, op)) != TKV_OK ||
-               (vkCmdFillBuffer(dev->cmd, b->buffer, 0, VK_WHOLE_SIZE, 0), (rc = vk_submit(dev, op))) != TKV_OK) {
-        vk_buffer_destroy(dev, b);
-        return rc;
-    }
+    /* not zeroed: the core never reads a row it has not written, scratch is
+     * written before it is read, and the slack's bytes are never used */
     *out = b;
     return TKV_OK;
 }
@@ -132,21 +127,6 @@ int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, i
     *slot = NULL;
     return vk_buffer_create(dev, size, host, op, slot);
 }
-
-struct vk_buffer *vk_buffer_check(const void *buf, const char *op, const char *which)
-{
-    struct vk_buffer *b = (struct vk_buffer *)buf;
-    if (!b) {
-        (void)VK_ERROR_STATUS(TKV_EINVAL, "%s: NULL %s", op, which);
-        return NULL;
-    }
-    if (b->magic != VK_BUFFER_MAGIC) {
-        (void)VK_ERROR_STATUS(TKV_EINVAL, "%s: %s is not a turbokv-vulkan buffer", op, which);
-        return NULL;
-    }
-    return b;
-}
-
 
 int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, const void *src,
               uint64_t bytes, const char *op)

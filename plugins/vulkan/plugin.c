@@ -1,10 +1,13 @@
 /*
- * turbokv-vulkan: the module entry, device discovery and opening, the
- * buffers the core allocates, stats. The math runs in the shaders
- * (shaders/), recorded by quantize.c and attention.c.
+ * turbokv-vulkan: the module entry, device discovery, capabilities and
+ * opening, the buffers the core allocates, stats. The math runs in the
+ * shaders (shaders/), recorded by quantize.c and attention.c.
  *
  * The module links the Vulkan loader and nothing of the core: it is handed
- * the core's services in init() and the format's tables in open().
+ * the core's services in init() and the format's tables in open(). The core
+ * validates every op's arguments against the ABI's preconditions and this
+ * plugin's device_caps before calling; what is checked here is what only
+ * the plugin knows: its devices, their limits and errors.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,9 +26,6 @@ const struct tkv_services *vk_svc;
 
 static int vk_init(const struct tkv_services *svc)
 {
-    /* Without services there is no way to report anything: refuse quietly. */
-    if (!svc || svc->struct_size < sizeof *svc || !svc->error || !svc->log)
-        return TKV_EINVAL;
     vk_svc = svc;
     return TKV_OK;
 }
@@ -172,11 +172,7 @@ static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_foun
     struct vk_candidate list[16];
     uint32_t n = 0;
     int rc;
-    if (!n_found)
-        return VK_ERROR_STATUS(TKV_EINVAL, "probe: NULL n_found");
     *n_found = 0;
-    if (max && !devs)
-        return VK_ERROR_STATUS(TKV_EINVAL, "probe: NULL devs with max %u", max);
     if ((rc = create_instance(&instance, "probe")) != TKV_OK)
         return rc;
     rc = list_devices(instance, list, 16, &n, "probe");
@@ -203,27 +199,61 @@ static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_foun
     return rc;
 }
 
-/* ---- the device ---------------------------------------------------------- */
+/* ---- capabilities -------------------------------------------------------- */
 
-/* The tables must be the core's, for every group size in its slot. */
-static int math_check(const struct tkv_math *math)
+/* What every usable device runs: the shaders store and attend every type
+ * (the QJL types as keys only: their residual sketch corrects inner
+ * products, which values are not used for), every rotation and scale mode,
+ * every head_dim the format allows, any block size and query count. Buffers
+ * are reached through device addresses with 64-bit offsets, never through
+ * descriptor ranges, so maxStorageBufferRange does not bound them; the
+ * largest is the largest allocation, less the slack every buffer carries. */
+static void fill_caps(const struct vk_candidate *c, struct tkv_device_caps *caps)
 {
-    if (!math)
-        return VK_ERROR_STATUS(TKV_EINVAL, "open: NULL math tables");
-    if (math->struct_size < offsetof(struct tkv_math, qjl))
-        return VK_ERROR_STATUS(TKV_EINVAL, "open: math struct_size %u < %zu", math->struct_size,
-                               offsetof(struct tkv_math, qjl));
-    for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
-        const struct tkv_group_tables *t = &math->groups[tkv_group_index(g)];
-        int ok = t->group == g && t->sign1 && t->sign2 && t->dense;
-        for (uint32_t b = 0; b < TKV_N_CODEBOOK_BITS && ok; b++)
-            ok = t->codebook[b].bits == b + TKV_TURBO_BITS_MIN && t->codebook[b].n_levels == 1u << (b + 2) &&
-                 t->codebook[b].centroids && t->codebook[b].boundaries && t->codebook[b].centroid_sq;
-        if (!ok)
-            return VK_ERROR_STATUS(TKV_EINVAL, "open: math tables for group size %u are incomplete", g);
+    uint32_t all = 0, values = 0;
+    for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++) {
+        all |= 1u << t;
+        if (!tkv_type_is_qjl(t))
+            values |= 1u << t;
     }
+    caps->features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP | TKV_CAP_LSE |
+                     TKV_CAP_BUFFER_COPY;
+    caps->k_types = all;
+    caps->v_types = values;
+    caps->rotations = 1u << TKV_ROTATION_WHT | 1u << TKV_ROTATION_DENSE | 1u << TKV_ROTATION_NONE;
+    caps->scale_modes = 1u << TKV_SCALE_NORM | 1u << TKV_SCALE_NORM_CORRECTED;
+    caps->head_dim_max = TKV_HEAD_DIM_MAX;
+    caps->max_block_tokens = 0;
+    caps->max_q_per_seq = 0;
+    caps->max_buffer_bytes = c->max_allocation - VK_BUFFER_SLACK;
+}
+
+static int vk_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
+{
+    VkInstance instance;
+    struct vk_candidate list[16];
+    uint32_t n = 0;
+    int rc;
+    if ((rc = create_instance(&instance, "device_caps")) != TKV_OK)
+        return rc;
+    rc = list_devices(instance, list, 16, &n, "device_caps");
+    vkDestroyInstance(instance, NULL);
+    if (rc != TKV_OK)
+        return rc;
+    if (device_index >= n || device_index >= 16)
+        return VK_ERROR_STATUS(TKV_ERANGE, "device_caps: device %u does not exist (%u usable Vulkan devices)",
+                               device_index, n);
+    /* fill a whole struct, hand over what the core's struct_size covers */
+    struct tkv_device_caps full = { .struct_size = sizeof full };
+    fill_caps(&list[device_index], &full);
+    size_t covered = caps->struct_size < sizeof full ? caps->struct_size : sizeof full;
+    if (covered > sizeof full.struct_size)
+        memcpy((char *)caps + sizeof full.struct_size, (const char *)&full + sizeof full.struct_size,
+               covered - sizeof full.struct_size);
     return TKV_OK;
 }
+
+/* ---- the device ---------------------------------------------------------- */
 
 /* Memory types best first: device-local ones the host cannot see before
  * the others (a discrete GPU's host-visible window is small); host-visible
@@ -337,12 +367,6 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
     struct vk_candidate list[16];
     uint32_t n = 0;
     int rc;
-    if (!params || !dev_out)
-        return VK_ERROR_STATUS(TKV_EINVAL, "open: NULL %s", params ? "dev" : "params");
-    if (params->struct_size < sizeof *params)
-        return VK_ERROR_STATUS(TKV_EINVAL, "open: params struct_size %u < %zu", params->struct_size, sizeof *params);
-    if ((rc = math_check(params->math)) != TKV_OK)
-        return rc;
     struct vk_device *dev = calloc(1, sizeof *dev);
     if (!dev)
         return VK_ERROR_STATUS(TKV_ENOMEM, "open: no host memory for the device (%zu bytes)", sizeof *dev);
@@ -368,9 +392,6 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
                              c->props.deviceName);
         goto fail;
     }
-    dev->qjl = dev->math->struct_size >= offsetof(struct tkv_math, qjl) + sizeof dev->math->qjl;
-    for (uint32_t gi = 0; gi < TKV_N_GROUP_SIZES && dev->qjl; gi++)
-        dev->qjl = dev->math->qjl[gi].rows != NULL;
     if (c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         dev->target_workgroups = VK_CPU_WORKGROUPS_PER_CORE * (uint32_t)(cores > 0 ? cores : 1);
@@ -400,10 +421,6 @@ static int vk_buffer_alloc(void *dev_, uint64_t bytes, void **out)
     struct vk_device *dev = dev_;
     struct vk_buffer *b;
     int rc;
-    if (!dev || !out)
-        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_alloc: NULL %s", dev ? "buf" : "device");
-    if (bytes == 0)
-        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_alloc: zero bytes");
     if ((rc = vk_buffer_create(dev, bytes, 0, "buffer_alloc", &b)) != TKV_OK)
         return rc;
     b->prev = &dev->live;
@@ -419,13 +436,9 @@ static int vk_buffer_alloc(void *dev_, uint64_t bytes, void **out)
 static void vk_buffer_free(void *dev_, void *buf)
 {
     struct vk_device *dev = dev_;
-    struct vk_buffer *b = buf;
-    if (!dev || !b)
+    if (!buf)
         return;
-    if (b->magic != VK_BUFFER_MAGIC || !b->prev) {
-        vk_svc->log(TKV_LOG_WARN, "vulkan: buffer_free of something not a turbokv-vulkan buffer");
-        return;
-    }
+    struct vk_buffer *b = vk_buffer_of(buf);
     b->prev->next = b->next;
     b->next->prev = b->prev;
     dev->stats.n_buffers--;
@@ -433,43 +446,37 @@ static void vk_buffer_free(void *dev_, void *buf)
     vk_buffer_destroy(dev, b);
 }
 
-static int buffer_range(const void *buf, uint64_t offset, uint64_t bytes, const char *op, struct vk_buffer **b)
-{
-    if (!(*b = vk_buffer_check(buf, op, "buf")))
-        return TKV_EINVAL;
-    if (!tkv_span_fits((*b)->size, offset, 1, 0, bytes))
-        return VK_ERROR_STATUS(TKV_ERANGE, "%s: %llu bytes at offset %llu exceed the %llu-byte buffer", op,
-                               (unsigned long long)bytes, (unsigned long long)offset,
-                               (unsigned long long)(*b)->size);
-    return TKV_OK;
-}
-
 static int vk_buffer_write(void *dev_, void *buf, uint64_t offset, const void *src, uint64_t bytes)
 {
     struct vk_device *dev = dev_;
-    struct vk_buffer *b;
     int rc;
-    if (!dev || (!src && bytes))
-        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_write: NULL %s", dev ? "src" : "device");
-    if (dev->lost)
-        return VK_ERROR_STATUS(TKV_EDEVICE, "buffer_write: the device was lost earlier");
-    if ((rc = buffer_range(buf, offset, bytes, "buffer_write", &b)) != TKV_OK)
+    if ((rc = vk_usable(dev, "buffer_write")) != TKV_OK)
         return rc;
-    return bytes ? vk_upload(dev, b, offset, src, bytes, "buffer_write") : TKV_OK;
+    return vk_upload(dev, vk_buffer_of(buf), offset, src, bytes, "buffer_write");
 }
 
 static int vk_buffer_read(void *dev_, const void *buf, uint64_t offset, void *dst, uint64_t bytes)
 {
     struct vk_device *dev = dev_;
-    struct vk_buffer *b;
     int rc;
-    if (!dev || (!dst && bytes))
-        return VK_ERROR_STATUS(TKV_EINVAL, "buffer_read: NULL %s", dev ? "dst" : "device");
-    if (dev->lost)
-        return VK_ERROR_STATUS(TKV_EDEVICE, "buffer_read: the device was lost earlier");
-    if ((rc = buffer_range(buf, offset, bytes, "buffer_read", &b)) != TKV_OK)
+    if ((rc = vk_usable(dev, "buffer_read")) != TKV_OK)
         return rc;
-    return bytes ? vk_download(dev, b, offset, dst, bytes, "buffer_read") : TKV_OK;
+    return vk_download(dev, vk_buffer_of(buf), offset, dst, bytes, "buffer_read");
+}
+
+/* A device-side copy (pool growth, copy-on-write of a shared block): one
+ * vkCmdCopyBuffer, within one buffer too (the core passes disjoint ranges
+ * there, as Vulkan requires). */
+static int vk_buffer_copy(void *dev_, void *dst, uint64_t dst_offset, const void *src, uint64_t src_offset,
+                          uint64_t bytes)
+{
+    static const char op[] = "buffer_copy";
+    struct vk_device *dev = dev_;
+    int rc;
+    if ((rc = vk_usable(dev, op)) != TKV_OK || (rc = vk_begin(dev, op)) != TKV_OK)
+        return rc;
+    vk_copy(dev, vk_buffer_of(src), src_offset, vk_buffer_of(dst), dst_offset, bytes);
+    return vk_submit(dev, op);
 }
 
 /* ---- stats --------------------------------------------------------------- */
@@ -477,11 +484,11 @@ static int vk_buffer_read(void *dev_, const void *buf, uint64_t offset, void *ds
 static int vk_stats(void *dev_, struct tkv_device_stats *stats)
 {
     struct vk_device *dev = dev_;
-    if (!dev || !stats)
-        return VK_ERROR_STATUS(TKV_EINVAL, "stats: NULL %s", dev ? "stats" : "device");
-    if (stats->struct_size < sizeof *stats)
-        return VK_ERROR_STATUS(TKV_EINVAL, "stats: struct_size %u < %zu", stats->struct_size, sizeof *stats);
-    *stats = dev->stats;
+    /* what the core's struct_size covers, its struct_size kept */
+    size_t covered = stats->struct_size < sizeof dev->stats ? stats->struct_size : sizeof dev->stats;
+    if (covered > sizeof stats->struct_size)
+        memcpy((char *)stats + sizeof stats->struct_size, (const char *)&dev->stats + sizeof stats->struct_size,
+               covered - sizeof stats->struct_size);
     return TKV_OK;
 }
 
@@ -496,12 +503,14 @@ static const struct tkv_plugin vk_plugin = {
     .description = "turbokv Vulkan backend (GLSL compute shaders, split-K decode attention)",
     .init = vk_init,
     .probe = vk_probe,
+    .device_caps = vk_device_caps,
     .open = vk_open,
     .close = vk_close,
     .buffer_alloc = vk_buffer_alloc,
     .buffer_free = vk_buffer_free,
     .buffer_write = vk_buffer_write,
     .buffer_read = vk_buffer_read,
+    .buffer_copy = vk_buffer_copy,
     .quantize_append = vk_quantize_append,
     .attention = vk_attention,
     .dequantize = vk_dequantize,
@@ -510,8 +519,8 @@ static const struct tkv_plugin vk_plugin = {
 
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major, uint32_t core_abi_minor);
 
-/* Any 1.x core can run this module: it reads the ABI 1.1 tables (QJL) only
- * when the core's struct tkv_math has them. */
+/* Any 2.x core can run this module: it uses nothing a later 2.x minor adds
+ * (the core hands it argument structs as of the negotiated minor). */
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major, uint32_t core_abi_minor)
 {
     (void)core_abi_minor;

@@ -1,64 +1,68 @@
 /*
- * The quantize_append and dequantize ops: argument checks, then the rows go
- * up to the device, through the quantize or rows shader, and (dequantize)
- * back. Large calls are cut into pieces of at most VK_OP_CHUNK bytes of
- * floats, each one submit, so that scratch memory stays bounded.
+ * The quantize_append and dequantize ops: the rows go up to the device with
+ * the slice of the sequence's block table they need, through the quantize or
+ * rows shader (which find each row's block), and (dequantize) back. Large
+ * calls are cut into pieces of at most VK_OP_CHUNK bytes of floats, each one
+ * submit, so that scratch memory stays bounded. The core has validated the
+ * arguments (shapes, formats, every block inside the pool).
  */
 #include <string.h>
 
 #include "vk.h"
 
 #define VK_OP_CHUNK (64ull << 20)
-/* Where the non-finite counter sits in the work buffer, before the rows. */
+/* Where the non-finite counter sits in the work buffer, before the rest. */
 #define VK_COUNTER_BYTES 64u
+
+static uint64_t align64(uint64_t x) { return (x + 63u) & ~(uint64_t)63u; }
+
+/* Tokens per submit: VK_OP_CHUNK bytes of floats, at least one token. */
+static uint32_t tokens_per_submit(uint32_t n_heads, uint32_t head_dim)
+{
+    uint64_t token_bytes = (uint64_t)n_heads * head_dim * sizeof(float);
+    return token_bytes >= VK_OP_CHUNK ? 1u : (uint32_t)(VK_OP_CHUNK / token_bytes);
+}
 
 int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
 {
     static const char op[] = "quantize_append";
     struct vk_device *dev = dev_;
+    const struct tkv_pool *pool = &a->pool;
+    const struct vk_buffer *buf = vk_buffer_of(pool->buf);
     struct vk_layout l;
     int rc;
-    if ((rc = vk_check_args(dev, a, sizeof *a, op)) != TKV_OK || (rc = vk_layout_init(dev, &a->fmt, op, &l)) != TKV_OK)
+    if ((rc = vk_usable(dev, op)) != TKV_OK)
         return rc;
-    if (a->n_nonfinite)
-        *a->n_nonfinite = 0;
-    if (a->n_tokens == 0)
-        return TKV_OK;
-    if (a->n_heads == 0 || !a->src)
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: %s", op, a->src ? "n_heads is 0" : "NULL src");
-    struct vk_buffer *buf = vk_buffer_check(a->buf, op, "buf");
-    if (!buf)
-        return TKV_EINVAL;
-    uint64_t span = (uint64_t)a->n_tokens * l.row_bytes;
-    if (a->n_heads > 1 && a->head_stride < span)
-        return VK_ERROR_STATUS(TKV_EINVAL,
-                               "%s: head_stride %llu is less than the %llu bytes of %u new rows of a head: heads "
-                               "would overlap",
-                               op, (unsigned long long)a->head_stride, (unsigned long long)span, a->n_tokens);
-    if (!tkv_span_fits(buf->size, a->offset, a->n_heads, a->head_stride, span))
-        return VK_ERROR_STATUS(TKV_ERANGE,
-                               "%s: %u tokens x %u heads of %u-byte rows at offset %llu, head_stride %llu, exceed "
-                               "the %llu-byte buffer",
-                               op, a->n_tokens, a->n_heads, l.row_bytes, (unsigned long long)a->offset,
-                               (unsigned long long)a->head_stride, (unsigned long long)buf->size);
+    vk_layout_init(&pool->fmt, &l);
 
-    uint64_t token_bytes = (uint64_t)a->n_heads * l.head_dim * sizeof(float), nonfinite = 0;
-    uint32_t per_submit = token_bytes >= VK_OP_CHUNK ? 1u : (uint32_t)(VK_OP_CHUNK / token_bytes);
+    const uint32_t bt = pool->block_tokens, per_submit = tokens_per_submit(a->n_heads, l.head_dim);
+    uint64_t nonfinite = 0;
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += per_submit) {
         uint32_t n = a->n_tokens - t0 < per_submit ? a->n_tokens - t0 : per_submit;
-        uint64_t bytes = n * token_bytes;
-        if ((rc = vk_scratch(dev, &dev->staging, VK_COUNTER_BYTES + bytes, 1, op)) != TKV_OK ||
-            (rc = vk_scratch(dev, &dev->work, VK_COUNTER_BYTES + bytes, 0, op)) != TKV_OK)
+        /* work and staging: counter, the block table slice of positions
+         * pos0 .. pos0 + n - 1, the rows */
+        uint32_t pos0 = a->first_pos + t0, block0 = pos0 / bt, n_slice = (pos0 + n - 1) / bt - block0 + 1;
+        uint64_t slice_bytes = (uint64_t)n_slice * sizeof(uint32_t);
+        uint64_t src_at = align64(VK_COUNTER_BYTES + slice_bytes);
+        uint64_t bytes = (uint64_t)n * a->n_heads * l.head_dim * sizeof(float);
+        if ((rc = vk_scratch(dev, &dev->staging, src_at + bytes, 1, op)) != TKV_OK ||
+            (rc = vk_scratch(dev, &dev->work, src_at + bytes, 0, op)) != TKV_OK)
             return rc;
-        memcpy((unsigned char *)dev->staging->map + VK_COUNTER_BYTES,
-               a->src + (size_t)t0 * a->n_heads * l.head_dim, (size_t)bytes);
+        unsigned char *staging = dev->staging->map;
+        memcpy(staging + VK_COUNTER_BYTES, a->blocks + block0, (size_t)slice_bytes);
+        memcpy(staging + src_at, a->src + (size_t)t0 * a->n_heads * l.head_dim, (size_t)bytes);
         uint32_t per_wg = TKV_VK_ROWS_ELEMS / l.head_dim, rows = n * a->n_heads;
+        const uint64_t work = dev->work->address;
         struct vk_quantize_push push = {
-            .src = dev->work->address + VK_COUNTER_BYTES,
-            .dst = buf->address + a->offset + (uint64_t)t0 * l.row_bytes,
-            .head_stride = a->head_stride,
+            .src = work + src_at,
+            .pool = buf->address,
+            .head_stride = pool->head_stride,
+            .block_stride = pool->block_stride,
+            .blocks = work + VK_COUNTER_BYTES,
             .math = dev->math_buf->address,
-            .counter = dev->work->address,
+            .counter = work,
+            .first_pos = pos0,
+            .block_tokens = bt,
             .n_tokens = n,
             .n_heads = a->n_heads,
             .head_dim = l.head_dim,
@@ -73,7 +77,7 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
         memcpy(push.groups, l.groups, sizeof push.groups);
         if ((rc = vk_begin(dev, op)) != TKV_OK)
             return rc;
-        vk_copy(dev, dev->staging, VK_COUNTER_BYTES, dev->work, VK_COUNTER_BYTES, bytes);
+        vk_copy(dev, dev->staging, VK_COUNTER_BYTES, dev->work, VK_COUNTER_BYTES, src_at + bytes - VK_COUNTER_BYTES);
         vkCmdFillBuffer(dev->cmd, dev->work->buffer, 0, VK_COUNTER_BYTES, 0);
         vk_barrier(dev);
         if ((rc = vk_dispatch(dev, dev->quantize, &push, sizeof push, ((uint64_t)rows + per_wg - 1) / per_wg, op)) !=
@@ -84,7 +88,7 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
         if ((rc = vk_submit(dev, op)) != TKV_OK)
             return rc;
         uint32_t counted;
-        memcpy(&counted, dev->staging->map, sizeof counted);
+        memcpy(&counted, staging, sizeof counted);
         nonfinite += counted;
     }
     dev->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
@@ -97,37 +101,51 @@ int vk_dequantize(void *dev_, const struct tkv_dequant_args *a)
 {
     static const char op[] = "dequantize";
     struct vk_device *dev = dev_;
+    const struct tkv_pool *pool = &a->pool;
+    const struct vk_buffer *buf = vk_buffer_of(pool->buf);
     struct vk_layout l;
     int rc;
-    if ((rc = vk_check_args(dev, a, sizeof *a, op)) != TKV_OK || (rc = vk_layout_init(dev, &a->fmt, op, &l)) != TKV_OK)
+    if ((rc = vk_usable(dev, op)) != TKV_OK)
         return rc;
-    if (a->n_rows == 0)
-        return TKV_OK;
-    if (!a->dst)
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: NULL dst", op);
-    const struct vk_buffer *buf = vk_buffer_check(a->buf, op, "buf");
-    if (!buf)
-        return TKV_EINVAL;
-    if (!tkv_span_fits(buf->size, a->offset, 1, 0, (uint64_t)a->n_rows * l.row_bytes))
-        return VK_ERROR_STATUS(TKV_ERANGE, "%s: %u rows of %u bytes at offset %llu exceed the %llu-byte buffer", op,
-                               a->n_rows, l.row_bytes, (unsigned long long)a->offset,
-                               (unsigned long long)buf->size);
+    vk_layout_init(&pool->fmt, &l);
 
-    uint64_t row_floats = (uint64_t)l.head_dim * sizeof(float);
-    uint32_t per_submit = (uint32_t)(VK_OP_CHUNK / row_floats);
-    for (uint32_t r0 = 0; r0 < a->n_rows; r0 += per_submit) {
-        uint32_t n = a->n_rows - r0 < per_submit ? a->n_rows - r0 : per_submit;
-        uint64_t bytes = n * row_floats;
-        if ((rc = vk_scratch(dev, &dev->staging, bytes, 1, op)) != TKV_OK ||
-            (rc = vk_scratch(dev, &dev->work, bytes, 0, op)) != TKV_OK || (rc = vk_begin(dev, op)) != TKV_OK ||
-            (rc = vk_record_rows(dev, &l, buf->address + a->offset + (uint64_t)r0 * l.row_bytes, l.row_bytes,
-                                 dev->work->address, l.head_dim, n, 0, 1, op)) != TKV_OK)
+    const uint32_t bt = pool->block_tokens, per_submit = tokens_per_submit(a->n_heads, l.head_dim);
+    for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += per_submit) {
+        uint32_t n = a->n_tokens - t0 < per_submit ? a->n_tokens - t0 : per_submit;
+        /* work and staging: the block table slice, then the floats */
+        uint32_t pos0 = a->first_pos + t0, block0 = pos0 / bt, n_slice = (pos0 + n - 1) / bt - block0 + 1;
+        uint64_t slice_bytes = (uint64_t)n_slice * sizeof(uint32_t), out_at = align64(slice_bytes);
+        uint64_t bytes = (uint64_t)n * a->n_heads * l.head_dim * sizeof(float);
+        if ((rc = vk_scratch(dev, &dev->staging, out_at + bytes, 1, op)) != TKV_OK ||
+            (rc = vk_scratch(dev, &dev->work, out_at + bytes, 0, op)) != TKV_OK)
+            return rc;
+        unsigned char *staging = dev->staging->map;
+        memcpy(staging, a->blocks + block0, (size_t)slice_bytes);
+        const uint64_t work = dev->work->address;
+        struct vk_rows_push push = {
+            .src = buf->address,
+            .dst = work + out_at,
+            .blocks = work,
+            .head_stride = pool->head_stride,
+            .block_stride = pool->block_stride,
+            .first_pos = pos0,
+            .block_tokens = bt,
+            .n_heads = a->n_heads,
+            .n_rows = n * a->n_heads,
+            .row_bytes = l.row_bytes,
+            .dst_stride = l.head_dim,
+        };
+        if ((rc = vk_begin(dev, op)) != TKV_OK)
+            return rc;
+        vk_copy(dev, dev->staging, 0, dev->work, 0, slice_bytes);
+        vk_barrier(dev);
+        if ((rc = vk_record_rows(dev, &l, &push, TKV_VK_FLAG_PAGED | TKV_VK_FLAG_INVERSE, op)) != TKV_OK)
             return rc;
         vk_barrier(dev);
-        vk_copy(dev, dev->work, 0, dev->staging, 0, bytes);
+        vk_copy(dev, dev->work, out_at, dev->staging, out_at, bytes);
         if ((rc = vk_submit(dev, op)) != TKV_OK)
             return rc;
-        memcpy(a->dst + (size_t)r0 * l.head_dim, dev->staging->map, (size_t)bytes);
+        memcpy(a->dst + (size_t)t0 * a->n_heads * l.head_dim, staging + out_at, (size_t)bytes);
     }
     return TKV_OK;
 }

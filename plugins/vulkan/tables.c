@@ -21,8 +21,7 @@ int vk_tables_upload(struct vk_device *dev)
         memcpy(t + TKV_VK_MATH_SIGNS + gi * 256u, g->sign1, size * sizeof *t);
         memcpy(t + TKV_VK_MATH_SIGNS + gi * 256u + 128u, g->sign2, size * sizeof *t);
         t[TKV_VK_MATH_INV_SQRT + gi] = (float)(1.0 / sqrt((double)size));
-        if (dev->qjl)
-            t[TKV_VK_MATH_QJL_FACTOR + gi] = math->qjl[gi].scale;
+        t[TKV_VK_MATH_QJL_FACTOR + gi] = math->qjl[gi].scale;
         for (uint32_t b = 0; b < TKV_N_CODEBOOK_BITS; b++) {
             const struct tkv_codebook *cb = &g->codebook[b];
             float *at = t + TKV_VK_MATH_CODEBOOKS + (gi * TKV_N_CODEBOOK_BITS + b) * TKV_VK_MATH_CODEBOOK_FLOATS;
@@ -31,8 +30,7 @@ int vk_tables_upload(struct vk_device *dev)
             memcpy(at + 32, cb->centroid_sq, cb->n_levels * sizeof *t);
         }
         memcpy(t + TKV_VK_MATH_DENSE + TKV_VK_MATH_SQUARE(gi), g->dense, (size_t)size * size * sizeof *t);
-        if (dev->qjl)
-            memcpy(t + TKV_VK_MATH_QJL + TKV_VK_MATH_SQUARE(gi), math->qjl[gi].rows, (size_t)size * size * sizeof *t);
+        memcpy(t + TKV_VK_MATH_QJL + TKV_VK_MATH_SQUARE(gi), math->qjl[gi].rows, (size_t)size * size * sizeof *t);
     }
     int rc = vk_buffer_create(dev, TKV_VK_MATH_FLOATS * sizeof *t, 0, "open", &dev->math_buf);
     if (rc == TKV_OK)

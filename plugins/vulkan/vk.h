@@ -12,6 +12,7 @@
 #ifndef TKV_VK_H
 #define TKV_VK_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,9 +36,11 @@ const char *vk_result_name(VkResult result);
 /* ---- buffers ------------------------------------------------------------ */
 
 #define VK_BUFFER_MAGIC 0x746b7676u /* "tkvv" */
-/* Every buffer is allocated this much larger than asked, zeroed: shaders
- * read the stored rows in aligned words and 16-byte quads, which may reach
- * a few dozen bytes past the last row of a buffer. */
+/* Every buffer is allocated this much larger than asked: shaders read the
+ * stored rows in aligned words and 16-byte quads, which may reach a few
+ * dozen bytes past the last row of a buffer. Those bytes are never used,
+ * so neither they nor the buffer need zeroing (a new buffer's contents are
+ * undefined by the ABI). */
 #define VK_BUFFER_SLACK 64u
 
 struct vk_buffer {
@@ -56,7 +59,7 @@ struct vk_quantize_push { TKV_VK_QUANTIZE_PUSH };
 struct vk_rows_push { TKV_VK_ROWS_PUSH };
 struct vk_attention_push { TKV_VK_ATTENTION_PUSH };
 struct vk_merge_push { TKV_VK_MERGE_PUSH };
-struct vk_seq { TKV_VK_SEQ_MEMBERS };
+struct vk_unit { TKV_VK_UNIT_MEMBERS };
 
 /* Vulkan guarantees 128 bytes of push constants. */
 #define VK_PUSH_BYTES 128u
@@ -98,7 +101,6 @@ struct vk_device {
     uint32_t target_workgroups; /* attention workgroups that fill the device */
 
     const struct tkv_math *math;
-    int qjl;                 /* the core handed the QJL matrices (ABI >= 1.1) */
     struct vk_buffer *math_buf;
     struct vk_buffer *staging; /* host visible: op inputs and outputs */
     struct vk_buffer *work;    /* device memory: op intermediates */
@@ -117,12 +119,19 @@ struct vk_device {
  * not kept). host picks the staging memory type. */
 int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int host,
                const char *op);
-/* A buffer outside the live list (scratch, math tables); zeroed. */
+/* A buffer outside the live list (scratch, math tables); contents undefined. */
 int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char *op,
                      struct vk_buffer **out);
 void vk_buffer_destroy(struct vk_device *dev, struct vk_buffer *b);
-/* The buffer behind a handle the core passed, or NULL with the error recorded. */
-struct vk_buffer *vk_buffer_check(const void *buf, const char *op, const char *which);
+/* The buffer behind a handle the core passed. The core only passes buffers
+ * this plugin allocated (it validates every op's arguments); debug builds
+ * assert it. */
+static inline struct vk_buffer *vk_buffer_of(const void *buf)
+{
+    struct vk_buffer *b = (struct vk_buffer *)buf;
+    assert(b && b->magic == VK_BUFFER_MAGIC);
+    return b;
+}
 /* Copies host memory to/from a device buffer through the staging buffer
  * (or directly when the buffer is mapped); submits and waits. */
 int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, const void *src,
@@ -167,12 +176,11 @@ struct vk_layout {
     uint32_t groups[TKV_VK_GROUP_WORDS]; /* tkv_group_split, one size per byte */
 };
 
-/* Validates fmt (op names the call in the error) and fills the layout. */
-int vk_layout_init(const struct vk_device *dev, const struct tkv_row_format *fmt, const char *op,
-                   struct vk_layout *l);
-/* Checks dev and args, args at least size bytes as its struct_size says,
- * and that the device is usable. */
-int vk_check_args(const struct vk_device *dev, const void *args, size_t size, const char *op);
+/* The layout of a row format. The core has checked fmt against the
+ * device's capabilities (device_caps): every format it passes has kernels. */
+void vk_layout_init(const struct tkv_row_format *fmt, struct vk_layout *l);
+/* TKV_OK unless the device was lost earlier (then every op fails at once). */
+int vk_usable(const struct vk_device *dev, const char *op);
 
 /* The math tables (tables.c): built and uploaded once per device. */
 int vk_tables_upload(struct vk_device *dev);
@@ -182,11 +190,11 @@ int vk_quantize_append(void *dev, const struct tkv_append_args *args);
 int vk_dequantize(void *dev, const struct tkv_dequant_args *args);
 int vk_attention(void *dev, const struct tkv_attention_args *args);
 
-/* The rows shader over n_rows rows from src (an address) to dst, recorded
- * into the command buffer (rows.c of the shaders): dequantize, or prepare
- * queries when query is set. */
-int vk_record_rows(struct vk_device *dev, const struct vk_layout *l, uint64_t src,
-                   uint32_t src_stride, uint64_t dst, uint32_t dst_stride, uint32_t n_rows,
-                   int query, int inverse, const char *op);
+/* The rows shader (shaders/rows.comp) over push->n_rows rows, recorded into
+ * the command buffer: the caller sets the source (src, row_bytes and, with
+ * TKV_VK_FLAG_PAGED in flags, the block table members), dst, dst_stride and
+ * n_rows; the format's members come from l. */
+int vk_record_rows(struct vk_device *dev, const struct vk_layout *l, struct vk_rows_push *push, uint32_t flags,
+                   const char *op);
 
 #endif

@@ -1,25 +1,31 @@
 #version 460
 // Fused decode attention, split-K (flash-decoding): one workgroup takes one
-// chunk of the cached rows of one (sequence, kv head) for QT query rows (the
-// query heads of the GQA group times the new tokens), so every K and V row
-// is decoded once for all of them. It walks the chunk in blocks of BR rows:
-//   stage     the block's K bytes into shared memory (coalesced 16-byte
-//             loads);
+// chunk of the cached rows of one (unit, kv head); a unit is up to QT query
+// rows of one sequence (the query heads of the GQA group times its new
+// tokens), so every K and V row is decoded once for all of them. It walks
+// the chunk in batches of up to BR rows:
+//   stage     the batch's K bytes into shared memory (coalesced 16-byte
+//             loads), one segment per pool block the batch touches: the
+//             block table is read once per segment, and rows are contiguous
+//             inside it;
 //   scores    T = WG / BR invocations per row, each over a stretch of runs of
 //             8 elements, straight from the packed bytes against the prepared
 //             queries (<R q, y_hat> for turbo keys);
-//   softmax   per query row: block max and rescale (online softmax, Milakov
+//   softmax   per query row: batch max and rescale (online softmax, Milakov
 //             & Gimelshein 2018, as in FlashAttention), sparse-V decisions;
-//   values    the block's V bytes staged the same way; each invocation takes
+//   values    the batch's V bytes staged the same way; each invocation takes
 //             one run of 8 elements of a row and accumulates p * V (in the
 //             rotated domain for turbo values), skipping rows sparse V drops
 //             for every query row;
 // and writes its running max, weight sum, accumulators and skip counts; the
 // merge shader combines the chunks and rotates back once per output row.
 //
-// Sparse V: row j is skipped for a query row when exp(s_j - m_j) < threshold,
-// m_j the running max of the chunk's rows up to j, exactly as a sequential
-// pass over the chunk keeps it (a subgroup scan along the rows).
+// Scores: x_j = scale <q, k_j>, then softcap tanh(x_j / softcap) when a
+// softcap is set; a query row at position p sees the rows j <= p, and with a
+// window only those with p - j < window. Sparse V: row j is skipped for a
+// query row when exp(x_j - m_j) < threshold, m_j the running max of the
+// chunk's rows up to j, exactly as a sequential pass over the chunk keeps it
+// (a subgroup scan along the rows).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -42,12 +48,12 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 0u) const uint GROUPS0 = 128u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 1u) const uint GROUPS1 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
-layout(constant_id = TKV_VK_SPEC_BLOCK_ROWS) const uint BR = 128u;
+layout(constant_id = TKV_VK_SPEC_BATCH_ROWS) const uint BR = 128u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
-struct Seq { TKV_VK_SEQ_MEMBERS };
-layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer Seqs { Seq s[]; };
+struct Unit { TKV_VK_UNIT_MEMBERS };
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Quads { uvec4 q[]; };
 
 const uint WG = gl_WorkGroupSize.x;
@@ -59,6 +65,9 @@ const uint RL = WG / RUNS;              // rows the value phase covers at once
 const uint RED = WG * (QT > 8u ? QT : 8u);
 const uint STAGE_WORDS = TKV_VK_STAGE_BYTES / 4u;
 const uint QW = HEAD_DIM * QS / 4u;      // vec4s of one prepared query
+// floats between prepared queries: R q and S R q for turbo keys (the rows
+// shader wrote them), the raw query for the others
+const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO ? HEAD_DIM * QS : HEAD_DIM;
 const uint PV = (QT + 3u) / 4u;          // vec4s of one row's weights
 // Rows whose stride is a multiple of 16 words (f16, f32) would put every
 // invocation's word in the same bank; those stages are swizzled.
@@ -66,34 +75,61 @@ const bool K_SWIZZLE = K_ROW_BYTES % 64u == 0u;
 const bool V_SWIZZLE = V_ROW_BYTES % 64u == 0u;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
-shared uint stage[STAGE_WORDS];       // the block's K, then V, bytes
+shared uint stage[STAGE_WORDS];       // the batch's K, then V, bytes
+shared uint row_at[WG];               // staged byte offset of each row of the batch
 shared vec4 qs[QT * QW];              // [query row][element / 4], S R q after R q
-shared vec4 ps[WG * PV];              // the block's scores, then weights: [row][query row / 4]
+shared vec4 ps[WG * PV];              // the batch's scores, then weights: [row][query row / 4]
 shared float red[RED];                // reductions
-shared uint keep[WG];                 // the block's row is needed by some query row
+shared uint keep[WG];                 // the batch's row is needed by some query row
 shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi * 16 + index]
 
-// ---- the staged block --------------------------------------------------
+// ---- the staged batch --------------------------------------------------
 
 // Word w of a swizzled stage lives at w with its 32-word line number xor-ed
 // into its bank bits, so that invocations reading rows 16 words apart hit
 // different banks.
 uint stage_slot(uint w, bool swizzle) { return swizzle ? w ^ ((w >> 5) & 31u) : w; }
 
-// Stages the n bytes at addr; returns where the first one landed.
-uint stage_bytes(uint64_t addr, uint n, bool swizzle)
+// Stages the n bytes at addr from quad q0 of the stage on; returns where
+// the first one landed and advances q0 past them (the word after the last
+// byte included: staged_u32 may read it).
+uint stage_bytes(uint64_t addr, uint n, bool swizzle, inout uint q0)
 {
     uint64_t aligned = addr & ~uint64_t(15);
     uint first = uint(addr - aligned), quads = (first + n + 4u + 15u) / 16u;
     Quads src = Quads(aligned);
     for (uint i = gl_LocalInvocationIndex; i < quads; i += WG) {
         uvec4 v = src.q[i];
-        stage[stage_slot(4u * i, swizzle)] = v.x;
-        stage[stage_slot(4u * i + 1u, swizzle)] = v.y;
-        stage[stage_slot(4u * i + 2u, swizzle)] = v.z;
-        stage[stage_slot(4u * i + 3u, swizzle)] = v.w;
+        uint w = 4u * (q0 + i);
+        stage[stage_slot(w, swizzle)] = v.x;
+        stage[stage_slot(w + 1u, swizzle)] = v.y;
+        stage[stage_slot(w + 2u, swizzle)] = v.z;
+        stage[stage_slot(w + 3u, swizzle)] = v.w;
     }
+    first += 16u * q0;
+    q0 += quads;
     return first;
+}
+
+// Stages the nb rows of kv head h of the sequence's positions base .. base +
+// nb - 1 of a pool and fills row_at; one segment per pool block, whose
+// block table entry is read once. Uniform control flow; the caller
+// barriers before reading.
+void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes, bool swizzle,
+                uint block_first, uint h, uint base, uint nb)
+{
+    Uints blocks = Uints(pc.work + uint64_t(pc.blocks_at) * TKV_VK_ALIGN);
+    const uint bt = pc.block_tokens;
+    uint q0 = 0u;
+    for (uint r = 0u; r < nb;) {
+        uint pos = base + r, bi = pos / bt, within = pos - bi * bt, n = min(bt - within, nb - r);
+        uint64_t addr = pool + uint64_t(blocks.u[block_first + bi]) * block_stride + uint64_t(h) * head_stride +
+                        uint64_t(within) * uint64_t(row_bytes);
+        uint first = stage_bytes(addr, n * row_bytes, swizzle, q0);
+        for (uint i = gl_LocalInvocationIndex; i < n; i += WG)
+            row_at[r + i] = first + i * row_bytes;
+        r += n;
+    }
 }
 
 // The 4 staged bytes at byte offset b, little endian.
@@ -224,33 +260,40 @@ void reduce_count(inout uint v[QT])
     barrier();
 }
 
+// tanh without overflow for any finite x (a device's tanh may be
+// (e^x - e^-x) / (e^x + e^-x), which is inf / inf for large x).
+float tanh_stable(float x)
+{
+    float t = exp(-2.0 * abs(x));
+    return sign(x) * ((1.0 - t) / (1.0 + t));
+}
+
 void main()
 {
-    const uint lid = gl_LocalInvocationIndex, n_q_rows = pc.n_q * pc.ratio;
-    uint wid = flat_workgroup(), c = wid % pc.max_chunks, tile = (wid / pc.max_chunks) % pc.n_tiles;
-    uint sh = wid / pc.max_chunks / pc.n_tiles, s = sh / pc.n_kv, h = sh % pc.n_kv;
-    if (s >= pc.n_seqs)
+    const uint lid = gl_LocalInvocationIndex;
+    uint wid = flat_workgroup(), c_local = wid % pc.max_chunks, uh = wid / pc.max_chunks;
+    uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
+    if (unit_index >= pc.n_units)
         return;
-    Seq seq = Seqs(pc.seqs).s[s];
-    uint qr0 = tile * QT, qr_last = min(qr0 + QT, n_q_rows) - 1u;
-    // query row qr (token qr / ratio) sees the rows < visible(qr): causal
-    uint base_visible = seq.n_ctx - pc.n_q + 1u, last_visible = base_visible + qr_last / pc.ratio;
-    uint begin = c * pc.chunk;
-    if (begin >= last_visible)
-        return; // no query row of the tile sees this chunk; the merge never reads it
-    uint end = min(begin + pc.chunk, last_visible);
-    uint64_t k_rows = pc.k + seq.k_offset + uint64_t(h) * pc.k_head_stride;
-    uint64_t v_rows = pc.v + seq.v_offset + uint64_t(h) * pc.v_head_stride;
+    Unit unit = Units(pc.work + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
+    if (c_local >= unit.n_chunks)
+        return; // the unit's query rows see fewer chunks; the merge never reads this one
+    const uint n_q_rows = unit.n_q * pc.ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
+    // query row qr (token qr / ratio) is at position p0 + qr / ratio and sees
+    // rows lo .. p: the tile needs the rows [lo of qr0, p of qr_last]
+    const uint p0 = unit.n_ctx - unit.n_q, hi_tile = p0 + qr_last / pc.ratio + 1u, p_first = p0 + qr0 / pc.ratio;
+    const uint lo_tile = pc.window != 0u && p_first + 1u > pc.window ? p_first + 1u - pc.window : 0u;
+    const uint c = unit.c_first + c_local;
+    const uint begin = max(c * pc.chunk, lo_tile), end = min(c * pc.chunk + pc.chunk, hi_tile);
 
     // The tile's prepared queries; rows past the last query row are zero.
-    Floats q = Floats(pc.q);
     for (uint e = lid; e < HEAD_DIM * QS * QT; e += WG) {
         uint j = e / (HEAD_DIM * QS), i = e % (HEAD_DIM * QS), qr = qr0 + j;
         float v = 0.0;
         if (qr < n_q_rows) {
-            uint head = h * pc.ratio + qr % pc.ratio, token = qr / pc.ratio;
-            uint row = (s * pc.n_q + token) * pc.n_kv * pc.ratio + head;
-            v = q.f[row * pc.q_stride + i];
+            uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
+            uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
+            v = Floats(pc.work + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
         }
         qs[j * QW + i / 4u][i % 4u] = v;
     }
@@ -259,10 +302,13 @@ void main()
         cent_k[e] = K_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << K_BITS) ? m.f[codebook_at(e / 16u, K_BITS) + e % 16u] : 0.0;
         cent_v[e] = V_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;
     }
-    uint visible[QT], skipped[QT];
+    uint lo[QT], hi[QT], skipped[QT];
     float m_run[QT], l_own[QT];
     [[unroll]] for (uint t = 0u; t < QT; t++) {
-        visible[t] = qr0 + t < n_q_rows ? base_visible + (qr0 + t) / pc.ratio : 0u;
+        // rows [lo, hi) are visible to query row t (none past the last)
+        uint p = p0 + (qr0 + t) / pc.ratio;
+        hi[t] = qr0 + t < n_q_rows ? p + 1u : 0u;
+        lo[t] = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
         m_run[t] = NEG_INF;
         l_own[t] = 0.0;
         skipped[t] = 0u;
@@ -276,17 +322,19 @@ void main()
         acc[a] = 0.0;
     barrier();
 
-    for (uint base = begin; base < end; base += BR) {
-        const uint nb = min(BR, end - base);
+    // Batches end at multiples of BR (chunks start at multiples of it), so
+    // that pool blocks of a multiple of BR rows are one segment per batch.
+    for (uint base = begin, nb; base < end; base += nb) {
+        nb = min(BR - base % BR, end - base);
 
         // scores
-        uint row0 = stage_bytes(k_rows + uint64_t(base) * K_ROW_BYTES, nb * K_ROW_BYTES, K_SWIZZLE);
+        stage_rows(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, K_SWIZZLE, unit.block_first, h, base, nb);
         barrier();
         float score[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++)
             score[t] = 0.0;
         if (sr < nb) {
-            uint row = row0 + sr * K_ROW_BYTES, scale_at = ~0u;
+            uint row = row_at[sr], scale_at = ~0u;
             float scale = 1.0;
             for (uint u = u0; u < u1; u++) {
                 Run run = run_of(K_ENC, K_BITS, K_QJL, u);
@@ -322,8 +370,13 @@ void main()
                 }
         }
         if (lid % T == 0u && sr < nb)
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                ps[sr * PV + t / 4u][t % 4u] = base + sr < visible[t] ? pc.scale * score[t] : NEG_INF;
+            [[unroll]] for (uint t = 0u; t < QT; t++) {
+                float x = pc.scale * score[t];
+                if (pc.softcap > 0.0)
+                    x = pc.softcap * tanh_stable(x / pc.softcap);
+                uint j = base + sr;
+                ps[sr * PV + t / 4u][t % 4u] = j >= lo[t] && j < hi[t] ? x : NEG_INF;
+            }
         barrier();
 
         // softmax; rows in subgroup order, so that a subgroup scan runs along them
@@ -340,7 +393,7 @@ void main()
         float corr[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++) {
             // the chunk's running max at row r, as the sequential reference
-            // keeps it, and the block's max
+            // keeps it, and the batch's max
             float before = m_run[t], m_new = m_run[t];
             for (uint g = 0u; g < gl_NumSubgroups; g++) {
                 float x = red[t * WG + g];
@@ -368,7 +421,7 @@ void main()
             keep[r] = needed ? 1u : 0u;
 
         // values
-        row0 = stage_bytes(v_rows + uint64_t(base) * V_ROW_BYTES, nb * V_ROW_BYTES, V_SWIZZLE);
+        stage_rows(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, V_SWIZZLE, unit.block_first, h, base, nb);
         barrier();
         if (vr < RL) {
             [[unroll]] for (uint a = 0u; a < QT * 8u * VA; a++)
@@ -376,7 +429,7 @@ void main()
             for (uint rr = vr; rr < nb; rr += RL) {
                 if (keep[rr] == 0u)
                     continue;
-                uint row = row0 + rr * V_ROW_BYTES;
+                uint row = row_at[rr];
                 float raw[8], p[PV * 4u];
                 [[unroll]] for (uint k = 0u; k < PV; k++) {
                     vec4 w4 = ps[rr * PV + k];
@@ -408,24 +461,27 @@ void main()
     // The row lanes hold sums over different rows of the same elements:
     // add them up through red, one query row and accumulator at a time, and
     // store the partials.
-    Floats part = Floats(pc.part_acc), ml = Floats(pc.part_ml);
+    // Partial p of query row qr (of every sequence's rows, token-major),
+    // kv head h, chunk c_local is at ((qr * n_kv + h) * max_chunks + c_local).
     [[unroll]] for (uint t = 0u; t < QT; t++) {
-        uint p = (sh * pc.max_chunks + c) * n_q_rows + qr0 + t;
+        uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_local;
         if (lid == 0u && qr0 + t < n_q_rows) {
-            ml.f[p * TKV_VK_ML_FLOATS] = m_run[t];
-            ml.f[p * TKV_VK_ML_FLOATS + 1u] = l_own[t];
-            ml.f[p * TKV_VK_ML_FLOATS + 2u] = uintBitsToFloat(skipped[t]);
+            Floats ml = Floats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
+            ml.f[0] = m_run[t];
+            ml.f[1] = l_own[t];
+            ml.f[2] = uintBitsToFloat(skipped[t]);
         }
         [[unroll]] for (uint a = 0u; a < VA; a++) {
             if (vr < RL)
                 [[unroll]] for (uint e = 0u; e < 8u; e++)
                     red[vr * HEAD_DIM + 8u * vu + e] = acc[(t * 8u + e) * VA + a];
             barrier();
+            Floats part = Floats(pc.work + uint64_t(pc.acc_at) * TKV_VK_ALIGN + 4ul * ((p * VA + a) * HEAD_DIM));
             for (uint i = lid; i < HEAD_DIM && qr0 + t < n_q_rows; i += WG) {
                 float sum = 0.0;
                 for (uint l = 0u; l < RL; l++)
                     sum += red[l * HEAD_DIM + i];
-                part.f[(p * VA + a) * HEAD_DIM + i] = sum;
+                part.f[i] = sum;
             }
             barrier();
         }

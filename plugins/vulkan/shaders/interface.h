@@ -48,6 +48,7 @@
 #define TKV_VK_FLAG_CORRECTED 2u  /* scale = ||x|| / ||c[idx]|| */
 #define TKV_VK_FLAG_INVERSE 4u    /* rows shader: apply R^T (dequantize) instead of R */
 #define TKV_VK_FLAG_QUERY 8u      /* rows shader: float input rows (queries), not stored ones */
+#define TKV_VK_FLAG_PAGED 16u     /* rows shader: source rows addressed through a block table */
 
 /* Group sizes of a row, in order, one per byte (the list tkv_group_split
  * gives), in four words. */
@@ -68,32 +69,51 @@
 #define TKV_VK_SPEC_QT 10u       /* query rows per workgroup */
 #define TKV_VK_SPEC_Q8_BLOCK 11u
 #define TKV_VK_SPEC_GROUPS 12u   /* 12..15: the group words */
-#define TKV_VK_SPEC_BLOCK_ROWS 16u /* rows per block, a power of two up to TKV_VK_WG */
+#define TKV_VK_SPEC_BATCH_ROWS 16u /* rows per staged batch, a power of two up to TKV_VK_WG */
 #define TKV_VK_SPEC_COUNT 17u
 
 /* Workgroup size of every shader. */
 #define TKV_VK_WG 128u
 /* Shared memory of the attention shader (it must fit the 32 KB Vulkan
- * devices offer in practice; lavapipe has exactly that): a block of K rows,
+ * devices offer in practice; lavapipe has exactly that): a batch of K rows,
  * then of V rows, staged in TKV_VK_STAGE_BYTES, plus a query tile of up to
- * TKV_VK_QUERY_TILE_FLOATS floats. The staged block's rows, a power of two,
- * take at most TKV_VK_STAGE_BYTES - TKV_VK_STAGE_SLACK bytes (the slack
- * absorbs a misaligned first row and the word read past the last). */
+ * TKV_VK_QUERY_TILE_FLOATS floats. A batch's rows, a power of two of them,
+ * may come from several pool blocks (segments); each segment is staged from
+ * a 16-byte aligned address and costs at most TKV_VK_STAGE_SLACK bytes more
+ * than its rows (its misalignment, the word read past its last row and the
+ * rounding to whole 16-byte loads). The host sizes the batch so that rows
+ * and slack of every segment fit. */
 #define TKV_VK_STAGE_BYTES 12288u
 #define TKV_VK_STAGE_SLACK 64u
 #define TKV_VK_QUERY_TILE_FLOATS 2048u
+/* Scratch regions of an attention call start at multiples of this many
+ * bytes from the work buffer's address; the push constants give them in
+ * these units. */
+#define TKV_VK_ALIGN 256u
 /* Elements one quantize or rows workgroup holds in shared memory. */
 #define TKV_VK_ROWS_ELEMS 1024u
 
 /* ---- push constants ------------------------------------------------------ */
 
-/* quantize.comp: n_tokens x n_heads float rows in, stored rows out. */
+/* Stored rows live in pool blocks (struct tkv_pool): token pos, head h at
+ *   pool + blocks[pos / block_tokens - first_pos / block_tokens] * block_stride
+ *        + h * head_stride + (pos % block_tokens) * row_bytes,
+ * blocks being the slice of the sequence's block table from the entry of
+ * first_pos on. Every shader computes a row's address once per row (per
+ * segment of contiguous rows in the attention shader), in 64 bits. */
+
+/* quantize.comp: n_tokens x n_heads float rows in, stored as tokens
+ * first_pos .. of one sequence. */
 #define TKV_VK_QUANTIZE_PUSH                                                        \
-    uint64_t src;         /* device floats [n_tokens][n_heads][head_dim] */         \
-    uint64_t dst;         /* byte address of head 0's first new row */              \
-    uint64_t head_stride; /* bytes between the rows of consecutive heads */         \
+    uint64_t src;          /* device floats [n_tokens][n_heads][head_dim] */        \
+    uint64_t pool;                                                                  \
+    uint64_t head_stride;                                                           \
+    uint64_t block_stride;                                                          \
+    uint64_t blocks;       /* uint32 block table slice (see above) */               \
     uint64_t math;                                                                  \
-    uint64_t counter;     /* uint32: non-finite inputs stored as 0 */               \
+    uint64_t counter;      /* uint32: non-finite inputs stored as 0 */              \
+    uint32_t first_pos;                                                             \
+    uint32_t block_tokens;                                                          \
     uint32_t n_tokens;                                                              \
     uint32_t n_heads;                                                               \
     uint32_t head_dim;                                                              \
@@ -106,15 +126,23 @@
     uint32_t q8_block;                                                              \
     uint32_t groups[TKV_VK_GROUP_WORDS];
 
-/* rows.comp: stored rows to floats in the original domain (dequantize), or
- * query rows to what the attention shader scores against (prepare). */
+/* rows.comp: stored rows to floats in the original domain (dequantize:
+ * TKV_VK_FLAG_PAGED, n_rows = n_tokens x n_heads of one sequence, token
+ * major), or query rows to what the attention shader scores against
+ * (prepare: src is row 0, rows row_bytes apart). */
 #define TKV_VK_ROWS_PUSH                                                            \
-    uint64_t src;         /* row 0 */                                               \
-    uint64_t dst;         /* floats, dst_stride per row */                          \
+    uint64_t src;          /* paged: the pool; else row 0 */                        \
+    uint64_t dst;          /* floats, dst_stride per row */                         \
     uint64_t math;                                                                  \
+    uint64_t blocks;       /* paged: uint32 block table slice (see above) */        \
+    uint64_t head_stride;  /* paged */                                              \
+    uint64_t block_stride; /* paged */                                              \
+    uint32_t first_pos;    /* paged */                                              \
+    uint32_t block_tokens; /* paged */                                              \
+    uint32_t n_heads;      /* paged */                                              \
     uint32_t n_rows;                                                                \
     uint32_t head_dim;                                                              \
-    uint32_t row_bytes;   /* bytes between source rows */                           \
+    uint32_t row_bytes;    /* bytes of a stored row; not paged: between rows */     \
     uint32_t dst_stride;                                                            \
     uint32_t encoding;                                                              \
     uint32_t bits;                                                                  \
@@ -124,38 +152,45 @@
     uint32_t q8_block;                                                              \
     uint32_t groups[TKV_VK_GROUP_WORDS];
 
-/* attention.comp: one chunk of one (sequence, kv head) for QT query rows. */
+/* attention.comp: one chunk of one (unit, kv head); a unit is up to QT query
+ * rows of one sequence. The *_at members are offsets from work in units of
+ * TKV_VK_ALIGN bytes. */
 #define TKV_VK_ATTENTION_PUSH                                                       \
-    uint64_t k;           /* cache buffers */                                       \
+    uint64_t k;            /* the pools */                                          \
     uint64_t v;                                                                     \
     uint64_t k_head_stride;                                                         \
     uint64_t v_head_stride;                                                         \
-    uint64_t q;           /* prepared queries, q_stride floats each */              \
-    uint64_t seqs;        /* struct tkv_vk_seq[n_seqs] */                           \
-    uint64_t part_acc;    /* partial outputs */                                     \
-    uint64_t part_ml;     /* partial max, sum, skipped rows */                      \
+    uint64_t k_block_stride;                                                        \
+    uint64_t v_block_stride;                                                        \
+    uint64_t work;         /* the call's scratch */                                 \
     uint64_t math;                                                                  \
-    uint32_t n_seqs;                                                                \
-    uint32_t n_q;                                                                   \
-    uint32_t ratio;       /* query heads per kv head */                             \
+    uint32_t q_at;         /* prepared queries, [n_q_total][n_q_heads] rows */      \
+    uint32_t units_at;     /* struct tkv_vk_unit[n_units] */                        \
+    uint32_t blocks_at;    /* the call's block table */                             \
+    uint32_t acc_at;       /* partial outputs */                                    \
+    uint32_t ml_at;        /* partial max, sum, skipped rows */                     \
+    uint32_t n_units;                                                               \
     uint32_t n_kv;                                                                  \
-    uint32_t chunk;       /* rows per chunk, a multiple of TKV_VK_WG */             \
-    uint32_t max_chunks;  /* chunks of the longest sequence */                      \
-    uint32_t n_tiles;     /* query tiles per (sequence, kv head) */                 \
-    uint32_t q_stride;                                                              \
+    uint32_t ratio;        /* query heads per kv head */                            \
+    uint32_t chunk;        /* rows per chunk, a multiple of TKV_VK_WG */            \
+    uint32_t max_chunks;   /* chunks of the unit that has most */                   \
+    uint32_t block_tokens;                                                          \
+    uint32_t window;       /* 0: none */                                            \
     float scale;                                                                    \
+    float softcap;         /* 0: none */                                            \
     float threshold;
 
 /* merge.comp: one output row from the partials of its chunks. */
 #define TKV_VK_MERGE_PUSH                                                           \
     uint64_t part_acc;                                                              \
     uint64_t part_ml;                                                               \
-    uint64_t out_rows;    /* floats [n_seqs][n_q][n_q_heads][head_dim] */           \
-    uint64_t counts;      /* uint32 per output row: V rows skipped */               \
-    uint64_t seqs;                                                                  \
+    uint64_t out_rows;     /* floats [n_q_total][n_q_heads][head_dim] */            \
+    uint64_t counts;       /* uint32 per output row: V rows skipped */              \
+    uint64_t lse;          /* float per output row: log sum exp of the scores */    \
+    uint64_t units;                                                                 \
+    uint64_t row_units;    /* uint32 per query row (token x GQA ratio): its unit */ \
     uint64_t math;                                                                  \
     uint32_t n_rows;                                                                \
-    uint32_t n_q;                                                                   \
     uint32_t ratio;                                                                 \
     uint32_t n_kv;                                                                  \
     uint32_t chunk;                                                                 \
@@ -163,19 +198,27 @@
     uint32_t head_dim;                                                              \
     uint32_t rotation;                                                              \
     uint32_t flags;                                                                 \
+    uint32_t window;                                                                \
     uint32_t groups[TKV_VK_GROUP_WORDS];
 
-/* One sequence of an attention call, in device memory. */
-#define TKV_VK_SEQ_MEMBERS                                                          \
-    uint64_t k_offset;    /* byte offset of head 0, token 0 in the K buffer */      \
-    uint64_t v_offset;                                                              \
+/* One unit of an attention call, in device memory: query rows qr0 .. qr0 +
+ * QT - 1 (row qr: token qr / ratio, head qr % ratio of the GQA group) of a
+ * sequence, which see the chunks c_first .. c_first + n_chunks - 1. */
+#define TKV_VK_UNIT_MEMBERS                                                         \
     uint32_t n_ctx;                                                                 \
+    uint32_t n_q;                                                                   \
+    uint32_t q_first;      /* the sequence's first query token in q */              \
+    uint32_t block_first;  /* the sequence's first entry in the block table */      \
+    uint32_t qr0;                                                                   \
+    uint32_t c_first;                                                               \
+    uint32_t n_chunks;                                                              \
     uint32_t reserved;
 
 /* A partial's record in part_ml: running max, sum of weights, skipped rows
  * (as uint bits), unused. */
 #define TKV_VK_ML_FLOATS 4u
-/* Most chunks one sequence is split into; bounds the merge's shared memory. */
+/* Most chunks one query row's rows are split into; bounds the merge's
+ * shared memory. */
 #define TKV_VK_MAX_CHUNKS 1024u
 
 #endif

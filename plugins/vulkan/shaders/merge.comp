@@ -3,8 +3,9 @@
 // combines the partials of the chunks its query row sees,
 //   out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c,   M = max_c m_c,
 // adds S^T of the QJL sign sums for QJL values, applies R^T once (turbo
-// values are accumulated in the rotated domain, DESIGN.md section 2) and
-// counts the V rows sparse V skipped.
+// values are accumulated in the rotated domain: R is linear), counts the V
+// rows sparse V skipped and writes the row's log-sum-exp M + log(sum_c
+// e^(m_c - M) l_c).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -14,8 +15,8 @@
 
 layout(push_constant, std430) uniform Push { TKV_VK_MERGE_PUSH } pc;
 
-struct Seq { TKV_VK_SEQ_MEMBERS };
-layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer Seqs { Seq s[]; };
+struct Unit { TKV_VK_UNIT_MEMBERS };
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
 
 #define MERGE_ILP 8u
 
@@ -35,18 +36,26 @@ void main()
     uint row = flat_workgroup();
     if (row >= pc.n_rows)
         return;
-    // row = ((s * n_q + t) * n_q_heads + head)
-    uint n_q_heads = pc.n_kv * pc.ratio, head = row % n_q_heads, st = row / n_q_heads;
-    uint t = st % pc.n_q, s = st / pc.n_q, n_q_rows = pc.n_q * pc.ratio;
-    uint qr = t * pc.ratio + head % pc.ratio, h = head / pc.ratio;
-    uint visible = Seqs(pc.seqs).s[s].n_ctx - pc.n_q + t + 1u;
-    uint n_chunks = (visible + pc.chunk - 1u) / pc.chunk;
-    uint first_partial = (s * pc.n_kv + h) * pc.max_chunks * n_q_rows + qr;
-    Floats ml = Floats(pc.part_ml), part = Floats(pc.part_acc);
+    // row = token * n_q_heads + head (token among every sequence's); its
+    // query row qr = token * ratio + head % ratio belongs to a unit, whose
+    // chunks c_first .. hold the rows the query sees, [lo, p]
+    uint n_q_heads = pc.n_kv * pc.ratio, head = row % n_q_heads, token = row / n_q_heads;
+    uint qr = token * pc.ratio + head % pc.ratio, h = head / pc.ratio;
+    // (member by member: glslang 12 takes forever over a whole-struct load
+    // from a buffer reference in this shader)
+    Units units = Units(pc.units);
+    uint u = Uints(pc.row_units).u[qr], c_first = units.u[u].c_first;
+    uint p = units.u[u].n_ctx - units.u[u].n_q + (token - units.u[u].q_first);
+    uint lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
+    uint c_lo = lo / pc.chunk - c_first, n_chunks = p / pc.chunk - lo / pc.chunk + 1u;
+    // the partials of row qr, kv head h are consecutive, one per chunk
+    uint64_t first_partial = (uint64_t(qr) * pc.n_kv + h) * pc.max_chunks + c_lo;
+    Floats ml = Floats(pc.part_ml + 4ul * (first_partial * TKV_VK_ML_FLOATS));
+    Floats part = Floats(pc.part_acc + 4ul * (first_partial * va * hd));
 
     float mx = uintBitsToFloat(0xff800000u);
     for (uint c = lid; c < n_chunks; c += wg)
-        mx = max(mx, ml.f[(first_partial + c * n_q_rows) * TKV_VK_ML_FLOATS]);
+        mx = max(mx, ml.f[c * TKV_VK_ML_FLOATS]);
     mx = subgroupMax(mx);
     if (subgroupElect())
         red[gl_SubgroupID] = mx;
@@ -59,11 +68,11 @@ void main()
     float sum = 0.0;
     uint skipped = 0u;
     for (uint c = lid; c < n_chunks; c += wg) {
-        uint p = (first_partial + c * n_q_rows) * TKV_VK_ML_FLOATS;
-        float m_c = ml.f[p], w = m_c == uintBitsToFloat(0xff800000u) ? 0.0 : exp(m_c - big);
+        uint at = c * TKV_VK_ML_FLOATS;
+        float m_c = ml.f[at], w = m_c == uintBitsToFloat(0xff800000u) ? 0.0 : exp(m_c - big);
         weights[c] = w;
-        sum += w * ml.f[p + 1u];
-        skipped += floatBitsToUint(ml.f[p + 2u]);
+        sum += w * ml.f[at + 1u];
+        skipped += floatBitsToUint(ml.f[at + 2u]);
     }
     sum = subgroupAdd(sum);
     skipped = subgroupAdd(skipped);
@@ -90,10 +99,10 @@ void main()
             [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
                 uint c = c0 + k;
                 if (c < n_chunks) {
-                    uint p = (first_partial + c * n_q_rows) * va;
-                    a[k] += weights[c] * part.f[p * hd + i];
+                    uint at = c * va * hd + i;
+                    a[k] += weights[c] * part.f[at];
                     if (va > 1u)
-                        z[k] += weights[c] * part.f[(p + 1u) * hd + i];
+                        z[k] += weights[c] * part.f[at + hd];
                 }
             }
         [[unroll]] for (uint k = 1u; k < MERGE_ILP; k++) {
@@ -120,9 +129,11 @@ void main()
         barrier();
     }
     rotate_rows(1u, hd, groups, pc.rotation, true, pc.math);
-    Floats out_rows = Floats(pc.out_rows);
+    Floats out_row = Floats(pc.out_rows + 4ul * (uint64_t(row) * hd));
     for (uint i = lid; i < hd; i += wg)
-        out_rows.f[row * hd + i] = xs[i];
-    if (lid == 0u)
+        out_row.f[i] = xs[i];
+    if (lid == 0u) {
         Uints(pc.counts).u[row] = total_skipped;
+        Floats(pc.lse).f[row] = big + log(total);
+    }
 }

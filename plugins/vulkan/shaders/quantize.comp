@@ -5,7 +5,9 @@
 // (a norm, a sum of squared centroids, a projection) stay sequential, one
 // invocation each, in the reference's order; the element-wise steps and the
 // rotation run across the workgroup. Rows are byte-addressed and packed back
-// to back, so every byte is written with an 8-bit store.
+// to back, so every byte is written with an 8-bit store. Each row's address
+// in the pool (its block looked up in the block table) is computed once, at
+// the start, into row_base.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_shader_8bit_storage : require
 #extension GL_EXT_control_flow_attributes : require
@@ -21,6 +23,7 @@ shared uint ids[TKV_VK_ROWS_ELEMS];          // codebook indices, then QJL sign 
 shared float norms[TKV_VK_ROWS_ELEMS / 8u];  // per (row, group) or (row, q8_0 block)
 shared float aux[TKV_VK_ROWS_ELEMS / 8u];    // 1/d of a q8_0 block; s_hat, then "has a residual"
 shared uint nonfinite;
+shared uint64_t row_base[TKV_VK_ROWS_ELEMS / 8u]; // pool address of each row of the workgroup
 
 #include "exact.glsl"
 #include "rotate.glsl"
@@ -33,11 +36,21 @@ void store_u16(uint64_t addr, uint v)
     store_byte(addr + 1ul, v >> 8);
 }
 
-// Byte address of row r of this workgroup (rows run token-major, head-minor).
-uint64_t row_address(uint global_row)
+// Byte address of row r of this workgroup.
+uint64_t row_address(uint r) { return row_base[r]; }
+
+// Fills row_base for the workgroup's rows, which run token-major,
+// head-minor from global row row0: token t, head h is position first_pos +
+// t of the sequence, in the block the table slice gives.
+void locate_rows(uint row0, uint nr)
 {
-    uint t = global_row / pc.n_heads, h = global_row % pc.n_heads;
-    return pc.dst + uint64_t(h) * pc.head_stride + uint64_t(t) * uint64_t(pc.row_bytes);
+    Uints blocks = Uints(pc.blocks);
+    const uint bt = pc.block_tokens, block0 = pc.first_pos / bt;
+    for (uint r = gl_LocalInvocationIndex; r < nr; r += gl_WorkGroupSize.x) {
+        uint t = (row0 + r) / pc.n_heads, h = (row0 + r) % pc.n_heads, pos = pc.first_pos + t;
+        row_base[r] = pc.pool + uint64_t(blocks.u[pos / bt - block0]) * pc.block_stride +
+                      uint64_t(h) * pc.head_stride + uint64_t(pos % bt) * uint64_t(pc.row_bytes);
+    }
 }
 
 // The reference's sums (plugins/cpu): in double (SUM_T), either in order
@@ -78,7 +91,7 @@ float round_half_away(float v)
 // group k's bytes follow its fp16 word at region + 2k + first*bits/8, so
 // stream byte m lands at region + 2(k + 1) + m. Group boundaries fall on
 // byte boundaries: a byte never straddles two groups.
-void store_streams(uint row0, uint nr, uint bits, uint64_t region)
+void store_streams(uint nr, uint bits, uint64_t region)
 {
     uint hd = pc.head_dim, n_bytes = hd * bits / 8u;
     for (uint b = gl_LocalInvocationIndex; b < nr * n_bytes; b += gl_WorkGroupSize.x) {
@@ -88,7 +101,7 @@ void store_streams(uint row0, uint nr, uint bits, uint64_t region)
         for (uint i = i0; i * bits < 8u * m + 8u; i++)
             acc |= ids[r * hd + i] << (i * bits - i0 * bits);
         acc >>= 8u * m - i0 * bits;
-        store_byte(row_address(row0 + r) + region + uint64_t(2u * (k + 1u) + m), acc);
+        store_byte(row_address(r) + region + uint64_t(2u * (k + 1u) + m), acc);
     }
 }
 
@@ -105,6 +118,7 @@ void main()
     // Non-finite values are stored as 0 and counted (turbokv_format.h).
     if (lid == 0u)
         nonfinite = 0u;
+    locate_rows(row0, nr);
     barrier();
     uint bad = 0u;
     for (uint e = lid; e < n; e += wg) {
@@ -121,7 +135,7 @@ void main()
 
     if (pc.encoding == TKV_VK_ENC_F32) {
         for (uint e = lid; e < n; e += wg) {
-            uint64_t a = row_address(row0 + e / hd) + uint64_t(4u * (e % hd));
+            uint64_t a = row_address(e / hd) + uint64_t(4u * (e % hd));
             uint u = floatBitsToUint(xs[e]);
             store_u16(a, u);
             store_u16(a + 2ul, u >> 16);
@@ -130,7 +144,7 @@ void main()
     }
     if (pc.encoding == TKV_VK_ENC_F16) {
         for (uint e = lid; e < n; e += wg)
-            store_u16(row_address(row0 + e / hd) + uint64_t(2u * (e % hd)), fp16_saturated(xs[e]));
+            store_u16(row_address(e / hd) + uint64_t(2u * (e % hd)), fp16_saturated(xs[e]));
         return;
     }
     if (pc.encoding == TKV_VK_ENC_Q8_0) {
@@ -144,14 +158,14 @@ void main()
                 amax = max(amax, abs(xs[r * hd + first + i]));
             float d = div_rn(amax, 127.0);
             aux[it] = d >= uintBitsToFloat(0x00800000u) ? div_rn(1.0, d) : 0.0; // FLT_MIN
-            store_u16(row_address(row0 + r) + uint64_t((it % nb) * (qb + 2u)), fp16_saturated(d));
+            store_u16(row_address(r) + uint64_t((it % nb) * (qb + 2u)), fp16_saturated(d));
         }
         barrier();
         for (uint e = lid; e < n; e += wg) {
             uint r = e / hd, i = e % hd, blk = i / qb;
             precise float v = xs[e] * aux[r * nb + blk];
             int q = int(round_half_away(v));
-            store_byte(row_address(row0 + r) + uint64_t(blk * (qb + 2u) + 2u + i % qb), uint(q));
+            store_byte(row_address(r) + uint64_t(blk * (qb + 2u) + 2u + i % qb), uint(q));
         }
         return;
     }
@@ -205,9 +219,9 @@ void main()
         }
         uint h16 = fp16_saturated(scale);
         aux[it] = fp16_to_float(h16); // s_hat: the residual is taken against the stored scale
-        store_u16(row_address(row0 + r) + uint64_t(2u * k + first * bits / 8u), h16);
+        store_u16(row_address(r) + uint64_t(2u * k + first * bits / 8u), h16);
     }
-    store_streams(row0, nr, bits, 0ul);
+    store_streams(nr, bits, 0ul);
     if ((pc.flags & TKV_VK_FLAG_QJL) == 0u)
         return;
 
@@ -248,7 +262,7 @@ void main()
         }
         bool has = norms[it] != 0.0 && gamma_sq != TO_SUM(0.0);
         aux[it] = has ? 1.0 : 0.0;
-        store_u16(row_address(row0 + r) + residual_blocks + uint64_t(2u * k + first / 8u),
+        store_u16(row_address(r) + residual_blocks + uint64_t(2u * k + first / 8u),
                   has ? fp16_saturated(sqrt_to_float(gamma_sq)) : 0u);
     }
     barrier();
@@ -269,5 +283,5 @@ void main()
         ids[e] = z;
     }
     barrier();
-    store_streams(row0, nr, 1u, residual_blocks);
+    store_streams(nr, 1u, residual_blocks);
 }

@@ -1,10 +1,11 @@
 #version 460
 // Rows to floats, two uses:
-//   dequantize (no TKV_VK_FLAG_QUERY): stored rows to values in the original
-//     domain, as plugins/cpu/quantize.c cpu_dequantize computes them: the
-//     row accumulated with weight 1 into zeros (rows.c, qjl.c axpy), then
-//     R^T for turbo rows. The same float operations in the same order, so
-//     the result is the reference's bit for bit.
+//   dequantize (TKV_VK_FLAG_PAGED): stored rows of tokens first_pos .. of
+//     one sequence, every head, found through the block table, to values in
+//     the original domain, as plugins/cpu/quantize.c cpu_dequantize computes
+//     them: the row accumulated with weight 1 into zeros (rows.c, qjl.c
+//     axpy), then R^T for turbo rows. The same float operations in the same
+//     order, so the result is the reference's bit for bit.
 //   prepare (TKV_VK_FLAG_QUERY): query rows to what attention scores
 //     against: R q for turbo keys, then S R q per group for QJL keys (rows.c
 //     and qjl.c prepare_query), written [R q | S R q].
@@ -15,6 +16,7 @@
 layout(push_constant, std430) uniform Push { TKV_VK_ROWS_PUSH } pc;
 
 shared float xs[TKV_VK_ROWS_ELEMS];
+shared uint64_t row_base[TKV_VK_ROWS_ELEMS / 8u]; // address of each source row of the workgroup
 
 #include "rotate.glsl"
 
@@ -50,11 +52,26 @@ void main()
     if (row0 >= pc.n_rows)
         return;
     uint nr = min(pc.rows_per_wg, pc.n_rows - row0), n = nr * hd;
-    Floats m = Floats(pc.math), dst = Floats(pc.dst);
+    Floats m = Floats(pc.math);
+
+    // Each source row's address, once: paged rows run token-major, head-minor
+    // (token t, head h is position first_pos + t, in the block the table
+    // slice gives).
+    for (uint r = lid; r < nr; r += wg) {
+        uint64_t at = pc.src + uint64_t(row0 + r) * uint64_t(pc.row_bytes);
+        if ((pc.flags & TKV_VK_FLAG_PAGED) != 0u) {
+            uint t = (row0 + r) / pc.n_heads, h = (row0 + r) % pc.n_heads, pos = pc.first_pos + t;
+            uint block = Uints(pc.blocks).u[pos / pc.block_tokens - pc.first_pos / pc.block_tokens];
+            at = pc.src + uint64_t(block) * pc.block_stride + uint64_t(h) * pc.head_stride +
+                 uint64_t(pos % pc.block_tokens) * uint64_t(pc.row_bytes);
+        }
+        row_base[r] = at;
+    }
+    barrier();
 
     for (uint e = lid; e < n; e += wg) {
         uint r = e / hd, i = e % hd;
-        uint64_t row = pc.src + uint64_t(row0 + r) * uint64_t(pc.row_bytes);
+        uint64_t row = row_base[r];
         if (query) {
             xs[e] = uintBitsToFloat(load_u32(row + uint64_t(4u * i)));
             continue;
@@ -84,7 +101,7 @@ void main()
     barrier();
     rotate_rows(nr, hd, groups, pc.rotation, (pc.flags & TKV_VK_FLAG_INVERSE) != 0u, pc.math);
     for (uint e = lid; e < n; e += wg)
-        dst.f[(row0 + e / hd) * pc.dst_stride + e % hd] = xs[e];
+        Floats(pc.dst + 4ul * (uint64_t(row0 + e / hd) * pc.dst_stride)).f[e % hd] = xs[e];
     if (!query || !qjl)
         return;
     for (uint e = lid; e < n; e += wg) {
@@ -94,6 +111,6 @@ void main()
         float sum = 0.0;
         for (uint j = 0u; j < size; j++)
             sum += m.f[s + j] * xs[r * hd + first + j];
-        dst.f[(row0 + r) * pc.dst_stride + hd + i] = sum;
+        Floats(pc.dst + 4ul * (uint64_t(row0 + r) * pc.dst_stride)).f[hd + i] = sum;
     }
 }
