@@ -750,7 +750,7 @@ class Cache:
             if scalar_seq:
                 raise ValueError("q is 4-D [n_seqs][n_q][n_q_heads][head_dim]: seq_ids must be a list")
             _check_array(q, "q", (n_seqs, None, None, d), "[n_seqs=%d][n_q][n_q_heads][head_dim=%d]" % (n_seqs, d))
-            if n_q is not None and (not isinstance(n_q, int) or n_q != q.shape[1]):
+            if n_q is not None and _u32(n_q, "n_q (with a 4-D q)") != q.shape[1]:
                 raise ValueError("n_q = %r disagrees with q's shape %s (n_q is q.shape[1])" % (n_q, q.shape))
             counts = [q.shape[1]] * n_seqs
         else:
