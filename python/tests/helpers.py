@@ -3,6 +3,7 @@ float64 attention reference."""
 
 import atexit
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -19,11 +20,7 @@ HEADS, QHEADS, DIM = 2, 4, 64
 _tmp = tempfile.mkdtemp(prefix="tkv-py-")
 
 
-@atexit.register
-def _cleanup():
-    for name in os.listdir(_tmp):
-        os.unlink(os.path.join(_tmp, name))
-    os.rmdir(_tmp)
+atexit.register(shutil.rmtree, _tmp, ignore_errors=True)
 
 
 def temp_path(name):
