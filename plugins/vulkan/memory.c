@@ -37,7 +37,7 @@ int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char
     int rc;
     uint64_t padded = bytes + VK_BUFFER_SLACK;
     if (bytes > dev->max_allocation - VK_BUFFER_SLACK)
-        return VK_ERROR_STATUS(TKV_ENOMEM, "%s: %llu bytes exceed the device's largest allocation (%llu bytes)",
+        return VK_ERROR_STATUS(TKV_ENOMEM, "%s: %llu bytes exceed the device's largest buffer (%llu bytes)",
                                op, (unsigned long long)bytes, (unsigned long long)dev->max_allocation);
     struct vk_buffer *b = calloc(1, sizeof *b);
     if (!b)

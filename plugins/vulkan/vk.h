@@ -92,7 +92,7 @@ struct vk_device {
 
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties memory;
-    uint64_t max_allocation;   /* maxMemoryAllocationSize */
+    uint64_t max_allocation;   /* the largest buffer (maxMemoryAllocationSize, maxBufferSize) */
     /* memory types, best first: for cache and scratch buffers; host visible
      * and coherent for staging */
     uint32_t device_types[VK_MAX_MEMORY_TYPES], n_device_types;
