@@ -71,7 +71,7 @@ static int load_config(tkv_context *ctx, const struct tkv_context_options *o)
     }
     if (!path && !o->ignore_env && access(TKV_SYSCONF_DIR "/turbokv.yaml", R_OK) == 0)
         path = TKV_SYSCONF_DIR "/turbokv.yaml";
-    if (path && (rc = tkv_config_apply_file(cfg, path)) != TKV_OK)
+    if (path && (rc = tkv_config_apply_file_secure(cfg, path, secure_process())) != TKV_OK)
         return rc;
     snprintf(ctx->file_plugin_path, sizeof ctx->file_plugin_path, "%s", cfg->plugin_path);
     if (!o->ignore_env && (rc = tkv_config_apply_env(cfg)) != TKV_OK)

@@ -289,6 +289,8 @@ static int read_header(struct source *f, const tkv_context *ctx, struct file_hea
     h->seed = get_u64(fixed + 48);
     h->tables_id = get_u64(fixed + 56);
     h->header_bytes = get_u32(fixed + 12);
+    if (get_u32(fixed + 44) != 0)
+        return bad(path, "corrupted header (reserved word 0x%08x is not zero)", get_u32(fixed + 44));
     if (h->n_layers == 0 || h->n_layers > 4096 || h->n_kv_heads == 0 || h->n_kv_heads > 1024 ||
         !tkv_head_dim_supported(h->head_dim) || h->capacity == 0 || h->n_seqs == 0 || h->n_seqs > 65536 ||
         h->rotation == 0 || h->rotation >= TKV_ROTATION_COUNT || h->scale_mode == 0 ||

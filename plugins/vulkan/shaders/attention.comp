@@ -90,45 +90,70 @@ shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi
 // different banks.
 uint stage_slot(uint w, bool swizzle) { return swizzle ? w ^ ((w >> 5) & 31u) : w; }
 
-// Stages the n bytes at addr from quad q0 of the stage on; returns where
-// the first one landed and advances q0 past them (the word after the last
-// byte included: staged_u32 may read it).
-uint stage_bytes(uint64_t addr, uint n, bool swizzle, inout uint q0)
+// A batch's rows base .. base + nb - 1 of kv head h come from pool blocks
+// in segments: segment 0 runs from base to the end of its block (or of the
+// batch), the others are whole blocks (the last one cut at the batch's end).
+// Segment sg is staged from the 16-byte aligned address below its first
+// row, at quad start(sg) of the stage: start(0) = 0, start(sg) = a0 + (sg -
+// 1) af, where a0 and af bound the quads a segment of n0 and of
+// block_tokens rows needs whatever its alignment (its rows, 15 bytes of
+// misalignment and the word past the end that staged_u32 may read). So the
+// stage holds at most the batch's bytes plus TKV_VK_STAGE_SLACK per segment.
+struct Segment {
+    uint64_t aligned; // the aligned address it is staged from
+    uint first;       // byte offset of its first row from aligned
+    uint quads;       // quads it really needs
+    uint start;       // its first quad in the stage
+    uint r0;          // its first row in the batch
+};
+
+uint segment_quads(uint bytes) { return (bytes + 15u + 4u + 15u) / 16u; }
+
+Segment segment_at(uint sg, uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes,
+                   uint block_first, uint h, uint base, uint nb, uint n0, uint a0, uint af)
 {
-    uint64_t aligned = addr & ~uint64_t(15);
-    uint first = uint(addr - aligned), quads = (first + n + 4u + 15u) / 16u;
-    Quads src = Quads(aligned);
-    for (uint i = gl_LocalInvocationIndex; i < quads; i += WG) {
-        uvec4 v = src.q[i];
-        uint w = 4u * (q0 + i);
-        stage[stage_slot(w, swizzle)] = v.x;
-        stage[stage_slot(w + 1u, swizzle)] = v.y;
-        stage[stage_slot(w + 2u, swizzle)] = v.z;
-        stage[stage_slot(w + 3u, swizzle)] = v.w;
-    }
-    first += 16u * q0;
-    q0 += quads;
-    return first;
+    const uint bt = pc.block_tokens;
+    Segment g;
+    g.r0 = sg == 0u ? 0u : n0 + (sg - 1u) * bt;
+    g.start = sg == 0u ? 0u : a0 + (sg - 1u) * af;
+    uint pos = base + g.r0, bi = pos / bt, n = min(nb - g.r0, bt - (pos - bi * bt));
+    uint64_t addr = pool + uint64_t(Uints(pc.work + uint64_t(pc.blocks_at) * TKV_VK_ALIGN).u[block_first + bi]) *
+                               block_stride + uint64_t(h) * head_stride + uint64_t(pos - bi * bt) * uint64_t(row_bytes);
+    g.aligned = addr & ~uint64_t(15);
+    g.first = uint(addr - g.aligned);
+    g.quads = (g.first + n * row_bytes + 4u + 15u) / 16u;
+    return g;
 }
 
-// Stages the nb rows of kv head h of the sequence's positions base .. base +
-// nb - 1 of a pool and fills row_at; one segment per pool block, whose
-// block table entry is read once. Uniform control flow; the caller
-// barriers before reading.
+// Stages the batch's rows of a pool and fills row_at, every invocation
+// loading quads of any segment (a block table entry read per quad, from
+// cache). Uniform control flow; the caller barriers before reading.
 void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes, bool swizzle,
                 uint block_first, uint h, uint base, uint nb)
 {
-    Uints blocks = Uints(pc.work + uint64_t(pc.blocks_at) * TKV_VK_ALIGN);
-    const uint bt = pc.block_tokens;
-    uint q0 = 0u;
-    for (uint r = 0u; r < nb;) {
-        uint pos = base + r, bi = pos / bt, within = pos - bi * bt, n = min(bt - within, nb - r);
-        uint64_t addr = pool + uint64_t(blocks.u[block_first + bi]) * block_stride + uint64_t(h) * head_stride +
-                        uint64_t(within) * uint64_t(row_bytes);
-        uint first = stage_bytes(addr, n * row_bytes, swizzle, q0);
-        for (uint i = gl_LocalInvocationIndex; i < n; i += WG)
-            row_at[r + i] = first + i * row_bytes;
-        r += n;
+    const uint bt = pc.block_tokens, n0 = min(bt - base % bt, nb);
+    const uint n_seg = n0 == nb ? 1u : 2u + (nb - n0 - 1u) / bt;
+    // whole-block segments exist only when blocks are shorter than a batch;
+    // the last segment takes only the quads its rows need
+    const uint a0 = segment_quads(n0 * row_bytes), af = n_seg > 1u ? segment_quads(min(bt, nb) * row_bytes) : 0u;
+    const uint n_last = n_seg > 1u ? nb - n0 - (n_seg - 2u) * bt : 0u;
+    const uint total = n_seg == 1u ? a0 : a0 + (n_seg - 2u) * af + segment_quads(n_last * row_bytes);
+    for (uint i = gl_LocalInvocationIndex; i < total; i += WG) {
+        uint sg = i < a0 ? 0u : 1u + (i - a0) / af;
+        Segment g = segment_at(sg, pool, head_stride, block_stride, row_bytes, block_first, h, base, nb, n0, a0, af);
+        uint qi = i - g.start;
+        if (qi < g.quads) {
+            uvec4 v = Quads(g.aligned).q[qi];
+            stage[stage_slot(4u * i, swizzle)] = v.x;
+            stage[stage_slot(4u * i + 1u, swizzle)] = v.y;
+            stage[stage_slot(4u * i + 2u, swizzle)] = v.z;
+            stage[stage_slot(4u * i + 3u, swizzle)] = v.w;
+        }
+    }
+    for (uint r = gl_LocalInvocationIndex; r < nb; r += WG) {
+        uint sg = r < n0 ? 0u : 1u + (r - n0) / bt;
+        Segment g = segment_at(sg, pool, head_stride, block_stride, row_bytes, block_first, h, base, nb, n0, a0, af);
+        row_at[r] = 16u * g.start + g.first + (r - g.r0) * row_bytes;
     }
 }
 
