@@ -142,9 +142,14 @@ static int scan_plugins(tkv_context *ctx, const struct tkv_context_options *o)
 
 static struct tkv_module *find_backend(tkv_context *ctx, const char *name)
 {
-    for (uint32_t i = 0; i < ctx->reg.n; i++)
-        if (ctx->reg.mods[i].ops.name && strcmp(ctx->reg.mods[i].ops.name, name) == 0)
+    char file[96];
+    snprintf(file, sizeof file, "turbokv-%s.so", name);
+    for (uint32_t i = 0; i < ctx->reg.n; i++) {
+        const struct tkv_module *m = &ctx->reg.mods[i];
+        /* a refused module has no name yet: its file says which backend it is */
+        if ((m->ops.name && strcmp(m->ops.name, name) == 0) || (!m->ops.name && strcmp(m->file, file) == 0))
             return &ctx->reg.mods[i];
+    }
     return NULL;
 }
 
