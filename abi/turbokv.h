@@ -62,7 +62,7 @@ TKV_API double tkv_type_bits_per_value(uint32_t type, uint32_t head_dim);
 /* The expected per-vector MSE E||u - u_hat||^2 of a random unit vector u of
  * head_dim values stored in a turbo type with the norm as scale: for turbo2..4
  * the Lloyd-Max optimum sum over groups (g/head_dim) D_g, D_g the optimum of
- * the group's codebook (DESIGN.md 2.2); for a QJL type what its construction
+ * the group's codebook (turbokv_format.h); for a QJL type what its construction
  * reaches, sum (g/head_dim) D'_g (1/(g m_g^2) - 1), D'_g the optimum of its
  * (b-1)-bit stage and m_g = E|t| (core/quality.c). TKV_EINVAL for other
  * types or an unsupported head_dim. */

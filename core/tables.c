@@ -1,5 +1,5 @@
 /*
- * The format's numeric tables (turbokv_format.h, DESIGN.md section 2):
+ * The format's numeric tables (turbokv_format.h):
  *   - Lloyd-Max codebooks for the coordinate density of a random unit vector
  *     in g dimensions (TurboQuant, arXiv 2504.19874, Lemma 1 and section 3.1);
  *   - the randomized Walsh-Hadamard sign vectors D1, D2;

@@ -1,5 +1,5 @@
 /*
- * The format's numeric tables (DESIGN.md section 2): Lloyd-Max codebooks for
+ * The format's numeric tables (abi/turbokv_format.h): Lloyd-Max codebooks for
  * the exact coordinate density of a random unit vector in g dimensions, the
  * randomized Hadamard sign vectors and the dense seeded rotations, for every
  * group size 8..128 and b = 2, 3, 4. Computed deterministically, once per

@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -165,6 +167,146 @@ static void searched_in_order(void **state)
     tkv_context_close(ctx);
 }
 
+/* 63 or more plugin directories overflowed a fixed array: now they are an
+ * error naming the limit, and 60 still work. */
+static void many_plugin_directories(void **state)
+{
+    (void)state;
+    static char many[16384];
+    size_t used = 0;
+    for (int i = 0; i < 70; i++)
+        used += (size_t)snprintf(many + used, sizeof many - used, "/nonexistent/turbokv-dir-%d:", i);
+    snprintf(many + used, sizeof many - used, "%s", dirs);
+    tkv_context *ctx = NULL;
+    assert_int_equal(open_with(many, "cpu", &ctx), TKV_ECONFIG);
+    assert_non_null(strstr(tkv_last_error(), "more than 62 plugin directories"));
+    used = 0;
+    for (int i = 0; i < 58; i++)
+        used += (size_t)snprintf(many + used, sizeof many - used, "/nonexistent/turbokv-dir-%d:", i);
+    snprintf(many + used, sizeof many - used, "%s", getenv("TURBO_PLUGIN_PATH"));
+    assert_int_equal(open_with(many, "cpu", &ctx), TKV_OK);
+    tkv_context_close(ctx);
+}
+
+/* TURBO_PLUGIN_PATH must name absolute directories (a relative one would
+ * depend on the host's working directory). */
+static void relative_plugin_path_refused(void **state)
+{
+    (void)state;
+    const char *had = getenv("TURBO_PLUGIN_PATH");
+    char *saved = strdup(had);
+    setenv("TURBO_PLUGIN_PATH", "plugins/cpu", 1);
+    struct tkv_context_options o = { .struct_size = sizeof o, .backend = "cpu" };
+    tkv_context *ctx = NULL;
+    int rc = tkv_context_open(&o, &ctx);
+    setenv("TURBO_PLUGIN_PATH", saved, 1);
+    free(saved);
+    assert_int_equal(rc, TKV_ECONFIG);
+    assert_non_null(strstr(tkv_last_error(), "TURBO_PLUGIN_PATH: plugin directory 'plugins/cpu' is relative"));
+}
+
+/* Each context logs to its own sink at its own level: a closed context's
+ * callback is never called again, and one context's level is not another's. */
+static int calls_a, calls_b;
+static void log_a(void *user, int level, const char *msg) { (void)user, (void)level, (void)msg, calls_a++; }
+static void log_b(void *user, int level, const char *msg) { (void)user, (void)level, (void)msg, calls_b++; }
+
+static void log_sink_per_context(void **state)
+{
+    (void)state;
+    char debug_cfg[] = "/tmp/tkv-test-log-XXXXXX";
+    int fd = mkstemp(debug_cfg);
+    assert_true(fd >= 0);
+    assert_true(write(fd, "log: debug\n", 11) == 11);
+    close(fd);
+    struct tkv_context_options o = {
+        .struct_size = sizeof o, .ignore_env = 1, .plugin_path = getenv("TURBO_PLUGIN_PATH"), .backend = "cpu",
+        .config_path = debug_cfg, .log_fn = log_a,
+    };
+    tkv_context *a = NULL, *b = NULL;
+    assert_int_equal(tkv_context_open(&o, &a), TKV_OK);
+    assert_true(calls_a > 0); /* debug: the plugin calls are traced */
+    tkv_context_close(a);
+    int after_close = calls_a;
+    /* B: no logger, debug level: must not reach A's callback */
+    o.log_fn = NULL;
+    assert_int_equal(tkv_context_open(&o, &b), TKV_OK);
+    tkv_context_close(b);
+    assert_int_equal(calls_a, after_close);
+    /* A at the default level (warn) beside B at debug: A hears nothing */
+    struct tkv_context_options oa = o, ob = o;
+    oa.config_path = NULL;
+    oa.log_fn = log_a;
+    ob.log_fn = log_b;
+    calls_a = calls_b = 0;
+    assert_int_equal(tkv_context_open(&oa, &a), TKV_OK);
+    assert_int_equal(tkv_context_open(&ob, &b), TKV_OK);
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = 1, .head_dim = 64, .capacity = 8,
+        .k_type = TKV_TYPE_TURBO3, .v_type = TKV_TYPE_TURBO3,
+    };
+    tkv_cache *ca = NULL, *cb = NULL;
+    assert_int_equal(tkv_cache_create(a, &p, &ca), TKV_OK);
+    assert_int_equal(tkv_cache_create(b, &p, &cb), TKV_OK);
+    float k[64] = { 1 }, v[64] = { 1 };
+    assert_int_equal(tkv_cache_append(ca, 0, 0, 1, k, v), TKV_OK);
+    assert_int_equal(tkv_cache_append(cb, 0, 0, 1, k, v), TKV_OK);
+    assert_int_equal(calls_a, 0);
+    assert_true(calls_b > 0);
+    tkv_cache_destroy(ca);
+    tkv_cache_destroy(cb);
+    tkv_context_close(a);
+    tkv_context_close(b);
+    unlink(debug_cfg);
+}
+
+static void copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    char buf[65536];
+    size_t n;
+    assert_non_null(a);
+    assert_non_null(b);
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, b), n);
+    fclose(a);
+    assert_int_equal(fclose(b), 0);
+}
+
+/* Plugins another user could have written are refused, with the reason. */
+static void writable_plugins_refused(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/tkv-test-unsafe-XXXXXX", plugin[256], src[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(plugin, sizeof plugin, "%s/turbokv-cpu.so", dir);
+    /* the cpu plugin of the build: the first directory of TURBO_PLUGIN_PATH holding it */
+    char path[4096];
+    snprintf(path, sizeof path, "%s", getenv("TURBO_PLUGIN_PATH"));
+    src[0] = '\0';
+    for (char *save = NULL, *d = strtok_r(path, ":", &save); d && !src[0]; d = strtok_r(NULL, ":", &save)) {
+        snprintf(src, sizeof src, "%s/turbokv-cpu.so", d);
+        if (access(src, R_OK) != 0)
+            src[0] = '\0';
+    }
+    assert_true(src[0]);
+    copy_file(src, plugin);
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(chmod(plugin, 0755), 0);
+    tkv_context *ctx = NULL;
+    assert_int_equal(open_with(dir, "cpu", &ctx), TKV_OK); /* safe: loads */
+    tkv_context_close(ctx);
+    assert_int_equal(chmod(plugin, 0757), 0);
+    assert_int_equal(open_with(dir, "cpu", &ctx), TKV_EPLUGIN);
+    assert_non_null(strstr(tkv_last_error(), "not loaded: the file is writable by other users"));
+    assert_int_equal(chmod(plugin, 0755), 0);
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(open_with(dir, "cpu", &ctx), TKV_EPLUGIN);
+    assert_non_null(strstr(tkv_last_error(), "not loaded: its directory is writable by other users"));
+    unlink(plugin);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const char *good = getenv("TURBO_PLUGIN_PATH"), *broken = getenv("TKV_BROKEN_PLUGIN_DIR");
@@ -179,6 +321,10 @@ int main(void)
         cmocka_unit_test(named_backend_loads_only_its_module),
         cmocka_unit_test(nothing_found_vs_all_refused),
         cmocka_unit_test(searched_in_order),
+        cmocka_unit_test(many_plugin_directories),
+        cmocka_unit_test(relative_plugin_path_refused),
+        cmocka_unit_test(log_sink_per_context),
+        cmocka_unit_test(writable_plugins_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

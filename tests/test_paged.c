@@ -354,6 +354,57 @@ static void seq_state_round_trip(void **state)
     tkv_cache_destroy(c);
 }
 
+/* A file's capacity decides nothing about memory: a header claiming 2^30
+ * tokens per sequence and holding none loads without allocating. The
+ * checksum is recomputed, as anyone who writes such a file would. */
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static void untrusted_capacity_allocates_nothing(void **state)
+{
+    (void)state;
+    tkv_cache *a = make(ctx, 16, TKV_TYPE_TURBO3, TKV_TYPE_TURBO3);
+    char path[] = "/tmp/tkv-test-cap-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(tkv_cache_save(a, path), TKV_OK); /* empty: header and checksum only */
+    tkv_cache_destroy(a);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    uint8_t buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    assert_true(n > 72 && n < sizeof buf);
+    buf[28] = 0, buf[29] = 0, buf[30] = 0, buf[31] = 0x40; /* capacity 2^30 */
+    uint64_t h = fnv1a(buf, n - 8);
+    for (int i = 0; i < 8; i++)
+        buf[n - 8 + i] = (uint8_t)(h >> (8 * i));
+    rewind(f);
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    fclose(f);
+    tkv_cache *b = NULL;
+    assert_int_equal(tkv_cache_load(ctx, path, &b), TKV_OK);
+    struct tkv_cache_bytes by;
+    assert_int_equal(tkv_cache_bytes(b, &by), TKV_OK);
+    assert_int_equal(by.capacity, 0);
+    tkv_cache_destroy(b);
+    /* a reserved header word that is not zero is refused */
+    buf[44] = 1;
+    h = fnv1a(buf, n - 8);
+    for (int i = 0; i < 8; i++)
+        buf[n - 8 + i] = (uint8_t)(h >> (8 * i));
+    f = fopen(path, "wb");
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    fclose(f);
+    expect_error(tkv_cache_load(ctx, path, &b), TKV_EFORMAT, "reserved word");
+    unlink(path);
+}
+
 /* --- attention options against float64 over the stored rows */
 
 static void reference(const tkv_cache *c, uint32_t layer, uint32_t seq, uint32_t nq, const float *q, double scale,
@@ -616,6 +667,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(remove_and_keep_return_blocks),
         cmocka_unit_test(full_pool_changes_nothing),
         cmocka_unit_test(seq_state_round_trip),
+        cmocka_unit_test(untrusted_capacity_allocates_nothing),
         cmocka_unit_test(options_against_reference),
         cmocka_unit_test(capabilities_refuse_before_allocating),
         cmocka_unit_test(two_threads_get_ebusy),

@@ -101,7 +101,7 @@ static void test_codebook_shape(void **state)
     }
 }
 
-/* DESIGN.md 2.2: the Lloyd-Max optimum at g = 128. */
+/* The Lloyd-Max optimum at g = 128 (the paper: about 0.117 / 0.03 / 0.009). */
 static void test_codebook_mse_g128(void **state)
 {
     (void)state;

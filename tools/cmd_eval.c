@@ -1,7 +1,7 @@
 /*
  * `turbokv eval`: the distortion of each storage type against the optimum it
  * should reach, and what it does to decode attention, measured in one run
- * through the public API (DESIGN.md section 2.2, README "Quality against the
+ * through the public API (README "Quality against the
  * optimum").
  *
  * Table 1, per type x head_dim x rotation:

@@ -160,7 +160,7 @@ int tool_info(int argc, char **argv)
             return 2;
         }
     }
-    tkv_context *ctx = tool_open_context(NULL);
+    tkv_context *ctx = tool_open_context_ex(NULL, 1); /* lists every plugin, the backend named or not */
     if (!ctx)
         return 1;
     if (json)

@@ -39,9 +39,11 @@ static int running_uninstalled(void)
     return strncmp(exe, TKV_BUILD_ROOT, root) == 0 && exe[root] == '/';
 }
 
-tkv_context *tool_open_context(const char *backend)
+tkv_context *tool_open_context(const char *backend) { return tool_open_context_ex(backend, 0); }
+
+tkv_context *tool_open_context_ex(const char *backend, int probe_all)
 {
-    struct tkv_context_options o = { .struct_size = sizeof o, .backend = backend };
+    struct tkv_context_options o = { .struct_size = sizeof o, .backend = backend, .probe_all = (uint32_t)probe_all };
     if (running_uninstalled())
         o.plugin_path = TKV_BUILD_PLUGIN_DIRS;
     tkv_context *ctx = NULL;

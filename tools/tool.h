@@ -27,6 +27,9 @@ int tool_bench_paged(const char *backend, const uint32_t *ctx, int n_ctx, uint32
  * uninstalled. backend may be NULL (config/env decide). Prints the error
  * and returns NULL on failure. */
 tkv_context *tool_open_context(const char *backend);
+/* The same; probe_all: load and list every plugin found even when a backend
+ * is named (turbokv info). */
+tkv_context *tool_open_context_ex(const char *backend, int probe_all);
 
 /* Prints "turbokv: <what>: <tkv_last_error()>" to stderr; returns 1. */
 int tool_fail(const char *what, int status);

@@ -20,6 +20,7 @@
 /* Local memory a work-group asks for at most: what NVIDIA's OpenCL grants
  * a work-group, and small enough to keep several per multiprocessor. */
 #define LOCAL_BYTES_MAX (48u << 10)
+/* Packed K rows of a tile at most (128 f16 rows of head_dim 128). */
 #define TILE_BYTES_MAX (32u << 10)
 #define QUERY_BYTES_MAX (16u << 10)
 /* Work-items of attn_scores (one per K row of a tile), of attn_values
@@ -162,7 +163,8 @@ static int plan_tiles(const struct ocl_device *d, const struct attn_call *c,
         size_t v_tile = ((size_t)g.segs * v_slot + 2u) * sizeof(cl_uint);
         size_t k_need = k_fixed + rows * sizeof(cl_uint) + k_tile;
         size_t v_need = v_fixed + (size_t)rows * (3u * qc + 2u) * sizeof(float) + v_tile;
-        if (k_need <= k_room && v_need <= v_room && k_tile <= TILE_BYTES_MAX) {
+        if (k_need <= k_room && v_need <= v_room &&
+            (size_t)rows * a->k.row_bytes <= TILE_BYTES_MAX) {
             ps->geom = g;
             ps->tile_rows = rows;
             ps->k_slot = k_slot;

@@ -212,15 +212,26 @@ inline uint tile_index(uint w, int padded, uint row_words, float inv_row)
     return w + r;
 }
 
+/* x / d for x < 2^24 (and a quotient far below it): from a float estimate
+ * corrected by one, since an integer division costs tens of instructions. */
+inline uint quot(uint x, uint d, float inv_d)
+{
+    uint r = (uint)((float)x * inv_d);
+    r -= r * d > x;
+    r += (r + 1u) * d <= x;
+    return r;
+}
+
 /* Rows j0 .. j0 + nt - 1 (one tile) of kv head kvh of a sequence into local
  * memory with coalesced 32-bit loads, by the whole work-group (the caller
- * puts the barrier), one segment (the rows in one pool block, contiguous in
- * the cache buffer) at a time: the block is looked up once per segment.
- * Segment k goes to words k * slot_words on. Rows of a whole number of
- * words at word-aligned places (padded) get a spare word each, so that
- * work-items walking rows side by side do not hit the same bank. rowbit[r]
- * gets the bit position of tile row r. The tile takes segs * slot_words + 2
- * words (attention.c: tile_words). */
+ * puts the barrier). Rows of a whole number of words at word-aligned places
+ * (padded) get a spare word each, so that work-items walking rows side by
+ * side do not hit the same bank; then a tile of several pool blocks is
+ * copied as one stream of words, each word finding its block. Otherwise one
+ * segment (the rows in one pool block, contiguous in the cache buffer) at a
+ * time, segment k to words k * slot_words on. rowbit[r] gets the bit
+ * position of tile row r. The tile takes segs * slot_words + 2 words
+ * (attention.c: slot_words). */
 inline void load_tile(__global const uint *buf, __global const uint *blocks, tile_geom g, uint j0,
                       uint nt, ulong block_stride, ulong head_off, uint row_bytes, int padded,
                       uint slot_words, __local uint *tile, __local uint *rowbit)
@@ -229,6 +240,31 @@ inline void load_tile(__global const uint *buf, __global const uint *blocks, til
     const uint pb0 = j0 / g.bt, r0 = j0 - pb0 * g.bt; /* r0 is 0 unless segs is 1 */
     const uint row_words = row_bytes >> 2;
     const float inv_row = padded ? 1.0f / (float)row_words : 0.0f;
+    if (padded && g.segs > 1u) {
+        /* word w of the tile's rows is word w - r row_words of tile row r,
+         * row r - k bt of block k of the tile; it goes to w + r */
+        const ulong block_words = block_stride >> 2, head_words = head_off >> 2;
+        const uint n_words = nt * row_words, seg_words = g.bt * row_words;
+        const float inv_bt = 1.0f / (float)g.bt;
+        uint w = lid;
+        for (; w + 7u * wg < n_words; w += 8u * wg) {
+            uint x[8], at[8];
+            for (uint i = 0; i < 8u; i++) {
+                uint ww = w + i * wg, r = quot(ww, row_words, inv_row), k = quot(r, g.bt, inv_bt);
+                at[i] = ww + r;
+                x[i] = buf[blocks[pb0 + k] * block_words + head_words + (ww - k * seg_words)];
+            }
+            for (uint i = 0; i < 8u; i++)
+                tile[at[i]] = x[i];
+        }
+        for (; w < n_words; w += wg) {
+            uint r = quot(w, row_words, inv_row), k = quot(r, g.bt, inv_bt);
+            tile[w + r] = buf[blocks[pb0 + k] * block_words + head_words + (w - k * seg_words)];
+        }
+        for (uint r = lid; r < nt; r += wg)
+            rowbit[r] = r * (row_words + 1u) * 32u;
+        return;
+    }
     for (uint k = 0, first = 0; first < nt; k++, first += g.seg_rows) {
         const uint n = min(g.seg_rows, nt - first);
         const ulong start =
