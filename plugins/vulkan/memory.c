@@ -132,7 +132,9 @@ int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, con
               uint64_t bytes, const char *op)
 {
     int rc;
-    if (dst->map) {
+    if (dst->map) { /* the host writes: queued copies from or to it go first */
+        if ((rc = vk_flush(dev, op)) != TKV_OK)
+            return rc;
         memcpy((unsigned char *)dst->map + offset, src, (size_t)bytes);
         return TKV_OK;
     }
@@ -155,7 +157,9 @@ int vk_download(struct vk_device *dev, const struct vk_buffer *src, uint64_t off
                 uint64_t bytes, const char *op)
 {
     int rc;
-    if (src->map) {
+    if (src->map) { /* the host reads: queued copies to it go first */
+        if ((rc = vk_flush(dev, op)) != TKV_OK)
+            return rc;
         memcpy(dst, (const unsigned char *)src->map + offset, (size_t)bytes);
         return TKV_OK;
     }

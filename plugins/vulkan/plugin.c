@@ -317,6 +317,7 @@ static void vk_close(void *dev_)
         }
         if (leaked)
             vk_svc->log(TKV_LOG_WARN, "vulkan: close freed %u buffers the host had not freed", leaked);
+        free(dev->pending); /* copies into buffers nobody can read any more */
         vk_buffer_destroy(dev, dev->math_buf);
         vk_buffer_destroy(dev, dev->staging);
         vk_buffer_destroy(dev, dev->work);
@@ -460,6 +461,10 @@ static void vk_buffer_free(void *dev_, void *buf)
     if (!buf)
         return;
     struct vk_buffer *b = vk_buffer_of(buf);
+    /* a queued copy may read or write it (a pool that grew: old to new, then
+     * the old one freed) */
+    if (vk_flush(dev, "buffer_free") != TKV_OK)
+        vk_svc->log(TKV_LOG_WARN, "vulkan: buffer_free: the copies queued before it failed");
     b->prev->next = b->next;
     b->next->prev = b->prev;
     dev->stats.n_buffers--;
@@ -487,17 +492,19 @@ static int vk_buffer_read(void *dev_, const void *buf, uint64_t offset, void *ds
 
 /* A device-side copy (pool growth, copy-on-write of a shared block): one
  * vkCmdCopyBuffer, within one buffer too (the core passes disjoint ranges
- * there, as Vulkan requires). */
+ * there, as Vulkan requires). It is queued, not submitted: the next
+ * submission records it first (copy-on-write's copy then rides with the
+ * append that follows it), and host access or buffer_free flush it. A
+ * device failure while it runs is reported by the op that submits it. */
 static int vk_buffer_copy(void *dev_, void *dst, uint64_t dst_offset, const void *src, uint64_t src_offset,
                           uint64_t bytes)
 {
     static const char op[] = "buffer_copy";
     struct vk_device *dev = dev_;
     int rc;
-    if ((rc = vk_usable(dev, op)) != TKV_OK || (rc = vk_begin(dev, op)) != TKV_OK)
+    if ((rc = vk_usable(dev, op)) != TKV_OK)
         return rc;
-    vk_copy(dev, vk_buffer_of(src), src_offset, vk_buffer_of(dst), dst_offset, bytes);
-    return vk_submit(dev, op);
+    return vk_queue_copy(dev, vk_buffer_of(src), src_offset, vk_buffer_of(dst), dst_offset, bytes, op);
 }
 
 /* ---- stats --------------------------------------------------------------- */

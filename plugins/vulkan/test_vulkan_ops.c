@@ -7,7 +7,9 @@
  *     scrambled order, several appends) are byte for byte the rows of a
  *     contiguous pool, no other row is touched, and they dequantize alike
  *     (f32 exactly to its input);
- *   - buffer_copy copies between buffers and inside one;
+ *   - buffer_copy copies between buffers and inside one; a copy is only
+ *     queued, yet reads its source as it was when asked, survives the
+ *     source's buffer_free and is seen by the next op on the device;
  *   - attention over several sequences (mixed n_q, GQA, window, softcap,
  *     scale, lse, block sizes that do and do not divide the shader's row
  *     batches) agrees with float64 attention over the dequantized rows,
@@ -286,25 +288,54 @@ static void test_paged_rows(void **state)
 static void test_buffer_copy(void **state)
 {
     (void)state;
-    uint8_t src[1000], got[1000];
-    void *a, *b;
-    for (size_t i = 0; i < sizeof src; i++)
+    uint8_t src[1000], later[1000], got[1000];
+    void *a, *b, *c;
+    for (size_t i = 0; i < sizeof src; i++) {
         src[i] = (uint8_t)(i * 37 + 11);
+        later[i] = (uint8_t)(i * 91 + 5);
+    }
     CALL(P->buffer_alloc(dev, 5000, &a));
     CALL(P->buffer_alloc(dev, 3000, &b));
+    CALL(P->buffer_alloc(dev, 3000, &c));
     CALL(P->buffer_write(dev, a, 17, src, sizeof src));
     CALL(P->buffer_copy(dev, b, 1999, a, 17, sizeof src));
+    /* the copy reads a as it was when asked, not what the host writes next */
+    CALL(P->buffer_write(dev, a, 17, later, sizeof later));
     CALL(P->buffer_read(dev, b, 1999, got, sizeof got));
     assert_memory_equal(src, got, sizeof src);
-    CALL(P->buffer_copy(dev, a, 3001, a, 17, sizeof src)); /* inside one buffer */
+    CALL(P->buffer_copy(dev, a, 3001, a, 17, sizeof later)); /* inside one buffer */
     CALL(P->buffer_read(dev, a, 3001, got, sizeof got));
-    assert_memory_equal(src, got, sizeof src);
+    assert_memory_equal(later, got, sizeof later);
+    /* a pool that grows: copy old to new, free old, read new */
+    CALL(P->buffer_copy(dev, c, 0, a, 3001, sizeof later));
+    P->buffer_free(dev, a);
+    CALL(P->buffer_read(dev, c, 0, got, sizeof got));
+    assert_memory_equal(later, got, sizeof later);
     struct tkv_device_stats st = { .struct_size = sizeof st };
     CALL(P->stats(dev, &st));
     assert_int_equal(st.n_buffers, 2);
-    assert_int_equal(st.bytes_allocated, 8000);
-    P->buffer_free(dev, a);
+    assert_int_equal(st.bytes_allocated, 6000);
     P->buffer_free(dev, b);
+    P->buffer_free(dev, c);
+
+    /* a copied pool read by the next op on the device, with no host access
+     * in between (copy-on-write, then the append and attention that follow) */
+    rng_state = 3;
+    const uint32_t H = 2, N = 40, hd = 64;
+    const struct tkv_row_format fmt = { TKV_TYPE_TURBO3, hd, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED };
+    const struct tkv_pool from = pool_new(fmt, H, 16, 3), to = pool_new(fmt, H, 16, 3);
+    const uint32_t blocks[3] = { 2, 0, 1 };
+    float *x = xmalloc(sizeof(float) * N * H * hd), *d1 = xmalloc(sizeof(float) * N * H * hd),
+          *d2 = xmalloc(sizeof(float) * N * H * hd);
+    fill(x, (size_t)N * H * hd, 0);
+    append(&from, blocks, 3, 0, N, H, x);
+    dequantize(&from, blocks, 3, 0, N, H, d1);
+    CALL(P->buffer_copy(dev, to.buf, 0, from.buf, 0, 3 * from.block_stride));
+    dequantize(&to, blocks, 3, 0, N, H, d2);
+    assert_memory_equal(d1, d2, sizeof(float) * N * H * hd);
+    P->buffer_free(dev, from.buf);
+    P->buffer_free(dev, to.buf);
+    free(x), free(d1), free(d2);
 }
 
 /* ---- attention ----------------------------------------------------------------- */
