@@ -348,10 +348,10 @@ static void failed_save_keeps_old_file(void **state)
     fill_tokens(c, 0, 3, 41);
     assert_int_equal(tkv_cache_save(c, path), TKV_OK);
     long size = file_size(path);
-    /* a directory in the way of the rename: the save fails, the file stays */
+    /* a directory in the way: refused before anything is written */
     path_in(dir, sizeof dir, "dir.tkv");
     assert_int_equal(mkdir(dir, 0700), 0);
-    expect_error(tkv_cache_save(c, dir), TKV_EIO, "cannot save");
+    expect_error(tkv_cache_save(c, dir), TKV_EINVAL, "not a regular file");
     expect_error(tkv_cache_save(c, "/nonexistent/dir/x.tkv"), TKV_EIO, "cannot save");
     assert_int_equal(file_size(path), size);
     rmdir(dir);
@@ -377,6 +377,40 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Save never replaces what is not a regular file, keeps an existing file's
+ * mode and gives a new one 0666 less the umask. */
+static void save_target_rules(void **state)
+{
+    (void)state;
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
+    fill_tokens(c, 0, 4, 3);
+    char file[600], link[600];
+    snprintf(file, sizeof file, "%s/mode.tkv", tmpdir);
+    snprintf(link, sizeof link, "%s/link.tkv", tmpdir);
+    expect_error(tkv_cache_save(c, "/dev/null"), TKV_EINVAL, "not a regular file");
+    expect_error(tkv_cache_save(c, tmpdir), TKV_EINVAL, "not a regular file");
+    assert_int_equal(tkv_cache_save(c, file), TKV_OK);
+    assert_int_equal(symlink(file, link), 0);
+    expect_error(tkv_cache_save(c, link), TKV_EINVAL, "symbolic link");
+    expect_error(tkv_seq_save(c, 0, link), TKV_EINVAL, "symbolic link");
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode)); /* still the link */
+    assert_int_equal(chmod(file, 0640), 0);
+    assert_int_equal(tkv_cache_save(c, file), TKV_OK);
+    assert_int_equal(stat(file, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    unlink(file);
+    mode_t old = umask(027);
+    assert_int_equal(tkv_cache_save(c, file), TKV_OK);
+    umask(old);
+    assert_int_equal(stat(file, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    unlink(file);
+    unlink(link);
+    tkv_cache_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +421,7 @@ int main(void)
         cmocka_unit_test(save_load_round_trip),
         cmocka_unit_test(bad_files_refused_cache_kept),
         cmocka_unit_test(failed_save_keeps_old_file),
+        cmocka_unit_test(save_target_rules),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

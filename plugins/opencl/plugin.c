@@ -270,8 +270,11 @@ static int ocl_buffer_read(void *dev, const void *buf, uint64_t offset, void *ds
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, "buffer_read", "clEnqueueReadBuffer");
 }
 
-/* Waited for: the core may free src next (a pool that grew), and a device
- * error belongs to this call, not to a later op. */
+/* Not waited for: the queue is in order, so every later op that reads dst
+ * runs after the copy, and a buffer the core frees next (the old pool of
+ * one that grew) lives on until the commands queued on it have finished
+ * (clReleaseMemObject). A fork's first appends copy a block per layer, K
+ * and V: a wait for each would cost a round trip to the device each. */
 static int ocl_buffer_copy(void *dev, void *dst, uint64_t dst_offset, const void *src,
                            uint64_t src_offset, uint64_t bytes)
 {
@@ -279,8 +282,6 @@ static int ocl_buffer_copy(void *dev, void *dst, uint64_t dst_offset, const void
     cl_int err = clEnqueueCopyBuffer(d->queue, ocl_buffer_of(src)->mem, ocl_buffer_of(dst)->mem,
                                      (size_t)src_offset, (size_t)dst_offset, (size_t)bytes, 0, NULL,
                                      NULL);
-    if (err == CL_SUCCESS)
-        err = clFinish(d->queue);
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, "buffer_copy", "clEnqueueCopyBuffer");
 }
 
