@@ -46,6 +46,12 @@ class Create(unittest.TestCase):
         self.assertEqual(b.used_f16, b.used_f32 // 2)
         self.assertLess(b.used, b.used_f16 // 3)  # ~3.5 bits per value
         self.assertGreaterEqual(b.capacity, b.blocks_bytes)
+        self.assertEqual(c.stats(), {"nonfinite_values": 0, "saturated_rows": 0})
+        k = np.zeros((1, HEADS, DIM), np.float32)
+        k[0, 0, 0] = np.nan
+        k[0, 1, :] = 1e4  # one group norm of 8e4: beyond fp16
+        c.append(1, 0, k, np.zeros((1, HEADS, DIM), np.float32))
+        self.assertEqual(c.stats(), {"nonfinite_values": 1, "saturated_rows": 1})
         c.close()
         c.close()  # twice is harmless
         with self.assertRaisesRegex(ValueError, "cache is closed"):

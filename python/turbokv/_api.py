@@ -840,6 +840,14 @@ class Cache:
         _check(self._lib.tkv_cache_bytes(self._h(), ctypes.byref(b)), "tkv_cache_bytes")
         return CacheBytes(**{name: getattr(b, name) for name, _ in b._fields_})
 
+    def stats(self):
+        """Values the format could not hold since creation: a dict with
+        nonfinite_values (NaN/Inf stored as 0) and saturated_rows (scales
+        clamped to the fp16 range)."""
+        st = _ffi.tkv_cache_stats(struct_size=ctypes.sizeof(_ffi.tkv_cache_stats))
+        _check(self._lib.tkv_cache_stats(self._h(), ctypes.byref(st)), "tkv_cache_stats")
+        return {"nonfinite_values": st.nonfinite_values, "saturated_rows": st.saturated_rows}
+
     def layer_types(self, layer):
         """The (key, value) type names of a layer."""
         k, v = ctypes.c_uint32(), ctypes.c_uint32()

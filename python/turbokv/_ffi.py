@@ -131,6 +131,15 @@ class tkv_cache_bytes(Structure):
     ]
 
 
+class tkv_cache_stats(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("reserved", c_uint32),
+        ("nonfinite_values", c_uint64),
+        ("saturated_rows", c_uint64),
+    ]
+
+
 class tkv_cache_shape(Structure):
     _fields_ = [
         ("n_layers", c_uint32),
@@ -172,6 +181,7 @@ STRUCTS = {
         tkv_attention_stats,
         tkv_attention_options,
         tkv_cache_bytes,
+        tkv_cache_stats,
         tkv_cache_shape,
         tkv_device_caps,
     )
@@ -222,6 +232,7 @@ PROTOTYPES = {
     "tkv_seq_save": (c_int, [_cache_p, c_uint32, c_char_p]),
     "tkv_seq_restore": (c_int, [_cache_p, c_uint32, c_char_p]),
     "tkv_cache_bytes": (c_int, [_cache_p, POINTER(tkv_cache_bytes)]),
+    "tkv_cache_stats": (c_int, [_cache_p, POINTER(tkv_cache_stats)]),
     "tkv_cache_get_shape": (c_int, [_cache_p, POINTER(tkv_cache_shape)]),
     "tkv_cache_layer_types": (c_int, [_cache_p, c_uint32, _u32p, _u32p]),
     "tkv_cache_dequantize": (c_int, [_cache_p, c_uint32, c_uint32, c_int, c_uint32, c_uint32, _f32p]),
