@@ -498,11 +498,17 @@ ALWAYS_INLINE void next_rows(const struct cpu_rows *t, struct cursor c, uint32_t
         rows[r] = rows[n - 1];
 }
 
-/* Asks for the cache lines of the next n rows. Blocks of the pool lie
- * anywhere in the buffer, so the hardware's stream prefetch loses the
- * thread at every block boundary; fetching the rows past one a LANES-block
- * ahead hides that miss (on one thread, 16K tokens: blocks of 256 tokens
- * +13% -> +2% of the contiguous cache's time, blocks of 16 +67% -> +12%). */
+/* Pool blocks lie anywhere in the buffer, so where a head's rows of one
+ * block are short the hardware's stream prefetch restarts every few KiB
+ * and the loads wait for memory. Below PREFETCH_BELOW bytes of one head's
+ * block, the rows PREFETCH_AHEAD blocks of LANES rows ahead are asked for
+ * in software (one thread, 16K tokens, turbo3, blocks of 256 tokens: +10%
+ * of the contiguous cache's time without, +1..3% with; for a contiguous
+ * cache the software prefetch only costs, ~3%). */
+#define PREFETCH_BELOW (128u << 10)
+#define PREFETCH_AHEAD 4u
+
+/* Asks for the cache lines of the next n rows. */
 ALWAYS_INLINE void prefetch_rows(const struct cpu_rows *t, struct cursor c, uint32_t n)
 {
     for (uint32_t r = 0; r < n;) {
@@ -523,9 +529,9 @@ ALWAYS_INLINE void prefetch_rows(const struct cpu_rows *t, struct cursor c, uint
 ALWAYS_INLINE void cursor_advance(struct cursor *c, uint32_t block_tokens, uint32_t n)
 {
     c->row += n;
-    while (c->row >= block_tokens) { /* more than once only for blocks under LANES rows */
-        c->row -= block_tokens;
-        c->block++;
+    if (c->row >= block_tokens) {
+        c->block += c->row / block_tokens;
+        c->row %= block_tokens;
     }
 }
 
@@ -534,6 +540,8 @@ static void attend_span(struct cpu_span *sp)
     const struct cpu_layout *kl = sp->k, *vl = sp->v;
     const uint32_t hd = kl->head_dim, nq = sp->n_query, csr = fp_flush_begin();
     const uint32_t bt = sp->k_rows.block_tokens; /* V has the same blocks */
+    const int prefetch = (uint64_t)bt * kl->row_bytes < PREFETCH_BELOW ||
+                         (uint64_t)bt * vl->row_bytes < PREFETCH_BELOW;
     alignas(64) float scores[CPU_UNIT_QUERIES * LANES], w[CPU_UNIT_QUERIES * LANES];
     alignas(64) float sums[CPU_UNIT_QUERIES * LANES];
     const uint8_t *k_rows[LANES], *v_rows[LANES];
@@ -556,10 +564,11 @@ static void attend_span(struct cpu_span *sp)
     for (uint32_t j = start; j < end; j += LANES, cursor_advance(&at, bt, LANES)) {
         uint32_t n_rows = end - j < LANES ? end - j : LANES, have_v = 0;
         next_rows(&sp->k_rows, at, n_rows, k_rows);
-        if (end - j > LANES && at.row + 2 * LANES > bt) { /* the next rows leave this block */
+        if (prefetch && end - j > PREFETCH_AHEAD * LANES) {
             struct cursor ahead = at;
-            uint32_t n_ahead = end - j - LANES < LANES ? end - j - LANES : LANES;
-            cursor_advance(&ahead, bt, LANES);
+            uint32_t n_ahead = end - j - PREFETCH_AHEAD * LANES;
+            cursor_advance(&ahead, bt, PREFETCH_AHEAD * LANES);
+            n_ahead = n_ahead < LANES ? n_ahead : LANES;
             prefetch_rows(&sp->k_rows, ahead, n_ahead);
             prefetch_rows(&sp->v_rows, ahead, n_ahead);
         }
