@@ -59,6 +59,7 @@ struct call {
     const struct cpu_layout *k, *v;
     uint32_t ratio;
     size_t partial_stride; /* floats per item: acc, then max and sum */
+    int staged;            /* blocks of lanes rows may cross pool blocks */
 };
 
 static uint32_t span_rows(uint32_t n_rows)
@@ -168,6 +169,7 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         .v = c->v,
         .k_rows = cpu_rows_of(&a->k, blocks, u->kv_head),
         .v_rows = cpu_rows_of(&a->v, blocks, u->kv_head),
+        .stage = c->staged ? th->stage : NULL,
         .first = first,
         .end = seq->n_ctx - first < u->span_rows ? seq->n_ctx : first + u->span_rows,
         .n_query = u->n_query,
@@ -256,6 +258,26 @@ static int plan_work(struct cpu_device *dev, const struct tkv_attention_args *a,
     return TKV_OK;
 }
 
+/* Every thread's stage holds at least bytes; TKV_ENOMEM leaves the stages
+ * usable (grown or as they were). */
+static int grow_stages(struct cpu_device *dev, size_t bytes)
+{
+    for (uint32_t t = 0; t < dev->n_threads; t++) {
+        struct cpu_thread *th = &dev->threads[t];
+        if (th->stage_bytes >= bytes)
+            continue;
+        uint8_t *stage = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+        if (!stage)
+            return CPU_ERROR(TKV_ENOMEM, "attention: no memory for %zu bytes of rows per thread",
+                             bytes);
+        memset(stage, 0, bytes); /* the slack the kernels read past a row */
+        free(th->stage);
+        th->stage = stage;
+        th->stage_bytes = bytes;
+    }
+    return TKV_OK;
+}
+
 int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args *a,
                         const struct cpu_layout *k, const struct cpu_layout *v,
                         uint64_t *rows_skipped)
@@ -278,7 +300,13 @@ int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args 
         return CPU_ERROR(TKV_ENOMEM, "attention: no memory for the work lists");
     if ((rc = plan_work(dev, a, ratio, stride, &n_items, &work)) != TKV_OK)
         return rc;
-    struct call c = { dev, a, k, v, ratio, stride };
+    /* Blocks of lanes rows start at multiples of lanes, so they cross pool
+     * blocks only when block_tokens is not a multiple of lanes; their rows
+     * are then gathered in each thread's stage. */
+    int staged = a->k.block_tokens % k->isa->lanes != 0;
+    if (staged && (rc = grow_stages(dev, CPU_STAGE_BYTES(k->row_bytes, v->row_bytes))) != TKV_OK)
+        return rc;
+    struct call c = { dev, a, k, v, ratio, stride, staged };
     uint32_t n_threads = work < POOL_MIN_WORK ? 1 : dev->n_threads;
     for (uint32_t t = 0; t < n_threads; t++)
         dev->threads[t].skipped = 0;

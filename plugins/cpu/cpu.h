@@ -73,6 +73,8 @@ struct cpu_lut {
 struct cpu_thread {
     float *queries;   /* CPU_UNIT_QUERIES prepared queries of TKV_HEAD_DIM_MAX */
     float *row;       /* a sanitized input row of TKV_HEAD_DIM_MAX */
+    uint8_t *stage;   /* attention rows gathered across pool blocks (attention_split.c) */
+    size_t stage_bytes;
     uint64_t skipped; /* sparse-V skips of the current call */
     uint64_t nonfinite;
 } __attribute__((aligned(64))); /* threads update their counters apart */

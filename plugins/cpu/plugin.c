@@ -107,6 +107,7 @@ static void cpu_close(void *dev_)
     for (uint32_t t = 0; dev->threads && t < dev->n_threads; t++) {
         free(dev->threads[t].queries);
         free(dev->threads[t].row);
+        free(dev->threads[t].stage);
     }
     free(dev->threads);
     cpu_split_free(dev->split);

@@ -23,20 +23,23 @@
  * they share one pass over the K and V rows. */
 #define CPU_UNIT_QUERIES 32u
 #define CPU_LANES_MAX 16u
+/* A thread's stage: the K and then the V rows of one block of lanes, and
+ * the slack the kernels read past a row (CPU_BUFFER_SLACK). */
+#define CPU_STAGE_BYTES(k_row_bytes, v_row_bytes)                                              \
+    ((size_t)CPU_LANES_MAX * ((k_row_bytes) + (v_row_bytes)) + CPU_BUFFER_SLACK)
 
 /* scores[q][r] = <query q, K row r> for r < n_rows, 0 for the lanes
- * beyond, Q the kernel's index + 1; rows[r] is row r's bytes (a block of
- * rows may span pool blocks; every entry is a readable row). The queries
- * are as the type's dot takes them (rotated for turbo) and tiled
+ * beyond, Q the kernel's index + 1; row r at rows + r * row_bytes. The
+ * queries are as the type's dot takes them (rotated for turbo) and tiled
  * chunk-major, so that one pointer walks them: values [c * lanes, (c + 1) *
  * lanes) of query q at queries + (c * Q + q) * lanes. */
-typedef void (*cpu_score_fn)(const struct cpu_layout *l, const uint8_t *const *rows,
-                             uint32_t n_rows, const float *queries, float *scores);
+typedef void (*cpu_score_fn)(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
+                             const float *queries, float *scores);
 /* acc[q][:] = acc[q][:] * factor[q] + sum over the rows r in mask of
  * weights[q][r] * V row r (rotated domain for turbo); then factor[q] = 1.
  * weights is [Q][lanes]. */
-typedef void (*cpu_accum_fn)(const struct cpu_layout *l, const uint8_t *const *rows,
-                             uint32_t mask, const float *weights, float *factor, float *acc);
+typedef void (*cpu_accum_fn)(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
+                             const float *weights, float *factor, float *acc);
 
 /* One type's kernels at one level. */
 struct cpu_simd_type {
@@ -52,6 +55,9 @@ struct cpu_simd_type {
 struct cpu_span {
     const struct cpu_layout *k, *v;
     struct cpu_rows k_rows, v_rows; /* the head's rows through the block table */
+    /* where rows of a block of lanes that crosses pool blocks are gathered
+     * (CPU_STAGE_BYTES); NULL when block_tokens is a multiple of lanes */
+    uint8_t *stage;
     uint32_t first, end;            /* rows [first, end); first a multiple of lanes */
     uint32_t n_query;
     /* in sub-batches of CPU_SUBBATCH (the last may be smaller), each tiled

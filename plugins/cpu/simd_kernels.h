@@ -276,12 +276,12 @@ ALWAYS_INLINE vf chunk_at(const uint8_t *p, const vtab *table, const uint32_t ki
 
 /* The scales of a segment of the block's rows as floats (0 past n_rows):
  * one conversion for the block instead of one per row. */
-ALWAYS_INLINE void block_scales(const uint8_t *const *rows, uint32_t n_rows, uint32_t offset,
-                                float *out)
+ALWAYS_INLINE void block_scales(const uint8_t *rows, uint32_t row_bytes, uint32_t n_rows,
+                                uint32_t offset, float *out)
 {
     alignas(64) uint8_t half[2 * LANES] = { 0 };
     for (uint32_t r = 0; r < n_rows; r++)
-        memcpy(half + 2 * r, rows[r] + offset, 2);
+        memcpy(half + 2 * r, rows + (size_t)r * row_bytes + offset, 2);
     vf_store(out, vf_load_f16(half));
 }
 
@@ -308,18 +308,18 @@ ALWAYS_INLINE void score_segment(const uint8_t *p, const float *qs, const vtab *
     default: call((len) / LANES); break;                                                       \
     }
 
-ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *const *rows,
-                              uint32_t n_rows, const float *queries, float *scores,
-                              const uint32_t Q, const uint32_t kind)
+ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
+                              const float *queries, float *scores, const uint32_t Q,
+                              const uint32_t kind)
 {
     const uint32_t n_seg = segment_count(l, kind);
     alignas(64) float scale[TKV_HEAD_DIM_MAX / TKV_Q8_0_BLOCK][LANES];
     vf part[CPU_SUBBATCH][LANES];
     if (KIND_HAS_SCALE(kind))
         for (uint32_t i = 0; i < n_seg; i++)
-            block_scales(rows, n_rows, segment_at(l, i, kind).scale_at, scale[i]);
+            block_scales(rows, l->row_bytes, n_rows, segment_at(l, i, kind).scale_at, scale[i]);
     for (uint32_t r = 0; r < LANES; r++) {
-        const uint8_t *row = rows[r];
+        const uint8_t *row = rows + (size_t)r * l->row_bytes;
         vf acc[CPU_SUBBATCH];
         FOR_Q acc[q] = vf_set1(0.0f);
         for (uint32_t i = 0; i < (r < n_rows ? n_seg : 0); i++) {
@@ -339,9 +339,9 @@ ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *const *
 
 /* ---- values of a block of V rows into the accumulators ---------------------------- */
 
-ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *const *rows,
-                                   uint32_t mask, const float *weights, float *factor,
-                                   float *acc, const uint32_t Q, const uint32_t kind)
+ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
+                                   const float *weights, float *factor, float *acc,
+                                   const uint32_t Q, const uint32_t kind)
 {
     const uint32_t n_seg = segment_count(l, kind);
     const size_t hd = l->head_dim;
@@ -349,7 +349,7 @@ ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *co
     uint32_t sel_row[LANES], n = 0;
     for (; mask; mask &= mask - 1, n++) {
         sel_row[n] = (uint32_t)__builtin_ctz(mask);
-        sel[n] = rows[sel_row[n]];
+        sel[n] = rows + (size_t)sel_row[n] * l->row_bytes;
     }
     /* per selected row its Q weights times its scale, walked by one pointer */
     float w[LANES * CPU_SUBBATCH];
@@ -383,12 +383,12 @@ ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *co
 /* ---- one function per (kind, Q) ---------------------------------------------------- */
 
 #define KERNELS_Q(name, kind, Q)                                                               \
-    static void score_##name##_##Q(const struct cpu_layout *l, const uint8_t *const *rows,     \
+    static void score_##name##_##Q(const struct cpu_layout *l, const uint8_t *rows,            \
                                    uint32_t n_rows, const float *queries, float *scores)      \
     {                                                                                          \
         score_rows(l, rows, n_rows, queries, scores, Q, kind);                                 \
     }                                                                                          \
-    static void accum_##name##_##Q(const struct cpu_layout *l, const uint8_t *const *rows,     \
+    static void accum_##name##_##Q(const struct cpu_layout *l, const uint8_t *rows,            \
                                    uint32_t mask, const float *weights, float *factor,        \
                                    float *acc)                                                 \
     {                                                                                          \
@@ -444,7 +444,8 @@ static uint32_t block_weights(struct cpu_span *sp, uint32_t q, uint32_t j, uint3
     vf s = vf_mul(vf_load(scores), vf_set1(sp->scale));
     if (sp->softcap > 0.0f)
         s = vf_mul(vf_set1(sp->softcap), vf_tanh(vf_mul(s, vf_set1(sp->inv_softcap))));
-    s = vf_select(valid, s, vf_set1(-INFINITY));
+    if (valid != low_bits(LANES)) /* most blocks are seen whole */
+        s = vf_select(valid, s, vf_set1(-INFINITY));
     float block_max;
     /* past the first blocks the max rarely moves: test before reducing */
     if (vf_ge_bits(s, sp->max[q]) && (block_max = vf_hmax(s)) > sp->max[q]) {
@@ -472,30 +473,28 @@ struct cursor {
     uint32_t block, row; /* index into the table; row < block_tokens */
 };
 
-/* rows[r] := the bytes of the next n rows, r < n; the entries up to LANES
- * repeat the last one, so every entry is a readable row. */
-ALWAYS_INLINE void next_rows(const struct cpu_rows *t, struct cursor c, uint32_t n,
-                             const uint8_t **rows)
+/* The next n rows, one after the other: in place where they lie in one
+ * pool block (always when block_tokens is a multiple of LANES, as blocks of
+ * LANES rows start at multiples of LANES), else copied into stage. The
+ * kernels then read the same bytes in the same order either way. */
+ALWAYS_INLINE const uint8_t *rows_at(const struct cpu_rows *t, struct cursor c, uint32_t n,
+                                     uint8_t *stage)
 {
     const uint8_t *base = t->head + t->blocks[c.block] * t->block_stride +
                           (size_t)c.row * t->row_bytes;
-    if (t->block_tokens - c.row >= n) { /* in one block (c.row < block_tokens) */
-        /* indexed by r alone, which compiles to plain vector stores */
-        for (uint32_t r = 0; r < LANES; r++)
-            rows[r] = base + (size_t)(r < n ? r : n - 1) * t->row_bytes;
-        return;
-    }
+    if (t->block_tokens - c.row >= n) /* c.row < block_tokens */
+        return base;
+    uint8_t *to = stage;
     for (uint32_t r = 0; r < n;) {
         uint32_t run = t->block_tokens - c.row < n - r ? t->block_tokens - c.row : n - r;
-        for (uint32_t i = 0; i < run; i++)
-            rows[r + i] = base + (size_t)i * t->row_bytes;
+        memcpy(to, base, (size_t)run * t->row_bytes);
+        to += (size_t)run * t->row_bytes;
         r += run;
         c.block++, c.row = 0;
         if (r < n)
             base = t->head + t->blocks[c.block] * t->block_stride;
     }
-    for (uint32_t r = n; r < LANES; r++)
-        rows[r] = rows[n - 1];
+    return stage;
 }
 
 /* Pool blocks lie anywhere in the buffer, so where a head's rows of one
@@ -544,7 +543,6 @@ static void attend_span(struct cpu_span *sp)
                          (uint64_t)bt * vl->row_bytes < PREFETCH_BELOW;
     alignas(64) float scores[CPU_UNIT_QUERIES * LANES], w[CPU_UNIT_QUERIES * LANES];
     alignas(64) float sums[CPU_UNIT_QUERIES * LANES];
-    const uint8_t *k_rows[LANES], *v_rows[LANES];
     float factor[CPU_UNIT_QUERIES];
     uint32_t start = UINT32_MAX, end = 0;
     for (uint32_t q = 0; q < nq; q++) {
@@ -560,10 +558,20 @@ static void attend_span(struct cpu_span *sp)
     /* blocks of LANES rows at multiples of LANES, whatever the pool's blocks:
      * the sums do not depend on how the cache is paged */
     start = start > sp->first ? start / LANES * LANES : sp->first;
+    /* the rows each sub-batch of queries sees: [seen_lo, seen_hi) */
+    uint32_t seen_lo[CPU_UNIT_QUERIES / CPU_SUBBATCH], seen_hi[CPU_UNIT_QUERIES / CPU_SUBBATCH];
+    for (uint32_t q0 = 0; q0 < nq; q0 += CPU_SUBBATCH) {
+        uint32_t b = q0 / CPU_SUBBATCH;
+        seen_lo[b] = UINT32_MAX, seen_hi[b] = 0;
+        for (uint32_t q = q0; q < nq && q < q0 + CPU_SUBBATCH; q++) {
+            seen_lo[b] = sp->lo[q] < seen_lo[b] ? sp->lo[q] : seen_lo[b];
+            seen_hi[b] = sp->hi[q] > seen_hi[b] ? sp->hi[q] : seen_hi[b];
+        }
+    }
     struct cursor at = { start / bt, start % bt };
     for (uint32_t j = start; j < end; j += LANES, cursor_advance(&at, bt, LANES)) {
-        uint32_t n_rows = end - j < LANES ? end - j : LANES, have_v = 0;
-        next_rows(&sp->k_rows, at, n_rows, k_rows);
+        uint32_t n_rows = end - j < LANES ? end - j : LANES;
+        const uint8_t *k_rows = rows_at(&sp->k_rows, at, n_rows, sp->stage), *v_rows = NULL;
         if (prefetch && end - j > PREFETCH_AHEAD * LANES) {
             struct cursor ahead = at;
             uint32_t n_ahead = end - j - PREFETCH_AHEAD * LANES;
@@ -574,12 +582,7 @@ static void attend_span(struct cpu_span *sp)
         }
         for (uint32_t q0 = 0; q0 < nq; q0 += CPU_SUBBATCH) {
             uint32_t nb = nq - q0 < CPU_SUBBATCH ? nq - q0 : CPU_SUBBATCH, need = 0;
-            uint32_t first_seen = UINT32_MAX, last_seen = 0;
-            for (uint32_t q = q0; q < q0 + nb; q++) {
-                first_seen = sp->lo[q] < first_seen ? sp->lo[q] : first_seen;
-                last_seen = sp->hi[q] > last_seen ? sp->hi[q] : last_seen;
-            }
-            if (last_seen <= j || first_seen >= j + n_rows)
+            if (seen_hi[q0 / CPU_SUBBATCH] <= j || seen_lo[q0 / CPU_SUBBATCH] >= j + n_rows)
                 continue;
             kl->simd->score[nb - 1](kl, k_rows, n_rows, sp->queries + (size_t)q0 * hd,
                                     scores + q0 * LANES);
@@ -588,8 +591,8 @@ static void attend_span(struct cpu_span *sp)
                                       sums + q * LANES, factor);
             if (!need)
                 continue;
-            if (!have_v)
-                next_rows(&sp->v_rows, at, n_rows, v_rows), have_v = 1;
+            if (!v_rows) /* after K's: the stage holds K's rows first */
+                v_rows = rows_at(&sp->v_rows, at, n_rows, sp->stage + (size_t)LANES * kl->row_bytes);
             vl->simd->accum[nb - 1](vl, v_rows, need, w + q0 * LANES, factor + q0,
                                     sp->acc + (size_t)q0 * hd);
         }
