@@ -270,6 +270,21 @@ struct tkv_cache_bytes {
 };
 TKV_API int tkv_cache_bytes(const tkv_cache *cache, struct tkv_cache_bytes *bytes);
 
+/* What the format could not hold, counted since the cache was created
+ * (appends that succeeded; the values are stored as documented in
+ * turbokv_format.h, and a warning is logged for non-finite ones):
+ *   nonfinite_values: NaN/Inf input values, stored as 0;
+ *   saturated_rows:   rows with a scale beyond fp16 (a turbo group norm, a
+ *                     q8_0 block's max|x| / 127, or an f16 value above
+ *                     65504), stored clamped, with a large error. */
+struct tkv_cache_stats {
+    uint32_t struct_size;   /* sizeof(struct tkv_cache_stats) */
+    uint32_t reserved;
+    uint64_t nonfinite_values;
+    uint64_t saturated_rows;
+};
+TKV_API int tkv_cache_stats(const tkv_cache *cache, struct tkv_cache_stats *stats);
+
 struct tkv_cache_shape {
     uint32_t n_layers, n_kv_heads, head_dim, capacity, n_seqs;
     uint32_t rotation, scale_mode; /* enum tkv_rotation, enum tkv_scale_mode */

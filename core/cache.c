@@ -386,12 +386,38 @@ static void drop_added(tkv_cache *c, uint32_t seq, uint32_t added)
     tkv_blocks_release(c, t->blocks + t->n_blocks, added);
 }
 
+/* Rows whose stored scale cannot hold them: fp16 tops out at 65504, so a
+ * turbo group whose norm exceeds it, a q8_0 block whose max|x| / 127 does, or
+ * an f16 value beyond it is clamped (stored with a large error). Counted per
+ * row, from the host's floats, before the plugin stores them. */
+static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x, uint64_t n_rows)
+{
+    uint64_t count = 0;
+    uint32_t groups[TKV_MAX_GROUPS], n_groups = tkv_type_bits(type) ? tkv_group_split(head_dim, groups) : 0;
+    for (uint64_t r = 0; r < n_rows; r++, x += head_dim) {
+        int sat = 0;
+        if (type == TKV_TYPE_F16 || type == TKV_TYPE_Q8_0) {
+            float limit = type == TKV_TYPE_F16 ? TKV_FP16_MAX : TKV_FP16_MAX * 127.0f;
+            for (uint32_t i = 0; i < head_dim && !sat; i++)
+                sat = isfinite(x[i]) && fabsf(x[i]) > limit;
+        } else
+            for (uint32_t gi = 0, at = 0; gi < n_groups && !sat; at += groups[gi++]) {
+                double norm = 0;
+                for (uint32_t i = 0; i < groups[gi]; i++)
+                    norm += isfinite(x[at + i]) ? (double)x[at + i] * x[at + i] : 0.0;
+                sat = sqrt(norm) > TKV_FP16_MAX;
+            }
+        count += sat;
+    }
+    return count;
+}
+
 static int append_store(tkv_cache *c, struct tkv_pool_store *s, uint32_t seq, uint32_t pos, uint32_t n,
-                        const float *src)
+                        const float *src, uint64_t *nonfinite)
 {
     struct tkv_append_args a = {
         .n_tokens = n, .n_heads = c->n_kv_heads, .first_pos = pos, .pool = s->pool,
-        .blocks = c->seqs[seq].blocks, .n_blocks = c->seqs[seq].n_blocks, .src = src,
+        .blocks = c->seqs[seq].blocks, .n_blocks = c->seqs[seq].n_blocks, .src = src, .n_nonfinite = nonfinite,
     };
     return tkv_dev_append(&c->ctx->device, &s->buf, &a);
 }
@@ -418,13 +444,20 @@ static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_t
         return rc;
     }
     /* Rows past len are invisible, so a failure after K was written loses nothing. */
-    if ((rc = append_store(c, &L->k, seq, len, n_tokens, k)) != TKV_OK ||
-        (rc = append_store(c, &L->v, seq, len, n_tokens, v)) != TKV_OK) {
+    uint64_t bad_k = 0, bad_v = 0, rows = (uint64_t)n_tokens * c->n_kv_heads;
+    if ((rc = append_store(c, &L->k, seq, len, n_tokens, k, &bad_k)) != TKV_OK ||
+        (rc = append_store(c, &L->v, seq, len, n_tokens, v, &bad_v)) != TKV_OK) {
         drop_added(c, seq, added);
         tkv_error_prefix("tkv_cache_append(layer %u)", layer);
         return rc;
     }
     L->len[seq] = len + n_tokens;
+    c->stats.nonfinite_values += bad_k + bad_v;
+    c->stats.saturated_rows += saturated_rows(L->k.pool.fmt.type, c->head_dim, k, rows) +
+                               saturated_rows(L->v.pool.fmt.type, c->head_dim, v, rows);
+    if (bad_k + bad_v)
+        tkv_log(TKV_LOG_WARN, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
+                (unsigned long long)(bad_k + bad_v));
     return TKV_OK;
 }
 
@@ -612,6 +645,18 @@ int tkv_cache_bytes(const tkv_cache *c, struct tkv_cache_bytes *b)
     if (!c || !b)
         return tkv_error(TKV_EINVAL, "tkv_cache_bytes: NULL argument");
     TKV_GUARDED(c->ctx, "tkv_cache_bytes", cache_bytes(c, b));
+}
+
+int tkv_cache_stats(const tkv_cache *c, struct tkv_cache_stats *st)
+{
+    if (!c || !st)
+        return tkv_error(TKV_EINVAL, "tkv_cache_stats: NULL argument");
+    if (st->struct_size < sizeof *st)
+        return tkv_error(TKV_EINVAL, "tkv_cache_stats: struct_size %u < %zu", st->struct_size, sizeof *st);
+    /* counters only: read without the guard, as tkv_cache_get_shape */
+    *st = c->stats;
+    st->struct_size = sizeof *st;
+    return TKV_OK;
 }
 
 int tkv_cache_get_shape(const tkv_cache *c, struct tkv_cache_shape *s)

@@ -49,6 +49,7 @@ struct tkv_cache {
     uint32_t attn_seqs_cap;
     uint32_t *attn_blocks;
     uint64_t attn_blocks_cap;
+    struct tkv_cache_stats stats; /* values the format could not hold, since creation */
 };
 
 struct tkv_cache_geometry {

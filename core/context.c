@@ -15,6 +15,8 @@
  * A named backend (config, env or API) loads only its own module,
  * turbokv-<name>.so: a cpu-only host never maps a GPU runtime.
  */
+#include <dlfcn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +35,7 @@
 #define TKV_PLUGIN_INSTALL_DIR "/usr/local/lib/turbokv"
 #endif
 
-#define MAX_DIRS 64
+#define MAX_DIRS 65 /* 62 from the API, env and file, the install dir, the one beside the library, NULL */
 
 /* Splits a colon-separated list into dirs[] (pointing into storage), leaving
  * room for the install directory and the terminating NULL. */
@@ -44,14 +46,27 @@ static int add_dirs(char *storage, const char **dirs, size_t *n, const char *fro
             continue;
         if (absolute && tok[0] != '/')
             return tkv_error(TKV_ECONFIG, "%s: plugin directory '%s' is relative; use an absolute path", from, tok);
-        if (*n >= MAX_DIRS - 2)
-            return tkv_error(TKV_ECONFIG, "%s: more than %d plugin directories in all", from, MAX_DIRS - 2);
+        if (*n >= MAX_DIRS - 3)
+            return tkv_error(TKV_ECONFIG, "%s: more than %d plugin directories in all", from, MAX_DIRS - 3);
         dirs[(*n)++] = tok;
     }
     return TKV_OK;
 }
 
 static int secure_process(void) { return getauxval(AT_SECURE) != 0; }
+
+/* "<directory of libturbokv.so>/turbokv", found through the loaded library
+ * itself (dladdr), so that a prefix moved after installation still finds
+ * its plugins. 0 when it cannot be determined. */
+static int library_plugin_dir(char *out, size_t size)
+{
+    Dl_info info;
+    if (!dladdr((void *)(uintptr_t)tkv_context_open, &info) || !info.dli_fname || info.dli_fname[0] != '/')
+        return 0;
+    const char *slash = strrchr(info.dli_fname, '/');
+    int n = snprintf(out, size, "%.*s/turbokv", (int)(slash - info.dli_fname), info.dli_fname);
+    return n > 0 && (size_t)n < size;
+}
 
 static int load_config(tkv_context *ctx, const struct tkv_context_options *o)
 {
@@ -113,6 +128,11 @@ static int scan_plugins(tkv_context *ctx, const struct tkv_context_options *o)
     if ((rc = add_dirs(file, dirs, &n, "plugin_path (config file)", 1)) != TKV_OK)
         return rc;
     dirs[n++] = install;
+    /* relocated installs: the turbokv/ directory beside this library, when it
+     * is not the compiled-in one */
+    char beside[1024];
+    if (library_plugin_dir(beside, sizeof beside) && strcmp(beside, install) != 0)
+        dirs[n++] = beside;
     dirs[n] = NULL;
     /* a named backend loads only its own module */
     const char *want = ctx->cfg.backend;
@@ -122,9 +142,14 @@ static int scan_plugins(tkv_context *ctx, const struct tkv_context_options *o)
 
 static struct tkv_module *find_backend(tkv_context *ctx, const char *name)
 {
-    for (uint32_t i = 0; i < ctx->reg.n; i++)
-        if (ctx->reg.mods[i].ops.name && strcmp(ctx->reg.mods[i].ops.name, name) == 0)
+    char file[96];
+    snprintf(file, sizeof file, "turbokv-%s.so", name);
+    for (uint32_t i = 0; i < ctx->reg.n; i++) {
+        const struct tkv_module *m = &ctx->reg.mods[i];
+        /* a refused module has no name yet: its file says which backend it is */
+        if ((m->ops.name && strcmp(m->ops.name, name) == 0) || (!m->ops.name && strcmp(m->file, file) == 0))
             return &ctx->reg.mods[i];
+    }
     return NULL;
 }
 

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core.h"
 #include "error.h"
@@ -288,6 +289,23 @@ static int seen_file(const struct tkv_registry *reg, const char *file)
     return 0;
 }
 
+/* A plugin runs with the host's privileges: one that another user could have
+ * written (the file, or the directory it lies in, writable by others) is
+ * refused with the reason, never loaded. */
+static const char *unsafe_reason(const char *dir, const char *path)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0 && (st.st_mode & S_IWOTH))
+        return "its directory is writable by other users";
+    if (stat(path, &st) != 0)
+        return NULL; /* lt_dlopen reports it */
+    if (st.st_mode & S_IWOTH)
+        return "the file is writable by other users";
+    if (!S_ISREG(st.st_mode))
+        return "not a regular file";
+    return NULL;
+}
+
 static int scan_dir(struct tkv_registry *reg, const char *dir, const char *only)
 {
     DIR *d = opendir(dir);
@@ -333,8 +351,15 @@ static int scan_dir(struct tkv_registry *reg, const char *dir, const char *only)
         reg->mods = grown;
         char path[1024];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        tkv_module_load(&reg->mods[reg->n], path);
         struct tkv_module *m = &reg->mods[reg->n];
+        const char *unsafe = unsafe_reason(dir, path);
+        if (unsafe) {
+            memset(m, 0, sizeof *m);
+            snprintf(m->path, sizeof m->path, "%s", path);
+            snprintf(m->file, sizeof m->file, "%s", names[i]);
+            refuse(m, TKV_EPLUGIN, "not loaded: %s", unsafe);
+        } else
+            tkv_module_load(m, path);
         if (m->status == TKV_OK)
             tkv_log(TKV_LOG_DEBUG, "plugin %s (%s): accepted, %u device(s)", m->ops.name, path, m->n_devs);
         else

@@ -171,8 +171,49 @@ static uint64_t image_bytes(const tkv_cache *c, uint32_t s0, uint32_t ns)
     return n;
 }
 
+/* The process umask, read without changing it (umask() would race other
+ * threads): the Umask line of /proc/self/status, else the common 022. */
+static mode_t current_umask(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned mask = 022;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Umask: %o", &mask) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (mode_t)(mask & 0777);
+}
+
+/* What the saved file's mode will be: an existing file keeps its mode; a
+ * new one gets 0666 less the umask, as open(O_CREAT) would give it. The
+ * target must be a regular file or absent: a symlink, a device, a FIFO or a
+ * directory is refused, never replaced. */
+static int save_target(const char *path, mode_t *mode)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0) {
+        if (errno != ENOENT)
+            return tkv_error(TKV_EIO, "cannot save cache to '%s': %s", path, strerror(errno));
+        *mode = 0666 & ~current_umask();
+        return TKV_OK;
+    }
+    if (S_ISLNK(st.st_mode))
+        return tkv_error(TKV_EINVAL, "cannot save cache to '%s': it is a symbolic link (save to its target instead)",
+                         path);
+    if (!S_ISREG(st.st_mode))
+        return tkv_error(TKV_EINVAL, "cannot save cache to '%s': not a regular file", path);
+    *mode = st.st_mode & 07777;
+    return TKV_OK;
+}
+
 static int save_path(tkv_cache *c, const char *path, uint32_t s0, uint32_t ns)
 {
+    mode_t mode;
+    int rc = save_target(path, &mode);
+    if (rc != TKV_OK)
+        return rc;
     size_t n = strlen(path);
     char *tmp = malloc(n + 16);
     if (!tmp)
@@ -184,8 +225,14 @@ static int save_path(tkv_cache *c, const char *path, uint32_t s0, uint32_t ns)
         free(tmp);
         return tkv_error(TKV_EIO, "cannot save cache to '%s': %s", path, strerror(e));
     }
+    if (fchmod(fd, mode) != 0) {
+        int e = errno;
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return tkv_error(TKV_EIO, "cannot save cache to '%s': chmod: %s", path, strerror(e));
+    }
     struct writer w = { .f = fdopen(fd, "wb"), .hash = FNV_OFFSET };
-    int rc = TKV_OK;
     if (!w.f) {
         close(fd);
         w.failed = errno;

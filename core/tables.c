@@ -333,6 +333,28 @@ static size_t floats_per_group(uint32_t g)
  * every group size, the QJL rows for g = 8 .. 128. The centroid squares and
  * the QJL scales derive from those and are not hashed.
  */
+/* The QJL sketches depend only on the seed: they are computed on a second
+ * thread while the first computes the codebooks and dense rotations (the
+ * Gram-Schmidt of the g = 128 matrices is most of a context's first open). */
+struct qjl_job {
+    uint64_t seed;
+    float *rows;            /* where the sketches go, group after group */
+    struct tkv_qjl_tables *out;
+    int rc;
+};
+
+static void *qjl_job_run(void *arg)
+{
+    struct qjl_job *j = arg;
+    float *p = j->rows;
+    j->rc = TKV_OK;
+    for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX && j->rc == TKV_OK; g <<= 1) {
+        j->rc = make_qjl(j->seed, g, p, &j->out[tkv_group_index(g)]);
+        p += (size_t)g * g;
+    }
+    return NULL;
+}
+
 static struct tables_block *compute_tables(uint64_t seed)
 {
     size_t n_floats = 0;
@@ -349,6 +371,13 @@ static struct tables_block *compute_tables(uint64_t seed)
 
     uint64_t id = 0xcbf29ce484222325ull;
     float *p = t->data;
+    /* the sketches live after every group's codebooks, signs and dense matrix */
+    size_t before_qjl = 0;
+    for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1)
+        before_qjl += floats_per_group(g) - (size_t)g * g;
+    struct qjl_job job = { .seed = seed, .rows = t->data + before_qjl, .out = t->math.qjl };
+    pthread_t worker;
+    int threaded = pthread_create(&worker, NULL, qjl_job_run, &job) == 0;
     for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
         struct tkv_group_tables *gt = &t->math.groups[tkv_group_index(g)];
         gt->group = g;
@@ -365,6 +394,8 @@ static struct tables_block *compute_tables(uint64_t seed)
         p += 2 * g + (size_t)g * g;
         make_signs(seed, g, sign1, sign2);
         if (haar_orthogonal(seed, DENSE_SEED_MUL, g, dense) != TKV_OK) {
+            if (threaded)
+                pthread_join(worker, NULL);
             free(t);
             return NULL;
         }
@@ -375,14 +406,20 @@ static struct tables_block *compute_tables(uint64_t seed)
         id = fnv1a_floats(id, sign2, g);
         id = fnv1a_floats(id, dense, (size_t)g * g);
     }
+    if (threaded)
+        pthread_join(worker, NULL);
+    else
+        qjl_job_run(&job);
+    if (job.rc != TKV_OK || p != job.rows) {
+        /* the worker's detail is its own thread's: say it here */
+        tkv_error(job.rc == TKV_OK ? TKV_EINVAL : job.rc, "tables: %s computing the QJL sketches",
+                  job.rc == TKV_OK ? "layout mismatch" : "out of memory");
+        free(t);
+        return NULL;
+    }
     for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
-        float *rows = p;
+        id = fnv1a_floats(id, p, (size_t)g * g);
         p += (size_t)g * g;
-        if (make_qjl(seed, g, rows, &t->math.qjl[tkv_group_index(g)]) != TKV_OK) {
-            free(t);
-            return NULL;
-        }
-        id = fnv1a_floats(id, rows, (size_t)g * g);
     }
     t->math.tables_id = id;
     return t;

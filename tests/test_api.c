@@ -348,10 +348,10 @@ static void failed_save_keeps_old_file(void **state)
     fill_tokens(c, 0, 3, 41);
     assert_int_equal(tkv_cache_save(c, path), TKV_OK);
     long size = file_size(path);
-    /* a directory in the way of the rename: the save fails, the file stays */
+    /* a directory in the way: refused before anything is written */
     path_in(dir, sizeof dir, "dir.tkv");
     assert_int_equal(mkdir(dir, 0700), 0);
-    expect_error(tkv_cache_save(c, dir), TKV_EIO, "cannot save");
+    expect_error(tkv_cache_save(c, dir), TKV_EINVAL, "not a regular file");
     expect_error(tkv_cache_save(c, "/nonexistent/dir/x.tkv"), TKV_EIO, "cannot save");
     assert_int_equal(file_size(path), size);
     rmdir(dir);
@@ -377,6 +377,81 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Values the format cannot hold are counted for the host: NaN/Inf (stored
+ * as 0) and rows whose fp16 scale saturates (stored clamped). */
+static void nonfinite_and_saturation_counted(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t type;
+        float big;       /* a value that saturates this type's scale in one row */
+        float harmless;  /* the largest-looking value that does not */
+    } cases[] = {
+        { TKV_TYPE_TURBO3, 1e4f, 1000.0f },   /* 64 values of 1e4: group norm 8e4 > 65504 */
+        { TKV_TYPE_Q8_0, 1e7f, 8e6f },        /* max|x| / 127 > 65504 from 8.32e6 */
+        { TKV_TYPE_F16, 7e4f, 6.5e4f },
+        { TKV_TYPE_F32, 3e38f, 3e38f },       /* f32 holds every finite float */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        tkv_cache *c = make_cache(cases[i].type, cases[i].type, 1);
+        float k[3 * ROW], v[3 * ROW];
+        fill(k, 3 * ROW, 5);
+        fill(v, 3 * ROW, 6);
+        for (int j = 0; j < DIM; j++) {
+            k[j] = cases[i].big;                     /* token 0, head 0: saturates */
+            v[ROW + DIM + j] = cases[i].harmless;    /* token 1, head 1: does not */
+        }
+        k[2 * ROW + 3] = NAN; /* token 2: two non-finite values */
+        v[2 * ROW + 5] = -INFINITY;
+        struct tkv_cache_stats st = { .struct_size = sizeof st };
+        assert_int_equal(tkv_cache_append(c, 0, 0, 3, k, v), TKV_OK);
+        assert_int_equal(tkv_cache_stats(c, &st), TKV_OK);
+        assert_int_equal(st.nonfinite_values, 2);
+        if (st.saturated_rows != (cases[i].type == TKV_TYPE_F32 ? 0u : 1u))
+            fail_msg("%s: %llu saturated rows", tkv_type_name(cases[i].type), (unsigned long long)st.saturated_rows);
+        assert_int_equal(tkv_cache_append(c, 0, 1, 3, k, v), TKV_OK); /* counts add up over layers */
+        assert_int_equal(tkv_cache_stats(c, &st), TKV_OK);
+        assert_int_equal(st.nonfinite_values, 4);
+        st.struct_size = 4;
+        expect_error(tkv_cache_stats(c, &st), TKV_EINVAL, "struct_size");
+        tkv_cache_destroy(c);
+    }
+}
+
+/* Save never replaces what is not a regular file, keeps an existing file's
+ * mode and gives a new one 0666 less the umask. */
+static void save_target_rules(void **state)
+{
+    (void)state;
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
+    fill_tokens(c, 0, 4, 3);
+    char file[600], link[600];
+    snprintf(file, sizeof file, "%s/mode.tkv", tmpdir);
+    snprintf(link, sizeof link, "%s/link.tkv", tmpdir);
+    expect_error(tkv_cache_save(c, "/dev/null"), TKV_EINVAL, "not a regular file");
+    expect_error(tkv_cache_save(c, tmpdir), TKV_EINVAL, "not a regular file");
+    assert_int_equal(tkv_cache_save(c, file), TKV_OK);
+    assert_int_equal(symlink(file, link), 0);
+    expect_error(tkv_cache_save(c, link), TKV_EINVAL, "symbolic link");
+    expect_error(tkv_seq_save(c, 0, link), TKV_EINVAL, "symbolic link");
+    struct stat st;
+    assert_int_equal(lstat(link, &st), 0);
+    assert_true(S_ISLNK(st.st_mode)); /* still the link */
+    assert_int_equal(chmod(file, 0640), 0);
+    assert_int_equal(tkv_cache_save(c, file), TKV_OK);
+    assert_int_equal(stat(file, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    unlink(file);
+    mode_t old = umask(027);
+    assert_int_equal(tkv_cache_save(c, file), TKV_OK);
+    umask(old);
+    assert_int_equal(stat(file, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    unlink(file);
+    unlink(link);
+    tkv_cache_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -387,6 +462,8 @@ int main(void)
         cmocka_unit_test(save_load_round_trip),
         cmocka_unit_test(bad_files_refused_cache_kept),
         cmocka_unit_test(failed_save_keeps_old_file),
+        cmocka_unit_test(save_target_rules),
+        cmocka_unit_test(nonfinite_and_saturation_counted),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -259,6 +260,53 @@ static void log_sink_per_context(void **state)
     unlink(debug_cfg);
 }
 
+static void copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    char buf[65536];
+    size_t n;
+    assert_non_null(a);
+    assert_non_null(b);
+    while ((n = fread(buf, 1, sizeof buf, a)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, b), n);
+    fclose(a);
+    assert_int_equal(fclose(b), 0);
+}
+
+/* Plugins another user could have written are refused, with the reason. */
+static void writable_plugins_refused(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/tkv-test-unsafe-XXXXXX", plugin[256], src[1024];
+    assert_non_null(mkdtemp(dir));
+    snprintf(plugin, sizeof plugin, "%s/turbokv-cpu.so", dir);
+    /* the cpu plugin of the build: the first directory of TURBO_PLUGIN_PATH holding it */
+    char path[4096];
+    snprintf(path, sizeof path, "%s", getenv("TURBO_PLUGIN_PATH"));
+    src[0] = '\0';
+    for (char *save = NULL, *d = strtok_r(path, ":", &save); d && !src[0]; d = strtok_r(NULL, ":", &save)) {
+        snprintf(src, sizeof src, "%s/turbokv-cpu.so", d);
+        if (access(src, R_OK) != 0)
+            src[0] = '\0';
+    }
+    assert_true(src[0]);
+    copy_file(src, plugin);
+    assert_int_equal(chmod(dir, 0700), 0);
+    assert_int_equal(chmod(plugin, 0755), 0);
+    tkv_context *ctx = NULL;
+    assert_int_equal(open_with(dir, "cpu", &ctx), TKV_OK); /* safe: loads */
+    tkv_context_close(ctx);
+    assert_int_equal(chmod(plugin, 0757), 0);
+    assert_int_equal(open_with(dir, "cpu", &ctx), TKV_EPLUGIN);
+    assert_non_null(strstr(tkv_last_error(), "not loaded: the file is writable by other users"));
+    assert_int_equal(chmod(plugin, 0755), 0);
+    assert_int_equal(chmod(dir, 0777), 0);
+    assert_int_equal(open_with(dir, "cpu", &ctx), TKV_EPLUGIN);
+    assert_non_null(strstr(tkv_last_error(), "not loaded: its directory is writable by other users"));
+    unlink(plugin);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const char *good = getenv("TURBO_PLUGIN_PATH"), *broken = getenv("TKV_BROKEN_PLUGIN_DIR");
@@ -276,6 +324,7 @@ int main(void)
         cmocka_unit_test(many_plugin_directories),
         cmocka_unit_test(relative_plugin_path_refused),
         cmocka_unit_test(log_sink_per_context),
+        cmocka_unit_test(writable_plugins_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -193,8 +193,8 @@ static int cpu_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
                      TKV_CAP_LSE | TKV_CAP_BUFFER_COPY;
     caps->k_types = CPU_ALL_TYPES;
     caps->v_types = CPU_ALL_TYPES & ~CPU_QJL_TYPES;
-    caps->rotations = (1u << TKV_ROTATION_COUNT) - 1u;
-    caps->scale_modes = (1u << TKV_SCALE_COUNT) - 1u;
+    caps->rotations = ((1u << TKV_ROTATION_COUNT) - 1u) & ~1u; /* 0 is "as configured", never a rotation */
+    caps->scale_modes = ((1u << TKV_SCALE_COUNT) - 1u) & ~1u;
     caps->head_dim_max = TKV_HEAD_DIM_MAX;
     caps->max_block_tokens = 0;
     caps->max_q_per_seq = 0;

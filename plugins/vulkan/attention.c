@@ -65,7 +65,7 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens)
 {
     uint32_t br = TKV_VK_WG;
     for (;;) {
-        uint32_t segments = (br - 1 + block_tokens - 1) / block_tokens + 1;
+        uint64_t segments = ((uint64_t)br - 1 + block_tokens - 1) / block_tokens + 1; /* any block_tokens */
         segments = segments < br ? segments : br;
         if (br == 1 || (uint64_t)br * row_max + (uint64_t)segments * TKV_VK_STAGE_SLACK <= TKV_VK_STAGE_BYTES)
             return br;

@@ -1,8 +1,9 @@
 /*
  * Recording and submitting: the device's one command buffer, its fence,
- * memory barriers, copies and dispatches; and what a failed Vulkan call
- * reports.
+ * memory barriers, copies (queued ones too) and dispatches; and what a
+ * failed Vulkan call reports.
  */
+#include <stdlib.h>
 #include <time.h>
 
 #include "vk.h"
@@ -65,6 +66,14 @@ int vk_begin(struct vk_device *dev, const char *op)
     };
     if ((r = vkBeginCommandBuffer(dev->cmd, &begin)) != VK_SUCCESS)
         return vk_fail(op, "vkBeginCommandBuffer", r);
+    /* The queued copies first, in call order, then a barrier: what this
+     * submission does sees them done. They stay queued until a submission
+     * that holds them succeeds (an op that fails before submitting drops
+     * its command buffer, not the copies). */
+    for (size_t i = 0; i < dev->n_pending; i++)
+        vkCmdCopyBuffer(dev->cmd, dev->pending[i].src, dev->pending[i].dst, 1, &dev->pending[i].region);
+    if (dev->n_pending)
+        vk_barrier(dev);
     return TKV_OK;
 }
 
@@ -116,9 +125,40 @@ int vk_submit(struct vk_device *dev, const char *op)
         dev->lost = r == VK_ERROR_DEVICE_LOST;
         return vk_fail(op, "vkWaitForFences", r);
     }
+    dev->n_pending = 0; /* they were in this submission */
     if ((r = vkResetFences(dev->device, 1, &dev->fence)) != VK_SUCCESS)
         return vk_fail(op, "vkResetFences", r);
     return TKV_OK;
+}
+
+int vk_queue_copy(struct vk_device *dev, const struct vk_buffer *src, uint64_t src_offset,
+                  const struct vk_buffer *dst, uint64_t dst_offset, uint64_t bytes, const char *op)
+{
+    if (dev->n_pending == dev->cap_pending) {
+        size_t cap = dev->cap_pending ? 2 * dev->cap_pending : 64;
+        struct vk_pending_copy *grown = realloc(dev->pending, cap * sizeof *grown);
+        if (!grown)
+            return VK_ERROR_STATUS(TKV_ENOMEM, "%s: no host memory to queue a copy (%zu queued)", op,
+                                   dev->n_pending);
+        dev->pending = grown;
+        dev->cap_pending = cap;
+    }
+    dev->pending[dev->n_pending++] = (struct vk_pending_copy){
+        .src = src->buffer,
+        .dst = dst->buffer,
+        .region = { .srcOffset = src_offset, .dstOffset = dst_offset, .size = bytes },
+    };
+    return TKV_OK;
+}
+
+int vk_flush(struct vk_device *dev, const char *op)
+{
+    int rc;
+    if (dev->n_pending == 0)
+        return TKV_OK;
+    if ((rc = vk_begin(dev, op)) != TKV_OK)
+        return rc;
+    return vk_submit(dev, op);
 }
 
 void vk_copy(struct vk_device *dev, const struct vk_buffer *src, uint64_t src_offset,

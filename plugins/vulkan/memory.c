@@ -37,7 +37,7 @@ int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char
     int rc;
     uint64_t padded = bytes + VK_BUFFER_SLACK;
     if (bytes > dev->max_allocation - VK_BUFFER_SLACK)
-        return VK_ERROR_STATUS(TKV_ENOMEM, "%s: %llu bytes exceed the device's largest allocation (%llu bytes)",
+        return VK_ERROR_STATUS(TKV_ENOMEM, "%s: %llu bytes exceed the device's largest buffer (%llu bytes)",
                                op, (unsigned long long)bytes, (unsigned long long)dev->max_allocation);
     struct vk_buffer *b = calloc(1, sizeof *b);
     if (!b)
@@ -132,7 +132,9 @@ int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, con
               uint64_t bytes, const char *op)
 {
     int rc;
-    if (dst->map) {
+    if (dst->map) { /* the host writes: queued copies from or to it go first */
+        if ((rc = vk_flush(dev, op)) != TKV_OK)
+            return rc;
         memcpy((unsigned char *)dst->map + offset, src, (size_t)bytes);
         return TKV_OK;
     }
@@ -155,7 +157,9 @@ int vk_download(struct vk_device *dev, const struct vk_buffer *src, uint64_t off
                 uint64_t bytes, const char *op)
 {
     int rc;
-    if (src->map) {
+    if (src->map) { /* the host reads: queued copies to it go first */
+        if ((rc = vk_flush(dev, op)) != TKV_OK)
+            return rc;
         memcpy(dst, (const unsigned char *)src->map + offset, (size_t)bytes);
         return TKV_OK;
     }

@@ -38,7 +38,7 @@ struct vk_candidate {
     uint32_t queue_family;
     int fp64;
     VkPhysicalDeviceProperties props;
-    uint64_t max_allocation;
+    uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
     char driver[128];
 };
 
@@ -117,6 +117,26 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
     c->queue_family = q;
     c->fp64 = f2.features.shaderFloat64 != 0;
     c->max_allocation = p11.maxMemoryAllocationSize;
+    /* maintenance4 adds maxBufferSize, which may be below the largest
+     * allocation; the query is valid wherever the device has the extension */
+    uint32_t n_ext = 0;
+    if (vkEnumerateDeviceExtensionProperties(physical, NULL, &n_ext, NULL) == VK_SUCCESS && n_ext) {
+        VkExtensionProperties *ext = calloc(n_ext, sizeof *ext);
+        int maintenance4 = 0;
+        if (ext && vkEnumerateDeviceExtensionProperties(physical, NULL, &n_ext, ext) == VK_SUCCESS)
+            for (uint32_t i = 0; i < n_ext && !maintenance4; i++)
+                maintenance4 = !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
+        free(ext);
+        if (maintenance4) {
+            VkPhysicalDeviceMaintenance4PropertiesKHR m4 = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES_KHR,
+            };
+            VkPhysicalDeviceProperties2 pm = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m4 };
+            vkGetPhysicalDeviceProperties2(physical, &pm);
+            if (m4.maxBufferSize && m4.maxBufferSize < c->max_allocation)
+                c->max_allocation = m4.maxBufferSize;
+        }
+    }
     snprintf(c->driver, sizeof c->driver, "%.40s %.60s, Vulkan %u.%u.%u", p12.driverName, p12.driverInfo,
              VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
              VK_API_VERSION_PATCH(c->props.apiVersion));
@@ -207,7 +227,8 @@ static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_foun
  * every head_dim the format allows, any block size and query count. Buffers
  * are reached through device addresses with 64-bit offsets, never through
  * descriptor ranges, so maxStorageBufferRange does not bound them; the
- * largest is the largest allocation, less the slack every buffer carries. */
+ * largest is the largest allocation (or maxBufferSize, where the device
+ * reports a smaller one), less the slack every buffer carries. */
 static void fill_caps(const struct vk_candidate *c, struct tkv_device_caps *caps)
 {
     uint32_t all = 0, values = 0;
@@ -296,6 +317,7 @@ static void vk_close(void *dev_)
         }
         if (leaked)
             vk_svc->log(TKV_LOG_WARN, "vulkan: close freed %u buffers the host had not freed", leaked);
+        free(dev->pending); /* copies into buffers nobody can read any more */
         vk_buffer_destroy(dev, dev->math_buf);
         vk_buffer_destroy(dev, dev->staging);
         vk_buffer_destroy(dev, dev->work);
@@ -439,6 +461,10 @@ static void vk_buffer_free(void *dev_, void *buf)
     if (!buf)
         return;
     struct vk_buffer *b = vk_buffer_of(buf);
+    /* a queued copy may read or write it (a pool that grew: old to new, then
+     * the old one freed) */
+    if (vk_flush(dev, "buffer_free") != TKV_OK)
+        vk_svc->log(TKV_LOG_WARN, "vulkan: buffer_free: the copies queued before it failed");
     b->prev->next = b->next;
     b->next->prev = b->prev;
     dev->stats.n_buffers--;
@@ -466,17 +492,19 @@ static int vk_buffer_read(void *dev_, const void *buf, uint64_t offset, void *ds
 
 /* A device-side copy (pool growth, copy-on-write of a shared block): one
  * vkCmdCopyBuffer, within one buffer too (the core passes disjoint ranges
- * there, as Vulkan requires). */
+ * there, as Vulkan requires). It is queued, not submitted: the next
+ * submission records it first (copy-on-write's copy then rides with the
+ * append that follows it), and host access or buffer_free flush it. A
+ * device failure while it runs is reported by the op that submits it. */
 static int vk_buffer_copy(void *dev_, void *dst, uint64_t dst_offset, const void *src, uint64_t src_offset,
                           uint64_t bytes)
 {
     static const char op[] = "buffer_copy";
     struct vk_device *dev = dev_;
     int rc;
-    if ((rc = vk_usable(dev, op)) != TKV_OK || (rc = vk_begin(dev, op)) != TKV_OK)
+    if ((rc = vk_usable(dev, op)) != TKV_OK)
         return rc;
-    vk_copy(dev, vk_buffer_of(src), src_offset, vk_buffer_of(dst), dst_offset, bytes);
-    return vk_submit(dev, op);
+    return vk_queue_copy(dev, vk_buffer_of(src), src_offset, vk_buffer_of(dst), dst_offset, bytes, op);
 }
 
 /* ---- stats --------------------------------------------------------------- */

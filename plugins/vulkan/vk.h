@@ -5,7 +5,10 @@
  * Every op records its commands into the device's command buffer, submits
  * once and waits on a fence: the core never runs two ops on one device at
  * once, so one command buffer, one fence and one set of scratch buffers per
- * device are enough, and an op's outputs are complete when it returns.
+ * device are enough, and an op's outputs are complete when it returns. The
+ * exception is buffer_copy, which only queues its copy: queued copies are
+ * recorded at the start of the next submission (before a barrier), and
+ * flushed before the host touches mapped memory or a buffer is freed.
  * Shaders reach memory through buffer device addresses passed in push
  * constants (shaders/interface.h): no descriptor sets, no binding ranges.
  */
@@ -81,6 +84,12 @@ struct vk_attention_pipeline {
     VkPipeline pipeline;
 };
 
+/* A buffer_copy not submitted yet. */
+struct vk_pending_copy {
+    VkBuffer src, dst;
+    VkBufferCopy region;
+};
+
 struct vk_device {
     VkInstance instance;
     VkDevice device;
@@ -92,7 +101,7 @@ struct vk_device {
 
     VkPhysicalDeviceProperties props;
     VkPhysicalDeviceMemoryProperties memory;
-    uint64_t max_allocation;   /* maxMemoryAllocationSize */
+    uint64_t max_allocation;   /* the largest buffer (maxMemoryAllocationSize, maxBufferSize) */
     /* memory types, best first: for cache and scratch buffers; host visible
      * and coherent for staging */
     uint32_t device_types[VK_MAX_MEMORY_TYPES], n_device_types;
@@ -112,6 +121,8 @@ struct vk_device {
     size_t n_attention, cap_attention;
 
     struct vk_buffer live;     /* sentinel of the live cache buffers */
+    struct vk_pending_copy *pending; /* queued buffer_copy calls, in call order */
+    size_t n_pending, cap_pending;
     struct tkv_device_stats stats;
 };
 
@@ -141,9 +152,16 @@ int vk_download(struct vk_device *dev, const struct vk_buffer *src, uint64_t off
 
 /* ---- commands ----------------------------------------------------------- */
 
+/* Begins the command buffer with the queued copies and a barrier. */
 int vk_begin(struct vk_device *dev, const char *op);
-/* Ends, submits, waits; makes device writes visible to the host. */
+/* Ends, submits, waits; makes device writes visible to the host. The
+ * queued copies are done once it succeeds. */
 int vk_submit(struct vk_device *dev, const char *op);
+/* Queues a copy for the next submission. */
+int vk_queue_copy(struct vk_device *dev, const struct vk_buffer *src, uint64_t src_offset,
+                  const struct vk_buffer *dst, uint64_t dst_offset, uint64_t bytes, const char *op);
+/* Submits the queued copies, if any, and waits for them. */
+int vk_flush(struct vk_device *dev, const char *op);
 /* Every earlier command's writes visible to every later command. */
 void vk_barrier(struct vk_device *dev);
 void vk_copy(struct vk_device *dev, const struct vk_buffer *src, uint64_t src_offset,

@@ -5,9 +5,9 @@
 // tokens), so every K and V row is decoded once for all of them. It walks
 // the chunk in batches of up to BR rows:
 //   stage     the batch's K bytes into shared memory (coalesced 16-byte
-//             loads), one segment per pool block the batch touches: the
-//             block table is read once per segment, and rows are contiguous
-//             inside it;
+//             loads), one segment per pool block the batch touches (rows
+//             are contiguous inside a block; batches end at multiples of
+//             BR, so a block of a multiple of BR rows gives one segment);
 //   scores    T = WG / BR invocations per row, each over a stretch of runs of
 //             8 elements, straight from the packed bytes against the prepared
 //             queries (<R q, y_hat> for turbo keys);
@@ -126,8 +126,11 @@ Segment segment_at(uint sg, uint64_t pool, uint64_t head_stride, uint64_t block_
 }
 
 // Stages the batch's rows of a pool and fills row_at, every invocation
-// loading quads of any segment (a block table entry read per quad, from
-// cache). Uniform control flow; the caller barriers before reading.
+// loading quads of any segment: it finds the segment by arithmetic and
+// reads its block table entry, the same few entries for the whole
+// workgroup (cached; a shared table of them would not fit beside the
+// stage in 32 KB). Uniform control flow; the caller barriers before
+// reading.
 void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes, bool swizzle,
                 uint block_first, uint h, uint base, uint nb)
 {
