@@ -147,6 +147,17 @@ static struct tkv_row_format row_format(uint32_t type, uint32_t head_dim, uint32
     return (struct tkv_row_format){ type, head_dim, rotation, scale_mode };
 }
 
+/* The rotations and scale modes a stored row can have (0 is "as
+ * configured" in the host API, never a row's). */
+#define N_ROTATIONS (TKV_ROTATION_COUNT - 1u)
+#define N_SCALE_MODES (TKV_SCALE_COUNT - 1u)
+
+/* Variant v < N_ROTATIONS x N_SCALE_MODES of a turbo type's format. */
+static struct tkv_row_format variant_format(uint32_t type, uint32_t head_dim, uint32_t v)
+{
+    return row_format(type, head_dim, 1 + v / N_SCALE_MODES, 1 + v % N_SCALE_MODES);
+}
+
 /* A pool of n_blocks blocks of block_tokens rows x n_heads heads, laid out
  * as the core does (head_stride = block_tokens * row_bytes, block_stride =
  * n_heads * head_stride) plus head_pad bytes after each head's rows and
@@ -501,7 +512,7 @@ static void test_format_conformance(void **state)
         struct conformance acc = { 0 };
         if (tkv_type_is_qjl(type))
             continue; /* the residual sketch is modeled in test_quality.c */
-        uint32_t variants = tkv_type_is_turbo(type) ? TKV_ROTATION_COUNT * TKV_SCALE_COUNT : 1;
+        uint32_t variants = tkv_type_is_turbo(type) ? N_ROTATIONS * N_SCALE_MODES : 1;
         for (size_t d = 0; d < N_HEAD_DIMS; d++) {
             uint32_t hd = head_dims[d];
             float *x = xcalloc((size_t)ROWS * hd, sizeof *x);
@@ -511,7 +522,7 @@ static void test_format_conformance(void **state)
                 fill_gauss(x + (size_t)r * hd, hd, exp(rng_uniform() * 14.0 - 7.0));
             for (uint32_t v = 0; v < variants; v++) {
                 struct tkv_row_format fmt =
-                    row_format(type, hd, v / TKV_SCALE_COUNT, v % TKV_SCALE_COUNT);
+                    variant_format(type, hd, v);
                 check_format(&fmt, x, ROWS, &acc);
             }
             free(x);
@@ -1611,7 +1622,7 @@ static void test_isa_quantize_identical(void **state)
         if (isa_levels[li].runs())
             devs[li] = open_isa_ok(isa_levels[li].name, 2);
     for (uint32_t type = 0; type < N_TYPES; type++) {
-        uint32_t variants = tkv_type_is_turbo(type) ? TKV_ROTATION_COUNT * TKV_SCALE_COUNT : 1;
+        uint32_t variants = tkv_type_is_turbo(type) ? N_ROTATIONS * N_SCALE_MODES : 1;
         for (size_t d = 0; d < N_HEAD_DIMS; d++) {
             uint32_t hd = head_dims[d], rb = tkv_row_bytes(type, hd);
             size_t n = (size_t)TOKENS * HEADS * hd, size = (size_t)TOKENS * HEADS * rb;
@@ -1622,7 +1633,7 @@ static void test_isa_quantize_identical(void **state)
                 fill_gauss(x + r * hd, hd, exp(rng_uniform() * 14.0 - 7.0));
             for (uint32_t v = 0; v < variants; v++) {
                 struct tkv_row_format fmt =
-                    row_format(type, hd, v / TKV_SCALE_COUNT, v % TKV_SCALE_COUNT);
+                    variant_format(type, hd, v);
                 for (size_t li = 0; li <= N_LEVELS; li++) { /* the reference first */
                     if (li && !devs[li - 1])
                         continue;
