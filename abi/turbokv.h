@@ -272,7 +272,7 @@ TKV_API int tkv_cache_bytes(const tkv_cache *cache, struct tkv_cache_bytes *byte
 
 /* What the format could not hold, counted since the cache was created
  * (appends that succeeded; the values are stored as documented in
- * turbokv_format.h, and a warning is logged for non-finite ones):
+ * turbokv_format.h, and non-finite ones are logged at level info):
  *   nonfinite_values: NaN/Inf input values, stored as 0;
  *   saturated_rows:   rows with a scale beyond fp16 (a turbo group norm, a
  *                     q8_0 block's max|x| / 127, or an f16 value above

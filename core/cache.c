@@ -456,7 +456,7 @@ static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_t
     c->stats.saturated_rows += saturated_rows(L->k.pool.fmt.type, c->head_dim, k, rows) +
                                saturated_rows(L->v.pool.fmt.type, c->head_dim, v, rows);
     if (bad_k + bad_v)
-        tkv_log(TKV_LOG_WARN, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
+        tkv_log(TKV_LOG_INFO, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
                 (unsigned long long)(bad_k + bad_v));
     return TKV_OK;
 }
