@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv block formats — the one source of truth for how a K or V row is
  * stored. The core, every plugin and the cache file all follow this header;

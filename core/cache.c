@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The compressed K/V cache: creation, the block pool, append, decode
  * attention, readback. Layout and block rules: cache.h and docs/abi.md.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The cache's bookkeeping, shared by cache.c, seq.c and persist.c.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The TURBO_* environment (core/config.c, tkv_config_apply_env): the input
  * sets variables, as records of one byte choosing the variable (modulo the

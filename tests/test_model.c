@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The shipped stories260K model run through the public API, as a host does
  * (tools/llama2.c): with an f32 cache it reproduces the reference figures of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The paged cache and the sequence operations through the host API, on the
  * backend named by argv[1] (cpu when absent):

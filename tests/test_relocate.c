@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A relocated install finds its plugins: libturbokv looks in the turbokv/
  * directory beside itself (found with dladdr) after the compiled-in plugin

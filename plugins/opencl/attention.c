@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The attention op: the kernels of kernels/attention.cl (the split over
  * tiles of rows is described there). The core has checked the arguments

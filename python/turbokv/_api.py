@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The host API (abi/turbokv.h) over ctypes, with numpy arrays."""
 
 import ctypes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctypes mirror of abi/turbokv.h: the library, its structs and prototypes.
 
 Every struct here mirrors its C struct member for member, in order, with the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fused decode attention on the paged cache (struct tkv_attention_args),
  * split over tiles of rows ("flash decoding") so that long contexts fill
