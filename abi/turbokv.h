@@ -171,6 +171,10 @@ struct tkv_cache_params {
      * An append that needs a block beyond it fails with TKV_ENOMEM and
      * changes nothing. */
     uint32_t pool_max_blocks;
+    uint32_t reserved2;
+    /* The limit in bytes of device memory, all layers, K and V together
+     * (0: none); the smaller of the two limits applies. */
+    uint64_t pool_max_bytes;
 };
 
 /* Rows per kv head per block when params.block_tokens is 0; chosen by

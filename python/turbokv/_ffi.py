@@ -63,6 +63,8 @@ class tkv_cache_params(Structure):
         ("pool_flags", c_uint32),
         ("pool_blocks", c_uint32),
         ("pool_max_blocks", c_uint32),
+        ("reserved2", c_uint32),
+        ("pool_max_bytes", c_uint64),
     ]
 
 
