@@ -38,8 +38,11 @@ extern "C" {
 
 #define TKV_VERSION_STRING "0.2.0"
 
-/* Marks the exported functions (the library is built with hidden visibility). */
-#if defined(__GNUC__)
+/* Marks the exported functions (the library is built with hidden visibility).
+ * With TKV_CDEF (declarations for a binding generator such as cffi:
+ * `cc -E -P -DTKV_CDEF` with empty <stdint.h> and <stddef.h>) it is empty,
+ * and the inline helpers of turbokv_format.h are left out. */
+#if defined(__GNUC__) && !defined(TKV_CDEF)
 #define TKV_API __attribute__((visibility("default")))
 #else
 #define TKV_API
