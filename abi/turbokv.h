@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv — host API.
  *
@@ -37,8 +38,11 @@ extern "C" {
 
 #define TKV_VERSION_STRING "0.2.0"
 
-/* Marks the exported functions (the library is built with hidden visibility). */
-#if defined(__GNUC__)
+/* Marks the exported functions (the library is built with hidden visibility).
+ * With TKV_CDEF (declarations for a binding generator such as cffi:
+ * `cc -E -P -DTKV_CDEF` with empty <stdint.h> and <stddef.h>) it is empty,
+ * and the inline helpers of turbokv_format.h are left out. */
+#if defined(__GNUC__) && !defined(TKV_CDEF)
 #define TKV_API __attribute__((visibility("default")))
 #else
 #define TKV_API
@@ -170,6 +174,10 @@ struct tkv_cache_params {
      * An append that needs a block beyond it fails with TKV_ENOMEM and
      * changes nothing. */
     uint32_t pool_max_blocks;
+    uint32_t reserved2;
+    /* The limit in bytes of device memory, all layers, K and V together
+     * (0: none); the smaller of the two limits applies. */
+    uint64_t pool_max_bytes;
 };
 
 /* Rows per kv head per block when params.block_tokens is 0; chosen by
@@ -272,7 +280,7 @@ TKV_API int tkv_cache_bytes(const tkv_cache *cache, struct tkv_cache_bytes *byte
 
 /* What the format could not hold, counted since the cache was created
  * (appends that succeeded; the values are stored as documented in
- * turbokv_format.h, and a warning is logged for non-finite ones):
+ * turbokv_format.h, and non-finite ones are logged at level info):
  *   nonfinite_values: NaN/Inf input values, stored as 0;
  *   saturated_rows:   rows with a scale beyond fp16 (a turbo group norm, a
  *                     q8_0 block's max|x| / 127, or an f16 value above

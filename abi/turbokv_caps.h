@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv device capabilities — what one device of one backend can do.
  * Shared by the host API (tkv_context_caps) and the plugin ABI

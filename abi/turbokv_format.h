@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv block formats — the one source of truth for how a K or V row is
  * stored. The core, every plugin and the cache file all follow this header;
@@ -116,6 +117,10 @@ enum tkv_scale_mode {
 #define TKV_ROTATION_SEED_DEFAULT 0x7475726b6f6b7631ull /* "turbokv1" */
 /* Stream constant of the QJL sketches (see "QJL key types" above). */
 #define TKV_QJL_SEED_MUL 0xA0761D6478BD642Full
+
+/* The format's rules as inline C. Binding generators that read declarations
+ * only (cffi) define TKV_CDEF and see none of them. */
+#ifndef TKV_CDEF
 
 /* Index of a group size in struct tkv_math tables: 8 -> 0 ... 128 -> 4;
  * -1 if g is not a supported group size. */
@@ -283,5 +288,7 @@ static inline void tkv_pack_indices(uint8_t *p, const uint8_t *idx, uint32_t n, 
     if (nacc)
         p[o] = (uint8_t)acc;
 }
+
+#endif /* TKV_CDEF */
 
 #endif

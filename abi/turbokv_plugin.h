@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv plugin ABI 2 — what a device plugin (cpu, vulkan, opencl, ...)
  * exports and what the core hands it. For plugin authors; hosts use

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv status codes, shared by the host API and the plugin ABI.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The compressed K/V cache: creation, the block pool, append, decode
  * attention, readback. Layout and block rules: cache.h and docs/abi.md.
@@ -216,6 +217,17 @@ int tkv_cache_new(tkv_context *ctx, const struct tkv_cache_geometry *g, const ui
         largest_block = kb > largest_block ? kb : largest_block;
         largest_block = vb > largest_block ? vb : largest_block;
     }
+    if (g->pool_max_bytes) {
+        uint64_t per_block = 0; /* one block in every layer, K and V */
+        for (uint32_t l = 0; l < g->n_layers; l++)
+            per_block += ((uint64_t)tkv_row_bytes(k_types[l], g->head_dim) + tkv_row_bytes(v_types[l], g->head_dim)) *
+                         bt * g->n_kv_heads;
+        if (g->pool_max_bytes / per_block < max_blocks)
+            max_blocks = g->pool_max_bytes / per_block;
+        if (max_blocks == 0)
+            return tkv_error(TKV_EINVAL, "pool_max_bytes %llu holds no block (one takes %llu bytes)",
+                             (unsigned long long)g->pool_max_bytes, (unsigned long long)per_block);
+    }
     uint64_t dev_max = ctx->device.caps->max_buffer_bytes;
     if (dev_max && max_blocks > dev_max / largest_block) {
         if (g->explicit_max || g->pool_blocks > dev_max / largest_block)
@@ -316,6 +328,7 @@ static int cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_
         .block_tokens = full.block_tokens, .pool_blocks = full.pool_blocks,
         .pool_max_blocks = (full.pool_flags & TKV_POOL_FIXED) ? full.pool_blocks : full.pool_max_blocks,
         .explicit_max = full.pool_max_blocks || (full.pool_flags & TKV_POOL_FIXED),
+        .pool_max_bytes = full.pool_max_bytes,
     };
     if (rc == TKV_OK)
         rc = tkv_cache_new(ctx, &g, types, types + full.n_layers, out);
@@ -456,7 +469,7 @@ static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_t
     c->stats.saturated_rows += saturated_rows(L->k.pool.fmt.type, c->head_dim, k, rows) +
                                saturated_rows(L->v.pool.fmt.type, c->head_dim, v, rows);
     if (bad_k + bad_v)
-        tkv_log(TKV_LOG_WARN, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
+        tkv_log(TKV_LOG_INFO, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
                 (unsigned long long)(bad_k + bad_v));
     return TKV_OK;
 }

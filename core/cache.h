@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The cache's bookkeeping, shared by cache.c, seq.c and persist.c.
  *
@@ -59,6 +60,7 @@ struct tkv_cache_geometry {
     uint32_t pool_blocks;      /* reserved at creation */
     uint32_t pool_max_blocks;  /* 0: n_seqs full sequences (within the device's buffer limit) */
     uint32_t explicit_max;     /* 1 when the host set pool_max_blocks */
+    uint64_t pool_max_bytes;   /* 0: no byte limit */
 };
 
 /* Creates an empty cache with resolved per-layer types, after checking them

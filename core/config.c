@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Configuration: the keys, their validation, the YAML file and the TURBO_*
  * environment.

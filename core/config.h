@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Configuration: defaults, then the YAML file, then TURBO_* environment
  * variables, then explicit API options. Every key is documented, with its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The context: configuration (defaults < file < env < API), plugin search,
  * backend choice and the open device.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Core internals shared by the core sources: loaded plugins, the open device, the
  * context and the cache. Never installed; plugins never see it.

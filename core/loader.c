@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Plugin discovery and loading (libltdl), ABI negotiation, required-op
  * validation, and the call wrappers every plugin op goes through.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Cache files. Format version 1, all integers little endian:
  *
@@ -468,7 +469,7 @@ static int load_new(tkv_context *ctx, struct source *f, const struct file_header
         rc = tkv_blocks_take(c, total, ids);
     for (uint32_t s = 0, at = 0; s < h->n_seqs && rc == TKV_OK; s++) {
         uint32_t nb = tkv_blocks_for(c, file_max_len(h, s));
-        if ((rc = tkv_table_reserve(&c->seqs[s], nb)) == TKV_OK) {
+        if ((rc = tkv_table_reserve(&c->seqs[s], nb)) == TKV_OK && nb) {
             memcpy(c->seqs[s].blocks, ids + at, (size_t)nb * sizeof *ids);
             c->seqs[s].n_blocks = nb;
         }
@@ -613,7 +614,8 @@ static int seq_restore(tkv_cache *c, uint32_t seq, struct source *src)
     if (rc == TKV_OK) {
         struct tkv_seq_table *t = &c->seqs[seq];
         tkv_blocks_release(c, t->blocks, t->n_blocks);
-        memcpy(t->blocks, ids, (size_t)nb * sizeof *ids);
+        if (nb)
+            memcpy(t->blocks, ids, (size_t)nb * sizeof *ids);
         t->n_blocks = nb;
         for (uint32_t l = 0; l < c->n_layers; l++)
             c->layers[l].len[seq] = h.len[l];

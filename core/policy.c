@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Per-layer K/V type policy: which type each layer of a new cache gets.
  *

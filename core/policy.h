@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Which K and V type each layer gets: explicit per-layer types, else the
  * configuration's `layers` items (for sides the caller leaves to the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The reference distortion a turbo type should reach (tkv_optimal_mse), for
  * `turbokv eval` and the quality tests to compare measurements against.

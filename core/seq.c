@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Sequence operations on the paged cache (llama.cpp's seq_rm / seq_cp /
  * seq_keep, vLLM's fork and free): bookkeeping on block tables and reference

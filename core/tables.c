@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The format's numeric tables (turbokv_format.h):
  *   - Lloyd-Max codebooks for the coordinate density of a random unit vector

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The format's numeric tables (abi/turbokv_format.h): Lloyd-Max codebooks for
  * the exact coordinate density of a random unit vector in g dimensions, the

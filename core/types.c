@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Type names and sizes (the numbers come from abi/turbokv_format.h).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The one place where plugin op arguments are checked (ABI 2): every
  * precondition written next to an op in turbokv_plugin.h is checked here,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The YAML configuration file (core/config.c, tkv_config_apply_file and
  * its secure variant): the input is the file. Both variants must agree on

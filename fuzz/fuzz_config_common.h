@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Invariants every configuration fuzzer checks after a call: a failure
  * leaves the configuration byte for byte as it was, and a success leaves

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The TURBO_* environment (core/config.c, tkv_config_apply_env): the input
  * sets variables, as records of one byte choosing the variable (modulo the
@@ -12,21 +13,27 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* "NAME=value" of each variable. putenv() puts these very buffers in the
+ * environment: setenv() would copy every value and glibc never frees the
+ * copies, so memory would grow with every input until libFuzzer's RSS
+ * limit stops the run. */
+static char assignment[TKV_CFG_COUNT][65536];
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static char value[65536];
     struct tkv_config defaults, cfg;
 
     for (int k = 0; k < TKV_CFG_COUNT; k++)
         unsetenv(tkv_config_key_env((enum tkv_config_key)k));
     for (size_t i = 0; i < size;) {
         int key = data[i++] % TKV_CFG_COUNT;
-        size_t n = 0;
-        while (i < size && data[i] != 0 && n + 1 < sizeof value)
-            value[n++] = (char)data[i++];
-        value[n] = '\0';
+        char *a = assignment[key];
+        size_t n = (size_t)snprintf(a, sizeof assignment[key], "%s=", tkv_config_key_env((enum tkv_config_key)key));
+        while (i < size && data[i] != 0 && n + 1 < sizeof assignment[key])
+            a[n++] = (char)data[i++];
+        a[n] = '\0';
         i++; /* the NUL */
-        setenv(tkv_config_key_env((enum tkv_config_key)key), value, 1);
+        putenv(a);
     }
 
     tkv_config_defaults(&defaults);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The readers under test take a path, not a buffer. Each input goes into
  * one memfd (a regular file in memory: no disk traffic, nothing left

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * llama2.c model files (tools/llama2.c, llama2_open): the input is the
  * file. ASan cannot see reads past a mapping, so on success every tensor

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * .npy files (tools/npy.c): the input is the file, read as int32 and as
  * float32. A success must hold exactly the shape's number of elements,

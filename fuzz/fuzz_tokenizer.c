@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The llama2.c tokenizer loader (tools/tokenizer.c) and, on success,
  * encode, lookup and decode. Input: uint16 vocab_size, uint16 text length,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Writes the seed corpora under fuzz/corpus/ (checked in; run again only to
 change them): small valid and near-valid inputs of each format, so the
 fuzzers start from inputs that get past the first checks."""

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # The engine (ABI 2.0) numbers on an NVIDIA machine, from a build made
 # elsewhere (. .gpurt/enter.sh first, as for scripts/gpu-numbers.sh): the
 # conformance and paged tests of each GPU plugin, and `turbokv bench --paged`

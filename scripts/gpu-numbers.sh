@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: MIT
 # Takes the GPU numbers of the README on an NVIDIA machine, from a build made
 # elsewhere: . .gpurt/enter.sh must have brought the Vulkan and OpenCL
 # loaders (shared/gpu/fetch-runtime.sh). Writes JSON files into OUT (default

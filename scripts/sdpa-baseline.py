@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """The baseline users would pick instead of turbokv on an NVIDIA GPU: PyTorch's
 scaled_dot_product_attention on an f16 cache, timed for decode (1 query
 token) at the same geometry as `turbokv bench --preset llama3-8b`.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The host API under bad input, and persistence: every bad argument gets an
  * error naming what was wrong and leaves the cache exactly as it was; NaN/Inf

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Cross-backend conformance (docs/format.md: the formats are a contract). Usage: test_backends BACKEND. The same rows appended on BACKEND
  * and on cpu must give the same bytes (the saved cache files are compared),

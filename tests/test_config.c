@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Configuration: defaults, the shipped etc/turbokv.yaml, the YAML file and
  * its errors, the TURBO_* environment and its errors, schemes, and where

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The CPU plugin's ops called directly, without the core: the module is
  * dlopen'ed, given a minimal services table and the core's tables, and its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Untrusted model-runner files: the .npy reader (tools/npy.c) and the
  * llama2.c model loader (tools/llama2.c). Each case is a file a user could

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Plugin loading: plugins that are wrong on purpose (tests/stubs) are each
  * refused with their own status while the cpu plugin loads and is chosen;

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The shipped stories260K model run through the public API, as a host does
  * (tools/llama2.c): with an f32 cache it reproduces the reference figures of
@@ -403,6 +404,7 @@ static void test_save_load_continue_gpu(void **state)
 {
     (void)state;
     static const char *const gpus[] = { "vulkan", "opencl" };
+    static const int built[] = { TKV_BUILT_VULKAN, TKV_BUILT_OPENCL };
     int ran = 0;
     const char *ci = getenv("CI");
     int in_ci = ci && strcmp(ci, "true") == 0;
@@ -410,8 +412,8 @@ static void test_save_load_continue_gpu(void **state)
         if (backend_available(gpus[i])) {
             save_load_continue_on(gpus[i]);
             ran++;
-        } else if (in_ci)
-            fail_msg("CI=true: backend %s must be available (lavapipe, PoCL)", gpus[i]);
+        } else if (in_ci && built[i])
+            fail_msg("CI=true: backend %s was built and must be available (lavapipe, PoCL)", gpus[i]);
     if (!ran)
         skip();
 }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The paged cache and the sequence operations through the host API, on the
  * backend named by argv[1] (cpu when absent):
@@ -299,6 +300,20 @@ static void full_pool_changes_nothing(void **state)
     tkv_cache_destroy(a);
     p.pool_flags = 0x10;
     expect_error(tkv_cache_create(ctx, &p, &a), TKV_EINVAL, "unknown pool_flags");
+    /* a limit in bytes: one block in every layer, K and V, takes
+     * LAYERS x 2 x HEADS x 4 rows of 52 bytes (turbo3 at head_dim 64) */
+    p.pool_flags = 0;
+    p.pool_blocks = 0;
+    uint64_t block = (uint64_t)LAYERS * 2 * HEADS * 4 * tkv_row_bytes(TKV_TYPE_TURBO3, DIM);
+    p.pool_max_bytes = 2 * block + block / 2;
+    assert_int_equal(tkv_cache_create(ctx, &p, &a), TKV_OK);
+    assert_int_equal(tkv_cache_bytes(a, &b), TKV_OK);
+    assert_int_equal(b.blocks_max, 2);
+    put(a, 0, 0, 8, 1);
+    expect_error(tkv_cache_append(a, 0, 0, 1, k, v), TKV_ENOMEM, "block pool full");
+    tkv_cache_destroy(a);
+    p.pool_max_bytes = block - 1;
+    expect_error(tkv_cache_create(ctx, &p, &a), TKV_EINVAL, "holds no block");
 }
 
 /* --- one sequence's state */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Quality against the optimum, and which type each layer gets, through the
  * public API (README, "Quality against the optimum"):

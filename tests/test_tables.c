@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * core/tables.c: the Lloyd-Max codebooks, sign vectors, dense rotations and
  * tables_id, each checked against an independent computation.

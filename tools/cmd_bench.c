@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `turbokv bench`: decode-attention time per layer and quantize-append
  * throughput per K/V type, against the dense f32 and f16 caches of the same

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `turbokv bench --paged`: what an inference engine pays for the paged
  * cache, measured in one process through the public API:

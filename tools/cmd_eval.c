@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `turbokv eval`: the distortion of each storage type against the optimum it
  * should reach, and what it does to decode attention, measured in one run

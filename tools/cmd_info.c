@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `turbokv info [--json]`: the plugins found (path, ABI, devices, accepted or
  * why refused), the backend in use, and the effective configuration with

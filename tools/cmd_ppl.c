@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `turbokv ppl`: perplexity of a text under several K/V cache schemes in one
  * run, against an f32 cache as the baseline. Tokens are fed one at a time,

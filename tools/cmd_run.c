@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `turbokv run`: generates text with a llama2.c model whose K/V cache is a
  * turbokv cache, then reports the backend, the K/V types, prefill and decode

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * See file_error.h.
  */

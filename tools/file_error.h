@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Error text for the model-file readers (llama2.c, tokenizer.c, npy.c):
  * "PATH: what is wrong", written into the caller's buffer.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * llama2.c model: file layout, validation and the forward pass.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A llama2.c-format model (Karpathy's llama2.c, legacy version 0 files) whose
  * attention runs on a turbokv cache: the host side of turbokv in miniature.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * `turbokv`: the showcase host and benchmark. One subcommand per file.
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * .npy reader. The format (numpy/lib/format.py): the magic "\x93NUMPY", a
  * major and minor version byte, the header length (uint16 in 1.0, uint32

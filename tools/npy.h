@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * A reader for the NumPy .npy files the tools and tests exchange with the
  * outside world (token lists, reference NLLs, captured K/V tensors):

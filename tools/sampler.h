@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Next-token sampling for `turbokv run`: greedy, or temperature with top-k
  * and top-p (nucleus) truncation, drawn with llama2.c's xorshift64*

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * llama2.c tokenizer. File: int32 max_token_length, then per piece float32
  * score, int32 byte length, the bytes (no terminator). The vocabulary size is

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The llama2.c tokenizer (tokenizer.bin format, sentencepiece-style BPE),
  * bit-compatible with llama2.c's encode() and decode() on every file whose

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shared plumbing of the `turbokv` command's subcommands. Everything here
  * uses the public API (turbokv.h) only: the tools are the example host.

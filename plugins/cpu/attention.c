@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fused decode attention on the stored cache (struct tkv_attention_args):
  * one pass over the visible rows per (sequence, query token, query head)

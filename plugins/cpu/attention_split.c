@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Decode attention on an ISA level, split over the device's threads.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv-cpu internals: the device, its buffers, the layout of a stored row
  * and the per-type row kernels the ops are built from.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Which ISA level runs: what this CPU can run, what TURBO_CPU_ISA asks for,
  * and per layout the level's kernels (or the reference's). Also the codebook

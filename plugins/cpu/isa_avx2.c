@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The AVX2 level: 8 lanes, the vocabulary of simd_kernels.h on AVX2 with
  * FMA and F16C. meson.build compiles this file with those extensions

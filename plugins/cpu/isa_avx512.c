@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The AVX-512 level: 16 lanes, the vocabulary of simd_kernels.h on AVX-512
  * F/BW/DQ/VL/VBMI with FMA and F16C. meson.build compiles this file with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The portable level: the vocabulary of simd_kernels.h on plain C arrays of
  * 8 floats, built with the compiler's baseline flags. It runs anywhere

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv-cpu: the module entry, the device and its buffers. The math lives
  * in rows.c, rotate.c, quantize.c and attention.c.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The device's threads: created once at open, parked between ops. An op
  * hands the pool n items and a function; the calling thread works as

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * QJL key types (turbokv_format.h, "QJL key types"; TurboQuant, arXiv
  * 2504.19874, Algorithm 2 "TurboQuant_prod"): a (b-1)-bit turbo row followed

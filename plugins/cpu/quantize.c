@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The quantize_append and dequantize ops: rows of one sequence in and out of
  * a pool through its block table and the row kernels: the ISA level's

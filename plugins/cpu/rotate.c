@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The rotation R of a turbo group (turbokv_format.h, TKV_ROTATION_*).
  *

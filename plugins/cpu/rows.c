@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Stored rows: the layout of a struct tkv_row_format and the reference
  * kernels that write (encode) and read (dot, axpy) one row of each type,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The contract between the ISA-independent parts of turbokv-cpu (the ops,
  * the thread pool, the split-K attention driver) and one ISA level's kernels

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The kernels of one ISA level, written once over a small vector vocabulary
  * and compiled by each isa_*.c after it defines that vocabulary (a template

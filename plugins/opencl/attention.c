@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The attention op: the kernels of kernels/attention.cl (the split over
  * tiles of rows is described there). The core has checked the arguments
@@ -349,7 +350,9 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, const struc
         OCL_LOCAL(((size_t)ps->geom.segs * ps->k_slot + 2u) * sizeof(cl_uint)),
         OCL_LOCAL(qc * wg * sizeof(float)), OCL_LOCAL(tile_rows * sizeof(cl_uint)),
     };
-    const size_t scores_groups[3] = { ps->bmax_pitch, a->n_kv_heads, ps->n_units };
+    /* kv heads first: the work-groups that run side by side read the heads
+     * of the same pool blocks, whole blocks of memory when blocks are small */
+    const size_t scores_groups[3] = { a->n_kv_heads, ps->bmax_pitch, ps->n_units };
     if ((rc = ocl_args(d, k_scores, op, sizeof scores_args / sizeof scores_args[0], scores_args)) !=
             TKV_OK ||
         (rc = ocl_launch(d, k_scores, op, 3, scores_groups, wg)) != TKV_OK)
@@ -384,7 +387,7 @@ static int run_pass(struct ocl_device *d, const struct attn_call *c, const struc
         OCL_LOCAL(((size_t)ps->geom.segs * ps->v_slot + 2u) * sizeof(cl_uint)),
         OCL_LOCAL(tile_rows * sizeof(cl_uint)),
     };
-    const size_t values_groups[3] = { (size_t)ps->runs_max * n_slices, a->n_kv_heads,
+    const size_t values_groups[3] = { a->n_kv_heads, (size_t)ps->runs_max * n_slices,
                                       ps->n_units };
     if ((rc = ocl_args(d, k_values, op, sizeof values_args / sizeof values_args[0], values_args)) !=
             TKV_OK ||

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The OpenCL side of a device: enumeration (shared by probe and open), the
  * context and queue, the program built once per open from the embedded

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Embeds the OpenCL C sources of the turbokv-opencl plugin into one C file.
 
 Usage: embed.py OUTPUT.c INPUT...

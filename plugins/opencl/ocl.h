@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv-opencl internals: the device (context, queue, the one program and
  * its kernels, the device copy of the math tables, scratch buffers), its

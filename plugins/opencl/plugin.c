@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv-opencl: the module entry, probe, the device and its buffers. The
  * OpenCL plumbing is in device.c, the ops in quantize.c and attention.c,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The quantize_append and dequantize ops: rows of one sequence through
  * quantize_rows and dequantize_rows (kernels/rows.cl), one work-group per

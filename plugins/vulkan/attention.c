@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fused decode attention (struct tkv_attention_args), split-K: one submit
  * of

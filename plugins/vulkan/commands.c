@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Recording and submitting: the device's one command buffer, its fence,
  * memory barriers, copies (queued ones too) and dispatches; and what a

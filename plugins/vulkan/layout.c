@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Row formats as the shaders take them: everything derives from
  * turbokv_format.h here, on the host (row bytes, index bits, the group

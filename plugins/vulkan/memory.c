@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Device memory: the buffers the core allocates (the cache lives in them),
  * the device's scratch buffers, and moving bytes between host and device.

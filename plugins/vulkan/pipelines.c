@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shader modules and compute pipelines. The SPIR-V is compiled from
  * shaders/ at build time and embedded (meson.build). The quantize, rows and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv-vulkan: the module entry, device discovery, capabilities and
  * opening, the buffers the core allocates, stats. The math runs in the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The quantize_append and dequantize ops: the rows go up to the device with
  * the slice of the sequence's block table they need, through the quantize or

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The math buffer: the core's tables (struct tkv_math) laid out for the
  * shaders (shaders/interface.h), uploaded once per device, with 1/sqrt(g)

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv-vulkan internals: the device, its buffers and scratch memory, the
  * one command buffer every op records into, and the compute pipelines.

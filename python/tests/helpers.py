@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Shared by the tests: the backend under test, deterministic rows and the
 float64 attention reference."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The package installs offline with Debian's Python and works installed.
 
 install_check.py: copies python/ to a temporary directory (the build writes

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Runs the Python package's tests on one backend: run.py [BACKEND] (cpu).
 
 Exit status as meson reads it: 0 passed, 1 failed, 77 skipped. A skip

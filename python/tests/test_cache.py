@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Caches: create, append, attention against float64, sequence operations,
 state images, files, errors as exceptions; on the backend under test."""
 

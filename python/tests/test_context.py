@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Contexts: open, names, capabilities, configuration, plugins, logging,
 errors as exceptions, closing, threads; and the type helpers."""
 

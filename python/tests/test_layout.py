@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Every ctypes struct mirrors its C struct exactly.
 
 Two independent checks, because each catches what the other cannot:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """turbokv: TurboQuant-compressed K/V cache and decode attention, from Python.
 
 A ctypes binding of the C host API (abi/turbokv.h) with numpy arrays. The

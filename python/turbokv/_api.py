@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The host API (abi/turbokv.h) over ctypes, with numpy arrays."""
 
 import ctypes
@@ -332,6 +333,7 @@ def _cache_params(
     pool_blocks=0,
     pool_max_blocks=0,
     pool_fixed=False,
+    pool_max_bytes=0,
 ):
     """A struct tkv_cache_params and the arrays it points to (keep both alive)."""
     p = _ffi.tkv_cache_params()
@@ -350,6 +352,9 @@ def _cache_params(
     p.pool_blocks = _u32(pool_blocks, "pool_blocks")
     p.pool_max_blocks = _u32(pool_max_blocks, "pool_max_blocks")
     p.pool_flags = _ffi.POOL_FIXED if pool_fixed else 0
+    if not isinstance(pool_max_bytes, int) or not 0 <= pool_max_bytes < 1 << 64:
+        raise ValueError("pool_max_bytes must be an integer in [0, 2**64), got %r" % (pool_max_bytes,))
+    p.pool_max_bytes = pool_max_bytes
     keep = []
     for member, types in (("layer_k_types", layer_k_types), ("layer_v_types", layer_v_types)):
         if types is None:
@@ -561,6 +566,7 @@ class Context:
         pool_blocks=0,
         pool_max_blocks=0,
         pool_fixed=False,
+        pool_max_bytes=0,
     ):
         """Creates a cache on this context's device (tkv_cache_create).
 
@@ -570,13 +576,15 @@ class Context:
         scale_mode ("norm", "norm_corrected"): None as configured.
         block_tokens: rows per kv head per block (0: 256; >= capacity: one
         block per sequence). pool_blocks: blocks reserved now; pool_max_blocks:
-        the pool's limit (0: n_seqs full sequences); pool_fixed: never grow
-        past pool_blocks.
+        the pool's limit (0: n_seqs full sequences); pool_max_bytes: the limit
+        in bytes, all layers, K and V (0: none); pool_fixed: never grow past
+        pool_blocks.
         """
         h = self._h()
         p, keep = _cache_params(
             n_layers, n_kv_heads, head_dim, capacity, n_seqs, k_type, v_type, n_q_heads, block_tokens,
             layer_k_types, layer_v_types, rotation, scale_mode, pool_blocks, pool_max_blocks, pool_fixed,
+            pool_max_bytes,
         )  # fmt: skip
         out = ctypes.c_void_p()
         _check(self._lib.tkv_cache_create(h, ctypes.byref(p), ctypes.byref(out)), "tkv_cache_create")

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """turbokv.Error and one subclass per enum tkv_status (abi/turbokv_status.h)."""
 
 import enum

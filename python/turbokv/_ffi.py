@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctypes mirror of abi/turbokv.h: the library, its structs and prototypes.
 
 Every struct here mirrors its C struct member for member, in order, with the
@@ -62,6 +63,8 @@ class tkv_cache_params(Structure):
         ("pool_flags", c_uint32),
         ("pool_blocks", c_uint32),
         ("pool_max_blocks", c_uint32),
+        ("reserved2", c_uint32),
+        ("pool_max_bytes", c_uint64),
     ]
 
 

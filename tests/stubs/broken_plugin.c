@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Plugins that are wrong on purpose, one per BROKEN_KIND, for the loader
  * tests: each must be refused with its own status while good plugins load.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Fused decode attention on the paged cache (struct tkv_attention_args),
  * split over tiles of rows ("flash decoding") so that long contexts fill
@@ -246,20 +247,20 @@ inline void load_tile(__global const uint *buf, __global const uint *blocks, til
         const ulong block_words = block_stride >> 2, head_words = head_off >> 2;
         const uint n_words = nt * row_words, seg_words = g.bt * row_words;
         const float inv_bt = 1.0f / (float)g.bt;
-        uint w = lid;
-        for (; w + 7u * wg < n_words; w += 8u * wg) {
+        /* eight loads in flight per work-item before their stores, the
+         * last eight cut at the tile's end */
+        for (uint w = lid; w < n_words; w += 8u * wg) {
             uint x[8], at[8];
             for (uint i = 0; i < 8u; i++) {
                 uint ww = w + i * wg, r = quot(ww, row_words, inv_row), k = quot(r, g.bt, inv_bt);
                 at[i] = ww + r;
-                x[i] = buf[blocks[pb0 + k] * block_words + head_words + (ww - k * seg_words)];
+                x[i] = ww < n_words
+                           ? buf[blocks[pb0 + k] * block_words + head_words + (ww - k * seg_words)]
+                           : 0u;
             }
             for (uint i = 0; i < 8u; i++)
-                tile[at[i]] = x[i];
-        }
-        for (; w < n_words; w += wg) {
-            uint r = quot(w, row_words, inv_row), k = quot(r, g.bt, inv_bt);
-            tile[w + r] = buf[blocks[pb0 + k] * block_words + head_words + (w - k * seg_words)];
+                if (w + i * wg < n_words)
+                    tile[at[i]] = x[i];
         }
         for (uint r = lid; r < nt; r += wg)
             rowbit[r] = r * (row_words + 1u) * 32u;
@@ -272,17 +273,16 @@ inline void load_tile(__global const uint *buf, __global const uint *blocks, til
         const uint misalign = (uint)start & 3u, n_words = (misalign + n * row_bytes + 3u) >> 2;
         __global const uint *src = buf + (start >> 2);
         __local uint *dst = tile + k * slot_words;
-        uint w = lid;
-        /* eight loads in flight per work-item before their stores */
-        for (; w + 7u * wg < n_words; w += 8u * wg) {
+        /* eight loads in flight per work-item before their stores, the
+         * last eight cut at the segment's end */
+        for (uint w = lid; w < n_words; w += 8u * wg) {
             uint x[8];
             for (uint i = 0; i < 8u; i++)
-                x[i] = src[w + i * wg];
+                x[i] = w + i * wg < n_words ? src[w + i * wg] : 0u;
             for (uint i = 0; i < 8u; i++)
-                dst[tile_index(w + i * wg, padded, row_words, inv_row)] = x[i];
+                if (w + i * wg < n_words)
+                    dst[tile_index(w + i * wg, padded, row_words, inv_row)] = x[i];
         }
-        for (; w < n_words; w += wg)
-            dst[tile_index(w, padded, row_words, inv_row)] = src[w];
         for (uint r = lid; r < n; r += wg)
             rowbit[first + r] = padded ? (first + r) * (row_words + 1u) * 32u
                                        : k * slot_words * 32u + misalign * 8u + r * row_bytes * 8u;
@@ -296,7 +296,7 @@ inline uint tile_bits(__local const uint *tile, uint pos, uint n)
 }
 
 /* ---- attn_scores ------------------------------------------------------------
- * Work-group (tile, kv head, unit); one work-item per K row of the tile. The
+ * Work-group (kv head, tile, unit); one work-item per K row of the tile. The
  * tile's packed rows are copied into local memory (load_tile), then every
  * work-item walks its row's bit stream once, applying each decoded value to
  * all QC query rows. A tile no row of the unit sees is not read.
@@ -332,7 +332,7 @@ inline uint tile_bits(__local const uint *tile, uint pos, uint n)
 inline void scores_body(SCORES_PARAMS(float), __local float *cent, const uint QC)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
-    const uint b_rel = get_group_id(0), kvh = get_group_id(1);
+    const uint b_rel = get_group_id(1), kvh = get_group_id(0);
     __global const uint *unit = meta + units_at + 2u * get_group_id(2);
     const uint s = unit[0], u0 = unit[1];
     const tile_geom g = { bt, seg_rows, segs, tpb };
@@ -523,7 +523,7 @@ __kernel void attn_scan(__global const uint *meta, uint seq_at, uint qseq_at, ui
 }
 
 /* ---- attn_values ------------------------------------------------------------
- * Work-group (run of tiles_per_run tiles x coordinate slice, kv head, unit).
+ * Work-group (kv head, run of tiles_per_run tiles x coordinate slice, unit).
  * Each work-item owns TKV_VCPT consecutive coordinates of the accumulator
  * (within one group or q8_0 block, so one scale) for all QC query rows;
  * per_row work-items cover a row (a slice of it for wide rows), and the
@@ -573,8 +573,8 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
         per_row <<= 1;
     const uint lanes = wg / per_row, lane = lid / per_row, slice_coords = per_row * TKV_VCPT;
     const uint n_slices = (head_dim + slice_coords - 1u) / slice_coords;
-    const uint run = get_group_id(0) / n_slices, slice = get_group_id(0) % n_slices;
-    const uint kvh = get_group_id(1);
+    const uint run = get_group_id(1) / n_slices, slice = get_group_id(1) % n_slices;
+    const uint kvh = get_group_id(0);
     __global const uint *unit = meta + units_at + 2u * get_group_id(2);
     const uint s = unit[0], u0 = unit[1];
     const tile_geom g = { bt, seg_rows, segs, tpb };

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Shared by every kernel of the turbokv-opencl program: floating-point
  * rules, fp16 conversions, packed-bit access, the group layout of turbo rows

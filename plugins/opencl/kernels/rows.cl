@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Rows in and out of a cache buffer: quantize_rows (the quantize_append op)
  * and dequantize_rows (the dequantize op). One work-group per row; the row

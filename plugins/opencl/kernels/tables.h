@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * Layout of the device copy of the format's numeric tables (struct tkv_math),
  * shared by the host (device.c fills it) and the kernels (which read it).

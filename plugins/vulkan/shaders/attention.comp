@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #version 460
 // Fused decode attention, split-K (flash-decoding): one workgroup takes one
 // chunk of the cached rows of one (unit, kv head); a unit is up to QT query

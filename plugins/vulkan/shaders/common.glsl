@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // What every turbokv-vulkan shader shares: buffer access through device
 // addresses (VK_KHR_buffer_device_address: no descriptor sets, no binding
 // range limits), the little-endian byte stream of the stored rows, fp16

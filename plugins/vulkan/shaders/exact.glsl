@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // Correctly rounded arithmetic where the reference (plugins/cpu) gets it from
 // IEEE hardware and Vulkan promises less: OpFDiv may be off by 2.5 ulp, and
 // float64 operations need only be as precise as float32 ones. Each result is

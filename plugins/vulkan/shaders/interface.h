@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * The interface between turbokv-vulkan's host code and its shaders, read by
  * both: by C (vk.h) and by GLSL (common.glsl). It holds only what the two

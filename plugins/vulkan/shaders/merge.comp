@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #version 460
 // The second half of split-K attention: one workgroup per output row
 // combines the partials of the chunks its query row sees,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #version 460
 // quantize_append: float rows in, stored rows out, byte for byte what
 // plugins/cpu writes (rows.c, qjl.c). One workgroup holds rows_per_wg rows

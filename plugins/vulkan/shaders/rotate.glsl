@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // The rotation R of turbo groups (turbokv_format.h, TKV_ROTATION_*), applied
 // by a whole workgroup to rows held in shared memory. The including shader
 // declares `shared float xs[]` holding n_rows rows of head_dim floats and

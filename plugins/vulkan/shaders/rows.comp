@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #version 460
 // Rows to floats, two uses:
 //   dequantize (TKV_VK_FLAG_PAGED): stored rows of tokens first_pos .. of

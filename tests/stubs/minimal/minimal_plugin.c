@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /*
  * turbokv-minimal: the smallest ABI 2.0 descriptor that works. It declares
  * only the required ops (struct_size ends before the optional stats member;
