@@ -222,6 +222,12 @@ static void test_npy_preamble(void **state)
     path = write_temp(buf, 11);
     expect_error(npy_read(path, NPY_INT32, &a, err, sizeof err), err, path, "truncated header");
     unlink(path);
+    /* a NUL inside a key would make 'descr\0x' read as 'descr' */
+    n = npy_file(buf, sizeof buf, 1, "{'descr#x': '<i4', 'fortran_order': False, 'shape': (0,), }", NULL, 0);
+    *(unsigned char *)memchr(buf, '#', n) = '\0';
+    path = write_temp(buf, n);
+    expect_error(npy_read(path, NPY_INT32, &a, err, sizeof err), err, path, "malformed header dict");
+    unlink(path);
     path = write_temp("\x93NUMP", 5);
     expect_error(npy_read(path, NPY_INT32, &a, err, sizeof err), err, path, "not a .npy file (bad magic)");
     unlink(path);

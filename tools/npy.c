@@ -53,7 +53,7 @@ static int parse_string(struct header *h, char *out, size_t size)
     char quote = *h->p++;
     size_t n = 0;
     while (h->p < h->end && *h->p != quote) {
-        if (n + 1 >= size)
+        if (n + 1 >= size || *h->p == '\0') /* a NUL would cut the key short: 'descr\0x' */
             return -1;
         out[n++] = *h->p++;
     }
