@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define TKV_VERSION_STRING "0.2.0"
+#define TKV_VERSION_STRING "0.3.0"
 
 /* Marks the exported functions (the library is built with hidden visibility).
  * With TKV_CDEF (declarations for a binding generator such as cffi:
@@ -212,6 +212,10 @@ struct tkv_attention_options {
                               natural-log sum of exp of the (scaled, capped)
                               scores of every visible row */
     struct tkv_attention_stats *stats; /* out, may be NULL */
+    /* --- 0.3 --- */
+    uint64_t *device_ns;   /* out, may be NULL: the call's time on the device
+                              in ns from the device's own timestamps (GPU
+                              plugins); 0 where the backend has no timer */
 };
 
 /* Decode attention for one layer over several sequences at once.

@@ -60,7 +60,7 @@
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 2u
-#define TKV_ABI_MINOR 0u
+#define TKV_ABI_MINOR 1u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -284,7 +284,17 @@ struct tkv_attention_args {
     uint32_t reserved;
     uint64_t *rows_total;   /* out, may be NULL: V rows visible, summed over heads */
     uint64_t *rows_skipped; /* out, may be NULL: V rows skipped by sparse V */
+    /* --- 2.1 --- */
+    /* out, may be NULL: the device time of the call in nanoseconds, from the
+     * device's own clock (Vulkan timestamp queries, OpenCL profiling events)
+     * from the first command of the call to the end of its last one; 0 where
+     * the device has no timer (cpu). Read only when TKV_ARGS_HAS(a, device_ns). */
+    uint64_t *device_ns;
 };
+
+/* Whether an args struct the core passed has member m: a core of an older
+ * minor passes the shorter struct of its minor (struct_size). */
+#define TKV_ARGS_HAS(a, m) ((a)->struct_size >= offsetof(__typeof__(*(a)), m) + sizeof((a)->m))
 
 struct tkv_device_stats {
     uint32_t struct_size;

@@ -572,14 +572,14 @@ static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
         bf += nb;
         qf += nq;
     }
-    uint64_t total = 0, skipped = 0;
+    uint64_t total = 0, skipped = 0, device_ns = 0;
     struct tkv_attention_args a = {
         .n_seqs = n_seqs, .seq_size = sizeof(struct tkv_attn_seq), .n_q_total = qf, .n_q_heads = n_q_heads,
         .n_kv_heads = c->n_kv_heads, .max_n_ctx = max_ctx, .max_n_q = max_q, .k = L->k.pool, .v = L->v.pool,
         .blocks = c->attn_blocks, .n_blocks = bf, .window = o.window, .seqs = c->attn_seqs, .q = q, .out = out,
         .lse = o.lse, .scale = scale, .softcap = o.softcap,
         .sparse_v_threshold = c->ctx->cfg.sparse_v ? c->ctx->cfg.sparse_v_threshold : 0.0f,
-        .rows_total = &total, .rows_skipped = &skipped,
+        .rows_total = &total, .rows_skipped = &skipped, .device_ns = &device_ns,
     };
     if ((rc = tkv_dev_attention(&c->ctx->device, &L->k.buf, &L->v.buf, &a)) != TKV_OK)
         return rc;
@@ -587,6 +587,8 @@ static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
         o.stats->rows_total = total;
         o.stats->rows_skipped = skipped;
     }
+    if (o.device_ns)
+        *o.device_ns = device_ns;
     return TKV_OK;
 }
 

@@ -141,7 +141,11 @@ static void refuse(struct tkv_module *mod, int status, const char *fmt, ...)
 static const struct abi_sizes {
     uint32_t append, dequant, attention, caps, open;
 } abi_args_size[TKV_ABI_MINOR + 1] = {
-    [0] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+    [0] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args),
+            offsetof(struct tkv_attention_args, device_ns), sizeof(struct tkv_device_caps),
+            sizeof(struct tkv_open_params) },
+    /* 2.1: attention's device_ns */
+    [1] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
 
