@@ -21,7 +21,16 @@
  *     scale = norm and scale = norm-corrected.
  * Table 2, per K/V pair on synthetic head dims and on the real stories260K
  * K/V dumps: K and V relative error and attention error, both scale modes,
- * rotation as configured.
+ * rotation as configured; the mean cosine similarity of stored and original
+ * K and V rows; top-1 / top-5 agreement: the share of query rows whose exact
+ * attention argmax is the argmax (is among the 5 highest) of the scores
+ * against the stored keys (tkv_cache_dequantize, scale as configured).
+ * Table 3, the needle test, per key type x head_dim x context length: in a
+ * synthetic cache (the keys of table 1's workloads, one KV head), needles
+ * are planted at evenly spread depths, each a key moved along its own
+ * random query until its score leads the rest by NEEDLE_MARGIN standard
+ * deviations of that query's scores; a needle is retrieved when the argmax
+ * of its query's scores against the stored keys is the needle.
  */
 #include <errno.h>
 #include <math.h>
@@ -29,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fidelity.h"
 #include "npy.h"
 #include "tool.h"
 
@@ -41,6 +51,13 @@
 #define DEFAULT_PAIR_HEAD_DIMS "8,64,128"
 #define DEFAULT_VECTORS 2000
 #define DEFAULT_CTX 2048
+#define DEFAULT_NEEDLE_CTX "4096,16384,65536"
+#define DEFAULT_NEEDLES 16
+/* A needle's lead over the best other score, in standard deviations of its
+ * query's scores: about the spacing of the top few scores of 4K-64K
+ * Gaussian ones, so that score errors of a few percent of the spread
+ * start to lose needles. */
+#define NEEDLE_MARGIN 0.2
 #define MAX_ITEMS 32
 
 /* Synthetic caches, shaped like real ones: Gaussian channels with one
@@ -61,6 +78,7 @@
 
 #define SEED_DATA 0x6576616c64617461ull  /* "evaldata" */
 #define SEED_UNIT 0x6576616c756e6974ull  /* "evalunit" */
+#define SEED_NEEDLE 0x6e6565646c657321ull /* "needles!" */
 
 static const char *const rotation_names[] = { [TKV_ROTATION_WHT] = "wht", [TKV_ROTATION_DENSE] = "dense",
                                               [TKV_ROTATION_NONE] = "none" };
@@ -79,16 +97,21 @@ static int usage(FILE *f)
             "  --pair-head-dims L synthetic head dims of table 2 (default " DEFAULT_PAIR_HEAD_DIMS ")\n"
             "  --keys F, --values F  real K/V dumps, float32 [layers][tokens][kv heads][head_dim]\n"
             "                     (default: the shipped s260k_keys.npy, s260k_values.npy)\n"
+            "  --needle-ctx LIST  context lengths of the needle test, 16..65536 (default\n"
+            "                     " DEFAULT_NEEDLE_CTX "; 0 leaves the test out)\n"
+            "  --needles N        needles per context (default %d)\n"
             "  --backend B        auto, cpu, vulkan, opencl (default: configuration)\n"
             "  --json             one JSON array of rows: table 1 rows (\"table\": \"types\") have\n"
             "                     type, head_dim, groups, rotation, v_type, bits_per_value,\n"
             "                     bits_bound, mse, mse_optimal, mse_ratio, ip_err, ip_bias,\n"
-            "                     ip_bias_se, k_rel_err, attn_rel_err (scale = norm),\n"
+            "                     ip_bias_se, cos, k_rel_err, attn_rel_err (scale = norm),\n"
             "                     attn_rel_err_corrected and their _se; table 2 rows (\"pairs\")\n"
             "                     data, k_type, v_type, head_dim, rotation, bits_per_value,\n"
-            "                     k_rel_err, v_rel_err and the attention errors\n"
+            "                     k_rel_err, v_rel_err, k_cos, v_cos, top1, top5 and the\n"
+            "                     attention errors; needle rows (\"needle\") type, head_dim,\n"
+            "                     ctx, needles, exact, retrieved, retrieved_rate\n"
             "Options take their value as --ctx 512 or --ctx=512; see man turbokv.\n",
-            DEFAULT_VECTORS, DEFAULT_CTX);
+            DEFAULT_VECTORS, DEFAULT_CTX, DEFAULT_NEEDLES);
     return f == stderr ? 2 : 0;
 }
 
@@ -285,6 +308,7 @@ static int real_workload(const char *keys, const char *values, struct workload *
  * rows: few rows with a peaked softmax carry much of the sum. */
 struct attn_result {
     double k_err, v_err, attn_err, attn_se;
+    double k_cos, v_cos, top1, top5; /* fidelity.h; NAN where not measured */
     uint32_t rotation; /* the cache's, when rotation 0 asked for the configured one */
 };
 
@@ -304,10 +328,13 @@ static void ratio_error(const double *a, const double *b, size_t n, double *valu
     *se = ratio > 0.0 ? sqrt(var) / sb / (2.0 * *value) : 0.0;
 }
 
-static double relative_error(tkv_cache *c, const struct workload *w, uint32_t layer, int which, float *buf)
+/* The relative error of the stored K (which 0) or V (1) of a layer; adds
+ * the rows' cosines to *cos_sum, *cos_n. Leaves the stored rows in buf. */
+static double relative_error(tkv_cache *c, const struct workload *w, uint32_t layer, int which, float *buf,
+                             double *cos_sum, size_t *cos_n)
 {
     const float *x = (which ? w->v : w->k) + layer * w->layer_floats;
-    size_t n = (size_t)w->n_ctx * w->n_kv * w->head_dim;
+    size_t n = (size_t)w->n_ctx * w->n_kv * w->head_dim, counted;
     double err = 0.0, norm = 0.0;
     if (tkv_cache_dequantize(c, 0, layer, which, 0, w->n_ctx, buf) != TKV_OK)
         return NAN;
@@ -315,7 +342,26 @@ static double relative_error(tkv_cache *c, const struct workload *w, uint32_t la
         err += ((double)x[i] - buf[i]) * ((double)x[i] - buf[i]);
         norm += (double)x[i] * x[i];
     }
+    *cos_sum += fid_cosine_sum(x, buf, (size_t)w->n_ctx * w->n_kv, w->head_dim, &counted);
+    *cos_n += counted;
     return err / norm;
+}
+
+/* Top-1 / top-5 agreement of every query row of a layer: exact scores on
+ * the workload's keys against scores on the stored keys k_hat. */
+static void topk_layer(const struct workload *w, uint32_t layer, const float *k_hat, double *exact, double *quant,
+                       struct fid_topk *acc)
+{
+    const uint32_t hd = w->head_dim;
+    const size_t stride = (size_t)w->n_kv * hd;
+    for (uint32_t t = 0; t < w->n_q; t++)
+        for (uint32_t h = 0; h < w->n_qh; h++) {
+            const float *q = w->q + layer * query_floats(w) + ((size_t)t * w->n_qh + h) * hd;
+            uint32_t kv = h / (w->n_qh / w->n_kv), rows = w->n_ctx - w->n_q + t + 1;
+            fid_scores(w->k + layer * w->layer_floats + kv * hd, stride, rows, q, hd, exact);
+            fid_scores(k_hat + kv * hd, stride, rows, q, hd, quant);
+            fid_topk_add(exact, quant, rows, acc);
+        }
 }
 
 /* The K and V errors only when errors is set (they cost a dequantize). */
@@ -332,9 +378,12 @@ static int measure_attention(tkv_context *ctx, const struct workload *w, uint32_
     size_t qn = query_floats(w), rows = qn / w->head_dim, n_rows = 0;
     float *out = malloc(sizeof *out * qn), *buf = malloc(sizeof *buf * w->layer_floats);
     double *err = malloc(sizeof *err * w->n_layers * rows), *mag = malloc(sizeof *mag * w->n_layers * rows);
-    double k_err = 0.0, v_err = 0.0;
+    double *exact = malloc(sizeof *exact * w->n_ctx), *quant = malloc(sizeof *quant * w->n_ctx);
+    double k_err = 0.0, v_err = 0.0, k_cos = 0.0, v_cos = 0.0;
+    size_t k_n = 0, v_n = 0;
+    struct fid_topk topk = { 0 };
     const uint32_t seq = 0;
-    int rc = out && buf && err && mag ? tkv_cache_create(ctx, &p, &c) : TKV_ENOMEM;
+    int rc = out && buf && err && mag && exact && quant ? tkv_cache_create(ctx, &p, &c) : TKV_ENOMEM;
     for (uint32_t l = 0; rc == TKV_OK && l < w->n_layers; l++) {
         rc = tkv_cache_append(c, seq, l, w->n_ctx, w->k + l * w->layer_floats, w->v + l * w->layer_floats);
         if (rc == TKV_OK)
@@ -349,13 +398,18 @@ static int measure_attention(tkv_context *ctx, const struct workload *w, uint32_
             }
         }
         if (rc == TKV_OK && errors) {
-            k_err += relative_error(c, w, l, 0, buf);
-            v_err += relative_error(c, w, l, 1, buf);
+            k_err += relative_error(c, w, l, 0, buf, &k_cos, &k_n);
+            topk_layer(w, l, buf, exact, quant, &topk);
+            v_err += relative_error(c, w, l, 1, buf, &v_cos, &v_n);
         }
     }
     if (rc == TKV_OK && tkv_cache_get_shape(c, &shape) == TKV_OK) {
         *r = (struct attn_result){ .k_err = errors ? k_err / w->n_layers : NAN,
-                                   .v_err = errors ? v_err / w->n_layers : NAN, .rotation = shape.rotation };
+                                   .v_err = errors ? v_err / w->n_layers : NAN,
+                                   .k_cos = k_n ? k_cos / k_n : NAN, .v_cos = v_n ? v_cos / v_n : NAN,
+                                   .top1 = topk.rows ? (double)topk.top1 / topk.rows : NAN,
+                                   .top5 = topk.rows ? (double)topk.top5 / topk.rows : NAN,
+                                   .rotation = shape.rotation };
         ratio_error(err, mag, n_rows, &r->attn_err, &r->attn_se);
     }
     tkv_cache_destroy(c);
@@ -363,6 +417,8 @@ static int measure_attention(tkv_context *ctx, const struct workload *w, uint32_
     free(buf);
     free(err);
     free(mag);
+    free(exact);
+    free(quant);
     if (rc != TKV_OK) {
         char what[160];
         snprintf(what, sizeof what, "K %s / V %s at head_dim %u on %s data", tkv_type_name(k_type),
@@ -374,7 +430,7 @@ static int measure_attention(tkv_context *ctx, const struct workload *w, uint32_
 
 /* Random unit vectors through the pipeline, scale = the norm. */
 struct unit_result {
-    double mse, ip_err, bias, bias_se;
+    double mse, ip_err, bias, bias_se, cos;
 };
 
 static int measure_unit_vectors(tkv_context *ctx, uint32_t type, uint32_t head_dim, uint32_t rotation, uint32_t n,
@@ -387,7 +443,7 @@ static int measure_unit_vectors(tkv_context *ctx, uint32_t type, uint32_t head_d
     size_t count = (size_t)n * head_dim;
     float *u = malloc(sizeof *u * count), *back = malloc(sizeof *back * count);
     double unit[TKV_HEAD_DIM_MAX], q[TKV_HEAD_DIM_MAX];
-    double mse = 0.0, ip = 0.0, bias = 0.0, bias_sq = 0.0;
+    double mse = 0.0, ip = 0.0, bias = 0.0, bias_sq = 0.0, cos = 0.0;
     /* the same vectors for every type and rotation of a head_dim */
     uint64_t state = SEED_UNIT ^ head_dim;
     tkv_cache *c = NULL;
@@ -412,13 +468,14 @@ static int measure_unit_vectors(tkv_context *ctx, uint32_t type, uint32_t head_d
             self += (double)x[j] * y[j];
         }
         mse += e2;
+        cos += fid_cosine_sum(x, y, 1, head_dim, NULL);
         ip += qe * qe;
         bias += self - 1.0;
         bias_sq += (self - 1.0) * (self - 1.0);
     }
     if (rc == TKV_OK) {
         double mean = bias / n;
-        *r = (struct unit_result){ .mse = mse / n, .ip_err = head_dim * ip / n, .bias = mean,
+        *r = (struct unit_result){ .mse = mse / n, .ip_err = head_dim * ip / n, .bias = mean, .cos = cos / n,
                                    .bias_se = sqrt(fmax(bias_sq / n - mean * mean, 0.0) / (n - 1)) };
     }
     tkv_cache_destroy(c);
@@ -427,6 +484,77 @@ static int measure_unit_vectors(tkv_context *ctx, uint32_t type, uint32_t head_d
     if (rc != TKV_OK) {
         char what[96];
         snprintf(what, sizeof what, "%s unit vectors at head_dim %u", tkv_type_name(type), head_dim);
+        tool_fail(what, rc);
+    }
+    return rc;
+}
+
+/* The needle test at one key type, head_dim and context length. */
+struct needle_result {
+    uint32_t needles, exact, retrieved;
+};
+
+/* Haystack keys of the synthetic distribution (one channel in 32 ten times
+ * larger), one KV head, the same for every type at a head_dim and length. */
+static int measure_needles(tkv_context *ctx, uint32_t type, uint32_t head_dim, uint32_t n_ctx, uint32_t needles,
+                           struct needle_result *r)
+{
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = 1, .head_dim = head_dim, .capacity = n_ctx,
+        .n_seqs = 1, .k_type = type, .v_type = TKV_TYPE_F16, .n_q_heads = 1,
+    };
+    size_t n = (size_t)n_ctx * head_dim;
+    float *k = malloc(sizeof *k * n), *back = malloc(sizeof *back * n), *q = malloc(sizeof *q * needles * head_dim);
+    double *scores = malloc(sizeof *scores * n_ctx), channel[TKV_HEAD_DIM_MAX];
+    uint64_t state = SEED_NEEDLE ^ head_dim ^ (uint64_t)n_ctx << 32;
+    tkv_cache *c = NULL;
+    int rc = k && back && q && scores ? TKV_OK : TKV_ENOMEM;
+    *r = (struct needle_result){ .needles = needles };
+    for (uint32_t i = 0; i < head_dim; i++)
+        channel[i] = 1.0;
+    for (uint32_t o = 0; o < (head_dim + SYN_OUTLIER_EVERY - 1) / SYN_OUTLIER_EVERY; o++) {
+        uint32_t ch;
+        do
+            ch = (uint32_t)(rng_next(&state) % head_dim);
+        while (channel[ch] != 1.0);
+        channel[ch] = SYN_OUTLIER_SCALE;
+    }
+    for (size_t i = 0; rc == TKV_OK && i < n; i++)
+        k[i] = (float)(channel[i % head_dim] * rng_gauss(&state));
+    for (uint32_t i = 0; rc == TKV_OK && i < needles; i++) {
+        float *qi = q + (size_t)i * head_dim;
+        uint32_t pos = (uint32_t)(((uint64_t)2 * i + 1) * n_ctx / (2 * needles));
+        for (uint32_t j = 0; j < head_dim; j++)
+            qi[j] = (float)rng_gauss(&state);
+        fid_scores(k, head_dim, n_ctx, qi, head_dim, scores);
+        fid_needle_plant(k, head_dim, n_ctx, qi, head_dim, pos, NEEDLE_MARGIN, scores);
+    }
+    if (rc == TKV_OK)
+        rc = tkv_cache_create(ctx, &p, &c);
+    if (rc == TKV_OK)
+        rc = tkv_cache_append(c, 0, 0, n_ctx, k, k);
+    if (rc == TKV_OK)
+        rc = tkv_cache_dequantize(c, 0, 0, 0, 0, n_ctx, back);
+    for (uint32_t i = 0; rc == TKV_OK && i < needles; i++) {
+        const float *qi = q + (size_t)i * head_dim;
+        uint32_t pos = (uint32_t)(((uint64_t)2 * i + 1) * n_ctx / (2 * needles));
+        /* later needles move other rows: count those the exact keys still hold */
+        fid_scores(k, head_dim, n_ctx, qi, head_dim, scores);
+        if (fid_argmax(scores, n_ctx) != pos)
+            continue;
+        r->exact++;
+        fid_scores(back, head_dim, n_ctx, qi, head_dim, scores);
+        r->retrieved += fid_argmax(scores, n_ctx) == pos;
+    }
+    tkv_cache_destroy(c);
+    free(k);
+    free(back);
+    free(q);
+    free(scores);
+    if (rc != TKV_OK) {
+        char what[96];
+        snprintf(what, sizeof what, "needles in %s keys at head_dim %u, %u tokens", tkv_type_name(type), head_dim,
+                 n_ctx);
         tool_fail(what, rc);
     }
     return rc;
@@ -447,6 +575,12 @@ struct pair_row {
     uint32_t k_type, v_type, head_dim;
     double bits;
     struct attn_result norm, corrected;
+};
+
+struct needle_row {
+    uint32_t type, head_dim, ctx;
+    double bits;
+    struct needle_result result;
 };
 
 /* "64+16", "4x128+64" */
@@ -530,6 +664,18 @@ static int parse_rotation(const char *text, uint32_t *rotation, char *why, size_
     return -1;
 }
 
+static int parse_needle_ctx(const char *text, uint32_t *n, char *why, size_t size)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end || v < 16 || v > 65536) {
+        snprintf(why, size, "expected a token count in 16..65536 (or the list 0: no needle test)");
+        return -1;
+    }
+    *n = (uint32_t)v;
+    return 0;
+}
+
 /* "K/V", or one type for both, packed as K << 16 | V. */
 static int parse_pair(const char *text, uint32_t *pair, char *why, size_t size)
 {
@@ -585,7 +731,8 @@ static void json_number(const char *key, double v)
         printf(", \"%s\": null", key);
 }
 
-static void print_json(const struct type_row *t, int n_t, const struct pair_row *p, int n_p)
+static void print_json(const struct type_row *t, int n_t, const struct pair_row *p, int n_p,
+                       const struct needle_row *nd, int n_nd)
 {
     printf("[");
     for (int i = 0; i < n_t; i++) {
@@ -604,6 +751,7 @@ static void print_json(const struct type_row *t, int n_t, const struct pair_row 
         json_number("ip_err", t[i].unit.ip_err);
         json_number("ip_bias", t[i].unit.bias);
         json_number("ip_bias_se", t[i].unit.bias_se);
+        json_number("cos", t[i].unit.cos);
         json_number("k_rel_err", t[i].norm.k_err);
         json_number("attn_rel_err", t[i].norm.attn_err);
         json_number("attn_rel_err_se", t[i].norm.attn_se);
@@ -619,10 +767,24 @@ static void print_json(const struct type_row *t, int n_t, const struct pair_row 
         json_number("bits_per_value", p[i].bits);
         json_number("k_rel_err", p[i].norm.k_err);
         json_number("v_rel_err", p[i].norm.v_err);
+        json_number("k_cos", p[i].norm.k_cos);
+        json_number("v_cos", p[i].norm.v_cos);
+        json_number("top1", p[i].norm.top1);
+        json_number("top5", p[i].norm.top5);
         json_number("attn_rel_err", p[i].norm.attn_err);
         json_number("attn_rel_err_se", p[i].norm.attn_se);
         json_number("attn_rel_err_corrected", p[i].corrected.attn_err);
         json_number("attn_rel_err_corrected_se", p[i].corrected.attn_se);
+        printf("}");
+    }
+    for (int i = 0; i < n_nd; i++) {
+        const struct needle_result *r = &nd[i].result;
+        printf("%s\n  {\"table\": \"needle\", \"type\": \"%s\", \"head_dim\": %u, \"ctx\": %u, \"needles\": %u, "
+               "\"exact\": %u, \"retrieved\": %u",
+               n_t || n_p || i ? "," : "", tkv_type_name(nd[i].type), nd[i].head_dim, nd[i].ctx, r->needles, r->exact,
+               r->retrieved);
+        json_number("bits_per_value", nd[i].bits);
+        json_number("retrieved_rate", r->exact ? (double)r->retrieved / r->exact : NAN);
         printf("}");
     }
     printf("\n]\n");
@@ -643,12 +805,13 @@ static void attn_cell(const struct attn_result *r)
     printf(" %6.3f (%5.3f)", r->attn_err, r->attn_se);
 }
 
-static void print_tables(const struct type_row *t, int n_t, const struct pair_row *p, int n_p)
+static void print_tables(const struct type_row *t, int n_t, const struct pair_row *p, int n_p,
+                         const struct needle_row *nd, int n_nd)
 {
     if (n_t) {
-        printf("%-10s %4s %-8s %-5s %6s %6s %8s %8s %6s %8s %19s %8s %14s %14s\n", "type", "hd", "groups", "rot",
-               "bits", "bound", "mse", "optimum", "ratio", "ip*d", "ip bias (se)", "K err", "attn norm (se)",
-               "attn corr (se)");
+        printf("%-10s %4s %-8s %-5s %6s %6s %8s %8s %6s %8s %19s %7s %8s %14s %14s\n", "type", "hd", "groups",
+               "rot", "bits", "bound", "mse", "optimum", "ratio", "ip*d", "ip bias (se)", "cos", "K err",
+               "attn norm (se)", "attn corr (se)");
         for (int i = 0; i < n_t; i++) {
             printf("%-10s %4u %-8s %-5s", tkv_type_name(t[i].type), t[i].head_dim, t[i].groups,
                    tkv_type_is_turbo(t[i].type) ? rotation_names[t[i].rotation] : "-");
@@ -659,6 +822,7 @@ static void print_tables(const struct type_row *t, int n_t, const struct pair_ro
             cell(6, 3, t[i].unit.mse / t[i].optimum);
             cell(8, 5, t[i].unit.ip_err);
             printf(" %+9.5f (%7.5f)", t[i].unit.bias, t[i].unit.bias_se);
+            cell(7, 4, t[i].unit.cos);
             cell(8, 5, t[i].norm.k_err);
             attn_cell(&t[i].norm);
             attn_cell(&t[i].corrected);
@@ -666,18 +830,30 @@ static void print_tables(const struct type_row *t, int n_t, const struct pair_ro
         }
     }
     if (n_p) {
-        printf("%s%-10s %4s %-10s %-10s %-5s %6s %9s %9s %14s %14s\n", n_t ? "\n" : "", "data", "hd", "K", "V",
-               "rot", "bits", "K err", "V err", "attn norm (se)", "attn corr (se)");
+        printf("%s%-10s %4s %-10s %-10s %-5s %6s %9s %9s %7s %7s %6s %6s %14s %14s\n", n_t ? "\n" : "", "data",
+               "hd", "K", "V", "rot", "bits", "K err", "V err", "K cos", "V cos", "top1", "top5", "attn norm (se)",
+               "attn corr (se)");
         for (int i = 0; i < n_p; i++) {
             printf("%-10s %4u %-10s %-10s %-5s", p[i].data, p[i].head_dim, tkv_type_name(p[i].k_type),
                    tkv_type_name(p[i].v_type), rotation_names[p[i].norm.rotation]);
             cell(6, 3, p[i].bits);
             cell(9, 5, p[i].norm.k_err);
             cell(9, 5, p[i].norm.v_err);
+            cell(7, 4, p[i].norm.k_cos);
+            cell(7, 4, p[i].norm.v_cos);
+            cell(6, 3, p[i].norm.top1);
+            cell(6, 3, p[i].norm.top5);
             attn_cell(&p[i].norm);
             attn_cell(&p[i].corrected);
             printf("\n");
         }
+    }
+    if (n_nd) {
+        printf("%s%-10s %4s %6s %6s %8s %6s %10s\n", n_t || n_p ? "\n" : "", "needle K", "hd", "bits", "ctx",
+               "needles", "exact", "retrieved");
+        for (int i = 0; i < n_nd; i++)
+            printf("%-10s %4u %6.3f %6u %8u %6u %10u\n", tkv_type_name(nd[i].type), nd[i].head_dim, nd[i].bits,
+                   nd[i].ctx, nd[i].result.needles, nd[i].result.exact, nd[i].result.retrieved);
     }
 }
 
@@ -685,15 +861,15 @@ static void print_tables(const struct type_row *t, int n_t, const struct pair_ro
 
 struct eval_options {
     uint32_t types[MAX_ITEMS], head_dims[MAX_ITEMS], rotations[MAX_ITEMS], pairs[MAX_ITEMS];
-    uint32_t pair_head_dims[MAX_ITEMS];
-    int n_types, n_head_dims, n_rotations, n_pairs, n_pair_head_dims;
-    long vectors, ctx;
+    uint32_t pair_head_dims[MAX_ITEMS], needle_ctx[MAX_ITEMS];
+    int n_types, n_head_dims, n_rotations, n_pairs, n_pair_head_dims, n_needle_ctx;
+    long vectors, ctx, needles;
     const char *keys, *values, *backend;
     int json;
 };
 
 enum { O_TYPES = 1, O_HEAD_DIMS, O_ROTATIONS, O_PAIRS, O_PAIR_HEAD_DIMS, O_VECTORS, O_CTX, O_KEYS, O_VALUES,
-       O_BACKEND, O_JSON };
+       O_BACKEND, O_JSON, O_NEEDLE_CTX, O_NEEDLES };
 
 /* The conventions of `turbokv run` and `ppl` (-c for --ctx). */
 static const struct tool_option options[] = {
@@ -708,6 +884,8 @@ static const struct tool_option options[] = {
     { O_VALUES, 0, "values", "a float32 .npy file", NULL },
     { O_BACKEND, 0, "backend", "auto, cpu, vulkan or opencl", NULL },
     { O_JSON, 0, "json", NULL, NULL },
+    { O_NEEDLE_CTX, 0, "needle-ctx", "a comma-separated list of token counts, or 0", NULL },
+    { O_NEEDLES, 0, "needles", "a needle count", NULL },
     { 0, 0, NULL, NULL, NULL },
 };
 
@@ -716,12 +894,13 @@ static int parse_args(int argc, char **argv, struct eval_options *o)
 {
     struct tool_getopt g;
     int id;
-    *o = (struct eval_options){ .vectors = DEFAULT_VECTORS, .ctx = DEFAULT_CTX };
+    *o = (struct eval_options){ .vectors = DEFAULT_VECTORS, .ctx = DEFAULT_CTX, .needles = DEFAULT_NEEDLES };
     o->n_types = parse_list("--types", DEFAULT_TYPES, o->types, parse_type);
     o->n_head_dims = parse_list("--head-dims", DEFAULT_HEAD_DIMS, o->head_dims, parse_head_dim);
     o->n_rotations = parse_list("--rotations", DEFAULT_ROTATIONS, o->rotations, parse_rotation);
     o->n_pairs = parse_list("--pairs", DEFAULT_PAIRS, o->pairs, parse_pair);
     o->n_pair_head_dims = parse_list("--pair-head-dims", DEFAULT_PAIR_HEAD_DIMS, o->pair_head_dims, parse_head_dim);
+    o->n_needle_ctx = parse_list("--needle-ctx", DEFAULT_NEEDLE_CTX, o->needle_ctx, parse_needle_ctx);
     tool_getopt_init(&g, "eval", options, argc, argv);
     while ((id = tool_getopt_next(&g)) != TOOL_OPT_END) {
         switch (id) {
@@ -770,8 +949,18 @@ static int parse_args(int argc, char **argv, struct eval_options *o)
         case O_JSON:
             o->json = 1;
             break;
+        case O_NEEDLE_CTX:
+            o->n_needle_ctx = strcmp(g.value, "0") ? parse_list("--needle-ctx", g.value, o->needle_ctx,
+                                                                 parse_needle_ctx)
+                                                   : 0;
+            break;
+        case O_NEEDLES:
+            if (parse_count(g.flag, g.value, 1, 256, &o->needles) != 0)
+                return -1;
+            break;
         }
-        if (o->n_types < 0 || o->n_head_dims < 0 || o->n_rotations < 0 || o->n_pairs < 0 || o->n_pair_head_dims < 0)
+        if (o->n_types < 0 || o->n_head_dims < 0 || o->n_rotations < 0 || o->n_pairs < 0 || o->n_pair_head_dims < 0 ||
+            o->n_needle_ctx < 0)
             return -1;
     }
     return 0;
@@ -817,6 +1006,13 @@ static void print_header(tkv_context *ctx, const struct eval_options *o, const s
         printf("table 2, data %s: %u layers x %u cached tokens x %u KV heads, head_dim %u; queries: the key of\n"
                "  the next token, %u positions per layer\n",
                real->name, real->n_layers, real->n_ctx, real->n_kv, real->head_dim, real->n_q);
+    printf("K cos, V cos: mean cosine of stored and original rows; top1 / top5: share of query rows whose exact\n"
+           "  attention argmax is the argmax / among the 5 highest scores against the stored keys\n");
+    if (o->n_needle_ctx)
+        printf("needles: %ld per context in synthetic keys (one KV head), each leading the other scores of its\n"
+               "  query by %.1f standard deviations; exact: still the argmax with the exact keys (later needles\n"
+               "  move rows); retrieved: the argmax with the stored keys\n",
+               o->needles, NEEDLE_MARGIN);
     printf("\n");
 }
 
@@ -905,8 +1101,10 @@ int tool_eval(int argc, char **argv)
         n_t += o.n_head_dims * rotations_of(&o, o.types[ti]);
     struct type_row *trows = calloc(n_t, sizeof *trows);
     struct pair_row *prows = calloc(n_p, sizeof *prows);
-    uint64_t done = 0, total = (uint64_t)n_t + (uint64_t)n_p;
-    int rc = trows && prows ? type_rows(ctx, &o, trows, &done, total) : TKV_ENOMEM;
+    int n_nd = o.n_types * o.n_pair_head_dims * o.n_needle_ctx;
+    struct needle_row *nrows = calloc(n_nd ? n_nd : 1, sizeof *nrows);
+    uint64_t done = 0, total = (uint64_t)n_t + (uint64_t)n_p + (uint64_t)n_nd;
+    int rc = trows && prows && nrows ? type_rows(ctx, &o, trows, &done, total) : TKV_ENOMEM;
     for (int di = 0; rc == TKV_OK && di < o.n_pair_head_dims; di++) {
         struct workload w;
         rc = synthetic_workload(o.pair_head_dims[di], (uint32_t)o.ctx, &w) == 0 ? TKV_OK : TKV_ENOMEM;
@@ -916,17 +1114,29 @@ int tool_eval(int argc, char **argv)
     }
     if (rc == TKV_OK)
         rc = pair_rows(ctx, &o, &real, prows + o.n_pair_head_dims * o.n_pairs, &done, total);
+    for (int i = 0; rc == TKV_OK && i < n_nd; i++) {
+        /* type-major, then head_dim, then length */
+        int per_type = o.n_pair_head_dims * o.n_needle_ctx, ti = i / per_type;
+        struct needle_row *r = &nrows[i];
+        r->type = o.types[ti];
+        r->head_dim = o.pair_head_dims[i % per_type / o.n_needle_ctx];
+        r->ctx = o.needle_ctx[i % o.n_needle_ctx];
+        r->bits = tkv_type_bits_per_value(r->type, r->head_dim);
+        rc = measure_needles(ctx, r->type, r->head_dim, r->ctx, (uint32_t)o.needles, &r->result);
+        tool_progress("eval", ++done, total);
+    }
     tool_progress_end();
     if (rc == TKV_OK && o.json)
-        print_json(trows, n_t, prows, n_p);
+        print_json(trows, n_t, prows, n_p, nrows, n_nd);
     else if (rc == TKV_OK) {
         print_header(ctx, &o, &real);
-        print_tables(trows, n_t, prows, n_p);
+        print_tables(trows, n_t, prows, n_p, nrows, n_nd);
     } else if (rc == TKV_ENOMEM)
         fprintf(stderr, "turbokv eval: out of memory\n");
     workload_free(&real);
     free(trows);
     free(prows);
+    free(nrows);
     tkv_context_close(ctx);
     return rc == TKV_OK ? 0 : 1;
 }
