@@ -69,7 +69,8 @@ TKV_API double tkv_type_bits_per_value(uint32_t type, uint32_t head_dim);
  * the group's codebook (turbokv_format.h); for a QJL type what its construction
  * reaches, sum (g/head_dim) D'_g (1/(g m_g^2) - 1), D'_g the optimum of its
  * (b-1)-bit stage and m_g = E|t| (core/quality.c). TKV_EINVAL for other
- * types or an unsupported head_dim. */
+ * types (the outlier-split types too: their error depends on the data's
+ * largest values) or an unsupported head_dim. */
 TKV_API int tkv_optimal_mse(uint32_t type, uint32_t head_dim, double *mse);
 
 /* --- context */

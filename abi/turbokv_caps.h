@@ -25,6 +25,12 @@ enum tkv_cap_feature {
     TKV_CAP_BUFFER_COPY = 1u << 5,    /* device-side buffer copies */
     TKV_CAP_DEVICE_TENSORS = 1u << 6, /* q/k/v/out in the host's device memory (reserved) */
     TKV_CAP_ASYNC = 1u << 7,          /* ops queued without a wait (reserved) */
+    /* The format additions of revision 1 (types from TKV_TYPE_FIRST_R1 on, the
+     * rotor rotation): their k_types / v_types / rotations bits count only
+     * on a device that sets this bit; the core clears them on one that does
+     * not (a plugin that derives its type mask from TKV_TYPE_COUNT claims no
+     * format it was not written for). */
+    TKV_CAP_FORMAT_R1 = 1u << 8,
 };
 
 struct tkv_device_caps {

@@ -52,6 +52,35 @@
  *   S for group size g: drawn exactly as the dense rotation (core/tables.c,
  *   haar_orthogonal) from splitmix64 seeded with seed ^ (g * TKV_QJL_SEED_MUL).
  *
+ * Outlier-split types (turbo3o, turbo4o; TurboQuant, arXiv 2504.19874,
+ *   section 4.3: outlier channels at more bits than the rest): the
+ *   n_o = ceil(head_dim / 32) values of largest |x_i| are stored as they are
+ *   (fp16) and the rest as the b-bit turbo row above:
+ *     outliers: the n_o largest |x_i|, ties to the lower index
+ *               (tkv_outlier_select), listed in ascending index order;
+ *     stage 1:  the turbo row (any rotation and scale mode) of x with the
+ *               outlier positions set to 0;
+ *     dequantized: the turbo row's values, rotated back, plus each stored
+ *               outlier at its position (the turbo row holds only a small
+ *               error there, from the rest's rotation).
+ *   Row: the turbo row (every group's block, in group order), then n_o
+ *   indices (one byte each when head_dim <= 256, else two, little endian),
+ *   then n_o fp16 values in the same order. Bytes: turbo row + n_o (ib + 2).
+ *   Scores take <R q, y_hat> + sum_o q[i_o] x_o; values accumulate the turbo
+ *   part rotated and the outliers unrotated.
+ *
+ * Rotor rotation (TKV_ROTATION_ROTOR; RotorQuant): the group's coordinates
+ *   in chunks of 3, from the first, each the vector part of a Cl(3,0)
+ *   multivector rotated by its own rotor, y = R x R~ (the rotation by the
+ *   unit quaternion R = w + x e23 + y e31 + z e12); a last chunk of 2
+ *   coordinates is rotated in its plane by a Cl(2,0) rotor, a last single
+ *   coordinate is left as is. The rotors of group size g are drawn from
+ *   splitmix64 seeded with seed ^ (g * TKV_ROTOR_SEED_MUL): per 3-chunk
+ *   four normals (Box-Muller as the dense rotation's, core/tables.c)
+ *   normalized to (w, x, y, z); for a 2-chunk one pair of outputs whose
+ *   first gives the angle 2 pi ((z1 >> 11) 2^-53). Stored as 3 x 3
+ *   row-major matrices (struct tkv_math.rotor). Not part of tables_id.
+ *
  * q8_0: blocks of 32 values along the row (the last block is shorter when
  *   head_dim is not a multiple of 32): [fp16 d][int8 q[n]], d = max|x|/127,
  *   q = roundf(x * (1/d)) with d in fp32 before it is rounded to fp16 (the
@@ -78,6 +107,9 @@ enum tkv_type {
     TKV_TYPE_TURBO4 = 5,
     TKV_TYPE_TURBO3_QJL = 6, /* 2-bit turbo + 1-bit QJL residual: keys only */
     TKV_TYPE_TURBO4_QJL = 7, /* 3-bit turbo + 1-bit QJL residual: keys only */
+    /* format revision 1: devices declare them with TKV_CAP_FORMAT_R1 (turbokv_caps.h) */
+    TKV_TYPE_TURBO3_OUT = 8, /* 3-bit turbo + one fp16 outlier per 32 values */
+    TKV_TYPE_TURBO4_OUT = 9, /* 4-bit turbo + one fp16 outlier per 32 values */
     TKV_TYPE_COUNT
 };
 
@@ -87,8 +119,11 @@ enum tkv_rotation {
     TKV_ROTATION_WHT = 1,   /* randomized Walsh-Hadamard: D2 H D1 / sqrt(g) */
     TKV_ROTATION_DENSE = 2, /* seeded dense orthogonal g x g matrix */
     TKV_ROTATION_NONE = 3,  /* identity (for comparison only) */
+    TKV_ROTATION_ROTOR = 4, /* Cl(3,0) rotor per 3 coordinates (RotorQuant; format revision 1) */
     TKV_ROTATION_COUNT /* one past the last */
 };
+/* The first rotation of format revision 1 (turbokv_caps.h, TKV_CAP_FORMAT_R1). */
+#define TKV_ROTATION_FIRST_R1 4u
 
 /* What the fp16 scale of a turbo group holds. 0 means "as configured". */
 enum tkv_scale_mode {
@@ -117,6 +152,15 @@ enum tkv_scale_mode {
 #define TKV_ROTATION_SEED_DEFAULT 0x7475726b6f6b7631ull /* "turbokv1" */
 /* Stream constant of the QJL sketches (see "QJL key types" above). */
 #define TKV_QJL_SEED_MUL 0xA0761D6478BD642Full
+/* Stream constant of the rotor rotation (see "Rotor rotation" above). */
+#define TKV_ROTOR_SEED_MUL 0x8EBC6AF09C88C6E3ull
+/* Chunks of a rotor group: ceil(g / 3). */
+static inline uint32_t tkv_rotor_chunks(uint32_t g) { return (g + 2u) / 3u; }
+/* Outlier-split types: one outlier per this many values (rounded up). */
+#define TKV_OUTLIER_EVERY 32u
+#define TKV_OUTLIER_MAX (TKV_HEAD_DIM_MAX / TKV_OUTLIER_EVERY)
+/* The first type of format revision 1 (see turbokv_caps.h, TKV_CAP_FORMAT_R1). */
+#define TKV_TYPE_FIRST_R1 TKV_TYPE_TURBO3_OUT
 
 /* The format's rules as inline C. Binding generators that read declarations
  * only (cffi) define TKV_CDEF and see none of them. */
@@ -169,6 +213,8 @@ static inline uint32_t tkv_type_bits(uint32_t type)
     case TKV_TYPE_TURBO4: return 4;
     case TKV_TYPE_TURBO3_QJL: return 2;
     case TKV_TYPE_TURBO4_QJL: return 3;
+    case TKV_TYPE_TURBO3_OUT: return 3;
+    case TKV_TYPE_TURBO4_OUT: return 4;
     default: return 0;
     }
 }
@@ -180,6 +226,52 @@ static inline int tkv_type_is_turbo(uint32_t type) { return tkv_type_bits(type) 
 static inline int tkv_type_is_qjl(uint32_t type)
 {
     return type == TKV_TYPE_TURBO3_QJL || type == TKV_TYPE_TURBO4_QJL;
+}
+
+/* 1 for the outlier-split types (a turbo row plus fp16 outliers). */
+static inline int tkv_type_is_outlier(uint32_t type)
+{
+    return type == TKV_TYPE_TURBO3_OUT || type == TKV_TYPE_TURBO4_OUT;
+}
+
+/* Outliers per row of an outlier-split type, and the bytes of one index. */
+static inline uint32_t tkv_outlier_count(uint32_t head_dim)
+{
+    return (head_dim + TKV_OUTLIER_EVERY - 1) / TKV_OUTLIER_EVERY;
+}
+
+static inline uint32_t tkv_outlier_index_bytes(uint32_t head_dim) { return head_dim <= 256u ? 1u : 2u; }
+
+/* The outliers of a row of finite values: the tkv_outlier_count(head_dim)
+ * indices of largest |x_i| (ties to the lower index), ascending, into idx.
+ * Every backend stores exactly these. */
+static inline void tkv_outlier_select(const float *x, uint32_t head_dim, uint32_t *idx)
+{
+    uint32_t n = tkv_outlier_count(head_dim), have = 0;
+    for (uint32_t i = 0; i < head_dim; i++) {
+        float a = x[i] < 0 ? -x[i] : x[i];
+        /* insert i into the list kept sorted by |x| descending, index ascending */
+        uint32_t at = have;
+        while (at > 0) {
+            float b = x[idx[at - 1]] < 0 ? -x[idx[at - 1]] : x[idx[at - 1]];
+            if (b >= a)
+                break;
+            at--;
+        }
+        if (at >= n)
+            continue;
+        for (uint32_t j = (have < n ? have : n - 1); j > at; j--)
+            idx[j] = idx[j - 1];
+        idx[at] = i;
+        if (have < n)
+            have++;
+    }
+    for (uint32_t i = 1; i < n; i++) /* ascending index order */
+        for (uint32_t j = i; j > 0 && idx[j - 1] > idx[j]; j--) {
+            uint32_t t = idx[j];
+            idx[j] = idx[j - 1];
+            idx[j - 1] = t;
+        }
 }
 
 /* Bytes of one turbo group block: fp16 scale + packed indices. */
@@ -204,10 +296,14 @@ static inline uint32_t tkv_row_bytes(uint32_t type, uint32_t head_dim)
     case TKV_TYPE_TURBO4:
     case TKV_TYPE_TURBO3_QJL:
     case TKV_TYPE_TURBO4_QJL:
+    case TKV_TYPE_TURBO3_OUT:
+    case TKV_TYPE_TURBO4_OUT:
         n = tkv_group_split(head_dim, groups);
         for (uint32_t i = 0; i < n; i++)
             bytes += tkv_turbo_group_bytes(groups[i], tkv_type_bits(type)) +
                      (tkv_type_is_qjl(type) ? tkv_qjl_residual_bytes(groups[i]) : 0u);
+        if (tkv_type_is_outlier(type))
+            bytes += tkv_outlier_count(head_dim) * (tkv_outlier_index_bytes(head_dim) + 2u);
         return bytes;
     default: return 0;
     }

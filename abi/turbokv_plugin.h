@@ -114,6 +114,10 @@ struct tkv_math {
     struct tkv_group_tables groups[TKV_N_GROUP_SIZES]; /* [tkv_group_index(g)] */
 
     struct tkv_qjl_tables qjl[TKV_N_GROUP_SIZES]; /* [tkv_group_index(g)] */
+
+    /* format revision 1 (present when struct_size covers it): the rotor
+     * rotation's tkv_rotor_chunks(g) 3 x 3 row-major matrices per group size */
+    const float *rotor[TKV_N_GROUP_SIZES]; /* [tkv_group_index(g)] */
 };
 
 /* --- devices */

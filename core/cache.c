@@ -317,7 +317,7 @@ static int cache_create(tkv_context *ctx, const struct tkv_cache_params *p, tkv_
     uint32_t *types = malloc(2 * sizeof *types * full.n_layers);
     if (!types)
         return tkv_error(TKV_ENOMEM, "out of memory");
-    int rc = tkv_policy_resolve(&ctx->cfg, &full, types, types + full.n_layers);
+    int rc = tkv_policy_resolve(&ctx->cfg, &full, ctx->device.caps, types, types + full.n_layers);
     struct tkv_cache_geometry g = {
         .n_layers = full.n_layers, .n_kv_heads = full.n_kv_heads, .head_dim = full.head_dim,
         .capacity = full.capacity, .n_seqs = n_seqs,

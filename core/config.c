@@ -62,6 +62,7 @@ static const char *const rotation_words[TKV_ROTATION_COUNT] = {
     [TKV_ROTATION_WHT] = "wht",
     [TKV_ROTATION_DENSE] = "dense",
     [TKV_ROTATION_NONE] = "none",
+    [TKV_ROTATION_ROTOR] = "rotor",
 };
 
 static const char *const log_words[TKV_LOG_DEBUG + 1] = {

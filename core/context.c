@@ -193,7 +193,7 @@ static int device_fits(tkv_context *ctx, const struct tkv_module *m, uint32_t d,
     uint32_t *types = malloc(2 * sizeof *types * full.n_layers);
     if (!types)
         return tkv_error(TKV_ENOMEM, "out of memory");
-    int rc = tkv_policy_resolve(&ctx->cfg, &full, types, types + full.n_layers);
+    int rc = tkv_policy_resolve(&ctx->cfg, &full, &m->caps[d], types, types + full.n_layers);
     uint32_t rot = full.rotation ? full.rotation : ctx->cfg.rotation;
     uint32_t scale = full.scale_mode ? full.scale_mode : ctx->cfg.norm_correction ? TKV_SCALE_NORM_CORRECTED : TKV_SCALE_NORM;
     uint32_t bt = full.block_tokens ? full.block_tokens : TKV_BLOCK_TOKENS_DEFAULT;

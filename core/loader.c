@@ -254,6 +254,13 @@ void tkv_module_load(struct tkv_module *mod, const char *path)
             return;
         }
         mod->caps[i].struct_size = abi_args_size[mod->minor].caps;
+        /* format additions count only where the device declares them */
+        if (!(mod->caps[i].features & TKV_CAP_FORMAT_R1)) {
+            uint32_t older = (1u << TKV_TYPE_FIRST_R1) - 1u;
+            mod->caps[i].k_types &= older;
+            mod->caps[i].v_types &= older;
+            mod->caps[i].rotations &= (1u << TKV_ROTATION_FIRST_R1) - 1u;
+        }
         /* a device that cannot attend over blocks cannot hold an ABI 2 cache */
         if (!(mod->caps[i].features & TKV_CAP_PAGED)) {
             refuse(mod, TKV_EPLUGIN, "device %u does not report TKV_CAP_PAGED", i);

@@ -18,7 +18,15 @@
  * errors into different weights: turbo4 keys alone move attention outputs by
  * 0.20 relative on the real stories260K K/V (perplexity +115%) and by as
  * much, 0.15-0.27, on synthetic head_dim 64-256 caches, against 0.02-0.03
- * for q8_0 keys. So keys stay q8_0 at every head_dim.
+ * for q8_0 keys. Most of that error comes from the few large channels a
+ * rotation spreads over the group (docs/keys.md): the outlier-split type
+ * turbo3o stores them apart, and turbo3o keys and values together cost
+ * less attention error than q8_0 keys with turbo3 values from head_dim 64
+ * on (synthetic 64: 0.109 against 0.160; 128: 0.157 against 0.174) in
+ * 4.0-3.9 bits/value instead of 5.9-5.8, 4x less than f16. Below 64 its
+ * one index and fp16 per 32 values (or fewer) cost more than q8_0 keys
+ * save, so small heads keep q8_0 keys and turbo3 values, as does a device
+ * without turbo3o.
  */
 #include <string.h>
 
@@ -29,13 +37,16 @@
 #define AUTO_ASYMMETRIC_GQA 6u
 #define AUTO_KEYS TKV_TYPE_Q8_0
 #define AUTO_VALUES TKV_TYPE_TURBO3
+#define AUTO_SPLIT TKV_TYPE_TURBO3_OUT
+#define AUTO_SPLIT_HEAD_DIM 64u
 
-static void auto_types(uint32_t *k, uint32_t *v)
+static void auto_types(uint32_t head_dim, const struct tkv_device_caps *caps, uint32_t *k, uint32_t *v)
 {
+    int split = head_dim >= AUTO_SPLIT_HEAD_DIM && caps && (caps->k_types & caps->v_types & (1u << AUTO_SPLIT));
     if (*k == TKV_TYPE_FROM_CONFIG)
-        *k = AUTO_KEYS;
+        *k = split ? AUTO_SPLIT : AUTO_KEYS;
     if (*v == TKV_TYPE_FROM_CONFIG)
-        *v = AUTO_VALUES;
+        *v = split ? AUTO_SPLIT : AUTO_VALUES;
 }
 
 /* The fork leaves shallower models uniform: its boundary layers would be most of them. */
@@ -119,8 +130,8 @@ static int check_types(uint32_t k, uint32_t v, uint32_t layer)
     return TKV_OK;
 }
 
-int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_params *p, uint32_t *k_types,
-                       uint32_t *v_types)
+int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_params *p,
+                       const struct tkv_device_caps *caps, uint32_t *k_types, uint32_t *v_types)
 {
     uint32_t k = p->k_type, v = p->v_type;
     /* per side: does the configuration decide it (no per-layer types from the host either)? */
@@ -140,7 +151,7 @@ int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_para
         if (v_from_cfg)
             v = sv;
         uint32_t k0 = k, v0 = v;
-        auto_types(&k, &v);
+        auto_types(p->head_dim, caps, &k, &v);
         if (k0 != k || v0 != v)
             tkv_log(TKV_LOG_INFO, "scheme auto: keys %s, values %s", tkv_type_name(k), tkv_type_name(v));
     }

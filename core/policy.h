@@ -12,9 +12,11 @@
 #include "config.h"
 #include "turbokv.h"
 
-/* Fills k_types/v_types [p->n_layers]. Logs the choices the configuration
- * made. Fails on a QJL value type and on a `layers` item past n_layers. */
-int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_params *p, uint32_t *k_types,
-                       uint32_t *v_types);
+/* Fills k_types/v_types [p->n_layers] for a cache on a device with caps
+ * (the auto scheme picks among the types the device holds). Logs the
+ * choices the configuration made. Fails on a QJL value type and on a
+ * `layers` item past n_layers. */
+int tkv_policy_resolve(const struct tkv_config *cfg, const struct tkv_cache_params *p,
+                       const struct tkv_device_caps *caps, uint32_t *k_types, uint32_t *v_types);
 
 #endif

@@ -32,6 +32,10 @@ int tkv_optimal_mse(uint32_t type, uint32_t head_dim, double *mse)
     if (!tkv_type_is_turbo(type))
         return tkv_error(TKV_EINVAL, "tkv_optimal_mse: type %u (%s) is not a turbo type: no codebook optimum",
                          type, tkv_type_name(type) ? tkv_type_name(type) : "unknown");
+    if (tkv_type_is_outlier(type))
+        return tkv_error(TKV_EINVAL, "tkv_optimal_mse: %s: its error is the turbo stage's optimum on what is left "
+                                     "after the largest values, which depends on the data",
+                         tkv_type_name(type));
     if (n == 0)
         return tkv_error(TKV_EINVAL, "tkv_optimal_mse: head_dim %u unsupported (multiples of %u up to %u)",
                          head_dim, TKV_GROUP_MIN, TKV_HEAD_DIM_MAX);

@@ -205,6 +205,47 @@ static uint64_t splitmix64(uint64_t *state)
     return z ^ (z >> 31);
 }
 
+/* The rotor rotation's matrices of group size g (turbokv_format.h, "Rotor
+ * rotation"): per chunk of 3 a unit quaternion from four Box-Muller
+ * normals, as a 3 x 3 rotation; a last chunk of 2 a planar rotation; a last
+ * single coordinate the identity. */
+static void make_rotors(uint64_t seed, uint32_t g, float *out)
+{
+    uint64_t state = seed ^ ((uint64_t)g * TKV_ROTOR_SEED_MUL);
+    for (uint32_t c = 0; c < tkv_rotor_chunks(g); c++, out += 9) {
+        uint32_t left = g - 3 * c;
+        double m[9] = { 1, 0, 0, 0, 1, 0, 0, 0, 1 };
+        if (left >= 3) {
+            double q[4], n = 0.0;
+            for (int k = 0; k < 4; k += 2) {
+                uint64_t z1 = splitmix64(&state), z2 = splitmix64(&state);
+                double u1 = ((double)(z1 >> 11) + 1.0) * 0x1p-53, u2 = (double)(z2 >> 11) * 0x1p-53;
+                double r = sqrt(-2.0 * log(u1));
+                q[k] = r * cos(6.283185307179586 * u2);
+                q[k + 1] = r * sin(6.283185307179586 * u2);
+            }
+            for (int k = 0; k < 4; k++)
+                n += q[k] * q[k];
+            n = sqrt(n);
+            double w = q[0] / n, x = q[1] / n, y = q[2] / n, z = q[3] / n;
+            double r[9] = { 1 - 2 * (y * y + z * z), 2 * (x * y - w * z),     2 * (x * z + w * y),
+                            2 * (x * y + w * z),     1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+                            2 * (x * z - w * y),     2 * (y * z + w * x),     1 - 2 * (x * x + y * y) };
+            memcpy(m, r, sizeof m);
+        } else if (left == 2) {
+            uint64_t z1 = splitmix64(&state);
+            splitmix64(&state);
+            double a = 6.283185307179586 * (double)(z1 >> 11) * 0x1p-53;
+            m[0] = cos(a);
+            m[1] = -sin(a);
+            m[3] = sin(a);
+            m[4] = cos(a);
+        }
+        for (int k = 0; k < 9; k++)
+            out[k] = (float)m[k];
+    }
+}
+
 /* D1, D2 exactly as turbokv_format.h documents them. */
 static void make_signs(uint64_t seed, uint32_t g, float *sign1, float *sign2)
 {
@@ -360,7 +401,7 @@ static struct tables_block *compute_tables(uint64_t seed)
 {
     size_t n_floats = 0;
     for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1)
-        n_floats += floats_per_group(g);
+        n_floats += floats_per_group(g) + 9u * tkv_rotor_chunks(g);
     struct tables_block *t = calloc(1, sizeof *t + n_floats * sizeof(float));
     if (!t) {
         tkv_error(TKV_ENOMEM, "tables: no memory for the codebooks and rotations (%zu bytes)",
@@ -423,6 +464,12 @@ static struct tables_block *compute_tables(uint64_t seed)
         p += (size_t)g * g;
     }
     t->math.tables_id = id;
+    /* format revision 1, after every hashed table (tables_id stays what files recorded) */
+    for (uint32_t g = TKV_GROUP_MIN; g <= TKV_GROUP_MAX; g <<= 1) {
+        make_rotors(seed, g, p);
+        t->math.rotor[tkv_group_index(g)] = p;
+        p += 9u * tkv_rotor_chunks(g);
+    }
     return t;
 }
 

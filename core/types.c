@@ -12,6 +12,7 @@ static const char *const type_names[TKV_TYPE_COUNT] = {
     [TKV_TYPE_F32] = "f32",       [TKV_TYPE_F16] = "f16",       [TKV_TYPE_Q8_0] = "q8_0",
     [TKV_TYPE_TURBO2] = "turbo2", [TKV_TYPE_TURBO3] = "turbo3", [TKV_TYPE_TURBO4] = "turbo4",
     [TKV_TYPE_TURBO3_QJL] = "turbo3_qjl", [TKV_TYPE_TURBO4_QJL] = "turbo4_qjl",
+    [TKV_TYPE_TURBO3_OUT] = "turbo3o",    [TKV_TYPE_TURBO4_OUT] = "turbo4o",
 };
 
 const char *tkv_type_name(uint32_t type) { return type < TKV_TYPE_COUNT ? type_names[type] : NULL; }
@@ -20,7 +21,7 @@ int tkv_type_from_name(const char *name, uint32_t *type)
 {
     if (!name || !type)
         return tkv_error(TKV_EINVAL, "tkv_type_from_name: NULL argument");
-    char names[160] = "";
+    char names[200] = "";
     for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++) {
         if (strcmp(name, type_names[t]) == 0) {
             *type = t;

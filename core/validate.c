@@ -202,7 +202,7 @@ int tkv_caps_check_cache(const struct tkv_device_caps *caps, uint32_t n_layers, 
                              tkv_type_name(v_types[l]), l);
         turbo |= tkv_type_bits(k_types[l]) || tkv_type_bits(v_types[l]);
     }
-    static const char *const rot_names[] = { "?", "wht", "dense", "none" };
+    static const char *const rot_names[] = { "?", "wht", "dense", "none", "rotor" };
     if (turbo && !(caps->rotations & (1u << rotation)))
         return tkv_error(TKV_EUNSUPPORTED, "device %s: rotation %s unsupported", device,
                          rotation < TKV_ROTATION_COUNT ? rot_names[rotation] : "?");

@@ -255,16 +255,16 @@ static const struct bad_file bad_files[] = {
       "key 'sparse_v_threshold': value 'small': expected a number in (0, 1)" },
     { "backend: ../cpu\n", 1, 10, "key 'backend': value '../cpu': expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit" },
     { "backend: -cpu\n", 1, 10, "key 'backend': value '-cpu': expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit" },
-    { "rotation: hadamard\n", 1, 11, "key 'rotation': value 'hadamard': expected one of wht, dense, none" },
+    { "rotation: hadamard\n", 1, 11, "key 'rotation': value 'hadamard': expected one of wht, dense, none, rotor" },
     { "log: verbose\n", 1, 6, "key 'log': value 'verbose': expected one of error, warn, info, debug" },
     { "k_type: turbo9\n", 1, 9,
       "key 'k_type': value 'turbo9': expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, "
-      "turbo3, turbo4, turbo3_qjl, turbo4_qjl" },
+      "turbo3, turbo4, turbo3_qjl, turbo4_qjl, turbo3o, turbo4o" },
     { "v_type: turbo3_qjl\n", 1, 9,
       "key 'v_type': value 'turbo3_qjl': expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, "
-      "turbo3, turbo4" },
+      "turbo3, turbo4, turbo3o, turbo4o" },
     { "scheme: k9v9\n", 1, 9,
-      "key 'scheme': value 'k9v9': expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, turbo4) or "
+      "key 'scheme': value 'k9v9': expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, turbo4, turbo3o, turbo4o) or "
       "kXvY with X, Y in 32, 16, 8, 4, 3, 2" },
     { "backend:\n", 1, 9, "key 'backend': no value: expected auto or a plugin name: 1 to 63 letters, digits, '_' or '-', the first a letter or digit" },
     { "plugin_path: ~\n", 1, 14, "key 'plugin_path': no value: expected text of at most 1023 bytes" },
@@ -544,17 +544,18 @@ static void test_env_errors(void **state)
         { "TURBO_LAYER_ADAPTIVE", "3", "TURBO_LAYER_ADAPTIVE=3: expected one of 0, 1, 2, 5, 6, 7" },
         { "TURBO_K_TYPE", "turbo9",
           "TURBO_K_TYPE=turbo9: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4, "
-          "turbo3_qjl, turbo4_qjl" },
+          "turbo3_qjl, turbo4_qjl, turbo3o, turbo4o" },
         { "TURBO_V_TYPE", "Turbo4_QJL",
-          "TURBO_V_TYPE=Turbo4_QJL: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4" },
+          "TURBO_V_TYPE=Turbo4_QJL: expected \"\" (follow the scheme) or one of f32, f16, q8_0, turbo2, turbo3, turbo4, "
+          "turbo3o, turbo4o" },
         { "TURBO_THREADS", "-1", "TURBO_THREADS=-1: out of range 0..1024" },
         { "TURBO_THREADS", "99999999999999999999", "TURBO_THREADS=99999999999999999999: out of range 0..1024" },
         { "TURBO_DEVICE", "x", "TURBO_DEVICE=x: expected auto or an integer in 0..255" },
         { "TURBO_DEVICE", " 1", "TURBO_DEVICE= 1: expected auto or an integer in 0..255" },
         { "TURBO_LOG", "loud", "TURBO_LOG=loud: expected one of error, warn, info, debug" },
-        { "TURBO_ROTATION", "x", "TURBO_ROTATION=x: expected one of wht, dense, none" },
+        { "TURBO_ROTATION", "x", "TURBO_ROTATION=x: expected one of wht, dense, none, rotor" },
         { "TURBO_SCHEME", "k9v9",
-          "TURBO_SCHEME=k9v9: expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, turbo4) or kXvY "
+          "TURBO_SCHEME=k9v9: expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, turbo4, turbo3o, turbo4o) or kXvY "
           "with X, Y in 32, 16, 8, 4, 3, 2" },
     };
     (void)state;
@@ -717,7 +718,7 @@ static void test_case_insensitive(void **state)
     assert_string_equal(cfg.plugin_path, "/A:/b");
     /* a refused value is quoted as it was written */
     assert_int_equal(tkv_config_set(&cfg, TKV_CFG_ROTATION, "Hadamard", TKV_SOURCE_API, "API"), TKV_ECONFIG);
-    assert_string_equal(tkv_last_error(), "API: key 'rotation': value 'Hadamard': expected one of wht, dense, none");
+    assert_string_equal(tkv_last_error(), "API: key 'rotation': value 'Hadamard': expected one of wht, dense, none, rotor");
 }
 
 static void test_scheme_parse(void **state)
@@ -761,7 +762,7 @@ static void test_scheme_parse(void **state)
     assert_int_equal(tkv_scheme_parse("k9v9", &k, &v), TKV_EINVAL);
     assert_string_equal(tkv_last_error(),
                         "unknown scheme 'k9v9': expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, "
-                        "turbo4) or kXvY with X, Y in 32, 16, 8, 4, 3, 2");
+                        "turbo4, turbo3o, turbo4o) or kXvY with X, Y in 32, 16, 8, 4, 3, 2");
     assert_int_equal(tkv_scheme_parse(NULL, &k, &v), TKV_EINVAL);
     assert_int_equal(tkv_scheme_parse("k8v4", NULL, &v), TKV_EINVAL);
 }

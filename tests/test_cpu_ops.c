@@ -28,7 +28,8 @@
 #define N_TYPES TKV_TYPE_COUNT
 static const char *const type_name[N_TYPES] = { "f32",    "f16",    "q8_0",
                                                 "turbo2", "turbo3", "turbo4",
-                                                "turbo3_qjl", "turbo4_qjl" };
+                                                "turbo3_qjl", "turbo4_qjl",
+                                                "turbo3o", "turbo4o" };
 
 /* ---- the module under test ------------------------------------------------ */
 
@@ -335,6 +336,18 @@ static void model_rotate(const struct tkv_group_tables *t, uint32_t rotation, in
     uint32_t g = t->group;
     double in[TKV_GROUP_MAX];
     memcpy(in, v, sizeof *v * g);
+    if (rotation == TKV_ROTATION_ROTOR) { /* block diagonal: 3 x 3 chunks, the last cut to what is left */
+        const float *m = env.math->rotor[tkv_group_index(g)];
+        for (uint32_t i = 0; i < g; i++) {
+            uint32_t c = i / 3, first = 3 * c, n = g - first < 3 ? g - first : 3;
+            double sum = 0.0;
+            for (uint32_t j = first; j < first + n; j++)
+                sum += (double)(inverse ? m[9 * c + (j - first) * 3 + (i - first)]
+                                        : m[9 * c + (i - first) * 3 + (j - first)]) * in[j];
+            v[i] = n == 1 ? in[i] : sum;
+        }
+        return;
+    }
     for (uint32_t i = 0; i < g; i++) {
         double sum = 0.0;
         for (uint32_t j = 0; j < g; j++) {
@@ -410,6 +423,44 @@ static double check_turbo_row(const struct tkv_row_format *fmt, const float *x,
         row += tkv_turbo_group_bytes(t->group, bits);
     }
     return norm > 0.0 ? err / norm : 0.0;
+}
+
+/* An outlier-split row (turbokv_format.h, "Outlier-split types"), written
+ * independently: the n_o largest |x| (lower index first on ties), their
+ * index and fp16 bytes, and the turbo row of the rest, whose dequantized
+ * values are deq less the stored outliers. Returns the turbo row's error
+ * relative to the rest. */
+static double check_outlier_row(const struct tkv_row_format *fmt, const float *x, const uint8_t *row,
+                                 const float *deq, uint64_t *values, uint64_t *near_ties)
+{
+    const uint32_t hd = fmt->head_dim, n = (hd + 31) / 32, ib = hd <= 256 ? 1 : 2;
+    uint32_t idx[TKV_HEAD_DIM_MAX / 32];
+    uint8_t taken[TKV_HEAD_DIM_MAX] = { 0 };
+    for (uint32_t o = 0; o < n; o++) { /* the largest not yet taken, the first of equals */
+        uint32_t best = 0;
+        while (taken[best])
+            best++;
+        for (uint32_t i = best + 1; i < hd; i++)
+            if (!taken[i] && fabsf(x[i]) > fabsf(x[best]))
+                best = i;
+        taken[best] = 1;
+    }
+    for (uint32_t i = 0, o = 0; i < hd; i++)
+        if (taken[i])
+            idx[o++] = i;
+    uint32_t turbo_bytes = tkv_row_bytes(fmt->type, hd) - n * (ib + 2);
+    float rest[TKV_HEAD_DIM_MAX], rest_deq[TKV_HEAD_DIM_MAX];
+    memcpy(rest, x, sizeof *x * hd);
+    memcpy(rest_deq, deq, sizeof *deq * hd);
+    for (uint32_t o = 0; o < n; o++) {
+        const uint8_t *ip = row + turbo_bytes + o * ib, *vp = row + turbo_bytes + n * ib + 2 * o;
+        assert_int_equal(ib == 1 ? ip[0] : le16(ip), idx[o]);
+        float clamped = fminf(fmaxf(x[idx[o]], -TKV_FP16_MAX), TKV_FP16_MAX);
+        assert_int_equal(le16(vp), tkv_fp16_from_float(clamped));
+        rest[idx[o]] = 0.0f;
+        rest_deq[idx[o]] -= tkv_fp16_to_float(le16(vp));
+    }
+    return check_turbo_row(fmt, rest, row, rest_deq, values, near_ties);
 }
 
 /* q8_0 as turbokv_format.h and llama.cpp define it, written independently. */
@@ -489,7 +540,9 @@ static void check_format(const struct tkv_row_format *fmt, const float *x, uint3
             check_q8_0_row(hd, xr, row, dr);
             break;
         default: {
-            double e = check_turbo_row(fmt, xr, row, dr, &acc->values, &acc->near_ties);
+            double e = tkv_type_is_outlier(fmt->type)
+                           ? check_outlier_row(fmt, xr, row, dr, &acc->values, &acc->near_ties)
+                           : check_turbo_row(fmt, xr, row, dr, &acc->values, &acc->near_ties);
             if (r > 1)
                 err += e;
         }
@@ -947,6 +1000,8 @@ static double lse_error(const float *lse, const struct attn_ref *ref)
 static const double tolerance_original[N_TYPES] = {
     [TKV_TYPE_F32] = 1e-5,    [TKV_TYPE_F16] = 1e-3,    [TKV_TYPE_Q8_0] = 1e-2,
     [TKV_TYPE_TURBO2] = 0.58, [TKV_TYPE_TURBO3] = 0.32, [TKV_TYPE_TURBO4] = 0.17,
+    /* the outlier-split types store less of each row in the codebook: within their plain type's bound */
+    [TKV_TYPE_TURBO3_OUT] = 0.32, [TKV_TYPE_TURBO4_OUT] = 0.17,
 };
 #define TOLERANCE_DEQUANTIZED 1e-4
 
@@ -1181,8 +1236,16 @@ static void test_zero_rows(void **state)
             assert_int_equal(env.p->buffer_write(env.dev, pl.p.buf, 0, raw, pl.bytes), TKV_OK);
             assert_int_equal(append(&pl, 3, zeros, NULL), TKV_OK);
             read_rows(&pl, 3, raw);
-            for (uint32_t i = 0; i < 3 * rb; i++)
-                assert_int_equal(raw[i], 0);
+            /* outlier-split types: the indices of a zero row's outliers are 0, 1, ... (ties) */
+            uint32_t n_out = tkv_type_is_outlier(type) ? (hd + 31) / 32 : 0, ib = hd <= 256 ? 1 : 2;
+            uint32_t at = rb - n_out * (ib + 2);
+            for (uint32_t i = 0; i < 3 * rb; i++) {
+                uint32_t in_row = i % rb, o = (in_row - at) / ib;
+                if (n_out && in_row >= at && in_row < at + n_out * ib)
+                    assert_int_equal(raw[i], (in_row - at) % ib == 0 ? (o & 0xff) : (o >> 8));
+                else
+                    assert_int_equal(raw[i], 0);
+            }
             assert_int_equal(dequantize(&pl, 3, deq), TKV_OK);
             for (uint32_t i = 0; i < 3 * hd; i++)
                 assert_true(deq[i] == 0.0f);
@@ -1868,7 +1931,7 @@ static void test_device_caps(void **state)
     assert_int_equal(env.p->device_caps(0, &caps), TKV_OK);
     assert_int_equal(caps.struct_size, sizeof caps);
     assert_int_equal(caps.features, TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW |
-                                        TKV_CAP_SOFTCAP | TKV_CAP_LSE | TKV_CAP_BUFFER_COPY);
+                                        TKV_CAP_SOFTCAP | TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | TKV_CAP_FORMAT_R1);
     uint32_t all = (1u << TKV_TYPE_COUNT) - 1u;
     assert_int_equal(caps.k_types, all);
     assert_int_equal(caps.v_types,

@@ -208,10 +208,15 @@ static void bits_per_value_bound(void **state)
                 exact = 8.0 + 16.0 * q8_blocks / hd;
                 bound = 8.0 + 16.0 / q8_last;
             } else {
-                /* s fp16 words per group: the scale, and for QJL the residual norm */
+                /* s fp16 words per group: the scale, and for QJL the residual norm; an
+                 * outlier-split type adds one index and one fp16 per 32 values */
                 uint32_t qjl = tkv_type_is_qjl(type), b = tkv_type_bits(type) + qjl, s = 1 + qjl;
-                exact = b + 16.0 * s * n / hd;
-                bound = b + 16.0 * s / groups[n - 1];
+                double outliers = tkv_type_is_outlier(type)
+                                      ? (8.0 * (hd <= 256 ? 1 : 2) + 16.0) * ((hd + 31) / 32) / hd
+                                      : 0.0;
+                exact = b + 16.0 * s * n / hd + outliers;
+                bound = b + 16.0 * s / groups[n - 1] +
+                        (tkv_type_is_outlier(type) ? (8.0 * (hd <= 256 ? 1 : 2) + 16.0) * (1.0 / 32 + 1.0 / hd) : 0.0);
             }
             if (fabs(got - exact) > 1e-12 || got > bound + 1e-12)
                 fail_msg("%s head_dim %u: %.4f bits/value, expected %.4f (bound %.4f)", tkv_type_name(type), hd,
@@ -286,20 +291,26 @@ static void qjl_attention_matches_dequantized(void **state)
     tkv_context *ctx = open_ok("sparse_v: false\n");
     float *k = malloc(sizeof *k * CTX * KV * HD), *v = malloc(sizeof *v * CTX * KV * HD);
     float *kd = malloc(sizeof *kd * CTX * KV * HD), q[NQ * QH * HD], out[NQ * QH * HD];
+    float *vd = malloc(sizeof *vd * CTX * KV * HD);
     for (size_t i = 0; i < (size_t)CTX * KV * HD; i++) {
         k[i] = (float)(3.0 * rng_gauss());
         v[i] = (float)rng_gauss();
     }
     for (size_t i = 0; i < NQ * QH * HD; i++)
         q[i] = (float)rng_gauss();
-    for (uint32_t type = TKV_TYPE_TURBO3_QJL; type <= TKV_TYPE_TURBO4_QJL; type++) {
-        struct cache_shape s = { 1, KV, HD, CTX, QH, type, TKV_TYPE_F32, TKV_ROTATION_WHT, TKV_SCALE_NORM };
+    static const uint32_t keys[] = { TKV_TYPE_TURBO3_QJL, TKV_TYPE_TURBO4_QJL, TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO4_OUT };
+    for (size_t ti = 0; ti < sizeof keys / sizeof *keys; ti++) {
+        uint32_t type = keys[ti];
+        /* outlier-split types as values too: their accumulation keeps the outliers apart */
+        uint32_t v_type = tkv_type_is_outlier(type) ? type : TKV_TYPE_F32;
+        struct cache_shape s = { 1, KV, HD, CTX, QH, type, v_type, TKV_ROTATION_WHT, TKV_SCALE_NORM };
         tkv_cache *c;
         const uint32_t seq = 0;
         double worst = 0.0;
         assert_int_equal(create(ctx, &s, &c), TKV_OK);
         assert_int_equal(tkv_cache_append(c, 0, 0, CTX, k, v), TKV_OK);
         assert_int_equal(tkv_cache_dequantize(c, 0, 0, 0, 0, CTX, kd), TKV_OK);
+        assert_int_equal(tkv_cache_dequantize(c, 0, 0, 1, 0, CTX, vd), TKV_OK);
         assert_int_equal(tkv_attention(c, 0, 1, &seq, NQ, QH, q, out, NULL), TKV_OK);
         for (uint32_t t = 0; t < NQ; t++)
             for (uint32_t h = 0; h < QH; h++) {
@@ -319,28 +330,91 @@ static void qjl_attention_matches_dequantized(void **state)
                 }
                 for (uint32_t j = 0; j < rows; j++)
                     for (uint32_t i = 0; i < HD; i++)
-                        ref[i] += w[j] / sum * v[((size_t)j * KV + kv) * HD + i];
+                        ref[i] += w[j] / sum * vd[((size_t)j * KV + kv) * HD + i];
                 for (uint32_t i = 0; i < HD; i++) {
                     err += (o[i] - ref[i]) * (o[i] - ref[i]);
                     mag += ref[i] * ref[i];
                 }
                 worst = fmax(worst, sqrt(err / mag));
             }
-        print_message("%s keys: attention vs float64 attention on the dequantized keys: relative error <= %.1e\n",
-                      tkv_type_name(type), worst);
+        print_message("%s keys, %s values: attention vs float64 attention on the dequantized rows: relative "
+                      "error <= %.1e\n", tkv_type_name(type), tkv_type_name(v_type), worst);
         assert_true(worst < 1e-4);
         tkv_cache_destroy(c);
     }
     free(k);
     free(v);
     free(kd);
+    free(vd);
+    tkv_context_close(ctx);
+}
+
+/* ---- outlier-split types ------------------------------------------------------------------- */
+
+/* turbo3o / turbo4o: the outliers (tkv_outlier_select) come back as
+ * stored, so the whole row's error is the turbo stage's on the rest:
+ * sum over groups of D_g ||rest_g||^2, D_g the b-bit optimum of group g
+ * (scale = norm), within 3% on Gaussian rows with one channel in 32 ten
+ * times larger; and that is 3-4 times less than the plain type's error on
+ * the same rows. */
+static void outlier_split_at_optimum(void **state)
+{
+    (void)state;
+    static const uint32_t dims[] = { 64, 80, 128 };
+    enum { N = 4000 };
+    tkv_context *ctx = open_ok("");
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++) {
+        uint32_t hd = dims[di], groups[TKV_MAX_GROUPS], n_groups = tkv_group_split(hd, groups);
+        float *x = malloc(sizeof *x * N * hd);
+        assert_non_null(x);
+        for (size_t i = 0; i < (size_t)N * hd; i++)
+            x[i] = (float)(rng_gauss() * (i % hd % 32 == 5 ? 10.0 : 1.0));
+        for (uint32_t type = TKV_TYPE_TURBO3_OUT; type <= TKV_TYPE_TURBO4_OUT; type++) {
+            uint32_t plain = TKV_TYPE_TURBO2 + tkv_type_bits(type) - 2;
+            float *back = round_trip(ctx, type, hd, TKV_SCALE_NORM, x, N);
+            float *back_plain = round_trip(ctx, plain, hd, TKV_SCALE_NORM, x, N);
+            double err = 0.0, err_plain = 0.0, expected = 0.0;
+            for (uint32_t r = 0; r < N; r++) {
+                const float *row = x + (size_t)r * hd;
+                float rest[1024];
+                uint32_t idx[TKV_OUTLIER_MAX] = { 0 };
+                memcpy(rest, row, sizeof *rest * hd);
+                tkv_outlier_select(row, hd, idx);
+                for (uint32_t o = 0; o < tkv_outlier_count(hd); o++)
+                    rest[idx[o]] = 0.0f;
+                for (uint32_t g = 0, at = 0; g < n_groups; at += groups[g++]) {
+                    double d, sq = 0.0;
+                    assert_int_equal(tkv_optimal_mse(plain, groups[g], &d), TKV_OK);
+                    for (uint32_t i = 0; i < groups[g]; i++)
+                        sq += (double)rest[at + i] * rest[at + i];
+                    expected += d * sq;
+                }
+                for (uint32_t i = 0; i < hd; i++) {
+                    double e = (double)back[(size_t)r * hd + i] - row[i];
+                    double ep = (double)back_plain[(size_t)r * hd + i] - row[i];
+                    err += e * e;
+                    err_plain += ep * ep;
+                }
+            }
+            print_message("%s head_dim %3u: error %.4f vs the rest's optimum %.4f (%+.2f%%); %s: %.4f (%.2fx)\n",
+                          tkv_type_name(type), hd, err / N, expected / N, 100.0 * (err / expected - 1.0),
+                          tkv_type_name(plain), err_plain / N, err_plain / err);
+            assert_true(fabs(err / expected - 1.0) < 0.03);
+            assert_true(err_plain > 3.0 * err);
+            free(back);
+            free(back_plain);
+        }
+        free(x);
+    }
+    double unused;
+    assert_int_equal(tkv_optimal_mse(TKV_TYPE_TURBO3_OUT, 64, &unused), TKV_EINVAL);
     tkv_context_close(ctx);
 }
 
 /* ---- per-layer types ------------------------------------------------------------------------ */
 
 /* Per-layer types as letters: 'f' f16, 'q' q8_0, '2'..'4' turbo2..4,
- * 'Q' turbo4_qjl. */
+ * 'Q' turbo4_qjl, 'o' turbo3o, 'O' turbo4o. */
 static char type_letter(uint32_t type)
 {
     switch (type) {
@@ -350,6 +424,8 @@ static char type_letter(uint32_t type)
     case TKV_TYPE_TURBO3: return '3';
     case TKV_TYPE_TURBO4: return '4';
     case TKV_TYPE_TURBO4_QJL: return 'Q';
+    case TKV_TYPE_TURBO3_OUT: return 'o';
+    case TKV_TYPE_TURBO4_OUT: return 'O';
     default: return '?';
     }
 }
@@ -434,8 +510,11 @@ static void layer_adaptive_conditions(void **state)
     expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq"); /* k8v3: values follow the mode, keys stay */
     s.v_type = TKV_TYPE_F16;
     expect_layers(ctx, &s, "qqqqqqqqqq/ffffffffff"); /* values not turbo: modes 5-7 do not apply */
-    s.k_type = s.v_type = TKV_TYPE_FROM_CONFIG;     /* the default scheme: q8_0 keys, turbo3 values */
+    s.k_type = s.v_type = TKV_TYPE_FROM_CONFIG; /* the default scheme at head_dim 64: turbo3o, turbo values */
+    expect_layers(ctx, &s, "oooooooooo/qq222222qq");
+    s.head_dim = 32; /* below 64: q8_0 keys, turbo3 values */
     expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq");
+    s.head_dim = 64;
 
     /* per-layer types from the host are its own */
     uint32_t kt[10], vt[10];
@@ -530,9 +609,10 @@ static void layers_key_errors(void **state)
         { "layers:\n  - {layer: 0}\n", 2, 5, "key 'layers': item 1: sets neither k_type nor v_type" },
         { "layers:\n  - {layer: 0, k_type: q9}\n", 2, 24,
           "key 'layers': item 1: k_type 'q9': expected one of f32, f16, q8_0, turbo2, turbo3, turbo4, turbo3_qjl, "
-          "turbo4_qjl" },
+          "turbo4_qjl, turbo3o, turbo4o" },
         { "layers:\n  - {layer: 0, v_type: turbo3_qjl}\n", 2, 24,
-          "key 'layers': item 1: v_type 'turbo3_qjl': expected one of f32, f16, q8_0, turbo2, turbo3, turbo4" },
+          "key 'layers': item 1: v_type 'turbo3_qjl': expected one of f32, f16, q8_0, turbo2, turbo3, turbo4, turbo3o, "
+          "turbo4o" },
         { "layers:\n  - {layer: 0, k_type: q8_0, colour: red}\n", 2, 30,
           "key 'layers': item 1: unknown key 'colour' (expected layer, k_type or v_type)" },
         { "layers:\n  - {layer: 0, layer: 1, k_type: q8_0}\n", 2, 16, "key 'layers': item 1: duplicate key 'layer'" },
@@ -601,15 +681,22 @@ static void auto_asymmetric(void **state)
 static void auto_scheme(void **state)
 {
     (void)state;
-    static const uint32_t dims[] = { 8, 32, 64, 128, 576 };
+    static const uint32_t dims[] = { 8, 32, 56, 64, 128, 576 };
     tkv_context *ctx = open_ok("log: info\n");
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++) {
-        struct cache_shape s = { 2, 2, dims[i], 4, 16, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
+        struct cache_shape s = { 2, 2, dims[i], 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
+        int split = dims[i] >= 64; /* core/policy.c: turbo3o from head_dim 64 on */
         log_text[0] = '\0';
-        expect_layers(ctx, &s, "qq/33");
-        assert_contains(log_text, "scheme auto: keys q8_0, values turbo3");
-        assert_null(strstr(log_text, "auto_asymmetric")); /* keys are q8_0 already */
+        expect_layers(ctx, &s, split ? "oo/oo" : "qq/33");
+        assert_contains(log_text, split ? "scheme auto: keys turbo3o, values turbo3o"
+                                        : "scheme auto: keys q8_0, values turbo3");
+        assert_null(strstr(log_text, "auto_asymmetric")); /* GQA 2 */
     }
+    /* GQA 8: auto_asymmetric puts the turbo3o keys back to q8_0 */
+    struct cache_shape gqa8 = { 2, 2, 128, 4, 16, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
+    log_text[0] = '\0';
+    expect_layers(ctx, &gqa8, "qq/oo");
+    assert_contains(log_text, "auto_asymmetric: GQA ratio 8 >= 6, keys turbo3o -> q8_0");
     tkv_context_close(ctx);
 }
 
@@ -620,6 +707,7 @@ int main(void)
         cmocka_unit_test(bits_per_value_bound),
         cmocka_unit_test(qjl_inner_products_unbiased),
         cmocka_unit_test(qjl_attention_matches_dequantized),
+        cmocka_unit_test(outlier_split_at_optimum),
         cmocka_unit_test(layer_adaptive_modes),
         cmocka_unit_test(layer_adaptive_conditions),
         cmocka_unit_test(layers_key),

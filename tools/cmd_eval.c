@@ -42,12 +42,13 @@
 #include "npy.h"
 #include "tool.h"
 
-#define DEFAULT_TYPES "turbo2,turbo3,turbo4,turbo3_qjl,turbo4_qjl,q8_0"
+#define DEFAULT_TYPES "turbo2,turbo3,turbo4,turbo3_qjl,turbo4_qjl,turbo3o,turbo4o,q8_0"
 #define DEFAULT_HEAD_DIMS "8,16,32,64,80,96,128,192,256,576"
-#define DEFAULT_ROTATIONS "wht,dense,none"
+#define DEFAULT_ROTATIONS "wht,dense,none,rotor"
 #define DEFAULT_PAIRS                                                                                  \
     "f32/f32,q8_0/q8_0,turbo4/turbo4,turbo3/turbo3,turbo2/turbo2,q8_0/turbo4,q8_0/turbo3,turbo4/turbo3," \
-    "turbo3_qjl/turbo3,turbo4_qjl/turbo3,f32/turbo3,turbo4/f32"
+    "turbo3_qjl/turbo3,turbo4_qjl/turbo3,f32/turbo3,turbo4/f32,turbo3o/f32,turbo4o/f32,turbo3o/turbo3o,"          \
+    "turbo4o/turbo3,turbo4o/turbo3o"
 #define DEFAULT_PAIR_HEAD_DIMS "8,64,128"
 #define DEFAULT_VECTORS 2000
 #define DEFAULT_CTX 2048
@@ -81,7 +82,7 @@
 #define SEED_NEEDLE 0x6e6565646c657321ull /* "needles!" */
 
 static const char *const rotation_names[] = { [TKV_ROTATION_WHT] = "wht", [TKV_ROTATION_DENSE] = "dense",
-                                              [TKV_ROTATION_NONE] = "none" };
+                                              [TKV_ROTATION_NONE] = "none", [TKV_ROTATION_ROTOR] = "rotor" };
 
 static int usage(FILE *f)
 {
@@ -89,7 +90,7 @@ static int usage(FILE *f)
             "usage: turbokv eval [options]\n"
             "  --types LIST       types of table 1 (default " DEFAULT_TYPES ")\n"
             "  --head-dims LIST   head dims of table 1 (default " DEFAULT_HEAD_DIMS ")\n"
-            "  --rotations LIST   wht, dense, none (default all three)\n"
+            "  --rotations LIST   wht, dense, none, rotor (default all four)\n"
             "  --vectors N        random unit vectors per row for mse and ip (default %d)\n"
             "  -c, --ctx N        tokens of the synthetic caches, 16..65536 (default %d)\n"
             "  --pairs LIST       K/V pairs of table 2, K/V or one type for both (default\n"
@@ -603,7 +604,8 @@ static void describe_groups(uint32_t head_dim, char *buf, size_t size)
 
 /* The bits/value a type may spend at a head_dim: b + 16 s/g, s the fp16
  * words per block (scale; QJL adds the residual norm), g the smallest block
- * (turbo: the smallest group of the split; q8_0: the shortest 32-block). */
+ * (turbo: the smallest group of the split; q8_0: the shortest 32-block);
+ * outlier-split types add their outliers' index and fp16 bits. */
 static double bits_bound(uint32_t type, uint32_t head_dim)
 {
     uint32_t g[TKV_MAX_GROUPS], n = tkv_group_split(head_dim, g);
@@ -614,7 +616,10 @@ static double bits_bound(uint32_t type, uint32_t head_dim)
     if (!tkv_type_is_turbo(type))
         return tkv_type_bits_per_value(type, head_dim);
     uint32_t qjl = tkv_type_is_qjl(type);
-    return tkv_type_bits(type) + qjl + 16.0 * (1 + qjl) / g[n - 1];
+    double outliers = tkv_type_is_outlier(type) ? (8.0 * tkv_outlier_index_bytes(head_dim) + 16.0) *
+                                                      tkv_outlier_count(head_dim) / head_dim
+                                                : 0.0;
+    return tkv_type_bits(type) + qjl + 16.0 * (1 + qjl) / g[n - 1] + outliers;
 }
 
 static int parse_count(const char *opt, const char *text, long min, long max, long *out)
@@ -660,7 +665,7 @@ static int parse_rotation(const char *text, uint32_t *rotation, char *why, size_
             *rotation = r;
             return 0;
         }
-    snprintf(why, size, "expected wht, dense or none");
+    snprintf(why, size, "expected wht, dense, none or rotor");
     return -1;
 }
 
@@ -875,7 +880,7 @@ enum { O_TYPES = 1, O_HEAD_DIMS, O_ROTATIONS, O_PAIRS, O_PAIR_HEAD_DIMS, O_VECTO
 static const struct tool_option options[] = {
     { O_TYPES, 0, "types", "a comma-separated list of types", NULL },
     { O_HEAD_DIMS, 0, "head-dims", "a comma-separated list of head dims", NULL },
-    { O_ROTATIONS, 0, "rotations", "a comma-separated list of wht, dense, none", NULL },
+    { O_ROTATIONS, 0, "rotations", "a comma-separated list of wht, dense, none, rotor", NULL },
     { O_PAIRS, 0, "pairs", "a comma-separated list of K/V pairs", NULL },
     { O_PAIR_HEAD_DIMS, 0, "pair-head-dims", "a comma-separated list of head dims", NULL },
     { O_VECTORS, 0, "vectors", "a vector count", NULL },

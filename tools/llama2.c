@@ -317,6 +317,8 @@ int llama2_forward(const struct llama2_model *m, struct llama2_state *s, tkv_cac
             rope(s->q + (size_t)r * dim, c->n_heads, hd, pos);
             rope(s->k + (size_t)r * kv_dim, c->n_kv_heads, hd, pos);
         }
+        if (s->transform)
+            s->transform(s->transform_arg, l, s->pos[0], rows, s->k, s->v);
         for (uint32_t i = 0; i < n_seqs; i++) {
             size_t off = (size_t)i * n_tokens * kv_dim;
             int st = tkv_cache_append(cache, seq_ids[i], l, n_tokens, s->k + off, s->v + off);

@@ -67,6 +67,12 @@ struct llama2_state {
     uint64_t rows_total;       /* sparse-V counters summed over all attention calls */
     uint64_t rows_skipped;
     char error[512];           /* why the last llama2_forward failed */
+    /* Optional (studies of K/V storage, tools/keystudy.c): called with each
+     * layer's new rows before they are appended, k and v [n_seqs][n_tokens]
+     * [n_kv_heads][head_dim], positions first_pos... of the first
+     * sequence; it may change them in place. NULL: no call. */
+    void (*transform)(void *arg, uint32_t layer, uint32_t first_pos, uint32_t n_rows, float *k, float *v);
+    void *transform_arg;
 };
 
 int llama2_state_init(struct llama2_state *s, const struct llama2_model *m, uint32_t max_rows);

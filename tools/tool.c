@@ -384,8 +384,17 @@ static const char *scheme_bits_type(const char *digits, size_t n)
 int tool_parse_scheme(const char *name, uint32_t *k_type, uint32_t *v_type)
 {
     uint32_t k, v;
-    const char *vpos = name[0] == 'k' ? strchr(name, 'v') : NULL;
-    if (vpos) {
+    const char *vpos = name[0] == 'k' ? strchr(name, 'v') : NULL, *slash = strchr(name, '/');
+    if (slash) { /* K/V: two type names */
+        char kname[32];
+        size_t n = (size_t)(slash - name);
+        if (n >= sizeof kname)
+            return -1;
+        memcpy(kname, name, n);
+        kname[n] = '\0';
+        if (tkv_type_from_name(kname, &k) != TKV_OK || tkv_type_from_name(slash + 1, &v) != TKV_OK)
+            return -1;
+    } else if (vpos) {
         const char *kname = scheme_bits_type(name + 1, (size_t)(vpos - name - 1));
         const char *vname = scheme_bits_type(vpos + 1, strlen(vpos + 1));
         if (!kname || !vname || tkv_type_from_name(kname, &k) != TKV_OK || tkv_type_from_name(vname, &v) != TKV_OK)

@@ -97,7 +97,7 @@ int tool_value_float(const struct tool_getopt *g, double min, double max, const 
 const char *tool_closest(const char *typed, const char *const *names, size_t n);
 
 /* A K/V scheme name as the configuration's `scheme` key reads it: a type
- * name for keys and values alike (value types only: no QJL), or kXvY with X,
+ * name for keys and values alike (value types only: no QJL), K/V type names, or kXvY with X,
  * Y in 32, 16, 8, 4, 3, 2 (f32, f16, q8_0, turbo4, turbo3, turbo2; k8v3 =
  * q8_0 keys, turbo3 values). "auto" is not parsed here. Returns 0, else -1. */
 int tool_parse_scheme(const char *name, uint32_t *k_type, uint32_t *v_type);

@@ -54,7 +54,8 @@ static uint64_t attend_row(const struct attention_plan *p, const struct tkv_atte
         kl->kernels->prepare_query(kl, q, q_work);
         q = q_work;
     }
-    memset(acc, 0, sizeof *acc * hd);
+    const int split = tkv_type_is_outlier(vl->type); /* acc holds 2 head_dim floats */
+    memset(acc, 0, sizeof *acc * hd * (split ? 2u : 1u));
     float m = -INFINITY, l = 0.0f;
     uint64_t skipped = 0;
     for (uint32_t j = lo; j < hi;) {
@@ -67,7 +68,7 @@ static uint64_t attend_row(const struct attention_plan *p, const struct tkv_atte
                 /* Rescale what was accumulated against the old max. */
                 float correction = expf(m - s);
                 l *= correction;
-                for (uint32_t d = 0; d < hd; d++)
+                for (uint32_t d = 0; d < hd * (split ? 2u : 1u); d++)
                     acc[d] *= correction;
                 m = s;
             }
@@ -82,10 +83,14 @@ static uint64_t attend_row(const struct attention_plan *p, const struct tkv_atte
         j += n;
     }
     float inv_l = 1.0f / l;
-    for (uint32_t d = 0; d < hd; d++)
-        out[d] = acc[d] * inv_l;
-    if (vl->bits)
-        cpu_rotate_row(vl, CPU_UNROTATE, out);
+    if (split)
+        cpu_outlier_finish(vl, acc, inv_l, out);
+    else {
+        for (uint32_t d = 0; d < hd; d++)
+            out[d] = acc[d] * inv_l;
+        if (vl->bits)
+            cpu_rotate_row(vl, CPU_UNROTATE, out);
+    }
     if (lse)
         *lse = m + logf(l);
     return skipped;
@@ -118,7 +123,7 @@ int cpu_attention(void *dev_, const struct tkv_attention_args *a)
             return rc;
     } else {
         const uint32_t hd = p.k.head_dim;
-        float *q_work = dev->scratch, *acc = dev->scratch + 2 * TKV_HEAD_DIM_MAX;
+        float *q_work = dev->scratch, *acc = dev->scratch + 2 * TKV_HEAD_DIM_MAX; /* 2 head_dim floats each */
         for (uint32_t s = 0; s < a->n_seqs; s++) {
             const struct tkv_attn_seq *seq = cpu_seq(a, s);
             const uint32_t *blocks = a->blocks + seq->block_first;

@@ -97,8 +97,9 @@ struct cpu_device {
     struct cpu_lut luts[TKV_N_GROUP_SIZES][TKV_N_CODEBOOK_BITS];
     /* Per-device scratch (the core never runs two ops on one device at once):
      * a sanitized input row, or a prepared query (up to 2 head_dim floats,
-     * see prepare_query) and its output accumulator. */
-    float scratch[3 * TKV_HEAD_DIM_MAX];
+     * see prepare_query) and its output accumulator (2 head_dim floats for
+     * the outlier-split types, outlier.c). */
+    float scratch[4 * TKV_HEAD_DIM_MAX];
 };
 
 /* One group of a turbo row. */
@@ -110,6 +111,7 @@ struct cpu_group {
     const struct tkv_group_tables *tables;
     const struct tkv_codebook *codebook;
     const struct cpu_lut *lut;
+    const float *rotor; /* the rotor rotation's matrices of this group size */
     /* QJL types only (qjl.c): the group's residual block and sketch. */
     uint32_t residual_offset;
     const struct tkv_qjl_tables *qjl;
@@ -144,6 +146,9 @@ struct cpu_layout {
      * NULL: the reference kernels. */
     const struct cpu_isa *isa;
     const struct cpu_simd_type *simd;
+    /* Outlier-split types only (outlier.c): where the outliers begin, how
+     * many, and the bytes of one index. */
+    uint32_t outlier_offset, n_outliers, outlier_index_bytes;
 };
 
 /* Fills the layout of a format the core has validated (type, head_dim,
@@ -166,6 +171,17 @@ void cpu_qjl_encode(const struct cpu_layout *l, const float *x, uint8_t *row);
 float cpu_qjl_dot(const struct cpu_layout *l, const uint8_t *row, const float *q);
 void cpu_qjl_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc);
 void cpu_qjl_prepare_query(const struct cpu_layout *l, const float *q, float *work);
+
+/* Outlier-split types (outlier.c). cpu_outlier_layout completes a layout
+ * that cpu_layout_init filled as the type's turbo stage. Their axpy takes
+ * an accumulator of 2 head_dim floats (rotated turbo part, then the
+ * unrotated outliers) that cpu_outlier_finish turns into the output row. */
+void cpu_outlier_layout(struct cpu_layout *l);
+void cpu_outlier_encode(const struct cpu_layout *l, const float *x, uint8_t *row);
+float cpu_outlier_dot(const struct cpu_layout *l, const uint8_t *row, const float *q);
+void cpu_outlier_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc);
+void cpu_outlier_prepare_query(const struct cpu_layout *l, const float *q, float *work);
+void cpu_outlier_finish(const struct cpu_layout *l, float *acc, float factor, float *out);
 
 /* Group rotations of a turbo layout (rotate.c), in place: CPU_ROTATE is
  * y = R u (quantization, queries), CPU_UNROTATE is u = R^T y (dequantized

@@ -109,6 +109,13 @@ static void decode_rows(void *arg, uint32_t item, uint32_t thread)
     uint64_t end = job->n_rows - r < job->batch ? job->n_rows : r + job->batch;
     for (; r < end; r++) {
         float *dst = job->dst + r * l->head_dim;
+        if (tkv_type_is_outlier(l->type)) { /* turbo part and outliers apart (outlier.c) */
+            float acc[2 * TKV_HEAD_DIM_MAX];
+            memset(acc, 0, sizeof *acc * 2 * l->head_dim);
+            l->kernels->axpy(l, job_row(job, r), 1.0f, acc);
+            cpu_outlier_finish(l, acc, 1.0f, dst);
+            continue;
+        }
         memset(dst, 0, sizeof *dst * l->head_dim);
         l->kernels->axpy(l, job_row(job, r), 1.0f, dst);
         if (l->bits)

@@ -8,7 +8,9 @@
  * Hadamard transform R = D2 H D1 / sqrt(g) costs O(g log g); H is symmetric
  * with H H = g I, so R^-1 = R^T = D1 H D2 / sqrt(g), the same butterflies
  * with the sign vectors swapped. DENSE is the paper's Haar rotation itself:
- * R = Q, R^-1 = Q^T.
+ * R = Q, R^-1 = Q^T. ROTOR (RotorQuant) rotates 3 coordinates at a time by
+ * a Cl(3,0) rotor: cheap, but it mixes no chunk with another, so a large
+ * channel stays in its chunk (docs/keys.md measures what that costs).
  */
 #include "cpu.h"
 
@@ -45,6 +47,23 @@ static void dense_rotate(const float *q, int transposed, uint32_t g, float *v)
     }
 }
 
+/* RotorQuant: per chunk of 3 the sandwich R v R~ as its 3 x 3 matrix (its
+ * transpose to rotate back); a last chunk of 2 uses the top-left 2 x 2 (a
+ * planar rotor), a last single value is left as is (turbokv_format.h). */
+static void rotor_rotate(const float *m, int transposed, uint32_t g, float *v)
+{
+    for (uint32_t first = 0; first < g; first += 3, m += 9) {
+        uint32_t n = g - first < 3 ? g - first : 3;
+        float in[3] = { v[first], n > 1 ? v[first + 1] : 0.0f, n > 2 ? v[first + 2] : 0.0f };
+        for (uint32_t i = 0; i < n; i++) {
+            float sum = 0.0f;
+            for (uint32_t j = 0; j < n; j++)
+                sum += (transposed ? m[j * 3 + i] : m[i * 3 + j]) * in[j];
+            v[first + i] = sum;
+        }
+    }
+}
+
 void cpu_rotate_group(uint32_t rotation, const struct cpu_group *grp, enum cpu_direction dir,
                       float *v)
 {
@@ -58,6 +77,9 @@ void cpu_rotate_group(uint32_t rotation, const struct cpu_group *grp, enum cpu_d
         break;
     case TKV_ROTATION_DENSE:
         dense_rotate(t->dense, dir == CPU_UNROTATE, grp->size, v);
+        break;
+    case TKV_ROTATION_ROTOR:
+        rotor_rotate(grp->rotor, dir == CPU_UNROTATE, grp->size, v);
         break;
     default: /* TKV_ROTATION_NONE */
         break;

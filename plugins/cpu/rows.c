@@ -224,6 +224,8 @@ static const struct cpu_row_kernels reference_kernels[TKV_TYPE_COUNT] = {
     [TKV_TYPE_TURBO4] = CPU_QUERY_KERNELS(cpu_turbo),
     [TKV_TYPE_TURBO3_QJL] = CPU_QUERY_KERNELS(cpu_qjl),
     [TKV_TYPE_TURBO4_QJL] = CPU_QUERY_KERNELS(cpu_qjl),
+    [TKV_TYPE_TURBO3_OUT] = CPU_QUERY_KERNELS(cpu_outlier),
+    [TKV_TYPE_TURBO4_OUT] = CPU_QUERY_KERNELS(cpu_outlier),
 };
 
 void cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *fmt,
@@ -253,10 +255,13 @@ void cpu_layout_init(const struct cpu_device *dev, const struct tkv_row_format *
             .tables = t,
             .codebook = &t->codebook[l->bits - TKV_TURBO_BITS_MIN],
             .lut = &dev->luts[tkv_group_index(sizes[g])][l->bits - TKV_TURBO_BITS_MIN],
+            .rotor = dev->math->rotor[tkv_group_index(sizes[g])],
         };
         first += sizes[g];
         byte_offset += tkv_turbo_group_bytes(sizes[g], l->bits);
     }
     if (tkv_type_is_qjl(fmt->type))
         cpu_qjl_layout(dev, l);
+    if (tkv_type_is_outlier(fmt->type))
+        cpu_outlier_layout(l);
 }
