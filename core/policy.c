@@ -19,14 +19,18 @@
  * 0.20 relative on the real stories260K K/V (perplexity +115%) and by as
  * much, 0.15-0.27, on synthetic head_dim 64-256 caches, against 0.02-0.03
  * for q8_0 keys. Most of that error comes from the few large channels a
- * rotation spreads over the group (docs/keys.md): the outlier-split type
- * turbo3o stores them apart, and turbo3o keys and values together cost
- * less attention error than q8_0 keys with turbo3 values from head_dim 64
- * on (synthetic 64: 0.109 against 0.160; 128: 0.157 against 0.174) in
- * 4.0-3.9 bits/value instead of 5.9-5.8, 4x less than f16. Below 64 its
- * one index and fp16 per 32 values (or fewer) cost more than q8_0 keys
- * save, so small heads keep q8_0 keys and turbo3 values, as does a device
- * without turbo3o.
+ * rotation spreads over the group (docs/keys.md): the outlier-split types
+ * store them apart. From head_dim 64 to 128, turbo3o keys and values cost
+ * less attention error than q8_0 keys with turbo3 values (synthetic 64:
+ * 0.109 against 0.160, 96: 0.126 against 0.174, 128: 0.157 against 0.174)
+ * in 4.0-4.3 bits/value instead of 5.8-6.0, 4x less than f16 at 128 (the
+ * trained head_dim 128 model: -0.16% PPL against -0.24%, both noise).
+ * Above 128 turbo3o ties with it (192: 0.206 against 0.186, 256: 0.192
+ * against 0.177, within two standard errors), so larger heads take turbo4o
+ * keys (0.121-0.128 at 4.4-4.6 bits/value, 3.5x less than f16). Below 64
+ * one index and fp16 per 32 values (or fewer) cost more than they save:
+ * small heads keep q8_0 keys and turbo3 values, as does a device without
+ * the outlier-split types.
  */
 #include <string.h>
 
@@ -37,16 +41,20 @@
 #define AUTO_ASYMMETRIC_GQA 6u
 #define AUTO_KEYS TKV_TYPE_Q8_0
 #define AUTO_VALUES TKV_TYPE_TURBO3
-#define AUTO_SPLIT TKV_TYPE_TURBO3_OUT
-#define AUTO_SPLIT_HEAD_DIM 64u
+#define AUTO_SPLIT_VALUES TKV_TYPE_TURBO3_OUT
+#define AUTO_SPLIT_KEYS_LARGE TKV_TYPE_TURBO4_OUT
+#define AUTO_SPLIT_HEAD_DIM 64u  /* outlier-split types from here */
+#define AUTO_LARGE_HEAD_DIM 128u /* turbo4o keys above this */
 
 static void auto_types(uint32_t head_dim, const struct tkv_device_caps *caps, uint32_t *k, uint32_t *v)
 {
-    int split = head_dim >= AUTO_SPLIT_HEAD_DIM && caps && (caps->k_types & caps->v_types & (1u << AUTO_SPLIT));
+    uint32_t split_keys = head_dim > AUTO_LARGE_HEAD_DIM ? AUTO_SPLIT_KEYS_LARGE : AUTO_SPLIT_VALUES;
+    int split = head_dim >= AUTO_SPLIT_HEAD_DIM && caps && (caps->k_types & (1u << split_keys)) &&
+                (caps->v_types & (1u << AUTO_SPLIT_VALUES));
     if (*k == TKV_TYPE_FROM_CONFIG)
-        *k = split ? AUTO_SPLIT : AUTO_KEYS;
+        *k = split ? split_keys : AUTO_KEYS;
     if (*v == TKV_TYPE_FROM_CONFIG)
-        *v = split ? AUTO_SPLIT : AUTO_VALUES;
+        *v = split ? AUTO_SPLIT_VALUES : AUTO_VALUES;
 }
 
 /* The fork leaves shallower models uniform: its boundary layers would be most of them. */

@@ -681,15 +681,17 @@ static void auto_asymmetric(void **state)
 static void auto_scheme(void **state)
 {
     (void)state;
-    static const uint32_t dims[] = { 8, 32, 56, 64, 128, 576 };
+    static const uint32_t dims[] = { 8, 32, 56, 64, 128, 136, 576 };
     tkv_context *ctx = open_ok("log: info\n");
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++) {
         struct cache_shape s = { 2, 2, dims[i], 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
-        int split = dims[i] >= 64; /* core/policy.c: turbo3o from head_dim 64 on */
+        /* core/policy.c: turbo3o from head_dim 64 on, turbo4o keys above 128 */
+        int split = dims[i] >= 64, large = dims[i] > 128;
         log_text[0] = '\0';
-        expect_layers(ctx, &s, split ? "oo/oo" : "qq/33");
-        assert_contains(log_text, split ? "scheme auto: keys turbo3o, values turbo3o"
-                                        : "scheme auto: keys q8_0, values turbo3");
+        expect_layers(ctx, &s, large ? "OO/oo" : split ? "oo/oo" : "qq/33");
+        assert_contains(log_text, large   ? "scheme auto: keys turbo4o, values turbo3o"
+                                  : split ? "scheme auto: keys turbo3o, values turbo3o"
+                                          : "scheme auto: keys q8_0, values turbo3");
         assert_null(strstr(log_text, "auto_asymmetric")); /* GQA 2 */
     }
     /* GQA 8: auto_asymmetric puts the turbo3o keys back to q8_0 */

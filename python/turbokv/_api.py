@@ -26,6 +26,8 @@ class Type(enum.IntEnum):
     TURBO4 = 5
     TURBO3_QJL = 6
     TURBO4_QJL = 7
+    TURBO3_OUT = 8
+    TURBO4_OUT = 9
 
 
 class Rotation(enum.IntEnum):
@@ -34,6 +36,7 @@ class Rotation(enum.IntEnum):
     WHT = 1
     DENSE = 2
     NONE = 3
+    ROTOR = 4
 
 
 class ScaleMode(enum.IntEnum):
