@@ -3,10 +3,12 @@
  * turbokv-cpu internals: the device, its buffers, the layout of a stored row
  * and the per-type row kernels the ops are built from.
  *
- * The row kernels of rows.c (and qjl.c) are the reference implementation of
- * every op: plain C, one thread. An ISA level (simd.h: avx512, avx2, scalar;
- * chosen at open by isa.c) adds vectorized kernels for the types it knows,
- * run over the device's threads; a layout without them uses the reference.
+ * The row kernels of rows.c (and qjl.c, outlier.c) are the reference
+ * implementation of every op: plain C. An ISA level (simd.h: avx512, avx2,
+ * scalar; chosen at open by isa.c) adds vectorized kernels for the types it
+ * knows; a layout without them (QJL keys, the outlier-split types) uses the
+ * reference kernels, attention rows spread over the device's threads (the
+ * reference level itself runs one thread).
  */
 #ifndef TKV_CPU_H
 #define TKV_CPU_H
@@ -95,11 +97,6 @@ struct cpu_device {
     struct cpu_thread *threads; /* [n_threads] */
     struct cpu_split *split;   /* attention work lists (attention_split.c) */
     struct cpu_lut luts[TKV_N_GROUP_SIZES][TKV_N_CODEBOOK_BITS];
-    /* Per-device scratch (the core never runs two ops on one device at once):
-     * a sanitized input row, or a prepared query (up to 2 head_dim floats,
-     * see prepare_query) and its output accumulator (2 head_dim floats for
-     * the outlier-split types, outlier.c). */
-    float scratch[4 * TKV_HEAD_DIM_MAX];
 };
 
 /* One group of a turbo row. */

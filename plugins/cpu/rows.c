@@ -171,6 +171,20 @@ void cpu_turbo_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
     }
 }
 
+/* Indices i .. i + 7 of a group (i a multiple of 8): they fill exactly
+ * `bits` bytes of the LSB-first stream (turbokv_format.h), read at once. */
+static inline void unpack8(const uint8_t *indices, uint32_t i, uint32_t bits, uint32_t idx[8])
+{
+    const uint8_t *p = indices + i / 8u * bits;
+    uint32_t w = p[0] | (uint32_t)p[1] << 8;
+    if (bits > 2)
+        w |= (uint32_t)p[2] << 16;
+    if (bits > 3)
+        w |= (uint32_t)p[3] << 24;
+    for (uint32_t k = 0; k < 8; k++)
+        idx[k] = (w >> (k * bits)) & ((1u << bits) - 1u);
+}
+
 /* sum_g s_g * sum_i c[idx_i] q_i: q must already be rotated (<R q, y_hat>). */
 float cpu_turbo_dot(const struct cpu_layout *l, const uint8_t *row, const float *q)
 {
@@ -180,8 +194,12 @@ float cpu_turbo_dot(const struct cpu_layout *l, const uint8_t *row, const float 
         const uint8_t *blk = row + grp->byte_offset;
         const float *c = grp->codebook->centroids, *qg = q + grp->first;
         float group_sum = 0.0f;
-        for (uint32_t i = 0; i < grp->size; i++)
-            group_sum += c[tkv_unpack_index(blk + 2, i, l->bits)] * qg[i];
+        for (uint32_t i = 0; i < grp->size; i += 8) {
+            uint32_t idx[8];
+            unpack8(blk + 2, i, l->bits, idx);
+            for (uint32_t k = 0; k < 8; k++)
+                group_sum += c[idx[k]] * qg[i + k];
+        }
         sum += tkv_fp16_to_float(load_u16(blk)) * group_sum;
     }
     return sum;
@@ -196,8 +214,12 @@ void cpu_turbo_axpy(const struct cpu_layout *l, const uint8_t *row, float w, flo
         const float *c = grp->codebook->centroids;
         float ws = w * tkv_fp16_to_float(load_u16(blk));
         float *ag = acc + grp->first;
-        for (uint32_t i = 0; i < grp->size; i++)
-            ag[i] += ws * c[tkv_unpack_index(blk + 2, i, l->bits)];
+        for (uint32_t i = 0; i < grp->size; i += 8) {
+            uint32_t idx[8];
+            unpack8(blk + 2, i, l->bits, idx);
+            for (uint32_t k = 0; k < 8; k++)
+                ag[i + k] += ws * c[idx[k]];
+        }
     }
 }
 
