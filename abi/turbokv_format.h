@@ -154,8 +154,7 @@ enum tkv_scale_mode {
 #define TKV_QJL_SEED_MUL 0xA0761D6478BD642Full
 /* Stream constant of the rotor rotation (see "Rotor rotation" above). */
 #define TKV_ROTOR_SEED_MUL 0x8EBC6AF09C88C6E3ull
-/* Chunks of a rotor group: ceil(g / 3). */
-static inline uint32_t tkv_rotor_chunks(uint32_t g) { return (g + 2u) / 3u; }
+
 /* Outlier-split types: one outlier per this many values (rounded up). */
 #define TKV_OUTLIER_EVERY 32u
 #define TKV_OUTLIER_MAX (TKV_HEAD_DIM_MAX / TKV_OUTLIER_EVERY)
@@ -176,6 +175,9 @@ static inline int tkv_group_index(uint32_t g)
             return i;
     return -1;
 }
+
+/* Chunks of a rotor group: ceil(g / 3). */
+static inline uint32_t tkv_rotor_chunks(uint32_t g) { return (g + 2u) / 3u; }
 
 /* 1 if head_dim is storable. */
 static inline int tkv_head_dim_supported(uint32_t head_dim)
