@@ -532,6 +532,40 @@ static void capabilities_refuse_before_allocating(void **state)
     expect_error(tkv_cache_create(m, &p, &c), TKV_EUNSUPPORTED, "head_dim 512 unsupported (at most 256)");
     assert_null(c);
 
+    /* format revision 1: the plugin's masks claim turbo3o, turbo4o and rotor (they come from cpu's), but
+     * it does not set TKV_CAP_FORMAT_R1, so the core clears them, and auto falls back to q8_0 / turbo3 */
+    struct tkv_device_caps mc = { .struct_size = sizeof mc };
+    assert_int_equal(tkv_context_caps(m, &mc), TKV_OK);
+    assert_false(mc.features & TKV_CAP_FORMAT_R1);
+    assert_int_equal(mc.k_types & (1u << TKV_TYPE_TURBO3_OUT | 1u << TKV_TYPE_TURBO4_OUT), 0);
+    assert_int_equal(mc.v_types & (1u << TKV_TYPE_TURBO3_OUT | 1u << TKV_TYPE_TURBO4_OUT), 0);
+    assert_int_equal(mc.rotations & (1u << TKV_ROTATION_ROTOR), 0);
+    assert_true(mc.k_types & (1u << TKV_TYPE_TURBO4_QJL)); /* the older types stay */
+    p.head_dim = 128;
+    p.k_type = TKV_TYPE_TURBO3_OUT;
+    expect_error(tkv_cache_create(m, &p, &c), TKV_EUNSUPPORTED, "key type turbo3o unsupported (layer 0)");
+    p.k_type = TKV_TYPE_TURBO3;
+    p.rotation = TKV_ROTATION_ROTOR;
+    expect_error(tkv_cache_create(m, &p, &c), TKV_EUNSUPPORTED, "rotation rotor unsupported");
+    p.rotation = 0;
+    p.k_type = p.v_type = TKV_TYPE_FROM_CONFIG;
+    assert_int_equal(tkv_cache_create(m, &p, &c), TKV_OK);
+    uint32_t kt, vt;
+    assert_int_equal(tkv_cache_layer_types(c, 0, &kt, &vt), TKV_OK);
+    assert_int_equal(kt, TKV_TYPE_Q8_0);
+    assert_int_equal(vt, TKV_TYPE_TURBO3);
+    tkv_cache_destroy(c);
+    c = NULL;
+    /* cpu declares them: there auto stores turbo3o at head_dim 128 */
+    tkv_cache *on_cpu = NULL;
+    assert_int_equal(tkv_cache_create(ctx, &p, &on_cpu), TKV_OK);
+    assert_int_equal(tkv_cache_layer_types(on_cpu, 0, &kt, &vt), TKV_OK);
+    assert_int_equal(kt, TKV_TYPE_TURBO3_OUT);
+    assert_int_equal(vt, TKV_TYPE_TURBO3_OUT);
+    tkv_cache_destroy(on_cpu);
+    p.k_type = TKV_TYPE_TURBO3;
+    p.v_type = TKV_TYPE_TURBO3;
+
     /* what it can hold works, options it lacks are refused by the core */
     p.head_dim = DIM;
     p.n_kv_heads = HEADS;
