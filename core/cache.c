@@ -401,7 +401,8 @@ static void drop_added(tkv_cache *c, uint32_t seq, uint32_t added)
 
 /* Rows whose stored scale cannot hold them: fp16 tops out at 65504, so a
  * turbo group whose norm exceeds it, a q8_0 block whose max|x| / 127 does, or
- * an f16 value beyond it is clamped (stored with a large error). Counted per
+ * an f16 value (or an outlier of an outlier-split type) beyond it is clamped
+ * (stored with a large error). Counted per
  * row, from the host's floats, before the plugin stores them. */
 static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x, uint64_t n_rows)
 {
@@ -413,13 +414,28 @@ static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x,
             float limit = type == TKV_TYPE_F16 ? TKV_FP16_MAX : TKV_FP16_MAX * 127.0f;
             for (uint32_t i = 0; i < head_dim && !sat; i++)
                 sat = isfinite(x[i]) && fabsf(x[i]) > limit;
-        } else
+        } else {
+            /* outlier-split types: the outliers are fp16 values, the rest the turbo groups */
+            float rest[TKV_HEAD_DIM_MAX];
+            const float *g_x = x;
+            if (tkv_type_is_outlier(type)) {
+                uint32_t idx[TKV_OUTLIER_MAX];
+                for (uint32_t i = 0; i < head_dim; i++)
+                    rest[i] = isfinite(x[i]) ? x[i] : 0.0f; /* as stored: non-finite values are 0 */
+                tkv_outlier_select(rest, head_dim, idx);
+                for (uint32_t o = 0; o < tkv_outlier_count(head_dim); o++) {
+                    sat |= fabsf(rest[idx[o]]) > TKV_FP16_MAX;
+                    rest[idx[o]] = 0.0f;
+                }
+                g_x = rest;
+            }
             for (uint32_t gi = 0, at = 0; gi < n_groups && !sat; at += groups[gi++]) {
                 double norm = 0;
                 for (uint32_t i = 0; i < groups[gi]; i++)
-                    norm += isfinite(x[at + i]) ? (double)x[at + i] * x[at + i] : 0.0;
+                    norm += isfinite(g_x[at + i]) ? (double)g_x[at + i] * g_x[at + i] : 0.0;
                 sat = sqrt(norm) > TKV_FP16_MAX;
             }
+        }
         count += sat;
     }
     return count;

@@ -392,6 +392,7 @@ static void nonfinite_and_saturation_counted(void **state)
         { TKV_TYPE_Q8_0, 1e7f, 8e6f },        /* max|x| / 127 > 65504 from 8.32e6 */
         { TKV_TYPE_F16, 7e4f, 6.5e4f },
         { TKV_TYPE_F32, 3e38f, 3e38f },       /* f32 holds every finite float */
+        { TKV_TYPE_TURBO3_OUT, 1e4f, 1000.0f }, /* the rest of the group: norm 7.9e4 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         tkv_cache *c = make_cache(cases[i].type, cases[i].type, 1);
@@ -415,6 +416,18 @@ static void nonfinite_and_saturation_counted(void **state)
         assert_int_equal(st.nonfinite_values, 4);
         st.struct_size = 4;
         expect_error(tkv_cache_stats(c, &st), TKV_EINVAL, "struct_size");
+        tkv_cache_destroy(c);
+    }
+    /* two values of 5e4 in a row: a turbo3 group's norm (7.1e4) saturates, turbo3o stores them as outliers */
+    for (uint32_t t = TKV_TYPE_TURBO3; t <= TKV_TYPE_TURBO3_OUT; t += TKV_TYPE_TURBO3_OUT - TKV_TYPE_TURBO3) {
+        tkv_cache *c = make_cache(t, t, 1);
+        float k[ROW] = { 0 }, v[ROW] = { 0 };
+        k[1] = 5e4f;
+        k[DIM - 2] = -5e4f;
+        struct tkv_cache_stats st = { .struct_size = sizeof st };
+        assert_int_equal(tkv_cache_append(c, 0, 0, 1, k, v), TKV_OK);
+        assert_int_equal(tkv_cache_stats(c, &st), TKV_OK);
+        assert_int_equal(st.saturated_rows, t == TKV_TYPE_TURBO3 ? 1u : 0u);
         tkv_cache_destroy(c);
     }
 }
