@@ -52,8 +52,8 @@
  *   S for group size g: drawn exactly as the dense rotation (core/tables.c,
  *   haar_orthogonal) from splitmix64 seeded with seed ^ (g * TKV_QJL_SEED_MUL).
  *
- * Outlier-split types (turbo3o, turbo4o; TurboQuant, arXiv 2504.19874,
- *   section 4.3: outlier channels at more bits than the rest): the
+ * Outlier-split types (turbo3o, turbo4o; after TurboQuant, arXiv 2504.19874,
+ *   whose 2.5- and 3.5-bit settings give outlier channels more bits): the
  *   n_o = ceil(head_dim / 32) values of largest |x_i| are stored as they are
  *   (fp16) and the rest as the b-bit turbo row above:
  *     outliers: the n_o largest |x_i|, ties to the lower index

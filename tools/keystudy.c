@@ -644,10 +644,48 @@ static int32_t *text_tokens(const char *model_tok, const char *text, uint32_t vo
 
 /* ---- main ------------------------------------------------------------------------------------------ */
 
+/* Per layer and kv head of a K dump: the channels' mean and standard
+ * deviation over the tokens, and the share of the energy left around the
+ * mean (what a per-head mean subtraction leaves to quantize). */
+static int key_stats(const char *path)
+{
+    struct npy_array k;
+    char err[512];
+    if (npy_read(path, NPY_FLOAT32, &k, err, sizeof err) != 0 || k.ndim != 4) {
+        fprintf(stderr, "keystudy: %s: %s\n", path, k.ndim != 4 ? "expected [layers][tokens][kv heads][head_dim]" : err);
+        return 1;
+    }
+    const uint32_t L = (uint32_t)k.shape[0], T = (uint32_t)k.shape[1], H = (uint32_t)k.shape[2], D = (uint32_t)k.shape[3];
+    const float *x = k.data;
+    printf("%s: per layer and kv head, channel mean (std) over %u tokens; centred = energy around the mean / energy\n",
+           path, T);
+    for (uint32_t l = 0; l < L; l++)
+        for (uint32_t h = 0; h < H; h++) {
+            double e = 0, ec = 0;
+            printf("layer %u head %u:", l, h);
+            for (uint32_t d = 0; d < D && d < 16; d++) {
+                double mu = 0, var = 0;
+                for (uint32_t t = 0; t < T; t++)
+                    mu += x[(((size_t)l * T + t) * H + h) * D + d] / T;
+                for (uint32_t t = 0; t < T; t++) {
+                    double v = x[(((size_t)l * T + t) * H + h) * D + d];
+                    var += (v - mu) * (v - mu) / T;
+                    e += v * v / T;
+                }
+                ec += var;
+                printf(" %.1f (%.1f)", mu, sqrt(var));
+            }
+            printf("%s; centred %.2f\n", D > 16 ? " ..." : "", ec / e);
+        }
+    npy_free(&k);
+    return 0;
+}
+
 static int usage(void)
 {
     fprintf(stderr,
-            "usage: keystudy attn METHODS [--keys K.npy --values V.npy]\n"
+            "usage: keystudy stats K.npy\n"
+            "       keystudy attn METHODS [--keys K.npy --values V.npy]\n"
             "       keystudy ppl METHODS --model M --tokenizer T (--text F | --tokens F.npy) [--windows N]\n"
             "                [--v-type TYPE]\n"
             "METHODS: comma-separated (see the comment at the top of tools/keystudy.c), e.g. f32,q8,t4,t4o1\n");
@@ -656,6 +694,8 @@ static int usage(void)
 
 int main(int argc, char **argv)
 {
+    if (argc == 3 && !strcmp(argv[1], "stats"))
+        return key_stats(argv[2]);
     if (argc < 3)
         return usage();
     const char *mode = argv[1], *keys = NULL, *values = NULL, *model_path = NULL, *tok_path = NULL, *text = NULL,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Outlier-split types (turbokv_format.h, "Outlier-split types"; TurboQuant,
- * arXiv 2504.19874, section 4.3): the n_o = ceil(head_dim / 32) values of
+ * Outlier-split types (turbokv_format.h, "Outlier-split types"; after
+ * TurboQuant, arXiv 2504.19874, whose 2.5- and 3.5-bit settings give
+ * outlier channels more bits): the n_o = ceil(head_dim / 32) values of
  * largest magnitude are stored as fp16 beside a turbo row of the others.
  * Keys after RoPE and values carry a few channels much larger than the
  * rest; a rotation spreads such a channel over its whole group, where the
