@@ -67,7 +67,6 @@
 extern "C" {
 #endif
 
-enum tkv_log_level { TKV_LOG_ERROR = 0, TKV_LOG_WARN = 1, TKV_LOG_INFO = 2, TKV_LOG_DEBUG = 3 };
 
 /* Handed by the core to the plugin's init(); valid until shutdown(). */
 struct tkv_services {

@@ -518,7 +518,10 @@ static void test_bad_files_are_refused(void **state)
     expect_error(llama2_open(&m, "/nonexistent/model.bin", err, sizeof err), err, "/nonexistent/model.bin",
                  "cannot open");
 
-    write_variant("tok512.bin", 3000, NULL, 0, path, sizeof path);
+    write_variant("tok512.bin", 3000, NULL, 0, path, sizeof path); /* < 4 + 8 x 512 bytes */
+    expect_error(tokenizer_open(&t, path, 512, err, sizeof err), err, path, "cannot hold the model's 512 pieces");
+    unlink(path);
+    write_variant("tok512.bin", 4500, NULL, 0, path, sizeof path);
     expect_error(tokenizer_open(&t, path, 512, err, sizeof err), err, path, "truncated");
     unlink(path);
     model_file("tok512.bin", path, sizeof path);
