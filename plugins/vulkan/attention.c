@@ -58,6 +58,16 @@ static struct vk_unit unit_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint
     };
 }
 
+/* Rows per batch: a power of two up to TKV_VK_WG whose staged rows fit the
+ * stage ((row_bytes + 6) / 4 + 1 words a row, shaders/attention.comp). */
+static uint32_t batch_rows(uint32_t row_bytes)
+{
+    uint32_t br = TKV_VK_WG, words = (row_bytes + 6) / 4 + 1;
+    while (br > 1 && br * words * 4 > TKV_VK_STAGE_BYTES)
+        br /= 2;
+    return br;
+}
+
 /* Writes the call's counters' zeros once they are (re)allocated. */
 static int counters_for(struct vk_device *dev, uint64_t n, const char *op)
 {
@@ -257,7 +267,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_ROW_BYTES] = vl.row_bytes,
         [TKV_VK_SPEC_QT] = qt,
         [TKV_VK_SPEC_Q8_BLOCK] = TKV_Q8_0_BLOCK,
-        [TKV_VK_SPEC_BATCH_ROWS] = TKV_VK_WG,
+        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(kl.row_bytes > vl.row_bytes ? kl.row_bytes : vl.row_bytes),
         [TKV_VK_SPEC_K_ROT] = kl.rotation,
         [TKV_VK_SPEC_V_ROT] = vl.rotation,
         [TKV_VK_SPEC_LANES] = lanes,

@@ -8,15 +8,18 @@
 //             (WHT butterflies or the dense matvec in shared memory), then
 //             S R q per group for QJL keys; each invocation keeps the part
 //             of the queries its score lane needs in registers;
-//   scores    the chunk in batches of BR rows: LANES invocations per K row,
-//             each over a fixed stretch of runs of 8 elements, straight from
-//             the packed bytes in memory (no staging), summed over the lanes
-//             with subgroup shuffles;
+//   stage     the chunk in batches of BR rows: every invocation loads words
+//             of the batch's K rows (found through the block table, any
+//             block size) into shared memory, all loads in flight at once;
+//   scores    LANES invocations per K row, each over a fixed stretch of runs
+//             of 8 elements with its part of the queries in registers,
+//             summed over the lanes with subgroup shuffles;
 //   softmax   per query row: the batch's max, online rescale (Milakov &
 //             Gimelshein 2018, as in FlashAttention), sparse-V decisions;
-//   values    each invocation one run of 8 elements of the batch's rows that
-//             some query row keeps: V rows every query row skips are not read;
-//             values are accumulated in the rotated domain;
+//   values    the V rows some query row keeps are staged the same way (V rows
+//             every query row skips are not read); each invocation takes one
+//             run of 8 elements of them; values are accumulated in the
+//             rotated domain;
 //   merge     the chunk's running max, weight sum, skip counts and value
 //             sums go to scratch; the workgroup that finishes its (unit, kv
 //             head) last (an atomic counter) combines every chunk, applies
@@ -66,6 +69,7 @@ layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Uni
 // Partials and counters: written by one workgroup, read by another in the
 // same dispatch, so they bypass incoherent caches.
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer Partials { float f[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer Partials4 { vec4 f[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer Counters { uint u[]; };
 
 const uint WG = gl_WorkGroupSize.x;
@@ -75,9 +79,17 @@ const uint RUNS = HEAD_DIM / 8u;        // runs of 8 elements: 8 divides every g
 const uint NR = RUNS / LANES;           // runs of one score lane
 const uint SP = WG / LANES;             // rows scored at once
 const uint RL = WG / RUNS;              // rows the value phase covers at once
-const uint RED = WG * (QT > 8u ? QT : 8u);
+const uint MAX_SUBGROUPS = 32u;        // WG / 4: the smallest subgroups
+const uint RED = MAX_SUBGROUPS * (QT > 8u ? QT : 8u);
+// A staged row: the aligned words around its bytes and one more (reads of 4
+// bytes at its last ones), row r at word r * WPR; BR x WPR fit the stage.
+const uint K_WPR = (K_ROW_BYTES + 3u + 3u) / 4u + 1u;
+const uint V_WPR = (V_ROW_BYTES + 3u + 3u) / 4u + 1u;
+const uint WPR = K_WPR > V_WPR ? K_WPR : V_WPR;
+const uint STAGE_WORDS = TKV_VK_STAGE_BYTES / 4u;
 const uint QW = HEAD_DIM * QS / 4u;     // vec4s of one prepared query
 const uint PV = (QT + 3u) / 4u;         // vec4s of one row's weights
+const uint PSN = BR * PV > TKV_VK_MERGE_WEIGHTS / 4u ? BR * PV : TKV_VK_MERGE_WEIGHTS / 4u;
 const uint QREG_N = NR * 8u * QT * QS;  // query floats one score lane uses
 const bool Q_IN_REGS = QREG_N <= 64u;   // then kept in registers, else read from qs
 const uint QV = QREG_N > 64u ? 1u : NR * 2u * QT * QS; // vec4s in registers
@@ -87,9 +99,11 @@ const uint XS = QT * HEAD_DIM * VA;
 
 shared vec4 qs[QT * QW];              // [query row][element / 4], S R q after R q
 shared float xs[XS];                  // query preparation; the merged outputs
-shared vec4 ps[BR * PV];              // the batch's scores, then weights: [row][query row / 4]
-shared float red[RED];                // reductions
-shared float weights[TKV_VK_MERGE_WEIGHTS]; // merge: [query row][chunk]
+shared vec4 ps[PSN];                  // the batch's scores, then weights: [row][query row / 4];
+                                      // the merge's weights, [query row][chunk]
+shared float red[RED];                // reductions: [query row][subgroup]
+shared uint stage[STAGE_WORDS];       // the batch's K, then V, rows; the merge's sums
+shared uint64_t k_at[BR], v_at[BR];   // the batch's rows' addresses
 shared uint keep[BR];                 // the batch's row is needed by some query row
 shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi * 16 + index]
 shared uint last_arrival;
@@ -133,32 +147,39 @@ Run run_of(uint enc, uint bits, uint qjl, uint u)
     return run;
 }
 
-// The scale of the run of the row at address row: value = scale * raw
+// The 4 staged bytes at byte offset b of the stage, little endian.
+uint staged_u32(uint b)
+{
+    uint w = b >> 2, sh = (b & 3u) * 8u, lo = stage[w];
+    return sh == 0u ? lo : (lo >> sh) | (stage[w + 1u] << (32u - sh));
+}
+
+// The scale of the run of the staged row at byte row: value = scale * raw
 // (turbo: the group's scale; q8_0: the block's d; plain values: 1).
-float run_scale(uint enc, uint64_t row, Run run)
+float run_scale(uint enc, uint row, Run run)
 {
     return enc == TKV_VK_ENC_F32 || enc == TKV_VK_ENC_F16 ? 1.0
-                                                           : unpackHalf2x16(load_u16(row + run.scale)).x;
+                                                           : unpackHalf2x16(staged_u32(row + run.scale) & 0xffffu).x;
 }
 
 // The run's 8 raw values: turbo centroids, q8_0 integers, plain values.
-void run_raw(uint enc, uint bits, bool keys, uint64_t row, Run run, out float raw[8])
+void run_raw(uint enc, uint bits, bool keys, uint row, Run run, out float raw[8])
 {
     if (enc == TKV_VK_ENC_F32) {
         [[unroll]] for (uint e = 0u; e < 8u; e++)
-            raw[e] = uintBitsToFloat(load_u32(row + run.scale + 4u * e));
+            raw[e] = uintBitsToFloat(staged_u32(row + run.scale + 4u * e));
     } else if (enc == TKV_VK_ENC_F16) {
         [[unroll]] for (uint e = 0u; e < 8u; e += 2u) {
-            vec2 pair = unpackHalf2x16(load_u32(row + run.scale + 2u * e));
+            vec2 pair = unpackHalf2x16(staged_u32(row + run.scale + 2u * e));
             raw[e] = pair.x;
             raw[e + 1u] = pair.y;
         }
     } else if (enc == TKV_VK_ENC_Q8_0) {
-        uvec2 q = uvec2(load_u32(row + run.data), load_u32(row + run.data + 4u));
+        uvec2 q = uvec2(staged_u32(row + run.data), staged_u32(row + run.data + 4u));
         [[unroll]] for (uint e = 0u; e < 8u; e++)
             raw[e] = float(bitfieldExtract(int(q[e >> 2]), int(8u * (e & 3u)), 8));
     } else {
-        uint idx = load_u32(row + run.data);
+        uint idx = staged_u32(row + run.data);
         [[unroll]] for (uint e = 0u; e < 8u; e++) {
             uint c = run.cent + bitfieldExtract(idx, int(e * bits), int(bits));
             raw[e] = keys ? cent_k[c] : cent_v[c];
@@ -168,11 +189,28 @@ void run_raw(uint enc, uint bits, bool keys, uint64_t row, Run run, out float ra
 
 // A QJL row's run: the weight of its signs, scale gamma (the residual reads
 // back as scale gamma S^T z), and the 8 signs, bit e set for z = +1.
-float run_signs(uint64_t row, Run run, out uint z)
+float run_signs(uint row, Run run, out uint z)
 {
-    z = load_u32(row + run.signs) & 0xffu;
-    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * unpackHalf2x16(load_u16(row + run.res)).x;
+    z = staged_u32(row + run.signs) & 0xffu;
+    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * unpackHalf2x16(staged_u32(row + run.res) & 0xffffu).x;
 }
+
+// Stages the batch's rows (keep[r] != 0 only, for values) from the
+// addresses in at: the aligned words around each, wpr of them. Uniform
+// control flow; the caller barriers before reading.
+void stage_rows(bool values, uint nb, uint wpr)
+{
+    for (uint i = gl_LocalInvocationIndex; i < nb * wpr; i += WG) {
+        uint r = i / wpr, w = i - r * wpr;
+        if (!values || keep[r] != 0u) {
+            uint64_t a = (values ? v_at[r] : k_at[r]) & ~uint64_t(3);
+            stage[r * WPR + w] = Words(a).w[w];
+        }
+    }
+}
+
+// Byte offset in the stage of staged row r.
+uint staged_row(uint r, bool values) { return r * WPR * 4u + uint((values ? v_at[r] : k_at[r]) & 3ul); }
 
 vec4 lo4(float v[8]) { return vec4(v[0], v[1], v[2], v[3]); }
 vec4 hi4(float v[8]) { return vec4(v[4], v[5], v[6], v[7]); }
@@ -195,13 +233,13 @@ void reduce_sum(inout float v[QT])
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = subgroupAdd(v[j]);
         if (subgroupElect())
-            red[j * WG + gl_SubgroupID] = x;
+            red[j * MAX_SUBGROUPS + gl_SubgroupID] = x;
     }
     barrier();
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = 0.0;
         for (uint g = 0u; g < gl_NumSubgroups; g++)
-            x += red[j * WG + g];
+            x += red[j * MAX_SUBGROUPS + g];
         v[j] = x;
     }
     barrier();
@@ -212,13 +250,13 @@ void reduce_max(inout float v[QT])
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = subgroupMax(v[j]);
         if (subgroupElect())
-            red[j * WG + gl_SubgroupID] = x;
+            red[j * MAX_SUBGROUPS + gl_SubgroupID] = x;
     }
     barrier();
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = NEG_INF;
         for (uint g = 0u; g < gl_NumSubgroups; g++)
-            x = max(x, red[j * WG + g]);
+            x = max(x, red[j * MAX_SUBGROUPS + g]);
         v[j] = x;
     }
     barrier();
@@ -229,13 +267,13 @@ void reduce_count(inout uint v[QT])
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         uint x = subgroupAdd(v[j]);
         if (subgroupElect())
-            red[j * WG + gl_SubgroupID] = uintBitsToFloat(x);
+            red[j * MAX_SUBGROUPS + gl_SubgroupID] = uintBitsToFloat(x);
     }
     barrier();
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         uint x = 0u;
         for (uint g = 0u; g < gl_NumSubgroups; g++)
-            x += floatBitsToUint(red[j * WG + g]);
+            x += floatBitsToUint(red[j * MAX_SUBGROUPS + g]);
         v[j] = x;
     }
     barrier();
@@ -349,15 +387,24 @@ void main()
     for (uint base = begin, nb; base < end; base += nb) {
         nb = min(BR, end - base);
 
+        // ---- stage the K rows ----
+        for (uint r = lid; r < nb; r += WG) {
+            k_at[r] = row_address(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, blocks, unit.block_first,
+                                  bt, h, base + r);
+            v_at[r] = row_address(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, blocks, unit.block_first,
+                                  bt, h, base + r);
+        }
+        barrier();
+        stage_rows(false, nb, K_WPR);
+        barrier();
+
         // ---- scores ----
         for (uint r = sr; r < BR; r += SP) { // the same trip count everywhere: shuffles below
             float score[QT];
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 score[t] = 0.0;
             if (r < nb) {
-                uint64_t row = row_address(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, blocks,
-                                           unit.block_first, bt, h, base + r);
-                uint scale_at = ~0u;
+                uint row = staged_row(r, false), scale_at = ~0u;
                 float s = 1.0;
                 [[unroll]] for (uint k = 0u; k < NR; k++) {
                     Run run = k_runs[k];
@@ -432,6 +479,8 @@ void main()
         if (sid < BR)
             keep[sid] = needed ? 1u : 0u;
         barrier();
+        stage_rows(true, nb, V_WPR);
+        barrier();
 
         // ---- values: only the rows some query row keeps are read ----
         if (vr < RL) {
@@ -440,8 +489,7 @@ void main()
             for (uint rr = vr; rr < nb; rr += RL) {
                 if (keep[rr] == 0u)
                     continue;
-                uint64_t row = row_address(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, blocks,
-                                           unit.block_first, bt, h, base + rr);
+                uint row = staged_row(rr, true);
                 float raw[8], p[PV * 4u];
                 [[unroll]] for (uint k = 0u; k < PV; k++) {
                     vec4 w4 = ps[rr * PV + k];
@@ -487,12 +535,12 @@ void main()
         [[unroll]] for (uint a = 0u; a < VA; a++) {
             if (vr < RL)
                 [[unroll]] for (uint e = 0u; e < 8u; e++)
-                    red[vr * HEAD_DIM + 8u * vu + e] = acc[(t * 8u + e) * VA + a];
+                    stage[vr * HEAD_DIM + 8u * vu + e] = floatBitsToUint(acc[(t * 8u + e) * VA + a]);
             barrier();
             for (uint i = lid; i < HEAD_DIM; i += WG) {
                 float sum = 0.0;
                 for (uint l = 0u; l < RL; l++)
-                    sum += red[l * HEAD_DIM + i];
+                    sum += uintBitsToFloat(stage[l * HEAD_DIM + i]);
                 if (alone)
                     xs[(a * QT + t) * HEAD_DIM + i] = sum;
                 else
@@ -538,27 +586,32 @@ void main()
             for (uint k = lid; k < nc; k += WG) {
                 uint at = ((first_partial + t) * max_chunks + k) * TKV_VK_ML_FLOATS;
                 float m_c = ml.f[at], w = m_c == NEG_INF ? 0.0 : exp(m_c - big[t]);
-                weights[t * nc + k] = w;
+                ps[(t * nc + k) / 4u][(t * nc + k) % 4u] = w;
                 total[t] += w * ml.f[at + 1u];
                 n_skipped[t] += floatBitsToUint(ml.f[at + 2u]);
             }
         }
         reduce_sum(total);
         reduce_count(n_skipped);
-        // independent sums keep several partial loads in flight
-        for (uint e = lid; e < XS; e += WG) {
+        // four elements an invocation, 16-byte loads, sixteen chunks in flight
+        Partials4 part4 = Partials4(pc.work + uint64_t(pc.acc_at) * TKV_VK_ALIGN);
+        for (uint e = 4u * lid; e < XS; e += 4u * WG) {
             uint a = e / (QT * HEAD_DIM), t = (e / HEAD_DIM) % QT, i = e % HEAD_DIM;
             uint p = (first_partial + t) * max_chunks;
-            float s[8];
-            [[unroll]] for (uint k = 0u; k < 8u; k++)
-                s[k] = 0.0;
+            vec4 s[16];
+            [[unroll]] for (uint k = 0u; k < 16u; k++)
+                s[k] = vec4(0.0);
             uint k0 = 0u;
-            for (; k0 + 8u <= nc; k0 += 8u)
-                [[unroll]] for (uint k = 0u; k < 8u; k++)
-                    s[k] += weights[t * nc + k0 + k] * part.f[((p + k0 + k) * VA + a) * HEAD_DIM + i];
+            for (; k0 + 16u <= nc; k0 += 16u)
+                [[unroll]] for (uint k = 0u; k < 16u; k++)
+                    s[k] += ps[(t * nc + k0 + k) / 4u][(t * nc + k0 + k) % 4u] *
+                            part4.f[(((p + k0 + k) * VA + a) * HEAD_DIM + i) / 4u];
             for (uint k = k0; k < nc; k++)
-                s[k - k0] += weights[t * nc + k] * part.f[((p + k) * VA + a) * HEAD_DIM + i];
-            xs[e] = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+                s[k - k0] += ps[(t * nc + k) / 4u][(t * nc + k) % 4u] * part4.f[(((p + k) * VA + a) * HEAD_DIM + i) / 4u];
+            [[unroll]] for (uint k = 8u; k > 0u; k /= 2u)
+                [[unroll]] for (uint j = 0u; j < k; j++)
+                    s[j] += s[j + k];
+            xs[e] = s[0].x, xs[e + 1u] = s[0].y, xs[e + 2u] = s[0].z, xs[e + 3u] = s[0].w;
         }
         barrier();
     }

@@ -70,7 +70,7 @@
 #define TKV_VK_SPEC_QT 10u       /* query rows per workgroup */
 #define TKV_VK_SPEC_Q8_BLOCK 11u
 #define TKV_VK_SPEC_GROUPS 12u   /* 12..15: the group words */
-#define TKV_VK_SPEC_BATCH_ROWS 16u /* rows per batch: TKV_VK_WG */
+#define TKV_VK_SPEC_BATCH_ROWS 16u /* rows per batch: a power of two up to TKV_VK_WG */
 #define TKV_VK_SPEC_K_ROT 17u    /* TKV_VK_ROT_* of the keys (queries are rotated alike) */
 #define TKV_VK_SPEC_V_ROT 18u    /* of the values (outputs are rotated back) */
 #define TKV_VK_SPEC_LANES 19u    /* invocations per K row in the score phase: a power of
@@ -81,7 +81,13 @@
 #define TKV_VK_WG 128u
 /* Query rows x head_dim of one attention workgroup (its query tile, and the
  * outputs the merging workgroup holds; twice the latter for QJL values). */
-#define TKV_VK_QUERY_TILE_FLOATS 2048u
+#define TKV_VK_QUERY_TILE_FLOATS 1024u
+/* The attention shader's stage: a batch of K rows, then of V rows (the
+ * aligned words around each row's bytes and one more: (row_bytes + 6) / 4 + 1
+ * words a row). The host sizes the batch (a power of two up to TKV_VK_WG
+ * rows) so that it fits. With the rest the shader holds, it stays within the
+ * 32 KB of shared memory every device offers (lavapipe has exactly that). */
+#define TKV_VK_STAGE_BYTES 12288u
 /* Scratch regions of an attention call start at multiples of this many
  * bytes from the work buffer's address; the push constants give them in
  * these units. */
@@ -209,6 +215,6 @@
 #define TKV_VK_ML_FLOATS 4u
 /* The merging workgroup keeps a weight per query row and chunk: QT x
  * max_chunks is at most this. */
-#define TKV_VK_MERGE_WEIGHTS 1024u
+#define TKV_VK_MERGE_WEIGHTS 512u
 
 #endif
