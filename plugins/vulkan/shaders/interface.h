@@ -48,7 +48,6 @@
 #define TKV_VK_FLAG_QJL 1u        /* QJL key type: residual blocks after the turbo row */
 #define TKV_VK_FLAG_CORRECTED 2u  /* scale = ||x|| / ||c[idx]|| */
 #define TKV_VK_FLAG_INVERSE 4u    /* rows shader: apply R^T (dequantize) instead of R */
-#define TKV_VK_FLAG_QUERY 8u      /* rows shader: float input rows (queries), not stored ones */
 #define TKV_VK_FLAG_PAGED 16u     /* rows shader: source rows addressed through a block table */
 
 /* Group sizes of a row, in order, one per byte (the list tkv_group_split
@@ -130,8 +129,7 @@
 
 /* rows.comp: stored rows to floats in the original domain (dequantize:
  * TKV_VK_FLAG_PAGED, n_rows = n_tokens x n_heads of one sequence, token
- * major), or query rows to what the attention shader scores against
- * (prepare: src is row 0, rows row_bytes apart). */
+ * major). */
 #define TKV_VK_ROWS_PUSH                                                            \
     uint64_t src;          /* paged: the pool; else row 0 */                        \
     uint64_t dst;          /* floats, dst_stride per row */                         \
