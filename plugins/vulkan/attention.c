@@ -187,7 +187,12 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     per_unit = per_unit < 1 ? 1 : per_unit;
     uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, 16);
     const uint64_t most = TKV_VK_MERGE_WEIGHTS / qt, fewest = (span_max + most - 2) / (most - 1);
-    chunk = chunk < dev->min_chunk ? dev->min_chunk : chunk;
+    /* sparse V decides against the running max of a chunk: short chunks
+     * start afresh too often and keep rows the cpu reference skips (README.md,
+     * Sparse V), so with sparse V on chunks are at least sparse_chunk rows */
+    const uint64_t min_chunk = a->sparse_v_threshold > 0 && dev->sparse_chunk > dev->min_chunk ? dev->sparse_chunk
+                                                                                              : dev->min_chunk;
+    chunk = chunk < min_chunk ? min_chunk : chunk;
     chunk = chunk < fewest ? fewest : chunk;
     uint64_t max_chunks = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++)

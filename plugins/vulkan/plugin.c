@@ -32,6 +32,10 @@ const struct tkv_services *vk_svc;
 #define VK_DEFAULT_CUS 64u
 #define VK_CPU_WORKGROUPS_PER_CORE 4u
 #define VK_MIN_CHUNK 64u
+/* Fewest rows per chunk with sparse V on: its chunk-local running max
+ * skips within 1-2 points of the cpu reference from about 1024 rows
+ * (README.md, Sparse V); TURBO_VK_SPARSE_CHUNK overrides it. */
+#define VK_SPARSE_CHUNK 1024u
 
 /* A tuning variable: def where unset or outside [lo, hi]. */
 static uint32_t env_u32(const char *name, uint32_t def, uint32_t lo, uint32_t hi)
@@ -477,6 +481,7 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
     }
     dev->subgroup_size = c->subgroup_size;
     dev->min_chunk = env_u32("TURBO_VK_MIN_CHUNK", VK_MIN_CHUNK, 16, 1u << 20);
+    dev->sparse_chunk = env_u32("TURBO_VK_SPARSE_CHUNK", VK_SPARSE_CHUNK, 16, 1u << 20);
     dev->direct_inputs = (int)env_u32("TURBO_VK_DIRECT_INPUTS", 0, 0, 1);
     if (c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);

@@ -125,6 +125,7 @@ struct vk_device {
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
     uint32_t min_chunk;         /* fewest rows per attention chunk */
+    uint32_t sparse_chunk;      /* fewest with sparse V on */
     uint32_t subgroup_size;
     int direct_inputs;          /* attention reads its inputs from the staging memory */
 
