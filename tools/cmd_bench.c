@@ -59,6 +59,7 @@ struct shape {
 struct timing {
     double us;      /* median per layer */
     uint64_t bytes; /* K+V bytes of the visible rows */
+    double dev_us;  /* median device time (tkv_attention_options.device_ns); 0: no timer */
 };
 
 struct append_rate {
@@ -68,6 +69,7 @@ struct append_rate {
 struct sparse_cmp {
     uint32_t type;
     double us_off, us_on, skipped_pct;
+    double dev_us_off, dev_us_on; /* device times; 0: no timer */
 };
 
 struct bench {
@@ -240,23 +242,27 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median microseconds of one tkv_attention call. */
+/* Median microseconds of one tkv_attention call, wall and (*dev_us, 0
+ * where the backend has no timer) on the device. */
 static int time_attention(tkv_cache *c, const struct bench *b, struct shape sh, double *us,
-                          struct tkv_attention_stats *st)
+                          struct tkv_attention_stats *st, double *dev_us)
 {
-    uint32_t ids[MAX_SEQS];
-    double runs[MAX_CALLS];
+    uint32_t ids[MAX_SEQS], n_q[MAX_SEQS];
+    double runs[MAX_CALLS], dev[MAX_CALLS];
     int n = 0;
     for (uint32_t s = 0; s < sh.seqs; s++)
-        ids[s] = s;
+        ids[s] = s, n_q[s] = sh.tokens;
     for (int i = 0; i < WARMUP_CALLS + MAX_CALLS; i++) {
+        uint64_t ns = 0;
+        struct tkv_attention_options o = { .struct_size = sizeof o, .stats = st, .device_ns = &ns };
         double t0 = tool_now();
-        int rc = tkv_attention(c, 0, sh.seqs, ids, sh.tokens, b->geo->q_heads, b->q, b->out, st);
+        int rc = tkv_attention_ex(c, 0, sh.seqs, ids, n_q, b->geo->q_heads, b->q, b->out, &o);
         double t1 = tool_now();
         if (rc != TKV_OK)
             return tool_fail("attention", rc);
         if (i < WARMUP_CALLS)
             continue;
+        dev[n] = 1e-9 * (double)ns;
         runs[n++] = t1 - t0;
         double spent = 0.0;
         for (int k = 0; k < n; k++)
@@ -265,7 +271,9 @@ static int time_attention(tkv_cache *c, const struct bench *b, struct shape sh, 
             break;
     }
     qsort(runs, (size_t)n, sizeof runs[0], cmp_double);
+    qsort(dev, (size_t)n, sizeof dev[0], cmp_double);
     *us = 1e6 * (n % 2 ? runs[n / 2] : 0.5 * (runs[n / 2 - 1] + runs[n / 2]));
+    *dev_us = 1e6 * (n % 2 ? dev[n / 2] : 0.5 * (dev[n / 2 - 1] + dev[n / 2]));
     return 0;
 }
 
@@ -286,11 +294,19 @@ static int measure_attention(struct bench *b, int ti, int ci)
     if (!c)
         return 1;
     int rc = fill(c, b, b->max_seqs, ctx);
+    if (rc != 0) { /* a cache the device cannot hold (the error is printed): its points stay "-" */
+        fprintf(stderr, "turbokv bench: %s at %u tokens x %u sequences skipped\n", tkv_type_name(type), ctx,
+                b->max_seqs);
+        b->done += (uint64_t)b->n_shapes - 1;
+        progress(b);
+        tkv_cache_destroy(c);
+        return 0;
+    }
     for (int si = 0; si < b->n_shapes && rc == 0; si++) {
         struct shape sh = b->shapes[si];
         struct timing *t = &b->t[ti][ci][si];
         if (sh.tokens <= ctx) {
-            rc = time_attention(c, b, sh, &t->us, NULL);
+            rc = time_attention(c, b, sh, &t->us, NULL, &t->dev_us);
             t->bytes = kv_bytes(b, type, type, ctx, sh.seqs);
         }
         progress(b);
@@ -330,7 +346,7 @@ static int measure_sparse(struct bench *b, uint32_t type)
     struct tkv_attention_stats st = { 0 };
     uint32_t ctx = b->ctx[b->sparse_ctx];
     tkv_context *ctxs[2] = { b->dense, b->sparse };
-    double *us[2] = { &cmp->us_off, &cmp->us_on };
+    double *us[2] = { &cmp->us_off, &cmp->us_on }, *dev_us[2] = { &cmp->dev_us_off, &cmp->dev_us_on };
     int rc = 0;
     cmp->type = type;
     for (int on = 0; on < 2 && rc == 0; on++) {
@@ -338,7 +354,7 @@ static int measure_sparse(struct bench *b, uint32_t type)
         if (!c)
             return 1;
         if ((rc = fill(c, b, 1, ctx)) == 0)
-            rc = time_attention(c, b, one, us[on], &st);
+            rc = time_attention(c, b, one, us[on], &st, dev_us[on]);
         tkv_cache_destroy(c);
     }
     cmp->skipped_pct = st.rows_total ? 100.0 * st.rows_skipped / st.rows_total : 0.0;
@@ -394,6 +410,16 @@ static double speedup_vs_f16(const struct bench *b, int ti, int ci, int si)
 }
 
 static double gbps(const struct timing *t) { return t->us > 0 ? t->bytes / (t->us * 1e3) : 0.0; }
+/* The same bytes (sparse V off: every K and V byte is read) over the device time. */
+static double dev_gbps(const struct timing *t) { return t->dev_us > 0 ? t->bytes / (t->dev_us * 1e3) : 0.0; }
+/* Sparse V on: the K bytes and the V bytes of the rows not skipped, over the device time. */
+static double sparse_dev_gbps(const struct bench *b, const struct sparse_cmp *c)
+{
+    uint32_t ctx = b->ctx[b->sparse_ctx], hd = b->geo->head_dim;
+    double rows = (double)b->geo->kv_heads * ctx;
+    double read = rows * (tkv_row_bytes(c->type, hd) + (1.0 - c->skipped_pct / 100.0) * tkv_row_bytes(c->type, hd));
+    return c->dev_us_on > 0 ? read / (c->dev_us_on * 1e3) : 0.0;
+}
 
 static void ctx_label(uint32_t ctx, char *out, size_t size)
 {
@@ -458,6 +484,29 @@ static void print_text(const struct bench *b)
             }
             printf("\n");
         }
+        int timed = 0;
+        for (int ti = 0; ti < b->n_types; ti++)
+            for (int ci = 0; ci < b->n_ctx; ci++)
+                timed |= b->t[ti][ci][si].dev_us > 0;
+        if (timed) {
+            printf("device time (timestamps): us per layer (GB/s of the K+V bytes read)\n%-7s", "type");
+            for (int ci = 0; ci < b->n_ctx; ci++) {
+                ctx_label(b->ctx[ci], label, sizeof label);
+                printf(" %24s", label);
+            }
+            printf("\n");
+            for (int ti = 0; ti < b->n_types; ti++) {
+                printf("%-7s", tkv_type_name(b->types[ti]));
+                for (int ci = 0; ci < b->n_ctx; ci++) {
+                    const struct timing *t = &b->t[ti][ci][si];
+                    if (t->dev_us > 0)
+                        printf(" %9.1f (%7.1f GB/s)  ", t->dev_us, dev_gbps(t));
+                    else
+                        printf(" %24s", "-");
+                }
+                printf("\n");
+            }
+        }
         printf("linear fit of time against context, %uK..:", FIT_FROM / 1024);
         int any = 0;
         for (int ti = 0; ti < b->n_types; ti++) {
@@ -481,10 +530,15 @@ static void print_text(const struct bench *b)
         printf("\nsparse V on peaked attention (keys %.0fx values), %s context, 1 query token x 1 "
                "sequence\n%-7s %12s %12s %16s %9s\n",
                KEY_SCALE, label, "type", "off us", "on us", "V rows skipped", "speedup");
-        for (int i = 0; i < b->n_cmp; i++)
-            printf("%-7s %12.1f %12.1f %15.1f%% %8.2fx\n", tkv_type_name(b->cmp[i].type),
+        for (int i = 0; i < b->n_cmp; i++) {
+            printf("%-7s %12.1f %12.1f %15.1f%% %8.2fx", tkv_type_name(b->cmp[i].type),
                    b->cmp[i].us_off, b->cmp[i].us_on, b->cmp[i].skipped_pct,
                    b->cmp[i].us_off / b->cmp[i].us_on);
+            if (b->cmp[i].dev_us_on > 0)
+                printf("   device %.1f -> %.1f us (%.1f GB/s of the bytes read)", b->cmp[i].dev_us_off,
+                       b->cmp[i].dev_us_on, sparse_dev_gbps(b, &b->cmp[i]));
+            printf("\n");
+        }
     }
 }
 
@@ -514,9 +568,10 @@ static void print_json(const struct bench *b)
                 json_head(b, "attention", b->types[ti], &first);
                 printf(", \"ctx\": %u, \"tokens\": %u, \"seqs\": %u, \"sparse_v\": false, "
                        "\"us_per_layer\": %.3f, \"kv_bytes\": %llu, \"gbps\": %.3f, "
-                       "\"speedup_vs_f16\": %.4f}",
+                       "\"speedup_vs_f16\": %.4f, \"device_us\": %.3f, \"device_gbps\": %.3f}",
                        b->ctx[ci], b->shapes[si].tokens, b->shapes[si].seqs, t->us,
-                       (unsigned long long)t->bytes, gbps(t), speedup_vs_f16(b, ti, ci, si));
+                       (unsigned long long)t->bytes, gbps(t), speedup_vs_f16(b, ti, ci, si), t->dev_us,
+                       dev_gbps(t));
             }
             struct fit f = fit_line(b, ti, si);
             if (f.points >= 2) {
@@ -535,9 +590,11 @@ static void print_json(const struct bench *b)
     for (int i = 0; i < b->n_cmp; i++) {
         json_head(b, "sparse_v", b->cmp[i].type, &first);
         printf(", \"ctx\": %u, \"tokens\": 1, \"seqs\": 1, \"us_off\": %.3f, \"us_on\": %.3f, "
-               "\"skipped_pct\": %.3f, \"speedup\": %.4f}",
+               "\"skipped_pct\": %.3f, \"speedup\": %.4f, \"device_us_off\": %.3f, \"device_us_on\": %.3f, "
+               "\"device_gbps_on\": %.3f}",
                b->ctx[b->sparse_ctx], b->cmp[i].us_off, b->cmp[i].us_on, b->cmp[i].skipped_pct,
-               b->cmp[i].us_off / b->cmp[i].us_on);
+               b->cmp[i].us_off / b->cmp[i].us_on, b->cmp[i].dev_us_off, b->cmp[i].dev_us_on,
+               sparse_dev_gbps(b, &b->cmp[i]));
     }
     printf("\n]\n");
 }
