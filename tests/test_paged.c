@@ -553,12 +553,16 @@ static void options_against_reference(void **state)
     for (uint32_t i = 0; i < total * QHEADS * DIM; i++)
         q[i] = 0.6f * sinf(0.11f * (float)i) + 0.2f * cosf(0.7f * (float)i);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        uint64_t device_ns = 12345;
         struct tkv_attention_options o = {
             .struct_size = sizeof o, .window = cases[k].window, .scale = cases[k].scale,
-            .softcap = cases[k].softcap, .lse = lse,
+            .softcap = cases[k].softcap, .lse = lse, .device_ns = &device_ns,
         };
         if (tkv_attention_ex(c, 1, 3, ids, nq, QHEADS, q, out, &o) != TKV_OK)
             fail_msg("case %zu: %s", k, tkv_last_error());
+        /* the GPU plugins time the call on the device; cpu has no timer */
+        if (strcmp(backend, "cpu") == 0 ? device_ns != 0 : device_ns == 0)
+            fail_msg("case %zu: device_ns %llu on %s", k, (unsigned long long)device_ns, backend);
         double scale = cases[k].scale ? cases[k].scale : 1.0 / sqrt(DIM);
         for (uint32_t s = 0, at = 0; s < 3; at += nq[s], s++)
             reference(c, 1, ids[s], nq[s], q + (size_t)at * QHEADS * DIM, scale, cases[k].window, cases[k].softcap,

@@ -1,22 +1,22 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Decode attention (struct tkv_attention_args) in one dispatch
- * (shaders/attention.comp): one workgroup per (unit, kv head, chunk of
- * rows) rotates its own queries, scores its chunk, keeps an online softmax,
- * accumulates V, and the last workgroup of each (unit, kv head) to finish
- * merges the chunks, rotates back and writes the outputs straight into the
- * host-visible staging memory. A unit is up to QT query rows (tokens x the
- * GQA group's heads) of one sequence, so sequences with different n_q share
- * a call without idle workgroups; chunks are numbered from the first one a
- * unit sees, so a sliding window costs only the chunks inside it.
- *
- * Per call the host writes the call record, the queries, the units and the
- * block table into the persistently mapped staging buffer, submits the
- * command buffer (recorded once and submitted again while the sizes and
- * buffers stay the same: every per-call value is in the call record), waits
- * once and reads the outputs from the same mapping. The chunk size spreads
- * every call over dev->target_workgroups (compute units x resident
- * workgroups per unit), whatever the context length and sequence count.
+ * Fused decode attention (struct tkv_attention_args), split-K: one submit
+ * of
+ *   upload    the queries, the work units, the query rows' units and the
+ *             call's block table to device memory;
+ *   prepare   R q (turbo keys), then S R q per group (QJL keys): the rows
+ *             shader, once per query row;
+ *   attention one workgroup per (unit, kv head, chunk of rows): partial
+ *             softmax statistics and value sums (shaders/attention.comp);
+ *   merge     one workgroup per output row: combine the chunks, R^T once,
+ *             log-sum-exp (shaders/merge.comp);
+ *   download  the outputs, the per-row skip counts and log-sum-exps.
+ * A unit is up to QT query rows (tokens x the GQA group's heads) of one
+ * sequence, so sequences with different n_q share a call without idle
+ * workgroups. The chunk size spreads the work over about
+ * dev->target_workgroups workgroups, so a long context on few heads still
+ * fills the device; chunks are numbered from the first one a unit sees, so
+ * a sliding window costs only the chunks inside it.
  *
  * The core has validated the call (shapes, formats against device_caps,
  * every block of every sequence inside both pools, scale, softcap,
@@ -58,88 +58,20 @@ static struct vk_unit unit_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint
     };
 }
 
-/* Rows per batch: a power of two up to TKV_VK_WG whose staged rows fit the
- * stage ((row_bytes + 6) / 4 + 1 words a row, shaders/attention.comp). */
-static uint32_t batch_rows(uint32_t row_bytes)
+/* Staged batch rows: a power of two up to one per invocation (more
+ * invocations share a row beyond), as many as the stage holds with the
+ * slack of every segment: a batch of br rows touches at most
+ * ceil((br - 1) / block_tokens) + 1 pool blocks. */
+static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens)
 {
-    uint32_t br = TKV_VK_WG, words = (row_bytes + 6) / 4 + 1;
-    while (br > 1 && br * words * 4 > TKV_VK_STAGE_BYTES)
+    uint32_t br = TKV_VK_WG;
+    for (;;) {
+        uint64_t segments = ((uint64_t)br - 1 + block_tokens - 1) / block_tokens + 1; /* any block_tokens */
+        segments = segments < br ? segments : br;
+        if (br == 1 || (uint64_t)br * row_max + (uint64_t)segments * TKV_VK_STAGE_SLACK <= TKV_VK_STAGE_BYTES)
+            return br;
         br /= 2;
-    return br;
-}
-
-/* Writes the call's counters' zeros once they are (re)allocated. */
-static int counters_for(struct vk_device *dev, uint64_t n, const char *op)
-{
-    int rc;
-    uint64_t bytes = n * sizeof(uint32_t);
-    if (dev->counters && dev->counters->size >= bytes)
-        return TKV_OK;
-    if ((rc = vk_scratch(dev, &dev->counters, bytes, 0, op)) != TKV_OK || (rc = vk_begin(dev, op)) != TKV_OK)
-        return rc;
-    vkCmdFillBuffer(dev->cmd, dev->counters->buffer, 0, VK_WHOLE_SIZE, 0);
-    return vk_submit(dev, op);
-}
-
-static void barrier(VkCommandBuffer cmd, VkPipelineStageFlags src, VkAccessFlags src_access,
-                    VkPipelineStageFlags dst, VkAccessFlags dst_access)
-{
-    VkMemoryBarrier b = {
-        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER, .srcAccessMask = src_access, .dstAccessMask = dst_access,
-    };
-    vkCmdPipelineBarrier(cmd, src, dst, 0, 1, &b, 0, NULL, 0, NULL);
-}
-
-/* Records the call's commands into dev->attention_cmd: timestamps around
- * (the inputs' copy,) the dispatch and the barrier that hands the outputs
- * to the host. */
-static int record(struct vk_device *dev, const struct vk_attention_key *key, const char *op)
-{
-    VkCommandBuffer cmd = dev->attention_cmd;
-    VkResult r;
-    dev->attention_recorded = 0;
-    if ((r = vkResetCommandBuffer(cmd, 0)) != VK_SUCCESS)
-        return vk_fail(op, "vkResetCommandBuffer", r);
-    VkCommandBufferBeginInfo begin = { .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO };
-    if ((r = vkBeginCommandBuffer(cmd, &begin)) != VK_SUCCESS)
-        return vk_fail(op, "vkBeginCommandBuffer", r);
-    if (dev->timestamps) {
-        vkCmdResetQueryPool(cmd, dev->timestamps, 0, 2);
-        vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, dev->timestamps, 0);
     }
-    /* earlier submissions' writes (appends, copies) before this call's reads */
-    const VkPipelineStageFlags work = VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT;
-    const VkAccessFlags writes = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT;
-    barrier(cmd, work, writes, work, VK_ACCESS_SHADER_READ_BIT | writes | VK_ACCESS_TRANSFER_READ_BIT);
-    if (!key->direct) {
-        VkBufferCopy region = { .srcOffset = 0, .dstOffset = 0, .size = key->up_bytes };
-        vkCmdCopyBuffer(cmd, key->staging, key->work, 1, &region);
-        barrier(cmd, VK_PIPELINE_STAGE_TRANSFER_BIT, VK_ACCESS_TRANSFER_WRITE_BIT, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
-                VK_ACCESS_SHADER_READ_BIT);
-    }
-    const uint32_t *max = dev->props.limits.maxComputeWorkGroupCount;
-    uint64_t x = key->n_groups < max[0] ? key->n_groups : max[0], y = (key->n_groups + x - 1) / x, z = 1;
-    if (y > max[1]) {
-        z = (y + max[1] - 1) / max[1];
-        y = max[1];
-    }
-    if (z > max[2] || key->n_groups > UINT32_MAX) {
-        vkEndCommandBuffer(cmd);
-        return VK_ERROR_STATUS(TKV_ERANGE, "%s: %llu workgroups exceed what the device can dispatch", op,
-                               (unsigned long long)key->n_groups);
-    }
-    vkCmdBindPipeline(cmd, VK_PIPELINE_BIND_POINT_COMPUTE, key->pipeline);
-    vkCmdPushConstants(cmd, dev->layout, VK_SHADER_STAGE_COMPUTE_BIT, 0, sizeof key->push, &key->push);
-    vkCmdDispatch(cmd, (uint32_t)x, (uint32_t)y, (uint32_t)z);
-    barrier(cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT, VK_PIPELINE_STAGE_HOST_BIT,
-            VK_ACCESS_HOST_READ_BIT);
-    if (dev->timestamps)
-        vkCmdWriteTimestamp(cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, 1);
-    if ((r = vkEndCommandBuffer(cmd)) != VK_SUCCESS)
-        return vk_fail(op, "vkEndCommandBuffer", r);
-    dev->attention_key = *key;
-    dev->attention_recorded = 1;
-    return TKV_OK;
 }
 
 int vk_attention(void *dev_, const struct tkv_attention_args *a)
@@ -154,15 +86,15 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     vk_layout_init(&a->k.fmt, &kl);
     vk_layout_init(&a->v.fmt, &vl);
 
-    const uint32_t hd = kl.head_dim, ratio = a->n_q_heads / a->n_kv_heads, window = a->window;
-    const uint32_t qs = kl.qjl ? 2u : 1u, va = vl.qjl ? 2u : 1u, wide = qs > va ? qs : va;
-    const uint64_t n_out = (uint64_t)a->n_q_total * a->n_q_heads;
+    const uint32_t hd = kl.head_dim, wg = TKV_VK_WG, ratio = a->n_q_heads / a->n_kv_heads, window = a->window;
+    const uint32_t qs = kl.qjl ? 2u : 1u, va = vl.qjl ? 2u : 1u;
+    const uint64_t n_out = (uint64_t)a->n_q_total * a->n_q_heads, n_q_rows = (uint64_t)a->n_q_total * ratio;
 
     /* Query tiles: as many query rows per workgroup as its shared memory
-     * holds (queries, and the merged outputs), at most 8 (64 accumulators
-     * per invocation, twice for QJL values), spread evenly over the tiles of
-     * the sequence with most query rows. */
-    uint32_t qt_max = TKV_VK_QUERY_TILE_FLOATS / (hd * wide);
+     * holds, and at most 64 accumulators per invocation (8 elements for
+     * each query row, twice for QJL values), spread evenly over the tiles
+     * of the sequence with most query rows. */
+    uint32_t qt_max = TKV_VK_QUERY_TILE_FLOATS / (hd * qs);
     qt_max = qt_max > 8u / va ? 8u / va : qt_max < 1u ? 1u : qt_max;
     const uint64_t max_rows = (uint64_t)a->max_n_q * ratio, max_tiles = (max_rows + qt_max - 1) / qt_max;
     const uint32_t qt = (uint32_t)((max_rows + max_tiles - 1) / max_tiles);
@@ -180,19 +112,13 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             total += (uint64_t)(p0 + i + 1 - visible_lo(p0 + i, window)) * a->n_q_heads;
     }
 
-    /* Chunks: enough workgroups to fill the device, a multiple of 16 rows
-     * and at least min_chunk each, at most TKV_VK_MERGE_WEIGHTS / qt per
-     * unit (its rows may start inside a chunk: one more than span / chunk). */
+    /* Chunks: enough workgroups to fill the device, a whole number of
+     * TKV_VK_WG rows each, at most TKV_VK_MAX_CHUNKS per query row (its
+     * rows may start inside a chunk: one more than span / chunk). */
     uint64_t per_unit = dev->target_workgroups / (n_units * a->n_kv_heads);
     per_unit = per_unit < 1 ? 1 : per_unit;
-    uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, 16);
-    const uint64_t most = TKV_VK_MERGE_WEIGHTS / qt, fewest = (span_max + most - 2) / (most - 1);
-    /* sparse V decides against the running max of a chunk: short chunks
-     * start afresh too often and keep rows the cpu reference skips (README.md,
-     * Sparse V), so with sparse V on chunks are at least sparse_chunk rows */
-    const uint64_t min_chunk = a->sparse_v_threshold > 0 && dev->sparse_chunk > dev->min_chunk ? dev->sparse_chunk
-                                                                                              : dev->min_chunk;
-    chunk = chunk < min_chunk ? min_chunk : chunk;
+    uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, wg);
+    uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), wg);
     chunk = chunk < fewest ? fewest : chunk;
     uint64_t max_chunks = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++)
@@ -201,66 +127,46 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             max_chunks = n_chunks > max_chunks ? n_chunks : max_chunks;
         }
 
-    /* Score lanes per K row: up to 8, a power of two dividing the runs of 8
-     * elements, within a subgroup (the lanes add up with shuffles). */
-    uint32_t lanes = 8;
-    while (lanes > 1 && ((hd / 8) % lanes || lanes > dev->subgroup_size))
-        lanes /= 2;
-
-    /* inputs (staging, copied to work unless read in place): the call
-     * record, queries, units, block table; work: partials; staging after
-     * the inputs: outputs, skip counts, lse. */
+    /* device scratch: queries, units, query rows' units, block table (one
+     * upload); prepared queries, partials; outputs, counts, lse (one
+     * download) */
     const uint64_t q_bytes = n_out * hd * sizeof(float);
-    const uint64_t q_at = TKV_VK_CALL_WORDS * sizeof(uint32_t), units_at = align_up(q_at + q_bytes);
-    const uint64_t blocks_at = align_up(units_at + n_units * sizeof(struct vk_unit));
+    const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
+    const uint64_t blocks_at = align_up(row_units_at + n_q_rows * sizeof(uint32_t));
     const uint64_t up_bytes = blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
-    const uint64_t n_partials = n_units * a->n_kv_heads * qt * max_chunks;
-    const int direct = dev->direct_inputs;
-    const uint64_t acc_at = direct ? 0 : align_up(up_bytes);
+    const uint64_t prep_at = align_up(up_bytes), prep_bytes = kl.bits ? q_bytes * qs : 0;
+    const uint64_t acc_at = align_up(prep_at + prep_bytes), n_partials = n_out * max_chunks;
     const uint64_t ml_at = align_up(acc_at + n_partials * va * hd * sizeof(float));
-    const uint64_t work_bytes = ml_at + n_partials * TKV_VK_ML_FLOATS * sizeof(float);
-    const uint64_t out_at = align_up(up_bytes), counts_at = align_up(out_at + q_bytes);
-    const uint64_t lse_at = align_up(counts_at + n_out * sizeof(uint32_t)), io_bytes = lse_at + n_out * sizeof(float);
-    if (n_partials * va * hd > UINT32_MAX || n_partials * TKV_VK_ML_FLOATS > UINT32_MAX ||
-        chunk * max_chunks > UINT32_MAX || n_units * a->n_kv_heads * max_chunks > UINT32_MAX ||
-        n_out * hd > UINT32_MAX || io_bytes / TKV_VK_ALIGN > UINT32_MAX || ml_at / TKV_VK_ALIGN > UINT32_MAX)
+    const uint64_t out_at = align_up(ml_at + n_partials * TKV_VK_ML_FLOATS * sizeof(float));
+    const uint64_t counts_at = align_up(out_at + q_bytes), lse_at = align_up(counts_at + n_out * sizeof(uint32_t));
+    const uint64_t down_bytes = lse_at + n_out * sizeof(float) - out_at;
+    if (chunk * max_chunks > UINT32_MAX || n_units * a->n_kv_heads * max_chunks > UINT32_MAX ||
+        n_out > UINT32_MAX || ml_at / TKV_VK_ALIGN > UINT32_MAX)
         return VK_ERROR_STATUS(TKV_ERANGE,
                                "%s: %llu query rows x %u kv heads over up to %u rows is too much work for one call",
-                               op, (unsigned long long)(n_out / a->n_kv_heads), a->n_kv_heads, a->max_n_ctx);
-    if ((rc = vk_flush(dev, op)) != TKV_OK || /* queued copies first: the host writes staging below */
-        (rc = vk_scratch(dev, &dev->work, work_bytes, 0, op)) != TKV_OK ||
-        (rc = vk_scratch(dev, &dev->staging, io_bytes, 1, op)) != TKV_OK ||
-        (rc = counters_for(dev, n_units * a->n_kv_heads, op)) != TKV_OK)
+                               op, (unsigned long long)n_q_rows, a->n_kv_heads, a->max_n_ctx);
+    if ((rc = vk_scratch(dev, &dev->work, out_at + down_bytes, 0, op)) != TKV_OK ||
+        (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
         return rc;
-
     unsigned char *staging = dev->staging->map;
-    uint32_t *call = (uint32_t *)staging;
-    memset(call, 0, q_at);
-    call[TKV_VK_CALL_N_UNITS] = (uint32_t)n_units;
-    call[TKV_VK_CALL_N_KV] = a->n_kv_heads;
-    call[TKV_VK_CALL_RATIO] = ratio;
-    call[TKV_VK_CALL_CHUNK] = (uint32_t)chunk;
-    call[TKV_VK_CALL_MAX_CHUNKS] = (uint32_t)max_chunks;
-    call[TKV_VK_CALL_BLOCK_TOKENS] = a->k.block_tokens;
-    call[TKV_VK_CALL_WINDOW] = window;
-    memcpy(&call[TKV_VK_CALL_SCALE], &a->scale, sizeof(float));
-    memcpy(&call[TKV_VK_CALL_SOFTCAP], &a->softcap, sizeof(float));
-    memcpy(&call[TKV_VK_CALL_THRESHOLD], &a->sparse_v_threshold, sizeof(float));
-    call[TKV_VK_CALL_Q_AT] = (uint32_t)q_at;
-    call[TKV_VK_CALL_UNITS_AT] = (uint32_t)units_at;
-    call[TKV_VK_CALL_BLOCKS_AT] = (uint32_t)blocks_at;
-    memcpy(staging + q_at, a->q, (size_t)q_bytes);
+    memcpy(staging, a->q, (size_t)q_bytes);
     struct vk_unit *units = (struct vk_unit *)(staging + units_at);
+    uint32_t *row_units = (uint32_t *)(staging + row_units_at);
     uint32_t u = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++) {
         const struct tkv_attn_seq *seq = seq_at(a, s);
-        for (uint32_t qr0 = 0; qr0 < seq->n_q * ratio; qr0 += qt, u++)
+        const uint32_t rows = seq->n_q * ratio;
+        for (uint32_t qr0 = 0; qr0 < rows; qr0 += qt, u++) {
             units[u] = unit_of(seq, qr0, qt, ratio, window, chunk, &span);
+            for (uint32_t qr = qr0; qr < qr0 + qt && qr < rows; qr++)
+                row_units[(uint64_t)seq->q_first * ratio + qr] = u;
+        }
     }
     memcpy(staging + blocks_at, a->blocks, (size_t)a->n_blocks * sizeof(uint32_t));
 
+    const uint32_t row_max = kl.row_bytes > vl.row_bytes ? kl.row_bytes : vl.row_bytes;
     uint32_t spec[TKV_VK_SPEC_COUNT] = {
-        [TKV_VK_SPEC_WG] = TKV_VK_WG,
+        [TKV_VK_SPEC_WG] = wg,
         [TKV_VK_SPEC_HEAD_DIM] = hd,
         [TKV_VK_SPEC_K_ENC] = kl.encoding,
         [TKV_VK_SPEC_K_BITS] = kl.bits,
@@ -272,68 +178,111 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_ROW_BYTES] = vl.row_bytes,
         [TKV_VK_SPEC_QT] = qt,
         [TKV_VK_SPEC_Q8_BLOCK] = TKV_Q8_0_BLOCK,
-        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(kl.row_bytes > vl.row_bytes ? kl.row_bytes : vl.row_bytes),
-        [TKV_VK_SPEC_K_ROT] = kl.rotation,
-        [TKV_VK_SPEC_V_ROT] = vl.rotation,
-        [TKV_VK_SPEC_LANES] = lanes,
+        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens),
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
-
-    struct vk_attention_key key;
-    memset(&key, 0, sizeof key); /* compared with memcmp, padding included */
-    if ((rc = vk_attention_pipeline(dev, spec, &key.pipeline)) != TKV_OK)
+    VkPipeline pipeline;
+    if ((rc = vk_attention_pipeline(dev, spec, &pipeline)) != TKV_OK)
         return rc;
-    const uint64_t io = dev->staging->address, work = dev->work->address;
-    key.push = (struct vk_attention_push){
+
+    const uint64_t work = dev->work->address;
+    struct vk_attention_push push = {
         .k = k_buf->address,
         .v = v_buf->address,
         .k_head_stride = a->k.head_stride,
         .v_head_stride = a->v.head_stride,
         .k_block_stride = a->k.block_stride,
         .v_block_stride = a->v.block_stride,
-        .inputs = direct ? io : work,
         .work = work,
-        .io = io,
         .math = dev->math_buf->address,
-        .counters = dev->counters->address,
+        .q_at = (uint32_t)((kl.bits ? prep_at : 0) / TKV_VK_ALIGN),
+        .units_at = (uint32_t)(units_at / TKV_VK_ALIGN),
+        .blocks_at = (uint32_t)(blocks_at / TKV_VK_ALIGN),
         .acc_at = (uint32_t)(acc_at / TKV_VK_ALIGN),
         .ml_at = (uint32_t)(ml_at / TKV_VK_ALIGN),
-        .out_at = (uint32_t)(out_at / TKV_VK_ALIGN),
-        .counts_at = (uint32_t)(counts_at / TKV_VK_ALIGN),
-        .lse_at = (uint32_t)(lse_at / TKV_VK_ALIGN),
+        .n_units = (uint32_t)n_units,
+        .n_kv = a->n_kv_heads,
+        .ratio = ratio,
+        .chunk = (uint32_t)chunk,
+        .max_chunks = (uint32_t)max_chunks,
+        .block_tokens = a->k.block_tokens,
+        .window = window,
+        .scale = a->scale,
+        .softcap = a->softcap,
+        .threshold = a->sparse_v_threshold,
     };
-    key.n_groups = n_units * a->n_kv_heads * max_chunks;
-    key.up_bytes = up_bytes;
-    key.work = dev->work->buffer;
-    key.staging = dev->staging->buffer;
-    key.counters = dev->counters->buffer;
-    key.direct = direct;
-    if ((!dev->attention_recorded || memcmp(&key, &dev->attention_key, sizeof key) != 0) &&
-        (rc = record(dev, &key, op)) != TKV_OK)
-        return rc;
-    if ((rc = vk_submit_wait(dev, dev->attention_cmd, op)) != TKV_OK)
-        return rc;
+    struct vk_merge_push merge = {
+        .part_acc = work + acc_at,
+        .part_ml = work + ml_at,
+        .out_rows = work + out_at,
+        .counts = work + counts_at,
+        .lse = work + lse_at,
+        .units = work + units_at,
+        .row_units = work + row_units_at,
+        .math = dev->math_buf->address,
+        .n_rows = (uint32_t)n_out,
+        .ratio = ratio,
+        .n_kv = a->n_kv_heads,
+        .chunk = (uint32_t)chunk,
+        .max_chunks = (uint32_t)max_chunks,
+        .head_dim = hd,
+        .rotation = vl.rotation,
+        .flags = vl.qjl ? TKV_VK_FLAG_QJL : 0u,
+        .window = window,
+    };
+    memcpy(merge.groups, vl.groups, sizeof merge.groups);
+    struct vk_rows_push prepare = {
+        .src = work,
+        .dst = work + prep_at,
+        .n_rows = (uint32_t)n_out,
+        .row_bytes = hd * (uint32_t)sizeof(float),
+        .dst_stride = hd * qs,
+    };
 
-    uint64_t stamps[2] = { 0, 0 };
-    if (dev->timestamps &&
-        vkGetQueryPoolResults(dev->device, dev->timestamps, 0, 2, sizeof stamps, stamps, sizeof stamps[0],
-                              VK_QUERY_RESULT_64_BIT) != VK_SUCCESS)
-        stamps[0] = stamps[1] = 0;
-    memcpy(a->out, staging + out_at, (size_t)q_bytes);
-    const uint32_t *counts = (const uint32_t *)(staging + counts_at);
+    if ((rc = vk_begin(dev, op)) != TKV_OK)
+        return rc;
+    if (dev->timestamps) {
+        vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, 2);
+        vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, dev->timestamps, 0);
+    }
+    vk_copy(dev, dev->staging, 0, dev->work, 0, up_bytes);
+    vk_barrier(dev);
+    if (kl.bits) {
+        if ((rc = vk_record_rows(dev, &kl, &prepare, TKV_VK_FLAG_QUERY, op)) != TKV_OK)
+            return rc;
+        vk_barrier(dev);
+    }
+    if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
+        return rc;
+    vk_barrier(dev);
+    if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
+        return rc;
+    vk_barrier(dev);
+    vk_copy(dev, dev->work, out_at, dev->staging, 0, down_bytes);
+    if (dev->timestamps)
+        vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, 1);
+    if ((rc = vk_submit(dev, op)) != TKV_OK)
+        return rc;
+    if (TKV_ARGS_HAS(a, device_ns) && a->device_ns) {
+        uint64_t ts[2];
+        *a->device_ns = 0;
+        if (dev->timestamps && vkGetQueryPoolResults(dev->device, dev->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                                     VK_QUERY_RESULT_64_BIT) == VK_SUCCESS)
+            *a->device_ns = (uint64_t)((double)((ts[1] - ts[0]) & dev->timestamp_mask) * dev->timestamp_period);
+    }
+
+    memcpy(a->out, staging, (size_t)q_bytes);
+    const uint32_t *counts = (const uint32_t *)(staging + (counts_at - out_at));
     uint64_t skipped = 0;
     for (uint64_t r = 0; r < n_out; r++)
         skipped += counts[r];
     if (a->lse)
-        memcpy(a->lse, staging + lse_at, (size_t)n_out * sizeof(float));
+        memcpy(a->lse, staging + (lse_at - out_at), (size_t)n_out * sizeof(float));
     dev->stats.attention_calls++;
     dev->stats.rows_skipped += skipped;
     if (a->rows_total)
         *a->rows_total = total;
     if (a->rows_skipped)
         *a->rows_skipped = skipped;
-    if (TKV_ARGS_HAS(a, device_ns) && a->device_ns)
-        *a->device_ns = (uint64_t)((double)((stamps[1] - stamps[0]) & dev->timestamp_mask) *
-                                   dev->props.limits.timestampPeriod);
     return TKV_OK;
 }

@@ -96,11 +96,15 @@ void vk_barrier(struct vk_device *dev)
                        VK_ACCESS_TRANSFER_WRITE_BIT);
 }
 
-int vk_submit_wait(struct vk_device *dev, VkCommandBuffer cmd, const char *op)
+int vk_submit(struct vk_device *dev, const char *op)
 {
     VkResult r;
+    /* the host reads mapped memory once the fence signals */
+    memory_barrier(dev, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
+    if ((r = vkEndCommandBuffer(dev->cmd)) != VK_SUCCESS)
+        return vk_fail(op, "vkEndCommandBuffer", r);
     VkSubmitInfo submit = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &cmd,
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &dev->cmd,
     };
     if ((r = vkQueueSubmit(dev->queue, 1, &submit, dev->fence)) != VK_SUCCESS) {
         dev->lost = r == VK_ERROR_DEVICE_LOST;
@@ -122,22 +126,9 @@ int vk_submit_wait(struct vk_device *dev, VkCommandBuffer cmd, const char *op)
         dev->lost = r == VK_ERROR_DEVICE_LOST;
         return vk_fail(op, "vkWaitForFences", r);
     }
+    dev->n_pending = 0; /* they were in this submission */
     if ((r = vkResetFences(dev->device, 1, &dev->fence)) != VK_SUCCESS)
         return vk_fail(op, "vkResetFences", r);
-    return TKV_OK;
-}
-
-int vk_submit(struct vk_device *dev, const char *op)
-{
-    VkResult r;
-    int rc;
-    /* the host reads mapped memory once the fence signals */
-    memory_barrier(dev, VK_PIPELINE_STAGE_HOST_BIT, VK_ACCESS_HOST_READ_BIT);
-    if ((r = vkEndCommandBuffer(dev->cmd)) != VK_SUCCESS)
-        return vk_fail(op, "vkEndCommandBuffer", r);
-    if ((rc = vk_submit_wait(dev, dev->cmd, op)) != TKV_OK)
-        return rc;
-    dev->n_pending = 0; /* they were in this submission */
     return TKV_OK;
 }
 

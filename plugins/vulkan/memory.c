@@ -126,7 +126,6 @@ int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, i
         size = bytes;
     vk_buffer_destroy(dev, *slot);
     *slot = NULL;
-    dev->attention_recorded = 0; /* its command buffer names the old buffer */
     return vk_buffer_create(dev, size, host, op, slot);
 }
 

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Shader modules and compute pipelines. The SPIR-V is compiled from
- * shaders/ at build time and embedded (meson.build). The quantize and rows
- * shaders take their row formats as push constants, so each is one
+ * shaders/ at build time and embedded (meson.build). The quantize, rows and
+ * merge shaders take their row formats as push constants, so each is one
  * pipeline created at open; the attention shader is specialized per K and V
  * format, head_dim and query tile (its inner loops and register arrays are
  * sized by them) and each specialization is created on first use.
@@ -13,6 +13,7 @@
 #include "vk.h"
 
 #include "attention_spv.h"
+#include "merge_spv.h"
 #include "quantize_fp32_spv.h"
 #include "quantize_fp64_spv.h"
 #include "rows_spv.h"
@@ -66,7 +67,8 @@ int vk_pipelines_create(struct vk_device *dev)
     if ((rc = create_module(dev, VK_SHADER_QUANTIZE, dev->fp64 ? quantize_fp64_spv : quantize_fp32_spv,
                             dev->fp64 ? sizeof quantize_fp64_spv : sizeof quantize_fp32_spv, "quantize")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_ROWS, rows_spv, sizeof rows_spv, "rows")) != TKV_OK ||
-        (rc = create_module(dev, VK_SHADER_ATTENTION, attention_spv, sizeof attention_spv, "attention")) != TKV_OK)
+        (rc = create_module(dev, VK_SHADER_ATTENTION, attention_spv, sizeof attention_spv, "attention")) != TKV_OK ||
+        (rc = create_module(dev, VK_SHADER_MERGE, merge_spv, sizeof merge_spv, "merge")) != TKV_OK)
         return rc;
     VkPushConstantRange push = {
         .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = VK_PUSH_BYTES,
@@ -79,7 +81,8 @@ int vk_pipelines_create(struct vk_device *dev)
         return vk_fail("open", "vkCreatePipelineLayout", r);
     const uint32_t wg = TKV_VK_WG;
     if ((rc = create_pipeline(dev, VK_SHADER_QUANTIZE, &wg, 1, "open: quantize pipeline", &dev->quantize)) != TKV_OK ||
-        (rc = create_pipeline(dev, VK_SHADER_ROWS, &wg, 1, "open: rows pipeline", &dev->rows)) != TKV_OK)
+        (rc = create_pipeline(dev, VK_SHADER_ROWS, &wg, 1, "open: rows pipeline", &dev->rows)) != TKV_OK ||
+        (rc = create_pipeline(dev, VK_SHADER_MERGE, &wg, 1, "open: merge pipeline", &dev->merge)) != TKV_OK)
         return rc;
     return TKV_OK;
 }
@@ -93,6 +96,7 @@ void vk_pipelines_destroy(struct vk_device *dev)
     dev->n_attention = dev->cap_attention = 0;
     vkDestroyPipeline(dev->device, dev->quantize, NULL);
     vkDestroyPipeline(dev->device, dev->rows, NULL);
+    vkDestroyPipeline(dev->device, dev->merge, NULL);
     vkDestroyPipelineLayout(dev->device, dev->layout, NULL);
     for (int i = 0; i < VK_SHADER_COUNT; i++)
         vkDestroyShaderModule(dev->device, dev->modules[i], NULL);

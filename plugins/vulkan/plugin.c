@@ -20,37 +20,10 @@
 
 const struct tkv_services *vk_svc;
 
-/* Attention workgroups per compute unit that keep a GPU busy (several
- * resident per unit, so that one's memory waits hide behind the others'),
- * the compute units where the driver does not say (VK_NV_shader_sm_builtins,
- * VK_AMD_shader_core_properties), and on a CPU driver workgroups per core.
- * Fewest rows per chunk: below, a chunk's fixed work (its queries' rotation,
- * its partials) outweighs its rows. TURBO_VK_WG_PER_CU (per compute unit or
- * core) and TURBO_VK_MIN_CHUNK override the first and the last (tuning, and
- * the test that splits every call into many chunks). */
-#define VK_WG_PER_CU 8u
-#define VK_DEFAULT_CUS 64u
+/* Attention workgroups that keep a GPU busy (a wave or two of a large one);
+ * on a CPU driver, a few per core. */
+#define VK_GPU_WORKGROUPS 1024u
 #define VK_CPU_WORKGROUPS_PER_CORE 4u
-#define VK_MIN_CHUNK 64u
-/* Fewest rows per chunk with sparse V on: its chunk-local running max
- * skips within 1-2 points of the cpu reference from about 1024 rows
- * (README.md, Sparse V); TURBO_VK_SPARSE_CHUNK overrides it. */
-#define VK_SPARSE_CHUNK 1024u
-
-/* A tuning variable: def where unset or outside [lo, hi]. */
-static uint32_t env_u32(const char *name, uint32_t def, uint32_t lo, uint32_t hi)
-{
-    const char *text = getenv(name);
-    char *end;
-    if (!text || !*text)
-        return def;
-    unsigned long v = strtoul(text, &end, 10);
-    if (*end || v < lo || v > hi) {
-        vk_svc->log(TKV_LOG_WARN, "vulkan: %s=%s ignored (%u .. %u)", name, text, lo, hi);
-        return def;
-    }
-    return (uint32_t)v;
-}
 
 static int vk_init(const struct tkv_services *svc)
 {
@@ -64,8 +37,8 @@ static int vk_init(const struct tkv_services *svc)
 struct vk_candidate {
     VkPhysicalDevice physical;
     uint32_t queue_family;
+    uint32_t timestamp_bits; /* the queue family's timestampValidBits (0: no timestamps) */
     int fp64;
-    uint32_t subgroup_size, compute_units, timestamp_bits;
     VkPhysicalDeviceProperties props;
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
     char driver[128];
@@ -114,14 +87,13 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
     VkPhysicalDeviceFeatures2 f2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12 };
     vkGetPhysicalDeviceFeatures2(physical, &f2);
     const VkPhysicalDeviceLimits *lim = &c->props.limits;
-    const VkSubgroupFeatureFlags ops =
-        VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT | VK_SUBGROUP_FEATURE_SHUFFLE_BIT;
+    const VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
     const char *missing = !f12.bufferDeviceAddress         ? "bufferDeviceAddress"
                           : !f12.storageBuffer8BitAccess   ? "storageBuffer8BitAccess"
                           : !f12.shaderInt8                ? "shaderInt8"
                           : !f2.features.shaderInt64       ? "shaderInt64"
                           : !(p11.subgroupSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT) ? "subgroups in compute shaders"
-                          : (p11.subgroupSupportedOperations & ops) != ops ? "subgroup arithmetic and shuffles"
+                          : (p11.subgroupSupportedOperations & ops) != ops ? "subgroup arithmetic"
                           : lim->maxComputeSharedMemorySize < 32768u     ? "32 KB of shared memory"
                           : lim->maxComputeWorkGroupSize[0] < TKV_VK_WG ||
                                   lim->maxComputeWorkGroupInvocations < TKV_VK_WG
@@ -145,8 +117,7 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
         return 0;
     }
     c->queue_family = q;
-    c->timestamp_bits = c->props.limits.timestampPeriod > 0.0f ? families[q].timestampValidBits : 0;
-    c->subgroup_size = p11.subgroupSize;
+    c->timestamp_bits = families[q].timestampValidBits;
     c->fp64 = f2.features.shaderFloat64 != 0;
     c->max_allocation = p11.maxMemoryAllocationSize;
     /* maintenance4 adds maxBufferSize, which may be below the largest
@@ -154,30 +125,11 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
     uint32_t n_ext = 0;
     if (vkEnumerateDeviceExtensionProperties(physical, NULL, &n_ext, NULL) == VK_SUCCESS && n_ext) {
         VkExtensionProperties *ext = calloc(n_ext, sizeof *ext);
-        int maintenance4 = 0, sm_builtins = 0, amd_cores = 0;
+        int maintenance4 = 0;
         if (ext && vkEnumerateDeviceExtensionProperties(physical, NULL, &n_ext, ext) == VK_SUCCESS)
-            for (uint32_t i = 0; i < n_ext; i++) {
-                maintenance4 |= !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
-                sm_builtins |= !strcmp(ext[i].extensionName, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
-                amd_cores |= !strcmp(ext[i].extensionName, VK_AMD_SHADER_CORE_PROPERTIES_EXTENSION_NAME);
-            }
+            for (uint32_t i = 0; i < n_ext && !maintenance4; i++)
+                maintenance4 = !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
         free(ext);
-        /* the compute units, where the driver says */
-        if (sm_builtins) {
-            VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
-                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV,
-            };
-            VkPhysicalDeviceProperties2 pm = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sm };
-            vkGetPhysicalDeviceProperties2(physical, &pm);
-            c->compute_units = sm.shaderSMCount;
-        } else if (amd_cores) {
-            VkPhysicalDeviceShaderCorePropertiesAMD core = {
-                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CORE_PROPERTIES_AMD,
-            };
-            VkPhysicalDeviceProperties2 pm = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &core };
-            vkGetPhysicalDeviceProperties2(physical, &pm);
-            c->compute_units = core.shaderEngineCount * core.shaderArraysPerEngineCount * core.computeUnitsPerShaderArray;
-        }
         if (maintenance4) {
             VkPhysicalDeviceMaintenance4PropertiesKHR m4 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES_KHR,
@@ -372,12 +324,11 @@ static void vk_close(void *dev_)
         vk_buffer_destroy(dev, dev->math_buf);
         vk_buffer_destroy(dev, dev->staging);
         vk_buffer_destroy(dev, dev->work);
-        vk_buffer_destroy(dev, dev->counters);
         vk_pipelines_destroy(dev);
-        if (dev->timestamps)
-            vkDestroyQueryPool(dev->device, dev->timestamps, NULL);
         if (dev->fence)
             vkDestroyFence(dev->device, dev->fence, NULL);
+        if (dev->timestamps)
+            vkDestroyQueryPool(dev->device, dev->timestamps, NULL);
         if (dev->pool)
             vkDestroyCommandPool(dev->device, dev->pool, NULL);
         vkDestroyDevice(dev->device, NULL);
@@ -428,24 +379,24 @@ static int open_device(struct vk_device *dev, const struct vk_candidate *c)
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO,
         .commandPool = dev->pool,
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
-        .commandBufferCount = 2,
+        .commandBufferCount = 1,
     };
-    VkCommandBuffer cmds[2];
-    if ((r = vkAllocateCommandBuffers(dev->device, &alloc, cmds)) != VK_SUCCESS)
+    if ((r = vkAllocateCommandBuffers(dev->device, &alloc, &dev->cmd)) != VK_SUCCESS)
         return vk_fail("open", "vkAllocateCommandBuffers", r);
-    dev->cmd = cmds[0];
-    dev->attention_cmd = cmds[1];
-    if (c->timestamp_bits) {
-        VkQueryPoolCreateInfo query = {
-            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2,
-        };
-        if ((r = vkCreateQueryPool(dev->device, &query, NULL, &dev->timestamps)) != VK_SUCCESS)
-            return vk_fail("open", "vkCreateQueryPool", r);
-        dev->timestamp_mask = c->timestamp_bits >= 64 ? ~0ull : (1ull << c->timestamp_bits) - 1;
-    }
     VkFenceCreateInfo fence = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
     if ((r = vkCreateFence(dev->device, &fence, NULL, &dev->fence)) != VK_SUCCESS)
         return vk_fail("open", "vkCreateFence", r);
+    /* two timestamps around each attention call (device_ns); without them
+     * device_ns stays 0 */
+    if (c->timestamp_bits && c->props.limits.timestampPeriod > 0.0f) {
+        VkQueryPoolCreateInfo qp = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2,
+        };
+        if ((r = vkCreateQueryPool(dev->device, &qp, NULL, &dev->timestamps)) != VK_SUCCESS)
+            return vk_fail("open", "vkCreateQueryPool", r);
+        dev->timestamp_mask = c->timestamp_bits >= 64 ? ~0ull : (1ull << c->timestamp_bits) - 1;
+        dev->timestamp_period = c->props.limits.timestampPeriod;
+    }
     return TKV_OK;
 }
 
@@ -479,24 +430,16 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
                              c->props.deviceName);
         goto fail;
     }
-    dev->subgroup_size = c->subgroup_size;
-    dev->min_chunk = env_u32("TURBO_VK_MIN_CHUNK", VK_MIN_CHUNK, 16, 1u << 20);
-    dev->sparse_chunk = env_u32("TURBO_VK_SPARSE_CHUNK", VK_SPARSE_CHUNK, 16, 1u << 20);
-    dev->direct_inputs = (int)env_u32("TURBO_VK_DIRECT_INPUTS", 0, 0, 1);
     if (c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        dev->target_workgroups = (uint32_t)(cores > 0 ? cores : 1) *
-                                 env_u32("TURBO_VK_WG_PER_CU", VK_CPU_WORKGROUPS_PER_CORE, 1, 256);
+        dev->target_workgroups = VK_CPU_WORKGROUPS_PER_CORE * (uint32_t)(cores > 0 ? cores : 1);
     } else {
-        dev->target_workgroups = (c->compute_units ? c->compute_units : VK_DEFAULT_CUS) *
-                                 env_u32("TURBO_VK_WG_PER_CU", VK_WG_PER_CU, 1, 256);
+        dev->target_workgroups = VK_GPU_WORKGROUPS;
     }
     if ((rc = open_device(dev, c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
         (rc = vk_tables_upload(dev)) != TKV_OK)
         goto fail;
-    vk_svc->log(TKV_LOG_INFO, "vulkan: opened %s (%s), %u compute units%s, attention over %u workgroups",
-                c->props.deviceName, c->driver, c->compute_units, c->compute_units ? "" : " (unknown)",
-                dev->target_workgroups);
+    vk_svc->log(TKV_LOG_INFO, "vulkan: opened %s (%s)", c->props.deviceName, c->driver);
     if (!dev->fp64)
         vk_svc->log(TKV_LOG_WARN,
                     "vulkan: %s lacks shaderFloat64: norms are summed in float, so stored scales may differ "

@@ -1,11 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The quantize_append and dequantize ops. quantize_append: the rows and the
- * slice of the sequence's block table they need go into the persistently
- * mapped staging buffer, which the quantize shader reads in place (no copy:
- * one dispatch, one wait); each workgroup finds its rows' blocks and writes
- * its count of non-finite inputs back there. dequantize: the rows shader
- * into device scratch, then copied back. Large
+ * The quantize_append and dequantize ops: the rows go up to the device with
+ * the slice of the sequence's block table they need, through the quantize or
+ * rows shader (which find each row's block), and (dequantize) back. Large
  * calls are cut into pieces of at most VK_OP_CHUNK bytes of floats, each one
  * submit, so that scratch memory stays bounded. The core has validated the
  * arguments (shapes, formats, every block inside the pool).
@@ -15,6 +12,8 @@
 #include "vk.h"
 
 #define VK_OP_CHUNK (64ull << 20)
+/* Where the non-finite counter sits in the work buffer, before the rest. */
+#define VK_COUNTER_BYTES 64u
 
 static uint64_t align64(uint64_t x) { return (x + 63u) & ~(uint64_t)63u; }
 
@@ -41,29 +40,28 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
     uint64_t nonfinite = 0;
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += per_submit) {
         uint32_t n = a->n_tokens - t0 < per_submit ? a->n_tokens - t0 : per_submit;
-        /* staging, read in place by the shader (no copy, no allocation once
-         * it is large enough): a non-finite count per workgroup, the block
-         * table slice of positions pos0 .. pos0 + n - 1, the rows */
+        /* work and staging: counter, the block table slice of positions
+         * pos0 .. pos0 + n - 1, the rows */
         uint32_t pos0 = a->first_pos + t0, block0 = pos0 / bt, n_slice = (pos0 + n - 1) / bt - block0 + 1;
-        uint32_t per_wg = TKV_VK_ROWS_ELEMS / l.head_dim, rows = n * a->n_heads, n_wg = (rows + per_wg - 1) / per_wg;
-        uint64_t slice_at = align64((uint64_t)n_wg * sizeof(uint32_t));
-        uint64_t src_at = align64(slice_at + (uint64_t)n_slice * sizeof(uint32_t));
+        uint64_t slice_bytes = (uint64_t)n_slice * sizeof(uint32_t);
+        uint64_t src_at = align64(VK_COUNTER_BYTES + slice_bytes);
         uint64_t bytes = (uint64_t)n * a->n_heads * l.head_dim * sizeof(float);
-        if ((rc = vk_flush(dev, op)) != TKV_OK || /* queued copies first: the host writes staging below */
-            (rc = vk_scratch(dev, &dev->staging, src_at + bytes, 1, op)) != TKV_OK)
+        if ((rc = vk_scratch(dev, &dev->staging, src_at + bytes, 1, op)) != TKV_OK ||
+            (rc = vk_scratch(dev, &dev->work, src_at + bytes, 0, op)) != TKV_OK)
             return rc;
         unsigned char *staging = dev->staging->map;
-        memcpy(staging + slice_at, a->blocks + block0, (size_t)n_slice * sizeof(uint32_t));
+        memcpy(staging + VK_COUNTER_BYTES, a->blocks + block0, (size_t)slice_bytes);
         memcpy(staging + src_at, a->src + (size_t)t0 * a->n_heads * l.head_dim, (size_t)bytes);
-        const uint64_t io = dev->staging->address;
+        uint32_t per_wg = TKV_VK_ROWS_ELEMS / l.head_dim, rows = n * a->n_heads;
+        const uint64_t work = dev->work->address;
         struct vk_quantize_push push = {
-            .src = io + src_at,
+            .src = work + src_at,
             .pool = buf->address,
             .head_stride = pool->head_stride,
             .block_stride = pool->block_stride,
-            .blocks = io + slice_at,
+            .blocks = work + VK_COUNTER_BYTES,
             .math = dev->math_buf->address,
-            .counter = io,
+            .counter = work,
             .first_pos = pos0,
             .block_tokens = bt,
             .n_tokens = n,
@@ -80,13 +78,19 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
         memcpy(push.groups, l.groups, sizeof push.groups);
         if ((rc = vk_begin(dev, op)) != TKV_OK)
             return rc;
-        vk_barrier(dev); /* earlier submissions' reads and writes of the pool first */
-        if ((rc = vk_dispatch(dev, dev->quantize, &push, sizeof push, n_wg, op)) != TKV_OK ||
-            (rc = vk_submit(dev, op)) != TKV_OK)
+        vk_copy(dev, dev->staging, VK_COUNTER_BYTES, dev->work, VK_COUNTER_BYTES, src_at + bytes - VK_COUNTER_BYTES);
+        vkCmdFillBuffer(dev->cmd, dev->work->buffer, 0, VK_COUNTER_BYTES, 0);
+        vk_barrier(dev);
+        if ((rc = vk_dispatch(dev, dev->quantize, &push, sizeof push, ((uint64_t)rows + per_wg - 1) / per_wg, op)) !=
+            TKV_OK)
             return rc;
-        const uint32_t *counted = (const uint32_t *)staging;
-        for (uint32_t w = 0; w < n_wg; w++)
-            nonfinite += counted[w];
+        vk_barrier(dev);
+        vk_copy(dev, dev->work, 0, dev->staging, 0, sizeof(uint32_t));
+        if ((rc = vk_submit(dev, op)) != TKV_OK)
+            return rc;
+        uint32_t counted;
+        memcpy(&counted, staging, sizeof counted);
+        nonfinite += counted;
     }
     dev->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
     if (a->n_nonfinite)

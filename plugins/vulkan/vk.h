@@ -62,18 +62,20 @@ struct vk_buffer {
 struct vk_quantize_push { TKV_VK_QUANTIZE_PUSH };
 struct vk_rows_push { TKV_VK_ROWS_PUSH };
 struct vk_attention_push { TKV_VK_ATTENTION_PUSH };
+struct vk_merge_push { TKV_VK_MERGE_PUSH };
 struct vk_unit { TKV_VK_UNIT_MEMBERS };
 
 /* Vulkan guarantees 128 bytes of push constants. */
 #define VK_PUSH_BYTES 128u
 _Static_assert(sizeof(struct vk_quantize_push) <= VK_PUSH_BYTES && sizeof(struct vk_rows_push) <= VK_PUSH_BYTES &&
-                   sizeof(struct vk_attention_push) <= VK_PUSH_BYTES,
+                   sizeof(struct vk_attention_push) <= VK_PUSH_BYTES && sizeof(struct vk_merge_push) <= VK_PUSH_BYTES,
                "push constants exceed the 128 bytes every device offers");
 
 enum vk_shader {
     VK_SHADER_QUANTIZE,
     VK_SHADER_ROWS,
     VK_SHADER_ATTENTION,
+    VK_SHADER_MERGE,
     VK_SHADER_COUNT
 };
 
@@ -89,30 +91,16 @@ struct vk_pending_copy {
     VkBufferCopy region;
 };
 
-/* The attention call's command buffer as last recorded: submitted again
- * as it is while a call needs the same commands (the pipeline, the push
- * constants, the sizes and the buffers; everything else travels in the
- * call record). */
-struct vk_attention_key {
-    VkPipeline pipeline;
-    struct vk_attention_push push;
-    uint64_t n_groups, up_bytes;
-    VkBuffer work, staging, counters;
-    int direct;
-};
-
 struct vk_device {
     VkInstance instance;
     VkDevice device;
     VkQueue queue;
     VkCommandPool pool;
     VkCommandBuffer cmd;
-    VkCommandBuffer attention_cmd; /* recorded for attention_key */
-    struct vk_attention_key attention_key;
-    int attention_recorded;
     VkFence fence;
-    VkQueryPool timestamps;  /* 2 queries around each attention call; VK_NULL_HANDLE without timers */
-    uint64_t timestamp_mask; /* the queue family's valid bits */
+    VkQueryPool timestamps;  /* 2 timestamps around an attention call, or VK_NULL_HANDLE */
+    uint64_t timestamp_mask; /* the timestampValidBits of the queue */
+    float timestamp_period;  /* ns per tick */
     int lost;                /* VK_ERROR_DEVICE_LOST seen: every later op fails at once */
 
     VkPhysicalDeviceProperties props;
@@ -124,20 +112,15 @@ struct vk_device {
     uint32_t host_types[VK_MAX_MEMORY_TYPES], n_host_types;
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
-    uint32_t min_chunk;         /* fewest rows per attention chunk */
-    uint32_t sparse_chunk;      /* fewest with sparse V on */
-    uint32_t subgroup_size;
-    int direct_inputs;          /* attention reads its inputs from the staging memory */
 
     const struct tkv_math *math;
     struct vk_buffer *math_buf;
     struct vk_buffer *staging; /* host visible: op inputs and outputs */
     struct vk_buffer *work;    /* device memory: op intermediates */
-    struct vk_buffer *counters; /* device memory: attention's arrival counters, zero between calls */
 
     VkShaderModule modules[VK_SHADER_COUNT];
     VkPipelineLayout layout;   /* push constants only, shared by every shader */
-    VkPipeline quantize, rows;
+    VkPipeline quantize, rows, merge;
     struct vk_attention_pipeline *attention;
     size_t n_attention, cap_attention;
 
@@ -181,9 +164,6 @@ int vk_submit(struct vk_device *dev, const char *op);
 /* Queues a copy for the next submission. */
 int vk_queue_copy(struct vk_device *dev, const struct vk_buffer *src, uint64_t src_offset,
                   const struct vk_buffer *dst, uint64_t dst_offset, uint64_t bytes, const char *op);
-/* Submits cmd (ended) and waits on the fence, spinning briefly first on a
- * GPU. */
-int vk_submit_wait(struct vk_device *dev, VkCommandBuffer cmd, const char *op);
 /* Submits the queued copies, if any, and waits for them. */
 int vk_flush(struct vk_device *dev, const char *op);
 /* Every earlier command's writes visible to every later command. */
@@ -197,7 +177,7 @@ int vk_dispatch(struct vk_device *dev, VkPipeline pipeline, const void *push, ui
 
 /* ---- pipelines (pipelines.c) --------------------------------------------- */
 
-/* Shader modules, the layout and the quantize and rows pipelines. */
+/* Shader modules, the layout and the quantize, rows and merge pipelines. */
 int vk_pipelines_create(struct vk_device *dev);
 void vk_pipelines_destroy(struct vk_device *dev);
 /* The attention pipeline for spec, created on first use. */

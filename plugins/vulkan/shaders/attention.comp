@@ -1,43 +1,35 @@
 /* SPDX-License-Identifier: MIT */
 #version 460
-// Decode attention in one dispatch (flash-decoding): one workgroup takes one
+// Fused decode attention, split-K (flash-decoding): one workgroup takes one
 // chunk of the cached rows of one (unit, kv head); a unit is up to QT query
 // rows of one sequence (the query heads of the GQA group times its new
-// tokens), so every K and V row is read and decoded once for all of them.
-//   prepare   the workgroup rotates its own query rows: R q for turbo keys
-//             (WHT butterflies or the dense matvec in shared memory), then
-//             S R q per group for QJL keys; each invocation keeps the part
-//             of the queries its score lane needs in registers;
-//   stage     the chunk in batches of BR rows: every invocation loads words
-//             of the batch's K rows (found through the block table, any
-//             block size) into shared memory, all loads in flight at once;
-//   scores    LANES invocations per K row, each over a fixed stretch of runs
-//             of 8 elements with its part of the queries in registers,
-//             summed over the lanes with subgroup shuffles;
-//   softmax   per query row: the batch's max, online rescale (Milakov &
-//             Gimelshein 2018, as in FlashAttention), sparse-V decisions;
-//   values    the V rows some query row keeps are staged the same way (V rows
-//             every query row skips are not read); each invocation takes one
-//             run of 8 elements of them; values are accumulated in the
-//             rotated domain;
-//   merge     the chunk's running max, weight sum, skip counts and value
-//             sums go to scratch; the workgroup that finishes its (unit, kv
-//             head) last (an atomic counter) combines every chunk, applies
-//             S^T (QJL values) and R^T once per output row, writes the
-//             outputs, skip counts and log-sum-exps, and resets the counter.
-//             A unit of one chunk writes directly.
+// tokens), so every K and V row is decoded once for all of them. It walks
+// the chunk in batches of up to BR rows:
+//   stage     the batch's K bytes into shared memory (coalesced 16-byte
+//             loads), one segment per pool block the batch touches (rows
+//             are contiguous inside a block; batches end at multiples of
+//             BR, so a block of a multiple of BR rows gives one segment);
+//   scores    T = WG / BR invocations per row, each over a stretch of runs of
+//             8 elements, straight from the packed bytes against the prepared
+//             queries (<R q, y_hat> for turbo keys);
+//   softmax   per query row: batch max and rescale (online softmax, Milakov
+//             & Gimelshein 2018, as in FlashAttention), sparse-V decisions;
+//   values    the batch's V bytes staged the same way; each invocation takes
+//             one run of 8 elements of a row and accumulates p * V (in the
+//             rotated domain for turbo values), skipping rows sparse V drops
+//             for every query row;
+// and writes its running max, weight sum, accumulators and skip counts; the
+// merge shader combines the chunks and rotates back once per output row.
 //
 // Scores: x_j = scale <q, k_j>, then softcap tanh(x_j / softcap) when a
 // softcap is set; a query row at position p sees the rows j <= p, and with a
-// window only those with p - j < window. Sparse V: row j's V is skipped for
-// a query row when exp(x_j - m) < threshold, m the running max of j's chunk
-// through the end of the batch j is scored in (every score of a batch is
-// known before any of its V rows is read). Skipped rows count in the sum
-// and the log-sum-exp.
+// window only those with p - j < window. Sparse V: row j is skipped for a
+// query row when exp(x_j - m_j) < threshold, m_j the running max of the
+// chunk's rows up to j, exactly as a sequential pass over the chunk keeps it
+// (a subgroup scan along the rows).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
-#extension GL_KHR_shader_subgroup_shuffle : require
 #extension GL_EXT_control_flow_attributes : require
 
 #include "common.glsl"
@@ -58,57 +50,125 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 1u) const uint GROUPS1 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
 layout(constant_id = TKV_VK_SPEC_BATCH_ROWS) const uint BR = 128u;
-layout(constant_id = TKV_VK_SPEC_K_ROT) const uint K_ROT = TKV_VK_ROT_WHT;
-layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_WHT;
-layout(constant_id = TKV_VK_SPEC_LANES) const uint LANES = 8u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
 struct Unit { TKV_VK_UNIT_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
-// Partials and counters: written by one workgroup, read by another in the
-// same dispatch, so they bypass incoherent caches.
-layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer Partials { float f[]; };
-layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer Partials4 { vec4 f[]; };
-layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer Counters { uint u[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Quads { uvec4 q[]; };
 
 const uint WG = gl_WorkGroupSize.x;
 const uint QS = K_QJL != 0u ? 2u : 1u;  // query floats per element: R q, then S R q
 const uint VA = V_QJL != 0u ? 2u : 1u;  // accumulators per element: values, then QJL signs
 const uint RUNS = HEAD_DIM / 8u;        // runs of 8 elements: 8 divides every group and q8_0 block
-const uint NR = RUNS / LANES;           // runs of one score lane
-const uint SP = WG / LANES;             // rows scored at once
+const uint T = WG / BR;                 // invocations per row in the score phase
 const uint RL = WG / RUNS;              // rows the value phase covers at once
-const uint MAX_SUBGROUPS = 32u;        // WG / 4: the smallest subgroups
-const uint RED = MAX_SUBGROUPS * (QT > 8u ? QT : 8u);
-// A staged row: the aligned words around its bytes and one more (reads of 4
-// bytes at its last ones), row r at word r * WPR; BR x WPR fit the stage.
-const uint K_WPR = (K_ROW_BYTES + 3u + 3u) / 4u + 1u;
-const uint V_WPR = (V_ROW_BYTES + 3u + 3u) / 4u + 1u;
-const uint WPR = K_WPR > V_WPR ? K_WPR : V_WPR;
+const uint RED = WG * (QT > 8u ? QT : 8u);
 const uint STAGE_WORDS = TKV_VK_STAGE_BYTES / 4u;
-const uint QW = HEAD_DIM * QS / 4u;     // vec4s of one prepared query
-const uint PV = (QT + 3u) / 4u;         // vec4s of one row's weights
-const uint PSN = BR * PV > TKV_VK_MERGE_WEIGHTS / 4u ? BR * PV : TKV_VK_MERGE_WEIGHTS / 4u;
-const uint QREG_N = NR * 8u * QT * QS;  // query floats one score lane uses
-const bool Q_IN_REGS = QREG_N <= 64u;   // then kept in registers, else read from qs
-const uint QV = QREG_N > 64u ? 1u : NR * 2u * QT * QS; // vec4s in registers
-const uint XS = QT * HEAD_DIM * VA;
+const uint QW = HEAD_DIM * QS / 4u;      // vec4s of one prepared query
+// floats between prepared queries: R q and S R q for turbo keys (the rows
+// shader wrote them), the raw query for the others
+const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO ? HEAD_DIM * QS : HEAD_DIM;
+const uint PV = (QT + 3u) / 4u;          // vec4s of one row's weights
+// Rows whose stride is a multiple of 16 words (f16, f32) would put every
+// invocation's word in the same bank; those stages are swizzled.
+const bool K_SWIZZLE = K_ROW_BYTES % 64u == 0u;
+const bool V_SWIZZLE = V_ROW_BYTES % 64u == 0u;
 #define NEG_INF uintBitsToFloat(0xff800000u)
-#define ROTATE_ELEMS TKV_VK_QUERY_TILE_FLOATS
 
+shared uint stage[STAGE_WORDS];       // the batch's K, then V, bytes
+shared uint row_at[WG];               // staged byte offset of each row of the batch
 shared vec4 qs[QT * QW];              // [query row][element / 4], S R q after R q
-shared float xs[XS];                  // query preparation; the merged outputs
-shared vec4 ps[PSN];                  // the batch's scores, then weights: [row][query row / 4];
-                                      // the merge's weights, [query row][chunk]
-shared float red[RED];                // reductions: [query row][subgroup]
-shared uint stage[STAGE_WORDS];       // the batch's K, then V, rows; the merge's sums
-shared uint64_t k_at[BR], v_at[BR];   // the batch's rows' addresses
-shared uint keep[BR];                 // the batch's row is needed by some query row
+shared vec4 ps[WG * PV];              // the batch's scores, then weights: [row][query row / 4]
+shared float red[RED];                // reductions
+shared uint keep[WG];                 // the batch's row is needed by some query row
 shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi * 16 + index]
-shared uint last_arrival;
 
-#include "rotate.glsl"
+// ---- the staged batch --------------------------------------------------
+
+// Word w of a swizzled stage lives at w with its 32-word line number xor-ed
+// into its bank bits, so that invocations reading rows 16 words apart hit
+// different banks.
+uint stage_slot(uint w, bool swizzle) { return swizzle ? w ^ ((w >> 5) & 31u) : w; }
+
+// A batch's rows base .. base + nb - 1 of kv head h come from pool blocks
+// in segments: segment 0 runs from base to the end of its block (or of the
+// batch), the others are whole blocks (the last one cut at the batch's end).
+// Segment sg is staged from the 16-byte aligned address below its first
+// row, at quad start(sg) of the stage: start(0) = 0, start(sg) = a0 + (sg -
+// 1) af, where a0 and af bound the quads a segment of n0 and of
+// block_tokens rows needs whatever its alignment (its rows, 15 bytes of
+// misalignment and the word past the end that staged_u32 may read). So the
+// stage holds at most the batch's bytes plus TKV_VK_STAGE_SLACK per segment.
+struct Segment {
+    uint64_t aligned; // the aligned address it is staged from
+    uint first;       // byte offset of its first row from aligned
+    uint quads;       // quads it really needs
+    uint start;       // its first quad in the stage
+    uint r0;          // its first row in the batch
+};
+
+uint segment_quads(uint bytes) { return (bytes + 15u + 4u + 15u) / 16u; }
+
+Segment segment_at(uint sg, uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes,
+                   uint block_first, uint h, uint base, uint nb, uint n0, uint a0, uint af)
+{
+    const uint bt = pc.block_tokens;
+    Segment g;
+    g.r0 = sg == 0u ? 0u : n0 + (sg - 1u) * bt;
+    g.start = sg == 0u ? 0u : a0 + (sg - 1u) * af;
+    uint pos = base + g.r0, bi = pos / bt, n = min(nb - g.r0, bt - (pos - bi * bt));
+    uint64_t addr = pool + uint64_t(Uints(pc.work + uint64_t(pc.blocks_at) * TKV_VK_ALIGN).u[block_first + bi]) *
+                               block_stride + uint64_t(h) * head_stride + uint64_t(pos - bi * bt) * uint64_t(row_bytes);
+    g.aligned = addr & ~uint64_t(15);
+    g.first = uint(addr - g.aligned);
+    g.quads = (g.first + n * row_bytes + 4u + 15u) / 16u;
+    return g;
+}
+
+// Stages the batch's rows of a pool and fills row_at, every invocation
+// loading quads of any segment: it finds the segment by arithmetic and
+// reads its block table entry, the same few entries for the whole
+// workgroup (cached; a shared table of them would not fit beside the
+// stage in 32 KB). Uniform control flow; the caller barriers before
+// reading.
+void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes, bool swizzle,
+                uint block_first, uint h, uint base, uint nb)
+{
+    const uint bt = pc.block_tokens, n0 = min(bt - base % bt, nb);
+    const uint n_seg = n0 == nb ? 1u : 2u + (nb - n0 - 1u) / bt;
+    // whole-block segments exist only when blocks are shorter than a batch;
+    // the last segment takes only the quads its rows need
+    const uint a0 = segment_quads(n0 * row_bytes), af = n_seg > 1u ? segment_quads(min(bt, nb) * row_bytes) : 0u;
+    const uint n_last = n_seg > 1u ? nb - n0 - (n_seg - 2u) * bt : 0u;
+    const uint total = n_seg == 1u ? a0 : a0 + (n_seg - 2u) * af + segment_quads(n_last * row_bytes);
+    for (uint i = gl_LocalInvocationIndex; i < total; i += WG) {
+        uint sg = i < a0 ? 0u : 1u + (i - a0) / af;
+        Segment g = segment_at(sg, pool, head_stride, block_stride, row_bytes, block_first, h, base, nb, n0, a0, af);
+        uint qi = i - g.start;
+        if (qi < g.quads) {
+            uvec4 v = Quads(g.aligned).q[qi];
+            stage[stage_slot(4u * i, swizzle)] = v.x;
+            stage[stage_slot(4u * i + 1u, swizzle)] = v.y;
+            stage[stage_slot(4u * i + 2u, swizzle)] = v.z;
+            stage[stage_slot(4u * i + 3u, swizzle)] = v.w;
+        }
+    }
+    for (uint r = gl_LocalInvocationIndex; r < nb; r += WG) {
+        uint sg = r < n0 ? 0u : 1u + (r - n0) / bt;
+        Segment g = segment_at(sg, pool, head_stride, block_stride, row_bytes, block_first, h, base, nb, n0, a0, af);
+        row_at[r] = 16u * g.start + g.first + (r - g.r0) * row_bytes;
+    }
+}
+
+// The 4 staged bytes at byte offset b, little endian.
+uint staged_u32(uint b, bool swizzle)
+{
+    uint w = b >> 2, sh = (b & 3u) * 8u, lo = stage[stage_slot(w, swizzle)];
+    return sh == 0u ? lo : (lo >> sh) | (stage[stage_slot(w + 1u, swizzle)] << (32u - sh));
+}
+
+float staged_half(uint b, bool swizzle) { return unpackHalf2x16(staged_u32(b, swizzle) & 0xffffu).x; }
 
 // ---- one run of 8 elements of a stored row ---------------------------------
 
@@ -147,39 +207,31 @@ Run run_of(uint enc, uint bits, uint qjl, uint u)
     return run;
 }
 
-// The 4 staged bytes at byte offset b of the stage, little endian.
-uint staged_u32(uint b)
-{
-    uint w = b >> 2, sh = (b & 3u) * 8u, lo = stage[w];
-    return sh == 0u ? lo : (lo >> sh) | (stage[w + 1u] << (32u - sh));
-}
-
 // The scale of the run of the staged row at byte row: value = scale * raw
 // (turbo: the group's scale; q8_0: the block's d; plain values: 1).
-float run_scale(uint enc, uint row, Run run)
+float run_scale(uint enc, uint row, Run run, bool swizzle)
 {
-    return enc == TKV_VK_ENC_F32 || enc == TKV_VK_ENC_F16 ? 1.0
-                                                           : unpackHalf2x16(staged_u32(row + run.scale) & 0xffffu).x;
+    return enc == TKV_VK_ENC_F32 || enc == TKV_VK_ENC_F16 ? 1.0 : staged_half(row + run.scale, swizzle);
 }
 
 // The run's 8 raw values: turbo centroids, q8_0 integers, plain values.
-void run_raw(uint enc, uint bits, bool keys, uint row, Run run, out float raw[8])
+void run_raw(uint enc, uint bits, bool keys, uint row, Run run, bool swizzle, out float raw[8])
 {
     if (enc == TKV_VK_ENC_F32) {
         [[unroll]] for (uint e = 0u; e < 8u; e++)
-            raw[e] = uintBitsToFloat(staged_u32(row + run.scale + 4u * e));
+            raw[e] = uintBitsToFloat(staged_u32(row + run.scale + 4u * e, swizzle));
     } else if (enc == TKV_VK_ENC_F16) {
         [[unroll]] for (uint e = 0u; e < 8u; e += 2u) {
-            vec2 pair = unpackHalf2x16(staged_u32(row + run.scale + 2u * e));
+            vec2 pair = unpackHalf2x16(staged_u32(row + run.scale + 2u * e, swizzle));
             raw[e] = pair.x;
             raw[e + 1u] = pair.y;
         }
     } else if (enc == TKV_VK_ENC_Q8_0) {
-        uvec2 q = uvec2(staged_u32(row + run.data), staged_u32(row + run.data + 4u));
+        uvec2 q = uvec2(staged_u32(row + run.data, swizzle), staged_u32(row + run.data + 4u, swizzle));
         [[unroll]] for (uint e = 0u; e < 8u; e++)
             raw[e] = float(bitfieldExtract(int(q[e >> 2]), int(8u * (e & 3u)), 8));
     } else {
-        uint idx = staged_u32(row + run.data);
+        uint idx = staged_u32(row + run.data, swizzle);
         [[unroll]] for (uint e = 0u; e < 8u; e++) {
             uint c = run.cent + bitfieldExtract(idx, int(e * bits), int(bits));
             raw[e] = keys ? cent_k[c] : cent_v[c];
@@ -189,74 +241,32 @@ void run_raw(uint enc, uint bits, bool keys, uint row, Run run, out float raw[8]
 
 // A QJL row's run: the weight of its signs, scale gamma (the residual reads
 // back as scale gamma S^T z), and the 8 signs, bit e set for z = +1.
-float run_signs(uint row, Run run, out uint z)
+float run_signs(uint row, Run run, bool swizzle, out uint z)
 {
-    z = staged_u32(row + run.signs) & 0xffu;
-    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * unpackHalf2x16(staged_u32(row + run.res) & 0xffffu).x;
+    z = staged_u32(row + run.signs, swizzle) & 0xffu;
+    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * staged_half(row + run.res, swizzle);
 }
 
-// Stages the batch's rows (keep[r] != 0 only, for values) from the
-// addresses in at: the aligned words around each, wpr of them. Uniform
-// control flow; the caller barriers before reading.
-void stage_rows(bool values, uint nb, uint wpr)
-{
-    for (uint i = gl_LocalInvocationIndex; i < nb * wpr; i += WG) {
-        uint r = i / wpr, w = i - r * wpr;
-        if (!values || keep[r] != 0u) {
-            uint64_t a = (values ? v_at[r] : k_at[r]) & ~uint64_t(3);
-            stage[r * WPR + w] = Words(a).w[w];
-        }
-    }
-}
-
-// Byte offset in the stage of staged row r.
-uint staged_row(uint r, bool values) { return r * WPR * 4u + uint((values ? v_at[r] : k_at[r]) & 3ul); }
-
+// Eight values as two vec4s, for dot products against the queries.
 vec4 lo4(float v[8]) { return vec4(v[0], v[1], v[2], v[3]); }
 vec4 hi4(float v[8]) { return vec4(v[4], v[5], v[6], v[7]); }
 
-// Row pos of kv head h of a pool, through the call's block table.
-uint64_t row_address(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes, Uints blocks,
-                     uint block_first, uint bt, uint h, uint pos)
-{
-    uint bi = pos / bt;
-    return pool + uint64_t(blocks.u[block_first + bi]) * block_stride + uint64_t(h) * head_stride +
-           uint64_t(pos - bi * bt) * uint64_t(row_bytes);
-}
-
 // ---- reductions ----------------------------------------------------------
 
-// Workgroup sum (max) of one value per invocation for each query row,
-// through red; every invocation gets the results.
+// Workgroup sum of one value per invocation for each query row, through
+// red; every invocation gets the results.
 void reduce_sum(inout float v[QT])
 {
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = subgroupAdd(v[j]);
         if (subgroupElect())
-            red[j * MAX_SUBGROUPS + gl_SubgroupID] = x;
+            red[j * WG + gl_SubgroupID] = x;
     }
     barrier();
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         float x = 0.0;
         for (uint g = 0u; g < gl_NumSubgroups; g++)
-            x += red[j * MAX_SUBGROUPS + g];
-        v[j] = x;
-    }
-    barrier();
-}
-
-void reduce_max(inout float v[QT])
-{
-    [[unroll]] for (uint j = 0u; j < QT; j++) {
-        float x = subgroupMax(v[j]);
-        if (subgroupElect())
-            red[j * MAX_SUBGROUPS + gl_SubgroupID] = x;
-    }
-    barrier();
-    [[unroll]] for (uint j = 0u; j < QT; j++) {
-        float x = NEG_INF;
-        for (uint g = 0u; g < gl_NumSubgroups; g++)
-            x = max(x, red[j * MAX_SUBGROUPS + g]);
+            x += red[j * WG + g];
         v[j] = x;
     }
     barrier();
@@ -267,13 +277,13 @@ void reduce_count(inout uint v[QT])
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         uint x = subgroupAdd(v[j]);
         if (subgroupElect())
-            red[j * MAX_SUBGROUPS + gl_SubgroupID] = uintBitsToFloat(x);
+            red[j * WG + gl_SubgroupID] = uintBitsToFloat(x);
     }
     barrier();
     [[unroll]] for (uint j = 0u; j < QT; j++) {
         uint x = 0u;
         for (uint g = 0u; g < gl_NumSubgroups; g++)
-            x += floatBitsToUint(red[j * MAX_SUBGROUPS + g]);
+            x += floatBitsToUint(red[j * WG + g]);
         v[j] = x;
     }
     barrier();
@@ -290,221 +300,180 @@ float tanh_stable(float x)
 void main()
 {
     const uint lid = gl_LocalInvocationIndex;
-    const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
-    Uints rec = Uints(pc.inputs);
-    const uint n_units = rec.u[TKV_VK_CALL_N_UNITS], n_kv = rec.u[TKV_VK_CALL_N_KV];
-    const uint ratio = rec.u[TKV_VK_CALL_RATIO], chunk = rec.u[TKV_VK_CALL_CHUNK];
-    const uint max_chunks = rec.u[TKV_VK_CALL_MAX_CHUNKS], bt = rec.u[TKV_VK_CALL_BLOCK_TOKENS];
-    const uint window = rec.u[TKV_VK_CALL_WINDOW];
-    const float scale = uintBitsToFloat(rec.u[TKV_VK_CALL_SCALE]);
-    const float softcap = uintBitsToFloat(rec.u[TKV_VK_CALL_SOFTCAP]);
-    const float threshold = uintBitsToFloat(rec.u[TKV_VK_CALL_THRESHOLD]);
-    Uints blocks = Uints(pc.inputs + rec.u[TKV_VK_CALL_BLOCKS_AT]);
-
-    uint wid = flat_workgroup(), c_local = wid % max_chunks, uh = wid / max_chunks;
-    uint h = uh % n_kv, unit_index = uh / n_kv;
-    if (unit_index >= n_units)
+    uint wid = flat_workgroup(), c_local = wid % pc.max_chunks, uh = wid / pc.max_chunks;
+    uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
+    if (unit_index >= pc.n_units)
         return;
-    Unit unit = Units(pc.inputs + rec.u[TKV_VK_CALL_UNITS_AT]).u[unit_index];
+    Unit unit = Units(pc.work + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
     if (c_local >= unit.n_chunks)
-        return; // the unit sees fewer chunks
-    const uint n_q_rows = unit.n_q * ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
-    const uint n_rows = qr_last + 1u - qr0; // the unit's query rows (QT but at the end)
+        return; // the unit's query rows see fewer chunks; the merge never reads this one
+    const uint n_q_rows = unit.n_q * pc.ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
     // query row qr (token qr / ratio) is at position p0 + qr / ratio and sees
     // rows lo .. p: the tile needs the rows [lo of qr0, p of qr_last]
-    const uint p0 = unit.n_ctx - unit.n_q, hi_tile = p0 + qr_last / ratio + 1u, p_first = p0 + qr0 / ratio;
-    const uint lo_tile = window != 0u && p_first + 1u > window ? p_first + 1u - window : 0u;
+    const uint p0 = unit.n_ctx - unit.n_q, hi_tile = p0 + qr_last / pc.ratio + 1u, p_first = p0 + qr0 / pc.ratio;
+    const uint lo_tile = pc.window != 0u && p_first + 1u > pc.window ? p_first + 1u - pc.window : 0u;
     const uint c = unit.c_first + c_local;
-    const uint begin = max(c * chunk, lo_tile), end = min(c * chunk + chunk, hi_tile);
+    const uint begin = max(c * pc.chunk, lo_tile), end = min(c * pc.chunk + pc.chunk, hi_tile);
 
-    // ---- the tile's queries: raw into xs, R q (turbo keys), into qs ----
-    Floats q_in = Floats(pc.inputs + rec.u[TKV_VK_CALL_Q_AT]);
-    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
-        uint j = e / HEAD_DIM, i = e % HEAD_DIM, qr = qr0 + j;
+    // The tile's prepared queries; rows past the last query row are zero.
+    for (uint e = lid; e < HEAD_DIM * QS * QT; e += WG) {
+        uint j = e / (HEAD_DIM * QS), i = e % (HEAD_DIM * QS), qr = qr0 + j;
         float v = 0.0;
         if (qr < n_q_rows) {
-            uint head = h * ratio + qr % ratio, token = unit.q_first + qr / ratio;
-            v = q_in.f[(token * (n_kv * ratio) + head) * HEAD_DIM + i];
+            uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
+            uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
+            v = Floats(pc.work + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
         }
-        xs[e] = v;
+        qs[j * QW + i / 4u][i % 4u] = v;
     }
     Floats m = Floats(pc.math);
     for (uint e = lid; e < 80u; e += WG) {
         cent_k[e] = K_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << K_BITS) ? m.f[codebook_at(e / 16u, K_BITS) + e % 16u] : 0.0;
         cent_v[e] = V_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;
     }
-    barrier();
-    if (K_ENC == TKV_VK_ENC_TURBO)
-        rotate_rows(QT, HEAD_DIM, groups, K_ROT, false, pc.math);
-    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
-        uint j = e / HEAD_DIM, i = e % HEAD_DIM;
-        qs[j * QW + i / 4u][i % 4u] = xs[e];
-        if (K_QJL != 0u) { // S R q per group, as the reference's prepare_query sums it
-            uint size, first;
-            group_of(groups, i, size, first);
-            uint s = qjl_at(group_index(size)) + (i - first) * size;
-            float sum = 0.0;
-            for (uint k = 0u; k < size; k++)
-                sum += m.f[s + k] * xs[j * HEAD_DIM + first + k];
-            qs[j * QW + (HEAD_DIM + i) / 4u][i % 4u] = sum;
-        }
-    }
-    barrier();
-
     uint lo[QT], hi[QT], skipped[QT];
     float m_run[QT], l_own[QT];
     [[unroll]] for (uint t = 0u; t < QT; t++) {
         // rows [lo, hi) are visible to query row t (none past the last)
-        uint p = p0 + (qr0 + t) / ratio;
+        uint p = p0 + (qr0 + t) / pc.ratio;
         hi[t] = qr0 + t < n_q_rows ? p + 1u : 0u;
-        lo[t] = window != 0u && p + 1u > window ? p + 1u - window : 0u;
+        lo[t] = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
         m_run[t] = NEG_INF;
         l_own[t] = 0.0;
         skipped[t] = 0u;
     }
-    // score phase: invocations in subgroup order, LANES adjacent ones per
-    // row (sr), lane `lane` over runs u0 .. u0 + NR - 1
-    const uint sid = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
-    const uint sr = sid / LANES, lane = sid % LANES, u0 = lane * NR;
-    Run k_runs[NR];
-    [[unroll]] for (uint k = 0u; k < NR; k++)
-        k_runs[k] = run_of(K_ENC, K_BITS, K_QJL, u0 + k);
-    // the lane's query floats: [t][k][half][4], S R q after R q
-    vec4 qv[QV];
-    if (Q_IN_REGS)
-        [[unroll]] for (uint t = 0u; t < QT; t++)
-            [[unroll]] for (uint s = 0u; s < QS; s++)
-                [[unroll]] for (uint k = 0u; k < NR; k++)
-                    [[unroll]] for (uint half_ = 0u; half_ < 2u; half_++)
-                        qv[((t * QS + s) * NR + k) * 2u + half_] = qs[t * QW + s * (HEAD_DIM / 4u) + 2u * (u0 + k) + half_];
-    // value phase: run vu of rows vr + k RL
+    // score phase: row sr, runs [u0, u1); value phase: run vu of rows vr + k RL
+    const uint sr = lid / T, u0 = (lid % T) * RUNS / T, u1 = (lid % T + 1u) * RUNS / T;
     const uint vu = lid % RUNS, vr = lid / RUNS;
     const Run v_run = run_of(V_ENC, V_BITS, V_QJL, vu);
     float acc[QT * 8u * VA];
     [[unroll]] for (uint a = 0u; a < QT * 8u * VA; a++)
         acc[a] = 0.0;
+    barrier();
 
+    // Batches end at multiples of BR (chunks start at multiples of it), so
+    // that pool blocks of a multiple of BR rows are one segment per batch.
     for (uint base = begin, nb; base < end; base += nb) {
-        nb = min(BR, end - base);
+        nb = min(BR - base % BR, end - base);
 
-        // ---- stage the K rows ----
-        for (uint r = lid; r < nb; r += WG) {
-            k_at[r] = row_address(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, blocks, unit.block_first,
-                                  bt, h, base + r);
-            v_at[r] = row_address(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, blocks, unit.block_first,
-                                  bt, h, base + r);
-        }
+        // scores
+        stage_rows(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, K_SWIZZLE, unit.block_first, h, base, nb);
         barrier();
-        stage_rows(false, nb, K_WPR);
-        barrier();
-
-        // ---- scores ----
-        for (uint r = sr; r < BR; r += SP) { // the same trip count everywhere: shuffles below
-            float score[QT];
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                score[t] = 0.0;
-            if (r < nb) {
-                uint row = staged_row(r, false), scale_at = ~0u;
-                float s = 1.0;
-                [[unroll]] for (uint k = 0u; k < NR; k++) {
-                    Run run = k_runs[k];
-                    if (run.scale != scale_at) { // a group's runs share its scale
-                        s = run_scale(K_ENC, row, run);
-                        scale_at = run.scale;
-                    }
-                    float raw[8];
-                    run_raw(K_ENC, K_BITS, true, row, run, raw);
-                    const uint u = u0 + k;
-                    [[unroll]] for (uint t = 0u; t < QT; t++) {
-                        vec4 qa = Q_IN_REGS ? qv[((t * QS) * NR + k) * 2u] : qs[t * QW + 2u * u];
-                        vec4 qb = Q_IN_REGS ? qv[((t * QS) * NR + k) * 2u + 1u] : qs[t * QW + 2u * u + 1u];
-                        score[t] += s * (dot(lo4(raw), qa) + dot(hi4(raw), qb));
-                    }
-                    if (K_QJL != 0u) {
-                        uint z;
-                        float w = run_signs(row, run, z), sgn[8];
-                        [[unroll]] for (uint e = 0u; e < 8u; e++)
-                            sgn[e] = ((z >> e) & 1u) != 0u ? 1.0 : -1.0;
-                        const uint p = HEAD_DIM / 4u + 2u * u; // S R q
-                        [[unroll]] for (uint t = 0u; t < QT; t++) {
-                            vec4 qa = Q_IN_REGS ? qv[((t * QS + 1u) * NR + k) * 2u] : qs[t * QW + p];
-                            vec4 qb = Q_IN_REGS ? qv[((t * QS + 1u) * NR + k) * 2u + 1u] : qs[t * QW + p + 1u];
-                            score[t] += w * (dot(lo4(sgn), qa) + dot(hi4(sgn), qb));
-                        }
-                    }
+        float score[QT];
+        [[unroll]] for (uint t = 0u; t < QT; t++)
+            score[t] = 0.0;
+        if (sr < nb) {
+            uint row = row_at[sr], scale_at = ~0u;
+            float scale = 1.0;
+            for (uint u = u0; u < u1; u++) {
+                Run run = run_of(K_ENC, K_BITS, K_QJL, u);
+                if (run.scale != scale_at) { // a group's runs share its scale
+                    scale = run_scale(K_ENC, row, run, K_SWIZZLE);
+                    scale_at = run.scale;
+                }
+                float raw[8];
+                run_raw(K_ENC, K_BITS, true, row, run, K_SWIZZLE, raw);
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    score[t] += scale * (dot(lo4(raw), qs[t * QW + 2u * u]) + dot(hi4(raw), qs[t * QW + 2u * u + 1u]));
+                if (K_QJL != 0u) {
+                    uint z;
+                    float w = run_signs(row, run, K_SWIZZLE, z), sign[8];
+                    [[unroll]] for (uint e = 0u; e < 8u; e++)
+                        sign[e] = ((z >> e) & 1u) != 0u ? 1.0 : -1.0;
+                    const uint p = HEAD_DIM / 4u + 2u * u; // S R q
+                    [[unroll]] for (uint t = 0u; t < QT; t++)
+                        score[t] += w * (dot(lo4(sign), qs[t * QW + p]) + dot(hi4(sign), qs[t * QW + p + 1u]));
                 }
             }
-            [[unroll]] for (uint d = 1u; d < LANES; d <<= 1u)
-                [[unroll]] for (uint t = 0u; t < QT; t++)
-                    score[t] += subgroupShuffleXor(score[t], d);
-            if (lane == 0u && r < nb)
+        }
+        if (T > 1u) { // the row's invocations add up their stretches
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                red[lid * QT + t] = score[t];
+            barrier();
+            if (lid % T == 0u)
                 [[unroll]] for (uint t = 0u; t < QT; t++) {
-                    float x = scale * score[t];
-                    if (softcap > 0.0)
-                        x = softcap * tanh_stable(x / softcap);
-                    uint j = base + r;
-                    ps[r * PV + t / 4u][t % 4u] = j >= lo[t] && j < hi[t] ? x : NEG_INF;
+                    float sum = 0.0;
+                    for (uint i = 0u; i < T; i++)
+                        sum += red[(lid + i) * QT + t];
+                    score[t] = sum;
                 }
         }
+        if (lid % T == 0u && sr < nb)
+            [[unroll]] for (uint t = 0u; t < QT; t++) {
+                float x = pc.scale * score[t];
+                if (pc.softcap > 0.0)
+                    x = pc.softcap * tanh_stable(x / pc.softcap);
+                uint j = base + sr;
+                ps[sr * PV + t / 4u][t % 4u] = j >= lo[t] && j < hi[t] ? x : NEG_INF;
+            }
         barrier();
 
-        // ---- softmax: row r = sid of the batch ----
-        float sc[QT], m_new[QT];
+        // softmax; rows in subgroup order, so that a subgroup scan runs along them
+        uint r = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
+        float sc[QT], running[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++) {
-            sc[t] = sid < nb ? ps[sid * PV + t / 4u][t % 4u] : NEG_INF;
-            m_new[t] = sc[t];
+            sc[t] = r < nb ? ps[r * PV + t / 4u][t % 4u] : NEG_INF;
+            running[t] = subgroupInclusiveMax(sc[t]);
+            if (gl_SubgroupInvocationID == gl_SubgroupSize - 1u)
+                red[t * WG + gl_SubgroupID] = running[t];
         }
-        reduce_max(m_new);
+        barrier();
         bool needed = false;
         float corr[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++) {
-            // the chunk's running max through the end of this batch
-            m_new[t] = max(m_run[t], m_new[t]);
-            corr[t] = m_new[t] == NEG_INF ? 1.0 : exp(m_run[t] - m_new[t]);
+            // the chunk's running max at row r, as the sequential reference
+            // keeps it, and the batch's max
+            float before = m_run[t], m_new = m_run[t];
+            for (uint g = 0u; g < gl_NumSubgroups; g++) {
+                float x = red[t * WG + g];
+                before = g < gl_SubgroupID ? max(before, x) : before;
+                m_new = max(m_new, x);
+            }
+            running[t] = max(before, running[t]);
+            corr[t] = m_new == NEG_INF ? 1.0 : exp(m_run[t] - m_new);
             float p = 0.0, kept = 0.0;
             if (sc[t] != NEG_INF) {
-                p = exp(sc[t] - m_new[t]);
-                if (p < threshold) {
+                p = exp(sc[t] - m_new);
+                if (exp(sc[t] - running[t]) < pc.threshold) {
                     skipped[t]++;
                 } else {
                     kept = p;
                     needed = true;
                 }
             }
-            if (sid < BR)
-                ps[sid * PV + t / 4u][t % 4u] = kept;
+            if (r < BR)
+                ps[r * PV + t / 4u][t % 4u] = kept;
             l_own[t] = l_own[t] * corr[t] + p;
-            m_run[t] = m_new[t];
+            m_run[t] = m_new;
         }
-        if (sid < BR)
-            keep[sid] = needed ? 1u : 0u;
-        barrier();
-        stage_rows(true, nb, V_WPR);
-        barrier();
+        if (r < BR)
+            keep[r] = needed ? 1u : 0u;
 
-        // ---- values: only the rows some query row keeps are read ----
+        // values
+        stage_rows(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, V_SWIZZLE, unit.block_first, h, base, nb);
+        barrier();
         if (vr < RL) {
             [[unroll]] for (uint a = 0u; a < QT * 8u * VA; a++)
                 acc[a] *= corr[a / (8u * VA)];
             for (uint rr = vr; rr < nb; rr += RL) {
                 if (keep[rr] == 0u)
                     continue;
-                uint row = staged_row(rr, true);
+                uint row = row_at[rr];
                 float raw[8], p[PV * 4u];
                 [[unroll]] for (uint k = 0u; k < PV; k++) {
                     vec4 w4 = ps[rr * PV + k];
                     p[4u * k] = w4.x, p[4u * k + 1u] = w4.y, p[4u * k + 2u] = w4.z, p[4u * k + 3u] = w4.w;
                 }
-                float s = run_scale(V_ENC, row, v_run);
-                run_raw(V_ENC, V_BITS, false, row, v_run, raw);
+                float scale = run_scale(V_ENC, row, v_run, V_SWIZZLE);
+                run_raw(V_ENC, V_BITS, false, row, v_run, V_SWIZZLE, raw);
                 [[unroll]] for (uint t = 0u; t < QT; t++) {
-                    float w = p[t] * s;
+                    float w = p[t] * scale;
                     [[unroll]] for (uint e = 0u; e < 8u; e++)
                         acc[(t * 8u + e) * VA] += w * raw[e];
                 }
                 if (VA > 1u) {
                     uint z;
-                    float zw = run_signs(row, v_run, z);
+                    float zw = run_signs(row, v_run, V_SWIZZLE, z);
                     [[unroll]] for (uint t = 0u; t < QT; t++) {
                         float w = p[t] * zw;
                         [[unroll]] for (uint e = 0u; e < 8u; e++)
@@ -518,134 +487,32 @@ void main()
 
     reduce_sum(l_own);
     reduce_count(skipped);
-    // ---- the chunk's partials (or, alone, the unit's result in xs) ----
-    const bool alone = unit.n_chunks == 1u;
-    const uint first_partial = (unit_index * n_kv + h) * QT; // the host keeps partial indices in 32 bits
-    Partials ml = Partials(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN);
-    Partials part = Partials(pc.work + uint64_t(pc.acc_at) * TKV_VK_ALIGN);
-    // The row lanes hold sums over different rows of the same elements: add
-    // them up through red, one query row and accumulator at a time.
+    // The row lanes hold sums over different rows of the same elements:
+    // add them up through red, one query row and accumulator at a time, and
+    // store the partials.
+    // Partial p of query row qr (of every sequence's rows, token-major),
+    // kv head h, chunk c_local is at ((qr * n_kv + h) * max_chunks + c_local).
     [[unroll]] for (uint t = 0u; t < QT; t++) {
-        uint p = (first_partial + t) * max_chunks + c_local;
-        if (lid == 0u && !alone) {
-            ml.f[p * TKV_VK_ML_FLOATS] = m_run[t];
-            ml.f[p * TKV_VK_ML_FLOATS + 1u] = l_own[t];
-            ml.f[p * TKV_VK_ML_FLOATS + 2u] = uintBitsToFloat(skipped[t]);
+        uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_local;
+        if (lid == 0u && qr0 + t < n_q_rows) {
+            Floats ml = Floats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
+            ml.f[0] = m_run[t];
+            ml.f[1] = l_own[t];
+            ml.f[2] = uintBitsToFloat(skipped[t]);
         }
         [[unroll]] for (uint a = 0u; a < VA; a++) {
             if (vr < RL)
                 [[unroll]] for (uint e = 0u; e < 8u; e++)
-                    stage[vr * HEAD_DIM + 8u * vu + e] = floatBitsToUint(acc[(t * 8u + e) * VA + a]);
+                    red[vr * HEAD_DIM + 8u * vu + e] = acc[(t * 8u + e) * VA + a];
             barrier();
-            for (uint i = lid; i < HEAD_DIM; i += WG) {
+            Floats part = Floats(pc.work + uint64_t(pc.acc_at) * TKV_VK_ALIGN + 4ul * ((p * VA + a) * HEAD_DIM));
+            for (uint i = lid; i < HEAD_DIM && qr0 + t < n_q_rows; i += WG) {
                 float sum = 0.0;
                 for (uint l = 0u; l < RL; l++)
-                    sum += uintBitsToFloat(stage[l * HEAD_DIM + i]);
-                if (alone)
-                    xs[(a * QT + t) * HEAD_DIM + i] = sum;
-                else
-                    part.f[(p * VA + a) * HEAD_DIM + i] = sum;
+                    sum += red[l * HEAD_DIM + i];
+                part.f[i] = sum;
             }
             barrier();
         }
     }
-
-    float big[QT], total[QT];
-    uint n_skipped[QT];
-    if (alone) {
-        [[unroll]] for (uint t = 0u; t < QT; t++) {
-            big[t] = m_run[t];
-            total[t] = l_own[t];
-            n_skipped[t] = skipped[t];
-        }
-    } else {
-        // ---- the last workgroup of the (unit, kv head) to finish merges ----
-        memoryBarrierBuffer();
-        barrier();
-        if (lid == 0u) {
-            uint done = atomicAdd(Counters(pc.counters).u[unit_index * n_kv + h], 1u) + 1u;
-            last_arrival = done == unit.n_chunks ? 1u : 0u;
-            if (done == unit.n_chunks)
-                atomicExchange(Counters(pc.counters).u[unit_index * n_kv + h], 0u); // for the next call
-        }
-        barrier();
-        if (last_arrival == 0u)
-            return;
-        memoryBarrierBuffer();
-        const uint nc = unit.n_chunks;
-        //   out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c,   M = max_c m_c
-        [[unroll]] for (uint t = 0u; t < QT; t++) {
-            big[t] = NEG_INF;
-            for (uint k = lid; k < nc; k += WG)
-                big[t] = max(big[t], ml.f[((first_partial + t) * max_chunks + k) * TKV_VK_ML_FLOATS]);
-        }
-        reduce_max(big);
-        [[unroll]] for (uint t = 0u; t < QT; t++) {
-            total[t] = 0.0;
-            n_skipped[t] = 0u;
-            for (uint k = lid; k < nc; k += WG) {
-                uint at = ((first_partial + t) * max_chunks + k) * TKV_VK_ML_FLOATS;
-                float m_c = ml.f[at], w = m_c == NEG_INF ? 0.0 : exp(m_c - big[t]);
-                ps[(t * nc + k) / 4u][(t * nc + k) % 4u] = w;
-                total[t] += w * ml.f[at + 1u];
-                n_skipped[t] += floatBitsToUint(ml.f[at + 2u]);
-            }
-        }
-        reduce_sum(total);
-        reduce_count(n_skipped);
-        // four elements an invocation, 16-byte loads, sixteen chunks in flight
-        Partials4 part4 = Partials4(pc.work + uint64_t(pc.acc_at) * TKV_VK_ALIGN);
-        for (uint e = 4u * lid; e < XS; e += 4u * WG) {
-            uint a = e / (QT * HEAD_DIM), t = (e / HEAD_DIM) % QT, i = e % HEAD_DIM;
-            uint p = (first_partial + t) * max_chunks;
-            vec4 s[16];
-            [[unroll]] for (uint k = 0u; k < 16u; k++)
-                s[k] = vec4(0.0);
-            uint k0 = 0u;
-            for (; k0 + 16u <= nc; k0 += 16u)
-                [[unroll]] for (uint k = 0u; k < 16u; k++)
-                    s[k] += ps[(t * nc + k0 + k) / 4u][(t * nc + k0 + k) % 4u] *
-                            part4.f[(((p + k0 + k) * VA + a) * HEAD_DIM + i) / 4u];
-            for (uint k = k0; k < nc; k++)
-                s[k - k0] += ps[(t * nc + k) / 4u][(t * nc + k) % 4u] * part4.f[(((p + k) * VA + a) * HEAD_DIM + i) / 4u];
-            [[unroll]] for (uint k = 8u; k > 0u; k /= 2u)
-                [[unroll]] for (uint j = 0u; j < k; j++)
-                    s[j] += s[j + k];
-            xs[e] = s[0].x, xs[e + 1u] = s[0].y, xs[e + 2u] = s[0].z, xs[e + 3u] = s[0].w;
-        }
-        barrier();
-    }
-
-    // ---- normalize, S^T (QJL values), R^T, write ----
-    for (uint e = lid; e < XS; e += WG)
-        xs[e] *= 1.0 / total[(e / HEAD_DIM) % QT];
-    barrier();
-    if (VA > 1u) {
-        // y += S^T zs per group: what every cached row's scale gamma S^T z
-        // would have added, applied once (S^T is linear)
-        for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
-            uint t = e / HEAD_DIM, i = e % HEAD_DIM, size, first;
-            group_of(groups, i, size, first);
-            uint s0 = qjl_at(group_index(size)) + i - first;
-            float v = xs[e];
-            for (uint j = 0u; j < size; j++)
-                v += m.f[s0 + j * size] * xs[(QT + t) * HEAD_DIM + first + j];
-            xs[e] = v;
-        }
-        barrier();
-    }
-    if (V_ENC == TKV_VK_ENC_TURBO)
-        rotate_rows(n_rows, HEAD_DIM, groups, V_ROT, true, pc.math);
-    const uint n_q_heads = n_kv * ratio;
-    for (uint e = lid; e < n_rows * HEAD_DIM; e += WG) {
-        uint t = e / HEAD_DIM, i = e % HEAD_DIM, qr = qr0 + t;
-        uint row = (unit.q_first + qr / ratio) * n_q_heads + h * ratio + qr % ratio;
-        Floats(pc.io + uint64_t(pc.out_at) * TKV_VK_ALIGN).f[row * HEAD_DIM + i] = xs[e];
-    }
-    [[unroll]] for (uint t = 0u; t < QT; t++)
-        if (lid == 0u && t < n_rows) {
-            uint qr = qr0 + t, row = (unit.q_first + qr / ratio) * n_q_heads + h * ratio + qr % ratio;
-            Uints(pc.io + uint64_t(pc.counts_at) * TKV_VK_ALIGN).u[row] = n_skipped[t];
-            Floats(pc.io + uint64_t(pc.lse_at) * TKV_VK_ALIGN).f[row] = big[t] + log(total[t]);
-        }
 }

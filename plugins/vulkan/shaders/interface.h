@@ -48,6 +48,7 @@
 #define TKV_VK_FLAG_QJL 1u        /* QJL key type: residual blocks after the turbo row */
 #define TKV_VK_FLAG_CORRECTED 2u  /* scale = ||x|| / ||c[idx]|| */
 #define TKV_VK_FLAG_INVERSE 4u    /* rows shader: apply R^T (dequantize) instead of R */
+#define TKV_VK_FLAG_QUERY 8u      /* rows shader: float input rows (queries), not stored ones */
 #define TKV_VK_FLAG_PAGED 16u     /* rows shader: source rows addressed through a block table */
 
 /* Group sizes of a row, in order, one per byte (the list tkv_group_split
@@ -69,24 +70,23 @@
 #define TKV_VK_SPEC_QT 10u       /* query rows per workgroup */
 #define TKV_VK_SPEC_Q8_BLOCK 11u
 #define TKV_VK_SPEC_GROUPS 12u   /* 12..15: the group words */
-#define TKV_VK_SPEC_BATCH_ROWS 16u /* rows per batch: a power of two up to TKV_VK_WG */
-#define TKV_VK_SPEC_K_ROT 17u    /* TKV_VK_ROT_* of the keys (queries are rotated alike) */
-#define TKV_VK_SPEC_V_ROT 18u    /* of the values (outputs are rotated back) */
-#define TKV_VK_SPEC_LANES 19u    /* invocations per K row in the score phase: a power of
-                                  * two that divides head_dim / 8, at most the subgroup size */
-#define TKV_VK_SPEC_COUNT 20u
+#define TKV_VK_SPEC_BATCH_ROWS 16u /* rows per staged batch, a power of two up to TKV_VK_WG */
+#define TKV_VK_SPEC_COUNT 17u
 
 /* Workgroup size of every shader. */
 #define TKV_VK_WG 128u
-/* Query rows x head_dim of one attention workgroup (its query tile, and the
- * outputs the merging workgroup holds; twice the latter for QJL values). */
-#define TKV_VK_QUERY_TILE_FLOATS 1024u
-/* The attention shader's stage: a batch of K rows, then of V rows (the
- * aligned words around each row's bytes and one more: (row_bytes + 6) / 4 + 1
- * words a row). The host sizes the batch (a power of two up to TKV_VK_WG
- * rows) so that it fits. With the rest the shader holds, it stays within the
- * 32 KB of shared memory every device offers (lavapipe has exactly that). */
+/* Shared memory of the attention shader (it must fit the 32 KB Vulkan
+ * devices offer in practice; lavapipe has exactly that): a batch of K rows,
+ * then of V rows, staged in TKV_VK_STAGE_BYTES, plus a query tile of up to
+ * TKV_VK_QUERY_TILE_FLOATS floats. A batch's rows, a power of two of them,
+ * may come from several pool blocks (segments); each segment is staged from
+ * a 16-byte aligned address and costs at most TKV_VK_STAGE_SLACK bytes more
+ * than its rows (its misalignment, the word read past its last row and the
+ * rounding to whole 16-byte loads). The host sizes the batch so that rows
+ * and slack of every segment fit. */
 #define TKV_VK_STAGE_BYTES 12288u
+#define TKV_VK_STAGE_SLACK 64u
+#define TKV_VK_QUERY_TILE_FLOATS 2048u
 /* Scratch regions of an attention call start at multiples of this many
  * bytes from the work buffer's address; the push constants give them in
  * these units. */
@@ -106,13 +106,13 @@
 /* quantize.comp: n_tokens x n_heads float rows in, stored as tokens
  * first_pos .. of one sequence. */
 #define TKV_VK_QUANTIZE_PUSH                                                        \
-    uint64_t src;          /* floats [n_tokens][n_heads][head_dim] (staging) */     \
+    uint64_t src;          /* device floats [n_tokens][n_heads][head_dim] */        \
     uint64_t pool;                                                                  \
     uint64_t head_stride;                                                           \
     uint64_t block_stride;                                                          \
     uint64_t blocks;       /* uint32 block table slice (see above) */               \
     uint64_t math;                                                                  \
-    uint64_t counter;      /* uint32 per workgroup: non-finite inputs stored as 0 */ \
+    uint64_t counter;      /* uint32: non-finite inputs stored as 0 */              \
     uint32_t first_pos;                                                             \
     uint32_t block_tokens;                                                          \
     uint32_t n_tokens;                                                              \
@@ -129,7 +129,8 @@
 
 /* rows.comp: stored rows to floats in the original domain (dequantize:
  * TKV_VK_FLAG_PAGED, n_rows = n_tokens x n_heads of one sequence, token
- * major). */
+ * major), or query rows to what the attention shader scores against
+ * (prepare: src is row 0, rows row_bytes apart). */
 #define TKV_VK_ROWS_PUSH                                                            \
     uint64_t src;          /* paged: the pool; else row 0 */                        \
     uint64_t dst;          /* floats, dst_stride per row */                         \
@@ -153,12 +154,8 @@
     uint32_t groups[TKV_VK_GROUP_WORDS];
 
 /* attention.comp: one chunk of one (unit, kv head); a unit is up to QT query
- * rows of one sequence. The inputs (the call record, queries, units, block
- * table) start at `inputs`; partials are at work + *_at x TKV_VK_ALIGN; the
- * outputs go to io (host-visible memory the host reads after the call) at
- * *_at x TKV_VK_ALIGN bytes. Everything that changes from call to call is in
- * the call record, so a recorded command buffer serves every call of the
- * same sizes. */
+ * rows of one sequence. The *_at members are offsets from work in units of
+ * TKV_VK_ALIGN bytes. */
 #define TKV_VK_ATTENTION_PUSH                                                       \
     uint64_t k;            /* the pools */                                          \
     uint64_t v;                                                                     \
@@ -166,33 +163,44 @@
     uint64_t v_head_stride;                                                         \
     uint64_t k_block_stride;                                                        \
     uint64_t v_block_stride;                                                        \
-    uint64_t inputs;       /* the call record, then what it points at */            \
-    uint64_t work;         /* partials */                                           \
-    uint64_t io;           /* outputs, counts, lse */                               \
+    uint64_t work;         /* the call's scratch */                                 \
     uint64_t math;                                                                  \
-    uint64_t counters;     /* uint32 per (unit, kv head): chunks done; 0 between calls */ \
-    uint32_t acc_at;       /* partial value sums */                                 \
+    uint32_t q_at;         /* prepared queries, [n_q_total][n_q_heads] rows */      \
+    uint32_t units_at;     /* struct tkv_vk_unit[n_units] */                        \
+    uint32_t blocks_at;    /* the call's block table */                             \
+    uint32_t acc_at;       /* partial outputs */                                    \
     uint32_t ml_at;        /* partial max, sum, skipped rows */                     \
-    uint32_t out_at;       /* floats [n_q_total][n_q_heads][head_dim] */            \
-    uint32_t counts_at;    /* uint32 per output row: V rows skipped */              \
-    uint32_t lse_at;       /* float per output row: log sum exp of the scores */
+    uint32_t n_units;                                                               \
+    uint32_t n_kv;                                                                  \
+    uint32_t ratio;        /* query heads per kv head */                            \
+    uint32_t chunk;        /* rows per chunk, a multiple of TKV_VK_WG */            \
+    uint32_t max_chunks;   /* chunks of the unit that has most */                   \
+    uint32_t block_tokens;                                                          \
+    uint32_t window;       /* 0: none */                                            \
+    float scale;                                                                    \
+    float softcap;         /* 0: none */                                            \
+    float threshold;
 
-/* The call record: uint32 words at `inputs` (floats as their bits). The
- * *_AT words are byte offsets from `inputs`. */
-#define TKV_VK_CALL_N_UNITS 0u
-#define TKV_VK_CALL_N_KV 1u
-#define TKV_VK_CALL_RATIO 2u       /* query heads per kv head */
-#define TKV_VK_CALL_CHUNK 3u       /* rows per chunk */
-#define TKV_VK_CALL_MAX_CHUNKS 4u  /* chunks of the unit that has most */
-#define TKV_VK_CALL_BLOCK_TOKENS 5u
-#define TKV_VK_CALL_WINDOW 6u      /* 0: none */
-#define TKV_VK_CALL_SCALE 7u
-#define TKV_VK_CALL_SOFTCAP 8u     /* 0: none */
-#define TKV_VK_CALL_THRESHOLD 9u
-#define TKV_VK_CALL_Q_AT 10u       /* floats [n_q_total][n_q_heads][head_dim] */
-#define TKV_VK_CALL_UNITS_AT 11u   /* units */
-#define TKV_VK_CALL_BLOCKS_AT 12u  /* the call's block table */
-#define TKV_VK_CALL_WORDS 16u
+/* merge.comp: one output row from the partials of its chunks. */
+#define TKV_VK_MERGE_PUSH                                                           \
+    uint64_t part_acc;                                                              \
+    uint64_t part_ml;                                                               \
+    uint64_t out_rows;     /* floats [n_q_total][n_q_heads][head_dim] */            \
+    uint64_t counts;       /* uint32 per output row: V rows skipped */              \
+    uint64_t lse;          /* float per output row: log sum exp of the scores */    \
+    uint64_t units;                                                                 \
+    uint64_t row_units;    /* uint32 per query row (token x GQA ratio): its unit */ \
+    uint64_t math;                                                                  \
+    uint32_t n_rows;                                                                \
+    uint32_t ratio;                                                                 \
+    uint32_t n_kv;                                                                  \
+    uint32_t chunk;                                                                 \
+    uint32_t max_chunks;                                                            \
+    uint32_t head_dim;                                                              \
+    uint32_t rotation;                                                              \
+    uint32_t flags;                                                                 \
+    uint32_t window;                                                                \
+    uint32_t groups[TKV_VK_GROUP_WORDS];
 
 /* One unit of an attention call, in device memory: query rows qr0 .. qr0 +
  * QT - 1 (row qr: token qr / ratio, head qr % ratio of the GQA group) of a
@@ -207,12 +215,11 @@
     uint32_t n_chunks;                                                              \
     uint32_t reserved;
 
-/* A partial's record: running max, sum of weights, skipped rows (as uint
- * bits), unused. Partial c of query row t of (unit u, kv head h) is
- * ((u * n_kv + h) * QT + t) * max_chunks + c. */
+/* A partial's record in part_ml: running max, sum of weights, skipped rows
+ * (as uint bits), unused. */
 #define TKV_VK_ML_FLOATS 4u
-/* The merging workgroup keeps a weight per query row and chunk: QT x
- * max_chunks is at most this. */
-#define TKV_VK_MERGE_WEIGHTS 512u
+/* Most chunks one query row's rows are split into; bounds the merge's
+ * shared memory. */
+#define TKV_VK_MAX_CHUNKS 1024u
 
 #endif

@@ -131,8 +131,8 @@ void main()
     if (bad != 0u)
         atomicAdd(nonfinite, bad);
     barrier();
-    if (lid == 0u) // one count per workgroup, summed by the host
-        Uints(pc.counter).u[flat_workgroup()] = nonfinite;
+    if (lid == 0u && nonfinite != 0u)
+        atomicAdd(Uints(pc.counter).u[0], nonfinite);
 
     if (pc.encoding == TKV_VK_ENC_F32) {
         for (uint e = lid; e < n; e += wg) {

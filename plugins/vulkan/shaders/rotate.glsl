@@ -10,12 +10,7 @@
 // v * (1/sqrt(g)) * sign. Every value goes through the same float operations
 // in the same order as there, so the results are bit for bit the reference's
 // (precise: no contraction or reassociation). DENSE: y = Q u, or Q^T u, each
-// output one sequential sum in the reference's order. n_rows x head_dim is at
-// most ROTATE_ELEMS (the including shader may define it before including).
-
-#ifndef ROTATE_ELEMS
-#define ROTATE_ELEMS TKV_VK_ROWS_ELEMS
-#endif
+// output one sequential sum in the reference's order.
 
 void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool inverse, uint64_t math)
 {
@@ -55,7 +50,7 @@ void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool i
     } else if (rotation == TKV_VK_ROT_DENSE) {
         // out of place: every output reads its whole group, so all outputs
         // are computed before any is stored
-        float out_[ROTATE_ELEMS / TKV_VK_WG];
+        float out_[TKV_VK_ROWS_ELEMS / TKV_VK_WG];
         for (uint k = 0u, e = lid; e < n; k++, e += wg) {
             uint i = e % head_dim, size, first;
             group_of(groups, i, size, first);

@@ -1,11 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 #version 460
-// Dequantize: stored rows of tokens first_pos .. of one sequence, every
-// head, found through the block table (TKV_VK_FLAG_PAGED), to values in the
-// original domain, as plugins/cpu/quantize.c cpu_dequantize computes them:
-// the row accumulated with weight 1 into zeros (rows.c, qjl.c axpy), then
-// R^T for turbo rows (TKV_VK_FLAG_INVERSE). The same float operations in the
-// same order, so the result is the reference's bit for bit.
+// Rows to floats, two uses:
+//   dequantize (TKV_VK_FLAG_PAGED): stored rows of tokens first_pos .. of
+//     one sequence, every head, found through the block table, to values in
+//     the original domain, as plugins/cpu/quantize.c cpu_dequantize computes
+//     them: the row accumulated with weight 1 into zeros (rows.c, qjl.c
+//     axpy), then R^T for turbo rows. The same float operations in the same
+//     order, so the result is the reference's bit for bit.
+//   prepare (TKV_VK_FLAG_QUERY): query rows to what attention scores
+//     against: R q for turbo keys, then S R q per group for QJL keys (rows.c
+//     and qjl.c prepare_query), written [R q | S R q].
 #extension GL_GOOGLE_include_directive : require
 
 #include "common.glsl"
@@ -44,7 +48,7 @@ void main()
 {
     const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x, hd = pc.head_dim;
     const uvec4 groups = uvec4(pc.groups[0], pc.groups[1], pc.groups[2], pc.groups[3]);
-    const bool qjl = (pc.flags & TKV_VK_FLAG_QJL) != 0u;
+    const bool query = (pc.flags & TKV_VK_FLAG_QUERY) != 0u, qjl = (pc.flags & TKV_VK_FLAG_QJL) != 0u;
     uint row0 = flat_workgroup() * pc.rows_per_wg;
     if (row0 >= pc.n_rows)
         return;
@@ -69,6 +73,10 @@ void main()
     for (uint e = lid; e < n; e += wg) {
         uint r = e / hd, i = e % hd;
         uint64_t row = row_base[r];
+        if (query) {
+            xs[e] = uintBitsToFloat(load_u32(row + uint64_t(4u * i)));
+            continue;
+        }
         // 0 + v in the reference: a -0 product reads back as +0
         float v = stored_value(row, i, groups, m);
         v = v == 0.0 ? 0.0 : v;
@@ -95,4 +103,15 @@ void main()
     rotate_rows(nr, hd, groups, pc.rotation, (pc.flags & TKV_VK_FLAG_INVERSE) != 0u, pc.math);
     for (uint e = lid; e < n; e += wg)
         Floats(pc.dst + 4ul * (uint64_t(row0 + e / hd) * pc.dst_stride)).f[e % hd] = xs[e];
+    if (!query || !qjl)
+        return;
+    for (uint e = lid; e < n; e += wg) {
+        uint r = e / hd, i = e % hd, size, first;
+        group_of(groups, i, size, first);
+        uint s = qjl_at(group_index(size)) + (i - first) * size;
+        float sum = 0.0;
+        for (uint j = 0u; j < size; j++)
+            sum += m.f[s + j] * xs[r * hd + first + j];
+        Floats(pc.dst + 4ul * (uint64_t(row0 + r) * pc.dst_stride)).f[hd + i] = sum;
+    }
 }
