@@ -67,7 +67,6 @@
 extern "C" {
 #endif
 
-enum tkv_log_level { TKV_LOG_ERROR = 0, TKV_LOG_WARN = 1, TKV_LOG_INFO = 2, TKV_LOG_DEBUG = 3 };
 
 /* Handed by the core to the plugin's init(); valid until shutdown(). */
 struct tkv_services {
@@ -157,6 +156,12 @@ struct tkv_open_params {
     uint32_t threads;            /* host threads the plugin may use, 0 = its choice */
     uint32_t reserved;
     const struct tkv_math *math; /* valid until close() */
+    /* --- 2.1 --- */
+    /* The configuration's cpu_isa (TURBO_CPU_ISA): "auto" or the name of a
+     * CPU kernel level, for plugins that run kernels on the host CPU. The
+     * core reads the environment; a plugin never calls getenv for it, so
+     * tkv_context_options.ignore_env holds. Valid during open(). */
+    const char *cpu_isa;
 };
 
 /* How a row is stored; see turbokv_format.h. */

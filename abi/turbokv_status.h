@@ -26,4 +26,8 @@ enum tkv_status {
     TKV_EBUSY = -13,       /* the context is in use by another thread right now */
 };
 
+/* The level of a log line: what a host's log_fn receives, and what a
+ * plugin passes to tkv_services.log. */
+enum tkv_log_level { TKV_LOG_ERROR = 0, TKV_LOG_WARN = 1, TKV_LOG_INFO = 2, TKV_LOG_DEBUG = 3 };
+
 #endif

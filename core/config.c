@@ -65,6 +65,10 @@ static const char *const rotation_words[TKV_ROTATION_COUNT] = {
     [TKV_ROTATION_ROTOR] = "rotor",
 };
 
+const char *const tkv_cpu_isa_words[TKV_CPU_ISA_COUNT] = {
+    "auto", "avx512", "avx2", "neon", "scalar", "reference",
+};
+
 static const char *const log_words[TKV_LOG_DEBUG + 1] = {
     [TKV_LOG_ERROR] = "error",
     [TKV_LOG_WARN] = "warn",
@@ -123,6 +127,8 @@ static const struct key_desc keys[TKV_CFG_COUNT] = {
                           .min = 0, .max = 1024, .def = "0" },
     [TKV_CFG_LOG] = { "log", "TURBO_LOG", KIND_ENUM, INT_FIELD(log_level),
                       WORDS(log_words), .def = "warn" },
+    [TKV_CFG_CPU_ISA] = { "cpu_isa", "TURBO_CPU_ISA", KIND_ENUM, INT_FIELD(cpu_isa),
+                          WORDS(tkv_cpu_isa_words), .def = "auto" },
 };
 
 /* --- small text helpers */

@@ -32,6 +32,7 @@ enum tkv_config_key {
     TKV_CFG_ROTATION,           /* rotation: wht|dense|none               TURBO_ROTATION */
     TKV_CFG_THREADS,            /* threads: 0 (all cores)..1024           TURBO_THREADS */
     TKV_CFG_LOG,                /* log: error|warn|info|debug             TURBO_LOG */
+    TKV_CFG_CPU_ISA,            /* cpu_isa: auto|avx512|avx2|neon|scalar|reference  TURBO_CPU_ISA */
     TKV_CFG_COUNT
 };
 
@@ -74,10 +75,16 @@ struct tkv_config {
     uint32_t rotation;        /* enum tkv_rotation */
     uint32_t threads;
     int log_level;            /* enum tkv_log_level */
+    int cpu_isa;              /* index into tkv_cpu_isa_words */
     struct tkv_config_meta meta[TKV_CFG_COUNT];
 };
 
 #define TKV_DEVICE_AUTO 0xffffffffu
+
+/* The cpu plugin's kernel levels, by cpu_isa value (the plugin checks that
+ * the CPU runs the one asked for). */
+#define TKV_CPU_ISA_COUNT 6
+extern const char *const tkv_cpu_isa_words[TKV_CPU_ISA_COUNT];
 
 /* Fills cfg with the defaults. */
 void tkv_config_defaults(struct tkv_config *cfg);

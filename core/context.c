@@ -171,7 +171,8 @@ static int no_backend_error(tkv_context *ctx)
 
 static int open_module(tkv_context *ctx, struct tkv_module *m, uint32_t index)
 {
-    int rc = tkv_device_open(&ctx->device, m, index, ctx->cfg.threads, ctx->math);
+    int rc = tkv_device_open(&ctx->device, m, index, ctx->cfg.threads,
+                             tkv_cpu_isa_words[ctx->cfg.cpu_isa], ctx->math);
     if (rc == TKV_OK)
         snprintf(ctx->device_name, sizeof ctx->device_name, "%s", m->devs[index].name);
     return rc;

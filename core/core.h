@@ -66,7 +66,7 @@ struct tkv_device {
 };
 
 int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index, uint32_t threads,
-                    const struct tkv_math *math);
+                    const char *cpu_isa, const struct tkv_math *math);
 void tkv_device_close(struct tkv_device *d);
 int tkv_dev_alloc(struct tkv_device *d, uint64_t bytes, struct tkv_dbuf *buf);
 void tkv_dev_free(struct tkv_device *d, struct tkv_dbuf *buf);

@@ -143,8 +143,8 @@ static const struct abi_sizes {
 } abi_args_size[TKV_ABI_MINOR + 1] = {
     [0] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args),
             offsetof(struct tkv_attention_args, device_ns), sizeof(struct tkv_device_caps),
-            sizeof(struct tkv_open_params) },
-    /* 2.1: attention's device_ns */
+            offsetof(struct tkv_open_params, cpu_isa) },
+    /* 2.1: attention's device_ns, open's cpu_isa */
     [1] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
@@ -464,7 +464,7 @@ static int open_call(struct tkv_device *d, const struct tkv_open_params *p)
 }
 
 int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index, uint32_t threads,
-                    const struct tkv_math *math)
+                    const char *cpu_isa, const struct tkv_math *math)
 {
     memset(d, 0, sizeof *d);
     d->mod = mod;
@@ -476,6 +476,7 @@ int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index
         return tkv_error(TKV_EINVAL, "plugin %s: open without math tables", mod->ops.name);
     struct tkv_open_params p = {
         .struct_size = abi_args_size[mod->minor].open, .device_index = index, .threads = threads, .math = math,
+        .cpu_isa = cpu_isa,
     };
     d->caps = &mod->caps[index];
     TRACE(d, "open(device %u, threads %u)", index, threads);

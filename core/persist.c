@@ -1,12 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Cache files. Format version 1, all integers little endian:
+ * Cache files. Format version 2, all integers little endian:
  *
  *   0   char[8]  magic "TURBOKV\n"
- *   8   u32      format version (1)
+ *   8   u32      format version (2; version 1 files are read too)
  *   12  u32      header bytes (everything before the rows)
- *   16  u32 x 8  n_layers, n_kv_heads, head_dim, capacity, n_seqs,
- *                rotation, scale_mode, 0
+ *   16  u32 x 7  n_layers, n_kv_heads, head_dim, capacity, n_seqs,
+ *                rotation, scale_mode
+ *   44  u32      header check: FNV-1a 64 of the header bytes but these four,
+ *                folded to 32 bits (version 1: zero)
  *   48  u64      rotation seed
  *   56  u64      tables id (FNV-1a of codebooks, signs, dense rotations)
  *   64  u32      k_type[n_layers], then v_type[n_layers]
@@ -14,6 +16,12 @@
  *   header bytes: the packed rows, for each layer, each sequence: the K rows
  *       of each head (len rows of tkv_row_bytes), then the V rows likewise
  *   last 8: u64  FNV-1a 64 of every byte before it
+ *
+ * The header check makes an edit of the header alone - a rotation, scale
+ * mode, type or length changed and the trailing checksum recomputed, which
+ * the checksum cannot see - fail with its own message: rows written under
+ * one rotation are never decoded under another. (It is no signature: whoever
+ * rewrites both can write any rows.)
  *
  * The rows are written in this logical order whatever the cache's block
  * size: a file does not depend on paging, and loads into a cache of any
@@ -39,9 +47,17 @@
 #include "error.h"
 
 #define FILE_MAGIC "TURBOKV\n"
-#define FILE_VERSION 1u
+#define FILE_VERSION 2u
 #define FIXED_HEADER 64u
 #define CHUNK (1u << 20)
+#define CHUNK_MIN (4u * TKV_HEAD_DIM_MAX) /* an f32 row of the largest head_dim */
+
+/* Staging for n bytes of rows: no more than they need (a small file does not
+ * cost a megabyte), no less than a row. */
+static size_t chunk_for(uint64_t n)
+{
+    return n < CHUNK_MIN ? CHUNK_MIN : n > CHUNK ? CHUNK : (size_t)n;
+}
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
 #define FNV_PRIME 0x100000001b3ull
@@ -52,6 +68,16 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * FNV_PRIME;
     return h;
+}
+
+/* The header check (offset 44) over the fixed header but its own word and
+ * the rest of the header (types, lengths). */
+static uint32_t header_check(const uint8_t *fixed, const uint8_t *rest, size_t rest_n)
+{
+    uint64_t h = fnv1a(FNV_OFFSET, fixed, 44);
+    h = fnv1a(h, fixed + 48, FIXED_HEADER - 48);
+    h = fnv1a(h, rest, rest_n);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 static void put_u32(uint8_t *p, uint32_t v)
@@ -113,11 +139,22 @@ static int wr_rows(void *user, uint8_t *data, size_t n)
     return TKV_OK;
 }
 
+static uint64_t image_bytes(const tkv_cache *c, uint32_t s0, uint32_t ns)
+{
+    uint64_t n = header_bytes(c->n_layers, ns) + 8;
+    for (uint32_t l = 0; l < c->n_layers; l++)
+        for (uint32_t s = s0; s < s0 + ns; s++)
+            n += (uint64_t)c->layers[l].len[s] * c->n_kv_heads *
+                 (c->layers[l].k.pool.row_bytes + c->layers[l].v.pool.row_bytes);
+    return n;
+}
+
 /* Writes the file of sequences [s0, s0 + ns) (all of them, or one). */
 static int write_cache(tkv_cache *c, struct writer *w, uint32_t s0, uint32_t ns)
 {
     uint64_t hb = header_bytes(c->n_layers, ns);
-    uint8_t *hdr = calloc(1, hb), *buf = malloc(CHUNK);
+    const size_t chunk = chunk_for(image_bytes(c, s0, ns));
+    uint8_t *hdr = calloc(1, hb), *buf = malloc(chunk);
     int rc = TKV_OK;
     if (!hdr || !buf) {
         free(hdr);
@@ -128,7 +165,7 @@ static int write_cache(tkv_cache *c, struct writer *w, uint32_t s0, uint32_t ns)
     put_u32(hdr + 8, FILE_VERSION);
     put_u32(hdr + 12, (uint32_t)hb);
     const uint32_t shape[8] = { c->n_layers, c->n_kv_heads, c->head_dim, c->capacity,
-                                ns,          c->rotation,   c->scale_mode, 0 };
+                                ns,          c->rotation,   c->scale_mode, 0 /* header check */ };
     for (int i = 0; i < 8; i++)
         put_u32(hdr + 16 + 4 * i, shape[i]);
     put_u64(hdr + 48, c->ctx->math->rotation_seed);
@@ -142,13 +179,14 @@ static int write_cache(tkv_cache *c, struct writer *w, uint32_t s0, uint32_t ns)
     for (uint32_t l = 0; l < c->n_layers; l++)
         for (uint32_t s = s0; s < s0 + ns; s++, p += 4)
             put_u32(p, c->layers[l].len[s]);
+    put_u32(hdr + 44, header_check(hdr, hdr + FIXED_HEADER, hb - FIXED_HEADER));
     wr(w, hdr, hb);
     for (uint32_t l = 0; l < c->n_layers && rc == TKV_OK; l++)
         for (uint32_t s = s0; s < s0 + ns && rc == TKV_OK; s++) {
             uint32_t len = c->layers[l].len[s];
-            if ((rc = tkv_store_rows(c, &c->layers[l].k, c->seqs[s].blocks, len, 0, wr_rows, w, buf, CHUNK)) ==
+            if ((rc = tkv_store_rows(c, &c->layers[l].k, c->seqs[s].blocks, len, 0, wr_rows, w, buf, chunk)) ==
                 TKV_OK)
-                rc = tkv_store_rows(c, &c->layers[l].v, c->seqs[s].blocks, len, 0, wr_rows, w, buf, CHUNK);
+                rc = tkv_store_rows(c, &c->layers[l].v, c->seqs[s].blocks, len, 0, wr_rows, w, buf, chunk);
         }
     uint8_t sum[8];
     put_u64(sum, w->hash);
@@ -162,15 +200,6 @@ static int write_cache(tkv_cache *c, struct writer *w, uint32_t s0, uint32_t ns)
 }
 
 /* Bytes of the file of sequences [s0, s0 + ns). */
-static uint64_t image_bytes(const tkv_cache *c, uint32_t s0, uint32_t ns)
-{
-    uint64_t n = header_bytes(c->n_layers, ns) + 8;
-    for (uint32_t l = 0; l < c->n_layers; l++)
-        for (uint32_t s = s0; s < s0 + ns; s++)
-            n += (uint64_t)c->layers[l].len[s] * c->n_kv_heads *
-                 (c->layers[l].k.pool.row_bytes + c->layers[l].v.pool.row_bytes);
-    return n;
-}
 
 /* The process umask, read without changing it (umask() would race other
  * threads): the Umask line of /proc/self/status, else the common 022. */
@@ -325,8 +354,8 @@ static int read_header(struct source *f, const tkv_context *ctx, struct file_hea
     if (size < FIXED_HEADER + 8 || src_read(f, fixed + 8, FIXED_HEADER - 8) != 0)
         return bad(path, "truncated: %llu bytes, shorter than the header", (unsigned long long)size);
     uint32_t version = get_u32(fixed + 8);
-    if (version != FILE_VERSION)
-        return bad(path, "format version %u, this build reads version %u", version, FILE_VERSION);
+    if (version != FILE_VERSION && version != 1)
+        return bad(path, "format version %u, this build reads versions 1 and %u", version, FILE_VERSION);
     h->n_layers = get_u32(fixed + 16);
     h->n_kv_heads = get_u32(fixed + 20);
     h->head_dim = get_u32(fixed + 24);
@@ -337,7 +366,7 @@ static int read_header(struct source *f, const tkv_context *ctx, struct file_hea
     h->seed = get_u64(fixed + 48);
     h->tables_id = get_u64(fixed + 56);
     h->header_bytes = get_u32(fixed + 12);
-    if (get_u32(fixed + 44) != 0)
+    if (version == 1 && get_u32(fixed + 44) != 0)
         return bad(path, "corrupted header (reserved word 0x%08x is not zero)", get_u32(fixed + 44));
     if (h->n_layers == 0 || h->n_layers > 4096 || h->n_kv_heads == 0 || h->n_kv_heads > 1024 ||
         !tkv_head_dim_supported(h->head_dim) || h->capacity == 0 || h->n_seqs == 0 || h->n_seqs > 65536 ||
@@ -369,6 +398,9 @@ static int read_header(struct source *f, const tkv_context *ctx, struct file_hea
         free(raw);
         return bad(path, "truncated header");
     }
+    /* compared after the checksum: a damaged file says so, an edited one
+     * that carries a fresh checksum fails here */
+    const uint32_t check = header_check(fixed, raw, (nt + nl) * 4), stored_check = get_u32(fixed + 44);
     uint64_t rows = 0;
     for (size_t i = 0; i < nt; i++)
         h->types[i] = get_u32(raw + 4 * i);
@@ -394,13 +426,14 @@ static int read_header(struct source *f, const tkv_context *ctx, struct file_hea
                    (unsigned long long)size, (unsigned long long)expect);
 
     /* checksum over everything before the last 8 bytes */
-    uint8_t *buf = malloc(CHUNK);
+    const size_t chunk = chunk_for(expect);
+    uint8_t *buf = malloc(chunk);
     if (!buf)
         return tkv_error(TKV_ENOMEM, "out of memory");
     uint64_t hash = FNV_OFFSET, left = expect - 8;
     int rc = src_seek(f, 0) == 0 ? TKV_OK : tkv_error(TKV_EIO, "cannot seek in '%s'", path);
     while (left && rc == TKV_OK) {
-        size_t n = left < CHUNK ? (size_t)left : CHUNK;
+        size_t n = left < chunk ? (size_t)left : chunk;
         if (src_read(f, buf, n) != 0)
             rc = tkv_error(TKV_EIO, "cannot read '%s'", path);
         hash = fnv1a(hash, buf, n);
@@ -408,6 +441,9 @@ static int read_header(struct source *f, const tkv_context *ctx, struct file_hea
     }
     if (rc == TKV_OK && (src_read(f, buf, 8) != 0 || get_u64(buf) != hash))
         rc = bad(path, "checksum mismatch: the file is corrupted");
+    if (rc == TKV_OK && version >= 2 && check != stored_check)
+        rc = bad(path, "header check 0x%08x does not match its fields (0x%08x): the header was edited apart from "
+                 "its rows (rotation, scale mode, types or lengths)", stored_check, check);
     free(buf);
     return rc;
 }
@@ -430,9 +466,10 @@ static int rd_rows(void *user, uint8_t *data, size_t n)
 static int upload_layer_seq(tkv_cache *c, uint32_t l, const uint32_t *blocks, uint32_t len, struct source *f,
                             uint8_t *buf)
 {
-    int rc = tkv_store_rows(c, &c->layers[l].k, blocks, len, 1, rd_rows, f, buf, CHUNK);
+    const size_t chunk = chunk_for(f->size);
+    int rc = tkv_store_rows(c, &c->layers[l].k, blocks, len, 1, rd_rows, f, buf, chunk);
     if (rc == TKV_OK)
-        rc = tkv_store_rows(c, &c->layers[l].v, blocks, len, 1, rd_rows, f, buf, CHUNK);
+        rc = tkv_store_rows(c, &c->layers[l].v, blocks, len, 1, rd_rows, f, buf, chunk);
     return rc;
 }
 
@@ -461,7 +498,7 @@ static int load_new(tkv_context *ctx, struct source *f, const struct file_header
     uint32_t total = 0;
     for (uint32_t s = 0; s < h->n_seqs; s++)
         total += tkv_blocks_for(c, file_max_len(h, s));
-    uint8_t *buf = malloc(CHUNK);
+    uint8_t *buf = malloc(chunk_for(f->size));
     uint32_t *ids = malloc((total ? total : 1) * sizeof *ids);
     if (!buf || !ids)
         rc = tkv_error(TKV_ENOMEM, "out of memory");
@@ -599,7 +636,7 @@ static int seq_restore(tkv_cache *c, uint32_t seq, struct source *src)
         rc = check_match(c, &h, 1, src->name);
     uint32_t nb = rc == TKV_OK ? tkv_blocks_for(c, file_max_len(&h, 0)) : 0;
     uint32_t *ids = malloc((nb ? nb : 1) * sizeof *ids);
-    uint8_t *buf = malloc(CHUNK);
+    uint8_t *buf = malloc(chunk_for(src->size));
     int taken = 0;
     if (rc == TKV_OK && (!ids || !buf))
         rc = tkv_error(TKV_ENOMEM, "out of memory");

@@ -294,7 +294,7 @@ static void bad_files_refused_cache_kept(void **state)
     struct snapshot *before = malloc(sizeof *before);
     snap(c, before);
     long size = file_size(good);
-    uint32_t v2 = 2, seq_other = 99, t_f16 = TKV_TYPE_F16;
+    uint32_t v3 = 3, seq_other = 99, t_f16 = TKV_TYPE_F16;
     uint64_t seed = 12345;
     unsigned char flip = 0x5a;
 
@@ -304,8 +304,8 @@ static void bad_files_refused_cache_kept(void **state)
     expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "truncated");
     patch(good, bad, 0, "NOTACACH", 8, -1);
     expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "bad magic");
-    patch(good, bad, 8, &v2, 4, -1);
-    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "format version 2");
+    patch(good, bad, 8, &v3, 4, -1);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "format version 3");
     patch(good, bad, size / 2, &flip, 1, -1);
     expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "checksum mismatch");
     patch(good, bad, 48, &seed, 8, -1);

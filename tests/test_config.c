@@ -101,6 +101,7 @@ static void test_defaults(void **state)
         [TKV_CFG_AUTO_ASYMMETRIC] = "true",
         [TKV_CFG_NORM_CORRECTION] = "true", [TKV_CFG_ROTATION] = "wht",
         [TKV_CFG_THREADS] = "0",           [TKV_CFG_LOG] = "warn",
+        [TKV_CFG_CPU_ISA] = "auto",
     };
     for (int k = 0; k < TKV_CFG_COUNT; k++) {
         assert_format(&cfg, (enum tkv_config_key)k, text[k]);
@@ -154,7 +155,8 @@ static void test_file_values(void **state)
         "norm_correction: 0\n"
         "rotation: dense\n"
         "threads: 16\n"
-        "log: debug\n";
+        "log: debug\n"
+        "cpu_isa: scalar\n";
     struct tkv_config cfg;
     char path[64], origin[128];
     (void)state;
@@ -190,6 +192,7 @@ static void test_file_values(void **state)
         [TKV_CFG_AUTO_ASYMMETRIC] = "false",
         [TKV_CFG_NORM_CORRECTION] = "false", [TKV_CFG_ROTATION] = "dense",
         [TKV_CFG_THREADS] = "16",           [TKV_CFG_LOG] = "debug",
+        [TKV_CFG_CPU_ISA] = "scalar",
     };
     for (int k = 0; k < TKV_CFG_COUNT; k++) {
         assert_format(&cfg, (enum tkv_config_key)k, text[k]);
@@ -236,7 +239,7 @@ static const struct bad_file bad_files[] = {
     { "frobnicate: 1\n", 1, 1,
       "unknown key 'frobnicate' (known keys: backend, device, plugin_path, scheme, k_type, v_type, "
       "sparse_v, sparse_v_threshold, layer_adaptive, layers, auto_asymmetric, norm_correction, "
-      "rotation, threads, log)" },
+      "rotation, threads, log, cpu_isa)" },
     /* wrong types */
     { "backend: [cpu]\n", 1, 10, "key 'backend': expected a single value, not a sequence" },
     { "threads:\n  n: 4\n", 2, 3, "key 'threads': expected a single value, not a mapping" },
@@ -554,6 +557,7 @@ static void test_env_errors(void **state)
         { "TURBO_DEVICE", " 1", "TURBO_DEVICE= 1: expected auto or an integer in 0..255" },
         { "TURBO_LOG", "loud", "TURBO_LOG=loud: expected one of error, warn, info, debug" },
         { "TURBO_ROTATION", "x", "TURBO_ROTATION=x: expected one of wht, dense, none, rotor" },
+        { "TURBO_CPU_ISA", "avx9", "TURBO_CPU_ISA=avx9: expected one of auto, avx512, avx2, neon, scalar, reference" },
         { "TURBO_SCHEME", "k9v9",
           "TURBO_SCHEME=k9v9: expected auto, a type name (f32, f16, q8_0, turbo2, turbo3, turbo4, turbo3o, turbo4o) or kXvY "
           "with X, Y in 32, 16, 8, 4, 3, 2" },
@@ -663,7 +667,8 @@ static void test_case_insensitive(void **state)
         "auto_asymmetric: Off\n"
         "norm_correction: YES\n"
         "rotation: Dense\n"
-        "log: DEBUG\n";
+        "log: DEBUG\n"
+        "cpu_isa: AVX2\n";
     static const char *const text[TKV_CFG_COUNT] = {
         [TKV_CFG_BACKEND] = "opencl",        [TKV_CFG_DEVICE] = "auto",
         [TKV_CFG_PLUGIN_PATH] = "/Opt/Plugins", [TKV_CFG_SCHEME] = "k8v4",
@@ -672,7 +677,7 @@ static void test_case_insensitive(void **state)
         [TKV_CFG_LAYER_ADAPTIVE] = "0",      [TKV_CFG_LAYERS] = "0:f16/turbo4",
         [TKV_CFG_AUTO_ASYMMETRIC] = "false", [TKV_CFG_NORM_CORRECTION] = "true",
         [TKV_CFG_ROTATION] = "dense",        [TKV_CFG_THREADS] = "0",
-        [TKV_CFG_LOG] = "debug",
+        [TKV_CFG_LOG] = "debug",             [TKV_CFG_CPU_ISA] = "avx2",
     };
     struct tkv_config cfg;
     char path[64];

@@ -21,6 +21,7 @@
 
 #include "llama2.h"
 #include "npy.h"
+#include "tokenizer.h"
 
 /* --- helpers */
 
@@ -394,6 +395,32 @@ static void test_llama2_not_regular(void **state)
     expect_error(rc, err, fifo, "not a regular file");
 }
 
+/* --- tokenizer */
+
+static void test_tokenizer_not_regular_or_too_small(void **state)
+{
+    (void)state;
+    char err[512];
+    struct tokenizer t;
+    expect_error(tokenizer_open(&t, "/dev/zero", 32000, err, sizeof err), err, "/dev/zero", "not a regular file");
+    const char *fifo = make_fifo();
+    int rc = tokenizer_open(&t, fifo, 32000, err, sizeof err);
+    unlink(fifo);
+    expect_error(rc, err, fifo, "not a regular file");
+    /* a 12-byte file (max_token_length, one piece's score and length) and a
+     * model claiming 2^31 pieces: refused before allocating for them */
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(tmp_path, sizeof tmp_path, "%s/tkv-test-tok-%ld", dir, (long)getpid());
+    FILE *f = fopen(tmp_path, "wb");
+    assert_non_null(f);
+    static const unsigned char twelve[12] = { 1 };
+    assert_int_equal(fwrite(twelve, 1, sizeof twelve, f), sizeof twelve);
+    fclose(f);
+    rc = tokenizer_open(&t, tmp_path, 1u << 31, err, sizeof err);
+    unlink(tmp_path);
+    expect_error(rc, err, tmp_path, "cannot hold the model's 2147483648 pieces");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -405,6 +432,7 @@ int main(void)
         cmocka_unit_test(test_llama2_bad_header),
         cmocka_unit_test(test_llama2_bad_size),
         cmocka_unit_test(test_llama2_not_regular),
+        cmocka_unit_test(test_tokenizer_not_regular_or_too_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

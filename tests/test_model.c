@@ -518,7 +518,10 @@ static void test_bad_files_are_refused(void **state)
     expect_error(llama2_open(&m, "/nonexistent/model.bin", err, sizeof err), err, "/nonexistent/model.bin",
                  "cannot open");
 
-    write_variant("tok512.bin", 3000, NULL, 0, path, sizeof path);
+    write_variant("tok512.bin", 3000, NULL, 0, path, sizeof path); /* < 4 + 8 x 512 bytes */
+    expect_error(tokenizer_open(&t, path, 512, err, sizeof err), err, path, "cannot hold the model's 512 pieces");
+    unlink(path);
+    write_variant("tok512.bin", 4500, NULL, 0, path, sizeof path);
     expect_error(tokenizer_open(&t, path, 512, err, sizeof err), err, path, "truncated");
     unlink(path);
     model_file("tok512.bin", path, sizeof path);
@@ -1283,6 +1286,43 @@ static void test_cli_info_json_typed(void **state)
     free(err);
 }
 
+static void test_cli_bench_plot(void **state)
+{
+    (void)state;
+    char *out, *err, cmd[600], path[256];
+    /* a path that cannot be written is refused before the benchmark runs */
+    assert_int_equal(cli("bench --backend cpu --plot /nonexistent-dir/x.svg", &out, &err), 2);
+    if (!strstr(err, "--plot /nonexistent-dir/x.svg") || out[0])
+        fail_msg("bench --plot to a bad path: stdout \"%s\", stderr \"%s\"", out, err);
+    free(out);
+    free(err);
+    snprintf(path, sizeof path, "%s/tkv-test-plot-%d.svg", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+             (int)getpid());
+    snprintf(cmd, sizeof cmd, "bench --backend cpu --preset small --ctx 256,1K --types f16,turbo3,turbo4 "
+                              "--tokens 1 --seqs 1 --plot %s", path);
+    assert_int_equal(cli(cmd, &out, &err), 0);
+    free(out);
+    free(err);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char svg[1 << 16];
+    size_t n = fread(svg, 1, sizeof svg - 1, f);
+    svg[n] = '\0';
+    fclose(f);
+    unlink(path);
+    /* both panels, a series per type (distinct dash patterns), the spread
+     * bars and the host in the title */
+    static const char *const want[] = { "speed-up over f16", "time per layer", ">f16<", ">turbo3<", ">turbo4<",
+                                        "stroke-dasharray", "backend cpu on ", "</svg>" };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!strstr(svg, want[i]))
+            fail_msg("the plot lacks %s", want[i]);
+    unsigned polylines = 0;
+    for (const char *p = svg; (p = strstr(p, "<polyline")); p++)
+        polylines++;
+    assert_int_equal(polylines, 8); /* 3 types and the f32 baseline bench adds, x 2 panels */
+}
+
 static void test_forward_rejects_bad_tokens(void **state)
 {
     (void)state;
@@ -1322,6 +1362,7 @@ int main(void)
         cmocka_unit_test(test_cli_run),
         cmocka_unit_test(test_cli_ppl_windows),
         cmocka_unit_test(test_cli_info_json_typed),
+        cmocka_unit_test(test_cli_bench_plot),
         cmocka_unit_test(test_cli_manual_covers_every_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -370,14 +370,42 @@ static void seq_state_round_trip(void **state)
 }
 
 /* A file's capacity decides nothing about memory: a header claiming 2^30
- * tokens per sequence and holding none loads without allocating. The
- * checksum is recomputed, as anyone who writes such a file would. */
-static uint64_t fnv1a(const uint8_t *p, size_t n)
+ * tokens per sequence and holding none loads without allocating. Both the
+ * header check and the checksum are recomputed, as anyone who writes such a
+ * file would. */
+static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
     for (size_t i = 0; i < n; i++)
         h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
+}
+
+#define FNV0 0xcbf29ce484222325ull
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Rewrites file[0..n) to path with a fresh trailing checksum and, when
+ * check is set, a fresh header check (offset 44: FNV-1a of the header but
+ * that word, folded to 32 bits; the header ends where the rows begin, its
+ * size at offset 12). */
+static void write_sealed(const char *path, uint8_t *buf, size_t n, int check)
+{
+    if (check) {
+        uint32_t hb = (uint32_t)buf[12] | (uint32_t)buf[13] << 8 | (uint32_t)buf[14] << 16 | (uint32_t)buf[15] << 24;
+        uint64_t h = fnv1a(fnv1a(fnv1a(FNV0, buf, 44), buf + 48, 16), buf + 64, hb - 64);
+        put32(buf + 44, (uint32_t)(h ^ (h >> 32)));
+    }
+    uint64_t h = fnv1a(FNV0, buf, n - 8);
+    for (int i = 0; i < 8; i++)
+        buf[n - 8 + i] = (uint8_t)(h >> (8 * i));
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, n, f), n);
+    fclose(f);
 }
 
 static void untrusted_capacity_allocates_nothing(void **state)
@@ -390,32 +418,71 @@ static void untrusted_capacity_allocates_nothing(void **state)
     close(fd);
     assert_int_equal(tkv_cache_save(a, path), TKV_OK); /* empty: header and checksum only */
     tkv_cache_destroy(a);
-    FILE *f = fopen(path, "r+b");
+    FILE *f = fopen(path, "rb");
     assert_non_null(f);
     uint8_t buf[4096];
     size_t n = fread(buf, 1, sizeof buf, f);
-    assert_true(n > 72 && n < sizeof buf);
-    buf[28] = 0, buf[29] = 0, buf[30] = 0, buf[31] = 0x40; /* capacity 2^30 */
-    uint64_t h = fnv1a(buf, n - 8);
-    for (int i = 0; i < 8; i++)
-        buf[n - 8 + i] = (uint8_t)(h >> (8 * i));
-    rewind(f);
-    assert_int_equal(fwrite(buf, 1, n, f), n);
     fclose(f);
+    assert_true(n > 72 && n < sizeof buf);
+    assert_int_equal(buf[8], 2); /* format version 2 */
+    put32(buf + 28, 1u << 30);   /* capacity 2^30 */
+    write_sealed(path, buf, n, 1);
     tkv_cache *b = NULL;
     assert_int_equal(tkv_cache_load(ctx, path, &b), TKV_OK);
     struct tkv_cache_bytes by;
     assert_int_equal(tkv_cache_bytes(b, &by), TKV_OK);
     assert_int_equal(by.capacity, 0);
     tkv_cache_destroy(b);
-    /* a reserved header word that is not zero is refused */
-    buf[44] = 1;
-    h = fnv1a(buf, n - 8);
-    for (int i = 0; i < 8; i++)
-        buf[n - 8 + i] = (uint8_t)(h >> (8 * i));
-    f = fopen(path, "wb");
-    assert_int_equal(fwrite(buf, 1, n, f), n);
+    unlink(path);
+}
+
+/* An edit of the header alone (here the rotation wht -> none, which would
+ * decode every row wrongly) with the trailing checksum recomputed is refused
+ * by the header check; a version 1 file (no header check, word 44 zero)
+ * still loads, and its reserved word must be zero. */
+static void edited_header_refused(void **state)
+{
+    (void)state;
+    tkv_cache *a = make(ctx, 16, TKV_TYPE_TURBO3, TKV_TYPE_TURBO3);
+    float kv[3 * HEADS * DIM];
+    for (unsigned i = 0; i < 3 * HEADS * DIM; i++)
+        kv[i] = (float)((i * 7u) % 13u) - 6.0f;
+    for (uint32_t l = 0; l < LAYERS; l++)
+        assert_int_equal(tkv_cache_append(a, 0, l, 3, kv, kv), TKV_OK);
+    char path[] = "/tmp/tkv-test-hdr-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(tkv_cache_save(a, path), TKV_OK);
+    tkv_cache_destroy(a);
+    FILE *f = fopen(path, "rb");
+    uint8_t good[1 << 16], buf[1 << 16];
+    size_t n = fread(good, 1, sizeof good, f);
     fclose(f);
+    assert_true(n > 72 && n < sizeof good);
+    assert_int_equal(good[36], TKV_ROTATION_WHT);
+    tkv_cache *b = NULL;
+
+    memcpy(buf, good, n);
+    buf[36] = TKV_ROTATION_NONE;
+    write_sealed(path, buf, n, 0);
+    expect_error(tkv_cache_load(ctx, path, &b), TKV_EFORMAT, "header check");
+    assert_null(b);
+    memcpy(buf, good, n); /* the scale mode: sizes unchanged */
+    buf[40] = (uint8_t)(buf[40] == 1 ? 2 : 1);
+    write_sealed(path, buf, n, 0);
+    expect_error(tkv_cache_load(ctx, path, &b), TKV_EFORMAT, "header check");
+
+    /* the same file as version 1 */
+    memcpy(buf, good, n);
+    buf[8] = 1;
+    put32(buf + 44, 0);
+    write_sealed(path, buf, n, 0);
+    assert_int_equal(tkv_cache_load(ctx, path, &b), TKV_OK);
+    tkv_cache_destroy(b);
+    b = NULL;
+    put32(buf + 44, 1);
+    write_sealed(path, buf, n, 0);
     expect_error(tkv_cache_load(ctx, path, &b), TKV_EFORMAT, "reserved word");
     unlink(path);
 }
@@ -486,12 +553,16 @@ static void options_against_reference(void **state)
     for (uint32_t i = 0; i < total * QHEADS * DIM; i++)
         q[i] = 0.6f * sinf(0.11f * (float)i) + 0.2f * cosf(0.7f * (float)i);
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        uint64_t device_ns = 12345;
         struct tkv_attention_options o = {
             .struct_size = sizeof o, .window = cases[k].window, .scale = cases[k].scale,
-            .softcap = cases[k].softcap, .lse = lse,
+            .softcap = cases[k].softcap, .lse = lse, .device_ns = &device_ns,
         };
         if (tkv_attention_ex(c, 1, 3, ids, nq, QHEADS, q, out, &o) != TKV_OK)
             fail_msg("case %zu: %s", k, tkv_last_error());
+        /* the GPU plugins time the call on the device; cpu has no timer */
+        if (strcmp(backend, "cpu") == 0 ? device_ns != 0 : device_ns == 0)
+            fail_msg("case %zu: device_ns %llu on %s", k, (unsigned long long)device_ns, backend);
         double scale = cases[k].scale ? cases[k].scale : 1.0 / sqrt(DIM);
         for (uint32_t s = 0, at = 0; s < 3; at += nq[s], s++)
             reference(c, 1, ids[s], nq[s], q + (size_t)at * QHEADS * DIM, scale, cases[k].window, cases[k].softcap,
@@ -717,6 +788,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(full_pool_changes_nothing),
         cmocka_unit_test(seq_state_round_trip),
         cmocka_unit_test(untrusted_capacity_allocates_nothing),
+        cmocka_unit_test(edited_header_refused),
         cmocka_unit_test(options_against_reference),
         cmocka_unit_test(capabilities_refuse_before_allocating),
         cmocka_unit_test(two_threads_get_ebusy),

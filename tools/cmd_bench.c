@@ -22,6 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_plot.h"
 #include "tool.h"
 
 #define DEFAULT_TYPES "f32,f16,q8_0,turbo2,turbo3,turbo4"
@@ -58,7 +59,9 @@ struct shape {
 
 struct timing {
     double us;      /* median per layer */
+    double us_q1, us_q3; /* 25th and 75th percentile of the calls (the plot's spread) */
     uint64_t bytes; /* K+V bytes of the visible rows */
+    double dev_us;  /* median device time (tkv_attention_options.device_ns); 0: no timer */
 };
 
 struct append_rate {
@@ -68,6 +71,7 @@ struct append_rate {
 struct sparse_cmp {
     uint32_t type;
     double us_off, us_on, skipped_pct;
+    double dev_us_off, dev_us_on; /* device times; 0: no timer */
 };
 
 struct bench {
@@ -99,7 +103,9 @@ static int usage(FILE *f)
             "  --tokens N      query tokens per sequence   (with --seqs: one shape only;\n"
             "  --seqs N        sequences in one call        default: 1x1, 4x1 and 1x8)\n"
             "  --json          print a JSON array instead of the tables\n"
-            "  --plot F.svg    draw time against context per type (1 token, 1 sequence)\n"
+            "  --plot F.svg    an SVG of the first shape: time per layer against context\n"
+            "                  (the middle half of the calls as a bar) and the speed-up over\n"
+            "                  f16; the path is checked before the run\n"
             "  --paged         engine costs instead: context open, paged vs contiguous attention\n"
             "                  (first --types entry, default turbo3), sequence operations on a\n"
             "                  32-layer cache, memory of a multi-sequence workload\n"
@@ -240,23 +246,27 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median microseconds of one tkv_attention call. */
+/* Median microseconds of one tkv_attention call, wall and (*dev_us, 0
+ * where the backend has no timer) on the device. */
 static int time_attention(tkv_cache *c, const struct bench *b, struct shape sh, double *us,
-                          struct tkv_attention_stats *st)
+                          struct tkv_attention_stats *st, double *dev_us, double quartiles[2])
 {
-    uint32_t ids[MAX_SEQS];
-    double runs[MAX_CALLS];
+    uint32_t ids[MAX_SEQS], n_q[MAX_SEQS];
+    double runs[MAX_CALLS], dev[MAX_CALLS];
     int n = 0;
     for (uint32_t s = 0; s < sh.seqs; s++)
-        ids[s] = s;
+        ids[s] = s, n_q[s] = sh.tokens;
     for (int i = 0; i < WARMUP_CALLS + MAX_CALLS; i++) {
+        uint64_t ns = 0;
+        struct tkv_attention_options o = { .struct_size = sizeof o, .stats = st, .device_ns = &ns };
         double t0 = tool_now();
-        int rc = tkv_attention(c, 0, sh.seqs, ids, sh.tokens, b->geo->q_heads, b->q, b->out, st);
+        int rc = tkv_attention_ex(c, 0, sh.seqs, ids, n_q, b->geo->q_heads, b->q, b->out, &o);
         double t1 = tool_now();
         if (rc != TKV_OK)
             return tool_fail("attention", rc);
         if (i < WARMUP_CALLS)
             continue;
+        dev[n] = 1e-9 * (double)ns;
         runs[n++] = t1 - t0;
         double spent = 0.0;
         for (int k = 0; k < n; k++)
@@ -265,7 +275,13 @@ static int time_attention(tkv_cache *c, const struct bench *b, struct shape sh, 
             break;
     }
     qsort(runs, (size_t)n, sizeof runs[0], cmp_double);
+    qsort(dev, (size_t)n, sizeof dev[0], cmp_double);
     *us = 1e6 * (n % 2 ? runs[n / 2] : 0.5 * (runs[n / 2 - 1] + runs[n / 2]));
+    if (quartiles) {
+        quartiles[0] = 1e6 * runs[(n - 1) / 4];
+        quartiles[1] = 1e6 * runs[(3 * (n - 1) + 3) / 4];
+    }
+    *dev_us = 1e6 * (n % 2 ? dev[n / 2] : 0.5 * (dev[n / 2 - 1] + dev[n / 2]));
     return 0;
 }
 
@@ -286,11 +302,22 @@ static int measure_attention(struct bench *b, int ti, int ci)
     if (!c)
         return 1;
     int rc = fill(c, b, b->max_seqs, ctx);
+    if (rc != 0) { /* a cache the device cannot hold (the error is printed): its points stay "-" */
+        fprintf(stderr, "turbokv bench: %s at %u tokens x %u sequences skipped\n", tkv_type_name(type), ctx,
+                b->max_seqs);
+        b->done += (uint64_t)b->n_shapes - 1;
+        progress(b);
+        tkv_cache_destroy(c);
+        return 0;
+    }
     for (int si = 0; si < b->n_shapes && rc == 0; si++) {
         struct shape sh = b->shapes[si];
         struct timing *t = &b->t[ti][ci][si];
         if (sh.tokens <= ctx) {
-            rc = time_attention(c, b, sh, &t->us, NULL);
+            double quartiles[2] = { 0, 0 };
+            rc = time_attention(c, b, sh, &t->us, NULL, &t->dev_us, quartiles);
+            t->us_q1 = quartiles[0];
+            t->us_q3 = quartiles[1];
             t->bytes = kv_bytes(b, type, type, ctx, sh.seqs);
         }
         progress(b);
@@ -330,7 +357,7 @@ static int measure_sparse(struct bench *b, uint32_t type)
     struct tkv_attention_stats st = { 0 };
     uint32_t ctx = b->ctx[b->sparse_ctx];
     tkv_context *ctxs[2] = { b->dense, b->sparse };
-    double *us[2] = { &cmp->us_off, &cmp->us_on };
+    double *us[2] = { &cmp->us_off, &cmp->us_on }, *dev_us[2] = { &cmp->dev_us_off, &cmp->dev_us_on };
     int rc = 0;
     cmp->type = type;
     for (int on = 0; on < 2 && rc == 0; on++) {
@@ -338,7 +365,7 @@ static int measure_sparse(struct bench *b, uint32_t type)
         if (!c)
             return 1;
         if ((rc = fill(c, b, 1, ctx)) == 0)
-            rc = time_attention(c, b, one, us[on], &st);
+            rc = time_attention(c, b, one, us[on], &st, dev_us[on], NULL);
         tkv_cache_destroy(c);
     }
     cmp->skipped_pct = st.rows_total ? 100.0 * st.rows_skipped / st.rows_total : 0.0;
@@ -394,6 +421,16 @@ static double speedup_vs_f16(const struct bench *b, int ti, int ci, int si)
 }
 
 static double gbps(const struct timing *t) { return t->us > 0 ? t->bytes / (t->us * 1e3) : 0.0; }
+/* The same bytes (sparse V off: every K and V byte is read) over the device time. */
+static double dev_gbps(const struct timing *t) { return t->dev_us > 0 ? t->bytes / (t->dev_us * 1e3) : 0.0; }
+/* Sparse V on: the K bytes and the V bytes of the rows not skipped, over the device time. */
+static double sparse_dev_gbps(const struct bench *b, const struct sparse_cmp *c)
+{
+    uint32_t ctx = b->ctx[b->sparse_ctx], hd = b->geo->head_dim;
+    double rows = (double)b->geo->kv_heads * ctx;
+    double read = rows * (tkv_row_bytes(c->type, hd) + (1.0 - c->skipped_pct / 100.0) * tkv_row_bytes(c->type, hd));
+    return c->dev_us_on > 0 ? read / (c->dev_us_on * 1e3) : 0.0;
+}
 
 static void ctx_label(uint32_t ctx, char *out, size_t size)
 {
@@ -458,6 +495,29 @@ static void print_text(const struct bench *b)
             }
             printf("\n");
         }
+        int timed = 0;
+        for (int ti = 0; ti < b->n_types; ti++)
+            for (int ci = 0; ci < b->n_ctx; ci++)
+                timed |= b->t[ti][ci][si].dev_us > 0;
+        if (timed) {
+            printf("device time (timestamps): us per layer (GB/s of the K+V bytes read)\n%-7s", "type");
+            for (int ci = 0; ci < b->n_ctx; ci++) {
+                ctx_label(b->ctx[ci], label, sizeof label);
+                printf(" %24s", label);
+            }
+            printf("\n");
+            for (int ti = 0; ti < b->n_types; ti++) {
+                printf("%-7s", tkv_type_name(b->types[ti]));
+                for (int ci = 0; ci < b->n_ctx; ci++) {
+                    const struct timing *t = &b->t[ti][ci][si];
+                    if (t->dev_us > 0)
+                        printf(" %9.1f (%7.1f GB/s)  ", t->dev_us, dev_gbps(t));
+                    else
+                        printf(" %24s", "-");
+                }
+                printf("\n");
+            }
+        }
         printf("linear fit of time against context, %uK..:", FIT_FROM / 1024);
         int any = 0;
         for (int ti = 0; ti < b->n_types; ti++) {
@@ -481,10 +541,15 @@ static void print_text(const struct bench *b)
         printf("\nsparse V on peaked attention (keys %.0fx values), %s context, 1 query token x 1 "
                "sequence\n%-7s %12s %12s %16s %9s\n",
                KEY_SCALE, label, "type", "off us", "on us", "V rows skipped", "speedup");
-        for (int i = 0; i < b->n_cmp; i++)
-            printf("%-7s %12.1f %12.1f %15.1f%% %8.2fx\n", tkv_type_name(b->cmp[i].type),
+        for (int i = 0; i < b->n_cmp; i++) {
+            printf("%-7s %12.1f %12.1f %15.1f%% %8.2fx", tkv_type_name(b->cmp[i].type),
                    b->cmp[i].us_off, b->cmp[i].us_on, b->cmp[i].skipped_pct,
                    b->cmp[i].us_off / b->cmp[i].us_on);
+            if (b->cmp[i].dev_us_on > 0)
+                printf("   device %.1f -> %.1f us (%.1f GB/s of the bytes read)", b->cmp[i].dev_us_off,
+                       b->cmp[i].dev_us_on, sparse_dev_gbps(b, &b->cmp[i]));
+            printf("\n");
+        }
     }
 }
 
@@ -514,9 +579,10 @@ static void print_json(const struct bench *b)
                 json_head(b, "attention", b->types[ti], &first);
                 printf(", \"ctx\": %u, \"tokens\": %u, \"seqs\": %u, \"sparse_v\": false, "
                        "\"us_per_layer\": %.3f, \"kv_bytes\": %llu, \"gbps\": %.3f, "
-                       "\"speedup_vs_f16\": %.4f}",
+                       "\"speedup_vs_f16\": %.4f, \"device_us\": %.3f, \"device_gbps\": %.3f}",
                        b->ctx[ci], b->shapes[si].tokens, b->shapes[si].seqs, t->us,
-                       (unsigned long long)t->bytes, gbps(t), speedup_vs_f16(b, ti, ci, si));
+                       (unsigned long long)t->bytes, gbps(t), speedup_vs_f16(b, ti, ci, si), t->dev_us,
+                       dev_gbps(t));
             }
             struct fit f = fit_line(b, ti, si);
             if (f.points >= 2) {
@@ -535,104 +601,48 @@ static void print_json(const struct bench *b)
     for (int i = 0; i < b->n_cmp; i++) {
         json_head(b, "sparse_v", b->cmp[i].type, &first);
         printf(", \"ctx\": %u, \"tokens\": 1, \"seqs\": 1, \"us_off\": %.3f, \"us_on\": %.3f, "
-               "\"skipped_pct\": %.3f, \"speedup\": %.4f}",
+               "\"skipped_pct\": %.3f, \"speedup\": %.4f, \"device_us_off\": %.3f, \"device_us_on\": %.3f, "
+               "\"device_gbps_on\": %.3f}",
                b->ctx[b->sparse_ctx], b->cmp[i].us_off, b->cmp[i].us_on, b->cmp[i].skipped_pct,
-               b->cmp[i].us_off / b->cmp[i].us_on);
+               b->cmp[i].us_off / b->cmp[i].us_on, b->cmp[i].dev_us_off, b->cmp[i].dev_us_on,
+               sparse_dev_gbps(b, &b->cmp[i]));
     }
     printf("\n]\n");
 }
 
-/* ---- the plot ------------------------------------------------------------------- */
+/* ---- the plot (bench_plot.c) --------------------------------------------------- */
 
-#define PLOT_W 820
-#define PLOT_H 520
-#define PLOT_L 80  /* margins: left, right, top, bottom */
-#define PLOT_R 150
-#define PLOT_T 50
-#define PLOT_B 60
-
-static double plot_x(double ctx, double lo, double hi)
-{
-    return PLOT_L + (hi > lo ? (log(ctx) - log(lo)) / (log(hi) - log(lo)) : 0.5) *
-                        (PLOT_W - PLOT_L - PLOT_R);
-}
-
-static double plot_y(double us, double lo, double hi)
-{
-    return PLOT_H - PLOT_B - (log10(us) - lo) / (hi - lo) * (PLOT_H - PLOT_T - PLOT_B);
-}
-
-/* Time against context of the first shape, log-log, one line per type. */
+/* Time against context of the first shape, one series per type. */
 static int write_plot(const struct bench *b, const char *path)
 {
-    static const char *colors[] = { "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-                                    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf" };
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        fprintf(stderr, "turbokv bench: --plot %s: %s\n", path, strerror(errno));
-        return 1;
-    }
-    double x_lo = b->ctx[0], x_hi = b->ctx[0], y_min = INFINITY, y_max = 0;
-    for (int ci = 0; ci < b->n_ctx; ci++) {
-        x_lo = fmin(x_lo, b->ctx[ci]);
-        x_hi = fmax(x_hi, b->ctx[ci]);
-        for (int ti = 0; ti < b->n_types; ti++)
-            if (b->t[ti][ci][0].us > 0) {
-                y_min = fmin(y_min, b->t[ti][ci][0].us);
-                y_max = fmax(y_max, b->t[ti][ci][0].us);
-            }
-    }
-    double y_lo = floor(log10(y_min)), y_hi = ceil(log10(y_max));
-    if (y_hi <= y_lo)
-        y_hi = y_lo + 1;
-    char label[16];
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n",
-            PLOT_W, PLOT_H);
-    fprintf(f, "<text x=\"%d\" y=\"28\" font-size=\"15\">turbokv decode attention, %s (%u/%u/%u), "
-               "%u token x %u sequence, backend %s</text>\n",
-            PLOT_L, b->geo->name, b->geo->q_heads, b->geo->kv_heads, b->geo->head_dim,
-            b->shapes[0].tokens, b->shapes[0].seqs, tkv_context_backend(b->dense));
-    for (double e = y_lo; e <= y_hi; e++) { /* decades of microseconds */
-        double y = plot_y(pow(10, e), y_lo, y_hi);
-        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                   "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">%g</text>\n",
-                PLOT_L, PLOT_W - PLOT_R, y, y, PLOT_L - 6, y + 4, pow(10, e));
-    }
-    for (int ci = 0; ci < b->n_ctx; ci++) {
-        double x = plot_x(b->ctx[ci], x_lo, x_hi);
-        ctx_label(b->ctx[ci], label, sizeof label);
-        fprintf(f, "<line x1=\"%.1f\" x2=\"%.1f\" y1=\"%d\" y2=\"%d\" stroke=\"#ddd\"/>"
-                   "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">%s</text>\n",
-                x, x, PLOT_T, PLOT_H - PLOT_B, x, PLOT_H - PLOT_B + 18, label);
-    }
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"black\"/>\n"
-               "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">context (tokens, log scale)</text>\n"
-               "<text transform=\"translate(22 %d) rotate(-90)\" text-anchor=\"middle\">"
-               "time per layer (us, log scale)</text>\n",
-            PLOT_L, PLOT_T, PLOT_W - PLOT_L - PLOT_R, PLOT_H - PLOT_T - PLOT_B,
-            (PLOT_W - PLOT_R + PLOT_L) / 2, PLOT_H - 18, (PLOT_H - PLOT_B + PLOT_T) / 2);
+    static double ctx[MAX_CTX], us[MAX_TYPES][MAX_CTX], lo[MAX_TYPES][MAX_CTX], hi[MAX_TYPES][MAX_CTX],
+        up[MAX_TYPES][MAX_CTX];
+    struct plot_series s[MAX_TYPES];
+    int has_f16 = type_index(b, TKV_TYPE_F16) >= 0;
+    for (int ci = 0; ci < b->n_ctx; ci++)
+        ctx[ci] = b->ctx[ci];
     for (int ti = 0; ti < b->n_types; ti++) {
-        const char *color = colors[ti % (int)(sizeof colors / sizeof colors[0])];
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
-        for (int ci = 0; ci < b->n_ctx; ci++)
-            if (b->t[ti][ci][0].us > 0)
-                fprintf(f, "%.1f,%.1f ", plot_x(b->ctx[ci], x_lo, x_hi),
-                        plot_y(b->t[ti][ci][0].us, y_lo, y_hi));
-        fprintf(f, "\"/>\n");
-        for (int ci = 0; ci < b->n_ctx; ci++)
-            if (b->t[ti][ci][0].us > 0)
-                fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>\n",
-                        plot_x(b->ctx[ci], x_lo, x_hi), plot_y(b->t[ti][ci][0].us, y_lo, y_hi), color);
-        double ly = PLOT_T + 16 + 20 * ti;
-        fprintf(f, "<line x1=\"%d\" x2=\"%d\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" stroke-width=\"2\"/>"
-                   "<text x=\"%d\" y=\"%.1f\">%s</text>\n",
-                PLOT_W - PLOT_R + 14, PLOT_W - PLOT_R + 38, ly, ly, color, PLOT_W - PLOT_R + 44, ly + 4,
-                tkv_type_name(b->types[ti]));
+        for (int ci = 0; ci < b->n_ctx; ci++) {
+            const struct timing *t = &b->t[ti][ci][0];
+            us[ti][ci] = t->us;
+            lo[ti][ci] = t->us_q1;
+            hi[ti][ci] = t->us_q3;
+            up[ti][ci] = has_f16 ? speedup_vs_f16(b, ti, ci, 0) : 0.0;
+        }
+        s[ti] = (struct plot_series){ tkv_type_name(b->types[ti]), b->n_ctx, ctx, us[ti], lo[ti], hi[ti],
+                                      has_f16 ? up[ti] : NULL };
     }
-    fprintf(f, "</svg>\n");
-    if (fclose(f) != 0) {
-        fprintf(stderr, "turbokv bench: --plot %s: %s\n", path, strerror(errno));
+    char device[512], threads[64], title[256], sub[768], err[600];
+    machine(b->dense, device, sizeof device, threads, sizeof threads);
+    snprintf(title, sizeof title, "turbokv decode attention, %s (%u/%u/%u), %u token x %u sequence", b->geo->name,
+             b->geo->q_heads, b->geo->kv_heads, b->geo->head_dim, b->shapes[0].tokens, b->shapes[0].seqs);
+    snprintf(sub, sizeof sub, "backend %s on %s; threads %s", tkv_context_backend(b->dense), device, threads);
+    /* the device string is the plugin's: keep markup out of the SVG */
+    for (char *c = sub; *c; c++)
+        if (*c == '<' || *c == '>' || *c == '&')
+            *c = ' ';
+    if (bench_plot_write(path, title, sub, s, b->n_types, err, sizeof err) != 0) {
+        fprintf(stderr, "turbokv bench: %s\n", err);
         return 1;
     }
     return 0;
@@ -751,6 +761,13 @@ int tool_bench(int argc, char **argv)
     if (paged)
         return tool_bench_paged(backend, b.ctx, b.n_ctx, b.geo->q_heads, b.geo->kv_heads, b.geo->head_dim,
                                 b.types[0], json);
+    if (plot) { /* before the run, not after it */
+        char err[600];
+        if (bench_plot_check(plot, err, sizeof err) != 0) {
+            fprintf(stderr, "turbokv bench: %s\n", err);
+            return 2;
+        }
+    }
     if (tokens || seqs) {
         b.shapes[0] = (struct shape){ tokens ? tokens : 1, seqs ? seqs : 1 };
         b.n_shapes = 1;

@@ -73,36 +73,9 @@ static float read_f32(const unsigned char *p)
     return v;
 }
 
-static int read_file(const char *path, unsigned char **data, size_t *size, char *err, size_t err_size)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return file_error(err, err_size, path, "cannot open: %s", strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    unsigned char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        unsigned char *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
-        if (!bigger) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = bigger;
-        cap *= 2;
-    }
-    int bad = !buf || ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return file_error(err, err_size, path, buf ? "read error" : "out of memory");
-    }
-    *data = buf;
-    *size = n;
-    return 0;
-}
+/* Tokenizer files hold a few MB (128K pieces of Llama 3 take about 2 MB):
+ * a larger file is refused before it is read. */
+#define TOKENIZER_FILE_MAX ((size_t)256 << 20)
 
 int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, char *err, size_t err_size)
 {
@@ -112,7 +85,7 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
 
     memset(t, 0, sizeof *t);
     t->space_id = -1;
-    if (read_file(path, &data, &size, err, err_size) != 0)
+    if (file_read_regular(path, TOKENIZER_FILE_MAX, &data, &size, err, err_size) != 0)
         return -1;
     if (size < 4) {
         file_error(err, err_size, path, "too short for a llama2.c tokenizer (%zu bytes)", size);
@@ -124,6 +97,13 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
     int max_len = read_i32(data);
     if (max_len < 0) {
         file_error(err, err_size, path, "max_token_length %d is negative: not a llama2.c tokenizer", max_len);
+        goto out;
+    }
+    /* every piece takes at least 8 bytes (score, length): the model's
+     * vocab_size is checked against the file before anything is allocated */
+    if (vocab_size > (size - 4) / 8) {
+        file_error(err, err_size, path, "%zu bytes cannot hold the model's %u pieces (8 bytes each at least)", size,
+                   vocab_size);
         goto out;
     }
     t->vocab_size = vocab_size;

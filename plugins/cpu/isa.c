@@ -15,9 +15,20 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_X86 1
+#include <cpuid.h>
 #endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define CPU_LITTLE_ENDIAN 1
+#endif
+
+#ifdef CPU_X86
+/* F16C from CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does
+ * not know "f16c". */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
 #endif
 
 static int has_avx512(void)
@@ -26,7 +37,7 @@ static int has_avx512(void)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512vbmi") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+           has_f16c();
 #else
     return 0;
 #endif
@@ -36,7 +47,7 @@ static int has_avx2(void)
 {
 #ifdef CPU_X86
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+           has_f16c();
 #else
     return 0;
 #endif

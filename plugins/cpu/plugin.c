@@ -155,9 +155,10 @@ static int cpu_open(const struct tkv_open_params *params, void **dev_out)
     int rc;
     if (!params || !dev_out)
         return CPU_ERROR(TKV_EINVAL, "open: NULL %s", params ? "dev" : "params");
-    if (params->struct_size < sizeof *params)
+    /* ABI 2.0's members at least; cpu_isa (2.1) is read only when present */
+    if (params->struct_size < offsetof(struct tkv_open_params, cpu_isa))
         return CPU_ERROR(TKV_EINVAL, "open: params struct_size %u < %zu",
-                         params->struct_size, sizeof *params);
+                         params->struct_size, offsetof(struct tkv_open_params, cpu_isa));
     if (params->device_index != 0)
         return CPU_ERROR(TKV_ERANGE, "open: device %u does not exist (the cpu has device 0)",
                          params->device_index);

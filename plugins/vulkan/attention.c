@@ -241,6 +241,10 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
 
     if ((rc = vk_begin(dev, op)) != TKV_OK)
         return rc;
+    if (dev->timestamps) {
+        vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, 2);
+        vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, dev->timestamps, 0);
+    }
     vk_copy(dev, dev->staging, 0, dev->work, 0, up_bytes);
     vk_barrier(dev);
     if (kl.bits) {
@@ -255,8 +259,17 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         return rc;
     vk_barrier(dev);
     vk_copy(dev, dev->work, out_at, dev->staging, 0, down_bytes);
+    if (dev->timestamps)
+        vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, 1);
     if ((rc = vk_submit(dev, op)) != TKV_OK)
         return rc;
+    if (TKV_ARGS_HAS(a, device_ns) && a->device_ns) {
+        uint64_t ts[2];
+        *a->device_ns = 0;
+        if (dev->timestamps && vkGetQueryPoolResults(dev->device, dev->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                                     VK_QUERY_RESULT_64_BIT) == VK_SUCCESS)
+            *a->device_ns = (uint64_t)((double)((ts[1] - ts[0]) & dev->timestamp_mask) * dev->timestamp_period);
+    }
 
     memcpy(a->out, staging, (size_t)q_bytes);
     const uint32_t *counts = (const uint32_t *)(staging + (counts_at - out_at));

@@ -37,6 +37,7 @@ static int vk_init(const struct tkv_services *svc)
 struct vk_candidate {
     VkPhysicalDevice physical;
     uint32_t queue_family;
+    uint32_t timestamp_bits; /* the queue family's timestampValidBits (0: no timestamps) */
     int fp64;
     VkPhysicalDeviceProperties props;
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
@@ -116,6 +117,7 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
         return 0;
     }
     c->queue_family = q;
+    c->timestamp_bits = families[q].timestampValidBits;
     c->fp64 = f2.features.shaderFloat64 != 0;
     c->max_allocation = p11.maxMemoryAllocationSize;
     /* maintenance4 adds maxBufferSize, which may be below the largest
@@ -325,6 +327,8 @@ static void vk_close(void *dev_)
         vk_pipelines_destroy(dev);
         if (dev->fence)
             vkDestroyFence(dev->device, dev->fence, NULL);
+        if (dev->timestamps)
+            vkDestroyQueryPool(dev->device, dev->timestamps, NULL);
         if (dev->pool)
             vkDestroyCommandPool(dev->device, dev->pool, NULL);
         vkDestroyDevice(dev->device, NULL);
@@ -382,6 +386,17 @@ static int open_device(struct vk_device *dev, const struct vk_candidate *c)
     VkFenceCreateInfo fence = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
     if ((r = vkCreateFence(dev->device, &fence, NULL, &dev->fence)) != VK_SUCCESS)
         return vk_fail("open", "vkCreateFence", r);
+    /* two timestamps around each attention call (device_ns); without them
+     * device_ns stays 0 */
+    if (c->timestamp_bits && c->props.limits.timestampPeriod > 0.0f) {
+        VkQueryPoolCreateInfo qp = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2,
+        };
+        if ((r = vkCreateQueryPool(dev->device, &qp, NULL, &dev->timestamps)) != VK_SUCCESS)
+            return vk_fail("open", "vkCreateQueryPool", r);
+        dev->timestamp_mask = c->timestamp_bits >= 64 ? ~0ull : (1ull << c->timestamp_bits) - 1;
+        dev->timestamp_period = c->props.limits.timestampPeriod;
+    }
     return TKV_OK;
 }
 

@@ -98,6 +98,9 @@ struct vk_device {
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
+    VkQueryPool timestamps;  /* 2 timestamps around an attention call, or VK_NULL_HANDLE */
+    uint64_t timestamp_mask; /* the timestampValidBits of the queue */
+    float timestamp_period;  /* ns per tick */
     int lost;                /* VK_ERROR_DEVICE_LOST seen: every later op fails at once */
 
     VkPhysicalDeviceProperties props;

@@ -116,7 +116,7 @@ class tkv_attention_options(Structure):
         ("softcap", c_float),
         ("lse", POINTER(c_float)),
         ("stats", POINTER(tkv_attention_stats)),
-        ("device_ns", POINTER(c_uint64)),
+        ("device_ns", POINTER(c_uint64)),  # 0.3
     ]
 
 
