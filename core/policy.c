@@ -46,10 +46,18 @@
 #define AUTO_SPLIT_HEAD_DIM 64u  /* outlier-split types from here */
 #define AUTO_LARGE_HEAD_DIM 128u /* turbo4o keys above this */
 
+/* Held: the outlier-split types have only the cpu plugin's reference
+ * kernels (15-30x slower decode than turbo3's SIMD kernels, `turbokv bench
+ * --backend cpu --types turbo3,turbo3o`) and no GPU kernels, so auto keeps
+ * q8_0 keys and turbo3 values until they do; `scheme: turbo3o` (or
+ * k_type/v_type) selects them today. Setting this to 1 restores the rule the
+ * measurements above support. */
+#define AUTO_SPLIT 0
+
 static void auto_types(uint32_t head_dim, const struct tkv_device_caps *caps, uint32_t *k, uint32_t *v)
 {
     uint32_t split_keys = head_dim > AUTO_LARGE_HEAD_DIM ? AUTO_SPLIT_KEYS_LARGE : AUTO_SPLIT_VALUES;
-    int split = head_dim >= AUTO_SPLIT_HEAD_DIM && caps && (caps->k_types & (1u << split_keys)) &&
+    int split = AUTO_SPLIT && head_dim >= AUTO_SPLIT_HEAD_DIM && caps && (caps->k_types & (1u << split_keys)) &&
                 (caps->v_types & (1u << AUTO_SPLIT_VALUES));
     if (*k == TKV_TYPE_FROM_CONFIG)
         *k = split ? split_keys : AUTO_KEYS;

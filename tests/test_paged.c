@@ -627,8 +627,9 @@ static void capabilities_refuse_before_allocating(void **state)
     assert_int_equal(vt, TKV_TYPE_TURBO3);
     tkv_cache_destroy(c);
     c = NULL;
-    /* cpu declares them: there auto stores turbo3o at head_dim 128 */
+    /* cpu declares them: there they are stored when asked for by name */
     tkv_cache *on_cpu = NULL;
+    p.k_type = p.v_type = TKV_TYPE_TURBO3_OUT;
     assert_int_equal(tkv_cache_create(ctx, &p, &on_cpu), TKV_OK);
     assert_int_equal(tkv_cache_layer_types(on_cpu, 0, &kt, &vt), TKV_OK);
     assert_int_equal(kt, TKV_TYPE_TURBO3_OUT);

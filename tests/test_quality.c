@@ -510,9 +510,9 @@ static void layer_adaptive_conditions(void **state)
     expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq"); /* k8v3: values follow the mode, keys stay */
     s.v_type = TKV_TYPE_F16;
     expect_layers(ctx, &s, "qqqqqqqqqq/ffffffffff"); /* values not turbo: modes 5-7 do not apply */
-    s.k_type = s.v_type = TKV_TYPE_FROM_CONFIG; /* the default scheme at head_dim 64: turbo3o, turbo values */
-    expect_layers(ctx, &s, "oooooooooo/qq222222qq");
-    s.head_dim = 32; /* below 64: q8_0 keys, turbo3 values */
+    s.k_type = s.v_type = TKV_TYPE_FROM_CONFIG; /* the default scheme: q8_0 keys, turbo3 values */
+    expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq");
+    s.head_dim = 32;
     expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq");
     s.head_dim = 64;
 
@@ -685,20 +685,17 @@ static void auto_scheme(void **state)
     tkv_context *ctx = open_ok("log: info\n");
     for (size_t i = 0; i < sizeof dims / sizeof *dims; i++) {
         struct cache_shape s = { 2, 2, dims[i], 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
-        /* core/policy.c: turbo3o from head_dim 64 on, turbo4o keys above 128 */
-        int split = dims[i] >= 64, large = dims[i] > 128;
+        /* core/policy.c: q8_0 keys, turbo3 values while AUTO_SPLIT is held */
         log_text[0] = '\0';
-        expect_layers(ctx, &s, large ? "OO/oo" : split ? "oo/oo" : "qq/33");
-        assert_contains(log_text, large   ? "scheme auto: keys turbo4o, values turbo3o"
-                                  : split ? "scheme auto: keys turbo3o, values turbo3o"
-                                          : "scheme auto: keys q8_0, values turbo3");
+        expect_layers(ctx, &s, "qq/33");
+        assert_contains(log_text, "scheme auto: keys q8_0, values turbo3");
         assert_null(strstr(log_text, "auto_asymmetric")); /* GQA 2 */
     }
-    /* GQA 8: auto_asymmetric puts the turbo3o keys back to q8_0 */
-    struct cache_shape gqa8 = { 2, 2, 128, 4, 16, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
-    log_text[0] = '\0';
-    expect_layers(ctx, &gqa8, "qq/oo");
-    assert_contains(log_text, "auto_asymmetric: GQA ratio 8 >= 6, keys turbo3o -> q8_0");
+    /* the outlier-split types by name */
+    tkv_context *named = open_ok("scheme: turbo3o\n");
+    struct cache_shape s128 = { 2, 2, 128, 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
+    expect_layers(named, &s128, "oo/oo");
+    tkv_context_close(named);
     tkv_context_close(ctx);
 }
 

@@ -235,7 +235,7 @@ static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_foun
 static void fill_caps(const struct vk_candidate *c, struct tkv_device_caps *caps)
 {
     uint32_t all = 0, values = 0;
-    for (uint32_t t = 0; t < TKV_TYPE_COUNT; t++) {
+    for (uint32_t t = 0; t < TKV_TYPE_FIRST_R1; t++) { /* format revision 1 types: not here */
         all |= 1u << t;
         if (!tkv_type_is_qjl(t))
             values |= 1u << t;
