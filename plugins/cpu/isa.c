@@ -16,6 +16,9 @@
 #if defined(__x86_64__) || defined(__i386__)
 #define CPU_X86 1
 #endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define CPU_ARM64 1
+#endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define CPU_LITTLE_ENDIAN 1
 #endif
@@ -37,6 +40,17 @@ static int has_avx2(void)
 #ifdef CPU_X86
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
            __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+/* Advanced SIMD is part of every AArch64 CPU; the level reads stored rows
+ * as little-endian words. */
+static int has_neon(void)
+{
+#if defined(CPU_ARM64) && defined(CPU_LITTLE_ENDIAN)
+    return 1;
 #else
     return 0;
 #endif
@@ -68,12 +82,18 @@ static const struct level {
     { "avx512", "an x86-64 build", NULL, has_avx512 },
     { "avx2", "an x86-64 build", NULL, has_avx2 },
 #endif
+#ifdef CPU_ARM64
+    { "neon", "a little-endian AArch64 host", &cpu_isa_neon, has_neon },
+#else
+    { "neon", "an AArch64 build", NULL, has_neon },
+#endif
     { "scalar", "a little-endian host", &cpu_isa_scalar, has_scalar },
     { "reference", "", NULL, has_reference },
 };
 #define N_LEVELS (sizeof levels / sizeof levels[0])
 
-/* "avx512, avx2, scalar, reference": the levels this CPU runs. */
+/* "avx512, avx2, scalar, reference": the levels this CPU runs (on Arm
+ * "neon, scalar, reference"). */
 static void list_running(char *out, size_t size)
 {
     size_t n = 0;
@@ -102,7 +122,7 @@ int cpu_isa_choose(const struct cpu_isa **isa)
         return TKV_OK;
     }
     return CPU_ERROR(TKV_ECONFIG,
-                     "open: %s=%s: expected one of auto, avx512, avx2, scalar, reference", ISA_ENV,
+                     "open: %s=%s: expected one of auto, avx512, avx2, neon, scalar, reference", ISA_ENV,
                      want);
 }
 
