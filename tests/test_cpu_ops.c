@@ -5,9 +5,9 @@
  * results are checked against independent float64 models of
  * turbokv_format.h and of struct tkv_attention_args.
  *
- * Usage: test_cpu_ops PATH/turbokv-cpu.so [PATTERN]   (or TKV_TEST_CPU_PLUGIN=PATH)
- * PATTERN runs only the tests whose names match it (cmocka's filter:
- * "test_paged*").
+ * Usage: test_cpu_ops PATH/turbokv-cpu.so [PATTERNS]   (or TKV_TEST_CPU_PLUGIN=PATH)
+ * PATTERNS, comma-separated shell patterns, runs only the tests whose names
+ * match one of them ("test_paged*,test_isa_*").
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <float.h>
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1318,6 +1319,23 @@ static const struct {
 };
 #define N_LEVELS (sizeof isa_levels / sizeof isa_levels[0])
 
+/* Level i runs here and is one the comparisons cover: all that run, or
+ * those TKV_TEST_ISA_LEVELS lists (comma-separated; scripts/arm-test keeps
+ * the emulated run short with "neon"). */
+static int level_on(size_t i)
+{
+    const char *only = getenv("TKV_TEST_ISA_LEVELS");
+    if (!isa_levels[i].runs())
+        return 0;
+    if (!only || !*only)
+        return 1;
+    size_t n = strlen(isa_levels[i].name);
+    for (const char *p = only; *p; p += strcspn(p, ","), p += *p == ',')
+        if (strncmp(p, isa_levels[i].name, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
+
 /* Sets TURBO_CPU_ISA to isa, or back to what the caller had (isa NULL). */
 static void set_isa_env(const char *isa)
 {
@@ -1412,7 +1430,7 @@ static size_t open_levels(struct level_dev devs[N_LEVELS + 1])
     size_t n = 0;
     devs[n++] = (struct level_dev){ "reference", open_isa_ok("reference", 1) };
     for (size_t li = 0; li < N_LEVELS; li++)
-        if (isa_levels[li].runs())
+        if (level_on(li))
             devs[n++] = (struct level_dev){ isa_levels[li].name, open_isa_ok(isa_levels[li].name, 2) };
     return n;
 }
@@ -1626,7 +1644,7 @@ static void test_isa_quantize_identical(void **state)
     void *home = env.dev, *ref_dev = open_isa_ok("reference", 1), *devs[N_LEVELS] = { 0 };
     uint64_t rows = 0, bytes = 0;
     for (size_t li = 0; li < N_LEVELS; li++)
-        if (isa_levels[li].runs())
+        if (level_on(li))
             devs[li] = open_isa_ok(isa_levels[li].name, 2);
     for (uint32_t type = 0; type < N_TYPES; type++) {
         uint32_t variants = tkv_type_is_turbo(type) ? N_ROTATIONS * N_SCALE_MODES : 1;
@@ -1765,7 +1783,7 @@ static void test_storage_hash(void **state)
     int print = getenv("TKV_PRINT_STORAGE_HASHES") && *getenv("TKV_PRINT_STORAGE_HASHES") == '1';
     for (size_t li = 0; li <= N_LEVELS; li++) { /* the reference first */
         const char *name = li ? isa_levels[li - 1].name : "reference";
-        if (li && !isa_levels[li - 1].runs())
+        if (li && !level_on(li - 1))
             continue;
         env.dev = open_isa_ok(name, li ? 2 : 1);
         storage_hashes(hash);
@@ -1866,7 +1884,7 @@ static void test_isa_attention_matches_reference(void **state)
     int best = -1;
     double worst[N_LEVELS] = { 0 }, worst_lse[N_LEVELS] = { 0 };
     for (size_t li = 0; li < N_LEVELS; li++)
-        if (isa_levels[li].runs()) {
+        if (level_on(li)) {
             devs[li] = open_isa_ok(isa_levels[li].name, THREADS);
             if (best < 0) {
                 best = (int)li;
@@ -1912,7 +1930,7 @@ static void test_isa_edge_cases(void **state)
 {
     void *home = env.dev;
     for (size_t li = 0; li < N_LEVELS; li++) {
-        if (!isa_levels[li].runs())
+        if (!level_on(li))
             continue;
         env.dev = open_isa_ok(isa_levels[li].name, 2);
         check_sparse_v(isa_levels[li].name);
@@ -2101,7 +2119,20 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_isa_attention_matches_reference),
         cmocka_unit_test(test_isa_edge_cases),
     };
-    if (argc > 2)
-        cmocka_set_test_filter(argv[2]);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    struct CMUnitTest chosen[sizeof tests / sizeof tests[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        char patterns[512], *save = NULL;
+        int match = argc <= 2;
+        snprintf(patterns, sizeof patterns, "%s", argc > 2 ? argv[2] : "");
+        for (char *p = strtok_r(patterns, ",", &save); p && !match; p = strtok_r(NULL, ",", &save))
+            match = fnmatch(p, tests[i].name, 0) == 0;
+        if (match)
+            chosen[n++] = tests[i];
+    }
+    if (n == 0) {
+        fprintf(stderr, "%s: no test matches '%s'\n", argv[0], argv[2]);
+        return 1;
+    }
+    return _cmocka_run_group_tests("tests", chosen, n, setup, teardown);
 }
