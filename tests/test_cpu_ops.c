@@ -5,9 +5,9 @@
  * results are checked against independent float64 models of
  * turbokv_format.h and of struct tkv_attention_args.
  *
- * Usage: test_cpu_ops PATH/turbokv-cpu.so [PATTERN]   (or TKV_TEST_CPU_PLUGIN=PATH)
- * PATTERN runs only the tests whose names match it (cmocka's filter:
- * "test_paged*").
+ * Usage: test_cpu_ops PATH/turbokv-cpu.so [PATTERNS]   (or TKV_TEST_CPU_PLUGIN=PATH)
+ * PATTERNS, comma-separated shell patterns, runs only the tests whose names
+ * match one of them ("test_paged*,test_isa_*").
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <float.h>
+#include <fnmatch.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1333,7 +1334,7 @@ static void test_nonfinite_rows(void **state)
 /* ---- ISA levels ----------------------------------------------------------------
  *
  * The plugin runs one of several ISA levels (TURBO_CPU_ISA: avx512, avx2,
- * scalar; reference is the plain-C kernels of rows.c and attention.c, one
+ * neon, scalar; reference is the plain-C kernels of rows.c and attention.c, one
  * thread). Every level this CPU runs must store exactly the reference's
  * bytes, and its attention outputs must agree with the reference's within
  * float accumulation: the levels sum in other orders (blocks of 8 or 16,
@@ -1363,6 +1364,11 @@ static int cpu_has_avx512(void) { return 0; }
 static int cpu_has_avx2(void) { return 0; }
 #endif
 static int cpu_little_endian(void) { return __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__; }
+#if defined(__aarch64__)
+static int cpu_has_neon(void) { return cpu_little_endian(); }
+#else
+static int cpu_has_neon(void) { return 0; }
+#endif
 
 /* Best first, as TURBO_CPU_ISA=auto picks. */
 static const struct {
@@ -1371,9 +1377,27 @@ static const struct {
 } isa_levels[] = {
     { "avx512", cpu_has_avx512 },
     { "avx2", cpu_has_avx2 },
+    { "neon", cpu_has_neon },
     { "scalar", cpu_little_endian },
 };
 #define N_LEVELS (sizeof isa_levels / sizeof isa_levels[0])
+
+/* Level i runs here and is one the comparisons cover: all that run, or
+ * those TKV_TEST_ISA_LEVELS lists (comma-separated; scripts/arm-test keeps
+ * the emulated run short with "neon"). */
+static int level_on(size_t i)
+{
+    const char *only = getenv("TKV_TEST_ISA_LEVELS");
+    if (!isa_levels[i].runs())
+        return 0;
+    if (!only || !*only)
+        return 1;
+    size_t n = strlen(isa_levels[i].name);
+    for (const char *p = only; *p; p += strcspn(p, ","), p += *p == ',')
+        if (strncmp(p, isa_levels[i].name, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return 1;
+    return 0;
+}
 
 /* Sets TURBO_CPU_ISA to isa, or back to what the caller had (isa NULL). */
 static void set_isa_env(const char *isa)
@@ -1469,7 +1493,7 @@ static size_t open_levels(struct level_dev devs[N_LEVELS + 1])
     size_t n = 0;
     devs[n++] = (struct level_dev){ "reference", open_isa_ok("reference", 1) };
     for (size_t li = 0; li < N_LEVELS; li++)
-        if (isa_levels[li].runs())
+        if (level_on(li))
             devs[n++] = (struct level_dev){ isa_levels[li].name, open_isa_ok(isa_levels[li].name, 2) };
     return n;
 }
@@ -1683,7 +1707,7 @@ static void test_isa_quantize_identical(void **state)
     void *home = env.dev, *ref_dev = open_isa_ok("reference", 1), *devs[N_LEVELS] = { 0 };
     uint64_t rows = 0, bytes = 0;
     for (size_t li = 0; li < N_LEVELS; li++)
-        if (isa_levels[li].runs())
+        if (level_on(li))
             devs[li] = open_isa_ok(isa_levels[li].name, 2);
     for (uint32_t type = 0; type < N_TYPES; type++) {
         uint32_t variants = tkv_type_is_turbo(type) ? N_ROTATIONS * N_SCALE_MODES : 1;
@@ -1733,6 +1757,120 @@ static void test_isa_quantize_identical(void **state)
             env.p->close(devs[li]);
         }
     env.p->close(ref_dev);
+}
+
+/* ---- stored bytes across architectures -------------------------------------------
+ *
+ * The bytes a fixed input is stored as, per type (every head_dim, rotation
+ * and scale mode), hashed (FNV-1a, 64 bits) and compared with the hashes
+ * this test computed on x86-64 (avx512, avx2, scalar and the reference all
+ * give them). The same test run on another architecture (scripts/arm-test:
+ * AArch64 under qemu) then proves its levels store the x86 bytes. The input
+ * is exact arithmetic only (integers times powers of two), so that it does
+ * not depend on the platform's libm. TKV_PRINT_STORAGE_HASHES=1 prints the
+ * table to paste here after a deliberate format change.
+ */
+
+/* The hash covers format revision 0 (types and rotations before
+ * TKV_TYPE_FIRST_R1 / TKV_ROTATION_FIRST_R1): the recorded x86 hashes are
+ * of those. */
+#define HASH_TYPES TKV_TYPE_FIRST_R1
+#define HASH_ROTATIONS (TKV_ROTATION_FIRST_R1 - 1u)
+
+static const uint64_t storage_hash_x86[HASH_TYPES] = {
+    0x2790a8828f73ce75ull, /* f32 */
+    0x74c189531f7967b7ull, /* f16 */
+    0x8ca4a669b8280901ull, /* q8_0 */
+    0x2277d3f542c8197dull, /* turbo2 */
+    0x11771e7d669cd511ull, /* turbo3 */
+    0x002f94c55dc0c874ull, /* turbo4 */
+    0x67183ad32fa34a0aull, /* turbo3_qjl */
+    0xef585017641e9552ull, /* turbo4_qjl */
+};
+
+/* Rows of magnitudes 2^-30 .. 2^10, exact: a 21-bit integer times a power
+ * of two; row 0 saturates f16 (and fp16 scales), row 1 is zero. */
+static void fill_exact(float *x, size_t n_rows, uint32_t hd)
+{
+    uint64_t state = 0x73746f7265ull; /* "store" */
+    for (size_t r = 0; r < n_rows; r++) {
+        uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 29)) * 0xBF58476D1CE4E5B9ull;
+        int e = r == 0 ? 0 : (int)(z >> 58) % 41 - 30;
+        for (uint32_t i = 0; i < hd; i++) {
+            uint64_t w = (state += 0x9E3779B97F4A7C15ull);
+            w = (w ^ (w >> 31)) * 0x94D049BB133111EBull;
+            w ^= w >> 29;
+            int32_t m = (int32_t)(w >> 43) - (1 << 20);
+            x[r * hd + i] = r == 1 ? 0.0f : ldexpf((float)m, r == 0 ? 0 : e - 20);
+        }
+    }
+}
+
+static uint64_t fnv1a(uint64_t h, const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Every type's hash on one device. */
+static void storage_hashes(uint64_t *hash)
+{
+    enum { TOKENS = 24, HEADS = 2, BT = 5 };
+    static const uint32_t table[] = { 3, 0, 4, 1, 2 }; /* ceil(24 / 5) blocks */
+    for (uint32_t type = 0; type < HASH_TYPES; type++) {
+        uint32_t variants = tkv_type_is_turbo(type) ? HASH_ROTATIONS * N_SCALE_MODES : 1;
+        hash[type] = 0xcbf29ce484222325ull;
+        for (size_t d = 0; d < N_HEAD_DIMS; d++) {
+            uint32_t hd = head_dims[d], rb = tkv_row_bytes(type, hd);
+            float *x = xcalloc((size_t)TOKENS * HEADS * hd, sizeof *x);
+            uint8_t *row = xcalloc(rb, 1);
+            fill_exact(x, (size_t)TOKENS * HEADS, hd);
+            for (uint32_t v = 0; v < variants; v++) {
+                struct tkv_row_format fmt = variant_format(type, hd, v);
+                struct pool pl = pool_new(&fmt, HEADS, BT, 5, 0, 0);
+                assert_int_equal(pool_append(&pl, table, 5, 0, TOKENS, x, NULL), TKV_OK);
+                for (uint32_t t = 0; t < TOKENS; t++)
+                    for (uint32_t h = 0; h < HEADS; h++) {
+                        pool_row(&pl, table, h, t, row);
+                        hash[type] = fnv1a(hash[type], row, rb);
+                    }
+                pool_free(&pl);
+            }
+            free(x);
+            free(row);
+        }
+    }
+}
+
+static void test_storage_hash(void **state)
+{
+    (void)state;
+    void *home = env.dev;
+    uint64_t hash[HASH_TYPES];
+    int print = getenv("TKV_PRINT_STORAGE_HASHES") && *getenv("TKV_PRINT_STORAGE_HASHES") == '1';
+    for (size_t li = 0; li <= N_LEVELS; li++) { /* the reference first */
+        const char *name = li ? isa_levels[li - 1].name : "reference";
+        if (li && !level_on(li - 1))
+            continue;
+        env.dev = open_isa_ok(name, li ? 2 : 1);
+        storage_hashes(hash);
+        env.p->close(env.dev);
+        env.dev = home;
+        if (print && !li) {
+            printf("static const uint64_t storage_hash_x86[HASH_TYPES] = {\n");
+            for (uint32_t type = 0; type < HASH_TYPES; type++)
+                printf("    0x%016llxull, /* %s */\n", (unsigned long long)hash[type], type_name[type]);
+            printf("};\n");
+        }
+        for (uint32_t type = 0; type < HASH_TYPES; type++)
+            if (hash[type] != storage_hash_x86[type])
+                fail_msg("TURBO_CPU_ISA=%s: %s rows hash to 0x%016llx, x86-64 stores 0x%016llx",
+                         name, type_name[type], (unsigned long long)hash[type],
+                         (unsigned long long)storage_hash_x86[type]);
+        print_message("TURBO_CPU_ISA=%s: the stored bytes of every type hash as on x86-64\n", name);
+    }
 }
 
 /* What one case gives on the reference device, for the levels to match. */
@@ -1815,7 +1953,7 @@ static void test_isa_attention_matches_reference(void **state)
     int best = -1;
     double worst[N_LEVELS] = { 0 }, worst_lse[N_LEVELS] = { 0 };
     for (size_t li = 0; li < N_LEVELS; li++)
-        if (isa_levels[li].runs()) {
+        if (level_on(li)) {
             devs[li] = open_isa_ok(isa_levels[li].name, THREADS);
             if (best < 0) {
                 best = (int)li;
@@ -1861,7 +1999,7 @@ static void test_isa_edge_cases(void **state)
 {
     void *home = env.dev;
     for (size_t li = 0; li < N_LEVELS; li++) {
-        if (!isa_levels[li].runs())
+        if (!level_on(li))
             continue;
         env.dev = open_isa_ok(isa_levels[li].name, 2);
         check_sparse_v(isa_levels[li].name);
@@ -2046,10 +2184,24 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_attention_options),
         cmocka_unit_test(test_paged_identical),
         cmocka_unit_test(test_isa_quantize_identical),
+        cmocka_unit_test(test_storage_hash),
         cmocka_unit_test(test_isa_attention_matches_reference),
         cmocka_unit_test(test_isa_edge_cases),
     };
-    if (argc > 2)
-        cmocka_set_test_filter(argv[2]);
-    return cmocka_run_group_tests(tests, setup, teardown);
+    struct CMUnitTest chosen[sizeof tests / sizeof tests[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        char patterns[512], *save = NULL;
+        int match = argc <= 2;
+        snprintf(patterns, sizeof patterns, "%s", argc > 2 ? argv[2] : "");
+        for (char *p = strtok_r(patterns, ",", &save); p && !match; p = strtok_r(NULL, ",", &save))
+            match = fnmatch(p, tests[i].name, 0) == 0;
+        if (match)
+            chosen[n++] = tests[i];
+    }
+    if (n == 0) {
+        fprintf(stderr, "%s: no test matches '%s'\n", argv[0], argv[2]);
+        return 1;
+    }
+    return _cmocka_run_group_tests("tests", chosen, n, setup, teardown);
 }

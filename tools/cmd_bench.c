@@ -10,6 +10,13 @@
  * warm-up calls, then the median of the timed calls. GB/s counts the K+V
  * bytes of the rows the queries see, as stored (tkv_row_bytes).
  *
+ * The memory floor (cpu backend): before the attention measurements the
+ * bench streams through a buffer well beyond the last-level cache with as
+ * many threads as the backend uses and takes the median read bandwidth of
+ * several passes. A point's "floor" is the fraction of that bandwidth its
+ * time reaches: (K+V bytes it must read / time) / bandwidth, 100% when the
+ * kernel runs as fast as a plain read of its bytes.
+ *
  * Sparse V: the main tables run with it off, so that every K and V byte is
  * read; a separate comparison times the same peaked attention with it on
  * and off. The bench sets TURBO_SPARSE_V itself before it opens each of its
@@ -17,6 +24,8 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +50,10 @@
 #define KEY_SCALE 10.0
 #define SPARSE_CTX_MAX 16384u
 #define FIT_FROM 4096u    /* the linear fit of time against context starts here */
+#define FLOOR_MIN_BYTES (256u << 20) /* the bandwidth buffer: at least this, */
+#define FLOOR_MAX_BYTES (1u << 30)   /* 2x the last-level cache up to this */
+#define FLOOR_PASSES 9
+#define FLOOR_THREADS_MAX 256
 
 struct preset {
     const char *name;
@@ -87,6 +100,12 @@ struct bench {
     struct sparse_cmp cmp[2];
     int n_cmp, sparse_ctx;
     uint64_t done, total; /* progress */
+    struct floor {
+        uint32_t threads;  /* 0: not measured (not the cpu backend) */
+        uint64_t bytes;    /* the buffer read in each pass */
+        double gbps;       /* median over the passes */
+        double gbps_best;  /* fastest pass */
+    } floor;
 };
 
 static int usage(FILE *f)
@@ -109,6 +128,9 @@ static int usage(FILE *f)
             "  --paged         engine costs instead: context open, paged vs contiguous attention\n"
             "                  (first --types entry, default turbo3), sequence operations on a\n"
             "                  32-layer cache, memory of a multi-sequence workload\n"
+            "With the cpu backend each point also shows the fraction of the memory floor it reaches:\n"
+            "K+V bytes / time against the read bandwidth the same threads stream from a buffer\n"
+            "beyond the last-level cache.\n"
             "Sparse V is off in the tables (every K and V byte is read) and compared on and off\n"
             "on peaked attention; the bench sets TURBO_SPARSE_V for its own two contexts.\n");
     return f == stderr ? 2 : 0;
@@ -374,6 +396,122 @@ static int measure_sparse(struct bench *b, uint32_t type)
     return rc;
 }
 
+/* ---- the memory floor ------------------------------------------------------------ */
+
+static volatile uint64_t floor_sink; /* what was read, so that it must be read */
+
+struct floor_thread {
+    const uint64_t *words;
+    size_t n_words;
+    pthread_barrier_t *barrier;
+    uint64_t sink;
+};
+
+/* Eight independent sums, so that the loads are not a dependency chain and
+ * the compiler vectorizes them: a plain streaming read. */
+static uint64_t read_words(const uint64_t *w, size_t n)
+{
+    uint64_t s[8] = { 0 };
+    for (size_t i = 0; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            s[k] += w[i + k];
+    return s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+}
+
+/* FLOOR_PASSES passes over the thread's slice, each between two barriers
+ * (thread 0 times a pass from the first to the second). */
+static void *floor_worker(void *arg)
+{
+    struct floor_thread *t = arg;
+    for (int p = 0; p < FLOOR_PASSES; p++) {
+        pthread_barrier_wait(t->barrier);
+        t->sink += read_words(t->words, t->n_words);
+        pthread_barrier_wait(t->barrier);
+    }
+    return NULL;
+}
+
+/* The threads the backend's attention runs on: TURBO_THREADS (0 = every
+ * online CPU) for the cpu backend; 0 for the others (their floor is not
+ * the host's memory). */
+static uint32_t backend_threads(tkv_context *ctx)
+{
+    if (strcmp(tkv_context_backend(ctx), "cpu") != 0)
+        return 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN), n = cpus;
+    for (uint32_t i = 0; i < tkv_config_count(ctx); i++) {
+        struct tkv_config_entry e;
+        if (tkv_config_get(ctx, i, &e) == TKV_OK && !strcmp(e.key, "threads"))
+            n = strtol(e.value, NULL, 10);
+    }
+    if (n <= 0)
+        n = cpus > 0 ? cpus : 1;
+    return (uint32_t)(n > FLOOR_THREADS_MAX ? FLOOR_THREADS_MAX : n);
+}
+
+static int measure_floor(struct bench *b)
+{
+    struct floor *f = &b->floor;
+    if (!(f->threads = backend_threads(b->dense)))
+        return 0;
+    long llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+    if (llc <= 0)
+        llc = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    uint64_t bytes = llc > 0 ? 2 * (uint64_t)llc : 0;
+    bytes = bytes < FLOOR_MIN_BYTES ? FLOOR_MIN_BYTES : bytes > FLOOR_MAX_BYTES ? FLOOR_MAX_BYTES : bytes;
+    size_t per_thread = (size_t)(bytes / f->threads) & ~(size_t)4095;
+    f->bytes = (uint64_t)per_thread * f->threads;
+    uint64_t *buf = aligned_alloc(4096, f->bytes);
+    struct floor_thread th[FLOOR_THREADS_MAX];
+    pthread_t id[FLOOR_THREADS_MAX];
+    pthread_barrier_t barrier;
+    double pass[FLOOR_PASSES];
+    if (!buf) {
+        fprintf(stderr, "turbokv bench: no memory for the %llu-byte bandwidth buffer\n",
+                (unsigned long long)f->bytes);
+        return 1;
+    }
+    for (size_t i = 0; i < f->bytes / 8; i++) /* every page present, no zero page */
+        buf[i] = i;
+    pthread_barrier_init(&barrier, NULL, f->threads);
+    uint32_t started = 1;
+    for (uint32_t t = 0; t < f->threads; t++)
+        th[t] = (struct floor_thread){ buf + t * (per_thread / 8), per_thread / 8, &barrier, 0 };
+    for (; started < f->threads; started++)
+        if (pthread_create(&id[started], NULL, floor_worker, &th[started]) != 0)
+            break;
+    if (started < f->threads) { /* the barrier would never open: stop and fail */
+        fprintf(stderr, "turbokv bench: cannot start %u threads to measure the bandwidth\n",
+                f->threads);
+        exit(1);
+    }
+    for (int p = 0; p < FLOOR_PASSES; p++) {
+        pthread_barrier_wait(&barrier);
+        double t0 = tool_now();
+        th[0].sink += read_words(th[0].words, th[0].n_words);
+        pthread_barrier_wait(&barrier);
+        pass[p] = tool_now() - t0;
+    }
+    for (uint32_t t = 1; t < f->threads; t++)
+        pthread_join(id[t], NULL);
+    pthread_barrier_destroy(&barrier);
+    uint64_t sink = 0;
+    for (uint32_t t = 0; t < f->threads; t++)
+        sink += th[t].sink;
+    free(buf);
+    qsort(pass, FLOOR_PASSES, sizeof pass[0], cmp_double);
+    f->gbps = f->bytes / (pass[FLOOR_PASSES / 2] * 1e9);
+    f->gbps_best = f->bytes / (pass[0] * 1e9);
+    floor_sink = sink;
+    return 0;
+}
+
+/* Fraction of the read-bandwidth floor a point reaches (0: none measured). */
+static double floor_fraction(const struct bench *b, const struct timing *t)
+{
+    return b->floor.gbps > 0 && t->us > 0 ? t->bytes / (t->us * 1e3) / b->floor.gbps : 0.0;
+}
+
 /* ---- analysis ------------------------------------------------------------------ */
 
 struct fit {
@@ -475,23 +613,32 @@ static void print_text(const struct bench *b)
            "GB/s = K+V bytes of the visible rows as stored / time; x f16 = f16 time / this time\n",
            b->geo->name, b->geo->q_heads, b->geo->kv_heads, b->geo->head_dim, MIN_CALLS,
            WARMUP_CALLS);
+    if (b->floor.threads)
+        printf("memory floor: %u thread%s stream %.1f GB/s (median of %d passes over %llu MiB; "
+               "fastest %.1f);\nfloor = (K+V bytes / time) / that bandwidth (100%% = a plain read "
+               "of the bytes)\n",
+               b->floor.threads, b->floor.threads > 1 ? "s" : "", b->floor.gbps, FLOOR_PASSES,
+               (unsigned long long)(b->floor.bytes >> 20), b->floor.gbps_best);
     for (int si = 0; si < b->n_shapes; si++) {
-        printf("\ndecode attention, %u query token%s x %u sequence%s: us per layer (GB/s, x f16)\n%-7s",
+        printf("\ndecode attention, %u query token%s x %u sequence%s: us per layer (GB/s, x f16%s)\n%-7s",
                b->shapes[si].tokens, b->shapes[si].tokens > 1 ? "s" : "", b->shapes[si].seqs,
-               b->shapes[si].seqs > 1 ? "s" : "", "type");
+               b->shapes[si].seqs > 1 ? "s" : "", b->floor.threads ? ", floor" : "", "type");
         for (int ci = 0; ci < b->n_ctx; ci++) {
             ctx_label(b->ctx[ci], label, sizeof label);
-            printf(" %24s", label);
+            printf(" %*s", b->floor.threads ? 30 : 24, label);
         }
         printf("\n");
         for (int ti = 0; ti < b->n_types; ti++) {
             printf("%-7s", tkv_type_name(b->types[ti]));
             for (int ci = 0; ci < b->n_ctx; ci++) {
                 const struct timing *t = &b->t[ti][ci][si];
-                if (t->us > 0)
+                if (t->us > 0 && b->floor.threads)
+                    printf(" %9.1f (%5.1f, %5.2fx, %3.0f%%)", t->us, gbps(t),
+                           speedup_vs_f16(b, ti, ci, si), 100.0 * floor_fraction(b, t));
+                else if (t->us > 0)
                     printf(" %9.1f (%5.1f, %5.2fx)", t->us, gbps(t), speedup_vs_f16(b, ti, ci, si));
                 else
-                    printf(" %24s", "-");
+                    printf(" %*s", b->floor.threads ? 30 : 24, "-");
             }
             printf("\n");
         }
@@ -579,10 +726,14 @@ static void print_json(const struct bench *b)
                 json_head(b, "attention", b->types[ti], &first);
                 printf(", \"ctx\": %u, \"tokens\": %u, \"seqs\": %u, \"sparse_v\": false, "
                        "\"us_per_layer\": %.3f, \"kv_bytes\": %llu, \"gbps\": %.3f, "
-                       "\"speedup_vs_f16\": %.4f, \"device_us\": %.3f, \"device_gbps\": %.3f}",
+                       "\"speedup_vs_f16\": %.4f, \"device_us\": %.3f, \"device_gbps\": %.3f",
                        b->ctx[ci], b->shapes[si].tokens, b->shapes[si].seqs, t->us,
                        (unsigned long long)t->bytes, gbps(t), speedup_vs_f16(b, ti, ci, si), t->dev_us,
                        dev_gbps(t));
+                if (b->floor.threads) /* the floor: a read of the same bytes at the measured rate */
+                    printf(", \"floor_us\": %.3f, \"floor_fraction\": %.4f",
+                           t->bytes / (b->floor.gbps * 1e3), floor_fraction(b, t));
+                printf("}");
             }
             struct fit f = fit_line(b, ti, si);
             if (f.points >= 2) {
@@ -597,6 +748,15 @@ static void print_json(const struct bench *b)
         printf(", \"prefill_tokens_per_call\": %d, \"prefill_rows_per_s\": %.1f, "
                "\"decode_us_per_token\": %.3f}",
                APPEND_CHUNK, b->append[ti].prefill_rows_s, b->append[ti].decode_us);
+    }
+    if (b->floor.threads) {
+        printf("%s\n  {\"kind\": \"memory_floor\", \"backend\": ", first ? "" : ",");
+        tool_json_string(stdout, tkv_context_backend(b->dense));
+        printf(", \"threads\": %u, \"buffer_bytes\": %llu, \"passes\": %d, \"gbps\": %.3f, "
+               "\"gbps_best\": %.3f}",
+               b->floor.threads, (unsigned long long)b->floor.bytes, FLOOR_PASSES, b->floor.gbps,
+               b->floor.gbps_best);
+        first = 0;
     }
     for (int i = 0; i < b->n_cmp; i++) {
         json_head(b, "sparse_v", b->cmp[i].type, &first);
@@ -695,7 +855,7 @@ static int run(struct bench *b, const char *backend)
     int n_cmp = type_index(b, TKV_TYPE_TURBO3) >= 0 ? 2 : 1;
     b->total = (uint64_t)b->n_types * (b->n_ctx * b->n_shapes + 1) + n_cmp;
 
-    int rc = 0;
+    int rc = measure_floor(b);
     for (int ti = 0; ti < b->n_types && rc == 0; ti++) {
         for (int ci = 0; ci < b->n_ctx && rc == 0; ci++)
             rc = measure_attention(b, ti, ci);

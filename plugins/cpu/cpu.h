@@ -200,8 +200,8 @@ static inline double cpu_sum8(const double s[8])
 /* ISA levels (isa.c): the one TURBO_CPU_ISA asks for (auto: the best this
  * CPU runs; an error names the variable), a description for probe, the
  * kernels of a layout (cpu_layout_init calls it) and the 16-entry tables. */
-int cpu_isa_choose(const struct cpu_isa **isa);
-void cpu_isa_describe(char *out, size_t size);
+int cpu_isa_choose(const char *configured, const struct cpu_isa **isa);
+void cpu_isa_describe(const char *configured, char *out, size_t size);
 void cpu_simd_select(const struct cpu_device *dev, struct cpu_layout *l);
 void cpu_isa_tables(struct cpu_device *dev);
 

@@ -17,6 +17,9 @@
 #define CPU_X86 1
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__ARM_NEON)
+#define CPU_ARM64 1
+#endif
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 #define CPU_LITTLE_ENDIAN 1
 #endif
@@ -53,6 +56,17 @@ static int has_avx2(void)
 #endif
 }
 
+/* Advanced SIMD is part of every AArch64 CPU; the level reads stored rows
+ * as little-endian words. */
+static int has_neon(void)
+{
+#if defined(CPU_ARM64) && defined(CPU_LITTLE_ENDIAN)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* The portable level reads stored rows as host words. */
 static int has_scalar(void)
 {
@@ -79,12 +93,18 @@ static const struct level {
     { "avx512", "an x86-64 build", NULL, has_avx512 },
     { "avx2", "an x86-64 build", NULL, has_avx2 },
 #endif
+#ifdef CPU_ARM64
+    { "neon", "a little-endian AArch64 host", &cpu_isa_neon, has_neon },
+#else
+    { "neon", "an AArch64 build", NULL, has_neon },
+#endif
     { "scalar", "a little-endian host", &cpu_isa_scalar, has_scalar },
     { "reference", "", NULL, has_reference },
 };
 #define N_LEVELS (sizeof levels / sizeof levels[0])
 
-/* "avx512, avx2, scalar, reference": the levels this CPU runs. */
+/* "avx512, avx2, scalar, reference": the levels this CPU runs (on Arm
+ * "neon, scalar, reference"). */
 static void list_running(char *out, size_t size)
 {
     size_t n = 0;
@@ -94,9 +114,12 @@ static void list_running(char *out, size_t size)
             n += (size_t)snprintf(out + n, size - n, "%s%s", n ? ", " : "", levels[i].name);
 }
 
-int cpu_isa_choose(const struct cpu_isa **isa)
+int cpu_isa_choose(const char *configured, const struct cpu_isa **isa)
 {
-    const char *want = getenv(ISA_ENV);
+    /* the core's cpu_isa (ABI 2.1: configuration and TURBO_CPU_ISA, read by
+     * the core so that ignore_env holds); a caller that passes none (an
+     * older core, the op tests) leaves it to the environment */
+    const char *want = configured ? configured : getenv(ISA_ENV);
     int automatic = !want || !*want || !strcmp(want, "auto");
     char running[128];
     for (size_t i = 0; i < N_LEVELS; i++) {
@@ -113,13 +136,13 @@ int cpu_isa_choose(const struct cpu_isa **isa)
         return TKV_OK;
     }
     return CPU_ERROR(TKV_ECONFIG,
-                     "open: %s=%s: expected one of auto, avx512, avx2, scalar, reference", ISA_ENV,
+                     "open: %s=%s: expected one of auto, avx512, avx2, neon, scalar, reference", ISA_ENV,
                      want);
 }
 
-void cpu_isa_describe(char *out, size_t size)
+void cpu_isa_describe(const char *configured, char *out, size_t size)
 {
-    const char *want = getenv(ISA_ENV), *name = NULL;
+    const char *want = configured ? configured : getenv(ISA_ENV), *name = NULL;
     char running[128];
     list_running(running, sizeof running);
     if (!want || !*want)
@@ -128,9 +151,9 @@ void cpu_isa_describe(char *out, size_t size)
         if (levels[i].runs() && (!strcmp(want, "auto") || !strcmp(want, levels[i].name)))
             name = levels[i].name;
     if (name)
-        snprintf(out, size, "isa %s (%s=%s; runs %s)", name, ISA_ENV, want, running);
+        snprintf(out, size, "isa %s (%s=%s; runs %s)", name, configured ? "cpu_isa" : ISA_ENV, want, running);
     else
-        snprintf(out, size, "%s=%s is not usable here (runs %s)", ISA_ENV, want, running);
+        snprintf(out, size, "%s=%s is not usable here (runs %s)", configured ? "cpu_isa" : ISA_ENV, want, running);
 }
 
 void cpu_simd_select(const struct cpu_device *dev, struct cpu_layout *l)

@@ -20,6 +20,8 @@
 #define ISA_NAME "avx512"
 /* head dims that are not a multiple of 16 (8-value groups) */
 #define ISA_NARROWER (&cpu_isa_avx2)
+/* of the 32 registers, 16 hold the value loop's accumulators */
+#define ACC_VECTORS 16u
 
 typedef __m512 vf;
 typedef __m512i vi;

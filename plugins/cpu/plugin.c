@@ -69,7 +69,7 @@ static int cpu_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_fou
     devs[0].memory_bytes = pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
     cpu_model_name(devs[0].name, sizeof devs[0].name);
     char isa[96];
-    cpu_isa_describe(isa, sizeof isa);
+    cpu_isa_describe(NULL, isa, sizeof isa);
     snprintf(devs[0].driver, sizeof devs[0].driver, "turbokv-cpu %s, %.72s, %ld cpus online",
              TKV_VERSION_STRING, isa, cpus > 0 ? cpus : 1L);
     return TKV_OK;
@@ -117,7 +117,7 @@ static void cpu_close(void *dev_)
 
 /* The ISA level, the threads (TURBO_THREADS: params->threads, 0 = every
  * online cpu; the reference runs on one) and their scratch. */
-static int start_threads(struct cpu_device *dev, uint32_t requested)
+static int start_threads(struct cpu_device *dev, uint32_t requested, const char *cpu_isa)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     uint32_t n = requested;
@@ -127,7 +127,7 @@ static int start_threads(struct cpu_device *dev, uint32_t requested)
         return CPU_ERROR(TKV_ERANGE, "open: %u threads requested, at most %u", n, CPU_THREADS_MAX);
     if (n == 0)
         n = cpus <= 0 ? 1u : cpus > (long)CPU_THREADS_MAX ? CPU_THREADS_MAX : (uint32_t)cpus;
-    if ((rc = cpu_isa_choose(&dev->isa)) != TKV_OK)
+    if ((rc = cpu_isa_choose(cpu_isa, &dev->isa)) != TKV_OK)
         return rc;
     if (!dev->isa)
         n = 1;
@@ -145,7 +145,7 @@ static int start_threads(struct cpu_device *dev, uint32_t requested)
     if ((rc = cpu_pool_create(n, &dev->pool)) != TKV_OK)
         return rc;
     cpu_isa_tables(dev);
-    cpu_isa_describe(isa, sizeof isa);
+    cpu_isa_describe(cpu_isa, isa, sizeof isa);
     cpu_svc->log(TKV_LOG_INFO, "%s, %u thread%s", isa, n, n > 1 ? "s" : "");
     return TKV_OK;
 }
@@ -170,7 +170,10 @@ static int cpu_open(const struct tkv_open_params *params, void **dev_out)
                          sizeof *dev);
     dev->math = params->math;
     dev->stats.struct_size = sizeof dev->stats;
-    if ((rc = start_threads(dev, params->threads)) != TKV_OK) {
+    const char *cpu_isa = params->struct_size >= offsetof(struct tkv_open_params, cpu_isa) + sizeof params->cpu_isa
+                              ? params->cpu_isa
+                              : NULL;
+    if ((rc = start_threads(dev, params->threads, cpu_isa)) != TKV_OK) {
         cpu_close(dev);
         return rc;
     }

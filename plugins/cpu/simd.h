@@ -2,7 +2,7 @@
 /*
  * The contract between the ISA-independent parts of turbokv-cpu (the ops,
  * the thread pool, the split-K attention driver) and one ISA level's kernels
- * (isa_avx512.c, isa_avx2.c, isa_scalar.c, all generated from
+ * (isa_avx512.c, isa_avx2.c, isa_neon.c, isa_scalar.c, all generated from
  * simd_kernels.h).
  *
  * A level works on blocks of `lanes` rows and on chunks of `lanes` values:
@@ -87,6 +87,6 @@ struct cpu_isa {
     void (*attend_span)(struct cpu_span *span);
 };
 
-extern const struct cpu_isa cpu_isa_avx512, cpu_isa_avx2, cpu_isa_scalar;
+extern const struct cpu_isa cpu_isa_avx512, cpu_isa_avx2, cpu_isa_neon, cpu_isa_scalar;
 
 #endif

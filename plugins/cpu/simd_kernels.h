@@ -340,11 +340,45 @@ ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, u
 
 /* ---- values of a block of V rows into the accumulators ---------------------------- */
 
+/* Accumulators the value loop keeps in registers (an ISA level with more
+ * vector registers defines more), and the chunks of a row one pass takes:
+ * a power of two, ACC_VECTORS / Q at most. */
+#ifndef ACC_VECTORS
+#define ACC_VECTORS 8u
+#endif
+#define ACC_CHUNKS(Q)                                                                          \
+    ((Q) * 8u <= ACC_VECTORS ? 8u : (Q) * 4u <= ACC_VECTORS ? 4u : (Q) * 2u <= ACC_VECTORS ? 2u : 1u)
+
+/* CH chunks of the selected rows (their bytes at sel[k] + at) into the Q
+ * output rows at out (stride hd): the accumulators stay in registers over
+ * the rows, and each row's Q weights are broadcast once for the CH chunks.
+ * Every accumulator adds the rows in order, whatever CH. */
+ALWAYS_INLINE void accumulate_chunks(const uint8_t *const *sel, uint32_t n, size_t at,
+                                     const float *w, const vtab *table, const float *factor,
+                                     float *out, size_t hd, const uint32_t Q, const uint32_t CH,
+                                     const uint32_t kind)
+{
+    vf a[8u * CPU_SUBBATCH];
+    _Pragma("GCC unroll 8") for (size_t c = 0; c < CH; c++)
+        FOR_Q a[c * Q + q] = vf_mul(vf_load(out + c * LANES + q * hd), vf_set1(factor[q]));
+    const float *wk = w;
+    _Pragma("GCC unroll 1") for (uint32_t k = 0; k < n; k++, wk += Q) {
+        vf wq[CPU_SUBBATCH];
+        FOR_Q wq[q] = vf_set1(wk[q]);
+        _Pragma("GCC unroll 8") for (size_t c = 0; c < CH; c++) {
+            vf v = chunk_at(sel[k] + at + c * CHUNK_BYTES(kind), table, kind);
+            FOR_Q a[c * Q + q] = vf_fma(wq[q], v, a[c * Q + q]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (size_t c = 0; c < CH; c++)
+        FOR_Q vf_store(out + c * LANES + q * hd, a[c * Q + q]);
+}
+
 ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
                                    const float *weights, float *factor, float *acc,
                                    const uint32_t Q, const uint32_t kind)
 {
-    const uint32_t n_seg = segment_count(l, kind);
+    const uint32_t n_seg = segment_count(l, kind), CH = ACC_CHUNKS(Q);
     const size_t hd = l->head_dim;
     const uint8_t *sel[LANES];
     uint32_t sel_row[LANES], n = 0;
@@ -363,20 +397,15 @@ ALWAYS_INLINE void accumulate_rows(const struct cpu_layout *l, const uint8_t *ro
         vtab table;
         if (KIND_IS_TURBO(kind))
             table = vtab_load(s.lut->centroid);
-        size_t at = s.data_at;
-        for (uint32_t o = 0; o < s.len; o += LANES, at += CHUNK_BYTES(kind)) {
-            float *out = acc + s.first + o;
-            const float *wk = w;
-            vf a[CPU_SUBBATCH];
-            FOR_Q a[q] = vf_mul(vf_load(out + q * hd), vf_set1(factor[q]));
-            /* rolled: unrolled, the compiler hoists all 16 x Q weight
-             * broadcasts out of the chunk loop (spilling them) whatever n */
-            _Pragma("GCC unroll 1") for (uint32_t k = 0; k < n; k++, wk += Q) {
-                vf v = chunk_at(sel[k] + at, &table, kind);
-                FOR_Q a[q] = vf_fma(vf_set1(wk[q]), v, a[q]);
-            }
-            FOR_Q vf_store(out + q * hd, a[q]);
-        }
+        const uint32_t n_chunks = s.len / LANES;
+        if (n_chunks % CH == 0)
+            for (uint32_t c = 0; c < n_chunks; c += CH)
+                accumulate_chunks(sel, n, s.data_at + (size_t)c * CHUNK_BYTES(kind), w, &table,
+                                  factor, acc + s.first + c * LANES, hd, Q, CH, kind);
+        else
+            for (uint32_t c = 0; c < n_chunks; c++)
+                accumulate_chunks(sel, n, s.data_at + (size_t)c * CHUNK_BYTES(kind), w, &table,
+                                  factor, acc + s.first + c * LANES, hd, Q, 1, kind);
     }
     FOR_Q factor[q] = 1.0f;
 }
