@@ -252,6 +252,7 @@ static void ocl_buffer_free(void *dev, void *buf)
     d->stats.bytes_allocated -= b->size;
     b->magic = 0;
     clReleaseMemObject(b->mem);
+    ocl_args_forget(d); /* a new buffer may get this one's handle */
     free(b);
 }
 
