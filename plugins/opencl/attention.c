@@ -250,7 +250,7 @@ static void fill_upload(const struct tkv_attention_args *a, const struct attn_pl
 }
 
 static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
-                  const struct attn_plan *p, const struct attn_layout *lay)
+                  const struct attn_plan *p, const struct attn_layout *lay, cl_event *event)
 {
     static const char op[] = "attention";
     const enum ocl_kernel k = OCL_K_DECODE + p->variant;
@@ -298,7 +298,7 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
      * of the same pool blocks */
     const size_t groups[3] = { a->n_kv_heads, p->chunk_pitch, p->n_units };
     int rc = ocl_args(d, k, op, sizeof args / sizeof args[0], args);
-    return rc != TKV_OK ? rc : ocl_launch(d, k, op, 3, groups, p->wg, NULL);
+    return rc != TKV_OK ? rc : ocl_launch(d, k, op, 3, groups, p->wg, event);
 }
 
 /* The time between the start of first and the end of last, in ns. */
@@ -353,14 +353,14 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
         return rc;
 
     fill_upload(a, p, &lay, d->up_pinned.host);
-    cl_event ev_up = NULL, ev_down = NULL;
+    cl_event ev_up = NULL, ev_down = NULL, ev_kernel = NULL;
     const int timed = device_ns != NULL, spin = d->tune_spin != 0;
     cl_int err = clEnqueueWriteBuffer(d->queue, d->scratch.upload.mem, CL_FALSE, 0,
                                       lay.up_words * 4u, d->up_pinned.host, 0, NULL,
                                       timed ? &ev_up : NULL);
     if (err != CL_SUCCESS)
         return ocl_fail(err, op, "clEnqueueWriteBuffer");
-    if ((rc = launch(d, a, p, &lay)) != TKV_OK)
+    if ((rc = launch(d, a, p, &lay, timed && d->tune_kernel_ns ? &ev_kernel : NULL)) != TKV_OK)
         goto out;
     err = clEnqueueReadBuffer(d->queue, d->scratch.download.mem, spin ? CL_FALSE : CL_TRUE, 0,
                               lay.down_words * 4u, d->down_pinned.host, 0, NULL,
@@ -391,12 +391,14 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
     for (size_t r = 0; r < lay.n_rows; r++)
         *skipped += counts[r];
     if (timed)
-        *device_ns = span_ns(ev_up, ev_down);
+        *device_ns = ev_kernel ? span_ns(ev_kernel, ev_kernel) : span_ns(ev_up, ev_down);
 out:
     if (ev_up)
         clReleaseEvent(ev_up);
     if (ev_down)
         clReleaseEvent(ev_down);
+    if (ev_kernel)
+        clReleaseEvent(ev_kernel);
     return rc;
 }
 

@@ -220,8 +220,15 @@ static int build_program(struct ocl_device *d)
     if (!fp64 && !exact_div)
         ocl_svc->log(TKV_LOG_WARN, "opencl: the device rounds float division only approximately: "
                                    "turbo indices may differ from the cpu's at exact midpoints");
-    char options[1024];
+    char options[1536];
     build_options(fp64, exact_div, options, sizeof options);
+    /* measurements: extra compiler options (e.g. NVIDIA's
+     * -cl-nv-maxrregcount=N, -cl-nv-verbose with TURBO_OCL_BUILD_LOG) */
+    const char *extra = getenv("TURBO_OCL_CL_OPTIONS");
+    if (extra && strlen(options) + strlen(extra) + 2 < sizeof options) {
+        strcat(options, " ");
+        strcat(options, extra);
+    }
 
     const char *src = ocl_program_source;
     size_t len = ocl_program_source_size;
@@ -242,6 +249,17 @@ static int build_program(struct ocl_device *d)
                            ocl_error_name(err), (int)err, log ? log : "(none)");
         free(log);
         return rc;
+    }
+    if (getenv("TURBO_OCL_BUILD_LOG")) {
+        size_t size = 0;
+        char *log = NULL;
+        if (clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) ==
+                CL_SUCCESS &&
+            (log = calloc(1, size + 1)) != NULL &&
+            clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, size, log, NULL) ==
+                CL_SUCCESS)
+            fprintf(stderr, "opencl build log (%s):\n%s\n", options, log);
+        free(log);
     }
     for (int k = 0; k < OCL_K_COUNT; k++) {
         d->kernels[k] = clCreateKernel(d->program, kernel_names[k], &err);
@@ -353,6 +371,8 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
     d->tune_min_tiles = env_u32("TURBO_OCL_MIN_TILES");
     d->tune_merge_kib = env_u32("TURBO_OCL_MERGE_KIB");
     d->tune_spin = env_u32("TURBO_OCL_SPIN");
+    d->tune_kernel_ns = env_u32("TURBO_OCL_KERNEL_NS");
+    d->tune_append_direct = env_u32("TURBO_OCL_APPEND_DIRECT");
     return rc;
 }
 

@@ -108,6 +108,8 @@ struct ocl_device {
     cl_uint compute_units;
     /* tuning (attention.c), from TURBO_OCL_* at open; 0: the default */
     uint32_t tune_wg, tune_groups_per_cu, tune_min_tiles, tune_merge_kib, tune_spin;
+    uint32_t tune_kernel_ns; /* device_ns: the kernel alone, not the transfers */
+    uint32_t tune_append_direct;
 
     struct tkv_device_stats stats;
 

@@ -17,6 +17,7 @@
 /* Block-table entries ahead of an append's rows: a multiple of 16 words
  * keeps the rows aligned for the device's loads. */
 #define ENTRY_ALIGN 16u
+#define APPEND_DIRECT_BYTES ((size_t)64 << 10)
 
 /* Work-items per row: enough for the butterflies of a 1024-value row. */
 #define ROW_WORK_GROUP 128u
@@ -99,15 +100,19 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
         memcpy(w, a->blocks + b0, (size_t)(b1 - b0 + 1u) * sizeof(cl_uint));
         *nonfinite += copy_counting(w + entries, (const uint32_t *)a->src + t0 * row_floats,
                                     n * row_floats);
-        if ((err = clEnqueueWriteBuffer(d->queue, slot->dev.mem, CL_FALSE, 0, bytes, w, 0, NULL,
-                                        &slot->written)) != CL_SUCCESS) {
+        /* measurements: small appends read the pinned slot directly
+         * (TURBO_OCL_APPEND_DIRECT, one command instead of two) */
+        const int direct = d->tune_append_direct && bytes <= APPEND_DIRECT_BYTES;
+        cl_mem from = direct ? slot->host.mem : slot->dev.mem;
+        if (!direct && (err = clEnqueueWriteBuffer(d->queue, slot->dev.mem, CL_FALSE, 0, bytes, w,
+                                                   0, NULL, &slot->written)) != CL_SUCCESS) {
             slot->written = NULL;
             return ocl_fail(err, op, "clEnqueueWriteBuffer");
         }
         cl_uint src_at = entries, block0 = b0, first_pos = first;
         const struct ocl_karg args[] = {
-            OCL_ARG(slot->dev.mem), OCL_ARG(src_at),       OCL_ARG(n_heads),
-            OCL_ARG(head_dim),      OCL_ARG(dst),          OCL_ARG(slot->dev.mem),
+            OCL_ARG(from),          OCL_ARG(src_at),       OCL_ARG(n_heads),
+            OCL_ARG(head_dim),      OCL_ARG(dst),          OCL_ARG(from),
             OCL_ARG(block0),        OCL_ARG(first_pos),    OCL_ARG(bt),
             OCL_ARG(block_stride),  OCL_ARG(head_stride),  OCL_ARG(rb),
             OCL_ARG(type),          OCL_ARG(rotation),     OCL_ARG(scale_mode),
@@ -115,7 +120,8 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
         };
         size_t groups[3] = { (size_t)n * a->n_heads, 1, 1 };
         if ((rc = ocl_args(d, OCL_K_QUANTIZE, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
-            (rc = ocl_launch(d, OCL_K_QUANTIZE, op, 1, groups, wg, NULL)) != TKV_OK)
+            (rc = ocl_launch(d, OCL_K_QUANTIZE, op, 1, groups, wg,
+                             direct ? &slot->written : NULL)) != TKV_OK)
             return rc;
     }
     /* queued: the device starts on it now, not at the next op's wait */

@@ -181,6 +181,12 @@ inline query_row query_row_of(pass_seq ps, uint qr0, uint n_q_heads, uint ratio,
     return r;
 }
 
+/* The row in q (and out) of row uu of a unit of kv head kvh. */
+inline uint row_p(pass_seq ps, uint n_q_heads, uint ratio, uint kvh, uint uu)
+{
+    return (ps.q_first + uu / ratio) * n_q_heads + kvh * ratio + uu % ratio;
+}
+
 /* Word w of a tile, after the spare words of the rows before it:
  * w + w / row_words, the quotient from a float estimate corrected by one
  * (w < 2^24), since an integer division costs tens of instructions. */
@@ -490,7 +496,8 @@ enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
 /* The output rows of a unit from vloc ([QC][head_dim], normalized): R^T
  * (turbo V), then out, the skip counts and the log-sum-exps, ln(sum_j
  * e^x_j) = ln 2 (m + log2 l) with m the row's max in base 2. */
-inline void write_rows(__local float *vloc, __local float *tmp, const query_row *rows, uint nu,
+inline void write_rows(__local float *vloc, __local float *tmp, pass_seq ps, uint n_q_heads,
+                       uint ratio, uint kvh, uint u0, uint nu,
                        uint head_dim, uint v_type, uint v_rotation, __global const float *tab,
                        __global float *out, uint skip_at, uint lse_at, const float *m,
                        const float *l, const uint *skipped, const uint QC)
@@ -499,13 +506,15 @@ inline void write_rows(__local float *vloc, __local float *tmp, const query_row 
     rotate_rows_local(vloc, tmp, nu, head_dim, type_bits(v_type) ? v_rotation : ~0u, 1, tab);
     for (uint u = 0; u < nu; u++)
         for (uint e = lid; e < head_dim; e += wg)
-            out[(ulong)rows[u].p * head_dim + e] = vloc[u * head_dim + e];
+            out[(ulong)row_p(ps, n_q_heads, ratio, kvh, u0 + u) * head_dim + e] =
+                vloc[u * head_dim + e];
     if (lid < nu) {
         for (uint u = 0; u < QC; u++) /* private arrays indexed by a constant */
             if (u == lid) {
-                ((__global uint *)out)[skip_at + rows[u].p] = skipped[u];
+                const uint p = row_p(ps, n_q_heads, ratio, kvh, u0 + u);
+                ((__global uint *)out)[skip_at + p] = skipped[u];
                 if (lse_at)
-                    out[lse_at + rows[u].p] = M_LN2_F * (m[u] + log2(l[u]));
+                    out[lse_at + p] = M_LN2_F * (m[u] + log2(l[u]));
             }
     }
 }
@@ -537,7 +546,8 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         __local float *qv = (__local float *)tile, *tmp = qv + QC * head_dim;
         for (uint k = lid; k < QC * head_dim; k += wg) {
             uint u = k / head_dim, e = k - u * head_dim;
-            qv[k] = as_float(meta[q_at + rows[u].p * head_dim + e]);
+            qv[k] = as_float(
+                meta[q_at + row_p(ps, n_q_heads, ratio, kvh, u0 + min(u, nu - 1u)) * head_dim + e]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         rotate_rows_local(qv, tmp, QC, head_dim, k_bits ? k_rotation : ~0u, 0, tab);
@@ -623,8 +633,10 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
     /* 2. the chunk's tiles that some row of the unit sees: those from the
      * one holding its first row's first visible row to the one holding
      * its last row's position */
-    const uint b_start = max(b_first, geom_tile(g, rows[0].lo) - ps.tile_base);
-    const uint b_stop = min(b_end, geom_tile(g, rows[nu - 1u].limit) + 1u - ps.tile_base);
+    const query_row first_row = query_row_of(ps, 0u, n_q_heads, ratio, window, kvh, u0);
+    const query_row last_row = query_row_of(ps, 0u, n_q_heads, ratio, window, kvh, u0 + nu - 1u);
+    const uint b_start = max(b_first, geom_tile(g, first_row.lo) - ps.tile_base);
+    const uint b_stop = min(b_end, geom_tile(g, last_row.limit) + 1u - ps.tile_base);
     for (uint b_rel = b_start; b_rel < b_stop; b_rel++) {
         const uint b = ps.tile_base + b_rel, j0 = geom_row0(g, b);
         const uint nt = min(geom_len(g, b), ps.hi - j0);
@@ -907,8 +919,8 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
     if (merging && lid == 0u)
         counters[pair] = 0u; /* for the next call */
     barrier(CLK_LOCAL_MEM_FENCE);
-    write_rows(vloc, tmp, rows, single || merging ? nu : 0u, head_dim, v_type, v_rotation, tab,
-               out, skip_at, lse_at, m, l, skipped, QC);
+    write_rows(vloc, tmp, ps, n_q_heads, ratio, kvh, u0, single || merging ? nu : 0u, head_dim,
+               v_type, v_rotation, tab, out, skip_at, lse_at, m, l, skipped, QC);
 }
 
 #define DECODE_KERNEL(QC, QT)                                                                  \
