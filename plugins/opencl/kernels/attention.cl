@@ -92,16 +92,28 @@ inline float qjl_scale(__local const float *cent, uint size)
  * the kernels declare such arrays as QC-wide vectors, which aligns them. */
 inline void load_qc(float *out, __local const float *a, uint i, const uint QC)
 {
-    if (QC == 16u)
-        vstore16(((__local const float16 *)a)[i], 0, out);
-    else if (QC == 8u)
-        vstore8(((__local const float8 *)a)[i], 0, out);
-    else if (QC == 4u)
-        vstore4(((__local const float4 *)a)[i], 0, out);
-    else if (QC == 2u)
-        vstore2(((__local const float2 *)a)[i], 0, out);
-    else
+    /* element by element with constant indices: a vstore into out would
+     * put the caller's array on the stack (NVIDIA: a 192-byte frame, a
+     * store and loads per decoded value) */
+    if (QC == 16u) {
+        float16 x = ((__local const float16 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1, out[2] = x.s2, out[3] = x.s3;
+        out[4] = x.s4, out[5] = x.s5, out[6] = x.s6, out[7] = x.s7;
+        out[8] = x.s8, out[9] = x.s9, out[10] = x.sa, out[11] = x.sb;
+        out[12] = x.sc, out[13] = x.sd, out[14] = x.se, out[15] = x.sf;
+    } else if (QC == 8u) {
+        float8 x = ((__local const float8 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1, out[2] = x.s2, out[3] = x.s3;
+        out[4] = x.s4, out[5] = x.s5, out[6] = x.s6, out[7] = x.s7;
+    } else if (QC == 4u) {
+        float4 x = ((__local const float4 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1, out[2] = x.s2, out[3] = x.s3;
+    } else if (QC == 2u) {
+        float2 x = ((__local const float2 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1;
+    } else {
         out[0] = a[i];
+    }
 }
 
 /* ---- tiles: how the rows of a sequence are cut into the rows of one
