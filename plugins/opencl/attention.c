@@ -26,9 +26,9 @@
 #define QUERY_BYTES_MAX (16u << 10)
 /* Work-items of attn_decode (one per K row of a tile) by default. */
 #define WORK_GROUP 128u
-/* Work-groups wanted per compute unit: enough resident ones to hide the
- * latency of the tile loads. */
-#define GROUPS_PER_CU 8u
+/* Work-groups wanted per compute unit: on the H200, 4 beat 8 and 16 at
+ * 4K-128K for one sequence (longer chunks, fewer to merge; README.md). */
+#define GROUPS_PER_CU 4u
 /* Chunks of one (unit, kv head) at most, and the bytes of partial outputs
  * the last work-group merges at most (its merge is serial after the
  * others: more chunks fill the device better but merge longer). */
