@@ -158,13 +158,9 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found)
 /* ---- the program ------------------------------------------------------------- */
 
 static const char *const kernel_names[OCL_K_COUNT] = {
-    [OCL_K_QUANTIZE] = "quantize_rows",   [OCL_K_DEQUANTIZE] = "dequantize_rows",
-    [OCL_K_PREPARE_Q] = "attn_prepare_q", [OCL_K_SCAN] = "attn_scan",
-    [OCL_K_MERGE] = "attn_merge",         [OCL_K_SCORES] = "attn_scores_1",
-    [OCL_K_SCORES + 1] = "attn_scores_2", [OCL_K_SCORES + 2] = "attn_scores_4",
-    [OCL_K_SCORES + 3] = "attn_scores_8", [OCL_K_VALUES] = "attn_values_1",
-    [OCL_K_VALUES + 1] = "attn_values_2", [OCL_K_VALUES + 2] = "attn_values_4",
-    [OCL_K_VALUES + 3] = "attn_values_8",
+    [OCL_K_QUANTIZE] = "quantize_rows",  [OCL_K_DEQUANTIZE] = "dequantize_rows",
+    [OCL_K_DECODE] = "attn_decode_2",    [OCL_K_DECODE + 1] = "attn_decode_4",
+    [OCL_K_DECODE + 2] = "attn_decode_8", [OCL_K_DECODE + 3] = "attn_decode_16",
 };
 
 static int has_extension(cl_device_id dev, const char *ext)
@@ -224,8 +220,15 @@ static int build_program(struct ocl_device *d)
     if (!fp64 && !exact_div)
         ocl_svc->log(TKV_LOG_WARN, "opencl: the device rounds float division only approximately: "
                                    "turbo indices may differ from the cpu's at exact midpoints");
-    char options[1024];
+    char options[1536];
     build_options(fp64, exact_div, options, sizeof options);
+    /* measurements: extra compiler options (e.g. NVIDIA's
+     * -cl-nv-maxrregcount=N, -cl-nv-verbose with TURBO_OCL_BUILD_LOG) */
+    const char *extra = getenv("TURBO_OCL_CL_OPTIONS");
+    if (extra && strlen(options) + strlen(extra) + 2 < sizeof options) {
+        strcat(options, " ");
+        strcat(options, extra);
+    }
 
     const char *src = ocl_program_source;
     size_t len = ocl_program_source_size;
@@ -247,6 +250,17 @@ static int build_program(struct ocl_device *d)
         free(log);
         return rc;
     }
+    if (getenv("TURBO_OCL_BUILD_LOG")) {
+        size_t size = 0;
+        char *log = NULL;
+        if (clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) ==
+                CL_SUCCESS &&
+            (log = calloc(1, size + 1)) != NULL &&
+            clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, size, log, NULL) ==
+                CL_SUCCESS)
+            fprintf(stderr, "opencl build log (%s):\n%s\n", options, log);
+        free(log);
+    }
     for (int k = 0; k < OCL_K_COUNT; k++) {
         d->kernels[k] = clCreateKernel(d->program, kernel_names[k], &err);
         if (err != CL_SUCCESS)
@@ -256,6 +270,10 @@ static int build_program(struct ocl_device *d)
                 CL_SUCCESS ||
             (err = clGetKernelWorkGroupInfo(d->kernels[k], d->device, CL_KERNEL_LOCAL_MEM_SIZE,
                                             sizeof d->kernel_local[k], &d->kernel_local[k],
+                                            NULL)) != CL_SUCCESS ||
+            (err = clGetKernelWorkGroupInfo(d->kernels[k], d->device,
+                                            CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE,
+                                            sizeof d->kernel_multiple[k], &d->kernel_multiple[k],
                                             NULL)) != CL_SUCCESS)
             return ocl_fail(err, "open", "clGetKernelWorkGroupInfo");
     }
@@ -316,6 +334,12 @@ static int upload_tables(struct ocl_device *d, const struct tkv_math *math)
 
 /* ---- the device ---------------------------------------------------------------- */
 
+static uint32_t env_u32(const char *name)
+{
+    const char *v = getenv(name);
+    return v ? (uint32_t)strtoul(v, NULL, 10) : 0u;
+}
+
 int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
                     const struct tkv_math *math)
 {
@@ -334,12 +358,21 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
     d->context = clCreateContext(props, 1, &d->device, NULL, NULL, &err);
     if (err != CL_SUCCESS)
         return ocl_fail(err, "open", "clCreateContext");
-    d->queue = clCreateCommandQueue(d->context, d->device, 0, &err);
+    /* profiling: the device time of attention calls (device_ns) */
+    d->queue = clCreateCommandQueue(d->context, d->device, CL_QUEUE_PROFILING_ENABLE, &err);
     if (err != CL_SUCCESS)
         return ocl_fail(err, "open", "clCreateCommandQueue");
     int rc = build_program(d);
     if (rc == TKV_OK)
         rc = upload_tables(d, math);
+    /* tuning knobs for measurements (plugins/opencl/README.md) */
+    d->tune_wg = env_u32("TURBO_OCL_WG");
+    d->tune_groups_per_cu = env_u32("TURBO_OCL_GROUPS_PER_CU");
+    d->tune_min_tiles = env_u32("TURBO_OCL_MIN_TILES");
+    d->tune_merge_kib = env_u32("TURBO_OCL_MERGE_KIB");
+    d->tune_spin = env_u32("TURBO_OCL_SPIN");
+    d->tune_kernel_ns = env_u32("TURBO_OCL_KERNEL_NS");
+    d->tune_append_direct = env_u32("TURBO_OCL_APPEND_DIRECT");
     return rc;
 }
 
@@ -354,14 +387,21 @@ static void scratch_release(struct ocl_scratch *s)
 void ocl_device_release(struct ocl_device *d)
 {
     struct ocl_scratch *all[] = {
-        &d->scratch.rows,     &d->scratch.table,  &d->scratch.counter,   &d->scratch.upload,
-        &d->scratch.q_prepared, &d->scratch.scores, &d->scratch.bmax,    &d->scratch.tmax,
-        &d->scratch.part_acc, &d->scratch.part_l, &d->scratch.part_skip, &d->scratch.download,
+        &d->scratch.rows, &d->scratch.table,    &d->scratch.upload,
+        &d->scratch.part,  &d->scratch.counters, &d->scratch.download,
     };
     if (d->queue)
         clFinish(d->queue);
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         scratch_release(all[i]);
+    for (uint32_t i = 0; i < OCL_APPEND_SLOTS; i++) {
+        if (d->append[i].written)
+            clReleaseEvent(d->append[i].written);
+        ocl_pinned_release(d, &d->append[i].host);
+        scratch_release(&d->append[i].dev);
+    }
+    ocl_pinned_release(d, &d->up_pinned);
+    ocl_pinned_release(d, &d->down_pinned);
     if (d->tables)
         clReleaseMemObject(d->tables);
     for (int k = 0; k < OCL_K_COUNT; k++)
@@ -373,18 +413,23 @@ void ocl_device_release(struct ocl_device *d)
         clReleaseCommandQueue(d->queue);
     if (d->context)
         clReleaseContext(d->context);
-    free(d->up_host);
-    free(d->down_host);
-    free(d->passes);
 }
 
 /* ---- scratch and launches -------------------------------------------------------- */
+
+void ocl_args_forget(struct ocl_device *d)
+{
+    for (int k = 0; k < OCL_K_COUNT; k++)
+        for (uint32_t i = 0; i < OCL_ARGS_MAX; i++)
+            d->args[k][i].set = 0;
+}
 
 int ocl_scratch_reserve(struct ocl_device *d, struct ocl_scratch *s, size_t bytes, const char *op,
                         const char *what)
 {
     if (bytes <= s->size)
         return TKV_OK;
+    ocl_args_forget(d); /* a new buffer may get a released one's handle */
     if (bytes > d->max_alloc)
         return OCL_ERROR(TKV_ENOMEM,
                          "%s: %s scratch of %zu bytes exceeds the device's largest allocation "
@@ -409,15 +454,57 @@ int ocl_scratch_reserve(struct ocl_device *d, struct ocl_scratch *s, size_t byte
     return TKV_OK;
 }
 
-int ocl_host_reserve(void **p, size_t *cap, size_t bytes, const char *op)
+int ocl_scratch_reserve_zeroed(struct ocl_device *d, struct ocl_scratch *s, size_t bytes,
+                               const char *op, const char *what)
 {
-    if (bytes <= *cap)
+    const size_t before = s->size;
+    int rc = ocl_scratch_reserve(d, s, bytes, op, what);
+    if (rc != TKV_OK || s->size == before)
+        return rc;
+    static const cl_uint zero = 0;
+    cl_int err = clEnqueueFillBuffer(d->queue, s->mem, &zero, sizeof zero, 0, s->size, 0, NULL,
+                                     NULL);
+    return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clEnqueueFillBuffer");
+}
+
+void ocl_pinned_release(struct ocl_device *d, struct ocl_pinned *p)
+{
+    if (p->mem) {
+        if (p->host) {
+            clEnqueueUnmapMemObject(d->queue, p->mem, p->host, 0, NULL, NULL);
+            clFinish(d->queue);
+        }
+        clReleaseMemObject(p->mem);
+    }
+    p->mem = NULL;
+    p->host = NULL;
+    p->size = 0;
+}
+
+int ocl_pinned_reserve(struct ocl_device *d, struct ocl_pinned *p, size_t bytes, const char *op)
+{
+    if (bytes <= p->size)
         return TKV_OK;
-    void *grown = realloc(*p, bytes);
-    if (!grown)
-        return OCL_ERROR(TKV_ENOMEM, "%s: no host memory for %zu bytes of staging", op, bytes);
-    *p = grown;
-    *cap = bytes;
+    size_t size = 4096;
+    while (size < bytes)
+        size <<= 1;
+    ocl_pinned_release(d, p);
+    ocl_args_forget(d);
+    cl_int err;
+    p->mem = clCreateBuffer(d->context, CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, size, NULL,
+                            &err);
+    if (err != CL_SUCCESS) {
+        p->mem = NULL;
+        return ocl_fail(err, op, "clCreateBuffer(pinned staging)");
+    }
+    p->host = clEnqueueMapBuffer(d->queue, p->mem, CL_TRUE, CL_MAP_READ | CL_MAP_WRITE, 0, size, 0,
+                                 NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+        p->host = NULL;
+        ocl_pinned_release(d, p);
+        return ocl_fail(err, op, "clEnqueueMapBuffer(pinned staging)");
+    }
+    p->size = size;
     return TKV_OK;
 }
 
@@ -425,9 +512,23 @@ int ocl_args(struct ocl_device *d, enum ocl_kernel k, const char *op, size_t n,
              const struct ocl_karg *args)
 {
     for (size_t i = 0; i < n; i++) {
+        /* unchanged since the kernel's last call: not set again */
+        if (i < OCL_ARGS_MAX) {
+            __typeof__(d->args[0][0]) *last = &d->args[k][i];
+            int small = args[i].value && args[i].size <= sizeof last->value;
+            if (last->set && last->size == args[i].size &&
+                (!args[i].value || (small && !memcmp(last->value, args[i].value, args[i].size))))
+                continue;
+            last->set = !args[i].value || small;
+            last->size = args[i].size;
+            if (small)
+                memcpy(last->value, args[i].value, args[i].size);
+        }
         cl_int err = clSetKernelArg(d->kernels[k], (cl_uint)i, args[i].size, args[i].value);
         if (err != CL_SUCCESS) {
             char call[96];
+            if (i < OCL_ARGS_MAX)
+                d->args[k][i].set = 0;
             snprintf(call, sizeof call, "clSetKernelArg(%s, %zu)", kernel_names[k], i);
             return ocl_fail(err, op, call);
         }
@@ -444,13 +545,13 @@ size_t ocl_wg_pow2(const struct ocl_device *d, enum ocl_kernel k, size_t want)
 }
 
 int ocl_launch(struct ocl_device *d, enum ocl_kernel k, const char *op, cl_uint dims,
-               const size_t n_groups[3], size_t wg)
+               const size_t n_groups[3], size_t wg, cl_event *event)
 {
     size_t global[3], local[3] = { wg, 1, 1 };
     for (cl_uint i = 0; i < dims; i++)
         global[i] = n_groups[i] * local[i];
     cl_int err = clEnqueueNDRangeKernel(d->queue, d->kernels[k], dims, NULL, global, local, 0, NULL,
-                                        NULL);
+                                        event);
     if (err == CL_SUCCESS)
         return TKV_OK;
     char call[96];

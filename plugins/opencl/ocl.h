@@ -45,23 +45,23 @@ struct ocl_found {
  * all. No platform at all is TKV_OK with none. */
 int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found);
 
-/* The kernels of the program; the attention kernels come in variants by the
- * number of query rows per work-group (1, 2, 4, 8). */
+/* The kernels of the program; attention comes in variants by the number of
+ * query rows per work-group (2, 4, 8, 16). */
 enum ocl_kernel {
     OCL_K_QUANTIZE,
     OCL_K_DEQUANTIZE,
-    OCL_K_PREPARE_Q,
-    OCL_K_SCAN,
-    OCL_K_MERGE,
-    OCL_K_SCORES, /* + log2(query rows): 1, 2, 4, 8 */
-    OCL_K_VALUES = OCL_K_SCORES + 4,
-    OCL_K_COUNT = OCL_K_VALUES + 4
+    OCL_K_DECODE, /* + log2(query rows / 2) */
+    OCL_K_COUNT = OCL_K_DECODE + 4
 };
-#define OCL_QUERY_ROWS_MAX 8u
-/* Accumulator coordinates per work-item of attn_values (TKV_VCPT): eight
+#define OCL_QUERY_ROWS_MIN 2u
+#define OCL_QUERY_ROWS_MAX 16u
+/* Accumulator coordinates per work-item of attn_decode (TKV_VCPT): eight
  * share one read of the packed row and one scale, and make 8 x QC
  * multiply-adds per decoded row (kernels/attention.cl). */
 #define OCL_VALUE_COORDS 8u
+/* Kernel arguments remembered per kernel, so that a call sets only those
+ * that changed since the last (clSetKernelArg costs host time). */
+#define OCL_ARGS_MAX 48u
 
 /* A grow-only device scratch buffer (never one allocation per call). */
 struct ocl_scratch {
@@ -69,34 +69,56 @@ struct ocl_scratch {
     size_t size;
 };
 
-struct ocl_attn_pass; /* attention.c */
+/* Host memory the device reads and writes fastest (pinned: a buffer of
+ * CL_MEM_ALLOC_HOST_PTR, mapped once and kept mapped), grown like the
+ * scratch buffers. */
+struct ocl_pinned {
+    cl_mem mem;
+    void *host;
+    size_t size;
+};
+
+/* The staging of quantize_append: rows and block-table entries go through
+ * one of two pinned slots, so that a call returns once its commands are
+ * queued; a slot is reused only after the write that read it completed. */
+#define OCL_APPEND_SLOTS 2u
+struct ocl_append_slot {
+    struct ocl_pinned host;
+    struct ocl_scratch dev;
+    cl_event written; /* the write that last read host, or NULL */
+};
 
 struct ocl_device {
     cl_device_id device;
     cl_context context;
-    cl_command_queue queue;
+    cl_command_queue queue; /* in order, with profiling (device_ns) */
     cl_program program;
     cl_kernel kernels[OCL_K_COUNT];
     size_t kernel_wg[OCL_K_COUNT];    /* CL_KERNEL_WORK_GROUP_SIZE */
     cl_ulong kernel_local[OCL_K_COUNT]; /* CL_KERNEL_LOCAL_MEM_SIZE (static) */
+    size_t kernel_multiple[OCL_K_COUNT]; /* CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE */
+    struct {
+        size_t size;
+        unsigned char value[8];
+        int set;
+    } args[OCL_K_COUNT][OCL_ARGS_MAX];
     cl_mem tables;                      /* kernels/tables.h */
 
     cl_ulong max_alloc, local_mem;
     cl_uint compute_units;
+    /* tuning (attention.c), from TURBO_OCL_* at open; 0: the default */
+    uint32_t tune_wg, tune_groups_per_cu, tune_min_tiles, tune_merge_kib, tune_spin;
+    uint32_t tune_kernel_ns; /* device_ns: the kernel alone, not the transfers */
+    uint32_t tune_append_direct;
 
     struct tkv_device_stats stats;
 
     struct {
-        struct ocl_scratch rows, table, counter, upload, q_prepared, scores, bmax, tmax, part_acc,
-            part_l, part_skip, download;
+        struct ocl_scratch rows, table, upload, part, counters, download;
     } scratch;
-    /* Host staging of attention's one upload (sequence and block tables,
-     * work units, queries) and one download (outputs, skip counts, lse),
-     * and its plan of passes. */
-    void *up_host, *down_host;
-    size_t up_host_cap, down_host_cap;
-    struct ocl_attn_pass *passes;
-    size_t passes_cap;
+    struct ocl_pinned up_pinned, down_pinned;
+    struct ocl_append_slot append[OCL_APPEND_SLOTS];
+    uint32_t append_next;
 };
 
 /* Builds everything open() needs on the chosen device (device.c). */
@@ -108,17 +130,23 @@ void ocl_device_release(struct ocl_device *d);
 int ocl_scratch_reserve(struct ocl_device *d, struct ocl_scratch *s, size_t bytes, const char *op,
                         const char *what);
 
-/* Host staging arrays, grown like the scratch buffers. */
-int ocl_host_reserve(void **p, size_t *cap, size_t bytes, const char *op);
+/* Makes s at least bytes large and zeroes it when it grows (enqueued). */
+int ocl_scratch_reserve_zeroed(struct ocl_device *d, struct ocl_scratch *s, size_t bytes,
+                               const char *op, const char *what);
+
+/* Makes p at least bytes large, mapped (contents are lost when it grows;
+ * the caller has waited for every command that used it). */
+int ocl_pinned_reserve(struct ocl_device *d, struct ocl_pinned *p, size_t bytes, const char *op);
+void ocl_pinned_release(struct ocl_device *d, struct ocl_pinned *p);
 
 /* Enqueues kernel k over n_groups work-groups of wg work-items each, in up
  * to three dimensions (n_groups[i] >= 1). */
 int ocl_launch(struct ocl_device *d, enum ocl_kernel k, const char *op, cl_uint dims,
-               const size_t n_groups[3], size_t wg);
+               const size_t n_groups[3], size_t wg, cl_event *event);
 
 /* Kernel arguments, set in order by ocl_args: a value (cl_mem, cl_uint,
  * cl_ulong, cl_float lvalues), or with value NULL, size bytes of local
- * memory. */
+ * memory. ocl_args sets only those that differ from the kernel's last. */
 struct ocl_karg {
     size_t size;
     const void *value;
@@ -128,6 +156,9 @@ struct ocl_karg {
 
 int ocl_args(struct ocl_device *d, enum ocl_kernel k, const char *op, size_t n,
              const struct ocl_karg *args);
+/* Forgets the remembered arguments: a buffer was released, and a new one
+ * may get its handle. */
+void ocl_args_forget(struct ocl_device *d);
 
 /* The largest power of two <= min(want, the kernel's work-group limit). */
 size_t ocl_wg_pow2(const struct ocl_device *d, enum ocl_kernel k, size_t want);

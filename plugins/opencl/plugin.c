@@ -184,7 +184,7 @@ static int ocl_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
         .scale_modes = (1u << TKV_SCALE_NORM) | (1u << TKV_SCALE_NORM_CORRECTED),
         .head_dim_max = TKV_HEAD_DIM_MAX,
         .max_block_tokens = 0, /* any: attention cuts blocks into tiles */
-        .max_q_per_seq = 0,    /* any: long ones are taken in several passes */
+        .max_q_per_seq = 0,    /* any: a long one is taken in several units */
         /* buffer_alloc pads a buffer to whole words plus spare words */
         .max_buffer_bytes = max_alloc > OCL_BUFFER_SPARE + 4u
                                 ? (max_alloc - OCL_BUFFER_SPARE - 4u) & ~(cl_ulong)3u
@@ -252,6 +252,7 @@ static void ocl_buffer_free(void *dev, void *buf)
     d->stats.bytes_allocated -= b->size;
     b->magic = 0;
     clReleaseMemObject(b->mem);
+    ocl_args_forget(d); /* a new buffer may get this one's handle */
     free(b);
 }
 

@@ -2,9 +2,9 @@
 /*
  * The quantize_append and dequantize ops: rows of one sequence through
  * quantize_rows and dequantize_rows (kernels/rows.cl), one work-group per
- * row, in chunks that bound the staging scratch. The core has checked the
+ * row, in chunks that bound the staging. The core has checked the
  * arguments (turbokv_plugin.h); the part of the sequence's block table the
- * tokens use goes up once per call.
+ * tokens use goes up with them.
  */
 #include <string.h>
 
@@ -12,6 +12,12 @@
 
 /* Host rows staged per launch at most. */
 #define CHUNK_BYTES ((size_t)64 << 20)
+/* Rows of an append staged per launch at most (pinned, two slots). */
+#define APPEND_CHUNK_BYTES ((size_t)8 << 20)
+/* Block-table entries ahead of an append's rows: a multiple of 16 words
+ * keeps the rows aligned for the device's loads. */
+#define ENTRY_ALIGN 16u
+#define APPEND_DIRECT_BYTES ((size_t)64 << 10)
 
 /* Work-items per row: enough for the butterflies of a 1024-value row. */
 #define ROW_WORK_GROUP 128u
@@ -37,60 +43,90 @@ static int upload_blocks(struct ocl_device *d, const struct tkv_pool *pool, cons
     return TKV_OK;
 }
 
+/* Copies n floats and counts the non-finite ones (exponent all ones), which
+ * the kernel stores as 0. */
+static uint64_t copy_counting(uint32_t *dst, const uint32_t *src, size_t n)
+{
+    uint64_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = src[i];
+        dst[i] = x;
+        bad += (x & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad;
+}
+
+/* An append does not wait for the device: its rows and block-table entries
+ * are copied into a pinned slot (the non-finite values counted on the way),
+ * written to the slot's device buffer and quantized, all queued on the
+ * in-order queue, so that the next op sees the rows. A slot is reused once
+ * the write that read it has completed. */
 static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, uint64_t *nonfinite)
 {
     static const char op[] = "quantize_append";
-    static const cl_uint zero = 0;
     const struct tkv_pool *pool = &a->pool;
-    const size_t token_bytes = (size_t)a->n_heads * pool->fmt.head_dim * sizeof(float);
-    const uint32_t chunk = token_bytes >= CHUNK_BYTES ? 1u : (uint32_t)(CHUNK_BYTES / token_bytes);
-    const uint32_t first_chunk = chunk < a->n_tokens ? chunk : a->n_tokens;
+    const size_t row_floats = (size_t)a->n_heads * pool->fmt.head_dim;
+    const size_t token_bytes = row_floats * sizeof(float);
+    const uint32_t chunk =
+        token_bytes >= APPEND_CHUNK_BYTES ? 1u : (uint32_t)(APPEND_CHUNK_BYTES / token_bytes);
     const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE, ROW_WORK_GROUP);
-    cl_uint block0;
-    int rc;
-    if ((rc = ocl_scratch_reserve(d, &d->scratch.rows, first_chunk * token_bytes, op, "row")) !=
-            TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.counter, sizeof(cl_uint), op, "counter")) !=
-            TKV_OK ||
-        (rc = upload_blocks(d, pool, a->blocks, a->first_pos, a->n_tokens, op, &block0)) != TKV_OK)
-        return rc;
-
     cl_uint n_heads = a->n_heads, head_dim = pool->fmt.head_dim, rb = pool->row_bytes;
     cl_uint type = pool->fmt.type, rotation = pool->fmt.rotation;
-    cl_uint scale_mode = pool->fmt.scale_mode, bt = pool->block_tokens, first_pos = 0;
+    cl_uint scale_mode = pool->fmt.scale_mode, bt = pool->block_tokens;
     cl_ulong block_stride = pool->block_stride, head_stride = pool->head_stride;
     cl_mem dst = ocl_buffer_of(pool->buf)->mem;
-    const struct ocl_karg args[] = {
-        OCL_ARG(d->scratch.rows.mem), OCL_ARG(n_heads),      OCL_ARG(head_dim),
-        OCL_ARG(dst),                 OCL_ARG(d->scratch.table.mem), OCL_ARG(block0),
-        OCL_ARG(first_pos),           OCL_ARG(bt),           OCL_ARG(block_stride),
-        OCL_ARG(head_stride),         OCL_ARG(rb),           OCL_ARG(type),
-        OCL_ARG(rotation),            OCL_ARG(scale_mode),   OCL_ARG(d->tables),
-        OCL_ARG(d->scratch.counter.mem),
-    };
+    int rc;
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += chunk) {
-        uint32_t n = a->n_tokens - t0 < chunk ? a->n_tokens - t0 : chunk;
-        size_t groups[3] = { (size_t)n * a->n_heads, 1, 1 };
-        cl_uint count = 0;
+        const uint32_t n = a->n_tokens - t0 < chunk ? a->n_tokens - t0 : chunk;
+        const uint32_t first = a->first_pos + t0;
+        const uint32_t b0 = first / bt;
+        const uint32_t b1 = (uint32_t)(((uint64_t)first + n - 1u) / bt);
+        const uint32_t entries = (b1 - b0 + 1u + ENTRY_ALIGN - 1u) / ENTRY_ALIGN * ENTRY_ALIGN;
+        const size_t bytes = (size_t)entries * sizeof(cl_uint) + n * token_bytes;
+        struct ocl_append_slot *slot = &d->append[d->append_next];
+        d->append_next = (d->append_next + 1u) % OCL_APPEND_SLOTS;
         cl_int err;
-        first_pos = a->first_pos + t0;
-        if ((err = clEnqueueFillBuffer(d->queue, d->scratch.counter.mem, &zero, sizeof zero, 0,
-                                       sizeof zero, 0, NULL, NULL)) != CL_SUCCESS)
-            return ocl_fail(err, op, "clEnqueueFillBuffer");
-        if ((err = clEnqueueWriteBuffer(d->queue, d->scratch.rows.mem, CL_FALSE, 0, n * token_bytes,
-                                        (const char *)a->src + t0 * token_bytes, 0, NULL, NULL)) !=
-            CL_SUCCESS)
-            return ocl_fail(err, op, "clEnqueueWriteBuffer");
-        if ((rc = ocl_args(d, OCL_K_QUANTIZE, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
-            (rc = ocl_launch(d, OCL_K_QUANTIZE, op, 1, groups, wg)) != TKV_OK)
+        if (slot->written) {
+            err = clWaitForEvents(1, &slot->written);
+            clReleaseEvent(slot->written);
+            slot->written = NULL;
+            if (err != CL_SUCCESS)
+                return ocl_fail(err, op, "clWaitForEvents");
+        }
+        if ((rc = ocl_pinned_reserve(d, &slot->host, bytes, op)) != TKV_OK ||
+            (rc = ocl_scratch_reserve(d, &slot->dev, bytes, op, "row")) != TKV_OK)
             return rc;
-        /* blocking: the rows are in, and the host's src may be released */
-        if ((err = clEnqueueReadBuffer(d->queue, d->scratch.counter.mem, CL_TRUE, 0, sizeof count,
-                                       &count, 0, NULL, NULL)) != CL_SUCCESS)
-            return ocl_fail(err, op, "clEnqueueReadBuffer");
-        *nonfinite += count;
+        cl_uint *w = slot->host.host;
+        memcpy(w, a->blocks + b0, (size_t)(b1 - b0 + 1u) * sizeof(cl_uint));
+        *nonfinite += copy_counting(w + entries, (const uint32_t *)a->src + t0 * row_floats,
+                                    n * row_floats);
+        /* measurements: small appends read the pinned slot directly
+         * (TURBO_OCL_APPEND_DIRECT, one command instead of two) */
+        const int direct = d->tune_append_direct && bytes <= APPEND_DIRECT_BYTES;
+        cl_mem from = direct ? slot->host.mem : slot->dev.mem;
+        if (!direct && (err = clEnqueueWriteBuffer(d->queue, slot->dev.mem, CL_FALSE, 0, bytes, w,
+                                                   0, NULL, &slot->written)) != CL_SUCCESS) {
+            slot->written = NULL;
+            return ocl_fail(err, op, "clEnqueueWriteBuffer");
+        }
+        cl_uint src_at = entries, block0 = b0, first_pos = first;
+        const struct ocl_karg args[] = {
+            OCL_ARG(from),          OCL_ARG(src_at),       OCL_ARG(n_heads),
+            OCL_ARG(head_dim),      OCL_ARG(dst),          OCL_ARG(from),
+            OCL_ARG(block0),        OCL_ARG(first_pos),    OCL_ARG(bt),
+            OCL_ARG(block_stride),  OCL_ARG(head_stride),  OCL_ARG(rb),
+            OCL_ARG(type),          OCL_ARG(rotation),     OCL_ARG(scale_mode),
+            OCL_ARG(d->tables),
+        };
+        size_t groups[3] = { (size_t)n * a->n_heads, 1, 1 };
+        if ((rc = ocl_args(d, OCL_K_QUANTIZE, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
+            (rc = ocl_launch(d, OCL_K_QUANTIZE, op, 1, groups, wg,
+                             direct ? &slot->written : NULL)) != TKV_OK)
+            return rc;
     }
-    return TKV_OK;
+    /* queued: the device starts on it now, not at the next op's wait */
+    cl_int err = clFlush(d->queue);
+    return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clFlush");
 }
 
 int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
@@ -99,7 +135,7 @@ int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
     uint64_t nonfinite = 0;
     int rc;
     if ((rc = append_chunks(d, a, &nonfinite)) != TKV_OK) {
-        clFinish(d->queue); /* nothing queued may still read the host's rows */
+        clFinish(d->queue); /* nothing queued may still read the staging */
         return rc;
     }
     d->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
@@ -140,7 +176,7 @@ static int dequantize_chunks(struct ocl_device *d, const struct tkv_dequant_args
         first_pos = a->first_pos + t0;
         if ((rc = ocl_args(d, OCL_K_DEQUANTIZE, op, sizeof args / sizeof args[0], args)) !=
                 TKV_OK ||
-            (rc = ocl_launch(d, OCL_K_DEQUANTIZE, op, 1, groups, wg)) != TKV_OK)
+            (rc = ocl_launch(d, OCL_K_DEQUANTIZE, op, 1, groups, wg, NULL)) != TKV_OK)
             return rc;
         cl_int err = clEnqueueReadBuffer(d->queue, d->scratch.rows.mem, CL_TRUE, 0,
                                          n * token_bytes, (char *)a->dst + t0 * token_bytes, 0,

@@ -1,50 +1,57 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Fused decode attention on the paged cache (struct tkv_attention_args),
- * split over tiles of rows ("flash decoding") so that long contexts fill
- * the device:
+ * Decode attention on the paged cache (struct tkv_attention_args) in one
+ * dispatch, attn_decode_QC ("flash decoding"): work-group (kv head, chunk,
+ * unit).
  *
- *   attn_prepare_q  turbo K: each query rotated once (<R q, y_hat> = <q, k_hat>);
- *                   QJL K: also projected, S R q per group (plugins/cpu/qjl.c)
- *   attn_scores     per (tile, kv head, work unit): the scores of every query
- *                   row of the unit against the tile, each K row decoded once
- *                   for all of them; the tile max
- *   attn_scan       per query row: the running max before every tile
- *   attn_values     per (run of tiles, kv head, work unit): softmax weights
- *                   and the V rows accumulated in the rotated domain
- *   attn_merge      per query row: the runs summed, normalized, R^T applied
- *                   once (turbo V); the log-sum-exp
+ * A work unit is up to QC query rows of one sequence and one kv head (its
+ * query tokens times the GQA group, in order: row uu is token uu / ratio,
+ * head kvh * ratio + uu % ratio), so that every K and V row is decoded once
+ * for all of them; the units table holds (sequence, first row u0) pairs. QC
+ * is a compile-time constant of each kernel variant (2, 4, 8, 16), so that
+ * the accumulators stay in registers.
  *
- * A call is taken in passes (attention.c): a pass is a range qr0 .. qr1 - 1
- * of query tokens (rows of q), whole sequences or part of one. Its pass rows
- * are p = (query token - qr0) * n_q_heads + h. A work unit is up to QC
- * query rows of one sequence and one kv head (the GQA group times the query
- * tokens, in chunks): the units table holds (sequence, first row u0) pairs,
- * row uu of a sequence's kv head being token tb + uu / ratio, head kvh *
- * ratio + uu % ratio. QC is a compile-time constant of each kernel variant,
- * so that the accumulators stay in registers.
+ * A chunk is a run of tiles_per_chunk tiles of the sequence's rows (a tile:
+ * up to tile_rows rows, one per work-item when K is scored); attention.c
+ * picks tiles_per_chunk per call from the device's compute units, so that a
+ * call fills the device several times over at any context length and batch.
+ *
+ * Each work-group:
+ *  1. prepares its query rows (turbo K: rotated, <R q, y_hat> = <q, k_hat>;
+ *     QJL K: also projected, S R q per group) in local memory;
+ *  2. for each tile of its chunk: copies the packed K rows into local memory
+ *     with coalesced loads, scores each row once for all QC query rows (in
+ *     base 2, s = log2(e) x, so that weights are exp2), takes the tile's max
+ *     into the running max m of the chunk, rescales what it accumulated,
+ *     weighs each row 2^(s - m), and accumulates the V rows of the tile that
+ *     some query row did not skip, in the rotated domain; the V rows every
+ *     query row skipped are not read at all;
+ *  3. writes (m, l, acc, skipped) of its chunk to scratch; the work-group of
+ *     the (unit, kv head) that arrives last (atomic counter after a fence)
+ *     merges the chunks, applies R^T once per output row, writes the output,
+ *     the skip count and the log-sum-exp, and resets the counter for the next
+ *     call. A unit of one chunk writes its output directly.
+ *
+ * Sparse V (the same rule as the Vulkan plugin): row j's V is skipped for a
+ * query row when 2^(s_j - m) < threshold, m the running max of j's chunk
+ * through the end of j's tile (a tile is scored before any of its V rows is
+ * read). Skipped rows still count in l and the lse. The reference takes the
+ * running max over every row before j instead, which is never below the
+ * chunk's and never above it once the chunk's first tile holds the
+ * sequence's largest scores: the chunk-local rule skips at most what the
+ * reference skips in the first tiles of a chunk, the same elsewhere.
  *
  * The meta buffer (the call's one upload) holds at seq_at four words per
- * sequence (n_ctx, n_q, q_first, block_first), at blocks_at the block table
- * and at units_at the pass's units; the queries follow at q_at.
+ * sequence (n_ctx, n_q, q_first, block_first), at blocks_at the block table,
+ * at units_at the units and at q_at the queries.
  *
  * Rows are visible to the query token at position pos = n_ctx - n_q + t
  * when lo(pos) <= j <= pos, lo(pos) = pos + 1 - window when a window is set
- * (and positive), else 0. Scores are kept in base 2, s_j = log2(e) x_j, so
- * that the weights are exp2, a single instruction on GPUs where exp is a
- * long sequence; x_j = scale q.k_j, or softcap tanh(scale q.k_j / softcap):
- * attention.c folds the constants into pre and post.
- * Sparse V follows the reference: row j is skipped when its weight against
- * the running max over the visible rows up to j in order, 2^(s_j - m_j), is
- * below the threshold; m_j is the max of the tiles before j's tile
- * (attn_scan) and of j's tile up to j (a prefix max in attn_values). The
- * weights themselves are taken against the final max, 2^(s_j - M), so the
- * runs need no rescaling when merged. The scores go through a scratch buffer
- * between the two passes: 4 bytes per (row, query head), against the 68
- * (turbo2) to 512 (f16) bytes of a K row and a V row at head_dim 128.
+ * (and positive), else 0; x_j = scale q.k_j, or softcap tanh(scale q.k_j /
+ * softcap): attention.c folds the constants into pre and post.
  */
 
-#define TKV_QC_MAX 8u
+#define TKV_QC_MAX 16u
 /* Local copy of the codebooks of one index width, TKV_TAB_MAX_LEVELS floats
  * per group size, then the QJL sketch scale of each group size. */
 #define TKV_CENT_FLOATS (TKV_N_GROUP_SIZES * (TKV_TAB_MAX_LEVELS + 1u))
@@ -85,41 +92,27 @@ inline float qjl_scale(__local const float *cent, uint size)
  * the kernels declare such arrays as QC-wide vectors, which aligns them. */
 inline void load_qc(float *out, __local const float *a, uint i, const uint QC)
 {
-    if (QC == 8u)
-        vstore8(((__local const float8 *)a)[i], 0, out);
-    else if (QC == 4u)
-        vstore4(((__local const float4 *)a)[i], 0, out);
-    else if (QC == 2u)
-        vstore2(((__local const float2 *)a)[i], 0, out);
-    else
+    /* element by element with constant indices: a vstore into out would
+     * put the caller's array on the stack (NVIDIA: a 192-byte frame, a
+     * store and loads per decoded value) */
+    if (QC == 16u) {
+        float16 x = ((__local const float16 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1, out[2] = x.s2, out[3] = x.s3;
+        out[4] = x.s4, out[5] = x.s5, out[6] = x.s6, out[7] = x.s7;
+        out[8] = x.s8, out[9] = x.s9, out[10] = x.sa, out[11] = x.sb;
+        out[12] = x.sc, out[13] = x.sd, out[14] = x.se, out[15] = x.sf;
+    } else if (QC == 8u) {
+        float8 x = ((__local const float8 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1, out[2] = x.s2, out[3] = x.s3;
+        out[4] = x.s4, out[5] = x.s5, out[6] = x.s6, out[7] = x.s7;
+    } else if (QC == 4u) {
+        float4 x = ((__local const float4 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1, out[2] = x.s2, out[3] = x.s3;
+    } else if (QC == 2u) {
+        float2 x = ((__local const float2 *)a)[i];
+        out[0] = x.s0, out[1] = x.s1;
+    } else {
         out[0] = a[i];
-}
-
-/* ---- attn_prepare_q: one work-group per query row ------------------------ */
-
-__kernel void attn_prepare_q(__global const float *q, uint q_at, __global float *prepared,
-                             uint head_dim, uint type, uint rotation, __global const float *tab,
-                             __local float *v, __local float *tmp)
-{
-    const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
-    const uint stride = type_is_qjl(type) ? 2u * head_dim : head_dim;
-    for (uint e = lid; e < head_dim; e += n)
-        v[e] = q[q_at + (ulong)row * head_dim + e];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    rotate_local(v, tmp, head_dim, rotation, 0, tab);
-    __global float *out = prepared + (ulong)row * stride;
-    for (uint e = lid; e < head_dim; e += n)
-        out[e] = v[e];
-    if (!type_is_qjl(type))
-        return;
-    for (uint e = lid; e < head_dim; e += n) {
-        group_info g = group_of_value(head_dim, e);
-        __global const float *s =
-            tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first) * g.size;
-        float sum = 0.0f;
-        for (uint j = 0; j < g.size; j++)
-            sum += s[j] * v[g.first + j];
-        out[head_dim + e] = sum;
     }
 }
 
@@ -200,6 +193,12 @@ inline query_row query_row_of(pass_seq ps, uint qr0, uint n_q_heads, uint ratio,
     return r;
 }
 
+/* The row in q (and out) of row uu of a unit of kv head kvh. */
+inline uint row_p(pass_seq ps, uint n_q_heads, uint ratio, uint kvh, uint uu)
+{
+    return (ps.q_first + uu / ratio) * n_q_heads + kvh * ratio + uu % ratio;
+}
+
 /* Word w of a tile, after the spare words of the rows before it:
  * w + w / row_words, the quotient from a float estimate corrected by one
  * (w < 2^24), since an integer division costs tens of instructions. */
@@ -232,10 +231,12 @@ inline uint quot(uint x, uint d, float inv_d)
  * segment (the rows in one pool block, contiguous in the cache buffer) at a
  * time, segment k to words k * slot_words on. rowbit[r] gets the bit
  * position of tile row r. The tile takes segs * slot_words + 2 words
- * (attention.c: slot_words). */
+ * (attention.c: slot_words). With masked, the words of rows r whose need[r]
+ * is 0 are not read (sparse V: the rows every query row skipped). */
 inline void load_tile(__global const uint *buf, __global const uint *blocks, tile_geom g, uint j0,
                       uint nt, ulong block_stride, ulong head_off, uint row_bytes, int padded,
-                      uint slot_words, __local uint *tile, __local uint *rowbit)
+                      uint slot_words, __local uint *tile, __local uint *rowbit, int masked,
+                      __local const uint *need)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
     const uint pb0 = j0 / g.bt, r0 = j0 - pb0 * g.bt; /* r0 is 0 unless segs is 1 */
@@ -254,7 +255,7 @@ inline void load_tile(__global const uint *buf, __global const uint *blocks, til
             for (uint i = 0; i < 8u; i++) {
                 uint ww = w + i * wg, r = quot(ww, row_words, inv_row), k = quot(r, g.bt, inv_bt);
                 at[i] = ww + r;
-                x[i] = ww < n_words
+                x[i] = ww < n_words && (!masked || need[r])
                            ? buf[blocks[pb0 + k] * block_words + head_words + (ww - k * seg_words)]
                            : 0u;
             }
@@ -266,6 +267,7 @@ inline void load_tile(__global const uint *buf, __global const uint *blocks, til
             rowbit[r] = r * (row_words + 1u) * 32u;
         return;
     }
+    const float inv_bytes = 1.0f / (float)row_bytes;
     for (uint k = 0, first = 0; first < nt; k++, first += g.seg_rows) {
         const uint n = min(g.seg_rows, nt - first);
         const ulong start =
@@ -273,12 +275,23 @@ inline void load_tile(__global const uint *buf, __global const uint *blocks, til
         const uint misalign = (uint)start & 3u, n_words = (misalign + n * row_bytes + 3u) >> 2;
         __global const uint *src = buf + (start >> 2);
         __local uint *dst = tile + k * slot_words;
+        __local const uint *seg_need = need + first;
         /* eight loads in flight per work-item before their stores, the
          * last eight cut at the segment's end */
         for (uint w = lid; w < n_words; w += 8u * wg) {
             uint x[8];
-            for (uint i = 0; i < 8u; i++)
-                x[i] = w + i * wg < n_words ? src[w + i * wg] : 0u;
+            for (uint i = 0; i < 8u; i++) {
+                uint ww = w + i * wg;
+                int want = ww < n_words;
+                if (want && masked) {
+                    /* the rows of the word's first and last byte */
+                    uint b0 = 4u * ww > misalign ? 4u * ww - misalign : 0u;
+                    uint b1 = min(4u * ww + 3u - misalign, n * row_bytes - 1u);
+                    want = seg_need[quot(b0, row_bytes, inv_bytes)] ||
+                           seg_need[quot(b1, row_bytes, inv_bytes)];
+                }
+                x[i] = want ? src[ww] : 0u;
+            }
             for (uint i = 0; i < 8u; i++)
                 if (w + i * wg < n_words)
                     dst[tile_index(w + i * wg, padded, row_words, inv_row)] = x[i];
@@ -295,30 +308,69 @@ inline uint tile_bits(__local const uint *tile, uint pos, uint n)
     return bits_of_pair(tile[pos >> 5], tile[(pos >> 5) + 1u], pos & 31u, n);
 }
 
-/* ---- attn_scores ------------------------------------------------------------
- * Work-group (kv head, tile, unit); one work-item per K row of the tile. The
- * tile's packed rows are copied into local memory (load_tile), then every
- * work-item walks its row's bit stream once, applying each decoded value to
- * all QC query rows. A tile no row of the unit sees is not read.
- *
- * scores[p * score_pitch + j - jbase]: -INFINITY where row j is not visible
- * to pass row p; bmax[p * bmax_pitch + b - tile_base]: max over the tile's
- * visible rows (-INFINITY without any).
- */
-#define SCORES_PARAMS(QT)                                                                      \
-    __global const uint *kbuf, __global const uint *meta, uint seq_at, uint blocks_at,         \
-        uint units_at, uint qr0, uint qr1, uint n_q_heads, uint ratio, uint window, uint bt,   \
-        uint seg_rows, uint segs, uint tpb, ulong block_stride, ulong head_stride,             \
-        uint row_bytes, int padded, uint slot_words, uint head_dim, uint type,                 \
-        __global const float *q, uint q_at, uint q_stride, __global const float *tab,          \
-        float pre, float post, __global float *scores, uint score_pitch, __global float *bmax, \
-        uint bmax_pitch, __local QT *qloc, __local uint *tile, __local float *red,             \
-        __local uint *rowbit
-#define SCORES_ARGS                                                                            \
-    kbuf, meta, seq_at, blocks_at, units_at, qr0, qr1, n_q_heads, ratio, window, bt, seg_rows, \
-        segs, tpb, block_stride, head_stride, row_bytes, padded, slot_words, head_dim, type, q, \
-        q_at, q_stride, tab, pre, post, scores, score_pitch, bmax, bmax_pitch,                 \
-        (__local float *)qloc, tile, red, rowbit
+/* rotate_local (common.cl) of n_rows rows at once, row r at v + r head_dim,
+ * so that the rows share the barriers: R v, or R^T v when inverse; nothing
+ * for TKV_ROTATION_NONE (or any other value). tmp: n_rows head_dim floats.
+ * Every barrier is passed whatever the rotation, so that compilers that
+ * turn work-groups into loops (PoCL) need not replicate what follows. */
+void rotate_rows_local(__local float *v, __local float *tmp, uint n_rows, uint head_dim,
+                       uint rotation, int inverse, __global const float *tab)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint total = rotation == TKV_ROTATION_WHT || rotation == TKV_ROTATION_DENSE
+                           ? n_rows * head_dim
+                           : 0u;
+    const uint wht = rotation == TKV_ROTATION_WHT ? total : 0u;
+    const uint dense = rotation == TKV_ROTATION_DENSE ? total : 0u;
+    const float inv_hd = 1.0f / (float)head_dim;
+    /* WHT: D2 H D1 / sqrt(g); dense: Q (tmp holds v) */
+    for (uint k = lid; k < total; k += n) {
+        uint e = k - quot(k, head_dim, inv_hd) * head_dim;
+        group_info g = group_of_value(head_dim, e);
+        if (wht)
+            v[k] *= tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e -
+                        g.first];
+        else
+            tmp[k] = v[k];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
+        for (uint k = lid; k < wht; k += n) {
+            uint e = k - quot(k, head_dim, inv_hd) * head_dim;
+            group_info g = group_of_value(head_dim, e);
+            if (h < g.size && !((e - g.first) & h)) {
+                float a = v[k], b = v[k + h];
+                v[k] = a + b;
+                v[k + h] = a - b;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (uint k = lid; k < wht; k += n) {
+        uint e = k - quot(k, head_dim, inv_hd) * head_dim;
+        group_info g = group_of_value(head_dim, e);
+        float inv_sqrt = tab[tab_offset(tab, g.size, TKV_TAB_INV_SQRT)];
+        float post =
+            tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN1 : TKV_TAB_SIGN2) + e - g.first];
+        v[k] = v[k] * inv_sqrt * post;
+    }
+    for (uint k = lid; k < dense; k += n) {
+        uint r = quot(k, head_dim, inv_hd), e = k - r * head_dim;
+        group_info g = group_of_value(head_dim, e);
+        __global const float *q = tab + tab_offset(tab, g.size, TKV_TAB_DENSE);
+        __local const float *in = tmp + r * head_dim + g.first;
+        uint i = e - g.first;
+        float sum = 0.0f;
+        if (inverse)
+            for (uint j = 0; j < g.size; j++)
+                sum += q[j * g.size + i] * in[j];
+        else
+            for (uint j = 0; j < g.size; j++)
+                sum += q[i * g.size + j] * in[j];
+        v[k] = sum;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
 
 /* acc[u] += v * q_u[i] for the QC query rows (qloc is [i][u]) */
 #define ACC_QUERIES(acc, v, i)                                                                 \
@@ -329,289 +381,243 @@ inline uint tile_bits(__local const uint *tile, uint pos, uint n)
             acc[u_] = mad(v_, q_[u_], acc[u_]);                                                \
     } while (0)
 
-inline void scores_body(SCORES_PARAMS(float), __local float *cent, const uint QC)
+/* <q_u, k> for the QC query rows of one packed K row at bit row_bit of the
+ * tile, into tot[u]. */
+inline void score_row(__local const uint *tile, uint row_bit, uint head_dim, uint type, uint bits,
+                      __local const float *cent, __local const float *qloc, float *tot,
+                      const uint QC)
 {
-    const uint lid = get_local_id(0), wg = get_local_size(0);
-    const uint b_rel = get_group_id(1), kvh = get_group_id(0);
-    __global const uint *unit = meta + units_at + 2u * get_group_id(2);
-    const uint s = unit[0], u0 = unit[1];
-    const tile_geom g = { bt, seg_rows, segs, tpb };
-    const pass_seq ps = pass_seq_of(meta, seq_at, s, qr0, qr1, window, g);
-    if (b_rel >= ps.n_tiles)
-        return;
-    const uint b = ps.tile_base + b_rel, j0 = geom_row0(g, b);
-    const uint nt = min(geom_len(g, b), ps.hi - j0);
-    const uint nu = min(QC, (ps.te - ps.tb) * ratio - u0);
-    const uint bits = type_bits(type);
-
-    query_row rows[TKV_QC_MAX];
-    for (uint u = 0; u < QC; u++)
-        rows[u] = query_row_of(ps, qr0, n_q_heads, ratio, window, kvh, u0 + min(u, nu - 1u));
-    /* the unit's rows see lo of its first .. limit of its last */
-    if (j0 + nt <= rows[0].lo || j0 > rows[nu - 1u].limit) {
-        if (lid < nu)
-            bmax[(ulong)rows[lid].p * bmax_pitch + b_rel] = -INFINITY;
-        return;
-    }
-
-    for (uint k = lid; k < QC * q_stride; k += wg) {
-        uint u = k / q_stride, i = k % q_stride;
-        float v = 0.0f;
-        if (u < nu) {
-            uint uu = u0 + u, t = ps.tb + uu / ratio, h = kvh * ratio + uu % ratio;
-            v = q[q_at + ((ulong)(ps.q_first + t) * n_q_heads + h) * q_stride + i];
-        }
-        qloc[i * QC + u] = v;
-    }
-    load_codebooks(cent, bits, tab);
-    load_tile(kbuf, meta + blocks_at + ps.block_first, g, j0, nt, block_stride,
-              (ulong)kvh * head_stride, row_bytes, padded, slot_words, tile, rowbit);
-    barrier(CLK_LOCAL_MEM_FENCE);
-
-    float tot[TKV_QC_MAX];
     for (uint u = 0; u < QC; u++)
         tot[u] = 0.0f;
-    const uint row_bit = lid < nt ? rowbit[lid] : 0u;
-    if (lid < nt && type == TKV_TYPE_F32 && !(row_bit & 31u)) {
+    if (type == TKV_TYPE_F32 && !(row_bit & 31u)) {
         /* word-aligned rows (every row of a cache at a word-aligned offset):
          * the floats as they lie */
         __local const uint *w = tile + (row_bit >> 5);
         for (uint i = 0; i < head_dim; i++)
             ACC_QUERIES(tot, as_float(w[i]), i);
-    } else if (lid < nt && type == TKV_TYPE_F16 && !(row_bit & 15u)) {
+        return;
+    }
+    if (type == TKV_TYPE_F16 && !(row_bit & 15u)) {
         /* halves through vload_half: exact, and one instruction on GPUs */
         __local const half *h = (__local const half *)tile + (row_bit >> 4);
         for (uint i = 0; i < head_dim; i++)
             ACC_QUERIES(tot, vload_half(i, h), i);
-    } else if (lid < nt) {
-        bit_reader rd;
-        reader_start(&rd, tile, row_bit);
-        if (type == TKV_TYPE_F32) {
-            for (uint i = 0; i < head_dim; i++) {
-                float v = as_float(reader_take(&rd, tile, 32u));
-                ACC_QUERIES(tot, v, i);
-            }
-        } else if (type == TKV_TYPE_F16) {
-            for (uint i = 0; i < head_dim; i += 2u) {
+        return;
+    }
+    bit_reader rd;
+    reader_start(&rd, tile, row_bit);
+    if (type == TKV_TYPE_F32) {
+        for (uint i = 0; i < head_dim; i++) {
+            float v = as_float(reader_take(&rd, tile, 32u));
+            ACC_QUERIES(tot, v, i);
+        }
+    } else if (type == TKV_TYPE_F16) {
+        for (uint i = 0; i < head_dim; i += 2u) {
+            uint w = reader_take(&rd, tile, 32u);
+            ACC_QUERIES(tot, fp16_to_float(w & 0xffffu), i);
+            ACC_QUERIES(tot, fp16_to_float(w >> 16), i + 1u);
+        }
+    } else if (type == TKV_TYPE_Q8_0) {
+        for (uint first = 0; first < head_dim; first += TKV_Q8_0_BLOCK) {
+            uint len = min(TKV_Q8_0_BLOCK, head_dim - first);
+            float d = fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
+            for (uint u = 0; u < QC; u++)
+                part[u] = 0.0f;
+            for (uint i = 0; i < len; i += 4u) {
                 uint w = reader_take(&rd, tile, 32u);
-                ACC_QUERIES(tot, fp16_to_float(w & 0xffffu), i);
-                ACC_QUERIES(tot, fp16_to_float(w >> 16), i + 1u);
+                for (uint c = 0; c < 4u; c++)
+                    ACC_QUERIES(part, (float)(char)(w >> (8u * c)), first + i + c);
             }
-        } else if (type == TKV_TYPE_Q8_0) {
-            for (uint first = 0; first < head_dim; first += TKV_Q8_0_BLOCK) {
-                uint len = min(TKV_Q8_0_BLOCK, head_dim - first);
-                float d = fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
-                for (uint u = 0; u < QC; u++)
-                    part[u] = 0.0f;
-                for (uint i = 0; i < len; i += 4u) {
-                    uint w = reader_take(&rd, tile, 32u);
-                    for (uint c = 0; c < 4u; c++)
-                        ACC_QUERIES(part, (float)(char)(w >> (8u * c)), first + i + c);
-                }
-                for (uint u = 0; u < QC; u++)
-                    tot[u] = mad(d, part[u], tot[u]);
+            for (uint u = 0; u < QC; u++)
+                tot[u] = mad(d, part[u], tot[u]);
+        }
+    } else {
+        /* turbo: s_g * sum_i c[idx_i] (R q)_i per group; 8 indices are
+         * 8 * bits whole bits, one read */
+        const uint mask = (1u << bits) - 1u;
+        for (uint first = 0; first < head_dim;) {
+            uint g = group_size_at(head_dim, first);
+            __local const float *c = cent + group_table(g) * TKV_TAB_MAX_LEVELS;
+            float sc = fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
+            for (uint u = 0; u < QC; u++)
+                part[u] = 0.0f;
+            for (uint i = 0; i < g; i += 8u) {
+                uint w = reader_take(&rd, tile, 8u * bits);
+                for (uint k = 0; k < 8u; k++)
+                    ACC_QUERIES(part, c[(w >> (k * bits)) & mask], first + i + k);
             }
-        } else {
-            /* turbo: s_g * sum_i c[idx_i] (R q)_i per group; 8 indices are
-             * 8 * bits whole bits, one read */
-            const uint mask = (1u << bits) - 1u;
+            for (uint u = 0; u < QC; u++)
+                tot[u] = mad(sc, part[u], tot[u]);
+            first += g;
+        }
+        /* QJL: + scale_g gamma_g <S R q, z_g> per group */
+        if (type_is_qjl(type))
             for (uint first = 0; first < head_dim;) {
                 uint g = group_size_at(head_dim, first);
-                __local const float *c = cent + group_table(g) * TKV_TAB_MAX_LEVELS;
-                float sc = fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
+                float gamma = qjl_scale(cent, g) * fp16_to_float(reader_take(&rd, tile, 16u));
+                float part[TKV_QC_MAX];
                 for (uint u = 0; u < QC; u++)
                     part[u] = 0.0f;
                 for (uint i = 0; i < g; i += 8u) {
-                    uint w = reader_take(&rd, tile, 8u * bits);
-                    for (uint k = 0; k < 8u; k++)
-                        ACC_QUERIES(part, c[(w >> (k * bits)) & mask], first + i + k);
+                    uint z = reader_take(&rd, tile, 8u);
+                    for (uint k = 0; k < 8u; k++) {
+                        float pq[TKV_QC_MAX];
+                        load_qc(pq, qloc, head_dim + first + i + k, QC);
+                        for (uint u = 0; u < QC; u++)
+                            part[u] += (z >> k) & 1u ? pq[u] : -pq[u];
+                    }
                 }
                 for (uint u = 0; u < QC; u++)
-                    tot[u] = mad(sc, part[u], tot[u]);
+                    tot[u] = mad(gamma, part[u], tot[u]);
                 first += g;
             }
-            /* QJL: + scale_g gamma_g <S R q, z_g> per group */
-            if (type_is_qjl(type))
-                for (uint first = 0; first < head_dim;) {
-                    uint g = group_size_at(head_dim, first);
-                    float gamma = qjl_scale(cent, g) * fp16_to_float(reader_take(&rd, tile, 16u));
-                    float part[TKV_QC_MAX];
-                    for (uint u = 0; u < QC; u++)
-                        part[u] = 0.0f;
-                    for (uint i = 0; i < g; i += 8u) {
-                        uint z = reader_take(&rd, tile, 8u);
-                        for (uint k = 0; k < 8u; k++) {
-                            float pq[TKV_QC_MAX];
-                            load_qc(pq, qloc, head_dim + first + i + k, QC);
-                            for (uint u = 0; u < QC; u++)
-                                part[u] += (z >> k) & 1u ? pq[u] : -pq[u];
-                        }
-                    }
-                    for (uint u = 0; u < QC; u++)
-                        tot[u] = mad(gamma, part[u], tot[u]);
-                    first += g;
-                }
-        }
-    }
-
-    const uint j = j0 + lid;
-    for (uint u = 0; u < QC; u++) {
-        float sv = -INFINITY;
-        if (u < nu && lid < nt) {
-            if (j >= rows[u].lo && j <= rows[u].limit)
-                sv = post > 0.0f ? post * tanh(pre * tot[u]) : pre * tot[u];
-            scores[(ulong)rows[u].p * score_pitch + j - ps.jbase] = sv;
-        }
-        red[u * wg + lid] = sv;
-    }
-    for (uint span = wg >> 1; span > 0u; span >>= 1) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < span)
-            for (uint u = 0; u < QC; u++)
-                red[u * wg + lid] = fmax(red[u * wg + lid], red[u * wg + lid + span]);
-    }
-    if (lid == 0u)
-        for (uint u = 0; u < nu; u++)
-            bmax[(ulong)rows[u].p * bmax_pitch + b_rel] = red[u * wg];
-}
-
-#define SCORES_KERNEL(QC, QT)                                                                  \
-    __kernel void attn_scores_##QC(SCORES_PARAMS(QT))                                          \
-    {                                                                                          \
-        __local float cent[TKV_CENT_FLOATS];                                                   \
-        scores_body(SCORES_ARGS, cent, QC);                                                    \
-    }
-SCORES_KERNEL(1, float)
-SCORES_KERNEL(2, float2)
-SCORES_KERNEL(4, float4)
-SCORES_KERNEL(8, float8)
-
-/* ---- attn_scan: one work-group per pass row --------------------------------
- * bmax[b] becomes the max of the tiles before b; tmax the max over all. */
-__kernel void attn_scan(__global const uint *meta, uint seq_at, uint qseq_at, uint qr0, uint qr1,
-                        uint n_q_heads, uint window, uint bt, uint seg_rows, uint segs, uint tpb,
-                        __global float *bmax, uint bmax_pitch, __global float *tmax,
-                        __local float *seg)
-{
-    const uint p = get_group_id(0), lid = get_local_id(0), wg = get_local_size(0);
-    const uint qrow = qr0 + p / n_q_heads;
-    const tile_geom g = { bt, seg_rows, segs, tpb };
-    const pass_seq ps = pass_seq_of(meta, seq_at, meta[qseq_at + qrow], qr0, qr1, window, g);
-    const uint nb = ps.n_tiles, per = (nb + wg - 1u) / wg;
-    const uint first = min(nb, lid * per), last = min(nb, first + per);
-    __global float *m = bmax + (ulong)p * bmax_pitch;
-    float run = -INFINITY;
-    for (uint b = first; b < last; b++)
-        run = fmax(run, m[b]);
-    seg[lid] = run;
-    /* inclusive prefix max over the segments (Hillis-Steele) */
-    for (uint off = 1u; off < wg; off <<= 1) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        float x = lid >= off ? seg[lid - off] : -INFINITY;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        seg[lid] = fmax(seg[lid], x);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lid == wg - 1u)
-        tmax[p] = seg[lid];
-    run = lid ? seg[lid - 1u] : -INFINITY;
-    for (uint b = first; b < last; b++) {
-        float x = m[b];
-        m[b] = run;
-        run = fmax(run, x);
     }
 }
 
-/* ---- attn_values ------------------------------------------------------------
- * Work-group (kv head, run of tiles_per_run tiles x coordinate slice, unit).
- * Each work-item owns TKV_VCPT consecutive coordinates of the accumulator
- * (within one group or q8_0 block, so one scale) for all QC query rows;
- * per_row work-items cover a row (a slice of it for wide rows), and the
- * work-group's lanes of per_row work-items take rows side by side, their
- * sums added at the end.
- * Per tile: the weights of every (row, query row) in local memory; unless
- * every query row skipped (or does not see) every row of the tile, the
- * tile's V rows are copied into local memory (load_tile: many loads in
- * flight at once, where row-by-row reads would wait on memory for each
- * row), and the rows some query row did not skip are each decoded once for
- * all of them.
- * Partials per (pass row, run): acc, and from slice 0 l = sum of weights and
- * the rows skipped.
- */
 #if TKV_VCPT % 4 || TKV_VCPT > 8
-#error "attn_values decodes 4 to 8 coordinates per work-item, 4 at a time"
+#error "attn_decode decodes 4 to 8 value coordinates per work-item, 4 at a time"
 #endif
 
-#define VALUES_PARAMS(WT)                                                                      \
-    __global const uint *vbuf, __global const uint *meta, uint seq_at, uint blocks_at,         \
-        uint units_at, uint qr0, uint qr1, uint n_q_heads, uint ratio, uint window, uint bt,   \
-        uint seg_rows, uint segs, uint tpb, ulong block_stride, ulong head_stride,             \
-        uint row_bytes, int padded, uint slot_words, uint head_dim, uint type,                 \
-        __global const float *tab, __global const float *scores, uint score_pitch,             \
-        __global const float *bmax, uint bmax_pitch, __global const float *tmax,               \
-        uint tile_rows, uint tiles_per_run, float threshold, __global float *part_acc,         \
-        __global float *part_l, __global uint *part_skip, uint part_pitch, __local WT *wt,     \
-        __local float *m1, __local float *m2, __local uint *needed, __local float *red,        \
-        __local uint *redu, __local uint *tile, __local uint *rowbit
-#define VALUES_ARGS                                                                            \
-    vbuf, meta, seq_at, blocks_at, units_at, qr0, qr1, n_q_heads, ratio, window, bt, seg_rows, \
-        segs, tpb, block_stride, head_stride, row_bytes, padded, slot_words, head_dim, type,   \
-        tab, scores, score_pitch, bmax, bmax_pitch, tmax, tile_rows, tiles_per_run, threshold, \
-        part_acc, part_l, part_skip, part_pitch, (__local float *)wt, m1, m2, needed, red,     \
-        redu, tile, rowbit
-
-/* How a work-item's coordinates are stored. */
+/* How a work-item's V coordinates are stored. */
 enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
 
-inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *any_needed,
-                        const uint QC)
+/* Floats of the partials of one chunk: acc[QC][head_dim], then m, l, the
+ * skip count and a spare float of each query row. */
+#define PART_FLOATS(QC, hd) ((QC) * ((hd) + 4u))
+
+#define DECODE_PARAMS(QT)                                                                      \
+    __global const uint *kbuf, __global const uint *vbuf, __global const uint *meta,           \
+        uint seq_at, uint blocks_at, uint units_at, uint q_at, uint n_q_heads, uint ratio,     \
+        uint window, uint bt, uint seg_rows, uint segs, uint tpb, ulong k_block_stride,        \
+        ulong k_head_stride, uint k_row_bytes, int k_padded, uint k_slot, uint k_type,         \
+        uint k_rotation, ulong v_block_stride, ulong v_head_stride, uint v_row_bytes,          \
+        int v_padded, uint v_slot, uint v_type, uint v_rotation, uint head_dim,                \
+        __global const float *tab, float pre, float post, float threshold,                     \
+        uint tiles_per_chunk, __global float *part, uint chunk_pitch,                          \
+        __global uint *counters, __global float *out, uint skip_at, uint lse_at,               \
+        __local QT *qloc, __local uint *tile, __local QT *wt, __local float *red,              \
+        __local uint *needed, __local uint *rowbit
+#define DECODE_ARGS                                                                            \
+    kbuf, vbuf, meta, seq_at, blocks_at, units_at, q_at, n_q_heads, ratio, window, bt,         \
+        seg_rows, segs, tpb, k_block_stride, k_head_stride, k_row_bytes, k_padded, k_slot,     \
+        k_type, k_rotation, v_block_stride, v_head_stride, v_row_bytes, v_padded, v_slot,      \
+        v_type, v_rotation, head_dim, tab, pre, post, threshold, tiles_per_chunk, part,        \
+        chunk_pitch, counters, out, skip_at, lse_at, (__local float *)qloc, tile,              \
+        (__local float *)wt, red, needed, rowbit
+
+/* The output rows of a unit from vloc ([QC][head_dim], normalized): R^T
+ * (turbo V), then out, the skip counts and the log-sum-exps, ln(sum_j
+ * e^x_j) = ln 2 (m + log2 l) with m the row's max in base 2. */
+inline void write_rows(__local float *vloc, __local float *tmp, pass_seq ps, uint n_q_heads,
+                       uint ratio, uint kvh, uint u0, uint nu,
+                       uint head_dim, uint v_type, uint v_rotation, __global const float *tab,
+                       __global float *out, uint skip_at, uint lse_at, const float *m,
+                       const float *l, const uint *skipped, const uint QC)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
-    const uint bits = type_bits(type);
-    uint per_row = 1u; /* the host computes the same to size the grid */
-    while (per_row * TKV_VCPT < head_dim && per_row < wg)
-        per_row <<= 1;
-    const uint lanes = wg / per_row, lane = lid / per_row, slice_coords = per_row * TKV_VCPT;
-    const uint n_slices = (head_dim + slice_coords - 1u) / slice_coords;
-    const uint run = get_group_id(1) / n_slices, slice = get_group_id(1) % n_slices;
-    const uint kvh = get_group_id(0);
-    __global const uint *unit = meta + units_at + 2u * get_group_id(2);
+    rotate_rows_local(vloc, tmp, nu, head_dim, type_bits(v_type) ? v_rotation : ~0u, 1, tab);
+    for (uint u = 0; u < nu; u++)
+        for (uint e = lid; e < head_dim; e += wg)
+            out[(ulong)row_p(ps, n_q_heads, ratio, kvh, u0 + u) * head_dim + e] =
+                vloc[u * head_dim + e];
+    if (lid < nu) {
+        for (uint u = 0; u < QC; u++) /* private arrays indexed by a constant */
+            if (u == lid) {
+                const uint p = row_p(ps, n_q_heads, ratio, kvh, u0 + u);
+                ((__global uint *)out)[skip_at + p] = skipped[u];
+                if (lse_at)
+                    out[lse_at + p] = M_LN2_F * (m[u] + log2(l[u]));
+            }
+    }
+}
+
+inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *any_needed,
+                        __local uint *is_last, __local float *mloc, const uint QC)
+{
+    const uint lid = get_local_id(0), wg = get_local_size(0);
+    const uint kvh = get_group_id(0), chunk = get_group_id(1);
+    const uint unit_id = get_group_id(2);
+    __global const uint *unit = meta + units_at + 2u * unit_id;
     const uint s = unit[0], u0 = unit[1];
     const tile_geom g = { bt, seg_rows, segs, tpb };
-    const pass_seq ps = pass_seq_of(meta, seq_at, s, qr0, qr1, window, g);
-    const uint b_first = run * tiles_per_run;
-    if (b_first >= ps.n_tiles)
+    const pass_seq ps = pass_seq_of(meta, seq_at, s, 0u, 0xffffffffu, window, g);
+    const uint n_chunks = (ps.n_tiles + tiles_per_chunk - 1u) / tiles_per_chunk;
+    if (chunk >= n_chunks)
         return;
-    const uint b_end = min(ps.n_tiles, b_first + tiles_per_run);
-    const uint nu = min(QC, (ps.te - ps.tb) * ratio - u0);
-    const uint c0 = slice * slice_coords + lid % per_row * TKV_VCPT;
-    const int active = c0 < head_dim; /* rows narrower than a slice leave some idle */
+    const uint b_first = chunk * tiles_per_chunk;
+    const uint b_end = min(ps.n_tiles, b_first + tiles_per_chunk);
+    const uint nu = min(QC, ps.n_q * ratio - u0);
+    const uint k_bits = type_bits(k_type), v_bits = type_bits(v_type);
 
     query_row rows[TKV_QC_MAX];
-    uint skipped[TKV_QC_MAX];
-    float total_max[TKV_QC_MAX], l[TKV_QC_MAX], acc[TKV_QC_MAX][TKV_VCPT];
-    for (uint u = 0; u < QC; u++) {
-        rows[u] = query_row_of(ps, qr0, n_q_heads, ratio, window, kvh, u0 + min(u, nu - 1u));
-        total_max[u] = tmax[rows[u].p];
-        l[u] = 0.0f;
-        skipped[u] = 0u;
-        for (uint k = 0; k < TKV_VCPT; k++)
-            acc[u][k] = 0.0f;
-    }
-    load_codebooks(cent, bits, tab);
+    for (uint u = 0; u < QC; u++)
+        rows[u] = query_row_of(ps, 0u, n_q_heads, ratio, window, kvh, u0 + min(u, nu - 1u));
 
-    /* this work-item's coordinates in a row: the bit positions of its scale
-     * and of its first value */
+    /* 1. the queries as K's scores take them, qloc[i][u] */
+    {
+        __local float *qv = (__local float *)tile, *tmp = qv + QC * head_dim;
+        for (uint k = lid; k < QC * head_dim; k += wg) {
+            uint u = k / head_dim, e = k - u * head_dim;
+            qv[k] = as_float(
+                meta[q_at + row_p(ps, n_q_heads, ratio, kvh, u0 + min(u, nu - 1u)) * head_dim + e]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        rotate_rows_local(qv, tmp, QC, head_dim, k_bits ? k_rotation : ~0u, 0, tab);
+        for (uint k = lid; k < QC * head_dim; k += wg) {
+            uint u = k / head_dim, e = k - u * head_dim;
+            qloc[e * QC + u] = qv[k];
+        }
+        if (type_is_qjl(k_type))
+            for (uint k = lid; k < QC * head_dim; k += wg) {
+                uint u = k / head_dim, e = k - u * head_dim;
+                group_info gi = group_of_value(head_dim, e);
+                __global const float *sm =
+                    tab + tab_offset(tab, gi.size, TKV_TAB_QJL) + (e - gi.first) * gi.size;
+                __local const float *in = qv + u * head_dim + gi.first;
+                float sum = 0.0f;
+                for (uint j = 0; j < gi.size; j++)
+                    sum += sm[j] * in[j];
+                qloc[(head_dim + e) * QC + u] = sum;
+            }
+        load_codebooks(cent, k_bits ? k_bits : v_bits, tab);
+        /* (load_codebooks ends with a barrier: qloc is complete, tile free) */
+    }
+    /* V of another index width than K: its codebooks after K's */
+    const int v_own = v_bits && k_bits && v_bits != k_bits;
+    {
+        for (uint k = lid; k < (v_own ? TKV_N_GROUP_SIZES * TKV_TAB_MAX_LEVELS : 0u); k += wg) {
+            uint gi = k / TKV_TAB_MAX_LEVELS, c = k % TKV_TAB_MAX_LEVELS;
+            cent[TKV_CENT_FLOATS + k] =
+                c < (1u << v_bits)
+                    ? tab[tab_offset_at(tab, gi,
+                                        TKV_TAB_CENTROIDS + 3u * (v_bits - TKV_TURBO_BITS_MIN)) +
+                          c]
+                    : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    __local const float *kcent = cent;
+    __local const float *vcent = v_own ? cent + TKV_CENT_FLOATS : cent;
+
+    /* this work-item's V coordinates c0 .. c0 + TKV_VCPT - 1: per_row
+     * work-items cover a row (attention.c checks per_row * TKV_VCPT >=
+     * head_dim), lanes of them take rows side by side */
+    uint per_row = 1u;
+    while (per_row * TKV_VCPT < head_dim && per_row < wg)
+        per_row <<= 1;
+    const uint lanes = wg / per_row, lane = lid / per_row;
+    const uint c0 = lid % per_row * TKV_VCPT;
+    const int active = c0 < head_dim;
     enum value_kind kind;
     uint scale_bit = 0u, value_bit;
-    __local const float *ctab = cent;
-    if (type == TKV_TYPE_F32 || !active) {
+    __local const float *ctab = vcent;
+    if (v_type == TKV_TYPE_F32 || !active) {
         kind = VALUE_F32;
         value_bit = 32u * c0;
-    } else if (type == TKV_TYPE_F16) {
+    } else if (v_type == TKV_TYPE_F16) {
         kind = VALUE_F16;
         value_bit = 16u * c0;
-    } else if (type == TKV_TYPE_Q8_0) {
+    } else if (v_type == TKV_TYPE_Q8_0) {
         uint blk = c0 / TKV_Q8_0_BLOCK;
         kind = VALUE_Q8_0;
         scale_bit = 8u * blk * (2u + TKV_Q8_0_BLOCK);
@@ -619,88 +625,101 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
     } else {
         group_info gi = group_of_value(head_dim, c0);
         kind = VALUE_TURBO;
-        scale_bit = 8u * (2u * gi.index + gi.first * bits / 8u);
-        value_bit = scale_bit + 16u + (c0 - gi.first) * bits;
-        ctab = cent + group_table(gi.size) * TKV_TAB_MAX_LEVELS;
+        scale_bit = 8u * (2u * gi.index + gi.first * v_bits / 8u);
+        value_bit = scale_bit + 16u + (c0 - gi.first) * v_bits;
+        ctab = vcent + group_table(gi.size) * TKV_TAB_MAX_LEVELS;
+    }
+
+    float m[TKV_QC_MAX], l[TKV_QC_MAX], acc[TKV_QC_MAX][TKV_VCPT];
+    uint skipped[TKV_QC_MAX];
+    for (uint u = 0; u < QC; u++) {
+        m[u] = -INFINITY;
+        l[u] = 0.0f;
+        skipped[u] = 0u;
+        for (uint k = 0; k < TKV_VCPT; k++)
+            acc[u][k] = 0.0f;
     }
     __global const uint *blocks = meta + blocks_at + ps.block_first;
-    const ulong head_off = (ulong)kvh * head_stride;
-    /* skip when 2^d < threshold: decided by d alone outside a band around
-     * log2(threshold) (exp2 is monotone), by exp2 within it; -INFINITY for
-     * a threshold of 0 keeps every row */
-    const float cut = log2(threshold), band = 1.0f / 64.0f;
-    /* any_needed alternates between two flags: the one a tile resets was
-     * last read two tiles before, which every work-item has left behind at
-     * the tile in between's first barrier */
     uint n_read = 0u;
 
-    for (uint b_rel = b_first; b_rel < b_end; b_rel++) {
+    /* 2. the chunk's tiles that some row of the unit sees: those from the
+     * one holding its first row's first visible row to the one holding
+     * its last row's position */
+    const query_row first_row = query_row_of(ps, 0u, n_q_heads, ratio, window, kvh, u0);
+    const query_row last_row = query_row_of(ps, 0u, n_q_heads, ratio, window, kvh, u0 + nu - 1u);
+    const uint b_start = max(b_first, geom_tile(g, first_row.lo) - ps.tile_base);
+    const uint b_stop = min(b_end, geom_tile(g, last_row.limit) + 1u - ps.tile_base);
+    for (uint b_rel = b_start; b_rel < b_stop; b_rel++) {
         const uint b = ps.tile_base + b_rel, j0 = geom_row0(g, b);
         const uint nt = min(geom_len(g, b), ps.hi - j0);
-        /* uniform: a tile no row of the unit sees adds nothing */
-        if (j0 + nt <= rows[0].lo || j0 > rows[nu - 1u].limit)
-            continue;
-        float before[TKV_QC_MAX];
-        for (uint u = 0; u < QC; u++)
-            before[u] = bmax[(ulong)rows[u].p * bmax_pitch + b_rel];
-        for (uint j = lid; j < nt; j += wg)
-            for (uint u = 0; u < QC; u++) {
-                float sv = j0 + j >= rows[u].lo && j0 + j <= rows[u].limit
-                               ? scores[(ulong)rows[u].p * score_pitch + j0 + j - ps.jbase]
-                               : -INFINITY;
-                wt[j * QC + u] = sv;
-                m1[u * tile_rows + j] = sv;
-            }
+        load_tile(kbuf, blocks, g, j0, nt, k_block_stride, (ulong)kvh * k_head_stride,
+                  k_row_bytes, k_padded, k_slot, tile, rowbit, 0, needed);
         __local int *flag = any_needed + (n_read++ & 1u);
         if (lid == 0u)
             *flag = 0;
         barrier(CLK_LOCAL_MEM_FENCE);
-        /* running max within the tile (Hillis-Steele prefix max) */
-        __local float *pm = m1, *pn = m2;
-        for (uint off = 1u; off < nt; off <<= 1) {
-            for (uint j = lid; j < nt; j += wg)
-                for (uint u = 0; u < QC; u++) {
-                    float x = pm[u * tile_rows + j];
-                    pn[u * tile_rows + j] = j >= off ? fmax(x, pm[u * tile_rows + j - off]) : x;
-                }
+
+        float sv[TKV_QC_MAX];
+        const uint j = j0 + lid;
+        if (lid < nt)
+            score_row(tile, rowbit[lid], head_dim, k_type, k_bits, kcent, (__local float *)qloc,
+                      sv, QC);
+        for (uint u = 0; u < QC; u++) {
+            float x = -INFINITY;
+            if (lid < nt && j >= rows[u].lo && j <= rows[u].limit)
+                x = post > 0.0f ? post * tanh(pre * sv[u]) : pre * sv[u];
+            sv[u] = x;
+            red[u * wg + lid] = x;
+        }
+        /* the tile's max of each query row */
+        for (uint span = wg >> 1; span > 0u; span >>= 1) {
             barrier(CLK_LOCAL_MEM_FENCE);
-            __local float *swap = pm;
-            pm = pn;
-            pn = swap;
+            if (lid < span)
+                for (uint u = 0; u < QC; u++)
+                    red[u * wg + lid] = fmax(red[u * wg + lid], red[u * wg + lid + span]);
         }
-        for (uint j = lid; j < nt; j += wg) {
-            uint need = 0u;
-            for (uint u = 0; u < QC; u++) {
-                float sv = wt[j * QC + u], weight = 0.0f;
-                if (u < nu && j0 + j >= rows[u].lo && j0 + j <= rows[u].limit) {
-                    float pj = exp2(sv - total_max[u]);
-                    float dj = sv - fmax(before[u], pm[u * tile_rows + j]);
-                    l[u] += pj;
-                    if (dj < cut - band || (dj < cut + band && exp2(dj) < threshold)) {
-                        skipped[u]++;
-                    } else {
-                        weight = pj;
-                        need = 1u;
-                    }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        uint need = 0u;
+        for (uint u = 0; u < QC; u++) {
+            const float m_new = fmax(m[u], red[u * wg]);
+            /* nothing seen yet (m_new -INFINITY): nothing to rescale */
+            const float corr = m_new == -INFINITY ? 1.0f : exp2(m[u] - m_new);
+            m[u] = m_new;
+            l[u] *= corr;
+            for (uint k = 0; k < TKV_VCPT; k++)
+                acc[u][k] *= corr;
+            float w = 0.0f;
+            if (u < nu && sv[u] != -INFINITY) {
+                w = exp2(sv[u] - m_new);
+                l[u] += w;
+                if (w < threshold) {
+                    skipped[u]++;
+                    w = 0.0f;
+                } else {
+                    need = 1u;
                 }
-                wt[j * QC + u] = weight;
             }
-            needed[j] = need;
-            if (need)
-                atomic_or(flag, 1);
+            if (lid < nt)
+                ((__local float *)wt)[lid * QC + u] = w;
         }
+        if (lid < nt)
+            needed[lid] = need;
+        if (need)
+            atomic_or(flag, 1);
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (!*flag)
-            continue; /* uniform: the tile's V is not read at all */
-        load_tile(vbuf, blocks, g, j0, nt, block_stride, head_off, row_bytes, padded, slot_words,
-                  tile, rowbit);
+        /* uniform: without a row some query row keeps, the tile's V is not
+         * read at all (the barriers are passed all the same) */
+        const int any = *flag;
+        if (any)
+            load_tile(vbuf, blocks, g, j0, nt, v_block_stride, (ulong)kvh * v_head_stride,
+                      v_row_bytes, v_padded, v_slot, tile, rowbit, threshold > 0.0f, needed);
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint j = lane; j < nt && active; j += lanes) {
-            if (!needed[j])
+        for (uint r = lane; r < nt && active && any; r += lanes) {
+            if (!needed[r])
                 continue;
-            const uint at = rowbit[j] + value_bit, sat = rowbit[j] + scale_bit;
+            const uint at = rowbit[r] + value_bit, sat = rowbit[r] + scale_bit;
             float val[TKV_VCPT], w[TKV_QC_MAX], sc = 1.0f;
-            load_qc(w, wt, j, QC);
+            load_qc(w, (__local float *)wt, r, QC);
             if (kind != VALUE_F32 && kind != VALUE_F16) {
                 /* the block's scale, folded into the weights */
                 sc = !(sat & 15u) ? vload_half(sat >> 4, (__local const half *)tile)
@@ -736,9 +755,9 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
                 }
                 break;
             default: { /* VALUE_TURBO */
-                uint x = tile_bits(tile, at, TKV_VCPT * bits), mask = (1u << bits) - 1u;
+                uint x = tile_bits(tile, at, TKV_VCPT * v_bits), mask = (1u << v_bits) - 1u;
                 for (uint k = 0; k < TKV_VCPT; k++)
-                    val[k] = ctab[(x >> (k * bits)) & mask];
+                    val[k] = ctab[(x >> (k * v_bits)) & mask];
                 break;
             }
             }
@@ -749,98 +768,183 @@ inline void values_body(VALUES_PARAMS(float), __local float *cent, __local int *
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
-    /* the lanes' sums, one query row at a time */
+    /* 3. the chunk's sums: acc over the lanes into vloc[u][c], l and the
+     * skip counts over the work-group */
+    __local float *vloc = (__local float *)tile, *tmp = vloc + QC * head_dim;
+    barrier(CLK_LOCAL_MEM_FENCE);
     for (uint u = 0; u < QC; u++) {
         for (uint k = 0; k < TKV_VCPT; k++)
             red[lid * TKV_VCPT + k] = acc[u][k];
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (lane == 0u && active && u < nu)
+        if (lane == 0u && active)
             for (uint k = 0; k < TKV_VCPT; k++) {
                 float sum = red[lid * TKV_VCPT + k];
                 for (uint r = 1u; r < lanes; r++)
                     sum += red[(r * per_row + lid) * TKV_VCPT + k];
-                part_acc[((ulong)rows[u].p * part_pitch + run) * head_dim + c0 + k] = sum;
+                vloc[u * head_dim + c0 + k] = sum;
             }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (slice)
-        return;
-    for (uint u = 0; u < QC; u++) {
-        red[lid] = l[u];
-        redu[lid] = skipped[u];
-        local_sum_float(red, wg);
-        local_sum_uint(redu, wg);
-        if (lid == 0u && u < nu) {
-            part_l[(ulong)rows[u].p * part_pitch + run] = red[0];
-            part_skip[(ulong)rows[u].p * part_pitch + run] = redu[0];
-        }
-    }
-}
-
-#define VALUES_KERNEL(QC, WT)                                                                  \
-    __kernel void attn_values_##QC(VALUES_PARAMS(WT))                                          \
-    {                                                                                          \
-        __local float cent[TKV_CENT_FLOATS];                                                   \
-        __local int any_needed[2];                                                             \
-        values_body(VALUES_ARGS, cent, any_needed, QC);                                        \
-    }
-VALUES_KERNEL(1, float)
-VALUES_KERNEL(2, float2)
-VALUES_KERNEL(4, float4)
-VALUES_KERNEL(8, float8)
-
-/* ---- attn_merge: one work-group per pass row --------------------------------
- * out = sum of the runs' acc / sum of their l, then R^T (turbo V); the row's
- * skipped count at skip_at + row of the same buffer, and with lse_at
- * non-zero its log-sum-exp at lse_at + row, ln(sum_j e^x_j) = ln 2 (M +
- * log2 l) with M the row's max in base 2, so that one read brings them all
- * back. */
-__kernel void attn_merge(__global const uint *meta, uint seq_at, uint qseq_at, uint qr0,
-                         uint qr1, uint n_q_heads, uint window, uint bt, uint seg_rows, uint segs,
-                         uint tpb, uint head_dim, uint type, uint rotation, uint tiles_per_run,
-                         __global const float *tmax, __global const float *part_acc,
-                         __global const float *part_l, __global const uint *part_skip,
-                         uint part_pitch, __global const float *tab, __global float *out,
-                         uint skip_at, uint lse_at, __local float *v, __local float *tmp,
-                         __local float *lsum, __local uint *lskip)
-{
-    const uint p = get_group_id(0), lid = get_local_id(0), wg = get_local_size(0);
-    const uint qrow = qr0 + p / n_q_heads;
-    const tile_geom g = { bt, seg_rows, segs, tpb };
-    const pass_seq ps = pass_seq_of(meta, seq_at, meta[qseq_at + qrow], qr0, qr1, window, g);
-    const uint runs = (ps.n_tiles + tiles_per_run - 1u) / tiles_per_run;
-    __global const float *part = part_acc + (ulong)p * part_pitch * head_dim;
-
-    float l = 0.0f;
-    uint skipped = 0u;
-    for (uint r = lid; r < runs; r += wg) {
-        l += part_l[(ulong)p * part_pitch + r];
-        skipped += part_skip[(ulong)p * part_pitch + r];
-    }
-    lsum[lid] = l;
-    lskip[lid] = skipped;
-    local_sum_float(lsum, wg);
-    local_sum_uint(lskip, wg);
-    for (uint c = lid; c < head_dim; c += wg) {
-        /* four independent sums keep four loads in flight */
-        float a[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
-        uint r = 0;
-        for (; r + 3u < runs; r += 4u)
-            for (uint k = 0; k < 4u; k++)
-                a[k] += part[(ulong)(r + k) * head_dim + c];
-        for (; r < runs; r++)
-            a[0] += part[(ulong)r * head_dim + c];
-        v[c] = ((a[0] + a[1]) + (a[2] + a[3])) / lsum[0];
+    __local uint *redu = (__local uint *)red; /* the skip counts after l */
+    for (uint u = 0; u < QC; u++)
+        red[u * wg + lid] = l[u];
+    for (uint span = wg >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < span)
+            for (uint u = 0; u < QC; u++)
+                red[u * wg + lid] += red[u * wg + lid + span];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (type_bits(type))
-        rotate_local(v, tmp, head_dim, rotation, 1, tab);
-    const ulong row = (ulong)qr0 * n_q_heads + p;
-    for (uint e = lid; e < head_dim; e += wg)
-        out[row * head_dim + e] = v[e];
-    if (lid == 0u) { /* the skip counts and lse follow the outputs in the same buffer */
-        ((__global uint *)out)[skip_at + row] = lskip[0];
-        if (lse_at)
-            out[lse_at + row] = M_LN2_F * (tmax[p] + log2(lsum[0]));
+    for (uint u = 0; u < QC; u++)
+        l[u] = red[u * wg];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint u = 0; u < QC; u++)
+        redu[u * wg + lid] = skipped[u];
+    for (uint span = wg >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < span)
+            for (uint u = 0; u < QC; u++)
+                redu[u * wg + lid] += redu[u * wg + lid + span];
     }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint u = 0; u < QC; u++)
+        skipped[u] = redu[u * wg];
+
+    /* one chunk: its sums are the rows'; else the chunk's partials, then
+     * the counter of its (unit, kv head). Below, every work-group passes
+     * every barrier, and what it does not have to do is skipped by bounds:
+     * compilers that turn work-groups into loops (PoCL) then need not
+     * replicate the kernel's tail per branch. */
+    const uint pair = unit_id * get_num_groups(0) + kvh;
+    const uint part_floats = PART_FLOATS(QC, head_dim);
+    const int single = n_chunks == 1u;
+    if (single) {
+        for (uint k = lid; k < nu * head_dim; k += wg) {
+            const uint u = k / head_dim;
+            float lu = 0.0f;
+            for (uint i = 0; i < QC; i++) /* private arrays indexed by a constant */
+                lu = i == u ? l[i] : lu;
+            vloc[k] /= lu;
+        }
+    } else {
+        __global float *mine = part + ((ulong)pair * chunk_pitch + chunk) * part_floats;
+        for (uint k = lid; k < nu * head_dim; k += wg)
+            mine[k] = vloc[k];
+        if (lid < QC) {
+            __global float *stat = mine + QC * head_dim + 4u * lid;
+            for (uint u = 0; u < QC; u++)
+                if (u == lid) {
+                    stat[0] = m[u];
+                    stat[1] = l[u];
+                    stat[2] = as_float(skipped[u]);
+                }
+        }
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+    }
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    if (lid == 0u)
+        *is_last = !single && atomic_inc(counters + pair) == n_chunks - 1u;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const int merging = *is_last;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+
+    /* 4. the last to arrive merges: M = max m_c, L = sum l_c 2^(m_c - M),
+     * out = sum acc_c 2^(m_c - M) / L; the chunks of a row side by side,
+     * cp of them (a power of two) per row in red, redu and scale */
+    __global const float *all = part + (ulong)pair * chunk_pitch * part_floats;
+    uint cp = 1u;
+    while (cp < n_chunks)
+        cp <<= 1;
+    const uint log_cp = 31u - clz(cp), n_pairs = merging ? QC * cp : 0u;
+    __local float *scale = tmp; /* [QC][cp]: attention.c sizes the tile for it */
+    __local float *lsum = tmp + QC * cp;
+    for (uint k = lid; k < n_pairs; k += wg) {
+        const uint u = k >> log_cp, c = k & (cp - 1u);
+        red[k] = c < n_chunks && u < nu
+                     ? all[(ulong)c * part_floats + QC * head_dim + 4u * u]
+                     : -INFINITY;
+    }
+    for (uint span = cp >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = lid; k < (merging ? QC * span : 0u); k += wg) {
+            const uint u = k / span, c = k - u * span;
+            red[u * cp + c] = fmax(red[u * cp + c], red[u * cp + c + span]);
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (merging) {
+        for (uint u = 0; u < QC; u++)
+            m[u] = red[u * cp];
+        if (lid < QC)
+            mloc[lid] = red[lid * cp];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint k = lid; k < n_pairs; k += wg) {
+        const uint u = k >> log_cp, c = k & (cp - 1u);
+        float f = 0.0f, lc = 0.0f;
+        uint sc = 0u;
+        if (c < n_chunks && u < nu) {
+            __global const float *st = all + (ulong)c * part_floats + QC * head_dim + 4u * u;
+            float mc = st[0];
+            f = mc == -INFINITY ? 0.0f : exp2(mc - mloc[u]);
+            lc = st[1] * f;
+            sc = as_uint(st[2]);
+        }
+        scale[k] = f;
+        redu[k] = sc;
+        lsum[k] = lc;
+    }
+    for (uint span = cp >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = lid; k < (merging ? QC * span : 0u); k += wg) {
+            const uint u = k / span, c = k - u * span;
+            lsum[u * cp + c] += lsum[u * cp + c + span];
+            redu[u * cp + c] += redu[u * cp + c + span];
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (merging)
+        for (uint u = 0; u < QC; u++) {
+            l[u] = lsum[u * cp];
+            skipped[u] = redu[u * cp];
+        }
+    /* four coordinates per work-item, eight chunks' loads in flight */
+    for (uint k4 = lid; k4 < (merging ? nu * head_dim / 4u : 0u); k4 += wg) {
+        const uint u = 4u * k4 / head_dim;
+        __local const float *f = scale + u * cp;
+        __global const float *col = all + 4u * k4;
+        float4 a0 = (float4)(0.0f), a1 = (float4)(0.0f);
+        uint c = 0;
+        for (; c + 8u <= n_chunks; c += 8u) {
+            float4 x[8];
+            for (uint i = 0; i < 8u; i++)
+                x[i] = vload4(0, col + (ulong)(c + i) * part_floats);
+            for (uint i = 0; i < 8u; i += 2u) {
+                a0 = mad(x[i], (float4)(f[c + i]), a0);
+                a1 = mad(x[i + 1u], (float4)(f[c + i + 1u]), a1);
+            }
+        }
+        for (; c < n_chunks; c++)
+            a0 = mad(vload4(0, col + (ulong)c * part_floats), (float4)(f[c]), a0);
+        vstore4((a0 + a1) / lsum[u * cp], 0, vloc + 4u * k4);
+    }
+    if (merging && lid == 0u)
+        counters[pair] = 0u; /* for the next call */
+    barrier(CLK_LOCAL_MEM_FENCE);
+    write_rows(vloc, tmp, ps, n_q_heads, ratio, kvh, u0, single || merging ? nu : 0u, head_dim,
+               v_type, v_rotation, tab, out, skip_at, lse_at, m, l, skipped, QC);
 }
+
+#define DECODE_KERNEL(QC, QT)                                                                  \
+    __kernel void attn_decode_##QC(DECODE_PARAMS(QT))                                          \
+    {                                                                                          \
+        __local float cent[2u * TKV_CENT_FLOATS];                                              \
+        __local int any_needed[2];                                                             \
+        __local uint is_last;                                                                  \
+        __local float mloc[QC];                                                                \
+        decode_body(DECODE_ARGS, cent, any_needed, &is_last, mloc, QC);                        \
+    }
+DECODE_KERNEL(2, float2)
+DECODE_KERNEL(4, float4)
+DECODE_KERNEL(8, float8)
+DECODE_KERNEL(16, float16)

@@ -199,15 +199,15 @@ inline ulong pool_row(__global const uint *blocks, uint block0, uint block_token
 }
 
 /*
- * src: n_rows = n_tokens * n_heads rows of head_dim floats, token-major; row
- * t * n_heads + h is token first_pos + t of head h (pool_row). Non-finite
- * inputs are stored as 0 and counted.
+ * src from float src_at on: n_rows = n_tokens * n_heads rows of head_dim
+ * floats, token-major; row t * n_heads + h is token first_pos + t of head h
+ * (pool_row). Non-finite inputs are stored as 0 (the host counts them).
  */
-__kernel void quantize_rows(__global const float *src, uint n_heads, uint head_dim,
+__kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads, uint head_dim,
                             __global uchar *dst, __global const uint *blocks, uint block0,
                             uint first_pos, uint block_tokens, ulong block_stride,
                             ulong head_stride, uint row_bytes, uint type, uint rotation,
-                            uint scale_mode, __global const float *tab, __global uint *nonfinite)
+                            uint scale_mode, __global const float *tab)
 {
     __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
     __local uchar idx[TKV_HEAD_DIM_MAX];
@@ -215,19 +215,14 @@ __kernel void quantize_rows(__global const float *src, uint n_heads, uint head_d
     __local int renorm;
     const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
     const uint t = row / n_heads, h = row % n_heads;
-    __global const float *in = src + (ulong)row * head_dim;
+    __global const float *in = src + src_at + (ulong)row * head_dim;
     __global uchar *out = dst + pool_row(blocks, block0, block_tokens, block_stride, head_stride,
                                          row_bytes, h, first_pos + t);
 
-    uint bad = 0u;
     for (uint e = lid; e < head_dim; e += n) {
         float v = in[e];
-        int finite = isfinite(v);
-        x[e] = finite ? v : 0.0f;
-        bad += !finite;
+        x[e] = isfinite(v) ? v : 0.0f;
     }
-    if (bad)
-        atomic_add(nonfinite, bad);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     if (type == TKV_TYPE_F32) {
