@@ -114,7 +114,7 @@ static int usage(FILE *f)
             "usage: turbokv bench [options]\n"
             "Decode-attention time per layer and quantize-append throughput per K/V type, with the\n"
             "dense f32 and f16 caches of the same backend as the baseline (always measured).\n"
-            "  --backend B     auto, cpu, vulkan, opencl (default: configuration)\n"
+            "  --backend B     auto or a plugin name: cpu, vulkan, opencl, ... (default: configuration)\n"
             "  --types LIST    K/V types, K and V alike (default " DEFAULT_TYPES ")\n"
             "  --ctx LIST      context lengths, N or NK (default " DEFAULT_CTX ")\n"
             "  --preset NAME   llama3-8b (32 query heads, 8 kv heads, head_dim 128; default),\n"

@@ -101,7 +101,7 @@ static int usage(FILE *f)
             "  --needle-ctx LIST  context lengths of the needle test, 16..65536 (default\n"
             "                     " DEFAULT_NEEDLE_CTX "; 0 leaves the test out)\n"
             "  --needles N        needles per context (default %d)\n"
-            "  --backend B        auto, cpu, vulkan, opencl (default: configuration)\n"
+            "  --backend B        auto or a plugin name: cpu, vulkan, opencl, ... (default: configuration)\n"
             "  --json             one JSON array of rows: table 1 rows (\"table\": \"types\") have\n"
             "                     type, head_dim, groups, rotation, v_type, bits_per_value,\n"
             "                     bits_bound, mse, mse_optimal, mse_ratio, ip_err, ip_bias,\n"
@@ -887,7 +887,7 @@ static const struct tool_option options[] = {
     { O_CTX, 'c', "ctx", "a token count", NULL },
     { O_KEYS, 0, "keys", "a float32 .npy file", NULL },
     { O_VALUES, 0, "values", "a float32 .npy file", NULL },
-    { O_BACKEND, 0, "backend", "auto, cpu, vulkan or opencl", NULL },
+    { O_BACKEND, 0, "backend", "auto or a plugin name (cpu, vulkan, opencl, ...)", NULL },
     { O_JSON, 0, "json", NULL, NULL },
     { O_NEEDLE_CTX, 0, "needle-ctx", "a comma-separated list of token counts, or 0", NULL },
     { O_NEEDLES, 0, "needles", "a needle count", NULL },

@@ -68,7 +68,7 @@ static int usage(FILE *f)
             "                     turbo3 values), K/V type names (turbo4o/turbo3), any\n"
             "                     type name, default (the configuration decides);\n"
             "                     f32, the baseline, is always measured\n"
-            "      --backend B    auto, cpu, vulkan, opencl (default: configuration)\n"
+            "      --backend B    auto or a plugin name: cpu, vulkan, opencl, ... (default: configuration)\n"
             "      --json         print a JSON array instead of the table, with the figures of\n"
             "                     every window\n"
             "Options take their value as -c 256, -c256, --ctx 256 or --ctx=256; see man turbokv.\n");
@@ -394,7 +394,7 @@ static const struct tool_option options[] = {
     { O_CTX, 0, "ctx-size", "a token count", NULL },
     { O_CHUNKS, 0, "chunks", "a window count or all", "--windows" },
     { O_TYPES, 0, "types", "a comma-separated list of schemes", "--schemes --scheme" },
-    { O_BACKEND, 0, "backend", "auto, cpu, vulkan or opencl", NULL },
+    { O_BACKEND, 0, "backend", "auto or a plugin name (cpu, vulkan, opencl, ...)", NULL },
     { O_JSON, 0, "json", NULL, NULL },
     { 0, 0, NULL, NULL, NULL },
 };

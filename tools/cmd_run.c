@@ -62,7 +62,7 @@ static int usage(FILE *f)
             "      --scheme NAME    the configuration's scheme (TURBO_SCHEME) for this run: auto,\n"
             "                       a type name or kXvY (k8v4: q8_0 keys, turbo4 values); types\n"
             "                       not given follow the configuration\n"
-            "      --backend B      auto, cpu, vulkan, opencl (default: configuration)\n"
+            "      --backend B      auto or a plugin name: cpu, vulkan, opencl, ... (default: configuration)\n"
             "      --save-cache F   after prefilling the prompt, save the cache to F\n"
             "      --load-cache F   continue from a cache saved with --save-cache and the same\n"
             "                       --prompt; the K/V types come from the file\n"
@@ -94,7 +94,7 @@ static const struct tool_option options[] = {
     { O_K_TYPE, 0, "k-type", "a type", "-ctk --cache-type-k" },
     { O_V_TYPE, 0, "v-type", "a type", "-ctv --cache-type-v" },
     { O_SCHEME, 0, "scheme", "a scheme", NULL },
-    { O_BACKEND, 0, "backend", "auto, cpu, vulkan or opencl", NULL },
+    { O_BACKEND, 0, "backend", "auto or a plugin name (cpu, vulkan, opencl, ...)", NULL },
     { O_SAVE_CACHE, 0, "save-cache", "a file to write", NULL },
     { O_LOAD_CACHE, 0, "load-cache", "a file saved with --save-cache", NULL },
     { O_JSON, 0, "json", NULL, NULL },

@@ -149,7 +149,7 @@ static int ocl_open(const struct tkv_open_params *params, void **dev_out)
  * core's policy), so they are no value type. Turbo rows take every rotation
  * (rotate_local in kernels/common.cl: WHT, DENSE, and NONE as the identity)
  * and both scale modes. */
-#define ALL_TYPES ((1u << TKV_TYPE_COUNT) - 1u)
+#define ALL_TYPES ((1u << TKV_TYPE_FIRST_R1) - 1u) /* format revision 0 */
 #define QJL_TYPES ((1u << TKV_TYPE_TURBO3_QJL) | (1u << TKV_TYPE_TURBO4_QJL))
 
 static int ocl_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
