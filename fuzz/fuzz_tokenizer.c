@@ -34,8 +34,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     int32_t *tokens = NULL;
     uint32_t n = 0;
-    if (tokenizer_encode(&t, text, text_len, 1, &tokens, &n) == 0) {
+    struct tokenizer_unknown unknown = {0};
+    if (tokenizer_encode(&t, text, text_len, 1, &tokens, &n, &unknown) == 0) {
         FUZZ_CHECK(n >= 1 && tokens[0] == TOKENIZER_BOS, "no BOS");
+        FUZZ_CHECK(unknown.count <= text_len && (unknown.count == 0 || unknown.first_offset < text_len),
+                   "%u unknown characters, first at %zu, in %zu bytes", unknown.count, unknown.first_offset, text_len);
         FUZZ_CHECK(n <= text_len + 2, "%u tokens for %zu bytes", n, text_len);
         size_t len = 0;
         for (uint32_t i = 0; i < n; i++) {
