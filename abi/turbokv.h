@@ -36,7 +36,7 @@
 extern "C" {
 #endif
 
-#define TKV_VERSION_STRING "0.3.0"
+#define TKV_VERSION_STRING "0.4.0"
 
 /* Marks the exported functions (the library is built with hidden visibility).
  * With TKV_CDEF (declarations for a binding generator such as cffi:
@@ -236,6 +236,49 @@ TKV_API int tkv_attention(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, con
 TKV_API int tkv_attention_ex(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
                              const uint32_t *n_q, uint32_t n_q_heads, const float *q, float *out,
                              const struct tkv_attention_options *opts);
+
+/* --- 0.4: typed tensors ------------------------------------------------------
+ * Engines keep q, k and v in half precision. These calls take the host's
+ * arrays in their own element type: the core widens f16 and bf16 to f32
+ * exactly (every f16 and bf16 value is a float) before the backend sees
+ * them, and rounds the f32 attention output to the requested type (to
+ * nearest even; f16 overflow gives +-Inf). Stored bytes and attention are
+ * therefore those of the f32 calls on the widened values, on every backend. */
+
+/* Element types of a tensor (struct tkv_tensor.elem). */
+enum tkv_elem {
+    TKV_ELEM_F32 = 0,  /* IEEE binary32 */
+    TKV_ELEM_F16 = 1,  /* IEEE binary16 */
+    TKV_ELEM_BF16 = 2, /* bfloat16: the upper 16 bits of a binary32 */
+};
+
+/* Where a tensor's elements live (struct tkv_tensor.memory). */
+enum tkv_memory {
+    TKV_MEMORY_HOST = 0, /* data is a host pointer */
+};
+
+/* An array the host passes: shape and order are those of the f32 calls
+ * (k, v: [n_tokens][n_kv_heads][head_dim]; q, out:
+ * [n_q_total][n_q_heads][head_dim]), densely packed, of one element type. */
+struct tkv_tensor {
+    uint32_t struct_size; /* sizeof(struct tkv_tensor) */
+    uint32_t elem;        /* enum tkv_elem */
+    uint32_t memory;      /* enum tkv_memory */
+    uint32_t reserved;    /* 0 */
+    void *data;           /* TKV_MEMORY_HOST: the first element; only read
+                             for inputs */
+};
+
+/* tkv_cache_append with k and v of any element type. A failure (a bad
+ * tensor, no memory for the widened copy) changes nothing. */
+TKV_API int tkv_cache_append_tensors(tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t n_tokens,
+                                     const struct tkv_tensor *k, const struct tkv_tensor *v);
+
+/* tkv_attention_ex with q and out of any element type (out f32, f16 or
+ * bf16; opts->lse stays f32). */
+TKV_API int tkv_attention_tensors(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
+                                  const uint32_t *n_q, uint32_t n_q_heads, const struct tkv_tensor *q,
+                                  const struct tkv_tensor *out, const struct tkv_attention_options *opts);
 
 /* Tokens stored for a sequence in a layer. */
 TKV_API int tkv_cache_length(const tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t *n_tokens);

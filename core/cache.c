@@ -15,6 +15,7 @@
 #include "cache.h"
 #include "error.h"
 #include "policy.h"
+#include "tensor.h"
 
 #define MAX_KV_HEADS 1024u
 #define MAX_SEQS 65536u
@@ -44,6 +45,7 @@ void tkv_cache_free(tkv_cache *c)
     free(c->free_ids);
     free(c->attn_seqs);
     free(c->attn_blocks);
+    free(c->conv);
     free(c);
 }
 
@@ -627,6 +629,108 @@ int tkv_attention_ex(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
     if (!n_q)
         return tkv_error(TKV_EINVAL, "tkv_attention_ex: n_q is NULL");
     TKV_GUARDED(c->ctx, "tkv_attention_ex", attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, q, out, opts));
+}
+
+/* ---- typed tensors: widened to f32 in the cache's conversion buffer ---- */
+
+static int append_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const struct tkv_tensor *k,
+                          const struct tkv_tensor *v)
+{
+    static const char fn[] = "tkv_cache_append_tensors";
+    int rc;
+    if ((rc = tkv_tensor_check(k, fn, "k")) != TKV_OK || (rc = tkv_tensor_check(v, fn, "v")) != TKV_OK)
+        return rc;
+    if ((rc = check_seq_layer(c, fn, seq, layer)) != TKV_OK)
+        return rc;
+    if (n_tokens == 0)
+        return tkv_error(TKV_EINVAL, "%s: n_tokens is 0", fn);
+    struct tkv_layer *L = &c->layers[layer];
+    if (n_tokens > c->capacity - L->len[seq]) /* before sizing a copy by n_tokens */
+        return tkv_error(TKV_ERANGE, "%s: capacity exceeded: layer %u sequence %u holds %u of %u tokens, %u more "
+                         "requested", fn, layer, seq, L->len[seq], c->capacity, n_tokens);
+    size_t n = (size_t)n_tokens * c->n_kv_heads * c->head_dim;
+    const float *kf = k->data, *vf = v->data;
+    size_t need = (k->elem != TKV_ELEM_F32 ? n : 0) + (v->elem != TKV_ELEM_F32 ? n : 0);
+    if (need) {
+        float *buf = tkv_tensor_scratch(c, need, fn);
+        if (!buf)
+            return TKV_ENOMEM;
+        if (k->elem != TKV_ELEM_F32) {
+            tkv_tensor_widen(buf, k->data, k->elem, n);
+            kf = buf;
+            buf += n;
+        }
+        if (v->elem != TKV_ELEM_F32) {
+            tkv_tensor_widen(buf, v->data, v->elem, n);
+            vf = buf;
+        }
+    }
+    return cache_append(c, seq, layer, n_tokens, kf, vf);
+}
+
+int tkv_cache_append_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const struct tkv_tensor *k,
+                             const struct tkv_tensor *v)
+{
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_cache_append_tensors: cache is NULL");
+    TKV_GUARDED(c->ctx, "tkv_cache_append_tensors", append_tensors(c, seq, layer, n_tokens, k, v));
+}
+
+static int attention_tensors(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
+                             const uint32_t *n_q, uint32_t n_q_heads, const struct tkv_tensor *q,
+                             const struct tkv_tensor *out, const struct tkv_attention_options *opts)
+{
+    static const char fn[] = "tkv_attention_tensors";
+    int rc;
+    if ((rc = tkv_tensor_check(q, fn, "q")) != TKV_OK || (rc = tkv_tensor_check(out, fn, "out")) != TKV_OK)
+        return rc;
+    if (q->elem == TKV_ELEM_F32 && out->elem == TKV_ELEM_F32)
+        return attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, q->data, out->data, opts);
+    /* the sizes of the copies; attention() checks the rest */
+    if (!seq_ids)
+        return tkv_error(TKV_EINVAL, "%s: seq_ids is NULL", fn);
+    if (n_seqs == 0 || n_seqs > c->n_seqs)
+        return tkv_error(TKV_EINVAL, "%s: n_seqs %u must be 1..%u", fn, n_seqs, c->n_seqs);
+    if (n_q_heads == 0 || n_q_heads % c->n_kv_heads)
+        return tkv_error(TKV_EINVAL, "%s: n_q_heads %u must be a positive multiple of n_kv_heads %u", fn, n_q_heads,
+                         c->n_kv_heads);
+    uint64_t rows = 0;
+    for (uint32_t s = 0; s < n_seqs; s++)
+        rows += n_q[s];
+    if (rows > c->capacity * (uint64_t)n_seqs)
+        return tkv_error(TKV_ERANGE, "%s: %llu query tokens, more than the %u sequences can hold", fn,
+                         (unsigned long long)rows, n_seqs);
+    size_t n = (size_t)rows * n_q_heads * c->head_dim;
+    size_t need = (q->elem != TKV_ELEM_F32 ? n : 0) + (out->elem != TKV_ELEM_F32 ? n : 0);
+    float *buf = tkv_tensor_scratch(c, need, fn);
+    if (!buf)
+        return TKV_ENOMEM;
+    const float *qf = q->data;
+    float *of = out->data;
+    if (q->elem != TKV_ELEM_F32) {
+        tkv_tensor_widen(buf, q->data, q->elem, n);
+        qf = buf;
+        buf += n;
+    }
+    if (out->elem != TKV_ELEM_F32)
+        of = buf;
+    if ((rc = attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, qf, of, opts)) != TKV_OK)
+        return rc;
+    if (out->elem != TKV_ELEM_F32)
+        tkv_tensor_narrow(out->data, of, out->elem, n);
+    return TKV_OK;
+}
+
+int tkv_attention_tensors(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
+                          uint32_t n_q_heads, const struct tkv_tensor *q, const struct tkv_tensor *out,
+                          const struct tkv_attention_options *opts)
+{
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_attention_tensors: cache is NULL");
+    if (!n_q)
+        return tkv_error(TKV_EINVAL, "tkv_attention_tensors: n_q is NULL");
+    TKV_GUARDED(c->ctx, "tkv_attention_tensors",
+                attention_tensors(c, layer, n_seqs, seq_ids, n_q, n_q_heads, q, out, opts));
 }
 
 static int cache_length(const tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t *n_tokens)

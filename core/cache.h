@@ -50,6 +50,8 @@ struct tkv_cache {
     uint32_t attn_seqs_cap;
     uint32_t *attn_blocks;
     uint64_t attn_blocks_cap;
+    float *conv;           /* f16/bf16 <-> f32 of the typed-tensor calls */
+    size_t conv_cap;       /* floats */
     struct tkv_cache_stats stats; /* values the format could not hold, since creation */
 };
 

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "turbokv.h"
+#include "turbokv_format.h"
 
 #define LAYERS 2
 #define HEADS 2
@@ -466,6 +467,149 @@ static void save_target_rules(void **state)
     tkv_cache_destroy(c);
 }
 
+/* ---- typed tensors (0.4): f16 / bf16 inputs and outputs ---- */
+
+static uint16_t f16_bits(float f) { return tkv_fp16_from_float(f); }
+
+static float bf16_value(uint16_t b)
+{
+    union { uint32_t u; float f; } v = { (uint32_t)b << 16 };
+    return v.f;
+}
+
+/* The nearest bf16 of a finite f, ties to even, chosen by comparing the two
+ * candidates' values (not by the bit trick the core uses). */
+static uint16_t bf16_nearest(float f)
+{
+    union { float f; uint32_t u; } v = { f };
+    uint16_t lo = (uint16_t)(v.u >> 16), hi = (uint16_t)(lo + 1);
+    double dlo = fabs((double)f - bf16_value(lo)), dhi = fabs((double)f - bf16_value(hi));
+    if (dlo < dhi)
+        return lo;
+    if (dhi < dlo)
+        return hi;
+    return (lo & 1) ? hi : lo;
+}
+
+static struct tkv_tensor tensor(uint32_t elem, const void *data)
+{
+    return (struct tkv_tensor){ .struct_size = sizeof(struct tkv_tensor), .elem = elem, .data = (void *)data };
+}
+
+/* Appending f16/bf16 stores what appending their exact f32 values stores;
+ * attention with f16/bf16 q gives the f32 result on the widened q, and an
+ * f16/bf16 out is that result rounded to nearest even (Inf past 65504). */
+static void typed_tensors_match_f32(void **state)
+{
+    (void)state;
+    enum { N = 6, Q = 2 * HEADS }; /* GQA 2 */
+    static const uint32_t types[][2] = { { TKV_TYPE_F32, TKV_TYPE_F32 }, { TKV_TYPE_TURBO3, TKV_TYPE_Q8_0 } };
+    float raw[2][N * ROW], wide[2][N * ROW];
+    uint16_t h[2][N * ROW];
+    fill(raw[0], N * ROW, 11);
+    fill(raw[1], N * ROW, 12);
+    raw[0][3] = 3.0e-6f;  /* an f16 subnormal */
+    for (int elem = TKV_ELEM_F16; elem <= TKV_ELEM_BF16; elem++)
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            /* coordinate 5 of kv head 0 in every V row: past f16's range
+             * with bf16 inputs, so that those outputs overflow an f16 out */
+            for (size_t t = 0; t < N; t++)
+                raw[1][t * ROW + 5] = elem == TKV_ELEM_BF16 ? 1.0e+5f : 6.0e+4f;
+            for (int w = 0; w < 2; w++)
+                for (size_t i = 0; i < N * ROW; i++) {
+                    h[w][i] = elem == TKV_ELEM_F16 ? f16_bits(raw[w][i]) : bf16_nearest(raw[w][i]);
+                    wide[w][i] = elem == TKV_ELEM_F16 ? tkv_fp16_to_float(h[w][i]) : bf16_value(h[w][i]);
+                }
+            tkv_cache *ref = make_cache(types[ti][0], types[ti][1], 1);
+            tkv_cache *typed = make_cache(types[ti][0], types[ti][1], 1);
+            struct tkv_tensor k = tensor(elem, h[0]), v = tensor(elem, h[1]);
+            for (uint32_t l = 0; l < LAYERS; l++) {
+                assert_int_equal(tkv_cache_append(ref, 0, l, N, wide[0], wide[1]), TKV_OK);
+                assert_int_equal(tkv_cache_append_tensors(typed, 0, l, N, &k, &v), TKV_OK);
+            }
+            struct snapshot *a = malloc(sizeof *a), *b = malloc(sizeof *b);
+            snap(ref, a);
+            snap(typed, b);
+            assert_memory_equal(a, b, sizeof *a);
+            if (types[ti][0] == TKV_TYPE_F32) /* f32 rows hold the widened values exactly */
+                assert_memory_equal(a->kv[0][0], wide[0], sizeof(float) * N * ROW);
+            free(a);
+            free(b);
+
+            float qraw[2 * Q * DIM], qwide[2 * Q * DIM], out_ref[2 * Q * DIM], out_f32[2 * Q * DIM];
+            uint16_t qh[2 * Q * DIM], out_h[2 * Q * DIM];
+            fill(qraw, 2 * Q * DIM, 13);
+            for (size_t i = 0; i < 2 * Q * DIM; i++) {
+                qh[i] = elem == TKV_ELEM_F16 ? f16_bits(qraw[i]) : bf16_nearest(qraw[i]);
+                qwide[i] = elem == TKV_ELEM_F16 ? tkv_fp16_to_float(qh[i]) : bf16_value(qh[i]);
+            }
+            const uint32_t seq = 0, nq = 2;
+            assert_int_equal(tkv_attention_ex(ref, 1, 1, &seq, &nq, Q, qwide, out_ref, NULL), TKV_OK);
+            struct tkv_tensor q = tensor(elem, qh), out = tensor(TKV_ELEM_F32, out_f32);
+            assert_int_equal(tkv_attention_tensors(typed, 1, 1, &seq, &nq, Q, &q, &out, NULL), TKV_OK);
+            assert_memory_equal(out_ref, out_f32, sizeof out_ref);
+            int overflowed = 0;
+            for (int oe = TKV_ELEM_F16; oe <= TKV_ELEM_BF16; oe++) {
+                struct tkv_tensor o = tensor(oe, out_h);
+                assert_int_equal(tkv_attention_tensors(typed, 1, 1, &seq, &nq, Q, &q, &o, NULL), TKV_OK);
+                for (size_t i = 0; i < 2 * Q * DIM; i++) {
+                    uint16_t want = oe == TKV_ELEM_F16 ? f16_bits(out_ref[i]) : bf16_nearest(out_ref[i]);
+                    if (out_h[i] != want)
+                        fail_msg("elem %d, types %zu, out elem %d: value %zu is 0x%04x, want 0x%04x (of %.9g)", elem,
+                                 ti, oe, i, out_h[i], want, (double)out_ref[i]);
+                    overflowed += oe == TKV_ELEM_F16 && fabsf(out_ref[i]) > 65520.0f && (out_h[i] & 0x7fff) == 0x7c00;
+                }
+            }
+            if (elem == TKV_ELEM_BF16 && types[ti][1] == TKV_TYPE_F32)
+                assert_int_equal(overflowed, 2 * 2); /* 2 tokens x 2 query heads of kv head 0 */
+            tkv_cache_destroy(ref);
+            tkv_cache_destroy(typed);
+        }
+}
+
+/* A bad tensor is refused with its member named, and changes nothing. */
+static void bad_tensors_refused(void **state)
+{
+    (void)state;
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
+    fill_tokens(c, 0, 3, 5);
+    struct snapshot *before = malloc(sizeof *before);
+    snap(c, before);
+    uint16_t data[2 * ROW] = { 0 };
+    struct tkv_tensor good = tensor(TKV_ELEM_F16, data), bad;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, NULL, &good), TKV_EINVAL, "k is NULL");
+    bad = good;
+    bad.elem = 7;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &good, &bad), TKV_EINVAL, "v->elem 7");
+    bad = good;
+    bad.memory = 1;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &bad, &good), TKV_EUNSUPPORTED, "k->memory 1");
+    bad = good;
+    bad.reserved = 3;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &bad, &good), TKV_EINVAL, "k->reserved");
+    bad = good;
+    bad.struct_size = 8;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &good, &bad), TKV_EINVAL, "v->struct_size 8");
+    bad = good;
+    bad.data = NULL;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &good, &bad), TKV_EINVAL, "v->data is NULL");
+    expect_error(tkv_cache_append_tensors(c, 0, 0, CAP, &good, &good), TKV_ERANGE, "capacity exceeded");
+    assert_unchanged(c, before);
+    const uint32_t seq = 0, nq = 1;
+    uint16_t out[2 * ROW];
+    struct tkv_tensor o = tensor(TKV_ELEM_BF16, out);
+    bad = good;
+    bad.elem = 9;
+    expect_error(tkv_attention_tensors(c, 0, 1, &seq, &nq, HEADS, &bad, &o, NULL), TKV_EINVAL, "q->elem 9");
+    expect_error(tkv_attention_tensors(c, 0, 1, &seq, &nq, HEADS, &good, NULL, NULL), TKV_EINVAL, "out is NULL");
+    expect_error(tkv_attention_tensors(c, 0, 1, &seq, &nq, 3, &good, &o, NULL), TKV_EINVAL, "n_q_heads 3");
+    const uint32_t many = 4;
+    expect_error(tkv_attention_tensors(c, 0, 1, &seq, &many, HEADS, &good, &o, NULL), TKV_ERANGE, "fewer than n_q");
+    assert_unchanged(c, before);
+    free(before);
+    tkv_cache_destroy(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -478,6 +622,8 @@ int main(void)
         cmocka_unit_test(failed_save_keeps_old_file),
         cmocka_unit_test(save_target_rules),
         cmocka_unit_test(nonfinite_and_saturation_counted),
+        cmocka_unit_test(typed_tensors_match_f32),
+        cmocka_unit_test(bad_tensors_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -165,6 +165,22 @@ class Append(unittest.TestCase):
         self.assertLess(err, 0.02)
         self.assertGreater(err, 0.0)
 
+    def test_float16_rows_are_the_float32_rows(self):
+        # float16 k/v are widened exactly: what is stored is what k.astype(float32) stores
+        k, v = rows(0, 20, 9).astype(np.float16), rows(0, 20, 10).astype(np.float16)
+        for types in (("f32", "f32"), ("turbo3", "q8_0")):
+            a, b = make(*types), make(*types)
+            b.append(0, 2, k, v)
+            a.append(0, 2, k.astype(np.float32), v.astype(np.float32))
+            for which in ("k", "v"):
+                np.testing.assert_array_equal(b.dequantize(0, 2, which), a.dequantize(0, 2, which))
+            if types[0] == "f32":
+                np.testing.assert_array_equal(b.dequantize(0, 2, "k"), k.astype(np.float32))
+            a.close()
+            b.close()
+        with self.assertRaisesRegex(TypeError, r"k has dtype float64, expected float32 or float16"):
+            self.c.append(1, 0, k.astype(np.float64), k)
+
 
 class Attention(unittest.TestCase):
     @classmethod
@@ -245,6 +261,18 @@ class Attention(unittest.TestCase):
             ro = np.empty_like(q)
             ro.flags.writeable = False
             self.c.attention(0, [0, 1], q, out=ro)
+
+    def test_float16_queries_and_out(self):
+        ids, nq = [3, 1], [2, 3]
+        q = queries(5, seed=4.0).astype(np.float16)
+        want = self.c.attention(1, ids, q.astype(np.float32), n_q=nq)
+        got = self.c.attention(1, ids, q, n_q=nq)  # out follows q's dtype
+        self.assertEqual(got.dtype, np.float16)
+        np.testing.assert_array_equal(got, want.astype(np.float16))  # rounded to nearest even
+        out32 = np.empty(q.shape, np.float32)
+        got32, lse = self.c.attention(1, ids, q, n_q=nq, out=out32, return_lse=True)
+        np.testing.assert_array_equal(got32, want)
+        self.assertEqual(lse.dtype, np.float32)
 
     def test_shape_checks(self):
         q = queries(12)

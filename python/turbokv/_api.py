@@ -212,13 +212,24 @@ def _f32_ptr(a):
     return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
 
-def _check_array(a, what, shape, layout, writeable=False):
-    """a must be a C-contiguous, aligned float32 ndarray of shape; None in shape matches any size."""
+def _tensor(a):
+    """A struct tkv_tensor for a float32 or float16 ndarray (host memory)."""
+    t = _ffi.tkv_tensor()
+    t.struct_size = ctypes.sizeof(t)
+    t.elem = _ffi.ELEM_F16 if a.dtype == np.float16 else _ffi.ELEM_F32
+    t.data = a.ctypes.data
+    return t
+
+
+def _check_array(a, what, shape, layout, writeable=False, half=False):
+    """a must be a C-contiguous, aligned float32 ndarray of shape (or float16
+    where half); None in shape matches any size."""
+    kinds = "float32 or float16" if half else "float32"
     if not isinstance(a, np.ndarray):
-        raise TypeError("%s must be a numpy.ndarray of float32 %s, got %s" % (what, layout, type(a).__name__))
-    if a.dtype != np.float32:
+        raise TypeError("%s must be a numpy.ndarray of %s %s, got %s" % (what, kinds, layout, type(a).__name__))
+    if a.dtype != np.float32 and not (half and a.dtype == np.float16):
         raise TypeError(
-            "%s has dtype %s, expected float32 (convert it with %s.astype(numpy.float32))" % (what, a.dtype, what)
+            "%s has dtype %s, expected %s (convert it with %s.astype(numpy.float32))" % (what, a.dtype, kinds, what)
         )
     if a.ndim != len(shape) or any(want is not None and got != want for got, want in zip(a.shape, shape)):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
@@ -709,14 +720,21 @@ class Cache:
 
     def append(self, seq, layer, k, v):
         """Quantizes and stores the K and V rows of new tokens of one layer of
-        one sequence after those already there: k and v are float32
-        [n_tokens][n_kv_heads][head_dim], keys after RoPE."""
+        one sequence after those already there: k and v are float32 or
+        float16 [n_tokens][n_kv_heads][head_dim], keys after RoPE (float16
+        is widened exactly: the bytes stored are those of k.astype(float32))."""
         h = self._h()
         seq, layer = _u32(seq, "seq"), _u32(layer, "layer")
         shape, layout = self._rows_layout()
-        _check_array(k, "k", shape, layout)
-        _check_array(v, "v", (k.shape[0],) + shape[1:], layout + " like k")
-        _check(self._lib.tkv_cache_append(h, seq, layer, k.shape[0], _f32_ptr(k), _f32_ptr(v)), "tkv_cache_append")
+        _check_array(k, "k", shape, layout, half=True)
+        _check_array(v, "v", (k.shape[0],) + shape[1:], layout + " like k", half=True)
+        if k.dtype == np.float32 and v.dtype == np.float32:
+            rc = self._lib.tkv_cache_append(h, seq, layer, k.shape[0], _f32_ptr(k), _f32_ptr(v))
+            _check(rc, "tkv_cache_append")
+        else:
+            kt, vt = _tensor(k), _tensor(v)
+            rc = self._lib.tkv_cache_append_tensors(h, seq, layer, k.shape[0], ctypes.byref(kt), ctypes.byref(vt))
+            _check(rc, "tkv_cache_append_tensors")
 
     def attention(
         self,
@@ -734,7 +752,7 @@ class Cache:
         """Decode attention for one layer over one or several sequences.
 
         The queries of sequence seq_ids[s] are its last n_q[s] stored tokens,
-        causal among themselves. q is float32, either
+        causal among themselves. q is float32 or float16, either
           [n_seqs][n_q][n_q_heads][head_dim] (n_q the same for every sequence), or
           [n_q_total][n_q_heads][head_dim], the rows of seq_ids[0] first, with
           n_q an int (every sequence), a list (one count per sequence), or
@@ -745,7 +763,8 @@ class Cache:
         (0: off). Returns out (q's shape), and, when asked, lse (q's shape
         without head_dim: natural-log sum-exp of the scores of each output
         row) and the AttentionStats, in that order. out= takes a float32
-        array of q's shape to write into.
+        or float16 array of q's shape to write into (default: q's dtype; a
+        float16 out is the float32 result rounded to nearest even).
         """
         h = self._h()
         layer = _u32(layer, "layer")
@@ -756,16 +775,18 @@ class Cache:
             raise ValueError("seq_ids is empty")
         d = self._shape.head_dim
         if not isinstance(q, np.ndarray) or q.ndim not in (3, 4):
-            _check_array(q, "q", (None, None, d), "[n_q_total][n_q_heads][head_dim=%d]" % d)
+            _check_array(q, "q", (None, None, d), "[n_q_total][n_q_heads][head_dim=%d]" % d, half=True)
         if q.ndim == 4:
             if scalar_seq:
                 raise ValueError("q is 4-D [n_seqs][n_q][n_q_heads][head_dim]: seq_ids must be a list")
-            _check_array(q, "q", (n_seqs, None, None, d), "[n_seqs=%d][n_q][n_q_heads][head_dim=%d]" % (n_seqs, d))
+            _check_array(
+                q, "q", (n_seqs, None, None, d), "[n_seqs=%d][n_q][n_q_heads][head_dim=%d]" % (n_seqs, d), half=True
+            )
             if n_q is not None and _u32(n_q, "n_q (with a 4-D q)") != q.shape[1]:
                 raise ValueError("n_q = %r disagrees with q's shape %s (n_q is q.shape[1])" % (n_q, q.shape))
             counts = [q.shape[1]] * n_seqs
         else:
-            _check_array(q, "q", (None, None, d), "[n_q_total][n_q_heads][head_dim=%d]" % d)
+            _check_array(q, "q", (None, None, d), "[n_q_total][n_q_heads][head_dim=%d]" % d, half=True)
             if n_q is None:
                 if q.shape[0] % n_seqs:
                     raise ValueError(
@@ -784,7 +805,7 @@ class Cache:
         if out is None:
             out = np.empty_like(q)
         else:
-            _check_array(out, "out", q.shape, "q's shape", writeable=True)
+            _check_array(out, "out", q.shape, "q's shape", writeable=True, half=True)
             if np.may_share_memory(out, q):
                 raise ValueError("out overlaps q")
         lse = np.empty(q.shape[:-1], dtype=np.float32) if return_lse else None
@@ -792,7 +813,8 @@ class Cache:
         stats_p = ctypes.pointer(stats) if return_stats else None
         ids_a = _u32_array(ids)
         uniform = all(c == counts[0] for c in counts)
-        if uniform and scale is None and not window and not softcap and not return_lse:
+        typed = q.dtype != np.float32 or out.dtype != np.float32
+        if uniform and scale is None and not window and not softcap and not return_lse and not typed:
             rc = self._lib.tkv_attention(
                 h, layer, n_seqs, ids_a, counts[0], n_q_heads, _f32_ptr(q), _f32_ptr(out), stats_p
             )
@@ -809,10 +831,17 @@ class Cache:
                 o.lse = _f32_ptr(lse)
             o.stats = stats_p
             nq_a = _u32_array(counts)
-            rc = self._lib.tkv_attention_ex(
-                h, layer, n_seqs, ids_a, nq_a, n_q_heads, _f32_ptr(q), _f32_ptr(out), ctypes.byref(o)
-            )
-            _check(rc, "tkv_attention_ex")
+            if typed:
+                qt, ot = _tensor(q), _tensor(out)
+                rc = self._lib.tkv_attention_tensors(
+                    h, layer, n_seqs, ids_a, nq_a, n_q_heads, ctypes.byref(qt), ctypes.byref(ot), ctypes.byref(o)
+                )
+                _check(rc, "tkv_attention_tensors")
+            else:
+                rc = self._lib.tkv_attention_ex(
+                    h, layer, n_seqs, ids_a, nq_a, n_q_heads, _f32_ptr(q), _f32_ptr(out), ctypes.byref(o)
+                )
+                _check(rc, "tkv_attention_ex")
         result = [out]
         if return_lse:
             result.append(lse)

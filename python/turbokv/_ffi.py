@@ -120,6 +120,19 @@ class tkv_attention_options(Structure):
     ]
 
 
+class tkv_tensor(Structure):  # 0.4
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("elem", c_uint32),
+        ("memory", c_uint32),
+        ("reserved", c_uint32),
+        ("data", c_void_p),
+    ]
+
+
+ELEM_F32, ELEM_F16, ELEM_BF16 = 0, 1, 2
+
+
 class tkv_cache_bytes(Structure):
     _fields_ = [
         ("used", c_uint64),
@@ -184,6 +197,7 @@ STRUCTS = {
         tkv_cache_params,
         tkv_attention_stats,
         tkv_attention_options,
+        tkv_tensor,
         tkv_cache_bytes,
         tkv_cache_stats,
         tkv_cache_shape,
@@ -223,6 +237,24 @@ PROTOTYPES = {
     "tkv_attention_ex": (
         c_int,
         [_cache_p, c_uint32, c_uint32, _u32p, _u32p, c_uint32, _f32p, _f32p, POINTER(tkv_attention_options)],
+    ),
+    "tkv_cache_append_tensors": (
+        c_int,
+        [_cache_p, c_uint32, c_uint32, c_uint32, POINTER(tkv_tensor), POINTER(tkv_tensor)],
+    ),
+    "tkv_attention_tensors": (
+        c_int,
+        [
+            _cache_p,
+            c_uint32,
+            c_uint32,
+            _u32p,
+            _u32p,
+            c_uint32,
+            POINTER(tkv_tensor),
+            POINTER(tkv_tensor),
+            POINTER(tkv_attention_options),
+        ],
     ),
     "tkv_cache_length": (c_int, [_cache_p, c_uint32, c_uint32, _u32p]),
     "tkv_cache_clear": (c_int, [_cache_p, c_uint32]),

@@ -1,0 +1,97 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Typed tensors of the host API (tkv_cache_append_tensors,
+ * tkv_attention_tensors): checks a struct tkv_tensor and converts between
+ * the host's element type and the f32 the backends take. f16 and bf16
+ * widen to f32 exactly; f32 narrows to nearest even (the format's own fp16
+ * rounding, tkv_fp16_from_float; bf16 the same rule on the upper 16 bits).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "cache.h"
+#include "error.h"
+#include "tensor.h"
+
+int tkv_tensor_check(const struct tkv_tensor *t, const char *fn, const char *name)
+{
+    if (!t)
+        return tkv_error(TKV_EINVAL, "%s: %s is NULL", fn, name);
+    if (t->struct_size < offsetof(struct tkv_tensor, data) + sizeof t->data)
+        return tkv_error(TKV_EINVAL, "%s: %s->struct_size %u too small (at least %zu)", fn, name, t->struct_size,
+                         offsetof(struct tkv_tensor, data) + sizeof t->data);
+    if (t->elem != TKV_ELEM_F32 && t->elem != TKV_ELEM_F16 && t->elem != TKV_ELEM_BF16)
+        return tkv_error(TKV_EINVAL, "%s: %s->elem %u is not an element type (0 f32, 1 f16, 2 bf16)", fn, name,
+                         t->elem);
+    if (t->memory != TKV_MEMORY_HOST)
+        return tkv_error(TKV_EUNSUPPORTED, "%s: %s->memory %u: only host memory (0) is supported", fn, name,
+                         t->memory);
+    if (t->reserved)
+        return tkv_error(TKV_EINVAL, "%s: %s->reserved is %u, must be 0", fn, name, t->reserved);
+    if (!t->data)
+        return tkv_error(TKV_EINVAL, "%s: %s->data is NULL", fn, name);
+    return TKV_OK;
+}
+
+static uint16_t bf16_from_float(float f)
+{
+    union { float f; uint32_t u; } v = { f };
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it a (quiet) NaN */
+        return (uint16_t)((v.u >> 16) | 0x40u);
+    /* round to nearest even on bit 16; overflow carries into Inf */
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
+
+void tkv_tensor_widen(float *dst, const void *src, uint32_t elem, size_t n)
+{
+    const uint16_t *h = src;
+    switch (elem) {
+    case TKV_ELEM_F16:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = tkv_fp16_to_float(h[i]);
+        break;
+    case TKV_ELEM_BF16:
+        for (size_t i = 0; i < n; i++) {
+            union { uint32_t u; float f; } v = { (uint32_t)h[i] << 16 };
+            dst[i] = v.f;
+        }
+        break;
+    default:
+        memcpy(dst, src, n * sizeof *dst);
+        break;
+    }
+}
+
+void tkv_tensor_narrow(void *dst, const float *src, uint32_t elem, size_t n)
+{
+    uint16_t *h = dst;
+    switch (elem) {
+    case TKV_ELEM_F16:
+        for (size_t i = 0; i < n; i++)
+            h[i] = tkv_fp16_from_float(src[i]);
+        break;
+    case TKV_ELEM_BF16:
+        for (size_t i = 0; i < n; i++)
+            h[i] = bf16_from_float(src[i]);
+        break;
+    default:
+        memcpy(dst, src, n * sizeof *src);
+        break;
+    }
+}
+
+float *tkv_tensor_scratch(tkv_cache *c, size_t n_floats, const char *fn)
+{
+    if (n_floats > SIZE_MAX / sizeof(float))
+        return (void)tkv_error(TKV_ENOMEM, "%s: %zu values do not fit in memory", fn, n_floats), NULL;
+    if (n_floats > c->conv_cap) {
+        float *p = realloc(c->conv, n_floats * sizeof *p);
+        if (!p)
+            return (void)tkv_error(TKV_ENOMEM, "%s: out of memory for %zu bytes of f32 conversion", fn,
+                                   n_floats * sizeof *p), NULL;
+        c->conv = p;
+        c->conv_cap = n_floats;
+    }
+    return c->conv;
+}
