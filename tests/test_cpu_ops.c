@@ -1078,13 +1078,15 @@ static const struct attn_shape option_shapes[] = {
 };
 #define N_OPTION_SHAPES (sizeof option_shapes / sizeof option_shapes[0])
 
-/* QJL keys run the reference kernels on every level; their residual
+/* QJL keys run the reference kernels on every level (the outlier-split
+ * types the turbo kernels plus their outliers); the QJL residual
  * sketch costs g^2 per row to store, so only the short shape has them. */
 static const uint32_t option_types[][2] = {
     { TKV_TYPE_F32, TKV_TYPE_F32 },
     { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3 },
     { TKV_TYPE_Q8_0, TKV_TYPE_TURBO4 },
     { TKV_TYPE_TURBO4_QJL, TKV_TYPE_F16 },
+    { TKV_TYPE_TURBO4_OUT, TKV_TYPE_TURBO3_OUT },
 };
 #define N_OPTION_TYPES (sizeof option_types / sizeof option_types[0])
 

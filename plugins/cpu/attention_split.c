@@ -102,10 +102,19 @@ static size_t query_row(const struct call *c, const struct unit *u, uint32_t g)
     return ((size_t)cpu_seq(a, u->seq)->q_first + t) * a->n_q_heads + h;
 }
 
+/* Where a span's partial results lie in its stride of floats: acc
+ * [n_query][hd], max and sum [CPU_UNIT_QUERIES] each, then for
+ * outlier-split values acc_plain [n_query][hd]. */
+static size_t plain_offset(uint32_t n_query, uint32_t hd)
+{
+    return (size_t)n_query * hd + 2u * CPU_UNIT_QUERIES;
+}
+
 static void merge_unit(const struct call *c, const struct unit *u)
 {
-    const uint32_t hd = c->v->head_dim;
+    const uint32_t hd = c->v->head_dim, outliers = c->v->n_outliers != 0;
     const float *base = c->dev->split->partials + (size_t)u->first_item * c->partial_stride;
+    float plain[TKV_HEAD_DIM_MAX];
     for (uint32_t q = 0; q < u->n_query; q++) {
         size_t row = query_row(c, u, u->query0 + q);
         float *out = c->a->out + row * hd;
@@ -113,6 +122,7 @@ static void merge_unit(const struct call *c, const struct unit *u)
         for (uint32_t s = 0; s < u->n_spans; s++)
             m = fmaxf(m, base[s * c->partial_stride + (size_t)u->n_query * hd + q]);
         memset(out, 0, sizeof *out * hd);
+        memset(plain, 0, sizeof *plain * hd);
         for (uint32_t s = 0; s < u->n_spans; s++) {
             const float *part = base + s * c->partial_stride;
             float span_max = part[(size_t)u->n_query * hd + q];
@@ -122,6 +132,9 @@ static void merge_unit(const struct call *c, const struct unit *u)
             l += w * part[(size_t)u->n_query * hd + CPU_UNIT_QUERIES + q];
             for (uint32_t i = 0; i < hd; i++)
                 out[i] += w * part[(size_t)q * hd + i];
+            if (outliers)
+                for (uint32_t i = 0; i < hd; i++)
+                    plain[i] += w * part[plain_offset(u->n_query, hd) + (size_t)q * hd + i];
         }
         float inv_l = 1.0f / l;
         for (uint32_t i = 0; i < hd; i++)
@@ -132,6 +145,9 @@ static void merge_unit(const struct call *c, const struct unit *u)
             for (uint32_t g = 0; g < c->v->n_groups; g++)
                 c->v->isa->rotate_group(c->v->rotation, &c->v->groups[g], CPU_UNROTATE,
                                         out + c->v->groups[g].first);
+        if (outliers) /* stored unrotated: added after the rotation back */
+            for (uint32_t i = 0; i < hd; i++)
+                out[i] += plain[i] * inv_l;
     }
 }
 
@@ -154,6 +170,8 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         uint32_t g = u->query0 + q, j = q % CPU_SUBBATCH, b0 = q - j;
         uint32_t nb = u->n_query - b0 < CPU_SUBBATCH ? u->n_query - b0 : CPU_SUBBATCH;
         memcpy(row, a->q + query_row(c, u, g) * hd, sizeof *row * hd);
+        if (kl->n_outliers) /* the outliers score against q itself */
+            memcpy(th->queries + (size_t)CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX + (size_t)q * hd, row, sizeof *row * hd);
         if (kl->bits) /* turbo K scores against R q */
             for (uint32_t i = 0; i < kl->n_groups; i++)
                 kl->isa->rotate_group(kl->rotation, &kl->groups[i], CPU_ROTATE,
@@ -175,6 +193,7 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         .end = seq->n_ctx - first < u->span_rows ? seq->n_ctx : first + u->span_rows,
         .n_query = u->n_query,
         .queries = th->queries,
+        .plain = kl->n_outliers ? th->queries + (size_t)CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX : NULL,
         .lo = lo,
         .hi = hi,
         .scale = a->scale,
@@ -184,6 +203,7 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         .acc = part,
         .max = part + (size_t)u->n_query * hd,
         .sum = part + (size_t)u->n_query * hd + CPU_UNIT_QUERIES,
+        .acc_plain = c->v->n_outliers ? part + plain_offset(u->n_query, hd) : NULL,
     };
     kl->isa->attend_span(&span);
     th->skipped += span.skipped;
@@ -293,7 +313,8 @@ int cpu_attention_split(struct cpu_device *dev, const struct tkv_attention_args 
         unit_queries = CPU_UNIT_QUERIES;
     /* 16 floats: items written by different threads do not share a cache line */
     const size_t stride =
-        ((size_t)unit_queries * k->head_dim + 2u * CPU_UNIT_QUERIES + 15u) & ~(size_t)15u;
+        ((size_t)unit_queries * k->head_dim * (v->n_outliers ? 2u : 1u) + 2u * CPU_UNIT_QUERIES + 15u) &
+        ~(size_t)15u;
     uint32_t n_items;
     uint64_t work;
     int rc;

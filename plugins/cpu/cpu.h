@@ -74,7 +74,8 @@ struct cpu_lut {
 
 /* What one thread of the device works with. */
 struct cpu_thread {
-    float *queries;   /* CPU_UNIT_QUERIES prepared queries of TKV_HEAD_DIM_MAX */
+    float *queries;   /* CPU_UNIT_QUERIES prepared queries of TKV_HEAD_DIM_MAX, then as
+                         many plain (unrotated) ones for outlier-split keys */
     float *row;       /* a sanitized input row of TKV_HEAD_DIM_MAX */
     uint8_t *stage;   /* attention rows gathered across pool blocks (attention_split.c) */
     size_t stage_bytes;

@@ -137,7 +137,7 @@ static int start_threads(struct cpu_device *dev, uint32_t requested, const char 
     dev->n_threads = n;
     for (uint32_t t = 0; t < n; t++) {
         struct cpu_thread *th = &dev->threads[t];
-        th->queries = aligned_alloc(64, sizeof(float) * CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX);
+        th->queries = aligned_alloc(64, sizeof(float) * 2 * CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX);
         th->row = aligned_alloc(64, sizeof(float) * TKV_HEAD_DIM_MAX);
         if (!th->queries || !th->row)
             return CPU_ERROR(TKV_ENOMEM, "open: no memory for the scratch of %u threads", n);

@@ -9,7 +9,8 @@
  * it serves a layout whose head_dim is a multiple of its lanes (then every
  * turbo group and q8_0 block is one too), and hands narrower head dims to
  * its `narrower` level. Types it has no kernels for (QJL keys) run the
- * reference kernels of rows.c.
+ * reference kernels of rows.c. Outlier-split rows run the turbo kernels on
+ * their turbo part; attend_span adds their few fp16 outliers.
  */
 #ifndef TKV_CPU_SIMD_H
 #define TKV_CPU_SIMD_H
@@ -65,6 +66,9 @@ struct cpu_span {
      * as cpu_score_fn takes it, sub-batch b at queries + b * CPU_SUBBATCH *
      * head_dim */
     const float *queries;
+    /* outlier-split keys: [n_query][head_dim] the queries unrotated (the
+     * outliers are stored unrotated); NULL for other keys */
+    const float *plain;
     const uint32_t *lo, *hi;        /* [n_query]: query q sees the rows [lo[q], hi[q]) */
     float scale;                    /* softmax scale */
     float softcap, inv_softcap;     /* x = softcap tanh(x / softcap); 0 = off */
@@ -73,6 +77,9 @@ struct cpu_span {
      * of exp(x - m) v (rotated for turbo V), over the span's visible rows;
      * m = -inf and zeros where the query sees none of them */
     float *acc, *max, *sum;
+    /* outlier-split values: [n_query][head_dim] the sum of exp(x - m) times
+     * the row's outliers, unrotated; NULL for other values */
+    float *acc_plain;
     uint64_t skipped;               /* out: (query, row) pairs sparse V skipped */
 };
 

@@ -453,6 +453,63 @@ KERNELS(turbo2, KIND_TURBO2)
 KERNELS(turbo3, KIND_TURBO3)
 KERNELS(turbo4, KIND_TURBO4)
 
+/* Outlier-split types: the turbo part of a row is a turbo row (the same
+ * groups, offsets and codebooks), so the turbo kernels score and
+ * accumulate it; encode is the reference's (outlier.c), the outliers are
+ * added by attend_span. */
+#define OUTLIER_TYPE(name, base)                                                               \
+    static const struct cpu_simd_type type_##name = {                                          \
+        .encode = cpu_outlier_encode,                                                          \
+        .score = { score_##base##_1, score_##base##_2, score_##base##_3, score_##base##_4,     \
+                   score_##base##_5, score_##base##_6, score_##base##_7, score_##base##_8 },   \
+        .accum = { accum_##base##_1, accum_##base##_2, accum_##base##_3, accum_##base##_4,     \
+                   accum_##base##_5, accum_##base##_6, accum_##base##_7, accum_##base##_8 },   \
+    };
+OUTLIER_TYPE(turbo3o, turbo3)
+OUTLIER_TYPE(turbo4o, turbo4)
+
+/* Outlier o of a row: its coordinate and its value. */
+ALWAYS_INLINE uint32_t outlier_at(const struct cpu_layout *l, const uint8_t *row, uint32_t o, float *value)
+{
+    const uint8_t *index = row + l->outlier_offset;
+    *value = cpu_half(index + l->n_outliers * l->outlier_index_bytes + 2u * o);
+    return l->outlier_index_bytes == 1 ? index[o] : load_u16(index + 2u * o);
+}
+
+/* scores[q][r] += sum over row r's outliers of plain[q][i_o] x_o (the
+ * reference's cpu_outlier_dot, added after the turbo part as it is). */
+static void score_outliers(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
+                           const float *plain, uint32_t nb, float *scores)
+{
+    const uint32_t hd = l->head_dim;
+    for (uint32_t r = 0; r < n_rows; r++) {
+        const uint8_t *row = rows + (size_t)r * l->row_bytes;
+        for (uint32_t o = 0; o < l->n_outliers; o++) {
+            float x;
+            uint32_t i = outlier_at(l, row, o, &x);
+            for (uint32_t q = 0; q < nb; q++)
+                scores[q * LANES + r] += plain[(size_t)q * hd + i] * x;
+        }
+    }
+}
+
+/* acc_plain[q][i_o] += w[q][r] x_o for the rows r in mask. */
+static void accum_outliers(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
+                           const float *w, uint32_t nb, float *acc_plain)
+{
+    const uint32_t hd = l->head_dim;
+    for (; mask; mask &= mask - 1) {
+        uint32_t r = (uint32_t)__builtin_ctz(mask);
+        const uint8_t *row = rows + (size_t)r * l->row_bytes;
+        for (uint32_t o = 0; o < l->n_outliers; o++) {
+            float x;
+            uint32_t i = outlier_at(l, row, o, &x);
+            for (uint32_t q = 0; q < nb; q++)
+                acc_plain[(size_t)q * hd + i] += w[q * LANES + r] * x;
+        }
+    }
+}
+
 /* ---- a span of rows: blocks, online softmax, sparse V ------------------------------ */
 
 /* Softmax of query q over the block's scores (rows j .. j + n_rows - 1):
@@ -585,6 +642,8 @@ static void attend_span(struct cpu_span *sp)
         end = sp->hi[q] > end ? sp->hi[q] : end;
     }
     memset(sp->acc, 0, sizeof *sp->acc * nq * hd);
+    if (sp->acc_plain)
+        memset(sp->acc_plain, 0, sizeof *sp->acc_plain * nq * hd);
     if (end > sp->end)
         end = sp->end;
     /* blocks of LANES rows at multiples of LANES, whatever the pool's blocks:
@@ -618,6 +677,8 @@ static void attend_span(struct cpu_span *sp)
                 continue;
             kl->simd->score[nb - 1](kl, k_rows, n_rows, sp->queries + (size_t)q0 * hd,
                                     scores + q0 * LANES);
+            if (sp->plain)
+                score_outliers(kl, k_rows, n_rows, sp->plain + (size_t)q0 * hd, nb, scores + q0 * LANES);
             for (uint32_t q = q0; q < q0 + nb; q++)
                 need |= block_weights(sp, q, j, n_rows, scores + q * LANES, w + q * LANES,
                                       sums + q * LANES, factor);
@@ -625,15 +686,25 @@ static void attend_span(struct cpu_span *sp)
                 continue;
             if (!v_rows) /* after K's: the stage holds K's rows first */
                 v_rows = rows_at(&sp->v_rows, at, n_rows, sp->stage + (size_t)LANES * kl->row_bytes);
+            if (sp->acc_plain) /* the rescale accum applies to acc, before it resets factor */
+                for (uint32_t q = q0; q < q0 + nb; q++)
+                    if (factor[q] != 1.0f)
+                        for (uint32_t i = 0; i < hd; i++)
+                            sp->acc_plain[(size_t)q * hd + i] *= factor[q];
             vl->simd->accum[nb - 1](vl, v_rows, need, w + q0 * LANES, factor + q0,
                                     sp->acc + (size_t)q0 * hd);
+            if (sp->acc_plain)
+                accum_outliers(vl, v_rows, need, w + q0 * LANES, nb, sp->acc_plain + (size_t)q0 * hd);
         }
     }
     for (uint32_t q = 0; q < nq; q++) {
         sp->sum[q] = vf_hsum(vf_load(sums + q * LANES));
         if (factor[q] != 1.0f)
-            for (uint32_t i = 0; i < hd; i++)
+            for (uint32_t i = 0; i < hd; i++) {
                 sp->acc[(size_t)q * hd + i] *= factor[q];
+                if (sp->acc_plain)
+                    sp->acc_plain[(size_t)q * hd + i] *= factor[q];
+            }
     }
     fp_flush_end(csr);
 }
@@ -651,6 +722,8 @@ const struct cpu_isa ISA_SYMBOL = {
         [TKV_TYPE_TURBO2] = &type_turbo2,
         [TKV_TYPE_TURBO3] = &type_turbo3,
         [TKV_TYPE_TURBO4] = &type_turbo4,
+        [TKV_TYPE_TURBO3_OUT] = &type_turbo3o,
+        [TKV_TYPE_TURBO4_OUT] = &type_turbo4o,
     },
     .rotate_group = rotate_group,
     .attend_span = attend_span,
