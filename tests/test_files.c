@@ -416,6 +416,9 @@ static void test_tokenizer_not_regular_or_too_small(void **state)
     static const unsigned char twelve[12] = { 1 };
     assert_int_equal(fwrite(twelve, 1, sizeof twelve, f), sizeof twelve);
     fclose(f);
+    /* a vocabulary without the ids encode emits (<unk> 0, BOS 1, EOS 2) */
+    rc = tokenizer_open(&t, tmp_path, 1, err, sizeof err);
+    expect_error(rc, err, tmp_path, "vocabulary of 1 pieces lacks <unk>, <s> and </s>");
     rc = tokenizer_open(&t, tmp_path, 1u << 31, err, sizeof err);
     unlink(tmp_path);
     expect_error(rc, err, tmp_path, "cannot hold the model's 2147483648 pieces");

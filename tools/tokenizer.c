@@ -99,6 +99,12 @@ int tokenizer_open(struct tokenizer *t, const char *path, uint32_t vocab_size, c
         file_error(err, err_size, path, "max_token_length %d is negative: not a llama2.c tokenizer", max_len);
         goto out;
     }
+    /* encode emits <unk> (0) and BOS (1), generation stops at EOS (2) */
+    if (vocab_size <= TOKENIZER_EOS) {
+        file_error(err, err_size, path, "the model's vocabulary of %u pieces lacks <unk>, <s> and </s> (ids 0-2)",
+                   vocab_size);
+        goto out;
+    }
     /* every piece takes at least 8 bytes (score, length): the model's
      * vocab_size is checked against the file before anything is allocated */
     if (vocab_size > (size - 4) / 8) {
