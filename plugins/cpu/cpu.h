@@ -176,6 +176,8 @@ void cpu_qjl_prepare_query(const struct cpu_layout *l, const float *q, float *wo
  * unrotated outliers) that cpu_outlier_finish turns into the output row. */
 void cpu_outlier_layout(struct cpu_layout *l);
 void cpu_outlier_encode(const struct cpu_layout *l, const float *x, uint8_t *row);
+/* The outliers of x into row; rest = x with them zeroed (the turbo part's input). */
+void cpu_outlier_split(const struct cpu_layout *l, const float *x, uint8_t *row, float *rest);
 float cpu_outlier_dot(const struct cpu_layout *l, const uint8_t *row, const float *q);
 void cpu_outlier_axpy(const struct cpu_layout *l, const uint8_t *row, float w, float *acc);
 void cpu_outlier_prepare_query(const struct cpu_layout *l, const float *q, float *work);

@@ -40,10 +40,9 @@ static inline float outlier_value(const struct cpu_layout *l, const uint8_t *row
     return tkv_fp16_to_float(load_u16(p));
 }
 
-void cpu_outlier_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
+void cpu_outlier_split(const struct cpu_layout *l, const float *x, uint8_t *row, float *rest)
 {
     uint32_t idx[TKV_OUTLIER_MAX];
-    float rest[TKV_HEAD_DIM_MAX];
     const uint32_t n = l->n_outliers, ib = l->outlier_index_bytes;
     tkv_outlier_select(x, l->head_dim, idx);
     memcpy(rest, x, sizeof *x * l->head_dim);
@@ -56,6 +55,12 @@ void cpu_outlier_encode(const struct cpu_layout *l, const float *x, uint8_t *row
         store_u16(value + 2u * o, fp16_saturated(x[idx[o]]));
         rest[idx[o]] = 0.0f;
     }
+}
+
+void cpu_outlier_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
+{
+    float rest[TKV_HEAD_DIM_MAX];
+    cpu_outlier_split(l, x, row, rest);
     cpu_turbo_encode(l, rest, row);
 }
 

@@ -454,12 +454,18 @@ KERNELS(turbo3, KIND_TURBO3)
 KERNELS(turbo4, KIND_TURBO4)
 
 /* Outlier-split types: the turbo part of a row is a turbo row (the same
- * groups, offsets and codebooks), so the turbo kernels score and
- * accumulate it; encode is the reference's (outlier.c), the outliers are
- * added by attend_span. */
+ * groups, offsets and codebooks), so the turbo kernels encode, score and
+ * accumulate it (encode_turbo stores the reference's bytes); the outliers
+ * are picked by outlier.c and added by attend_span. */
 #define OUTLIER_TYPE(name, base)                                                               \
+    static void encode_##name(const struct cpu_layout *l, const float *x, uint8_t *row)       \
+    {                                                                                          \
+        float rest[TKV_HEAD_DIM_MAX];                                                          \
+        cpu_outlier_split(l, x, row, rest);                                                    \
+        encode_##base(l, rest, row);                                                           \
+    }                                                                                          \
     static const struct cpu_simd_type type_##name = {                                          \
-        .encode = cpu_outlier_encode,                                                          \
+        .encode = encode_##name,                                                               \
         .score = { score_##base##_1, score_##base##_2, score_##base##_3, score_##base##_4,     \
                    score_##base##_5, score_##base##_6, score_##base##_7, score_##base##_8 },   \
         .accum = { accum_##base##_1, accum_##base##_2, accum_##base##_3, accum_##base##_4,     \
