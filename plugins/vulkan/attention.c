@@ -22,6 +22,8 @@
  * every block of every sequence inside both pools, scale, softcap,
  * threshold).
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vk.h"
@@ -62,9 +64,11 @@ static struct vk_unit unit_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint
  * invocations share a row beyond), as many as the stage holds with the
  * slack of every segment: a batch of br rows touches at most
  * ceil((br - 1) / block_tokens) + 1 pool blocks. */
-static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens)
+static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_most)
 {
     uint32_t br = TKV_VK_WG;
+    while (at_most && br > at_most && br > 1) /* TURBO_VK_BATCH_ROWS */
+        br /= 2;
     for (;;) {
         uint64_t segments = ((uint64_t)br - 1 + block_tokens - 1) / block_tokens + 1; /* any block_tokens */
         segments = segments < br ? segments : br;
@@ -72,6 +76,23 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens)
             return br;
         br /= 2;
     }
+}
+
+/* TURBO_VK_SKIP=upload: the bytes the device now holds. */
+static int remember_upload(struct vk_device *dev, const void *bytes, uint64_t n)
+{
+    struct vk_knobs *k = &dev->knobs;
+    if (k->last_upload_cap < n) {
+        void *grown = realloc(k->last_upload, (size_t)n);
+        if (!grown)
+            return VK_ERROR_STATUS(TKV_ENOMEM, "attention: no host memory (%llu bytes) for TURBO_VK_SKIP=upload",
+                                   (unsigned long long)n);
+        k->last_upload = grown;
+        k->last_upload_cap = n;
+    }
+    memcpy(k->last_upload, bytes, (size_t)n);
+    k->last_upload_bytes = n;
+    return TKV_OK;
 }
 
 int vk_attention(void *dev_, const struct tkv_attention_args *a)
@@ -145,9 +166,12 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         return VK_ERROR_STATUS(TKV_ERANGE,
                                "%s: %llu query rows x %u kv heads over up to %u rows is too much work for one call",
                                op, (unsigned long long)n_q_rows, a->n_kv_heads, a->max_n_ctx);
+    const uint64_t work_size = dev->work ? dev->work->size : 0;
     if ((rc = vk_scratch(dev, &dev->work, out_at + down_bytes, 0, op)) != TKV_OK ||
         (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
         return rc;
+    if (dev->work->size != work_size)
+        dev->knobs.last_upload_bytes = 0; /* a new work buffer holds nothing */
     unsigned char *staging = dev->staging->map;
     memcpy(staging, a->q, (size_t)q_bytes);
     struct vk_unit *units = (struct vk_unit *)(staging + units_at);
@@ -178,7 +202,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_ROW_BYTES] = vl.row_bytes,
         [TKV_VK_SPEC_QT] = qt,
         [TKV_VK_SPEC_Q8_BLOCK] = TKV_Q8_0_BLOCK,
-        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens),
+        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens, dev->knobs.batch_rows),
+        [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
@@ -239,37 +264,83 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         .dst_stride = hd * qs,
     };
 
+    /* The measurement knobs (README "Measurement knobs"): stages left
+     * out, the commands recorded several times, stage timestamps. */
+    const struct vk_knobs *kn = &dev->knobs;
+    const uint32_t reps = kn->repeat ? kn->repeat : 1;
+    int upload = !(kn->skip & VK_SKIP_UPLOAD);
+    if (!upload) { /* left out only when the device holds these bytes already */
+        upload = kn->last_upload_bytes != up_bytes || memcmp(kn->last_upload, staging, (size_t)up_bytes) != 0;
+        if (upload && (rc = remember_upload(dev, staging, up_bytes)) != TKV_OK)
+            return rc;
+    }
+    const int profile = kn->profile && dev->timestamps;
+    if (kn->skip & VK_EMPTY_ATTENTION)
+        push.n_units = 0; /* every workgroup leaves at once */
+
     if ((rc = vk_begin(dev, op)) != TKV_OK)
         return rc;
     if (dev->timestamps) {
-        vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, 2);
+        vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, VK_TIMESTAMPS);
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, dev->timestamps, 0);
     }
-    vk_copy(dev, dev->staging, 0, dev->work, 0, up_bytes);
-    vk_barrier(dev);
-    if (kl.bits) {
-        if ((rc = vk_record_rows(dev, &kl, &prepare, TKV_VK_FLAG_QUERY, op)) != TKV_OK)
-            return rc;
-        vk_barrier(dev);
+    for (uint32_t rep = 0; rep < reps; rep++) {
+        const int stamp = profile && rep == reps - 1;
+        if (rep)
+            vk_barrier(dev);
+#define STAMP(i) \
+    if (stamp) \
+        vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, (i))
+        STAMP(2);
+        if (upload && rep == 0) { /* the staging buffer holds outputs after a repetition */
+            vk_copy(dev, dev->staging, 0, dev->work, 0, up_bytes);
+            vk_barrier(dev);
+        }
+        STAMP(3);
+        if (kl.bits && !(kn->skip & VK_SKIP_PREPARE)) {
+            if ((rc = vk_record_rows(dev, &kl, &prepare, TKV_VK_FLAG_QUERY, op)) != TKV_OK)
+                return rc;
+            vk_barrier(dev);
+        }
+        STAMP(4);
+        if (!(kn->skip & VK_SKIP_ATTENTION)) {
+            if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_units * a->n_kv_heads * max_chunks, op)) !=
+                TKV_OK)
+                return rc;
+            vk_barrier(dev);
+        }
+        STAMP(5);
+        if (!(kn->skip & VK_SKIP_MERGE)) {
+            if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
+                return rc;
+            vk_barrier(dev);
+        }
+        STAMP(6);
+        if (!(kn->skip & VK_SKIP_DOWNLOAD))
+            vk_copy(dev, dev->work, out_at, dev->staging, 0, down_bytes);
+        STAMP(7);
+#undef STAMP
     }
-    if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
-        return rc;
-    vk_barrier(dev);
-    if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
-        return rc;
-    vk_barrier(dev);
-    vk_copy(dev, dev->work, out_at, dev->staging, 0, down_bytes);
     if (dev->timestamps)
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, 1);
     if ((rc = vk_submit(dev, op)) != TKV_OK)
         return rc;
-    if (TKV_ARGS_HAS(a, device_ns) && a->device_ns) {
-        uint64_t ts[2];
-        *a->device_ns = 0;
-        if (dev->timestamps && vkGetQueryPoolResults(dev->device, dev->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
-                                                     VK_QUERY_RESULT_64_BIT) == VK_SUCCESS)
-            *a->device_ns = (uint64_t)((double)((ts[1] - ts[0]) & dev->timestamp_mask) * dev->timestamp_period);
-    }
+    uint64_t ts[VK_TIMESTAMPS];
+    const uint32_t n_ts = profile ? VK_TIMESTAMPS : 2u;
+    const int have_ts = dev->timestamps && vkGetQueryPoolResults(dev->device, dev->timestamps, 0, n_ts, sizeof ts, ts,
+                                                                  sizeof ts[0], VK_QUERY_RESULT_64_BIT) == VK_SUCCESS;
+#define TS_NS(a, b) ((double)((ts[b] - ts[a]) & dev->timestamp_mask) * dev->timestamp_period)
+    if (TKV_ARGS_HAS(a, device_ns) && a->device_ns)
+        *a->device_ns = have_ts ? (uint64_t)(TS_NS(0, 1) / reps) : 0;
+    if (profile && have_ts)
+        fprintf(stderr,
+                "vkprof: attention n_out %llu units %llu chunk %llu chunks %llu wgs %llu upload %d: "
+                "up %.2f prep %.2f attn %.2f merge %.2f down %.2f rep %.2f call %.2f us\n",
+                (unsigned long long)n_out, (unsigned long long)n_units, (unsigned long long)chunk,
+                (unsigned long long)max_chunks, (unsigned long long)(n_units * a->n_kv_heads * max_chunks), upload,
+                TS_NS(2, 3) * 1e-3, TS_NS(3, 4) * 1e-3, TS_NS(4, 5) * 1e-3, TS_NS(5, 6) * 1e-3, TS_NS(6, 7) * 1e-3,
+                TS_NS(2, 7) * 1e-3, TS_NS(0, 1) * 1e-3 / reps);
+#undef TS_NS
 
     memcpy(a->out, staging, (size_t)q_bytes);
     const uint32_t *counts = (const uint32_t *)(staging + (counts_at - out_at));

@@ -50,6 +50,7 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 1u) const uint GROUPS1 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
 layout(constant_id = TKV_VK_SPEC_BATCH_ROWS) const uint BR = 128u;
+layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -133,7 +134,7 @@ Segment segment_at(uint sg, uint64_t pool, uint64_t head_stride, uint64_t block_
 // stage in 32 KB). Uniform control flow; the caller barriers before
 // reading.
 void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes, bool swizzle,
-                uint block_first, uint h, uint base, uint nb)
+                uint block_first, uint h, uint base, uint nb, bool load)
 {
     const uint bt = pc.block_tokens, n0 = min(bt - base % bt, nb);
     const uint n_seg = n0 == nb ? 1u : 2u + (nb - n0 - 1u) / bt;
@@ -142,7 +143,7 @@ void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint
     const uint a0 = segment_quads(n0 * row_bytes), af = n_seg > 1u ? segment_quads(min(bt, nb) * row_bytes) : 0u;
     const uint n_last = n_seg > 1u ? nb - n0 - (n_seg - 2u) * bt : 0u;
     const uint total = n_seg == 1u ? a0 : a0 + (n_seg - 2u) * af + segment_quads(n_last * row_bytes);
-    for (uint i = gl_LocalInvocationIndex; i < total; i += WG) {
+    for (uint i = gl_LocalInvocationIndex; i < total && load; i += WG) {
         uint sg = i < a0 ? 0u : 1u + (i - a0) / af;
         Segment g = segment_at(sg, pool, head_stride, block_stride, row_bytes, block_first, h, base, nb, n0, a0, af);
         uint qi = i - g.start;
@@ -357,12 +358,13 @@ void main()
         nb = min(BR - base % BR, end - base);
 
         // scores
-        stage_rows(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, K_SWIZZLE, unit.block_first, h, base, nb);
+        stage_rows(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, K_SWIZZLE, unit.block_first, h, base, nb,
+                   (DBG & TKV_VK_DBG_NO_K_LOADS) == 0u);
         barrier();
         float score[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++)
             score[t] = 0.0;
-        if (sr < nb) {
+        if (sr < nb && (DBG & TKV_VK_DBG_NO_SCORES) == 0u) {
             uint row = row_at[sr], scale_at = ~0u;
             float scale = 1.0;
             for (uint u = u0; u < u1; u++) {
@@ -450,9 +452,10 @@ void main()
             keep[r] = needed ? 1u : 0u;
 
         // values
-        stage_rows(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, V_SWIZZLE, unit.block_first, h, base, nb);
+        stage_rows(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, V_SWIZZLE, unit.block_first, h, base, nb,
+                   (DBG & TKV_VK_DBG_NO_V_LOADS) == 0u);
         barrier();
-        if (vr < RL) {
+        if (vr < RL && (DBG & TKV_VK_DBG_NO_VALUES) == 0u) {
             [[unroll]] for (uint a = 0u; a < QT * 8u * VA; a++)
                 acc[a] *= corr[a / (8u * VA)];
             for (uint rr = vr; rr < nb; rr += RL) {

@@ -71,7 +71,14 @@
 #define TKV_VK_SPEC_Q8_BLOCK 11u
 #define TKV_VK_SPEC_GROUPS 12u   /* 12..15: the group words */
 #define TKV_VK_SPEC_BATCH_ROWS 16u /* rows per staged batch, a power of two up to TKV_VK_WG */
-#define TKV_VK_SPEC_COUNT 17u
+/* Measurement knob TURBO_VK_SHADER_SKIP (README "Measurement knobs"): parts
+ * of the attention shader left out, TKV_VK_DBG_* bits; 0 in normal use. */
+#define TKV_VK_SPEC_DEBUG 17u
+#define TKV_VK_SPEC_COUNT 18u
+#define TKV_VK_DBG_NO_K_LOADS 1u  /* K rows not loaded into the stage */
+#define TKV_VK_DBG_NO_SCORES 2u   /* no scoring (scores 0) */
+#define TKV_VK_DBG_NO_V_LOADS 4u  /* V rows not loaded into the stage */
+#define TKV_VK_DBG_NO_VALUES 8u   /* no value accumulation */
 
 /* Workgroup size of every shader. */
 #define TKV_VK_WG 128u
