@@ -63,6 +63,7 @@ int vk_buffer_create_in(struct vk_device *dev, uint64_t bytes, int memory, const
         return VK_ERROR_STATUS(TKV_ENOMEM, "%s: no host memory for a buffer handle", op);
     b->magic = VK_BUFFER_MAGIC;
     b->host = (uint32_t)host;
+    b->type = 0;
     b->size = bytes;
     VkBufferCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
@@ -84,6 +85,7 @@ int vk_buffer_create_in(struct vk_device *dev, uint64_t bytes, int memory, const
         return VK_ERROR_STATUS(TKV_EDEVICE, "%s: no %s memory type suits a buffer (allowed types 0x%x)", op,
                                host ? "host-visible coherent" : "device", req.memoryTypeBits);
     }
+    b->type = type;
     VkMemoryAllocateFlagsInfo flags = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
         .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT,
@@ -143,6 +145,11 @@ void vk_buffer_destroy(struct vk_device *dev, struct vk_buffer *b)
 
 int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int host, const char *op)
 {
+    return vk_scratch_in(dev, slot, bytes, host ? 1 : 0, op);
+}
+
+int vk_scratch_in(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int memory, const char *op)
+{
     if (*slot && (*slot)->size >= bytes)
         return TKV_OK;
     /* grow geometrically so that a slowly growing context reallocates rarely */
@@ -151,7 +158,7 @@ int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, i
         size = bytes;
     vk_buffer_destroy(dev, *slot);
     *slot = NULL;
-    return vk_buffer_create(dev, size, host, op, slot);
+    return vk_buffer_create_in(dev, size, memory, op, slot);
 }
 
 int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, const void *src,

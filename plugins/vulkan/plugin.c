@@ -56,6 +56,8 @@ void vk_knobs_read(struct vk_device *dev)
     }
     if ((v = getenv("TURBO_VK_BATCH_ROWS")) && atoi(v) > 0)
         k->batch_rows = (uint32_t)atoi(v);
+    k->staged_io = (v = getenv("TURBO_VK_STAGED_IO")) && *v && strcmp(v, "0") != 0;
+    k->separate_prepare = (v = getenv("TURBO_VK_PREPARE")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0)
         dev->target_workgroups = (uint32_t)atoi(v);
     if (k->profile) {
@@ -66,8 +68,11 @@ void vk_knobs_read(struct vk_device *dev)
         for (uint32_t i = 0; i < m->memoryTypeCount; i++)
             fprintf(stderr, "vkprof: type %u: heap %u, flags 0x%x\n", i, m->memoryTypes[i].heapIndex,
                     (unsigned)m->memoryTypes[i].propertyFlags);
-        fprintf(stderr, "vkprof: skip 0x%x shader skip 0x%x batch rows %u repeat %u cache memory %d target workgroups %u\n",
-                k->skip, k->shader_skip, k->batch_rows, k->repeat, k->cache_memory, dev->target_workgroups);
+        fprintf(stderr,
+                "vkprof: skip 0x%x shader skip 0x%x batch rows %u repeat %u cache memory %d target workgroups %u "
+                "staged io %d separate prepare %d\n",
+                k->skip, k->shader_skip, k->batch_rows, k->repeat, k->cache_memory, dev->target_workgroups,
+                k->staged_io, k->separate_prepare);
     }
 }
 
@@ -370,6 +375,8 @@ static void vk_close(void *dev_)
         vk_buffer_destroy(dev, dev->math_buf);
         vk_buffer_destroy(dev, dev->staging);
         vk_buffer_destroy(dev, dev->work);
+        vk_buffer_destroy(dev, dev->inputs);
+        vk_buffer_destroy(dev, dev->outputs);
         free(dev->knobs.last_upload);
         vk_pipelines_destroy(dev);
         if (dev->fence)

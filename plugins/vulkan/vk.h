@@ -50,6 +50,7 @@ const char *vk_result_name(VkResult result);
 struct vk_buffer {
     uint32_t magic;
     uint32_t host;         /* allocated from the host-visible (staging) type */
+    uint32_t type;         /* its memory type */
     uint64_t size;         /* bytes asked for */
     VkBuffer buffer;
     VkDeviceMemory memory;
@@ -109,6 +110,8 @@ struct vk_knobs {
     uint32_t repeat;      /* TURBO_VK_REPEAT: record the call's commands this many times */
     uint32_t shader_skip; /* TURBO_VK_SHADER_SKIP: TKV_VK_DBG_* bits */
     uint32_t batch_rows;  /* TURBO_VK_BATCH_ROWS: at most this many rows per staged batch */
+    int staged_io;        /* TURBO_VK_STAGED_IO: attention inputs and outputs through copies */
+    int separate_prepare; /* TURBO_VK_PREPARE: turbo queries rotated by their own dispatch */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;
@@ -140,6 +143,8 @@ struct vk_device {
     struct vk_buffer *math_buf;
     struct vk_buffer *staging; /* host visible: op inputs and outputs */
     struct vk_buffer *work;    /* device memory: op intermediates */
+    struct vk_buffer *inputs;  /* attention inputs: device-local, host-written where possible */
+    struct vk_buffer *outputs; /* attention outputs: host visible, written by the merge */
 
     VkShaderModule modules[VK_SHADER_COUNT];
     VkPipelineLayout layout;   /* push constants only, shared by every shader */
@@ -161,6 +166,8 @@ void vk_knobs_read(struct vk_device *dev);
  * not kept). host picks the staging memory type. */
 int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int host,
                const char *op);
+/* Same, memory class as vk_buffer_create_in takes. */
+int vk_scratch_in(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int memory, const char *op);
 /* A buffer outside the live list (scratch, math tables); contents undefined. */
 int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char *op,
                      struct vk_buffer **out);

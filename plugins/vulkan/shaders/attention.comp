@@ -51,6 +51,7 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
 layout(constant_id = TKV_VK_SPEC_BATCH_ROWS) const uint BR = 128u;
 layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
+layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -84,6 +85,11 @@ shared vec4 ps[WG * PV];              // the batch's scores, then weights: [row]
 shared float red[RED];                // reductions
 shared uint keep[WG];                 // the batch's row is needed by some query row
 shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi * 16 + index]
+
+// The query rotation (Q_ROT) runs on floats held in the stage.
+#define ROT_LOAD(i) uintBitsToFloat(stage[i])
+#define ROT_STORE(i, v) stage[i] = floatBitsToUint(v)
+#include "rotate.glsl"
 
 // ---- the staged batch --------------------------------------------------
 
@@ -119,7 +125,7 @@ Segment segment_at(uint sg, uint64_t pool, uint64_t head_stride, uint64_t block_
     g.r0 = sg == 0u ? 0u : n0 + (sg - 1u) * bt;
     g.start = sg == 0u ? 0u : a0 + (sg - 1u) * af;
     uint pos = base + g.r0, bi = pos / bt, n = min(nb - g.r0, bt - (pos - bi * bt));
-    uint64_t addr = pool + uint64_t(Uints(pc.work + uint64_t(pc.blocks_at) * TKV_VK_ALIGN).u[block_first + bi]) *
+    uint64_t addr = pool + uint64_t(Uints(pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN).u[block_first + bi]) *
                                block_stride + uint64_t(h) * head_stride + uint64_t(pos - bi * bt) * uint64_t(row_bytes);
     g.aligned = addr & ~uint64_t(15);
     g.first = uint(addr - g.aligned);
@@ -305,7 +311,7 @@ void main()
     uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
     if (unit_index >= pc.n_units)
         return;
-    Unit unit = Units(pc.work + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
+    Unit unit = Units(pc.inputs + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
     if (c_local >= unit.n_chunks)
         return; // the unit's query rows see fewer chunks; the merge never reads this one
     const uint n_q_rows = unit.n_q * pc.ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
@@ -317,15 +323,26 @@ void main()
     const uint begin = max(c * pc.chunk, lo_tile), end = min(c * pc.chunk + pc.chunk, hi_tile);
 
     // The tile's prepared queries; rows past the last query row are zero.
+    // With Q_ROT the raw queries are rotated here, in the stage (free until
+    // the first batch), as the rows shader would have: R q.
     for (uint e = lid; e < HEAD_DIM * QS * QT; e += WG) {
         uint j = e / (HEAD_DIM * QS), i = e % (HEAD_DIM * QS), qr = qr0 + j;
         float v = 0.0;
         if (qr < n_q_rows) {
             uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
             uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
-            v = Floats(pc.work + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
+            v = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
         }
-        qs[j * QW + i / 4u][i % 4u] = v;
+        if (Q_ROT != TKV_VK_ROT_NONE)
+            stage[e] = floatBitsToUint(v);
+        else
+            qs[j * QW + i / 4u][i % 4u] = v;
+    }
+    if (Q_ROT != TKV_VK_ROT_NONE) {
+        barrier();
+        rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), Q_ROT, false, pc.math);
+        for (uint e = lid; e < HEAD_DIM * QT; e += WG)
+            qs[(e / HEAD_DIM) * QW + (e % HEAD_DIM) / 4u][e % 4u] = uintBitsToFloat(stage[e]);
     }
     Floats m = Floats(pc.math);
     for (uint e = lid; e < 80u; e += WG) {
@@ -508,7 +525,7 @@ void main()
                 [[unroll]] for (uint e = 0u; e < 8u; e++)
                     red[vr * HEAD_DIM + 8u * vu + e] = acc[(t * 8u + e) * VA + a];
             barrier();
-            Floats part = Floats(pc.work + uint64_t(pc.acc_at) * TKV_VK_ALIGN + 4ul * ((p * VA + a) * HEAD_DIM));
+            Floats part = Floats(pc.work + 4ul * ((p * VA + a) * HEAD_DIM));
             for (uint i = lid; i < HEAD_DIM && qr0 + t < n_q_rows; i += WG) {
                 float sum = 0.0;
                 for (uint l = 0u; l < RL; l++)
