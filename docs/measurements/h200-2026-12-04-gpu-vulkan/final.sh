@@ -39,6 +39,7 @@ echo "== sdpa: python3 scripts/sdpa-baseline.py --ctx 4096,16384,65536,131072" >
 timeout 90 python3 scripts/sdpa-baseline.py --ctx 4096,16384,65536,131072 >> "$O/sdpa.txt" 2>&1
 cat "$O/sdpa.txt"
 export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models TURBO_PLUGIN_PATH=$NEW
+export TKV_MINIMAL_PLUGIN_DIR=$R/build/tests/stubs/minimal TKV_BROKEN_PLUGIN_DIR=$R/build/tests/stubs  # test_paged needs them (the recorded run lacked them)
 echo "== build/tests/test_backends vulkan (timeout 50)" > "$O/conformance.txt"
 timeout 50 build/tests/test_backends vulkan >> "$O/conformance.txt" 2>&1; echo "exit $?" >> "$O/conformance.txt"
 echo "== build/tests/test_paged vulkan (timeout 30)" >> "$O/conformance.txt"
