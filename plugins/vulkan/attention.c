@@ -22,6 +22,8 @@
  * every block of every sequence inside both pools, scale, softcap,
  * threshold).
  */
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "vk.h"
@@ -62,9 +64,11 @@ static struct vk_unit unit_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint
  * invocations share a row beyond), as many as the stage holds with the
  * slack of every segment: a batch of br rows touches at most
  * ceil((br - 1) / block_tokens) + 1 pool blocks. */
-static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens)
+static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_most)
 {
     uint32_t br = TKV_VK_WG;
+    while (at_most && br > at_most && br > 1) /* TURBO_VK_BATCH_ROWS */
+        br /= 2;
     for (;;) {
         uint64_t segments = ((uint64_t)br - 1 + block_tokens - 1) / block_tokens + 1; /* any block_tokens */
         segments = segments < br ? segments : br;
@@ -72,6 +76,23 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens)
             return br;
         br /= 2;
     }
+}
+
+/* TURBO_VK_SKIP=upload: the bytes the device now holds. */
+static int remember_upload(struct vk_device *dev, const void *bytes, uint64_t n)
+{
+    struct vk_knobs *k = &dev->knobs;
+    if (k->last_upload_cap < n) {
+        void *grown = realloc(k->last_upload, (size_t)n);
+        if (!grown)
+            return VK_ERROR_STATUS(TKV_ENOMEM, "attention: no host memory (%llu bytes) for TURBO_VK_SKIP=upload",
+                                   (unsigned long long)n);
+        k->last_upload = grown;
+        k->last_upload_cap = n;
+    }
+    memcpy(k->last_upload, bytes, (size_t)n);
+    k->last_upload_bytes = n;
+    return TKV_OK;
 }
 
 int vk_attention(void *dev_, const struct tkv_attention_args *a)
@@ -127,31 +148,54 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             max_chunks = n_chunks > max_chunks ? n_chunks : max_chunks;
         }
 
-    /* device scratch: queries, units, query rows' units, block table (one
-     * upload); prepared queries, partials; outputs, counts, lse (one
-     * download) */
+    /* Inputs (queries, units, query rows' units, block table; prepared
+     * queries after them) in dev->inputs: device-local memory the host
+     * writes directly where the device has such a type (a discrete GPU's
+     * BAR window, lavapipe), else device memory filled by one copy from the
+     * staging buffer. Partials in dev->work. Outputs (rows, skip counts,
+     * lse) written by the merge straight into host-visible dev->outputs,
+     * else into work and copied back. TURBO_VK_STAGED_IO=1 takes the
+     * copies everywhere (a measurement knob). The turbo keys' query
+     * rotation runs inside the attention shader when the tile fits the
+     * rotation's shared memory and the keys have no QJL part (which needs
+     * S R q); else the rows shader prepares the queries. */
+    const int fused = kl.bits && !kl.qjl && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.separate_prepare;
+    const int prepare_dispatch = kl.bits && !fused;
     const uint64_t q_bytes = n_out * hd * sizeof(float);
     const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
     const uint64_t blocks_at = align_up(row_units_at + n_q_rows * sizeof(uint32_t));
     const uint64_t up_bytes = blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
-    const uint64_t prep_at = align_up(up_bytes), prep_bytes = kl.bits ? q_bytes * qs : 0;
-    const uint64_t acc_at = align_up(prep_at + prep_bytes), n_partials = n_out * max_chunks;
+    const uint64_t prep_at = align_up(up_bytes), prep_bytes = prepare_dispatch ? q_bytes * qs : 0;
+    const uint64_t in_bytes = prep_at + prep_bytes;
+    const uint64_t acc_at = 0, n_partials = n_out * max_chunks;
     const uint64_t ml_at = align_up(acc_at + n_partials * va * hd * sizeof(float));
-    const uint64_t out_at = align_up(ml_at + n_partials * TKV_VK_ML_FLOATS * sizeof(float));
-    const uint64_t counts_at = align_up(out_at + q_bytes), lse_at = align_up(counts_at + n_out * sizeof(uint32_t));
-    const uint64_t down_bytes = lse_at + n_out * sizeof(float) - out_at;
+    const uint64_t partial_bytes = align_up(ml_at + n_partials * TKV_VK_ML_FLOATS * sizeof(float));
+    const uint64_t counts_at = align_up(q_bytes), lse_at = align_up(counts_at + n_out * sizeof(uint32_t));
+    const uint64_t down_bytes = lse_at + n_out * sizeof(float); /* out rows at 0 */
     if (chunk * max_chunks > UINT32_MAX || n_units * a->n_kv_heads * max_chunks > UINT32_MAX ||
-        n_out > UINT32_MAX || ml_at / TKV_VK_ALIGN > UINT32_MAX)
+        n_out > UINT32_MAX || ml_at / TKV_VK_ALIGN > UINT32_MAX || in_bytes / TKV_VK_ALIGN > UINT32_MAX)
         return VK_ERROR_STATUS(TKV_ERANGE,
                                "%s: %llu query rows x %u kv heads over up to %u rows is too much work for one call",
                                op, (unsigned long long)n_q_rows, a->n_kv_heads, a->max_n_ctx);
-    if ((rc = vk_scratch(dev, &dev->work, out_at + down_bytes, 0, op)) != TKV_OK ||
-        (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
+    const int staged = dev->knobs.staged_io;
+    const uint64_t inputs_size = dev->inputs ? dev->inputs->size : 0;
+    if ((rc = vk_scratch_in(dev, &dev->inputs, in_bytes, staged ? 0 : 2, op)) != TKV_OK ||
+        (rc = vk_scratch(dev, &dev->work, partial_bytes + (staged ? down_bytes : 0), 0, op)) != TKV_OK ||
+        (!staged && (rc = vk_scratch(dev, &dev->outputs, down_bytes, 1, op)) != TKV_OK))
         return rc;
-    unsigned char *staging = dev->staging->map;
-    memcpy(staging, a->q, (size_t)q_bytes);
-    struct vk_unit *units = (struct vk_unit *)(staging + units_at);
-    uint32_t *row_units = (uint32_t *)(staging + row_units_at);
+    /* the host writes the inputs in place when they are mapped device memory */
+    const VkMemoryPropertyFlags in_flags = dev->memory.memoryTypes[dev->inputs->type].propertyFlags;
+    const int direct_in = dev->inputs->map && (in_flags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    if (!direct_in && (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
+        return rc;
+    if (staged && (rc = vk_scratch(dev, &dev->staging, down_bytes, 1, op)) != TKV_OK)
+        return rc;
+    if (dev->inputs->size != inputs_size)
+        dev->knobs.last_upload_bytes = 0; /* a new inputs buffer holds nothing */
+    unsigned char *in_host = direct_in ? dev->inputs->map : dev->staging->map;
+    memcpy(in_host, a->q, (size_t)q_bytes);
+    struct vk_unit *units = (struct vk_unit *)(in_host + units_at);
+    uint32_t *row_units = (uint32_t *)(in_host + row_units_at);
     uint32_t u = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++) {
         const struct tkv_attn_seq *seq = seq_at(a, s);
@@ -162,7 +206,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
                 row_units[(uint64_t)seq->q_first * ratio + qr] = u;
         }
     }
-    memcpy(staging + blocks_at, a->blocks, (size_t)a->n_blocks * sizeof(uint32_t));
+    memcpy(in_host + blocks_at, a->blocks, (size_t)a->n_blocks * sizeof(uint32_t));
 
     const uint32_t row_max = kl.row_bytes > vl.row_bytes ? kl.row_bytes : vl.row_bytes;
     uint32_t spec[TKV_VK_SPEC_COUNT] = {
@@ -178,14 +222,18 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_ROW_BYTES] = vl.row_bytes,
         [TKV_VK_SPEC_QT] = qt,
         [TKV_VK_SPEC_Q8_BLOCK] = TKV_Q8_0_BLOCK,
-        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens),
+        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens, dev->knobs.batch_rows),
+        [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
+        [TKV_VK_SPEC_Q_ROT] = fused ? kl.rotation : TKV_VK_ROT_NONE,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
     if ((rc = vk_attention_pipeline(dev, spec, &pipeline)) != TKV_OK)
         return rc;
 
-    const uint64_t work = dev->work->address;
+    const uint64_t work = dev->work->address, inputs = dev->inputs->address;
+    /* outputs: host-visible memory the merge writes, or work (copied back) */
+    const uint64_t out = staged ? work + partial_bytes : dev->outputs->address;
     struct vk_attention_push push = {
         .k = k_buf->address,
         .v = v_buf->address,
@@ -193,12 +241,12 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         .v_head_stride = a->v.head_stride,
         .k_block_stride = a->k.block_stride,
         .v_block_stride = a->v.block_stride,
+        .inputs = inputs,
         .work = work,
         .math = dev->math_buf->address,
-        .q_at = (uint32_t)((kl.bits ? prep_at : 0) / TKV_VK_ALIGN),
+        .q_at = (uint32_t)((prepare_dispatch ? prep_at : 0) / TKV_VK_ALIGN),
         .units_at = (uint32_t)(units_at / TKV_VK_ALIGN),
         .blocks_at = (uint32_t)(blocks_at / TKV_VK_ALIGN),
-        .acc_at = (uint32_t)(acc_at / TKV_VK_ALIGN),
         .ml_at = (uint32_t)(ml_at / TKV_VK_ALIGN),
         .n_units = (uint32_t)n_units,
         .n_kv = a->n_kv_heads,
@@ -214,11 +262,11 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     struct vk_merge_push merge = {
         .part_acc = work + acc_at,
         .part_ml = work + ml_at,
-        .out_rows = work + out_at,
-        .counts = work + counts_at,
-        .lse = work + lse_at,
-        .units = work + units_at,
-        .row_units = work + row_units_at,
+        .out_rows = out,
+        .counts = out + counts_at,
+        .lse = out + lse_at,
+        .units = inputs + units_at,
+        .row_units = inputs + row_units_at,
         .math = dev->math_buf->address,
         .n_rows = (uint32_t)n_out,
         .ratio = ratio,
@@ -232,52 +280,99 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     };
     memcpy(merge.groups, vl.groups, sizeof merge.groups);
     struct vk_rows_push prepare = {
-        .src = work,
-        .dst = work + prep_at,
+        .src = inputs,
+        .dst = inputs + prep_at,
         .n_rows = (uint32_t)n_out,
         .row_bytes = hd * (uint32_t)sizeof(float),
         .dst_stride = hd * qs,
     };
 
+    /* The measurement knobs (README "Measurement knobs"): stages left
+     * out, the commands recorded several times, stage timestamps. */
+    const struct vk_knobs *kn = &dev->knobs;
+    const uint32_t reps = kn->repeat ? kn->repeat : 1;
+    int upload = !direct_in && !(kn->skip & VK_SKIP_UPLOAD);
+    if (!direct_in && !upload) { /* left out only when the device holds these bytes already */
+        upload = kn->last_upload_bytes != up_bytes || memcmp(kn->last_upload, in_host, (size_t)up_bytes) != 0;
+        if (upload && (rc = remember_upload(dev, in_host, up_bytes)) != TKV_OK)
+            return rc;
+    }
+    const int profile = kn->profile && dev->timestamps;
+    if (kn->skip & VK_EMPTY_ATTENTION)
+        push.n_units = 0; /* every workgroup leaves at once */
+
     if ((rc = vk_begin(dev, op)) != TKV_OK)
         return rc;
     if (dev->timestamps) {
-        vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, 2);
+        vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, VK_TIMESTAMPS);
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, dev->timestamps, 0);
     }
-    vk_copy(dev, dev->staging, 0, dev->work, 0, up_bytes);
-    vk_barrier(dev);
-    if (kl.bits) {
-        if ((rc = vk_record_rows(dev, &kl, &prepare, TKV_VK_FLAG_QUERY, op)) != TKV_OK)
-            return rc;
-        vk_barrier(dev);
+    for (uint32_t rep = 0; rep < reps; rep++) {
+        const int stamp = profile && rep == reps - 1;
+        if (rep)
+            vk_barrier(dev);
+#define STAMP(i) \
+    if (stamp) \
+        vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, (i))
+        STAMP(2);
+        if (upload && rep == 0) { /* the staging buffer holds outputs after a repetition */
+            vk_copy(dev, dev->staging, 0, dev->inputs, 0, up_bytes);
+            vk_barrier(dev);
+        }
+        STAMP(3);
+        if (prepare_dispatch && !(kn->skip & VK_SKIP_PREPARE)) {
+            if ((rc = vk_record_rows(dev, &kl, &prepare, TKV_VK_FLAG_QUERY, op)) != TKV_OK)
+                return rc;
+            vk_barrier(dev);
+        }
+        STAMP(4);
+        if (!(kn->skip & VK_SKIP_ATTENTION)) {
+            if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_units * a->n_kv_heads * max_chunks, op)) !=
+                TKV_OK)
+                return rc;
+            vk_barrier(dev);
+        }
+        STAMP(5);
+        if (!(kn->skip & VK_SKIP_MERGE)) {
+            if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
+                return rc;
+            vk_barrier(dev);
+        }
+        STAMP(6);
+        if (staged && !(kn->skip & VK_SKIP_DOWNLOAD))
+            vk_copy(dev, dev->work, partial_bytes, dev->staging, 0, down_bytes);
+        STAMP(7);
+#undef STAMP
     }
-    if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
-        return rc;
-    vk_barrier(dev);
-    if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
-        return rc;
-    vk_barrier(dev);
-    vk_copy(dev, dev->work, out_at, dev->staging, 0, down_bytes);
     if (dev->timestamps)
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, 1);
     if ((rc = vk_submit(dev, op)) != TKV_OK)
         return rc;
-    if (TKV_ARGS_HAS(a, device_ns) && a->device_ns) {
-        uint64_t ts[2];
-        *a->device_ns = 0;
-        if (dev->timestamps && vkGetQueryPoolResults(dev->device, dev->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
-                                                     VK_QUERY_RESULT_64_BIT) == VK_SUCCESS)
-            *a->device_ns = (uint64_t)((double)((ts[1] - ts[0]) & dev->timestamp_mask) * dev->timestamp_period);
-    }
+    uint64_t ts[VK_TIMESTAMPS];
+    const uint32_t n_ts = profile ? VK_TIMESTAMPS : 2u;
+    const int have_ts = dev->timestamps && vkGetQueryPoolResults(dev->device, dev->timestamps, 0, n_ts, sizeof ts, ts,
+                                                                  sizeof ts[0], VK_QUERY_RESULT_64_BIT) == VK_SUCCESS;
+#define TS_NS(a, b) ((double)((ts[b] - ts[a]) & dev->timestamp_mask) * dev->timestamp_period)
+    if (TKV_ARGS_HAS(a, device_ns) && a->device_ns)
+        *a->device_ns = have_ts ? (uint64_t)(TS_NS(0, 1) / reps) : 0;
+    if (profile && have_ts)
+        fprintf(stderr,
+                "vkprof: attention n_out %llu units %llu chunk %llu chunks %llu wgs %llu upload %d: "
+                "up %.2f prep %.2f attn %.2f merge %.2f down %.2f rep %.2f call %.2f us\n",
+                (unsigned long long)n_out, (unsigned long long)n_units, (unsigned long long)chunk,
+                (unsigned long long)max_chunks, (unsigned long long)(n_units * a->n_kv_heads * max_chunks), upload,
+                TS_NS(2, 3) * 1e-3, TS_NS(3, 4) * 1e-3, TS_NS(4, 5) * 1e-3, TS_NS(5, 6) * 1e-3, TS_NS(6, 7) * 1e-3,
+                TS_NS(2, 7) * 1e-3, TS_NS(0, 1) * 1e-3 / reps);
+#undef TS_NS
 
-    memcpy(a->out, staging, (size_t)q_bytes);
-    const uint32_t *counts = (const uint32_t *)(staging + (counts_at - out_at));
+    const unsigned char *out_host = staged ? dev->staging->map : dev->outputs->map;
+    memcpy(a->out, out_host, (size_t)q_bytes);
+    const uint32_t *counts = (const uint32_t *)(out_host + counts_at);
     uint64_t skipped = 0;
     for (uint64_t r = 0; r < n_out; r++)
         skipped += counts[r];
     if (a->lse)
-        memcpy(a->lse, staging + (lse_at - out_at), (size_t)n_out * sizeof(float));
+        memcpy(a->lse, out_host + lse_at, (size_t)n_out * sizeof(float));
     dev->stats.attention_calls++;
     dev->stats.rows_skipped += skipped;
     if (a->rows_total)

@@ -10,6 +10,7 @@
  * mapped and the core's reads and writes are plain copies; elsewhere they
  * go through the host-visible staging buffer and a transfer command.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,10 +20,20 @@
  * read or write does not need a staging buffer as large as itself. */
 #define VK_STAGING_CHUNK (64ull << 20)
 
-static int memory_type_for(const struct vk_device *dev, uint32_t allowed, int host, uint32_t *type)
+static int memory_type_for(const struct vk_device *dev, uint32_t allowed, int memory, uint32_t *type)
 {
-    const uint32_t *types = host ? dev->host_types : dev->device_types;
-    uint32_t n = host ? dev->n_host_types : dev->n_device_types;
+    if (memory == 2) { /* the measurement knob's BAR window: device-local, host visible and coherent */
+        const VkMemoryPropertyFlags bar = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                          VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+        for (uint32_t i = 0; i < dev->memory.memoryTypeCount; i++)
+            if ((allowed & (1u << i)) && (dev->memory.memoryTypes[i].propertyFlags & bar) == bar) {
+                *type = i;
+                return 1;
+            }
+        memory = 0;
+    }
+    const uint32_t *types = memory ? dev->host_types : dev->device_types;
+    uint32_t n = memory ? dev->n_host_types : dev->n_device_types;
     for (uint32_t i = 0; i < n; i++)
         if (allowed & (1u << types[i])) {
             *type = types[i];
@@ -34,6 +45,13 @@ static int memory_type_for(const struct vk_device *dev, uint32_t allowed, int ho
 int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char *op,
                      struct vk_buffer **out)
 {
+    return vk_buffer_create_in(dev, bytes, host ? 1 : 0, op, out);
+}
+
+int vk_buffer_create_in(struct vk_device *dev, uint64_t bytes, int memory, const char *op,
+                        struct vk_buffer **out)
+{
+    const int host = memory == 1;
     VkResult r;
     int rc;
     uint64_t padded = bytes + VK_BUFFER_SLACK;
@@ -45,6 +63,7 @@ int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char
         return VK_ERROR_STATUS(TKV_ENOMEM, "%s: no host memory for a buffer handle", op);
     b->magic = VK_BUFFER_MAGIC;
     b->host = (uint32_t)host;
+    b->type = 0;
     b->size = bytes;
     VkBufferCreateInfo info = {
         .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO,
@@ -60,12 +79,13 @@ int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char
     VkMemoryRequirements req;
     vkGetBufferMemoryRequirements(dev->device, b->buffer, &req);
     uint32_t type;
-    if (!memory_type_for(dev, req.memoryTypeBits, host, &type)) {
+    if (!memory_type_for(dev, req.memoryTypeBits, memory, &type)) {
         vkDestroyBuffer(dev->device, b->buffer, NULL);
         free(b);
         return VK_ERROR_STATUS(TKV_EDEVICE, "%s: no %s memory type suits a buffer (allowed types 0x%x)", op,
                                host ? "host-visible coherent" : "device", req.memoryTypeBits);
     }
+    b->type = type;
     VkMemoryAllocateFlagsInfo flags = {
         .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO,
         .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT,
@@ -87,6 +107,13 @@ int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char
         return rc;
     }
     VkMemoryPropertyFlags props = dev->memory.memoryTypes[type].propertyFlags;
+    if (dev->knobs.profile) {
+        uint32_t heap = dev->memory.memoryTypes[type].heapIndex;
+        fprintf(stderr, "vkprof: %s buffer of %llu bytes in memory type %u (flags 0x%x) of heap %u (flags 0x%x, %llu MiB)\n",
+                op, (unsigned long long)bytes, type, (unsigned)props, heap,
+                (unsigned)dev->memory.memoryHeaps[heap].flags,
+                (unsigned long long)(dev->memory.memoryHeaps[heap].size >> 20));
+    }
     VkMemoryPropertyFlags mappable = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
     if ((props & mappable) == mappable &&
         (r = vkMapMemory(dev->device, b->memory, 0, VK_WHOLE_SIZE, 0, &b->map)) != VK_SUCCESS) {
@@ -118,6 +145,11 @@ void vk_buffer_destroy(struct vk_device *dev, struct vk_buffer *b)
 
 int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int host, const char *op)
 {
+    return vk_scratch_in(dev, slot, bytes, host ? 1 : 0, op);
+}
+
+int vk_scratch_in(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int memory, const char *op)
+{
     if (*slot && (*slot)->size >= bytes)
         return TKV_OK;
     /* grow geometrically so that a slowly growing context reallocates rarely */
@@ -126,7 +158,7 @@ int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, i
         size = bytes;
     vk_buffer_destroy(dev, *slot);
     *slot = NULL;
-    return vk_buffer_create(dev, size, host, op, slot);
+    return vk_buffer_create_in(dev, size, memory, op, slot);
 }
 
 int vk_upload(struct vk_device *dev, struct vk_buffer *dst, uint64_t offset, const void *src,

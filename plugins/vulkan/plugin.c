@@ -25,6 +25,57 @@ const struct tkv_services *vk_svc;
 #define VK_GPU_WORKGROUPS 1024u
 #define VK_CPU_WORKGROUPS_PER_CORE 4u
 
+/* ---- measurement knobs (README "Measurement knobs") ----------------------- */
+
+void vk_knobs_read(struct vk_device *dev)
+{
+    struct vk_knobs *k = &dev->knobs;
+    const char *v;
+    k->profile = (v = getenv("TURBO_VK_PROFILE")) && *v && strcmp(v, "0") != 0;
+    if ((v = getenv("TURBO_VK_REPEAT")) && atoi(v) > 1)
+        k->repeat = (uint32_t)atoi(v);
+    if ((v = getenv("TURBO_VK_CACHE_MEMORY")))
+        k->cache_memory = strcmp(v, "host") == 0 ? 1 : strcmp(v, "bar") == 0 ? 2 : 0;
+    if ((v = getenv("TURBO_VK_SKIP"))) {
+        static const struct { const char *name; uint32_t bit; } names[] = {
+            { "upload", VK_SKIP_UPLOAD },       { "prepare", VK_SKIP_PREPARE }, { "attention", VK_SKIP_ATTENTION },
+            { "merge", VK_SKIP_MERGE },         { "download", VK_SKIP_DOWNLOAD }, { "empty", VK_EMPTY_ATTENTION },
+        };
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strstr(v, names[i].name))
+                k->skip |= names[i].bit;
+    }
+    if ((v = getenv("TURBO_VK_SHADER_SKIP"))) {
+        static const struct { const char *name; uint32_t bit; } names[] = {
+            { "kloads", TKV_VK_DBG_NO_K_LOADS }, { "scores", TKV_VK_DBG_NO_SCORES },
+            { "vloads", TKV_VK_DBG_NO_V_LOADS }, { "values", TKV_VK_DBG_NO_VALUES },
+        };
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strstr(v, names[i].name))
+                k->shader_skip |= names[i].bit;
+    }
+    if ((v = getenv("TURBO_VK_BATCH_ROWS")) && atoi(v) > 0)
+        k->batch_rows = (uint32_t)atoi(v);
+    k->staged_io = (v = getenv("TURBO_VK_STAGED_IO")) && *v && strcmp(v, "0") != 0;
+    k->separate_prepare = (v = getenv("TURBO_VK_PREPARE")) && *v && strcmp(v, "0") != 0;
+    if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0)
+        dev->target_workgroups = (uint32_t)atoi(v);
+    if (k->profile) {
+        const VkPhysicalDeviceMemoryProperties *m = &dev->memory;
+        for (uint32_t i = 0; i < m->memoryHeapCount; i++)
+            fprintf(stderr, "vkprof: heap %u: %llu MiB, flags 0x%x\n", i,
+                    (unsigned long long)(m->memoryHeaps[i].size >> 20), (unsigned)m->memoryHeaps[i].flags);
+        for (uint32_t i = 0; i < m->memoryTypeCount; i++)
+            fprintf(stderr, "vkprof: type %u: heap %u, flags 0x%x\n", i, m->memoryTypes[i].heapIndex,
+                    (unsigned)m->memoryTypes[i].propertyFlags);
+        fprintf(stderr,
+                "vkprof: skip 0x%x shader skip 0x%x batch rows %u repeat %u cache memory %d target workgroups %u "
+                "staged io %d separate prepare %d\n",
+                k->skip, k->shader_skip, k->batch_rows, k->repeat, k->cache_memory, dev->target_workgroups,
+                k->staged_io, k->separate_prepare);
+    }
+}
+
 static int vk_init(const struct tkv_services *svc)
 {
     vk_svc = svc;
@@ -324,6 +375,9 @@ static void vk_close(void *dev_)
         vk_buffer_destroy(dev, dev->math_buf);
         vk_buffer_destroy(dev, dev->staging);
         vk_buffer_destroy(dev, dev->work);
+        vk_buffer_destroy(dev, dev->inputs);
+        vk_buffer_destroy(dev, dev->outputs);
+        free(dev->knobs.last_upload);
         vk_pipelines_destroy(dev);
         if (dev->fence)
             vkDestroyFence(dev->device, dev->fence, NULL);
@@ -390,7 +444,8 @@ static int open_device(struct vk_device *dev, const struct vk_candidate *c)
      * device_ns stays 0 */
     if (c->timestamp_bits && c->props.limits.timestampPeriod > 0.0f) {
         VkQueryPoolCreateInfo qp = {
-            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2,
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP,
+            .queryCount = VK_TIMESTAMPS,
         };
         if ((r = vkCreateQueryPool(dev->device, &qp, NULL, &dev->timestamps)) != VK_SUCCESS)
             return vk_fail("open", "vkCreateQueryPool", r);
@@ -436,6 +491,7 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
     } else {
         dev->target_workgroups = VK_GPU_WORKGROUPS;
     }
+    vk_knobs_read(dev);
     if ((rc = open_device(dev, c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
         (rc = vk_tables_upload(dev)) != TKV_OK)
         goto fail;
@@ -459,7 +515,7 @@ static int vk_buffer_alloc(void *dev_, uint64_t bytes, void **out)
     struct vk_device *dev = dev_;
     struct vk_buffer *b;
     int rc;
-    if ((rc = vk_buffer_create(dev, bytes, 0, "buffer_alloc", &b)) != TKV_OK)
+    if ((rc = vk_buffer_create_in(dev, bytes, dev->knobs.cache_memory, "buffer_alloc", &b)) != TKV_OK)
         return rc;
     b->prev = &dev->live;
     b->next = dev->live.next;

@@ -50,6 +50,7 @@ const char *vk_result_name(VkResult result);
 struct vk_buffer {
     uint32_t magic;
     uint32_t host;         /* allocated from the host-visible (staging) type */
+    uint32_t type;         /* its memory type */
     uint64_t size;         /* bytes asked for */
     VkBuffer buffer;
     VkDeviceMemory memory;
@@ -91,6 +92,31 @@ struct vk_pending_copy {
     VkBufferCopy region;
 };
 
+/* Measurement knobs (environment, read at open; README "Measurement
+ * knobs"): they change what an attention call records, never what the
+ * other ops do. */
+#define VK_SKIP_UPLOAD 1u     /* the upload copy, when its bytes equal the last call's */
+#define VK_SKIP_PREPARE 2u    /* the query rotation (stale prepared queries) */
+#define VK_SKIP_ATTENTION 4u  /* the attention dispatch (stale partials) */
+#define VK_SKIP_MERGE 8u      /* the merge dispatch (stale outputs) */
+#define VK_SKIP_DOWNLOAD 16u  /* the download copy (stale outputs) */
+#define VK_EMPTY_ATTENTION 32u /* the attention grid dispatched, every workgroup leaving at once */
+/* Timestamps: 0 and 1 around the call; with TURBO_VK_PROFILE 2..7 between
+ * the stages of the last repetition. */
+#define VK_TIMESTAMPS 8u
+struct vk_knobs {
+    int profile;          /* TURBO_VK_PROFILE: stage timestamps and memory types on stderr */
+    uint32_t skip;        /* TURBO_VK_SKIP: VK_SKIP_* / VK_EMPTY_ATTENTION */
+    uint32_t repeat;      /* TURBO_VK_REPEAT: record the call's commands this many times */
+    uint32_t shader_skip; /* TURBO_VK_SHADER_SKIP: TKV_VK_DBG_* bits */
+    uint32_t batch_rows;  /* TURBO_VK_BATCH_ROWS: at most this many rows per staged batch */
+    int staged_io;        /* TURBO_VK_STAGED_IO: attention inputs and outputs through copies */
+    int separate_prepare; /* TURBO_VK_PREPARE: turbo queries rotated by their own dispatch */
+    int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
+    void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
+    uint64_t last_upload_bytes, last_upload_cap;
+};
+
 struct vk_device {
     VkInstance instance;
     VkDevice device;
@@ -98,7 +124,7 @@ struct vk_device {
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
-    VkQueryPool timestamps;  /* 2 timestamps around an attention call, or VK_NULL_HANDLE */
+    VkQueryPool timestamps;  /* VK_TIMESTAMPS timestamps of an attention call, or VK_NULL_HANDLE */
     uint64_t timestamp_mask; /* the timestampValidBits of the queue */
     float timestamp_period;  /* ns per tick */
     int lost;                /* VK_ERROR_DEVICE_LOST seen: every later op fails at once */
@@ -117,6 +143,8 @@ struct vk_device {
     struct vk_buffer *math_buf;
     struct vk_buffer *staging; /* host visible: op inputs and outputs */
     struct vk_buffer *work;    /* device memory: op intermediates */
+    struct vk_buffer *inputs;  /* attention inputs: device-local, host-written where possible */
+    struct vk_buffer *outputs; /* attention outputs: host visible, written by the merge */
 
     VkShaderModule modules[VK_SHADER_COUNT];
     VkPipelineLayout layout;   /* push constants only, shared by every shader */
@@ -128,15 +156,25 @@ struct vk_device {
     struct vk_pending_copy *pending; /* queued buffer_copy calls, in call order */
     size_t n_pending, cap_pending;
     struct tkv_device_stats stats;
+    struct vk_knobs knobs;
 };
+
+/* Reads the measurement knobs (plugin.c). */
+void vk_knobs_read(struct vk_device *dev);
 
 /* The device's scratch: *slot grows to hold at least bytes (contents are
  * not kept). host picks the staging memory type. */
 int vk_scratch(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int host,
                const char *op);
+/* Same, memory class as vk_buffer_create_in takes. */
+int vk_scratch_in(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes, int memory, const char *op);
 /* A buffer outside the live list (scratch, math tables); contents undefined. */
 int vk_buffer_create(struct vk_device *dev, uint64_t bytes, int host, const char *op,
                      struct vk_buffer **out);
+/* Same, from a memory class: 0 device-local, 1 host visible (staging), 2
+ * device-local and host visible (the BAR window) where there is one. */
+int vk_buffer_create_in(struct vk_device *dev, uint64_t bytes, int memory, const char *op,
+                        struct vk_buffer **out);
 void vk_buffer_destroy(struct vk_device *dev, struct vk_buffer *b);
 /* The buffer behind a handle the core passed. The core only passes buffers
  * this plugin allocated (it validates every op's arguments); debug builds

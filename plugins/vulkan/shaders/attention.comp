@@ -50,6 +50,8 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 1u) const uint GROUPS1 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
 layout(constant_id = TKV_VK_SPEC_BATCH_ROWS) const uint BR = 128u;
+layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
+layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -83,6 +85,11 @@ shared vec4 ps[WG * PV];              // the batch's scores, then weights: [row]
 shared float red[RED];                // reductions
 shared uint keep[WG];                 // the batch's row is needed by some query row
 shared float cent_k[80], cent_v[80];  // codebooks of the row's group sizes: [gi * 16 + index]
+
+// The query rotation (Q_ROT) runs on floats held in the stage.
+#define ROT_LOAD(i) uintBitsToFloat(stage[i])
+#define ROT_STORE(i, v) stage[i] = floatBitsToUint(v)
+#include "rotate.glsl"
 
 // ---- the staged batch --------------------------------------------------
 
@@ -118,7 +125,7 @@ Segment segment_at(uint sg, uint64_t pool, uint64_t head_stride, uint64_t block_
     g.r0 = sg == 0u ? 0u : n0 + (sg - 1u) * bt;
     g.start = sg == 0u ? 0u : a0 + (sg - 1u) * af;
     uint pos = base + g.r0, bi = pos / bt, n = min(nb - g.r0, bt - (pos - bi * bt));
-    uint64_t addr = pool + uint64_t(Uints(pc.work + uint64_t(pc.blocks_at) * TKV_VK_ALIGN).u[block_first + bi]) *
+    uint64_t addr = pool + uint64_t(Uints(pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN).u[block_first + bi]) *
                                block_stride + uint64_t(h) * head_stride + uint64_t(pos - bi * bt) * uint64_t(row_bytes);
     g.aligned = addr & ~uint64_t(15);
     g.first = uint(addr - g.aligned);
@@ -133,7 +140,7 @@ Segment segment_at(uint sg, uint64_t pool, uint64_t head_stride, uint64_t block_
 // stage in 32 KB). Uniform control flow; the caller barriers before
 // reading.
 void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint row_bytes, bool swizzle,
-                uint block_first, uint h, uint base, uint nb)
+                uint block_first, uint h, uint base, uint nb, bool load)
 {
     const uint bt = pc.block_tokens, n0 = min(bt - base % bt, nb);
     const uint n_seg = n0 == nb ? 1u : 2u + (nb - n0 - 1u) / bt;
@@ -142,7 +149,7 @@ void stage_rows(uint64_t pool, uint64_t head_stride, uint64_t block_stride, uint
     const uint a0 = segment_quads(n0 * row_bytes), af = n_seg > 1u ? segment_quads(min(bt, nb) * row_bytes) : 0u;
     const uint n_last = n_seg > 1u ? nb - n0 - (n_seg - 2u) * bt : 0u;
     const uint total = n_seg == 1u ? a0 : a0 + (n_seg - 2u) * af + segment_quads(n_last * row_bytes);
-    for (uint i = gl_LocalInvocationIndex; i < total; i += WG) {
+    for (uint i = gl_LocalInvocationIndex; i < total && load; i += WG) {
         uint sg = i < a0 ? 0u : 1u + (i - a0) / af;
         Segment g = segment_at(sg, pool, head_stride, block_stride, row_bytes, block_first, h, base, nb, n0, a0, af);
         uint qi = i - g.start;
@@ -304,7 +311,7 @@ void main()
     uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
     if (unit_index >= pc.n_units)
         return;
-    Unit unit = Units(pc.work + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
+    Unit unit = Units(pc.inputs + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
     if (c_local >= unit.n_chunks)
         return; // the unit's query rows see fewer chunks; the merge never reads this one
     const uint n_q_rows = unit.n_q * pc.ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
@@ -316,15 +323,26 @@ void main()
     const uint begin = max(c * pc.chunk, lo_tile), end = min(c * pc.chunk + pc.chunk, hi_tile);
 
     // The tile's prepared queries; rows past the last query row are zero.
+    // With Q_ROT the raw queries are rotated here, in the stage (free until
+    // the first batch), as the rows shader would have: R q.
     for (uint e = lid; e < HEAD_DIM * QS * QT; e += WG) {
         uint j = e / (HEAD_DIM * QS), i = e % (HEAD_DIM * QS), qr = qr0 + j;
         float v = 0.0;
         if (qr < n_q_rows) {
             uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
             uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
-            v = Floats(pc.work + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
+            v = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
         }
-        qs[j * QW + i / 4u][i % 4u] = v;
+        if (Q_ROT != TKV_VK_ROT_NONE)
+            stage[e] = floatBitsToUint(v);
+        else
+            qs[j * QW + i / 4u][i % 4u] = v;
+    }
+    if (Q_ROT != TKV_VK_ROT_NONE) {
+        barrier();
+        rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), Q_ROT, false, pc.math);
+        for (uint e = lid; e < HEAD_DIM * QT; e += WG)
+            qs[(e / HEAD_DIM) * QW + (e % HEAD_DIM) / 4u][e % 4u] = uintBitsToFloat(stage[e]);
     }
     Floats m = Floats(pc.math);
     for (uint e = lid; e < 80u; e += WG) {
@@ -357,12 +375,13 @@ void main()
         nb = min(BR - base % BR, end - base);
 
         // scores
-        stage_rows(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, K_SWIZZLE, unit.block_first, h, base, nb);
+        stage_rows(pc.k, pc.k_head_stride, pc.k_block_stride, K_ROW_BYTES, K_SWIZZLE, unit.block_first, h, base, nb,
+                   (DBG & TKV_VK_DBG_NO_K_LOADS) == 0u);
         barrier();
         float score[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++)
             score[t] = 0.0;
-        if (sr < nb) {
+        if (sr < nb && (DBG & TKV_VK_DBG_NO_SCORES) == 0u) {
             uint row = row_at[sr], scale_at = ~0u;
             float scale = 1.0;
             for (uint u = u0; u < u1; u++) {
@@ -450,9 +469,10 @@ void main()
             keep[r] = needed ? 1u : 0u;
 
         // values
-        stage_rows(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, V_SWIZZLE, unit.block_first, h, base, nb);
+        stage_rows(pc.v, pc.v_head_stride, pc.v_block_stride, V_ROW_BYTES, V_SWIZZLE, unit.block_first, h, base, nb,
+                   (DBG & TKV_VK_DBG_NO_V_LOADS) == 0u);
         barrier();
-        if (vr < RL) {
+        if (vr < RL && (DBG & TKV_VK_DBG_NO_VALUES) == 0u) {
             [[unroll]] for (uint a = 0u; a < QT * 8u * VA; a++)
                 acc[a] *= corr[a / (8u * VA)];
             for (uint rr = vr; rr < nb; rr += RL) {
@@ -505,7 +525,7 @@ void main()
                 [[unroll]] for (uint e = 0u; e < 8u; e++)
                     red[vr * HEAD_DIM + 8u * vu + e] = acc[(t * 8u + e) * VA + a];
             barrier();
-            Floats part = Floats(pc.work + uint64_t(pc.acc_at) * TKV_VK_ALIGN + 4ul * ((p * VA + a) * HEAD_DIM));
+            Floats part = Floats(pc.work + 4ul * ((p * VA + a) * HEAD_DIM));
             for (uint i = lid; i < HEAD_DIM && qr0 + t < n_q_rows; i += WG) {
                 float sum = 0.0;
                 for (uint l = 0u; l < RL; l++)

@@ -71,7 +71,18 @@
 #define TKV_VK_SPEC_Q8_BLOCK 11u
 #define TKV_VK_SPEC_GROUPS 12u   /* 12..15: the group words */
 #define TKV_VK_SPEC_BATCH_ROWS 16u /* rows per staged batch, a power of two up to TKV_VK_WG */
-#define TKV_VK_SPEC_COUNT 17u
+/* Measurement knob TURBO_VK_SHADER_SKIP (README "Measurement knobs"): parts
+ * of the attention shader left out, TKV_VK_DBG_* bits; 0 in normal use. */
+#define TKV_VK_SPEC_DEBUG 17u
+/* The rotation the attention shader applies to the raw queries itself
+ * (turbo keys without QJL: no prepare dispatch); TKV_VK_ROT_NONE when the
+ * queries come prepared or need none. */
+#define TKV_VK_SPEC_Q_ROT 18u
+#define TKV_VK_SPEC_COUNT 19u
+#define TKV_VK_DBG_NO_K_LOADS 1u  /* K rows not loaded into the stage */
+#define TKV_VK_DBG_NO_SCORES 2u   /* no scoring (scores 0) */
+#define TKV_VK_DBG_NO_V_LOADS 4u  /* V rows not loaded into the stage */
+#define TKV_VK_DBG_NO_VALUES 8u   /* no value accumulation */
 
 /* Workgroup size of every shader. */
 #define TKV_VK_WG 128u
@@ -154,8 +165,8 @@
     uint32_t groups[TKV_VK_GROUP_WORDS];
 
 /* attention.comp: one chunk of one (unit, kv head); a unit is up to QT query
- * rows of one sequence. The *_at members are offsets from work in units of
- * TKV_VK_ALIGN bytes. */
+ * rows of one sequence. The *_at members are offsets from inputs or work in
+ * units of TKV_VK_ALIGN bytes. */
 #define TKV_VK_ATTENTION_PUSH                                                       \
     uint64_t k;            /* the pools */                                          \
     uint64_t v;                                                                     \
@@ -163,13 +174,13 @@
     uint64_t v_head_stride;                                                         \
     uint64_t k_block_stride;                                                        \
     uint64_t v_block_stride;                                                        \
-    uint64_t work;         /* the call's scratch */                                 \
+    uint64_t inputs;       /* the call's inputs: queries, units, block table */     \
+    uint64_t work;         /* the call's scratch: partial outputs first */          \
     uint64_t math;                                                                  \
-    uint32_t q_at;         /* prepared queries, [n_q_total][n_q_heads] rows */      \
-    uint32_t units_at;     /* struct tkv_vk_unit[n_units] */                        \
-    uint32_t blocks_at;    /* the call's block table */                             \
-    uint32_t acc_at;       /* partial outputs */                                    \
-    uint32_t ml_at;        /* partial max, sum, skipped rows */                     \
+    uint32_t q_at;         /* from inputs: queries (raw or prepared), [n_q_total][n_q_heads] rows */ \
+    uint32_t units_at;     /* from inputs: struct tkv_vk_unit[n_units] */           \
+    uint32_t blocks_at;    /* from inputs: the call's block table */                \
+    uint32_t ml_at;        /* from work: partial max, sum, skipped rows */          \
     uint32_t n_units;                                                               \
     uint32_t n_kv;                                                                  \
     uint32_t ratio;        /* query heads per kv head */                            \

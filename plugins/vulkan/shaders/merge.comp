@@ -19,7 +19,7 @@ layout(push_constant, std430) uniform Push { TKV_VK_MERGE_PUSH } pc;
 struct Unit { TKV_VK_UNIT_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
 
-#define MERGE_ILP 8u
+#define MERGE_ILP 32u
 
 shared float xs[TKV_VK_ROWS_ELEMS];
 shared float zs[TKV_VK_ROWS_ELEMS];

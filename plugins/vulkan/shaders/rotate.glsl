@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 // The rotation R of turbo groups (turbokv_format.h, TKV_ROTATION_*), applied
 // by a whole workgroup to rows held in shared memory. The including shader
-// declares `shared float xs[]` holding n_rows rows of head_dim floats and
+// declares `shared float xs[]` (or ROT_LOAD / ROT_STORE) holding n_rows rows
+// of head_dim floats (n_rows x head_dim <= TKV_VK_ROWS_ELEMS) and
 // calls rotate_rows from uniform control flow (it contains barriers).
 //
 // WHT: R = D2 H D1 / sqrt(g), R^T = D1 H D2 / sqrt(g) (H symmetric, H H = g I),
@@ -12,6 +13,13 @@
 // (precise: no contraction or reassociation). DENSE: y = Q u, or Q^T u, each
 // output one sequential sum in the reference's order.
 
+// The rows live in xs unless the including shader names other storage
+// (ROT_LOAD / ROT_STORE of element i).
+#ifndef ROT_LOAD
+#define ROT_LOAD(i) xs[i]
+#define ROT_STORE(i, v) xs[i] = (v)
+#endif
+
 void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool inverse, uint64_t math)
 {
     const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationIndex, n = n_rows * head_dim;
@@ -20,7 +28,7 @@ void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool i
         for (uint e = lid; e < n; e += wg) {
             uint i = e % head_dim, size, first;
             group_of(groups, i, size, first);
-            xs[e] *= m.f[sign_at(group_index(size), inverse) + i - first];
+            ROT_STORE(e, ROT_LOAD(e) * m.f[sign_at(group_index(size), inverse) + i - first]);
         }
         barrier();
         const uint half_dim = head_dim / 2u;
@@ -31,10 +39,10 @@ void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool i
                 if (h < size) {
                     uint local = pp - first / 2u;
                     uint j = row * head_dim + first + (local / h) * 2u * h + local % h;
-                    precise float a = xs[j], b = xs[j + h];
+                    precise float a = ROT_LOAD(j), b = ROT_LOAD(j + h);
                     precise float sum = a + b, difference = a - b;
-                    xs[j] = sum;
-                    xs[j + h] = difference;
+                    ROT_STORE(j, sum);
+                    ROT_STORE(j + h, difference);
                 }
             }
             barrier();
@@ -43,8 +51,8 @@ void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool i
             uint i = e % head_dim, size, first;
             group_of(groups, i, size, first);
             uint gi = group_index(size);
-            precise float y = xs[e] * m.f[TKV_VK_MATH_INV_SQRT + gi];
-            xs[e] = y * m.f[sign_at(gi, !inverse) + i - first];
+            precise float y = ROT_LOAD(e) * m.f[TKV_VK_MATH_INV_SQRT + gi];
+            ROT_STORE(e, y * m.f[sign_at(gi, !inverse) + i - first]);
         }
         barrier();
     } else if (rotation == TKV_VK_ROT_DENSE) {
@@ -57,12 +65,12 @@ void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool i
             uint q = dense_at(group_index(size)), li = i - first, in0 = e - li;
             precise float sum = 0.0;
             for (uint j = 0u; j < size; j++)
-                sum += m.f[q + (inverse ? j * size + li : li * size + j)] * xs[in0 + j];
+                sum += m.f[q + (inverse ? j * size + li : li * size + j)] * ROT_LOAD(in0 + j);
             out_[k] = sum;
         }
         barrier();
         for (uint k = 0u, e = lid; e < n; k++, e += wg)
-            xs[e] = out_[k];
+            ROT_STORE(e, out_[k]);
         barrier();
     }
 }
