@@ -46,13 +46,11 @@
 #define AUTO_SPLIT_HEAD_DIM 64u  /* outlier-split types from here */
 #define AUTO_LARGE_HEAD_DIM 128u /* turbo4o keys above this */
 
-/* Held: the outlier-split types have only the cpu plugin's reference
- * kernels (15-30x slower decode than turbo3's SIMD kernels, `turbokv bench
- * --backend cpu --types turbo3,turbo3o`) and no GPU kernels, so auto keeps
- * q8_0 keys and turbo3 values until they do; `scheme: turbo3o` (or
- * k_type/v_type) selects them today. Setting this to 1 restores the rule the
- * measurements above support. */
-#define AUTO_SPLIT 0
+/* The outlier-split types need the device to have them (the cpu plugin on
+ * every ISA level; the GPU plugins lack TKV_CAP_FORMAT_R1, so there auto
+ * stays q8_0 / turbo3 at every head_dim). 0 holds auto at q8_0 / turbo3
+ * everywhere, as before the cpu levels had their kernels. */
+#define AUTO_SPLIT 1
 
 static void auto_types(uint32_t head_dim, const struct tkv_device_caps *caps, uint32_t *k, uint32_t *v)
 {

@@ -510,9 +510,9 @@ static void layer_adaptive_conditions(void **state)
     expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq"); /* k8v3: values follow the mode, keys stay */
     s.v_type = TKV_TYPE_F16;
     expect_layers(ctx, &s, "qqqqqqqqqq/ffffffffff"); /* values not turbo: modes 5-7 do not apply */
-    s.k_type = s.v_type = TKV_TYPE_FROM_CONFIG; /* the default scheme: q8_0 keys, turbo3 values */
-    expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq");
-    s.head_dim = 32;
+    s.k_type = s.v_type = TKV_TYPE_FROM_CONFIG; /* the default scheme at 64: turbo3o keys and values */
+    expect_layers(ctx, &s, "oooooooooo/qq222222qq");
+    s.head_dim = 32; /* below 64: q8_0 keys, turbo3 values */
     expect_layers(ctx, &s, "qqqqqqqqqq/qq222222qq");
     s.head_dim = 64;
 
@@ -681,22 +681,44 @@ static void auto_asymmetric(void **state)
 static void auto_scheme(void **state)
 {
     (void)state;
-    static const uint32_t dims[] = { 8, 32, 56, 64, 128, 136, 576 };
+    /* core/policy.c: q8_0 keys and turbo3 values below head_dim 64, the
+     * outlier-split types from 64 on (turbo4o keys above 128) */
+    static const struct {
+        uint32_t head_dim;
+        const char *layers, *log;
+    } cases[] = {
+        { 8, "qq/33", "keys q8_0, values turbo3" },    { 32, "qq/33", "keys q8_0, values turbo3" },
+        { 56, "qq/33", "keys q8_0, values turbo3" },   { 64, "oo/oo", "keys turbo3o, values turbo3o" },
+        { 128, "oo/oo", "keys turbo3o, values turbo3o" }, { 136, "OO/oo", "keys turbo4o, values turbo3o" },
+        { 576, "OO/oo", "keys turbo4o, values turbo3o" },
+    };
     tkv_context *ctx = open_ok("log: info\n");
-    for (size_t i = 0; i < sizeof dims / sizeof *dims; i++) {
-        struct cache_shape s = { 2, 2, dims[i], 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
-        /* core/policy.c: q8_0 keys, turbo3 values while AUTO_SPLIT is held */
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        struct cache_shape s = { 2, 2, cases[i].head_dim, 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
         log_text[0] = '\0';
-        expect_layers(ctx, &s, "qq/33");
-        assert_contains(log_text, "scheme auto: keys q8_0, values turbo3");
+        expect_layers(ctx, &s, cases[i].layers);
+        assert_contains(log_text, cases[i].log);
         assert_null(strstr(log_text, "auto_asymmetric")); /* GQA 2 */
     }
+    tkv_context_close(ctx);
+    /* a device without the outlier-split types (format revision 1): q8_0 /
+     * turbo3 at every head_dim */
+    char path[4096];
+    snprintf(path, sizeof path, "%s:%s", getenv("TKV_MINIMAL_PLUGIN_DIR"), getenv("TURBO_PLUGIN_PATH"));
+    struct tkv_context_options o = { .struct_size = sizeof o, .ignore_env = 1, .plugin_path = path,
+                                     .backend = "minimal" };
+    if (tkv_context_open(&o, &ctx) != TKV_OK)
+        fail_msg("the minimal plugin (%s): %s", path, tkv_last_error());
+    struct tkv_device_caps caps = { .struct_size = sizeof caps };
+    assert_int_equal(tkv_context_caps(ctx, &caps), TKV_OK);
+    assert_false(caps.features & TKV_CAP_FORMAT_R1);
+    struct cache_shape s128 = { 2, 2, 128, 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
+    expect_layers(ctx, &s128, "qq/33");
+    tkv_context_close(ctx);
     /* the outlier-split types by name */
     tkv_context *named = open_ok("scheme: turbo3o\n");
-    struct cache_shape s128 = { 2, 2, 128, 4, 4, TKV_TYPE_FROM_CONFIG, TKV_TYPE_FROM_CONFIG, 0, 0 };
     expect_layers(named, &s128, "oo/oo");
     tkv_context_close(named);
-    tkv_context_close(ctx);
 }
 
 int main(void)
