@@ -677,7 +677,7 @@ static void auto_asymmetric(void **state)
     tkv_context_close(ctx);
 }
 
-/* scheme auto: q8_0 keys and turbo3 values at every head_dim, logged. */
+/* scheme auto: the types by head_dim and device, logged. */
 static void auto_scheme(void **state)
 {
     (void)state;
