@@ -694,12 +694,20 @@ static int attention_tensors(tkv_cache *c, uint32_t layer, uint32_t n_seqs, cons
     if (n_q_heads == 0 || n_q_heads % c->n_kv_heads)
         return tkv_error(TKV_EINVAL, "%s: n_q_heads %u must be a positive multiple of n_kv_heads %u", fn, n_q_heads,
                          c->n_kv_heads);
+    if (layer >= c->n_layers)
+        return tkv_error(TKV_ERANGE, "%s: layer %u out of range (cache has %u layers)", fn, layer, c->n_layers);
+    /* q is read only for a call whose rows exist: its size follows from them */
     uint64_t rows = 0;
-    for (uint32_t s = 0; s < n_seqs; s++)
+    for (uint32_t s = 0; s < n_seqs; s++) {
+        uint32_t id = seq_ids[s];
+        if (id >= c->n_seqs)
+            return tkv_error(TKV_ERANGE, "%s: seq_ids[%u] = %u out of range (ids 0..%u)", fn, s, id, c->n_seqs - 1);
+        if (n_q[s] == 0 || c->layers[layer].len[id] < n_q[s])
+            return tkv_error(n_q[s] ? TKV_ERANGE : TKV_EINVAL,
+                             "%s: sequence %u holds %u tokens in layer %u, fewer than n_q = %u", fn, id,
+                             c->layers[layer].len[id], layer, n_q[s]);
         rows += n_q[s];
-    if (rows > c->capacity * (uint64_t)n_seqs)
-        return tkv_error(TKV_ERANGE, "%s: %llu query tokens, more than the %u sequences can hold", fn,
-                         (unsigned long long)rows, n_seqs);
+    }
     size_t n = (size_t)rows * n_q_heads * c->head_dim;
     size_t need = (q->elem != TKV_ELEM_F32 ? n : 0) + (out->elem != TKV_ELEM_F32 ? n : 0);
     float *buf = tkv_tensor_scratch(c, need, fn);
