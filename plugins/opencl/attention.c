@@ -160,10 +160,7 @@ static int plan_shape(const struct ocl_device *d, const struct tkv_attention_arg
         const size_t cp = pow2_at_least((uint32_t)chunks);
         const size_t total = d->local_mem < LOCAL_BYTES_MAX ? (size_t)d->local_mem : LOCAL_BYTES_MAX;
         const size_t room = total > d->kernel_local[k] ? total - (size_t)d->kernel_local[k] : 0;
-        /* kernels/attention.cl: the tile's scores ([qc][wg]), two rows of
-         * V sums ([2][wg][VCPT]), l and the skip counts ([2][qc][wg]), the
-         * merge's maxima ([qc][cp]) */
-        const size_t red = zmax(zmax(2u * qc * wg, 2u * wg * OCL_VALUE_COORDS), qc * cp);
+        const size_t red = zmax(zmax((size_t)qc * wg, wg * OCL_VALUE_COORDS), qc * cp);
         const size_t vloc = (size_t)qc * p->head_dim + zmax(zmax((size_t)qc * p->head_dim, wg), 2u * qc * cp);
         const size_t fixed = ((size_t)qc * p->q_stride + red) * sizeof(float);
         for (uint32_t t = (uint32_t)wg; t >= 1u && fixed < room; t--) {
@@ -382,6 +379,10 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
         return ocl_fail(err, op, "clEnqueueWriteBuffer");
     if ((rc = launch(d, a, p, &lay, timed && d->tune_kernel_ns ? &ev_kernel : NULL)) != TKV_OK)
         goto out;
+    /* measurement (TURBO_OCL_REPEAT=n with TURBO_OCL_KERNEL_NS): the kernel
+     * n more times back to back and the median of their times reported, so
+     * that the GPU stays busy and its clock up while it is timed (the H200
+     * drops from 1980 to 345 MHz a few seconds into a light load) */
     uint64_t repeat_ns[OCL_REPEAT_MAX];
     cl_event repeat_ev[OCL_REPEAT_MAX];
     uint32_t repeat = 0;

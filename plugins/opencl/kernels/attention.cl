@@ -372,62 +372,6 @@ void rotate_rows_local(__local float *v, __local float *tmp, uint n_rows, uint h
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* ---- reductions over the work-group in two phases instead of a tree of
- * log2(n) barriers (on NVIDIA's OpenCL every barrier-separated phase costs
- * about 0.4 us of latency, more than the work of the short phases): with
- * values at src[u * n + i], i < n a power of two, for rows u < nq, the
- * caller puts a barrier after the values, calls reduce_*, puts a barrier,
- * and reads each row's result with reduced_*. RED_PARTS work-items per row
- * take n / RED_PARTS values each. */
-#define RED_PARTS 8u
-
-inline uint red_parts(uint n) { return min(RED_PARTS, n); }
-
-/* op 0: max, 1: sum */
-inline void reduce_f(__local const float *src, uint n, uint nq, int op, __local float *parts)
-{
-    const uint lid = get_local_id(0), wg = get_local_size(0), np = red_parts(n), per = n / np;
-    for (uint k = lid; k < nq * np; k += wg) {
-        const uint u = k / np, part = k - u * np;
-        __local const float *x = src + u * n + part * per;
-        float a = x[0];
-        for (uint i = 1u; i < per; i++)
-            a = op ? a + x[i] : fmax(a, x[i]);
-        parts[k] = a;
-    }
-}
-
-inline float reduced_f(__local const float *parts, uint n, uint u, int op)
-{
-    const uint np = red_parts(n);
-    float a = parts[u * np];
-    for (uint part = 1u; part < np; part++)
-        a = op ? a + parts[u * np + part] : fmax(a, parts[u * np + part]);
-    return a;
-}
-
-inline void reduce_sum_u(__local const uint *src, uint n, uint nq, __local uint *parts)
-{
-    const uint lid = get_local_id(0), wg = get_local_size(0), np = red_parts(n), per = n / np;
-    for (uint k = lid; k < nq * np; k += wg) {
-        const uint u = k / np, part = k - u * np;
-        __local const uint *x = src + u * n + part * per;
-        uint a = 0u;
-        for (uint i = 0u; i < per; i++)
-            a += x[i];
-        parts[k] = a;
-    }
-}
-
-inline uint reduced_sum_u(__local const uint *parts, uint n, uint u)
-{
-    const uint np = red_parts(n);
-    uint a = 0u;
-    for (uint part = 0u; part < np; part++)
-        a += parts[u * np + part];
-    return a;
-}
-
 /* acc[u] += v * q_u[i] for the QC query rows (qloc is [i][u]) */
 #define ACC_QUERIES(acc, v, i)                                                                 \
     do {                                                                                       \
@@ -588,8 +532,7 @@ inline void write_rows(__local float *vloc, __local float *tmp, pass_seq ps, uin
 }
 
 inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *any_needed,
-                        __local uint *is_last, __local float *mloc, __local float *fparts,
-                        __local uint *uparts, const uint QC)
+                        __local uint *is_last, __local float *mloc, const uint QC)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
     const uint kvh = get_group_id(0), chunk = get_group_id(1);
@@ -729,12 +672,16 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
             red[u * wg + lid] = x;
         }
         /* the tile's max of each query row */
-        barrier(CLK_LOCAL_MEM_FENCE);
-        reduce_f(red, wg, QC, 0, fparts);
+        for (uint span = wg >> 1; span > 0u; span >>= 1) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (lid < span)
+                for (uint u = 0; u < QC; u++)
+                    red[u * wg + lid] = fmax(red[u * wg + lid], red[u * wg + lid + span]);
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
         uint need = 0u;
         for (uint u = 0; u < QC; u++) {
-            const float m_new = fmax(m[u], reduced_f(fparts, wg, u, 0));
+            const float m_new = fmax(m[u], red[u * wg]);
             /* nothing seen yet (m_new -INFINITY): nothing to rescale */
             const float corr = m_new == -INFINITY ? 1.0f : exp2(m[u] - m_new);
             m[u] = m_new;
@@ -824,38 +771,44 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
     /* 3. the chunk's sums: acc over the lanes into vloc[u][c], l and the
      * skip counts over the work-group */
     __local float *vloc = (__local float *)tile, *tmp = vloc + QC * head_dim;
-    /* acc of query row u into half u % 2 of red: a work-item still reading
-     * half u % 2 after barrier u has done so before barrier u + 1, which
-     * every writer of row u + 2 passes first (one barrier per row) */
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint u = 0; u < QC; u++) {
-        __local float *half_ = red + (u & 1u) * wg * TKV_VCPT;
         for (uint k = 0; k < TKV_VCPT; k++)
-            half_[lid * TKV_VCPT + k] = acc[u][k];
+            red[lid * TKV_VCPT + k] = acc[u][k];
         barrier(CLK_LOCAL_MEM_FENCE);
         if (lane == 0u && active)
             for (uint k = 0; k < TKV_VCPT; k++) {
-                float sum = half_[lid * TKV_VCPT + k];
+                float sum = red[lid * TKV_VCPT + k];
                 for (uint r = 1u; r < lanes; r++)
-                    sum += half_[(r * per_row + lid) * TKV_VCPT + k];
+                    sum += red[(r * per_row + lid) * TKV_VCPT + k];
                 vloc[u * head_dim + c0 + k] = sum;
             }
+        barrier(CLK_LOCAL_MEM_FENCE);
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    __local uint *redu = (__local uint *)red + QC * wg; /* the skip counts after l */
-    for (uint u = 0; u < QC; u++) {
+    __local uint *redu = (__local uint *)red; /* the skip counts after l */
+    for (uint u = 0; u < QC; u++)
         red[u * wg + lid] = l[u];
+    for (uint span = wg >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < span)
+            for (uint u = 0; u < QC; u++)
+                red[u * wg + lid] += red[u * wg + lid + span];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint u = 0; u < QC; u++)
+        l[u] = red[u * wg];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint u = 0; u < QC; u++)
         redu[u * wg + lid] = skipped[u];
+    for (uint span = wg >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < span)
+            for (uint u = 0; u < QC; u++)
+                redu[u * wg + lid] += redu[u * wg + lid + span];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    reduce_f(red, wg, QC, 1, fparts);
-    reduce_sum_u(redu, wg, QC, uparts);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint u = 0; u < QC; u++) {
-        l[u] = reduced_f(fparts, wg, u, 1);
-        skipped[u] = reduced_sum_u(uparts, wg, u);
-    }
-    redu = (__local uint *)red; /* the merge's skip counts */
+    for (uint u = 0; u < QC; u++)
+        skipped[u] = redu[u * wg];
 
     /* one chunk: its sums are the rows'; else the chunk's partials, then
      * the counter of its (unit, kv head). Below, every work-group passes
@@ -911,14 +864,19 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
                      ? all[(ulong)c * part_floats + QC * head_dim + 4u * u]
                      : -INFINITY;
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    reduce_f(red, cp, merging ? QC : 0u, 0, fparts);
+    for (uint span = cp >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = lid; k < (merging ? QC * span : 0u); k += wg) {
+            const uint u = k / span, c = k - u * span;
+            red[u * cp + c] = fmax(red[u * cp + c], red[u * cp + c + span]);
+        }
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
     if (merging) {
         for (uint u = 0; u < QC; u++)
-            m[u] = reduced_f(fparts, cp, u, 0);
+            m[u] = red[u * cp];
         if (lid < QC)
-            mloc[lid] = reduced_f(fparts, cp, lid, 0);
+            mloc[lid] = red[lid * cp];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint k = lid; k < n_pairs; k += wg) {
@@ -936,14 +894,19 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         redu[k] = sc;
         lsum[k] = lc;
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    reduce_f(lsum, cp, merging ? QC : 0u, 1, fparts);
-    reduce_sum_u(redu, cp, merging ? QC : 0u, uparts);
+    for (uint span = cp >> 1; span > 0u; span >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint k = lid; k < (merging ? QC * span : 0u); k += wg) {
+            const uint u = k / span, c = k - u * span;
+            lsum[u * cp + c] += lsum[u * cp + c + span];
+            redu[u * cp + c] += redu[u * cp + c + span];
+        }
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
     if (merging)
         for (uint u = 0; u < QC; u++) {
-            l[u] = reduced_f(fparts, cp, u, 1);
-            skipped[u] = reduced_sum_u(uparts, cp, u);
+            l[u] = lsum[u * cp];
+            skipped[u] = redu[u * cp];
         }
     /* four coordinates per work-item, eight chunks' loads in flight */
     for (uint k4 = lid; k4 < (merging ? nu * head_dim / 4u : 0u); k4 += wg) {
@@ -963,7 +926,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         }
         for (; c < n_chunks; c++)
             a0 = mad(vload4(0, col + (ulong)c * part_floats), (float4)(f[c]), a0);
-        vstore4((a0 + a1) / reduced_f(fparts, cp, u, 1), 0, vloc + 4u * k4);
+        vstore4((a0 + a1) / lsum[u * cp], 0, vloc + 4u * k4);
     }
     if (merging && lid == 0u)
         counters[pair] = 0u; /* for the next call */
@@ -979,9 +942,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         __local int any_needed[2];                                                             \
         __local uint is_last;                                                                  \
         __local float mloc[QC];                                                                \
-        __local float fparts[RED_PARTS * QC];                                                  \
-        __local uint uparts[RED_PARTS * QC];                                                   \
-        decode_body(DECODE_ARGS, cent, any_needed, &is_last, mloc, fparts, uparts, QC);        \
+        decode_body(DECODE_ARGS, cent, any_needed, &is_last, mloc, QC);                        \
     }
 DECODE_KERNEL(2, float2)
 DECODE_KERNEL(4, float4)
