@@ -387,6 +387,57 @@ static void files_cross_backends(void **state)
     }
 }
 
+/* Sparse V near its limit, counted on the device: at threshold 0.999 a V row
+ * is read only where its weight is within 0.1% of its running max (the
+ * max itself and ties), so on random keys nearly every visible row is
+ * skipped on every backend, whatever the device's chunks; the skip counts
+ * the device sums over its work-groups and chunks must show that. */
+static void sparse_v_counts(void **state)
+{
+    (void)state;
+    char path[sizeof tmpdir + 32];
+    snprintf(path, sizeof path, "%s/sparse.yaml", tmpdir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("sparse_v: true\nsparse_v_threshold: 0.999\n", f);
+    fclose(f);
+    tkv_context *cs = NULL;
+    struct tkv_context_options o = {
+        .struct_size = sizeof o, .ignore_env = 1, .plugin_path = getenv("TURBO_PLUGIN_PATH"),
+        .backend = backend, .config_path = path,
+    };
+    if (tkv_context_open(&o, &cs) != TKV_OK)
+        fail_msg("context with sparse V on %s: %s", backend, tkv_last_error());
+    enum { KV = 2, DIM = 128, CTX = 1500, QH = 8 };
+    tkv_cache *c = make(cs, KV, DIM, CTX, 1, TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 0, 0);
+    float *k = malloc(sizeof *k * CTX * KV * DIM), *v = malloc(sizeof *v * CTX * KV * DIM);
+    float *q = malloc(sizeof *q * QH * DIM), *out = malloc(sizeof *out * QH * DIM);
+    fill_rows(k, CTX, KV * DIM, 3.0f);
+    fill_rows(v, CTX, KV * DIM, 0.5f);
+    for (uint32_t i = 0; i < CTX * KV * DIM; i++) {
+        k[i] = isfinite(k[i]) ? k[i] : 1.0f;
+        v[i] = isfinite(v[i]) ? v[i] : 1.0f;
+    }
+    for (uint32_t i = 0; i < QH * DIM; i++)
+        q[i] = 2.0f * gauss();
+    assert_int_equal(tkv_cache_append(c, 0, 0, CTX, k, v), TKV_OK);
+    uint32_t id = 0;
+    struct tkv_attention_stats st;
+    if (tkv_attention(c, 0, 1, &id, 1, QH, q, out, &st) != TKV_OK)
+        fail_msg("attention on %s: %s", backend, tkv_last_error());
+    printf("%s: sparse V at 0.999 skipped %llu of %llu V rows\n", backend,
+           (unsigned long long)st.rows_skipped, (unsigned long long)st.rows_total);
+    assert_int_equal(st.rows_total, (uint64_t)QH * CTX);
+    assert_true(st.rows_skipped <= st.rows_total);
+    assert_true(st.rows_skipped >= st.rows_total * 9 / 10);
+    free(k);
+    free(v);
+    free(q);
+    free(out);
+    tkv_cache_destroy(c);
+    tkv_context_close(cs);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -426,6 +477,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(attention_agrees),
         cmocka_unit_test(paged_and_options_agree),
         cmocka_unit_test(files_cross_backends),
+        cmocka_unit_test(sparse_v_counts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

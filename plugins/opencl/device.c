@@ -261,6 +261,23 @@ static int build_program(struct ocl_device *d)
             fprintf(stderr, "opencl build log (%s):\n%s\n", options, log);
         free(log);
     }
+    const char *dump = getenv("TURBO_OCL_DUMP_BINARY");
+    if (dump && *dump) {
+        /* measurement: the program as the driver built it (NVIDIA: PTX,
+         * for ptxas -v and cuobjdump) */
+        size_t size = 0;
+        unsigned char *bin = NULL;
+        FILE *f = NULL;
+        if (clGetProgramInfo(d->program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) ==
+                CL_SUCCESS &&
+            size && (bin = malloc(size)) != NULL &&
+            clGetProgramInfo(d->program, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) == CL_SUCCESS &&
+            (f = fopen(dump, "wb")) != NULL)
+            fwrite(bin, 1, size, f);
+        if (f)
+            fclose(f);
+        free(bin);
+    }
     for (int k = 0; k < OCL_K_COUNT; k++) {
         d->kernels[k] = clCreateKernel(d->program, kernel_names[k], &err);
         if (err != CL_SUCCESS)
@@ -367,6 +384,9 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
         rc = upload_tables(d, math);
     /* tuning knobs for measurements (plugins/opencl/README.md) */
     d->tune_wg = env_u32("TURBO_OCL_WG");
+    d->tune_repeat = env_u32("TURBO_OCL_REPEAT");
+    if (d->tune_repeat > OCL_REPEAT_MAX)
+        d->tune_repeat = OCL_REPEAT_MAX;
     d->tune_groups_per_cu = env_u32("TURBO_OCL_GROUPS_PER_CU");
     d->tune_min_tiles = env_u32("TURBO_OCL_MIN_TILES");
     d->tune_merge_kib = env_u32("TURBO_OCL_MERGE_KIB");

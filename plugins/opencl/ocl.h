@@ -59,6 +59,8 @@ enum ocl_kernel {
  * share one read of the packed row and one scale, and make 8 x QC
  * multiply-adds per decoded row (kernels/attention.cl). */
 #define OCL_VALUE_COORDS 8u
+/* TURBO_OCL_REPEAT at most. */
+#define OCL_REPEAT_MAX 64u
 /* Kernel arguments remembered per kernel, so that a call sets only those
  * that changed since the last (clSetKernelArg costs host time). */
 #define OCL_ARGS_MAX 48u
@@ -109,6 +111,7 @@ struct ocl_device {
     /* tuning (attention.c), from TURBO_OCL_* at open; 0: the default */
     uint32_t tune_wg, tune_groups_per_cu, tune_min_tiles, tune_merge_kib, tune_spin;
     uint32_t tune_kernel_ns; /* device_ns: the kernel alone, not the transfers */
+    uint32_t tune_repeat;    /* with tune_kernel_ns: the kernel timed this many more times */
     uint32_t tune_append_direct;
 
     struct tkv_device_stats stats;
