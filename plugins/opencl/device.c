@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ocl.h"
 #include "tables.h"
@@ -350,9 +351,13 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
     const char *src = ocl_program_source;
     size_t len = ocl_program_source_size;
     cl_int err;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     cl_program program = clCreateProgramWithSource(d->context, 1, &src, &len, &err);
     if (err == CL_SUCCESS)
         err = clBuildProgram(program, 1, &d->device, options, NULL, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
     if (err != CL_SUCCESS) {
         ocl_svc->log(TKV_LOG_WARN,
                      "opencl: the attention program for K type %u, V type %u, head_dim %u did not "
@@ -370,8 +375,9 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
     }
     d->spec[slot].state = 1;
     ocl_svc->log(TKV_LOG_DEBUG,
-                 "opencl: built the attention program for K type %u, V type %u, head_dim %u",
-                 k_type, v_type, head_dim);
+                 "opencl: built the attention program for K type %u, V type %u, head_dim %u in "
+                 "%.0f ms",
+                 k_type, v_type, head_dim, ms);
     return (enum ocl_kernel)(OCL_K_SPEC + 4 * slot);
 }
 
