@@ -13,7 +13,7 @@ M=docs/measurements/h200-2026-12-04-opencl-kernels
 gcc -O2 -o kvb $M/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
 {
 echo "== conformance, specialized (the GPU default): build/tests/test_backends opencl"
-s=$(date +%s.%N); timeout 150 build/tests/test_backends opencl 2>&1 | grep -E "vs cpu|sparse V|PASSED|FAILED|ERROR"; echo "rc ${PIPESTATUS[0]} in $(echo "$(date +%s.%N) - $s" | bc) s"
+s=$(date +%s); timeout 150 build/tests/test_backends opencl 2>&1 | grep -E "vs cpu|sparse V|PASSED|FAILED|ERROR"; echo "rc ${PIPESTATUS[0]} in $(( $(date +%s) - s )) s"
 echo "== program builds: TURBO_LOG=debug kvb opencl turbo3,q8_0,f16 4K 1x1"
 TURBO_LOG=debug KVB_APPEND=0 timeout 40 ./kvb opencl turbo3,q8_0,f16 4K 1x1 2>&1 | grep -E "built the|did not build|attn"
 echo "== kernel median, specialized: kvb opencl turbo3 4K,16K,128K 1x1"
