@@ -458,11 +458,22 @@ static int teardown(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_backends BACKEND\n");
+    if (argc < 2) {
+        fprintf(stderr, "usage: test_backends BACKEND [NAME=VALUE ...]\n"
+                        "  NAME=VALUE: environment for the plugin (e.g. TURBO_OCL_SPECIALIZE=1)\n");
         return 2;
     }
     backend = argv[1];
+    for (int i = 2; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) {
+            fprintf(stderr, "test_backends: '%s' is not NAME=VALUE\n", argv[i]);
+            return 2;
+        }
+        *eq = '\0';
+        setenv(argv[i], eq + 1, 1);
+        printf("test_backends: %s=%s\n", argv[i], eq + 1);
+    }
     int rc = open_backend(backend, &ctx_b);
     if (rc != TKV_OK) {
         const char *ci = getenv("CI");

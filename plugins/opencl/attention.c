@@ -105,6 +105,7 @@ static const struct tkv_attn_seq *seq_at(const struct tkv_attention_args *a, uin
 /* ---- the plan -------------------------------------------------------------- */
 
 struct attn_plan {
+    enum ocl_kernel decode; /* the first attention kernel: generic or specialized */
     uint32_t variant, qc, wg, head_dim, ratio, q_stride;
     int k_padded, v_padded;
     struct tile_geom geom;
@@ -135,7 +136,7 @@ static int plan_shape(const struct ocl_device *d, const struct tkv_attention_arg
     }
     const size_t merge_bytes = d->tune_merge_kib ? (size_t)d->tune_merge_kib << 10 : MERGE_BYTES;
     for (;; qc >>= 1, variant--) {
-        const enum ocl_kernel k = OCL_K_DECODE + variant;
+        const enum ocl_kernel k = p->decode + variant;
         const size_t limit = d->kernel_wg[k];
         size_t wg = 1;
         /* a power of two, of at least the device's preferred multiple (a
@@ -259,7 +260,7 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
                   const struct attn_plan *p, const struct attn_layout *lay, cl_event *event)
 {
     static const char op[] = "attention";
-    const enum ocl_kernel k = OCL_K_DECODE + p->variant;
+    const enum ocl_kernel k = p->decode + p->variant;
     cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
     cl_mem meta = d->scratch.upload.mem;
     cl_uint seq_at_ = lay->seq_at, blocks_at = lay->blocks_at, units_at = lay->units_at,
@@ -334,6 +335,7 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
                uint64_t *skipped, uint64_t *device_ns)
 {
     static const char op[] = "attention";
+    p->decode = ocl_decode_kernels(d, a->k.fmt.type, a->v.fmt.type, p->head_dim);
     int rc = plan_shape(d, a, p);
     if (rc != TKV_OK)
         return rc;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "ocl.h"
 #include "tables.h"
@@ -157,11 +158,19 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found)
 
 /* ---- the program ------------------------------------------------------------- */
 
-static const char *const kernel_names[OCL_K_COUNT] = {
+static const char *const kernel_names[OCL_K_SPEC] = {
     [OCL_K_QUANTIZE] = "quantize_rows",  [OCL_K_DEQUANTIZE] = "dequantize_rows",
     [OCL_K_DECODE] = "attn_decode_2",    [OCL_K_DECODE + 1] = "attn_decode_4",
     [OCL_K_DECODE + 2] = "attn_decode_8", [OCL_K_DECODE + 3] = "attn_decode_16",
 };
+
+static int create_kernels(struct ocl_device *d, cl_program program, int first, int n,
+                          const char *op);
+
+static const char *kernel_name(int k)
+{
+    return k < OCL_K_SPEC ? kernel_names[k] : kernel_names[OCL_K_DECODE + (k - OCL_K_SPEC) % 4];
+}
 
 static int has_extension(cl_device_id dev, const char *ext)
 {
@@ -220,12 +229,12 @@ static int build_program(struct ocl_device *d)
     if (!fp64 && !exact_div)
         ocl_svc->log(TKV_LOG_WARN, "opencl: the device rounds float division only approximately: "
                                    "turbo indices may differ from the cpu's at exact midpoints");
-    char options[1536];
-    build_options(fp64, exact_div, options, sizeof options);
+    char *options = d->options;
+    build_options(fp64, exact_div, options, sizeof d->options);
     /* measurements: extra compiler options (e.g. NVIDIA's
      * -cl-nv-maxrregcount=N, -cl-nv-verbose with TURBO_OCL_BUILD_LOG) */
     const char *extra = getenv("TURBO_OCL_CL_OPTIONS");
-    if (extra && strlen(options) + strlen(extra) + 2 < sizeof options) {
+    if (extra && strlen(options) + strlen(extra) + 2 < sizeof d->options) {
         strcat(options, " ");
         strcat(options, extra);
     }
@@ -278,10 +287,19 @@ static int build_program(struct ocl_device *d)
             fclose(f);
         free(bin);
     }
-    for (int k = 0; k < OCL_K_COUNT; k++) {
-        d->kernels[k] = clCreateKernel(d->program, kernel_names[k], &err);
+    return create_kernels(d, d->program, 0, OCL_K_SPEC, "open");
+}
+
+/* The kernels first .. first + n - 1 of a built program, and what the
+ * plans need to know of each. */
+static int create_kernels(struct ocl_device *d, cl_program program, int first, int n,
+                          const char *op)
+{
+    cl_int err;
+    for (int k = first; k < first + n; k++) {
+        d->kernels[k] = clCreateKernel(program, kernel_name(k), &err);
         if (err != CL_SUCCESS)
-            return ocl_fail(err, "open", kernel_names[k]);
+            return ocl_fail(err, op, kernel_name(k));
         if ((err = clGetKernelWorkGroupInfo(d->kernels[k], d->device, CL_KERNEL_WORK_GROUP_SIZE,
                                             sizeof d->kernel_wg[k], &d->kernel_wg[k], NULL)) !=
                 CL_SUCCESS ||
@@ -292,9 +310,75 @@ static int build_program(struct ocl_device *d)
                                             CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE,
                                             sizeof d->kernel_multiple[k], &d->kernel_multiple[k],
                                             NULL)) != CL_SUCCESS)
-            return ocl_fail(err, "open", "clGetKernelWorkGroupInfo");
+            return ocl_fail(err, op, "clGetKernelWorkGroupInfo");
+        for (uint32_t i = 0; i < OCL_ARGS_MAX; i++)
+            d->args[k][i].set = 0;
     }
     return TKV_OK;
+}
+
+static void release_spec(struct ocl_device *d, uint32_t slot)
+{
+    for (int k = OCL_K_SPEC + 4 * (int)slot; k < OCL_K_SPEC + 4 * (int)slot + 4; k++)
+        if (d->kernels[k]) {
+            clReleaseKernel(d->kernels[k]);
+            d->kernels[k] = NULL;
+        }
+    if (d->spec[slot].program)
+        clReleaseProgram(d->spec[slot].program);
+    d->spec[slot].program = NULL;
+    d->spec[slot].state = 0;
+}
+
+enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32_t v_type,
+                                   uint32_t head_dim)
+{
+    if (!d->specialize)
+        return OCL_K_DECODE;
+    for (uint32_t i = 0; i < OCL_SPEC_SLOTS; i++)
+        if (d->spec[i].state && d->spec[i].k_type == k_type && d->spec[i].v_type == v_type &&
+            d->spec[i].head_dim == head_dim)
+            return d->spec[i].state > 0 ? (enum ocl_kernel)(OCL_K_SPEC + 4 * i) : OCL_K_DECODE;
+    const uint32_t slot = d->spec_next++ % OCL_SPEC_SLOTS;
+    release_spec(d, slot);
+    d->spec[slot].k_type = k_type;
+    d->spec[slot].v_type = v_type;
+    d->spec[slot].head_dim = head_dim;
+    d->spec[slot].state = -1;
+    char options[sizeof d->options + 96];
+    snprintf(options, sizeof options, "%s -DTKV_SPEC_HEAD_DIM=%uu -DTKV_SPEC_K_TYPE=%uu -DTKV_SPEC_V_TYPE=%uu",
+             d->options, head_dim, k_type, v_type);
+    const char *src = ocl_program_source;
+    size_t len = ocl_program_source_size;
+    cl_int err;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cl_program program = clCreateProgramWithSource(d->context, 1, &src, &len, &err);
+    if (err == CL_SUCCESS)
+        err = clBuildProgram(program, 1, &d->device, options, NULL, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    const double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    if (err != CL_SUCCESS) {
+        ocl_svc->log(TKV_LOG_WARN,
+                     "opencl: the attention program for K type %u, V type %u, head_dim %u did not "
+                     "build (%s); the generic one serves",
+                     k_type, v_type, head_dim, ocl_error_name(err));
+        if (program)
+            clReleaseProgram(program);
+        return OCL_K_DECODE;
+    }
+    d->spec[slot].program = program;
+    if (create_kernels(d, program, OCL_K_SPEC + 4 * (int)slot, 4, "attention") != TKV_OK) {
+        release_spec(d, slot);
+        d->spec[slot].state = -1;
+        return OCL_K_DECODE;
+    }
+    d->spec[slot].state = 1;
+    ocl_svc->log(TKV_LOG_DEBUG,
+                 "opencl: built the attention program for K type %u, V type %u, head_dim %u in "
+                 "%.0f ms",
+                 k_type, v_type, head_dim, ms);
+    return (enum ocl_kernel)(OCL_K_SPEC + 4 * slot);
 }
 
 /* ---- the math tables ---------------------------------------------------------- */
@@ -385,6 +469,15 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
     /* tuning knobs for measurements (plugins/opencl/README.md) */
     d->tune_wg = env_u32("TURBO_OCL_WG");
     d->tune_repeat = env_u32("TURBO_OCL_REPEAT");
+    {
+        /* specialized attention programs: GPUs by default (a build takes
+         * about a second there); CPU drivers such as PoCL compile each
+         * program for minutes, so only when asked */
+        cl_device_type type = 0;
+        clGetDeviceInfo(d->device, CL_DEVICE_TYPE, sizeof type, &type, NULL);
+        const char *spec = getenv("TURBO_OCL_SPECIALIZE");
+        d->specialize = spec && *spec ? atoi(spec) != 0 : (type & CL_DEVICE_TYPE_GPU) != 0;
+    }
     if (d->tune_repeat > OCL_REPEAT_MAX)
         d->tune_repeat = OCL_REPEAT_MAX;
     d->tune_groups_per_cu = env_u32("TURBO_OCL_GROUPS_PER_CU");
@@ -424,7 +517,9 @@ void ocl_device_release(struct ocl_device *d)
     ocl_pinned_release(d, &d->down_pinned);
     if (d->tables)
         clReleaseMemObject(d->tables);
-    for (int k = 0; k < OCL_K_COUNT; k++)
+    for (uint32_t i = 0; i < OCL_SPEC_SLOTS; i++)
+        release_spec(d, i);
+    for (int k = 0; k < OCL_K_SPEC; k++)
         if (d->kernels[k])
             clReleaseKernel(d->kernels[k]);
     if (d->program)
@@ -549,7 +644,7 @@ int ocl_args(struct ocl_device *d, enum ocl_kernel k, const char *op, size_t n,
             char call[96];
             if (i < OCL_ARGS_MAX)
                 d->args[k][i].set = 0;
-            snprintf(call, sizeof call, "clSetKernelArg(%s, %zu)", kernel_names[k], i);
+            snprintf(call, sizeof call, "clSetKernelArg(%s, %zu)", kernel_name(k), i);
             return ocl_fail(err, op, call);
         }
     }
@@ -575,7 +670,7 @@ int ocl_launch(struct ocl_device *d, enum ocl_kernel k, const char *op, cl_uint 
     if (err == CL_SUCCESS)
         return TKV_OK;
     char call[96];
-    snprintf(call, sizeof call, "clEnqueueNDRangeKernel(%s, %zu x %zu)", kernel_names[k],
+    snprintf(call, sizeof call, "clEnqueueNDRangeKernel(%s, %zu x %zu)", kernel_name(k),
              n_groups[0], wg);
     return ocl_fail(err, op, call);
 }

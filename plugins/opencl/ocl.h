@@ -47,11 +47,17 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found);
 
 /* The kernels of the program; attention comes in variants by the number of
  * query rows per work-group (2, 4, 8, 16). */
+/* Attention programs built for one (K type, V type, head_dim): the same
+ * source with those as constants (-DTKV_SPEC_*), so that the compiler
+ * unrolls the row loops and leaves the other types' code out; kept for the
+ * last OCL_SPEC_SLOTS configurations a device attended over. */
+#define OCL_SPEC_SLOTS 4u
 enum ocl_kernel {
     OCL_K_QUANTIZE,
     OCL_K_DEQUANTIZE,
     OCL_K_DECODE, /* + log2(query rows / 2) */
-    OCL_K_COUNT = OCL_K_DECODE + 4
+    OCL_K_SPEC = OCL_K_DECODE + 4, /* + 4 x slot + log2(query rows / 2) */
+    OCL_K_COUNT = OCL_K_SPEC + 4 * OCL_SPEC_SLOTS
 };
 #define OCL_QUERY_ROWS_MIN 2u
 #define OCL_QUERY_ROWS_MAX 16u
@@ -105,6 +111,14 @@ struct ocl_device {
         int set;
     } args[OCL_K_COUNT][OCL_ARGS_MAX];
     cl_mem tables;                      /* kernels/tables.h */
+    char options[1536];                 /* the generic program's build options */
+    struct {
+        uint32_t k_type, v_type, head_dim;
+        int state; /* 0: empty, 1: built, -1: its build failed (the generic kernels serve) */
+        cl_program program;
+    } spec[OCL_SPEC_SLOTS];
+    uint32_t spec_next;
+    int specialize; /* GPUs by default; TURBO_OCL_SPECIALIZE=0/1 */
 
     cl_ulong max_alloc, local_mem;
     cl_uint compute_units;
@@ -123,6 +137,12 @@ struct ocl_device {
     struct ocl_append_slot append[OCL_APPEND_SLOTS];
     uint32_t append_next;
 };
+
+/* The first of the four attention kernels (2, 4, 8, 16 query rows) for a
+ * call's configuration: a specialized program's, built on first use, or the
+ * generic program's where specializing is off or its build failed. */
+enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32_t v_type,
+                                   uint32_t head_dim);
 
 /* Builds everything open() needs on the chosen device (device.c). */
 int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,

@@ -534,6 +534,14 @@ inline void write_rows(__local float *vloc, __local float *tmp, pass_seq ps, uin
 inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *any_needed,
                         __local uint *is_last, __local float *mloc, const uint QC)
 {
+#ifdef TKV_SPEC_HEAD_DIM
+    /* a program built for one configuration (device.c, ocl_decode_kernels):
+     * the call's types and head_dim as constants, so that the compiler
+     * unrolls the row loops and leaves the other types' code out */
+    head_dim = TKV_SPEC_HEAD_DIM;
+    k_type = TKV_SPEC_K_TYPE;
+    v_type = TKV_SPEC_V_TYPE;
+#endif
     const uint lid = get_local_id(0), wg = get_local_size(0);
     const uint kvh = get_group_id(0), chunk = get_group_id(1);
     const uint unit_id = get_group_id(2);

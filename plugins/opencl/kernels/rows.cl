@@ -1,4 +1,8 @@
 /* SPDX-License-Identifier: MIT */
+
+/* Left out of the attention programs built per configuration (device.c,
+ * ocl_decode_kernels): they need only attention.cl. */
+#ifndef TKV_SPEC_HEAD_DIM
 /*
  * Rows in and out of a cache buffer: quantize_rows (the quantize_append op)
  * and dequantize_rows (the dequantize op). One work-group per row; the row
@@ -310,3 +314,5 @@ __kernel void dequantize_rows(__global const uchar *buf, __global const uint *bl
     for (uint e = lid; e < head_dim; e += n)
         dst[(ulong)row * head_dim + e] = v[e];
 }
+
+#endif /* TKV_SPEC_HEAD_DIM */
