@@ -249,22 +249,33 @@ static inline uint32_t tkv_outlier_index_bytes(uint32_t head_dim) { return head_
  * Every backend stores exactly these. */
 static inline void tkv_outlier_select(const float *x, uint32_t head_dim, uint32_t *idx)
 {
+    /* |x| by clearing the sign bit (no branch on the sign; NaN stays NaN,
+     * and compares false as it did) */
     uint32_t n = tkv_outlier_count(head_dim), have = 0;
+    float mag[TKV_OUTLIER_MAX]; /* |x| of the listed values */
     for (uint32_t i = 0; i < head_dim; i++) {
-        float a = x[i] < 0 ? -x[i] : x[i];
+        union {
+            float f;
+            uint32_t u;
+        } v = { x[i] };
+        v.u &= 0x7fffffffu;
+        const float a = v.f;
+        /* the list is full and i would go after its last: the common case,
+         * one compare (a NaN goes on to the insertion, as it always did) */
+        if (have == n && mag[n - 1] >= a)
+            continue;
         /* insert i into the list kept sorted by |x| descending, index ascending */
         uint32_t at = have;
-        while (at > 0) {
-            float b = x[idx[at - 1]] < 0 ? -x[idx[at - 1]] : x[idx[at - 1]];
-            if (b >= a)
-                break;
+        while (at > 0 && !(mag[at - 1] >= a))
             at--;
-        }
         if (at >= n)
             continue;
-        for (uint32_t j = (have < n ? have : n - 1); j > at; j--)
+        for (uint32_t j = (have < n ? have : n - 1); j > at; j--) {
             idx[j] = idx[j - 1];
+            mag[j] = mag[j - 1];
+        }
         idx[at] = i;
+        mag[at] = a;
         if (have < n)
             have++;
     }

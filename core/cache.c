@@ -406,6 +406,20 @@ static void drop_added(tkv_cache *c, uint32_t seq, uint32_t added)
  * an f16 value (or an outlier of an outlier-split type) beyond it is clamped
  * (stored with a large error). Counted per
  * row, from the host's floats, before the plugin stores them. */
+/* 1 when every turbo group's norm of the finite values is within fp16's
+ * range (summed as saturated_rows sums them); then so is every finite |x_i|. */
+static int finite_row_fits(const float *x, const uint32_t *groups, uint32_t n_groups)
+{
+    for (uint32_t gi = 0, at = 0; gi < n_groups; at += groups[gi++]) {
+        double norm = 0;
+        for (uint32_t i = 0; i < groups[gi]; i++)
+            norm += isfinite(x[at + i]) ? (double)x[at + i] * x[at + i] : 0.0;
+        if (sqrt(norm) > TKV_FP16_MAX)
+            return 0;
+    }
+    return 1;
+}
+
 static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x, uint64_t n_rows)
 {
     uint64_t count = 0;
@@ -417,10 +431,14 @@ static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x,
             for (uint32_t i = 0; i < head_dim && !sat; i++)
                 sat = isfinite(x[i]) && fabsf(x[i]) > limit;
         } else {
-            /* outlier-split types: the outliers are fp16 values, the rest the turbo groups */
+            /* outlier-split types: the outliers are fp16 values, the rest the
+             * turbo groups. The outliers are the largest |x|, and the
+             * rest is x with some values set to 0, so a row whose largest
+             * finite |x| and every group's norm of finite values fit cannot
+             * saturate: the selection (the costly part) only for the others */
             float rest[TKV_HEAD_DIM_MAX];
             const float *g_x = x;
-            if (tkv_type_is_outlier(type)) {
+            if (tkv_type_is_outlier(type) && !finite_row_fits(x, groups, n_groups)) {
                 uint32_t idx[TKV_OUTLIER_MAX];
                 for (uint32_t i = 0; i < head_dim; i++)
                     rest[i] = isfinite(x[i]) ? x[i] : 0.0f; /* as stored: non-finite values are 0 */
@@ -430,6 +448,8 @@ static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x,
                     rest[idx[o]] = 0.0f;
                 }
                 g_x = rest;
+            } else if (tkv_type_is_outlier(type)) {
+                continue; /* fits */
             }
             for (uint32_t gi = 0, at = 0; gi < n_groups && !sat; at += groups[gi++]) {
                 double norm = 0;

@@ -162,6 +162,26 @@ static inline vf vtab_decode(vtab t, const uint8_t *p, uint32_t bits)
     return bits < 4 ? _mm256_permutevar8x32_ps(t.lo, idx) : vtab_lookup(t, idx);
 }
 
+/* Gathers for the outliers of the split types (simd_kernels.h,
+ * score_outliers): 32-bit words at base + off[j] (bytes), floats at
+ * base[idx[j]], the fp16 in each word's upper half as floats. */
+#define ISA_HAS_GATHER 1
+static inline vi vi_lane_times(uint32_t stride)
+{
+    return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
+}
+static inline vi vi_gather_u32(const uint8_t *base, vi off)
+{
+    return _mm256_i32gather_epi32((const int *)(const void *)base, off, 1);
+}
+static inline vi vi_shr(vi a, uint32_t n) { return _mm256_srli_epi32(a, (int)n); }
+static inline vf vf_gather(const float *base, vi idx) { return _mm256_i32gather_ps(base, idx, 4); }
+static inline vf vf_from_f16_hi(vi w)
+{
+    __m256i h = _mm256_srli_epi32(w, 16);
+    return _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
+}
+
 static inline vi vi_zero(void) { return _mm256_setzero_si256(); }
 static inline vi vi_add_const(vi a, uint32_t c) { return _mm256_add_epi32(a, _mm256_set1_epi32((int)c)); }
 static inline vi vi_add_if_ge(vi lo, vf a, vf b, uint32_t step)

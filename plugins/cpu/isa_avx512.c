@@ -135,6 +135,20 @@ static inline vf vtab_decode(vtab t, const uint8_t *p, uint32_t bits)
                                  t);
 }
 
+/* Gathers for the outliers of the split types (simd_kernels.h,
+ * score_outliers): 32-bit words at base + off[j] (bytes), floats at
+ * base[idx[j]], the fp16 in each word's upper half as floats. */
+#define ISA_HAS_GATHER 1
+static inline vi vi_lane_times(uint32_t stride)
+{
+    return _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                              _mm512_set1_epi32((int)stride));
+}
+static inline vi vi_gather_u32(const uint8_t *base, vi off) { return _mm512_i32gather_epi32(off, base, 1); }
+static inline vi vi_shr(vi a, uint32_t n) { return _mm512_srli_epi32(a, n); }
+static inline vf vf_gather(const float *base, vi idx) { return _mm512_i32gather_ps(idx, base, 4); }
+static inline vf vf_from_f16_hi(vi w) { return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(w, 16))); }
+
 static inline vi vi_zero(void) { return _mm512_setzero_si512(); }
 static inline vi vi_add_const(vi a, uint32_t c) { return _mm512_add_epi32(a, _mm512_set1_epi32((int)c)); }
 static inline vi vi_add_if_ge(vi lo, vf a, vf b, uint32_t step)

@@ -483,11 +483,29 @@ ALWAYS_INLINE uint32_t outlier_at(const struct cpu_layout *l, const uint8_t *row
 }
 
 /* scores[q][r] += sum over row r's outliers of plain[q][i_o] x_o (the
- * reference's cpu_outlier_dot, added after the turbo part as it is). */
+ * reference's cpu_outlier_dot, added after the turbo part as it is). With
+ * gathers (ISA_HAS_GATHER) a whole block at once: per outlier slot o the
+ * LANES rows' indices and values, then per query the LANES plain[q][i_o];
+ * each word is read ending at its bytes, so no read leaves its row. */
 static void score_outliers(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
                            const float *plain, uint32_t nb, float *scores)
 {
     const uint32_t hd = l->head_dim;
+#ifdef ISA_HAS_GATHER
+    if (n_rows == LANES) {
+        const uint32_t n = l->n_outliers, ib = l->outlier_index_bytes;
+        const vi off = vi_lane_times(l->row_bytes);
+        const uint8_t *index = rows + l->outlier_offset, *value = index + n * ib;
+        for (uint32_t o = 0; o < n; o++) {
+            const vi idx = vi_shr(vi_gather_u32(index + (o + 1u) * ib - 4u, off), 32u - 8u * ib);
+            const vf x = vf_from_f16_hi(vi_gather_u32(value + 2u * o - 2u, off));
+            for (uint32_t q = 0; q < nb; q++)
+                vf_store(scores + q * LANES,
+                         vf_fma(vf_gather(plain + (size_t)q * hd, idx), x, vf_load(scores + q * LANES)));
+        }
+        return;
+    }
+#endif
     for (uint32_t r = 0; r < n_rows; r++) {
         const uint8_t *row = rows + (size_t)r * l->row_bytes;
         for (uint32_t o = 0; o < l->n_outliers; o++) {
