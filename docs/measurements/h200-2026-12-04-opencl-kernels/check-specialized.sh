@@ -10,7 +10,7 @@ export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models
 export TKV_MINIMAL_PLUGIN_DIR=$R/build/tests/stubs/minimal TKV_BROKEN_PLUGIN_DIR=$R/build/tests/stubs
 export TURBO_PLUGIN_PATH=$R/build/plugins/cpu:$R/build/plugins/opencl
 M=docs/measurements/h200-2026-12-04-opencl-kernels
-gcc -O2 -o kvb $M/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
+gcc -O2 -o kvb docs/measurements/h200-2026-12-04-gpu-vulkan/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
 {
 echo "== conformance, specialized (the GPU default): build/tests/test_backends opencl"
 s=$(date +%s); timeout 150 build/tests/test_backends opencl 2>&1 | grep -E "vs cpu|sparse V|PASSED|FAILED|ERROR"; echo "rc ${PIPESTATUS[0]} in $(( $(date +%s) - s )) s"

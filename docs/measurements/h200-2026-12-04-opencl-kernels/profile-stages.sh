@@ -11,7 +11,7 @@ mkdir -p "$O"
 export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models
 export TURBO_PLUGIN_PATH=$R/build/plugins/cpu:$R/build/plugins/opencl
 M=docs/measurements/h200-2026-12-04-opencl-kernels
-gcc -O2 -o kvb $M/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
+gcc -O2 -o kvb docs/measurements/h200-2026-12-04-gpu-vulkan/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
 KVB="stdbuf -oL ./kvb opencl"
 export KVB_APPEND=0 TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20
 nvidia-smi --query-gpu=clocks.sm --format=csv -lms 250 > "$O/clocks2.txt" 2>&1 &

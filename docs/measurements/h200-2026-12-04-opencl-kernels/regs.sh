@@ -13,7 +13,7 @@ T0=$(date +%s)
 left() { echo $(( ${BUDGET:-230} - ($(date +%s) - T0) )); }
 export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models
 M=docs/measurements/h200-2026-12-04-opencl-kernels
-gcc -O2 -o kvb $M/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
+gcc -O2 -o kvb docs/measurements/h200-2026-12-04-gpu-vulkan/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
 KVB="stdbuf -oL ./kvb opencl"
 export KVB_APPEND=0 TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20
 nvidia-smi --query-gpu=clocks.sm --format=csv -lms 500 > "$O/clocks.txt" 2>&1 &

@@ -17,7 +17,7 @@ NEW=$R/build/plugins/cpu:$R/build/plugins/opencl
 OLD=$R/build/plugins/cpu:$R/old
 export TURBO_PLUGIN_PATH=$NEW
 M=docs/measurements/h200-2026-12-04-opencl-kernels
-gcc -O2 -o kvb $M/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
+gcc -O2 -o kvb docs/measurements/h200-2026-12-04-gpu-vulkan/kvb.c -Iabi -Lbuild/core -lturbokv -lm -Wl,-rpath,$R/build/core || exit 1
 KVB="stdbuf -oL ./kvb opencl"
 nvidia-smi --query-gpu=clocks.sm,utilization.gpu --format=csv -lms 500 > "$O/clocks.txt" 2>&1 &
 SMI=$!
