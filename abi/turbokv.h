@@ -5,12 +5,18 @@
  * A host runtime (inference engine) opens a context, creates a compressed K/V
  * cache, appends the K and V rows of new tokens layer by layer, and runs decode
  * attention directly on the compressed cache. The cache lives in the memory
- * of the device the backend plugin drives; the host only ever passes host
- * arrays of floats in and out.
+ * of the device the backend plugin drives; the host passes host arrays in
+ * and out, or (0.5) its own device buffers on a context opened on its
+ * device.
  *
  * Every function returns TKV_OK (0) or a negative enum tkv_status; the detail
  * of the last failure on the calling thread is tkv_last_error(). A failed
  * call changes nothing: the cache holds exactly what it held before.
+ *
+ * 0.5: a context may be opened on the host's own GPU device
+ * (tkv_context_options.host_device, turbokv_device.h); then q, k, v and out
+ * may be the host's device buffers, and calls on them are queued on the
+ * host's queue without waiting (docs/api.md, "The host's own device").
  *
  * Threads: a context and its caches may be used from one thread at a time.
  * A call that finds the context busy in another thread returns TKV_EBUSY
@@ -29,6 +35,7 @@
 #include <stdint.h>
 
 #include "turbokv_caps.h"
+#include "turbokv_device.h"
 #include "turbokv_format.h"
 #include "turbokv_status.h"
 
@@ -36,7 +43,7 @@
 extern "C" {
 #endif
 
-#define TKV_VERSION_STRING "0.4.0"
+#define TKV_VERSION_STRING "0.5.0"
 
 /* Marks the exported functions (the library is built with hidden visibility).
  * With TKV_CDEF (declarations for a binding generator such as cffi:
@@ -93,6 +100,14 @@ struct tkv_context_options {
      * its own module, turbokv-<name>.so. */
     uint32_t probe_all;
     uint32_t reserved;
+    /* --- 0.5 --- */
+    /* Optional: open on the host's own device (turbokv_device.h) instead of
+     * one the plugin finds: the backend is the one the tag names (a
+     * different `backend` above is TKV_EINVAL), the plugin must report
+     * TKV_CAP_HOST_DEVICE (else TKV_EUNSUPPORTED), and the cache, its
+     * commands and device tensors then live on that device. Read during
+     * the call only; the plugin retains the handles it keeps. */
+    const struct tkv_host_device *host_device;
 };
 
 /* Reads the configuration (file, then TURBO_* environment), loads the
@@ -245,17 +260,8 @@ TKV_API int tkv_attention_ex(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, 
  * nearest even; f16 overflow gives +-Inf). Stored bytes and attention are
  * therefore those of the f32 calls on the widened values, on every backend. */
 
-/* Element types of a tensor (struct tkv_tensor.elem). */
-enum tkv_elem {
-    TKV_ELEM_F32 = 0,  /* IEEE binary32 */
-    TKV_ELEM_F16 = 1,  /* IEEE binary16 */
-    TKV_ELEM_BF16 = 2, /* bfloat16: the upper 16 bits of a binary32 */
-};
-
-/* Where a tensor's elements live (struct tkv_tensor.memory). */
-enum tkv_memory {
-    TKV_MEMORY_HOST = 0, /* data is a host pointer */
-};
+/* Element types (enum tkv_elem) and memory kinds (enum tkv_memory) of a
+ * tensor are in turbokv_device.h. */
 
 /* An array the host passes: shape and order are those of the f32 calls
  * (k, v: [n_tokens][n_kv_heads][head_dim]; q, out:
@@ -266,16 +272,34 @@ struct tkv_tensor {
     uint32_t memory;      /* enum tkv_memory */
     uint32_t reserved;    /* 0 */
     void *data;           /* TKV_MEMORY_HOST: the first element; only read
-                             for inputs */
+                             for inputs. Device memory: NULL */
+    /* --- 0.5: device memory (TKV_MEMORY_OPENCL, TKV_MEMORY_VULKAN), on a
+     * context opened on the host's device (TKV_CAP_DEVICE_TENSORS) --- */
+    uint64_t handle;      /* the buffer: (uint64_t)(uintptr_t) of the cl_mem,
+                             or the VkBuffer's 64-bit value */
+    uint64_t offset;      /* bytes from the buffer's start to the first
+                             element; a multiple of the element's size */
+    uint64_t size;        /* the buffer's size in bytes (CL_MEM_SIZE,
+                             VkBufferCreateInfo.size): the tensor must lie
+                             within it */
 };
 
 /* tkv_cache_append with k and v of any element type. A failure (a bad
- * tensor, no memory for the widened copy) changes nothing. */
+ * tensor, no memory for the widened copy) changes nothing.
+ * 0.5: k and v may be device tensors (each on its own): the rows are
+ * quantized from the host's buffer on the device, queued behind the host's
+ * earlier work and not waited for (docs/api.md, "The host's own device");
+ * such rows are not counted in tkv_cache_stats (they are never on the
+ * host). */
 TKV_API int tkv_cache_append_tensors(tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t n_tokens,
                                      const struct tkv_tensor *k, const struct tkv_tensor *v);
 
 /* tkv_attention_ex with q and out of any element type (out f32, f16 or
- * bf16; opts->lse stays f32). */
+ * bf16; opts->lse stays f32).
+ * 0.5: q and out may be device tensors. With out in device memory the call
+ * is queued and returns without waiting: opts->lse and opts->device_ns
+ * must then be NULL (TKV_EUNSUPPORTED: they would need a wait), and
+ * stats->rows_skipped reads 0 (rows_total is counted as usual). */
 TKV_API int tkv_attention_tensors(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
                                   const uint32_t *n_q, uint32_t n_q_heads, const struct tkv_tensor *q,
                                   const struct tkv_tensor *out, const struct tkv_attention_options *opts);

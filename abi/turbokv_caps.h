@@ -23,14 +23,22 @@ enum tkv_cap_feature {
     TKV_CAP_SOFTCAP = 1u << 3,        /* logit soft-capping */
     TKV_CAP_LSE = 1u << 4,            /* per-row log-sum-exp output */
     TKV_CAP_BUFFER_COPY = 1u << 5,    /* device-side buffer copies */
-    TKV_CAP_DEVICE_TENSORS = 1u << 6, /* q/k/v/out in the host's device memory (reserved) */
-    TKV_CAP_ASYNC = 1u << 7,          /* ops queued without a wait (reserved) */
+    /* q, k, v and out in the host's device memory (TKV_MEMORY_OPENCL /
+     * TKV_MEMORY_VULKAN), f32, f16 and bf16; on a context opened on the
+     * host's device (TKV_CAP_HOST_DEVICE) */
+    TKV_CAP_DEVICE_TENSORS = 1u << 6,
+    /* calls on device tensors are queued on the host's queue (OpenCL) or
+     * recorded into its command buffer (Vulkan) and return without waiting */
+    TKV_CAP_ASYNC = 1u << 7,
     /* The format additions of revision 1 (types from TKV_TYPE_FIRST_R1 on, the
      * rotor rotation): their k_types / v_types / rotations bits count only
      * on a device that sets this bit; the core clears them on one that does
      * not (a plugin that derives its type mask from TKV_TYPE_COUNT claims no
      * format it was not written for). */
     TKV_CAP_FORMAT_R1 = 1u << 8,
+    /* the plugin can open on the host's own device
+     * (tkv_context_options.host_device, turbokv_device.h) */
+    TKV_CAP_HOST_DEVICE = 1u << 9,
 };
 
 struct tkv_device_caps {

@@ -56,11 +56,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "turbokv_device.h"
 #include "turbokv_format.h"
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 2u
-#define TKV_ABI_MINOR 1u
+#define TKV_ABI_MINOR 2u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -162,6 +163,26 @@ struct tkv_open_params {
      * core reads the environment; a plugin never calls getenv for it, so
      * tkv_context_options.ignore_env holds. Valid during open(). */
     const char *cpu_isa;
+    /* --- 2.2 --- */
+    /* Non-NULL: open on the host's own device (turbokv_device.h) instead of
+     * device device_index; the core has called host_device() on it and
+     * checked its capabilities. The plugin retains what it keeps of it and
+     * creates no second context or device. Valid during open(). */
+    const struct tkv_host_device *host;
+};
+
+/* A tensor in the host's device memory (2.2), as the core checked it: the
+ * memory kind is the backend's, the context was opened on the host's
+ * device, offset is a multiple of the element's size and the tensor's bytes
+ * lie inside size. The plugin may check the handle further (its context,
+ * its real size) and must not keep it after the op returns (the commands it
+ * queued on it may run later). */
+struct tkv_device_tensor {
+    uint32_t memory; /* enum tkv_memory: TKV_MEMORY_OPENCL or TKV_MEMORY_VULKAN */
+    uint32_t elem;   /* enum tkv_elem */
+    uint64_t handle; /* cl_mem or VkBuffer (struct tkv_tensor.handle) */
+    uint64_t offset; /* bytes */
+    uint64_t size;   /* bytes of the buffer */
 };
 
 /* How a row is stored; see turbokv_format.h. */
@@ -218,6 +239,12 @@ struct tkv_append_args {
     uint32_t reserved;
     const float *src;       /* host memory [n_tokens][n_heads][head_dim] */
     uint64_t *n_nonfinite;  /* out, may be NULL: NaN/Inf values stored as 0 */
+    /* --- 2.2 --- */
+    /* Non-NULL (only on a device opened on the host's, TKV_CAP_DEVICE_TENSORS):
+     * the rows are in the host's device memory, src and n_nonfinite are
+     * NULL; the op is queued behind the host's earlier work and returns
+     * without waiting (TKV_CAP_ASYNC). Read only when TKV_ARGS_HAS. */
+    const struct tkv_device_tensor *src_dev;
 };
 
 /* Read the rows of tokens first_pos .. first_pos + n_tokens - 1 of one
@@ -299,6 +326,13 @@ struct tkv_attention_args {
      * from the first command of the call to the end of its last one; 0 where
      * the device has no timer (cpu). Read only when TKV_ARGS_HAS(a, device_ns). */
     uint64_t *device_ns;
+    /* --- 2.2 --- */
+    /* Non-NULL (TKV_CAP_DEVICE_TENSORS): q or out is in the host's device
+     * memory and the host pointer q or out is NULL. With out_dev the op is
+     * queued and returns without waiting (TKV_CAP_ASYNC): lse, device_ns
+     * and rows_skipped are NULL. Read only when TKV_ARGS_HAS. */
+    const struct tkv_device_tensor *q_dev;
+    const struct tkv_device_tensor *out_dev;
 };
 
 /* Whether an args struct the core passed has member m: a core of an older
@@ -369,6 +403,16 @@ struct tkv_plugin {
     int (*dequantize)(void *dev, const struct tkv_dequant_args *args);
     /* Optional. */
     int (*stats)(void *dev, struct tkv_device_stats *stats);
+
+    /* --- ABI 2.2 --- */
+    /* Optional; required to report TKV_CAP_HOST_DEVICE. Describes the
+     * host's own device (turbokv_device.h) before open() adopts it: info as
+     * probe() fills it, caps as device_caps() does (caps->struct_size set by
+     * the core). TKV_EUNSUPPORTED, naming why, when the plugin cannot run on
+     * it (another backend's tag, a device without what the kernels need, an
+     * out-of-order queue). */
+    int (*host_device)(const struct tkv_host_device *host, struct tkv_device_info *info,
+                       struct tkv_device_caps *caps);
 };
 
 /* The one exported symbol. core_abi_major/minor: the core's version. */

@@ -463,24 +463,28 @@ static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x,
     return count;
 }
 
+/* Rows from host floats (src), or from the host's device buffer (dev, src
+ * NULL: queued, not counted). */
 static int append_store(tkv_cache *c, struct tkv_pool_store *s, uint32_t seq, uint32_t pos, uint32_t n,
-                        const float *src, uint64_t *nonfinite)
+                        const float *src, const struct tkv_device_tensor *dev, uint64_t *nonfinite)
 {
     struct tkv_append_args a = {
         .n_tokens = n, .n_heads = c->n_kv_heads, .first_pos = pos, .pool = s->pool,
-        .blocks = c->seqs[seq].blocks, .n_blocks = c->seqs[seq].n_blocks, .src = src, .n_nonfinite = nonfinite,
+        .blocks = c->seqs[seq].blocks, .n_blocks = c->seqs[seq].n_blocks, .src = dev ? NULL : src,
+        .n_nonfinite = dev ? NULL : nonfinite, .src_dev = dev,
     };
     return tkv_dev_append(&c->ctx->device, &s->buf, &a);
 }
 
+/* k, v: host floats, or NULL with kd, vd the host's device buffers. */
 static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const float *k,
-                        const float *v)
+                        const float *v, const struct tkv_device_tensor *kd, const struct tkv_device_tensor *vd)
 {
     int rc = check_seq_layer(c, "tkv_cache_append", seq, layer);
     if (rc != TKV_OK)
         return rc;
-    if (!k || !v)
-        return tkv_error(TKV_EINVAL, "tkv_cache_append: %s rows are NULL", !k ? "key" : "value");
+    if ((!k && !kd) || (!v && !vd))
+        return tkv_error(TKV_EINVAL, "tkv_cache_append: %s rows are NULL", !k && !kd ? "key" : "value");
     if (n_tokens == 0)
         return tkv_error(TKV_EINVAL, "tkv_cache_append: n_tokens is 0");
     struct tkv_layer *L = &c->layers[layer];
@@ -496,16 +500,17 @@ static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_t
     }
     /* Rows past len are invisible, so a failure after K was written loses nothing. */
     uint64_t bad_k = 0, bad_v = 0, rows = (uint64_t)n_tokens * c->n_kv_heads;
-    if ((rc = append_store(c, &L->k, seq, len, n_tokens, k, &bad_k)) != TKV_OK ||
-        (rc = append_store(c, &L->v, seq, len, n_tokens, v, &bad_v)) != TKV_OK) {
+    if ((rc = append_store(c, &L->k, seq, len, n_tokens, k, kd, &bad_k)) != TKV_OK ||
+        (rc = append_store(c, &L->v, seq, len, n_tokens, v, vd, &bad_v)) != TKV_OK) {
         drop_added(c, seq, added);
         tkv_error_prefix("tkv_cache_append(layer %u)", layer);
         return rc;
     }
     L->len[seq] = len + n_tokens;
     c->stats.nonfinite_values += bad_k + bad_v;
-    c->stats.saturated_rows += saturated_rows(L->k.pool.fmt.type, c->head_dim, k, rows) +
-                               saturated_rows(L->v.pool.fmt.type, c->head_dim, v, rows);
+    /* rows in the host's device memory are never on the host: not counted */
+    c->stats.saturated_rows += (kd ? 0 : saturated_rows(L->k.pool.fmt.type, c->head_dim, k, rows)) +
+                               (vd ? 0 : saturated_rows(L->v.pool.fmt.type, c->head_dim, v, rows));
     if (bad_k + bad_v)
         tkv_log(TKV_LOG_INFO, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
                 (unsigned long long)(bad_k + bad_v));
@@ -517,7 +522,7 @@ int tkv_cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_toke
 {
     if (!c)
         return tkv_error(TKV_EINVAL, "tkv_cache_append: cache is NULL");
-    TKV_GUARDED(c->ctx, "tkv_cache_append", cache_append(c, seq, layer, n_tokens, k, v));
+    TKV_GUARDED(c->ctx, "tkv_cache_append", cache_append(c, seq, layer, n_tokens, k, v, NULL, NULL));
 }
 
 static int grow_scratch(tkv_cache *c, uint32_t n_seqs, uint64_t n_blocks)
@@ -539,9 +544,12 @@ static int grow_scratch(tkv_cache *c, uint32_t n_seqs, uint64_t n_blocks)
     return TKV_OK;
 }
 
+/* q, out: host floats, or NULL with qd, od the host's device buffers (od:
+ * the call is queued and not waited for). */
 static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
                      uint32_t n_q_uniform, uint32_t n_q_heads, const float *q, float *out,
-                     const struct tkv_attention_options *opts_in)
+                     const struct tkv_attention_options *opts_in, const struct tkv_device_tensor *qd,
+                     const struct tkv_device_tensor *od)
 {
     static const char fn[] = "tkv_attention";
     struct tkv_attention_options o = { 0 };
@@ -552,8 +560,11 @@ static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
     }
     if (layer >= c->n_layers)
         return tkv_error(TKV_ERANGE, "%s: layer %u out of range (cache has %u layers)", fn, layer, c->n_layers);
-    if (!seq_ids || !q || !out)
-        return tkv_error(TKV_EINVAL, "%s: %s is NULL", fn, !seq_ids ? "seq_ids" : !q ? "q" : "out");
+    if (!seq_ids || (!q && !qd) || (!out && !od))
+        return tkv_error(TKV_EINVAL, "%s: %s is NULL", fn, !seq_ids ? "seq_ids" : !q && !qd ? "q" : "out");
+    if (od && (o.lse || o.device_ns))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: opts->%s with out in device memory: the call is queued, not waited "
+                         "for (pass NULL)", fn, o.lse ? "lse" : "device_ns");
     if (n_seqs == 0 || n_seqs > c->n_seqs)
         return tkv_error(TKV_EINVAL, "%s: n_seqs %u must be 1..%u", fn, n_seqs, c->n_seqs);
     if (n_q_heads == 0 || n_q_heads % c->n_kv_heads)
@@ -614,10 +625,11 @@ static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
     struct tkv_attention_args a = {
         .n_seqs = n_seqs, .seq_size = sizeof(struct tkv_attn_seq), .n_q_total = qf, .n_q_heads = n_q_heads,
         .n_kv_heads = c->n_kv_heads, .max_n_ctx = max_ctx, .max_n_q = max_q, .k = L->k.pool, .v = L->v.pool,
-        .blocks = c->attn_blocks, .n_blocks = bf, .window = o.window, .seqs = c->attn_seqs, .q = q, .out = out,
-        .lse = o.lse, .scale = scale, .softcap = o.softcap,
+        .blocks = c->attn_blocks, .n_blocks = bf, .window = o.window, .seqs = c->attn_seqs, .q = qd ? NULL : q,
+        .out = od ? NULL : out, .lse = o.lse, .scale = scale, .softcap = o.softcap,
         .sparse_v_threshold = c->ctx->cfg.sparse_v ? c->ctx->cfg.sparse_v_threshold : 0.0f,
-        .rows_total = &total, .rows_skipped = &skipped, .device_ns = &device_ns,
+        .rows_total = &total, .rows_skipped = od ? NULL : &skipped, .device_ns = od ? NULL : &device_ns,
+        .q_dev = qd, .out_dev = od,
     };
     if ((rc = tkv_dev_attention(&c->ctx->device, &L->k.buf, &L->v.buf, &a)) != TKV_OK)
         return rc;
@@ -638,7 +650,7 @@ int tkv_attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t 
     if (n_q == 0)
         return tkv_error(TKV_EINVAL, "tkv_attention: n_q is 0");
     struct tkv_attention_options o = { .struct_size = sizeof o, .stats = stats };
-    TKV_GUARDED(c->ctx, "tkv_attention", attention(c, layer, n_seqs, seq_ids, NULL, n_q, n_q_heads, q, out, &o));
+    TKV_GUARDED(c->ctx, "tkv_attention", attention(c, layer, n_seqs, seq_ids, NULL, n_q, n_q_heads, q, out, &o, NULL, NULL));
 }
 
 int tkv_attention_ex(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
@@ -648,7 +660,7 @@ int tkv_attention_ex(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
         return tkv_error(TKV_EINVAL, "tkv_attention_ex: cache is NULL");
     if (!n_q)
         return tkv_error(TKV_EINVAL, "tkv_attention_ex: n_q is NULL");
-    TKV_GUARDED(c->ctx, "tkv_attention_ex", attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, q, out, opts));
+    TKV_GUARDED(c->ctx, "tkv_attention_ex", attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, q, out, opts, NULL, NULL));
 }
 
 /* ---- typed tensors: widened to f32 in the cache's conversion buffer ---- */
@@ -658,7 +670,7 @@ static int append_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n
 {
     static const char fn[] = "tkv_cache_append_tensors";
     int rc;
-    if ((rc = tkv_tensor_check(k, fn, "k")) != TKV_OK || (rc = tkv_tensor_check(v, fn, "v")) != TKV_OK)
+    if ((rc = tkv_tensor_check(c, k, fn, "k")) != TKV_OK || (rc = tkv_tensor_check(c, v, fn, "v")) != TKV_OK)
         return rc;
     if ((rc = check_seq_layer(c, fn, seq, layer)) != TKV_OK)
         return rc;
@@ -669,23 +681,30 @@ static int append_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n
         return tkv_error(TKV_ERANGE, "%s: capacity exceeded: layer %u sequence %u holds %u of %u tokens, %u more "
                          "requested", fn, layer, seq, L->len[seq], c->capacity, n_tokens);
     size_t n = (size_t)n_tokens * c->n_kv_heads * c->head_dim;
-    const float *kf = k->data, *vf = v->data;
-    size_t need = (k->elem != TKV_ELEM_F32 ? n : 0) + (v->elem != TKV_ELEM_F32 ? n : 0);
+    /* device tensors go to the plugin as they are, in their element type */
+    struct tkv_device_tensor kd, vd;
+    const int k_dev = tkv_tensor_on_device(k), v_dev = tkv_tensor_on_device(v);
+    if ((k_dev && (rc = tkv_tensor_device(k, n, fn, "k", &kd)) != TKV_OK) ||
+        (v_dev && (rc = tkv_tensor_device(v, n, fn, "v", &vd)) != TKV_OK))
+        return rc;
+    const float *kf = k_dev ? NULL : k->data, *vf = v_dev ? NULL : v->data;
+    const int k_widen = !k_dev && k->elem != TKV_ELEM_F32, v_widen = !v_dev && v->elem != TKV_ELEM_F32;
+    size_t need = (k_widen ? n : 0) + (v_widen ? n : 0);
     if (need) {
         float *buf = tkv_tensor_scratch(c, need, fn);
         if (!buf)
             return TKV_ENOMEM;
-        if (k->elem != TKV_ELEM_F32) {
+        if (k_widen) {
             tkv_tensor_widen(buf, k->data, k->elem, n);
             kf = buf;
             buf += n;
         }
-        if (v->elem != TKV_ELEM_F32) {
+        if (v_widen) {
             tkv_tensor_widen(buf, v->data, v->elem, n);
             vf = buf;
         }
     }
-    return cache_append(c, seq, layer, n_tokens, kf, vf);
+    return cache_append(c, seq, layer, n_tokens, kf, vf, k_dev ? &kd : NULL, v_dev ? &vd : NULL);
 }
 
 int tkv_cache_append_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const struct tkv_tensor *k,
@@ -702,11 +721,12 @@ static int attention_tensors(tkv_cache *c, uint32_t layer, uint32_t n_seqs, cons
 {
     static const char fn[] = "tkv_attention_tensors";
     int rc;
-    if ((rc = tkv_tensor_check(q, fn, "q")) != TKV_OK || (rc = tkv_tensor_check(out, fn, "out")) != TKV_OK)
+    if ((rc = tkv_tensor_check(c, q, fn, "q")) != TKV_OK || (rc = tkv_tensor_check(c, out, fn, "out")) != TKV_OK)
         return rc;
-    if (q->elem == TKV_ELEM_F32 && out->elem == TKV_ELEM_F32)
-        return attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, q->data, out->data, opts);
-    /* the sizes of the copies; attention() checks the rest */
+    const int q_dev = tkv_tensor_on_device(q), out_dev = tkv_tensor_on_device(out);
+    if (!q_dev && !out_dev && q->elem == TKV_ELEM_F32 && out->elem == TKV_ELEM_F32)
+        return attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, q->data, out->data, opts, NULL, NULL);
+    /* the sizes of the copies and the device ranges; attention() checks the rest */
     if (!seq_ids)
         return tkv_error(TKV_EINVAL, "%s: seq_ids is NULL", fn);
     if (n_seqs == 0 || n_seqs > c->n_seqs)
@@ -729,22 +749,28 @@ static int attention_tensors(tkv_cache *c, uint32_t layer, uint32_t n_seqs, cons
         rows += n_q[s];
     }
     size_t n = (size_t)rows * n_q_heads * c->head_dim;
-    size_t need = (q->elem != TKV_ELEM_F32 ? n : 0) + (out->elem != TKV_ELEM_F32 ? n : 0);
-    float *buf = tkv_tensor_scratch(c, need, fn);
-    if (!buf)
+    struct tkv_device_tensor qd, od;
+    if ((q_dev && (rc = tkv_tensor_device(q, n, fn, "q", &qd)) != TKV_OK) ||
+        (out_dev && (rc = tkv_tensor_device(out, n, fn, "out", &od)) != TKV_OK))
+        return rc;
+    const int q_widen = !q_dev && q->elem != TKV_ELEM_F32, out_narrow = !out_dev && out->elem != TKV_ELEM_F32;
+    size_t need = (q_widen ? n : 0) + (out_narrow ? n : 0);
+    float *buf = need ? tkv_tensor_scratch(c, need, fn) : NULL;
+    if (need && !buf)
         return TKV_ENOMEM;
-    const float *qf = q->data;
-    float *of = out->data;
-    if (q->elem != TKV_ELEM_F32) {
+    const float *qf = q_dev ? NULL : q->data;
+    float *of = out_dev ? NULL : out->data;
+    if (q_widen) {
         tkv_tensor_widen(buf, q->data, q->elem, n);
         qf = buf;
         buf += n;
     }
-    if (out->elem != TKV_ELEM_F32)
+    if (out_narrow)
         of = buf;
-    if ((rc = attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, qf, of, opts)) != TKV_OK)
+    if ((rc = attention(c, layer, n_seqs, seq_ids, n_q, 0, n_q_heads, qf, of, opts, q_dev ? &qd : NULL,
+                        out_dev ? &od : NULL)) != TKV_OK)
         return rc;
-    if (out->elem != TKV_ELEM_F32)
+    if (out_narrow)
         tkv_tensor_narrow(out->data, of, out->elem, n);
     return TKV_OK;
 }

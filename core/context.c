@@ -172,14 +172,23 @@ static int no_backend_error(tkv_context *ctx)
 static int open_module(tkv_context *ctx, struct tkv_module *m, uint32_t index)
 {
     int rc = tkv_device_open(&ctx->device, m, index, ctx->cfg.threads,
-                             tkv_cpu_isa_words[ctx->cfg.cpu_isa], ctx->math);
+                             tkv_cpu_isa_words[ctx->cfg.cpu_isa], ctx->math, NULL, NULL);
     if (rc == TKV_OK)
         snprintf(ctx->device_name, sizeof ctx->device_name, "%s", m->devs[index].name);
     return rc;
 }
 
+static int caps_fit(tkv_context *ctx, const struct tkv_device_caps *caps, const char *name,
+                    const struct tkv_cache_params *req);
+
 /* Does device d of m hold the cache the host announced (options.require)? */
 static int device_fits(tkv_context *ctx, const struct tkv_module *m, uint32_t d, const struct tkv_cache_params *req)
+{
+    return caps_fit(ctx, &m->caps[d], m->devs[d].name, req);
+}
+
+static int caps_fit(tkv_context *ctx, const struct tkv_device_caps *caps, const char *name,
+                    const struct tkv_cache_params *req)
 {
     if (!req)
         return TKV_OK;
@@ -194,15 +203,15 @@ static int device_fits(tkv_context *ctx, const struct tkv_module *m, uint32_t d,
     uint32_t *types = malloc(2 * sizeof *types * full.n_layers);
     if (!types)
         return tkv_error(TKV_ENOMEM, "out of memory");
-    int rc = tkv_policy_resolve(&ctx->cfg, &full, &m->caps[d], types, types + full.n_layers);
+    int rc = tkv_policy_resolve(&ctx->cfg, &full, caps, types, types + full.n_layers);
     uint32_t rot = full.rotation ? full.rotation : ctx->cfg.rotation;
     uint32_t scale = full.scale_mode ? full.scale_mode : ctx->cfg.norm_correction ? TKV_SCALE_NORM_CORRECTED : TKV_SCALE_NORM;
     uint32_t bt = full.block_tokens ? full.block_tokens : TKV_BLOCK_TOKENS_DEFAULT;
     if (full.capacity && bt > full.capacity)
         bt = full.capacity;
     if (rc == TKV_OK)
-        rc = tkv_caps_check_cache(&m->caps[d], full.n_layers, types, types + full.n_layers, full.head_dim, rot, scale,
-                                  bt, m->devs[d].name);
+        rc = tkv_caps_check_cache(caps, full.n_layers, types, types + full.n_layers, full.head_dim, rot, scale,
+                                  bt, name);
     free(types);
     return rc;
 }
@@ -276,6 +285,60 @@ static int choose_backend(tkv_context *ctx, const struct tkv_cache_params *req)
     return open_module(ctx, cpu, 0);
 }
 
+/* The backend a host device's tag names, or NULL (error set) when the
+ * struct is malformed. */
+static const char *host_backend_name(const struct tkv_host_device *h)
+{
+    if (h->struct_size < sizeof *h)
+        return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device->struct_size %u, expected %zu", h->struct_size,
+                               sizeof *h), NULL;
+    if (h->backend == TKV_HOST_OPENCL) {
+        if (!h->opencl.context || !h->opencl.device || !h->opencl.queue)
+            return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device (OpenCL): %s is NULL",
+                                   !h->opencl.context ? "context" : !h->opencl.device ? "device" : "queue"), NULL;
+        return "opencl";
+    }
+    if (h->backend == TKV_HOST_VULKAN) {
+        const struct tkv_host_vulkan *v = &h->vulkan;
+        if (!v->instance || !v->physical_device || !v->device || !v->queue)
+            return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device (Vulkan): %s is NULL",
+                                   !v->instance ? "instance" : !v->physical_device ? "physical_device"
+                                   : !v->device ? "device" : "queue"), NULL;
+        return "vulkan";
+    }
+    return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device->backend %u is not a backend tag (%d OpenCL, %d "
+                           "Vulkan)", h->backend, TKV_HOST_OPENCL, TKV_HOST_VULKAN), NULL;
+}
+
+/* Opens the plugin the host device's tag names on that device. */
+static int open_host_device(tkv_context *ctx, const struct tkv_host_device *h, const struct tkv_cache_params *req)
+{
+    const char *name = host_backend_name(h);
+    if (!name)
+        return TKV_EINVAL;
+    struct tkv_module *m = find_backend(ctx, name);
+    if (!m)
+        return tkv_error(TKV_ENOTFOUND, "host_device (%s): no plugin file turbokv-%s.so found (searched %s)", name,
+                         name, ctx->reg.searched);
+    if (m->status != TKV_OK)
+        return tkv_error(m->status, "host_device (%s): plugin %s refused: %s", name, m->path, m->message);
+    struct tkv_device_info info;
+    struct tkv_device_caps caps;
+    int rc = tkv_device_describe_host(m, h, &info, &caps);
+    if (rc == TKV_OK)
+        rc = caps_fit(ctx, &caps, info.name, req);
+    if (rc == TKV_OK)
+        rc = tkv_device_open(&ctx->device, m, 0, ctx->cfg.threads, tkv_cpu_isa_words[ctx->cfg.cpu_isa], ctx->math, h,
+                             &caps);
+    if (rc != TKV_OK) {
+        tkv_error_prefix("host_device (%s)", name);
+        return rc;
+    }
+    snprintf(ctx->device_name, sizeof ctx->device_name, "%s", info.name);
+    tkv_log(TKV_LOG_INFO, "opened %s on the host's device %s", name, info.name);
+    return TKV_OK;
+}
+
 int tkv_enter(tkv_context *ctx, const char *fn, struct tkv_guard *g)
 {
     if (atomic_flag_test_and_set_explicit(&ctx->busy, memory_order_acquire))
@@ -294,12 +357,27 @@ void tkv_leave(struct tkv_guard *g)
 
 static int context_open(tkv_context *ctx, const struct tkv_context_options *o)
 {
-    int rc = load_config(ctx, o);
+    int rc = TKV_OK;
+    const char *host = NULL;
+    if (o->host_device) {
+        /* the host's device names the backend; an API backend must agree,
+         * the configuration's is overridden */
+        if (!(host = host_backend_name(o->host_device)))
+            return TKV_EINVAL;
+        if (o->backend && strcmp(o->backend, host) != 0 && strcmp(o->backend, "auto") != 0)
+            return tkv_error(TKV_EINVAL, "tkv_context_open: backend '%s' but host_device is an %s device", o->backend,
+                             o->host_device->backend == TKV_HOST_OPENCL ? "OpenCL" : "Vulkan");
+    }
+    struct tkv_context_options named = *o;
+    if (host)
+        named.backend = host;
+    rc = load_config(ctx, &named);
     if (rc == TKV_OK && !(ctx->math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT)))
         rc = tkv_error(TKV_ENOMEM, "out of memory computing the codebook tables");
     if (rc == TKV_OK)
-        rc = scan_plugins(ctx, o);
-    if (rc == TKV_OK && (rc = choose_backend(ctx, o->require)) != TKV_OK)
+        rc = scan_plugins(ctx, &named);
+    if (rc == TKV_OK && (rc = host ? open_host_device(ctx, o->host_device, o->require)
+                                   : choose_backend(ctx, o->require)) != TKV_OK)
         tkv_registry_free(&ctx->reg);
     return rc;
 }

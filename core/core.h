@@ -63,10 +63,22 @@ struct tkv_device {
     void *dev;
     uint32_t index;
     const struct tkv_device_caps *caps;
+    /* opened on the host's own device: its backend tag (enum
+     * tkv_host_backend, 0 otherwise) and the capabilities host_device()
+     * reported (caps points here) */
+    uint32_t host_backend;
+    struct tkv_device_caps host_caps;
 };
 
+/* host NULL: device index of mod. Else the host's own device (index is
+ * ignored), with the capabilities tkv_device_describe_host gave. */
 int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index, uint32_t threads,
-                    const char *cpu_isa, const struct tkv_math *math);
+                    const char *cpu_isa, const struct tkv_math *math, const struct tkv_host_device *host,
+                    const struct tkv_device_caps *host_caps);
+/* What the host's own device is and supports (the plugin's host_device op);
+ * TKV_EUNSUPPORTED when the plugin cannot adopt it. */
+int tkv_device_describe_host(struct tkv_module *mod, const struct tkv_host_device *host,
+                             struct tkv_device_info *info, struct tkv_device_caps *caps);
 void tkv_device_close(struct tkv_device *d);
 int tkv_dev_alloc(struct tkv_device *d, uint64_t bytes, struct tkv_dbuf *buf);
 void tkv_dev_free(struct tkv_device *d, struct tkv_dbuf *buf);

@@ -141,13 +141,37 @@ static void refuse(struct tkv_module *mod, int status, const char *fmt, ...)
 static const struct abi_sizes {
     uint32_t append, dequant, attention, caps, open;
 } abi_args_size[TKV_ABI_MINOR + 1] = {
-    [0] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args),
+    [0] = { offsetof(struct tkv_append_args, src_dev), sizeof(struct tkv_dequant_args),
             offsetof(struct tkv_attention_args, device_ns), sizeof(struct tkv_device_caps),
             offsetof(struct tkv_open_params, cpu_isa) },
     /* 2.1: attention's device_ns, open's cpu_isa */
-    [1] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+    [1] = { offsetof(struct tkv_append_args, src_dev), sizeof(struct tkv_dequant_args),
+            offsetof(struct tkv_attention_args, q_dev), sizeof(struct tkv_device_caps),
+            offsetof(struct tkv_open_params, host) },
+    /* 2.2: the host's device (open's host), device tensors (append's
+     * src_dev, attention's q_dev and out_dev) */
+    [2] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
+
+/* What the core makes of a device's capabilities as the plugin filled
+ * them: the members of the negotiated minor, format additions only where
+ * the device declares them, no host-device features from a plugin without
+ * the host_device op. TKV_EPLUGIN when the device cannot attend over
+ * blocks (no ABI 2 cache fits it). */
+static int caps_normalize(const struct tkv_module *mod, struct tkv_device_caps *caps)
+{
+    caps->struct_size = abi_args_size[mod->minor].caps;
+    if (!(caps->features & TKV_CAP_FORMAT_R1)) {
+        uint32_t older = (1u << TKV_TYPE_FIRST_R1) - 1u;
+        caps->k_types &= older;
+        caps->v_types &= older;
+        caps->rotations &= (1u << TKV_ROTATION_FIRST_R1) - 1u;
+    }
+    if (mod->minor < 2 || !mod->ops.host_device)
+        caps->features &= ~(uint32_t)(TKV_CAP_HOST_DEVICE | TKV_CAP_DEVICE_TENSORS | TKV_CAP_ASYNC);
+    return caps->features & TKV_CAP_PAGED ? TKV_OK : TKV_EPLUGIN;
+}
 
 static int check_required(struct tkv_module *mod)
 {
@@ -253,16 +277,7 @@ void tkv_module_load(struct tkv_module *mod, const char *path)
             refuse(mod, rc, "device_caps(%u) failed: %s", i, tkv_last_error());
             return;
         }
-        mod->caps[i].struct_size = abi_args_size[mod->minor].caps;
-        /* format additions count only where the device declares them */
-        if (!(mod->caps[i].features & TKV_CAP_FORMAT_R1)) {
-            uint32_t older = (1u << TKV_TYPE_FIRST_R1) - 1u;
-            mod->caps[i].k_types &= older;
-            mod->caps[i].v_types &= older;
-            mod->caps[i].rotations &= (1u << TKV_ROTATION_FIRST_R1) - 1u;
-        }
-        /* a device that cannot attend over blocks cannot hold an ABI 2 cache */
-        if (!(mod->caps[i].features & TKV_CAP_PAGED)) {
+        if (caps_normalize(mod, &mod->caps[i]) != TKV_OK) {
             refuse(mod, TKV_EPLUGIN, "device %u does not report TKV_CAP_PAGED", i);
             return;
         }
@@ -463,23 +478,65 @@ static int open_call(struct tkv_device *d, const struct tkv_open_params *p)
     return d->mod->ops.open(p, &d->dev);
 }
 
+int tkv_device_describe_host(struct tkv_module *mod, const struct tkv_host_device *host,
+                             struct tkv_device_info *info, struct tkv_device_caps *caps)
+{
+    memset(info, 0, sizeof *info);
+    memset(caps, 0, sizeof *caps);
+    if (mod->minor < 2 || !mod->ops.host_device)
+        return tkv_error(TKV_EUNSUPPORTED,
+                         "backend %s cannot open on the host's device: plugin ABI %u.%u has no host_device op "
+                         "(ABI 2.2, TKV_CAP_HOST_DEVICE)",
+                         mod->ops.name, TKV_ABI_MAJOR, mod->ops.abi_minor);
+    info->struct_size = sizeof *info;
+    caps->struct_size = abi_args_size[mod->minor].caps;
+    calling_plugin = mod->ops.name;
+    tkv_error_clear();
+    int rc = mod->ops.host_device(host, info, caps);
+    if (rc != TKV_OK) {
+        if (!tkv_last_error()[0])
+            tkv_error(rc, "failed without detail");
+        tkv_error_prefix("plugin %s: host_device", mod->ops.name);
+        return rc;
+    }
+    info->name[sizeof info->name - 1] = '\0';
+    info->driver[sizeof info->driver - 1] = '\0';
+    if (caps_normalize(mod, caps) != TKV_OK)
+        return tkv_error(TKV_EPLUGIN, "plugin %s: the host's device %s does not report TKV_CAP_PAGED", mod->ops.name,
+                         info->name);
+    if (!(caps->features & TKV_CAP_HOST_DEVICE))
+        return tkv_error(TKV_EUNSUPPORTED, "plugin %s cannot open on the host's device %s (no TKV_CAP_HOST_DEVICE)",
+                         mod->ops.name, info->name);
+    return TKV_OK;
+}
+
 int tkv_device_open(struct tkv_device *d, struct tkv_module *mod, uint32_t index, uint32_t threads,
-                    const char *cpu_isa, const struct tkv_math *math)
+                    const char *cpu_isa, const struct tkv_math *math, const struct tkv_host_device *host,
+                    const struct tkv_device_caps *host_caps)
 {
     memset(d, 0, sizeof *d);
     d->mod = mod;
     d->index = index;
-    if (index >= mod->n_devs)
+    if (!host && index >= mod->n_devs)
         return tkv_error(TKV_ENODEV, "plugin %s: device %u requested, it has %u", mod->ops.name, index,
                          mod->n_devs);
+    if (host && (!host_caps || mod->minor < 2))
+        return tkv_error(TKV_EINVAL, "plugin %s: open on the host's device without its capabilities", mod->ops.name);
     if (!math)
         return tkv_error(TKV_EINVAL, "plugin %s: open without math tables", mod->ops.name);
     struct tkv_open_params p = {
         .struct_size = abi_args_size[mod->minor].open, .device_index = index, .threads = threads, .math = math,
-        .cpu_isa = cpu_isa,
+        .cpu_isa = cpu_isa, .host = host,
     };
-    d->caps = &mod->caps[index];
-    TRACE(d, "open(device %u, threads %u)", index, threads);
+    if (host) {
+        d->host_caps = *host_caps;
+        d->caps = &d->host_caps;
+        d->host_backend = host->backend;
+        TRACE(d, "open(the host's device, backend tag %u, threads %u)", host->backend, threads);
+    } else {
+        d->caps = &mod->caps[index];
+        TRACE(d, "open(device %u, threads %u)", index, threads);
+    }
     PLUGIN_CALL(d, open_call(d, &p));
 }
 

@@ -14,7 +14,9 @@
 #include "error.h"
 #include "tensor.h"
 
-int tkv_tensor_check(const struct tkv_tensor *t, const char *fn, const char *name)
+uint32_t tkv_elem_size(uint32_t elem) { return elem == TKV_ELEM_F32 ? 4u : 2u; }
+
+int tkv_tensor_check(const tkv_cache *c, const struct tkv_tensor *t, const char *fn, const char *name)
 {
     if (!t)
         return tkv_error(TKV_EINVAL, "%s: %s is NULL", fn, name);
@@ -24,13 +26,52 @@ int tkv_tensor_check(const struct tkv_tensor *t, const char *fn, const char *nam
     if (t->elem != TKV_ELEM_F32 && t->elem != TKV_ELEM_F16 && t->elem != TKV_ELEM_BF16)
         return tkv_error(TKV_EINVAL, "%s: %s->elem %u is not an element type (0 f32, 1 f16, 2 bf16)", fn, name,
                          t->elem);
-    if (t->memory != TKV_MEMORY_HOST)
-        return tkv_error(TKV_EUNSUPPORTED, "%s: %s->memory %u: only host memory (0) is supported", fn, name,
-                         t->memory);
     if (t->reserved)
         return tkv_error(TKV_EINVAL, "%s: %s->reserved is %u, must be 0", fn, name, t->reserved);
-    if (!t->data)
-        return tkv_error(TKV_EINVAL, "%s: %s->data is NULL", fn, name);
+    if (t->memory == TKV_MEMORY_HOST) {
+        if (!t->data)
+            return tkv_error(TKV_EINVAL, "%s: %s->data is NULL", fn, name);
+        return TKV_OK;
+    }
+    if (t->memory != TKV_MEMORY_OPENCL && t->memory != TKV_MEMORY_VULKAN)
+        return tkv_error(TKV_EINVAL, "%s: %s->memory %u is not a memory kind (0 host, 1 OpenCL, 2 Vulkan)", fn, name,
+                         t->memory);
+    const char *kind = t->memory == TKV_MEMORY_OPENCL ? "an OpenCL buffer" : "a Vulkan buffer";
+    if (t->struct_size < offsetof(struct tkv_tensor, size) + sizeof t->size)
+        return tkv_error(TKV_EINVAL, "%s: %s is %s but its struct_size %u predates device memory (0.5: %zu)", fn, name,
+                         kind, t->struct_size, offsetof(struct tkv_tensor, size) + sizeof t->size);
+    const struct tkv_device *d = &c->ctx->device;
+    if (!d->host_backend)
+        return tkv_error(TKV_EUNSUPPORTED, "%s: %s is %s, but the context was not opened on the host's device "
+                         "(tkv_context_options.host_device)", fn, name, kind);
+    uint32_t want = t->memory == TKV_MEMORY_OPENCL ? TKV_HOST_OPENCL : TKV_HOST_VULKAN;
+    if (d->host_backend != want)
+        return tkv_error(TKV_EINVAL, "%s: %s is %s, but the context was opened on the host's %s device", fn, name,
+                         kind, d->host_backend == TKV_HOST_OPENCL ? "OpenCL" : "Vulkan");
+    if (!(d->caps->features & TKV_CAP_DEVICE_TENSORS))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: %s is %s; backend %s takes no device tensors "
+                         "(TKV_CAP_DEVICE_TENSORS)", fn, name, kind, d->mod->ops.name);
+    if (!t->handle)
+        return tkv_error(TKV_EINVAL, "%s: %s->handle is 0 (%s)", fn, name, kind);
+    if (t->data)
+        return tkv_error(TKV_EINVAL, "%s: %s->data must be NULL for device memory (the buffer is handle)", fn, name);
+    if (t->offset % tkv_elem_size(t->elem))
+        return tkv_error(TKV_EINVAL, "%s: %s->offset %llu is not a multiple of the element's %u bytes", fn, name,
+                         (unsigned long long)t->offset, tkv_elem_size(t->elem));
+    return TKV_OK;
+}
+
+int tkv_tensor_device(const struct tkv_tensor *t, uint64_t n, const char *fn, const char *name,
+                      struct tkv_device_tensor *d)
+{
+    uint64_t esize = tkv_elem_size(t->elem);
+    if (n > UINT64_MAX / esize || t->offset > t->size || n * esize > t->size - t->offset)
+        return tkv_error(TKV_ERANGE, "%s: %s holds %llu elements of %llu bytes at offset %llu, beyond the buffer's "
+                         "%llu bytes", fn, name, (unsigned long long)n, (unsigned long long)esize,
+                         (unsigned long long)t->offset, (unsigned long long)t->size);
+    *d = (struct tkv_device_tensor){
+        .memory = t->memory, .elem = t->elem, .handle = t->handle, .offset = t->offset, .size = t->size,
+    };
     return TKV_OK;
 }
 

@@ -11,6 +11,7 @@
  * messages name the argument either way.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 
 #include "core.h"
@@ -87,6 +88,29 @@ int tkv_validate_blocks(const struct tkv_pool *p, const struct tkv_dbuf *buf, co
     return TKV_OK;
 }
 
+/* A device tensor of n elements (2.2): a device memory kind, on a device
+ * that takes them, inside its buffer. */
+static int device_tensor(const struct tkv_device_caps *caps, uint32_t struct_size, size_t member_end,
+                         const struct tkv_device_tensor *t, uint64_t n, const char *op, const char *which)
+{
+    if (struct_size < member_end)
+        return tkv_error(TKV_EINVAL, "%s: %s in device memory for a plugin of ABI 2.%s", op, which,
+                         "0/2.1 (device tensors are 2.2)");
+    if (!(caps->features & TKV_CAP_DEVICE_TENSORS))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: %s in device memory, the device takes none (TKV_CAP_DEVICE_TENSORS)",
+                         op, which);
+    if ((t->memory != TKV_MEMORY_OPENCL && t->memory != TKV_MEMORY_VULKAN) || !t->handle)
+        return tkv_error(TKV_EINVAL, "%s: %s: memory %u / handle %s is no device buffer", op, which, t->memory,
+                         t->handle ? "set" : "0");
+    if (t->elem != TKV_ELEM_F32 && t->elem != TKV_ELEM_F16 && t->elem != TKV_ELEM_BF16)
+        return tkv_error(TKV_EINVAL, "%s: %s element type %u unknown", op, which, t->elem);
+    uint64_t esize = t->elem == TKV_ELEM_F32 ? 4u : 2u;
+    if (t->offset % esize || t->offset > t->size || n > (t->size - t->offset) / esize)
+        return tkv_error(TKV_ERANGE, "%s: %s: %llu elements at offset %llu outside the %llu-byte buffer", op, which,
+                         (unsigned long long)n, (unsigned long long)t->offset, (unsigned long long)t->size);
+    return TKV_OK;
+}
+
 int tkv_validate_append(const struct tkv_device_caps *caps, const struct tkv_dbuf *buf,
                         const struct tkv_append_args *a)
 {
@@ -94,8 +118,17 @@ int tkv_validate_append(const struct tkv_device_caps *caps, const struct tkv_dbu
     int rc = tkv_validate_pool(caps, &a->pool, a->n_heads, buf, op, "rows");
     if (rc != TKV_OK)
         return rc;
-    if (a->n_tokens == 0 || !a->src)
-        return tkv_error(TKV_EINVAL, "%s: %s", op, a->n_tokens == 0 ? "n_tokens is 0" : "src is NULL");
+    if (a->n_tokens == 0 || (!a->src && !a->src_dev) || (a->src && a->src_dev))
+        return tkv_error(TKV_EINVAL, "%s: %s", op,
+                         a->n_tokens == 0 ? "n_tokens is 0" : a->src ? "src and src_dev both set" : "src is NULL");
+    if (a->src_dev) {
+        if (a->n_nonfinite)
+            return tkv_error(TKV_EINVAL, "%s: n_nonfinite with rows in device memory", op);
+        if ((rc = device_tensor(caps, a->struct_size, offsetof(struct tkv_append_args, src_dev) + sizeof a->src_dev,
+                                a->src_dev, (uint64_t)a->n_tokens * a->n_heads * a->pool.fmt.head_dim, op,
+                                "src_dev")) != TKV_OK)
+            return rc;
+    }
     return tkv_validate_blocks(&a->pool, buf, a->blocks, a->n_blocks, a->first_pos, a->n_tokens, op, "rows");
 }
 
@@ -139,9 +172,15 @@ int tkv_validate_attention(const struct tkv_device_caps *caps, const struct tkv_
         return tkv_error(TKV_EUNSUPPORTED, "%s: the device has no logit soft-capping (TKV_CAP_SOFTCAP)", op);
     if (a->lse && !(caps->features & TKV_CAP_LSE))
         return tkv_error(TKV_EUNSUPPORTED, "%s: the device cannot return log-sum-exp (TKV_CAP_LSE)", op);
-    if (a->n_seqs == 0 || !a->seqs || !a->q || !a->out)
+    if (a->n_seqs == 0 || !a->seqs || (!a->q && !a->q_dev) || (!a->out && !a->out_dev))
         return tkv_error(TKV_EINVAL, "%s: %s", op,
-                         a->n_seqs == 0 ? "n_seqs is 0" : !a->seqs ? "seqs is NULL" : !a->q ? "q is NULL" : "out is NULL");
+                         a->n_seqs == 0 ? "n_seqs is 0" : !a->seqs ? "seqs is NULL" : !a->q && !a->q_dev ? "q is NULL"
+                                                                                         : "out is NULL");
+    if ((a->q && a->q_dev) || (a->out && a->out_dev))
+        return tkv_error(TKV_EINVAL, "%s: %s both in host and device memory", op, a->q && a->q_dev ? "q" : "out");
+    if (a->out_dev && (a->lse || a->device_ns || a->rows_skipped))
+        return tkv_error(TKV_EINVAL, "%s: out in device memory (queued) with %s", op,
+                         a->lse ? "lse" : a->device_ns ? "device_ns" : "rows_skipped");
     if (a->seq_size < sizeof(struct tkv_attn_seq))
         return tkv_error(TKV_EINVAL, "%s: seq_size %u < %zu", op, a->seq_size, sizeof(struct tkv_attn_seq));
     uint32_t next_q = 0, max_ctx = 0, max_q = 0, first_nq = 0;
@@ -177,6 +216,11 @@ int tkv_validate_attention(const struct tkv_device_caps *caps, const struct tkv_
     if (next_q != a->n_q_total || max_ctx != a->max_n_ctx || max_q != a->max_n_q)
         return tkv_error(TKV_EINVAL, "%s: n_q_total %u / max_n_ctx %u / max_n_q %u disagree with the sequences (%u, %u, %u)",
                          op, a->n_q_total, a->max_n_ctx, a->max_n_q, next_q, max_ctx, max_q);
+    const uint64_t n = (uint64_t)a->n_q_total * a->n_q_heads * a->k.fmt.head_dim;
+    const size_t end = offsetof(struct tkv_attention_args, out_dev) + sizeof a->out_dev;
+    if ((a->q_dev && (rc = device_tensor(caps, a->struct_size, end, a->q_dev, n, op, "q_dev")) != TKV_OK) ||
+        (a->out_dev && (rc = device_tensor(caps, a->struct_size, end, a->out_dev, n, op, "out_dev")) != TKV_OK))
+        return rc;
     return TKV_OK;
 }
 

@@ -582,8 +582,14 @@ static void bad_tensors_refused(void **state)
     bad.elem = 7;
     expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &good, &bad), TKV_EINVAL, "v->elem 7");
     bad = good;
-    bad.memory = 1;
-    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &bad, &good), TKV_EUNSUPPORTED, "k->memory 1");
+    bad.memory = 9;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &bad, &good), TKV_EINVAL, "k->memory 9");
+    /* device memory: only on a context opened on the host's device (0.5) */
+    bad.memory = TKV_MEMORY_OPENCL;
+    bad.data = NULL;
+    bad.handle = 1;
+    expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &bad, &good), TKV_EUNSUPPORTED,
+                 "k is an OpenCL buffer, but the context was not opened on the host's device");
     bad = good;
     bad.reserved = 3;
     expect_error(tkv_cache_append_tensors(c, 0, 0, 2, &bad, &good), TKV_EINVAL, "k->reserved");

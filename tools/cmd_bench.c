@@ -125,6 +125,9 @@ static int usage(FILE *f)
             "  --plot F.svg    an SVG of the first shape: time per layer against context\n"
             "                  (the middle half of the calls as a bar) and the speed-up over\n"
             "                  f16; the path is checked before the run\n"
+            "  --per-token     a decode step of --layers N layers (default 32; --ctx default 4K,128K)\n"
+            "                  on the host's own OpenCL device, everything queued, one finish, against\n"
+            "                  the per-call host-array mode: us per layer (first --types, default turbo3)\n"
             "  --paged         engine costs instead: context open, paged vs contiguous attention\n"
             "                  (first --types entry, default turbo3), sequence operations on a\n"
             "                  32-layer cache, memory of a multi-sequence workload\n"
@@ -873,8 +876,8 @@ int tool_bench(int argc, char **argv)
     static struct bench b; /* large: the timing table */
     const char *backend = NULL, *plot = NULL, *v;
     const char *types = DEFAULT_TYPES, *ctx = DEFAULT_CTX, *preset = "llama3-8b";
-    uint32_t tokens = 0, seqs = 0;
-    int json = 0, paged = 0;
+    uint32_t tokens = 0, seqs = 0, layers = 32;
+    int json = 0, paged = 0, per_token = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
             return usage(stdout);
@@ -902,6 +905,14 @@ int tool_bench(int argc, char **argv)
             json = 1;
         else if (!strcmp(argv[i], "--paged"))
             paged = 1;
+        else if (!strcmp(argv[i], "--per-token"))
+            per_token = 1;
+        else if ((v = tool_opt(argc, argv, &i, "--layers"))) {
+            if (parse_count(v, &layers) != 0 || layers > 256) {
+                fprintf(stderr, "turbokv bench: --layers %s: expected 1..256 layers\n", v);
+                return 2;
+            }
+        }
         else {
             fprintf(stderr, "turbokv bench: unknown option '%s'\n", argv[i]);
             return usage(stderr);
@@ -914,10 +925,19 @@ int tool_bench(int argc, char **argv)
         fprintf(stderr, "turbokv bench: unknown preset '%s' (llama3-8b, qwen2-7b, small)\n", preset);
         return 2;
     }
-    if (paged && types == (const char *)DEFAULT_TYPES)
+    if ((paged || per_token) && types == (const char *)DEFAULT_TYPES)
         types = "turbo3";
+    if (per_token && ctx == (const char *)DEFAULT_CTX)
+        ctx = "4K,128K";
     if (parse_types(&b, types) != 0 || parse_ctx(&b, ctx) != 0)
         return 2;
+    if (per_token) { /* the listed types only, not the baselines parse_types adds */
+        int listed = 1;
+        for (const char *c = types; *c; c++)
+            listed += *c == ',';
+        return tool_bench_token(b.types, listed < b.n_types ? listed : b.n_types, b.ctx, b.n_ctx, layers, b.geo->q_heads, b.geo->kv_heads,
+                                b.geo->head_dim, json);
+    }
     if (paged)
         return tool_bench_paged(backend, b.ctx, b.n_ctx, b.geo->q_heads, b.geo->kv_heads, b.geo->head_dim,
                                 b.types[0], json);

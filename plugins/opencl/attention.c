@@ -253,7 +253,51 @@ static void fill_upload(const struct tkv_attention_args *a, const struct attn_pl
         }
     }
     memcpy(w + lay->blocks_at, a->blocks, (size_t)a->n_blocks * sizeof(cl_uint));
-    memcpy(w + lay->q_at, a->q, lay->n_rows * p->head_dim * sizeof(float));
+    if (a->q) /* else q is in the host's device memory (host.c) */
+        memcpy(w + lay->q_at, a->q, lay->n_rows * p->head_dim * sizeof(float));
+}
+
+/* ---- device tensors (ABI 2.2): q from and out into the host's buffers ---------- */
+
+static const struct tkv_device_tensor *q_dev_of(const struct tkv_attention_args *a)
+{
+    return TKV_ARGS_HAS(a, q_dev) ? a->q_dev : NULL;
+}
+
+static const struct tkv_device_tensor *out_dev_of(const struct tkv_attention_args *a)
+{
+    return TKV_ARGS_HAS(a, out_dev) ? a->out_dev : NULL;
+}
+
+/* The upload (q left out when it is in device memory, then copied or
+ * widened into its place on the device). With out in device memory the
+ * call is not waited for, so the upload goes through a staging slot that
+ * outlives the call (host.c); otherwise through the pinned buffer. */
+static int upload(struct ocl_device *d, const struct tkv_attention_args *a,
+                  const struct attn_plan *p, const struct attn_layout *lay, cl_event *ev_up)
+{
+    static const char op[] = "attention";
+    const struct tkv_device_tensor *q_dev = q_dev_of(a);
+    const size_t bytes = (q_dev ? (size_t)lay->q_at : lay->up_words) * 4u;
+    int rc = TKV_OK;
+    if (out_dev_of(a)) {
+        void *host;
+        uint32_t slot;
+        if ((rc = ocl_stage_take(d, bytes, op, &host, &slot)) != TKV_OK)
+            return rc;
+        fill_upload(a, p, lay, host);
+        rc = ocl_stage_write(d, slot, d->scratch.upload.mem, bytes, op);
+    } else {
+        fill_upload(a, p, lay, d->up_pinned.host);
+        cl_int err = clEnqueueWriteBuffer(d->queue, d->scratch.upload.mem, CL_FALSE, 0, bytes,
+                                          d->up_pinned.host, 0, NULL, ev_up);
+        if (err != CL_SUCCESS)
+            return ocl_fail(err, op, "clEnqueueWriteBuffer");
+    }
+    if (rc == TKV_OK && q_dev)
+        rc = ocl_tensor_in(d, q_dev, (uint64_t)lay->n_rows * p->head_dim, d->scratch.upload.mem,
+                           lay->q_at, op);
+    return rc;
 }
 
 static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
@@ -364,23 +408,32 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
             TKV_OK ||
         (rc = ocl_scratch_reserve(d, &d->scratch.download, lay.down_words * 4u, op,
                                   "download")) != TKV_OK ||
-        (rc = ocl_pinned_reserve(d, &d->up_pinned, lay.up_words * 4u, op)) != TKV_OK ||
-        (rc = ocl_pinned_reserve(d, &d->down_pinned, lay.down_words * 4u, op)) != TKV_OK ||
+        /* (a call that is not waited for needs no pinned memory) */
+        (!out_dev_of(a) &&
+         ((rc = ocl_pinned_reserve(d, &d->up_pinned, lay.up_words * 4u, op)) != TKV_OK ||
+          (rc = ocl_pinned_reserve(d, &d->down_pinned, lay.down_words * 4u, op)) != TKV_OK)) ||
         (rc = ocl_scratch_reserve(d, &d->scratch.part, part_bytes, op, "partial")) != TKV_OK ||
         (rc = ocl_scratch_reserve_zeroed(d, &d->scratch.counters, pairs * sizeof(cl_uint), op,
                                          "counter")) != TKV_OK)
         return rc;
 
-    fill_upload(a, p, &lay, d->up_pinned.host);
     cl_event ev_up = NULL, ev_down = NULL, ev_kernel = NULL;
     const int timed = device_ns != NULL, spin = d->tune_spin != 0;
-    cl_int err = clEnqueueWriteBuffer(d->queue, d->scratch.upload.mem, CL_FALSE, 0,
-                                      lay.up_words * 4u, d->up_pinned.host, 0, NULL,
-                                      timed ? &ev_up : NULL);
-    if (err != CL_SUCCESS)
-        return ocl_fail(err, op, "clEnqueueWriteBuffer");
+    cl_int err;
+    if ((rc = upload(d, a, p, &lay, timed ? &ev_up : NULL)) != TKV_OK)
+        goto out;
     if ((rc = launch(d, a, p, &lay, timed && d->tune_kernel_ns ? &ev_kernel : NULL)) != TKV_OK)
         goto out;
+    if (out_dev_of(a)) {
+        /* out into the host's buffer, queued; skip counts and lse stay on
+         * the device (the core asks for neither) */
+        rc = ocl_tensor_out(d, d->scratch.download.mem, 0, out_dev_of(a),
+                            (uint64_t)lay.n_rows * p->head_dim, op);
+        if (rc == TKV_OK && (err = clFlush(d->queue)) != CL_SUCCESS)
+            rc = ocl_fail(err, op, "clFlush");
+        *skipped = 0;
+        goto out;
+    }
     /* measurement (TURBO_OCL_REPEAT=n with TURBO_OCL_KERNEL_NS): the kernel
      * n more times back to back and the median of their times reported, so
      * that the GPU stays busy and its clock up while it is timed (the H200

@@ -75,7 +75,7 @@ int ocl_fail(cl_int err, const char *op, const char *call)
 #define OCL_MIN_WORK_GROUP 32u
 #define OCL_MIN_LOCAL_MEM (16u * 1024u)
 
-static int device_usable(cl_device_id dev)
+int ocl_device_usable(cl_device_id dev)
 {
     cl_bool available = CL_FALSE, compiler = CL_FALSE;
     size_t max_wg = 0;
@@ -133,7 +133,7 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found)
             continue;
         }
         for (cl_uint i = 0; i < n_devs; i++) {
-            if (!device_usable(devs[i])) {
+            if (!ocl_device_usable(devs[i])) {
                 char name[128] = "?";
                 clGetDeviceInfo(devs[i], CL_DEVICE_NAME, sizeof name - 1, name, NULL);
                 ocl_svc->log(TKV_LOG_INFO,
@@ -160,6 +160,7 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found)
 
 static const char *const kernel_names[OCL_K_SPEC] = {
     [OCL_K_QUANTIZE] = "quantize_rows",  [OCL_K_DEQUANTIZE] = "dequantize_rows",
+    [OCL_K_WIDEN] = "widen_elems",       [OCL_K_NARROW] = "narrow_elems",
     [OCL_K_DECODE] = "attn_decode_2",    [OCL_K_DECODE + 1] = "attn_decode_4",
     [OCL_K_DECODE + 2] = "attn_decode_8", [OCL_K_DECODE + 3] = "attn_decode_16",
 };
@@ -446,14 +447,6 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
 {
     cl_int err;
     d->device = found->device;
-    if ((err = clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc,
-                               &d->max_alloc, NULL)) != CL_SUCCESS ||
-        (err = clGetDeviceInfo(d->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof d->local_mem,
-                               &d->local_mem, NULL)) != CL_SUCCESS ||
-        (err = clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof d->compute_units,
-                               &d->compute_units, NULL)) != CL_SUCCESS)
-        return ocl_fail(err, "open", "clGetDeviceInfo");
-
     cl_context_properties props[] = { CL_CONTEXT_PLATFORM, (cl_context_properties)found->platform,
                                       0 };
     d->context = clCreateContext(props, 1, &d->device, NULL, NULL, &err);
@@ -463,6 +456,19 @@ int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
     d->queue = clCreateCommandQueue(d->context, d->device, CL_QUEUE_PROFILING_ENABLE, &err);
     if (err != CL_SUCCESS)
         return ocl_fail(err, "open", "clCreateCommandQueue");
+    return ocl_device_setup(d, math);
+}
+
+int ocl_device_setup(struct ocl_device *d, const struct tkv_math *math)
+{
+    cl_int err;
+    if ((err = clGetDeviceInfo(d->device, CL_DEVICE_MAX_MEM_ALLOC_SIZE, sizeof d->max_alloc,
+                               &d->max_alloc, NULL)) != CL_SUCCESS ||
+        (err = clGetDeviceInfo(d->device, CL_DEVICE_LOCAL_MEM_SIZE, sizeof d->local_mem,
+                               &d->local_mem, NULL)) != CL_SUCCESS ||
+        (err = clGetDeviceInfo(d->device, CL_DEVICE_MAX_COMPUTE_UNITS, sizeof d->compute_units,
+                               &d->compute_units, NULL)) != CL_SUCCESS)
+        return ocl_fail(err, "open", "clGetDeviceInfo");
     int rc = build_program(d);
     if (rc == TKV_OK)
         rc = upload_tables(d, math);
@@ -515,6 +521,8 @@ void ocl_device_release(struct ocl_device *d)
     }
     ocl_pinned_release(d, &d->up_pinned);
     ocl_pinned_release(d, &d->down_pinned);
+    ocl_stage_release(d);
+    scratch_release(&d->widen);
     if (d->tables)
         clReleaseMemObject(d->tables);
     for (uint32_t i = 0; i < OCL_SPEC_SLOTS; i++)

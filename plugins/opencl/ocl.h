@@ -55,6 +55,8 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found);
 enum ocl_kernel {
     OCL_K_QUANTIZE,
     OCL_K_DEQUANTIZE,
+    OCL_K_WIDEN,  /* kernels/convert.cl: device tensors in f16 / bf16 */
+    OCL_K_NARROW,
     OCL_K_DECODE, /* + log2(query rows / 2) */
     OCL_K_SPEC = OCL_K_DECODE + 4, /* + 4 x slot + log2(query rows / 2) */
     OCL_K_COUNT = OCL_K_SPEC + 4 * OCL_SPEC_SLOTS
@@ -96,10 +98,23 @@ struct ocl_append_slot {
     cl_event written; /* the write that last read host, or NULL */
 };
 
+/* Host staging of the calls that return without waiting (device tensors on
+ * the host's queue, host.c): plain host memory whose non-blocking write is
+ * tracked by an event; a slot is reused once its write has completed, so
+ * a recording of a few layers never waits. */
+#define OCL_STAGE_SLOTS 64u
+struct ocl_stage {
+    void *host;
+    size_t size;
+    cl_event written; /* the write that last read host, or NULL */
+};
+
 struct ocl_device {
     cl_device_id device;
     cl_context context;
-    cl_command_queue queue; /* in order, with profiling (device_ns) */
+    cl_command_queue queue; /* in order, with profiling (device_ns) where
+                               turbokv created it; the host's own otherwise */
+    int adopted;            /* context and queue are the host's (retained) */
     cl_program program;
     cl_kernel kernels[OCL_K_COUNT];
     size_t kernel_wg[OCL_K_COUNT];    /* CL_KERNEL_WORK_GROUP_SIZE */
@@ -136,6 +151,9 @@ struct ocl_device {
     struct ocl_pinned up_pinned, down_pinned;
     struct ocl_append_slot append[OCL_APPEND_SLOTS];
     uint32_t append_next;
+    struct ocl_stage stage[OCL_STAGE_SLOTS];
+    uint32_t stage_next;
+    struct ocl_scratch widen; /* device tensors widened to f32 */
 };
 
 /* The first of the four attention kernels (2, 4, 8, 16 query rows) for a
@@ -144,10 +162,43 @@ struct ocl_device {
 enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32_t v_type,
                                    uint32_t head_dim);
 
-/* Builds everything open() needs on the chosen device (device.c). */
+/* Builds everything open() needs on the chosen device (device.c): its own
+ * context and queue. */
 int ocl_device_init(struct ocl_device *d, const struct ocl_found *found,
                     const struct tkv_math *math);
+/* The same on a context and queue already set in d (the host's, retained). */
+int ocl_device_setup(struct ocl_device *d, const struct tkv_math *math);
 void ocl_device_release(struct ocl_device *d);
+/* Can the plugin run on dev (a compiler, work-groups, local memory)? */
+int ocl_device_usable(cl_device_id dev);
+
+/* ---- the host's own device and its tensors (host.c) ------------------------ */
+
+/* Checks the host's context, device and queue (host_device op). */
+int ocl_host_check(const struct tkv_host_device *host, cl_platform_id *platform);
+/* Adopts them: retained, never a second context. */
+int ocl_device_adopt(struct ocl_device *d, const struct tkv_host_device *host,
+                     const struct tkv_math *math);
+void ocl_stage_release(struct ocl_device *d);
+/* The cl_mem of a device tensor, checked against the device's context and
+ * its real size (CL_MEM_SIZE). */
+int ocl_tensor_mem(struct ocl_device *d, const struct tkv_device_tensor *t, uint64_t n,
+                   const char *op, const char *what, cl_mem *mem);
+/* Rows of a device tensor as f32 words: *mem and *word_at are where the
+ * kernels read them (the host's buffer itself for f32, else a widened copy
+ * in d->widen, enqueued). */
+int ocl_tensor_f32(struct ocl_device *d, const struct tkv_device_tensor *t, uint64_t n,
+                   const char *op, cl_mem *mem, cl_uint *word_at);
+/* n f32 of a device tensor into dst at word dst_at (a copy, or widened). */
+int ocl_tensor_in(struct ocl_device *d, const struct tkv_device_tensor *t, uint64_t n, cl_mem dst,
+                  size_t dst_at, const char *op);
+/* n f32 at word src_at of src into a device tensor (a copy, or narrowed). */
+int ocl_tensor_out(struct ocl_device *d, cl_mem src, size_t src_at,
+                   const struct tkv_device_tensor *t, uint64_t n, const char *op);
+/* Host bytes for a write that is not waited for: a staging slot, valid
+ * until ocl_stage_write has enqueued its write. */
+int ocl_stage_take(struct ocl_device *d, size_t bytes, const char *op, void **host, uint32_t *slot);
+int ocl_stage_write(struct ocl_device *d, uint32_t slot, cl_mem dst, size_t bytes, const char *op);
 
 /* Makes s at least bytes large (contents are lost when it grows). */
 int ocl_scratch_reserve(struct ocl_device *d, struct ocl_scratch *s, size_t bytes, const char *op,

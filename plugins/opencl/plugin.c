@@ -115,6 +115,19 @@ static int ocl_open(const struct tkv_open_params *params, void **dev_out)
     uint32_t n = 0;
     if ((rc = math_check(params->math)) != TKV_OK)
         return rc;
+    if (TKV_ARGS_HAS(params, host) && params->host) {
+        /* the host's own context, device and queue (host.c) */
+        struct ocl_device *d = calloc(1, sizeof *d);
+        if (!d)
+            return OCL_ERROR(TKV_ENOMEM, "open: no memory for the device (%zu bytes)", sizeof *d);
+        d->stats.struct_size = sizeof d->stats;
+        if ((rc = ocl_device_adopt(d, params->host, params->math)) != TKV_OK) {
+            ocl_close(d);
+            return rc;
+        }
+        *dev_out = d;
+        return TKV_OK;
+    }
     struct ocl_found *found = calloc((size_t)params->device_index + 1, sizeof *found);
     if (!found)
         return OCL_ERROR(TKV_ENOMEM, "open: no memory to list devices");
@@ -152,6 +165,8 @@ static int ocl_open(const struct tkv_open_params *params, void **dev_out)
 #define ALL_TYPES ((1u << TKV_TYPE_FIRST_R1) - 1u) /* format revision 0 */
 #define QJL_TYPES ((1u << TKV_TYPE_TURBO3_QJL) | (1u << TKV_TYPE_TURBO4_QJL))
 
+static int caps_of(cl_device_id device, uint32_t extra, struct tkv_device_caps *caps);
+
 static int ocl_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
 {
     struct ocl_found *found = calloc((size_t)device_index + 1, sizeof *found);
@@ -168,15 +183,38 @@ static int ocl_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
         return OCL_ERROR(TKV_ERANGE, "device_caps: device %u does not exist (%u OpenCL device%s)",
                          device_index, n, n == 1 ? "" : "s");
     }
-    cl_ulong max_alloc = 0;
-    cl_int err = clGetDeviceInfo(found[device_index].device, CL_DEVICE_MAX_MEM_ALLOC_SIZE,
-                                 sizeof max_alloc, &max_alloc, NULL);
+    cl_device_id device = found[device_index].device;
     free(found);
+    /* a device of its own: no device tensors (they are the host's buffers),
+     * but the plugin can open on the host's device */
+    return caps_of(device, TKV_CAP_HOST_DEVICE, caps);
+}
+
+/* The host's own device (ABI 2.2): device tensors in f32, f16 and bf16,
+ * queued without a wait. */
+static int ocl_host_device(const struct tkv_host_device *host, struct tkv_device_info *info,
+                           struct tkv_device_caps *caps)
+{
+    struct ocl_found f;
+    int rc = ocl_host_check(host, &f.platform);
+    if (rc != TKV_OK)
+        return rc;
+    f.device = (cl_device_id)host->opencl.device;
+    describe(&f, info);
+    return caps_of(f.device,
+                   TKV_CAP_HOST_DEVICE | TKV_CAP_DEVICE_TENSORS | TKV_CAP_ASYNC, caps);
+}
+
+static int caps_of(cl_device_id device, uint32_t extra, struct tkv_device_caps *caps)
+{
+    cl_ulong max_alloc = 0;
+    cl_int err = clGetDeviceInfo(device, CL_DEVICE_MAX_MEM_ALLOC_SIZE,
+                                 sizeof max_alloc, &max_alloc, NULL);
     if (err != CL_SUCCESS)
         return ocl_fail(err, "device_caps", "clGetDeviceInfo(CL_DEVICE_MAX_MEM_ALLOC_SIZE)");
     struct tkv_device_caps all = {
         .features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP |
-                    TKV_CAP_LSE | TKV_CAP_BUFFER_COPY,
+                    TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | extra,
         .k_types = ALL_TYPES,
         .v_types = ALL_TYPES & ~QJL_TYPES,
         .rotations = (1u << TKV_ROTATION_WHT) | (1u << TKV_ROTATION_DENSE) |
@@ -322,6 +360,7 @@ static const struct tkv_plugin ocl_plugin = {
     .attention = ocl_attention,
     .dequantize = ocl_dequantize,
     .stats = ocl_stats,
+    .host_device = ocl_host_device,
 };
 
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major,

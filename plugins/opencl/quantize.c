@@ -129,11 +129,67 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clFlush");
 }
 
+/* Rows in the host's device memory (ABI 2.2): quantize_rows reads them
+ * where they are (f32) or widened on the device (f16, bf16, host.c); the
+ * block-table entries go up from a staging slot. Queued on the host's
+ * queue, not waited for. */
+static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
+{
+    static const char op[] = "quantize_append";
+    const struct tkv_pool *pool = &a->pool;
+    const uint64_t n = (uint64_t)a->n_tokens * a->n_heads * pool->fmt.head_dim;
+    const uint32_t b0 = a->first_pos / pool->block_tokens;
+    const uint32_t b1 = (uint32_t)(((uint64_t)a->first_pos + a->n_tokens - 1u) / pool->block_tokens);
+    const size_t bytes = ((size_t)b1 - b0 + 1u) * sizeof(cl_uint);
+    cl_mem from, table;
+    cl_uint src_at;
+    void *host;
+    uint32_t slot;
+    int rc;
+    if ((rc = ocl_tensor_f32(d, a->src_dev, n, op, &from, &src_at)) != TKV_OK ||
+        (rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table")) != TKV_OK ||
+        (rc = ocl_stage_take(d, bytes, op, &host, &slot)) != TKV_OK)
+        return rc;
+    memcpy(host, a->blocks + b0, bytes);
+    if ((rc = ocl_stage_write(d, slot, d->scratch.table.mem, bytes, op)) != TKV_OK)
+        return rc;
+    table = d->scratch.table.mem;
+    const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE, ROW_WORK_GROUP);
+    cl_uint n_heads = a->n_heads, head_dim = pool->fmt.head_dim, rb = pool->row_bytes;
+    cl_uint type = pool->fmt.type, rotation = pool->fmt.rotation;
+    cl_uint scale_mode = pool->fmt.scale_mode, bt = pool->block_tokens;
+    cl_uint block0 = b0, first_pos = a->first_pos;
+    cl_ulong block_stride = pool->block_stride, head_stride = pool->head_stride;
+    cl_mem dst = ocl_buffer_of(pool->buf)->mem;
+    const struct ocl_karg args[] = {
+        OCL_ARG(from),          OCL_ARG(src_at),       OCL_ARG(n_heads),
+        OCL_ARG(head_dim),      OCL_ARG(dst),          OCL_ARG(table),
+        OCL_ARG(block0),        OCL_ARG(first_pos),    OCL_ARG(bt),
+        OCL_ARG(block_stride),  OCL_ARG(head_stride),  OCL_ARG(rb),
+        OCL_ARG(type),          OCL_ARG(rotation),     OCL_ARG(scale_mode),
+        OCL_ARG(d->tables),
+    };
+    /* the host's buffer may be a new object at a released one's address */
+    d->args[OCL_K_QUANTIZE][0].set = 0;
+    size_t groups[3] = { (size_t)a->n_tokens * a->n_heads, 1, 1 };
+    if ((rc = ocl_args(d, OCL_K_QUANTIZE, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
+        (rc = ocl_launch(d, OCL_K_QUANTIZE, op, 1, groups, wg, NULL)) != TKV_OK)
+        return rc;
+    cl_int err = clFlush(d->queue);
+    return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clFlush");
+}
+
 int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
 {
     struct ocl_device *d = dev;
     uint64_t nonfinite = 0;
     int rc;
+    if (TKV_ARGS_HAS(a, src_dev) && a->src_dev) {
+        if ((rc = append_device(d, a)) != TKV_OK)
+            return rc; /* nothing staged in host memory the queue may still read */
+        d->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
+        return TKV_OK;
+    }
     if ((rc = append_chunks(d, a, &nonfinite)) != TKV_OK) {
         clFinish(d->queue); /* nothing queued may still read the staging */
         return rc;

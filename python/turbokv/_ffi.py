@@ -80,6 +80,7 @@ class tkv_context_options(Structure):
         ("require", POINTER(tkv_cache_params)),
         ("probe_all", c_uint32),
         ("reserved", c_uint32),
+        ("host_device", c_void_p),  # 0.5: struct tkv_host_device * (turbokv_device.h)
     ]
 
 
@@ -127,6 +128,9 @@ class tkv_tensor(Structure):  # 0.4
         ("memory", c_uint32),
         ("reserved", c_uint32),
         ("data", c_void_p),
+        ("handle", c_uint64),  # 0.5: device memory
+        ("offset", c_uint64),
+        ("size", c_uint64),
     ]
 
 
