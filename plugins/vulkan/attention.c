@@ -84,10 +84,11 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_
 /* Shared memory of decode.comp with qt query rows per unit (its shared
  * arrays: queries as vec4s, raw queries, codebooks, per-lane weights,
  * V addresses and keep flags). */
-static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt)
+static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, uint32_t v_row_bytes, uint32_t nsg)
 {
-    const uint64_t qt4 = (qt + 3) / 4;
-    return hd * qt4 * 16 + (uint64_t)qt * hd * 4 + 2 * 80 * 4 + TKV_VK_WG * (qt4 * 16 + 8 + 4);
+    const uint64_t qt4 = (qt + 3) / 4, vrw = ((v_row_bytes + 3) / 4) | 1u;
+    return hd * qt4 * 16 + (uint64_t)qt * hd * 4 + 2 * 80 * 4 + TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4) +
+           (uint64_t)nsg * qt * 12;
 }
 
 /* Whether decode.comp runs this call, and the most query rows per unit it
@@ -108,7 +109,7 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
     const struct vk_layout *both[2] = { kl, vl };
     for (int i = 0; i < 2; i++) {
         const struct vk_layout *l = both[i];
-        if (l->encoding == TKV_VK_ENC_F32 || l->qjl)
+        if (l->encoding == TKV_VK_ENC_F32 || l->qjl || (l->row_bytes + 3) / 4 > TKV_VK_DECODE_ROW_WORDS)
             return 0;
         if (l->encoding == TKV_VK_ENC_TURBO)
             for (uint32_t g = 0; g < 16; g++) {
@@ -118,7 +119,7 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
             }
     }
     uint32_t qt = 64 / dpl > 16 ? 16 : 64 / dpl;
-    while (qt && decode_shared_bytes(hd, qt) > dev->props.limits.maxComputeSharedMemorySize)
+    while (qt && decode_shared_bytes(hd, qt, vl->row_bytes, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;
 }
@@ -155,7 +156,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const uint32_t hd = kl.head_dim, wg = TKV_VK_WG, ratio = a->n_q_heads / a->n_kv_heads, window = a->window;
     const uint32_t qs = kl.qjl ? 2u : 1u, va = vl.qjl ? 2u : 1u;
     const uint64_t n_out = (uint64_t)a->n_q_total * a->n_q_heads, n_q_rows = (uint64_t)a->n_q_total * ratio;
-    /* decode.comp where it applies: a subgroup per chunk, nsg per workgroup */
+    /* decode.comp where it applies: nsg subgroups per workgroup (chunk) */
     const uint32_t dec_qt = decode_qt_max(dev, &kl, &vl), nsg = dec_qt ? TKV_VK_WG / dev->subgroup : 1;
 
     /* Query tiles: as many query rows per workgroup as its shared memory
@@ -183,14 +184,14 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             total += (uint64_t)(p0 + i + 1 - visible_lo(p0 + i, window)) * a->n_q_heads;
     }
 
-    /* Chunks: enough workgroups to fill the device (decode.comp: nsg
-     * chunks in each), a whole number of TKV_VK_WG rows each (decode.comp:
-     * of subgroups, at least min_rows), at most TKV_VK_MAX_CHUNKS per query
-     * row (its rows may start inside a chunk: one more than span / chunk). */
-    const uint64_t rows_unit = dec_qt ? dev->subgroup : wg;
+    /* Chunks: enough workgroups to fill the device, a whole number of
+     * TKV_VK_WG rows each (decode.comp: of nsg subgroups' batches, at least
+     * min_rows), at most TKV_VK_MAX_CHUNKS per query row (its rows may start
+     * inside a chunk: one more than span / chunk). */
+    const uint64_t rows_unit = dec_qt ? (uint64_t)nsg * dev->subgroup : wg;
     const uint64_t min_rows = dec_qt ? round_up(dev->knobs.min_chunk ? dev->knobs.min_chunk : VK_DECODE_MIN_CHUNK, rows_unit)
                                      : wg;
-    uint64_t per_unit = (uint64_t)dev->target_workgroups * nsg / (n_units * a->n_kv_heads);
+    uint64_t per_unit = (uint64_t)dev->target_workgroups / (n_units * a->n_kv_heads);
     per_unit = per_unit < 1 ? 1 : per_unit;
     uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, rows_unit);
     uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), rows_unit);
@@ -384,7 +385,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         STAMP(4);
         if (!(kn->skip & VK_SKIP_ATTENTION)) {
             if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push,
-                                  n_units * a->n_kv_heads * ((max_chunks + nsg - 1) / nsg), op)) != TKV_OK)
+                                  n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
                 return rc;
             vk_barrier(dev);
         }
@@ -416,7 +417,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
                 "vkprof: attention n_out %llu units %llu chunk %llu chunks %llu wgs %llu upload %d: "
                 "up %.2f prep %.2f attn %.2f merge %.2f down %.2f rep %.2f call %.2f us\n",
                 (unsigned long long)n_out, (unsigned long long)n_units, (unsigned long long)chunk,
-                (unsigned long long)max_chunks, (unsigned long long)(n_units * a->n_kv_heads * ((max_chunks + nsg - 1) / nsg)), upload,
+                (unsigned long long)max_chunks, (unsigned long long)(n_units * a->n_kv_heads * max_chunks), upload,
                 TS_NS(2, 3) * 1e-3, TS_NS(3, 4) * 1e-3, TS_NS(4, 5) * 1e-3, TS_NS(5, 6) * 1e-3, TS_NS(6, 7) * 1e-3,
                 TS_NS(2, 7) * 1e-3, TS_NS(0, 1) * 1e-3 / reps);
 #undef TS_NS

@@ -4,29 +4,36 @@
 // per query row, kv head and chunk; merge.comp combines them), computed
 // without a workgroup barrier in the loop over the rows.
 //
-// A workgroup holds NSG = WG / SG subgroups; they share one (unit, kv head)
-// and its prepared queries in shared memory, and each takes a chunk of its
-// own. A subgroup walks its chunk SG rows at a time:
-//   scores    lane r scores row base + r for all QT query rows of the unit,
-//             reading the packed K row straight from the pool (32 values
-//             at a time into registers; the centroids from shared memory,
-//             the queries as broadcast vec4 loads);
-//   softmax   per query row: the batch's max (subgroupMax) and the running
-//             max of every row in chunk order (subgroupInclusiveMax), as a
-//             sequential pass over the chunk keeps it (Milakov & Gimelshein
-//             2018; the same sparse-V rule as attention.comp);
+// A workgroup takes one chunk of one (unit, kv head) and holds NSG = WG /
+// SG subgroups; each walks its own NSG-th of the chunk, SG rows at a time:
+//   loads     lane r loads the K and the V row of row base + r into
+//             registers, every load of the batch issued before any is used
+//             (rows lie in pool blocks at any byte alignment: whole words,
+//             shifted into place), and puts its V row into shared memory;
+//   scores    lane r scores its K row for all QT query rows of the unit
+//             (the centroids from shared memory, the queries as broadcast
+//             vec4 loads);
+//   softmax   per query row: the running max m of the subgroup's rows
+//             through the end of the batch (subgroupMax), the weights
+//             exp(x_j - m), the rescale of what was accumulated (online
+//             softmax, Milakov & Gimelshein 2018). Sparse V: row j's V is
+//             skipped for a query row when exp(x_j - m) < threshold, the rule
+//             of attention.comp and of the OpenCL plugin (plugins/vulkan/
+//             README.md, "Sparse V");
 //   values    lane l owns DPL = HEAD_DIM / SG consecutive coordinates and
 //             walks the batch's rows that some query row keeps, reading its
-//             own bits of each V row and accumulating p * V in the rotated
-//             domain for turbo values.
-// Each lane's accumulators hold whole coordinates, so the partials are
-// written without any reduction across lanes.
+//             bits of each V row from shared memory and accumulating p * V
+//             in the rotated domain for turbo values.
+// Each lane's accumulators hold whole coordinates, so no reduction across
+// lanes is needed; at the end the NSG subgroups' partials are combined in
+// shared memory (one barrier each) into the workgroup's one partial.
 //
-// The host (attention.c, decode_fits) uses this shader only where its
+// The host (attention.c, decode_qt_max) uses this shader only where its
 // assumptions hold: the device's subgroups have exactly SG invocations
 // (min = max subgroup size), HEAD_DIM is a multiple of 32 and of SG with DPL
 // a power of two, every turbo group holds a multiple of 32 values, keys and
-// values are turbo (no QJL part), q8_0 or f16, and the shared arrays fit.
+// values are turbo (no QJL part), q8_0 or f16 with rows of at most
+// TKV_VK_DECODE_ROW_WORDS words, and the shared arrays fit.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -61,17 +68,22 @@ const uint NSG = WG / SG;              // subgroups per workgroup, a chunk each
 const uint DPL = HEAD_DIM / SG;        // value coordinates per lane
 const uint QT4 = (QT + 3u) / 4u;       // vec4s of one element's query rows
 const uint SEGS = HEAD_DIM / 32u;      // K segments of 32 values
+// words of a row from bit 0, and one more to shift a misaligned row into place
+const uint KW = (K_ROW_BYTES + 3u) / 4u, VW = (V_ROW_BYTES + 3u) / 4u;
+const uint VRW = VW | 1u;              // words between rows in vs: odd, so lanes hit distinct banks
 // the queries as the keys are scored against: raw, or R q prepared by the
 // rows shader (turbo keys whose tile does not fit the fused rotation)
 const uint Q_STRIDE = HEAD_DIM;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
 shared vec4 qs[HEAD_DIM * QT4];        // [element][query row / 4]
-shared float xs[QT * HEAD_DIM];        // the raw queries while Q_ROT rotates them
+shared float xs[QT * HEAD_DIM];        // the raw queries while Q_ROT rotates them; at the end the partials
 shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16 + index]
 shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
-shared uvec2 vrow[WG];                 // per subgroup lane: its row's V address
+shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
 shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
+shared float red_m[NSG * QT], red_l[NSG * QT];
+shared uint red_skip[NSG * QT];
 
 #include "rotate.glsl"
 
@@ -91,13 +103,6 @@ float tanh_stable(float x)
          : (((nw)[(b) >> 5u] >> ((b) & 31u)) | ((nw)[((b) >> 5u) + 1u] << (32u - ((b) & 31u)))) & \
                ((1u << (n)) - 1u))
 
-// The fp16 at an even byte address, exactly.
-float half_at(uint64_t a)
-{
-    uint w = Words(a & ~uint64_t(3)).w[0];
-    return fp16_to_float((w >> (uint(a & 2ul) * 8u)) & 0xffffu);
-}
-
 // part[t] += c * q_t[e] for the QT query rows.
 void add_products(inout float part[QT], float c, uint e)
 {
@@ -109,9 +114,9 @@ void add_products(inout float part[QT], float c, uint e)
     }
 }
 
-// <q_t, k> of the K row at address row for the QT query rows (turbo keys:
-// <R q, y_hat> per group times its scale).
-void score_row(uint64_t row, out float s[QT])
+// <q_t, k> of the K row held in kw (its bytes from bit 0) for the QT query
+// rows (turbo keys: <R q, y_hat> per group times its scale).
+void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
 {
     const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
     [[unroll]] for (uint t = 0u; t < QT; t++)
@@ -120,53 +125,32 @@ void score_row(uint64_t row, out float s[QT])
     float scale = 0.0;
     [[unroll]] for (uint seg = 0u; seg < SEGS; seg++) {
         const uint e0 = 32u * seg;
-        uint64_t at;
-        uint gi = 0u;
         if (K_ENC == TKV_VK_ENC_TURBO) {
             uint size, first, k = group_of(groups, e0, size, first);
-            gi = group_index(size);
-            const uint g_at = 2u * k + first * K_BITS / 8u;
+            const uint gi = group_index(size), g_bit = 8u * (2u * k + first * K_BITS / 8u);
             if (e0 == first) {
                 [[unroll]] for (uint t = 0u; t < QT; t++)
                     part[t] = 0.0;
-                scale = half_at(row + g_at);
+                scale = fp16_to_float(BITS_AT(kw, g_bit, 16u));
             }
-            at = row + g_at + 2u + (e0 - first) * K_BITS / 8u;
-        } else if (K_ENC == TKV_VK_ENC_Q8_0) {
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                part[t] = 0.0;
-            const uint b_at = (e0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
-            scale = half_at(row + b_at);
-            at = row + b_at + 2u;
-        } else { // f16
-            at = row + 2u * e0;
-        }
-        // the segment's bytes: K_BITS words of indices, 8 of int8, 16 of halves
-        const uint NW = K_ENC == TKV_VK_ENC_TURBO ? K_BITS : K_ENC == TKV_VK_ENC_Q8_0 ? 8u : 16u;
-        uint w[17], nw[17];
-        Words p = Words(at & ~uint64_t(3));
-        const uint sh = uint(at & 3ul) * 8u;
-        [[unroll]] for (uint i = 0u; i <= NW; i++) // (the word past a pool's last row is its slack)
-            w[i] = p.w[i];
-        [[unroll]] for (uint i = 0u; i < NW; i++)
-            nw[i] = FUNNEL(w, i, sh);
-        if (K_ENC == TKV_VK_ENC_TURBO) {
+            const uint b0 = g_bit + 16u + (e0 - first) * K_BITS;
             [[unroll]] for (uint e = 0u; e < 32u; e++)
-                add_products(part, cent_k[gi * 16u + BITS_AT(nw, e * K_BITS, K_BITS)], e0 + e);
-            // the group ends with this segment: its sum, scaled
-            uint size, first;
-            group_of(groups, e0, size, first);
-            if (e0 + 32u == first + size)
+                add_products(part, cent_k[gi * 16u + BITS_AT(kw, b0 + e * K_BITS, K_BITS)], e0 + e);
+            if (e0 + 32u == first + size) // the group ends with this segment
                 [[unroll]] for (uint t = 0u; t < QT; t++)
                     s[t] += scale * part[t];
         } else if (K_ENC == TKV_VK_ENC_Q8_0) {
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                part[t] = 0.0;
+            const uint b_bit = 8u * (e0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
+            scale = fp16_to_float(BITS_AT(kw, b_bit, 16u));
             [[unroll]] for (uint e = 0u; e < 32u; e++)
-                add_products(part, float(bitfieldExtract(int(nw[e >> 2u]), int(8u * (e & 3u)), 8)), e0 + e);
+                add_products(part, float(int(BITS_AT(kw, b_bit + 16u + 8u * e, 8u) << 24u) >> 24), e0 + e);
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 s[t] += scale * part[t];
-        } else {
+        } else { // f16
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
-                vec2 v = unpackHalf2x16(nw[e >> 1u]);
+                vec2 v = unpackHalf2x16(kw[(e0 + e) >> 1u]);
                 add_products(s, v.x, e0 + e);
                 add_products(s, v.y, e0 + e + 1u);
             }
@@ -174,17 +158,28 @@ void score_row(uint64_t row, out float s[QT])
     }
 }
 
+// The words of the row at addr from its bit 0 into w (n words).
+void load_row(uint64_t addr, out uint w[TKV_VK_DECODE_ROW_WORDS], uint n)
+{
+    Words p = Words(addr & ~uint64_t(3));
+    const uint sh = uint(addr & 3ul) * 8u;
+    uint raw[TKV_VK_DECODE_ROW_WORDS + 1];
+    [[unroll]] for (uint i = 0u; i <= n; i++) // (the word past a pool's last row is its slack)
+        raw[i] = p.w[i];
+    [[unroll]] for (uint i = 0u; i < n; i++)
+        w[i] = FUNNEL(raw, i, sh);
+}
+
 void main()
 {
     const uint lid = gl_LocalInvocationIndex, sgid = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-    const uint slot = sgid * SG; // this subgroup's entries in ws, vrow, keep
-    const uint per_unit = (pc.max_chunks + NSG - 1u) / NSG;
-    const uint wid = flat_workgroup(), cg = wid % per_unit, uh = wid / per_unit;
+    const uint slot = sgid * SG; // this subgroup's entries in ws, vs, keep
+    const uint wid = flat_workgroup(), cg = wid % pc.max_chunks, uh = wid / pc.max_chunks;
     const uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
     if (unit_index >= pc.n_units)
         return;
     Unit unit = Units(pc.inputs + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
-    if (cg * NSG >= unit.n_chunks)
+    if (cg >= unit.n_chunks)
         return; // (uniform: the whole workgroup)
     const uint n_q_rows = unit.n_q * pc.ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
     const uint p0 = unit.n_ctx - unit.n_q, hi_tile = p0 + qr_last / pc.ratio + 1u, p_first = p0 + qr0 / pc.ratio;
@@ -216,12 +211,7 @@ void main()
     }
     barrier();
 
-    // From here on each subgroup goes its own way.
-    const uint c_local = cg * NSG + sgid;
-    if (c_local >= unit.n_chunks)
-        return;
-    const uint c = unit.c_first + c_local;
-    const uint begin = max(c * pc.chunk, lo_tile), end = min(c * pc.chunk + pc.chunk, hi_tile);
+    // From here on each subgroup goes its own way until the partials.
     uint lo[QT], hi[QT], skipped[QT];
     float m_run[QT], l_own[QT], acc[QT * DPL];
     [[unroll]] for (uint t = 0u; t < QT; t++) {
@@ -252,19 +242,27 @@ void main()
     }
     const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
 
+    // this subgroup's rows of the chunk
+    const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
+    const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
     for (uint base = begin; base < end; base += SG) {
         const uint j = base + lane;
-        // scores of this lane's row
-        float x[QT];
-        uint64_t v_row = 0ul;
+        // this lane's K and V rows, every load issued before any is used
+        uint kw[TKV_VK_DECODE_ROW_WORDS], vw[TKV_VK_DECODE_ROW_WORDS];
         if (j < end) {
             const uint bi = j / pc.block_tokens, in_block = j - bi * pc.block_tokens;
             const uint64_t block = uint64_t(Uints(blocks).u[bi]);
-            const uint64_t k_row = pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride +
-                                   uint64_t(in_block) * K_ROW_BYTES;
-            v_row = pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + uint64_t(in_block) * V_ROW_BYTES;
+            load_row(pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + uint64_t(in_block) * K_ROW_BYTES,
+                     kw, KW);
+            load_row(pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + uint64_t(in_block) * V_ROW_BYTES,
+                     vw, VW);
+        }
+        float x[QT];
+        if (j < end) {
+            [[unroll]] for (uint i = 0u; i < VW; i++)
+                vs[(slot + lane) * VRW + i] = vw[i];
             float s[QT];
-            score_row(k_row, s);
+            score_row(kw, s);
             [[unroll]] for (uint t = 0u; t < QT; t++) {
                 float y = pc.scale * s[t];
                 if (pc.softcap > 0.0)
@@ -275,18 +273,17 @@ void main()
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 x[t] = NEG_INF;
         }
-        // softmax: the batch's max, and each row's running max in chunk
-        // order for the sparse-V decision
+        // softmax: the running max through the end of the batch, which the
+        // sparse-V decision takes too
         bool needed = false;
         float corr[QT], w[QT4 * 4u];
         [[unroll]] for (uint t = 0u; t < QT; t++) {
             const float m_new = max(m_run[t], subgroupMax(x[t]));
-            const float running = max(m_run[t], subgroupInclusiveMax(x[t]));
             corr[t] = m_new == NEG_INF ? 1.0 : exp(m_run[t] - m_new);
             float p = 0.0, kept = 0.0;
             if (x[t] != NEG_INF) {
                 p = exp(x[t] - m_new);
-                if (exp(x[t] - running) < pc.threshold) {
+                if (exp(x[t] - m_new) < pc.threshold) {
                     skipped[t]++;
                 } else {
                     kept = p;
@@ -301,7 +298,6 @@ void main()
             w[t] = 0.0;
         [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
             ws[(slot + lane) * QT4 + t4] = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]);
-        vrow[slot + lane] = unpackUint2x32(v_row);
         keep[slot + lane] = needed ? 1u : 0u;
         subgroupMemoryBarrierShared();
         subgroupBarrier();
@@ -313,8 +309,8 @@ void main()
         for (uint r = 0u; r < nb; r++) {
             if (keep[slot + r] == 0u)
                 continue;
-            const uint64_t row = packUint2x32(vrow[slot + r]);
-            float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : half_at(row + v_scale_at);
+            const uint row = (slot + r) * VRW;
+            float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : fp16_to_float((vs[row + (v_scale_at >> 2u)] >> (8u * (v_scale_at & 3u))) & 0xffffu);
             float wt[QT4 * 4u];
             [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
                 vec4 q = ws[(slot + r) * QT4 + t4] * scale;
@@ -322,23 +318,24 @@ void main()
             }
             float val[DPL];
             if (V_ENC == TKV_VK_ENC_TURBO) {
-                // PER values (at most 24 bits past a byte boundary) per load
-                const uint PER = V_BITS == 3u ? 8u : V_BITS == 2u ? 12u : 6u;
+                // PER values (at most 32 bits) from two words at a time
+                const uint PER = 32u / V_BITS;
                 [[unroll]] for (uint e = 0u; e < DPL; e += PER) {
-                    const uint bit = v_bit + e * V_BITS;
-                    uint bits = load_u32(row + (bit >> 3u)) >> (bit & 7u);
+                    const uint bit = v_bit + e * V_BITS, wd = row + (bit >> 5u), sh = bit & 31u;
+                    const uint bits = (vs[wd] >> sh) | ((vs[wd + 1u] << 1u) << (31u - sh));
                     [[unroll]] for (uint i = 0u; i < PER && e + i < DPL; i++)
                         val[e + i] = cent_v[v_gi * 16u + ((bits >> (i * V_BITS)) & ((1u << V_BITS) - 1u))];
                 }
             } else if (V_ENC == TKV_VK_ENC_Q8_0) {
                 [[unroll]] for (uint e = 0u; e < DPL; e += 4u) {
-                    uint bits = load_u32(row + (v_bit >> 3u) + e);
+                    const uint bit = v_bit + 8u * e, wd = row + (bit >> 5u), sh = bit & 31u;
+                    const uint bits = (vs[wd] >> sh) | ((vs[wd + 1u] << 1u) << (31u - sh));
                     [[unroll]] for (uint i = 0u; i < 4u && e + i < DPL; i++)
                         val[e + i] = float(bitfieldExtract(int(bits), int(8u * i), 8));
                 }
             } else {
                 [[unroll]] for (uint e = 0u; e < DPL; e += 2u) {
-                    vec2 v = unpackHalf2x16(load_u32(row + (v_bit >> 3u) + 2u * e));
+                    vec2 v = unpackHalf2x16(vs[row + ((v_bit >> 5u) + (e >> 1u))]);
                     val[e] = v.x;
                     if (e + 1u < DPL)
                         val[e + 1u] = v.y;
@@ -348,25 +345,62 @@ void main()
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
         }
-        subgroupBarrier(); // ws, vrow and keep are rewritten by the next batch
+        subgroupBarrier(); // ws, vs and keep are rewritten by the next batch
     }
 
-    // The chunk's partials: partial p of query row qr, kv head h, chunk
-    // c_local at ((qr * n_kv + h) * max_chunks + c_local).
+    // The workgroup's partial: the subgroups' maxima, sums and skip counts
+    // through shared memory, their accumulators added into xs one subgroup
+    // after another, each scaled to the common max.
     [[unroll]] for (uint t = 0u; t < QT; t++) {
         const float l_sum = subgroupAdd(l_own[t]);
         const uint n_skipped = subgroupAdd(skipped[t]);
-        if (qr0 + t >= n_q_rows)
-            continue;
-        uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_local;
         if (lane == 0u) {
-            Floats ml = Floats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
-            ml.f[0] = m_run[t];
-            ml.f[1] = l_sum;
-            ml.f[2] = uintBitsToFloat(n_skipped);
+            red_m[sgid * QT + t] = m_run[t];
+            red_l[sgid * QT + t] = l_sum;
+            red_skip[sgid * QT + t] = n_skipped;
         }
-        Floats part = Floats(pc.work + 4ul * (p * HEAD_DIM + d0));
-        [[unroll]] for (uint e = 0u; e < DPL; e++)
-            part.f[e] = acc[t * DPL + e];
+    }
+    barrier();
+    float m_all[QT], l_all[QT], f[QT];
+    uint skip_all[QT];
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
+        m_all[t] = NEG_INF;
+        l_all[t] = 0.0;
+        skip_all[t] = 0u;
+        for (uint g = 0u; g < NSG; g++)
+            m_all[t] = max(m_all[t], red_m[g * QT + t]);
+        for (uint g = 0u; g < NSG; g++) {
+            const float mg = red_m[g * QT + t];
+            l_all[t] += mg == NEG_INF ? 0.0 : exp(mg - m_all[t]) * red_l[g * QT + t];
+            skip_all[t] += red_skip[g * QT + t];
+        }
+        f[t] = m_run[t] == NEG_INF ? 0.0 : exp(m_run[t] - m_all[t]);
+    }
+    for (uint g = 0u; g < NSG; g++) {
+        if (g == sgid)
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                [[unroll]] for (uint e = 0u; e < DPL; e++) {
+                    const uint at = t * HEAD_DIM + d0 + e;
+                    xs[at] = (g == 0u ? 0.0 : xs[at]) + f[t] * acc[t * DPL + e];
+                }
+        barrier();
+    }
+    // partial p of query row qr, kv head h, chunk cg at ((qr * n_kv + h) * max_chunks + cg)
+    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
+        const uint t = e / HEAD_DIM;
+        if (qr0 + t < n_q_rows) {
+            uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
+            Floats(pc.work + 4ul * (p * HEAD_DIM)).f[e % HEAD_DIM] = xs[e];
+        }
+    }
+    if (lid < QT && qr0 + lid < n_q_rows) {
+        [[unroll]] for (uint t = 0u; t < QT; t++)
+            if (t == lid) {
+                uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
+                Floats ml = Floats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
+                ml.f[0] = m_all[t];
+                ml.f[1] = l_all[t];
+                ml.f[2] = uintBitsToFloat(skip_all[t]);
+            }
     }
 }
