@@ -87,7 +87,7 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_
 static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, uint32_t v_row_bytes, uint32_t nsg)
 {
     const uint64_t qt4 = (qt + 3) / 4, vrw = ((v_row_bytes + 3) / 4) | 1u;
-    return hd * qt4 * 16 + (uint64_t)qt * hd * 4 + 2 * 80 * 4 + TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4) +
+    return hd * qt4 * 16 + (uint64_t)qt * hd * 4 + 2 * 80 * 4 + TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) +
            (uint64_t)nsg * qt * 12;
 }
 
@@ -96,8 +96,9 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, uint32_t v_row_byt
  * head comment): subgroups of one fixed size that divides the workgroup,
  * head_dim a multiple of 32 and of it with a power-of-two number of
  * coordinates per lane (at most 16), turbo groups of multiples of 32
- * values, no QJL part and no f32 rows, and at most 64 accumulators per
- * lane. */
+ * values, no QJL part and no f32 rows, and at most 32 accumulators per
+ * lane (more spill registers: 4 query tokens of a GQA group of 4 in one
+ * unit ran 4x slower on the H200 than in two). */
 static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
 {
     const uint32_t sg = dev->subgroup, hd = kl->head_dim;
@@ -118,7 +119,7 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
                     return 0;
             }
     }
-    uint32_t qt = 64 / dpl > 16 ? 16 : 64 / dpl;
+    uint32_t qt = 32 / dpl > 8 ? 8 : 32 / dpl > 1 ? 32 / dpl : 1;
     while (qt && decode_shared_bytes(hd, qt, vl->row_bytes, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;

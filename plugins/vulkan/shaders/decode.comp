@@ -71,6 +71,7 @@ const uint SEGS = HEAD_DIM / 32u;      // K segments of 32 values
 // words of a row from bit 0, and one more to shift a misaligned row into place
 const uint KW = (K_ROW_BYTES + 3u) / 4u, VW = (V_ROW_BYTES + 3u) / 4u;
 const uint VRW = VW | 1u;              // words between rows in vs: odd, so lanes hit distinct banks
+const uint VSC = HEAD_DIM / 32u;       // most scales of a V row (turbo groups, q8_0 blocks)
 // the queries as the keys are scored against: raw, or R q prepared by the
 // rows shader (turbo keys whose tile does not fit the fused rotation)
 const uint Q_STRIDE = HEAD_DIM;
@@ -82,6 +83,7 @@ shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16
 shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
 shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
+shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
 shared float red_m[NSG * QT], red_l[NSG * QT];
 shared uint red_skip[NSG * QT];
 
@@ -228,15 +230,15 @@ void main()
     // This lane's value coordinates d0 .. d0 + DPL - 1 and where they lie in
     // a V row: the byte of their scale, the bit of their first value.
     const uint d0 = lane * DPL;
-    uint v_scale_at = 0u, v_bit = 0u, v_gi = 0u;
+    uint v_scale = 0u, v_bit = 0u, v_gi = 0u; // its scale in vsc, its bit in vs
     if (V_ENC == TKV_VK_ENC_TURBO) {
         uint size, first, k = group_of(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), d0, size, first);
         v_gi = group_index(size);
-        v_scale_at = 2u * k + first * V_BITS / 8u;
-        v_bit = 8u * (v_scale_at + 2u) + (d0 - first) * V_BITS;
+        v_scale = k;
+        v_bit = 8u * (2u * k + first * V_BITS / 8u + 2u) + (d0 - first) * V_BITS;
     } else if (V_ENC == TKV_VK_ENC_Q8_0) {
-        v_scale_at = (d0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
-        v_bit = 8u * (v_scale_at + 2u + d0 % Q8_BLOCK);
+        v_scale = d0 / Q8_BLOCK;
+        v_bit = 8u * (v_scale * (Q8_BLOCK + 2u) + 2u + d0 % Q8_BLOCK);
     } else {
         v_bit = 16u * d0;
     }
@@ -261,6 +263,16 @@ void main()
         if (j < end) {
             [[unroll]] for (uint i = 0u; i < VW; i++)
                 vs[(slot + lane) * VRW + i] = vw[i];
+            // the row's scales, converted once here rather than by every lane
+            const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
+            [[unroll]] for (uint g = 0u, first = 0u; g < VSC; g++) {
+                const uint size = group_size(groups, g);
+                if (V_ENC == TKV_VK_ENC_TURBO && size != 0u)
+                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * (2u * g + first * V_BITS / 8u), 16u));
+                else if (V_ENC == TKV_VK_ENC_Q8_0)
+                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * g * (Q8_BLOCK + 2u), 16u));
+                first += size;
+            }
             float s[QT];
             score_row(kw, s);
             [[unroll]] for (uint t = 0u; t < QT; t++) {
@@ -310,7 +322,7 @@ void main()
             if (keep[slot + r] == 0u)
                 continue;
             const uint row = (slot + r) * VRW;
-            float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : fp16_to_float((vs[row + (v_scale_at >> 2u)] >> (8u * (v_scale_at & 3u))) & 0xffffu);
+            const float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : vsc[(slot + r) * VSC + v_scale];
             float wt[QT4 * 4u];
             [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
                 vec4 q = ws[(slot + r) * QT4 + t4] * scale;
