@@ -123,7 +123,7 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
     const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
     [[unroll]] for (uint t = 0u; t < QT; t++)
         s[t] = 0.0;
-    float part[QT];
+    float part[QT], part2[QT];
     float scale = 0.0;
     [[unroll]] for (uint seg = 0u; seg < SEGS; seg++) {
         const uint e0 = 32u * seg;
@@ -132,30 +132,40 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
             const uint gi = group_index(size), g_bit = 8u * (2u * k + first * K_BITS / 8u);
             if (e0 == first) {
                 [[unroll]] for (uint t = 0u; t < QT; t++)
-                    part[t] = 0.0;
+                    part[t] = part2[t] = 0.0;
                 scale = fp16_to_float(BITS_AT(kw, g_bit, 16u));
             }
             const uint b0 = g_bit + 16u + (e0 - first) * K_BITS;
-            [[unroll]] for (uint e = 0u; e < 32u; e++)
+            [[unroll]] for (uint e = 0u; e < 32u; e += 2u) { // two chains of sums
                 add_products(part, cent_k[gi * 16u + BITS_AT(kw, b0 + e * K_BITS, K_BITS)], e0 + e);
+                add_products(part2, cent_k[gi * 16u + BITS_AT(kw, b0 + (e + 1u) * K_BITS, K_BITS)], e0 + e + 1u);
+            }
             if (e0 + 32u == first + size) // the group ends with this segment
                 [[unroll]] for (uint t = 0u; t < QT; t++)
-                    s[t] += scale * part[t];
+                    s[t] += scale * (part[t] + part2[t]);
         } else if (K_ENC == TKV_VK_ENC_Q8_0) {
             [[unroll]] for (uint t = 0u; t < QT; t++)
-                part[t] = 0.0;
+                part[t] = part2[t] = 0.0;
             const uint b_bit = 8u * (e0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
             scale = fp16_to_float(BITS_AT(kw, b_bit, 16u));
-            [[unroll]] for (uint e = 0u; e < 32u; e++)
+            [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
                 add_products(part, float(int(BITS_AT(kw, b_bit + 16u + 8u * e, 8u) << 24u) >> 24), e0 + e);
+                add_products(part2, float(int(BITS_AT(kw, b_bit + 24u + 8u * e, 8u) << 24u) >> 24), e0 + e + 1u);
+            }
             [[unroll]] for (uint t = 0u; t < QT; t++)
-                s[t] += scale * part[t];
+                s[t] += scale * (part[t] + part2[t]);
         } else { // f16
+            if (seg == 0u)
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    part[t] = part2[t] = 0.0;
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
                 vec2 v = unpackHalf2x16(kw[(e0 + e) >> 1u]);
-                add_products(s, v.x, e0 + e);
-                add_products(s, v.y, e0 + e + 1u);
+                add_products(part, v.x, e0 + e);
+                add_products(part2, v.y, e0 + e + 1u);
             }
+            if (seg == SEGS - 1u)
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    s[t] = part[t] + part2[t];
         }
     }
 }
@@ -282,6 +292,11 @@ void main()
                 x[t] = j >= lo[t] && j < hi[t] ? y : NEG_INF;
             }
         } else {
+            // no row: zero bytes and scales, which weigh 0 in the value loop
+            [[unroll]] for (uint i = 0u; i < VW; i++)
+                vs[(slot + lane) * VRW + i] = 0u;
+            [[unroll]] for (uint g = 0u; g < VSC; g++)
+                vsc[(slot + lane) * VSC + g] = 0.0;
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 x[t] = NEG_INF;
         }
@@ -317,10 +332,15 @@ void main()
         // values: the rows some query row keeps, in order
         [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
             acc[a] *= corr[a / DPL];
+        // four rows at a time, their loads and products independent; a
+        // row no query row keeps (or past the end) weighs 0, and four of
+        // them are skipped together
         const uint nb = min(SG, end - base);
-        for (uint r = 0u; r < nb; r++) {
-            if (keep[slot + r] == 0u)
-                continue;
+        for (uint r0 = 0u; r0 < nb; r0 += 4u) {
+          if ((keep[slot + r0] | keep[slot + r0 + 1u] | keep[slot + r0 + 2u] | keep[slot + r0 + 3u]) == 0u)
+              continue;
+          [[unroll]] for (uint ri = 0u; ri < 4u; ri++) {
+            const uint r = r0 + ri;
             const uint row = (slot + r) * VRW;
             const float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : vsc[(slot + r) * VSC + v_scale];
             float wt[QT4 * 4u];
@@ -356,6 +376,7 @@ void main()
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
+          }
         }
         subgroupBarrier(); // ws, vs and keep are rewritten by the next batch
     }
