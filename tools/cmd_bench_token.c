@@ -73,6 +73,8 @@ static float gauss(void)
 struct token_run {
     uint32_t type, ctx;
     double call_us, token_us, dev_us;
+    double record_us;   /* per-token: host time inside the turbokv calls */
+    double step_dev_us; /* per-token: the step's device time (Vulkan timestamps around its command buffer), or 0 */
 };
 
 /* The device's buffers of the per-token mode and a step's submission, as
@@ -88,6 +90,7 @@ struct token_host {
     struct tkv_tensor (*tensor)(struct token_host *h, int out, uint64_t offset);
     int (*step_begin)(struct token_host *h, tkv_context *tc);
     int (*step_end_fn)(struct token_host *h, tkv_context *tc);
+    double step_dev_ns; /* set by step_end_fn where the API has timestamps, else 0 */
 };
 
 static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_t ctx, uint32_t layers,
@@ -104,8 +107,9 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     float *hq = malloc(sizeof *hq * qrow), *ho = malloc(sizeof *ho * qrow);
     float *dev_init = malloc(sizeof *dev_init * layers * (2 * row + qrow));
     double *call = malloc(sizeof *call * steps), *tok = malloc(sizeof *tok * steps), *dev = malloc(sizeof *dev * steps);
+    double *rec = malloc(sizeof *rec * steps), *sdev = malloc(sizeof *sdev * steps);
     int rc = -1, have_buffers = 0;
-    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev)
+    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev || !rec || !sdev)
         goto done;
     for (size_t i = 0; i < FILL_CHUNK * row; i++) {
         k[i] = 10.0f * gauss();
@@ -144,6 +148,7 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
         t0 = now_us();
         if (h->step_begin && h->step_begin(h, tc) != 0)
             goto done;
+        const double t_calls = now_us();
         for (uint32_t l = 0; l < layers; l++) {
             const uint64_t at = sizeof(float) * l * (2 * row + qrow);
             struct tkv_tensor tk = h->tensor(h, 0, at), tv = h->tensor(h, 0, at + sizeof(float) * row);
@@ -153,15 +158,21 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
                 tkv_attention_tensors(c, l, 1, &seq, &one, q_heads, &tq, &to, NULL) != TKV_OK)
                 goto fail;
         }
+        rec[s] = (now_us() - t_calls) / layers;
+        h->step_dev_ns = 0;
         if (h->step_end_fn(h, tc) != 0)
             goto done;
         tok[s] = (now_us() - t0) / layers;
+        sdev[s] = h->step_dev_ns / 1e3 / layers;
     }
     qsort(call + WARMUP_STEPS, STEPS, sizeof *call, cmp_double);
     qsort(tok + WARMUP_STEPS, STEPS, sizeof *tok, cmp_double);
     qsort(dev + WARMUP_STEPS, STEPS, sizeof *dev, cmp_double);
+    qsort(rec + WARMUP_STEPS, STEPS, sizeof *rec, cmp_double);
+    qsort(sdev + WARMUP_STEPS, STEPS, sizeof *sdev, cmp_double);
     *r = (struct token_run){ .type = type, .ctx = ctx, .call_us = call[WARMUP_STEPS + STEPS / 2],
-                             .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2] };
+                             .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2],
+                             .record_us = rec[WARMUP_STEPS + STEPS / 2], .step_dev_us = sdev[WARMUP_STEPS + STEPS / 2] };
     rc = 0;
     goto done;
 fail:
@@ -178,6 +189,8 @@ done:
     free(call);
     free(tok);
     free(dev);
+    free(rec);
+    free(sdev);
     return rc;
 }
 
@@ -199,17 +212,17 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
         for (int i = 0; i < n; i++)
             printf("%s\n {\"kind\": \"per-token\", \"backend\": \"%s\", \"device\": \"%s\", \"type\": \"%s\", "
                    "\"ctx\": %u, \"layers\": %u, \"per_call_us\": %.2f, \"per_token_us\": %.2f, "
-                   "\"attention_device_us\": %.2f}",
+                   "\"attention_device_us\": %.2f, \"per_token_calls_us\": %.2f, \"per_token_device_us\": %.2f}",
                    i ? "," : "", h->api, tkv_context_device(tc), tkv_type_name(runs[i].type), runs[i].ctx, layers,
-                   runs[i].call_us, runs[i].token_us, runs[i].dev_us);
+                   runs[i].call_us, runs[i].token_us, runs[i].dev_us, runs[i].record_us, runs[i].step_dev_us);
         printf("\n]\n");
     } else if (rc == 0) {
         printf("turbokv bench --per-token: %s on the host's device %s; %u layers, %u query heads, %u kv heads, "
                "head_dim %u, one sequence; us per layer (append one token + attention), median of %d steps; "
                "per-token: %s\n",
                h->api, tkv_context_device(tc), layers, q_heads, kv_heads, head_dim, STEPS, h->step_end);
-        printf("%-8s %8s %13s %13s %16s %10s %10s\n", "type", "ctx", "per-call us", "per-token us",
-               "attn device us", "token/dev", "call/token");
+        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s\n", "type", "ctx", "per-call us", "per-token us",
+               "attn device us", "token/dev", "call/token", "token calls us", "token dev us");
         for (int i = 0; i < n; i++) {
             printf("%-8s %8u %13.1f %13.1f %16.1f ", tkv_type_name(runs[i].type), runs[i].ctx, runs[i].call_us,
                    runs[i].token_us, runs[i].dev_us);
@@ -217,8 +230,14 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
                 printf("%9.2fx", runs[i].token_us / runs[i].dev_us);
             else
                 printf("%10s", "-");
-            printf(" %9.2fx\n", runs[i].call_us / runs[i].token_us);
+            printf(" %9.2fx %14.1f ", runs[i].call_us / runs[i].token_us, runs[i].record_us);
+            if (runs[i].step_dev_us > 0)
+                printf("%14.1f\n", runs[i].step_dev_us);
+            else
+                printf("%14s\n", "-");
         }
+        printf("token calls us: host time inside the per-token calls (recording or enqueueing); token dev us: "
+               "the step's device time, where the API has timestamps\n");
     }
     return rc;
 }
@@ -348,6 +367,9 @@ struct vk_host {
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
+    VkQueryPool timestamps; /* around a step's command buffer, or VK_NULL_HANDLE */
+    double tick_ns;
+    uint64_t tick_mask;
     VkPhysicalDeviceMemoryProperties memory;
     VkBuffer in, out;
     VkDeviceMemory in_mem, out_mem;
@@ -474,6 +496,10 @@ static int vkh_step_begin(struct token_host *h, tkv_context *tc)
     struct vk_host *v = h->impl;
     if (vkh_begin(v) != 0)
         return -1;
+    if (v->timestamps) {
+        vkCmdResetQueryPool(v->cmd, v->timestamps, 0, 2);
+        vkCmdWriteTimestamp(v->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, v->timestamps, 0);
+    }
     if (tkv_context_set_command_buffer(tc, v->cmd) != TKV_OK) {
         fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
         return -1;
@@ -488,7 +514,15 @@ static int vkh_step_end(struct token_host *h, tkv_context *tc)
         fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
         return -1;
     }
-    return vkh_submit_wait(v);
+    if (v->timestamps)
+        vkCmdWriteTimestamp(v->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, v->timestamps, 1);
+    if (vkh_submit_wait(v) != 0)
+        return -1;
+    uint64_t ts[2];
+    if (v->timestamps && vkGetQueryPoolResults(v->device, v->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                               VK_QUERY_RESULT_64_BIT) == VK_SUCCESS)
+        h->step_dev_ns = (double)((ts[1] - ts[0]) & v->tick_mask) * v->tick_ns;
+    return 0;
 }
 
 static int vkh_open(struct vk_host *v)
@@ -558,6 +592,17 @@ static int vkh_open(struct vk_host *v)
     VK_TRY(vkAllocateCommandBuffers(v->device, &ca, &v->cmd));
     VkFenceCreateInfo fi = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
     VK_TRY(vkCreateFence(v->device, &fi, NULL, &v->fence));
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(v->physical, &props);
+    const uint32_t bits = fams[v->family].timestampValidBits;
+    if (bits && props.limits.timestampPeriod > 0.0f) {
+        VkQueryPoolCreateInfo qp = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2,
+        };
+        VK_TRY(vkCreateQueryPool(v->device, &qp, NULL, &v->timestamps));
+        v->tick_ns = props.limits.timestampPeriod;
+        v->tick_mask = bits >= 64 ? ~0ull : (1ull << bits) - 1;
+    }
     return 0;
 }
 
@@ -588,6 +633,8 @@ static int bench_vulkan(const uint32_t *types, int n_types, const uint32_t *ctx,
     if (v.device) {
         if (v.fence)
             vkDestroyFence(v.device, v.fence, NULL);
+        if (v.timestamps)
+            vkDestroyQueryPool(v.device, v.timestamps, NULL);
         if (v.pool)
             vkDestroyCommandPool(v.device, v.pool, NULL);
         vkDestroyDevice(v.device, NULL);
