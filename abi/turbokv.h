@@ -18,6 +18,10 @@
  * may be the host's device buffers, and calls on them are queued on the
  * host's queue without waiting (docs/api.md, "The host's own device").
  *
+ * 0.6: on the host's Vulkan device, those calls may be recorded into a
+ * command buffer the host passes (tkv_context_set_command_buffer), which
+ * the host submits with its own work.
+ *
  * Threads: a context and its caches may be used from one thread at a time.
  * A call that finds the context busy in another thread returns TKV_EBUSY
  * at once (it neither waits nor corrupts anything); separate contexts may
@@ -43,7 +47,7 @@
 extern "C" {
 #endif
 
-#define TKV_VERSION_STRING "0.5.0"
+#define TKV_VERSION_STRING "0.6.0"
 
 /* Marks the exported functions (the library is built with hidden visibility).
  * With TKV_CDEF (declarations for a binding generator such as cffi:
@@ -114,6 +118,21 @@ struct tkv_context_options {
  * plugins, picks and opens the backend device. opts may be NULL. */
 TKV_API int tkv_context_open(const struct tkv_context_options *opts, tkv_context **ctx);
 TKV_API void tkv_context_close(tkv_context *ctx);
+
+/* 0.6: the host's command buffer. On a context opened on the host's Vulkan
+ * device (TKV_CAP_COMMAND_BUFFER): command_buffer is a VkCommandBuffer in
+ * the recording state, allocated from a pool of host_device->vulkan's
+ * queue_family. Every later call on device tensors (tkv_cache_append_tensors
+ * with k and v in device memory, tkv_attention_tensors with out in device
+ * memory) records its commands into it, between barriers of its own, and
+ * returns; the host ends and submits it to that queue itself (docs/api.md,
+ * "The host's own device": the ordering rules, and that the host's bound
+ * compute pipeline and push constants are disturbed). Calls that would
+ * wait for the device (host outputs, host k/v rows, dequantize, sequence
+ * images, files) return TKV_EBUSY while a command buffer is set. Another
+ * command buffer replaces it; NULL returns to submitting each call on the
+ * host's queue without a wait. TKV_EUNSUPPORTED on any other context. */
+TKV_API int tkv_context_set_command_buffer(tkv_context *ctx, void *command_buffer);
 
 /* The backend and device in use. */
 TKV_API const char *tkv_context_backend(const tkv_context *ctx);

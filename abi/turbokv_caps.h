@@ -39,6 +39,10 @@ enum tkv_cap_feature {
     /* the plugin can open on the host's own device
      * (tkv_context_options.host_device, turbokv_device.h) */
     TKV_CAP_HOST_DEVICE = 1u << 9,
+    /* (ABI 2.3, host API 0.6) calls on device tensors can be recorded into
+     * a command buffer the host passes (tkv_context_set_command_buffer,
+     * Vulkan) instead of being submitted */
+    TKV_CAP_COMMAND_BUFFER = 1u << 10,
 };
 
 struct tkv_device_caps {

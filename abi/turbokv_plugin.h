@@ -61,7 +61,7 @@
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 2u
-#define TKV_ABI_MINOR 2u
+#define TKV_ABI_MINOR 3u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -413,6 +413,20 @@ struct tkv_plugin {
      * out-of-order queue). */
     int (*host_device)(const struct tkv_host_device *host, struct tkv_device_info *info,
                        struct tkv_device_caps *caps);
+
+    /* --- ABI 2.3 --- */
+    /* Optional; required to report TKV_CAP_COMMAND_BUFFER. Only on a device
+     * opened on the host's (the core checks). command_buffer non-NULL: the
+     * backend's command buffer (Vulkan: a VkCommandBuffer in the recording
+     * state, of the host's queue family); every later op on device tensors
+     * (an append with src_dev, an attention with out_dev) records its
+     * commands into it, with the barriers it needs, and returns; the host
+     * submits it. Ops that would wait for the device (host outputs,
+     * buffer_read / buffer_write, dequantize, append from host memory)
+     * return TKV_EBUSY while one is set, naming the call that unsets it.
+     * NULL: back to submitting on the host's queue without a wait. Never
+     * fails for NULL. */
+    int (*set_command_buffer)(void *dev, void *command_buffer);
 };
 
 /* The one exported symbol. core_abi_major/minor: the core's version. */

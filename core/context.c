@@ -438,6 +438,31 @@ int tkv_context_caps(const tkv_context *ctx, struct tkv_device_caps *caps)
     return TKV_OK;
 }
 
+static int set_command_buffer(tkv_context *ctx, void *command_buffer)
+{
+    static const char fn[] = "tkv_context_set_command_buffer";
+    const struct tkv_device *d = &ctx->device;
+    if (d->host_backend != TKV_HOST_VULKAN)
+        return tkv_error(TKV_EUNSUPPORTED, "%s: only on a context opened on the host's Vulkan device "
+                         "(tkv_context_options.host_device with TKV_HOST_VULKAN); this one is %s", fn,
+                         d->host_backend == TKV_HOST_OPENCL ? "on the host's OpenCL device (its queue orders the calls)"
+                                                            : "on a device of turbokv's own");
+    if (!(d->caps->features & TKV_CAP_COMMAND_BUFFER))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s cannot record into the host's command buffer "
+                         "(TKV_CAP_COMMAND_BUFFER, plugin ABI 2.3)", fn, d->mod->ops.name);
+    int rc = tkv_dev_set_command_buffer(&ctx->device, command_buffer);
+    if (rc != TKV_OK)
+        tkv_error_prefix("%s", fn);
+    return rc;
+}
+
+int tkv_context_set_command_buffer(tkv_context *ctx, void *command_buffer)
+{
+    if (!ctx)
+        return tkv_error(TKV_EINVAL, "tkv_context_set_command_buffer: ctx is NULL");
+    TKV_GUARDED(ctx, "tkv_context_set_command_buffer", set_command_buffer(ctx, command_buffer));
+}
+
 const char *tkv_context_backend(const tkv_context *ctx)
 {
     return ctx && ctx->device.mod ? ctx->device.mod->ops.name : "";

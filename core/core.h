@@ -92,6 +92,9 @@ int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_
 int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
                       struct tkv_attention_args *a);
 int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_dequant_args *a);
+/* ABI 2.3: the host's command buffer (NULL: none); only on a device with
+ * TKV_CAP_COMMAND_BUFFER (the caller checks). */
+int tkv_dev_set_command_buffer(struct tkv_device *d, void *command_buffer);
 
 /* Argument checks of every op (validate.c): the plugin preconditions of
  * turbokv_plugin.h, against the device's capabilities and the buffers'

@@ -152,6 +152,9 @@ static const struct abi_sizes {
      * src_dev, attention's q_dev and out_dev) */
     [2] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
+    /* 2.3: the descriptor's set_command_buffer op; no argument struct grew */
+    [3] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+            sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
 
 /* What the core makes of a device's capabilities as the plugin filled
@@ -170,6 +173,10 @@ static int caps_normalize(const struct tkv_module *mod, struct tkv_device_caps *
     }
     if (mod->minor < 2 || !mod->ops.host_device)
         caps->features &= ~(uint32_t)(TKV_CAP_HOST_DEVICE | TKV_CAP_DEVICE_TENSORS | TKV_CAP_ASYNC);
+    /* recording into the host's command buffer: ABI 2.3's op, on a device
+     * that takes device tensors */
+    if (mod->minor < 3 || !mod->ops.set_command_buffer || !(caps->features & TKV_CAP_DEVICE_TENSORS))
+        caps->features &= ~(uint32_t)TKV_CAP_COMMAND_BUFFER;
     return caps->features & TKV_CAP_PAGED ? TKV_OK : TKV_EPLUGIN;
 }
 
@@ -669,6 +676,12 @@ int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const stru
           tkv_type_name(a->k.fmt.type), tkv_type_name(a->v.fmt.type), a->n_seqs, a->n_q_total, a->n_q_heads,
           a->max_n_ctx, a->window, (double)a->softcap, a->lse ? "yes" : "no");
     PLUGIN_CALL(d, d->mod->ops.attention(d->dev, a));
+}
+
+int tkv_dev_set_command_buffer(struct tkv_device *d, void *command_buffer)
+{
+    TRACE(d, "set_command_buffer(%s)", command_buffer ? "set" : "NULL");
+    PLUGIN_CALL(d, d->mod->ops.set_command_buffer(d->dev, command_buffer));
 }
 
 int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_dequant_args *a)

@@ -126,8 +126,10 @@ static int usage(FILE *f)
             "                  (the middle half of the calls as a bar) and the speed-up over\n"
             "                  f16; the path is checked before the run\n"
             "  --per-token     a decode step of --layers N layers (default 32; --ctx default 4K,128K)\n"
-            "                  on the host's own OpenCL device, everything queued, one finish, against\n"
-            "                  the per-call host-array mode: us per layer (first --types, default turbo3)\n"
+            "                  on the host's own OpenCL device (everything queued, one finish) or, with\n"
+            "                  --backend vulkan, its own VkDevice (recorded into one command buffer, one\n"
+            "                  submit), against the per-call host-array mode: us per layer (--types,\n"
+            "                  default turbo3)\n"
             "  --paged         engine costs instead: context open, paged vs contiguous attention\n"
             "                  (first --types entry, default turbo3), sequence operations on a\n"
             "                  32-layer cache, memory of a multi-sequence workload\n"
@@ -935,7 +937,7 @@ int tool_bench(int argc, char **argv)
         int listed = 1;
         for (const char *c = types; *c; c++)
             listed += *c == ',';
-        return tool_bench_token(b.types, listed < b.n_types ? listed : b.n_types, b.ctx, b.n_ctx, layers, b.geo->q_heads, b.geo->kv_heads,
+        return tool_bench_token(backend, b.types, listed < b.n_types ? listed : b.n_types, b.ctx, b.n_ctx, layers, b.geo->q_heads, b.geo->kv_heads,
                                 b.geo->head_dim, json);
     }
     if (paged)

@@ -8,17 +8,22 @@
  *              token (host k, v) and tkv_attention (host q, out), each
  *              synchronous (the attention waits for its output);
  *   per-token  the host's own device (docs/api.md, "The host's own
- *              device"): k, v, q and out are the host's cl_mem buffers, the
- *              append and attention of every layer are queued on the host's
- *              queue without a wait, and the step ends with one clFinish.
+ *              device"): k, v, q and out are the host's buffers (cl_mem,
+ *              VkBuffer); OpenCL: the append and attention of every layer
+ *              are queued on the host's queue without a wait, and the step
+ *              ends with one clFinish; Vulkan: they are recorded into one
+ *              command buffer of the host's (tkv_context_set_command_buffer),
+ *              submitted once, its fence waited for.
  *
  * Both are wall-clock time of a whole step divided by the layers, median of
  * the steps. Beside them, the attention's device time as the plugin reports
  * it (device_ns of the per-call attentions: the kernel alone with
  * TURBO_OCL_KERNEL_NS=1, else its transfers included), and the ratio of the
- * per-token cost to it. The bench owns its OpenCL context (the first GPU,
- * else the first device), as a host engine would; the cache holds the
- * preset's kv heads in every layer, filled to each context length.
+ * per-token cost to it (Vulkan: device_ns from the queue's timestamps
+ * around the whole call, its uploads included). The bench owns its OpenCL
+ * context or its VkDevice (the first GPU, else the first device), as a host
+ * engine would; the cache holds the preset's kv heads in every layer,
+ * filled to each context length.
  */
 #include <math.h>
 #include <stdio.h>
@@ -31,7 +36,12 @@
 #if TKV_BENCH_OPENCL
 #define CL_TARGET_OPENCL_VERSION 120
 #include <CL/cl.h>
+#endif
+#if TKV_BENCH_VULKAN
+#include <vulkan/vulkan.h>
+#endif
 
+#if TKV_BENCH_OPENCL || TKV_BENCH_VULKAN
 #define WARMUP_STEPS 3
 #define STEPS 15
 #define FILL_CHUNK 256u
@@ -60,28 +70,30 @@ static float gauss(void)
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
 }
 
-static int pick_device(cl_device_id *dev)
-{
-    cl_platform_id plats[8];
-    cl_uint n_plat = 0;
-    if (clGetPlatformIDs(8, plats, &n_plat) != CL_SUCCESS || n_plat == 0)
-        return -1;
-    for (int pass = 0; pass < 2; pass++)
-        for (cl_uint p = 0; p < n_plat && p < 8; p++) {
-            cl_uint n = 0;
-            if (clGetDeviceIDs(plats[p], pass ? CL_DEVICE_TYPE_ALL : CL_DEVICE_TYPE_GPU, 1, dev, &n) == CL_SUCCESS &&
-                n)
-                return 0;
-        }
-    return -1;
-}
-
 struct token_run {
     uint32_t type, ctx;
     double call_us, token_us, dev_us;
+    double record_us;   /* per-token: host time inside the turbokv calls */
+    double step_dev_us; /* per-token: the step's device time (Vulkan timestamps around its command buffer), or 0 */
 };
 
-static int measure(tkv_context *tc, cl_context cc, cl_command_queue q, uint32_t type, uint32_t ctx, uint32_t layers,
+/* The device's buffers of the per-token mode and a step's submission, as
+ * the host's API does them. */
+struct token_host {
+    const char *api; /* "opencl", "vulkan" */
+    const char *step_end; /* what ends a step, for the table's title */
+    void *impl;
+    /* in: layers x (k, v, q) f32 rows filled from init; out: layers x q rows */
+    int (*buffers)(struct token_host *h, const float *init, size_t in_bytes, size_t out_bytes);
+    void (*release)(struct token_host *h);
+    /* the tensor at offset of the in (out = 0) or out buffer */
+    struct tkv_tensor (*tensor)(struct token_host *h, int out, uint64_t offset);
+    int (*step_begin)(struct token_host *h, tkv_context *tc);
+    int (*step_end_fn)(struct token_host *h, tkv_context *tc);
+    double step_dev_ns; /* set by step_end_fn where the API has timestamps, else 0 */
+};
+
+static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_t ctx, uint32_t layers,
                    uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, struct token_run *r)
 {
     const uint32_t steps = WARMUP_STEPS + STEPS;
@@ -95,9 +107,9 @@ static int measure(tkv_context *tc, cl_context cc, cl_command_queue q, uint32_t 
     float *hq = malloc(sizeof *hq * qrow), *ho = malloc(sizeof *ho * qrow);
     float *dev_init = malloc(sizeof *dev_init * layers * (2 * row + qrow));
     double *call = malloc(sizeof *call * steps), *tok = malloc(sizeof *tok * steps), *dev = malloc(sizeof *dev * steps);
-    cl_mem in = NULL, out = NULL;
-    int rc = -1;
-    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev)
+    double *rec = malloc(sizeof *rec * steps), *sdev = malloc(sizeof *sdev * steps);
+    int rc = -1, have_buffers = 0;
+    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev || !rec || !sdev)
         goto done;
     for (size_t i = 0; i < FILL_CHUNK * row; i++) {
         k[i] = 10.0f * gauss();
@@ -113,15 +125,10 @@ static int measure(tkv_context *tc, cl_context cc, cl_command_queue q, uint32_t 
         for (uint32_t t = 0; t < ctx; t += FILL_CHUNK)
             if (tkv_cache_append(c, 0, l, ctx - t < FILL_CHUNK ? ctx - t : FILL_CHUNK, k, v) != TKV_OK)
                 goto fail;
-    cl_int err;
     const size_t in_bytes = sizeof(float) * layers * (2 * row + qrow), out_bytes = sizeof(float) * layers * qrow;
-    in = clCreateBuffer(cc, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, in_bytes, dev_init, &err);
-    if (err == CL_SUCCESS)
-        out = clCreateBuffer(cc, CL_MEM_READ_WRITE, out_bytes, NULL, &err);
-    if (err != CL_SUCCESS) {
-        fprintf(stderr, "turbokv bench: clCreateBuffer failed (%d)\n", (int)err);
+    if (h->buffers(h, dev_init, in_bytes, out_bytes) != 0)
         goto done;
-    }
+    have_buffers = 1;
     uint32_t seq = 0, one = 1;
     for (uint32_t s = 0; s < steps; s++) {
         /* per-call: host arrays, each call synchronous */
@@ -136,42 +143,43 @@ static int measure(tkv_context *tc, cl_context cc, cl_command_queue q, uint32_t 
         }
         call[s] = (now_us() - t0) / layers;
         dev[s] = dev_ns / 1e3 / layers;
-        /* per-token: the host's buffers, everything queued, one finish */
+        /* per-token: the host's buffers, every layer queued or recorded, one
+         * wait */
         t0 = now_us();
+        if (h->step_begin && h->step_begin(h, tc) != 0)
+            goto done;
+        const double t_calls = now_us();
         for (uint32_t l = 0; l < layers; l++) {
             const uint64_t at = sizeof(float) * l * (2 * row + qrow);
-            struct tkv_tensor tk = { .struct_size = sizeof tk, .memory = TKV_MEMORY_OPENCL,
-                                     .handle = (uint64_t)(uintptr_t)in, .offset = at, .size = in_bytes };
-            struct tkv_tensor tv = tk, tq = tk, to = tk;
-            tv.offset = at + sizeof(float) * row;
-            tq.offset = at + 2 * sizeof(float) * row;
-            to.handle = (uint64_t)(uintptr_t)out;
-            to.offset = sizeof(float) * l * qrow;
-            to.size = out_bytes;
+            struct tkv_tensor tk = h->tensor(h, 0, at), tv = h->tensor(h, 0, at + sizeof(float) * row);
+            struct tkv_tensor tq = h->tensor(h, 0, at + 2 * sizeof(float) * row);
+            struct tkv_tensor to = h->tensor(h, 1, sizeof(float) * l * qrow);
             if (tkv_cache_append_tensors(c, 0, l, 1, &tk, &tv) != TKV_OK ||
                 tkv_attention_tensors(c, l, 1, &seq, &one, q_heads, &tq, &to, NULL) != TKV_OK)
                 goto fail;
         }
-        if ((err = clFinish(q)) != CL_SUCCESS) {
-            fprintf(stderr, "turbokv bench: clFinish failed (%d)\n", (int)err);
+        rec[s] = (now_us() - t_calls) / layers;
+        h->step_dev_ns = 0;
+        if (h->step_end_fn(h, tc) != 0)
             goto done;
-        }
         tok[s] = (now_us() - t0) / layers;
+        sdev[s] = h->step_dev_ns / 1e3 / layers;
     }
     qsort(call + WARMUP_STEPS, STEPS, sizeof *call, cmp_double);
     qsort(tok + WARMUP_STEPS, STEPS, sizeof *tok, cmp_double);
     qsort(dev + WARMUP_STEPS, STEPS, sizeof *dev, cmp_double);
+    qsort(rec + WARMUP_STEPS, STEPS, sizeof *rec, cmp_double);
+    qsort(sdev + WARMUP_STEPS, STEPS, sizeof *sdev, cmp_double);
     *r = (struct token_run){ .type = type, .ctx = ctx, .call_us = call[WARMUP_STEPS + STEPS / 2],
-                             .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2] };
+                             .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2],
+                             .record_us = rec[WARMUP_STEPS + STEPS / 2], .step_dev_us = sdev[WARMUP_STEPS + STEPS / 2] };
     rc = 0;
     goto done;
 fail:
     fprintf(stderr, "turbokv bench: %s\n", tkv_last_error());
 done:
-    if (in)
-        clReleaseMemObject(in);
-    if (out)
-        clReleaseMemObject(out);
+    if (have_buffers)
+        h->release(h);
     tkv_cache_destroy(c);
     free(k);
     free(v);
@@ -181,63 +189,40 @@ done:
     free(call);
     free(tok);
     free(dev);
+    free(rec);
+    free(sdev);
     return rc;
 }
 
-int tool_bench_token(const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx, uint32_t layers,
-                     uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json)
+/* Every (type, context) on the open context, then the table or JSON. */
+static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types, int n_types, const uint32_t *ctx,
+                   int n_ctx, uint32_t layers, uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json)
 {
-    cl_device_id dev;
-    cl_int err;
-    if (pick_device(&dev) != 0) {
-        fprintf(stderr, "turbokv bench --per-token: no OpenCL device\n");
-        return 1;
-    }
-    cl_context cc = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);
-    if (err != CL_SUCCESS) {
-        fprintf(stderr, "turbokv bench --per-token: clCreateContext failed (%d)\n", (int)err);
-        return 1;
-    }
-    /* in order, with profiling: the per-call attentions report device_ns */
-    cl_command_queue q = clCreateCommandQueue(cc, dev, CL_QUEUE_PROFILING_ENABLE, &err);
-    if (err != CL_SUCCESS) {
-        fprintf(stderr, "turbokv bench --per-token: clCreateCommandQueue failed (%d)\n", (int)err);
-        clReleaseContext(cc);
-        return 1;
-    }
-    struct tkv_host_device h = {
-        .struct_size = sizeof h, .backend = TKV_HOST_OPENCL, .opencl = { .context = cc, .device = dev, .queue = q },
-    };
-    struct tkv_context_options o = { .struct_size = sizeof o, .host_device = &h };
-    tkv_context *tc = NULL;
-    int rc = 0;
-    if (tkv_context_open(&o, &tc) != TKV_OK) {
-        fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
-        rc = 1;
-    }
     struct token_run runs[16 * 16];
-    int n = 0;
+    int n = 0, rc = 0;
     for (int ti = 0; ti < n_types && rc == 0; ti++)
         for (int ci = 0; ci < n_ctx && rc == 0; ci++) {
             tool_progress("bench", (uint64_t)(ti * n_ctx + ci + 1), (uint64_t)(n_types * n_ctx));
-            rc = measure(tc, cc, q, types[ti], ctx[ci], layers, q_heads, kv_heads, head_dim, &runs[n]) ? 1 : 0;
+            rc = measure(tc, h, types[ti], ctx[ci], layers, q_heads, kv_heads, head_dim, &runs[n]) ? 1 : 0;
             n += rc == 0;
         }
     tool_progress_end();
     if (rc == 0 && json) {
         printf("[");
         for (int i = 0; i < n; i++)
-            printf("%s\n {\"kind\": \"per-token\", \"device\": \"%s\", \"type\": \"%s\", \"ctx\": %u, \"layers\": %u, "
-                   "\"per_call_us\": %.2f, \"per_token_us\": %.2f, \"attention_device_us\": %.2f}",
-                   i ? "," : "", tkv_context_device(tc), tkv_type_name(runs[i].type), runs[i].ctx, layers,
-                   runs[i].call_us, runs[i].token_us, runs[i].dev_us);
+            printf("%s\n {\"kind\": \"per-token\", \"backend\": \"%s\", \"device\": \"%s\", \"type\": \"%s\", "
+                   "\"ctx\": %u, \"layers\": %u, \"per_call_us\": %.2f, \"per_token_us\": %.2f, "
+                   "\"attention_device_us\": %.2f, \"per_token_calls_us\": %.2f, \"per_token_device_us\": %.2f}",
+                   i ? "," : "", h->api, tkv_context_device(tc), tkv_type_name(runs[i].type), runs[i].ctx, layers,
+                   runs[i].call_us, runs[i].token_us, runs[i].dev_us, runs[i].record_us, runs[i].step_dev_us);
         printf("\n]\n");
     } else if (rc == 0) {
-        printf("turbokv bench --per-token: opencl on the host's device %s; %u layers, %u query heads, %u kv heads, "
-               "head_dim %u, one sequence; us per layer (append one token + attention), median of %d steps\n",
-               tkv_context_device(tc), layers, q_heads, kv_heads, head_dim, STEPS);
-        printf("%-8s %8s %13s %13s %16s %10s %10s\n", "type", "ctx", "per-call us", "per-token us",
-               "attn device us", "token/dev", "call/token");
+        printf("turbokv bench --per-token: %s on the host's device %s; %u layers, %u query heads, %u kv heads, "
+               "head_dim %u, one sequence; us per layer (append one token + attention), median of %d steps; "
+               "per-token: %s\n",
+               h->api, tkv_context_device(tc), layers, q_heads, kv_heads, head_dim, STEPS, h->step_end);
+        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s\n", "type", "ctx", "per-call us", "per-token us",
+               "attn device us", "token/dev", "call/token", "token calls us", "token dev us");
         for (int i = 0; i < n; i++) {
             printf("%-8s %8u %13.1f %13.1f %16.1f ", tkv_type_name(runs[i].type), runs[i].ctx, runs[i].call_us,
                    runs[i].token_us, runs[i].dev_us);
@@ -245,22 +230,441 @@ int tool_bench_token(const uint32_t *types, int n_types, const uint32_t *ctx, in
                 printf("%9.2fx", runs[i].token_us / runs[i].dev_us);
             else
                 printf("%10s", "-");
-            printf(" %9.2fx\n", runs[i].call_us / runs[i].token_us);
+            printf(" %9.2fx %14.1f ", runs[i].call_us / runs[i].token_us, runs[i].record_us);
+            if (runs[i].step_dev_us > 0)
+                printf("%14.1f\n", runs[i].step_dev_us);
+            else
+                printf("%14s\n", "-");
         }
+        printf("token calls us: host time inside the per-token calls (recording or enqueueing); token dev us: "
+               "the step's device time, where the API has timestamps\n");
     }
-    tkv_context_close(tc);
-    clReleaseCommandQueue(q);
-    clReleaseContext(cc);
     return rc;
 }
-#else
-int tool_bench_token(const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx, uint32_t layers,
-                     uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json)
+#endif
+
+/* ---- OpenCL: the host's context and in-order queue ------------------------------- */
+#if TKV_BENCH_OPENCL
+struct ocl_host {
+    cl_context cc;
+    cl_command_queue q;
+    cl_mem in, out;
+    size_t in_bytes, out_bytes;
+};
+
+static int ocl_pick_device(cl_device_id *dev)
 {
-    (void)types, (void)n_types, (void)ctx, (void)n_ctx, (void)layers, (void)q_heads, (void)kv_heads;
-    (void)head_dim, (void)json;
-    fprintf(stderr, "turbokv bench --per-token: this build has no OpenCL (the per-token mode owns an OpenCL "
-                    "context, as a host engine would)\n");
-    return 1;
+    cl_platform_id plats[8];
+    cl_uint n_plat = 0;
+    if (clGetPlatformIDs(8, plats, &n_plat) != CL_SUCCESS || n_plat == 0)
+        return -1;
+    for (int pass = 0; pass < 2; pass++)
+        for (cl_uint p = 0; p < n_plat && p < 8; p++) {
+            cl_uint n = 0;
+            if (clGetDeviceIDs(plats[p], pass ? CL_DEVICE_TYPE_ALL : CL_DEVICE_TYPE_GPU, 1, dev, &n) == CL_SUCCESS &&
+                n)
+                return 0;
+        }
+    return -1;
+}
+
+static int ocl_buffers(struct token_host *h, const float *init, size_t in_bytes, size_t out_bytes)
+{
+    struct ocl_host *o = h->impl;
+    cl_int err;
+    o->in = clCreateBuffer(o->cc, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR, in_bytes, (void *)init, &err);
+    if (err == CL_SUCCESS)
+        o->out = clCreateBuffer(o->cc, CL_MEM_READ_WRITE, out_bytes, NULL, &err);
+    o->in_bytes = in_bytes;
+    o->out_bytes = out_bytes;
+    if (err != CL_SUCCESS) {
+        fprintf(stderr, "turbokv bench: clCreateBuffer failed (%d)\n", (int)err);
+        h->release(h);
+        return -1;
+    }
+    return 0;
+}
+
+static void ocl_release(struct token_host *h)
+{
+    struct ocl_host *o = h->impl;
+    if (o->in)
+        clReleaseMemObject(o->in);
+    if (o->out)
+        clReleaseMemObject(o->out);
+    o->in = o->out = NULL;
+}
+
+static struct tkv_tensor ocl_tensor(struct token_host *h, int out, uint64_t offset)
+{
+    struct ocl_host *o = h->impl;
+    return (struct tkv_tensor){ .struct_size = sizeof(struct tkv_tensor), .memory = TKV_MEMORY_OPENCL,
+                                .handle = (uint64_t)(uintptr_t)(out ? o->out : o->in), .offset = offset,
+                                .size = out ? o->out_bytes : o->in_bytes };
+}
+
+static int ocl_step_end(struct token_host *h, tkv_context *tc)
+{
+    (void)tc;
+    struct ocl_host *o = h->impl;
+    cl_int err = clFinish(o->q);
+    if (err != CL_SUCCESS)
+        fprintf(stderr, "turbokv bench: clFinish failed (%d)\n", (int)err);
+    return err == CL_SUCCESS ? 0 : -1;
+}
+
+static int bench_opencl(const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx, uint32_t layers,
+                        uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json)
+{
+    cl_device_id dev;
+    cl_int err;
+    if (ocl_pick_device(&dev) != 0) {
+        fprintf(stderr, "turbokv bench --per-token: no OpenCL device\n");
+        return 1;
+    }
+    struct ocl_host o = { 0 };
+    o.cc = clCreateContext(NULL, 1, &dev, NULL, NULL, &err);
+    if (err != CL_SUCCESS) {
+        fprintf(stderr, "turbokv bench --per-token: clCreateContext failed (%d)\n", (int)err);
+        return 1;
+    }
+    /* in order, with profiling: the per-call attentions report device_ns */
+    o.q = clCreateCommandQueue(o.cc, dev, CL_QUEUE_PROFILING_ENABLE, &err);
+    if (err != CL_SUCCESS) {
+        fprintf(stderr, "turbokv bench --per-token: clCreateCommandQueue failed (%d)\n", (int)err);
+        clReleaseContext(o.cc);
+        return 1;
+    }
+    struct tkv_host_device hd = {
+        .struct_size = sizeof hd, .backend = TKV_HOST_OPENCL, .opencl = { .context = o.cc, .device = dev, .queue = o.q },
+    };
+    struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd };
+    struct token_host h = {
+        .api = "opencl", .step_end = "queued, one clFinish", .impl = &o, .buffers = ocl_buffers,
+        .release = ocl_release, .tensor = ocl_tensor, .step_end_fn = ocl_step_end,
+    };
+    tkv_context *tc = NULL;
+    int rc = 1;
+    if (tkv_context_open(&opts, &tc) != TKV_OK)
+        fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
+    else
+        rc = run_all(tc, &h, types, n_types, ctx, n_ctx, layers, q_heads, kv_heads, head_dim, json);
+    tkv_context_close(tc);
+    clReleaseCommandQueue(o.q);
+    clReleaseContext(o.cc);
+    return rc;
 }
 #endif
+
+/* ---- Vulkan: the host's VkDevice, one command buffer per step -------------------- */
+#if TKV_BENCH_VULKAN
+struct vk_host {
+    VkInstance instance;
+    VkPhysicalDevice physical;
+    VkDevice device;
+    VkQueue queue;
+    uint32_t family;
+    VkCommandPool pool;
+    VkCommandBuffer cmd;
+    VkFence fence;
+    VkQueryPool timestamps; /* around a step's command buffer, or VK_NULL_HANDLE */
+    double tick_ns;
+    uint64_t tick_mask;
+    VkPhysicalDeviceMemoryProperties memory;
+    VkBuffer in, out;
+    VkDeviceMemory in_mem, out_mem;
+    size_t in_bytes, out_bytes;
+};
+
+#define VK_TRY(call)                                                                                                \
+    do {                                                                                                            \
+        VkResult r_ = (call);                                                                                       \
+        if (r_ != VK_SUCCESS) {                                                                                     \
+            fprintf(stderr, "turbokv bench --per-token: %s failed (%d)\n", #call, (int)r_);                       \
+            return -1;                                                                                              \
+        }                                                                                                           \
+    } while (0)
+
+static uint32_t vkh_memory_type(const struct vk_host *v, uint32_t allowed, VkMemoryPropertyFlags want)
+{
+    for (uint32_t i = 0; i < v->memory.memoryTypeCount; i++)
+        if ((allowed & (1u << i)) && (v->memory.memoryTypes[i].propertyFlags & want) == want)
+            return i;
+    return UINT32_MAX;
+}
+
+/* A buffer as an engine keeps its tensors: device-local, with device
+ * addresses (what turbokv needs of it); host visible when asked. */
+static int vkh_buffer(struct vk_host *v, size_t bytes, VkMemoryPropertyFlags want, VkBuffer *b, VkDeviceMemory *m)
+{
+    VkBufferCreateInfo bi = {
+        .sType = VK_STRUCTURE_TYPE_BUFFER_CREATE_INFO, .size = bytes,
+        .usage = VK_BUFFER_USAGE_STORAGE_BUFFER_BIT | VK_BUFFER_USAGE_TRANSFER_SRC_BIT |
+                 VK_BUFFER_USAGE_TRANSFER_DST_BIT | VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT,
+        .sharingMode = VK_SHARING_MODE_EXCLUSIVE,
+    };
+    VK_TRY(vkCreateBuffer(v->device, &bi, NULL, b));
+    VkMemoryRequirements req;
+    vkGetBufferMemoryRequirements(v->device, *b, &req);
+    uint32_t type = vkh_memory_type(v, req.memoryTypeBits, want);
+    if (type == UINT32_MAX)
+        type = vkh_memory_type(v, req.memoryTypeBits, want & ~(VkMemoryPropertyFlags)VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    if (type == UINT32_MAX) {
+        fprintf(stderr, "turbokv bench --per-token: no memory type for a buffer\n");
+        return -1;
+    }
+    VkMemoryAllocateFlagsInfo flags = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_FLAGS_INFO, .flags = VK_MEMORY_ALLOCATE_DEVICE_ADDRESS_BIT,
+    };
+    VkMemoryAllocateInfo ai = {
+        .sType = VK_STRUCTURE_TYPE_MEMORY_ALLOCATE_INFO, .pNext = &flags, .allocationSize = req.size,
+        .memoryTypeIndex = type,
+    };
+    VK_TRY(vkAllocateMemory(v->device, &ai, NULL, m));
+    VK_TRY(vkBindBufferMemory(v->device, *b, *m, 0));
+    return 0;
+}
+
+static int vkh_begin(struct vk_host *v)
+{
+    VK_TRY(vkResetCommandBuffer(v->cmd, 0));
+    VkCommandBufferBeginInfo begin = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO, .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+    };
+    VK_TRY(vkBeginCommandBuffer(v->cmd, &begin));
+    return 0;
+}
+
+static int vkh_submit_wait(struct vk_host *v)
+{
+    VK_TRY(vkEndCommandBuffer(v->cmd));
+    VkSubmitInfo submit = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &v->cmd };
+    VK_TRY(vkQueueSubmit(v->queue, 1, &submit, v->fence));
+    VK_TRY(vkWaitForFences(v->device, 1, &v->fence, VK_TRUE, UINT64_MAX));
+    VK_TRY(vkResetFences(v->device, 1, &v->fence));
+    return 0;
+}
+
+static void vkh_release(struct token_host *h)
+{
+    struct vk_host *v = h->impl;
+    vkDeviceWaitIdle(v->device);
+    vkDestroyBuffer(v->device, v->in, NULL);
+    vkDestroyBuffer(v->device, v->out, NULL);
+    vkFreeMemory(v->device, v->in_mem, NULL);
+    vkFreeMemory(v->device, v->out_mem, NULL);
+    v->in = v->out = VK_NULL_HANDLE;
+    v->in_mem = v->out_mem = VK_NULL_HANDLE;
+}
+
+static int vkh_buffers(struct token_host *h, const float *init, size_t in_bytes, size_t out_bytes)
+{
+    struct vk_host *v = h->impl;
+    VkBuffer staging = VK_NULL_HANDLE;
+    VkDeviceMemory staging_mem = VK_NULL_HANDLE;
+    void *map = NULL;
+    v->in_bytes = in_bytes;
+    v->out_bytes = out_bytes;
+    const VkMemoryPropertyFlags visible = VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT | VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    if (vkh_buffer(v, in_bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, &v->in, &v->in_mem) != 0 ||
+        vkh_buffer(v, out_bytes, VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT, &v->out, &v->out_mem) != 0 ||
+        vkh_buffer(v, in_bytes, visible, &staging, &staging_mem) != 0 ||
+        vkMapMemory(v->device, staging_mem, 0, VK_WHOLE_SIZE, 0, &map) != VK_SUCCESS || vkh_begin(v) != 0) {
+        fprintf(stderr, "turbokv bench --per-token: could not create the host's buffers\n");
+        return -1;
+    }
+    memcpy(map, init, in_bytes);
+    VkBufferCopy region = { .size = in_bytes };
+    vkCmdCopyBuffer(v->cmd, staging, v->in, 1, &region);
+    int rc = vkh_submit_wait(v);
+    vkDestroyBuffer(v->device, staging, NULL);
+    vkFreeMemory(v->device, staging_mem, NULL);
+    return rc;
+}
+
+static struct tkv_tensor vkh_tensor(struct token_host *h, int out, uint64_t offset)
+{
+    struct vk_host *v = h->impl;
+    return (struct tkv_tensor){ .struct_size = sizeof(struct tkv_tensor), .memory = TKV_MEMORY_VULKAN,
+                                .handle = (uint64_t)(uintptr_t)(out ? v->out : v->in), .offset = offset,
+                                .size = out ? v->out_bytes : v->in_bytes };
+}
+
+/* The step's command buffer, recording; turbokv records into it. */
+static int vkh_step_begin(struct token_host *h, tkv_context *tc)
+{
+    struct vk_host *v = h->impl;
+    if (vkh_begin(v) != 0)
+        return -1;
+    if (v->timestamps) {
+        vkCmdResetQueryPool(v->cmd, v->timestamps, 0, 2);
+        vkCmdWriteTimestamp(v->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, v->timestamps, 0);
+    }
+    if (tkv_context_set_command_buffer(tc, v->cmd) != TKV_OK) {
+        fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+static int vkh_step_end(struct token_host *h, tkv_context *tc)
+{
+    struct vk_host *v = h->impl;
+    if (tkv_context_set_command_buffer(tc, NULL) != TKV_OK) {
+        fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
+        return -1;
+    }
+    if (v->timestamps)
+        vkCmdWriteTimestamp(v->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, v->timestamps, 1);
+    if (vkh_submit_wait(v) != 0)
+        return -1;
+    uint64_t ts[2];
+    if (v->timestamps && vkGetQueryPoolResults(v->device, v->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
+                                               VK_QUERY_RESULT_64_BIT) == VK_SUCCESS)
+        h->step_dev_ns = (double)((ts[1] - ts[0]) & v->tick_mask) * v->tick_ns;
+    return 0;
+}
+
+static int vkh_open(struct vk_host *v)
+{
+    VkApplicationInfo app = {
+        .sType = VK_STRUCTURE_TYPE_APPLICATION_INFO, .pApplicationName = "turbokv bench", .apiVersion = VK_API_VERSION_1_2,
+    };
+    VkInstanceCreateInfo ii = { .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app };
+    VK_TRY(vkCreateInstance(&ii, NULL, &v->instance));
+    uint32_t n = 16;
+    VkPhysicalDevice all[16];
+    VkResult r = vkEnumeratePhysicalDevices(v->instance, &n, all);
+    if ((r != VK_SUCCESS && r != VK_INCOMPLETE) || n == 0) {
+        fprintf(stderr, "turbokv bench --per-token: no Vulkan device\n");
+        return -1;
+    }
+    /* the first GPU, else the first device */
+    v->physical = VK_NULL_HANDLE;
+    for (int pass = 0; pass < 2 && !v->physical; pass++)
+        for (uint32_t i = 0; i < n && !v->physical; i++) {
+            VkPhysicalDeviceProperties p;
+            vkGetPhysicalDeviceProperties(all[i], &p);
+            if (pass || p.deviceType == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU ||
+                p.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU)
+                v->physical = all[i];
+        }
+    uint32_t nf = 16;
+    VkQueueFamilyProperties fams[16];
+    vkGetPhysicalDeviceQueueFamilyProperties(v->physical, &nf, fams);
+    for (v->family = 0; v->family < nf && !(fams[v->family].queueFlags & VK_QUEUE_COMPUTE_BIT); v->family++)
+        ;
+    if (v->family == nf) {
+        fprintf(stderr, "turbokv bench --per-token: no compute queue\n");
+        return -1;
+    }
+    VkPhysicalDeviceFeatures2 have = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2 };
+    vkGetPhysicalDeviceFeatures2(v->physical, &have);
+    float priority = 1.0f;
+    VkDeviceQueueCreateInfo qi = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_QUEUE_CREATE_INFO, .queueFamilyIndex = v->family, .queueCount = 1,
+        .pQueuePriorities = &priority,
+    };
+    /* the features turbokv needs the host to enable (docs/api.md) */
+    VkPhysicalDeviceVulkan12Features f12 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES, .bufferDeviceAddress = VK_TRUE,
+        .storageBuffer8BitAccess = VK_TRUE, .shaderInt8 = VK_TRUE,
+    };
+    VkPhysicalDeviceFeatures2 f2 = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12,
+        .features = { .shaderInt64 = VK_TRUE, .shaderFloat64 = have.features.shaderFloat64 },
+    };
+    VkDeviceCreateInfo di = {
+        .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &f2, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qi,
+    };
+    VK_TRY(vkCreateDevice(v->physical, &di, NULL, &v->device));
+    vkGetDeviceQueue(v->device, v->family, 0, &v->queue);
+    vkGetPhysicalDeviceMemoryProperties(v->physical, &v->memory);
+    VkCommandPoolCreateInfo pi = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO, .queueFamilyIndex = v->family,
+        .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
+    };
+    VK_TRY(vkCreateCommandPool(v->device, &pi, NULL, &v->pool));
+    VkCommandBufferAllocateInfo ca = {
+        .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_ALLOCATE_INFO, .commandPool = v->pool,
+        .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY, .commandBufferCount = 1,
+    };
+    VK_TRY(vkAllocateCommandBuffers(v->device, &ca, &v->cmd));
+    VkFenceCreateInfo fi = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
+    VK_TRY(vkCreateFence(v->device, &fi, NULL, &v->fence));
+    VkPhysicalDeviceProperties props;
+    vkGetPhysicalDeviceProperties(v->physical, &props);
+    const uint32_t bits = fams[v->family].timestampValidBits;
+    if (bits && props.limits.timestampPeriod > 0.0f) {
+        VkQueryPoolCreateInfo qp = {
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2,
+        };
+        VK_TRY(vkCreateQueryPool(v->device, &qp, NULL, &v->timestamps));
+        v->tick_ns = props.limits.timestampPeriod;
+        v->tick_mask = bits >= 64 ? ~0ull : (1ull << bits) - 1;
+    }
+    return 0;
+}
+
+static int bench_vulkan(const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx, uint32_t layers,
+                        uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json)
+{
+    struct vk_host v = { 0 };
+    int rc = 1;
+    tkv_context *tc = NULL;
+    if (vkh_open(&v) == 0) {
+        struct tkv_host_device hd = {
+            .struct_size = sizeof hd, .backend = TKV_HOST_VULKAN,
+            .vulkan = { .instance = v.instance, .physical_device = v.physical, .device = v.device, .queue = v.queue,
+                        .queue_family = v.family, .api_version = VK_API_VERSION_1_2 },
+        };
+        struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd };
+        struct token_host h = {
+            .api = "vulkan", .step_end = "recorded into one command buffer, one submit and fence wait", .impl = &v,
+            .buffers = vkh_buffers, .release = vkh_release, .tensor = vkh_tensor, .step_begin = vkh_step_begin,
+            .step_end_fn = vkh_step_end,
+        };
+        if (tkv_context_open(&opts, &tc) != TKV_OK)
+            fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
+        else
+            rc = run_all(tc, &h, types, n_types, ctx, n_ctx, layers, q_heads, kv_heads, head_dim, json);
+        tkv_context_close(tc);
+    }
+    if (v.device) {
+        if (v.fence)
+            vkDestroyFence(v.device, v.fence, NULL);
+        if (v.timestamps)
+            vkDestroyQueryPool(v.device, v.timestamps, NULL);
+        if (v.pool)
+            vkDestroyCommandPool(v.device, v.pool, NULL);
+        vkDestroyDevice(v.device, NULL);
+    }
+    if (v.instance)
+        vkDestroyInstance(v.instance, NULL);
+    return rc;
+}
+#endif
+
+int tool_bench_token(const char *backend, const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx,
+                     uint32_t layers, uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json)
+{
+    const int vulkan = backend && strcmp(backend, "vulkan") == 0;
+    if (backend && !vulkan && strcmp(backend, "opencl") != 0 && strcmp(backend, "auto") != 0) {
+        fprintf(stderr, "turbokv bench --per-token: --backend %s: the per-token mode runs on the host's own opencl "
+                        "or vulkan device\n", backend);
+        return 2;
+    }
+#if TKV_BENCH_VULKAN
+    if (vulkan)
+        return bench_vulkan(types, n_types, ctx, n_ctx, layers, q_heads, kv_heads, head_dim, json);
+#endif
+#if TKV_BENCH_OPENCL
+    if (!vulkan)
+        return bench_opencl(types, n_types, ctx, n_ctx, layers, q_heads, kv_heads, head_dim, json);
+#endif
+    (void)types, (void)n_types, (void)ctx, (void)n_ctx, (void)layers, (void)q_heads, (void)kv_heads;
+    (void)head_dim, (void)json;
+    fprintf(stderr, "turbokv bench --per-token: this build has no %s (the per-token mode owns the device, as a host "
+                    "engine would)\n", vulkan ? "Vulkan" : "OpenCL");
+    return 1;
+}

@@ -21,8 +21,9 @@ int tool_eval(int argc, char **argv);
 int tool_bench(int argc, char **argv);
 /* `turbokv bench --paged` (cmd_bench_paged.c). */
 /* bench --per-token (cmd_bench_token.c): a decode step of every layer on the
- * host's own OpenCL device, queued, against the per-call host-array mode. */
-int tool_bench_token(const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx, uint32_t layers,
+ * host's own OpenCL device (queued) or Vulkan device (recorded into one
+ * command buffer; backend "vulkan"), against the per-call host-array mode. */
+int tool_bench_token(const char *backend, const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx, uint32_t layers,
                      uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json);
 int tool_bench_paged(const char *backend, const uint32_t *ctx, int n_ctx, uint32_t q_heads, uint32_t kv_heads,
                      uint32_t head_dim, uint32_t type, int json);

@@ -142,15 +142,73 @@ static int remember_upload(struct vk_device *dev, const void *bytes, uint64_t n)
     return TKV_OK;
 }
 
+/* ---- device tensors (ABI 2.2): q from and out into the host's buffers ---- */
+
+/* The host's q and out, when in its device memory: their addresses, and
+ * whether the call is queued (out in device memory: not waited for). */
+struct attn_io {
+    const struct tkv_device_tensor *q, *out;
+    VkDeviceAddress q_at, out_at;
+};
+
+static int attn_io(struct vk_device *dev, const struct tkv_attention_args *a, uint64_t n, struct attn_io *io)
+{
+    static const char op[] = "attention";
+    int rc;
+    io->q = TKV_ARGS_HAS(a, q_dev) ? a->q_dev : NULL;
+    io->out = TKV_ARGS_HAS(a, out_dev) ? a->out_dev : NULL;
+    if ((io->q && (rc = vk_tensor_address(dev, io->q, n, op, "q", &io->q_at)) != TKV_OK) ||
+        (io->out && (rc = vk_tensor_address(dev, io->out, n, op, "out", &io->out_at)) != TKV_OK))
+        return rc;
+    /* a call that waits: not while the host records, and after the queued
+     * calls that may still read the scratch it writes from the host */
+    return io->out ? TKV_OK : vk_may_wait(dev, op);
+}
+
+/* Where the merge writes the output rows: the host's f32 buffer itself,
+ * else the call's outputs (out_scratch; f16 / bf16 narrowed from there by
+ * attn_out_record). */
+static uint64_t attn_out_rows(const struct attn_io *io, uint64_t out_scratch)
+{
+    return io->out && io->out->elem == TKV_ELEM_F32 ? io->out_at : out_scratch;
+}
+
+/* The queries into the inputs (at inputs + 0, as the host would have
+ * written them), widened or copied from the host's buffer. */
+static int attn_q_record(struct vk_device *dev, const struct attn_io *io, uint64_t n)
+{
+    int rc;
+    if (!io->q)
+        return TKV_OK;
+    if ((rc = vk_record_convert(dev, io->q_at, io->q->elem, dev->inputs->address, TKV_ELEM_F32, n, "attention")) !=
+        TKV_OK)
+        return rc;
+    vk_barrier(dev);
+    return TKV_OK;
+}
+
+/* f16 / bf16 outputs narrowed into the host's buffer. */
+static int attn_out_record(struct vk_device *dev, const struct attn_io *io, uint64_t out_scratch, uint64_t n)
+{
+    if (!io->out || io->out->elem == TKV_ELEM_F32)
+        return TKV_OK;
+    return vk_record_convert(dev, out_scratch, TKV_ELEM_F32, io->out_at, io->out->elem, n, "attention");
+}
+
 int vk_attention(void *dev_, const struct tkv_attention_args *a)
 {
     static const char op[] = "attention";
     struct vk_device *dev = dev_;
     const struct vk_buffer *k_buf = vk_buffer_of(a->k.buf), *v_buf = vk_buffer_of(a->v.buf);
     struct vk_layout kl, vl;
+    struct attn_io io;
     int rc;
-    if ((rc = vk_usable(dev, op)) != TKV_OK)
+    if ((rc = vk_usable(dev, op)) != TKV_OK ||
+        (rc = attn_io(dev, a, (uint64_t)a->n_q_total * a->n_q_heads * a->k.fmt.head_dim, &io)) != TKV_OK)
         return rc;
+    /* out in the host's device memory: recorded, not waited for; the
+     * inputs then ride in the commands and the outputs stay in work */
+    const int queued = io.out != NULL;
     vk_layout_init(&a->k.fmt, &kl);
     vk_layout_init(&a->v.fmt, &vl);
 
@@ -236,7 +294,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         return VK_ERROR_STATUS(TKV_ERANGE,
                                "%s: %llu query rows x %u kv heads over up to %u rows is too much work for one call",
                                op, (unsigned long long)n_q_rows, a->n_kv_heads, a->max_n_ctx);
-    const int staged = dev->knobs.staged_io;
+    const int staged = dev->knobs.staged_io || queued;
     const uint64_t inputs_size = dev->inputs ? dev->inputs->size : 0;
     if ((rc = vk_scratch_in(dev, &dev->inputs, in_bytes, staged ? 0 : 2, op)) != TKV_OK ||
         (rc = vk_scratch(dev, &dev->work, partial_bytes + (staged ? down_bytes : 0), 0, op)) != TKV_OK ||
@@ -244,15 +302,22 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         return rc;
     /* the host writes the inputs in place when they are mapped device memory */
     const VkMemoryPropertyFlags in_flags = dev->memory.memoryTypes[dev->inputs->type].propertyFlags;
-    const int direct_in = dev->inputs->map && (in_flags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
-    if (!direct_in && (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
-        return rc;
-    if (staged && (rc = vk_scratch(dev, &dev->staging, down_bytes, 1, op)) != TKV_OK)
-        return rc;
+    const int direct_in = !queued && dev->inputs->map && (in_flags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    if (queued) {
+        if ((rc = vk_record_reserve(dev, (size_t)up_bytes, op)) != TKV_OK)
+            return rc;
+    } else {
+        if (!direct_in &&
+            (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
+            return rc;
+        if (staged && (rc = vk_scratch(dev, &dev->staging, down_bytes, 1, op)) != TKV_OK)
+            return rc;
+    }
     if (dev->inputs->size != inputs_size)
         dev->knobs.last_upload_bytes = 0; /* a new inputs buffer holds nothing */
-    unsigned char *in_host = direct_in ? dev->inputs->map : dev->staging->map;
-    memcpy(in_host, a->q, (size_t)q_bytes);
+    unsigned char *in_host = queued ? dev->record_host : direct_in ? dev->inputs->map : dev->staging->map;
+    if (a->q) /* else the host's device buffer, converted into place */
+        memcpy(in_host, a->q, (size_t)q_bytes);
     struct vk_unit *units = (struct vk_unit *)(in_host + units_at);
     uint32_t *row_units = (uint32_t *)(in_host + row_units_at);
     uint32_t u = 0;
@@ -322,7 +387,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     struct vk_merge_push merge = {
         .part_acc = work + acc_at,
         .part_ml = work + ml_at,
-        .out_rows = out,
+        .out_rows = attn_out_rows(&io, out),
         .counts = out + counts_at,
         .lse = out + lse_at,
         .units = inputs + units_at,
@@ -351,19 +416,20 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * out, the commands recorded several times, stage timestamps. */
     const struct vk_knobs *kn = &dev->knobs;
     const uint32_t reps = kn->repeat ? kn->repeat : 1;
-    int upload = !direct_in && !(kn->skip & VK_SKIP_UPLOAD);
+    int upload = !direct_in && (queued || !(kn->skip & VK_SKIP_UPLOAD));
     if (!direct_in && !upload) { /* left out only when the device holds these bytes already */
         upload = kn->last_upload_bytes != up_bytes || memcmp(kn->last_upload, in_host, (size_t)up_bytes) != 0;
         if (upload && (rc = remember_upload(dev, in_host, up_bytes)) != TKV_OK)
             return rc;
     }
-    const int profile = kn->profile && dev->timestamps;
+    /* a queued call's commands are not waited for: no timestamps */
+    const int profile = kn->profile && dev->timestamps && !queued, stamps = dev->timestamps && !queued;
     if (kn->skip & VK_EMPTY_ATTENTION)
         push.n_units = 0; /* every workgroup leaves at once */
 
-    if ((rc = vk_begin(dev, op)) != TKV_OK)
+    if ((rc = vk_begin_call(dev, queued, op)) != TKV_OK)
         return rc;
-    if (dev->timestamps) {
+    if (stamps) {
         vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, VK_TIMESTAMPS);
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, dev->timestamps, 0);
     }
@@ -376,9 +442,15 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, (i))
         STAMP(2);
         if (upload && rep == 0) { /* the staging buffer holds outputs after a repetition */
-            vk_copy(dev, dev->staging, 0, dev->inputs, 0, up_bytes);
+            if (queued) /* the bytes captured into the commands; q from its buffer below */
+                vk_update(dev, dev->inputs, io.q ? units_at : 0, in_host + (io.q ? units_at : 0),
+                          up_bytes - (io.q ? units_at : 0));
+            else
+                vk_copy(dev, dev->staging, 0, dev->inputs, 0, up_bytes);
             vk_barrier(dev);
         }
+        if (rep == 0 && (rc = attn_q_record(dev, &io, n_out * hd)) != TKV_OK)
+            return rc;
         STAMP(3);
         if (prepare_dispatch && !(kn->skip & VK_SKIP_PREPARE)) {
             if ((rc = vk_record_rows(dev, &kl, &prepare, TKV_VK_FLAG_QUERY, op)) != TKV_OK)
@@ -399,15 +471,23 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             vk_barrier(dev);
         }
         STAMP(6);
-        if (staged && !(kn->skip & VK_SKIP_DOWNLOAD))
+        if (queued && rep == reps - 1 && (rc = attn_out_record(dev, &io, out, n_out * hd)) != TKV_OK)
+            return rc;
+        if (staged && !queued && !(kn->skip & VK_SKIP_DOWNLOAD))
             vk_copy(dev, dev->work, partial_bytes, dev->staging, 0, down_bytes);
         STAMP(7);
 #undef STAMP
     }
-    if (dev->timestamps)
+    if (stamps)
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, 1);
-    if ((rc = vk_submit(dev, op)) != TKV_OK)
+    if ((rc = vk_end_call(dev, op)) != TKV_OK)
         return rc;
+    if (queued) { /* out in the host's buffer once its queue has run the commands */
+        dev->stats.attention_calls++;
+        if (a->rows_total)
+            *a->rows_total = total;
+        return TKV_OK;
+    }
     uint64_t ts[VK_TIMESTAMPS];
     const uint32_t n_ts = profile ? VK_TIMESTAMPS : 2u;
     const int have_ts = dev->timestamps && vkGetQueryPoolResults(dev->device, dev->timestamps, 0, n_ts, sizeof ts, ts,

@@ -156,7 +156,8 @@ int vk_scratch_in(struct vk_device *dev, struct vk_buffer **slot, uint64_t bytes
     uint64_t size = *slot ? (*slot)->size * 2 : (1ull << 20);
     if (size < bytes)
         size = bytes;
-    vk_buffer_destroy(dev, *slot);
+    /* on the host's device, queued calls may still use the old one */
+    vk_retire(dev, *slot);
     *slot = NULL;
     return vk_buffer_create_in(dev, size, memory, op, slot);
 }

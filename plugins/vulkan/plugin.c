@@ -79,6 +79,28 @@ void vk_knobs_read(struct vk_device *dev)
     }
 }
 
+/* ---- the Vulkan functions ------------------------------------------------ */
+
+const char *vk_fns_instance(struct vk_fns *fn, PFN_vkGetInstanceProcAddr gipa, VkInstance instance)
+{
+#define LOAD(name)                                                                                 \
+    if (!(fn->name = (PFN_vk##name)gipa(instance, "vk" #name)))                                    \
+        return "vk" #name;
+    VK_INSTANCE_FNS(LOAD)
+#undef LOAD
+    return NULL;
+}
+
+const char *vk_fns_device(struct vk_fns *fn, VkDevice device)
+{
+#define LOAD(name)                                                                                 \
+    if (!(fn->name = (PFN_vk##name)fn->GetDeviceProcAddr(device, "vk" #name)))                     \
+        return "vk" #name;
+    VK_DEVICE_FNS(LOAD)
+#undef LOAD
+    return NULL;
+}
+
 static int vk_init(const struct tkv_services *svc)
 {
     vk_svc = svc;
@@ -99,7 +121,8 @@ struct vk_candidate {
     char driver[128];
 };
 
-static int create_instance(VkInstance *instance, const char *op)
+/* The plugin's own instance, its functions in fn. */
+static int create_instance(VkInstance *instance, struct vk_fns *fn, const char *op)
 {
     uint32_t version = VK_API_VERSION_1_0;
     VkResult r = vkEnumerateInstanceVersion(&version);
@@ -117,16 +140,24 @@ static int create_instance(VkInstance *instance, const char *op)
     VkInstanceCreateInfo info = { .sType = VK_STRUCTURE_TYPE_INSTANCE_CREATE_INFO, .pApplicationInfo = &app };
     if ((r = vkCreateInstance(&info, NULL, instance)) != VK_SUCCESS)
         return vk_fail(op, "vkCreateInstance", r);
+    const char *missing = vk_fns_instance(fn, vkGetInstanceProcAddr, *instance);
+    if (missing) {
+        PFN_vkDestroyInstance destroy = (PFN_vkDestroyInstance)vkGetInstanceProcAddr(*instance, "vkDestroyInstance");
+        if (destroy)
+            destroy(*instance, NULL);
+        *instance = VK_NULL_HANDLE;
+        return VK_ERROR_STATUS(TKV_ENODEV, "%s: the Vulkan loader has no %s", op, missing);
+    }
     return TKV_OK;
 }
 
 /* Fills c for a device the shaders can run on; otherwise returns 0 with
  * the reason in why. */
-static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, size_t size)
+static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_candidate *c, char *why, size_t size)
 {
     memset(c, 0, sizeof *c);
     c->physical = physical;
-    vkGetPhysicalDeviceProperties(physical, &c->props);
+    fn->GetPhysicalDeviceProperties(physical, &c->props);
     if (c->props.apiVersion < VK_API_VERSION_1_2) {
         snprintf(why, size, "Vulkan %u.%u (1.2 needed)", VK_API_VERSION_MAJOR(c->props.apiVersion),
                  VK_API_VERSION_MINOR(c->props.apiVersion));
@@ -137,10 +168,10 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_1_PROPERTIES, .pNext = &p12,
     };
     VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &p11 };
-    vkGetPhysicalDeviceProperties2(physical, &p2);
+    fn->GetPhysicalDeviceProperties2(physical, &p2);
     VkPhysicalDeviceVulkan12Features f12 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES };
     VkPhysicalDeviceFeatures2 f2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &f12 };
-    vkGetPhysicalDeviceFeatures2(physical, &f2);
+    fn->GetPhysicalDeviceFeatures2(physical, &f2);
     const VkPhysicalDeviceLimits *lim = &c->props.limits;
     const VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_BASIC_BIT | VK_SUBGROUP_FEATURE_ARITHMETIC_BIT;
     const char *missing = !f12.bufferDeviceAddress         ? "bufferDeviceAddress"
@@ -160,10 +191,10 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
         return 0;
     }
     uint32_t n = 0;
-    vkGetPhysicalDeviceQueueFamilyProperties(physical, &n, NULL);
+    fn->GetPhysicalDeviceQueueFamilyProperties(physical, &n, NULL);
     VkQueueFamilyProperties families[32];
     n = n < 32 ? n : 32;
-    vkGetPhysicalDeviceQueueFamilyProperties(physical, &n, families);
+    fn->GetPhysicalDeviceQueueFamilyProperties(physical, &n, families);
     uint32_t q = 0;
     while (q < n && !(families[q].queueFlags & VK_QUEUE_COMPUTE_BIT))
         q++;
@@ -179,7 +210,7 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
     if (c->props.apiVersion >= VK_API_VERSION_1_3) {
         VkPhysicalDeviceVulkan13Properties p13 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_PROPERTIES };
         VkPhysicalDeviceProperties2 p2b = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &p13 };
-        vkGetPhysicalDeviceProperties2(physical, &p2b);
+        fn->GetPhysicalDeviceProperties2(physical, &p2b);
         if (p13.minSubgroupSize == p13.maxSubgroupSize && p13.minSubgroupSize == p11.subgroupSize)
             c->subgroup = p11.subgroupSize;
     }
@@ -187,10 +218,10 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
     /* maintenance4 adds maxBufferSize, which may be below the largest
      * allocation; the query is valid wherever the device has the extension */
     uint32_t n_ext = 0;
-    if (vkEnumerateDeviceExtensionProperties(physical, NULL, &n_ext, NULL) == VK_SUCCESS && n_ext) {
+    if (fn->EnumerateDeviceExtensionProperties(physical, NULL, &n_ext, NULL) == VK_SUCCESS && n_ext) {
         VkExtensionProperties *ext = calloc(n_ext, sizeof *ext);
         int maintenance4 = 0;
-        if (ext && vkEnumerateDeviceExtensionProperties(physical, NULL, &n_ext, ext) == VK_SUCCESS)
+        if (ext && fn->EnumerateDeviceExtensionProperties(physical, NULL, &n_ext, ext) == VK_SUCCESS)
             for (uint32_t i = 0; i < n_ext && !maintenance4; i++)
                 maintenance4 = !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
         free(ext);
@@ -199,7 +230,7 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES_KHR,
             };
             VkPhysicalDeviceProperties2 pm = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &m4 };
-            vkGetPhysicalDeviceProperties2(physical, &pm);
+            fn->GetPhysicalDeviceProperties2(physical, &pm);
             if (m4.maxBufferSize && m4.maxBufferSize < c->max_allocation)
                 c->max_allocation = m4.maxBufferSize;
         }
@@ -211,17 +242,17 @@ static int usable(VkPhysicalDevice physical, struct vk_candidate *c, char *why, 
 }
 
 /* The usable devices, in enumeration order: probe's device i is open's. */
-static int list_devices(VkInstance instance, struct vk_candidate *list, uint32_t max, uint32_t *n_usable,
-                        const char *op)
+static int list_devices(const struct vk_fns *fn, VkInstance instance, struct vk_candidate *list, uint32_t max,
+                        uint32_t *n_usable, const char *op)
 {
     uint32_t n = 0;
-    VkResult r = vkEnumeratePhysicalDevices(instance, &n, NULL);
+    VkResult r = fn->EnumeratePhysicalDevices(instance, &n, NULL);
     if (r != VK_SUCCESS)
         return vk_fail(op, "vkEnumeratePhysicalDevices", r);
     VkPhysicalDevice *all = calloc(n ? n : 1, sizeof *all);
     if (!all)
         return VK_ERROR_STATUS(TKV_ENOMEM, "%s: no host memory to list %u devices", op, n);
-    r = vkEnumeratePhysicalDevices(instance, &n, all);
+    r = fn->EnumeratePhysicalDevices(instance, &n, all);
     if (r != VK_SUCCESS && r != VK_INCOMPLETE) {
         free(all);
         return vk_fail(op, "vkEnumeratePhysicalDevices", r);
@@ -230,7 +261,7 @@ static int list_devices(VkInstance instance, struct vk_candidate *list, uint32_t
     for (uint32_t i = 0; i < n; i++) {
         struct vk_candidate c;
         char why[128];
-        if (!usable(all[i], &c, why, sizeof why)) {
+        if (!usable(fn, all[i], &c, why, sizeof why)) {
             vk_svc->log(TKV_LOG_INFO, "vulkan: device %s is not usable: %s", c.props.deviceName, why);
             continue;
         }
@@ -242,45 +273,49 @@ static int list_devices(VkInstance instance, struct vk_candidate *list, uint32_t
     return TKV_OK;
 }
 
-static uint64_t device_memory(VkPhysicalDevice physical)
+static uint64_t device_memory(const struct vk_fns *fn, VkPhysicalDevice physical)
 {
     VkPhysicalDeviceMemoryProperties m;
     uint64_t best = 0;
-    vkGetPhysicalDeviceMemoryProperties(physical, &m);
+    fn->GetPhysicalDeviceMemoryProperties(physical, &m);
     for (uint32_t i = 0; i < m.memoryHeapCount; i++)
         if ((m.memoryHeaps[i].flags & VK_MEMORY_HEAP_DEVICE_LOCAL_BIT) && m.memoryHeaps[i].size > best)
             best = m.memoryHeaps[i].size;
     return best;
 }
 
+/* A device as probe() lists it. */
+static void describe(const struct vk_fns *fn, const struct vk_candidate *c, struct tkv_device_info *d)
+{
+    memset(d, 0, sizeof *d);
+    d->struct_size = sizeof *d;
+    switch (c->props.deviceType) {
+    case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: d->kind = TKV_DEVICE_GPU_DISCRETE, d->score = 1000; break;
+    case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
+    case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: d->kind = TKV_DEVICE_GPU_INTEGRATED, d->score = 500; break;
+    /* a CPU running the Vulkan API (lavapipe) scores below the cpu
+     * plugin's 100: backend auto prefers plain cpu to it */
+    default: d->kind = TKV_DEVICE_SOFTWARE, d->score = 50; break;
+    }
+    d->memory_bytes = device_memory(fn, c->physical);
+    snprintf(d->name, sizeof d->name, "%.127s", c->props.deviceName);
+    snprintf(d->driver, sizeof d->driver, "%s", c->driver);
+}
+
 static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_found)
 {
     VkInstance instance;
+    struct vk_fns fn;
     struct vk_candidate list[16];
     uint32_t n = 0;
     int rc;
     *n_found = 0;
-    if ((rc = create_instance(&instance, "probe")) != TKV_OK)
+    if ((rc = create_instance(&instance, &fn, "probe")) != TKV_OK)
         return rc;
-    rc = list_devices(instance, list, 16, &n, "probe");
-    for (uint32_t i = 0; rc == TKV_OK && i < n && i < max && i < 16; i++) {
-        const struct vk_candidate *c = &list[i];
-        struct tkv_device_info *d = &devs[i];
-        memset(d, 0, sizeof *d);
-        d->struct_size = sizeof *d;
-        switch (c->props.deviceType) {
-        case VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU: d->kind = TKV_DEVICE_GPU_DISCRETE, d->score = 1000; break;
-        case VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU:
-        case VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU: d->kind = TKV_DEVICE_GPU_INTEGRATED, d->score = 500; break;
-        /* a CPU running the Vulkan API (lavapipe) scores below the cpu
-         * plugin's 100: backend auto prefers plain cpu to it */
-        default: d->kind = TKV_DEVICE_SOFTWARE, d->score = 50; break;
-        }
-        d->memory_bytes = device_memory(c->physical);
-        snprintf(d->name, sizeof d->name, "%s", c->props.deviceName);
-        snprintf(d->driver, sizeof d->driver, "%s", c->driver);
-    }
-    vkDestroyInstance(instance, NULL);
+    rc = list_devices(&fn, instance, list, 16, &n, "probe");
+    for (uint32_t i = 0; rc == TKV_OK && i < n && i < max && i < 16; i++)
+        describe(&fn, &list[i], &devs[i]);
+    fn.DestroyInstance(instance, NULL);
     if (rc == TKV_OK)
         *n_found = n;
     return rc;
@@ -296,7 +331,7 @@ static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_foun
  * descriptor ranges, so maxStorageBufferRange does not bound them; the
  * largest is the largest allocation (or maxBufferSize, where the device
  * reports a smaller one), less the slack every buffer carries. */
-static void fill_caps(const struct vk_candidate *c, struct tkv_device_caps *caps)
+static void fill_caps(const struct vk_candidate *c, uint32_t extra, struct tkv_device_caps *caps)
 {
     uint32_t all = 0, values = 0;
     for (uint32_t t = 0; t < TKV_TYPE_FIRST_R1; t++) { /* format revision 1 types: not here */
@@ -305,7 +340,7 @@ static void fill_caps(const struct vk_candidate *c, struct tkv_device_caps *caps
             values |= 1u << t;
     }
     caps->features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP | TKV_CAP_LSE |
-                     TKV_CAP_BUFFER_COPY;
+                     TKV_CAP_BUFFER_COPY | extra;
     caps->k_types = all;
     caps->v_types = values;
     caps->rotations = 1u << TKV_ROTATION_WHT | 1u << TKV_ROTATION_DENSE | 1u << TKV_ROTATION_NONE;
@@ -316,24 +351,34 @@ static void fill_caps(const struct vk_candidate *c, struct tkv_device_caps *caps
     caps->max_buffer_bytes = c->max_allocation - VK_BUFFER_SLACK;
 }
 
+static int give_caps(const struct vk_candidate *c, uint32_t extra, struct tkv_device_caps *caps);
+
 static int vk_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
 {
     VkInstance instance;
+    struct vk_fns fn;
     struct vk_candidate list[16];
     uint32_t n = 0;
     int rc;
-    if ((rc = create_instance(&instance, "device_caps")) != TKV_OK)
+    if ((rc = create_instance(&instance, &fn, "device_caps")) != TKV_OK)
         return rc;
-    rc = list_devices(instance, list, 16, &n, "device_caps");
-    vkDestroyInstance(instance, NULL);
+    rc = list_devices(&fn, instance, list, 16, &n, "device_caps");
+    fn.DestroyInstance(instance, NULL);
     if (rc != TKV_OK)
         return rc;
     if (device_index >= n || device_index >= 16)
         return VK_ERROR_STATUS(TKV_ERANGE, "device_caps: device %u does not exist (%u usable Vulkan devices)",
                                device_index, n);
-    /* fill a whole struct, hand over what the core's struct_size covers */
+    /* a device of its own: no device tensors (they are the host's buffers),
+     * but the plugin can open on the host's device */
+    return give_caps(&list[device_index], TKV_CAP_HOST_DEVICE, caps);
+}
+
+/* Fills a whole struct, hands over what the core's struct_size covers. */
+static int give_caps(const struct vk_candidate *c, uint32_t extra, struct tkv_device_caps *caps)
+{
     struct tkv_device_caps full = { .struct_size = sizeof full };
-    fill_caps(&list[device_index], &full);
+    fill_caps(c, extra, &full);
     size_t covered = caps->struct_size < sizeof full ? caps->struct_size : sizeof full;
     if (covered > sizeof full.struct_size)
         memcpy((char *)caps + sizeof full.struct_size, (const char *)&full + sizeof full.struct_size,
@@ -374,7 +419,12 @@ static void vk_close(void *dev_)
     if (!dev)
         return;
     if (dev->device) {
-        vkDeviceWaitIdle(dev->device);
+        /* on the host's device, its queue: what turbokv submitted there (the
+         * host has run and waited for the command buffers it recorded into) */
+        if (dev->adopted)
+            vkQueueWaitIdle(dev->queue);
+        else
+            vkDeviceWaitIdle(dev->device);
         uint32_t leaked = 0;
         while (dev->live.next && dev->live.next != &dev->live) {
             struct vk_buffer *b = dev->live.next;
@@ -385,6 +435,12 @@ static void vk_close(void *dev_)
         if (leaked)
             vk_svc->log(TKV_LOG_WARN, "vulkan: close freed %u buffers the host had not freed", leaked);
         free(dev->pending); /* copies into buffers nobody can read any more */
+        vk_collect(dev, 1);
+        free(dev->retired);
+        vk_host_release(dev);
+        for (uint32_t i = 0; i < VK_RING_SLOTS; i++)
+            if (dev->ring[i].fence)
+                vkDestroyFence(dev->device, dev->ring[i].fence, NULL);
         vk_buffer_destroy(dev, dev->math_buf);
         vk_buffer_destroy(dev, dev->staging);
         vk_buffer_destroy(dev, dev->work);
@@ -396,16 +452,18 @@ static void vk_close(void *dev_)
             vkDestroyFence(dev->device, dev->fence, NULL);
         if (dev->timestamps)
             vkDestroyQueryPool(dev->device, dev->timestamps, NULL);
-        if (dev->pool)
+        if (dev->pool) /* its command buffers with it */
             vkDestroyCommandPool(dev->device, dev->pool, NULL);
-        vkDestroyDevice(dev->device, NULL);
+        if (!dev->adopted)
+            vkDestroyDevice(dev->device, NULL);
     }
-    if (dev->instance)
+    if (dev->instance && !dev->adopted)
         vkDestroyInstance(dev->instance, NULL);
     free(dev);
 }
 
-static int open_device(struct vk_device *dev, const struct vk_candidate *c)
+/* The plugin's own device and queue on c's physical device. */
+static int create_device(struct vk_device *dev, const struct vk_candidate *c)
 {
     VkResult r;
     float priority = 1.0f;
@@ -415,6 +473,7 @@ static int open_device(struct vk_device *dev, const struct vk_candidate *c)
         .queueCount = 1,
         .pQueuePriorities = &priority,
     };
+    /* what the host of its own device must enable too (docs/api.md) */
     VkPhysicalDeviceVulkan12Features f12 = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_2_FEATURES,
         .bufferDeviceAddress = VK_TRUE,
@@ -432,9 +491,27 @@ static int open_device(struct vk_device *dev, const struct vk_candidate *c)
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &queue,
     };
-    if ((r = vkCreateDevice(c->physical, &info, NULL, &dev->device)) != VK_SUCCESS)
+    if ((r = vkCreateDevice(c->physical, &info, NULL, &dev->device)) != VK_SUCCESS) {
+        dev->device = VK_NULL_HANDLE;
         return vk_fail("open", "vkCreateDevice", r);
+    }
+    const char *missing = vk_fns_device(&dev->fn, dev->device);
+    if (missing) {
+        PFN_vkDestroyDevice destroy = (PFN_vkDestroyDevice)dev->fn.GetDeviceProcAddr(dev->device, "vkDestroyDevice");
+        if (destroy)
+            destroy(dev->device, NULL);
+        dev->device = VK_NULL_HANDLE;
+        return VK_ERROR_STATUS(TKV_ENODEV, "open: the device has no %s", missing);
+    }
     vkGetDeviceQueue(dev->device, c->queue_family, 0, &dev->queue);
+    return TKV_OK;
+}
+
+/* The command pool, the synchronous ops' command buffer and fence, the
+ * timestamps; on dev->device, for c's queue family. */
+static int create_objects(struct vk_device *dev, const struct vk_candidate *c)
+{
+    VkResult r;
     VkCommandPoolCreateInfo pool = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_POOL_CREATE_INFO,
         .flags = VK_COMMAND_POOL_CREATE_RESET_COMMAND_BUFFER_BIT,
@@ -448,8 +525,9 @@ static int open_device(struct vk_device *dev, const struct vk_candidate *c)
         .level = VK_COMMAND_BUFFER_LEVEL_PRIMARY,
         .commandBufferCount = 1,
     };
-    if ((r = vkAllocateCommandBuffers(dev->device, &alloc, &dev->cmd)) != VK_SUCCESS)
+    if ((r = vkAllocateCommandBuffers(dev->device, &alloc, &dev->own_cmd)) != VK_SUCCESS)
         return vk_fail("open", "vkAllocateCommandBuffers", r);
+    dev->cmd = dev->own_cmd;
     VkFenceCreateInfo fence = { .sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO };
     if ((r = vkCreateFence(dev->device, &fence, NULL, &dev->fence)) != VK_SUCCESS)
         return vk_fail("open", "vkCreateFence", r);
@@ -468,6 +546,112 @@ static int open_device(struct vk_device *dev, const struct vk_candidate *c)
     return TKV_OK;
 }
 
+/* What the device offers (before the device exists: knobs, memory types). */
+static int take_properties(struct vk_device *dev, const struct vk_candidate *c)
+{
+    dev->props = c->props;
+    dev->fp64 = c->fp64;
+    dev->subgroup = c->subgroup;
+    dev->max_allocation = c->max_allocation;
+    dev->queue_family = c->queue_family;
+    dev->fn.GetPhysicalDeviceMemoryProperties(c->physical, &dev->memory);
+    rank_memory_types(dev);
+    if (dev->n_host_types == 0)
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "open: %s has no host-visible coherent memory", c->props.deviceName);
+    if (c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        dev->target_workgroups = VK_CPU_WORKGROUPS_PER_CORE * (uint32_t)(cores > 0 ? cores : 1);
+    } else {
+        dev->target_workgroups = VK_GPU_WORKGROUPS;
+    }
+    vk_knobs_read(dev);
+    return TKV_OK;
+}
+
+/* ---- the host's own device (ABI 2.2) ---------------------------------------- */
+
+/* Checks the host's handles and what its physical device offers: what
+ * the shaders need (as for a device of the plugin's own) and a compute
+ * queue family. fn gets the instance's functions through the host's
+ * get_instance_proc_addr, or the loader's. */
+static int host_candidate(const struct tkv_host_device *host, struct vk_fns *fn, struct vk_candidate *c)
+{
+    static const char op[] = "host_device";
+    if (!host || host->struct_size < sizeof *host)
+        return VK_ERROR_STATUS(TKV_EINVAL, "%s: struct_size %u, expected %zu", op, host ? host->struct_size : 0u,
+                               sizeof *host);
+    if (host->backend != TKV_HOST_VULKAN)
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "%s: backend tag %u is not Vulkan (%d)", op, host->backend,
+                               TKV_HOST_VULKAN);
+    const struct tkv_host_vulkan *h = &host->vulkan;
+    if (!h->instance || !h->physical_device || !h->device || !h->queue)
+        return VK_ERROR_STATUS(TKV_EINVAL, "%s: the Vulkan %s is NULL", op,
+                               !h->instance ? "instance" : !h->physical_device ? "physical device"
+                               : !h->device ? "device" : "queue");
+    if (h->api_version < VK_API_VERSION_1_2)
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED,
+                               "%s: api_version %u.%u: the host's instance must be created with apiVersion 1.2 or "
+                               "later (turbokv-vulkan calls Vulkan 1.2 functions; say which in "
+                               "tkv_host_vulkan.api_version)",
+                               op, VK_API_VERSION_MAJOR(h->api_version), VK_API_VERSION_MINOR(h->api_version));
+    PFN_vkGetInstanceProcAddr gipa =
+        h->get_instance_proc_addr ? (PFN_vkGetInstanceProcAddr)h->get_instance_proc_addr : vkGetInstanceProcAddr;
+    const char *missing = vk_fns_instance(fn, gipa, (VkInstance)h->instance);
+    if (missing)
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "%s: the host's instance has no %s", op, missing);
+    char why[128];
+    if (!usable(fn, (VkPhysicalDevice)h->physical_device, c, why, sizeof why))
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "%s: the host's physical device %s cannot run turbokv's shaders: %s",
+                               op, c->props.deviceName, why);
+    uint32_t n = 0;
+    fn->GetPhysicalDeviceQueueFamilyProperties(c->physical, &n, NULL);
+    VkQueueFamilyProperties families[32];
+    n = n < 32 ? n : 32;
+    fn->GetPhysicalDeviceQueueFamilyProperties(c->physical, &n, families);
+    if (h->queue_family >= n || !(families[h->queue_family].queueFlags & VK_QUEUE_COMPUTE_BIT))
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "%s: queue family %u of %s %s", op, h->queue_family,
+                               c->props.deviceName, h->queue_family >= n ? "does not exist" : "has no compute");
+    c->queue_family = h->queue_family;
+    c->timestamp_bits = families[h->queue_family].timestampValidBits;
+    return TKV_OK;
+}
+
+static int vk_host_device(const struct tkv_host_device *host, struct tkv_device_info *info,
+                          struct tkv_device_caps *caps)
+{
+    struct vk_fns fn;
+    struct vk_candidate c;
+    int rc = host_candidate(host, &fn, &c);
+    if (rc != TKV_OK)
+        return rc;
+    describe(&fn, &c, info);
+    return give_caps(&c, TKV_CAP_HOST_DEVICE | TKV_CAP_DEVICE_TENSORS | TKV_CAP_ASYNC | TKV_CAP_COMMAND_BUFFER,
+                     caps);
+}
+
+/* Opens on the host's instance, device and queue: their functions loaded,
+ * nothing of them created or destroyed here. */
+static int adopt(struct vk_device *dev, const struct tkv_host_device *host)
+{
+    struct vk_candidate c;
+    int rc = host_candidate(host, &dev->fn, &c);
+    if (rc != TKV_OK)
+        return rc;
+    dev->adopted = 1;
+    dev->instance = (VkInstance)host->vulkan.instance;
+    dev->device = (VkDevice)host->vulkan.device;
+    dev->queue = (VkQueue)host->vulkan.queue;
+    const char *missing = vk_fns_device(&dev->fn, dev->device);
+    if (missing)
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "open: the host's device has no %s", missing);
+    if ((rc = take_properties(dev, &c)) != TKV_OK || (rc = create_objects(dev, &c)) != TKV_OK ||
+        (rc = vk_pipelines_create(dev)) != TKV_OK || (rc = vk_tables_upload(dev)) != TKV_OK)
+        return rc;
+    vk_svc->log(TKV_LOG_INFO, "vulkan: opened on the host's device %s (%s), queue family %u", c.props.deviceName,
+                c.driver, c.queue_family);
+    return TKV_OK;
+}
+
 static int vk_open(const struct tkv_open_params *params, void **dev_out)
 {
     struct vk_candidate list[16];
@@ -479,8 +663,14 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
     dev->live.next = dev->live.prev = &dev->live;
     dev->math = params->math;
     dev->stats.struct_size = sizeof dev->stats;
-    if ((rc = create_instance(&dev->instance, "open")) != TKV_OK ||
-        (rc = list_devices(dev->instance, list, 16, &n, "open")) != TKV_OK)
+    if (TKV_ARGS_HAS(params, host) && params->host) {
+        if ((rc = adopt(dev, params->host)) != TKV_OK)
+            goto fail;
+        *dev_out = dev;
+        return TKV_OK;
+    }
+    if ((rc = create_instance(&dev->instance, &dev->fn, "open")) != TKV_OK ||
+        (rc = list_devices(&dev->fn, dev->instance, list, 16, &n, "open")) != TKV_OK)
         goto fail;
     if (params->device_index >= n || params->device_index >= 16) {
         rc = VK_ERROR_STATUS(TKV_ERANGE, "open: device %u does not exist (%u usable Vulkan devices)",
@@ -488,25 +678,8 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
         goto fail;
     }
     const struct vk_candidate *c = &list[params->device_index];
-    dev->props = c->props;
-    dev->fp64 = c->fp64;
-    dev->subgroup = c->subgroup;
-    dev->max_allocation = c->max_allocation;
-    vkGetPhysicalDeviceMemoryProperties(c->physical, &dev->memory);
-    rank_memory_types(dev);
-    if (dev->n_host_types == 0) {
-        rc = VK_ERROR_STATUS(TKV_EUNSUPPORTED, "open: %s has no host-visible coherent memory",
-                             c->props.deviceName);
-        goto fail;
-    }
-    if (c->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        dev->target_workgroups = VK_CPU_WORKGROUPS_PER_CORE * (uint32_t)(cores > 0 ? cores : 1);
-    } else {
-        dev->target_workgroups = VK_GPU_WORKGROUPS;
-    }
-    vk_knobs_read(dev);
-    if ((rc = open_device(dev, c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
+    if ((rc = take_properties(dev, c)) != TKV_OK || (rc = create_device(dev, c)) != TKV_OK ||
+        (rc = create_objects(dev, c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
         (rc = vk_tables_upload(dev)) != TKV_OK)
         goto fail;
     vk_svc->log(TKV_LOG_INFO, "vulkan: opened %s (%s)", c->props.deviceName, c->driver);
@@ -520,6 +693,16 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
 fail:
     vk_close(dev);
     return rc;
+}
+
+/* ABI 2.3: the host's command buffer (NULL: none). */
+static int vk_set_command_buffer(void *dev_, void *command_buffer)
+{
+    struct vk_device *dev = dev_;
+    if (!dev->adopted)
+        return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "set_command_buffer: the device is not the host's");
+    dev->host_cmd = (VkCommandBuffer)command_buffer;
+    return TKV_OK;
 }
 
 /* ---- buffers ------------------------------------------------------------- */
@@ -547,6 +730,16 @@ static void vk_buffer_free(void *dev_, void *buf)
     if (!buf)
         return;
     struct vk_buffer *b = vk_buffer_of(buf);
+    if (dev->adopted) {
+        /* queued calls, the copies queued for the next one (a pool that
+         * grew: old to new) and the host's command buffer may still use it */
+        b->prev->next = b->next;
+        b->next->prev = b->prev;
+        dev->stats.n_buffers--;
+        dev->stats.bytes_allocated -= b->size;
+        vk_retire(dev, b);
+        return;
+    }
     /* a queued copy may read or write it (a pool that grew: old to new, then
      * the old one freed) */
     if (vk_flush(dev, "buffer_free") != TKV_OK)
@@ -562,7 +755,7 @@ static int vk_buffer_write(void *dev_, void *buf, uint64_t offset, const void *s
 {
     struct vk_device *dev = dev_;
     int rc;
-    if ((rc = vk_usable(dev, "buffer_write")) != TKV_OK)
+    if ((rc = vk_usable(dev, "buffer_write")) != TKV_OK || (rc = vk_may_wait(dev, "buffer_write")) != TKV_OK)
         return rc;
     return vk_upload(dev, vk_buffer_of(buf), offset, src, bytes, "buffer_write");
 }
@@ -571,7 +764,7 @@ static int vk_buffer_read(void *dev_, const void *buf, uint64_t offset, void *ds
 {
     struct vk_device *dev = dev_;
     int rc;
-    if ((rc = vk_usable(dev, "buffer_read")) != TKV_OK)
+    if ((rc = vk_usable(dev, "buffer_read")) != TKV_OK || (rc = vk_may_wait(dev, "buffer_read")) != TKV_OK)
         return rc;
     return vk_download(dev, vk_buffer_of(buf), offset, dst, bytes, "buffer_read");
 }
@@ -629,6 +822,8 @@ static const struct tkv_plugin vk_plugin = {
     .attention = vk_attention,
     .dequantize = vk_dequantize,
     .stats = vk_stats,
+    .host_device = vk_host_device,
+    .set_command_buffer = vk_set_command_buffer,
 };
 
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major, uint32_t core_abi_minor);

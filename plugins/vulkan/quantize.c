@@ -24,6 +24,64 @@ static uint32_t tokens_per_submit(uint32_t n_heads, uint32_t head_dim)
     return token_bytes >= VK_OP_CHUNK ? 1u : (uint32_t)(VK_OP_CHUNK / token_bytes);
 }
 
+/* Rows in the host's device memory (ABI 2.2): the quantize shader reads f32
+ * rows where they are, f16 / bf16 rows widened into work first
+ * (shaders/convert.comp); the block table slice rides in the commands
+ * (vkCmdUpdateBuffer). Recorded into the host's command buffer, or
+ * submitted to its queue, not waited for. */
+static int append_device(struct vk_device *dev, const struct tkv_append_args *a, const struct vk_layout *l)
+{
+    static const char op[] = "quantize_append";
+    const struct tkv_pool *pool = &a->pool;
+    const struct vk_buffer *buf = vk_buffer_of(pool->buf);
+    const struct tkv_device_tensor *t = a->src_dev;
+    const uint32_t bt = pool->block_tokens, block0 = a->first_pos / bt;
+    const uint32_t n_slice = (uint32_t)(((uint64_t)a->first_pos + a->n_tokens - 1u) / bt) - block0 + 1u;
+    const uint64_t n = (uint64_t)a->n_tokens * a->n_heads * l->head_dim;
+    const uint64_t slice_bytes = (uint64_t)n_slice * sizeof(uint32_t), src_at = align64(VK_COUNTER_BYTES + slice_bytes);
+    const int widen = t->elem != TKV_ELEM_F32;
+    VkDeviceAddress rows;
+    int rc;
+    if ((rc = vk_tensor_address(dev, t, n, op, "rows", &rows)) != TKV_OK ||
+        (rc = vk_scratch(dev, &dev->work, src_at + (widen ? n * sizeof(float) : 0), 0, op)) != TKV_OK)
+        return rc;
+    const uint32_t per_wg = TKV_VK_ROWS_ELEMS / l->head_dim, n_rows = a->n_tokens * a->n_heads;
+    const uint64_t work = dev->work->address;
+    struct vk_quantize_push push = {
+        .src = widen ? work + src_at : rows,
+        .pool = buf->address,
+        .head_stride = pool->head_stride,
+        .block_stride = pool->block_stride,
+        .blocks = work + VK_COUNTER_BYTES,
+        .math = dev->math_buf->address,
+        .counter = work, /* counted, never read: such rows are not in the core's stats */
+        .first_pos = a->first_pos,
+        .block_tokens = bt,
+        .n_tokens = a->n_tokens,
+        .n_heads = a->n_heads,
+        .head_dim = l->head_dim,
+        .row_bytes = l->row_bytes,
+        .encoding = l->encoding,
+        .bits = l->bits,
+        .rotation = l->rotation,
+        .flags = (l->qjl ? TKV_VK_FLAG_QJL : 0u) | (l->corrected ? TKV_VK_FLAG_CORRECTED : 0u),
+        .rows_per_wg = per_wg,
+        .q8_block = TKV_Q8_0_BLOCK,
+    };
+    memcpy(push.groups, l->groups, sizeof push.groups);
+    if ((rc = vk_begin_call(dev, 1, op)) != TKV_OK)
+        return rc;
+    vkCmdFillBuffer(dev->cmd, dev->work->buffer, 0, VK_COUNTER_BYTES, 0);
+    vk_update(dev, dev->work, VK_COUNTER_BYTES, a->blocks + block0, slice_bytes);
+    if (widen && (rc = vk_record_convert(dev, rows, t->elem, work + src_at, TKV_ELEM_F32, n, op)) != TKV_OK)
+        return rc;
+    vk_barrier(dev);
+    if ((rc = vk_dispatch(dev, dev->quantize, &push, sizeof push, ((uint64_t)n_rows + per_wg - 1) / per_wg, op)) !=
+        TKV_OK)
+        return rc;
+    return vk_end_call(dev, op);
+}
+
 int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
 {
     static const char op[] = "quantize_append";
@@ -35,6 +93,14 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
     if ((rc = vk_usable(dev, op)) != TKV_OK)
         return rc;
     vk_layout_init(&pool->fmt, &l);
+    if (TKV_ARGS_HAS(a, src_dev) && a->src_dev) {
+        if ((rc = append_device(dev, a, &l)) != TKV_OK)
+            return rc;
+        dev->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
+        return TKV_OK;
+    }
+    if ((rc = vk_may_wait(dev, op)) != TKV_OK)
+        return rc;
 
     const uint32_t bt = pool->block_tokens, per_submit = tokens_per_submit(a->n_heads, l.head_dim);
     uint64_t nonfinite = 0;
@@ -106,7 +172,7 @@ int vk_dequantize(void *dev_, const struct tkv_dequant_args *a)
     const struct vk_buffer *buf = vk_buffer_of(pool->buf);
     struct vk_layout l;
     int rc;
-    if ((rc = vk_usable(dev, op)) != TKV_OK)
+    if ((rc = vk_usable(dev, op)) != TKV_OK || (rc = vk_may_wait(dev, op)) != TKV_OK)
         return rc;
     vk_layout_init(&pool->fmt, &l);
 

@@ -180,8 +180,10 @@ static void test_device_caps(void **state)
     caps.struct_size = sizeof caps;
     CALL(P->device_caps(0, &caps));
     assert_int_equal(caps.struct_size, sizeof caps);
+    /* a device of its own: it can open on the host's device, but takes no
+     * device tensors itself */
     const uint32_t features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP | TKV_CAP_LSE |
-                              TKV_CAP_BUFFER_COPY;
+                              TKV_CAP_BUFFER_COPY | TKV_CAP_HOST_DEVICE;
     assert_int_equal(caps.features, features);
     assert_int_equal(caps.k_types, (1u << TKV_TYPE_FIRST_R1) - 1);
     assert_int_equal(caps.v_types, caps.k_types & ~(1u << TKV_TYPE_TURBO3_QJL | 1u << TKV_TYPE_TURBO4_QJL));

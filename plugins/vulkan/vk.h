@@ -25,6 +25,106 @@
 #include "turbokv_plugin.h"
 #include "shaders/interface.h"
 
+/* ---- the Vulkan functions ------------------------------------------------ */
+
+/* Every instance and device function the plugin calls, loaded per device:
+ * through the loader's vkGetInstanceProcAddr for the plugin's own instance,
+ * through the host's get_instance_proc_addr (when it gives one) on the
+ * host's device (struct tkv_host_vulkan), then vkGetDeviceProcAddr. */
+#define VK_INSTANCE_FNS(X)                                                                          \
+    X(DestroyInstance) X(EnumeratePhysicalDevices) X(GetPhysicalDeviceProperties)                 \
+    X(GetPhysicalDeviceProperties2) X(GetPhysicalDeviceFeatures2)                                 \
+    X(GetPhysicalDeviceQueueFamilyProperties) X(GetPhysicalDeviceMemoryProperties)                \
+    X(EnumerateDeviceExtensionProperties) X(CreateDevice) X(GetDeviceProcAddr)
+#define VK_DEVICE_FNS(X)                                                                            \
+    X(DestroyDevice) X(GetDeviceQueue) X(DeviceWaitIdle) X(QueueWaitIdle) X(QueueSubmit)          \
+    X(CreateCommandPool) X(DestroyCommandPool) X(AllocateCommandBuffers) X(ResetCommandBuffer)    \
+    X(BeginCommandBuffer) X(EndCommandBuffer) X(CreateFence) X(DestroyFence) X(WaitForFences)     \
+    X(ResetFences) X(GetFenceStatus) X(CreateEvent) X(DestroyEvent) X(GetEventStatus)             \
+    X(CmdSetEvent) X(CreateQueryPool) X(DestroyQueryPool) X(GetQueryPoolResults)                  \
+    X(CmdResetQueryPool) X(CmdWriteTimestamp) X(CreateBuffer) X(DestroyBuffer)                    \
+    X(GetBufferMemoryRequirements) X(GetBufferDeviceAddress) X(AllocateMemory) X(FreeMemory)      \
+    X(BindBufferMemory) X(MapMemory) X(UnmapMemory) X(CreateShaderModule) X(DestroyShaderModule)  \
+    X(CreatePipelineLayout) X(DestroyPipelineLayout) X(CreateComputePipelines) X(DestroyPipeline) \
+    X(CmdBindPipeline) X(CmdPushConstants) X(CmdDispatch) X(CmdPipelineBarrier) X(CmdCopyBuffer)  \
+    X(CmdFillBuffer) X(CmdUpdateBuffer)
+
+struct vk_fns {
+#define VK_FN_MEMBER(name) PFN_vk##name name;
+    VK_INSTANCE_FNS(VK_FN_MEMBER)
+    VK_DEVICE_FNS(VK_FN_MEMBER)
+#undef VK_FN_MEMBER
+};
+
+/* The instance functions of instance through gipa; NULL, or the name of
+ * the first one missing. */
+const char *vk_fns_instance(struct vk_fns *fn, PFN_vkGetInstanceProcAddr gipa, VkInstance instance);
+/* The device functions of device (after vk_fns_instance); NULL or the
+ * name of the first one missing. */
+const char *vk_fns_device(struct vk_fns *fn, VkDevice device);
+
+/* Below, every call of an instance or device function goes through the
+ * table of the device at hand, struct vk_device *dev (a call where no dev
+ * is in scope does not compile): vkCmdDispatch(...) is
+ * dev->fn.CmdDispatch(...). Discovery, which has no device yet, calls
+ * through a struct vk_fns explicitly (plugin.c). */
+#define vkDestroyInstance(...) (dev->fn.DestroyInstance(__VA_ARGS__))
+#define vkEnumeratePhysicalDevices(...) (dev->fn.EnumeratePhysicalDevices(__VA_ARGS__))
+#define vkGetPhysicalDeviceProperties(...) (dev->fn.GetPhysicalDeviceProperties(__VA_ARGS__))
+#define vkGetPhysicalDeviceProperties2(...) (dev->fn.GetPhysicalDeviceProperties2(__VA_ARGS__))
+#define vkGetPhysicalDeviceFeatures2(...) (dev->fn.GetPhysicalDeviceFeatures2(__VA_ARGS__))
+#define vkGetPhysicalDeviceQueueFamilyProperties(...) (dev->fn.GetPhysicalDeviceQueueFamilyProperties(__VA_ARGS__))
+#define vkGetPhysicalDeviceMemoryProperties(...) (dev->fn.GetPhysicalDeviceMemoryProperties(__VA_ARGS__))
+#define vkEnumerateDeviceExtensionProperties(...) (dev->fn.EnumerateDeviceExtensionProperties(__VA_ARGS__))
+#define vkCreateDevice(...) (dev->fn.CreateDevice(__VA_ARGS__))
+#define vkDestroyDevice(...) (dev->fn.DestroyDevice(__VA_ARGS__))
+#define vkGetDeviceQueue(...) (dev->fn.GetDeviceQueue(__VA_ARGS__))
+#define vkDeviceWaitIdle(...) (dev->fn.DeviceWaitIdle(__VA_ARGS__))
+#define vkQueueWaitIdle(...) (dev->fn.QueueWaitIdle(__VA_ARGS__))
+#define vkQueueSubmit(...) (dev->fn.QueueSubmit(__VA_ARGS__))
+#define vkCreateCommandPool(...) (dev->fn.CreateCommandPool(__VA_ARGS__))
+#define vkDestroyCommandPool(...) (dev->fn.DestroyCommandPool(__VA_ARGS__))
+#define vkAllocateCommandBuffers(...) (dev->fn.AllocateCommandBuffers(__VA_ARGS__))
+#define vkResetCommandBuffer(...) (dev->fn.ResetCommandBuffer(__VA_ARGS__))
+#define vkBeginCommandBuffer(...) (dev->fn.BeginCommandBuffer(__VA_ARGS__))
+#define vkEndCommandBuffer(...) (dev->fn.EndCommandBuffer(__VA_ARGS__))
+#define vkCreateFence(...) (dev->fn.CreateFence(__VA_ARGS__))
+#define vkDestroyFence(...) (dev->fn.DestroyFence(__VA_ARGS__))
+#define vkWaitForFences(...) (dev->fn.WaitForFences(__VA_ARGS__))
+#define vkResetFences(...) (dev->fn.ResetFences(__VA_ARGS__))
+#define vkGetFenceStatus(...) (dev->fn.GetFenceStatus(__VA_ARGS__))
+#define vkCreateEvent(...) (dev->fn.CreateEvent(__VA_ARGS__))
+#define vkDestroyEvent(...) (dev->fn.DestroyEvent(__VA_ARGS__))
+#define vkGetEventStatus(...) (dev->fn.GetEventStatus(__VA_ARGS__))
+#define vkCmdSetEvent(...) (dev->fn.CmdSetEvent(__VA_ARGS__))
+#define vkCreateQueryPool(...) (dev->fn.CreateQueryPool(__VA_ARGS__))
+#define vkDestroyQueryPool(...) (dev->fn.DestroyQueryPool(__VA_ARGS__))
+#define vkGetQueryPoolResults(...) (dev->fn.GetQueryPoolResults(__VA_ARGS__))
+#define vkCmdResetQueryPool(...) (dev->fn.CmdResetQueryPool(__VA_ARGS__))
+#define vkCmdWriteTimestamp(...) (dev->fn.CmdWriteTimestamp(__VA_ARGS__))
+#define vkCreateBuffer(...) (dev->fn.CreateBuffer(__VA_ARGS__))
+#define vkDestroyBuffer(...) (dev->fn.DestroyBuffer(__VA_ARGS__))
+#define vkGetBufferMemoryRequirements(...) (dev->fn.GetBufferMemoryRequirements(__VA_ARGS__))
+#define vkGetBufferDeviceAddress(...) (dev->fn.GetBufferDeviceAddress(__VA_ARGS__))
+#define vkAllocateMemory(...) (dev->fn.AllocateMemory(__VA_ARGS__))
+#define vkFreeMemory(...) (dev->fn.FreeMemory(__VA_ARGS__))
+#define vkBindBufferMemory(...) (dev->fn.BindBufferMemory(__VA_ARGS__))
+#define vkMapMemory(...) (dev->fn.MapMemory(__VA_ARGS__))
+#define vkUnmapMemory(...) (dev->fn.UnmapMemory(__VA_ARGS__))
+#define vkCreateShaderModule(...) (dev->fn.CreateShaderModule(__VA_ARGS__))
+#define vkDestroyShaderModule(...) (dev->fn.DestroyShaderModule(__VA_ARGS__))
+#define vkCreatePipelineLayout(...) (dev->fn.CreatePipelineLayout(__VA_ARGS__))
+#define vkDestroyPipelineLayout(...) (dev->fn.DestroyPipelineLayout(__VA_ARGS__))
+#define vkCreateComputePipelines(...) (dev->fn.CreateComputePipelines(__VA_ARGS__))
+#define vkDestroyPipeline(...) (dev->fn.DestroyPipeline(__VA_ARGS__))
+#define vkCmdBindPipeline(...) (dev->fn.CmdBindPipeline(__VA_ARGS__))
+#define vkCmdPushConstants(...) (dev->fn.CmdPushConstants(__VA_ARGS__))
+#define vkCmdDispatch(...) (dev->fn.CmdDispatch(__VA_ARGS__))
+#define vkCmdPipelineBarrier(...) (dev->fn.CmdPipelineBarrier(__VA_ARGS__))
+#define vkCmdCopyBuffer(...) (dev->fn.CmdCopyBuffer(__VA_ARGS__))
+#define vkCmdFillBuffer(...) (dev->fn.CmdFillBuffer(__VA_ARGS__))
+#define vkCmdUpdateBuffer(...) (dev->fn.CmdUpdateBuffer(__VA_ARGS__))
+
 /* Set by init(); every error detail goes through vk_svc->error. */
 extern const struct tkv_services *vk_svc;
 
@@ -64,12 +164,14 @@ struct vk_quantize_push { TKV_VK_QUANTIZE_PUSH };
 struct vk_rows_push { TKV_VK_ROWS_PUSH };
 struct vk_attention_push { TKV_VK_ATTENTION_PUSH };
 struct vk_merge_push { TKV_VK_MERGE_PUSH };
+struct vk_convert_push { TKV_VK_CONVERT_PUSH };
 struct vk_unit { TKV_VK_UNIT_MEMBERS };
 
 /* Vulkan guarantees 128 bytes of push constants. */
 #define VK_PUSH_BYTES 128u
 _Static_assert(sizeof(struct vk_quantize_push) <= VK_PUSH_BYTES && sizeof(struct vk_rows_push) <= VK_PUSH_BYTES &&
-                   sizeof(struct vk_attention_push) <= VK_PUSH_BYTES && sizeof(struct vk_merge_push) <= VK_PUSH_BYTES,
+                   sizeof(struct vk_attention_push) <= VK_PUSH_BYTES && sizeof(struct vk_merge_push) <= VK_PUSH_BYTES &&
+                   sizeof(struct vk_convert_push) <= VK_PUSH_BYTES,
                "push constants exceed the 128 bytes every device offers");
 
 enum vk_shader {
@@ -121,12 +223,33 @@ struct vk_knobs {
     uint64_t last_upload_bytes, last_upload_cap;
 };
 
+/* The host's own device (ABI 2.2/2.3): calls on device tensors are queued,
+ * not waited for. Without a command buffer of the host's they are recorded
+ * into one of these, submitted to the host's queue with its fence; the slot
+ * is reused once its fence has signaled. */
+#define VK_RING_SLOTS 64u
+struct vk_slot {
+    VkCommandBuffer cmd;
+    VkFence fence;
+    int in_flight;
+};
+
+/* A buffer freed (or a scratch buffer replaced) on the host's device while
+ * commands recorded earlier may still use it: destroyed once event, set by
+ * a command recorded after those, has been set. */
+struct vk_retired {
+    struct vk_buffer *buf;
+    VkEvent event; /* VK_NULL_HANDLE until the next recorded call sets one */
+};
+
 struct vk_device {
+    struct vk_fns fn;        /* the functions of instance and device */
     VkInstance instance;
     VkDevice device;
     VkQueue queue;
     VkCommandPool pool;
-    VkCommandBuffer cmd;
+    VkCommandBuffer cmd;     /* the command buffer being recorded: own_cmd, a ring slot's, or the host's */
+    VkCommandBuffer own_cmd; /* the synchronous ops' */
     VkFence fence;
     VkQueryPool timestamps;  /* VK_TIMESTAMPS timestamps of an attention call, or VK_NULL_HANDLE */
     uint64_t timestamp_mask; /* the timestampValidBits of the queue */
@@ -162,6 +285,20 @@ struct vk_device {
     size_t n_pending, cap_pending;
     struct tkv_device_stats stats;
     struct vk_knobs knobs;
+
+    /* --- the host's own device (host.c) --- */
+    int adopted;               /* instance, device and queue are the host's: never destroyed here */
+    uint32_t queue_family;
+    VkCommandBuffer host_cmd;  /* tkv_context_set_command_buffer's, or VK_NULL_HANDLE */
+    int queued;                /* the call being recorded returns without waiting */
+    struct vk_slot ring[VK_RING_SLOTS];
+    uint32_t ring_next;
+    struct vk_retired *retired;
+    size_t n_retired, cap_retired;
+    unsigned char *record_host; /* a queued call's inputs, recorded into its commands (vkCmdUpdateBuffer) */
+    size_t record_cap;
+    VkShaderModule convert_module;
+    VkPipeline convert;        /* shaders/convert.comp, made on first use */
 };
 
 /* Reads the measurement knobs (plugin.c). */
@@ -198,6 +335,34 @@ int vk_download(struct vk_device *dev, const struct vk_buffer *src, uint64_t off
                 uint64_t bytes, const char *op);
 
 /* ---- commands ----------------------------------------------------------- */
+
+/* Begins recording a call. queued (the host's device, device tensors as
+ * outputs): into the host's command buffer when one is set, else into a
+ * ring slot submitted without a wait; either way after a barrier that
+ * orders it after the host's earlier compute and transfer work. Otherwise
+ * vk_begin. */
+int vk_begin_call(struct vk_device *dev, int queued, const char *op);
+/* Ends it: queued, a barrier making its writes visible to the host's later
+ * compute, transfer and host reads, and (ring) the submit, not waited for;
+ * otherwise vk_submit. */
+int vk_end_call(struct vk_device *dev, const char *op);
+/* A synchronous op is about to begin (host memory read or written, a wait):
+ * TKV_EBUSY while the host's command buffer is set; on the host's device
+ * waits for the queued calls in flight first (they may read the scratch the
+ * op writes from the host). */
+int vk_may_wait(struct vk_device *dev, const char *op);
+/* Records host bytes into dst (vkCmdUpdateBuffer, 64 KB at a time):
+ * captured now, so the host memory may change once this returns. offset
+ * and bytes are multiples of 4. */
+void vk_update(struct vk_device *dev, const struct vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes);
+/* Retires a buffer: destroyed now on a device of the plugin's own, on the
+ * host's once the commands recorded before it have run. */
+void vk_retire(struct vk_device *dev, struct vk_buffer *b);
+/* Destroys the retired buffers whose commands have run (all: wait_all,
+ * after the queue went idle). */
+void vk_collect(struct vk_device *dev, int wait_all);
+/* Waits for the ring slots in flight. */
+int vk_drain(struct vk_device *dev, const char *op);
 
 /* Begins the command buffer with the queued copies and a barrier. */
 int vk_begin(struct vk_device *dev, const char *op);
@@ -250,6 +415,23 @@ int vk_usable(const struct vk_device *dev, const char *op);
 
 /* The math tables (tables.c): built and uploaded once per device. */
 int vk_tables_upload(struct vk_device *dev);
+
+/* ---- device tensors (host.c) ------------------------------------------- */
+
+/* The device address of element 0 of a device tensor of n elements: the
+ * VkBuffer's address (it must have VK_BUFFER_USAGE_SHADER_DEVICE_ADDRESS_BIT)
+ * plus its offset; refused when the buffer cannot be as large as the host
+ * says or has no address. */
+int vk_tensor_address(struct vk_device *dev, const struct tkv_device_tensor *t, uint64_t n, const char *op,
+                      const char *what, VkDeviceAddress *address);
+/* Records the conversion of n elements at src (elem src_elem) to dst
+ * (elem dst_elem): f16 / bf16 widened exactly, f32 narrowed to nearest
+ * even as the core does (core/tensor.c), f32 copied bit for bit. */
+int vk_record_convert(struct vk_device *dev, VkDeviceAddress src, uint32_t src_elem, VkDeviceAddress dst,
+                      uint32_t dst_elem, uint64_t n, const char *op);
+/* Host memory for a queued call's inputs (dev->record_host), at least bytes. */
+int vk_record_reserve(struct vk_device *dev, size_t bytes, const char *op);
+void vk_host_release(struct vk_device *dev);
 
 /* The ops. */
 int vk_quantize_append(void *dev, const struct tkv_append_args *args);

@@ -227,6 +227,7 @@ PROTOTYPES = {
     "tkv_context_backend": (c_char_p, [_ctx_p]),
     "tkv_context_device": (c_char_p, [_ctx_p]),
     "tkv_context_caps": (c_int, [_ctx_p, POINTER(tkv_device_caps)]),
+    "tkv_context_set_command_buffer": (c_int, [_ctx_p, c_void_p]),  # 0.6: a VkCommandBuffer
     "tkv_config_count": (c_uint32, [_ctx_p]),
     "tkv_config_get": (c_int, [_ctx_p, c_uint32, POINTER(tkv_config_entry)]),
     "tkv_plugin_count": (c_uint32, [_ctx_p]),

@@ -232,6 +232,16 @@
     uint32_t n_chunks;                                                              \
     uint32_t reserved;
 
+/* convert.comp (the host's device tensors): n elements at src to dst, each
+ * in an element type (enum tkv_elem: 0 f32, 1 f16, 2 bf16). */
+#define TKV_VK_CONVERT_PUSH                                                         \
+    uint64_t src;                                                                   \
+    uint64_t dst;                                                                   \
+    uint32_t n;                                                                     \
+    uint32_t src_elem;                                                              \
+    uint32_t dst_elem;                                                              \
+    uint32_t reserved;
+
 /* A partial's record in part_ml: running max, sum of weights, skipped rows
  * (as uint bits), unused. */
 #define TKV_VK_ML_FLOATS 4u
