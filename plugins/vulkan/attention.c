@@ -28,6 +28,9 @@
 
 #include "vk.h"
 
+/* Fewest rows of a decode.comp chunk (TURBO_VK_MIN_CHUNK overrides). */
+#define VK_DECODE_MIN_CHUNK 128u
+
 static uint64_t align_up(uint64_t x) { return (x + TKV_VK_ALIGN - 1) / TKV_VK_ALIGN * TKV_VK_ALIGN; }
 static uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
 
@@ -76,6 +79,50 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_
             return br;
         br /= 2;
     }
+}
+
+/* Shared memory of decode.comp with qt query rows per unit (its shared
+ * arrays: queries as vec4s, raw queries, codebooks, per-lane weights,
+ * V addresses and keep flags). */
+static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, uint32_t v_row_bytes, uint32_t nsg)
+{
+    const uint64_t qt4 = (qt + 3) / 4, vrw = ((v_row_bytes + 3) / 4) | 1u;
+    return hd * qt4 * 16 + (uint64_t)qt * hd * 4 + 2 * 80 * 4 + TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) +
+           (uint64_t)nsg * qt * 12;
+}
+
+/* Whether decode.comp runs this call, and the most query rows per unit it
+ * takes (0: the attention shader runs). Its assumptions (decode.comp's
+ * head comment): subgroups of one fixed size that divides the workgroup,
+ * head_dim a multiple of 32 and of it with a power-of-two number of
+ * coordinates per lane (at most 16), turbo groups of multiples of 32
+ * values, no QJL part and no f32 rows, and at most 32 accumulators per
+ * lane (more spill registers: 4 query tokens of a GQA group of 4 in one
+ * unit ran 4x slower on the H200 than in two). */
+static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
+{
+    const uint32_t sg = dev->subgroup, hd = kl->head_dim;
+    if (sg < 4 || dev->knobs.no_decode || sg > TKV_VK_WG || TKV_VK_WG % sg || hd % 32 || hd % sg)
+        return 0;
+    const uint32_t dpl = hd / sg;
+    if ((dpl & (dpl - 1)) || dpl > 16)
+        return 0;
+    const struct vk_layout *both[2] = { kl, vl };
+    for (int i = 0; i < 2; i++) {
+        const struct vk_layout *l = both[i];
+        if (l->encoding == TKV_VK_ENC_F32 || l->qjl || (l->row_bytes + 3) / 4 > TKV_VK_DECODE_ROW_WORDS)
+            return 0;
+        if (l->encoding == TKV_VK_ENC_TURBO)
+            for (uint32_t g = 0; g < 16; g++) {
+                uint32_t size = (l->groups[g / 4] >> (8 * (g % 4))) & 0xffu;
+                if (size % 32)
+                    return 0;
+            }
+    }
+    uint32_t qt = 32 / dpl > 8 ? 8 : 32 / dpl > 1 ? 32 / dpl : 1;
+    while (qt && decode_shared_bytes(hd, qt, vl->row_bytes, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
+        qt--;
+    return qt;
 }
 
 /* TURBO_VK_SKIP=upload: the bytes the device now holds. */
@@ -168,13 +215,18 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const uint32_t hd = kl.head_dim, wg = TKV_VK_WG, ratio = a->n_q_heads / a->n_kv_heads, window = a->window;
     const uint32_t qs = kl.qjl ? 2u : 1u, va = vl.qjl ? 2u : 1u;
     const uint64_t n_out = (uint64_t)a->n_q_total * a->n_q_heads, n_q_rows = (uint64_t)a->n_q_total * ratio;
+    /* decode.comp where it applies: nsg subgroups per workgroup (chunk) */
+    const uint32_t dec_qt = decode_qt_max(dev, &kl, &vl), nsg = dec_qt ? TKV_VK_WG / dev->subgroup : 1;
 
     /* Query tiles: as many query rows per workgroup as its shared memory
-     * holds, and at most 64 accumulators per invocation (8 elements for
-     * each query row, twice for QJL values), spread evenly over the tiles
-     * of the sequence with most query rows. */
+     * holds, and at most 64 accumulators per invocation (attention.comp: 8
+     * elements for each query row, twice for QJL values; decode.comp: its
+     * coordinates for each), spread evenly over the tiles of the sequence
+     * with most query rows. */
     uint32_t qt_max = TKV_VK_QUERY_TILE_FLOATS / (hd * qs);
     qt_max = qt_max > 8u / va ? 8u / va : qt_max < 1u ? 1u : qt_max;
+    if (dec_qt)
+        qt_max = dec_qt;
     const uint64_t max_rows = (uint64_t)a->max_n_q * ratio, max_tiles = (max_rows + qt_max - 1) / qt_max;
     const uint32_t qt = (uint32_t)((max_rows + max_tiles - 1) / max_tiles);
 
@@ -192,13 +244,20 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     }
 
     /* Chunks: enough workgroups to fill the device, a whole number of
-     * TKV_VK_WG rows each, at most TKV_VK_MAX_CHUNKS per query row (its
-     * rows may start inside a chunk: one more than span / chunk). */
-    uint64_t per_unit = dev->target_workgroups / (n_units * a->n_kv_heads);
+     * TKV_VK_WG rows each (decode.comp: of nsg subgroups' batches, at least
+     * min_rows), at most TKV_VK_MAX_CHUNKS per query row (its rows may start
+     * inside a chunk: one more than span / chunk). */
+    const uint64_t rows_unit = dec_qt ? (uint64_t)nsg * dev->subgroup : wg;
+    const uint64_t min_rows = dec_qt ? round_up(dev->knobs.min_chunk ? dev->knobs.min_chunk : VK_DECODE_MIN_CHUNK, rows_unit)
+                                     : wg;
+    /* decode.comp: a quarter of the workgroups (H200, turbo3 at 16K and
+     * 128K: 256 workgroups 1.2-1.3x faster than 1024, 128 slower) */
+    uint64_t per_unit = (uint64_t)dev->target_workgroups / (dec_qt ? 4 : 1) / (n_units * a->n_kv_heads);
     per_unit = per_unit < 1 ? 1 : per_unit;
-    uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, wg);
-    uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), wg);
+    uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, rows_unit);
+    uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), rows_unit);
     chunk = chunk < fewest ? fewest : chunk;
+    chunk = chunk < min_rows ? min_rows : chunk;
     uint64_t max_chunks = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++)
         for (uint32_t qr0 = 0; qr0 < seq_at(a, s)->n_q * ratio; qr0 += qt) {
@@ -290,10 +349,11 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens, dev->knobs.batch_rows),
         [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
         [TKV_VK_SPEC_Q_ROT] = fused ? kl.rotation : TKV_VK_ROT_NONE,
+        [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
-    if ((rc = vk_attention_pipeline(dev, spec, &pipeline)) != TKV_OK)
+    if ((rc = vk_attention_pipeline(dev, dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION, spec, &pipeline)) != TKV_OK)
         return rc;
 
     const uint64_t work = dev->work->address, inputs = dev->inputs->address;
@@ -399,8 +459,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         }
         STAMP(4);
         if (!(kn->skip & VK_SKIP_ATTENTION)) {
-            if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push, n_units * a->n_kv_heads * max_chunks, op)) !=
-                TKV_OK)
+            if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push,
+                                  n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
                 return rc;
             vk_barrier(dev);
         }

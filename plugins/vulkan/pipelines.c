@@ -13,6 +13,7 @@
 #include "vk.h"
 
 #include "attention_spv.h"
+#include "decode_spv.h"
 #include "merge_spv.h"
 #include "quantize_fp32_spv.h"
 #include "quantize_fp64_spv.h"
@@ -68,6 +69,7 @@ int vk_pipelines_create(struct vk_device *dev)
                             dev->fp64 ? sizeof quantize_fp64_spv : sizeof quantize_fp32_spv, "quantize")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_ROWS, rows_spv, sizeof rows_spv, "rows")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_ATTENTION, attention_spv, sizeof attention_spv, "attention")) != TKV_OK ||
+        (rc = create_module(dev, VK_SHADER_DECODE, decode_spv, sizeof decode_spv, "decode")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_MERGE, merge_spv, sizeof merge_spv, "merge")) != TKV_OK)
         return rc;
     VkPushConstantRange push = {
@@ -102,10 +104,11 @@ void vk_pipelines_destroy(struct vk_device *dev)
         vkDestroyShaderModule(dev->device, dev->modules[i], NULL);
 }
 
-int vk_attention_pipeline(struct vk_device *dev, const uint32_t spec[TKV_VK_SPEC_COUNT], VkPipeline *out)
+int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const uint32_t spec[TKV_VK_SPEC_COUNT],
+                          VkPipeline *out)
 {
     for (size_t i = 0; i < dev->n_attention; i++)
-        if (memcmp(dev->attention[i].spec, spec, sizeof dev->attention[i].spec) == 0) {
+        if (dev->attention[i].shader == shader && memcmp(dev->attention[i].spec, spec, sizeof dev->attention[i].spec) == 0) {
             *out = dev->attention[i].pipeline;
             return TKV_OK;
         }
@@ -119,7 +122,8 @@ int vk_attention_pipeline(struct vk_device *dev, const uint32_t spec[TKV_VK_SPEC
     }
     struct vk_attention_pipeline *p = &dev->attention[dev->n_attention];
     memcpy(p->spec, spec, sizeof p->spec);
-    int rc = create_pipeline(dev, VK_SHADER_ATTENTION, spec, TKV_VK_SPEC_COUNT, "attention: pipeline", &p->pipeline);
+    p->shader = shader;
+    int rc = create_pipeline(dev, shader, spec, TKV_VK_SPEC_COUNT, "attention: pipeline", &p->pipeline);
     if (rc != TKV_OK)
         return rc;
     dev->n_attention++;

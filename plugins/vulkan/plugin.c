@@ -58,6 +58,9 @@ void vk_knobs_read(struct vk_device *dev)
         k->batch_rows = (uint32_t)atoi(v);
     k->staged_io = (v = getenv("TURBO_VK_STAGED_IO")) && *v && strcmp(v, "0") != 0;
     k->separate_prepare = (v = getenv("TURBO_VK_PREPARE")) && *v && strcmp(v, "0") != 0;
+    k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
+    if ((v = getenv("TURBO_VK_MIN_CHUNK")) && atoi(v) > 0)
+        k->min_chunk = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0)
         dev->target_workgroups = (uint32_t)atoi(v);
     if (k->profile) {
@@ -70,9 +73,9 @@ void vk_knobs_read(struct vk_device *dev)
                     (unsigned)m->memoryTypes[i].propertyFlags);
         fprintf(stderr,
                 "vkprof: skip 0x%x shader skip 0x%x batch rows %u repeat %u cache memory %d target workgroups %u "
-                "staged io %d separate prepare %d\n",
+                "staged io %d separate prepare %d decode %s min chunk %u subgroup %u\n",
                 k->skip, k->shader_skip, k->batch_rows, k->repeat, k->cache_memory, dev->target_workgroups,
-                k->staged_io, k->separate_prepare);
+                k->staged_io, k->separate_prepare, k->no_decode ? "off" : "on", k->min_chunk, dev->subgroup);
     }
 }
 
@@ -112,6 +115,7 @@ struct vk_candidate {
     uint32_t queue_family;
     uint32_t timestamp_bits; /* the queue family's timestampValidBits (0: no timestamps) */
     int fp64;
+    uint32_t subgroup; /* the subgroup size where it is fixed (min = max), else 0 */
     VkPhysicalDeviceProperties props;
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
     char driver[128];
@@ -201,6 +205,15 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
     c->queue_family = q;
     c->timestamp_bits = families[q].timestampValidBits;
     c->fp64 = f2.features.shaderFloat64 != 0;
+    /* decode.comp sizes its registers by the subgroup: only where every
+     * compute subgroup has the same size (Vulkan 1.3 reports the range) */
+    if (c->props.apiVersion >= VK_API_VERSION_1_3) {
+        VkPhysicalDeviceVulkan13Properties p13 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_VULKAN_1_3_PROPERTIES };
+        VkPhysicalDeviceProperties2 p2b = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &p13 };
+        fn->GetPhysicalDeviceProperties2(physical, &p2b);
+        if (p13.minSubgroupSize == p13.maxSubgroupSize && p13.minSubgroupSize == p11.subgroupSize)
+            c->subgroup = p11.subgroupSize;
+    }
     c->max_allocation = p11.maxMemoryAllocationSize;
     /* maintenance4 adds maxBufferSize, which may be below the largest
      * allocation; the query is valid wherever the device has the extension */
@@ -538,6 +551,7 @@ static int take_properties(struct vk_device *dev, const struct vk_candidate *c)
 {
     dev->props = c->props;
     dev->fp64 = c->fp64;
+    dev->subgroup = c->subgroup;
     dev->max_allocation = c->max_allocation;
     dev->queue_family = c->queue_family;
     dev->fn.GetPhysicalDeviceMemoryProperties(c->physical, &dev->memory);

@@ -179,11 +179,13 @@ enum vk_shader {
     VK_SHADER_ROWS,
     VK_SHADER_ATTENTION,
     VK_SHADER_MERGE,
+    VK_SHADER_DECODE,
     VK_SHADER_COUNT
 };
 
-/* One specialization of the attention shader. */
+/* One specialization of an attention shader (attention or decode). */
 struct vk_attention_pipeline {
+    enum vk_shader shader;
     uint32_t spec[TKV_VK_SPEC_COUNT];
     VkPipeline pipeline;
 };
@@ -214,6 +216,8 @@ struct vk_knobs {
     uint32_t batch_rows;  /* TURBO_VK_BATCH_ROWS: at most this many rows per staged batch */
     int staged_io;        /* TURBO_VK_STAGED_IO: attention inputs and outputs through copies */
     int separate_prepare; /* TURBO_VK_PREPARE: turbo queries rotated by their own dispatch */
+    int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
+    uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;
@@ -260,6 +264,7 @@ struct vk_device {
     uint32_t device_types[VK_MAX_MEMORY_TYPES], n_device_types;
     uint32_t host_types[VK_MAX_MEMORY_TYPES], n_host_types;
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
+    uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
 
     const struct tkv_math *math;
@@ -383,8 +388,9 @@ int vk_dispatch(struct vk_device *dev, VkPipeline pipeline, const void *push, ui
 /* Shader modules, the layout and the quantize, rows and merge pipelines. */
 int vk_pipelines_create(struct vk_device *dev);
 void vk_pipelines_destroy(struct vk_device *dev);
-/* The attention pipeline for spec, created on first use. */
-int vk_attention_pipeline(struct vk_device *dev, const uint32_t spec[TKV_VK_SPEC_COUNT],
+/* The pipeline of an attention shader (VK_SHADER_ATTENTION or
+ * VK_SHADER_DECODE) for spec, created on first use. */
+int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const uint32_t spec[TKV_VK_SPEC_COUNT],
                           VkPipeline *out);
 
 /* ---- rows --------------------------------------------------------------- */

@@ -5,7 +5,9 @@
  * kvb BACKEND TYPES CTXS SHAPES [threshold] [calls]
  *   SHAPES: tokens x seqs list, e.g. 1x1,4x1,1x8
  * Prints one line per point: the medians of wall and device time, and the
- * smallest wall time. KVB_APPEND=0 leaves the append rates out. */
+ * smallest wall time. KVB_APPEND=0 leaves the append rates out.
+ * KVB_WARM_MS=N: before each point, N ms of the same attention calls back
+ * to back (the GPU's clock rises from its idle level under load). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -154,6 +156,12 @@ int main(int argc, char **argv)
                 uint64_t dns = 0;
                 struct tkv_attention_options ao = { .struct_size = sizeof ao, .stats = &st, .device_ns = &dns };
                 int k = 0;
+                const char *warm = getenv("KVB_WARM_MS");
+                for (double t0 = now(); warm && now() - t0 < atof(warm) * 1e-3;)
+                    if (tkv_attention_ex(c, 0, ns, ids, nqs, QH, q, out, &ao) != TKV_OK) {
+                        fprintf(stderr, "attention: %s\n", tkv_last_error());
+                        return 1;
+                    }
                 for (int i = 0; i < 3 + calls; i++) {
                     double a = now();
                     if (tkv_attention_ex(c, 0, ns, ids, nqs, QH, q, out, &ao) != TKV_OK) {

@@ -24,9 +24,9 @@
 // Scores: x_j = scale <q, k_j>, then softcap tanh(x_j / softcap) when a
 // softcap is set; a query row at position p sees the rows j <= p, and with a
 // window only those with p - j < window. Sparse V: row j is skipped for a
-// query row when exp(x_j - m_j) < threshold, m_j the running max of the
-// chunk's rows up to j, exactly as a sequential pass over the chunk keeps it
-// (a subgroup scan along the rows).
+// query row when exp(x_j - m) < threshold, m the running max of the chunk's
+// rows through the end of j's batch (the rule of decode.comp and of the
+// OpenCL plugin; plugins/vulkan/README.md, "Sparse V").
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -427,33 +427,30 @@ void main()
             }
         barrier();
 
-        // softmax; rows in subgroup order, so that a subgroup scan runs along them
+        // softmax: the batch's max through the subgroups' maxima
         uint r = gl_SubgroupID * gl_SubgroupSize + gl_SubgroupInvocationID;
-        float sc[QT], running[QT];
+        float sc[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++) {
             sc[t] = r < nb ? ps[r * PV + t / 4u][t % 4u] : NEG_INF;
-            running[t] = subgroupInclusiveMax(sc[t]);
-            if (gl_SubgroupInvocationID == gl_SubgroupSize - 1u)
-                red[t * WG + gl_SubgroupID] = running[t];
+            float sg_max = subgroupMax(sc[t]);
+            if (subgroupElect())
+                red[t * WG + gl_SubgroupID] = sg_max;
         }
         barrier();
         bool needed = false;
         float corr[QT];
         [[unroll]] for (uint t = 0u; t < QT; t++) {
-            // the chunk's running max at row r, as the sequential reference
-            // keeps it, and the batch's max
-            float before = m_run[t], m_new = m_run[t];
-            for (uint g = 0u; g < gl_NumSubgroups; g++) {
-                float x = red[t * WG + g];
-                before = g < gl_SubgroupID ? max(before, x) : before;
-                m_new = max(m_new, x);
-            }
-            running[t] = max(before, running[t]);
+            // the chunk's running max through the end of the batch
+            float m_new = m_run[t];
+            for (uint g = 0u; g < gl_NumSubgroups; g++)
+                m_new = max(m_new, red[t * WG + g]);
             corr[t] = m_new == NEG_INF ? 1.0 : exp(m_run[t] - m_new);
             float p = 0.0, kept = 0.0;
             if (sc[t] != NEG_INF) {
                 p = exp(sc[t] - m_new);
-                if (exp(sc[t] - running[t]) < pc.threshold) {
+                // sparse V against the running max through the end of the
+                // batch (the rule of decode.comp and of the OpenCL plugin)
+                if (p < pc.threshold) {
                     skipped[t]++;
                 } else {
                     kept = p;

@@ -78,7 +78,13 @@
  * (turbo keys without QJL: no prepare dispatch); TKV_VK_ROT_NONE when the
  * queries come prepared or need none. */
 #define TKV_VK_SPEC_Q_ROT 18u
-#define TKV_VK_SPEC_COUNT 19u
+/* decode.comp: the device's subgroup size (fixed: min = max), lanes of a
+ * subgroup that walks a chunk; the attention shader ignores it. */
+#define TKV_VK_SPEC_SUBGROUP 19u
+#define TKV_VK_SPEC_COUNT 20u
+/* decode.comp holds a K and a V row of at most this many words in
+ * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
+#define TKV_VK_DECODE_ROW_WORDS 18u
 #define TKV_VK_DBG_NO_K_LOADS 1u  /* K rows not loaded into the stage */
 #define TKV_VK_DBG_NO_SCORES 2u   /* no scoring (scores 0) */
 #define TKV_VK_DBG_NO_V_LOADS 4u  /* V rows not loaded into the stage */

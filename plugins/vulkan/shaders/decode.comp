@@ -1,0 +1,439 @@
+/* SPDX-License-Identifier: MIT */
+#version 460
+// Decode attention by subgroups: the same partials as attention.comp (one
+// per query row, kv head and chunk; merge.comp combines them), computed
+// without a workgroup barrier in the loop over the rows.
+//
+// A workgroup takes one chunk of one (unit, kv head) and holds NSG = WG /
+// SG subgroups; each walks its own NSG-th of the chunk, SG rows at a time:
+//   loads     lane r loads the K and the V row of row base + r into
+//             registers, every load of the batch issued before any is used
+//             (rows lie in pool blocks at any byte alignment: whole words,
+//             shifted into place), and puts its V row into shared memory;
+//   scores    lane r scores its K row for all QT query rows of the unit
+//             (the centroids from shared memory, the queries as broadcast
+//             vec4 loads);
+//   softmax   per query row: the running max m of the subgroup's rows
+//             through the end of the batch (subgroupMax), the weights
+//             exp(x_j - m), the rescale of what was accumulated (online
+//             softmax, Milakov & Gimelshein 2018). Sparse V: row j's V is
+//             skipped for a query row when exp(x_j - m) < threshold, the rule
+//             of attention.comp and of the OpenCL plugin (plugins/vulkan/
+//             README.md, "Sparse V");
+//   values    lane l owns DPL = HEAD_DIM / SG consecutive coordinates and
+//             walks the batch's rows that some query row keeps, reading its
+//             bits of each V row from shared memory and accumulating p * V
+//             in the rotated domain for turbo values.
+// Each lane's accumulators hold whole coordinates, so no reduction across
+// lanes is needed; at the end the NSG subgroups' partials are combined in
+// shared memory (one barrier each) into the workgroup's one partial.
+//
+// The host (attention.c, decode_qt_max) uses this shader only where its
+// assumptions hold: the device's subgroups have exactly SG invocations
+// (min = max subgroup size), HEAD_DIM is a multiple of 32 and of SG with DPL
+// a power of two, every turbo group holds a multiple of 32 values, keys and
+// values are turbo (no QJL part), q8_0 or f16 with rows of at most
+// TKV_VK_DECODE_ROW_WORDS words, and the shared arrays fit.
+#extension GL_GOOGLE_include_directive : require
+#extension GL_KHR_shader_subgroup_basic : require
+#extension GL_KHR_shader_subgroup_arithmetic : require
+#extension GL_EXT_control_flow_attributes : require
+
+#include "common.glsl"
+
+layout(constant_id = TKV_VK_SPEC_HEAD_DIM) const uint HEAD_DIM = 128u;
+layout(constant_id = TKV_VK_SPEC_K_ENC) const uint K_ENC = TKV_VK_ENC_TURBO;
+layout(constant_id = TKV_VK_SPEC_K_BITS) const uint K_BITS = 3u;
+layout(constant_id = TKV_VK_SPEC_K_ROW_BYTES) const uint K_ROW_BYTES = 50u;
+layout(constant_id = TKV_VK_SPEC_V_ENC) const uint V_ENC = TKV_VK_ENC_TURBO;
+layout(constant_id = TKV_VK_SPEC_V_BITS) const uint V_BITS = 3u;
+layout(constant_id = TKV_VK_SPEC_V_ROW_BYTES) const uint V_ROW_BYTES = 50u;
+layout(constant_id = TKV_VK_SPEC_QT) const uint QT = 4u;
+layout(constant_id = TKV_VK_SPEC_Q8_BLOCK) const uint Q8_BLOCK = 32u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 0u) const uint GROUPS0 = 128u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 1u) const uint GROUPS1 = 0u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
+layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
+layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
+layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
+layout(constant_id = TKV_VK_SPEC_SUBGROUP) const uint SG = 32u;
+
+layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
+
+struct Unit { TKV_VK_UNIT_MEMBERS };
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
+
+const uint WG = gl_WorkGroupSize.x;
+const uint NSG = WG / SG;              // subgroups per workgroup, a chunk each
+const uint DPL = HEAD_DIM / SG;        // value coordinates per lane
+const uint QT4 = (QT + 3u) / 4u;       // vec4s of one element's query rows
+const uint SEGS = HEAD_DIM / 32u;      // K segments of 32 values
+// words of a row from bit 0, and one more to shift a misaligned row into place
+const uint KW = (K_ROW_BYTES + 3u) / 4u, VW = (V_ROW_BYTES + 3u) / 4u;
+const uint VRW = VW | 1u;              // words between rows in vs: odd, so lanes hit distinct banks
+const uint VSC = HEAD_DIM / 32u;       // most scales of a V row (turbo groups, q8_0 blocks)
+// the queries as the keys are scored against: raw, or R q prepared by the
+// rows shader (turbo keys whose tile does not fit the fused rotation)
+const uint Q_STRIDE = HEAD_DIM;
+#define NEG_INF uintBitsToFloat(0xff800000u)
+
+shared vec4 qs[HEAD_DIM * QT4];        // [element][query row / 4]
+shared float xs[QT * HEAD_DIM];        // the raw queries while Q_ROT rotates them; at the end the partials
+shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16 + index]
+shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
+shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
+shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
+shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
+shared float red_m[NSG * QT], red_l[NSG * QT];
+shared uint red_skip[NSG * QT];
+
+#include "rotate.glsl"
+
+// tanh without overflow for any finite x.
+float tanh_stable(float x)
+{
+    float t = exp(-2.0 * abs(x));
+    return sign(x) * ((1.0 - t) / (1.0 + t));
+}
+
+// Word k of the byte stream that starts `sh` bits into w[0] (sh < 32).
+#define FUNNEL(w, k, sh) (((w)[k] >> (sh)) | (((w)[(k) + 1u] << 1u) << (31u - (sh))))
+// n bits at the constant bit position b of the words nw.
+#define BITS_AT(nw, b, n)                                                                      \
+    ((((b) & 31u) + (n) <= 32u)                                                                \
+         ? bitfieldExtract((nw)[(b) >> 5u], int((b) & 31u), int(n))                            \
+         : (((nw)[(b) >> 5u] >> ((b) & 31u)) | ((nw)[((b) >> 5u) + 1u] << (32u - ((b) & 31u)))) & \
+               ((1u << (n)) - 1u))
+
+// part[t] += c * q_t[e] for the QT query rows.
+void add_products(inout float part[QT], float c, uint e)
+{
+    [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+        vec4 q = qs[e * QT4 + t4];
+        [[unroll]] for (uint i = 0u; i < 4u; i++)
+            if (4u * t4 + i < QT)
+                part[4u * t4 + i] += c * q[i];
+    }
+}
+
+// <q_t, k> of the K row held in kw (its bytes from bit 0) for the QT query
+// rows (turbo keys: <R q, y_hat> per group times its scale).
+void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
+{
+    const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
+    [[unroll]] for (uint t = 0u; t < QT; t++)
+        s[t] = 0.0;
+    float part[QT], part2[QT];
+    float scale = 0.0;
+    [[unroll]] for (uint seg = 0u; seg < SEGS; seg++) {
+        const uint e0 = 32u * seg;
+        if (K_ENC == TKV_VK_ENC_TURBO) {
+            uint size, first, k = group_of(groups, e0, size, first);
+            const uint gi = group_index(size), g_bit = 8u * (2u * k + first * K_BITS / 8u);
+            if (e0 == first) {
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    part[t] = part2[t] = 0.0;
+                scale = fp16_to_float(BITS_AT(kw, g_bit, 16u));
+            }
+            const uint b0 = g_bit + 16u + (e0 - first) * K_BITS;
+            [[unroll]] for (uint e = 0u; e < 32u; e += 2u) { // two chains of sums
+                add_products(part, cent_k[gi * 16u + BITS_AT(kw, b0 + e * K_BITS, K_BITS)], e0 + e);
+                add_products(part2, cent_k[gi * 16u + BITS_AT(kw, b0 + (e + 1u) * K_BITS, K_BITS)], e0 + e + 1u);
+            }
+            if (e0 + 32u == first + size) // the group ends with this segment
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    s[t] += scale * (part[t] + part2[t]);
+        } else if (K_ENC == TKV_VK_ENC_Q8_0) {
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                part[t] = part2[t] = 0.0;
+            const uint b_bit = 8u * (e0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
+            scale = fp16_to_float(BITS_AT(kw, b_bit, 16u));
+            [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
+                add_products(part, float(int(BITS_AT(kw, b_bit + 16u + 8u * e, 8u) << 24u) >> 24), e0 + e);
+                add_products(part2, float(int(BITS_AT(kw, b_bit + 24u + 8u * e, 8u) << 24u) >> 24), e0 + e + 1u);
+            }
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                s[t] += scale * (part[t] + part2[t]);
+        } else { // f16
+            if (seg == 0u)
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    part[t] = part2[t] = 0.0;
+            [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
+                vec2 v = unpackHalf2x16(kw[(e0 + e) >> 1u]);
+                add_products(part, v.x, e0 + e);
+                add_products(part2, v.y, e0 + e + 1u);
+            }
+            if (seg == SEGS - 1u)
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    s[t] = part[t] + part2[t];
+        }
+    }
+}
+
+// The words of the row at addr from its bit 0 into w (n words).
+void load_row(uint64_t addr, out uint w[TKV_VK_DECODE_ROW_WORDS], uint n)
+{
+    Words p = Words(addr & ~uint64_t(3));
+    const uint sh = uint(addr & 3ul) * 8u;
+    uint raw[TKV_VK_DECODE_ROW_WORDS + 1];
+    [[unroll]] for (uint i = 0u; i <= n; i++) // (the word past a pool's last row is its slack)
+        raw[i] = p.w[i];
+    [[unroll]] for (uint i = 0u; i < n; i++)
+        w[i] = FUNNEL(raw, i, sh);
+}
+
+void main()
+{
+    const uint lid = gl_LocalInvocationIndex, sgid = gl_SubgroupID, lane = gl_SubgroupInvocationID;
+    const uint slot = sgid * SG; // this subgroup's entries in ws, vs, keep
+    const uint wid = flat_workgroup(), cg = wid % pc.max_chunks, uh = wid / pc.max_chunks;
+    const uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
+    if (unit_index >= pc.n_units)
+        return;
+    Unit unit = Units(pc.inputs + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
+    if (cg >= unit.n_chunks)
+        return; // (uniform: the whole workgroup)
+    const uint n_q_rows = unit.n_q * pc.ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
+    const uint p0 = unit.n_ctx - unit.n_q, hi_tile = p0 + qr_last / pc.ratio + 1u, p_first = p0 + qr0 / pc.ratio;
+    const uint lo_tile = pc.window != 0u && p_first + 1u > pc.window ? p_first + 1u - pc.window : 0u;
+
+    // The unit's queries (rows past its last are zero), rotated here with
+    // Q_ROT as the rows shader would: R q.
+    for (uint e = lid; e < HEAD_DIM * QT; e += WG) {
+        uint j = e / HEAD_DIM, i = e % HEAD_DIM, qr = qr0 + j;
+        float v = 0.0;
+        if (qr < n_q_rows) {
+            uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
+            uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
+            v = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
+        }
+        xs[e] = v;
+    }
+    barrier();
+    if (Q_ROT != TKV_VK_ROT_NONE)
+        rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), Q_ROT, false, pc.math);
+    for (uint e = lid; e < HEAD_DIM * QT4 * 4u; e += WG) {
+        uint i = e / (QT4 * 4u), t = e % (QT4 * 4u);
+        qs[i * QT4 + t / 4u][t % 4u] = t < QT ? xs[t * HEAD_DIM + i] : 0.0;
+    }
+    Floats m = Floats(pc.math);
+    for (uint e = lid; e < 80u; e += WG) {
+        cent_k[e] = K_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << K_BITS) ? m.f[codebook_at(e / 16u, K_BITS) + e % 16u] : 0.0;
+        cent_v[e] = V_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;
+    }
+    barrier();
+
+    // From here on each subgroup goes its own way until the partials.
+    uint lo[QT], hi[QT], skipped[QT];
+    float m_run[QT], l_own[QT], acc[QT * DPL];
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
+        uint p = p0 + (qr0 + t) / pc.ratio;
+        hi[t] = qr0 + t < n_q_rows ? p + 1u : 0u;
+        lo[t] = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
+        m_run[t] = NEG_INF;
+        l_own[t] = 0.0;
+        skipped[t] = 0u;
+    }
+    [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
+        acc[a] = 0.0;
+
+    // This lane's value coordinates d0 .. d0 + DPL - 1 and where they lie in
+    // a V row: the byte of their scale, the bit of their first value.
+    const uint d0 = lane * DPL;
+    uint v_scale = 0u, v_bit = 0u, v_gi = 0u; // its scale in vsc, its bit in vs
+    if (V_ENC == TKV_VK_ENC_TURBO) {
+        uint size, first, k = group_of(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), d0, size, first);
+        v_gi = group_index(size);
+        v_scale = k;
+        v_bit = 8u * (2u * k + first * V_BITS / 8u + 2u) + (d0 - first) * V_BITS;
+    } else if (V_ENC == TKV_VK_ENC_Q8_0) {
+        v_scale = d0 / Q8_BLOCK;
+        v_bit = 8u * (v_scale * (Q8_BLOCK + 2u) + 2u + d0 % Q8_BLOCK);
+    } else {
+        v_bit = 16u * d0;
+    }
+    const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
+
+    // this subgroup's rows of the chunk
+    const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
+    const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
+    for (uint base = begin; base < end; base += SG) {
+        const uint j = base + lane;
+        // this lane's K and V rows, every load issued before any is used
+        uint kw[TKV_VK_DECODE_ROW_WORDS], vw[TKV_VK_DECODE_ROW_WORDS];
+        if (j < end) {
+            const uint bi = j / pc.block_tokens, in_block = j - bi * pc.block_tokens;
+            const uint64_t block = uint64_t(Uints(blocks).u[bi]);
+            load_row(pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + uint64_t(in_block) * K_ROW_BYTES,
+                     kw, KW);
+            load_row(pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + uint64_t(in_block) * V_ROW_BYTES,
+                     vw, VW);
+        }
+        float x[QT];
+        if (j < end) {
+            [[unroll]] for (uint i = 0u; i < VW; i++)
+                vs[(slot + lane) * VRW + i] = vw[i];
+            // the row's scales, converted once here rather than by every lane
+            const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
+            [[unroll]] for (uint g = 0u, first = 0u; g < VSC; g++) {
+                const uint size = group_size(groups, g);
+                if (V_ENC == TKV_VK_ENC_TURBO && size != 0u)
+                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * (2u * g + first * V_BITS / 8u), 16u));
+                else if (V_ENC == TKV_VK_ENC_Q8_0)
+                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * g * (Q8_BLOCK + 2u), 16u));
+                first += size;
+            }
+            float s[QT];
+            score_row(kw, s);
+            [[unroll]] for (uint t = 0u; t < QT; t++) {
+                float y = pc.scale * s[t];
+                if (pc.softcap > 0.0)
+                    y = pc.softcap * tanh_stable(y / pc.softcap);
+                x[t] = j >= lo[t] && j < hi[t] ? y : NEG_INF;
+            }
+        } else {
+            // no row: zero bytes and scales, which weigh 0 in the value loop
+            [[unroll]] for (uint i = 0u; i < VW; i++)
+                vs[(slot + lane) * VRW + i] = 0u;
+            [[unroll]] for (uint g = 0u; g < VSC; g++)
+                vsc[(slot + lane) * VSC + g] = 0.0;
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                x[t] = NEG_INF;
+        }
+        // softmax: the running max through the end of the batch, which the
+        // sparse-V decision takes too
+        bool needed = false;
+        float corr[QT], w[QT4 * 4u];
+        [[unroll]] for (uint t = 0u; t < QT; t++) {
+            const float m_new = max(m_run[t], subgroupMax(x[t]));
+            corr[t] = m_new == NEG_INF ? 1.0 : exp(m_run[t] - m_new);
+            float p = 0.0, kept = 0.0;
+            if (x[t] != NEG_INF) {
+                p = exp(x[t] - m_new);
+                if (exp(x[t] - m_new) < pc.threshold) {
+                    skipped[t]++;
+                } else {
+                    kept = p;
+                    needed = true;
+                }
+            }
+            w[t] = kept;
+            l_own[t] = l_own[t] * corr[t] + p;
+            m_run[t] = m_new;
+        }
+        [[unroll]] for (uint t = QT; t < QT4 * 4u; t++)
+            w[t] = 0.0;
+        [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
+            ws[(slot + lane) * QT4 + t4] = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]);
+        keep[slot + lane] = needed ? 1u : 0u;
+        subgroupMemoryBarrierShared();
+        subgroupBarrier();
+
+        // values: the rows some query row keeps, in order
+        [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
+            acc[a] *= corr[a / DPL];
+        // four rows at a time, their loads and products independent; a
+        // row no query row keeps (or past the end) weighs 0, and four of
+        // them are skipped together
+        const uint nb = min(SG, end - base);
+        for (uint r0 = 0u; r0 < nb; r0 += 4u) {
+          if ((keep[slot + r0] | keep[slot + r0 + 1u] | keep[slot + r0 + 2u] | keep[slot + r0 + 3u]) == 0u)
+              continue;
+          [[unroll]] for (uint ri = 0u; ri < 4u; ri++) {
+            const uint r = r0 + ri;
+            const uint row = (slot + r) * VRW;
+            const float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : vsc[(slot + r) * VSC + v_scale];
+            float wt[QT4 * 4u];
+            [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+                vec4 q = ws[(slot + r) * QT4 + t4] * scale;
+                wt[4u * t4] = q.x, wt[4u * t4 + 1u] = q.y, wt[4u * t4 + 2u] = q.z, wt[4u * t4 + 3u] = q.w;
+            }
+            float val[DPL];
+            if (V_ENC == TKV_VK_ENC_TURBO) {
+                // PER values (at most 32 bits) from two words at a time
+                const uint PER = 32u / V_BITS;
+                [[unroll]] for (uint e = 0u; e < DPL; e += PER) {
+                    const uint bit = v_bit + e * V_BITS, wd = row + (bit >> 5u), sh = bit & 31u;
+                    const uint bits = (vs[wd] >> sh) | ((vs[wd + 1u] << 1u) << (31u - sh));
+                    [[unroll]] for (uint i = 0u; i < PER && e + i < DPL; i++)
+                        val[e + i] = cent_v[v_gi * 16u + ((bits >> (i * V_BITS)) & ((1u << V_BITS) - 1u))];
+                }
+            } else if (V_ENC == TKV_VK_ENC_Q8_0) {
+                [[unroll]] for (uint e = 0u; e < DPL; e += 4u) {
+                    const uint bit = v_bit + 8u * e, wd = row + (bit >> 5u), sh = bit & 31u;
+                    const uint bits = (vs[wd] >> sh) | ((vs[wd + 1u] << 1u) << (31u - sh));
+                    [[unroll]] for (uint i = 0u; i < 4u && e + i < DPL; i++)
+                        val[e + i] = float(bitfieldExtract(int(bits), int(8u * i), 8));
+                }
+            } else {
+                [[unroll]] for (uint e = 0u; e < DPL; e += 2u) {
+                    vec2 v = unpackHalf2x16(vs[row + ((v_bit >> 5u) + (e >> 1u))]);
+                    val[e] = v.x;
+                    if (e + 1u < DPL)
+                        val[e + 1u] = v.y;
+                }
+            }
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                [[unroll]] for (uint e = 0u; e < DPL; e++)
+                    acc[t * DPL + e] += wt[t] * val[e];
+          }
+        }
+        subgroupBarrier(); // ws, vs and keep are rewritten by the next batch
+    }
+
+    // The workgroup's partial: the subgroups' maxima, sums and skip counts
+    // through shared memory, their accumulators added into xs one subgroup
+    // after another, each scaled to the common max.
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
+        const float l_sum = subgroupAdd(l_own[t]);
+        const uint n_skipped = subgroupAdd(skipped[t]);
+        if (lane == 0u) {
+            red_m[sgid * QT + t] = m_run[t];
+            red_l[sgid * QT + t] = l_sum;
+            red_skip[sgid * QT + t] = n_skipped;
+        }
+    }
+    barrier();
+    float m_all[QT], l_all[QT], f[QT];
+    uint skip_all[QT];
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
+        m_all[t] = NEG_INF;
+        l_all[t] = 0.0;
+        skip_all[t] = 0u;
+        for (uint g = 0u; g < NSG; g++)
+            m_all[t] = max(m_all[t], red_m[g * QT + t]);
+        for (uint g = 0u; g < NSG; g++) {
+            const float mg = red_m[g * QT + t];
+            l_all[t] += mg == NEG_INF ? 0.0 : exp(mg - m_all[t]) * red_l[g * QT + t];
+            skip_all[t] += red_skip[g * QT + t];
+        }
+        f[t] = m_run[t] == NEG_INF ? 0.0 : exp(m_run[t] - m_all[t]);
+    }
+    for (uint g = 0u; g < NSG; g++) {
+        if (g == sgid)
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                [[unroll]] for (uint e = 0u; e < DPL; e++) {
+                    const uint at = t * HEAD_DIM + d0 + e;
+                    xs[at] = (g == 0u ? 0.0 : xs[at]) + f[t] * acc[t * DPL + e];
+                }
+        barrier();
+    }
+    // partial p of query row qr, kv head h, chunk cg at ((qr * n_kv + h) * max_chunks + cg)
+    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
+        const uint t = e / HEAD_DIM;
+        if (qr0 + t < n_q_rows) {
+            uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
+            Floats(pc.work + 4ul * (p * HEAD_DIM)).f[e % HEAD_DIM] = xs[e];
+        }
+    }
+    if (lid < QT && qr0 + lid < n_q_rows) {
+        [[unroll]] for (uint t = 0u; t < QT; t++)
+            if (t == lid) {
+                uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
+                Floats ml = Floats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
+                ml.f[0] = m_all[t];
+                ml.f[1] = l_all[t];
+                ml.f[2] = uintBitsToFloat(skip_all[t]);
+            }
+    }
+}
