@@ -350,7 +350,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
         [TKV_VK_SPEC_Q_ROT] = fused ? kl.rotation : TKV_VK_ROT_NONE,
         [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
-        [TKV_VK_SPEC_QUAD_LOADS] = dec_qt && !dev->knobs.word_loads,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;

@@ -217,7 +217,6 @@ struct vk_knobs {
     int staged_io;        /* TURBO_VK_STAGED_IO: attention inputs and outputs through copies */
     int separate_prepare; /* TURBO_VK_PREPARE: turbo queries rotated by their own dispatch */
     int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
-    int word_loads;       /* TURBO_VK_DECODE=words: decode.comp reads rows in 4-byte loads */
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */

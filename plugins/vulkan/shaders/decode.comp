@@ -57,13 +57,11 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
 layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
 layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
 layout(constant_id = TKV_VK_SPEC_SUBGROUP) const uint SG = 32u;
-layout(constant_id = TKV_VK_SPEC_QUAD_LOADS) const uint QUAD_LOADS = 1u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
 struct Unit { TKV_VK_UNIT_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
-layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Quads { uvec4 q[]; };
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NSG = WG / SG;              // subgroups per workgroup, a chunk each
@@ -172,31 +170,14 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
     }
 }
 
-// The words of the row at addr from its bit 0 into w (n words). With
-// QUAD_LOADS, 16-byte loads from the aligned address below it (a lane's
-// load then touches one 32-byte sector, not one per word), the row's first
-// word picked by selects (a register array takes no variable index); else
-// one 32-bit load per word. Either may read up to 16 bytes past the row:
-// the pool's slack.
+// The words of the row at addr from its bit 0 into w (n words).
 void load_row(uint64_t addr, out uint w[TKV_VK_DECODE_ROW_WORDS], uint n)
 {
+    Words p = Words(addr & ~uint64_t(3));
     const uint sh = uint(addr & 3ul) * 8u;
     uint raw[TKV_VK_DECODE_ROW_WORDS + 1];
-    if (QUAD_LOADS != 0u) {
-        Quads p = Quads(addr & ~uint64_t(15));
-        const uint o = uint(addr >> 2u) & 3u, nq = (n + 1u + 3u + 3u) / 4u;
-        uint q[TKV_VK_DECODE_ROW_WORDS + 8];
-        [[unroll]] for (uint i = 0u; i < nq; i++) {
-            uvec4 v = p.q[i];
-            q[4u * i] = v.x, q[4u * i + 1u] = v.y, q[4u * i + 2u] = v.z, q[4u * i + 3u] = v.w;
-        }
-        [[unroll]] for (uint i = 0u; i <= n; i++)
-            raw[i] = o == 0u ? q[i] : o == 1u ? q[i + 1u] : o == 2u ? q[i + 2u] : q[i + 3u];
-    } else {
-        Words p = Words(addr & ~uint64_t(3));
-        [[unroll]] for (uint i = 0u; i <= n; i++)
-            raw[i] = p.w[i];
-    }
+    [[unroll]] for (uint i = 0u; i <= n; i++) // (the word past a pool's last row is its slack)
+        raw[i] = p.w[i];
     [[unroll]] for (uint i = 0u; i < n; i++)
         w[i] = FUNNEL(raw, i, sh);
 }

@@ -81,10 +81,7 @@
 /* decode.comp: the device's subgroup size (fixed: min = max), lanes of a
  * subgroup that walks a chunk; the attention shader ignores it. */
 #define TKV_VK_SPEC_SUBGROUP 19u
-/* decode.comp: rows read with 16-byte loads (1) or 4-byte ones (0,
- * TURBO_VK_DECODE=words) */
-#define TKV_VK_SPEC_QUAD_LOADS 20u
-#define TKV_VK_SPEC_COUNT 21u
+#define TKV_VK_SPEC_COUNT 20u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
