@@ -120,6 +120,8 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
             }
     }
     uint32_t qt = 32 / dpl > 8 ? 8 : 32 / dpl > 1 ? 32 / dpl : 1;
+    if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
+        qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
     while (qt && decode_shared_bytes(hd, qt, vl->row_bytes, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;
