@@ -281,11 +281,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const int fused = kl.bits && !kl.qjl && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.separate_prepare;
     const int prepare_dispatch = kl.bits && !fused;
     const uint64_t q_bytes = n_out * hd * sizeof(float);
-    /* decode.comp merges in its last workgroup: its call record before the units */
-    const int merge_in = dec_qt && !dev->knobs.merge_dispatch && max_chunks <= TKV_VK_DECODE_MERGE_CHUNKS;
-    const uint64_t units_at = align_up(q_bytes) + (merge_in ? TKV_VK_ALIGN : 0);
-    const uint64_t row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
-    const uint64_t after_q = units_at - (merge_in ? TKV_VK_ALIGN : 0); /* the inputs past the queries */
+    const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
     const uint64_t blocks_at = align_up(row_units_at + n_q_rows * sizeof(uint32_t));
     const uint64_t up_bytes = blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
     const uint64_t prep_at = align_up(up_bytes), prep_bytes = prepare_dispatch ? q_bytes * qs : 0;
@@ -301,12 +297,9 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
                                "%s: %llu query rows x %u kv heads over up to %u rows is too much work for one call",
                                op, (unsigned long long)n_q_rows, a->n_kv_heads, a->max_n_ctx);
     const int staged = dev->knobs.staged_io || queued;
-    /* merge_in: a counter per (unit, kv head) after the partials (and the staged outputs) */
-    const uint64_t counters_at = align_up(partial_bytes + (staged ? down_bytes : 0));
-    const uint64_t counter_bytes = merge_in ? n_units * a->n_kv_heads * sizeof(uint32_t) : 0;
     const uint64_t inputs_size = dev->inputs ? dev->inputs->size : 0;
     if ((rc = vk_scratch_in(dev, &dev->inputs, in_bytes, staged ? 0 : 2, op)) != TKV_OK ||
-        (rc = vk_scratch(dev, &dev->work, counters_at + counter_bytes, 0, op)) != TKV_OK ||
+        (rc = vk_scratch(dev, &dev->work, partial_bytes + (staged ? down_bytes : 0), 0, op)) != TKV_OK ||
         (!staged && (rc = vk_scratch(dev, &dev->outputs, down_bytes, 1, op)) != TKV_OK))
         return rc;
     /* the host writes the inputs in place when they are mapped device memory */
@@ -359,8 +352,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
         [TKV_VK_SPEC_Q_ROT] = fused ? kl.rotation : TKV_VK_ROT_NONE,
         [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
-        [TKV_VK_SPEC_V_ROT] = merge_in ? vl.rotation : 0,
-        [TKV_VK_SPEC_MERGE] = (uint32_t)merge_in,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
@@ -415,10 +406,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         .window = window,
     };
     memcpy(merge.groups, vl.groups, sizeof merge.groups);
-    if (merge_in)
-        *(struct vk_decode_call *)(in_host + units_at - TKV_VK_ALIGN) = (struct vk_decode_call){
-            .out_rows = merge.out_rows, .counts = merge.counts, .lse = merge.lse, .counters = work + counters_at,
-        };
     struct vk_rows_push prepare = {
         .src = inputs,
         .dst = inputs + prep_at,
@@ -458,8 +445,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         STAMP(2);
         if (upload && rep == 0) { /* the staging buffer holds outputs after a repetition */
             if (queued) /* the bytes captured into the commands; q from its buffer below */
-                vk_update(dev, dev->inputs, io.q ? after_q : 0, in_host + (io.q ? after_q : 0),
-                          up_bytes - (io.q ? after_q : 0));
+                vk_update(dev, dev->inputs, io.q ? units_at : 0, in_host + (io.q ? units_at : 0),
+                          up_bytes - (io.q ? units_at : 0));
             else
                 vk_copy(dev, dev->staging, 0, dev->inputs, 0, up_bytes);
             vk_barrier(dev);
@@ -472,10 +459,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
                 return rc;
             vk_barrier(dev);
         }
-        if (merge_in) { /* the counters start at zero */
-            vkCmdFillBuffer(dev->cmd, dev->work->buffer, counters_at, round_up(counter_bytes, 4), 0);
-            vk_barrier(dev);
-        }
         STAMP(4);
         if (!(kn->skip & VK_SKIP_ATTENTION)) {
             if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push,
@@ -484,7 +467,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             vk_barrier(dev);
         }
         STAMP(5);
-        if (!merge_in && !(kn->skip & VK_SKIP_MERGE)) {
+        if (!(kn->skip & VK_SKIP_MERGE)) {
             if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
                 return rc;
             vk_barrier(dev);

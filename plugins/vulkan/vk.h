@@ -166,7 +166,6 @@ struct vk_attention_push { TKV_VK_ATTENTION_PUSH };
 struct vk_merge_push { TKV_VK_MERGE_PUSH };
 struct vk_convert_push { TKV_VK_CONVERT_PUSH };
 struct vk_unit { TKV_VK_UNIT_MEMBERS };
-struct vk_decode_call { TKV_VK_DECODE_CALL_MEMBERS };
 
 /* Vulkan guarantees 128 bytes of push constants. */
 #define VK_PUSH_BYTES 128u
@@ -220,7 +219,6 @@ struct vk_knobs {
     int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     uint32_t decode_qt;   /* TURBO_VK_DECODE_QT: most query rows of a decode.comp unit (1..16) */
-    int merge_dispatch;   /* TURBO_VK_DECODE=merge: decode.comp's chunks merged by merge.comp */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;

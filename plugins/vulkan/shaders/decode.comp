@@ -57,17 +57,11 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
 layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
 layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
 layout(constant_id = TKV_VK_SPEC_SUBGROUP) const uint SG = 32u;
-layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_NONE;
-layout(constant_id = TKV_VK_SPEC_MERGE) const uint MERGE = 0u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
 struct Unit { TKV_VK_UNIT_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
-layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer DecodeCall { TKV_VK_DECODE_CALL_MEMBERS };
-// what other workgroups wrote, read past this SM's cache
-layout(buffer_reference, std430, buffer_reference_align = 4) coherent readonly buffer Shared { float f[]; };
-layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer Counters { uint u[]; };
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NSG = WG / SG;              // subgroups per workgroup, a chunk each
@@ -92,9 +86,6 @@ shared uint keep[WG];                  // per subgroup lane: some query row keep
 shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
 shared float red_m[NSG * QT], red_l[NSG * QT];
 shared uint red_skip[NSG * QT];
-shared float wts[MERGE != 0u ? QT * TKV_VK_DECODE_MERGE_CHUNKS : 1u]; // the merge's chunk weights
-shared float m_fin[QT], l_fin[QT];
-shared uint skip_fin[QT], is_last;
 
 #include "rotate.glsl"
 
@@ -189,103 +180,6 @@ void load_row(uint64_t addr, out uint w[TKV_VK_DECODE_ROW_WORDS], uint n)
         raw[i] = p.w[i];
     [[unroll]] for (uint i = 0u; i < n; i++)
         w[i] = FUNNEL(raw, i, sh);
-}
-
-// The merge of merge.comp, by the last workgroup of a (unit, kv head) to
-// finish (a counter per pair, zero before the dispatch): per query row t
-// of the unit, M = max_c m_c, L = sum_c e^(m_c - M) l_c, out = R^T (sum_c
-// e^(m_c - M) acc_c / L), the skip counts and lse = M + log L. A chunk a
-// query row does not reach holds m = -inf and weighs 0.
-void merge_chunks(Unit unit, uint unit_index, uint h, uint n_q_rows)
-{
-    const uint lid = gl_LocalInvocationIndex, n_ch = unit.n_chunks;
-    DecodeCall call = DecodeCall(pc.inputs + uint64_t(pc.units_at - 1u) * TKV_VK_ALIGN);
-    memoryBarrierBuffer(); // this workgroup's partials, before its count
-    barrier();
-    if (lid == 0u)
-        is_last = atomicAdd(Counters(call.counters).u[unit_index * pc.n_kv + h], 1u) == n_ch - 1u ? 1u : 0u;
-    barrier();
-    if (is_last == 0u)
-        return;
-    memoryBarrierBuffer();
-    const uint64_t first = uint64_t(unit.q_first * pc.ratio + unit.qr0) * pc.n_kv + h;
-    Shared ml = Shared(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN);
-    // the rows' maxima, then weights, sums and skip counts: a chunk per invocation
-    [[unroll]] for (uint t = 0u; t < QT; t++) {
-        const uint64_t p0 = (first + uint64_t(t) * pc.n_kv) * pc.max_chunks;
-        float mx = NEG_INF;
-        for (uint c = lid; c < n_ch; c += WG)
-            mx = max(mx, ml.f[uint((p0 + c) * TKV_VK_ML_FLOATS)]);
-        mx = subgroupMax(mx);
-        if (subgroupElect())
-            red_m[gl_SubgroupID * QT + t] = mx;
-    }
-    barrier();
-    [[unroll]] for (uint t = 0u; t < QT; t++) {
-        float big = NEG_INF;
-        for (uint g = 0u; g < NSG; g++)
-            big = max(big, red_m[g * QT + t]);
-        const uint64_t p0 = (first + uint64_t(t) * pc.n_kv) * pc.max_chunks;
-        float sum = 0.0;
-        uint skips = 0u;
-        for (uint c = lid; c < n_ch; c += WG) {
-            const uint at = uint((p0 + c) * TKV_VK_ML_FLOATS);
-            const float m_c = ml.f[at], w = m_c == NEG_INF ? 0.0 : exp(m_c - big);
-            wts[t * TKV_VK_DECODE_MERGE_CHUNKS + c] = w;
-            sum += w * ml.f[at + 1u];
-            skips += floatBitsToUint(ml.f[at + 2u]);
-        }
-        sum = subgroupAdd(sum);
-        skips = subgroupAdd(skips);
-        if (subgroupElect()) {
-            red_l[gl_SubgroupID * QT + t] = sum;
-            red_skip[gl_SubgroupID * QT + t] = skips;
-        }
-        if (lid == 0u)
-            m_fin[t] = big;
-    }
-    barrier();
-    if (lid < QT) {
-        float sum = 0.0;
-        uint skips = 0u;
-        for (uint g = 0u; g < NSG; g++) {
-            sum += red_l[g * QT + lid];
-            skips += red_skip[g * QT + lid];
-        }
-        l_fin[lid] = sum;
-        skip_fin[lid] = skips;
-    }
-    barrier();
-    // the weighted sums, eight chunks' loads in flight per invocation
-    Shared acc = Shared(pc.work);
-    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
-        const uint t = e / HEAD_DIM, d = e % HEAD_DIM;
-        const uint64_t p0 = (first + uint64_t(t) * pc.n_kv) * pc.max_chunks;
-        float a[8];
-        [[unroll]] for (uint k = 0u; k < 8u; k++)
-            a[k] = 0.0;
-        uint c = 0u;
-        for (; c + 8u <= n_ch; c += 8u)
-            [[unroll]] for (uint k = 0u; k < 8u; k++)
-                a[k] += wts[t * TKV_VK_DECODE_MERGE_CHUNKS + c + k] * acc.f[uint((p0 + c + k) * HEAD_DIM + d)];
-        for (; c < n_ch; c++)
-            a[0] += wts[t * TKV_VK_DECODE_MERGE_CHUNKS + c] * acc.f[uint((p0 + c) * HEAD_DIM + d)];
-        xs[e] = (((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]))) / l_fin[t];
-    }
-    barrier();
-    rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), V_ROT, true, pc.math);
-    const uint n_q_heads = pc.n_kv * pc.ratio;
-    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
-        const uint t = e / HEAD_DIM, qr = unit.qr0 + t;
-        if (qr < n_q_rows) {
-            const uint row = (unit.q_first + qr / pc.ratio) * n_q_heads + h * pc.ratio + qr % pc.ratio;
-            Floats(call.out_rows + 4ul * (uint64_t(row) * HEAD_DIM + e % HEAD_DIM)).f[0] = xs[e];
-            if (e % HEAD_DIM == 0u) {
-                Uints(call.counts).u[row] = skip_fin[t];
-                Floats(call.lse).f[row] = m_fin[t] + log(l_fin[t]);
-            }
-        }
-    }
 }
 
 void main()
@@ -542,6 +436,4 @@ void main()
                 ml.f[2] = uintBitsToFloat(skip_all[t]);
             }
     }
-    if (MERGE != 0u)
-        merge_chunks(unit, unit_index, h, n_q_rows);
 }

@@ -81,12 +81,7 @@
 /* decode.comp: the device's subgroup size (fixed: min = max), lanes of a
  * subgroup that walks a chunk; the attention shader ignores it. */
 #define TKV_VK_SPEC_SUBGROUP 19u
-/* decode.comp: the values' rotation (applied back by the merge), and
- * whether the last workgroup of a (unit, kv head) merges its chunks itself
- * (1; then no merge dispatch) */
-#define TKV_VK_SPEC_V_ROT 20u
-#define TKV_VK_SPEC_MERGE 21u
-#define TKV_VK_SPEC_COUNT 22u
+#define TKV_VK_SPEC_COUNT 20u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
@@ -246,16 +241,6 @@
     uint32_t src_elem;                                                              \
     uint32_t dst_elem;                                                              \
     uint32_t reserved;
-
-/* decode.comp with TKV_VK_SPEC_MERGE: where the outputs go, in the
- * TKV_VK_ALIGN bytes of the inputs before the units; counters: one uint32
- * per (unit, kv head), zero before the dispatch. */
-#define TKV_VK_DECODE_MERGE_CHUNKS 256u /* most chunks a unit may have for it */
-#define TKV_VK_DECODE_CALL_MEMBERS                                                  \
-    uint64_t out_rows;                                                              \
-    uint64_t counts;                                                                \
-    uint64_t lse;                                                                   \
-    uint64_t counters;
 
 /* A partial's record in part_ml: running max, sum of weights, skipped rows
  * (as uint bits), unused. */
