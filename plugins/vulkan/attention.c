@@ -97,8 +97,8 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, uint32_t v_row_byt
  * head_dim a multiple of 32 and of it with a power-of-two number of
  * coordinates per lane (at most 16), turbo groups of multiples of 32
  * values, no QJL part and no f32 rows, and at most 32 accumulators per
- * lane (more spill registers: 4 query tokens of a GQA group of 4 in one
- * unit ran 4x slower on the H200 than in two). */
+ * lane (H200, 4 query tokens of a GQA group of 4 at 128K: 8 query rows a
+ * unit 644 us, 16 rows 911, 4 rows 758; TURBO_VK_DECODE_QT). */
 static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
 {
     const uint32_t sg = dev->subgroup, hd = kl->head_dim;
@@ -120,6 +120,8 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
             }
     }
     uint32_t qt = 32 / dpl > 8 ? 8 : 32 / dpl > 1 ? 32 / dpl : 1;
+    if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
+        qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
     while (qt && decode_shared_bytes(hd, qt, vl->row_bytes, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;
