@@ -402,6 +402,7 @@ struct vk_layout {
     uint32_t encoding;       /* TKV_VK_ENC_* */
     uint32_t bits;           /* turbo index bits, 0 for the other encodings */
     uint32_t qjl;
+    uint32_t split;          /* outlier-split type: fp16 outliers after the turbo row */
     uint32_t rotation;       /* TKV_VK_ROT_*: NONE for rows that are not turbo */
     uint32_t corrected;
     uint32_t row_bytes;

@@ -179,17 +179,19 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
  * then fp16 values), and zeroed in x for the turbo part. Value e is one of
  * them when fewer than n_o values come before it in the order (|x|
  * descending, index ascending), a total order on the sanitized (finite)
- * row; its place is the number of outliers below its index. Most values
- * stop counting after a few of the row's. flag: head_dim bytes of scratch. */
+ * row, |x| compared as its bits (the order of non-negative finite floats,
+ * exact whatever the device does with subnormals); its place is the number
+ * of outliers below its index. Most values stop counting after a few of
+ * the row's. flag: head_dim bytes of scratch. */
 void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __local uchar *flag)
 {
     const uint lid = get_local_id(0), n = get_local_size(0);
     const uint n_o = outlier_count(head_dim), ib = outlier_index_bytes(head_dim);
     for (uint e = lid; e < head_dim; e += n) {
-        const float a = fabs(x[e]);
+        const uint a = as_uint(x[e]) & 0x7fffffffu;
         uint before = 0u;
         for (uint j = 0; j < head_dim && before < n_o; j++) {
-            const float b = fabs(x[j]);
+            const uint b = as_uint(x[j]) & 0x7fffffffu;
             before += b > a || (b == a && j < e);
         }
         flag[e] = before < n_o;
