@@ -22,15 +22,15 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 } > "$O/device.txt" 2>&1
 # the two conformance runs side by side (16 cores), each with its limit
 (echo "== build/tests/test_backends opencl (specialized programs: the GPU default)"
- timeout 100 stdbuf -oL build/tests/test_backends opencl 2>&1; echo "rc $?") > "$O/conformance-opencl.txt" 2>&1 &
+ timeout 80 stdbuf -oL build/tests/test_backends opencl 2>&1; echo "rc $?") > "$O/conformance-opencl.txt" 2>&1 &
 (echo "== build/tests/test_backends vulkan"
- timeout 100 stdbuf -oL build/tests/test_backends vulkan 2>&1; echo "rc $?") > "$O/conformance-vulkan.txt" 2>&1 &
+ timeout 80 stdbuf -oL build/tests/test_backends vulkan 2>&1; echo "rc $?") > "$O/conformance-vulkan.txt" 2>&1 &
 wait
 export TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20
 {
 echo "== TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20 build/tools/turbokv bench --backend opencl --types turbo3,turbo3o --ctx 4K,128K"
-timeout 120 build/tools/turbokv bench --backend opencl --types turbo3,turbo3o --ctx 4K,128K 2>&1; echo "rc $?"
+timeout 90 build/tools/turbokv bench --backend opencl --types turbo3,turbo3o --ctx 4K,128K 2>&1; echo "rc $?"
 echo "== main's plugin (old/): the same, --types turbo3"
-TURBO_PLUGIN_PATH=$OLD timeout 60 build/tools/turbokv bench --backend opencl --types turbo3 --ctx 4K,128K 2>&1; echo "rc $?"
+TURBO_PLUGIN_PATH=$OLD timeout 40 build/tools/turbokv bench --backend opencl --types turbo3 --ctx 4K,128K 2>&1; echo "rc $?"
 } > "$O/bench.txt" 2>&1
 exit 0
