@@ -48,6 +48,12 @@ void vk_layout_init(const struct tkv_row_format *fmt, struct vk_layout *l)
     l->corrected = fmt->scale_mode == TKV_SCALE_NORM_CORRECTED;
 }
 
+uint32_t vk_quantize_flags(const struct vk_layout *l)
+{
+    return (l->qjl ? TKV_VK_FLAG_QJL : 0u) | (l->corrected ? TKV_VK_FLAG_CORRECTED : 0u) |
+           (l->split ? TKV_VK_FLAG_OUTLIER : 0u);
+}
+
 int vk_record_rows(struct vk_device *dev, const struct vk_layout *l, struct vk_rows_push *push, uint32_t flags,
                    const char *op)
 {

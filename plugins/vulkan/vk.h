@@ -412,6 +412,8 @@ struct vk_layout {
 /* The layout of a row format. The core has checked fmt against the
  * device's capabilities (device_caps): every format it passes has kernels. */
 void vk_layout_init(const struct tkv_row_format *fmt, struct vk_layout *l);
+/* The quantize shader's flags of a layout (QJL, corrected scale, outlier-split). */
+uint32_t vk_quantize_flags(const struct vk_layout *l);
 /* TKV_OK unless the device was lost earlier (then every op fails at once). */
 int vk_usable(const struct vk_device *dev, const char *op);
 
