@@ -30,12 +30,17 @@ enum tkv_cap_feature {
     /* calls on device tensors are queued on the host's queue (OpenCL) or
      * recorded into its command buffer (Vulkan) and return without waiting */
     TKV_CAP_ASYNC = 1u << 7,
-    /* The format additions of revision 1 (types from TKV_TYPE_FIRST_R1 on, the
-     * rotor rotation): their k_types / v_types / rotations bits count only
-     * on a device that sets this bit; the core clears them on one that does
-     * not (a plugin that derives its type mask from TKV_TYPE_COUNT claims no
-     * format it was not written for). */
+    /* The format additions of revision 1. A device declares them with two
+     * bits: TKV_CAP_ROTOR (this bit) for the rotor rotation, and
+     * TKV_CAP_OUTLIER_TYPES for the outlier-split types (TKV_TYPE_FIRST_R1
+     * on). The rotations / k_types / v_types bits of each count only on a
+     * device that sets its feature bit; the core clears them on one that
+     * does not (a plugin that derives its type mask from TKV_TYPE_COUNT
+     * claims no format it was not written for). Plugins before ABI 2.4
+     * knew one bit for both: for them the core reads TKV_CAP_FORMAT_R1 as
+     * TKV_CAP_ROTOR | TKV_CAP_OUTLIER_TYPES. */
     TKV_CAP_FORMAT_R1 = 1u << 8,
+    TKV_CAP_ROTOR = TKV_CAP_FORMAT_R1,
     /* the plugin can open on the host's own device
      * (tkv_context_options.host_device, turbokv_device.h) */
     TKV_CAP_HOST_DEVICE = 1u << 9,
@@ -43,6 +48,9 @@ enum tkv_cap_feature {
      * a command buffer the host passes (tkv_context_set_command_buffer,
      * Vulkan) instead of being submitted */
     TKV_CAP_COMMAND_BUFFER = 1u << 10,
+    /* the outlier-split types turbo3o and turbo4o (ABI 2.4; see
+     * TKV_CAP_FORMAT_R1) */
+    TKV_CAP_OUTLIER_TYPES = 1u << 11,
 };
 
 struct tkv_device_caps {

@@ -61,7 +61,7 @@
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 2u
-#define TKV_ABI_MINOR 3u
+#define TKV_ABI_MINOR 4u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -427,6 +427,10 @@ struct tkv_plugin {
      * NULL: back to submitting on the host's queue without a wait. Never
      * fails for NULL. */
     int (*set_command_buffer)(void *dev, void *command_buffer);
+
+    /* --- ABI 2.4: no new member; TKV_CAP_FORMAT_R1 now means the rotor
+     * rotation alone (TKV_CAP_ROTOR) and TKV_CAP_OUTLIER_TYPES the
+     * outlier-split types (turbokv_caps.h) --- */
 };
 
 /* The one exported symbol. core_abi_major/minor: the core's version. */

@@ -155,22 +155,34 @@ static const struct abi_sizes {
     /* 2.3: the descriptor's set_command_buffer op; no argument struct grew */
     [3] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
+    /* 2.4: no new member; TKV_CAP_OUTLIER_TYPES apart from TKV_CAP_ROTOR */
+    [4] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+            sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
 
 /* What the core makes of a device's capabilities as the plugin filled
  * them: the members of the negotiated minor, format additions only where
- * the device declares them, no host-device features from a plugin without
- * the host_device op. TKV_EPLUGIN when the device cannot attend over
+ * the device declares them (the rotor rotation with TKV_CAP_ROTOR, the
+ * outlier-split types with TKV_CAP_OUTLIER_TYPES, both with
+ * TKV_CAP_FORMAT_R1 from a plugin before 2.4), no host-device features
+ * from a plugin without the host_device op. TKV_EPLUGIN when the device cannot attend over
  * blocks (no ABI 2 cache fits it). */
 static int caps_normalize(const struct tkv_module *mod, struct tkv_device_caps *caps)
 {
     caps->struct_size = abi_args_size[mod->minor].caps;
-    if (!(caps->features & TKV_CAP_FORMAT_R1)) {
+    /* before 2.4 one bit declared both additions of format revision 1 */
+    if (mod->minor < 4) {
+        caps->features &= ~(uint32_t)TKV_CAP_OUTLIER_TYPES;
+        if (caps->features & TKV_CAP_FORMAT_R1)
+            caps->features |= TKV_CAP_OUTLIER_TYPES;
+    }
+    if (!(caps->features & TKV_CAP_OUTLIER_TYPES)) {
         uint32_t older = (1u << TKV_TYPE_FIRST_R1) - 1u;
         caps->k_types &= older;
         caps->v_types &= older;
-        caps->rotations &= (1u << TKV_ROTATION_FIRST_R1) - 1u;
     }
+    if (!(caps->features & TKV_CAP_ROTOR))
+        caps->rotations &= (1u << TKV_ROTATION_FIRST_R1) - 1u;
     if (mod->minor < 2 || !mod->ops.host_device)
         caps->features &= ~(uint32_t)(TKV_CAP_HOST_DEVICE | TKV_CAP_DEVICE_TENSORS | TKV_CAP_ASYNC);
     /* recording into the host's command buffer: ABI 2.3's op, on a device

@@ -46,10 +46,11 @@
 #define AUTO_SPLIT_HEAD_DIM 64u  /* outlier-split types from here */
 #define AUTO_LARGE_HEAD_DIM 128u /* turbo4o keys above this */
 
-/* The outlier-split types need the device to have them (the cpu plugin on
- * every ISA level; the GPU plugins lack TKV_CAP_FORMAT_R1, so there auto
- * stays q8_0 / turbo3 at every head_dim). 0 holds auto at q8_0 / turbo3
- * everywhere, as before the cpu levels had their kernels. */
+/* The outlier-split types need the device to have them
+ * (TKV_CAP_OUTLIER_TYPES: the cpu plugin on every ISA level, opencl and
+ * vulkan; a device without them stays at q8_0 / turbo3 at every head_dim).
+ * 0 holds auto at q8_0 / turbo3 everywhere, as before the cpu levels had
+ * their kernels. */
 #define AUTO_SPLIT 1
 
 static void auto_types(uint32_t head_dim, const struct tkv_device_caps *caps, uint32_t *k, uint32_t *v)

@@ -236,20 +236,25 @@ int tkv_caps_check_cache(const struct tkv_device_caps *caps, uint32_t n_layers, 
     if (caps->max_block_tokens && block_tokens > caps->max_block_tokens)
         return tkv_error(TKV_EUNSUPPORTED, "device %s: block_tokens %u unsupported (at most %u)", device, block_tokens,
                          caps->max_block_tokens);
+    /* the additions of format revision 1 have their own feature bits
+     * (turbokv_caps.h): where one is missing, the message names it */
+    const char *no_split = caps->features & TKV_CAP_OUTLIER_TYPES ? "" : ": the device lacks TKV_CAP_OUTLIER_TYPES";
+    const char *no_rotor = caps->features & TKV_CAP_ROTOR ? "" : ": the device lacks TKV_CAP_ROTOR";
     int turbo = 0;
     for (uint32_t l = 0; l < n_layers; l++) {
         if (!(caps->k_types & (1u << k_types[l])))
-            return tkv_error(TKV_EUNSUPPORTED, "device %s: key type %s unsupported (layer %u)", device,
-                             tkv_type_name(k_types[l]), l);
+            return tkv_error(TKV_EUNSUPPORTED, "device %s: key type %s unsupported (layer %u)%s", device,
+                             tkv_type_name(k_types[l]), l, tkv_type_is_outlier(k_types[l]) ? no_split : "");
         if (!(caps->v_types & (1u << v_types[l])))
-            return tkv_error(TKV_EUNSUPPORTED, "device %s: value type %s unsupported (layer %u)", device,
-                             tkv_type_name(v_types[l]), l);
+            return tkv_error(TKV_EUNSUPPORTED, "device %s: value type %s unsupported (layer %u)%s", device,
+                             tkv_type_name(v_types[l]), l, tkv_type_is_outlier(v_types[l]) ? no_split : "");
         turbo |= tkv_type_bits(k_types[l]) || tkv_type_bits(v_types[l]);
     }
     static const char *const rot_names[] = { "?", "wht", "dense", "none", "rotor" };
     if (turbo && !(caps->rotations & (1u << rotation)))
-        return tkv_error(TKV_EUNSUPPORTED, "device %s: rotation %s unsupported", device,
-                         rotation < TKV_ROTATION_COUNT ? rot_names[rotation] : "?");
+        return tkv_error(TKV_EUNSUPPORTED, "device %s: rotation %s unsupported%s", device,
+                         rotation < TKV_ROTATION_COUNT ? rot_names[rotation] : "?",
+                         rotation == TKV_ROTATION_ROTOR ? no_rotor : "");
     if (turbo && !(caps->scale_modes & (1u << scale_mode)))
         return tkv_error(TKV_EUNSUPPORTED, "device %s: scale mode %s unsupported", device,
                          scale_mode == TKV_SCALE_NORM ? "norm" : "norm-corrected");

@@ -269,6 +269,81 @@ static void attention_agrees(void **state)
                   ATTN_TOLERANCE);
 }
 
+/* The outlier-split types attend under every rotation the device has and
+ * at head_dims of several groups and of two-byte outlier indices (576),
+ * paged in blocks of 7 (rows straddle the device's tiles), against cpu
+ * within the tolerance: the outliers score against q itself and accumulate
+ * unrotated on every rotation path (the identity included, where a GPU
+ * might take raw queries for prepared ones). */
+static void split_attention_rotations(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t kt, vt;
+    } pairs[] = { { TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO4_OUT }, { TKV_TYPE_TURBO4_OUT, TKV_TYPE_TURBO3_OUT } };
+    static const uint32_t dims[] = { 80, 576 };
+    static const uint32_t rotations[] = { TKV_ROTATION_WHT, TKV_ROTATION_DENSE, TKV_ROTATION_NONE, TKV_ROTATION_ROTOR };
+    enum { KV = 2, GQA = 4, NQ = 2, CTX = 300 };
+    struct tkv_device_caps caps = { .struct_size = sizeof caps };
+    assert_int_equal(tkv_context_caps(ctx_b, &caps), TKV_OK);
+    double worst = 0;
+    int ran = 0;
+    const uint32_t saved = rng_state; /* the tests after this one draw what they drew before it */
+    for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++)
+        for (size_t d = 0; d < sizeof dims / sizeof *dims && backend_holds(pairs[p].kt, pairs[p].vt); d++)
+            for (size_t r = 0; r < sizeof rotations / sizeof *rotations; r++) {
+                if (!(caps.rotations & (1u << rotations[r])))
+                    continue;
+                const uint32_t dim = dims[d], row = KV * dim, qh = KV * GQA;
+                struct tkv_cache_params cp = {
+                    .struct_size = sizeof cp, .n_layers = 1, .n_kv_heads = KV, .head_dim = dim, .capacity = CTX,
+                    .n_seqs = 1, .k_type = pairs[p].kt, .v_type = pairs[p].vt, .rotation = rotations[r],
+                    .block_tokens = 7,
+                };
+                tkv_cache *a = NULL, *b = NULL;
+                assert_int_equal(tkv_cache_create(ctx_cpu, &cp, &a), TKV_OK);
+                if (tkv_cache_create(ctx_b, &cp, &b) != TKV_OK)
+                    fail_msg("cache on %s: %s", backend, tkv_last_error());
+                float *k = malloc(sizeof *k * CTX * row), *v = malloc(sizeof *v * CTX * row);
+                fill_rows(k, CTX, row, 3.0f);
+                fill_rows(v, CTX, row, 0.5f);
+                for (uint32_t i = 0; i < CTX * row; i++) {
+                    k[i] = isfinite(k[i]) ? k[i] : 1.0f;
+                    v[i] = isfinite(v[i]) ? v[i] : 1.0f;
+                }
+                assert_int_equal(tkv_cache_append(a, 0, 0, CTX, k, v), TKV_OK);
+                assert_int_equal(tkv_cache_append(b, 0, 0, CTX, k, v), TKV_OK);
+                assert_int_equal(compare_saved(a, b), 0);
+                size_t n = (size_t)NQ * qh * dim;
+                float *q = malloc(sizeof *q * n), *oa = malloc(sizeof *oa * n), *ob = malloc(sizeof *ob * n);
+                for (size_t i = 0; i < n; i++)
+                    q[i] = 2.0f * gauss();
+                uint32_t id = 0;
+                assert_int_equal(tkv_attention(a, 0, 1, &id, NQ, qh, q, oa, NULL), TKV_OK);
+                if (tkv_attention(b, 0, 1, &id, NQ, qh, q, ob, NULL) != TKV_OK)
+                    fail_msg("attention on %s: %s", backend, tkv_last_error());
+                for (size_t rr = 0; rr < n / dim; rr++) {
+                    double mag = 0, err = 0;
+                    for (uint32_t i = 0; i < dim; i++) {
+                        mag = fmax(mag, fabs(oa[rr * dim + i]));
+                        err = fmax(err, fabs(oa[rr * dim + i] - ob[rr * dim + i]));
+                    }
+                    double rel = err / (mag > 1e-6 ? mag : 1e-6);
+                    worst = fmax(worst, rel);
+                    if (rel > ATTN_TOLERANCE)
+                        fail_msg("%s attention K %s V %s head_dim %u rotation %u row %zu: relative error %.3g", backend,
+                                 tkv_type_name(pairs[p].kt), tkv_type_name(pairs[p].vt), dim, rotations[r], rr, rel);
+                }
+                ran++;
+                free(q), free(oa), free(ob), free(k), free(v);
+                tkv_cache_destroy(a);
+                tkv_cache_destroy(b);
+            }
+    rng_state = saved;
+    print_message("%s vs cpu: outlier-split attention, %d configurations, worst relative error %.3g\n", backend, ran,
+                  worst);
+}
+
 /* Paged (block_tokens 7, blocks scattered by interleaved appends, a fork
  * with copy-on-write, a truncation) on the backend against contiguous on
  * cpu built directly: the same bytes, and attention with mixed n_q, a
@@ -486,6 +561,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(same_bytes_every_format),
         cmocka_unit_test(attention_agrees),
+        cmocka_unit_test(split_attention_rotations),
         cmocka_unit_test(paged_and_options_agree),
         cmocka_unit_test(files_cross_backends),
         cmocka_unit_test(sparse_v_counts),

@@ -2071,7 +2071,8 @@ static void test_device_caps(void **state)
     assert_int_equal(env.p->device_caps(0, &caps), TKV_OK);
     assert_int_equal(caps.struct_size, sizeof caps);
     assert_int_equal(caps.features, TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW |
-                                        TKV_CAP_SOFTCAP | TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | TKV_CAP_FORMAT_R1);
+                                        TKV_CAP_SOFTCAP | TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | TKV_CAP_ROTOR |
+                                        TKV_CAP_OUTLIER_TYPES);
     uint32_t all = (1u << TKV_TYPE_COUNT) - 1u;
     assert_int_equal(caps.k_types, all);
     assert_int_equal(caps.v_types,

@@ -37,7 +37,7 @@
 
 #include "turbokv.h"
 
-#define L 4        /* layers */
+#define L 5        /* layers */
 #define KV 2       /* kv heads */
 #define D 128      /* head_dim */
 #define QH 8       /* query heads */
@@ -60,8 +60,8 @@ static char device_name[256];
 static tkv_context *ctx, *ctx_cpu;
 static tkv_cache *cache, *cache_cpu;
 
-static const uint32_t k_types[L] = { TKV_TYPE_Q8_0, TKV_TYPE_TURBO3, TKV_TYPE_TURBO4, TKV_TYPE_F16 };
-static const uint32_t v_types[L] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO4, TKV_TYPE_Q8_0, TKV_TYPE_TURBO3 };
+static const uint32_t k_types[L] = { TKV_TYPE_Q8_0, TKV_TYPE_TURBO3, TKV_TYPE_TURBO4, TKV_TYPE_F16, TKV_TYPE_TURBO3_OUT };
+static const uint32_t v_types[L] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO4, TKV_TYPE_Q8_0, TKV_TYPE_TURBO3, TKV_TYPE_TURBO4_OUT };
 
 static uint32_t rng_state = 4242;
 

@@ -683,6 +683,86 @@ static void capabilities_refuse_before_allocating(void **state)
     expect_error(tkv_context_open(&opts, &m), TKV_EUNSUPPORTED, "head_dim 512 unsupported");
 }
 
+/* --- the feature bits of format revision 1 (ABI 2.4), through the minimal plugin: TKV_CAP_ROTOR and
+ * TKV_CAP_OUTLIER_TYPES each admit their own additions; a plugin before 2.4 declares both with
+ * TKV_CAP_FORMAT_R1 and cannot set the new bit */
+static void format_r1_bits(void **state)
+{
+    (void)state;
+    if (strcmp(backend, "cpu") != 0)
+        skip(); /* the minimal plugin forwards to cpu: once is enough */
+    static const struct {
+        const char *minor, *features;
+        int split, rotor;
+    } cases[] = {
+        { "0", "0x100", 1, 1 }, /* 2.0, TKV_CAP_FORMAT_R1: both, as before 2.4 */
+        { "3", "0x100", 1, 1 }, /* 2.3, likewise */
+        { "0", "0x800", 0, 0 }, /* 2.0, TKV_CAP_OUTLIER_TYPES: a bit its minor does not know */
+        { "3", "0x800", 0, 0 }, /* 2.3, likewise */
+        { "4", "0x800", 1, 0 }, /* 2.4, TKV_CAP_OUTLIER_TYPES: the split types alone */
+        { "4", "0x100", 0, 1 }, /* 2.4, TKV_CAP_ROTOR: the rotation alone */
+        { "4", "0x900", 1, 1 },
+    };
+    const uint32_t split_bits = 1u << TKV_TYPE_TURBO3_OUT | 1u << TKV_TYPE_TURBO4_OUT;
+    assert_int_equal(TKV_CAP_ROTOR, 0x100); /* the numbers of the cases above */
+    assert_int_equal(TKV_CAP_OUTLIER_TYPES, 0x800);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        setenv("TKV_MINIMAL_ABI_MINOR", cases[i].minor, 1);
+        setenv("TKV_MINIMAL_FEATURES", cases[i].features, 1);
+        tkv_context *m = NULL;
+        assert_int_equal(open_ctx("minimal", &m), TKV_OK);
+        struct tkv_device_caps mc = { .struct_size = sizeof mc };
+        assert_int_equal(tkv_context_caps(m, &mc), TKV_OK);
+        print_message("minimal ABI 2.%s features %s: k_types %#x rotations %#x\n", cases[i].minor,
+                      cases[i].features, mc.k_types, mc.rotations);
+        assert_int_equal(!!(mc.features & TKV_CAP_OUTLIER_TYPES), cases[i].split);
+        assert_int_equal(!!(mc.features & TKV_CAP_ROTOR), cases[i].rotor);
+        assert_int_equal(mc.k_types & split_bits, cases[i].split ? split_bits : 0u);
+        assert_int_equal(mc.v_types & split_bits, cases[i].split ? split_bits : 0u);
+        assert_int_equal(!!(mc.rotations & (1u << TKV_ROTATION_ROTOR)), cases[i].rotor);
+        assert_true(mc.k_types & (1u << TKV_TYPE_TURBO4_QJL)); /* the older types stay */
+        struct tkv_cache_params p = {
+            .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = 1, .head_dim = 128, .capacity = 16,
+            .k_type = TKV_TYPE_TURBO3_OUT, .v_type = TKV_TYPE_TURBO3,
+        };
+        tkv_cache *c = NULL;
+        if (cases[i].split) {
+            assert_int_equal(tkv_cache_create(m, &p, &c), TKV_OK);
+            tkv_cache_destroy(c);
+        } else {
+            expect_error(tkv_cache_create(m, &p, &c), TKV_EUNSUPPORTED,
+                         "key type turbo3o unsupported (layer 0): the device lacks TKV_CAP_OUTLIER_TYPES");
+            p.k_type = TKV_TYPE_TURBO3;
+            p.v_type = TKV_TYPE_TURBO4_OUT;
+            expect_error(tkv_cache_create(m, &p, &c), TKV_EUNSUPPORTED,
+                         "value type turbo4o unsupported (layer 0): the device lacks TKV_CAP_OUTLIER_TYPES");
+        }
+        p.k_type = p.v_type = TKV_TYPE_TURBO3;
+        p.rotation = TKV_ROTATION_ROTOR;
+        c = NULL;
+        if (cases[i].rotor) {
+            assert_int_equal(tkv_cache_create(m, &p, &c), TKV_OK);
+            tkv_cache_destroy(c);
+        } else {
+            expect_error(tkv_cache_create(m, &p, &c), TKV_EUNSUPPORTED,
+                         "rotation rotor unsupported: the device lacks TKV_CAP_ROTOR");
+        }
+        /* auto at head_dim 128: the split types where the device has them, whatever the rotation */
+        p.rotation = 0;
+        p.k_type = p.v_type = TKV_TYPE_FROM_CONFIG;
+        c = NULL;
+        assert_int_equal(tkv_cache_create(m, &p, &c), TKV_OK);
+        uint32_t kt, vt;
+        assert_int_equal(tkv_cache_layer_types(c, 0, &kt, &vt), TKV_OK);
+        assert_int_equal(kt, cases[i].split ? TKV_TYPE_TURBO3_OUT : TKV_TYPE_Q8_0);
+        assert_int_equal(vt, cases[i].split ? TKV_TYPE_TURBO3_OUT : TKV_TYPE_TURBO3);
+        tkv_cache_destroy(c);
+        tkv_context_close(m);
+    }
+    unsetenv("TKV_MINIMAL_ABI_MINOR");
+    unsetenv("TKV_MINIMAL_FEATURES");
+}
+
 /* --- two threads on one context */
 
 struct busy {
@@ -792,6 +872,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(edited_header_refused),
         cmocka_unit_test(options_against_reference),
         cmocka_unit_test(capabilities_refuse_before_allocating),
+        cmocka_unit_test(format_r1_bits),
         cmocka_unit_test(two_threads_get_ebusy),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

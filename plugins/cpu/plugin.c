@@ -196,7 +196,7 @@ static int cpu_device_caps(uint32_t device_index, struct tkv_device_caps *caps)
                          device_index);
     /* members up to caps->struct_size: all of ABI 2.0's */
     caps->features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP |
-                     TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | TKV_CAP_FORMAT_R1;
+                     TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | TKV_CAP_ROTOR | TKV_CAP_OUTLIER_TYPES;
     caps->k_types = CPU_ALL_TYPES;
     caps->v_types = CPU_ALL_TYPES & ~CPU_QJL_TYPES;
     caps->rotations = ((1u << TKV_ROTATION_COUNT) - 1u) & ~1u; /* 0 is "as configured", never a rotation */

@@ -125,8 +125,12 @@ static int plan_shape(const struct ocl_device *d, const struct tkv_attention_arg
     /* two query rows at least: PoCL 3.1 runs a one-row variant wrongly
      * (head_dim <= 64 with work-groups of 128), and one row is the rare
      * case of no GQA and one query token */
+    /* outlier-split V keeps a second accumulator per query row (their
+     * outliers, unrotated): at most 8 rows, so that both stay in registers */
+    const int v_split = tkv_type_is_outlier(a->v.fmt.type);
+    const uint32_t qc_max = v_split ? OCL_QUERY_ROWS_MAX / 2u : OCL_QUERY_ROWS_MAX;
     uint32_t rows = a->max_n_q * p->ratio, qc = OCL_QUERY_ROWS_MIN, variant = 0;
-    while (qc < rows && qc < OCL_QUERY_ROWS_MAX) {
+    while (qc < rows && qc < qc_max) {
         qc <<= 1;
         variant++;
     }
@@ -162,7 +166,10 @@ static int plan_shape(const struct ocl_device *d, const struct tkv_attention_arg
         const size_t total = d->local_mem < LOCAL_BYTES_MAX ? (size_t)d->local_mem : LOCAL_BYTES_MAX;
         const size_t room = total > d->kernel_local[k] ? total - (size_t)d->kernel_local[k] : 0;
         const size_t red = zmax(zmax((size_t)qc * wg, wg * OCL_VALUE_COORDS), qc * cp);
-        const size_t vloc = (size_t)qc * p->head_dim + zmax(zmax((size_t)qc * p->head_dim, wg), 2u * qc * cp);
+        /* the chunk's sums, then the rotation's scratch (and outlier-split
+         * V's outlier sums after it) or the merge's */
+        const size_t vloc = (size_t)qc * p->head_dim +
+                            zmax(zmax((size_t)qc * p->head_dim * (v_split ? 2u : 1u), wg), 2u * qc * cp);
         const size_t fixed = ((size_t)qc * p->q_stride + red) * sizeof(float);
         for (uint32_t t = (uint32_t)wg; t >= 1u && fixed < room; t--) {
             struct tile_geom g = geom_for(a->k.block_tokens, t);
@@ -500,7 +507,10 @@ int ocl_attention(void *dev, const struct tkv_attention_args *a)
     struct attn_plan p = {
         .head_dim = a->k.fmt.head_dim,
         .ratio = a->n_q_heads / a->n_kv_heads,
-        .q_stride = tkv_type_is_qjl(a->k.fmt.type) ? 2u * a->k.fmt.head_dim : a->k.fmt.head_dim,
+        /* QJL keys: R q and S R q; outlier-split keys: R q and q */
+        .q_stride = tkv_type_is_qjl(a->k.fmt.type) || tkv_type_is_outlier(a->k.fmt.type)
+                        ? 2u * a->k.fmt.head_dim
+                        : a->k.fmt.head_dim,
         .k_padded = pool_padded(&a->k),
         .v_padded = pool_padded(&a->v),
     };

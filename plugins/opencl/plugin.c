@@ -159,10 +159,12 @@ static int ocl_open(const struct tkv_open_params *params, void **dev_out)
 /* ---- capabilities ------------------------------------------------------------ */
 
 /* Every stored type attends as a key; the QJL types are keys only (the
- * core's policy), so they are no value type. Turbo rows take every rotation
- * (rotate_local in kernels/common.cl: WHT, DENSE, and NONE as the identity)
- * and both scale modes. */
-#define ALL_TYPES ((1u << TKV_TYPE_FIRST_R1) - 1u) /* format revision 0 */
+ * core's policy), so they are no value type. Turbo rows take the rotations
+ * of format revision 0 (rotate_local in kernels/common.cl: WHT, DENSE, and
+ * NONE as the identity; not the rotor, TKV_CAP_ROTOR) and both scale modes.
+ * The outlier-split types of revision 1 are held (TKV_CAP_OUTLIER_TYPES):
+ * every type up to TKV_TYPE_TURBO4_OUT. */
+#define ALL_TYPES ((1u << (TKV_TYPE_TURBO4_OUT + 1)) - 1u)
 #define QJL_TYPES ((1u << TKV_TYPE_TURBO3_QJL) | (1u << TKV_TYPE_TURBO4_QJL))
 
 static int caps_of(cl_device_id device, uint32_t extra, struct tkv_device_caps *caps);
@@ -214,7 +216,7 @@ static int caps_of(cl_device_id device, uint32_t extra, struct tkv_device_caps *
         return ocl_fail(err, "device_caps", "clGetDeviceInfo(CL_DEVICE_MAX_MEM_ALLOC_SIZE)");
     struct tkv_device_caps all = {
         .features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP |
-                    TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | extra,
+                    TKV_CAP_LSE | TKV_CAP_BUFFER_COPY | TKV_CAP_OUTLIER_TYPES | extra,
         .k_types = ALL_TYPES,
         .v_types = ALL_TYPES & ~QJL_TYPES,
         .rotations = (1u << TKV_ROTATION_WHT) | (1u << TKV_ROTATION_DENSE) |

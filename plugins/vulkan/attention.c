@@ -110,7 +110,8 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
     const struct vk_layout *both[2] = { kl, vl };
     for (int i = 0; i < 2; i++) {
         const struct vk_layout *l = both[i];
-        if (l->encoding == TKV_VK_ENC_F32 || l->qjl || (l->row_bytes + 3) / 4 > TKV_VK_DECODE_ROW_WORDS)
+        /* (the outlier-split types' outliers are attention.comp's alone) */
+        if (l->encoding == TKV_VK_ENC_F32 || l->qjl || l->split || (l->row_bytes + 3) / 4 > TKV_VK_DECODE_ROW_WORDS)
             return 0;
         if (l->encoding == TKV_VK_ENC_TURBO)
             for (uint32_t g = 0; g < 16; g++) {
@@ -215,7 +216,9 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     vk_layout_init(&a->v.fmt, &vl);
 
     const uint32_t hd = kl.head_dim, wg = TKV_VK_WG, ratio = a->n_q_heads / a->n_kv_heads, window = a->window;
-    const uint32_t qs = kl.qjl ? 2u : 1u, va = vl.qjl ? 2u : 1u;
+    /* a second float per query element (S R q, or q for outlier-split
+     * keys) and per accumulated element (QJL signs, or the outliers) */
+    const uint32_t qs = kl.qjl || kl.split ? 2u : 1u, va = vl.qjl || vl.split ? 2u : 1u;
     const uint64_t n_out = (uint64_t)a->n_q_total * a->n_q_heads, n_q_rows = (uint64_t)a->n_q_total * ratio;
     /* decode.comp where it applies: nsg subgroups per workgroup (chunk) */
     const uint32_t dec_qt = decode_qt_max(dev, &kl, &vl), nsg = dec_qt ? TKV_VK_WG / dev->subgroup : 1;
@@ -277,8 +280,11 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * copies everywhere (a measurement knob). The turbo keys' query
      * rotation runs inside the attention shader when the tile fits the
      * rotation's shared memory and the keys have no QJL part (which needs
-     * S R q); else the rows shader prepares the queries. */
-    const int fused = kl.bits && !kl.qjl && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.separate_prepare;
+     * S R q); else the rows shader prepares the queries (also [q | q] for
+     * outlier-split keys without a rotation: the shader reads Q_ROT NONE
+     * as prepared queries). */
+    const int fused = kl.bits && !kl.qjl && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.separate_prepare &&
+                      !(kl.split && kl.rotation == TKV_VK_ROT_NONE);
     const int prepare_dispatch = kl.bits && !fused;
     const uint64_t q_bytes = n_out * hd * sizeof(float);
     const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
@@ -352,6 +358,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
         [TKV_VK_SPEC_Q_ROT] = fused ? kl.rotation : TKV_VK_ROT_NONE,
         [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
+        [TKV_VK_SPEC_K_SPLIT] = kl.split,
+        [TKV_VK_SPEC_V_SPLIT] = vl.split,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
@@ -402,7 +410,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         .max_chunks = (uint32_t)max_chunks,
         .head_dim = hd,
         .rotation = vl.rotation,
-        .flags = vl.qjl ? TKV_VK_FLAG_QJL : 0u,
+        .flags = (vl.qjl ? TKV_VK_FLAG_QJL : 0u) | (vl.split ? TKV_VK_FLAG_OUTLIER : 0u),
         .window = window,
     };
     memcpy(merge.groups, vl.groups, sizeof merge.groups);

@@ -9,6 +9,11 @@
 
 #include "vk.h"
 
+/* the shaders' outlier-split rule (shaders/interface.h) is the format's */
+_Static_assert(TKV_VK_OUTLIER_EVERY == TKV_OUTLIER_EVERY, "outliers per value");
+_Static_assert(TKV_VK_OUTLIER_BYTE_INDEX_MAX == 256u, "one-byte outlier indices up to head_dim 256 "
+                                                      "(tkv_outlier_index_bytes)");
+
 int vk_usable(const struct vk_device *dev, const char *op)
 {
     if (dev->lost)
@@ -22,6 +27,7 @@ void vk_layout_init(const struct tkv_row_format *fmt, struct vk_layout *l)
     l->head_dim = fmt->head_dim;
     l->bits = tkv_type_bits(fmt->type);
     l->qjl = (uint32_t)tkv_type_is_qjl(fmt->type);
+    l->split = (uint32_t)tkv_type_is_outlier(fmt->type);
     l->row_bytes = tkv_row_bytes(fmt->type, fmt->head_dim);
     l->rotation = TKV_VK_ROT_NONE;
     uint32_t sizes[TKV_MAX_GROUPS], n = tkv_group_split(fmt->head_dim, sizes);
@@ -33,12 +39,19 @@ void vk_layout_init(const struct tkv_row_format *fmt, struct vk_layout *l)
     case TKV_TYPE_Q8_0: l->encoding = TKV_VK_ENC_Q8_0; return;
     default: break;
     }
-    /* the turbo types, QJL ones included (device_caps lists no other) */
+    /* the turbo types, QJL and outlier-split ones included (device_caps
+     * lists no other) */
     l->encoding = TKV_VK_ENC_TURBO;
     l->rotation = fmt->rotation == TKV_ROTATION_WHT     ? TKV_VK_ROT_WHT
                   : fmt->rotation == TKV_ROTATION_DENSE ? TKV_VK_ROT_DENSE
                                                         : TKV_VK_ROT_NONE;
     l->corrected = fmt->scale_mode == TKV_SCALE_NORM_CORRECTED;
+}
+
+uint32_t vk_quantize_flags(const struct vk_layout *l)
+{
+    return (l->qjl ? TKV_VK_FLAG_QJL : 0u) | (l->corrected ? TKV_VK_FLAG_CORRECTED : 0u) |
+           (l->split ? TKV_VK_FLAG_OUTLIER : 0u);
 }
 
 int vk_record_rows(struct vk_device *dev, const struct vk_layout *l, struct vk_rows_push *push, uint32_t flags,
@@ -50,7 +63,7 @@ int vk_record_rows(struct vk_device *dev, const struct vk_layout *l, struct vk_r
     push->encoding = l->encoding;
     push->bits = l->bits;
     push->rotation = l->rotation;
-    push->flags = flags | (l->qjl ? TKV_VK_FLAG_QJL : 0u);
+    push->flags = flags | (l->qjl ? TKV_VK_FLAG_QJL : 0u) | (l->split ? TKV_VK_FLAG_OUTLIER : 0u);
     push->rows_per_wg = per_wg;
     push->q8_block = TKV_Q8_0_BLOCK;
     memcpy(push->groups, l->groups, sizeof push->groups);

@@ -336,13 +336,15 @@ static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_foun
 static void fill_caps(const struct vk_candidate *c, uint32_t extra, struct tkv_device_caps *caps)
 {
     uint32_t all = 0, values = 0;
-    for (uint32_t t = 0; t < TKV_TYPE_FIRST_R1; t++) { /* format revision 1 types: not here */
+    /* format revision 1: the outlier-split types (TKV_CAP_OUTLIER_TYPES),
+     * not the rotor rotation */
+    for (uint32_t t = 0; t <= TKV_TYPE_TURBO4_OUT; t++) {
         all |= 1u << t;
         if (!tkv_type_is_qjl(t))
             values |= 1u << t;
     }
     caps->features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP | TKV_CAP_LSE |
-                     TKV_CAP_BUFFER_COPY | extra;
+                     TKV_CAP_BUFFER_COPY | TKV_CAP_OUTLIER_TYPES | extra;
     caps->k_types = all;
     caps->v_types = values;
     caps->rotations = 1u << TKV_ROTATION_WHT | 1u << TKV_ROTATION_DENSE | 1u << TKV_ROTATION_NONE;

@@ -64,7 +64,7 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
         .encoding = l->encoding,
         .bits = l->bits,
         .rotation = l->rotation,
-        .flags = (l->qjl ? TKV_VK_FLAG_QJL : 0u) | (l->corrected ? TKV_VK_FLAG_CORRECTED : 0u),
+        .flags = vk_quantize_flags(l),
         .rows_per_wg = per_wg,
         .q8_block = TKV_Q8_0_BLOCK,
     };
@@ -137,7 +137,7 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
             .encoding = l.encoding,
             .bits = l.bits,
             .rotation = l.rotation,
-            .flags = (l.qjl ? TKV_VK_FLAG_QJL : 0u) | (l.corrected ? TKV_VK_FLAG_CORRECTED : 0u),
+            .flags = vk_quantize_flags(&l),
             .rows_per_wg = per_wg,
             .q8_block = TKV_Q8_0_BLOCK,
         };

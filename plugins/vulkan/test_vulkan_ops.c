@@ -183,9 +183,9 @@ static void test_device_caps(void **state)
     /* a device of its own: it can open on the host's device, but takes no
      * device tensors itself */
     const uint32_t features = TKV_CAP_PAGED | TKV_CAP_MIXED_NQ | TKV_CAP_WINDOW | TKV_CAP_SOFTCAP | TKV_CAP_LSE |
-                              TKV_CAP_BUFFER_COPY | TKV_CAP_HOST_DEVICE;
+                              TKV_CAP_BUFFER_COPY | TKV_CAP_HOST_DEVICE | TKV_CAP_OUTLIER_TYPES;
     assert_int_equal(caps.features, features);
-    assert_int_equal(caps.k_types, (1u << TKV_TYPE_FIRST_R1) - 1);
+    assert_int_equal(caps.k_types, (1u << (TKV_TYPE_TURBO4_OUT + 1)) - 1); /* the outlier-split types too */
     assert_int_equal(caps.v_types, caps.k_types & ~(1u << TKV_TYPE_TURBO3_QJL | 1u << TKV_TYPE_TURBO4_QJL));
     assert_int_equal(caps.rotations, 1u << TKV_ROTATION_WHT | 1u << TKV_ROTATION_DENSE | 1u << TKV_ROTATION_NONE);
     assert_int_equal(caps.scale_modes, 1u << TKV_SCALE_NORM | 1u << TKV_SCALE_NORM_CORRECTED);
@@ -278,7 +278,7 @@ static void test_paged_rows(void **state)
     (void)state;
     rng_state = 1;
     const uint32_t block_tokens[] = { 1, 5, 16, 64, 256 };
-    for (uint32_t type = 0; type < TKV_TYPE_FIRST_R1; type++)
+    for (uint32_t type = 0; type <= TKV_TYPE_TURBO4_OUT; type++)
         for (size_t b = 0; b < sizeof block_tokens / sizeof *block_tokens; b++)
             check_paged_rows(type, 128, TKV_ROTATION_WHT, TKV_SCALE_NORM_CORRECTED, block_tokens[b]);
     /* head_dims of several groups, the other rotations and scale mode */
@@ -286,6 +286,7 @@ static void test_paged_rows(void **state)
     check_paged_rows(TKV_TYPE_TURBO4_QJL, 200, TKV_ROTATION_WHT, TKV_SCALE_NORM, 3);
     check_paged_rows(TKV_TYPE_Q8_0, 40, TKV_ROTATION_NONE, TKV_SCALE_NORM, 2);
     check_paged_rows(TKV_TYPE_TURBO2, 1024, TKV_ROTATION_WHT, TKV_SCALE_NORM, 13);
+    check_paged_rows(TKV_TYPE_TURBO4_OUT, 576, TKV_ROTATION_DENSE, TKV_SCALE_NORM, 7); /* two-byte indices */
 }
 
 static void test_buffer_copy(void **state)

@@ -402,6 +402,7 @@ struct vk_layout {
     uint32_t encoding;       /* TKV_VK_ENC_* */
     uint32_t bits;           /* turbo index bits, 0 for the other encodings */
     uint32_t qjl;
+    uint32_t split;          /* outlier-split type: fp16 outliers after the turbo row */
     uint32_t rotation;       /* TKV_VK_ROT_*: NONE for rows that are not turbo */
     uint32_t corrected;
     uint32_t row_bytes;
@@ -411,6 +412,8 @@ struct vk_layout {
 /* The layout of a row format. The core has checked fmt against the
  * device's capabilities (device_caps): every format it passes has kernels. */
 void vk_layout_init(const struct tkv_row_format *fmt, struct vk_layout *l);
+/* The quantize shader's flags of a layout (QJL, corrected scale, outlier-split). */
+uint32_t vk_quantize_flags(const struct vk_layout *l);
 /* TKV_OK unless the device was lost earlier (then every op fails at once). */
 int vk_usable(const struct vk_device *dev, const char *op);
 

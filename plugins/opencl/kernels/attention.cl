@@ -471,11 +471,33 @@ inline void score_row(__local const uint *tile, uint row_bit, uint head_dim, uin
                     tot[u] = mad(gamma, part[u], tot[u]);
                 first += g;
             }
+        /* outlier-split: + sum_o q[i_o] x_o, against the unrotated queries
+         * (qloc rows head_dim + i); rd is at the indices, rv at the values */
+        if (type_is_outlier(type)) {
+            const uint n_o = outlier_count(head_dim), ib8 = 8u * outlier_index_bytes(head_dim);
+            bit_reader rv;
+            reader_start(&rv, tile, row_bit + 8u * turbo_row_bytes(head_dim, bits) + n_o * ib8);
+            for (uint o = 0; o < n_o; o++) {
+                const uint i = reader_take(&rd, tile, ib8);
+                const float x = fp16_to_float(reader_take(&rv, tile, 16u));
+                ACC_QUERIES(tot, x, head_dim + i);
+            }
+        }
     }
 }
 
 #if TKV_VCPT % 4 || TKV_VCPT > 8
 #error "attn_decode decodes 4 to 8 value coordinates per work-item, 4 at a time"
+#endif
+
+/* Outlier-split values: their outliers accumulate unrotated beside the
+ * rotated turbo part (acc_o), and each chunk rotates its sums back before
+ * adding them. Left out of the programs specialized for other V types. */
+#if !defined(TKV_SPEC_V_TYPE) || TKV_SPEC_V_TYPE == TKV_TYPE_TURBO3_OUT ||                      \
+    TKV_SPEC_V_TYPE == TKV_TYPE_TURBO4_OUT
+#define TKV_SPLIT_V 1
+#else
+#define TKV_SPLIT_V 0
 #endif
 
 /* How a work-item's V coordinates are stored. */
@@ -506,16 +528,16 @@ enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
         (__local float *)wt, red, needed, rowbit
 
 /* The output rows of a unit from vloc ([QC][head_dim], normalized): R^T
- * (turbo V), then out, the skip counts and the log-sum-exps, ln(sum_j
+ * (rotation: turbo V's, ~0u for none), then out, the skip counts and the log-sum-exps, ln(sum_j
  * e^x_j) = ln 2 (m + log2 l) with m the row's max in base 2. */
 inline void write_rows(__local float *vloc, __local float *tmp, pass_seq ps, uint n_q_heads,
                        uint ratio, uint kvh, uint u0, uint nu,
-                       uint head_dim, uint v_type, uint v_rotation, __global const float *tab,
+                       uint head_dim, uint rotation, __global const float *tab,
                        __global float *out, uint skip_at, uint lse_at, const float *m,
                        const float *l, const uint *skipped, const uint QC)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
-    rotate_rows_local(vloc, tmp, nu, head_dim, type_bits(v_type) ? v_rotation : ~0u, 1, tab);
+    rotate_rows_local(vloc, tmp, nu, head_dim, rotation, 1, tab);
     for (uint u = 0; u < nu; u++)
         for (uint e = lid; e < head_dim; e += wg)
             out[(ulong)row_p(ps, n_q_heads, ratio, kvh, u0 + u) * head_dim + e] =
@@ -570,6 +592,11 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
                 meta[q_at + row_p(ps, n_q_heads, ratio, kvh, u0 + min(u, nu - 1u)) * head_dim + e]);
         }
         barrier(CLK_LOCAL_MEM_FENCE);
+        if (type_is_outlier(k_type)) /* the outliers score against q itself */
+            for (uint k = lid; k < QC * head_dim; k += wg) {
+                uint u = k / head_dim, e = k - u * head_dim;
+                qloc[(head_dim + e) * QC + u] = qv[k];
+            }
         rotate_rows_local(qv, tmp, QC, head_dim, k_bits ? k_rotation : ~0u, 0, tab);
         for (uint k = lid; k < QC * head_dim; k += wg) {
             uint u = k / head_dim, e = k - u * head_dim;
@@ -647,6 +674,19 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         for (uint k = 0; k < TKV_VCPT; k++)
             acc[u][k] = 0.0f;
     }
+#if TKV_SPLIT_V
+    /* outlier-split V: the outliers of the work-item's coordinates,
+     * unrotated; v_out_bit: where a row's outlier indices begin */
+    const int v_split = type_is_outlier(v_type);
+    const uint v_n_o = outlier_count(head_dim), v_ib8 = 8u * outlier_index_bytes(head_dim);
+    const uint v_out_bit = 8u * turbo_row_bytes(head_dim, v_bits);
+    float acc_o[TKV_QC_MAX][TKV_VCPT];
+    for (uint u = 0; u < QC; u++)
+        for (uint k = 0; k < TKV_VCPT; k++)
+            acc_o[u][k] = 0.0f;
+#else
+    const int v_split = 0;
+#endif
     __global const uint *blocks = meta + blocks_at + ps.block_first;
     uint n_read = 0u;
 
@@ -696,6 +736,10 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
             l[u] *= corr;
             for (uint k = 0; k < TKV_VCPT; k++)
                 acc[u][k] *= corr;
+#if TKV_SPLIT_V
+            for (uint k = 0; k < TKV_VCPT; k++)
+                acc_o[u][k] *= corr;
+#endif
             float w = 0.0f;
             if (u < nu && sv[u] != -INFINITY) {
                 w = exp2(sv[u] - m_new);
@@ -728,6 +772,31 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
             const uint at = rowbit[r] + value_bit, sat = rowbit[r] + scale_bit;
             float val[TKV_VCPT], w[TKV_QC_MAX], sc = 1.0f;
             load_qc(w, (__local float *)wt, r, QC);
+#if TKV_SPLIT_V
+            if (v_split) {
+                /* the row's outliers among this work-item's coordinates
+                 * (indices are distinct: each coordinate gets one at most),
+                 * weighed before the turbo scale is folded in */
+                float vo[TKV_VCPT];
+                int hit = 0;
+                for (uint k = 0; k < TKV_VCPT; k++)
+                    vo[k] = 0.0f;
+                const uint ob = rowbit[r] + v_out_bit;
+                for (uint o = 0; o < v_n_o; o++) {
+                    const uint i = tile_bits(tile, ob + o * v_ib8, v_ib8) - c0;
+                    if (i < TKV_VCPT) {
+                        const float x = fp16_to_float(tile_bits(tile, ob + v_n_o * v_ib8 + 16u * o, 16u));
+                        for (uint k = 0; k < TKV_VCPT; k++)
+                            vo[k] = k == i ? x : vo[k];
+                        hit = 1;
+                    }
+                }
+                if (hit)
+                    for (uint u = 0; u < QC; u++)
+                        for (uint k = 0; k < TKV_VCPT; k++)
+                            acc_o[u][k] = mad(w[u], vo[k], acc_o[u][k]);
+            }
+#endif
             if (kind != VALUE_F32 && kind != VALUE_F16) {
                 /* the block's scale, folded into the weights */
                 sc = !(sat & 15u) ? vload_half(sat >> 4, (__local const half *)tile)
@@ -793,6 +862,33 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
             }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
+#if TKV_SPLIT_V
+    /* outlier-split V: the outliers' sums into vo (after the rotation's
+     * scratch), the turbo part rotated back, the two added; the chunk's
+     * sums are then unrotated, and so are the merge's. Every barrier is
+     * passed whatever the type (the generic program: PoCL). */
+    {
+        const uint n_split = v_split ? QC : 0u;
+        __local float *vo = tmp + QC * head_dim;
+        for (uint u = 0; u < n_split; u++) {
+            for (uint k = 0; k < TKV_VCPT; k++)
+                red[lid * TKV_VCPT + k] = acc_o[u][k];
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (lane == 0u && active)
+                for (uint k = 0; k < TKV_VCPT; k++) {
+                    float sum = red[lid * TKV_VCPT + k];
+                    for (uint r = 1u; r < lanes; r++)
+                        sum += red[(r * per_row + lid) * TKV_VCPT + k];
+                    vo[u * head_dim + c0 + k] = sum;
+                }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        rotate_rows_local(vloc, tmp, n_split, head_dim, v_split ? v_rotation : ~0u, 1, tab);
+        for (uint k = lid; k < n_split * head_dim; k += wg)
+            vloc[k] += vo[k];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+#endif
     __local uint *redu = (__local uint *)red; /* the skip counts after l */
     for (uint u = 0; u < QC; u++)
         red[u * wg + lid] = l[u];
@@ -940,7 +1036,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         counters[pair] = 0u; /* for the next call */
     barrier(CLK_LOCAL_MEM_FENCE);
     write_rows(vloc, tmp, ps, n_q_heads, ratio, kvh, u0, single || merging ? nu : 0u, head_dim,
-               v_type, v_rotation, tab, out, skip_at, lse_at, m, l, skipped, QC);
+               v_bits && !v_split ? v_rotation : ~0u, tab, out, skip_at, lse_at, m, l, skipped, QC);
 }
 
 #define DECODE_KERNEL(QC, QT)                                                                  \

@@ -44,7 +44,14 @@ inline int type_is_qjl(uint type)
     return type == TKV_TYPE_TURBO3_QJL || type == TKV_TYPE_TURBO4_QJL;
 }
 
-/* Codebook index bits of a turbo type (of the turbo stage for QJL), else 0. */
+/* The outlier-split types: a turbo row plus fp16 outliers (turbokv_format.h). */
+inline int type_is_outlier(uint type)
+{
+    return type == TKV_TYPE_TURBO3_OUT || type == TKV_TYPE_TURBO4_OUT;
+}
+
+/* Codebook index bits of a turbo type (of the turbo stage for QJL and the
+ * outlier-split types), else 0. */
 inline uint type_bits(uint type)
 {
     switch (type) {
@@ -53,9 +60,20 @@ inline uint type_bits(uint type)
     case TKV_TYPE_TURBO4: return 4u;
     case TKV_TYPE_TURBO3_QJL: return 2u;
     case TKV_TYPE_TURBO4_QJL: return 3u;
+    case TKV_TYPE_TURBO3_OUT: return 3u;
+    case TKV_TYPE_TURBO4_OUT: return 4u;
     default: return 0u;
     }
 }
+
+/* Outliers of a row of an outlier-split type (tkv_outlier_count), and the
+ * bytes of one stored index (tkv_outlier_index_bytes). */
+inline uint outlier_count(uint head_dim)
+{
+    return (head_dim + TKV_OUTLIER_EVERY - 1u) / TKV_OUTLIER_EVERY;
+}
+
+inline uint outlier_index_bytes(uint head_dim) { return head_dim <= 256u ? 1u : 2u; }
 
 /* ---- fp16: tkv_fp16_from_float / tkv_fp16_to_float, integer for integer */
 
@@ -218,7 +236,8 @@ inline uint tab_offset(__global const float *tab, uint size, uint field)
     return ((__global const uint *)tab)[group_table(size) * TKV_TAB_FIELDS + field];
 }
 
-/* Bytes of the turbo stage of a row: 2 per group plus the packed indices. */
+/* Bytes of the turbo stage of a row: 2 per group plus the packed indices
+ * (where the QJL residuals and the outliers begin). */
 inline uint turbo_row_bytes(uint head_dim, uint bits)
 {
     return 2u * group_count(head_dim) + head_dim * bits / 8u;

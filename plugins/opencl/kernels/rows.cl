@@ -173,6 +173,49 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
     }
 }
 
+/* The outliers of an outlier-split row (cpu_outlier_split): the
+ * outlier_count(head_dim) values of largest |x|, ties to the lower index
+ * (tkv_outlier_select), stored at out in ascending index order (indices,
+ * then fp16 values), and zeroed in x for the turbo part. Value e is one of
+ * them when fewer than n_o values come before it in the order (|x|
+ * descending, index ascending), a total order on the sanitized (finite)
+ * row, |x| compared as its bits (the order of non-negative finite floats,
+ * exact whatever the device does with subnormals); its place is the number
+ * of outliers below its index. Most values stop counting after a few of
+ * the row's. flag: head_dim bytes of scratch. */
+void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __local uchar *flag)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint n_o = outlier_count(head_dim), ib = outlier_index_bytes(head_dim);
+    for (uint e = lid; e < head_dim; e += n) {
+        const uint a = as_uint(x[e]) & 0x7fffffffu;
+        uint before = 0u;
+        for (uint j = 0; j < head_dim && before < n_o; j++) {
+            const uint b = as_uint(x[j]) & 0x7fffffffu;
+            before += b > a || (b == a && j < e);
+        }
+        flag[e] = before < n_o;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint e = lid; e < head_dim; e += n) {
+        if (!flag[e])
+            continue;
+        uint at = 0u;
+        for (uint j = 0; j < e; j++)
+            at += flag[j];
+        if (ib == 1u)
+            out[at] = (uchar)e;
+        else
+            store_u16(out + 2u * at, e);
+        store_u16(out + n_o * ib + 2u * at, fp16_saturated(x[e]));
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint e = lid; e < head_dim; e += n)
+        if (flag[e])
+            x[e] = 0.0f;
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
 /* q8_0 (llama.cpp's quantize_row_q8_0_ref): one work-item per block of 32. */
 void q8_0_encode_row(__local const float *x, __global uchar *out, uint head_dim)
 {
@@ -241,6 +284,8 @@ __kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads
     } else if (type == TKV_TYPE_Q8_0) {
         q8_0_encode_row(x, out, head_dim);
     } else {
+        if (type_is_outlier(type)) /* the outliers apart, the rest as the turbo row */
+            outlier_split_row(x, out + turbo_row_bytes(head_dim, type_bits(type)), head_dim, idx);
         turbo_encode_row(x, out, head_dim, type, rotation, scale_mode, tab, y, r, idx, norm, norm_q,
                          shat, &renorm);
     }
@@ -311,6 +356,17 @@ __kernel void dequantize_rows(__global const uchar *buf, __global const uint *bl
     barrier(CLK_LOCAL_MEM_FENCE);
     if (bits)
         rotate_local(v, tmp, head_dim, rotation, 1, tab);
+    if (type_is_outlier(type)) {
+        /* the outliers, unrotated, added after the rotation back
+         * (cpu_outlier_finish: R^T acc + plain, each times 1) */
+        const uint n_o = outlier_count(head_dim), ib = outlier_index_bytes(head_dim);
+        __global const uchar *o = p + turbo_row_bytes(head_dim, bits);
+        for (uint k = lid; k < n_o; k += n) {
+            uint i = ib == 1u ? o[k] : load_u16(o + 2u * k);
+            v[i] = v[i] * 1.0f + w * fp16_to_float(load_u16(o + n_o * ib + 2u * k));
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
     for (uint e = lid; e < head_dim; e += n)
         dst[(ulong)row * head_dim + e] = v[e];
 }

@@ -11,13 +11,15 @@
 //             BR, so a block of a multiple of BR rows gives one segment);
 //   scores    T = WG / BR invocations per row, each over a stretch of runs of
 //             8 elements, straight from the packed bytes against the prepared
-//             queries (<R q, y_hat> for turbo keys);
+//             queries (<R q, y_hat> for turbo keys; + q[i] x_i for the
+//             outliers of outlier-split keys);
 //   softmax   per query row: batch max and rescale (online softmax, Milakov
 //             & Gimelshein 2018, as in FlashAttention), sparse-V decisions;
 //   values    the batch's V bytes staged the same way; each invocation takes
 //             one run of 8 elements of a row and accumulates p * V (in the
-//             rotated domain for turbo values), skipping rows sparse V drops
-//             for every query row;
+//             rotated domain for turbo values; the outliers of outlier-split
+//             values unrotated, in a second accumulator), skipping rows
+//             sparse V drops for every query row;
 // and writes its running max, weight sum, accumulators and skip counts; the
 // merge shader combines the chunks and rotates back once per output row.
 //
@@ -52,6 +54,8 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
 layout(constant_id = TKV_VK_SPEC_BATCH_ROWS) const uint BR = 128u;
 layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
 layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
+layout(constant_id = TKV_VK_SPEC_K_SPLIT) const uint K_SPLIT = 0u;
+layout(constant_id = TKV_VK_SPEC_V_SPLIT) const uint V_SPLIT = 0u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -60,17 +64,23 @@ layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Uni
 layout(buffer_reference, std430, buffer_reference_align = 16) readonly buffer Quads { uvec4 q[]; };
 
 const uint WG = gl_WorkGroupSize.x;
-const uint QS = K_QJL != 0u ? 2u : 1u;  // query floats per element: R q, then S R q
-const uint VA = V_QJL != 0u ? 2u : 1u;  // accumulators per element: values, then QJL signs
+// query floats per element: R q, then S R q (QJL keys) or q (outlier-split keys)
+const uint QS = K_QJL != 0u || K_SPLIT != 0u ? 2u : 1u;
+// accumulators per element: values, then QJL signs or the outliers (unrotated)
+const uint VA = V_QJL != 0u || V_SPLIT != 0u ? 2u : 1u;
 const uint RUNS = HEAD_DIM / 8u;        // runs of 8 elements: 8 divides every group and q8_0 block
 const uint T = WG / BR;                 // invocations per row in the score phase
 const uint RL = WG / RUNS;              // rows the value phase covers at once
 const uint RED = WG * (QT > 8u ? QT : 8u);
 const uint STAGE_WORDS = TKV_VK_STAGE_BYTES / 4u;
 const uint QW = HEAD_DIM * QS / 4u;      // vec4s of one prepared query
-// floats between prepared queries: R q and S R q for turbo keys (the rows
-// shader wrote them), the raw query for the others
-const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO ? HEAD_DIM * QS : HEAD_DIM;
+// floats between prepared queries: R q and S R q (or q) for turbo keys (the
+// rows shader wrote them), the raw query for the others and where the
+// shader rotates the queries itself (Q_ROT)
+const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO && Q_ROT == TKV_VK_ROT_NONE ? HEAD_DIM * QS : HEAD_DIM;
+// outlier-split rows: how many outliers, the bytes of an index
+const uint N_OUT = (HEAD_DIM + TKV_VK_OUTLIER_EVERY - 1u) / TKV_VK_OUTLIER_EVERY;
+const uint OUT_IB = HEAD_DIM <= TKV_VK_OUTLIER_BYTE_INDEX_MAX ? 1u : 2u;
 const uint PV = (QT + 3u) / 4u;          // vec4s of one row's weights
 // Rows whose stride is a multiple of 16 words (f16, f32) would put every
 // invocation's word in the same bank; those stages are swizzled.
@@ -324,17 +334,19 @@ void main()
 
     // The tile's prepared queries; rows past the last query row are zero.
     // With Q_ROT the raw queries are rotated here, in the stage (free until
-    // the first batch), as the rows shader would have: R q.
+    // the first batch), as the rows shader would have: R q (and for
+    // outlier-split keys q itself beside it, as it is).
     for (uint e = lid; e < HEAD_DIM * QS * QT; e += WG) {
         uint j = e / (HEAD_DIM * QS), i = e % (HEAD_DIM * QS), qr = qr0 + j;
         float v = 0.0;
         if (qr < n_q_rows) {
             uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
             uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
-            v = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE)).f[i];
+            v = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE))
+                    .f[Q_ROT != TKV_VK_ROT_NONE ? i % HEAD_DIM : i];
         }
-        if (Q_ROT != TKV_VK_ROT_NONE)
-            stage[e] = floatBitsToUint(v);
+        if (Q_ROT != TKV_VK_ROT_NONE && i < HEAD_DIM)
+            stage[j * HEAD_DIM + i] = floatBitsToUint(v);
         else
             qs[j * QW + i / 4u][i % 4u] = v;
     }
@@ -360,6 +372,9 @@ void main()
         l_own[t] = 0.0;
         skipped[t] = 0u;
     }
+    // outlier-split rows: where the outlier indices begin
+    const uint k_out_at = outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, K_BITS);
+    const uint v_out_at = outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
     // score phase: row sr, runs [u0, u1); value phase: run vu of rows vr + k RL
     const uint sr = lid / T, u0 = (lid % T) * RUNS / T, u1 = (lid % T + 1u) * RUNS / T;
     const uint vu = lid % RUNS, vr = lid / RUNS;
@@ -404,6 +419,13 @@ void main()
                         score[t] += w * (dot(lo4(sign), qs[t * QW + p]) + dot(hi4(sign), qs[t * QW + p + 1u]));
                 }
             }
+            if (K_SPLIT != 0u && lid % T == 0u) // + sum_o q[i_o] x_o, against q itself
+                for (uint o = 0u; o < N_OUT; o++) {
+                    uint i = staged_u32(row + k_out_at + OUT_IB * o, K_SWIZZLE) & (OUT_IB == 1u ? 0xffu : 0xffffu);
+                    float x = staged_half(row + k_out_at + N_OUT * OUT_IB + 2u * o, K_SWIZZLE);
+                    [[unroll]] for (uint t = 0u; t < QT; t++)
+                        score[t] += x * qs[t * QW + HEAD_DIM / 4u + i / 4u][i % 4u];
+                }
         }
         if (T > 1u) { // the row's invocations add up their stretches
             [[unroll]] for (uint t = 0u; t < QT; t++)
@@ -488,7 +510,28 @@ void main()
                     [[unroll]] for (uint e = 0u; e < 8u; e++)
                         acc[(t * 8u + e) * VA] += w * raw[e];
                 }
-                if (VA > 1u) {
+                if (V_SPLIT != 0u) {
+                    // the row's outliers in this invocation's run (indices
+                    // are distinct: an element gets one at most)
+                    float vo[8];
+                    bool hit = false;
+                    [[unroll]] for (uint e = 0u; e < 8u; e++)
+                        vo[e] = 0.0;
+                    for (uint o = 0u; o < N_OUT; o++) {
+                        uint i = staged_u32(row + v_out_at + OUT_IB * o, V_SWIZZLE) & (OUT_IB == 1u ? 0xffu : 0xffffu);
+                        if (i / 8u == vu) {
+                            float x = staged_half(row + v_out_at + N_OUT * OUT_IB + 2u * o, V_SWIZZLE);
+                            [[unroll]] for (uint e = 0u; e < 8u; e++)
+                                vo[e] = e == i % 8u ? x : vo[e];
+                            hit = true;
+                        }
+                    }
+                    if (hit)
+                        [[unroll]] for (uint t = 0u; t < QT; t++)
+                            [[unroll]] for (uint e = 0u; e < 8u; e++)
+                                acc[(t * 8u + e) * VA + 1u] += p[t] * vo[e];
+                }
+                if (V_QJL != 0u) {
                     uint z;
                     float zw = run_signs(row, v_run, V_SWIZZLE, z);
                     [[unroll]] for (uint t = 0u; t < QT; t++) {

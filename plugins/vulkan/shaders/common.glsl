@@ -116,6 +116,15 @@ uint count_groups(uvec4 groups)
     return n;
 }
 
+// ---- outlier-split rows (turbokv_format.h, "Outlier-split types") ---------
+
+// Outliers of a row, the bytes of one stored index, and the byte where the
+// indices begin (after the turbo row: a fp16 scale per group and the
+// packed indices); the n_o fp16 values follow the n_o indices.
+uint outlier_count(uint head_dim) { return (head_dim + TKV_VK_OUTLIER_EVERY - 1u) / TKV_VK_OUTLIER_EVERY; }
+uint outlier_index_bytes(uint head_dim) { return head_dim <= TKV_VK_OUTLIER_BYTE_INDEX_MAX ? 1u : 2u; }
+uint outlier_offset(uvec4 groups, uint head_dim, uint bits) { return 2u * count_groups(groups) + head_dim * bits / 8u; }
+
 // ---- the math buffer ------------------------------------------------------
 
 uint codebook_at(uint gi, uint bits) { return TKV_VK_MATH_CODEBOOKS + (gi * 3u + bits - 2u) * TKV_VK_MATH_CODEBOOK_FLOATS; }

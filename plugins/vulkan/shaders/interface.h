@@ -50,6 +50,17 @@
 #define TKV_VK_FLAG_INVERSE 4u    /* rows shader: apply R^T (dequantize) instead of R */
 #define TKV_VK_FLAG_QUERY 8u      /* rows shader: float input rows (queries), not stored ones */
 #define TKV_VK_FLAG_PAGED 16u     /* rows shader: source rows addressed through a block table */
+/* outlier-split type (turbo3o, turbo4o): fp16 outliers after the turbo
+ * row, n_o = ceil(head_dim / 32) indices (1 byte each up to head_dim 256,
+ * else 2) then n_o values; quantize picks and stores them, rows adds them
+ * after R^T (dequantize) or writes q beside R q (prepare), merge adds the
+ * partials' second half (the outliers, unrotated) after R^T */
+#define TKV_VK_FLAG_OUTLIER 32u
+/* The outlier-split rule the shaders follow (layout.c checks both against
+ * turbokv_format.h): one outlier per this many values, rounded up, and
+ * one-byte indices up to this head_dim. */
+#define TKV_VK_OUTLIER_EVERY 32u
+#define TKV_VK_OUTLIER_BYTE_INDEX_MAX 256u
 
 /* Group sizes of a row, in order, one per byte (the list tkv_group_split
  * gives), in four words. */
@@ -81,7 +92,12 @@
 /* decode.comp: the device's subgroup size (fixed: min = max), lanes of a
  * subgroup that walks a chunk; the attention shader ignores it. */
 #define TKV_VK_SPEC_SUBGROUP 19u
-#define TKV_VK_SPEC_COUNT 20u
+/* Outlier-split keys (scored against q as well: the queries carry q after
+ * R q) and values (their outliers accumulated unrotated, a second half of
+ * each partial): 1, else 0 (attention.comp; decode.comp takes neither). */
+#define TKV_VK_SPEC_K_SPLIT 20u
+#define TKV_VK_SPEC_V_SPLIT 21u
+#define TKV_VK_SPEC_COUNT 22u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u

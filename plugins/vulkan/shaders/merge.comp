@@ -4,7 +4,8 @@
 // combines the partials of the chunks its query row sees,
 //   out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c,   M = max_c m_c,
 // adds S^T of the QJL sign sums for QJL values, applies R^T once (turbo
-// values are accumulated in the rotated domain: R is linear), counts the V
+// values are accumulated in the rotated domain: R is linear), adds the
+// outliers of outlier-split values (accumulated unrotated), counts the V
 // rows sparse V skipped and writes the row's log-sum-exp M + log(sum_c
 // e^(m_c - M) l_c).
 #extension GL_GOOGLE_include_directive : require
@@ -33,7 +34,8 @@ void main()
 {
     const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x, hd = pc.head_dim;
     const uvec4 groups = uvec4(pc.groups[0], pc.groups[1], pc.groups[2], pc.groups[3]);
-    const uint va = (pc.flags & TKV_VK_FLAG_QJL) != 0u ? 2u : 1u;
+    const bool qjl = (pc.flags & TKV_VK_FLAG_QJL) != 0u, split = (pc.flags & TKV_VK_FLAG_OUTLIER) != 0u;
+    const uint va = qjl || split ? 2u : 1u;
     uint row = flat_workgroup();
     if (row >= pc.n_rows)
         return;
@@ -114,7 +116,7 @@ void main()
         zs[i] = z[0] * inv;
     }
     barrier();
-    if (va > 1u) {
+    if (qjl) {
         // y += S^T zs per group: what every cached row's scale gamma
         // S^T z would have added, applied once (S^T is linear)
         Floats m = Floats(pc.math);
@@ -130,9 +132,10 @@ void main()
         barrier();
     }
     rotate_rows(1u, hd, groups, pc.rotation, true, pc.math);
+    // outlier-split values: the outliers' sums, unrotated, after R^T
     Floats out_row = Floats(pc.out_rows + 4ul * (uint64_t(row) * hd));
     for (uint i = lid; i < hd; i += wg)
-        out_row.f[i] = xs[i];
+        out_row.f[i] = split ? xs[i] + zs[i] : xs[i];
     if (lid == 0u) {
         Uints(pc.counts).u[row] = total_skipped;
         Floats(pc.lse).f[row] = big + log(total);

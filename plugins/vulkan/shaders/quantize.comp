@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #version 460
 // quantize_append: float rows in, stored rows out, byte for byte what
-// plugins/cpu writes (rows.c, qjl.c). One workgroup holds rows_per_wg rows
+// plugins/cpu writes (rows.c, qjl.c, outlier.c). One workgroup holds rows_per_wg rows
 // in shared memory; the steps the reference takes in one sequential loop
 // (a norm, a sum of squared centroids, a projection) stay sequential, one
 // invocation each, in the reference's order; the element-wise steps and the
@@ -171,10 +171,50 @@ void main()
         return;
     }
 
+    // Outlier-split (outlier.c cpu_outlier_split): the n_o values of
+    // largest |x|, ties to the lower index (tkv_outlier_select), stored as
+    // fp16 after the turbo row in ascending index order and zeroed for the
+    // turbo part. Element i of a row is one of them when fewer than n_o
+    // elements come before it in the order (|x| descending, index
+    // ascending): |x| compared as the bits of the sanitized (finite)
+    // values, exact whatever the device does with subnormals; most elements
+    // stop counting after a few. Its place: the outliers below its index.
+    const uint bits = pc.bits, ng = count_groups(groups);
+    if ((pc.flags & TKV_VK_FLAG_OUTLIER) != 0u) {
+        const uint n_o = outlier_count(hd), ib = outlier_index_bytes(hd);
+        const uint64_t at0 = uint64_t(outlier_offset(groups, hd, bits));
+        for (uint e = lid; e < n; e += wg) {
+            uint row = e - e % hd, i = e % hd, a = floatBitsToUint(xin[e]) & 0x7fffffffu, before = 0u;
+            for (uint j = 0u; j < hd && before < n_o; j++) {
+                uint b = floatBitsToUint(xin[row + j]) & 0x7fffffffu;
+                before += b > a || (b == a && j < i) ? 1u : 0u;
+            }
+            ids[e] = before < n_o ? 1u : 0u;
+        }
+        barrier();
+        for (uint e = lid; e < n; e += wg) {
+            if (ids[e] == 0u)
+                continue;
+            uint r = e / hd, i = e % hd, at = 0u;
+            for (uint j = 0u; j < i; j++)
+                at += ids[r * hd + j];
+            uint64_t o = row_address(r) + at0;
+            if (ib == 1u)
+                store_byte(o + uint64_t(at), i);
+            else
+                store_u16(o + uint64_t(2u * at), i);
+            store_u16(o + uint64_t(n_o * ib + 2u * at), fp16_saturated(xin[e]));
+        }
+        barrier();
+        for (uint e = lid; e < n; e += wg)
+            if (ids[e] != 0u)
+                xs[e] = xin[e] = 0.0;
+        barrier();
+    }
+
     // Turbo (rows.c turbo_encode_group): per group n = ||x|| (8 lanes),
     // u = x / n, y = R u, idx = count of boundaries <= y_i, scale n or
     // n / ||c[idx]|| (8 lanes).
-    const uint bits = pc.bits, ng = count_groups(groups);
     for (uint it = lid; it < nr * ng; it += wg) {
         uint r = it / ng, k = it % ng, size = group_size(groups, k), first = 0u;
         for (uint j = 0u; j < k; j++)

@@ -5,11 +5,13 @@
 //     one sequence, every head, found through the block table, to values in
 //     the original domain, as plugins/cpu/quantize.c cpu_dequantize computes
 //     them: the row accumulated with weight 1 into zeros (rows.c, qjl.c
-//     axpy), then R^T for turbo rows. The same float operations in the same
-//     order, so the result is the reference's bit for bit.
+//     axpy), then R^T for turbo rows, then the outliers of outlier-split
+//     rows added. The same float operations in the same order, so the
+//     result is the reference's bit for bit.
 //   prepare (TKV_VK_FLAG_QUERY): query rows to what attention scores
 //     against: R q for turbo keys, then S R q per group for QJL keys (rows.c
-//     and qjl.c prepare_query), written [R q | S R q].
+//     and qjl.c prepare_query), written [R q | S R q], or q itself for
+//     outlier-split keys (outlier.c), written [R q | q].
 #extension GL_GOOGLE_include_directive : require
 
 #include "common.glsl"
@@ -101,8 +103,27 @@ void main()
     }
     barrier();
     rotate_rows(nr, hd, groups, pc.rotation, (pc.flags & TKV_VK_FLAG_INVERSE) != 0u, pc.math);
+    const bool split = (pc.flags & TKV_VK_FLAG_OUTLIER) != 0u;
+    if (split && !query) {
+        // the outliers, stored unrotated, added after R^T (outlier.c
+        // cpu_outlier_finish: R^T acc + plain, each times 1)
+        const uint n_o = outlier_count(hd), ib = outlier_index_bytes(hd);
+        const uint at0 = outlier_offset(groups, hd, pc.bits);
+        for (uint it = lid; it < nr * n_o; it += wg) {
+            uint r = it / n_o, o = it % n_o;
+            uint64_t at = row_base[r] + uint64_t(at0);
+            uint i = ib == 1u ? load_u32(at + uint64_t(o)) & 0xffu : load_u16(at + uint64_t(2u * o));
+            precise float v = xs[r * hd + i] + fp16_to_float(load_u16(at + uint64_t(n_o * ib + 2u * o)));
+            xs[r * hd + i] = v;
+        }
+        barrier();
+    }
     for (uint e = lid; e < n; e += wg)
         Floats(pc.dst + 4ul * (uint64_t(row0 + e / hd) * pc.dst_stride)).f[e % hd] = xs[e];
+    if (query && split) // [R q | q]: the outliers score against q itself
+        for (uint e = lid; e < n; e += wg)
+            Floats(pc.dst + 4ul * (uint64_t(row0 + e / hd) * pc.dst_stride)).f[hd + e % hd] =
+                uintBitsToFloat(load_u32(row_base[e / hd] + uint64_t(4u * (e % hd))));
     if (!query || !qjl)
         return;
     for (uint e = lid; e < n; e += wg) {

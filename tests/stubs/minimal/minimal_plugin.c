@@ -11,7 +11,11 @@
  *     missing;
  *   - backend auto skipping it for a cache it cannot hold;
  *   - the core refusing options the device lacks (window, softcap, lse).
+ * For the feature bits of format revision 1, TKV_MINIMAL_FEATURES (a
+ * number) adds feature bits and TKV_MINIMAL_ABI_MINOR sets the minor the
+ * descriptor declares (0 by default), read at each load.
  */
+#include <stdlib.h>
 #include <dlfcn.h>
 #include <stddef.h>
 #include <string.h>
@@ -50,7 +54,8 @@ static int minimal_caps(uint32_t index, struct tkv_device_caps *caps)
         return rc;
     caps->k_types &= ~(1u << TKV_TYPE_TURBO2);
     caps->head_dim_max = 256;
-    caps->features = TKV_CAP_PAGED;
+    const char *extra = getenv("TKV_MINIMAL_FEATURES");
+    caps->features = TKV_CAP_PAGED | (extra ? (uint32_t)strtoul(extra, NULL, 0) : 0u);
     return TKV_OK;
 }
 
@@ -70,7 +75,7 @@ static int minimal_append(void *dev, const struct tkv_append_args *a) { return c
 static int minimal_attention(void *dev, const struct tkv_attention_args *a) { return cpu->attention(dev, a); }
 static int minimal_dequantize(void *dev, const struct tkv_dequant_args *a) { return cpu->dequantize(dev, a); }
 
-static const struct tkv_plugin minimal = {
+static struct tkv_plugin minimal = {
     .abi_major = TKV_ABI_MAJOR,
     .abi_minor = 0,
     .struct_size = offsetof(struct tkv_plugin, stats), /* required members only */
@@ -96,5 +101,7 @@ TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t major, uint
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t major, uint32_t minor)
 {
     (void)minor;
+    const char *declared = getenv("TKV_MINIMAL_ABI_MINOR");
+    minimal.abi_minor = declared ? (uint32_t)strtoul(declared, NULL, 0) : 0u;
     return major == TKV_ABI_MAJOR ? &minimal : NULL;
 }
