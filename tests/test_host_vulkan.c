@@ -36,6 +36,7 @@
 #include <vulkan/vulkan.h>
 
 #include "turbokv.h"
+#include "host_tensors.h"
 
 #define L 5        /* layers */
 #define KV 2       /* kv heads */
@@ -62,76 +63,6 @@ static tkv_cache *cache, *cache_cpu;
 
 static const uint32_t k_types[L] = { TKV_TYPE_Q8_0, TKV_TYPE_TURBO3, TKV_TYPE_TURBO4, TKV_TYPE_F16, TKV_TYPE_TURBO3_OUT };
 static const uint32_t v_types[L] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO4, TKV_TYPE_Q8_0, TKV_TYPE_TURBO3, TKV_TYPE_TURBO4_OUT };
-
-static uint32_t rng_state = 4242;
-
-static float gauss(void)
-{
-    float u1, u2;
-    rng_state = rng_state * 1664525u + 1013904223u;
-    u1 = ((rng_state >> 8) + 1) / 16777217.0f;
-    rng_state = rng_state * 1664525u + 1013904223u;
-    u2 = (rng_state >> 8) / 16777216.0f;
-    return sqrtf(-2.0f * logf(u1)) * cosf(6.2831853f * u2);
-}
-
-/* The test's own conversions: any rounding will do, both sides get the
- * same bits. Subnormal halves included, so the device's widening of them is
- * checked too. */
-static uint16_t to_f16(float f)
-{
-    union { float f; uint32_t u; } v = { f };
-    uint32_t sign = (v.u >> 16) & 0x8000u, e = (v.u >> 23) & 0xffu, m = v.u & 0x7fffffu;
-    if (e < 103) /* below the subnormal range: zero */
-        return (uint16_t)sign;
-    if (e < 113) /* subnormal half, truncated */
-        return (uint16_t)(sign | ((m | 0x800000u) >> (126 - e)));
-    if (e > 142)
-        return (uint16_t)(sign | 0x7bffu);
-    return (uint16_t)(sign | ((e - 112u) << 10) | (m >> 13));
-}
-
-static float from_f16(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    union { uint32_t u; float f; } v;
-    if (e == 0)
-        return (sign ? -1.0f : 1.0f) * (float)m * (1.0f / 16777216.0f);
-    v.u = sign | ((e == 31 ? 255u : e + 112u) << 23) | (m << 13);
-    return v.f;
-}
-
-static uint16_t to_bf16(float f)
-{
-    union { float f; uint32_t u; } v = { f };
-    return (uint16_t)(v.u >> 16);
-}
-
-static float from_bf16(uint16_t h)
-{
-    union { uint32_t u; float f; } v = { (uint32_t)h << 16 };
-    return v.f;
-}
-
-static size_t esize(uint32_t elem) { return elem == TKV_ELEM_F32 ? 4 : 2; }
-
-static void encode(void *dst, const float *x, size_t n, uint32_t elem)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (elem == TKV_ELEM_F32)
-            ((float *)dst)[i] = x[i];
-        else
-            ((uint16_t *)dst)[i] = elem == TKV_ELEM_F16 ? to_f16(x[i]) : to_bf16(x[i]);
-    }
-}
-
-static float decode1(const void *src, size_t i, uint32_t elem)
-{
-    if (elem == TKV_ELEM_F32)
-        return ((const float *)src)[i];
-    uint16_t h = ((const uint16_t *)src)[i];
-    return elem == TKV_ELEM_F16 ? from_f16(h) : from_bf16(h);
-}
 
 /* ---- the host's own Vulkan objects ------------------------------------------ */
 
@@ -309,20 +240,6 @@ static struct tkv_host_device host_of(void)
             .get_instance_proc_addr = (void (*)(void))vkGetInstanceProcAddr,
         },
     };
-}
-
-static int open_tkv(const char *backend, const struct tkv_host_device *host, tkv_context **out)
-{
-    struct tkv_context_options o = {
-        .struct_size = sizeof o, .ignore_env = 1, .plugin_path = getenv("TURBO_PLUGIN_PATH"), .backend = backend,
-        .host_device = host,
-    };
-    return tkv_context_open(&o, out);
-}
-
-static struct tkv_tensor host_tensor(uint32_t elem, void *data)
-{
-    return (struct tkv_tensor){ .struct_size = sizeof(struct tkv_tensor), .elem = elem, .data = data };
 }
 
 static struct tkv_tensor vk_tensor(uint32_t elem, const struct hbuf *b, uint64_t offset)
@@ -683,6 +600,7 @@ static void refuses_bad_host_devices(void **state)
 
 int main(void)
 {
+    rng_state = 4242u;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(opens_on_the_hosts_device),
         cmocka_unit_test(matches_cpu),
