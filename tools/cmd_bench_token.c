@@ -75,6 +75,7 @@ struct token_run {
     double call_us, token_us, dev_us;
     double record_us;   /* per-token: host time inside the turbokv calls */
     double step_dev_us; /* per-token: the step's device time (Vulkan timestamps around its command buffer), or 0 */
+    double append_dev_us, attn_dev_us; /* per-token: the step's device time in appends / in attention, or 0 */
 };
 
 /* The device's buffers of the per-token mode and a step's submission, as
@@ -90,7 +91,11 @@ struct token_host {
     struct tkv_tensor (*tensor)(struct token_host *h, int out, uint64_t offset);
     int (*step_begin)(struct token_host *h, tkv_context *tc);
     int (*step_end_fn)(struct token_host *h, tkv_context *tc);
+    /* optional: a device timestamp after layer l's append (what 0) and after
+     * its attention (what 1), in the step being recorded */
+    void (*mark)(struct token_host *h, uint32_t layer, int what);
     double step_dev_ns; /* set by step_end_fn where the API has timestamps, else 0 */
+    double append_dev_ns, attn_dev_ns; /* set by step_end_fn where marks were taken, else 0 */
 };
 
 static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_t ctx, uint32_t layers,
@@ -108,8 +113,9 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     float *dev_init = malloc(sizeof *dev_init * layers * (2 * row + qrow));
     double *call = malloc(sizeof *call * steps), *tok = malloc(sizeof *tok * steps), *dev = malloc(sizeof *dev * steps);
     double *rec = malloc(sizeof *rec * steps), *sdev = malloc(sizeof *sdev * steps);
+    double *adev = malloc(sizeof *adev * steps), *qdev = malloc(sizeof *qdev * steps);
     int rc = -1, have_buffers = 0;
-    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev || !rec || !sdev)
+    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev || !rec || !sdev || !adev || !qdev)
         goto done;
     for (size_t i = 0; i < FILL_CHUNK * row; i++) {
         k[i] = 10.0f * gauss();
@@ -154,25 +160,36 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
             struct tkv_tensor tk = h->tensor(h, 0, at), tv = h->tensor(h, 0, at + sizeof(float) * row);
             struct tkv_tensor tq = h->tensor(h, 0, at + 2 * sizeof(float) * row);
             struct tkv_tensor to = h->tensor(h, 1, sizeof(float) * l * qrow);
-            if (tkv_cache_append_tensors(c, 0, l, 1, &tk, &tv) != TKV_OK ||
-                tkv_attention_tensors(c, l, 1, &seq, &one, q_heads, &tq, &to, NULL) != TKV_OK)
+            if (tkv_cache_append_tensors(c, 0, l, 1, &tk, &tv) != TKV_OK)
                 goto fail;
+            if (h->mark)
+                h->mark(h, l, 0);
+            if (tkv_attention_tensors(c, l, 1, &seq, &one, q_heads, &tq, &to, NULL) != TKV_OK)
+                goto fail;
+            if (h->mark)
+                h->mark(h, l, 1);
         }
         rec[s] = (now_us() - t_calls) / layers;
-        h->step_dev_ns = 0;
+        h->step_dev_ns = h->append_dev_ns = h->attn_dev_ns = 0;
         if (h->step_end_fn(h, tc) != 0)
             goto done;
         tok[s] = (now_us() - t0) / layers;
         sdev[s] = h->step_dev_ns / 1e3 / layers;
+        adev[s] = h->append_dev_ns / 1e3 / layers;
+        qdev[s] = h->attn_dev_ns / 1e3 / layers;
     }
     qsort(call + WARMUP_STEPS, STEPS, sizeof *call, cmp_double);
     qsort(tok + WARMUP_STEPS, STEPS, sizeof *tok, cmp_double);
     qsort(dev + WARMUP_STEPS, STEPS, sizeof *dev, cmp_double);
     qsort(rec + WARMUP_STEPS, STEPS, sizeof *rec, cmp_double);
     qsort(sdev + WARMUP_STEPS, STEPS, sizeof *sdev, cmp_double);
+    qsort(adev + WARMUP_STEPS, STEPS, sizeof *adev, cmp_double);
+    qsort(qdev + WARMUP_STEPS, STEPS, sizeof *qdev, cmp_double);
     *r = (struct token_run){ .type = type, .ctx = ctx, .call_us = call[WARMUP_STEPS + STEPS / 2],
                              .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2],
-                             .record_us = rec[WARMUP_STEPS + STEPS / 2], .step_dev_us = sdev[WARMUP_STEPS + STEPS / 2] };
+                             .record_us = rec[WARMUP_STEPS + STEPS / 2], .step_dev_us = sdev[WARMUP_STEPS + STEPS / 2],
+                             .append_dev_us = adev[WARMUP_STEPS + STEPS / 2],
+                             .attn_dev_us = qdev[WARMUP_STEPS + STEPS / 2] };
     rc = 0;
     goto done;
 fail:
@@ -191,6 +208,8 @@ done:
     free(dev);
     free(rec);
     free(sdev);
+    free(adev);
+    free(qdev);
     return rc;
 }
 
@@ -212,17 +231,20 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
         for (int i = 0; i < n; i++)
             printf("%s\n {\"kind\": \"per-token\", \"backend\": \"%s\", \"device\": \"%s\", \"type\": \"%s\", "
                    "\"ctx\": %u, \"layers\": %u, \"per_call_us\": %.2f, \"per_token_us\": %.2f, "
-                   "\"attention_device_us\": %.2f, \"per_token_calls_us\": %.2f, \"per_token_device_us\": %.2f}",
+                   "\"attention_device_us\": %.2f, \"per_token_calls_us\": %.2f, \"per_token_device_us\": %.2f, "
+                   "\"per_token_append_device_us\": %.2f, \"per_token_attention_device_us\": %.2f}",
                    i ? "," : "", h->api, tkv_context_device(tc), tkv_type_name(runs[i].type), runs[i].ctx, layers,
-                   runs[i].call_us, runs[i].token_us, runs[i].dev_us, runs[i].record_us, runs[i].step_dev_us);
+                   runs[i].call_us, runs[i].token_us, runs[i].dev_us, runs[i].record_us, runs[i].step_dev_us,
+                   runs[i].append_dev_us, runs[i].attn_dev_us);
         printf("\n]\n");
     } else if (rc == 0) {
         printf("turbokv bench --per-token: %s on the host's device %s; %u layers, %u query heads, %u kv heads, "
                "head_dim %u, one sequence; us per layer (append one token + attention), median of %d steps; "
                "per-token: %s\n",
                h->api, tkv_context_device(tc), layers, q_heads, kv_heads, head_dim, STEPS, h->step_end);
-        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s\n", "type", "ctx", "per-call us", "per-token us",
-               "attn device us", "token/dev", "call/token", "token calls us", "token dev us");
+        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s %13s %13s\n", "type", "ctx", "per-call us",
+               "per-token us", "attn device us", "token/dev", "call/token", "token calls us", "token dev us",
+               "  of it: app", "attn");
         for (int i = 0; i < n; i++) {
             printf("%-8s %8u %13.1f %13.1f %16.1f ", tkv_type_name(runs[i].type), runs[i].ctx, runs[i].call_us,
                    runs[i].token_us, runs[i].dev_us);
@@ -232,12 +254,17 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
                 printf("%10s", "-");
             printf(" %9.2fx %14.1f ", runs[i].call_us / runs[i].token_us, runs[i].record_us);
             if (runs[i].step_dev_us > 0)
-                printf("%14.1f\n", runs[i].step_dev_us);
+                printf("%14.1f", runs[i].step_dev_us);
             else
-                printf("%14s\n", "-");
+                printf("%14s", "-");
+            if (runs[i].append_dev_us > 0 || runs[i].attn_dev_us > 0)
+                printf(" %13.1f %13.1f\n", runs[i].append_dev_us, runs[i].attn_dev_us);
+            else
+                printf(" %13s %13s\n", "-", "-");
         }
         printf("token calls us: host time inside the per-token calls (recording or enqueueing); token dev us: "
-               "the step's device time, where the API has timestamps\n");
+               "the step's device time, where the API has timestamps; of it: app / attn, the device time between "
+               "timestamps the bench writes after each layer's append and attention (Vulkan)\n");
     }
     return rc;
 }
@@ -358,6 +385,10 @@ static int bench_opencl(const uint32_t *types, int n_types, const uint32_t *ctx,
 
 /* ---- Vulkan: the host's VkDevice, one command buffer per step -------------------- */
 #if TKV_BENCH_VULKAN
+/* Timestamps of a step: its start and end, then one after each layer's
+ * append and attention (as many layers as fit). */
+#define VKH_QUERIES (2 + 2 * 128)
+
 struct vk_host {
     VkInstance instance;
     VkPhysicalDevice physical;
@@ -368,6 +399,7 @@ struct vk_host {
     VkCommandBuffer cmd;
     VkFence fence;
     VkQueryPool timestamps; /* around a step's command buffer, or VK_NULL_HANDLE */
+    uint32_t marks;         /* timestamps written after appends and attentions in the step so far */
     double tick_ns;
     uint64_t tick_mask;
     VkPhysicalDeviceMemoryProperties memory;
@@ -497,9 +529,10 @@ static int vkh_step_begin(struct token_host *h, tkv_context *tc)
     if (vkh_begin(v) != 0)
         return -1;
     if (v->timestamps) {
-        vkCmdResetQueryPool(v->cmd, v->timestamps, 0, 2);
+        vkCmdResetQueryPool(v->cmd, v->timestamps, 0, VKH_QUERIES);
         vkCmdWriteTimestamp(v->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, v->timestamps, 0);
     }
+    v->marks = 0;
     if (tkv_context_set_command_buffer(tc, v->cmd) != TKV_OK) {
         fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
         return -1;
@@ -518,11 +551,29 @@ static int vkh_step_end(struct token_host *h, tkv_context *tc)
         vkCmdWriteTimestamp(v->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, v->timestamps, 1);
     if (vkh_submit_wait(v) != 0)
         return -1;
-    uint64_t ts[2];
-    if (v->timestamps && vkGetQueryPoolResults(v->device, v->timestamps, 0, 2, sizeof ts, ts, sizeof ts[0],
-                                               VK_QUERY_RESULT_64_BIT) == VK_SUCCESS)
+    uint64_t ts[VKH_QUERIES];
+    const uint32_t n = 2 + v->marks;
+    if (v->timestamps && vkGetQueryPoolResults(v->device, v->timestamps, 0, n, sizeof ts, ts, sizeof ts[0],
+                                               VK_QUERY_RESULT_64_BIT) == VK_SUCCESS) {
         h->step_dev_ns = (double)((ts[1] - ts[0]) & v->tick_mask) * v->tick_ns;
+        /* marks in pairs: after layer l's append, after its attention */
+        for (uint32_t m = 0; m + 1 < v->marks; m += 2) {
+            const uint64_t before = m ? ts[2 + m - 1] : ts[0];
+            h->append_dev_ns += (double)((ts[2 + m] - before) & v->tick_mask) * v->tick_ns;
+            h->attn_dev_ns += (double)((ts[3 + m] - ts[2 + m]) & v->tick_mask) * v->tick_ns;
+        }
+    }
     return 0;
+}
+
+/* A timestamp in the step's command buffer after the work recorded so far. */
+static void vkh_mark(struct token_host *h, uint32_t layer, int what)
+{
+    struct vk_host *v = h->impl;
+    (void)layer;
+    (void)what;
+    if (v->timestamps && 2 + v->marks < VKH_QUERIES)
+        vkCmdWriteTimestamp(v->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, v->timestamps, 2 + v->marks++);
 }
 
 static int vkh_open(struct vk_host *v)
@@ -597,7 +648,8 @@ static int vkh_open(struct vk_host *v)
     const uint32_t bits = fams[v->family].timestampValidBits;
     if (bits && props.limits.timestampPeriod > 0.0f) {
         VkQueryPoolCreateInfo qp = {
-            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP, .queryCount = 2,
+            .sType = VK_STRUCTURE_TYPE_QUERY_POOL_CREATE_INFO, .queryType = VK_QUERY_TYPE_TIMESTAMP,
+            .queryCount = VKH_QUERIES,
         };
         VK_TRY(vkCreateQueryPool(v->device, &qp, NULL, &v->timestamps));
         v->tick_ns = props.limits.timestampPeriod;
@@ -622,7 +674,7 @@ static int bench_vulkan(const uint32_t *types, int n_types, const uint32_t *ctx,
         struct token_host h = {
             .api = "vulkan", .step_end = "recorded into one command buffer, one submit and fence wait", .impl = &v,
             .buffers = vkh_buffers, .release = vkh_release, .tensor = vkh_tensor, .step_begin = vkh_step_begin,
-            .step_end_fn = vkh_step_end,
+            .step_end_fn = vkh_step_end, .mark = vkh_mark,
         };
         if (tkv_context_open(&opts, &tc) != TKV_OK)
             fprintf(stderr, "turbokv bench --per-token: %s\n", tkv_last_error());
