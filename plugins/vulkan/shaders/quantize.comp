@@ -24,7 +24,6 @@ shared uint ids[TKV_VK_ROWS_ELEMS];          // codebook indices, then QJL sign 
 shared float norms[TKV_VK_ROWS_ELEMS / 8u];  // per (row, group) or (row, q8_0 block)
 shared float aux[TKV_VK_ROWS_ELEMS / 8u];    // 1/d of a q8_0 block; s_hat, then "has a residual"
 shared uint nonfinite;
-shared float cbs[5u * TKV_VK_MATH_CODEBOOK_FLOATS]; // this width's codebooks of every group size
 shared uint64_t row_base[TKV_VK_ROWS_ELEMS / 8u]; // pool address of each row of the workgroup
 
 #include "exact.glsl"
@@ -181,12 +180,6 @@ void main()
     // values, exact whatever the device does with subnormals; most elements
     // stop counting after a few. Its place: the outliers below its index.
     const uint bits = pc.bits, ng = count_groups(groups);
-    // This width's codebooks (centroids, boundaries, squared centroids) of
-    // every group size into shared memory, once: the searches and sums
-    // below read them per element (the same floats as in the math buffer).
-    for (uint i = lid; i < 5u * TKV_VK_MATH_CODEBOOK_FLOATS; i += wg)
-        cbs[i] = m.f[codebook_at(i / TKV_VK_MATH_CODEBOOK_FLOATS, bits) + i % TKV_VK_MATH_CODEBOOK_FLOATS];
-    barrier();
     if ((pc.flags & TKV_VK_FLAG_OUTLIER) != 0u) {
         const uint n_o = outlier_count(hd), ib = outlier_index_bytes(hd);
         const uint64_t at0 = uint64_t(outlier_offset(groups, hd, bits));
@@ -240,9 +233,9 @@ void main()
         uint size, first, k = group_of(groups, e % hd, size, first);
         uint idx = 0u;
         if (norms[(e / hd) * ng + k] > 0.0) {
-            uint cb = group_index(size) * TKV_VK_MATH_CODEBOOK_FLOATS + 16u; // the boundaries
+            uint cb = codebook_at(group_index(size), bits) + 16u; // the boundaries
             for (uint l = 0u; l + 1u < (1u << bits); l++)
-                idx += xs[e] >= cbs[cb + l] ? 1u : 0u;
+                idx += xs[e] >= m.f[cb + l] ? 1u : 0u;
         }
         ids[e] = idx;
     }
@@ -253,13 +246,13 @@ void main()
             first += group_size(groups, j);
         float norm = norms[it], scale = 0.0;
         if (norm > 0.0) {
-            uint csq_at = group_index(size) * TKV_VK_MATH_CODEBOOK_FLOATS + 32u;
+            uint csq_at = codebook_at(group_index(size), bits) + 32u;
             precise SUM_T lane[8];
             [[unroll]] for (uint l = 0u; l < 8u; l++)
                 lane[l] = TO_SUM(0.0);
             for (uint i = 0u; i < size; i += 8u)
                 [[unroll]] for (uint l = 0u; l < 8u; l++)
-                    lane[l] += TO_SUM(cbs[csq_at + ids[r * hd + first + i + l]]);
+                    lane[l] += TO_SUM(m.f[csq_at + ids[r * hd + first + i + l]]);
             SUM_T csq = sum8(lane);
             scale = norm;
             if ((pc.flags & TKV_VK_FLAG_CORRECTED) != 0u && csq > TO_SUM(0.0))
@@ -293,7 +286,7 @@ void main()
     rotate_rows(nr, hd, groups, pc.rotation, false, pc.math);
     for (uint e = lid; e < n; e += wg) {
         uint size, first, k = group_of(groups, e % hd, size, first), it = (e / hd) * ng + k;
-        float c = cbs[group_index(size) * TKV_VK_MATH_CODEBOOK_FLOATS + ids[e]];
+        float c = m.f[codebook_at(group_index(size), bits) + ids[e]];
         precise float rn = norms[it] * xs[e], rs = aux[it] * c, res = rn - rs;
         xs[e] = res;
     }
