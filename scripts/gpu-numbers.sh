@@ -21,7 +21,7 @@ for b in vulkan opencl; do
 done
 ctx=${CTX:-4K,16K,64K,128K}
 for b in vulkan opencl; do
-    timeout 240 "$build/tools/turbokv" bench --backend "$b" --ctx "$ctx" --tokens 1 --seqs 1 \
+    timeout 240 "$build/tools/turbokv" bench --backend "$b" --ctx "$ctx" --tokens 1 --seqs 1 --warm-ms 300 \
         --types f16,q8_0,turbo2,turbo3,turbo4 --json > "$out/bench-$b.json" 2> "$out/bench-$b.log"
     echo "bench $b: exit $?" | tee -a "$out/gpu.txt"
 done

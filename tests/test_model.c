@@ -1296,10 +1296,16 @@ static void test_cli_bench_plot(void **state)
         fail_msg("bench --plot to a bad path: stdout \"%s\", stderr \"%s\"", out, err);
     free(out);
     free(err);
+    /* the clock warm-up: a bounded count of milliseconds, named when refused */
+    assert_int_equal(cli("bench --backend cpu --warm-ms 20000", &out, &err), 2);
+    if (!strstr(err, "--warm-ms 20000") || out[0])
+        fail_msg("bench --warm-ms 20000: stdout \"%s\", stderr \"%s\"", out, err);
+    free(out);
+    free(err);
     snprintf(path, sizeof path, "%s/tkv-test-plot-%d.svg", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
              (int)getpid());
     snprintf(cmd, sizeof cmd, "bench --backend cpu --preset small --ctx 256,1K --types f16,turbo3,turbo4 "
-                              "--tokens 1 --seqs 1 --plot %s", path);
+                              "--tokens 1 --seqs 1 --warm-ms 5 --plot %s", path);
     assert_int_equal(cli(cmd, &out, &err), 0);
     free(out);
     free(err);

@@ -100,6 +100,7 @@ struct bench {
     struct sparse_cmp cmp[2];
     int n_cmp, sparse_ctx;
     uint64_t done, total; /* progress */
+    uint32_t warm_ms;     /* --warm-ms: the same calls back to back before each point */
     struct floor {
         uint32_t threads;  /* 0: not measured (not the cpu backend) */
         uint64_t bytes;    /* the buffer read in each pass */
@@ -122,6 +123,9 @@ static int usage(FILE *f)
             "  --tokens N      query tokens per sequence   (with --seqs: one shape only;\n"
             "  --seqs N        sequences in one call        default: 1x1, 4x1 and 1x8)\n"
             "  --json          print a JSON array instead of the tables\n"
+            "  --warm-ms N     before each attention point, N ms (1..10000; default none) of the same\n"
+            "                  calls back to back: a GPU whose clock falls when lightly loaded (the\n"
+            "                  H200 goes from 1980 to 345 MHz) is timed at its working clock\n"
             "  --plot F.svg    an SVG of the first shape: time per layer against context\n"
             "                  (the middle half of the calls as a bar) and the speed-up over\n"
             "                  f16; the path is checked before the run\n"
@@ -283,6 +287,11 @@ static int time_attention(tkv_cache *c, const struct bench *b, struct shape sh, 
     int n = 0;
     for (uint32_t s = 0; s < sh.seqs; s++)
         ids[s] = s, n_q[s] = sh.tokens;
+    for (double t0 = tool_now(); b->warm_ms && tool_now() - t0 < 1e-3 * b->warm_ms;) {
+        int rc = tkv_attention_ex(c, 0, sh.seqs, ids, n_q, b->geo->q_heads, b->q, b->out, NULL);
+        if (rc != TKV_OK)
+            return tool_fail("attention", rc);
+    }
     for (int i = 0; i < WARMUP_CALLS + MAX_CALLS; i++) {
         uint64_t ns = 0;
         struct tkv_attention_options o = { .struct_size = sizeof o, .stats = st, .device_ns = &ns };
@@ -899,6 +908,11 @@ int tool_bench(int argc, char **argv)
         } else if ((v = tool_opt(argc, argv, &i, "--seqs"))) {
             if (parse_count(v, &seqs) != 0 || seqs > MAX_SEQS) {
                 fprintf(stderr, "turbokv bench: --seqs %s: expected 1..%d sequences\n", v, MAX_SEQS);
+                return 2;
+            }
+        } else if ((v = tool_opt(argc, argv, &i, "--warm-ms"))) {
+            if (parse_count(v, &b.warm_ms) != 0 || b.warm_ms > 10000) {
+                fprintf(stderr, "turbokv bench: --warm-ms %s: expected 1..10000 milliseconds\n", v);
                 return 2;
             }
         } else if ((v = tool_opt(argc, argv, &i, "--plot")))
