@@ -845,23 +845,29 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
+    /* A row of accumulators summed over the lanes that took rows side by
+     * side, into dst[c0 .. c0 + TKV_VCPT) by lane 0 (the work-group passes
+     * both barriers; a macro, so that the private arrays stay in registers) */
+#define SUM_OVER_LANES(src, dst)                                                                \
+    do {                                                                                       \
+        for (uint k_ = 0; k_ < TKV_VCPT; k_++)                                                 \
+            red[lid * TKV_VCPT + k_] = (src)[k_];                                              \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                          \
+        if (lane == 0u && active)                                                              \
+            for (uint k_ = 0; k_ < TKV_VCPT; k_++) {                                           \
+                float sum_ = red[lid * TKV_VCPT + k_];                                         \
+                for (uint r_ = 1u; r_ < lanes; r_++)                                           \
+                    sum_ += red[(r_ * per_row + lid) * TKV_VCPT + k_];                         \
+                (dst)[c0 + k_] = sum_;                                                         \
+            }                                                                                  \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                          \
+    } while (0)
     /* 3. the chunk's sums: acc over the lanes into vloc[u][c], l and the
      * skip counts over the work-group */
     __local float *vloc = (__local float *)tile, *tmp = vloc + QC * head_dim;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint u = 0; u < QC; u++) {
-        for (uint k = 0; k < TKV_VCPT; k++)
-            red[lid * TKV_VCPT + k] = acc[u][k];
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lane == 0u && active)
-            for (uint k = 0; k < TKV_VCPT; k++) {
-                float sum = red[lid * TKV_VCPT + k];
-                for (uint r = 1u; r < lanes; r++)
-                    sum += red[(r * per_row + lid) * TKV_VCPT + k];
-                vloc[u * head_dim + c0 + k] = sum;
-            }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    for (uint u = 0; u < QC; u++)
+        SUM_OVER_LANES(acc[u], vloc + u * head_dim);
 #if TKV_SPLIT_V
     /* outlier-split V: the outliers' sums into vo (after the rotation's
      * scratch), the turbo part rotated back, the two added; the chunk's
@@ -870,19 +876,8 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
     {
         const uint n_split = v_split ? QC : 0u;
         __local float *vo = tmp + QC * head_dim;
-        for (uint u = 0; u < n_split; u++) {
-            for (uint k = 0; k < TKV_VCPT; k++)
-                red[lid * TKV_VCPT + k] = acc_o[u][k];
-            barrier(CLK_LOCAL_MEM_FENCE);
-            if (lane == 0u && active)
-                for (uint k = 0; k < TKV_VCPT; k++) {
-                    float sum = red[lid * TKV_VCPT + k];
-                    for (uint r = 1u; r < lanes; r++)
-                        sum += red[(r * per_row + lid) * TKV_VCPT + k];
-                    vo[u * head_dim + c0 + k] = sum;
-                }
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
+        for (uint u = 0; u < n_split; u++)
+            SUM_OVER_LANES(acc_o[u], vo + u * head_dim);
         rotate_rows_local(vloc, tmp, n_split, head_dim, v_split ? v_rotation : ~0u, 1, tab);
         for (uint k = lid; k < n_split * head_dim; k += wg)
             vloc[k] += vo[k];

@@ -306,14 +306,6 @@ void reduce_count(inout uint v[QT])
     barrier();
 }
 
-// tanh without overflow for any finite x (a device's tanh may be
-// (e^x - e^-x) / (e^x + e^-x), which is inf / inf for large x).
-float tanh_stable(float x)
-{
-    float t = exp(-2.0 * abs(x));
-    return sign(x) * ((1.0 - t) / (1.0 + t));
-}
-
 void main()
 {
     const uint lid = gl_LocalInvocationIndex;

@@ -87,6 +87,16 @@ float fp16_to_float(uint h)
 // Stored scales and f16 values saturate at the largest finite half.
 uint fp16_saturated(float v) { return fp16_from_float(clamp(v, -65504.0, 65504.0)); }
 
+// ---- softcap ----------------------------------------------------------------
+
+// tanh without overflow for any finite x (a device's tanh may be
+// (e^x - e^-x) / (e^x + e^-x), which is inf / inf for large x).
+float tanh_stable(float x)
+{
+    float t = exp(-2.0 * abs(x));
+    return sign(x) * ((1.0 - t) / (1.0 + t));
+}
+
 // ---- the group layout of a row ------------------------------------------
 
 // Group k's size from the packed list (0 past the last group).

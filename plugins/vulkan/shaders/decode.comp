@@ -54,7 +54,6 @@ layout(constant_id = TKV_VK_SPEC_GROUPS + 0u) const uint GROUPS0 = 128u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 1u) const uint GROUPS1 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 2u) const uint GROUPS2 = 0u;
 layout(constant_id = TKV_VK_SPEC_GROUPS + 3u) const uint GROUPS3 = 0u;
-layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
 layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
 layout(constant_id = TKV_VK_SPEC_SUBGROUP) const uint SG = 32u;
 
@@ -88,13 +87,6 @@ shared float red_m[NSG * QT], red_l[NSG * QT];
 shared uint red_skip[NSG * QT];
 
 #include "rotate.glsl"
-
-// tanh without overflow for any finite x.
-float tanh_stable(float x)
-{
-    float t = exp(-2.0 * abs(x));
-    return sign(x) * ((1.0 - t) / (1.0 + t));
-}
 
 // Word k of the byte stream that starts `sh` bits into w[0] (sh < 32).
 #define FUNNEL(w, k, sh) (((w)[k] >> (sh)) | (((w)[(k) + 1u] << 1u) << (31u - (sh))))
