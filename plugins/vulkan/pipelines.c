@@ -7,6 +7,7 @@
  * format, head_dim and query tile (its inner loops and register arrays are
  * sized by them) and each specialization is created on first use.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,93 @@ static int create_module(struct vk_device *dev, enum vk_shader which, const uint
     return TKV_OK;
 }
 
+/* TURBO_VK_PROFILE_DIR: the driver's internal representations of a
+ * pipeline executable (where it gives any: its machine code, for one), one
+ * file each, named by a running number; the file starts with the statistics
+ * line that names the pipeline. */
+static void dump_representations(struct vk_device *dev, const VkPipelineExecutableInfoKHR *ei, const char *title)
+{
+    const char *dir = getenv("TURBO_VK_PROFILE_DIR");
+    PFN_vkGetPipelineExecutableInternalRepresentationsKHR ir_fn =
+        (PFN_vkGetPipelineExecutableInternalRepresentationsKHR)dev->fn.GetDeviceProcAddr(
+            dev->device, "vkGetPipelineExecutableInternalRepresentationsKHR");
+    if (!dir || !*dir || !ir_fn)
+        return;
+    VkPipelineExecutableInternalRepresentationKHR ir[8];
+    uint32_t n = 8;
+    for (uint32_t i = 0; i < n; i++)
+        ir[i] = (VkPipelineExecutableInternalRepresentationKHR){
+            .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INTERNAL_REPRESENTATION_KHR };
+    if (ir_fn(dev->device, ei, &n, ir) < 0)
+        return;
+    for (uint32_t i = 0; i < n; i++)
+        ir[i].pData = ir[i].dataSize ? malloc(ir[i].dataSize) : NULL;
+    if (ir_fn(dev->device, ei, &n, ir) >= 0)
+        for (uint32_t i = 0; i < n; i++) {
+            static unsigned counter;
+            char path[1024];
+            snprintf(path, sizeof path, "%s/%03u-%s.txt", dir, counter++, ir[i].name);
+            FILE *f = ir[i].pData ? fopen(path, "wb") : NULL;
+            if (f) {
+                fprintf(f, "%s\n%s: %s\n", title, ir[i].name, ir[i].description);
+                fwrite(ir[i].pData, 1, ir[i].dataSize, f);
+                fclose(f);
+            }
+        }
+    for (uint32_t i = 0; i < n; i++)
+        free(ir[i].pData);
+}
+
+/* TURBO_VK_PROFILE: what the driver's compiler reports of pipeline p
+ * (VK_KHR_pipeline_executable_properties; on NVIDIA its registers per
+ * invocation, shared and local memory), one stderr line per executable. */
+static void print_statistics(struct vk_device *dev, VkPipeline p, const char *what, const uint32_t *spec, uint32_t n)
+{
+    PFN_vkGetPipelineExecutablePropertiesKHR props_fn =
+        (PFN_vkGetPipelineExecutablePropertiesKHR)dev->fn.GetDeviceProcAddr(dev->device, "vkGetPipelineExecutablePropertiesKHR");
+    PFN_vkGetPipelineExecutableStatisticsKHR stats_fn =
+        (PFN_vkGetPipelineExecutableStatisticsKHR)dev->fn.GetDeviceProcAddr(dev->device, "vkGetPipelineExecutableStatisticsKHR");
+    if (!props_fn || !stats_fn)
+        return;
+    VkPipelineInfoKHR pi = { .sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = p };
+    VkPipelineExecutablePropertiesKHR props[4];
+    uint32_t n_exec = 4;
+    for (uint32_t i = 0; i < n_exec; i++)
+        props[i] = (VkPipelineExecutablePropertiesKHR){ .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_PROPERTIES_KHR };
+    if (props_fn(dev->device, &pi, &n_exec, props) < 0)
+        return;
+    for (uint32_t e = 0; e < n_exec; e++) {
+        VkPipelineExecutableInfoKHR ei = { .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = p,
+                                           .executableIndex = e };
+        VkPipelineExecutableStatisticKHR st[32];
+        uint32_t n_st = 32;
+        for (uint32_t i = 0; i < n_st; i++)
+            st[i] = (VkPipelineExecutableStatisticKHR){ .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR };
+        if (stats_fn(dev->device, &ei, &n_st, st) < 0)
+            continue;
+        char line[1024];
+        int at = snprintf(line, sizeof line, "vkprof: pipeline %s (spec", what);
+        for (uint32_t i = 0; i < n && at < (int)sizeof line; i++)
+            at += snprintf(line + at, sizeof line - (size_t)at, " %u", spec[i]);
+        for (uint32_t i = 0; i < n_st && at < (int)sizeof line; i++) {
+            const VkPipelineExecutableStatisticKHR *s = &st[i];
+            if (s->format == VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR)
+                at += snprintf(line + at, sizeof line - (size_t)at, "%s %s %llu", i ? "," : "):", s->name,
+                               (unsigned long long)s->value.u64);
+            else if (s->format == VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_INT64_KHR)
+                at += snprintf(line + at, sizeof line - (size_t)at, "%s %s %lld", i ? "," : "):", s->name,
+                               (long long)s->value.i64);
+            else if (s->format == VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_FLOAT64_KHR)
+                at += snprintf(line + at, sizeof line - (size_t)at, "%s %s %g", i ? "," : "):", s->name, s->value.f64);
+            else
+                at += snprintf(line + at, sizeof line - (size_t)at, "%s %s %s", i ? "," : "):", s->name,
+                               s->value.b32 ? "yes" : "no");
+        }
+        fprintf(stderr, "%s\n", line);
+        dump_representations(dev, &ei, line);
+    }
+}
+
 /* spec[i] is specialization constant i; n of them are given. */
 static int create_pipeline(struct vk_device *dev, enum vk_shader which, const uint32_t *spec, uint32_t n,
                            const char *what, VkPipeline *out)
@@ -52,12 +140,17 @@ static int create_pipeline(struct vk_device *dev, enum vk_shader which, const ui
             .pSpecializationInfo = &specialization,
         },
         .layout = dev->layout,
+        .flags = dev->exec_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR |
+                                       (getenv("TURBO_VK_PROFILE_DIR") ? VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR : 0)
+                                 : 0,
     };
     VkResult r = vkCreateComputePipelines(dev->device, VK_NULL_HANDLE, 1, &info, NULL, out);
     if (r != VK_SUCCESS)
         return VK_ERROR_STATUS(r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? TKV_ENOMEM
                                                                                                      : TKV_EDEVICE,
                                "%s: vkCreateComputePipelines failed: %s (%d)", what, vk_result_name(r), (int)r);
+    if (dev->exec_stats)
+        print_statistics(dev, *out, what, spec, n);
     return TKV_OK;
 }
 
@@ -123,7 +216,8 @@ int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const ui
     struct vk_attention_pipeline *p = &dev->attention[dev->n_attention];
     memcpy(p->spec, spec, sizeof p->spec);
     p->shader = shader;
-    int rc = create_pipeline(dev, shader, spec, TKV_VK_SPEC_COUNT, "attention: pipeline", &p->pipeline);
+    int rc = create_pipeline(dev, shader, spec, TKV_VK_SPEC_COUNT,
+                             shader == VK_SHADER_DECODE ? "attention: decode pipeline" : "attention: pipeline", &p->pipeline);
     if (rc != TKV_OK)
         return rc;
     dev->n_attention++;

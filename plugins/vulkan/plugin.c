@@ -49,6 +49,7 @@ void vk_knobs_read(struct vk_device *dev)
         static const struct { const char *name; uint32_t bit; } names[] = {
             { "kloads", TKV_VK_DBG_NO_K_LOADS }, { "scores", TKV_VK_DBG_NO_SCORES },
             { "vloads", TKV_VK_DBG_NO_V_LOADS }, { "values", TKV_VK_DBG_NO_VALUES },
+            { "sync", TKV_VK_DBG_NO_SYNC },      { "blocks", TKV_VK_DBG_NO_BLOCKS },
         };
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strstr(v, names[i].name))
@@ -61,6 +62,8 @@ void vk_knobs_read(struct vk_device *dev)
     k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
     if ((v = getenv("TURBO_VK_DECODE_QT")) && atoi(v) > 0 && atoi(v) <= 16)
         k->decode_qt = (uint32_t)atoi(v);
+    if ((v = getenv("TURBO_VK_DECODE_RPL")) && (atoi(v) == 1 || atoi(v) == 2 || atoi(v) == 4))
+        k->decode_rpl = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_MIN_CHUNK")) && atoi(v) > 0)
         k->min_chunk = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0)
@@ -120,6 +123,7 @@ struct vk_candidate {
     uint32_t subgroup; /* the subgroup size where it is fixed (min = max), else 0 */
     VkPhysicalDeviceProperties props;
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
+    int exec_stats; /* VK_KHR_pipeline_executable_properties: TURBO_VK_PROFILE prints the compiler's statistics */
     char driver[128];
 };
 
@@ -224,8 +228,10 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
         VkExtensionProperties *ext = calloc(n_ext, sizeof *ext);
         int maintenance4 = 0;
         if (ext && fn->EnumerateDeviceExtensionProperties(physical, NULL, &n_ext, ext) == VK_SUCCESS)
-            for (uint32_t i = 0; i < n_ext && !maintenance4; i++)
-                maintenance4 = !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
+            for (uint32_t i = 0; i < n_ext; i++) {
+                maintenance4 |= !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
+                c->exec_stats |= !strcmp(ext[i].extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+            }
         free(ext);
         if (maintenance4) {
             VkPhysicalDeviceMaintenance4PropertiesKHR m4 = {
@@ -495,6 +501,19 @@ static int create_device(struct vk_device *dev, const struct vk_candidate *c)
         .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &queue,
     };
+    /* TURBO_VK_PROFILE on a device of the plugin's own: the compiler's
+     * statistics of each pipeline (registers, shared memory, spills) */
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR stats = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE,
+    };
+    const char *stats_ext = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+    if (dev->knobs.profile && c->exec_stats) {
+        f12.pNext = &stats;
+        info.enabledExtensionCount = 1;
+        info.ppEnabledExtensionNames = &stats_ext;
+        dev->exec_stats = 1;
+    }
     if ((r = vkCreateDevice(c->physical, &info, NULL, &dev->device)) != VK_SUCCESS) {
         dev->device = VK_NULL_HANDLE;
         return vk_fail("open", "vkCreateDevice", r);

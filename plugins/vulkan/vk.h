@@ -219,6 +219,7 @@ struct vk_knobs {
     int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     uint32_t decode_qt;   /* TURBO_VK_DECODE_QT: most query rows of a decode.comp unit (1..16) */
+    uint32_t decode_rpl;  /* TURBO_VK_DECODE_RPL: decode.comp's rows per lane per batch (1, 2, 4) */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;
@@ -265,6 +266,7 @@ struct vk_device {
     uint32_t device_types[VK_MAX_MEMORY_TYPES], n_device_types;
     uint32_t host_types[VK_MAX_MEMORY_TYPES], n_host_types;
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
+    int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled */
     uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
 

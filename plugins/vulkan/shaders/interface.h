@@ -97,7 +97,10 @@
  * each partial): 1, else 0 (attention.comp; decode.comp takes neither). */
 #define TKV_VK_SPEC_K_SPLIT 20u
 #define TKV_VK_SPEC_V_SPLIT 21u
-#define TKV_VK_SPEC_COUNT 22u
+/* decode.comp: rows each lane of a subgroup takes per batch (a batch is
+ * SUBGROUP x RPL rows); the attention shader ignores it. */
+#define TKV_VK_SPEC_RPL 22u
+#define TKV_VK_SPEC_COUNT 23u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
@@ -105,6 +108,8 @@
 #define TKV_VK_DBG_NO_SCORES 2u   /* no scoring (scores 0) */
 #define TKV_VK_DBG_NO_V_LOADS 4u  /* V rows not loaded into the stage */
 #define TKV_VK_DBG_NO_VALUES 8u   /* no value accumulation */
+#define TKV_VK_DBG_NO_SYNC 16u    /* decode.comp: no subgroup barriers around a batch (wrong results) */
+#define TKV_VK_DBG_NO_BLOCKS 32u  /* decode.comp: rows as if the block table were the identity (wrong results) */
 
 /* Workgroup size of every shader. */
 #define TKV_VK_WG 128u
