@@ -469,21 +469,26 @@ void main()
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
             if (V_SPLIT != 0u) {
-                // the row's outliers among this lane's coordinates (their
-                // indices are distinct), weighed unscaled, unrotated
+                // the row's outliers at this lane's coordinates (indices are
+                // distinct: a coordinate has one at most), without a branch:
+                // every lane compares the row's N_OUT indices with its own
+                // coordinates; accumulated unscaled and unrotated
                 const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
+                float vo[DPL];
+                [[unroll]] for (uint e = 0u; e < DPL; e++)
+                    vo[e] = 0.0;
                 [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
-                    const uint i = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB);
-                    if (i / DPL == lane) {
-                        const float x = fp16_to_float(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u));
-                        [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                            const vec4 w4 = ws[(slot + r) * QT4 + t4] * x;
-                            [[unroll]] for (uint u = 0u; u < 4u; u++)
-                                [[unroll]] for (uint e = 0u; e < DPL; e++)
-                                    if (4u * t4 + u < QT && e == i % DPL)
-                                        acco[(4u * t4 + u) * DPL + e] += w4[u];
-                        }
-                    }
+                    const uint rel = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
+                    const float x = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+                    [[unroll]] for (uint e = 0u; e < DPL; e++)
+                        vo[e] = rel == e ? x : vo[e];
+                }
+                [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+                    const vec4 w4 = ws[(slot + r) * QT4 + t4];
+                    [[unroll]] for (uint u = 0u; u < 4u; u++)
+                        if (4u * t4 + u < QT)
+                            [[unroll]] for (uint e = 0u; e < DPL; e++)
+                                acco[(4u * t4 + u) * DPL + e] += w4[u] * vo[e];
                 }
             }
           }
