@@ -22,6 +22,3 @@ for dec in 1 0; do
 done
 echo "== kvb vulkan turbo3 4K,16K,64K,128K 1x1 0 8" >> "$O/bench.txt"
 timeout 40 ./kvb vulkan turbo3 4K,16K,64K,128K 1x1 0 8 2>&1 | grep -v '^#' >> "$O/bench.txt"
-for wgs in 1584; do
-echo "== sdpa: python3 scripts/sdpa-baseline.py --ctx 4096,16384,65536,131072" > "$O/sdpa.txt"
-timeout 60 python3 scripts/sdpa-baseline.py --ctx 4096,16384,65536,131072 >> "$O/sdpa.txt" 2>&1
