@@ -30,8 +30,6 @@
 
 /* Fewest rows of a decode.comp chunk (TURBO_VK_MIN_CHUNK overrides). */
 #define VK_DECODE_MIN_CHUNK 128u
-/* decode.comp rows per lane per batch by default (measured: docs/measurements/h200-2026-12-05-decode-bound) */
-#define VK_DECODE_RPL 1u
 
 static uint64_t align_up(uint64_t x) { return (x + TKV_VK_ALIGN - 1) / TKV_VK_ALIGN * TKV_VK_ALIGN; }
 static uint64_t round_up(uint64_t x, uint64_t to) { return (x + to - 1) / to * to; }
@@ -87,23 +85,11 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_
  * arrays: queries as vec4s, raw queries, codebooks, per-lane weights,
  * V addresses and keep flags). */
 static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_layout *kl, const struct vk_layout *vl,
-                                    uint32_t nsg, uint32_t rpl)
+                                    uint32_t nsg)
 {
     const uint64_t qt4 = (qt + 3) / 4, vrw = ((vl->row_bytes + 3) / 4) | 1u;
     return hd * qt4 * 16 * (kl->split ? 2 : 1) + (uint64_t)qt * hd * 4 * (vl->split ? 2 : 1) + 2 * 80 * 4 +
-           (uint64_t)TKV_VK_WG * rpl * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12;
-}
-
-/* decode.comp's rows per lane per batch (TURBO_VK_DECODE_RPL, else 2; 1
- * where the shared arrays of 2 do not fit). */
-static uint32_t decode_rpl(const struct vk_device *dev, uint32_t hd, uint32_t qt, const struct vk_layout *kl,
-                           const struct vk_layout *vl)
-{
-    uint32_t rpl = dev->knobs.decode_rpl ? dev->knobs.decode_rpl : VK_DECODE_RPL;
-    while (rpl > 1 && decode_shared_bytes(hd, qt, kl, vl, TKV_VK_WG / dev->subgroup, rpl) >
-                          dev->props.limits.maxComputeSharedMemorySize)
-        rpl /= 2;
-    return rpl;
+           (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12;
 }
 
 /* Whether decode.comp runs this call, and the most query rows per unit it
@@ -137,7 +123,7 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
     uint32_t qt = 32 / dpl > 8 ? 8 : 32 / dpl > 1 ? 32 / dpl : 1;
     if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
         qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
-    while (qt && decode_shared_bytes(hd, qt, kl, vl, TKV_VK_WG / sg, 1) > dev->props.limits.maxComputeSharedMemorySize)
+    while (qt && decode_shared_bytes(hd, qt, kl, vl, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;
 }
@@ -266,8 +252,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * TKV_VK_WG rows each (decode.comp: of nsg subgroups' batches, at least
      * min_rows), at most TKV_VK_MAX_CHUNKS per query row (its rows may start
      * inside a chunk: one more than span / chunk). */
-    const uint32_t rpl = dec_qt ? decode_rpl(dev, hd, qt, &kl, &vl) : 1;
-    const uint64_t rows_unit = dec_qt ? (uint64_t)nsg * dev->subgroup * rpl : wg;
+    const uint64_t rows_unit = dec_qt ? (uint64_t)nsg * dev->subgroup : wg;
     const uint64_t min_rows = dec_qt ? round_up(dev->knobs.min_chunk ? dev->knobs.min_chunk : VK_DECODE_MIN_CHUNK, rows_unit)
                                      : wg;
     /* decode.comp: a quarter of the workgroups (H200, turbo3 at 16K and
@@ -375,7 +360,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
         [TKV_VK_SPEC_K_SPLIT] = kl.split,
         [TKV_VK_SPEC_V_SPLIT] = vl.split,
-        [TKV_VK_SPEC_RPL] = rpl,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;

@@ -62,8 +62,6 @@ void vk_knobs_read(struct vk_device *dev)
     k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
     if ((v = getenv("TURBO_VK_DECODE_QT")) && atoi(v) > 0 && atoi(v) <= 16)
         k->decode_qt = (uint32_t)atoi(v);
-    if ((v = getenv("TURBO_VK_DECODE_RPL")) && (atoi(v) == 1 || atoi(v) == 2 || atoi(v) == 4))
-        k->decode_rpl = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_MIN_CHUNK")) && atoi(v) > 0)
         k->min_chunk = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0)

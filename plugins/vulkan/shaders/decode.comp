@@ -58,7 +58,6 @@ layout(constant_id = TKV_VK_SPEC_Q_ROT) const uint Q_ROT = TKV_VK_ROT_NONE;
 layout(constant_id = TKV_VK_SPEC_SUBGROUP) const uint SG = 32u;
 // stages left out for measurement (TURBO_VK_SHADER_SKIP): TKV_VK_DBG_* bits
 layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
-layout(constant_id = TKV_VK_SPEC_RPL) const uint RPL = 1u;
 layout(constant_id = TKV_VK_SPEC_K_SPLIT) const uint K_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_V_SPLIT) const uint V_SPLIT = 0u;
 
@@ -70,7 +69,6 @@ layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Uni
 const uint WG = gl_WorkGroupSize.x;
 const uint NSG = WG / SG;              // subgroups per workgroup, a chunk each
 const uint DPL = HEAD_DIM / SG;        // value coordinates per lane
-const uint BR = SG * RPL;              // rows of a subgroup's batch: RPL per lane
 const uint VA = V_SPLIT != 0u ? 2u : 1u; // halves of a partial: values, then the outliers (unrotated)
 const uint QT4 = (QT + 3u) / 4u;       // vec4s of one element's query rows
 const uint SEGS = HEAD_DIM / 32u;      // K segments of 32 values
@@ -93,11 +91,10 @@ shared vec4 qo[K_SPLIT != 0u ? HEAD_DIM * QT4 : 1u]; // outlier-split keys: q it
 shared float xs[QT * HEAD_DIM];        // the raw queries while Q_ROT rotates them; at the end the partials
 shared float xo[V_SPLIT != 0u ? QT * HEAD_DIM : 1u]; // outlier-split values: the outliers' partials
 shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16 + index]
-// per row of each subgroup's batch (row r of subgroup g at entry g * BR + r):
-shared vec4 ws[WG * RPL * QT4];        // its weights
-shared uint vs[WG * RPL * VRW];        // its V row, from bit 0
-shared uint keep[WG * RPL];            // some query row keeps its V
-shared float vsc[WG * RPL * VSC];      // its V row's scales, as floats
+shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
+shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
+shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
+shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
 shared float red_m[NSG * QT], red_l[NSG * QT];
 shared uint red_skip[NSG * QT];
 
@@ -116,102 +113,82 @@ shared uint red_skip[NSG * QT];
          : (((nw)[(b) >> 5u] >> ((b) & 31u)) | ((nw)[((b) >> 5u) + 1u] << (32u - ((b) & 31u)))) & \
                ((1u << (n)) - 1u))
 
-// part[r][t] += c[r] * q_t[e] for the RPL rows and the QT query rows: one
-// read of the queries for all the lane's rows.
-#define ADD_PRODUCTS(part, c, e)                                                 \
-    [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {                              \
-        vec4 q_ = qs[(e) * QT4 + t4];                                            \
-        [[unroll]] for (uint r_ = 0u; r_ < RPL; r_++)                            \
-            [[unroll]] for (uint i_ = 0u; i_ < 4u; i_++)                         \
-                if (4u * t4 + i_ < QT)                                           \
-                    part[r_][4u * t4 + i_] += (c)[r_] * q_[i_];                  \
+// part[t] += c * q_t[e] for the QT query rows.
+void add_products(inout float part[QT], float c, uint e)
+{
+    [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+        vec4 q = qs[e * QT4 + t4];
+        [[unroll]] for (uint i = 0u; i < 4u; i++)
+            if (4u * t4 + i < QT)
+                part[4u * t4 + i] += c * q[i];
     }
+}
 
-// s[r][t] = <q_t, k_r> of the K rows held in kw (their bytes from bit 0)
-// for the QT query rows (turbo keys: <R q, y_hat> per group times its
-// scale).
-void score_rows(uint kw[RPL][TKV_VK_DECODE_ROW_WORDS], out float s[RPL][QT])
+// <q_t, k> of the K row held in kw (its bytes from bit 0) for the QT query
+// rows (turbo keys: <R q, y_hat> per group times its scale; outlier-split
+// keys: plus their outliers against q itself).
+void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
 {
     const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
-    [[unroll]] for (uint r = 0u; r < RPL; r++)
-        [[unroll]] for (uint t = 0u; t < QT; t++)
-            s[r][t] = 0.0;
-    float part[RPL][QT], part2[RPL][QT], c[RPL], c2[RPL], scale[RPL];
+    [[unroll]] for (uint t = 0u; t < QT; t++)
+        s[t] = 0.0;
+    float part[QT], part2[QT];
+    float scale = 0.0;
     [[unroll]] for (uint seg = 0u; seg < SEGS; seg++) {
         const uint e0 = 32u * seg;
         if (K_ENC == TKV_VK_ENC_TURBO) {
             uint size, first, k = group_of(groups, e0, size, first);
             const uint gi = group_index(size), g_bit = 8u * (2u * k + first * K_BITS / 8u);
-            if (e0 == first)
-                [[unroll]] for (uint r = 0u; r < RPL; r++) {
-                    [[unroll]] for (uint t = 0u; t < QT; t++)
-                        part[r][t] = part2[r][t] = 0.0;
-                    scale[r] = fp16_to_float(BITS_AT(kw[r], g_bit, 16u));
-                }
+            if (e0 == first) {
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    part[t] = part2[t] = 0.0;
+                scale = fp16_to_float(BITS_AT(kw, g_bit, 16u));
+            }
             const uint b0 = g_bit + 16u + (e0 - first) * K_BITS;
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) { // two chains of sums
-                [[unroll]] for (uint r = 0u; r < RPL; r++) {
-                    c[r] = cent_k[gi * 16u + BITS_AT(kw[r], b0 + e * K_BITS, K_BITS)];
-                    c2[r] = cent_k[gi * 16u + BITS_AT(kw[r], b0 + (e + 1u) * K_BITS, K_BITS)];
-                }
-                ADD_PRODUCTS(part, c, e0 + e);
-                ADD_PRODUCTS(part2, c2, e0 + e + 1u);
+                add_products(part, cent_k[gi * 16u + BITS_AT(kw, b0 + e * K_BITS, K_BITS)], e0 + e);
+                add_products(part2, cent_k[gi * 16u + BITS_AT(kw, b0 + (e + 1u) * K_BITS, K_BITS)], e0 + e + 1u);
             }
             if (e0 + 32u == first + size) // the group ends with this segment
-                [[unroll]] for (uint r = 0u; r < RPL; r++)
-                    [[unroll]] for (uint t = 0u; t < QT; t++)
-                        s[r][t] += scale[r] * (part[r][t] + part2[r][t]);
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    s[t] += scale * (part[t] + part2[t]);
         } else if (K_ENC == TKV_VK_ENC_Q8_0) {
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                part[t] = part2[t] = 0.0;
             const uint b_bit = 8u * (e0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
-            [[unroll]] for (uint r = 0u; r < RPL; r++) {
-                [[unroll]] for (uint t = 0u; t < QT; t++)
-                    part[r][t] = part2[r][t] = 0.0;
-                scale[r] = fp16_to_float(BITS_AT(kw[r], b_bit, 16u));
-            }
+            scale = fp16_to_float(BITS_AT(kw, b_bit, 16u));
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
-                [[unroll]] for (uint r = 0u; r < RPL; r++) {
-                    c[r] = float(int(BITS_AT(kw[r], b_bit + 16u + 8u * e, 8u) << 24u) >> 24);
-                    c2[r] = float(int(BITS_AT(kw[r], b_bit + 24u + 8u * e, 8u) << 24u) >> 24);
-                }
-                ADD_PRODUCTS(part, c, e0 + e);
-                ADD_PRODUCTS(part2, c2, e0 + e + 1u);
+                add_products(part, float(int(BITS_AT(kw, b_bit + 16u + 8u * e, 8u) << 24u) >> 24), e0 + e);
+                add_products(part2, float(int(BITS_AT(kw, b_bit + 24u + 8u * e, 8u) << 24u) >> 24), e0 + e + 1u);
             }
-            [[unroll]] for (uint r = 0u; r < RPL; r++)
-                [[unroll]] for (uint t = 0u; t < QT; t++)
-                    s[r][t] += scale[r] * (part[r][t] + part2[r][t]);
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                s[t] += scale * (part[t] + part2[t]);
         } else { // f16
             if (seg == 0u)
-                [[unroll]] for (uint r = 0u; r < RPL; r++)
-                    [[unroll]] for (uint t = 0u; t < QT; t++)
-                        part[r][t] = part2[r][t] = 0.0;
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    part[t] = part2[t] = 0.0;
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
-                [[unroll]] for (uint r = 0u; r < RPL; r++) {
-                    vec2 v = unpackHalf2x16(kw[r][(e0 + e) >> 1u]);
-                    c[r] = v.x;
-                    c2[r] = v.y;
-                }
-                ADD_PRODUCTS(part, c, e0 + e);
-                ADD_PRODUCTS(part2, c2, e0 + e + 1u);
+                vec2 v = unpackHalf2x16(kw[(e0 + e) >> 1u]);
+                add_products(part, v.x, e0 + e);
+                add_products(part2, v.y, e0 + e + 1u);
             }
             if (seg == SEGS - 1u)
-                [[unroll]] for (uint r = 0u; r < RPL; r++)
-                    [[unroll]] for (uint t = 0u; t < QT; t++)
-                        s[r][t] = part[r][t] + part2[r][t];
+                [[unroll]] for (uint t = 0u; t < QT; t++)
+                    s[t] = part[t] + part2[t];
         }
     }
     if (K_SPLIT != 0u) { // + sum_o q[i_o] x_o, against q itself
         const uint at = 8u * outlier_offset(groups, HEAD_DIM, K_BITS);
-        [[unroll]] for (uint r = 0u; r < RPL; r++)
-            [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
-                const uint i = BITS_AT(kw[r], at + 8u * OUT_IB * o, 8u * OUT_IB);
-                const float x = fp16_to_float(BITS_AT(kw[r], at + 8u * (N_OUT * OUT_IB + 2u * o), 16u));
-                [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                    const vec4 q = qo[i * QT4 + t4];
-                    [[unroll]] for (uint u = 0u; u < 4u; u++)
-                        if (4u * t4 + u < QT)
-                            s[r][4u * t4 + u] += x * q[u];
-                }
+        [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
+            const uint i = BITS_AT(kw, at + 8u * OUT_IB * o, 8u * OUT_IB);
+            const float x = unpackHalf2x16(BITS_AT(kw, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+            [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+                const vec4 q = qo[i * QT4 + t4];
+                [[unroll]] for (uint u = 0u; u < 4u; u++)
+                    if (4u * t4 + u < QT)
+                        s[4u * t4 + u] += x * q[u];
             }
+        }
     }
 }
 
@@ -230,7 +207,7 @@ void load_row(uint64_t addr, out uint w[TKV_VK_DECODE_ROW_WORDS], uint n)
 void main()
 {
     const uint lid = gl_LocalInvocationIndex, sgid = gl_SubgroupID, lane = gl_SubgroupInvocationID;
-    const uint slot = sgid * BR; // this subgroup's entries in ws, vs, keep, vsc
+    const uint slot = sgid * SG; // this subgroup's entries in ws, vs, keep, vsc
     const uint wid = flat_workgroup(), cg = wid % pc.max_chunks, uh = wid / pc.max_chunks;
     const uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
     if (unit_index >= pc.n_units)
@@ -315,104 +292,87 @@ void main()
     // this subgroup's rows of the chunk
     const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
     const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
-    for (uint base = begin; base < end; base += BR) {
-        // this lane's K and V rows (row base + r * SG + lane for r < RPL),
-        // every load issued before any is used
-        uint kw[RPL][TKV_VK_DECODE_ROW_WORDS], vw[RPL][TKV_VK_DECODE_ROW_WORDS];
-        [[unroll]] for (uint r = 0u; r < RPL; r++) {
-            const uint j = base + r * SG + lane;
-            if (j < end) {
-                const uint bi = j / pc.block_tokens, in_block = j - bi * pc.block_tokens;
-                const uint64_t block = (DBG & TKV_VK_DBG_NO_BLOCKS) == 0u ? uint64_t(Uints(blocks).u[bi]) : uint64_t(bi);
-                if ((DBG & TKV_VK_DBG_NO_K_LOADS) == 0u)
-                    load_row(pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride +
-                                 uint64_t(in_block) * K_ROW_BYTES, kw[r], KW);
-                else
-                    [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
-                        kw[r][i] = (j * 2654435761u) ^ (i * 40503u);
-                if ((DBG & TKV_VK_DBG_NO_V_LOADS) == 0u)
-                    load_row(pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride +
-                                 uint64_t(in_block) * V_ROW_BYTES, vw[r], VW);
-                else
-                    [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
-                        vw[r][i] = (j * 2246822519u) ^ (i * 40503u);
-            } else {
+    for (uint base = begin; base < end; base += SG) {
+        const uint j = base + lane;
+        // this lane's K and V rows, every load issued before any is used
+        uint kw[TKV_VK_DECODE_ROW_WORDS], vw[TKV_VK_DECODE_ROW_WORDS];
+        if (j < end) {
+            const uint bi = j / pc.block_tokens, in_block = j - bi * pc.block_tokens;
+            const uint64_t block = (DBG & TKV_VK_DBG_NO_BLOCKS) == 0u ? uint64_t(Uints(blocks).u[bi]) : uint64_t(bi);
+            if ((DBG & TKV_VK_DBG_NO_K_LOADS) == 0u)
+                load_row(pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + uint64_t(in_block) * K_ROW_BYTES,
+                         kw, KW);
+            else
                 [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
-                    kw[r][i] = vw[r][i] = 0u;
-            }
+                    kw[i] = (j * 2654435761u) ^ (i * 40503u);
+            if ((DBG & TKV_VK_DBG_NO_V_LOADS) == 0u)
+                load_row(pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + uint64_t(in_block) * V_ROW_BYTES,
+                         vw, VW);
+            else
+                [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
+                    vw[i] = (j * 2246822519u) ^ (i * 40503u);
         }
-        // the V rows into shared memory (no row: zero bytes and scales,
-        // which weigh 0 in the value loop), their scales converted once here
-        // rather than by every lane
-        [[unroll]] for (uint r = 0u; r < RPL; r++) {
-            const uint at = slot + r * SG + lane;
+        float x[QT];
+        if (j < end) {
             [[unroll]] for (uint i = 0u; i < VW; i++)
-                vs[at * VRW + i] = vw[r][i];
+                vs[(slot + lane) * VRW + i] = vw[i];
+            // the row's scales, converted once here rather than by every lane
             const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
             [[unroll]] for (uint g = 0u, first = 0u; g < VSC; g++) {
                 const uint size = group_size(groups, g);
                 if (V_ENC == TKV_VK_ENC_TURBO && size != 0u)
-                    vsc[at * VSC + g] = fp16_to_float(BITS_AT(vw[r], 8u * (2u * g + first * V_BITS / 8u), 16u));
+                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * (2u * g + first * V_BITS / 8u), 16u));
                 else if (V_ENC == TKV_VK_ENC_Q8_0)
-                    vsc[at * VSC + g] = fp16_to_float(BITS_AT(vw[r], 8u * g * (Q8_BLOCK + 2u), 16u));
+                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * g * (Q8_BLOCK + 2u), 16u));
                 first += size;
             }
-        }
-        float s[RPL][QT], x[RPL][QT];
-        if ((DBG & TKV_VK_DBG_NO_SCORES) == 0u)
-            score_rows(kw, s);
-        else
-            [[unroll]] for (uint r = 0u; r < RPL; r++)
+            float s[QT];
+            if ((DBG & TKV_VK_DBG_NO_SCORES) == 0u)
+                score_row(kw, s);
+            else
                 [[unroll]] for (uint t = 0u; t < QT; t++)
-                    s[r][t] = float(kw[r][t % KW] & 1023u) * 0.001;
-        [[unroll]] for (uint r = 0u; r < RPL; r++) {
-            const uint j = base + r * SG + lane;
+                    s[t] = float(kw[t % KW] & 1023u) * 0.001;
             [[unroll]] for (uint t = 0u; t < QT; t++) {
-                float y = pc.scale * s[r][t];
+                float y = pc.scale * s[t];
                 if (pc.softcap > 0.0)
                     y = pc.softcap * tanh_stable(y / pc.softcap);
-                x[r][t] = j < end && j >= lo[t] && j < hi[t] ? y : NEG_INF;
+                x[t] = j >= lo[t] && j < hi[t] ? y : NEG_INF;
             }
+        } else {
+            // no row: zero bytes and scales, which weigh 0 in the value loop
+            [[unroll]] for (uint i = 0u; i < VW; i++)
+                vs[(slot + lane) * VRW + i] = 0u;
+            [[unroll]] for (uint g = 0u; g < VSC; g++)
+                vsc[(slot + lane) * VSC + g] = 0.0;
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                x[t] = NEG_INF;
         }
         // softmax: the running max through the end of the batch, which the
         // sparse-V decision takes too
-        bool needed[RPL];
-        float corr[QT], w[RPL][QT4 * 4u];
-        [[unroll]] for (uint r = 0u; r < RPL; r++) {
-            needed[r] = false;
-            [[unroll]] for (uint t = QT; t < QT4 * 4u; t++)
-                w[r][t] = 0.0;
-        }
+        bool needed = false;
+        float corr[QT], w[QT4 * 4u];
         [[unroll]] for (uint t = 0u; t < QT; t++) {
-            float x_max = x[0][t];
-            [[unroll]] for (uint r = 1u; r < RPL; r++)
-                x_max = max(x_max, x[r][t]);
-            const float m_new = max(m_run[t], subgroupMax(x_max));
+            const float m_new = max(m_run[t], subgroupMax(x[t]));
             corr[t] = m_new == NEG_INF ? 1.0 : exp(m_run[t] - m_new);
-            float l_sum = 0.0;
-            [[unroll]] for (uint r = 0u; r < RPL; r++) {
-                float p = 0.0, kept = 0.0;
-                if (x[r][t] != NEG_INF) {
-                    p = exp(x[r][t] - m_new);
-                    if (p < pc.threshold) {
-                        skipped[t]++;
-                    } else {
-                        kept = p;
-                        needed[r] = true;
-                    }
+            float p = 0.0, kept = 0.0;
+            if (x[t] != NEG_INF) {
+                p = exp(x[t] - m_new);
+                if (p < pc.threshold) {
+                    skipped[t]++;
+                } else {
+                    kept = p;
+                    needed = true;
                 }
-                w[r][t] = kept;
-                l_sum += p;
             }
-            l_own[t] = l_own[t] * corr[t] + l_sum;
+            w[t] = kept;
+            l_own[t] = l_own[t] * corr[t] + p;
             m_run[t] = m_new;
         }
-        [[unroll]] for (uint r = 0u; r < RPL; r++) {
-            const uint at = slot + r * SG + lane;
-            [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
-                ws[at * QT4 + t4] = vec4(w[r][4u * t4], w[r][4u * t4 + 1u], w[r][4u * t4 + 2u], w[r][4u * t4 + 3u]);
-            keep[at] = needed[r] ? 1u : 0u;
-        }
+        [[unroll]] for (uint t = QT; t < QT4 * 4u; t++)
+            w[t] = 0.0;
+        [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
+            ws[(slot + lane) * QT4 + t4] = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]);
+        keep[slot + lane] = needed ? 1u : 0u;
         if ((DBG & TKV_VK_DBG_NO_SYNC) == 0u) {
             subgroupMemoryBarrierShared();
             subgroupBarrier();
@@ -427,7 +387,7 @@ void main()
         // four rows at a time, their loads and products independent; a
         // row no query row keeps (or past the end) weighs 0, and four of
         // them are skipped together
-        const uint nb = min(BR, end - base);
+        const uint nb = min(SG, end - base);
         for (uint r0 = 0u; r0 < ((DBG & TKV_VK_DBG_NO_VALUES) == 0u ? nb : 0u); r0 += 4u) {
           if ((keep[slot + r0] | keep[slot + r0 + 1u] | keep[slot + r0 + 2u] | keep[slot + r0 + 3u]) == 0u)
               continue;

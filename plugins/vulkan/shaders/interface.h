@@ -97,10 +97,7 @@
  * each partial): 1, else 0 (attention.comp; decode.comp takes neither). */
 #define TKV_VK_SPEC_K_SPLIT 20u
 #define TKV_VK_SPEC_V_SPLIT 21u
-/* decode.comp: rows each lane of a subgroup takes per batch (a batch is
- * SUBGROUP x RPL rows); the attention shader ignores it. */
-#define TKV_VK_SPEC_RPL 22u
-#define TKV_VK_SPEC_COUNT 23u
+#define TKV_VK_SPEC_COUNT 22u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
