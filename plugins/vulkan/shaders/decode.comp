@@ -89,9 +89,7 @@ const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO && Q_ROT == TKV_VK_ROT_NONE && K
 shared vec4 qs[HEAD_DIM * QT4];        // [element][query row / 4]
 shared vec4 qo[K_SPLIT != 0u ? HEAD_DIM * QT4 : 1u]; // outlier-split keys: q itself, as qs
 shared float xs[QT * HEAD_DIM];        // the raw queries while Q_ROT rotates them; at the end the partials
-// outlier-split values: each subgroup's sums of the outliers, [query row][element]
-// (each lane reads and writes only its own elements)
-shared float xo[V_SPLIT != 0u ? NSG * QT * HEAD_DIM : 1u];
+shared float xo[V_SPLIT != 0u ? QT * HEAD_DIM : 1u]; // outlier-split values: the outliers' partials
 shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16 + index]
 shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
@@ -260,6 +258,7 @@ void main()
     // From here on each subgroup goes its own way until the partials.
     uint lo[QT], hi[QT], skipped[QT];
     float m_run[QT], l_own[QT], acc[QT * DPL];
+    float acco[V_SPLIT != 0u ? QT * DPL : 1u]; // outlier-split values: this lane's coordinates of the outliers' sums
     [[unroll]] for (uint t = 0u; t < QT; t++) {
         uint p = p0 + (qr0 + t) / pc.ratio;
         hi[t] = qr0 + t < n_q_rows ? p + 1u : 0u;
@@ -270,14 +269,12 @@ void main()
     }
     [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
         acc[a] = 0.0;
+    [[unroll]] for (uint a = 0u; a < acco.length(); a++)
+        acco[a] = 0.0;
 
     // This lane's value coordinates d0 .. d0 + DPL - 1 and where they lie in
     // a V row: the byte of their scale, the bit of their first value.
-    const uint d0 = lane * DPL, xo_at = sgid * QT * HEAD_DIM + d0; // (xo: this lane's first element)
-    if (V_SPLIT != 0u)
-        [[unroll]] for (uint t = 0u; t < QT; t++)
-            [[unroll]] for (uint e = 0u; e < DPL; e++)
-                xo[xo_at + t * HEAD_DIM + e] = 0.0;
+    const uint d0 = lane * DPL;
     uint v_scale = 0u, v_bit = 0u, v_gi = 0u; // its scale in vsc, its bit in vs
     if (V_ENC == TKV_VK_ENC_TURBO) {
         uint size, first, k = group_of(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), d0, size, first);
@@ -385,9 +382,8 @@ void main()
         [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
             acc[a] *= corr[a / DPL];
         if (V_SPLIT != 0u)
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                [[unroll]] for (uint e = 0u; e < DPL; e++)
-                    xo[xo_at + t * HEAD_DIM + e] *= corr[t];
+            [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
+                acco[a] *= corr[a / DPL];
         // four rows at a time, their loads and products independent; a
         // row no query row keeps (or past the end) weighs 0, and four of
         // them are skipped together
@@ -433,20 +429,26 @@ void main()
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
             if (V_SPLIT != 0u) {
-                // the row's outliers at this lane's elements, weighed
-                // unscaled, added unrotated into its part of xo
+                // the row's outliers at this lane's coordinates (indices are
+                // distinct: a coordinate has one at most), without a branch:
+                // every lane compares the row's N_OUT indices with its own
+                // coordinates; accumulated unscaled and unrotated
                 const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
+                float vo[DPL];
+                [[unroll]] for (uint e = 0u; e < DPL; e++)
+                    vo[e] = 0.0;
                 [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
-                    const uint i = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB);
-                    if (i - d0 < DPL) {
-                        const float x = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
-                        [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                            const vec4 w4 = ws[(slot + r) * QT4 + t4];
-                            [[unroll]] for (uint u = 0u; u < 4u; u++)
-                                if (4u * t4 + u < QT)
-                                    xo[sgid * QT * HEAD_DIM + (4u * t4 + u) * HEAD_DIM + i] += w4[u] * x;
-                        }
-                    }
+                    const uint rel = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
+                    const float x = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+                    [[unroll]] for (uint e = 0u; e < DPL; e++)
+                        vo[e] = rel == e ? x : vo[e];
+                }
+                [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+                    const vec4 w4 = ws[(slot + r) * QT4 + t4];
+                    [[unroll]] for (uint u = 0u; u < 4u; u++)
+                        if (4u * t4 + u < QT)
+                            [[unroll]] for (uint e = 0u; e < DPL; e++)
+                                acco[(4u * t4 + u) * DPL + e] += w4[u] * vo[e];
                 }
             }
           }
@@ -483,16 +485,14 @@ void main()
         }
         f[t] = m_run[t] == NEG_INF ? 0.0 : exp(m_run[t] - m_all[t]);
     }
-    if (V_SPLIT != 0u) // the outliers' sums to the common max (added up below)
-        [[unroll]] for (uint t = 0u; t < QT; t++)
-            [[unroll]] for (uint e = 0u; e < DPL; e++)
-                xo[xo_at + t * HEAD_DIM + e] *= f[t];
     for (uint g = 0u; g < NSG; g++) {
         if (g == sgid)
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 [[unroll]] for (uint e = 0u; e < DPL; e++) {
                     const uint at = t * HEAD_DIM + d0 + e;
                     xs[at] = (g == 0u ? 0.0 : xs[at]) + f[t] * acc[t * DPL + e];
+                    if (V_SPLIT != 0u)
+                        xo[at] = (g == 0u ? 0.0 : xo[at]) + f[t] * acco[t * DPL + e];
                 }
         barrier();
     }
@@ -504,12 +504,8 @@ void main()
             // (outlier-split values: the outliers' half after the values')
             Floats part = Floats(pc.work + 4ul * (p * VA * HEAD_DIM));
             part.f[e % HEAD_DIM] = xs[e];
-            if (V_SPLIT != 0u) {
-                float sum = 0.0;
-                for (uint g = 0u; g < NSG; g++)
-                    sum += xo[g * QT * HEAD_DIM + e];
-                part.f[HEAD_DIM + e % HEAD_DIM] = sum;
-            }
+            if (V_SPLIT != 0u)
+                part.f[HEAD_DIM + e % HEAD_DIM] = xo[e];
         }
     }
     if (lid < QT && qr0 + lid < n_q_rows) {
