@@ -313,11 +313,6 @@ void main()
         v_bit = 16u * d0;
     }
     const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
-    // turbo values of one group a row (and no outliers, which are weighed
-    // unscaled): the lane that loads a row stores its weights times the
-    // row's scale, the same products the value loop would form
-    const bool prescaled = V_ENC == TKV_VK_ENC_TURBO && V_SPLIT == 0u &&
-                           group_size(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), 1u) == 0u;
 
     // this subgroup's rows of the chunk
     const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
@@ -342,12 +337,10 @@ void main()
                 [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
                     vw[i] = (j * 2246822519u) ^ (i * 40503u);
         }
-        float x[QT], row_scale = 1.0;
+        float x[QT];
         if (j < end) {
             [[unroll]] for (uint i = 0u; i < VW; i++)
                 vs[(slot + lane) * VRW + i] = vw[i];
-            if (prescaled)
-                row_scale = fp16_to_float(BITS_AT(vw, 0u, 16u));
             // the row's scales, converted once here rather than by every lane
             const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
             [[unroll]] for (uint g = 0u, first = 0u; g < VSC; g++) {
@@ -403,7 +396,7 @@ void main()
         [[unroll]] for (uint t = QT; t < QT4 * 4u; t++)
             w[t] = 0.0;
         [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
-            ws[(slot + lane) * QT4 + t4] = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]) * row_scale;
+            ws[(slot + lane) * QT4 + t4] = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]);
         keep[slot + lane] = needed ? 1u : 0u;
         if ((DBG & TKV_VK_DBG_NO_SYNC) == 0u) {
             subgroupMemoryBarrierShared();
@@ -426,7 +419,7 @@ void main()
           [[unroll]] for (uint ri = 0u; ri < 4u; ri++) {
             const uint r = r0 + ri;
             const uint row = (slot + r) * VRW;
-            const float scale = V_ENC == TKV_VK_ENC_F16 || prescaled ? 1.0 : vsc[(slot + r) * VSC + v_scale];
+            const float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : vsc[(slot + r) * VSC + v_scale];
             float wt[QT4 * 4u];
             [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
                 vec4 q = ws[(slot + r) * QT4 + t4] * scale;
