@@ -88,7 +88,7 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_la
                                     uint32_t nsg)
 {
     const uint64_t qt4 = (qt + 3) / 4, vrw = ((vl->row_bytes + 3) / 4) | 1u;
-    return hd * qt4 * 16 * (kl->split ? 2 : 1) + (uint64_t)qt * hd * 4 * (vl->split ? 2 : 1) + 2 * 80 * 4 + 2 * 320 * 8 +
+    return hd * qt4 * 16 * (kl->split ? 2 : 1) + (uint64_t)qt * hd * 4 * (vl->split ? 2 : 1) + 2 * 80 * 4 +
            (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12;
 }
 

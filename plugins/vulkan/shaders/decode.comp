@@ -91,11 +91,6 @@ shared vec4 qo[K_SPLIT != 0u ? HEAD_DIM * QT4 : 1u]; // outlier-split keys: q it
 shared float xs[QT * HEAD_DIM];        // the raw queries while Q_ROT rotates them; at the end the partials
 shared float xo[V_SPLIT != 0u ? QT * HEAD_DIM : 1u]; // outlier-split values: the outliers' partials
 shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16 + index]
-// indices of at most 3 bits: the centroids of two consecutive values at once,
-// [gi * 64 + (index of the first | index of the second << bits)]
-const bool K_PAIRS = K_ENC == TKV_VK_ENC_TURBO && K_BITS <= 3u;
-const bool V_PAIRS = V_ENC == TKV_VK_ENC_TURBO && V_BITS <= 3u && DPL % 2u == 0u;
-shared vec2 cent_k2[320], cent_v2[320];
 shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
 shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
@@ -151,15 +146,8 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
             }
             const uint b0 = g_bit + 16u + (e0 - first) * K_BITS;
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) { // two chains of sums
-                vec2 c;
-                if (K_PAIRS) {
-                    c = cent_k2[gi * 64u + BITS_AT(kw, b0 + e * K_BITS, 2u * K_BITS)];
-                } else {
-                    c.x = cent_k[gi * 16u + BITS_AT(kw, b0 + e * K_BITS, K_BITS)];
-                    c.y = cent_k[gi * 16u + BITS_AT(kw, b0 + (e + 1u) * K_BITS, K_BITS)];
-                }
-                add_products(part, c.x, e0 + e);
-                add_products(part2, c.y, e0 + e + 1u);
+                add_products(part, cent_k[gi * 16u + BITS_AT(kw, b0 + e * K_BITS, K_BITS)], e0 + e);
+                add_products(part2, cent_k[gi * 16u + BITS_AT(kw, b0 + (e + 1u) * K_BITS, K_BITS)], e0 + e + 1u);
             }
             if (e0 + 32u == first + size) // the group ends with this segment
                 [[unroll]] for (uint t = 0u; t < QT; t++)
@@ -264,19 +252,6 @@ void main()
     for (uint e = lid; e < 80u; e += WG) {
         cent_k[e] = K_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << K_BITS) ? m.f[codebook_at(e / 16u, K_BITS) + e % 16u] : 0.0;
         cent_v[e] = V_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;
-    }
-    for (uint e = lid; e < 320u; e += WG) {
-        const uint gi = e / 64u, code = e % 64u;
-        if (K_PAIRS) {
-            const uint a = code & ((1u << K_BITS) - 1u), b = code >> K_BITS;
-            cent_k2[e] = b < (1u << K_BITS) ? vec2(m.f[codebook_at(gi, K_BITS) + a], m.f[codebook_at(gi, K_BITS) + b])
-                                            : vec2(0.0);
-        }
-        if (V_PAIRS) {
-            const uint a = code & ((1u << V_BITS) - 1u), b = code >> V_BITS;
-            cent_v2[e] = b < (1u << V_BITS) ? vec2(m.f[codebook_at(gi, V_BITS) + a], m.f[codebook_at(gi, V_BITS) + b])
-                                            : vec2(0.0);
-        }
     }
     barrier();
 
@@ -432,15 +407,8 @@ void main()
                 [[unroll]] for (uint e = 0u; e < DPL; e += PER) {
                     const uint bit = v_bit + e * V_BITS, wd = row + (bit >> 5u), sh = bit & 31u;
                     const uint bits = (vs[wd] >> sh) | ((vs[wd + 1u] << 1u) << (31u - sh));
-                    if (V_PAIRS) // (PER is even for 2 and 3 bits, DPL too)
-                        [[unroll]] for (uint i = 0u; i < PER && e + i < DPL; i += 2u) {
-                            const vec2 c = cent_v2[v_gi * 64u + ((bits >> (i * V_BITS)) & ((1u << (2u * V_BITS)) - 1u))];
-                            val[e + i] = c.x;
-                            val[e + i + 1u] = c.y;
-                        }
-                    else
-                        [[unroll]] for (uint i = 0u; i < PER && e + i < DPL; i++)
-                            val[e + i] = cent_v[v_gi * 16u + ((bits >> (i * V_BITS)) & ((1u << V_BITS) - 1u))];
+                    [[unroll]] for (uint i = 0u; i < PER && e + i < DPL; i++)
+                        val[e + i] = cent_v[v_gi * 16u + ((bits >> (i * V_BITS)) & ((1u << V_BITS) - 1u))];
                 }
             } else if (V_ENC == TKV_VK_ENC_Q8_0) {
                 [[unroll]] for (uint e = 0u; e < DPL; e += 4u) {
