@@ -347,6 +347,16 @@ int vk_begin_call(struct vk_device *dev, int queued, const char *op);
  * compute, transfer and host reads, and (ring) the submit, not waited for;
  * otherwise vk_submit. */
 int vk_end_call(struct vk_device *dev, const char *op);
+/* What ends a queued call: vk_end_call's barrier; an execution dependency
+ * only (an append: the host's later writes wait for its reads; what it
+ * wrote only the plugin's calls read, each after its entry barrier); none
+ * (measurement only, TURBO_VK_APPEND_RECORD=nobarrier). */
+enum vk_exit { VK_EXIT_FULL, VK_EXIT_READS, VK_EXIT_NONE };
+/* A queued append (quantize.c): vk_begin_call(dev, 1, op), its entry
+ * barrier left out where entry_barrier is 0 (measurement only); ended by
+ * vk_end_append with the exit asked for. */
+int vk_begin_append(struct vk_device *dev, int entry_barrier, const char *op);
+int vk_end_append(struct vk_device *dev, enum vk_exit exit, const char *op);
 /* A synchronous op is about to begin (host memory read or written, a wait):
  * TKV_EBUSY while the host's command buffer is set; on the host's device
  * waits for the queued calls in flight first (they may read the scratch the
