@@ -25,6 +25,7 @@ layout(push_constant, std430) uniform Push { TKV_VK_QUANTIZE_PUSH } pc;
 shared float xs[TKV_VK_ROWS_ELEMS];          // the rows: input, unit, rotated, residual
 shared float xin[TKV_VK_ROWS_ELEMS];         // the sanitized input (QJL: its residual stage starts over)
 shared uint ids[TKV_VK_ROWS_ELEMS];          // codebook indices, then QJL sign bits; outlier flags
+shared float csqv[TKV_VK_ROWS_ELEMS];        // the squared centroid of each index
 shared float norms[TKV_VK_ROWS_ELEMS / 8u];  // per (row, group) or (row, q8_0 block)
 shared float aux[TKV_VK_ROWS_ELEMS / 8u];    // 1/d of a q8_0 block; s_hat, then "has a residual"
 shared uint nonfinite;
@@ -114,28 +115,45 @@ uint lane_item(uint it, uint ng, out uint r, out uint first, out uint size)
     return rk;
 }
 
-// The butterflies of the WHT (rotate.glsl's, the same operations on the
-// same elements in the same order): stage h pairs (j, j + h) of every
-// group larger than h; one pair per invocation.
-void wht_butterflies(uint nr, uint hd, uvec4 groups)
+// Stages h0, 2 h0 and 4 h0 (those below 128) of the WHT's butterflies
+// (rotate.glsl's: the same operations on the same elements, stage after
+// stage), 8 elements of a row an invocation, in registers: B + o + k h0,
+// k = 0..7, B a multiple of 8 h0, o < h0. A pair (j, j + h) is one where
+// h is below the size of j's group (groups are aligned to their size, so
+// j + h is in it); elements past head_dim belong to no group.
+void wht_radix8(uint nr, uint hd, uvec4 groups, uint h0)
 {
-    const uint half_dim = hd / 2u, lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x;
-    for (uint h = 1u; h < 128u; h <<= 1u) {
-        for (uint p = lid; p < nr * half_dim; p += wg) {
-            uint row = p / half_dim, pp = p - row * half_dim, size, first;
-            // the pair's lower element: groups are aligned to their size
-            uint lo = ((pp & ~(h - 1u)) << 1) | (pp & (h - 1u));
-            group_of(groups, lo, size, first);
-            if (h < size) {
-                uint j = row * hd + lo;
-                precise float a = xs[j], b = xs[j + h];
-                precise float sum = a + b, difference = a - b;
-                xs[j] = sum;
-                xs[j + h] = difference;
+    const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x;
+    const uint per_row = (hd + 8u * h0 - 1u) / (8u * h0) * h0;
+    for (uint p = lid; p < nr * per_row; p += wg) {
+        uint row = p / per_row, q = p - row * per_row, base = q / h0 * 8u * h0 + q % h0, at = row * hd;
+        float v[8];
+        [[unroll]] for (uint k = 0u; k < 8u; k++) {
+            uint j = base + k * h0;
+            v[k] = j < hd ? xs[at + j] : 0.0;
+        }
+        [[unroll]] for (uint s = 1u; s < 8u; s <<= 1u) {
+            uint h = s * h0;
+            [[unroll]] for (uint k = 0u; k < 8u; k++) {
+                if ((k & s) != 0u)
+                    continue;
+                uint size, first;
+                group_of(groups, base + k * h0, size, first);
+                if (h < size && h < 128u) {
+                    precise float a = v[k], b = v[k + s];
+                    precise float sum = a + b, difference = a - b;
+                    v[k] = sum;
+                    v[k + s] = difference;
+                }
             }
         }
-        barrier();
+        [[unroll]] for (uint k = 0u; k < 8u; k++) {
+            uint j = base + k * h0;
+            if (j < hd)
+                xs[at + j] = v[k];
+        }
     }
+    barrier();
 }
 
 // roundf: half away from zero (v - trunc(v) is exact for |v| < 2^23).
@@ -295,16 +313,16 @@ void main()
         part[it] = lane;
     }
     barrier();
-    for (uint it = lid; it < nr * ng; it += wg)
-        norms[it] = sqrt_to_float(sum8_of_part(it));
-    barrier();
     if (stop_after(2u))
         return;
-    // u = x / n, times WHT's first signs (the rotation's first pass)
+    // u = x / n, times WHT's first signs (the rotation's first pass); every
+    // invocation takes its group's n from the running sums itself
     const bool wht = pc.rotation == TKV_VK_ROT_WHT;
     for (uint e = lid; e < n; e += wg) {
-        uint i = e % hd, size, first, k = group_of(groups, i, size, first);
-        float norm = norms[(e / hd) * ng + k];
+        uint i = e % hd, size, first, k = group_of(groups, i, size, first), rk = (e / hd) * ng + k;
+        float norm = sqrt_to_float(sum8_of_part(rk));
+        if (i == first)
+            norms[rk] = norm;
         float u = norm > 0.0 ? div_rn(xs[e], norm) : 0.0;
         if (wht)
             u = u * m.f[sign_at(group_index(size), false) + i - first];
@@ -313,26 +331,37 @@ void main()
     barrier();
     if (stop_after(3u))
         return;
-    if (wht)
-        wht_butterflies(nr, hd, groups);
-    else
+    if (wht) {
+        // stages 1-4 and 8-32 here, 64 in the pass below
+        wht_radix8(nr, hd, groups, 1u);
+        wht_radix8(nr, hd, groups, 8u);
+    } else {
         rotate_rows(nr, hd, groups, pc.rotation, false, pc.math);
+    }
     if (stop_after(4u))
         return;
-    // WHT's last pass (1/sqrt(g), the second signs), then the boundaries
+    // WHT's stage 64 (each element of a pair computed by its own invocation
+    // from both, so xs is only read here) and last pass (1/sqrt(g), the
+    // second signs), then the boundaries, and the index's squared centroid
     for (uint e = lid; e < n; e += wg) {
         uint i = e % hd, size, first, k = group_of(groups, i, size, first), gi = group_index(size);
         float y = xs[e];
         if (wht) {
+            if (64u < size) {
+                uint lo = e - i + (i & ~64u);
+                precise float a = xs[lo], b = xs[lo + 64u];
+                precise float sum = a + b, difference = a - b;
+                y = (i & 64u) != 0u ? difference : sum;
+            }
             precise float scaled = y * m.f[TKV_VK_MATH_INV_SQRT + gi];
             y = scaled * m.f[sign_at(gi, true) + i - first];
-            xs[e] = y;
         }
         uint idx = 0u;
         if (norms[(e / hd) * ng + k] > 0.0) {
-            uint cb = codebook_at(gi, bits) + 16u; // the boundaries
+            uint cb = codebook_at(gi, bits);
             for (uint l = 0u; l + 1u < (1u << bits); l++)
-                idx += y >= m.f[cb + l] ? 1u : 0u;
+                idx += y >= m.f[cb + 16u + l] ? 1u : 0u; // the boundaries
+            csqv[e] = m.f[cb + 32u + idx];
         }
         ids[e] = idx;
     }
@@ -342,17 +371,16 @@ void main()
     for (uint it = lid; it < nr * ng * 8u; it += wg) {
         uint r, first, size, rk = lane_item(it, ng, r, first, size);
         precise SUM_T lane = TO_SUM(0.0);
-        if (norms[rk] > 0.0) {
-            uint csq_at = codebook_at(group_index(size), bits) + 32u;
+        if (norms[rk] > 0.0)
             for (uint i = it & 7u; i < size; i += 8u)
-                lane += TO_SUM(m.f[csq_at + ids[r * hd + first + i]]);
-        }
+                lane += TO_SUM(csqv[r * hd + first + i]);
         part[it] = lane;
     }
     barrier();
     if (stop_after(6u))
         return;
-    for (uint it = lid; it < nr * ng; it += wg) {
+    // the scales on the last invocations, the streams on the first
+    for (uint it = wg - 1u - lid; it < nr * ng; it += wg) {
         uint r = it / ng, k = it % ng, size, first = group_first(groups, k, size);
         float norm = norms[it], scale = 0.0;
         if (norm > 0.0) {
