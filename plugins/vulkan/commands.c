@@ -13,6 +13,8 @@
 
 #include "vk.h"
 
+static void memory_barrier(struct vk_device *dev, VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
+
 /* How long vk_submit polls its fence before it blocks on it. */
 #define VK_SPIN_NS 2000000L
 
@@ -62,7 +64,7 @@ int vk_fail(const char *op, const char *call, VkResult r)
  * barrier; on the host's device always the barrier (earlier queued calls,
  * the host's own earlier work), and an event after everything recorded
  * before for the buffers retired since the last recording. */
-static int record_start(struct vk_device *dev, int entry_barrier, const char *op)
+static int record_start(struct vk_device *dev, enum vk_entry entry, const char *op)
 {
     /* The queued copies first, in call order, then a barrier: what this
      * submission does sees them done. They stay queued until a submission
@@ -70,8 +72,13 @@ static int record_start(struct vk_device *dev, int entry_barrier, const char *op
      * its command buffer, not the copies). */
     for (size_t i = 0; i < dev->n_pending; i++)
         vkCmdCopyBuffer(dev->cmd, dev->pending[i].src, dev->pending[i].dst, 1, &dev->pending[i].region);
-    if (dev->n_pending || (dev->adopted && entry_barrier))
-        vk_barrier(dev);
+    if (dev->n_pending || (dev->adopted && entry != VK_ENTRY_NONE)) {
+        if (entry == VK_ENTRY_COMPUTE)
+            memory_barrier(dev, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                           VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        else
+            vk_barrier(dev);
+    }
     if (!dev->adopted)
         return TKV_OK;
     vk_collect(dev, 0);
@@ -117,7 +124,7 @@ int vk_begin(struct vk_device *dev, const char *op)
     dev->queued = 0;
     if ((rc = begin_buffer(dev, dev->own_cmd, op)) != TKV_OK)
         return rc;
-    return record_start(dev, 1, op);
+    return record_start(dev, VK_ENTRY_FULL, op);
 }
 
 int vk_may_wait(struct vk_device *dev, const char *op)
@@ -154,7 +161,7 @@ int vk_drain(struct vk_device *dev, const char *op)
     return TKV_OK;
 }
 
-static int begin_call(struct vk_device *dev, int queued, int entry_barrier, const char *op)
+static int begin_call(struct vk_device *dev, int queued, enum vk_entry entry, const char *op)
 {
     int rc;
     VkResult r;
@@ -192,18 +199,18 @@ static int begin_call(struct vk_device *dev, int queued, int entry_barrier, cons
             return rc;
     }
     dev->queued = 1;
-    if ((rc = record_start(dev, entry_barrier, op)) != TKV_OK)
+    if ((rc = record_start(dev, entry, op)) != TKV_OK)
         return rc;
     if (dev->host_cmd)
         dev->n_pending = 0; /* recorded into the host's buffer, which the host submits */
     return TKV_OK;
 }
 
-int vk_begin_call(struct vk_device *dev, int queued, const char *op) { return begin_call(dev, queued, 1, op); }
+int vk_begin_call(struct vk_device *dev, int queued, const char *op) { return begin_call(dev, queued, VK_ENTRY_FULL, op); }
 
-int vk_begin_append(struct vk_device *dev, int entry_barrier, const char *op)
+int vk_begin_append(struct vk_device *dev, enum vk_entry entry, const char *op)
 {
-    return begin_call(dev, 1, entry_barrier, op);
+    return begin_call(dev, 1, entry, op);
 }
 
 static int end_call(struct vk_device *dev, enum vk_exit exit, const char *op)

@@ -130,7 +130,13 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
         .q8_block = TKV_Q8_0_BLOCK,
     };
     memcpy(push.groups, l->groups, sizeof push.groups);
-    if ((rc = vk_begin_append(dev, knobs.record != RECORD_NOBARRIER, op)) != TKV_OK)
+    /* a call that dispatches only (f32 rows in one block) needs its
+     * entry barrier towards compute alone; a transfer (the slice) or the
+     * widening needs the full one */
+    const enum vk_entry entry = knobs.record == RECORD_NOBARRIER                         ? VK_ENTRY_NONE
+                                : legacy || knobs.record == RECORD_FULL || scratch ? VK_ENTRY_FULL
+                                                                                     : VK_ENTRY_COMPUTE;
+    if ((rc = vk_begin_append(dev, entry, op)) != TKV_OK)
         return rc;
     if (legacy)
         vkCmdFillBuffer(dev->cmd, dev->work->buffer, 0, VK_COUNTER_BYTES, 0);
