@@ -115,42 +115,52 @@ uint lane_item(uint it, uint ng, out uint r, out uint first, out uint size)
     return rk;
 }
 
-// Stages h0, 2 h0 and 4 h0 (those below 128) of the WHT's butterflies
-// (rotate.glsl's: the same operations on the same elements, stage after
-// stage), 8 elements of a row an invocation, in registers: B + o + k h0,
-// k = 0..7, B a multiple of 8 h0, o < h0. A pair (j, j + h) is one where
-// h is below the size of j's group (groups are aligned to their size, so
-// j + h is in it); elements past head_dim belong to no group.
-void wht_radix8(uint nr, uint hd, uvec4 groups, uint h0)
+// Stages h and 2 h (those below 64; stage 64 is the last pass's) of the
+// WHT's butterflies (rotate.glsl's: the same operations on the same
+// elements, stage after stage), the 4 elements j, j + h, j + 2 h, j + 3 h
+// of a row an invocation (j a multiple of 4 h plus o < h). A pair (a, a + s)
+// is one where s is below the size of a's group: groups are aligned to
+// their size, so a + s is in it; elements past head_dim belong to no group.
+void wht_radix4(uint nr, uint hd, uvec4 groups, uint h)
 {
     const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x;
-    const uint per_row = (hd + 8u * h0 - 1u) / (8u * h0) * h0;
+    const uint per_row = (hd + 4u * h - 1u) / (4u * h) * h;
     for (uint p = lid; p < nr * per_row; p += wg) {
-        uint row = p / per_row, q = p - row * per_row, base = q / h0 * 8u * h0 + q % h0, at = row * hd;
-        float v[8];
-        [[unroll]] for (uint k = 0u; k < 8u; k++) {
-            uint j = base + k * h0;
-            v[k] = j < hd ? xs[at + j] : 0.0;
+        uint row = p / per_row, q = p - row * per_row, j0 = (q / h) * 4u * h + q % h, at = row * hd + j0;
+        uint s0, s2, first;
+        group_of(groups, j0, s0, first);
+        group_of(groups, j0 + 2u * h, s2, first);
+        bool low = h < s0, high = h < s2, wide = 2u * h < s0 && 2u * h < 64u;
+        if (!low && !high)
+            continue;
+        // low: j0 + h is in j0's group; high: j0 + 3 h in j0 + 2 h's; wide:
+        // all four in j0's group
+        precise float x0 = xs[at], x1 = low ? xs[at + h] : 0.0;
+        precise float x2 = high ? xs[at + 2u * h] : 0.0, x3 = high ? xs[at + 3u * h] : 0.0;
+        if (low) {
+            precise float sum = x0 + x1, difference = x0 - x1;
+            x0 = sum;
+            x1 = difference;
         }
-        [[unroll]] for (uint s = 1u; s < 8u; s <<= 1u) {
-            uint h = s * h0;
-            [[unroll]] for (uint k = 0u; k < 8u; k++) {
-                if ((k & s) != 0u)
-                    continue;
-                uint size, first;
-                group_of(groups, base + k * h0, size, first);
-                if (h < size && h < 128u) {
-                    precise float a = v[k], b = v[k + s];
-                    precise float sum = a + b, difference = a - b;
-                    v[k] = sum;
-                    v[k + s] = difference;
-                }
-            }
+        if (high) {
+            precise float sum = x2 + x3, difference = x2 - x3;
+            x2 = sum;
+            x3 = difference;
         }
-        [[unroll]] for (uint k = 0u; k < 8u; k++) {
-            uint j = base + k * h0;
-            if (j < hd)
-                xs[at + j] = v[k];
+        if (wide) {
+            precise float s02 = x0 + x2, d02 = x0 - x2, s13 = x1 + x3, d13 = x1 - x3;
+            x0 = s02;
+            x2 = d02;
+            x1 = s13;
+            x3 = d13;
+        }
+        if (low) {
+            xs[at] = x0;
+            xs[at + h] = x1;
+        }
+        if (high) {
+            xs[at + 2u * h] = x2;
+            xs[at + 3u * h] = x3;
         }
     }
     barrier();
@@ -332,9 +342,10 @@ void main()
     if (stop_after(3u))
         return;
     if (wht) {
-        // stages 1-4 and 8-32 here, 64 in the pass below
-        wht_radix8(nr, hd, groups, 1u);
-        wht_radix8(nr, hd, groups, 8u);
+        // stages 1-2, 4-8 and 16-32 here, 64 in the pass below
+        wht_radix4(nr, hd, groups, 1u);
+        wht_radix4(nr, hd, groups, 4u);
+        wht_radix4(nr, hd, groups, 16u);
     } else {
         rotate_rows(nr, hd, groups, pc.rotation, false, pc.math);
     }
