@@ -126,6 +126,7 @@ static int usage(FILE *f)
             "  --warm-ms N     before each attention point, N ms (1..10000; default none) of the same\n"
             "                  calls back to back: a GPU whose clock falls when lightly loaded (the\n"
             "                  H200 goes from 1980 to 345 MHz) is timed at its working clock\n"
+            "                  (--per-token: the point's per-call attentions, before its steps)\n"
             "  --plot F.svg    an SVG of the first shape: time per layer against context\n"
             "                  (the middle half of the calls as a bar) and the speed-up over\n"
             "                  f16; the path is checked before the run\n"
@@ -952,7 +953,7 @@ int tool_bench(int argc, char **argv)
         for (const char *c = types; *c; c++)
             listed += *c == ',';
         return tool_bench_token(backend, b.types, listed < b.n_types ? listed : b.n_types, b.ctx, b.n_ctx, layers, b.geo->q_heads, b.geo->kv_heads,
-                                b.geo->head_dim, json);
+                                b.geo->head_dim, b.warm_ms, json);
     }
     if (paged)
         return tool_bench_paged(backend, b.ctx, b.n_ctx, b.geo->q_heads, b.geo->kv_heads, b.geo->head_dim,

@@ -60,6 +60,9 @@ static int cmp_double(const void *a, const void *b)
 }
 
 static uint64_t rng = 0x746f6b656eull; /* "token" */
+/* --warm-ms: before each point's steps, this long of the point's per-call
+ * attentions back to back (the GPU's clock raised), or 0 */
+static uint32_t warm_ms;
 
 static float gauss(void)
 {
@@ -136,6 +139,10 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
         goto done;
     have_buffers = 1;
     uint32_t seq = 0, one = 1;
+    for (double w0 = now_us(); warm_ms && now_us() - w0 < warm_ms * 1e3;)
+        for (uint32_t l = 0; l < layers; l++)
+            if (tkv_attention(c, l, 1, &seq, 1, q_heads, hq, ho, NULL) != TKV_OK)
+                goto fail;
     for (uint32_t s = 0; s < steps; s++) {
         /* per-call: host arrays, each call synchronous */
         double dev_ns = 0, t0 = now_us();
@@ -698,8 +705,14 @@ static int bench_vulkan(const uint32_t *types, int n_types, const uint32_t *ctx,
 #endif
 
 int tool_bench_token(const char *backend, const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx,
-                     uint32_t layers, uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json)
+                     uint32_t layers, uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, uint32_t warm,
+                     int json)
 {
+#if TKV_BENCH_OPENCL || TKV_BENCH_VULKAN
+    warm_ms = warm;
+#else
+    (void)warm;
+#endif
     const int vulkan = backend && strcmp(backend, "vulkan") == 0;
     if (backend && !vulkan && strcmp(backend, "opencl") != 0 && strcmp(backend, "auto") != 0) {
         fprintf(stderr, "turbokv bench --per-token: --backend %s: the per-token mode runs on the host's own opencl "

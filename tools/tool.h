@@ -24,7 +24,7 @@ int tool_bench(int argc, char **argv);
  * host's own OpenCL device (queued) or Vulkan device (recorded into one
  * command buffer; backend "vulkan"), against the per-call host-array mode. */
 int tool_bench_token(const char *backend, const uint32_t *types, int n_types, const uint32_t *ctx, int n_ctx, uint32_t layers,
-                     uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, int json);
+                     uint32_t q_heads, uint32_t kv_heads, uint32_t head_dim, uint32_t warm_ms, int json);
 int tool_bench_paged(const char *backend, const uint32_t *ctx, int n_ctx, uint32_t q_heads, uint32_t kv_heads,
                      uint32_t head_dim, uint32_t type, int json);
 

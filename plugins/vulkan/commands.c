@@ -13,6 +13,8 @@
 
 #include "vk.h"
 
+static void memory_barrier(struct vk_device *dev, VkPipelineStageFlags dst_stage, VkAccessFlags dst_access);
+
 /* How long vk_submit polls its fence before it blocks on it. */
 #define VK_SPIN_NS 2000000L
 
@@ -62,7 +64,7 @@ int vk_fail(const char *op, const char *call, VkResult r)
  * barrier; on the host's device always the barrier (earlier queued calls,
  * the host's own earlier work), and an event after everything recorded
  * before for the buffers retired since the last recording. */
-static int record_start(struct vk_device *dev, const char *op)
+static int record_start(struct vk_device *dev, enum vk_entry entry, const char *op)
 {
     /* The queued copies first, in call order, then a barrier: what this
      * submission does sees them done. They stay queued until a submission
@@ -70,8 +72,13 @@ static int record_start(struct vk_device *dev, const char *op)
      * its command buffer, not the copies). */
     for (size_t i = 0; i < dev->n_pending; i++)
         vkCmdCopyBuffer(dev->cmd, dev->pending[i].src, dev->pending[i].dst, 1, &dev->pending[i].region);
-    if (dev->n_pending || dev->adopted)
-        vk_barrier(dev);
+    if (dev->n_pending || (dev->adopted && entry != VK_ENTRY_NONE)) {
+        if (entry == VK_ENTRY_COMPUTE)
+            memory_barrier(dev, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT,
+                           VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT);
+        else
+            vk_barrier(dev);
+    }
     if (!dev->adopted)
         return TKV_OK;
     vk_collect(dev, 0);
@@ -117,7 +124,7 @@ int vk_begin(struct vk_device *dev, const char *op)
     dev->queued = 0;
     if ((rc = begin_buffer(dev, dev->own_cmd, op)) != TKV_OK)
         return rc;
-    return record_start(dev, op);
+    return record_start(dev, VK_ENTRY_FULL, op);
 }
 
 int vk_may_wait(struct vk_device *dev, const char *op)
@@ -154,7 +161,7 @@ int vk_drain(struct vk_device *dev, const char *op)
     return TKV_OK;
 }
 
-int vk_begin_call(struct vk_device *dev, int queued, const char *op)
+static int begin_call(struct vk_device *dev, int queued, enum vk_entry entry, const char *op)
 {
     int rc;
     VkResult r;
@@ -192,29 +199,45 @@ int vk_begin_call(struct vk_device *dev, int queued, const char *op)
             return rc;
     }
     dev->queued = 1;
-    if ((rc = record_start(dev, op)) != TKV_OK)
+    if ((rc = record_start(dev, entry, op)) != TKV_OK)
         return rc;
     if (dev->host_cmd)
         dev->n_pending = 0; /* recorded into the host's buffer, which the host submits */
     return TKV_OK;
 }
 
-int vk_end_call(struct vk_device *dev, const char *op)
+int vk_begin_call(struct vk_device *dev, int queued, const char *op) { return begin_call(dev, queued, VK_ENTRY_FULL, op); }
+
+int vk_begin_append(struct vk_device *dev, enum vk_entry entry, const char *op)
+{
+    return begin_call(dev, 1, entry, op);
+}
+
+static int end_call(struct vk_device *dev, enum vk_exit exit, const char *op)
 {
     if (!dev->queued)
         return vk_submit(dev, op);
-    /* the call's writes (out, the cache) visible to the host's later
-     * compute, transfer and host reads; later writes wait for its reads */
-    VkMemoryBarrier b = {
-        .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
-        .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
-        .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
-                         VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT,
-    };
-    vkCmdPipelineBarrier(dev->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
-                         VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
-                             VK_PIPELINE_STAGE_HOST_BIT,
-                         0, 1, &b, 0, NULL, 0, NULL);
+    if (exit == VK_EXIT_FULL) {
+        /* the call's writes (out, the cache) visible to the host's later
+         * compute, transfer and host reads; later writes wait for its reads */
+        VkMemoryBarrier b = {
+            .sType = VK_STRUCTURE_TYPE_MEMORY_BARRIER,
+            .srcAccessMask = VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_WRITE_BIT,
+            .dstAccessMask = VK_ACCESS_SHADER_READ_BIT | VK_ACCESS_SHADER_WRITE_BIT | VK_ACCESS_TRANSFER_READ_BIT |
+                             VK_ACCESS_TRANSFER_WRITE_BIT | VK_ACCESS_HOST_READ_BIT,
+        };
+        vkCmdPipelineBarrier(dev->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT |
+                                 VK_PIPELINE_STAGE_HOST_BIT,
+                             0, 1, &b, 0, NULL, 0, NULL);
+    } else if (exit == VK_EXIT_READS) {
+        /* only the host's later writes wait for the call's reads (its
+         * inputs); what it wrote, nothing but the plugin's own calls read,
+         * each after its entry barrier */
+        vkCmdPipelineBarrier(dev->cmd, VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT,
+                             VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | VK_PIPELINE_STAGE_TRANSFER_BIT, 0, 0, NULL, 0,
+                             NULL, 0, NULL);
+    }
     dev->queued = 0;
     if (dev->host_cmd) {
         dev->cmd = dev->own_cmd;
@@ -237,6 +260,10 @@ int vk_end_call(struct vk_device *dev, const char *op)
     dev->n_pending = 0; /* they were in this submission */
     return TKV_OK;
 }
+
+int vk_end_call(struct vk_device *dev, const char *op) { return end_call(dev, VK_EXIT_FULL, op); }
+
+int vk_end_append(struct vk_device *dev, enum vk_exit exit, const char *op) { return end_call(dev, exit, op); }
 
 void vk_update(struct vk_device *dev, const struct vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes)
 {

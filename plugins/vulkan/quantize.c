@@ -7,11 +7,15 @@
  * submit, so that scratch memory stays bounded. The core has validated the
  * arguments (shapes, formats, every block inside the pool).
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "vk.h"
 
 #define VK_OP_CHUNK (64ull << 20)
+/* Calls of at most this many rows (kv heads x tokens) are spread one row a
+ * workgroup (rows_per_workgroup). */
+#define VK_SMALL_CALL_ROWS 1024u
 /* Where the non-finite counter sits in the work buffer, before the rest. */
 #define VK_COUNTER_BYTES 64u
 
@@ -24,11 +28,65 @@ static uint32_t tokens_per_submit(uint32_t n_heads, uint32_t head_dim)
     return token_bytes >= VK_OP_CHUNK ? 1u : (uint32_t)(VK_OP_CHUNK / token_bytes);
 }
 
+/* Measurement knobs of the appends (plugins/vulkan/README.md), read once:
+ * TURBO_VK_APPEND_RECORD=legacy (a device append records the counter's
+ * fill, the block table slice and a barrier before its dispatch, and the
+ * full exit barrier, as before), full (the full exit barrier), nobarrier
+ * (no entry or exit barrier: wrong ordering, measurement only);
+ * TURBO_VK_QUANTIZE_ROWS=N (rows per workgroup); TURBO_VK_QUANTIZE_STOP=N
+ * (the turbo path stops after phase N: wrong rows, measurement only). */
+enum { RECORD_DEFAULT, RECORD_LEGACY, RECORD_FULL, RECORD_NOBARRIER };
+static struct {
+    int read, record;
+    uint32_t rows, stop;
+} knobs;
+
+static void read_knobs(void)
+{
+    if (knobs.read)
+        return;
+    const char *r = getenv("TURBO_VK_APPEND_RECORD"), *n = getenv("TURBO_VK_QUANTIZE_ROWS");
+    const char *stop = getenv("TURBO_VK_QUANTIZE_STOP");
+    knobs.record = !r                            ? RECORD_DEFAULT
+                   : strcmp(r, "legacy") == 0    ? RECORD_LEGACY
+                   : strcmp(r, "full") == 0      ? RECORD_FULL
+                   : strcmp(r, "nobarrier") == 0 ? RECORD_NOBARRIER
+                                                 : RECORD_DEFAULT;
+    knobs.rows = n ? (uint32_t)strtoul(n, NULL, 10) : 0;
+    knobs.stop = stop ? (uint32_t)strtoul(stop, NULL, 10) & 15u : 0;
+    knobs.read = 1;
+}
+
+/* Rows per workgroup: a call of few rows gets one row a workgroup (or as
+ * many as fill its TKV_VK_WG invocations), so that a decode step's token
+ * runs on as many workgroups as it has heads, each sum and each element of
+ * a row on its own invocation; larger calls hold TKV_VK_ROWS_ELEMS values a
+ * workgroup. */
+static uint32_t rows_per_workgroup(uint64_t n_rows, uint32_t head_dim)
+{
+    const uint32_t most = TKV_VK_ROWS_ELEMS / head_dim;
+    read_knobs();
+    if (knobs.rows)
+        return knobs.rows < most ? knobs.rows : most;
+    if (n_rows > VK_SMALL_CALL_ROWS)
+        return most;
+    return head_dim >= TKV_VK_WG ? 1u : TKV_VK_WG / head_dim;
+}
+
+static uint32_t quantize_flags(const struct vk_layout *l)
+{
+    return vk_quantize_flags(l) | knobs.stop << 24; /* TKV_VK_QUANTIZE_STOP_SHIFT in quantize.comp */
+}
+
 /* Rows in the host's device memory (ABI 2.2): the quantize shader reads f32
  * rows where they are, f16 / bf16 rows widened into work first
- * (shaders/convert.comp); the block table slice rides in the commands
- * (vkCmdUpdateBuffer). Recorded into the host's command buffer, or
- * submitted to its queue, not waited for. */
+ * (shaders/convert.comp). Recorded into the host's command buffer, or
+ * submitted to its queue, not waited for. The non-finite count is not kept
+ * (such rows are not in the core's stats). Where the call's tokens lie in
+ * one block (a decode step's token always does) its address goes in the
+ * push constants and f32 rows need nothing but the dispatch between the
+ * call's entry and exit barriers; else the block table slice rides in the
+ * commands (vkCmdUpdateBuffer) with a barrier before the dispatch. */
 static int append_device(struct vk_device *dev, const struct tkv_append_args *a, const struct vk_layout *l)
 {
     static const char op[] = "quantize_append";
@@ -38,23 +96,26 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
     const uint32_t bt = pool->block_tokens, block0 = a->first_pos / bt;
     const uint32_t n_slice = (uint32_t)(((uint64_t)a->first_pos + a->n_tokens - 1u) / bt) - block0 + 1u;
     const uint64_t n = (uint64_t)a->n_tokens * a->n_heads * l->head_dim;
-    const uint64_t slice_bytes = (uint64_t)n_slice * sizeof(uint32_t), src_at = align64(VK_COUNTER_BYTES + slice_bytes);
-    const int widen = t->elem != TKV_ELEM_F32;
+    read_knobs();
+    const int legacy = knobs.record == RECORD_LEGACY, one_block = n_slice == 1 && !legacy;
+    const uint64_t slice_bytes = one_block ? 0 : (uint64_t)n_slice * sizeof(uint32_t);
+    const uint64_t src_at = align64(VK_COUNTER_BYTES + slice_bytes);
+    const int widen = t->elem != TKV_ELEM_F32, scratch = widen || !one_block;
     VkDeviceAddress rows;
     int rc;
     if ((rc = vk_tensor_address(dev, t, n, op, "rows", &rows)) != TKV_OK ||
-        (rc = vk_scratch(dev, &dev->work, src_at + (widen ? n * sizeof(float) : 0), 0, op)) != TKV_OK)
+        (scratch && (rc = vk_scratch(dev, &dev->work, src_at + (widen ? n * sizeof(float) : 0), 0, op)) != TKV_OK))
         return rc;
-    const uint32_t per_wg = TKV_VK_ROWS_ELEMS / l->head_dim, n_rows = a->n_tokens * a->n_heads;
-    const uint64_t work = dev->work->address;
+    const uint32_t n_rows = a->n_tokens * a->n_heads, per_wg = rows_per_workgroup(n_rows, l->head_dim);
+    const uint64_t work = scratch ? dev->work->address : 0;
     struct vk_quantize_push push = {
         .src = widen ? work + src_at : rows,
-        .pool = buf->address,
+        .pool = buf->address + (one_block ? (uint64_t)a->blocks[block0] * pool->block_stride : 0),
         .head_stride = pool->head_stride,
         .block_stride = pool->block_stride,
-        .blocks = work + VK_COUNTER_BYTES,
+        .blocks = one_block ? 0 : work + VK_COUNTER_BYTES,
         .math = dev->math_buf->address,
-        .counter = work, /* counted, never read: such rows are not in the core's stats */
+        .counter = legacy ? work : 0,
         .first_pos = a->first_pos,
         .block_tokens = bt,
         .n_tokens = a->n_tokens,
@@ -64,22 +125,35 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
         .encoding = l->encoding,
         .bits = l->bits,
         .rotation = l->rotation,
-        .flags = vk_quantize_flags(l),
+        .flags = quantize_flags(l),
         .rows_per_wg = per_wg,
         .q8_block = TKV_Q8_0_BLOCK,
     };
     memcpy(push.groups, l->groups, sizeof push.groups);
-    if ((rc = vk_begin_call(dev, 1, op)) != TKV_OK)
+    /* a call that dispatches only (f32 rows in one block) needs its
+     * entry barrier towards compute alone; a transfer (the slice) or the
+     * widening needs the full one */
+    const enum vk_entry entry = knobs.record == RECORD_NOBARRIER                         ? VK_ENTRY_NONE
+                                : legacy || knobs.record == RECORD_FULL || scratch ? VK_ENTRY_FULL
+                                                                                     : VK_ENTRY_COMPUTE;
+    if ((rc = vk_begin_append(dev, entry, op)) != TKV_OK)
         return rc;
-    vkCmdFillBuffer(dev->cmd, dev->work->buffer, 0, VK_COUNTER_BYTES, 0);
-    vk_update(dev, dev->work, VK_COUNTER_BYTES, a->blocks + block0, slice_bytes);
+    if (legacy)
+        vkCmdFillBuffer(dev->cmd, dev->work->buffer, 0, VK_COUNTER_BYTES, 0);
+    if (!one_block)
+        vk_update(dev, dev->work, VK_COUNTER_BYTES, a->blocks + block0, slice_bytes);
     if (widen && (rc = vk_record_convert(dev, rows, t->elem, work + src_at, TKV_ELEM_F32, n, op)) != TKV_OK)
         return rc;
-    vk_barrier(dev);
+    if (legacy || !one_block || widen)
+        vk_barrier(dev);
     if ((rc = vk_dispatch(dev, dev->quantize, &push, sizeof push, ((uint64_t)n_rows + per_wg - 1) / per_wg, op)) !=
         TKV_OK)
         return rc;
-    return vk_end_call(dev, op);
+    return vk_end_append(dev,
+                         knobs.record == RECORD_NOBARRIER ? VK_EXIT_NONE
+                         : legacy || knobs.record == RECORD_FULL ? VK_EXIT_FULL
+                                                                 : VK_EXIT_READS,
+                         op);
 }
 
 int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
@@ -118,7 +192,7 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
         unsigned char *staging = dev->staging->map;
         memcpy(staging + VK_COUNTER_BYTES, a->blocks + block0, (size_t)slice_bytes);
         memcpy(staging + src_at, a->src + (size_t)t0 * a->n_heads * l.head_dim, (size_t)bytes);
-        uint32_t per_wg = TKV_VK_ROWS_ELEMS / l.head_dim, rows = n * a->n_heads;
+        uint32_t rows = n * a->n_heads, per_wg = rows_per_workgroup(rows, l.head_dim);
         const uint64_t work = dev->work->address;
         struct vk_quantize_push push = {
             .src = work + src_at,
@@ -137,7 +211,7 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
             .encoding = l.encoding,
             .bits = l.bits,
             .rotation = l.rotation,
-            .flags = vk_quantize_flags(&l),
+            .flags = quantize_flags(&l),
             .rows_per_wg = per_wg,
             .q8_block = TKV_Q8_0_BLOCK,
         };

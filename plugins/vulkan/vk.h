@@ -348,6 +348,19 @@ int vk_begin_call(struct vk_device *dev, int queued, const char *op);
  * compute, transfer and host reads, and (ring) the submit, not waited for;
  * otherwise vk_submit. */
 int vk_end_call(struct vk_device *dev, const char *op);
+/* What ends a queued call: vk_end_call's barrier; an execution dependency
+ * only (an append: the host's later writes wait for its reads; what it
+ * wrote only the plugin's calls read, each after its entry barrier); none
+ * (measurement only, TURBO_VK_APPEND_RECORD=nobarrier). */
+enum vk_exit { VK_EXIT_FULL, VK_EXIT_READS, VK_EXIT_NONE };
+/* What begins a queued call: vk_begin_call's barrier (compute and transfer
+ * writes before it, to compute and transfer); the same to compute only (an
+ * append that records nothing but dispatches); none (measurement only). */
+enum vk_entry { VK_ENTRY_NONE, VK_ENTRY_FULL, VK_ENTRY_COMPUTE };
+/* A queued append (quantize.c): vk_begin_call(dev, 1, op) with the entry
+ * asked for; ended by vk_end_append with the exit asked for. */
+int vk_begin_append(struct vk_device *dev, enum vk_entry entry, const char *op);
+int vk_end_append(struct vk_device *dev, enum vk_exit exit, const char *op);
 /* A synchronous op is about to begin (host memory read or written, a wait):
  * TKV_EBUSY while the host's command buffer is set; on the host's device
  * waits for the queued calls in flight first (they may read the scratch the

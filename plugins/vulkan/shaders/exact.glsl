@@ -83,16 +83,27 @@ double double_step(double x, bool up)
     return uint64BitsToDouble(up ? u + 1ul : u - 1ul);
 }
 
-// sqrt(a) correctly rounded, a > 0 finite. Two Newton steps on an exact
-// residual bring a device sqrt that is only float-accurate to full double
-// precision; then the nearest of the result and its neighbours is taken.
+// The walks below end at the double of least |residual| (the correctly
+// rounded result) from a start within a few ulp of it; |residual| falls
+// towards it from both sides, so a start nearer to it ends at the same
+// double. A start is that near when its residual is below
+// NEAR_ULPS (2^-52 a): then it is within 2 ulp. A device result farther off
+// (float64 operations that are only float-accurate) is first brought there
+// by two Newton steps on the exact residual.
+const double NEAR_ULPS = 2.220446049250313e-16lf; // 2^-52
+const int WALK_STEPS = 4;
+
+// sqrt(a) correctly rounded, a > 0 finite.
 double sqrt_rn(double a)
 {
     precise double s = sqrt(a);
-    for (int k = 0; k < 2; k++)
-        s = s + residual(a, s, s) / (2.0lf * s);
     double r = residual(a, s, s);
-    for (int k = 0; k < 2 && r != 0.0lf; k++) {
+    if (!(abs(r) <= a * NEAR_ULPS)) {
+        for (int k = 0; k < 2; k++)
+            s = s + residual(a, s, s) / (2.0lf * s);
+        r = residual(a, s, s);
+    }
+    for (int k = 0; k < WALK_STEPS && r != 0.0lf; k++) {
         double n = double_step(s, r > 0.0lf);
         double rn = residual(a, n, n);
         if (abs(rn) >= abs(r))
@@ -107,10 +118,13 @@ double sqrt_rn(double a)
 double div_rn64(double a, double b)
 {
     precise double q = a / b;
-    for (int k = 0; k < 2; k++)
-        q = q + residual(a, q, b) / b;
     double r = residual(a, q, b);
-    for (int k = 0; k < 2 && r != 0.0lf; k++) {
+    if (!(abs(r) <= a * NEAR_ULPS)) {
+        for (int k = 0; k < 2; k++)
+            q = q + residual(a, q, b) / b;
+        r = residual(a, q, b);
+    }
+    for (int k = 0; k < WALK_STEPS && r != 0.0lf; k++) {
         double n = double_step(q, r > 0.0lf);
         double rn = residual(a, n, b);
         if (abs(rn) > abs(r) || (abs(rn) == abs(r) && (doubleBitsToUint64(n) & 1ul) != 0ul))

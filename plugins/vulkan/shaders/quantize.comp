@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 #version 460
 // quantize_append: float rows in, stored rows out, byte for byte what
-// plugins/cpu writes (rows.c, qjl.c, outlier.c). One workgroup holds rows_per_wg rows
-// in shared memory; the steps the reference takes in one sequential loop
-// (a norm, a sum of squared centroids, a projection) stay sequential, one
-// invocation each, in the reference's order; the element-wise steps and the
-// rotation run across the workgroup. Rows are byte-addressed and packed back
-// to back, so every byte is written with an 8-bit store. Each row's address
-// in the pool (its block looked up in the block table) is computed once, at
-// the start, into row_base.
+// plugins/cpu writes (rows.c, qjl.c, outlier.c). One workgroup holds
+// rows_per_wg rows in shared memory (the host gives small calls one row a
+// workgroup, or as many as fill it: a decode step's token is spread over as
+// many workgroups as it has heads). The sums the reference takes in one
+// sequential loop stay in its order: where it keeps 8 running sums (a
+// group's norm, the sum of squared centroids) each is one invocation's,
+// then the same fixed tree adds them; the element-wise steps and the
+// rotation run across the workgroup. Rows are byte-addressed and packed
+// back to back, so every byte is written with an 8-bit store. Each row's
+// address in the pool (its block looked up in the block table, or the one
+// block the host gives) is computed once, at the start, into row_base.
 #extension GL_GOOGLE_include_directive : require
 #extension GL_EXT_shader_8bit_storage : require
 #extension GL_EXT_control_flow_attributes : require
@@ -16,18 +19,24 @@
 #include "common.glsl"
 
 layout(buffer_reference, std430, buffer_reference_align = 1) writeonly buffer Bytes { uint8_t b[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer RFloats { float f[]; };
 layout(push_constant, std430) uniform Push { TKV_VK_QUANTIZE_PUSH } pc;
 
 shared float xs[TKV_VK_ROWS_ELEMS];          // the rows: input, unit, rotated, residual
 shared float xin[TKV_VK_ROWS_ELEMS];         // the sanitized input (QJL: its residual stage starts over)
-shared uint ids[TKV_VK_ROWS_ELEMS];          // codebook indices, then QJL sign bits
+shared uint ids[TKV_VK_ROWS_ELEMS];          // codebook indices, then QJL sign bits; outlier flags
+shared float csqv[TKV_VK_ROWS_ELEMS];        // the squared centroid of each index
 shared float norms[TKV_VK_ROWS_ELEMS / 8u];  // per (row, group) or (row, q8_0 block)
 shared float aux[TKV_VK_ROWS_ELEMS / 8u];    // 1/d of a q8_0 block; s_hat, then "has a residual"
 shared uint nonfinite;
 shared uint64_t row_base[TKV_VK_ROWS_ELEMS / 8u]; // pool address of each row of the workgroup
+shared uint omask[TKV_VK_ROWS_ELEMS / 8u];   // outlier-split: a bit per element, ceil(head_dim / 32) words a row
 
 #include "exact.glsl"
 #include "rotate.glsl"
+
+// 8 running sums per (row, group), declared after exact.glsl (SUM_T)
+shared SUM_T part[TKV_VK_ROWS_ELEMS];
 
 void store_byte(uint64_t addr, uint v) { Bytes(addr).b[0] = uint8_t(v & 0xffu); }
 
@@ -42,15 +51,16 @@ uint64_t row_address(uint r) { return row_base[r]; }
 
 // Fills row_base for the workgroup's rows, which run token-major,
 // head-minor from global row row0: token t, head h is position first_pos +
-// t of the sequence, in the block the table slice gives.
+// t of the sequence, in the block the table slice gives. Without a table
+// (blocks 0: every row of the call lies in one block) pool is that block.
 void locate_rows(uint row0, uint nr)
 {
     Uints blocks = Uints(pc.blocks);
     const uint bt = pc.block_tokens, block0 = pc.first_pos / bt;
     for (uint r = gl_LocalInvocationIndex; r < nr; r += gl_WorkGroupSize.x) {
         uint t = (row0 + r) / pc.n_heads, h = (row0 + r) % pc.n_heads, pos = pc.first_pos + t;
-        row_base[r] = pc.pool + uint64_t(blocks.u[pos / bt - block0]) * pc.block_stride +
-                      uint64_t(h) * pc.head_stride + uint64_t(pos % bt) * uint64_t(pc.row_bytes);
+        uint64_t block = pc.blocks != 0ul ? uint64_t(blocks.u[pos / bt - block0]) * pc.block_stride : 0ul;
+        row_base[r] = pc.pool + block + uint64_t(h) * pc.head_stride + uint64_t(pos % bt) * uint64_t(pc.row_bytes);
     }
 }
 
@@ -63,22 +73,97 @@ SUM_T sum8(SUM_T s[8])
     return total;
 }
 
-// ||x||^2 of a group's elements [at, at + size) of xin: in order, or in 8
-// lanes.
-SUM_T square_sum(uint at, uint size, bool lanes)
+// The sum8 of the running sums part[8 it .. 8 it + 7].
+SUM_T sum8_of_part(uint it)
 {
-    precise SUM_T lane[8];
-    [[unroll]] for (uint k = 0u; k < 8u; k++)
-        lane[k] = TO_SUM(0.0);
-    for (uint i = 0u; i < size; i += 8u)
-        [[unroll]] for (uint k = 0u; k < 8u; k++) {
-            float x = xin[at + i + k];
-            if (lanes)
-                lane[k] += TO_SUM(x) * TO_SUM(x);
-            else
-                lane[0] += TO_SUM(x) * TO_SUM(x);
+    SUM_T s[8];
+    [[unroll]] for (uint l = 0u; l < 8u; l++)
+        s[l] = part[8u * it + l];
+    return sum8(s);
+}
+
+// ||x||^2 of a group's elements [at, at + size) of xin, in order (QJL's
+// residual stage).
+SUM_T square_sum_in_order(uint at, uint size)
+{
+    precise SUM_T sum = TO_SUM(0.0);
+    for (uint i = 0u; i < size; i++) {
+        float x = xin[at + i];
+        sum += TO_SUM(x) * TO_SUM(x);
+    }
+    return sum;
+}
+
+// First element and size of group k.
+uint group_first(uvec4 groups, uint k, out uint size)
+{
+    uint first = 0u;
+    for (uint j = 0u; j < k; j++)
+        first += group_size(groups, j);
+    size = group_size(groups, k);
+    return first;
+}
+
+// Work item it of the running sums: (row, group) rk = it / 8 and the lane
+// l = it % 8, which sums the elements l, l + 8, .. of the group in order
+// (the reference's sq[i % 8] +=, one lane per invocation).
+uint lane_item(uint it, uint ng, out uint r, out uint first, out uint size)
+{
+    uint rk = it >> 3;
+    r = rk / ng;
+    first = group_first(uvec4(pc.groups[0], pc.groups[1], pc.groups[2], pc.groups[3]), rk % ng, size);
+    return rk;
+}
+
+// Stages h and 2 h (those below 64; stage 64 is the last pass's) of the
+// WHT's butterflies (rotate.glsl's: the same operations on the same
+// elements, stage after stage), the 4 elements j, j + h, j + 2 h, j + 3 h
+// of a row an invocation (j a multiple of 4 h plus o < h). A pair (a, a + s)
+// is one where s is below the size of a's group: groups are aligned to
+// their size, so a + s is in it; elements past head_dim belong to no group.
+void wht_radix4(uint nr, uint hd, uvec4 groups, uint h)
+{
+    const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x;
+    const uint per_row = (hd + 4u * h - 1u) / (4u * h) * h;
+    for (uint p = lid; p < nr * per_row; p += wg) {
+        uint row = p / per_row, q = p - row * per_row, j0 = (q / h) * 4u * h + q % h, at = row * hd + j0;
+        uint s0, s2, first;
+        group_of(groups, j0, s0, first);
+        group_of(groups, j0 + 2u * h, s2, first);
+        bool low = h < s0, high = h < s2, wide = 2u * h < s0 && 2u * h < 64u;
+        if (!low && !high)
+            continue;
+        // low: j0 + h is in j0's group; high: j0 + 3 h in j0 + 2 h's; wide:
+        // all four in j0's group
+        precise float x0 = xs[at], x1 = low ? xs[at + h] : 0.0;
+        precise float x2 = high ? xs[at + 2u * h] : 0.0, x3 = high ? xs[at + 3u * h] : 0.0;
+        if (low) {
+            precise float sum = x0 + x1, difference = x0 - x1;
+            x0 = sum;
+            x1 = difference;
         }
-    return lanes ? sum8(lane) : lane[0];
+        if (high) {
+            precise float sum = x2 + x3, difference = x2 - x3;
+            x2 = sum;
+            x3 = difference;
+        }
+        if (wide) {
+            precise float s02 = x0 + x2, d02 = x0 - x2, s13 = x1 + x3, d13 = x1 - x3;
+            x0 = s02;
+            x2 = d02;
+            x1 = s13;
+            x3 = d13;
+        }
+        if (low) {
+            xs[at] = x0;
+            xs[at + h] = x1;
+        }
+        if (high) {
+            xs[at + 2u * h] = x2;
+            xs[at + 3u * h] = x3;
+        }
+    }
+    barrier();
 }
 
 // roundf: half away from zero (v - trunc(v) is exact for |v| < 2^23).
@@ -106,6 +191,11 @@ void store_streams(uint nr, uint bits, uint64_t region)
     }
 }
 
+// Measurement only (TURBO_VK_QUANTIZE_STOP, quantize.c): the turbo path
+// leaves after phase n of flags bits 24..27, its output incomplete.
+#define TKV_VK_QUANTIZE_STOP_SHIFT 24u
+bool stop_after(uint phase) { return ((pc.flags >> TKV_VK_QUANTIZE_STOP_SHIFT) & 15u) == phase; }
+
 void main()
 {
     const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x, hd = pc.head_dim;
@@ -114,12 +204,16 @@ void main()
     if (row0 >= total)
         return;
     uint nr = min(pc.rows_per_wg, total - row0), n = nr * hd;
-    Floats src = Floats(pc.src), m = Floats(pc.math);
+    RFloats src = RFloats(pc.src), m = RFloats(pc.math);
 
-    // Non-finite values are stored as 0 and counted (turbokv_format.h).
+    // Non-finite values are stored as 0 and counted (turbokv_format.h);
+    // the count goes to the counter where the host asks for it.
     if (lid == 0u)
         nonfinite = 0u;
     locate_rows(row0, nr);
+    const uint words = (hd + 31u) / 32u;
+    for (uint w = lid; w < nr * words; w += wg)
+        omask[w] = 0u;
     barrier();
     uint bad = 0u;
     for (uint e = lid; e < n; e += wg) {
@@ -131,7 +225,7 @@ void main()
     if (bad != 0u)
         atomicAdd(nonfinite, bad);
     barrier();
-    if (lid == 0u && nonfinite != 0u)
+    if (lid == 0u && nonfinite != 0u && pc.counter != 0ul)
         atomicAdd(Uints(pc.counter).u[0], nonfinite);
 
     if (pc.encoding == TKV_VK_ENC_F32) {
@@ -178,82 +272,130 @@ void main()
     // elements come before it in the order (|x| descending, index
     // ascending): |x| compared as the bits of the sanitized (finite)
     // values, exact whatever the device does with subnormals; most elements
-    // stop counting after a few. Its place: the outliers below its index.
+    // stop counting after a few (checked every 8). Its place: the outliers
+    // below its index, counted in the row's bit mask.
     const uint bits = pc.bits, ng = count_groups(groups);
     if ((pc.flags & TKV_VK_FLAG_OUTLIER) != 0u) {
         const uint n_o = outlier_count(hd), ib = outlier_index_bytes(hd);
         const uint64_t at0 = uint64_t(outlier_offset(groups, hd, bits));
         for (uint e = lid; e < n; e += wg) {
             uint row = e - e % hd, i = e % hd, a = floatBitsToUint(xin[e]) & 0x7fffffffu, before = 0u;
-            for (uint j = 0u; j < hd && before < n_o; j++) {
-                uint b = floatBitsToUint(xin[row + j]) & 0x7fffffffu;
-                before += b > a || (b == a && j < i) ? 1u : 0u;
-            }
+            for (uint j0 = 0u; j0 < hd && before < n_o; j0 += 8u)
+                [[unroll]] for (uint jj = 0u; jj < 8u; jj++) {
+                    uint j = j0 + jj, b = floatBitsToUint(xin[row + j]) & 0x7fffffffu;
+                    before += b > a || (b == a && j < i) ? 1u : 0u;
+                }
             ids[e] = before < n_o ? 1u : 0u;
+            if (before < n_o)
+                atomicOr(omask[(e / hd) * words + i / 32u], 1u << (i % 32u));
         }
         barrier();
         for (uint e = lid; e < n; e += wg) {
             if (ids[e] == 0u)
                 continue;
-            uint r = e / hd, i = e % hd, at = 0u;
-            for (uint j = 0u; j < i; j++)
-                at += ids[r * hd + j];
+            uint r = e / hd, i = e % hd, at = bitCount(omask[r * words + i / 32u] & ((1u << (i % 32u)) - 1u));
+            for (uint w = 0u; w < i / 32u; w++)
+                at += bitCount(omask[r * words + w]);
             uint64_t o = row_address(r) + at0;
             if (ib == 1u)
                 store_byte(o + uint64_t(at), i);
             else
                 store_u16(o + uint64_t(2u * at), i);
             store_u16(o + uint64_t(n_o * ib + 2u * at), fp16_saturated(xin[e]));
+            xs[e] = xin[e] = 0.0; // only this invocation reads element e in this pass
         }
         barrier();
-        for (uint e = lid; e < n; e += wg)
-            if (ids[e] != 0u)
-                xs[e] = xin[e] = 0.0;
-        barrier();
     }
+    if (stop_after(1u))
+        return;
 
     // Turbo (rows.c turbo_encode_group): per group n = ||x|| (8 lanes),
     // u = x / n, y = R u, idx = count of boundaries <= y_i, scale n or
     // n / ||c[idx]|| (8 lanes).
-    for (uint it = lid; it < nr * ng; it += wg) {
-        uint r = it / ng, k = it % ng, size = group_size(groups, k), first = 0u;
-        for (uint j = 0u; j < k; j++)
-            first += group_size(groups, j);
-        norms[it] = sqrt_to_float(square_sum(r * hd + first, size, true));
+    for (uint it = lid; it < nr * ng * 8u; it += wg) {
+        uint r, first, size;
+        lane_item(it, ng, r, first, size);
+        precise SUM_T lane = TO_SUM(0.0);
+        for (uint i = it & 7u; i < size; i += 8u) {
+            float x = xin[r * hd + first + i];
+            lane += TO_SUM(x) * TO_SUM(x);
+        }
+        part[it] = lane;
     }
     barrier();
+    if (stop_after(2u))
+        return;
+    // u = x / n, times WHT's first signs (the rotation's first pass); every
+    // invocation takes its group's n from the running sums itself
+    const bool wht = pc.rotation == TKV_VK_ROT_WHT;
     for (uint e = lid; e < n; e += wg) {
-        uint size, first, k = group_of(groups, e % hd, size, first);
-        float norm = norms[(e / hd) * ng + k];
-        xs[e] = norm > 0.0 ? div_rn(xs[e], norm) : 0.0;
+        uint i = e % hd, size, first, k = group_of(groups, i, size, first), rk = (e / hd) * ng + k;
+        float norm = sqrt_to_float(sum8_of_part(rk));
+        if (i == first)
+            norms[rk] = norm;
+        float u = norm > 0.0 ? div_rn(xs[e], norm) : 0.0;
+        if (wht)
+            u = u * m.f[sign_at(group_index(size), false) + i - first];
+        xs[e] = u;
     }
     barrier();
-    rotate_rows(nr, hd, groups, pc.rotation, false, pc.math);
+    if (stop_after(3u))
+        return;
+    if (wht) {
+        // stages 1-2, 4-8 and 16-32 here, 64 in the pass below
+        wht_radix4(nr, hd, groups, 1u);
+        wht_radix4(nr, hd, groups, 4u);
+        wht_radix4(nr, hd, groups, 16u);
+    } else {
+        rotate_rows(nr, hd, groups, pc.rotation, false, pc.math);
+    }
+    if (stop_after(4u))
+        return;
+    // WHT's stage 64 (each element of a pair computed by its own invocation
+    // from both, so xs is only read here) and last pass (1/sqrt(g), the
+    // second signs), then the boundaries, and the index's squared centroid
     for (uint e = lid; e < n; e += wg) {
-        uint size, first, k = group_of(groups, e % hd, size, first);
+        uint i = e % hd, size, first, k = group_of(groups, i, size, first), gi = group_index(size);
+        float y = xs[e];
+        if (wht) {
+            if (64u < size) {
+                uint lo = e - i + (i & ~64u);
+                precise float a = xs[lo], b = xs[lo + 64u];
+                precise float sum = a + b, difference = a - b;
+                y = (i & 64u) != 0u ? difference : sum;
+            }
+            precise float scaled = y * m.f[TKV_VK_MATH_INV_SQRT + gi];
+            y = scaled * m.f[sign_at(gi, true) + i - first];
+        }
         uint idx = 0u;
         if (norms[(e / hd) * ng + k] > 0.0) {
-            uint cb = codebook_at(group_index(size), bits) + 16u; // the boundaries
+            uint cb = codebook_at(gi, bits);
             for (uint l = 0u; l + 1u < (1u << bits); l++)
-                idx += xs[e] >= m.f[cb + l] ? 1u : 0u;
+                idx += y >= m.f[cb + 16u + l] ? 1u : 0u; // the boundaries
+            csqv[e] = m.f[cb + 32u + idx];
         }
         ids[e] = idx;
     }
     barrier();
-    for (uint it = lid; it < nr * ng; it += wg) {
-        uint r = it / ng, k = it % ng, size = group_size(groups, k), first = 0u;
-        for (uint j = 0u; j < k; j++)
-            first += group_size(groups, j);
+    if (stop_after(5u))
+        return;
+    for (uint it = lid; it < nr * ng * 8u; it += wg) {
+        uint r, first, size, rk = lane_item(it, ng, r, first, size);
+        precise SUM_T lane = TO_SUM(0.0);
+        if (norms[rk] > 0.0)
+            for (uint i = it & 7u; i < size; i += 8u)
+                lane += TO_SUM(csqv[r * hd + first + i]);
+        part[it] = lane;
+    }
+    barrier();
+    if (stop_after(6u))
+        return;
+    // the scales on the last invocations, the streams on the first
+    for (uint it = wg - 1u - lid; it < nr * ng; it += wg) {
+        uint r = it / ng, k = it % ng, size, first = group_first(groups, k, size);
         float norm = norms[it], scale = 0.0;
         if (norm > 0.0) {
-            uint csq_at = codebook_at(group_index(size), bits) + 32u;
-            precise SUM_T lane[8];
-            [[unroll]] for (uint l = 0u; l < 8u; l++)
-                lane[l] = TO_SUM(0.0);
-            for (uint i = 0u; i < size; i += 8u)
-                [[unroll]] for (uint l = 0u; l < 8u; l++)
-                    lane[l] += TO_SUM(m.f[csq_at + ids[r * hd + first + i + l]]);
-            SUM_T csq = sum8(lane);
+            SUM_T csq = sum8_of_part(it);
             scale = norm;
             if ((pc.flags & TKV_VK_FLAG_CORRECTED) != 0u && csq > TO_SUM(0.0))
                 scale = div_sqrt_to_float(norm, csq);
@@ -271,10 +413,8 @@ void main()
     // order), z_i = [sum_j S_ij r_j > 0] (4 lanes).
     barrier();
     for (uint it = lid; it < nr * ng; it += wg) {
-        uint r = it / ng, k = it % ng, size = group_size(groups, k), first = 0u;
-        for (uint j = 0u; j < k; j++)
-            first += group_size(groups, j);
-        norms[it] = sqrt_to_float(square_sum(r * hd + first, size, false));
+        uint r = it / ng, k = it % ng, size, first = group_first(groups, k, size);
+        norms[it] = sqrt_to_float(square_sum_in_order(r * hd + first, size));
     }
     barrier();
     for (uint e = lid; e < n; e += wg) {
@@ -293,9 +433,7 @@ void main()
     barrier();
     const uint64_t residual_blocks = uint64_t(2u * ng + hd * bits / 8u);
     for (uint it = lid; it < nr * ng; it += wg) {
-        uint r = it / ng, k = it % ng, size = group_size(groups, k), first = 0u;
-        for (uint j = 0u; j < k; j++)
-            first += group_size(groups, j);
+        uint r = it / ng, k = it % ng, size, first = group_first(groups, k, size);
         precise SUM_T gamma_sq = TO_SUM(0.0);
         for (uint i = 0u; i < size; i++) {
             float x = xs[r * hd + first + i];
