@@ -61,7 +61,7 @@
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 2u
-#define TKV_ABI_MINOR 4u
+#define TKV_ABI_MINOR 5u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -228,6 +228,16 @@ struct tkv_pool {
  * inside pool.buf; those blocks are not shared with another sequence (the
  * core copies a shared block before writing to it). Rows of other tokens
  * are not touched. */
+/* The keys' append of one tkv_cache_append, whose values' append (the same
+ * tokens, another pool buffer) is the next op the core calls on this
+ * device, with nothing of the host's between them: both are validated
+ * before the first is made. */
+#define TKV_APPEND_PAIR_FIRST 1u
+/* The values' append that follows a TKV_APPEND_PAIR_FIRST one at once. A
+ * plugin that queues both may leave out the ordering between the two (they
+ * read different rows and write different buffers): the first's exit
+ * barrier and the second's entry barrier. */
+#define TKV_APPEND_PAIR_SECOND 2u
 struct tkv_append_args {
     uint32_t struct_size;
     uint32_t n_tokens;
@@ -236,7 +246,9 @@ struct tkv_append_args {
     struct tkv_pool pool;
     const uint32_t *blocks; /* host memory: the sequence's block table */
     uint32_t n_blocks;      /* entries in blocks */
-    uint32_t reserved;
+    /* 2.5: TKV_APPEND_* bits (0 from a core before 2.5, where this was a
+     * reserved word). A plugin may ignore them. */
+    uint32_t flags;
     const float *src;       /* host memory [n_tokens][n_heads][head_dim] */
     uint64_t *n_nonfinite;  /* out, may be NULL: NaN/Inf values stored as 0 */
     /* --- 2.2 --- */
@@ -431,6 +443,8 @@ struct tkv_plugin {
     /* --- ABI 2.4: no new member; TKV_CAP_FORMAT_R1 now means the rotor
      * rotation alone (TKV_CAP_ROTOR) and TKV_CAP_OUTLIER_TYPES the
      * outlier-split types (turbokv_caps.h) --- */
+    /* --- ABI 2.5: no new member; tkv_append_args.flags (the reserved word
+     * before) marks the keys' and values' appends of one cache append --- */
 };
 
 /* The one exported symbol. core_abi_major/minor: the core's version. */

@@ -463,17 +463,17 @@ static uint64_t saturated_rows(uint32_t type, uint32_t head_dim, const float *x,
     return count;
 }
 
-/* Rows from host floats (src), or from the host's device buffer (dev, src
- * NULL: queued, not counted). */
-static int append_store(tkv_cache *c, struct tkv_pool_store *s, uint32_t seq, uint32_t pos, uint32_t n,
-                        const float *src, const struct tkv_device_tensor *dev, uint64_t *nonfinite)
+/* The append of rows from host floats (src), or from the host's device
+ * buffer (dev, src NULL: queued, not counted). */
+static struct tkv_append_args append_args(tkv_cache *c, const struct tkv_pool_store *s, uint32_t seq, uint32_t pos,
+                                          uint32_t n, const float *src, const struct tkv_device_tensor *dev,
+                                          uint64_t *nonfinite)
 {
-    struct tkv_append_args a = {
+    return (struct tkv_append_args){
         .n_tokens = n, .n_heads = c->n_kv_heads, .first_pos = pos, .pool = s->pool,
         .blocks = c->seqs[seq].blocks, .n_blocks = c->seqs[seq].n_blocks, .src = dev ? NULL : src,
         .n_nonfinite = dev ? NULL : nonfinite, .src_dev = dev,
     };
-    return tkv_dev_append(&c->ctx->device, &s->buf, &a);
 }
 
 /* k, v: host floats, or NULL with kd, vd the host's device buffers. */
@@ -500,8 +500,9 @@ static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_t
     }
     /* Rows past len are invisible, so a failure after K was written loses nothing. */
     uint64_t bad_k = 0, bad_v = 0, rows = (uint64_t)n_tokens * c->n_kv_heads;
-    if ((rc = append_store(c, &L->k, seq, len, n_tokens, k, kd, &bad_k)) != TKV_OK ||
-        (rc = append_store(c, &L->v, seq, len, n_tokens, v, vd, &bad_v)) != TKV_OK) {
+    struct tkv_append_args ka = append_args(c, &L->k, seq, len, n_tokens, k, kd, &bad_k),
+                           va = append_args(c, &L->v, seq, len, n_tokens, v, vd, &bad_v);
+    if ((rc = tkv_dev_append_pair(&c->ctx->device, &L->k.buf, &ka, &L->v.buf, &va)) != TKV_OK) {
         drop_added(c, seq, added);
         tkv_error_prefix("tkv_cache_append(layer %u)", layer);
         return rc;

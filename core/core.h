@@ -89,6 +89,11 @@ int tkv_dev_copy(struct tkv_device *d, const struct tkv_dbuf *dst, uint64_t dst_
                  uint64_t src_off, uint64_t bytes);
 /* The pool's buf member is filled from the handle by the wrapper. */
 int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a);
+/* The keys' and the values' rows of one cache append: both validated, then
+ * appended one after the other, marked as a pair (TKV_APPEND_PAIR_*) for a
+ * plugin of ABI 2.5 or later. */
+int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struct tkv_append_args *k,
+                        const struct tkv_dbuf *vbuf, struct tkv_append_args *v);
 int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
                       struct tkv_attention_args *a);
 int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_dequant_args *a);

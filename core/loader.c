@@ -158,6 +158,9 @@ static const struct abi_sizes {
     /* 2.4: no new member; TKV_CAP_OUTLIER_TYPES apart from TKV_CAP_ROTOR */
     [4] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
+    /* 2.5: no new member; append's flags (its reserved word before) */
+    [5] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+            sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
 
 /* What the core makes of a device's capabilities as the plugin filled
@@ -663,16 +666,39 @@ int tkv_dev_copy(struct tkv_device *d, const struct tkv_dbuf *dst, uint64_t dst_
     return rc;
 }
 
-int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a)
+static int append_checked(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a)
 {
     a->struct_size = abi_args_size[d->mod->minor].append;
     a->pool.buf = buf->h;
-    int rc = tkv_validate_append(d->caps, buf, a);
-    if (rc != TKV_OK)
-        return rc;
-    TRACE(d, "quantize_append(%s, %u tokens x %u heads at %u, block_tokens %u)", tkv_type_name(a->pool.fmt.type),
-          a->n_tokens, a->n_heads, a->first_pos, a->pool.block_tokens);
+    return tkv_validate_append(d->caps, buf, a);
+}
+
+static int append_call(struct tkv_device *d, const struct tkv_append_args *a)
+{
+    TRACE(d, "quantize_append(%s, %u tokens x %u heads at %u, block_tokens %u, flags %u)",
+          tkv_type_name(a->pool.fmt.type), a->n_tokens, a->n_heads, a->first_pos, a->pool.block_tokens, a->flags);
     PLUGIN_CALL(d, d->mod->ops.quantize_append(d->dev, a));
+}
+
+int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a)
+{
+    a->flags = 0;
+    int rc = append_checked(d, buf, a);
+    return rc != TKV_OK ? rc : append_call(d, a);
+}
+
+int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struct tkv_append_args *k,
+                        const struct tkv_dbuf *vbuf, struct tkv_append_args *v)
+{
+    const int pair = d->mod->minor >= 5; /* the word was reserved (0) before 2.5 */
+    k->flags = pair ? TKV_APPEND_PAIR_FIRST : 0;
+    v->flags = pair ? TKV_APPEND_PAIR_SECOND : 0;
+    int rc = append_checked(d, kbuf, k);
+    if (rc == TKV_OK)
+        rc = append_checked(d, vbuf, v);
+    if (rc == TKV_OK)
+        rc = append_call(d, k);
+    return rc != TKV_OK ? rc : append_call(d, v);
 }
 
 int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,

@@ -686,6 +686,59 @@ static void capabilities_refuse_before_allocating(void **state)
 /* --- the feature bits of format revision 1 (ABI 2.4), through the minimal plugin: TKV_CAP_ROTOR and
  * TKV_CAP_OUTLIER_TYPES each admit their own additions; a plugin before 2.4 declares both with
  * TKV_CAP_FORMAT_R1 and cannot set the new bit */
+/* ABI 2.5: the keys' and values' appends of one tkv_cache_append reach a
+ * plugin marked as a pair, in that order; a plugin of an older minor sees
+ * the word as it was (0), as does a lone append of either half. */
+static void append_pair_flags(void **state)
+{
+    (void)state;
+    if (strcmp(backend, "cpu") != 0)
+        skip(); /* the minimal plugin forwards to cpu: once is enough */
+    char log[] = "/tmp/turbokv-append-log-XXXXXX";
+    int fd = mkstemp(log);
+    assert_true(fd >= 0);
+    close(fd);
+    setenv("TKV_MINIMAL_APPEND_LOG", log, 1);
+    setenv("TKV_MINIMAL_FEATURES", "0", 1);
+    static const struct {
+        const char *minor, *expect;
+    } cases[] = {
+        { "5", "flags 1\nflags 2\nflags 1\nflags 2\n" },
+        { "4", "flags 0\nflags 0\nflags 0\nflags 0\n" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        setenv("TKV_MINIMAL_ABI_MINOR", cases[i].minor, 1);
+        assert_int_equal(truncate(log, 0), 0);
+        tkv_context *m = NULL;
+        assert_int_equal(open_ctx("minimal", &m), TKV_OK);
+        struct tkv_cache_params p = {
+            .struct_size = sizeof p, .n_layers = 2, .n_kv_heads = 2, .head_dim = 64, .capacity = 16,
+            .k_type = TKV_TYPE_TURBO3, .v_type = TKV_TYPE_TURBO3,
+        };
+        tkv_cache *c = NULL;
+        assert_int_equal(tkv_cache_create(m, &p, &c), TKV_OK);
+        float rows[3 * 2 * 64];
+        for (size_t j = 0; j < sizeof rows / sizeof *rows; j++)
+            rows[j] = (float)((j * 37) % 11) - 5.0f;
+        assert_int_equal(tkv_cache_append(c, 0, 0, 3, rows, rows), TKV_OK);
+        assert_int_equal(tkv_cache_append(c, 0, 1, 1, rows, rows), TKV_OK);
+        tkv_cache_destroy(c);
+        tkv_context_close(m);
+        char got[256] = { 0 };
+        FILE *f = fopen(log, "r");
+        assert_non_null(f);
+        size_t n = fread(got, 1, sizeof got - 1, f);
+        fclose(f);
+        got[n] = 0;
+        print_message("minimal ABI 2.%s: %s", cases[i].minor, got);
+        assert_string_equal(got, cases[i].expect);
+    }
+    unsetenv("TKV_MINIMAL_APPEND_LOG");
+    unsetenv("TKV_MINIMAL_ABI_MINOR");
+    unsetenv("TKV_MINIMAL_FEATURES");
+    unlink(log);
+}
+
 static void format_r1_bits(void **state)
 {
     (void)state;
@@ -873,6 +926,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(options_against_reference),
         cmocka_unit_test(capabilities_refuse_before_allocating),
         cmocka_unit_test(format_r1_bits),
+        cmocka_unit_test(append_pair_flags),
         cmocka_unit_test(two_threads_get_ebusy),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

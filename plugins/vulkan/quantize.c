@@ -133,7 +133,15 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
     /* a call that dispatches only (f32 rows in one block) needs its
      * entry barrier towards compute alone; a transfer (the slice) or the
      * widening needs the full one */
-    const enum vk_entry entry = knobs.record == RECORD_NOBARRIER                         ? VK_ENTRY_NONE
+    /* the keys' and the values' appends of one cache append (ABI 2.5),
+     * both only dispatching: the keys' call leaves out its exit barrier and
+     * the values' call its entry barrier (plugins/vulkan/README.md, "The
+     * host's own device") */
+    const int record_default = knobs.record == RECORD_DEFAULT;
+    const int pair_first = (a->flags & TKV_APPEND_PAIR_FIRST) && !scratch && record_default;
+    const int pair_second = (a->flags & TKV_APPEND_PAIR_SECOND) && dev->pair_open && !scratch && record_default;
+    dev->pair_open = 0;
+    const enum vk_entry entry = knobs.record == RECORD_NOBARRIER || pair_second           ? VK_ENTRY_NONE
                                 : legacy || knobs.record == RECORD_FULL || scratch ? VK_ENTRY_FULL
                                                                                      : VK_ENTRY_COMPUTE;
     if ((rc = vk_begin_append(dev, entry, op)) != TKV_OK)
@@ -149,11 +157,14 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
     if ((rc = vk_dispatch(dev, dev->quantize, &push, sizeof push, ((uint64_t)n_rows + per_wg - 1) / per_wg, op)) !=
         TKV_OK)
         return rc;
-    return vk_end_append(dev,
-                         knobs.record == RECORD_NOBARRIER ? VK_EXIT_NONE
-                         : legacy || knobs.record == RECORD_FULL ? VK_EXIT_FULL
-                                                                 : VK_EXIT_READS,
-                         op);
+    if ((rc = vk_end_append(dev,
+                            knobs.record == RECORD_NOBARRIER || pair_first ? VK_EXIT_NONE
+                            : legacy || knobs.record == RECORD_FULL        ? VK_EXIT_FULL
+                                                                           : VK_EXIT_READS,
+                            op)) != TKV_OK)
+        return rc;
+    dev->pair_open = pair_first;
+    return TKV_OK;
 }
 
 int vk_quantize_append(void *dev_, const struct tkv_append_args *a)

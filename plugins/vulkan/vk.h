@@ -266,6 +266,7 @@ struct vk_device {
     uint32_t host_types[VK_MAX_MEMORY_TYPES], n_host_types;
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
     int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled */
+    int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
     uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
 

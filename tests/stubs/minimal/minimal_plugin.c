@@ -13,8 +13,11 @@
  *   - the core refusing options the device lacks (window, softcap, lse).
  * For the feature bits of format revision 1, TKV_MINIMAL_FEATURES (a
  * number) adds feature bits and TKV_MINIMAL_ABI_MINOR sets the minor the
- * descriptor declares (0 by default), read at each load.
+ * descriptor declares (0 by default), read at each load. With
+ * TKV_MINIMAL_APPEND_LOG (a path) each quantize_append adds a line
+ * "flags N" to that file: the pairing of ABI 2.5 as the plugin sees it.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <dlfcn.h>
 #include <stddef.h>
@@ -71,7 +74,16 @@ static int minimal_read(void *dev, const void *buf, uint64_t off, void *dst, uin
 {
     return cpu->buffer_read(dev, buf, off, dst, n);
 }
-static int minimal_append(void *dev, const struct tkv_append_args *a) { return cpu->quantize_append(dev, a); }
+static int minimal_append(void *dev, const struct tkv_append_args *a)
+{
+    const char *log = getenv("TKV_MINIMAL_APPEND_LOG");
+    FILE *f = log ? fopen(log, "a") : NULL;
+    if (f) {
+        fprintf(f, "flags %u\n", a->flags);
+        fclose(f);
+    }
+    return cpu->quantize_append(dev, a);
+}
 static int minimal_attention(void *dev, const struct tkv_attention_args *a) { return cpu->attention(dev, a); }
 static int minimal_dequantize(void *dev, const struct tkv_dequant_args *a) { return cpu->dequantize(dev, a); }
 
