@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "turbokv.h"
+#include "saved_bytes.h"
 
 /* Outputs differ only by float summation order (split-K merges, parallel
  * reductions): relative to the largest output magnitude of the row. */
@@ -102,37 +103,7 @@ static tkv_cache *make(tkv_context *ctx, uint32_t kv_heads, uint32_t dim, uint32
     return c;
 }
 
-static unsigned char *slurp(const char *path, long *size)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = ftell(f);
-    rewind(f);
-    unsigned char *b = malloc(*size);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
-}
-
-/* Saves both caches and compares the files, checksum excluded; returns the
- * number of differing bytes. */
-static long compare_saved(tkv_cache *a, tkv_cache *b)
-{
-    char pa[600], pb[600];
-    snprintf(pa, sizeof pa, "%s/a.tkv", tmpdir);
-    snprintf(pb, sizeof pb, "%s/b.tkv", tmpdir);
-    assert_int_equal(tkv_cache_save(a, pa), TKV_OK);
-    assert_int_equal(tkv_cache_save(b, pb), TKV_OK);
-    long na, nb, diff = 0;
-    unsigned char *fa = slurp(pa, &na), *fb = slurp(pb, &nb);
-    assert_int_equal(na, nb);
-    for (long i = 0; i < na - 8; i++)
-        diff += fa[i] != fb[i];
-    free(fa);
-    free(fb);
-    return diff;
-}
+static long compare_saved(tkv_cache *a, tkv_cache *b) { return compare_saved_in(tmpdir, a, b); }
 
 static void same_bytes_every_format(void **state)
 {

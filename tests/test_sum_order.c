@@ -46,6 +46,7 @@
 #include <cmocka.h>
 
 #include "turbokv.h"
+#include "saved_bytes.h"
 #include "turbokv_format.h"
 
 #define KV 2
@@ -158,38 +159,7 @@ static tkv_cache *make(tkv_context *ctx, uint32_t dim, uint32_t type, uint32_t s
     return c;
 }
 
-static unsigned char *slurp(const char *path, long *size)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *size = ftell(f);
-    rewind(f);
-    unsigned char *b = malloc(*size);
-    assert_int_equal(fread(b, 1, *size, f), *size);
-    fclose(f);
-    return b;
-}
-
-/* Saves both caches and compares the files, checksum excluded. */
-static long compare_saved(tkv_cache *a, tkv_cache *b)
-{
-    char pa[600], pb[600];
-    snprintf(pa, sizeof pa, "%s/a.tkv", tmpdir);
-    snprintf(pb, sizeof pb, "%s/b.tkv", tmpdir);
-    assert_int_equal(tkv_cache_save(a, pa), TKV_OK);
-    assert_int_equal(tkv_cache_save(b, pb), TKV_OK);
-    long na, nb, diff = 0;
-    unsigned char *fa = slurp(pa, &na), *fb = slurp(pb, &nb);
-    assert_int_equal(na, nb);
-    for (long i = 0; i < na - 8; i++)
-        diff += fa[i] != fb[i];
-    free(fa);
-    free(fb);
-    remove(pa);
-    remove(pb);
-    return diff;
-}
+static long compare_saved(tkv_cache *a, tkv_cache *b) { return compare_saved_in(tmpdir, a, b); }
 
 static void same_bytes(void **state)
 {
