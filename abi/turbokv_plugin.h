@@ -220,6 +220,18 @@ struct tkv_pool {
     uint64_t block_stride;  /* bytes between consecutive blocks */
 };
 
+/* tkv_append_args.flags (ABI 2.5). The keys' append of one
+ * tkv_cache_append, whose values' append (the same tokens, another pool
+ * buffer) is the next op the core calls on this device, with nothing of the
+ * host's between them: the core validates both before it makes the first. */
+#define TKV_APPEND_PAIR_FIRST 1u
+/* The values' append that follows a TKV_APPEND_PAIR_FIRST one at once. A
+ * plugin that queues both may leave out the ordering between the two (they
+ * read different rows and write different buffers): the first's exit
+ * barrier and the second's entry barrier; if the second fails, the plugin
+ * still owes what the first left out. */
+#define TKV_APPEND_PAIR_SECOND 2u
+
 /* Quantize host rows and store them as tokens first_pos .. first_pos +
  * n_tokens - 1 of one sequence.
  * Preconditions (checked by the core): n_tokens >= 1; n_heads >= 1;
@@ -228,16 +240,6 @@ struct tkv_pool {
  * inside pool.buf; those blocks are not shared with another sequence (the
  * core copies a shared block before writing to it). Rows of other tokens
  * are not touched. */
-/* The keys' append of one tkv_cache_append, whose values' append (the same
- * tokens, another pool buffer) is the next op the core calls on this
- * device, with nothing of the host's between them: both are validated
- * before the first is made. */
-#define TKV_APPEND_PAIR_FIRST 1u
-/* The values' append that follows a TKV_APPEND_PAIR_FIRST one at once. A
- * plugin that queues both may leave out the ordering between the two (they
- * read different rows and write different buffers): the first's exit
- * barrier and the second's entry barrier. */
-#define TKV_APPEND_PAIR_SECOND 2u
 struct tkv_append_args {
     uint32_t struct_size;
     uint32_t n_tokens;

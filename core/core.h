@@ -88,7 +88,6 @@ int tkv_dev_read(struct tkv_device *d, const struct tkv_dbuf *buf, uint64_t off,
 int tkv_dev_copy(struct tkv_device *d, const struct tkv_dbuf *dst, uint64_t dst_off, const struct tkv_dbuf *src,
                  uint64_t src_off, uint64_t bytes);
 /* The pool's buf member is filled from the handle by the wrapper. */
-int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a);
 /* The keys' and the values' rows of one cache append: both validated, then
  * appended one after the other, marked as a pair (TKV_APPEND_PAIR_*) for a
  * plugin of ABI 2.5 or later. */

@@ -680,13 +680,6 @@ static int append_call(struct tkv_device *d, const struct tkv_append_args *a)
     PLUGIN_CALL(d, d->mod->ops.quantize_append(d->dev, a));
 }
 
-int tkv_dev_append(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_append_args *a)
-{
-    a->flags = 0;
-    int rc = append_checked(d, buf, a);
-    return rc != TKV_OK ? rc : append_call(d, a);
-}
-
 int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struct tkv_append_args *k,
                         const struct tkv_dbuf *vbuf, struct tkv_append_args *v)
 {

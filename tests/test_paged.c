@@ -683,12 +683,9 @@ static void capabilities_refuse_before_allocating(void **state)
     expect_error(tkv_context_open(&opts, &m), TKV_EUNSUPPORTED, "head_dim 512 unsupported");
 }
 
-/* --- the feature bits of format revision 1 (ABI 2.4), through the minimal plugin: TKV_CAP_ROTOR and
- * TKV_CAP_OUTLIER_TYPES each admit their own additions; a plugin before 2.4 declares both with
- * TKV_CAP_FORMAT_R1 and cannot set the new bit */
 /* ABI 2.5: the keys' and values' appends of one tkv_cache_append reach a
  * plugin marked as a pair, in that order; a plugin of an older minor sees
- * the word as it was (0), as does a lone append of either half. */
+ * the word as it was (0). */
 static void append_pair_flags(void **state)
 {
     (void)state;
@@ -739,6 +736,9 @@ static void append_pair_flags(void **state)
     unlink(log);
 }
 
+/* --- the feature bits of format revision 1 (ABI 2.4), through the minimal plugin: TKV_CAP_ROTOR and
+ * TKV_CAP_OUTLIER_TYPES each admit their own additions; a plugin before 2.4 declares both with
+ * TKV_CAP_FORMAT_R1 and cannot set the new bit */
 static void format_r1_bits(void **state)
 {
     (void)state;

@@ -88,7 +88,11 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_la
                                     uint32_t nsg)
 {
     const uint64_t qt4 = (qt + 3) / 4, vrw = ((vl->row_bytes + 3) / 4) | 1u;
-    return hd * qt4 * 16 * (kl->split ? 2 : 1) + (uint64_t)qt * hd * 4 * (vl->split ? 2 : 1) + 2 * 80 * 4 +
+    /* qs, qo (one vec4 unless keys are split), xs, xo (one float, and up to
+     * 12 bytes of alignment before the next vec4 array, unless values are
+     * split), the codebooks, then the per-lane arrays and the reductions */
+    return hd * qt4 * 16 + (kl->split ? hd * qt4 * 16 : 16) + (uint64_t)qt * hd * 4 +
+           (vl->split ? (uint64_t)qt * hd * 4 : 16) + 2 * 80 * 4 +
            (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12;
 }
 
@@ -98,7 +102,7 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_la
  * head_dim a multiple of 32 and of it with a power-of-two number of
  * coordinates per lane (at most 16), turbo groups of multiples of 32
  * values, no QJL part and no f32 rows, and at most 32 accumulators per
- * lane (H200, 4 query tokens of a GQA group of 4 at 128K: 8 query rows a
+ * lane (64 with outlier-split values, whose outliers have their own) (H200, 4 query tokens of a GQA group of 4 at 128K: 8 query rows a
  * unit 644 us, 16 rows 911, 4 rows 758; TURBO_VK_DECODE_QT). */
 static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
 {

@@ -70,6 +70,11 @@ static int record_start(struct vk_device *dev, enum vk_entry entry, const char *
      * submission does sees them done. They stay queued until a submission
      * that holds them succeeds (an op that fails before submitting drops
      * its command buffer, not the copies). */
+    /* (queued appends end with an execution dependency only, so the
+     * copies, which may read rows written by them, get a memory barrier
+     * first; only where copies are queued) */
+    if (dev->n_pending)
+        vk_barrier(dev);
     for (size_t i = 0; i < dev->n_pending; i++)
         vkCmdCopyBuffer(dev->cmd, dev->pending[i].src, dev->pending[i].dst, 1, &dev->pending[i].region);
     if (dev->n_pending || (dev->adopted && entry != VK_ENTRY_NONE)) {

@@ -7,6 +7,7 @@
  * format, head_dim and query tile (its inner loops and register arrays are
  * sized by them) and each specialization is created on first use.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +44,7 @@ static void dump_representations(struct vk_device *dev, const VkPipelineExecutab
     PFN_vkGetPipelineExecutableInternalRepresentationsKHR ir_fn =
         (PFN_vkGetPipelineExecutableInternalRepresentationsKHR)dev->fn.GetDeviceProcAddr(
             dev->device, "vkGetPipelineExecutableInternalRepresentationsKHR");
-    if (!dir || !*dir || !ir_fn)
+    if (!(dev->exec_stats & 2) || !dir || !*dir || !ir_fn)
         return;
     VkPipelineExecutableInternalRepresentationKHR ir[8];
     uint32_t n = 8;
@@ -57,12 +58,19 @@ static void dump_representations(struct vk_device *dev, const VkPipelineExecutab
     if (ir_fn(dev->device, ei, &n, ir) >= 0)
         for (uint32_t i = 0; i < n; i++) {
             static unsigned counter;
-            char path[1024];
-            snprintf(path, sizeof path, "%s/%03u-%s.txt", dir, counter++, ir[i].name);
+            char path[1024], name[VK_MAX_DESCRIPTION_SIZE];
+            size_t k = 0;
+            for (; ir[i].name[k] && k + 1 < sizeof name; k++) /* a file name of its letters and digits */
+                name[k] = isalnum((unsigned char)ir[i].name[k]) ? ir[i].name[k] : '_';
+            name[k] = 0;
+            snprintf(path, sizeof path, "%s/%03u-%s.txt", dir, counter++, name);
             FILE *f = ir[i].pData ? fopen(path, "wb") : NULL;
             if (f) {
+                size_t n = ir[i].dataSize;
+                if (ir[i].isText && n && ((const char *)ir[i].pData)[n - 1] == 0)
+                    n--; /* text comes with its terminating NUL */
                 fprintf(f, "%s\n%s: %s\n", title, ir[i].name, ir[i].description);
-                fwrite(ir[i].pData, 1, ir[i].dataSize, f);
+                fwrite(ir[i].pData, 1, n, f);
                 fclose(f);
             }
         }
@@ -115,7 +123,7 @@ static void print_statistics(struct vk_device *dev, VkPipeline p, const char *wh
                 at += snprintf(line + at, sizeof line - (size_t)at, "%s %s %s", i ? "," : "):", s->name,
                                s->value.b32 ? "yes" : "no");
         }
-        fprintf(stderr, "%s\n", line);
+        fprintf(stderr, "%s%s\n", line, n_st ? "" : ")");
         dump_representations(dev, &ei, line);
     }
 }
@@ -140,9 +148,8 @@ static int create_pipeline(struct vk_device *dev, enum vk_shader which, const ui
             .pSpecializationInfo = &specialization,
         },
         .layout = dev->layout,
-        .flags = dev->exec_stats ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR |
-                                       (getenv("TURBO_VK_PROFILE_DIR") ? VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR : 0)
-                                 : 0,
+        .flags = (dev->exec_stats & 1 ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0) |
+                 (dev->exec_stats & 2 ? VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR : 0),
     };
     VkResult r = vkCreateComputePipelines(dev->device, VK_NULL_HANDLE, 1, &info, NULL, out);
     if (r != VK_SUCCESS)

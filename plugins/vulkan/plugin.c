@@ -510,7 +510,7 @@ static int create_device(struct vk_device *dev, const struct vk_candidate *c)
         f12.pNext = &stats;
         info.enabledExtensionCount = 1;
         info.ppEnabledExtensionNames = &stats_ext;
-        dev->exec_stats = 1;
+        dev->exec_stats = 1 | (getenv("TURBO_VK_PROFILE_DIR") ? 2 : 0);
     }
     if ((r = vkCreateDevice(c->physical, &info, NULL, &dev->device)) != VK_SUCCESS) {
         dev->device = VK_NULL_HANDLE;

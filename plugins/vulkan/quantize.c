@@ -87,7 +87,8 @@ static uint32_t quantize_flags(const struct vk_layout *l)
  * push constants and f32 rows need nothing but the dispatch between the
  * call's entry and exit barriers; else the block table slice rides in the
  * commands (vkCmdUpdateBuffer) with a barrier before the dispatch. */
-static int append_device(struct vk_device *dev, const struct tkv_append_args *a, const struct vk_layout *l)
+static int append_device(struct vk_device *dev, const struct tkv_append_args *a, const struct vk_layout *l,
+                         int pair_open)
 {
     static const char op[] = "quantize_append";
     const struct tkv_pool *pool = &a->pool;
@@ -139,8 +140,7 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
      * host's own device") */
     const int record_default = knobs.record == RECORD_DEFAULT;
     const int pair_first = (a->flags & TKV_APPEND_PAIR_FIRST) && !scratch && record_default;
-    const int pair_second = (a->flags & TKV_APPEND_PAIR_SECOND) && dev->pair_open && !scratch && record_default;
-    dev->pair_open = 0;
+    const int pair_second = (a->flags & TKV_APPEND_PAIR_SECOND) && pair_open && !scratch && record_default;
     const enum vk_entry entry = knobs.record == RECORD_NOBARRIER || pair_second           ? VK_ENTRY_NONE
                                 : legacy || knobs.record == RECORD_FULL || scratch ? VK_ENTRY_FULL
                                                                                      : VK_ENTRY_COMPUTE;
@@ -167,10 +167,34 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
     return TKV_OK;
 }
 
-int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
+/* The exit barrier the keys' call of a pair left out (an execution
+ * dependency, as an append's exit), where the values' call failed and so
+ * recorded none after it. */
+static void pair_barrier(struct vk_device *dev)
 {
     static const char op[] = "quantize_append";
+    if (vk_begin_append(dev, VK_ENTRY_NONE, op) == TKV_OK)
+        (void)vk_end_append(dev, VK_EXIT_READS, op);
+}
+
+static int quantize_append(struct vk_device *dev, const struct tkv_append_args *a, int pair_open);
+
+int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
+{
     struct vk_device *dev = dev_;
+    /* set by a pair's keys' call that left out its exit barrier: this is
+     * its values' call (ABI 2.5), whose barriers also order the keys' */
+    const int pair_open = dev->pair_open;
+    dev->pair_open = 0;
+    int rc = quantize_append(dev, a, pair_open);
+    if (rc != TKV_OK && pair_open)
+        pair_barrier(dev);
+    return rc;
+}
+
+static int quantize_append(struct vk_device *dev, const struct tkv_append_args *a, int pair_open)
+{
+    static const char op[] = "quantize_append";
     const struct tkv_pool *pool = &a->pool;
     const struct vk_buffer *buf = vk_buffer_of(pool->buf);
     struct vk_layout l;
@@ -179,7 +203,7 @@ int vk_quantize_append(void *dev_, const struct tkv_append_args *a)
         return rc;
     vk_layout_init(&pool->fmt, &l);
     if (TKV_ARGS_HAS(a, src_dev) && a->src_dev) {
-        if ((rc = append_device(dev, a, &l)) != TKV_OK)
+        if ((rc = append_device(dev, a, &l, pair_open)) != TKV_OK)
             return rc;
         dev->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
         return TKV_OK;

@@ -265,7 +265,8 @@ struct vk_device {
     uint32_t device_types[VK_MAX_MEMORY_TYPES], n_device_types;
     uint32_t host_types[VK_MAX_MEMORY_TYPES], n_host_types;
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
-    int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled */
+    int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled: 1, and 2
+                              * with TURBO_VK_PROFILE_DIR (internal representations captured) */
     int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
     uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
     uint32_t target_workgroups; /* attention workgroups that fill the device */

@@ -32,8 +32,16 @@
 // assumptions hold: the device's subgroups have exactly SG invocations
 // (min = max subgroup size), HEAD_DIM is a multiple of 32 and of SG with DPL
 // a power of two, every turbo group holds a multiple of 32 values, keys and
-// values are turbo (no QJL part), q8_0 or f16 with rows of at most
-// TKV_VK_DECODE_ROW_WORDS words, and the shared arrays fit.
+// values are turbo (no QJL part; the outlier-split types included), q8_0 or
+// f16 with rows of at most TKV_VK_DECODE_ROW_WORDS words (turbo3o up to
+// head_dim 128, turbo4o up to 96), and the shared arrays fit.
+//
+// Outlier-split keys: the lane that scores a K row adds q[i] x_i for each
+// of its outliers, against q itself (qo beside qs). Outlier-split values:
+// for each V row every lane compares the row's outlier indices with its own
+// coordinates and adds the matching outliers, unscaled and unrotated, into
+// acco, a second set of accumulators that becomes each partial's second
+// half (merge.comp adds it after R^T).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -439,9 +447,9 @@ void main()
                     vo[e] = 0.0;
                 [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
                     const uint rel = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
-                    const float x = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+                    const float xv = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
                     [[unroll]] for (uint e = 0u; e < DPL; e++)
-                        vo[e] = rel == e ? x : vo[e];
+                        vo[e] = rel == e ? xv : vo[e];
                 }
                 [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
                     const vec4 w4 = ws[(slot + r) * QT4 + t4];
