@@ -87,10 +87,10 @@ int tkv_dev_read(struct tkv_device *d, const struct tkv_dbuf *buf, uint64_t off,
 /* Device-side copy, or through host memory when the plugin has none. */
 int tkv_dev_copy(struct tkv_device *d, const struct tkv_dbuf *dst, uint64_t dst_off, const struct tkv_dbuf *src,
                  uint64_t src_off, uint64_t bytes);
-/* The pool's buf member is filled from the handle by the wrapper. */
 /* The keys' and the values' rows of one cache append: both validated, then
  * appended one after the other, marked as a pair (TKV_APPEND_PAIR_*) for a
- * plugin of ABI 2.5 or later. */
+ * plugin of ABI 2.5 or later. The pool's buf member of each is filled from
+ * its handle here. */
 int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struct tkv_append_args *k,
                         const struct tkv_dbuf *vbuf, struct tkv_append_args *v);
 int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,

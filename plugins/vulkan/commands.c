@@ -66,13 +66,12 @@ int vk_fail(const char *op, const char *call, VkResult r)
  * before for the buffers retired since the last recording. */
 static int record_start(struct vk_device *dev, enum vk_entry entry, const char *op)
 {
-    /* The queued copies first, in call order, then a barrier: what this
-     * submission does sees them done. They stay queued until a submission
-     * that holds them succeeds (an op that fails before submitting drops
-     * its command buffer, not the copies). */
-    /* (queued appends end with an execution dependency only, so the
-     * copies, which may read rows written by them, get a memory barrier
-     * first; only where copies are queued) */
+    /* The queued copies first, in call order, between two barriers: the
+     * one before makes the rows earlier queued appends wrote visible to them
+     * (an append ends with an execution dependency only), the one after
+     * makes this submission see them done. They stay queued until a
+     * submission that holds them succeeds (an op that fails before
+     * submitting drops its command buffer, not the copies). */
     if (dev->n_pending)
         vk_barrier(dev);
     for (size_t i = 0; i < dev->n_pending; i++)
