@@ -293,7 +293,13 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const uint64_t q_bytes = n_out * hd * sizeof(float);
     const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
     const uint64_t blocks_at = align_up(row_units_at + n_q_rows * sizeof(uint32_t));
-    const uint64_t up_bytes = blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
+    /* decode.comp merges in the workgroup that finishes a (unit, kv head)
+     * last, where its rows fit the rotation's shared memory (no merge
+     * dispatch; TURBO_VK_MERGE=1 keeps merge.comp): its output addresses
+     * after the block table */
+    const int one_pass = dec_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
+    const uint64_t fused_at = align_up(blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t));
+    const uint64_t up_bytes = one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
     const uint64_t prep_at = align_up(up_bytes), prep_bytes = prepare_dispatch ? q_bytes * qs : 0;
     const uint64_t in_bytes = prep_at + prep_bytes;
     const uint64_t acc_at = 0, n_partials = n_out * max_chunks;
@@ -312,6 +318,12 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         (rc = vk_scratch(dev, &dev->work, partial_bytes + (staged ? down_bytes : 0), 0, op)) != TKV_OK ||
         (!staged && (rc = vk_scratch(dev, &dev->outputs, down_bytes, 1, op)) != TKV_OK))
         return rc;
+    /* the arrival counters: zeroed once when created (every merging
+     * workgroup leaves its counter zero) */
+    const struct vk_buffer *arrivals_before = dev->arrivals;
+    if (one_pass && (rc = vk_scratch(dev, &dev->arrivals, n_units * a->n_kv_heads * sizeof(uint32_t), 0, op)) != TKV_OK)
+        return rc;
+    const int zero_arrivals = dev->arrivals != arrivals_before;
     /* the host writes the inputs in place when they are mapped device memory */
     const VkMemoryPropertyFlags in_flags = dev->memory.memoryTypes[dev->inputs->type].propertyFlags;
     const int direct_in = !queued && dev->inputs->map && (in_flags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
@@ -338,6 +350,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         const uint32_t rows = seq->n_q * ratio;
         for (uint32_t qr0 = 0; qr0 < rows; qr0 += qt, u++) {
             units[u] = unit_of(seq, qr0, qt, ratio, window, chunk, &span);
+            units[u].fused_at = one_pass ? (uint32_t)(fused_at / TKV_VK_ALIGN) : 0;
             for (uint32_t qr = qr0; qr < qr0 + qt && qr < rows; qr++)
                 row_units[(uint64_t)seq->q_first * ratio + qr] = u;
         }
@@ -364,6 +377,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
         [TKV_VK_SPEC_K_SPLIT] = kl.split,
         [TKV_VK_SPEC_V_SPLIT] = vl.split,
+        [TKV_VK_SPEC_FUSED] = (uint32_t)one_pass,
+        [TKV_VK_SPEC_V_ROT] = vl.rotation,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
@@ -418,6 +433,12 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         .window = window,
     };
     memcpy(merge.groups, vl.groups, sizeof merge.groups);
+    if (one_pass) {
+        const struct vk_fused fused_args = {
+            .out_rows = merge.out_rows, .counts = merge.counts, .lse = merge.lse, .arrivals = dev->arrivals->address,
+        };
+        memcpy(in_host + fused_at, &fused_args, sizeof fused_args);
+    }
     struct vk_rows_push prepare = {
         .src = inputs,
         .dst = inputs + prep_at,
@@ -443,6 +464,10 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
 
     if ((rc = vk_begin_call(dev, queued, op)) != TKV_OK)
         return rc;
+    if (zero_arrivals) {
+        vkCmdFillBuffer(dev->cmd, dev->arrivals->buffer, 0, VK_WHOLE_SIZE, 0);
+        vk_barrier(dev);
+    }
     if (stamps) {
         vkCmdResetQueryPool(dev->cmd, dev->timestamps, 0, VK_TIMESTAMPS);
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_TOP_OF_PIPE_BIT, dev->timestamps, 0);
@@ -479,7 +504,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             vk_barrier(dev);
         }
         STAMP(5);
-        if (!(kn->skip & VK_SKIP_MERGE)) {
+        if (!one_pass && !(kn->skip & VK_SKIP_MERGE)) {
             if ((rc = vk_dispatch(dev, dev->merge, &merge, sizeof merge, n_out, op)) != TKV_OK)
                 return rc;
             vk_barrier(dev);

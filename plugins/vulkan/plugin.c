@@ -60,6 +60,7 @@ void vk_knobs_read(struct vk_device *dev)
     k->staged_io = (v = getenv("TURBO_VK_STAGED_IO")) && *v && strcmp(v, "0") != 0;
     k->separate_prepare = (v = getenv("TURBO_VK_PREPARE")) && *v && strcmp(v, "0") != 0;
     k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
+    k->merge_dispatch = (v = getenv("TURBO_VK_MERGE")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("TURBO_VK_DECODE_QT")) && atoi(v) > 0 && atoi(v) <= 16)
         k->decode_qt = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_MIN_CHUNK")) && atoi(v) > 0)
@@ -76,9 +77,10 @@ void vk_knobs_read(struct vk_device *dev)
                     (unsigned)m->memoryTypes[i].propertyFlags);
         fprintf(stderr,
                 "vkprof: skip 0x%x shader skip 0x%x batch rows %u repeat %u cache memory %d target workgroups %u "
-                "staged io %d separate prepare %d decode %s min chunk %u subgroup %u\n",
+                "staged io %d separate prepare %d decode %s merge %s min chunk %u subgroup %u\n",
                 k->skip, k->shader_skip, k->batch_rows, k->repeat, k->cache_memory, dev->target_workgroups,
-                k->staged_io, k->separate_prepare, k->no_decode ? "off" : "on", k->min_chunk, dev->subgroup);
+                k->staged_io, k->separate_prepare, k->no_decode ? "off" : "on",
+                k->merge_dispatch ? "dispatch" : "in decode", k->min_chunk, dev->subgroup);
     }
 }
 
@@ -454,6 +456,7 @@ static void vk_close(void *dev_)
         vk_buffer_destroy(dev, dev->work);
         vk_buffer_destroy(dev, dev->inputs);
         vk_buffer_destroy(dev, dev->outputs);
+        vk_buffer_destroy(dev, dev->arrivals);
         free(dev->knobs.last_upload);
         vk_pipelines_destroy(dev);
         if (dev->fence)

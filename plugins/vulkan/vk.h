@@ -166,6 +166,7 @@ struct vk_attention_push { TKV_VK_ATTENTION_PUSH };
 struct vk_merge_push { TKV_VK_MERGE_PUSH };
 struct vk_convert_push { TKV_VK_CONVERT_PUSH };
 struct vk_unit { TKV_VK_UNIT_MEMBERS };
+struct vk_fused { TKV_VK_FUSED_MEMBERS };
 
 /* Vulkan guarantees 128 bytes of push constants. */
 #define VK_PUSH_BYTES 128u
@@ -219,6 +220,7 @@ struct vk_knobs {
     int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     uint32_t decode_qt;   /* TURBO_VK_DECODE_QT: most query rows of a decode.comp unit (1..16) */
+    int merge_dispatch;   /* TURBO_VK_MERGE=1: decode.comp's chunks merged by merge.comp, not in its last workgroup */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;
@@ -277,6 +279,7 @@ struct vk_device {
     struct vk_buffer *work;    /* device memory: op intermediates */
     struct vk_buffer *inputs;  /* attention inputs: device-local, host-written where possible */
     struct vk_buffer *outputs; /* attention outputs: host visible, written by the merge */
+    struct vk_buffer *arrivals; /* decode.comp's merge: a counter per (unit, kv head), zero between calls */
 
     VkShaderModule modules[VK_SHADER_COUNT];
     VkPipelineLayout layout;   /* push constants only, shared by every shader */

@@ -68,11 +68,20 @@ layout(constant_id = TKV_VK_SPEC_SUBGROUP) const uint SG = 32u;
 layout(constant_id = TKV_VK_SPEC_DEBUG) const uint DBG = 0u;
 layout(constant_id = TKV_VK_SPEC_K_SPLIT) const uint K_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_V_SPLIT) const uint V_SPLIT = 0u;
+layout(constant_id = TKV_VK_SPEC_FUSED) const uint FUSED = 0u;
+layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_NONE;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
 struct Unit { TKV_VK_UNIT_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
+struct Fused { TKV_VK_FUSED_MEMBERS };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer FusedArgs { Fused a; };
+// The partials and the arrival counters, as the workgroup that merges reads
+// them: written by other workgroups of the same dispatch, so past any
+// incoherent cache (memoryBarrierBuffer orders coherent accesses).
+layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer CFloats { float f[]; };
+layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer CUints { uint32_t u[]; };
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NSG = WG / SG;              // subgroups per workgroup, a chunk each
@@ -105,6 +114,8 @@ shared uint keep[WG];                  // per subgroup lane: some query row keep
 shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
 shared float red_m[NSG * QT], red_l[NSG * QT];
 shared uint red_skip[NSG * QT];
+shared uint last_one;                  // FUSED: this workgroup is the last of its (unit, kv head)
+shared float mrg_m[QT], mrg_l[QT];     // FUSED: per query row the largest partial max, the weights' sum
 
 #include "rotate.glsl"
 
@@ -510,7 +521,7 @@ void main()
         if (qr0 + t < n_q_rows) {
             uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
             // (outlier-split values: the outliers' half after the values')
-            Floats part = Floats(pc.work + 4ul * (p * VA * HEAD_DIM));
+            CFloats part = CFloats(pc.work + 4ul * (p * VA * HEAD_DIM));
             part.f[e % HEAD_DIM] = xs[e];
             if (V_SPLIT != 0u)
                 part.f[HEAD_DIM + e % HEAD_DIM] = xo[e];
@@ -520,10 +531,116 @@ void main()
         [[unroll]] for (uint t = 0u; t < QT; t++)
             if (t == lid) {
                 uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
-                Floats ml = Floats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
+                CFloats ml = CFloats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
                 ml.f[0] = m_all[t];
                 ml.f[1] = l_all[t];
                 ml.f[2] = uintBitsToFloat(skip_all[t]);
             }
+    }
+
+    if (FUSED == 0u)
+        return;
+
+    // The merge (merge.comp's, for this unit's query rows and kv head), by
+    // the workgroup that finishes last: each writes its partials, then
+    // counts itself in; the one that brings the count to the unit's chunks
+    // reads them all back and resets the counter for the next call.
+    memoryBarrierBuffer();
+    barrier();
+    const Fused fa = FusedArgs(pc.inputs + uint64_t(unit.fused_at) * TKV_VK_ALIGN).a;
+    const uint counter = unit_index * pc.n_kv + h;
+    if (lid == 0u) {
+        const uint before = atomicAdd(CUints(fa.arrivals).u[counter], 1u);
+        last_one = before + 1u == unit.n_chunks ? 1u : 0u;
+    }
+    barrier();
+    if (last_one == 0u)
+        return; // (uniform: the whole workgroup)
+    memoryBarrierBuffer();
+    if (lid == 0u)
+        CUints(fa.arrivals).u[counter] = 0u;
+    // Per query row (a subgroup each): the chunks its position sees (as
+    // merge.comp counts them), their largest max M, sum_c e^(m_c - M) l_c
+    // and the skipped rows.
+    for (uint t = sgid; t < QT; t += NSG) {
+        float big = NEG_INF, total = 0.0;
+        uint n_skip = 0u;
+        if (qr0 + t < n_q_rows) {
+            const uint p = p0 + (qr0 + t) / pc.ratio, lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
+            const uint c_lo = lo / pc.chunk - unit.c_first, nc = p / pc.chunk - lo / pc.chunk + 1u;
+            const uint64_t first = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_lo;
+            CFloats ml = CFloats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (first * TKV_VK_ML_FLOATS));
+            for (uint c = lane; c < nc; c += SG)
+                big = max(big, ml.f[c * TKV_VK_ML_FLOATS]);
+            big = subgroupMax(big);
+            for (uint c = lane; c < nc; c += SG) {
+                const float m_c = ml.f[c * TKV_VK_ML_FLOATS];
+                total += m_c == NEG_INF ? 0.0 : exp(m_c - big) * ml.f[c * TKV_VK_ML_FLOATS + 1u];
+                n_skip += floatBitsToUint(ml.f[c * TKV_VK_ML_FLOATS + 2u]);
+            }
+            total = subgroupAdd(total);
+            n_skip = subgroupAdd(n_skip);
+        }
+        if (lane == 0u) {
+            mrg_m[t] = big;
+            mrg_l[t] = total;
+            red_skip[t] = n_skip;
+        }
+    }
+    barrier();
+    // out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c per element,
+    // MERGE_ILP chunks' loads in flight (past the last, the last again
+    // with weight 0: no branch between the loads)
+    const uint MERGE_ILP = 8u;
+    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
+        const uint t = e / HEAD_DIM, i = e % HEAD_DIM;
+        float a[MERGE_ILP], z[MERGE_ILP];
+        [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++)
+            a[k] = z[k] = 0.0;
+        if (qr0 + t < n_q_rows) {
+            const uint p = p0 + (qr0 + t) / pc.ratio, lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
+            const uint c_lo = lo / pc.chunk - unit.c_first, nc = p / pc.chunk - lo / pc.chunk + 1u;
+            const uint64_t first = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_lo;
+            CFloats ml = CFloats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (first * TKV_VK_ML_FLOATS));
+            CFloats part = CFloats(pc.work + 4ul * (first * VA * HEAD_DIM));
+            const float big = mrg_m[t];
+            for (uint c0 = 0u; c0 < nc; c0 += MERGE_ILP)
+                [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
+                    const uint c = min(c0 + k, nc - 1u);
+                    const float m_c = ml.f[c * TKV_VK_ML_FLOATS];
+                    const float w = c0 + k < nc && m_c != NEG_INF ? exp(m_c - big) : 0.0;
+                    a[k] += w * part.f[c * VA * HEAD_DIM + i];
+                    if (V_SPLIT != 0u)
+                        z[k] += w * part.f[c * VA * HEAD_DIM + HEAD_DIM + i];
+                }
+            [[unroll]] for (uint k = 1u; k < MERGE_ILP; k++) {
+                a[0] += a[k];
+                z[0] += z[k];
+            }
+        }
+        const float inv = qr0 + t < n_q_rows ? 1.0 / mrg_l[t] : 0.0;
+        xs[e] = a[0] * inv;
+        if (V_SPLIT != 0u)
+            xo[e] = z[0] * inv;
+    }
+    barrier();
+    // R^T once for the unit's rows (turbo values sum in the rotated domain)
+    rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), V_ROT, true, pc.math);
+    // output row of query row qr (token qr / ratio of all the call's, head
+    // h * ratio + qr % ratio); outlier-split values add their outliers'
+    // sums, unrotated, after R^T
+    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
+        const uint t = e / HEAD_DIM;
+        if (qr0 + t < n_q_rows) {
+            const uint qr = unit.q_first * pc.ratio + qr0 + t;
+            const uint64_t row = uint64_t(qr / pc.ratio) * (pc.n_kv * pc.ratio) + h * pc.ratio + qr % pc.ratio;
+            Floats(fa.out_rows + 4ul * (row * HEAD_DIM)).f[e % HEAD_DIM] = V_SPLIT != 0u ? xs[e] + xo[e] : xs[e];
+        }
+    }
+    if (lid < QT && qr0 + lid < n_q_rows) {
+        const uint qr = unit.q_first * pc.ratio + qr0 + lid;
+        const uint row = (qr / pc.ratio) * (pc.n_kv * pc.ratio) + h * pc.ratio + qr % pc.ratio;
+        Uints(fa.counts).u[row] = red_skip[lid];
+        Floats(fa.lse).f[row] = mrg_m[lid] + log(mrg_l[lid]);
     }
 }

@@ -97,7 +97,12 @@
  * each partial): 1, else 0 (attention.comp; decode.comp takes neither). */
 #define TKV_VK_SPEC_K_SPLIT 20u
 #define TKV_VK_SPEC_V_SPLIT 21u
-#define TKV_VK_SPEC_COUNT 22u
+/* decode.comp merges the chunks of a (unit, kv head) itself, in the
+ * workgroup that finishes last (1), or leaves the partials to merge.comp
+ * (0); and the values' rotation it then undoes (TKV_VK_ROT_*). */
+#define TKV_VK_SPEC_FUSED 22u
+#define TKV_VK_SPEC_V_ROT 23u
+#define TKV_VK_SPEC_COUNT 24u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
@@ -248,7 +253,16 @@
     uint32_t qr0;                                                                   \
     uint32_t c_first;                                                               \
     uint32_t n_chunks;                                                              \
-    uint32_t reserved;
+    uint32_t fused_at;     /* from inputs: struct of TKV_VK_FUSED_MEMBERS (decode.comp, FUSED) */
+
+/* decode.comp with FUSED: where the workgroup that finishes a (unit, kv
+ * head) last writes the merged rows, and the arrival counters, one per
+ * (unit, kv head), zero before the dispatch and left zero after it. */
+#define TKV_VK_FUSED_MEMBERS                                                        \
+    uint64_t out_rows;     /* floats [n_q_total][n_q_heads][head_dim] */            \
+    uint64_t counts;       /* uint32 per output row: V rows skipped */              \
+    uint64_t lse;          /* float per output row: log sum exp of the scores */    \
+    uint64_t arrivals;     /* uint32 per (unit, kv head): its workgroups done */
 
 /* convert.comp (the host's device tensors): n elements at src to dst, each
  * in an element type (enum tkv_elem: 0 f32, 1 f16, 2 bf16). */
