@@ -30,3 +30,8 @@ for round in 1 2; do
         TURBO_VK_MERGE=$merge timeout 120 ./kvb vulkan turbo3,turbo3o 4K,16K,128K 1x1,4x1,1x8 0 8 2>&1 | grep -v '^#' >> "$O/bench.txt"
     done
 done
+# more workgroups with the merge inside (decode.comp takes a quarter of the target)
+for wgs in 1024 1584 2112; do
+    echo "== TURBO_VK_WORKGROUPS=$wgs kvb vulkan turbo3,turbo3o 4K,16K,128K 1x1 0 8" >> "$O/workgroups.txt"
+    TURBO_VK_WORKGROUPS=$wgs timeout 60 ./kvb vulkan turbo3,turbo3o 4K,16K,128K 1x1 0 8 2>&1 | grep -v '^#' >> "$O/workgroups.txt"
+done
