@@ -82,6 +82,7 @@ layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer Fus
 // incoherent cache (memoryBarrierBuffer orders coherent accesses).
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer CFloats { float f[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) coherent buffer CUints { uint32_t u[]; };
+layout(buffer_reference, std430, buffer_reference_align = 16) coherent buffer CVec4s { vec4 v[]; };
 
 const uint WG = gl_WorkGroupSize.x;
 const uint NSG = WG / SG;              // subgroups per workgroup, a chunk each
@@ -223,6 +224,42 @@ void load_row(uint64_t addr, out uint w[TKV_VK_DECODE_ROW_WORDS], uint n)
         w[i] = FUNNEL(raw, i, sh);
 }
 
+// Row j's K and V words (pool blocks from the block table at `blocks`), or
+// made-up words where the measurement knobs leave the loads out.
+void load_pair(uint j, uint h, uint64_t blocks, out uint kw[TKV_VK_DECODE_ROW_WORDS], out uint vw[TKV_VK_DECODE_ROW_WORDS])
+{
+    const uint bi = j / pc.block_tokens, in_block = j - bi * pc.block_tokens;
+    const uint64_t block = (DBG & TKV_VK_DBG_NO_BLOCKS) == 0u ? uint64_t(Uints(blocks).u[bi]) : uint64_t(bi);
+    if ((DBG & TKV_VK_DBG_NO_K_LOADS) == 0u)
+        load_row(pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + uint64_t(in_block) * K_ROW_BYTES, kw,
+                 KW);
+    else
+        [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
+            kw[i] = (j * 2654435761u) ^ (i * 40503u);
+    if ((DBG & TKV_VK_DBG_NO_V_LOADS) == 0u)
+        load_row(pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + uint64_t(in_block) * V_ROW_BYTES, vw,
+                 VW);
+    else
+        [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
+            vw[i] = (j * 2246822519u) ^ (i * 40503u);
+}
+
+// Element e of the unit's query rows (row e / HEAD_DIM; past the last: 0):
+// as the keys are scored (v), and q itself for outlier-split keys (raw).
+void query_element(uint e, uint h, uint q_first, uint qr0, uint n_q_rows, out float v, out float raw)
+{
+    const uint j = e / HEAD_DIM, i = e % HEAD_DIM, qr = qr0 + j;
+    v = raw = 0.0;
+    if (qr < n_q_rows) {
+        uint head = h * pc.ratio + qr % pc.ratio, token = q_first + qr / pc.ratio;
+        uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
+        Floats q = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE));
+        v = q.f[i];
+        if (K_SPLIT != 0u) // q itself: the raw row, or the prepared row's second half
+            raw = Q_ROT != TKV_VK_ROT_NONE ? v : q.f[HEAD_DIM + i];
+    }
+}
+
 void main()
 {
     const uint lid = gl_LocalInvocationIndex, sgid = gl_SubgroupID, lane = gl_SubgroupInvocationID;
@@ -231,46 +268,79 @@ void main()
     const uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
     if (unit_index >= pc.n_units)
         return;
+    // What needs nothing but the push constants, in flight before the first
+    // wait: the codebooks and the query rotation's factors (WG >= 80).
+    const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
+    Floats m = Floats(pc.math);
+    float ck = 0.0, cv = 0.0;
+    if (lid < 80u) {
+        ck = K_ENC == TKV_VK_ENC_TURBO && lid % 16u < (1u << K_BITS) ? m.f[codebook_at(lid / 16u, K_BITS) + lid % 16u] : 0.0;
+        cv = V_ENC == TKV_VK_ENC_TURBO && lid % 16u < (1u << V_BITS) ? m.f[codebook_at(lid / 16u, V_BITS) + lid % 16u] : 0.0;
+    }
+    WhtFactors qf;
+    if (Q_ROT == TKV_VK_ROT_WHT)
+        qf = wht_factors(QT, HEAD_DIM, groups, false, pc.math);
     Unit unit = Units(pc.inputs + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
     if (cg >= unit.n_chunks)
         return; // (uniform: the whole workgroup)
     const uint n_q_rows = unit.n_q * pc.ratio, qr0 = unit.qr0, qr_last = min(qr0 + QT, n_q_rows) - 1u;
     const uint p0 = unit.n_ctx - unit.n_q, hi_tile = p0 + qr_last / pc.ratio + 1u, p_first = p0 + qr0 / pc.ratio;
     const uint lo_tile = pc.window != 0u && p_first + 1u > pc.window ? p_first + 1u - pc.window : 0u;
+    const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
+    // this subgroup's rows of the chunk
+    const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
+    const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
 
     // The unit's queries (rows past its last are zero), rotated here with
-    // Q_ROT as the rows shader would: R q.
-    for (uint e = lid; e < HEAD_DIM * QT; e += WG) {
-        uint j = e / HEAD_DIM, i = e % HEAD_DIM, qr = qr0 + j;
-        float v = 0.0, raw = 0.0;
-        if (qr < n_q_rows) {
-            uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
-            uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
-            Floats q = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE));
-            v = q.f[i];
-            if (K_SPLIT != 0u) // q itself: the raw row, or the prepared row's second half
-                raw = Q_ROT != TKV_VK_ROT_NONE ? v : q.f[HEAD_DIM + i];
+    // Q_ROT as the rows shader would: R q. Where each invocation's elements
+    // fit registers, their loads and the first batch's K and V rows are all
+    // in flight before the first is used.
+    const uint NQ = HEAD_DIM * QT;
+    const bool Q_REGS = NQ <= TKV_VK_ROWS_ELEMS;
+    float qv[ROT_MAXK], qraw[ROT_MAXK];
+    if (Q_REGS)
+        [[unroll]] for (uint k = 0u; k < ROT_MAXK; k++) {
+            qv[k] = qraw[k] = 0.0;
+            if (lid + k * WG < NQ)
+                query_element(lid + k * WG, h, unit.q_first, qr0, n_q_rows, qv[k], qraw[k]);
         }
-        xs[e] = v;
-        if (K_SPLIT != 0u)
-            qo[i * QT4 + j / 4u][j % 4u] = raw;
-    }
+    uint kw[TKV_VK_DECODE_ROW_WORDS], vw[TKV_VK_DECODE_ROW_WORDS];
+    if (begin + lane < end)
+        load_pair(begin + lane, h, blocks, kw, vw);
+    if (Q_REGS)
+        [[unroll]] for (uint k = 0u; k < ROT_MAXK; k++) {
+            const uint e = lid + k * WG;
+            if (e < NQ) {
+                xs[e] = qv[k];
+                if (K_SPLIT != 0u)
+                    qo[(e % HEAD_DIM) * QT4 + e / HEAD_DIM / 4u][(e / HEAD_DIM) % 4u] = qraw[k];
+            }
+        }
+    else
+        for (uint e = lid; e < NQ; e += WG) {
+            float v, raw;
+            query_element(e, h, unit.q_first, qr0, n_q_rows, v, raw);
+            xs[e] = v;
+            if (K_SPLIT != 0u)
+                qo[(e % HEAD_DIM) * QT4 + e / HEAD_DIM / 4u][(e / HEAD_DIM) % 4u] = raw;
+        }
     if (K_SPLIT != 0u) // the query rows past QT of the last vec4
         for (uint e = lid; e < HEAD_DIM * (QT4 * 4u - QT); e += WG) {
             uint i = e / (QT4 * 4u - QT), j = QT + e % (QT4 * 4u - QT);
             qo[i * QT4 + j / 4u][j % 4u] = 0.0;
         }
     barrier();
-    if (Q_ROT != TKV_VK_ROT_NONE)
-        rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), Q_ROT, false, pc.math);
+    if (Q_ROT == TKV_VK_ROT_WHT)
+        wht_rows(QT, HEAD_DIM, groups, qf);
+    else if (Q_ROT != TKV_VK_ROT_NONE)
+        rotate_rows(QT, HEAD_DIM, groups, Q_ROT, false, pc.math);
     for (uint e = lid; e < HEAD_DIM * QT4 * 4u; e += WG) {
         uint i = e / (QT4 * 4u), t = e % (QT4 * 4u);
         qs[i * QT4 + t / 4u][t % 4u] = t < QT ? xs[t * HEAD_DIM + i] : 0.0;
     }
-    Floats m = Floats(pc.math);
-    for (uint e = lid; e < 80u; e += WG) {
-        cent_k[e] = K_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << K_BITS) ? m.f[codebook_at(e / 16u, K_BITS) + e % 16u] : 0.0;
-        cent_v[e] = V_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;
+    if (lid < 80u) {
+        cent_k[lid] = ck;
+        cent_v[lid] = cv;
     }
     barrier();
 
@@ -306,31 +376,12 @@ void main()
     } else {
         v_bit = 16u * d0;
     }
-    const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
-
-    // this subgroup's rows of the chunk
-    const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
-    const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
     for (uint base = begin; base < end; base += SG) {
         const uint j = base + lane;
-        // this lane's K and V rows, every load issued before any is used
-        uint kw[TKV_VK_DECODE_ROW_WORDS], vw[TKV_VK_DECODE_ROW_WORDS];
-        if (j < end) {
-            const uint bi = j / pc.block_tokens, in_block = j - bi * pc.block_tokens;
-            const uint64_t block = (DBG & TKV_VK_DBG_NO_BLOCKS) == 0u ? uint64_t(Uints(blocks).u[bi]) : uint64_t(bi);
-            if ((DBG & TKV_VK_DBG_NO_K_LOADS) == 0u)
-                load_row(pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + uint64_t(in_block) * K_ROW_BYTES,
-                         kw, KW);
-            else
-                [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
-                    kw[i] = (j * 2654435761u) ^ (i * 40503u);
-            if ((DBG & TKV_VK_DBG_NO_V_LOADS) == 0u)
-                load_row(pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + uint64_t(in_block) * V_ROW_BYTES,
-                         vw, VW);
-            else
-                [[unroll]] for (uint i = 0u; i < TKV_VK_DECODE_ROW_WORDS; i++)
-                    vw[i] = (j * 2246822519u) ^ (i * 40503u);
-        }
+        // this lane's K and V rows (the first batch's are in flight since
+        // the prologue), every load issued before any is used
+        if (base != begin && j < end)
+            load_pair(j, h, blocks, kw, vw);
         float x[QT];
         if (j < end) {
             [[unroll]] for (uint i = 0u; i < VW; i++)
@@ -544,7 +595,12 @@ void main()
     // The merge (merge.comp's, for this unit's query rows and kv head), by
     // the workgroup that finishes last: each writes its partials, then
     // counts itself in; the one that brings the count to the unit's chunks
-    // reads them all back and resets the counter for the next call.
+    // reads them all back and resets the counter for the next call. Its
+    // loads: the counter, the chunks' records, the partials (MERGE_ILP
+    // chunks at a time); R^T's factors are read during the first.
+    WhtFactors vf;
+    if (V_ROT == TKV_VK_ROT_WHT)
+        vf = wht_factors(QT, HEAD_DIM, groups, true, pc.math);
     memoryBarrierBuffer();
     barrier();
     const Fused fa = FusedArgs(pc.inputs + uint64_t(unit.fused_at) * TKV_VK_ALIGN).a;
@@ -562,6 +618,7 @@ void main()
     // Per query row (a subgroup each): the chunks its position sees (as
     // merge.comp counts them), their largest max M, sum_c e^(m_c - M) l_c
     // and the skipped rows.
+    const uint64_t ml_base = pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN;
     for (uint t = sgid; t < QT; t += NSG) {
         float big = NEG_INF, total = 0.0;
         uint n_skip = 0u;
@@ -569,14 +626,14 @@ void main()
             const uint p = p0 + (qr0 + t) / pc.ratio, lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
             const uint c_lo = lo / pc.chunk - unit.c_first, nc = p / pc.chunk - lo / pc.chunk + 1u;
             const uint64_t first = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_lo;
-            CFloats ml = CFloats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (first * TKV_VK_ML_FLOATS));
+            CVec4s ml = CVec4s(ml_base + 16ul * first);
             for (uint c = lane; c < nc; c += SG)
-                big = max(big, ml.f[c * TKV_VK_ML_FLOATS]);
+                big = max(big, ml.v[c].x);
             big = subgroupMax(big);
             for (uint c = lane; c < nc; c += SG) {
-                const float m_c = ml.f[c * TKV_VK_ML_FLOATS];
-                total += m_c == NEG_INF ? 0.0 : exp(m_c - big) * ml.f[c * TKV_VK_ML_FLOATS + 1u];
-                n_skip += floatBitsToUint(ml.f[c * TKV_VK_ML_FLOATS + 2u]);
+                const vec4 r = ml.v[c];
+                total += r.x == NEG_INF ? 0.0 : exp(r.x - big) * r.y;
+                n_skip += floatBitsToUint(r.z);
             }
             total = subgroupAdd(total);
             n_skip = subgroupAdd(n_skip);
@@ -588,44 +645,51 @@ void main()
         }
     }
     barrier();
-    // out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c per element,
-    // MERGE_ILP chunks' loads in flight (past the last, the last again
-    // with weight 0: no branch between the loads)
-    const uint MERGE_ILP = 8u;
-    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
-        const uint t = e / HEAD_DIM, i = e % HEAD_DIM;
-        float a[MERGE_ILP], z[MERGE_ILP];
-        [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++)
-            a[k] = z[k] = 0.0;
+    // out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c, four elements an
+    // invocation, MERGE_ILP chunks' loads in flight (past the last, the last
+    // again with weight 0: no branch between the loads)
+    const uint MERGE_ILP = V_SPLIT != 0u ? 8u : 16u, HD4 = HEAD_DIM / 4u;
+    for (uint e4 = lid; e4 < QT * HD4; e4 += WG) {
+        const uint t = e4 / HD4, i4 = e4 % HD4;
+        vec4 a = vec4(0.0), z = vec4(0.0);
+        float inv = 0.0;
         if (qr0 + t < n_q_rows) {
             const uint p = p0 + (qr0 + t) / pc.ratio, lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
             const uint c_lo = lo / pc.chunk - unit.c_first, nc = p / pc.chunk - lo / pc.chunk + 1u;
             const uint64_t first = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_lo;
-            CFloats ml = CFloats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (first * TKV_VK_ML_FLOATS));
-            CFloats part = CFloats(pc.work + 4ul * (first * VA * HEAD_DIM));
+            CVec4s ml = CVec4s(ml_base + 16ul * first);
+            CVec4s part = CVec4s(pc.work + 4ul * (first * VA * HEAD_DIM));
             const float big = mrg_m[t];
-            for (uint c0 = 0u; c0 < nc; c0 += MERGE_ILP)
+            for (uint c0 = 0u; c0 < nc; c0 += MERGE_ILP) {
+                vec4 pa[MERGE_ILP], pz[MERGE_ILP];
+                float mc[MERGE_ILP];
                 [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
                     const uint c = min(c0 + k, nc - 1u);
-                    const float m_c = ml.f[c * TKV_VK_ML_FLOATS];
-                    const float w = c0 + k < nc && m_c != NEG_INF ? exp(m_c - big) : 0.0;
-                    a[k] += w * part.f[c * VA * HEAD_DIM + i];
-                    if (V_SPLIT != 0u)
-                        z[k] += w * part.f[c * VA * HEAD_DIM + HEAD_DIM + i];
+                    mc[k] = ml.v[c].x;
+                    pa[k] = part.v[c * VA * HD4 + i4];
+                    pz[k] = V_SPLIT != 0u ? part.v[c * VA * HD4 + HD4 + i4] : vec4(0.0);
                 }
-            [[unroll]] for (uint k = 1u; k < MERGE_ILP; k++) {
-                a[0] += a[k];
-                z[0] += z[k];
+                [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
+                    const float w = c0 + k < nc && mc[k] != NEG_INF ? exp(mc[k] - big) : 0.0;
+                    a += w * pa[k];
+                    if (V_SPLIT != 0u)
+                        z += w * pz[k];
+                }
             }
+            inv = 1.0 / mrg_l[t];
         }
-        const float inv = qr0 + t < n_q_rows ? 1.0 / mrg_l[t] : 0.0;
-        xs[e] = a[0] * inv;
-        if (V_SPLIT != 0u)
-            xo[e] = z[0] * inv;
+        [[unroll]] for (uint u = 0u; u < 4u; u++) {
+            xs[t * HEAD_DIM + 4u * i4 + u] = a[u] * inv;
+            if (V_SPLIT != 0u)
+                xo[t * HEAD_DIM + 4u * i4 + u] = z[u] * inv;
+        }
     }
     barrier();
     // R^T once for the unit's rows (turbo values sum in the rotated domain)
-    rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), V_ROT, true, pc.math);
+    if (V_ROT == TKV_VK_ROT_WHT)
+        wht_rows(QT, HEAD_DIM, groups, vf);
+    else
+        rotate_rows(QT, HEAD_DIM, groups, V_ROT, true, pc.math);
     // output row of query row qr (token qr / ratio of all the call's, head
     // h * ratio + qr % ratio); outlier-split values add their outliers'
     // sums, unrotated, after R^T

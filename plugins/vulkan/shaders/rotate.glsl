@@ -20,6 +20,79 @@
 #define ROT_STORE(i, v) xs[i] = (v)
 #endif
 
+// The WHT's butterflies (a, b) -> (a + b, a - b) of stride 1, 2, 4, .. over
+// the n values of the rows, each stage followed by a barrier.
+void wht_butterflies(uint n, uint head_dim, uvec4 groups)
+{
+    const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationIndex, half_dim = head_dim / 2u;
+    for (uint h = 1u; h < 128u; h <<= 1u) {
+        for (uint p = lid; p < n / 2u; p += wg) {
+            uint row = p / half_dim, pp = p % half_dim, size, first;
+            group_of(groups, 2u * pp, size, first); // group k holds pairs [first/2, (first+g)/2)
+            if (h < size) {
+                uint local = pp - first / 2u;
+                uint j = row * head_dim + first + (local / h) * 2u * h + local % h;
+                precise float a = ROT_LOAD(j), b = ROT_LOAD(j + h);
+                precise float sum = a + b, difference = a - b;
+                ROT_STORE(j, sum);
+                ROT_STORE(j + h, difference);
+            }
+        }
+        barrier();
+    }
+}
+
+// The WHT's factors of the elements e = lid + k * wg (k < ROT_MAXK) of
+// n_rows rows: the first sign, 1/sqrt(g), the second sign. A shader that
+// reads them ahead of time (wht_factors, before its first wait) has no load
+// between the rotation's barriers (wht_rows). For workgroups of
+// TKV_VK_WG invocations.
+#define ROT_MAXK (TKV_VK_ROWS_ELEMS / TKV_VK_WG)
+struct WhtFactors {
+    float pre[ROT_MAXK], scale[ROT_MAXK], post[ROT_MAXK];
+};
+
+WhtFactors wht_factors(uint n_rows, uint head_dim, uvec4 groups, bool inverse, uint64_t math)
+{
+    const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationIndex, n = n_rows * head_dim;
+    Floats m = Floats(math);
+    WhtFactors f;
+    for (uint k = 0u; k < ROT_MAXK; k++) {
+        f.pre[k] = f.scale[k] = f.post[k] = 0.0;
+        const uint e = lid + k * wg;
+        if (e < n) {
+            uint i = e % head_dim, size, first;
+            group_of(groups, i, size, first);
+            uint gi = group_index(size);
+            f.pre[k] = m.f[sign_at(gi, inverse) + i - first];
+            f.scale[k] = m.f[TKV_VK_MATH_INV_SQRT + gi];
+            f.post[k] = m.f[sign_at(gi, !inverse) + i - first];
+        }
+    }
+    return f;
+}
+
+// R (or R^T) of the rows by the WHT with the factors of wht_factors.
+void wht_rows(uint n_rows, uint head_dim, uvec4 groups, WhtFactors f)
+{
+    const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationIndex, n = n_rows * head_dim;
+    for (uint k = 0u; k < ROT_MAXK; k++) {
+        const uint e = lid + k * wg;
+        if (e < n)
+            ROT_STORE(e, ROT_LOAD(e) * f.pre[k]);
+    }
+    barrier();
+    wht_butterflies(n, head_dim, groups);
+    for (uint k = 0u; k < ROT_MAXK; k++) {
+        const uint e = lid + k * wg;
+        if (e < n) {
+            precise float y = ROT_LOAD(e) * f.scale[k];
+            ROT_STORE(e, y * f.post[k]);
+        }
+    }
+    barrier();
+}
+
 void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool inverse, uint64_t math)
 {
     const uint wg = gl_WorkGroupSize.x, lid = gl_LocalInvocationIndex, n = n_rows * head_dim;
@@ -31,22 +104,7 @@ void rotate_rows(uint n_rows, uint head_dim, uvec4 groups, uint rotation, bool i
             ROT_STORE(e, ROT_LOAD(e) * m.f[sign_at(group_index(size), inverse) + i - first]);
         }
         barrier();
-        const uint half_dim = head_dim / 2u;
-        for (uint h = 1u; h < 128u; h <<= 1u) {
-            for (uint p = lid; p < n / 2u; p += wg) {
-                uint row = p / half_dim, pp = p % half_dim, size, first;
-                group_of(groups, 2u * pp, size, first); // group k holds pairs [first/2, (first+g)/2)
-                if (h < size) {
-                    uint local = pp - first / 2u;
-                    uint j = row * head_dim + first + (local / h) * 2u * h + local % h;
-                    precise float a = ROT_LOAD(j), b = ROT_LOAD(j + h);
-                    precise float sum = a + b, difference = a - b;
-                    ROT_STORE(j, sum);
-                    ROT_STORE(j + h, difference);
-                }
-            }
-            barrier();
-        }
+        wht_butterflies(n, head_dim, groups);
         for (uint e = lid; e < n; e += wg) {
             uint i = e % head_dim, size, first;
             group_of(groups, i, size, first);
