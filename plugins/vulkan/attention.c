@@ -85,23 +85,15 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_
  * arrays: queries as vec4s, raw queries, codebooks, per-lane weights,
  * V addresses and keep flags). */
 static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_layout *kl, const struct vk_layout *vl,
-                                    uint32_t nsg, int kloop)
+                                    uint32_t nsg)
 {
     const uint64_t qt4 = (qt + 3) / 4, vrw = ((vl->row_bytes + 3) / 4) | 1u;
     /* qs, qo (one vec4 unless keys are split), xs, xo (one float, and up to
      * 12 bytes of alignment before the next vec4 array, unless values are
      * split), the codebooks, then the per-lane arrays and the reductions */
-    const uint64_t krw = kloop ? (((kl->row_bytes + 3) / 4 + 1) | 1u) : 0;
-    return hd * qt4 * 16 + (kl->split ? hd * qt4 * 16 : 16) + (uint64_t)qt * hd * 4 + (uint64_t)TKV_VK_WG * krw * 4 +
+    return hd * qt4 * 16 + (kl->split ? hd * qt4 * 16 : 16) + (uint64_t)qt * hd * 4 +
            (vl->split ? (uint64_t)qt * hd * 4 : 16) + 2 * 80 * 4 +
            (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12;
-}
-
-/* decode.comp scores turbo keys from shared memory in a loop over their
- * segments (TURBO_VK_DECODE_KLOOP=0: from registers, unrolled). */
-static int decode_k_loop(const struct vk_device *dev, const struct vk_layout *kl)
-{
-    return kl->encoding == TKV_VK_ENC_TURBO && dev->knobs.k_loop;
 }
 
 /* Whether decode.comp runs this call, and the most query rows per unit it
@@ -135,7 +127,7 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
     uint32_t qt = 32 / dpl > 8 ? 8 : 32 / dpl > 1 ? 32 / dpl : 1;
     if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
         qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
-    while (qt && decode_shared_bytes(hd, qt, kl, vl, TKV_VK_WG / sg, decode_k_loop(dev, kl)) > dev->props.limits.maxComputeSharedMemorySize)
+    while (qt && decode_shared_bytes(hd, qt, kl, vl, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;
 }
@@ -387,7 +379,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_SPLIT] = vl.split,
         [TKV_VK_SPEC_FUSED] = (uint32_t)one_pass,
         [TKV_VK_SPEC_V_ROT] = vl.rotation,
-        [TKV_VK_SPEC_K_LOOP] = (uint32_t)(dec_qt && decode_k_loop(dev, &kl)),
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;

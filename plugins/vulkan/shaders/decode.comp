@@ -70,7 +70,6 @@ layout(constant_id = TKV_VK_SPEC_K_SPLIT) const uint K_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_V_SPLIT) const uint V_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_FUSED) const uint FUSED = 0u;
 layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_NONE;
-layout(constant_id = TKV_VK_SPEC_K_LOOP) const uint K_LOOP = 0u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -112,9 +111,6 @@ shared float xo[V_SPLIT != 0u ? QT * HEAD_DIM : 1u]; // outlier-split values: th
 shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16 + index]
 shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
-// K_LOOP: per subgroup lane its K row, from bit 0, and a zero word after
-const uint KRW = (KW + 1u) | 1u;
-shared uint ks[K_LOOP != 0u ? WG * KRW : 1u];
 shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
 shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
 shared float red_m[NSG * QT], red_l[NSG * QT];
@@ -127,10 +123,6 @@ shared float mrg_m[QT], mrg_l[QT];     // FUSED: per query row the largest parti
 // Word k of the byte stream that starts `sh` bits into w[0] (sh < 32).
 #define FUNNEL(w, k, sh) (((w)[k] >> (sh)) | (((w)[(k) + 1u] << 1u) << (31u - (sh))))
 // n bits (n <= 16) at the constant bit position b of the V row at word w of vs.
-// n bits (n <= 16) at bit b of the K row at word w of ks.
-#define KS_BITS(w, b, n) ((((b) & 31u) + (n) <= 32u) ? bitfieldExtract(ks[(w) + ((b) >> 5u)], int((b) & 31u), int(n)) \
-                          : ((ks[(w) + ((b) >> 5u)] >> ((b) & 31u)) | (ks[(w) + ((b) >> 5u) + 1u] << (32u - ((b) & 31u)))) & \
-                                ((1u << (n)) - 1u))
 #define VS_BITS(w, b, n) ((((b) & 31u) + (n) <= 32u) ? bitfieldExtract(vs[(w) + ((b) >> 5u)], int((b) & 31u), int(n)) \
                           : ((vs[(w) + ((b) >> 5u)] >> ((b) & 31u)) | (vs[(w) + ((b) >> 5u) + 1u] << (32u - ((b) & 31u)))) & \
                                 ((1u << (n)) - 1u))
@@ -210,53 +202,6 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
         [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
             const uint i = BITS_AT(kw, at + 8u * OUT_IB * o, 8u * OUT_IB);
             const float x = unpackHalf2x16(BITS_AT(kw, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
-            [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                const vec4 q = qo[i * QT4 + t4];
-                [[unroll]] for (uint u = 0u; u < 4u; u++)
-                    if (4u * t4 + u < QT)
-                        s[4u * t4 + u] += x * q[u];
-            }
-        }
-    }
-}
-
-// score_row for turbo keys from the K row at word `row` of ks: a loop over
-// the 32-value segments (not unrolled), each segment's K_BITS words shifted
-// into place from bit 0, then its values at constant positions.
-void score_row_loop(uint row, out float s[QT])
-{
-    const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
-    [[unroll]] for (uint t = 0u; t < QT; t++)
-        s[t] = 0.0;
-    float part[QT], part2[QT];
-    float scale = 0.0;
-    [[dont_unroll]] for (uint seg = 0u; seg < SEGS; seg++) {
-        const uint e0 = 32u * seg;
-        uint size, first, k = group_of(groups, e0, size, first);
-        const uint gi = group_index(size), g_bit = 8u * (2u * k + first * K_BITS / 8u);
-        if (e0 == first) {
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                part[t] = part2[t] = 0.0;
-            scale = fp16_to_float(KS_BITS(row, g_bit, 16u));
-        }
-        const uint b0 = g_bit + 16u + (e0 - first) * K_BITS, w0 = row + (b0 >> 5u), sh = b0 & 31u;
-        uint a[K_BITS + 1u];
-        [[unroll]] for (uint i = 0u; i < K_BITS; i++)
-            a[i] = (ks[w0 + i] >> sh) | ((ks[w0 + i + 1u] << 1u) << (31u - sh));
-        a[K_BITS] = 0u;
-        [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
-            add_products(part, cent_k[gi * 16u + BITS_AT(a, e * K_BITS, K_BITS)], e0 + e);
-            add_products(part2, cent_k[gi * 16u + BITS_AT(a, (e + 1u) * K_BITS, K_BITS)], e0 + e + 1u);
-        }
-        if (e0 + 32u == first + size) // the group ends with this segment
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                s[t] += scale * (part[t] + part2[t]);
-    }
-    if (K_SPLIT != 0u) { // + sum_o q[i_o] x_o, against q itself
-        const uint at = 8u * outlier_offset(groups, HEAD_DIM, K_BITS);
-        [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
-            const uint i = KS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB);
-            const float x = unpackHalf2x16(KS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
             [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
                 const vec4 q = qo[i * QT4 + t4];
                 [[unroll]] for (uint u = 0u; u < 4u; u++)
@@ -452,17 +397,8 @@ void main()
                 first += size;
             }
             float s[QT];
-            if (K_LOOP != 0u) {
-                [[unroll]] for (uint i = 0u; i < KW; i++)
-                    ks[(slot + lane) * KRW + i] = kw[i];
-                ks[(slot + lane) * KRW + KW] = 0u;
-            }
-            if ((DBG & TKV_VK_DBG_NO_SCORES) == 0u) {
-                if (K_LOOP != 0u)
-                    score_row_loop((slot + lane) * KRW, s);
-                else
-                    score_row(kw, s);
-            }
+            if ((DBG & TKV_VK_DBG_NO_SCORES) == 0u)
+                score_row(kw, s);
             else
                 [[unroll]] for (uint t = 0u; t < QT; t++)
                     s[t] = float(kw[t % KW] & 1023u) * 0.001;
