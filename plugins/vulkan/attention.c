@@ -9,7 +9,9 @@
  *   attention one workgroup per (unit, kv head, chunk of rows): partial
  *             softmax statistics and value sums (shaders/attention.comp);
  *   merge     one workgroup per output row: combine the chunks, R^T once,
- *             log-sum-exp (shaders/merge.comp);
+ *             log-sum-exp (shaders/merge.comp); where decode.comp runs, its
+ *             workgroup that finishes a (unit, kv head) last does this
+ *             instead (counters in dev->arrivals, no merge dispatch);
  *   download  the outputs, the per-row skip counts and log-sum-exps.
  * A unit is up to QT query rows (tokens x the GQA group's heads) of one
  * sequence, so sequences with different n_q share a call without idle

@@ -26,7 +26,9 @@
 //             in the rotated domain for turbo values.
 // Each lane's accumulators hold whole coordinates, so no reduction across
 // lanes is needed; at the end the NSG subgroups' partials are combined in
-// shared memory (one barrier each) into the workgroup's one partial.
+// shared memory (one barrier each) into the workgroup's one partial. With
+// FUSED the workgroup that finishes a (unit, kv head) last then merges its
+// chunks' partials (merge.comp's work for its rows: no merge dispatch).
 //
 // The host (attention.c, decode_qt_max) uses this shader only where its
 // assumptions hold: the device's subgroups have exactly SG invocations
