@@ -381,7 +381,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_SPLIT] = vl.split,
         [TKV_VK_SPEC_FUSED] = (uint32_t)one_pass,
         [TKV_VK_SPEC_V_ROT] = vl.rotation,
-        [TKV_VK_SPEC_V_SCAN] = (uint32_t)!dev->knobs.split_select,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;

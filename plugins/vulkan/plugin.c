@@ -60,7 +60,6 @@ void vk_knobs_read(struct vk_device *dev)
     k->staged_io = (v = getenv("TURBO_VK_STAGED_IO")) && *v && strcmp(v, "0") != 0;
     k->separate_prepare = (v = getenv("TURBO_VK_PREPARE")) && *v && strcmp(v, "0") != 0;
     k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
-    k->split_select = (v = getenv("TURBO_VK_SPLIT_SELECT")) && *v && strcmp(v, "0") != 0;
     k->merge_dispatch = (v = getenv("TURBO_VK_MERGE")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("TURBO_VK_DECODE_QT")) && atoi(v) > 0 && atoi(v) <= 16)
         k->decode_qt = (uint32_t)atoi(v);

@@ -220,7 +220,6 @@ struct vk_knobs {
     int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     uint32_t decode_qt;   /* TURBO_VK_DECODE_QT: most query rows of a decode.comp unit (1..16) */
-    int split_select;     /* TURBO_VK_SPLIT_SELECT=1: decode.comp's value outliers by selects in every lane */
     int merge_dispatch;   /* TURBO_VK_MERGE=1: decode.comp's chunks merged by merge.comp, not in its last workgroup */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */

@@ -72,7 +72,6 @@ layout(constant_id = TKV_VK_SPEC_K_SPLIT) const uint K_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_V_SPLIT) const uint V_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_FUSED) const uint FUSED = 0u;
 layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_NONE;
-layout(constant_id = TKV_VK_SPEC_V_SCAN) const uint V_SCAN = 0u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -126,9 +125,6 @@ shared float mrg_m[QT], mrg_l[QT];     // FUSED: per query row the largest parti
 // Word k of the byte stream that starts `sh` bits into w[0] (sh < 32).
 #define FUNNEL(w, k, sh) (((w)[k] >> (sh)) | (((w)[(k) + 1u] << 1u) << (31u - (sh))))
 // n bits (n <= 16) at the constant bit position b of the V row at word w of vs.
-// The 32 bits at the constant bit position b of the V row at word w of vs.
-#define VS_WORD(w, b) (((b) & 31u) == 0u ? vs[(w) + ((b) >> 5u)] \
-                       : (vs[(w) + ((b) >> 5u)] >> ((b) & 31u)) | (vs[(w) + ((b) >> 5u) + 1u] << (32u - ((b) & 31u))))
 #define VS_BITS(w, b, n) ((((b) & 31u) + (n) <= 32u) ? bitfieldExtract(vs[(w) + ((b) >> 5u)], int((b) & 31u), int(n)) \
                           : ((vs[(w) + ((b) >> 5u)] >> ((b) & 31u)) | (vs[(w) + ((b) >> 5u) + 1u] << (32u - ((b) & 31u)))) & \
                                 ((1u << (n)) - 1u))
@@ -504,28 +500,7 @@ void main()
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
-            if (V_SPLIT != 0u && V_SCAN != 0u && OUT_IB == 1u && N_OUT <= 4u) {
-                // the row's outliers at this lane's coordinates (a
-                // coordinate has one at most), each behind a branch on its
-                // index: of the N_OUT, at most DPL fall in a lane's
-                // coordinates, so a few lanes take each; accumulated
-                // unscaled and unrotated
-                const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
-                const uint indices = VS_WORD(row, at); // a byte each
-                [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
-                    const uint rel = ((indices >> (8u * o)) & 0xffu) - d0;
-                    if (rel < DPL) {
-                        const float xv = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT + 2u * o), 16u)).x;
-                        [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                            const vec4 w4 = ws[(slot + r) * QT4 + t4];
-                            [[unroll]] for (uint u = 0u; u < 4u; u++)
-                                if (4u * t4 + u < QT)
-                                    [[unroll]] for (uint e = 0u; e < DPL; e++)
-                                        acco[(4u * t4 + u) * DPL + e] += w4[u] * (rel == e ? xv : 0.0);
-                        }
-                    }
-                }
-            } else if (V_SPLIT != 0u) {
+            if (V_SPLIT != 0u) {
                 // the row's outliers at this lane's coordinates (indices are
                 // distinct: a coordinate has one at most), without a branch:
                 // every lane compares the row's N_OUT indices with its own

@@ -102,11 +102,7 @@
  * (0); and the values' rotation it then undoes (TKV_VK_ROT_*). */
 #define TKV_VK_SPEC_FUSED 22u
 #define TKV_VK_SPEC_V_ROT 23u
-/* decode.comp, outlier-split values: each lane takes a V row's outliers
- * behind a branch on whether an index falls in its coordinates (1), or
- * compares every index with its coordinates without a branch (0). */
-#define TKV_VK_SPEC_V_SCAN 24u
-#define TKV_VK_SPEC_COUNT 25u
+#define TKV_VK_SPEC_COUNT 24u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
