@@ -144,7 +144,8 @@ static uint64_t wide_shared_bytes(uint32_t hd, uint32_t qt, uint32_t nsg)
 /* Whether decode_wide.comp runs this call (called where decode.comp does
  * not), and the most query rows per unit it takes (0: the attention shader
  * runs). Its assumptions (decode_wide.comp's head comment): subgroups of
- * one fixed size of at least 4 that divides the workgroup, with shuffles;
+ * one fixed size of at least 4 that divides the workgroup, with shuffles
+ * and ballots;
  * head_dim a multiple of 32 and of it, with a power-of-two number of
  * coordinates per lane up to 16; f16 or q8_0 keys; f16, q8_0 or turbo
  * values, turbo without a QJL part or outliers and with groups of
@@ -154,7 +155,7 @@ static uint64_t wide_shared_bytes(uint32_t hd, uint32_t qt, uint32_t nsg)
 static uint32_t wide_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
 {
     const uint32_t sg = dev->subgroup, hd = kl->head_dim;
-    if (sg < 4 || !dev->subgroup_shuffle || dev->knobs.no_decode || dev->knobs.no_wide || sg > TKV_VK_WG ||
+    if (sg < 4 || !dev->subgroup_wide || dev->knobs.no_decode || dev->knobs.no_wide || sg > TKV_VK_WG ||
         TKV_VK_WG % sg || hd % 32 || hd % sg)
         return 0;
     const uint32_t dpl = hd / sg;

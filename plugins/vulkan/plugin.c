@@ -123,7 +123,7 @@ struct vk_candidate {
     uint32_t timestamp_bits; /* the queue family's timestampValidBits (0: no timestamps) */
     int fp64;
     uint32_t subgroup; /* the subgroup size where it is fixed (min = max), else 0 */
-    int subgroup_shuffle; /* subgroup shuffles in compute (decode_wide.comp) */
+    int subgroup_wide; /* subgroup shuffles and ballots in compute (decode_wide.comp) */
     VkPhysicalDeviceProperties props;
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
     int exec_stats; /* VK_KHR_pipeline_executable_properties: TURBO_VK_PROFILE prints the compiler's statistics */
@@ -214,7 +214,8 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
     c->queue_family = q;
     c->timestamp_bits = families[q].timestampValidBits;
     c->fp64 = f2.features.shaderFloat64 != 0;
-    c->subgroup_shuffle = (p11.subgroupSupportedOperations & VK_SUBGROUP_FEATURE_SHUFFLE_BIT) != 0;
+    const VkSubgroupFeatureFlags wide_ops = VK_SUBGROUP_FEATURE_SHUFFLE_BIT | VK_SUBGROUP_FEATURE_BALLOT_BIT;
+    c->subgroup_wide = (p11.subgroupSupportedOperations & wide_ops) == wide_ops;
     /* decode.comp sizes its registers by the subgroup: only where every
      * compute subgroup has the same size (Vulkan 1.3 reports the range) */
     if (c->props.apiVersion >= VK_API_VERSION_1_3) {
@@ -579,7 +580,7 @@ static int take_properties(struct vk_device *dev, const struct vk_candidate *c)
     dev->props = c->props;
     dev->fp64 = c->fp64;
     dev->subgroup = c->subgroup;
-    dev->subgroup_shuffle = c->subgroup_shuffle;
+    dev->subgroup_wide = c->subgroup_wide;
     dev->max_allocation = c->max_allocation;
     dev->queue_family = c->queue_family;
     dev->fn.GetPhysicalDeviceMemoryProperties(c->physical, &dev->memory);

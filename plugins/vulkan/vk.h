@@ -273,7 +273,7 @@ struct vk_device {
                               * with TURBO_VK_PROFILE_DIR (internal representations captured) */
     int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
     uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
-    int subgroup_shuffle;    /* subgroup shuffles in compute (decode_wide.comp) */
+    int subgroup_wide;       /* subgroup shuffles and ballots in compute (decode_wide.comp) */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
 
     const struct tkv_math *math;

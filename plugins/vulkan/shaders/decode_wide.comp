@@ -52,7 +52,7 @@
 //
 // The host (attention.c, wide_qt_max) uses this shader only where decode.comp
 // does not apply and its assumptions hold: subgroups of exactly SG >= 4
-// invocations (min = max subgroup size) with shuffles, HEAD_DIM a multiple
+// invocations (min = max subgroup size) with shuffles and ballots, HEAD_DIM a multiple
 // of 32 and of SG with DPL a power of two up to 16 (so a lane's
 // coordinates lie in one q8_0 block and one turbo group), turbo groups of
 // multiples of 32 values, and the shared arrays fit.
@@ -60,6 +60,7 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_ballot : require
 #extension GL_EXT_control_flow_attributes : require
 
 #include "common.glsl"
@@ -469,10 +470,7 @@ void main()
             w[t] = 0.0;
         [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
             ws[(slot + lane) * QT4 + t4] = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]);
-        // the rows some query row keeps, a bit each
-        uvec4 own = uvec4(0u);
-        own[lane >> 5u] = needed ? 1u << (lane & 31u) : 0u;
-        const uvec4 keep = subgroupOr(own);
+        const uvec4 keep = subgroupBallot(needed); // the rows some query row keeps, a bit each
         subgroupMemoryBarrierShared();
         subgroupBarrier();
 
