@@ -8,12 +8,13 @@
 #                    (registers, shared and local memory), default and with
 #                    other load-group sizes (TURBO_VK_WIDE_WORDS)
 #   wide.txt         this build (TURBO_VK_WIDE=1) against attention.comp
-#                    (TURBO_VK_WIDE=0) in the same run, ABAB: f16, q8_0 and
-#                    q8_0 keys with turbo3 values (k8v3) at 4K, 16K, 128K, 1
-#                    token / 4 tokens / 8 sequences
+#                    (TURBO_VK_WIDE=0) in the same run: f16, q8_0 and q8_0
+#                    keys with turbo3 values (k8v3) at 4K, 16K, 128K, 1 and
+#                    4 tokens (ABAB), then 8 sequences at 16K and 128K (AB)
 #   tune.txt         TURBO_VK_WIDE_WORDS 16 / 32 (default) / 64 x
 #                    TURBO_VK_WORKGROUPS 1024 (default: 256 workgroups) /
-#                    2112 (528) at 16K and 128K, 1 token
+#                    2112 (528) at 16K and 128K, 1 token; 4 tokens with units
+#                    of 4 (default) and 8 query rows (TURBO_VK_DECODE_QT)
 #   skip.txt         f16 and q8_0 with stages left out (TURBO_VK_SHADER_SKIP)
 #                    at 16K and 128K, 1 token
 #   conformance.txt  build/tests/test_backends vulkan, default and on the
@@ -42,9 +43,13 @@ done
 
 for round in 1 2; do
     for wide in 1 0; do
-        echo "== ($round) TURBO_VK_WIDE=$wide kvb vulkan $TYPES 4K,16K,128K 1x1,4x1,1x8 0 8" >> "$O/wide.txt"
-        TURBO_VK_WIDE=$wide timeout 150 ./kvb vulkan $TYPES 4K,16K,128K 1x1,4x1,1x8 0 8 2>&1 | grep -v '^#' >> "$O/wide.txt"
+        echo "== ($round) TURBO_VK_WIDE=$wide kvb vulkan $TYPES 4K,16K,128K 1x1,4x1 0 8" >> "$O/wide.txt"
+        TURBO_VK_WIDE=$wide timeout 120 ./kvb vulkan $TYPES 4K,16K,128K 1x1,4x1 0 8 2>&1 | grep -v '^#' >> "$O/wide.txt"
     done
+done
+for wide in 1 0; do
+    echo "== TURBO_VK_WIDE=$wide kvb vulkan $TYPES 16K,128K 1x8 0 8" >> "$O/wide.txt"
+    TURBO_VK_WIDE=$wide timeout 120 ./kvb vulkan $TYPES 16K,128K 1x8 0 8 2>&1 | grep -v '^#' >> "$O/wide.txt"
 done
 
 for words in 32 16 64; do
@@ -53,6 +58,11 @@ for words in 32 16 64; do
         TURBO_VK_WIDE_WORDS=$words TURBO_VK_WORKGROUPS=$wgs timeout 60 ./kvb vulkan $TYPES 16K,128K 1x1 0 8 2>&1 |
             grep -v '^#' >> "$O/tune.txt"
     done
+done
+
+for qt in 4 8; do
+    echo "== TURBO_VK_DECODE_QT=$qt kvb vulkan $TYPES 16K,128K 4x1 0 8" >> "$O/tune.txt"
+    TURBO_VK_DECODE_QT=$qt timeout 60 ./kvb vulkan $TYPES 16K,128K 4x1 0 8 2>&1 | grep -v '^#' >> "$O/tune.txt"
 done
 
 for skip in "" kloads vloads scores values "scores,values" "kloads,vloads,scores,values"; do

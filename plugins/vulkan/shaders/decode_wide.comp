@@ -150,8 +150,9 @@ shared uint red_skip[NSG * QT];
 // first value's bit in its byte, its codebook in cent_v
 uint k_sc = 0u, k_off = 0u, v_sc = 0u, v_off = 0u, v_bit0 = 0u, v_gi = 0u;
 
-// lo >> sh with the bits of hi above, sh < 32.
-uint funnel(uint lo, uint hi, uint sh) { return (lo >> sh) | ((hi << 1u) << (31u - sh)); }
+// lo >> sh with the bits of hi above, sh < 32 (one funnel shift where the
+// device has it).
+uint funnel(uint lo, uint hi, uint sh) { return uint(packUint2x32(uvec2(lo, hi)) >> sh); }
 
 // n bits (n <= 16) at the constant bit position b of the words w.
 #define BITS_AT(w, b, n)                                                                     \
