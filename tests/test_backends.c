@@ -315,17 +315,18 @@ static void split_attention_rotations(void **state)
                   worst);
 }
 
-/* Paged (block_tokens 7, blocks scattered by interleaved appends, a fork
+/* Paged (block_tokens bt, blocks scattered by interleaved appends, a fork
  * with copy-on-write, a truncation) on the backend against contiguous on
  * cpu built directly: the same bytes, and attention with mixed n_q, a
  * window, soft-capping and log-sum-exp within the tolerance. */
-static void paged_and_options_agree(void **state)
+static double paged_options_case(uint32_t kt, uint32_t vt, uint32_t dim, uint32_t bt)
 {
-    (void)state;
-    enum { KV = 2, DIM = 128, QH = 8, CAP = 400, SEQS = 3 };
+    double worst = 0;
+    enum { KV = 2, QH = 8, CAP = 400, SEQS = 3 };
+    const uint32_t DIM = dim;
     struct tkv_cache_params p = {
         .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = KV, .head_dim = DIM, .capacity = CAP, .n_seqs = SEQS,
-        .k_type = TKV_TYPE_TURBO3, .v_type = TKV_TYPE_TURBO3, .block_tokens = 7,
+        .k_type = kt, .v_type = vt, .block_tokens = bt,
     };
     tkv_cache *b = NULL, *a = NULL;
     if (tkv_cache_create(ctx_b, &p, &b) != TKV_OK)
@@ -383,11 +384,15 @@ static void paged_and_options_agree(void **state)
                 mag = fmax(mag, fabs(oa[r * DIM + i]));
                 err = fmax(err, fabs(oa[r * DIM + i] - ob[r * DIM + i]));
             }
+            worst = fmax(worst, err / (mag > 1e-6 ? mag : 1e-6));
             if (err / (mag > 1e-6 ? mag : 1e-6) > ATTN_TOLERANCE)
-                fail_msg("%s paged attention (window %u, softcap %g) row %zu: relative error %.3g", backend,
-                         opts[o].window, (double)opts[o].softcap, r, err / (mag > 1e-6 ? mag : 1e-6));
+                fail_msg("%s paged attention K %s V %s head_dim %u block_tokens %u (window %u, softcap %g) row %zu: "
+                         "relative error %.3g",
+                         backend, tkv_type_name(kt), tkv_type_name(vt), dim, bt, opts[o].window,
+                         (double)opts[o].softcap, r, err / (mag > 1e-6 ? mag : 1e-6));
             if (fabs((double)la[r] - (double)lb[r]) > 1e-4 * (1.0 + fabs((double)la[r])))
-                fail_msg("%s lse row %zu: %.7g vs cpu %.7g", backend, r, (double)lb[r], (double)la[r]);
+                fail_msg("%s lse K %s V %s head_dim %u block_tokens %u row %zu: %.7g vs cpu %.7g", backend,
+                         tkv_type_name(kt), tkv_type_name(vt), dim, bt, r, (double)lb[r], (double)la[r]);
         }
     }
     free(q);
@@ -397,6 +402,13 @@ static void paged_and_options_agree(void **state)
     free(v);
     tkv_cache_destroy(a);
     tkv_cache_destroy(b);
+    return worst;
+}
+
+static void paged_and_options_agree(void **state)
+{
+    (void)state;
+    paged_options_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 7);
 }
 
 /* A file written by one backend is read by the other, and both then answer
@@ -438,9 +450,8 @@ static void files_cross_backends(void **state)
  * max itself and ties), so on random keys nearly every visible row is
  * skipped on every backend, whatever the device's chunks; the skip counts
  * the device sums over its work-groups and chunks must show that. */
-static void sparse_v_counts(void **state)
+static void sparse_v_case(uint32_t kt, uint32_t vt)
 {
-    (void)state;
     char path[sizeof tmpdir + 32];
     snprintf(path, sizeof path, "%s/sparse.yaml", tmpdir);
     FILE *f = fopen(path, "w");
@@ -455,7 +466,7 @@ static void sparse_v_counts(void **state)
     if (tkv_context_open(&o, &cs) != TKV_OK)
         fail_msg("context with sparse V on %s: %s", backend, tkv_last_error());
     enum { KV = 2, DIM = 128, CTX = 1500, QH = 8 };
-    tkv_cache *c = make(cs, KV, DIM, CTX, 1, TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 0, 0);
+    tkv_cache *c = make(cs, KV, DIM, CTX, 1, kt, vt, 0, 0);
     float *k = malloc(sizeof *k * CTX * KV * DIM), *v = malloc(sizeof *v * CTX * KV * DIM);
     float *q = malloc(sizeof *q * QH * DIM), *out = malloc(sizeof *out * QH * DIM);
     fill_rows(k, CTX, KV * DIM, 3.0f);
@@ -471,8 +482,10 @@ static void sparse_v_counts(void **state)
     struct tkv_attention_stats st;
     if (tkv_attention(c, 0, 1, &id, 1, QH, q, out, &st) != TKV_OK)
         fail_msg("attention on %s: %s", backend, tkv_last_error());
-    printf("%s: sparse V at 0.999 skipped %llu of %llu V rows\n", backend,
-           (unsigned long long)st.rows_skipped, (unsigned long long)st.rows_total);
+    printf("%s: K %s V %s: sparse V at 0.999 skipped %llu of %llu V rows\n", backend, tkv_type_name(kt),
+           tkv_type_name(vt), (unsigned long long)st.rows_skipped, (unsigned long long)st.rows_total);
+    for (uint32_t i = 0; i < QH * DIM; i++)
+        assert_true(isfinite(out[i]));
     assert_int_equal(st.rows_total, (uint64_t)QH * CTX);
     assert_true(st.rows_skipped <= st.rows_total);
     assert_true(st.rows_skipped >= st.rows_total * 9 / 10);
@@ -482,6 +495,43 @@ static void sparse_v_counts(void **state)
     free(out);
     tkv_cache_destroy(c);
     tkv_context_close(cs);
+}
+
+static void sparse_v_counts(void **state)
+{
+    (void)state;
+    sparse_v_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3);
+}
+
+/* Rows wider than a GPU shader may hold in registers (f16 and q8_0 keys,
+ * with f16, q8_0 and turbo values: Vulkan's decode_wide.comp, a lane per
+ * coordinate instead of a lane per row), at head_dims of one to several
+ * coordinates per lane: paged in odd blocks shorter and longer than a
+ * subgroup's batch, with mixed n_q, a window, soft-capping and lse, against
+ * cpu within the tolerance; and sparse V near its limit, counted on them. */
+static void wide_rows_agree(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t kt, vt;
+    } pairs[] = {
+        { TKV_TYPE_F16, TKV_TYPE_F16 },    { TKV_TYPE_Q8_0, TKV_TYPE_Q8_0 }, { TKV_TYPE_Q8_0, TKV_TYPE_TURBO3 },
+        { TKV_TYPE_F16, TKV_TYPE_Q8_0 },   { TKV_TYPE_Q8_0, TKV_TYPE_F16 },  { TKV_TYPE_F16, TKV_TYPE_TURBO4 },
+        { TKV_TYPE_Q8_0, TKV_TYPE_TURBO2 },
+    };
+    static const uint32_t dims[] = { 64, 128, 256 };
+    const uint32_t saved = rng_state; /* the tests after this one draw what they drew before it */
+    double worst = 0;
+    int ran = 0;
+    for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++)
+        for (size_t d = 0; d < sizeof dims / sizeof *dims && backend_holds(pairs[p].kt, pairs[p].vt); d++, ran++)
+            worst = fmax(worst, paged_options_case(pairs[p].kt, pairs[p].vt, dims[d], (p + d) % 2 ? 33 : 7));
+    print_message("%s vs cpu: wide rows paged, %d configurations, worst relative error %.3g\n", backend, ran, worst);
+    if (backend_holds(TKV_TYPE_F16, TKV_TYPE_F16))
+        sparse_v_case(TKV_TYPE_F16, TKV_TYPE_F16);
+    if (backend_holds(TKV_TYPE_Q8_0, TKV_TYPE_TURBO3))
+        sparse_v_case(TKV_TYPE_Q8_0, TKV_TYPE_TURBO3);
+    rng_state = saved;
 }
 
 static int setup(void **state)
@@ -536,6 +586,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(paged_and_options_agree),
         cmocka_unit_test(files_cross_backends),
         cmocka_unit_test(sparse_v_counts),
+        cmocka_unit_test(wide_rows_agree),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -134,6 +134,63 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
     return qt;
 }
 
+/* Shared memory of decode_wide.comp with qt query rows per unit: row
+ * addresses (two uvec4 arrays of half a workgroup), weights, codebooks,
+ * the partials, the reductions. */
+static uint64_t wide_shared_bytes(uint32_t hd, uint32_t qt, uint32_t nsg)
+{
+    return 2ull * (TKV_VK_WG / 2) * 16 + (uint64_t)TKV_VK_WG * ((qt + 3) / 4) * 16 + 80 * 4 + (uint64_t)qt * hd * 4 +
+           (uint64_t)nsg * qt * 12;
+}
+
+/* Whether decode_wide.comp runs this call (called where decode.comp does
+ * not), and the most query rows per unit it takes (0: the attention shader
+ * runs). Its assumptions (decode_wide.comp's head comment): subgroups of
+ * one fixed size of at least 4 that divides the workgroup, with shuffles
+ * and ballots;
+ * head_dim a multiple of 32 and of it, with a power-of-two number of
+ * coordinates per lane up to 16; f16 or q8_0 keys; f16, q8_0 or turbo
+ * values, turbo without a QJL part or outliers and with groups of
+ * multiples of 32 values. Up to 16 accumulators per lane (TURBO_VK_DECODE_QT:
+ * up to 64): the queries, accumulators and pending scores of a unit live
+ * in registers beside a group of rows' words. */
+static uint32_t wide_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
+{
+    const uint32_t sg = dev->subgroup, hd = kl->head_dim;
+    if (sg < 4 || !dev->subgroup_wide || dev->knobs.no_decode || dev->knobs.no_wide || sg > TKV_VK_WG ||
+        TKV_VK_WG % sg || hd % 32 || hd % sg)
+        return 0;
+    const uint32_t dpl = hd / sg;
+    if ((dpl & (dpl - 1)) || dpl > 16)
+        return 0;
+    if (kl->encoding != TKV_VK_ENC_F16 && kl->encoding != TKV_VK_ENC_Q8_0)
+        return 0;
+    if (vl->encoding == TKV_VK_ENC_TURBO) {
+        if (vl->qjl || vl->split)
+            return 0;
+        for (uint32_t g = 0; g < 16; g++)
+            if (((vl->groups[g / 4] >> (8 * (g % 4))) & 0xffu) % 32)
+                return 0;
+    } else if (vl->encoding != TKV_VK_ENC_F16 && vl->encoding != TKV_VK_ENC_Q8_0) {
+        return 0;
+    }
+    uint32_t qt = 16 / dpl > 8 ? 8 : 16 / dpl > 1 ? 16 / dpl : 1;
+    if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
+        qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
+    while (qt && wide_shared_bytes(hd, qt, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
+        qt--;
+    return qt;
+}
+
+/* The alignment in bytes, at most 16, of every row of a pool at address
+ * at (TURBO_VK_WIDE=2: 1, so that decode_wide.comp takes its general path). */
+static uint32_t row_alignment(const struct vk_device *dev, uint64_t at, uint64_t block_stride, uint64_t head_stride,
+                              uint32_t row_bytes)
+{
+    const uint64_t x = at | block_stride | head_stride | row_bytes | 16u;
+    return dev->knobs.wide_unaligned ? 1u : (uint32_t)(x & (~x + 1));
+}
+
 /* TURBO_VK_SKIP=upload: the bytes the device now holds. */
 static int remember_upload(struct vk_device *dev, const void *bytes, uint64_t n)
 {
@@ -226,8 +283,10 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * keys) and per accumulated element (QJL signs, or the outliers) */
     const uint32_t qs = kl.qjl || kl.split ? 2u : 1u, va = vl.qjl || vl.split ? 2u : 1u;
     const uint64_t n_out = (uint64_t)a->n_q_total * a->n_q_heads, n_q_rows = (uint64_t)a->n_q_total * ratio;
-    /* decode.comp where it applies: nsg subgroups per workgroup (chunk) */
-    const uint32_t dec_qt = decode_qt_max(dev, &kl, &vl), nsg = dec_qt ? TKV_VK_WG / dev->subgroup : 1;
+    /* decode.comp where it applies, else decode_wide.comp where that does
+     * (the same units and chunks): nsg subgroups per workgroup (chunk) */
+    const uint32_t narrow_qt = decode_qt_max(dev, &kl, &vl), wide_qt = narrow_qt ? 0 : wide_qt_max(dev, &kl, &vl);
+    const uint32_t dec_qt = narrow_qt ? narrow_qt : wide_qt, nsg = dec_qt ? TKV_VK_WG / dev->subgroup : 1;
 
     /* Query tiles: as many query rows per workgroup as its shared memory
      * holds, and at most 64 accumulators per invocation (attention.comp: 8
@@ -299,7 +358,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * last, where its rows fit the rotation's shared memory (no merge
      * dispatch; TURBO_VK_MERGE=1 keeps merge.comp): its output addresses
      * after the block table */
-    const int one_pass = dec_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
+    const int one_pass = narrow_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
     const uint64_t fused_at = align_up(blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t));
     const uint64_t up_bytes = one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
     const uint64_t prep_at = align_up(up_bytes), prep_bytes = prepare_dispatch ? q_bytes * qs : 0;
@@ -381,10 +440,16 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_SPLIT] = vl.split,
         [TKV_VK_SPEC_FUSED] = (uint32_t)one_pass,
         [TKV_VK_SPEC_V_ROT] = vl.rotation,
+        [TKV_VK_SPEC_K_ALIGN] =
+            wide_qt ? row_alignment(dev, k_buf->address, a->k.block_stride, a->k.head_stride, kl.row_bytes) : 0,
+        [TKV_VK_SPEC_V_ALIGN] =
+            wide_qt ? row_alignment(dev, v_buf->address, a->v.block_stride, a->v.head_stride, vl.row_bytes) : 0,
+        [TKV_VK_SPEC_WIDE_WORDS] = wide_qt ? (dev->knobs.wide_words ? dev->knobs.wide_words : 32u) : 0,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     VkPipeline pipeline;
-    if ((rc = vk_attention_pipeline(dev, dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION, spec, &pipeline)) != TKV_OK)
+    const enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
+    if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline)) != TKV_OK)
         return rc;
 
     const uint64_t work = dev->work->address, inputs = dev->inputs->address;

@@ -16,6 +16,7 @@
 
 #include "attention_spv.h"
 #include "decode_spv.h"
+#include "decode_wide_spv.h"
 #include "merge_spv.h"
 #include "quantize_fp32_spv.h"
 #include "quantize_fp64_spv.h"
@@ -170,6 +171,8 @@ int vk_pipelines_create(struct vk_device *dev)
         (rc = create_module(dev, VK_SHADER_ROWS, rows_spv, sizeof rows_spv, "rows")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_ATTENTION, attention_spv, sizeof attention_spv, "attention")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_DECODE, decode_spv, sizeof decode_spv, "decode")) != TKV_OK ||
+        (rc = create_module(dev, VK_SHADER_DECODE_WIDE, decode_wide_spv, sizeof decode_wide_spv, "decode_wide")) !=
+            TKV_OK ||
         (rc = create_module(dev, VK_SHADER_MERGE, merge_spv, sizeof merge_spv, "merge")) != TKV_OK)
         return rc;
     VkPushConstantRange push = {
@@ -224,7 +227,10 @@ int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const ui
     memcpy(p->spec, spec, sizeof p->spec);
     p->shader = shader;
     int rc = create_pipeline(dev, shader, spec, TKV_VK_SPEC_COUNT,
-                             shader == VK_SHADER_DECODE ? "attention: decode pipeline" : "attention: pipeline", &p->pipeline);
+                             shader == VK_SHADER_DECODE        ? "attention: decode pipeline"
+                             : shader == VK_SHADER_DECODE_WIDE ? "attention: decode_wide pipeline"
+                                                               : "attention: pipeline",
+                             &p->pipeline);
     if (rc != TKV_OK)
         return rc;
     dev->n_attention++;

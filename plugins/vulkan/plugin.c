@@ -63,6 +63,10 @@ void vk_knobs_read(struct vk_device *dev)
     k->merge_dispatch = (v = getenv("TURBO_VK_MERGE")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("TURBO_VK_DECODE_QT")) && atoi(v) > 0 && atoi(v) <= 16)
         k->decode_qt = (uint32_t)atoi(v);
+    k->no_wide = (v = getenv("TURBO_VK_WIDE")) && !strcmp(v, "0");
+    k->wide_unaligned = v && !strcmp(v, "2");
+    if ((v = getenv("TURBO_VK_WIDE_WORDS")) && atoi(v) > 0 && atoi(v) <= 256)
+        k->wide_words = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_MIN_CHUNK")) && atoi(v) > 0)
         k->min_chunk = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0)
@@ -121,6 +125,7 @@ struct vk_candidate {
     uint32_t timestamp_bits; /* the queue family's timestampValidBits (0: no timestamps) */
     int fp64;
     uint32_t subgroup; /* the subgroup size where it is fixed (min = max), else 0 */
+    int subgroup_wide; /* subgroup shuffles and ballots in compute (decode_wide.comp) */
     VkPhysicalDeviceProperties props;
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
     int exec_stats; /* VK_KHR_pipeline_executable_properties: TURBO_VK_PROFILE prints the compiler's statistics */
@@ -211,6 +216,8 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
     c->queue_family = q;
     c->timestamp_bits = families[q].timestampValidBits;
     c->fp64 = f2.features.shaderFloat64 != 0;
+    const VkSubgroupFeatureFlags wide_ops = VK_SUBGROUP_FEATURE_SHUFFLE_BIT | VK_SUBGROUP_FEATURE_BALLOT_BIT;
+    c->subgroup_wide = (p11.subgroupSupportedOperations & wide_ops) == wide_ops;
     /* decode.comp sizes its registers by the subgroup: only where every
      * compute subgroup has the same size (Vulkan 1.3 reports the range) */
     if (c->props.apiVersion >= VK_API_VERSION_1_3) {
@@ -576,6 +583,7 @@ static int take_properties(struct vk_device *dev, const struct vk_candidate *c)
     dev->props = c->props;
     dev->fp64 = c->fp64;
     dev->subgroup = c->subgroup;
+    dev->subgroup_wide = c->subgroup_wide;
     dev->max_allocation = c->max_allocation;
     dev->queue_family = c->queue_family;
     dev->fn.GetPhysicalDeviceMemoryProperties(c->physical, &dev->memory);

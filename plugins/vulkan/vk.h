@@ -181,6 +181,7 @@ enum vk_shader {
     VK_SHADER_ATTENTION,
     VK_SHADER_MERGE,
     VK_SHADER_DECODE,
+    VK_SHADER_DECODE_WIDE,
     VK_SHADER_COUNT
 };
 
@@ -221,6 +222,9 @@ struct vk_knobs {
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     uint32_t decode_qt;   /* TURBO_VK_DECODE_QT: most query rows of a decode.comp unit (1..16) */
     int merge_dispatch;   /* TURBO_VK_MERGE=1: decode.comp's chunks merged by merge.comp, not in its last workgroup */
+    int no_wide;          /* TURBO_VK_WIDE=0: the attention shader where decode_wide.comp would run */
+    int wide_unaligned;   /* TURBO_VK_WIDE=2: decode_wide.comp reads rows as if at any byte alignment */
+    uint32_t wide_words;  /* TURBO_VK_WIDE_WORDS: words of one group of decode_wide.comp's loads (0: 32) */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;
@@ -271,6 +275,7 @@ struct vk_device {
                               * with TURBO_VK_PROFILE_DIR (internal representations captured) */
     int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
     uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
+    int subgroup_wide;       /* subgroup shuffles and ballots in compute (decode_wide.comp) */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
 
     const struct tkv_math *math;
@@ -408,8 +413,9 @@ int vk_dispatch(struct vk_device *dev, VkPipeline pipeline, const void *push, ui
 /* Shader modules, the layout and the quantize, rows and merge pipelines. */
 int vk_pipelines_create(struct vk_device *dev);
 void vk_pipelines_destroy(struct vk_device *dev);
-/* The pipeline of an attention shader (VK_SHADER_ATTENTION or
- * VK_SHADER_DECODE) for spec, created on first use. */
+/* The pipeline of an attention shader (VK_SHADER_ATTENTION,
+ * VK_SHADER_DECODE or VK_SHADER_DECODE_WIDE) for spec, created on first
+ * use. */
 int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const uint32_t spec[TKV_VK_SPEC_COUNT],
                           VkPipeline *out);
 

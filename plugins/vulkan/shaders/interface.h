@@ -102,7 +102,14 @@
  * (0); and the values' rotation it then undoes (TKV_VK_ROT_*). */
 #define TKV_VK_SPEC_FUSED 22u
 #define TKV_VK_SPEC_V_ROT 23u
-#define TKV_VK_SPEC_COUNT 24u
+/* decode_wide.comp: the alignment in bytes (1, 2, 4, 8 or 16) every K row
+ * and every V row starts at (pool address, strides, row bytes), and the
+ * words of one group of rows' loads per invocation (TURBO_VK_WIDE_WORDS);
+ * 0 for the other attention shaders. */
+#define TKV_VK_SPEC_K_ALIGN 24u
+#define TKV_VK_SPEC_V_ALIGN 25u
+#define TKV_VK_SPEC_WIDE_WORDS 26u
+#define TKV_VK_SPEC_COUNT 27u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
