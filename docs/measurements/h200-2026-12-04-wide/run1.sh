@@ -30,7 +30,7 @@ O=${OUT:-/tmp/out}
 mkdir -p "$O"
 export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models KVB_APPEND=0 KVB_WARM_MS=300
 export TURBO_PLUGIN_PATH=$B/plugins/cpu:$B/plugins/vulkan
-gcc -O2 -o kvb docs/measurements/h200-2026-12-06-wide/kvb.c -Iabi -Lbuild/core -lturbokv -lm \
+gcc -O2 -o kvb docs/measurements/h200-2026-12-04-wide/kvb.c -Iabi -Lbuild/core -lturbokv -lm \
     -Wl,-rpath,$R/build/core || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader > "$O/gpu.txt" 2>&1
 TYPES=f16,q8_0,q8_0:turbo3
