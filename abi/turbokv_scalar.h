@@ -96,6 +96,7 @@
 #define TKV_AS_U16(x) ((uint16_t)(x))
 #define TKV_TO_F32(x) ((float)(x))
 #define TKV_TO_I32(x) ((int32_t)(x))
+#define TKV_TO_U32(x) ((uint32_t)(x))
 #define TKV_PRECISE
 #define TKV_F32_BITS(f) tkv_float_bits(f)
 #define TKV_F32_FROM_BITS(u) tkv_float_from_bits(u)
@@ -113,6 +114,7 @@
 #define TKV_AS_U16(x) (x)
 #define TKV_TO_F32(x) ((float)(x))
 #define TKV_TO_I32(x) ((int)(x))
+#define TKV_TO_U32(x) ((uint)(x))
 #define TKV_PRECISE
 #define TKV_F32_BITS(f) as_uint(f)
 #define TKV_F32_FROM_BITS(u) as_float(u)
@@ -129,6 +131,7 @@
 #define TKV_AS_U16(x) (x)
 #define TKV_TO_F32(x) float(x)
 #define TKV_TO_I32(x) int(x)
+#define TKV_TO_U32(x) uint(x)
 #define TKV_PRECISE precise
 #define TKV_F32_BITS(f) floatBitsToUint(f)
 #define TKV_F32_FROM_BITS(u) uintBitsToFloat(u)
@@ -237,7 +240,7 @@ TKV_FN TKV_U16 tkv_bf16_from_float(float f)
     return TKV_AS_U16((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-TKV_FN float tkv_bf16_to_float(TKV_U16 h) { return TKV_F32_FROM_BITS((h & 0xffffu) << 16); }
+TKV_FN float tkv_bf16_to_float(TKV_U16 h) { return TKV_F32_FROM_BITS(TKV_TO_U32(h) << 16); }
 
 /* ---- packed index streams --------------------------------------------------- */
 
@@ -278,7 +281,7 @@ TKV_FN TKV_I32 tkv_round_half_away(float v)
 {
     TKV_I32 t = TKV_TO_I32(v); /* towards zero */
     float ft = TKV_TO_F32(t);
-    return v >= ft + 0.5f ? t + 1 : v <= ft - 0.5f ? t - 1 : t;
+    return t + (v >= ft + 0.5f ? 1 : 0) - (v <= ft - 0.5f ? 1 : 0);
 }
 
 /* ---- outlier-split rows ----------------------------------------------------- */
