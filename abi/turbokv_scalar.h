@@ -77,7 +77,7 @@
 /* ---- the language -------------------------------------------------------- */
 
 #ifndef TKV_SCALAR_CUSTOM
-#if defined(__OPENCL_VERSION__)
+#if defined(__OPENCL_C_VERSION__) || defined(__OPENCL_VERSION__)
 #define TKV_SCALAR_OPENCL 1
 #elif defined(GL_core_profile) || defined(GL_compatibility_profile) || defined(GL_ES) || defined(VULKAN)
 #define TKV_SCALAR_GLSL 1
