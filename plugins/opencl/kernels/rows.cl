@@ -90,7 +90,7 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         uint e0 = 8u * c, w = 0u;
         group_info g = group_of_value(head_dim, e0);
         for (uint i = 0; i < 8u; i++)
-            w |= (uint)idx[e0 + i] << (i * bits);
+            w |= (uint)idx[e0 + i] << tkv_index_bit(i, bits);
         __global uchar *p =
             out + 2u * g.index + g.first * bits / 8u + 2u + (e0 - g.first) * bits / 8u;
         for (uint b = 0; b < bits; b++)
@@ -164,7 +164,7 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         uint e0 = 8u * c, byte = 0u;
         group_info g = group_of_value(head_dim, e0);
         for (uint i = 0; i < 8u; i++)
-            byte |= (uint)idx[e0 + i] << i;
+            byte |= (uint)idx[e0 + i] << tkv_index_bit(i, 1u); /* a sign bit a value */
         out[res0 + 2u * g.index + g.first / 8u + 2u + (e0 - g.first) / 8u] = (uchar)byte;
     }
 }
