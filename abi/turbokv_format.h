@@ -7,7 +7,10 @@
  * plugins through struct tkv_math in turbokv_plugin.h. Plugins never carry
  * their own copies.
  *
- * Self-contained: only <stdint.h> and <stddef.h>.
+ * Self-contained: only <stdint.h>, <stddef.h> and turbokv_scalar.h, the
+ * scalar rules (fp16, packed indices, nearest centroid, q8_0 rounding, the
+ * outliers' order, the summation order) that C, GLSL and OpenCL C all
+ * compile from that one file.
  *
  * A "row" is one head's K (or V) vector for one token: head_dim values.
  *
@@ -97,6 +100,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "turbokv_scalar.h" /* TKV_FP16_MAX, TKV_Q8_0_BLOCK, TKV_OUTLIER_EVERY, the scalar rules */
+
 /* Storage types. Values never change; new types are appended. */
 enum tkv_type {
     TKV_TYPE_F32 = 0,
@@ -142,8 +147,6 @@ enum tkv_scale_mode {
 #define TKV_TURBO_BITS_MIN 2u
 #define TKV_TURBO_BITS_MAX 4u
 #define TKV_N_CODEBOOK_BITS 3u /* b = 2, 3, 4 */
-#define TKV_Q8_0_BLOCK 32u
-#define TKV_FP16_MAX 65504.0f
 
 /* Documented default seed of the sign vectors and dense rotations. The sign
  * vectors for group size g are drawn from splitmix64 seeded with
@@ -155,8 +158,8 @@ enum tkv_scale_mode {
 /* Stream constant of the rotor rotation (see "Rotor rotation" above). */
 #define TKV_ROTOR_SEED_MUL 0x8EBC6AF09C88C6E3ull
 
-/* Outlier-split types: one outlier per this many values (rounded up). */
-#define TKV_OUTLIER_EVERY 32u
+/* Outlier-split types: at most this many outliers a row (TKV_OUTLIER_EVERY:
+ * turbokv_scalar.h). */
 #define TKV_OUTLIER_MAX (TKV_HEAD_DIM_MAX / TKV_OUTLIER_EVERY)
 /* The first type of format revision 1 (see turbokv_caps.h, TKV_CAP_FORMAT_R1). */
 #define TKV_TYPE_FIRST_R1 TKV_TYPE_TURBO3_OUT
@@ -236,37 +239,21 @@ static inline int tkv_type_is_outlier(uint32_t type)
     return type == TKV_TYPE_TURBO3_OUT || type == TKV_TYPE_TURBO4_OUT;
 }
 
-/* Outliers per row of an outlier-split type, and the bytes of one index. */
-static inline uint32_t tkv_outlier_count(uint32_t head_dim)
-{
-    return (head_dim + TKV_OUTLIER_EVERY - 1) / TKV_OUTLIER_EVERY;
-}
-
-static inline uint32_t tkv_outlier_index_bytes(uint32_t head_dim) { return head_dim <= 256u ? 1u : 2u; }
-
 /* The outliers of a row of finite values: the tkv_outlier_count(head_dim)
  * indices of largest |x_i| (ties to the lower index), ascending, into idx.
  * Every backend stores exactly these. */
 static inline void tkv_outlier_select(const float *x, uint32_t head_dim, uint32_t *idx)
 {
-    /* |x| by clearing the sign bit (no branch on the sign; NaN stays NaN,
-     * and compares false as it did) */
     uint32_t n = tkv_outlier_count(head_dim), have = 0;
-    float mag[TKV_OUTLIER_MAX]; /* |x| of the listed values */
+    uint32_t mag[TKV_OUTLIER_MAX]; /* |x| of the listed values, as tkv_abs_bits */
     for (uint32_t i = 0; i < head_dim; i++) {
-        union {
-            float f;
-            uint32_t u;
-        } v = { x[i] };
-        v.u &= 0x7fffffffu;
-        const float a = v.f;
-        /* the list is full and i would go after its last: the common case,
-         * one compare (a NaN goes on to the insertion, as it always did) */
-        if (have == n && mag[n - 1] >= a)
+        const uint32_t a = tkv_abs_bits(x[i]);
+        /* the list is full and i would go after its last: the common case */
+        if (have == n && tkv_outlier_before(mag[n - 1], idx[n - 1], a, i))
             continue;
-        /* insert i into the list kept sorted by |x| descending, index ascending */
+        /* insert i into the list kept in the outliers' order (turbokv_scalar.h) */
         uint32_t at = have;
-        while (at > 0 && !(mag[at - 1] >= a))
+        while (at > 0 && !tkv_outlier_before(mag[at - 1], idx[at - 1], a, i))
             at--;
         if (at >= n)
             continue;
@@ -322,79 +309,29 @@ static inline uint32_t tkv_row_bytes(uint32_t type, uint32_t head_dim)
     }
 }
 
-/* IEEE binary16 <-> binary32, round to nearest even. The fp16 scale of every
- * block goes through these, on every backend. */
-static inline uint16_t tkv_fp16_from_float(float f)
-{
-    union { float f; uint32_t u; } v = { f };
-    uint32_t sign = (v.u >> 16) & 0x8000u, x = v.u & 0x7fffffffu;
-    if (x >= 0x7f800000u) /* Inf or NaN */
-        return (uint16_t)(sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0));
-    if (x >= 0x477ff000u) /* rounds to >= 65520: overflow to Inf */
-        return (uint16_t)(sign | 0x7c00u);
-    if (x < 0x38800000u) { /* subnormal half or zero */
-        if (x < 0x33000000u)
-            return (uint16_t)sign;
-        /* |f| = m * 2^(e-150); in units of the half subnormal step 2^-24
-         * that is m >> (126 - e), rounded to nearest even */
-        uint32_t e = x >> 23, m = (x & 0x7fffffu) | 0x800000u, sh = 126u - e;
-        uint32_t q = m >> sh, rem = m & ((1u << sh) - 1u), half = 1u << (sh - 1u);
-        if (rem > half || (rem == half && (q & 1u)))
-            q++;
-        return (uint16_t)(sign | q);
-    }
-    uint32_t q = ((x - 0x38000000u) >> 13);
-    uint32_t rem = x & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u)))
-        q++;
-    return (uint16_t)(sign | q);
-}
-
-static inline float tkv_fp16_to_float(uint16_t h)
-{
-    union { uint32_t u; float f; } v;
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0) {
-        if (m == 0) {
-            v.u = sign;
-            return v.f;
-        }
-        /* subnormal: m * 2^-24 */
-        v.f = (float)m * (1.0f / 16777216.0f);
-        v.u |= sign;
-        return v.f;
-    }
-    if (e == 31)
-        v.u = sign | 0x7f800000u | (m << 13);
-    else
-        v.u = sign | ((e + 112u) << 23) | (m << 13);
-    return v.f;
-}
-
-/* Bit stream access for packed indices (LSB first). bits is 2, 3 or 4. */
+/* Bit stream access for packed indices (LSB first; the rule:
+ * turbokv_scalar.h, tkv_index_bit). bits is 1 to 8. */
 static inline uint32_t tkv_unpack_index(const uint8_t *p, uint32_t i, uint32_t bits)
 {
-    uint32_t bit = i * bits, byte = bit >> 3, shift = bit & 7u;
+    uint32_t bit = tkv_index_bit(i, bits), byte = bit >> 3, shift = bit & 7u;
     uint32_t w = p[byte];
     if (shift + bits > 8u)
         w |= (uint32_t)p[byte + 1] << 8;
-    return (w >> shift) & ((1u << bits) - 1u);
+    return tkv_bits_at(w, shift, bits);
 }
 
 /* Packs n indices into ceil(n*bits/8) bytes (overwrites them). */
 static inline void tkv_pack_indices(uint8_t *p, const uint8_t *idx, uint32_t n, uint32_t bits)
 {
-    uint32_t acc = 0, nacc = 0, o = 0;
+    uint32_t acc = 0, o = 0; /* acc: the stream's bits from byte o on */
     for (uint32_t i = 0; i < n; i++) {
-        acc |= (uint32_t)idx[i] << nacc;
-        nacc += bits;
-        while (nacc >= 8u) {
+        acc |= (uint32_t)idx[i] << (tkv_index_bit(i, bits) - 8u * o);
+        while (tkv_index_bit(i + 1, bits) >= 8u * (o + 1)) {
             p[o++] = (uint8_t)acc;
             acc >>= 8;
-            nacc -= 8u;
         }
     }
-    if (nacc)
+    if (tkv_index_bit(n, bits) > 8u * o)
         p[o] = (uint8_t)acc;
 }
 

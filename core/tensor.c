@@ -4,7 +4,9 @@
  * tkv_attention_tensors): checks a struct tkv_tensor and converts between
  * the host's element type and the f32 the backends take. f16 and bf16
  * widen to f32 exactly; f32 narrows to nearest even (the format's own fp16
- * rounding, tkv_fp16_from_float; bf16 the same rule on the upper 16 bits).
+ * rounding, tkv_fp16_from_float; bf16 the same rule on the upper 16 bits,
+ * tkv_bf16_from_float: turbokv_scalar.h, which the GPU plugins' conversion
+ * kernels compile too).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -75,15 +77,6 @@ int tkv_tensor_device(const struct tkv_tensor *t, uint64_t n, const char *fn, co
     return TKV_OK;
 }
 
-static uint16_t bf16_from_float(float f)
-{
-    union { float f; uint32_t u; } v = { f };
-    if ((v.u & 0x7fffffffu) > 0x7f800000u) /* NaN: keep it a (quiet) NaN */
-        return (uint16_t)((v.u >> 16) | 0x40u);
-    /* round to nearest even on bit 16; overflow carries into Inf */
-    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
-}
-
 void tkv_tensor_widen(float *dst, const void *src, uint32_t elem, size_t n)
 {
     const uint16_t *h = src;
@@ -93,10 +86,8 @@ void tkv_tensor_widen(float *dst, const void *src, uint32_t elem, size_t n)
             dst[i] = tkv_fp16_to_float(h[i]);
         break;
     case TKV_ELEM_BF16:
-        for (size_t i = 0; i < n; i++) {
-            union { uint32_t u; float f; } v = { (uint32_t)h[i] << 16 };
-            dst[i] = v.f;
-        }
+        for (size_t i = 0; i < n; i++)
+            dst[i] = tkv_bf16_to_float(h[i]);
         break;
     default:
         memcpy(dst, src, n * sizeof *dst);
@@ -114,7 +105,7 @@ void tkv_tensor_narrow(void *dst, const float *src, uint32_t elem, size_t n)
         break;
     case TKV_ELEM_BF16:
         for (size_t i = 0; i < n; i++)
-            h[i] = bf16_from_float(src[i]);
+            h[i] = tkv_bf16_from_float(src[i]);
         break;
     default:
         memcpy(dst, src, n * sizeof *src);

@@ -44,13 +44,6 @@ static inline void store_u16(uint8_t *p, uint16_t v)
     p[1] = (uint8_t)(v >> 8);
 }
 
-/* fp16 of a value clamped to the finite half range (f16 values and every
- * stored scale saturate instead of overflowing to Inf). */
-static inline uint16_t fp16_saturated(float v)
-{
-    return tkv_fp16_from_float(fminf(fmaxf(v, -TKV_FP16_MAX), TKV_FP16_MAX));
-}
-
 struct cpu_buffer {
     uint32_t magic;
     uint32_t reserved;
@@ -194,10 +187,10 @@ void cpu_rotate_group(uint32_t rotation, const struct cpu_group *grp, enum cpu_d
 void cpu_rotate_row(const struct cpu_layout *l, enum cpu_direction dir, float *v);
 
 /* The sum of 8 running sums (value i of a row goes to s[i % 8]) in the
- * order every ISA level reproduces: halves, then halves again. */
-static inline double cpu_sum8(const double s[8])
+ * order every ISA level reproduces (turbokv_scalar.h, TKV_SUM8). */
+static inline double cpu_sum8(const double s[TKV_NORM_LANES])
 {
-    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    return TKV_SUM8(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]);
 }
 
 /* ISA levels (isa.c): the one TURBO_CPU_ISA asks for (auto: the best this

@@ -93,7 +93,7 @@ static inline vf vf_load_i8(const uint8_t *p) { LANEWISE((float)(int8_t)p[i]); }
 static inline void vf_store_i8_round(uint8_t *p, vf v)
 {
     for (uint32_t i = 0; i < LANES; i++)
-        p[i] = (uint8_t)(int8_t)roundf(v.v[i]);
+        p[i] = (uint8_t)(int8_t)tkv_round_half_away(v.v[i]);
 }
 
 static inline vtab vtab_load(const float *t)

@@ -52,7 +52,7 @@ void cpu_outlier_split(const struct cpu_layout *l, const float *x, uint8_t *row,
             index[o] = (uint8_t)idx[o];
         else
             store_u16(index + 2u * o, (uint16_t)idx[o]);
-        store_u16(value + 2u * o, fp16_saturated(x[idx[o]]));
+        store_u16(value + 2u * o, tkv_fp16_saturated(x[idx[o]]));
         rest[idx[o]] = 0.0f;
     }
 }

@@ -77,14 +77,14 @@ static void encode_residual(const struct cpu_layout *l, const struct cpu_group *
     }
     if (gamma_sq == 0.0)
         return;
-    store_u16(res, fp16_saturated((float)sqrt(gamma_sq)));
+    store_u16(res, tkv_fp16_saturated((float)sqrt(gamma_sq)));
     for (uint32_t i = 0; i < grp->size; i++) {
         const float *s = grp->qjl->rows + (size_t)i * grp->size;
-        double lane[4] = { 0.0 };
-        for (uint32_t j = 0; j < grp->size; j += 4)
-            for (uint32_t k = 0; k < 4; k++)
+        double lane[TKV_QJL_LANES] = { 0.0 };
+        for (uint32_t j = 0; j < grp->size; j += TKV_QJL_LANES)
+            for (uint32_t k = 0; k < TKV_QJL_LANES; k++)
                 lane[k] += (double)s[j + k] * r[j + k];
-        if ((lane[0] + lane[1]) + (lane[2] + lane[3]) > 0.0)
+        if (TKV_SUM4(lane[0], lane[1], lane[2], lane[3]) > 0.0)
             res[2 + i / 8u] |= (uint8_t)(1u << (i % 8u));
     }
 }

@@ -5,7 +5,6 @@
  * straight from its packed bytes. Byte layouts follow turbokv_format.h; all
  * multi-byte values are little endian whatever the host.
  */
-#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -42,7 +41,7 @@ static void f32_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
 static void f16_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
 {
     for (uint32_t i = 0; i < l->head_dim; i++)
-        store_u16(row + 2u * i, fp16_saturated(x[i]));
+        store_u16(row + 2u * i, tkv_fp16_saturated(x[i]));
 }
 
 /* dot and axpy of the element-wise types differ only in the load. */
@@ -67,29 +66,24 @@ CPU_PLAIN_KERNELS(f16)
 
 #define Q8_BLOCK_BYTES (2u + TKV_Q8_0_BLOCK)
 
-static inline uint32_t q8_block_len(const struct cpu_layout *l, uint32_t first)
-{
-    uint32_t rest = l->head_dim - first;
-    return rest < TKV_Q8_0_BLOCK ? rest : TKV_Q8_0_BLOCK;
-}
-
 /* llama.cpp's quantize_row_q8_0_ref convention: d = amax / 127 in float,
  * q = roundf(x * (1/d)) (round half away from zero) with the reciprocal of
  * the float d, not of its fp16 rounding; d is then stored as fp16. The one
  * addition: when 1/d would overflow (d below FLT_MIN, far under the
- * smallest half) the block stores q = 0, as its fp16 d is 0 anyway. */
+ * smallest half) the block stores q = 0, as its fp16 d is 0 anyway. The
+ * rules: turbokv_scalar.h. */
 static void q8_0_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
 {
     for (uint32_t first = 0; first < l->head_dim; first += TKV_Q8_0_BLOCK) {
-        uint32_t n = q8_block_len(l, first);
+        uint32_t n = tkv_q8_0_block_len(l->head_dim, first);
         uint8_t *blk = row + first / TKV_Q8_0_BLOCK * Q8_BLOCK_BYTES;
         float amax = 0.0f;
         for (uint32_t i = 0; i < n; i++)
             amax = fmaxf(amax, fabsf(x[first + i]));
-        float d = amax / 127.0f, id = d >= FLT_MIN ? 1.0f / d : 0.0f;
-        store_u16(blk, fp16_saturated(d));
+        float d = amax / TKV_Q8_0_DIVISOR, id = tkv_q8_0_invertible(d) ? 1.0f / d : 0.0f;
+        store_u16(blk, tkv_fp16_saturated(d));
         for (uint32_t i = 0; i < n; i++)
-            blk[2 + i] = (uint8_t)(int8_t)roundf(x[first + i] * id);
+            blk[2 + i] = (uint8_t)(int8_t)tkv_round_half_away(x[first + i] * id);
     }
 }
 
@@ -98,7 +92,7 @@ static float q8_0_dot(const struct cpu_layout *l, const uint8_t *row, const floa
     float sum = 0.0f;
     for (uint32_t first = 0; first < l->head_dim; first += TKV_Q8_0_BLOCK) {
         const uint8_t *blk = row + first / TKV_Q8_0_BLOCK * Q8_BLOCK_BYTES;
-        uint32_t n = q8_block_len(l, first);
+        uint32_t n = tkv_q8_0_block_len(l->head_dim, first);
         float block_sum = 0.0f;
         for (uint32_t i = 0; i < n; i++)
             block_sum += (float)(int8_t)blk[2 + i] * q[first + i];
@@ -111,7 +105,7 @@ static void q8_0_axpy(const struct cpu_layout *l, const uint8_t *row, float w, f
 {
     for (uint32_t first = 0; first < l->head_dim; first += TKV_Q8_0_BLOCK) {
         const uint8_t *blk = row + first / TKV_Q8_0_BLOCK * Q8_BLOCK_BYTES;
-        uint32_t n = q8_block_len(l, first);
+        uint32_t n = tkv_q8_0_block_len(l->head_dim, first);
         float wd = w * tkv_fp16_to_float(load_u16(blk));
         for (uint32_t i = 0; i < n; i++)
             acc[first + i] += wd * (float)(int8_t)blk[2 + i];
@@ -121,13 +115,13 @@ static void q8_0_axpy(const struct cpu_layout *l, const uint8_t *row, float w, f
 /* ---- turbo: per group [fp16 scale][packed indices] ----------------------- */
 
 /* Nearest centroid by the midpoint boundaries; a value equal to a boundary
- * goes to the centroid above it. */
+ * goes to the centroid above it (turbokv_scalar.h, tkv_centroid_step). */
 static inline uint8_t nearest_centroid(const struct tkv_codebook *cb, float y)
 {
-    uint8_t idx = 0;
+    uint32_t idx = 0;
     for (uint32_t k = 0; k + 1 < cb->n_levels; k++)
-        idx += y >= cb->boundaries[k];
-    return idx;
+        idx += tkv_centroid_step(y, cb->boundaries[k]);
+    return (uint8_t)idx;
 }
 
 /* TurboQuant_mse (paper, Algorithm 1) applied to one group, plus the norm
@@ -141,25 +135,25 @@ static void turbo_encode_group(const struct cpu_layout *l, const struct cpu_grou
     const struct tkv_codebook *cb = grp->codebook;
     uint8_t idx[TKV_GROUP_MAX] = { 0 };
     float y[TKV_GROUP_MAX], scale = 0.0f;
-    double sq[8] = { 0 };
+    double sq[TKV_NORM_LANES] = { 0 };
     for (uint32_t i = 0; i < grp->size; i++)
-        sq[i % 8] += (double)x[i] * x[i];
+        sq[i % TKV_NORM_LANES] += (double)x[i] * x[i];
     float norm = (float)sqrt(cpu_sum8(sq));
     if (norm > 0.0f) {
         for (uint32_t i = 0; i < grp->size; i++)
             y[i] = x[i] / norm;
         cpu_rotate_group(l->rotation, grp, CPU_ROTATE, y);
-        double csq[8] = { 0 };
+        double csq[TKV_NORM_LANES] = { 0 };
         for (uint32_t i = 0; i < grp->size; i++) {
             idx[i] = nearest_centroid(cb, y[i]);
-            csq[i % 8] += cb->centroid_sq[idx[i]];
+            csq[i % TKV_NORM_LANES] += cb->centroid_sq[idx[i]];
         }
         double csq_sum = cpu_sum8(csq);
         scale = norm;
         if (l->scale_mode == TKV_SCALE_NORM_CORRECTED && csq_sum > 0.0)
             scale = (float)(norm / sqrt(csq_sum));
     }
-    store_u16(blk, fp16_saturated(scale));
+    store_u16(blk, tkv_fp16_saturated(scale));
     tkv_pack_indices(blk + 2, idx, grp->size, l->bits);
 }
 
@@ -172,7 +166,7 @@ void cpu_turbo_encode(const struct cpu_layout *l, const float *x, uint8_t *row)
 }
 
 /* Indices i .. i + 7 of a group (i a multiple of 8): they fill exactly
- * `bits` bytes of the LSB-first stream (turbokv_format.h), read at once. */
+ * `bits` bytes of the LSB-first stream (turbokv_scalar.h), read at once. */
 static inline void unpack8(const uint8_t *indices, uint32_t i, uint32_t bits, uint32_t idx[8])
 {
     const uint8_t *p = indices + i / 8u * bits;
@@ -182,7 +176,7 @@ static inline void unpack8(const uint8_t *indices, uint32_t i, uint32_t bits, ui
     if (bits > 3)
         w |= (uint32_t)p[3] << 24;
     for (uint32_t k = 0; k < 8; k++)
-        idx[k] = (w >> (k * bits)) & ((1u << bits) - 1u);
+        idx[k] = tkv_bits_at(w, tkv_index_bit(k, bits), bits);
 }
 
 /* sum_g s_g * sum_i c[idx_i] q_i: q must already be rotated (<R q, y_hat>). */

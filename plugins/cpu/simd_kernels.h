@@ -162,7 +162,7 @@ static void encode_q8_0(const struct cpu_layout *l, const float *x, uint8_t *row
         for (uint32_t o = 0; o < n; o += LANES)
             amax = vf_max(amax, vf_abs(vf_load(x + first + o)));
         float d = vf_hmax(amax) / 127.0f, id = d >= FLT_MIN ? 1.0f / d : 0.0f;
-        store_u16(blk, fp16_saturated(d));
+        store_u16(blk, tkv_fp16_saturated(d));
         for (uint32_t o = 0; o < n; o += LANES)
             vf_store_i8_round(blk + 2 + o, vf_mul(vf_load(x + first + o), vf_set1(id)));
     }
@@ -210,7 +210,7 @@ ALWAYS_INLINE void encode_turbo(const struct cpu_layout *l, const float *x, uint
         } else {
             memset(blk + 2, 0, grp->size * bits / 8u);
         }
-        store_u16(blk, fp16_saturated(scale));
+        store_u16(blk, tkv_fp16_saturated(scale));
     }
 }
 

@@ -192,7 +192,9 @@ static int has_extension(cl_device_id dev, const char *ext)
     return found;
 }
 
-/* The format's constants from turbokv_format.h, and the device's options:
+/* The format's constants from turbokv_format.h (those of the scalar rules,
+ * TKV_FP16_MAX, TKV_Q8_0_BLOCK, TKV_OUTLIER_EVERY, come with
+ * turbokv_scalar.h, spliced into the program), and the device's options:
  * exact float division and square root (the reference's y = x / n), fp64
  * for the sums the reference runs in double. */
 static void build_options(int fp64, int exact_div, char *buf, size_t size)
@@ -204,18 +206,17 @@ static void build_options(int fp64, int exact_div, char *buf, size_t size)
              " -DTKV_TYPE_TURBO4_QJL=%d -DTKV_ROTATION_WHT=%d -DTKV_ROTATION_DENSE=%d"
              " -DTKV_SCALE_NORM_CORRECTED=%d -DTKV_GROUP_MIN=%uu -DTKV_GROUP_MAX=%uu"
              " -DTKV_N_GROUP_SIZES=%uu"
-             " -DTKV_HEAD_DIM_MAX=%uu -DTKV_MAX_GROUPS=%uu -DTKV_Q8_0_BLOCK=%uu"
-             " -DTKV_TURBO_BITS_MIN=%uu -DTKV_FP16_MAX=%.1ff -DTKV_VCPT=%uu"
-             " -DTKV_TYPE_TURBO3_OUT=%d -DTKV_TYPE_TURBO4_OUT=%d -DTKV_OUTLIER_EVERY=%uu",
+             " -DTKV_HEAD_DIM_MAX=%uu -DTKV_MAX_GROUPS=%uu"
+             " -DTKV_TURBO_BITS_MIN=%uu -DTKV_VCPT=%uu"
+             " -DTKV_TYPE_TURBO3_OUT=%d -DTKV_TYPE_TURBO4_OUT=%d",
              exact_div ? " -cl-fp32-correctly-rounded-divide-sqrt" : "",
              !exact_div && fp64 ? " -DTKV_DIV_VIA_DOUBLE" : "", fp64 ? " -DTKV_HAS_FP64" : "",
              TKV_TYPE_F32, TKV_TYPE_F16, TKV_TYPE_Q8_0, TKV_TYPE_TURBO2, TKV_TYPE_TURBO3,
              TKV_TYPE_TURBO4, TKV_TYPE_TURBO3_QJL, TKV_TYPE_TURBO4_QJL, TKV_ROTATION_WHT,
              TKV_ROTATION_DENSE, TKV_SCALE_NORM_CORRECTED, TKV_GROUP_MIN, TKV_GROUP_MAX,
              TKV_N_GROUP_SIZES,
-             TKV_HEAD_DIM_MAX, TKV_MAX_GROUPS, TKV_Q8_0_BLOCK, TKV_TURBO_BITS_MIN,
-             (double)TKV_FP16_MAX, OCL_VALUE_COORDS, TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO4_OUT,
-             TKV_OUTLIER_EVERY);
+             TKV_HEAD_DIM_MAX, TKV_MAX_GROUPS, TKV_TURBO_BITS_MIN, OCL_VALUE_COORDS,
+             TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO4_OUT);
 }
 
 static int build_program(struct ocl_device *d)

@@ -414,13 +414,13 @@ inline void score_row(__local const uint *tile, uint row_bit, uint head_dim, uin
     } else if (type == TKV_TYPE_F16) {
         for (uint i = 0; i < head_dim; i += 2u) {
             uint w = reader_take(&rd, tile, 32u);
-            ACC_QUERIES(tot, fp16_to_float(w & 0xffffu), i);
-            ACC_QUERIES(tot, fp16_to_float(w >> 16), i + 1u);
+            ACC_QUERIES(tot, tkv_fp16_to_float(w & 0xffffu), i);
+            ACC_QUERIES(tot, tkv_fp16_to_float(w >> 16), i + 1u);
         }
     } else if (type == TKV_TYPE_Q8_0) {
         for (uint first = 0; first < head_dim; first += TKV_Q8_0_BLOCK) {
             uint len = min(TKV_Q8_0_BLOCK, head_dim - first);
-            float d = fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
+            float d = tkv_fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
             for (uint u = 0; u < QC; u++)
                 part[u] = 0.0f;
             for (uint i = 0; i < len; i += 4u) {
@@ -438,7 +438,7 @@ inline void score_row(__local const uint *tile, uint row_bit, uint head_dim, uin
         for (uint first = 0; first < head_dim;) {
             uint g = group_size_at(head_dim, first);
             __local const float *c = cent + group_table(g) * TKV_TAB_MAX_LEVELS;
-            float sc = fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
+            float sc = tkv_fp16_to_float(reader_take(&rd, tile, 16u)), part[TKV_QC_MAX];
             for (uint u = 0; u < QC; u++)
                 part[u] = 0.0f;
             for (uint i = 0; i < g; i += 8u) {
@@ -454,7 +454,7 @@ inline void score_row(__local const uint *tile, uint row_bit, uint head_dim, uin
         if (type_is_qjl(type))
             for (uint first = 0; first < head_dim;) {
                 uint g = group_size_at(head_dim, first);
-                float gamma = qjl_scale(cent, g) * fp16_to_float(reader_take(&rd, tile, 16u));
+                float gamma = qjl_scale(cent, g) * tkv_fp16_to_float(reader_take(&rd, tile, 16u));
                 float part[TKV_QC_MAX];
                 for (uint u = 0; u < QC; u++)
                     part[u] = 0.0f;
@@ -474,12 +474,12 @@ inline void score_row(__local const uint *tile, uint row_bit, uint head_dim, uin
         /* outlier-split: + sum_o q[i_o] x_o, against the unrotated queries
          * (qloc rows head_dim + i); rd is at the indices, rv at the values */
         if (type_is_outlier(type)) {
-            const uint n_o = outlier_count(head_dim), ib8 = 8u * outlier_index_bytes(head_dim);
+            const uint n_o = tkv_outlier_count(head_dim), ib8 = 8u * tkv_outlier_index_bytes(head_dim);
             bit_reader rv;
             reader_start(&rv, tile, row_bit + 8u * turbo_row_bytes(head_dim, bits) + n_o * ib8);
             for (uint o = 0; o < n_o; o++) {
                 const uint i = reader_take(&rd, tile, ib8);
-                const float x = fp16_to_float(reader_take(&rv, tile, 16u));
+                const float x = tkv_fp16_to_float(reader_take(&rv, tile, 16u));
                 ACC_QUERIES(tot, x, head_dim + i);
             }
         }
@@ -678,7 +678,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
     /* outlier-split V: the outliers of the work-item's coordinates,
      * unrotated; v_out_bit: where a row's outlier indices begin */
     const int v_split = type_is_outlier(v_type);
-    const uint v_n_o = outlier_count(head_dim), v_ib8 = 8u * outlier_index_bytes(head_dim);
+    const uint v_n_o = tkv_outlier_count(head_dim), v_ib8 = 8u * tkv_outlier_index_bytes(head_dim);
     const uint v_out_bit = 8u * turbo_row_bytes(head_dim, v_bits);
     float acc_o[TKV_QC_MAX][TKV_VCPT];
     for (uint u = 0; u < QC; u++)
@@ -785,7 +785,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
                 for (uint o = 0; o < v_n_o; o++) {
                     const uint i = tile_bits(tile, ob + o * v_ib8, v_ib8) - c0;
                     if (i < TKV_VCPT) {
-                        const float x = fp16_to_float(tile_bits(tile, ob + v_n_o * v_ib8 + 16u * o, 16u));
+                        const float x = tkv_fp16_to_float(tile_bits(tile, ob + v_n_o * v_ib8 + 16u * o, 16u));
                         for (uint k = 0; k < TKV_VCPT; k++)
                             vo[k] = k == i ? x : vo[k];
                         hit = 1;
@@ -800,7 +800,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
             if (kind != VALUE_F32 && kind != VALUE_F16) {
                 /* the block's scale, folded into the weights */
                 sc = !(sat & 15u) ? vload_half(sat >> 4, (__local const half *)tile)
-                                  : fp16_to_float(tile_bits(tile, sat, 16u));
+                                  : tkv_fp16_to_float(tile_bits(tile, sat, 16u));
                 for (uint u = 0; u < QC; u++)
                     w[u] *= sc;
             }
@@ -820,8 +820,8 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
                 else
                     for (uint k = 0; k < TKV_VCPT; k += 2u) {
                         uint x = tile_bits(tile, at + 16u * k, 32u);
-                        val[k] = fp16_to_float(x & 0xffffu);
-                        val[k + 1u] = fp16_to_float(x >> 16);
+                        val[k] = tkv_fp16_to_float(x & 0xffffu);
+                        val[k + 1u] = tkv_fp16_to_float(x >> 16);
                     }
                 break;
             case VALUE_Q8_0:

@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Shared by every kernel of the turbokv-opencl program: floating-point
- * rules, fp16 conversions, packed-bit access, the group layout of turbo rows
- * and the work-group-wide rotations.
+ * rules, packed-bit access, the group layout of turbo rows and the
+ * work-group-wide rotations. The format's scalar rules (fp16, packed
+ * indices, nearest centroid, q8_0 rounding, the outliers' order, the
+ * summation order) are abi/turbokv_scalar.h, the file the C reference and
+ * the Vulkan shaders compile too: embed.py splices it in at its #include.
  *
- * The format's constants (TKV_TYPE_*, TKV_ROTATION_*, TKV_SCALE_*, group
- * sizes, TKV_FP16_MAX, ...) are -D build options taken from
- * turbokv_format.h by device.c: the kernels carry no copies of them.
+ * The format's other constants (TKV_TYPE_*, TKV_ROTATION_*, TKV_SCALE_*,
+ * group sizes, ...) are -D build options taken from turbokv_format.h by
+ * device.c: the kernels carry no copies of them.
  * Device options: TKV_HAS_FP64 (cl_khr_fp64), TKV_DIV_VIA_DOUBLE (the device
  * cannot round float division correctly, fp64 can), TKV_VCPT (value
  * coordinates per work-item of attn_values).
@@ -28,6 +31,8 @@ typedef double wide_t;
  * reference's in the last fp16 ulp (plugins/opencl/README.md). */
 typedef float wide_t;
 #endif
+
+#include "turbokv_scalar.h"
 
 /* x / y correctly rounded, as C computes it. With
  * -cl-fp32-correctly-rounded-divide-sqrt '/' is; otherwise the quotient
@@ -64,55 +69,6 @@ inline uint type_bits(uint type)
     case TKV_TYPE_TURBO4_OUT: return 4u;
     default: return 0u;
     }
-}
-
-/* Outliers of a row of an outlier-split type (tkv_outlier_count), and the
- * bytes of one stored index (tkv_outlier_index_bytes). */
-inline uint outlier_count(uint head_dim)
-{
-    return (head_dim + TKV_OUTLIER_EVERY - 1u) / TKV_OUTLIER_EVERY;
-}
-
-inline uint outlier_index_bytes(uint head_dim) { return head_dim <= 256u ? 1u : 2u; }
-
-/* ---- fp16: tkv_fp16_from_float / tkv_fp16_to_float, integer for integer */
-
-inline uint fp16_from_float(float f)
-{
-    uint u = as_uint(f), sign = (u >> 16) & 0x8000u, x = u & 0x7fffffffu;
-    if (x >= 0x7f800000u)
-        return sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u);
-    if (x >= 0x477ff000u)
-        return sign | 0x7c00u;
-    if (x < 0x38800000u) {
-        if (x < 0x33000000u)
-            return sign;
-        uint e = x >> 23, m = (x & 0x7fffffu) | 0x800000u, sh = 126u - e;
-        uint q = m >> sh, rem = m & ((1u << sh) - 1u), halfway = 1u << (sh - 1u);
-        if (rem > halfway || (rem == halfway && (q & 1u)))
-            q++;
-        return sign | q;
-    }
-    uint q = (x - 0x38000000u) >> 13, rem = x & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u)))
-        q++;
-    return sign | q;
-}
-
-inline float fp16_to_float(uint h)
-{
-    uint sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0u)
-        return as_float(as_uint((float)m * (1.0f / 16777216.0f)) | sign);
-    if (e == 31u)
-        return as_float(sign | 0x7f800000u | (m << 13));
-    return as_float(sign | ((e + 112u) << 23) | (m << 13));
-}
-
-/* Stored scales and f16 values saturate instead of overflowing to Inf. */
-inline uint fp16_saturated(float v)
-{
-    return fp16_from_float(fmin(fmax(v, -TKV_FP16_MAX), TKV_FP16_MAX));
 }
 
 inline void store_u16(__global uchar *p, uint v)

@@ -5,7 +5,8 @@
 /*
  * The host's device tensors in f16 or bf16 (enum tkv_elem: 1 f16, 2 bf16):
  * widened to f32 exactly, and f32 outputs narrowed to nearest even, bit for
- * bit what the core does to host tensors (core/tensor.c), so that a device
+ * bit what the core does to host tensors (core/tensor.c; both with
+ * turbokv_scalar.h's tkv_fp16_* and tkv_bf16_*), so that a device
  * tensor stores and attends like the same values in host memory. One
  * work-item per element.
  */
@@ -17,16 +18,7 @@ __kernel void widen_elems(__global const ushort *src, ulong src_at, uint elem,
     if (i >= n)
         return;
     const uint h = src[src_at + i];
-    dst[dst_at + i] = elem == 2u ? as_float(h << 16) : fp16_to_float(h);
-}
-
-/* tkv_tensor_narrow's bf16: NaN stays a quiet NaN, overflow carries into Inf. */
-inline uint bf16_from_float(float f)
-{
-    const uint u = as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (u >> 16) | 0x40u;
-    return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    dst[dst_at + i] = elem == 2u ? tkv_bf16_to_float(h) : tkv_fp16_to_float(h);
 }
 
 __kernel void narrow_elems(__global const float *src, uint src_at, __global ushort *dst,
@@ -36,6 +28,6 @@ __kernel void narrow_elems(__global const float *src, uint src_at, __global usho
     if (i >= n)
         return;
     const float f = src[src_at + i];
-    dst[dst_at + i] = (ushort)(elem == 2u ? bf16_from_float(f) : fp16_from_float(f));
+    dst[dst_at + i] = (ushort)(elem == 2u ? tkv_bf16_from_float(f) : tkv_fp16_from_float(f));
 }
 #endif

@@ -14,19 +14,15 @@
 /* Index i of a packed little-endian bit stream (tkv_unpack_index). */
 inline uint unpack_index(__global const uchar *p, uint i, uint bits)
 {
-    uint bit = i * bits, byte = bit >> 3, shift = bit & 7u;
+    uint bit = tkv_index_bit(i, bits), byte = bit >> 3, shift = bit & 7u;
     uint w = p[byte];
     if (shift + bits > 8u)
         w |= (uint)p[byte + 1] << 8;
-    return (w >> shift) & ((1u << bits) - 1u);
+    return tkv_bits_at(w, shift, bits);
 }
 
-/* Eight running sums (of values 8k, 8k + 1, ...) added in the order of the
- * reference's cpu_sum8, which its SIMD paths also follow. */
-inline wide_t sum8(const wide_t s[8])
-{
-    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-}
+/* The TKV_NORM_LANES (8) running sums s[0..7] added by TKV_SUM8. */
+#define SUM8_OF(s) TKV_SUM8(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])
 
 /* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
  * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
@@ -44,11 +40,11 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
     /* n = ||x|| summed in double (wide_t) as 8 running sums, rounded once */
     for (uint k = lid; k < n_groups; k += n) {
         group_info g = group_by_index(head_dim, k);
-        wide_t sq[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
-        for (uint i = 0; i < g.size; i += 8u)
-            for (uint j = 0; j < 8u; j++)
+        wide_t sq[TKV_NORM_LANES] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+        for (uint i = 0; i < g.size; i += TKV_NORM_LANES)
+            for (uint j = 0; j < TKV_NORM_LANES; j++)
                 sq[j] += (wide_t)x[g.first + i + j] * x[g.first + i + j];
-        norm[k] = (float)sqrt(sum8(sq));
+        norm[k] = (float)sqrt(SUM8_OF(sq));
     }
     if (lid == 0u)
         *renorm = 0;
@@ -66,7 +62,7 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         if (norm[g.index] > 0.0f) {
             __global const float *b = tab + tab_offset(tab, g.size, TKV_TAB_BOUNDARIES + cb);
             for (uint k = 0; k + 1u < (1u << bits); k++)
-                id += y[e] >= b[k];
+                id += tkv_centroid_step(y[e], b[k]);
         }
         idx[e] = (uchar)id;
     }
@@ -76,25 +72,25 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         float nk = norm[k], scale = 0.0f;
         if (nk > 0.0f) {
             __global const float *csq_tab = tab + tab_offset(tab, g.size, TKV_TAB_CENTROID_SQ + cb);
-            wide_t lanes[8] = { 0, 0, 0, 0, 0, 0, 0, 0 };
-            for (uint i = 0; i < g.size; i += 8u)
-                for (uint j = 0; j < 8u; j++)
+            wide_t lanes[TKV_NORM_LANES] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+            for (uint i = 0; i < g.size; i += TKV_NORM_LANES)
+                for (uint j = 0; j < TKV_NORM_LANES; j++)
                     lanes[j] += csq_tab[idx[g.first + i + j]];
-            wide_t csq = sum8(lanes);
+            wide_t csq = SUM8_OF(lanes);
             scale = nk;
             if (scale_mode == TKV_SCALE_NORM_CORRECTED && csq > 0)
                 scale = (float)((wide_t)nk / sqrt(csq));
         }
-        uint h = fp16_saturated(scale);
+        uint h = tkv_fp16_saturated(scale);
         store_u16(out + 2u * g.index + g.first * bits / 8u, h);
-        shat[k] = fp16_to_float(h);
+        shat[k] = tkv_fp16_to_float(h);
     }
     /* indices, 8 at a time: 8 * bits bits are exactly `bits` whole bytes */
     for (uint c = lid; c < head_dim / 8u; c += n) {
         uint e0 = 8u * c, w = 0u;
         group_info g = group_of_value(head_dim, e0);
         for (uint i = 0; i < 8u; i++)
-            w |= (uint)idx[e0 + i] << (i * bits);
+            w |= (uint)idx[e0 + i] << tkv_index_bit(i, bits);
         __global uchar *p =
             out + 2u * g.index + g.first * bits / 8u + 2u + (e0 - g.first) * bits / 8u;
         for (uint b = 0; b < bits; b++)
@@ -141,7 +137,7 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
             for (uint i = 0; i < g.size; i++)
                 gamma_sq += (wide_t)r[g.first + i] * r[g.first + i];
             if (gamma_sq != 0)
-                h = fp16_saturated((float)sqrt(gamma_sq));
+                h = tkv_fp16_saturated((float)sqrt(gamma_sq));
             else
                 norm_q[k] = 0.0f;
         }
@@ -155,11 +151,11 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         if (norm_q[g.index] != 0.0f) {
             __global const float *s =
                 tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first) * g.size;
-            wide_t lanes[4] = { 0, 0, 0, 0 };
-            for (uint j = 0; j < g.size; j += 4u)
-                for (uint k = 0; k < 4u; k++)
+            wide_t lanes[TKV_QJL_LANES] = { 0, 0, 0, 0 };
+            for (uint j = 0; j < g.size; j += TKV_QJL_LANES)
+                for (uint k = 0; k < TKV_QJL_LANES; k++)
                     lanes[k] += (wide_t)s[j + k] * r[g.first + j + k];
-            z = (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) > 0;
+            z = TKV_SUM4(lanes[0], lanes[1], lanes[2], lanes[3]) > 0;
         }
         idx[e] = z;
     }
@@ -168,17 +164,18 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         uint e0 = 8u * c, byte = 0u;
         group_info g = group_of_value(head_dim, e0);
         for (uint i = 0; i < 8u; i++)
-            byte |= (uint)idx[e0 + i] << i;
+            byte |= (uint)idx[e0 + i] << tkv_index_bit(i, 1u); /* a sign bit a value */
         out[res0 + 2u * g.index + g.first / 8u + 2u + (e0 - g.first) / 8u] = (uchar)byte;
     }
 }
 
 /* The outliers of an outlier-split row (cpu_outlier_split): the
- * outlier_count(head_dim) values of largest |x|, ties to the lower index
+ * tkv_outlier_count(head_dim) values of largest |x|, ties to the lower index
  * (tkv_outlier_select), stored at out in ascending index order (indices,
  * then fp16 values), and zeroed in x for the turbo part. Value e is one of
  * them when fewer than n_o values come before it in the order (|x|
- * descending, index ascending), a total order on the sanitized (finite)
+ * descending, index ascending: tkv_outlier_before), a total order on the
+ * sanitized (finite)
  * row, |x| compared as its bits (the order of non-negative finite floats,
  * exact whatever the device does with subnormals); its place is the number
  * of outliers below its index. Most values stop counting after a few of
@@ -186,14 +183,12 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
 void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __local uchar *flag)
 {
     const uint lid = get_local_id(0), n = get_local_size(0);
-    const uint n_o = outlier_count(head_dim), ib = outlier_index_bytes(head_dim);
+    const uint n_o = tkv_outlier_count(head_dim), ib = tkv_outlier_index_bytes(head_dim);
     for (uint e = lid; e < head_dim; e += n) {
-        const uint a = as_uint(x[e]) & 0x7fffffffu;
+        const uint a = tkv_abs_bits(x[e]);
         uint before = 0u;
-        for (uint j = 0; j < head_dim && before < n_o; j++) {
-            const uint b = as_uint(x[j]) & 0x7fffffffu;
-            before += b > a || (b == a && j < e);
-        }
+        for (uint j = 0; j < head_dim && before < n_o; j++)
+            before += tkv_outlier_before(tkv_abs_bits(x[j]), j, a, e);
         flag[e] = before < n_o;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -207,7 +202,7 @@ void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __l
             out[at] = (uchar)e;
         else
             store_u16(out + 2u * at, e);
-        store_u16(out + n_o * ib + 2u * at, fp16_saturated(x[e]));
+        store_u16(out + n_o * ib + 2u * at, tkv_fp16_saturated(x[e]));
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint e = lid; e < head_dim; e += n)
@@ -216,20 +211,21 @@ void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __l
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* q8_0 (llama.cpp's quantize_row_q8_0_ref): one work-item per block of 32. */
+/* q8_0 (llama.cpp's quantize_row_q8_0_ref; the rules: turbokv_scalar.h):
+ * one work-item per block of 32. */
 void q8_0_encode_row(__local const float *x, __global uchar *out, uint head_dim)
 {
     const uint lid = get_local_id(0), n = get_local_size(0);
     for (uint blk = lid; blk * TKV_Q8_0_BLOCK < head_dim; blk += n) {
-        uint first = blk * TKV_Q8_0_BLOCK, len = min(TKV_Q8_0_BLOCK, head_dim - first);
+        uint first = blk * TKV_Q8_0_BLOCK, len = tkv_q8_0_block_len(head_dim, first);
         __global uchar *p = out + blk * (2u + TKV_Q8_0_BLOCK);
         float amax = 0.0f;
         for (uint i = 0; i < len; i++)
             amax = fmax(amax, fabs(x[first + i]));
-        float d = FDIV(amax, 127.0f), id = d >= FLT_MIN ? FDIV(1.0f, d) : 0.0f;
-        store_u16(p, fp16_saturated(d));
+        float d = FDIV(amax, TKV_Q8_0_DIVISOR), id = tkv_q8_0_invertible(d) ? FDIV(1.0f, d) : 0.0f;
+        store_u16(p, tkv_fp16_saturated(d));
         for (uint i = 0; i < len; i++)
-            p[2u + i] = (uchar)convert_int(round(x[first + i] * id));
+            p[2u + i] = (uchar)tkv_round_half_away(x[first + i] * id);
     }
 }
 
@@ -280,7 +276,7 @@ __kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads
         }
     } else if (type == TKV_TYPE_F16) {
         for (uint e = lid; e < head_dim; e += n)
-            store_u16(out + 2u * e, fp16_saturated(x[e]));
+            store_u16(out + 2u * e, tkv_fp16_saturated(x[e]));
     } else if (type == TKV_TYPE_Q8_0) {
         q8_0_encode_row(x, out, head_dim);
     } else {
@@ -319,17 +315,17 @@ __kernel void dequantize_rows(__global const uchar *buf, __global const uint *bl
                      (uint)p[4u * e + 3u] << 24;
             acc += w * as_float(u);
         } else if (type == TKV_TYPE_F16) {
-            acc += w * fp16_to_float(load_u16(p + 2u * e));
+            acc += w * tkv_fp16_to_float(load_u16(p + 2u * e));
         } else if (type == TKV_TYPE_Q8_0) {
             __global const uchar *blk = p + e / TKV_Q8_0_BLOCK * (2u + TKV_Q8_0_BLOCK);
-            float wd = w * fp16_to_float(load_u16(blk));
+            float wd = w * tkv_fp16_to_float(load_u16(blk));
             acc += wd * (float)(char)blk[2u + e % TKV_Q8_0_BLOCK];
         } else {
             group_info g = group_of_value(head_dim, e);
             __global const uchar *blk = p + 2u * g.index + g.first * bits / 8u;
             __global const float *c =
                 tab + tab_offset(tab, g.size, TKV_TAB_CENTROIDS + 3u * (bits - TKV_TURBO_BITS_MIN));
-            float ws = w * fp16_to_float(load_u16(blk));
+            float ws = w * tkv_fp16_to_float(load_u16(blk));
             acc += ws * c[unpack_index(blk + 2, e - g.first, bits)];
         }
         v[e] = acc;
@@ -341,7 +337,7 @@ __kernel void dequantize_rows(__global const uchar *buf, __global const uint *bl
             group_info g = group_of_value(head_dim, e);
             __global const uchar *res = p + res0 + 2u * g.index + g.first / 8u;
             float weight = w * tab[tab_offset(tab, g.size, TKV_TAB_QJL_SCALE)] *
-                           fp16_to_float(load_u16(res));
+                           tkv_fp16_to_float(load_u16(res));
             if (weight == 0.0f)
                 continue;
             __global const float *s = tab + tab_offset(tab, g.size, TKV_TAB_QJL) + (e - g.first);
@@ -359,11 +355,11 @@ __kernel void dequantize_rows(__global const uchar *buf, __global const uint *bl
     if (type_is_outlier(type)) {
         /* the outliers, unrotated, added after the rotation back
          * (cpu_outlier_finish: R^T acc + plain, each times 1) */
-        const uint n_o = outlier_count(head_dim), ib = outlier_index_bytes(head_dim);
+        const uint n_o = tkv_outlier_count(head_dim), ib = tkv_outlier_index_bytes(head_dim);
         __global const uchar *o = p + turbo_row_bytes(head_dim, bits);
         for (uint k = lid; k < n_o; k += n) {
             uint i = ib == 1u ? o[k] : load_u16(o + 2u * k);
-            v[i] = v[i] * 1.0f + w * fp16_to_float(load_u16(o + n_o * ib + 2u * k));
+            v[i] = v[i] * 1.0f + w * tkv_fp16_to_float(load_u16(o + n_o * ib + 2u * k));
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }

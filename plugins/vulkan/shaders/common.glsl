@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 // What every turbokv-vulkan shader shares: buffer access through device
 // addresses (VK_KHR_buffer_device_address: no descriptor sets, no binding
-// range limits), the little-endian byte stream of the stored rows, fp16
-// conversion exactly as turbokv_format.h does it, the group layout of a row
-// and the math buffer.
+// range limits), the little-endian byte stream of the stored rows, the
+// group layout of a row and the math buffer. The format's scalar rules
+// (fp16, packed indices, nearest centroid, q8_0 rounding, the outliers'
+// order, the summation order) are abi/turbokv_scalar.h, the file the C
+// reference and the OpenCL kernels compile too (glslang -I abi/).
 #extension GL_EXT_buffer_reference2 : require
 #extension GL_EXT_shader_explicit_arithmetic_types : require
 
 #include "interface.h"
+#include "turbokv_scalar.h"
 
 layout(local_size_x_id = TKV_VK_SPEC_WG) in;
 
@@ -40,52 +43,7 @@ uint load_u32(uint64_t addr)
 uint load_u16(uint64_t addr) { return load_u32(addr) & 0xffffu; }
 
 // bits [bit, bit + n) of the stream starting at addr, n <= 24
-uint load_bits(uint64_t addr, uint bit, uint n)
-{
-    return bitfieldExtract(load_u32(addr + uint64_t(bit >> 3)), int(bit & 7u), int(n));
-}
-
-// ---- IEEE binary16 (turbokv_format.h: tkv_fp16_from_float/_to_float) -----
-
-// Round to nearest even with integer operations only: packHalf2x16's
-// rounding is implementation-defined.
-uint fp16_from_float(float f)
-{
-    uint u = floatBitsToUint(f);
-    uint sign = (u >> 16) & 0x8000u, x = u & 0x7fffffffu;
-    if (x >= 0x7f800000u)
-        return sign | 0x7c00u | (x > 0x7f800000u ? 0x200u : 0u);
-    if (x >= 0x477ff000u)
-        return sign | 0x7c00u;
-    if (x < 0x38800000u) {
-        if (x < 0x33000000u)
-            return sign;
-        uint e = x >> 23, m = (x & 0x7fffffu) | 0x800000u, sh = 126u - e;
-        uint q = m >> sh, rem = m & ((1u << sh) - 1u), half_ = 1u << (sh - 1u);
-        if (rem > half_ || (rem == half_ && (q & 1u) != 0u))
-            q++;
-        return sign | q;
-    }
-    uint q = (x - 0x38000000u) >> 13, rem = x & 0x1fffu;
-    if (rem > 0x1000u || (rem == 0x1000u && (q & 1u) != 0u))
-        q++;
-    return sign | q;
-}
-
-// Exact, subnormal halves included (a device may flush those in
-// unpackHalf2x16).
-float fp16_to_float(uint h)
-{
-    uint sign = (h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
-    if (e == 0u)
-        return uintBitsToFloat(floatBitsToUint(float(m) * (1.0 / 16777216.0)) | sign);
-    if (e == 31u)
-        return uintBitsToFloat(sign | 0x7f800000u | (m << 13));
-    return uintBitsToFloat(sign | ((e + 112u) << 23) | (m << 13));
-}
-
-// Stored scales and f16 values saturate at the largest finite half.
-uint fp16_saturated(float v) { return fp16_from_float(clamp(v, -65504.0, 65504.0)); }
+uint load_bits(uint64_t addr, uint bit, uint n) { return tkv_bits_at(load_u32(addr + uint64_t(bit >> 3)), bit & 7u, n); }
 
 // ---- softcap ----------------------------------------------------------------
 
@@ -128,11 +86,10 @@ uint count_groups(uvec4 groups)
 
 // ---- outlier-split rows (turbokv_format.h, "Outlier-split types") ---------
 
-// Outliers of a row, the bytes of one stored index, and the byte where the
-// indices begin (after the turbo row: a fp16 scale per group and the
-// packed indices); the n_o fp16 values follow the n_o indices.
-uint outlier_count(uint head_dim) { return (head_dim + TKV_VK_OUTLIER_EVERY - 1u) / TKV_VK_OUTLIER_EVERY; }
-uint outlier_index_bytes(uint head_dim) { return head_dim <= TKV_VK_OUTLIER_BYTE_INDEX_MAX ? 1u : 2u; }
+// The byte where the outlier indices begin (after the turbo row: a fp16
+// scale per group and the packed indices); tkv_outlier_count(head_dim)
+// indices of tkv_outlier_index_bytes(head_dim) bytes, then as many fp16
+// values, follow.
 uint outlier_offset(uvec4 groups, uint head_dim, uint bits) { return 2u * count_groups(groups) + head_dim * bits / 8u; }
 
 // ---- the math buffer ------------------------------------------------------

@@ -164,7 +164,7 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
             if (e0 == first) {
                 [[unroll]] for (uint t = 0u; t < QT; t++)
                     part[t] = part2[t] = 0.0;
-                scale = fp16_to_float(BITS_AT(kw, g_bit, 16u));
+                scale = tkv_fp16_to_float(BITS_AT(kw, g_bit, 16u));
             }
             const uint b0 = g_bit + 16u + (e0 - first) * K_BITS;
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) { // two chains of sums
@@ -178,7 +178,7 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 part[t] = part2[t] = 0.0;
             const uint b_bit = 8u * (e0 / Q8_BLOCK) * (Q8_BLOCK + 2u);
-            scale = fp16_to_float(BITS_AT(kw, b_bit, 16u));
+            scale = tkv_fp16_to_float(BITS_AT(kw, b_bit, 16u));
             [[unroll]] for (uint e = 0u; e < 32u; e += 2u) {
                 add_products(part, float(int(BITS_AT(kw, b_bit + 16u + 8u * e, 8u) << 24u) >> 24), e0 + e);
                 add_products(part2, float(int(BITS_AT(kw, b_bit + 24u + 8u * e, 8u) << 24u) >> 24), e0 + e + 1u);
@@ -393,9 +393,9 @@ void main()
             [[unroll]] for (uint g = 0u, first = 0u; g < VSC; g++) {
                 const uint size = group_size(groups, g);
                 if (V_ENC == TKV_VK_ENC_TURBO && size != 0u)
-                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * (2u * g + first * V_BITS / 8u), 16u));
+                    vsc[(slot + lane) * VSC + g] = tkv_fp16_to_float(BITS_AT(vw, 8u * (2u * g + first * V_BITS / 8u), 16u));
                 else if (V_ENC == TKV_VK_ENC_Q8_0)
-                    vsc[(slot + lane) * VSC + g] = fp16_to_float(BITS_AT(vw, 8u * g * (Q8_BLOCK + 2u), 16u));
+                    vsc[(slot + lane) * VSC + g] = tkv_fp16_to_float(BITS_AT(vw, 8u * g * (Q8_BLOCK + 2u), 16u));
                 first += size;
             }
             float s[QT];

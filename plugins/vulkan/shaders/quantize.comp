@@ -64,22 +64,16 @@ void locate_rows(uint row0, uint nr)
     }
 }
 
-// The reference's sums (plugins/cpu): in double (SUM_T), either in order
-// or as 8 running sums, one per element index mod 8, added as cpu_sum8 adds
-// them; always the same operations in the same order.
-SUM_T sum8(SUM_T s[8])
-{
-    precise SUM_T total = ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
-    return total;
-}
-
-// The sum8 of the running sums part[8 it .. 8 it + 7].
+// The reference's sums (turbokv_scalar.h): in double (SUM_T), either in
+// order or as TKV_NORM_LANES (8) running sums, one per element index mod 8,
+// added as TKV_SUM8 adds them; always the same operations in the same order.
+// The TKV_SUM8 of the running sums part[8 it .. 8 it + 7]:
 SUM_T sum8_of_part(uint it)
 {
-    SUM_T s[8];
-    [[unroll]] for (uint l = 0u; l < 8u; l++)
-        s[l] = part[8u * it + l];
-    return sum8(s);
+    const uint p = TKV_NORM_LANES * it;
+    precise SUM_T total = TKV_SUM8(part[p], part[p + 1u], part[p + 2u], part[p + 3u], part[p + 4u], part[p + 5u],
+                                   part[p + 6u], part[p + 7u]);
+    return total;
 }
 
 // ||x||^2 of a group's elements [at, at + size) of xin, in order (QJL's
@@ -109,7 +103,7 @@ uint group_first(uvec4 groups, uint k, out uint size)
 // (the reference's sq[i % 8] +=, one lane per invocation).
 uint lane_item(uint it, uint ng, out uint r, out uint first, out uint size)
 {
-    uint rk = it >> 3;
+    uint rk = it >> 3; // it / TKV_NORM_LANES
     r = rk / ng;
     first = group_first(uvec4(pc.groups[0], pc.groups[1], pc.groups[2], pc.groups[3]), rk % ng, size);
     return rk;
@@ -166,13 +160,6 @@ void wht_radix4(uint nr, uint hd, uvec4 groups, uint h)
     barrier();
 }
 
-// roundf: half away from zero (v - trunc(v) is exact for |v| < 2^23).
-float round_half_away(float v)
-{
-    precise float t = trunc(v), frac = v - t;
-    return abs(frac) >= 0.5 ? t + sign(v) : t;
-}
-
 // Stores the bit streams of each row, `bits` bits per element from ids:
 // group k's bytes follow its fp16 word at region + 2k + first*bits/8, so
 // stream byte m lands at region + 2(k + 1) + m. Group boundaries fall on
@@ -184,9 +171,9 @@ void store_streams(uint nr, uint bits, uint64_t region)
         uint r = b / n_bytes, m = b % n_bytes, i0 = 8u * m / bits, size, first;
         uint k = group_of(uvec4(pc.groups[0], pc.groups[1], pc.groups[2], pc.groups[3]), i0, size, first);
         uint acc = 0u;
-        for (uint i = i0; i * bits < 8u * m + 8u; i++)
-            acc |= ids[r * hd + i] << (i * bits - i0 * bits);
-        acc >>= 8u * m - i0 * bits;
+        for (uint i = i0; tkv_index_bit(i, bits) < 8u * m + 8u; i++)
+            acc |= ids[r * hd + i] << (tkv_index_bit(i, bits) - tkv_index_bit(i0, bits));
+        acc >>= 8u * m - tkv_index_bit(i0, bits);
         store_byte(row_address(r) + region + uint64_t(2u * (k + 1u) + m), acc);
     }
 }
@@ -239,7 +226,7 @@ void main()
     }
     if (pc.encoding == TKV_VK_ENC_F16) {
         for (uint e = lid; e < n; e += wg)
-            store_u16(row_address(e / hd) + uint64_t(2u * (e % hd)), fp16_saturated(xs[e]));
+            store_u16(row_address(e / hd) + uint64_t(2u * (e % hd)), tkv_fp16_saturated(xs[e]));
         return;
     }
     if (pc.encoding == TKV_VK_ENC_Q8_0) {
@@ -251,15 +238,15 @@ void main()
             float amax = 0.0;
             for (uint i = 0u; i < len; i++)
                 amax = max(amax, abs(xs[r * hd + first + i]));
-            float d = div_rn(amax, 127.0);
-            aux[it] = d >= uintBitsToFloat(0x00800000u) ? div_rn(1.0, d) : 0.0; // FLT_MIN
-            store_u16(row_address(r) + uint64_t((it % nb) * (qb + 2u)), fp16_saturated(d));
+            float d = div_rn(amax, TKV_Q8_0_DIVISOR);
+            aux[it] = tkv_q8_0_invertible(d) ? div_rn(1.0, d) : 0.0;
+            store_u16(row_address(r) + uint64_t((it % nb) * (qb + 2u)), tkv_fp16_saturated(d));
         }
         barrier();
         for (uint e = lid; e < n; e += wg) {
             uint r = e / hd, i = e % hd, blk = i / qb;
             precise float v = xs[e] * aux[r * nb + blk];
-            int q = int(round_half_away(v));
+            int q = tkv_round_half_away(v);
             store_byte(row_address(r) + uint64_t(blk * (qb + 2u) + 2u + i % qb), uint(q));
         }
         return;
@@ -270,20 +257,20 @@ void main()
     // fp16 after the turbo row in ascending index order and zeroed for the
     // turbo part. Element i of a row is one of them when fewer than n_o
     // elements come before it in the order (|x| descending, index
-    // ascending): |x| compared as the bits of the sanitized (finite)
-    // values, exact whatever the device does with subnormals; most elements
-    // stop counting after a few (checked every 8). Its place: the outliers
-    // below its index, counted in the row's bit mask.
+    // ascending; tkv_outlier_before): |x| compared as the bits of the
+    // sanitized (finite) values, exact whatever the device does with
+    // subnormals; most elements stop counting after a few (checked every 8).
+    // Its place: the outliers below its index, counted in the row's bit mask.
     const uint bits = pc.bits, ng = count_groups(groups);
     if ((pc.flags & TKV_VK_FLAG_OUTLIER) != 0u) {
-        const uint n_o = outlier_count(hd), ib = outlier_index_bytes(hd);
+        const uint n_o = tkv_outlier_count(hd), ib = tkv_outlier_index_bytes(hd);
         const uint64_t at0 = uint64_t(outlier_offset(groups, hd, bits));
         for (uint e = lid; e < n; e += wg) {
-            uint row = e - e % hd, i = e % hd, a = floatBitsToUint(xin[e]) & 0x7fffffffu, before = 0u;
+            uint row = e - e % hd, i = e % hd, a = tkv_abs_bits(xin[e]), before = 0u;
             for (uint j0 = 0u; j0 < hd && before < n_o; j0 += 8u)
                 [[unroll]] for (uint jj = 0u; jj < 8u; jj++) {
-                    uint j = j0 + jj, b = floatBitsToUint(xin[row + j]) & 0x7fffffffu;
-                    before += b > a || (b == a && j < i) ? 1u : 0u;
+                    uint j = j0 + jj;
+                    before += tkv_outlier_before(tkv_abs_bits(xin[row + j]), j, a, i) ? 1u : 0u;
                 }
             ids[e] = before < n_o ? 1u : 0u;
             if (before < n_o)
@@ -301,7 +288,7 @@ void main()
                 store_byte(o + uint64_t(at), i);
             else
                 store_u16(o + uint64_t(2u * at), i);
-            store_u16(o + uint64_t(n_o * ib + 2u * at), fp16_saturated(xin[e]));
+            store_u16(o + uint64_t(n_o * ib + 2u * at), tkv_fp16_saturated(xin[e]));
             xs[e] = xin[e] = 0.0; // only this invocation reads element e in this pass
         }
         barrier();
@@ -312,11 +299,11 @@ void main()
     // Turbo (rows.c turbo_encode_group): per group n = ||x|| (8 lanes),
     // u = x / n, y = R u, idx = count of boundaries <= y_i, scale n or
     // n / ||c[idx]|| (8 lanes).
-    for (uint it = lid; it < nr * ng * 8u; it += wg) {
+    for (uint it = lid; it < nr * ng * TKV_NORM_LANES; it += wg) {
         uint r, first, size;
         lane_item(it, ng, r, first, size);
         precise SUM_T lane = TO_SUM(0.0);
-        for (uint i = it & 7u; i < size; i += 8u) {
+        for (uint i = it & (TKV_NORM_LANES - 1u); i < size; i += TKV_NORM_LANES) {
             float x = xin[r * hd + first + i];
             lane += TO_SUM(x) * TO_SUM(x);
         }
@@ -371,7 +358,7 @@ void main()
         if (norms[(e / hd) * ng + k] > 0.0) {
             uint cb = codebook_at(gi, bits);
             for (uint l = 0u; l + 1u < (1u << bits); l++)
-                idx += y >= m.f[cb + 16u + l] ? 1u : 0u; // the boundaries
+                idx += tkv_centroid_step(y, m.f[cb + 16u + l]); // the boundaries
             csqv[e] = m.f[cb + 32u + idx];
         }
         ids[e] = idx;
@@ -379,11 +366,11 @@ void main()
     barrier();
     if (stop_after(5u))
         return;
-    for (uint it = lid; it < nr * ng * 8u; it += wg) {
+    for (uint it = lid; it < nr * ng * TKV_NORM_LANES; it += wg) {
         uint r, first, size, rk = lane_item(it, ng, r, first, size);
         precise SUM_T lane = TO_SUM(0.0);
         if (norms[rk] > 0.0)
-            for (uint i = it & 7u; i < size; i += 8u)
+            for (uint i = it & (TKV_NORM_LANES - 1u); i < size; i += TKV_NORM_LANES)
                 lane += TO_SUM(csqv[r * hd + first + i]);
         part[it] = lane;
     }
@@ -400,8 +387,8 @@ void main()
             if ((pc.flags & TKV_VK_FLAG_CORRECTED) != 0u && csq > TO_SUM(0.0))
                 scale = div_sqrt_to_float(norm, csq);
         }
-        uint h16 = fp16_saturated(scale);
-        aux[it] = fp16_to_float(h16); // s_hat: the residual is taken against the stored scale
+        uint h16 = tkv_fp16_saturated(scale);
+        aux[it] = tkv_fp16_to_float(h16); // s_hat: the residual is taken against the stored scale
         store_u16(row_address(r) + uint64_t(2u * k + first * bits / 8u), h16);
     }
     store_streams(nr, bits, 0ul);
@@ -442,7 +429,7 @@ void main()
         bool has = norms[it] != 0.0 && gamma_sq != TO_SUM(0.0);
         aux[it] = has ? 1.0 : 0.0;
         store_u16(row_address(r) + residual_blocks + uint64_t(2u * k + first / 8u),
-                  has ? fp16_saturated(sqrt_to_float(gamma_sq)) : 0u);
+                  has ? tkv_fp16_saturated(sqrt_to_float(gamma_sq)) : 0u);
     }
     barrier();
     for (uint e = lid; e < n; e += wg) {
@@ -450,13 +437,13 @@ void main()
         uint z = 0u;
         if (aux[r * ng + k] != 0.0) {
             uint s = qjl_at(group_index(size)) + (e % hd - first) * size, in0 = r * hd + first;
-            precise SUM_T lane[4];
-            [[unroll]] for (uint l = 0u; l < 4u; l++)
+            precise SUM_T lane[TKV_QJL_LANES];
+            [[unroll]] for (uint l = 0u; l < TKV_QJL_LANES; l++)
                 lane[l] = TO_SUM(0.0);
-            for (uint j = 0u; j < size; j += 4u)
-                [[unroll]] for (uint l = 0u; l < 4u; l++)
+            for (uint j = 0u; j < size; j += TKV_QJL_LANES)
+                [[unroll]] for (uint l = 0u; l < TKV_QJL_LANES; l++)
                     lane[l] += TO_SUM(m.f[s + j + l]) * TO_SUM(xs[in0 + j + l]);
-            precise SUM_T projection = (lane[0] + lane[1]) + (lane[2] + lane[3]);
+            precise SUM_T projection = TKV_SUM4(lane[0], lane[1], lane[2], lane[3]);
             z = projection > TO_SUM(0.0) ? 1u : 0u;
         }
         ids[e] = z;

@@ -29,18 +29,18 @@ float stored_value(uint64_t row, uint i, uvec4 groups, Floats m)
     if (pc.encoding == TKV_VK_ENC_F32)
         return uintBitsToFloat(load_u32(row + uint64_t(4u * i)));
     if (pc.encoding == TKV_VK_ENC_F16)
-        return fp16_to_float(load_u16(row + uint64_t(2u * i)));
+        return tkv_fp16_to_float(load_u16(row + uint64_t(2u * i)));
     if (pc.encoding == TKV_VK_ENC_Q8_0) {
         uint blk = i / pc.q8_block;
         uint64_t at = row + uint64_t(blk * (pc.q8_block + 2u));
-        float d = fp16_to_float(load_u16(at));
+        float d = tkv_fp16_to_float(load_u16(at));
         int q = int(load_u32(at + uint64_t(2u + i % pc.q8_block)) << 24) >> 24;
         precise float v = d * float(q);
         return v;
     }
     uint size, first, k = group_of(groups, i, size, first);
     uint64_t blk = row + uint64_t(2u * k + first * pc.bits / 8u);
-    float s = fp16_to_float(load_u16(blk));
+    float s = tkv_fp16_to_float(load_u16(blk));
     uint idx = load_bits(blk + 2ul, (i - first) * pc.bits, pc.bits);
     precise float v = s * m.f[codebook_at(group_index(size), pc.bits) + idx];
     return v;
@@ -88,7 +88,7 @@ void main()
             uint size, first, k = group_of(groups, i, size, first), gi = group_index(size);
             uint ng = count_groups(groups);
             uint64_t res = row + uint64_t(2u * ng + hd * pc.bits / 8u + 2u * k + first / 8u);
-            precise float weight = m.f[TKV_VK_MATH_QJL_FACTOR + gi] * fp16_to_float(load_u16(res));
+            precise float weight = m.f[TKV_VK_MATH_QJL_FACTOR + gi] * tkv_fp16_to_float(load_u16(res));
             if (weight != 0.0) {
                 uint s = qjl_at(gi) + i - first;
                 precise float acc = v;
@@ -107,13 +107,13 @@ void main()
     if (split && !query) {
         // the outliers, stored unrotated, added after R^T (outlier.c
         // cpu_outlier_finish: R^T acc + plain, each times 1)
-        const uint n_o = outlier_count(hd), ib = outlier_index_bytes(hd);
+        const uint n_o = tkv_outlier_count(hd), ib = tkv_outlier_index_bytes(hd);
         const uint at0 = outlier_offset(groups, hd, pc.bits);
         for (uint it = lid; it < nr * n_o; it += wg) {
             uint r = it / n_o, o = it % n_o;
             uint64_t at = row_base[r] + uint64_t(at0);
             uint i = ib == 1u ? load_u32(at + uint64_t(o)) & 0xffu : load_u16(at + uint64_t(2u * o));
-            precise float v = xs[r * hd + i] + fp16_to_float(load_u16(at + uint64_t(n_o * ib + 2u * o)));
+            precise float v = xs[r * hd + i] + tkv_fp16_to_float(load_u16(at + uint64_t(n_o * ib + 2u * o)));
             xs[r * hd + i] = v;
         }
         barrier();
