@@ -360,7 +360,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * after the block table */
     const int one_pass = narrow_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
     const uint64_t fused_at = align_up(blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t));
-    const uint64_t up_bytes = one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
+    const uint64_t up_bytes =
+        one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
     const uint64_t prep_at = align_up(up_bytes), prep_bytes = prepare_dispatch ? q_bytes * qs : 0;
     const uint64_t in_bytes = prep_at + prep_bytes;
     const uint64_t acc_at = 0, n_partials = n_out * max_chunks;
