@@ -22,7 +22,7 @@ done
 ctx=${CTX:-4K,16K,64K,128K}
 for b in vulkan opencl; do
     timeout 240 "$build/tools/turbokv" bench --backend "$b" --ctx "$ctx" --tokens 1 --seqs 1 --warm-ms 300 \
-        --types f16,q8_0,turbo2,turbo3,turbo4 --json > "$out/bench-$b.json" 2> "$out/bench-$b.log"
+        --types f16,q8_0,turbo2,turbo3,turbo4,turbo3o --json > "$out/bench-$b.json" 2> "$out/bench-$b.log"
     echo "bench $b: exit $?" | tee -a "$out/gpu.txt"
 done
 python3 "$root/scripts/sdpa-baseline.py" --ctx 4096,16384,65536,131072 --json > "$out/sdpa.json"
