@@ -10,6 +10,8 @@
  *   cc -O2 -Iabi scripts/cpu-ab.c -Lbuild/core -lturbokv -Wl,-rpath,$PWD/build/core -lm -o cpu-ab
  *   ./cpu-ab DIR_A DIR_B TYPE CTX CALLS     (DIR: a directory holding a turbokv-cpu.so)
  *   THREADS_A=1 THREADS_B=2 ./cpu-ab DIR DIR turbo3 16384 40
+ *   OUTLIERS=1 ./cpu-ab ...   (fixed outlier channels, see below)
+ *   CPUTIME=1 ./cpu-ab ...    (CPU time, see now())
  *
  * Geometry of Llama 3 8B (32 query heads, 8 kv heads, head_dim 128), one
  * layer, one sequence, one query token, sparse V off.
@@ -21,10 +23,14 @@
 
 #include "turbokv.h"
 
+/* CPUTIME=1: the process's CPU time instead of the wall clock (with 1
+ * thread each, steadier on a machine other jobs keep busy) */
+static clockid_t clock_id = CLOCK_MONOTONIC;
+
 static double now(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(clock_id, &t);
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
@@ -50,6 +56,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s DIR_A DIR_B TYPE CTX CALLS\n", argv[0]);
         return 2;
     }
+    if (getenv("CPUTIME") && atoi(getenv("CPUTIME")))
+        clock_id = CLOCK_PROCESS_CPUTIME_ID;
     uint32_t ctx = (uint32_t)atoi(argv[4]), calls = (uint32_t)atoi(argv[5]);
     size_t token = (size_t)KV * D;
     float *k = malloc(CHUNK * token * sizeof *k), *v = malloc(CHUNK * token * sizeof *v);
@@ -58,8 +66,13 @@ int main(int argc, char **argv)
     double *ratio = malloc(calls * sizeof(double));
     tkv_context *c[2];
     tkv_cache *cache[2];
-    for (size_t i = 0; i < CHUNK * token; i++)
-        k[i] = 10.0f * uniform(), v[i] = uniform();
+    /* OUTLIERS=1: channel 5 of every 32 ten times larger in K and V, fixed
+     * outlier channels as real keys have them after RoPE */
+    const int outliers = getenv("OUTLIERS") && atoi(getenv("OUTLIERS"));
+    for (size_t i = 0; i < CHUNK * token; i++) {
+        float f = outliers && i % 32 == 5 ? 10.0f : 1.0f;
+        k[i] = 10.0f * f * uniform(), v[i] = f * uniform();
+    }
     for (size_t i = 0; i < QH * D; i++)
         q[i] = uniform();
     setenv("TURBO_SPARSE_V", "0", 1);

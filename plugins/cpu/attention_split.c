@@ -166,12 +166,17 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
     uint32_t lo[CPU_UNIT_QUERIES], hi[CPU_UNIT_QUERIES];
     float row[TKV_HEAD_DIM_MAX];
 
+    float *plain = kl->n_outliers ? th->queries + (size_t)CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX : NULL;
+    const size_t tiled = (size_t)(u->n_query + CPU_SUBBATCH - 1) / CPU_SUBBATCH * CPU_SUBBATCH * hd;
+    if (plain)
+        memset(plain, 0, sizeof *plain * tiled);
     for (uint32_t q = 0; q < u->n_query; q++) {
         uint32_t g = u->query0 + q, j = q % CPU_SUBBATCH, b0 = q - j;
         uint32_t nb = u->n_query - b0 < CPU_SUBBATCH ? u->n_query - b0 : CPU_SUBBATCH;
         memcpy(row, a->q + query_row(c, u, g) * hd, sizeof *row * hd);
-        if (kl->n_outliers) /* the outliers score against q itself */
-            memcpy(th->queries + (size_t)CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX + (size_t)q * hd, row, sizeof *row * hd);
+        if (plain) /* the outliers score against q itself (struct cpu_span) */
+            for (uint32_t i = 0; i < hd; i++)
+                plain[(size_t)b0 * hd + (size_t)i * CPU_SUBBATCH + j] = row[i];
         if (kl->bits) /* turbo K scores against R q */
             for (uint32_t i = 0; i < kl->n_groups; i++)
                 kl->isa->rotate_group(kl->rotation, &kl->groups[i], CPU_ROTATE,
@@ -193,7 +198,7 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         .end = seq->n_ctx - first < u->span_rows ? seq->n_ctx : first + u->span_rows,
         .n_query = u->n_query,
         .queries = th->queries,
-        .plain = kl->n_outliers ? th->queries + (size_t)CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX : NULL,
+        .plain = plain,
         .lo = lo,
         .hi = hi,
         .scale = a->scale,
@@ -204,6 +209,7 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
         .max = part + (size_t)u->n_query * hd,
         .sum = part + (size_t)u->n_query * hd + CPU_UNIT_QUERIES,
         .acc_plain = c->v->n_outliers ? part + plain_offset(u->n_query, hd) : NULL,
+        .acc_tiled = th->outlier_acc,
     };
     kl->isa->attend_span(&span);
     th->skipped += span.skipped;

@@ -68,7 +68,10 @@ struct cpu_lut {
 /* What one thread of the device works with. */
 struct cpu_thread {
     float *queries;   /* CPU_UNIT_QUERIES prepared queries of TKV_HEAD_DIM_MAX, then as
-                         many plain (unrotated) ones for outlier-split keys */
+                         many plain (unrotated) ones for outlier-split keys, tiled
+                         as struct cpu_span's plain */
+    float *outlier_acc; /* CPU_UNIT_QUERIES x TKV_HEAD_DIM_MAX: struct cpu_span's
+                           acc_tiled */
     float *row;       /* a sanitized input row of TKV_HEAD_DIM_MAX */
     uint8_t *stage;   /* attention rows gathered across pool blocks (attention_split.c) */
     size_t stage_bytes;

@@ -107,6 +107,7 @@ static void cpu_close(void *dev_)
     cpu_pool_destroy(dev->pool);
     for (uint32_t t = 0; dev->threads && t < dev->n_threads; t++) {
         free(dev->threads[t].queries);
+        free(dev->threads[t].outlier_acc);
         free(dev->threads[t].row);
         free(dev->threads[t].stage);
     }
@@ -138,8 +139,9 @@ static int start_threads(struct cpu_device *dev, uint32_t requested, const char 
     for (uint32_t t = 0; t < n; t++) {
         struct cpu_thread *th = &dev->threads[t];
         th->queries = aligned_alloc(64, sizeof(float) * 2 * CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX);
+        th->outlier_acc = aligned_alloc(64, sizeof(float) * CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX);
         th->row = aligned_alloc(64, sizeof(float) * TKV_HEAD_DIM_MAX);
-        if (!th->queries || !th->row)
+        if (!th->queries || !th->outlier_acc || !th->row)
             return CPU_ERROR(TKV_ENOMEM, "open: no memory for the scratch of %u threads", n);
     }
     if ((rc = cpu_pool_create(n, &dev->pool)) != TKV_OK)

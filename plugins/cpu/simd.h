@@ -66,8 +66,11 @@ struct cpu_span {
      * as cpu_score_fn takes it, sub-batch b at queries + b * CPU_SUBBATCH *
      * head_dim */
     const float *queries;
-    /* outlier-split keys: [n_query][head_dim] the queries unrotated (the
-     * outliers are stored unrotated); NULL for other keys */
+    /* outlier-split keys: the queries unrotated (the outliers are stored
+     * unrotated), tiled so that one load takes coordinate i of a whole
+     * sub-batch: query q's i at plain[(q - q % CPU_SUBBATCH) * head_dim + i
+     * * CPU_SUBBATCH + q % CPU_SUBBATCH], 0 past the last query; NULL for
+     * other keys */
     const float *plain;
     const uint32_t *lo, *hi;        /* [n_query]: query q sees the rows [lo[q], hi[q]) */
     float scale;                    /* softmax scale */
@@ -80,6 +83,10 @@ struct cpu_span {
     /* outlier-split values: [n_query][head_dim] the sum of exp(x - m) times
      * the row's outliers, unrotated; NULL for other values */
     float *acc_plain;
+    /* with acc_plain: where attend_span sums it, tiled as plain (a row's
+     * outlier adds to every query of a sub-batch at once), n_query rounded
+     * up to CPU_SUBBATCH times head_dim floats */
+    float *acc_tiled;
     uint64_t skipped;               /* out: (query, row) pairs sparse V skipped */
 };
 

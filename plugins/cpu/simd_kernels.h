@@ -482,46 +482,85 @@ ALWAYS_INLINE uint32_t outlier_at(const struct cpu_layout *l, const uint8_t *row
     return l->outlier_index_bytes == 1 ? index[o] : load_u16(index + 2u * o);
 }
 
+#ifdef ISA_HAS_VQ
+_Static_assert(CPU_SUBBATCH == 8u, "a vq holds one sub-batch");
+#endif
+
 /* scores[q][r] += sum over row r's outliers of plain[q][i_o] x_o (the
- * reference's cpu_outlier_dot, added after the turbo part as it is). With
- * gathers (ISA_HAS_GATHER) a whole block at once: per outlier slot o the
- * LANES rows' indices and values, then per query the LANES plain[q][i_o];
- * each word is read ending at its bytes, so no read leaves its row. */
+ * reference's cpu_outlier_dot, added after the turbo part as it is); plain
+ * tiled (struct cpu_span). With 8-float vectors (ISA_HAS_VQ) a row's sums
+ * for the whole sub-batch take one load and one multiply-add per outlier,
+ * and a block's sums go back into each query's scores by one gather. */
 static void score_outliers(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
                            const float *plain, uint32_t nb, float *scores)
 {
-    const uint32_t hd = l->head_dim;
-#ifdef ISA_HAS_GATHER
+#ifdef ISA_HAS_VQ
     if (n_rows == LANES) {
+        alignas(64) float sums[LANES][CPU_SUBBATCH];
         const uint32_t n = l->n_outliers, ib = l->outlier_index_bytes;
-        const vi off = vi_lane_times(l->row_bytes);
-        const uint8_t *index = rows + l->outlier_offset, *value = index + n * ib;
-        for (uint32_t o = 0; o < n; o++) {
-            const vi idx = vi_shr(vi_gather_u32(index + (o + 1u) * ib - 4u, off), 32u - 8u * ib);
-            const vf x = vf_from_f16_hi(vi_gather_u32(value + 2u * o - 2u, off));
-            for (uint32_t q = 0; q < nb; q++)
-                vf_store(scores + q * LANES,
-                         vf_fma(vf_gather(plain + (size_t)q * hd, idx), x, vf_load(scores + q * LANES)));
+        for (uint32_t r = 0; r < LANES; r++) {
+            const uint8_t *index = rows + (size_t)r * l->row_bytes + l->outlier_offset, *value = index + n * ib;
+            vq s = vq_set1(0.0f);
+            for (uint32_t o = 0; o < n; o++) {
+                uint32_t i = ib == 1 ? index[o] : load_u16(index + 2u * o);
+                s = vq_fma(vq_load(plain + (size_t)i * CPU_SUBBATCH), vq_half(value + 2u * o), s);
+            }
+            vq_store(sums[r], s);
         }
+        const vi by_row = vi_lane_times(CPU_SUBBATCH);
+        for (uint32_t q = 0; q < nb; q++)
+            vf_store(scores + q * LANES, vf_add(vf_load(scores + q * LANES), vf_gather(&sums[0][q], by_row)));
         return;
     }
 #endif
     for (uint32_t r = 0; r < n_rows; r++) {
         const uint8_t *row = rows + (size_t)r * l->row_bytes;
+        float sum[CPU_SUBBATCH] = { 0 };
         for (uint32_t o = 0; o < l->n_outliers; o++) {
             float x;
             uint32_t i = outlier_at(l, row, o, &x);
             for (uint32_t q = 0; q < nb; q++)
-                scores[q * LANES + r] += plain[(size_t)q * hd + i] * x;
+                sum[q] += plain[(size_t)i * CPU_SUBBATCH + q] * x;
         }
+        for (uint32_t q = 0; q < nb; q++)
+            scores[q * LANES + r] += sum[q];
     }
 }
 
-/* acc_plain[q][i_o] += w[q][r] x_o for the rows r in mask. */
+/* acc[q][i_o] += w[q][r] x_o for the rows r in mask (w is 0 for the other
+ * rows of a query), acc tiled as plain. With 8-float vectors: per outlier
+ * slot, the rows' w x_o for the whole sub-batch summed in a register while
+ * the slot's coordinate stays the same (fixed outlier channels), added to
+ * acc where it changes. */
 static void accum_outliers(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
-                           const float *w, uint32_t nb, float *acc_plain)
+                           const float *w, uint32_t nb, float *acc)
 {
-    const uint32_t hd = l->head_dim;
+#ifdef ISA_HAS_VQ
+    if (mask) {
+        alignas(64) float wr[LANES][CPU_SUBBATCH];
+        const uint32_t n = l->n_outliers, ib = l->outlier_index_bytes;
+        for (uint32_t r = 0; r < LANES; r++) /* the weights row-major */
+            for (uint32_t q = 0; q < CPU_SUBBATCH; q++)
+                wr[r][q] = q < nb ? w[q * LANES + r] : 0.0f;
+        for (uint32_t o = 0; o < n; o++) {
+            uint32_t at = UINT32_MAX;
+            vq s = vq_set1(0.0f);
+            for (uint32_t m = mask; m; m &= m - 1) {
+                uint32_t r = (uint32_t)__builtin_ctz(m);
+                const uint8_t *index = rows + (size_t)r * l->row_bytes + l->outlier_offset;
+                uint32_t i = ib == 1 ? index[o] : load_u16(index + 2u * o);
+                if (i != at) {
+                    if (at != UINT32_MAX)
+                        vq_store(acc + (size_t)at * CPU_SUBBATCH, vq_add(vq_load(acc + (size_t)at * CPU_SUBBATCH), s));
+                    at = i, s = vq_set1(0.0f);
+                }
+                s = vq_fma(vq_load(wr[r]), vq_half(index + n * ib + 2u * o), s);
+            }
+            vq_store(acc + (size_t)at * CPU_SUBBATCH, vq_add(vq_load(acc + (size_t)at * CPU_SUBBATCH), s));
+        }
+        return;
+    }
+#endif
     for (; mask; mask &= mask - 1) {
         uint32_t r = (uint32_t)__builtin_ctz(mask);
         const uint8_t *row = rows + (size_t)r * l->row_bytes;
@@ -529,9 +568,17 @@ static void accum_outliers(const struct cpu_layout *l, const uint8_t *rows, uint
             float x;
             uint32_t i = outlier_at(l, row, o, &x);
             for (uint32_t q = 0; q < nb; q++)
-                acc_plain[(size_t)q * hd + i] += w[q * LANES + r] * x;
+                acc[(size_t)i * CPU_SUBBATCH + q] += w[q * LANES + r] * x;
         }
     }
+}
+
+/* acc_tiled[q][:] *= f for query q of the sub-batch at q0. */
+static void scale_tiled(float *acc_tiled, uint32_t hd, uint32_t q, float f)
+{
+    float *a = acc_tiled + (size_t)(q - q % CPU_SUBBATCH) * hd + q % CPU_SUBBATCH;
+    for (uint32_t i = 0; i < hd; i++)
+        a[(size_t)i * CPU_SUBBATCH] *= f;
 }
 
 /* ---- a span of rows: blocks, online softmax, sparse V ------------------------------ */
@@ -667,7 +714,7 @@ static void attend_span(struct cpu_span *sp)
     }
     memset(sp->acc, 0, sizeof *sp->acc * nq * hd);
     if (sp->acc_plain)
-        memset(sp->acc_plain, 0, sizeof *sp->acc_plain * nq * hd);
+        memset(sp->acc_tiled, 0, sizeof *sp->acc_tiled * ((nq + CPU_SUBBATCH - 1) / CPU_SUBBATCH * CPU_SUBBATCH) * hd);
     if (end > sp->end)
         end = sp->end;
     /* blocks of LANES rows at multiples of LANES, whatever the pool's blocks:
@@ -713,22 +760,23 @@ static void attend_span(struct cpu_span *sp)
             if (sp->acc_plain) /* the rescale accum applies to acc, before it resets factor */
                 for (uint32_t q = q0; q < q0 + nb; q++)
                     if (factor[q] != 1.0f)
-                        for (uint32_t i = 0; i < hd; i++)
-                            sp->acc_plain[(size_t)q * hd + i] *= factor[q];
+                        scale_tiled(sp->acc_tiled, hd, q, factor[q]);
             vl->simd->accum[nb - 1](vl, v_rows, need, w + q0 * LANES, factor + q0,
                                     sp->acc + (size_t)q0 * hd);
             if (sp->acc_plain)
-                accum_outliers(vl, v_rows, need, w + q0 * LANES, nb, sp->acc_plain + (size_t)q0 * hd);
+                accum_outliers(vl, v_rows, need, w + q0 * LANES, nb, sp->acc_tiled + (size_t)q0 * hd);
         }
     }
     for (uint32_t q = 0; q < nq; q++) {
         sp->sum[q] = vf_hsum(vf_load(sums + q * LANES));
         if (factor[q] != 1.0f)
-            for (uint32_t i = 0; i < hd; i++) {
+            for (uint32_t i = 0; i < hd; i++)
                 sp->acc[(size_t)q * hd + i] *= factor[q];
-                if (sp->acc_plain)
-                    sp->acc_plain[(size_t)q * hd + i] *= factor[q];
-            }
+        if (sp->acc_plain) {
+            const float *from = sp->acc_tiled + (size_t)(q - q % CPU_SUBBATCH) * hd + q % CPU_SUBBATCH;
+            for (uint32_t i = 0; i < hd; i++)
+                sp->acc_plain[(size_t)q * hd + i] = from[(size_t)i * CPU_SUBBATCH] * factor[q];
+        }
     }
     fp_flush_end(csr);
 }
