@@ -162,38 +162,30 @@ static inline vf vtab_decode(vtab t, const uint8_t *p, uint32_t bits)
     return bits < 4 ? _mm256_permutevar8x32_ps(t.lo, idx) : vtab_lookup(t, idx);
 }
 
-/* Gathers for the outliers of the split types (simd_kernels.h,
- * score_outliers): 32-bit words at base + off[j] (bytes), floats at
- * base[idx[j]], the fp16 in each word's upper half as floats. */
-#define ISA_HAS_GATHER 1
+/* For the outliers of the split types (simd_kernels.h, score_outliers and
+ * accum_outliers): vq holds 8 floats, the queries of one sub-batch
+ * (CPU_SUBBATCH); vf_gather takes base[idx[j]], vi_lane_times j * stride. */
 static inline vi vi_lane_times(uint32_t stride)
 {
     return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
 }
-static inline vi vi_gather_u32(const uint8_t *base, vi off)
-{
-    return _mm256_i32gather_epi32((const int *)(const void *)base, off, 1);
-}
-static inline vi vi_shl(vi a, uint32_t n) { return _mm256_slli_epi32(a, (int)n); }
-static inline void vi_store(uint32_t *p, vi a) { _mm256_storeu_si256((__m256i *)(void *)p, a); }
-/* 8 floats: the queries of one sub-batch (CPU_SUBBATCH), for the outliers
- * of the split types (simd_kernels.h, score_outliers). */
 #define ISA_HAS_VQ 1
 typedef __m256 vq;
 static inline vq vq_load(const float *p) { return _mm256_loadu_ps(p); }
 static inline void vq_store(float *p, vq a) { _mm256_storeu_ps(p, a); }
 static inline vq vq_set1(float x) { return _mm256_set1_ps(x); }
-static inline vq vq_add(vq a, vq b) { return _mm256_add_ps(a, b); }
+typedef __m256i vqi;
+static inline vqi vqi_lane_times(uint32_t stride) { return vi_lane_times(stride); }
+/* base[idx[j]] for the lanes j < n, 0 in the others (not read) */
+static inline vq vq_gather_first(const float *base, vqi idx, uint32_t n)
+{
+    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, idx, _mm256_castsi256_ps(live), 4);
+}
 /* the fp16 at p, as float, in every lane */
 static inline vq vq_half(const uint8_t *p) { return _mm256_cvtph_ps(_mm_set1_epi16((short)load_u16(p))); }
 static inline vq vq_fma(vq a, vq b, vq c) { return _mm256_fmadd_ps(a, b, c); }
-static inline vi vi_shr(vi a, uint32_t n) { return _mm256_srli_epi32(a, (int)n); }
 static inline vf vf_gather(const float *base, vi idx) { return _mm256_i32gather_ps(base, idx, 4); }
-static inline vf vf_from_f16_hi(vi w)
-{
-    __m256i h = _mm256_srli_epi32(w, 16);
-    return _mm256_cvtph_ps(_mm_packus_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1)));
-}
 
 static inline vi vi_zero(void) { return _mm256_setzero_si256(); }
 static inline vi vi_add_const(vi a, uint32_t c) { return _mm256_add_epi32(a, _mm256_set1_epi32((int)c)); }

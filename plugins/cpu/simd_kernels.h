@@ -528,39 +528,25 @@ static void score_outliers(const struct cpu_layout *l, const uint8_t *rows, uint
 }
 
 /* acc[q][i_o] += w[q][r] x_o for the rows r in mask (w is 0 for the other
- * rows of a query), acc tiled as plain. With 8-float vectors: per outlier
- * slot, the rows' w x_o for the whole sub-batch summed in a register while
- * the slot's coordinate stays the same (fixed outlier channels), added to
- * acc where it changes. */
+ * rows of a query), acc tiled as plain. With 8-float vectors (ISA_HAS_VQ):
+ * per row its weights for the sub-batch gathered into one vector, then one
+ * multiply-add per outlier. */
 static void accum_outliers(const struct cpu_layout *l, const uint8_t *rows, uint32_t mask,
                            const float *w, uint32_t nb, float *acc)
 {
 #ifdef ISA_HAS_VQ
-    if (mask) {
-        alignas(64) float wr[LANES][CPU_SUBBATCH];
-        const uint32_t n = l->n_outliers, ib = l->outlier_index_bytes;
-        for (uint32_t r = 0; r < LANES; r++) /* the weights row-major */
-            for (uint32_t q = 0; q < CPU_SUBBATCH; q++)
-                wr[r][q] = q < nb ? w[q * LANES + r] : 0.0f;
+    const uint32_t n = l->n_outliers, ib = l->outlier_index_bytes;
+    const vqi by_query = vqi_lane_times(LANES);
+    for (; mask; mask &= mask - 1) {
+        uint32_t r = (uint32_t)__builtin_ctz(mask);
+        const uint8_t *index = rows + (size_t)r * l->row_bytes + l->outlier_offset, *value = index + n * ib;
+        const vq wq = vq_gather_first(w + r, by_query, nb);
         for (uint32_t o = 0; o < n; o++) {
-            uint32_t at = UINT32_MAX;
-            vq s = vq_set1(0.0f);
-            for (uint32_t m = mask; m; m &= m - 1) {
-                uint32_t r = (uint32_t)__builtin_ctz(m);
-                const uint8_t *index = rows + (size_t)r * l->row_bytes + l->outlier_offset;
-                uint32_t i = ib == 1 ? index[o] : load_u16(index + 2u * o);
-                if (i != at) {
-                    if (at != UINT32_MAX)
-                        vq_store(acc + (size_t)at * CPU_SUBBATCH, vq_add(vq_load(acc + (size_t)at * CPU_SUBBATCH), s));
-                    at = i, s = vq_set1(0.0f);
-                }
-                s = vq_fma(vq_load(wr[r]), vq_half(index + n * ib + 2u * o), s);
-            }
-            vq_store(acc + (size_t)at * CPU_SUBBATCH, vq_add(vq_load(acc + (size_t)at * CPU_SUBBATCH), s));
+            float *to = acc + (size_t)(ib == 1 ? index[o] : load_u16(index + 2u * o)) * CPU_SUBBATCH;
+            vq_store(to, vq_fma(wq, vq_half(value + 2u * o), vq_load(to)));
         }
-        return;
     }
-#endif
+#else
     for (; mask; mask &= mask - 1) {
         uint32_t r = (uint32_t)__builtin_ctz(mask);
         const uint8_t *row = rows + (size_t)r * l->row_bytes;
@@ -571,9 +557,10 @@ static void accum_outliers(const struct cpu_layout *l, const uint8_t *rows, uint
                 acc[(size_t)i * CPU_SUBBATCH + q] += w[q * LANES + r] * x;
         }
     }
+#endif
 }
 
-/* acc_tiled[q][:] *= f for query q of the sub-batch at q0. */
+/* acc_tiled[q][:] *= f (query q of the span, tiled as plain). */
 static void scale_tiled(float *acc_tiled, uint32_t hd, uint32_t q, float f)
 {
     float *a = acc_tiled + (size_t)(q - q % CPU_SUBBATCH) * hd + q % CPU_SUBBATCH;
