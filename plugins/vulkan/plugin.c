@@ -105,17 +105,19 @@ int vk_denorm_choose(int reported, const char **setting)
     return -1;
 }
 
-/* Which SPIR-V the quantize and rows shaders come from on a device that
- * does or does not report shaderDenormPreserveFloat32, for its driver line
- * and the open log: "DenormPreserve 32 (TURBO_VK_DENORM=auto, reported)". */
-static void denorm_describe(int reported, char *out, size_t size)
+/* Which SPIR-V the quantize and rows shaders come from (preserve: the
+ * one with DenormPreserve 32; -1: TURBO_VK_DENORM is wrong) on a device
+ * that does or does not report shaderDenormPreserveFloat32, for its driver
+ * line and the open log: "DenormPreserve 32 (TURBO_VK_DENORM=auto,
+ * reported)". */
+static void denorm_describe(int preserve, int reported, char *out, size_t size)
 {
     const char *setting;
-    int preserve = vk_denorm_choose(reported, &setting);
+    vk_denorm_choose(reported, &setting);
     if (preserve < 0)
         snprintf(out, size, "TURBO_VK_DENORM=%.24s is not auto, preserve or off", setting);
     else
-        snprintf(out, size, "%s (TURBO_VK_DENORM=%s, %s)", preserve ? "DenormPreserve 32" : "no DenormPreserve",
+        snprintf(out, size, "%s (TURBO_VK_DENORM=%.10s, %s)", preserve ? "DenormPreserve 32" : "no DenormPreserve",
                  setting, reported ? "reported" : "not reported");
 }
 
@@ -348,7 +350,8 @@ static void describe(const struct vk_fns *fn, const struct vk_candidate *c, stru
     d->memory_bytes = device_memory(fn, c->physical);
     snprintf(d->name, sizeof d->name, "%.127s", c->props.deviceName);
     char denorm[72];
-    denorm_describe(c->denorm_reported, denorm, sizeof denorm);
+    const char *setting;
+    denorm_describe(vk_denorm_choose(c->denorm_reported, &setting), c->denorm_reported, denorm, sizeof denorm);
     snprintf(d->driver, sizeof d->driver, "%.54s; %s", c->driver, denorm);
 }
 
@@ -726,7 +729,7 @@ static int adopt(struct vk_device *dev, const struct tkv_host_device *host)
         (rc = vk_pipelines_create(dev)) != TKV_OK || (rc = vk_tables_upload(dev)) != TKV_OK)
         return rc;
     char denorm[72];
-    denorm_describe(dev->denorm_reported, denorm, sizeof denorm);
+    denorm_describe(dev->denorm_preserve, dev->denorm_reported, denorm, sizeof denorm); /* as pipelines.c made them */
     vk_svc->log(TKV_LOG_INFO, "vulkan: opened on the host's device %s (%s; %s), queue family %u",
                 c.props.deviceName, c.driver, denorm, c.queue_family);
     return TKV_OK;
@@ -763,7 +766,7 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
         (rc = vk_tables_upload(dev)) != TKV_OK)
         goto fail;
     char denorm[72];
-    denorm_describe(dev->denorm_reported, denorm, sizeof denorm);
+    denorm_describe(dev->denorm_preserve, dev->denorm_reported, denorm, sizeof denorm); /* as pipelines.c made them */
     vk_svc->log(TKV_LOG_INFO, "vulkan: opened %s (%s; %s)", c->props.deviceName, c->driver, denorm);
     if (!dev->fp64)
         vk_svc->log(TKV_LOG_WARN,
