@@ -115,7 +115,7 @@ static void denorm_describe(int preserve, int reported, char *out, size_t size)
     const char *setting;
     vk_denorm_choose(reported, &setting);
     if (preserve < 0)
-        snprintf(out, size, "TURBO_VK_DENORM=%.24s is not auto, preserve or off", setting);
+        snprintf(out, size, "TURBO_VK_DENORM=%.16s is not auto, preserve or off", setting);
     else
         snprintf(out, size, "%s (TURBO_VK_DENORM=%.10s, %s)", preserve ? "DenormPreserve 32" : "no DenormPreserve",
                  setting, reported ? "reported" : "not reported");
@@ -352,7 +352,9 @@ static void describe(const struct vk_fns *fn, const struct vk_candidate *c, stru
     char denorm[72];
     const char *setting;
     denorm_describe(vk_denorm_choose(c->denorm_reported, &setting), c->denorm_reported, denorm, sizeof denorm);
-    snprintf(d->driver, sizeof d->driver, "%.54s; %s", c->driver, denorm);
+    /* the driver's part cut where both would not fit in the 120 characters
+     * the core's plugin report shows (the phrase has at most 61) */
+    snprintf(d->driver, sizeof d->driver, "%.*s; %s", (int)(120 - 2 - strlen(denorm)), c->driver, denorm);
 }
 
 static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_found)
