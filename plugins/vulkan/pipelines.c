@@ -5,7 +5,9 @@
  * merge shaders take their row formats as push constants, so each is one
  * pipeline created at open; the attention shader is specialized per K and V
  * format, head_dim and query tile (its inner loops and register arrays are
- * sized by them) and each specialization is created on first use.
+ * sized by them) and each specialization is created on first use. quantize
+ * and rows come from the SPIR-V with the execution mode DenormPreserve 32
+ * where dev->denorm_preserve says so (TURBO_VK_DENORM, plugin.c).
  */
 #include <ctype.h>
 #include <stdio.h>
@@ -18,9 +20,47 @@
 #include "decode_spv.h"
 #include "decode_wide_spv.h"
 #include "merge_spv.h"
+#include "quantize_fp32_denorm_spv.h"
 #include "quantize_fp32_spv.h"
+#include "quantize_fp64_denorm_spv.h"
 #include "quantize_fp64_spv.h"
+#include "rows_denorm_spv.h"
 #include "rows_spv.h"
+
+/* SPIR-V: a header of 5 words, then instructions, each a word (word count
+ * << 16 | opcode) and its operands. OpExecutionMode (opcode 16): entry
+ * point, mode, literals; DenormPreserve is mode 4459, its literal the bit
+ * width. */
+#define SPV_OP_EXECUTION_MODE 16u
+#define SPV_MODE_DENORM_PRESERVE 4459u
+
+int vk_spirv_denorm_preserve(const uint32_t *code, size_t size)
+{
+    const size_t n = size / 4;
+    for (size_t at = 5; at < n;) {
+        const uint32_t words = code[at] >> 16, op = code[at] & 0xffffu;
+        if (words == 0 || words > n - at)
+            return 0;
+        if (op == SPV_OP_EXECUTION_MODE && words >= 4 && code[at + 2] == SPV_MODE_DENORM_PRESERVE &&
+            code[at + 3] == 32u)
+            return 1;
+        at += words;
+    }
+    return 0;
+}
+
+/* One of the embedded SPIR-V arrays. */
+struct spirv {
+    const uint32_t *code;
+    size_t size;
+};
+#define SPIRV(a) { a, sizeof a }
+/* [fp64][denorm_preserve] */
+static const struct spirv quantize_spirv[2][2] = {
+    { SPIRV(quantize_fp32_spv), SPIRV(quantize_fp32_denorm_spv) },
+    { SPIRV(quantize_fp64_spv), SPIRV(quantize_fp64_denorm_spv) },
+};
+static const struct spirv rows_spirv[2] = { SPIRV(rows_spv), SPIRV(rows_denorm_spv) };
 
 static int create_module(struct vk_device *dev, enum vk_shader which, const uint32_t *code, size_t size,
                          const char *name)
@@ -162,13 +202,26 @@ static int create_pipeline(struct vk_device *dev, enum vk_shader which, const ui
     return TKV_OK;
 }
 
+/* A module whose float arithmetic reaches stored bytes or dequantized
+ * values: from the SPIR-V with DenormPreserve 32 or the one without, as
+ * dev->denorm_preserve says; the one given must say the same (a build that
+ * embedded the wrong one fails here). */
+static int create_exact_module(struct vk_device *dev, enum vk_shader which, const struct spirv *variants,
+                               const char *name)
+{
+    const struct spirv *s = &variants[dev->denorm_preserve ? 1 : 0];
+    if (vk_spirv_denorm_preserve(s->code, s->size) != dev->denorm_preserve)
+        return VK_ERROR_STATUS(TKV_EPLUGIN, "open: the %s shader's SPIR-V %s the execution mode DenormPreserve 32",
+                               name, dev->denorm_preserve ? "lacks" : "has");
+    return create_module(dev, which, s->code, s->size, name);
+}
+
 int vk_pipelines_create(struct vk_device *dev)
 {
     int rc;
     VkResult r;
-    if ((rc = create_module(dev, VK_SHADER_QUANTIZE, dev->fp64 ? quantize_fp64_spv : quantize_fp32_spv,
-                            dev->fp64 ? sizeof quantize_fp64_spv : sizeof quantize_fp32_spv, "quantize")) != TKV_OK ||
-        (rc = create_module(dev, VK_SHADER_ROWS, rows_spv, sizeof rows_spv, "rows")) != TKV_OK ||
+    if ((rc = create_exact_module(dev, VK_SHADER_QUANTIZE, quantize_spirv[dev->fp64 ? 1 : 0], "quantize")) != TKV_OK ||
+        (rc = create_exact_module(dev, VK_SHADER_ROWS, rows_spirv, "rows")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_ATTENTION, attention_spv, sizeof attention_spv, "attention")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_DECODE, decode_spv, sizeof decode_spv, "decode")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_DECODE_WIDE, decode_wide_spv, sizeof decode_wide_spv, "decode_wide")) !=

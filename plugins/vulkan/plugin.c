@@ -88,6 +88,39 @@ void vk_knobs_read(struct vk_device *dev)
     }
 }
 
+/* ---- fp32 subnormals (README "fp32 subnormals") ---------------------------- */
+
+int vk_denorm_choose(int reported, const char **setting)
+{
+    const char *v = getenv("TURBO_VK_DENORM");
+    if (!v || !*v)
+        v = "auto";
+    *setting = v;
+    if (!strcmp(v, "auto"))
+        return reported ? 1 : 0;
+    if (!strcmp(v, "preserve"))
+        return 1;
+    if (!strcmp(v, "off"))
+        return 0;
+    return -1;
+}
+
+/* Which SPIR-V the quantize and rows shaders come from (preserve: the
+ * one with DenormPreserve 32; -1: TURBO_VK_DENORM is wrong) on a device
+ * that does or does not report shaderDenormPreserveFloat32, for its driver
+ * line and the open log: "DenormPreserve 32 (TURBO_VK_DENORM=auto,
+ * reported)". */
+static void denorm_describe(int preserve, int reported, char *out, size_t size)
+{
+    const char *setting;
+    vk_denorm_choose(reported, &setting);
+    if (preserve < 0)
+        snprintf(out, size, "TURBO_VK_DENORM=%.16s is not auto, preserve or off", setting);
+    else
+        snprintf(out, size, "%s (TURBO_VK_DENORM=%.10s, %s)", preserve ? "DenormPreserve 32" : "no DenormPreserve",
+                 setting, reported ? "reported" : "not reported");
+}
+
 /* ---- the Vulkan functions ------------------------------------------------ */
 
 const char *vk_fns_instance(struct vk_fns *fn, PFN_vkGetInstanceProcAddr gipa, VkInstance instance)
@@ -124,6 +157,7 @@ struct vk_candidate {
     uint32_t queue_family;
     uint32_t timestamp_bits; /* the queue family's timestampValidBits (0: no timestamps) */
     int fp64;
+    int denorm_reported; /* shaderDenormPreserveFloat32 */
     uint32_t subgroup; /* the subgroup size where it is fixed (min = max), else 0 */
     int subgroup_wide; /* subgroup shuffles and ballots in compute (decode_wide.comp) */
     VkPhysicalDeviceProperties props;
@@ -216,6 +250,7 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
     c->queue_family = q;
     c->timestamp_bits = families[q].timestampValidBits;
     c->fp64 = f2.features.shaderFloat64 != 0;
+    c->denorm_reported = p12.shaderDenormPreserveFloat32 != 0;
     const VkSubgroupFeatureFlags wide_ops = VK_SUBGROUP_FEATURE_SHUFFLE_BIT | VK_SUBGROUP_FEATURE_BALLOT_BIT;
     c->subgroup_wide = (p11.subgroupSupportedOperations & wide_ops) == wide_ops;
     /* decode.comp sizes its registers by the subgroup: only where every
@@ -314,7 +349,12 @@ static void describe(const struct vk_fns *fn, const struct vk_candidate *c, stru
     }
     d->memory_bytes = device_memory(fn, c->physical);
     snprintf(d->name, sizeof d->name, "%.127s", c->props.deviceName);
-    snprintf(d->driver, sizeof d->driver, "%s", c->driver);
+    char denorm[72];
+    const char *setting;
+    denorm_describe(vk_denorm_choose(c->denorm_reported, &setting), c->denorm_reported, denorm, sizeof denorm);
+    /* the driver's part cut where both would not fit in the 120 characters
+     * the core's plugin report shows (the phrase has at most 61) */
+    snprintf(d->driver, sizeof d->driver, "%.*s; %s", (int)(120 - 2 - strlen(denorm)), c->driver, denorm);
 }
 
 static int vk_probe(struct tkv_device_info *devs, uint32_t max, uint32_t *n_found)
@@ -582,6 +622,17 @@ static int take_properties(struct vk_device *dev, const struct vk_candidate *c)
 {
     dev->props = c->props;
     dev->fp64 = c->fp64;
+    dev->denorm_reported = c->denorm_reported;
+    const char *denorm;
+    int preserve = vk_denorm_choose(c->denorm_reported, &denorm);
+    if (preserve < 0)
+        return VK_ERROR_STATUS(TKV_ECONFIG, "open: TURBO_VK_DENORM=%s: expected auto, preserve or off", denorm);
+    dev->denorm_preserve = preserve;
+    if (preserve && !c->denorm_reported)
+        vk_svc->log(TKV_LOG_WARN,
+                    "vulkan: TURBO_VK_DENORM=preserve: %s does not report shaderDenormPreserveFloat32, the "
+                    "quantize and rows shaders declare DenormPreserve 32 anyway (a setting for tests)",
+                    c->props.deviceName);
     dev->subgroup = c->subgroup;
     dev->subgroup_wide = c->subgroup_wide;
     dev->max_allocation = c->max_allocation;
@@ -679,8 +730,10 @@ static int adopt(struct vk_device *dev, const struct tkv_host_device *host)
     if ((rc = take_properties(dev, &c)) != TKV_OK || (rc = create_objects(dev, &c)) != TKV_OK ||
         (rc = vk_pipelines_create(dev)) != TKV_OK || (rc = vk_tables_upload(dev)) != TKV_OK)
         return rc;
-    vk_svc->log(TKV_LOG_INFO, "vulkan: opened on the host's device %s (%s), queue family %u", c.props.deviceName,
-                c.driver, c.queue_family);
+    char denorm[72];
+    denorm_describe(dev->denorm_preserve, dev->denorm_reported, denorm, sizeof denorm); /* as pipelines.c made them */
+    vk_svc->log(TKV_LOG_INFO, "vulkan: opened on the host's device %s (%s; %s), queue family %u",
+                c.props.deviceName, c.driver, denorm, c.queue_family);
     return TKV_OK;
 }
 
@@ -714,7 +767,9 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
         (rc = create_objects(dev, c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
         (rc = vk_tables_upload(dev)) != TKV_OK)
         goto fail;
-    vk_svc->log(TKV_LOG_INFO, "vulkan: opened %s (%s)", c->props.deviceName, c->driver);
+    char denorm[72];
+    denorm_describe(dev->denorm_preserve, dev->denorm_reported, denorm, sizeof denorm); /* as pipelines.c made them */
+    vk_svc->log(TKV_LOG_INFO, "vulkan: opened %s (%s; %s)", c->props.deviceName, c->driver, denorm);
     if (!dev->fp64)
         vk_svc->log(TKV_LOG_WARN,
                     "vulkan: %s lacks shaderFloat64: norms are summed in float, so stored scales may differ "

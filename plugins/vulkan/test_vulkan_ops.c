@@ -4,6 +4,10 @@
  * dlopen'ed, given a minimal services table and the core's tables, and
  *   - device_caps describes what the shaders run, and refuses a device
  *     that does not exist;
+ *   - TURBO_VK_DENORM picks the quantize and rows shaders' SPIR-V with or
+ *     without DenormPreserve 32 as documented (auto: where the device
+ *     reports shaderDenormPreserveFloat32), the device's driver line and
+ *     the open log say which, and any other value fails open;
  *   - rows appended into a paged pool (block_tokens 1 .. 256, blocks in
  *     scrambled order, several appends) are byte for byte the rows of a
  *     contiguous pool, no other row is touched, and they dequantize alike
@@ -42,10 +46,18 @@ static const struct tkv_plugin *P;
 static void *dev;
 static char last_error[1024];
 
+static char opened_line[1024]; /* the plugin's last "vulkan: opened ..." log line */
+
 static void svc_log(int level, const char *fmt, ...)
 {
     (void)level;
-    (void)fmt;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (!strncmp(line, "vulkan: opened", 14))
+        snprintf(opened_line, sizeof opened_line, "%s", line);
 }
 
 static int svc_error(int status, const char *fmt, ...)
@@ -209,6 +221,76 @@ static void test_device_caps(void **state)
     CALL(P->probe(info, 8, &n));
     assert_int_equal(P->device_caps(n, &caps), TKV_ERANGE);
     assert_non_null(strstr(last_error, "does not exist"));
+}
+
+/* ---- fp32 subnormals: TURBO_VK_DENORM ------------------------------------------ */
+
+/* With TURBO_VK_DENORM = setting (NULL: unset), probe's driver line of
+ * device 0 and the log of opening it say "DenormPreserve 32" where preserve
+ * is 1, "no DenormPreserve" where it is 0, and where it is -1 (auto) the
+ * one that follows from whether the line says the device reports
+ * shaderDenormPreserveFloat32. */
+static void check_denorm(const char *setting, int preserve)
+{
+    const char *shown = setting && *setting ? setting : "auto";
+    if (setting)
+        setenv("TURBO_VK_DENORM", setting, 1);
+    else
+        unsetenv("TURBO_VK_DENORM");
+    struct tkv_device_info info[8];
+    uint32_t n = 0;
+    CALL(P->probe(info, 8, &n));
+    const int reported = strstr(info[0].driver, ", reported)") != NULL;
+    if (!reported && !strstr(info[0].driver, ", not reported)"))
+        fail_msg("TURBO_VK_DENORM=%s: driver line '%s' does not say whether shaderDenormPreserveFloat32 is reported",
+                 shown, info[0].driver);
+    if (preserve < 0)
+        preserve = reported;
+    char phrase[128];
+    snprintf(phrase, sizeof phrase, "; %s (TURBO_VK_DENORM=%s, %s)",
+             preserve ? "DenormPreserve 32" : "no DenormPreserve", shown, reported ? "reported" : "not reported");
+    if (!strstr(info[0].driver, phrase))
+        fail_msg("TURBO_VK_DENORM=%s: driver line '%s', want '%s'", shown, info[0].driver, phrase);
+    struct tkv_open_params op = {
+        .struct_size = sizeof op, .device_index = 0, .math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT),
+    };
+    void *d = NULL;
+    opened_line[0] = 0;
+    CALL(P->open(&op, &d));
+    P->close(d);
+    if (!strstr(opened_line, phrase))
+        fail_msg("TURBO_VK_DENORM=%s: open logged '%s', want '%s'", shown, opened_line, phrase);
+}
+
+static void test_denorm_setting(void **state)
+{
+    (void)state;
+    const char *before = getenv("TURBO_VK_DENORM");
+    char *saved = before ? strdup(before) : NULL;
+    check_denorm("preserve", 1);
+    check_denorm("off", 0);
+    check_denorm("auto", -1);
+    check_denorm("", -1);
+    check_denorm(NULL, -1);
+    /* any other value: probe says so, open fails */
+    setenv("TURBO_VK_DENORM", "Preserve", 1);
+    struct tkv_device_info info[8];
+    uint32_t n = 0;
+    CALL(P->probe(info, 8, &n));
+    assert_non_null(strstr(info[0].driver, "TURBO_VK_DENORM=Preserve is not auto, preserve or off"));
+    struct tkv_open_params op = {
+        .struct_size = sizeof op, .device_index = 0, .math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT),
+    };
+    void *d = NULL;
+    last_error[0] = 0;
+    assert_int_equal(P->open(&op, &d), TKV_ECONFIG);
+    assert_null(d);
+    assert_non_null(strstr(last_error, "TURBO_VK_DENORM=Preserve: expected auto, preserve or off"));
+    if (saved)
+        setenv("TURBO_VK_DENORM", saved, 1);
+    else
+        unsetenv("TURBO_VK_DENORM");
+    free(saved);
 }
 
 /* ---- stored rows ------------------------------------------------------------- */
@@ -502,6 +584,7 @@ int main(int argc, char **argv)
         cmocka_set_test_filter(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_caps),
+        cmocka_unit_test(test_denorm_setting),
         cmocka_unit_test(test_paged_rows),
         cmocka_unit_test(test_buffer_copy),
         cmocka_unit_test(test_attention),

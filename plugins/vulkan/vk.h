@@ -271,6 +271,9 @@ struct vk_device {
     uint32_t device_types[VK_MAX_MEMORY_TYPES], n_device_types;
     uint32_t host_types[VK_MAX_MEMORY_TYPES], n_host_types;
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
+    int denorm_reported;     /* shaderDenormPreserveFloat32 */
+    int denorm_preserve;     /* quantize and rows from their DenormPreserve 32 SPIR-V (TURBO_VK_DENORM) */
+    uint32_t denorm_modules; /* a bit per enum vk_shader whose module declares DenormPreserve 32 */
     int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled: 1, and 2
                               * with TURBO_VK_PROFILE_DIR (internal representations captured) */
     int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
@@ -315,6 +318,17 @@ struct vk_device {
 
 /* Reads the measurement knobs (plugin.c). */
 void vk_knobs_read(struct vk_device *dev);
+
+/* TURBO_VK_DENORM (README "fp32 subnormals"): auto (unset or empty: the
+ * DenormPreserve 32 SPIR-V where the device reports
+ * shaderDenormPreserveFloat32), preserve (always: for tests on a device
+ * that does not report it), off (never). 1 preserve, 0 not, -1 for any
+ * other value; *setting is the value read ("auto" when unset). */
+int vk_denorm_choose(int reported, const char **setting);
+
+/* Whether the SPIR-V code (size bytes) declares the execution mode
+ * DenormPreserve for 32-bit floats (pipelines.c). */
+int vk_spirv_denorm_preserve(const uint32_t *code, size_t size);
 
 /* The device's scratch: *slot grows to hold at least bytes (contents are
  * not kept). host picks the staging memory type. */

@@ -9,6 +9,19 @@
 #extension GL_EXT_buffer_reference2 : require
 #extension GL_EXT_shader_explicit_arithmetic_types : require
 
+// TKV_DENORM_PRESERVE 1 (the second SPIR-V of the shaders whose float
+// arithmetic reaches stored bytes or dequantized values: quantize, rows):
+// the execution mode DenormPreserve for 32-bit floats (SPV_KHR_float_controls,
+// core in Vulkan 1.2; capability DenormPreserve = 4464, execution mode
+// DenormPreserve = 4459, its literal the bit width). Without it a driver may
+// flush fp32 subnormals in arithmetic and comparisons (NVIDIA's does), where
+// the reference keeps them. The plugin picks this SPIR-V where the device
+// reports shaderDenormPreserveFloat32 (README "fp32 subnormals").
+#if defined(TKV_DENORM_PRESERVE) && TKV_DENORM_PRESERVE
+#extension GL_EXT_spirv_intrinsics : require
+spirv_execution_mode(extensions = ["SPV_KHR_float_controls"], capabilities = [4464], 4459, 32);
+#endif
+
 #include "interface.h"
 #include "turbokv_scalar.h"
 
