@@ -98,88 +98,105 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_la
            (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12;
 }
 
-/* Whether decode.comp runs this call, and the most query rows per unit it
- * takes (0: the attention shader runs). Its assumptions (decode.comp's
- * head comment): subgroups of one fixed size that divides the workgroup,
- * head_dim a multiple of 32 and of it with a power-of-two number of
- * coordinates per lane (at most 16), turbo groups of multiples of 32
- * values, no QJL part and no f32 rows, and at most 32 accumulators per
- * lane (64 with outlier-split values, whose outliers have their own) (H200, 4 query tokens of a GQA group of 4 at 128K: 8 query rows a
- * unit 644 us, 16 rows 911, 4 rows 758; TURBO_VK_DECODE_QT). */
-static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
+/* What decode.comp and decode_wide.comp both assume of the device and
+ * head_dim: subgroups of one fixed size of at least 4 that divides the
+ * workgroup, head_dim a multiple of 32 and of it with a power-of-two number
+ * of coordinates per lane, at most 16. Those coordinates per lane, or 0
+ * where either shader cannot run (or TURBO_VK_DECODE=0). */
+static uint32_t subgroup_dpl(const struct vk_device *dev, uint32_t hd)
 {
-    const uint32_t sg = dev->subgroup, hd = kl->head_dim;
+    const uint32_t sg = dev->subgroup;
     if (sg < 4 || dev->knobs.no_decode || sg > TKV_VK_WG || TKV_VK_WG % sg || hd % 32 || hd % sg)
         return 0;
     const uint32_t dpl = hd / sg;
-    if ((dpl & (dpl - 1)) || dpl > 16)
-        return 0;
-    const struct vk_layout *both[2] = { kl, vl };
-    for (int i = 0; i < 2; i++) {
-        const struct vk_layout *l = both[i];
-        if (l->encoding == TKV_VK_ENC_F32 || l->qjl || (l->row_bytes + 3) / 4 > TKV_VK_DECODE_ROW_WORDS)
+    return (dpl & (dpl - 1)) || dpl > 16 ? 0 : dpl;
+}
+
+/* Whether every turbo group of a row holds a multiple of 32 values (both
+ * shaders walk a row's values 32 at a time). */
+static int groups_of_32(const struct vk_layout *l)
+{
+    for (uint32_t g = 0; g < 16; g++)
+        if (((l->groups[g / 4] >> (8 * (g % 4))) & 0xffu) % 32)
             return 0;
-        if (l->encoding == TKV_VK_ENC_TURBO)
-            for (uint32_t g = 0; g < 16; g++) {
-                uint32_t size = (l->groups[g / 4] >> (8 * (g % 4))) & 0xffu;
-                if (size % 32)
-                    return 0;
-            }
-    }
-    uint32_t qt = 32 / dpl > 8 ? 8 : 32 / dpl > 1 ? 32 / dpl : 1;
+    return 1;
+}
+
+/* The most query rows per unit of either shader: acc accumulators per lane
+ * by default (1 to 8 rows), or TURBO_VK_DECODE_QT rows (up to 64
+ * accumulators), fewer while its shared arrays (shared_bytes) do not fit
+ * the device; 0 where not even one row does. */
+static uint32_t unit_rows(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl,
+                          uint32_t dpl, uint32_t acc,
+                          uint64_t (*shared_bytes)(uint32_t, uint32_t, const struct vk_layout *,
+                                                   const struct vk_layout *, uint32_t))
+{
+    uint32_t qt = acc / dpl > 8 ? 8 : acc / dpl > 1 ? acc / dpl : 1;
     if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
         qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
-    while (qt && decode_shared_bytes(hd, qt, kl, vl, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
+    while (qt && shared_bytes(kl->head_dim, qt, kl, vl, TKV_VK_WG / dev->subgroup) >
+                     dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;
 }
 
+/* Whether decode.comp runs this call, and the most query rows per unit it
+ * takes (0: the attention shader runs). Its assumptions (decode.comp's
+ * head comment): subgroup_dpl's, turbo groups of multiples of 32 values,
+ * no QJL part and no f32 rows, rows of at most TKV_VK_DECODE_ROW_WORDS
+ * words, and at most 32 accumulators per lane (64 with outlier-split
+ * values, whose outliers have their own) (H200, 4 query tokens of a GQA
+ * group of 4 at 128K: 8 query rows a unit 644 us, 16 rows 911, 4 rows 758;
+ * TURBO_VK_DECODE_QT). */
+static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
+{
+    const uint32_t dpl = subgroup_dpl(dev, kl->head_dim);
+    if (!dpl)
+        return 0;
+    const struct vk_layout *both[2] = { kl, vl };
+    for (int i = 0; i < 2; i++) {
+        const struct vk_layout *l = both[i];
+        if (l->encoding == TKV_VK_ENC_F32 || l->qjl || (l->row_bytes + 3) / 4 > TKV_VK_DECODE_ROW_WORDS ||
+            (l->encoding == TKV_VK_ENC_TURBO && !groups_of_32(l)))
+            return 0;
+    }
+    return unit_rows(dev, kl, vl, dpl, 32, decode_shared_bytes);
+}
+
 /* Shared memory of decode_wide.comp with qt query rows per unit: row
  * addresses (two uvec4 arrays of half a workgroup), weights, codebooks,
- * the partials, the reductions. */
-static uint64_t wide_shared_bytes(uint32_t hd, uint32_t qt, uint32_t nsg)
+ * the partials, the reductions (the formats do not change it). */
+static uint64_t wide_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_layout *kl, const struct vk_layout *vl,
+                                  uint32_t nsg)
 {
+    (void)kl;
+    (void)vl;
     return 2ull * (TKV_VK_WG / 2) * 16 + (uint64_t)TKV_VK_WG * ((qt + 3) / 4) * 16 + 80 * 4 + (uint64_t)qt * hd * 4 +
            (uint64_t)nsg * qt * 12;
 }
 
 /* Whether decode_wide.comp runs this call (called where decode.comp does
  * not), and the most query rows per unit it takes (0: the attention shader
- * runs). Its assumptions (decode_wide.comp's head comment): subgroups of
- * one fixed size of at least 4 that divides the workgroup, with shuffles
- * and ballots;
- * head_dim a multiple of 32 and of it, with a power-of-two number of
- * coordinates per lane up to 16; f16 or q8_0 keys; f16, q8_0 or turbo
+ * runs). Its assumptions (decode_wide.comp's head comment): subgroup_dpl's,
+ * with shuffles and ballots; f16 or q8_0 keys; f16, q8_0 or turbo
  * values, turbo without a QJL part or outliers and with groups of
  * multiples of 32 values. Up to 16 accumulators per lane (TURBO_VK_DECODE_QT:
  * up to 64): the queries, accumulators and pending scores of a unit live
  * in registers beside a group of rows' words. */
 static uint32_t wide_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
 {
-    const uint32_t sg = dev->subgroup, hd = kl->head_dim;
-    if (sg < 4 || !dev->subgroup_wide || dev->knobs.no_decode || dev->knobs.no_wide || sg > TKV_VK_WG ||
-        TKV_VK_WG % sg || hd % 32 || hd % sg)
-        return 0;
-    const uint32_t dpl = hd / sg;
-    if ((dpl & (dpl - 1)) || dpl > 16)
+    const uint32_t dpl = subgroup_dpl(dev, kl->head_dim);
+    if (!dpl || !dev->subgroup_wide || dev->knobs.no_wide)
         return 0;
     if (kl->encoding != TKV_VK_ENC_F16 && kl->encoding != TKV_VK_ENC_Q8_0)
         return 0;
     if (vl->encoding == TKV_VK_ENC_TURBO) {
-        if (vl->qjl || vl->split)
+        if (vl->qjl || vl->split || !groups_of_32(vl))
             return 0;
-        for (uint32_t g = 0; g < 16; g++)
-            if (((vl->groups[g / 4] >> (8 * (g % 4))) & 0xffu) % 32)
-                return 0;
     } else if (vl->encoding != TKV_VK_ENC_F16 && vl->encoding != TKV_VK_ENC_Q8_0) {
         return 0;
     }
-    uint32_t qt = 16 / dpl > 8 ? 8 : 16 / dpl > 1 ? 16 / dpl : 1;
-    if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
-        qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
-    while (qt && wide_shared_bytes(hd, qt, TKV_VK_WG / sg) > dev->props.limits.maxComputeSharedMemorySize)
-        qt--;
-    return qt;
+    return unit_rows(dev, kl, vl, dpl, 16, wide_shared_bytes);
 }
 
 /* The alignment in bytes, at most 16, of every row of a pool at address
