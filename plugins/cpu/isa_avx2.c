@@ -163,28 +163,13 @@ static inline vf vtab_decode(vtab t, const uint8_t *p, uint32_t bits)
 }
 
 /* For the outliers of the split types (simd_kernels.h, score_outliers and
- * accum_outliers): vq holds 8 floats, the queries of one sub-batch
- * (CPU_SUBBATCH); vf_gather takes base[idx[j]], vi_lane_times j * stride. */
+ * accum_outliers): vf_gather takes base[idx[j]], vi_lane_times j * stride,
+ * simd_vq.h the 8-float vectors of a sub-batch. */
 static inline vi vi_lane_times(uint32_t stride)
 {
     return _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)stride));
 }
-#define ISA_HAS_VQ 1
-typedef __m256 vq;
-static inline vq vq_load(const float *p) { return _mm256_loadu_ps(p); }
-static inline void vq_store(float *p, vq a) { _mm256_storeu_ps(p, a); }
-static inline vq vq_set1(float x) { return _mm256_set1_ps(x); }
-typedef __m256i vqi;
-static inline vqi vqi_lane_times(uint32_t stride) { return vi_lane_times(stride); }
-/* base[idx[j]] for the lanes j < n, 0 in the others (not read) */
-static inline vq vq_gather_first(const float *base, vqi idx, uint32_t n)
-{
-    const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, idx, _mm256_castsi256_ps(live), 4);
-}
-/* the fp16 at p, as float, in every lane */
-static inline vq vq_half(const uint8_t *p) { return _mm256_cvtph_ps(_mm_set1_epi16((short)load_u16(p))); }
-static inline vq vq_fma(vq a, vq b, vq c) { return _mm256_fmadd_ps(a, b, c); }
+#include "simd_vq.h"
 static inline vf vf_gather(const float *base, vi idx) { return _mm256_i32gather_ps(base, idx, 4); }
 
 static inline vi vi_zero(void) { return _mm256_setzero_si256(); }
