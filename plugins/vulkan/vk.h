@@ -273,7 +273,6 @@ struct vk_device {
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
     int denorm_reported;     /* shaderDenormPreserveFloat32 */
     int denorm_preserve;     /* quantize and rows from their DenormPreserve 32 SPIR-V (TURBO_VK_DENORM) */
-    uint32_t denorm_modules; /* a bit per enum vk_shader whose module declares DenormPreserve 32 */
     int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled: 1, and 2
                               * with TURBO_VK_PROFILE_DIR (internal representations captured) */
     int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
