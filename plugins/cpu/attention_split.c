@@ -167,9 +167,8 @@ static void run_item(void *arg, uint32_t index, uint32_t thread)
     float row[TKV_HEAD_DIM_MAX];
 
     float *plain = kl->n_outliers ? th->queries + (size_t)CPU_UNIT_QUERIES * TKV_HEAD_DIM_MAX : NULL;
-    const size_t tiled = (size_t)(u->n_query + CPU_SUBBATCH - 1) / CPU_SUBBATCH * CPU_SUBBATCH * hd;
     if (plain)
-        memset(plain, 0, sizeof *plain * tiled);
+        memset(plain, 0, sizeof *plain * CPU_TILED_FLOATS(u->n_query, hd));
     for (uint32_t q = 0; q < u->n_query; q++) {
         uint32_t g = u->query0 + q, j = q % CPU_SUBBATCH, b0 = q - j;
         uint32_t nb = u->n_query - b0 < CPU_SUBBATCH ? u->n_query - b0 : CPU_SUBBATCH;

@@ -25,6 +25,10 @@
  * they share one pass over the K and V rows. */
 #define CPU_UNIT_QUERIES 32u
 #define CPU_LANES_MAX 16u
+/* Floats of n queries' head_dim values tiled by sub-batch (struct
+ * cpu_span's plain and acc_tiled): n rounded up to CPU_SUBBATCH. */
+#define CPU_TILED_FLOATS(n, head_dim)                                                            \
+    ((size_t)(((n) + CPU_SUBBATCH - 1) / CPU_SUBBATCH * CPU_SUBBATCH) * (head_dim))
 /* A thread's stage: the K and then the V rows of one block of lanes, and
  * the slack the kernels read past a row (CPU_BUFFER_SLACK). */
 #define CPU_STAGE_BYTES(k_row_bytes, v_row_bytes)                                              \

@@ -701,7 +701,7 @@ static void attend_span(struct cpu_span *sp)
     }
     memset(sp->acc, 0, sizeof *sp->acc * nq * hd);
     if (sp->acc_plain)
-        memset(sp->acc_tiled, 0, sizeof *sp->acc_tiled * ((nq + CPU_SUBBATCH - 1) / CPU_SUBBATCH * CPU_SUBBATCH) * hd);
+        memset(sp->acc_tiled, 0, sizeof *sp->acc_tiled * CPU_TILED_FLOATS(nq, hd));
     if (end > sp->end)
         end = sp->end;
     /* blocks of LANES rows at multiples of LANES, whatever the pool's blocks:
