@@ -16,10 +16,12 @@
  *     b = 1;
  *   - the nearest centroid: the count of the ascending boundaries (the
  *     midpoints of adjacent centroids) at or below y, so that a value on a
- *     boundary goes to the upper centroid (tkv_centroid_step);
+ *     boundary goes to the upper centroid, except that a zero y on a
+ *     boundary of 0 goes by its sign bit (tkv_centroid_step);
  *   - q8_0 blocks: d = amax / 127 in float (correctly rounded), 1/d only
  *     where d >= FLT_MIN (else q = 0: tkv_q8_0_invertible), q = roundf(x *
- *     (1/d)), half away from zero (tkv_round_half_away), d stored through
+ *     (1/d)) with subnormal x exact (tkv_q8_0_product), half away from
+ *     zero (tkv_round_half_away), d stored through
  *     tkv_fp16_saturated; the block length (tkv_q8_0_block_len);
  *   - the outliers of the outlier-split types: how many (tkv_outlier_count),
  *     the bytes of an index (tkv_outlier_index_bytes) and their order, |x|
@@ -259,7 +261,17 @@ TKV_FN TKV_U32 tkv_bits_at(TKV_U32 w, TKV_U32 shift, TKV_U32 n) { return TKV_BIT
  * centroid is the sum of the votes of the 2^b - 1 ascending boundaries of
  * the b-bit codebook: a value equal to a boundary goes to the centroid
  * above it. */
-TKV_FN TKV_U32 tkv_centroid_step(float y, float boundary) { return y >= boundary ? 1u : 0u; }
+TKV_FN TKV_U32 tkv_centroid_step(float y, float boundary)
+{
+    /* At a boundary of 0 (every symmetric codebook of an even number of
+     * levels has one) a zero y goes by its sign bit: -0 below, +0 above, as
+     * the negative and positive subnormals that a device flushing them to
+     * signed zero (NVIDIA's Vulkan driver, which reports no DenormPreserve)
+     * turns into them. NaN votes 0 at every boundary. */
+    if (y == boundary && boundary == 0.0f)
+        return (TKV_F32_BITS(y) >> 31) ^ 1u;
+    return y >= boundary ? 1u : 0u;
+}
 
 /* ---- q8_0 ------------------------------------------------------------------- */
 
@@ -273,6 +285,27 @@ TKV_FN TKV_U32 tkv_q8_0_block_len(TKV_U32 head_dim, TKV_U32 first)
  * where d >= FLT_MIN (1/d would overflow below it); else its q are 0 (its
  * fp16 d is 0 anyway). */
 TKV_FN TKV_BOOL tkv_q8_0_invertible(float d) { return d >= TKV_F32_FROM_BITS(0x00800000u); }
+
+/* x * id, the product q8_0 rounds, as a device that keeps subnormals
+ * computes it, also on one that flushes subnormal operands to zero: there
+ * a subnormal x (m 2^-149, m its significand's bits) becomes
+ * (m 2^-23) (id 2^-126), the same exact product of two normal floats, so
+ * the same correctly rounded result. Only ids of at least 2^125 need it
+ * (below, |x id| < 1/2 and q is 0 either way); ids are at most 2^126
+ * (d >= FLT_MIN), so both factors stay normal. */
+TKV_FN float tkv_q8_0_product(float x, float id)
+{
+    TKV_U32 b = TKV_F32_BITS(x);
+    TKV_PRECISE float p;
+    if ((b & 0x7f800000u) != 0u || !(id >= TKV_F32_FROM_BITS(0x7e000000u))) { /* 2^125 */
+        p = x * id;
+        return p;
+    }
+    TKV_PRECISE float m = TKV_TO_F32(b & 0x007fffffu) * TKV_F32_FROM_BITS(0x34000000u); /* 2^-23 */
+    TKV_PRECISE float s = id * TKV_F32_FROM_BITS(0x00800000u); /* 2^-126 */
+    p = m * s;
+    return (b >> 31) != 0u ? -p : p;
+}
 
 /* roundf(v): the nearest integer, halfway cases away from zero, for
  * |v| < 2^22 (q8_0 rounds |v| <= 127.5). Compares only, so no compiler

@@ -71,6 +71,17 @@ static void fill_rows(float *x, uint32_t n_tokens, uint32_t row, float scale)
     }
 }
 
+/* fill_rows' special rows are for the bytes test. Attention takes finite
+ * values within fp16's range: a key holding 1e6 makes scores of ~1e5 whose
+ * float rounding, which depends on the order of the sum, exceeds the
+ * tolerance where its large terms nearly cancel (with other seeds of the
+ * generator: f32 keys 2.3e-3, f16 keys saturated to +-65504 4.5e-4). */
+static void attention_rows(float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = isfinite(x[i]) && fabsf(x[i]) <= 65504.0f ? x[i] : 1.0f;
+}
+
 /* 1 if the backend under test holds keys kt and values vt (its device
  * capabilities); else prints that the pair is skipped and why, once per pair. */
 static int backend_holds(uint32_t kt, uint32_t vt)
@@ -192,10 +203,8 @@ static void attention_agrees(void **state)
                     uint32_t len = n_ctx + 7 * s; /* the sequences differ in length */
                     fill_rows(k, len, row, 3.0f);
                     fill_rows(v, len, row, 0.5f);
-                    for (uint32_t i = 0; i < len * row; i++) { /* the special rows are for the bytes test */
-                        k[i] = isfinite(k[i]) ? k[i] : 1.0f;
-                        v[i] = isfinite(v[i]) ? v[i] : 1.0f;
-                    }
+                    attention_rows(k, (size_t)len * row);
+                    attention_rows(v, (size_t)len * row);
                     assert_int_equal(tkv_cache_append(a, s, 0, len, k, v), TKV_OK);
                     assert_int_equal(tkv_cache_append(b, s, 0, len, k, v), TKV_OK);
                 }
@@ -278,10 +287,8 @@ static void split_attention_rotations(void **state)
                 float *k = malloc(sizeof *k * CTX * row), *v = malloc(sizeof *v * CTX * row);
                 fill_rows(k, CTX, row, 3.0f);
                 fill_rows(v, CTX, row, 0.5f);
-                for (uint32_t i = 0; i < CTX * row; i++) {
-                    k[i] = isfinite(k[i]) ? k[i] : 1.0f;
-                    v[i] = isfinite(v[i]) ? v[i] : 1.0f;
-                }
+                attention_rows(k, (size_t)CTX * row);
+                attention_rows(v, (size_t)CTX * row);
                 assert_int_equal(tkv_cache_append(a, 0, 0, CTX, k, v), TKV_OK);
                 assert_int_equal(tkv_cache_append(b, 0, 0, CTX, k, v), TKV_OK);
                 assert_int_equal(compare_saved(a, b), 0);
@@ -336,10 +343,8 @@ static double paged_options_case(uint32_t kt, uint32_t vt, uint32_t dim, uint32_
     float *k = malloc(sizeof *k * CAP * KV * DIM), *v = malloc(sizeof *v * CAP * KV * DIM);
     fill_rows(k, CAP, KV * DIM, 3.0f);
     fill_rows(v, CAP, KV * DIM, 0.5f);
-    for (uint32_t i = 0; i < CAP * KV * DIM; i++) {
-        k[i] = isfinite(k[i]) ? k[i] : 1.0f;
-        v[i] = isfinite(v[i]) ? v[i] : 1.0f;
-    }
+    attention_rows(k, (size_t)CAP * KV * DIM);
+    attention_rows(v, (size_t)CAP * KV * DIM);
     const size_t row = KV * DIM;
     /* backend: seq 0 gets 0..300 in chunks interleaved with seq 2's 0..150;
      * seq 1 = fork of seq 0 at 200, truncated to 180, then rows 250..269 */
@@ -471,10 +476,8 @@ static void sparse_v_case(uint32_t kt, uint32_t vt)
     float *q = malloc(sizeof *q * QH * DIM), *out = malloc(sizeof *out * QH * DIM);
     fill_rows(k, CTX, KV * DIM, 3.0f);
     fill_rows(v, CTX, KV * DIM, 0.5f);
-    for (uint32_t i = 0; i < CTX * KV * DIM; i++) {
-        k[i] = isfinite(k[i]) ? k[i] : 1.0f;
-        v[i] = isfinite(v[i]) ? v[i] : 1.0f;
-    }
+    attention_rows(k, (size_t)CTX * KV * DIM);
+    attention_rows(v, (size_t)CTX * KV * DIM);
     for (uint32_t i = 0; i < QH * DIM; i++)
         q[i] = 2.0f * gauss();
     assert_int_equal(tkv_cache_append(c, 0, 0, CTX, k, v), TKV_OK);

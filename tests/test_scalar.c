@@ -288,13 +288,17 @@ static void index_stream(void **state)
 
 /* ---- nearest centroid -------------------------------------------------------- */
 
-/* The index of the nearest centroid by distance, ties to the upper one. */
+/* The index of the nearest centroid by distance, ties to the upper one
+ * except for -0 (a tie at 0 is between centroids either side of it: -0
+ * takes the one below). */
 static uint32_t ref_nearest(const float *c, uint32_t n, float y)
 {
     uint32_t best = 0;
-    for (uint32_t k = 1; k < n; k++)
-        if (fabs((double)y - c[k]) <= fabs((double)y - c[best]))
+    for (uint32_t k = 1; k < n; k++) {
+        double dk = fabs((double)y - c[k]), db = fabs((double)y - c[best]);
+        if (dk < db || (dk == db && !(y == 0.0f && signbit(y))))
             best = k;
+    }
     return best;
 }
 
@@ -325,8 +329,9 @@ static void nearest_centroid(void **state)
             for (int32_t s = -2000; s <= 2000; s++) {
                 float y = (float)s / 128.0f;
                 /* (near 0 a step that keeps |y - c| exact in double) */
-                float probe[] = { y, s ? nextafterf(y, -INFINITY) : -0x1p-30f, s ? nextafterf(y, INFINITY) : 0x1p-30f };
-                for (int i = 0; i < 3; i++)
+                float probe[] = { y, s ? nextafterf(y, -INFINITY) : -0x1p-30f, s ? nextafterf(y, INFINITY) : 0x1p-30f,
+                                  s ? y : -0.0f };
+                for (int i = 0; i < 4; i++)
                     if (header_nearest(b, n, probe[i]) != ref_nearest(c, n, probe[i]))
                         fail_msg("%u bits, y = %a: index %u, the nearest centroid is %u", bits, (double)probe[i],
                                  header_nearest(b, n, probe[i]), ref_nearest(c, n, probe[i]));
@@ -363,6 +368,56 @@ static void q8_0_rules(void **state)
     for (uint32_t hd = 8; hd <= TKV_HEAD_DIM_MAX; hd += 8)
         for (uint32_t first = 0; first < hd; first += TKV_Q8_0_BLOCK)
             assert_int_equal(tkv_q8_0_block_len(hd, first), hd - first < 32 ? hd - first : 32);
+}
+
+/* The two rules that keep subnormals exact where a device flushes them to
+ * signed zero (NVIDIA's Vulkan driver): the q8_0 product of a subnormal x,
+ * and -0 against a boundary of 0. The x86 control register's flush-to-zero
+ * and denormals-are-zero modes stand in for such a device: under them the
+ * plain product of a subnormal is 0, and the header's must still be the
+ * correctly rounded x id, taken before the modes are set. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define FLUSH_MODES 1
+#endif
+
+static void flushed_subnormals(void **state)
+{
+    (void)state;
+#ifdef FLUSH_MODES
+    enum { N = 4096 };
+    static float x[N], id[N], want[N], got[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = float_of((rand32() & 0x807fffffu) | (i == 0 ? 1u : 0u)); /* subnormal, or +-0 */
+        id[i] = float_of(0x7e000000u + rand32() % 0x00800001u);         /* 2^125 .. 2^126 */
+        if (i % 8 == 7)
+            id[i] = float_of(0x3f800000u + rand32() % 0x3e000000u); /* 1 .. 2^125: |x id| < 1/2 */
+        want[i] = x[i] * id[i];
+    }
+    const unsigned int saved = _mm_getcsr();
+    _mm_setcsr(saved | 0x8040u); /* FTZ | DAZ */
+    volatile float probe = x[0], times = id[0];
+    const float plain = probe * times;
+    for (int i = 0; i < N; i++)
+        got[i] = tkv_q8_0_product(x[i], id[i]);
+    volatile float y[] = { -0x1p-149f, 0x1p-149f, -0.0f, 0.0f, -FLT_MIN, FLT_MIN };
+    uint32_t step[6];
+    for (int i = 0; i < 6; i++)
+        step[i] = tkv_centroid_step(y[i], 0.0f);
+    _mm_setcsr(saved);
+    assert_true(plain == 0.0f); /* the modes are in effect */
+    for (int i = 0; i < N; i++)
+        if ((id[i] >= 0x1p125f && bits_of(got[i]) != bits_of(want[i])) ||
+            tkv_round_half_away(got[i]) != ref_round(want[i])) /* (below 2^125 only q counts: 0) */
+            fail_msg("flushing: tkv_q8_0_product(%a, %a) = %a, want %a", (double)x[i], (double)id[i],
+                     (double)got[i], (double)want[i]);
+    static const uint32_t step_want[] = { 0, 1, 0, 1, 0, 1 };
+    for (int i = 0; i < 6; i++)
+        if (step[i] != step_want[i])
+            fail_msg("flushing: tkv_centroid_step(%a, 0) = %u, want %u", (double)y[i], step[i], step_want[i]);
+#else
+    skip();
+#endif
 }
 
 /* ---- outliers ---------------------------------------------------------------- */
@@ -584,7 +639,9 @@ static void device_q8_0(void **state)
 
 /* Turbo rows (rotation none, group 8, scale = the norm, 1): y_0 on a
  * boundary of the codebook, or a float either side; the stored index is
- * the upper centroid's on it, the nearer one's off it. */
+ * the upper centroid's on it, the nearer one's off it; on the boundary of
+ * 0 also y_0 = -0, which goes below it (as -2^-149 does, which a device
+ * that flushes subnormals to signed zero reads as -0). */
 static void device_centroid_ties(void **state)
 {
     (void)state;
@@ -593,11 +650,15 @@ static void device_centroid_ties(void **state)
     static const uint32_t types[] = { TKV_TYPE_TURBO2, TKV_TYPE_TURBO3, TKV_TYPE_TURBO4 };
     for (size_t t = 0; t < 3; t++) {
         const struct tkv_codebook *cb = &m->groups[0].codebook[tkv_type_bits(types[t]) - TKV_TURBO_BITS_MIN];
-        float x[3 * 15 * 8], out[3 * 15 * 8];
-        uint32_t n = 0, want[3 * 15];
+        float x[4 * 15 * 8], out[4 * 15 * 8];
+        uint32_t n = 0, want[4 * 15];
         for (uint32_t k = 0; k + 1 < cb->n_levels; k++)
-            for (int side = -1; side <= 1; side++) {
-                float b = cb->boundaries[k], y = side < 0 ? nextafterf(b, -2.0f) : side > 0 ? nextafterf(b, 2.0f) : b;
+            for (int side = -1; side <= 2; side++) {
+                float b = cb->boundaries[k], y = side < 0 ? nextafterf(b, -2.0f) : side == 1 ? nextafterf(b, 2.0f) : b;
+                if (side == 2 && b != 0.0f)
+                    continue;
+                if (side == 2)
+                    y = -0.0f;
                 /* y, then the rest of a unit vector whose norm the reference
                  * (8 running double sums, sqrt, to float) rounds to 1 */
                 float *row = x + 8 * n;
@@ -614,7 +675,7 @@ static void device_centroid_ties(void **state)
                 double s[8] = { (double)y * y, (double)row[1] * row[1] };
                 assert_true((float)sqrt(TKV_SUM8(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])) == 1.0f);
                 /* below boundary k centroid k, on it or above it k + 1 */
-                want[n++] = side < 0 ? k : k + 1;
+                want[n++] = side < 0 || side == 2 ? k : k + 1;
             }
         tkv_cache *c = make(8, types[t], n);
         round_trip(c, x, n, out);
@@ -634,7 +695,8 @@ int main(int argc, char **argv)
     const struct CMUnitTest rules[] = {
         cmocka_unit_test(fp16_every_half), cmocka_unit_test(fp16_boundaries), cmocka_unit_test(fp16_sweep),
         cmocka_unit_test(fp16_saturated),  cmocka_unit_test(bf16_rules),      cmocka_unit_test(index_stream),
-        cmocka_unit_test(nearest_centroid), cmocka_unit_test(q8_0_rules),     cmocka_unit_test(outlier_rules),
+        cmocka_unit_test(nearest_centroid), cmocka_unit_test(q8_0_rules),     cmocka_unit_test(flushed_subnormals),
+        cmocka_unit_test(outlier_rules),
         cmocka_unit_test(summation_order),
     };
     if (!backend)

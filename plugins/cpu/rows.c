@@ -83,7 +83,7 @@ static void q8_0_encode(const struct cpu_layout *l, const float *x, uint8_t *row
         float d = amax / TKV_Q8_0_DIVISOR, id = tkv_q8_0_invertible(d) ? 1.0f / d : 0.0f;
         store_u16(blk, tkv_fp16_saturated(d));
         for (uint32_t i = 0; i < n; i++)
-            blk[2 + i] = (uint8_t)(int8_t)tkv_round_half_away(x[first + i] * id);
+            blk[2 + i] = (uint8_t)(int8_t)tkv_round_half_away(tkv_q8_0_product(x[first + i], id));
     }
 }
 
@@ -115,7 +115,8 @@ static void q8_0_axpy(const struct cpu_layout *l, const uint8_t *row, float w, f
 /* ---- turbo: per group [fp16 scale][packed indices] ----------------------- */
 
 /* Nearest centroid by the midpoint boundaries; a value equal to a boundary
- * goes to the centroid above it (turbokv_scalar.h, tkv_centroid_step). */
+ * goes to the centroid above it, a zero y on a boundary of 0 by its sign
+ * (turbokv_scalar.h, tkv_centroid_step). */
 static inline uint8_t nearest_centroid(const struct tkv_codebook *cb, float y)
 {
     uint32_t idx = 0;

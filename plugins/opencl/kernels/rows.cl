@@ -225,7 +225,7 @@ void q8_0_encode_row(__local const float *x, __global uchar *out, uint head_dim)
         float d = FDIV(amax, TKV_Q8_0_DIVISOR), id = tkv_q8_0_invertible(d) ? FDIV(1.0f, d) : 0.0f;
         store_u16(p, tkv_fp16_saturated(d));
         for (uint i = 0; i < len; i++)
-            p[2u + i] = (uchar)tkv_round_half_away(x[first + i] * id);
+            p[2u + i] = (uchar)tkv_round_half_away(tkv_q8_0_product(x[first + i], id));
     }
 }
 

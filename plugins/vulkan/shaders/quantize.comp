@@ -245,8 +245,7 @@ void main()
         barrier();
         for (uint e = lid; e < n; e += wg) {
             uint r = e / hd, i = e % hd, blk = i / qb;
-            precise float v = xs[e] * aux[r * nb + blk];
-            int q = tkv_round_half_away(v);
+            int q = tkv_round_half_away(tkv_q8_0_product(xs[e], aux[r * nb + blk]));
             store_byte(row_address(r) + uint64_t(blk * (qb + 2u) + 2u + i % qb), uint(q));
         }
         return;
