@@ -31,3 +31,17 @@ for v in 5e2ea3c head; do
     TURBO_PLUGIN_PATH=$B/plugins/cpu:$p TURBO_VK_PROFILE=1 KVB_WARM_MS=0 timeout 60 ./kvb vulkan f16,q8_0,turbo3 4K 1x1 0 2 2>&1 |
         grep "pipeline" >> "$O/stats.txt"
 done
+# then the subnormal rules of turbokv_scalar.h on NVIDIA's Vulkan driver
+# (it flushes fp32 subnormals and reports no DenormPreserve): the scalar
+# rules and the conformance of both plugins with this build
+export TKV_MINIMAL_PLUGIN_DIR=$B/tests/stubs/minimal TKV_BROKEN_PLUGIN_DIR=$B/tests/stubs
+export TURBO_PLUGIN_PATH=$B/plugins/cpu:$B/plugins/vulkan:$B/plugins/opencl
+{
+    for b in vulkan opencl cpu; do
+        echo "== build/tests/test_scalar $b"
+        timeout 100 $B/tests/test_scalar $b 2>&1 | grep -vE "^\[ (RUN|     OK) "
+    done
+    echo "== build/tests/test_backends vulkan"
+    timeout 150 $B/tests/test_backends vulkan 2>&1 | grep -E "vs cpu|sparse V|PASSED|FAILED|ERROR"
+    echo "== build/tests/test_sum_order vulkan"; timeout 60 $B/tests/test_sum_order vulkan 2>&1 | tail -2
+} > "$O/subnormals.txt" 2>&1
