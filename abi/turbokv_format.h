@@ -22,7 +22,8 @@
  *             coordinate density of a random unit vector in g dimensions,
  *             f(t) ~ (1 - t^2)^((g-3)/2) on [-1, 1] (paper, Lemma 1);
  *             ties go to the upper centroid (boundaries are midpoints, and a
- *             value equal to a boundary belongs to the centroid above it).
+ *             value equal to a boundary belongs to the centroid above it),
+ *             except y_i = -0 on a boundary of 0, which goes below it.
  *     stored scale s = n                           (TKV_SCALE_NORM)
  *                  or n / ||c[idx]||_2             (TKV_SCALE_NORM_CORRECTED)
  *   Dequantized values stay in the rotated domain: y_hat_i = s * c[idx_i].

@@ -9,10 +9,10 @@
  *   attention one workgroup per (unit, kv head, chunk of rows): partial
  *             softmax statistics and value sums (shaders/attention.comp);
  *   merge     one workgroup per output row: combine the chunks, R^T once,
- *             log-sum-exp (shaders/merge.comp); where decode.comp or
- *             decode_wide.comp runs, its workgroup that finishes a (unit,
- *             kv head) last does this instead (shaders/partials.glsl,
- *             counters in dev->arrivals, no merge dispatch);
+ *             log-sum-exp (shaders/merge.comp); where decode.comp runs,
+ *             its workgroup that finishes a (unit, kv head) last does this
+ *             instead (shaders/partials.glsl, counters in dev->arrivals, no
+ *             merge dispatch);
  *   download  the outputs, the per-row skip counts and log-sum-exps.
  * A unit is up to QT query rows (tokens x the GQA group's heads) of one
  * sequence, so sequences with different n_q share a call without idle
@@ -168,15 +168,14 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
 
 /* Shared memory of decode_wide.comp with qt query rows per unit: row
  * addresses (two uvec4 arrays of half a workgroup), weights, codebooks,
- * the partials, the reductions, the merge's maxima and sums, its flag and
- * the one float of xo (the formats do not change it). */
+ * the partials, the reductions (the formats do not change it). */
 static uint64_t wide_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_layout *kl, const struct vk_layout *vl,
                                   uint32_t nsg)
 {
     (void)kl;
     (void)vl;
     return 2ull * (TKV_VK_WG / 2) * 16 + (uint64_t)TKV_VK_WG * ((qt + 3) / 4) * 16 + 80 * 4 + (uint64_t)qt * hd * 4 +
-           (uint64_t)nsg * qt * 12 + (uint64_t)qt * 8 + 8;
+           (uint64_t)nsg * qt * 12;
 }
 
 /* Whether decode_wide.comp runs this call (called where decode.comp does
@@ -375,11 +374,15 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const uint64_t q_bytes = n_out * hd * sizeof(float);
     const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
     const uint64_t blocks_at = align_up(row_units_at + n_q_rows * sizeof(uint32_t));
-    /* decode.comp and decode_wide.comp merge in the workgroup that
-     * finishes a (unit, kv head) last, where its rows fit the rotation's
-     * shared memory (no merge dispatch; TURBO_VK_MERGE=1 keeps merge.comp):
-     * its output addresses after the block table */
-    const int one_pass = dec_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
+    /* decode.comp merges in the workgroup that finishes a (unit, kv head)
+     * last, where its rows fit the rotation's shared memory (no merge
+     * dispatch; TURBO_VK_MERGE=1 keeps merge.comp): its output addresses
+     * after the block table. decode_wide.comp leaves its partials to
+     * merge.comp: with the merge inside (partials.glsl) it took 128
+     * registers instead of 96 and was 1.2x (f16) to 1.45x (q8_0) slower at
+     * 128K on the H200, with or without the dispatch
+     * (docs/measurements/h200-2026-12-05-s10/). */
+    const int one_pass = narrow_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
     const uint64_t fused_at = align_up(blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t));
     const uint64_t up_bytes =
         one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);

@@ -221,7 +221,7 @@ struct vk_knobs {
     int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     uint32_t decode_qt;   /* TURBO_VK_DECODE_QT: most query rows of a decode.comp unit (1..16) */
-    int merge_dispatch;   /* TURBO_VK_MERGE=1: decode.comp and decode_wide.comp leave their chunks to merge.comp */
+    int merge_dispatch;   /* TURBO_VK_MERGE=1: decode.comp leaves its chunks to merge.comp */
     int no_wide;          /* TURBO_VK_WIDE=0: the attention shader where decode_wide.comp would run */
     int wide_unaligned;   /* TURBO_VK_WIDE=2: decode_wide.comp reads rows as if at any byte alignment */
     uint32_t wide_words;  /* TURBO_VK_WIDE_WORDS: words of one group of decode_wide.comp's loads (0: 32) */

@@ -29,7 +29,7 @@
 // shared memory (one barrier each) into the workgroup's one partial. With
 // FUSED the workgroup that finishes a (unit, kv head) last then merges its
 // chunks' partials (merge.comp's work for its rows: no merge dispatch).
-// Both steps are partials.glsl, shared with decode_wide.comp.
+// Both steps are partials.glsl.
 //
 // The host (attention.c, decode_qt_max) uses this shader only where its
 // assumptions hold: the device's subgroups have exactly SG invocations

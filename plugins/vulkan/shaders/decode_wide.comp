@@ -3,10 +3,9 @@
 // Decode attention by subgroups for rows too wide for decode.comp's
 // registers: f16 and q8_0 keys, f16, q8_0 and turbo (no QJL part, no
 // outliers) values. The same partials as decode.comp and attention.comp
-// (one per query row, kv head and chunk: value sums in the rotated domain
-// for turbo values, then max, sum and skip count records), merged as
-// decode.comp's are: by merge.comp, or with FUSED by the workgroup that
-// finishes a (unit, kv head) last (partials.glsl).
+// (one per query row, kv head and chunk, consumed by merge.comp: value
+// sums in the rotated domain for turbo values, then max, sum and skip
+// count records).
 //
 // Lanes own coordinates, not rows: lane l holds the DPL = HEAD_DIM / SG
 // consecutive coordinates d0 = l DPL .. of the QT query rows of the unit
@@ -41,10 +40,8 @@
 //             the pool (turbo: its bits and its group's scale; the
 //             centroids from a shared table) and accumulates w * v for the
 //             QT query rows.
-// Each lane's accumulators hold whole coordinates, as decode.comp's do, so
-// the end is decode.comp's (partials.glsl): the NSG subgroups' partials
-// combined in shared memory into the workgroup's one partial, and with
-// FUSED the merge of the unit's chunks, R^T for turbo values.
+// Each lane's accumulators hold whole coordinates, so at the end the NSG
+// subgroups' partials are combined in shared memory as decode.comp does.
 //
 // Rows lie in pool blocks at any byte alignment: K_ALIGN and V_ALIGN give
 // the alignment every row start has (the pools' address, strides and row
@@ -89,10 +86,6 @@ layout(constant_id = TKV_VK_SPEC_V_ALIGN) const uint V_ALIGN = 4u;
 // the words of one group of rows' loads per lane (the rows of a group: a
 // power of two, at least 2, at most SG)
 layout(constant_id = TKV_VK_SPEC_WIDE_WORDS) const uint WORDS = 32u;
-// FUSED: the workgroup that finishes a (unit, kv head) last merges its
-// chunks and undoes the values' rotation V_ROT (partials.glsl)
-layout(constant_id = TKV_VK_SPEC_FUSED) const uint FUSED = 0u;
-layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_NONE;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -107,7 +100,6 @@ const uint DPL = HEAD_DIM / SG;        // coordinates per lane
 const uint HALF = SG / 2u;
 const uint LOG_SG = SG >= 128u ? 7u : SG >= 64u ? 6u : SG >= 32u ? 5u : SG >= 16u ? 4u : SG >= 8u ? 3u : 2u;
 const uint QT4 = (QT + 3u) / 4u;       // vec4s of one row's weights
-const uint V_SPLIT = 0u, VA = 1u;      // no outlier-split values: a partial is the values' sums alone
 const bool K_Q8 = K_ENC == TKV_VK_ENC_Q8_0;
 const bool V_Q8 = V_ENC == TKV_VK_ENC_Q8_0, V_TURBO = V_ENC == TKV_VK_ENC_TURBO;
 
@@ -150,11 +142,9 @@ shared uvec4 kat[WG / 2u];             // per subgroup: K rows x and x + SG / 2'
 shared uvec4 vat[WG / 2u];             // per subgroup: V rows 2m and 2m + 1's addresses
 shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared float cent_v[80];               // codebooks of the group sizes: [gi * 16 + index]
-shared float xs[QT * HEAD_DIM];        // the partials at the end; FUSED: the merged rows
-shared float xo[1];                    // (outlier-split values' sums: none here)
-
-#include "rotate.glsl"
-#include "partials.glsl"
+shared float xs[QT * HEAD_DIM];        // the partials at the end
+shared float red_m[NSG * QT], red_l[NSG * QT];
+shared uint red_skip[NSG * QT];
 
 // this lane's slices: byte offsets in a row (scales, first value), the
 // first value's bit in its byte, its codebook in cent_v
@@ -352,7 +342,7 @@ void main()
 
     // From here on each subgroup goes its own way until the partials.
     uint lo[QT], hi[QT], skipped[QT];
-    float m_run[QT], l_own[QT], acc[ACC], acco[ACCO];
+    float m_run[QT], l_own[QT], acc[QT * DPL];
     [[unroll]] for (uint t = 0u; t < QT; t++) {
         uint p = p0 + (qr0 + t) / pc.ratio;
         hi[t] = qr0 + t < n_q_rows ? p + 1u : 0u;
@@ -363,7 +353,6 @@ void main()
     }
     [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
         acc[a] = 0.0;
-    acco[0] = 0.0;
 
     const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
     const uint64_t k_head = pc.k + uint64_t(h) * pc.k_head_stride, v_head = pc.v + uint64_t(h) * pc.v_head_stride;
@@ -521,7 +510,59 @@ void main()
         subgroupBarrier(); // kat, vat and ws are rewritten by the next batch
     }
 
-    chunk_partial(unit, h, cg, m_run, l_own, skipped, acc, acco);
-    if (FUSED != 0u)
-        merge_unit(unit, unit_index, h);
+    // The workgroup's partial: the subgroups' maxima, sums and skip counts
+    // through shared memory, their accumulators added into xs one subgroup
+    // after another, each scaled to the common max.
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
+        const float l_sum = subgroupAdd(l_own[t]);
+        const uint n_skipped = subgroupAdd(skipped[t]);
+        if (lane == 0u) {
+            red_m[sgid * QT + t] = m_run[t];
+            red_l[sgid * QT + t] = l_sum;
+            red_skip[sgid * QT + t] = n_skipped;
+        }
+    }
+    barrier();
+    float m_all[QT], l_all[QT], f[QT];
+    uint skip_all[QT];
+    [[unroll]] for (uint t = 0u; t < QT; t++) {
+        m_all[t] = NEG_INF;
+        l_all[t] = 0.0;
+        skip_all[t] = 0u;
+        for (uint g = 0u; g < NSG; g++)
+            m_all[t] = max(m_all[t], red_m[g * QT + t]);
+        for (uint g = 0u; g < NSG; g++) {
+            const float mg = red_m[g * QT + t];
+            l_all[t] += mg == NEG_INF ? 0.0 : exp(mg - m_all[t]) * red_l[g * QT + t];
+            skip_all[t] += red_skip[g * QT + t];
+        }
+        f[t] = m_run[t] == NEG_INF ? 0.0 : exp(m_run[t] - m_all[t]);
+    }
+    for (uint g = 0u; g < NSG; g++) {
+        if (g == sgid)
+            [[unroll]] for (uint t = 0u; t < QT; t++)
+                [[unroll]] for (uint e = 0u; e < DPL; e++) {
+                    const uint at = t * HEAD_DIM + d0 + e;
+                    xs[at] = (g == 0u ? 0.0 : xs[at]) + f[t] * acc[t * DPL + e];
+                }
+        barrier();
+    }
+    // partial p of query row qr, kv head h, chunk cg at ((qr * n_kv + h) * max_chunks + cg)
+    for (uint e = lid; e < QT * HEAD_DIM; e += WG) {
+        const uint t = e / HEAD_DIM;
+        if (qr0 + t < n_q_rows) {
+            uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
+            Floats(pc.work + 4ul * (p * HEAD_DIM)).f[e % HEAD_DIM] = xs[e];
+        }
+    }
+    if (lid < QT && qr0 + lid < n_q_rows) {
+        [[unroll]] for (uint t = 0u; t < QT; t++)
+            if (t == lid) {
+                uint64_t p = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + cg;
+                Floats ml = Floats(pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN + 4ul * (p * TKV_VK_ML_FLOATS));
+                ml.f[0] = m_all[t];
+                ml.f[1] = l_all[t];
+                ml.f[2] = uintBitsToFloat(skip_all[t]);
+            }
+    }
 }

@@ -97,10 +97,10 @@
  * each partial): 1, else 0 (attention.comp; decode.comp takes neither). */
 #define TKV_VK_SPEC_K_SPLIT 20u
 #define TKV_VK_SPEC_V_SPLIT 21u
-/* decode.comp and decode_wide.comp merge the chunks of a (unit, kv head)
- * themselves, in the workgroup that finishes last (1; partials.glsl), or
- * leave the partials to merge.comp (0); and the values' rotation they then
- * undo (TKV_VK_ROT_*). */
+/* decode.comp merges the chunks of a (unit, kv head) itself, in the
+ * workgroup that finishes last (1; partials.glsl), or leaves the partials
+ * to merge.comp (0); and the values' rotation it then undoes
+ * (TKV_VK_ROT_*). */
 #define TKV_VK_SPEC_FUSED 22u
 #define TKV_VK_SPEC_V_ROT 23u
 /* decode_wide.comp: the alignment in bytes (1, 2, 4, 8 or 16) every K row
@@ -263,10 +263,9 @@
     uint32_t n_chunks;                                                              \
     uint32_t fused_at;     /* from inputs: struct of TKV_VK_FUSED_MEMBERS (FUSED) */
 
-/* decode.comp and decode_wide.comp with FUSED: where the workgroup that
- * finishes a (unit, kv head) last writes the merged rows, and the arrival
- * counters, one per (unit, kv head), zero before the dispatch and left zero
- * after it. */
+/* decode.comp with FUSED: where the workgroup that finishes a (unit, kv
+ * head) last writes the merged rows, and the arrival counters, one per
+ * (unit, kv head), zero before the dispatch and left zero after it. */
 #define TKV_VK_FUSED_MEMBERS                                                        \
     uint64_t out_rows;     /* floats [n_q_total][n_q_heads][head_dim] */            \
     uint64_t counts;       /* uint32 per output row: V rows skipped */              \

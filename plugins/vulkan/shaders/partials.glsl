@@ -1,5 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-// The end of the subgroup attention shaders (decode.comp, decode_wide.comp):
+// The end of decode.comp (decode_wide.comp, whose partials are laid out
+// alike, kept its own: with this one it took 128 registers instead of 96
+// and ran slower on the H200, plugins/vulkan/README.md):
 // the workgroup's partial of its chunk (chunk_partial), and with FUSED the
 // merge of a (unit, kv head)'s chunks by the workgroup that finishes it
 // last (merge_unit: merge.comp's work for the unit's rows, no merge
