@@ -34,7 +34,6 @@ done
 # then the subnormal rules of turbokv_scalar.h on NVIDIA's Vulkan driver
 # (it flushes fp32 subnormals and reports no DenormPreserve): the scalar
 # rules and the conformance of both plugins with this build
-export TKV_MINIMAL_PLUGIN_DIR=$B/tests/stubs/minimal TKV_BROKEN_PLUGIN_DIR=$B/tests/stubs
 export TURBO_PLUGIN_PATH=$B/plugins/cpu:$B/plugins/vulkan:$B/plugins/opencl
 {
     for b in vulkan opencl cpu; do
