@@ -371,6 +371,9 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const int fused = kl.bits && !kl.qjl && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.separate_prepare &&
                       !(kl.split && kl.rotation == TKV_VK_ROT_NONE);
     const int prepare_dispatch = kl.bits && !fused;
+    /* f32 queries in the host's buffer read where they are (no copy, no
+     * dispatch); else copied or widened to the start of the inputs */
+    const int q_direct = io.q && io.q->elem == TKV_ELEM_F32 && !prepare_dispatch;
     const uint64_t q_bytes = n_out * hd * sizeof(float);
     const uint64_t units_at = align_up(q_bytes), row_units_at = align_up(units_at + n_units * sizeof(struct vk_unit));
     const uint64_t blocks_at = align_up(row_units_at + n_q_rows * sizeof(uint32_t));
@@ -472,6 +475,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_WIDE_WORDS] = wide_qt ? (dev->knobs.wide_words ? dev->knobs.wide_words : 32u) : 0,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
+    spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)dev->math_buf->address;
+    spec[TKV_VK_SPEC_MATH_HI] = (uint32_t)(dev->math_buf->address >> 32);
     VkPipeline pipeline;
     const enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
     if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline)) != TKV_OK)
@@ -489,8 +494,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         .v_block_stride = a->v.block_stride,
         .inputs = inputs,
         .work = work,
-        .math = dev->math_buf->address,
-        .q_at = (uint32_t)((prepare_dispatch ? prep_at : 0) / TKV_VK_ALIGN),
+        .q = q_direct ? io.q_at : inputs + (prepare_dispatch ? prep_at : 0),
         .units_at = (uint32_t)(units_at / TKV_VK_ALIGN),
         .blocks_at = (uint32_t)(blocks_at / TKV_VK_ALIGN),
         .ml_at = (uint32_t)(ml_at / TKV_VK_ALIGN),
@@ -554,7 +558,10 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     if (kn->skip & VK_EMPTY_ATTENTION)
         push.n_units = 0; /* every workgroup leaves at once */
 
-    if ((rc = vk_begin_call(dev, queued, op)) != TKV_OK)
+    /* queued: no entry barrier; the one after the inputs' update below
+     * orders everything recorded before (the host's writes of q, the
+     * appends' rows, the update) before the dispatches */
+    if ((rc = queued ? vk_begin_queued(dev, VK_ENTRY_NONE, op) : vk_begin_call(dev, 0, op)) != TKV_OK)
         return rc;
     if (zero_arrivals) {
         vkCmdFillBuffer(dev->cmd, dev->arrivals->buffer, 0, VK_WHOLE_SIZE, 0);
@@ -580,7 +587,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
                 vk_copy(dev, dev->staging, 0, dev->inputs, 0, up_bytes);
             vk_barrier(dev);
         }
-        if (rep == 0 && (rc = attn_q_record(dev, &io, n_out * hd)) != TKV_OK)
+        if (rep == 0 && !q_direct && (rc = attn_q_record(dev, &io, n_out * hd)) != TKV_OK)
             return rc;
         STAMP(3);
         if (prepare_dispatch && !(kn->skip & VK_SKIP_PREPARE)) {
@@ -593,7 +600,10 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push,
                                   n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
                 return rc;
-            vk_barrier(dev);
+            /* not where the exit barrier comes next (queued, merged inside,
+             * f32 out) */
+            if (!(queued && one_pass && rep == reps - 1 && !(io.out && io.out->elem != TKV_ELEM_F32)))
+                vk_barrier(dev);
         }
         STAMP(5);
         if (!one_pass && !(kn->skip & VK_SKIP_MERGE)) {

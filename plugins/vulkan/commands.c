@@ -212,7 +212,7 @@ static int begin_call(struct vk_device *dev, int queued, enum vk_entry entry, co
 
 int vk_begin_call(struct vk_device *dev, int queued, const char *op) { return begin_call(dev, queued, VK_ENTRY_FULL, op); }
 
-int vk_begin_append(struct vk_device *dev, enum vk_entry entry, const char *op)
+int vk_begin_queued(struct vk_device *dev, enum vk_entry entry, const char *op)
 {
     return begin_call(dev, 1, entry, op);
 }
@@ -267,7 +267,7 @@ static int end_call(struct vk_device *dev, enum vk_exit exit, const char *op)
 
 int vk_end_call(struct vk_device *dev, const char *op) { return end_call(dev, VK_EXIT_FULL, op); }
 
-int vk_end_append(struct vk_device *dev, enum vk_exit exit, const char *op) { return end_call(dev, exit, op); }
+int vk_end_queued(struct vk_device *dev, enum vk_exit exit, const char *op) { return end_call(dev, exit, op); }
 
 void vk_update(struct vk_device *dev, const struct vk_buffer *dst, uint64_t offset, const void *src, uint64_t bytes)
 {

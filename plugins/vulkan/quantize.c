@@ -144,7 +144,7 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
     const enum vk_entry entry = knobs.record == RECORD_NOBARRIER || pair_second           ? VK_ENTRY_NONE
                                 : legacy || knobs.record == RECORD_FULL || scratch ? VK_ENTRY_FULL
                                                                                      : VK_ENTRY_COMPUTE;
-    if ((rc = vk_begin_append(dev, entry, op)) != TKV_OK)
+    if ((rc = vk_begin_queued(dev, entry, op)) != TKV_OK)
         return rc;
     if (legacy)
         vkCmdFillBuffer(dev->cmd, dev->work->buffer, 0, VK_COUNTER_BYTES, 0);
@@ -157,7 +157,7 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
     if ((rc = vk_dispatch(dev, dev->quantize, &push, sizeof push, ((uint64_t)n_rows + per_wg - 1) / per_wg, op)) !=
         TKV_OK)
         return rc;
-    if ((rc = vk_end_append(dev,
+    if ((rc = vk_end_queued(dev,
                             knobs.record == RECORD_NOBARRIER || pair_first ? VK_EXIT_NONE
                             : legacy || knobs.record == RECORD_FULL        ? VK_EXIT_FULL
                                                                            : VK_EXIT_READS,
@@ -173,8 +173,8 @@ static int append_device(struct vk_device *dev, const struct tkv_append_args *a,
 static void pair_barrier(struct vk_device *dev)
 {
     static const char op[] = "quantize_append";
-    if (vk_begin_append(dev, VK_ENTRY_NONE, op) == TKV_OK)
-        (void)vk_end_append(dev, VK_EXIT_READS, op);
+    if (vk_begin_queued(dev, VK_ENTRY_NONE, op) == TKV_OK)
+        (void)vk_end_queued(dev, VK_EXIT_READS, op);
 }
 
 static int quantize_append(struct vk_device *dev, const struct tkv_append_args *a, int pair_open);

@@ -378,12 +378,16 @@ int vk_end_call(struct vk_device *dev, const char *op);
 enum vk_exit { VK_EXIT_FULL, VK_EXIT_READS, VK_EXIT_NONE };
 /* What begins a queued call: vk_begin_call's barrier (compute and transfer
  * writes before it, to compute and transfer); the same to compute only (an
- * append that records nothing but dispatches); none (measurement only). */
+ * append that records nothing but dispatches); none: the second call of an
+ * append pair, an attention that records its inputs into its own scratch
+ * first and its barrier after them (the earlier calls' exit barriers order
+ * their reads of that scratch before the update), or measurement. */
 enum vk_entry { VK_ENTRY_NONE, VK_ENTRY_FULL, VK_ENTRY_COMPUTE };
-/* A queued append (quantize.c): vk_begin_call(dev, 1, op) with the entry
- * asked for; ended by vk_end_append with the exit asked for. */
-int vk_begin_append(struct vk_device *dev, enum vk_entry entry, const char *op);
-int vk_end_append(struct vk_device *dev, enum vk_exit exit, const char *op);
+/* A queued call (an append, quantize.c; an attention, attention.c):
+ * vk_begin_call(dev, 1, op) with the entry asked for; ended by
+ * vk_end_queued with the exit asked for. */
+int vk_begin_queued(struct vk_device *dev, enum vk_entry entry, const char *op);
+int vk_end_queued(struct vk_device *dev, enum vk_exit exit, const char *op);
 /* A synchronous op is about to begin (host memory read or written, a wait):
  * TKV_EBUSY while the host's command buffer is set; on the host's device
  * waits for the queued calls in flight first (they may read the scratch the

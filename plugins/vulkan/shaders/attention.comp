@@ -34,6 +34,7 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_EXT_control_flow_attributes : require
 
+#define TKV_VK_MATH_SPEC
 #include "common.glsl"
 
 layout(constant_id = TKV_VK_SPEC_HEAD_DIM) const uint HEAD_DIM = 128u;
@@ -261,7 +262,7 @@ void run_raw(uint enc, uint bits, bool keys, uint row, Run run, bool swizzle, ou
 float run_signs(uint row, Run run, bool swizzle, out uint z)
 {
     z = staged_u32(row + run.signs, swizzle) & 0xffu;
-    return Floats(pc.math).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * staged_half(row + run.res, swizzle);
+    return Floats(MATH).f[TKV_VK_MATH_QJL_FACTOR + run.gi] * staged_half(row + run.res, swizzle);
 }
 
 // Eight values as two vec4s, for dot products against the queries.
@@ -334,7 +335,7 @@ void main()
         if (qr < n_q_rows) {
             uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
             uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
-            v = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE))
+            v = Floats(pc.q + 4ul * (row * Q_STRIDE))
                     .f[Q_ROT != TKV_VK_ROT_NONE ? i % HEAD_DIM : i];
         }
         if (Q_ROT != TKV_VK_ROT_NONE && i < HEAD_DIM)
@@ -344,11 +345,11 @@ void main()
     }
     if (Q_ROT != TKV_VK_ROT_NONE) {
         barrier();
-        rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), Q_ROT, false, pc.math);
+        rotate_rows(QT, HEAD_DIM, uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), Q_ROT, false, MATH);
         for (uint e = lid; e < HEAD_DIM * QT; e += WG)
             qs[(e / HEAD_DIM) * QW + (e % HEAD_DIM) / 4u][e % 4u] = uintBitsToFloat(stage[e]);
     }
-    Floats m = Floats(pc.math);
+    Floats m = Floats(MATH);
     for (uint e = lid; e < 80u; e += WG) {
         cent_k[e] = K_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << K_BITS) ? m.f[codebook_at(e / 16u, K_BITS) + e % 16u] : 0.0;
         cent_v[e] = V_ENC == TKV_VK_ENC_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;

@@ -27,6 +27,16 @@ spirv_execution_mode(extensions = ["SPV_KHR_float_controls"], capabilities = [44
 
 layout(local_size_x_id = TKV_VK_SPEC_WG) in;
 
+// The attention shaders (TKV_VK_MATH_SPEC defined before this file): the
+// device's constant tables at an address given as two specialization
+// constants (interface.h, TKV_VK_SPEC_MATH_LO); the others take it from
+// their push constants.
+#ifdef TKV_VK_MATH_SPEC
+layout(constant_id = TKV_VK_SPEC_MATH_LO) const uint MATH_LO = 0u;
+layout(constant_id = TKV_VK_SPEC_MATH_HI) const uint MATH_HI = 0u;
+#define MATH (uint64_t(MATH_HI) << 32 | uint64_t(MATH_LO))
+#endif
+
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Words { uint32_t w[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer Floats { float f[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) buffer Uints { uint32_t u[]; };

@@ -50,6 +50,7 @@
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_EXT_control_flow_attributes : require
 
+#define TKV_VK_MATH_SPEC
 #include "common.glsl"
 
 layout(constant_id = TKV_VK_SPEC_HEAD_DIM) const uint HEAD_DIM = 128u;
@@ -245,7 +246,7 @@ void query_element(uint e, uint h, uint q_first, uint qr0, uint n_q_rows, out fl
     if (qr < n_q_rows) {
         uint head = h * pc.ratio + qr % pc.ratio, token = q_first + qr / pc.ratio;
         uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
-        Floats q = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * Q_STRIDE));
+        Floats q = Floats(pc.q + 4ul * (row * Q_STRIDE));
         v = q.f[i];
         if (K_SPLIT != 0u) // q itself: the raw row, or the prepared row's second half
             raw = Q_ROT != TKV_VK_ROT_NONE ? v : q.f[HEAD_DIM + i];
@@ -263,7 +264,7 @@ void main()
     // What needs nothing but the push constants, in flight before the first
     // wait: the codebooks and the query rotation's factors (WG >= 80).
     const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
-    Floats m = Floats(pc.math);
+    Floats m = Floats(MATH);
     float ck = 0.0, cv = 0.0;
     if (lid < 80u) {
         ck = K_ENC == TKV_VK_ENC_TURBO && lid % 16u < (1u << K_BITS) ? m.f[codebook_at(lid / 16u, K_BITS) + lid % 16u] : 0.0;
@@ -271,7 +272,7 @@ void main()
     }
     WhtFactors qf;
     if (Q_ROT == TKV_VK_ROT_WHT)
-        qf = wht_factors(QT, HEAD_DIM, groups, false, pc.math);
+        qf = wht_factors(QT, HEAD_DIM, groups, false, MATH);
     Unit unit = Units(pc.inputs + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
     if (cg >= unit.n_chunks)
         return; // (uniform: the whole workgroup)
@@ -325,7 +326,7 @@ void main()
     if (Q_ROT == TKV_VK_ROT_WHT)
         wht_rows(QT, HEAD_DIM, groups, qf);
     else if (Q_ROT != TKV_VK_ROT_NONE)
-        rotate_rows(QT, HEAD_DIM, groups, Q_ROT, false, pc.math);
+        rotate_rows(QT, HEAD_DIM, groups, Q_ROT, false, MATH);
     for (uint e = lid; e < HEAD_DIM * QT4 * 4u; e += WG) {
         uint i = e / (QT4 * 4u), t = e % (QT4 * 4u);
         qs[i * QT4 + t / 4u][t % 4u] = t < QT ? xs[t * HEAD_DIM + i] : 0.0;

@@ -63,6 +63,7 @@
 #extension GL_KHR_shader_subgroup_ballot : require
 #extension GL_EXT_control_flow_attributes : require
 
+#define TKV_VK_MATH_SPEC
 #include "common.glsl"
 
 layout(constant_id = TKV_VK_SPEC_HEAD_DIM) const uint HEAD_DIM = 128u;
@@ -331,11 +332,11 @@ void main()
         const uint qr = qr0 + t;
         const uint head = h * pc.ratio + qr % pc.ratio, token = unit.q_first + qr / pc.ratio;
         const uint64_t row = uint64_t(token) * (pc.n_kv * pc.ratio) + head;
-        Floats q = Floats(pc.inputs + uint64_t(pc.q_at) * TKV_VK_ALIGN + 4ul * (row * HEAD_DIM + d0));
+        Floats q = Floats(pc.q + 4ul * (row * HEAD_DIM + d0));
         [[unroll]] for (uint e = 0u; e < DPL; e++)
             qv[t * DPL + e] = qr < n_q_rows ? q.f[e] : 0.0;
     }
-    Floats m = Floats(pc.math);
+    Floats m = Floats(MATH);
     for (uint e = lid; e < 80u; e += WG)
         cent_v[e] = V_TURBO && e % 16u < (1u << V_BITS) ? m.f[codebook_at(e / 16u, V_BITS) + e % 16u] : 0.0;
     barrier();

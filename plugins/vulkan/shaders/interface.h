@@ -110,7 +110,13 @@
 #define TKV_VK_SPEC_K_ALIGN 24u
 #define TKV_VK_SPEC_V_ALIGN 25u
 #define TKV_VK_SPEC_WIDE_WORDS 26u
-#define TKV_VK_SPEC_COUNT 27u
+/* The address of the device's constant tables (struct tkv_math), low and
+ * high words: fixed for the device's life, so the attention shaders take it
+ * as a constant and their push constants have room for the queries'
+ * address (which may be the host's own buffer). */
+#define TKV_VK_SPEC_MATH_LO 27u
+#define TKV_VK_SPEC_MATH_HI 28u
+#define TKV_VK_SPEC_COUNT 29u
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
@@ -213,8 +219,8 @@
     uint64_t v_block_stride;                                                        \
     uint64_t inputs;       /* the call's inputs: queries, units, block table */     \
     uint64_t work;         /* the call's scratch: partial outputs first */          \
-    uint64_t math;                                                                  \
-    uint32_t q_at;         /* from inputs: queries (raw or prepared), [n_q_total][n_q_heads] rows */ \
+    uint64_t q;            /* queries (raw or prepared), [n_q_total][n_q_heads] rows: \
+                            * in inputs, or the host's f32 buffer itself */        \
     uint32_t units_at;     /* from inputs: struct tkv_vk_unit[n_units] */           \
     uint32_t blocks_at;    /* from inputs: the call's block table */                \
     uint32_t ml_at;        /* from work: partial max, sum, skipped rows */          \

@@ -129,7 +129,7 @@ void merge_unit(Unit unit, uint unit_index, uint h)
     const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
     WhtFactors vf;
     if (V_ROT == TKV_VK_ROT_WHT)
-        vf = wht_factors(QT, HEAD_DIM, groups, true, pc.math);
+        vf = wht_factors(QT, HEAD_DIM, groups, true, MATH);
     memoryBarrierBuffer();
     barrier();
     const Fused fa = FusedArgs(pc.inputs + uint64_t(unit.fused_at) * TKV_VK_ALIGN).a;
@@ -218,7 +218,7 @@ void merge_unit(Unit unit, uint unit_index, uint h)
     if (V_ROT == TKV_VK_ROT_WHT)
         wht_rows(QT, HEAD_DIM, groups, vf);
     else
-        rotate_rows(QT, HEAD_DIM, groups, V_ROT, true, pc.math);
+        rotate_rows(QT, HEAD_DIM, groups, V_ROT, true, MATH);
     // output row of query row qr (token qr / ratio of all the call's, head
     // h * ratio + qr % ratio); outlier-split values add their outliers'
     // sums, unrotated, after R^T
