@@ -281,6 +281,73 @@ static int attn_out_record(struct vk_device *dev, const struct attn_io *io, uint
     return vk_record_convert(dev, out_scratch, TKV_ELEM_F32, io->out_at, io->out->elem, n, "attention");
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* TURBO_VK_CLOCK: decode.comp's clock records of the call just run, one
+ * stderr line: when its workgroups started and ended (the device's clock,
+ * from the first start), and how long each part of a workgroup took (its
+ * SM's clock, in ns at the ratio of all records' cycles to their
+ * nanoseconds): median / max over the workgroups; the merge over those that
+ * merged, the arrival (counting in, not the last) over the others. */
+static void clock_summary(struct vk_device *dev, uint64_t n_wgs, uint64_t chunk, double call_ns)
+{
+    const uint64_t *rec = dev->clocks->map;
+    enum { START, END, PROLOGUE, LOOP, PARTIAL, MERGE, ARRIVE, N };
+    uint64_t *v[N];
+    uint64_t n[N] = { 0 };
+    for (int i = 0; i < N; i++)
+        if (!(v[i] = malloc(sizeof(uint64_t) * (n_wgs ? n_wgs : 1)))) {
+            for (int j = 0; j < i; j++)
+                free(v[j]);
+            return;
+        }
+    uint64_t t0 = UINT64_MAX, cycles = 0, ns = 0;
+    for (uint64_t w = 0; w < n_wgs; w++) {
+        const uint64_t *r = rec + w * TKV_VK_CLOCK_WORDS;
+        if (r[TKV_VK_CLOCK_RT_START] && r[TKV_VK_CLOCK_RT_START] < t0)
+            t0 = r[TKV_VK_CLOCK_RT_START];
+    }
+    for (uint64_t w = 0; w < n_wgs; w++) {
+        const uint64_t *r = rec + w * TKV_VK_CLOCK_WORDS;
+        if (!r[TKV_VK_CLOCK_RT_START] || !r[TKV_VK_CLOCK_RT_END])
+            continue; /* a workgroup past the units or chunks: it left at once */
+        v[START][n[START]++] = r[TKV_VK_CLOCK_RT_START] - t0;
+        v[END][n[END]++] = r[TKV_VK_CLOCK_RT_END] - t0;
+        cycles += r[TKV_VK_CLOCK_END] - r[TKV_VK_CLOCK_START];
+        ns += r[TKV_VK_CLOCK_RT_END] - r[TKV_VK_CLOCK_RT_START];
+        v[PROLOGUE][n[PROLOGUE]++] = r[TKV_VK_CLOCK_PROLOGUE] - r[TKV_VK_CLOCK_START];
+        v[LOOP][n[LOOP]++] = r[TKV_VK_CLOCK_LOOP] - r[TKV_VK_CLOCK_PROLOGUE];
+        v[PARTIAL][n[PARTIAL]++] = r[TKV_VK_CLOCK_PARTIAL] - r[TKV_VK_CLOCK_LOOP];
+        const int merged = r[TKV_VK_CLOCK_MERGED] != 0;
+        v[merged ? MERGE : ARRIVE][n[merged ? MERGE : ARRIVE]++] = r[TKV_VK_CLOCK_END] - r[TKV_VK_CLOCK_PARTIAL];
+    }
+    /* cycles per ns from the records themselves (0 where the device clock
+     * did not move: then cycles are shown as they are) */
+    const double per_ns = ns && cycles ? (double)cycles / (double)ns : 0.0;
+    char line[1024];
+    int at = snprintf(line, sizeof line, "vkclock: wgs %llu (%llu ran) chunk %llu call %.2f us; SM clock %.3f GHz",
+                      (unsigned long long)n_wgs, (unsigned long long)n[START], (unsigned long long)chunk,
+                      call_ns * 1e-3, per_ns);
+    static const char *names[N] = { "start", "end", "prologue", "loop", "partial", "merge", "arrive" };
+    for (int i = 0; i < N; i++) {
+        if (!n[i])
+            continue;
+        qsort(v[i], n[i], sizeof *v[i], cmp_u64);
+        const double div = i <= END ? 1e3 : per_ns > 0 ? per_ns * 1e3 : 1.0;
+        at += snprintf(line + at, sizeof line - (size_t)at, "; %s %.2f / %.2f", names[i], v[i][n[i] / 2] / div,
+                       v[i][n[i] - 1] / div);
+        if (at >= (int)sizeof line)
+            break;
+    }
+    fprintf(stderr, "%s us (median / max)\n", line);
+    for (int i = 0; i < N; i++)
+        free(v[i]);
+}
+
 int vk_attention(void *dev_, const struct tkv_attention_args *a)
 {
     static const char op[] = "attention";
@@ -478,7 +545,17 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)dev->math_buf->address;
     spec[TKV_VK_SPEC_MATH_HI] = (uint32_t)(dev->math_buf->address >> 32);
     VkPipeline pipeline;
-    const enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
+    enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
+    /* TURBO_VK_CLOCK: decode.comp's clock variant, its records read back */
+    const uint64_t n_wgs = n_units * a->n_kv_heads * max_chunks;
+    const int clocked = dev->clock_ok && shader == VK_SHADER_DECODE && !queued;
+    if (clocked) {
+        if ((rc = vk_scratch(dev, &dev->clocks, n_wgs * TKV_VK_CLOCK_WORDS * sizeof(uint64_t), 1, op)) != TKV_OK)
+            return rc;
+        shader = VK_SHADER_DECODE_CLOCK;
+        spec[TKV_VK_SPEC_CLOCK_LO] = (uint32_t)dev->clocks->address;
+        spec[TKV_VK_SPEC_CLOCK_HI] = (uint32_t)(dev->clocks->address >> 32);
+    }
     if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline)) != TKV_OK)
         return rc;
 
@@ -563,8 +640,11 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * appends' rows, the update) before the dispatches */
     if ((rc = queued ? vk_begin_queued(dev, VK_ENTRY_NONE, op) : vk_begin_call(dev, 0, op)) != TKV_OK)
         return rc;
-    if (zero_arrivals) {
-        vkCmdFillBuffer(dev->cmd, dev->arrivals->buffer, 0, VK_WHOLE_SIZE, 0);
+    if (zero_arrivals || clocked) {
+        if (zero_arrivals)
+            vkCmdFillBuffer(dev->cmd, dev->arrivals->buffer, 0, VK_WHOLE_SIZE, 0);
+        if (clocked)
+            vkCmdFillBuffer(dev->cmd, dev->clocks->buffer, 0, VK_WHOLE_SIZE, 0);
         vk_barrier(dev);
     }
     if (stamps) {
@@ -598,7 +678,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         STAMP(4);
         if (!(kn->skip & VK_SKIP_ATTENTION)) {
             if ((rc = vk_dispatch(dev, pipeline, &push, sizeof push,
-                                  n_units * a->n_kv_heads * max_chunks, op)) != TKV_OK)
+                                  n_wgs, op)) != TKV_OK)
                 return rc;
             /* not where the exit barrier comes next (queued, merged inside,
              * f32 out) */
@@ -644,6 +724,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
                 (unsigned long long)max_chunks, (unsigned long long)(n_units * a->n_kv_heads * max_chunks), upload,
                 TS_NS(2, 3) * 1e-3, TS_NS(3, 4) * 1e-3, TS_NS(4, 5) * 1e-3, TS_NS(5, 6) * 1e-3, TS_NS(6, 7) * 1e-3,
                 TS_NS(2, 7) * 1e-3, TS_NS(0, 1) * 1e-3 / reps);
+    if (clocked)
+        clock_summary(dev, n_wgs, chunk, have_ts ? TS_NS(0, 1) / reps : 0);
 #undef TS_NS
 
     const unsigned char *out_host = staged ? dev->staging->map : dev->outputs->map;

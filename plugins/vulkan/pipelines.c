@@ -17,6 +17,7 @@
 #include "vk.h"
 
 #include "attention_spv.h"
+#include "decode_clock_spv.h"
 #include "decode_spv.h"
 #include "decode_wide_spv.h"
 #include "merge_spv.h"
@@ -226,7 +227,10 @@ int vk_pipelines_create(struct vk_device *dev)
         (rc = create_module(dev, VK_SHADER_DECODE, decode_spv, sizeof decode_spv, "decode")) != TKV_OK ||
         (rc = create_module(dev, VK_SHADER_DECODE_WIDE, decode_wide_spv, sizeof decode_wide_spv, "decode_wide")) !=
             TKV_OK ||
-        (rc = create_module(dev, VK_SHADER_MERGE, merge_spv, sizeof merge_spv, "merge")) != TKV_OK)
+        (rc = create_module(dev, VK_SHADER_MERGE, merge_spv, sizeof merge_spv, "merge")) != TKV_OK ||
+        (dev->clock_ok &&
+         (rc = create_module(dev, VK_SHADER_DECODE_CLOCK, decode_clock_spv, sizeof decode_clock_spv, "decode_clock")) !=
+             TKV_OK))
         return rc;
     VkPushConstantRange push = {
         .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = VK_PUSH_BYTES,
@@ -281,6 +285,7 @@ int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const ui
     p->shader = shader;
     int rc = create_pipeline(dev, shader, spec, TKV_VK_SPEC_COUNT,
                              shader == VK_SHADER_DECODE        ? "attention: decode pipeline"
+                             : shader == VK_SHADER_DECODE_CLOCK ? "attention: decode_clock pipeline"
                              : shader == VK_SHADER_DECODE_WIDE ? "attention: decode_wide pipeline"
                                                                : "attention: pipeline",
                              &p->pipeline);

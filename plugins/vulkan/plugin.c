@@ -32,6 +32,7 @@ void vk_knobs_read(struct vk_device *dev)
     struct vk_knobs *k = &dev->knobs;
     const char *v;
     k->profile = (v = getenv("TURBO_VK_PROFILE")) && *v && strcmp(v, "0") != 0;
+    k->clock = (v = getenv("TURBO_VK_CLOCK")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("TURBO_VK_REPEAT")) && atoi(v) > 1)
         k->repeat = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_CACHE_MEMORY")))
@@ -163,6 +164,7 @@ struct vk_candidate {
     VkPhysicalDeviceProperties props;
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
     int exec_stats; /* VK_KHR_pipeline_executable_properties: TURBO_VK_PROFILE prints the compiler's statistics */
+    int shader_clock; /* VK_KHR_shader_clock: TURBO_VK_CLOCK's clock records */
     char driver[128];
 };
 
@@ -273,6 +275,7 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
             for (uint32_t i = 0; i < n_ext; i++) {
                 maintenance4 |= !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
                 c->exec_stats |= !strcmp(ext[i].extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
+                c->shader_clock |= !strcmp(ext[i].extensionName, VK_KHR_SHADER_CLOCK_EXTENSION_NAME);
             }
         free(ext);
         if (maintenance4) {
@@ -504,6 +507,7 @@ static void vk_close(void *dev_)
         vk_buffer_destroy(dev, dev->inputs);
         vk_buffer_destroy(dev, dev->outputs);
         vk_buffer_destroy(dev, dev->arrivals);
+        vk_buffer_destroy(dev, dev->clocks);
         free(dev->knobs.last_upload);
         vk_pipelines_destroy(dev);
         if (dev->fence)
@@ -555,13 +559,30 @@ static int create_device(struct vk_device *dev, const struct vk_candidate *c)
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
         .pipelineExecutableInfo = VK_TRUE,
     };
-    const char *stats_ext = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+    const char *exts[2];
+    info.ppEnabledExtensionNames = exts;
     if (dev->knobs.profile && c->exec_stats) {
+        stats.pNext = f12.pNext;
         f12.pNext = &stats;
-        info.enabledExtensionCount = 1;
-        info.ppEnabledExtensionNames = &stats_ext;
+        exts[info.enabledExtensionCount++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
         dev->exec_stats = 1 | (getenv("TURBO_VK_PROFILE_DIR") ? 2 : 0);
     }
+    /* TURBO_VK_CLOCK: decode.comp's clock records need the device's and the
+     * subgroups' clocks */
+    VkPhysicalDeviceShaderClockFeaturesKHR clock = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_CLOCK_FEATURES_KHR };
+    if (dev->knobs.clock && c->shader_clock) {
+        VkPhysicalDeviceFeatures2 have = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &clock };
+        vkGetPhysicalDeviceFeatures2(c->physical, &have);
+        if (clock.shaderSubgroupClock && clock.shaderDeviceClock) {
+            clock.pNext = f12.pNext;
+            f12.pNext = &clock;
+            exts[info.enabledExtensionCount++] = VK_KHR_SHADER_CLOCK_EXTENSION_NAME;
+            dev->clock_ok = 1;
+        }
+    }
+    if (dev->knobs.clock && !dev->clock_ok)
+        vk_svc->log(TKV_LOG_WARN, "vulkan: TURBO_VK_CLOCK: the device has no device and subgroup clocks "
+                                  "(VK_KHR_shader_clock); no clock records");
     if ((r = vkCreateDevice(c->physical, &info, NULL, &dev->device)) != VK_SUCCESS) {
         dev->device = VK_NULL_HANDLE;
         return vk_fail("open", "vkCreateDevice", r);

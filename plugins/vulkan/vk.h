@@ -182,6 +182,7 @@ enum vk_shader {
     VK_SHADER_MERGE,
     VK_SHADER_DECODE,
     VK_SHADER_DECODE_WIDE,
+    VK_SHADER_DECODE_CLOCK, /* decode.comp with its clock records: TURBO_VK_CLOCK=1 only */
     VK_SHADER_COUNT
 };
 
@@ -226,6 +227,7 @@ struct vk_knobs {
     int wide_unaligned;   /* TURBO_VK_WIDE=2: decode_wide.comp reads rows as if at any byte alignment */
     uint32_t wide_words;  /* TURBO_VK_WIDE_WORDS: words of one group of decode_wide.comp's loads (0: 32) */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
+    int clock;            /* TURBO_VK_CLOCK: decode.comp's clock records, summarized on stderr */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;
 };
@@ -275,6 +277,8 @@ struct vk_device {
     int denorm_preserve;     /* quantize and rows from their DenormPreserve 32 SPIR-V (TURBO_VK_DENORM) */
     int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled: 1, and 2
                               * with TURBO_VK_PROFILE_DIR (internal representations captured) */
+    int clock_ok;            /* TURBO_VK_CLOCK on a device of the plugin's own with VK_KHR_shader_clock (device
+                              * and subgroup clocks) enabled: decode.comp runs its clock variant */
     int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
     uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
     int subgroup_wide;       /* subgroup shuffles and ballots in compute (decode_wide.comp) */
@@ -287,6 +291,7 @@ struct vk_device {
     struct vk_buffer *inputs;  /* attention inputs: device-local, host-written where possible */
     struct vk_buffer *outputs; /* attention outputs: host visible, written by the merge */
     struct vk_buffer *arrivals; /* decode.comp's merge: a counter per (unit, kv head), zero between calls */
+    struct vk_buffer *clocks;   /* TURBO_VK_CLOCK: decode.comp's clock records, host-visible */
 
     VkShaderModule modules[VK_SHADER_COUNT];
     VkPipelineLayout layout;   /* push constants only, shared by every shader */

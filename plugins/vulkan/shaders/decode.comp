@@ -53,6 +53,23 @@
 #define TKV_VK_MATH_SPEC
 #include "common.glsl"
 
+// TKV_CLOCK=1 (the decode_clock variant, TURBO_VK_CLOCK=1): invocation 0 of
+// each workgroup writes its clock record (interface.h, TKV_VK_CLOCK_*) at
+// the address of the CLOCK_LO / CLOCK_HI specialization constants.
+#if defined(TKV_CLOCK) && TKV_CLOCK
+#extension GL_ARB_shader_clock : require
+#extension GL_EXT_shader_realtime_clock : require
+layout(constant_id = TKV_VK_SPEC_CLOCK_LO) const uint CLOCK_LO = 0u;
+layout(constant_id = TKV_VK_SPEC_CLOCK_HI) const uint CLOCK_HI = 0u;
+layout(buffer_reference, std430, buffer_reference_align = 8) buffer ClockRecords { uint64_t c[]; };
+#define CLOCK_AT(wid, i) ClockRecords(uint64_t(CLOCK_HI) << 32 | uint64_t(CLOCK_LO)).c[(wid) * TKV_VK_CLOCK_WORDS + (i)]
+#define CLOCK_MARK(wid, i) if (gl_LocalInvocationIndex == 0u) CLOCK_AT(wid, i) = packUint2x32(clock2x32ARB())
+#define CLOCK_REALTIME(wid, i) if (gl_LocalInvocationIndex == 0u) CLOCK_AT(wid, i) = packUint2x32(clockRealtime2x32EXT())
+#else
+#define CLOCK_MARK(wid, i)
+#define CLOCK_REALTIME(wid, i)
+#endif
+
 layout(constant_id = TKV_VK_SPEC_HEAD_DIM) const uint HEAD_DIM = 128u;
 layout(constant_id = TKV_VK_SPEC_K_ENC) const uint K_ENC = TKV_VK_ENC_TURBO;
 layout(constant_id = TKV_VK_SPEC_K_BITS) const uint K_BITS = 3u;
@@ -261,6 +278,8 @@ void main()
     const uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
     if (unit_index >= pc.n_units)
         return;
+    CLOCK_REALTIME(wid, TKV_VK_CLOCK_RT_START);
+    CLOCK_MARK(wid, TKV_VK_CLOCK_START);
     // What needs nothing but the push constants, in flight before the first
     // wait: the codebooks and the query rotation's factors (WG >= 80).
     const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
@@ -336,6 +355,7 @@ void main()
         cent_v[lid] = cv;
     }
     barrier();
+    CLOCK_MARK(wid, TKV_VK_CLOCK_PROLOGUE);
 
     // From here on each subgroup goes its own way until the partials.
     uint lo[QT], hi[QT], skipped[QT];
@@ -520,7 +540,15 @@ void main()
             subgroupBarrier(); // ws, vs and keep are rewritten by the next batch
     }
 
+    CLOCK_MARK(wid, TKV_VK_CLOCK_LOOP);
     chunk_partial(unit, h, cg, m_run, l_own, skipped, acc, acco);
+    CLOCK_MARK(wid, TKV_VK_CLOCK_PARTIAL);
     if (FUSED != 0u)
         merge_unit(unit, unit_index, h);
+    CLOCK_MARK(wid, TKV_VK_CLOCK_END);
+    CLOCK_REALTIME(wid, TKV_VK_CLOCK_RT_END);
+#if defined(TKV_CLOCK) && TKV_CLOCK
+    if (FUSED != 0u && gl_LocalInvocationIndex == 0u)
+        CLOCK_AT(wid, TKV_VK_CLOCK_MERGED) = uint64_t(last_one);
+#endif
 }

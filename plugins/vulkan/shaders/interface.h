@@ -116,7 +116,21 @@
  * address (which may be the host's own buffer). */
 #define TKV_VK_SPEC_MATH_LO 27u
 #define TKV_VK_SPEC_MATH_HI 28u
-#define TKV_VK_SPEC_COUNT 29u
+/* decode.comp built with TKV_CLOCK=1 (TURBO_VK_CLOCK=1): the address of its
+ * per-workgroup clock records, low and high words */
+#define TKV_VK_SPEC_CLOCK_LO 29u
+#define TKV_VK_SPEC_CLOCK_HI 30u
+#define TKV_VK_SPEC_COUNT 31u
+/* One workgroup's clock record (TKV_CLOCK): uint64 words */
+#define TKV_VK_CLOCK_WORDS 8u
+#define TKV_VK_CLOCK_RT_START 0u  /* device clock (ns) at the start */
+#define TKV_VK_CLOCK_START 1u     /* the SM's clock (cycles) at the start */
+#define TKV_VK_CLOCK_PROLOGUE 2u  /* ... after the prologue (queries rotated, codebooks in place) */
+#define TKV_VK_CLOCK_LOOP 3u      /* ... after subgroup 0's loop over its rows */
+#define TKV_VK_CLOCK_PARTIAL 4u   /* ... after the workgroup's partial is written */
+#define TKV_VK_CLOCK_END 5u       /* ... at the end (after the merge, where it merged) */
+#define TKV_VK_CLOCK_RT_END 6u    /* device clock (ns) at the end */
+#define TKV_VK_CLOCK_MERGED 7u    /* 1: this workgroup merged its (unit, kv head) */
 /* decode.comp holds a K and a V row of at most this many words in
  * registers (72 bytes: turbo4 at head_dim 128, turbo3 at 160, q8_0 at 64). */
 #define TKV_VK_DECODE_ROW_WORDS 18u
