@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "turbokv_fpenv.h"
 
 /* Centroids of the positive half of the largest codebook. */
 #define HALF_MAX (1u << (TKV_TURBO_BITS_MAX - 1u))
@@ -397,6 +398,11 @@ static void *qjl_job_run(void *arg)
     return NULL;
 }
 
+/* Out of line: its floating-point work must not move across the
+ * environment's register accesses in tkv_tables_get. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static struct tables_block *compute_tables(uint64_t seed)
 {
     size_t n_floats = 0;
@@ -484,7 +490,11 @@ const struct tkv_math *tkv_tables_get(uint64_t seed)
     while (t && t->math.rotation_seed != seed)
         t = t->next;
     if (!t) {
+        /* in the environment the rules assume, whatever the host's thread
+         * runs in (turbokv_fpenv.h); the sketch worker inherits it */
+        tkv_fpenv fp = tkv_fpenv_enter();
         t = compute_tables(seed);
+        tkv_fpenv_leave(fp);
         if (t) {
             t->next = tables_list;
             tables_list = t;

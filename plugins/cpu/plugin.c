@@ -13,6 +13,7 @@
 
 #include "simd.h"
 #include "turbokv.h" /* TKV_VERSION_STRING */
+#include "turbokv_fpenv.h"
 
 const struct tkv_services *cpu_svc;
 
@@ -311,6 +312,37 @@ static int cpu_stats(void *dev_, struct tkv_device_stats *stats)
     return TKV_OK;
 }
 
+/* ---- the floating-point environment ------------------------------------- */
+
+/* The ops that compute run in the environment the format's rules assume
+ * (abi/turbokv_fpenv.h: round to nearest, subnormals kept, no traps)
+ * whatever the host's thread runs in (-ffast-math's flush-to-zero and
+ * denormals-are-zero, fesetround), and give the host's back; the pool's
+ * workers enter it once when they start (pool.c). */
+static int fp_quantize_append(void *dev, const struct tkv_append_args *a)
+{
+    tkv_fpenv fp = tkv_fpenv_enter();
+    int rc = cpu_quantize_append(dev, a);
+    tkv_fpenv_leave(fp);
+    return rc;
+}
+
+static int fp_attention(void *dev, const struct tkv_attention_args *a)
+{
+    tkv_fpenv fp = tkv_fpenv_enter();
+    int rc = cpu_attention(dev, a);
+    tkv_fpenv_leave(fp);
+    return rc;
+}
+
+static int fp_dequantize(void *dev, const struct tkv_dequant_args *a)
+{
+    tkv_fpenv fp = tkv_fpenv_enter();
+    int rc = cpu_dequantize(dev, a);
+    tkv_fpenv_leave(fp);
+    return rc;
+}
+
 /* ---- the descriptor ------------------------------------------------------ */
 
 static const struct tkv_plugin cpu_plugin = {
@@ -331,9 +363,9 @@ static const struct tkv_plugin cpu_plugin = {
     .buffer_write = cpu_buffer_write,
     .buffer_read = cpu_buffer_read,
     .buffer_copy = cpu_buffer_copy,
-    .quantize_append = cpu_quantize_append,
-    .attention = cpu_attention,
-    .dequantize = cpu_dequantize,
+    .quantize_append = fp_quantize_append,
+    .attention = fp_attention,
+    .dequantize = fp_dequantize,
     .stats = cpu_stats,
 };
 

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "cpu.h"
+#include "turbokv_fpenv.h"
 
 #define SPIN_NS 100000 /* 0.1 ms */
 
@@ -91,6 +92,9 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     struct cpu_pool *p = w->pool;
     uint64_t seen = 0; /* jobs may be posted before this thread first runs */
+    /* the thread inherited the environment of the host's thread that opened
+     * the device; it runs only the plugin's work, in the rules' one */
+    (void)tkv_fpenv_enter();
     for (;;) {
         if (!spin_until(job_posted, p, seen)) {
             pthread_mutex_lock(&p->lock);
