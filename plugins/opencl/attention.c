@@ -276,8 +276,17 @@ static const struct tkv_device_tensor *out_dev_of(const struct tkv_attention_arg
     return TKV_ARGS_HAS(a, out_dev) ? a->out_dev : NULL;
 }
 
-/* The upload (q left out when it is in device memory, then copied or
- * widened into its place on the device). With out in device memory the
+/* f32 queries in the host's buffer are read where they lie (the kernel's
+ * qbuf; q_at their float there): nothing copied into the upload. f16 /
+ * bf16 ones, and offsets the kernel's 32-bit index cannot reach, are
+ * widened or copied into it. */
+static int q_in_place(const struct tkv_device_tensor *q, uint64_t n)
+{
+    return q && q->elem == TKV_ELEM_F32 && q->offset % 4u == 0 && q->offset / 4u + n <= UINT32_MAX;
+}
+
+/* The upload (q left out when it is in device memory, then read in place,
+ * or copied or widened into its place on the device). With out in device memory the
  * call is not waited for, so the upload goes through a staging slot that
  * outlives the call (host.c); otherwise through the pinned buffer. */
 static int upload(struct ocl_device *d, const struct tkv_attention_args *a,
@@ -301,9 +310,9 @@ static int upload(struct ocl_device *d, const struct tkv_attention_args *a,
         if (err != CL_SUCCESS)
             return ocl_fail(err, op, "clEnqueueWriteBuffer");
     }
-    if (rc == TKV_OK && q_dev)
-        rc = ocl_tensor_in(d, q_dev, (uint64_t)lay->n_rows * p->head_dim, d->scratch.upload.mem,
-                           lay->q_at, op);
+    const uint64_t n_q = (uint64_t)lay->n_rows * p->head_dim;
+    if (rc == TKV_OK && q_dev && !q_in_place(q_dev, n_q))
+        rc = ocl_tensor_in(d, q_dev, n_q, d->scratch.upload.mem, lay->q_at, op);
     return rc;
 }
 
@@ -313,9 +322,17 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
     static const char op[] = "attention";
     const enum ocl_kernel k = p->decode + p->variant;
     cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
-    cl_mem meta = d->scratch.upload.mem;
+    cl_mem meta = d->scratch.upload.mem, q_mem = meta;
     cl_uint seq_at_ = lay->seq_at, blocks_at = lay->blocks_at, units_at = lay->units_at,
             q_at = lay->q_at;
+    const struct tkv_device_tensor *q_dev = q_dev_of(a);
+    const uint64_t n_q = (uint64_t)lay->n_rows * p->head_dim;
+    if (q_in_place(q_dev, n_q)) {
+        int rc = ocl_tensor_mem(d, q_dev, n_q, op, "q", &q_mem);
+        if (rc != TKV_OK)
+            return rc;
+        q_at = (cl_uint)(q_dev->offset / 4u);
+    }
     cl_uint n_q_heads = a->n_q_heads, ratio = p->ratio, window = a->window;
     cl_uint bt = p->geom.bt, seg_rows = p->geom.seg_rows, segs = p->geom.segs, tpb = p->geom.tpb;
     cl_ulong k_block_stride = a->k.block_stride, k_head_stride = a->k.head_stride;
@@ -335,7 +352,7 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
     cl_uint lse_at = a->lse ? (cl_uint)(lay->n_rows * (p->head_dim + 1u)) : 0u;
     const size_t rows = p->tile_rows;
     const struct ocl_karg args[] = {
-        OCL_ARG(k_mem), OCL_ARG(v_mem), OCL_ARG(meta), OCL_ARG(seq_at_), OCL_ARG(blocks_at),
+        OCL_ARG(k_mem), OCL_ARG(v_mem), OCL_ARG(meta), OCL_ARG(q_mem), OCL_ARG(seq_at_), OCL_ARG(blocks_at),
         OCL_ARG(units_at), OCL_ARG(q_at), OCL_ARG(n_q_heads), OCL_ARG(ratio), OCL_ARG(window),
         OCL_ARG(bt), OCL_ARG(seg_rows), OCL_ARG(segs), OCL_ARG(tpb), OCL_ARG(k_block_stride),
         OCL_ARG(k_head_stride), OCL_ARG(k_rb), OCL_ARG(k_padded), OCL_ARG(k_slot),
@@ -355,6 +372,8 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
     /* kv heads first: the work-groups that run side by side read the heads
      * of the same pool blocks */
     const size_t groups[3] = { a->n_kv_heads, p->chunk_pitch, p->n_units };
+    if (q_mem != meta)
+        d->args[k][3].set = 0; /* the host's buffer: see host.c's widen() */
     int rc = ocl_args(d, k, op, sizeof args / sizeof args[0], args);
     return rc != TKV_OK ? rc : ocl_launch(d, k, op, 3, groups, p->wg, event);
 }

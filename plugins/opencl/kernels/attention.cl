@@ -43,7 +43,9 @@
  *
  * The meta buffer (the call's one upload) holds at seq_at four words per
  * sequence (n_ctx, n_q, q_first, block_first), at blocks_at the block table,
- * at units_at the units and at q_at the queries.
+ * at units_at the units and, unless the queries are read where the host
+ * keeps them (qbuf, its own f32 buffer), at q_at the queries: qbuf is then
+ * the meta buffer and q_at their word there, else q_at their float in qbuf.
  *
  * Rows are visible to the query token at position pos = n_ctx - n_q + t
  * when lo(pos) <= j <= pos, lo(pos) = pos + 1 - window when a window is set
@@ -509,7 +511,8 @@ enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
 
 #define DECODE_PARAMS(QT)                                                                      \
     __global const uint *kbuf, __global const uint *vbuf, __global const uint *meta,           \
-        uint seq_at, uint blocks_at, uint units_at, uint q_at, uint n_q_heads, uint ratio,     \
+        __global const float *qbuf, uint seq_at, uint blocks_at, uint units_at, uint q_at,     \
+        uint n_q_heads, uint ratio,                                                            \
         uint window, uint bt, uint seg_rows, uint segs, uint tpb, ulong k_block_stride,        \
         ulong k_head_stride, uint k_row_bytes, int k_padded, uint k_slot, uint k_type,         \
         uint k_rotation, ulong v_block_stride, ulong v_head_stride, uint v_row_bytes,          \
@@ -520,7 +523,7 @@ enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
         __local QT *qloc, __local uint *tile, __local QT *wt, __local float *red,              \
         __local uint *needed, __local uint *rowbit
 #define DECODE_ARGS                                                                            \
-    kbuf, vbuf, meta, seq_at, blocks_at, units_at, q_at, n_q_heads, ratio, window, bt,         \
+    kbuf, vbuf, meta, qbuf, seq_at, blocks_at, units_at, q_at, n_q_heads, ratio, window, bt,   \
         seg_rows, segs, tpb, k_block_stride, k_head_stride, k_row_bytes, k_padded, k_slot,     \
         k_type, k_rotation, v_block_stride, v_head_stride, v_row_bytes, v_padded, v_slot,      \
         v_type, v_rotation, head_dim, tab, pre, post, threshold, tiles_per_chunk, part,        \
@@ -588,8 +591,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         __local float *qv = (__local float *)tile, *tmp = qv + QC * head_dim;
         for (uint k = lid; k < QC * head_dim; k += wg) {
             uint u = k / head_dim, e = k - u * head_dim;
-            qv[k] = as_float(
-                meta[q_at + row_p(ps, n_q_heads, ratio, kvh, u0 + min(u, nu - 1u)) * head_dim + e]);
+            qv[k] = qbuf[q_at + row_p(ps, n_q_heads, ratio, kvh, u0 + min(u, nu - 1u)) * head_dim + e];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         if (type_is_outlier(k_type)) /* the outliers score against q itself */
