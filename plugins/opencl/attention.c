@@ -285,6 +285,14 @@ static int q_in_place(const struct tkv_device_tensor *q, uint64_t n)
     return q && q->elem == TKV_ELEM_F32 && q->offset % 4u == 0 && q->offset / 4u + n <= UINT32_MAX;
 }
 
+/* Likewise f32 output rows in the host's buffer are written there by the
+ * kernel (orows, o_at their float offset): no copy out of the download
+ * scratch, which keeps the skip counts and lse. */
+static int out_in_place(const struct tkv_device_tensor *out)
+{
+    return out && out->elem == TKV_ELEM_F32 && out->offset % 4u == 0;
+}
+
 /* The upload (q left out when it is in device memory, then read in place,
  * or copied or widened into its place on the device). With out in device memory the
  * call is not waited for, so the upload goes through a staging slot that
@@ -322,7 +330,8 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
     static const char op[] = "attention";
     const enum ocl_kernel k = p->decode + p->variant;
     cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
-    cl_mem meta = d->scratch.upload.mem, q_mem = meta;
+    cl_mem meta = d->scratch.upload.mem, q_mem = meta, o_mem = d->scratch.download.mem;
+    cl_ulong o_at = 0;
     cl_uint seq_at_ = lay->seq_at, blocks_at = lay->blocks_at, units_at = lay->units_at,
             q_at = lay->q_at;
     const struct tkv_device_tensor *q_dev = q_dev_of(a);
@@ -332,6 +341,13 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
         if (rc != TKV_OK)
             return rc;
         q_at = (cl_uint)(q_dev->offset / 4u);
+    }
+    const struct tkv_device_tensor *out_dev = out_dev_of(a);
+    if (out_in_place(out_dev)) {
+        int rc = ocl_tensor_mem(d, out_dev, n_q, op, "out", &o_mem);
+        if (rc != TKV_OK)
+            return rc;
+        o_at = out_dev->offset / 4u;
     }
     cl_uint n_q_heads = a->n_q_heads, ratio = p->ratio, window = a->window;
     cl_uint bt = p->geom.bt, seg_rows = p->geom.seg_rows, segs = p->geom.segs, tpb = p->geom.tpb;
@@ -360,8 +376,8 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
         OCL_ARG(v_rb), OCL_ARG(v_padded), OCL_ARG(v_slot), OCL_ARG(v_type), OCL_ARG(v_rotation),
         OCL_ARG(head_dim), OCL_ARG(d->tables), OCL_ARG(pre), OCL_ARG(post), OCL_ARG(threshold),
         OCL_ARG(tpc), OCL_ARG(d->scratch.part.mem), OCL_ARG(chunk_pitch),
-        OCL_ARG(d->scratch.counters.mem), OCL_ARG(d->scratch.download.mem), OCL_ARG(skip_at),
-        OCL_ARG(lse_at),
+        OCL_ARG(d->scratch.counters.mem), OCL_ARG(d->scratch.download.mem), OCL_ARG(o_mem),
+        OCL_ARG(o_at), OCL_ARG(skip_at), OCL_ARG(lse_at),
         OCL_LOCAL((size_t)p->qc * p->q_stride * sizeof(float)),
         OCL_LOCAL(p->tile_words * sizeof(cl_uint)),
         OCL_LOCAL(rows * p->qc * sizeof(float)),
@@ -372,8 +388,12 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
     /* kv heads first: the work-groups that run side by side read the heads
      * of the same pool blocks */
     const size_t groups[3] = { a->n_kv_heads, p->chunk_pitch, p->n_units };
-    if (q_mem != meta)
-        d->args[k][3].set = 0; /* the host's buffer: see host.c's widen() */
+    /* the host's buffers may be new objects at released ones' addresses:
+     * never trust the remembered arguments (host.c's widen()) */
+    for (size_t i = 0; i < sizeof args / sizeof args[0] && i < OCL_ARGS_MAX; i++)
+        if ((args[i].value == &q_mem && q_mem != meta) ||
+            (args[i].value == &o_mem && o_mem != d->scratch.download.mem))
+            d->args[k][i].set = 0;
     int rc = ocl_args(d, k, op, sizeof args / sizeof args[0], args);
     return rc != TKV_OK ? rc : ocl_launch(d, k, op, 3, groups, p->wg, event);
 }
@@ -451,10 +471,12 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
     if ((rc = launch(d, a, p, &lay, timed && d->tune_kernel_ns ? &ev_kernel : NULL)) != TKV_OK)
         goto out;
     if (out_dev_of(a)) {
-        /* out into the host's buffer, queued; skip counts and lse stay on
-         * the device (the core asks for neither) */
-        rc = ocl_tensor_out(d, d->scratch.download.mem, 0, out_dev_of(a),
-                            (uint64_t)lay.n_rows * p->head_dim, op);
+        /* out into the host's buffer, queued (f32 written there by the
+         * kernel, f16 / bf16 narrowed from the download scratch); skip
+         * counts and lse stay on the device (the core asks for neither) */
+        if (!out_in_place(out_dev_of(a)))
+            rc = ocl_tensor_out(d, d->scratch.download.mem, 0, out_dev_of(a),
+                                (uint64_t)lay.n_rows * p->head_dim, op);
         if (rc == TKV_OK && (err = clFlush(d->queue)) != CL_SUCCESS)
             rc = ocl_fail(err, op, "clFlush");
         *skipped = 0;

@@ -519,7 +519,8 @@ enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
         int v_padded, uint v_slot, uint v_type, uint v_rotation, uint head_dim,                \
         __global const float *tab, float pre, float post, float threshold,                     \
         uint tiles_per_chunk, __global float *part, uint chunk_pitch,                          \
-        __global uint *counters, __global float *out, uint skip_at, uint lse_at,               \
+        __global uint *counters, __global float *out, __global float *orows, ulong o_at,       \
+        uint skip_at, uint lse_at,                                                             \
         __local QT *qloc, __local uint *tile, __local QT *wt, __local float *red,              \
         __local uint *needed, __local uint *rowbit
 #define DECODE_ARGS                                                                            \
@@ -527,23 +528,25 @@ enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
         seg_rows, segs, tpb, k_block_stride, k_head_stride, k_row_bytes, k_padded, k_slot,     \
         k_type, k_rotation, v_block_stride, v_head_stride, v_row_bytes, v_padded, v_slot,      \
         v_type, v_rotation, head_dim, tab, pre, post, threshold, tiles_per_chunk, part,        \
-        chunk_pitch, counters, out, skip_at, lse_at, (__local float *)qloc, tile,              \
+        chunk_pitch, counters, out, orows, o_at, skip_at, lse_at, (__local float *)qloc, tile, \
         (__local float *)wt, red, needed, rowbit
 
 /* The output rows of a unit from vloc ([QC][head_dim], normalized): R^T
- * (rotation: turbo V's, ~0u for none), then out, the skip counts and the log-sum-exps, ln(sum_j
- * e^x_j) = ln 2 (m + log2 l) with m the row's max in base 2. */
+ * (rotation: turbo V's, ~0u for none), then the rows into orows from float
+ * o_at (the host's f32 buffer, or out from 0), the skip counts and the
+ * log-sum-exps into out, ln(sum_j e^x_j) = ln 2 (m + log2 l) with m the
+ * row's max in base 2. */
 inline void write_rows(__local float *vloc, __local float *tmp, pass_seq ps, uint n_q_heads,
                        uint ratio, uint kvh, uint u0, uint nu,
                        uint head_dim, uint rotation, __global const float *tab,
-                       __global float *out, uint skip_at, uint lse_at, const float *m,
-                       const float *l, const uint *skipped, const uint QC)
+                       __global float *out, __global float *orows, ulong o_at, uint skip_at,
+                       uint lse_at, const float *m, const float *l, const uint *skipped, const uint QC)
 {
     const uint lid = get_local_id(0), wg = get_local_size(0);
     rotate_rows_local(vloc, tmp, nu, head_dim, rotation, 1, tab);
     for (uint u = 0; u < nu; u++)
         for (uint e = lid; e < head_dim; e += wg)
-            out[(ulong)row_p(ps, n_q_heads, ratio, kvh, u0 + u) * head_dim + e] =
+            orows[o_at + (ulong)row_p(ps, n_q_heads, ratio, kvh, u0 + u) * head_dim + e] =
                 vloc[u * head_dim + e];
     if (lid < nu) {
         for (uint u = 0; u < QC; u++) /* private arrays indexed by a constant */
@@ -1033,7 +1036,8 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         counters[pair] = 0u; /* for the next call */
     barrier(CLK_LOCAL_MEM_FENCE);
     write_rows(vloc, tmp, ps, n_q_heads, ratio, kvh, u0, single || merging ? nu : 0u, head_dim,
-               v_bits && !v_split ? v_rotation : ~0u, tab, out, skip_at, lse_at, m, l, skipped, QC);
+               v_bits && !v_split ? v_rotation : ~0u, tab, out, orows, o_at, skip_at, lse_at, m, l,
+               skipped, QC);
 }
 
 #define DECODE_KERNEL(QC, QT)                                                                  \
