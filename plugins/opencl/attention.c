@@ -277,12 +277,12 @@ static const struct tkv_device_tensor *out_dev_of(const struct tkv_attention_arg
 }
 
 /* f32 queries in the host's buffer are read where they lie (the kernel's
- * qbuf; q_at their float there): nothing copied into the upload. f16 /
- * bf16 ones, and offsets the kernel's 32-bit index cannot reach, are
- * widened or copied into it. */
+ * qbuf; q_at their float there; the core checked that offsets are whole
+ * elements): nothing copied into the upload. f16 / bf16 ones, and offsets
+ * the kernel's 32-bit index cannot reach, are widened or copied into it. */
 static int q_in_place(const struct tkv_device_tensor *q, uint64_t n)
 {
-    return q && q->elem == TKV_ELEM_F32 && q->offset % 4u == 0 && q->offset / 4u + n <= UINT32_MAX;
+    return q && q->elem == TKV_ELEM_F32 && q->offset / 4u + n <= UINT32_MAX;
 }
 
 /* Likewise f32 output rows in the host's buffer are written there by the
@@ -290,7 +290,7 @@ static int q_in_place(const struct tkv_device_tensor *q, uint64_t n)
  * scratch, which keeps the skip counts and lse. */
 static int out_in_place(const struct tkv_device_tensor *out)
 {
-    return out && out->elem == TKV_ELEM_F32 && out->offset % 4u == 0;
+    return out && out->elem == TKV_ELEM_F32;
 }
 
 /* The upload (q left out when it is in device memory, then read in place,

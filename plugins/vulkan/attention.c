@@ -297,14 +297,12 @@ static void clock_summary(struct vk_device *dev, uint64_t n_wgs, uint64_t chunk,
 {
     const uint64_t *rec = dev->clocks->map;
     enum { START, END, PROLOGUE, LOOP, PARTIAL, MERGE, ARRIVE, N };
-    uint64_t *v[N];
+    uint64_t *all = malloc(sizeof(uint64_t) * N * (n_wgs ? n_wgs : 1)), *v[N];
     uint64_t n[N] = { 0 };
+    if (!all)
+        return;
     for (int i = 0; i < N; i++)
-        if (!(v[i] = malloc(sizeof(uint64_t) * (n_wgs ? n_wgs : 1)))) {
-            for (int j = 0; j < i; j++)
-                free(v[j]);
-            return;
-        }
+        v[i] = all + (size_t)i * n_wgs;
     uint64_t t0 = UINT64_MAX, cycles = 0, ns = 0;
     for (uint64_t w = 0; w < n_wgs; w++) {
         const uint64_t *r = rec + w * TKV_VK_CLOCK_WORDS;
@@ -344,8 +342,7 @@ static void clock_summary(struct vk_device *dev, uint64_t n_wgs, uint64_t chunk,
             break;
     }
     fprintf(stderr, "%s us (median / max)\n", line);
-    for (int i = 0; i < N; i++)
-        free(v[i]);
+    free(all);
 }
 
 int vk_attention(void *dev_, const struct tkv_attention_args *a)

@@ -25,7 +25,6 @@ nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader >
 step check
 [ -n "${SKIP_CHECK:-}" ] || bash docs/measurements/h200-2026-12-05-s10/check.sh
 export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models
-export TKV_MINIMAL_PLUGIN_DIR=$B/tests/stubs/minimal TKV_BROKEN_PLUGIN_DIR=$B/tests/stubs
 NEW=$B/plugins/cpu:$B/plugins/vulkan:$B/plugins/opencl
 BASE=$B/plugins/cpu:$R/base-vulkan
 step vkcalls

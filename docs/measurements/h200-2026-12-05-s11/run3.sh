@@ -6,24 +6,8 @@
 #   clock.txt  per point: kvb's result line and the last vkclock lines
 # From a copy of the tree (build/ present) after `. .gpurt/enter.sh`;
 # output under $OUT. About 2 minutes.
-set -u
-R=$PWD
-B=$R/build
-O=${OUT:-/tmp/out}
-mkdir -p "$O"
-export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models KVB_APPEND=0 KVB_WARM_MS=300
-export TURBO_PLUGIN_PATH=$B/plugins/cpu:$B/plugins/vulkan
-gcc -O2 -o kvb docs/measurements/h200-2026-12-04-wide/kvb.c -Iabi -Lbuild/core -lturbokv -lm \
-    -Wl,-rpath,$R/build/core || exit 1
-point() { # env... -- kvb args
-    local env=()
-    while [ "$1" != "--" ]; do env+=("$1"); shift; done
-    shift
-    echo "== ${env[*]} kvb vulkan $*" >> "$O/clock.txt"
-    env "${env[@]}" timeout 60 ./kvb vulkan "$@" > "$O/tmp.txt" 2>&1
-    grep -v '^#' "$O/tmp.txt" | grep -v vkclock >> "$O/clock.txt"
-    grep vkclock "$O/tmp.txt" | tail -3 >> "$O/clock.txt"
-}
+POINTS=clock.txt CLOCK_LINES=3
+source docs/measurements/h200-2026-12-05-s11/kvb-points.sh
 for ctx in 4K 16K 128K; do
     point TURBO_VK_CLOCK=0 -- turbo3 $ctx 1x1 0 8
     point TURBO_VK_CLOCK=1 -- turbo3 $ctx 1x1 0 8

@@ -9,24 +9,8 @@
 #            last vkclock lines
 # From a copy of the tree (build/ present) after `. .gpurt/enter.sh`;
 # output under $OUT. About 2 minutes.
-set -u
-R=$PWD
-B=$R/build
-O=${OUT:-/tmp/out}
-mkdir -p "$O"
-export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models KVB_APPEND=0 KVB_WARM_MS=300
-export TURBO_PLUGIN_PATH=$B/plugins/cpu:$B/plugins/vulkan
-gcc -O2 -o kvb docs/measurements/h200-2026-12-04-wide/kvb.c -Iabi -Lbuild/core -lturbokv -lm \
-    -Wl,-rpath,$R/build/core || exit 1
-point() { # env... -- kvb args
-    local env=()
-    while [ "$1" != "--" ]; do env+=("$1"); shift; done
-    shift
-    echo "== ${env[*]} kvb vulkan $*" >> "$O/wgs.txt"
-    env "${env[@]}" timeout 60 ./kvb vulkan "$@" > "$O/tmp.txt" 2>&1
-    grep -v '^#' "$O/tmp.txt" | grep -v vkclock >> "$O/wgs.txt"
-    grep vkclock "$O/tmp.txt" | tail -2 >> "$O/wgs.txt"
-}
+POINTS=wgs.txt CLOCK_LINES=2
+source docs/measurements/h200-2026-12-05-s11/kvb-points.sh
 for round in 1 2; do
     for w in 1024 1568 2048; do
         point TURBO_VK_WORKGROUPS=$w -- turbo3,turbo4,turbo3o 16K,128K 1x1 0 8
