@@ -17,6 +17,12 @@
  * time reaches: (K+V bytes it must read / time) / bandwidth, 100% when the
  * kernel runs as fast as a plain read of its bytes.
  *
+ * The arithmetic floor (cpu backend, a level with FMAs): every type does
+ * the same float32 multiply-adds per visible row, 2 x query heads x head_dim
+ * (the scores, then the values), in vectors of the plugin's ISA level;
+ * bench_fma.c measures how many of them the same threads retire per second
+ * at best. A point's "arith" is the fraction of that peak its time reaches.
+ *
  * Sparse V: the main tables run with it off, so that every K and V byte is
  * read; a separate comparison times the same peaked attention with it on
  * and off. The bench sets TURBO_SPARSE_V itself before it opens each of its
@@ -31,6 +37,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_fma.h"
 #include "bench_plot.h"
 #include "tool.h"
 
@@ -107,6 +114,7 @@ struct bench {
         double gbps;       /* median over the passes */
         double gbps_best;  /* fastest pass */
     } floor;
+    struct bench_fma fma; /* the multiply-add peak (fma.isa NULL: not measured) */
 };
 
 static int usage(FILE *f)
@@ -140,7 +148,9 @@ static int usage(FILE *f)
             "                  32-layer cache, memory of a multi-sequence workload\n"
             "With the cpu backend each point also shows the fraction of the memory floor it reaches:\n"
             "K+V bytes / time against the read bandwidth the same threads stream from a buffer\n"
-            "beyond the last-level cache.\n"
+            "beyond the last-level cache; and an arithmetic floor: the time of the attention's float32\n"
+            "multiply-adds (2 x query heads x head_dim per visible row) at the peak the same threads\n"
+            "reach with the plugin's vector width.\n"
             "Sparse V is off in the tables (every K and V byte is read) and compared on and off\n"
             "on peaked attention; the bench sets TURBO_SPARSE_V for its own two contexts.\n");
     return f == stderr ? 2 : 0;
@@ -527,6 +537,19 @@ static double floor_fraction(const struct bench *b, const struct timing *t)
     return b->floor.gbps > 0 && t->us > 0 ? t->bytes / (t->us * 1e3) / b->floor.gbps : 0.0;
 }
 
+/* The float32 multiply-adds of a point: per visible row and query token,
+ * the scores' and the values' query heads x head_dim each. */
+static double point_macs(const struct bench *b, uint32_t ctx, const struct shape *sh)
+{
+    return 2.0 * sh->seqs * sh->tokens * b->geo->q_heads * b->geo->head_dim * (double)ctx;
+}
+
+/* The arithmetic floor of a point in us (0: no peak measured). */
+static double arith_floor_us(const struct bench *b, uint32_t ctx, const struct shape *sh)
+{
+    return b->fma.isa ? point_macs(b, ctx, sh) / (b->fma.gmacs * 1e3) : 0.0;
+}
+
 /* ---- analysis ------------------------------------------------------------------ */
 
 struct fit {
@@ -634,6 +657,11 @@ static void print_text(const struct bench *b)
                "of the bytes)\n",
                b->floor.threads, b->floor.threads > 1 ? "s" : "", b->floor.gbps, FLOOR_PASSES,
                (unsigned long long)(b->floor.bytes >> 20), b->floor.gbps_best);
+    if (b->fma.isa)
+        printf("multiply-add peak: %u thread%s retire %.1f G float32 multiply-adds/s in %u-float FMAs "
+               "(isa %s; fastest %.1f);\narithmetic floor = the attention's multiply-adds at that peak\n",
+               b->fma.threads, b->fma.threads > 1 ? "s" : "", b->fma.gmacs, b->fma.lanes, b->fma.isa,
+               b->fma.gmacs_best);
     for (int si = 0; si < b->n_shapes; si++) {
         printf("\ndecode attention, %u query token%s x %u sequence%s: us per layer (GB/s, x f16%s)\n%-7s",
                b->shapes[si].tokens, b->shapes[si].tokens > 1 ? "s" : "", b->shapes[si].seqs,
@@ -656,6 +684,13 @@ static void print_text(const struct bench *b)
                     printf(" %*s", b->floor.threads ? 30 : 24, "-");
             }
             printf("\n");
+        }
+        if (b->fma.isa) { /* the same multiply-adds for every type */
+            printf("%-7s", "arith");
+            for (int ci = 0; ci < b->n_ctx; ci++)
+                printf(" %9.1f%*s", arith_floor_us(b, b->ctx[ci], &b->shapes[si]),
+                       b->floor.threads ? 21 : 15, "");
+            printf("  (us: the arithmetic floor)\n");
         }
         int timed = 0;
         for (int ti = 0; ti < b->n_types; ti++)
@@ -748,6 +783,10 @@ static void print_json(const struct bench *b)
                 if (b->floor.threads) /* the floor: a read of the same bytes at the measured rate */
                     printf(", \"floor_us\": %.3f, \"floor_fraction\": %.4f",
                            t->bytes / (b->floor.gbps * 1e3), floor_fraction(b, t));
+                if (b->fma.isa) { /* the same multiply-adds at the measured peak */
+                    double fl = arith_floor_us(b, b->ctx[ci], &b->shapes[si]);
+                    printf(", \"arith_floor_us\": %.3f, \"arith_fraction\": %.4f", fl, fl / t->us);
+                }
                 printf("}");
             }
             struct fit f = fit_line(b, ti, si);
@@ -772,6 +811,11 @@ static void print_json(const struct bench *b)
                b->floor.threads, (unsigned long long)b->floor.bytes, FLOOR_PASSES, b->floor.gbps,
                b->floor.gbps_best);
         first = 0;
+    }
+    if (b->fma.isa) {
+        printf(",\n  {\"kind\": \"fma_peak\", \"isa\": \"%s\", \"lanes\": %u, \"threads\": %u, "
+               "\"gmacs\": %.3f, \"gmacs_best\": %.3f}",
+               b->fma.isa, b->fma.lanes, b->fma.threads, b->fma.gmacs, b->fma.gmacs_best);
     }
     for (int i = 0; i < b->n_cmp; i++) {
         json_head(b, "sparse_v", b->cmp[i].type, &first);
@@ -871,6 +915,11 @@ static int run(struct bench *b, const char *backend)
     b->total = (uint64_t)b->n_types * (b->n_ctx * b->n_shapes + 1) + n_cmp;
 
     int rc = measure_floor(b);
+    if (rc == 0 && b->floor.threads) {
+        char device[512], threads[64];
+        machine(b->dense, device, sizeof device, threads, sizeof threads);
+        bench_fma_peak(device, b->floor.threads, &b->fma);
+    }
     for (int ti = 0; ti < b->n_types && rc == 0; ti++) {
         for (int ci = 0; ci < b->n_ctx && rc == 0; ci++)
             rc = measure_attention(b, ti, ci);

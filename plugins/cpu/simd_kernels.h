@@ -317,43 +317,93 @@ ALWAYS_INLINE void score_segment(const uint8_t *p, const float *qs, const vtab *
     default: call((len) / LANES); break;                                                       \
     }
 
+/* Rows a score pass takes at once: each chunk of the queries is loaded once
+ * for all of them (their R x Q accumulators stay in registers). */
+#ifndef ACC_VECTORS
+#define ACC_VECTORS 8u
+#endif
+#define SCORE_ROWS(Q) ((Q) * 4u <= ACC_VECTORS ? 4u : (Q) * 2u <= ACC_VECTORS ? 2u : 1u)
+
+/* acc[r * Q + q] += <segment of K row r at p[r], query q> for R rows at
+ * once: the same products added in the same order as score_segment. */
+ALWAYS_INLINE void score_segment_rows(const uint8_t *const *p, const float *qs, const vtab *table,
+                                      const float *scale, uint32_t n_chunks, vf *acc,
+                                      const uint32_t Q, const uint32_t R, const uint32_t kind)
+{
+    _Pragma("GCC unroll 16") for (size_t c = 0; c < n_chunks; c++) {
+        vf qv[CPU_SUBBATCH];
+        FOR_Q qv[q] = vf_load(qs + (c * Q + q) * LANES);
+        _Pragma("GCC unroll 4") for (size_t r = 0; r < R; r++) {
+            vf k = chunk_at(p[r] + c * CHUNK_BYTES(kind), &table[r], kind);
+            if (kind == KIND_Q8_0)
+                k = vf_mul(k, vf_set1(scale[r]));
+            FOR_Q acc[r * Q + q] = vf_fma(k, qv[q], acc[r * Q + q]);
+        }
+    }
+}
+
 ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, uint32_t n_rows,
                               const float *queries, float *scores, const uint32_t Q,
                               const uint32_t kind)
 {
-    const uint32_t n_seg = segment_count(l, kind);
+    const uint32_t n_seg = segment_count(l, kind), R = SCORE_ROWS(Q);
     alignas(64) float scale[TKV_HEAD_DIM_MAX / TKV_Q8_0_BLOCK][LANES];
     vf part[CPU_SUBBATCH][LANES];
     if (KIND_HAS_SCALE(kind))
         for (uint32_t i = 0; i < n_seg; i++)
             block_scales(rows, l->row_bytes, n_rows, segment_at(l, i, kind).scale_at, scale[i]);
-    for (uint32_t r = 0; r < LANES; r++) {
-        const uint8_t *row = rows + (size_t)r * l->row_bytes;
-        vf acc[CPU_SUBBATCH];
-        FOR_Q acc[q] = vf_set1(0.0f);
-        for (uint32_t i = 0; i < (r < n_rows ? n_seg : 0); i++) {
-            struct segment s = segment_at(l, i, kind);
-            const float *qs = queries + (size_t)s.first * Q; /* tiled: chunk-major */
-            vtab table;
-            if (KIND_IS_TURBO(kind))
-                table = vtab_scale(vtab_load(s.lut->centroid), scale[i][r]);
-#define SCORE_SEGMENT(n) score_segment(row + s.data_at, qs, &table, scale[i][r], n, acc, Q, kind)
-            WITH_CHUNK_COUNT(s.len, SCORE_SEGMENT)
+    for (uint32_t r0 = 0; r0 < LANES; r0 += R) {
+        if (R > 1 && r0 + R <= n_rows) { /* R rows that all exist */
+            const uint8_t *row[4];
+            vf acc[4u * CPU_SUBBATCH];
+            _Pragma("GCC unroll 4") for (uint32_t r = 0; r < R; r++) {
+                row[r] = rows + (size_t)(r0 + r) * l->row_bytes;
+                FOR_Q acc[r * Q + q] = vf_set1(0.0f);
+            }
+            for (uint32_t i = 0; i < n_seg; i++) {
+                struct segment s = segment_at(l, i, kind);
+                const float *qs = queries + (size_t)s.first * Q; /* tiled: chunk-major */
+                const uint8_t *at[4];
+                vtab table[4];
+                _Pragma("GCC unroll 4") for (uint32_t r = 0; r < R; r++) {
+                    at[r] = row[r] + s.data_at;
+                    if (KIND_IS_TURBO(kind))
+                        table[r] = vtab_scale(vtab_load(s.lut->centroid), scale[i][r0 + r]);
+                }
+#define SCORE_SEGMENT(n) score_segment_rows(at, qs, table, &scale[i][r0], n, acc, Q, R, kind)
+                WITH_CHUNK_COUNT(s.len, SCORE_SEGMENT)
 #undef SCORE_SEGMENT
+            }
+            _Pragma("GCC unroll 4") for (uint32_t r = 0; r < R; r++)
+                FOR_Q part[q][CPU_ROW_SLOT(r0 + r)] = acc[r * Q + q];
+            continue;
         }
-        FOR_Q part[q][CPU_ROW_SLOT(r)] = acc[q];
+        for (uint32_t r = r0; r < r0 + R; r++) {
+            const uint8_t *row = rows + (size_t)r * l->row_bytes;
+            vf acc[CPU_SUBBATCH];
+            FOR_Q acc[q] = vf_set1(0.0f);
+            for (uint32_t i = 0; i < (r < n_rows ? n_seg : 0); i++) {
+                struct segment s = segment_at(l, i, kind);
+                const float *qs = queries + (size_t)s.first * Q; /* tiled: chunk-major */
+                vtab table;
+                if (KIND_IS_TURBO(kind))
+                    table = vtab_scale(vtab_load(s.lut->centroid), scale[i][r]);
+#define SCORE_SEGMENT(n) score_segment(row + s.data_at, qs, &table, scale[i][r], n, acc, Q, kind)
+                WITH_CHUNK_COUNT(s.len, SCORE_SEGMENT)
+#undef SCORE_SEGMENT
+            }
+            FOR_Q part[q][CPU_ROW_SLOT(r)] = acc[q];
+        }
     }
     FOR_Q vf_store(scores + q * LANES, vf_sum_rows(part[q]));
 }
 
 /* ---- values of a block of V rows into the accumulators ---------------------------- */
 
-/* Accumulators the value loop keeps in registers (an ISA level with more
- * vector registers defines more), and the chunks of a row one pass takes:
- * a power of two, ACC_VECTORS / Q at most. */
-#ifndef ACC_VECTORS
-#define ACC_VECTORS 8u
-#endif
+/* ---- values of a block of V rows into the accumulators ---------------------------- */
+
+/* The chunks of a row one value pass takes: a power of two, ACC_VECTORS / Q
+ * at most (ACC_VECTORS: accumulators in registers, above). */
 #define ACC_CHUNKS(Q)                                                                          \
     ((Q) * 8u <= ACC_VECTORS ? 8u : (Q) * 4u <= ACC_VECTORS ? 4u : (Q) * 2u <= ACC_VECTORS ? 2u : 1u)
 
