@@ -1286,6 +1286,47 @@ static void test_cli_info_json_typed(void **state)
     free(err);
 }
 
+/* bench's arithmetic floor in its --json output: on a CPU whose plugin
+ * level has FMAs the multiply-add peak is measured, and each point's floor
+ * is its multiply-adds (2 x query heads x head_dim per visible row; the
+ * small preset: 8 query heads, head_dim 64; one token, one sequence) at
+ * that peak. */
+static void check_arith_floor(const char *out, unsigned want_points)
+{
+    int want_peak = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    want_peak = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#elif defined(__aarch64__)
+    want_peak = 1;
+#endif
+    const char *peak = strstr(out, "\"kind\": \"fma_peak\"");
+    if (!want_peak) {
+        assert_null(peak);
+        return;
+    }
+    if (!peak)
+        fail_msg("bench --json without an fma_peak record: %s", out);
+    const char *g = strstr(peak, "\"gmacs\": "), *lanes = strstr(peak, "\"lanes\": ");
+    assert_non_null(g);
+    assert_non_null(lanes);
+    double gmacs = strtod(g + strlen("\"gmacs\": "), NULL);
+    long n_lanes = strtol(lanes + strlen("\"lanes\": "), NULL, 10);
+    assert_true(gmacs > 0.1);
+    assert_true(n_lanes == 4 || n_lanes == 8 || n_lanes == 16);
+    unsigned points = 0;
+    for (const char *p = out; (p = strstr(p, "\"arith_floor_us\": ")); p++, points++) {
+        const char *ctx = p;
+        while (ctx > out && strncmp(ctx, "\"ctx\": ", 7)) /* the point's context, before it */
+            ctx--;
+        double macs = 2.0 * 8 * 64 * strtod(ctx + 7, NULL);
+        double us = strtod(p + strlen("\"arith_floor_us\": "), NULL);
+        if (fabs(us - macs / (gmacs * 1e3)) > 1e-3 * us + 1e-3)
+            fail_msg("arith_floor_us %.4f, expected %.4f from %.3f G/s", us, macs / (gmacs * 1e3), gmacs);
+    }
+    assert_int_equal(points, want_points);
+}
+
 static void test_cli_bench_plot(void **state)
 {
     (void)state;
@@ -1305,8 +1346,9 @@ static void test_cli_bench_plot(void **state)
     snprintf(path, sizeof path, "%s/tkv-test-plot-%d.svg", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
              (int)getpid());
     snprintf(cmd, sizeof cmd, "bench --backend cpu --preset small --ctx 256,1K --types f16,turbo3,turbo4 "
-                              "--tokens 1 --seqs 1 --warm-ms 5 --plot %s", path);
+                              "--tokens 1 --seqs 1 --warm-ms 5 --json --plot %s", path);
     assert_int_equal(cli(cmd, &out, &err), 0);
+    check_arith_floor(out, 8); /* 2 contexts x (3 types and f32) */
     free(out);
     free(err);
     FILE *f = fopen(path, "r");
@@ -1327,49 +1369,6 @@ static void test_cli_bench_plot(void **state)
     for (const char *p = svg; (p = strstr(p, "<polyline")); p++)
         polylines++;
     assert_int_equal(polylines, 8); /* 3 types and the f32 baseline bench adds, x 2 panels */
-}
-
-/* bench's arithmetic floor: on a CPU whose plugin level has FMAs the
- * multiply-add peak is measured and a point's floor is its multiply-adds
- * (2 x query heads x head_dim per visible row) at that peak. */
-static void test_cli_bench_arith_floor(void **state)
-{
-    (void)state;
-    int want_peak = 0;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    want_peak = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#elif defined(__aarch64__)
-    want_peak = 1;
-#endif
-    char *out, *err;
-    assert_int_equal(cli("bench --backend cpu --preset small --ctx 256 --types turbo3 --tokens 1 --seqs 1 --json",
-                         &out, &err), 0);
-    const char *peak = strstr(out, "\"kind\": \"fma_peak\"");
-    if (!want_peak) {
-        assert_null(peak);
-    } else {
-        if (!peak)
-            fail_msg("bench --json without an fma_peak record: %s", out);
-        const char *g = strstr(peak, "\"gmacs\": "), *lanes = strstr(peak, "\"lanes\": ");
-        assert_non_null(g);
-        assert_non_null(lanes);
-        double gmacs = strtod(g + strlen("\"gmacs\": "), NULL);
-        long n_lanes = strtol(lanes + strlen("\"lanes\": "), NULL, 10);
-        assert_true(gmacs > 0.1);
-        assert_true(n_lanes == 4 || n_lanes == 8 || n_lanes == 16);
-        /* the small preset: 8 query heads, head_dim 64; 256 rows, 1 token */
-        const double macs = 2.0 * 8 * 64 * 256;
-        unsigned points = 0;
-        for (const char *p = out; (p = strstr(p, "\"arith_floor_us\": ")); p++, points++) {
-            double us = strtod(p + strlen("\"arith_floor_us\": "), NULL);
-            if (fabs(us - macs / (gmacs * 1e3)) > 1e-3 * us + 1e-3)
-                fail_msg("arith_floor_us %.4f, expected %.4f from %.3f G/s", us, macs / (gmacs * 1e3), gmacs);
-        }
-        assert_int_equal(points, 3); /* turbo3, and the f16 and f32 baselines */
-    }
-    free(out);
-    free(err);
 }
 
 static void test_forward_rejects_bad_tokens(void **state)
@@ -1412,7 +1411,6 @@ int main(void)
         cmocka_unit_test(test_cli_ppl_windows),
         cmocka_unit_test(test_cli_info_json_typed),
         cmocka_unit_test(test_cli_bench_plot),
-        cmocka_unit_test(test_cli_bench_arith_floor),
         cmocka_unit_test(test_cli_manual_covers_every_option),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
