@@ -16,8 +16,10 @@
  * decoded once per chunk of LANES values (turbo: the packed indices index a
  * 16-entry table of centroids times the group scale) and multiplied into
  * the accumulators of up to CPU_SUBBATCH queries at once (the GQA group and
- * the new tokens share the decode); the LANES rows' accumulators are then
- * reduced together so that one vector holds the block's scores. Online
+ * the new tokens share the decode), SCORE_ROWS rows at a time so that each
+ * chunk of the queries is loaded once for all of them; the LANES rows'
+ * accumulators are then reduced together so that one vector holds the
+ * block's scores. Online
  * softmax per block (running max, sum, and a pending rescale of the
  * accumulator). Values: only rows some query keeps (sparse V) are decoded,
  * chunk by chunk, into the queries' accumulators, weighted by p x scale;
