@@ -402,8 +402,6 @@ ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, u
 
 /* ---- values of a block of V rows into the accumulators ---------------------------- */
 
-/* ---- values of a block of V rows into the accumulators ---------------------------- */
-
 /* The chunks of a row one value pass takes: a power of two, ACC_VECTORS / Q
  * at most (ACC_VECTORS: accumulators in registers, above). */
 #define ACC_CHUNKS(Q)                                                                          \
