@@ -296,18 +296,6 @@ ALWAYS_INLINE void block_scales(const uint8_t *rows, uint32_t row_bytes, uint32_
         out[r] = r < n_rows ? cpu_half(rows + (size_t)r * row_bytes + offset) : 0.0f;
 }
 
-/* acc[q] += <segment of a K row at p, query q> over n_chunks chunks. */
-ALWAYS_INLINE void score_segment(const uint8_t *p, const float *qs, const vtab *table, float scale,
-                                 uint32_t n_chunks, vf *acc, const uint32_t Q, const uint32_t kind)
-{
-    _Pragma("GCC unroll 16") for (size_t c = 0; c < n_chunks; c++) {
-        vf k = chunk_at(p + c * CHUNK_BYTES(kind), table, kind);
-        if (kind == KIND_Q8_0)
-            k = vf_mul(k, vf_set1(scale));
-        FOR_Q acc[q] = vf_fma(k, vf_load(qs + (c * Q + q) * LANES), acc[q]);
-    }
-}
-
 /* The chunk count of a segment as a constant for the common sizes (groups
  * of 128 and 64, q8_0 blocks of 32): fully unrolled loops with constant
  * offsets measured ~20% faster than a loop over a runtime count. */
@@ -327,7 +315,7 @@ ALWAYS_INLINE void score_segment(const uint8_t *p, const float *qs, const vtab *
 #define SCORE_ROWS(Q) ((Q) * 4u <= ACC_VECTORS ? 4u : (Q) * 2u <= ACC_VECTORS ? 2u : 1u)
 
 /* acc[r * Q + q] += <segment of K row r at p[r], query q> for R rows at
- * once: the same products added in the same order as score_segment. */
+ * once, each row's products added in chunk order (R = 1 for a single row). */
 ALWAYS_INLINE void score_segment_rows(const uint8_t *const *p, const float *qs, const vtab *table,
                                       const float *scale, uint32_t n_chunks, vf *acc,
                                       const uint32_t Q, const uint32_t R, const uint32_t kind)
@@ -390,7 +378,8 @@ ALWAYS_INLINE void score_rows(const struct cpu_layout *l, const uint8_t *rows, u
                 vtab table;
                 if (KIND_IS_TURBO(kind))
                     table = vtab_scale(vtab_load(s.lut->centroid), scale[i][r]);
-#define SCORE_SEGMENT(n) score_segment(row + s.data_at, qs, &table, scale[i][r], n, acc, Q, kind)
+                const uint8_t *at = row + s.data_at;
+#define SCORE_SEGMENT(n) score_segment_rows(&at, qs, &table, &scale[i][r], n, acc, Q, 1, kind)
                 WITH_CHUNK_COUNT(s.len, SCORE_SEGMENT)
 #undef SCORE_SEGMENT
             }
