@@ -1,6 +1,10 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Session 13's first H200 run, in order of what matters if the lease ends:
+#   prescale.txt     decode.comp storing each V row's weights times its scale
+#                    (this tree) against the plugin before (base-vulkan/),
+#                    ABAB, turbo2/3/4 at 4K/16K/128K; the compiler's
+#                    statistics of both (TURBO_VK_PROFILE=1)
 #   wgs.txt          session 11's run4.sh: decode.comp's workgroups per call
 #                    (TURBO_VK_WORKGROUPS 1024 = today's 256 workgroups, 1568 =
 #                    one wave of 3 an SM, 2048), turbo3/turbo4/turbo3o at
@@ -19,6 +23,18 @@ mkdir -p "$O"
 t0=$(date +%s)
 step() { echo "[$(($(date +%s) - t0)) s] $*" >> "$O/log.txt"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader > "$O/gpu.txt" 2>&1
+step prescale
+(
+    POINTS=prescale.txt CLOCK_LINES=0
+    source docs/measurements/h200-2026-12-05-s11/kvb-points.sh
+    BASE=TURBO_PLUGIN_PATH=$B/plugins/cpu:$R/base-vulkan
+    for round in 1 2; do
+        point $BASE -- turbo3,turbo4,turbo2 4K,16K,128K 1x1 0 8
+        point KVB_BUILD=new -- turbo3,turbo4,turbo2 4K,16K,128K 1x1 0 8
+    done
+    point $BASE TURBO_VK_PROFILE=1 -- turbo3 16K 1x1 0 2
+    point TURBO_VK_PROFILE=1 -- turbo3 16K 1x1 0 2
+)
 step wgs
 OUT=$O bash docs/measurements/h200-2026-12-05-s11/run4.sh
 step conformance
