@@ -397,6 +397,49 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             total += (uint64_t)(p0 + i + 1 - visible_lo(p0 + i, window)) * a->n_q_heads;
     }
 
+    const int fused = kl.bits && !kl.qjl && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.separate_prepare &&
+                      !(kl.split && kl.rotation == TKV_VK_ROT_NONE);
+    const int prepare_dispatch = kl.bits && !fused;
+    const int one_pass = narrow_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
+    const uint32_t row_max = kl.row_bytes > vl.row_bytes ? kl.row_bytes : vl.row_bytes;
+    uint32_t spec[TKV_VK_SPEC_COUNT] = {
+        [TKV_VK_SPEC_WG] = wg,
+        [TKV_VK_SPEC_HEAD_DIM] = hd,
+        [TKV_VK_SPEC_K_ENC] = kl.encoding,
+        [TKV_VK_SPEC_K_BITS] = kl.bits,
+        [TKV_VK_SPEC_K_QJL] = kl.qjl,
+        [TKV_VK_SPEC_K_ROW_BYTES] = kl.row_bytes,
+        [TKV_VK_SPEC_V_ENC] = vl.encoding,
+        [TKV_VK_SPEC_V_BITS] = vl.bits,
+        [TKV_VK_SPEC_V_QJL] = vl.qjl,
+        [TKV_VK_SPEC_V_ROW_BYTES] = vl.row_bytes,
+        [TKV_VK_SPEC_QT] = qt,
+        [TKV_VK_SPEC_Q8_BLOCK] = TKV_Q8_0_BLOCK,
+        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens, dev->knobs.batch_rows),
+        [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
+        [TKV_VK_SPEC_Q_ROT] = fused ? kl.rotation : TKV_VK_ROT_NONE,
+        [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
+        [TKV_VK_SPEC_K_SPLIT] = kl.split,
+        [TKV_VK_SPEC_V_SPLIT] = vl.split,
+        [TKV_VK_SPEC_FUSED] = (uint32_t)one_pass,
+        [TKV_VK_SPEC_V_ROT] = vl.rotation,
+        [TKV_VK_SPEC_K_ALIGN] =
+            wide_qt ? row_alignment(dev, k_buf->address, a->k.block_stride, a->k.head_stride, kl.row_bytes) : 0,
+        [TKV_VK_SPEC_V_ALIGN] =
+            wide_qt ? row_alignment(dev, v_buf->address, a->v.block_stride, a->v.head_stride, vl.row_bytes) : 0,
+        [TKV_VK_SPEC_WIDE_WORDS] = wide_qt ? (dev->knobs.wide_words ? dev->knobs.wide_words : 32u) : 0,
+    };
+    memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
+    spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)dev->math_buf->address;
+    spec[TKV_VK_SPEC_MATH_HI] = (uint32_t)(dev->math_buf->address >> 32);
+    /* The pipeline first: on NVIDIA its registers say how many of its
+     * workgroups an SM holds at once (resident) */
+    VkPipeline pipeline;
+    enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
+    uint32_t resident = 0;
+    if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline, &resident)) != TKV_OK)
+        return rc;
+
     /* Chunks: enough workgroups to fill the device, a whole number of
      * TKV_VK_WG rows each (decode.comp: of nsg subgroups' batches, at least
      * min_rows), at most TKV_VK_MAX_CHUNKS per query row (its rows may start
@@ -404,9 +447,15 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const uint64_t rows_unit = dec_qt ? (uint64_t)nsg * dev->subgroup : wg;
     const uint64_t min_rows = dec_qt ? round_up(dev->knobs.min_chunk ? dev->knobs.min_chunk : VK_DECODE_MIN_CHUNK, rows_unit)
                                      : wg;
-    /* decode.comp: a quarter of the workgroups (H200, turbo3 at 16K and
-     * 128K: 256 workgroups 1.2-1.3x faster than 1024, 128 slower) */
-    uint64_t per_unit = (uint64_t)dev->target_workgroups / (dec_qt ? 4 : 1) / (n_units * a->n_kv_heads);
+    /* decode.comp: one wave of the workgroups the SMs hold at once where
+     * the device says (NVIDIA), else a quarter of the target (H200, turbo3
+     * at 16K and 128K: 256 workgroups 1.2-1.3x faster than 1024, 128
+     * slower; one wave of 3 an SM, 392, 1.12x faster than 256 at 128K and
+     * turbo4, which an SM holds 2 of, 1.3x slower at 392: README) */
+    uint64_t target = (uint64_t)dev->target_workgroups / (dec_qt ? 4 : 1);
+    if (narrow_qt && resident && dev->sm_count && !dev->workgroups_set)
+        target = (uint64_t)dev->sm_count * resident;
+    uint64_t per_unit = target / (n_units * a->n_kv_heads);
     per_unit = per_unit < 1 ? 1 : per_unit;
     uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, rows_unit);
     uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), rows_unit);
@@ -432,9 +481,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * S R q); else the rows shader prepares the queries (also [q | q] for
      * outlier-split keys without a rotation: the shader reads Q_ROT NONE
      * as prepared queries). */
-    const int fused = kl.bits && !kl.qjl && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.separate_prepare &&
-                      !(kl.split && kl.rotation == TKV_VK_ROT_NONE);
-    const int prepare_dispatch = kl.bits && !fused;
     /* f32 queries in the host's buffer read where they are (no copy, no
      * dispatch); else copied or widened to the start of the inputs */
     const int q_direct = io.q && io.q->elem == TKV_ELEM_F32 && !prepare_dispatch;
@@ -449,7 +495,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * registers instead of 96 and was 1.2x (f16) to 1.45x (q8_0) slower at
      * 128K on the H200, with or without the dispatch
      * (docs/measurements/h200-2026-12-05-s10/). */
-    const int one_pass = narrow_qt && qt * hd <= TKV_VK_ROWS_ELEMS && !dev->knobs.merge_dispatch;
     const uint64_t fused_at = align_up(blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t));
     const uint64_t up_bytes =
         one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
@@ -510,39 +555,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     }
     memcpy(in_host + blocks_at, a->blocks, (size_t)a->n_blocks * sizeof(uint32_t));
 
-    const uint32_t row_max = kl.row_bytes > vl.row_bytes ? kl.row_bytes : vl.row_bytes;
-    uint32_t spec[TKV_VK_SPEC_COUNT] = {
-        [TKV_VK_SPEC_WG] = wg,
-        [TKV_VK_SPEC_HEAD_DIM] = hd,
-        [TKV_VK_SPEC_K_ENC] = kl.encoding,
-        [TKV_VK_SPEC_K_BITS] = kl.bits,
-        [TKV_VK_SPEC_K_QJL] = kl.qjl,
-        [TKV_VK_SPEC_K_ROW_BYTES] = kl.row_bytes,
-        [TKV_VK_SPEC_V_ENC] = vl.encoding,
-        [TKV_VK_SPEC_V_BITS] = vl.bits,
-        [TKV_VK_SPEC_V_QJL] = vl.qjl,
-        [TKV_VK_SPEC_V_ROW_BYTES] = vl.row_bytes,
-        [TKV_VK_SPEC_QT] = qt,
-        [TKV_VK_SPEC_Q8_BLOCK] = TKV_Q8_0_BLOCK,
-        [TKV_VK_SPEC_BATCH_ROWS] = batch_rows(row_max, a->k.block_tokens, dev->knobs.batch_rows),
-        [TKV_VK_SPEC_DEBUG] = dev->knobs.shader_skip,
-        [TKV_VK_SPEC_Q_ROT] = fused ? kl.rotation : TKV_VK_ROT_NONE,
-        [TKV_VK_SPEC_SUBGROUP] = dec_qt ? dev->subgroup : 0,
-        [TKV_VK_SPEC_K_SPLIT] = kl.split,
-        [TKV_VK_SPEC_V_SPLIT] = vl.split,
-        [TKV_VK_SPEC_FUSED] = (uint32_t)one_pass,
-        [TKV_VK_SPEC_V_ROT] = vl.rotation,
-        [TKV_VK_SPEC_K_ALIGN] =
-            wide_qt ? row_alignment(dev, k_buf->address, a->k.block_stride, a->k.head_stride, kl.row_bytes) : 0,
-        [TKV_VK_SPEC_V_ALIGN] =
-            wide_qt ? row_alignment(dev, v_buf->address, a->v.block_stride, a->v.head_stride, vl.row_bytes) : 0,
-        [TKV_VK_SPEC_WIDE_WORDS] = wide_qt ? (dev->knobs.wide_words ? dev->knobs.wide_words : 32u) : 0,
-    };
-    memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
-    spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)dev->math_buf->address;
-    spec[TKV_VK_SPEC_MATH_HI] = (uint32_t)(dev->math_buf->address >> 32);
-    VkPipeline pipeline;
-    enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
     /* TURBO_VK_CLOCK: decode.comp's clock variant, its records read back */
     const uint64_t n_wgs = n_units * a->n_kv_heads * max_chunks;
     const int clocked = dev->clock_ok && shader == VK_SHADER_DECODE && !queued;
@@ -552,9 +564,9 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         shader = VK_SHADER_DECODE_CLOCK;
         spec[TKV_VK_SPEC_CLOCK_LO] = (uint32_t)dev->clocks->address;
         spec[TKV_VK_SPEC_CLOCK_HI] = (uint32_t)(dev->clocks->address >> 32);
+        if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline, NULL)) != TKV_OK)
+            return rc;
     }
-    if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline)) != TKV_OK)
-        return rc;
 
     const uint64_t work = dev->work->address, inputs = dev->inputs->address;
     /* outputs: host-visible memory the merge writes, or work (copied back) */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "occupancy.h"
 #include "vk.h"
 
 #include "attention_spv.h"
@@ -190,7 +191,7 @@ static int create_pipeline(struct vk_device *dev, enum vk_shader which, const ui
             .pSpecializationInfo = &specialization,
         },
         .layout = dev->layout,
-        .flags = (dev->exec_stats & 1 ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0) |
+        .flags = (dev->exec_stats & 5 ? VK_PIPELINE_CREATE_CAPTURE_STATISTICS_BIT_KHR : 0) |
                  (dev->exec_stats & 2 ? VK_PIPELINE_CREATE_CAPTURE_INTERNAL_REPRESENTATIONS_BIT_KHR : 0),
     };
     VkResult r = vkCreateComputePipelines(dev->device, VK_NULL_HANDLE, 1, &info, NULL, out);
@@ -198,9 +199,32 @@ static int create_pipeline(struct vk_device *dev, enum vk_shader which, const ui
         return VK_ERROR_STATUS(r == VK_ERROR_OUT_OF_HOST_MEMORY || r == VK_ERROR_OUT_OF_DEVICE_MEMORY ? TKV_ENOMEM
                                                                                                      : TKV_EDEVICE,
                                "%s: vkCreateComputePipelines failed: %s (%d)", what, vk_result_name(r), (int)r);
-    if (dev->exec_stats)
+    if (dev->exec_stats & 1)
         print_statistics(dev, *out, what, spec, n);
     return TKV_OK;
+}
+
+/* The registers an invocation of pipeline p holds: NVIDIA's statistic
+ * "Register Count" (VK_KHR_pipeline_executable_properties), else 0. */
+static uint32_t register_count(struct vk_device *dev, VkPipeline p)
+{
+    PFN_vkGetPipelineExecutableStatisticsKHR stats_fn =
+        (PFN_vkGetPipelineExecutableStatisticsKHR)dev->fn.GetDeviceProcAddr(dev->device, "vkGetPipelineExecutableStatisticsKHR");
+    if (!stats_fn)
+        return 0;
+    VkPipelineExecutableInfoKHR ei = { .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = p };
+    VkPipelineExecutableStatisticKHR st[32];
+    uint32_t n_st = 32;
+    for (uint32_t i = 0; i < n_st; i++)
+        st[i] = (VkPipelineExecutableStatisticKHR){ .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR };
+    VkResult r = stats_fn(dev->device, &ei, &n_st, st);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE)
+        return 0;
+    for (uint32_t i = 0; i < n_st; i++)
+        if (!strcmp(st[i].name, "Register Count") && st[i].format == VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR &&
+            st[i].value.u64 > 0 && st[i].value.u64 <= 255)
+            return (uint32_t)st[i].value.u64;
+    return 0;
 }
 
 /* A module whose float arithmetic reaches stored bytes or dequantized
@@ -265,11 +289,13 @@ void vk_pipelines_destroy(struct vk_device *dev)
 }
 
 int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const uint32_t spec[TKV_VK_SPEC_COUNT],
-                          VkPipeline *out)
+                          VkPipeline *out, uint32_t *resident)
 {
     for (size_t i = 0; i < dev->n_attention; i++)
         if (dev->attention[i].shader == shader && memcmp(dev->attention[i].spec, spec, sizeof dev->attention[i].spec) == 0) {
             *out = dev->attention[i].pipeline;
+            if (resident)
+                *resident = dev->attention[i].resident;
             return TKV_OK;
         }
     if (dev->n_attention == dev->cap_attention) {
@@ -291,7 +317,12 @@ int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const ui
                              &p->pipeline);
     if (rc != TKV_OK)
         return rc;
+    p->resident = dev->exec_stats & 4 ? vk_resident_workgroups(register_count(dev, p->pipeline), TKV_VK_WG,
+                                                                dev->warps_per_sm)
+                                      : 0;
     dev->n_attention++;
     *out = p->pipeline;
+    if (resident)
+        *resident = p->resident;
     return TKV_OK;
 }

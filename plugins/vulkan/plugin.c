@@ -70,8 +70,10 @@ void vk_knobs_read(struct vk_device *dev)
         k->wide_words = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_MIN_CHUNK")) && atoi(v) > 0)
         k->min_chunk = (uint32_t)atoi(v);
-    if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0)
+    if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0) {
         dev->target_workgroups = (uint32_t)atoi(v);
+        dev->workgroups_set = 1;
+    }
     if (k->profile) {
         const VkPhysicalDeviceMemoryProperties *m = &dev->memory;
         for (uint32_t i = 0; i < m->memoryHeapCount; i++)
@@ -82,10 +84,11 @@ void vk_knobs_read(struct vk_device *dev)
                     (unsigned)m->memoryTypes[i].propertyFlags);
         fprintf(stderr,
                 "vkprof: skip 0x%x shader skip 0x%x batch rows %u repeat %u cache memory %d target workgroups %u "
-                "staged io %d separate prepare %d decode %s merge %s min chunk %u subgroup %u\n",
+                "staged io %d separate prepare %d decode %s merge %s min chunk %u subgroup %u SMs %u warps an SM %u\n",
                 k->skip, k->shader_skip, k->batch_rows, k->repeat, k->cache_memory, dev->target_workgroups,
                 k->staged_io, k->separate_prepare, k->no_decode ? "off" : "on",
-                k->merge_dispatch ? "dispatch" : "in decode", k->min_chunk, dev->subgroup);
+                k->merge_dispatch ? "dispatch" : "in decode", k->min_chunk, dev->subgroup, dev->sm_count,
+                dev->warps_per_sm);
     }
 }
 
@@ -165,6 +168,7 @@ struct vk_candidate {
     uint64_t max_allocation; /* the largest buffer: maxMemoryAllocationSize, and maxBufferSize where known */
     int exec_stats; /* VK_KHR_pipeline_executable_properties: TURBO_VK_PROFILE prints the compiler's statistics */
     int shader_clock; /* VK_KHR_shader_clock: TURBO_VK_CLOCK's clock records */
+    uint32_t sm_count, warps_per_sm; /* VK_NV_shader_sm_builtins: streaming multiprocessors, warps each holds */
     char driver[128];
 };
 
@@ -270,14 +274,24 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
     uint32_t n_ext = 0;
     if (fn->EnumerateDeviceExtensionProperties(physical, NULL, &n_ext, NULL) == VK_SUCCESS && n_ext) {
         VkExtensionProperties *ext = calloc(n_ext, sizeof *ext);
-        int maintenance4 = 0;
+        int maintenance4 = 0, sm_builtins = 0;
         if (ext && fn->EnumerateDeviceExtensionProperties(physical, NULL, &n_ext, ext) == VK_SUCCESS)
             for (uint32_t i = 0; i < n_ext; i++) {
                 maintenance4 |= !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
                 c->exec_stats |= !strcmp(ext[i].extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
                 c->shader_clock |= !strcmp(ext[i].extensionName, VK_KHR_SHADER_CLOCK_EXTENSION_NAME);
+                sm_builtins |= !strcmp(ext[i].extensionName, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
             }
         free(ext);
+        if (sm_builtins) { /* a property query: the extension need not be enabled */
+            VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
+                .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV,
+            };
+            VkPhysicalDeviceProperties2 ps = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &sm };
+            fn->GetPhysicalDeviceProperties2(physical, &ps);
+            c->sm_count = sm.shaderSMCount;
+            c->warps_per_sm = sm.shaderWarpsPerSM;
+        }
         if (maintenance4) {
             VkPhysicalDeviceMaintenance4PropertiesKHR m4 = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_MAINTENANCE_4_PROPERTIES_KHR,
@@ -554,18 +568,20 @@ static int create_device(struct vk_device *dev, const struct vk_candidate *c)
         .pQueueCreateInfos = &queue,
     };
     /* TURBO_VK_PROFILE on a device of the plugin's own: the compiler's
-     * statistics of each pipeline (registers, shared memory, spills) */
+     * statistics of each pipeline (registers, shared memory, spills); on
+     * NVIDIA always, for decode.comp's registers (vk_resident_workgroups) */
     VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR stats = {
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
         .pipelineExecutableInfo = VK_TRUE,
     };
     const char *exts[2];
     info.ppEnabledExtensionNames = exts;
-    if (dev->knobs.profile && c->exec_stats) {
+    if ((dev->knobs.profile || dev->sm_count) && c->exec_stats) {
         stats.pNext = f12.pNext;
         f12.pNext = &stats;
         exts[info.enabledExtensionCount++] = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
-        dev->exec_stats = 1 | (getenv("TURBO_VK_PROFILE_DIR") ? 2 : 0);
+        dev->exec_stats = (dev->knobs.profile ? 1 | (getenv("TURBO_VK_PROFILE_DIR") ? 2 : 0) : 0) |
+                          (dev->sm_count ? 4 : 0);
     }
     /* TURBO_VK_CLOCK: decode.comp's clock records need the device's and the
      * subgroups' clocks */
@@ -656,6 +672,8 @@ static int take_properties(struct vk_device *dev, const struct vk_candidate *c)
                     c->props.deviceName);
     dev->subgroup = c->subgroup;
     dev->subgroup_wide = c->subgroup_wide;
+    dev->sm_count = c->sm_count;
+    dev->warps_per_sm = c->warps_per_sm;
     dev->max_allocation = c->max_allocation;
     dev->queue_family = c->queue_family;
     dev->fn.GetPhysicalDeviceMemoryProperties(c->physical, &dev->memory);

@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "occupancy.h"
 #include "tables.h"
 #include "turbokv_plugin.h"
 
@@ -260,6 +261,25 @@ static void check_denorm(const char *setting, int preserve)
     P->close(d);
     if (!strstr(opened_line, phrase))
         fail_msg("TURBO_VK_DENORM=%s: open logged '%s', want '%s'", shown, opened_line, phrase);
+}
+
+/* decode.comp's workgroups an SM holds (occupancy.h), at the H200's
+ * figures: 166 registers -> 168 a thread, 12 warps of 5,376: 3 workgroups
+ * of 4 warps; 96 -> 5; 255 -> 2; few registers -> the warp limit. */
+static void test_resident_workgroups(void **state)
+{
+    (void)state;
+    assert_int_equal(vk_resident_workgroups(166, 128, 64), 3);
+    assert_int_equal(vk_resident_workgroups(168, 128, 64), 3);
+    assert_int_equal(vk_resident_workgroups(169, 128, 64), 2);
+    assert_int_equal(vk_resident_workgroups(96, 128, 64), 5);
+    assert_int_equal(vk_resident_workgroups(255, 128, 64), 2);
+    assert_int_equal(vk_resident_workgroups(32, 128, 64), 16);
+    assert_int_equal(vk_resident_workgroups(32, 128, 48), 12);
+    assert_int_equal(vk_resident_workgroups(32, 128, 0), 16);
+    assert_int_equal(vk_resident_workgroups(128, 256, 64), 2);
+    assert_int_equal(vk_resident_workgroups(0, 128, 64), 0);
+    assert_int_equal(vk_resident_workgroups(166, 0, 64), 0);
 }
 
 static void test_denorm_setting(void **state)
@@ -585,6 +605,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_caps),
         cmocka_unit_test(test_denorm_setting),
+        cmocka_unit_test(test_resident_workgroups),
         cmocka_unit_test(test_paged_rows),
         cmocka_unit_test(test_buffer_copy),
         cmocka_unit_test(test_attention),

@@ -191,6 +191,7 @@ struct vk_attention_pipeline {
     enum vk_shader shader;
     uint32_t spec[TKV_VK_SPEC_COUNT];
     VkPipeline pipeline;
+    uint32_t resident; /* its workgroups an SM holds at once, where known (exec_stats 4), else 0 */
 };
 
 /* A buffer_copy not submitted yet. */
@@ -275,14 +276,17 @@ struct vk_device {
     int fp64;                /* shaderFloat64: the quantize shader sums in double */
     int denorm_reported;     /* shaderDenormPreserveFloat32 */
     int denorm_preserve;     /* quantize and rows from their DenormPreserve 32 SPIR-V (TURBO_VK_DENORM) */
-    int exec_stats;          /* TURBO_VK_PROFILE with VK_KHR_pipeline_executable_properties enabled: 1, and 2
-                              * with TURBO_VK_PROFILE_DIR (internal representations captured) */
+    int exec_stats;          /* VK_KHR_pipeline_executable_properties enabled: TURBO_VK_PROFILE 1 (printed), and
+                              * 2 with TURBO_VK_PROFILE_DIR (internal representations captured); 4: on NVIDIA,
+                              * decode.comp's registers read to size its dispatch (vk_resident_workgroups) */
     int clock_ok;            /* TURBO_VK_CLOCK on a device of the plugin's own with VK_KHR_shader_clock (device
                               * and subgroup clocks) enabled: decode.comp runs its clock variant */
     int pair_open;           /* the last queued call was a keys' append without its exit barrier (ABI 2.5) */
     uint32_t subgroup;       /* compute subgroup size where fixed, else 0 (no decode.comp) */
     int subgroup_wide;       /* subgroup shuffles and ballots in compute (decode_wide.comp) */
     uint32_t target_workgroups; /* attention workgroups that fill the device */
+    int workgroups_set;         /* TURBO_VK_WORKGROUPS gave target_workgroups */
+    uint32_t sm_count, warps_per_sm; /* NVIDIA (VK_NV_shader_sm_builtins), else 0 */
 
     const struct tkv_math *math;
     struct vk_buffer *math_buf;
@@ -437,9 +441,12 @@ int vk_pipelines_create(struct vk_device *dev);
 void vk_pipelines_destroy(struct vk_device *dev);
 /* The pipeline of an attention shader (VK_SHADER_ATTENTION,
  * VK_SHADER_DECODE or VK_SHADER_DECODE_WIDE) for spec, created on first
- * use. */
+ * use; *resident (if not NULL): its workgroups of TKV_VK_WG invocations
+ * that one SM holds at once, where the device says (NVIDIA: its register
+ * count), else 0. */
 int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const uint32_t spec[TKV_VK_SPEC_COUNT],
-                          VkPipeline *out);
+                          VkPipeline *out, uint32_t *resident);
+
 
 /* ---- rows --------------------------------------------------------------- */
 

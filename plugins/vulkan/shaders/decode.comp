@@ -107,6 +107,12 @@ const uint SEGS = HEAD_DIM / 32u;      // K segments of 32 values
 const uint KW = (K_ROW_BYTES + 3u) / 4u, VW = (V_ROW_BYTES + 3u) / 4u;
 const uint VRW = VW | 1u;              // words between rows in vs: odd, so lanes hit distinct banks
 const uint VSC = HEAD_DIM / 32u;       // most scales of a V row (turbo groups, q8_0 blocks)
+// turbo values of one group a row (no outliers): the row's weights are
+// stored already multiplied by its scale, the products the value loop
+// would form for every lane (the same float multiply: the same bits)
+// (glslang 12 emits invalid SPIR-V for && between specialization constants:
+// the product of three selects instead)
+const uint V_PRESCALE = (V_ENC == TKV_VK_ENC_TURBO ? 1u : 0u) * (V_SPLIT == 0u ? 1u : 0u) * ((GROUPS0 & 0xffu) == HEAD_DIM ? 1u : 0u);
 // outlier-split rows: N_OUT indices of OUT_IB bytes, then N_OUT fp16 values,
 // after the turbo part
 const uint N_OUT = (HEAD_DIM + TKV_VK_OUTLIER_EVERY - 1u) / TKV_VK_OUTLIER_EVERY;
@@ -395,7 +401,7 @@ void main()
         // the prologue), every load issued before any is used
         if (base != begin && j < end)
             load_pair(j, h, blocks, kw, vw);
-        float x[QT];
+        float x[QT], v_row_scale = 0.0;
         if (j < end) {
             [[unroll]] for (uint i = 0u; i < VW; i++)
                 vs[(slot + lane) * VRW + i] = vw[i];
@@ -403,7 +409,9 @@ void main()
             const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
             [[unroll]] for (uint g = 0u, first = 0u; g < VSC; g++) {
                 const uint size = group_size(groups, g);
-                if (V_ENC == TKV_VK_ENC_TURBO && size != 0u)
+                if (V_PRESCALE != 0u && g == 0u)
+                    v_row_scale = tkv_fp16_to_float(BITS_AT(vw, 0u, 16u));
+                else if (V_ENC == TKV_VK_ENC_TURBO && size != 0u)
                     vsc[(slot + lane) * VSC + g] = tkv_fp16_to_float(BITS_AT(vw, 8u * (2u * g + first * V_BITS / 8u), 16u));
                 else if (V_ENC == TKV_VK_ENC_Q8_0)
                     vsc[(slot + lane) * VSC + g] = tkv_fp16_to_float(BITS_AT(vw, 8u * g * (Q8_BLOCK + 2u), 16u));
@@ -425,8 +433,9 @@ void main()
             // no row: zero bytes and scales, which weigh 0 in the value loop
             [[unroll]] for (uint i = 0u; i < VW; i++)
                 vs[(slot + lane) * VRW + i] = 0u;
-            [[unroll]] for (uint g = 0u; g < VSC; g++)
-                vsc[(slot + lane) * VSC + g] = 0.0;
+            if (V_PRESCALE == 0u)
+                [[unroll]] for (uint g = 0u; g < VSC; g++)
+                    vsc[(slot + lane) * VSC + g] = 0.0;
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 x[t] = NEG_INF;
         }
@@ -453,8 +462,10 @@ void main()
         }
         [[unroll]] for (uint t = QT; t < QT4 * 4u; t++)
             w[t] = 0.0;
-        [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
-            ws[(slot + lane) * QT4 + t4] = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]);
+        [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+            const vec4 w4 = vec4(w[4u * t4], w[4u * t4 + 1u], w[4u * t4 + 2u], w[4u * t4 + 3u]);
+            ws[(slot + lane) * QT4 + t4] = V_PRESCALE != 0u ? w4 * v_row_scale : w4;
+        }
         keep[slot + lane] = needed ? 1u : 0u;
         if ((DBG & TKV_VK_DBG_NO_SYNC) == 0u) {
             subgroupMemoryBarrierShared();
@@ -477,10 +488,10 @@ void main()
           [[unroll]] for (uint ri = 0u; ri < 4u; ri++) {
             const uint r = r0 + ri;
             const uint row = (slot + r) * VRW;
-            const float scale = V_ENC == TKV_VK_ENC_F16 ? 1.0 : vsc[(slot + r) * VSC + v_scale];
+            const float scale = V_ENC == TKV_VK_ENC_F16 || V_PRESCALE != 0u ? 1.0 : vsc[(slot + r) * VSC + v_scale];
             float wt[QT4 * 4u];
             [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                vec4 q = ws[(slot + r) * QT4 + t4] * scale;
+                vec4 q = V_ENC == TKV_VK_ENC_F16 || V_PRESCALE != 0u ? ws[(slot + r) * QT4 + t4] : ws[(slot + r) * QT4 + t4] * scale;
                 wt[4u * t4] = q.x, wt[4u * t4 + 1u] = q.y, wt[4u * t4 + 2u] = q.z, wt[4u * t4 + 3u] = q.w;
             }
             float val[DPL];
