@@ -12,6 +12,8 @@
 #   wide.txt         decode_wide.comp (f16, q8_0) at TURBO_VK_WORKGROUPS 1024
 #                    (256 workgroups), 2640 (660: 5 an SM at 96 registers), 4096
 #   sdpa.txt         PyTorch SDPA f16 in the same run
+#   per-token.txt    `turbokv bench --per-token` on vulkan (the host's device:
+#                    no register count there, the former rule)
 # From a copy of the tree (build/, base-vulkan/ present) after
 # `. .gpurt/enter.sh`; output under $OUT. About 5 minutes.
 set -u
@@ -53,5 +55,8 @@ for w in 1024 2640 4096; do
 done
 step sdpa
 python3 scripts/sdpa-baseline.py --ctx 4096,16384,131072 > "$O/sdpa.txt" 2>&1
+step per-token
+timeout 150 $B/tools/turbokv bench --backend vulkan --per-token --ctx 4K,128K --layers 32 --warm-ms 300 \
+    --types turbo3 2>&1 | grep -v "^bench:" >> "$O/per-token.txt"
 rm -f "$O/tmp.txt"
 step done
