@@ -555,6 +555,15 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
+/* Whether the comma-separated list names name (its first len characters). */
+static int in_list(const char *list, const char *name, size_t len)
+{
+    for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0))
+        if (strcspn(p, ",") == len && !strncmp(p, name, len))
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -582,7 +591,7 @@ int main(int argc, char **argv)
         return in_ci ? 1 : 77;
     }
     printf("backend %s: device %s\n", backend, tkv_context_device(ctx_b));
-    const struct CMUnitTest tests[] = {
+    const struct CMUnitTest all[] = {
         cmocka_unit_test(same_bytes_every_format),
         cmocka_unit_test(attention_agrees),
         cmocka_unit_test(split_attention_rotations),
@@ -591,5 +600,22 @@ int main(int argc, char **argv)
         cmocka_unit_test(sparse_v_counts),
         cmocka_unit_test(wide_rows_agree),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    /* TKV_TESTS=NAME,NAME: only those (a variant whose knobs reach only
+     * some of the shaders); a name that is none of them is an error */
+    const char *only = getenv("TKV_TESTS");
+    struct CMUnitTest tests[sizeof all / sizeof all[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (!only || in_list(only, all[i].name, strlen(all[i].name)))
+            tests[n++] = all[i];
+    for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0)) {
+        size_t len = strcspn(p, ","), i = 0;
+        while (i < sizeof all / sizeof all[0] && !in_list(p, all[i].name, len))
+            i++;
+        if (i == sizeof all / sizeof all[0]) {
+            fprintf(stderr, "test_backends: TKV_TESTS names '%.*s', which is no test here\n", (int)len, p);
+            return 2;
+        }
+    }
+    return _cmocka_run_group_tests("tests", tests, n, setup, teardown);
 }
