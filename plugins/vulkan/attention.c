@@ -447,13 +447,15 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const uint64_t rows_unit = dec_qt ? (uint64_t)nsg * dev->subgroup : wg;
     const uint64_t min_rows = dec_qt ? round_up(dev->knobs.min_chunk ? dev->knobs.min_chunk : VK_DECODE_MIN_CHUNK, rows_unit)
                                      : wg;
-    /* decode.comp: one wave of the workgroups the SMs hold at once where
-     * the device says (NVIDIA), else a quarter of the target (H200, turbo3
-     * at 16K and 128K: 256 workgroups 1.2-1.3x faster than 1024, 128
-     * slower; one wave of 3 an SM, 392, 1.12x faster than 256 at 128K and
-     * turbo4, which an SM holds 2 of, 1.3x slower at 392: README) */
+    /* decode.comp, decode_wide.comp: one wave of the workgroups the SMs
+     * hold at once where the device says (NVIDIA: registers, SMs), else a
+     * quarter of the target. On the H200 / H100 at 128K (plugins/vulkan/
+     * README.md, "How many workgroups"): turbo3 (166 registers, 3 an SM)
+     * 392 workgroups 1.12-1.15x faster than 256, 512 slower; turbo4 (169,
+     * 2 an SM) 1.3x slower at 392; decode_wide.comp (96, 5 an SM) f16 1.29x
+     * and q8_0 1.64x faster at 660 than at 256, 1024 slower. */
     uint64_t target = (uint64_t)dev->target_workgroups / (dec_qt ? 4 : 1);
-    if (narrow_qt && resident && dev->sm_count && !dev->workgroups_set)
+    if (dec_qt && resident && dev->sm_count && !dev->workgroups_set)
         target = (uint64_t)dev->sm_count * resident;
     uint64_t per_unit = target / (n_units * a->n_kv_heads);
     per_unit = per_unit < 1 ? 1 : per_unit;
