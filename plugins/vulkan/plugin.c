@@ -302,9 +302,11 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
                 c->max_allocation = m4.maxBufferSize;
         }
     }
-    snprintf(c->driver, sizeof c->driver, "%.40s %.60s, Vulkan %u.%u.%u", p12.driverName, p12.driverInfo,
-             VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
-             VK_API_VERSION_PATCH(c->props.apiVersion));
+    int at = snprintf(c->driver, sizeof c->driver, "%.40s %.60s, Vulkan %u.%u.%u", p12.driverName, p12.driverInfo,
+                      VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
+                      VK_API_VERSION_PATCH(c->props.apiVersion));
+    if (c->sm_count && at > 0 && (size_t)at < sizeof c->driver) /* what sizes the attention dispatch */
+        snprintf(c->driver + at, sizeof c->driver - (size_t)at, ", %u SMs", c->sm_count);
     return 1;
 }
 
