@@ -610,12 +610,16 @@ int main(int argc, char **argv)
             tests[n++] = all[i];
     for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0)) {
         size_t len = strcspn(p, ","), i = 0;
-        while (i < sizeof all / sizeof all[0] && !in_list(p, all[i].name, len))
+        while (i < sizeof all / sizeof all[0] && !(strlen(all[i].name) == len && !strncmp(p, all[i].name, len)))
             i++;
-        if (i == sizeof all / sizeof all[0]) {
+        if (len && i == sizeof all / sizeof all[0]) {
             fprintf(stderr, "test_backends: TKV_TESTS names '%.*s', which is no test here\n", (int)len, p);
             return 2;
         }
+    }
+    if (n == 0) {
+        fprintf(stderr, "test_backends: TKV_TESTS='%s' names no test\n", only);
+        return 2;
     }
     return _cmocka_run_group_tests("tests", tests, n, setup, teardown);
 }

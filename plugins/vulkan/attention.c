@@ -566,6 +566,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         shader = VK_SHADER_DECODE_CLOCK;
         spec[TKV_VK_SPEC_CLOCK_LO] = (uint32_t)dev->clocks->address;
         spec[TKV_VK_SPEC_CLOCK_HI] = (uint32_t)(dev->clocks->address >> 32);
+        /* (its chunks are sized by the plain pipeline's registers: the
+         * clock records cost a few more, a measurement knob's difference) */
         if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline, NULL)) != TKV_OK)
             return rc;
     }
