@@ -555,11 +555,23 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* Whether the comma-separated list names name (its first len characters). */
-static int in_list(const char *list, const char *name, size_t len)
+/* TKV_TESTS: a comma-separated list of test names. The entry after the
+ * one at p; whether the entry at p is the whole of name; whether the list
+ * has name as an entry. */
+static const char *next_entry(const char *p)
 {
-    for (const char *p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0))
-        if (strcspn(p, ",") == len && !strncmp(p, name, len))
+    return p + strcspn(p, ",") + (p[strcspn(p, ",")] != 0);
+}
+
+static int is_name(const char *p, const char *name)
+{
+    return strlen(name) == strcspn(p, ",") && !strncmp(p, name, strlen(name));
+}
+
+static int in_list(const char *list, const char *name)
+{
+    for (const char *p = list; *p; p = next_entry(p))
+        if (is_name(p, name))
             return 1;
     return 0;
 }
@@ -603,17 +615,18 @@ int main(int argc, char **argv)
     /* TKV_TESTS=NAME,NAME: only those (a variant whose knobs reach only
      * some of the shaders); a name that is none of them is an error */
     const char *only = getenv("TKV_TESTS");
+    const size_t n_all = sizeof all / sizeof all[0];
     struct CMUnitTest tests[sizeof all / sizeof all[0]];
     size_t n = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (!only || in_list(only, all[i].name, strlen(all[i].name)))
+    for (size_t i = 0; i < n_all; i++)
+        if (!only || in_list(only, all[i].name))
             tests[n++] = all[i];
-    for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0)) {
-        size_t len = strcspn(p, ","), i = 0;
-        while (i < sizeof all / sizeof all[0] && !(strlen(all[i].name) == len && !strncmp(p, all[i].name, len)))
+    for (const char *p = only; p && *p; p = next_entry(p)) {
+        size_t i = 0;
+        while (i < n_all && !is_name(p, all[i].name))
             i++;
-        if (len && i == sizeof all / sizeof all[0]) {
-            fprintf(stderr, "test_backends: TKV_TESTS names '%.*s', which is no test here\n", (int)len, p);
+        if (*p != ',' && i == n_all) {
+            fprintf(stderr, "test_backends: TKV_TESTS names '%.*s', which is no test here\n", (int)strcspn(p, ","), p);
             return 2;
         }
     }

@@ -121,16 +121,32 @@ static void dump_representations(struct vk_device *dev, const VkPipelineExecutab
         free(ir[i].pData);
 }
 
-/* TURBO_VK_PROFILE: what the driver's compiler reports of pipeline p
- * (VK_KHR_pipeline_executable_properties; on NVIDIA its registers per
- * invocation, shared and local memory), one stderr line per executable. */
+/* The statistics the driver's compiler reports of executable e of pipeline
+ * p (VK_KHR_pipeline_executable_properties; on NVIDIA its registers per
+ * invocation, shared and local memory): how many it put in st, 0 if none. */
+static uint32_t executable_statistics(struct vk_device *dev, VkPipeline p, uint32_t e,
+                                      VkPipelineExecutableStatisticKHR st[32])
+{
+    PFN_vkGetPipelineExecutableStatisticsKHR stats_fn =
+        (PFN_vkGetPipelineExecutableStatisticsKHR)dev->fn.GetDeviceProcAddr(dev->device, "vkGetPipelineExecutableStatisticsKHR");
+    if (!stats_fn)
+        return 0;
+    VkPipelineExecutableInfoKHR ei = { .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = p,
+                                       .executableIndex = e };
+    uint32_t n_st = 32;
+    for (uint32_t i = 0; i < n_st; i++)
+        st[i] = (VkPipelineExecutableStatisticKHR){ .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR };
+    VkResult r = stats_fn(dev->device, &ei, &n_st, st);
+    return r == VK_SUCCESS || r == VK_INCOMPLETE ? n_st : 0;
+}
+
+/* TURBO_VK_PROFILE: the compiler's statistics of pipeline p, one stderr
+ * line per executable. */
 static void print_statistics(struct vk_device *dev, VkPipeline p, const char *what, const uint32_t *spec, uint32_t n)
 {
     PFN_vkGetPipelineExecutablePropertiesKHR props_fn =
         (PFN_vkGetPipelineExecutablePropertiesKHR)dev->fn.GetDeviceProcAddr(dev->device, "vkGetPipelineExecutablePropertiesKHR");
-    PFN_vkGetPipelineExecutableStatisticsKHR stats_fn =
-        (PFN_vkGetPipelineExecutableStatisticsKHR)dev->fn.GetDeviceProcAddr(dev->device, "vkGetPipelineExecutableStatisticsKHR");
-    if (!props_fn || !stats_fn)
+    if (!props_fn)
         return;
     VkPipelineInfoKHR pi = { .sType = VK_STRUCTURE_TYPE_PIPELINE_INFO_KHR, .pipeline = p };
     VkPipelineExecutablePropertiesKHR props[4];
@@ -143,11 +159,7 @@ static void print_statistics(struct vk_device *dev, VkPipeline p, const char *wh
         VkPipelineExecutableInfoKHR ei = { .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = p,
                                            .executableIndex = e };
         VkPipelineExecutableStatisticKHR st[32];
-        uint32_t n_st = 32;
-        for (uint32_t i = 0; i < n_st; i++)
-            st[i] = (VkPipelineExecutableStatisticKHR){ .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR };
-        if (stats_fn(dev->device, &ei, &n_st, st) < 0)
-            continue;
+        const uint32_t n_st = executable_statistics(dev, p, e, st);
         char line[1024];
         int at = snprintf(line, sizeof line, "vkprof: pipeline %s (spec", what);
         for (uint32_t i = 0; i < n && at < (int)sizeof line; i++)
@@ -208,18 +220,8 @@ static int create_pipeline(struct vk_device *dev, enum vk_shader which, const ui
  * "Register Count" (VK_KHR_pipeline_executable_properties), else 0. */
 static uint32_t register_count(struct vk_device *dev, VkPipeline p)
 {
-    PFN_vkGetPipelineExecutableStatisticsKHR stats_fn =
-        (PFN_vkGetPipelineExecutableStatisticsKHR)dev->fn.GetDeviceProcAddr(dev->device, "vkGetPipelineExecutableStatisticsKHR");
-    if (!stats_fn)
-        return 0;
-    VkPipelineExecutableInfoKHR ei = { .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_INFO_KHR, .pipeline = p };
     VkPipelineExecutableStatisticKHR st[32];
-    uint32_t n_st = 32;
-    for (uint32_t i = 0; i < n_st; i++)
-        st[i] = (VkPipelineExecutableStatisticKHR){ .sType = VK_STRUCTURE_TYPE_PIPELINE_EXECUTABLE_STATISTIC_KHR };
-    VkResult r = stats_fn(dev->device, &ei, &n_st, st);
-    if (r != VK_SUCCESS && r != VK_INCOMPLETE)
-        return 0;
+    const uint32_t n_st = executable_statistics(dev, p, 0, st);
     for (uint32_t i = 0; i < n_st; i++)
         if (!strcmp(st[i].name, "Register Count") && st[i].format == VK_PIPELINE_EXECUTABLE_STATISTIC_FORMAT_UINT64_KHR &&
             st[i].value.u64 > 0 && st[i].value.u64 <= 255)

@@ -447,7 +447,6 @@ void vk_pipelines_destroy(struct vk_device *dev);
 int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const uint32_t spec[TKV_VK_SPEC_COUNT],
                           VkPipeline *out, uint32_t *resident);
 
-
 /* ---- rows --------------------------------------------------------------- */
 
 /* A struct tkv_row_format as the shaders take it. */
