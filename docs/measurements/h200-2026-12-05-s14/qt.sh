@@ -29,12 +29,12 @@ for r in 1 2; do
     mark round $r
     point KVB=default -- turbo4,turbo3,turbo2 4K,16K,128K 4x1 0 4
     point TURBO_VK_DECODE_QT=4 -- turbo4,turbo3,turbo2 4K,16K,128K 4x1 0 4
-    point KVB=default -- turbo3o,turbo4o 4K,16K,128K 1x1,4x1 0 4
-    point TURBO_VK_DECODE_QT=2 -- turbo3o,turbo4o 4K,16K,128K 1x1,4x1 0 4
+    point KVB=default -- turbo3o 4K,16K,128K 1x1,4x1 0 4
+    point TURBO_VK_DECODE_QT=2 -- turbo3o 4K,16K,128K 1x1,4x1 0 4
 done
 prof timeout 60 ./kvb vulkan turbo4,turbo2 4K 4x1 0 2
 prof env TURBO_VK_DECODE_QT=4 timeout 60 ./kvb vulkan turbo4 4K 4x1 0 2
-prof timeout 60 ./kvb vulkan turbo3o,turbo4o 4K 1x1,4x1 0 2
-prof env TURBO_VK_DECODE_QT=2 timeout 60 ./kvb vulkan turbo3o,turbo4o 4K 1x1,4x1 0 2
+prof timeout 60 ./kvb vulkan turbo3o 4K 1x1,4x1 0 2
+prof env TURBO_VK_DECODE_QT=2 timeout 60 ./kvb vulkan turbo3o 4K 1x1,4x1 0 2
 kill $smi
 rm -f "$O/tmp.txt"
