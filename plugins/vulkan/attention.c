@@ -150,7 +150,11 @@ static uint32_t unit_rows(const struct vk_device *dev, const struct vk_layout *k
  * words, and at most 32 accumulators per lane (64 with outlier-split
  * values, whose outliers have their own) (H200, 4 query tokens of a GQA
  * group of 4 at 128K: 8 query rows a unit 644 us, 16 rows 911, 4 rows 758;
- * TURBO_VK_DECODE_QT). */
+ * TURBO_VK_DECODE_QT). Turbo keys of 4 bits: at most 4 rows (16
+ * accumulators), which were 1.4-1.6x faster than 8 on an H100 at 4K-128K
+ * (turbo4, 4 query tokens: 42 / 102 / 679 us against 68 / 153 / 970;
+ * 169 registers against 203), where turbo2 and turbo3 lose 6-8% at 128K
+ * with 4 (docs/measurements/h200-2026-12-05-s14/). */
 static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
 {
     const uint32_t dpl = subgroup_dpl(dev, kl->head_dim);
@@ -163,7 +167,7 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
             (l->encoding == TKV_VK_ENC_TURBO && !groups_of_32(l)))
             return 0;
     }
-    return unit_rows(dev, kl, vl, dpl, 32, decode_shared_bytes);
+    return unit_rows(dev, kl, vl, dpl, kl->encoding == TKV_VK_ENC_TURBO && kl->bits >= 4 ? 16 : 32, decode_shared_bytes);
 }
 
 /* Shared memory of decode_wide.comp with qt query rows per unit: row
