@@ -61,7 +61,20 @@ struct tkv_host_vulkan {
     /* PFN_vkGetInstanceProcAddr the host loaded Vulkan with; NULL: the
      * loader's own */
     void (*get_instance_proc_addr)(void);
+    /* --- 0.6: read where struct_size covers it (a 0.5 struct ends before
+     * flags, and is still taken) --- */
+    uint32_t flags;        /* TKV_HOST_VULKAN_* bits: what the host enabled on device */
 };
+
+/* tkv_host_vulkan.flags. STATISTICS: the host created device with
+ * VK_KHR_pipeline_executable_properties enabled and its feature
+ * pipelineExecutableInfo on; the plugin then captures its attention
+ * pipelines' statistics, whose register counts size the attention
+ * dispatch on NVIDIA as on a device of its own (plugins/vulkan/README.md,
+ * "How many workgroups"). A bit the host's physical device cannot have
+ * enabled is refused. */
+#define TKV_HOST_VULKAN_STATISTICS 0x1u
+#define TKV_HOST_VULKAN_FLAGS 0x1u /* every bit defined */
 
 /* The host's own device, tagged by backend: only the member that backend
  * names is read. */

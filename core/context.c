@@ -17,6 +17,7 @@
  * turbokv-<name>.so: a cpu-only host never maps a GPU runtime.
  */
 #include <dlfcn.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -289,9 +290,11 @@ static int choose_backend(tkv_context *ctx, const struct tkv_cache_params *req)
  * struct is malformed. */
 static const char *host_backend_name(const struct tkv_host_device *h)
 {
-    if (h->struct_size < sizeof *h)
-        return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device->struct_size %u, expected %zu", h->struct_size,
-                               sizeof *h), NULL;
+    /* 0.5's struct ends where tkv_host_vulkan.flags begins */
+    const size_t min_size = offsetof(struct tkv_host_device, vulkan.flags);
+    if (h->struct_size < min_size)
+        return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device->struct_size %u, expected at least %zu",
+                               h->struct_size, min_size), NULL;
     if (h->backend == TKV_HOST_OPENCL) {
         if (!h->opencl.context || !h->opencl.device || !h->opencl.queue)
             return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device (OpenCL): %s is NULL",
@@ -304,6 +307,9 @@ static const char *host_backend_name(const struct tkv_host_device *h)
             return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device (Vulkan): %s is NULL",
                                    !v->instance ? "instance" : !v->physical_device ? "physical_device"
                                    : !v->device ? "device" : "queue"), NULL;
+        if (TKV_ARGS_HAS(h, vulkan.flags) && (v->flags & ~TKV_HOST_VULKAN_FLAGS))
+            return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device (Vulkan): flags 0x%x has bits no "
+                                   "TKV_HOST_VULKAN_* defines (0x%x)", v->flags, v->flags & ~TKV_HOST_VULKAN_FLAGS), NULL;
         return "vulkan";
     }
     return (void)tkv_error(TKV_EINVAL, "tkv_context_open: host_device->backend %u is not a backend tag (%d OpenCL, %d "

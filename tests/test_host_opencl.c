@@ -418,6 +418,12 @@ static void refuses_bad_host_devices(void **state)
     h = host_of(cl_q);
     h.struct_size = 8;
     assert_int_equal(open_tkv(NULL, &h, &c), TKV_EINVAL);
+    /* a 0.5 struct (it ends before tkv_host_vulkan.flags) is still taken */
+    h = host_of(cl_q);
+    h.struct_size = (uint32_t)offsetof(struct tkv_host_device, vulkan.flags);
+    assert_int_equal(open_tkv(NULL, &h, &c), TKV_OK);
+    tkv_context_close(c);
+    c = NULL;
     /* an out-of-order queue, where the driver has one */
     cl_int err;
     cl_command_queue ooo = clCreateCommandQueue(cl_ctx, cl_dev, CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE, &err);

@@ -57,6 +57,9 @@ static VkQueue queue;
 static uint32_t family;
 static VkCommandPool pool;
 static VkPhysicalDeviceMemoryProperties memory;
+/* the device was created with VK_KHR_pipeline_executable_properties (where
+ * the physical device has it): host_of() says so (TKV_HOST_VULKAN_STATISTICS) */
+static uint32_t host_flags;
 static char device_name[256];
 static tkv_context *ctx, *ctx_cpu;
 static tkv_cache *cache, *cache_cpu;
@@ -197,6 +200,21 @@ static int find_device(void)
     return 0;
 }
 
+/* Whether the physical device offers extension name. */
+static int has_extension(const char *name)
+{
+    uint32_t n = 0;
+    if (vkEnumerateDeviceExtensionProperties(physical, NULL, &n, NULL) != VK_SUCCESS || !n)
+        return 0;
+    VkExtensionProperties *ext = calloc(n, sizeof *ext);
+    int found = 0;
+    if (ext && vkEnumerateDeviceExtensionProperties(physical, NULL, &n, ext) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n; i++)
+            found |= !strcmp(ext[i].extensionName, name);
+    free(ext);
+    return found;
+}
+
 static int create_device(void)
 {
     VkPhysicalDeviceFeatures2 have = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2 };
@@ -219,6 +237,20 @@ static int create_device(void)
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &f2, .queueCreateInfoCount = 1,
         .pQueueCreateInfos = &qi,
     };
+    /* and the pipelines' statistics where the device has them (NVIDIA: the
+     * plugin sizes its attention dispatch by their registers) */
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR stats = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE,
+    };
+    const char *stats_ext = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+    if (has_extension(stats_ext)) {
+        stats.pNext = f12.pNext;
+        f12.pNext = &stats;
+        di.enabledExtensionCount = 1;
+        di.ppEnabledExtensionNames = &stats_ext;
+        host_flags = TKV_HOST_VULKAN_STATISTICS;
+    }
     if (vkCreateDevice(physical, &di, NULL, &device) != VK_SUCCESS)
         return -1;
     vkGetDeviceQueue(device, family, 0, &queue);
@@ -237,7 +269,7 @@ static struct tkv_host_device host_of(void)
         .vulkan = {
             .instance = instance, .physical_device = physical, .device = device, .queue = queue,
             .queue_family = family, .api_version = VK_API_VERSION_1_2,
-            .get_instance_proc_addr = (void (*)(void))vkGetInstanceProcAddr,
+            .get_instance_proc_addr = (void (*)(void))vkGetInstanceProcAddr, .flags = host_flags,
         },
     };
 }
@@ -590,6 +622,30 @@ static void refuses_bad_host_devices(void **state)
     h = host_of();
     h.struct_size = 8;
     assert_int_equal(open_tkv(NULL, &h, &c), TKV_EINVAL);
+    assert_null(c);
+    /* a flag no TKV_HOST_VULKAN_* names; the statistics flag where the
+     * device has no VK_KHR_pipeline_executable_properties (lavapipe) */
+    h = host_of();
+    h.vulkan.flags |= 0x80u;
+    assert_int_equal(open_tkv(NULL, &h, &c), TKV_EINVAL);
+    assert_non_null(strstr(tkv_last_error(), "flags 0x8"));
+    if (!host_flags) {
+        h = host_of();
+        h.vulkan.flags = TKV_HOST_VULKAN_STATISTICS;
+        assert_int_equal(open_tkv(NULL, &h, &c), TKV_EINVAL);
+        assert_non_null(strstr(tkv_last_error(), "VK_KHR_pipeline_executable_properties"));
+        assert_null(c);
+    }
+    /* a 0.5 struct (no flags member) is still taken; one shorter is not */
+    h = host_of();
+    h.vulkan.flags = 0x80u; /* past struct_size: not read */
+    h.struct_size = (uint32_t)offsetof(struct tkv_host_device, vulkan.flags);
+    assert_int_equal(open_tkv(NULL, &h, &c), TKV_OK);
+    tkv_context_close(c);
+    c = NULL;
+    h.struct_size--;
+    assert_int_equal(open_tkv(NULL, &h, &c), TKV_EINVAL);
+    assert_non_null(strstr(tkv_last_error(), "expected at least"));
     assert_null(c);
     /* without get_instance_proc_addr: the loader's */
     h = host_of();

@@ -402,6 +402,7 @@ struct vk_host {
     VkDevice device;
     VkQueue queue;
     uint32_t family;
+    uint32_t flags; /* TKV_HOST_VULKAN_* of the device it created */
     VkCommandPool pool;
     VkCommandBuffer cmd;
     VkFence fence;
@@ -635,6 +636,28 @@ static int vkh_open(struct vk_host *v)
     VkDeviceCreateInfo di = {
         .sType = VK_STRUCTURE_TYPE_DEVICE_CREATE_INFO, .pNext = &f2, .queueCreateInfoCount = 1, .pQueueCreateInfos = &qi,
     };
+    /* the pipelines' statistics where the device has them, as an engine
+     * would enable them for turbokv (TKV_HOST_VULKAN_STATISTICS: on NVIDIA
+     * the registers size the attention dispatch) */
+    VkPhysicalDevicePipelineExecutablePropertiesFeaturesKHR stats = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
+        .pipelineExecutableInfo = VK_TRUE,
+    };
+    const char *stats_ext = VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME;
+    uint32_t n_ext = 0;
+    VkExtensionProperties *ext = NULL;
+    if (vkEnumerateDeviceExtensionProperties(v->physical, NULL, &n_ext, NULL) == VK_SUCCESS && n_ext &&
+        (ext = calloc(n_ext, sizeof *ext)) &&
+        vkEnumerateDeviceExtensionProperties(v->physical, NULL, &n_ext, ext) == VK_SUCCESS)
+        for (uint32_t i = 0; i < n_ext && !v->flags; i++)
+            if (!strcmp(ext[i].extensionName, stats_ext)) {
+                stats.pNext = f12.pNext;
+                f12.pNext = &stats;
+                di.enabledExtensionCount = 1;
+                di.ppEnabledExtensionNames = &stats_ext;
+                v->flags = TKV_HOST_VULKAN_STATISTICS;
+            }
+    free(ext);
     VK_TRY(vkCreateDevice(v->physical, &di, NULL, &v->device));
     vkGetDeviceQueue(v->device, v->family, 0, &v->queue);
     vkGetPhysicalDeviceMemoryProperties(v->physical, &v->memory);
@@ -675,7 +698,7 @@ static int bench_vulkan(const uint32_t *types, int n_types, const uint32_t *ctx,
         struct tkv_host_device hd = {
             .struct_size = sizeof hd, .backend = TKV_HOST_VULKAN,
             .vulkan = { .instance = v.instance, .physical_device = v.physical, .device = v.device, .queue = v.queue,
-                        .queue_family = v.family, .api_version = VK_API_VERSION_1_2 },
+                        .queue_family = v.family, .api_version = VK_API_VERSION_1_2, .flags = v.flags },
         };
         struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd };
         struct token_host h = {

@@ -7,6 +7,7 @@
  * the host's earlier work and before its later work (docs/api.md, "The
  * host's own device").
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,9 +18,10 @@
 int ocl_host_check(const struct tkv_host_device *host, cl_platform_id *platform)
 {
     static const char op[] = "host_device";
-    if (!host || host->struct_size < sizeof *host)
-        return OCL_ERROR(TKV_EINVAL, "%s: struct_size %u, expected %zu", op,
-                         host ? host->struct_size : 0u, sizeof *host);
+    const size_t min_size = offsetof(struct tkv_host_device, vulkan.flags); /* 0.5's struct */
+    if (!host || host->struct_size < min_size)
+        return OCL_ERROR(TKV_EINVAL, "%s: struct_size %u, expected at least %zu", op,
+                         host ? host->struct_size : 0u, min_size);
     if (host->backend != TKV_HOST_OPENCL)
         return OCL_ERROR(TKV_EUNSUPPORTED, "%s: backend tag %u is not OpenCL (%d)", op,
                          host->backend, TKV_HOST_OPENCL);

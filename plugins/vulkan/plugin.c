@@ -10,6 +10,7 @@
  * plugin's device_caps before calling; what is checked here is what only
  * the plugin knows: its devices, their limits and errors.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -701,9 +702,10 @@ static int take_properties(struct vk_device *dev, const struct vk_candidate *c)
 static int host_candidate(const struct tkv_host_device *host, struct vk_fns *fn, struct vk_candidate *c)
 {
     static const char op[] = "host_device";
-    if (!host || host->struct_size < sizeof *host)
-        return VK_ERROR_STATUS(TKV_EINVAL, "%s: struct_size %u, expected %zu", op, host ? host->struct_size : 0u,
-                               sizeof *host);
+    const size_t min_size = offsetof(struct tkv_host_device, vulkan.flags); /* 0.5's struct */
+    if (!host || host->struct_size < min_size)
+        return VK_ERROR_STATUS(TKV_EINVAL, "%s: struct_size %u, expected at least %zu", op,
+                               host ? host->struct_size : 0u, min_size);
     if (host->backend != TKV_HOST_VULKAN)
         return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "%s: backend tag %u is not Vulkan (%d)", op, host->backend,
                                TKV_HOST_VULKAN);
@@ -768,8 +770,22 @@ static int adopt(struct vk_device *dev, const struct tkv_host_device *host)
     const char *missing = vk_fns_device(&dev->fn, dev->device);
     if (missing)
         return VK_ERROR_STATUS(TKV_EUNSUPPORTED, "open: the host's device has no %s", missing);
-    if ((rc = take_properties(dev, &c)) != TKV_OK || (rc = create_objects(dev, &c)) != TKV_OK ||
-        (rc = vk_pipelines_create(dev)) != TKV_OK || (rc = vk_tables_upload(dev)) != TKV_OK)
+    if ((rc = take_properties(dev, &c)) != TKV_OK)
+        return rc;
+    /* The host enabled the pipelines' statistics (0.6): its attention
+     * pipelines' registers size their dispatch as on a device of the
+     * plugin's own (create_device), and TURBO_VK_PROFILE prints them */
+    const uint32_t flags = TKV_ARGS_HAS(host, vulkan.flags) ? host->vulkan.flags : 0;
+    if (flags & TKV_HOST_VULKAN_STATISTICS) {
+        if (!c.exec_stats)
+            return VK_ERROR_STATUS(TKV_EINVAL,
+                                   "open: the host's flags say TKV_HOST_VULKAN_STATISTICS, but %s has no "
+                                   "VK_KHR_pipeline_executable_properties to enable",
+                                   c.props.deviceName);
+        dev->exec_stats = (dev->knobs.profile ? 1 : 0) | (dev->sm_count ? 4 : 0);
+    }
+    if ((rc = create_objects(dev, &c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
+        (rc = vk_tables_upload(dev)) != TKV_OK)
         return rc;
     char denorm[72];
     denorm_describe(dev->denorm_preserve, dev->denorm_reported, denorm, sizeof denorm); /* as pipelines.c made them */
