@@ -153,7 +153,7 @@ static uint32_t unit_rows(const struct vk_device *dev, const struct vk_layout *k
  * TURBO_VK_DECODE_QT). Turbo keys of 4 bits: at most 4 rows (16
  * accumulators), which were 1.4-1.6x faster than 8 on an H100 at 4K-128K
  * (turbo4, 4 query tokens: 42 / 102 / 679 us against 68 / 153 / 970;
- * 169 registers against 203), where turbo2 and turbo3 lose 6-8% at 128K
+ * 169 registers against 203), where turbo2 and turbo3 lose 6-7% at 128K
  * with 4 (docs/measurements/h200-2026-12-05-s14/). */
 static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl)
 {
