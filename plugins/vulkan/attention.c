@@ -84,25 +84,13 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_
     }
 }
 
-/* How decode.comp scores turbo K rows (TURBO_VK_KSCORE, TKV_VK_KSCORE_*);
- * other keys keep their rows in registers. */
-static uint32_t decode_k_score(const struct vk_device *dev, const struct vk_layout *kl)
-{
-    return kl->encoding == TKV_VK_ENC_TURBO && !kl->split ? dev->knobs.k_score : TKV_VK_KSCORE_REGS;
-}
-
 /* Shared memory of decode.comp with qt query rows per unit (its shared
  * arrays: queries as vec4s, raw queries, codebooks, per-lane weights,
  * V addresses and keep flags). */
-static uint64_t decode_shared_bytes(const struct vk_device *dev, uint32_t hd, uint32_t qt, const struct vk_layout *kl,
-                                    const struct vk_layout *vl, uint32_t nsg)
+static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_layout *kl, const struct vk_layout *vl,
+                                    uint32_t nsg)
 {
-    const uint64_t qt4 = (qt + 3) / 4, vrw = ((vl->row_bytes + 3) / 4) | 1u, krw = ((kl->row_bytes + 3) / 4) | 1u;
-    const uint32_t k_score = decode_k_score(dev, kl) & 3u;
-    /* the K rows (KSCORE_LOOP, _TABLE: ks, 4 words of slack) and the
-     * products table (_TABLE: kt) */
-    const uint64_t ks = k_score ? ((uint64_t)TKV_VK_WG * krw + 4) * 4 : 4;
-    const uint64_t kt = k_score == TKV_VK_KSCORE_TABLE ? (uint64_t)hd * (1u << kl->bits) * qt4 * 16 : 16;
+    const uint64_t qt4 = (qt + 3) / 4, vrw = ((vl->row_bytes + 3) / 4) | 1u;
     /* qs, qo (one vec4 unless keys are split), xs, xo (one float, and up to
      * 12 bytes of alignment before the next vec4 array, unless values are
      * split), the codebooks, then the per-lane arrays, the reductions and
@@ -110,7 +98,7 @@ static uint64_t decode_shared_bytes(const struct vk_device *dev, uint32_t hd, ui
     return hd * qt4 * 16 + (kl->split ? hd * qt4 * 16 : 16) + (uint64_t)qt * hd * 4 +
            (vl->split ? (uint64_t)qt * hd * 4 : 16) + 2 * 80 * 4 +
            (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12 +
-           (uint64_t)qt * 8 + 8 + ks + kt;
+           (uint64_t)qt * 8 + 8;
 }
 
 /* What decode.comp and decode_wide.comp both assume of the device and
@@ -143,13 +131,13 @@ static int groups_of_32(const struct vk_layout *l)
  * the device; 0 where not even one row does. */
 static uint32_t unit_rows(const struct vk_device *dev, const struct vk_layout *kl, const struct vk_layout *vl,
                           uint32_t dpl, uint32_t acc,
-                          uint64_t (*shared_bytes)(const struct vk_device *, uint32_t, uint32_t,
-                                                   const struct vk_layout *, const struct vk_layout *, uint32_t))
+                          uint64_t (*shared_bytes)(uint32_t, uint32_t, const struct vk_layout *,
+                                                   const struct vk_layout *, uint32_t))
 {
     uint32_t qt = acc / dpl > 8 ? 8 : acc / dpl > 1 ? acc / dpl : 1;
     if (dev->knobs.decode_qt) /* TURBO_VK_DECODE_QT, up to 64 accumulators */
         qt = dev->knobs.decode_qt * dpl <= 64 ? dev->knobs.decode_qt : 64 / dpl;
-    while (qt && shared_bytes(dev, kl->head_dim, qt, kl, vl, TKV_VK_WG / dev->subgroup) >
+    while (qt && shared_bytes(kl->head_dim, qt, kl, vl, TKV_VK_WG / dev->subgroup) >
                      dev->props.limits.maxComputeSharedMemorySize)
         qt--;
     return qt;
@@ -185,10 +173,9 @@ static uint32_t decode_qt_max(const struct vk_device *dev, const struct vk_layou
 /* Shared memory of decode_wide.comp with qt query rows per unit: row
  * addresses (two uvec4 arrays of half a workgroup), weights, codebooks,
  * the partials, the reductions (the formats do not change it). */
-static uint64_t wide_shared_bytes(const struct vk_device *dev, uint32_t hd, uint32_t qt, const struct vk_layout *kl,
-                                  const struct vk_layout *vl, uint32_t nsg)
+static uint64_t wide_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_layout *kl, const struct vk_layout *vl,
+                                  uint32_t nsg)
 {
-    (void)dev;
     (void)kl;
     (void)vl;
     return 2ull * (TKV_VK_WG / 2) * 16 + (uint64_t)TKV_VK_WG * ((qt + 3) / 4) * 16 + 80 * 4 + (uint64_t)qt * hd * 4 +
@@ -445,7 +432,6 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_ALIGN] =
             wide_qt ? row_alignment(dev, v_buf->address, a->v.block_stride, a->v.head_stride, vl.row_bytes) : 0,
         [TKV_VK_SPEC_WIDE_WORDS] = wide_qt ? (dev->knobs.wide_words ? dev->knobs.wide_words : 32u) : 0,
-        [TKV_VK_SPEC_K_SCORE] = narrow_qt ? decode_k_score(dev, &kl) : TKV_VK_KSCORE_REGS,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)dev->math_buf->address;

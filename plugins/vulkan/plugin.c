@@ -69,9 +69,6 @@ void vk_knobs_read(struct vk_device *dev)
     k->wide_unaligned = v && !strcmp(v, "2");
     if ((v = getenv("TURBO_VK_WIDE_WORDS")) && atoi(v) > 0 && atoi(v) <= 256)
         k->wide_words = (uint32_t)atoi(v);
-    if ((v = getenv("TURBO_VK_KSCORE")) && atoi(v) >= 0 &&
-        atoi(v) <= (int)(TKV_VK_KSCORE_TABLE | TKV_VK_KSCORE_PREFETCH))
-        k->k_score = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_MIN_CHUNK")) && atoi(v) > 0)
         k->min_chunk = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_WORKGROUPS")) && atoi(v) > 0) {

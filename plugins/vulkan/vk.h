@@ -226,7 +226,6 @@ struct vk_knobs {
     int merge_dispatch;   /* TURBO_VK_MERGE=1: decode.comp leaves its chunks to merge.comp */
     int no_wide;          /* TURBO_VK_WIDE=0: the attention shader where decode_wide.comp would run */
     int wide_unaligned;   /* TURBO_VK_WIDE=2: decode_wide.comp reads rows as if at any byte alignment */
-    uint32_t k_score;     /* TURBO_VK_KSCORE: decode.comp's TKV_VK_KSCORE_* for turbo keys */
     uint32_t wide_words;  /* TURBO_VK_WIDE_WORDS: words of one group of decode_wide.comp's loads (0: 32) */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     int clock;            /* TURBO_VK_CLOCK: decode.comp's clock records, summarized on stderr */

@@ -91,7 +91,6 @@ layout(constant_id = TKV_VK_SPEC_K_SPLIT) const uint K_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_V_SPLIT) const uint V_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_FUSED) const uint FUSED = 0u;
 layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_NONE;
-layout(constant_id = TKV_VK_SPEC_K_SCORE) const uint K_SCORE_SPEC = TKV_VK_KSCORE_REGS;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -123,15 +122,6 @@ const uint OUT_IB = HEAD_DIM <= TKV_VK_OUTLIER_BYTE_INDEX_MAX ? 1u : 2u;
 // outlier-split keys [R q | q])
 const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO && Q_ROT == TKV_VK_ROT_NONE && K_SPLIT != 0u ? 2u * HEAD_DIM : HEAD_DIM;
 #define NEG_INF uintBitsToFloat(0xff800000u)
-// How a lane scores its K row (TKV_VK_KSCORE_*): turbo keys without
-// outliers may take theirs from shared memory in a loop over segments
-const uint K_SCORE = (K_ENC == TKV_VK_ENC_TURBO ? 1u : 0u) * (K_SPLIT == 0u ? 1u : 0u) * (K_SCORE_SPEC & 3u);
-// ... and with the row in shared memory, the next batch's K and V rows
-// loaded into the registers that held this batch's as soon as they are
-// stored (TKV_VK_KSCORE_PREFETCH)
-const uint PREFETCH = (K_SCORE != 0u ? 1u : 0u) * ((K_SCORE_SPEC & TKV_VK_KSCORE_PREFETCH) != 0u ? 1u : 0u);
-const uint KRW = KW | 1u;              // words between rows in ks: odd, so lanes hit distinct banks
-const uint NC = 1u << K_BITS;          // a codebook's entries
 
 shared vec4 qs[HEAD_DIM * QT4];        // [element][query row / 4]
 shared vec4 qo[K_SPLIT != 0u ? HEAD_DIM * QT4 : 1u]; // outlier-split keys: q itself, as qs
@@ -142,8 +132,6 @@ shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
 shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
 shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
-shared uint ks[K_SCORE != 0u ? WG * KRW + 4u : 1u]; // per subgroup lane: its K row, from bit 0 (4 words of slack)
-shared vec4 kt[K_SCORE == TKV_VK_KSCORE_TABLE ? HEAD_DIM * NC * QT4 : 1u]; // [element][index][row / 4]: q_t[e] c
 
 #include "rotate.glsl"
 #include "partials.glsl"
@@ -237,58 +225,6 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
                         s[4u * t4 + u] += x * q[u];
             }
         }
-    }
-}
-
-// score_row for turbo keys without outliers from the row at word `row` of
-// ks: a loop over its segments of 32 values (a few hundred instructions
-// instead of the whole row's unrolled code), each segment's K_BITS words
-// shifted into place, its indices looked up in the codebook and multiplied
-// by the queries (KSCORE_LOOP) or looked up in the unit's table of those
-// products (KSCORE_TABLE).
-void score_row_loop(uint row, out float s[QT])
-{
-    const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
-    [[unroll]] for (uint t = 0u; t < QT; t++)
-        s[t] = 0.0;
-    float part[QT], part2[QT];
-    float scale = 0.0;
-    [[dont_unroll]] for (uint seg = 0u; seg < SEGS; seg++) {
-        const uint e0 = 32u * seg;
-        uint size, first, k = group_of(groups, e0, size, first);
-        const uint gi = group_index(size), g_bit = 8u * (2u * k + first * K_BITS / 8u);
-        if (e0 == first) {
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                part[t] = part2[t] = 0.0;
-            const uint sw = row + (g_bit >> 5u), ssh = g_bit & 31u;
-            scale = tkv_fp16_to_float(((ks[sw] >> ssh) | ((ks[sw + 1u] << 1u) << (31u - ssh))) & 0xffffu);
-        }
-        const uint b0 = g_bit + 16u + (e0 - first) * K_BITS, wd = row + (b0 >> 5u), sh = b0 & 31u;
-        uint raw[5], w[5];
-        [[unroll]] for (uint i = 0u; i < 5u; i++)
-            raw[i] = i <= K_BITS ? ks[wd + i] : 0u;
-        [[unroll]] for (uint i = 0u; i < 4u; i++)
-            w[i] = FUNNEL(raw, i, sh);
-        w[4] = 0u;
-        [[unroll]] for (uint e = 0u; e < 32u; e += 2u) { // two chains of sums
-            const uint i0 = BITS_AT(w, e * K_BITS, K_BITS), i1 = BITS_AT(w, (e + 1u) * K_BITS, K_BITS);
-            if (K_SCORE == TKV_VK_KSCORE_TABLE) {
-                [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                    const vec4 p0 = kt[((e0 + e) * NC + i0) * QT4 + t4], p1 = kt[((e0 + e + 1u) * NC + i1) * QT4 + t4];
-                    [[unroll]] for (uint u = 0u; u < 4u; u++)
-                        if (4u * t4 + u < QT) {
-                            part[4u * t4 + u] += p0[u];
-                            part2[4u * t4 + u] += p1[u];
-                        }
-                }
-            } else {
-                add_products(part, cent_k[gi * 16u + i0], e0 + e);
-                add_products(part2, cent_k[gi * 16u + i1], e0 + e + 1u);
-            }
-        }
-        if (e0 + 32u == first + size) // the group ends with this segment
-            [[unroll]] for (uint t = 0u; t < QT; t++)
-                s[t] += scale * (part[t] + part2[t]);
     }
 }
 
@@ -425,15 +361,6 @@ void main()
         cent_v[lid] = cv;
     }
     barrier();
-    if (K_SCORE == TKV_VK_KSCORE_TABLE) { // q_t[e] c for every element, codebook entry and query row
-        for (uint x = lid; x < HEAD_DIM * NC * QT4; x += WG) {
-            const uint t4 = x % QT4, i = (x / QT4) % NC, e = x / (QT4 * NC);
-            uint size, first;
-            group_of(groups, e, size, first);
-            kt[x] = qs[e * QT4 + t4] * cent_k[group_index(size) * 16u + i];
-        }
-        barrier();
-    }
     CLOCK_MARK(wid, TKV_VK_CLOCK_PROLOGUE);
 
     // From here on each subgroup goes its own way until the partials.
@@ -472,7 +399,7 @@ void main()
         const uint j = base + lane;
         // this lane's K and V rows (the first batch's are in flight since
         // the prologue), every load issued before any is used
-        if (PREFETCH == 0u && base != begin && j < end)
+        if (base != begin && j < end)
             load_pair(j, h, blocks, kw, vw);
         float x[QT], v_row_scale = 0.0;
         if (j < end) {
@@ -491,14 +418,7 @@ void main()
                 first += size;
             }
             float s[QT];
-            if (K_SCORE != 0u) // (its own row: no barrier between the store and the loads)
-                [[unroll]] for (uint i = 0u; i < KW; i++)
-                    ks[(slot + lane) * KRW + i] = kw[i];
-            if (PREFETCH != 0u && j + SG < end) // the next batch's rows, in flight through this one
-                load_pair(j + SG, h, blocks, kw, vw);
-            if ((DBG & TKV_VK_DBG_NO_SCORES) == 0u && K_SCORE != 0u)
-                score_row_loop((slot + lane) * KRW, s);
-            else if ((DBG & TKV_VK_DBG_NO_SCORES) == 0u)
+            if ((DBG & TKV_VK_DBG_NO_SCORES) == 0u)
                 score_row(kw, s);
             else
                 [[unroll]] for (uint t = 0u; t < QT; t++)

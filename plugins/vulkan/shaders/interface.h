@@ -120,14 +120,7 @@
  * per-workgroup clock records, low and high words */
 #define TKV_VK_SPEC_CLOCK_LO 29u
 #define TKV_VK_SPEC_CLOCK_HI 30u
-/* decode.comp, turbo keys without outliers: how a lane scores its K row
- * (TKV_VK_KSCORE_*; TURBO_VK_KSCORE) */
-#define TKV_VK_SPEC_K_SCORE 31u
-#define TKV_VK_SPEC_COUNT 32u
-#define TKV_VK_KSCORE_REGS 0u   /* the row in registers, every value's code unrolled */
-#define TKV_VK_KSCORE_LOOP 1u   /* the row in shared memory, a loop over its segments of 32 values */
-#define TKV_VK_KSCORE_TABLE 2u  /* as LOOP, each value one load of q_t[e] c (a table of the unit's products) */
-#define TKV_VK_KSCORE_PREFETCH 4u /* with LOOP or TABLE: the next batch's rows loaded while this one is scored */
+#define TKV_VK_SPEC_COUNT 31u
 /* One workgroup's clock record (TKV_CLOCK): uint64 words */
 #define TKV_VK_CLOCK_WORDS 8u
 #define TKV_VK_CLOCK_RT_START 0u  /* device clock (ns) at the start */
