@@ -94,12 +94,11 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_la
     /* qs, qo (one vec4 unless keys are split), xs, xo (one float, and up to
      * 12 bytes of alignment before the next vec4 array, unless values are
      * split), the codebooks, then the per-lane arrays, the reductions and
-     * the merge's maxima, sums and flag (partials.glsl), and the subgroups'
-     * outlier sums (split values) */
+     * the merge's maxima, sums and flag (partials.glsl) */
     return hd * qt4 * 16 + (kl->split ? hd * qt4 * 16 : 16) + (uint64_t)qt * hd * 4 +
            (vl->split ? (uint64_t)qt * hd * 4 : 16) + 2 * 80 * 4 +
            (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12 +
-           (uint64_t)qt * 8 + 8 + (vl->split ? (uint64_t)nsg * qt * hd * 4 : 4);
+           (uint64_t)qt * 8 + 8;
 }
 
 /* What decode.comp and decode_wide.comp both assume of the device and

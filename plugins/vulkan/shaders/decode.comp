@@ -41,12 +41,10 @@
 //
 // Outlier-split keys: the lane that scores a K row adds q[i] x_i for each
 // of its outliers, against q itself (qo beside qs). Outlier-split values:
-// the batch's rows one after another, N_OUT x QT lanes each add one
-// outlier times one query row's weight, unscaled and unrotated, into the
-// subgroup's sums in shared memory (ob, outlier_values); at the end each
-// lane takes its coordinates of them into acco, a second set of
-// accumulators that becomes each partial's second half (merge.comp adds it
-// after R^T).
+// for each V row every lane compares the row's outlier indices with its own
+// coordinates and adds the matching outliers, unscaled and unrotated, into
+// acco, a second set of accumulators that becomes each partial's second
+// half (merge.comp adds it after R^T).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -134,9 +132,6 @@ shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
 shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
 shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
-// outlier-split values: each subgroup's sums of its rows' outliers,
-// unscaled and unrotated, [subgroup][query row][coordinate]
-shared float ob[V_SPLIT != 0u ? NSG * QT * HEAD_DIM : 1u];
 
 #include "rotate.glsl"
 #include "partials.glsl"
@@ -230,41 +225,6 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
                         s[4u * t4 + u] += x * q[u];
             }
         }
-    }
-}
-
-// Outlier-split values: the outliers of the batch's rows from `base` (in
-// vs, their weights in ws) added into the subgroup's sums in ob, after
-// those are rescaled by corr (each lane its own coordinates). The rows go
-// one after another in order, as the value loop takes them (rows of a
-// cache share outlier coordinates); within a row, lane x adds outlier x %
-// N_OUT for query row x / N_OUT, whose coordinates are distinct.
-void outlier_values(uint base, uint end, uint slot, uint obase, uint d0, float corr[QT])
-{
-    const uint lane = gl_SubgroupInvocationID;
-    bool rescale = false;
-    [[unroll]] for (uint t = 0u; t < QT; t++)
-        rescale = rescale || corr[t] != 1.0;
-    if (rescale) // (uniform: the maxima are the subgroup's)
-        [[unroll]] for (uint t = 0u; t < QT; t++)
-            [[unroll]] for (uint e = 0u; e < DPL; e++)
-                ob[obase + t * HEAD_DIM + d0 + e] *= corr[t];
-    subgroupMemoryBarrierShared();
-    subgroupBarrier();
-    const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
-    const uint nb = min(SG, end - base);
-    for (uint r = 0u; r < nb; r++) {
-        if (keep[slot + r] == 0u) // (uniform) no query row keeps this V row
-            continue;
-        const uint row = (slot + r) * VRW;
-        for (uint x = lane; x < N_OUT * QT; x += SG) {
-            const uint o = x % N_OUT, t = x / N_OUT;
-            const uint i = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB);
-            const float xv = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
-            ob[obase + t * HEAD_DIM + i] += ws[(slot + r) * QT4 + t / 4u][t % 4u] * xv;
-        }
-        subgroupMemoryBarrierShared();
-        subgroupBarrier();
     }
 }
 
@@ -435,11 +395,6 @@ void main()
     } else {
         v_bit = 16u * d0;
     }
-    const uint obase = sgid * QT * HEAD_DIM; // this subgroup's outlier sums in ob
-    if (V_SPLIT != 0u)
-        [[unroll]] for (uint t = 0u; t < QT; t++)
-            [[unroll]] for (uint e = 0u; e < DPL; e++)
-                ob[obase + t * HEAD_DIM + d0 + e] = 0.0;
     for (uint base = begin; base < end; base += SG) {
         const uint j = base + lane;
         // this lane's K and V rows (the first batch's are in flight since
@@ -521,7 +476,8 @@ void main()
         [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
             acc[a] *= corr[a / DPL];
         if (V_SPLIT != 0u)
-            outlier_values(base, end, slot, obase, d0, corr);
+            [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
+                acco[a] *= corr[a / DPL];
         // four rows at a time, their loads and products independent; a
         // row no query row keeps (or past the end) weighs 0, and four of
         // them are skipped together
@@ -566,6 +522,29 @@ void main()
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
+            if (V_SPLIT != 0u) {
+                // the row's outliers at this lane's coordinates (indices are
+                // distinct: a coordinate has one at most), without a branch:
+                // every lane compares the row's N_OUT indices with its own
+                // coordinates; accumulated unscaled and unrotated
+                const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
+                float vo[DPL];
+                [[unroll]] for (uint e = 0u; e < DPL; e++)
+                    vo[e] = 0.0;
+                [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
+                    const uint rel = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
+                    const float xv = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+                    [[unroll]] for (uint e = 0u; e < DPL; e++)
+                        vo[e] = rel == e ? xv : vo[e];
+                }
+                [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+                    const vec4 w4 = ws[(slot + r) * QT4 + t4];
+                    [[unroll]] for (uint u = 0u; u < 4u; u++)
+                        if (4u * t4 + u < QT)
+                            [[unroll]] for (uint e = 0u; e < DPL; e++)
+                                acco[(4u * t4 + u) * DPL + e] += w4[u] * vo[e];
+                }
+            }
           }
         }
         if ((DBG & TKV_VK_DBG_NO_SYNC) == 0u)
@@ -573,13 +552,6 @@ void main()
     }
 
     CLOCK_MARK(wid, TKV_VK_CLOCK_LOOP);
-    if (V_SPLIT != 0u) { // this lane's coordinates of the outlier sums
-        subgroupMemoryBarrierShared();
-        subgroupBarrier();
-        [[unroll]] for (uint t = 0u; t < QT; t++)
-            [[unroll]] for (uint e = 0u; e < DPL; e++)
-                acco[t * DPL + e] = ob[obase + t * HEAD_DIM + d0 + e];
-    }
     chunk_partial(unit, h, cg, m_run, l_own, skipped, acc, acco);
     CLOCK_MARK(wid, TKV_VK_CLOCK_PARTIAL);
     if (FUSED != 0u)
