@@ -19,7 +19,8 @@
  *     scale, lse, block sizes that do and do not divide the shader's row
  *     batches) agrees with float64 attention over the dequantized rows,
  *     counts the visible rows, and gives the same floats paged as
- *     contiguous.
+ *     contiguous; also with many chunks a (unit, kv head), which
+ *     decode.comp merges a group of chunks at a time.
  * The cross-backend contract (bytes equal to the cpu plugin's) is
  * tests/test_backends.c, through the host API.
  *
@@ -576,6 +577,36 @@ static void test_attention(void **state)
         check_attention(&cases[i]);
 }
 
+/* decode.comp's merge by the last workgroup of a (unit, kv head) reads its
+ * chunks' partials a group at a time (16, 8 with outlier-split values) and
+ * rescales what it summed when a group raises the max: a device opened with
+ * a GPU's target of workgroups and the shortest chunks (TURBO_VK_WORKGROUPS,
+ * TURBO_VK_MIN_CHUNK; knobs read at open) gives these contexts 32 and 12
+ * chunks, so more than one group, on any device. */
+static void test_attention_many_chunks(void **state)
+{
+    (void)state;
+    rng_state = 3;
+    static const struct attn_case cases[] = {
+        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 2, 4, 16, 0, 0, 1, 1, { 4000 }, { 1 } },
+        { TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 64, 2, 4, 16, 0, 0, 1, 2, { 1500, 900 }, { 1, 2 } },
+    };
+    setenv("TURBO_VK_WORKGROUPS", "1024", 1);
+    setenv("TURBO_VK_MIN_CHUNK", "1", 1);
+    struct tkv_open_params op = {
+        .struct_size = sizeof op, .device_index = 0, .math = tkv_tables_get(TKV_ROTATION_SEED_DEFAULT),
+    };
+    void *own = dev, *d = NULL;
+    CALL(P->open(&op, &d));
+    unsetenv("TURBO_VK_WORKGROUPS");
+    unsetenv("TURBO_VK_MIN_CHUNK");
+    dev = d;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        check_attention(&cases[i]);
+    dev = own;
+    P->close(d);
+}
+
 int main(int argc, char **argv)
 {
     plugin_path = argc > 1 ? argv[1] : getenv("TKV_TEST_VULKAN_PLUGIN");
@@ -609,6 +640,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_paged_rows),
         cmocka_unit_test(test_buffer_copy),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_many_chunks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -120,8 +120,8 @@ void chunk_partial(Unit unit, uint h, uint cg, float m_run[QT], float l_own[QT],
 // chunk_partial: each workgroup counts itself in; the one that brings the
 // count to the unit's chunks reads them all back, resets the counter for
 // the next call and writes the output rows, skip counts and log-sum-exps.
-// Its loads: the counter, the chunks' records, the partials (MERGE_ILP
-// chunks at a time); R^T's factors are read during the first.
+// Its loads: the counter, then the chunks' records with their partials
+// (MERGE_ILP chunks at a time); R^T's factors are read during the first.
 void merge_unit(Unit unit, uint unit_index, uint h)
 {
     const uint lid = gl_LocalInvocationIndex, sgid = gl_SubgroupID, lane = gl_SubgroupInvocationID;
@@ -144,68 +144,61 @@ void merge_unit(Unit unit, uint unit_index, uint h)
     memoryBarrierBuffer();
     if (lid == 0u)
         CUints(fa.arrivals).u[counter] = 0u;
-    // Per query row (a subgroup each): the chunks its position sees (as
-    // merge.comp counts them), their largest max M, sum_c e^(m_c - M) l_c
-    // and the skipped rows.
+    // out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c over the chunks
+    // that the row's position sees (as merge.comp counts them), M their
+    // largest max, in one pass over the chunks' records and partials: four
+    // elements an invocation, MERGE_ILP chunks' loads in flight (past the
+    // last, the last again with weight 0: no branch between the loads),
+    // what was summed rescaled when a group of chunks raises the max. The
+    // invocations of a query row compute its M and sum alike; the one with
+    // its first elements keeps them, and the skipped rows, for the end.
     const uint64_t ml_base = pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN;
-    for (uint t = sgid; t < QT; t += NSG) {
-        float big = NEG_INF, total = 0.0;
+    const uint MERGE_ILP = V_SPLIT != 0u ? 8u : 16u, HD4 = HEAD_DIM / 4u;
+    for (uint e4 = lid; e4 < QT * HD4; e4 += WG) {
+        const uint t = e4 / HD4, i4 = e4 % HD4;
+        vec4 a = vec4(0.0), z = vec4(0.0);
+        float big = NEG_INF, total = 0.0, inv = 0.0;
         uint n_skip = 0u;
         if (qr0 + t < n_q_rows) {
             const uint p = p0 + (qr0 + t) / pc.ratio, lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
             const uint c_lo = lo / pc.chunk - unit.c_first, nc = p / pc.chunk - lo / pc.chunk + 1u;
             const uint64_t first = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_lo;
             CVec4s ml = CVec4s(ml_base + 16ul * first);
-            for (uint c = lane; c < nc; c += SG)
-                big = max(big, ml.v[c].x);
-            big = subgroupMax(big);
-            for (uint c = lane; c < nc; c += SG) {
-                const vec4 r = ml.v[c];
-                total += r.x == NEG_INF ? 0.0 : exp(r.x - big) * r.y;
-                n_skip += floatBitsToUint(r.z);
-            }
-            total = subgroupAdd(total);
-            n_skip = subgroupAdd(n_skip);
-        }
-        if (lane == 0u) {
-            mrg_m[t] = big;
-            mrg_l[t] = total;
-            red_skip[t] = n_skip;
-        }
-    }
-    barrier();
-    // out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c, four elements an
-    // invocation, MERGE_ILP chunks' loads in flight (past the last, the last
-    // again with weight 0: no branch between the loads)
-    const uint MERGE_ILP = V_SPLIT != 0u ? 8u : 16u, HD4 = HEAD_DIM / 4u;
-    for (uint e4 = lid; e4 < QT * HD4; e4 += WG) {
-        const uint t = e4 / HD4, i4 = e4 % HD4;
-        vec4 a = vec4(0.0), z = vec4(0.0);
-        float inv = 0.0;
-        if (qr0 + t < n_q_rows) {
-            const uint p = p0 + (qr0 + t) / pc.ratio, lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
-            const uint c_lo = lo / pc.chunk - unit.c_first, nc = p / pc.chunk - lo / pc.chunk + 1u;
-            const uint64_t first = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_lo;
-            CVec4s ml = CVec4s(ml_base + 16ul * first);
             CVec4s part = CVec4s(pc.work + 4ul * (first * VA * HEAD_DIM));
-            const float big = mrg_m[t];
             for (uint c0 = 0u; c0 < nc; c0 += MERGE_ILP) {
-                vec4 pa[MERGE_ILP], pz[MERGE_ILP];
-                float mc[MERGE_ILP];
+                vec4 pa[MERGE_ILP], pz[MERGE_ILP], rec[MERGE_ILP];
                 [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
                     const uint c = min(c0 + k, nc - 1u);
-                    mc[k] = ml.v[c].x;
+                    rec[k] = ml.v[c];
                     pa[k] = part.v[c * VA * HD4 + i4];
                     pz[k] = V_SPLIT != 0u ? part.v[c * VA * HD4 + HD4 + i4] : vec4(0.0);
                 }
+                float m_new = big;
+                [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++)
+                    if (c0 + k < nc)
+                        m_new = max(m_new, rec[k].x);
+                const float f = big == NEG_INF ? 0.0 : exp(big - m_new);
+                a *= f;
+                total *= f;
+                if (V_SPLIT != 0u)
+                    z *= f;
                 [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
-                    const float w = c0 + k < nc && mc[k] != NEG_INF ? exp(mc[k] - big) : 0.0;
+                    const bool seen = c0 + k < nc;
+                    const float w = seen && rec[k].x != NEG_INF ? exp(rec[k].x - m_new) : 0.0;
                     a += w * pa[k];
+                    total += w * rec[k].y;
+                    n_skip += seen ? floatBitsToUint(rec[k].z) : 0u;
                     if (V_SPLIT != 0u)
                         z += w * pz[k];
                 }
+                big = m_new;
             }
-            inv = 1.0 / mrg_l[t];
+            inv = 1.0 / total;
+        }
+        if (i4 == 0u) {
+            mrg_m[t] = big;
+            mrg_l[t] = total;
+            red_skip[t] = n_skip;
         }
         [[unroll]] for (uint u = 0u; u < 4u; u++) {
             xs[t * HEAD_DIM + 4u * i4 + u] = a[u] * inv;
