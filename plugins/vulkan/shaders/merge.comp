@@ -20,10 +20,13 @@ layout(push_constant, std430) uniform Push { TKV_VK_MERGE_PUSH } pc;
 struct Unit { TKV_VK_UNIT_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Units { Unit u[]; };
 
-#define MERGE_ILP 16u
+#define MERGE_ILP 32u
 
 shared float xs[TKV_VK_ROWS_ELEMS];
 shared float zs[TKV_VK_ROWS_ELEMS];
+shared float weights[TKV_VK_MAX_CHUNKS];
+shared float red[TKV_VK_WG];
+shared uint red_count[TKV_VK_WG];
 
 #include "rotate.glsl"
 
@@ -53,59 +56,66 @@ void main()
     Floats ml = Floats(pc.part_ml + 4ul * (first_partial * TKV_VK_ML_FLOATS));
     Floats part = Floats(pc.part_acc + 4ul * (first_partial * va * hd));
 
-    // One pass over the chunks per element: their records (max, sum,
-    // skipped rows) and partials MERGE_ILP chunks at a time, all loads in
-    // flight before the first is used (past the last chunk the loads repeat
-    // the last one with weight 0, so that no branch stands between a load
-    // and the next: H200, turbo3, 1 token, 4.7 / 4.4 us less at 4K / 16K
-    // than with the loads behind `if (c < n_chunks)`,
-    // docs/measurements/h200-2026-12-05-decode-bound); what was summed is
-    // rescaled when a group raises the max, so M needs no pass of its own.
-    // Every invocation computes M and the sum alike; invocation 0 keeps
-    // them, and the skipped rows, for the row's count and log-sum-exp.
-    const float NEG_INF = uintBitsToFloat(0xff800000u);
-    float big = NEG_INF, total = 0.0;
+    float mx = uintBitsToFloat(0xff800000u);
+    for (uint c = lid; c < n_chunks; c += wg)
+        mx = max(mx, ml.f[c * TKV_VK_ML_FLOATS]);
+    mx = subgroupMax(mx);
+    if (subgroupElect())
+        red[gl_SubgroupID] = mx;
+    barrier();
+    float big = red[0];
+    for (uint g = 1u; g < gl_NumSubgroups; g++)
+        big = max(big, red[g]);
+    barrier();
+
+    float sum = 0.0;
+    uint skipped = 0u;
+    for (uint c = lid; c < n_chunks; c += wg) {
+        uint at = c * TKV_VK_ML_FLOATS;
+        float m_c = ml.f[at], w = m_c == uintBitsToFloat(0xff800000u) ? 0.0 : exp(m_c - big);
+        weights[c] = w;
+        sum += w * ml.f[at + 1u];
+        skipped += floatBitsToUint(ml.f[at + 2u]);
+    }
+    sum = subgroupAdd(sum);
+    skipped = subgroupAdd(skipped);
+    if (subgroupElect()) {
+        red[gl_SubgroupID] = sum;
+        red_count[gl_SubgroupID] = skipped;
+    }
+    barrier();
+    float total = 0.0;
     uint total_skipped = 0u;
+    for (uint g = 0u; g < gl_NumSubgroups; g++) {
+        total += red[g];
+        total_skipped += red_count[g];
+    }
+    float inv = 1.0 / total;
+
+    // MERGE_ILP independent sums per element keep that many partial loads in
+    // flight: the chunks' partials come from memory, one round trip each.
+    // Past the last chunk the loads repeat the last one with weight 0, so
+    // that no branch stands between a load and the next (H200, turbo3, 1
+    // token: 4.7 / 4.4 us less at 4K / 16K than with the loads behind
+    // `if (c < n_chunks)`; docs/measurements/h200-2026-12-05-decode-bound).
     for (uint i = lid; i < hd; i += wg) {
-        float a = 0.0, z = 0.0, m = NEG_INF, l = 0.0;
-        uint skipped = 0u;
-        for (uint c0 = 0u; c0 < n_chunks; c0 += MERGE_ILP) {
-            float mc[MERGE_ILP], lc[MERGE_ILP], pa[MERGE_ILP], pz[MERGE_ILP];
-            uint kc[MERGE_ILP];
+        float a[MERGE_ILP], z[MERGE_ILP];
+        [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++)
+            a[k] = z[k] = 0.0;
+        for (uint c0 = 0u; c0 < n_chunks; c0 += MERGE_ILP)
             [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
-                const uint c = min(c0 + k, n_chunks - 1u), at = c * va * hd + i, r = c * TKV_VK_ML_FLOATS;
-                mc[k] = ml.f[r];
-                lc[k] = ml.f[r + 1u];
-                kc[k] = floatBitsToUint(ml.f[r + 2u]);
-                pa[k] = part.f[at];
-                pz[k] = va > 1u ? part.f[at + hd] : 0.0;
+                const uint c = min(c0 + k, n_chunks - 1u), at = c * va * hd + i;
+                const float w = c0 + k < n_chunks ? weights[c] : 0.0;
+                a[k] += w * part.f[at];
+                if (va > 1u)
+                    z[k] += w * part.f[at + hd];
             }
-            float m_new = m;
-            [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++)
-                if (c0 + k < n_chunks)
-                    m_new = max(m_new, mc[k]);
-            const float f = m == NEG_INF ? 0.0 : exp(m - m_new);
-            a *= f;
-            z *= f;
-            l *= f;
-            [[unroll]] for (uint k = 0u; k < MERGE_ILP; k++) {
-                const bool seen = c0 + k < n_chunks;
-                const float w = seen && mc[k] != NEG_INF ? exp(mc[k] - m_new) : 0.0;
-                a += w * pa[k];
-                z += w * pz[k];
-                l += w * lc[k];
-                skipped += seen ? kc[k] : 0u;
-            }
-            m = m_new;
+        [[unroll]] for (uint k = 1u; k < MERGE_ILP; k++) {
+            a[0] += a[k];
+            z[0] += z[k];
         }
-        const float inv = 1.0 / l;
-        xs[i] = a * inv;
-        zs[i] = z * inv;
-        if (i == 0u) {
-            big = m;
-            total = l;
-            total_skipped = skipped;
-        }
+        xs[i] = a[0] * inv;
+        zs[i] = z[0] * inv;
     }
     barrier();
     if (qjl) {
