@@ -25,7 +25,8 @@
  * tests/test_backends.c, through the host API.
  *
  * Usage: test_vulkan_ops PATH/turbokv-vulkan.so [PATTERN] (PATTERN: cmocka's
- * filter of test names, "test_attention*"). Without a usable Vulkan
+ * filter of test names, "test_attention*"; TKV_TEST_SKIP: a pattern of tests
+ * to leave out). Without a usable Vulkan
  * device the test is skipped (exit 77), except under CI=true.
  */
 #include <stdarg.h>
@@ -577,14 +578,15 @@ static void test_attention(void **state)
         check_attention(&cases[i]);
 }
 
-/* The merges read the chunks' partials a group at a time: decode.comp's,
- * by the last workgroup of a (unit, kv head), 16 chunks (8 with
- * outlier-split values) with their records, rescaling what it summed when
- * a group raises the max; merge.comp's dispatch 32 after a pass for the
- * max. A device opened with a GPU's target of workgroups and the shortest
+/* decode.comp's merge by the last workgroup of a (unit, kv head) reads its
+ * chunks' records and partials a group at a time (16 chunks, 8 with
+ * outlier-split values), rescaling what it summed when a group raises the
+ * max: a device opened with a GPU's target of workgroups and the shortest
  * chunks (TURBO_VK_WORKGROUPS, TURBO_VK_MIN_CHUNK; knobs read at open)
- * gives these contexts 12 to 32 chunks, so more than one group, on any
- * device. */
+ * gives these contexts 32 and 12 chunks, so more than one group, on any
+ * device. (Its pipelines are compiled again for the new device: scripts/
+ * sanitize leaves this test out under ASan, where that takes minutes;
+ * test_attention runs the same host code.) */
 static void test_attention_many_chunks(void **state)
 {
     (void)state;
@@ -592,10 +594,6 @@ static void test_attention_many_chunks(void **state)
     static const struct attn_case cases[] = {
         { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 2, 4, 16, 0, 0, 1, 1, { 4000 }, { 1 } },
         { TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 64, 2, 4, 16, 0, 0, 1, 2, { 1500, 900 }, { 1, 2 } },
-        /* merge.comp's: decode_wide.comp's chunks, and attention.comp's
-         * with outlier sums (turbo4o rows are too wide for decode.comp) */
-        { TKV_TYPE_F16, TKV_TYPE_F16, 128, 2, 4, 16, 0, 0, 1, 1, { 4000 }, { 1 } },
-        { TKV_TYPE_TURBO4_OUT, TKV_TYPE_TURBO4_OUT, 128, 2, 2, 16, 0, 0, 1, 1, { 4000 }, { 1 } },
     };
     setenv("TURBO_VK_WORKGROUPS", "1024", 1);
     setenv("TURBO_VK_MIN_CHUNK", "1", 1);
@@ -639,6 +637,9 @@ int main(int argc, char **argv)
     }
     if (argc > 2)
         cmocka_set_test_filter(argv[2]);
+    /* TKV_TEST_SKIP: cmocka's pattern of tests to leave out (scripts/sanitize) */
+    if (getenv("TKV_TEST_SKIP") && *getenv("TKV_TEST_SKIP"))
+        cmocka_set_skip_filter(getenv("TKV_TEST_SKIP"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_device_caps),
         cmocka_unit_test(test_denorm_setting),
