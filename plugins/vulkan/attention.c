@@ -432,6 +432,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_V_ALIGN] =
             wide_qt ? row_alignment(dev, v_buf->address, a->v.block_stride, a->v.head_stride, vl.row_bytes) : 0,
         [TKV_VK_SPEC_WIDE_WORDS] = wide_qt ? (dev->knobs.wide_words ? dev->knobs.wide_words : 32u) : 0,
+        [TKV_VK_SPEC_V_ROWS] = narrow_qt ? dev->knobs.v_rows : 0,
+        [TKV_VK_SPEC_MERGE_ILP] = narrow_qt ? dev->knobs.merge_ilp : 0,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
     spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)dev->math_buf->address;

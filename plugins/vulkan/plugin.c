@@ -65,6 +65,10 @@ void vk_knobs_read(struct vk_device *dev)
     k->merge_dispatch = (v = getenv("TURBO_VK_MERGE")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("TURBO_VK_DECODE_QT")) && atoi(v) > 0 && atoi(v) <= 16)
         k->decode_qt = (uint32_t)atoi(v);
+    if ((v = getenv("TURBO_VK_DECODE_VROWS")) && (atoi(v) == 1 || atoi(v) == 2 || atoi(v) == 4))
+        k->v_rows = (uint32_t)atoi(v);
+    if ((v = getenv("TURBO_VK_MERGE_ILP")) && atoi(v) > 0 && atoi(v) <= 16)
+        k->merge_ilp = (uint32_t)atoi(v);
     k->no_wide = (v = getenv("TURBO_VK_WIDE")) && !strcmp(v, "0");
     k->wide_unaligned = v && !strcmp(v, "2");
     if ((v = getenv("TURBO_VK_WIDE_WORDS")) && atoi(v) > 0 && atoi(v) <= 256)

@@ -223,6 +223,8 @@ struct vk_knobs {
     int no_decode;        /* TURBO_VK_DECODE=0: the attention shader where decode.comp would run */
     uint32_t min_chunk;   /* TURBO_VK_MIN_CHUNK: fewest rows per decode.comp chunk */
     uint32_t decode_qt;   /* TURBO_VK_DECODE_QT: most query rows of a decode.comp unit (1..16) */
+    uint32_t v_rows;      /* TURBO_VK_DECODE_VROWS: decode.comp's V rows a step (1, 2, 4; 0: its default) */
+    uint32_t merge_ilp;   /* TURBO_VK_MERGE_ILP: decode.comp's merge, chunks loaded together (1..16; 0: default) */
     int merge_dispatch;   /* TURBO_VK_MERGE=1: decode.comp leaves its chunks to merge.comp */
     int no_wide;          /* TURBO_VK_WIDE=0: the attention shader where decode_wide.comp would run */
     int wide_unaligned;   /* TURBO_VK_WIDE=2: decode_wide.comp reads rows as if at any byte alignment */

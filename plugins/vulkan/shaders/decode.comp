@@ -91,6 +91,8 @@ layout(constant_id = TKV_VK_SPEC_K_SPLIT) const uint K_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_V_SPLIT) const uint V_SPLIT = 0u;
 layout(constant_id = TKV_VK_SPEC_FUSED) const uint FUSED = 0u;
 layout(constant_id = TKV_VK_SPEC_V_ROT) const uint V_ROT = TKV_VK_ROT_NONE;
+layout(constant_id = TKV_VK_SPEC_V_ROWS) const uint V_ROWS_SET = 0u;
+layout(constant_id = TKV_VK_SPEC_MERGE_ILP) const uint MERGE_ILP_SET = 0u;
 
 layout(push_constant, std430) uniform Push { TKV_VK_ATTENTION_PUSH } pc;
 
@@ -120,6 +122,9 @@ const uint OUT_IB = HEAD_DIM <= TKV_VK_OUTLIER_BYTE_INDEX_MAX ? 1u : 2u;
 // the queries as the keys are scored against: raw, or R q prepared by the
 // rows shader (turbo keys whose tile does not fit the fused rotation; for
 // outlier-split keys [R q | q])
+// V rows taken together in the value loop (their loads and products
+// independent; a group no query row keeps is skipped whole)
+const uint VR = V_ROWS_SET != 0u ? V_ROWS_SET : 4u;
 const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO && Q_ROT == TKV_VK_ROT_NONE && K_SPLIT != 0u ? 2u * HEAD_DIM : HEAD_DIM;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
@@ -478,14 +483,17 @@ void main()
         if (V_SPLIT != 0u)
             [[unroll]] for (uint a = 0u; a < QT * DPL; a++)
                 acco[a] *= corr[a / DPL];
-        // four rows at a time, their loads and products independent; a
-        // row no query row keeps (or past the end) weighs 0, and four of
+        // VR rows at a time, their loads and products independent; a
+        // row no query row keeps (or past the end) weighs 0, and VR of
         // them are skipped together
         const uint nb = min(SG, end - base);
-        for (uint r0 = 0u; r0 < ((DBG & TKV_VK_DBG_NO_VALUES) == 0u ? nb : 0u); r0 += 4u) {
-          if ((keep[slot + r0] | keep[slot + r0 + 1u] | keep[slot + r0 + 2u] | keep[slot + r0 + 3u]) == 0u)
+        for (uint r0 = 0u; r0 < ((DBG & TKV_VK_DBG_NO_VALUES) == 0u ? nb : 0u); r0 += VR) {
+          uint any = 0u;
+          [[unroll]] for (uint ri = 0u; ri < VR; ri++)
+              any |= keep[slot + r0 + ri];
+          if (any == 0u)
               continue;
-          [[unroll]] for (uint ri = 0u; ri < 4u; ri++) {
+          [[unroll]] for (uint ri = 0u; ri < VR; ri++) {
             const uint r = r0 + ri;
             const uint row = (slot + r) * VRW;
             const float scale = V_ENC == TKV_VK_ENC_F16 || V_PRESCALE != 0u ? 1.0 : vsc[(slot + r) * VSC + v_scale];

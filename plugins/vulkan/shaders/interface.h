@@ -120,7 +120,13 @@
  * per-workgroup clock records, low and high words */
 #define TKV_VK_SPEC_CLOCK_LO 29u
 #define TKV_VK_SPEC_CLOCK_HI 30u
-#define TKV_VK_SPEC_COUNT 31u
+/* decode.comp: V rows taken together in its value loop (1, 2 or 4), and
+ * chunks whose partials the merge by the last workgroup loads together
+ * (1..16); 0: the shader's defaults (4; 16, or 8 for outlier-split
+ * values). Measurement knobs TURBO_VK_DECODE_VROWS, TURBO_VK_MERGE_ILP. */
+#define TKV_VK_SPEC_V_ROWS 31u
+#define TKV_VK_SPEC_MERGE_ILP 32u
+#define TKV_VK_SPEC_COUNT 33u
 /* One workgroup's clock record (TKV_CLOCK): uint64 words */
 #define TKV_VK_CLOCK_WORDS 8u
 #define TKV_VK_CLOCK_RT_START 0u  /* device clock (ns) at the start */

@@ -20,6 +20,7 @@
 // The including shader declares before it: the constants HEAD_DIM, QT, SG,
 // NSG, WG, DPL, GROUPS0..3, V_SPLIT (1: outlier-split values, acco holds
 // their sums), VA and V_ROT (the values' rotation, undone by the merge),
+// MERGE_ILP_SET (chunks the merge loads together, 0: its default),
 // NEG_INF, the push constants pc (TKV_VK_ATTENTION_PUSH), struct Unit,
 // `shared float xs[QT * HEAD_DIM]` and `shared float xo[V_SPLIT != 0u ?
 // QT * HEAD_DIM : 1u]`; and includes rotate.glsl (which rotates xs). It
@@ -153,7 +154,7 @@ void merge_unit(Unit unit, uint unit_index, uint h)
     // invocations of a query row compute its M and sum alike; the one with
     // its first elements keeps them, and the skipped rows, for the end.
     const uint64_t ml_base = pc.work + uint64_t(pc.ml_at) * TKV_VK_ALIGN;
-    const uint MERGE_ILP = V_SPLIT != 0u ? 8u : 16u, HD4 = HEAD_DIM / 4u;
+    const uint MERGE_ILP = MERGE_ILP_SET != 0u ? MERGE_ILP_SET : V_SPLIT != 0u ? 8u : 16u, HD4 = HEAD_DIM / 4u;
     for (uint e4 = lid; e4 < QT * HD4; e4 += WG) {
         const uint t = e4 / HD4, i4 = e4 % HD4;
         vec4 a = vec4(0.0), z = vec4(0.0);
