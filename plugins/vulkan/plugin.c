@@ -52,6 +52,7 @@ void vk_knobs_read(struct vk_device *dev)
             { "kloads", TKV_VK_DBG_NO_K_LOADS }, { "scores", TKV_VK_DBG_NO_SCORES },
             { "vloads", TKV_VK_DBG_NO_V_LOADS }, { "values", TKV_VK_DBG_NO_VALUES },
             { "sync", TKV_VK_DBG_NO_SYNC },      { "blocks", TKV_VK_DBG_NO_BLOCKS },
+            { "koutliers", TKV_VK_DBG_NO_K_OUTLIERS }, { "voutliers", TKV_VK_DBG_NO_V_OUTLIERS },
         };
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
             if (strstr(v, names[i].name))

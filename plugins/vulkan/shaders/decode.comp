@@ -218,7 +218,7 @@ void score_row(uint kw[TKV_VK_DECODE_ROW_WORDS], out float s[QT])
                     s[t] = part[t] + part2[t];
         }
     }
-    if (K_SPLIT != 0u) { // + sum_o q[i_o] x_o, against q itself
+    if (K_SPLIT != 0u && (DBG & TKV_VK_DBG_NO_K_OUTLIERS) == 0u) { // + sum_o q[i_o] x_o, against q itself
         const uint at = 8u * outlier_offset(groups, HEAD_DIM, K_BITS);
         [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
             const uint i = BITS_AT(kw, at + 8u * OUT_IB * o, 8u * OUT_IB);
@@ -530,7 +530,7 @@ void main()
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
-            if (V_SPLIT != 0u) {
+            if (V_SPLIT != 0u && (DBG & TKV_VK_DBG_NO_V_OUTLIERS) == 0u) {
                 // the row's outliers at this lane's coordinates (indices are
                 // distinct: a coordinate has one at most), without a branch:
                 // every lane compares the row's N_OUT indices with its own

@@ -146,6 +146,8 @@
 #define TKV_VK_DBG_NO_VALUES 8u   /* no value accumulation */
 #define TKV_VK_DBG_NO_SYNC 16u    /* decode.comp: no subgroup barriers around a batch (wrong results) */
 #define TKV_VK_DBG_NO_BLOCKS 32u  /* decode.comp: rows as if the block table were the identity (wrong results) */
+#define TKV_VK_DBG_NO_K_OUTLIERS 64u  /* decode.comp: outlier-split keys scored without their outliers (wrong results) */
+#define TKV_VK_DBG_NO_V_OUTLIERS 128u /* decode.comp: outlier-split values without their outliers (wrong results) */
 
 /* Workgroup size of every shader. */
 #define TKV_VK_WG 128u

@@ -1,0 +1,41 @@
+#!/bin/bash
+# SPDX-License-Identifier: MIT
+# Session 16's second run: where turbo3o's registers (213 and 208 bytes of
+# local memory, against 164 and none for turbo3) and its time come from in
+# decode.comp, by leaving parts out (TURBO_VK_SHADER_SKIP, wrong results:
+# koutliers / voutliers are the outliers of the keys / values alone).
+#   log.txt     the GPU, each step's start
+#   regs.txt    the decode pipelines' statistics per variant
+#   skip.txt    turbo3o (and turbo3) at 4K / 16K / 128K per variant, two rounds
+#   clocks.txt  SM / memory clock and power every 100 ms
+set -u
+R=$PWD
+B=$R/build
+O=${OUT:-/tmp/out}
+mkdir -p "$O"
+t0=$(date +%s)
+step() { echo "[$(($(date +%s) - t0)) s] $*" >> "$O/log.txt"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader >> "$O/log.txt" 2>&1
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw --format=csv,noheader -lms 100 > "$O/clocks.txt" 2>&1 &
+smi=$!
+POINTS=skip.txt CLOCK_LINES=0
+source docs/measurements/h200-2026-12-05-s11/kvb-points.sh
+export TURBO_PLUGIN_PATH=$B/plugins/vulkan:$B/plugins/cpu
+SKIPS=(none koutliers voutliers koutliers,voutliers scores values scores,values kloads,vloads)
+step regs
+for s in "${SKIPS[@]}"; do
+    echo "== TURBO_VK_SHADER_SKIP=$s" >> "$O/regs.txt"
+    TURBO_VK_SHADER_SKIP=$s TURBO_VK_PROFILE=1 timeout 60 ./kvb vulkan turbo3o,turbo3 16K 1x1 0 2 2>&1 |
+        grep "vkprof: pipeline attention" | sed 's/.*: decode pipeline (spec \([^)]*\)): /\1 | /' | cut -c1-300 >> "$O/regs.txt"
+done
+KVB_WARM_MS=2000 timeout 60 ./kvb vulkan turbo3 16K 1x1 0 2 > /dev/null 2>&1
+step skip
+for r in 1 2; do
+    for s in "${SKIPS[@]}"; do
+        point TURBO_VK_SHADER_SKIP=$s -- turbo3o 4K,16K,128K 1x1 0 4
+    done
+    point TURBO_VK_DECODE_VROWS=2 -- turbo3o 4K,16K,128K 1x1 0 4
+done
+kill $smi
+rm -f "$O/tmp.txt"
+step done
