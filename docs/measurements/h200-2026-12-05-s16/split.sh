@@ -3,8 +3,12 @@
 # Session 16's second run: where turbo3o's registers (213 and 208 bytes of
 # local memory, against 164 and none for turbo3) and its time come from in
 # decode.comp, by leaving parts out (TURBO_VK_SHADER_SKIP, wrong results:
-# koutliers / voutliers are the outliers of the keys / values alone).
+# koutliers / voutliers are the outliers of the keys / values alone), on
+# the plugin of the commit before (.dev-old/, carried beside build/); and
+# that plugin against this tree's (count_groups a loop of fixed length).
 #   log.txt     the GPU, each step's start
+#   conformance.txt  test_vulkan_ops' attention tests and test_backends'
+#               split ones with this tree's plugin
 #   regs.txt    the decode pipelines' statistics per variant
 #   skip.txt    turbo3o (and turbo3) at 4K / 16K / 128K per variant, two rounds
 #   clocks.txt  SM / memory clock and power every 100 ms
@@ -20,21 +24,35 @@ nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw --format=csv,no
 smi=$!
 POINTS=skip.txt CLOCK_LINES=0
 source docs/measurements/h200-2026-12-05-s11/kvb-points.sh
-export TURBO_PLUGIN_PATH=$B/plugins/vulkan:$B/plugins/cpu
+OLD=TURBO_PLUGIN_PATH=$R/.dev-old:$B/plugins/cpu
+NEW=TURBO_PLUGIN_PATH=$B/plugins/vulkan:$B/plugins/cpu
 SKIPS=(none koutliers voutliers koutliers,voutliers scores values scores,values kloads,vloads)
+step conformance
+env $NEW timeout 120 $B/plugins/vulkan/test_vulkan_ops $B/plugins/vulkan/turbokv-vulkan.so "*attention*" > "$O/tmp.txt" 2>&1
+echo "test_vulkan_ops rc $?" >> "$O/conformance.txt"
+grep -E "PASSED|FAILED|ERROR" "$O/tmp.txt" | head -8 >> "$O/conformance.txt"
+env $NEW TKV_TESTS=attention_agrees,split_attention_rotations timeout 200 $B/tests/test_backends vulkan > "$O/tmp.txt" 2>&1
+echo "test_backends rc $?" >> "$O/conformance.txt"
+grep -E "vs cpu|PASSED|FAILED|ERROR|differ" "$O/tmp.txt" | head -20 >> "$O/conformance.txt"
 step regs
 for s in "${SKIPS[@]}"; do
-    echo "== TURBO_VK_SHADER_SKIP=$s" >> "$O/regs.txt"
-    TURBO_VK_SHADER_SKIP=$s TURBO_VK_PROFILE=1 timeout 60 ./kvb vulkan turbo3o,turbo3 16K 1x1 0 2 2>&1 |
+    echo "== old TURBO_VK_SHADER_SKIP=$s" >> "$O/regs.txt"
+    env $OLD TURBO_VK_SHADER_SKIP=$s TURBO_VK_PROFILE=1 timeout 60 ./kvb vulkan turbo3o,turbo3 16K 1x1 0 2 2>&1 |
         grep "vkprof: pipeline attention" | sed 's/.*: decode pipeline (spec \([^)]*\)): /\1 | /' | cut -c1-300 >> "$O/regs.txt"
 done
+echo "== new" >> "$O/regs.txt"
+env $NEW TURBO_VK_PROFILE=1 timeout 60 ./kvb vulkan turbo3o,turbo3 16K 1x1 0 2 2>&1 |
+    grep "vkprof: pipeline attention" | sed 's/.*: decode pipeline (spec \([^)]*\)): /\1 | /' | cut -c1-300 >> "$O/regs.txt"
 KVB_WARM_MS=2000 timeout 60 ./kvb vulkan turbo3 16K 1x1 0 2 > /dev/null 2>&1
 step skip
 for r in 1 2; do
-    for s in "${SKIPS[@]}"; do
-        point TURBO_VK_SHADER_SKIP=$s -- turbo3o 4K,16K,128K 1x1 0 4
+    point $OLD -- turbo3o,turbo3 4K,16K,128K 1x1 0 4
+    point $NEW -- turbo3o,turbo3 4K,16K,128K 1x1 0 4
+    for s in "${SKIPS[@]:1}"; do
+        point $OLD TURBO_VK_SHADER_SKIP=$s -- turbo3o 4K,16K,128K 1x1 0 4
     done
-    point TURBO_VK_DECODE_VROWS=2 -- turbo3o 4K,16K,128K 1x1 0 4
+    point $OLD TURBO_VK_DECODE_VROWS=2 -- turbo3o 4K,16K,128K 1x1 0 4
+    point $NEW TURBO_VK_DECODE_VROWS=2 -- turbo3o 4K,16K,128K 1x1 0 4
 done
 kill $smi
 rm -f "$O/tmp.txt"
