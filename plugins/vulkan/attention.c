@@ -86,7 +86,7 @@ static uint32_t batch_rows(uint32_t row_max, uint32_t block_tokens, uint32_t at_
 
 /* Shared memory of decode.comp with qt query rows per unit (its shared
  * arrays: queries as vec4s, raw queries, codebooks, per-lane weights,
- * V addresses and keep flags). */
+ * V addresses and keep flags, split values' outlier masks). */
 static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_layout *kl, const struct vk_layout *vl,
                                     uint32_t nsg)
 {
@@ -98,7 +98,7 @@ static uint64_t decode_shared_bytes(uint32_t hd, uint32_t qt, const struct vk_la
     return hd * qt4 * 16 + (kl->split ? hd * qt4 * 16 : 16) + (uint64_t)qt * hd * 4 +
            (vl->split ? (uint64_t)qt * hd * 4 : 16) + 2 * 80 * 4 +
            (uint64_t)TKV_VK_WG * (qt4 * 16 + vrw * 4 + 4 + hd / 32 * 4) + (uint64_t)nsg * qt * 12 +
-           (uint64_t)qt * 8 + 8;
+           (uint64_t)qt * 8 + 8 + (vl->split ? (uint64_t)TKV_VK_WG * ((hd + 31) / 32) * 4 : 4);
 }
 
 /* What decode.comp and decode_wide.comp both assume of the device and

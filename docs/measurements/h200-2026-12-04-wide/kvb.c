@@ -10,7 +10,10 @@
  * Prints one line per point: the medians of wall and device time, and the
  * smallest wall time. KVB_APPEND=0 leaves the append rates out.
  * KVB_WARM_MS=N: before each point, N ms of the same attention calls back
- * to back (the GPU's clock rises from its idle level under load). */
+ * to back (the GPU's clock rises from its idle level under load).
+ * KVB_OUTLIER_CHANNELS=1 (session 16): one channel in 32 of every K and V
+ * row ten times larger (fixed outlier channels, as turbokv eval's caches),
+ * else every channel alike. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -73,9 +76,11 @@ int main(int argc, char **argv)
            threshold);
     size_t token = (size_t)KVH * HD;
     float *kp = malloc(sizeof(float) * POOL * token), *vp = malloc(sizeof(float) * POOL * token);
+    const int fixed = getenv("KVB_OUTLIER_CHANNELS") && atoi(getenv("KVB_OUTLIER_CHANNELS")) != 0;
     for (size_t i = 0; i < POOL * token; i++) {
-        kp[i] = 10.0f * gauss();
-        vp[i] = gauss();
+        const float big = fixed && (i % HD) % 32 == 5 ? 10.0f : 1.0f;
+        kp[i] = 10.0f * big * gauss();
+        vp[i] = big * gauss();
     }
     char tbuf[256], cbuf[256], sbuf[256];
     snprintf(tbuf, sizeof tbuf, "%s", argv[2]);

@@ -4,13 +4,18 @@
 # local memory, against 164 and none for turbo3) and its time come from in
 # decode.comp, by leaving parts out (TURBO_VK_SHADER_SKIP, wrong results:
 # koutliers / voutliers are the outliers of the keys / values alone), on
-# the plugin of the commit before (.dev-old/, carried beside build/); and
-# that plugin against this tree's (count_groups a loop of fixed length).
+# the plugin of commit bfdf178's parent (.dev-old/, carried beside build/);
+# and that plugin against the one with count_groups a loop of fixed length
+# (.dev-cg/, commit bfdf178) and this tree's (the same, and the values'
+# outliers walked by their owner lanes from per-lane row masks).
 #   log.txt     the GPU, each step's start
 #   conformance.txt  test_vulkan_ops' attention tests and test_backends'
 #               split ones with this tree's plugin
 #   regs.txt    the decode pipelines' statistics per variant
-#   skip.txt    turbo3o (and turbo3) at 4K / 16K / 128K per variant, two rounds
+#   skip.txt    turbo3o (and turbo3) at 4K / 16K / 128K per variant, two
+#               rounds; KVB_OUTLIER_CHANNELS=1: rows with fixed outlier
+#               channels (one in 32, ten times larger), the owner masks'
+#               worst case (one lane owns a channel of every row)
 #   clocks.txt  SM / memory clock and power every 100 ms
 set -u
 R=$PWD
@@ -25,6 +30,7 @@ smi=$!
 POINTS=skip.txt CLOCK_LINES=0
 source docs/measurements/h200-2026-12-05-s11/kvb-points.sh
 OLD=TURBO_PLUGIN_PATH=$R/.dev-old:$B/plugins/cpu
+CG=TURBO_PLUGIN_PATH=$R/.dev-cg:$B/plugins/cpu
 NEW=TURBO_PLUGIN_PATH=$B/plugins/vulkan:$B/plugins/cpu
 SKIPS=(none koutliers voutliers koutliers,voutliers scores values scores,values kloads,vloads)
 step conformance
@@ -40,19 +46,25 @@ for s in "${SKIPS[@]}"; do
     env $OLD TURBO_VK_SHADER_SKIP=$s TURBO_VK_PROFILE=1 timeout 60 ./kvb vulkan turbo3o,turbo3 16K 1x1 0 2 2>&1 |
         grep "vkprof: pipeline attention" | sed 's/.*: decode pipeline (spec \([^)]*\)): /\1 | /' | cut -c1-300 >> "$O/regs.txt"
 done
-echo "== new" >> "$O/regs.txt"
-env $NEW TURBO_VK_PROFILE=1 timeout 60 ./kvb vulkan turbo3o,turbo3 16K 1x1 0 2 2>&1 |
+for env in "$CG" "$NEW"; do
+echo "== $env" >> "$O/regs.txt"
+env $env TURBO_VK_PROFILE=1 timeout 60 ./kvb vulkan turbo3o,turbo3 16K 1x1 0 2 2>&1 |
     grep "vkprof: pipeline attention" | sed 's/.*: decode pipeline (spec \([^)]*\)): /\1 | /' | cut -c1-300 >> "$O/regs.txt"
+done
 KVB_WARM_MS=2000 timeout 60 ./kvb vulkan turbo3 16K 1x1 0 2 > /dev/null 2>&1
 step skip
 for r in 1 2; do
     point $OLD -- turbo3o,turbo3 4K,16K,128K 1x1 0 4
+    point $CG -- turbo3o,turbo3 4K,16K,128K 1x1 0 4
     point $NEW -- turbo3o,turbo3 4K,16K,128K 1x1 0 4
+    point $NEW -- turbo3o 4K,128K 4x1,1x8 0 4
+    point $OLD -- turbo3o 4K,128K 4x1,1x8 0 4
     for s in "${SKIPS[@]:1}"; do
         point $OLD TURBO_VK_SHADER_SKIP=$s -- turbo3o 4K,16K,128K 1x1 0 4
     done
-    point $OLD TURBO_VK_DECODE_VROWS=2 -- turbo3o 4K,16K,128K 1x1 0 4
     point $NEW TURBO_VK_DECODE_VROWS=2 -- turbo3o 4K,16K,128K 1x1 0 4
+    point $OLD KVB_OUTLIER_CHANNELS=1 -- turbo3o 4K,16K,128K 1x1 0 4
+    point $NEW KVB_OUTLIER_CHANNELS=1 -- turbo3o 4K,16K,128K 1x1 0 4
 done
 kill $smi
 rm -f "$O/tmp.txt"

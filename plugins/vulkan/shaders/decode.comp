@@ -41,10 +41,12 @@
 //
 // Outlier-split keys: the lane that scores a K row adds q[i] x_i for each
 // of its outliers, against q itself (qo beside qs). Outlier-split values:
-// for each V row every lane compares the row's outlier indices with its own
-// coordinates and adds the matching outliers, unscaled and unrotated, into
-// acco, a second set of accumulators that becomes each partial's second
-// half (merge.comp adds it after R^T).
+// the lane that loads a V row marks, per outlier slot, the row in a mask of
+// the lane that owns the outlier's coordinate (omask, shared atomicOr);
+// after the batch's values each lane walks the rows its masks name, in
+// order, and adds their outliers, unscaled and unrotated, into acco, a
+// second set of accumulators that becomes each partial's second half (the
+// merge adds it after R^T).
 #extension GL_GOOGLE_include_directive : require
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
@@ -136,6 +138,10 @@ shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16
 shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
 shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
 shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
+// outlier-split values: per subgroup lane and outlier slot o, the rows of
+// the batch whose o-th outlier lies in that lane's coordinates (bit r: row
+// base + r)
+shared uint omask[V_SPLIT != 0u ? WG * N_OUT : 1u];
 shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
 
 #include "rotate.glsl"
@@ -365,6 +371,9 @@ void main()
         cent_k[lid] = ck;
         cent_v[lid] = cv;
     }
+    if (V_SPLIT != 0u)
+        [[unroll]] for (uint o = 0u; o < N_OUT; o++)
+            omask[lid * N_OUT + o] = 0u;
     barrier();
     CLOCK_MARK(wid, TKV_VK_CLOCK_PROLOGUE);
 
@@ -410,6 +419,18 @@ void main()
         if (j < end) {
             [[unroll]] for (uint i = 0u; i < VW; i++)
                 vs[(slot + lane) * VRW + i] = vw[i];
+            if (V_SPLIT != 0u && (DBG & TKV_VK_DBG_NO_V_OUTLIERS) == 0u) {
+                // marked for the lanes that own its outliers' coordinates
+                // (an index past the row, which the quantizers never
+                // store, is left out rather than marked past this
+                // subgroup's masks)
+                const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
+                [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
+                    const uint i = BITS_AT(vw, at + 8u * OUT_IB * o, 8u * OUT_IB);
+                    if (i < HEAD_DIM)
+                        atomicOr(omask[(slot + i / DPL) * N_OUT + o], 1u << lane);
+                }
+            }
             // the row's scales, converted once here rather than by every lane
             const uvec4 groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
             [[unroll]] for (uint g = 0u, first = 0u; g < VSC; g++) {
@@ -530,33 +551,50 @@ void main()
             [[unroll]] for (uint t = 0u; t < QT; t++)
                 [[unroll]] for (uint e = 0u; e < DPL; e++)
                     acc[t * DPL + e] += wt[t] * val[e];
-            if (V_SPLIT != 0u && (DBG & TKV_VK_DBG_NO_V_OUTLIERS) == 0u) {
-                // the row's outliers at this lane's coordinates (indices are
-                // distinct: a coordinate has one at most), without a branch:
-                // every lane compares the row's N_OUT indices with its own
-                // coordinates; accumulated unscaled and unrotated
-                const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
-                float vo[DPL];
-                [[unroll]] for (uint e = 0u; e < DPL; e++)
-                    vo[e] = 0.0;
-                [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
-                    const uint rel = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
-                    const float xv = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
-                    [[unroll]] for (uint e = 0u; e < DPL; e++)
-                        vo[e] = rel == e ? xv : vo[e];
-                }
-                [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                    const vec4 w4 = ws[(slot + r) * QT4 + t4];
-                    [[unroll]] for (uint u = 0u; u < 4u; u++)
-                        if (4u * t4 + u < QT)
-                            [[unroll]] for (uint e = 0u; e < DPL; e++)
-                                acco[(4u * t4 + u) * DPL + e] += w4[u] * vo[e];
-                }
-            }
           }
         }
+        if (V_SPLIT != 0u) {
+            // The outliers of the batch's V rows that lie in this lane's
+            // coordinates, unscaled and unrotated, row after row (the order
+            // in which every lane once compared every row's outliers with
+            // its coordinates: the same sums): only the rows its masks name.
+            // Its masks are cleared for the next batch.
+            uint om[N_OUT], rows = 0u;
+            [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
+                om[o] = omask[(slot + lane) * N_OUT + o];
+                omask[(slot + lane) * N_OUT + o] = 0u;
+                rows |= om[o];
+            }
+            if ((DBG & (TKV_VK_DBG_NO_VALUES | TKV_VK_DBG_NO_V_OUTLIERS)) != 0u)
+                rows = 0u;
+            const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
+            while (rows != 0u) {
+                const uint r = uint(findLSB(rows));
+                rows &= rows - 1u;
+                if (keep[slot + r] == 0u)
+                    continue; // no query row keeps it: its weights are 0
+                const uint row = (slot + r) * VRW;
+                [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
+                    if (((om[o] >> r) & 1u) == 0u)
+                        continue;
+                    const uint rel = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
+                    const float xv = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+                    float vo[DPL];
+                    [[unroll]] for (uint e = 0u; e < DPL; e++)
+                        vo[e] = rel == e ? xv : 0.0;
+                    [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+                        const vec4 w4 = ws[(slot + r) * QT4 + t4];
+                        [[unroll]] for (uint u = 0u; u < 4u; u++)
+                            if (4u * t4 + u < QT)
+                                [[unroll]] for (uint e = 0u; e < DPL; e++)
+                                    acco[(4u * t4 + u) * DPL + e] += w4[u] * vo[e];
+                    }
+                }
+            }
+            subgroupMemoryBarrierShared(); // the cleared masks before the next batch's marks
+        }
         if ((DBG & TKV_VK_DBG_NO_SYNC) == 0u)
-            subgroupBarrier(); // ws, vs and keep are rewritten by the next batch
+            subgroupBarrier(); // ws, vs, keep and omask are rewritten by the next batch
     }
 
     CLOCK_MARK(wid, TKV_VK_CLOCK_LOOP);
