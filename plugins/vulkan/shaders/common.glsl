@@ -99,17 +99,11 @@ uint group_of(uvec4 groups, uint i, out uint size, out uint first)
     return k;
 }
 
-// (a loop of fixed length: with groups from specialization constants, a
-// constant the compiler folds, so a row's words indexed by it stay in
-// registers)
 uint count_groups(uvec4 groups)
 {
     uint n = 0u;
-    bool open = true;
-    for (uint k = 0u; k < 16u; k++) {
-        open = open && group_size(groups, k) != 0u;
-        n += open ? 1u : 0u;
-    }
+    while (n < 16u && group_size(groups, n) != 0u)
+        n++;
     return n;
 }
 
