@@ -568,27 +568,43 @@ void main()
             if ((DBG & (TKV_VK_DBG_NO_VALUES | TKV_VK_DBG_NO_V_OUTLIERS)) != 0u)
                 rows = 0u;
             const uint at = 8u * outlier_offset(uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3), HEAD_DIM, V_BITS);
+            // two rows at a time, their loads independent (row a before row b)
             while (rows != 0u) {
-                const uint r = uint(findLSB(rows));
+                const uint ra = uint(findLSB(rows));
                 rows &= rows - 1u;
-                if (keep[slot + r] == 0u)
-                    continue; // no query row keeps it: its weights are 0
-                const uint row = (slot + r) * VRW;
+                const bool has_b = rows != 0u;
+                const uint rb = has_b ? uint(findLSB(rows)) : ra;
+                rows &= rows - 1u;
+                // a row no query row keeps weighs 0: left out
+                const bool ka = keep[slot + ra] != 0u, kb = has_b && keep[slot + rb] != 0u;
+                if (!(ka || kb))
+                    continue;
+                const uint rowa = (slot + ra) * VRW, rowb = (slot + rb) * VRW;
+                vec4 wa[QT4], wb[QT4];
+                [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
+                    wa[t4] = ws[(slot + ra) * QT4 + t4];
+                    wb[t4] = ws[(slot + rb) * QT4 + t4];
+                }
                 [[unroll]] for (uint o = 0u; o < N_OUT; o++) {
-                    if (((om[o] >> r) & 1u) == 0u)
+                    const bool ha = ka && ((om[o] >> ra) & 1u) != 0u, hb = kb && ((om[o] >> rb) & 1u) != 0u;
+                    if (!(ha || hb))
                         continue;
-                    const uint rel = VS_BITS(row, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
-                    const float xv = unpackHalf2x16(VS_BITS(row, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
-                    float vo[DPL];
-                    [[unroll]] for (uint e = 0u; e < DPL; e++)
-                        vo[e] = rel == e ? xv : 0.0;
-                    [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++) {
-                        const vec4 w4 = ws[(slot + r) * QT4 + t4];
+                    const uint rela = VS_BITS(rowa, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
+                    const uint relb = VS_BITS(rowb, at + 8u * OUT_IB * o, 8u * OUT_IB) - d0;
+                    const float xa = unpackHalf2x16(VS_BITS(rowa, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+                    const float xb = unpackHalf2x16(VS_BITS(rowb, at + 8u * (N_OUT * OUT_IB + 2u * o), 16u)).x;
+                    float voa[DPL], vob[DPL];
+                    [[unroll]] for (uint e = 0u; e < DPL; e++) {
+                        voa[e] = ha && rela == e ? xa : 0.0;
+                        vob[e] = hb && relb == e ? xb : 0.0;
+                    }
+                    [[unroll]] for (uint t4 = 0u; t4 < QT4; t4++)
                         [[unroll]] for (uint u = 0u; u < 4u; u++)
                             if (4u * t4 + u < QT)
-                                [[unroll]] for (uint e = 0u; e < DPL; e++)
-                                    acco[(4u * t4 + u) * DPL + e] += w4[u] * vo[e];
-                    }
+                                [[unroll]] for (uint e = 0u; e < DPL; e++) {
+                                    acco[(4u * t4 + u) * DPL + e] += wa[t4][u] * voa[e];
+                                    acco[(4u * t4 + u) * DPL + e] += wb[t4][u] * vob[e];
+                                }
                 }
             }
             subgroupMemoryBarrierShared(); // the cleared masks before the next batch's marks
