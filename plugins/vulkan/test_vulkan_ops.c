@@ -452,6 +452,9 @@ struct attn_case {
     uint32_t k_type, v_type, head_dim, n_kv, ratio, block_tokens, window;
     float softcap, scale_mul;
     uint32_t n_seqs, n_ctx[4], n_q[4];
+    /* values with one fixed channel in 32 ten times larger: every row's
+     * outliers of outlier-split values at the same coordinates */
+    int fixed_channels;
 };
 
 /* Attention over the case's sequences, paged (scrambled blocks) and
@@ -483,6 +486,9 @@ static void check_attention(const struct attn_case *tc)
         fill(vd[s], size, 0);
         for (size_t i = 0; i < size; i++)
             kd[s][i] += 0.5f * (float)((i % hd) % 5); /* a bias, so that scores spread */
+        if (tc->fixed_channels)
+            for (size_t i = 0; i < size; i++)
+                vd[s][i] *= (i % hd) % 32 == 5 ? 10.0f : 1.0f;
         contiguous[s] = s;
         append(&K, blocks + block_first, nb, 0, n, H, kd[s]);
         append(&V, blocks + block_first, nb, 0, n, H, vd[s]);
@@ -567,12 +573,19 @@ static void test_attention(void **state)
     rng_state = 2;
     static const struct attn_case cases[] = {
         /* k, v, head_dim, n_kv, ratio, block_tokens, window, softcap, scale x, n_seqs, n_ctx, n_q */
-        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 2, 4, 16, 0, 0, 1, 3, { 300, 1, 77 }, { 1, 1, 5 } },
-        { TKV_TYPE_TURBO4_QJL, TKV_TYPE_TURBO2, 128, 2, 2, 5, 37, 0, 1, 2, { 400, 90 }, { 7, 1 } },
-        { TKV_TYPE_F32, TKV_TYPE_F16, 64, 1, 8, 1, 0, 5.0f, 3, 2, { 130, 260 }, { 3, 260 } },
-        { TKV_TYPE_Q8_0, TKV_TYPE_TURBO4, 96, 3, 1, 256, 100, 2.0f, 4, 4, { 1000, 700, 257, 3 }, { 1, 20, 2, 3 } },
-        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 8, 4, 200, 0, 0, 1, 2, { 5000, 4100 }, { 1, 1 } },
-        { TKV_TYPE_F16, TKV_TYPE_F32, 256, 2, 2, 3, 500, 30.0f, 2, 2, { 1500, 600 }, { 4, 1 } },
+        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 2, 4, 16, 0, 0, 1, 3, { 300, 1, 77 }, { 1, 1, 5 }, 0 },
+        { TKV_TYPE_TURBO4_QJL, TKV_TYPE_TURBO2, 128, 2, 2, 5, 37, 0, 1, 2, { 400, 90 }, { 7, 1 }, 0 },
+        { TKV_TYPE_F32, TKV_TYPE_F16, 64, 1, 8, 1, 0, 5.0f, 3, 2, { 130, 260 }, { 3, 260 }, 0 },
+        { TKV_TYPE_Q8_0, TKV_TYPE_TURBO4, 96, 3, 1, 256, 100, 2.0f, 4, 4, { 1000, 700, 257, 3 }, { 1, 20, 2, 3 }, 0 },
+        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 8, 4, 200, 0, 0, 1, 2, { 5000, 4100 }, { 1, 1 }, 0 },
+        { TKV_TYPE_F16, TKV_TYPE_F32, 256, 2, 2, 3, 500, 30.0f, 2, 2, { 1500, 600 }, { 4, 1 }, 0 },
+        /* outlier-split values (decode.comp: the lanes that own an outlier's
+         * coordinate add it, from per-batch row masks): several batches a
+         * subgroup, a window that starts inside a batch, and every row's
+         * outliers on the same lanes */
+        { TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 128, 2, 4, 16, 0, 0, 1, 2, { 3000, 700 }, { 1, 3 }, 0 },
+        { TKV_TYPE_TURBO4_OUT, TKV_TYPE_TURBO3_OUT, 64, 2, 4, 32, 1000, 0, 1, 1, { 2500 }, { 2 }, 0 },
+        { TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 128, 2, 4, 16, 0, 0, 1, 1, { 3000 }, { 1 }, 1 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         check_attention(&cases[i]);
@@ -592,8 +605,8 @@ static void test_attention_many_chunks(void **state)
     (void)state;
     rng_state = 3;
     static const struct attn_case cases[] = {
-        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 2, 4, 16, 0, 0, 1, 1, { 4000 }, { 1 } },
-        { TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 64, 2, 4, 16, 0, 0, 1, 2, { 1500, 900 }, { 1, 2 } },
+        { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 2, 4, 16, 0, 0, 1, 1, { 4000 }, { 1 }, 0 },
+        { TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 64, 2, 4, 16, 0, 0, 1, 2, { 1500, 900 }, { 1, 2 }, 0 },
     };
     setenv("TURBO_VK_WORKGROUPS", "1024", 1);
     setenv("TURBO_VK_MIN_CHUNK", "1", 1);
