@@ -906,6 +906,35 @@ int tkv_cache_dequantize(const tkv_cache *c, uint32_t seq, uint32_t layer, int w
     TKV_GUARDED(c->ctx, "tkv_cache_dequantize", cache_dequantize(c, seq, layer, which, first, n_tokens, dst));
 }
 
+/* Rows about to be written from outside (a cache file, a sequence image):
+ * the outlier indices of outlier-split types are what every backend's
+ * kernels index queries and accumulators with, so they must be what a
+ * quantizer writes - ascending and below head_dim - or the rows are
+ * refused before they reach the pool. Other stored fields only give wrong
+ * numbers, never an access out of bounds (turbo indices are masked to
+ * their bits). */
+static int check_rows(const struct tkv_pool *p, const uint8_t *rows, uint32_t n)
+{
+    if (!tkv_type_is_outlier(p->fmt.type))
+        return TKV_OK;
+    const uint32_t hd = p->fmt.head_dim, n_o = tkv_outlier_count(hd), ib = tkv_outlier_index_bytes(hd);
+    const uint32_t at = p->row_bytes - n_o * (ib + 2u);
+    for (uint32_t r = 0; r < n; r++) {
+        const uint8_t *idx = rows + (size_t)r * p->row_bytes + at;
+        int64_t prev = -1;
+        for (uint32_t o = 0; o < n_o; o++) {
+            const uint32_t i = ib == 1 ? idx[o] : (uint32_t)idx[2u * o] | (uint32_t)idx[2u * o + 1u] << 8;
+            if (i >= hd || (int64_t)i <= prev)
+                return tkv_error(TKV_EFORMAT,
+                                 "a %s row holds outlier index %u after %lld (head_dim %u: %u indices, ascending, "
+                                 "below it): not a row turbokv wrote",
+                                 tkv_type_name(p->fmt.type), i, (long long)prev, hd, n_o);
+            prev = i;
+        }
+    }
+    return TKV_OK;
+}
+
 int tkv_store_rows(tkv_cache *c, struct tkv_pool_store *s, const uint32_t *blocks, uint32_t len, int write,
                    tkv_rows_fn fn, void *user, uint8_t *staging, size_t staging_bytes)
 {
@@ -922,7 +951,7 @@ int tkv_store_rows(tkv_cache *c, struct tkv_pool_store *s, const uint32_t *block
             size_t bytes = (size_t)n * rb;
             int rc;
             if (write) {
-                if ((rc = fn(user, staging, bytes)) != TKV_OK ||
+                if ((rc = fn(user, staging, bytes)) != TKV_OK || (rc = check_rows(&s->pool, staging, n)) != TKV_OK ||
                     (rc = tkv_dev_write(&c->ctx->device, &s->buf, off, staging, bytes)) != TKV_OK)
                     return rc;
             } else if ((rc = tkv_dev_read(&c->ctx->device, &s->buf, off, staging, bytes)) != TKV_OK ||

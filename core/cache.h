@@ -97,7 +97,9 @@ int tkv_block_copy(tkv_cache *c, uint32_t dst, uint32_t src, uint32_t rows);
 
 /* Reads (write = 0) or writes (write = 1) the packed rows of tokens
  * [0, len) of one sequence in one store, head after head, through a callback
- * on host staging memory: the logical order of cache files. */
+ * on host staging memory: the logical order of cache files. Rows written
+ * are checked first (outlier-split types: their outlier indices), EFORMAT
+ * before any of a bad chunk reaches the pool. */
 typedef int (*tkv_rows_fn)(void *user, uint8_t *data, size_t n);
 int tkv_store_rows(tkv_cache *c, struct tkv_pool_store *s, const uint32_t *blocks, uint32_t len, int write,
                    tkv_rows_fn fn, void *user, uint8_t *staging, size_t staging_bytes);

@@ -341,6 +341,50 @@ static void bad_files_refused_cache_kept(void **state)
     tkv_cache_destroy(c);
 }
 
+/* Outlier-split rows index the queries and accumulators with their stored
+ * outlier indices: a file whose checksum was recomputed over rows with an
+ * index past head_dim, or out of order, is refused (EFORMAT naming the
+ * index) by load and restore, and the cache restored into is kept. */
+static void crafted_outlier_indices_refused(void **state)
+{
+    (void)state;
+    char good[512], bad[512];
+    path_in(good, sizeof good, "split.tkv");
+    path_in(bad, sizeof bad, "split-bad.tkv");
+    tkv_cache *src = make_cache(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 1);
+    fill_tokens(src, 0, 5, 51);
+    assert_int_equal(tkv_cache_save(src, good), TKV_OK);
+    tkv_cache_destroy(src);
+    tkv_cache *c = make_cache(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 1);
+    fill_tokens(c, 0, 3, 52);
+    struct snapshot *before = malloc(sizeof *before);
+    snap(c, before);
+    /* the file's last row (the last layer's values, last head, last token)
+     * ends before the 8-byte checksum: n_o = DIM / 32 one-byte indices, then
+     * n_o fp16 values */
+    const long size = file_size(good), n_o = DIM / 32, last_index = size - 8 - 2 * n_o - 1;
+    unsigned char past = DIM + 10, first;
+    FILE *f = fopen(good, "rb");
+    assert_non_null(f);
+    assert_int_equal(fseek(f, last_index - (n_o - 1), SEEK_SET), 0);
+    assert_int_equal(fread(&first, 1, 1, f), 1);
+    fclose(f);
+    patch(good, bad, last_index, &past, 1, -1);
+    reseal(bad);
+    tkv_cache *loaded = NULL;
+    expect_error(tkv_cache_load(ctx, bad, &loaded), TKV_EFORMAT, "outlier index 74");
+    assert_null(loaded);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "outlier index 74");
+    patch(good, bad, last_index, &first, 1, -1); /* the last index equal to the first: not ascending */
+    reseal(bad);
+    expect_error(tkv_cache_restore(c, bad), TKV_EFORMAT, "not a row turbokv wrote");
+    assert_unchanged(c, before);
+    assert_int_equal(tkv_cache_load(ctx, good, &loaded), TKV_OK); /* the file as saved loads */
+    tkv_cache_destroy(loaded);
+    free(before);
+    tkv_cache_destroy(c);
+}
+
 static void failed_save_keeps_old_file(void **state)
 {
     (void)state;
@@ -625,6 +669,7 @@ int main(void)
         cmocka_unit_test(bytes_accounting),
         cmocka_unit_test(save_load_round_trip),
         cmocka_unit_test(bad_files_refused_cache_kept),
+        cmocka_unit_test(crafted_outlier_indices_refused),
         cmocka_unit_test(failed_save_keeps_old_file),
         cmocka_unit_test(save_target_rules),
         cmocka_unit_test(nonfinite_and_saturation_counted),
