@@ -121,7 +121,41 @@ static void check_refusal(int rc, const char *fn)
     FUZZ_CHECK(tkv_last_error()[0] != '\0', "%s refused without a message", fn);
 }
 
-/* An accepted file: bounded allocation, and it saves back to its own bytes. */
+/* An accepted file's rows go through the kernels: decode attention of the
+ * last token of every non-empty (layer, sequence), and the rows read back,
+ * so that a stored field the kernels index with (outlier indices) is caught
+ * here under the sanitizers rather than in a host's first call. */
+static void check_usable(tkv_cache *c)
+{
+    struct tkv_cache_shape sh = { 0 };
+    FUZZ_CHECK(tkv_cache_get_shape(c, &sh) == TKV_OK, "%s", tkv_last_error());
+    const size_t row = (size_t)sh.n_kv_heads * sh.head_dim;
+    float *q = malloc(sizeof *q * row), *out = malloc(sizeof *out * row), *rows = NULL;
+    FUZZ_CHECK(q && out, "out of memory");
+    for (size_t i = 0; i < row; i++)
+        q[i] = (float)(i % 7) * 0.25f - 0.75f;
+    for (uint32_t l = 0; l < sh.n_layers; l++)
+        for (uint32_t s = 0; s < sh.n_seqs; s++) {
+            uint32_t len = 0;
+            FUZZ_CHECK(tkv_cache_length(c, s, l, &len) == TKV_OK, "%s", tkv_last_error());
+            if (len == 0)
+                continue;
+            FUZZ_CHECK(tkv_attention(c, l, 1, &s, 1, sh.n_kv_heads, q, out, NULL) == TKV_OK,
+                       "attention over a loaded file's layer %u, sequence %u: %s", l, s, tkv_last_error());
+            float *grown = realloc(rows, sizeof *rows * row * len);
+            FUZZ_CHECK(grown != NULL, "out of memory");
+            rows = grown;
+            for (int which = 0; which < 2; which++)
+                FUZZ_CHECK(tkv_cache_dequantize(c, s, l, which, 0, len, rows) == TKV_OK,
+                           "dequantize of a loaded file's layer %u, sequence %u: %s", l, s, tkv_last_error());
+        }
+    free(q);
+    free(out);
+    free(rows);
+}
+
+/* An accepted file: bounded allocation, usable rows, and it saves back to
+ * its own bytes. */
 static void check_loaded(tkv_cache *c, const uint8_t *file, size_t size)
 {
     struct tkv_cache_bytes b;
@@ -131,6 +165,7 @@ static void check_loaded(tkv_cache *c, const uint8_t *file, size_t size)
      * file's own size (the header has a length word per layer and sequence) */
     FUZZ_CHECK(b.capacity <= 64u * (uint64_t)size + (1u << 20), "a %zu-byte file allocated %llu bytes", size,
                (unsigned long long)b.capacity);
+    check_usable(c);
     FUZZ_CHECK(tkv_cache_save(c, save_path) == TKV_OK, "save of a loaded file failed: %s", tkv_last_error());
     FILE *f = fopen(save_path, "rb");
     FUZZ_CHECK(f != NULL, "cannot open %s", save_path);

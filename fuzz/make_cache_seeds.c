@@ -71,6 +71,7 @@ int main(int argc, char **argv)
         { "qjl-f16-d32", 1, 2, 32, 2, TKV_TYPE_TURBO3_QJL, TKV_TYPE_F16, TKV_ROTATION_WHT, 2, { 2, 1 } },
         { "f32-none-d8", 1, 1, 8, 1, TKV_TYPE_F32, TKV_TYPE_TURBO3, TKV_ROTATION_NONE, 256, { 2, 0 } },
         { "empty-d8", 1, 1, 8, 2, TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, TKV_ROTATION_WHT, 256, { 0, 0 } },
+        { "t3o-t4o-d32", 1, 2, 32, 1, TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO4_OUT, TKV_ROTATION_WHT, 4, { 3, 0 } },
     };
     float kv[8 * 2 * 32];
     for (unsigned i = 0; i < sizeof kv / sizeof *kv; i++)
