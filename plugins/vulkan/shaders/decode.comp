@@ -121,12 +121,12 @@ const uint V_PRESCALE = (V_ENC == TKV_VK_ENC_TURBO ? 1u : 0u) * (V_SPLIT == 0u ?
 // after the turbo part
 const uint N_OUT = (HEAD_DIM + TKV_VK_OUTLIER_EVERY - 1u) / TKV_VK_OUTLIER_EVERY;
 const uint OUT_IB = HEAD_DIM <= TKV_VK_OUTLIER_BYTE_INDEX_MAX ? 1u : 2u;
-// the queries as the keys are scored against: raw, or R q prepared by the
-// rows shader (turbo keys whose tile does not fit the fused rotation; for
-// outlier-split keys [R q | q])
 // V rows taken together in the value loop (their loads and products
 // independent; a group no query row keeps is skipped whole)
 const uint VR = V_ROWS_SET != 0u ? V_ROWS_SET : 4u;
+// the queries as the keys are scored against: raw, or R q prepared by the
+// rows shader (turbo keys whose tile does not fit the fused rotation; for
+// outlier-split keys [R q | q])
 const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO && Q_ROT == TKV_VK_ROT_NONE && K_SPLIT != 0u ? 2u * HEAD_DIM : HEAD_DIM;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
