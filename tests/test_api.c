@@ -278,22 +278,33 @@ static void reseal(const char *path)
     free(buf);
 }
 
+/* Saves a one-sequence cache of `type` keys and values holding n_saved
+ * tokens (seed) to path, and returns the target of the refusals that
+ * follow: another such cache holding n_kept tokens (seed + 1), other data
+ * that must survive every refusal, with its snapshot in *before. */
+static tkv_cache *saved_file_and_target(uint32_t type, const char *path, uint32_t n_saved, uint32_t n_kept,
+                                        uint32_t seed, struct snapshot **before)
+{
+    tkv_cache *src = make_cache(type, type, 1);
+    fill_tokens(src, 0, n_saved, seed);
+    assert_int_equal(tkv_cache_save(src, path), TKV_OK);
+    tkv_cache_destroy(src);
+    tkv_cache *c = make_cache(type, type, 1);
+    fill_tokens(c, 0, n_kept, seed + 1);
+    *before = malloc(sizeof **before);
+    assert_non_null(*before);
+    snap(c, *before);
+    return c;
+}
+
 static void bad_files_refused_cache_kept(void **state)
 {
     (void)state;
     char good[512], bad[512];
     path_in(good, sizeof good, "good.tkv");
     path_in(bad, sizeof bad, "bad.tkv");
-    tkv_cache *src = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
-    fill_tokens(src, 0, 6, 31);
-    assert_int_equal(tkv_cache_save(src, good), TKV_OK);
-    tkv_cache_destroy(src);
-
-    /* the target holds other data that must survive every refusal */
-    tkv_cache *c = make_cache(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 1);
-    fill_tokens(c, 0, 4, 32);
-    struct snapshot *before = malloc(sizeof *before);
-    snap(c, before);
+    struct snapshot *before;
+    tkv_cache *c = saved_file_and_target(TKV_TYPE_TURBO3, good, 6, 4, 31, &before);
     long size = file_size(good);
     uint32_t v3 = 3, seq_other = 99, t_f16 = TKV_TYPE_F16;
     uint64_t seed = 12345;
@@ -351,14 +362,8 @@ static void crafted_outlier_indices_refused(void **state)
     char good[512], bad[512];
     path_in(good, sizeof good, "split.tkv");
     path_in(bad, sizeof bad, "split-bad.tkv");
-    tkv_cache *src = make_cache(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 1);
-    fill_tokens(src, 0, 5, 51);
-    assert_int_equal(tkv_cache_save(src, good), TKV_OK);
-    tkv_cache_destroy(src);
-    tkv_cache *c = make_cache(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 1);
-    fill_tokens(c, 0, 3, 52);
-    struct snapshot *before = malloc(sizeof *before);
-    snap(c, before);
+    struct snapshot *before;
+    tkv_cache *c = saved_file_and_target(TKV_TYPE_TURBO3_OUT, good, 5, 3, 51, &before);
     /* the file's last row (the last layer's values, last head, last token)
      * ends before the 8-byte checksum: n_o = DIM / 32 one-byte indices, then
      * n_o fp16 values */
