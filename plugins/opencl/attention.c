@@ -111,6 +111,7 @@ struct attn_plan {
     struct tile_geom geom;
     uint32_t tile_rows, k_slot, v_slot;
     size_t tile_words, red_floats;
+    size_t omask_words; /* outlier-split V: a mask of tile rows per coordinate chunk */
     uint32_t chunks_cap;
     uint32_t n_units, tiles_per_chunk, chunk_pitch;
 };
@@ -171,13 +172,19 @@ static int plan_shape(const struct ocl_device *d, const struct tkv_attention_arg
         const size_t vloc = (size_t)qc * p->head_dim +
                             zmax(zmax((size_t)qc * p->head_dim * (v_split ? 2u : 1u), wg), 2u * qc * cp);
         const size_t fixed = ((size_t)qc * p->q_stride + red) * sizeof(float);
+        /* the work-items of a V row, as the kernel counts them */
+        size_t per_row = 1;
+        while (per_row * OCL_VALUE_COORDS < p->head_dim && per_row < wg)
+            per_row <<= 1;
         for (uint32_t t = (uint32_t)wg; t >= 1u && fixed < room; t--) {
             struct tile_geom g = geom_for(a->k.block_tokens, t);
             uint32_t n = g.segs * g.seg_rows;
             uint32_t k_slot = slot_words(g.seg_rows, a->k.row_bytes, p->k_padded);
             uint32_t v_slot = slot_words(g.seg_rows, a->v.row_bytes, p->v_padded);
             size_t tile = zmax(zmax((size_t)g.segs * k_slot + 2u, (size_t)g.segs * v_slot + 2u), vloc);
-            size_t need = fixed + tile * sizeof(cl_uint) + (size_t)n * (qc + 2u) * sizeof(float);
+            size_t omask = v_split ? per_row * div_up(n, 32) : 1u;
+            size_t need = fixed + (tile + omask) * sizeof(cl_uint) +
+                          (size_t)n * (qc + 2u) * sizeof(float);
             if (need <= room && (size_t)n * a->k.row_bytes <= TILE_BYTES_MAX &&
                 (size_t)n * a->v.row_bytes <= TILE_BYTES_MAX) {
                 p->variant = variant;
@@ -189,6 +196,7 @@ static int plan_shape(const struct ocl_device *d, const struct tkv_attention_arg
                 p->v_slot = v_slot;
                 p->tile_words = tile;
                 p->red_floats = red;
+                p->omask_words = omask;
                 p->chunks_cap = (uint32_t)chunks;
                 return TKV_OK;
             }
@@ -384,6 +392,7 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
         OCL_LOCAL(p->red_floats * sizeof(float)),
         OCL_LOCAL(rows * sizeof(cl_uint)),
         OCL_LOCAL(rows * sizeof(cl_uint)),
+        OCL_LOCAL(p->omask_words * sizeof(cl_uint)),
     };
     /* kv heads first: the work-groups that run side by side read the heads
      * of the same pool blocks */

@@ -522,14 +522,14 @@ enum value_kind { VALUE_F32, VALUE_F16, VALUE_Q8_0, VALUE_TURBO };
         __global uint *counters, __global float *out, __global float *orows, ulong o_at,       \
         uint skip_at, uint lse_at,                                                             \
         __local QT *qloc, __local uint *tile, __local QT *wt, __local float *red,              \
-        __local uint *needed, __local uint *rowbit
+        __local uint *needed, __local uint *rowbit, __local uint *omask
 #define DECODE_ARGS                                                                            \
     kbuf, vbuf, meta, qbuf, seq_at, blocks_at, units_at, q_at, n_q_heads, ratio, window, bt,   \
         seg_rows, segs, tpb, k_block_stride, k_head_stride, k_row_bytes, k_padded, k_slot,     \
         k_type, k_rotation, v_block_stride, v_head_stride, v_row_bytes, v_padded, v_slot,      \
         v_type, v_rotation, head_dim, tab, pre, post, threshold, tiles_per_chunk, part,        \
         chunk_pitch, counters, out, orows, o_at, skip_at, lse_at, (__local float *)qloc, tile, \
-        (__local float *)wt, red, needed, rowbit
+        (__local float *)wt, red, needed, rowbit, omask
 
 /* The output rows of a unit from vloc ([QC][head_dim], normalized): R^T
  * (rotation: turbo V's, ~0u for none), then the rows into orows from float
@@ -681,10 +681,21 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
     }
 #if TKV_SPLIT_V
     /* outlier-split V: the outliers of the work-item's coordinates,
-     * unrotated; v_out_bit: where a row's outlier indices begin */
+     * unrotated; v_out_bit: where a row's outlier indices begin. A tile's
+     * rows with an outlier among coordinates c0 .. c0 + TKV_VCPT - 1 are
+     * marked in omask[c0 / TKV_VCPT][o_words] (bit r of the tile), so that
+     * only the work-items owning an outlier's coordinate add it: each
+     * walks the marked rows of its lane (r = lane mod lanes: the rows its
+     * turbo part takes) in row order, the sums of every work-item comparing
+     * every row's outliers with its coordinates. o_pat: the bits of those
+     * rows in a mask word (lanes is a power of two of at most 16). */
     const int v_split = type_is_outlier(v_type);
     const uint v_n_o = tkv_outlier_count(head_dim), v_ib8 = 8u * tkv_outlier_index_bytes(head_dim);
     const uint v_out_bit = 8u * turbo_row_bytes(head_dim, v_bits);
+    const uint o_words = (segs * seg_rows + 31u) / 32u, o_n = v_split ? per_row * o_words : 0u;
+    uint o_pat = 0u;
+    for (uint b = lane; b < 32u; b += lanes)
+        o_pat |= 1u << b;
     float acc_o[TKV_QC_MAX][TKV_VCPT];
     for (uint u = 0; u < QC; u++)
         for (uint k = 0; k < TKV_VCPT; k++)
@@ -763,6 +774,10 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
             needed[lid] = need;
         if (need)
             atomic_or(flag, 1);
+#if TKV_SPLIT_V
+        for (uint k = lid; k < o_n; k += wg) /* the previous tile's walk is done */
+            omask[k] = 0u;
+#endif
         barrier(CLK_LOCAL_MEM_FENCE);
         /* uniform: without a row some query row keeps, the tile's V is not
          * read at all (the barriers are passed all the same) */
@@ -771,37 +786,25 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
             load_tile(vbuf, blocks, g, j0, nt, v_block_stride, (ulong)kvh * v_head_stride,
                       v_row_bytes, v_padded, v_slot, tile, rowbit, threshold > 0.0f, needed);
         barrier(CLK_LOCAL_MEM_FENCE);
+#if TKV_SPLIT_V
+        /* outlier-split V: each kept row's outliers marked for the
+         * work-items owning their coordinates (omask, above); indices below
+         * head_dim (the core checks the rows a file brings) */
+        for (uint t = lid; t < (v_split && any ? nt * v_n_o : 0u); t += wg) {
+            const uint r = t / v_n_o, o = t - r * v_n_o;
+            if (needed[r]) {
+                const uint i = tile_bits(tile, rowbit[r] + v_out_bit + o * v_ib8, v_ib8);
+                if (i < head_dim)
+                    atomic_or(omask + i / TKV_VCPT * o_words + (r >> 5), 1u << (r & 31u));
+            }
+        }
+#endif
         for (uint r = lane; r < nt && active && any; r += lanes) {
             if (!needed[r])
                 continue;
             const uint at = rowbit[r] + value_bit, sat = rowbit[r] + scale_bit;
             float val[TKV_VCPT], w[TKV_QC_MAX], sc = 1.0f;
             load_qc(w, (__local float *)wt, r, QC);
-#if TKV_SPLIT_V
-            if (v_split) {
-                /* the row's outliers among this work-item's coordinates
-                 * (indices are distinct: each coordinate gets one at most),
-                 * weighed before the turbo scale is folded in */
-                float vo[TKV_VCPT];
-                int hit = 0;
-                for (uint k = 0; k < TKV_VCPT; k++)
-                    vo[k] = 0.0f;
-                const uint ob = rowbit[r] + v_out_bit;
-                for (uint o = 0; o < v_n_o; o++) {
-                    const uint i = tile_bits(tile, ob + o * v_ib8, v_ib8) - c0;
-                    if (i < TKV_VCPT) {
-                        const float x = tkv_fp16_to_float(tile_bits(tile, ob + v_n_o * v_ib8 + 16u * o, 16u));
-                        for (uint k = 0; k < TKV_VCPT; k++)
-                            vo[k] = k == i ? x : vo[k];
-                        hit = 1;
-                    }
-                }
-                if (hit)
-                    for (uint u = 0; u < QC; u++)
-                        for (uint k = 0; k < TKV_VCPT; k++)
-                            acc_o[u][k] = mad(w[u], vo[k], acc_o[u][k]);
-            }
-#endif
             if (kind != VALUE_F32 && kind != VALUE_F16) {
                 /* the block's scale, folded into the weights */
                 sc = !(sat & 15u) ? vload_half(sat >> 4, (__local const half *)tile)
@@ -847,6 +850,35 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
                 for (uint k = 0; k < TKV_VCPT; k++)
                     acc[u][k] = mad(w[u], val[k], acc[u][k]);
         }
+#if TKV_SPLIT_V
+        if (v_split) { /* uniform */
+            barrier(CLK_LOCAL_MEM_FENCE); /* the tile's marks are complete */
+            /* this work-item's marked rows in row order, each outlier in
+             * its coordinates weighed before the turbo scale is folded in
+             * (a coordinate gets one outlier of a row at most) */
+            __local const uint *mine = omask + lid % per_row * o_words;
+            for (uint wd = 0; wd < (active && any ? o_words : 0u); wd++) {
+                uint bits = mine[wd] & o_pat;
+                while (bits) {
+                    const uint r = 32u * wd + 31u - clz(bits & (0u - bits));
+                    bits &= bits - 1u;
+                    float w[TKV_QC_MAX];
+                    load_qc(w, (__local float *)wt, r, QC);
+                    const uint ob = rowbit[r] + v_out_bit;
+                    for (uint o = 0; o < v_n_o; o++) {
+                        const uint i = tile_bits(tile, ob + o * v_ib8, v_ib8) - c0;
+                        if (i < TKV_VCPT) {
+                            const float x =
+                                tkv_fp16_to_float(tile_bits(tile, ob + v_n_o * v_ib8 + 16u * o, 16u));
+                            for (uint u = 0; u < QC; u++)
+                                for (uint k = 0; k < TKV_VCPT; k++)
+                                    acc_o[u][k] = k == i ? mad(w[u], x, acc_o[u][k]) : acc_o[u][k];
+                        }
+                    }
+                }
+            }
+        }
+#endif
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
