@@ -219,6 +219,45 @@ static void build_options(int fp64, int exact_div, char *buf, size_t size)
              TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO4_OUT);
 }
 
+/* Measurements of a built program: its build log on stderr with
+ * TURBO_OCL_BUILD_LOG (NVIDIA with -cl-nv-verbose in TURBO_OCL_CL_OPTIONS:
+ * registers and spills per kernel), and the program as the driver built it
+ * (NVIDIA: PTX, for ptxas -v and cuobjdump) into the file
+ * TURBO_OCL_DUMP_BINARY names, suffix appended (a specialized program's
+ * configuration). */
+static void measure_build(struct ocl_device *d, cl_program program, const char *options,
+                          const char *suffix)
+{
+    if (getenv("TURBO_OCL_BUILD_LOG")) {
+        size_t size = 0;
+        char *log = NULL;
+        if (clGetProgramBuildInfo(program, d->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) ==
+                CL_SUCCESS &&
+            (log = calloc(1, size + 1)) != NULL &&
+            clGetProgramBuildInfo(program, d->device, CL_PROGRAM_BUILD_LOG, size, log, NULL) ==
+                CL_SUCCESS)
+            fprintf(stderr, "opencl build log (%s):\n%s\n", options, log);
+        free(log);
+    }
+    const char *dump = getenv("TURBO_OCL_DUMP_BINARY");
+    if (dump && *dump) {
+        size_t size = 0;
+        unsigned char *bin = NULL;
+        FILE *f = NULL;
+        char path[512];
+        snprintf(path, sizeof path, "%s%s", dump, suffix);
+        if (clGetProgramInfo(program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) ==
+                CL_SUCCESS &&
+            size && (bin = malloc(size)) != NULL &&
+            clGetProgramInfo(program, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) == CL_SUCCESS &&
+            (f = fopen(path, "wb")) != NULL)
+            fwrite(bin, 1, size, f);
+        if (f)
+            fclose(f);
+        free(bin);
+    }
+}
+
 static int build_program(struct ocl_device *d)
 {
     cl_int err;
@@ -263,34 +302,7 @@ static int build_program(struct ocl_device *d)
         free(log);
         return rc;
     }
-    if (getenv("TURBO_OCL_BUILD_LOG")) {
-        size_t size = 0;
-        char *log = NULL;
-        if (clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, 0, NULL, &size) ==
-                CL_SUCCESS &&
-            (log = calloc(1, size + 1)) != NULL &&
-            clGetProgramBuildInfo(d->program, d->device, CL_PROGRAM_BUILD_LOG, size, log, NULL) ==
-                CL_SUCCESS)
-            fprintf(stderr, "opencl build log (%s):\n%s\n", options, log);
-        free(log);
-    }
-    const char *dump = getenv("TURBO_OCL_DUMP_BINARY");
-    if (dump && *dump) {
-        /* measurement: the program as the driver built it (NVIDIA: PTX,
-         * for ptxas -v and cuobjdump) */
-        size_t size = 0;
-        unsigned char *bin = NULL;
-        FILE *f = NULL;
-        if (clGetProgramInfo(d->program, CL_PROGRAM_BINARY_SIZES, sizeof size, &size, NULL) ==
-                CL_SUCCESS &&
-            size && (bin = malloc(size)) != NULL &&
-            clGetProgramInfo(d->program, CL_PROGRAM_BINARIES, sizeof bin, &bin, NULL) == CL_SUCCESS &&
-            (f = fopen(dump, "wb")) != NULL)
-            fwrite(bin, 1, size, f);
-        if (f)
-            fclose(f);
-        free(bin);
-    }
+    measure_build(d, d->program, options, "");
     return create_kernels(d, d->program, 0, OCL_K_SPEC, "open");
 }
 
@@ -372,6 +384,9 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
         return OCL_K_DECODE;
     }
     d->spec[slot].program = program;
+    char suffix[48];
+    snprintf(suffix, sizeof suffix, ".k%u-v%u-d%u", k_type, v_type, head_dim);
+    measure_build(d, program, options, suffix);
     if (create_kernels(d, program, OCL_K_SPEC + 4 * (int)slot, 4, "attention") != TKV_OK) {
         release_spec(d, slot);
         d->spec[slot].state = -1;
