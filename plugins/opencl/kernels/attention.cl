@@ -865,16 +865,28 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
                     float w[TKV_QC_MAX];
                     load_qc(w, (__local float *)wt, r, QC);
                     const uint ob = rowbit[r] + v_out_bit;
+                    /* every coordinate of the chunk takes a product (0
+                     * where no outlier lies), all indices constant: acc_o
+                     * stays in registers (a store at [u][i] put the whole
+                     * array in local memory on NVIDIA) */
+                    float xo[TKV_VCPT];
+#pragma unroll
+                    for (uint k = 0; k < TKV_VCPT; k++)
+                        xo[k] = 0.0f;
                     for (uint o = 0; o < v_n_o; o++) {
                         const uint i = tile_bits(tile, ob + o * v_ib8, v_ib8) - c0;
-                        if (i < TKV_VCPT) {
-                            const float x =
-                                tkv_fp16_to_float(tile_bits(tile, ob + v_n_o * v_ib8 + 16u * o, 16u));
-                            for (uint u = 0; u < QC; u++)
-                                for (uint k = 0; k < TKV_VCPT; k++)
-                                    acc_o[u][k] = k == i ? mad(w[u], x, acc_o[u][k]) : acc_o[u][k];
-                        }
+                        const float x =
+                            i < TKV_VCPT ? tkv_fp16_to_float(tile_bits(tile, ob + v_n_o * v_ib8 + 16u * o, 16u))
+                                         : 0.0f;
+#pragma unroll
+                        for (uint k = 0; k < TKV_VCPT; k++)
+                            xo[k] = k == i ? x : xo[k];
                     }
+#pragma unroll
+                    for (uint u = 0; u < QC; u++)
+#pragma unroll
+                        for (uint k = 0; k < TKV_VCPT; k++)
+                            acc_o[u][k] = mad(w[u], xo[k], acc_o[u][k]);
                 }
             }
         }
