@@ -621,11 +621,19 @@ static void ctx_label(uint32_t ctx, char *out, size_t size)
 /* "name [driver]" of the device in use and the threads setting. */
 static void machine(tkv_context *ctx, char *device, size_t dsize, char *threads, size_t tsize)
 {
-    snprintf(device, dsize, "%s", tkv_context_device(ctx));
+    /* the opened device's name, with its driver and score where the
+     * plugin's report lists it ("name (driver, score N)"; the list's first
+     * device need not be the one opened: PoCL beside an NVIDIA GPU) */
+    const char *name = tkv_context_device(ctx);
+    const size_t len = strlen(name);
+    snprintf(device, dsize, "%s", name);
     for (uint32_t i = 0; i < tkv_plugin_count(ctx); i++) {
         struct tkv_plugin_report r;
-        if (tkv_plugin_get(ctx, i, &r) == TKV_OK && r.in_use && r.n_devices)
-            snprintf(device, dsize, "%s", r.devices[0]);
+        if (tkv_plugin_get(ctx, i, &r) != TKV_OK || !r.in_use)
+            continue;
+        for (uint32_t j = 0; j < r.n_devices && j < 4u; j++)
+            if (len && !strncmp(r.devices[j], name, len) && r.devices[j][len] == ' ')
+                snprintf(device, dsize, "%.255s", r.devices[j]);
     }
     snprintf(threads, tsize, "?");
     for (uint32_t i = 0; i < tkv_config_count(ctx); i++) {
