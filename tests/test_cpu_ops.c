@@ -1050,6 +1050,36 @@ static struct attn_case shape_case(const struct attn_shape *sh, uint32_t k_type,
     };
 }
 
+/* TKV_TEST_SMALL=1 (scripts/sanitize sets it; at -O0 under ASan this test
+ * takes minutes) shortens the contexts longer than SMALL_CTX rows of the
+ * attention tests that sized_case builds (attention_reference,
+ * attention_options, paged_identical, isa_attention_matches_reference) to
+ * SMALL_CTX; every shape, type pair, option, paging and ISA level still
+ * runs, and scripts/test runs the full lengths. SMALL_CTX keeps what the
+ * long contexts are there for: more than two of the cpu plugin's split-K
+ * spans (1024 rows; the last one here ragged), longer than every window of
+ * the cases (at most 2000), and where a case's full length gives the
+ * plugin's threads work (from 65536 rows x queries; the least here is
+ * 2 kv heads x 16 queries x 2200 rows, 70400) still enough to wake them.
+ * check_sparse_v keeps 4096: at 2200 it would run on one thread. gcov
+ * (TKV_TEST_ISA_LEVELS=avx2, as under ASan): the same 1709 lines of
+ * plugins/cpu run at either size. */
+#define SMALL_CTX 2200u
+
+static int small_sizes(void)
+{
+    const char *s = getenv("TKV_TEST_SMALL");
+    return s && strcmp(s, "1") == 0;
+}
+
+static struct attn_case sized_case(const struct attn_shape *sh, uint32_t k_type, uint32_t v_type)
+{
+    struct attn_case c = shape_case(sh, k_type, v_type);
+    for (uint32_t s = 0; s < c.n_seqs && small_sizes(); s++)
+        c.ctx[s] = c.ctx[s] > SMALL_CTX ? SMALL_CTX : c.ctx[s];
+    return c;
+}
+
 /* The options of struct tkv_attention_args beyond plain causal attention,
  * each with scores at scale_mul / sqrt(head_dim) (6: peaked, so that
  * softcap bites and sparse V skips). */
@@ -1098,7 +1128,7 @@ static int option_pair_runs(size_t shape, size_t pair)
 static struct attn_case option_case(const struct attn_shape *sh, const uint32_t types[2],
                                     const struct attn_option *o)
 {
-    struct attn_case c = shape_case(sh, types[0], types[1]);
+    struct attn_case c = sized_case(sh, types[0], types[1]);
     c.window = o->window;
     c.softcap = o->softcap;
     return c;
@@ -1117,10 +1147,11 @@ static void test_attention_reference(void **state)
 {
     (void)state;
     print_message("attention error over %zu shapes (head_dim 64/128, GQA 1/4/8, contexts "
-                  "1..4096, n_q 1..4 per sequence, 2 sequences, blocks of 1/3/16/256 tokens "
+                  "1..%u, n_q 1..4 per sequence, 2 sequences, blocks of 1/3/16/256 tokens "
                   "and contiguous); vs dequantized K/V: max over output rows of "
                   "||out - ref|| / sum w||v||; vs original K/V: RMS over rows of "
-                  "||out - ref|| / ||ref||; lse: max |lse - ref| / (1 + |ref|)\n", N_SHAPES);
+                  "||out - ref|| / ||ref||; lse: max |lse - ref| / (1 + |ref|)\n", N_SHAPES,
+                  small_sizes() ? SMALL_CTX : 4096u);
     print_message("  K      V       vs dequantized (bound)   vs original (bound)   lse (bound)\n");
     for (size_t ti = 0; ti < N_TYPE_PAIRS; ti++) {
         uint32_t kt = attn_types[ti][0], vt = attn_types[ti][1];
@@ -1128,7 +1159,7 @@ static void test_attention_reference(void **state)
         double worst_dq = 0.0, worst_lse = 0.0, rel_sq = 0.0;
         size_t n_rows = 0;
         for (size_t si = 0; si < N_SHAPES; si++) {
-            struct attn_case c = shape_case(&attn_shapes[si], kt, vt);
+            struct attn_case c = sized_case(&attn_shapes[si], kt, vt);
             float scale = 1.0f / sqrtf((float)c.head_dim);
             uint64_t total = 0, skipped = 1;
             case_build(&c);
@@ -1626,7 +1657,7 @@ static void test_paged_identical(void **state)
             float *base_out[2], *base_lse[2];
             uint64_t base_total[2], base_skipped[2];
             for (size_t pi = 0; pi < n_pagings; pi++) {
-                struct attn_case c = shape_case(&shape, option_types[ti][0], option_types[ti][1]);
+                struct attn_case c = sized_case(&shape, option_types[ti][0], option_types[ti][1]);
                 c.block_tokens = pagings[pi].block_tokens;
                 c.contiguous = pagings[pi].contiguous;
                 c.pad = c.block_tokens % 2;
