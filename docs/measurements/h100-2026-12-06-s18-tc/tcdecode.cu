@@ -50,7 +50,7 @@
         }                                                                                  \
     } while (0)
 
-constexpr int HD = 128, RB = 50, W = 4, RATIO = 4;
+constexpr int HD = 128, RB = 50, W = 4, RATIO = 4, NS = 4;
 
 struct Args {
     const uint8_t *k, *v;
@@ -73,6 +73,12 @@ __device__ __forceinline__ void mma16816(float (&d)[4], uint32_t a0, uint32_t a1
                  "{%0,%1,%2,%3};\n"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                  : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src)
+{
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src));
 }
 
 __device__ __forceinline__ uint32_t pack_h2(__half lo, __half hi)
@@ -127,14 +133,63 @@ __device__ __forceinline__ float scale_at(const uint8_t *row)
 // fp16 values alone: what an fp16-exact codebook would cost; timing only),
 // 1 (plain fp16: the tensor cores' share; timing only). VK: how the V keys
 // are taken out of the rows (0: index by index, 1: interleaved per row pair).
-template <bool DO_V, int NP, int VK, int QS>
+template <int NP, int QS, int ST> constexpr size_t smem_bytes()
+{
+    return (NP == 4 ? 3 * 1024 : 64 * 32) * sizeof(uint2) + (NP < 3 ? 64 * 32 * 4 : 0) + (QS ? 8 * 32 * 16 : 0) + (ST == 1 ? W * 2 * 51 * 16 : 0) +
+           (ST == 2 ? W * NS * 102 * 16 : 0) + (W * 128 + 2 * W * 8 + W * RATIO * HD) * sizeof(float);
+}
+
+// NP 4: the three products as NP 3, the table as two arrays of 32-bit
+// entries (hi pairs, and 8 KB further the lo pairs) at an 8 KB-aligned
+// shared address, so that a key's address is one shift and one LOP3
+// ((bits >> n) & mask | the lane's base) and each A fragment register is
+// loaded where the tensor-core instruction reads it (no moves).
+__device__ __forceinline__ uint32_t key_addr(const uint32_t *x, int b, uint32_t lanebase)
+{
+    uint32_t v;
+    if (b >= 7) {
+        const int bb = b - 7, w = bb >> 5, o = bb & 31;
+        v = o + 13 <= 32 ? x[w] >> o : __funnelshift_r(x[w], x[w + 1], o);
+    } else {
+        v = x[0] << (7 - b);
+    }
+    return (v & (63u << 7)) | lanebase;
+}
+__device__ __forceinline__ uint32_t key_addr64(uint64_t e, int b, uint32_t lanebase)
+{
+    const uint32_t v = b >= 7 ? (uint32_t)(e >> (b - 7)) : (uint32_t)e << (7 - b);
+    return (v & (63u << 7)) | lanebase;
+}
+__device__ __forceinline__ uint32_t lds_hi(uint32_t addr)
+{
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+    return v;
+}
+__device__ __forceinline__ uint32_t lds_lo(uint32_t addr)
+{
+    uint32_t v;
+    asm volatile("ld.shared.u32 %0, [%1+8192];\n" : "=r"(v) : "r"(addr));
+    return v;
+}
+
+// SK: parts left out, to see what each costs (wrong results; timing only):
+// 1 the tensor-core products (a few integer operations on the same
+// registers instead), 2 the table loads (the keys themselves as the
+// fragments), 4 the online softmax (scores summed).
+template <bool DO_V, int NP, int VK, int QS, int ST, int SK = 0>
 __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
 {
     extern __shared__ uint2 smem[];
-    uint2 *tab = smem;                                   // [64][32]
-    uint32_t *tab1 = (uint32_t *)(smem + 64 * 32);       // [64][32], hi pairs alone
-    uint4 *qfrag = (uint4 *)(tab1 + 64 * 32);            // [8][32]: QS, the query fragments of each lane
-    float *ps = (float *)(qfrag + 8 * 32);               // [W][16][8]
+    uint2 *tab = smem;                                    // [64][32]
+    // NP 4: 24 KB from the start hold the two 8 KB tables at an 8 KB-aligned address
+    const uint32_t smem_at = (uint32_t)__cvta_generic_to_shared(smem), tb_at = (smem_at + 8191u) & ~8191u;
+    uint32_t *thi = (uint32_t *)((char *)smem + (tb_at - smem_at));
+    uint32_t *tab1 = (uint32_t *)(smem + (NP == 4 ? 3 * 1024 : 64 * 32)); // NP < 3: [64][32], hi pairs alone
+    uint4 *qfrag = (uint4 *)(tab1 + (NP < 3 ? 64 * 32 : 0)); // QS: [8][32], the query fragments of each lane
+    uint4 *stage = qfrag + (QS ? 8 * 32 : 0);             // ST 1: [W][2][51], the K and V tiles as loaded
+    uint4 *ring = stage + (ST == 1 ? W * 2 * 51 : 0);     // ST 2: [W][NS][2][51], the tiles in flight
+    float *ps = (float *)(ring + (ST == 2 ? W * NS * 102 : 0)); // [W][16][8]
     float *wm = ps + W * 128, *wl = wm + W * 8;          // [W][8]
     float *wo = wl + W * 8;                              // [W][RATIO][HD]
     const uint32_t tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane >> 2, t = lane & 3;
@@ -144,8 +199,14 @@ __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
         __half ah, al, bh, bl;
         split(a.cent[p & 7], ah, al);
         split(a.cent[p >> 3], bh, bl);
-        tab[i] = make_uint2(pack_h2(ah, bh), pack_h2(al, bl));
-        tab1[i] = pack_h2(ah, bh);
+        if (NP == 4) {
+            thi[i] = pack_h2(ah, bh);
+            thi[2048 + i] = pack_h2(al, bl);
+        } else {
+            tab[i] = make_uint2(pack_h2(ah, bh), pack_h2(al, bl));
+        }
+        if (NP < 3)
+            tab1[i] = pack_h2(ah, bh);
     }
     // B fragments of Q: k-step s, column g (query head g of the group),
     // rows 2t, 2t+1 (b0) and 2t+8, 2t+9 (b1) <-> dims 32t + 4s + {0,1}, {2,3}
@@ -182,6 +243,7 @@ __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
         o[m][0] = o[m][1] = o[m][2] = o[m][3] = 0.0f;
     float *pw = ps + warp * 128;
     const uint2 *tl = tab + lane;
+    const uint32_t lb = tb_at + 4 * lane; // NP 4: the lane's entry of key 0
     const uint32_t *t1 = tab1 + lane;
     // The tile's loads (rows past the warp's last read its last row again;
     // tiles never cross a pool block: block_tokens is a multiple of 16),
@@ -209,12 +271,123 @@ __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
             L.svb = scale_at(tv + min(g + 8, lastr) * RB);
         }
     };
+    // ST: the tiles (16 rows x 50 bytes, 16-byte aligned) loaded whole by
+    // the warp with 16-byte loads, staged in shared memory, each lane's
+    // fields read from there
+    struct Raw {
+        uint4 k0, k1, v0, v1;
+    };
+    auto load_raw = [&](uint32_t base, Raw &R) {
+        const uint64_t at = (uint64_t)a.blocks[base >> a.block_shift] * a.block_stride + (uint64_t)h * a.head_stride +
+                            (uint64_t)(base & (a.block_tokens - 1)) * RB;
+        const uint4 *tk = (const uint4 *)(a.k + at), *tv = (const uint4 *)(a.v + at);
+        const uint4 zero = make_uint4(0, 0, 0, 0);
+        R.k0 = __ldg(tk + lane);
+        R.k1 = lane < 18 ? __ldg(tk + 32 + lane) : zero;
+        if (DO_V) {
+            R.v0 = __ldg(tv + lane);
+            R.v1 = lane < 18 ? __ldg(tv + 32 + lane) : zero;
+        }
+    };
+    uint4 *sk = stage + warp * 2 * 51, *sv = sk + 51;
+    auto words_at = [&](const uint4 *buf, uint32_t byte, uint32_t (&x)[4], int n) {
+        const uint32_t *w = (const uint32_t *)buf + (byte >> 2), sh = (byte & 3) * 8;
+        uint32_t raw[4];
+        for (int i = 0; i < n; i++)
+            raw[i] = w[i];
+        for (int i = 0; i + 1 < n; i++)
+            x[i] = __funnelshift_r(raw[i], raw[i + 1], sh);
+    };
+    auto half_at_s = [&](const uint4 *buf, uint32_t byte) {
+        return __half2float(__ushort_as_half(((const unsigned short *)buf)[byte >> 1]));
+    };
+    auto read_fields = [&](const uint4 *sk, const uint4 *sv, uint32_t base, Loads &L) {
+        const uint32_t lastr = min(end - 1 - base, 15u);
+        uint32_t x[4];
+        words_at(sk, g * RB + 2 + 12 * t, x, 4);
+        L.xa[0] = x[0], L.xa[1] = x[1], L.xa[2] = x[2];
+        words_at(sk, (g + 8) * RB + 2 + 12 * t, x, 4);
+        L.xb[0] = x[0], L.xb[1] = x[1], L.xb[2] = x[2];
+        L.ska = half_at_s(sk, g * RB);
+        L.skb = half_at_s(sk, (g + 8) * RB);
+        if (DO_V) {
+            const uint32_t rows[4] = { 2 * t, 2 * t + 1, 2 * t + 8, 2 * t + 9 };
+#pragma unroll
+            for (int r = 0; r < 4; r++) {
+                words_at(sv, rows[r] * RB + 2 + 6 * g, x, 3);
+                L.f[r][0] = x[0], L.f[r][1] = x[1];
+            }
+            // rows past the end weigh 0: their scales too (no 0 x inf)
+            L.sva = g <= lastr ? half_at_s(sv, g * RB) : 0.0f;
+            L.svb = g + 8 <= lastr ? half_at_s(sv, (g + 8) * RB) : 0.0f;
+        }
+    };
+    auto unstage = [&](uint32_t base, const Raw &R, Loads &L) {
+        __syncwarp();
+        sk[lane] = R.k0;
+        if (lane < 18)
+            sk[32 + lane] = R.k1;
+        if (DO_V) {
+            sv[lane] = R.v0;
+            if (lane < 18)
+                sv[32 + lane] = R.v1;
+        }
+        __syncwarp();
+        read_fields(sk, sv, base, L);
+    };
+    // ST 2: NS tiles in flight per warp, copied by cp.async straight into
+    // shared memory; the warp's pool blocks read once (lane i: block i of
+    // its range), a tile's taken by a shuffle: no load waits on another
+    const uint32_t fb = begin >> a.block_shift;
+    uint32_t myblk = 0;
+    if (ST == 2 && begin < end && fb + lane <= ((end - 1) >> a.block_shift))
+        myblk = a.blocks[fb + lane];
+    uint4 *wring = ring + warp * NS * 102;
+    auto issue = [&](uint32_t base, int slot) {
+        if (base < end) {
+            const uint32_t blk = __shfl_sync(0xffffffffu, myblk, (base >> a.block_shift) - fb);
+            const uint64_t at = (uint64_t)blk * a.block_stride + (uint64_t)h * a.head_stride +
+                                (uint64_t)(base & (a.block_tokens - 1)) * RB;
+            const uint4 *tk = (const uint4 *)(a.k + at), *tv = (const uint4 *)(a.v + at);
+            uint4 *dst = wring + slot * 102;
+            cp_async16(dst + lane, tk + lane);
+            if (lane < 18)
+                cp_async16(dst + 32 + lane, tk + 32 + lane);
+            if (DO_V) {
+                cp_async16(dst + 51 + lane, tv + lane);
+                if (lane < 18)
+                    cp_async16(dst + 83 + lane, tv + 32 + lane);
+            }
+        }
+        asm volatile("cp.async.commit_group;\n" ::);
+    };
+    int slot = 0;
+    if (ST == 2)
+        for (int i = 0; i < NS - 1; i++)
+            issue(begin + 16 * i, i);
     Loads cur, nxt;
-    if (begin < end)
-        load_tile(begin, cur);
+    Raw rcur, rnxt;
+    if (begin < end && ST != 2) {
+        if (ST)
+            load_raw(begin, rcur);
+        else
+            load_tile(begin, cur);
+    }
     for (uint32_t base = begin; base < end; base += 16) {
-        if (base + 16 < end)
+        if (ST == 2) {
+            __syncwarp(); // the slot refilled now was read in the last iteration
+            issue(base + 16 * (NS - 1), (slot + NS - 1) % NS);
+            asm volatile("cp.async.wait_group %0;\n" ::"n"(NS - 1));
+            __syncwarp();
+            read_fields(wring + slot * 102, wring + slot * 102 + 51, base, cur);
+            slot = (slot + 1) % NS;
+        } else if (ST == 1) {
+            if (base + 16 < end)
+                load_raw(base + 16, rnxt);
+            unstage(base, rcur, cur);
+        } else if (base + 16 < end) {
             load_tile(base + 16, nxt);
+        }
         const uint32_t ra = base + g, rb = base + g + 8;
         const uint32_t *xa = cur.xa, *xb = cur.xb;
         const float ska = cur.ska, skb = cur.skb, sva = cur.sva, svb = cur.svb;
@@ -228,7 +401,30 @@ __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
                 const uint4 qf = qfrag[s * 32 + lane];
                 qh0[s] = qf.x, qh1[s] = qf.y, ql0[s] = qf.z, ql1[s] = qf.w;
             }
-            if (NP == 3) {
+            if (SK & 3) {
+                uint2 ta0, ta1, tb0, tb1;
+                if (SK & 2) {
+                    ta0 = make_uint2(ka0 * 0x10001u, ka0 * 0x20002u), ta1 = make_uint2(ka1 * 0x10001u, ka1 * 0x20002u);
+                    tb0 = make_uint2(kb0 * 0x10001u, kb0 * 0x20002u), tb1 = make_uint2(kb1 * 0x10001u, kb1 * 0x20002u);
+                } else {
+                    ta0 = tl[ka0 * 32], ta1 = tl[ka1 * 32], tb0 = tl[kb0 * 32], tb1 = tl[kb1 * 32];
+                }
+                if (SK & 1) {
+                    c[s & 3] += __uint_as_float(((ta0.x ^ tb0.x ^ ta1.x ^ tb1.x ^ qh0[s] ^ qh1[s]) & 0x7fffffu) | 0x3f800000u);
+                    cl[s & 3] += __uint_as_float(((ta0.y ^ tb0.y ^ ta1.y ^ tb1.y ^ ql0[s] ^ ql1[s]) & 0x7fffffu) | 0x3f800000u);
+                } else {
+                    mma16816(c, ta0.x, tb0.x, ta1.x, tb1.x, qh0[s], qh1[s]);
+                    mma16816(cl, ta0.x, tb0.x, ta1.x, tb1.x, ql0[s], ql1[s]);
+                    mma16816(ch, ta0.y, tb0.y, ta1.y, tb1.y, qh0[s], qh1[s]);
+                }
+            } else if (NP == 4) {
+                const uint32_t A0 = key_addr(xa, 12 * s, lb), A1 = key_addr(xa, 12 * s + 6, lb);
+                const uint32_t B0 = key_addr(xb, 12 * s, lb), B1 = key_addr(xb, 12 * s + 6, lb);
+                const uint32_t h0 = lds_hi(A0), h1 = lds_hi(B0), h2 = lds_hi(A1), h3 = lds_hi(B1);
+                mma16816(c, h0, h1, h2, h3, qh0[s], qh1[s]);
+                mma16816(cl, h0, h1, h2, h3, ql0[s], ql1[s]);
+                mma16816(ch, lds_lo(A0), lds_lo(B0), lds_lo(A1), lds_lo(B1), qh0[s], qh1[s]);
+            } else if (NP == 3) {
                 const uint2 ta0 = tl[ka0 * 32], ta1 = tl[ka1 * 32], tb0 = tl[kb0 * 32], tb1 = tl[kb1 * 32];
                 mma16816(c, ta0.x, tb0.x, ta1.x, tb1.x, qh0[s], qh1[s]);
                 mma16816(cl, ta0.x, tb0.x, ta1.x, tb1.x, ql0[s], ql1[s]);
@@ -246,6 +442,12 @@ __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
         const bool va = ra < end, vb = rb < end;
         const float s00 = va ? c[0] * ska * a.scale_log2 : -INFINITY, s01 = va ? c[1] * ska * a.scale_log2 : -INFINITY;
         const float s10 = vb ? c[2] * skb * a.scale_log2 : -INFINITY, s11 = vb ? c[3] * skb * a.scale_log2 : -INFINITY;
+        if (SK & 4) {
+            l0 += c[0] + c[2];
+            l1 += c[1] + c[3];
+            m0 = m1 = 0.0f;
+            continue;
+        }
         float x0 = fmaxf(s00, s10), x1 = fmaxf(s01, s11);
 #pragma unroll
         for (int sh = 4; sh < 32; sh <<= 1) {
@@ -307,7 +509,14 @@ __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
                     k2 = (uint32_t)(ev[1] >> (6 * m)) & 63u;
                     k3 = (uint32_t)(od[1] >> (6 * m)) & 63u;
                 }
-                if (NP == 3) {
+                if (NP == 4) {
+                    const uint32_t A0 = key_addr64(ev[0], 6 * m, lb), A1 = key_addr64(od[0], 6 * m, lb);
+                    const uint32_t A2 = key_addr64(ev[1], 6 * m, lb), A3 = key_addr64(od[1], 6 * m, lb);
+                    const uint32_t h0 = lds_hi(A0), h1 = lds_hi(A1), h2 = lds_hi(A2), h3 = lds_hi(A3);
+                    mma16816(o[m], h0, h1, h2, h3, bh0, bh1);
+                    mma16816(o[m], h0, h1, h2, h3, bl0, bl1);
+                    mma16816(o[m], lds_lo(A0), lds_lo(A1), lds_lo(A2), lds_lo(A3), bh0, bh1);
+                } else if (NP == 3) {
                     const uint2 e0 = tl[k0 * 32], e1 = tl[k1 * 32], e2 = tl[k2 * 32], e3 = tl[k3 * 32];
                     mma16816(o[m], e0.x, e1.x, e2.x, e3.x, bh0, bh1);
                     mma16816(o[m], e0.x, e1.x, e2.x, e3.x, bl0, bl1);
@@ -320,7 +529,10 @@ __global__ void __launch_bounds__(32 * W, QS ? 4 : 1) partial_kernel(Args a)
                 }
             }
         }
-        cur = nxt;
+        if (ST == 1)
+            rcur = rnxt;
+        else if (ST == 0)
+            cur = nxt;
     }
     // the warp's sums of weights per query column, then the block's partial
 #pragma unroll
@@ -417,6 +629,7 @@ int main(int argc, char **argv)
 {
     const char *ctxs = argc > 1 ? argv[1] : "4096,16384,131072";
     const int check = argc > 2 ? atoi(argv[2]) : 1;
+    const int once = argc > 3 && strcmp(argv[3], "once") == 0; // each variant run once (for a profiler)
     const uint32_t n_kv = 8, block_tokens = 256;
     // Lloyd-Max for N(0, 1/128), 8 levels (turbokv's turbo3 codebook at g = 128 is within 1e-3 of it)
     const float lm[4] = { 0.2451f, 0.7560f, 1.3439f, 2.1520f };
@@ -427,15 +640,20 @@ int main(int argc, char **argv)
     }
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
-    const size_t smem = 64 * 32 * (sizeof(uint2) + 4) + 8 * 32 * sizeof(uint4) + (W * 128 + 2 * W * 8 + W * RATIO * HD) * sizeof(float);
     // the variants: K and V with 3 products a pair (the exact one), K alone,
     // K and V with 2 products, with 1
-    void (*kern[4])(Args) = { partial_kernel<true, 3, 0, 0>, partial_kernel<false, 3, 0, 0>,
-                              partial_kernel<true, 3, 1, 0>, partial_kernel<true, 3, 1, 1> };
-    static const char *names[4] = { "K+V, 3 products         ", "K only, 3               ",
-                                    "K+V, 3, V interleaved   ", "K+V, 3, V il., q shared " };
-    int occ[4];
-    for (int v = 0; v < 4; v++) {
+    constexpr int NV = 6;
+    void (*kern[NV])(Args) = { partial_kernel<true, 3, 1, 0, 2>, partial_kernel<false, 3, 0, 0, 2>,
+                               partial_kernel<true, 4, 1, 0, 2>, partial_kernel<false, 4, 0, 0, 2>,
+                               partial_kernel<true, 4, 1, 1, 2>, partial_kernel<false, 4, 0, 0, 2, 4> };
+    const size_t smems[NV] = { smem_bytes<3, 0, 2>(), smem_bytes<3, 0, 2>(), smem_bytes<4, 0, 2>(),
+                               smem_bytes<4, 0, 2>(), smem_bytes<4, 1, 2>(), smem_bytes<4, 0, 2>() };
+    static const char *names[NV] = { "K+V, V il., cp.async (before) ", "K only, cp.async (before)     ",
+                                     "K+V, two tables              ", "K only, two tables            ",
+                                     "K+V, two tables, q shared    ", "K only, two tables, no softmax" };
+    int occ[NV];
+    for (int v = 0; v < NV; v++) {
+        const size_t smem = smems[v];
         CK(cudaFuncSetAttribute(kern[v], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         CK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&occ[v], kern[v], 32 * W, smem));
         cudaFuncAttributes fa;
@@ -482,7 +700,7 @@ int main(int argc, char **argv)
             return (c + 16 * W - 1) / (16 * W) * (16 * W);
         };
         uint32_t chunk = chunk_of(0), fewest = chunk;
-        for (int v = 1; v < 4; v++)
+        for (int v = 1; v < NV; v++)
             fewest = std::min(fewest, chunk_of(v));
         const uint32_t most_chunks = (n_ctx + fewest - 1) / fewest;
         uint32_t n_chunks = (n_ctx + chunk - 1) / chunk;
@@ -506,7 +724,7 @@ int main(int argc, char **argv)
         Args a = { dk, dv, db, block_tokens, 8u, block_stride, head_stride, dq, dc, n_ctx, n_kv, chunk, n_chunks,
                    scale * 1.4426950408889634f, dpo, dpm, dout };
         auto run = [&](int v) {
-            kern[v]<<<dim3(a.max_chunks, n_kv), 32 * W, smem>>>(a);
+            kern[v]<<<dim3(a.max_chunks, n_kv), 32 * W, smems[v]>>>(a);
             merge_kernel<<<n_kv * RATIO, HD>>>(a, a.max_chunks);
         };
         std::vector<double> ref(n_kv * RATIO * HD), ref_max(n_kv * RATIO);
@@ -544,14 +762,14 @@ int main(int argc, char **argv)
         cudaEvent_t e0, e1;
         CK(cudaEventCreate(&e0));
         CK(cudaEventCreate(&e1));
-        for (int variant = 0; variant < 4; variant++) {
+        for (int variant = 0; variant < NV; variant++) {
             double worst = 0.0, worst_rel = 0.0;
             a.chunk = chunk = chunk_of(variant);
             a.max_chunks = n_chunks = (n_ctx + chunk - 1) / chunk;
             run(variant);
             CK(cudaDeviceSynchronize());
             CK(cudaGetLastError());
-            if (check && variant != 1) {
+            if (check && (variant == 0 || variant == 2 || variant == 4)) {
                 std::vector<float> got(n_kv * RATIO * HD);
                 CK(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost));
                 for (size_t i = 0; i < got.size(); i++) {
@@ -560,6 +778,8 @@ int main(int argc, char **argv)
                     worst_rel = std::max(worst_rel, e / ref_max[i / HD]);
                 }
             }
+            if (once)
+                continue;
             float ms = 0.0f;
             CK(cudaEventRecord(e0));
             int warm = 0;
