@@ -1080,7 +1080,7 @@ inline void decode_body(DECODE_PARAMS(float), __local float *cent, __local int *
         counters[pair] = 0u; /* for the next call */
     barrier(CLK_LOCAL_MEM_FENCE);
     write_rows(vloc, tmp, ps, n_q_heads, ratio, kvh, u0, single || merging ? nu : 0u, head_dim,
-               v_split ? ~0u : v_bits != 0u ? v_rotation : ~0u, tab, out, orows, o_at, skip_at, lse_at, m, l,
+               v_bits && !v_split ? v_rotation : ~0u, tab, out, orows, o_at, skip_at, lse_at, m, l,
                skipped, QC);
 }
 
