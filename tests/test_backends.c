@@ -414,6 +414,9 @@ static void paged_and_options_agree(void **state)
 {
     (void)state;
     paged_options_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 7);
+    /* blocks of a multiple of 16 rows: the OpenCL plugin's tensor-core
+     * kernels serve these (plugins/opencl/kernels/tensor.cl) */
+    paged_options_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 32);
 }
 
 /* A file written by one backend is read by the other, and both then answer

@@ -105,7 +105,9 @@ static const struct tkv_attn_seq *seq_at(const struct tkv_attention_args *a, uin
 /* ---- the plan -------------------------------------------------------------- */
 
 struct attn_plan {
-    enum ocl_kernel decode; /* the first attention kernel: generic or specialized */
+    enum ocl_kernel decode; /* the first attention kernel: generic, specialized or OCL_K_TC */
+    int tc;                 /* the tensor-core kernels (tc_partial_QC, tc_merge) */
+    uint32_t tiles_per_warp; /* theirs: 16-row tiles of one warp in a chunk */
     uint32_t variant, qc, wg, head_dim, ratio, q_stride;
     int k_padded, v_padded;
     struct tile_geom geom;
@@ -243,6 +245,92 @@ static void plan_chunks(const struct ocl_device *d, const struct tkv_attention_a
     p->chunk_pitch = div_up(max_tiles, p->tiles_per_chunk);
 }
 
+/* ---- the tensor-core kernels (kernels/tensor.cl) -------------------------------- */
+
+/* A tile of theirs: 16 rows; a chunk: 4 warps' tiles_per_warp tiles. */
+#define TC_TILE 16u
+#define TC_WARPS 4u
+/* partials of one (unit, kv head) tc_merge takes at most (tensor.cl) */
+#define TC_PARTS_MAX 512u
+/* work-groups wanted per compute unit: a wave of the H100's 132 SMs at
+ * 3 (47 KB of local memory each) */
+#define TC_GROUPS_PER_CU 3u
+#define TC_ROW_BYTES 50u
+
+/* The calls they serve: turbo3 K and V at head_dim 128 (one group of 128,
+ * 50-byte rows), and pool blocks of a
+ * multiple of 16 rows at 16-byte-aligned places (a tile is 800 contiguous
+ * bytes, copied by 16-byte cp.async). */
+static int tc_eligible(const struct tkv_attention_args *a)
+{
+    const struct tkv_pool *k = &a->k, *v = &a->v;
+    return k->fmt.type == TKV_TYPE_TURBO3 && v->fmt.type == TKV_TYPE_TURBO3 &&
+           k->fmt.head_dim == 128u && k->row_bytes == TC_ROW_BYTES &&
+           v->row_bytes == TC_ROW_BYTES &&
+           k->block_tokens % TC_TILE == 0 && v->block_tokens == k->block_tokens &&
+           k->head_stride % 16u == 0 && k->block_stride % 16u == 0 &&
+           v->head_stride % 16u == 0 && v->block_stride % 16u == 0;
+}
+
+/* Calls of one sequence and one unit a kv head (at most 8 query rows of
+ * it) over at most TC_SHORT_ROWS rows: there the float kernels are faster
+ * (H100: 40.0 against 45.6 us at 4K, 60.6 against 57.0 at 16K;
+ * docs/measurements/h100-2026-12-06-s19-tc/), the tensor kernels' fixed
+ * costs (their query preparation in every work-group, a second launch)
+ * outweighing their speed on so few rows. */
+#define TC_SHORT_ROWS 8192u
+static int tc_short(const struct tkv_attention_args *a, uint32_t ratio)
+{
+    return a->n_seqs == 1 && a->max_n_q * ratio <= 8u && seq_at(a, 0)->n_ctx <= TC_SHORT_ROWS;
+}
+
+/* Rows r0 .. hi - 1 of the unit at row u0 of a sequence: from the first row
+ * its first token sees (rounded down to a tile) to its last token's
+ * position (tensor.cl: tc_unit_of). */
+static uint32_t tc_span(const struct tkv_attn_seq *seq, uint32_t window, uint32_t ratio,
+                        uint32_t u0, uint32_t nu)
+{
+    const uint32_t first = seq->n_ctx - seq->n_q + u0 / ratio;
+    const uint32_t last = seq->n_ctx - seq->n_q + (u0 + nu - 1u) / ratio;
+    const uint32_t lo = window && first + 1u > window ? first + 1u - window : 0u;
+    return last + 1u - (lo & ~(TC_TILE - 1u));
+}
+
+/* 8 or 16 query rows a unit; tiles per warp such that the call's
+ * work-groups fill the compute units TC_GROUPS_PER_CU times, at most
+ * TC_PARTS_MAX partials a unit. */
+static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args *a,
+                    struct attn_plan *p)
+{
+    const uint32_t quad = TC_WARPS * TC_TILE;
+    p->qc = a->max_n_q * p->ratio <= 8u ? 8u : 16u;
+    p->variant = p->qc == 8u ? 0u : 1u;
+    uint64_t quads = 0;
+    uint32_t max_quads = 1;
+    p->n_units = 0;
+    for (uint32_t s = 0; s < a->n_seqs; s++) {
+        const struct tkv_attn_seq *seq = seq_at(a, s);
+        for (uint32_t u0 = 0; u0 < seq->n_q * p->ratio; u0 += p->qc) {
+            const uint32_t nu = seq->n_q * p->ratio - u0 < p->qc ? seq->n_q * p->ratio - u0 : p->qc;
+            const uint32_t q = div_up(tc_span(seq, a->window, p->ratio, u0, nu), quad);
+            quads += q;
+            max_quads = q > max_quads ? q : max_quads;
+            p->n_units++;
+        }
+    }
+    quads *= a->n_kv_heads;
+    const uint64_t target = (uint64_t)(d->tune_groups_per_cu ? d->tune_groups_per_cu
+                                                             : TC_GROUPS_PER_CU) *
+                            (d->compute_units ? d->compute_units : 1u);
+    uint64_t tpw = (quads + target - 1u) / target;
+    if (tpw < div_up(max_quads, TC_PARTS_MAX / TC_WARPS))
+        tpw = div_up(max_quads, TC_PARTS_MAX / TC_WARPS);
+    if (tpw > max_quads)
+        tpw = max_quads;
+    p->tiles_per_warp = (uint32_t)tpw;
+    p->chunk_pitch = div_up(max_quads, p->tiles_per_warp);
+}
+
 /* ---- the call ------------------------------------------------------------------ */
 
 struct attn_layout {
@@ -332,31 +420,133 @@ static int upload(struct ocl_device *d, const struct tkv_attention_args *a,
     return rc;
 }
 
-static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
-                  const struct attn_plan *p, const struct attn_layout *lay, cl_event *event)
+/* Where the kernels read the queries (q_mem from float q_at) and write
+ * the output rows (o_mem from float o_at). */
+struct attn_io {
+    cl_mem q_mem, o_mem;
+    cl_uint q_at;
+    cl_ulong o_at;
+};
+
+static int io_of(struct ocl_device *d, const struct tkv_attention_args *a,
+                 const struct attn_plan *p, const struct attn_layout *lay, struct attn_io *io)
 {
     static const char op[] = "attention";
-    const enum ocl_kernel k = p->decode + p->variant;
-    cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
-    cl_mem meta = d->scratch.upload.mem, q_mem = meta, o_mem = d->scratch.download.mem;
-    cl_ulong o_at = 0;
-    cl_uint seq_at_ = lay->seq_at, blocks_at = lay->blocks_at, units_at = lay->units_at,
-            q_at = lay->q_at;
+    io->q_mem = d->scratch.upload.mem;
+    io->o_mem = d->scratch.download.mem;
+    io->q_at = lay->q_at;
+    io->o_at = 0;
     const struct tkv_device_tensor *q_dev = q_dev_of(a);
     const uint64_t n_q = (uint64_t)lay->n_rows * p->head_dim;
     if (q_in_place(q_dev, n_q)) {
-        int rc = ocl_tensor_mem(d, q_dev, n_q, op, "q", &q_mem);
+        int rc = ocl_tensor_mem(d, q_dev, n_q, op, "q", &io->q_mem);
         if (rc != TKV_OK)
             return rc;
-        q_at = (cl_uint)(q_dev->offset / 4u);
+        io->q_at = (cl_uint)(q_dev->offset / 4u);
     }
     const struct tkv_device_tensor *out_dev = out_dev_of(a);
     if (out_in_place(out_dev)) {
-        int rc = ocl_tensor_mem(d, out_dev, n_q, op, "out", &o_mem);
+        int rc = ocl_tensor_mem(d, out_dev, n_q, op, "out", &io->o_mem);
         if (rc != TKV_OK)
             return rc;
-        o_at = out_dev->offset / 4u;
+        io->o_at = out_dev->offset / 4u;
     }
+    return TKV_OK;
+}
+
+/* The host's buffers may be new objects at released ones' addresses:
+ * never trust the remembered arguments that are theirs (host.c's widen()). */
+static void forget_io(struct ocl_device *d, enum ocl_kernel k, const struct ocl_karg *args,
+                      size_t n, const struct attn_io *io)
+{
+    for (size_t i = 0; i < n && i < OCL_ARGS_MAX; i++)
+        if ((args[i].value == &io->q_mem && io->q_mem != d->scratch.upload.mem) ||
+            (args[i].value == &io->o_mem && io->o_mem != d->scratch.download.mem))
+            d->args[k][i].set = 0;
+}
+
+/* The scores' constants (kernels/attention.cl): base 2 for exp2, x log2(e),
+ * with a softcap c: c log2(e) tanh(scale q.k / c) */
+static cl_float score_pre(const struct tkv_attention_args *a)
+{
+    return a->softcap > 0.0f ? (cl_float)((double)a->scale / a->softcap)
+                             : (cl_float)(a->scale * M_LOG2E);
+}
+
+static cl_float score_post(const struct tkv_attention_args *a)
+{
+    return a->softcap > 0.0f ? (cl_float)(a->softcap * M_LOG2E) : 0.0f;
+}
+
+/* tc_partial_QC, then tc_merge; ev (or NULL): the first's and the last's events. */
+static int tc_launch(struct ocl_device *d, const struct tkv_attention_args *a,
+                     const struct attn_plan *p, const struct attn_layout *lay, cl_event *ev)
+{
+    static const char op[] = "attention";
+    const enum ocl_kernel kp = OCL_K_TC + p->variant, km = OCL_K_TC_MERGE;
+    struct attn_io io;
+    int rc = io_of(d, a, p, lay, &io);
+    if (rc != TKV_OK)
+        return rc;
+    cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
+    cl_mem meta = d->scratch.upload.mem, part = d->scratch.part.mem;
+    cl_mem down = d->scratch.download.mem;
+    cl_uint seq_at_ = lay->seq_at, blocks_at = lay->blocks_at, units_at = lay->units_at;
+    cl_uint n_q_heads = a->n_q_heads, ratio = p->ratio, window = a->window;
+    cl_uint bt = a->k.block_tokens, qc = p->qc, tpw = p->tiles_per_warp, pitch = p->chunk_pitch;
+    cl_ulong k_block_stride = a->k.block_stride, k_head_stride = a->k.head_stride;
+    cl_ulong v_block_stride = a->v.block_stride, v_head_stride = a->v.head_stride;
+    cl_uint k_rotation = a->k.fmt.rotation, v_rotation = a->v.fmt.rotation;
+    cl_float pre = score_pre(a), post = score_post(a), threshold = a->sparse_v_threshold;
+    cl_uint skip_at = (cl_uint)(lay->n_rows * p->head_dim);
+    cl_uint lse_at = a->lse ? (cl_uint)(lay->n_rows * (p->head_dim + 1u)) : 0u;
+    const struct ocl_karg pargs[] = {
+        OCL_ARG(k_mem), OCL_ARG(v_mem), OCL_ARG(meta), OCL_ARG(io.q_mem), OCL_ARG(seq_at_),
+        OCL_ARG(blocks_at), OCL_ARG(units_at), OCL_ARG(io.q_at), OCL_ARG(n_q_heads),
+        OCL_ARG(ratio), OCL_ARG(window), OCL_ARG(bt), OCL_ARG(k_block_stride),
+        OCL_ARG(k_head_stride), OCL_ARG(v_block_stride), OCL_ARG(v_head_stride),
+        OCL_ARG(k_rotation), OCL_ARG(d->tables), OCL_ARG(pre), OCL_ARG(post), OCL_ARG(threshold),
+        OCL_ARG(tpw),
+        OCL_ARG(part), OCL_ARG(pitch),
+    };
+    const struct ocl_karg margs[] = {
+        OCL_ARG(meta), OCL_ARG(seq_at_), OCL_ARG(units_at), OCL_ARG(n_q_heads), OCL_ARG(ratio),
+        OCL_ARG(window), OCL_ARG(qc), OCL_ARG(tpw), OCL_ARG(part), OCL_ARG(pitch),
+        OCL_ARG(v_rotation), OCL_ARG(d->tables), OCL_ARG(down), OCL_ARG(io.o_mem),
+        OCL_ARG(io.o_at), OCL_ARG(skip_at), OCL_ARG(lse_at),
+    };
+    const size_t pn = sizeof pargs / sizeof pargs[0], mn = sizeof margs / sizeof margs[0];
+    forget_io(d, kp, pargs, pn, &io);
+    forget_io(d, km, margs, mn, &io);
+    const size_t groups[3] = { a->n_kv_heads, p->chunk_pitch, p->n_units };
+    const size_t mgroups[3] = { a->n_kv_heads, p->n_units, p->qc };
+    if ((rc = ocl_args(d, kp, op, pn, pargs)) != TKV_OK ||
+        (rc = ocl_launch(d, kp, op, 3, groups, 128, ev ? &ev[0] : NULL)) != TKV_OK ||
+        (rc = ocl_args(d, km, op, mn, margs)) != TKV_OK)
+        return rc;
+    rc = ocl_launch(d, km, op, 3, mgroups, 128, ev ? &ev[1] : NULL);
+    if (rc != TKV_OK && ev) {
+        clReleaseEvent(ev[0]);
+        ev[0] = NULL;
+    }
+    return rc;
+}
+
+/* The call's kernels; ev (or NULL): the events of the first and the last. */
+static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
+                  const struct attn_plan *p, const struct attn_layout *lay, cl_event *ev)
+{
+    static const char op[] = "attention";
+    if (p->tc)
+        return tc_launch(d, a, p, lay, ev);
+    const enum ocl_kernel k = p->decode + p->variant;
+    cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
+    cl_mem meta = d->scratch.upload.mem;
+    cl_uint seq_at_ = lay->seq_at, blocks_at = lay->blocks_at, units_at = lay->units_at;
+    struct attn_io io;
+    int rc = io_of(d, a, p, lay, &io);
+    if (rc != TKV_OK)
+        return rc;
     cl_uint n_q_heads = a->n_q_heads, ratio = p->ratio, window = a->window;
     cl_uint bt = p->geom.bt, seg_rows = p->geom.seg_rows, segs = p->geom.segs, tpb = p->geom.tpb;
     cl_ulong k_block_stride = a->k.block_stride, k_head_stride = a->k.head_stride;
@@ -366,26 +556,22 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
     cl_uint k_type = a->k.fmt.type, v_type = a->v.fmt.type;
     cl_uint k_rotation = a->k.fmt.rotation, v_rotation = a->v.fmt.rotation;
     cl_uint head_dim = p->head_dim, tpc = p->tiles_per_chunk, chunk_pitch = p->chunk_pitch;
-    /* scores in base 2 for exp2 (kernels/attention.cl): x log2(e), with a
-     * softcap c: c log2(e) tanh(scale q.k / c) */
-    cl_float pre = a->softcap > 0.0f ? (cl_float)((double)a->scale / a->softcap)
-                                     : (cl_float)(a->scale * M_LOG2E);
-    cl_float post = a->softcap > 0.0f ? (cl_float)(a->softcap * M_LOG2E) : 0.0f;
+    cl_float pre = score_pre(a), post = score_post(a);
     cl_float threshold = a->sparse_v_threshold;
     cl_uint skip_at = (cl_uint)(lay->n_rows * p->head_dim);
     cl_uint lse_at = a->lse ? (cl_uint)(lay->n_rows * (p->head_dim + 1u)) : 0u;
     const size_t rows = p->tile_rows;
     const struct ocl_karg args[] = {
-        OCL_ARG(k_mem), OCL_ARG(v_mem), OCL_ARG(meta), OCL_ARG(q_mem), OCL_ARG(seq_at_), OCL_ARG(blocks_at),
-        OCL_ARG(units_at), OCL_ARG(q_at), OCL_ARG(n_q_heads), OCL_ARG(ratio), OCL_ARG(window),
+        OCL_ARG(k_mem), OCL_ARG(v_mem), OCL_ARG(meta), OCL_ARG(io.q_mem), OCL_ARG(seq_at_), OCL_ARG(blocks_at),
+        OCL_ARG(units_at), OCL_ARG(io.q_at), OCL_ARG(n_q_heads), OCL_ARG(ratio), OCL_ARG(window),
         OCL_ARG(bt), OCL_ARG(seg_rows), OCL_ARG(segs), OCL_ARG(tpb), OCL_ARG(k_block_stride),
         OCL_ARG(k_head_stride), OCL_ARG(k_rb), OCL_ARG(k_padded), OCL_ARG(k_slot),
         OCL_ARG(k_type), OCL_ARG(k_rotation), OCL_ARG(v_block_stride), OCL_ARG(v_head_stride),
         OCL_ARG(v_rb), OCL_ARG(v_padded), OCL_ARG(v_slot), OCL_ARG(v_type), OCL_ARG(v_rotation),
         OCL_ARG(head_dim), OCL_ARG(d->tables), OCL_ARG(pre), OCL_ARG(post), OCL_ARG(threshold),
         OCL_ARG(tpc), OCL_ARG(d->scratch.part.mem), OCL_ARG(chunk_pitch),
-        OCL_ARG(d->scratch.counters.mem), OCL_ARG(d->scratch.download.mem), OCL_ARG(o_mem),
-        OCL_ARG(o_at), OCL_ARG(skip_at), OCL_ARG(lse_at),
+        OCL_ARG(d->scratch.counters.mem), OCL_ARG(d->scratch.download.mem), OCL_ARG(io.o_mem),
+        OCL_ARG(io.o_at), OCL_ARG(skip_at), OCL_ARG(lse_at),
         OCL_LOCAL((size_t)p->qc * p->q_stride * sizeof(float)),
         OCL_LOCAL(p->tile_words * sizeof(cl_uint)),
         OCL_LOCAL(rows * p->qc * sizeof(float)),
@@ -397,14 +583,15 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
     /* kv heads first: the work-groups that run side by side read the heads
      * of the same pool blocks */
     const size_t groups[3] = { a->n_kv_heads, p->chunk_pitch, p->n_units };
-    /* the host's buffers may be new objects at released ones' addresses:
-     * never trust the remembered arguments (host.c's widen()) */
-    for (size_t i = 0; i < sizeof args / sizeof args[0] && i < OCL_ARGS_MAX; i++)
-        if ((args[i].value == &q_mem && q_mem != meta) ||
-            (args[i].value == &o_mem && o_mem != d->scratch.download.mem))
-            d->args[k][i].set = 0;
-    int rc = ocl_args(d, k, op, sizeof args / sizeof args[0], args);
-    return rc != TKV_OK ? rc : ocl_launch(d, k, op, 3, groups, p->wg, event);
+    forget_io(d, k, args, sizeof args / sizeof args[0], &io);
+    rc = ocl_args(d, k, op, sizeof args / sizeof args[0], args);
+    if (rc != TKV_OK || (rc = ocl_launch(d, k, op, 3, groups, p->wg, ev ? &ev[0] : NULL)) != TKV_OK)
+        return rc;
+    if (ev) { /* one kernel: first and last */
+        clRetainEvent(ev[0]);
+        ev[1] = ev[0];
+    }
+    return TKV_OK;
 }
 
 /* The time between the start of first and the end of last, in ns. */
@@ -434,11 +621,19 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
                uint64_t *skipped, uint64_t *device_ns)
 {
     static const char op[] = "attention";
-    p->decode = ocl_decode_kernels(d, a->k.fmt.type, a->v.fmt.type, p->head_dim);
-    int rc = plan_shape(d, a, p);
-    if (rc != TKV_OK)
-        return rc;
-    plan_chunks(d, a, p);
+    int rc = TKV_OK;
+    p->tc = d->tensor != OCL_TENSOR_OFF && tc_eligible(a) &&
+            (d->tensor == OCL_TENSOR_ALL || !tc_short(a, p->ratio)) &&
+            ocl_tensor_kernels(d) == OCL_K_TC;
+    if (p->tc) {
+        p->decode = OCL_K_TC;
+        tc_plan(d, a, p);
+    } else {
+        p->decode = ocl_decode_kernels(d, a->k.fmt.type, a->v.fmt.type, p->head_dim);
+        if ((rc = plan_shape(d, a, p)) != TKV_OK)
+            return rc;
+        plan_chunks(d, a, p);
+    }
 
     struct attn_layout lay;
     lay.n_rows = (size_t)a->n_q_total * a->n_q_heads;
@@ -456,9 +651,10 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
     lay.units_at = lay.blocks_at + a->n_blocks;
     lay.q_at = lay.units_at + 2u * p->n_units;
     const size_t pairs = (size_t)p->n_units * a->n_kv_heads;
-    const size_t part_bytes = p->chunk_pitch > 1u ? pairs * p->chunk_pitch * p->qc *
-                                                        (p->head_dim + 4u) * sizeof(float)
-                                                  : sizeof(float);
+    const size_t part_bytes =
+        p->tc ? pairs * p->chunk_pitch * TC_WARPS * p->qc * (p->head_dim + 3u) * sizeof(float)
+        : p->chunk_pitch > 1u ? pairs * p->chunk_pitch * p->qc * (p->head_dim + 4u) * sizeof(float)
+                              : sizeof(float);
     if ((rc = ocl_scratch_reserve(d, &d->scratch.upload, lay.up_words * 4u, op, "upload")) !=
             TKV_OK ||
         (rc = ocl_scratch_reserve(d, &d->scratch.download, lay.down_words * 4u, op,
@@ -468,16 +664,17 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
          ((rc = ocl_pinned_reserve(d, &d->up_pinned, lay.up_words * 4u, op)) != TKV_OK ||
           (rc = ocl_pinned_reserve(d, &d->down_pinned, lay.down_words * 4u, op)) != TKV_OK)) ||
         (rc = ocl_scratch_reserve(d, &d->scratch.part, part_bytes, op, "partial")) != TKV_OK ||
-        (rc = ocl_scratch_reserve_zeroed(d, &d->scratch.counters, pairs * sizeof(cl_uint), op,
-                                         "counter")) != TKV_OK)
+        (!p->tc && (rc = ocl_scratch_reserve_zeroed(d, &d->scratch.counters,
+                                                    pairs * sizeof(cl_uint), op, "counter")) !=
+                       TKV_OK))
         return rc;
 
-    cl_event ev_up = NULL, ev_down = NULL, ev_kernel = NULL;
+    cl_event ev_up = NULL, ev_down = NULL, ev_kernel[2] = { NULL, NULL };
     const int timed = device_ns != NULL, spin = d->tune_spin != 0;
     cl_int err;
     if ((rc = upload(d, a, p, &lay, timed ? &ev_up : NULL)) != TKV_OK)
         goto out;
-    if ((rc = launch(d, a, p, &lay, timed && d->tune_kernel_ns ? &ev_kernel : NULL)) != TKV_OK)
+    if ((rc = launch(d, a, p, &lay, timed && d->tune_kernel_ns ? ev_kernel : NULL)) != TKV_OK)
         goto out;
     if (out_dev_of(a)) {
         /* out into the host's buffer, queued (f32 written there by the
@@ -496,16 +693,30 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
      * that the GPU stays busy and its clock up while it is timed (the H200
      * drops from 1980 to 345 MHz a few seconds into a light load) */
     uint64_t repeat_ns[OCL_REPEAT_MAX];
-    cl_event repeat_ev[OCL_REPEAT_MAX];
+    cl_event repeat_ev[OCL_REPEAT_MAX][2];
     uint32_t repeat = 0;
-    for (const uint32_t want = timed && ev_kernel ? d->tune_repeat : 0u; repeat < want; repeat++)
-        if ((rc = launch(d, a, p, &lay, &repeat_ev[repeat])) != TKV_OK)
+    for (const uint32_t want = timed && ev_kernel[0] ? d->tune_repeat : 0u; repeat < want; repeat++)
+        if ((rc = launch(d, a, p, &lay, repeat_ev[repeat])) != TKV_OK)
             break;
     if (repeat)
-        clWaitForEvents(repeat, repeat_ev);
+        clWaitForEvents(1, &repeat_ev[repeat - 1][1]);
+    if (repeat && p->tc) {
+        /* the two kernels apart, in the debug log (measurements) */
+        uint64_t first[OCL_REPEAT_MAX], last[OCL_REPEAT_MAX];
+        for (uint32_t i = 0; i < repeat; i++) {
+            first[i] = span_ns(repeat_ev[i][0], repeat_ev[i][0]);
+            last[i] = span_ns(repeat_ev[i][1], repeat_ev[i][1]);
+        }
+        ocl_svc->log(TKV_LOG_DEBUG,
+                     "opencl: tensor-core attention, %u query rows a unit, %u units, %u tiles a "
+                     "warp, %u chunks: tc_partial %.1f us, tc_merge %.1f us (medians of %u)",
+                     p->qc, p->n_units, p->tiles_per_warp, p->chunk_pitch,
+                     median_ns(first, repeat) * 1e-3, median_ns(last, repeat) * 1e-3, repeat);
+    }
     for (uint32_t i = 0; i < repeat; i++) {
-        repeat_ns[i] = span_ns(repeat_ev[i], repeat_ev[i]);
-        clReleaseEvent(repeat_ev[i]);
+        repeat_ns[i] = span_ns(repeat_ev[i][0], repeat_ev[i][1]);
+        clReleaseEvent(repeat_ev[i][0]);
+        clReleaseEvent(repeat_ev[i][1]);
     }
     if (rc != TKV_OK)
         goto out;
@@ -539,15 +750,16 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
         *skipped += counts[r];
     if (timed)
         *device_ns = repeat ? median_ns(repeat_ns, repeat)
-                     : ev_kernel ? span_ns(ev_kernel, ev_kernel)
+                     : ev_kernel[0] ? span_ns(ev_kernel[0], ev_kernel[1])
                                  : span_ns(ev_up, ev_down);
 out:
     if (ev_up)
         clReleaseEvent(ev_up);
     if (ev_down)
         clReleaseEvent(ev_down);
-    if (ev_kernel)
-        clReleaseEvent(ev_kernel);
+    for (int i = 0; i < 2; i++)
+        if (ev_kernel[i])
+            clReleaseEvent(ev_kernel[i]);
     return rc;
 }
 

@@ -168,9 +168,15 @@ static const char *const kernel_names[OCL_K_SPEC] = {
 static int create_kernels(struct ocl_device *d, cl_program program, int first, int n,
                           const char *op);
 
+static const char *const tc_kernel_names[OCL_K_COUNT - OCL_K_TC] = {
+    "tc_partial_8", "tc_partial_16", "tc_merge",
+};
+
 static const char *kernel_name(int k)
 {
-    return k < OCL_K_SPEC ? kernel_names[k] : kernel_names[OCL_K_DECODE + (k - OCL_K_SPEC) % 4];
+    return k < OCL_K_SPEC ? kernel_names[k]
+           : k >= OCL_K_TC ? tc_kernel_names[k - OCL_K_TC]
+                           : kernel_names[OCL_K_DECODE + (k - OCL_K_SPEC) % 4];
 }
 
 static int has_extension(cl_device_id dev, const char *ext)
@@ -400,6 +406,81 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
     return (enum ocl_kernel)(OCL_K_SPEC + 4 * slot);
 }
 
+/* ---- the tensor-core program (kernels/tensor.cl) -------------------------------- */
+
+/* cl_nv_device_attribute_query */
+#define OCL_NV_CC_MAJOR 0x4000
+
+/* Whether the device has the instructions kernels/tensor.cl needs
+ * (mma.sync m16n8k16, cp.async: NVIDIA, compute capability 8.0 and later),
+ * and which calls take them: TURBO_OCL_TENSOR=0 none, =1 every call they
+ * serve, unset the calls where they are faster. */
+static enum ocl_tensor tensor_mode(cl_device_id dev)
+{
+    cl_uint major = 0;
+    if (!has_extension(dev, "cl_nv_device_attribute_query") ||
+        clGetDeviceInfo(dev, OCL_NV_CC_MAJOR, sizeof major, &major, NULL) != CL_SUCCESS ||
+        major < 8u)
+        return OCL_TENSOR_OFF;
+    const char *v = getenv("TURBO_OCL_TENSOR");
+    if (!v || !*v)
+        return OCL_TENSOR_AUTO;
+    return atoi(v) != 0 ? OCL_TENSOR_ALL : OCL_TENSOR_OFF;
+}
+
+static void release_tensor(struct ocl_device *d)
+{
+    for (int k = OCL_K_TC; k < OCL_K_COUNT; k++)
+        if (d->kernels[k]) {
+            clReleaseKernel(d->kernels[k]);
+            d->kernels[k] = NULL;
+        }
+    if (d->tc_program)
+        clReleaseProgram(d->tc_program);
+    d->tc_program = NULL;
+}
+
+enum ocl_kernel ocl_tensor_kernels(struct ocl_device *d)
+{
+    if (d->tensor == OCL_TENSOR_OFF || d->tc_state < 0)
+        return OCL_K_COUNT;
+    if (d->tc_state > 0)
+        return OCL_K_TC;
+    d->tc_state = -1;
+    /* the whole source with the tensor kernels in, the others specialized
+     * for the one configuration they serve (turbo3 K and V, head_dim 128) */
+    char options[sizeof d->options + 160];
+    snprintf(options, sizeof options,
+             "%s -DTKV_TC=1 -DTKV_SPEC_HEAD_DIM=128u -DTKV_SPEC_K_TYPE=%uu -DTKV_SPEC_V_TYPE=%uu",
+             d->options, (unsigned)TKV_TYPE_TURBO3, (unsigned)TKV_TYPE_TURBO3);
+    const char *src = ocl_program_source;
+    size_t len = ocl_program_source_size;
+    cl_int err;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    d->tc_program = clCreateProgramWithSource(d->context, 1, &src, &len, &err);
+    if (err == CL_SUCCESS)
+        err = clBuildProgram(d->tc_program, 1, &d->device, options, NULL, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (err != CL_SUCCESS) {
+        ocl_svc->log(TKV_LOG_WARN,
+                     "opencl: the tensor-core attention program did not build (%s); the float "
+                     "kernels serve",
+                     ocl_error_name(err));
+        release_tensor(d);
+        return OCL_K_COUNT;
+    }
+    measure_build(d, d->tc_program, options, ".tensor");
+    if (create_kernels(d, d->tc_program, OCL_K_TC, OCL_K_COUNT - OCL_K_TC, "attention") != TKV_OK) {
+        release_tensor(d);
+        return OCL_K_COUNT;
+    }
+    d->tc_state = 1;
+    ocl_svc->log(TKV_LOG_DEBUG, "opencl: built the tensor-core attention program in %.0f ms",
+                 (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6);
+    return OCL_K_TC;
+}
+
 /* ---- the math tables ---------------------------------------------------------- */
 
 /* kernels/tables.h: a header of offsets, then every table of every group
@@ -510,6 +591,7 @@ int ocl_device_setup(struct ocl_device *d, const struct tkv_math *math)
     d->tune_spin = env_u32("TURBO_OCL_SPIN");
     d->tune_kernel_ns = env_u32("TURBO_OCL_KERNEL_NS");
     d->tune_append_direct = env_u32("TURBO_OCL_APPEND_DIRECT");
+    d->tensor = tensor_mode(d->device);
     return rc;
 }
 
@@ -545,6 +627,7 @@ void ocl_device_release(struct ocl_device *d)
         clReleaseMemObject(d->tables);
     for (uint32_t i = 0; i < OCL_SPEC_SLOTS; i++)
         release_spec(d, i);
+    release_tensor(d);
     for (int k = 0; k < OCL_K_SPEC; k++)
         if (d->kernels[k])
             clReleaseKernel(d->kernels[k]);

@@ -59,8 +59,16 @@ enum ocl_kernel {
     OCL_K_NARROW,
     OCL_K_DECODE, /* + log2(query rows / 2) */
     OCL_K_SPEC = OCL_K_DECODE + 4, /* + 4 x slot + log2(query rows / 2) */
-    OCL_K_COUNT = OCL_K_SPEC + 4 * OCL_SPEC_SLOTS
+    /* kernels/tensor.cl (the tensor-core program, built on first use):
+     * tc_partial_8, tc_partial_16, tc_merge */
+    OCL_K_TC = OCL_K_SPEC + 4 * OCL_SPEC_SLOTS,
+    OCL_K_TC_MERGE = OCL_K_TC + 2,
+    OCL_K_COUNT
 };
+/* Which attention calls take the tensor-core kernels (NVIDIA, compute
+ * capability 8.0 on; TURBO_OCL_TENSOR): none, those where they are faster
+ * (attention.c: tc_eligible, tc_short), every one they can serve. */
+enum ocl_tensor { OCL_TENSOR_OFF, OCL_TENSOR_AUTO, OCL_TENSOR_ALL };
 #define OCL_QUERY_ROWS_MIN 2u
 #define OCL_QUERY_ROWS_MAX 16u
 /* Accumulator coordinates per work-item of attn_decode (TKV_VCPT): eight
@@ -134,6 +142,9 @@ struct ocl_device {
     } spec[OCL_SPEC_SLOTS];
     uint32_t spec_next;
     int specialize; /* GPUs by default; TURBO_OCL_SPECIALIZE=0/1 */
+    enum ocl_tensor tensor;
+    int tc_state; /* 0: not built yet, 1: built, -1: its build failed */
+    cl_program tc_program;
 
     cl_ulong max_alloc, local_mem;
     cl_uint compute_units;
@@ -161,6 +172,10 @@ struct ocl_device {
  * generic program's where specializing is off or its build failed. */
 enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32_t v_type,
                                    uint32_t head_dim);
+
+/* The first tensor-core kernel (OCL_K_TC) where the device has them (the
+ * program built on first use), else OCL_K_COUNT. */
+enum ocl_kernel ocl_tensor_kernels(struct ocl_device *d);
 
 /* Builds everything open() needs on the chosen device (device.c): its own
  * context and queue. */
