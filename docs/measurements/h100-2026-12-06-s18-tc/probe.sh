@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
-# Session 18, for the port of the tensor-core kernel (not yet run: no device
-# time was left). Built on the development machine:
+# Session 18, for the port of the tensor-core kernel (written in session
+# 18, which had no device time left; run in session 19: run10-probes/).
+# Built on the development machine:
 #   cc -O2 -o .dev-tc/probe_ocl probe_ocl.c -lOpenCL
 #   cc -O2 -o .dev-tc/probe_vk probe_vk.c -lvulkan
 #   glslangValidator -V --target-env vulkan1.2 -o .dev-tc/probe_vk_layout.spv probe_vk_layout.comp

@@ -2,7 +2,8 @@
 /*
  * Session 18: tcdecode.cu's multi_kernel (and its merge) in OpenCL C for
  * NVIDIA devices, the tensor-core instructions as inline PTX: the first
- * step of the OpenCL plugin's port, run by tcdecode_ocl.c. NOT YET RUN on a
+ * step of the OpenCL plugin's port, run by tcdecode_ocl.c. (First run in
+ * session 19: run10-probes/.) Written before it ran on a
  * GPU (session 18 had no device time left): probe_ocl.c first tells
  * whether NVIDIA's compiler takes this assembly at all.
  *
