@@ -272,18 +272,6 @@ static int tc_eligible(const struct tkv_attention_args *a)
            v->head_stride % 16u == 0 && v->block_stride % 16u == 0;
 }
 
-/* Calls of one sequence and one unit a kv head (at most 8 query rows of
- * it) over at most TC_SHORT_ROWS rows: there the float kernels are faster
- * (H100: 40.0 against 45.6 us at 4K, 60.6 against 57.0 at 16K;
- * docs/measurements/h100-2026-12-06-s19-tc/), the tensor kernels' fixed
- * costs (their query preparation in every work-group, a second launch)
- * outweighing their speed on so few rows. */
-#define TC_SHORT_ROWS 8192u
-static int tc_short(const struct tkv_attention_args *a, uint32_t ratio)
-{
-    return a->n_seqs == 1 && a->max_n_q * ratio <= 8u && seq_at(a, 0)->n_ctx <= TC_SHORT_ROWS;
-}
-
 /* Rows r0 .. hi - 1 of the unit at row u0 of a sequence: from the first row
  * its first token sees (rounded down to a tile) to its last token's
  * position (tensor.cl: tc_unit_of). */
@@ -622,9 +610,7 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
 {
     static const char op[] = "attention";
     int rc = TKV_OK;
-    p->tc = d->tensor != OCL_TENSOR_OFF && tc_eligible(a) &&
-            (d->tensor == OCL_TENSOR_ALL || !tc_short(a, p->ratio)) &&
-            ocl_tensor_kernels(d) == OCL_K_TC;
+    p->tc = d->tensor && tc_eligible(a) && ocl_tensor_kernels(d) == OCL_K_TC;
     if (p->tc) {
         p->decode = OCL_K_TC;
         tc_plan(d, a, p);

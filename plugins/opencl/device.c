@@ -412,20 +412,17 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
 #define OCL_NV_CC_MAJOR 0x4000
 
 /* Whether the device has the instructions kernels/tensor.cl needs
- * (mma.sync m16n8k16, cp.async: NVIDIA, compute capability 8.0 and later),
- * and which calls take them: TURBO_OCL_TENSOR=0 none, =1 every call they
- * serve, unset the calls where they are faster. */
-static enum ocl_tensor tensor_mode(cl_device_id dev)
+ * (mma.sync m16n8k16, cp.async: NVIDIA, compute capability 8.0 and later)
+ * and TURBO_OCL_TENSOR does not turn them off (=0). */
+static int tensor_usable(cl_device_id dev)
 {
     cl_uint major = 0;
-    if (!has_extension(dev, "cl_nv_device_attribute_query") ||
-        clGetDeviceInfo(dev, OCL_NV_CC_MAJOR, sizeof major, &major, NULL) != CL_SUCCESS ||
-        major < 8u)
-        return OCL_TENSOR_OFF;
     const char *v = getenv("TURBO_OCL_TENSOR");
-    if (!v || !*v)
-        return OCL_TENSOR_AUTO;
-    return atoi(v) != 0 ? OCL_TENSOR_ALL : OCL_TENSOR_OFF;
+    if (v && *v && atoi(v) == 0)
+        return 0;
+    return has_extension(dev, "cl_nv_device_attribute_query") &&
+           clGetDeviceInfo(dev, OCL_NV_CC_MAJOR, sizeof major, &major, NULL) == CL_SUCCESS &&
+           major >= 8u;
 }
 
 static void release_tensor(struct ocl_device *d)
@@ -442,7 +439,7 @@ static void release_tensor(struct ocl_device *d)
 
 enum ocl_kernel ocl_tensor_kernels(struct ocl_device *d)
 {
-    if (d->tensor == OCL_TENSOR_OFF || d->tc_state < 0)
+    if (!d->tensor || d->tc_state < 0)
         return OCL_K_COUNT;
     if (d->tc_state > 0)
         return OCL_K_TC;
@@ -591,7 +588,7 @@ int ocl_device_setup(struct ocl_device *d, const struct tkv_math *math)
     d->tune_spin = env_u32("TURBO_OCL_SPIN");
     d->tune_kernel_ns = env_u32("TURBO_OCL_KERNEL_NS");
     d->tune_append_direct = env_u32("TURBO_OCL_APPEND_DIRECT");
-    d->tensor = tensor_mode(d->device);
+    d->tensor = tensor_usable(d->device);
     return rc;
 }
 

@@ -65,10 +65,6 @@ enum ocl_kernel {
     OCL_K_TC_MERGE = OCL_K_TC + 2,
     OCL_K_COUNT
 };
-/* Which attention calls take the tensor-core kernels (NVIDIA, compute
- * capability 8.0 on; TURBO_OCL_TENSOR): none, those where they are faster
- * (attention.c: tc_eligible, tc_short), every one they can serve. */
-enum ocl_tensor { OCL_TENSOR_OFF, OCL_TENSOR_AUTO, OCL_TENSOR_ALL };
 #define OCL_QUERY_ROWS_MIN 2u
 #define OCL_QUERY_ROWS_MAX 16u
 /* Accumulator coordinates per work-item of attn_decode (TKV_VCPT): eight
@@ -142,7 +138,8 @@ struct ocl_device {
     } spec[OCL_SPEC_SLOTS];
     uint32_t spec_next;
     int specialize; /* GPUs by default; TURBO_OCL_SPECIALIZE=0/1 */
-    enum ocl_tensor tensor;
+    int tensor;   /* the tensor-core kernels: NVIDIA, compute capability 8.0 on,
+                     unless TURBO_OCL_TENSOR=0 */
     int tc_state; /* 0: not built yet, 1: built, -1: its build failed */
     cl_program tc_program;
 

@@ -112,6 +112,9 @@ inline uint tc_lds_lo(uint addr)
 #define TC_LD_HI(tables, addr) tc_lds(addr)
 #define TC_LD_LO(tables, addr) tc_lds_lo(addr)
 
+#if TKV_GROUP_MAX != 128
+#error "tc_rotate takes a row of 128 values as one group"
+#endif
 #if TC_NS != 3
 #error "cp_wait_older waits for all but the two latest groups"
 #endif
@@ -168,6 +171,40 @@ inline void tc_words(__local const uint *w, uint byte, uint *x, int n)
     for (int i = 0; i < 3; i++)
         if (i < n)
             x[i] = tc_funnel(raw[i], raw[i + 1], sh);
+}
+
+/* R v (inverse: R^T v) of rows x 128 values in local memory, by the 128
+ * work-items of the work-group; ends with a barrier. The WHT (one group of
+ * 128: D2 H D1 / sqrt(128)) as rotate_rows_local computes it, the same
+ * operations in the same order, but work-item e owns value e of every row,
+ * so that it loads its signs and the scale once instead of at every row
+ * and step; other rotations through rotate_rows_local. */
+inline void tc_rotate(__local float *v, __local float *tmp, uint rows, uint rotation, int inverse,
+                      __global const float *tab)
+{
+    if (rotation != TKV_ROTATION_WHT) {
+        rotate_rows_local(v, tmp, rows, TC_HD, rotation, inverse, tab);
+        return;
+    }
+    const uint e = get_local_id(0);
+    const float pre = tab[tab_offset(tab, TC_HD, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e];
+    const float post = tab[tab_offset(tab, TC_HD, inverse ? TKV_TAB_SIGN1 : TKV_TAB_SIGN2) + e];
+    const float inv_sqrt = tab[tab_offset(tab, TC_HD, TKV_TAB_INV_SQRT)];
+    for (uint r = 0; r < rows; r++)
+        v[r * TC_HD + e] *= pre;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint h = 1u; h < TC_HD; h <<= 1) {
+        if (!(e & h))
+            for (uint r = 0; r < rows; r++) {
+                const float a = v[r * TC_HD + e], b = v[r * TC_HD + e + h];
+                v[r * TC_HD + e] = a + b;
+                v[r * TC_HD + e + h] = a - b;
+            }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (uint r = 0; r < rows; r++)
+        v[r * TC_HD + e] = v[r * TC_HD + e] * inv_sqrt * post;
+    barrier(CLK_LOCAL_MEM_FENCE);
 }
 
 /* A unit's rows: r0 .. hi - 1, its first and last token's views. */
@@ -273,7 +310,7 @@ inline void tc_partial_body(TC_PARAMS, __local uint *tables, __local uint4 *qfra
                               : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        rotate_rows_local(qv, tmp, QC, TC_HD, k_rotation, 0, tab);
+        tc_rotate(qv, tmp, QC, k_rotation, 0, tab);
         for (uint k = lid; k < NT * 8u * 32u; k += 128u) {
             const uint nt = k / 256u, s = k / 32u % 8u, ln = k % 32u;
             const uint col = nt * 8u + (ln >> 2), d0 = 32u * (ln & 3u) + 4u * s;
@@ -589,7 +626,7 @@ __kernel __attribute__((reqd_work_group_size(128, 1, 1))) void tc_merge(
     const float x = sums[lid] + sums[TC_HD + lid] + (sums[2u * TC_HD + lid] + sums[3u * TC_HD + lid]);
     vloc[lid] = sum > 0.0f ? x / sum : 0.0f;
     barrier(CLK_LOCAL_MEM_FENCE);
-    rotate_rows_local(vloc, tmp, 1u, TC_HD, v_rotation, 1, tab);
+    tc_rotate(vloc, tmp, 1u, v_rotation, 1, tab);
     const uint row = tc_row(un, n_q_heads, ratio, kvh, un.u0 + u);
     orows[o_at + (ulong)row * TC_HD + lid] = vloc[lid];
     if (lid == 0u) {
