@@ -5,7 +5,9 @@
  * (8 or 16 query rows a unit) and tc_merge. Compiled only into the program
  * device.c builds with -DTKV_TC (ocl_tensor_kernels); attention.c decides
  * which calls take it (tc_eligible) and describes the split. The design
- * and its measurements: docs/measurements/h100-2026-12-06-s18-tc/.
+ * and its measurements: docs/measurements/h100-2026-12-06-s18-tc/ (a CUDA
+ * prototype, the fragment layouts) and h100-2026-12-06-s19-tc/ (these
+ * kernels).
  *
  * The instructions are PTX in asm() (NVIDIA's OpenCL C compiler takes
  * inline PTX): mma.sync.m16n8k16 (fp16 in, fp32 sums), cp.async,
@@ -37,9 +39,13 @@
  *   output dimensions 16 g .. 16 g + 15; P' goes from the accumulator's
  *   layout to the operand's through local memory.
  * - loads: three tiles in flight by cp.async into a ring in local memory.
- * Each warp writes (m, l, o) of every query row of its unit to part;
- * tc_merge combines a unit's, rotates back (V's rotation), writes the
- * outputs, the skip counts and the log-sum-exps.
+ * - sparse V: a visible row whose weight 2^(s - m) is below the threshold
+ *   (m: the warp's running max through the tile) adds nothing to O but
+ *   counts in l and in the skip count, attn_decode's rule with a warp's
+ *   rows as the chunk.
+ * Each warp writes (o, m, l, skipped) of every query row of its unit to
+ * part; tc_merge combines a unit's, rotates back (V's rotation), writes
+ * the outputs, the skip counts and the log-sum-exps.
  */
 #ifdef TKV_TC
 
