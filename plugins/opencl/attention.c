@@ -258,9 +258,8 @@ static void plan_chunks(const struct ocl_device *d, const struct tkv_attention_a
 #define TC_ROW_BYTES 50u
 
 /* The calls they serve: turbo3 K and V at head_dim 128 (one group of 128,
- * 50-byte rows), and pool blocks of a
- * multiple of 16 rows at 16-byte-aligned places (a tile is 800 contiguous
- * bytes, copied by 16-byte cp.async). */
+ * 50-byte rows), in pool blocks of a multiple of 16 rows at 16-byte-aligned
+ * places (a tile is 800 contiguous bytes, copied by 16-byte cp.async). */
 static int tc_eligible(const struct tkv_attention_args *a)
 {
     const struct tkv_pool *k = &a->k, *v = &a->v;
