@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "ocl.h"
+#include "tensor.h"
 
 /* Local memory a work-group asks for at most: what NVIDIA's OpenCL grants
  * a work-group. */
@@ -105,8 +106,8 @@ static const struct tkv_attn_seq *seq_at(const struct tkv_attention_args *a, uin
 /* ---- the plan -------------------------------------------------------------- */
 
 struct attn_plan {
-    enum ocl_kernel decode; /* the first attention kernel: generic, specialized or OCL_K_TC */
-    int tc;                 /* the tensor-core kernels (tc_partial_QC, tc_merge) */
+    enum ocl_kernel decode; /* the first attention kernel: generic, specialized or OCL_K_TC
+                               (the tensor-core kernels, tc_partial_QC and tc_merge) */
     uint32_t tiles_per_warp; /* theirs: 16-row tiles of one warp in a chunk */
     uint32_t variant, qc, wg, head_dim, ratio, q_stride;
     int k_padded, v_padded;
@@ -247,15 +248,10 @@ static void plan_chunks(const struct ocl_device *d, const struct tkv_attention_a
 
 /* ---- the tensor-core kernels (kernels/tensor.cl) -------------------------------- */
 
-/* A tile of theirs: 16 rows; a chunk: 4 warps' tiles_per_warp tiles. */
-#define TC_TILE 16u
-#define TC_WARPS 4u
-/* partials of one (unit, kv head) tc_merge takes at most (tensor.cl) */
-#define TC_PARTS_MAX 512u
-/* work-groups wanted per compute unit: a wave of the H100's 132 SMs at
- * 3 (47 KB of local memory each) */
+/* kernels/tensor.h has their shape: a tile is TC_TILE rows, a chunk TC_W
+ * warps' tiles_per_warp tiles. Work-groups wanted per compute unit: a wave
+ * of the H100's 132 SMs at 3 (47 KB of local memory each). */
 #define TC_GROUPS_PER_CU 3u
-#define TC_ROW_BYTES 50u
 
 /* The calls they serve: turbo3 K and V at head_dim 128 (one group of 128,
  * 50-byte rows), in pool blocks of a multiple of 16 rows at 16-byte-aligned
@@ -264,8 +260,7 @@ static int tc_eligible(const struct tkv_attention_args *a)
 {
     const struct tkv_pool *k = &a->k, *v = &a->v;
     return k->fmt.type == TKV_TYPE_TURBO3 && v->fmt.type == TKV_TYPE_TURBO3 &&
-           k->fmt.head_dim == 128u && k->row_bytes == TC_ROW_BYTES &&
-           v->row_bytes == TC_ROW_BYTES &&
+           k->fmt.head_dim == TC_HD && k->row_bytes == TC_RB && v->row_bytes == TC_RB &&
            k->block_tokens % TC_TILE == 0 && v->block_tokens == k->block_tokens &&
            k->head_stride % 16u == 0 && k->block_stride % 16u == 0 &&
            v->head_stride % 16u == 0 && v->block_stride % 16u == 0;
@@ -289,7 +284,7 @@ static uint32_t tc_span(const struct tkv_attn_seq *seq, uint32_t window, uint32_
 static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args *a,
                     struct attn_plan *p)
 {
-    const uint32_t quad = TC_WARPS * TC_TILE;
+    const uint32_t quad = TC_W * TC_TILE;
     p->qc = a->max_n_q * p->ratio <= 8u ? 8u : 16u;
     p->variant = p->qc == 8u ? 0u : 1u;
     uint64_t quads = 0;
@@ -310,8 +305,8 @@ static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args 
                                                              : TC_GROUPS_PER_CU) *
                             (d->compute_units ? d->compute_units : 1u);
     uint64_t tpw = (quads + target - 1u) / target;
-    if (tpw < div_up(max_quads, TC_PARTS_MAX / TC_WARPS))
-        tpw = div_up(max_quads, TC_PARTS_MAX / TC_WARPS);
+    if (tpw < div_up(max_quads, TC_PARTS_MAX / TC_W))
+        tpw = div_up(max_quads, TC_PARTS_MAX / TC_W);
     if (tpw > max_quads)
         tpw = max_quads;
     p->tiles_per_warp = (uint32_t)tpw;
@@ -524,7 +519,7 @@ static int launch(struct ocl_device *d, const struct tkv_attention_args *a,
                   const struct attn_plan *p, const struct attn_layout *lay, cl_event *ev)
 {
     static const char op[] = "attention";
-    if (p->tc)
+    if (p->decode == OCL_K_TC)
         return tc_launch(d, a, p, lay, ev);
     const enum ocl_kernel k = p->decode + p->variant;
     cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
@@ -609,8 +604,8 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
 {
     static const char op[] = "attention";
     int rc = TKV_OK;
-    p->tc = d->tensor && tc_eligible(a) && ocl_tensor_kernels(d) == OCL_K_TC;
-    if (p->tc) {
+    const int tc = d->tensor && tc_eligible(a) && ocl_tensor_kernels(d) == OCL_K_TC;
+    if (tc) {
         p->decode = OCL_K_TC;
         tc_plan(d, a, p);
     } else {
@@ -637,7 +632,7 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
     lay.q_at = lay.units_at + 2u * p->n_units;
     const size_t pairs = (size_t)p->n_units * a->n_kv_heads;
     const size_t part_bytes =
-        p->tc ? pairs * p->chunk_pitch * TC_WARPS * p->qc * (p->head_dim + 3u) * sizeof(float)
+        tc ? pairs * p->chunk_pitch * TC_W * TC_REC(p->qc) * sizeof(float)
         : p->chunk_pitch > 1u ? pairs * p->chunk_pitch * p->qc * (p->head_dim + 4u) * sizeof(float)
                               : sizeof(float);
     if ((rc = ocl_scratch_reserve(d, &d->scratch.upload, lay.up_words * 4u, op, "upload")) !=
@@ -649,7 +644,7 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
          ((rc = ocl_pinned_reserve(d, &d->up_pinned, lay.up_words * 4u, op)) != TKV_OK ||
           (rc = ocl_pinned_reserve(d, &d->down_pinned, lay.down_words * 4u, op)) != TKV_OK)) ||
         (rc = ocl_scratch_reserve(d, &d->scratch.part, part_bytes, op, "partial")) != TKV_OK ||
-        (!p->tc && (rc = ocl_scratch_reserve_zeroed(d, &d->scratch.counters,
+        (!tc && (rc = ocl_scratch_reserve_zeroed(d, &d->scratch.counters,
                                                     pairs * sizeof(cl_uint), op, "counter")) !=
                        TKV_OK))
         return rc;
@@ -685,7 +680,7 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
             break;
     if (repeat)
         clWaitForEvents(1, &repeat_ev[repeat - 1][1]);
-    if (repeat && p->tc) {
+    if (repeat && tc) {
         /* the two kernels apart, in the debug log (measurements) */
         uint64_t first[OCL_REPEAT_MAX], last[OCL_REPEAT_MAX];
         for (uint32_t i = 0; i < repeat; i++) {

@@ -352,6 +352,28 @@ static void release_spec(struct ocl_device *d, uint32_t slot)
     d->spec[slot].state = 0;
 }
 
+/* The program source built again with options (the generic program's and
+ * more -D): *program, and the build's time in ms; nothing kept on failure. */
+static cl_int build_variant(struct ocl_device *d, const char *options, cl_program *program,
+                            double *ms)
+{
+    const char *src = ocl_program_source;
+    size_t len = ocl_program_source_size;
+    cl_int err;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    *program = clCreateProgramWithSource(d->context, 1, &src, &len, &err);
+    if (err == CL_SUCCESS)
+        err = clBuildProgram(*program, 1, &d->device, options, NULL, NULL);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    if (err != CL_SUCCESS && *program) {
+        clReleaseProgram(*program);
+        *program = NULL;
+    }
+    return err;
+}
+
 enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32_t v_type,
                                    uint32_t head_dim)
 {
@@ -370,23 +392,14 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
     char options[sizeof d->options + 96];
     snprintf(options, sizeof options, "%s -DTKV_SPEC_HEAD_DIM=%uu -DTKV_SPEC_K_TYPE=%uu -DTKV_SPEC_V_TYPE=%uu",
              d->options, head_dim, k_type, v_type);
-    const char *src = ocl_program_source;
-    size_t len = ocl_program_source_size;
-    cl_int err;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    cl_program program = clCreateProgramWithSource(d->context, 1, &src, &len, &err);
-    if (err == CL_SUCCESS)
-        err = clBuildProgram(program, 1, &d->device, options, NULL, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    const double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    double ms;
+    cl_program program;
+    cl_int err = build_variant(d, options, &program, &ms);
     if (err != CL_SUCCESS) {
         ocl_svc->log(TKV_LOG_WARN,
                      "opencl: the attention program for K type %u, V type %u, head_dim %u did not "
                      "build (%s); the generic one serves",
                      k_type, v_type, head_dim, ocl_error_name(err));
-        if (program)
-            clReleaseProgram(program);
         return OCL_K_DECODE;
     }
     d->spec[slot].program = program;
@@ -450,21 +463,13 @@ enum ocl_kernel ocl_tensor_kernels(struct ocl_device *d)
     snprintf(options, sizeof options,
              "%s -DTKV_TC=1 -DTKV_SPEC_HEAD_DIM=128u -DTKV_SPEC_K_TYPE=%uu -DTKV_SPEC_V_TYPE=%uu",
              d->options, (unsigned)TKV_TYPE_TURBO3, (unsigned)TKV_TYPE_TURBO3);
-    const char *src = ocl_program_source;
-    size_t len = ocl_program_source_size;
-    cl_int err;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    d->tc_program = clCreateProgramWithSource(d->context, 1, &src, &len, &err);
-    if (err == CL_SUCCESS)
-        err = clBuildProgram(d->tc_program, 1, &d->device, options, NULL, NULL);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double ms;
+    cl_int err = build_variant(d, options, &d->tc_program, &ms);
     if (err != CL_SUCCESS) {
         ocl_svc->log(TKV_LOG_WARN,
                      "opencl: the tensor-core attention program did not build (%s); the float "
                      "kernels serve",
                      ocl_error_name(err));
-        release_tensor(d);
         return OCL_K_COUNT;
     }
     measure_build(d, d->tc_program, options, ".tensor");
@@ -473,8 +478,7 @@ enum ocl_kernel ocl_tensor_kernels(struct ocl_device *d)
         return OCL_K_COUNT;
     }
     d->tc_state = 1;
-    ocl_svc->log(TKV_LOG_DEBUG, "opencl: built the tensor-core attention program in %.0f ms",
-                 (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) * 1e-6);
+    ocl_svc->log(TKV_LOG_DEBUG, "opencl: built the tensor-core attention program in %.0f ms", ms);
     return OCL_K_TC;
 }
 

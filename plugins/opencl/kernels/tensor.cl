@@ -49,17 +49,11 @@
  */
 #ifdef TKV_TC
 
-#define TC_HD 128u
-#define TC_RB 50u    /* a turbo3 row at head_dim 128: fp16 scale, 48 bytes of indices */
-#define TC_W 4u      /* warps a work-group */
+#include "tensor.h"
+
 #define TC_NS 3      /* tiles in flight a warp */
 #define TC_SLOT 102u /* uint4 of a ring slot: the K tile (50 + 1), the V tile (50 + 1) */
 #define TC_V_AT 51u
-/* a partial: o [QC][128], then (m, l, rows skipped) of each query row */
-#define TC_REC(QC) ((QC) * (TC_HD + 3u))
-/* the merge's partials of one unit at most (attention.c keeps chunk_pitch
- * <= TC_PARTS_MAX / TC_W) */
-#define TC_PARTS_MAX 512u
 
 /* ---- the instructions, as PTX (sm_80 and later) ---------------------- */
 /* the private arrays (accumulators, fragments) stay in registers only with

@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The shape of kernels/tensor.cl's work, shared by the host (attention.c
+ * plans it) and the kernels. Valid C and OpenCL C.
+ */
+#ifndef TKV_OCL_TENSOR_H
+#define TKV_OCL_TENSOR_H
+
+#define TC_HD 128u       /* head_dim */
+#define TC_RB 50u        /* a turbo3 row at head_dim 128: fp16 scale, 48 bytes of indices */
+#define TC_TILE 16u      /* rows of a tile (one mma's M) */
+#define TC_W 4u          /* warps a work-group */
+/* a partial: o [QC][TC_HD], then (m, l, rows skipped) of each query row */
+#define TC_REC(QC) ((QC) * (TC_HD + 3u))
+/* the partials of one (unit, kv head) tc_merge takes at most: attention.c
+ * keeps the chunks a unit at most TC_PARTS_MAX / TC_W */
+#define TC_PARTS_MAX 512u
+
+#endif
