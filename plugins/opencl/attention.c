@@ -249,9 +249,8 @@ static void plan_chunks(const struct ocl_device *d, const struct tkv_attention_a
 /* ---- the tensor-core kernels (kernels/tensor.cl) -------------------------------- */
 
 /* kernels/tensor.h has their shape: a tile is TC_TILE rows, a chunk TC_W
- * warps' tiles_per_warp tiles. Work-groups wanted per compute unit: a wave
- * of the H100's 132 SMs at 3 (47 KB of local memory each). */
-#define TC_GROUPS_PER_CU 3u
+ * warps' tiles_per_warp tiles, TC_GROUPS_PER_CU work-groups a compute
+ * unit. */
 
 /* The calls they serve: turbo3 K and V at head_dim 128 (one group of 128,
  * 50-byte rows), in pool blocks of a multiple of 16 rows at 16-byte-aligned
@@ -280,7 +279,7 @@ static uint32_t tc_span(const struct tkv_attn_seq *seq, uint32_t window, uint32_
 
 /* 8 or 16 query rows a unit; tiles per warp such that the call's
  * work-groups fill the compute units TC_GROUPS_PER_CU times, at most
- * TC_PARTS_MAX partials a unit. */
+ * TC_CHUNKS_MAX chunks a unit. */
 static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args *a,
                     struct attn_plan *p)
 {
@@ -305,8 +304,8 @@ static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args 
                                                              : TC_GROUPS_PER_CU) *
                             (d->compute_units ? d->compute_units : 1u);
     uint64_t tpw = (quads + target - 1u) / target;
-    if (tpw < div_up(max_quads, TC_PARTS_MAX / TC_W))
-        tpw = div_up(max_quads, TC_PARTS_MAX / TC_W);
+    if (tpw < div_up(max_quads, TC_CHUNKS_MAX))
+        tpw = div_up(max_quads, TC_CHUNKS_MAX);
     if (tpw > max_quads)
         tpw = max_quads;
     p->tiles_per_warp = (uint32_t)tpw;
@@ -460,58 +459,48 @@ static cl_float score_post(const struct tkv_attention_args *a)
     return a->softcap > 0.0f ? (cl_float)(a->softcap * M_LOG2E) : 0.0f;
 }
 
-/* tc_partial_QC, then tc_merge; ev (or NULL): the first's and the last's events. */
+/* tc_decode_QC: one kernel (its event in ev[0] and ev[1] where ev). */
 static int tc_launch(struct ocl_device *d, const struct tkv_attention_args *a,
                      const struct attn_plan *p, const struct attn_layout *lay, cl_event *ev)
 {
     static const char op[] = "attention";
-    const enum ocl_kernel kp = OCL_K_TC + p->variant, km = OCL_K_TC_MERGE;
+    const enum ocl_kernel k = OCL_K_TC + p->variant;
     struct attn_io io;
     int rc = io_of(d, a, p, lay, &io);
     if (rc != TKV_OK)
         return rc;
     cl_mem k_mem = ocl_buffer_of(a->k.buf)->mem, v_mem = ocl_buffer_of(a->v.buf)->mem;
     cl_mem meta = d->scratch.upload.mem, part = d->scratch.part.mem;
-    cl_mem down = d->scratch.download.mem;
+    cl_mem down = d->scratch.download.mem, counters = d->scratch.counters.mem;
     cl_uint seq_at_ = lay->seq_at, blocks_at = lay->blocks_at, units_at = lay->units_at;
     cl_uint n_q_heads = a->n_q_heads, ratio = p->ratio, window = a->window;
-    cl_uint bt = a->k.block_tokens, qc = p->qc, tpw = p->tiles_per_warp, pitch = p->chunk_pitch;
+    cl_uint bt = a->k.block_tokens, tpw = p->tiles_per_warp, pitch = p->chunk_pitch;
     cl_ulong k_block_stride = a->k.block_stride, k_head_stride = a->k.head_stride;
     cl_ulong v_block_stride = a->v.block_stride, v_head_stride = a->v.head_stride;
     cl_uint k_rotation = a->k.fmt.rotation, v_rotation = a->v.fmt.rotation;
     cl_float pre = score_pre(a), post = score_post(a), threshold = a->sparse_v_threshold;
     cl_uint skip_at = (cl_uint)(lay->n_rows * p->head_dim);
     cl_uint lse_at = a->lse ? (cl_uint)(lay->n_rows * (p->head_dim + 1u)) : 0u;
-    const struct ocl_karg pargs[] = {
+    const struct ocl_karg args[] = {
         OCL_ARG(k_mem), OCL_ARG(v_mem), OCL_ARG(meta), OCL_ARG(io.q_mem), OCL_ARG(seq_at_),
         OCL_ARG(blocks_at), OCL_ARG(units_at), OCL_ARG(io.q_at), OCL_ARG(n_q_heads),
         OCL_ARG(ratio), OCL_ARG(window), OCL_ARG(bt), OCL_ARG(k_block_stride),
         OCL_ARG(k_head_stride), OCL_ARG(v_block_stride), OCL_ARG(v_head_stride),
         OCL_ARG(k_rotation), OCL_ARG(d->tables), OCL_ARG(pre), OCL_ARG(post), OCL_ARG(threshold),
-        OCL_ARG(tpw),
-        OCL_ARG(part), OCL_ARG(pitch),
+        OCL_ARG(tpw), OCL_ARG(part), OCL_ARG(pitch), OCL_ARG(v_rotation), OCL_ARG(counters),
+        OCL_ARG(down), OCL_ARG(io.o_mem), OCL_ARG(io.o_at), OCL_ARG(skip_at), OCL_ARG(lse_at),
     };
-    const struct ocl_karg margs[] = {
-        OCL_ARG(meta), OCL_ARG(seq_at_), OCL_ARG(units_at), OCL_ARG(n_q_heads), OCL_ARG(ratio),
-        OCL_ARG(window), OCL_ARG(qc), OCL_ARG(tpw), OCL_ARG(part), OCL_ARG(pitch),
-        OCL_ARG(v_rotation), OCL_ARG(d->tables), OCL_ARG(down), OCL_ARG(io.o_mem),
-        OCL_ARG(io.o_at), OCL_ARG(skip_at), OCL_ARG(lse_at),
-    };
-    const size_t pn = sizeof pargs / sizeof pargs[0], mn = sizeof margs / sizeof margs[0];
-    forget_io(d, kp, pargs, pn, &io);
-    forget_io(d, km, margs, mn, &io);
+    const size_t n = sizeof args / sizeof args[0];
+    forget_io(d, k, args, n, &io);
     const size_t groups[3] = { a->n_kv_heads, p->chunk_pitch, p->n_units };
-    const size_t mgroups[3] = { a->n_kv_heads, p->n_units, p->qc };
-    if ((rc = ocl_args(d, kp, op, pn, pargs)) != TKV_OK ||
-        (rc = ocl_launch(d, kp, op, 3, groups, 128, ev ? &ev[0] : NULL)) != TKV_OK ||
-        (rc = ocl_args(d, km, op, mn, margs)) != TKV_OK)
+    if ((rc = ocl_args(d, k, op, n, args)) != TKV_OK ||
+        (rc = ocl_launch(d, k, op, 3, groups, 128, ev ? &ev[0] : NULL)) != TKV_OK)
         return rc;
-    rc = ocl_launch(d, km, op, 3, mgroups, 128, ev ? &ev[1] : NULL);
-    if (rc != TKV_OK && ev) {
-        clReleaseEvent(ev[0]);
-        ev[0] = NULL;
+    if (ev) {
+        clRetainEvent(ev[0]);
+        ev[1] = ev[0];
     }
-    return rc;
+    return TKV_OK;
 }
 
 /* The call's kernels; ev (or NULL): the events of the first and the last. */
@@ -632,7 +621,7 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
     lay.q_at = lay.units_at + 2u * p->n_units;
     const size_t pairs = (size_t)p->n_units * a->n_kv_heads;
     const size_t part_bytes =
-        tc ? pairs * p->chunk_pitch * TC_W * TC_REC(p->qc) * sizeof(float)
+        tc ? pairs * p->chunk_pitch * TC_REC(p->qc) * sizeof(float)
         : p->chunk_pitch > 1u ? pairs * p->chunk_pitch * p->qc * (p->head_dim + 4u) * sizeof(float)
                               : sizeof(float);
     if ((rc = ocl_scratch_reserve(d, &d->scratch.upload, lay.up_words * 4u, op, "upload")) !=
@@ -644,9 +633,8 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
          ((rc = ocl_pinned_reserve(d, &d->up_pinned, lay.up_words * 4u, op)) != TKV_OK ||
           (rc = ocl_pinned_reserve(d, &d->down_pinned, lay.down_words * 4u, op)) != TKV_OK)) ||
         (rc = ocl_scratch_reserve(d, &d->scratch.part, part_bytes, op, "partial")) != TKV_OK ||
-        (!tc && (rc = ocl_scratch_reserve_zeroed(d, &d->scratch.counters,
-                                                    pairs * sizeof(cl_uint), op, "counter")) !=
-                       TKV_OK))
+        (rc = ocl_scratch_reserve_zeroed(d, &d->scratch.counters, pairs * sizeof(cl_uint), op,
+                                         "counter")) != TKV_OK)
         return rc;
 
     cl_event ev_up = NULL, ev_down = NULL, ev_kernel[2] = { NULL, NULL };
@@ -680,24 +668,17 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
             break;
     if (repeat)
         clWaitForEvents(1, &repeat_ev[repeat - 1][1]);
-    if (repeat && tc) {
-        /* the two kernels apart, in the debug log (measurements) */
-        uint64_t first[OCL_REPEAT_MAX], last[OCL_REPEAT_MAX];
-        for (uint32_t i = 0; i < repeat; i++) {
-            first[i] = span_ns(repeat_ev[i][0], repeat_ev[i][0]);
-            last[i] = span_ns(repeat_ev[i][1], repeat_ev[i][1]);
-        }
-        ocl_svc->log(TKV_LOG_DEBUG,
-                     "opencl: tensor-core attention, %u query rows a unit, %u units, %u tiles a "
-                     "warp, %u chunks: tc_partial %.1f us, tc_merge %.1f us (medians of %u)",
-                     p->qc, p->n_units, p->tiles_per_warp, p->chunk_pitch,
-                     median_ns(first, repeat) * 1e-3, median_ns(last, repeat) * 1e-3, repeat);
-    }
     for (uint32_t i = 0; i < repeat; i++) {
         repeat_ns[i] = span_ns(repeat_ev[i][0], repeat_ev[i][1]);
         clReleaseEvent(repeat_ev[i][0]);
         clReleaseEvent(repeat_ev[i][1]);
     }
+    if (repeat && tc) /* the plan and its time, in the debug log (measurements) */
+        ocl_svc->log(TKV_LOG_DEBUG,
+                     "opencl: tensor-core attention, %u query rows a unit, %u units, %u tiles a "
+                     "warp, %u chunks: %.1f us (median of %u)",
+                     p->qc, p->n_units, p->tiles_per_warp, p->chunk_pitch,
+                     median_ns(repeat_ns, repeat) * 1e-3, repeat);
     if (rc != TKV_OK)
         goto out;
     err = clEnqueueReadBuffer(d->queue, d->scratch.download.mem, spin ? CL_FALSE : CL_TRUE, 0,

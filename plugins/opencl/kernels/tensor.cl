@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Decode attention on NVIDIA's tensor cores (compute capability 8.0 and
- * later), for turbo3 K and V at head_dim 128: tc_partial_8 / tc_partial_16
- * (8 or 16 query rows a unit) and tc_merge. Compiled only into the program
+ * later), for turbo3 K and V at head_dim 128: tc_decode_8 / tc_decode_16
+ * (8 or 16 query rows a unit), one launch a call. Compiled only into the program
  * device.c builds with -DTKV_TC (ocl_tensor_kernels); attention.c decides
  * which calls take it (tc_eligible) and describes the split. The design
  * and its measurements: docs/measurements/h100-2026-12-06-s18-tc/ (a CUDA
  * prototype, the fragment layouts) and h100-2026-12-06-s19-tc/ (these
- * kernels).
+ * kernels) and h100-2026-12-06-s20-fused/ (one launch).
  *
  * The instructions are PTX in asm() (NVIDIA's OpenCL C compiler takes
  * inline PTX): mma.sync.m16n8k16 (fp16 in, fp32 sums), cp.async,
@@ -43,9 +43,13 @@
  *   (m: the warp's running max through the tile) adds nothing to O but
  *   counts in l and in the skip count, attn_decode's rule with a warp's
  *   rows as the chunk.
- * Each warp writes (o, m, l, skipped) of every query row of its unit to
- * part; tc_merge combines a unit's, rotates back (V's rotation), writes
- * the outputs, the skip counts and the log-sum-exps.
+ * Before the loop a work-group builds the tables and its unit's query
+ * fragments (the rotation R q by shuffles, work-item e holding value e of
+ * every query row); after it, the four warps' (o, m, l, skipped) are
+ * combined into the chunk's record in part, and the work-group that
+ * completes a (unit, kv head) last (a counter, as attn_decode's) merges
+ * its chunks, rotates back (V's rotation) and writes the outputs, the skip
+ * counts and the log-sum-exps: no other launch.
  */
 #ifdef TKV_TC
 
@@ -54,6 +58,10 @@
 #define TC_NS 3      /* tiles in flight a warp */
 #define TC_SLOT 102u /* uint4 of a ring slot: the K tile (50 + 1), the V tile (50 + 1) */
 #define TC_V_AT 51u
+/* QC at most: the loops over a unit's rows run to it (a constant trip
+ * count, so that they unroll and their private arrays stay in registers
+ * whatever the compiler knows of QC where it unrolls) */
+#define TC_QMAX 16u
 
 /* ---- the instructions, as PTX (sm_80 and later) ---------------------- */
 /* the private arrays (accumulators, fragments) stay in registers only with
@@ -173,38 +181,64 @@ inline void tc_words(__local const uint *w, uint byte, uint *x, int n)
             x[i] = tc_funnel(raw[i], raw[i + 1], sh);
 }
 
-/* R v (inverse: R^T v) of rows x 128 values in local memory, by the 128
- * work-items of the work-group; ends with a barrier. The WHT (one group of
- * 128: D2 H D1 / sqrt(128)) as rotate_rows_local computes it, the same
- * operations in the same order, but work-item e owns value e of every row,
- * so that it loads its signs and the scale once instead of at every row
- * and step; other rotations through rotate_rows_local. */
-inline void tc_rotate(__local float *v, __local float *tmp, uint rows, uint rotation, int inverse,
-                      __global const float *tab)
+/* The butterflies of stride h (32 or 64) of QC rows held as in tc_rotate,
+ * through buf (QC x 128 floats) */
+inline void tc_butterfly_local(float *x, const uint QC, uint h, __local float *buf)
 {
+    const uint e = get_local_id(0);
+TC_UNROLL
+    for (uint r = 0; r < TC_QMAX; r++) if (r < QC)
+        buf[r * TC_HD + e] = x[r];
+    barrier(CLK_LOCAL_MEM_FENCE);
+TC_UNROLL
+    for (uint r = 0; r < TC_QMAX; r++) if (r < QC) {
+        const float p = buf[r * TC_HD + (e ^ h)];
+        x[r] = e & h ? p - x[r] : x[r] + p;
+    }
+}
+
+/* R v (inverse: R^T v) of QC rows of 128 values, value e of each row in
+ * x[] of work-item e (the work-group's 128). The WHT (one group of 128: D2
+ * H D1 / sqrt(128)) with rotate_rows_local's operations on each value, in
+ * its order: the butterflies of stride 1 .. 16 between the lanes of a warp
+ * by shuffles, 32 and 64 through local memory (buf: 2 QC x 128 floats, free
+ * until the function's second barrier; no barrier at its end). Other
+ * rotations: the rows through buf and rotate_rows_local. */
+inline void tc_rotate(float *x, const uint QC, uint rotation, int inverse,
+                      __global const float *tab, __local float *buf)
+{
+    const uint e = get_local_id(0);
     if (rotation != TKV_ROTATION_WHT) {
-        rotate_rows_local(v, tmp, rows, TC_HD, rotation, inverse, tab);
+TC_UNROLL
+        for (uint r = 0; r < TC_QMAX; r++) if (r < QC)
+            buf[r * TC_HD + e] = x[r];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        rotate_rows_local(buf, buf + QC * TC_HD, QC, TC_HD, rotation, inverse, tab);
+TC_UNROLL
+        for (uint r = 0; r < TC_QMAX; r++) if (r < QC)
+            x[r] = buf[r * TC_HD + e];
         return;
     }
-    const uint e = get_local_id(0);
     const float pre = tab[tab_offset(tab, TC_HD, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e];
     const float post = tab[tab_offset(tab, TC_HD, inverse ? TKV_TAB_SIGN1 : TKV_TAB_SIGN2) + e];
     const float inv_sqrt = tab[tab_offset(tab, TC_HD, TKV_TAB_INV_SQRT)];
-    for (uint r = 0; r < rows; r++)
-        v[r * TC_HD + e] *= pre;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint h = 1u; h < TC_HD; h <<= 1) {
-        if (!(e & h))
-            for (uint r = 0; r < rows; r++) {
-                const float a = v[r * TC_HD + e], b = v[r * TC_HD + e + h];
-                v[r * TC_HD + e] = a + b;
-                v[r * TC_HD + e + h] = a - b;
-            }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    for (uint r = 0; r < rows; r++)
-        v[r * TC_HD + e] = v[r * TC_HD + e] * inv_sqrt * post;
-    barrier(CLK_LOCAL_MEM_FENCE);
+TC_UNROLL
+    for (uint r = 0; r < TC_QMAX; r++) if (r < QC)
+        x[r] *= pre;
+    /* value e's partner at stride h is e ^ h: the lower one of the pair
+     * becomes a + b, the upper a - b */
+TC_UNROLL
+    for (uint i = 0; i < 5u; i++)
+TC_UNROLL
+        for (uint r = 0; r < TC_QMAX; r++) if (r < QC) {
+            const float p = shfl_xor(x[r], 1u << i);
+            x[r] = e & (1u << i) ? p - x[r] : x[r] + p;
+        }
+    tc_butterfly_local(x, QC, 32u, buf);
+    tc_butterfly_local(x, QC, 64u, buf + QC * TC_HD);
+TC_UNROLL
+    for (uint r = 0; r < TC_QMAX; r++) if (r < QC)
+        x[r] = x[r] * inv_sqrt * post;
 }
 
 /* A unit's rows: r0 .. hi - 1, its first and last token's views. */
@@ -269,18 +303,113 @@ inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
         uint n_q_heads, uint ratio, uint window, uint bt, ulong k_block_stride,                 \
         ulong k_head_stride, ulong v_block_stride, ulong v_head_stride, uint k_rotation,        \
         __global const float *tab, float pre, float post, float threshold,                      \
-        uint tiles_per_warp, __global float *part, uint chunk_pitch
+        uint tiles_per_warp, __global float *part, uint chunk_pitch, uint v_rotation,           \
+        __global uint *counters, __global float *out, __global float *orows, ulong o_at,        \
+        uint skip_at, uint lse_at
 #define TC_ARGS                                                                                 \
     kbuf, vbuf, meta, qbuf, seq_at, blocks_at, units_at, q_at, n_q_heads, ratio, window, bt,    \
         k_block_stride, k_head_stride, v_block_stride, v_head_stride, k_rotation, tab, pre,     \
-        post, threshold, tiles_per_warp, part, chunk_pitch
+        post, threshold, tiles_per_warp, part, chunk_pitch, v_rotation, counters, out, orows,   \
+        o_at, skip_at, lse_at
 
-/* NT n-tiles of 8 query rows (QC = 8 NT). The local arrays: tables 4096
- * words (hi pairs, then lo pairs, [key][lane]), qfrag NT x 8 x 32, ring
- * TC_W x TC_NS x TC_SLOT, ps TC_W x 16 x 8 NT floats. */
-inline void tc_partial_body(TC_PARAMS, __local uint *tables, __local uint4 *qfrag,
-                            __local uint4 *ring, __local float *ps,
-                            const uint NT)
+/* The merge of a unit's chunk records (chunk c's at recs + c TC_REC(QC))
+ * by one work-group, each unit row as attn_decode merges its chunks: M =
+ * max m_c, L = sum l_c 2^(m_c - M), o = sum o_c 2^(m_c - M) / L, skipped =
+ * sum of the chunks'; then R^T (V's rotation) and the row written where
+ * attn_decode writes it (orows from o_at, its skip count and lse in out).
+ * Warp w finds the weights of unit rows w, w + 4, ..; then work-item (w,
+ * lane) sums chunks w, w + 4, .. in dimensions 4 lane .. 4 lane + 3 of
+ * every row, and the four warps' sums are added in local memory. */
+inline void tc_merge(tc_unit un, uint kvh, uint n_q_heads, uint ratio,
+                     __global const float *recs, uint v_rotation, __global const float *tab,
+                     __global float *out, __global float *orows, ulong o_at, uint skip_at,
+                     uint lse_at, __local uint4 *lmem, const uint QC)
+{
+    const uint lid = get_local_id(0), warp = lid / 32u, lane = lid % 32u;
+    const uint nch = un.n_chunks, rec_floats = TC_REC(QC);
+    __local float *sums = (__local float *)lmem;      /* TC_W x QC x 128 */
+    __local float *wt = sums + TC_W * QC * TC_HD;     /* QC x TC_CHUNKS_MAX */
+    __local float *stat = wt + QC * TC_CHUNKS_MAX;    /* QC x (M, L, skipped) */
+    for (uint u = warp; u < un.nu; u += TC_W) {
+        __global const float *st = recs + QC * TC_HD + 3u * u;
+        float big = -INFINITY;
+        for (uint c = lane; c < nch; c += 32u) {
+            const float mc = st[(ulong)c * rec_floats];
+            wt[u * TC_CHUNKS_MAX + c] = mc;
+            big = fmax(big, mc);
+        }
+TC_UNROLL
+        for (uint sh = 1u; sh < 32u; sh <<= 1)
+            big = fmax(big, shfl_xor(big, sh));
+        float sum = 0.0f, sk = 0.0f;
+        for (uint c = lane; c < nch; c += 32u) {
+            const float mc = wt[u * TC_CHUNKS_MAX + c];
+            const float w = mc == -INFINITY ? 0.0f : exp2(mc - big);
+            wt[u * TC_CHUNKS_MAX + c] = w;
+            sum = mad(w, st[(ulong)c * rec_floats + 1u], sum);
+            sk += st[(ulong)c * rec_floats + 2u]; /* (counts below 2^24: exact) */
+        }
+TC_UNROLL
+        for (uint sh = 1u; sh < 32u; sh <<= 1) {
+            sum += shfl_xor(sum, sh);
+            sk += shfl_xor(sk, sh);
+        }
+        if (lane == 0u) {
+            stat[3u * u] = big;
+            stat[3u * u + 1u] = sum;
+            stat[3u * u + 2u] = sk;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float4 acc[TC_QMAX];
+TC_UNROLL
+    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        acc[u] = (float4)(0.0f);
+    for (uint c = warp; c < nch; c += TC_W) {
+        __global const float *o = recs + (ulong)c * rec_floats;
+TC_UNROLL
+        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+            if (u < un.nu)
+                acc[u] = mad((float4)(wt[u * TC_CHUNKS_MAX + c]), vload4(lane, o + u * TC_HD), acc[u]);
+    }
+TC_UNROLL
+    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        if (u < un.nu)
+            vstore4(acc[u], lane, sums + (warp * QC + u) * TC_HD);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float x[TC_QMAX];
+TC_UNROLL
+    for (uint u = 0; u < TC_QMAX; u++) if (u < QC) {
+        x[u] = 0.0f;
+        if (u < un.nu) {
+            const float s = sums[u * TC_HD + lid] + sums[(QC + u) * TC_HD + lid] +
+                            (sums[(2u * QC + u) * TC_HD + lid] + sums[(3u * QC + u) * TC_HD + lid]);
+            const float l = stat[3u * u + 1u];
+            x[u] = l > 0.0f ? s / l : 0.0f;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE); /* sums read: tc_rotate's buffers */
+    tc_rotate(x, QC, v_rotation, 1, tab, sums);
+TC_UNROLL
+    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        if (u < un.nu)
+            orows[o_at + (ulong)tc_row(un, n_q_heads, ratio, kvh, un.u0 + u) * TC_HD + lid] = x[u];
+    if (lid < un.nu) {
+        const uint row = tc_row(un, n_q_heads, ratio, kvh, un.u0 + lid);
+        ((__global uint *)out)[skip_at + row] = (uint)stat[3u * lid + 2u];
+        if (lse_at)
+            out[lse_at + row] = M_LN2_F * (stat[3u * lid] + log2(stat[3u * lid + 1u]));
+    }
+}
+
+/* The local memory of a work-group, in uint4 (QC = 8 NT): during the loop
+ * the tables (4096 words: hi pairs, then lo pairs, [key][lane]), qfrag (NT
+ * x 8 x 32), the ring (TC_W x TC_NS x TC_SLOT), ps (TC_W x 16 x 8 NT
+ * floats) and gmax (2 x TC_W x QC floats); before it and after it other
+ * arrays over the same bytes. */
+#define TC_LMEM(NT) (1024u + 256u * (NT) + TC_W * TC_NS * TC_SLOT + 128u * (NT) + 32u)
+
+inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT)
 {
     const uint QC = 8u * NT;
     const uint lid = get_local_id(0), warp = lid / 32u, lane = lid % 32u;
@@ -289,28 +418,55 @@ inline void tc_partial_body(TC_PARAMS, __local uint *tables, __local uint4 *qfra
     const tc_unit un = tc_unit_of(meta, seq_at, units_at, unit_id, ratio, window, QC, tiles_per_warp);
     if (chunk >= un.n_chunks)
         return;
+    __local uint *tables = (__local uint *)lmem;
+    __local uint4 *qfrag = lmem + 1024u;
+    __local uint4 *ring = qfrag + 256u * NT;
+    __local float *ps = (__local float *)(ring + TC_W * TC_NS * TC_SLOT);
 
-    /* 1. the tables of centroid pairs; the unit's queries rotated, scaled
-     * (pre), split and permuted into B fragments */
+    const uint per_warp = 16u * tiles_per_warp;
+    const uint begin = un.r0 + (chunk * TC_W + warp) * per_warp;
+    const uint end = min(begin + per_warp, un.hi);
+    __global const uint *bt_of = meta + blocks_at + un.block_first;
+    const ulong k_head_off = (ulong)kvh * k_head_stride, v_head_off = (ulong)kvh * v_head_stride;
+    __local uint4 *wring = ring + warp * TC_NS * TC_SLOT;
+    /* 1. the warp's first tiles on their way while the rest is prepared */
+    for (int i = 0; i < TC_NS - 1; i++) {
+        const uint row = begin + 16u * (uint)i;
+        if (row < end)
+            tc_fetch(kbuf, vbuf, bt_of, row, bt, k_block_stride, k_head_off, v_block_stride,
+                     v_head_off, wring + i * TC_SLOT, lane);
+        cp_commit();
+    }
+
+    /* 2. the tables of centroid pairs (work-items 0 .. 63 make a pair each
+     * in ps, then all copy them into one column a lane); the unit's queries
+     * (work-item e: value e of each) rotated, scaled (pre), split and
+     * permuted into B fragments, through the tables' bytes before the
+     * tables */
     {
-        __global const float *cent =
-            tab + tab_offset(tab, TC_HD, TKV_TAB_CENTROIDS + 3u * (3u - TKV_TURBO_BITS_MIN));
-        for (uint i = lid; i < 64u * 32u; i += 128u) {
-            const uint p = i / 32u;
-            ushort ah, al, bh, bl;
-            tc_split(cent[p & 7u], &ah, &al);
-            tc_split(cent[p >> 3], &bh, &bl);
-            tables[i] = tc_pack(ah, bh);
-            tables[2048u + i] = tc_pack(al, bl);
-        }
-        __local float *qv = (__local float *)ring, *tmp = qv + QC * TC_HD;
-        for (uint k = lid; k < QC * TC_HD; k += 128u) {
-            const uint u = k / TC_HD, e = k % TC_HD;
-            qv[k] = u < un.nu ? qbuf[q_at + tc_row(un, n_q_heads, ratio, kvh, un.u0 + u) * TC_HD + e]
+        float qx[TC_QMAX];
+TC_UNROLL
+        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+            qx[u] = u < un.nu ? qbuf[q_at + tc_row(un, n_q_heads, ratio, kvh, un.u0 + u) * TC_HD + lid]
                               : 0.0f;
+        __local uint *pairs = (__local uint *)ps;
+        if (lid < 64u) {
+            __global const float *cent =
+                tab + tab_offset(tab, TC_HD, TKV_TAB_CENTROIDS + 3u * (3u - TKV_TURBO_BITS_MIN));
+            ushort ah, al, bh, bl;
+            tc_split(cent[lid & 7u], &ah, &al);
+            tc_split(cent[lid >> 3], &bh, &bl);
+            pairs[lid] = tc_pack(ah, bh);
+            pairs[64u + lid] = tc_pack(al, bl);
         }
+        __local float *qv = (__local float *)tables;
+        tc_rotate(qx, QC, k_rotation, 0, tab, qv);
+        /* (every work-item read its share of qv's first half before the
+         * last barrier it passed in tc_rotate) */
+TC_UNROLL
+        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+            qv[u * TC_HD + lid] = qx[u];
         barrier(CLK_LOCAL_MEM_FENCE);
-        tc_rotate(qv, tmp, QC, k_rotation, 0, tab);
         for (uint k = lid; k < NT * 8u * 32u; k += 128u) {
             const uint nt = k / 256u, s = k / 32u % 8u, ln = k % 32u;
             const uint col = nt * 8u + (ln >> 2), d0 = 32u * (ln & 3u) + 4u * s;
@@ -320,6 +476,11 @@ TC_UNROLL
                 tc_split(pre * qv[col * TC_HD + d0 + i], &hi[i], &lo[i]);
             qfrag[k] = (uint4)(tc_pack(hi[0], hi[1]), tc_pack(hi[2], hi[3]), tc_pack(lo[0], lo[1]),
                                tc_pack(lo[2], lo[3]));
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint i = lid; i < 2048u; i += 128u) {
+            tables[i] = pairs[i / 32u];
+            tables[2048u + i] = pairs[64u + i / 32u];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -341,9 +502,6 @@ TC_UNROLL
             }
         }
 
-    const uint per_warp = 16u * tiles_per_warp;
-    const uint begin = un.r0 + (chunk * TC_W + warp) * per_warp;
-    const uint end = min(begin + per_warp, un.hi);
     float m[2][2], l[2][2], o[2][8][4];
     uint skipped[2][2]; /* sparse V: visible rows of this lane's elements whose V is left out */
 TC_UNROLL
@@ -357,19 +515,15 @@ TC_UNROLL
     }
     __local float *pw = ps + warp * 16u * 8u * NT;
     const uint lb = TC_TAB_BASE(tables) + 4u * lane;
-    __global const uint *bt_of = meta + blocks_at + un.block_first;
-    const ulong k_head_off = (ulong)kvh * k_head_stride, v_head_off = (ulong)kvh * v_head_stride;
-    __local uint4 *wring = ring + warp * TC_NS * TC_SLOT;
     int slot = 0;
-    for (int i = 0; i < TC_NS - 1; i++) {
-        const uint row = begin + 16u * (uint)i;
-        if (row < end)
-            tc_fetch(kbuf, vbuf, bt_of, row, bt, k_block_stride, k_head_off, v_block_stride,
-                     v_head_off, wring + i * TC_SLOT, lane);
-        cp_commit();
-    }
-    for (uint base = begin; base < begin + per_warp; base += 16u) {
-        if (base >= end)
+    /* sparse V: the four warps' running maxes exchanged after every tile
+     * (gmax, by tile parity), every warp through every tile of the chunk:
+     * one barrier a tile */
+    const int shared_max = threshold > 0.0f;
+    __local float *gmax = ps + TC_W * 16u * 8u * NT;
+    uint parity = 0;
+    for (uint base = begin; base < begin + per_warp; base += 16u, parity ^= 1u) {
+        if (base >= end && !shared_max)
             break;
         warp_sync(); /* the slot refilled now was read in the last iteration */
         {
@@ -423,27 +577,56 @@ TC_UNROLL
         }
         const uint ja = base + g, jb = base + g + 8u;
         const int ia = g < n_in, ib = g + 8u < n_in;
-        float corr[2][2];
+        float corr[2][2], sc[2][4], nm[2][2];
 TC_UNROLL
         for (uint nt = 0; nt < NT; nt++) {
-            float sc[4];
+            float x[4];
 TC_UNROLL
             for (int i = 0; i < 4; i++) {
-                const float x = (c[nt][0][i] + (c[nt][1][i] + c[nt][2][i])) * (i < 2 ? ska : skb_);
-                sc[i] = post > 0.0f ? post * tanh(x) : x;
+                const float y = (c[nt][0][i] + (c[nt][1][i] + c[nt][2][i])) * (i < 2 ? ska : skb_);
+                x[i] = post > 0.0f ? post * tanh(y) : y;
             }
             /* element i: row ja (i < 2) or jb, query column 2 t + (i & 1) */
-            const float s00 = ia && ja >= clo[nt][0] && ja <= clim[nt][0] ? sc[0] : -INFINITY;
-            const float s01 = ia && ja >= clo[nt][1] && ja <= clim[nt][1] ? sc[1] : -INFINITY;
-            const float s10 = ib && jb >= clo[nt][0] && jb <= clim[nt][0] ? sc[2] : -INFINITY;
-            const float s11 = ib && jb >= clo[nt][1] && jb <= clim[nt][1] ? sc[3] : -INFINITY;
-            float x0 = fmax(s00, s10), x1 = fmax(s01, s11);
+            sc[nt][0] = ia && ja >= clo[nt][0] && ja <= clim[nt][0] ? x[0] : -INFINITY;
+            sc[nt][1] = ia && ja >= clo[nt][1] && ja <= clim[nt][1] ? x[1] : -INFINITY;
+            sc[nt][2] = ib && jb >= clo[nt][0] && jb <= clim[nt][0] ? x[2] : -INFINITY;
+            sc[nt][3] = ib && jb >= clo[nt][1] && jb <= clim[nt][1] ? x[3] : -INFINITY;
+            float x0 = fmax(sc[nt][0], sc[nt][2]), x1 = fmax(sc[nt][1], sc[nt][3]);
 TC_UNROLL
             for (uint sh = 4u; sh < 32u; sh <<= 1) {
                 x0 = fmax(x0, shfl_xor(x0, sh));
                 x1 = fmax(x1, shfl_xor(x1, sh));
             }
-            const float n0 = fmax(m[nt][0], x0), n1 = fmax(m[nt][1], x1);
+            nm[nt][0] = fmax(m[nt][0], x0);
+            nm[nt][1] = fmax(m[nt][1], x1);
+        }
+        /* the weights sparse V compares with the threshold: 2^(s - the
+         * work-group's running max through this tile) */
+        float dm[2][2];
+TC_UNROLL
+        for (uint nt = 0; nt < NT; nt++)
+            dm[nt][0] = nm[nt][0], dm[nt][1] = nm[nt][1];
+        if (shared_max) {
+            __local float *gm = gmax + parity * TC_W * QC;
+            if (g == 0u)
+TC_UNROLL
+                for (uint nt = 0; nt < NT; nt++) {
+                    gm[warp * QC + nt * 8u + 2u * t] = nm[nt][0];
+                    gm[warp * QC + nt * 8u + 2u * t + 1u] = nm[nt][1];
+                }
+            barrier(CLK_LOCAL_MEM_FENCE);
+TC_UNROLL
+            for (uint nt = 0; nt < NT; nt++)
+TC_UNROLL
+                for (uint w = 0; w < TC_W; w++) {
+                    dm[nt][0] = fmax(dm[nt][0], gm[w * QC + nt * 8u + 2u * t]);
+                    dm[nt][1] = fmax(dm[nt][1], gm[w * QC + nt * 8u + 2u * t + 1u]);
+                }
+        }
+TC_UNROLL
+        for (uint nt = 0; nt < NT; nt++) {
+            const float s00 = sc[nt][0], s01 = sc[nt][1], s10 = sc[nt][2], s11 = sc[nt][3];
+            const float n0 = nm[nt][0], n1 = nm[nt][1];
             corr[nt][0] = n0 == -INFINITY ? 1.0f : exp2(m[nt][0] - n0);
             corr[nt][1] = n1 == -INFINITY ? 1.0f : exp2(m[nt][1] - n1);
             const float p00 = s00 == -INFINITY ? 0.0f : exp2(s00 - n0);
@@ -454,11 +637,14 @@ TC_UNROLL
             l[nt][1] = l[nt][1] * corr[nt][1] + p01 + p11;
             m[nt][0] = n0;
             m[nt][1] = n1;
-            /* sparse V (attention.cl's rule, the warp's rows as the chunk):
-             * a visible row's V is left out where its weight is below
-             * the threshold; it still counts in l */
-            const int k00 = p00 >= threshold, k01 = p01 >= threshold;
-            const int k10 = p10 >= threshold, k11 = p11 >= threshold;
+            /* sparse V (attention.cl's rule, the work-group's rows as the
+             * chunk): a visible row's V is left out where its weight
+             * against the chunk's running max is below the threshold; it
+             * still counts in l */
+            const int k00 = (shared_max ? exp2(s00 - dm[nt][0]) : p00) >= threshold;
+            const int k01 = (shared_max ? exp2(s01 - dm[nt][1]) : p01) >= threshold;
+            const int k10 = (shared_max ? exp2(s10 - dm[nt][0]) : p10) >= threshold;
+            const int k11 = (shared_max ? exp2(s11 - dm[nt][1]) : p11) >= threshold;
             skipped[nt][0] += (uint)(s00 != -INFINITY && !k00) + (uint)(s10 != -INFINITY && !k10);
             skipped[nt][1] += (uint)(s01 != -INFINITY && !k01) + (uint)(s11 != -INFINITY && !k11);
             __local float *pn = pw + nt * 8u;
@@ -516,9 +702,14 @@ TC_UNROLL
         }
     }
     cp_wait_all();
-    /* this warp's partial of each query row: o, then m, l, skipped */
-    const ulong pair = (ulong)unit_id * get_num_groups(0) + kvh;
-    __global float *rec = part + ((pair * chunk_pitch + chunk) * TC_W + warp) * TC_REC(QC);
+
+    /* 2. the four warps' sums into the work-group's: M = max of the warps'
+     * m, each warp's o and l times 2^(m - M), added in warp order (ob: QC
+     * x 128 floats, then the warps' (m, l, skipped), over the tables, free
+     * once every warp is past its loop) */
+    __local float *ob = (__local float *)lmem, *wst = ob + QC * TC_HD;
+    __local uint *is_last = (__local uint *)(lmem + TC_LMEM(NT)) - 1;
+    barrier(CLK_LOCAL_MEM_FENCE);
 TC_UNROLL
     for (uint nt = 0; nt < NT; nt++)
 TC_UNROLL
@@ -531,109 +722,88 @@ TC_UNROLL
             }
             const uint col = nt * 8u + 2u * t + j;
             if (g == 0u) {
-                rec[QC * TC_HD + 3u * col] = m[nt][j];
-                rec[QC * TC_HD + 3u * col + 1u] = lj;
-                rec[QC * TC_HD + 3u * col + 2u] = kj;
-            }
-TC_UNROLL
-            for (uint mm = 0; mm < 8u; mm++) {
-                rec[col * TC_HD + 16u * g + 2u * mm] = o[nt][mm][j];
-                rec[col * TC_HD + 16u * g + 2u * mm + 1u] = o[nt][mm][2 + j];
+                wst[3u * (warp * QC + col)] = m[nt][j];
+                wst[3u * (warp * QC + col) + 1u] = lj;
+                wst[3u * (warp * QC + col) + 2u] = kj;
             }
         }
-}
-
-#define TC_PARTIAL_KERNEL(QC, NT)                                                               \
-    __kernel __attribute__((reqd_work_group_size(128, 1, 1))) void tc_partial_##QC(TC_PARAMS)    \
-    {                                                                                           \
-        __local uint tables[4096];                                                              \
-        __local uint4 qfrag[NT * 8 * 32];                                                       \
-        __local uint4 ring[TC_W * TC_NS * TC_SLOT];                                             \
-        __local float ps[TC_W * 16 * 8 * NT];                                                   \
-        tc_partial_body(TC_ARGS, tables, qfrag, ring, ps, NT);                              \
-    }
-TC_PARTIAL_KERNEL(8, 1u)
-TC_PARTIAL_KERNEL(16, 2u)
-
-/* One work-group of 128 work-items per (kv head, unit, unit row): the
- * row's partials merged, R^T, the output row written where attn_decode
- * writes it (orows from o_at, its skip count and lse in out). Work-item
- * (pg, d) sums every fourth partial from pg on, in dimensions 4 d .. 4 d +
- * 3, so that each has a few independent loads in flight rather than one
- * long chain (partials: 4 x chunks of the unit). */
-__kernel __attribute__((reqd_work_group_size(128, 1, 1))) void tc_merge(
-    __global const uint *meta, uint seq_at, uint units_at, uint n_q_heads, uint ratio,
-    uint window, uint qc, uint tiles_per_warp, __global const float *part, uint chunk_pitch,
-    uint v_rotation, __global const float *tab, __global float *out, __global float *orows,
-    ulong o_at, uint skip_at, uint lse_at)
-{
-    __local float w[TC_PARTS_MAX], red[128], sums[4u * TC_HD], vloc[TC_HD], tmp[TC_HD];
-    const uint lid = get_local_id(0), kvh = get_group_id(0), unit_id = get_group_id(1);
-    const uint u = get_group_id(2);
-    const tc_unit un = tc_unit_of(meta, seq_at, units_at, unit_id, ratio, window, qc, tiles_per_warp);
-    if (u >= un.nu)
-        return;
-    const uint parts = un.n_chunks * TC_W, rec = TC_REC(qc);
-    const ulong pair = (ulong)unit_id * get_num_groups(0) + kvh;
-    __global const float *recs = part + pair * chunk_pitch * TC_W * rec;
-    /* the largest m */
-    float big = -INFINITY;
-    for (uint p = lid; p < parts; p += 128u) {
-        w[p] = recs[(ulong)p * rec + qc * TC_HD + 3u * u];
-        big = fmax(big, w[p]);
-    }
-    red[lid] = big;
-    for (uint span = 64u; span > 0u; span >>= 1) {
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float f[2][2];
+TC_UNROLL
+    for (uint nt = 0; nt < NT; nt++)
+TC_UNROLL
+        for (uint j = 0; j < 2u; j++) {
+            const uint col = nt * 8u + 2u * t + j;
+            float big = -INFINITY;
+TC_UNROLL
+            for (uint w = 0; w < TC_W; w++)
+                big = fmax(big, wst[3u * (w * QC + col)]);
+            f[nt][j] = m[nt][j] == -INFINITY ? 0.0f : exp2(m[nt][j] - big);
+        }
+    for (uint w = 0; w < TC_W; w++) {
+        if (warp == w) {
+TC_UNROLL
+            for (uint nt = 0; nt < NT; nt++)
+TC_UNROLL
+                for (uint j = 0; j < 2u; j++) {
+                    __local float *row = ob + (nt * 8u + 2u * t + j) * TC_HD + 16u * g;
+TC_UNROLL
+                    for (uint mm = 0; mm < 8u; mm++) {
+                        const float a = f[nt][j] * o[nt][mm][j], b = f[nt][j] * o[nt][mm][2 + j];
+                        row[2u * mm] = w ? row[2u * mm] + a : a;
+                        row[2u * mm + 1u] = w ? row[2u * mm + 1u] + b : b;
+                    }
+                }
+        }
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < span)
-            red[lid] = fmax(red[lid], red[lid + span]);
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    big = red[0];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    /* each partial's weight 2^(m - big), the sum of l weighed so, and of
-     * the rows skipped */
-    float sum = 0.0f;
-    uint skipped = 0u;
-    for (uint p = lid; p < parts; p += 128u) {
-        const float f = w[p] == -INFINITY ? 0.0f : exp2(w[p] - big);
-        w[p] = f;
-        sum = mad(f, recs[(ulong)p * rec + qc * TC_HD + 3u * u + 1u], sum);
-        skipped += (uint)recs[(ulong)p * rec + qc * TC_HD + 3u * u + 2u];
+    /* the record of this chunk: o of each unit row, then (m, l, skipped) */
+    const uint pair = unit_id * get_num_groups(0) + kvh;
+    const uint rec_floats = TC_REC(QC);
+    __global float *rec = part + ((ulong)pair * chunk_pitch + chunk) * rec_floats;
+TC_UNROLL
+    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        if (u < un.nu)
+            rec[u * TC_HD + lid] = ob[u * TC_HD + lid];
+    if (lid < un.nu) {
+        float big = -INFINITY, sum = 0.0f, sk = 0.0f;
+TC_UNROLL
+        for (uint w = 0; w < TC_W; w++)
+            big = fmax(big, wst[3u * (w * QC + lid)]);
+TC_UNROLL
+        for (uint w = 0; w < TC_W; w++) {
+            const float mw = wst[3u * (w * QC + lid)];
+            sum += (mw == -INFINITY ? 0.0f : exp2(mw - big)) * wst[3u * (w * QC + lid) + 1u];
+            sk += wst[3u * (w * QC + lid) + 2u];
+        }
+        rec[QC * TC_HD + 3u * lid] = big;
+        rec[QC * TC_HD + 3u * lid + 1u] = sum;
+        rec[QC * TC_HD + 3u * lid + 2u] = sk;
     }
-    red[lid] = sum;
-    local_sum_float(red, 128u);
-    sum = red[0];
+
+    /* 3. the work-group that completes its (unit, kv head) last merges the
+     * unit's chunks (attn_decode's counter: records, a fence, the count) */
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+    if (lid == 0u)
+        *is_last = atomic_inc(counters + pair) == un.n_chunks - 1u;
     barrier(CLK_LOCAL_MEM_FENCE);
-    ((__local uint *)red)[lid] = skipped;
-    local_sum_uint((__local uint *)red, 128u);
-    skipped = ((__local uint *)red)[0];
-    /* (local_sum_float ends with a barrier: w is complete) */
-    const uint pg = lid / 32u, d = lid % 32u;
-    float4 acc = (float4)(0.0f);
-    __global const float *o = recs + u * TC_HD;
-    uint p = pg;
-    for (; p + 12u < parts; p += 16u) { /* four loads before the first sum */
-        const float4 x0 = vload4(d, o + (ulong)p * rec), x1 = vload4(d, o + (ulong)(p + 4u) * rec);
-        const float4 x2 = vload4(d, o + (ulong)(p + 8u) * rec);
-        const float4 x3 = vload4(d, o + (ulong)(p + 12u) * rec);
-        acc += w[p] * x0 + w[p + 4u] * x1 + (w[p + 8u] * x2 + w[p + 12u] * x3);
-    }
-    for (; p < parts; p += 4u)
-        acc += w[p] * vload4(d, o + (ulong)p * rec);
-    vstore4(acc, d, sums + pg * TC_HD);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    const float x = sums[lid] + sums[TC_HD + lid] + (sums[2u * TC_HD + lid] + sums[3u * TC_HD + lid]);
-    vloc[lid] = sum > 0.0f ? x / sum : 0.0f;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    tc_rotate(vloc, tmp, 1u, v_rotation, 1, tab);
-    const uint row = tc_row(un, n_q_heads, ratio, kvh, un.u0 + u);
-    orows[o_at + (ulong)row * TC_HD + lid] = vloc[lid];
-    if (lid == 0u) {
-        ((__global uint *)out)[skip_at + row] = skipped;
-        if (lse_at)
-            out[lse_at + row] = M_LN2_F * (big + log2(sum));
-    }
+    if (!*is_last)
+        return;
+    mem_fence(CLK_GLOBAL_MEM_FENCE);
+    tc_merge(un, kvh, n_q_heads, ratio, part + (ulong)pair * chunk_pitch * rec_floats,
+             v_rotation, tab, out, orows, o_at, skip_at, lse_at, lmem, QC);
+    if (lid == 0u)
+        counters[pair] = 0u; /* for the next call */
 }
+
+#define TC_DECODE_KERNEL(QC, NT)                                                                \
+    __kernel __attribute__((reqd_work_group_size(128, 1, 1))) void tc_decode_##QC(TC_PARAMS)     \
+    {                                                                                           \
+        __local uint4 lmem[TC_LMEM(NT)];                                                        \
+        tc_decode_body(TC_ARGS, lmem, NT);                                                      \
+    }
+TC_DECODE_KERNEL(8, 1u)
+TC_DECODE_KERNEL(16, 2u)
 
 #endif

@@ -10,10 +10,13 @@
 #define TC_RB 50u        /* a turbo3 row at head_dim 128: fp16 scale, 48 bytes of indices */
 #define TC_TILE 16u      /* rows of a tile (one mma's M) */
 #define TC_W 4u          /* warps a work-group */
-/* a partial: o [QC][TC_HD], then (m, l, rows skipped) of each query row */
+/* work-groups wanted at once on a compute unit: attention.c plans the
+ * chunks for it, device.c caps the registers for it (an H100's SM holds 3
+ * of 47 KB of local memory) */
+#define TC_GROUPS_PER_CU 3u
+/* a chunk's record: o [QC][TC_HD], then (m, l, rows skipped) of each query row */
 #define TC_REC(QC) ((QC) * (TC_HD + 3u))
-/* the partials of one (unit, kv head) tc_merge takes at most: attention.c
- * keeps the chunks a unit at most TC_PARTS_MAX / TC_W */
-#define TC_PARTS_MAX 512u
+/* the chunks of one (unit, kv head) the merge takes at most */
+#define TC_CHUNKS_MAX 128u
 
 #endif
