@@ -457,8 +457,13 @@ static void files_cross_backends(void **state)
  * is read only where its weight is within 0.1% of its running max (the
  * max itself and ties), so on random keys nearly every visible row is
  * skipped on every backend, whatever the device's chunks; the skip counts
- * the device sums over its work-groups and chunks must show that. */
-static void sparse_v_case(uint32_t kt, uint32_t vt)
+ * the device sums over its work-groups and chunks must show that, within 5
+ * points of the cpu reference's on the same rows (a device's chunks start
+ * their running max anew: the rule of issue 11 for how far that may move
+ * the counts). */
+static struct tkv_attention_stats sparse_v_run(const char *be, uint32_t kt, uint32_t vt, const float *k,
+                                               const float *v, const float *q, float *out, int kv, int dim,
+                                               int ctx_len, int qh)
 {
     char path[sizeof tmpdir + 32];
     snprintf(path, sizeof path, "%s/sparse.yaml", tmpdir);
@@ -469,12 +474,24 @@ static void sparse_v_case(uint32_t kt, uint32_t vt)
     tkv_context *cs = NULL;
     struct tkv_context_options o = {
         .struct_size = sizeof o, .ignore_env = 1, .plugin_path = getenv("TURBO_PLUGIN_PATH"),
-        .backend = backend, .config_path = path,
+        .backend = be, .config_path = path,
     };
     if (tkv_context_open(&o, &cs) != TKV_OK)
-        fail_msg("context with sparse V on %s: %s", backend, tkv_last_error());
+        fail_msg("context with sparse V on %s: %s", be, tkv_last_error());
+    tkv_cache *c = make(cs, (uint32_t)kv, (uint32_t)dim, (uint32_t)ctx_len, 1, kt, vt, 0, 0);
+    assert_int_equal(tkv_cache_append(c, 0, 0, (uint32_t)ctx_len, k, v), TKV_OK);
+    uint32_t id = 0;
+    struct tkv_attention_stats st;
+    if (tkv_attention(c, 0, 1, &id, 1, (uint32_t)qh, q, out, &st) != TKV_OK)
+        fail_msg("attention on %s: %s", be, tkv_last_error());
+    tkv_cache_destroy(c);
+    tkv_context_close(cs);
+    return st;
+}
+
+static void sparse_v_case(uint32_t kt, uint32_t vt)
+{
     enum { KV = 2, DIM = 128, CTX = 1500, QH = 8 };
-    tkv_cache *c = make(cs, KV, DIM, CTX, 1, kt, vt, 0, 0);
     float *k = malloc(sizeof *k * CTX * KV * DIM), *v = malloc(sizeof *v * CTX * KV * DIM);
     float *q = malloc(sizeof *q * QH * DIM), *out = malloc(sizeof *out * QH * DIM);
     fill_rows(k, CTX, KV * DIM, 3.0f);
@@ -483,24 +500,26 @@ static void sparse_v_case(uint32_t kt, uint32_t vt)
     attention_rows(v, (size_t)CTX * KV * DIM);
     for (uint32_t i = 0; i < QH * DIM; i++)
         q[i] = 2.0f * gauss();
-    assert_int_equal(tkv_cache_append(c, 0, 0, CTX, k, v), TKV_OK);
-    uint32_t id = 0;
-    struct tkv_attention_stats st;
-    if (tkv_attention(c, 0, 1, &id, 1, QH, q, out, &st) != TKV_OK)
-        fail_msg("attention on %s: %s", backend, tkv_last_error());
-    printf("%s: K %s V %s: sparse V at 0.999 skipped %llu of %llu V rows\n", backend, tkv_type_name(kt),
-           tkv_type_name(vt), (unsigned long long)st.rows_skipped, (unsigned long long)st.rows_total);
+    const struct tkv_attention_stats ref = sparse_v_run("cpu", kt, vt, k, v, q, out, KV, DIM, CTX, QH);
+    const struct tkv_attention_stats st = sparse_v_run(backend, kt, vt, k, v, q, out, KV, DIM, CTX, QH);
+    printf("%s: K %s V %s: sparse V at 0.999 skipped %llu of %llu V rows (cpu %llu)\n", backend,
+           tkv_type_name(kt), tkv_type_name(vt), (unsigned long long)st.rows_skipped,
+           (unsigned long long)st.rows_total, (unsigned long long)ref.rows_skipped);
     for (uint32_t i = 0; i < QH * DIM; i++)
         assert_true(isfinite(out[i]));
     assert_int_equal(st.rows_total, (uint64_t)QH * CTX);
     assert_true(st.rows_skipped <= st.rows_total);
     assert_true(st.rows_skipped >= st.rows_total * 9 / 10);
+    const uint64_t gap = st.rows_skipped > ref.rows_skipped ? st.rows_skipped - ref.rows_skipped
+                                                            : ref.rows_skipped - st.rows_skipped;
+    if (gap * 20 > st.rows_total)
+        fail_msg("%s skipped %llu V rows, the cpu reference %llu: more than 5 points of %llu apart", backend,
+                 (unsigned long long)st.rows_skipped, (unsigned long long)ref.rows_skipped,
+                 (unsigned long long)st.rows_total);
     free(k);
     free(v);
     free(q);
     free(out);
-    tkv_cache_destroy(c);
-    tkv_context_close(cs);
 }
 
 static void sparse_v_counts(void **state)

@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Session 20: the OpenCL plugin's tensor-core attention as one launch
 # (kernels/tensor.cl tc_decode_QC) against session 19's two launches
-# (tc_partial_QC + tc_merge, the plugin built from ad79817 into build/old).
+# (tc_partial_QC + tc_merge, the plugin built from ad79817 into build/old;
+# from run 4 on, build/old holds the plugin named in the folder's README).
 # Run from the worktree copy after `. .gpurt/enter.sh`, with build/core,
 # build/tools, build/plugins/{cpu,opencl}, build/tests/test_backends and
 # build/old carried; writes into $OUT/run.tgz:
@@ -27,6 +28,13 @@ B="turbokv bench --backend opencl --types turbo3 --ctx ${CTX:=4K,16K,128K}"
 (echo "== TURBO_OCL_CL_OPTIONS=-cl-nv-verbose TURBO_OCL_BUILD_LOG=1 $B --tokens 1 --seqs 1 (4K)"
  TURBO_PLUGIN_PATH=$P TURBO_OCL_CL_OPTIONS=-cl-nv-verbose TURBO_OCL_BUILD_LOG=1 TURBO_OCL_DUMP_BINARY=$W/prog \
    timeout 100 build/tools/turbokv bench --backend opencl --types turbo3 --ctx 4K --tokens 1 --seqs 1; echo "rc $? at ${SECONDS} s") > "$W/build.txt" 2>&1
+# the tensor program's machine code, where the GPU machine has the tools
+PATH=$PATH:/usr/local/cuda/bin
+if command -v ptxas >/dev/null && command -v cuobjdump >/dev/null && [ -f "$W/prog.tensor" ]; then
+  ptxas -arch=sm_90 -maxrregcount 168 -o "$W/tensor.cubin" "$W/prog.tensor" && cuobjdump -sass "$W/tensor.cubin" > "$W/tensor.sass"
+  rm -f "$W/tensor.cubin"
+fi
+rm -f "$W"/prog.k* "$W/prog"
 (echo "== test_backends opencl (${TESTS:=attention_agrees,paged_and_options_agree,sparse_v_counts})"
  TURBO_PLUGIN_PATH=$P TKV_TESTS=$TESTS timeout 300 build/tests/test_backends opencl; echo "rc $? at ${SECONDS} s") > "$W/conformance.txt" 2>&1
 for v in new old; do

@@ -89,6 +89,19 @@ inline float shfl_xor(float x, uint mask)
 
 inline void warp_sync(void) { asm volatile("bar.warp.sync 0xffffffff;"); }
 
+/* *counter + 1 (the value before), an acquire and a release at the GPU's
+ * scope: the writes before it (this work-group's, ordered by a barrier)
+ * are seen by whoever sees the count */
+inline uint tc_arrive(__global uint *counter)
+{
+    uint old;
+    asm volatile("atom.acq_rel.gpu.global.inc.u32 %0, [%1], 0xffffffff;"
+                     : "=r"(old)
+                     : "l"(counter)
+                     : "memory");
+    return old;
+}
+
 /* 16 bytes from global into local memory, asynchronously */
 inline void cp_async16(__local uint4 *dst, __global const uint4 *src)
 {
@@ -317,9 +330,8 @@ inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
  * max m_c, L = sum l_c 2^(m_c - M), o = sum o_c 2^(m_c - M) / L, skipped =
  * sum of the chunks'; then R^T (V's rotation) and the row written where
  * attn_decode writes it (orows from o_at, its skip count and lse in out).
- * Warp w finds the weights of unit rows w, w + 4, ..; then work-item (w,
- * lane) sums chunks w, w + 4, .. in dimensions 4 lane .. 4 lane + 3 of
- * every row, and the four warps' sums are added in local memory. */
+ * Warp w finds the weights of unit rows w, w + 4, ..; then each work-item
+ * sums the chunks of four dimensions of a row. */
 inline void tc_merge(tc_unit un, uint kvh, uint n_q_heads, uint ratio,
                      __global const float *recs, uint v_rotation, __global const float *tab,
                      __global float *out, __global float *orows, ulong o_at, uint skip_at,
@@ -327,8 +339,8 @@ inline void tc_merge(tc_unit un, uint kvh, uint n_q_heads, uint ratio,
 {
     const uint lid = get_local_id(0), warp = lid / 32u, lane = lid % 32u;
     const uint nch = un.n_chunks, rec_floats = TC_REC(QC);
-    __local float *sums = (__local float *)lmem;      /* TC_W x QC x 128 */
-    __local float *wt = sums + TC_W * QC * TC_HD;     /* QC x TC_CHUNKS_MAX */
+    __local float *sums = (__local float *)lmem;      /* QC x 128, then tc_rotate's 2 QC x 128 */
+    __local float *wt = sums + 2u * QC * TC_HD;       /* QC x TC_CHUNKS_MAX */
     __local float *stat = wt + QC * TC_CHUNKS_MAX;    /* QC x (M, L, skipped) */
     for (uint u = warp; u < un.nu; u += TC_W) {
         __global const float *st = recs + QC * TC_HD + 3u * u;
@@ -361,32 +373,42 @@ TC_UNROLL
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    float4 acc[TC_QMAX];
+    /* work-item k takes dimensions 4 (k % 32) .. + 3 of unit row k / 32,
+     * its chunks in order, up to sixteen loads in flight */
+    for (uint k = lid; k < un.nu * 32u; k += 128u) {
+        const uint u = k / 32u;
+        __global const float *o = recs + u * TC_HD + 4u * (k % 32u);
+        __local const float *w = wt + u * TC_CHUNKS_MAX;
+        float4 a = (float4)(0.0f);
+        uint c = 0;
+        for (; c + 16u <= nch; c += 16u) {
+            float4 x[16];
 TC_UNROLL
-    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
-        acc[u] = (float4)(0.0f);
-    for (uint c = warp; c < nch; c += TC_W) {
-        __global const float *o = recs + (ulong)c * rec_floats;
+            for (uint i = 0; i < 16u; i++)
+                x[i] = vload4(0, o + (ulong)(c + i) * rec_floats);
 TC_UNROLL
-        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
-            if (u < un.nu)
-                acc[u] = mad((float4)(wt[u * TC_CHUNKS_MAX + c]), vload4(lane, o + u * TC_HD), acc[u]);
+            for (uint i = 0; i < 16u; i++)
+                a = mad((float4)(w[c + i]), x[i], a);
+        }
+        for (; c + 4u <= nch; c += 4u) {
+            float4 x[4];
+TC_UNROLL
+            for (uint i = 0; i < 4u; i++)
+                x[i] = vload4(0, o + (ulong)(c + i) * rec_floats);
+TC_UNROLL
+            for (uint i = 0; i < 4u; i++)
+                a = mad((float4)(w[c + i]), x[i], a);
+        }
+        for (; c < nch; c++)
+            a = mad((float4)(w[c]), vload4(0, o + (ulong)c * rec_floats), a);
+        vstore4(a, 0, sums + u * TC_HD + 4u * (k % 32u));
     }
-TC_UNROLL
-    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
-        if (u < un.nu)
-            vstore4(acc[u], lane, sums + (warp * QC + u) * TC_HD);
     barrier(CLK_LOCAL_MEM_FENCE);
     float x[TC_QMAX];
 TC_UNROLL
     for (uint u = 0; u < TC_QMAX; u++) if (u < QC) {
-        x[u] = 0.0f;
-        if (u < un.nu) {
-            const float s = sums[u * TC_HD + lid] + sums[(QC + u) * TC_HD + lid] +
-                            (sums[(2u * QC + u) * TC_HD + lid] + sums[(3u * QC + u) * TC_HD + lid]);
-            const float l = stat[3u * u + 1u];
-            x[u] = l > 0.0f ? s / l : 0.0f;
-        }
+        const float l = stat[3u * u + 1u];
+        x[u] = u < un.nu && l > 0.0f ? sums[u * TC_HD + lid] / l : 0.0f;
     }
     barrier(CLK_LOCAL_MEM_FENCE); /* sums read: tc_rotate's buffers */
     tc_rotate(x, QC, v_rotation, 1, tab, sums);
@@ -704,10 +726,10 @@ TC_UNROLL
     cp_wait_all();
 
     /* 2. the four warps' sums into the work-group's: M = max of the warps'
-     * m, each warp's o and l times 2^(m - M), added in warp order (ob: QC
-     * x 128 floats, then the warps' (m, l, skipped), over the tables, free
-     * once every warp is past its loop) */
-    __local float *ob = (__local float *)lmem, *wst = ob + QC * TC_HD;
+     * m, each warp's o and l times 2^(m - M), added (ob: TC_W x QC x 128
+     * floats, then the warps' (m, l, skipped), over the tables, qfrag and
+     * the ring, free once every warp is past its loop) */
+    __local float *ob = (__local float *)lmem, *wst = ob + TC_W * QC * TC_HD;
     __local uint *is_last = (__local uint *)(lmem + TC_LMEM(NT)) - 1;
     barrier(CLK_LOCAL_MEM_FENCE);
 TC_UNROLL
@@ -728,7 +750,6 @@ TC_UNROLL
             }
         }
     barrier(CLK_LOCAL_MEM_FENCE);
-    float f[2][2];
 TC_UNROLL
     for (uint nt = 0; nt < NT; nt++)
 TC_UNROLL
@@ -738,25 +759,15 @@ TC_UNROLL
 TC_UNROLL
             for (uint w = 0; w < TC_W; w++)
                 big = fmax(big, wst[3u * (w * QC + col)]);
-            f[nt][j] = m[nt][j] == -INFINITY ? 0.0f : exp2(m[nt][j] - big);
+            const float f = m[nt][j] == -INFINITY ? 0.0f : exp2(m[nt][j] - big);
+            __local float *row = ob + (warp * QC + col) * TC_HD + 16u * g;
+TC_UNROLL
+            for (uint mm = 0; mm < 8u; mm++) {
+                row[2u * mm] = f * o[nt][mm][j];
+                row[2u * mm + 1u] = f * o[nt][mm][2 + j];
+            }
         }
-    for (uint w = 0; w < TC_W; w++) {
-        if (warp == w) {
-TC_UNROLL
-            for (uint nt = 0; nt < NT; nt++)
-TC_UNROLL
-                for (uint j = 0; j < 2u; j++) {
-                    __local float *row = ob + (nt * 8u + 2u * t + j) * TC_HD + 16u * g;
-TC_UNROLL
-                    for (uint mm = 0; mm < 8u; mm++) {
-                        const float a = f[nt][j] * o[nt][mm][j], b = f[nt][j] * o[nt][mm][2 + j];
-                        row[2u * mm] = w ? row[2u * mm] + a : a;
-                        row[2u * mm + 1u] = w ? row[2u * mm + 1u] + b : b;
-                    }
-                }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    barrier(CLK_LOCAL_MEM_FENCE);
     /* the record of this chunk: o of each unit row, then (m, l, skipped) */
     const uint pair = unit_id * get_num_groups(0) + kvh;
     const uint rec_floats = TC_REC(QC);
@@ -764,7 +775,8 @@ TC_UNROLL
 TC_UNROLL
     for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
         if (u < un.nu)
-            rec[u * TC_HD + lid] = ob[u * TC_HD + lid];
+            rec[u * TC_HD + lid] = ob[u * TC_HD + lid] + ob[(QC + u) * TC_HD + lid] +
+                                   (ob[(2u * QC + u) * TC_HD + lid] + ob[(3u * QC + u) * TC_HD + lid]);
     if (lid < un.nu) {
         float big = -INFINITY, sum = 0.0f, sk = 0.0f;
 TC_UNROLL
@@ -782,11 +794,12 @@ TC_UNROLL
     }
 
     /* 3. the work-group that completes its (unit, kv head) last merges the
-     * unit's chunks (attn_decode's counter: records, a fence, the count) */
-    mem_fence(CLK_GLOBAL_MEM_FENCE);
-    barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+     * unit's chunks: the records, the barrier, then one work-item's count
+     * (acquire and release at the GPU's scope, as CUDA's grid sync orders
+     * a block's writes) */
+    barrier(CLK_LOCAL_MEM_FENCE);
     if (lid == 0u)
-        *is_last = atomic_inc(counters + pair) == un.n_chunks - 1u;
+        *is_last = tc_arrive(counters + pair) == un.n_chunks - 1u;
     barrier(CLK_LOCAL_MEM_FENCE);
     if (!*is_last)
         return;
