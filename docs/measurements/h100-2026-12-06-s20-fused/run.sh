@@ -12,7 +12,8 @@
 #                    registers, spills), the PTX it made (prog.tensor);
 #   conformance.txt  test_backends opencl ($TESTS) against the cpu reference;
 #   bench-new.txt    turbokv bench turbo3 4K / 16K / 128K, three shapes;
-#   bench-old.txt    the same with build/old ($OLD_ARGS: 1 token x 1 seq);
+#   mutant.txt       test_backends opencl ($MTESTS) with build/mut, where carried;
+#   bench-old.txt    the same with ${OLD_DIR:-build/old} ($OLD_ARGS: 1 token x 1 seq);
 #   sdpa.txt         PyTorch's f16 SDPA at the same contexts.
 set -u
 R=$PWD
@@ -28,17 +29,16 @@ B="turbokv bench --backend opencl --types turbo3 --ctx ${CTX:=4K,16K,128K}"
 (echo "== TURBO_OCL_CL_OPTIONS=-cl-nv-verbose TURBO_OCL_BUILD_LOG=1 $B --tokens 1 --seqs 1 (4K)"
  TURBO_PLUGIN_PATH=$P TURBO_OCL_CL_OPTIONS=-cl-nv-verbose TURBO_OCL_BUILD_LOG=1 TURBO_OCL_DUMP_BINARY=$W/prog \
    timeout 100 build/tools/turbokv bench --backend opencl --types turbo3 --ctx 4K --tokens 1 --seqs 1; echo "rc $? at ${SECONDS} s") > "$W/build.txt" 2>&1
-# the tensor program's machine code, where the GPU machine has the tools
-PATH=$PATH:/usr/local/cuda/bin
-if command -v ptxas >/dev/null && command -v cuobjdump >/dev/null && [ -f "$W/prog.tensor" ]; then
-  ptxas -arch=sm_90 -maxrregcount 168 -o "$W/tensor.cubin" "$W/prog.tensor" && cuobjdump -sass "$W/tensor.cubin" > "$W/tensor.sass"
-  rm -f "$W/tensor.cubin"
-fi
 rm -f "$W"/prog.k* "$W/prog"
 (echo "== test_backends opencl (${TESTS:=attention_agrees,paged_and_options_agree,sparse_v_counts})"
  TURBO_PLUGIN_PATH=$P TKV_TESTS=$TESTS timeout 300 build/tests/test_backends opencl; echo "rc $? at ${SECONDS} s") > "$W/conformance.txt" 2>&1
-for v in new old; do
-  if [ $v = new ]; then A=${NEW_ARGS:-}; else A=${OLD_ARGS:---tokens 1 --seqs 1}; cp build/old/turbokv-opencl.so build/plugins/opencl/; fi
+# a mutant (build/mut, where carried) against the sparse-V skip-count test
+if [ -f build/mut/turbokv-opencl.so ]; then
+  (echo "== mutant build/mut: test_backends opencl (${MTESTS:=sparse_v_counts})"
+   TURBO_PLUGIN_PATH=$R/build/plugins/cpu:$R/build/mut TKV_TESTS=$MTESTS timeout 200 build/tests/test_backends opencl; echo "rc $? at ${SECONDS} s") > "$W/mutant.txt" 2>&1
+fi
+for v in ${BENCH:-new old}; do
+  if [ $v = new ]; then A=${NEW_ARGS:-}; else A=${OLD_ARGS:---tokens 1 --seqs 1}; cp ${OLD_DIR:-build/old}/turbokv-opencl.so build/plugins/opencl/; fi
   (echo "== ($v) TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20 $B $A"
    TURBO_PLUGIN_PATH=$P TURBO_LOG=debug TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20 timeout 200 build/tools/$B $A 2>&1 |
      grep -v "debug: call \|debug: plugin opencl (\|debug: plugin /"; echo "rc $? at ${SECONDS} s") > "$W/bench-$v.txt" 2>&1
@@ -49,6 +49,7 @@ cp "$W/new.so" build/plugins/opencl/turbokv-opencl.so; rm "$W/new.so"
 tar czf "$O/run.tgz" -C "$W" .
 grep -B1 -A3 "tc_decode\|tc_partial" "$W/build.txt" | grep -i "used\|spill\|entry" | head -12
 grep -v "^ *$\|warning generated" "$W/conformance.txt" | tail -8
-for v in new old; do head -1 "$W/bench-$v.txt"; grep -A4 "^device time" "$W/bench-$v.txt"; grep "V rows skipped" -A1 "$W/bench-$v.txt"
+[ -f "$W/mutant.txt" ] && grep -v "^ *$\|warning generated" "$W/mutant.txt" | tail -6
+for v in ${BENCH:-new old}; do head -1 "$W/bench-$v.txt"; grep -A4 "^device time" "$W/bench-$v.txt"; grep "V rows skipped" -A1 "$W/bench-$v.txt"
   grep "tensor-core attention," "$W/bench-$v.txt" | sed 's/^.*opencl: //' | awk -F': ' '{last[$1]=$0} END {for (k in last) print last[k]}'; done
 tail -4 "$W/sdpa.txt"

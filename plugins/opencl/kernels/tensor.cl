@@ -537,6 +537,12 @@ TC_UNROLL
     }
     __local float *pw = ps + warp * 16u * 8u * NT;
     const uint lb = TC_TAB_BASE(tables) + 4u * lane;
+    /* one n-tile's query fragments in registers (32 of them; two n-tiles'
+     * would not fit beside the accumulators) */
+    uint4 qreg[8];
+TC_UNROLL
+    for (uint s = 0; s < 8u; s++)
+        qreg[s] = NT == 1u ? qfrag[s * 32u + lane] : (uint4)(0u);
     int slot = 0;
     /* sparse V: the four warps' running maxes exchanged after every tile
      * (gmax, by tile parity), every warp through every tile of the chunk:
@@ -591,7 +597,7 @@ TC_UNROLL
             const uint l2 = TC_LD_LO(tables, A1), l3 = TC_LD_LO(tables, B1);
 TC_UNROLL
             for (uint nt = 0; nt < NT; nt++) {
-                const uint4 qf = qfrag[(nt * 8u + (uint)s) * 32u + lane];
+                const uint4 qf = NT == 1u ? qreg[s] : qfrag[(nt * 8u + (uint)s) * 32u + lane];
                 mma16816(c[nt][0], h0, h1, h2, h3, qf.x, qf.y);
                 mma16816(c[nt][1], h0, h1, h2, h3, qf.z, qf.w);
                 mma16816(c[nt][2], l0, l1, l2, l3, qf.x, qf.y);
