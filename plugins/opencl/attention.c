@@ -107,7 +107,7 @@ static const struct tkv_attn_seq *seq_at(const struct tkv_attention_args *a, uin
 
 struct attn_plan {
     enum ocl_kernel decode; /* the first attention kernel: generic, specialized or OCL_K_TC
-                               (the tensor-core kernels, tc_partial_QC and tc_merge) */
+                               (the tensor-core kernel, tc_decode_QC) */
     uint32_t tiles_per_warp; /* theirs: 16-row tiles of one warp in a chunk */
     uint32_t variant, qc, wg, head_dim, ratio, q_stride;
     int k_padded, v_padded;

@@ -40,9 +40,10 @@
  *   layout to the operand's through local memory.
  * - loads: three tiles in flight by cp.async into a ring in local memory.
  * - sparse V: a visible row whose weight 2^(s - m) is below the threshold
- *   (m: the warp's running max through the tile) adds nothing to O but
- *   counts in l and in the skip count, attn_decode's rule with a warp's
- *   rows as the chunk.
+ *   (m: the work-group's running max through the tile, the four warps'
+ *   exchanged after each tile) adds nothing to O but counts in l and in
+ *   the skip count, attn_decode's rule with the work-group's rows as the
+ *   chunk.
  * Before the loop a work-group builds the tables and its unit's query
  * fragments (the rotation R q by shuffles, work-item e holding value e of
  * every query row); after it, the four warps' (o, m, l, skipped) are
