@@ -326,6 +326,15 @@ inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
         post, threshold, tiles_per_warp, part, chunk_pitch, v_rotation, counters, out, orows,   \
         o_at, skip_at, lse_at
 
+/* tc_merge's runs of N records from c on while N remain: their loads
+ * first, then a += w[c + i] o_(c + i) in order */
+#define TC_MERGE_RUNS(N)                                                                        \
+    for (; c + (N) <= nch; c += (N)) {                                                          \
+        float4 x[N];                                                                            \
+        TC_UNROLL for (uint i = 0; i < (N); i++) x[i] = vload4(0, o + (ulong)(c + i) * rec_floats); \
+        TC_UNROLL for (uint i = 0; i < (N); i++) a = mad((float4)(w[c + i]), x[i], a);        \
+    }
+
 /* The merge of a unit's chunk records (chunk c's at recs + c TC_REC(QC))
  * by one work-group, each unit row as attn_decode merges its chunks: M =
  * max m_c, L = sum l_c 2^(m_c - M), o = sum o_c 2^(m_c - M) / L, skipped =
@@ -382,24 +391,8 @@ TC_UNROLL
         __local const float *w = wt + u * TC_CHUNKS_MAX;
         float4 a = (float4)(0.0f);
         uint c = 0;
-        for (; c + 16u <= nch; c += 16u) {
-            float4 x[16];
-TC_UNROLL
-            for (uint i = 0; i < 16u; i++)
-                x[i] = vload4(0, o + (ulong)(c + i) * rec_floats);
-TC_UNROLL
-            for (uint i = 0; i < 16u; i++)
-                a = mad((float4)(w[c + i]), x[i], a);
-        }
-        for (; c + 4u <= nch; c += 4u) {
-            float4 x[4];
-TC_UNROLL
-            for (uint i = 0; i < 4u; i++)
-                x[i] = vload4(0, o + (ulong)(c + i) * rec_floats);
-TC_UNROLL
-            for (uint i = 0; i < 4u; i++)
-                a = mad((float4)(w[c + i]), x[i], a);
-        }
+        TC_MERGE_RUNS(16u);
+        TC_MERGE_RUNS(4u);
         for (; c < nch; c++)
             a = mad((float4)(w[c]), vload4(0, o + (ulong)c * rec_floats), a);
         vstore4(a, 0, sums + u * TC_HD + 4u * (k % 32u));
