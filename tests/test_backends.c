@@ -460,7 +460,7 @@ static void files_cross_backends(void **state)
  * the device sums over its work-groups and chunks must show that, within 5
  * points of the cpu reference's on the same rows (a device's chunks start
  * their running max anew: the rule of issue 11 for how far that may move
- * the counts). */
+ * the counts, under the plugin's own plan). */
 static struct tkv_attention_stats sparse_v_run(const char *be, uint32_t kt, uint32_t vt, const float *k,
                                                const float *v, const float *q, float *out, int kv, int dim,
                                                int ctx_len, int qh)
@@ -510,12 +510,16 @@ static void sparse_v_case(uint32_t kt, uint32_t vt)
     assert_int_equal(st.rows_total, (uint64_t)QH * CTX);
     assert_true(st.rows_skipped <= st.rows_total);
     assert_true(st.rows_skipped >= st.rows_total * 9 / 10);
+    /* TKV_SPARSE_GAP_POINTS (default 5): the bound, for runs whose knobs
+     * force a plan of smaller chunks than the plugin's own (tests/meson.build) */
+    const char *gp = getenv("TKV_SPARSE_GAP_POINTS");
+    const uint64_t points = gp && *gp ? strtoull(gp, NULL, 10) : 5u;
     const uint64_t gap = st.rows_skipped > ref.rows_skipped ? st.rows_skipped - ref.rows_skipped
                                                             : ref.rows_skipped - st.rows_skipped;
-    if (gap * 20 > st.rows_total)
-        fail_msg("%s skipped %llu V rows, the cpu reference %llu: more than 5 points of %llu apart", backend,
+    if (gap * 100 > st.rows_total * points)
+        fail_msg("%s skipped %llu V rows, the cpu reference %llu: more than %llu points of %llu apart", backend,
                  (unsigned long long)st.rows_skipped, (unsigned long long)ref.rows_skipped,
-                 (unsigned long long)st.rows_total);
+                 (unsigned long long)points, (unsigned long long)st.rows_total);
     free(k);
     free(v);
     free(q);
