@@ -277,36 +277,26 @@ static uint32_t tc_span(const struct tkv_attn_seq *seq, uint32_t window, uint32_
     return last + 1u - (lo & ~(TC_TILE - 1u));
 }
 
-/* Quads (TC_W tiles) of each unit of the call, in order, to f; their sum. */
-static uint64_t tc_units(const struct tkv_attention_args *a, const struct attn_plan *p,
-                         void (*f)(void *, uint32_t), void *arg)
+/* The chunks of tpw warp tiles (TC_W x tpw tiles) the call's units take
+ * (tpw 1: their quads of TC_W tiles); where units / max_q, how many units
+ * and the most quads one takes. */
+static uint64_t tc_chunks(const struct tkv_attention_args *a, const struct attn_plan *p,
+                          uint64_t tpw, uint32_t *units, uint32_t *max_q)
 {
-    uint64_t quads = 0;
+    uint64_t chunks = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++) {
         const struct tkv_attn_seq *seq = seq_at(a, s);
         for (uint32_t u0 = 0; u0 < seq->n_q * p->ratio; u0 += p->qc) {
             const uint32_t nu = seq->n_q * p->ratio - u0 < p->qc ? seq->n_q * p->ratio - u0 : p->qc;
             const uint32_t q = div_up(tc_span(seq, a->window, p->ratio, u0, nu), TC_W * TC_TILE);
-            quads += q;
-            if (f)
-                f(arg, q);
+            chunks += (q + tpw - 1u) / tpw;
+            if (units)
+                ++*units;
+            if (max_q && q > *max_q)
+                *max_q = q;
         }
     }
-    return quads;
-}
-
-struct tc_count {
-    uint64_t tpw, chunks;   /* chunks of all units at tpw tiles a warp */
-    uint32_t units, max_q;
-};
-
-static void tc_count_unit(void *arg, uint32_t q)
-{
-    struct tc_count *c = arg;
-    c->units++;
-    c->max_q = q > c->max_q ? q : c->max_q;
-    if (c->tpw)
-        c->chunks += (q + c->tpw - 1u) / c->tpw;
+    return chunks;
 }
 
 /* 8 or 16 query rows a unit; tiles per warp such that the call's
@@ -321,10 +311,9 @@ static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args 
 {
     p->qc = a->max_n_q * p->ratio <= 8u ? 8u : 16u;
     p->variant = p->qc == 8u ? 0u : 1u;
-    struct tc_count c = { 0 };
-    const uint64_t quads = tc_units(a, p, tc_count_unit, &c) * a->n_kv_heads;
-    const uint32_t max_quads = c.max_q ? c.max_q : 1u;
-    p->n_units = c.units;
+    uint32_t units = 0, max_quads = 1;
+    const uint64_t quads = tc_chunks(a, p, 1u, &units, &max_quads) * a->n_kv_heads;
+    p->n_units = units;
     const uint64_t target = (uint64_t)(d->tune_groups_per_cu ? d->tune_groups_per_cu
                                                              : TC_GROUPS_PER_CU) *
                             (d->compute_units ? d->compute_units : 1u);
@@ -333,17 +322,16 @@ static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args 
         tpw = div_up(max_quads, TC_CHUNKS_MAX);
     if (tpw > max_quads)
         tpw = max_quads;
-    if ((uint64_t)c.units * a->n_kv_heads <= target) {
+    if ((uint64_t)units * a->n_kv_heads <= target) {
         /* the smallest tpw whose groups fit the wave (their count falls as
          * tpw grows, to units x heads at max_quads) */
         uint64_t lo = tpw, hi = max_quads;
         while (lo < hi) {
-            struct tc_count k = { .tpw = (lo + hi) / 2u };
-            tc_units(a, p, tc_count_unit, &k);
-            if (k.chunks * a->n_kv_heads <= target)
-                hi = k.tpw;
+            const uint64_t mid = (lo + hi) / 2u;
+            if (tc_chunks(a, p, mid, NULL, NULL) * a->n_kv_heads <= target)
+                hi = mid;
             else
-                lo = k.tpw + 1u;
+                lo = mid + 1u;
         }
         tpw = lo;
     }

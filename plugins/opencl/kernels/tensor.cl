@@ -114,6 +114,8 @@ inline void cp_commit(void) { asm volatile("cp.async.commit_group;"); }
 inline void cp_wait_older(void) { asm volatile("cp.async.wait_group 2;"); }
 inline void cp_wait_all(void) { asm volatile("cp.async.wait_all;"); }
 
+/* a table entry by its address in the shared window: hi pairs, and the
+ * lo pairs 8 KB after them */
 inline uint tc_lds(uint addr)
 {
     uint v;
@@ -128,11 +130,6 @@ inline uint tc_lds_lo(uint addr)
     return v;
 }
 
-/* the tables by their address in the shared window: a key's address is
- * then one shift and one AND and one ADD of the index bits */
-#define TC_TAB_BASE(tables) ((uint)(size_t)(tables))
-#define TC_LD_HI(tables, addr) tc_lds(addr)
-#define TC_LD_LO(tables, addr) tc_lds_lo(addr)
 
 #if TKV_GROUP_MAX != 128
 #error "tc_rotate takes a row of 128 values as one group"
@@ -530,7 +527,9 @@ TC_UNROLL
             o[nt][i][0] = o[nt][i][1] = o[nt][i][2] = o[nt][i][3] = 0.0f;
     }
     __local float *pw = ps + warp * 16u * 8u * NT;
-    const uint lb = TC_TAB_BASE(tables) + 4u * lane;
+    /* the tables by their address in the shared window: a key's address
+     * is then one shift, one AND and one ADD of the index bits */
+    const uint lb = (uint)(size_t)tables + 4u * lane;
     /* one n-tile's query fragments in registers (32 of them; two n-tiles'
      * would not fit beside the accumulators) */
     uint4 qreg[8];
@@ -585,10 +584,10 @@ TC_UNROLL
         for (int s = 0; s < 8; s++) {
             const uint A0 = tc_key(xa, 12 * s, lb), A1 = tc_key(xa, 12 * s + 6, lb);
             const uint B0 = tc_key(xb, 12 * s, lb), B1 = tc_key(xb, 12 * s + 6, lb);
-            const uint h0 = TC_LD_HI(tables, A0), h1 = TC_LD_HI(tables, B0);
-            const uint h2 = TC_LD_HI(tables, A1), h3 = TC_LD_HI(tables, B1);
-            const uint l0 = TC_LD_LO(tables, A0), l1 = TC_LD_LO(tables, B0);
-            const uint l2 = TC_LD_LO(tables, A1), l3 = TC_LD_LO(tables, B1);
+            const uint h0 = tc_lds(A0), h1 = tc_lds(B0);
+            const uint h2 = tc_lds(A1), h3 = tc_lds(B1);
+            const uint l0 = tc_lds_lo(A0), l1 = tc_lds_lo(B0);
+            const uint l2 = tc_lds_lo(A1), l3 = tc_lds_lo(B1);
 TC_UNROLL
             for (uint nt = 0; nt < NT; nt++) {
                 const uint4 qf = NT == 1u ? qreg[s] : qfrag[(nt * 8u + (uint)s) * 32u + lane];
@@ -707,10 +706,10 @@ TC_UNROLL
         for (int mm = 0; mm < 8; mm++) {
             const uint A0 = tc_key64(ev[0], 6 * mm, lb), A1 = tc_key64(od[0], 6 * mm, lb);
             const uint A2 = tc_key64(ev[1], 6 * mm, lb), A3 = tc_key64(od[1], 6 * mm, lb);
-            const uint h0 = TC_LD_HI(tables, A0), h1 = TC_LD_HI(tables, A1);
-            const uint h2 = TC_LD_HI(tables, A2), h3 = TC_LD_HI(tables, A3);
-            const uint l0 = TC_LD_LO(tables, A0), l1 = TC_LD_LO(tables, A1);
-            const uint l2 = TC_LD_LO(tables, A2), l3 = TC_LD_LO(tables, A3);
+            const uint h0 = tc_lds(A0), h1 = tc_lds(A1);
+            const uint h2 = tc_lds(A2), h3 = tc_lds(A3);
+            const uint l0 = tc_lds_lo(A0), l1 = tc_lds_lo(A1);
+            const uint l2 = tc_lds_lo(A2), l3 = tc_lds_lo(A3);
 TC_UNROLL
             for (uint nt = 0; nt < NT; nt++) {
                 o[nt][mm][0] *= corr[nt][0];
