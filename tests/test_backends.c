@@ -415,8 +415,11 @@ static void paged_and_options_agree(void **state)
     (void)state;
     paged_options_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 7);
     /* blocks of a multiple of 16 rows: the OpenCL plugin's tensor-core
-     * kernels serve these (plugins/opencl/kernels/tensor.cl) */
+     * kernels serve these (plugins/opencl/kernels/tensor.cl), turbo3o's in
+     * units of 4 query rows (up to 20 rows a sequence here) */
     paged_options_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 32);
+    if (backend_holds(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT))
+        paged_options_case(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 128, 32);
 }
 
 /* A file written by one backend is read by the other, and both then answer
@@ -531,6 +534,9 @@ static void sparse_v_counts(void **state)
 {
     (void)state;
     sparse_v_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3);
+    /* the outlier-split types leave a skipped row's outliers out too */
+    if (backend_holds(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT))
+        sparse_v_case(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT);
 }
 
 /* Rows wider than a GPU shader may hold in registers (f16 and q8_0 keys,

@@ -253,13 +253,16 @@ static void plan_chunks(const struct ocl_device *d, const struct tkv_attention_a
  * unit. */
 
 /* The calls they serve: turbo3 K and V at head_dim 128 (one group of 128,
- * 50-byte rows), in pool blocks of a multiple of 16 rows at 16-byte-aligned
- * places (a tile is 800 contiguous bytes, copied by 16-byte cp.async). */
+ * 50-byte rows) or turbo3o K and V (62-byte rows: the turbo3 row, then 4
+ * outliers), in pool blocks of a multiple of 16 rows at 16-byte-aligned
+ * places (a tile is 16 rows, contiguous, copied by 16-byte cp.async). */
 static int tc_eligible(const struct tkv_attention_args *a)
 {
     const struct tkv_pool *k = &a->k, *v = &a->v;
-    return k->fmt.type == TKV_TYPE_TURBO3 && v->fmt.type == TKV_TYPE_TURBO3 &&
-           k->fmt.head_dim == TC_HD && k->row_bytes == TC_RB && v->row_bytes == TC_RB &&
+    const int out = k->fmt.type == TKV_TYPE_TURBO3_OUT;
+    const uint32_t rb = out ? TC_RB_OUT : TC_RB;
+    return (k->fmt.type == TKV_TYPE_TURBO3 || out) && v->fmt.type == k->fmt.type &&
+           k->fmt.head_dim == TC_HD && k->row_bytes == rb && v->row_bytes == rb &&
            k->block_tokens % TC_TILE == 0 && v->block_tokens == k->block_tokens &&
            k->head_stride % 16u == 0 && k->block_stride % 16u == 0 &&
            v->head_stride % 16u == 0 && v->block_stride % 16u == 0;
@@ -299,7 +302,7 @@ static uint64_t tc_chunks(const struct tkv_attention_args *a, const struct attn_
     return chunks;
 }
 
-/* 8 or 16 query rows a unit; tiles per warp such that the call's
+/* 8 or 16 query rows a unit (turbo3o: TC_OUT_ROWS); tiles per warp such that the call's
  * work-groups fill the compute units TC_GROUPS_PER_CU times at most (one
  * wave: the kernel's registers are capped for that many, device.c), with
  * at most TC_CHUNKS_MAX chunks a unit. Units' chunk counts round up, so
@@ -309,8 +312,9 @@ static uint64_t tc_chunks(const struct tkv_attention_args *a, const struct attn_
 static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args *a,
                     struct attn_plan *p)
 {
-    p->qc = a->max_n_q * p->ratio <= 8u ? 8u : 16u;
-    p->variant = p->qc == 8u ? 0u : 1u;
+    const int out = a->k.fmt.type == TKV_TYPE_TURBO3_OUT;
+    p->qc = out ? TC_OUT_ROWS : a->max_n_q * p->ratio <= 8u ? 8u : 16u;
+    p->variant = out ? OCL_K_TC_OUT - OCL_K_TC : p->qc == 8u ? 0u : 1u;
     uint32_t units = 0, max_quads = 1;
     const uint64_t quads = tc_chunks(a, p, 1u, &units, &max_quads) * a->n_kv_heads;
     p->n_units = units;
@@ -335,6 +339,10 @@ static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args 
         }
         tpw = lo;
     }
+    /* TURBO_OCL_MIN_TILES: tiles a warp at least (tests: several tiles a
+     * warp at small contexts) */
+    if (tpw < d->tune_min_tiles)
+        tpw = d->tune_min_tiles < max_quads ? d->tune_min_tiles : max_quads;
     p->tiles_per_warp = (uint32_t)tpw;
     p->chunk_pitch = div_up(max_quads, p->tiles_per_warp);
 }
@@ -486,7 +494,8 @@ static cl_float score_post(const struct tkv_attention_args *a)
     return a->softcap > 0.0f ? (cl_float)(a->softcap * M_LOG2E) : 0.0f;
 }
 
-/* tc_decode_QC: one kernel (its event in ev[0] and ev[1] where ev). */
+/* tc_decode_QC or tc_decode_o8: one kernel (its event in ev[0] and ev[1]
+ * where ev). */
 static int tc_launch(struct ocl_device *d, const struct tkv_attention_args *a,
                      const struct attn_plan *p, const struct attn_layout *lay, cl_event *ev)
 {
@@ -648,7 +657,8 @@ static int run(struct ocl_device *d, const struct tkv_attention_args *a, struct 
     lay.q_at = lay.units_at + 2u * p->n_units;
     const size_t pairs = (size_t)p->n_units * a->n_kv_heads;
     const size_t part_bytes =
-        tc ? pairs * p->chunk_pitch * TC_REC(p->qc) * sizeof(float)
+        /* (a record holds the kernel's 8 or 16 rows) */
+        tc ? pairs * p->chunk_pitch * TC_REC(p->qc > 8u ? 16u : 8u) * sizeof(float)
         : p->chunk_pitch > 1u ? pairs * p->chunk_pitch * p->qc * (p->head_dim + 4u) * sizeof(float)
                               : sizeof(float);
     if ((rc = ocl_scratch_reserve(d, &d->scratch.upload, lay.up_words * 4u, op, "upload")) !=

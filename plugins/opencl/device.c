@@ -170,7 +170,7 @@ static int create_kernels(struct ocl_device *d, cl_program program, int first, i
                           const char *op);
 
 static const char *const tc_kernel_names[OCL_K_COUNT - OCL_K_TC] = {
-    "tc_decode_8", "tc_decode_16",
+    "tc_decode_8", "tc_decode_16", "tc_decode_o8",
 };
 
 static const char *kernel_name(int k)
@@ -460,7 +460,8 @@ enum ocl_kernel ocl_tensor_kernels(struct ocl_device *d)
         return OCL_K_TC;
     d->tc_state = -1;
     /* the whole source with the tensor kernels in, the others specialized
-     * for the one configuration they serve (turbo3 K and V, head_dim 128) */
+     * for turbo3 K and V at head_dim 128 (the tensor kernels take turbo3o
+     * too) */
     char options[sizeof d->options + 200], cap[48] = "";
     /* registers a work-item at most such that the work-groups attention.c
      * plans for a compute unit fit its register file at once (a register

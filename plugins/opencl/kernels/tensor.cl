@@ -2,7 +2,9 @@
 /*
  * Decode attention on NVIDIA's tensor cores (compute capability 8.0 and
  * later), for turbo3 K and V at head_dim 128: tc_decode_8 / tc_decode_16
- * (8 or 16 query rows a unit), one launch a call. Compiled only into the program
+ * (8 or 16 query rows a unit), and for turbo3o K and V (`auto`'s types
+ * there: the turbo3 row, then 4 fp16 outliers): tc_decode_o8 (4 query rows
+ * a unit, in the 8 columns of the others' shape); one launch a call. Compiled only into the program
  * device.c builds with -DTKV_TC (ocl_tensor_kernels); attention.c decides
  * which calls take it (tc_eligible) and describes the split. The design
  * and its measurements: docs/measurements/h100-2026-12-06-s18-tc/ (a CUDA
@@ -44,6 +46,13 @@
  *   exchanged after each tile) adds nothing to O but counts in l and in
  *   the skip count, attn_decode's rule with the work-group's rows as the
  *   chunk.
+ * - turbo3o (OUT): a score adds sum_o (pre q[i_o]) x_o from the unrotated
+ *   queries (qu); V's outliers are summed unrotated per warp (ou: lane (q,
+ *   o) adds outlier o of a row with a weight, row after row), the turbo
+ *   part's weights scaled by V's scale in the B fragments; each chunk's
+ *   record is R^T o plus the outlier sums (the merge rotates nothing).
+ *   Two tiles in flight instead of three: the outlier sums take the third's
+ *   local memory (48 KB at most).
  * Before the loop a work-group builds the tables and its unit's query
  * fragments (the rotation R q by shuffles, work-item e holding value e of
  * every query row); after it, the four warps' (o, m, l, skipped) are
@@ -56,9 +65,18 @@
 
 #include "tensor.h"
 
-#define TC_NS 3      /* tiles in flight a warp */
-#define TC_SLOT 102u /* uint4 of a ring slot: the K tile (50 + 1), the V tile (50 + 1) */
-#define TC_V_AT 51u
+/* tiles in flight a warp: 3 (turbo3), 2 (turbo3o, whose outlier sums take
+ * the room of the third) */
+#define TC_NSX(OUT) ((OUT) ? 2u : 3u)
+/* The row bytes of the kernel's type (OUT 0: turbo3, 1: turbo3o), which are
+ * also the uint4 of a 16-row tile; a ring slot: the K tile and one uint4,
+ * then the V tile and one (TC_V_AT: where V's begins) */
+#define TC_RBX(OUT) ((OUT) ? TC_RB_OUT : TC_RB)
+#define TC_SLOT(OUT) (2u * (TC_RBX(OUT) + 1u))
+#define TC_V_AT(OUT) (TC_RBX(OUT) + 1u)
+/* floats a query row of a warp's V outlier sums (128 + 4: the rows of one
+ * dimension 4 banks apart) */
+#define TC_OUP 132u
 /* QC at most: the loops over a unit's rows run to it (a constant trip
  * count, so that they unroll and their private arrays stay in registers
  * whatever the compiler knows of QC where it unrolls) */
@@ -110,8 +128,14 @@ inline void cp_async16(__local uint4 *dst, __global const uint4 *src)
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src));
 }
 inline void cp_commit(void) { asm volatile("cp.async.commit_group;"); }
-/* all but the TC_NS - 1 latest groups complete */
-inline void cp_wait_older(void) { asm volatile("cp.async.wait_group 2;"); }
+/* all but the ns - 1 latest groups complete (ns: 2 or 3) */
+inline void cp_wait_older(const uint ns)
+{
+    if (ns == 3u)
+        asm volatile("cp.async.wait_group 2;");
+    else
+        asm volatile("cp.async.wait_group 1;");
+}
 inline void cp_wait_all(void) { asm volatile("cp.async.wait_all;"); }
 
 /* a table entry by its address in the shared window: hi pairs, and the
@@ -130,12 +154,19 @@ inline uint tc_lds_lo(uint addr)
     return v;
 }
 
+/* the lanes whose x is not 0, as bits */
+inline uint tc_ballot(int x)
+{
+    uint r;
+    asm volatile("{ .reg .pred p; setp.ne.s32 p, %1, 0; vote.sync.ballot.b32 %0, p, 0xffffffff; }"
+                     : "=r"(r)
+                     : "r"(x));
+    return r;
+}
+
 
 #if TKV_GROUP_MAX != 128
 #error "tc_rotate takes a row of 128 values as one group"
-#endif
-#if TC_NS != 3
-#error "cp_wait_older waits for all but the two latest groups"
 #endif
 
 /* fp16 bits of x (round to nearest even), and of x minus that value */
@@ -176,6 +207,13 @@ inline uint tc_key64(ulong e, int b, uint lanebase)
 inline float tc_half_at(__local const uchar *p, uint byte)
 {
     return vload_half(0, (__local const half *)(p + byte));
+}
+
+/* the fp16 value of the low 16 bits of b */
+inline float tc_h2f(uint b)
+{
+    const ushort h = (ushort)b;
+    return vload_half(0, (__private const half *)&h);
 }
 
 /* n words of the bytes at `byte` of a staged tile (2-byte aligned) */
@@ -288,23 +326,24 @@ inline uint tc_row(tc_unit u, uint n_q_heads, uint ratio, uint kvh, uint uu)
 }
 
 /* Queue the K and V tiles at row `row` of the unit's sequence into a ring
- * slot (lane's share: 16 bytes, and 16 more for lanes below 18). */
+ * slot (rb: the row bytes, a tile's uint4; lane's share: 16 bytes, and 16
+ * more for lanes below rb - 32). */
 inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
                      __global const uint *bt_of, uint row, uint bt, ulong k_block_stride,
                      ulong k_head_off, ulong v_block_stride, ulong v_head_off, __local uint4 *dst,
-                     uint lane)
+                     uint lane, const uint rb)
 {
     const uint b = row / bt, in = row - b * bt;
     const ulong blk = bt_of[b];
     __global const uint4 *tk =
-        (__global const uint4 *)(kbuf + blk * k_block_stride + k_head_off + (ulong)in * TC_RB);
+        (__global const uint4 *)(kbuf + blk * k_block_stride + k_head_off + (ulong)in * rb);
     __global const uint4 *tv =
-        (__global const uint4 *)(vbuf + blk * v_block_stride + v_head_off + (ulong)in * TC_RB);
+        (__global const uint4 *)(vbuf + blk * v_block_stride + v_head_off + (ulong)in * rb);
     cp_async16(dst + lane, tk + lane);
-    cp_async16(dst + TC_V_AT + lane, tv + lane);
-    if (lane < 18u) {
+    cp_async16(dst + rb + 1u + lane, tv + lane);
+    if (lane < rb - 32u) {
         cp_async16(dst + 32u + lane, tk + 32u + lane);
-        cp_async16(dst + TC_V_AT + 32u + lane, tv + 32u + lane);
+        cp_async16(dst + rb + 1u + 32u + lane, tv + 32u + lane);
     }
 }
 
@@ -335,14 +374,15 @@ inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
 /* The merge of a unit's chunk records (chunk c's at recs + c TC_REC(QC))
  * by one work-group, each unit row as attn_decode merges its chunks: M =
  * max m_c, L = sum l_c 2^(m_c - M), o = sum o_c 2^(m_c - M) / L, skipped =
- * sum of the chunks'; then R^T (V's rotation) and the row written where
- * attn_decode writes it (orows from o_at, its skip count and lse in out).
+ * sum of the chunks'; then R^T (V's rotation; not for OUT, whose records
+ * are rotated back already) and the row written where attn_decode writes
+ * it (orows from o_at, its skip count and lse in out).
  * Warp w finds the weights of unit rows w, w + 4, ..; then each work-item
  * sums the chunks of four dimensions of a row. */
 inline void tc_merge(tc_unit un, uint kvh, uint n_q_heads, uint ratio,
                      __global const float *recs, uint v_rotation, __global const float *tab,
                      __global float *out, __global float *orows, ulong o_at, uint skip_at,
-                     uint lse_at, __local uint4 *lmem, const uint QC)
+                     uint lse_at, __local uint4 *lmem, const uint QC, const uint OUT)
 {
     const uint lid = get_local_id(0), warp = lid / 32u, lane = lid % 32u;
     const uint nch = un.n_chunks, rec_floats = TC_REC(QC);
@@ -401,8 +441,10 @@ TC_UNROLL
         const float l = stat[3u * u + 1u];
         x[u] = u < un.nu && l > 0.0f ? sums[u * TC_HD + lid] / l : 0.0f;
     }
-    barrier(CLK_LOCAL_MEM_FENCE); /* sums read: tc_rotate's buffers */
-    tc_rotate(x, QC, v_rotation, 1, tab, sums);
+    if (!OUT) {
+        barrier(CLK_LOCAL_MEM_FENCE); /* sums read: tc_rotate's buffers */
+        tc_rotate(x, QC, v_rotation, 1, tab, sums);
+    }
 TC_UNROLL
     for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
         if (u < un.nu)
@@ -415,39 +457,49 @@ TC_UNROLL
     }
 }
 
-/* The local memory of a work-group, in uint4 (QC = 8 NT): during the loop
- * the tables (4096 words: hi pairs, then lo pairs, [key][lane]), qfrag (NT
- * x 8 x 32), the ring (TC_W x TC_NS x TC_SLOT), ps (TC_W x 16 x 8 NT
- * floats) and gmax (2 x TC_W x QC floats); before it and after it other
- * arrays over the same bytes. */
-#define TC_LMEM(NT) (1024u + 256u * (NT) + TC_W * TC_NS * TC_SLOT + 128u * (NT) + 32u)
+/* The local memory of a work-group, in uint4 (QC = 8 NT), at most 48 KB
+ * (NVIDIA's OpenCL: static local arrays): during the loop the tables (4096
+ * words: hi pairs, then lo pairs, [key][lane]), qfrag (NT x 8 x 32), the
+ * ring (TC_W x TC_NSX x TC_SLOT), ps (TC_W x 16 x 8 NT floats) and gmax
+ * (2 x TC_W x QC floats, in 32 uint4); before it and after it other arrays
+ * over the same bytes. OUT (NT 1): qfrag holds qu in the loop (128 x QC
+ * floats: the unrotated queries times pre, [dimension][row]; the fragments
+ * are in registers then), the last 8 uint4 of gmax's the warps' tile
+ * corrections (TC_W x QC floats), and ou follows (TC_W x TC_OUT_ROWS x
+ * TC_OUP floats: each warp's sums of V's outliers, unrotated). */
+#define TC_PS_AT(NT, OUT) (1024u + 256u * (NT) + TC_W * TC_NSX(OUT) * TC_SLOT(OUT))
+#define TC_OU_AT(NT, OUT) (TC_PS_AT(NT, OUT) + 128u * (NT) + 32u)
+#define TC_LMEM(NT, OUT) (TC_OU_AT(NT, OUT) + ((OUT) ? TC_W * TC_OUT_ROWS * TC_OUP / 4u : 0u))
 
-inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT)
+inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT, const uint OUT)
 {
-    const uint QC = 8u * NT;
+    const uint QC = 8u * NT, RB = TC_RBX(OUT), SLOT = TC_SLOT(OUT), NS = TC_NSX(OUT);
     const uint lid = get_local_id(0), warp = lid / 32u, lane = lid % 32u;
     const uint g = lane >> 2, t = lane & 3u;
     const uint kvh = get_group_id(0), chunk = get_group_id(1), unit_id = get_group_id(2);
-    const tc_unit un = tc_unit_of(meta, seq_at, units_at, unit_id, ratio, window, QC, tiles_per_warp);
+    const tc_unit un = tc_unit_of(meta, seq_at, units_at, unit_id, ratio, window,
+                                  OUT ? TC_OUT_ROWS : QC, tiles_per_warp);
     if (chunk >= un.n_chunks)
         return;
     __local uint *tables = (__local uint *)lmem;
     __local uint4 *qfrag = lmem + 1024u;
     __local uint4 *ring = qfrag + 256u * NT;
-    __local float *ps = (__local float *)(ring + TC_W * TC_NS * TC_SLOT);
+    __local float *ps = (__local float *)(lmem + TC_PS_AT(NT, OUT));
+    __local float *qu = (__local float *)qfrag;
+    __local float *ou = (__local float *)(lmem + TC_OU_AT(NT, OUT));
 
     const uint per_warp = 16u * tiles_per_warp;
     const uint begin = un.r0 + (chunk * TC_W + warp) * per_warp;
     const uint end = min(begin + per_warp, un.hi);
     __global const uint *bt_of = meta + blocks_at + un.block_first;
     const ulong k_head_off = (ulong)kvh * k_head_stride, v_head_off = (ulong)kvh * v_head_stride;
-    __local uint4 *wring = ring + warp * TC_NS * TC_SLOT;
+    __local uint4 *wring = ring + warp * NS * SLOT;
     /* 1. the warp's first tiles on their way while the rest is prepared */
-    for (int i = 0; i < TC_NS - 1; i++) {
+    for (int i = 0; i < (int)NS - 1; i++) {
         const uint row = begin + 16u * (uint)i;
         if (row < end)
             tc_fetch(kbuf, vbuf, bt_of, row, bt, k_block_stride, k_head_off, v_block_stride,
-                     v_head_off, wring + i * TC_SLOT, lane);
+                     v_head_off, wring + i * SLOT, lane, RB);
         cp_commit();
     }
 
@@ -456,6 +508,9 @@ inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT)
      * (work-item e: value e of each) rotated, scaled (pre), split and
      * permuted into B fragments, through the tables' bytes before the
      * tables */
+    /* OUT: the unrotated queries times pre (work-item e: value e of each),
+     * for qu once the fragments are in registers */
+    float qo[TC_QMAX];
     {
         float qx[TC_QMAX];
 TC_UNROLL
@@ -473,6 +528,14 @@ TC_UNROLL
             pairs[64u + lid] = tc_pack(al, bl);
         }
         __local float *qv = (__local float *)tables;
+        if (OUT) {
+TC_UNROLL
+            for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+                qo[u] = pre * qx[u];
+            /* the warps' outlier sums start at 0 */
+            for (uint i = lid; i < TC_W * TC_OUT_ROWS * TC_OUP; i += 128u)
+                ou[i] = 0.0f;
+        }
         tc_rotate(qx, QC, k_rotation, 0, tab, qv);
         /* (every work-item read its share of qv's first half before the
          * last barrier it passed in tc_rotate) */
@@ -536,6 +599,14 @@ TC_UNROLL
 TC_UNROLL
     for (uint s = 0; s < 8u; s++)
         qreg[s] = NT == 1u ? qfrag[s * 32u + lane] : (uint4)(0u);
+    if (OUT) {
+        /* qfrag read by every warp: qu over it ([dimension][row]) */
+        barrier(CLK_LOCAL_MEM_FENCE);
+TC_UNROLL
+        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+            qu[lid * QC + u] = qo[u];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
     int slot = 0;
     /* sparse V: the four warps' running maxes exchanged after every tile
      * (gmax, by tile parity), every warp through every tile of the chunk:
@@ -548,32 +619,32 @@ TC_UNROLL
             break;
         warp_sync(); /* the slot refilled now was read in the last iteration */
         {
-            const uint nb = base + 16u * (TC_NS - 1);
+            const uint nb = base + 16u * (NS - 1u);
             if (nb < end)
                 tc_fetch(kbuf, vbuf, bt_of, nb, bt, k_block_stride, k_head_off, v_block_stride,
-                         v_head_off, wring + ((slot + TC_NS - 1) % TC_NS) * TC_SLOT, lane);
+                         v_head_off, wring + ((slot + (int)NS - 1) % (int)NS) * SLOT, lane, RB);
             cp_commit();
-            cp_wait_older();
+            cp_wait_older(NS);
         }
         warp_sync();
-        __local const uint *sk = (__local const uint *)(wring + slot * TC_SLOT);
-        __local const uint *sv = sk + TC_V_AT * 4u;
+        __local const uint *sk = (__local const uint *)(wring + slot * SLOT);
+        __local const uint *sv = sk + TC_V_AT(OUT) * 4u;
         __local const uchar *skb = (__local const uchar *)sk, *svb = (__local const uchar *)sv;
-        slot = (slot + 1) % TC_NS;
+        slot = (slot + 1) % (int)NS;
         /* rows of this tile before end */
         const uint n_in = base < end ? min(end - base, 16u) : 0u;
         uint xa[3], xb[3], f[4][2];
-        tc_words(sk, g * TC_RB + 2u + 12u * t, xa, 3);
-        tc_words(sk, (g + 8u) * TC_RB + 2u + 12u * t, xb, 3);
-        const float ska = tc_half_at(skb, g * TC_RB), skb_ = tc_half_at(skb, (g + 8u) * TC_RB);
+        tc_words(sk, g * RB + 2u + 12u * t, xa, 3);
+        tc_words(sk, (g + 8u) * RB + 2u + 12u * t, xb, 3);
+        const float ska = tc_half_at(skb, g * RB), skb_ = tc_half_at(skb, (g + 8u) * RB);
         const uint vr[4] = { 2u * t, 2u * t + 1u, 2u * t + 8u, 2u * t + 9u };
 TC_UNROLL
         for (int r = 0; r < 4; r++)
-            tc_words(sv, vr[r] * TC_RB + 2u + 6u * g, f[r], 2);
+            tc_words(sv, vr[r] * RB + 2u + 6u * g, f[r], 2);
         /* (rows past end may hold anything: their weights are 0, and so
          * must be their scales) */
-        const float sva = g < n_in ? tc_half_at(svb, g * TC_RB) : 0.0f;
-        const float svb_ = g + 8u < n_in ? tc_half_at(svb, (g + 8u) * TC_RB) : 0.0f;
+        const float sva = g < n_in ? tc_half_at(svb, g * RB) : 0.0f;
+        const float svb_ = g + 8u < n_in ? tc_half_at(svb, (g + 8u) * RB) : 0.0f;
         float c[2][3][4];
 TC_UNROLL
         for (uint nt = 0; nt < NT; nt++)
@@ -598,13 +669,42 @@ TC_UNROLL
         }
         const uint ja = base + g, jb = base + g + 8u;
         const int ia = g < n_in, ib = g + 8u < n_in;
+        /* OUT: the outliers' share of the scores, sum_o (pre q[i_o]) x_o,
+         * of rows g and g + 8 (indices masked: rows past end may hold
+         * anything, and their scores are left out below) */
+        float osum[2][4];
+        if (OUT) {
+            uint wa[3], wb[3];
+            tc_words(sk, g * RB + TC_RB, wa, 3);
+            tc_words(sk, (g + 8u) * RB + TC_RB, wb, 3);
+TC_UNROLL
+            for (uint nt = 0; nt < NT; nt++)
+                osum[nt][0] = osum[nt][1] = osum[nt][2] = osum[nt][3] = 0.0f;
+TC_UNROLL
+            for (uint o = 0; o < TC_OUT_N; o++) {
+                const uint ea = (wa[0] >> (8u * o)) & (TC_HD - 1u), eb = (wb[0] >> (8u * o)) & (TC_HD - 1u);
+                const float xa_ = tc_h2f(wa[1u + o / 2u] >> (16u * (o & 1u)));
+                const float xb_ = tc_h2f(wb[1u + o / 2u] >> (16u * (o & 1u)));
+TC_UNROLL
+                for (uint nt = 0; nt < NT; nt++) {
+                    const float2 qa = vload2(0, qu + ea * QC + nt * 8u + 2u * t);
+                    const float2 qb = vload2(0, qu + eb * QC + nt * 8u + 2u * t);
+                    osum[nt][0] = mad(qa.x, xa_, osum[nt][0]);
+                    osum[nt][1] = mad(qa.y, xa_, osum[nt][1]);
+                    osum[nt][2] = mad(qb.x, xb_, osum[nt][2]);
+                    osum[nt][3] = mad(qb.y, xb_, osum[nt][3]);
+                }
+            }
+        }
         float corr[2][2], sc[2][4], nm[2][2];
 TC_UNROLL
         for (uint nt = 0; nt < NT; nt++) {
             float x[4];
 TC_UNROLL
             for (int i = 0; i < 4; i++) {
-                const float y = (c[nt][0][i] + (c[nt][1][i] + c[nt][2][i])) * (i < 2 ? ska : skb_);
+                float y = (c[nt][0][i] + (c[nt][1][i] + c[nt][2][i])) * (i < 2 ? ska : skb_);
+                if (OUT)
+                    y += osum[nt][i];
                 x[i] = post > 0.0f ? post * tanh(y) : y;
             }
             /* element i: row ja (i < 2) or jb, query column 2 t + (i & 1) */
@@ -644,6 +744,12 @@ TC_UNROLL
                     dm[nt][1] = fmax(dm[nt][1], gm[w * QC + nt * 8u + 2u * t + 1u]);
                 }
         }
+        /* OUT: whether row g / g + 8 has a weight in this lane's columns;
+         * the weights in ps without V's scales (the outliers take them so,
+         * the B fragments are scaled below); the tile's corrections */
+        int wa_ = 0, wb_ = 0;
+        const float ma = OUT ? 1.0f : sva, mb = OUT ? 1.0f : svb_;
+        __local float *cw = gmax + 2u * TC_W * QC + warp * QC;
 TC_UNROLL
         for (uint nt = 0; nt < NT; nt++) {
             const float s00 = sc[nt][0], s01 = sc[nt][1], s10 = sc[nt][2], s11 = sc[nt][3];
@@ -669,18 +775,40 @@ TC_UNROLL
             skipped[nt][0] += (uint)(s00 != -INFINITY && !k00) + (uint)(s10 != -INFINITY && !k10);
             skipped[nt][1] += (uint)(s01 != -INFINITY && !k01) + (uint)(s11 != -INFINITY && !k11);
             __local float *pn = pw + nt * 8u;
-            pn[g * 8u * NT + 2u * t] = k00 ? p00 * sva : 0.0f;
-            pn[g * 8u * NT + 2u * t + 1u] = k01 ? p01 * sva : 0.0f;
-            pn[(g + 8u) * 8u * NT + 2u * t] = k10 ? p10 * svb_ : 0.0f;
-            pn[(g + 8u) * 8u * NT + 2u * t + 1u] = k11 ? p11 * svb_ : 0.0f;
+            pn[g * 8u * NT + 2u * t] = k00 ? p00 * ma : 0.0f;
+            pn[g * 8u * NT + 2u * t + 1u] = k01 ? p01 * ma : 0.0f;
+            pn[(g + 8u) * 8u * NT + 2u * t] = k10 ? p10 * mb : 0.0f;
+            pn[(g + 8u) * 8u * NT + 2u * t + 1u] = k11 ? p11 * mb : 0.0f;
+            if (OUT) {
+                if (g == 0u) {
+                    cw[nt * 8u + 2u * t] = corr[nt][0];
+                    cw[nt * 8u + 2u * t + 1u] = corr[nt][1];
+                }
+                wa_ |= (k00 && p00 != 0.0f) || (k01 && p01 != 0.0f);
+                wb_ |= (k10 && p10 != 0.0f) || (k11 && p11 != 0.0f);
+            }
+        }
+        /* OUT: V's scales of the rows of this lane's B fragments (0 past
+         * end: those rows' weights are 0, and their bytes anything) */
+        float vs[4] = { 1.0f, 1.0f, 1.0f, 1.0f };
+        if (OUT) {
+TC_UNROLL
+            for (uint i = 0; i < 4u; i++) {
+                const uint r = 2u * t + (i & 1u) + 8u * (i >> 1);
+                vs[i] = r < n_in ? tc_half_at(svb, r * RB) : 0.0f;
+            }
         }
         warp_sync();
         uint bh[2][2], bl[2][2];
 TC_UNROLL
         for (uint nt = 0; nt < NT; nt++) {
             __local const float *pn = pw + nt * 8u;
-            const float pv[4] = { pn[(2u * t) * 8u * NT + g], pn[(2u * t + 1u) * 8u * NT + g],
-                                  pn[(2u * t + 8u) * 8u * NT + g], pn[(2u * t + 9u) * 8u * NT + g] };
+            float pv[4] = { pn[(2u * t) * 8u * NT + g], pn[(2u * t + 1u) * 8u * NT + g],
+                            pn[(2u * t + 8u) * 8u * NT + g], pn[(2u * t + 9u) * 8u * NT + g] };
+            if (OUT)
+TC_UNROLL
+                for (int i = 0; i < 4; i++)
+                    pv[i] *= vs[i];
             ushort ph[4], pl[4];
 TC_UNROLL
             for (int i = 0; i < 4; i++)
@@ -721,6 +849,48 @@ TC_UNROLL
                 mma16816(o[nt][mm], l0, l1, l2, l3, bh[nt][0], bh[nt][1]);
             }
         }
+        if (OUT) {
+            /* V's outliers, unrotated, into the warp's sums (ou; NT 1, a
+             * unit's TC_OUT_ROWS = 4 rows in columns 0 .. 3): lane (q, o,
+             * h) = (lane % 4, lane / 4 % 4, lane / 16) adds outlier o of
+             * row r + 8 h (r = 0 .. 7) times q's weight where the row has a
+             * weight; the two halves one after the other (rows r and r + 8
+             * may share an index; a row's indices differ, so its adds never
+             * collide); first the sums times the tile's corrections where a
+             * running max moved */
+            __local float *ow = ou + warp * TC_OUT_ROWS * TC_OUP;
+            if (tc_ballot(corr[0][0] != 1.0f || corr[0][1] != 1.0f))
+                for (uint i = lane; i < TC_OUT_ROWS * TC_HD; i += 32u)
+                    ow[i / TC_HD * TC_OUP + i % TC_HD] *= cw[i / TC_HD];
+            warp_sync();
+            /* the rows with a weight: bit 4 r of xa_ (row r), of xb_ (row
+             * r + 8), of xh (this lane's row r + 8 h); the rows unrolled,
+             * their bytes at constant offsets */
+            const uint ba = tc_ballot(wa_), bb = tc_ballot(wb_);
+            uint xa_ = ba | ba >> 1, xb_ = bb | bb >> 1;
+            xa_ |= xa_ >> 2;
+            xb_ |= xb_ >> 2;
+            const uint q = lane % TC_OUT_ROWS, oo = lane / TC_OUT_ROWS % TC_OUT_N, h = lane / 16u;
+            const uint xh = h ? xb_ : xa_;
+            __local float *oq = ow + q * TC_OUP;
+            __local const uchar *ve = svb + 8u * h * RB + TC_RB + oo;
+            __local const uchar *vx = svb + 8u * h * RB + TC_RB + TC_OUT_N + 2u * oo;
+            __local const float *pr = pw + 64u * h + q;
+TC_UNROLL
+            for (uint r = 0; r < 8u; r++)
+                if (((xa_ | xb_) >> (4u * r)) & 1u) {
+                    const int mine = (xh >> (4u * r)) & 1u;
+                    const uint e = ve[r * RB] & (TC_HD - 1u);
+                    const float x = mine ? tc_half_at(vx, r * RB) : 0.0f;
+                    const float pv = pr[r * 8u];
+                    if (mine && h == 0u)
+                        oq[e] = mad(pv, x, oq[e]);
+                    warp_sync();
+                    if (mine && h == 1u)
+                        oq[e] = mad(pv, x, oq[e]);
+                    warp_sync();
+                }
+        }
     }
     cp_wait_all();
 
@@ -729,7 +899,7 @@ TC_UNROLL
      * floats, then the warps' (m, l, skipped), over the tables, qfrag and
      * the ring, free once every warp is past its loop) */
     __local float *ob = (__local float *)lmem, *wst = ob + TC_W * QC * TC_HD;
-    __local uint *is_last = (__local uint *)(lmem + TC_LMEM(NT)) - 1;
+    __local uint *is_last = (__local uint *)(lmem + TC_LMEM(NT, OUT)) - 1;
     barrier(CLK_LOCAL_MEM_FENCE);
 TC_UNROLL
     for (uint nt = 0; nt < NT; nt++)
@@ -771,11 +941,42 @@ TC_UNROLL
     const uint pair = unit_id * get_num_groups(0) + kvh;
     const uint rec_floats = TC_REC(QC);
     __global float *rec = part + ((ulong)pair * chunk_pitch + chunk) * rec_floats;
+    if (OUT) {
+        /* the turbo part rotated back here (R^T: V's rotation) and the
+         * outliers' sums, each warp's times 2^(m - M), added: the record
+         * holds o itself, which the merge only weighs and adds */
+        float x[TC_QMAX], y[TC_QMAX];
 TC_UNROLL
-    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
-        if (u < un.nu)
-            rec[u * TC_HD + lid] = ob[u * TC_HD + lid] + ob[(QC + u) * TC_HD + lid] +
-                                   (ob[(2u * QC + u) * TC_HD + lid] + ob[(3u * QC + u) * TC_HD + lid]);
+        for (uint u = 0; u < TC_QMAX; u++) if (u < QC) {
+            y[u] = 0.0f;
+            x[u] = ob[u * TC_HD + lid] + ob[(QC + u) * TC_HD + lid] +
+                   (ob[(2u * QC + u) * TC_HD + lid] + ob[(3u * QC + u) * TC_HD + lid]);
+            if (u >= TC_OUT_ROWS)
+                continue;
+            float big = -INFINITY;
+TC_UNROLL
+            for (uint w = 0; w < TC_W; w++)
+                big = fmax(big, wst[3u * (w * QC + u)]);
+TC_UNROLL
+            for (uint w = 0; w < TC_W; w++) {
+                const float mw = wst[3u * (w * QC + u)];
+                const float f = mw == -INFINITY ? 0.0f : exp2(mw - big);
+                y[u] = mad(f, ou[(w * TC_OUT_ROWS + u) * TC_OUP + lid], y[u]);
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE); /* ob read: tc_rotate's buffers */
+        tc_rotate(x, QC, v_rotation, 1, tab, ob);
+TC_UNROLL
+        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+            if (u < un.nu)
+                rec[u * TC_HD + lid] = x[u] + y[u];
+    } else {
+TC_UNROLL
+        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+            if (u < un.nu)
+                rec[u * TC_HD + lid] = ob[u * TC_HD + lid] + ob[(QC + u) * TC_HD + lid] +
+                                       (ob[(2u * QC + u) * TC_HD + lid] + ob[(3u * QC + u) * TC_HD + lid]);
+    }
     if (lid < un.nu) {
         float big = -INFINITY, sum = 0.0f, sk = 0.0f;
 TC_UNROLL
@@ -804,18 +1005,22 @@ TC_UNROLL
         return;
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     tc_merge(un, kvh, n_q_heads, ratio, part + (ulong)pair * chunk_pitch * rec_floats,
-             v_rotation, tab, out, orows, o_at, skip_at, lse_at, lmem, QC);
+             v_rotation, tab, out, orows, o_at, skip_at, lse_at, lmem, QC, OUT);
     if (lid == 0u)
         counters[pair] = 0u; /* for the next call */
 }
 
-#define TC_DECODE_KERNEL(QC, NT)                                                                \
-    __kernel __attribute__((reqd_work_group_size(128, 1, 1))) void tc_decode_##QC(TC_PARAMS)     \
+/* tc_decode_8, tc_decode_16: turbo3 K and V; tc_decode_o8: turbo3o K and
+ * V (8 query rows a unit only: its V outlier lanes are 8 rows x 4
+ * outliers, and its local memory is that of 3 work-groups a compute unit) */
+#define TC_DECODE_KERNEL(NAME, NT, OUT)                                                         \
+    __kernel __attribute__((reqd_work_group_size(128, 1, 1))) void NAME(TC_PARAMS)             \
     {                                                                                           \
-        __local uint4 lmem[TC_LMEM(NT)];                                                        \
-        tc_decode_body(TC_ARGS, lmem, NT);                                                      \
+        __local uint4 lmem[TC_LMEM(NT, OUT)];                                                   \
+        tc_decode_body(TC_ARGS, lmem, NT, OUT);                                                 \
     }
-TC_DECODE_KERNEL(8, 1u)
-TC_DECODE_KERNEL(16, 2u)
+TC_DECODE_KERNEL(tc_decode_8, 1u, 0u)
+TC_DECODE_KERNEL(tc_decode_16, 2u, 0u)
+TC_DECODE_KERNEL(tc_decode_o8, 1u, 1u)
 
 #endif
