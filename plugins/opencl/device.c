@@ -429,7 +429,7 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
 /* Whether the device has the instructions kernels/tensor.cl needs
  * (mma.sync m16n8k16, cp.async: NVIDIA, compute capability 8.0 and later)
  * and TURBO_OCL_TENSOR does not turn them off (=0). */
-static int tensor_usable(cl_device_id dev)
+int ocl_tensor_usable(cl_device_id dev)
 {
     cl_uint major = 0;
     const char *v = getenv("TURBO_OCL_TENSOR");
@@ -606,7 +606,7 @@ int ocl_device_setup(struct ocl_device *d, const struct tkv_math *math)
     d->tune_spin = env_u32("TURBO_OCL_SPIN");
     d->tune_kernel_ns = env_u32("TURBO_OCL_KERNEL_NS");
     d->tune_append_direct = env_u32("TURBO_OCL_APPEND_DIRECT");
-    d->tensor = tensor_usable(d->device);
+    d->tensor = ocl_tensor_usable(d->device);
     return rc;
 }
 

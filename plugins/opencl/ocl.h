@@ -173,6 +173,8 @@ enum ocl_kernel ocl_decode_kernels(struct ocl_device *d, uint32_t k_type, uint32
 /* The first tensor-core kernel (OCL_K_TC) where the device has them (the
  * program built on first use), else OCL_K_COUNT. */
 enum ocl_kernel ocl_tensor_kernels(struct ocl_device *d);
+/* Whether a device takes the tensor-core kernels (device.c). */
+int ocl_tensor_usable(cl_device_id dev);
 
 /* Builds everything open() needs on the chosen device (device.c): its own
  * context and queue. */

@@ -49,7 +49,11 @@ static void describe(const struct ocl_found *f, struct tkv_device_info *info)
     clGetDeviceInfo(f->device, CL_DEVICE_NAME, sizeof info->name - 1, info->name, NULL);
     clGetPlatformInfo(f->platform, CL_PLATFORM_NAME, sizeof platform - 1, platform, NULL);
     clGetDeviceInfo(f->device, CL_DRIVER_VERSION, sizeof version - 1, version, NULL);
-    snprintf(info->driver, sizeof info->driver, "%s, %s", platform, version);
+    /* (turbokv info shows whether attention takes the tensor-core kernels) */
+    snprintf(info->driver, sizeof info->driver, "%s, %s%s", platform, version,
+             ocl_tensor_usable(f->device)
+                 ? "; tensor cores for turbo3 and turbo3o at head_dim 128"
+                 : "");
     info->memory_bytes = memory;
     if (type & CL_DEVICE_TYPE_CPU) {
         info->kind = TKV_DEVICE_SOFTWARE;
