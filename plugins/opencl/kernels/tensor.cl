@@ -4,12 +4,14 @@
  * later), for turbo3 K and V at head_dim 128: tc_decode_8 / tc_decode_16
  * (8 or 16 query rows a unit), and for turbo3o K and V (`auto`'s types
  * there: the turbo3 row, then 4 fp16 outliers): tc_decode_o8 (4 query rows
- * a unit, in the 8 columns of the others' shape); one launch a call. Compiled only into the program
- * device.c builds with -DTKV_TC (ocl_tensor_kernels); attention.c decides
- * which calls take it (tc_eligible) and describes the split. The design
- * and its measurements: docs/measurements/h100-2026-12-06-s18-tc/ (a CUDA
- * prototype, the fragment layouts) and h100-2026-12-06-s19-tc/ (these
- * kernels) and h100-2026-12-06-s20-fused/ (one launch).
+ * a unit, in the 8 columns of the others' shape); one launch a call.
+ * Compiled only into the program device.c builds with -DTKV_TC
+ * (ocl_tensor_kernels); attention.c decides which calls take it
+ * (tc_eligible) and describes the split. The design and its measurements:
+ * docs/measurements/h100-2026-12-06-s18-tc/ (a CUDA prototype, the fragment
+ * layouts), h100-2026-12-06-s19-tc/ (these kernels),
+ * h100-2026-12-06-s20-fused/ (one launch) and h100-2026-12-06-s21-turbo3o/
+ * (tc_decode_o8).
  *
  * The instructions are PTX in asm() (NVIDIA's OpenCL C compiler takes
  * inline PTX): mma.sync.m16n8k16 (fp16 in, fp32 sums), cp.async,
@@ -23,7 +25,7 @@
  * token's position) are cut into chunks of 4 x tiles_per_warp tiles of 16
  * rows; warp w of a chunk walks its tiles_per_warp consecutive tiles. A
  * tile lies in one pool block (attention.c: block_tokens is a multiple of
- * 16), 16 rows of 50 bytes, contiguous.
+ * 16), 16 rows of 50 bytes (turbo3o: 62), contiguous.
  *
  * Per tile of a warp:
  * - scores: S^T (16 rows x 8 query rows) = K Q^T on mma.m16n8k16, 8 steps
@@ -48,8 +50,9 @@
  *   chunk.
  * - turbo3o (OUT): a score adds sum_o (pre q[i_o]) x_o from the unrotated
  *   queries (qu); V's outliers are summed unrotated per warp (ou: lane (q,
- *   o) adds outlier o of a row with a weight, row after row), the turbo
- *   part's weights scaled by V's scale in the B fragments; each chunk's
+ *   o, h) adds outlier o of row r + 8 h where it has a weight, the two
+ *   half-warps one after the other), the turbo part's weights scaled by
+ *   V's scale in the B fragments; each chunk's
  *   record is R^T o plus the outlier sums (the merge rotates nothing).
  *   Two tiles in flight instead of three: the outlier sums take the third's
  *   local memory (48 KB at most).
