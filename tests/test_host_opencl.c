@@ -39,7 +39,9 @@
 #define KV 2        /* kv heads */
 #define D 128       /* head_dim */
 #define QH 8        /* query heads */
-#define PREFILL 37  /* prompt tokens: blocks of 16, the last one partly filled */
+#define PREFILL 46  /* prompt tokens: blocks of 16, the last one partly filled; the
+                       * third decode step opens a block (its appends write new
+                       * block-table entries) */
 #define STEPS 3     /* decode steps: f32, f16, bf16 tensors */
 #define CAP 64
 /* test_backends' conformance tolerance, plus one unit in the last place of

@@ -139,6 +139,11 @@ void ocl_stage_release(struct ocl_device *d)
         free(d->stage[i].host);
         d->stage[i] = (struct ocl_stage){ 0 };
     }
+    free(d->up_last);
+    free(d->up_next);
+    d->up_last = d->up_next = NULL;
+    d->up_cap = d->up_last_bytes = 0;
+    d->up_last_valid = 0;
 }
 
 /* ---- device tensors ------------------------------------------------------------------ */

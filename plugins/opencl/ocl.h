@@ -107,6 +107,8 @@ struct ocl_append_slot {
  * tracked by an event; a slot is reused once its write has completed, so
  * a recording of a few layers never waits. */
 #define OCL_STAGE_SLOTS 64u
+/* block-table entries of a queued append kept for the next (ocl_device) */
+#define OCL_TABLE_ENTRIES 16u
 struct ocl_stage {
     void *host;
     size_t size;
@@ -162,6 +164,19 @@ struct ocl_device {
     struct ocl_stage stage[OCL_STAGE_SLOTS];
     uint32_t stage_next;
     struct ocl_scratch widen; /* device tensors widened to f32 */
+    /* the block-table entries the last queued append put in scratch.table
+     * (quantize.c: append_device), which the next reuses when its are the
+     * same: the K and V appends of every layer of a decode step */
+    uint32_t table_entries[OCL_TABLE_ENTRIES];
+    uint32_t table_b0, table_n;
+    int table_valid;
+    /* a queued attention's description (sequences, blocks, units) as the
+     * last one went into scratch.upload, and a buffer to build the next in:
+     * the layers of a decode step describe the same rows, and one that
+     * matches is not written again (attention.c: upload) */
+    uint32_t *up_last, *up_next;
+    size_t up_cap, up_last_bytes;
+    int up_last_valid;
 };
 
 /* The first of the four attention kernels (2, 4, 8, 16 query rows) for a

@@ -32,6 +32,7 @@ static int upload_blocks(struct ocl_device *d, const struct tkv_pool *pool, cons
     const uint32_t b0 = first_pos / pool->block_tokens;
     const uint32_t b1 = (uint32_t)(((uint64_t)first_pos + n_tokens - 1u) / pool->block_tokens);
     const size_t bytes = ((size_t)b1 - b0 + 1u) * sizeof(cl_uint);
+    d->table_valid = 0; /* scratch.table rewritten */
     int rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table");
     if (rc != TKV_OK)
         return rc;
@@ -124,15 +125,21 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
                              direct ? &slot->written : NULL)) != TKV_OK)
             return rc;
     }
-    /* queued: the device starts on it now, not at the next op's wait */
+    /* queued: the device starts on it now, not at the next op's wait (a
+     * pair's keys with its values, the next op) */
+    if (TKV_ARGS_HAS(a, flags) && (a->flags & TKV_APPEND_PAIR_FIRST))
+        return TKV_OK;
     cl_int err = clFlush(d->queue);
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clFlush");
 }
 
 /* Rows in the host's device memory (ABI 2.2): quantize_rows reads them
  * where they are (f32) or widened on the device (f16, bf16, host.c); the
- * block-table entries go up from a staging slot. Queued on the host's
- * queue, not waited for. */
+ * block-table entries go up from a staging slot, unless scratch.table holds
+ * them already (the previous queued append's: K and V of one token, and
+ * every layer of a decode step, write the same entries; a write costs ~10
+ * us of host time on NVIDIA's driver). Queued on the host's queue, not
+ * waited for; the caller flushes. */
 static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
 {
     static const char op[] = "quantize_append";
@@ -146,13 +153,21 @@ static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
     void *host;
     uint32_t slot;
     int rc;
-    if ((rc = ocl_tensor_f32(d, a->src_dev, n, op, &from, &src_at)) != TKV_OK ||
-        (rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table")) != TKV_OK ||
-        (rc = ocl_stage_take(d, bytes, op, &host, &slot)) != TKV_OK)
+    const uint32_t n_entries = b1 - b0 + 1u;
+    const int reuse = d->table_valid && d->table_b0 == b0 && d->table_n == n_entries &&
+                      !memcmp(d->table_entries, a->blocks + b0, bytes);
+    if (!reuse)
+        d->table_valid = 0;
+    if ((rc = ocl_tensor_f32(d, a->src_dev, n, op, &from, &src_at)) != TKV_OK)
         return rc;
-    memcpy(host, a->blocks + b0, bytes);
-    if ((rc = ocl_stage_write(d, slot, d->scratch.table.mem, bytes, op)) != TKV_OK)
-        return rc;
+    if (!reuse) {
+        if ((rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table")) != TKV_OK ||
+            (rc = ocl_stage_take(d, bytes, op, &host, &slot)) != TKV_OK)
+            return rc;
+        memcpy(host, a->blocks + b0, bytes);
+        if ((rc = ocl_stage_write(d, slot, d->scratch.table.mem, bytes, op)) != TKV_OK)
+            return rc;
+    }
     table = d->scratch.table.mem;
     const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE, ROW_WORK_GROUP);
     cl_uint n_heads = a->n_heads, head_dim = pool->fmt.head_dim, rb = pool->row_bytes;
@@ -175,8 +190,13 @@ static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
     if ((rc = ocl_args(d, OCL_K_QUANTIZE, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
         (rc = ocl_launch(d, OCL_K_QUANTIZE, op, 1, groups, wg, NULL)) != TKV_OK)
         return rc;
-    cl_int err = clFlush(d->queue);
-    return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clFlush");
+    if (!reuse && n_entries <= OCL_TABLE_ENTRIES) {
+        memcpy(d->table_entries, a->blocks + b0, bytes);
+        d->table_b0 = b0;
+        d->table_n = n_entries;
+        d->table_valid = 1;
+    }
+    return TKV_OK;
 }
 
 int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
@@ -185,7 +205,16 @@ int ocl_quantize_append(void *dev, const struct tkv_append_args *a)
     uint64_t nonfinite = 0;
     int rc;
     if (TKV_ARGS_HAS(a, src_dev) && a->src_dev) {
-        if ((rc = append_device(d, a)) != TKV_OK)
+        rc = append_device(d, a);
+        /* queued: the device starts on it now, not at the host's wait; a
+         * pair's keys are flushed with its values (the next op) */
+        const int first = TKV_ARGS_HAS(a, flags) && (a->flags & TKV_APPEND_PAIR_FIRST);
+        if (!(first && rc == TKV_OK)) {
+            cl_int err = clFlush(d->queue);
+            if (rc == TKV_OK && err != CL_SUCCESS)
+                rc = ocl_fail(err, "quantize_append", "clFlush");
+        }
+        if (rc != TKV_OK)
             return rc; /* nothing staged in host memory the queue may still read */
         d->stats.rows_quantized += (uint64_t)a->n_tokens * a->n_heads;
         return TKV_OK;

@@ -141,20 +141,31 @@ inline void cp_wait_older(const uint ns)
 }
 inline void cp_wait_all(void) { asm volatile("cp.async.wait_all;"); }
 
-/* a table entry by its address in the shared window: hi pairs, and the
- * lo pairs 8 KB after them */
-inline uint tc_lds(uint addr)
+/* a table entry: its offset in the tables (tc_key's) plus the tables'
+ * address in the shared window, a constant the assembler folds into the
+ * load's immediate; hi pairs, and the lo pairs 8 KB after them */
+inline uint tc_lds(uint base, uint key)
 {
     uint v;
-    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(addr));
+    asm volatile("ld.shared.u32 %0, [%1];" : "=r"(v) : "r"(base + key));
     return v;
 }
 
-inline uint tc_lds_lo(uint addr)
+inline uint tc_lds_lo(uint base, uint key)
 {
     uint v;
-    asm volatile("ld.shared.u32 %0, [%1+8192];" : "=r"(v) : "r"(addr));
+    asm volatile("ld.shared.u32 %0, [%1+8192];" : "=r"(v) : "r"(base + key));
     return v;
+}
+
+/* 2^x of the tile loop's weights (x <= 0) and corrections: the hardware's
+ * approximation (as exp2's) with results below 2^-126 flushed to 0, a
+ * weight that adds nothing beside the row of weight 1 */
+inline float tc_exp2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 /* the lanes whose x is not 0, as bits */
@@ -185,11 +196,20 @@ inline void tc_split(float x, ushort *hi, ushort *lo)
 
 inline uint tc_pack(ushort lo, ushort hi) { return (uint)lo | (uint)hi << 16; }
 
-inline uint tc_funnel(uint lo, uint hi, uint sh) { return sh ? (lo >> sh) | (hi << (32u - sh)) : lo; }
+/* the 32 bits of hi:lo from bit sh (0 .. 31) on: one funnel shift, no
+ * select for sh = 0 */
+inline uint tc_funnel(uint lo, uint hi, uint sh)
+{
+    uint d;
+    asm("shf.r.wrap.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(lo), "r"(hi), "r"(sh));
+    return d;
+}
 
-/* The table address of a key: bits [b, b + 6) of the words x (two 3-bit
- * indices) as a column offset of 128 bytes each, plus the lane's base. */
-inline uint tc_key(const uint *x, int b, uint lanebase)
+/* The table offset of a key: bits [b, b + 6) of the words x (two 3-bit
+ * indices) as a column of 128 bytes, OR the lane's 4 bytes in it (lane4:
+ * bits 2 .. 6, the key bits 7 .. 12, so that a shift and one LOP3 make it;
+ * the tables' own address is added as a constant in tc_lds). */
+inline uint tc_key(const uint *x, int b, uint lane4)
 {
     uint v;
     if (b >= 7) {
@@ -198,13 +218,13 @@ inline uint tc_key(const uint *x, int b, uint lanebase)
     } else {
         v = x[0] << (7 - b);
     }
-    return (v & (63u << 7)) + lanebase;
+    return (v & (63u << 7)) | lane4;
 }
 
-inline uint tc_key64(ulong e, int b, uint lanebase)
+inline uint tc_key64(ulong e, int b, uint lane4)
 {
     const uint v = b >= 7 ? (uint)(e >> (b - 7)) : (uint)e << (7 - b);
-    return (v & (63u << 7)) + lanebase;
+    return (v & (63u << 7)) | lane4;
 }
 
 inline float tc_half_at(__local const uchar *p, uint byte)
@@ -332,11 +352,10 @@ inline uint tc_row(tc_unit u, uint n_q_heads, uint ratio, uint kvh, uint uu)
  * slot (rb: the row bytes, a tile's uint4; lane's share: 16 bytes, and 16
  * more for lanes below rb - 32). */
 inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
-                     __global const uint *bt_of, uint row, uint bt, ulong k_block_stride,
+                     __global const uint *bt_of, uint b, uint in, ulong k_block_stride,
                      ulong k_head_off, ulong v_block_stride, ulong v_head_off, __local uint4 *dst,
                      uint lane, const uint rb)
 {
-    const uint b = row / bt, in = row - b * bt;
     const ulong blk = bt_of[b];
     __global const uint4 *tk =
         (__global const uint4 *)(kbuf + blk * k_block_stride + k_head_off + (ulong)in * rb);
@@ -501,10 +520,13 @@ inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT, const 
     for (int i = 0; i < (int)NS - 1; i++) {
         const uint row = begin + 16u * (uint)i;
         if (row < end)
-            tc_fetch(kbuf, vbuf, bt_of, row, bt, k_block_stride, k_head_off, v_block_stride,
-                     v_head_off, wring + i * SLOT, lane, RB);
+            tc_fetch(kbuf, vbuf, bt_of, row / bt, row % bt, k_block_stride, k_head_off,
+                     v_block_stride, v_head_off, wring + i * SLOT, lane, RB);
         cp_commit();
     }
+    /* the block and the row in it of the loop's next fetch (16 rows on a
+     * tile; bt is a multiple of 16): no division a tile */
+    uint fb = (begin + 16u * (NS - 1u)) / bt, fin = (begin + 16u * (NS - 1u)) % bt;
 
     /* 2. the tables of centroid pairs (work-items 0 .. 63 make a pair each
      * in ps, then all copy them into one column a lane); the unit's queries
@@ -593,9 +615,10 @@ TC_UNROLL
             o[nt][i][0] = o[nt][i][1] = o[nt][i][2] = o[nt][i][3] = 0.0f;
     }
     __local float *pw = ps + warp * 16u * 8u * NT;
-    /* the tables by their address in the shared window: a key's address
-     * is then one shift, one AND and one ADD of the index bits */
-    const uint lb = (uint)(size_t)tables + 4u * lane;
+    /* a key's table offset is one shift and one LOP3 of the index bits
+     * (tc_key), the tables' address in the shared window a constant of the
+     * loads (tc_lds) */
+    const uint lb = 4u * lane, tb = (uint)(size_t)tables;
     /* one n-tile's query fragments in registers (32 of them; two n-tiles'
      * would not fit beside the accumulators) */
     uint4 qreg[8];
@@ -615,6 +638,9 @@ TC_UNROLL
      * (gmax, by tile parity), every warp through every tile of the chunk:
      * one barrier a tile */
     const int shared_max = threshold > 0.0f;
+    /* 2^(s - m) >= threshold as s - m >= log2(threshold): no exp2 for
+     * the exchanged max (the same rule up to exp2's rounding) */
+    const float lthr = shared_max ? log2(threshold) : 0.0f;
     __local float *gmax = ps + TC_W * 16u * 8u * NT;
     uint parity = 0;
     for (uint base = begin; base < begin + per_warp; base += 16u, parity ^= 1u) {
@@ -624,9 +650,14 @@ TC_UNROLL
         {
             const uint nb = base + 16u * (NS - 1u);
             if (nb < end)
-                tc_fetch(kbuf, vbuf, bt_of, nb, bt, k_block_stride, k_head_off, v_block_stride,
+                tc_fetch(kbuf, vbuf, bt_of, fb, fin, k_block_stride, k_head_off, v_block_stride,
                          v_head_off, wring + ((slot + (int)NS - 1) % (int)NS) * SLOT, lane, RB);
             cp_commit();
+            fin += 16u;
+            if (fin == bt) {
+                fin = 0u;
+                fb++;
+            }
             cp_wait_older(NS);
         }
         warp_sync();
@@ -650,7 +681,7 @@ TC_UNROLL
         const float svb_ = g + 8u < n_in ? tc_half_at(svb, (g + 8u) * RB) : 0.0f;
         float c[2][3][4];
 TC_UNROLL
-        for (uint nt = 0; nt < NT; nt++)
+        for (uint nt = 0; nt < 2u; nt++)
 TC_UNROLL
             for (int j = 0; j < 3; j++)
                 c[nt][j][0] = c[nt][j][1] = c[nt][j][2] = c[nt][j][3] = 0.0f;
@@ -658,18 +689,29 @@ TC_UNROLL
         for (int s = 0; s < 8; s++) {
             const uint A0 = tc_key(xa, 12 * s, lb), A1 = tc_key(xa, 12 * s + 6, lb);
             const uint B0 = tc_key(xb, 12 * s, lb), B1 = tc_key(xb, 12 * s + 6, lb);
-            const uint h0 = tc_lds(A0), h1 = tc_lds(B0);
-            const uint h2 = tc_lds(A1), h3 = tc_lds(B1);
-            const uint l0 = tc_lds_lo(A0), l1 = tc_lds_lo(B0);
-            const uint l2 = tc_lds_lo(A1), l3 = tc_lds_lo(B1);
+            const uint h0 = tc_lds(tb, A0), h1 = tc_lds(tb, B0);
+            const uint h2 = tc_lds(tb, A1), h3 = tc_lds(tb, B1);
+            const uint l0 = tc_lds_lo(tb, A0), l1 = tc_lds_lo(tb, B0);
+            const uint l2 = tc_lds_lo(tb, A1), l3 = tc_lds_lo(tb, B1);
+            /* one n-tile: the even and the odd steps into c[0] and c[1],
+             * six chains of four products (the products' latency, not
+             * their issue, paced a tile's scores with three of eight) */
 TC_UNROLL
             for (uint nt = 0; nt < NT; nt++) {
                 const uint4 qf = NT == 1u ? qreg[s] : qfrag[(nt * 8u + (uint)s) * 32u + lane];
-                mma16816(c[nt][0], h0, h1, h2, h3, qf.x, qf.y);
-                mma16816(c[nt][1], h0, h1, h2, h3, qf.z, qf.w);
-                mma16816(c[nt][2], l0, l1, l2, l3, qf.x, qf.y);
+                const uint ct = NT == 1u ? (uint)s & 1u : nt;
+                mma16816(c[ct][0], h0, h1, h2, h3, qf.x, qf.y);
+                mma16816(c[ct][1], h0, h1, h2, h3, qf.z, qf.w);
+                mma16816(c[ct][2], l0, l1, l2, l3, qf.x, qf.y);
             }
         }
+        if (NT == 1u)
+TC_UNROLL
+            for (int i = 0; i < 4; i++) {
+                c[0][0][i] += c[1][0][i];
+                c[0][1][i] += c[1][1][i];
+                c[0][2][i] += c[1][2][i];
+            }
         const uint ja = base + g, jb = base + g + 8u;
         const int ia = g < n_in, ib = g + 8u < n_in;
         /* OUT: the outliers' share of the scores, sum_o (pre q[i_o]) x_o,
@@ -757,12 +799,12 @@ TC_UNROLL
         for (uint nt = 0; nt < NT; nt++) {
             const float s00 = sc[nt][0], s01 = sc[nt][1], s10 = sc[nt][2], s11 = sc[nt][3];
             const float n0 = nm[nt][0], n1 = nm[nt][1];
-            corr[nt][0] = n0 == -INFINITY ? 1.0f : exp2(m[nt][0] - n0);
-            corr[nt][1] = n1 == -INFINITY ? 1.0f : exp2(m[nt][1] - n1);
-            const float p00 = s00 == -INFINITY ? 0.0f : exp2(s00 - n0);
-            const float p10 = s10 == -INFINITY ? 0.0f : exp2(s10 - n0);
-            const float p01 = s01 == -INFINITY ? 0.0f : exp2(s01 - n1);
-            const float p11 = s11 == -INFINITY ? 0.0f : exp2(s11 - n1);
+            corr[nt][0] = m[nt][0] == n0 ? 1.0f : tc_exp2(m[nt][0] - n0);
+            corr[nt][1] = m[nt][1] == n1 ? 1.0f : tc_exp2(m[nt][1] - n1);
+            const float p00 = s00 == -INFINITY ? 0.0f : tc_exp2(s00 - n0);
+            const float p10 = s10 == -INFINITY ? 0.0f : tc_exp2(s10 - n0);
+            const float p01 = s01 == -INFINITY ? 0.0f : tc_exp2(s01 - n1);
+            const float p11 = s11 == -INFINITY ? 0.0f : tc_exp2(s11 - n1);
             l[nt][0] = l[nt][0] * corr[nt][0] + p00 + p10;
             l[nt][1] = l[nt][1] * corr[nt][1] + p01 + p11;
             m[nt][0] = n0;
@@ -771,10 +813,10 @@ TC_UNROLL
              * chunk): a visible row's V is left out where its weight
              * against the chunk's running max is below the threshold; it
              * still counts in l */
-            const int k00 = (shared_max ? exp2(s00 - dm[nt][0]) : p00) >= threshold;
-            const int k01 = (shared_max ? exp2(s01 - dm[nt][1]) : p01) >= threshold;
-            const int k10 = (shared_max ? exp2(s10 - dm[nt][0]) : p10) >= threshold;
-            const int k11 = (shared_max ? exp2(s11 - dm[nt][1]) : p11) >= threshold;
+            const int k00 = shared_max ? s00 - dm[nt][0] >= lthr : p00 >= threshold;
+            const int k01 = shared_max ? s01 - dm[nt][1] >= lthr : p01 >= threshold;
+            const int k10 = shared_max ? s10 - dm[nt][0] >= lthr : p10 >= threshold;
+            const int k11 = shared_max ? s11 - dm[nt][1] >= lthr : p11 >= threshold;
             skipped[nt][0] += (uint)(s00 != -INFINITY && !k00) + (uint)(s10 != -INFINITY && !k10);
             skipped[nt][1] += (uint)(s01 != -INFINITY && !k01) + (uint)(s11 != -INFINITY && !k11);
             __local float *pn = pw + nt * 8u;
@@ -833,20 +875,33 @@ TC_UNROLL
                 od[pr] = (F0 & MO) >> 3 | (F1 & MO);
             }
         }
+        /* the sums times the tile's corrections, where a running max of
+         * the warp moved (most tiles at long contexts move none) */
+        int moved = 0;
+TC_UNROLL
+        for (uint nt = 0; nt < NT; nt++)
+            moved |= corr[nt][0] != 1.0f || corr[nt][1] != 1.0f;
+        const uint moves = tc_ballot(moved);
+        if (moves)
+TC_UNROLL
+            for (int mm = 0; mm < 8; mm++)
+TC_UNROLL
+                for (uint nt = 0; nt < NT; nt++) {
+                    o[nt][mm][0] *= corr[nt][0];
+                    o[nt][mm][1] *= corr[nt][1];
+                    o[nt][mm][2] *= corr[nt][0];
+                    o[nt][mm][3] *= corr[nt][1];
+                }
 TC_UNROLL
         for (int mm = 0; mm < 8; mm++) {
             const uint A0 = tc_key64(ev[0], 6 * mm, lb), A1 = tc_key64(od[0], 6 * mm, lb);
             const uint A2 = tc_key64(ev[1], 6 * mm, lb), A3 = tc_key64(od[1], 6 * mm, lb);
-            const uint h0 = tc_lds(A0), h1 = tc_lds(A1);
-            const uint h2 = tc_lds(A2), h3 = tc_lds(A3);
-            const uint l0 = tc_lds_lo(A0), l1 = tc_lds_lo(A1);
-            const uint l2 = tc_lds_lo(A2), l3 = tc_lds_lo(A3);
+            const uint h0 = tc_lds(tb, A0), h1 = tc_lds(tb, A1);
+            const uint h2 = tc_lds(tb, A2), h3 = tc_lds(tb, A3);
+            const uint l0 = tc_lds_lo(tb, A0), l1 = tc_lds_lo(tb, A1);
+            const uint l2 = tc_lds_lo(tb, A2), l3 = tc_lds_lo(tb, A3);
 TC_UNROLL
             for (uint nt = 0; nt < NT; nt++) {
-                o[nt][mm][0] *= corr[nt][0];
-                o[nt][mm][1] *= corr[nt][1];
-                o[nt][mm][2] *= corr[nt][0];
-                o[nt][mm][3] *= corr[nt][1];
                 mma16816(o[nt][mm], h0, h1, h2, h3, bh[nt][0], bh[nt][1]);
                 mma16816(o[nt][mm], h0, h1, h2, h3, bl[nt][0], bl[nt][1]);
                 mma16816(o[nt][mm], l0, l1, l2, l3, bh[nt][0], bh[nt][1]);
@@ -862,7 +917,7 @@ TC_UNROLL
              * collide); first the sums times the tile's corrections where a
              * running max moved */
             __local float *ow = ou + warp * TC_OUT_ROWS * TC_OUP;
-            if (tc_ballot(corr[0][0] != 1.0f || corr[0][1] != 1.0f))
+            if (moves)
                 for (uint i = lane; i < TC_OUT_ROWS * TC_HD; i += 32u)
                     ow[i / TC_HD * TC_OUP + i % TC_HD] *= cw[i / TC_HD];
             warp_sync();
