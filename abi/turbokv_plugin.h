@@ -61,7 +61,7 @@
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 2u
-#define TKV_ABI_MINOR 5u
+#define TKV_ABI_MINOR 6u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -447,6 +447,17 @@ struct tkv_plugin {
      * outlier-split types (turbokv_caps.h) --- */
     /* --- ABI 2.5: no new member; tkv_append_args.flags (the reserved word
      * before) marks the keys' and values' appends of one cache append --- */
+
+    /* --- ABI 2.6 --- */
+    /* Optional. The keys' and values' appends of one cache append in one
+     * call (k->flags TKV_APPEND_PAIR_FIRST, v->flags TKV_APPEND_PAIR_SECOND,
+     * both validated as for quantize_append), so that a plugin may make
+     * them one launch; without it the core makes the two quantize_append
+     * calls. Same tokens, heads and block-table entries; each its own
+     * pool. On failure neither append may be half done in a way the
+     * single calls would not leave it. */
+    int (*quantize_append_pair)(void *dev, const struct tkv_append_args *k,
+                                const struct tkv_append_args *v);
 };
 
 /* The one exported symbol. core_abi_major/minor: the core's version. */

@@ -161,6 +161,9 @@ static const struct abi_sizes {
     /* 2.5: no new member; append's flags (its reserved word before) */
     [5] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
+    /* 2.6: the descriptor's quantize_append_pair op; no argument struct grew */
+    [6] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+            sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
 
 /* What the core makes of a device's capabilities as the plugin filled
@@ -689,8 +692,15 @@ int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struc
     int rc = append_checked(d, kbuf, k);
     if (rc == TKV_OK)
         rc = append_checked(d, vbuf, v);
-    if (rc == TKV_OK)
-        rc = append_call(d, k);
+    if (rc != TKV_OK)
+        return rc;
+    if (d->mod->minor >= 6 && d->mod->ops.quantize_append_pair) {
+        TRACE(d, "quantize_append_pair(%s, %s, %u tokens x %u heads at %u, block_tokens %u)",
+              tkv_type_name(k->pool.fmt.type), tkv_type_name(v->pool.fmt.type), k->n_tokens, k->n_heads,
+              k->first_pos, k->pool.block_tokens);
+        PLUGIN_CALL(d, d->mod->ops.quantize_append_pair(d->dev, k, v));
+    }
+    rc = append_call(d, k);
     return rc != TKV_OK ? rc : append_call(d, v);
 }
 

@@ -162,6 +162,7 @@ int ocl_enumerate(struct ocl_found *found, uint32_t max, uint32_t *n_found)
 static const char *const kernel_names[OCL_K_SPEC] = {
     [OCL_K_QUANTIZE] = "quantize_rows",  [OCL_K_DEQUANTIZE] = "dequantize_rows",
     [OCL_K_WIDEN] = "widen_elems",       [OCL_K_NARROW] = "narrow_elems",
+    [OCL_K_QUANTIZE_PAIR] = "quantize_pair_rows",
     [OCL_K_DECODE] = "attn_decode_2",    [OCL_K_DECODE + 1] = "attn_decode_4",
     [OCL_K_DECODE + 2] = "attn_decode_8", [OCL_K_DECODE + 3] = "attn_decode_16",
 };

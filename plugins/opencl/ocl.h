@@ -57,6 +57,7 @@ enum ocl_kernel {
     OCL_K_DEQUANTIZE,
     OCL_K_WIDEN,  /* kernels/convert.cl: device tensors in f16 / bf16 */
     OCL_K_NARROW,
+    OCL_K_QUANTIZE_PAIR, /* kernels/rows.cl: a K/V pair's appends in one launch */
     OCL_K_DECODE, /* + log2(query rows / 2) */
     OCL_K_SPEC = OCL_K_DECODE + 4, /* + 4 x slot + log2(query rows / 2) */
     /* kernels/tensor.cl (the tensor-core program, built on first use):
@@ -292,6 +293,8 @@ static inline struct ocl_buffer *ocl_buffer_of(const void *buf)
 /* ---- the ops (quantize.c, attention.c) --------------------------------------- */
 
 int ocl_quantize_append(void *dev, const struct tkv_append_args *args);
+int ocl_quantize_append_pair(void *dev, const struct tkv_append_args *k,
+                             const struct tkv_append_args *v);
 int ocl_dequantize(void *dev, const struct tkv_dequant_args *args);
 int ocl_attention(void *dev, const struct tkv_attention_args *args);
 

@@ -367,6 +367,7 @@ static const struct tkv_plugin ocl_plugin = {
     .dequantize = ocl_dequantize,
     .stats = ocl_stats,
     .host_device = ocl_host_device,
+    .quantize_append_pair = ocl_quantize_append_pair,
 };
 
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major,

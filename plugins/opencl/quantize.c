@@ -133,12 +133,40 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clFlush");
 }
 
+/* Block-table entries b0 .. b1 of blocks into scratch.table from a staging
+ * slot, unless it holds them already (the previous queued append's: K and
+ * V of one token, and every layer of a decode step, write the same
+ * entries; a write costs ~10 us of host time on NVIDIA's driver). */
+static int table_upload(struct ocl_device *d, const uint32_t *blocks, uint32_t b0, uint32_t b1,
+                        const char *op)
+{
+    const uint32_t n_entries = b1 - b0 + 1u;
+    const size_t bytes = (size_t)n_entries * sizeof(cl_uint);
+    if (d->table_valid && d->table_b0 == b0 && d->table_n == n_entries &&
+        !memcmp(d->table_entries, blocks + b0, bytes))
+        return TKV_OK;
+    d->table_valid = 0;
+    void *host;
+    uint32_t slot;
+    int rc;
+    if ((rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table")) != TKV_OK ||
+        (rc = ocl_stage_take(d, bytes, op, &host, &slot)) != TKV_OK)
+        return rc;
+    memcpy(host, blocks + b0, bytes);
+    if ((rc = ocl_stage_write(d, slot, d->scratch.table.mem, bytes, op)) != TKV_OK)
+        return rc;
+    if (n_entries <= OCL_TABLE_ENTRIES) {
+        memcpy(d->table_entries, blocks + b0, bytes);
+        d->table_b0 = b0;
+        d->table_n = n_entries;
+        d->table_valid = 1;
+    }
+    return TKV_OK;
+}
+
 /* Rows in the host's device memory (ABI 2.2): quantize_rows reads them
  * where they are (f32) or widened on the device (f16, bf16, host.c); the
- * block-table entries go up from a staging slot, unless scratch.table holds
- * them already (the previous queued append's: K and V of one token, and
- * every layer of a decode step, write the same entries; a write costs ~10
- * us of host time on NVIDIA's driver). Queued on the host's queue, not
+ * block-table entries by table_upload. Queued on the host's queue, not
  * waited for; the caller flushes. */
 static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
 {
@@ -147,27 +175,12 @@ static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
     const uint64_t n = (uint64_t)a->n_tokens * a->n_heads * pool->fmt.head_dim;
     const uint32_t b0 = a->first_pos / pool->block_tokens;
     const uint32_t b1 = (uint32_t)(((uint64_t)a->first_pos + a->n_tokens - 1u) / pool->block_tokens);
-    const size_t bytes = ((size_t)b1 - b0 + 1u) * sizeof(cl_uint);
     cl_mem from, table;
     cl_uint src_at;
-    void *host;
-    uint32_t slot;
     int rc;
-    const uint32_t n_entries = b1 - b0 + 1u;
-    const int reuse = d->table_valid && d->table_b0 == b0 && d->table_n == n_entries &&
-                      !memcmp(d->table_entries, a->blocks + b0, bytes);
-    if (!reuse)
-        d->table_valid = 0;
-    if ((rc = ocl_tensor_f32(d, a->src_dev, n, op, &from, &src_at)) != TKV_OK)
+    if ((rc = ocl_tensor_f32(d, a->src_dev, n, op, &from, &src_at)) != TKV_OK ||
+        (rc = table_upload(d, a->blocks, b0, b1, op)) != TKV_OK)
         return rc;
-    if (!reuse) {
-        if ((rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table")) != TKV_OK ||
-            (rc = ocl_stage_take(d, bytes, op, &host, &slot)) != TKV_OK)
-            return rc;
-        memcpy(host, a->blocks + b0, bytes);
-        if ((rc = ocl_stage_write(d, slot, d->scratch.table.mem, bytes, op)) != TKV_OK)
-            return rc;
-    }
     table = d->scratch.table.mem;
     const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE, ROW_WORK_GROUP);
     cl_uint n_heads = a->n_heads, head_dim = pool->fmt.head_dim, rb = pool->row_bytes;
@@ -190,12 +203,6 @@ static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
     if ((rc = ocl_args(d, OCL_K_QUANTIZE, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
         (rc = ocl_launch(d, OCL_K_QUANTIZE, op, 1, groups, wg, NULL)) != TKV_OK)
         return rc;
-    if (!reuse && n_entries <= OCL_TABLE_ENTRIES) {
-        memcpy(d->table_entries, a->blocks + b0, bytes);
-        d->table_b0 = b0;
-        d->table_n = n_entries;
-        d->table_valid = 1;
-    }
     return TKV_OK;
 }
 
@@ -279,4 +286,81 @@ int ocl_dequantize(void *dev, const struct tkv_dequant_args *a)
     if (rc != TKV_OK)
         clFinish(d->queue); /* nothing queued may still read the host's block table */
     return rc;
+}
+
+/* Both rows f32 in the host's buffers at word offsets the kernel's uint
+ * reaches, and the same tokens, heads and block-table entries. */
+static int pair_in_one_launch(const struct tkv_append_args *k, const struct tkv_append_args *v)
+{
+    const struct tkv_device_tensor *ks = TKV_ARGS_HAS(k, src_dev) ? k->src_dev : NULL;
+    const struct tkv_device_tensor *vs = TKV_ARGS_HAS(v, src_dev) ? v->src_dev : NULL;
+    if (!ks || !vs || ks->elem != TKV_ELEM_F32 || vs->elem != TKV_ELEM_F32 ||
+        ks->offset / 4u > UINT32_MAX || vs->offset / 4u > UINT32_MAX)
+        return 0;
+    if (k->n_tokens != v->n_tokens || k->first_pos != v->first_pos || k->n_heads != v->n_heads ||
+        k->pool.fmt.head_dim != v->pool.fmt.head_dim ||
+        k->pool.block_tokens != v->pool.block_tokens ||
+        (uint64_t)k->n_tokens * k->n_heads > UINT32_MAX / 2u)
+        return 0;
+    const uint32_t b0 = k->first_pos / k->pool.block_tokens;
+    const uint32_t b1 =
+        (uint32_t)(((uint64_t)k->first_pos + k->n_tokens - 1u) / k->pool.block_tokens);
+    return k->blocks == v->blocks ||
+           !memcmp(k->blocks + b0, v->blocks + b0, ((size_t)b1 - b0 + 1u) * sizeof(uint32_t));
+}
+
+/* The keys' and values' appends of one cache append (ABI 2.6): f32 rows in
+ * the host's buffers go up as one launch of quantize_pair_rows (a decode
+ * step's layer: one launch less, ~7.6 us of host time on NVIDIA's driver
+ * and a kernel's latency on the device); anything else as the two
+ * appends, in order. */
+int ocl_quantize_append_pair(void *dev, const struct tkv_append_args *k,
+                             const struct tkv_append_args *v)
+{
+    static const char op[] = "quantize_append";
+    struct ocl_device *d = dev;
+    if (!pair_in_one_launch(k, v)) {
+        int rc = ocl_quantize_append(dev, k);
+        return rc != TKV_OK ? rc : ocl_quantize_append(dev, v);
+    }
+    const struct tkv_pool *kp = &k->pool, *vp = &v->pool;
+    const uint64_t n = (uint64_t)k->n_tokens * k->n_heads * kp->fmt.head_dim;
+    const uint32_t b0 = k->first_pos / kp->block_tokens;
+    const uint32_t b1 = (uint32_t)(((uint64_t)k->first_pos + k->n_tokens - 1u) / kp->block_tokens);
+    cl_mem ks, vs;
+    cl_uint k_at, v_at;
+    int rc;
+    if ((rc = ocl_tensor_f32(d, k->src_dev, n, op, &ks, &k_at)) != TKV_OK ||
+        (rc = ocl_tensor_f32(d, v->src_dev, n, op, &vs, &v_at)) != TKV_OK ||
+        (rc = table_upload(d, k->blocks, b0, b1, op)) != TKV_OK)
+        return rc;
+    cl_uint n_rows = k->n_tokens * k->n_heads, n_heads = k->n_heads, head_dim = kp->fmt.head_dim;
+    cl_uint block0 = b0, first_pos = k->first_pos, bt = kp->block_tokens;
+    cl_uint k_rb = kp->row_bytes, v_rb = vp->row_bytes;
+    cl_ulong k_bs = kp->block_stride, k_hs = kp->head_stride;
+    cl_ulong v_bs = vp->block_stride, v_hs = vp->head_stride;
+    cl_uint4 k_fmt = { { kp->fmt.type, kp->fmt.rotation, kp->fmt.scale_mode, 0 } };
+    cl_uint4 v_fmt = { { vp->fmt.type, vp->fmt.rotation, vp->fmt.scale_mode, 0 } };
+    cl_mem k_dst = ocl_buffer_of(kp->buf)->mem, v_dst = ocl_buffer_of(vp->buf)->mem;
+    cl_mem table = d->scratch.table.mem;
+    const struct ocl_karg args[] = {
+        OCL_ARG(ks),     OCL_ARG(k_at),   OCL_ARG(vs),    OCL_ARG(v_at),      OCL_ARG(n_rows),
+        OCL_ARG(n_heads), OCL_ARG(head_dim), OCL_ARG(k_dst), OCL_ARG(v_dst),  OCL_ARG(table),
+        OCL_ARG(block0), OCL_ARG(first_pos), OCL_ARG(bt), OCL_ARG(k_bs),      OCL_ARG(k_hs),
+        OCL_ARG(k_rb),   OCL_ARG(k_fmt),  OCL_ARG(v_bs),  OCL_ARG(v_hs),      OCL_ARG(v_rb),
+        OCL_ARG(v_fmt),  OCL_ARG(d->tables),
+    };
+    /* the host's buffers may be new objects at released ones' addresses */
+    d->args[OCL_K_QUANTIZE_PAIR][0].set = 0;
+    d->args[OCL_K_QUANTIZE_PAIR][2].set = 0;
+    const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE_PAIR, ROW_WORK_GROUP);
+    size_t groups[3] = { 2u * (size_t)n_rows, 1, 1 };
+    cl_int err;
+    if ((rc = ocl_args(d, OCL_K_QUANTIZE_PAIR, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
+        (rc = ocl_launch(d, OCL_K_QUANTIZE_PAIR, op, 1, groups, wg, NULL)) != TKV_OK)
+        return rc;
+    if ((err = clFlush(d->queue)) != CL_SUCCESS)
+        return ocl_fail(err, op, "clFlush");
+    d->stats.rows_quantized += 2u * (uint64_t)n_rows;
+    return TKV_OK;
 }

@@ -241,22 +241,21 @@ inline ulong pool_row(__global const uint *blocks, uint block0, uint block_token
            (ulong)(pos - b * block_tokens) * row_bytes;
 }
 
-/*
- * src from float src_at on: n_rows = n_tokens * n_heads rows of head_dim
- * floats, token-major; row t * n_heads + h is token first_pos + t of head h
- * (pool_row). Non-finite inputs are stored as 0 (the host counts them).
- */
-__kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads, uint head_dim,
-                            __global uchar *dst, __global const uint *blocks, uint block0,
-                            uint first_pos, uint block_tokens, ulong block_stride,
-                            ulong head_stride, uint row_bytes, uint type, uint rotation,
-                            uint scale_mode, __global const float *tab)
+/* Row `row` of src (from float src_at on: n_tokens * n_heads rows of
+ * head_dim floats, token-major; row t * n_heads + h is token first_pos + t
+ * of head h, pool_row) quantized into dst by one work-group, with its local
+ * arrays (x, y, r, idx: head_dim each; norm, norm_q, shat: TKV_MAX_GROUPS).
+ * Non-finite inputs are stored as 0 (the host counts them). */
+inline void quantize_row(__global const float *src, uint src_at, uint row, uint n_heads,
+                         uint head_dim, __global uchar *dst, __global const uint *blocks,
+                         uint block0, uint first_pos, uint block_tokens, ulong block_stride,
+                         ulong head_stride, uint row_bytes, uint type, uint rotation,
+                         uint scale_mode, __global const float *tab, __local float *x,
+                         __local float *y, __local float *r, __local uchar *idx,
+                         __local float *norm, __local float *norm_q, __local float *shat,
+                         __local int *renorm)
 {
-    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
-    __local uchar idx[TKV_HEAD_DIM_MAX];
-    __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
-    __local int renorm;
-    const uint row = get_group_id(0), lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = get_local_id(0), n = get_local_size(0);
     const uint t = row / n_heads, h = row % n_heads;
     __global const float *in = src + src_at + (ulong)row * head_dim;
     __global uchar *out = dst + pool_row(blocks, block0, block_tokens, block_stride, head_stride,
@@ -283,8 +282,54 @@ __kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads
         if (type_is_outlier(type)) /* the outliers apart, the rest as the turbo row */
             outlier_split_row(x, out + turbo_row_bytes(head_dim, type_bits(type)), head_dim, idx);
         turbo_encode_row(x, out, head_dim, type, rotation, scale_mode, tab, y, r, idx, norm, norm_q,
-                         shat, &renorm);
+                         shat, renorm);
     }
+}
+
+/* One work-group a row (quantize_row). */
+__kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads, uint head_dim,
+                            __global uchar *dst, __global const uint *blocks, uint block0,
+                            uint first_pos, uint block_tokens, ulong block_stride,
+                            ulong head_stride, uint row_bytes, uint type, uint rotation,
+                            uint scale_mode, __global const float *tab)
+{
+    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
+    __local uchar idx[TKV_HEAD_DIM_MAX];
+    __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
+    __local int renorm;
+    quantize_row(src, src_at, get_group_id(0), n_heads, head_dim, dst, blocks, block0, first_pos,
+                 block_tokens, block_stride, head_stride, row_bytes, type, rotation, scale_mode, tab,
+                 x, y, r, idx, norm, norm_q, shat, &renorm);
+}
+
+/* The keys' and values' rows of one append in one launch (the plugin's
+ * quantize_append_pair, ABI 2.6): work-groups 0 .. n_rows - 1 take the
+ * keys' rows (ks from k_at, into kdst), the next n_rows the values' (vs
+ * from v_at, into vdst), with the same tokens, heads and block-table
+ * entries; each pool its own strides, row bytes, type, rotation and scale
+ * mode (k_fmt, v_fmt: type, rotation, scale_mode). */
+__kernel void quantize_pair_rows(__global const float *ks, uint k_at, __global const float *vs,
+                                 uint v_at, uint n_rows, uint n_heads, uint head_dim,
+                                 __global uchar *kdst, __global uchar *vdst,
+                                 __global const uint *blocks, uint block0, uint first_pos,
+                                 uint block_tokens, ulong k_block_stride, ulong k_head_stride,
+                                 uint k_row_bytes, uint4 k_fmt, ulong v_block_stride,
+                                 ulong v_head_stride, uint v_row_bytes, uint4 v_fmt,
+                                 __global const float *tab)
+{
+    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
+    __local uchar idx[TKV_HEAD_DIM_MAX];
+    __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
+    __local int renorm;
+    const uint g = get_group_id(0);
+    if (g < n_rows)
+        quantize_row(ks, k_at, g, n_heads, head_dim, kdst, blocks, block0, first_pos,
+                     block_tokens, k_block_stride, k_head_stride, k_row_bytes, k_fmt.x, k_fmt.y,
+                     k_fmt.z, tab, x, y, r, idx, norm, norm_q, shat, &renorm);
+    else
+        quantize_row(vs, v_at, g - n_rows, n_heads, head_dim, vdst, blocks, block0, first_pos,
+                     block_tokens, v_block_stride, v_head_stride, v_row_bytes, v_fmt.x, v_fmt.y,
+                     v_fmt.z, tab, x, y, r, idx, norm, norm_q, shat, &renorm);
 }
 
 /*
