@@ -35,7 +35,9 @@
  *   of a step is dimensions 32 t + 4 s .. + 3 of its rows: one 96-bit run
  *   of each row's indices. Two indices at a time are looked up in a table
  *   of centroid pairs (64 entries, fp16x2 hi and lo, one column per lane:
- *   no bank conflicts).
+ *   no bank conflicts; a key's offset one shift and one LOP3, the tables'
+ *   address folded into the load). The even and the odd steps sum into
+ *   separate accumulators (one n-tile): six chains of four products.
  * - visibility and online softmax per query row, in base 2 (s = log2(e) x
  *   as attn_decode's scores), the tile's max by shuffles.
  * - values: O^T (128 x 8) += V^T (128 x 16 rows) P'^T, P' = p x the row's
