@@ -165,9 +165,9 @@ struct ocl_device {
     struct ocl_stage stage[OCL_STAGE_SLOTS];
     uint32_t stage_next;
     struct ocl_scratch widen; /* device tensors widened to f32 */
-    /* the block-table entries the last queued append put in scratch.table
-     * (quantize.c: append_device), which the next reuses when its are the
-     * same: the K and V appends of every layer of a decode step */
+    /* the block-table entries the last write put in scratch.table
+     * (quantize.c: table_upload), which the next leaves out when its are
+     * the same: the K and V appends of every layer of a decode step */
     uint32_t table_entries[OCL_TABLE_ENTRIES];
     uint32_t table_b0, table_n;
     int table_valid;

@@ -22,28 +22,6 @@
 /* Work-items per row: enough for the butterflies of a 1024-value row. */
 #define ROW_WORK_GROUP 128u
 
-/* The entries of the block table that tokens first_pos .. first_pos +
- * n_tokens - 1 use, into the table scratch; *block0 gets the first one's
- * index. The write is not waited for: the op ends with a blocking read on
- * the same in-order queue (or clFinish on failure) before blocks may go. */
-static int upload_blocks(struct ocl_device *d, const struct tkv_pool *pool, const uint32_t *blocks,
-                         uint32_t first_pos, uint32_t n_tokens, const char *op, cl_uint *block0)
-{
-    const uint32_t b0 = first_pos / pool->block_tokens;
-    const uint32_t b1 = (uint32_t)(((uint64_t)first_pos + n_tokens - 1u) / pool->block_tokens);
-    const size_t bytes = ((size_t)b1 - b0 + 1u) * sizeof(cl_uint);
-    d->table_valid = 0; /* scratch.table rewritten */
-    int rc = ocl_scratch_reserve(d, &d->scratch.table, bytes, op, "block table");
-    if (rc != TKV_OK)
-        return rc;
-    cl_int err = clEnqueueWriteBuffer(d->queue, d->scratch.table.mem, CL_FALSE, 0, bytes,
-                                      blocks + b0, 0, NULL, NULL);
-    if (err != CL_SUCCESS)
-        return ocl_fail(err, op, "clEnqueueWriteBuffer(block table)");
-    *block0 = b0;
-    return TKV_OK;
-}
-
 /* Copies n floats and counts the non-finite ones (exponent all ones), which
  * the kernel stores as 0. */
 static uint64_t copy_counting(uint32_t *dst, const uint32_t *src, size_t n)
@@ -133,10 +111,11 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
     return err == CL_SUCCESS ? TKV_OK : ocl_fail(err, op, "clFlush");
 }
 
-/* Block-table entries b0 .. b1 of blocks into scratch.table from a staging
- * slot, unless it holds them already (the previous queued append's: K and
- * V of one token, and every layer of a decode step, write the same
- * entries; a write costs ~10 us of host time on NVIDIA's driver). */
+/* Block-table entries b0 .. b1 of blocks into scratch.table (where the
+ * kernels of appends and dequantize read them) from a staging slot, unless
+ * it holds them already (the previous write's: K and V of one token, and
+ * every layer of a decode step, write the same entries; a write costs ~10
+ * us of host time on NVIDIA's driver). */
 static int table_upload(struct ocl_device *d, const uint32_t *blocks, uint32_t b0, uint32_t b1,
                         const char *op)
 {
@@ -248,8 +227,12 @@ static int dequantize_chunks(struct ocl_device *d, const struct tkv_dequant_args
     if ((rc = ocl_scratch_reserve(d, &d->scratch.rows,
                                   (a->n_tokens < chunk ? a->n_tokens : chunk) * token_bytes, op,
                                   "row")) != TKV_OK ||
-        (rc = upload_blocks(d, pool, a->blocks, a->first_pos, a->n_tokens, op, &block0)) != TKV_OK)
+        (rc = table_upload(d, a->blocks, a->first_pos / pool->block_tokens,
+                           (uint32_t)(((uint64_t)a->first_pos + a->n_tokens - 1u) /
+                                      pool->block_tokens),
+                           op)) != TKV_OK)
         return rc;
+    block0 = a->first_pos / pool->block_tokens;
     cl_uint n_heads = a->n_heads, bt = pool->block_tokens, rb = pool->row_bytes;
     cl_uint head_dim = pool->fmt.head_dim, type = pool->fmt.type, rotation = pool->fmt.rotation;
     cl_uint first_pos = 0;
@@ -284,7 +267,7 @@ int ocl_dequantize(void *dev, const struct tkv_dequant_args *a)
     struct ocl_device *d = dev;
     int rc = dequantize_chunks(d, a);
     if (rc != TKV_OK)
-        clFinish(d->queue); /* nothing queued may still read the host's block table */
+        clFinish(d->queue); /* nothing queued may still read the staging */
     return rc;
 }
 
