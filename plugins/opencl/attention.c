@@ -302,7 +302,8 @@ static uint64_t tc_chunks(const struct tkv_attention_args *a, const struct attn_
     return chunks;
 }
 
-/* 8 or 16 query rows a unit (turbo3o: TC_OUT_ROWS); tiles per warp such that the call's
+/* 4, 8 or 16 query rows a unit (turbo3o: TC_OUT_ROWS; 4: tc_decode_4, the
+ * rows' hi and lo halves side by side); tiles per warp such that the call's
  * work-groups fill the compute units TC_GROUPS_PER_CU times at most (one
  * wave: the kernel's registers are capped for that many, device.c), with
  * at most TC_CHUNKS_MAX chunks a unit. Units' chunk counts round up, so
@@ -313,8 +314,12 @@ static void tc_plan(const struct ocl_device *d, const struct tkv_attention_args 
                     struct attn_plan *p)
 {
     const int out = a->k.fmt.type == TKV_TYPE_TURBO3_OUT;
-    p->qc = out ? TC_OUT_ROWS : a->max_n_q * p->ratio <= 8u ? 8u : 16u;
-    p->variant = out ? OCL_K_TC_OUT - OCL_K_TC : p->qc == 8u ? 0u : 1u;
+    const uint32_t rows = a->max_n_q * p->ratio;
+    p->qc = out ? TC_OUT_ROWS : rows <= TC_HL_ROWS ? TC_HL_ROWS : rows <= 8u ? 8u : 16u;
+    p->variant = out                     ? OCL_K_TC_OUT - OCL_K_TC
+                 : p->qc == TC_HL_ROWS ? OCL_K_TC_4 - OCL_K_TC
+                 : p->qc == 8u         ? 0u
+                                       : 1u;
     uint32_t units = 0, max_quads = 1;
     const uint64_t quads = tc_chunks(a, p, 1u, &units, &max_quads) * a->n_kv_heads;
     p->n_units = units;
@@ -530,7 +535,7 @@ static cl_float score_post(const struct tkv_attention_args *a)
     return a->softcap > 0.0f ? (cl_float)(a->softcap * M_LOG2E) : 0.0f;
 }
 
-/* tc_decode_QC or tc_decode_o8: one kernel (its event in ev[0] and ev[1]
+/* tc_decode_QC or tc_decode_o4: one kernel (its event in ev[0] and ev[1]
  * where ev). */
 static int tc_launch(struct ocl_device *d, const struct tkv_attention_args *a,
                      const struct attn_plan *p, const struct attn_layout *lay, cl_event *ev)

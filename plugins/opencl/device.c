@@ -171,7 +171,7 @@ static int create_kernels(struct ocl_device *d, cl_program program, int first, i
                           const char *op);
 
 static const char *const tc_kernel_names[OCL_K_COUNT - OCL_K_TC] = {
-    "tc_decode_8", "tc_decode_16", "tc_decode_o8",
+    "tc_decode_8", "tc_decode_16", "tc_decode_4", "tc_decode_o4",
 };
 
 static const char *kernel_name(int k)

@@ -61,10 +61,11 @@ enum ocl_kernel {
     OCL_K_DECODE, /* + log2(query rows / 2) */
     OCL_K_SPEC = OCL_K_DECODE + 4, /* + 4 x slot + log2(query rows / 2) */
     /* kernels/tensor.cl (the tensor-core program, built on first use):
-     * tc_decode_8, tc_decode_16 (turbo3), tc_decode_o8 (turbo3o) */
+     * tc_decode_8, tc_decode_16, tc_decode_4 (turbo3), tc_decode_o4 (turbo3o) */
     OCL_K_TC = OCL_K_SPEC + 4 * OCL_SPEC_SLOTS,
-    OCL_K_TC_OUT = OCL_K_TC + 2,
-    OCL_K_COUNT = OCL_K_TC + 3
+    OCL_K_TC_4 = OCL_K_TC + 2,
+    OCL_K_TC_OUT = OCL_K_TC + 3,
+    OCL_K_COUNT = OCL_K_TC + 4
 };
 #define OCL_QUERY_ROWS_MIN 2u
 #define OCL_QUERY_ROWS_MAX 16u

@@ -27,7 +27,12 @@ inline uint unpack_index(__global const uchar *p, uint i, uint bits)
 /* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
  * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
  * encode_residual of the reference, spread over the work-group. x holds the
- * sanitized row; y, r, idx, norm, norm_q, shat and renorm are scratch. */
+ * sanitized row; y, r, idx, norm, norm_q, shat and renorm are scratch.
+ * The sums in double keep the reference's order (8 running sums a group,
+ * TKV_SUM8): work-item 8 k + j sums lane j of group k, and each value's
+ * squared centroid is read from the table by its own work-item, into r,
+ * before one work-item a group adds them (a decode token's append is a
+ * chain of dependent steps: one global round trip, not sixteen, there). */
 void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim, uint type,
                       uint rotation, uint scale_mode, __global const float *tab, __local float *y,
                       __local float *r, __local uchar *idx, __local float *norm,
@@ -37,17 +42,25 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
     const uint bits = type_bits(type), n_groups = group_count(head_dim);
     const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN);
 
-    /* n = ||x|| summed in double (wide_t) as 8 running sums, rounded once */
-    for (uint k = lid; k < n_groups; k += n) {
+    /* n = ||x|| summed in double (wide_t) as 8 running sums, rounded once:
+     * lane j of group k by work-item 8 k + j (into r, free until the
+     * rotation), then the lanes added by work-item k */
+    __local wide_t *lanes = (__local wide_t *)r;
+    for (uint kj = lid; kj < n_groups * TKV_NORM_LANES; kj += n) {
+        const uint k = kj / TKV_NORM_LANES, j = kj % TKV_NORM_LANES;
         group_info g = group_by_index(head_dim, k);
-        wide_t sq[TKV_NORM_LANES] = { 0, 0, 0, 0, 0, 0, 0, 0 };
+        wide_t sq = 0;
         for (uint i = 0; i < g.size; i += TKV_NORM_LANES)
-            for (uint j = 0; j < TKV_NORM_LANES; j++)
-                sq[j] += (wide_t)x[g.first + i + j] * x[g.first + i + j];
-        norm[k] = (float)sqrt(SUM8_OF(sq));
+            sq += (wide_t)x[g.first + i + j] * x[g.first + i + j];
+        lanes[kj] = sq;
     }
     if (lid == 0u)
         *renorm = 0;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint k = lid; k < n_groups; k += n) {
+        __local const wide_t *sq = lanes + k * TKV_NORM_LANES;
+        norm[k] = (float)sqrt(SUM8_OF(sq));
+    }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint e = lid; e < head_dim; e += n) {
         float nk = norm[group_of_value(head_dim, e).index];
@@ -55,7 +68,8 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     rotate_local(y, r, head_dim, rotation, 0, tab);
-    /* nearest centroid: how many midpoints lie at or below y (ties go up) */
+    /* nearest centroid: how many midpoints lie at or below y (ties go up);
+     * its square into r for the scale's sum */
     for (uint e = lid; e < head_dim; e += n) {
         group_info g = group_of_value(head_dim, e);
         uint id = 0u;
@@ -63,6 +77,7 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
             __global const float *b = tab + tab_offset(tab, g.size, TKV_TAB_BOUNDARIES + cb);
             for (uint k = 0; k + 1u < (1u << bits); k++)
                 id += tkv_centroid_step(y[e], b[k]);
+            r[e] = tab[tab_offset(tab, g.size, TKV_TAB_CENTROID_SQ + cb) + id];
         }
         idx[e] = (uchar)id;
     }
@@ -71,11 +86,10 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         group_info g = group_by_index(head_dim, k);
         float nk = norm[k], scale = 0.0f;
         if (nk > 0.0f) {
-            __global const float *csq_tab = tab + tab_offset(tab, g.size, TKV_TAB_CENTROID_SQ + cb);
             wide_t lanes[TKV_NORM_LANES] = { 0, 0, 0, 0, 0, 0, 0, 0 };
             for (uint i = 0; i < g.size; i += TKV_NORM_LANES)
                 for (uint j = 0; j < TKV_NORM_LANES; j++)
-                    lanes[j] += csq_tab[idx[g.first + i + j]];
+                    lanes[j] += r[g.first + i + j];
             wide_t csq = SUM8_OF(lanes);
             scale = nk;
             if (scale_mode == TKV_SCALE_NORM_CORRECTED && csq > 0)
@@ -293,7 +307,8 @@ __kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads
                             ulong head_stride, uint row_bytes, uint type, uint rotation,
                             uint scale_mode, __global const float *tab)
 {
-    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
+    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX];
+    __local float r[TKV_HEAD_DIM_MAX] __attribute__((aligned(8))); /* (turbo_encode_row: doubles) */
     __local uchar idx[TKV_HEAD_DIM_MAX];
     __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
     __local int renorm;
@@ -317,7 +332,8 @@ __kernel void quantize_pair_rows(__global const float *ks, uint k_at, __global c
                                  ulong v_head_stride, uint v_row_bytes, uint4 v_fmt,
                                  __global const float *tab)
 {
-    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX], r[TKV_HEAD_DIM_MAX];
+    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX];
+    __local float r[TKV_HEAD_DIM_MAX] __attribute__((aligned(8))); /* (turbo_encode_row: doubles) */
     __local uchar idx[TKV_HEAD_DIM_MAX];
     __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
     __local int renorm;

@@ -1,17 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Decode attention on NVIDIA's tensor cores (compute capability 8.0 and
- * later), for turbo3 K and V at head_dim 128: tc_decode_8 / tc_decode_16
- * (8 or 16 query rows a unit), and for turbo3o K and V (`auto`'s types
- * there: the turbo3 row, then 4 fp16 outliers): tc_decode_o8 (4 query rows
- * a unit, in the 8 columns of the others' shape); one launch a call.
+ * later), for turbo3 K and V at head_dim 128: tc_decode_4 / tc_decode_8 /
+ * tc_decode_16 (4, 8 or 16 query rows a unit), and for turbo3o K and V
+ * (`auto`'s types there: the turbo3 row, then 4 fp16 outliers):
+ * tc_decode_o4 (4 query rows a unit); one launch a call.
  * Compiled only into the program device.c builds with -DTKV_TC
  * (ocl_tensor_kernels); attention.c decides which calls take it
  * (tc_eligible) and describes the split. The design and its measurements:
  * docs/measurements/h100-2026-12-06-s18-tc/ (a CUDA prototype, the fragment
  * layouts), h100-2026-12-06-s19-tc/ (these kernels),
  * h100-2026-12-06-s20-fused/ (one launch) and h100-2026-12-06-s21-turbo3o/
- * (tc_decode_o8).
+ * (the turbo3o kernel) and h100-2026-12-06-s23-hl/ (units of 4 rows).
  *
  * The instructions are PTX in asm() (NVIDIA's OpenCL C compiler takes
  * inline PTX): mma.sync.m16n8k16 (fp16 in, fp32 sums), cp.async,
@@ -36,14 +36,24 @@
  *   of each row's indices. Two indices at a time are looked up in a table
  *   of centroid pairs (64 entries, fp16x2 hi and lo, one column per lane:
  *   no bank conflicts; a key's offset one shift and one LOP3, the tables'
- *   address folded into the load). The even and the odd steps sum into
- *   separate accumulators (one n-tile): six chains of four products.
+ *   address folded into the load).
+ *   The even and the odd steps sum into separate accumulators (one
+ *   n-tile): six chains of four products.
+ *   Units of 4 query rows (HL: tc_decode_4, tc_decode_o4) put the rows'
+ *   q_hi in columns 0 .. 3 and their q_lo in 4 .. 7, so that two products
+ *   make the sum, k_hi (q_hi | q_lo) + k_lo (q_hi | q_lo) (q_lo k_lo too:
+ *   more exact, not less), in eight chains of two; lanes t and t ^ 2 add
+ *   their columns c and c + 4 by one shuffle, after which both hold the
+ *   row's scores of query rows (2 t + j) % 4 and run the softmax alike.
  * - visibility and online softmax per query row, in base 2 (s = log2(e) x
  *   as attn_decode's scores), the tile's max by shuffles.
  * - values: O^T (128 x 8) += V^T (128 x 16 rows) P'^T, P' = p x the row's
  *   scale, split hi / lo likewise; a second permutation gives lane g the
  *   output dimensions 16 g .. 16 g + 15; P' goes from the accumulator's
- *   layout to the operand's through local memory.
+ *   layout to the operand's through local memory. HL: column g < 4 of P'
+ *   holds the hi halves, g >= 4 the lo halves of the same weights (two
+ *   products, v_hi and v_lo, again); a chunk's record adds O's columns u
+ *   and u + 4.
  * - loads: three tiles in flight by cp.async into a ring in local memory.
  * - sparse V: a visible row whose weight 2^(s - m) is below the threshold
  *   (m: the work-group's running max through the tile, the four warps'
@@ -406,7 +416,8 @@ inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
 inline void tc_merge(tc_unit un, uint kvh, uint n_q_heads, uint ratio,
                      __global const float *recs, uint v_rotation, __global const float *tab,
                      __global float *out, __global float *orows, ulong o_at, uint skip_at,
-                     uint lse_at, __local uint4 *lmem, const uint QC, const uint OUT)
+                     uint lse_at, __local uint4 *lmem, const uint QC, const uint UR,
+                     const uint OUT)
 {
     const uint lid = get_local_id(0), warp = lid / 32u, lane = lid % 32u;
     const uint nch = un.n_chunks, rec_floats = TC_REC(QC);
@@ -461,16 +472,16 @@ TC_UNROLL
     barrier(CLK_LOCAL_MEM_FENCE);
     float x[TC_QMAX];
 TC_UNROLL
-    for (uint u = 0; u < TC_QMAX; u++) if (u < QC) {
+    for (uint u = 0; u < TC_QMAX; u++) if (u < UR) {
         const float l = stat[3u * u + 1u];
         x[u] = u < un.nu && l > 0.0f ? sums[u * TC_HD + lid] / l : 0.0f;
     }
     if (!OUT) {
         barrier(CLK_LOCAL_MEM_FENCE); /* sums read: tc_rotate's buffers */
-        tc_rotate(x, QC, v_rotation, 1, tab, sums);
+        tc_rotate(x, UR, v_rotation, 1, tab, sums);
     }
 TC_UNROLL
-    for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+    for (uint u = 0; u < TC_QMAX; u++) if (u < UR)
         if (u < un.nu)
             orows[o_at + (ulong)tc_row(un, n_q_heads, ratio, kvh, un.u0 + u) * TC_HD + lid] = x[u];
     if (lid < un.nu) {
@@ -479,6 +490,19 @@ TC_UNROLL
         if (lse_at)
             out[lse_at + row] = M_LN2_F * (stat[3u * lid] + log2(stat[3u * lid + 1u]));
     }
+}
+
+/* Unit row u of a chunk's record: the four warps' sums (ob: TC_W x QC x
+ * 128 floats), with HL each warp's columns u (hi) and u + 4 (lo) */
+inline float tc_warp_sum(__local const float *ob, uint u, const uint QC, const uint HL)
+{
+    const uint e = get_local_id(0);
+    float x = ob[u * TC_HD + e] + ob[(QC + u) * TC_HD + e] +
+              (ob[(2u * QC + u) * TC_HD + e] + ob[(3u * QC + u) * TC_HD + e]);
+    if (HL)
+        x += ob[(u + TC_HL_ROWS) * TC_HD + e] + ob[(QC + u + TC_HL_ROWS) * TC_HD + e] +
+             (ob[(2u * QC + u + TC_HL_ROWS) * TC_HD + e] + ob[(3u * QC + u + TC_HL_ROWS) * TC_HD + e]);
+    return x;
 }
 
 /* The local memory of a work-group, in uint4 (QC = 8 NT), at most 48 KB
@@ -495,14 +519,19 @@ TC_UNROLL
 #define TC_OU_AT(NT, OUT) (TC_PS_AT(NT, OUT) + 128u * (NT) + 32u)
 #define TC_LMEM(NT, OUT) (TC_OU_AT(NT, OUT) + ((OUT) ? TC_W * TC_OUT_ROWS * TC_OUP / 4u : 0u))
 
-inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT, const uint OUT)
+inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT, const uint OUT,
+                           const uint HL)
 {
-    const uint QC = 8u * NT, RB = TC_RBX(OUT), SLOT = TC_SLOT(OUT), NS = TC_NSX(OUT);
+    /* QC: the products' columns; UR: a unit's query rows (HL: the 4 rows'
+     * hi halves in columns 0 .. 3, their lo halves in 4 .. 7; OUT: 4 rows
+     * in any case, TC_OUT_ROWS) */
+    const uint QC = 8u * NT, UR = HL || OUT ? TC_HL_ROWS : QC;
+    const uint RB = TC_RBX(OUT), SLOT = TC_SLOT(OUT), NS = TC_NSX(OUT);
     const uint lid = get_local_id(0), warp = lid / 32u, lane = lid % 32u;
     const uint g = lane >> 2, t = lane & 3u;
     const uint kvh = get_group_id(0), chunk = get_group_id(1), unit_id = get_group_id(2);
-    const tc_unit un = tc_unit_of(meta, seq_at, units_at, unit_id, ratio, window,
-                                  OUT ? TC_OUT_ROWS : QC, tiles_per_warp);
+    const tc_unit un = tc_unit_of(meta, seq_at, units_at, unit_id, ratio, window, UR,
+                                  tiles_per_warp);
     if (chunk >= un.n_chunks)
         return;
     __local uint *tables = (__local uint *)lmem;
@@ -541,7 +570,7 @@ inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT, const 
     {
         float qx[TC_QMAX];
 TC_UNROLL
-        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        for (uint u = 0; u < TC_QMAX; u++) if (u < UR)
             qx[u] = u < un.nu ? qbuf[q_at + tc_row(un, n_q_heads, ratio, kvh, un.u0 + u) * TC_HD + lid]
                               : 0.0f;
         __local uint *pairs = (__local uint *)ps;
@@ -557,28 +586,32 @@ TC_UNROLL
         __local float *qv = (__local float *)tables;
         if (OUT) {
 TC_UNROLL
-            for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+            for (uint u = 0; u < TC_QMAX; u++) if (u < UR)
                 qo[u] = pre * qx[u];
             /* the warps' outlier sums start at 0 */
             for (uint i = lid; i < TC_W * TC_OUT_ROWS * TC_OUP; i += 128u)
                 ou[i] = 0.0f;
         }
-        tc_rotate(qx, QC, k_rotation, 0, tab, qv);
+        tc_rotate(qx, UR, k_rotation, 0, tab, qv);
         /* (every work-item read its share of qv's first half before the
          * last barrier it passed in tc_rotate) */
 TC_UNROLL
-        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        for (uint u = 0; u < TC_QMAX; u++) if (u < UR)
             qv[u * TC_HD + lid] = qx[u];
         barrier(CLK_LOCAL_MEM_FENCE);
+        /* HL: column c < 4 the hi halves of row c, c >= 4 the lo halves of
+         * row c - 4 (in .x, .y) */
         for (uint k = lid; k < NT * 8u * 32u; k += 128u) {
             const uint nt = k / 256u, s = k / 32u % 8u, ln = k % 32u;
             const uint col = nt * 8u + (ln >> 2), d0 = 32u * (ln & 3u) + 4u * s;
+            const uint row = HL ? col % TC_HL_ROWS : col;
             ushort hi[4], lo[4];
 TC_UNROLL
             for (uint i = 0; i < 4u; i++)
-                tc_split(pre * qv[col * TC_HD + d0 + i], &hi[i], &lo[i]);
-            qfrag[k] = (uint4)(tc_pack(hi[0], hi[1]), tc_pack(hi[2], hi[3]), tc_pack(lo[0], lo[1]),
-                               tc_pack(lo[2], lo[3]));
+                tc_split(pre * qv[row * TC_HD + d0 + i], &hi[i], &lo[i]);
+            const uint4 both = (uint4)(tc_pack(hi[0], hi[1]), tc_pack(hi[2], hi[3]),
+                                       tc_pack(lo[0], lo[1]), tc_pack(lo[2], lo[3]));
+            qfrag[k] = HL && col >= TC_HL_ROWS ? both.zwzw : both;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         for (uint i = lid; i < 2048u; i += 128u) {
@@ -594,7 +627,7 @@ TC_UNROLL
     for (uint nt = 0; nt < NT; nt++)
 TC_UNROLL
         for (uint j = 0; j < 2u; j++) {
-            const uint col = nt * 8u + 2u * t + j;
+            const uint col = HL ? (2u * t + j) % TC_HL_ROWS : nt * 8u + 2u * t + j;
             if (col < un.nu) {
                 const uint pos = un.n_ctx - un.n_q + (un.u0 + col) / ratio;
                 clo[nt][j] = window && pos + 1u > window ? pos + 1u - window : 0u;
@@ -631,7 +664,7 @@ TC_UNROLL
         /* qfrag read by every warp: qu over it ([dimension][row]) */
         barrier(CLK_LOCAL_MEM_FENCE);
 TC_UNROLL
-        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        for (uint u = 0; u < TC_QMAX; u++) if (u < UR)
             qu[lid * QC + u] = qo[u];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -681,9 +714,9 @@ TC_UNROLL
          * must be their scales) */
         const float sva = g < n_in ? tc_half_at(svb, g * RB) : 0.0f;
         const float svb_ = g + 8u < n_in ? tc_half_at(svb, (g + 8u) * RB) : 0.0f;
-        float c[2][3][4];
+        float c[4][3][4];
 TC_UNROLL
-        for (uint nt = 0; nt < 2u; nt++)
+        for (uint nt = 0; nt < 4u; nt++)
 TC_UNROLL
             for (int j = 0; j < 3; j++)
                 c[nt][j][0] = c[nt][j][1] = c[nt][j][2] = c[nt][j][3] = 0.0f;
@@ -698,6 +731,12 @@ TC_UNROLL
             /* one n-tile: the even and the odd steps into c[0] and c[1],
              * six chains of four products (the products' latency, not
              * their issue, paced a tile's scores with three of eight) */
+            /* HL: two products, k_hi (q_hi | q_lo) and k_lo (q_hi |
+             * q_lo), in eight chains of two (the steps modulo 4) */
+            if (HL) {
+                mma16816(c[s & 3][0], h0, h1, h2, h3, qreg[s].x, qreg[s].y);
+                mma16816(c[s & 3][1], l0, l1, l2, l3, qreg[s].x, qreg[s].y);
+            } else
 TC_UNROLL
             for (uint nt = 0; nt < NT; nt++) {
                 const uint4 qf = NT == 1u ? qreg[s] : qfrag[(nt * 8u + (uint)s) * 32u + lane];
@@ -707,7 +746,18 @@ TC_UNROLL
                 mma16816(c[ct][2], l0, l1, l2, l3, qf.x, qf.y);
             }
         }
-        if (NT == 1u)
+        if (HL)
+            /* column c's and c + 4's sums of a row (lanes t and t ^ 2)
+             * added: both lanes hold a row's score of query row (2 t + j) %
+             * 4, the same bits (a + b = b + a) */
+TC_UNROLL
+            for (int i = 0; i < 4; i++) {
+                const float y = (c[0][0][i] + c[1][0][i]) + (c[2][0][i] + c[3][0][i]) +
+                                ((c[0][1][i] + c[1][1][i]) + (c[2][1][i] + c[3][1][i]));
+                c[0][0][i] = y + shfl_xor(y, 2u);
+                c[0][1][i] = c[0][2][i] = 0.0f;
+            }
+        else if (NT == 1u)
 TC_UNROLL
             for (int i = 0; i < 4; i++) {
                 c[0][0][i] += c[1][0][i];
@@ -734,8 +784,9 @@ TC_UNROLL
                 const float xb_ = tc_h2f(wb[1u + o / 2u] >> (16u * (o & 1u)));
 TC_UNROLL
                 for (uint nt = 0; nt < NT; nt++) {
-                    const float2 qa = vload2(0, qu + ea * QC + nt * 8u + 2u * t);
-                    const float2 qb = vload2(0, qu + eb * QC + nt * 8u + 2u * t);
+                    const uint qcol = HL ? 2u * t % TC_HL_ROWS : nt * 8u + 2u * t;
+                    const float2 qa = vload2(0, qu + ea * QC + qcol);
+                    const float2 qb = vload2(0, qu + eb * QC + qcol);
                     osum[nt][0] = mad(qa.x, xa_, osum[nt][0]);
                     osum[nt][1] = mad(qa.y, xa_, osum[nt][1]);
                     osum[nt][2] = mad(qb.x, xb_, osum[nt][2]);
@@ -862,6 +913,10 @@ TC_UNROLL
                 tc_split(pv[i], &ph[i], &pl[i]);
             bh[nt][0] = tc_pack(ph[0], ph[1]), bh[nt][1] = tc_pack(ph[2], ph[3]);
             bl[nt][0] = tc_pack(pl[0], pl[1]), bl[nt][1] = tc_pack(pl[2], pl[3]);
+            /* HL: column g < 4 the hi halves of the weights, g >= 4 (the
+             * same weights) their lo halves */
+            if (HL && g >= TC_HL_ROWS)
+                bh[nt][0] = bl[nt][0], bh[nt][1] = bl[nt][1];
         }
         warp_sync();
         /* V: the indices of dimension 16 g + 2 mm (+1) of rows 2t, 2t + 1
@@ -905,7 +960,8 @@ TC_UNROLL
 TC_UNROLL
             for (uint nt = 0; nt < NT; nt++) {
                 mma16816(o[nt][mm], h0, h1, h2, h3, bh[nt][0], bh[nt][1]);
-                mma16816(o[nt][mm], h0, h1, h2, h3, bl[nt][0], bl[nt][1]);
+                if (!HL)
+                    mma16816(o[nt][mm], h0, h1, h2, h3, bl[nt][0], bl[nt][1]);
                 mma16816(o[nt][mm], l0, l1, l2, l3, bh[nt][0], bh[nt][1]);
             }
         }
@@ -1007,10 +1063,9 @@ TC_UNROLL
          * holds o itself, which the merge only weighs and adds */
         float x[TC_QMAX], y[TC_QMAX];
 TC_UNROLL
-        for (uint u = 0; u < TC_QMAX; u++) if (u < QC) {
+        for (uint u = 0; u < TC_QMAX; u++) if (u < UR) {
             y[u] = 0.0f;
-            x[u] = ob[u * TC_HD + lid] + ob[(QC + u) * TC_HD + lid] +
-                   (ob[(2u * QC + u) * TC_HD + lid] + ob[(3u * QC + u) * TC_HD + lid]);
+            x[u] = tc_warp_sum(ob, u, QC, HL);
             if (u >= TC_OUT_ROWS)
                 continue;
             float big = -INFINITY;
@@ -1025,17 +1080,16 @@ TC_UNROLL
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE); /* ob read: tc_rotate's buffers */
-        tc_rotate(x, QC, v_rotation, 1, tab, ob);
+        tc_rotate(x, UR, v_rotation, 1, tab, ob);
 TC_UNROLL
-        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        for (uint u = 0; u < TC_QMAX; u++) if (u < UR)
             if (u < un.nu)
                 rec[u * TC_HD + lid] = x[u] + y[u];
     } else {
 TC_UNROLL
-        for (uint u = 0; u < TC_QMAX; u++) if (u < QC)
+        for (uint u = 0; u < TC_QMAX; u++) if (u < UR)
             if (u < un.nu)
-                rec[u * TC_HD + lid] = ob[u * TC_HD + lid] + ob[(QC + u) * TC_HD + lid] +
-                                       (ob[(2u * QC + u) * TC_HD + lid] + ob[(3u * QC + u) * TC_HD + lid]);
+                rec[u * TC_HD + lid] = tc_warp_sum(ob, u, QC, HL);
     }
     if (lid < un.nu) {
         float big = -INFINITY, sum = 0.0f, sk = 0.0f;
@@ -1065,22 +1119,24 @@ TC_UNROLL
         return;
     mem_fence(CLK_GLOBAL_MEM_FENCE);
     tc_merge(un, kvh, n_q_heads, ratio, part + (ulong)pair * chunk_pitch * rec_floats,
-             v_rotation, tab, out, orows, o_at, skip_at, lse_at, lmem, QC, OUT);
+             v_rotation, tab, out, orows, o_at, skip_at, lse_at, lmem, QC, UR, OUT);
     if (lid == 0u)
         counters[pair] = 0u; /* for the next call */
 }
 
-/* tc_decode_8, tc_decode_16: turbo3 K and V; tc_decode_o8: turbo3o K and
- * V (8 query rows a unit only: its V outlier lanes are 8 rows x 4
- * outliers, and its local memory is that of 3 work-groups a compute unit) */
-#define TC_DECODE_KERNEL(NAME, NT, OUT)                                                         \
+/* tc_decode_8, tc_decode_16, tc_decode_4 (HL): turbo3 K and V;
+ * tc_decode_o4: turbo3o K and V (4 query rows a unit only, HL: its V
+ * outlier lanes are 4 rows x 4 outliers x 2 halves of a tile, and its
+ * local memory is that of 3 work-groups a compute unit) */
+#define TC_DECODE_KERNEL(NAME, NT, OUT, HL)                                                     \
     __kernel __attribute__((reqd_work_group_size(128, 1, 1))) void NAME(TC_PARAMS)             \
     {                                                                                           \
         __local uint4 lmem[TC_LMEM(NT, OUT)];                                                   \
-        tc_decode_body(TC_ARGS, lmem, NT, OUT);                                                 \
+        tc_decode_body(TC_ARGS, lmem, NT, OUT, HL);                                             \
     }
-TC_DECODE_KERNEL(tc_decode_8, 1u, 0u)
-TC_DECODE_KERNEL(tc_decode_16, 2u, 0u)
-TC_DECODE_KERNEL(tc_decode_o8, 1u, 1u)
+TC_DECODE_KERNEL(tc_decode_8, 1u, 0u, 0u)
+TC_DECODE_KERNEL(tc_decode_16, 2u, 0u, 0u)
+TC_DECODE_KERNEL(tc_decode_o4, 1u, 1u, 1u)
+TC_DECODE_KERNEL(tc_decode_4, 1u, 0u, 1u)
 
 #endif

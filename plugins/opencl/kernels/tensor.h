@@ -12,9 +12,13 @@
  * indices and their 4 fp16 values */
 #define TC_OUT_N 4u
 #define TC_RB_OUT (TC_RB + 3u * TC_OUT_N)
+/* query rows a unit of the kernels that put the rows' fp16 hi and lo halves
+ * side by side in the 8 columns of a product (tc_decode_4, tc_decode_o4:
+ * two products instead of three) */
+#define TC_HL_ROWS 4u
 /* query rows a unit of the turbo3o kernel (its V outlier sums are a warp's
  * 4 x 128 floats of local memory) */
-#define TC_OUT_ROWS 4u
+#define TC_OUT_ROWS TC_HL_ROWS
 #define TC_TILE 16u      /* rows of a tile (one mma's M) */
 #define TC_W 4u          /* warps a work-group */
 /* work-groups wanted at once on a compute unit: attention.c plans the
