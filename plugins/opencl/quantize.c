@@ -22,6 +22,14 @@
 /* Work-items per row: enough for the butterflies of a 1024-value row. */
 #define ROW_WORK_GROUP 128u
 
+/* The block-table entries b0 (returned) .. *b1 that tokens first .. first
+ * + n - 1 use (n >= 1). */
+static uint32_t block_span(uint32_t block_tokens, uint32_t first, uint32_t n, uint32_t *b1)
+{
+    *b1 = (uint32_t)(((uint64_t)first + n - 1u) / block_tokens);
+    return first / block_tokens;
+}
+
 /* Copies n floats and counts the non-finite ones (exponent all ones), which
  * the kernel stores as 0. */
 static uint64_t copy_counting(uint32_t *dst, const uint32_t *src, size_t n)
@@ -58,8 +66,8 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
     for (uint32_t t0 = 0; t0 < a->n_tokens; t0 += chunk) {
         const uint32_t n = a->n_tokens - t0 < chunk ? a->n_tokens - t0 : chunk;
         const uint32_t first = a->first_pos + t0;
-        const uint32_t b0 = first / bt;
-        const uint32_t b1 = (uint32_t)(((uint64_t)first + n - 1u) / bt);
+        uint32_t b1;
+        const uint32_t b0 = block_span(bt, first, n, &b1);
         const uint32_t entries = (b1 - b0 + 1u + ENTRY_ALIGN - 1u) / ENTRY_ALIGN * ENTRY_ALIGN;
         const size_t bytes = (size_t)entries * sizeof(cl_uint) + n * token_bytes;
         struct ocl_append_slot *slot = &d->append[d->append_next];
@@ -152,8 +160,8 @@ static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
     static const char op[] = "quantize_append";
     const struct tkv_pool *pool = &a->pool;
     const uint64_t n = (uint64_t)a->n_tokens * a->n_heads * pool->fmt.head_dim;
-    const uint32_t b0 = a->first_pos / pool->block_tokens;
-    const uint32_t b1 = (uint32_t)(((uint64_t)a->first_pos + a->n_tokens - 1u) / pool->block_tokens);
+    uint32_t b1;
+    const uint32_t b0 = block_span(pool->block_tokens, a->first_pos, a->n_tokens, &b1);
     cl_mem from, table;
     cl_uint src_at;
     int rc;
@@ -222,17 +230,14 @@ static int dequantize_chunks(struct ocl_device *d, const struct tkv_dequant_args
     const size_t token_bytes = (size_t)a->n_heads * pool->fmt.head_dim * sizeof(float);
     const uint32_t chunk = token_bytes >= CHUNK_BYTES ? 1u : (uint32_t)(CHUNK_BYTES / token_bytes);
     const size_t wg = ocl_wg_pow2(d, OCL_K_DEQUANTIZE, ROW_WORK_GROUP);
-    cl_uint block0;
+    uint32_t b1;
+    cl_uint block0 = block_span(pool->block_tokens, a->first_pos, a->n_tokens, &b1);
     int rc;
     if ((rc = ocl_scratch_reserve(d, &d->scratch.rows,
                                   (a->n_tokens < chunk ? a->n_tokens : chunk) * token_bytes, op,
                                   "row")) != TKV_OK ||
-        (rc = table_upload(d, a->blocks, a->first_pos / pool->block_tokens,
-                           (uint32_t)(((uint64_t)a->first_pos + a->n_tokens - 1u) /
-                                      pool->block_tokens),
-                           op)) != TKV_OK)
+        (rc = table_upload(d, a->blocks, block0, b1, op)) != TKV_OK)
         return rc;
-    block0 = a->first_pos / pool->block_tokens;
     cl_uint n_heads = a->n_heads, bt = pool->block_tokens, rb = pool->row_bytes;
     cl_uint head_dim = pool->fmt.head_dim, type = pool->fmt.type, rotation = pool->fmt.rotation;
     cl_uint first_pos = 0;
@@ -285,9 +290,8 @@ static int pair_in_one_launch(const struct tkv_append_args *k, const struct tkv_
         k->pool.block_tokens != v->pool.block_tokens ||
         (uint64_t)k->n_tokens * k->n_heads > UINT32_MAX / 2u)
         return 0;
-    const uint32_t b0 = k->first_pos / k->pool.block_tokens;
-    const uint32_t b1 =
-        (uint32_t)(((uint64_t)k->first_pos + k->n_tokens - 1u) / k->pool.block_tokens);
+    uint32_t b1;
+    const uint32_t b0 = block_span(k->pool.block_tokens, k->first_pos, k->n_tokens, &b1);
     return k->blocks == v->blocks ||
            !memcmp(k->blocks + b0, v->blocks + b0, ((size_t)b1 - b0 + 1u) * sizeof(uint32_t));
 }
@@ -308,8 +312,8 @@ int ocl_quantize_append_pair(void *dev, const struct tkv_append_args *k,
     }
     const struct tkv_pool *kp = &k->pool, *vp = &v->pool;
     const uint64_t n = (uint64_t)k->n_tokens * k->n_heads * kp->fmt.head_dim;
-    const uint32_t b0 = k->first_pos / kp->block_tokens;
-    const uint32_t b1 = (uint32_t)(((uint64_t)k->first_pos + k->n_tokens - 1u) / kp->block_tokens);
+    uint32_t b1;
+    const uint32_t b0 = block_span(kp->block_tokens, k->first_pos, k->n_tokens, &b1);
     cl_mem ks, vs;
     cl_uint k_at, v_at;
     int rc;
