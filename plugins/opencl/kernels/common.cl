@@ -204,6 +204,24 @@ inline uint turbo_row_bytes(uint head_dim, uint bits)
  * (written before a barrier). WHT is
  * D2 H D1 / sqrt(g) with the butterflies of stride 1, 2, 4, .. in fp32; R^T
  * swaps the sign vectors. DENSE is Q, R^T = Q^T. tmp: head_dim floats. */
+/* H of the WHT on every group of v: the butterflies of stride 1, 2, 4, ..
+ * in fp32, a barrier after each (v complete on entry and on return) */
+void wht_butterflies(__local float *v, uint head_dim)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
+        for (uint e = lid; e < head_dim; e += n) {
+            group_info g = group_of_value(head_dim, e);
+            if (h < g.size && !((e - g.first) & h)) {
+                float a = v[e], b = v[e + h];
+                v[e] = a + b;
+                v[e + h] = a - b;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
 void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rotation, int inverse,
                   __global const float *tab)
 {
@@ -215,17 +233,7 @@ void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rota
                 tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e - g.first];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
-            for (uint e = lid; e < head_dim; e += n) {
-                group_info g = group_of_value(head_dim, e);
-                if (h < g.size && !((e - g.first) & h)) {
-                    float a = v[e], b = v[e + h];
-                    v[e] = a + b;
-                    v[e + h] = a - b;
-                }
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
+        wht_butterflies(v, head_dim);
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
             float inv_sqrt = tab[tab_offset(tab, g.size, TKV_TAB_INV_SQRT)];

@@ -24,20 +24,98 @@ inline uint unpack_index(__global const uchar *p, uint i, uint bits)
 /* The TKV_NORM_LANES (8) running sums s[0..7] added by TKV_SUM8. */
 #define SUM8_OF(s) TKV_SUM8(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7])
 
+/* What one work-group's row quantization keeps in local memory
+ * (quantize_row): the row x, scratch y, r and idx (head_dim each), per
+ * group norm, norm_q and shat, and copies of the global tables the encode
+ * reads (encode_tables). r comes first: turbo_encode_row sums doubles in
+ * it, and the struct is 8-byte aligned. */
+#define ENC_BOUND 1u                                /* codes: 1/sqrt(g) at 0, then the boundaries */
+#define ENC_CSQ (ENC_BOUND + TKV_TAB_MAX_LEVELS - 1u) /* then the squared centroids */
+#define ENC_FLOATS (ENC_CSQ + TKV_TAB_MAX_LEVELS)   /* floats a group size */
+typedef struct {
+    float r[TKV_HEAD_DIM_MAX], x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX];
+    float sign1[TKV_HEAD_DIM_MAX], sign2[TKV_HEAD_DIM_MAX]; /* the WHT's D1, D2 of each value */
+    float codes[TKV_N_GROUP_SIZES * ENC_FLOATS];             /* per group size (group_table) */
+    float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
+    uchar idx[TKV_HEAD_DIM_MAX];
+    int renorm;
+} __attribute__((aligned(8))) row_scratch;
+
+/* The global tables a turbo row's encode reads, copied into s (for bits
+ * and the rotation: the WHT's signs of every value, and for every group
+ * size 1/sqrt(g), the boundaries and the squared centroids). Called while
+ * the row itself is being loaded, before the same barrier: the header
+ * offset and then the value are two dependent global reads, which then
+ * overlap the row's own read instead of following one another through the
+ * encode (a decode token's append is a chain of such steps; session 24). */
+inline void encode_tables(__global const float *tab, uint head_dim, uint bits, uint rotation,
+                          __local row_scratch *s)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN), levels = 1u << bits;
+    if (rotation == TKV_ROTATION_WHT)
+        for (uint e = lid; e < head_dim; e += n) {
+            group_info g = group_of_value(head_dim, e);
+            s->sign1[e] = tab[tab_offset(tab, g.size, TKV_TAB_SIGN1) + e - g.first];
+            s->sign2[e] = tab[tab_offset(tab, g.size, TKV_TAB_SIGN2) + e - g.first];
+        }
+    for (uint i = lid; i < TKV_N_GROUP_SIZES * ENC_FLOATS; i += n) {
+        const uint k = i % ENC_FLOATS;
+        __global const uint *off = (__global const uint *)tab + i / ENC_FLOATS * TKV_TAB_FIELDS;
+        float v = 0.0f;
+        if (k == 0u)
+            v = tab[off[TKV_TAB_INV_SQRT]];
+        else if (k < ENC_CSQ && k - ENC_BOUND < levels - 1u)
+            v = tab[off[TKV_TAB_BOUNDARIES + cb] + k - ENC_BOUND];
+        else if (k >= ENC_CSQ && k - ENC_CSQ < levels)
+            v = tab[off[TKV_TAB_CENTROID_SQ + cb] + k - ENC_CSQ];
+        s->codes[i] = v;
+    }
+}
+
+/* rotate_local's WHT (v <- D2 H D1 v / sqrt(g), same fp32 steps) from the
+ * copies encode_tables made */
+void rotate_wht_copied(__local float *v, uint head_dim, __local const row_scratch *s)
+{
+    const uint lid = get_local_id(0), n = get_local_size(0);
+    for (uint e = lid; e < head_dim; e += n)
+        v[e] *= s->sign1[e];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    wht_butterflies(v, head_dim);
+    for (uint e = lid; e < head_dim; e += n) {
+        float inv_sqrt = s->codes[group_table(group_of_value(head_dim, e).size) * ENC_FLOATS];
+        v[e] = v[e] * inv_sqrt * s->sign2[e];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+/* R v of turbo_encode_row */
+inline void encode_rotate(__local float *v, uint head_dim, uint rotation,
+                          __global const float *tab, __local row_scratch *s)
+{
+    if (rotation == TKV_ROTATION_WHT)
+        rotate_wht_copied(v, head_dim, s);
+    else
+        rotate_local(v, s->r, head_dim, rotation, 0, tab);
+}
+
 /* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
  * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
- * encode_residual of the reference, spread over the work-group. x holds the
- * sanitized row; y, r, idx, norm, norm_q, shat and renorm are scratch.
+ * encode_residual of the reference, spread over the work-group. s->x holds
+ * the sanitized row and s->sign1 .. codes the tables (encode_tables); the
+ * rest of s is scratch.
  * The sums in double keep the reference's order (8 running sums a group,
  * TKV_SUM8): work-item 8 k + j sums lane j of group k, and each value's
  * squared centroid is read from the table by its own work-item, into r,
  * before one work-item a group adds them (a decode token's append is a
  * chain of dependent steps: one global round trip, not sixteen, there). */
-void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim, uint type,
-                      uint rotation, uint scale_mode, __global const float *tab, __local float *y,
-                      __local float *r, __local uchar *idx, __local float *norm,
-                      __local float *norm_q, __local float *shat, __local int *renorm)
+void turbo_encode_row(__global uchar *out, uint head_dim, uint type, uint rotation,
+                      uint scale_mode, __global const float *tab, __local row_scratch *s)
 {
+    __local const float *x = s->x;
+    __local float *y = s->y, *r = s->r, *norm = s->norm, *norm_q = s->norm_q, *shat = s->shat;
+    __local uchar *idx = s->idx;
+    __local int *renorm = &s->renorm;
     const uint lid = get_local_id(0), n = get_local_size(0);
     const uint bits = type_bits(type), n_groups = group_count(head_dim);
     const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN);
@@ -67,17 +145,17 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
         y[e] = nk > 0.0f ? FDIV(x[e], nk) : 0.0f;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    rotate_local(y, r, head_dim, rotation, 0, tab);
+    encode_rotate(y, head_dim, rotation, tab, s);
     /* nearest centroid: how many midpoints lie at or below y (ties go up);
      * its square into r for the scale's sum */
     for (uint e = lid; e < head_dim; e += n) {
         group_info g = group_of_value(head_dim, e);
         uint id = 0u;
         if (norm[g.index] > 0.0f) {
-            __global const float *b = tab + tab_offset(tab, g.size, TKV_TAB_BOUNDARIES + cb);
+            __local const float *c = s->codes + group_table(g.size) * ENC_FLOATS;
             for (uint k = 0; k + 1u < (1u << bits); k++)
-                id += tkv_centroid_step(y[e], b[k]);
-            r[e] = tab[tab_offset(tab, g.size, TKV_TAB_CENTROID_SQ + cb) + id];
+                id += tkv_centroid_step(y[e], c[ENC_BOUND + k]);
+            r[e] = c[ENC_CSQ + id];
         }
         idx[e] = (uchar)id;
     }
@@ -131,7 +209,7 @@ void turbo_encode_row(__local const float *x, __global uchar *out, uint head_dim
             y[e] = nk != 0.0f ? FDIV(x[e], nk) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        rotate_local(y, r, head_dim, rotation, 0, tab);
+        encode_rotate(y, head_dim, rotation, tab, s);
     }
     /* r = n R(x/n) - s_hat c[idx], against the stored fp16 scale */
     for (uint e = lid; e < head_dim; e += n) {
@@ -257,18 +335,15 @@ inline ulong pool_row(__global const uint *blocks, uint block0, uint block_token
 
 /* Row `row` of src (from float src_at on: n_tokens * n_heads rows of
  * head_dim floats, token-major; row t * n_heads + h is token first_pos + t
- * of head h, pool_row) quantized into dst by one work-group, with its local
- * arrays (x, y, r, idx: head_dim each; norm, norm_q, shat: TKV_MAX_GROUPS).
- * Non-finite inputs are stored as 0 (the host counts them). */
+ * of head h, pool_row) quantized into dst by one work-group, in its local
+ * scratch s. Non-finite inputs are stored as 0 (the host counts them). */
 inline void quantize_row(__global const float *src, uint src_at, uint row, uint n_heads,
                          uint head_dim, __global uchar *dst, __global const uint *blocks,
                          uint block0, uint first_pos, uint block_tokens, ulong block_stride,
                          ulong head_stride, uint row_bytes, uint type, uint rotation,
-                         uint scale_mode, __global const float *tab, __local float *x,
-                         __local float *y, __local float *r, __local uchar *idx,
-                         __local float *norm, __local float *norm_q, __local float *shat,
-                         __local int *renorm)
+                         uint scale_mode, __global const float *tab, __local row_scratch *s)
 {
+    __local float *x = s->x;
     const uint lid = get_local_id(0), n = get_local_size(0);
     const uint t = row / n_heads, h = row % n_heads;
     __global const float *in = src + src_at + (ulong)row * head_dim;
@@ -279,6 +354,8 @@ inline void quantize_row(__global const float *src, uint src_at, uint row, uint 
         float v = in[e];
         x[e] = isfinite(v) ? v : 0.0f;
     }
+    if (type_bits(type))
+        encode_tables(tab, head_dim, type_bits(type), rotation, s);
     barrier(CLK_LOCAL_MEM_FENCE);
 
     if (type == TKV_TYPE_F32) {
@@ -294,9 +371,9 @@ inline void quantize_row(__global const float *src, uint src_at, uint row, uint 
         q8_0_encode_row(x, out, head_dim);
     } else {
         if (type_is_outlier(type)) /* the outliers apart, the rest as the turbo row */
-            outlier_split_row(x, out + turbo_row_bytes(head_dim, type_bits(type)), head_dim, idx);
-        turbo_encode_row(x, out, head_dim, type, rotation, scale_mode, tab, y, r, idx, norm, norm_q,
-                         shat, renorm);
+            outlier_split_row(x, out + turbo_row_bytes(head_dim, type_bits(type)), head_dim,
+                              s->idx);
+        turbo_encode_row(out, head_dim, type, rotation, scale_mode, tab, s);
     }
 }
 
@@ -307,14 +384,10 @@ __kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads
                             ulong head_stride, uint row_bytes, uint type, uint rotation,
                             uint scale_mode, __global const float *tab)
 {
-    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX];
-    __local float r[TKV_HEAD_DIM_MAX] __attribute__((aligned(8))); /* (turbo_encode_row: doubles) */
-    __local uchar idx[TKV_HEAD_DIM_MAX];
-    __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
-    __local int renorm;
+    __local row_scratch s;
     quantize_row(src, src_at, get_group_id(0), n_heads, head_dim, dst, blocks, block0, first_pos,
                  block_tokens, block_stride, head_stride, row_bytes, type, rotation, scale_mode, tab,
-                 x, y, r, idx, norm, norm_q, shat, &renorm);
+                 &s);
 }
 
 /* The keys' and values' rows of one append in one launch (the plugin's
@@ -332,20 +405,16 @@ __kernel void quantize_pair_rows(__global const float *ks, uint k_at, __global c
                                  ulong v_head_stride, uint v_row_bytes, uint4 v_fmt,
                                  __global const float *tab)
 {
-    __local float x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX];
-    __local float r[TKV_HEAD_DIM_MAX] __attribute__((aligned(8))); /* (turbo_encode_row: doubles) */
-    __local uchar idx[TKV_HEAD_DIM_MAX];
-    __local float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
-    __local int renorm;
+    __local row_scratch s;
     const uint g = get_group_id(0);
     if (g < n_rows)
         quantize_row(ks, k_at, g, n_heads, head_dim, kdst, blocks, block0, first_pos,
                      block_tokens, k_block_stride, k_head_stride, k_row_bytes, k_fmt.x, k_fmt.y,
-                     k_fmt.z, tab, x, y, r, idx, norm, norm_q, shat, &renorm);
+                     k_fmt.z, tab, &s);
     else
         quantize_row(vs, v_at, g - n_rows, n_heads, head_dim, vdst, blocks, block0, first_pos,
                      block_tokens, v_block_stride, v_head_stride, v_row_bytes, v_fmt.x, v_fmt.y,
-                     v_fmt.z, tab, x, y, r, idx, norm, norm_q, shat, &renorm);
+                     v_fmt.z, tab, &s);
 }
 
 /*
