@@ -607,6 +607,7 @@ int ocl_device_setup(struct ocl_device *d, const struct tkv_math *math)
     d->tune_spin = env_u32("TURBO_OCL_SPIN");
     d->tune_kernel_ns = env_u32("TURBO_OCL_KERNEL_NS");
     d->tune_append_direct = env_u32("TURBO_OCL_APPEND_DIRECT");
+    d->tune_row_wg = env_u32("TURBO_OCL_ROW_WG");
     d->tensor = ocl_tensor_usable(d->device);
     return rc;
 }

@@ -154,6 +154,7 @@ struct ocl_device {
     uint32_t tune_kernel_ns; /* device_ns: the kernel alone, not the transfers */
     uint32_t tune_repeat;    /* with tune_kernel_ns: the kernel timed this many more times */
     uint32_t tune_append_direct;
+    uint32_t tune_row_wg; /* work-items of a row's quantize or dequantize (0: ROW_WORK_GROUP) */
 
     struct tkv_device_stats stats;
 

@@ -22,6 +22,13 @@
 /* Work-items per row: enough for the butterflies of a 1024-value row. */
 #define ROW_WORK_GROUP 128u
 
+/* The work-group of kernel k's rows: ROW_WORK_GROUP, or TURBO_OCL_ROW_WG,
+ * as a power of two the kernel allows */
+static size_t row_wg(const struct ocl_device *d, enum ocl_kernel k)
+{
+    return ocl_wg_pow2(d, k, d->tune_row_wg ? d->tune_row_wg : ROW_WORK_GROUP);
+}
+
 /* The block-table entries b0 (returned) .. *b1 that tokens first .. first
  * + n - 1 use (n >= 1). */
 static uint32_t block_span(uint32_t block_tokens, uint32_t first, uint32_t n, uint32_t *b1)
@@ -56,7 +63,7 @@ static int append_chunks(struct ocl_device *d, const struct tkv_append_args *a, 
     const size_t token_bytes = row_floats * sizeof(float);
     const uint32_t chunk =
         token_bytes >= APPEND_CHUNK_BYTES ? 1u : (uint32_t)(APPEND_CHUNK_BYTES / token_bytes);
-    const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE, ROW_WORK_GROUP);
+    const size_t wg = row_wg(d, OCL_K_QUANTIZE);
     cl_uint n_heads = a->n_heads, head_dim = pool->fmt.head_dim, rb = pool->row_bytes;
     cl_uint type = pool->fmt.type, rotation = pool->fmt.rotation;
     cl_uint scale_mode = pool->fmt.scale_mode, bt = pool->block_tokens;
@@ -169,7 +176,7 @@ static int append_device(struct ocl_device *d, const struct tkv_append_args *a)
         (rc = table_upload(d, a->blocks, b0, b1, op)) != TKV_OK)
         return rc;
     table = d->scratch.table.mem;
-    const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE, ROW_WORK_GROUP);
+    const size_t wg = row_wg(d, OCL_K_QUANTIZE);
     cl_uint n_heads = a->n_heads, head_dim = pool->fmt.head_dim, rb = pool->row_bytes;
     cl_uint type = pool->fmt.type, rotation = pool->fmt.rotation;
     cl_uint scale_mode = pool->fmt.scale_mode, bt = pool->block_tokens;
@@ -229,7 +236,7 @@ static int dequantize_chunks(struct ocl_device *d, const struct tkv_dequant_args
     const struct tkv_pool *pool = &a->pool;
     const size_t token_bytes = (size_t)a->n_heads * pool->fmt.head_dim * sizeof(float);
     const uint32_t chunk = token_bytes >= CHUNK_BYTES ? 1u : (uint32_t)(CHUNK_BYTES / token_bytes);
-    const size_t wg = ocl_wg_pow2(d, OCL_K_DEQUANTIZE, ROW_WORK_GROUP);
+    const size_t wg = row_wg(d, OCL_K_DEQUANTIZE);
     uint32_t b1;
     cl_uint block0 = block_span(pool->block_tokens, a->first_pos, a->n_tokens, &b1);
     int rc;
@@ -340,7 +347,7 @@ int ocl_quantize_append_pair(void *dev, const struct tkv_append_args *k,
     /* the host's buffers may be new objects at released ones' addresses */
     d->args[OCL_K_QUANTIZE_PAIR][0].set = 0;
     d->args[OCL_K_QUANTIZE_PAIR][2].set = 0;
-    const size_t wg = ocl_wg_pow2(d, OCL_K_QUANTIZE_PAIR, ROW_WORK_GROUP);
+    const size_t wg = row_wg(d, OCL_K_QUANTIZE_PAIR);
     size_t groups[3] = { 2u * (size_t)n_rows, 1, 1 };
     cl_int err;
     if ((rc = ocl_args(d, OCL_K_QUANTIZE_PAIR, op, sizeof args / sizeof args[0], args)) != TKV_OK ||
