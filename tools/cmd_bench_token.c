@@ -24,6 +24,11 @@
  * context or its VkDevice (the first GPU, else the first device), as a host
  * engine would; the cache holds the preset's kv heads in every layer,
  * filled to each context length.
+ *
+ * After the steps, the same device's prefill: PREFILL_TOKENS tokens of K
+ * and V appended to every layer from the host's buffer, queued, one wait,
+ * in K/V rows (one head's K or V of one token) per second; the sequence is
+ * truncated back after each.
  */
 #include <math.h>
 #include <stdio.h>
@@ -45,6 +50,10 @@
 #define WARMUP_STEPS 3
 #define STEPS 15
 #define FILL_CHUNK 256u
+/* The prefill measurement: PREFILL_TOKENS tokens appended to every layer
+ * from the host's buffers, PREFILL_REPS times (the median reported) */
+#define PREFILL_TOKENS 512u
+#define PREFILL_REPS 5
 
 static double now_us(void)
 {
@@ -79,6 +88,7 @@ struct token_run {
     double record_us;   /* per-token: host time inside the turbokv calls */
     double step_dev_us; /* per-token: the step's device time (Vulkan timestamps around its command buffer), or 0 */
     double append_dev_us, attn_dev_us; /* per-token: the step's device time in appends / in attention, or 0 */
+    double prefill_rows_s; /* device-tensor prefill: K/V rows appended a second */
 };
 
 /* The device's buffers of the per-token mode and a step's submission, as
@@ -108,15 +118,19 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     const size_t row = (size_t)kv_heads * head_dim, qrow = (size_t)q_heads * head_dim;
     struct tkv_cache_params p = {
         .struct_size = sizeof p, .n_layers = layers, .n_kv_heads = kv_heads, .head_dim = head_dim,
-        .capacity = ctx + 2 * steps, .k_type = type, .v_type = type, .n_q_heads = q_heads,
+        .capacity = ctx + 2 * steps + PREFILL_TOKENS, .k_type = type, .v_type = type, .n_q_heads = q_heads,
     };
     tkv_cache *c = NULL;
     float *k = malloc(sizeof *k * FILL_CHUNK * row), *v = malloc(sizeof *v * FILL_CHUNK * row);
     float *hq = malloc(sizeof *hq * qrow), *ho = malloc(sizeof *ho * qrow);
-    float *dev_init = malloc(sizeof *dev_init * layers * (2 * row + qrow));
+    /* the host's buffer: layers x (k, v, q) rows of the steps, then the
+     * prefill's k and v (PREFILL_TOKENS rows each) */
+    const size_t step_floats = layers * (2 * row + qrow), in_floats = step_floats + 2 * PREFILL_TOKENS * row;
+    float *dev_init = malloc(sizeof *dev_init * in_floats);
     double *call = malloc(sizeof *call * steps), *tok = malloc(sizeof *tok * steps), *dev = malloc(sizeof *dev * steps);
     double *rec = malloc(sizeof *rec * steps), *sdev = malloc(sizeof *sdev * steps);
     double *adev = malloc(sizeof *adev * steps), *qdev = malloc(sizeof *qdev * steps);
+    double pre[PREFILL_REPS];
     int rc = -1, have_buffers = 0;
     if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev || !rec || !sdev || !adev || !qdev)
         goto done;
@@ -126,7 +140,7 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     }
     for (size_t i = 0; i < qrow; i++)
         hq[i] = gauss();
-    for (size_t i = 0; i < layers * (2 * row + qrow); i++)
+    for (size_t i = 0; i < in_floats; i++)
         dev_init[i] = gauss();
     if (tkv_cache_create(tc, &p, &c) != TKV_OK)
         goto fail;
@@ -134,7 +148,7 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
         for (uint32_t t = 0; t < ctx; t += FILL_CHUNK)
             if (tkv_cache_append(c, 0, l, ctx - t < FILL_CHUNK ? ctx - t : FILL_CHUNK, k, v) != TKV_OK)
                 goto fail;
-    const size_t in_bytes = sizeof(float) * layers * (2 * row + qrow), out_bytes = sizeof(float) * layers * qrow;
+    const size_t in_bytes = sizeof(float) * in_floats, out_bytes = sizeof(float) * layers * qrow;
     if (h->buffers(h, dev_init, in_bytes, out_bytes) != 0)
         goto done;
     have_buffers = 1;
@@ -185,6 +199,26 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
         adev[s] = h->append_dev_ns / 1e3 / layers;
         qdev[s] = h->attn_dev_ns / 1e3 / layers;
     }
+    /* prefill from the host's buffers: every layer queued, one wait */
+    uint32_t len = 0;
+    if (tkv_cache_length(c, 0, 0, &len) != TKV_OK)
+        goto fail;
+    for (int i = 0; i < PREFILL_REPS; i++) {
+        const uint64_t at = sizeof(float) * step_floats;
+        struct tkv_tensor tk = h->tensor(h, 0, at), tv = h->tensor(h, 0, at + sizeof(float) * PREFILL_TOKENS * row);
+        const double t0 = now_us();
+        if (h->step_begin && h->step_begin(h, tc) != 0)
+            goto done;
+        for (uint32_t l = 0; l < layers; l++)
+            if (tkv_cache_append_tensors(c, 0, l, PREFILL_TOKENS, &tk, &tv) != TKV_OK)
+                goto fail;
+        if (h->step_end_fn(h, tc) != 0)
+            goto done;
+        pre[i] = 2.0 * PREFILL_TOKENS * kv_heads * layers / ((now_us() - t0) * 1e-6);
+        if (tkv_seq_truncate(c, 0, len) != TKV_OK)
+            goto fail;
+    }
+    qsort(pre, PREFILL_REPS, sizeof *pre, cmp_double);
     qsort(call + WARMUP_STEPS, STEPS, sizeof *call, cmp_double);
     qsort(tok + WARMUP_STEPS, STEPS, sizeof *tok, cmp_double);
     qsort(dev + WARMUP_STEPS, STEPS, sizeof *dev, cmp_double);
@@ -196,7 +230,8 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
                              .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2],
                              .record_us = rec[WARMUP_STEPS + STEPS / 2], .step_dev_us = sdev[WARMUP_STEPS + STEPS / 2],
                              .append_dev_us = adev[WARMUP_STEPS + STEPS / 2],
-                             .attn_dev_us = qdev[WARMUP_STEPS + STEPS / 2] };
+                             .attn_dev_us = qdev[WARMUP_STEPS + STEPS / 2],
+                             .prefill_rows_s = pre[PREFILL_REPS / 2] };
     rc = 0;
     goto done;
 fail:
@@ -239,19 +274,20 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
             printf("%s\n {\"kind\": \"per-token\", \"backend\": \"%s\", \"device\": \"%s\", \"type\": \"%s\", "
                    "\"ctx\": %u, \"layers\": %u, \"per_call_us\": %.2f, \"per_token_us\": %.2f, "
                    "\"attention_device_us\": %.2f, \"per_token_calls_us\": %.2f, \"per_token_device_us\": %.2f, "
-                   "\"per_token_append_device_us\": %.2f, \"per_token_attention_device_us\": %.2f}",
+                   "\"per_token_append_device_us\": %.2f, \"per_token_attention_device_us\": %.2f, "
+                   "\"prefill_rows_per_s\": %.0f}",
                    i ? "," : "", h->api, tkv_context_device(tc), tkv_type_name(runs[i].type), runs[i].ctx, layers,
                    runs[i].call_us, runs[i].token_us, runs[i].dev_us, runs[i].record_us, runs[i].step_dev_us,
-                   runs[i].append_dev_us, runs[i].attn_dev_us);
+                   runs[i].append_dev_us, runs[i].attn_dev_us, runs[i].prefill_rows_s);
         printf("\n]\n");
     } else if (rc == 0) {
         printf("turbokv bench --per-token: %s on the host's device %s; %u layers, %u query heads, %u kv heads, "
                "head_dim %u, one sequence; us per layer (append one token + attention), median of %d steps; "
                "per-token: %s\n",
                h->api, tkv_context_device(tc), layers, q_heads, kv_heads, head_dim, STEPS, h->step_end);
-        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s %13s %13s\n", "type", "ctx", "per-call us",
+        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s %13s %13s %16s\n", "type", "ctx", "per-call us",
                "per-token us", "attn device us", "token/dev", "call/token", "token calls us", "token dev us",
-               "  of it: app", "attn");
+               "  of it: app", "attn", "prefill Mrows/s");
         for (int i = 0; i < n; i++) {
             printf("%-8s %8u %13.1f %13.1f %16.1f ", tkv_type_name(runs[i].type), runs[i].ctx, runs[i].call_us,
                    runs[i].token_us, runs[i].dev_us);
@@ -265,13 +301,16 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
             else
                 printf("%14s", "-");
             if (runs[i].append_dev_us > 0 || runs[i].attn_dev_us > 0)
-                printf(" %13.1f %13.1f\n", runs[i].append_dev_us, runs[i].attn_dev_us);
+                printf(" %13.1f %13.1f", runs[i].append_dev_us, runs[i].attn_dev_us);
             else
-                printf(" %13s %13s\n", "-", "-");
+                printf(" %13s %13s", "-", "-");
+            printf(" %16.2f\n", runs[i].prefill_rows_s / 1e6);
         }
         printf("token calls us: host time inside the per-token calls (recording or enqueueing); token dev us: "
                "the step's device time, where the API has timestamps; of it: app / attn, the device time between "
-               "timestamps the bench writes after each layer's append and attention (Vulkan)\n");
+               "timestamps the bench writes after each layer's append and attention (Vulkan); prefill Mrows/s: %u tokens of K "
+               "and V appended to each layer from the host's buffers, queued, one wait (a row: one head's K or V of "
+               "one token; median of %d)\n", PREFILL_TOKENS, PREFILL_REPS);
     }
     return rc;
 }
