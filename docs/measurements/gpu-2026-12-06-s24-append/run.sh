@@ -10,12 +10,15 @@
 #    own device time (TURBO_OCL_KERNEL_NS=1), and r1 with 32 and 64
 #    work-items a row (TURBO_OCL_ROW_WG);
 # 3. each command's device time under clprof.so (per-token, 4K), r0 and r1;
-# 4. the 1-token bench of r1.
+# 4. the 1-token bench of r1;
+# 5. the Vulkan plugin's per-token mode (the tree).
+# The per-token table's last column is the device-tensor prefill (512
+# tokens of K and V to each layer, queued, one wait) of that variant.
 set -u
 R=$PWD
 O=${OUT:-/tmp/out}
 export TKV_DEFAULT_CONFIG=$R/etc/turbokv.yaml TKV_MODELS_DIR=$R/models
-export TURBO_PLUGIN_PATH=$R/build/plugins/cpu:$R/build/plugins/opencl
+export TURBO_PLUGIN_PATH=$R/build/plugins/cpu:$R/build/plugins/opencl:$R/build/plugins/vulkan
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader > "$O/device.txt" 2>&1
 use() { cp build/muts/$1/turbokv-opencl.so build/plugins/opencl/turbokv-opencl.so; }
 use r1
@@ -44,3 +47,7 @@ grep -E "^\[ *(OK|FAILED|PASSED) |differ|rc " "$O/conformance.txt"
 grep "^==\|^turbo\|rc " "$O/per-token.txt"
 grep "^==\|^turbo3 \|clprof\|quantize\|tc_\|rc " "$O/prof.txt" | head -40
 grep -A4 "^device time" "$O/bench-r1.txt"; grep "rc " "$O/bench-r1.txt"
+# 5. the Vulkan plugin's per-token mode and device-tensor prefill (the tree)
+P="turbokv bench --backend vulkan --per-token --types turbo3 --ctx 4K --layers 32 --warm-ms 300"
+(echo "== (tree) $P"; timeout 120 build/tools/$P; echo "rc $? at ${SECONDS} s") > "$O/per-token-vulkan.txt" 2>&1
+grep "^==\|^turbo\|rc " "$O/per-token-vulkan.txt"
