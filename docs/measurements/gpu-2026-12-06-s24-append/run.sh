@@ -7,7 +7,7 @@
 # 1. conformance of r1 on NVIDIA (stored bytes, attention; again with
 #    TURBO_OCL_MIN_TILES=4), session 23's kernel included;
 # 2. the per-token mode, r0 and r1 alternating twice, with the kernel's
-#    own device time (TURBO_OCL_KERNEL_NS=1), and r1 with 32 and 64
+#    own device time (TURBO_OCL_KERNEL_NS=1), and r1 with 32
 #    work-items a row (TURBO_OCL_ROW_WG);
 # 3. each command's device time under clprof.so (per-token, 4K), r0 and r1;
 # 4. the 1-token bench of r1;
@@ -32,7 +32,7 @@ pt() { # variant, then extra environment
   (echo "== ($1) TURBO_OCL_KERNEL_NS=1 ${2:-} $P"
    env TURBO_OCL_KERNEL_NS=1 ${2:-} timeout 90 build/tools/$P; echo "rc $? at ${SECONDS} s") >> "$O/per-token.txt" 2>&1
 }
-pt r0; pt r1; pt r1 TURBO_OCL_ROW_WG=32; pt r0; pt r1; pt r1 TURBO_OCL_ROW_WG=64
+pt r0; pt r1; pt r0; pt r1; pt r1 TURBO_OCL_ROW_WG=32
 for v in r0 r1; do
   use $v
   (echo "== ($v) LD_PRELOAD=clprof.so turbokv bench --backend opencl --per-token --types turbo3 --ctx 4K --layers 32"
