@@ -104,8 +104,8 @@ inline void encode_rotate(__local float *v, uint head_dim, uint rotation,
 /* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
  * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
  * encode_residual of the reference, spread over the work-group. s->x holds
- * the sanitized row and s->sign1 .. codes the tables (encode_tables); the
- * rest of s is scratch.
+ * the sanitized row, and s->codes, sign1 and sign2 the tables
+ * (encode_tables); the rest of s is scratch.
  * The sums in double keep the reference's order (8 running sums a group,
  * TKV_SUM8): work-item 8 k + j sums lane j of group k, and each value's
  * squared centroid is read from the table by its own work-item, into r,
