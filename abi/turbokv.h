@@ -47,7 +47,7 @@
 extern "C" {
 #endif
 
-#define TKV_VERSION_STRING "0.6.0"
+#define TKV_VERSION_STRING "0.7.0"
 
 /* Marks the exported functions (the library is built with hidden visibility).
  * With TKV_CDEF (declarations for a binding generator such as cffi:
@@ -322,6 +322,23 @@ TKV_API int tkv_cache_append_tensors(tkv_cache *cache, uint32_t seq, uint32_t la
 TKV_API int tkv_attention_tensors(tkv_cache *cache, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
                                   const uint32_t *n_q, uint32_t n_q_heads, const struct tkv_tensor *q,
                                   const struct tkv_tensor *out, const struct tkv_attention_options *opts);
+
+/* 0.7: a decode step of one sequence in one call: tkv_cache_append_tensors
+ * (cache, seq, layer, n_tokens, k, v), then tkv_attention_tensors(cache,
+ * layer, 1, &seq, &n_tokens, n_q_heads, q, out, opts): the n_tokens new
+ * tokens' queries attend over the sequence, themselves included (token i
+ * sees positions up to its own). Same stored rows and outputs as the two
+ * calls; a backend with the fused op (ABI 2.7: the OpenCL plugin's
+ * tensor-core kernels, f32 device tensors k and v) quantizes the new rows
+ * inside the attention's launch, one launch a layer instead of two. The
+ * tensors' rules are those of the two calls (with out in device memory the
+ * call is queued, not waited for). A failure changes nothing: the sequence
+ * keeps its length and rows. */
+TKV_API int tkv_cache_append_attention(tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t n_tokens,
+                                       const struct tkv_tensor *k, const struct tkv_tensor *v,
+                                       uint32_t n_q_heads, const struct tkv_tensor *q,
+                                       const struct tkv_tensor *out,
+                                       const struct tkv_attention_options *opts);
 
 /* Tokens stored for a sequence in a layer. */
 TKV_API int tkv_cache_length(const tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t *n_tokens);

@@ -61,7 +61,7 @@
 #include "turbokv_status.h"
 
 #define TKV_ABI_MAJOR 2u
-#define TKV_ABI_MINOR 6u
+#define TKV_ABI_MINOR 7u
 #define TKV_PLUGIN_ENTRY_NAME "tkv_plugin_entry"
 
 #ifdef __cplusplus
@@ -458,6 +458,24 @@ struct tkv_plugin {
      * single calls would not leave it. */
     int (*quantize_append_pair)(void *dev, const struct tkv_append_args *k,
                                 const struct tkv_append_args *v);
+
+    /* --- ABI 2.7 --- */
+    /* Optional. A decode step of one sequence as one call: the keys' and
+     * values' appends k and v (a pair, as for quantize_append_pair), then
+     * the attention a of the appended tokens' queries over the sequence,
+     * themselves included. The core has validated k and v as a pair and a
+     * as for attention, and checked that a has one sequence (n_seqs 1)
+     * whose n_q is k->n_tokens and whose n_ctx is k->first_pos +
+     * k->n_tokens, with a->blocks the same block-table entries as k's and
+     * v's. The result is what quantize_append_pair(k, v) and then
+     * attention(a) give: the same stored bytes, the same outputs; a plugin
+     * may quantize the new rows inside the attention's launch (the
+     * OpenCL plugin's tensor-core kernels) or make the two calls. On
+     * failure the rows of the new tokens may have been written (they lie
+     * past the sequence's length, which the core does not move) and
+     * nothing else. Without it the core makes the two calls. */
+    int (*append_attention)(void *dev, const struct tkv_append_args *k,
+                            const struct tkv_append_args *v, const struct tkv_attention_args *a);
 };
 
 /* The one exported symbol. core_abi_major/minor: the core's version. */

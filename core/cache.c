@@ -476,24 +476,49 @@ static struct tkv_append_args append_args(tkv_cache *c, const struct tkv_pool_st
     };
 }
 
+/* What an append that succeeded adds to the cache's counts. */
+static void appended(tkv_cache *c, uint32_t seq, uint32_t layer, uint64_t rows, const float *k, const float *v,
+                     const struct tkv_device_tensor *kd, const struct tkv_device_tensor *vd, uint64_t bad)
+{
+    struct tkv_layer *L = &c->layers[layer];
+    c->stats.nonfinite_values += bad;
+    /* rows in the host's device memory are never on the host: not counted */
+    c->stats.saturated_rows += (kd ? 0 : saturated_rows(L->k.pool.fmt.type, c->head_dim, k, rows)) +
+                               (vd ? 0 : saturated_rows(L->v.pool.fmt.type, c->head_dim, v, rows));
+    if (bad)
+        tkv_log(TKV_LOG_INFO, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
+                (unsigned long long)bad);
+}
+
+/* The checks of an append of n_tokens to seq in layer before anything
+ * changes (fn names the call). */
+static int append_check(tkv_cache *c, const char *fn, uint32_t seq, uint32_t layer, uint32_t n_tokens, const void *k,
+                        const void *v)
+{
+    int rc = check_seq_layer(c, fn, seq, layer);
+    if (rc != TKV_OK)
+        return rc;
+    if (!k || !v)
+        return tkv_error(TKV_EINVAL, "%s: %s rows are NULL", fn, !k ? "key" : "value");
+    if (n_tokens == 0)
+        return tkv_error(TKV_EINVAL, "%s: n_tokens is 0", fn);
+    uint32_t len = c->layers[layer].len[seq];
+    if (n_tokens > c->capacity - len)
+        return tkv_error(TKV_ERANGE, "%s: capacity exceeded: layer %u sequence %u holds %u of %u tokens, %u more "
+                         "requested", fn, layer, seq, len, c->capacity, n_tokens);
+    return TKV_OK;
+}
+
 /* k, v: host floats, or NULL with kd, vd the host's device buffers. */
 static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const float *k,
                         const float *v, const struct tkv_device_tensor *kd, const struct tkv_device_tensor *vd)
 {
-    int rc = check_seq_layer(c, "tkv_cache_append", seq, layer);
+    int rc = append_check(c, "tkv_cache_append", seq, layer, n_tokens, k ? (const void *)k : kd,
+                          v ? (const void *)v : vd);
     if (rc != TKV_OK)
         return rc;
-    if ((!k && !kd) || (!v && !vd))
-        return tkv_error(TKV_EINVAL, "tkv_cache_append: %s rows are NULL", !k && !kd ? "key" : "value");
-    if (n_tokens == 0)
-        return tkv_error(TKV_EINVAL, "tkv_cache_append: n_tokens is 0");
     struct tkv_layer *L = &c->layers[layer];
     uint32_t len = L->len[seq], added;
-    if (n_tokens > c->capacity - len)
-        return tkv_error(TKV_ERANGE,
-                         "tkv_cache_append: capacity exceeded: layer %u sequence %u holds %u of %u tokens, %u more "
-                         "requested",
-                         layer, seq, len, c->capacity, n_tokens);
     if ((rc = prepare_blocks(c, seq, len, n_tokens, &added)) != TKV_OK) {
         tkv_error_prefix("tkv_cache_append(layer %u, sequence %u)", layer, seq);
         return rc;
@@ -508,13 +533,7 @@ static int cache_append(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_t
         return rc;
     }
     L->len[seq] = len + n_tokens;
-    c->stats.nonfinite_values += bad_k + bad_v;
-    /* rows in the host's device memory are never on the host: not counted */
-    c->stats.saturated_rows += (kd ? 0 : saturated_rows(L->k.pool.fmt.type, c->head_dim, k, rows)) +
-                               (vd ? 0 : saturated_rows(L->v.pool.fmt.type, c->head_dim, v, rows));
-    if (bad_k + bad_v)
-        tkv_log(TKV_LOG_INFO, "tkv_cache_append(layer %u, sequence %u): %llu NaN/Inf values stored as 0", layer, seq,
-                (unsigned long long)(bad_k + bad_v));
+    appended(c, seq, layer, rows, k, v, kd, vd, bad_k + bad_v);
     return TKV_OK;
 }
 
@@ -545,12 +564,21 @@ static int grow_scratch(tkv_cache *c, uint32_t n_seqs, uint64_t n_blocks)
     return TKV_OK;
 }
 
-/* q, out: host floats, or NULL with qd, od the host's device buffers (od:
- * the call is queued and not waited for). */
-static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
-                     uint32_t n_q_uniform, uint32_t n_q_heads, const float *q, float *out,
-                     const struct tkv_attention_options *opts_in, const struct tkv_device_tensor *qd,
-                     const struct tkv_device_tensor *od)
+/* What an attention call reports back: the device's counts, then the
+ * host's options (attention_done). */
+struct attn_out {
+    struct tkv_attention_options o;
+    uint64_t total, skipped, device_ns;
+};
+
+/* The checked arguments of an attention call (*a, its outputs in *r), the
+ * sequences' lengths as the layer holds them now. q, out: host floats, or
+ * NULL with qd, od the host's device buffers (od: the call is queued and not
+ * waited for). */
+static int attention_args(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
+                          uint32_t n_q_uniform, uint32_t n_q_heads, const float *q, float *out,
+                          const struct tkv_attention_options *opts_in, const struct tkv_device_tensor *qd,
+                          const struct tkv_device_tensor *od, struct tkv_attention_args *a, struct attn_out *r)
 {
     static const char fn[] = "tkv_attention";
     struct tkv_attention_options o = { 0 };
@@ -622,24 +650,42 @@ static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
         bf += nb;
         qf += nq;
     }
-    uint64_t total = 0, skipped = 0, device_ns = 0;
-    struct tkv_attention_args a = {
+    *r = (struct attn_out){ .o = o };
+    *a = (struct tkv_attention_args){
         .n_seqs = n_seqs, .seq_size = sizeof(struct tkv_attn_seq), .n_q_total = qf, .n_q_heads = n_q_heads,
         .n_kv_heads = c->n_kv_heads, .max_n_ctx = max_ctx, .max_n_q = max_q, .k = L->k.pool, .v = L->v.pool,
         .blocks = c->attn_blocks, .n_blocks = bf, .window = o.window, .seqs = c->attn_seqs, .q = qd ? NULL : q,
         .out = od ? NULL : out, .lse = o.lse, .scale = scale, .softcap = o.softcap,
         .sparse_v_threshold = c->ctx->cfg.sparse_v ? c->ctx->cfg.sparse_v_threshold : 0.0f,
-        .rows_total = &total, .rows_skipped = od ? NULL : &skipped, .device_ns = od ? NULL : &device_ns,
+        .rows_total = &r->total, .rows_skipped = od ? NULL : &r->skipped, .device_ns = od ? NULL : &r->device_ns,
         .q_dev = qd, .out_dev = od,
     };
-    if ((rc = tkv_dev_attention(&c->ctx->device, &L->k.buf, &L->v.buf, &a)) != TKV_OK)
-        return rc;
-    if (o.stats) {
-        o.stats->rows_total = total;
-        o.stats->rows_skipped = skipped;
+    return TKV_OK;
+}
+
+/* A call's counts into the host's options. */
+static void attention_done(const struct attn_out *r)
+{
+    if (r->o.stats) {
+        r->o.stats->rows_total = r->total;
+        r->o.stats->rows_skipped = r->skipped;
     }
-    if (o.device_ns)
-        *o.device_ns = device_ns;
+    if (r->o.device_ns)
+        *r->o.device_ns = r->device_ns;
+}
+
+static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
+                     uint32_t n_q_uniform, uint32_t n_q_heads, const float *q, float *out,
+                     const struct tkv_attention_options *opts, const struct tkv_device_tensor *qd,
+                     const struct tkv_device_tensor *od)
+{
+    struct tkv_attention_args a;
+    struct attn_out r;
+    struct tkv_layer *L = &c->layers[layer < c->n_layers ? layer : 0];
+    int rc = attention_args(c, layer, n_seqs, seq_ids, n_q, n_q_uniform, n_q_heads, q, out, opts, qd, od, &a, &r);
+    if (rc != TKV_OK || (rc = tkv_dev_attention(&c->ctx->device, &L->k.buf, &L->v.buf, &a)) != TKV_OK)
+        return rc;
+    attention_done(&r);
     return TKV_OK;
 }
 
@@ -786,6 +832,116 @@ int tkv_attention_tensors(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const u
         return tkv_error(TKV_EINVAL, "tkv_attention_tensors: n_q is NULL");
     TKV_GUARDED(c->ctx, "tkv_attention_tensors",
                 attention_tensors(c, layer, n_seqs, seq_ids, n_q, n_q_heads, q, out, opts));
+}
+
+/* ---- a decode step: the append and the attention of its tokens ---- */
+
+/* k, v, q, out as cache_append and attention take them. Nothing changes on
+ * a failure: the length moves only when both parts are done (rows written
+ * past it are invisible), and the blocks taken for the new tokens go back. */
+static int append_attention(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens, const float *k,
+                            const float *v, const struct tkv_device_tensor *kd, const struct tkv_device_tensor *vd,
+                            uint32_t n_q_heads, const float *q, float *out, const struct tkv_attention_options *opts,
+                            const struct tkv_device_tensor *qd, const struct tkv_device_tensor *od)
+{
+    static const char fn[] = "tkv_cache_append_attention";
+    int rc = append_check(c, fn, seq, layer, n_tokens, k ? (const void *)k : kd, v ? (const void *)v : vd);
+    if (rc != TKV_OK)
+        return rc;
+    struct tkv_layer *L = &c->layers[layer];
+    const uint32_t len = L->len[seq];
+    uint32_t added;
+    if ((rc = prepare_blocks(c, seq, len, n_tokens, &added)) != TKV_OK) {
+        tkv_error_prefix("%s(layer %u, sequence %u)", fn, layer, seq);
+        return rc;
+    }
+    L->len[seq] = len + n_tokens; /* the attention's view: the new tokens are its last */
+    struct tkv_attention_args a;
+    struct attn_out r;
+    uint64_t bad_k = 0, bad_v = 0;
+    rc = attention_args(c, layer, 1, &seq, NULL, n_tokens, n_q_heads, q, out, opts, qd, od, &a, &r);
+    if (rc == TKV_OK) {
+        struct tkv_append_args ka = append_args(c, &L->k, seq, len, n_tokens, k, kd, &bad_k),
+                               va = append_args(c, &L->v, seq, len, n_tokens, v, vd, &bad_v);
+        rc = tkv_dev_append_attention(&c->ctx->device, &L->k.buf, &ka, &L->v.buf, &va, &a);
+    }
+    if (rc != TKV_OK) {
+        L->len[seq] = len;
+        drop_added(c, seq, added);
+        tkv_error_prefix("%s(layer %u, sequence %u)", fn, layer, seq);
+        return rc;
+    }
+    attention_done(&r);
+    appended(c, seq, layer, (uint64_t)n_tokens * c->n_kv_heads, k, v, kd, vd, bad_k + bad_v);
+    return TKV_OK;
+}
+
+static int append_attention_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens,
+                                    const struct tkv_tensor *k, const struct tkv_tensor *v, uint32_t n_q_heads,
+                                    const struct tkv_tensor *q, const struct tkv_tensor *out,
+                                    const struct tkv_attention_options *opts)
+{
+    static const char fn[] = "tkv_cache_append_attention";
+    int rc;
+    if ((rc = tkv_tensor_check(c, k, fn, "k")) != TKV_OK || (rc = tkv_tensor_check(c, v, fn, "v")) != TKV_OK ||
+        (rc = tkv_tensor_check(c, q, fn, "q")) != TKV_OK || (rc = tkv_tensor_check(c, out, fn, "out")) != TKV_OK)
+        return rc;
+    /* before sizing anything by n_tokens and n_q_heads */
+    if ((rc = append_check(c, fn, seq, layer, n_tokens, k, v)) != TKV_OK)
+        return rc;
+    if (n_q_heads == 0 || n_q_heads % c->n_kv_heads)
+        return tkv_error(TKV_EINVAL, "%s: n_q_heads %u must be a positive multiple of n_kv_heads %u", fn, n_q_heads,
+                         c->n_kv_heads);
+    if ((uint64_t)n_tokens * n_q_heads > UINT32_MAX)
+        return tkv_error(TKV_ERANGE, "%s: %u tokens x %u query heads are too many rows", fn, n_tokens, n_q_heads);
+    const size_t n_kv = (size_t)n_tokens * c->n_kv_heads * c->head_dim, n_q = (size_t)n_tokens * n_q_heads * c->head_dim;
+    const struct tkv_tensor *t[4] = { k, v, q, out };
+    static const char *const name[4] = { "k", "v", "q", "out" };
+    struct tkv_device_tensor dev[4];
+    const void *host[4];
+    size_t need = 0;
+    for (int i = 0; i < 4; i++) {
+        const size_t n = i < 2 ? n_kv : n_q;
+        if (tkv_tensor_on_device(t[i])) {
+            if ((rc = tkv_tensor_device(t[i], n, fn, name[i], &dev[i])) != TKV_OK)
+                return rc;
+        } else if (t[i]->elem != TKV_ELEM_F32) {
+            need += n;
+        }
+        host[i] = tkv_tensor_on_device(t[i]) ? NULL : t[i]->data;
+    }
+    /* host tensors of other element types: widened (k, v, q) into, or
+     * narrowed (out) from, the cache's conversion buffer */
+    float *buf = need ? tkv_tensor_scratch(c, need, fn) : NULL;
+    if (need && !buf)
+        return TKV_ENOMEM;
+    for (int i = 0; i < 4; i++) {
+        if (!host[i] || t[i]->elem == TKV_ELEM_F32)
+            continue;
+        const size_t n = i < 2 ? n_kv : n_q;
+        if (i < 3)
+            tkv_tensor_widen(buf, t[i]->data, t[i]->elem, n);
+        host[i] = buf;
+        buf += n;
+    }
+    if ((rc = append_attention(c, seq, layer, n_tokens, host[0], host[1], host[0] ? NULL : &dev[0],
+                               host[1] ? NULL : &dev[1], n_q_heads, host[2], (float *)host[3],
+                               opts, host[2] ? NULL : &dev[2], host[3] ? NULL : &dev[3])) != TKV_OK)
+        return rc;
+    if (host[3] && out->elem != TKV_ELEM_F32)
+        tkv_tensor_narrow(out->data, host[3], out->elem, n_q);
+    return TKV_OK;
+}
+
+int tkv_cache_append_attention(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens,
+                               const struct tkv_tensor *k, const struct tkv_tensor *v, uint32_t n_q_heads,
+                               const struct tkv_tensor *q, const struct tkv_tensor *out,
+                               const struct tkv_attention_options *opts)
+{
+    if (!c)
+        return tkv_error(TKV_EINVAL, "tkv_cache_append_attention: cache is NULL");
+    TKV_GUARDED(c->ctx, "tkv_cache_append_attention",
+                append_attention_tensors(c, seq, layer, n_tokens, k, v, n_q_heads, q, out, opts));
 }
 
 static int cache_length(const tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t *n_tokens)

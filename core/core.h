@@ -95,6 +95,12 @@ int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struc
                         const struct tkv_dbuf *vbuf, struct tkv_append_args *v);
 int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
                       struct tkv_attention_args *a);
+/* ABI 2.7: a sequence's appends (a pair) and then the attention of the new
+ * tokens' queries: everything validated (tkv_validate_append_attention
+ * too) before anything runs; one append_attention call where the plugin
+ * has it, else the pair and the attention in turn. */
+int tkv_dev_append_attention(struct tkv_device *d, const struct tkv_dbuf *kbuf, struct tkv_append_args *k,
+                             const struct tkv_dbuf *vbuf, struct tkv_append_args *v, struct tkv_attention_args *a);
 int tkv_dev_dequantize(struct tkv_device *d, const struct tkv_dbuf *buf, struct tkv_dequant_args *a);
 /* ABI 2.3: the host's command buffer (NULL: none); only on a device with
  * TKV_CAP_COMMAND_BUFFER (the caller checks). */
@@ -114,6 +120,11 @@ int tkv_validate_dequant(const struct tkv_device_caps *caps, const struct tkv_db
                          const struct tkv_dequant_args *a);
 int tkv_validate_attention(const struct tkv_device_caps *caps, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
                            const struct tkv_attention_args *a);
+/* What an append_attention call adds to its pair's and attention's checks:
+ * one sequence, whose n_q is the appended tokens and whose n_ctx ends with
+ * them, in the same block-table entries. */
+int tkv_validate_append_attention(const struct tkv_append_args *k, const struct tkv_append_args *v,
+                                  const struct tkv_attention_args *a);
 /* Does the device hold a cache of these types and geometry? The error names
  * the first missing capability. */
 int tkv_caps_check_cache(const struct tkv_device_caps *caps, uint32_t n_layers, const uint32_t *k_types,

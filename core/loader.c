@@ -164,6 +164,9 @@ static const struct abi_sizes {
     /* 2.6: the descriptor's quantize_append_pair op; no argument struct grew */
     [6] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
             sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
+    /* 2.7: the descriptor's append_attention op; no argument struct grew */
+    [7] = { sizeof(struct tkv_append_args), sizeof(struct tkv_dequant_args), sizeof(struct tkv_attention_args),
+            sizeof(struct tkv_device_caps), sizeof(struct tkv_open_params) },
 };
 
 /* What the core makes of a device's capabilities as the plugin filled
@@ -683,6 +686,19 @@ static int append_call(struct tkv_device *d, const struct tkv_append_args *a)
     PLUGIN_CALL(d, d->mod->ops.quantize_append(d->dev, a));
 }
 
+/* A checked pair: one quantize_append_pair, or the two appends in order. */
+static int pair_call(struct tkv_device *d, const struct tkv_append_args *k, const struct tkv_append_args *v)
+{
+    if (d->mod->minor >= 6 && d->mod->ops.quantize_append_pair) {
+        TRACE(d, "quantize_append_pair(%s, %s, %u tokens x %u heads at %u, block_tokens %u)",
+              tkv_type_name(k->pool.fmt.type), tkv_type_name(v->pool.fmt.type), k->n_tokens, k->n_heads,
+              k->first_pos, k->pool.block_tokens);
+        PLUGIN_CALL(d, d->mod->ops.quantize_append_pair(d->dev, k, v));
+    }
+    int rc = append_call(d, k);
+    return rc != TKV_OK ? rc : append_call(d, v);
+}
+
 int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struct tkv_append_args *k,
                         const struct tkv_dbuf *vbuf, struct tkv_append_args *v)
 {
@@ -692,31 +708,56 @@ int tkv_dev_append_pair(struct tkv_device *d, const struct tkv_dbuf *kbuf, struc
     int rc = append_checked(d, kbuf, k);
     if (rc == TKV_OK)
         rc = append_checked(d, vbuf, v);
-    if (rc != TKV_OK)
-        return rc;
-    if (d->mod->minor >= 6 && d->mod->ops.quantize_append_pair) {
-        TRACE(d, "quantize_append_pair(%s, %s, %u tokens x %u heads at %u, block_tokens %u)",
-              tkv_type_name(k->pool.fmt.type), tkv_type_name(v->pool.fmt.type), k->n_tokens, k->n_heads,
-              k->first_pos, k->pool.block_tokens);
-        PLUGIN_CALL(d, d->mod->ops.quantize_append_pair(d->dev, k, v));
-    }
-    rc = append_call(d, k);
-    return rc != TKV_OK ? rc : append_call(d, v);
+    return rc != TKV_OK ? rc : pair_call(d, k, v);
+}
+
+static int attention_checked(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
+                             struct tkv_attention_args *a)
+{
+    a->struct_size = abi_args_size[d->mod->minor].attention;
+    a->k.buf = k->h;
+    a->v.buf = v->h;
+    return tkv_validate_attention(d->caps, k, v, a);
+}
+
+static int attention_call(struct tkv_device *d, const struct tkv_attention_args *a)
+{
+    TRACE(d, "attention(K %s, V %s, %u seqs, %u queries x %u heads, max n_ctx %u, window %u, softcap %g, lse %s)",
+          tkv_type_name(a->k.fmt.type), tkv_type_name(a->v.fmt.type), a->n_seqs, a->n_q_total, a->n_q_heads,
+          a->max_n_ctx, a->window, (double)a->softcap, a->lse ? "yes" : "no");
+    PLUGIN_CALL(d, d->mod->ops.attention(d->dev, a));
 }
 
 int tkv_dev_attention(struct tkv_device *d, const struct tkv_dbuf *k, const struct tkv_dbuf *v,
                       struct tkv_attention_args *a)
 {
-    a->struct_size = abi_args_size[d->mod->minor].attention;
-    a->k.buf = k->h;
-    a->v.buf = v->h;
-    int rc = tkv_validate_attention(d->caps, k, v, a);
+    int rc = attention_checked(d, k, v, a);
+    return rc != TKV_OK ? rc : attention_call(d, a);
+}
+
+int tkv_dev_append_attention(struct tkv_device *d, const struct tkv_dbuf *kbuf, struct tkv_append_args *k,
+                             const struct tkv_dbuf *vbuf, struct tkv_append_args *v, struct tkv_attention_args *a)
+{
+    /* the pair and the attention checked before either runs */
+    k->flags = TKV_APPEND_PAIR_FIRST;
+    v->flags = TKV_APPEND_PAIR_SECOND;
+    int rc = append_checked(d, kbuf, k);
+    if (rc == TKV_OK)
+        rc = append_checked(d, vbuf, v);
+    if (rc == TKV_OK)
+        rc = attention_checked(d, kbuf, vbuf, a);
+    if (rc == TKV_OK)
+        rc = tkv_validate_append_attention(k, v, a);
     if (rc != TKV_OK)
         return rc;
-    TRACE(d, "attention(K %s, V %s, %u seqs, %u queries x %u heads, max n_ctx %u, window %u, softcap %g, lse %s)",
-          tkv_type_name(a->k.fmt.type), tkv_type_name(a->v.fmt.type), a->n_seqs, a->n_q_total, a->n_q_heads,
-          a->max_n_ctx, a->window, (double)a->softcap, a->lse ? "yes" : "no");
-    PLUGIN_CALL(d, d->mod->ops.attention(d->dev, a));
+    if (d->mod->minor >= 7 && d->mod->ops.append_attention) {
+        TRACE(d, "append_attention(K %s, V %s, %u tokens x %u heads at %u, %u query heads, window %u)",
+              tkv_type_name(k->pool.fmt.type), tkv_type_name(v->pool.fmt.type), k->n_tokens, k->n_heads,
+              k->first_pos, a->n_q_heads, a->window);
+        PLUGIN_CALL(d, d->mod->ops.append_attention(d->dev, k, v, a));
+    }
+    rc = pair_call(d, k, v);
+    return rc != TKV_OK ? rc : attention_call(d, a);
 }
 
 int tkv_dev_set_command_buffer(struct tkv_device *d, void *command_buffer)

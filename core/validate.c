@@ -224,6 +224,30 @@ int tkv_validate_attention(const struct tkv_device_caps *caps, const struct tkv_
     return TKV_OK;
 }
 
+int tkv_validate_append_attention(const struct tkv_append_args *k, const struct tkv_append_args *v,
+                                  const struct tkv_attention_args *a)
+{
+    static const char op[] = "append_attention";
+    if (a->n_seqs != 1)
+        return tkv_error(TKV_EINVAL, "%s: %u sequences (one sequence a call)", op, a->n_seqs);
+    const struct tkv_attn_seq *q = a->seqs;
+    if (k->n_tokens != v->n_tokens || k->first_pos != v->first_pos || k->n_heads != v->n_heads ||
+        k->n_heads != a->n_kv_heads)
+        return tkv_error(TKV_EINVAL, "%s: the keys' and values' appends differ (%u / %u tokens at %u / %u, %u / %u "
+                         "heads; attention %u kv heads)", op, k->n_tokens, v->n_tokens, k->first_pos, v->first_pos,
+                         k->n_heads, v->n_heads, a->n_kv_heads);
+    if (q->n_q != k->n_tokens || (uint64_t)k->first_pos + k->n_tokens != q->n_ctx)
+        return tkv_error(TKV_EINVAL, "%s: the attention's n_q %u / n_ctx %u are not the %u appended tokens at %u and "
+                         "their sequence", op, q->n_q, q->n_ctx, k->n_tokens, k->first_pos);
+    /* the rows appended are the rows the attention reads last: the same
+     * block-table entries */
+    const uint32_t bt = a->k.block_tokens, b0 = k->first_pos / bt, b1 = (q->n_ctx - 1u) / bt;
+    for (uint32_t b = b0; b <= b1; b++)
+        if (k->blocks[b] != a->blocks[q->block_first + b] || v->blocks[b] != a->blocks[q->block_first + b])
+            return tkv_error(TKV_EINVAL, "%s: block %u of the appends is not the attention's", op, b);
+    return TKV_OK;
+}
+
 int tkv_caps_check_cache(const struct tkv_device_caps *caps, uint32_t n_layers, const uint32_t *k_types,
                          const uint32_t *v_types, uint32_t head_dim, uint32_t rotation, uint32_t scale_mode,
                          uint32_t block_tokens, const char *device)

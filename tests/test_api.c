@@ -617,6 +617,87 @@ static void typed_tensors_match_f32(void **state)
 }
 
 /* A bad tensor is refused with its member named, and changes nothing. */
+/* tkv_cache_append_attention is tkv_cache_append_tensors and then
+ * tkv_attention_tensors of the new tokens' queries: the same outputs, counts
+ * and stored rows (on the cpu plugin the core makes the two calls;
+ * test_host_opencl holds the OpenCL plugin's one launch to the same). A
+ * call that fails after it took a block for its tokens gives the block back
+ * and keeps the length. */
+static void append_attention_is_both_calls(void **state)
+{
+    (void)state;
+    enum { N = 2, Q = 2 * HEADS, BT = 4 };
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = LAYERS, .n_kv_heads = HEADS, .head_dim = DIM, .capacity = CAP,
+        .k_type = TKV_TYPE_TURBO3, .v_type = TKV_TYPE_TURBO4, .block_tokens = BT,
+    };
+    tkv_cache *a = NULL, *b = NULL;
+    assert_int_equal(tkv_cache_create(ctx, &p, &a), TKV_OK);
+    assert_int_equal(tkv_cache_create(ctx, &p, &b), TKV_OK);
+    fill_tokens(a, 0, 5, 21);
+    fill_tokens(b, 0, 5, 21);
+    float k[N * ROW], v[N * ROW], q[N * Q * DIM], oa[N * Q * DIM], ob[N * Q * DIM];
+    uint16_t qh[N * Q * DIM];
+    uint32_t seq = 0;
+    for (uint32_t step = 0; step < 3; step++)
+        for (uint32_t l = 0; l < LAYERS; l++) {
+            uint32_t n = step == 1 ? 2u : 1u; /* 5 + 1 + 2 + 1 tokens: the last step opens a block */
+            fill(k, N * ROW, 30 + step * 4 + l);
+            fill(v, N * ROW, 31 + step * 4 + l);
+            fill(q, N * Q * DIM, 32 + step * 4 + l);
+            for (size_t i = 0; i < N * Q * DIM; i++)
+                qh[i] = f16_bits(q[i]);
+            /* f32 q in the first step, f16 after */
+            struct tkv_tensor tk = tensor(TKV_ELEM_F32, k), tv = tensor(TKV_ELEM_F32, v);
+            struct tkv_tensor tq = step ? tensor(TKV_ELEM_F16, qh) : tensor(TKV_ELEM_F32, q);
+            struct tkv_tensor toa = tensor(TKV_ELEM_F32, oa), tob = tensor(TKV_ELEM_F32, ob);
+            struct tkv_attention_stats sa = { 0 }, sb = { 0 };
+            struct tkv_attention_options xa = { .struct_size = sizeof xa, .stats = &sa };
+            struct tkv_attention_options xb = { .struct_size = sizeof xb, .stats = &sb };
+            memset(oa, 0, sizeof oa);
+            memset(ob, 0xff, sizeof ob);
+            assert_int_equal(tkv_cache_append_attention(a, seq, l, n, &tk, &tv, Q, &tq, &toa, &xa), TKV_OK);
+            assert_int_equal(tkv_cache_append_tensors(b, seq, l, n, &tk, &tv), TKV_OK);
+            assert_int_equal(tkv_attention_tensors(b, l, 1, &seq, &n, Q, &tq, &tob, &xb), TKV_OK);
+            assert_memory_equal(oa, ob, sizeof(float) * n * Q * DIM);
+            assert_int_equal(sa.rows_total, sb.rows_total);
+            assert_int_equal(sa.rows_skipped, sb.rows_skipped);
+        }
+    struct snapshot *sa = malloc(sizeof *sa), *sb = malloc(sizeof *sb);
+    snap(a, sa);
+    snap(b, sb);
+    assert_int_equal(sa->len[0], 9);
+    assert_memory_equal(sa, sb, sizeof *sa);
+
+    /* 12 tokens fill three blocks of 4: a thirteenth takes a fourth block
+     * before its attention's options are refused */
+    fill_tokens(a, 0, 3, 40);
+    snap(a, sa);
+    struct tkv_cache_bytes before, after;
+    assert_int_equal(tkv_cache_bytes(a, &before), TKV_OK);
+    struct tkv_tensor tk = tensor(TKV_ELEM_F32, k), tv = tensor(TKV_ELEM_F32, v);
+    struct tkv_tensor tq = tensor(TKV_ELEM_F32, q), to = tensor(TKV_ELEM_F32, oa);
+    struct tkv_tensor none = tensor(TKV_ELEM_F32, NULL);
+    struct tkv_attention_options old = { .struct_size = 4 };
+    expect_error(tkv_cache_append_attention(a, 0, 0, 1, &tk, &tv, Q, &tq, &to, &old), TKV_EINVAL,
+                 "struct_size 4 too small");
+    expect_error(tkv_cache_append_attention(a, 0, 0, 1, &tk, &tv, 3, &tq, &to, NULL), TKV_EINVAL,
+                 "multiple of n_kv_heads");
+    expect_error(tkv_cache_append_attention(a, 0, 0, 1, &tk, &tv, Q, &none, &to, NULL), TKV_EINVAL,
+                 "q->data is NULL");
+    expect_error(tkv_cache_append_attention(a, 0, 0, CAP, &tk, &tv, Q, &tq, &to, NULL), TKV_ERANGE,
+                 "capacity exceeded");
+    expect_error(tkv_cache_append_attention(a, 0, LAYERS, 1, &tk, &tv, Q, &tq, &to, NULL), TKV_ERANGE,
+                 "layer 2 out of range");
+    assert_int_equal(tkv_cache_bytes(a, &after), TKV_OK);
+    assert_int_equal(after.blocks_used, before.blocks_used);
+    assert_unchanged(a, sa);
+    free(sa);
+    free(sb);
+    tkv_cache_destroy(a);
+    tkv_cache_destroy(b);
+}
+
 static void bad_tensors_refused(void **state)
 {
     (void)state;
@@ -680,6 +761,7 @@ int main(void)
         cmocka_unit_test(nonfinite_and_saturation_counted),
         cmocka_unit_test(typed_tensors_match_f32),
         cmocka_unit_test(bad_tensors_refused),
+        cmocka_unit_test(append_attention_is_both_calls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

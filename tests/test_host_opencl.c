@@ -315,6 +315,114 @@ static void matches_cpu(void **state)
     free(cpu_out);
 }
 
+/* A decode step as one call a layer (tkv_cache_append_attention, ABI
+ * 2.7): on NVIDIA's tensor-core kernels (turbo3 and turbo3o K and V at
+ * head_dim 128, f32 rows in the host's buffers) the new rows are quantized
+ * inside the attention's launch; elsewhere (PoCL, f16 rows) the plugin
+ * makes the pair and the attention. Either way: the cpu plugin's stored
+ * bytes, and its attention within the conformance tolerance, from
+ * append + attention as two calls on host arrays. Steps of 1 and 2 tokens,
+ * across a block's end, at a context of several chunks. */
+static void fused_step_matches_two_calls(void **state)
+{
+    (void)state;
+    enum { FL = 2, PRE = 333, FSTEPS = 4, FCAP = 352 };
+    static const uint32_t types[FL] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3_OUT };
+    static const uint32_t n_new[FSTEPS] = { 1, 2, 1, 1 };       /* 333 .. 337: block 21 from 336 on */
+    static const uint32_t elem[FSTEPS] = { TKV_ELEM_F32, TKV_ELEM_F32, TKV_ELEM_F16, TKV_ELEM_F32 };
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = FL, .n_kv_heads = KV, .head_dim = D, .capacity = FCAP,
+        .n_q_heads = QH, .k_type = TKV_TYPE_FROM_CONFIG, .v_type = TKV_TYPE_FROM_CONFIG,
+        .layer_k_types = types, .layer_v_types = types, .block_tokens = 16,
+    };
+    tkv_cache *g = NULL, *c = NULL;
+    assert_int_equal(tkv_cache_create(ctx, &p, &g), TKV_OK);
+    assert_int_equal(tkv_cache_create(ctx_cpu, &p, &c), TKV_OK);
+    const size_t row = (size_t)KV * D, qrow = (size_t)QH * D;
+    float *pre = malloc(sizeof *pre * 2 * PRE * row);
+    for (size_t i = 0; i < 2 * PRE * row; i++)
+        pre[i] = gauss();
+    for (uint32_t l = 0; l < FL; l++) {
+        assert_int_equal(tkv_cache_append(g, 0, l, PRE, pre, pre + PRE * row), TKV_OK);
+        assert_int_equal(tkv_cache_append(c, 0, l, PRE, pre, pre + PRE * row), TKV_OK);
+    }
+    /* a step's layer: k, v (n rows), q (n query rows) in the step's element
+     * type; out f32 */
+    const size_t per = 2 * 2 * row + 2 * qrow;
+    float *x = malloc(sizeof *x * FSTEPS * FL * per);
+    for (size_t i = 0; i < (size_t)FSTEPS * FL * per; i++)
+        x[i] = gauss();
+    const size_t in_bytes = sizeof(float) * FSTEPS * FL * per, out_bytes = sizeof(float) * FSTEPS * FL * 2 * qrow;
+    unsigned char *in = calloc(1, in_bytes);
+    float *dev_out = calloc(1, out_bytes), *cpu_out = calloc(1, out_bytes);
+    for (uint32_t s = 0; s < FSTEPS; s++)
+        for (uint32_t l = 0; l < FL; l++) {
+            const size_t at = ((size_t)s * FL + l) * per; /* f32's room for every type */
+            encode(in + at * sizeof(float), x + at, per, elem[s]);
+        }
+    cl_mem in_mem = new_buffer(in_bytes, in), out_mem = new_buffer(out_bytes, NULL);
+    uint32_t seq = 0;
+    for (uint32_t s = 0; s < FSTEPS; s++)
+        for (uint32_t l = 0; l < FL; l++) {
+            const uint32_t e = elem[s], n = n_new[s];
+            const size_t es = esize(e), at = ((size_t)s * FL + l) * per * sizeof(float);
+            const size_t o_at = ((size_t)s * FL + l) * 2 * qrow;
+            struct tkv_tensor k = cl_tensor(e, in_mem, at, in_bytes);
+            struct tkv_tensor v = cl_tensor(e, in_mem, at + n * row * es, in_bytes);
+            struct tkv_tensor q = cl_tensor(e, in_mem, at + 2 * n * row * es, in_bytes);
+            struct tkv_tensor o = cl_tensor(TKV_ELEM_F32, out_mem, o_at * sizeof(float), out_bytes);
+            if (tkv_cache_append_attention(g, seq, l, n, &k, &v, QH, &q, &o, NULL) != TKV_OK)
+                fail_msg("step %u layer %u: %s", s, l, tkv_last_error());
+            struct tkv_tensor hk = host_tensor(e, in + at), hv = host_tensor(e, in + at + n * row * es);
+            struct tkv_tensor hq = host_tensor(e, in + at + 2 * n * row * es);
+            struct tkv_tensor ho = host_tensor(TKV_ELEM_F32, cpu_out + o_at);
+            assert_int_equal(tkv_cache_append_tensors(c, seq, l, n, &hk, &hv), TKV_OK);
+            assert_int_equal(tkv_attention_tensors(c, l, 1, &seq, &n, QH, &hq, &ho, NULL), TKV_OK);
+        }
+    assert_int_equal(clEnqueueReadBuffer(cl_q, out_mem, CL_TRUE, 0, out_bytes, dev_out, 0, NULL, NULL), CL_SUCCESS);
+    double worst = 0;
+    for (uint32_t s = 0; s < FSTEPS; s++)
+        for (uint32_t l = 0; l < FL; l++)
+            for (uint32_t r = 0; r < n_new[s] * QH; r++) {
+                const size_t base = ((size_t)s * FL + l) * 2 * qrow + (size_t)r * D;
+                double mag = 0, err = 0;
+                for (uint32_t i = 0; i < D; i++) {
+                    assert_true(isfinite(dev_out[base + i]));
+                    mag = fmax(mag, fabs(cpu_out[base + i]));
+                    err = fmax(err, fabs((double)cpu_out[base + i] - dev_out[base + i]));
+                }
+                const double rel = err / (mag > 1e-6 ? mag : 1e-6);
+                worst = fmax(worst, rel);
+                if (rel > ATTN_TOLERANCE)
+                    fail_msg("step %u layer %u (%s) query row %u: relative error %.3g", s, l,
+                             tkv_type_name(types[l]), r, rel);
+            }
+    print_message("append_attention (opencl, host's device) vs two calls (cpu): worst attention error %.3g\n",
+                  worst);
+    size_t na = 0, nb = 0;
+    assert_int_equal(tkv_seq_state_size(g, 0, &na), TKV_OK);
+    assert_int_equal(tkv_seq_state_size(c, 0, &nb), TKV_OK);
+    assert_int_equal(na, nb);
+    unsigned char *ia = malloc(na), *ib = malloc(nb);
+    assert_int_equal(tkv_seq_state_get(g, 0, ia, na, &na), TKV_OK);
+    assert_int_equal(tkv_seq_state_get(c, 0, ib, nb, &nb), TKV_OK);
+    assert_memory_equal(ia, ib, na);
+    uint32_t len = 0;
+    assert_int_equal(tkv_cache_length(g, 0, FL - 1, &len), TKV_OK);
+    assert_int_equal(len, PRE + 5);
+    free(ia);
+    free(ib);
+    clReleaseMemObject(in_mem);
+    clReleaseMemObject(out_mem);
+    free(pre);
+    free(x);
+    free(in);
+    free(dev_out);
+    free(cpu_out);
+    tkv_cache_destroy(g);
+    tkv_cache_destroy(c);
+}
+
 /* Bad device tensors: refused naming the argument; the cache unchanged. */
 static void refuses_bad_tensors(void **state)
 {
@@ -444,6 +552,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(opens_on_the_hosts_device),
         cmocka_unit_test(matches_cpu),
+        cmocka_unit_test(fused_step_matches_two_calls),
         cmocka_unit_test(refuses_bad_tensors),
         cmocka_unit_test(refuses_bad_host_devices),
     };

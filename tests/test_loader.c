@@ -52,12 +52,12 @@ static void broken_refused_good_loaded(void **state)
         int status;
         const char *message;
     } expect[] = {
-        { "turbokv-broken-bad-major.so", TKV_EABI, "plugin ABI 3.0, core ABI 2.6: the plugin needs a newer turbokv" },
-        { "turbokv-broken-old-abi.so", TKV_EABI, "plugin ABI 1.1, core ABI 2.6: rebuild the plugin against turbokv_plugin.h 2.x" },
+        { "turbokv-broken-bad-major.so", TKV_EABI, "plugin ABI 3.0, core ABI 2.7: the plugin needs a newer turbokv" },
+        { "turbokv-broken-old-abi.so", TKV_EABI, "plugin ABI 1.1, core ABI 2.7: rebuild the plugin against turbokv_plugin.h 2.x" },
         { "turbokv-broken-null-op.so", TKV_EPLUGIN, "required op 'attention' is NULL" },
         { "turbokv-broken-no-device.so", TKV_ENODEV, "probe found no device" },
         { "turbokv-broken-no-entry.so", TKV_EPLUGIN, "no entry symbol 'tkv_plugin_entry'" },
-        { "turbokv-broken-refuses-core.so", TKV_EABI, "plugin refused core ABI 2.6" },
+        { "turbokv-broken-refuses-core.so", TKV_EABI, "plugin refused core ABI 2.7" },
         { "turbokv-broken-short-struct.so", TKV_EPLUGIN, "smaller than ABI 2.0 requires" },
         { "turbokv-broken-no-caps.so", TKV_EDEVICE, "device_caps(0) failed: broken test device has no capabilities" },
         { "turbokv-broken-not-paged.so", TKV_EPLUGIN, "does not report TKV_CAP_PAGED" },

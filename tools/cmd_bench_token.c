@@ -13,7 +13,10 @@
  *              are queued on the host's queue without a wait, and the step
  *              ends with one clFinish; Vulkan: they are recorded into one
  *              command buffer of the host's (tkv_context_set_command_buffer),
- *              submitted once, its fence waited for.
+ *              submitted once, its fence waited for;
+ *   fused      the per-token step with each layer's append and attention as
+ *              one call, tkv_cache_append_attention (one launch a layer on
+ *              OpenCL's tensor-core kernels; elsewhere the two ops).
  *
  * Both are wall-clock time of a whole step divided by the layers, median of
  * the steps. Beside them, the attention's device time as the plugin reports
@@ -89,6 +92,7 @@ struct token_run {
     double step_dev_us; /* per-token: the step's device time (Vulkan timestamps around its command buffer), or 0 */
     double append_dev_us, attn_dev_us; /* per-token: the step's device time in appends / in attention, or 0 */
     double prefill_rows_s; /* device-tensor prefill: K/V rows appended a second */
+    double fused_us;       /* the per-token step by tkv_cache_append_attention */
 };
 
 /* The device's buffers of the per-token mode and a step's submission, as
@@ -118,7 +122,7 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     const size_t row = (size_t)kv_heads * head_dim, qrow = (size_t)q_heads * head_dim;
     struct tkv_cache_params p = {
         .struct_size = sizeof p, .n_layers = layers, .n_kv_heads = kv_heads, .head_dim = head_dim,
-        .capacity = ctx + 2 * steps + PREFILL_TOKENS, .k_type = type, .v_type = type, .n_q_heads = q_heads,
+        .capacity = ctx + 3 * steps + PREFILL_TOKENS, .k_type = type, .v_type = type, .n_q_heads = q_heads,
     };
     tkv_cache *c = NULL;
     float *k = malloc(sizeof *k * FILL_CHUNK * row), *v = malloc(sizeof *v * FILL_CHUNK * row);
@@ -130,9 +134,10 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     double *call = malloc(sizeof *call * steps), *tok = malloc(sizeof *tok * steps), *dev = malloc(sizeof *dev * steps);
     double *rec = malloc(sizeof *rec * steps), *sdev = malloc(sizeof *sdev * steps);
     double *adev = malloc(sizeof *adev * steps), *qdev = malloc(sizeof *qdev * steps);
+    double *fus = malloc(sizeof *fus * steps);
     double pre[PREFILL_REPS];
     int rc = -1, have_buffers = 0;
-    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev || !rec || !sdev || !adev || !qdev)
+    if (!k || !v || !hq || !ho || !dev_init || !call || !tok || !dev || !rec || !sdev || !adev || !qdev || !fus)
         goto done;
     for (size_t i = 0; i < FILL_CHUNK * row; i++) {
         k[i] = 10.0f * gauss();
@@ -198,6 +203,21 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
         sdev[s] = h->step_dev_ns / 1e3 / layers;
         adev[s] = h->append_dev_ns / 1e3 / layers;
         qdev[s] = h->attn_dev_ns / 1e3 / layers;
+        /* fused: the same step, each layer one tkv_cache_append_attention */
+        t0 = now_us();
+        if (h->step_begin && h->step_begin(h, tc) != 0)
+            goto done;
+        for (uint32_t l = 0; l < layers; l++) {
+            const uint64_t at = sizeof(float) * l * (2 * row + qrow);
+            struct tkv_tensor tk = h->tensor(h, 0, at), tv = h->tensor(h, 0, at + sizeof(float) * row);
+            struct tkv_tensor tq = h->tensor(h, 0, at + 2 * sizeof(float) * row);
+            struct tkv_tensor to = h->tensor(h, 1, sizeof(float) * l * qrow);
+            if (tkv_cache_append_attention(c, 0, l, 1, &tk, &tv, q_heads, &tq, &to, NULL) != TKV_OK)
+                goto fail;
+        }
+        if (h->step_end_fn(h, tc) != 0)
+            goto done;
+        fus[s] = (now_us() - t0) / layers;
     }
     /* prefill from the host's buffers: every layer queued, one wait */
     uint32_t len = 0;
@@ -226,12 +246,13 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     qsort(sdev + WARMUP_STEPS, STEPS, sizeof *sdev, cmp_double);
     qsort(adev + WARMUP_STEPS, STEPS, sizeof *adev, cmp_double);
     qsort(qdev + WARMUP_STEPS, STEPS, sizeof *qdev, cmp_double);
+    qsort(fus + WARMUP_STEPS, STEPS, sizeof *fus, cmp_double);
     *r = (struct token_run){ .type = type, .ctx = ctx, .call_us = call[WARMUP_STEPS + STEPS / 2],
                              .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2],
                              .record_us = rec[WARMUP_STEPS + STEPS / 2], .step_dev_us = sdev[WARMUP_STEPS + STEPS / 2],
                              .append_dev_us = adev[WARMUP_STEPS + STEPS / 2],
                              .attn_dev_us = qdev[WARMUP_STEPS + STEPS / 2],
-                             .prefill_rows_s = pre[PREFILL_REPS / 2] };
+                             .prefill_rows_s = pre[PREFILL_REPS / 2], .fused_us = fus[WARMUP_STEPS + STEPS / 2] };
     rc = 0;
     goto done;
 fail:
@@ -252,6 +273,7 @@ done:
     free(sdev);
     free(adev);
     free(qdev);
+    free(fus);
     return rc;
 }
 
@@ -275,19 +297,19 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
                    "\"ctx\": %u, \"layers\": %u, \"per_call_us\": %.2f, \"per_token_us\": %.2f, "
                    "\"attention_device_us\": %.2f, \"per_token_calls_us\": %.2f, \"per_token_device_us\": %.2f, "
                    "\"per_token_append_device_us\": %.2f, \"per_token_attention_device_us\": %.2f, "
-                   "\"prefill_rows_per_s\": %.0f}",
+                   "\"prefill_rows_per_s\": %.0f, \"per_token_fused_us\": %.2f}",
                    i ? "," : "", h->api, tkv_context_device(tc), tkv_type_name(runs[i].type), runs[i].ctx, layers,
                    runs[i].call_us, runs[i].token_us, runs[i].dev_us, runs[i].record_us, runs[i].step_dev_us,
-                   runs[i].append_dev_us, runs[i].attn_dev_us, runs[i].prefill_rows_s);
+                   runs[i].append_dev_us, runs[i].attn_dev_us, runs[i].prefill_rows_s, runs[i].fused_us);
         printf("\n]\n");
     } else if (rc == 0) {
         printf("turbokv bench --per-token: %s on the host's device %s; %u layers, %u query heads, %u kv heads, "
                "head_dim %u, one sequence; us per layer (append one token + attention), median of %d steps; "
                "per-token: %s\n",
                h->api, tkv_context_device(tc), layers, q_heads, kv_heads, head_dim, STEPS, h->step_end);
-        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s %13s %13s %16s\n", "type", "ctx", "per-call us",
-               "per-token us", "attn device us", "token/dev", "call/token", "token calls us", "token dev us",
-               "  of it: app", "attn", "prefill Mrows/s");
+        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s %13s %13s %16s %10s %10s\n", "type", "ctx",
+               "per-call us", "per-token us", "attn device us", "token/dev", "call/token", "token calls us",
+               "token dev us", "  of it: app", "attn", "prefill Mrows/s", "fused us", "fused/dev");
         for (int i = 0; i < n; i++) {
             printf("%-8s %8u %13.1f %13.1f %16.1f ", tkv_type_name(runs[i].type), runs[i].ctx, runs[i].call_us,
                    runs[i].token_us, runs[i].dev_us);
@@ -304,13 +326,19 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
                 printf(" %13.1f %13.1f", runs[i].append_dev_us, runs[i].attn_dev_us);
             else
                 printf(" %13s %13s", "-", "-");
-            printf(" %16.2f\n", runs[i].prefill_rows_s / 1e6);
+            printf(" %16.2f %10.1f", runs[i].prefill_rows_s / 1e6, runs[i].fused_us);
+            if (runs[i].dev_us > 0)
+                printf(" %9.2fx\n", runs[i].fused_us / runs[i].dev_us);
+            else
+                printf(" %10s\n", "-");
         }
         printf("token calls us: host time inside the per-token calls (recording or enqueueing); token dev us: "
                "the step's device time, where the API has timestamps; of it: app / attn, the device time between "
                "timestamps the bench writes after each layer's append and attention (Vulkan); prefill Mrows/s: %u tokens of K "
                "and V appended to each layer from the host's buffers, queued, one wait (a row: one head's K or V of "
-               "one token; median of %d)\n", PREFILL_TOKENS, PREFILL_REPS);
+               "one token; median of %d); fused us: the per-token step with each layer's append and attention as "
+               "one tkv_cache_append_attention, and its ratio to the attention's device time\n",
+               PREFILL_TOKENS, PREFILL_REPS);
     }
     return rc;
 }

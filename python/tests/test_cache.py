@@ -245,6 +245,35 @@ class Attention(unittest.TestCase):
         out3 = self.c.attention(0, 3, q3)
         assert_close(self, out3, self.want(0, [3], [3], q3)[0], 2e-4)
 
+    def test_append_attention_is_both_calls(self):
+        a, b = make(), make()
+        try:
+            for c in (a, b):
+                put(c, 0, 0, 30, 1)
+            pos = 30
+            for step, n in enumerate((1, 2, 1)):
+                k, v = rows(pos, n, 7), rows(pos, n, 8)
+                q = queries(n, seed=30.0 + step)
+                if step == 2:  # float16 inputs
+                    k, v, q = k.astype(np.float16), v.astype(np.float16), q.astype(np.float16)
+                got, stats = a.append_attention(0, 2, k, v, q, return_stats=True)
+                b.append(0, 2, k, v)
+                want, want_stats = b.attention(2, 0, q, return_stats=True)
+                np.testing.assert_array_equal(got, want)
+                self.assertEqual(stats, want_stats)
+                pos += n
+            self.assertEqual(a.length(0, 2), 34)
+            np.testing.assert_array_equal(a.dequantize(0, 2, 1), b.dequantize(0, 2, 1))
+            # refused before anything is stored
+            with self.assertRaisesRegex(ValueError, "q"):
+                a.append_attention(0, 2, rows(34, 1, 7), rows(34, 1, 8), queries(2))
+            with self.assertRaisesRegex(turbokv.Error, "multiple of n_kv_heads"):
+                a.append_attention(0, 2, rows(34, 1, 7), rows(34, 1, 8), np.zeros((1, 3, DIM), np.float32))
+            self.assertEqual(a.length(0, 2), 34)
+        finally:
+            a.close()
+            b.close()
+
     def test_stats_and_out(self):
         q = queries(2)
         out = np.full_like(q, np.nan)

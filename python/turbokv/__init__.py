@@ -56,7 +56,7 @@ from ._errors import (
 )
 from ._ffi import BLOCK_TOKENS_DEFAULT, library_path
 
-__version__ = "0.6.0"
+__version__ = "0.7.0"
 
 __all__ = [
     "ABIError",

@@ -849,6 +849,49 @@ class Cache:
             result.append(AttentionStats(stats.rows_total, stats.rows_skipped))
         return result[0] if len(result) == 1 else tuple(result)
 
+    def append_attention(self, seq, layer, k, v, q, scale=None, window=0, softcap=0.0, return_stats=False, out=None):
+        """A decode step of one layer of one sequence in one call: append(seq,
+        layer, k, v), then attention(layer, seq, q) of the new tokens' queries
+        (each sees the sequence up to its own position). k, v: float32 or
+        float16 [n_tokens][n_kv_heads][head_dim]; q: [n_tokens][n_q_heads]
+        [head_dim]. Returns out (q's shape), and the AttentionStats when
+        asked. A backend with the fused op quantizes the new rows inside the
+        attention (one launch); the result is the two calls'. On an error
+        nothing is stored."""
+        h = self._h()
+        seq, layer = _u32(seq, "seq"), _u32(layer, "layer")
+        shape, layout = self._rows_layout()
+        _check_array(k, "k", shape, layout, half=True)
+        _check_array(v, "v", (k.shape[0],) + shape[1:], layout + " like k", half=True)
+        d = self._shape.head_dim
+        _check_array(
+            q, "q", (k.shape[0], None, d), "[n_tokens=%d][n_q_heads][head_dim=%d]" % (k.shape[0], d), half=True
+        )
+        if out is None:
+            out = np.empty_like(q)
+        else:
+            _check_array(out, "out", q.shape, "q's shape", writeable=True, half=True)
+            if np.may_share_memory(out, q):
+                raise ValueError("out overlaps q")
+        stats = _ffi.tkv_attention_stats()
+        o = _ffi.tkv_attention_options()
+        o.struct_size = ctypes.sizeof(o)
+        o.window = _u32(window, "window")
+        o.scale = 0.0 if scale is None else float(scale)
+        o.softcap = float(softcap)
+        if scale is not None and o.scale == 0.0:
+            raise ValueError("scale %r is 0 (pass None for 1/sqrt(head_dim))" % (scale,))
+        o.stats = ctypes.pointer(stats)
+        kt, vt, qt, ot = _tensor(k), _tensor(v), _tensor(q), _tensor(out)
+        rc = self._lib.tkv_cache_append_attention(
+            h, seq, layer, k.shape[0], ctypes.byref(kt), ctypes.byref(vt), q.shape[1], ctypes.byref(qt),
+            ctypes.byref(ot), ctypes.byref(o)
+        )
+        _check(rc, "tkv_cache_append_attention")
+        if return_stats:
+            return out, AttentionStats(stats.rows_total, stats.rows_skipped)
+        return out
+
     def length(self, seq, layer):
         """Tokens stored for a sequence in a layer."""
         n = ctypes.c_uint32()

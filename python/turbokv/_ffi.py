@@ -247,6 +247,21 @@ PROTOTYPES = {
         c_int,
         [_cache_p, c_uint32, c_uint32, c_uint32, POINTER(tkv_tensor), POINTER(tkv_tensor)],
     ),
+    "tkv_cache_append_attention": (
+        c_int,
+        [
+            _cache_p,
+            c_uint32,
+            c_uint32,
+            c_uint32,
+            POINTER(tkv_tensor),
+            POINTER(tkv_tensor),
+            c_uint32,
+            POINTER(tkv_tensor),
+            POINTER(tkv_tensor),
+            POINTER(tkv_attention_options),
+        ],
+    ),
     "tkv_attention_tensors": (
         c_int,
         [
