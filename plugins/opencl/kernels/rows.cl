@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 
 /* Left out of the attention programs built per configuration (device.c,
- * ocl_decode_kernels): they need only attention.cl. */
-#ifndef TKV_SPEC_HEAD_DIM
+ * ocl_decode_kernels): they need only attention.cl. The tensor-core
+ * program (-DTKV_TC, also specialized for head_dim 128) keeps the row
+ * quantization, which its kernels run for a decode step's new rows (ABI
+ * 2.7's append_attention, tensor.cl), but not the kernels. */
+#if !defined(TKV_SPEC_HEAD_DIM) || defined(TKV_TC)
 /*
  * Rows in and out of a cache buffer: quantize_rows (the quantize_append op)
  * and dequantize_rows (the dequantize op). One work-group per row; the row
@@ -32,12 +35,17 @@ inline uint unpack_index(__global const uchar *p, uint i, uint bits)
 #define ENC_BOUND 1u                                /* codes: 1/sqrt(g) at 0, then the boundaries */
 #define ENC_CSQ (ENC_BOUND + TKV_TAB_MAX_LEVELS - 1u) /* then the squared centroids */
 #define ENC_FLOATS (ENC_CSQ + TKV_TAB_MAX_LEVELS)   /* floats a group size */
+#ifdef TKV_SPEC_HEAD_DIM
+#define ROW_DIM TKV_SPEC_HEAD_DIM /* the tensor-core program: its one head_dim */
+#else
+#define ROW_DIM TKV_HEAD_DIM_MAX
+#endif
 typedef struct {
-    float r[TKV_HEAD_DIM_MAX], x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX];
-    float sign1[TKV_HEAD_DIM_MAX], sign2[TKV_HEAD_DIM_MAX]; /* the WHT's D1, D2 of each value */
-    float codes[TKV_N_GROUP_SIZES * ENC_FLOATS];             /* per group size (group_table) */
+    float r[ROW_DIM], x[ROW_DIM], y[ROW_DIM];
+    float sign1[ROW_DIM], sign2[ROW_DIM]; /* the WHT's D1, D2 of each value */
+    float codes[TKV_N_GROUP_SIZES * ENC_FLOATS]; /* per group size (group_table) */
     float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
-    uchar idx[TKV_HEAD_DIM_MAX];
+    uchar idx[ROW_DIM];
     int renorm;
 } __attribute__((aligned(8))) row_scratch;
 
@@ -377,6 +385,7 @@ inline void quantize_row(__global const float *src, uint src_at, uint row, uint 
     }
 }
 
+#ifndef TKV_SPEC_HEAD_DIM
 /* One work-group a row (quantize_row). */
 __kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads, uint head_dim,
                             __global uchar *dst, __global const uint *blocks, uint block0,
@@ -497,4 +506,5 @@ __kernel void dequantize_rows(__global const uchar *buf, __global const uint *bl
         dst[(ulong)row * head_dim + e] = v[e];
 }
 
-#endif /* TKV_SPEC_HEAD_DIM */
+#endif /* !TKV_SPEC_HEAD_DIM: the kernels */
+#endif /* !TKV_SPEC_HEAD_DIM || TKV_TC */
