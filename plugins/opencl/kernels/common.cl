@@ -204,18 +204,32 @@ inline uint turbo_row_bytes(uint head_dim, uint bits)
  * (written before a barrier). WHT is
  * D2 H D1 / sqrt(g) with the butterflies of stride 1, 2, 4, .. in fp32; R^T
  * swaps the sign vectors. DENSE is Q, R^T = Q^T. tmp: head_dim floats. */
-/* H of the WHT on every group of v: the butterflies of stride 1, 2, 4, ..
- * in fp32, a barrier after each (v complete on entry and on return) */
-void wht_butterflies(__local float *v, uint head_dim)
+/* x / d for x < 2^24 (and a quotient far below it): from a float estimate
+ * corrected by one, since an integer division costs tens of instructions. */
+inline uint quot(uint x, uint d, float inv_d)
+{
+    uint r = (uint)((float)x * inv_d);
+    r -= r * d > x;
+    r += (r + 1u) * d <= x;
+    return r;
+}
+
+/* H of the WHT on every group of the count / head_dim rows at v (row r at
+ * v + r head_dim): the butterflies of stride 1, 2, 4, .. in fp32, a barrier
+ * after each, passed whatever count is (0: none of the work; PoCL need not
+ * replicate what follows); v complete on entry and on return */
+void wht_butterflies(__local float *v, uint count, uint head_dim)
 {
     const uint lid = get_local_id(0), n = get_local_size(0);
+    const float inv_hd = 1.0f / (float)head_dim;
     for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
-        for (uint e = lid; e < head_dim; e += n) {
+        for (uint k = lid; k < count; k += n) {
+            uint e = k - quot(k, head_dim, inv_hd) * head_dim;
             group_info g = group_of_value(head_dim, e);
             if (h < g.size && !((e - g.first) & h)) {
-                float a = v[e], b = v[e + h];
-                v[e] = a + b;
-                v[e + h] = a - b;
+                float a = v[k], b = v[k + h];
+                v[k] = a + b;
+                v[k + h] = a - b;
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -233,7 +247,7 @@ void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rota
                 tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e - g.first];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        wht_butterflies(v, head_dim);
+        wht_butterflies(v, head_dim, head_dim);
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
             float inv_sqrt = tab[tab_offset(tab, g.size, TKV_TAB_INV_SQRT)];

@@ -42,11 +42,13 @@ inline uint unpack_index(__global const uchar *p, uint i, uint bits)
 #endif
 typedef struct {
     float r[ROW_DIM], x[ROW_DIM], y[ROW_DIM];
-    float sign1[ROW_DIM], sign2[ROW_DIM]; /* the WHT's D1, D2 of each value */
     float codes[TKV_N_GROUP_SIZES * ENC_FLOATS]; /* per group size (group_table) */
     float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
-    uchar idx[ROW_DIM];
     int renorm;
+    uchar idx[ROW_DIM];
+    /* the WHT's D1, D2 of each value: +-1, exact as chars (4 KB less local
+     * memory a work-group than floats, at head_dim 1024) */
+    char sign1[ROW_DIM], sign2[ROW_DIM];
 } __attribute__((aligned(8))) row_scratch;
 
 /* The global tables a turbo row's encode reads, copied into s (for bits
@@ -64,8 +66,8 @@ inline void encode_tables(__global const float *tab, uint head_dim, uint bits, u
     if (rotation == TKV_ROTATION_WHT)
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
-            s->sign1[e] = tab[tab_offset(tab, g.size, TKV_TAB_SIGN1) + e - g.first];
-            s->sign2[e] = tab[tab_offset(tab, g.size, TKV_TAB_SIGN2) + e - g.first];
+            s->sign1[e] = (char)tab[tab_offset(tab, g.size, TKV_TAB_SIGN1) + e - g.first];
+            s->sign2[e] = (char)tab[tab_offset(tab, g.size, TKV_TAB_SIGN2) + e - g.first];
         }
     for (uint i = lid; i < TKV_N_GROUP_SIZES * ENC_FLOATS; i += n) {
         const uint k = i % ENC_FLOATS;
@@ -87,12 +89,12 @@ void rotate_wht_copied(__local float *v, uint head_dim, __local const row_scratc
 {
     const uint lid = get_local_id(0), n = get_local_size(0);
     for (uint e = lid; e < head_dim; e += n)
-        v[e] *= s->sign1[e];
+        v[e] *= (float)s->sign1[e];
     barrier(CLK_LOCAL_MEM_FENCE);
-    wht_butterflies(v, head_dim);
+    wht_butterflies(v, head_dim, head_dim);
     for (uint e = lid; e < head_dim; e += n) {
         float inv_sqrt = s->codes[group_table(group_of_value(head_dim, e).size) * ENC_FLOATS];
-        v[e] = v[e] * inv_sqrt * s->sign2[e];
+        v[e] = v[e] * inv_sqrt * (float)s->sign2[e];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }
@@ -110,8 +112,8 @@ inline void encode_rotate(__local float *v, uint head_dim, uint rotation,
 /* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
  * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
  * encode_residual of the reference, spread over the work-group. s->x holds
- * the sanitized row, and s->sign1, sign2 and codes the tables
- * (encode_tables); the rest of s is scratch.
+ * the sanitized row and s->sign1 .. codes the tables (encode_tables); the
+ * rest of s is scratch.
  * The sums in double keep the reference's order (8 running sums a group,
  * TKV_SUM8): work-item 8 k + j sums lane j of group k, and each value's
  * squared centroid is read from the table by its own work-item, into r,
