@@ -166,6 +166,23 @@ static void on_alarm(int sig)
     _exit(1);
 }
 
+/* Sequence 0 of a and b stores the same bytes: their images (rows,
+ * lengths, types) compared byte for byte. */
+static void assert_same_rows(const tkv_cache *a, const tkv_cache *b)
+{
+    size_t na = 0, nb = 0;
+    assert_int_equal(tkv_seq_state_size(a, 0, &na), TKV_OK);
+    assert_int_equal(tkv_seq_state_size(b, 0, &nb), TKV_OK);
+    assert_int_equal(na, nb);
+    unsigned char *ia = malloc(na), *ib = malloc(nb);
+    assert_int_equal(tkv_seq_state_get(a, 0, ia, na, &na), TKV_OK);
+    assert_int_equal(tkv_seq_state_get(b, 0, ib, nb, &nb), TKV_OK);
+    assert_int_equal(na, nb);
+    assert_memory_equal(ia, ib, na);
+    free(ia);
+    free(ib);
+}
+
 /* The context is the host's device, named as the host's driver names it. */
 static void opens_on_the_hosts_device(void **state)
 {
@@ -289,22 +306,12 @@ static void matches_cpu(void **state)
                   worst[1], worst[2]);
 
     /* the same stored bytes: the sequence images of the two caches */
-    size_t na = 0, nb = 0;
-    assert_int_equal(tkv_seq_state_size(cache, 0, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_size(cache_cpu, 0, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    unsigned char *ia = malloc(na), *ib = malloc(nb);
-    assert_int_equal(tkv_seq_state_get(cache, 0, ia, na, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_get(cache_cpu, 0, ib, nb, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    assert_memory_equal(ia, ib, na);
+    assert_same_rows(cache, cache_cpu);
     for (uint32_t l = 0; l < L; l++) {
         uint32_t len = 0;
         assert_int_equal(tkv_cache_length(cache, 0, l, &len), TKV_OK);
         assert_int_equal(len, PREFILL + STEPS);
     }
-    free(ia);
-    free(ib);
     clReleaseMemObject(pre_mem);
     clReleaseMemObject(in_mem);
     clReleaseMemObject(out_mem);
@@ -399,19 +406,10 @@ static void fused_step_matches_two_calls(void **state)
             }
     print_message("append_attention (opencl, host's device) vs two calls (cpu): worst attention error %.3g\n",
                   worst);
-    size_t na = 0, nb = 0;
-    assert_int_equal(tkv_seq_state_size(g, 0, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_size(c, 0, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    unsigned char *ia = malloc(na), *ib = malloc(nb);
-    assert_int_equal(tkv_seq_state_get(g, 0, ia, na, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_get(c, 0, ib, nb, &nb), TKV_OK);
-    assert_memory_equal(ia, ib, na);
+    assert_same_rows(g, c);
     uint32_t len = 0;
     assert_int_equal(tkv_cache_length(g, 0, FL - 1, &len), TKV_OK);
     assert_int_equal(len, PRE + 5);
-    free(ia);
-    free(ib);
     clReleaseMemObject(in_mem);
     clReleaseMemObject(out_mem);
     free(pre);

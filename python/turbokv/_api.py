@@ -221,6 +221,18 @@ def _tensor(a):
     return t
 
 
+def _options(scale, window, softcap):
+    """A struct tkv_attention_options with the attention's keyword arguments."""
+    o = _ffi.tkv_attention_options()
+    o.struct_size = ctypes.sizeof(o)
+    o.window = _u32(window, "window")
+    o.scale = 0.0 if scale is None else float(scale)
+    o.softcap = float(softcap)
+    if scale is not None and o.scale == 0.0:
+        raise ValueError("scale %r is 0 (pass None for 1/sqrt(head_dim))" % (scale,))
+    return o
+
+
 def _check_array(a, what, shape, layout, writeable=False, half=False):
     """a must be a C-contiguous, aligned float32 ndarray of shape (or float16
     where half); None in shape matches any size."""
@@ -820,13 +832,7 @@ class Cache:
             )
             _check(rc, "tkv_attention")
         else:
-            o = _ffi.tkv_attention_options()
-            o.struct_size = ctypes.sizeof(o)
-            o.window = _u32(window, "window")
-            o.scale = 0.0 if scale is None else float(scale)
-            o.softcap = float(softcap)
-            if scale is not None and o.scale == 0.0:
-                raise ValueError("scale %r is 0 (pass None for 1/sqrt(head_dim))" % (scale,))
+            o = _options(scale, window, softcap)
             if lse is not None:
                 o.lse = _f32_ptr(lse)
             o.stats = stats_p
@@ -874,13 +880,7 @@ class Cache:
             if np.may_share_memory(out, q):
                 raise ValueError("out overlaps q")
         stats = _ffi.tkv_attention_stats()
-        o = _ffi.tkv_attention_options()
-        o.struct_size = ctypes.sizeof(o)
-        o.window = _u32(window, "window")
-        o.scale = 0.0 if scale is None else float(scale)
-        o.softcap = float(softcap)
-        if scale is not None and o.scale == 0.0:
-            raise ValueError("scale %r is 0 (pass None for 1/sqrt(head_dim))" % (scale,))
+        o = _options(scale, window, softcap)
         o.stats = ctypes.pointer(stats)
         kt, vt, qt, ot = _tensor(k), _tensor(v), _tensor(q), _tensor(out)
         rc = self._lib.tkv_cache_append_attention(
