@@ -8,12 +8,11 @@
 # Outputs straight into $OUT, so a run cut short returns what it did:
 # 1. f2: test_host_opencl (fused_step_matches_two_calls: the one launch
 #    against the cpu plugin's two calls, bytes and outputs), then again
-#    with four tiles a warp;
+#    with four tiles a warp; the mutant fm (no step 0) must fail it;
 # 2. f2: the conformance (stored bytes of every format, attention);
 # 3. the per-token mode of f1 and f2 alternating: the "fused us" column is
 #    the step by tkv_cache_append_attention;
-# 4. f2: the 1-token bench (the plain attention with the new arguments);
-# 5. f2: the per-token step's commands under clprof.so (this folder's).
+# 4. f2: the 1-token bench (the plain attention with the new arguments).
 set -u
 R=$PWD
 O=${OUT:-/tmp/out}
@@ -25,6 +24,11 @@ use f2
 (echo "== (f2) test_host_opencl"; timeout 120 build/tests/test_host_opencl; echo "rc $? at ${SECONDS} s"
  echo "== (f2) TURBO_OCL_MIN_TILES=4 test_host_opencl"
  TURBO_OCL_MIN_TILES=4 timeout 120 build/tests/test_host_opencl; echo "rc $? at ${SECONDS} s") > "$O/host.txt" 2>&1
+# the mutant fm (f2 with step 0 left out: the new rows neither stored nor
+# seen) must fail fused_step_matches_two_calls
+use fm
+(echo "== (fm, must fail) test_host_opencl"; timeout 120 build/tests/test_host_opencl; echo "rc $? at ${SECONDS} s") >> "$O/host.txt" 2>&1
+use f2
 grep -E "^\[ *(OK|FAILED|PASSED) |error|rc |==" "$O/host.txt"
 T=same_bytes_every_format,attention_agrees,split_attention_rotations,paged_and_options_agree,sparse_v_counts
 (echo "== (f2) TKV_TESTS=$T test_backends opencl"
@@ -42,7 +46,4 @@ B="turbokv bench --backend opencl --types turbo3,turbo3o --ctx 4K,16K,128K --tok
 (echo "== (f2) TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20 $B"
  TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20 timeout 90 build/tools/$B; echo "rc $? at ${SECONDS} s") > "$O/bench-f2.txt" 2>&1
 grep -A4 "^device time" "$O/bench-f2.txt"; grep "rc " "$O/bench-f2.txt"
-(echo "== (f2) LD_PRELOAD=clprof.so turbokv bench --backend opencl --per-token --types turbo3 --ctx 4K --layers 32"
- LD_PRELOAD=$R/build/muts/clprof.so timeout 150 build/tools/turbokv bench --backend opencl --per-token --types turbo3 --ctx 4K --layers 32; echo "rc $? at ${SECONDS} s") > "$O/prof.txt" 2>&1
-grep "^==\|^turbo3 \|clprof\|rc " "$O/prof.txt" | head -40
 cat "$O/device.txt"
