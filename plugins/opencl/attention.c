@@ -883,7 +883,10 @@ int ocl_append_attention(void *dev, const struct tkv_append_args *k,
 {
     static const char op[] = "append_attention";
     struct ocl_device *d = dev;
-    if (!(d->tensor && tc_eligible(a) && ocl_pair_in_one_launch(k, v) &&
+    /* (tensor.cl's step 0 quantizes K and V side by side: one format) */
+    const int one_format = k->pool.fmt.rotation == v->pool.fmt.rotation &&
+                           k->pool.fmt.scale_mode == v->pool.fmt.scale_mode;
+    if (!(d->tensor && tc_eligible(a) && one_format && ocl_pair_in_one_launch(k, v) &&
           ocl_tensor_kernels(d) == OCL_K_TC)) {
         int rc = ocl_quantize_append_pair(dev, k, v);
         return rc != TKV_OK ? rc : attention_call(d, a, NULL);

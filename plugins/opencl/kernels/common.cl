@@ -22,6 +22,20 @@
  */
 #pragma OPENCL FP_CONTRACT OFF
 
+/* The work-items that take one row in the row operations (rows.cl's
+ * quantize_row and what it calls, the rotations below): the whole
+ * work-group, except in the tensor-core program (-DTKV_TC), whose step 0
+ * quantizes a decode step's K row with work-items 0 .. 63 and its V row
+ * with 64 .. 127 side by side (tensor.cl); every loop strides by ROW_N, so
+ * the same operations in the same order give the same bytes. */
+#ifdef TKV_TC
+#define ROW_LID (get_local_id(0) % 64u)
+#define ROW_N 64u
+#else
+#define ROW_LID get_local_id(0)
+#define ROW_N get_local_size(0)
+#endif
+
 #ifdef TKV_HAS_FP64
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 /* The reference sums squares and centroid squares in double. */
@@ -220,7 +234,7 @@ inline uint quot(uint x, uint d, float inv_d)
  * replicate what follows); v complete on entry and on return */
 void wht_butterflies(__local float *v, uint count, uint head_dim)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const float inv_hd = 1.0f / (float)head_dim;
     for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
         for (uint k = lid; k < count; k += n) {
@@ -239,7 +253,7 @@ void wht_butterflies(__local float *v, uint count, uint head_dim)
 void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rotation, int inverse,
                   __global const float *tab)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     if (rotation == TKV_ROTATION_WHT) {
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);

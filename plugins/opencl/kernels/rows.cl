@@ -61,7 +61,7 @@ typedef struct {
 inline void encode_tables(__global const float *tab, uint head_dim, uint bits, uint rotation,
                           __local row_scratch *s)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN), levels = 1u << bits;
     if (rotation == TKV_ROTATION_WHT)
         for (uint e = lid; e < head_dim; e += n) {
@@ -87,7 +87,7 @@ inline void encode_tables(__global const float *tab, uint head_dim, uint bits, u
  * copies encode_tables made */
 void rotate_wht_copied(__local float *v, uint head_dim, __local const row_scratch *s)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     for (uint e = lid; e < head_dim; e += n)
         v[e] *= (float)s->sign1[e];
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -126,7 +126,7 @@ void turbo_encode_row(__global uchar *out, uint head_dim, uint type, uint rotati
     __local float *y = s->y, *r = s->r, *norm = s->norm, *norm_q = s->norm_q, *shat = s->shat;
     __local uchar *idx = s->idx;
     __local int *renorm = &s->renorm;
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint bits = type_bits(type), n_groups = group_count(head_dim);
     const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN);
 
@@ -284,7 +284,7 @@ void turbo_encode_row(__global uchar *out, uint head_dim, uint type, uint rotati
  * the row's. flag: head_dim bytes of scratch. */
 void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __local uchar *flag)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint n_o = tkv_outlier_count(head_dim), ib = tkv_outlier_index_bytes(head_dim);
     for (uint e = lid; e < head_dim; e += n) {
         const uint a = tkv_abs_bits(x[e]);
@@ -317,7 +317,7 @@ void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __l
  * one work-item per block of 32. */
 void q8_0_encode_row(__local const float *x, __global uchar *out, uint head_dim)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     for (uint blk = lid; blk * TKV_Q8_0_BLOCK < head_dim; blk += n) {
         uint first = blk * TKV_Q8_0_BLOCK, len = tkv_q8_0_block_len(head_dim, first);
         __global uchar *p = out + blk * (2u + TKV_Q8_0_BLOCK);
@@ -354,7 +354,7 @@ inline void quantize_row(__global const float *src, uint src_at, uint row, uint 
                          uint scale_mode, __global const float *tab, __local row_scratch *s)
 {
     __local float *x = s->x;
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint t = row / n_heads, h = row % n_heads;
     __global const float *in = src + src_at + (ulong)row * head_dim;
     __global uchar *out = dst + pool_row(blocks, block0, block_tokens, block_stride, head_stride,

@@ -550,32 +550,30 @@ inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT, const 
     __local uint4 *wring = ring + warp * NS * SLOT;
     /* 0. a decode step's append (new_n > 0: ABI 2.7's append_attention):
      * the new tokens new_first .. of this kv head that lie in the chunk's
-     * rows, K then V, quantized by the work-group (rows.cl's quantize_row,
-     * the append kernel's steps: the same bytes) in local memory the ring
-     * is not using yet, and stored before the chunk's first fetch reads
-     * them (the global fence; cp.async reads through L2). Other units whose
-     * chunks hold a new row store the same bytes; no unit reads a row it
-     * has not stored itself or that was there before the call. */
+     * rows, quantized by the work-group before the chunk's first fetch
+     * reads them: rows.cl's quantize_row, the append kernel's steps (the
+     * same bytes), K by work-items 0 .. 63 and V by 64 .. 127 side by side
+     * (ROW_LID, ROW_N; the host sends only K and V of one type, rotation
+     * and scale mode, so both halves pass the same barriers), each in its
+     * own scratch in local memory the ring does not use yet; stored with
+     * a fence at the GPU's scope (cp.async reads through L2). Other units
+     * whose chunks hold a new row store the same bytes; no unit reads a new
+     * row it has not stored itself. */
     if (new_n) {
         const uint c_lo = un.r0 + chunk * TC_W * per_warp;
         const uint p0 = max(new_first, c_lo);
         const uint p1 = min(min(new_first + new_n, un.hi), c_lo + TC_W * per_warp);
         if (p0 < p1) {
-            __local row_scratch *rs = (__local row_scratch *)ring;
-            const uint n_kv = get_num_groups(0);
-            for (uint pos = p0; pos < p1; pos++) {
-                const uint row = (pos - new_first) * n_kv + kvh;
-                quantize_row(ksrc, ks_at, row, n_kv, TC_HD, (__global uchar *)kbuf, bt_of, 0u,
-                             new_first, bt, k_block_stride, k_head_stride, RB, kv_fmt.x,
-                             k_rotation, kv_fmt.y, tab, rs);
-                barrier(CLK_LOCAL_MEM_FENCE);
-                quantize_row(vsrc, vs_at, row, n_kv, TC_HD, (__global uchar *)vbuf, bt_of, 0u,
-                             new_first, bt, v_block_stride, v_head_stride, RB, kv_fmt.z,
-                             v_rotation, kv_fmt.w, tab, rs);
-                barrier(CLK_LOCAL_MEM_FENCE);
-            }
-            /* each work-item's stores at the GPU's scope (L2) before any
-             * work-item's cp.async */
+            const uint v_half = lid / 64u, n_kv = get_num_groups(0);
+            __local row_scratch *rs = (__local row_scratch *)ring + v_half;
+            for (uint pos = p0; pos < p1; pos++)
+                quantize_row(v_half ? vsrc : ksrc, v_half ? vs_at : ks_at,
+                             (pos - new_first) * n_kv + kvh, n_kv, TC_HD,
+                             (__global uchar *)(v_half ? vbuf : kbuf), bt_of, 0u, new_first, bt,
+                             v_half ? v_block_stride : k_block_stride,
+                             v_half ? v_head_stride : k_head_stride, RB,
+                             v_half ? kv_fmt.z : kv_fmt.x, v_half ? v_rotation : k_rotation,
+                             v_half ? kv_fmt.w : kv_fmt.y, tab, rs);
             asm volatile("membar.gl;" ::: "memory");
             barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
         }
