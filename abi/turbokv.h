@@ -332,8 +332,9 @@ TKV_API int tkv_attention_tensors(tkv_cache *cache, uint32_t layer, uint32_t n_s
  * tensor-core kernels, f32 device tensors k and v) quantizes the new rows
  * inside the attention's launch, one launch a layer instead of two. The
  * tensors' rules are those of the two calls (with out in device memory the
- * call is queued, not waited for). A failure changes nothing: the sequence
- * keeps its length and rows. */
+ * call is queued, not waited for); out must not overlap k, v or q. A
+ * failure changes nothing: the sequence keeps its length and rows, and a
+ * refused call takes or copies no block. */
 TKV_API int tkv_cache_append_attention(tkv_cache *cache, uint32_t seq, uint32_t layer, uint32_t n_tokens,
                                        const struct tkv_tensor *k, const struct tkv_tensor *v,
                                        uint32_t n_q_heads, const struct tkv_tensor *q,

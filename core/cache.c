@@ -571,47 +571,62 @@ struct attn_out {
     uint64_t total, skipped, device_ns;
 };
 
-/* The checked arguments of an attention call (*a, its outputs in *r), the
- * sequences' lengths as the layer holds them now. q, out: host floats, or
- * NULL with qd, od the host's device buffers (od: the call is queued and not
- * waited for). */
-static int attention_args(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids, const uint32_t *n_q,
-                          uint32_t n_q_uniform, uint32_t n_q_heads, const float *q, float *out,
+/* The options of an attention call of fn checked into *o (zero where
+ * opts_in is NULL) and its scale; with n_q_heads and where out goes (od:
+ * device memory). Nothing of the cache is read but its shape and device. */
+static int attention_options(const tkv_cache *c, const char *fn, const struct tkv_attention_options *opts_in,
+                             uint32_t n_q_heads, const struct tkv_device_tensor *od,
+                             struct tkv_attention_options *o, float *scale)
+{
+    *o = (struct tkv_attention_options){ 0 };
+    if (opts_in) {
+        if (opts_in->struct_size < offsetof(struct tkv_attention_options, stats) + sizeof o->stats)
+            return tkv_error(TKV_EINVAL, "%s: opts->struct_size %u too small", fn, opts_in->struct_size);
+        memcpy(o, opts_in, opts_in->struct_size < sizeof *o ? opts_in->struct_size : sizeof *o);
+    }
+    if (od && (o->lse || o->device_ns))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: opts->%s with out in device memory: the call is queued, not waited "
+                         "for (pass NULL)", fn, o->lse ? "lse" : "device_ns");
+    if (n_q_heads == 0 || n_q_heads % c->n_kv_heads)
+        return tkv_error(TKV_EINVAL, "%s: n_q_heads %u must be a positive multiple of n_kv_heads %u", fn,
+                         n_q_heads, c->n_kv_heads);
+    *scale = o->scale != 0.0f ? o->scale : 1.0f / sqrtf((float)c->head_dim);
+    if (!isfinite(*scale))
+        return tkv_error(TKV_EINVAL, "%s: scale %g is not finite", fn, (double)o->scale);
+    if (!(o->softcap >= 0.0f) || !isfinite(o->softcap))
+        return tkv_error(TKV_EINVAL, "%s: softcap %g must be finite and >= 0", fn, (double)o->softcap);
+    const struct tkv_device_caps *caps = c->ctx->device.caps;
+    if (o->window && !(caps->features & TKV_CAP_WINDOW))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s has no sliding-window attention", fn,
+                         c->ctx->device.mod->ops.name);
+    if (o->softcap > 0.0f && !(caps->features & TKV_CAP_SOFTCAP))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s has no logit soft-capping", fn, c->ctx->device.mod->ops.name);
+    if (o->lse && !(caps->features & TKV_CAP_LSE))
+        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s cannot return log-sum-exp", fn, c->ctx->device.mod->ops.name);
+    return TKV_OK;
+}
+
+/* The checked arguments of an attention call of fn (*a, its outputs in *r),
+ * the sequences' lengths as the layer holds them now. q, out: host floats,
+ * or NULL with qd, od the host's device buffers (od: the call is queued and
+ * not waited for). */
+static int attention_args(tkv_cache *c, const char *fn, uint32_t layer, uint32_t n_seqs, const uint32_t *seq_ids,
+                          const uint32_t *n_q, uint32_t n_q_uniform, uint32_t n_q_heads, const float *q, float *out,
                           const struct tkv_attention_options *opts_in, const struct tkv_device_tensor *qd,
                           const struct tkv_device_tensor *od, struct tkv_attention_args *a, struct attn_out *r)
 {
-    static const char fn[] = "tkv_attention";
-    struct tkv_attention_options o = { 0 };
-    if (opts_in) {
-        if (opts_in->struct_size < offsetof(struct tkv_attention_options, stats) + sizeof o.stats)
-            return tkv_error(TKV_EINVAL, "%s: opts->struct_size %u too small", fn, opts_in->struct_size);
-        memcpy(&o, opts_in, opts_in->struct_size < sizeof o ? opts_in->struct_size : sizeof o);
-    }
+    struct tkv_attention_options o;
+    float scale;
+    int rc;
     if (layer >= c->n_layers)
         return tkv_error(TKV_ERANGE, "%s: layer %u out of range (cache has %u layers)", fn, layer, c->n_layers);
     if (!seq_ids || (!q && !qd) || (!out && !od))
         return tkv_error(TKV_EINVAL, "%s: %s is NULL", fn, !seq_ids ? "seq_ids" : !q && !qd ? "q" : "out");
-    if (od && (o.lse || o.device_ns))
-        return tkv_error(TKV_EUNSUPPORTED, "%s: opts->%s with out in device memory: the call is queued, not waited "
-                         "for (pass NULL)", fn, o.lse ? "lse" : "device_ns");
     if (n_seqs == 0 || n_seqs > c->n_seqs)
         return tkv_error(TKV_EINVAL, "%s: n_seqs %u must be 1..%u", fn, n_seqs, c->n_seqs);
-    if (n_q_heads == 0 || n_q_heads % c->n_kv_heads)
-        return tkv_error(TKV_EINVAL, "%s: n_q_heads %u must be a positive multiple of n_kv_heads %u", fn,
-                         n_q_heads, c->n_kv_heads);
-    float scale = o.scale != 0.0f ? o.scale : 1.0f / sqrtf((float)c->head_dim);
-    if (!isfinite(scale))
-        return tkv_error(TKV_EINVAL, "%s: scale %g is not finite", fn, (double)o.scale);
-    if (!(o.softcap >= 0.0f) || !isfinite(o.softcap))
-        return tkv_error(TKV_EINVAL, "%s: softcap %g must be finite and >= 0", fn, (double)o.softcap);
+    if ((rc = attention_options(c, fn, opts_in, n_q_heads, od, &o, &scale)) != TKV_OK)
+        return rc;
     const struct tkv_device_caps *caps = c->ctx->device.caps;
-    if (o.window && !(caps->features & TKV_CAP_WINDOW))
-        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s has no sliding-window attention", fn,
-                         c->ctx->device.mod->ops.name);
-    if (o.softcap > 0.0f && !(caps->features & TKV_CAP_SOFTCAP))
-        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s has no logit soft-capping", fn, c->ctx->device.mod->ops.name);
-    if (o.lse && !(caps->features & TKV_CAP_LSE))
-        return tkv_error(TKV_EUNSUPPORTED, "%s: backend %s cannot return log-sum-exp", fn, c->ctx->device.mod->ops.name);
 
     struct tkv_layer *L = &c->layers[layer];
     uint64_t n_blocks = 0, n_q_total = 0;
@@ -639,8 +654,7 @@ static int attention_args(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const u
     if (n_q_total > UINT32_MAX / n_q_heads || n_blocks > UINT32_MAX)
         return tkv_error(TKV_ERANGE, "%s: %llu query rows / %llu blocks in one call are too many", fn,
                          (unsigned long long)n_q_total, (unsigned long long)n_blocks);
-    int rc = grow_scratch(c, n_seqs, n_blocks);
-    if (rc != TKV_OK)
+    if ((rc = grow_scratch(c, n_seqs, n_blocks)) != TKV_OK)
         return rc;
     uint32_t bf = 0, qf = 0;
     for (uint32_t s = 0; s < n_seqs; s++) {
@@ -682,7 +696,8 @@ static int attention(tkv_cache *c, uint32_t layer, uint32_t n_seqs, const uint32
     struct tkv_attention_args a;
     struct attn_out r;
     struct tkv_layer *L = &c->layers[layer < c->n_layers ? layer : 0];
-    int rc = attention_args(c, layer, n_seqs, seq_ids, n_q, n_q_uniform, n_q_heads, q, out, opts, qd, od, &a, &r);
+    int rc = attention_args(c, "tkv_attention", layer, n_seqs, seq_ids, n_q, n_q_uniform, n_q_heads, q, out, opts, qd,
+                            od, &a, &r);
     if (rc != TKV_OK || (rc = tkv_dev_attention(&c->ctx->device, &L->k.buf, &L->v.buf, &a)) != TKV_OK)
         return rc;
     attention_done(&r);
@@ -851,6 +866,20 @@ static int append_attention(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t
     struct tkv_layer *L = &c->layers[layer];
     const uint32_t len = L->len[seq];
     uint32_t added;
+    /* everything the attention's checks can refuse, before a block is
+     * taken or copied (attention_args checks it again with the new length) */
+    struct tkv_attention_options o;
+    float scale;
+    const uint32_t max_q = c->ctx->device.caps->max_q_per_seq;
+    if ((rc = attention_options(c, fn, opts, n_q_heads, od, &o, &scale)) != TKV_OK)
+        return rc;
+    if ((!q && !qd) || (!out && !od))
+        return tkv_error(TKV_EINVAL, "%s: %s is NULL", fn, !q && !qd ? "q" : "out");
+    if (max_q && n_tokens > max_q)
+        return tkv_error(TKV_EUNSUPPORTED, "%s: %u tokens, backend %s takes at most %u query tokens a sequence", fn,
+                         n_tokens, c->ctx->device.mod->ops.name, max_q);
+    if ((rc = grow_scratch(c, 1, tkv_blocks_for(c, len + n_tokens))) != TKV_OK)
+        return rc;
     if ((rc = prepare_blocks(c, seq, len, n_tokens, &added)) != TKV_OK) {
         tkv_error_prefix("%s(layer %u, sequence %u)", fn, layer, seq);
         return rc;
@@ -859,7 +888,7 @@ static int append_attention(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t
     struct tkv_attention_args a;
     struct attn_out r;
     uint64_t bad_k = 0, bad_v = 0;
-    rc = attention_args(c, layer, 1, &seq, NULL, n_tokens, n_q_heads, q, out, opts, qd, od, &a, &r);
+    rc = attention_args(c, fn, layer, 1, &seq, NULL, n_tokens, n_q_heads, q, out, opts, qd, od, &a, &r);
     if (rc == TKV_OK) {
         struct tkv_append_args ka = append_args(c, &L->k, seq, len, n_tokens, k, kd, &bad_k),
                                va = append_args(c, &L->v, seq, len, n_tokens, v, vd, &bad_v);

@@ -645,6 +645,9 @@ static void append_attention_is_both_calls(void **state)
             fill(k, N * ROW, 30 + step * 4 + l);
             fill(v, N * ROW, 31 + step * 4 + l);
             fill(q, N * Q * DIM, 32 + step * 4 + l);
+            /* what the format cannot hold, counted as the two calls count it */
+            k[3] = NAN;
+            v[DIM + 5] = step ? 1e6f : INFINITY;
             for (size_t i = 0; i < N * Q * DIM; i++)
                 qh[i] = f16_bits(q[i]);
             /* f32 q in the first step, f16 after */
@@ -668,13 +671,28 @@ static void append_attention_is_both_calls(void **state)
     snap(b, sb);
     assert_int_equal(sa->len[0], 9);
     assert_memory_equal(sa, sb, sizeof *sa);
+    struct tkv_cache_stats ca = { .struct_size = sizeof ca }, cb = { .struct_size = sizeof cb };
+    assert_int_equal(tkv_cache_stats(a, &ca), TKV_OK);
+    assert_int_equal(tkv_cache_stats(b, &cb), TKV_OK);
+    assert_true(ca.nonfinite_values > 0 && ca.saturated_rows > 0);
+    assert_int_equal(ca.nonfinite_values, cb.nonfinite_values);
+    assert_int_equal(ca.saturated_rows, cb.saturated_rows);
 
-    /* 12 tokens fill three blocks of 4: a thirteenth takes a fourth block
-     * before its attention's options are refused */
+    /* 12 tokens fill three blocks of 4: a thirteenth needs a fourth block.
+     * And a copy that shares a partly filled block: a token appended to it
+     * copies that block first (copy-on-write). Refused arguments do
+     * neither. */
     fill_tokens(a, 0, 3, 40);
     snap(a, sa);
-    struct tkv_cache_bytes before, after;
+    tkv_cache *s = NULL;
+    struct tkv_cache_params ps = p;
+    ps.n_seqs = 2;
+    assert_int_equal(tkv_cache_create(ctx, &ps, &s), TKV_OK);
+    fill_tokens(s, 0, 6, 41);
+    assert_int_equal(tkv_seq_copy(s, 0, 1, 6), TKV_OK);
+    struct tkv_cache_bytes before, after, s_before, s_after;
     assert_int_equal(tkv_cache_bytes(a, &before), TKV_OK);
+    assert_int_equal(tkv_cache_bytes(s, &s_before), TKV_OK);
     struct tkv_tensor tk = tensor(TKV_ELEM_F32, k), tv = tensor(TKV_ELEM_F32, v);
     struct tkv_tensor tq = tensor(TKV_ELEM_F32, q), to = tensor(TKV_ELEM_F32, oa);
     struct tkv_tensor none = tensor(TKV_ELEM_F32, NULL);
@@ -689,8 +707,19 @@ static void append_attention_is_both_calls(void **state)
                  "capacity exceeded");
     expect_error(tkv_cache_append_attention(a, 0, LAYERS, 1, &tk, &tv, Q, &tq, &to, NULL), TKV_ERANGE,
                  "layer 2 out of range");
+    struct tkv_attention_options bad_scale = { .struct_size = sizeof bad_scale, .scale = INFINITY };
+    struct tkv_attention_options bad_cap = { .struct_size = sizeof bad_cap, .softcap = -1.0f };
+    expect_error(tkv_cache_append_attention(s, 1, 0, 1, &tk, &tv, Q, &tq, &to, &old), TKV_EINVAL,
+                 "struct_size 4 too small");
+    expect_error(tkv_cache_append_attention(s, 1, 0, 1, &tk, &tv, Q, &tq, &to, &bad_scale), TKV_EINVAL,
+                 "scale inf is not finite");
+    expect_error(tkv_cache_append_attention(s, 0, 1, 1, &tk, &tv, Q, &tq, &to, &bad_cap), TKV_EINVAL,
+                 "softcap -1 must be finite");
     assert_int_equal(tkv_cache_bytes(a, &after), TKV_OK);
-    assert_int_equal(after.blocks_used, before.blocks_used);
+    assert_memory_equal(&after, &before, sizeof after);
+    assert_int_equal(tkv_cache_bytes(s, &s_after), TKV_OK);
+    assert_memory_equal(&s_after, &s_before, sizeof s_after);
+    tkv_cache_destroy(s);
     assert_unchanged(a, sa);
     free(sa);
     free(sb);

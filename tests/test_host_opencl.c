@@ -329,14 +329,20 @@ static void matches_cpu(void **state)
  * makes the pair and the attention. Either way: the cpu plugin's stored
  * bytes, and its attention within the conformance tolerance, from
  * append + attention as two calls on host arrays. Steps of 1 and 2 tokens,
- * across a block's end, at a context of several chunks. */
+ * across a chunk's and a block's end, with a window, at a context of
+ * several chunks. */
 static void fused_step_matches_two_calls(void **state)
 {
     (void)state;
-    enum { FL = 2, PRE = 333, FSTEPS = 4, FCAP = 352 };
+    enum { FL = 2, PRE = 318, FSTEPS = 4, FCAP = 352 };
     static const uint32_t types[FL] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3_OUT };
-    static const uint32_t n_new[FSTEPS] = { 1, 2, 1, 1 };       /* 333 .. 337: block 21 from 336 on */
+    /* tokens 318 .. 322: the second step's two (319, 320) lie on both sides
+     * of a chunk's end (chunks of 64 rows at one tile a warp) and open
+     * block 20; the third is f16 (the two ops in the plugin); the last
+     * attends over a window of 100 */
+    static const uint32_t n_new[FSTEPS] = { 1, 2, 1, 1 };
     static const uint32_t elem[FSTEPS] = { TKV_ELEM_F32, TKV_ELEM_F32, TKV_ELEM_F16, TKV_ELEM_F32 };
+    static const uint32_t window[FSTEPS] = { 0, 0, 0, 100 };
     struct tkv_cache_params p = {
         .struct_size = sizeof p, .n_layers = FL, .n_kv_heads = KV, .head_dim = D, .capacity = FCAP,
         .n_q_heads = QH, .k_type = TKV_TYPE_FROM_CONFIG, .v_type = TKV_TYPE_FROM_CONFIG,
@@ -378,13 +384,14 @@ static void fused_step_matches_two_calls(void **state)
             struct tkv_tensor v = cl_tensor(e, in_mem, at + n * row * es, in_bytes);
             struct tkv_tensor q = cl_tensor(e, in_mem, at + 2 * n * row * es, in_bytes);
             struct tkv_tensor o = cl_tensor(TKV_ELEM_F32, out_mem, o_at * sizeof(float), out_bytes);
-            if (tkv_cache_append_attention(g, seq, l, n, &k, &v, QH, &q, &o, NULL) != TKV_OK)
+            struct tkv_attention_options opts = { .struct_size = sizeof opts, .window = window[s] };
+            if (tkv_cache_append_attention(g, seq, l, n, &k, &v, QH, &q, &o, &opts) != TKV_OK)
                 fail_msg("step %u layer %u: %s", s, l, tkv_last_error());
             struct tkv_tensor hk = host_tensor(e, in + at), hv = host_tensor(e, in + at + n * row * es);
             struct tkv_tensor hq = host_tensor(e, in + at + 2 * n * row * es);
             struct tkv_tensor ho = host_tensor(TKV_ELEM_F32, cpu_out + o_at);
             assert_int_equal(tkv_cache_append_tensors(c, seq, l, n, &hk, &hv), TKV_OK);
-            assert_int_equal(tkv_attention_tensors(c, l, 1, &seq, &n, QH, &hq, &ho, NULL), TKV_OK);
+            assert_int_equal(tkv_attention_tensors(c, l, 1, &seq, &n, QH, &hq, &ho, &opts), TKV_OK);
         }
     assert_int_equal(clEnqueueReadBuffer(cl_q, out_mem, CL_TRUE, 0, out_bytes, dev_out, 0, NULL, NULL), CL_SUCCESS);
     double worst = 0;

@@ -326,7 +326,7 @@ void rotate_rows_local(__local float *v, __local float *tmp, uint n_rows, uint h
             tmp[k] = v[k];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    wht_butterflies(v, wht, head_dim);
+    wht_butterflies(v, wht, head_dim, lid, n);
     for (uint k = lid; k < wht; k += n) {
         uint e = k - quot(k, head_dim, inv_hd) * head_dim;
         group_info g = group_of_value(head_dim, e);

@@ -23,11 +23,13 @@
 #pragma OPENCL FP_CONTRACT OFF
 
 /* The work-items that take one row in the row operations (rows.cl's
- * quantize_row and what it calls, the rotations below): the whole
+ * quantize_row and what it calls, rotate_local below): the whole
  * work-group, except in the tensor-core program (-DTKV_TC), whose step 0
  * quantizes a decode step's K row with work-items 0 .. 63 and its V row
  * with 64 .. 127 side by side (tensor.cl); every loop strides by ROW_N, so
- * the same operations in the same order give the same bytes. */
+ * the same operations in the same order give the same bytes. The
+ * attention's own rotations (rotate_rows_local, tc_rotate) use the whole
+ * work-group in every program. */
 #ifdef TKV_TC
 #define ROW_LID (get_local_id(0) % 64u)
 #define ROW_N 64u
@@ -229,12 +231,12 @@ inline uint quot(uint x, uint d, float inv_d)
 }
 
 /* H of the WHT on every group of the count / head_dim rows at v (row r at
- * v + r head_dim): the butterflies of stride 1, 2, 4, .. in fp32, a barrier
- * after each, passed whatever count is (0: none of the work; PoCL need not
- * replicate what follows); v complete on entry and on return */
-void wht_butterflies(__local float *v, uint count, uint head_dim)
+ * v + r head_dim), by work-items lid of n (the caller's: the work-group, or
+ * ROW_LID of ROW_N): the butterflies of stride 1, 2, 4, .. in fp32, a
+ * barrier after each, passed whatever count is (0: none of the work; PoCL
+ * need not replicate what follows); v complete on entry and on return */
+void wht_butterflies(__local float *v, uint count, uint head_dim, uint lid, uint n)
 {
-    const uint lid = ROW_LID, n = ROW_N;
     const float inv_hd = 1.0f / (float)head_dim;
     for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
         for (uint k = lid; k < count; k += n) {
@@ -261,7 +263,7 @@ void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rota
                 tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e - g.first];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        wht_butterflies(v, head_dim, head_dim);
+        wht_butterflies(v, head_dim, head_dim, lid, n);
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
             float inv_sqrt = tab[tab_offset(tab, g.size, TKV_TAB_INV_SQRT)];

@@ -91,7 +91,7 @@ void rotate_wht_copied(__local float *v, uint head_dim, __local const row_scratc
     for (uint e = lid; e < head_dim; e += n)
         v[e] *= (float)s->sign1[e];
     barrier(CLK_LOCAL_MEM_FENCE);
-    wht_butterflies(v, head_dim, head_dim);
+    wht_butterflies(v, head_dim, head_dim, lid, n);
     for (uint e = lid; e < head_dim; e += n) {
         float inv_sqrt = s->codes[group_table(group_of_value(head_dim, e).size) * ENC_FLOATS];
         v[e] = v[e] * inv_sqrt * (float)s->sign2[e];
