@@ -13,7 +13,7 @@
 #    the cpu plugin's two calls, bytes and outputs): f3, f3 with four tiles
 #    a warp, f2; fm must fail it;
 # 2. f3: the conformance (stored bytes of every format, attention);
-# 3. the per-token mode of f3, f1, f3: its "fused us" column is the
+# 3. the per-token mode of f3, f1: its "fused us" column is the
 #    step by tkv_cache_append_attention;
 # 4. f3: the 1-token bench (the plain attention with the new arguments).
 set -u
@@ -36,7 +36,7 @@ T=same_bytes_every_format,attention_agrees,split_attention_rotations,paged_and_o
  TKV_TESTS=$T timeout 300 build/tests/test_backends opencl; echo "rc $? at ${SECONDS} s") > "$O/conformance.txt" 2>&1
 grep -E "^\[ *(OK|FAILED|PASSED) |differ|rc " "$O/conformance.txt"
 P="turbokv bench --backend opencl --per-token --types turbo3,turbo3o --ctx 4K,128K --layers 32 --warm-ms 300"
-for v in f3 f1 f3; do
+for v in f3 f1; do
   use $v
   (echo "== ($v) TURBO_OCL_KERNEL_NS=1 $P"
    TURBO_OCL_KERNEL_NS=1 timeout 80 build/tools/$P; echo "rc $? at ${SECONDS} s") >> "$O/per-token.txt" 2>&1
