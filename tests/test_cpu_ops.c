@@ -7,7 +7,9 @@
  *
  * Usage: test_cpu_ops PATH/turbokv-cpu.so [PATTERNS]   (or TKV_TEST_CPU_PLUGIN=PATH)
  * PATTERNS, comma-separated shell patterns, runs only the tests whose names
- * match one of them ("test_paged*,test_isa_*").
+ * match one of them ("test_paged*,test_isa_*"); TKV_TEST_EXCLUDE, patterns
+ * the same way, leaves out the tests whose names match one of them
+ * (scripts/sanitize: the tests whose calls others make again, under ASan).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -2224,13 +2226,19 @@ int main(int argc, char **argv)
     };
     struct CMUnitTest chosen[sizeof tests / sizeof tests[0]];
     size_t n = 0;
+    const char *exclude = getenv("TKV_TEST_EXCLUDE");
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         char patterns[512], *save = NULL;
-        int match = argc <= 2;
+        int match = argc <= 2, excluded = 0;
         snprintf(patterns, sizeof patterns, "%s", argc > 2 ? argv[2] : "");
         for (char *p = strtok_r(patterns, ",", &save); p && !match; p = strtok_r(NULL, ",", &save))
             match = fnmatch(p, tests[i].name, 0) == 0;
-        if (match)
+        snprintf(patterns, sizeof patterns, "%s", exclude ? exclude : "");
+        for (char *p = strtok_r(patterns, ",", &save); p && !excluded; p = strtok_r(NULL, ",", &save))
+            excluded = fnmatch(p, tests[i].name, 0) == 0;
+        if (match && excluded)
+            printf("%s: left out (TKV_TEST_EXCLUDE=%s)\n", tests[i].name, exclude);
+        else if (match)
             chosen[n++] = tests[i];
     }
     if (n == 0) {
