@@ -328,9 +328,9 @@ TKV_API int tkv_attention_tensors(tkv_cache *cache, uint32_t layer, uint32_t n_s
  * layer, 1, &seq, &n_tokens, n_q_heads, q, out, opts): the n_tokens new
  * tokens' queries attend over the sequence, themselves included (token i
  * sees positions up to its own). Same stored rows and outputs as the two
- * calls; a backend with the fused op (ABI 2.7) may quantize the new rows
- * inside the attention's launch, one launch a layer instead of two (no
- * plugin has it yet: the core makes the two calls). The
+ * calls; a backend with the fused op (ABI 2.7: the OpenCL plugin's
+ * tensor-core kernels, f32 device tensors k and v) quantizes the new rows
+ * inside the attention's launch, one launch a layer instead of two. The
  * tensors' rules are those of the two calls (with out in device memory the
  * call is queued, not waited for); out must not overlap k, v or q. A
  * failure changes nothing: the sequence keeps its length and rows, and a

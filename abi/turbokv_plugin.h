@@ -469,8 +469,8 @@ struct tkv_plugin {
      * k->n_tokens, with a->blocks the same block-table entries as k's and
      * v's. The result is what quantize_append_pair(k, v) and then
      * attention(a) give: the same stored bytes, the same outputs; a plugin
-     * may quantize the new rows inside the attention's launch or make
-     * the two calls. On
+     * may quantize the new rows inside the attention's launch (the
+     * OpenCL plugin's tensor-core kernels) or make the two calls. On
      * failure the rows of the new tokens may have been written (they lie
      * past the sequence's length, which the core does not move) and
      * nothing else. Without it the core makes the two calls. */

@@ -620,7 +620,7 @@ static void typed_tensors_match_f32(void **state)
 /* tkv_cache_append_attention is tkv_cache_append_tensors and then
  * tkv_attention_tensors of the new tokens' queries: the same outputs, counts
  * and stored rows (on the cpu plugin the core makes the two calls;
- * test_host_opencl holds the OpenCL plugin to the same). A
+ * test_host_opencl holds the OpenCL plugin's one launch to the same). A
  * call that fails after it took a block for its tokens gives the block back
  * and keeps the length. */
 static void append_attention_is_both_calls(void **state)

@@ -323,7 +323,10 @@ static void matches_cpu(void **state)
 }
 
 /* A decode step as one call a layer (tkv_cache_append_attention, ABI
- * 2.7) on the host's buffers: the cpu plugin's stored
+ * 2.7): on NVIDIA's tensor-core kernels (turbo3 and turbo3o K and V at
+ * head_dim 128, f32 rows in the host's buffers) the new rows are quantized
+ * inside the attention's launch; elsewhere (PoCL, f16 rows) the plugin
+ * makes the pair and the attention. Either way: the cpu plugin's stored
  * bytes, and its attention within the conformance tolerance, from
  * append + attention as two calls on host arrays. Steps of 1 and 2 tokens,
  * across a chunk's and a block's end, with a window, at a context of

@@ -15,8 +15,8 @@
  *              command buffer of the host's (tkv_context_set_command_buffer),
  *              submitted once, its fence waited for;
  *   fused      the per-token step with each layer's append and attention as
- *              one call, tkv_cache_append_attention (one launch a layer
- *              where the plugin fuses them; else the core's two ops).
+ *              one call, tkv_cache_append_attention (one launch a layer on
+ *              OpenCL's tensor-core kernels; elsewhere the two ops).
  *
  * Both are wall-clock time of a whole step divided by the layers, median of
  * the steps. Beside them, the attention's device time as the plugin reports

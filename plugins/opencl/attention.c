@@ -117,6 +117,18 @@ struct attn_plan {
     size_t omask_words; /* outlier-split V: a mask of tile rows per coordinate chunk */
     uint32_t chunks_cap;
     uint32_t n_units, tiles_per_chunk, chunk_pitch;
+    /* ABI 2.7's append_attention on the tensor-core kernels: the new rows
+     * they quantize (NULL: none, the call's rows are all stored) */
+    const struct fused_append *append;
+};
+
+/* The appended rows of one sequence as the tensor-core kernels take them:
+ * f32 rows in the host's buffers (ks, vs from float ks_at, vs_at), tokens
+ * first .. first + n - 1, and each pool's (type, scale mode). */
+struct fused_append {
+    cl_mem ks, vs;
+    cl_uint ks_at, vs_at, first, n;
+    cl_uint4 fmt; /* K type, K scale mode, V type, V scale mode */
 };
 
 static size_t zmax(size_t a, size_t b) { return a > b ? a : b; }
@@ -558,6 +570,9 @@ static int tc_launch(struct ocl_device *d, const struct tkv_attention_args *a,
     cl_float pre = score_pre(a), post = score_post(a), threshold = a->sparse_v_threshold;
     cl_uint skip_at = (cl_uint)(lay->n_rows * p->head_dim);
     cl_uint lse_at = a->lse ? (cl_uint)(lay->n_rows * (p->head_dim + 1u)) : 0u;
+    /* no append: new_n 0 and any buffer for the sources (never read) */
+    const struct fused_append none = { .ks = d->tables, .vs = d->tables };
+    const struct fused_append *fa = p->append ? p->append : &none;
     const struct ocl_karg args[] = {
         OCL_ARG(k_mem), OCL_ARG(v_mem), OCL_ARG(meta), OCL_ARG(io.q_mem), OCL_ARG(seq_at_),
         OCL_ARG(blocks_at), OCL_ARG(units_at), OCL_ARG(io.q_at), OCL_ARG(n_q_heads),
@@ -566,9 +581,15 @@ static int tc_launch(struct ocl_device *d, const struct tkv_attention_args *a,
         OCL_ARG(k_rotation), OCL_ARG(d->tables), OCL_ARG(pre), OCL_ARG(post), OCL_ARG(threshold),
         OCL_ARG(tpw), OCL_ARG(part), OCL_ARG(pitch), OCL_ARG(v_rotation), OCL_ARG(counters),
         OCL_ARG(down), OCL_ARG(io.o_mem), OCL_ARG(io.o_at), OCL_ARG(skip_at), OCL_ARG(lse_at),
+        OCL_ARG(fa->ks), OCL_ARG(fa->ks_at), OCL_ARG(fa->vs), OCL_ARG(fa->vs_at),
+        OCL_ARG(fa->first), OCL_ARG(fa->n), OCL_ARG(fa->fmt),
     };
     const size_t n = sizeof args / sizeof args[0];
     forget_io(d, k, args, n, &io);
+    /* the host's buffers may be new objects at released ones' addresses */
+    for (size_t i = 0; i < n; i++)
+        if (p->append && (args[i].value == &fa->ks || args[i].value == &fa->vs))
+            d->args[k][i].set = 0;
     const size_t groups[3] = { a->n_kv_heads, p->chunk_pitch, p->n_units };
     if ((rc = ocl_args(d, k, op, n, args)) != TKV_OK ||
         (rc = ocl_launch(d, k, op, 3, groups, 128, ev ? &ev[0] : NULL)) != TKV_OK)
@@ -804,10 +825,13 @@ out:
     return rc;
 }
 
-int ocl_attention(void *dev, const struct tkv_attention_args *a)
+/* An attention call (with the rows of append on the tensor-core
+ * kernels, or NULL). */
+static int attention_call(struct ocl_device *d, const struct tkv_attention_args *a,
+                          const struct fused_append *append)
 {
-    struct ocl_device *d = dev;
     struct attn_plan p = {
+        .append = append,
         .head_dim = a->k.fmt.head_dim,
         .ratio = a->n_q_heads / a->n_kv_heads,
         /* QJL keys: R q and S R q; outlier-split keys: R q and q */
@@ -841,5 +865,44 @@ int ocl_attention(void *dev, const struct tkv_attention_args *a)
         *a->rows_skipped = skipped;
     if (device_ns)
         *device_ns = ns;
+    return TKV_OK;
+}
+
+int ocl_attention(void *dev, const struct tkv_attention_args *a)
+{
+    return attention_call(dev, a, NULL);
+}
+
+/* ABI 2.7: a decode step's append and attention. On the tensor-core
+ * kernels, with the new rows f32 in the host's buffers, one launch: the
+ * work-groups whose chunks hold the new tokens quantize their rows before
+ * they read them (tensor.cl, step 0). Anything else: the pair, then the
+ * attention. */
+int ocl_append_attention(void *dev, const struct tkv_append_args *k,
+                         const struct tkv_append_args *v, const struct tkv_attention_args *a)
+{
+    static const char op[] = "append_attention";
+    struct ocl_device *d = dev;
+    /* (tensor.cl's step 0 quantizes K and V side by side: one format) */
+    const int one_format = k->pool.fmt.rotation == v->pool.fmt.rotation &&
+                           k->pool.fmt.scale_mode == v->pool.fmt.scale_mode;
+    if (!(d->tensor && tc_eligible(a) && one_format && ocl_pair_in_one_launch(k, v) &&
+          ocl_tensor_kernels(d) == OCL_K_TC)) {
+        int rc = ocl_quantize_append_pair(dev, k, v);
+        return rc != TKV_OK ? rc : attention_call(d, a, NULL);
+    }
+    const uint64_t n = (uint64_t)k->n_tokens * k->n_heads * k->pool.fmt.head_dim;
+    struct fused_append fa = {
+        .first = k->first_pos,
+        .n = k->n_tokens,
+        .fmt = { { k->pool.fmt.type, k->pool.fmt.scale_mode, v->pool.fmt.type,
+                   v->pool.fmt.scale_mode } },
+    };
+    int rc;
+    if ((rc = ocl_tensor_f32(d, k->src_dev, n, op, &fa.ks, &fa.ks_at)) != TKV_OK ||
+        (rc = ocl_tensor_f32(d, v->src_dev, n, op, &fa.vs, &fa.vs_at)) != TKV_OK ||
+        (rc = attention_call(d, a, &fa)) != TKV_OK)
+        return rc;
+    d->stats.rows_quantized += 2u * (uint64_t)k->n_tokens * k->n_heads;
     return TKV_OK;
 }

@@ -299,5 +299,14 @@ int ocl_quantize_append_pair(void *dev, const struct tkv_append_args *k,
                              const struct tkv_append_args *v);
 int ocl_dequantize(void *dev, const struct tkv_dequant_args *args);
 int ocl_attention(void *dev, const struct tkv_attention_args *args);
+/* ABI 2.7 (attention.c): one launch on the tensor-core kernels where the
+ * rows are f32 device tensors (ocl_pair_in_one_launch), else the pair and
+ * the attention. */
+int ocl_append_attention(void *dev, const struct tkv_append_args *k,
+                         const struct tkv_append_args *v, const struct tkv_attention_args *a);
+/* Both appends' rows f32 in the host's buffers at word offsets a kernel's
+ * uint reaches, with the same tokens, heads and block-table entries
+ * (quantize.c). */
+int ocl_pair_in_one_launch(const struct tkv_append_args *k, const struct tkv_append_args *v);
 
 #endif

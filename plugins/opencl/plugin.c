@@ -368,6 +368,7 @@ static const struct tkv_plugin ocl_plugin = {
     .stats = ocl_stats,
     .host_device = ocl_host_device,
     .quantize_append_pair = ocl_quantize_append_pair,
+    .append_attention = ocl_append_attention,
 };
 
 TKV_PLUGIN_EXPORT const struct tkv_plugin *tkv_plugin_entry(uint32_t core_abi_major,

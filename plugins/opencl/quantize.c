@@ -285,7 +285,7 @@ int ocl_dequantize(void *dev, const struct tkv_dequant_args *a)
 
 /* Both rows f32 in the host's buffers at word offsets the kernel's uint
  * reaches, and the same tokens, heads and block-table entries. */
-static int pair_in_one_launch(const struct tkv_append_args *k, const struct tkv_append_args *v)
+int ocl_pair_in_one_launch(const struct tkv_append_args *k, const struct tkv_append_args *v)
 {
     const struct tkv_device_tensor *ks = TKV_ARGS_HAS(k, src_dev) ? k->src_dev : NULL;
     const struct tkv_device_tensor *vs = TKV_ARGS_HAS(v, src_dev) ? v->src_dev : NULL;
@@ -313,7 +313,7 @@ int ocl_quantize_append_pair(void *dev, const struct tkv_append_args *k,
 {
     static const char op[] = "quantize_append";
     struct ocl_device *d = dev;
-    if (!pair_in_one_launch(k, v)) {
+    if (!ocl_pair_in_one_launch(k, v)) {
         int rc = ocl_quantize_append(dev, k);
         return rc != TKV_OK ? rc : ocl_quantize_append(dev, v);
     }

@@ -214,16 +214,6 @@ inline uint tile_index(uint w, int padded, uint row_words, float inv_row)
     return w + r;
 }
 
-/* x / d for x < 2^24 (and a quotient far below it): from a float estimate
- * corrected by one, since an integer division costs tens of instructions. */
-inline uint quot(uint x, uint d, float inv_d)
-{
-    uint r = (uint)((float)x * inv_d);
-    r -= r * d > x;
-    r += (r + 1u) * d <= x;
-    return r;
-}
-
 /* Rows j0 .. j0 + nt - 1 (one tile) of kv head kvh of a sequence into local
  * memory with coalesced 32-bit loads, by the whole work-group (the caller
  * puts the barrier). Rows of a whole number of words at word-aligned places
@@ -336,18 +326,7 @@ void rotate_rows_local(__local float *v, __local float *tmp, uint n_rows, uint h
             tmp[k] = v[k];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
-        for (uint k = lid; k < wht; k += n) {
-            uint e = k - quot(k, head_dim, inv_hd) * head_dim;
-            group_info g = group_of_value(head_dim, e);
-            if (h < g.size && !((e - g.first) & h)) {
-                float a = v[k], b = v[k + h];
-                v[k] = a + b;
-                v[k + h] = a - b;
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    wht_butterflies(v, wht, head_dim, lid, n);
     for (uint k = lid; k < wht; k += n) {
         uint e = k - quot(k, head_dim, inv_hd) * head_dim;
         group_info g = group_of_value(head_dim, e);

@@ -22,6 +22,22 @@
  */
 #pragma OPENCL FP_CONTRACT OFF
 
+/* The work-items that take one row in the row operations (rows.cl's
+ * quantize_row and what it calls, rotate_local below): the whole
+ * work-group, except in the tensor-core program (-DTKV_TC), whose step 0
+ * quantizes a decode step's K row with work-items 0 .. 63 and its V row
+ * with 64 .. 127 side by side (tensor.cl); every loop strides by ROW_N, so
+ * the same operations in the same order give the same bytes. The
+ * attention's own rotations (rotate_rows_local, tc_rotate) use the whole
+ * work-group in every program. */
+#ifdef TKV_TC
+#define ROW_LID (get_local_id(0) % 64u)
+#define ROW_N 64u
+#else
+#define ROW_LID get_local_id(0)
+#define ROW_N get_local_size(0)
+#endif
+
 #ifdef TKV_HAS_FP64
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 /* The reference sums squares and centroid squares in double. */
@@ -204,18 +220,32 @@ inline uint turbo_row_bytes(uint head_dim, uint bits)
  * (written before a barrier). WHT is
  * D2 H D1 / sqrt(g) with the butterflies of stride 1, 2, 4, .. in fp32; R^T
  * swaps the sign vectors. DENSE is Q, R^T = Q^T. tmp: head_dim floats. */
-/* H of the WHT on every group of v: the butterflies of stride 1, 2, 4, ..
- * in fp32, a barrier after each (v complete on entry and on return) */
-void wht_butterflies(__local float *v, uint head_dim)
+/* x / d for x < 2^24 (and a quotient far below it): from a float estimate
+ * corrected by one, since an integer division costs tens of instructions. */
+inline uint quot(uint x, uint d, float inv_d)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    uint r = (uint)((float)x * inv_d);
+    r -= r * d > x;
+    r += (r + 1u) * d <= x;
+    return r;
+}
+
+/* H of the WHT on every group of the count / head_dim rows at v (row r at
+ * v + r head_dim), by work-items lid of n (the caller's: the work-group, or
+ * ROW_LID of ROW_N): the butterflies of stride 1, 2, 4, .. in fp32, a
+ * barrier after each, passed whatever count is (0: none of the work; PoCL
+ * need not replicate what follows); v complete on entry and on return */
+void wht_butterflies(__local float *v, uint count, uint head_dim, uint lid, uint n)
+{
+    const float inv_hd = 1.0f / (float)head_dim;
     for (uint h = 1u; h < TKV_GROUP_MAX; h <<= 1) {
-        for (uint e = lid; e < head_dim; e += n) {
+        for (uint k = lid; k < count; k += n) {
+            uint e = k - quot(k, head_dim, inv_hd) * head_dim;
             group_info g = group_of_value(head_dim, e);
             if (h < g.size && !((e - g.first) & h)) {
-                float a = v[e], b = v[e + h];
-                v[e] = a + b;
-                v[e + h] = a - b;
+                float a = v[k], b = v[k + h];
+                v[k] = a + b;
+                v[k + h] = a - b;
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -225,7 +255,7 @@ void wht_butterflies(__local float *v, uint head_dim)
 void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rotation, int inverse,
                   __global const float *tab)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     if (rotation == TKV_ROTATION_WHT) {
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
@@ -233,7 +263,7 @@ void rotate_local(__local float *v, __local float *tmp, uint head_dim, uint rota
                 tab[tab_offset(tab, g.size, inverse ? TKV_TAB_SIGN2 : TKV_TAB_SIGN1) + e - g.first];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        wht_butterflies(v, head_dim);
+        wht_butterflies(v, head_dim, head_dim, lid, n);
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
             float inv_sqrt = tab[tab_offset(tab, g.size, TKV_TAB_INV_SQRT)];

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 
 /* Left out of the attention programs built per configuration (device.c,
- * ocl_decode_kernels): they need only attention.cl. */
-#ifndef TKV_SPEC_HEAD_DIM
+ * ocl_decode_kernels): they need only attention.cl. The tensor-core
+ * program (-DTKV_TC, also specialized for head_dim 128) keeps the row
+ * quantization, which its kernels run for a decode step's new rows (ABI
+ * 2.7's append_attention, tensor.cl), but not the kernels. */
+#if !defined(TKV_SPEC_HEAD_DIM) || defined(TKV_TC)
 /*
  * Rows in and out of a cache buffer: quantize_rows (the quantize_append op)
  * and dequantize_rows (the dequantize op). One work-group per row; the row
@@ -32,13 +35,20 @@ inline uint unpack_index(__global const uchar *p, uint i, uint bits)
 #define ENC_BOUND 1u                                /* codes: 1/sqrt(g) at 0, then the boundaries */
 #define ENC_CSQ (ENC_BOUND + TKV_TAB_MAX_LEVELS - 1u) /* then the squared centroids */
 #define ENC_FLOATS (ENC_CSQ + TKV_TAB_MAX_LEVELS)   /* floats a group size */
+#ifdef TKV_SPEC_HEAD_DIM
+#define ROW_DIM TKV_SPEC_HEAD_DIM /* the tensor-core program: its one head_dim */
+#else
+#define ROW_DIM TKV_HEAD_DIM_MAX
+#endif
 typedef struct {
-    float r[TKV_HEAD_DIM_MAX], x[TKV_HEAD_DIM_MAX], y[TKV_HEAD_DIM_MAX];
-    float sign1[TKV_HEAD_DIM_MAX], sign2[TKV_HEAD_DIM_MAX]; /* the WHT's D1, D2 of each value */
-    float codes[TKV_N_GROUP_SIZES * ENC_FLOATS];             /* per group size (group_table) */
+    float r[ROW_DIM], x[ROW_DIM], y[ROW_DIM];
+    float codes[TKV_N_GROUP_SIZES * ENC_FLOATS]; /* per group size (group_table) */
     float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
-    uchar idx[TKV_HEAD_DIM_MAX];
     int renorm;
+    uchar idx[ROW_DIM];
+    /* the WHT's D1, D2 of each value: +-1, exact as chars (4 KB less local
+     * memory a work-group than floats, at head_dim 1024) */
+    char sign1[ROW_DIM], sign2[ROW_DIM];
 } __attribute__((aligned(8))) row_scratch;
 
 /* The global tables a turbo row's encode reads, copied into s (for bits
@@ -51,13 +61,13 @@ typedef struct {
 inline void encode_tables(__global const float *tab, uint head_dim, uint bits, uint rotation,
                           __local row_scratch *s)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN), levels = 1u << bits;
     if (rotation == TKV_ROTATION_WHT)
         for (uint e = lid; e < head_dim; e += n) {
             group_info g = group_of_value(head_dim, e);
-            s->sign1[e] = tab[tab_offset(tab, g.size, TKV_TAB_SIGN1) + e - g.first];
-            s->sign2[e] = tab[tab_offset(tab, g.size, TKV_TAB_SIGN2) + e - g.first];
+            s->sign1[e] = (char)tab[tab_offset(tab, g.size, TKV_TAB_SIGN1) + e - g.first];
+            s->sign2[e] = (char)tab[tab_offset(tab, g.size, TKV_TAB_SIGN2) + e - g.first];
         }
     for (uint i = lid; i < TKV_N_GROUP_SIZES * ENC_FLOATS; i += n) {
         const uint k = i % ENC_FLOATS;
@@ -77,14 +87,14 @@ inline void encode_tables(__global const float *tab, uint head_dim, uint bits, u
  * copies encode_tables made */
 void rotate_wht_copied(__local float *v, uint head_dim, __local const row_scratch *s)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     for (uint e = lid; e < head_dim; e += n)
-        v[e] *= s->sign1[e];
+        v[e] *= (float)s->sign1[e];
     barrier(CLK_LOCAL_MEM_FENCE);
-    wht_butterflies(v, head_dim);
+    wht_butterflies(v, head_dim, head_dim, lid, n);
     for (uint e = lid; e < head_dim; e += n) {
         float inv_sqrt = s->codes[group_table(group_of_value(head_dim, e).size) * ENC_FLOATS];
-        v[e] = v[e] * inv_sqrt * s->sign2[e];
+        v[e] = v[e] * inv_sqrt * (float)s->sign2[e];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }
@@ -102,8 +112,8 @@ inline void encode_rotate(__local float *v, uint head_dim, uint rotation,
 /* TurboQuant_mse of every group (paper, Algorithm 1), then for QJL types the
  * 1-bit sketch of the residual (Algorithm 2): turbo_encode_group and
  * encode_residual of the reference, spread over the work-group. s->x holds
- * the sanitized row, and s->sign1, sign2 and codes the tables
- * (encode_tables); the rest of s is scratch.
+ * the sanitized row and s->sign1 .. codes the tables (encode_tables); the
+ * rest of s is scratch.
  * The sums in double keep the reference's order (8 running sums a group,
  * TKV_SUM8): work-item 8 k + j sums lane j of group k, and each value's
  * squared centroid is read from the table by its own work-item, into r,
@@ -116,7 +126,7 @@ void turbo_encode_row(__global uchar *out, uint head_dim, uint type, uint rotati
     __local float *y = s->y, *r = s->r, *norm = s->norm, *norm_q = s->norm_q, *shat = s->shat;
     __local uchar *idx = s->idx;
     __local int *renorm = &s->renorm;
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint bits = type_bits(type), n_groups = group_count(head_dim);
     const uint cb = 3u * (bits - TKV_TURBO_BITS_MIN);
 
@@ -274,7 +284,7 @@ void turbo_encode_row(__global uchar *out, uint head_dim, uint type, uint rotati
  * the row's. flag: head_dim bytes of scratch. */
 void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __local uchar *flag)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint n_o = tkv_outlier_count(head_dim), ib = tkv_outlier_index_bytes(head_dim);
     for (uint e = lid; e < head_dim; e += n) {
         const uint a = tkv_abs_bits(x[e]);
@@ -307,7 +317,7 @@ void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __l
  * one work-item per block of 32. */
 void q8_0_encode_row(__local const float *x, __global uchar *out, uint head_dim)
 {
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     for (uint blk = lid; blk * TKV_Q8_0_BLOCK < head_dim; blk += n) {
         uint first = blk * TKV_Q8_0_BLOCK, len = tkv_q8_0_block_len(head_dim, first);
         __global uchar *p = out + blk * (2u + TKV_Q8_0_BLOCK);
@@ -344,7 +354,7 @@ inline void quantize_row(__global const float *src, uint src_at, uint row, uint 
                          uint scale_mode, __global const float *tab, __local row_scratch *s)
 {
     __local float *x = s->x;
-    const uint lid = get_local_id(0), n = get_local_size(0);
+    const uint lid = ROW_LID, n = ROW_N;
     const uint t = row / n_heads, h = row % n_heads;
     __global const float *in = src + src_at + (ulong)row * head_dim;
     __global uchar *out = dst + pool_row(blocks, block0, block_tokens, block_stride, head_stride,
@@ -377,6 +387,7 @@ inline void quantize_row(__global const float *src, uint src_at, uint row, uint 
     }
 }
 
+#ifndef TKV_SPEC_HEAD_DIM
 /* One work-group a row (quantize_row). */
 __kernel void quantize_rows(__global const float *src, uint src_at, uint n_heads, uint head_dim,
                             __global uchar *dst, __global const uint *blocks, uint block0,
@@ -497,4 +508,5 @@ __kernel void dequantize_rows(__global const uchar *buf, __global const uint *bl
         dst[(ulong)row * head_dim + e] = v[e];
 }
 
-#endif /* TKV_SPEC_HEAD_DIM */
+#endif /* !TKV_SPEC_HEAD_DIM: the kernels */
+#endif /* !TKV_SPEC_HEAD_DIM || TKV_TC */

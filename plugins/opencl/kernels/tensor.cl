@@ -389,12 +389,13 @@ inline void tc_fetch(__global const uchar *kbuf, __global const uchar *vbuf,
         __global const float *tab, float pre, float post, float threshold,                      \
         uint tiles_per_warp, __global float *part, uint chunk_pitch, uint v_rotation,           \
         __global uint *counters, __global float *out, __global float *orows, ulong o_at,        \
-        uint skip_at, uint lse_at
+        uint skip_at, uint lse_at, __global const float *ksrc, uint ks_at,                      \
+        __global const float *vsrc, uint vs_at, uint new_first, uint new_n, uint4 kv_fmt
 #define TC_ARGS                                                                                 \
     kbuf, vbuf, meta, qbuf, seq_at, blocks_at, units_at, q_at, n_q_heads, ratio, window, bt,    \
         k_block_stride, k_head_stride, v_block_stride, v_head_stride, k_rotation, tab, pre,     \
         post, threshold, tiles_per_warp, part, chunk_pitch, v_rotation, counters, out, orows,   \
-        o_at, skip_at, lse_at
+        o_at, skip_at, lse_at, ksrc, ks_at, vsrc, vs_at, new_first, new_n, kv_fmt
 
 /* tc_merge's runs of N records from c on while N remain: their loads
  * first, then a += w[c + i] o_(c + i) in order */
@@ -547,6 +548,36 @@ inline void tc_decode_body(TC_PARAMS, __local uint4 *lmem, const uint NT, const 
     __global const uint *bt_of = meta + blocks_at + un.block_first;
     const ulong k_head_off = (ulong)kvh * k_head_stride, v_head_off = (ulong)kvh * v_head_stride;
     __local uint4 *wring = ring + warp * NS * SLOT;
+    /* 0. a decode step's append (new_n > 0: ABI 2.7's append_attention):
+     * the new tokens new_first .. of this kv head that lie in the chunk's
+     * rows, quantized by the work-group before the chunk's first fetch
+     * reads them: rows.cl's quantize_row, the append kernel's steps (the
+     * same bytes), K by work-items 0 .. 63 and V by 64 .. 127 side by side
+     * (ROW_LID, ROW_N; the host sends only K and V of one type, rotation
+     * and scale mode, so both halves pass the same barriers), each in its
+     * own scratch in local memory the ring does not use yet; stored with
+     * a fence at the GPU's scope (cp.async reads through L2). Other units
+     * whose chunks hold a new row store the same bytes; no unit reads a new
+     * row it has not stored itself. */
+    if (new_n) {
+        const uint c_lo = un.r0 + chunk * TC_W * per_warp;
+        const uint p0 = max(new_first, c_lo);
+        const uint p1 = min(min(new_first + new_n, un.hi), c_lo + TC_W * per_warp);
+        if (p0 < p1) {
+            const uint v_half = lid / 64u, n_kv = get_num_groups(0);
+            __local row_scratch *rs = (__local row_scratch *)ring + v_half;
+            for (uint pos = p0; pos < p1; pos++)
+                quantize_row(v_half ? vsrc : ksrc, v_half ? vs_at : ks_at,
+                             (pos - new_first) * n_kv + kvh, n_kv, TC_HD,
+                             (__global uchar *)(v_half ? vbuf : kbuf), bt_of, 0u, new_first, bt,
+                             v_half ? v_block_stride : k_block_stride,
+                             v_half ? v_head_stride : k_head_stride, RB,
+                             v_half ? kv_fmt.z : kv_fmt.x, v_half ? v_rotation : k_rotation,
+                             v_half ? kv_fmt.w : kv_fmt.y, tab, rs);
+            asm volatile("membar.gl;" ::: "memory");
+            barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+        }
+    }
     /* 1. the warp's first tiles on their way while the rest is prepared */
     for (int i = 0; i < (int)NS - 1; i++) {
         const uint row = begin + 16u * (uint)i;
