@@ -18,12 +18,18 @@ import sys
 import tempfile
 
 SMOKE = r"""
-import os, sys
+import importlib.metadata, os, sys
 import numpy as np
 import turbokv
 target = sys.argv[1]
 assert turbokv.__file__.startswith(target), turbokv.__file__
+# one version: the installed distribution's (pyproject.toml), the module's,
+# and the library's (its cpu plugin reports TKV_VERSION_STRING)
+dist = importlib.metadata.version("turbokv")
+assert dist == turbokv.__version__, "pyproject.toml says %s, turbokv.__version__ %s" % (dist, turbokv.__version__)
 with turbokv.Context(backend="cpu", ignore_env=True, plugin_path=os.environ["TURBO_PLUGIN_PATH"]) as ctx:
+    lib = [p.version for p in ctx.plugins() if p.name == "cpu"]
+    assert lib == [turbokv.__version__], "the library is %s, turbokv.__version__ %s" % (lib, turbokv.__version__)
     cache = ctx.cache(n_layers=1, n_kv_heads=2, head_dim=64, capacity=64, k_type="turbo3", v_type="turbo3")
     k = np.linspace(-1, 1, 10 * 2 * 64, dtype=np.float32).reshape(10, 2, 64)
     cache.append(0, 0, k, k)

@@ -269,6 +269,12 @@ class Attention(unittest.TestCase):
                 a.append_attention(0, 2, rows(34, 1, 7), rows(34, 1, 8), queries(2))
             with self.assertRaisesRegex(turbokv.Error, "multiple of n_kv_heads"):
                 a.append_attention(0, 2, rows(34, 1, 7), rows(34, 1, 8), np.zeros((1, 3, DIM), np.float32))
+            # out sharing memory with v: the new rows would be overwritten
+            # while they are read
+            shared = np.zeros((1, QHEADS, DIM), np.float32)
+            shared[:, :HEADS] = rows(34, 1, 8)
+            with self.assertRaisesRegex(ValueError, "out overlaps v"):
+                a.append_attention(0, 2, rows(34, 1, 7), shared[:, :HEADS], queries(1), out=shared)
             self.assertEqual(a.length(0, 2), 34)
         finally:
             a.close()

@@ -233,6 +233,19 @@ def _options(scale, window, softcap):
     return o
 
 
+def _out_array(out, q, **inputs):
+    """The attention's output array: a new one like q, or the caller's,
+    which must have q's shape, be writeable and overlap neither q nor the
+    other inputs named (k=..., v=...)."""
+    if out is None:
+        return np.empty_like(q)
+    _check_array(out, "out", q.shape, "q's shape", writeable=True, half=True)
+    for name, a in [("q", q)] + sorted(inputs.items()):
+        if np.may_share_memory(out, a):
+            raise ValueError("out overlaps " + name)
+    return out
+
+
 def _check_array(a, what, shape, layout, writeable=False, half=False):
     """a must be a C-contiguous, aligned float32 ndarray of shape (or float16
     where half); None in shape matches any size."""
@@ -814,12 +827,7 @@ class Cache:
             if sum(counts) != q.shape[0]:
                 raise ValueError("q has %d query rows, n_q adds up to %d" % (q.shape[0], sum(counts)))
         n_q_heads = q.shape[-2]
-        if out is None:
-            out = np.empty_like(q)
-        else:
-            _check_array(out, "out", q.shape, "q's shape", writeable=True, half=True)
-            if np.may_share_memory(out, q):
-                raise ValueError("out overlaps q")
+        out = _out_array(out, q)
         lse = np.empty(q.shape[:-1], dtype=np.float32) if return_lse else None
         stats = _ffi.tkv_attention_stats()
         stats_p = ctypes.pointer(stats) if return_stats else None
@@ -873,12 +881,7 @@ class Cache:
         _check_array(
             q, "q", (k.shape[0], None, d), "[n_tokens=%d][n_q_heads][head_dim=%d]" % (k.shape[0], d), half=True
         )
-        if out is None:
-            out = np.empty_like(q)
-        else:
-            _check_array(out, "out", q.shape, "q's shape", writeable=True, half=True)
-            if np.may_share_memory(out, q):
-                raise ValueError("out overlaps q")
+        out = _out_array(out, q, k=k, v=v)
         stats = _ffi.tkv_attention_stats()
         o = _options(scale, window, softcap)
         o.stats = ctypes.pointer(stats)
