@@ -263,14 +263,24 @@ static uint64_t attn_out_rows(const struct attn_io *io, uint64_t out_scratch)
     return io->out && io->out->elem == TKV_ELEM_F32 ? io->out_at : out_scratch;
 }
 
-/* The queries into the inputs (at inputs + 0, as the host would have
+/* Bytes before the call's inputs in dev->inputs: with TURBO_VK_MATH's
+ * inputs mode (CPU devices) the constant tables' address, in the 8 bytes
+ * just before them (common.glsl, math_address), where the attention
+ * shaders read it; else none. */
+static uint64_t inputs_head(const struct vk_device *dev)
+{
+    return dev->knobs.math_in_inputs ? TKV_VK_ALIGN : 0;
+}
+
+/* The queries into the inputs (at their start, as the host would have
  * written them), widened or copied from the host's buffer. */
 static int attn_q_record(struct vk_device *dev, const struct attn_io *io, uint64_t n)
 {
     int rc;
     if (!io->q)
         return TKV_OK;
-    if ((rc = vk_record_convert(dev, io->q_at, io->q->elem, dev->inputs->address, TKV_ELEM_F32, n, "attention")) !=
+    if ((rc = vk_record_convert(dev, io->q_at, io->q->elem, dev->inputs->address + inputs_head(dev), TKV_ELEM_F32, n,
+                                "attention")) !=
         TKV_OK)
         return rc;
     vk_barrier(dev);
@@ -436,8 +446,11 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         [TKV_VK_SPEC_MERGE_ILP] = narrow_qt ? dev->knobs.merge_ilp : 0,
     };
     memcpy(spec + TKV_VK_SPEC_GROUPS, kl.groups, sizeof kl.groups);
-    spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)dev->math_buf->address;
-    spec[TKV_VK_SPEC_MATH_HI] = (uint32_t)(dev->math_buf->address >> 32);
+    /* the tables' address: a constant of the pipeline, or 0 (read from the
+     * head of the inputs) */
+    const uint64_t head = inputs_head(dev), math = head ? 0 : dev->math_buf->address;
+    spec[TKV_VK_SPEC_MATH_LO] = (uint32_t)math;
+    spec[TKV_VK_SPEC_MATH_HI] = (uint32_t)(math >> 32);
     /* The pipeline first: on NVIDIA its registers say how many of its
      * workgroups an SM holds at once (resident) */
     VkPipeline pipeline;
@@ -507,7 +520,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const uint64_t up_bytes =
         one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
     const uint64_t prep_at = align_up(up_bytes), prep_bytes = prepare_dispatch ? q_bytes * qs : 0;
-    const uint64_t in_bytes = prep_at + prep_bytes;
+    const uint64_t in_bytes = head + prep_at + prep_bytes;
     const uint64_t acc_at = 0, n_partials = n_out * max_chunks;
     const uint64_t ml_at = align_up(acc_at + n_partials * va * hd * sizeof(float));
     const uint64_t partial_bytes = align_up(ml_at + n_partials * TKV_VK_ML_FLOATS * sizeof(float));
@@ -534,18 +547,20 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     const VkMemoryPropertyFlags in_flags = dev->memory.memoryTypes[dev->inputs->type].propertyFlags;
     const int direct_in = !queued && dev->inputs->map && (in_flags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
     if (queued) {
-        if ((rc = vk_record_reserve(dev, (size_t)up_bytes, op)) != TKV_OK)
+        if ((rc = vk_record_reserve(dev, (size_t)(head + up_bytes), op)) != TKV_OK)
             return rc;
     } else {
-        if (!direct_in &&
-            (rc = vk_scratch(dev, &dev->staging, up_bytes > down_bytes ? up_bytes : down_bytes, 1, op)) != TKV_OK)
+        if (!direct_in && (rc = vk_scratch(dev, &dev->staging, head + up_bytes > down_bytes ? head + up_bytes : down_bytes,
+                                           1, op)) != TKV_OK)
             return rc;
         if (staged && (rc = vk_scratch(dev, &dev->staging, down_bytes, 1, op)) != TKV_OK)
             return rc;
     }
     if (dev->inputs->size != inputs_size)
         dev->knobs.last_upload_bytes = 0; /* a new inputs buffer holds nothing */
-    unsigned char *in_host = queued ? dev->record_host : direct_in ? dev->inputs->map : dev->staging->map;
+    unsigned char *in_host = (queued ? dev->record_host : direct_in ? dev->inputs->map : dev->staging->map) + head;
+    if (head)
+        memcpy(in_host - sizeof(uint64_t), &dev->math_buf->address, sizeof(uint64_t));
     if (a->q) /* else the host's device buffer, converted into place */
         memcpy(in_host, a->q, (size_t)q_bytes);
     struct vk_unit *units = (struct vk_unit *)(in_host + units_at);
@@ -578,7 +593,7 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             return rc;
     }
 
-    const uint64_t work = dev->work->address, inputs = dev->inputs->address;
+    const uint64_t work = dev->work->address, inputs = dev->inputs->address + head;
     /* outputs: host-visible memory the merge writes, or work (copied back) */
     const uint64_t out = staged ? work + partial_bytes : dev->outputs->address;
     struct vk_attention_push push = {
@@ -679,11 +694,15 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, (i))
         STAMP(2);
         if (upload && rep == 0) { /* the staging buffer holds outputs after a repetition */
-            if (queued) /* the bytes captured into the commands; q from its buffer below */
-                vk_update(dev, dev->inputs, io.q ? units_at : 0, in_host + (io.q ? units_at : 0),
-                          up_bytes - (io.q ? units_at : 0));
-            else
-                vk_copy(dev, dev->staging, 0, dev->inputs, 0, up_bytes);
+            if (queued) { /* the bytes captured into the commands; q from its buffer below */
+                const uint64_t from = io.q ? units_at : 0;
+                if (head) /* the tables' address */
+                    vk_update(dev, dev->inputs, head - sizeof(uint64_t), in_host - sizeof(uint64_t),
+                              sizeof(uint64_t));
+                vk_update(dev, dev->inputs, head + from, in_host + from, up_bytes - from);
+            } else {
+                vk_copy(dev, dev->staging, 0, dev->inputs, 0, head + up_bytes);
+            }
             vk_barrier(dev);
         }
         if (rep == 0 && !q_direct && (rc = attn_q_record(dev, &io, n_out * hd)) != TKV_OK)

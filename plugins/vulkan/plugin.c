@@ -34,6 +34,15 @@ void vk_knobs_read(struct vk_device *dev)
     const char *v;
     k->profile = (v = getenv("TURBO_VK_PROFILE")) && *v && strcmp(v, "0") != 0;
     k->clock = (v = getenv("TURBO_VK_CLOCK")) && *v && strcmp(v, "0") != 0;
+    /* The attention pipelines take the constant tables' address as a
+     * specialization constant: a new address (every open, every process)
+     * is a new pipeline for the driver's shader cache. A CPU driver
+     * (lavapipe) compiles a decode pipeline in seconds, so there the
+     * shaders read the address from the head of the call's inputs and
+     * their pipelines are the same in every process. */
+    k->math_in_inputs = dev->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
+    if ((v = getenv("TURBO_VK_MATH")) && *v)
+        k->math_in_inputs = strcmp(v, "inputs") == 0 ? 1 : strcmp(v, "spec") == 0 ? 0 : k->math_in_inputs;
     if ((v = getenv("TURBO_VK_REPEAT")) && atoi(v) > 1)
         k->repeat = (uint32_t)atoi(v);
     if ((v = getenv("TURBO_VK_CACHE_MEMORY")))

@@ -231,6 +231,8 @@ struct vk_knobs {
     uint32_t wide_words;  /* TURBO_VK_WIDE_WORDS: words of one group of decode_wide.comp's loads (0: 32) */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     int clock;            /* TURBO_VK_CLOCK: decode.comp's clock records, summarized on stderr */
+    int math_in_inputs;   /* TURBO_VK_MATH: the attention shaders' tables address at the head of the
+                           * call's inputs (default on CPU devices), not a specialization constant */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
     uint64_t last_upload_bytes, last_upload_cap;
 };

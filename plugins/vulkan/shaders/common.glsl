@@ -29,12 +29,23 @@ layout(local_size_x_id = TKV_VK_SPEC_WG) in;
 
 // The attention shaders (TKV_VK_MATH_SPEC defined before this file): the
 // device's constant tables at an address given as two specialization
-// constants (interface.h, TKV_VK_SPEC_MATH_LO); the others take it from
-// their push constants.
+// constants (interface.h, TKV_VK_SPEC_MATH_LO), or, where both are 0
+// (TURBO_VK_MATH=inputs, the default on CPU devices: pipelines the same in
+// every process, for the driver's shader cache), in the 8 bytes before the
+// call's inputs (pc.inputs; attention.c, inputs_head). The branch is on
+// specialization constants: a driver drops the side not taken. The other
+// shaders take the address from their push constants.
 #ifdef TKV_VK_MATH_SPEC
 layout(constant_id = TKV_VK_SPEC_MATH_LO) const uint MATH_LO = 0u;
 layout(constant_id = TKV_VK_SPEC_MATH_HI) const uint MATH_HI = 0u;
-#define MATH (uint64_t(MATH_HI) << 32 | uint64_t(MATH_LO))
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer MathAddress { uint64_t at; };
+uint64_t math_address(uint64_t inputs)
+{
+    if ((MATH_LO | MATH_HI) != 0u)
+        return uint64_t(MATH_HI) << 32 | uint64_t(MATH_LO);
+    return MathAddress(inputs - 8ul).at;
+}
+#define MATH math_address(pc.inputs)
 #endif
 
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer Words { uint32_t w[]; };
