@@ -39,7 +39,9 @@ void vk_knobs_read(struct vk_device *dev)
      * is a new pipeline for the driver's shader cache. A CPU driver
      * (lavapipe) compiles a decode pipeline in seconds, so there the
      * shaders read the address from the head of the call's inputs and
-     * their pipelines are the same in every process. */
+     * their pipelines are the same in every process. GPUs keep the
+     * constant: read from memory it made turbo3o's decode 1.4-2.6x slower
+     * on an H100 (docs/measurements/gpu-2026-12-07-s26/). */
     k->math_in_inputs = dev->props.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU;
     if ((v = getenv("TURBO_VK_MATH")) && *v)
         k->math_in_inputs = strcmp(v, "inputs") == 0 ? 1 : strcmp(v, "spec") == 0 ? 0 : k->math_in_inputs;
