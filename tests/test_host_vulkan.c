@@ -506,6 +506,123 @@ static void matches_cpu(void **state)
     free(cpu_out);
 }
 
+/* tkv_cache_append_attention on the host's device tensors against the cpu
+ * plugin's two calls on the same values: the attention outputs within the
+ * tolerance, the stored bytes equal. Where decode.comp runs the step (turbo
+ * keys and values of at most TKV_VK_DECODE_ROW_WORDS words: the first four
+ * layers' types) f32 rows are quantized inside its dispatch (step 0);
+ * q8_0 keys (decode_wide.comp) and the f16 step take the pair of appends,
+ * then the attention. Tokens 254 .. 261: the second step's two lie on both
+ * sides of a chunk's end (128 rows on lavapipe) and open block 16, which
+ * units of two query rows store side by side; the fourth attends over a
+ * window of 100; the last appends three. */
+static void fused_step_matches_two_calls(void **state)
+{
+    (void)state;
+    enum { FL = 5, PRE = 254, FSTEPS = 5, FCAP = 272 };
+    static const uint32_t fk[FL] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO4, TKV_TYPE_TURBO2,
+                                     TKV_TYPE_Q8_0 };
+    static const uint32_t fv[FL] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO2, TKV_TYPE_TURBO4,
+                                     TKV_TYPE_TURBO3 };
+    static const uint32_t n_new[FSTEPS] = { 1, 2, 1, 1, 3 };
+    static const uint32_t elem[FSTEPS] = { TKV_ELEM_F32, TKV_ELEM_F32, TKV_ELEM_F16, TKV_ELEM_F32, TKV_ELEM_F32 };
+    static const uint32_t window[FSTEPS] = { 0, 0, 0, 100, 0 };
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = FL, .n_kv_heads = KV, .head_dim = D, .capacity = FCAP, .n_q_heads = QH,
+        .k_type = TKV_TYPE_FROM_CONFIG, .v_type = TKV_TYPE_FROM_CONFIG, .layer_k_types = fk, .layer_v_types = fv,
+        .block_tokens = 16,
+    };
+    tkv_cache *g = NULL, *c = NULL;
+    assert_int_equal(tkv_cache_create(ctx, &p, &g), TKV_OK);
+    assert_int_equal(tkv_cache_create(ctx_cpu, &p, &c), TKV_OK);
+    const size_t row = (size_t)KV * D, qrow = (size_t)QH * D;
+    float *pre = malloc(sizeof *pre * 2 * PRE * row);
+    for (size_t i = 0; i < 2 * PRE * row; i++)
+        pre[i] = gauss();
+    for (uint32_t l = 0; l < FL; l++) {
+        assert_int_equal(tkv_cache_append(g, 0, l, PRE, pre, pre + PRE * row), TKV_OK);
+        assert_int_equal(tkv_cache_append(c, 0, l, PRE, pre, pre + PRE * row), TKV_OK);
+    }
+    /* a step's layer: k, v (3 rows at most), q (3 query rows), in the
+     * step's element type at f32's room; out f32 */
+    const size_t per = 2 * 3 * row + 3 * qrow;
+    float *x = malloc(sizeof *x * FSTEPS * FL * per);
+    for (size_t i = 0; i < (size_t)FSTEPS * FL * per; i++)
+        x[i] = gauss() * (i % 89 == 0 ? 6.0f : 1.0f);
+    const size_t in_bytes = sizeof(float) * FSTEPS * FL * per, out_bytes = sizeof(float) * FSTEPS * FL * 3 * qrow;
+    struct hbuf in = new_buffer(in_bytes, 1), out = new_buffer(out_bytes, 1);
+    float *cpu_out = calloc(1, out_bytes);
+    for (uint32_t s = 0; s < FSTEPS; s++)
+        for (uint32_t l = 0; l < FL; l++) {
+            const size_t at = ((size_t)s * FL + l) * per;
+            encode((unsigned char *)in.map + at * sizeof(float), x + at, per, elem[s]);
+        }
+    memset(out.map, 0, out_bytes);
+    uint32_t seq = 0;
+    for (uint32_t s = 0; s < FSTEPS; s++)
+        for (uint32_t l = 0; l < FL; l++) {
+            const uint32_t e = elem[s], n = n_new[s];
+            const size_t es = esize(e), at = ((size_t)s * FL + l) * per * sizeof(float);
+            const size_t o_at = ((size_t)s * FL + l) * 3 * qrow;
+            unsigned char *h = (unsigned char *)in.map + at;
+            struct tkv_tensor k = vk_tensor(e, &in, at), v = vk_tensor(e, &in, at + n * row * es);
+            struct tkv_tensor q = vk_tensor(e, &in, at + 2 * n * row * es);
+            struct tkv_tensor o = vk_tensor(TKV_ELEM_F32, &out, o_at * sizeof(float));
+            struct tkv_attention_options opts = { .struct_size = sizeof opts, .window = window[s] };
+            if (tkv_cache_append_attention(g, seq, l, n, &k, &v, QH, &q, &o, &opts) != TKV_OK)
+                fail_msg("step %u layer %u: %s", s, l, tkv_last_error());
+            struct tkv_tensor hk = host_tensor(e, h), hv = host_tensor(e, h + n * row * es);
+            struct tkv_tensor hq = host_tensor(e, h + 2 * n * row * es), ho = host_tensor(TKV_ELEM_F32, cpu_out + o_at);
+            assert_int_equal(tkv_cache_append_tensors(c, seq, l, n, &hk, &hv), TKV_OK);
+            assert_int_equal(tkv_attention_tensors(c, l, 1, &seq, &n, QH, &hq, &ho, &opts), TKV_OK);
+        }
+    /* the calls went to the host's queue, not waited for */
+    assert_int_equal(vkQueueWaitIdle(queue), VK_SUCCESS);
+    const float *dev_out = out.map;
+    double worst = 0;
+    for (uint32_t s = 0; s < FSTEPS; s++)
+        for (uint32_t l = 0; l < FL; l++)
+            for (uint32_t r = 0; r < n_new[s] * QH; r++) {
+                const size_t base = ((size_t)s * FL + l) * 3 * qrow + (size_t)r * D;
+                double mag = 0, err = 0;
+                for (uint32_t i = 0; i < D; i++) {
+                    assert_true(isfinite(dev_out[base + i]));
+                    mag = fmax(mag, fabs(cpu_out[base + i]));
+                    err = fmax(err, fabs((double)cpu_out[base + i] - dev_out[base + i]));
+                }
+                const double rel = err / (mag > 1e-6 ? mag : 1e-6);
+                worst = fmax(worst, rel);
+                if (rel > ATTN_TOLERANCE)
+                    fail_msg("step %u layer %u (K %s, V %s) query row %u: relative error %.3g", s, l,
+                             tkv_type_name(fk[l]), tkv_type_name(fv[l]), r, rel);
+            }
+    print_message("append_attention (vulkan, host's device) vs two calls (cpu): worst attention error %.3g\n",
+                  worst);
+    /* the same stored bytes */
+    size_t na = 0, nb = 0;
+    assert_int_equal(tkv_seq_state_size(g, 0, &na), TKV_OK);
+    assert_int_equal(tkv_seq_state_size(c, 0, &nb), TKV_OK);
+    assert_int_equal(na, nb);
+    unsigned char *ia = malloc(na), *ib = malloc(nb);
+    if (tkv_seq_state_get(g, 0, ia, na, &na) != TKV_OK)
+        fail_msg("tkv_seq_state_get: %s", tkv_last_error());
+    assert_int_equal(tkv_seq_state_get(c, 0, ib, nb, &nb), TKV_OK);
+    size_t differ = 0;
+    for (size_t i = 0; i < na; i++)
+        differ += ia[i] != ib[i];
+    if (differ)
+        fail_msg("%zu of %zu bytes of the sequence images differ", differ, na);
+    free(ia);
+    free(ib);
+    free_buffer(&in);
+    free_buffer(&out);
+    free(pre);
+    free(x);
+    free(cpu_out);
+    tkv_cache_destroy(g);
+    tkv_cache_destroy(c);
+}
+
 /* Bad device tensors: refused naming the argument; the cache unchanged. A
  * command buffer set refuses every call that would wait. */
 static void refuses_bad_tensors(void **state)
@@ -660,6 +777,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(opens_on_the_hosts_device),
         cmocka_unit_test(matches_cpu),
+        cmocka_unit_test(fused_step_matches_two_calls),
         cmocka_unit_test(refuses_bad_tensors),
         cmocka_unit_test(refuses_bad_host_devices),
     };

@@ -359,10 +359,21 @@ static void clock_summary(struct vk_device *dev, uint64_t n_wgs, uint64_t chunk,
     free(all);
 }
 
-int vk_attention(void *dev_, const struct tkv_attention_args *a)
+/* Shared memory decode.comp's append variant adds (encode.glsl's arrays,
+ * ENC_ELEMS = head_dim): three of words, four of an eighth of it (two
+ * floats, an address, a mask word), the running sums in double, a counter,
+ * and room to align them. */
+static uint64_t encoder_shared_bytes(uint32_t hd) { return 12ull * hd + 20ull * (hd / 8) + 8ull * hd + 4 + 32; }
+
+/* One attention call, and with ap (ABI 2.7's append_attention) the new
+ * rows quantized inside it, by decode.comp's append variant. Where that
+ * cannot run the call (not queued, not decode.comp merging in its
+ * dispatch, no such module, its shared arrays too large, a measurement
+ * knob), *declined is set and nothing is recorded. */
+static int attention_call(struct vk_device *dev, const struct tkv_attention_args *a, const struct vk_append *ap,
+                          int *declined)
 {
     static const char op[] = "attention";
-    struct vk_device *dev = dev_;
     const struct vk_buffer *k_buf = vk_buffer_of(a->k.buf), *v_buf = vk_buffer_of(a->v.buf);
     struct vk_layout kl, vl;
     struct attn_io io;
@@ -456,6 +467,20 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     VkPipeline pipeline;
     enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
     uint32_t resident = 0;
+    if (ap) {
+        /* step 0 needs the merge inside the dispatch (the append record
+         * follows the merge's) and runs only where it is the call's one
+         * dispatch a queued step records */
+        const struct vk_knobs *kn = &dev->knobs;
+        if (!queued || shader != VK_SHADER_DECODE || !one_pass || !dev->modules[VK_SHADER_DECODE_APPEND] ||
+            kn->no_fused_step || kn->skip || kn->repeat > 1 || kn->shader_skip || kn->clock ||
+            decode_shared_bytes(hd, qt, &kl, &vl, nsg) + encoder_shared_bytes(hd) >
+                dev->props.limits.maxComputeSharedMemorySize) {
+            *declined = 1;
+            return TKV_OK;
+        }
+        shader = VK_SHADER_DECODE_APPEND;
+    }
     if ((rc = vk_attention_pipeline(dev, shader, spec, &pipeline, &resident)) != TKV_OK)
         return rc;
 
@@ -517,8 +542,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
      * 128K on the H200, with or without the dispatch
      * (docs/measurements/h200-2026-12-05-s10/). */
     const uint64_t fused_at = align_up(blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t));
-    const uint64_t up_bytes =
-        one_pass ? fused_at + sizeof(struct vk_fused) : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
+    const uint64_t up_bytes = one_pass ? fused_at + sizeof(struct vk_fused) + (ap ? sizeof *ap : 0)
+                                       : blocks_at + (uint64_t)a->n_blocks * sizeof(uint32_t);
     const uint64_t prep_at = align_up(up_bytes), prep_bytes = prepare_dispatch ? q_bytes * qs : 0;
     const uint64_t in_bytes = head + prep_at + prep_bytes;
     const uint64_t acc_at = 0, n_partials = n_out * max_chunks;
@@ -645,6 +670,8 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
             .out_rows = merge.out_rows, .counts = merge.counts, .lse = merge.lse, .arrivals = dev->arrivals->address,
         };
         memcpy(in_host + fused_at, &fused_args, sizeof fused_args);
+        if (ap)
+            memcpy(in_host + fused_at + sizeof fused_args, ap, sizeof *ap);
     }
     struct vk_rows_push prepare = {
         .src = inputs,
@@ -781,4 +808,47 @@ int vk_attention(void *dev_, const struct tkv_attention_args *a)
     if (a->rows_skipped)
         *a->rows_skipped = skipped;
     return TKV_OK;
+}
+
+int vk_attention(void *dev, const struct tkv_attention_args *a) { return attention_call(dev, a, NULL, NULL); }
+
+/* ABI 2.7: a decode step's append and attention. With the new rows f32 in
+ * the host's device buffers and the attention queued on decode.comp, one
+ * dispatch: the workgroups whose chunks hold the new tokens quantize their
+ * rows first (decode.comp, step 0; encode.glsl), the others need not wait.
+ * Anything else: the pair of appends, then the attention. */
+int vk_append_attention(void *dev_, const struct tkv_append_args *k, const struct tkv_append_args *v,
+                        const struct tkv_attention_args *a)
+{
+    struct vk_device *dev = dev_;
+    const struct tkv_device_tensor *ks = TKV_ARGS_HAS(k, src_dev) ? k->src_dev : NULL;
+    const struct tkv_device_tensor *vs = TKV_ARGS_HAS(v, src_dev) ? v->src_dev : NULL;
+    int rc;
+    if (ks && vs && ks->elem == TKV_ELEM_F32 && vs->elem == TKV_ELEM_F32 && !dev->pair_open) {
+        static const char op[] = "append_attention";
+        struct vk_layout kl, vl;
+        vk_layout_init(&k->pool.fmt, &kl);
+        vk_layout_init(&v->pool.fmt, &vl);
+        const uint64_t n = (uint64_t)k->n_tokens * k->n_heads * kl.head_dim;
+        struct vk_append ap = {
+            .first = k->first_pos,
+            .n = k->n_tokens,
+            .k_flags = vk_quantize_flags(&kl),
+            .v_flags = vk_quantize_flags(&vl),
+            .k_rotation = kl.rotation,
+            .v_rotation = vl.rotation,
+        };
+        int declined = 0;
+        if ((rc = vk_usable(dev, op)) != TKV_OK || (rc = vk_tensor_address(dev, ks, n, op, "k rows", &ap.k_src)) != TKV_OK ||
+            (rc = vk_tensor_address(dev, vs, n, op, "v rows", &ap.v_src)) != TKV_OK ||
+            (rc = attention_call(dev, a, &ap, &declined)) != TKV_OK)
+            return rc;
+        if (!declined) {
+            dev->stats.rows_quantized += 2u * (uint64_t)k->n_tokens * k->n_heads;
+            return TKV_OK;
+        }
+    }
+    if ((rc = vk_quantize_append(dev, k)) != TKV_OK || (rc = vk_quantize_append(dev, v)) != TKV_OK)
+        return rc;
+    return vk_attention(dev, a);
 }

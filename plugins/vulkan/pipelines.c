@@ -22,6 +22,8 @@
 #include "decode_spv.h"
 #include "decode_wide_spv.h"
 #include "merge_spv.h"
+#include "decode_append_denorm_spv.h"
+#include "decode_append_spv.h"
 #include "quantize_fp32_denorm_spv.h"
 #include "quantize_fp32_spv.h"
 #include "quantize_fp64_denorm_spv.h"
@@ -63,6 +65,8 @@ static const struct spirv quantize_spirv[2][2] = {
     { SPIRV(quantize_fp64_spv), SPIRV(quantize_fp64_denorm_spv) },
 };
 static const struct spirv rows_spirv[2] = { SPIRV(rows_spv), SPIRV(rows_denorm_spv) };
+/* decode.comp with step 0 (its encoder sums in double: fp64 devices only) */
+static const struct spirv decode_append_spirv[2] = { SPIRV(decode_append_spv), SPIRV(decode_append_denorm_spv) };
 
 static int create_module(struct vk_device *dev, enum vk_shader which, const uint32_t *code, size_t size,
                          const char *name)
@@ -256,7 +260,9 @@ int vk_pipelines_create(struct vk_device *dev)
         (rc = create_module(dev, VK_SHADER_MERGE, merge_spv, sizeof merge_spv, "merge")) != TKV_OK ||
         (dev->clock_ok &&
          (rc = create_module(dev, VK_SHADER_DECODE_CLOCK, decode_clock_spv, sizeof decode_clock_spv, "decode_clock")) !=
-             TKV_OK))
+             TKV_OK) ||
+        (dev->fp64 &&
+         (rc = create_exact_module(dev, VK_SHADER_DECODE_APPEND, decode_append_spirv, "decode_append")) != TKV_OK))
         return rc;
     VkPushConstantRange push = {
         .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = VK_PUSH_BYTES,
@@ -315,6 +321,7 @@ int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const ui
                              shader == VK_SHADER_DECODE        ? "attention: decode pipeline"
                              : shader == VK_SHADER_DECODE_CLOCK ? "attention: decode_clock pipeline"
                              : shader == VK_SHADER_DECODE_WIDE ? "attention: decode_wide pipeline"
+                             : shader == VK_SHADER_DECODE_APPEND ? "attention: decode_append pipeline"
                                                                : "attention: pipeline",
                              &p->pipeline);
     if (rc != TKV_OK)

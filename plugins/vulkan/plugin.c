@@ -74,6 +74,7 @@ void vk_knobs_read(struct vk_device *dev)
     k->staged_io = (v = getenv("TURBO_VK_STAGED_IO")) && *v && strcmp(v, "0") != 0;
     k->separate_prepare = (v = getenv("TURBO_VK_PREPARE")) && *v && strcmp(v, "0") != 0;
     k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
+    k->no_fused_step = (v = getenv("TURBO_VK_FUSED_STEP")) && !strcmp(v, "0");
     k->merge_dispatch = (v = getenv("TURBO_VK_MERGE")) && *v && strcmp(v, "0") != 0;
     if ((v = getenv("TURBO_VK_DECODE_QT")) && atoi(v) > 0 && atoi(v) <= 16)
         k->decode_qt = (uint32_t)atoi(v);
@@ -980,6 +981,7 @@ static const struct tkv_plugin vk_plugin = {
     .buffer_copy = vk_buffer_copy,
     .quantize_append = vk_quantize_append,
     .attention = vk_attention,
+    .append_attention = vk_append_attention,
     .dequantize = vk_dequantize,
     .stats = vk_stats,
     .host_device = vk_host_device,

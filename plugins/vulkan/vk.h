@@ -167,6 +167,7 @@ struct vk_merge_push { TKV_VK_MERGE_PUSH };
 struct vk_convert_push { TKV_VK_CONVERT_PUSH };
 struct vk_unit { TKV_VK_UNIT_MEMBERS };
 struct vk_fused { TKV_VK_FUSED_MEMBERS };
+struct vk_append { TKV_VK_APPEND_MEMBERS };
 
 /* Vulkan guarantees 128 bytes of push constants. */
 #define VK_PUSH_BYTES 128u
@@ -174,6 +175,7 @@ _Static_assert(sizeof(struct vk_quantize_push) <= VK_PUSH_BYTES && sizeof(struct
                    sizeof(struct vk_attention_push) <= VK_PUSH_BYTES && sizeof(struct vk_merge_push) <= VK_PUSH_BYTES &&
                    sizeof(struct vk_convert_push) <= VK_PUSH_BYTES,
                "push constants exceed the 128 bytes every device offers");
+_Static_assert(sizeof(struct vk_fused) == TKV_VK_FUSED_BYTES, "decode.comp finds the append record after it");
 
 enum vk_shader {
     VK_SHADER_QUANTIZE,
@@ -183,6 +185,7 @@ enum vk_shader {
     VK_SHADER_DECODE,
     VK_SHADER_DECODE_WIDE,
     VK_SHADER_DECODE_CLOCK, /* decode.comp with its clock records: TURBO_VK_CLOCK=1 only */
+    VK_SHADER_DECODE_APPEND, /* decode.comp with step 0, the new rows' encoder: devices with shaderFloat64 */
     VK_SHADER_COUNT
 };
 
@@ -231,6 +234,7 @@ struct vk_knobs {
     uint32_t wide_words;  /* TURBO_VK_WIDE_WORDS: words of one group of decode_wide.comp's loads (0: 32) */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     int clock;            /* TURBO_VK_CLOCK: decode.comp's clock records, summarized on stderr */
+    int no_fused_step;    /* TURBO_VK_FUSED_STEP=0: append_attention as the pair of appends, then the attention */
     int math_in_inputs;   /* TURBO_VK_MATH: the attention shaders' tables address at the head of the
                            * call's inputs (default on CPU devices), not a specialization constant */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
@@ -498,6 +502,8 @@ void vk_host_release(struct vk_device *dev);
 int vk_quantize_append(void *dev, const struct tkv_append_args *args);
 int vk_dequantize(void *dev, const struct tkv_dequant_args *args);
 int vk_attention(void *dev, const struct tkv_attention_args *args);
+int vk_append_attention(void *dev, const struct tkv_append_args *k, const struct tkv_append_args *v,
+                        const struct tkv_attention_args *a);
 
 /* The rows shader (shaders/rows.comp) over push->n_rows rows, recorded into
  * the command buffer: the caller sets the source (src, row_bytes and, with

@@ -147,6 +147,55 @@ shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales,
 #include "rotate.glsl"
 #include "partials.glsl"
 
+// TKV_APPEND=1 (the decode_append variants, ABI 2.7's append_attention,
+// with FUSED): step 0 below quantizes the new tokens' rows with the
+// encoder of quantize.comp, as its fp64 variant does (TKV_FP64=1).
+#if defined(TKV_APPEND) && TKV_APPEND
+#extension GL_EXT_shader_8bit_storage : require
+struct Append { TKV_VK_APPEND_MEMBERS };
+layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer AppendArgs { Append a; };
+#include "exact.glsl"
+#define ENC_ELEMS HEAD_DIM
+#define ENC_QJL 0
+#include "encode.glsl"
+
+// Step 0: the new tokens of kv head h at positions in [lo, hi) (this
+// workgroup's chunk of the unit's visible rows), K then V rows one at a
+// time, each stored before the chunk's first load reads it. Any other
+// unit whose chunk holds one of them stores the same bytes; no workgroup
+// reads a new row it has not stored itself. The stores are made visible to
+// the workgroup's own loads (a buffer memory barrier, then the barrier).
+void append_rows(Append ap, uint h, uint lo, uint hi, uint64_t blocks)
+{
+    const uint p_lo = max(ap.first, lo), p_hi = min(ap.first + ap.n, hi);
+    for (uint pos = p_lo; pos < p_hi; pos++)
+        [[unroll]] for (uint kv = 0u; kv < 2u; kv++) {
+            const uint64_t block = uint64_t(Uints(blocks).u[pos / pc.block_tokens]), in_block = uint64_t(pos % pc.block_tokens);
+            EncArgs ea;
+            ea.src = (kv == 0u ? ap.k_src : ap.v_src) + 4ul * (uint64_t(pos - ap.first) * pc.n_kv + h) * uint64_t(HEAD_DIM);
+            ea.math = MATH;
+            ea.counter = 0ul;
+            ea.groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
+            ea.nr = 1u;
+            ea.hd = HEAD_DIM;
+            ea.encoding = kv == 0u ? K_ENC : V_ENC;
+            ea.bits = kv == 0u ? K_BITS : V_BITS;
+            ea.rotation = kv == 0u ? ap.k_rotation : ap.v_rotation;
+            ea.flags = kv == 0u ? ap.k_flags : ap.v_flags;
+            ea.q8_block = Q8_BLOCK;
+            if (gl_LocalInvocationIndex == 0u)
+                enc_base[0] = kv == 0u ? pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + in_block * K_ROW_BYTES
+                                       : pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + in_block * V_ROW_BYTES;
+            encode_rows(ea);
+            barrier(); // the encoder's shared arrays, rewritten by the next row
+        }
+    if (p_lo < p_hi) {
+        memoryBarrierBuffer();
+        barrier();
+    }
+}
+#endif
+
 // Word k of the byte stream that starts `sh` bits into w[0] (sh < 32).
 #define FUNNEL(w, k, sh) (((w)[k] >> (sh)) | (((w)[(k) + 1u] << 1u) << (31u - (sh))))
 // n bits (n <= 16) at the constant bit position b of the V row at word w of vs.
@@ -319,6 +368,10 @@ void main()
     // this subgroup's rows of the chunk
     const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
     const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
+#if defined(TKV_APPEND) && TKV_APPEND
+    append_rows(AppendArgs(pc.inputs + uint64_t(unit.fused_at) * TKV_VK_ALIGN + TKV_VK_FUSED_BYTES).a, h,
+                max(c * pc.chunk, lo_tile), min(c * pc.chunk + pc.chunk, hi_tile), blocks);
+#endif
 
     // The unit's queries (rows past its last are zero), rotated here with
     // Q_ROT as the rows shader would: R q. Where each invocation's elements

@@ -300,6 +300,24 @@
     uint64_t lse;          /* float per output row: log sum exp of the scores */    \
     uint64_t arrivals;     /* uint32 per (unit, kv head): its workgroups done */
 
+/* decode.comp's append variant (-DTKV_APPEND=1: ABI 2.7's append_attention,
+ * with FUSED): the new tokens first .. first + n - 1 of the unit's sequence
+ * as f32 rows of the host's device buffers, which the workgroups whose
+ * chunks hold them quantize (encode.glsl) before they read them; at
+ * fused_at + TKV_VK_FUSED_BYTES in the inputs. The formats are the
+ * pipeline's (K_ENC, K_BITS, .. and the groups); flags: TKV_VK_FLAG_*
+ * of each pool's quantize (corrected, outlier). */
+#define TKV_VK_FUSED_BYTES 32u
+#define TKV_VK_APPEND_MEMBERS                                                       \
+    uint64_t k_src;        /* floats [n][n_kv][head_dim] */                         \
+    uint64_t v_src;                                                                 \
+    uint32_t first;                                                                 \
+    uint32_t n;                                                                     \
+    uint32_t k_flags;                                                               \
+    uint32_t v_flags;                                                               \
+    uint32_t k_rotation;                                                            \
+    uint32_t v_rotation;
+
 /* convert.comp (the host's device tensors): n elements at src to dst, each
  * in an element type (enum tkv_elem: 0 f32, 1 f16, 2 bf16). */
 #define TKV_VK_CONVERT_PUSH                                                         \
