@@ -155,39 +155,91 @@ shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales,
 struct Append { TKV_VK_APPEND_MEMBERS };
 layout(buffer_reference, std430, buffer_reference_align = 8) readonly buffer AppendArgs { Append a; };
 #include "exact.glsl"
-#define ENC_ELEMS HEAD_DIM
+#define ENC_ELEMS (2u * HEAD_DIM)
+#define ENC_ROWS 2u
 #define ENC_QJL 0
+// The encoder's scratch on arrays step 0 comes before (no more shared
+// memory: on an H100 2.9 KB more of it made turbo3o's decode 1.6x slower at
+// 128K, docs/measurements/gpu-2026-12-07-s27/), for two rows (ENC_ELEMS):
+// the rows in xs (where QT >= 2), the input in vsc (WG x HEAD_DIM / 32
+// floats), the indices and then the running sums in double (two words
+// each) in vs (WG x VRW words, at least 8 HEAD_DIM), the squared centroids
+// in ws (at least 512 floats: decode.comp's head_dim is at most 256), the
+// norms and the q8_0 factors in cent_k and cent_v (80), the outlier masks
+// in keep (WG).
+#define ENC_ALIASED
+// K and V of one type (the pipeline's formats; flags and rotations are the
+// call's) are encoded side by side where xs holds two rows (glslang 12:
+// products of selects, not && of specialization constants)
+const uint APPEND_PAIRS = (K_ENC == V_ENC ? 1u : 0u) * (K_BITS == V_BITS ? 1u : 0u) * (K_SPLIT == V_SPLIT ? 1u : 0u) *
+                          (QT >= 2u ? 1u : 0u);
+#define enc_xin vsc
+#define enc_ids vs
+#define enc_norms cent_k
+#define enc_aux cent_v
+#define enc_omask keep
+#define ENC_CSQ(i) ws[(i) >> 2u][(i) & 3u]
+#define ENC_PART_GET(i) packDouble2x32(uvec2(vs[ENC_ELEMS + 2u * (i)], vs[ENC_ELEMS + 2u * (i) + 1u]))
+#define ENC_PART_SET(i, v)                                                                                        \
+    {                                                                                                            \
+        const uvec2 w_ = unpackDouble2x32(v);                                                                    \
+        vs[ENC_ELEMS + 2u * (i)] = w_.x;                                                                          \
+        vs[ENC_ELEMS + 2u * (i) + 1u] = w_.y;                                                                     \
+    }
 #include "encode.glsl"
 
-// Step 0: the new tokens of kv head h at positions in [lo, hi) (this
-// workgroup's chunk of the unit's visible rows), K then V rows one at a
-// time, each stored before the chunk's first load reads it. Any other
-// unit whose chunk holds one of them stores the same bytes; no workgroup
-// reads a new row it has not stored itself. The stores are made visible to
-// the workgroup's own loads (a buffer memory barrier, then the barrier).
-void append_rows(Append ap, uint h, uint lo, uint hi, uint64_t blocks)
+// Step 0, the first thing a workgroup does (nothing else live across it:
+// the encoder's registers are not added to the loop's): the new tokens of
+// kv head h in this workgroup's chunk of the unit's visible rows, K and V
+// rows side by side (one format) or K then V, each stored before the
+// chunk's first load reads it.
+// Any other unit whose chunk holds one of them stores the same bytes; no
+// workgroup reads a new row it has not stored itself. The stores are made
+// visible to the workgroup's own loads (a buffer memory barrier, then the
+// barrier). The formats are the pipeline's (the outlier flag only where
+// K_SPLIT / V_SPLIT say: the same flags, known at compile time).
+void append_rows(uint unit_index, uint h, uint cg)
 {
-    const uint p_lo = max(ap.first, lo), p_hi = min(ap.first + ap.n, hi);
+    const Unit unit = Units(pc.inputs + uint64_t(pc.units_at) * TKV_VK_ALIGN).u[unit_index];
+    if (cg >= unit.n_chunks)
+        return;
+    const Append ap = AppendArgs(pc.inputs + uint64_t(unit.fused_at) * TKV_VK_ALIGN + TKV_VK_FUSED_BYTES).a;
+    // the unit's visible rows [lo, hi) (main's lo_tile, hi_tile) and the chunk's
+    const uint n_q_rows = unit.n_q * pc.ratio, qr_last = min(unit.qr0 + QT, n_q_rows) - 1u, p0 = unit.n_ctx - unit.n_q;
+    const uint p_first = p0 + unit.qr0 / pc.ratio, hi = p0 + qr_last / pc.ratio + 1u;
+    const uint lo = pc.window != 0u && p_first + 1u > pc.window ? p_first + 1u - pc.window : 0u;
+    const uint c = unit.c_first + cg;
+    const uint p_lo = max(ap.first, max(c * pc.chunk, lo)), p_hi = min(ap.first + ap.n, min(c * pc.chunk + pc.chunk, hi));
+    const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
+    // K and V rows of one format (and xs holding two rows): one call of two
+    // rows, else a call a row
+    const uint rows = APPEND_PAIRS != 0u && ap.k_flags == ap.v_flags && ap.k_rotation == ap.v_rotation ? 2u : 1u;
     for (uint pos = p_lo; pos < p_hi; pos++)
-        [[unroll]] for (uint kv = 0u; kv < 2u; kv++) {
+        [[dont_unroll]] for (uint kv = 0u; kv < 2u; kv += rows) {
             const uint64_t block = uint64_t(Uints(blocks).u[pos / pc.block_tokens]), in_block = uint64_t(pos % pc.block_tokens);
+            const uint64_t row_at = 4ul * (uint64_t(pos - ap.first) * pc.n_kv + h) * uint64_t(HEAD_DIM);
             EncArgs ea;
-            ea.src = (kv == 0u ? ap.k_src : ap.v_src) + 4ul * (uint64_t(pos - ap.first) * pc.n_kv + h) * uint64_t(HEAD_DIM);
+            ea.src = (kv == 0u ? ap.k_src : ap.v_src) + row_at;
+            ea.src1 = ap.v_src + row_at;
             ea.math = MATH;
             ea.counter = 0ul;
             ea.groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);
-            ea.nr = 1u;
+            ea.nr = rows;
             ea.hd = HEAD_DIM;
             ea.encoding = kv == 0u ? K_ENC : V_ENC;
             ea.bits = kv == 0u ? K_BITS : V_BITS;
             ea.rotation = kv == 0u ? ap.k_rotation : ap.v_rotation;
-            ea.flags = kv == 0u ? ap.k_flags : ap.v_flags;
+            ea.flags = kv == 0u ? (K_SPLIT != 0u ? ap.k_flags : ap.k_flags & ~TKV_VK_FLAG_OUTLIER)
+                                : (V_SPLIT != 0u ? ap.v_flags : ap.v_flags & ~TKV_VK_FLAG_OUTLIER);
             ea.q8_block = Q8_BLOCK;
+            const uint64_t k_at = pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + in_block * K_ROW_BYTES;
+            const uint64_t v_at = pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + in_block * V_ROW_BYTES;
             if (gl_LocalInvocationIndex == 0u)
-                enc_base[0] = kv == 0u ? pc.k + block * pc.k_block_stride + uint64_t(h) * pc.k_head_stride + in_block * K_ROW_BYTES
-                                       : pc.v + block * pc.v_block_stride + uint64_t(h) * pc.v_head_stride + in_block * V_ROW_BYTES;
+                enc_base[0] = kv == 0u ? k_at : v_at;
+            else if (gl_LocalInvocationIndex == 1u)
+                enc_base[1] = v_at;
             encode_rows(ea);
-            barrier(); // the encoder's shared arrays, rewritten by the next row
+            barrier(); // the encoder's shared arrays, rewritten by the next call
         }
     if (p_lo < p_hi) {
         memoryBarrierBuffer();
@@ -344,6 +396,9 @@ void main()
     const uint h = uh % pc.n_kv, unit_index = uh / pc.n_kv;
     if (unit_index >= pc.n_units)
         return;
+#if defined(TKV_APPEND) && TKV_APPEND
+    append_rows(unit_index, h, cg);
+#endif
     CLOCK_REALTIME(wid, TKV_VK_CLOCK_RT_START);
     CLOCK_MARK(wid, TKV_VK_CLOCK_START);
     // What needs nothing but the push constants, in flight before the first
@@ -368,10 +423,6 @@ void main()
     // this subgroup's rows of the chunk
     const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
     const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
-#if defined(TKV_APPEND) && TKV_APPEND
-    append_rows(AppendArgs(pc.inputs + uint64_t(unit.fused_at) * TKV_VK_ALIGN + TKV_VK_FUSED_BYTES).a, h,
-                max(c * pc.chunk, lo_tile), min(c * pc.chunk + pc.chunk, hi_tile), blocks);
-#endif
 
     // The unit's queries (rows past its last are zero), rotated here with
     // Q_ROT as the rows shader would: R q. Where each invocation's elements

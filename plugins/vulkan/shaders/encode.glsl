@@ -12,7 +12,7 @@
 // is written with an 8-bit store.
 //
 // The including shader defines ENC_ELEMS (the most values of the rows of
-// one call: rows x head_dim), ENC_QJL (1: the QJL residual stage is
+// one call: rows x head_dim), ENC_ROWS (the most rows of one call), ENC_QJL (1: the QJL residual stage is
 // compiled in) and `shared float xs[]` of at least ENC_ELEMS (rotate.glsl's
 // rows), includes exact.glsl and rotate.glsl first, fills enc_base with
 // each row's address in the pool and calls encode_rows from uniform control
@@ -22,22 +22,35 @@
 layout(buffer_reference, std430, buffer_reference_align = 1) writeonly buffer Bytes { uint8_t b[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer RFloats { float f[]; };
 
+// Its scratch: its own arrays, or (ENC_ALIASED) arrays of the includer
+// that are free while it runs, named by the includer's defines of
+// enc_xin, enc_ids, enc_norms, enc_aux, enc_omask, ENC_CSQ(i),
+// ENC_PART_GET(i) and ENC_PART_SET(i, v) (decode.comp: its scratch adds
+// nothing but enc_nonfinite and enc_base to the shader's shared memory).
+#ifndef ENC_ALIASED
 shared float enc_xin[ENC_ELEMS];            // the sanitized input (QJL: its residual stage starts over)
 shared uint enc_ids[ENC_ELEMS];             // codebook indices, then QJL sign bits; outlier flags
 shared float enc_csq[ENC_ELEMS];            // the squared centroid of each index
 shared float enc_norms[ENC_ELEMS / 8u];     // per (row, group) or (row, q8_0 block)
 shared float enc_aux[ENC_ELEMS / 8u];       // 1/d of a q8_0 block; s_hat, then "has a residual"
-shared uint enc_nonfinite;
-shared uint64_t enc_base[ENC_ELEMS / 8u];   // pool address of each row (the caller's)
 shared uint enc_omask[ENC_ELEMS / 8u];      // outlier-split: a bit per element, ceil(head_dim / 32) words a row
 // 8 running sums per (row, group) (SUM_T: exact.glsl)
 shared SUM_T enc_part[ENC_ELEMS];
+#define ENC_CSQ(i) enc_csq[i]
+#define ENC_PART_GET(i) enc_part[i]
+#define ENC_PART_SET(i, v) enc_part[i] = (v)
+#endif
+shared uint enc_nonfinite;
+shared uint64_t enc_base[ENC_ROWS];         // pool address of each row (the caller's)
 
-// One call: nr rows of hd floats back to back at src, stored with the
+// One call: nr rows of hd floats, the first at src and the others back to
+// back at src1 (quantize.comp: src + hd floats; decode.comp: a K row and a
+// V row of one format side by side), stored with the
 // format (encoding, bits, rotation, flags: TKV_VK_FLAG_QJL, _CORRECTED,
 // _OUTLIER, and the measurement stop in bits 24..27) at enc_base[r].
 struct EncArgs {
     uint64_t src;
+    uint64_t src1;
     uint64_t math;
     uint64_t counter;   // uint32: non-finite inputs stored as 0 (0: not counted)
     uvec4 groups;
@@ -58,12 +71,12 @@ uint64_t enc_row(uint r) { return enc_base[r]; }
 // The reference's sums (turbokv_scalar.h): in double (SUM_T), either in
 // order or as TKV_NORM_LANES (8) running sums, one per element index mod 8,
 // added as TKV_SUM8 adds them; always the same operations in the same order.
-// The TKV_SUM8 of the running sums enc_part[8 it .. 8 it + 7]:
+// The TKV_SUM8 of the running sums 8 it .. 8 it + 7:
 SUM_T sum8_of_part(uint it)
 {
     const uint p = TKV_NORM_LANES * it;
-    precise SUM_T total = TKV_SUM8(enc_part[p], enc_part[p + 1u], enc_part[p + 2u], enc_part[p + 3u], enc_part[p + 4u], enc_part[p + 5u],
-                                   enc_part[p + 6u], enc_part[p + 7u]);
+    precise SUM_T total = TKV_SUM8(ENC_PART_GET(p), ENC_PART_GET(p + 1u), ENC_PART_GET(p + 2u), ENC_PART_GET(p + 3u),
+                                   ENC_PART_GET(p + 4u), ENC_PART_GET(p + 5u), ENC_PART_GET(p + 6u), ENC_PART_GET(p + 7u));
     return total;
 }
 
@@ -178,7 +191,7 @@ void encode_rows(EncArgs ea)
 {
     const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x, hd = ea.hd, nr = ea.nr, n = nr * hd;
     const uvec4 groups = ea.groups;
-    RFloats src = RFloats(ea.src), m = RFloats(ea.math);
+    RFloats src = RFloats(ea.src), src1 = RFloats(ea.src1), m = RFloats(ea.math);
 
     // Non-finite values are stored as 0 and counted (turbokv_format.h);
     // the count goes to the counter where the host asks for it.
@@ -190,7 +203,7 @@ void encode_rows(EncArgs ea)
     barrier();
     uint bad = 0u;
     for (uint e = lid; e < n; e += wg) {
-        float x = src.f[e];
+        float x = e < hd ? src.f[e] : src1.f[e - hd];
         bool finite = (floatBitsToUint(x) & 0x7f800000u) != 0x7f800000u;
         xs[e] = enc_xin[e] = finite ? x : 0.0;
         bad += finite ? 0u : 1u;
@@ -292,7 +305,7 @@ void encode_rows(EncArgs ea)
             float x = enc_xin[r * hd + first + i];
             lane += TO_SUM(x) * TO_SUM(x);
         }
-        enc_part[it] = lane;
+        ENC_PART_SET(it, lane);
     }
     barrier();
     if (stop_after(ea, 2u))
@@ -344,7 +357,7 @@ void encode_rows(EncArgs ea)
             uint cb = codebook_at(gi, bits);
             for (uint l = 0u; l + 1u < (1u << bits); l++)
                 idx += tkv_centroid_step(y, m.f[cb + 16u + l]); // the boundaries
-            enc_csq[e] = m.f[cb + 32u + idx];
+            ENC_CSQ(e) = m.f[cb + 32u + idx];
         }
         enc_ids[e] = idx;
     }
@@ -356,8 +369,8 @@ void encode_rows(EncArgs ea)
         precise SUM_T lane = TO_SUM(0.0);
         if (enc_norms[rk] > 0.0)
             for (uint i = it & (TKV_NORM_LANES - 1u); i < size; i += TKV_NORM_LANES)
-                lane += TO_SUM(enc_csq[r * hd + first + i]);
-        enc_part[it] = lane;
+                lane += TO_SUM(ENC_CSQ(r * hd + first + i));
+        ENC_PART_SET(it, lane);
     }
     barrier();
     if (stop_after(ea, 6u))

@@ -21,6 +21,7 @@ shared float xs[TKV_VK_ROWS_ELEMS]; // the rows: input, unit, rotated, residual
 #include "exact.glsl"
 #include "rotate.glsl"
 #define ENC_ELEMS TKV_VK_ROWS_ELEMS
+#define ENC_ROWS (TKV_VK_ROWS_ELEMS / 8u)
 #define ENC_QJL 1
 #include "encode.glsl"
 
@@ -48,6 +49,7 @@ void main()
     ea.nr = min(pc.rows_per_wg, total - row0);
     ea.hd = pc.head_dim;
     ea.src = pc.src + 4ul * uint64_t(row0) * uint64_t(pc.head_dim);
+    ea.src1 = ea.src + 4ul * uint64_t(pc.head_dim);
     ea.math = pc.math;
     ea.counter = pc.counter;
     ea.groups = uvec4(pc.groups[0], pc.groups[1], pc.groups[2], pc.groups[3]);
