@@ -905,6 +905,26 @@ static int append_attention(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t
     return TKV_OK;
 }
 
+/* Whether tensor o (no bytes) and tensor t (nt bytes) share bytes: the same
+ * host bytes, or the same device buffer at overlapping offsets (a buffer
+ * reached through two handles, such as an OpenCL sub-buffer, is not seen). */
+static int tensors_overlap(const struct tkv_tensor *o, uint64_t no, const struct tkv_tensor *t, uint64_t nt)
+{
+    if (o->memory != t->memory)
+        return 0;
+    uint64_t a, b;
+    if (tkv_tensor_on_device(o)) {
+        if (o->handle != t->handle)
+            return 0;
+        a = o->offset;
+        b = t->offset;
+    } else {
+        a = (uint64_t)(uintptr_t)o->data;
+        b = (uint64_t)(uintptr_t)t->data;
+    }
+    return a < b + nt && b < a + no;
+}
+
 static int append_attention_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, uint32_t n_tokens,
                                     const struct tkv_tensor *k, const struct tkv_tensor *v, uint32_t n_q_heads,
                                     const struct tkv_tensor *q, const struct tkv_tensor *out,
@@ -939,6 +959,12 @@ static int append_attention_tensors(tkv_cache *c, uint32_t seq, uint32_t layer, 
         }
         host[i] = tkv_tensor_on_device(t[i]) ? NULL : t[i]->data;
     }
+    /* out must not share bytes with k, v or q: a fused step (ABI 2.7) reads
+     * the new rows and queries while other work-groups write outputs */
+    for (int i = 0; i < 3; i++)
+        if (tensors_overlap(out, (uint64_t)n_q * tkv_elem_size(out->elem), t[i],
+                            (uint64_t)(i < 2 ? n_kv : n_q) * tkv_elem_size(t[i]->elem)))
+            return tkv_error(TKV_EINVAL, "%s: out overlaps %s (it must not share bytes with k, v or q)", fn, name[i]);
     /* host tensors of other element types: widened (k, v, q) into, or
      * narrowed (out) from, the cache's conversion buffer */
     float *buf = need ? tkv_tensor_scratch(c, need, fn) : NULL;

@@ -707,6 +707,19 @@ static void append_attention_is_both_calls(void **state)
                  "capacity exceeded");
     expect_error(tkv_cache_append_attention(a, 0, LAYERS, 1, &tk, &tv, Q, &tq, &to, NULL), TKV_ERANGE,
                  "layer 2 out of range");
+    /* out sharing bytes with k, v or q: out on k; f16 out whose first
+     * element is the last two bytes of v's row (out still inside v); f16
+     * out whose last element is the first two bytes of q, q being the
+     * second half of its array (both inside it) */
+    struct tkv_tensor on_k = tensor(TKV_ELEM_F32, k), on_v = tensor(TKV_ELEM_F16, (uint16_t *)(v + ROW) - 1);
+    struct tkv_tensor q_half = tensor(TKV_ELEM_F32, q + Q * DIM);
+    struct tkv_tensor on_q = tensor(TKV_ELEM_F16, (uint16_t *)(q + Q * DIM) + 1 - Q * DIM);
+    expect_error(tkv_cache_append_attention(a, 0, 0, 1, &tk, &tv, Q, &tq, &on_k, NULL), TKV_EINVAL,
+                 "out overlaps k");
+    expect_error(tkv_cache_append_attention(a, 0, 0, 1, &tk, &tv, Q, &tq, &on_v, NULL), TKV_EINVAL,
+                 "out overlaps v");
+    expect_error(tkv_cache_append_attention(a, 0, 0, 1, &tk, &tv, Q, &q_half, &on_q, NULL), TKV_EINVAL,
+                 "out overlaps q");
     struct tkv_attention_options bad_scale = { .struct_size = sizeof bad_scale, .scale = INFINITY };
     struct tkv_attention_options bad_cap = { .struct_size = sizeof bad_cap, .softcap = -1.0f };
     expect_error(tkv_cache_append_attention(s, 1, 0, 1, &tk, &tv, Q, &tq, &to, &old), TKV_EINVAL,

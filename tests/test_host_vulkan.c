@@ -678,6 +678,16 @@ static void refuses_bad_tensors(void **state)
     bad.offset = 4;
     assert_int_equal(tkv_attention_tensors(cache, 1, 1, &seq, &one, QH, &q, &bad, NULL), TKV_ERANGE);
     assert_non_null(strstr(tkv_last_error(), "out holds"));
+    /* a decode step's out sharing the buffer of its k, v or q: refused
+     * where the bytes meet, named by the first it meets (out from v's
+     * start touches k's end, no more); q and out the same bytes */
+    struct tkv_tensor o_on_v = vk_tensor(TKV_ELEM_F32, &m, n * 4), q_on_o = vk_tensor(TKV_ELEM_F32, &o, 0);
+    assert_int_equal(tkv_cache_append_attention(cache, 0, 1, 1, &k, &v, QH, &q, &o_on_v, NULL), TKV_EINVAL);
+    assert_non_null(strstr(tkv_last_error(), "out overlaps v"));
+    assert_int_equal(tkv_cache_append_attention(cache, 0, 1, 1, &k, &v, QH, &q_on_o, &out, NULL), TKV_EINVAL);
+    assert_non_null(strstr(tkv_last_error(), "out overlaps q"));
+    assert_int_equal(tkv_cache_length(cache, 0, 1, &after), TKV_OK);
+    assert_int_equal(after, before);
 
     /* q in device memory, out in host memory: synchronous, and the same as
      * q from the host */
