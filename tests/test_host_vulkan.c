@@ -510,12 +510,12 @@ static void matches_cpu(void **state)
  * plugin's two calls on the same values: the attention outputs within the
  * tolerance, the stored bytes equal. Where decode.comp runs the step (turbo
  * keys and values of at most TKV_VK_DECODE_ROW_WORDS words: the first four
- * layers' types) f32 rows are quantized inside its dispatch (step 0);
- * q8_0 keys (decode_wide.comp) and the f16 step take the pair of appends,
- * then the attention. Tokens 254 .. 261: the second step's two lie on both
- * sides of a chunk's end (128 rows on lavapipe) and open block 16, which
- * units of two query rows store side by side; the fourth attends over a
- * window of 100; the last appends three. */
+ * layers' types) the rows are quantized inside its dispatch (step 0: f32,
+ * and f16 and bf16 widened there); q8_0 keys (decode_wide.comp) take the
+ * pair of appends, then the attention. Tokens 254 .. 261: the second step's
+ * two lie on both sides of a chunk's end (128 rows on lavapipe) and open
+ * block 16, which units of two query rows store side by side; the third
+ * is f16, the fourth bf16 over a window of 100; the last appends three. */
 static void fused_step_matches_two_calls(void **state)
 {
     (void)state;
@@ -525,7 +525,7 @@ static void fused_step_matches_two_calls(void **state)
     static const uint32_t fv[FL] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO2, TKV_TYPE_TURBO4,
                                      TKV_TYPE_TURBO3 };
     static const uint32_t n_new[FSTEPS] = { 1, 2, 1, 1, 3 };
-    static const uint32_t elem[FSTEPS] = { TKV_ELEM_F32, TKV_ELEM_F32, TKV_ELEM_F16, TKV_ELEM_F32, TKV_ELEM_F32 };
+    static const uint32_t elem[FSTEPS] = { TKV_ELEM_F32, TKV_ELEM_F32, TKV_ELEM_F16, TKV_ELEM_BF16, TKV_ELEM_F32 };
     static const uint32_t window[FSTEPS] = { 0, 0, 0, 100, 0 };
     struct tkv_cache_params p = {
         .struct_size = sizeof p, .n_layers = FL, .n_kv_heads = KV, .head_dim = D, .capacity = FCAP, .n_q_heads = QH,

@@ -812,8 +812,9 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
 
 int vk_attention(void *dev, const struct tkv_attention_args *a) { return attention_call(dev, a, NULL, NULL); }
 
-/* ABI 2.7: a decode step's append and attention. With the new rows f32 in
- * the host's device buffers and the attention queued on decode.comp, one
+/* ABI 2.7: a decode step's append and attention. With the new rows in the
+ * host's device buffers (f32, f16 or bf16: step 0 widens 16-bit rows as
+ * convert.comp does) and the attention queued on decode.comp, one
  * dispatch: the workgroups whose chunks hold the new tokens quantize their
  * rows first (decode.comp, step 0; encode.glsl), the others need not wait.
  * Anything else: the pair of appends, then the attention. */
@@ -824,7 +825,7 @@ int vk_append_attention(void *dev_, const struct tkv_append_args *k, const struc
     const struct tkv_device_tensor *ks = TKV_ARGS_HAS(k, src_dev) ? k->src_dev : NULL;
     const struct tkv_device_tensor *vs = TKV_ARGS_HAS(v, src_dev) ? v->src_dev : NULL;
     int rc;
-    if (ks && vs && ks->elem == TKV_ELEM_F32 && vs->elem == TKV_ELEM_F32 && !dev->pair_open) {
+    if (ks && vs && !dev->pair_open) {
         static const char op[] = "append_attention";
         struct vk_layout kl, vl;
         vk_layout_init(&k->pool.fmt, &kl);
@@ -837,6 +838,8 @@ int vk_append_attention(void *dev_, const struct tkv_append_args *k, const struc
             .v_flags = vk_quantize_flags(&vl),
             .k_rotation = kl.rotation,
             .v_rotation = vl.rotation,
+            .k_elem = ks->elem,
+            .v_elem = vs->elem,
         };
         int declined = 0;
         if ((rc = vk_usable(dev, op)) != TKV_OK || (rc = vk_tensor_address(dev, ks, n, op, "k rows", &ap.k_src)) != TKV_OK ||

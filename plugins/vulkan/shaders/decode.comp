@@ -213,14 +213,16 @@ void append_rows(uint unit_index, uint h, uint cg)
     const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
     // K and V rows of one format (and xs holding two rows): one call of two
     // rows, else a call a row
-    const uint rows = APPEND_PAIRS != 0u && ap.k_flags == ap.v_flags && ap.k_rotation == ap.v_rotation ? 2u : 1u;
+    const uint rows =
+        APPEND_PAIRS != 0u && ap.k_flags == ap.v_flags && ap.k_rotation == ap.v_rotation && ap.k_elem == ap.v_elem ? 2u : 1u;
     for (uint pos = p_lo; pos < p_hi; pos++)
         [[dont_unroll]] for (uint kv = 0u; kv < 2u; kv += rows) {
             const uint64_t block = uint64_t(Uints(blocks).u[pos / pc.block_tokens]), in_block = uint64_t(pos % pc.block_tokens);
-            const uint64_t row_at = 4ul * (uint64_t(pos - ap.first) * pc.n_kv + h) * uint64_t(HEAD_DIM);
+            const uint64_t row = (uint64_t(pos - ap.first) * pc.n_kv + h) * uint64_t(HEAD_DIM);
             EncArgs ea;
-            ea.src = (kv == 0u ? ap.k_src : ap.v_src) + row_at;
-            ea.src1 = ap.v_src + row_at;
+            ea.src_elem = kv == 0u ? ap.k_elem : ap.v_elem;
+            ea.src = (kv == 0u ? ap.k_src : ap.v_src) + row * (ea.src_elem == 0u ? 4ul : 2ul);
+            ea.src1 = ap.v_src + row * (ap.v_elem == 0u ? 4ul : 2ul);
             ea.math = MATH;
             ea.counter = 0ul;
             ea.groups = uvec4(GROUPS0, GROUPS1, GROUPS2, GROUPS3);

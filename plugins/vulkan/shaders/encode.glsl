@@ -21,6 +21,7 @@
 
 layout(buffer_reference, std430, buffer_reference_align = 1) writeonly buffer Bytes { uint8_t b[]; };
 layout(buffer_reference, std430, buffer_reference_align = 4) readonly buffer RFloats { float f[]; };
+layout(buffer_reference, std430, buffer_reference_align = 1) readonly buffer RBytes { uint8_t b[]; };
 
 // Its scratch: its own arrays, or (ENC_ALIASED) arrays of the includer
 // that are free while it runs, named by the includer's defines of
@@ -43,18 +44,20 @@ shared SUM_T enc_part[ENC_ELEMS];
 shared uint enc_nonfinite;
 shared uint64_t enc_base[ENC_ROWS];         // pool address of each row (the caller's)
 
-// One call: nr rows of hd floats, the first at src and the others back to
-// back at src1 (quantize.comp: src + hd floats; decode.comp: a K row and a
-// V row of one format side by side), stored with the
-// format (encoding, bits, rotation, flags: TKV_VK_FLAG_QJL, _CORRECTED,
-// _OUTLIER, and the measurement stop in bits 24..27) at enc_base[r].
+// One call: nr rows of hd elements (src_elem: 0 f32, 1 f16, 2 bf16, the
+// 16-bit ones read as bytes and widened as the core and convert.comp widen
+// them), the first at src and the others back to back at src1
+// (quantize.comp: f32 rows, src + hd floats; decode.comp: a K row and a V
+// row of one format side by side), stored with the format (encoding,
+// bits, rotation, flags: TKV_VK_FLAG_QJL, _CORRECTED, _OUTLIER, and the
+// measurement stop in bits 24..27) at enc_base[r].
 struct EncArgs {
     uint64_t src;
     uint64_t src1;
     uint64_t math;
     uint64_t counter;   // uint32: non-finite inputs stored as 0 (0: not counted)
     uvec4 groups;
-    uint nr, hd, encoding, bits, rotation, flags, q8_block;
+    uint nr, hd, encoding, bits, rotation, flags, q8_block, src_elem;
 };
 
 void store_byte(uint64_t addr, uint v) { Bytes(addr).b[0] = uint8_t(v & 0xffu); }
@@ -187,11 +190,23 @@ void store_streams(EncArgs ea, uint nr, uint bits, uint64_t region)
 #define TKV_VK_QUANTIZE_STOP_SHIFT 24u
 bool stop_after(EncArgs ea, uint phase) { return ((ea.flags >> TKV_VK_QUANTIZE_STOP_SHIFT) & 15u) == phase; }
 
+// Element e of the call's rows, as a float.
+float enc_input(EncArgs ea, uint e)
+{
+    const uint es = ea.src_elem == 0u ? 4u : 2u;
+    const uint64_t at = e < ea.hd ? ea.src + uint64_t(e * es) : ea.src1 + uint64_t((e - ea.hd) * es);
+    if (ea.src_elem == 0u)
+        return RFloats(at).f[0];
+    RBytes p = RBytes(at);
+    const uint h = uint(p.b[0]) | (uint(p.b[1]) << 8);
+    return ea.src_elem == 2u ? tkv_bf16_to_float(h) : tkv_fp16_to_float(h);
+}
+
 void encode_rows(EncArgs ea)
 {
     const uint lid = gl_LocalInvocationIndex, wg = gl_WorkGroupSize.x, hd = ea.hd, nr = ea.nr, n = nr * hd;
     const uvec4 groups = ea.groups;
-    RFloats src = RFloats(ea.src), src1 = RFloats(ea.src1), m = RFloats(ea.math);
+    RFloats m = RFloats(ea.math);
 
     // Non-finite values are stored as 0 and counted (turbokv_format.h);
     // the count goes to the counter where the host asks for it.
@@ -203,7 +218,7 @@ void encode_rows(EncArgs ea)
     barrier();
     uint bad = 0u;
     for (uint e = lid; e < n; e += wg) {
-        float x = e < hd ? src.f[e] : src1.f[e - hd];
+        float x = enc_input(ea, e);
         bool finite = (floatBitsToUint(x) & 0x7f800000u) != 0x7f800000u;
         xs[e] = enc_xin[e] = finite ? x : 0.0;
         bad += finite ? 0u : 1u;

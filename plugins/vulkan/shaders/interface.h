@@ -302,7 +302,7 @@
 
 /* decode.comp's append variant (-DTKV_APPEND=1: ABI 2.7's append_attention,
  * with FUSED): the new tokens first .. first + n - 1 of the unit's sequence
- * as f32 rows of the host's device buffers, which the workgroups whose
+ * as f32, f16 or bf16 rows of the host's device buffers, which the workgroups whose
  * chunks hold them quantize (encode.glsl) before they read them; at
  * fused_at + TKV_VK_FUSED_BYTES in the inputs. The formats are the
  * pipeline's (K_ENC, K_BITS, .. and the groups); flags: TKV_VK_FLAG_*
@@ -316,7 +316,9 @@
     uint32_t k_flags;                                                               \
     uint32_t v_flags;                                                               \
     uint32_t k_rotation;                                                            \
-    uint32_t v_rotation;
+    uint32_t v_rotation;                                                            \
+    uint32_t k_elem;       /* enum tkv_elem of the rows: 0 f32, 1 f16, 2 bf16 */    \
+    uint32_t v_elem;
 
 /* convert.comp (the host's device tensors): n elements at src to dst, each
  * in an element type (enum tkv_elem: 0 f32, 1 f16, 2 bf16). */

@@ -58,6 +58,7 @@ void main()
     ea.rotation = pc.rotation;
     ea.flags = pc.flags;
     ea.q8_block = pc.q8_block;
+    ea.src_elem = 0u;
     locate_rows(row0, ea.nr);
     encode_rows(ea);
 }
