@@ -93,6 +93,7 @@ struct token_run {
     double append_dev_us, attn_dev_us; /* per-token: the step's device time in appends / in attention, or 0 */
     double prefill_rows_s; /* device-tensor prefill: K/V rows appended a second */
     double fused_us;       /* the per-token step by tkv_cache_append_attention */
+    double fused_record_us, fused_dev_us; /* of it: host time inside the calls; device time, or 0 */
 };
 
 /* The device's buffers of the per-token mode and a step's submission, as
@@ -133,6 +134,7 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     float *dev_init = malloc(sizeof *dev_init * in_floats);
     double *call = malloc(sizeof *call * steps), *tok = malloc(sizeof *tok * steps), *dev = malloc(sizeof *dev * steps);
     double *rec = malloc(sizeof *rec * steps), *sdev = malloc(sizeof *sdev * steps);
+    double *frec = malloc(sizeof *frec * steps), *fdev = malloc(sizeof *fdev * steps);
     double *adev = malloc(sizeof *adev * steps), *qdev = malloc(sizeof *qdev * steps);
     double *fus = malloc(sizeof *fus * steps);
     double pre[PREFILL_REPS];
@@ -207,6 +209,7 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
         t0 = now_us();
         if (h->step_begin && h->step_begin(h, tc) != 0)
             goto done;
+        const double f_calls = now_us();
         for (uint32_t l = 0; l < layers; l++) {
             const uint64_t at = sizeof(float) * l * (2 * row + qrow);
             struct tkv_tensor tk = h->tensor(h, 0, at), tv = h->tensor(h, 0, at + sizeof(float) * row);
@@ -215,9 +218,12 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
             if (tkv_cache_append_attention(c, 0, l, 1, &tk, &tv, q_heads, &tq, &to, NULL) != TKV_OK)
                 goto fail;
         }
+        frec[s] = (now_us() - f_calls) / layers;
+        h->step_dev_ns = h->append_dev_ns = h->attn_dev_ns = 0;
         if (h->step_end_fn(h, tc) != 0)
             goto done;
         fus[s] = (now_us() - t0) / layers;
+        fdev[s] = h->step_dev_ns / 1e3 / layers;
     }
     /* prefill from the host's buffers: every layer queued, one wait */
     uint32_t len = 0;
@@ -247,12 +253,16 @@ static int measure(tkv_context *tc, struct token_host *h, uint32_t type, uint32_
     qsort(adev + WARMUP_STEPS, STEPS, sizeof *adev, cmp_double);
     qsort(qdev + WARMUP_STEPS, STEPS, sizeof *qdev, cmp_double);
     qsort(fus + WARMUP_STEPS, STEPS, sizeof *fus, cmp_double);
+    qsort(frec + WARMUP_STEPS, STEPS, sizeof *frec, cmp_double);
+    qsort(fdev + WARMUP_STEPS, STEPS, sizeof *fdev, cmp_double);
     *r = (struct token_run){ .type = type, .ctx = ctx, .call_us = call[WARMUP_STEPS + STEPS / 2],
                              .token_us = tok[WARMUP_STEPS + STEPS / 2], .dev_us = dev[WARMUP_STEPS + STEPS / 2],
                              .record_us = rec[WARMUP_STEPS + STEPS / 2], .step_dev_us = sdev[WARMUP_STEPS + STEPS / 2],
                              .append_dev_us = adev[WARMUP_STEPS + STEPS / 2],
                              .attn_dev_us = qdev[WARMUP_STEPS + STEPS / 2],
-                             .prefill_rows_s = pre[PREFILL_REPS / 2], .fused_us = fus[WARMUP_STEPS + STEPS / 2] };
+                             .prefill_rows_s = pre[PREFILL_REPS / 2], .fused_us = fus[WARMUP_STEPS + STEPS / 2],
+                             .fused_record_us = frec[WARMUP_STEPS + STEPS / 2],
+                             .fused_dev_us = fdev[WARMUP_STEPS + STEPS / 2] };
     rc = 0;
     goto done;
 fail:
@@ -271,6 +281,8 @@ done:
     free(dev);
     free(rec);
     free(sdev);
+    free(frec);
+    free(fdev);
     free(adev);
     free(qdev);
     free(fus);
@@ -297,19 +309,22 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
                    "\"ctx\": %u, \"layers\": %u, \"per_call_us\": %.2f, \"per_token_us\": %.2f, "
                    "\"attention_device_us\": %.2f, \"per_token_calls_us\": %.2f, \"per_token_device_us\": %.2f, "
                    "\"per_token_append_device_us\": %.2f, \"per_token_attention_device_us\": %.2f, "
-                   "\"prefill_rows_per_s\": %.0f, \"per_token_fused_us\": %.2f}",
+                   "\"prefill_rows_per_s\": %.0f, \"per_token_fused_us\": %.2f, \"per_token_fused_calls_us\": %.2f, "
+                   "\"per_token_fused_device_us\": %.2f}",
                    i ? "," : "", h->api, tkv_context_device(tc), tkv_type_name(runs[i].type), runs[i].ctx, layers,
                    runs[i].call_us, runs[i].token_us, runs[i].dev_us, runs[i].record_us, runs[i].step_dev_us,
-                   runs[i].append_dev_us, runs[i].attn_dev_us, runs[i].prefill_rows_s, runs[i].fused_us);
+                   runs[i].append_dev_us, runs[i].attn_dev_us, runs[i].prefill_rows_s, runs[i].fused_us,
+                   runs[i].fused_record_us, runs[i].fused_dev_us);
         printf("\n]\n");
     } else if (rc == 0) {
         printf("turbokv bench --per-token: %s on the host's device %s; %u layers, %u query heads, %u kv heads, "
                "head_dim %u, one sequence; us per layer (append one token + attention), median of %d steps; "
                "per-token: %s\n",
                h->api, tkv_context_device(tc), layers, q_heads, kv_heads, head_dim, STEPS, h->step_end);
-        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s %13s %13s %16s %10s %10s\n", "type", "ctx",
+        printf("%-8s %8s %13s %13s %16s %10s %10s %14s %14s %13s %13s %16s %10s %10s %14s %14s\n", "type", "ctx",
                "per-call us", "per-token us", "attn device us", "token/dev", "call/token", "token calls us",
-               "token dev us", "  of it: app", "attn", "prefill Mrows/s", "fused us", "fused/dev");
+               "token dev us", "  of it: app", "attn", "prefill Mrows/s", "fused us", "fused/dev", "fused calls us",
+               "fused dev us");
         for (int i = 0; i < n; i++) {
             printf("%-8s %8u %13.1f %13.1f %16.1f ", tkv_type_name(runs[i].type), runs[i].ctx, runs[i].call_us,
                    runs[i].token_us, runs[i].dev_us);
@@ -328,16 +343,22 @@ static int run_all(tkv_context *tc, struct token_host *h, const uint32_t *types,
                 printf(" %13s %13s", "-", "-");
             printf(" %16.2f %10.1f", runs[i].prefill_rows_s / 1e6, runs[i].fused_us);
             if (runs[i].dev_us > 0)
-                printf(" %9.2fx\n", runs[i].fused_us / runs[i].dev_us);
+                printf(" %9.2fx", runs[i].fused_us / runs[i].dev_us);
             else
-                printf(" %10s\n", "-");
+                printf(" %10s", "-");
+            printf(" %14.1f", runs[i].fused_record_us);
+            if (runs[i].fused_dev_us > 0)
+                printf(" %14.1f\n", runs[i].fused_dev_us);
+            else
+                printf(" %14s\n", "-");
         }
         printf("token calls us: host time inside the per-token calls (recording or enqueueing); token dev us: "
                "the step's device time, where the API has timestamps; of it: app / attn, the device time between "
                "timestamps the bench writes after each layer's append and attention (Vulkan); prefill Mrows/s: %u tokens of K "
                "and V appended to each layer from the host's buffers, queued, one wait (a row: one head's K or V of "
                "one token; median of %d); fused us: the per-token step with each layer's append and attention as "
-               "one tkv_cache_append_attention, and its ratio to the attention's device time\n",
+               "one tkv_cache_append_attention, and its ratio to the attention's device time; fused calls us / dev "
+               "us: its host time inside the calls and its device time, as for the per-token step\n",
                PREFILL_TOKENS, PREFILL_REPS);
     }
     return rc;
