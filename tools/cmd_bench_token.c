@@ -563,13 +563,35 @@ static int vkh_begin(struct vk_host *v)
     return 0;
 }
 
+/* Measurement knobs of the Vulkan host (environment): TKV_BENCH_VK_WAIT=spin
+ * polls the step's fence instead of a blocking vkWaitForFences;
+ * TKV_BENCH_TRACE=1 prints each step's host phases on stderr (the
+ * command buffer ended, submitted, the fence seen signaled). */
 static int vkh_submit_wait(struct vk_host *v)
 {
+    static int spin = -1, trace = -1;
+    if (spin < 0) {
+        const char *w = getenv("TKV_BENCH_VK_WAIT"), *t = getenv("TKV_BENCH_TRACE");
+        spin = w && !strcmp(w, "spin");
+        trace = t && *t && strcmp(t, "0") != 0;
+    }
+    const double t0 = now_us();
     VK_TRY(vkEndCommandBuffer(v->cmd));
+    const double t1 = now_us();
     VkSubmitInfo submit = { .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO, .commandBufferCount = 1, .pCommandBuffers = &v->cmd };
     VK_TRY(vkQueueSubmit(v->queue, 1, &submit, v->fence));
-    VK_TRY(vkWaitForFences(v->device, 1, &v->fence, VK_TRUE, UINT64_MAX));
+    const double t2 = now_us();
+    VkResult r;
+    while (spin && (r = vkGetFenceStatus(v->device, v->fence)) == VK_NOT_READY)
+        ;
+    if (!spin)
+        VK_TRY(vkWaitForFences(v->device, 1, &v->fence, VK_TRUE, UINT64_MAX));
+    else if (r != VK_SUCCESS)
+        return -1;
+    const double t3 = now_us();
     VK_TRY(vkResetFences(v->device, 1, &v->fence));
+    if (trace)
+        fprintf(stderr, "vkh: end %.1f submit %.1f wait %.1f us\n", t1 - t0, t2 - t1, t3 - t2);
     return 0;
 }
 
