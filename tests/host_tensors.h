@@ -2,8 +2,9 @@
 /*
  * What the tests that play a GPU host (test_host_opencl.c,
  * test_host_vulkan.c) share: their random numbers, the f16 / bf16 element
- * types they hand turbokv, and how they open a context. Each includes it
- * after turbokv.h and defines rng_state (its own seed).
+ * types they hand turbokv, how they open a context, and how they compare
+ * with the cpu plugin. Each includes it after cmocka.h and turbokv.h and
+ * defines rng_state (its own seed).
  */
 #ifndef TKV_TEST_HOST_TENSORS_H
 #define TKV_TEST_HOST_TENSORS_H
@@ -97,6 +98,42 @@ static int open_tkv(const char *backend, const struct tkv_host_device *host, tkv
         .host_device = host,
     };
     return tkv_context_open(&o, out);
+}
+
+/* The relative error of row got against ref (d values): the largest
+ * difference over the largest |ref| (at least 1e-6); every value of got
+ * must be finite. */
+static double row_error(const float *ref, const float *got, size_t d)
+{
+    double mag = 0, err = 0;
+    for (size_t i = 0; i < d; i++) {
+        assert_true(isfinite(got[i]));
+        mag = fmax(mag, fabs(ref[i]));
+        err = fmax(err, fabs((double)ref[i] - got[i]));
+    }
+    return err / (mag > 1e-6 ? mag : 1e-6);
+}
+
+/* Sequence 0 of a and b stores the same bytes: their images (rows,
+ * lengths, types) compared byte for byte. */
+static void assert_same_rows(const tkv_cache *a, const tkv_cache *b)
+{
+    size_t na = 0, nb = 0;
+    assert_int_equal(tkv_seq_state_size(a, 0, &na), TKV_OK);
+    assert_int_equal(tkv_seq_state_size(b, 0, &nb), TKV_OK);
+    assert_int_equal(na, nb);
+    unsigned char *ia = malloc(na), *ib = malloc(nb);
+    if (tkv_seq_state_get(a, 0, ia, na, &na) != TKV_OK)
+        fail_msg("tkv_seq_state_get: %s", tkv_last_error());
+    assert_int_equal(tkv_seq_state_get(b, 0, ib, nb, &nb), TKV_OK);
+    assert_int_equal(na, nb);
+    size_t differ = 0;
+    for (size_t i = 0; i < na; i++)
+        differ += ia[i] != ib[i];
+    if (differ)
+        fail_msg("%zu of %zu bytes of the sequence images differ", differ, na);
+    free(ia);
+    free(ib);
 }
 
 #endif

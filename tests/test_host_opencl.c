@@ -166,23 +166,6 @@ static void on_alarm(int sig)
     _exit(1);
 }
 
-/* Sequence 0 of a and b stores the same bytes: their images (rows,
- * lengths, types) compared byte for byte. */
-static void assert_same_rows(const tkv_cache *a, const tkv_cache *b)
-{
-    size_t na = 0, nb = 0;
-    assert_int_equal(tkv_seq_state_size(a, 0, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_size(b, 0, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    unsigned char *ia = malloc(na), *ib = malloc(nb);
-    assert_int_equal(tkv_seq_state_get(a, 0, ia, na, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_get(b, 0, ib, nb, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    assert_memory_equal(ia, ib, na);
-    free(ia);
-    free(ib);
-}
-
 /* The context is the host's device, named as the host's driver names it. */
 static void opens_on_the_hosts_device(void **state)
 {
@@ -399,13 +382,7 @@ static void fused_step_matches_two_calls(void **state)
         for (uint32_t l = 0; l < FL; l++)
             for (uint32_t r = 0; r < n_new[s] * QH; r++) {
                 const size_t base = ((size_t)s * FL + l) * 2 * qrow + (size_t)r * D;
-                double mag = 0, err = 0;
-                for (uint32_t i = 0; i < D; i++) {
-                    assert_true(isfinite(dev_out[base + i]));
-                    mag = fmax(mag, fabs(cpu_out[base + i]));
-                    err = fmax(err, fabs((double)cpu_out[base + i] - dev_out[base + i]));
-                }
-                const double rel = err / (mag > 1e-6 ? mag : 1e-6);
+                const double rel = row_error(cpu_out + base, dev_out + base, D);
                 worst = fmax(worst, rel);
                 if (rel > ATTN_TOLERANCE)
                     fail_msg("step %u layer %u (%s) query row %u: relative error %.3g", s, l,

@@ -476,27 +476,12 @@ static void matches_cpu(void **state)
                   worst[1], worst[2]);
 
     /* the same stored bytes: the sequence images of the two caches */
-    size_t na = 0, nb = 0;
-    assert_int_equal(tkv_seq_state_size(cache, 0, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_size(cache_cpu, 0, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    unsigned char *ia = malloc(na), *ib = malloc(nb);
-    if (tkv_seq_state_get(cache, 0, ia, na, &na) != TKV_OK)
-        fail_msg("tkv_seq_state_get: %s", tkv_last_error());
-    assert_int_equal(tkv_seq_state_get(cache_cpu, 0, ib, nb, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    size_t differ = 0;
-    for (size_t i = 0; i < na; i++)
-        differ += ia[i] != ib[i];
-    if (differ)
-        fail_msg("%zu of %zu bytes of the sequence images differ", differ, na);
+    assert_same_rows(cache, cache_cpu);
     for (uint32_t l = 0; l < L; l++) {
         uint32_t len = 0;
         assert_int_equal(tkv_cache_length(cache, 0, l, &len), TKV_OK);
         assert_int_equal(len, PREFILL + STEPS);
     }
-    free(ia);
-    free(ib);
     free_buffer(&pre);
     free_buffer(&staging);
     free_buffer(&in);
@@ -584,13 +569,7 @@ static void fused_step_matches_two_calls(void **state)
         for (uint32_t l = 0; l < FL; l++)
             for (uint32_t r = 0; r < n_new[s] * QH; r++) {
                 const size_t base = ((size_t)s * FL + l) * 3 * qrow + (size_t)r * D;
-                double mag = 0, err = 0;
-                for (uint32_t i = 0; i < D; i++) {
-                    assert_true(isfinite(dev_out[base + i]));
-                    mag = fmax(mag, fabs(cpu_out[base + i]));
-                    err = fmax(err, fabs((double)cpu_out[base + i] - dev_out[base + i]));
-                }
-                const double rel = err / (mag > 1e-6 ? mag : 1e-6);
+                const double rel = row_error(cpu_out + base, dev_out + base, D);
                 worst = fmax(worst, rel);
                 if (rel > ATTN_TOLERANCE)
                     fail_msg("step %u layer %u (K %s, V %s) query row %u: relative error %.3g", s, l,
@@ -598,22 +577,7 @@ static void fused_step_matches_two_calls(void **state)
             }
     print_message("append_attention (vulkan, host's device) vs two calls (cpu): worst attention error %.3g\n",
                   worst);
-    /* the same stored bytes */
-    size_t na = 0, nb = 0;
-    assert_int_equal(tkv_seq_state_size(g, 0, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_size(c, 0, &nb), TKV_OK);
-    assert_int_equal(na, nb);
-    unsigned char *ia = malloc(na), *ib = malloc(nb);
-    if (tkv_seq_state_get(g, 0, ia, na, &na) != TKV_OK)
-        fail_msg("tkv_seq_state_get: %s", tkv_last_error());
-    assert_int_equal(tkv_seq_state_get(c, 0, ib, nb, &nb), TKV_OK);
-    size_t differ = 0;
-    for (size_t i = 0; i < na; i++)
-        differ += ia[i] != ib[i];
-    if (differ)
-        fail_msg("%zu of %zu bytes of the sequence images differ", differ, na);
-    free(ia);
-    free(ib);
+    assert_same_rows(g, c);
     free_buffer(&in);
     free_buffer(&out);
     free(pre);
