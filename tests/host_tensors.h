@@ -114,6 +114,20 @@ static double row_error(const float *ref, const float *got, size_t d)
     return err / (mag > 1e-6 ? mag : 1e-6);
 }
 
+/* The same tokens of random K and V rows (row floats a token) appended to
+ * sequence 0 of every layer of a and b. */
+static void prefill_both(tkv_cache *a, tkv_cache *b, uint32_t layers, uint32_t tokens, size_t row)
+{
+    float *pre = malloc(sizeof *pre * 2 * tokens * row);
+    for (size_t i = 0; i < 2 * tokens * row; i++)
+        pre[i] = gauss();
+    for (uint32_t l = 0; l < layers; l++) {
+        assert_int_equal(tkv_cache_append(a, 0, l, tokens, pre, pre + tokens * row), TKV_OK);
+        assert_int_equal(tkv_cache_append(b, 0, l, tokens, pre, pre + tokens * row), TKV_OK);
+    }
+    free(pre);
+}
+
 /* Sequence 0 of a and b stores the same bytes: their images (rows,
  * lengths, types) compared byte for byte. */
 static void assert_same_rows(const tkv_cache *a, const tkv_cache *b)

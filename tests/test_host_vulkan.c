@@ -521,13 +521,7 @@ static void fused_step_matches_two_calls(void **state)
     assert_int_equal(tkv_cache_create(ctx, &p, &g), TKV_OK);
     assert_int_equal(tkv_cache_create(ctx_cpu, &p, &c), TKV_OK);
     const size_t row = (size_t)KV * D, qrow = (size_t)QH * D;
-    float *pre = malloc(sizeof *pre * 2 * PRE * row);
-    for (size_t i = 0; i < 2 * PRE * row; i++)
-        pre[i] = gauss();
-    for (uint32_t l = 0; l < FL; l++) {
-        assert_int_equal(tkv_cache_append(g, 0, l, PRE, pre, pre + PRE * row), TKV_OK);
-        assert_int_equal(tkv_cache_append(c, 0, l, PRE, pre, pre + PRE * row), TKV_OK);
-    }
+    prefill_both(g, c, FL, PRE, row);
     /* a step's layer: k, v (3 rows at most), q (3 query rows), in the
      * step's element type at f32's room; out f32 */
     const size_t per = 2 * 3 * row + 3 * qrow;
@@ -580,7 +574,6 @@ static void fused_step_matches_two_calls(void **state)
     assert_same_rows(g, c);
     free_buffer(&in);
     free_buffer(&out);
-    free(pre);
     free(x);
     free(cpu_out);
     tkv_cache_destroy(g);
