@@ -730,7 +730,8 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
             } else {
                 vk_copy(dev, dev->staging, 0, dev->inputs, 0, head + up_bytes);
             }
-            vk_barrier(dev);
+            if (!(queued && kn->no_input_barrier))
+                vk_barrier(dev);
         }
         if (rep == 0 && !q_direct && (rc = attn_q_record(dev, &io, n_out * hd)) != TKV_OK)
             return rc;

@@ -234,6 +234,8 @@ struct vk_knobs {
     uint32_t wide_words;  /* TURBO_VK_WIDE_WORDS: words of one group of decode_wide.comp's loads (0: 32) */
     int cache_memory;     /* TURBO_VK_CACHE_MEMORY: 0 device, 1 host (system), 2 bar (device-local visible) */
     int clock;            /* TURBO_VK_CLOCK: decode.comp's clock records, summarized on stderr */
+    int no_input_barrier; /* TURBO_VK_INPUT_BARRIER=0: a queued attention records no barrier after its
+                           * inputs' update (measurement only: the dispatch may read them before) */
     int no_fused_step;    /* TURBO_VK_FUSED_STEP=0: append_attention as the pair of appends, then the attention */
     int math_in_inputs;   /* TURBO_VK_MATH: the attention shaders' tables address at the head of the
                            * call's inputs (default on CPU devices), not a specialization constant */
