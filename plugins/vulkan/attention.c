@@ -359,11 +359,10 @@ static void clock_summary(struct vk_device *dev, uint64_t n_wgs, uint64_t chunk,
     free(all);
 }
 
-/* Shared memory decode.comp's append variant adds (encode.glsl's arrays,
- * ENC_ELEMS = head_dim): three of words, four of an eighth of it (two
- * floats, an address, a mask word), the running sums in double, a counter,
- * and room to align them. */
-static uint64_t encoder_shared_bytes(uint32_t hd) { return 12ull * hd + 20ull * (hd / 8) + 8ull * hd + 4 + 32; }
+/* Shared memory decode.comp's append variant adds: the encoder's counter
+ * and two row addresses (its other scratch lies on decode.comp's own
+ * arrays, ENC_ALIASED), and room to align them. */
+#define VK_ENCODER_SHARED_BYTES 32u
 
 /* One attention call, and with ap (ABI 2.7's append_attention) the new
  * rows quantized inside it, by decode.comp's append variant. Where that
@@ -474,7 +473,7 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
         const struct vk_knobs *kn = &dev->knobs;
         if (!queued || shader != VK_SHADER_DECODE || !one_pass || !dev->modules[VK_SHADER_DECODE_APPEND] ||
             kn->no_fused_step || kn->skip || kn->repeat > 1 || kn->shader_skip || kn->clock ||
-            decode_shared_bytes(hd, qt, &kl, &vl, nsg) + encoder_shared_bytes(hd) >
+            decode_shared_bytes(hd, qt, &kl, &vl, nsg) + VK_ENCODER_SHARED_BYTES >
                 dev->props.limits.maxComputeSharedMemorySize) {
             *declined = 1;
             return TKV_OK;
