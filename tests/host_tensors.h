@@ -128,26 +128,28 @@ static void prefill_both(tkv_cache *a, tkv_cache *b, uint32_t layers, uint32_t t
     free(pre);
 }
 
-/* Sequence 0 of a and b stores the same bytes: their images (rows,
+/* Sequence seq of a and b stores the same bytes: their images (rows,
  * lengths, types) compared byte for byte. */
-static void assert_same_rows(const tkv_cache *a, const tkv_cache *b)
+static void assert_same_seq(const tkv_cache *a, const tkv_cache *b, uint32_t seq)
 {
     size_t na = 0, nb = 0;
-    assert_int_equal(tkv_seq_state_size(a, 0, &na), TKV_OK);
-    assert_int_equal(tkv_seq_state_size(b, 0, &nb), TKV_OK);
+    assert_int_equal(tkv_seq_state_size(a, seq, &na), TKV_OK);
+    assert_int_equal(tkv_seq_state_size(b, seq, &nb), TKV_OK);
     assert_int_equal(na, nb);
     unsigned char *ia = malloc(na), *ib = malloc(nb);
-    if (tkv_seq_state_get(a, 0, ia, na, &na) != TKV_OK)
+    if (tkv_seq_state_get(a, seq, ia, na, &na) != TKV_OK)
         fail_msg("tkv_seq_state_get: %s", tkv_last_error());
-    assert_int_equal(tkv_seq_state_get(b, 0, ib, nb, &nb), TKV_OK);
+    assert_int_equal(tkv_seq_state_get(b, seq, ib, nb, &nb), TKV_OK);
     assert_int_equal(na, nb);
     size_t differ = 0;
     for (size_t i = 0; i < na; i++)
         differ += ia[i] != ib[i];
     if (differ)
-        fail_msg("%zu of %zu bytes of the sequence images differ", differ, na);
+        fail_msg("%zu of %zu bytes of sequence %u's images differ", differ, na, seq);
     free(ia);
     free(ib);
 }
+
+static void assert_same_rows(const tkv_cache *a, const tkv_cache *b) { assert_same_seq(a, b, 0); }
 
 #endif

@@ -499,8 +499,9 @@ static void matches_cpu(void **state)
  * and f16 and bf16 widened there); q8_0 keys (decode_wide.comp) take the
  * pair of appends, then the attention. Tokens 254 .. 261: the second step's
  * two lie on both sides of a chunk's end (128 rows on lavapipe) and open
- * block 16, which units of two query rows store side by side; the third
- * is f16, the fourth bf16 over a window of 100; the last appends three. */
+ * block 16, which units of two query rows store side by side; a fork then
+ * shares that block, so the third step (f16) copies it first; the fourth
+ * is bf16 over a window of 100; the last appends three. */
 static void fused_step_matches_two_calls(void **state)
 {
     (void)state;
@@ -515,7 +516,7 @@ static void fused_step_matches_two_calls(void **state)
     struct tkv_cache_params p = {
         .struct_size = sizeof p, .n_layers = FL, .n_kv_heads = KV, .head_dim = D, .capacity = FCAP, .n_q_heads = QH,
         .k_type = TKV_TYPE_FROM_CONFIG, .v_type = TKV_TYPE_FROM_CONFIG, .layer_k_types = fk, .layer_v_types = fv,
-        .block_tokens = 16,
+        .block_tokens = 16, .n_seqs = 2,
     };
     tkv_cache *g = NULL, *c = NULL;
     assert_int_equal(tkv_cache_create(ctx, &p, &g), TKV_OK);
@@ -540,6 +541,13 @@ static void fused_step_matches_two_calls(void **state)
     uint32_t seq = 0;
     for (uint32_t s = 0; s < FSTEPS; s++)
         for (uint32_t l = 0; l < FL; l++) {
+            if (s == 2 && l == 0) {
+                /* a fork after the second step: sequence 1 shares block 16,
+                 * which holds one token, and the third step's append to
+                 * sequence 0 copies it first (copy-on-write, queued) */
+                assert_int_equal(tkv_seq_copy(g, 0, 1, PRE + 3), TKV_OK);
+                assert_int_equal(tkv_seq_copy(c, 0, 1, PRE + 3), TKV_OK);
+            }
             const uint32_t e = elem[s], n = n_new[s];
             const size_t es = esize(e), at = ((size_t)s * FL + l) * per * sizeof(float);
             const size_t o_at = ((size_t)s * FL + l) * 3 * qrow;
@@ -572,6 +580,10 @@ static void fused_step_matches_two_calls(void **state)
     print_message("append_attention (vulkan, host's device) vs two calls (cpu): worst attention error %.3g\n",
                   worst);
     assert_same_rows(g, c);
+    assert_same_seq(g, c, 1);
+    uint32_t len1 = 0;
+    assert_int_equal(tkv_cache_length(g, 1, 0, &len1), TKV_OK);
+    assert_int_equal(len1, PRE + 3);
     free_buffer(&in);
     free_buffer(&out);
     free(x);
