@@ -309,7 +309,7 @@
  * of each pool's quantize (corrected, outlier). */
 #define TKV_VK_FUSED_BYTES 32u
 #define TKV_VK_APPEND_MEMBERS                                                       \
-    uint64_t k_src;        /* floats [n][n_kv][head_dim] */                         \
+    uint64_t k_src;        /* rows [n][n_kv][head_dim] of k_elem */                \
     uint64_t v_src;                                                                 \
     uint32_t first;                                                                 \
     uint32_t n;                                                                     \
