@@ -592,6 +592,65 @@ static void fused_step_matches_two_calls(void **state)
     tkv_cache_destroy(c);
 }
 
+/* More attentions in one command buffer than the plugin has input slots
+ * (256, plugins/vulkan/vk.h VK_INPUT_SLOTS): each call's inputs (here its
+ * queries, from a host array) live in a slot of device memory the host
+ * wrote at record time, and a slot is taken again only once the commands
+ * that read it have run. Nothing has run before the host submits, so the
+ * calls past the 256th find their slot busy and capture their inputs into
+ * the commands instead; every call must still see its own queries. */
+static void queued_inputs_keep_their_slots(void **state)
+{
+    (void)state;
+    enum { N = 300, CTX = 40 };
+    static const uint32_t kt[1] = { TKV_TYPE_TURBO3 }, vt[1] = { TKV_TYPE_TURBO3 };
+    struct tkv_cache_params p = {
+        .struct_size = sizeof p, .n_layers = 1, .n_kv_heads = KV, .head_dim = D, .capacity = CTX, .n_q_heads = QH,
+        .k_type = TKV_TYPE_FROM_CONFIG, .v_type = TKV_TYPE_FROM_CONFIG, .layer_k_types = kt, .layer_v_types = vt,
+        .block_tokens = 16,
+    };
+    tkv_cache *g = NULL, *c = NULL;
+    assert_int_equal(tkv_cache_create(ctx, &p, &g), TKV_OK);
+    assert_int_equal(tkv_cache_create(ctx_cpu, &p, &c), TKV_OK);
+    const size_t qrow = (size_t)QH * D;
+    prefill_both(g, c, 1, CTX, (size_t)KV * D);
+    float *q = malloc(sizeof *q * N * qrow), *cpu_out = malloc(sizeof *cpu_out * N * qrow);
+    for (size_t i = 0; i < (size_t)N * qrow; i++)
+        q[i] = gauss();
+    struct hbuf out = new_buffer(sizeof(float) * N * qrow, 1);
+    memset(out.map, 0, out.size);
+    const uint32_t seq = 0, one = 1;
+    VkCommandBuffer cmd = begin_commands();
+    assert_int_equal(tkv_context_set_command_buffer(ctx, cmd), TKV_OK);
+    for (uint32_t i = 0; i < N; i++) {
+        struct tkv_tensor hq = host_tensor(TKV_ELEM_F32, q + i * qrow);
+        struct tkv_tensor o = vk_tensor(TKV_ELEM_F32, &out, i * qrow * sizeof(float));
+        if (tkv_attention_tensors(g, 0, 1, &seq, &one, QH, &hq, &o, NULL) != TKV_OK)
+            fail_msg("call %u: %s", i, tkv_last_error());
+        struct tkv_tensor ho = host_tensor(TKV_ELEM_F32, cpu_out + i * qrow);
+        assert_int_equal(tkv_attention_tensors(c, 0, 1, &seq, &one, QH, &hq, &ho, NULL), TKV_OK);
+    }
+    assert_int_equal(tkv_context_set_command_buffer(ctx, NULL), TKV_OK);
+    /* the host's arrays may change once a call returns */
+    memset(q, 0, sizeof *q * N * qrow);
+    submit_and_wait(cmd);
+    const float *dev_out = out.map;
+    double worst = 0;
+    for (uint32_t i = 0; i < N; i++)
+        for (uint32_t r = 0; r < QH; r++) {
+            const double rel = row_error(cpu_out + i * qrow + r * D, dev_out + i * qrow + r * D, D);
+            worst = fmax(worst, rel);
+            if (rel > ATTN_TOLERANCE)
+                fail_msg("call %u query row %u: relative error %.3g", i, r, rel);
+        }
+    print_message("%d queued attentions in one command buffer vs cpu: worst attention error %.3g\n", N, worst);
+    free_buffer(&out);
+    free(q);
+    free(cpu_out);
+    tkv_cache_destroy(g);
+    tkv_cache_destroy(c);
+}
+
 /* Bad device tensors: refused naming the argument; the cache unchanged. A
  * command buffer set refuses every call that would wait. */
 static void refuses_bad_tensors(void **state)
@@ -757,6 +816,7 @@ int main(void)
         cmocka_unit_test(opens_on_the_hosts_device),
         cmocka_unit_test(matches_cpu),
         cmocka_unit_test(fused_step_matches_two_calls),
+        cmocka_unit_test(queued_inputs_keep_their_slots),
         cmocka_unit_test(refuses_bad_tensors),
         cmocka_unit_test(refuses_bad_host_devices),
     };

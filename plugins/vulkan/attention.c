@@ -272,16 +272,15 @@ static uint64_t inputs_head(const struct vk_device *dev)
     return dev->knobs.math_in_inputs ? TKV_VK_ALIGN : 0;
 }
 
-/* The queries into the inputs (at their start, as the host would have
- * written them), widened or copied from the host's buffer. */
-static int attn_q_record(struct vk_device *dev, const struct attn_io *io, uint64_t n)
+/* The queries into the inputs (at their start, address inputs, as the
+ * host would have written them), widened or copied from the host's
+ * buffer. */
+static int attn_q_record(struct vk_device *dev, const struct attn_io *io, uint64_t inputs, uint64_t n)
 {
     int rc;
     if (!io->q)
         return TKV_OK;
-    if ((rc = vk_record_convert(dev, io->q_at, io->q->elem, dev->inputs->address + inputs_head(dev), TKV_ELEM_F32, n,
-                                "attention")) !=
-        TKV_OK)
+    if ((rc = vk_record_convert(dev, io->q_at, io->q->elem, inputs, TKV_ELEM_F32, n, "attention")) != TKV_OK)
         return rc;
     vk_barrier(dev);
     return TKV_OK;
@@ -555,9 +554,15 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
         return VK_ERROR_STATUS(TKV_ERANGE,
                                "%s: %llu query rows x %u kv heads over up to %u rows is too much work for one call",
                                op, (unsigned long long)n_q_rows, a->n_kv_heads, a->max_n_ctx);
+    /* a queued call's inputs: in an input slot where one is free (host.c),
+     * else captured into its commands */
+    uint32_t in_slot = VK_INPUT_NONE;
+    if (queued && (rc = vk_input_slot(dev, in_bytes, &in_slot, op)) != TKV_OK)
+        return rc;
+    const int ring = in_slot != VK_INPUT_NONE;
     const int staged = dev->knobs.staged_io || queued;
     const uint64_t inputs_size = dev->inputs ? dev->inputs->size : 0;
-    if ((rc = vk_scratch_in(dev, &dev->inputs, in_bytes, staged ? 0 : 2, op)) != TKV_OK ||
+    if ((!ring && (rc = vk_scratch_in(dev, &dev->inputs, in_bytes, staged ? 0 : 2, op)) != TKV_OK) ||
         (rc = vk_scratch(dev, &dev->work, partial_bytes + (staged ? down_bytes : 0), 0, op)) != TKV_OK ||
         (!staged && (rc = vk_scratch(dev, &dev->outputs, down_bytes, 1, op)) != TKV_OK))
         return rc;
@@ -568,10 +573,10 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
         return rc;
     const int zero_arrivals = dev->arrivals != arrivals_before;
     /* the host writes the inputs in place when they are mapped device memory */
-    const VkMemoryPropertyFlags in_flags = dev->memory.memoryTypes[dev->inputs->type].propertyFlags;
-    const int direct_in = !queued && dev->inputs->map && (in_flags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
+    const int direct_in = !queued && dev->inputs->map &&
+                          (dev->memory.memoryTypes[dev->inputs->type].propertyFlags & VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT);
     if (queued) {
-        if ((rc = vk_record_reserve(dev, (size_t)(head + up_bytes), op)) != TKV_OK)
+        if (!ring && (rc = vk_record_reserve(dev, (size_t)(head + up_bytes), op)) != TKV_OK)
             return rc;
     } else {
         if (!direct_in && (rc = vk_scratch(dev, &dev->staging, head + up_bytes > down_bytes ? head + up_bytes : down_bytes,
@@ -580,9 +585,11 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
         if (staged && (rc = vk_scratch(dev, &dev->staging, down_bytes, 1, op)) != TKV_OK)
             return rc;
     }
-    if (dev->inputs->size != inputs_size)
+    if (!ring && dev->inputs->size != inputs_size)
         dev->knobs.last_upload_bytes = 0; /* a new inputs buffer holds nothing */
-    unsigned char *in_host = (queued ? dev->record_host : direct_in ? dev->inputs->map : dev->staging->map) + head;
+    unsigned char *in_host =
+        (ring ? vk_input_map(dev, in_slot) : queued ? dev->record_host : direct_in ? dev->inputs->map : dev->staging->map) +
+        head;
     if (head)
         memcpy(in_host - sizeof(uint64_t), &dev->math_buf->address, sizeof(uint64_t));
     if (a->q) /* else the host's device buffer, converted into place */
@@ -617,7 +624,8 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
             return rc;
     }
 
-    const uint64_t work = dev->work->address, inputs = dev->inputs->address + head;
+    const uint64_t work = dev->work->address;
+    const uint64_t inputs = (ring ? vk_input_address(dev, in_slot) : dev->inputs->address) + head;
     /* outputs: host-visible memory the merge writes, or work (copied back) */
     const uint64_t out = staged ? work + partial_bytes : dev->outputs->address;
     struct vk_attention_push push = {
@@ -684,8 +692,8 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
      * out, the commands recorded several times, stage timestamps. */
     const struct vk_knobs *kn = &dev->knobs;
     const uint32_t reps = kn->repeat ? kn->repeat : 1;
-    int upload = !direct_in && (queued || !(kn->skip & VK_SKIP_UPLOAD));
-    if (!direct_in && !upload) { /* left out only when the device holds these bytes already */
+    int upload = !direct_in && !ring && (queued || !(kn->skip & VK_SKIP_UPLOAD));
+    if (!direct_in && !ring && !upload) { /* left out only when the device holds these bytes already */
         upload = kn->last_upload_bytes != up_bytes || memcmp(kn->last_upload, in_host, (size_t)up_bytes) != 0;
         if (upload && (rc = remember_upload(dev, in_host, up_bytes)) != TKV_OK)
             return rc;
@@ -695,10 +703,12 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
     if (kn->skip & VK_EMPTY_ATTENTION)
         push.n_units = 0; /* every workgroup leaves at once */
 
-    /* queued: no entry barrier; the one after the inputs' update below
-     * orders everything recorded before (the host's writes of q, the
-     * appends' rows, the update) before the dispatches */
-    if ((rc = queued ? vk_begin_queued(dev, VK_ENTRY_NONE, op) : vk_begin_call(dev, 0, op)) != TKV_OK)
+    /* queued with its inputs captured: no entry barrier; the one after
+     * their update below orders everything recorded before (the host's
+     * writes of q, the appends' rows, the update) before the dispatches.
+     * In an input slot: the entry barrier towards the compute stage. */
+    if ((rc = queued ? vk_begin_queued(dev, ring ? VK_ENTRY_COMPUTE : VK_ENTRY_NONE, op) : vk_begin_call(dev, 0, op)) !=
+        TKV_OK)
         return rc;
     if (zero_arrivals || clocked) {
         if (zero_arrivals)
@@ -732,7 +742,7 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
             if (!(queued && kn->no_input_barrier))
                 vk_barrier(dev);
         }
-        if (rep == 0 && !q_direct && (rc = attn_q_record(dev, &io, n_out * hd)) != TKV_OK)
+        if (rep == 0 && !q_direct && (rc = attn_q_record(dev, &io, inputs, n_out * hd)) != TKV_OK)
             return rc;
         STAMP(3);
         if (prepare_dispatch && !(kn->skip & VK_SKIP_PREPARE)) {
@@ -766,6 +776,8 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
     }
     if (stamps)
         vkCmdWriteTimestamp(dev->cmd, VK_PIPELINE_STAGE_BOTTOM_OF_PIPE_BIT, dev->timestamps, 1);
+    if (ring)
+        vk_input_done(dev, in_slot); /* after the last read of the slot */
     if ((rc = vk_end_call(dev, op)) != TKV_OK)
         return rc;
     if (queued) { /* out in the host's buffer once its queue has run the commands */

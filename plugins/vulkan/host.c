@@ -120,8 +120,98 @@ int vk_record_reserve(struct vk_device *dev, size_t bytes, const char *op)
     return TKV_OK;
 }
 
+/* The input ring (vk.h, struct vk_input_ring). Device-local memory the
+ * host maps (a discrete GPU's BAR window; any memory on lavapipe): the
+ * shaders read a call's inputs where the host wrote them. Without such a
+ * type the inputs would cross the bus at every read: captured instead. */
+static int input_ring_create(struct vk_device *dev, const char *op)
+{
+    const VkMemoryPropertyFlags bar = VK_MEMORY_PROPERTY_DEVICE_LOCAL_BIT | VK_MEMORY_PROPERTY_HOST_VISIBLE_BIT |
+                                      VK_MEMORY_PROPERTY_HOST_COHERENT_BIT;
+    int found = 0;
+    for (uint32_t i = 0; i < dev->memory.memoryTypeCount; i++)
+        found |= (dev->memory.memoryTypes[i].propertyFlags & bar) == bar;
+    if (!found) {
+        dev->in_ring.unusable = 1;
+        return TKV_OK;
+    }
+    int rc = vk_buffer_create_in(dev, (uint64_t)VK_INPUT_SLOTS * VK_INPUT_SLOT_BYTES, 2, op, &dev->in_ring.buf);
+    if (rc != TKV_OK)
+        return rc;
+    if (!dev->in_ring.buf->map ||
+        (dev->memory.memoryTypes[dev->in_ring.buf->type].propertyFlags & bar) != bar) {
+        vk_buffer_destroy(dev, dev->in_ring.buf); /* (the buffer's memory type allows no such type) */
+        dev->in_ring.buf = NULL;
+        dev->in_ring.unusable = 1;
+    }
+    return TKV_OK;
+}
+
+int vk_input_slot(struct vk_device *dev, uint64_t bytes, uint32_t *slot, const char *op)
+{
+    struct vk_input_ring *ring = &dev->in_ring;
+    VkResult r;
+    int rc;
+    *slot = VK_INPUT_NONE;
+    if (dev->knobs.no_input_ring || bytes > VK_INPUT_SLOT_BYTES || ring->unusable)
+        return TKV_OK;
+    if (!ring->buf && ((rc = input_ring_create(dev, op)) != TKV_OK || !ring->buf))
+        return rc;
+    const uint32_t i = ring->next;
+    if (!ring->event[i]) {
+        VkEventCreateInfo info = { .sType = VK_STRUCTURE_TYPE_EVENT_CREATE_INFO };
+        if ((r = vkCreateEvent(dev->device, &info, NULL, &ring->event[i])) != VK_SUCCESS) {
+            ring->event[i] = VK_NULL_HANDLE;
+            return vk_fail(op, "vkCreateEvent(input slot)", r);
+        }
+    } else if (ring->used[i]) {
+        /* the call that used it may not have run yet (or its command buffer
+         * is not even submitted): its inputs are captured instead */
+        r = vkGetEventStatus(dev->device, ring->event[i]);
+        if (r == VK_EVENT_RESET) {
+            /* the next call tries the next slot: one left in a command
+             * buffer the host discarded costs a capture per round */
+            ring->next = (i + 1u) % VK_INPUT_SLOTS;
+            return TKV_OK;
+        }
+        if (r != VK_EVENT_SET) {
+            dev->lost = r == VK_ERROR_DEVICE_LOST;
+            return vk_fail(op, "vkGetEventStatus(input slot)", r);
+        }
+        if ((r = vkResetEvent(dev->device, ring->event[i])) != VK_SUCCESS)
+            return vk_fail(op, "vkResetEvent(input slot)", r);
+        ring->used[i] = 0;
+    }
+    *slot = i;
+    ring->next = (i + 1u) % VK_INPUT_SLOTS;
+    return TKV_OK;
+}
+
+unsigned char *vk_input_map(struct vk_device *dev, uint32_t slot)
+{
+    return (unsigned char *)dev->in_ring.buf->map + (size_t)slot * VK_INPUT_SLOT_BYTES;
+}
+
+VkDeviceAddress vk_input_address(struct vk_device *dev, uint32_t slot)
+{
+    return dev->in_ring.buf->address + (VkDeviceAddress)slot * VK_INPUT_SLOT_BYTES;
+}
+
+void vk_input_done(struct vk_device *dev, uint32_t slot)
+{
+    /* set once every command recorded before it has run (the call's reads
+     * of the slot among them) */
+    vkCmdSetEvent(dev->cmd, dev->in_ring.event[slot], VK_PIPELINE_STAGE_ALL_COMMANDS_BIT);
+    dev->in_ring.used[slot] = 1;
+}
+
 void vk_host_release(struct vk_device *dev)
 {
+    for (uint32_t i = 0; i < VK_INPUT_SLOTS; i++)
+        if (dev->in_ring.event[i])
+            vkDestroyEvent(dev->device, dev->in_ring.event[i], NULL);
+    vk_buffer_destroy(dev, dev->in_ring.buf);
+    memset(&dev->in_ring, 0, sizeof dev->in_ring);
     if (dev->convert)
         vkDestroyPipeline(dev->device, dev->convert, NULL);
     if (dev->convert_module)

@@ -41,7 +41,7 @@
     X(CreateCommandPool) X(DestroyCommandPool) X(AllocateCommandBuffers) X(ResetCommandBuffer)    \
     X(BeginCommandBuffer) X(EndCommandBuffer) X(CreateFence) X(DestroyFence) X(WaitForFences)     \
     X(ResetFences) X(GetFenceStatus) X(CreateEvent) X(DestroyEvent) X(GetEventStatus)             \
-    X(CmdSetEvent) X(CreateQueryPool) X(DestroyQueryPool) X(GetQueryPoolResults)                  \
+    X(ResetEvent) X(CmdSetEvent) X(CreateQueryPool) X(DestroyQueryPool) X(GetQueryPoolResults)                  \
     X(CmdResetQueryPool) X(CmdWriteTimestamp) X(CreateBuffer) X(DestroyBuffer)                    \
     X(GetBufferMemoryRequirements) X(GetBufferDeviceAddress) X(AllocateMemory) X(FreeMemory)      \
     X(BindBufferMemory) X(MapMemory) X(UnmapMemory) X(CreateShaderModule) X(DestroyShaderModule)  \
@@ -96,6 +96,7 @@ const char *vk_fns_device(struct vk_fns *fn, VkDevice device);
 #define vkCreateEvent(...) (dev->fn.CreateEvent(__VA_ARGS__))
 #define vkDestroyEvent(...) (dev->fn.DestroyEvent(__VA_ARGS__))
 #define vkGetEventStatus(...) (dev->fn.GetEventStatus(__VA_ARGS__))
+#define vkResetEvent(...) (dev->fn.ResetEvent(__VA_ARGS__))
 #define vkCmdSetEvent(...) (dev->fn.CmdSetEvent(__VA_ARGS__))
 #define vkCreateQueryPool(...) (dev->fn.CreateQueryPool(__VA_ARGS__))
 #define vkDestroyQueryPool(...) (dev->fn.DestroyQueryPool(__VA_ARGS__))
@@ -236,6 +237,7 @@ struct vk_knobs {
     int clock;            /* TURBO_VK_CLOCK: decode.comp's clock records, summarized on stderr */
     int no_input_barrier; /* TURBO_VK_INPUT_BARRIER=0: a queued attention records no barrier after its
                            * inputs' update (measurement only: the dispatch may read them before) */
+    int no_input_ring;    /* TURBO_VK_INPUT_RING=0: queued attentions' inputs captured into the commands */
     int no_fused_step;    /* TURBO_VK_FUSED_STEP=0: append_attention as the pair of appends, then the attention */
     int math_in_inputs;   /* TURBO_VK_MATH: the attention shaders' tables address at the head of the
                            * call's inputs (default on CPU devices), not a specialization constant */
@@ -252,6 +254,23 @@ struct vk_slot {
     VkCommandBuffer cmd;
     VkFence fence;
     int in_flight;
+};
+
+/* Queued attentions' inputs (query layout, block table; the queries where
+ * the host's are converted or in host memory): written by the host at
+ * record time into one of these slots of host-visible device-local memory
+ * and read there, with no copy and no barrier of their own (host.c). A
+ * slot is taken again only once the host sees its event set, which the
+ * commands of the call that used it set after their last read. */
+#define VK_INPUT_SLOTS 256u
+#define VK_INPUT_SLOT_BYTES 65536u
+#define VK_INPUT_NONE UINT32_MAX
+struct vk_input_ring {
+    struct vk_buffer *buf;          /* VK_INPUT_SLOTS x VK_INPUT_SLOT_BYTES, mapped */
+    VkEvent event[VK_INPUT_SLOTS];  /* created on first use */
+    uint8_t used[VK_INPUT_SLOTS];   /* a recorded call sets its event */
+    uint32_t next;
+    int unusable;                   /* no device-local host-visible coherent memory: captured instead */
 };
 
 /* A buffer freed (or a scratch buffer replaced) on the host's device while
@@ -328,7 +347,9 @@ struct vk_device {
     uint32_t ring_next;
     struct vk_retired *retired;
     size_t n_retired, cap_retired;
-    unsigned char *record_host; /* a queued call's inputs, recorded into its commands (vkCmdUpdateBuffer) */
+    struct vk_input_ring in_ring; /* queued attentions' inputs, written in place */
+    unsigned char *record_host; /* a queued call's inputs, recorded into its commands (vkCmdUpdateBuffer) where
+                                 * no input slot is free or they do not fit one */
     size_t record_cap;
     VkShaderModule convert_module;
     VkPipeline convert;        /* shaders/convert.comp, made on first use */
@@ -496,6 +517,16 @@ int vk_tensor_address(struct vk_device *dev, const struct tkv_device_tensor *t, 
  * even as the core does (core/tensor.c), f32 copied bit for bit. */
 int vk_record_convert(struct vk_device *dev, VkDeviceAddress src, uint32_t src_elem, VkDeviceAddress dst,
                       uint32_t dst_elem, uint64_t n, const char *op);
+/* A free input slot for a queued attention's bytes of inputs (its index
+ * in *slot, its memory at vk_input_map / vk_input_address), or
+ * VK_INPUT_NONE in *slot where none is free, they do not fit, the device
+ * has no suitable memory or TURBO_VK_INPUT_RING=0: then the inputs are
+ * captured into the commands. vk_input_done records the slot's event
+ * after the call's last read of it (no later command may read it). */
+int vk_input_slot(struct vk_device *dev, uint64_t bytes, uint32_t *slot, const char *op);
+unsigned char *vk_input_map(struct vk_device *dev, uint32_t slot);
+VkDeviceAddress vk_input_address(struct vk_device *dev, uint32_t slot);
+void vk_input_done(struct vk_device *dev, uint32_t slot);
 /* Host memory for a queued call's inputs (dev->record_host), at least bytes. */
 int vk_record_reserve(struct vk_device *dev, size_t bytes, const char *op);
 void vk_host_release(struct vk_device *dev);
