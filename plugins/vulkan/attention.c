@@ -49,7 +49,7 @@ static uint32_t visible_lo(uint32_t p, uint32_t window) { return window && p + 1
 /* The unit of a sequence's query rows qr0 .. qr0 + qt - 1 (fewer at the end):
  * the rows [lo(p of qr0), p of its last query row] and its chunks. */
 static struct vk_unit unit_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint32_t qt, uint32_t ratio,
-                              uint32_t window, uint64_t chunk, uint64_t *span)
+                              uint32_t window, uint64_t chunk, uint64_t off, uint64_t *span)
 {
     const uint32_t p0 = seq->n_ctx - seq->n_q, rows = seq->n_q * ratio;
     const uint32_t qr_last = (qr0 + qt < rows ? qr0 + qt : rows) - 1;
@@ -61,8 +61,8 @@ static struct vk_unit unit_of(const struct tkv_attn_seq *seq, uint32_t qr0, uint
         .q_first = seq->q_first,
         .block_first = seq->block_first,
         .qr0 = qr0,
-        .c_first = (uint32_t)(lo / chunk),
-        .n_chunks = (uint32_t)((hi - 1) / chunk - lo / chunk + 1),
+        .c_first = (uint32_t)((lo + off) / chunk),
+        .n_chunks = (uint32_t)((hi - 1 + off) / chunk - (lo + off) / chunk + 1),
     };
 }
 
@@ -413,7 +413,7 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
         const struct tkv_attn_seq *seq = seq_at(a, s);
         const uint32_t p0 = seq->n_ctx - seq->n_q;
         for (uint32_t qr0 = 0; qr0 < seq->n_q * ratio; qr0 += qt, n_units++) {
-            unit_of(seq, qr0, qt, ratio, window, 1, &span);
+            unit_of(seq, qr0, qt, ratio, window, 1, 0, &span);
             span_max = span > span_max ? span : span_max;
         }
         for (uint32_t i = 0; i < seq->n_q; i++)
@@ -500,15 +500,24 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
     if (dec_qt && resident && dev->sm_count && !dev->workgroups_set)
         target = (uint64_t)dev->sm_count * resident;
     uint64_t per_unit = target / (n_units * a->n_kv_heads);
+    /* A fused step (ABI 2.7, step 0): the grid of chunks shifted by
+     * grid_off rows so that the new tokens begin a chunk of their own. The
+     * workgroup that quantizes them then scores only them, and no workgroup
+     * with a whole chunk of rows waits for the encoding first. One chunk
+     * fewer for the other rows keeps the dispatch in one wave. */
+    const int shift = shader == VK_SHADER_DECODE_APPEND && !dev->knobs.no_grid_shift;
+    if (shift && per_unit > 1)
+        per_unit--;
     per_unit = per_unit < 1 ? 1 : per_unit;
     uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, rows_unit);
     uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), rows_unit);
     chunk = chunk < fewest ? fewest : chunk;
     chunk = chunk < min_rows ? min_rows : chunk;
+    const uint64_t grid_off = shift ? (chunk - ap->first % chunk) % chunk : 0;
     uint64_t max_chunks = 0;
     for (uint32_t s = 0; s < a->n_seqs; s++)
         for (uint32_t qr0 = 0; qr0 < seq_at(a, s)->n_q * ratio; qr0 += qt) {
-            uint64_t n_chunks = unit_of(seq_at(a, s), qr0, qt, ratio, window, chunk, &span).n_chunks;
+            uint64_t n_chunks = unit_of(seq_at(a, s), qr0, qt, ratio, window, chunk, grid_off, &span).n_chunks;
             max_chunks = n_chunks > max_chunks ? n_chunks : max_chunks;
         }
 
@@ -601,7 +610,7 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
         const struct tkv_attn_seq *seq = seq_at(a, s);
         const uint32_t rows = seq->n_q * ratio;
         for (uint32_t qr0 = 0; qr0 < rows; qr0 += qt, u++) {
-            units[u] = unit_of(seq, qr0, qt, ratio, window, chunk, &span);
+            units[u] = unit_of(seq, qr0, qt, ratio, window, chunk, grid_off, &span);
             units[u].fused_at = one_pass ? (uint32_t)(fused_at / TKV_VK_ALIGN) : 0;
             for (uint32_t qr = qr0; qr < qr0 + qt && qr < rows; qr++)
                 row_units[(uint64_t)seq->q_first * ratio + qr] = u;
@@ -651,6 +660,7 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
         .scale = a->scale,
         .softcap = a->softcap,
         .threshold = a->sparse_v_threshold,
+        .grid_off = (uint32_t)grid_off,
     };
     struct vk_merge_push merge = {
         .part_acc = work + acc_at,

@@ -75,6 +75,7 @@ void vk_knobs_read(struct vk_device *dev)
     k->separate_prepare = (v = getenv("TURBO_VK_PREPARE")) && *v && strcmp(v, "0") != 0;
     k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
     k->no_fused_step = (v = getenv("TURBO_VK_FUSED_STEP")) && !strcmp(v, "0");
+    k->no_grid_shift = v && !strcmp(v, "noshift");
     k->no_input_barrier = (v = getenv("TURBO_VK_INPUT_BARRIER")) && !strcmp(v, "0");
     k->no_input_ring = (v = getenv("TURBO_VK_INPUT_RING")) && !strcmp(v, "0");
     k->merge_dispatch = (v = getenv("TURBO_VK_MERGE")) && *v && strcmp(v, "0") != 0;

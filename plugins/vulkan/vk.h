@@ -239,6 +239,7 @@ struct vk_knobs {
                            * inputs' update (measurement only: the dispatch may read them before) */
     int no_input_ring;    /* TURBO_VK_INPUT_RING=0: queued attentions' inputs captured into the commands */
     int no_fused_step;    /* TURBO_VK_FUSED_STEP=0: append_attention as the pair of appends, then the attention */
+    int no_grid_shift;    /* TURBO_VK_FUSED_STEP=noshift: a fused step's chunks on the unshifted grid */
     int math_in_inputs;   /* TURBO_VK_MATH: the attention shaders' tables address at the head of the
                            * call's inputs (default on CPU devices), not a specialization constant */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */

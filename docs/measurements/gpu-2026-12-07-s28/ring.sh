@@ -1,12 +1,15 @@
 #!/bin/bash
 # SPDX-License-Identifier: MIT
 # Session 28: queued attentions' inputs in the input ring (host.c,
-# vk_input_slot) checked on NVIDIA (test_host_vulkan with its 300 calls in
-# one command buffer, test_vulkan_ops, the conformance), then the per-token
-# step with the ring (TURBO_VK_INPUT_RING=1) against the capture into the
-# commands (=0), alternating, the fence polled; then the plugin as it is
-# with the blocking wait, OpenCL's step, both attention kernels alone and
-# PyTorch's f16 SDPA, all in the same run.
+# vk_input_slot) and the fused step's shifted chunk grid (attention.c,
+# grid_off) checked on NVIDIA (test_host_vulkan with its 300 calls in one
+# command buffer, test_vulkan_ops, the conformance), then the per-token
+# step: capture into the commands and the unshifted grid
+# (TURBO_VK_INPUT_RING=0 TURBO_VK_FUSED_STEP=noshift: session 27's plugin),
+# the ring alone, the ring and the shift; the fence polled. Then the plugin
+# as it is with the blocking wait, OpenCL's step, both attention kernels
+# alone and PyTorch's f16 SDPA, all in the same run; a second round of the
+# three where time is left.
 set -u
 R=$PWD
 O=${OUT:-/tmp/out}
@@ -22,12 +25,11 @@ T=same_bytes_every_format,attention_agrees,paged_and_options_agree
 (echo "== TKV_TESTS=$T test_backends vulkan"; TKV_TESTS=$T timeout 150 build/tests/test_backends vulkan; echo "rc $? at ${SECONDS} s") > "$O/conformance-vulkan.txt" 2>&1
 grep -E "^\[ *(FAILED|PASSED|ERROR) |differ|rc " "$O/conformance-vulkan.txt"
 P="turbokv bench --per-token --types turbo3 --ctx 4K,128K --layers 32 --warm-ms 300 --backend vulkan"
-for i in 1 2; do
-  for r in 1 0; do
-    (echo "== TKV_BENCH_VK_WAIT=spin TURBO_VK_INPUT_RING=$r $P"; TKV_BENCH_VK_WAIT=spin TURBO_VK_INPUT_RING=$r timeout 100 build/tools/$P; echo "rc $? at ${SECONDS} s") >> "$O/per-token-ring$r.txt" 2>&1
-    echo "== ring $r"; grep -E "^turbo|^rc" "$O/per-token-ring$r.txt" | tail -3
-  done
-done
+ab() { # $1 ring, $2 fused step knob
+  (echo "== TKV_BENCH_VK_WAIT=spin TURBO_VK_INPUT_RING=$1 TURBO_VK_FUSED_STEP=$2 $P"; TKV_BENCH_VK_WAIT=spin TURBO_VK_INPUT_RING=$1 TURBO_VK_FUSED_STEP=$2 timeout 100 build/tools/$P; echo "rc $? at ${SECONDS} s") >> "$O/per-token-ring$1-$2.txt" 2>&1
+  echo "== ring $1 fused $2"; grep -E "^turbo|^rc" "$O/per-token-ring$1-$2.txt" | tail -3
+}
+ab 0 noshift; ab 1 noshift; ab 1 1
 P="turbokv bench --per-token --types turbo3,turbo3o --ctx 4K,128K --layers 32 --warm-ms 300"
 for b in vulkan opencl; do
   (echo "== $P --backend $b"; timeout 120 build/tools/$P --backend $b; echo "rc $? at ${SECONDS} s") > "$O/per-token-$b.txt" 2>&1
@@ -39,3 +41,5 @@ A="turbokv bench --types turbo3,turbo3o --ctx 4K,16K,128K --tokens 1 --seqs 1 --
 (echo "== $A --backend vulkan"; timeout 100 build/tools/$A --backend vulkan; echo "rc $? at ${SECONDS} s") > "$O/attn-vulkan.txt" 2>&1
 (echo "== TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20 $A --backend opencl"; TURBO_OCL_KERNEL_NS=1 TURBO_OCL_REPEAT=20 timeout 100 build/tools/$A --backend opencl; echo "rc $? at ${SECONDS} s") > "$O/attn-opencl.txt" 2>&1
 for b in vulkan opencl; do echo "== attn $b"; grep -E "^turbo|^rc|^type" "$O/attn-$b.txt"; done
+# the second round where time is left
+[ $SECONDS -lt 430 ] && { ab 1 1; ab 0 noshift; ab 1 noshift; }

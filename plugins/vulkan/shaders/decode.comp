@@ -209,7 +209,8 @@ void append_rows(uint unit_index, uint h, uint cg)
     const uint p_first = p0 + unit.qr0 / pc.ratio, hi = p0 + qr_last / pc.ratio + 1u;
     const uint lo = pc.window != 0u && p_first + 1u > pc.window ? p_first + 1u - pc.window : 0u;
     const uint c = unit.c_first + cg;
-    const uint p_lo = max(ap.first, max(c * pc.chunk, lo)), p_hi = min(ap.first + ap.n, min(c * pc.chunk + pc.chunk, hi));
+    const uint p_lo = max(ap.first, max(c * pc.chunk, lo + pc.grid_off) - pc.grid_off);
+    const uint p_hi = min(ap.first + ap.n, min(c * pc.chunk + pc.chunk, hi + pc.grid_off) - pc.grid_off);
     const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
     // K and V rows of one format (and xs holding two rows): one call of two
     // rows, else a call a row
@@ -424,7 +425,11 @@ void main()
     const uint64_t blocks = pc.inputs + uint64_t(pc.blocks_at) * TKV_VK_ALIGN + 4ul * unit.block_first;
     // this subgroup's rows of the chunk
     const uint c = unit.c_first + cg, per_sg = pc.chunk / NSG;
-    const uint begin = max(c * pc.chunk + sgid * per_sg, lo_tile), end = min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile);
+    // (the chunks' grid shifted by grid_off rows: lo_tile and hi_tile
+    // shifted alike, the result back; an empty part ends where it begins)
+    const uint begin_s = max(c * pc.chunk + sgid * per_sg, lo_tile + pc.grid_off);
+    const uint begin = begin_s - pc.grid_off;
+    const uint end = max(min(c * pc.chunk + (sgid + 1u) * per_sg, hi_tile + pc.grid_off), begin_s) - pc.grid_off;
 
     // The unit's queries (rows past its last are zero), rotated here with
     // Q_ROT as the rows shader would: R q. Where each invocation's elements

@@ -255,7 +255,9 @@
     uint32_t window;       /* 0: none */                                            \
     float scale;                                                                    \
     float softcap;         /* 0: none */                                            \
-    float threshold;
+    float threshold;                                                                \
+    uint32_t grid_off;     /* decode.comp: chunk c holds positions                  \
+                            * [c chunk - grid_off, (c + 1) chunk - grid_off) */
 
 /* merge.comp: one output row from the partials of its chunks. */
 #define TKV_VK_MERGE_PUSH                                                           \

@@ -162,7 +162,8 @@ void merge_unit(Unit unit, uint unit_index, uint h)
         uint n_skip = 0u;
         if (qr0 + t < n_q_rows) {
             const uint p = p0 + (qr0 + t) / pc.ratio, lo = pc.window != 0u && p + 1u > pc.window ? p + 1u - pc.window : 0u;
-            const uint c_lo = lo / pc.chunk - unit.c_first, nc = p / pc.chunk - lo / pc.chunk + 1u;
+            const uint c_lo = (lo + pc.grid_off) / pc.chunk - unit.c_first;
+            const uint nc = (p + pc.grid_off) / pc.chunk - (lo + pc.grid_off) / pc.chunk + 1u;
             const uint64_t first = (uint64_t(unit.q_first * pc.ratio + qr0 + t) * pc.n_kv + h) * pc.max_chunks + c_lo;
             CVec4s ml = CVec4s(ml_base + 16ul * first);
             CVec4s part = CVec4s(pc.work + 4ul * (first * VA * HEAD_DIM));
