@@ -809,10 +809,23 @@ static void refuses_bad_host_devices(void **state)
     tkv_context_close(c);
 }
 
-int main(void)
+/* Arguments NAME=VALUE: environment for the plugin, set before it is
+ * opened (a variant with its knobs: meson test host-vulkan-shift);
+ * TKV_TESTS=NAME,NAME runs only those tests. */
+int main(int argc, char **argv)
 {
     rng_state = 4242u;
-    const struct CMUnitTest tests[] = {
+    for (int i = 1; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) {
+            fprintf(stderr, "test_host_vulkan: '%s' is not NAME=VALUE\n", argv[i]);
+            return 2;
+        }
+        *eq = '\0';
+        setenv(argv[i], eq + 1, 1);
+        printf("test_host_vulkan: %s=%s\n", argv[i], eq + 1);
+    }
+    const struct CMUnitTest all[] = {
         cmocka_unit_test(opens_on_the_hosts_device),
         cmocka_unit_test(matches_cpu),
         cmocka_unit_test(fused_step_matches_two_calls),
@@ -820,5 +833,21 @@ int main(void)
         cmocka_unit_test(refuses_bad_tensors),
         cmocka_unit_test(refuses_bad_host_devices),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    const size_t n_all = sizeof all / sizeof all[0];
+    const char *only = getenv("TKV_TESTS");
+    struct CMUnitTest tests[sizeof all / sizeof all[0]];
+    size_t n = 0;
+    for (size_t i = 0; i < n_all; i++) {
+        const size_t len = strlen(all[i].name);
+        int listed = !only;
+        for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0))
+            listed |= strcspn(p, ",") == len && !strncmp(p, all[i].name, len);
+        if (listed)
+            tests[n++] = all[i];
+    }
+    if (n == 0) {
+        fprintf(stderr, "test_host_vulkan: TKV_TESTS='%s' names no test here\n", only);
+        return 2;
+    }
+    return _cmocka_run_group_tests("tests", tests, n, setup, teardown);
 }

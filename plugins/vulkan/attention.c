@@ -500,26 +500,32 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
     if (dec_qt && resident && dev->sm_count && !dev->workgroups_set)
         target = (uint64_t)dev->sm_count * resident;
     uint64_t per_unit = target / (n_units * a->n_kv_heads);
-    /* A fused step (ABI 2.7, step 0): the grid of chunks shifted by
-     * grid_off rows so that the new tokens begin a chunk of their own. The
-     * workgroup that quantizes them then scores only them, and no workgroup
-     * with a whole chunk of rows waits for the encoding first. One chunk
-     * fewer for the other rows keeps the dispatch in one wave. */
-    const int shift = shader == VK_SHADER_DECODE_APPEND && !dev->knobs.no_grid_shift;
-    if (shift && per_unit > 1)
-        per_unit--;
     per_unit = per_unit < 1 ? 1 : per_unit;
     uint64_t chunk = round_up((span_max + per_unit - 1) / per_unit, rows_unit);
     uint64_t fewest = round_up((span_max + TKV_VK_MAX_CHUNKS - 2) / (TKV_VK_MAX_CHUNKS - 1), rows_unit);
     chunk = chunk < fewest ? fewest : chunk;
     chunk = chunk < min_rows ? min_rows : chunk;
-    const uint64_t grid_off = shift ? (chunk - ap->first % chunk) % chunk : 0;
-    uint64_t max_chunks = 0;
-    for (uint32_t s = 0; s < a->n_seqs; s++)
-        for (uint32_t qr0 = 0; qr0 < seq_at(a, s)->n_q * ratio; qr0 += qt) {
-            uint64_t n_chunks = unit_of(seq_at(a, s), qr0, qt, ratio, window, chunk, grid_off, &span).n_chunks;
-            max_chunks = n_chunks > max_chunks ? n_chunks : max_chunks;
-        }
+    /* A fused step (ABI 2.7, step 0): the grid of chunks shifted by
+     * grid_off rows so that the new tokens begin a chunk of their own. The
+     * workgroup that quantizes them then scores only them, and no workgroup
+     * with a whole chunk of rows waits for the encoding first. Only where
+     * the extra chunk still fits the wave (short contexts, whose chunks
+     * are at their fewest rows): on an H100 the shift took turbo3o's 4K
+     * step from 44.6 to 39.8 us a layer, and fewer, longer chunks to make
+     * room for it cost 3-7% at 128K (docs/measurements/
+     * gpu-2026-12-07-s28/). */
+    uint64_t grid_off = 0, max_chunks = 0;
+    for (int pass = shader == VK_SHADER_DECODE_APPEND && !dev->knobs.no_grid_shift ? 0 : 1; pass < 2; pass++) {
+        grid_off = pass == 0 ? (chunk - ap->first % chunk) % chunk : 0;
+        max_chunks = 0;
+        for (uint32_t s = 0; s < a->n_seqs; s++)
+            for (uint32_t qr0 = 0; qr0 < seq_at(a, s)->n_q * ratio; qr0 += qt) {
+                uint64_t n_chunks = unit_of(seq_at(a, s), qr0, qt, ratio, window, chunk, grid_off, &span).n_chunks;
+                max_chunks = n_chunks > max_chunks ? n_chunks : max_chunks;
+            }
+        if (pass == 1 || (n_units * a->n_kv_heads * max_chunks <= target && max_chunks <= TKV_VK_MAX_CHUNKS))
+            break;
+    }
 
     /* Inputs (queries, units, query rows' units, block table; prepared
      * queries after them) in dev->inputs: device-local memory the host
