@@ -25,6 +25,7 @@
 
 #include "turbokv.h"
 #include "saved_bytes.h"
+#include "test_args.h"
 
 /* Outputs differ only by float summation order (split-K merges, parallel
  * reductions): relative to the largest output magnitude of the row. */
@@ -100,8 +101,6 @@ static int backend_holds(uint32_t kt, uint32_t vt)
     }
     return 0;
 }
-
-static const char *next_entry(const char *p);
 
 /* TKV_SKIP_CONFIGS=PATTERN,...: the configurations of attention_agrees,
  * split_attention_rotations and wide_rows_agree whose label matches one of
@@ -654,27 +653,6 @@ static int teardown(void **state)
     return system(cmd) == 0 ? 0 : -1;
 }
 
-/* TKV_TESTS: a comma-separated list of test names. The entry after the
- * one at p; whether the entry at p is the whole of name; whether the list
- * has name as an entry. */
-static const char *next_entry(const char *p)
-{
-    return p + strcspn(p, ",") + (p[strcspn(p, ",")] != 0);
-}
-
-static int is_name(const char *p, const char *name)
-{
-    return strlen(name) == strcspn(p, ",") && !strncmp(p, name, strlen(name));
-}
-
-static int in_list(const char *list, const char *name)
-{
-    for (const char *p = list; *p; p = next_entry(p))
-        if (is_name(p, name))
-            return 1;
-    return 0;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -683,16 +661,8 @@ int main(int argc, char **argv)
         return 2;
     }
     backend = argv[1];
-    for (int i = 2; i < argc; i++) {
-        char *eq = strchr(argv[i], '=');
-        if (!eq) {
-            fprintf(stderr, "test_backends: '%s' is not NAME=VALUE\n", argv[i]);
-            return 2;
-        }
-        *eq = '\0';
-        setenv(argv[i], eq + 1, 1);
-        printf("test_backends: %s=%s\n", argv[i], eq + 1);
-    }
+    if (set_env_args("test_backends", argc, argv, 2) != 0)
+        return 2;
     int rc = open_backend(backend, &ctx_b);
     if (rc != TKV_OK) {
         const char *ci = getenv("CI");
@@ -713,25 +683,9 @@ int main(int argc, char **argv)
     };
     /* TKV_TESTS=NAME,NAME: only those (a variant whose knobs reach only
      * some of the shaders); a name that is none of them is an error */
-    const char *only = getenv("TKV_TESTS");
-    const size_t n_all = sizeof all / sizeof all[0];
     struct CMUnitTest tests[sizeof all / sizeof all[0]];
-    size_t n = 0;
-    for (size_t i = 0; i < n_all; i++)
-        if (!only || in_list(only, all[i].name))
-            tests[n++] = all[i];
-    for (const char *p = only; p && *p; p = next_entry(p)) {
-        size_t i = 0;
-        while (i < n_all && !is_name(p, all[i].name))
-            i++;
-        if (*p != ',' && i == n_all) {
-            fprintf(stderr, "test_backends: TKV_TESTS names '%.*s', which is no test here\n", (int)strcspn(p, ","), p);
-            return 2;
-        }
-    }
-    if (n == 0) {
-        fprintf(stderr, "test_backends: TKV_TESTS='%s' names no test\n", only);
+    size_t n;
+    if (select_tests("test_backends", all, sizeof all / sizeof all[0], tests, &n) != 0)
         return 2;
-    }
     return _cmocka_run_group_tests("tests", tests, n, setup, teardown);
 }

@@ -37,6 +37,7 @@
 
 #include "turbokv.h"
 #include "host_tensors.h"
+#include "test_args.h"
 
 #define L 5        /* layers */
 #define KV 2       /* kv heads */
@@ -815,16 +816,8 @@ static void refuses_bad_host_devices(void **state)
 int main(int argc, char **argv)
 {
     rng_state = 4242u;
-    for (int i = 1; i < argc; i++) {
-        char *eq = strchr(argv[i], '=');
-        if (!eq) {
-            fprintf(stderr, "test_host_vulkan: '%s' is not NAME=VALUE\n", argv[i]);
-            return 2;
-        }
-        *eq = '\0';
-        setenv(argv[i], eq + 1, 1);
-        printf("test_host_vulkan: %s=%s\n", argv[i], eq + 1);
-    }
+    if (set_env_args("test_host_vulkan", argc, argv, 1) != 0)
+        return 2;
     const struct CMUnitTest all[] = {
         cmocka_unit_test(opens_on_the_hosts_device),
         cmocka_unit_test(matches_cpu),
@@ -833,21 +826,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(refuses_bad_tensors),
         cmocka_unit_test(refuses_bad_host_devices),
     };
-    const size_t n_all = sizeof all / sizeof all[0];
-    const char *only = getenv("TKV_TESTS");
     struct CMUnitTest tests[sizeof all / sizeof all[0]];
-    size_t n = 0;
-    for (size_t i = 0; i < n_all; i++) {
-        const size_t len = strlen(all[i].name);
-        int listed = !only;
-        for (const char *p = only; p && *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] != 0))
-            listed |= strcspn(p, ",") == len && !strncmp(p, all[i].name, len);
-        if (listed)
-            tests[n++] = all[i];
-    }
-    if (n == 0) {
-        fprintf(stderr, "test_host_vulkan: TKV_TESTS='%s' names no test here\n", only);
+    size_t n;
+    if (select_tests("test_host_vulkan", all, sizeof all / sizeof all[0], tests, &n) != 0)
         return 2;
-    }
     return _cmocka_run_group_tests("tests", tests, n, setup, teardown);
 }
