@@ -508,14 +508,14 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
     /* A fused step (ABI 2.7, step 0): the grid of chunks shifted by
      * grid_off rows so that the new tokens begin a chunk of their own. The
      * workgroup that quantizes them then scores only them, and no workgroup
-     * with a whole chunk of rows waits for the encoding first. Only where
-     * the extra chunk still fits the wave (short contexts, whose chunks
-     * are at their fewest rows): on an H100 the shift took turbo3o's 4K
-     * step from 44.6 to 39.8 us a layer, and fewer, longer chunks to make
-     * room for it cost 3-7% at 128K (docs/measurements/
-     * gpu-2026-12-07-s28/). */
+     * with a whole chunk of rows waits for the encoding first. Only at
+     * short contexts, whose chunks are at their fewest rows, and where the
+     * extra chunk still fits the wave: on an H100 the shift took turbo3o's
+     * 4K step from 44.6 to 39.8 us a layer, and cost 3% (turbo3) and 7%
+     * (turbo3o) at 128K (docs/measurements/gpu-2026-12-07-s28/). */
     uint64_t grid_off = 0, max_chunks = 0;
-    for (int pass = shader == VK_SHADER_DECODE_APPEND && !dev->knobs.no_grid_shift ? 0 : 1; pass < 2; pass++) {
+    const int try_shift = shader == VK_SHADER_DECODE_APPEND && !dev->knobs.no_grid_shift && chunk == min_rows;
+    for (int pass = try_shift ? 0 : 1; pass < 2; pass++) {
         grid_off = pass == 0 ? (chunk - ap->first % chunk) % chunk : 0;
         max_chunks = 0;
         for (uint32_t s = 0; s < a->n_seqs; s++)
