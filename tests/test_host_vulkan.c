@@ -17,7 +17,11 @@
  * That the calls only record is checked directly: before the host submits,
  * the outputs still hold what the host put there. The pool grows during a
  * recorded step (its copies ride in the host's command buffer, the old
- * buffers outlive it). Bad device tensors, calls that would wait while a
+ * buffers outlive it). More attentions are recorded into one command buffer
+ * than the plugin has input slots, each seeing its own queries. The fused
+ * step (append_attention) matches the two calls; `meson test
+ * host-vulkan-shift` runs it on the shifted chunk grid. Bad device
+ * tensors, calls that would wait while a
  * command buffer is set and bad host devices are refused, naming what is
  * wrong, and change nothing.
  *
