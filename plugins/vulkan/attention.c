@@ -464,6 +464,12 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
      * workgroups an SM holds at once (resident) */
     VkPipeline pipeline;
     enum vk_shader shader = wide_qt ? VK_SHADER_DECODE_WIDE : dec_qt ? VK_SHADER_DECODE : VK_SHADER_ATTENTION;
+    /* turbo3 on the tensor cores (tensor.c, shaders/tensor.glsl) where
+     * decode.comp would run with its queries rotated and its chunks merged
+     * inside; not the fused step (decode_append) */
+    if (shader == VK_SHADER_DECODE && !ap && fused && one_pass &&
+        vk_tc_takes(dev, a, qt, k_buf->address, v_buf->address))
+        shader = VK_SHADER_DECODE_TC;
     uint32_t resident = 0;
     if (ap) {
         /* step 0 needs the merge inside the dispatch (the append record
@@ -626,11 +632,11 @@ static int attention_call(struct vk_device *dev, const struct tkv_attention_args
 
     /* TURBO_VK_CLOCK: decode.comp's clock variant, its records read back */
     const uint64_t n_wgs = n_units * a->n_kv_heads * max_chunks;
-    const int clocked = dev->clock_ok && shader == VK_SHADER_DECODE && !queued;
+    const int clocked = dev->clock_ok && (shader == VK_SHADER_DECODE || shader == VK_SHADER_DECODE_TC) && !queued;
     if (clocked) {
         if ((rc = vk_scratch(dev, &dev->clocks, n_wgs * TKV_VK_CLOCK_WORDS * sizeof(uint64_t), 1, op)) != TKV_OK)
             return rc;
-        shader = VK_SHADER_DECODE_CLOCK;
+        shader = shader == VK_SHADER_DECODE_TC ? VK_SHADER_DECODE_TC_CLOCK : VK_SHADER_DECODE_CLOCK;
         spec[TKV_VK_SPEC_CLOCK_LO] = (uint32_t)dev->clocks->address;
         spec[TKV_VK_SPEC_CLOCK_HI] = (uint32_t)(dev->clocks->address >> 32);
         /* (its chunks are sized by the plain pipeline's registers: the

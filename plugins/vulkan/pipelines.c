@@ -24,6 +24,9 @@
 #include "merge_spv.h"
 #include "decode_append_denorm_spv.h"
 #include "decode_append_spv.h"
+#include "decode_tc_clock_spv.h"
+#include "decode_tc_spv.h"
+#include "tc_probe_spv.h"
 #include "quantize_fp32_denorm_spv.h"
 #include "quantize_fp32_spv.h"
 #include "quantize_fp64_denorm_spv.h"
@@ -188,7 +191,7 @@ static void print_statistics(struct vk_device *dev, VkPipeline p, const char *wh
 }
 
 /* spec[i] is specialization constant i; n of them are given. */
-static int create_pipeline(struct vk_device *dev, enum vk_shader which, const uint32_t *spec, uint32_t n,
+int vk_create_pipeline(struct vk_device *dev, enum vk_shader which, const uint32_t *spec, uint32_t n,
                            const char *what, VkPipeline *out)
 {
     VkSpecializationMapEntry entries[TKV_VK_SPEC_COUNT];
@@ -262,7 +265,13 @@ int vk_pipelines_create(struct vk_device *dev)
          (rc = create_module(dev, VK_SHADER_DECODE_CLOCK, decode_clock_spv, sizeof decode_clock_spv, "decode_clock")) !=
              TKV_OK) ||
         (dev->fp64 &&
-         (rc = create_exact_module(dev, VK_SHADER_DECODE_APPEND, decode_append_spirv, "decode_append")) != TKV_OK))
+         (rc = create_exact_module(dev, VK_SHADER_DECODE_APPEND, decode_append_spirv, "decode_append")) != TKV_OK) ||
+        (dev->coopmat &&
+         ((rc = create_module(dev, VK_SHADER_DECODE_TC, decode_tc_spv, sizeof decode_tc_spv, "decode_tc")) != TKV_OK ||
+          (rc = create_module(dev, VK_SHADER_TC_PROBE, tc_probe_spv, sizeof tc_probe_spv, "tc_probe")) != TKV_OK)) ||
+        (dev->coopmat && dev->clock_ok &&
+         (rc = create_module(dev, VK_SHADER_DECODE_TC_CLOCK, decode_tc_clock_spv, sizeof decode_tc_clock_spv,
+                             "decode_tc_clock")) != TKV_OK))
         return rc;
     VkPushConstantRange push = {
         .stageFlags = VK_SHADER_STAGE_COMPUTE_BIT, .offset = 0, .size = VK_PUSH_BYTES,
@@ -274,9 +283,9 @@ int vk_pipelines_create(struct vk_device *dev)
     if ((r = vkCreatePipelineLayout(dev->device, &layout, NULL, &dev->layout)) != VK_SUCCESS)
         return vk_fail("open", "vkCreatePipelineLayout", r);
     const uint32_t wg = TKV_VK_WG;
-    if ((rc = create_pipeline(dev, VK_SHADER_QUANTIZE, &wg, 1, "open: quantize pipeline", &dev->quantize)) != TKV_OK ||
-        (rc = create_pipeline(dev, VK_SHADER_ROWS, &wg, 1, "open: rows pipeline", &dev->rows)) != TKV_OK ||
-        (rc = create_pipeline(dev, VK_SHADER_MERGE, &wg, 1, "open: merge pipeline", &dev->merge)) != TKV_OK)
+    if ((rc = vk_create_pipeline(dev, VK_SHADER_QUANTIZE, &wg, 1, "open: quantize pipeline", &dev->quantize)) != TKV_OK ||
+        (rc = vk_create_pipeline(dev, VK_SHADER_ROWS, &wg, 1, "open: rows pipeline", &dev->rows)) != TKV_OK ||
+        (rc = vk_create_pipeline(dev, VK_SHADER_MERGE, &wg, 1, "open: merge pipeline", &dev->merge)) != TKV_OK)
         return rc;
     return TKV_OK;
 }
@@ -317,11 +326,13 @@ int vk_attention_pipeline(struct vk_device *dev, enum vk_shader shader, const ui
     struct vk_attention_pipeline *p = &dev->attention[dev->n_attention];
     memcpy(p->spec, spec, sizeof p->spec);
     p->shader = shader;
-    int rc = create_pipeline(dev, shader, spec, TKV_VK_SPEC_COUNT,
+    int rc = vk_create_pipeline(dev, shader, spec, TKV_VK_SPEC_COUNT,
                              shader == VK_SHADER_DECODE        ? "attention: decode pipeline"
                              : shader == VK_SHADER_DECODE_CLOCK ? "attention: decode_clock pipeline"
                              : shader == VK_SHADER_DECODE_WIDE ? "attention: decode_wide pipeline"
                              : shader == VK_SHADER_DECODE_APPEND ? "attention: decode_append pipeline"
+                             : shader == VK_SHADER_DECODE_TC   ? "attention: decode_tc pipeline"
+                             : shader == VK_SHADER_DECODE_TC_CLOCK ? "attention: decode_tc_clock pipeline"
                                                                : "attention: pipeline",
                              &p->pipeline);
     if (rc != TKV_OK)

@@ -76,6 +76,7 @@ void vk_knobs_read(struct vk_device *dev)
     k->no_decode = (v = getenv("TURBO_VK_DECODE")) && !strcmp(v, "0");
     k->no_fused_step = (v = getenv("TURBO_VK_FUSED_STEP")) && !strcmp(v, "0");
     k->no_grid_shift = v && !strcmp(v, "noshift");
+    k->tc = (v = getenv("TURBO_VK_TC")) && !strcmp(v, "1");
     k->no_input_barrier = (v = getenv("TURBO_VK_INPUT_BARRIER")) && !strcmp(v, "0");
     k->no_input_ring = (v = getenv("TURBO_VK_INPUT_RING")) && !strcmp(v, "0");
     k->merge_dispatch = (v = getenv("TURBO_VK_MERGE")) && *v && strcmp(v, "0") != 0;
@@ -155,6 +156,8 @@ const char *vk_fns_instance(struct vk_fns *fn, PFN_vkGetInstanceProcAddr gipa, V
         return "vk" #name;
     VK_INSTANCE_FNS(LOAD)
 #undef LOAD
+    fn->GetPhysicalDeviceCooperativeMatrixPropertiesNV =
+        (PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV)gipa(instance, "vkGetPhysicalDeviceCooperativeMatrixPropertiesNV");
     return NULL;
 }
 
@@ -190,6 +193,8 @@ struct vk_candidate {
     int exec_stats; /* VK_KHR_pipeline_executable_properties: TURBO_VK_PROFILE prints the compiler's statistics */
     int shader_clock; /* VK_KHR_shader_clock: TURBO_VK_CLOCK's clock records */
     uint32_t sm_count, warps_per_sm; /* VK_NV_shader_sm_builtins: streaming multiprocessors, warps each holds */
+    int coopmat; /* VK_NV_cooperative_matrix with the 16x8x16 fp16 x fp16 + fp32 shape a subgroup of 32 runs,
+                  * shaderFloat16, the Vulkan memory model (at device scope) and subgroup shuffles and votes */
     char driver[128];
 };
 
@@ -221,6 +226,42 @@ static int create_instance(VkInstance *instance, struct vk_fns *fn, const char *
         return VK_ERROR_STATUS(TKV_ENODEV, "%s: the Vulkan loader has no %s", op, missing);
     }
     return TKV_OK;
+}
+
+/* Whether decode_tc can run on physical (VK_NV_cooperative_matrix listed):
+ * the 16x8x16 shape of fp16 A and B, fp32 C and D at subgroup scope, the
+ * features it needs, subgroups of 32 with shuffles and votes. */
+static int coopmat_usable(const struct vk_fns *fn, VkPhysicalDevice physical,
+                          const VkPhysicalDeviceVulkan12Features *f12, const VkPhysicalDeviceVulkan11Properties *p11)
+{
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV };
+    VkPhysicalDeviceFeatures2 f2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_FEATURES_2, .pNext = &cm };
+    fn->GetPhysicalDeviceFeatures2(physical, &f2);
+    VkPhysicalDeviceCooperativeMatrixPropertiesNV cp = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_PROPERTIES_NV,
+    };
+    VkPhysicalDeviceProperties2 p2 = { .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PROPERTIES_2, .pNext = &cp };
+    fn->GetPhysicalDeviceProperties2(physical, &p2);
+    const VkSubgroupFeatureFlags ops = VK_SUBGROUP_FEATURE_SHUFFLE_BIT | VK_SUBGROUP_FEATURE_VOTE_BIT;
+    if (!cm.cooperativeMatrix || !f12->shaderFloat16 || !f12->vulkanMemoryModel ||
+        !f12->vulkanMemoryModelDeviceScope || p11->subgroupSize != 32 ||
+        (p11->subgroupSupportedOperations & ops) != ops ||
+        !(cp.cooperativeMatrixSupportedStages & VK_SHADER_STAGE_COMPUTE_BIT))
+        return 0;
+    VkCooperativeMatrixPropertiesNV shapes[64];
+    uint32_t n = 64;
+    for (uint32_t i = 0; i < n; i++)
+        shapes[i] = (VkCooperativeMatrixPropertiesNV){ .sType = VK_STRUCTURE_TYPE_COOPERATIVE_MATRIX_PROPERTIES_NV };
+    VkResult r = fn->GetPhysicalDeviceCooperativeMatrixPropertiesNV(physical, &n, shapes);
+    if (r != VK_SUCCESS && r != VK_INCOMPLETE)
+        return 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (shapes[i].MSize == 16 && shapes[i].NSize == 8 && shapes[i].KSize == 16 &&
+            shapes[i].AType == VK_COMPONENT_TYPE_FLOAT16_NV && shapes[i].BType == VK_COMPONENT_TYPE_FLOAT16_NV &&
+            shapes[i].CType == VK_COMPONENT_TYPE_FLOAT32_NV && shapes[i].DType == VK_COMPONENT_TYPE_FLOAT32_NV &&
+            shapes[i].scope == VK_SCOPE_SUBGROUP_NV)
+            return 1;
+    return 0;
 }
 
 /* Fills c for a device the shaders can run on; otherwise returns 0 with
@@ -295,15 +336,18 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
     uint32_t n_ext = 0;
     if (fn->EnumerateDeviceExtensionProperties(physical, NULL, &n_ext, NULL) == VK_SUCCESS && n_ext) {
         VkExtensionProperties *ext = calloc(n_ext, sizeof *ext);
-        int maintenance4 = 0, sm_builtins = 0;
+        int maintenance4 = 0, sm_builtins = 0, coopmat = 0;
         if (ext && fn->EnumerateDeviceExtensionProperties(physical, NULL, &n_ext, ext) == VK_SUCCESS)
             for (uint32_t i = 0; i < n_ext; i++) {
                 maintenance4 |= !strcmp(ext[i].extensionName, VK_KHR_MAINTENANCE_4_EXTENSION_NAME);
                 c->exec_stats |= !strcmp(ext[i].extensionName, VK_KHR_PIPELINE_EXECUTABLE_PROPERTIES_EXTENSION_NAME);
                 c->shader_clock |= !strcmp(ext[i].extensionName, VK_KHR_SHADER_CLOCK_EXTENSION_NAME);
                 sm_builtins |= !strcmp(ext[i].extensionName, VK_NV_SHADER_SM_BUILTINS_EXTENSION_NAME);
+                coopmat |= !strcmp(ext[i].extensionName, VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME);
             }
         free(ext);
+        if (coopmat && fn->GetPhysicalDeviceCooperativeMatrixPropertiesNV)
+            c->coopmat = coopmat_usable(fn, physical, &f12, &p11);
         if (sm_builtins) { /* a property query: the extension need not be enabled */
             VkPhysicalDeviceShaderSMBuiltinsPropertiesNV sm = {
                 .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_SHADER_SM_BUILTINS_PROPERTIES_NV,
@@ -597,8 +641,22 @@ static int create_device(struct vk_device *dev, const struct vk_candidate *c)
         .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_PIPELINE_EXECUTABLE_PROPERTIES_FEATURES_KHR,
         .pipelineExecutableInfo = VK_TRUE,
     };
-    const char *exts[2];
+    const char *exts[3];
     info.ppEnabledExtensionNames = exts;
+    /* decode_tc (tensor.c): the cooperative matrices, fp16 arithmetic and
+     * the memory model their SPIR-V declares */
+    VkPhysicalDeviceCooperativeMatrixFeaturesNV cm = {
+        .sType = VK_STRUCTURE_TYPE_PHYSICAL_DEVICE_COOPERATIVE_MATRIX_FEATURES_NV, .cooperativeMatrix = VK_TRUE,
+    };
+    if (c->coopmat && dev->knobs.tc) {
+        f12.shaderFloat16 = VK_TRUE;
+        f12.vulkanMemoryModel = VK_TRUE;
+        f12.vulkanMemoryModelDeviceScope = VK_TRUE;
+        cm.pNext = f12.pNext;
+        f12.pNext = &cm;
+        exts[info.enabledExtensionCount++] = VK_NV_COOPERATIVE_MATRIX_EXTENSION_NAME;
+        dev->coopmat = 1;
+    }
     if ((dev->knobs.profile || dev->sm_count) && c->exec_stats) {
         stats.pNext = f12.pNext;
         f12.pNext = &stats;
@@ -842,7 +900,7 @@ static int vk_open(const struct tkv_open_params *params, void **dev_out)
     const struct vk_candidate *c = &list[params->device_index];
     if ((rc = take_properties(dev, c)) != TKV_OK || (rc = create_device(dev, c)) != TKV_OK ||
         (rc = create_objects(dev, c)) != TKV_OK || (rc = vk_pipelines_create(dev)) != TKV_OK ||
-        (rc = vk_tables_upload(dev)) != TKV_OK)
+        (rc = vk_tables_upload(dev)) != TKV_OK || (rc = vk_tc_probe(dev)) != TKV_OK)
         goto fail;
     char denorm[72];
     denorm_describe(dev->denorm_preserve, dev->denorm_reported, denorm, sizeof denorm); /* as pipelines.c made them */

@@ -54,6 +54,8 @@ struct vk_fns {
     VK_INSTANCE_FNS(VK_FN_MEMBER)
     VK_DEVICE_FNS(VK_FN_MEMBER)
 #undef VK_FN_MEMBER
+    /* optional (NULL where the instance lacks it): VK_NV_cooperative_matrix's shapes */
+    PFN_vkGetPhysicalDeviceCooperativeMatrixPropertiesNV GetPhysicalDeviceCooperativeMatrixPropertiesNV;
 };
 
 /* The instance functions of instance through gipa; NULL, or the name of
@@ -187,6 +189,9 @@ enum vk_shader {
     VK_SHADER_DECODE_WIDE,
     VK_SHADER_DECODE_CLOCK, /* decode.comp with its clock records: TURBO_VK_CLOCK=1 only */
     VK_SHADER_DECODE_APPEND, /* decode.comp with step 0, the new rows' encoder: devices with shaderFloat64 */
+    VK_SHADER_DECODE_TC, /* decode.comp with tensor.glsl's loop: dev->coopmat only, taken where dev->tc */
+    VK_SHADER_TC_PROBE,  /* tc_probe.comp: dev->coopmat only (tensor.c) */
+    VK_SHADER_DECODE_TC_CLOCK, /* decode_tc with its clock records: TURBO_VK_CLOCK=1 and dev->coopmat only */
     VK_SHADER_COUNT
 };
 
@@ -240,6 +245,8 @@ struct vk_knobs {
     int no_input_ring;    /* TURBO_VK_INPUT_RING=0: queued attentions' inputs captured into the commands */
     int no_fused_step;    /* TURBO_VK_FUSED_STEP=0: append_attention as the pair of appends, then the attention */
     int no_grid_shift;    /* TURBO_VK_FUSED_STEP=noshift: a fused step's chunks on the unshifted grid */
+    int tc;               /* TURBO_VK_TC=1: cooperative matrices enabled where usable, decode_tc run where the
+                           * probe passes (tensor.c; off by default until it is faster than decode.comp) */
     int math_in_inputs;   /* TURBO_VK_MATH: the attention shaders' tables address at the head of the
                            * call's inputs (default on CPU devices), not a specialization constant */
     void *last_upload;    /* VK_SKIP_UPLOAD: the bytes the last call uploaded */
@@ -317,6 +324,10 @@ struct vk_device {
     uint32_t target_workgroups; /* attention workgroups that fill the device */
     int workgroups_set;         /* TURBO_VK_WORKGROUPS gave target_workgroups */
     uint32_t sm_count, warps_per_sm; /* NVIDIA (VK_NV_shader_sm_builtins), else 0 */
+    int coopmat;             /* VK_NV_cooperative_matrix enabled (16x8x16 fp16 products, fp32 sums, a subgroup
+                              * of 32; with shaderFloat16 and the Vulkan memory model): a device of the plugin's
+                              * own only */
+    int tc;                  /* the probe found tensor.glsl's fragment layouts: decode_tc runs turbo3 (tensor.c) */
 
     const struct tkv_math *math;
     struct vk_buffer *math_buf;
@@ -504,6 +515,16 @@ int vk_usable(const struct vk_device *dev, const char *op);
 
 /* The math tables (tables.c): built and uploaded once per device. */
 int vk_tables_upload(struct vk_device *dev);
+/* spec[i] is specialization constant i of shader `which`; n of them are
+ * given (pipelines.c). */
+int vk_create_pipeline(struct vk_device *dev, enum vk_shader which, const uint32_t *spec, uint32_t n,
+                       const char *what, VkPipeline *out);
+/* tensor.c: sets dev->tc (tc_probe.comp's layouts are tensor.glsl's) on a
+ * device with dev->coopmat; whether decode_tc takes an attention call whose
+ * decode.comp units hold qt query rows (K and V pools at those addresses). */
+int vk_tc_probe(struct vk_device *dev);
+int vk_tc_takes(const struct vk_device *dev, const struct tkv_attention_args *a, uint32_t qt, uint64_t k_address,
+                uint64_t v_address);
 
 /* ---- device tensors (host.c) ------------------------------------------- */
 

@@ -51,6 +51,13 @@
 #extension GL_KHR_shader_subgroup_basic : require
 #extension GL_KHR_shader_subgroup_arithmetic : require
 #extension GL_EXT_control_flow_attributes : require
+#if defined(TKV_TC) && TKV_TC // tensor.glsl
+#extension GL_NV_cooperative_matrix : require
+#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require
+#extension GL_KHR_memory_scope_semantics : require
+#extension GL_KHR_shader_subgroup_shuffle : require
+#extension GL_KHR_shader_subgroup_vote : require
+#endif
 
 #define TKV_VK_MATH_SPEC
 #include "common.glsl"
@@ -130,22 +137,32 @@ const uint VR = V_ROWS_SET != 0u ? V_ROWS_SET : 4u;
 const uint Q_STRIDE = K_ENC == TKV_VK_ENC_TURBO && Q_ROT == TKV_VK_ROT_NONE && K_SPLIT != 0u ? 2u * HEAD_DIM : HEAD_DIM;
 #define NEG_INF uintBitsToFloat(0xff800000u)
 
-shared vec4 qs[HEAD_DIM * QT4];        // [element][query row / 4]
+// TKV_TC=1 (the decode_tc variant): the loop of tensor.glsl, which keeps
+// none of the loop's arrays below (each then one element)
+#if defined(TKV_TC) && TKV_TC
+#define LOOP_ARRAY(n) 1u
+#else
+#define LOOP_ARRAY(n) (n)
+#endif
+shared vec4 qs[LOOP_ARRAY(HEAD_DIM * QT4)]; // [element][query row / 4]
 shared vec4 qo[K_SPLIT != 0u ? HEAD_DIM * QT4 : 1u]; // outlier-split keys: q itself, as qs
 shared float xs[QT * HEAD_DIM];        // the raw queries while Q_ROT rotates them; at the end the partials
 shared float xo[V_SPLIT != 0u ? QT * HEAD_DIM : 1u]; // outlier-split values: the outliers' partials
 shared float cent_k[80], cent_v[80];   // codebooks of the group sizes: [gi * 16 + index]
-shared vec4 ws[WG * QT4];              // per subgroup lane: its row's weights
-shared uint vs[WG * VRW];              // per subgroup lane: its V row, from bit 0
-shared uint keep[WG];                  // per subgroup lane: some query row keeps its V
+shared vec4 ws[LOOP_ARRAY(WG * QT4)];  // per subgroup lane: its row's weights
+shared uint vs[LOOP_ARRAY(WG * VRW)];  // per subgroup lane: its V row, from bit 0
+shared uint keep[LOOP_ARRAY(WG)];      // per subgroup lane: some query row keeps its V
 // outlier-split values: per subgroup lane and outlier slot o, the rows of
 // the batch whose o-th outlier lies in that lane's coordinates (bit r: row
 // base + r)
 shared uint omask[V_SPLIT != 0u ? WG * N_OUT : 1u];
-shared float vsc[WG * VSC];            // per subgroup lane: its V row's scales, as floats
+shared float vsc[LOOP_ARRAY(WG * VSC)]; // per subgroup lane: its V row's scales, as floats
 
 #include "rotate.glsl"
 #include "partials.glsl"
+#if defined(TKV_TC) && TKV_TC
+#include "tensor.glsl"
+#endif
 
 // TKV_APPEND=1 (the decode_append variants, ABI 2.7's append_attention,
 // with FUSED): step 0 below quantizes the new tokens' rows with the
@@ -445,8 +462,10 @@ void main()
                 query_element(lid + k * WG, h, unit.q_first, qr0, n_q_rows, qv[k], qraw[k]);
         }
     uint kw[TKV_VK_DECODE_ROW_WORDS], vw[TKV_VK_DECODE_ROW_WORDS];
+#if !defined(TKV_TC) || !TKV_TC
     if (begin + lane < end)
         load_pair(begin + lane, h, blocks, kw, vw);
+#endif
     if (Q_REGS)
         [[unroll]] for (uint k = 0u; k < ROT_MAXK; k++) {
             const uint e = lid + k * WG;
@@ -474,10 +493,14 @@ void main()
         wht_rows(QT, HEAD_DIM, groups, qf);
     else if (Q_ROT != TKV_VK_ROT_NONE)
         rotate_rows(QT, HEAD_DIM, groups, Q_ROT, false, MATH);
+#if defined(TKV_TC) && TKV_TC
+    tc_prepare(group_index(HEAD_DIM)); // (the rotations end with a barrier)
+#else
     for (uint e = lid; e < HEAD_DIM * QT4 * 4u; e += WG) {
         uint i = e / (QT4 * 4u), t = e % (QT4 * 4u);
         qs[i * QT4 + t / 4u][t % 4u] = t < QT ? xs[t * HEAD_DIM + i] : 0.0;
     }
+#endif
     if (lid < 80u) {
         cent_k[lid] = ck;
         cent_v[lid] = cv;
@@ -520,6 +543,9 @@ void main()
     } else {
         v_bit = 16u * d0;
     }
+#if defined(TKV_TC) && TKV_TC
+    tc_loop(h, begin, end, blocks, lo, hi, m_run, l_own, skipped, acc);
+#else
     for (uint base = begin; base < end; base += SG) {
         const uint j = base + lane;
         // this lane's K and V rows (the first batch's are in flight since
@@ -723,6 +749,7 @@ void main()
         if ((DBG & TKV_VK_DBG_NO_SYNC) == 0u)
             subgroupBarrier(); // ws, vs, keep and omask are rewritten by the next batch
     }
+#endif
 
     CLOCK_MARK(wid, TKV_VK_CLOCK_LOOP);
     chunk_partial(unit, h, cg, m_run, l_own, skipped, acc, acco);

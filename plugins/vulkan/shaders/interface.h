@@ -149,8 +149,11 @@
 #define TKV_VK_DBG_NO_K_OUTLIERS 64u  /* decode.comp: outlier-split keys scored without their outliers (wrong results) */
 #define TKV_VK_DBG_NO_V_OUTLIERS 128u /* decode.comp: outlier-split values without their outliers (wrong results) */
 
-/* Workgroup size of every shader. */
+/* Workgroup size of every shader (tc_probe.comp: one subgroup of 32). */
 #define TKV_VK_WG 128u
+/* tc_probe.comp's record per invocation: the counts of A's and C's
+ * elements, A's 8, C's 4 (tensor.c). */
+#define TKV_VK_TC_PROBE_FLOATS 14u
 /* Shared memory of the attention shader (it must fit the 32 KB Vulkan
  * devices offer in practice; lavapipe has exactly that): a batch of K rows,
  * then of V rows, staged in TKV_VK_STAGE_BYTES, plus a query tile of up to
