@@ -371,7 +371,9 @@ static int usable(const struct vk_fns *fn, VkPhysicalDevice physical, struct vk_
                       VK_API_VERSION_MAJOR(c->props.apiVersion), VK_API_VERSION_MINOR(c->props.apiVersion),
                       VK_API_VERSION_PATCH(c->props.apiVersion));
     if (c->sm_count && at > 0 && (size_t)at < sizeof c->driver) /* what sizes the attention dispatch */
-        snprintf(c->driver + at, sizeof c->driver - (size_t)at, ", %u SMs", c->sm_count);
+        at += snprintf(c->driver + at, sizeof c->driver - (size_t)at, ", %u SMs", c->sm_count);
+    if (c->coopmat && at > 0 && (size_t)at < sizeof c->driver) /* decode_tc, opt-in (tensor.c) */
+        snprintf(c->driver + at, sizeof c->driver - (size_t)at, ", tensor cores with TURBO_VK_TC=1");
     return 1;
 }
 
