@@ -21,7 +21,7 @@ for p in "${patches[@]}"; do
   git worktree prune
   git worktree add -q --detach "$src" HEAD
   git -C "$src" apply "$p"
-  meson setup -q "$src/build" "$src" > /dev/null
+  meson setup "$src/build" "$src" > /dev/null
   ninja -C "$src/build" plugins/vulkan/turbokv-vulkan.so > /dev/null
   mkdir -p ".tc-variants/$name"
   cp "$src/build/plugins/vulkan/turbokv-vulkan.so" ".tc-variants/$name/"
