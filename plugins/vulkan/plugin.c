@@ -843,6 +843,9 @@ static int adopt(struct vk_device *dev, const struct tkv_host_device *host)
     int rc = host_candidate(host, &dev->fn, &c);
     if (rc != TKV_OK)
         return rc;
+    char *tc_note = strstr(c.driver, ", tensor cores with TURBO_VK_TC=1");
+    if (tc_note) /* (decode_tc runs on a device of the plugin's own only) */
+        *tc_note = '\0';
     dev->adopted = 1;
     dev->instance = (VkInstance)host->vulkan.instance;
     dev->device = (VkDevice)host->vulkan.device;

@@ -88,6 +88,15 @@ int vk_tc_probe(struct vk_device *dev)
     if (pipeline != VK_NULL_HANDLE)
         vkDestroyPipeline(dev->device, pipeline, NULL);
     vk_buffer_destroy(dev, out);
+    /* the probe is optional: where it cannot run, decode.comp does (a lost
+     * device fails the open) */
+    if (rc != TKV_OK && !dev->lost) {
+        vk_svc->log(TKV_LOG_WARN, "vulkan: TURBO_VK_TC=1: the tensor-core probe failed (status %d): turbo3 "
+                                  "attention stays on decode.comp",
+                    rc);
+        dev->tc = 0;
+        return TKV_OK;
+    }
     return rc;
 }
 
@@ -96,7 +105,7 @@ int vk_tc_takes(const struct vk_device *dev, const struct tkv_attention_args *a,
 {
     const struct tkv_pool *k = &a->k, *v = &a->v;
     return dev->tc && k->fmt.type == TKV_TYPE_TURBO3 && v->fmt.type == TKV_TYPE_TURBO3 && k->fmt.head_dim == 128 &&
-           k->row_bytes == 50 && v->row_bytes == 50 && qt <= 4 && dev->subgroup == 32 && TKV_VK_WG == 128 &&
+           k->row_bytes == 50 && v->row_bytes == 50 && qt <= 4 && dev->subgroup == 32 &&
            k->block_tokens % 16 == 0 && v->block_tokens == k->block_tokens && k->head_stride % 16 == 0 &&
            k->block_stride % 16 == 0 && v->head_stride % 16 == 0 && v->block_stride % 16 == 0 &&
            k_address % 16 == 0 && v_address % 16 == 0;

@@ -16,7 +16,11 @@
 //            Columns 0..3 hold the query rows' fp16 hi halves, 4..7 their lo
 //            halves (x_lo = fp16(x - x_hi)); K's centroids are split alike
 //            and multiplied in two products, k_hi (q_hi | q_lo) + k_lo
-//            (q_hi | q_lo): as exact as float FMAs. Lanes t and t ^ 2 add
+//            (q_hi | q_lo): about float's precision (fp16's smallest step,
+//            2^-24, bounds a split value's absolute error by 2^-25: below
+//            1/4 the relative error grows as 2^-25 / x; for P' below, the
+//            weights times V's scales, that costs accuracy where V rows
+//            have norms below about 1e-3). Lanes t and t ^ 2 add
 //            their columns c and c + 4 by one shuffle.
 //            The dimensions are permuted (K's and Q's alike) so that lane t
 //            (row g = t / 4 and g + 8, c = t % 4) holds, over the 8 steps,
@@ -129,9 +133,12 @@ void tc_prepare(uint gi)
                                       ((1u << (n)) - 1u))
 
 // The bytes a lane reads of a tile (16 rows from row in0 of a pool block,
-// its bytes from kb and vb; rows 2 r and 2 r + 1 are 100 bytes apart, so
-// a row's byte offset mod 4 is 2 (r mod 2)): whole words, loaded one tile
-// ahead of their use and shifted into place then.
+// its bytes from kb and vb; rows r and r + 2 are 100 bytes apart, so a
+// row's byte offset mod 4 is 2 (r mod 2)): whole words, loaded one tile
+// ahead of their use and shifted into place then. (A K run's fourth word,
+// needed where the run starts 2 bytes into a word, is read by every lane:
+// for row 15 it is the 4 bytes after the tile, past a pool's last row its
+// buffer's slack, VK_BUFFER_SLACK.)
 //   k[0..3], k[4..7]: K rows g, g + 8 from byte 2 + 12 c (96 bits)
 //   v[2 i], v[2 i + 1]: V row 2c + (i & 1) + 8 (i >> 1) from byte 2 + 6 g
 //   sc[0..3]: the words holding the scales of K rows g, g + 8, V rows g, g + 8
@@ -205,7 +212,7 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
     // them, V's of rows 2c (+ 8) and 2c + 1 (+ 8) 2 + 6 g bytes in
     const uint sh_k = (g & 1u) == 0u ? 16u : 0u, sh_v = sh_k, sh_w = 16u - sh_k;
     const uint sh_sa = (g & 1u) != 0u ? 16u : 0u; // the scales of rows g, g + 8
-    uint tb = begin & ~15u;
+    uint tb = begin < end ? begin & ~15u : end; // (an empty range takes no tile)
     // the next tile's words in flight while one is computed
     TcRaw nx;
     if (tb < end)
@@ -224,8 +231,9 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
         v1[0] = TC_SHIFT(cur.v, 2u, sh_w), v1[1] = sh_w == 0u ? cur.v[3] : cur.v[3] >> 16u;
         v2[0] = TC_SHIFT(cur.v, 4u, sh_v), v2[1] = sh_v == 0u ? cur.v[5] : cur.v[5] >> 16u;
         v3[0] = TC_SHIFT(cur.v, 6u, sh_w), v3[1] = sh_w == 0u ? cur.v[7] : cur.v[7] >> 16u;
-        const float ksa = unpackHalf2x16(cur.sc[0] >> sh_sa).x, ksb = unpackHalf2x16(cur.sc[1] >> sh_sa).x;
-        const float vsa = unpackHalf2x16(cur.sc[2] >> sh_sa).x, vsb = unpackHalf2x16(cur.sc[3] >> sh_sa).x;
+        // (the scales as decode.comp reads them: subnormal ones exact)
+        const float ksa = tc_from_h((cur.sc[0] >> sh_sa) & 0xffffu), ksb = tc_from_h((cur.sc[1] >> sh_sa) & 0xffffu);
+        const float vsa = tc_from_h((cur.sc[2] >> sh_sa) & 0xffffu), vsb = tc_from_h((cur.sc[3] >> sh_sa) & 0xffffu);
 
         // scores: two chains (even and odd steps); TURBO_VK_SHADER_SKIP=scores:
         // made-up scores from the words
