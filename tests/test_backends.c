@@ -84,6 +84,18 @@ static void attention_rows(float *x, size_t n)
         x[i] = isfinite(x[i]) && fabsf(x[i]) <= 65504.0f ? x[i] : 1.0f;
 }
 
+/* Output row r's error against the reference a: the largest difference
+ * over its dim values relative to its largest magnitude (at least floor) */
+static double row_error(const float *a, const float *b, size_t r, uint32_t dim, double floor)
+{
+    double mag = 0, err = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        mag = fmax(mag, fabs(a[r * dim + i]));
+        err = fmax(err, fabs(a[r * dim + i] - b[r * dim + i]));
+    }
+    return err / (mag > floor ? mag : floor);
+}
+
 /* 1 if the backend under test holds keys kt and values vt (its device
  * capabilities); else prints that the pair is skipped and why, once per pair. */
 static int backend_holds(uint32_t kt, uint32_t vt)
@@ -276,12 +288,7 @@ static void attention_agrees(void **state)
                         assert_int_equal(sa.rows_total, sb.rows_total);
                         assert_true(sb.rows_skipped <= sb.rows_total);
                         for (size_t r = 0; r < n / dim; r++) {
-                            double mag = 0, err = 0;
-                            for (uint32_t i = 0; i < dim; i++) {
-                                mag = fmax(mag, fabs(oa[r * dim + i]));
-                                err = fmax(err, fabs(oa[r * dim + i] - ob[r * dim + i]));
-                            }
-                            double rel = err / (mag > 1e-6 ? mag : 1e-6);
+                            double rel = row_error(oa, ob, r, dim, 1e-6);
                             worst = fmax(worst, rel);
                             if (rel > ATTN_TOLERANCE)
                                 fail_msg("%s attention K %s V %s head_dim %u ctx %u gqa %u n_q %u row %zu: relative "
@@ -446,17 +453,13 @@ static double paged_options_case(uint32_t kt, uint32_t vt, uint32_t dim, uint32_
         if (tkv_attention_ex(b, 0, SEQS, ids, nq, QH, q, ob, &oo) != TKV_OK)
             fail_msg("attention on %s: %s", backend, tkv_last_error());
         for (size_t r = 0; r < n / DIM; r++) {
-            double mag = 0, err = 0;
-            for (uint32_t i = 0; i < DIM; i++) {
-                mag = fmax(mag, fabs(oa[r * DIM + i]));
-                err = fmax(err, fabs(oa[r * DIM + i] - ob[r * DIM + i]));
-            }
-            worst = fmax(worst, err / (mag > 1e-6 ? mag : 1e-6));
-            if (err / (mag > 1e-6 ? mag : 1e-6) > ATTN_TOLERANCE)
+            const double rel = row_error(oa, ob, r, DIM, 1e-6);
+            worst = fmax(worst, rel);
+            if (rel > ATTN_TOLERANCE)
                 fail_msg("%s paged attention K %s V %s head_dim %u block_tokens %u (window %u, softcap %g) row %zu: "
                          "relative error %.3g",
                          backend, tkv_type_name(kt), tkv_type_name(vt), dim, bt, opts[o].window,
-                         (double)opts[o].softcap, r, err / (mag > 1e-6 ? mag : 1e-6));
+                         (double)opts[o].softcap, r, rel);
             if (fabs((double)la[r] - (double)lb[r]) > 1e-4 * (1.0 + fabs((double)la[r])))
                 fail_msg("%s lse K %s V %s head_dim %u block_tokens %u row %zu: %.7g vs cpu %.7g", backend,
                          tkv_type_name(kt), tkv_type_name(vt), dim, bt, r, (double)lb[r], (double)la[r]);
@@ -482,6 +485,75 @@ static void paged_and_options_agree(void **state)
     paged_options_case(TKV_TYPE_TURBO3, TKV_TYPE_TURBO3, 128, 32, 0);
     if (backend_holds(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT))
         paged_options_case(TKV_TYPE_TURBO3_OUT, TKV_TYPE_TURBO3_OUT, 128, 32, 0);
+}
+
+/* V rows of small norms (~5e-5: heads whose values nearly vanish) attend
+ * within the tolerance, relative to outputs as small as the rows: a path
+ * that carries the weights times V's scales in fp16 (the tensor-core
+ * kernels' B fragments, split into hi and lo halves) must keep them in
+ * fp16's normal range whatever the norms. Two caches: every row at norm
+ * ~5e-5, and norms stepping up 2^(10/3)-fold from one tile of 16 rows to
+ * the next over periods of 64 rows (a kernel that rescales as larger norms
+ * arrive must rescale the sums it holds; there an output's error counts
+ * relative to a tenth of the largest rows' values at least: outputs that
+ * nearly cancel differ by the order of float sums). turbo3
+ * and turbo3o at head_dim 128 (the tensor-core kernels' types), 1,500
+ * rows in a capacity of a multiple of 16 (what they take), GQA 4 with 1
+ * and 2 query tokens (units of 4 and 8 query rows). */
+static void small_values_agree(void **state)
+{
+    (void)state;
+    enum { KV = 2, DIM = 128, GQA = 4, CTX = 1500, CAP = 1536, ROW = KV * DIM };
+    static const uint32_t types[] = { TKV_TYPE_TURBO3, TKV_TYPE_TURBO3_OUT };
+    float *k = malloc(sizeof *k * CTX * ROW), *v = malloc(sizeof *v * CTX * ROW);
+    double worst = 0;
+    for (size_t t = 0; t < 2; t++)
+        for (int steps = 0; steps < 2; steps++) {
+            if (!backend_holds(types[t], types[t]))
+                continue;
+            fill_rows(k, CTX, ROW, 3.0f);
+            fill_rows(v, CTX, ROW, 1.0f);
+            attention_rows(k, (size_t)CTX * ROW);
+            attention_rows(v, (size_t)CTX * ROW);
+            /* values of 1.5e-6: norms ~5e-5 (with fill_rows' tenfold values;
+             * scales among fp16's subnormals) */
+            const double scale = 1.5e-6, floor = 0.1 * scale * (steps ? 1024.0 : 1.0);
+            for (uint32_t j = 0; j < CTX; j++) {
+                const float f = (float)scale * (steps ? exp2f(10.0f / 3.0f * (float)(j / 16 % 4)) : 1.0f);
+                for (uint32_t i = 0; i < ROW; i++)
+                    v[(size_t)j * ROW + i] *= f;
+            }
+            tkv_cache *a = make(ctx_cpu, KV, DIM, CAP, 1, types[t], types[t], 0, 0);
+            tkv_cache *b = make(ctx_b, KV, DIM, CAP, 1, types[t], types[t], 0, 0);
+            assert_int_equal(tkv_cache_append(a, 0, 0, CTX, k, v), TKV_OK);
+            assert_int_equal(tkv_cache_append(b, 0, 0, CTX, k, v), TKV_OK);
+            for (uint32_t nq = 1; nq <= 2; nq++) {
+                const size_t n = (size_t)nq * KV * GQA * DIM;
+                float *q = malloc(sizeof *q * n), *oa = malloc(sizeof *oa * n), *ob = malloc(sizeof *ob * n);
+                for (size_t i = 0; i < n; i++)
+                    q[i] = 2.0f * gauss();
+                uint32_t id = 0;
+                assert_int_equal(tkv_attention(a, 0, 1, &id, nq, KV * GQA, q, oa, NULL), TKV_OK);
+                if (tkv_attention(b, 0, 1, &id, nq, KV * GQA, q, ob, NULL) != TKV_OK)
+                    fail_msg("attention on %s: %s", backend, tkv_last_error());
+                for (size_t r = 0; r < n / DIM; r++) {
+                    const double rel = row_error(oa, ob, r, DIM, floor);
+                    worst = fmax(worst, rel);
+                    if (rel > ATTN_TOLERANCE)
+                        fail_msg("%s attention K/V %s, V norms %s, n_q %u row %zu: relative error %.3g", backend,
+                                 tkv_type_name(types[t]), steps ? "from 5e-5 in steps" : "~5e-5", nq, r, rel);
+                }
+                free(q);
+                free(oa);
+                free(ob);
+            }
+            tkv_cache_destroy(a);
+            tkv_cache_destroy(b);
+        }
+    free(k);
+    free(v);
+    print_message("%s vs cpu: small V norms, worst attention relative error %.3g (tolerance %.1g)\n", backend, worst,
+                  ATTN_TOLERANCE);
 }
 
 /* A file written by one backend is read by the other, and both then answer
@@ -680,6 +752,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(files_cross_backends),
         cmocka_unit_test(sparse_v_counts),
         cmocka_unit_test(wide_rows_agree),
+        cmocka_unit_test(small_values_agree),
     };
     /* TKV_TESTS=NAME,NAME: only those (a variant whose knobs reach only
      * some of the shaders); a name that is none of them is an error */

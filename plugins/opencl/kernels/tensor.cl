@@ -208,6 +208,26 @@ inline void tc_split(float x, ushort *hi, ushort *lo)
 
 inline uint tc_pack(ushort lo, ushort hi) { return (uint)lo | (uint)hi << 16; }
 
+/* 2^k (k in -126 .. 127) */
+inline float tc_pow2(int k) { return as_float((uint)(k + 127) << 23); }
+
+/* P' (a tile's weights times V's scales, split by tc_split into the B
+ * fragments' fp16 hi and lo halves) is taken times 2^pe, pe from the
+ * largest V scale a warp has seen, so that the products of the rows that
+ * count lie high in fp16's range whatever V's norms: the split's absolute
+ * error floor, 2^-25, would be a relative error of ~3e-4 at norms of 1e-4.
+ * TC_PE0 is pe before any scale (that of fp16's smallest, 2^-24); a pe
+ * that moves (only down) rescales the sums exactly, and they are taken
+ * times 2^-pe at the end. pe for the warp's largest scale vmax (fp16, so
+ * a normal float): P' <= vmax 2^pe < 2^14; at most TC_PE0, at least that
+ * of fp16's largest finite (-2, where vmax is Inf). */
+#define TC_PE0 37
+inline int tc_pe_of(float vmax)
+{
+    const int e = (int)(as_uint(vmax) >> 23) - 126; /* vmax = f 2^e, f in [0.5, 1) */
+    return clamp(14 - e, -2, TC_PE0);
+}
+
 /* the 32 bits of hi:lo from bit sh (0 .. 31) on: one funnel shift, no
  * select for sh = 0 */
 inline uint tc_funnel(uint lo, uint hi, uint sh)
@@ -670,6 +690,7 @@ TC_UNROLL
         }
 
     float m[2][2], l[2][2], o[2][8][4];
+    int pe = TC_PE0; /* o is the sums times 2^pe (tc_pe_of) */
     uint skipped[2][2]; /* sparse V: visible rows of this lane's elements whose V is left out */
 TC_UNROLL
     for (uint nt = 0; nt < NT; nt++) {
@@ -745,6 +766,24 @@ TC_UNROLL
          * must be their scales) */
         const float sva = g < n_in ? tc_half_at(svb, g * RB) : 0.0f;
         const float svb_ = g + 8u < n_in ? tc_half_at(svb, (g + 8u) * RB) : 0.0f;
+        /* pe for the largest V scale of the warp's tiles so far (the
+         * tile's 16 rows: g and g + 8 of every lane), pf what the sums take
+         * where it moves, p2 what P' takes */
+        float pf = 1.0f;
+        {
+            float vmax = fmax(fabs(sva), fabs(svb_));
+TC_UNROLL
+            for (uint sh = 4u; sh < 32u; sh <<= 1)
+                vmax = fmax(vmax, shfl_xor(vmax, sh));
+            if (vmax > 0.0f) {
+                const int pt = tc_pe_of(vmax);
+                if (pt < pe) {
+                    pf = tc_pow2(pt - pe);
+                    pe = pt;
+                }
+            }
+        }
+        const float p2 = tc_pow2(pe);
         float c[4][3][4];
 TC_UNROLL
         for (uint nt = 0; nt < 4u; nt++)
@@ -877,7 +916,7 @@ TC_UNROLL
          * the weights in ps without V's scales (the outliers take them so,
          * the B fragments are scaled below); the tile's corrections */
         int wa_ = 0, wb_ = 0;
-        const float ma = OUT ? 1.0f : sva, mb = OUT ? 1.0f : svb_;
+        const float ma = OUT ? 1.0f : sva * p2, mb = OUT ? 1.0f : svb_ * p2;
         __local float *cw = gmax + 2u * TC_W * QC + warp * QC;
 TC_UNROLL
         for (uint nt = 0; nt < NT; nt++) {
@@ -937,7 +976,7 @@ TC_UNROLL
             if (OUT)
 TC_UNROLL
                 for (int i = 0; i < 4; i++)
-                    pv[i] *= vs[i];
+                    pv[i] *= vs[i] * p2;
             ushort ph[4], pl[4];
 TC_UNROLL
             for (int i = 0; i < 4; i++)
@@ -970,15 +1009,15 @@ TC_UNROLL
         for (uint nt = 0; nt < NT; nt++)
             moved |= corr[nt][0] != 1.0f || corr[nt][1] != 1.0f;
         const uint moves = tc_ballot(moved);
-        if (moves)
+        if (moves || pf != 1.0f)
 TC_UNROLL
             for (int mm = 0; mm < 8; mm++)
 TC_UNROLL
                 for (uint nt = 0; nt < NT; nt++) {
-                    o[nt][mm][0] *= corr[nt][0];
-                    o[nt][mm][1] *= corr[nt][1];
-                    o[nt][mm][2] *= corr[nt][0];
-                    o[nt][mm][3] *= corr[nt][1];
+                    o[nt][mm][0] *= corr[nt][0] * pf;
+                    o[nt][mm][1] *= corr[nt][1] * pf;
+                    o[nt][mm][2] *= corr[nt][0] * pf;
+                    o[nt][mm][3] *= corr[nt][1] * pf;
                 }
 TC_UNROLL
         for (int mm = 0; mm < 8; mm++) {
@@ -1075,7 +1114,9 @@ TC_UNROLL
 TC_UNROLL
             for (uint w = 0; w < TC_W; w++)
                 big = fmax(big, wst[3u * (w * QC + col)]);
-            const float f = m[nt][j] == -INFINITY ? 0.0f : exp2(m[nt][j] - big);
+            /* (times 2^-pe: o holds the sums times 2^pe; a warp whose f
+             * is below 2^-89 adds nothing that counts) */
+            const float f = m[nt][j] == -INFINITY ? 0.0f : exp2(m[nt][j] - big) * tc_pow2(-pe);
             __local float *row = ob + (warp * QC + col) * TC_HD + 16u * g;
 TC_UNROLL
             for (uint mm = 0; mm < 8u; mm++) {

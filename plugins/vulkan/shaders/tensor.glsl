@@ -194,6 +194,13 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
     // this lane's two query rows' visible ranges and running maxima
     uint lo2[2], hi2[2];
     float mr[2], lr[2];
+    // P' is stored times 2^pe, pe from the largest V scale seen so far, so
+    // that the weights of the rows that count lie in fp16's normal range
+    // whatever the V rows' norms (the hi / lo split loses relative accuracy
+    // below 1/4); the sums are rescaled exactly where pe moves, and times
+    // 2^-pe at the end (pe_set false: no V scale seen yet)
+    int pe = 0;
+    bool pe_set = false;
     uint sk[2];
     [[unroll]] for (uint j = 0u; j < 2u; j++) {
         lo2[j] = 0u;
@@ -287,8 +294,27 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
             t = max(t, subgroupShuffleXor(t, 16u));
             tmax[j] = t;
         }
+        // the tile's largest V scale over the subgroup's rows (others may
+        // hold any bytes), and pe for it: P' <= scale < 2^(14 - pe)
+        float pf = 1.0; // what the sums take for a pe that moves
+        {
+            float vmax = max(ra >= begin && ra < end ? abs(vsa) : 0.0, rb >= begin && rb < end ? abs(vsb) : 0.0);
+            vmax = subgroupMax(vmax);
+            if (vmax > 0.0) {
+                int e;
+                frexp(vmax, e);
+                const int pt = 14 - e;
+                if (!pe_set) {
+                    pe = pt;
+                    pe_set = true;
+                } else if (pt < pe) {
+                    pf = ldexp(1.0, pt - pe);
+                    pe = pt;
+                }
+            }
+        }
         float corr[2];
-        bool rescale = false, any_w = false;
+        bool rescale = pf != 1.0, any_w = false;
         [[unroll]] for (uint j = 0u; j < 2u; j++) {
             const float m_new = max(mr[j], tmax[j]);
             corr[j] = m_new == NEG_INF ? 1.0 : exp(mr[j] - m_new);
@@ -309,7 +335,7 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
                 lsum += p;
                 // (a row outside the subgroup's range may hold any bytes: its
                 // scale is not read into a product)
-                p4[i] = w == 0.0 ? 0.0 : w * (r == 0u ? vsa : vsb);
+                p4[i] = w == 0.0 ? 0.0 : ldexp(w * (r == 0u ? vsa : vsb), pe);
                 any_w = any_w || w != 0.0;
             }
             if (counts)
@@ -321,7 +347,7 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
         if (subgroupAny(rescale))
             [[unroll]] for (uint m = 0u; m < 8u; m++)
                 [[unroll]] for (uint i = 0u; i < 4u; i++)
-                    oacc[m][i] *= corr[i & 1u];
+                    oacc[m][i] *= corr[i & 1u] * pf;
         if (!subgroupAny(any_w) || (DBG & TKV_VK_DBG_NO_VALUES) != 0u)
             continue; // no weight in the tile: the values add nothing
         // P' into B: row g (and g + 8), columns 2c, 2c + 1 (hi where c < 2)
@@ -365,6 +391,7 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
         [[unroll]] for (uint i = 0u; i < 4u; i++) {
             float o = oacc[m][i];
             o += subgroupShuffleXor(o, 2u);
+            o = ldexp(o, -pe); // (exact, but for results below float's normal range)
             const uint t = qa + (i & 1u), dim = 16u * g + 2u * m + (i >> 1u);
             if (counts && t < QT)
                 tc_o[(sgid * QT + t) * HEAD_DIM + dim] = o;
