@@ -22,7 +22,7 @@ for b in vulkan opencl; do
 done
 # Vulkan's opt-in tensor-core attention (plugins/vulkan/README.md, "Tensor
 # cores: decode_tc"): the attention tests with it taking the turbo3 calls
-TURBO_VK_TC=1 TKV_TESTS=attention_agrees,paged_and_options_agree,sparse_v_counts timeout 150 \
+TURBO_VK_TC=1 TKV_TESTS=attention_agrees,paged_and_options_agree,sparse_v_counts,small_values_agree timeout 150 \
     "$build/tests/test_backends" vulkan > "$out/conformance-vulkan-tc.txt" 2>&1
 echo "conformance vulkan, TURBO_VK_TC=1: exit $?" | tee -a "$out/gpu.txt"
 grep "vs cpu" "$out/conformance-vulkan-tc.txt"

@@ -6,7 +6,8 @@
 # the conformance with the new small_values_agree (V norms ~1e-4) on both
 # plugins, test_host_vulkan with decode_tc, then small_values_agree with
 # the plugins of the commit before (.tc-variants/vk-head, ocl-head, built
-# here by hand): it must fail there (the mutation evidence).
+# here by hand): it must fail there (the mutation evidence); last the
+# decode_tc variants speed.sh times (.tc-variants/next-*).
 # One output file, $OUT/check.txt.
 set -u
 R=$PWD
@@ -30,4 +31,7 @@ step "opencl tensor conformance" 300 TURBO_PLUGIN_PATH=$P/cpu:$P/opencl TKV_TEST
 step "host vulkan decode_tc" 100 TURBO_PLUGIN_PATH=$P/cpu:$P/vulkan TURBO_VK_TC=1 build/tests/test_host_vulkan
 step "vulkan decode_tc of HEAD~ small (must fail)" 100 TURBO_PLUGIN_PATH=$P/cpu:$R/.tc-variants/vk-head TURBO_VK_TC=1 TKV_TESTS=small_values_agree build/tests/test_backends vulkan
 step "opencl tensor of HEAD~ small (must fail)" 150 TURBO_PLUGIN_PATH=$P/cpu:$R/.tc-variants/ocl-head TKV_TESTS=small_values_agree build/tests/test_backends opencl
+for v in .tc-variants/next-*; do
+  step "vulkan $v attention_agrees, small_values_agree" 100 TURBO_PLUGIN_PATH=$P/cpu:$R/$v TURBO_VK_TC=1 TKV_TESTS=attention_agrees,small_values_agree build/tests/test_backends vulkan
+done
 grep -E "^== |^rc |PASSED|FAILED|ERROR|worst|relative|tensor|decode_tc|probe" "$F" | cut -c1-220
