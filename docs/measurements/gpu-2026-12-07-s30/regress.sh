@@ -22,7 +22,7 @@ for v in $vs; do
     build/tests/test_backends vulkan 2>&1 | grep -E "PASSED|FAILED|worst|relative" >> "$F"
 done
 B="build/tools/turbokv bench --backend vulkan --types turbo3 --ctx 4K,16K,128K --tokens 1 --seqs 1 --warm-ms 300"
-for r in 1 2; do
+for r in ${ROUNDS:-1 2}; do
   for v in build/plugins/vulkan $vs; do
     echo "== $v r$r" >> "$F"
     TURBO_PLUGIN_PATH=$P/cpu:$R/$v TURBO_VK_TC=1 timeout 40 $B 2>&1 | grep -E "^turbo3" | tail -1 >> "$F"

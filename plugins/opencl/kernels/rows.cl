@@ -45,7 +45,7 @@ typedef struct {
     float codes[TKV_N_GROUP_SIZES * ENC_FLOATS]; /* per group size (group_table) */
     float norm[TKV_MAX_GROUPS], norm_q[TKV_MAX_GROUPS], shat[TKV_MAX_GROUPS];
     int renorm;
-    uchar idx[ROW_DIM];
+    uchar idx[ROW_DIM]; /* 4-byte aligned (outlier_split_row reads its flags 4 at a time) */
     /* the WHT's D1, D2 of each value: +-1, exact as chars (4 KB less local
      * memory a work-group than floats, at head_dim 1024) */
     char sign1[ROW_DIM], sign2[ROW_DIM];
@@ -277,11 +277,15 @@ void turbo_encode_row(__global uchar *out, uint head_dim, uint type, uint rotati
  * then fp16 values), and zeroed in x for the turbo part. Value e is one of
  * them when fewer than n_o values come before it in the order (|x|
  * descending, index ascending: tkv_outlier_before), a total order on the
- * sanitized (finite)
- * row, |x| compared as its bits (the order of non-negative finite floats,
- * exact whatever the device does with subnormals); its place is the number
- * of outliers below its index. Most values stop counting after a few of
- * the row's. flag: head_dim bytes of scratch. */
+ * sanitized (finite) row, |x| compared as its bits (the order of
+ * non-negative finite floats, exact whatever the device does with
+ * subnormals). Most values stop counting after a few of the row's; the
+ * count is checked every 8 values (head_dim is a multiple of 8), whose 8
+ * loads are independent: an outlier, which counts through the whole row,
+ * then waits for 16 rounds of loads at head_dim 128 instead of 128 (as
+ * the Vulkan encoder does). Its place is the number of outliers below its
+ * index, the flags summed 4 at a time. flag: head_dim bytes of scratch,
+ * 4-byte aligned. */
 void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __local uchar *flag)
 {
     const uint lid = ROW_LID, n = ROW_N;
@@ -289,16 +293,22 @@ void outlier_split_row(__local float *x, __global uchar *out, uint head_dim, __l
     for (uint e = lid; e < head_dim; e += n) {
         const uint a = tkv_abs_bits(x[e]);
         uint before = 0u;
-        for (uint j = 0; j < head_dim && before < n_o; j++)
-            before += tkv_outlier_before(tkv_abs_bits(x[j]), j, a, e);
+        for (uint j0 = 0; j0 < head_dim && before < n_o; j0 += 8u) {
+#pragma unroll
+            for (uint jj = 0; jj < 8u; jj++)
+                before += tkv_outlier_before(tkv_abs_bits(x[j0 + jj]), j0 + jj, a, e) ? 1u : 0u;
+        }
         flag[e] = before < n_o;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
+    __local const uint *flag4 = (__local const uint *)flag;
     for (uint e = lid; e < head_dim; e += n) {
         if (!flag[e])
             continue;
         uint at = 0u;
-        for (uint j = 0; j < e; j++)
+        for (uint w = 0; w < e / 4u; w++) /* 4 flags of 0 or 1 a word */
+            at += (flag4[w] * 0x01010101u) >> 24;
+        for (uint j = e & ~3u; j < e; j++)
             at += flag[j];
         if (ib == 1u)
             out[at] = (uchar)e;
