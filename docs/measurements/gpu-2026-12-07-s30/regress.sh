@@ -7,7 +7,8 @@
 # range's tile start as before, s29run2 = the plugin of 96058c6, what
 # session 29 measured) checked on small_values_agree (subnormal scales)
 # and timed with this tree's decode_tc, alternating, two rounds.
-# One output file, $OUT/regress.txt.
+# One output file, $OUT/regress.txt. (Session 31's run kept the bench's
+# last turbo3 line, its sparse-V point at 16K; now the device-time row.)
 set -u
 R=$PWD
 O=${OUT:-/tmp/out}
@@ -25,7 +26,7 @@ B="build/tools/turbokv bench --backend vulkan --types turbo3 --ctx 4K,16K,128K -
 for r in ${ROUNDS:-1 2}; do
   for v in build/plugins/vulkan $vs; do
     echo "== $v r$r" >> "$F"
-    TURBO_PLUGIN_PATH=$P/cpu:$R/$v TURBO_VK_TC=1 timeout 40 $B 2>&1 | grep -E "^turbo3" | tail -1 >> "$F"
+    TURBO_PLUGIN_PATH=$P/cpu:$R/$v TURBO_VK_TC=1 timeout 40 $B 2>&1 | grep -A2 "^device time" | grep "^turbo3" >> "$F"
   done
 done
 cat "$F"
