@@ -1037,7 +1037,7 @@ static char *slurp(const char *path)
 /* Runs `turbokv ARGS` (ARGS shell-quoted by the caller) with the library's
  * defaults (an empty configuration file, no TURBO_* variable but the
  * plugin path); returns the exit code, stdout and stderr (malloc'ed). */
-static int cli(const char *args, char **out, char **err)
+static int cli_in(const char *plugin_path, const char *args, char **out, char **err)
 {
     char outp[4200], errp[4200], cmd[40000];
     if (!cli_config[0]) {
@@ -1049,7 +1049,7 @@ static int cli(const char *args, char **out, char **err)
              "env -u TURBO_SCHEME -u TURBO_K_TYPE -u TURBO_V_TYPE -u TURBO_LAYER_ADAPTIVE -u TURBO_LAYERS "
              "-u TURBO_BACKEND -u TURBO_CPU_ISA -u TURBO_LOG TURBO_CONFIG='%s' TURBO_PLUGIN_PATH='%s' '%s' %s "
              ">'%s' 2>'%s'",
-             cli_config, g.plugin_path ? g.plugin_path : "", turbokv(), args, outp, errp);
+             cli_config, plugin_path, turbokv(), args, outp, errp);
     int status = system(cmd);
     assert_true(status != -1 && WIFEXITED(status));
     *out = slurp(outp);
@@ -1057,6 +1057,11 @@ static int cli(const char *args, char **out, char **err)
     unlink(outp);
     unlink(errp);
     return WEXITSTATUS(status);
+}
+
+static int cli(const char *args, char **out, char **err)
+{
+    return cli_in(g.plugin_path ? g.plugin_path : "", args, out, err);
 }
 
 static void assert_one_line(const char *err, const char *has, const char *lacks)
@@ -1286,6 +1291,46 @@ static void test_cli_info_json_typed(void **state)
     free(err);
 }
 
+/* Run from the build tree, the tool searches the directories of a
+ * TURBO_PLUGIN_PATH the user set before the build's own plugin
+ * directories: a copy of the cpu plugin there is the one it loads (a
+ * measurement that points the variable at another build of a plugin must
+ * get that build, not the tree's). */
+static void test_cli_plugin_path_comes_first(void **state)
+{
+    (void)state;
+    char list[4200], src[4300] = "", dir[4200], dst[4300];
+    snprintf(list, sizeof list, "%s", g.plugin_path ? g.plugin_path : "");
+    for (char *save = NULL, *tok = strtok_r(list, ":", &save); tok && !src[0]; tok = strtok_r(NULL, ":", &save)) {
+        snprintf(src, sizeof src, "%s/turbokv-cpu.so", tok);
+        if (access(src, R_OK) != 0)
+            src[0] = '\0';
+    }
+    if (!src[0])
+        fail_msg("no turbokv-cpu.so in the test's plugin path %s", g.plugin_path ? g.plugin_path : "(unset)");
+    snprintf(dir, sizeof dir, "%s/tkv-test-plugins-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    assert_non_null(mkdtemp(dir));
+    snprintf(dst, sizeof dst, "%s/turbokv-cpu.so", dir);
+    FILE *in = fopen(src, "rb"), *to = fopen(dst, "wb");
+    assert_non_null(in);
+    assert_non_null(to);
+    char buf[1 << 16];
+    for (size_t n; (n = fread(buf, 1, sizeof buf, in)) > 0;)
+        assert_int_equal(fwrite(buf, 1, n, to), n);
+    fclose(in);
+    assert_int_equal(fclose(to), 0);
+    char *out, *err;
+    assert_int_equal(cli_in(dir, "info", &out, &err), 0);
+    char want[4400];
+    snprintf(want, sizeof want, " %s\n", dst);
+    if (!strstr(out, want))
+        fail_msg("turbokv info with TURBO_PLUGIN_PATH=%s should load the cpu plugin from there: %s", dir, out);
+    free(out);
+    free(err);
+    unlink(dst);
+    rmdir(dir);
+}
+
 /* bench's arithmetic floor in its --json output: on a CPU whose plugin
  * level has FMAs the multiply-add peak is measured, and each point's floor
  * is its multiply-adds (2 x query heads x head_dim per visible row; the
@@ -1410,6 +1455,7 @@ int main(void)
         cmocka_unit_test(test_cli_run),
         cmocka_unit_test(test_cli_ppl_windows),
         cmocka_unit_test(test_cli_info_json_typed),
+        cmocka_unit_test(test_cli_plugin_path_comes_first),
         cmocka_unit_test(test_cli_bench_plot),
         cmocka_unit_test(test_cli_manual_covers_every_option),
     };
