@@ -460,7 +460,8 @@ static int bench_opencl(const uint32_t *types, int n_types, const uint32_t *ctx,
     struct tkv_host_device hd = {
         .struct_size = sizeof hd, .backend = TKV_HOST_OPENCL, .opencl = { .context = o.cc, .device = dev, .queue = o.q },
     };
-    struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd };
+    struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd,
+                                        .plugin_path = tool_plugin_path() };
     struct token_host h = {
         .api = "opencl", .step_end = "queued, one clFinish", .impl = &o, .buffers = ocl_buffers,
         .release = ocl_release, .tensor = ocl_tensor, .step_end_fn = ocl_step_end,
@@ -810,7 +811,8 @@ static int bench_vulkan(const uint32_t *types, int n_types, const uint32_t *ctx,
             .vulkan = { .instance = v.instance, .physical_device = v.physical, .device = v.device, .queue = v.queue,
                         .queue_family = v.family, .api_version = VK_API_VERSION_1_2, .flags = v.flags },
         };
-        struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd };
+        struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd,
+                                        .plugin_path = tool_plugin_path() };
         struct token_host h = {
             .api = "vulkan", .step_end = "recorded into one command buffer, one submit and fence wait", .impl = &v,
             .buffers = vkh_buffers, .release = vkh_release, .tensor = vkh_tensor, .step_begin = vkh_step_begin,

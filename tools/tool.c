@@ -42,26 +42,31 @@ static int running_uninstalled(void)
 
 tkv_context *tool_open_context(const char *backend) { return tool_open_context_ex(backend, 0); }
 
+/* Uninstalled, the tools find the build tree's plugins, after the
+ * directories of a TURBO_PLUGIN_PATH the user set: a plugin there shadows
+ * the build's own of the same name, as it does for an installed tool (a
+ * measurement that points the variable at another build of a plugin gets
+ * that build). secure_getenv: not in a privileged process, where the
+ * library ignores the variable too. Where the two do not fit the library's
+ * 4 KB, the build's directories alone; the variable still comes next (and
+ * the library names what is wrong with it). NULL when installed. */
+const char *tool_plugin_path(void)
+{
+    static char path[4096];
+    if (!running_uninstalled())
+        return NULL;
+    const char *env = secure_getenv("TURBO_PLUGIN_PATH");
+    if (env && *env && strlen(env) + 1 + strlen(TKV_BUILD_PLUGIN_DIRS) < sizeof path) {
+        snprintf(path, sizeof path, "%s:%s", env, TKV_BUILD_PLUGIN_DIRS);
+        return path;
+    }
+    return TKV_BUILD_PLUGIN_DIRS;
+}
+
 tkv_context *tool_open_context_ex(const char *backend, int probe_all)
 {
-    struct tkv_context_options o = { .struct_size = sizeof o, .backend = backend, .probe_all = (uint32_t)probe_all };
-    /* Uninstalled, the tools find the build tree's plugins, after the
-     * directories of a TURBO_PLUGIN_PATH the user set: a plugin there
-     * shadows the build's own of the same name, as it does for an installed
-     * tool (a measurement that points the variable at another build of a
-     * plugin gets that build). secure_getenv: not in a privileged process,
-     * where the library ignores the variable too. Where the two do not fit
-     * the library's 4 KB, the build's directories alone; the variable still
-     * comes next (and the library names what is wrong with it). */
-    static char path[4096];
-    if (running_uninstalled()) {
-        const char *env = secure_getenv("TURBO_PLUGIN_PATH");
-        o.plugin_path = TKV_BUILD_PLUGIN_DIRS;
-        if (env && *env && strlen(env) + 1 + strlen(TKV_BUILD_PLUGIN_DIRS) < sizeof path) {
-            snprintf(path, sizeof path, "%s:%s", env, TKV_BUILD_PLUGIN_DIRS);
-            o.plugin_path = path;
-        }
-    }
+    struct tkv_context_options o = { .struct_size = sizeof o, .backend = backend, .probe_all = (uint32_t)probe_all,
+                                     .plugin_path = tool_plugin_path() };
     tkv_context *ctx = NULL;
     int rc = tkv_context_open(&o, &ctx);
     if (rc != TKV_OK) {

@@ -32,6 +32,10 @@ int tool_bench_paged(const char *backend, const uint32_t *ctx, int n_ctx, uint32
  * build tree's plugin directories searched first when the tool runs
  * uninstalled. backend may be NULL (config/env decide). Prints the error
  * and returns NULL on failure. */
+/* The plugin path the tools pass to tkv_context_open: run from the build
+ * tree, TURBO_PLUGIN_PATH's directories then the build's plugin
+ * directories; installed, NULL (the library's own search). */
+const char *tool_plugin_path(void);
 tkv_context *tool_open_context(const char *backend);
 /* The same; probe_all: load and list every plugin found even when a backend
  * is named (turbokv info). */
