@@ -1331,6 +1331,28 @@ static void test_cli_plugin_path_comes_first(void **state)
     rmdir(dir);
 }
 
+/* The per-token bench opens its contexts on a host's device it creates
+ * itself; run from the build tree with no TURBO_PLUGIN_PATH it must still
+ * find the build's plugins (it searched only the installed directories
+ * until session 31). Vulkan where it is available (under CI=true it must
+ * be: lavapipe). */
+static void test_cli_per_token_finds_build_plugins(void **state)
+{
+    (void)state;
+    if (!backend_available("vulkan")) {
+        const char *ci = getenv("CI");
+        if (ci && strcmp(ci, "true") == 0 && TKV_BUILT_VULKAN)
+            fail_msg("CI=true: backend vulkan was built and must be available (lavapipe)");
+        skip();
+    }
+    char *out, *err;
+    int rc = cli_in("", "bench --per-token --backend vulkan --types turbo3 --ctx 256 --layers 1", &out, &err);
+    if (rc != 0 || !strstr(out, "\nturbo3 "))
+        fail_msg("bench --per-token without TURBO_PLUGIN_PATH: exit %d, stdout \"%s\", stderr \"%s\"", rc, out, err);
+    free(out);
+    free(err);
+}
+
 /* bench's arithmetic floor in its --json output: on a CPU whose plugin
  * level has FMAs the multiply-add peak is measured, and each point's floor
  * is its multiply-adds (2 x query heads x head_dim per visible row; the
@@ -1456,6 +1478,7 @@ int main(void)
         cmocka_unit_test(test_cli_ppl_windows),
         cmocka_unit_test(test_cli_info_json_typed),
         cmocka_unit_test(test_cli_plugin_path_comes_first),
+        cmocka_unit_test(test_cli_per_token_finds_build_plugins),
         cmocka_unit_test(test_cli_bench_plot),
         cmocka_unit_test(test_cli_manual_covers_every_option),
     };
