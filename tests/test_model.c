@@ -330,6 +330,9 @@ struct reload {
     char path[4096];
 };
 
+/* $TMPDIR, else /tmp: where the test's files and directories go. */
+static const char *tmp_root(void) { return getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp"; }
+
 /* Saves the prefilled cache, destroys it, and continues on the loaded copy. */
 static tkv_cache *save_and_reload(tkv_cache *c, void *user)
 {
@@ -348,7 +351,7 @@ static tkv_cache *save_and_reload(tkv_cache *c, void *user)
 static void save_load_continue_on(const char *backend)
 {
     struct reload r = { open_context(backend), "" };
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    const char *tmp = tmp_root();
     snprintf(r.path, sizeof r.path, "%s/tkv-test-model-XXXXXX", tmp);
     int fd = mkstemp(r.path);
     assert_true(fd >= 0);
@@ -477,7 +480,7 @@ static void write_variant(const char *src, size_t len, const void *extra, size_t
     assert_non_null(buf);
     assert_int_equal(fread(buf, 1, len, in), len);
     fclose(in);
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    const char *tmp = tmp_root();
     snprintf(out, size, "%s/tkv-test-file-XXXXXX", tmp);
     int fd = mkstemp(out);
     assert_true(fd >= 0);
@@ -840,8 +843,7 @@ static void write_bytes(FILE *f, const void *p, size_t n) { assert_int_equal(fwr
 
 static void temp_path(char *out, size_t size, const char *what)
 {
-    const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
-    snprintf(out, size, "%s/tkv-test-%s-XXXXXX", tmp, what);
+    snprintf(out, size, "%s/tkv-test-%s-XXXXXX", tmp_root(), what);
     int fd = mkstemp(out);
     assert_true(fd >= 0);
     close(fd);
@@ -1308,7 +1310,7 @@ static void test_cli_plugin_path_comes_first(void **state)
     }
     if (!src[0])
         fail_msg("no turbokv-cpu.so in the test's plugin path %s", g.plugin_path ? g.plugin_path : "(unset)");
-    snprintf(dir, sizeof dir, "%s/tkv-test-plugins-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    snprintf(dir, sizeof dir, "%s/tkv-test-plugins-XXXXXX", tmp_root()); /* mkdtemp's template */
     assert_non_null(mkdtemp(dir));
     snprintf(dst, sizeof dst, "%s/turbokv-cpu.so", dir);
     FILE *in = fopen(src, "rb"), *to = fopen(dst, "wb");
@@ -1410,7 +1412,7 @@ static void test_cli_bench_plot(void **state)
         fail_msg("bench --warm-ms 20000: stdout \"%s\", stderr \"%s\"", out, err);
     free(out);
     free(err);
-    snprintf(path, sizeof path, "%s/tkv-test-plot-%d.svg", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+    snprintf(path, sizeof path, "%s/tkv-test-plot-%d.svg", tmp_root(),
              (int)getpid());
     snprintf(cmd, sizeof cmd, "bench --backend cpu --preset small --ctx 256,1K --types f16,turbo3,turbo4 "
                               "--tokens 1 --seqs 1 --warm-ms 5 --json --plot %s", path);

@@ -812,7 +812,7 @@ static int bench_vulkan(const uint32_t *types, int n_types, const uint32_t *ctx,
                         .queue_family = v.family, .api_version = VK_API_VERSION_1_2, .flags = v.flags },
         };
         struct tkv_context_options opts = { .struct_size = sizeof opts, .host_device = &hd,
-                                        .plugin_path = tool_plugin_path() };
+                                            .plugin_path = tool_plugin_path() };
         struct token_host h = {
             .api = "vulkan", .step_end = "recorded into one command buffer, one submit and fence wait", .impl = &v,
             .buffers = vkh_buffers, .release = vkh_release, .tensor = vkh_tensor, .step_begin = vkh_step_begin,

@@ -28,14 +28,13 @@ int tool_bench_token(const char *backend, const uint32_t *types, int n_types, co
 int tool_bench_paged(const char *backend, const uint32_t *ctx, int n_ctx, uint32_t q_heads, uint32_t kv_heads,
                      uint32_t head_dim, uint32_t type, int json);
 
-/* Opens a context the way every subcommand does: config + env, with the
- * build tree's plugin directories searched first when the tool runs
- * uninstalled. backend may be NULL (config/env decide). Prints the error
- * and returns NULL on failure. */
 /* The plugin path the tools pass to tkv_context_open: run from the build
  * tree, TURBO_PLUGIN_PATH's directories then the build's plugin
  * directories; installed, NULL (the library's own search). */
 const char *tool_plugin_path(void);
+/* Opens a context the way every subcommand does: config + env, plugins
+ * found through tool_plugin_path. backend may be NULL (config/env decide).
+ * Prints the error and returns NULL on failure. */
 tkv_context *tool_open_context(const char *backend);
 /* The same; probe_all: load and list every plugin found even when a backend
  * is named (turbokv info). */
