@@ -1355,6 +1355,32 @@ static void test_cli_per_token_finds_build_plugins(void **state)
     free(err);
 }
 
+/* keystudy (the key-storage study of docs/keys.md, run from its build
+ * tree, never installed) finds the build's plugins without
+ * TURBO_PLUGIN_PATH, as turbokv does: its ppl opens a context (it used to
+ * search only the installed directories and fail "no turbokv plugin
+ * found"). */
+static void test_keystudy_finds_build_plugins(void **state)
+{
+    (void)state;
+    char exe[4200], outp[4200], cmd[20000];
+    snprintf(exe, sizeof exe, "%s", turbokv());
+    *strrchr(exe, '/') = '\0';
+    const char *models = getenv("TKV_MODELS_DIR");
+    assert_non_null(models);
+    temp_path(outp, sizeof outp, "stdout");
+    snprintf(cmd, sizeof cmd,
+             "env -u TURBO_PLUGIN_PATH -u TURBO_CONFIG '%s/keystudy' ppl f32 --model '%s/stories260K.bin' "
+             "--tokenizer '%s/tok512.bin' --tokens '%s/s260k_tokens.npy' >'%s' 2>&1",
+             exe, models, models, models, outp);
+    const int status = system(cmd);
+    char *out = slurp(outp);
+    unlink(outp);
+    if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0 || !strstr(out, "\nf32 "))
+        fail_msg("keystudy ppl without TURBO_PLUGIN_PATH: status %d, output \"%s\"", status, out);
+    free(out);
+}
+
 /* bench's arithmetic floor in its --json output: on a CPU whose plugin
  * level has FMAs the multiply-add peak is measured, and each point's floor
  * is its multiply-adds (2 x query heads x head_dim per visible row; the
@@ -1481,6 +1507,7 @@ int main(void)
         cmocka_unit_test(test_cli_info_json_typed),
         cmocka_unit_test(test_cli_plugin_path_comes_first),
         cmocka_unit_test(test_cli_per_token_finds_build_plugins),
+        cmocka_unit_test(test_keystudy_finds_build_plugins),
         cmocka_unit_test(test_cli_bench_plot),
         cmocka_unit_test(test_cli_manual_covers_every_option),
     };

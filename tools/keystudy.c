@@ -45,6 +45,7 @@
 #include "llama2.h"
 #include "npy.h"
 #include "tokenizer.h"
+#include "tool.h"
 #include "turbokv.h"
 
 #define CALIB_TOKENS 16u /* W */
@@ -791,7 +792,9 @@ int main(int argc, char **argv)
         len = n_tok;
     if (windows < 1 || (uint64_t)windows * len > n_tok)
         windows = n_tok / len;
-    struct tkv_context_options o = { .struct_size = sizeof o };
+    /* run from its build tree (it is not installed): the build's plugins
+     * after TURBO_PLUGIN_PATH's, as turbokv finds them */
+    struct tkv_context_options o = { .struct_size = sizeof o, .plugin_path = tool_plugin_path() };
     tkv_context *ctx;
     if (tkv_context_open(&o, &ctx) != TKV_OK) {
         fprintf(stderr, "keystudy: %s\n", tkv_last_error());
