@@ -81,6 +81,11 @@ float tc_from_h(uint h)
     return (h & 0x7c00u) == 0u ? ((h & 0x8000u) != 0u ? -sub : sub) : unpackHalf2x16(h).x;
 }
 
+// 2^k for k in -126 .. 127, from its bits: the sums' and the weights'
+// powers of two below are multiplications by it (ldexp compiled to a
+// general routine on NVIDIA: session 30's 2^pe cost 18% at 128K)
+float tc_pow2(int k) { return uintBitsToFloat(uint(k + 127) << 23u); }
+
 // fp16 hi and lo halves of (a, b), packed as a pair each: x_hi = fp16(x),
 // x_lo = fp16(x - x_hi) (x - x_hi exact in float)
 void tc_split2(float a, float b, out uint hi, out uint lo)
@@ -134,8 +139,8 @@ void tc_prepare(uint gi)
 
 // The bytes a lane reads of a tile (16 rows from row in0 of a pool block,
 // its bytes from kb and vb; rows r and r + 2 are 100 bytes apart, so a
-// row's byte offset mod 4 is 2 (r mod 2)): whole words, loaded one tile
-// ahead of their use and shifted into place then. (A K run's fourth word,
+// row's byte offset mod 4 is 2 (r mod 2)): whole words, loaded as the tile
+// starts and shifted into place then. (A K run's fourth word,
 // needed where the run starts 2 bytes into a word, is read by every lane:
 // for row 15 it is the 4 bytes after the tile, past a pool's last row its
 // buffer's slack, VK_BUFFER_SLACK.)
@@ -220,14 +225,10 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
     const uint sh_k = (g & 1u) == 0u ? 16u : 0u, sh_v = sh_k, sh_w = 16u - sh_k;
     const uint sh_sa = (g & 1u) != 0u ? 16u : 0u; // the scales of rows g, g + 8
     uint tb = begin < end ? begin & ~15u : end; // (an empty range takes no tile)
-    // the next tile's words in flight while one is computed
-    TcRaw nx;
-    if (tb < end)
-        nx = tc_fetch_tile(h, blocks, tb, g, c);
+    // (each tile's words loaded as it starts: loaded one tile ahead they
+    // took 2 registers more and measured no faster, session 32)
     for (; tb < end; tb += 16u) {
-        const TcRaw cur = nx;
-        if (tb + 16u < end)
-            nx = tc_fetch_tile(h, blocks, tb + 16u, g, c);
+        const TcRaw cur = tc_fetch_tile(h, blocks, tb, g, c);
         uint ka[3], kc[3], v0[2], v1[2], v2[2], v3[2];
         [[unroll]] for (uint i = 0u; i < 3u; i++) {
             ka[i] = TC_SHIFT(cur.k, i, sh_k);
@@ -298,21 +299,25 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
         // hold any bytes), and pe for it: P' <= scale < 2^(14 - pe)
         float pf = 1.0; // what the sums take for a pe that moves
         {
+            // (lanes of one g hold the same rows: the max over g)
             float vmax = max(ra >= begin && ra < end ? abs(vsa) : 0.0, rb >= begin && rb < end ? abs(vsb) : 0.0);
-            vmax = subgroupMax(vmax);
+            vmax = max(vmax, subgroupShuffleXor(vmax, 4u));
+            vmax = max(vmax, subgroupShuffleXor(vmax, 8u));
+            vmax = max(vmax, subgroupShuffleXor(vmax, 16u));
             if (vmax > 0.0) {
-                int e;
-                frexp(vmax, e);
+                // vmax = f 2^e, f in [1/2, 1) (an fp16 scale: a normal float)
+                const int e = int((floatBitsToUint(vmax) >> 23u) & 0xffu) - 126;
                 const int pt = 14 - e;
                 if (!pe_set) {
                     pe = pt;
                     pe_set = true;
                 } else if (pt < pe) {
-                    pf = ldexp(1.0, pt - pe);
+                    pf = tc_pow2(pt - pe);
                     pe = pt;
                 }
             }
         }
+        const float p2 = tc_pow2(pe); // (pe in -3 .. 37)
         float corr[2];
         bool rescale = pf != 1.0, any_w = false;
         [[unroll]] for (uint j = 0u; j < 2u; j++) {
@@ -335,7 +340,7 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
                 lsum += p;
                 // (a row outside the subgroup's range may hold any bytes: its
                 // scale is not read into a product)
-                p4[i] = w == 0.0 ? 0.0 : ldexp(w * (r == 0u ? vsa : vsb), pe);
+                p4[i] = w == 0.0 ? 0.0 : w * (r == 0u ? vsa : vsb) * p2;
                 any_w = any_w || w != 0.0;
             }
             if (counts)
@@ -387,11 +392,12 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
     }
     // the sums of columns c and c + 4 (lanes t and t ^ 2) into tc_o, then
     // decode.comp's accumulators
+    const float p2_end = tc_pow2(-pe);
     [[unroll]] for (uint m = 0u; m < 8u; m++)
         [[unroll]] for (uint i = 0u; i < 4u; i++) {
             float o = oacc[m][i];
             o += subgroupShuffleXor(o, 2u);
-            o = ldexp(o, -pe); // (exact, but for results below float's normal range)
+            o *= p2_end; // (exact, but for results below float's normal range)
             const uint t = qa + (i & 1u), dim = 16u * g + 2u * m + (i >> 1u);
             if (counts && t < QT)
                 tc_o[(sgid * QT + t) * HEAD_DIM + dim] = o;
