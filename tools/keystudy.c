@@ -630,6 +630,7 @@ static int32_t *text_tokens(const char *model_tok, const char *text, uint32_t vo
     FILE *f = fopen(text, "rb");
     if (!f) {
         fprintf(stderr, "keystudy: %s: %s\n", text, strerror(errno));
+        tokenizer_close(&tok);
         return NULL;
     }
     static char buf[1 << 20];
@@ -637,9 +638,10 @@ static int32_t *text_tokens(const char *model_tok, const char *text, uint32_t vo
     fclose(f);
     int32_t *ids = NULL;
     struct tokenizer_unknown unk;
-    if (tokenizer_encode(&tok, buf, len, 1, &ids, n, &unk) != 0)
-        return NULL;
+    const int rc = tokenizer_encode(&tok, buf, len, 1, &ids, n, &unk);
     tokenizer_close(&tok);
+    if (rc != 0)
+        return NULL;
     return ids;
 }
 
@@ -780,14 +782,17 @@ int main(int argc, char **argv)
         struct npy_array a;
         if (npy_read(tokens_npy, NPY_INT32, &a, err, sizeof err) != 0) {
             fprintf(stderr, "keystudy: %s\n", err);
+            llama2_close(&model);
             return 1;
         }
         tokens = a.data;
         n_tok = (uint32_t)a.count;
     } else
         tokens = text_tokens(tok_path, text, c->vocab_size, &n_tok);
-    if (!tokens)
+    if (!tokens) {
+        llama2_close(&model);
         return 1;
+    }
     if (len > n_tok)
         len = n_tok;
     if (windows < 1 || (uint64_t)windows * len > n_tok)
@@ -798,6 +803,8 @@ int main(int argc, char **argv)
     tkv_context *ctx;
     if (tkv_context_open(&o, &ctx) != TKV_OK) {
         fprintf(stderr, "keystudy: %s\n", tkv_last_error());
+        free(tokens);
+        llama2_close(&model);
         return 1;
     }
     printf("%s: head_dim %u, %u kv heads, %ld windows of %u tokens; values %s\n", model_path, c->head_dim,
@@ -814,5 +821,6 @@ int main(int argc, char **argv)
     }
     tkv_context_close(ctx);
     llama2_close(&model);
+    free(tokens);
     return 0;
 }
