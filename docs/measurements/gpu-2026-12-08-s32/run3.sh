@@ -5,7 +5,12 @@
 # as it starts). On an H200 first the set of issues 11 and 12 (session 31's
 # run2.sh) into $OUT/h200/. Then, on any card: decode_tc's conformance
 # (TURBO_VK_TC=1, every test_backends test of the vulkan backend, and
-# test_host_vulkan), then decode.comp against decode_tc, three rounds.
+# test_host_vulkan), then decode.comp against decode_tc, two rounds;
+# then how many workgroups an SM runs at once at 128K: one workgroup an
+# SM (TURBO_VK_WORKGROUPS=528: 132 for decode.comp) against the default
+# (registers: 2 an SM for turbo3o's decode.comp and for decode_tc, 3 for
+# turbo3's) and 2 / 3 an SM: where one and two time alike, the SM ran one
+# at a time (shared memory).
 set -u
 R=$PWD
 O=${OUT:-/tmp/out}
@@ -23,11 +28,23 @@ fi
   TURBO_VK_TC=1 TURBO_LOG=info timeout 60 build/tools/turbokv bench --backend vulkan --types turbo3 --ctx 4K \
     --tokens 1 --seqs 1 2>&1 | grep -m2 -E "tensor cores|decode_tc"; } > "$O/check.txt" 2>&1
 B="build/tools/turbokv bench --backend vulkan --types turbo3 --ctx 4K,16K,128K --tokens 1 --seqs 1 --warm-ms 300"
-for r in 1 2 3; do
-  [ $SECONDS -lt 500 ] || break
+for r in 1 2; do
+  [ $SECONDS -lt 200 ] || break
   for tc in 0 1; do
     echo "== TURBO_VK_TC=$tc r$r at $SECONDS s" >> "$O/bench.txt"
     TURBO_VK_TC=$tc timeout 40 $B 2>&1 | grep -A2 "^device time" | grep -E "^turbo3" >> "$O/bench.txt"
   done
 done
-cat "$O/check.txt" "$O/bench.txt" "$O/device.txt"
+W="build/tools/turbokv bench --backend vulkan --ctx 128K --tokens 1 --seqs 1 --warm-ms 300"
+for r in 1; do
+  for w in 528 1056 1584 default; do
+    for c in "turbo3o 0" "turbo3 1" "turbo3 0"; do
+      set -- $c
+      [ $SECONDS -lt 330 ] || break 3
+      echo "== $1 TURBO_VK_TC=$2 TURBO_VK_WORKGROUPS=$w r$r" >> "$O/wgs.txt"
+      if [ $w = default ]; then e=; else e=TURBO_VK_WORKGROUPS=$w; fi
+      env $e TURBO_VK_TC=$2 timeout 40 $W --types $1 2>&1 | grep -A2 "^device time" | grep -E "^turbo" >> "$O/wgs.txt"
+    done
+  done
+done
+cat "$O/check.txt" "$O/bench.txt" "$O/wgs.txt" "$O/device.txt"
