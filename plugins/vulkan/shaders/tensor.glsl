@@ -317,7 +317,7 @@ void tc_loop(uint h, uint begin, uint end, uint64_t blocks, uint lo_q[QT], uint 
                 }
             }
         }
-        const float p2 = tc_pow2(pe); // (pe in -3 .. 37)
+        const float p2 = tc_pow2(pe); // (pe in -2 .. 37: fp16 scales lie in 2^-24 .. 65504)
         float corr[2];
         bool rescale = pf != 1.0, any_w = false;
         [[unroll]] for (uint j = 0u; j < 2u; j++) {
